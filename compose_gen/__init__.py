@@ -1,0 +1,61 @@
+"""compose_gen: compose deep generative models from declarative specs.
+
+The public surface for users and plugin authors::
+
+    import compose_gen as cg
+
+    spec = cg.load_spec("specs/vae_digits.yaml", overrides=["train.steps=200"])
+    run = cg.train(spec, out="runs/vae")       # trains, checkpoints, evaluates
+    run = cg.load_run("runs/vae")              # back from the folder alone
+    images = run.sample(16)
+    print(run.evaluate())
+"""
+
+from compose_gen.core import (
+    Bijector,
+    BuildContext,
+    Chain,
+    EvalContext,
+    Loss,
+    Sampler,
+    Splits,
+    TensorData,
+    log_mean_exp,
+    sum_rightmost,
+)
+from compose_gen.registry import (
+    Catalogue,
+    ComponentType,
+    Params,
+    Ref,
+    Value,
+    hookimpl,
+    make_catalogue,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bijector",
+    "BuildContext",
+    "Catalogue",
+    "Chain",
+    "ComponentType",
+    "EvalContext",
+    "Loss",
+    "Params",
+    "Ref",
+    "Sampler",
+    "Splits",
+    "TensorData",
+    "Value",
+    "hookimpl",
+    "log_mean_exp",
+    "make_catalogue",
+    "sum_rightmost",
+]
+
+# The user-facing workflow (imported last: these layers build on the ones above).
+from compose_gen.api import build, load_run, load_spec, train  # noqa: E402
+
+__all__ += ["build", "load_run", "load_spec", "train"]

@@ -1,0 +1,33 @@
+"""The four calls most users need: load a spec, build it, train it, load a run back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from compose_gen.runtime import Run, build
+from compose_gen.spec import Spec, load_spec
+
+__all__ = ["build", "load_run", "load_spec", "train"]
+
+
+def train(
+    spec: Spec | str | Path,
+    out: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    device: str | None = None,
+    overrides: Iterable[str] = (),
+    progress: bool = True,
+) -> Run:
+    """Train ``spec`` into a run folder (``out``), then sample and evaluate; return the :class:`Run`."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides)
+    run = Run.create(spec, out, device, progress)
+    run.train(steps)
+    return run
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> Run:
+    """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``."""
+    return Run.load(run_dir, device)

@@ -1,0 +1,185 @@
+"""``compose-gen``: validate, inspect, train, sample and evaluate from the shell.
+
+Every expected failure (a bad spec, an unreadable checkpoint, a non-finite loss,
+a broken plugin) ends with a one-line-per-problem message and a non-zero exit
+status, never a traceback from inside the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from compose_gen.registry import RegistryError, make_catalogue
+from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, build
+from compose_gen.spec import SpecError, load_spec
+
+__all__ = ["main"]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    catalogue = make_catalogue()
+    failed = 0
+    for file in args.files:
+        try:
+            spec = load_spec(file, args.set, catalogue)
+            if not args.static:
+                build(spec, "cpu")
+        except SpecError as error:
+            failed += 1
+            print(error)
+        else:
+            print(f"{file}: ok")
+    return 1 if failed else 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from compose_gen.compiler import build_graph
+    from compose_gen.compiler.draw import draw
+
+    spec = load_spec(args.spec, args.set)
+    data = build(spec, "cpu")[1]
+    draw(build_graph(spec, tuple(data.train.fields)).graph, Path(args.output), spec.name)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from compose_gen.registry.listing import describe, render
+
+    catalogue = make_catalogue()
+    listing = describe(catalogue)
+    if args.json:
+        print(json.dumps(listing, indent=1))
+    else:
+        render(listing)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from compose_gen.spec.schema import spec_schema
+
+    text = json.dumps(spec_schema(make_catalogue()), indent=1)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    progress = not args.no_progress
+    if args.resume:
+        run = Run.load(args.resume, args.device, args.set, progress=progress)
+        if args.steps is None:
+            args.steps = run.spec.model.train.steps
+    else:
+        if not args.spec:
+            raise SystemExit("compose-gen train: give a SPEC, or --resume RUN_DIR")
+        run = Run.create(load_spec(args.spec, args.set), args.out, args.device, progress)
+    print(f"run folder: {run.dir}", file=sys.stderr)
+    logs = run.train(args.steps)
+    print(json.dumps({"step": run.trainer.step, **logs}))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    run = Run.load(args.run_dir, args.device, progress=False)
+    path = run.save_samples(args.output, args.n, args.temperature)
+    print(f"wrote {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    run = Run.load(args.run_dir, args.device, progress=False)
+    results = run.evaluate()
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:40s} {value}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from compose_gen.runtime.listing import list_runs
+
+    for row in list_runs(Path(args.folder)):
+        print(row)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compose-gen", description="Compose, train, sample and evaluate generative models from specs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. train.steps=100")
+
+    p = command("validate", _validate, "check specs: schema, references, cycles, kinds and shapes (dry run)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--static", action="store_true", help="skip building the data and the dry run")
+    overrides(p)
+
+    p = command("graph", _graph, "draw a spec's graph as PNG, SVG or DOT")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True)
+    overrides(p)
+
+    p = command("plugins", _plugins, "list every registered type with its kind, plugin and parameters")
+    p.add_argument("--json", action="store_true")
+
+    p = command("schema", _schema, "write the JSON Schema of the spec language")
+    p.add_argument("-o", "--output")
+
+    p = command("train", _train, "train a spec into a run folder (or resume one)")
+    p.add_argument("spec", nargs="?")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--out")
+    p.add_argument("--device")
+    p.add_argument("--resume", metavar="RUN_DIR")
+    p.add_argument("--no-progress", action="store_true")
+    overrides(p)
+
+    p = command("sample", _sample, "write samples of a trained run as an image")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=64)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--device")
+
+    p = command("evaluate", _evaluate, "evaluate a trained run with its spec's metrics")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device")
+
+    p = command("runs", _runs, "list run folders with their spec, step and final metrics")
+    p.add_argument("folder", nargs="?", default="runs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except (CheckpointError, NonFiniteLoss, RegistryError, FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

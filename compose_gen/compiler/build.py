@@ -1,0 +1,80 @@
+"""Instantiating declarations through their types' ``build(params, ctx)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+from torch import nn
+
+from compose_gen.compiler.graph import SpecGraph
+from compose_gen.core import Bijector, Loss, Sampler, Splits
+from compose_gen.spec import Declared, Problem, Spec, SpecError
+
+__all__ = ["BuildContext", "build_all"]
+
+_EXPECTED: dict[str, type] = {
+    "bijector": Bijector,
+    "loss": Loss,
+    "sampler": Sampler,
+    "dataset": Splits,
+    "metric": object,
+}
+
+
+class BuildContext:
+    """The compiler's side of :class:`compose_gen.core.BuildContext`."""
+
+    def __init__(self, spec: Spec, data: Splits | None) -> None:
+        self.spec = spec
+        self.data = data
+        self.built: dict[str, nn.Module] = {}
+        self.losses: dict[str, Loss] = {}
+
+    def component(self, ref: str) -> Any:
+        return self.built[ref]
+
+    def loss(self, name: str) -> Loss:
+        if name not in self.losses:
+            raise KeyError(f"unknown loss {name!r}; losses: {', '.join(self.losses) or 'none'}")
+        return self.losses[name]
+
+    def make(self, declared: Declared) -> Any:
+        """Build one declaration, turning a plugin's failure into a located spec error."""
+        try:
+            built = declared.type.build(declared.params, self)
+        except SpecError:
+            raise
+        except Exception as error:
+            plugin = self.spec.catalogue.plugin_of.get(declared.type.name, "?")
+            raise self.spec.error(
+                declared.path, f"cannot build {declared.type.name!r} (plugin {plugin!r}): {type(error).__name__}: {error}"
+            ) from None
+        expected = _EXPECTED.get(declared.kind, nn.Module)
+        if not isinstance(built, expected):
+            raise self.spec.error(
+                declared.path,
+                f"type {declared.type.name!r} built a {type(built).__name__}, not a {expected.__name__} as a {declared.kind} must be",
+            )
+        return built
+
+
+def build_all(
+    spec: Spec, graph: SpecGraph, ctx: BuildContext
+) -> tuple[dict[str, nn.Module], dict[str, Loss], Sampler | None, list[Any]]:
+    """Build components (dependencies first), then losses, the sampler and the metrics."""
+    sections = spec.sections
+    order = [n.split(":", 1)[1] for n in nx.topological_sort(graph.graph) if n.startswith("component:")]
+    for name in order:
+        ctx.built[name] = ctx.make(sections.components[name])
+    problems: list[Problem] = []
+    for name, declared in sections.losses.items():
+        try:
+            ctx.losses[name] = ctx.make(declared)
+        except SpecError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise SpecError(problems, spec.source)
+    sampler = ctx.make(sections.sampler) if sections.sampler is not None else None
+    metrics = [ctx.make(declared) for declared in sections.metrics]
+    return ctx.built, ctx.losses, sampler, metrics

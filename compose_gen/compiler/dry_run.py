@@ -1,0 +1,100 @@
+"""A dry run on two real examples, to find shape and kind mismatches before training.
+
+Every player's plan runs forward once and the sampler draws two examples.  A
+failure is reported at the innermost component that was running (tracked by
+forward hooks), or at the graph value or loss being computed.  Parameters,
+buffers (e.g. actnorm's data-dependent initialisation) and the RNG are restored
+afterwards, so the dry run leaves no trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from compose_gen.compiler.plan import term_address
+from compose_gen.core import Splits
+from compose_gen.spec import Problem, SpecError
+
+__all__ = ["dry_run"]
+
+DRY_RUN_EXAMPLES = 2
+
+
+def dry_run(model: Any, data: Splits) -> None:
+    spec = model.spec
+    device = model.device
+    batch = {k: v.to(device) for k, v in data.train.batch(slice(0, DRY_RUN_EXAMPLES)).items()}
+    shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in batch.items())
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    stack: list[str] = []
+    try:
+        with _tracking(model, stack):
+            for player, plan in model.plans.items():
+                values: dict[str, Any] = dict(batch)
+                for step in plan.values:
+                    with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", shapes):
+                        values[step.name] = step.fn(values)
+                for call in plan.losses:
+                    inputs = {k: values[v] if isinstance(v, str) else tuple(values[x] for x in v) for k, v in call.inputs.items()}
+                    with _located(spec, stack, ("losses", call.name), f"computing loss {call.name!r}", shapes):
+                        result = call.module(inputs, call.terms)
+                    for term in call.terms:
+                        value = result.get(term)
+                        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                            raise spec.error(
+                                ("losses", call.name),
+                                f"term {term_address(call.name, term)!r} must be a scalar tensor, got {got}",
+                            )
+            if model.sampler is not None:
+                with _located(spec, stack, ("sample",), "sampling", shapes):
+                    drawn = model.sample(DRY_RUN_EXAMPLES)
+                expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
+                if expected is not None and tuple(drawn.shape[1:]) != expected:
+                    raise spec.error(("sample",), f"samples have shape {tuple(drawn.shape[1:])}, data x has {expected}")
+    finally:
+        model.load_state_dict(saved)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+@contextlib.contextmanager
+def _tracking(model: Any, stack: list[str]) -> Iterator[None]:
+    """Keep ``stack`` equal to the components whose forward is running."""
+    handles = []
+    for name, module in model._all_components.items():
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name: stack.append(n)))
+        handles.append(module.register_forward_hook(lambda *_, n=name: _pop(stack, n)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _pop(stack: list[str], name: str) -> None:
+    if stack and stack[-1] == name:
+        stack.pop()
+
+
+@contextlib.contextmanager
+def _located(spec: Any, stack: list[str], path: tuple[Any, ...], what: str, shapes: str) -> Iterator[None]:
+    stack.clear()
+    try:
+        yield
+    except SpecError:
+        raise
+    except Exception as error:
+        where = path
+        if stack:
+            where = spec.sections.components[stack[-1]].path
+            what = f"{what} (in component {stack[-1]!r})"
+        message = f"dry run failed {what} on a batch of {DRY_RUN_EXAMPLES} ({shapes}): {type(error).__name__}: {error}"
+        raise SpecError([Problem(where, message)], spec.source) from None

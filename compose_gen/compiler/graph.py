@@ -1,0 +1,132 @@
+"""The spec as a networkx graph of fields, components, values, losses and terms.
+
+Node ids are ``"<kind>:<name>"``; an edge points from what is needed to what
+needs it.  :func:`build_graph` reports unknown names (with "did you mean") and
+cycles as spec problems before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from compose_gen.compiler.expressions import Call, parse_call
+from compose_gen.registry import RefTo, ValueRef, ref_fields, suggest
+from compose_gen.spec import Declared, Problem, Spec, SpecError
+
+__all__ = ["BUILTINS", "SpecGraph", "build_graph", "node"]
+
+BUILTINS = frozenset({"cat", "detach"})
+
+
+def node(kind: str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
+@dataclass
+class SpecGraph:
+    graph: nx.DiGraph
+    calls: dict[str, Call]
+    fields: tuple[str, ...]
+
+    def ancestors(self, nodes: set[str]) -> set[str]:
+        found = set(nodes)
+        for n in nodes:
+            found |= nx.ancestors(self.graph, n)
+        return found
+
+    def values_in_order(self, nodes: set[str]) -> list[str]:
+        order = [n for n in nx.topological_sort(self.graph) if n in nodes and n.startswith("value:")]
+        return [n.split(":", 1)[1] for n in order]
+
+
+def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
+    """Build and check the graph; ``fields`` are the batch's field names."""
+    problems: list[Problem] = []
+    g = nx.DiGraph()
+    components = spec.sections.components
+    values = spec.model.graph
+    for name in fields:
+        g.add_node(node("field", name), path=("data",))
+    for name, declared in components.items():
+        g.add_node(node("component", name), path=declared.path)
+        _add_refs(g, node("component", name), declared, components, values, fields, problems)
+
+    calls: dict[str, Call] = {}
+    known = set(components) | set(values) | set(fields)
+    for name, text in values.items():
+        path = ("graph", name)
+        g.add_node(node("value", name), path=path)
+        try:
+            call = parse_call(text)
+        except ValueError as error:
+            problems.append(Problem(path, str(error)))
+            continue
+        calls[name] = call
+        if call.target in BUILTINS and call.method is None:
+            targets = call.args
+        else:
+            targets = call.names
+        for used in targets:
+            if not isinstance(used, str):
+                continue
+            if used not in known:
+                problems.append(Problem(path, f"unknown name {used!r}{suggest(used, known | BUILTINS)}"))
+            else:
+                g.add_edge(_node_of(used, components, values), node("value", name))
+
+    for name, declared in spec.sections.losses.items():
+        g.add_node(node("loss", name), path=declared.path)
+        _add_refs(g, node("loss", name), declared, components, values, fields, problems)
+    if spec.sections.sampler is not None:
+        g.add_node("sampler", path=("sample",))
+        _add_refs(g, "sampler", spec.sections.sampler, components, values, fields, problems)
+
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [edge[0].split(":", 1)[1] for edge in cycle] + [cycle[0][0].split(":", 1)[1]]
+        path = g.nodes[cycle[0][0]].get("path", ())
+        problems.append(Problem(path, f"cycle: {' -> '.join(names)}"))
+    if problems:
+        raise SpecError(problems, spec.source)
+    return SpecGraph(g, calls, fields)
+
+
+def _node_of(name: str, components: dict[str, Declared], values: dict[str, str]) -> str:
+    if name in components:
+        return node("component", name)
+    if name in values:
+        return node("value", name)
+    return node("field", name)
+
+
+def _add_refs(
+    g: nx.DiGraph,
+    target: str,
+    declared: Declared,
+    components: dict[str, Declared],
+    values: dict[str, str],
+    fields: tuple[str, ...],
+    problems: list[Problem],
+) -> None:
+    """Edges from every component or value ``declared`` refers to."""
+    for field, marker, is_list in ref_fields(type(declared.params)):
+        value = getattr(declared.params, field)
+        if value is None:
+            continue
+        for i, name in enumerate(value if is_list else [value]):
+            path = (*declared.path, field, i) if is_list else (*declared.path, field)
+            if isinstance(marker, RefTo):
+                g.add_edge(node("component", name), target)
+            elif isinstance(marker, ValueRef):
+                if name in values or name in fields:
+                    g.add_edge(_node_of(name, components, values), target)
+                else:
+                    known = set(values) | set(fields)
+                    problems.append(
+                        Problem(path, f"unknown value {name!r}{suggest(name, known)} (graph values and batch fields: {', '.join(sorted(known))})")
+                    )

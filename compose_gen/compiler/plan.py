@@ -1,0 +1,166 @@
+"""Per-player execution plans.
+
+A player's plan holds only the graph values its loss terms need (their
+ancestors) in topological order, each flagged with whether it can carry a
+gradient to the player's parameters; values that cannot run under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from compose_gen.compiler.graph import SpecGraph, node
+from compose_gen.core import Loss
+from compose_gen.registry import ValueRef, ref_fields, suggest
+from compose_gen.spec import Problem, Spec, SpecError
+from compose_gen.spec.model import PlayerSpec
+
+__all__ = ["LossCall", "Plan", "ValueStep", "make_plans", "run_plan", "term_address"]
+
+
+@dataclass
+class ValueStep:
+    name: str
+    fn: Callable[[dict[str, Any]], Any]
+    grad: bool
+
+
+@dataclass
+class LossCall:
+    name: str
+    module: Loss
+    inputs: dict[str, str | list[str]]
+    terms: frozenset[str]
+    weights: dict[str, float]
+
+
+@dataclass
+class Plan:
+    player: str
+    spec: PlayerSpec
+    params: list[nn.Parameter]
+    values: list[ValueStep]
+    losses: list[LossCall]
+    param_ids: frozenset[int] = field(default_factory=frozenset)
+
+
+def term_address(loss: str, term: str) -> str:
+    """``elbo`` for a single-term loss, ``adv.critic`` otherwise."""
+    return loss if term == "loss" else f"{loss}.{term}"
+
+
+def make_plans(
+    spec: Spec,
+    graph: SpecGraph,
+    components: dict[str, nn.Module],
+    losses: dict[str, Loss],
+    evaluators: dict[str, Callable[[dict[str, Any]], Any]],
+) -> dict[str, Plan]:
+    players = spec.model.players or {"model": PlayerSpec()}
+    problems: list[Problem] = []
+    addresses = {term_address(n, t): (n, t) for n, loss in losses.items() for t in loss.terms}
+    plans = {}
+    for player, pspec in players.items():
+        path = ("players", player)
+        params, holders = _player_params(pspec, components, losses, path, problems)
+        weights = pspec.weights() or {address: 1.0 for address in addresses}
+        chosen: dict[str, dict[str, float]] = {}
+        for address, weight in weights.items():
+            if address not in addresses:
+                problems.append(Problem((*path, "terms", address), _unknown_term(address, losses)))
+                continue
+            loss_name, term = addresses[address]
+            chosen.setdefault(loss_name, {})[term] = weight
+        calls, needed = [], set()
+        for loss_name, term_weights in chosen.items():
+            loss = losses[loss_name]
+            inputs = _value_inputs(spec, loss_name)
+            used = loss.inputs_for(term_weights, inputs)
+            inputs = {k: v for k, v in inputs.items() if k in used}
+            calls.append(LossCall(loss_name, loss, inputs, frozenset(term_weights), term_weights))
+            needed.add(node("loss", loss_name))
+            names = [v for ref in inputs.values() for v in ([ref] if isinstance(ref, str) else ref)]
+            needed |= {node("field" if v in graph.fields else "value", v) for v in names}
+        ancestry = graph.ancestors(needed)
+        holding = {n for n in ancestry if n in holders}
+        if params and not holding:
+            problems.append(Problem(path, f"none of player {player!r}'s terms depends on its parameters"))
+        steps = []
+        for value in graph.values_in_order(ancestry):
+            own = graph.ancestors({node("value", value)})
+            steps.append(ValueStep(value, evaluators[value], bool(own & holders)))
+        plans[player] = Plan(player, pspec, params, steps, calls, frozenset(map(id, params)))
+    if problems:
+        raise SpecError(problems, spec.source)
+    return plans
+
+
+def _player_params(
+    pspec: PlayerSpec,
+    components: dict[str, nn.Module],
+    losses: dict[str, Loss],
+    path: tuple[Any, ...],
+    problems: list[Problem],
+) -> tuple[list[nn.Parameter], set[str]]:
+    """The player's parameters (deduplicated) and the graph nodes that hold some of them."""
+    names = list(components) if pspec.params == "all" else pspec.params
+    params: dict[int, nn.Parameter] = {}
+    for i, name in enumerate(names):
+        if name not in components:
+            problems.append(Problem((*path, "params", i), f"unknown component {name!r}{suggest(name, components)}"))
+            continue
+        for p in components[name].parameters():
+            params.setdefault(id(p), p)
+    if pspec.params == "all":
+        for loss in losses.values():
+            for p in loss.parameters():
+                params.setdefault(id(p), p)
+    holders = {
+        node(kind, name)
+        for kind, modules in (("component", components), ("loss", losses))
+        for name, module in modules.items()
+        if any(id(p) in params for p in module.parameters())
+    }
+    return list(params.values()), holders
+
+
+def _value_inputs(spec: Spec, loss_name: str) -> dict[str, str | list[str]]:
+    declared = spec.sections.losses[loss_name]
+    inputs = {}
+    for field_name, marker, _ in ref_fields(type(declared.params)):
+        value = getattr(declared.params, field_name)
+        if isinstance(marker, ValueRef) and value is not None:
+            inputs[field_name] = value
+    return inputs
+
+
+def _unknown_term(address: str, losses: dict[str, Loss]) -> str:
+    loss_name = address.split(".", 1)[0]
+    if loss_name in losses and len(losses[loss_name].terms) > 1:
+        options = ", ".join(term_address(loss_name, t) for t in losses[loss_name].terms)
+        return f"loss {loss_name!r} has several terms; name one of {options}"
+    known = [term_address(n, t) for n, loss in losses.items() for t in loss.terms]
+    return f"unknown loss term {address!r}{suggest(address, known)}"
+
+
+def run_plan(plan: Plan, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Compute the plan's values and loss terms; return the weighted total and every logged scalar."""
+    values: dict[str, Any] = dict(batch)
+    grad_on = torch.is_grad_enabled()
+    for step in plan.values:
+        with torch.set_grad_enabled(grad_on and step.grad):
+            values[step.name] = step.fn(values)
+    total: torch.Tensor | float = 0.0
+    logs: dict[str, torch.Tensor] = {}
+    for call in plan.losses:
+        inputs = {k: values[v] if isinstance(v, str) else tuple(values[x] for x in v) for k, v in call.inputs.items()}
+        result = call.module(inputs, call.terms)
+        for key, value in result.items():
+            logs[term_address(call.name, key)] = value
+        for term, weight in call.weights.items():
+            total = total + weight * result[term]
+    return total, logs  # type: ignore[return-value]

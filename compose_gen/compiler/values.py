@@ -1,0 +1,67 @@
+"""Turning parsed graph calls into functions of the values computed so far."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from compose_gen.compiler.expressions import Call
+
+__all__ = ["DISTRIBUTION_METHODS", "TENSOR_METHODS", "make_evaluator"]
+
+#: Methods (or properties) a distribution-valued graph value may be asked for.
+DISTRIBUTION_METHODS = frozenset({"sample", "rsample", "log_prob", "mean", "mode", "stddev", "entropy"})
+TENSOR_METHODS = frozenset({"detach"})
+
+Values = dict[str, Any]
+
+
+def _cat(*tensors: Tensor) -> Tensor:
+    return torch.cat([t.flatten(1) for t in tensors], dim=-1)
+
+
+_BUILTINS: dict[str, Callable[..., Any]] = {"cat": _cat, "detach": Tensor.detach}
+
+
+def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Values], Any]:
+    """A function computing ``call`` from the current values (``ValueError`` for a bad method)."""
+    args = call.args
+
+    def read(values: Values) -> list[Any]:
+        return [values[a] if isinstance(a, str) else a for a in args]
+
+    if call.target in components:
+        module = components[call.target]
+        if call.method is None:
+            return lambda values: module(*read(values))
+        allowed = getattr(module, "graph_methods", ())
+        if call.method not in allowed:
+            offered = ", ".join(allowed) or "none"
+            raise ValueError(f"{call.target!r} offers no graph method {call.method!r} (it offers: {offered})")
+        method = getattr(module, call.method)
+        return lambda values: method(*read(values))
+    if call.method is None:
+        builtin = _BUILTINS[call.target]
+        return lambda values: builtin(*read(values))
+    name, method_name = call.target, call.method
+
+    def on_value(values: Values) -> Any:
+        value = values[name]
+        if isinstance(value, Distribution) and method_name in DISTRIBUTION_METHODS:
+            attribute = getattr(value, method_name)
+            if not callable(attribute):
+                return attribute
+            extra = read(values)
+            if method_name in ("sample", "rsample"):
+                extra = [torch.Size([int(a)]) if isinstance(a, (int, float)) else a for a in extra]
+            return attribute(*extra)
+        if isinstance(value, Tensor) and method_name in TENSOR_METHODS:
+            return getattr(value, method_name)(*read(values))
+        kind = "distribution" if isinstance(value, Distribution) else type(value).__name__
+        allowed = DISTRIBUTION_METHODS if isinstance(value, Distribution) else TENSOR_METHODS
+        raise TypeError(f"{name!r} is a {kind}; it offers {', '.join(sorted(allowed))}, not {method_name!r}")
+
+    return on_value

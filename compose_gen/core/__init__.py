@@ -1,0 +1,23 @@
+"""Protocols and conventions shared by every layer: bijectors, distributions, data, plugin contracts."""
+
+from compose_gen.core.bijector import Bijector, Chain, Direction
+from compose_gen.core.contracts import BuildContext, EvalContext, Loss, Metric, Sampler, batches
+from compose_gen.core.data import Batch, Splits, TensorData
+from compose_gen.core.distributions import log_mean_exp, sum_rightmost
+
+__all__ = [
+    "Batch",
+    "Bijector",
+    "BuildContext",
+    "Chain",
+    "Direction",
+    "EvalContext",
+    "Loss",
+    "Metric",
+    "Sampler",
+    "Splits",
+    "TensorData",
+    "batches",
+    "log_mean_exp",
+    "sum_rightmost",
+]

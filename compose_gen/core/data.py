@@ -1,0 +1,72 @@
+"""The data contract between dataset plugins, the compiler and the trainer.
+
+A dataset plugin returns :class:`Splits`: a train and a test :class:`TensorData`.
+Each holds named fields (``x``, ``y``, or ``a``/``b`` for two domains) as tensors
+whose first dimension indexes examples.  Graph values and losses refer to these
+field names directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["Batch", "Splits", "TensorData"]
+
+#: A batch maps field names to tensors whose first dimension is the batch.
+Batch = Mapping[str, Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass
+class TensorData:
+    """An in-memory dataset of named tensor fields.
+
+    ``image_shape`` is ``(C, H, W)`` when ``x`` can be shown as images;
+    ``to_display`` maps model-space ``x`` back to ``[0, 1]`` pixels, and
+    ``ladj_to_model`` is the per-example log-determinant of the preprocessing
+    (data space → model space) that a likelihood in data space must add back,
+    e.g. ``-D·log 16`` for pixels in ``0..16`` scaled to ``[0, 1]``.
+    """
+
+    fields: dict[str, Tensor]
+    image_shape: tuple[int, ...] | None = None
+    to_display: Callable[[Tensor], Tensor] = _identity
+    ladj_to_model: float = 0.0
+    #: Number of classes of the ``y`` field, when it has labels.
+    num_classes: int | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        sizes = {name: len(t) for name, t in self.fields.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"dataset fields have different lengths: {sizes}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values())))
+
+    def event_shape(self, name: str = "x") -> torch.Size:
+        return self.fields[name].shape[1:]
+
+    @property
+    def dims(self) -> int:
+        """Number of dimensions of one ``x``, used for bits per dimension."""
+        return math.prod(self.event_shape("x"))
+
+    def batch(self, index: Tensor | slice) -> dict[str, Tensor]:
+        return {name: t[index] for name, t in self.fields.items()}
+
+
+@dataclass
+class Splits:
+    """The train and test halves of a dataset, split by the plugin (fixed, seeded)."""
+
+    train: TensorData
+    test: TensorData

@@ -1,0 +1,32 @@
+"""Plugin registry: pluggy hookspecs, the catalogue factory, and the type records."""
+
+from compose_gen.registry.catalogue import Catalogue, RegistryError, make_catalogue, suggest
+from compose_gen.registry.hookspecs import hookimpl
+from compose_gen.registry.types import (
+    COMPONENT_KINDS,
+    KINDS,
+    ComponentType,
+    Params,
+    Ref,
+    RefTo,
+    Value,
+    ValueRef,
+    ref_fields,
+)
+
+__all__ = [
+    "COMPONENT_KINDS",
+    "KINDS",
+    "Catalogue",
+    "ComponentType",
+    "Params",
+    "Ref",
+    "RefTo",
+    "RegistryError",
+    "Value",
+    "ValueRef",
+    "hookimpl",
+    "make_catalogue",
+    "ref_fields",
+    "suggest",
+]

@@ -1,0 +1,137 @@
+"""What a plugin registers: a :class:`ComponentType` with a pydantic parameter model.
+
+A parameter model subclasses :class:`Params`.  Fields that name other parts of
+the spec are annotated so the compiler can wire the graph without knowing the
+plugin:
+
+* ``Ref("network")`` — a component of one of the given kinds, either by name
+  (``net: encoder_net``) or defined inline (``net: {type: mlp, ...}``);
+* ``Value`` — a named graph value or batch field (``real: x``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Annotated, Callable, Iterator, Union
+
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
+
+__all__ = [
+    "COMPONENT_KINDS",
+    "KINDS",
+    "ComponentType",
+    "Params",
+    "Ref",
+    "RefTo",
+    "Value",
+    "ValueRef",
+    "ref_fields",
+]
+
+#: Kinds that live under ``components:`` in a spec.
+COMPONENT_KINDS = (
+    "network",
+    "prior",
+    "flow",
+    "encoder",
+    "decoder",
+    "bijector",
+    "generator",
+    "critic",
+)
+#: Every kind a plugin may register, with the spec section each belongs to.
+KINDS = (*COMPONENT_KINDS, "loss", "dataset", "metric", "sampler")
+
+
+class Params(BaseModel):
+    """Base of every parameter model: unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class RefTo:
+    """Marks a field as a reference to a component of one of ``kinds``."""
+
+    kinds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """Marks a field as the name of a graph value or batch field."""
+
+
+def Ref(*kinds: str) -> Any:  # noqa: N802 - reads as a type in annotations
+    """Annotation for a field referring to a component of one of ``kinds``."""
+    unknown = set(kinds) - set(COMPONENT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown component kinds {sorted(unknown)}")
+    return Annotated[
+        Union[str, dict[str, Any]],
+        RefTo(kinds),
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string"}, {"$ref": "#/$defs/Component"}],
+                "description": f"a {' or '.join(kinds)}: a component name or an inline definition",
+            }
+        ),
+    ]
+
+
+#: Annotation for a field naming a graph value or batch field.
+Value = Annotated[str, ValueRef()]
+
+
+@dataclass(frozen=True)
+class ComponentType:
+    """A registered type: ``build(params, ctx)`` makes the object a spec names.
+
+    ``kind`` places it in the spec (``components``, ``losses``, ``data``,
+    ``evaluate.metrics``, ``sample``) and decides which references it may fill.
+    """
+
+    name: str
+    kind: str
+    params: type[Params]
+    build: Callable[..., Any]
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"type {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
+        if not self.doc:
+            text = inspect.getdoc(self.build) or ""
+            object.__setattr__(self, "doc", text.strip().splitlines()[0] if text.strip() else "")
+
+
+def _metadata(annotation: Any) -> list[Any]:
+    return list(getattr(annotation, "__metadata__", ()))
+
+
+def ref_fields(model: type[BaseModel]) -> Iterator[tuple[str, RefTo | ValueRef, bool]]:
+    """Yield ``(field, marker, is_list)`` for every reference field of ``model``.
+
+    Handles ``Ref(...)``, ``Value``, their lists and optional forms.
+    """
+    for name, info in model.model_fields.items():
+        for marker in info.metadata:
+            if isinstance(marker, (RefTo, ValueRef)):
+                yield name, marker, False
+        for inner, is_list in _unwrap(info.annotation):
+            for marker in _metadata(inner):
+                if isinstance(marker, (RefTo, ValueRef)):
+                    yield name, marker, is_list
+
+
+def _unwrap(annotation: Any, in_list: bool = False) -> Iterator[tuple[Any, bool]]:
+    origin = getattr(annotation, "__origin__", None)
+    args = getattr(annotation, "__args__", ())
+    if _metadata(annotation):
+        yield annotation, in_list
+    elif origin in (list, tuple) and args:
+        yield from _unwrap(args[0], True)
+    elif args and origin is Union or type(annotation).__name__ == "UnionType":
+        for arg in args:
+            if arg is not type(None):
+                yield from _unwrap(arg, in_list)

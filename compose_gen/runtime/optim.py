@@ -1,0 +1,39 @@
+"""Optimizers and learning-rate schedules named in a spec.
+
+Schedules are pure functions of the step (no state to checkpoint): the trainer
+sets ``lr = base_lr · factor(step)`` before every optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from compose_gen.spec.model import Adam, AdamW, RMSprop, ScheduleSpec, SGD
+
+__all__ = ["lr_factor", "make_optimizer"]
+
+
+def make_optimizer(spec: Adam | AdamW | RMSprop | SGD, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    options = spec.model_dump(exclude={"type"})
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}[spec.type]
+    return cls(list(params), **options)
+
+
+def lr_factor(schedule: ScheduleSpec, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (linear warm-up first)."""
+    if schedule.warmup and step < schedule.warmup:
+        return (step + 1) / schedule.warmup
+    progress = min(1.0, (step - schedule.warmup) / max(1, total - schedule.warmup))
+    if schedule.type == "cosine":
+        return schedule.min_factor + (1 - schedule.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule.type == "linear":
+        return 1 - (1 - schedule.min_factor) * progress
+    if schedule.type == "step":
+        return schedule.gamma ** ((step - schedule.warmup) // schedule.every)
+    if schedule.type == "exponential":
+        return schedule.gamma ** (step - schedule.warmup)
+    return 1.0

@@ -1,0 +1,134 @@
+"""The spec language: loading, validation against the catalogue, overrides, schema.
+
+``load_spec`` is the one entry point::
+
+    spec = load_spec("specs/vae_digits.yaml", overrides=["train.steps=200"])
+
+It raises :class:`SpecError` listing every problem as ``file:line: path: message``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from pydantic import ValidationError
+
+from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
+from compose_gen.spec.errors import Problem, SpecError, format_path
+from compose_gen.spec.model import EvaluateSpec, PlayerSpec, SpecModel, TrainSpec
+from compose_gen.spec.overrides import apply_overrides
+from compose_gen.spec.resolve import Declared, Sections, resolve_sections
+from compose_gen.spec.source import SpecSource, load_source, parse_text
+
+__all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "format_path", "load_spec", "parse_text"]
+
+
+@dataclass
+class Spec:
+    """A validated spec: top-level settings plus resolved plugin declarations."""
+
+    model: SpecModel
+    sections: Sections
+    source: SpecSource
+    catalogue: Catalogue
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def error(self, path: Iterable[Any], message: str) -> SpecError:
+        """A located :class:`SpecError` for one problem at ``path``."""
+        return SpecError([Problem(tuple(path), message)], self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec with every default filled in, inline components kept inline."""
+        out = self.model.model_dump(mode="json", exclude_none=True)
+        sections = self.sections
+        components = sections.components
+        if sections.data is not None:
+            out["data"] = _dump(sections.data, components)
+        out["components"] = {n: _dump(d, components) for n, d in components.items() if not d.inline}
+        out["losses"] = {n: _dump(d, components) for n, d in sections.losses.items()}
+        if sections.sampler is not None:
+            out["sample"] = _dump(sections.sampler, components)
+        out["evaluate"]["metrics"] = [_dump(d, components) for d in sections.metrics]
+        return out
+
+
+def _dump(declared: Declared, components: Mapping[str, Declared]) -> dict[str, Any]:
+    data = {"type": declared.type.name, **declared.params.model_dump(mode="json")}
+    for field, marker, is_list in ref_fields(type(declared.params)):
+        if not isinstance(marker, RefTo) or data.get(field) is None:
+            continue
+        names = data[field] if is_list else [data[field]]
+        dumped = [_dump(components[n], components) if components[n].inline else n for n in names]
+        data[field] = dumped if is_list else dumped[0]
+    return data
+
+
+def load_spec(
+    spec: str | Path | Mapping[str, Any] | SpecSource,
+    overrides: Iterable[str] = (),
+    catalogue: Catalogue | None = None,
+) -> Spec:
+    """Load, override and validate a spec from a file, a mapping or a parsed source."""
+    if isinstance(spec, SpecSource):
+        source = spec
+    elif isinstance(spec, Mapping):
+        source = SpecSource("<dict>", dict(spec))
+    else:
+        source = load_source(spec)
+    overrides = list(overrides)
+    if overrides:
+        source = apply_overrides(source, overrides)
+    catalogue = catalogue if catalogue is not None else make_catalogue()
+    if not isinstance(source.data, dict):
+        raise SpecError([Problem((), "a spec must be a mapping at the top level")], source)
+    try:
+        model = SpecModel.model_validate(source.data)
+    except ValidationError as error:
+        raise SpecError(_problems(error, source.data), source) from None
+    try:
+        sections = resolve_sections(model, catalogue)
+    except SpecError as error:
+        raise error.located(source) from None
+    return Spec(model, sections, source, catalogue)
+
+
+def _problems(error: ValidationError, data: Any) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        loc = _spec_path(data, item["loc"])
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}{_hint(loc)}"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = item["msg"]
+        problems.append(Problem(loc, message))
+    return problems
+
+
+def _spec_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the discriminator tags pydantic inserts into locations (``optimizer.adam.lr``)."""
+    path = []
+    for part in loc:
+        if isinstance(data, dict) and part not in data and data.get("type", "adam") == part:
+            continue
+        path.append(part)
+        data = data.get(part) if isinstance(data, dict) else (
+            data[part] if isinstance(data, list) and isinstance(part, int) and part < len(data) else None
+        )
+    return tuple(path)
+
+
+_OWNERS = {(): SpecModel, ("train",): TrainSpec, ("evaluate",): EvaluateSpec}
+
+
+def _hint(loc: tuple[Any, ...]) -> str:
+    owner = _OWNERS.get(tuple(loc[:-1]))
+    if owner is None and len(loc) == 3 and loc[0] == "players":
+        owner = PlayerSpec
+    return suggest(str(loc[-1]), owner.model_fields) if owner else ""

@@ -1,0 +1,62 @@
+"""Spec problems that point at ``file:line: spec.path``.
+
+Every user-facing error about a spec is a :class:`SpecError` holding one
+:class:`Problem` per mistake, so ``compose-gen validate`` can report them all
+at once instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+__all__ = ["Location", "Problem", "SpecError", "format_path"]
+
+PathPart = str | int
+
+
+def format_path(path: Sequence[PathPart]) -> str:
+    """``("components", "flow", "bijectors", 3, "hidden")`` → ``components.flow.bijectors[3].hidden``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<spec>"
+
+
+class Location(Protocol):
+    """Maps a spec path to ``(file, line)``; implemented by the loaded source."""
+
+    def locate(self, path: Sequence[PathPart]) -> tuple[str, int]: ...
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: tuple[PathPart, ...]
+    message: str
+
+    def format(self, where: Location | None = None) -> str:
+        prefix = ""
+        if where is not None:
+            file, line = where.locate(self.path)
+            prefix = f"{file}:{line}: "
+        return f"{prefix}{format_path(self.path)}: {self.message}"
+
+
+class SpecError(Exception):
+    """One or more problems with a spec; ``str()`` gives one line per problem."""
+
+    def __init__(self, problems: Iterable[Problem], where: Location | None = None) -> None:
+        self.problems = list(problems)
+        self.where = where
+        super().__init__(str(self))
+
+    def located(self, where: Location) -> "SpecError":
+        """The same problems, pointed at ``where`` unless already located."""
+        return self if self.where is not None else SpecError(self.problems, where)
+
+    def __str__(self) -> str:
+        return "\n".join(p.format(self.where) for p in self.problems)
+
+    @classmethod
+    def at(cls, path: Sequence[PathPart], message: str) -> "SpecError":
+        return cls([Problem(tuple(path), message)])

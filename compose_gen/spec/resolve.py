@@ -1,0 +1,165 @@
+"""Second validation pass: every ``{type: ...}`` section against the catalogue.
+
+Each declaration's parameters are validated by its type's pydantic model
+(defaults filled in); inline component definitions in ``Ref`` fields are lifted
+into named components (``encoder.net``); references are checked to exist and to
+be of an accepted kind.  All problems are collected before raising.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, Params, RefTo, ref_fields, suggest
+from compose_gen.spec.errors import PathPart, Problem, SpecError
+from compose_gen.spec.model import SpecModel
+
+__all__ = ["Declared", "resolve_sections"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class Declared:
+    """One typed declaration of the spec, validated."""
+
+    name: str
+    type: ComponentType
+    params: Params
+    path: tuple[PathPart, ...]
+    inline: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.type.kind
+
+
+@dataclass
+class Sections:
+    data: Declared | None
+    components: dict[str, Declared]
+    losses: dict[str, Declared]
+    sampler: Declared | None
+    metrics: list[Declared]
+
+
+class _Resolver:
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.problems: list[Problem] = []
+        self.components: dict[str, Declared] = {}
+        self.pending_refs: list[tuple[str, tuple[str, ...], tuple[PathPart, ...]]] = []
+
+    def problem(self, path: tuple[PathPart, ...], message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def declare(self, name: str, raw: Any, kinds: tuple[str, ...], path: tuple[PathPart, ...]) -> Declared | None:
+        if not isinstance(raw, dict):
+            self.problem(path, f"expected a mapping with a `type`, got {type(raw).__name__}")
+            return None
+        type_name = raw.get("type")
+        if not isinstance(type_name, str):
+            self.problem(path, f"missing `type`: one of the {'/'.join(kinds)} types ({_few(self.catalogue, kinds)})")
+            return None
+        if type_name not in self.catalogue:
+            self.problem((*path, "type"), self.catalogue.unknown_type_message(type_name, kinds))
+            return None
+        component_type = self.catalogue.get(type_name)
+        if component_type.kind not in kinds:
+            self.problem(
+                (*path, "type"),
+                f"{type_name!r} is a {component_type.kind}, expected a {' or '.join(kinds)}",
+            )
+            return None
+        fields = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            params = component_type.params.model_validate(fields)
+        except ValidationError as error:
+            for item in error.errors():
+                self.problem((*path, *item["loc"]), _message(item, component_type.params))
+            return None
+        declared = Declared(name, component_type, params, path)
+        self._lift_refs(declared)
+        return declared
+
+    def _lift_refs(self, declared: Declared) -> None:
+        for field, marker, is_list in ref_fields(type(declared.params)):
+            if not isinstance(marker, RefTo):
+                continue
+            value = getattr(declared.params, field)
+            if value is None:
+                continue
+            items = list(value) if is_list else [value]
+            resolved = []
+            for i, item in enumerate(items):
+                path = (*declared.path, field, i) if is_list else (*declared.path, field)
+                label = f"{declared.name}.{field}" + (f"[{i}]" if is_list else "")
+                if isinstance(item, dict):
+                    child = self.declare(label, item, marker.kinds, path)
+                    if child is not None:
+                        child.inline = True
+                        self.components[label] = child
+                    resolved.append(label)
+                else:
+                    self.pending_refs.append((item, marker.kinds, path))
+                    resolved.append(item)
+            setattr(declared.params, field, resolved if is_list else resolved[0])
+
+    def check_refs(self) -> None:
+        for name, kinds, path in self.pending_refs:
+            target = self.components.get(name)
+            if target is None:
+                self.problem(path, f"unknown component {name!r}{suggest(name, self.components)}")
+            elif target.kind not in kinds:
+                self.problem(path, f"{name!r} is a {target.kind}, expected a {' or '.join(kinds)}")
+
+
+def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
+    """Validate the typed sections of ``model``; raise :class:`SpecError` with every problem."""
+    resolver = _Resolver(catalogue)
+    data = resolver.declare("data", model.data, ("dataset",), ("data",))
+    for name, raw in model.components.items():
+        if not _IDENTIFIER.match(name):
+            resolver.problem(("components", name), "component names must be identifiers (letters, digits, _)")
+            continue
+        declared = resolver.declare(name, raw, COMPONENT_KINDS, ("components", name))
+        if declared is not None:
+            resolver.components[name] = declared
+    for name in model.graph:
+        if not _IDENTIFIER.match(name):
+            resolver.problem(("graph", name), "value names must be identifiers (letters, digits, _)")
+    losses = {}
+    for name, raw in model.losses.items():
+        declared = resolver.declare(name, raw, ("loss",), ("losses", name))
+        if declared is not None:
+            losses[name] = declared
+    sampler = None
+    if model.sample is not None:
+        sampler = resolver.declare("sample", model.sample, ("sampler",), ("sample",))
+    metrics = []
+    for i, raw in enumerate(model.evaluate.metrics):
+        declared = resolver.declare(f"metric{i}", raw, ("metric",), ("evaluate", "metrics", i))
+        if declared is not None:
+            metrics.append(declared)
+    resolver.check_refs()
+    if resolver.problems:
+        raise SpecError(resolver.problems)
+    return Sections(data, resolver.components, losses, sampler, metrics)
+
+
+def _few(catalogue: Catalogue, kinds: tuple[str, ...]) -> str:
+    names = sorted(t.name for t in catalogue.of_kind(*kinds))
+    return ", ".join(names[:8]) + (", …" if len(names) > 8 else "") if names else "none registered"
+
+
+def _message(item: dict[str, Any], params: type[Params]) -> str:
+    if item["type"] == "extra_forbidden":
+        field = str(item["loc"][-1])
+        return f"unknown parameter {field!r}{suggest(field, params.model_fields)}"
+    if item["type"] == "missing":
+        return "required parameter is missing"
+    return item["msg"]

@@ -1,0 +1,60 @@
+"""JSON Schema of the whole spec language, for editors' YAML language servers.
+
+The top level comes from :class:`SpecModel`; each typed section becomes a
+``oneOf`` over the registered types of its kinds, discriminated by ``type``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType
+from compose_gen.spec.model import SpecModel
+
+__all__ = ["spec_schema"]
+
+_SECTIONS = {
+    "Component": COMPONENT_KINDS,
+    "Dataset": ("dataset",),
+    "Loss": ("loss",),
+    "Sampler": ("sampler",),
+    "Metric": ("metric",),
+}
+
+
+def spec_schema(catalogue: Catalogue) -> dict[str, Any]:
+    """A draft 2020-12 JSON Schema describing every spec ``catalogue`` can validate."""
+    schema = SpecModel.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for section, kinds in _SECTIONS.items():
+        variants = []
+        for component_type in sorted(catalogue.of_kind(*kinds), key=lambda t: t.name):
+            name = f"{section}_{component_type.name}"
+            defs[name] = _type_schema(component_type, defs)
+            variants.append({"$ref": f"#/$defs/{name}"})
+        defs[section] = {"oneOf": variants} if variants else {"type": "object"}
+    props = schema["properties"]
+    props["data"] = {"$ref": "#/$defs/Dataset"}
+    props["components"] = {"type": "object", "additionalProperties": {"$ref": "#/$defs/Component"}}
+    props["losses"] = {"type": "object", "additionalProperties": {"$ref": "#/$defs/Loss"}}
+    props["sample"] = {"$ref": "#/$defs/Sampler"}
+    defs["EvaluateSpec"]["properties"]["metrics"] = {"type": "array", "items": {"$ref": "#/$defs/Metric"}}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "compose_gen spec"
+    return schema
+
+
+def _type_schema(component_type: ComponentType, defs: dict[str, Any]) -> dict[str, Any]:
+    own = component_type.params.model_json_schema()
+    prefix = f"{component_type.name}__"
+    text = json.dumps(own).replace('"#/$defs/', f'"#/$defs/{prefix}').replace(f'"#/$defs/{prefix}Component"', '"#/$defs/Component"')
+    own = json.loads(text)
+    for name, definition in own.pop("$defs", {}).items():
+        defs[prefix + name] = definition
+    own.setdefault("properties", {})["type"] = {"const": component_type.name, "description": component_type.doc}
+    own["required"] = ["type", *own.get("required", [])]
+    own["title"] = component_type.name
+    own["description"] = component_type.doc
+    own["additionalProperties"] = False
+    return own

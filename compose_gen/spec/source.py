@@ -1,0 +1,178 @@
+"""Safe loading of YAML and JSON specs, remembering the line of every value.
+
+* YAML is composed with PyYAML's safe machinery and constructed by hand: only
+  plain mappings, sequences and scalars exist; tags that build objects are
+  refused, a duplicated key is an error, ``1e-4`` is a float (YAML 1.1 would
+  make it a string), and alias expansion is bounded so alias bombs fail fast.
+* JSON is parsed by :mod:`json` (a trailing comma is an error with its line);
+  lines of values are then read from the same text through the YAML composer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from compose_gen.spec.errors import PathPart, Problem, SpecError
+
+__all__ = ["SpecSource", "load_source", "parse_text"]
+
+MAX_NODES = 100_000
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose float resolver accepts ``1e-4`` and ``1E5``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+
+
+@dataclass
+class SpecSource:
+    """Plain data loaded from a spec plus the line of each spec path."""
+
+    name: str
+    data: Any
+    lines: dict[tuple[PathPart, ...], int] = field(default_factory=dict)
+    #: Paths set from the command line, reported as ``--set`` instead of a line.
+    overridden: set[tuple[PathPart, ...]] = field(default_factory=set)
+
+    def locate(self, path: Sequence[PathPart]) -> tuple[str, int]:
+        path = tuple(path)
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.overridden:
+                return "--set", 0
+            if path[:end] in self.lines:
+                return self.name, self.lines[path[:end]]
+        return self.name, 1
+
+
+def load_source(path: str | Path) -> SpecSource:
+    """Read and parse a ``.yaml``/``.yml``/``.json`` spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError([Problem((), f"cannot read {path}: {error}")]) from None
+    return parse_text(text, str(path), json_syntax=path.suffix.lower() == ".json")
+
+
+def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) -> SpecSource:
+    if json_syntax:
+        data = _parse_json(text, name)
+        try:
+            _, lines = _Builder().build(yaml.compose(text, Loader=_Loader))
+        except yaml.YAMLError:
+            lines = {}
+        return SpecSource(name, data, lines)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        raise SpecError([Problem((), _yaml_message(error))], _FixedLine(name, _yaml_line(error))) from None
+    if node is None:
+        return SpecSource(name, {}, {})
+    data, lines = _Builder(name).build(node)
+    return SpecSource(name, data, lines)
+
+
+def _parse_json(text: str, name: str) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise SpecError([Problem((key,), f"duplicated key {key!r}")], _FixedLine(name, 0))
+            seen[key] = value
+        return seen
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as error:
+        raise SpecError([Problem((), f"invalid JSON: {error.msg} (column {error.colno})")], _FixedLine(name, error.lineno)) from None
+
+
+@dataclass
+class _FixedLine:
+    name: str
+    line: int
+
+    def locate(self, path: Sequence[PathPart]) -> tuple[str, int]:
+        return self.name, max(self.line, 1)
+
+
+def _yaml_line(error: yaml.YAMLError) -> int:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return mark.line + 1 if mark is not None else 1
+
+
+def _yaml_message(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None)
+    return f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data and a line map."""
+
+    def __init__(self, name: str = "<spec>") -> None:
+        self.name = name
+        self.count = 0
+        self.lines: dict[tuple[PathPart, ...], int] = {}
+        self.scalars = _Loader("")
+
+    def build(self, node: yaml.Node) -> tuple[Any, dict[tuple[PathPart, ...], int]]:
+        return self._node(node, ()), self.lines
+
+    def _fail(self, node: yaml.Node, path: tuple[PathPart, ...], message: str) -> SpecError:
+        return SpecError([Problem(path, message)], _FixedLine(self.name, node.start_mark.line + 1))
+
+    def _node(self, node: yaml.Node, path: tuple[PathPart, ...]) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self._fail(node, path, f"the spec expands to more than {MAX_NODES} values (alias bomb?)")
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != "tag:yaml.org,2002:map":
+                raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._node(key_node, path)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    raise self._fail(key_node, path, "mapping keys must be plain scalars")
+                key = str(key)
+                if key in result:
+                    raise self._fail(key_node, (*path, key), f"duplicated key {key!r}")
+                result[key] = self._node(value_node, (*path, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
+            return [self._node(item, (*path, i)) for i, item in enumerate(node.value)]
+        if node.tag not in _PLAIN_TAGS:
+            raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
+        return self.scalars.construct_object(node)

@@ -1,0 +1,86 @@
+"""Priors: unconditional distributions over latents.
+
+A prior module's ``forward()`` returns a ``torch.distributions`` object whose
+``log_prob`` sums the event dimensions.  In the graph, ``prior.sample(x)`` draws
+``len(x)`` latents (``x`` may also be a count), with an optional temperature
+that scales the standard deviation (Kingma & Dhariwal 2018).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal
+
+from compose_gen import BuildContext, ComponentType, Params, hookimpl
+
+__all__ = ["DiagonalNormal", "Prior", "StandardNormal"]
+
+
+class Prior(nn.Module):
+    """Base of the Gaussian-family priors here: sampling helpers over ``forward()``."""
+
+    graph_methods = ("sample", "rsample")
+    event_shape: torch.Size
+
+    def forward(self, temperature: float = 1.0) -> Distribution:
+        raise NotImplementedError
+
+    def sample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
+        """``len(like)`` (or ``like``) draws, without gradient."""
+        with torch.no_grad():
+            return self.rsample(like, temperature)
+
+    def rsample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
+        """``len(like)`` (or ``like``) reparameterised draws."""
+        n = like if isinstance(like, int) else len(like)
+        return self(temperature).rsample((n,))
+
+
+class StandardNormal(Prior):
+    """p(z) = N(z; 0, I), the prior of the VAE (Kingma & Welling 2014) and most flows and GANs."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.event_shape = torch.Size(shape)
+        self.register_buffer("loc", torch.zeros(shape))
+        self.register_buffer("scale", torch.ones(shape))
+
+    def forward(self, temperature: float = 1.0) -> Distribution:
+        return Independent(Normal(self.loc, self.scale * temperature), len(self.event_shape))
+
+
+class DiagonalNormal(Prior):
+    """p(z) = N(z; μ, diag σ²) with learned μ and log σ (e.g. Tomczak & Welling 2018's baseline)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.event_shape = torch.Size(shape)
+        self.loc = nn.Parameter(torch.zeros(shape))
+        self.log_scale = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, temperature: float = 1.0) -> Distribution:
+        return Independent(Normal(self.loc, self.log_scale.exp() * temperature), len(self.event_shape))
+
+
+class PriorParams(Params):
+    shape: list[int] = Field(..., min_length=1, description="event shape of the latent")
+
+
+def build_standard_normal(p: PriorParams, ctx: BuildContext) -> StandardNormal:
+    """Standard normal N(0, I) over an event of the given shape."""
+    return StandardNormal(tuple(p.shape))
+
+
+def build_diagonal_normal(p: PriorParams, ctx: BuildContext) -> DiagonalNormal:
+    """Diagonal Gaussian with learned mean and scale."""
+    return DiagonalNormal(tuple(p.shape))
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("standard_normal", "prior", PriorParams, build_standard_normal),
+        ComponentType("diagonal_normal", "prior", PriorParams, build_diagonal_normal),
+    ]
