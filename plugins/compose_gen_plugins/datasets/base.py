@@ -1,0 +1,201 @@
+"""What every dataset type shares: parameters, seeded splits, the pipeline, display, errors.
+
+A dataset type reads or generates its examples in *data space*, splits them
+with :func:`split_fields` (or keeps a split its files define) and hands both
+halves to :func:`make_splits`, which fits the ``transforms:`` pipeline on the
+train half, applies it to both and fills in the :class:`TensorData` contract:
+
+* ``ladj_to_model`` = the type's own constant (e.g. ``-D·log 16`` for digits
+  scaled to ``[0, 1]``) + the pipeline's constant log-determinant;
+* a per-example remainder, when a step has one (``logit``), in the field
+  ``ladj_<name>`` (``ladj_x``; ``ladj_a``/``ladj_b`` for two domains), so that
+  ``log p_data(raw_i) = log p_model(x_i) + ladj_to_model + ladj_x[i]`` for the
+  stored (model-space) ``x_i``;
+* ``to_display`` = the pipeline's inverse, then the type's own map to ``[0, 1]``
+  pixels, reshaped to ``(*batch, C, H, W)`` and clamped, for image data.
+
+Randomness comes from generators seeded by ``seed`` and a stream name, so a
+split and its dequantization noise depend on the seed alone.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Mapping
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from compose_gen import Params, Splits, TensorData
+from compose_gen_plugins.datasets.transforms import Pipeline, PipelineError, TransformSpec, fit_pipeline
+
+__all__ = [
+    "DataSpace",
+    "DatasetError",
+    "DatasetParams",
+    "Display",
+    "ImageParams",
+    "PipelineParams",
+    "file_error",
+    "ladj_field",
+    "make_splits",
+    "seeded_generator",
+    "split_fields",
+]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built: a malformed file, a split that leaves a half empty."""
+
+
+def file_error(path: Path | str, problem: str) -> DatasetError:
+    """``"<path>: <problem>"``, the form of every file error."""
+    return DatasetError(f"{path}: {problem}")
+
+
+class PipelineParams(Params):
+    """Parameters every dataset type accepts."""
+
+    #: Seeds everything random: the split, generated data, dequantization noise.
+    seed: int = 0
+    #: Preprocessing steps from data space to model space, in order.
+    transforms: list[TransformSpec] = []
+
+
+class DatasetParams(PipelineParams):
+    """Parameters of a dataset type that splits its examples itself."""
+
+    #: Share of the examples held out as the test split (ignored where files
+    #: define the test split).
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class ImageParams(DatasetParams):
+    """Parameters of image datasets: ``x`` as ``(C, H, W)`` images or flat vectors."""
+
+    shape: Literal["image", "flat"] = "image"
+
+
+def ladj_field(name: str) -> str:
+    """Name of the field holding the per-example log-determinant of field ``name``."""
+    return f"ladj_{name}"
+
+
+def seeded_generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one named use of ``seed``; streams are independent of each other."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(stream.encode())) % 2**63)
+
+
+def split_fields(fields: Mapping[str, Tensor], params: DatasetParams) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Split every field with one seeded permutation; ``round(N·test_fraction)`` examples go to test."""
+    n = len(next(iter(fields.values())))
+    n_test = round(n * params.test_fraction)
+    if not 0 < n_test < n:
+        raise DatasetError(
+            f"test_fraction {params.test_fraction} of {n} examples leaves an empty "
+            f"{'test' if n_test == 0 else 'train'} split"
+        )
+    order = torch.randperm(n, generator=seeded_generator(params.seed, "split"))
+    test, train = order[:n_test], order[n_test:]
+    return {k: v[train] for k, v in fields.items()}, {k: v[test] for k, v in fields.items()}
+
+
+@dataclass
+class Display:
+    """``to_display``: model space → data space (pipeline inverse) → ``base`` → ``[0, 1]`` images.
+
+    ``base`` maps data space to display values (default: divide by
+    ``pixel_max``).  Without ``image_shape`` the result stays in data space,
+    e.g. 2D points for scatter plots.
+    """
+
+    pipeline: Pipeline
+    image_shape: tuple[int, ...] | None = None
+    pixel_max: float = 1.0
+    base: Callable[[Tensor], Tensor] | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = self.pipeline.inverse(x)
+        batch = x.shape[: x.dim() - len(self.pipeline.in_shape)]
+        x = self.base(x) if self.base is not None else x / self.pixel_max
+        if self.image_shape is None:
+            return x
+        return x.reshape(*batch, *self.image_shape).clamp(0.0, 1.0)
+
+
+@dataclass
+class DataSpace:
+    """What a type knows about its data space, beyond the fields.
+
+    ``ladj_to_model`` is the type's own log-determinant from the values as read
+    to the values it returns (e.g. ``-D·log 16`` for digits divided by 16).
+    """
+
+    image_shape: tuple[int, ...] | None = None
+    pixel_max: float = 1.0
+    base_display: Callable[[Tensor], Tensor] | None = None
+    ladj_to_model: float = 0.0
+    num_classes: int | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def make_splits(
+    params: PipelineParams,
+    train: dict[str, Tensor],
+    test: dict[str, Tensor],
+    space: DataSpace | None = None,
+    *,
+    modelled: tuple[str, ...] = ("x",),
+) -> Splits:
+    """Fit the pipeline on the train half of the ``modelled`` fields and build both halves.
+
+    Several modelled fields (two domains) share one pipeline, fitted on all of
+    them, so one ``to_display`` serves each.
+    """
+    info = space or DataSpace()
+    event = tuple(train[modelled[0]].shape[1:])
+    if info.image_shape is not None and math.prod(info.image_shape) != math.prod(event):
+        raise DatasetError(f"image shape {info.image_shape} does not match event shape {event}")
+    try:
+        pipeline, y, constant, per_example = fit_pipeline(
+            params.transforms, _joined(train, modelled), seeded_generator(params.seed, "transforms/train")
+        )
+        train = _with_model_space(train, modelled, y, per_example)
+        y, _, per_example = pipeline.apply(_joined(test, modelled), seeded_generator(params.seed, "transforms/test"))
+        test = _with_model_space(test, modelled, y, per_example)
+    except PipelineError as error:
+        raise DatasetError(str(error)) from None
+    display = Display(pipeline, info.image_shape, info.pixel_max, info.base_display)
+
+    def data(fields: dict[str, Tensor]) -> TensorData:
+        return TensorData(
+            fields,
+            image_shape=info.image_shape,
+            to_display=display,
+            ladj_to_model=info.ladj_to_model + constant,
+            num_classes=info.num_classes,
+            meta=dict(info.meta),
+        )
+
+    return Splits(train=data(train), test=data(test))
+
+
+def _joined(fields: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
+    return torch.cat([fields[name].to(torch.float64) for name in names])
+
+
+def _with_model_space(
+    fields: dict[str, Tensor], names: tuple[str, ...], y: Tensor, per_example: Tensor | None
+) -> dict[str, Tensor]:
+    sizes = [len(fields[name]) for name in names]
+    out = dict(fields)
+    for name, part in zip(names, torch.split(y, sizes)):
+        out[name] = part.to(torch.float32).contiguous()
+    if per_example is not None:
+        for name, part in zip(names, torch.split(per_example, sizes)):
+            out[ladj_field(name)] = part.to(torch.float32)
+    return out

@@ -1,0 +1,210 @@
+"""Image files: a folder of images (Pillow) and MNIST's IDX format.
+
+Both give ``x`` as ``(N, C, H, W)`` (or flat with ``shape: flat``) of 8-bit
+pixels, divided by 255 into ``[0, 1]`` with ``scale: true`` (log-determinant
+``-D·log 255``).  For ``dequantize`` keep ``scale: false`` (integers 0..255,
+``levels: 256``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import model_validator
+from torch import Tensor
+
+from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen_plugins.datasets.arrays import PositiveInt, as_labels, require_file
+from compose_gen_plugins.datasets.base import DataSpace, ImageParams, file_error, make_splits, split_fields
+
+__all__ = ["IMAGE_TYPES", "read_idx"]
+
+PIXEL_MAX = 255.0
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+class EightBitParams(ImageParams):
+    #: Divide pixels by 255 into [0, 1].
+    scale: bool = True
+
+
+def _image_splits(p: EightBitParams, train: dict[str, Tensor], test: dict[str, Tensor], space: DataSpace) -> Splits:
+    """Scale and shape 8-bit ``(N, C, H, W)`` images, then build the splits."""
+    space.image_shape = tuple(train["x"].shape[1:])
+    if p.scale:
+        space.ladj_to_model = -math.prod(space.image_shape) * math.log(PIXEL_MAX)
+    else:
+        space.pixel_max = PIXEL_MAX
+    for half in (train, test):
+        half["x"] = half["x"] / PIXEL_MAX if p.scale else half["x"]
+        half["x"] = half["x"].flatten(1) if p.shape == "flat" else half["x"]
+    return make_splits(p, train, test, space)
+
+
+# --- image folders
+
+
+class ImageFolderParams(EightBitParams):
+    root: Path
+    mode: Literal["grayscale", "rgb"] = "rgb"
+    #: ``(H, W)`` to resize every image to; without it all images must have one size.
+    size: tuple[PositiveInt, PositiveInt] | None = None
+
+
+def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        path
+        for path in candidates
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def _find_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """Image paths in sorted order; with class subfolders, their labels and the class names."""
+    if not root.is_dir():
+        raise file_error(root, "no such folder" if not root.exists() else "not a folder")
+    loose = _image_files(root, recursive=False)
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = [(d.name, files) for d in folders if (files := _image_files(d, recursive=True))]
+    if classes and loose:
+        raise file_error(root, f"has images both in class folders and directly inside ({loose[0].name})")
+    if classes:
+        paths = [path for _, files in classes for path in files]
+        labels = [label for label, (_, files) in enumerate(classes) for _ in files]
+        return paths, labels, [name for name, _ in classes]
+    if not loose:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise file_error(root, f"no images found (looked for {suffixes}, in it and in subfolders)")
+    return loose, None, []
+
+
+def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if mode == "grayscale" else "RGB")
+            if size is not None:
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise file_error(path, f"is not a readable image ({error})") from None
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) -> Splits:
+    """Images of a folder (classes = sorted subfolders, labels ``y``), read with Pillow; seeded split."""
+    paths, labels, classes = _find_images(p.root)
+    images = []
+    for path in paths:
+        pixels = _read_image(path, p.mode, p.size)
+        if images and pixels.shape != images[0].shape:
+            raise file_error(
+                path, f"is {pixels.shape[1]}×{pixels.shape[0]} but {paths[0].name} is "
+                f"{images[0].shape[1]}×{images[0].shape[0]} (width×height); set size: [H, W] to resize"
+            )
+        images.append(pixels)
+    x = torch.as_tensor(np.stack(images), dtype=torch.float64).permute(0, 3, 1, 2)
+    fields = {"x": x} if labels is None else {"x": x, "y": torch.tensor(labels)}
+    train, test = split_fields(fields, p)
+    space = DataSpace(num_classes=len(classes) or None, meta={"classes": classes} if classes else {})
+    return _image_splits(p, train, test, space)
+
+
+# --- MNIST's IDX files
+
+#: IDX type codes and their big-endian dtypes.
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not): magic ``00 00 <type> <ndim>``, ``ndim`` big-endian
+    uint32 sizes, then the values (LeCun et al., 1998, http://yann.lecun.com/exdb/mnist/)."""
+    require_file(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise file_error(path, f"is corrupt gzip data ({error})") from None
+    if len(raw) < 4:
+        raise file_error(path, f"is truncated: {len(raw)} bytes, shorter than the 4-byte IDX magic number")
+    if raw[0] or raw[1] or raw[2] not in IDX_TYPES or raw[3] == 0:
+        raise file_error(
+            path, f"bad magic number 0x{raw[:4].hex()}; an IDX file starts with 00 00, a type code "
+            f"({', '.join(f'{code:02x}' for code in IDX_TYPES)}) and a nonzero number of dimensions"
+        )
+    ndim, dtype = raw[3], np.dtype(IDX_TYPES[raw[2]])
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise file_error(
+            path, f"is truncated: the header of {ndim} dimension sizes needs {header} bytes, the file has {len(raw)}"
+        )
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected, found = math.prod(shape) * dtype.itemsize, len(raw) - header
+    if found != expected:
+        problem = "is truncated" if found < expected else "has trailing bytes"
+        raise file_error(path, f"{problem}: shape {shape} of {dtype} needs {expected} data bytes, the file has {found}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+class MnistIdxParams(EightBitParams):
+    images: Path
+    labels: Path | None = None
+    #: A test split from files (MNIST's t10k files); without it, ``test_fraction`` of ``images``.
+    test_images: Path | None = None
+    test_labels: Path | None = None
+
+    @model_validator(mode="after")
+    def _paired_files(self) -> "MnistIdxParams":
+        if self.test_images is not None and (self.labels is None) != (self.test_labels is None):
+            raise ValueError("give labels and test_labels together, or neither")
+        if self.test_images is None and self.test_labels is not None:
+            raise ValueError("test_labels needs test_images")
+        return self
+
+
+def _idx_images(path: Path) -> Tensor:
+    images = read_idx(path)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise file_error(
+            path, f"holds {images.dtype} of shape {images.shape}; expected unsigned bytes, shape (count, rows, columns)"
+        )
+    return torch.as_tensor(images.astype(np.float64))[:, None]
+
+
+def _idx_half(images: Path, labels: Path | None) -> tuple[dict[str, Tensor], int | None]:
+    x = _idx_images(images)
+    if labels is None:
+        return {"x": x}, None
+    y, num_classes = as_labels(read_idx(labels), labels, len(x))
+    return {"x": x, "y": y}, num_classes
+
+
+def build_mnist_idx(p: MnistIdxParams, ctx: BuildContext | None = None) -> Splits:
+    """MNIST-style IDX image and label files (gzipped or not), magic numbers and sizes checked (LeCun et al., 1998)."""
+    train, num_classes = _idx_half(p.images, p.labels)
+    if p.test_images is None:
+        train, test = split_fields(train, p)
+    else:
+        test, test_classes = _idx_half(p.test_images, p.test_labels)
+        if test["x"].shape[1:] != train["x"].shape[1:]:
+            sizes = tuple(test["x"].shape[2:]), tuple(train["x"].shape[2:])
+            raise file_error(p.test_images, f"has images of {sizes[0]}; {p.images} has {sizes[1]}")
+        num_classes = None if num_classes is None else max(num_classes, test_classes or 0)
+    return _image_splits(p, train, test, DataSpace(num_classes=num_classes))
+
+
+IMAGE_TYPES = [
+    ComponentType("image_folder", "dataset", ImageFolderParams, build_image_folder),
+    ComponentType("mnist_idx", "dataset", MnistIdxParams, build_mnist_idx),
+]

@@ -1,0 +1,136 @@
+"""CSV files: numeric feature columns chosen by name or index, and an optional label column.
+
+Blank lines are skipped.  Labels that are all non-negative integers are used as
+they are (``K`` = largest + 1); any other labels (names, negative numbers) are
+numbered in sorted order, with the originals in ``meta["classes"]``.  Every
+error names the file, the line and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Annotated, Union
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen.registry import suggest
+from compose_gen_plugins.datasets.arrays import require_file
+from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
+
+__all__ = ["TABLE_TYPES"]
+
+ColumnRef = Union[str, Annotated[int, Field(ge=0)]]
+
+
+class CsvParams(DatasetParams):
+    path: Path
+    #: Feature columns by header name or 0-based index; default: every column but the label.
+    columns: list[ColumnRef] | None = Field(None, min_length=1)
+    #: The label column (name or index), if any.
+    label: ColumnRef | None = None
+    #: Whether the first non-blank line holds the column names.
+    header: bool = True
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+Row = tuple[int, list[str]]  # (line number, fields)
+
+
+def _read_rows(path: Path, delimiter: str) -> list[Row]:
+    require_file(path)
+    rows: list[Row] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            for fields in reader:
+                if any(value.strip() for value in fields):
+                    rows.append((reader.line_num, [value.strip() for value in fields]))
+    except UnicodeDecodeError as error:
+        raise file_error(path, f"is not UTF-8 text ({error})") from None
+    except csv.Error as error:
+        raise file_error(path, f"line {reader.line_num}: {error}") from None
+    except OSError as error:
+        raise file_error(path, f"cannot be read ({error})") from None
+    return rows
+
+
+def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:
+    if isinstance(ref, int):
+        if ref >= len(names):
+            raise file_error(p.path, f"column index {ref} is out of range; the file has {len(names)} columns")
+        return ref
+    if not p.header:
+        raise file_error(p.path, f"column {ref!r} is named but header is false; use 0-based indices")
+    if names.count(ref) != 1:
+        problem = "appears more than once in the header" if ref in names else f"is not a column{suggest(ref, names)}"
+        raise file_error(p.path, f"column {ref!r} {problem}; columns are {names}")
+    return names.index(ref)
+
+
+def _number(text: str, line: int, column: str, path: Path) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise file_error(path, f"line {line}, column {column!r}: non-numeric value {text!r}") from None
+    if not math.isfinite(value):
+        raise file_error(path, f"line {line}, column {column!r}: non-finite value {text!r}")
+    return value
+
+
+def _labels(texts: list[str]) -> tuple[Tensor, int, list[str] | None]:
+    """Labels as indices, the class count, and the class names when they were renumbered."""
+    if all(text.isascii() and text.isdigit() for text in texts):
+        y = torch.tensor([int(text) for text in texts])
+        return y, int(y.max()) + 1, None
+
+    def order(text: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(text), text)
+        except ValueError:
+            return (1, 0.0, text)
+
+    classes = sorted(set(texts), key=order)
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[text] for text in texts]), len(classes), classes
+
+
+def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
+    """Numeric columns of a CSV file as ``x``, an optional label column as ``y``; seeded split."""
+    rows = _read_rows(p.path, p.delimiter)
+    if p.header and rows:
+        names, rows = rows[0][1], rows[1:]
+    else:
+        names = [str(i) for i in range(len(rows[0][1]))] if rows else []
+    if not rows:
+        raise file_error(p.path, "has no data rows")
+    for line, fields in rows:
+        if len(fields) != len(names):
+            raise file_error(p.path, f"line {line} has {len(fields)} fields; expected {len(names)}")
+    label = None if p.label is None else _column(p.label, names, p)
+    if p.columns is None:
+        columns = [i for i in range(len(names)) if i != label]
+    else:
+        columns = [_column(ref, names, p) for ref in p.columns]
+    if label in columns:
+        raise file_error(p.path, f"the label column {names[label]!r} is also a feature column")
+    if not columns:
+        raise file_error(p.path, "has no feature columns besides the label")
+    x = torch.tensor(
+        [[_number(fields[i], line, names[i], p.path) for i in columns] for line, fields in rows], dtype=torch.float64
+    )
+    columns_of: dict[str, Tensor] = {"x": x}
+    space = DataSpace(meta={"columns": [names[i] for i in columns]})
+    if label is not None:
+        columns_of["y"], space.num_classes, classes = _labels([fields[label] for _, fields in rows])
+        if classes is not None:
+            space.meta["classes"] = classes
+    train, test = split_fields(columns_of, p)
+    return make_splits(p, train, test, space)
+
+
+TABLE_TYPES = [ComponentType("csv", "dataset", CsvParams, build_csv)]

@@ -1,0 +1,287 @@
+"""The preprocessing pipeline that a dataset's ``transforms:`` list declares.
+
+Every dataset accepts ``transforms:``, a list of steps applied in order from data
+space (the values as read) to model space (what the model sees)::
+
+    transforms: [{type: dequantize, levels: 17}, {type: logit, alpha: 0.05}, flatten]
+
+A step is given as ``{type: name, ...}`` or, without parameters, by its name.
+Each step ``f`` reports ``log|det ∂f/∂x|`` per example, so a density in model
+space converts back exactly: ``log p_data(x) = log p_model(f(x)) + ladj(x)``.
+
+* ``scale`` — ``y = a·x + b``;  ladj = ``D·log|a|``.
+* ``standardise`` — ``y = (x - μ)/σ`` per feature, μ and σ from the *train*
+  split (a constant feature keeps σ = 1);  ladj = ``-Σ log σ``.
+* ``flatten`` / ``reshape`` — event shape only;  ladj = 0.
+* ``dequantize`` — integer values ``k ∈ {0..levels-1}`` become
+  ``(k + u)/levels`` with ``u ~ U[0, 1)^D``;  ladj = ``-D·log(levels)``, so
+  ``log P(k) ≥ E_u[log p_model(y)] - D·log(levels)`` (Theis et al., 2016, "A note
+  on the evaluation of generative models").  The noise is drawn once, seeded,
+  when the dataset is built (see :func:`fit_pipeline`).
+* ``logit`` — ``y = logit(α + (1 - 2α)·x)`` for ``x ∈ [0, 1]`` (Dinh et al., 2017,
+  "Density estimation using Real NVP");  ladj =
+  ``Σ [log(1 - 2α) - log s - log(1 - s)]`` with ``s = α + (1 - 2α)·x``, which
+  depends on ``x``: it is the one *per-example* log-determinant.
+
+Constant log-determinants add up to one number; per-example ones to a tensor of
+shape ``(N,)``.  :class:`Pipeline.inverse` undoes every step (dequantization by
+flooring), which is what ``to_display`` uses.
+
+Design decision: the whole pipeline runs once, when the dataset is built, so a
+``TensorData`` stays a set of fixed tensors in model space (what the compiler's
+dry run, the trainer and the metrics read) and every log-determinant is exact
+for the stored values.  The price is that dequantization noise is one seeded
+draw per example rather than fresh noise per batch; for fresh noise, keep the
+data discrete here and put a dequantization bijector in the model instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+import torch
+from pydantic import BeforeValidator, Field, field_validator
+from torch import Tensor
+
+from compose_gen import Params
+
+__all__ = [
+    "DequantizeStep",
+    "FlattenStep",
+    "LogitStep",
+    "Pipeline",
+    "PipelineError",
+    "ReshapeStep",
+    "ScaleStep",
+    "StandardiseStep",
+    "TransformSpec",
+    "fit_pipeline",
+]
+
+
+class PipelineError(ValueError):
+    """A transform that cannot apply to the data it receives."""
+
+
+class ScaleStep(Params):
+    """``y = a·x + b``."""
+
+    type: Literal["scale"]
+    a: float = Field(allow_inf_nan=False)
+    b: float = Field(0.0, allow_inf_nan=False)
+
+    @field_validator("a")
+    @classmethod
+    def _nonzero(cls, a: float) -> float:
+        if a == 0:
+            raise ValueError("scale by a = 0 is not invertible")
+        return a
+
+
+class StandardiseStep(Params):
+    """``y = (x - μ)/σ`` per feature, with train statistics."""
+
+    type: Literal["standardise"]
+
+
+class FlattenStep(Params):
+    """Event dimensions become one."""
+
+    type: Literal["flatten"]
+
+
+class ReshapeStep(Params):
+    """Event dimensions become ``shape`` (same number of elements)."""
+
+    type: Literal["reshape"]
+    shape: tuple[Annotated[int, Field(gt=0)], ...] = Field(min_length=1)
+
+
+class DequantizeStep(Params):
+    """Integers ``0..levels-1`` plus uniform noise, divided by ``levels``."""
+
+    type: Literal["dequantize"]
+    levels: int = Field(ge=2)
+
+
+class LogitStep(Params):
+    """``y = logit(α + (1 - 2α)·x)`` for ``x`` in ``[0, 1]``."""
+
+    type: Literal["logit"]
+    alpha: float = Field(0.05, ge=0.0, lt=0.5)
+
+
+def _named_step(value: object) -> object:
+    return {"type": value} if isinstance(value, str) else value
+
+
+#: One entry of a ``transforms:`` list.
+TransformSpec = Annotated[
+    Union[ScaleStep, StandardiseStep, FlattenStep, ReshapeStep, DequantizeStep, LogitStep],
+    Field(discriminator="type"),
+    BeforeValidator(_named_step),
+]
+
+
+# --- fitted steps: forward(x) -> (y, ladj), inverse(y) -> x; x has shape (*batch, *event)
+
+
+@dataclass
+class _Affine:
+    """``y = x·scale + shift`` with ``scale``/``shift`` broadcastable to the event shape."""
+
+    scale: Tensor
+    shift: Tensor
+    event_shape: torch.Size
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        ladj = torch.log(self.scale.abs()).expand(self.event_shape).sum().item()
+        return x * self.scale.to(x) + self.shift.to(x), ladj
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return (y - self.shift.to(y)) / self.scale.to(y)
+
+
+@dataclass
+class _Reshape:
+    in_shape: torch.Size
+    out_shape: torch.Size
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        return _reshape_event(x, self.in_shape, self.out_shape), 0.0
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return _reshape_event(y, self.out_shape, self.in_shape)
+
+
+@dataclass
+class _Dequantize:
+    levels: int
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        integers = bool((x == x.round()).all())
+        if not integers or (x < 0).any() or (x > self.levels - 1).any():
+            raise PipelineError(
+                f"dequantize expects integer values in 0..{self.levels - 1}; got values in "
+                f"[{x.min().item():g}, {x.max().item():g}]"
+                + ("" if integers else " that are not all integers (dequantize before scaling, not after)")
+            )
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return (x + noise) / self.levels, -math.prod(x.shape[1:]) * math.log(self.levels)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return torch.floor(y * self.levels).clamp(0, self.levels - 1)
+
+
+@dataclass
+class _Logit:
+    alpha: float
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if (x < 0).any() or (x > 1).any():
+            raise PipelineError(
+                f"logit expects values in [0, 1]; got values in [{x.min().item():g}, {x.max().item():g}]"
+            )
+        s = self.alpha + (1 - 2 * self.alpha) * x
+        if self.alpha == 0 and ((s == 0) | (s == 1)).any():
+            raise PipelineError(
+                "logit with alpha = 0 needs values strictly inside (0, 1); dequantize first or use alpha > 0"
+            )
+        log_s, log_1ms = torch.log(s), torch.log1p(-s)
+        per_element = math.log(1 - 2 * self.alpha) - log_s - log_1ms
+        return log_s - log_1ms, per_element.flatten(1).sum(1)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
+
+
+_Fitted = Union[_Affine, _Reshape, _Dequantize, _Logit]
+
+
+class _Ladj:
+    """Accumulates the constant and the per-example log-determinants of applied steps."""
+
+    def __init__(self) -> None:
+        self.constant = 0.0
+        self.per_example: Tensor | None = None
+
+    def add(self, index: int, step: _Fitted, x: Tensor, generator: torch.Generator) -> Tensor:
+        try:
+            y, ladj = step.forward(x, generator)
+        except PipelineError as error:
+            raise PipelineError(f"transforms[{index}]: {error}") from None
+        if isinstance(ladj, Tensor):
+            self.per_example = ladj if self.per_example is None else self.per_example + ladj
+        else:
+            self.constant += ladj
+        return y
+
+
+def _reshape_event(x: Tensor, event: torch.Size, new_event: torch.Size) -> Tensor:
+    return x.reshape(*x.shape[: x.dim() - len(event)], *new_event)
+
+
+@dataclass
+class Pipeline:
+    """A fitted pipeline: the steps with their statistics and shapes fixed on the train split."""
+
+    steps: list[_Fitted]
+    in_shape: torch.Size
+    out_shape: torch.Size
+
+    def apply(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float, Tensor | None]:
+        """Map ``(N, *in_shape)`` to model space: ``(y, constant ladj, per-example ladj or None)``."""
+        ladj = _Ladj()
+        for index, step in enumerate(self.steps):
+            x = ladj.add(index, step, x, generator)
+        return x, ladj.constant, ladj.per_example
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Map model-space ``(*batch, *out_shape)`` back to data space."""
+        for step in reversed(self.steps):
+            y = step.inverse(y)
+        return y
+
+
+def fit_pipeline(
+    specs: list[TransformSpec], x_train: Tensor, generator: torch.Generator
+) -> tuple[Pipeline, Tensor, float, Tensor | None]:
+    """Fit ``specs`` on ``x_train`` (shape ``(N, *event)``) and transform it.
+
+    Statistics (``standardise``) come from the data as it reaches that step, so
+    a step after ``dequantize`` sees the noisy values.  Returns the pipeline and
+    ``Pipeline.apply``'s result for ``x_train``.
+    """
+    steps: list[_Fitted] = []
+    ladj = _Ladj()
+    x = x_train
+    for index, spec in enumerate(specs):
+        steps.append(_fit_step(spec, x, index))
+        x = ladj.add(index, steps[-1], x, generator)
+    return Pipeline(steps, x_train.shape[1:], x.shape[1:]), x, ladj.constant, ladj.per_example
+
+
+def _fit_step(spec: TransformSpec, x: Tensor, index: int) -> _Fitted:
+    event = x.shape[1:]
+    if isinstance(spec, ScaleStep):
+        return _Affine(torch.tensor(spec.a, dtype=x.dtype), torch.tensor(spec.b, dtype=x.dtype), event)
+    if isinstance(spec, StandardiseStep):
+        if len(x) < 2:
+            raise PipelineError(f"transforms[{index}]: standardise needs at least 2 training examples")
+        mean, std = x.mean(0), x.std(0)
+        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+        return _Affine(1 / std, -mean / std, event)
+    if isinstance(spec, FlattenStep):
+        return _Reshape(event, torch.Size([math.prod(event)]))
+    if isinstance(spec, ReshapeStep):
+        if math.prod(spec.shape) != math.prod(event):
+            raise PipelineError(
+                f"transforms[{index}]: cannot reshape event shape {tuple(event)} "
+                f"({math.prod(event)} values) to {spec.shape}"
+            )
+        return _Reshape(event, torch.Size(spec.shape))
+    if isinstance(spec, DequantizeStep):
+        return _Dequantize(spec.levels)
+    return _Logit(spec.alpha)

@@ -1,0 +1,141 @@
+"""NumPy and CSV files written into tmp_path: reading, column selection, and errors naming the file."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from compose_gen_plugins.datasets import DatasetError
+
+X = np.arange(40, dtype=np.float32).reshape(10, 4)
+Y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+
+def all_x(splits) -> torch.Tensor:
+    return torch.cat([splits.train.fields["x"], splits.test.fields["x"]])
+
+
+def sorted_rows(x: torch.Tensor) -> torch.Tensor:
+    return x[x[:, 0].argsort()]
+
+
+def test_npz_keys_labels_and_image_shape(build, tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, images=X, labels=Y)
+    splits = build("npz", path=str(path), x_key="images", y_key="labels", image_shape=[1, 2, 2], pixel_max=40)
+    assert len(splits.train) == 8 and len(splits.test) == 2 and splits.train.num_classes == 3
+    torch.testing.assert_close(sorted_rows(all_x(splits)), torch.as_tensor(X))
+    train = splits.train.fields
+    torch.testing.assert_close(train["y"], torch.as_tensor(Y)[(train["x"][:, 0] / 4).long()])
+    assert splits.test.to_display(splits.test.fields["x"]).shape == (2, 1, 2, 2)
+
+
+def test_npy_with_label_file_and_one_feature(build, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", X[:, 0])
+    np.save(tmp_path / "y.npy", Y)
+    splits = build("npy", path=str(tmp_path / "x.npy"), y_path=str(tmp_path / "y.npy"), test_fraction=0.5)
+    assert splits.train.fields["x"].shape == (5, 1) and splits.train.num_classes == 3
+    assert splits.train.image_shape is None
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "params", "message"),
+    [
+        (lambda p: write_npz(p, x=X), {"x_key": "images"}, r"has no array 'images'; it has \['x'\]"),
+        (lambda p: write_npz(p, x=np.array([{"a": 1}, 2], dtype=object)), {}, "unreadable.*allow_pickle"),
+        (lambda p: p.write_bytes(pickle.dumps({"x": X})), {}, "not a readable .npz file"),
+        (lambda p: p.write_bytes(write_npz(p, x=X).read_bytes()[:100]), {}, "not a readable .npz file"),
+        (lambda p: write_npz(p, x=np.array(["a", "b"])), {}, "dtype <U1; expected numbers"),
+        (lambda p: write_npz(p, x=np.array([[1.0], [np.nan]])), {}, r"non-finite value at index \(1, 0\)"),
+        (lambda p: write_npz(p, x=X, y=-Y), {"y_key": "y"}, "y must be non-negative integers"),
+        (lambda p: write_npz(p, x=X, y=Y[:5]), {"y_key": "y"}, r"y have shape \(5,\); expected \(10,\)"),
+        (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), {}, "is a .npy array"),
+        (lambda p: None, {}, "no such file"),
+    ],
+)
+def test_malformed_npz_names_the_file(build, tmp_path: Path, make, params: dict, message: str) -> None:
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(DatasetError, match=message) as error:
+        build("npz", path=str(path), **params)
+    assert str(error.value).startswith(str(path))
+
+
+def test_truncated_npy_names_the_file(build, tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    path.write_bytes(path.read_bytes()[:150])
+    with pytest.raises(DatasetError, match=f"{path}: not a readable .npy file.*fully written"):
+        build("npy", path=str(path))
+
+
+CSV = "a,b,label,c\n1,2,cat,3\n4,5,dog,6\n\n7,8,cat,9\n10,11,dog,12\n13,14,cat,15\n"
+
+
+def test_csv_columns_by_name_and_index_with_named_classes(build, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(CSV)
+    splits = build("csv", path=str(path), columns=["c", 0], label="label", test_fraction=0.4)
+    x = sorted_rows(all_x(splits))
+    torch.testing.assert_close(x, torch.tensor([[3.0, 1], [6, 4], [9, 7], [12, 10], [15, 13]]))
+    assert splits.train.meta["classes"] == ["cat", "dog"] and splits.train.num_classes == 2
+    assert splits.train.meta["columns"] == ["c", "a"]
+    labels = torch.cat([splits.train.fields["y"], splits.test.fields["y"]])
+    rows = {int(row[1]): int(label) for row, label in zip(all_x(splits), labels)}
+    assert rows == {1: 0, 4: 1, 7: 0, 10: 1, 13: 0}
+
+
+def test_csv_default_columns_no_header_and_delimiter(build, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("0.5;1;2\n1.5;0;3\n2.5;1;4\n3.5;0;5\n")
+    splits = build("csv", path=str(path), header=False, delimiter=";", label=1, test_fraction=0.25)
+    assert splits.train.fields["x"].shape == (3, 2) and splits.train.num_classes == 2
+    assert "classes" not in splits.train.meta
+    torch.testing.assert_close(sorted_rows(all_x(splits)), torch.tensor([[0.5, 2], [1.5, 3], [2.5, 4], [3.5, 5]]))
+
+
+@pytest.mark.parametrize(
+    ("text", "params", "message"),
+    [
+        ("a,b\n1,2\n3,x\n", {}, r"line 3, column 'b': non-numeric value 'x'"),
+        ("a,b\n1,2\n3\n", {}, "line 3 has 1 fields; expected 2"),
+        ("a,b\n1,2\n3,nan\n", {}, "line 3, column 'b': non-finite value 'nan'"),
+        ("a,b\n1,2\n", {"columns": ["aa"]}, "column 'aa' is not a column; did you mean 'a'"),
+        ("a,a\n1,2\n", {"columns": ["a"]}, "appears more than once"),
+        ("a,b\n1,2\n", {"columns": [5]}, "column index 5 is out of range; the file has 2 columns"),
+        ("1,2\n3,4\n", {"header": False, "label": "b"}, "named but header is false"),
+        ("a,b\n1,2\n", {"label": "b", "columns": ["a", "b"]}, "label column 'b' is also a feature column"),
+        ("a,b\n", {}, "has no data rows"),
+        ("", {}, "has no data rows"),
+    ],
+)
+def test_malformed_csv_names_file_line_and_column(build, tmp_path: Path, text: str, params: dict, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=message) as error:
+        build("csv", path=str(path), **params)
+    assert str(error.value).startswith(str(path))
+
+
+def test_csv_that_is_not_text(build, tmp_path: Path) -> None:
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81\x82")
+    with pytest.raises(DatasetError, match="is not UTF-8 text"):
+        build("csv", path=str(path))
+
+
+def test_bad_file_params_are_validation_errors(build, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        build("csv", path=str(tmp_path / "t.csv"), delimiter=";;")
+    with pytest.raises(ValidationError):
+        build("npz", path=str(tmp_path / "t.npz"), image_shape=[1, 0, 2])

@@ -1,0 +1,147 @@
+"""Image folders (PNG via Pillow) and MNIST IDX files written into tmp_path, and their malformed forms."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compose_gen_plugins.datasets import DatasetError
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+def folder(root: Path) -> dict[str, np.ndarray]:
+    """Two classes of 4×6 RGB images whose red channel encodes their index."""
+    images = {}
+    for i in range(6):
+        pixels = np.zeros((4, 6, 3), np.uint8)
+        pixels[..., 0], pixels[..., 1] = 40 * i, 255
+        name = f"{'cats' if i < 3 else 'dogs'}/img{i}.png"
+        write_png(root / name, pixels)
+        images[name] = pixels
+    return images
+
+
+def test_image_folder_rgb_classes_and_display(build, tmp_path: Path) -> None:
+    folder(tmp_path)
+    splits = build("image_folder", root=str(tmp_path), test_fraction=0.5)
+    x, y = splits.train.fields["x"], splits.train.fields["y"]
+    assert x.shape == (3, 3, 4, 6) and splits.train.image_shape == (3, 4, 6)
+    assert splits.train.meta["classes"] == ["cats", "dogs"] and splits.train.num_classes == 2
+    index = (x[:, 0, 0, 0] * 255 / 40).round().long()
+    torch.testing.assert_close(y, (index >= 3).long())
+    torch.testing.assert_close(x[:, 1], torch.ones(3, 4, 6))
+    assert splits.train.ladj_to_model == pytest.approx(-3 * 4 * 6 * math.log(255))
+    torch.testing.assert_close(splits.test.to_display(splits.test.fields["x"]), splits.test.fields["x"])
+
+
+def test_image_folder_grayscale_resize_flat_unscaled(build, tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", np.full((8, 8), 200))
+    write_png(tmp_path / "b.png", np.full((4, 6), 100))
+    splits = build(
+        "image_folder", root=str(tmp_path), mode="grayscale", size=[2, 3], shape="flat", scale=False, test_fraction=0.5
+    )
+    assert splits.train.fields["x"].shape == (1, 6) and "y" not in splits.train.fields
+    assert splits.train.image_shape == (1, 2, 3) and splits.train.ladj_to_model == 0.0
+    values = {splits.train.fields["x"][0, 0].item(), splits.test.fields["x"][0, 0].item()}
+    assert values == {200.0, 100.0}
+    shown = splits.test.to_display(splits.test.fields["x"])
+    assert shown.shape == (1, 1, 2, 3) and shown.max() <= 1
+
+
+def test_image_folder_order_is_deterministic(build, tmp_path: Path) -> None:
+    folder(tmp_path)
+    first, again = build("image_folder", root=str(tmp_path)), build("image_folder", root=str(tmp_path))
+    assert torch.equal(first.train.fields["x"], again.train.fields["x"])
+
+
+def test_image_folder_errors_name_the_file(build, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=f"{tmp_path}: no images found"):
+        build("image_folder", root=str(tmp_path))
+    with pytest.raises(DatasetError, match="no such folder"):
+        build("image_folder", root=str(tmp_path / "missing"))
+    folder(tmp_path)
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'dogs' / 'broken.png'}: is not a readable image"):
+        build("image_folder", root=str(tmp_path))
+    (tmp_path / "dogs" / "broken.png").unlink()
+    write_png(tmp_path / "dogs" / "wide.png", np.zeros((4, 7, 3)))
+    with pytest.raises(DatasetError, match=r"wide.png: is 7×4 but img0.png is 6×4.*size"):
+        build("image_folder", root=str(tmp_path))
+    assert len(build("image_folder", root=str(tmp_path), size=[4, 6]).train) == 6
+    write_png(tmp_path / "loose.png", np.zeros((4, 6, 3)))
+    with pytest.raises(DatasetError, match="both in class folders and directly inside"):
+        build("image_folder", root=str(tmp_path), size=[4, 6])
+
+
+def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+IMAGES = np.arange(5 * 3 * 4, dtype=np.uint8).reshape(5, 3, 4) * 4
+LABELS = np.array([3, 1, 4, 1, 5], np.uint8)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_mnist_idx_with_and_without_gzip(build, tmp_path: Path, gzipped: bool) -> None:
+    pack = gzip.compress if gzipped else bytes
+    (tmp_path / "img").write_bytes(pack(idx_bytes(IMAGES)))
+    (tmp_path / "lab").write_bytes(pack(idx_bytes(LABELS)))
+    splits = build("mnist_idx", images=str(tmp_path / "img"), labels=str(tmp_path / "lab"), test_fraction=0.4)
+    assert splits.train.fields["x"].shape == (3, 1, 3, 4) and splits.train.image_shape == (1, 3, 4)
+    assert splits.train.num_classes == 6
+    x = torch.cat([splits.train.fields["x"], splits.test.fields["x"]])
+    y = torch.cat([splits.train.fields["y"], splits.test.fields["y"]])
+    order = x[:, 0, 0, 0].argsort()
+    torch.testing.assert_close(x[order] * 255, torch.as_tensor(IMAGES, dtype=torch.float32)[:, None])
+    torch.testing.assert_close(y[order], torch.as_tensor(LABELS, dtype=torch.long))
+
+
+def test_mnist_idx_test_files_define_the_test_split(build, tmp_path: Path) -> None:
+    for name, array in {"tr": IMAGES, "trl": LABELS, "te": IMAGES[:2], "tel": LABELS[:2]}.items():
+        (tmp_path / name).write_bytes(idx_bytes(array))
+    files = {"images": "tr", "labels": "trl", "test_images": "te", "test_labels": "tel"}
+    paths = {param: str(tmp_path / name) for param, name in files.items()}
+    splits = build("mnist_idx", **paths, shape="flat", scale=False)
+    assert len(splits.train) == 5 and len(splits.test) == 2 and splits.test.fields["x"].shape == (2, 12)
+    torch.testing.assert_close(splits.test.fields["x"], torch.as_tensor(IMAGES[:2], dtype=torch.float32).reshape(2, 12))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x00", "is truncated: 2 bytes"),
+        (b"\x08\x03\x00\x00" + bytes(100), r"bad magic number 0x08030000"),
+        (bytes([0, 0, 0x07, 3]) + bytes(100), r"bad magic number 0x00000703"),
+        (idx_bytes(IMAGES)[:10], r"header of 3 dimension sizes needs 16 bytes"),
+        (idx_bytes(IMAGES)[:-1], r"is truncated: shape \(5, 3, 4\) of uint8 needs 60 data bytes, the file has 59"),
+        (idx_bytes(IMAGES) + b"\x00", "has trailing bytes"),
+        (gzip.compress(idx_bytes(IMAGES))[:-6], "is corrupt gzip data"),
+        (idx_bytes(IMAGES.astype(np.int32), code=0x0C), r"holds >i4 of shape \(5, 3, 4\); expected unsigned bytes"),
+        (idx_bytes(LABELS), "expected unsigned bytes, shape"),
+    ],
+)
+def test_malformed_idx_images_name_the_file(build, tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "images.idx"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message) as error:
+        build("mnist_idx", images=str(path))
+    assert str(error.value).startswith(str(path))
+
+
+def test_idx_label_count_must_match(build, tmp_path: Path) -> None:
+    (tmp_path / "img").write_bytes(idx_bytes(IMAGES))
+    (tmp_path / "lab").write_bytes(idx_bytes(LABELS[:4]))
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'lab'}: labels have shape \(4,\); expected \(5,\)"):
+        build("mnist_idx", images=str(tmp_path / "img"), labels=str(tmp_path / "lab"))

@@ -1,0 +1,120 @@
+"""The preprocessing pipeline: log-determinants against autograd and by hand, inverses, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import TypeAdapter, ValidationError
+
+from compose_gen_plugins.datasets.transforms import PipelineError, TransformSpec, fit_pipeline
+
+SPECS = TypeAdapter(list[TransformSpec])
+
+
+def fit(specs: list, x: torch.Tensor, seed: int = 0):
+    return fit_pipeline(SPECS.validate_python(specs), x, torch.Generator().manual_seed(seed))
+
+
+def autograd_ladj(pipeline, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """log|det ∂f(x_i)/∂x_i| per example, with the same noise draw as ``fit``."""
+
+    def one(index: int) -> float:
+        def f(v: torch.Tensor) -> torch.Tensor:
+            noisy_batch = x.clone()
+            noisy_batch[index] = v  # keep the batch so dequantization noise is the same draw
+            return pipeline.apply(noisy_batch, torch.Generator().manual_seed(seed))[0][index]
+
+        jac = torch.autograd.functional.jacobian(f, x[index])
+        d = x[index].numel()
+        return torch.linalg.slogdet(jac.reshape(d, d))[1].item()
+
+    return torch.tensor([one(i) for i in range(len(x))], dtype=torch.float64)
+
+
+CASES = [
+    [{"type": "scale", "a": -2.5, "b": 0.3}],
+    ["standardise"],
+    ["flatten", {"type": "reshape", "shape": [3, 2]}],
+    [{"type": "logit", "alpha": 0.05}],
+    [{"type": "logit", "alpha": 0.0}],
+    [{"type": "scale", "a": 0.5, "b": 0.25}, "logit", "standardise", "flatten", {"type": "scale", "a": 3.0}],
+]
+
+
+@pytest.mark.parametrize("specs", CASES)
+def test_ladj_matches_autograd_and_inverse_recovers_data(specs: list) -> None:
+    x = torch.rand(5, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
+    pipeline, y, constant, per_example = fit(specs, x)
+    total = constant + (per_example if per_example is not None else torch.zeros(len(x), dtype=torch.float64))
+    torch.testing.assert_close(total, autograd_ladj(pipeline, x))
+    torch.testing.assert_close(pipeline.inverse(y), x)
+    y_again, constant_again, _ = pipeline.apply(x, torch.Generator())
+    torch.testing.assert_close(y_again, y)
+    assert constant_again == constant
+
+
+def test_dequantize_adds_noise_within_each_cell_and_its_ladj() -> None:
+    levels = 17
+    k = torch.randint(levels, (50, 4), generator=torch.Generator().manual_seed(2)).to(torch.float64)
+    pipeline, y, constant, per_example = fit([{"type": "dequantize", "levels": levels}], k)
+    assert per_example is None and constant == pytest.approx(-4 * math.log(levels))
+    assert ((y * levels - k) >= 0).all() and ((y * levels - k) < 1).all()
+    assert torch.equal(pipeline.inverse(y), k)
+    torch.testing.assert_close(autograd_ladj(pipeline, k[:3]), torch.full((3,), constant, dtype=torch.float64))
+    again = fit([{"type": "dequantize", "levels": levels}], k)[1]
+    other_seed = fit([{"type": "dequantize", "levels": levels}], k, seed=1)[1]
+    assert torch.equal(again, y) and not torch.equal(other_seed, y)
+
+
+def test_ladj_by_hand() -> None:
+    x = torch.tensor([[1.0, 3.0], [3.0, 7.0], [5.0, 2.0]], dtype=torch.float64)
+    _, y, constant, _ = fit(["standardise"], x)
+    assert constant == pytest.approx(-(math.log(2.0) + math.log(x[:, 1].std().item())))
+    torch.testing.assert_close(y.mean(0), torch.zeros(2, dtype=torch.float64))
+    assert fit([{"type": "scale", "a": -3.0}], x)[2] == pytest.approx(2 * math.log(3.0))
+    half = torch.full((1, 3), 0.5, dtype=torch.float64)
+    _, y, constant, per_example = fit([{"type": "logit", "alpha": 0.0}], half)
+    assert constant == 0.0 and per_example.item() == pytest.approx(3 * 2 * math.log(2.0))
+    torch.testing.assert_close(y, torch.zeros_like(half))
+
+
+def test_standardise_keeps_constant_features() -> None:
+    x = torch.tensor([[0.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    pipeline, y, constant, _ = fit(["standardise"], x)
+    assert torch.isfinite(y).all() and constant == pytest.approx(-math.log(x[:, 1].std().item()))
+    torch.testing.assert_close(pipeline.inverse(y), x)
+
+
+def test_inverse_broadcasts_over_extra_leading_dims() -> None:
+    x = torch.rand(4, 6, dtype=torch.float64)
+    pipeline, y, _, _ = fit(["logit", {"type": "reshape", "shape": [2, 3]}, "standardise"], x)
+    stacked = torch.stack([y, y])
+    assert pipeline.inverse(stacked).shape == (2, 4, 6)
+    torch.testing.assert_close(pipeline.inverse(stacked)[1], x)
+
+
+@pytest.mark.parametrize(
+    ("specs", "x", "message"),
+    [
+        ([{"type": "dequantize", "levels": 4}], [[0.5, 1.0]], "not all integers"),
+        ([{"type": "dequantize", "levels": 4}], [[0.0, 4.0]], r"integer values in 0\.\.3"),
+        (["flatten", "logit"], [[0.2, 1.5]], r"transforms\[1\]: logit expects values in \[0, 1\]"),
+        ([{"type": "logit", "alpha": 0.0}], [[0.0, 0.5]], "strictly inside"),
+        ([{"type": "reshape", "shape": [4]}], [[0.0, 0.5, 1.0]], "cannot reshape"),
+    ],
+)
+def test_impossible_steps_say_which_and_why(specs: list, x: list, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        fit(specs, torch.tensor(x, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [[{"type": "scale", "a": 0.0}], [{"type": "logit", "alpha": 0.5}], [{"type": "dequantize", "levels": 1}],
+     ["unknown"], [{"type": "scale", "a": 1.0, "c": 2}], [{"type": "reshape", "shape": []}]],
+)
+def test_bad_transform_specs_are_validation_errors(specs: list) -> None:
+    with pytest.raises(ValidationError):
+        SPECS.validate_python(specs)

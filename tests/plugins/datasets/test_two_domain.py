@@ -1,0 +1,69 @@
+"""Paired and unpaired two-domain datasets built from an inline source."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from compose_gen_plugins.datasets import DatasetError
+
+
+def test_paired_invert_keeps_pairs_and_source_split(build) -> None:
+    source = build("digits", shape="flat", seed=1)
+    splits = build("paired", source={"type": "digits", "shape": "flat", "seed": 1}, mapping="invert")
+    for half, original in ((splits.train, source.train), (splits.test, source.test)):
+        assert torch.equal(half.fields["a"], original.fields["x"])
+        torch.testing.assert_close(half.fields["b"], 1 - original.fields["x"])
+        assert torch.equal(half.fields["y"], original.fields["y"])
+        assert half.ladj_to_model == original.ladj_to_model and half.image_shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("mapping", ["rotate90", "transpose"])
+def test_paired_image_mappings(build, mapping: str) -> None:
+    splits = build("paired", source={"type": "digits"}, mapping=mapping)
+    a, b = splits.train.fields["a"], splits.train.fields["b"]
+    expected = torch.rot90(a, 1, dims=(-2, -1)) if mapping == "rotate90" else a.transpose(-2, -1)
+    assert torch.equal(b, expected) and not torch.equal(a, b)
+
+
+def test_unpaired_shuffles_b_within_each_split(build) -> None:
+    splits = build("unpaired", source={"type": "digits", "shape": "flat"}, seed=3)
+    paired = build("paired", source={"type": "digits", "shape": "flat"})
+    for half, aligned in ((splits.train, paired.train), (splits.test, paired.test)):
+        a, b = half.fields["a"], half.fields["b"]
+        assert torch.equal(a, aligned.fields["a"])
+        assert torch.equal(torch.sort(b.sum(1)).values, torch.sort(aligned.fields["b"].sum(1)).values)
+        assert (b != aligned.fields["b"]).any(1).float().mean() > 0.9
+        order = [int(torch.nonzero((aligned.fields["b"] == row).all(1))[0]) for row in b[:20]]
+        assert torch.equal(half.fields["y_b"][:20], aligned.fields["y"][order])
+    again = build("unpaired", source={"type": "digits", "shape": "flat"}, seed=3)
+    assert torch.equal(again.train.fields["b"], splits.train.fields["b"])
+
+
+def test_shared_pipeline_and_display_for_both_domains(build) -> None:
+    transforms = [{"type": "scale", "a": 2.0, "b": -1.0}, "flatten"]
+    splits = build("paired", source={"type": "digits", "scale": True}, transforms=transforms)
+    a, b = splits.test.fields["a"], splits.test.fields["b"]
+    assert a.shape[1:] == (64,) and a.min() >= -1 and a.max() <= 1
+    assert splits.test.ladj_to_model == pytest.approx(build("digits").test.ladj_to_model + 64 * math.log(2.0))
+    shown_a, shown_b = splits.test.to_display(a), splits.test.to_display(b)
+    assert shown_a.shape == (len(a), 1, 8, 8)
+    torch.testing.assert_close(shown_a + shown_b, torch.ones_like(shown_a))
+
+
+def test_two_domain_errors(build) -> None:
+    with pytest.raises(DatasetError, match=r"invert needs a source with values in \[0, 1\]"):
+        build("paired", source={"type": "digits", "scale": False})
+    with pytest.raises(DatasetError, match="rotate90 needs a source of square images"):
+        build("paired", source={"type": "moons", "n": 20}, mapping="rotate90")
+    with pytest.raises(DatasetError, match="must not use logit"):
+        build("paired", source={"type": "digits", "transforms": ["logit"]})
+    with pytest.raises(ValidationError, match="digit"):
+        build("paired", source={"type": "digit"})
+    with pytest.raises(ValidationError, match="scaled"):
+        build("paired", source={"type": "digits", "scaled": True})
+    with pytest.raises(ValidationError):
+        build("paired", source={"type": "paired", "source": {"type": "digits"}})
