@@ -69,6 +69,7 @@ def make_plans(
         params, holders = _player_params(pspec, components, losses, path, problems)
         weights = pspec.weights() or {address: 1.0 for address in addresses}
         chosen: dict[str, dict[str, float]] = {}
+        known_before = len(problems)
         for address, weight in weights.items():
             if address not in addresses:
                 problems.append(Problem((*path, "terms", address), _unknown_term(address, losses)))
@@ -87,7 +88,9 @@ def make_plans(
             needed |= {node("field" if v in graph.fields else "value", v) for v in names}
         ancestry = graph.ancestors(needed)
         holding = {n for n in ancestry if n in holders}
-        if params and not holding:
+        if not params:
+            problems.append(Problem(path, f"player {player!r} has no parameters to update"))
+        elif not holding and len(problems) == known_before:
             problems.append(Problem(path, f"none of player {player!r}'s terms depends on its parameters"))
         steps = []
         for value in graph.values_in_order(ancestry):
@@ -139,8 +142,8 @@ def _value_inputs(spec: Spec, loss_name: str) -> dict[str, str | list[str]]:
 
 
 def _unknown_term(address: str, losses: dict[str, Loss]) -> str:
-    loss_name = address.split(".", 1)[0]
-    if loss_name in losses and len(losses[loss_name].terms) > 1:
+    if address in losses and len(losses[address].terms) > 1:
+        loss_name = address
         options = ", ".join(term_address(loss_name, t) for t in losses[loss_name].terms)
         return f"loss {loss_name!r} has several terms; name one of {options}"
     known = [term_address(n, t) for n, loss in losses.items() for t in loss.terms]

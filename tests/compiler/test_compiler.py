@@ -1,0 +1,181 @@
+"""The compiler: graph checks, per-player plans, and the dry run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from compose_gen import ComponentType, Loss, Params, Ref, Value, make_catalogue
+from compose_gen.compiler import compile_spec
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, load_spec
+from compose_gen.testing.plugins import plugin
+
+
+class ToyAdversarialParams(Params):
+    critic: Ref("network")  # type: ignore[valid-type]
+    real: Value = "x"
+    fake: Value
+
+
+class ToyAdversarial(Loss):
+    """A minimal two-sided loss: the critic separates real from fake, the generator fools it."""
+
+    terms = ("critic", "generator")
+    term_inputs = {"generator": ("fake",)}
+
+    def __init__(self, critic: torch.nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, inputs, terms):
+        out = {}
+        if "critic" in terms:
+            out["critic"] = self.critic(inputs["fake"]).mean() - self.critic(inputs["real"]).mean()
+        if "generator" in terms:
+            out["generator"] = -self.critic(inputs["fake"]).mean()
+        return out
+
+
+TOY = plugin(
+    ComponentType("toy_adversarial", "loss", ToyAdversarialParams, lambda p, ctx: ToyAdversarial(ctx.component(p.critic)), doc="Toy."),
+    name="toy",
+)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return make_catalogue([TOY])
+
+
+@pytest.fixture
+def gan_spec() -> dict:
+    return {
+        "name": "toy_gan",
+        "data": {"type": "eight_gaussians", "n": 256},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "generator": {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [16]},
+            "critic": {"type": "mlp", "in_features": 2, "out_features": 1, "hidden": [16]},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "generator(z)", "unused": "critic(x)"},
+        "losses": {"adv": {"type": "toy_adversarial", "critic": "critic", "fake": "fake"}},
+        "players": {
+            "critic": {"params": ["critic"], "terms": ["adv.critic"], "steps": 2},
+            "generator": {"params": ["generator"], "terms": {"adv.generator": 1.0}},
+        },
+        "train": {"steps": 5, "batch_size": 32},
+    }
+
+
+def errors(spec: dict, catalogue) -> str:
+    with pytest.raises(SpecError) as info:
+        build(load_spec(spec, catalogue=catalogue), "cpu")
+    return str(info.value)
+
+
+def test_plans_hold_only_ancestors_and_mark_gradient_paths(gan_spec, catalogue) -> None:
+    model, _ = build(load_spec(gan_spec, catalogue=catalogue), "cpu")
+    critic, generator = model.plans["critic"], model.plans["generator"]
+    assert [(s.name, s.grad) for s in critic.values] == [("z", False), ("fake", False)]
+    assert [(s.name, s.grad) for s in generator.values] == [("z", False), ("fake", True)]
+    assert generator.losses[0].inputs == {"fake": "fake"}  # term_inputs: no real data for the generator
+    assert critic.losses[0].terms == {"critic"}
+    assert {id(p) for p in critic.params} == {id(p) for p in model.component("critic").parameters()}
+
+
+def test_critic_step_runs_the_generator_without_autograd(gan_spec, catalogue) -> None:
+    model, data = build(load_spec(gan_spec, catalogue=catalogue), "cpu")
+    batch = data.train.batch(slice(0, 8))
+    seen = {}
+    model.component("generator").register_forward_hook(lambda m, i, o: seen.update(grad=o.requires_grad))
+    model.player_loss("critic", batch)
+    assert seen["grad"] is False
+    model.player_loss("generator", batch)
+    assert seen["grad"] is True
+
+
+def test_two_player_training_moves_each_players_parameters(gan_spec, catalogue, tmp_path) -> None:
+    from compose_gen.runtime import Run
+
+    run = Run.create(load_spec(gan_spec, catalogue=catalogue), tmp_path / "run", "cpu", progress=False)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.trainer.fit(3)
+    after = run.model.state_dict()
+    assert all(p.requires_grad for p in run.model.parameters())
+    for name in ("components.critic.net.0.weight", "components.generator.net.0.weight"):
+        assert not torch.equal(before[name], after[name]), name
+
+
+def test_unknown_graph_name_suggests(gan_spec, catalogue) -> None:
+    gan_spec["graph"]["fake"] = "generatr(z)"
+    assert "graph.fake: unknown name 'generatr'; did you mean 'generator'?" in errors(gan_spec, catalogue)
+
+
+def test_unknown_loss_value_suggests(gan_spec, catalogue) -> None:
+    gan_spec["losses"]["adv"]["fake"] = "fak"
+    assert "losses.adv.fake: unknown value 'fak'; did you mean 'fake'?" in errors(gan_spec, catalogue)
+
+
+def test_cycle_is_found(gan_spec, catalogue) -> None:
+    gan_spec["graph"].update({"a": "generator(b)", "b": "generator(a)"})
+    message = errors(gan_spec, catalogue)
+    assert "cycle:" in message and "a" in message and "b" in message
+
+
+def test_method_a_component_does_not_offer(gan_spec, catalogue) -> None:
+    gan_spec["graph"]["z"] = "noise.explode(x)"
+    assert "graph.z: 'noise' offers no graph method 'explode' (it offers: sample, rsample)" in errors(gan_spec, catalogue)
+
+
+def test_tensor_used_as_a_distribution_is_found_by_the_dry_run(gan_spec, catalogue) -> None:
+    gan_spec["graph"].update({"zz": "z.rsample()", "fake": "generator(zz)"})
+    message = errors(gan_spec, catalogue)
+    assert "graph.zz: dry run failed computing value 'zz'" in message
+    assert "'z' is a Tensor" in message
+
+
+def test_shape_mismatch_names_the_component(gan_spec, catalogue) -> None:
+    gan_spec["components"]["critic"]["in_features"] = 3
+    message = errors(gan_spec, catalogue)
+    assert "components.critic: dry run failed" in message
+    assert "(in component 'critic')" in message and "shapes cannot be multiplied" in message
+
+
+def test_unknown_term_and_ambiguous_term(gan_spec, catalogue) -> None:
+    spec = copy.deepcopy(gan_spec)
+    spec["players"]["critic"]["terms"] = ["adv.critc"]
+    assert "players.critic.terms.adv.critc: unknown loss term 'adv.critc'; did you mean 'adv.critic'?" in errors(spec, catalogue)
+    gan_spec["players"]["critic"]["terms"] = ["adv"]
+    assert "name one of adv.critic, adv.generator" in errors(gan_spec, catalogue)
+
+
+def test_player_whose_terms_ignore_its_parameters(gan_spec, catalogue) -> None:
+    gan_spec["losses"]["real_only"] = {"type": "toy_adversarial", "critic": "critic", "fake": "x"}
+    gan_spec["players"]["generator"]["terms"] = ["real_only.generator"]
+    message = errors(gan_spec, catalogue)
+    assert "players.generator: none of player 'generator''s terms depends on its parameters" in message
+    gan_spec["players"]["generator"]["params"] = ["noise"]
+    assert "players.generator: player 'generator' has no parameters" in errors(gan_spec, catalogue)
+
+
+def test_dry_run_leaves_no_trace(gan_spec, catalogue) -> None:
+    spec = load_spec(gan_spec, catalogue=catalogue)
+    model, data = build(spec, "cpu")
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    from compose_gen.compiler.dry_run import dry_run
+
+    dry_run(model, data)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_same_seed_same_model(gan_spec, catalogue) -> None:
+    spec = load_spec(gan_spec, catalogue=catalogue)
+    a, data = build(spec, "cpu")
+    b = compile_spec(spec, data)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

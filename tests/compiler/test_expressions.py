@@ -1,0 +1,31 @@
+"""Graph expressions parse into calls and nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from compose_gen.compiler import Call, parse_call
+
+
+@pytest.mark.parametrize(
+    ("text", "call"),
+    [
+        ("generator(z)", Call("generator", None, ("z",))),
+        ("noise.sample(x)", Call("noise", "sample", ("x",))),
+        ("qz.rsample()", Call("qz", "rsample", ())),
+        ("qz.rsample(5)", Call("qz", "rsample", (5,))),
+        (" cat( x , z ) ", Call("cat", None, ("x", "z"))),
+        ("f(x, 0.5, -2e-3)", Call("f", None, ("x", 0.5, -2e-3))),
+    ],
+)
+def test_parses(text: str, call: Call) -> None:
+    assert parse_call(text) == call
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["__import__('os').system('ls')", "generator(z)(x)", "a.b.c(x)", "generator", "f(x + 1)", "f(g(x))", "f(x=1)"],
+)
+def test_anything_else_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_call(text)

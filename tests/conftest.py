@@ -1,0 +1,60 @@
+"""Shared fixtures: fake installed plugins, tiny specs, a catalogue of first-party plugins."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from compose_gen import make_catalogue
+from compose_gen.registry import Catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    """Every plugin installed through the entry-point group (the first-party ones included)."""
+    return make_catalogue()
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+    """Make a module importable and visible in the ``compose_gen`` entry-point group, as pip would.
+
+    Writes the module and a ``*.dist-info`` folder with ``entry_points.txt`` into a
+    folder put on ``sys.path``; ``importlib.metadata`` then finds it like any
+    installed distribution.
+    """
+
+    def install(module: str, source: str) -> None:
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{module}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[compose_gen]\n{module} = {module}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, module, raising=False)
+
+    return install
+
+
+@pytest.fixture
+def vae_spec() -> dict:
+    """A small VAE on digits as a plain mapping (tests change what they need)."""
+    return {
+        "name": "tiny_vae",
+        "data": {"type": "digits", "binarize": "threshold", "shape": "flat"},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [4]},
+            "encoder": {"type": "gaussian_encoder", "latent": 4, "net": {"type": "mlp", "in_features": 64, "out_features": 8, "hidden": [32]}},
+            "decoder": {"type": "bernoulli_decoder", "net": {"type": "mlp", "in_features": 4, "out_features": 64, "hidden": [32]}},
+        },
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
+        "train": {"steps": 20, "batch_size": 32, "log_every": 10},
+        "sample": {"type": "ancestral", "prior": "prior", "decoder": "decoder"},
+        "evaluate": {"metrics": [{"type": "test_losses"}]},
+    }

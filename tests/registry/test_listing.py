@@ -1,0 +1,14 @@
+"""``compose-gen plugins`` data: kinds, plugins, parameters."""
+
+from __future__ import annotations
+
+from compose_gen.registry.listing import describe
+
+
+def test_listing_has_kind_plugin_and_parameters(catalogue) -> None:
+    listing = describe(catalogue)
+    mlp = next(t for t in listing["types"] if t["name"] == "mlp")
+    assert mlp["kind"] == "network" and mlp["plugin"] == "networks"
+    assert mlp["params"]["in_features"]["required"] is True
+    assert mlp["params"]["hidden"]["default"] == [256, 256]
+    assert listing["failed_plugins"] == catalogue.failures

@@ -1,0 +1,77 @@
+"""Loading YAML and JSON safely, with lines for every error."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from compose_gen.spec import SpecError, parse_text
+from compose_gen.spec.source import load_source
+
+
+def error_of(text: str, name: str = "spec.yaml", json_syntax: bool = False) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_text(text, name, json_syntax=json_syntax)
+    return str(info.value)
+
+
+def test_scientific_notation_is_a_number() -> None:
+    data = parse_text("lr: 1e-4\nbig: 1E5\nplain: 3\nword: e5\n").data
+    assert data == {"lr": 1e-4, "big": 1e5, "plain": 3, "word": "e5"}
+
+
+def test_lines_are_remembered_per_path() -> None:
+    source = parse_text("a:\n  b: 1\n  c:\n    - x\n    - y\n", "f.yaml")
+    assert source.locate(("a", "c", 1)) == ("f.yaml", 5)
+    assert source.locate(("a", "b", "deeper")) == ("f.yaml", 2)
+
+
+def test_malformed_yaml_names_the_line() -> None:
+    message = error_of("name: x\ncomponents:\n  a: [1, 2\n  b: 3\n")
+    assert message.startswith("spec.yaml:")
+    assert "invalid YAML" in message
+
+
+def test_duplicated_key_is_an_error() -> None:
+    assert error_of("train:\n  steps: 1\n  steps: 2\n") == "spec.yaml:3: train.steps: duplicated key 'steps'"
+
+
+@pytest.mark.parametrize("text", ["a: !!python/object:os.system x", "a: !!python/name:os.system", "a: !custom 1"])
+def test_object_building_tags_are_refused(text: str) -> None:
+    assert "is not allowed in a spec" in error_of(text)
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    previous = "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+        previous = name
+    start = time.perf_counter()
+    message = error_of("\n".join(lines))
+    assert "alias bomb" in message
+    assert time.perf_counter() - start < 2.0
+
+
+def test_json_trailing_comma_names_the_line() -> None:
+    message = error_of('{\n  "name": "x",\n  "seed": 1,\n}\n', "spec.json", json_syntax=True)
+    assert message.startswith("spec.json:4: ")
+    assert "invalid JSON" in message
+
+
+def test_json_duplicated_key_is_an_error() -> None:
+    assert "duplicated key 'seed'" in error_of('{"seed": 1, "seed": 2}', "s.json", json_syntax=True)
+
+
+def test_json_values_have_lines(tmp_path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text('{\n "name": "x",\n "train": {\n   "steps": 5\n }\n}\n')
+    source = load_source(path)
+    assert source.data["train"]["steps"] == 5
+    assert source.locate(("train", "steps")) == (str(path), 4)
+
+
+def test_unreadable_file_is_a_spec_error(tmp_path) -> None:
+    with pytest.raises(SpecError, match="cannot read"):
+        load_source(tmp_path / "missing.yaml")
