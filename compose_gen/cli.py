@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -80,11 +81,20 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not args.spec:
             raise SystemExit("compose-gen train: give a SPEC, or --resume RUN_DIR")
-        run = Run.create(load_spec(args.spec, args.set), args.out, args.device, progress)
-    print(f"run folder: {run.dir}", file=sys.stderr)
+        steps = [f"train.steps={args.steps}"] if args.steps is not None else []
+        run = Run.create(load_spec(args.spec, [*args.set, *steps]), args.out, args.device, progress)
+    main_process = run.trainer.dist.is_main
+    if main_process:
+        print(f"run folder: {run.dir}", file=sys.stderr)
     logs = run.train(args.steps)
-    print(json.dumps({"step": run.trainer.step, **logs}))
-    return 0
+    stopped = run.trainer.interrupted
+    if stopped and main_process:
+        print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
+    if main_process:
+        print(json.dumps({"step": run.trainer.step, **logs}))
+    if not stopped:
+        return 0
+    return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -141,12 +151,17 @@ def _parser() -> argparse.ArgumentParser:
     p = command("schema", _schema, "write the JSON Schema of the spec language")
     p.add_argument("-o", "--output")
 
-    p = command("train", _train, "train a spec into a run folder (or resume one)")
+    p = command(
+        "train",
+        _train,
+        "train a spec into a run folder (or resume one); under `torchrun --nproc_per_node=N -m compose_gen train SPEC` "
+        "each process trains on its slice of the global batch",
+    )
     p.add_argument("spec", nargs="?")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--out")
-    p.add_argument("--device")
-    p.add_argument("--resume", metavar="RUN_DIR")
+    p.add_argument("--steps", type=int, help="rounds to train (a new run: sets train.steps; --resume: train until this round)")
+    p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP); must not hold checkpoints yet")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest readable checkpoint")
     p.add_argument("--no-progress", action="store_true")
     overrides(p)
 
@@ -174,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
-    except (CheckpointError, NonFiniteLoss, RegistryError, FileNotFoundError, RuntimeError, ValueError) as error:
+    except (CheckpointError, NonFiniteLoss, RegistryError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.table import Table
 
@@ -24,7 +25,7 @@ def describe(catalogue: Catalogue) -> dict[str, Any]:
                 entry["required"] = True
             else:
                 default = info.get_default(call_default_factory=True)
-                entry["default"] = default if isinstance(default, (int, float, str, bool, list, type(None))) else repr(default)
+                entry["default"] = to_jsonable_python(default, fallback=repr)
             if info.description:
                 entry["description"] = info.description
             params[field] = entry

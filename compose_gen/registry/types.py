@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 __all__ = [
     "COMPONENT_KINDS",
+    "COMPONENT_PLACEHOLDER",
     "KINDS",
     "ComponentType",
     "Params",
@@ -42,6 +43,11 @@ COMPONENT_KINDS = (
 )
 #: Every kind a plugin may register, with the spec section each belongs to.
 KINDS = (*COMPONENT_KINDS, "loss", "dataset", "metric", "sampler")
+
+
+#: Stands for "any component definition" in a parameter model's JSON schema;
+#: :mod:`compose_gen.spec.schema` replaces it by a reference to the union of all component types.
+COMPONENT_PLACEHOLDER = "x-compose-gen-component"
 
 
 class Params(BaseModel):
@@ -72,7 +78,7 @@ def Ref(*kinds: str) -> Any:  # noqa: N802 - reads as a type in annotations
         RefTo(kinds),
         WithJsonSchema(
             {
-                "anyOf": [{"type": "string"}, {"$ref": "#/$defs/Component"}],
+                "anyOf": [{"type": "string"}, {COMPONENT_PLACEHOLDER: True}],
                 "description": f"a {' or '.join(kinds)}: a component name or an inline definition",
             }
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from pydantic import ValidationError
@@ -89,12 +90,41 @@ def load_spec(
     try:
         model = SpecModel.model_validate(source.data)
     except ValidationError as error:
-        raise SpecError(_problems(error, source.data), source) from None
+        problems = _problems(error, source.data)
+        problems += _typed_section_problems(source.data, catalogue, {p.path[:1] for p in problems})
+        raise SpecError(problems, source) from None
     try:
         sections = resolve_sections(model, catalogue)
     except SpecError as error:
         raise error.located(source) from None
     return Spec(model, sections, source, catalogue)
+
+
+def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: set[tuple[Any, ...]]) -> list[Problem]:
+    """Problems in the plugin-typed sections, found even when the top level is invalid.
+
+    Sections whose own structure is already reported broken are skipped.
+    """
+
+    def section(key: str, kind: type, default: Any) -> Any:
+        value = data.get(key, default)
+        return value if isinstance(value, kind) and (key,) not in broken else default
+
+    evaluate = section("evaluate", dict, {})
+    metrics = evaluate.get("metrics", [])
+    view = SimpleNamespace(
+        data=section("data", dict, None),
+        components=section("components", dict, {}),
+        graph=section("graph", dict, {}),
+        losses=section("losses", dict, {}),
+        sample=section("sample", dict, None),
+        evaluate=SimpleNamespace(metrics=metrics if isinstance(metrics, list) else []),
+    )
+    try:
+        resolve_sections(view, catalogue)  # type: ignore[arg-type]
+    except SpecError as error:
+        return [p for p in error.problems if p.path[:1] not in broken]
+    return []
 
 
 def _problems(error: ValidationError, data: Any) -> list[Problem]:
@@ -115,7 +145,7 @@ def _spec_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop the discriminator tags pydantic inserts into locations (``optimizer.adam.lr``)."""
     path = []
     for part in loc:
-        if isinstance(data, dict) and part not in data and data.get("type", "adam") == part:
+        if isinstance(data, dict) and part not in data and data.get("type", part) == part:
             continue
         path.append(part)
         data = data.get(part) if isinstance(data, dict) else (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
 
 __all__ = [
     "EvaluateSpec",
@@ -65,7 +65,24 @@ class SGD(_Strict):
     weight_decay: float = 0.0
 
 
-OptimizerSpec = Annotated[Union[Adam, AdamW, RMSprop, SGD], Field(discriminator="type")]
+def _tag(default: str) -> Any:
+    """A discriminator reading ``type`` and falling back to ``default`` when it is absent."""
+
+    def tag(value: Any) -> str:
+        return (value.get("type") if isinstance(value, dict) else getattr(value, "type", None)) or default
+
+    return Discriminator(tag)
+
+
+OptimizerSpec = Annotated[
+    Union[
+        Annotated[Adam, Tag("adam")],
+        Annotated[AdamW, Tag("adamw")],
+        Annotated[RMSprop, Tag("rmsprop")],
+        Annotated[SGD, Tag("sgd")],
+    ],
+    _tag("adam"),
+]
 
 
 class Constant(_Strict):
@@ -108,7 +125,16 @@ class Linear(_Strict):
     min_factor: float = Field(0.0, ge=0.0, le=1.0)
 
 
-ScheduleSpec = Annotated[Union[Constant, Cosine, StepDecay, Exponential, Linear], Field(discriminator="type")]
+ScheduleSpec = Annotated[
+    Union[
+        Annotated[Constant, Tag("constant")],
+        Annotated[Cosine, Tag("cosine")],
+        Annotated[StepDecay, Tag("step")],
+        Annotated[Exponential, Tag("exponential")],
+        Annotated[Linear, Tag("linear")],
+    ],
+    _tag("constant"),
+]
 
 
 class PlayerSpec(_Strict):
@@ -131,14 +157,27 @@ class PlayerSpec(_Strict):
 
 
 class TrainSpec(_Strict):
+    """How to train: rounds, batches, precision, checkpoints, logging and the NaN guard."""
+
     steps: PositiveInt = Field(1000, description="rounds; each player takes its `steps` optimizer steps per round")
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt = Field(128, description="global batch: split evenly over the processes under torchrun")
     optimizer: OptimizerSpec = Field(default_factory=Adam, description="default optimizer of every player")
     log_every: PositiveInt = 50
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
-    keep_checkpoints: PositiveInt = 3
+    keep_checkpoints: PositiveInt = Field(3, description="newest checkpoints kept (the best one is kept besides)")
+    best_metric: str | None = Field(None, description="a logged metric (e.g. `vae` or `vae.elbo`) that marks the best checkpoint")
+    best_mode: Literal["min", "max"] = Field("min", description="whether a lower or a higher best_metric is better")
     sample_every: int = Field(0, ge=0, description="write a sample grid every N steps; 0: only at the end")
     evaluate_at_end: bool = True
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype; fp16 adds a gradient scaler per player; loss terms stay float32"
+    )
+    compile: bool = Field(False, description="run each player's loss through torch.compile (eager fallback on failure)")
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"
+    channels_last: bool = Field(False, description="channels-last memory format for 4D weights and batches (conv nets)")
+    on_nan: Literal["stop", "skip"] = Field("stop", description="on a non-finite loss or gradient: stop, or skip the batch")
+    max_nan_skips: PositiveInt = Field(10, description="with on_nan: skip, stop after this many skipped batches")
+    tensorboard: bool = Field(False, description="also log scalars and sample images for TensorBoard (needs `tensorboard`)")
 
 
 class EvaluateSpec(_Strict):

@@ -53,6 +53,8 @@ class _Resolver:
         self.problems: list[Problem] = []
         self.components: dict[str, Declared] = {}
         self.pending_refs: list[tuple[str, tuple[str, ...], tuple[PathPart, ...]]] = []
+        #: Components declared with problems already reported: references to them are not reported again.
+        self.invalid: set[str] = set()
 
     def problem(self, path: tuple[PathPart, ...], message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -112,6 +114,8 @@ class _Resolver:
     def check_refs(self) -> None:
         for name, kinds, path in self.pending_refs:
             target = self.components.get(name)
+            if name in self.invalid:
+                continue
             if target is None:
                 self.problem(path, f"unknown component {name!r}{suggest(name, self.components)}")
             elif target.kind not in kinds:
@@ -121,7 +125,7 @@ class _Resolver:
 def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     """Validate the typed sections of ``model``; raise :class:`SpecError` with every problem."""
     resolver = _Resolver(catalogue)
-    data = resolver.declare("data", model.data, ("dataset",), ("data",))
+    data = resolver.declare("data", model.data, ("dataset",), ("data",)) if model.data is not None else None
     for name, raw in model.components.items():
         if not _IDENTIFIER.match(name):
             resolver.problem(("components", name), "component names must be identifiers (letters, digits, _)")
@@ -129,6 +133,8 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
         declared = resolver.declare(name, raw, COMPONENT_KINDS, ("components", name))
         if declared is not None:
             resolver.components[name] = declared
+        else:
+            resolver.invalid.add(name)
     for name in model.graph:
         if not _IDENTIFIER.match(name):
             resolver.problem(("graph", name), "value names must be identifiers (letters, digits, _)")

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType
+from compose_gen.registry.types import COMPONENT_PLACEHOLDER
 from compose_gen.spec.model import SpecModel
 
 __all__ = ["spec_schema"]
@@ -48,7 +49,8 @@ def spec_schema(catalogue: Catalogue) -> dict[str, Any]:
 def _type_schema(component_type: ComponentType, defs: dict[str, Any]) -> dict[str, Any]:
     own = component_type.params.model_json_schema()
     prefix = f"{component_type.name}__"
-    text = json.dumps(own).replace('"#/$defs/', f'"#/$defs/{prefix}').replace(f'"#/$defs/{prefix}Component"', '"#/$defs/Component"')
+    placeholder = json.dumps({COMPONENT_PLACEHOLDER: True})
+    text = json.dumps(own).replace('"#/$defs/', f'"#/$defs/{prefix}').replace(placeholder, '{"$ref": "#/$defs/Component"}')
     own = json.loads(text)
     for name, definition in own.pop("$defs", {}).items():
         defs[prefix + name] = definition

@@ -167,6 +167,7 @@ class _Builder:
                 key = str(key)
                 if key in result:
                     raise self._fail(key_node, (*path, key), f"duplicated key {key!r}")
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
                 result[key] = self._node(value_node, (*path, key))
             return result
         if isinstance(node, yaml.SequenceNode):

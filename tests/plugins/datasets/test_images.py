@@ -127,10 +127,11 @@ def test_mnist_idx_test_files_define_the_test_split(build, tmp_path: Path) -> No
         (idx_bytes(IMAGES)[:10], r"header of 3 dimension sizes needs 16 bytes"),
         (idx_bytes(IMAGES)[:-1], r"is truncated: shape \(5, 3, 4\) of uint8 needs 60 data bytes, the file has 59"),
         (idx_bytes(IMAGES) + b"\x00", "has trailing bytes"),
-        (gzip.compress(idx_bytes(IMAGES))[:-6], "is corrupt gzip data"),
+        (gzip.compress(idx_bytes(IMAGES), mtime=0)[:-6], "is corrupt gzip data"),
         (idx_bytes(IMAGES.astype(np.int32), code=0x0C), r"holds >i4 of shape \(5, 3, 4\); expected unsigned bytes"),
         (idx_bytes(LABELS), "expected unsigned bytes, shape"),
     ],
+    ids=["short", "magic", "magic-type", "header", "truncated", "trailing", "gzip", "dtype", "rank"],
 )
 def test_malformed_idx_images_name_the_file(build, tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "images.idx"

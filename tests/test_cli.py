@@ -1,0 +1,124 @@
+"""The compose-gen command: exit codes, messages, and the whole train → sample → evaluate loop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compose_gen.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False) if name.endswith(".yaml") else json.dumps(spec, indent=1))
+    return path
+
+
+def test_validate_ok_and_broken(tmp_path, vae_spec, capsys) -> None:
+    good = write(tmp_path, vae_spec, "good.yaml")
+    vae_spec["components"]["encoder"]["net"]["hiden"] = [3]
+    vae_spec["losses"]["vae"]["prior"] = "priorr"
+    bad = write(tmp_path, vae_spec, "bad.yaml")
+    assert main(["validate", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == f"{good}: ok"
+    assert main(["validate", str(good), str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{good}: ok"
+    assert len(out) == 3
+    assert all(line.startswith(f"{bad}:") for line in out[1:])
+    assert any("components.encoder.net.hiden: unknown parameter 'hiden'" in line for line in out)
+
+
+def test_validate_finds_shape_mismatch_by_dry_run(tmp_path, vae_spec, capsys) -> None:
+    vae_spec["components"]["decoder"]["net"]["in_features"] = 5
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--static"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{path}:") and "components.decoder.net: dry run failed" in line
+
+
+def test_validate_json_with_trailing_comma(tmp_path, capsys) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text('{\n "name": "x",\n "data": {"type": "digits"},\n}\n')
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out.startswith(f"{path}:4: <spec>: invalid JSON")
+
+
+def test_override_of_unknown_key(tmp_path, vae_spec, capsys) -> None:
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--set", "train.stepz=3"]) == 1
+    assert "--set:0: train.stepz: unknown key 'stepz'; did you mean 'steps'?" in capsys.readouterr().out
+
+
+def test_plugins_json_and_schema(tmp_path, capsys) -> None:
+    assert main(["plugins", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert {"mlp", "elbo", "digits"} <= {t["name"] for t in listing["types"]}
+    schema_path = tmp_path / "schema.json"
+    assert main(["schema", "-o", str(schema_path)]) == 0
+    schema = json.loads(schema_path.read_text())
+    assert "Component_mlp" in schema["$defs"] and "Loss_elbo" in schema["$defs"]
+
+
+def test_schema_accepts_shipped_specs_and_rejects_a_typo(tmp_path, catalogue) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from compose_gen.spec.schema import spec_schema
+
+    validator = jsonschema.Draft202012Validator(spec_schema(catalogue))
+    from compose_gen.spec.source import load_source
+
+    spec = load_source(ROOT / "specs" / "vae_digits.yaml").data  # YAML 1.2 numbers, as editors read them
+    assert not list(validator.iter_errors(spec))
+    spec["components"]["encoder"]["net"]["hiden"] = [3]
+    assert list(validator.iter_errors(spec))
+
+
+@pytest.mark.parametrize("suffix", ["dot", "png", "svg"])
+def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
+    path = write(tmp_path, vae_spec)
+    out = tmp_path / f"graph.{suffix}"
+    assert main(["graph", str(path), "-o", str(out)]) == 0
+    assert out.stat().st_size > 0
+    if suffix == "dot":
+        text = out.read_text()
+        assert '"component:encoder" -> "loss:vae"' in text and '"field:x" -> "loss:vae"' in text
+
+
+def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
+    path = write(tmp_path, vae_spec)
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--steps", "10", "--no-progress", "--device", "cpu"]) == 0
+    assert (run / "spec.yaml").exists() and (run / "metrics.jsonl").exists()
+    assert main(["sample", str(run), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["step"] == 10 and results["test/vae.elbo"] < 0
+    assert main(["train", "--resume", str(run), "--steps", "15", "--no-progress"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["step"] == 15
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "tiny_vae  step 15" in capsys.readouterr().out
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "compose_gen", "evaluate", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert "Traceback" not in missing.stderr and "not a run folder" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {type: digits}\ncomponents:\n  a: {type: mlp, in_features: 2}\n")
+    result = subprocess.run([sys.executable, "-m", "compose_gen", "train", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{bad}:4: components.a.out_features: required parameter is missing" in result.stderr
