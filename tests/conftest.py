@@ -58,3 +58,10 @@ def vae_spec() -> dict:
         "sample": {"type": "ancestral", "prior": "prior", "decoder": "decoder"},
         "evaluate": {"metrics": [{"type": "test_losses"}]},
     }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread per test process: the suite runs one worker per core."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,14 @@
+"""Sample-quality metrics: mode coverage, Fréchet distance, Inception score, precision/recall, birthday test.
+
+Image metrics compare features of a classifier trained (and cached) on the
+dataset itself, since nothing may be downloaded.  Registered through the
+``compose_gen`` entry-point group as ``quality = "compose_gen_plugins.quality"``.
+"""
+
+from compose_gen import ComponentType, hookimpl
+from compose_gen_plugins.quality import birthday, fidelity, modes
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [*modes.TYPES, *fidelity.TYPES, *birthday.TYPES]

@@ -1,0 +1,91 @@
+"""What every quality metric shares: drawing model samples, real subsets, and the space they are compared in."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from functools import partial
+from typing import Any, Callable, Literal
+
+import torch
+from torch import Tensor
+
+from compose_gen import ComponentType, EvalContext, Params, TensorData
+from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, load_classifier
+
+__all__ = ["FeatureSpace", "Space", "draw_samples", "metric_type", "random_rows"]
+
+#: ``raw``: flattened model-space examples; ``classifier``: the penultimate features of
+#: the classifier trained on the dataset; ``auto``: the classifier for labelled images, raw otherwise.
+Space = Literal["auto", "raw", "classifier"]
+
+
+def metric_type(
+    name: str, params: type[Params], measure: Callable[[Any, EvalContext], dict[str, float]]
+) -> ComponentType:
+    """A metric type whose ``build(params, ctx)`` returns ``measure`` bound to its parameters."""
+
+    def build(parsed: Params, ctx: Any) -> Callable[[EvalContext], dict[str, float]]:
+        return partial(measure, parsed)
+
+    return ComponentType(name, "metric", params, build, doc=(inspect.getdoc(measure) or "").splitlines()[0])
+
+
+def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
+    """``n`` model samples at temperature 1, in batches of ``ectx.batch_size``, without autograd.
+
+    Seeded by ``ectx.seed`` inside a forked RNG, so a metric is reproducible and
+    leaves the caller's random state alone.
+    """
+    devices = []
+    if ectx.device.type == "cuda":
+        devices = [ectx.device.index if ectx.device.index is not None else torch.cuda.current_device()]
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(ectx.seed)
+        sizes = [min(ectx.batch_size, n - start) for start in range(0, n, ectx.batch_size)]
+        parts = [ectx.model.sample(size, temperature=1.0) for size in sizes]
+    samples = torch.cat(parts)
+    expected = ectx.data.train.event_shape("x")
+    if len(samples) != n or math.prod(samples.shape[1:]) != math.prod(expected):
+        raise ValueError(
+            f"metric {metric!r}: the model's sample({n}) returned shape {tuple(samples.shape)}, "
+            f"but the data's examples have shape {tuple(expected)}"
+        )
+    return samples
+
+
+def random_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``min(n, len(x))`` distinct rows of ``x``, chosen with ``generator`` (a CPU generator)."""
+    return x[torch.randperm(len(x), generator=generator)[:n].to(x.device)]
+
+
+class FeatureSpace:
+    """Embeds examples for comparison: raw (flattened) or the dataset classifier's features."""
+
+    def __init__(self, space: Space, ectx: EvalContext, classifier: ClassifierParams) -> None:
+        train = ectx.data.train
+        if space == "auto":
+            space = "classifier" if train.image_shape is not None and _has_labels(train) else "raw"
+        self.space = space
+        self.device = ectx.device
+        self.net: FeatureClassifier | None = None
+        self.accuracy: float | None = None
+        if space == "classifier":
+            self.net, self.accuracy = load_classifier(ectx.data, classifier, ectx.device)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        """``[n, d]`` float32 embeddings of model-space examples ``x``, on ``self.device``."""
+        x = x.to(self.device, torch.float32)
+        if self.net is None:
+            return x.flatten(1)
+        return torch.cat([self.net.features(part) for part in x.split(1024)])
+
+    def report(self) -> dict[str, float]:
+        """The classifier's test accuracy, when a classifier is used and the test split has labels."""
+        return {} if self.accuracy is None else {"classifier_accuracy": self.accuracy}
+
+
+def _has_labels(split: TensorData) -> bool:
+    y = split.fields.get("y")
+    return y is not None and y.ndim == 1 and not y.is_floating_point()

@@ -1,0 +1,62 @@
+"""Test doubles for metric tests: stand-ins for a compiled model's ``sample(n, temperature)``.
+
+They follow the :class:`compose_gen.Sampler` contract, so any metric can be
+tested without training a model::
+
+    model = FixedSampler(train_x[:30], noise=1e-3)          # a collapsed generator
+    model = DistributionSampler(torch.distributions.Normal(0, 1).expand([2]).to_event(1))
+    metric(EvalContext(model=model, data=splits, device=torch.device("cpu"), out_dir=tmp_path))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from compose_gen import Sampler
+
+__all__ = ["DistributionSampler", "FixedSampler"]
+
+
+class FixedSampler(Sampler):
+    """Draws from a fixed pool of points, optionally with Gaussian noise of std ``noise``.
+
+    ``replace=True`` draws each example uniformly with replacement (a generator
+    whose support is the pool); ``replace=False`` draws distinct pool rows within
+    one call (e.g. fresh-looking "real data" samples; ``n`` must not exceed the
+    pool).  Seeded and reproducible; ``temperature`` is ignored.  Moves with ``.to(device)``.
+    """
+
+    def __init__(self, points: Tensor, noise: float = 0.0, replace: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.register_buffer("points", points.detach().clone())
+        self.noise, self.replace = noise, replace
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        if self.replace:
+            index = torch.randint(len(self.points), (n,), generator=self.generator)
+        elif n <= len(self.points):
+            index = torch.randperm(len(self.points), generator=self.generator)[:n]
+        else:
+            raise ValueError(f"FixedSampler without replacement: asked for {n} of {len(self.points)} points")
+        chosen = self.points[index.to(self.points.device)]
+        noise = torch.randn(chosen.shape, generator=self.generator, dtype=chosen.dtype).to(chosen.device)
+        return chosen + self.noise * noise
+
+
+class DistributionSampler(Sampler):
+    """Draws from a ``torch.distributions`` object, seeded (global RNG forked per call); ignores temperature."""
+
+    def __init__(self, distribution: Distribution, seed: int = 0) -> None:
+        super().__init__()
+        self.distribution = distribution
+        self.seed = seed
+        self.calls = 0
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + self.calls)
+            self.calls += 1
+            return self.distribution.sample((n,))

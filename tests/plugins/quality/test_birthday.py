@@ -1,0 +1,74 @@
+"""birthday_paradox flags a collapsed generator, passes good ones, and estimates a known support."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from compose_gen import Splits, TensorData
+from compose_gen_plugins.quality.birthday import BirthdayParams, birthday_paradox
+from compose_gen_plugins.quality.classifier import ClassifierParams
+from compose_gen_plugins.quality.testing import DistributionSampler, FixedSampler
+
+PARAMS = BirthdayParams()  # s = 100, 50 batches
+
+
+def collapsed_generator(splits, support: int) -> FixedSampler:
+    """A generator whose samples are ``support`` training points plus noise far below their spacing."""
+    return FixedSampler(splits.train.fields["x"][:support], noise=1e-4, seed=1)
+
+
+def test_a_collapsed_generator_is_flagged_and_its_support_estimated(mixture_splits, context):
+    result = birthday_paradox(PARAMS, context(collapsed_generator(mixture_splits, 40), mixture_splits))
+    assert result["birthday_pass"] == 0.0 and result["birthday_p_value"] == 1e-4  # the smallest possible
+    assert result["collision_rate"] == 1.0 > result["data_collision_rate"]
+    # 100 draws from 40 points collide in C(100, 2) / 40 pairs on average, so N = C(100, 2) / pairs = 40
+    assert result["estimated_support"] == pytest.approx(40, rel=0.1)
+    assert result["data_estimated_support"] > 100 * result["estimated_support"]
+
+
+def test_samples_of_the_data_distribution_pass(mixture_splits, mixture_sampler, modes, context):
+    result = birthday_paradox(PARAMS, context(mixture_sampler(modes), mixture_splits))
+    assert result["birthday_pass"] == 1.0
+    assert 0 < result["data_collision_rate"] < 1  # the threshold is calibrated: the data collides sometimes
+    assert result["collision_rate"] == pytest.approx(result["data_collision_rate"], abs=0.35)
+
+
+def test_a_gaussian_fit_to_the_data_passes(mixture_splits, context):
+    x = mixture_splits.train.fields["x"]
+    fit = torch.distributions.MultivariateNormal(x.mean(0), torch.cov(x.T))
+    result = birthday_paradox(PARAMS, context(DistributionSampler(fit), mixture_splits))
+    assert result["birthday_pass"] == 1.0
+    assert result["collision_rate"] <= result["data_collision_rate"]
+
+
+def test_image_data_gets_a_png_of_the_closest_pairs_and_classifier_space_works(image_splits, context):
+    params = BirthdayParams(
+        s=50, batches=10, pairs_shown=4, space="classifier",
+        classifier=ClassifierParams(width=4, feature_dim=8, epochs=8, batch_size=64, lr=3e-3),
+    )  # fmt: skip
+    ectx = context(collapsed_generator(image_splits, 25), image_splits)
+    result = birthday_paradox(params, ectx)
+    assert result["birthday_pass"] == 0.0 and result["classifier_accuracy"] > 0.95
+    for name in ("birthday_pairs.png", "birthday_pairs_data.png"):
+        with Image.open(ectx.out_dir / name) as image:
+            # 4 pairs as columns, 2 rows of 6-pixel images with 1-pixel gaps, enlarged 4x by save_grid
+            assert (image.mode, image.size) == ("L", (4 * (4 * 7 + 1), 4 * (2 * 7 + 1)))
+
+
+def test_s_larger_than_the_data_is_a_clear_error(image_splits, context):
+    with pytest.raises(ValueError, match="s=1000 exceeds the 600 examples"):
+        birthday_paradox(BirthdayParams(s=1000), context(FixedSampler(torch.zeros(3, 36)), image_splits))
+
+
+def test_on_data_full_of_exact_duplicates_only_exact_duplicates_collide(context):
+    """Real batches of 100 from 60 values are mostly exact duplicates: the threshold is 0, and d == 0 still counts."""
+    values = torch.arange(60.0)[:, None] * torch.tensor([[1.0, 2.0]])
+    data = TensorData({"x": FixedSampler(values, seed=5).sample(3000)})
+    splits = Splits(data, data)
+    same = birthday_paradox(PARAMS, context(FixedSampler(values, seed=6), splits))
+    assert same["birthday_threshold"] == 0.0 and same["birthday_pass"] == 1.0
+    assert same["estimated_support"] == pytest.approx(60, rel=0.15)
+    fewer = birthday_paradox(PARAMS, context(FixedSampler(values[:6], seed=6), splits))
+    assert fewer["birthday_pass"] == 0.0 and fewer["estimated_support"] == pytest.approx(6, rel=0.15)

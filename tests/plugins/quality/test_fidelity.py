@@ -1,0 +1,84 @@
+"""frechet_distance, inception_score and precision_recall as metrics, on fake models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compose_gen import Splits, TensorData
+from compose_gen_plugins.quality.classifier import ClassifierParams
+from compose_gen_plugins.quality.fidelity import (
+    FrechetParams,
+    InceptionParams,
+    PrecisionRecallParams,
+    measure_frechet_distance,
+    measure_inception_score,
+    measure_precision_recall,
+)
+from compose_gen_plugins.quality.testing import DistributionSampler, FixedSampler
+
+TINY = ClassifierParams(width=4, feature_dim=8, epochs=8, batch_size=64, lr=3e-3)
+
+
+def test_raw_frechet_distance_is_near_zero_for_the_data_and_grows_as_the_squared_shift(
+    mixture_splits, mixture_sampler, modes, context
+):
+    big_test = TensorData({"x": mixture_sampler(modes, seed=100).sample(20_000)})
+    splits = Splits(mixture_splits.train, big_test)
+    params = FrechetParams(n=20_000)
+    exact = measure_frechet_distance(params, context(mixture_sampler(modes), splits))
+    assert set(exact) == {"frechet_distance", "frechet_distance_data"}  # 2D data without images: raw space
+    assert exact["frechet_distance"] < 0.01 and exact["frechet_distance_data"] < 0.01
+    distances = []
+    for shift in (0.5, 1.0, 2.0):
+        moved = mixture_sampler(modes + torch.tensor([shift, 0.0]))
+        distances.append(measure_frechet_distance(params, context(moved, splits))["frechet_distance"])
+        # a mean shift moves the Gaussian fit by the shift and keeps its covariance: FD = |shift|^2
+        assert distances[-1] == pytest.approx(shift**2, abs=0.06)
+    assert distances == sorted(distances)
+
+
+def test_classifier_frechet_distance_separates_real_data_from_collapsed_and_noisy_models(image_splits, context):
+    params = FrechetParams(n=300, classifier=TINY)
+    test_x = image_splits.test.fields["x"]
+    real = measure_frechet_distance(params, context(FixedSampler(test_x, replace=False), image_splits))
+    collapsed = measure_frechet_distance(params, context(FixedSampler(test_x[:3], noise=0.01), image_splits))
+    noisy = measure_frechet_distance(params, context(FixedSampler(test_x, noise=0.5), image_splits))
+    assert real["classifier_accuracy"] > 0.95
+    floor = max(real["frechet_distance"], real["frechet_distance_data"])  # sampling noise of the moments
+    assert 50 * floor < min(collapsed["frechet_distance"], noisy["frechet_distance"])
+
+
+def test_inception_score_reaches_the_class_count_for_real_data_and_one_for_a_single_class(image_splits, context):
+    params = InceptionParams(n=300, splits=3, classifier=TINY)
+    x, y = image_splits.test.fields["x"], image_splits.test.fields["y"]
+    real = measure_inception_score(params, context(FixedSampler(x, replace=False), image_splits))
+    assert real["inception_score"] == pytest.approx(real["inception_score_data"], rel=0.05)
+    assert 2.5 < real["inception_score"] <= 3.0 + 1e-9
+    one_class = measure_inception_score(params, context(FixedSampler(x[y == 1]), image_splits))
+    assert one_class["inception_score"] < 1.2
+    assert set(one_class) == {"inception_score", "inception_score_std", "inception_score_data", "classifier_accuracy"}
+
+
+def test_precision_recall_tells_a_collapsed_model_from_a_spread_one(mixture_splits, mixture_sampler, modes, context):
+    params = PrecisionRecallParams(n=800)
+    exact = measure_precision_recall(params, context(mixture_sampler(modes), mixture_splits))
+    two_modes = measure_precision_recall(params, context(mixture_sampler(modes[:2]), mixture_splits))
+    wide = DistributionSampler(torch.distributions.Normal(torch.zeros(2), 2.0 * torch.ones(2)))
+    blurry = measure_precision_recall(params, context(wide, mixture_splits))
+    assert exact["precision"] > 0.9 and exact["recall"] > 0.9
+    assert two_modes["precision"] > 0.9 and two_modes["recall"] == pytest.approx(2 / 8, abs=0.06)
+    assert blurry["precision"] < 0.2 and blurry["recall"] > 0.9
+
+
+def test_a_float64_model_is_compared_with_float32_data(mixture_splits, modes, context):
+    model = FixedSampler(mixture_splits.test.fields["x"].double(), replace=False)
+    result = measure_precision_recall(PrecisionRecallParams(n=500), context(model, mixture_splits))
+    assert result["precision"] > 0.9 and result["recall"] > 0.9
+
+
+def test_metrics_are_reproducible_for_a_seed(mixture_splits, mixture_sampler, modes, context):
+    params = PrecisionRecallParams(n=300)
+    first = measure_precision_recall(params, context(mixture_sampler(modes), mixture_splits, seed=3))
+    second = measure_precision_recall(params, context(mixture_sampler(modes), mixture_splits, seed=3))
+    assert first == second
