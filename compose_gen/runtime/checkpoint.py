@@ -2,15 +2,21 @@
 
 A checkpoint is a folder ``checkpoints/step-00001000/`` holding
 
-* ``model.safetensors`` — every parameter and buffer;
-* ``optim.safetensors`` — optimizer tensors and RNG states;
-* ``state.json`` — step, data-stream positions, optimizer hyper-parameters and
-  the SHA-256 of both tensor files.
+* ``model.safetensors`` — every parameter and buffer (a tensor registered under
+  several names, e.g. an encoder held by the model and by its ELBO, is stored
+  once and listed under ``aliases`` in ``state.json``);
+* ``optim.safetensors`` — optimizer tensors and every process's RNG states;
+* ``state.json`` — step, data-stream position, optimizer hyper-parameters,
+  gradient-scaler state, the best checkpoint so far, and the SHA-256 of both
+  tensor files.
 
-It is written into a temporary folder, each file fsynced, then renamed into
-place, so a crash leaves either the old set of checkpoints or the new one.
-Loading verifies the hashes; :func:`load_latest` falls back to the newest
-checkpoint that verifies.
+It is written into a temporary folder, each file and the folder fsynced, then
+renamed into place, so a crash (even SIGKILL) leaves either the old set of
+checkpoints or the new one, plus at worst a ``.tmp-*`` folder that the next run
+removes.  Loading verifies the hashes and that every tensor fits the model
+before touching it; :func:`load_latest` falls back to the newest checkpoint that
+verifies.  The newest ``keep`` checkpoints are kept, and any others the trainer
+protects (the best one, named in ``checkpoints/best.json``).
 """
 
 from __future__ import annotations
@@ -21,24 +27,27 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "clean_temporary",
     "list_checkpoints",
     "load_checkpoint",
     "load_latest",
+    "read_best",
     "restore_optimizers",
-    "restore_rng",
     "save_checkpoint",
+    "write_json_atomic",
 ]
 
-FORMAT = 1
+FORMAT = 2
+BEST_FILE = "best.json"
 
 
 class CheckpointError(Exception):
@@ -61,63 +70,109 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
+def clean_temporary(run_dir: Path) -> None:
+    """Remove half-written checkpoint folders left by a killed process."""
+    folder = Path(run_dir) / "checkpoints"
+    if folder.is_dir():
+        for tmp in folder.glob(".tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
     model: nn.Module,
     optimizers: dict[str, torch.optim.Optimizer],
     state: dict[str, Any],
+    rng: dict[str, torch.Tensor],
     keep: int,
+    protect: Iterable[int] = (),
 ) -> Path:
-    """Atomically write a checkpoint for ``step`` and keep only the newest ``keep``."""
+    """Atomically write a checkpoint for ``step``; keep the newest ``keep`` and the ``protect``-ed steps."""
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:08d}"
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    tensors, optim_meta = _flatten_optimizers(optimizers)
-    tensors.update(_rng_tensors())
-    save_file(tensors, str(tmp / "optim.safetensors"))
+    tensors, aliases = _model_tensors(model)
+    save_file(tensors, str(tmp / "model.safetensors"))
+    optim_tensors, optim_meta = _flatten_optimizers(optimizers)
+    save_file({**optim_tensors, **{f"rng/{k}": v.contiguous() for k, v in rng.items()}}, str(tmp / "optim.safetensors"))
     payload = {
         "format": FORMAT,
         "step": step,
         "optimizers": optim_meta,
+        "aliases": aliases,
         "sha256": {name: _sha256(tmp / name) for name in ("model.safetensors", "optim.safetensors")},
         **state,
     }
     (tmp / "state.json").write_text(json.dumps(payload, indent=1))
     for file in tmp.iterdir():
         _fsync(file)
+    _fsync(tmp)
     if final.exists():
-        shutil.rmtree(final)
+        _remove(final)
     os.replace(tmp, final)
     _fsync(folder)
+    kept = {f"step-{s:08d}" for s in protect}
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in kept:
+            _remove(old)
     return final
 
 
+def _remove(checkpoint: Path) -> None:
+    """Take a checkpoint out of the listing with one rename, then delete it (a crash leaves a ``.tmp-*``)."""
+    doomed = checkpoint.with_name(f".tmp-old-{checkpoint.name}-{os.getpid()}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a fsynced temporary file and a rename."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """The best checkpoint's record (step, metric, mode, value), if the run tracks one."""
+    path = Path(run_dir) / "checkpoints" / BEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
-    """Verify and load one checkpoint into ``model``; optimizer tensors are returned for the trainer."""
+    """Verify one checkpoint and load it into ``model``; optimizer and RNG tensors are returned for the trainer.
+
+    Nothing is loaded into ``model`` unless every check passes.
+    """
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text())
+        if state.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, this version reads {FORMAT}")
         for name, digest in state["sha256"].items():
             if _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path}: does not fit this model (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
-            )
-        tensors = load_file(str(path / "optim.safetensors"))
+        tensors = load_file(str(path / "model.safetensors"))
+        for alias, original in state["aliases"].items():
+            tensors[alias] = tensors[original]
+        _check_fits(path, model, tensors)
+        model.load_state_dict(tensors, strict=True)
+        extra = load_file(str(path / "optim.safetensors"))
+        step = int(state["step"])
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
-    return Checkpoint(path, int(state["step"]), state, tensors)
+    return Checkpoint(path, step, state, extra)
 
 
 def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, list[str]]:
@@ -132,23 +187,53 @@ def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, lis
 
 
 def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Optimizer]) -> None:
-    for player, optimizer in optimizers.items():
-        meta = checkpoint.state["optimizers"][player]
-        state: dict[int, dict[str, Any]] = {}
-        for index, entries in meta["state"].items():
-            state[int(index)] = {
-                key: checkpoint.tensors[f"optim/{player}/{index}/{key}"] if value == "<tensor>" else value
-                for key, value in entries.items()
-            }
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        for player, optimizer in optimizers.items():
+            meta = checkpoint.state["optimizers"].get(player)
+            if meta is None:
+                raise CheckpointError(f"{checkpoint.path}: no optimizer state for player {player!r}")
+            state: dict[int, dict[str, Any]] = {}
+            for index, entries in meta["state"].items():
+                state[int(index)] = {
+                    key: checkpoint.tensors[f"optim/{player}/{index}/{key}"] if value == "<tensor>" else value
+                    for key, value in entries.items()
+                }
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({type(error).__name__}: {error})") from None
 
 
-def restore_rng(checkpoint: Checkpoint) -> None:
-    torch.set_rng_state(checkpoint.tensors["rng/cpu"])
-    if torch.cuda.is_available():
-        states = [checkpoint.tensors[k] for k in sorted(checkpoint.tensors) if k.startswith("rng/cuda")]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
+def _model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Contiguous CPU copies of the state dict, each shared tensor once, and the aliases of the others."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = tensor.detach().cpu().contiguous().clone()
+    return tensors, aliases
+
+
+def _check_fits(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:5]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            details.append(f"shapes differ: {wrong[:5]}")
+        raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
 
 
 def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -161,20 +246,12 @@ def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[d
             entries[str(index)] = {}
             for key, value in values.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optim/{player}/{index}/{key}"] = value.detach().contiguous().cpu()
+                    tensors[f"optim/{player}/{index}/{key}"] = value.detach().cpu().contiguous().clone()
                     entries[str(index)][key] = "<tensor>"
                 else:
                     entries[str(index)][key] = value
         meta[player] = {"state": entries, "param_groups": sd["param_groups"]}
     return tensors, meta
-
-
-def _rng_tensors() -> dict[str, torch.Tensor]:
-    tensors = {"rng/cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda{i:02d}"] = state
-    return tensors
 
 
 def _sha256(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Writing samples as pictures: image grids with Pillow, 2D scatter plots with matplotlib."""
+"""Writing samples as pictures: image grids with Pillow, 2D scatter and density plots with matplotlib."""
 
 from __future__ import annotations
 
@@ -33,20 +33,33 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
 
 
 def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "") -> Path:
-    """Save a scatter plot of 2D ``points`` (over ``reference`` points in grey) as a PNG."""
+    """Save 2D ``points`` as a PNG: a scatter plot over the ``reference`` points (grey), and their density.
+
+    The density panel is a 2D histogram of the points over the same square as the scatter plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    if reference is not None:
-        ref = reference.detach().cpu().numpy()
-        ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
     pts = points.detach().float().cpu().numpy()
-    ax.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
-    ax.set_aspect("equal")
-    ax.set_title(title)
+    ref = reference.detach().float().cpu().numpy() if reference is not None else None
+    span = ref if ref is not None else pts
+    finite = span[np.isfinite(span).all(axis=1)]
+    low, high = (finite.min(0), finite.max(0)) if len(finite) else (np.full(2, -1.0), np.full(2, 1.0))
+    pad = 0.1 * np.maximum(high - low, 1e-6)
+    limits = [(low[i] - pad[i], high[i] + pad[i]) for i in range(2)]
+    fig, (scatter, density) = plt.subplots(1, 2, figsize=(8, 4), dpi=100)
+    if ref is not None:
+        scatter.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
+    scatter.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
+    shown = pts[np.isfinite(pts).all(axis=1)]
+    density.hist2d(shown[:, 0], shown[:, 1], bins=60, range=limits, cmap="magma")
+    for ax, name in ((scatter, "samples over data"), (density, "sample density")):
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_aspect("equal")
+        ax.set_title(f"{title}  {name}".strip())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")

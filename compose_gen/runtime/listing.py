@@ -1,14 +1,19 @@
-"""``compose-gen runs``: one line per run folder with its spec, step and final metrics."""
+"""``compose-gen runs``: one line per run folder with its spec, step, best checkpoint and final metrics.
+
+Final metrics come from ``evaluation.json``, or else from the last record of
+``metrics.jsonl`` (marked ``train:``), for runs that were stopped or are still running.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import yaml
 
-from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.runtime.checkpoint import list_checkpoints, read_best
 
 __all__ = ["list_runs"]
 
@@ -18,16 +23,48 @@ def list_runs(folder: Path) -> Iterator[str]:
         return
     for run in sorted(p for p in folder.iterdir() if (p / "spec.yaml").exists()):
         try:
-            name = yaml.safe_load((run / "spec.yaml").read_text()).get("name", "?")
-        except yaml.YAMLError:
+            spec = yaml.safe_load((run / "spec.yaml").read_text())
+            name = spec.get("name", "?") if isinstance(spec, dict) else "?"
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
             name = "?"
         checkpoints = list_checkpoints(run)
-        step = checkpoints[-1].name.removeprefix("step-").lstrip("0") or "0" if checkpoints else "-"
-        summary = ""
-        if (run / "evaluation.json").exists():
-            try:
-                results = json.loads((run / "evaluation.json").read_text())
-                summary = "  ".join(f"{k}={v:.4g}" for k, v in results.items() if isinstance(v, float))[:160]
-            except json.JSONDecodeError:
-                summary = "(unreadable evaluation.json)"
-        yield f"{run}  {name}  step {step}  {summary}"
+        step = (checkpoints[-1].name.removeprefix("step-").lstrip("0") or "0") if checkpoints else "-"
+        best = read_best(run)
+        best_text = ""
+        if isinstance(best, dict) and {"metric", "value", "step"} <= set(best):
+            best_text = f"  best {best['metric']}={best['value']:.4g} @ {best['step']}"
+        yield f"{run}  {name}  step {step}{best_text}  {_summary(run)}".rstrip()
+
+
+def _summary(run: Path) -> str:
+    if (run / "evaluation.json").exists():
+        try:
+            results = json.loads((run / "evaluation.json").read_text())
+        except (json.JSONDecodeError, OSError):
+            return "(unreadable evaluation.json)"
+        return _format(results)
+    last = _last_record(run / "metrics.jsonl")
+    return f"train: {_format(last)}" if last else ""
+
+
+def _format(results: Any) -> str:
+    if not isinstance(results, dict):
+        return ""
+    return "  ".join(f"{k}={v:.4g}" for k, v in results.items() if isinstance(v, float))[:160]
+
+
+def _last_record(path: Path, tail: int = 1 << 16) -> dict[str, Any] | None:
+    """The last complete JSON line of ``path``, reading only its end."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - tail), os.SEEK_SET)
+        lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return {k: v for k, v in record.items() if k not in ("step", "elapsed_s", "nan_skips")}
+    return None

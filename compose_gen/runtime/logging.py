@@ -1,26 +1,43 @@
-"""Metrics as JSON lines and a live progress display."""
+"""Metrics as JSON lines, optional TensorBoard, and a live progress display.
+
+Nothing here synchronises with the GPU per step: the trainer accumulates terms
+on the device and converts them to floats only every ``log_every`` rounds.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-__all__ = ["MetricsLog", "TrainingProgress", "read_metrics"]
+__all__ = ["MetricsLog", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl`` (flushed each line)."""
+    """Appends one JSON object per line to ``metrics.jsonl`` (flushed each line).
+
+    A line torn by a crash is closed off first, so it never swallows the next record.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        torn = False
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                torn = existing.read(1) != b"\n"
         self.handle = open(path, "a", encoding="utf-8")
+        if torn:
+            self.handle.write("\n")
 
     def write(self, record: dict[str, Any]) -> None:
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
@@ -32,15 +49,60 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every record of a ``metrics.jsonl``, skipping a torn last line."""
+    """Every record of a ``metrics.jsonl``, skipping torn lines."""
     records = []
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
     return records
+
+
+def prune_metrics(path: Path, step: int) -> None:
+    """Drop records after ``step`` (logged after the checkpoint a run resumes from), atomically."""
+    if not path.exists():
+        return
+    records = read_metrics(path)
+    kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def require_tensorboard() -> type:
+    """TensorBoard's ``SummaryWriter``, or a clear error if the package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RuntimeError(
+            "train.tensorboard is true but TensorBoard is not installed: pip install 'compose-gen[tensorboard]'"
+        ) from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """Scalars and sample images in ``RUN/tensorboard`` (``tensorboard --logdir RUN``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.writer = require_tensorboard()(str(folder))
+
+    def scalars(self, step: int, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def image(self, tag: str, path: Path, step: int) -> None:
+        picture = np.asarray(Image.open(path).convert("RGB"))
+        self.writer.add_image(tag, picture, step, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class TrainingProgress:
@@ -70,6 +132,8 @@ class TrainingProgress:
         self.progress.__exit__(*exc)
 
     def update(self, step: int, logs: dict[str, float] | None = None) -> None:
+        if not self.enabled:
+            return
         fields = {}
         if logs is not None:
             elapsed = time.perf_counter() - self.started

@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules named in a spec.
 
-Schedules are pure functions of the step (no state to checkpoint): the trainer
-sets ``lr = base_lr · factor(step)`` before every optimizer step.
+Schedules are pure functions of the round and the spec's ``train.steps`` (no
+state to checkpoint): the trainer sets ``lr = base_lr · factor(step, train.steps)``
+before every optimizer step, so a resumed run follows the same schedule as an
+uninterrupted one, whatever ``--steps`` each invocation trains to.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from compose_gen.spec.model import Adam, AdamW, RMSprop, ScheduleSpec, SGD
+from compose_gen.spec.model import SGD, Adam, AdamW, RMSprop, ScheduleSpec
 
 __all__ = ["lr_factor", "make_optimizer"]
 

@@ -5,14 +5,16 @@
     RUN/
       spec.yaml          the resolved spec (defaults filled in)
       metrics.jsonl      one JSON object per logged step
-      checkpoints/       step-XXXXXXXX/{model,optim}.safetensors + state.json
-      samples/           sample grids (or 2D scatter plots) during and after training
+      checkpoints/       step-XXXXXXXX/{model,optim}.safetensors + state.json; best.json
+      samples/           sample grids (or 2D scatter/density plots) during and after training
+      tensorboard/       TensorBoard events (train.tensorboard: true)
       evaluation.json    the metrics of the last evaluation
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,11 @@ from compose_gen.compiler import GenerativeModel, compile_spec
 from compose_gen.compiler.build import BuildContext
 from compose_gen.core import EvalContext, Splits
 from compose_gen.registry import Catalogue
-from compose_gen.runtime.checkpoint import CheckpointError, load_latest
+from compose_gen.runtime import rng
+from compose_gen.runtime.acceleration import use_channels_last
+from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
 from compose_gen.runtime.data import BatchStream
+from compose_gen.runtime.distributed import Distributed, setup
 from compose_gen.runtime.images import save_grid, save_scatter
 from compose_gen.runtime.trainer import Trainer
 from compose_gen.spec import Spec, load_spec
@@ -40,8 +45,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} was asked for but there are {torch.cuda.device_count()} CUDA devices")
     return device
 
 
@@ -68,13 +76,17 @@ class Run:
 
     @classmethod
     def create(cls, spec: Spec, out: str | Path | None = None, device: str | None = None, progress: bool = True) -> "Run":
-        """A fresh run; ``out`` defaults to ``runs/<name>-<timestamp>``."""
-        model, data = build(spec, device)
-        run_dir = Path(out) if out is not None else Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        stream = BatchStream(data.train, spec.model.train.batch_size, spec.model.seed, model.device)
-        return cls(spec, model, data, run_dir, Trainer(model, stream, run_dir, progress))
+        """A fresh run; ``out`` defaults to ``runs/<name>-<timestamp>`` and must not hold checkpoints yet."""
+        dist, resolved = setup(resolve_device(str(device or spec.model.device)))
+        default = Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
+        if list_checkpoints(run_dir):
+            raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")
+        model, data = build(spec, resolved)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        return cls._assemble(spec, model, data, run_dir, dist, progress)
 
     @classmethod
     def load(
@@ -84,44 +96,82 @@ class Run:
         overrides: Iterable[str] = (),
         catalogue: Catalogue | None = None,
         progress: bool = True,
+        checkpoint: str | Path | None = None,
     ) -> "Run":
-        """Rebuild a run from its folder alone, at its newest readable checkpoint."""
+        """Rebuild a run from its folder alone, at its newest readable checkpoint.
+
+        ``checkpoint`` picks another one: ``"best"`` (see ``train.best_metric``) or a checkpoint folder.
+        """
         run_dir = Path(run_dir)
         if not (run_dir / "spec.yaml").exists():
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
-        model, data = build(spec, device)
-        stream = BatchStream(data.train, spec.model.train.batch_size, spec.model.seed, model.device)
-        trainer = Trainer(model, stream, run_dir, progress)
-        checkpoint, warnings = load_latest(run_dir, model)
-        for warning in warnings:
-            print(f"warning: {warning}")
-        if checkpoint is None and warnings:
-            raise CheckpointError(f"{run_dir}: no checkpoint could be loaded")
-        if checkpoint is not None:
-            trainer.restore(checkpoint)
-        return cls(spec, model, data, run_dir, trainer)
+        dist, resolved = setup(resolve_device(str(device or spec.model.device)))
+        model, data = build(spec, resolved)
+        run = cls._assemble(spec, model, data, run_dir, dist, progress)
+        if checkpoint is None:
+            loaded, warnings = load_latest(run_dir, model)
+            for warning in warnings:
+                run.trainer.say(f"warning: {warning}")
+            if loaded is None and warnings:
+                raise CheckpointError(f"{run_dir}: no checkpoint could be loaded")
+        else:
+            loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)
+        if loaded is not None:
+            run.trainer.restore(loaded)
+        return run
+
+    @classmethod
+    def _assemble(cls, spec: Spec, model: GenerativeModel, data: Splits, run_dir: Path, dist: Distributed, progress: bool) -> "Run":
+        train = spec.model.train
+        memory_format = torch.contiguous_format
+        if train.channels_last:
+            if use_channels_last(model):
+                memory_format = torch.channels_last
+            elif dist.is_main:
+                print("warning: train.channels_last has no effect: the model has no 4D (convolution) weights", file=sys.stderr)
+        if dist.rank > 0:  # every process built the same parameters from the spec's seed; each draws its own noise
+            torch.manual_seed((spec.model.seed + 7919 * dist.rank) % 2**63)
+        dist.broadcast_state(model, parameters=True)
+        stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
+        run = cls(spec, model, data, run_dir, None)  # type: ignore[arg-type]
+        run.trainer = Trainer(model, stream, run_dir, progress, dist, run._samples_at if run._can_draw() else None)
+        return run
 
     def train(self, steps: int | None = None) -> dict[str, float]:
-        """Train to round ``steps`` (default: the spec's), then sample and evaluate into the folder."""
+        """Train to round ``steps`` (default: the spec's), then sample and evaluate into the folder.
+
+        A run stopped by SIGINT/SIGTERM (``trainer.interrupted``) is checkpointed but not sampled or evaluated.
+        """
         total = steps or self.spec.model.train.steps
         logs = self.trainer.fit(total)
-        if self.dir is not None and self.model.sampler is not None:
-            self.save_samples(self.dir / "samples" / f"step-{self.trainer.step:08d}.png")
+        if self.trainer.interrupted or not self.trainer.dist.is_main:
+            return logs
+        if self.dir is not None and self._can_draw():
+            self._samples_at(self.trainer.step)
         if self.spec.model.train.evaluate_at_end:
             self.evaluate()
         return logs
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` samples in model space."""
+        """``n`` samples in model space (drawn in eval mode; the training mode is restored after)."""
+        was_training = self.model.training
         self.model.eval()
-        return self.model.sample(n, temperature)
+        try:
+            return self.model.sample(n, temperature)
+        finally:
+            self.model.train(was_training)
 
     def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0) -> Path:
-        """Write samples as an image grid (image data) or a scatter plot over the data (2D)."""
+        """Write samples as an image grid (image data) or a scatter and density plot over the data (2D).
+
+        The samples are drawn from the spec's seed on a separate random stream, so
+        successive pictures of one run show the same noise and training is not disturbed.
+        """
         n = n or self.spec.model.evaluate.samples
-        x = self.sample(n, temperature)
+        with rng.isolated(self.device, self.spec.model.seed):
+            x = self.sample(n, temperature)
         test = self.data.test
         if test.image_shape is not None:
             return save_grid(test.to_display(x).reshape(n, *test.image_shape), path)
@@ -129,9 +179,21 @@ class Run:
             return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2))
         raise ValueError("samples are neither images nor 2D points; use Run.sample() for the tensors")
 
+    def _can_draw(self) -> bool:
+        test = self.data.test
+        return self.model.sampler is not None and (test.image_shape is not None or test.event_shape("x").numel() == 2)
+
+    def _samples_at(self, step: int) -> Path:
+        assert self.dir is not None
+        return self.save_samples(self.dir / "samples" / f"step-{step:08d}.png")
+
     @torch.no_grad()
     def evaluate(self, out_dir: str | Path | None = None) -> dict[str, Any]:
-        """Run every metric of ``evaluate.metrics``; write ``evaluation.json`` into the folder."""
+        """Run every metric of ``evaluate.metrics``; write ``evaluation.json`` into the folder.
+
+        Metrics run in eval mode on a random stream seeded by the spec (training's is left as it was).
+        """
+        was_training = self.model.training
         self.model.eval()
         folder = Path(out_dir) if out_dir else (self.dir or Path("."))
         ctx = EvalContext(
@@ -143,8 +205,21 @@ class Run:
             seed=self.spec.model.seed,
         )
         results: dict[str, Any] = {"step": self.trainer.step}
-        for metric in self.model.metrics:
-            results.update(metric(ctx))
+        try:
+            with rng.isolated(self.device, self.spec.model.seed):
+                for metric in self.model.metrics:
+                    results.update(metric(ctx))
+        finally:
+            self.model.train(was_training)
         if self.dir is not None:
             (self.dir / "evaluation.json").write_text(json.dumps(results, indent=1))
         return results
+
+
+def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
+    if str(which) != "best":
+        return Path(which)
+    best = read_best(run_dir)
+    if best is None:
+        raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")
+    return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"

@@ -1,35 +1,88 @@
 """The training loop: rounds of player steps, nothing model-specific.
 
 One round gives each player (in spec order) its ``steps`` optimizer steps, each
-on a fresh batch: sets the player's learning rate from its schedule, switches
-``requires_grad`` to the player's parameters, computes its plan's weighted loss,
-checks it is finite, backpropagates, clips, steps, and lets losses apply their
-parameter hooks (``after_step``, e.g. WGAN weight clipping).
+on a fresh batch.  A player step
+
+1. sets the player's learning rate from its schedule (a pure function of the
+   round and ``train.steps``, so schedules carry no state to checkpoint);
+2. switches ``requires_grad`` to the player's parameters (several players);
+3. computes the plan's weighted loss under ``train.precision`` (eagerly or
+   compiled) and backpropagates it (scaled under fp16);
+4. averages the gradients over processes under ``torchrun``;
+5. clips, and checks that the loss and the gradient norm are finite with one
+   host sync, the only one per step;
+6. steps the optimizer and lets losses apply their parameter hooks
+   (``after_step``, e.g. WGAN weight clipping).
+
+NaN guard: a non-finite loss or gradient is reported with the player, the
+term(s) and the step (1-based, as in logs and checkpoint names); then training
+stops (``on_nan: stop``) or the batch is skipped (``on_nan: skip``, at most
+``max_nan_skips`` times in a run).  Parameters are checked before every
+checkpoint, so no checkpoint of non-finite parameters is ever written: the last
+good one stays.
+
+SIGINT/SIGTERM finish the current round, save a checkpoint and return (a second
+Ctrl-C aborts at once without saving).
 """
 
 from __future__ import annotations
 
+import math
 import signal
-from collections import defaultdict
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, Plan
-from compose_gen.runtime.checkpoint import Checkpoint, restore_optimizers, restore_rng, save_checkpoint
+from compose_gen.compiler.plan import term_address
+from compose_gen.runtime import rng
+from compose_gen.runtime.acceleration import LossFunction, Precision
+from compose_gen.runtime.checkpoint import (
+    BEST_FILE,
+    Checkpoint,
+    clean_temporary,
+    restore_optimizers,
+    save_checkpoint,
+    write_json_atomic,
+)
 from compose_gen.runtime.data import BatchStream
-from compose_gen.runtime.logging import MetricsLog, TrainingProgress
+from compose_gen.runtime.distributed import Distributed
+from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import lr_factor, make_optimizer
 
 __all__ = ["NonFiniteLoss", "Trainer"]
 
 
 class NonFiniteLoss(RuntimeError):
-    """A loss or gradient became NaN or infinite; names the player, term and step."""
+    """A loss, gradient or parameter became NaN or infinite; names the player, term and step."""
+
+
+class _RunningMeans:
+    """Sums of logged scalars kept on the device, read (one host sync, averaged over processes) per log line."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, logs: dict[str, Tensor]) -> None:
+        for key, value in logs.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def read(self, dist: Distributed) -> dict[str, float]:
+        """The means since the last read; then start over."""
+        keys = sorted(self.sums)
+        totals = dist.sum(torch.stack([self.sums[k] for k in keys])).tolist() if keys else []
+        means = {k: total / (self.counts[k] * dist.world_size) for k, total in zip(keys, totals)}
+        self.sums, self.counts = {}, {}
+        return means
 
 
 @dataclass
@@ -38,104 +91,287 @@ class Trainer:
     stream: BatchStream
     run_dir: Path | None = None
     progress: bool = True
+    dist: Distributed = field(default_factory=Distributed)
+    #: Called on rank 0 every ``train.sample_every`` rounds; returns the picture it wrote.
+    on_sample: Callable[[int], Path | None] | None = None
     step: int = 0
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    #: The best checkpoint so far: ``{"metric", "mode", "value", "step"}``.
+    best: dict[str, Any] | None = None
+    nan_skips: int = 0
+    #: The signal that stopped the last :meth:`fit` early, if one did.
+    interrupted: str | None = None
 
     def __post_init__(self) -> None:
-        train = self.model.spec.model.train
+        self.train = self.model.spec.model.train
         for name, plan in self.model.plans.items():
-            self.optimizers[name] = make_optimizer(plan.spec.optimizer or train.optimizer, plan.params)
+            self.optimizers[name] = make_optimizer(plan.spec.optimizer or self.train.optimizer, plan.params)
         self._base_lr = {n: [g["lr"] for g in o.param_groups] for n, o in self.optimizers.items()}
-        self._stop_requested = False
+        device = self.model.device
+        self.precision = Precision(self.train.precision, device, self.model.plans)
+        self.precision.float32_outputs(self.model.losses.values())
+        backend = self.train.compile_backend if self.train.compile else None
+        self.loss_functions = {
+            name: LossFunction(name, self._player_loss(name), backend, self.model, device, self.say) for name in self.model.plans
+        }
+        if backend:
+            self.say(f"compiling each player's loss with torch.compile (backend {backend}); the first steps are slow")
+        if self.train.tensorboard and self.dist.is_main and self.run_dir is not None:
+            require_tensorboard()
+        self._owner: dict[int, str] = {}
+        for component, module in self.model.components.items():
+            for p in module.parameters():
+                self._owner.setdefault(id(p), component)
+        self._stop: str | None = None
+        if self.run_dir is not None and self.dist.is_main:
+            clean_temporary(self.run_dir)
+
+    def _player_loss(self, name: str) -> Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]:
+        def loss(batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            return self.model.player_loss(name, batch)
+
+        return loss
+
+    def say(self, message: str) -> None:
+        """A message for the user, from rank 0 only."""
+        if self.dist.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    # -- resuming -------------------------------------------------------------------------------
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where ``checkpoint`` (already loaded into the model) left off."""
+        state = checkpoint.state
         restore_optimizers(checkpoint, self.optimizers)
-        restore_rng(checkpoint)
-        self.stream.load_state_dict(checkpoint.state["data"])
+        prefix = f"rng/{self.dist.rank}/"
+        states = {k.removeprefix(prefix): v for k, v in checkpoint.tensors.items() if k.startswith(prefix)}
+        if "cpu" in states:
+            rng.set_state(states, self.model.device)
+        else:  # saved by fewer processes: this one starts a fresh (seeded) noise stream
+            print(f"warning: {checkpoint.path} holds no RNG state for process {self.dist.rank}; its noise stream restarts", file=sys.stderr)
+            torch.manual_seed((self.model.spec.model.seed + 7919 * self.dist.rank + checkpoint.step) % 2**63)
+        self.stream.load_state_dict(state["data"])
+        self.precision.load_state_dict(state.get("scalers", {}))
         self.step = checkpoint.step
+        self.best = state.get("best")
+        self.nan_skips = int(state.get("nan_skips", 0))
+
+    # -- the loop ---------------------------------------------------------------------------------
 
     def fit(self, steps: int) -> dict[str, float]:
         """Train until round ``steps``; return the last logged averages."""
-        spec = self.model.spec.model
-        train = spec.train
+        train = self.train
         self.model.train()
-        log = MetricsLog(self.run_dir / "metrics.jsonl") if self.run_dir else None
-        sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.model.device))
-        count = 0
+        main = self.dist.is_main and self.run_dir is not None
+        if main:  # records and a best pointer from after the checkpoint this run continues from are stale
+            prune_metrics(self.run_dir / "metrics.jsonl", self.step)
+            if self.best is not None:
+                write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
+        log = MetricsLog(self.run_dir / "metrics.jsonl") if main else None
+        board = TensorBoardLog(self.run_dir / "tensorboard") if main and train.tensorboard else None
+        running = _RunningMeans()
         last: dict[str, float] = {}
         multi = len(self.model.plans) > 1
+        rounds = 0
+        started = time.perf_counter()
+        self.interrupted = self._stop = None
         try:
-            with self._signals(), TrainingProgress(steps, self.step, self.progress) as bar:
-                while self.step < steps and not self._stop_requested:
+            with self._signals(), TrainingProgress(steps, self.step, self.progress and self.dist.is_main) as bar:
+                while self.step < steps:
+                    if self.dist.any(self._stop is not None):
+                        self.interrupted = self._stop or "a signal to another process"
+                        self.say(f"{self.interrupted}: stopping at step {self.step} and saving a checkpoint")
+                        break
                     for name, plan in self.model.plans.items():
                         if multi:
                             self._select(plan)
                         for _ in range(plan.spec.steps):
-                            logs = self._player_step(name, plan, steps)
-                            for key, value in logs.items():
-                                sums[key] += value.detach()
-                    count += 1
+                            running.add(self._player_step(name, plan))
                     self.step += 1
+                    rounds += 1
+                    self.dist.broadcast_state(self.model, parameters=rounds == 1)
                     if self.step % train.log_every == 0 or self.step == steps:
-                        last = {k: float(v) / count for k, v in sums.items()}
-                        sums.clear()
-                        count = 0
+                        last = running.read(self.dist)
+                        record = {"step": self.step, **last, "nan_skips": self.nan_skips, "elapsed_s": round(time.perf_counter() - started, 3)}
                         if log:
-                            log.write({"step": self.step, **last})
+                            log.write(record)
+                        if board:
+                            board.scalars(self.step, last)
                         bar.update(self.step, last)
                     else:
                         bar.update(self.step)
+                    if train.sample_every and self.step % train.sample_every == 0 and main and self.on_sample:
+                        picture = self.on_sample(self.step)
+                        if board and picture is not None:
+                            board.image("samples", picture, self.step)
                     if self.run_dir and train.checkpoint_every and self.step % train.checkpoint_every == 0:
-                        self.save()
+                        self.save(last)
         finally:
             if multi:
                 for p in self.model.parameters():
                     p.requires_grad_(True)
             if log:
                 log.close()
+            if board:
+                board.close()
         if self.run_dir:
-            self.save()
+            self.save(last)
         return last
 
-    def _player_step(self, name: str, plan: Plan, total: int) -> dict[str, Tensor]:
+    def _player_step(self, name: str, plan: Plan) -> dict[str, Tensor]:
         optimizer = self.optimizers[name]
-        factor = lr_factor(plan.spec.schedule, self.step, total)
+        scaler = self.precision.scalers.get(name)
+        factor = lr_factor(plan.spec.schedule, self.step, self.train.steps)
         for group, base in zip(optimizer.param_groups, self._base_lr[name]):
             group["lr"] = base * factor
         batch = next(self.stream)
-        loss, logs = self.model.player_loss(name, batch)
-        if not torch.isfinite(loss):
-            bad = [k for k, v in logs.items() if not torch.isfinite(v).all()]
-            raise NonFiniteLoss(f"player {name!r}: non-finite loss at step {self.step} (terms: {', '.join(bad) or 'total'})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+
+        def forward_backward(loss_fn: Callable[..., Any]) -> tuple[Tensor, dict[str, Tensor]]:
+            optimizer.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                loss, logs = loss_fn(batch)
+            loss = loss.float()
+            (scaler.scale(loss) if scaler else loss).backward()
+            return loss, logs
+
+        loss, logs = self.loss_functions[name].run(forward_backward)
+        nonfinite_loss = self.dist.average_gradients(plan.params, ~torch.isfinite(loss))
+        if scaler:
+            scaler.unscale_(optimizer)
         if plan.spec.clip_grad_value:
             torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
+        grads = [p.grad for p in plan.params if p.grad is not None]
         if plan.spec.clip_grad_norm:
             norm = torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)
-            logs[f"{name}.grad_norm"] = norm
-        optimizer.step()
+        else:
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+        loss_ok, grads_ok = torch.stack([nonfinite_loss == 0, torch.isfinite(norm)]).tolist()  # the one host sync
+        if not loss_ok or (not grads_ok and scaler is None):
+            self._nonfinite(name, plan, batch, logs, loss_ok)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler:
+                scaler.update()
+            return {}
+        if scaler:
+            scaler.step(optimizer)  # skips the step itself when fp16 gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         for call in plan.losses:
             call.module.after_step(call.terms)
+        if grads_ok:
+            logs[f"{name}.grad_norm"] = norm
         return logs
 
     def _select(self, plan: Plan) -> None:
         for p in self.model.parameters():
             p.requires_grad_(id(p) in plan.param_ids)
 
-    def save(self) -> Path:
+    # -- the NaN guard ----------------------------------------------------------------------------
+
+    def _nonfinite(self, name: str, plan: Plan, batch: dict[str, Tensor], logs: dict[str, Tensor], loss_ok: bool) -> None:
+        """Describe a non-finite loss or gradient; skip the batch or raise :class:`NonFiniteLoss`."""
+        if loss_ok:
+            what = self._diagnose_gradients(name, plan, batch)
+        else:
+            bad = [f"{k}={float(v.detach()):g}" for k, v in logs.items() if not torch.isfinite(v).all()]
+            what = f"non-finite loss ({', '.join(bad)})" if bad else "non-finite loss on another process"
+        message = f"player {name!r}, step {self.step + 1}: {what}"
+        if self.train.on_nan == "skip" and self.nan_skips < self.train.max_nan_skips:
+            self.nan_skips += 1
+            self.say(f"warning: {message}; skipped the batch ({self.nan_skips} of at most {self.train.max_nan_skips})")
+            return
+        if self.train.on_nan == "skip":
+            advice = f"; more than train.max_nan_skips={self.train.max_nan_skips} batches were non-finite"
+        else:
+            advice = "; `train.on_nan: skip` skips such batches"
+        raise NonFiniteLoss(f"{message}: training stopped, the last good checkpoint stays{advice}")
+
+    def _diagnose_gradients(self, name: str, plan: Plan, batch: dict[str, Tensor]) -> str:
+        """Which components got non-finite gradients, and from which terms (recomputed term by term)."""
+        components = sorted({self._owner.get(id(p), "?") for p in plan.params if p.grad is not None and not torch.isfinite(p.grad).all()})
+        params = [p for p in plan.params if p.requires_grad]
+        terms = []
+        restore = rng.snapshot(self.model, self.model.device)
+        try:
+            with self.precision.autocast():
+                _, logs = self.model.player_loss(name, batch)
+            for call in plan.losses:
+                for term in call.weights:
+                    value = logs[term_address(call.name, term)]
+                    if not value.requires_grad:
+                        continue
+                    grads = torch.autograd.grad(value.float(), params, retain_graph=True, allow_unused=True)
+                    if any(g is not None and not torch.isfinite(g).all() for g in grads):
+                        terms.append(term_address(call.name, term))
+        finally:
+            restore()
+        from_terms = f" from term(s) {', '.join(terms)}" if terms else ""
+        where = f" in component(s) {', '.join(components)}" if components else ""
+        return f"non-finite gradient{from_terms}{where}"
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, last: dict[str, float] | None = None) -> Path | None:
+        """Checkpoint the run (every process takes part; rank 0 writes); refuse non-finite parameters."""
         assert self.run_dir is not None
-        state: dict[str, Any] = {"data": self.stream.state_dict(), "spec_name": self.model.spec.name}
-        keep = self.model.spec.model.train.keep_checkpoints
-        return save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, keep)
+        params = list(self.model.parameters())
+        if params and not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+            bad = sorted({self._owner.get(id(p), "?") for p in params if not p.detach().isfinite().all()})
+            raise NonFiniteLoss(
+                f"step {self.step}: non-finite parameters in {', '.join(bad)}; not checkpointed, the last good checkpoint stays"
+            )
+        improved = self._update_best(last or {})
+        states = self._gathered_rng()
+        if not self.dist.is_main:
+            return None
+        state: dict[str, Any] = {
+            "data": self.stream.state_dict(),
+            "spec_name": self.model.spec.name,
+            "scalers": self.precision.state_dict(),
+            "best": self.best,
+            "nan_skips": self.nan_skips,
+            "world_size": self.dist.world_size,
+        }
+        keep = self.train.keep_checkpoints
+        protect = [self.best["step"]] if self.best else []
+        path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect)
+        if improved:
+            write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
+        return path
+
+    def _update_best(self, last: dict[str, float]) -> bool:
+        metric = self.train.best_metric
+        if metric is None or not last:
+            return False
+        if metric not in last:
+            raise ValueError(f"train.best_metric {metric!r} is not a logged metric; logged: {', '.join(sorted(last))}")
+        value = last[metric]
+        if not math.isfinite(value):
+            return False
+        better = self.best is None or (value < self.best["value"] if self.train.best_mode == "min" else value > self.best["value"])
+        if better:
+            self.best = {"metric": metric, "mode": self.train.best_mode, "value": value, "step": self.step}
+        return better
+
+    def _gathered_rng(self) -> dict[str, Tensor]:
+        """Every process's RNG states, keyed ``RANK/cpu`` and ``RANK/cuda``."""
+        out = {}
+        for key, state in sorted(rng.get_state(self.model.device).items()):
+            for rank, gathered in enumerate(self.dist.gather_bytes(state)):
+                out[f"{rank}/{key}"] = gathered
+        return out
+
+    # -- signals ----------------------------------------------------------------------------------
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM finish the current round, checkpoint and return."""
+        """SIGINT/SIGTERM ask to stop after the current round; a second SIGINT aborts at once."""
 
         def request_stop(signum: int, frame: object) -> None:
-            self._stop_requested = True
+            if self._stop is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop = signal.Signals(signum).name
 
         previous = {}
         try:

@@ -60,9 +60,10 @@ class Spec:
 
 def _dump(declared: Declared, components: Mapping[str, Declared]) -> dict[str, Any]:
     data = {"type": declared.type.name, **declared.params.model_dump(mode="json")}
-    for field, marker, is_list in ref_fields(type(declared.params)):
+    for field, marker in ref_fields(type(declared.params)):
         if not isinstance(marker, RefTo) or data.get(field) is None:
             continue
+        is_list = isinstance(data[field], list)
         names = data[field] if is_list else [data[field]]
         dumped = [_dump(components[n], components) if components[n].inline else n for n in names]
         data[field] = dumped if is_list else dumped[0]

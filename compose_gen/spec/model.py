@@ -191,7 +191,7 @@ class SpecModel(_Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     data: Raw
     components: dict[str, Raw] = Field(default_factory=dict)

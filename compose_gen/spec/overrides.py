@@ -44,7 +44,7 @@ def apply_overrides(source: SpecSource, overrides: Iterable[str]) -> SpecSource:
 def _assign(data: Any, path: tuple[str, ...], value: Any) -> str | None:
     node = data
     for depth, part in enumerate(path[:-1]):
-        key: PathPart = int(part) if isinstance(node, list) and part.isdigit() else part
+        key: PathPart = int(part) if isinstance(node, list) and _is_index(part) else part
         if isinstance(node, dict):
             node = node.setdefault(key, {})
         elif isinstance(node, list) and isinstance(key, int) and key < len(node):
@@ -52,13 +52,18 @@ def _assign(data: Any, path: tuple[str, ...], value: Any) -> str | None:
         else:
             return f"cannot set a key inside {'.'.join(path[: depth + 1])!r}, which is not a mapping"
     last = path[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+    if isinstance(node, list) and _is_index(last) and int(last) < len(node):
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value
     else:
         return f"cannot set {'.'.join(path)!r}: its parent is not a mapping"
     return None
+
+
+def _is_index(part: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is true, yet ``int("²")`` fails."""
+    return part.isascii() and part.isdigit()
 
 
 class _Overrides:

@@ -89,12 +89,13 @@ class _Resolver:
         return declared
 
     def _lift_refs(self, declared: Declared) -> None:
-        for field, marker, is_list in ref_fields(type(declared.params)):
+        for field, marker in ref_fields(type(declared.params)):
             if not isinstance(marker, RefTo):
                 continue
             value = getattr(declared.params, field)
             if value is None:
                 continue
+            is_list = isinstance(value, list)
             items = list(value) if is_list else [value]
             resolved = []
             for i, item in enumerate(items):

@@ -23,6 +23,7 @@ from compose_gen.spec.errors import PathPart, Problem, SpecError
 __all__ = ["SpecSource", "load_source", "parse_text"]
 
 MAX_NODES = 100_000
+_TOO_DEEP = "the spec is nested too deeply to parse"
 
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -88,13 +89,15 @@ def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) ->
         data = _parse_json(text, name)
         try:
             _, lines = _Builder().build(yaml.compose(text, Loader=_Loader))
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             lines = {}
         return SpecSource(name, data, lines)
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as error:
         raise SpecError([Problem((), _yaml_message(error))], _FixedLine(name, _yaml_line(error))) from None
+    except RecursionError:
+        raise SpecError([Problem((), _TOO_DEEP)], _FixedLine(name, 1)) from None
     if node is None:
         return SpecSource(name, {}, {})
     data, lines = _Builder(name).build(node)
@@ -114,6 +117,8 @@ def _parse_json(text: str, name: str) -> Any:
         return json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as error:
         raise SpecError([Problem((), f"invalid JSON: {error.msg} (column {error.colno})")], _FixedLine(name, error.lineno)) from None
+    except RecursionError:
+        raise SpecError([Problem((), _TOO_DEEP)], _FixedLine(name, 1)) from None
 
 
 @dataclass

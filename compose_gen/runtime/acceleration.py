@@ -1,0 +1,135 @@
+"""Speed settings of ``train:``: mixed precision, ``torch.compile`` and channels-last.
+
+Mixed precision (``precision``)
+    ``fp32``: no autocast.  ``bf16``: each player's loss runs under
+    ``torch.autocast`` with bfloat16 (CPU or CUDA; float32's range, so no
+    scaling).  ``fp16``: autocast with float16 and one ``torch.amp.GradScaler``
+    per player, whose state is checkpointed; a step whose gradients overflow is
+    skipped by the scaler, which halves its scale (that is not a NaN event).
+    Parameters, gradients and optimizer state stay float32.
+
+    Every tensor a loss module returns is cast to float32 as it leaves the loss
+    (a forward hook), so weighted totals, logs and the NaN guard are float32.
+    Inside a loss, CUDA autocast already runs reductions and transcendental ops
+    (``sum``, ``log``, ``exp``, ``pow``, ``softplus``, ``log_softmax``, the
+    ``*_loss`` functions) in float32; CPU autocast does not.  A plugin that must
+    accumulate log-densities or log-determinants in float32 on every device opts
+    in locally, e.g.::
+
+        with torch.autocast(z.device.type, enabled=False):
+            log_prob = base.log_prob(z.float()) + ladj.float()
+
+``compile``
+    Each player's loss function goes through ``torch.compile`` (backend
+    ``compile_backend``).  Compiling happens on the first steps; if it fails
+    there (or later), the trainer says so once, restores the RNG and buffers
+    touched by the failed attempt, and runs that player eagerly from then on.
+
+``channels_last``
+    4D weights and 4D batch fields use the channels-last memory format, which
+    convolutions on recent GPUs (and oneDNN on CPU) run faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ContextManager, Iterable, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from compose_gen.runtime.rng import snapshot
+
+__all__ = ["LossFunction", "Precision", "use_channels_last"]
+
+T = TypeVar("T")
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    """Autocast and gradient scalers for ``train.precision``."""
+
+    def __init__(self, mode: str, device: torch.device, players: Iterable[str]) -> None:
+        self.mode = mode
+        self.device = device
+        self.dtype = DTYPES[mode]
+        if mode == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("train.precision: bf16 is not supported by this GPU; use fp16")
+        self.scalers = {p: torch.amp.GradScaler(device.type) for p in players} if mode == "fp16" else {}
+
+    def autocast(self) -> ContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def float32_outputs(self, losses: Iterable[nn.Module]) -> None:
+        """Make every loss return float32 tensors (only under mixed precision)."""
+        if self.dtype is not None:
+            for loss in losses:
+                loss.register_forward_hook(_to_float32)
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {player: scaler.state_dict() for player, scaler in self.scalers.items()}
+
+    def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
+        for player, scaler in self.scalers.items():
+            if player in state:
+                scaler.load_state_dict(state[player])
+
+
+def _to_float32(module: nn.Module, args: Any, output: Any) -> Any:
+    if isinstance(output, dict):
+        return {k: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in output.items()}
+    return output
+
+
+class LossFunction:
+    """A player's loss function, eager or through ``torch.compile`` with an eager fallback.
+
+    :meth:`run` calls ``compute(fn)`` with the compiled function (``compute``
+    does the forward and backward, so failures while compiling the backward are
+    caught too).  The first calls, when compiling happens, run on a snapshot of
+    the RNG and the buffers so that a failed attempt leaves no trace.
+    """
+
+    PROBE_CALLS = 2
+
+    def __init__(
+        self,
+        player: str,
+        eager: Callable[..., Any],
+        backend: str | None,
+        model: nn.Module,
+        device: torch.device,
+        say: Callable[[str], None],
+    ) -> None:
+        self.player = player
+        self.eager = eager
+        self.compiled = torch.compile(eager, backend=backend) if backend else None
+        self.model, self.device, self.say = model, device, say
+        self.calls = 0
+
+    def run(self, compute: Callable[[Callable[..., Any]], T]) -> T:
+        if self.compiled is None:
+            return compute(self.eager)
+        restore = snapshot(self.model, self.device) if self.calls < self.PROBE_CALLS else None
+        try:
+            out = compute(self.compiled)
+        except Exception as error:
+            self.compiled = None
+            if restore is not None:
+                restore()
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            self.say(f"torch.compile failed for player {self.player!r} ({type(error).__name__}: {first_line}); running it eagerly")
+            return compute(self.eager)
+        self.calls += 1
+        return out
+
+
+def use_channels_last(model: nn.Module) -> bool:
+    """Put 4D weights in channels-last format; False (and nothing changed) when there are none."""
+    if not any(p.dim() == 4 for p in model.parameters()):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True

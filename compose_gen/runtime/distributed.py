@@ -1,0 +1,170 @@
+"""Data-parallel training under ``torchrun``: one process per device, gradients averaged.
+
+``torchrun --nproc_per_node=N -m compose_gen train SPEC`` starts N processes with
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set;
+:func:`setup` joins them into a process group (NCCL on CUDA, gloo on CPU).
+
+Why no ``DistributedDataParallel`` wrapper: a compiled model has several players
+over shared components, and each player's step computes only the ancestors of
+its terms, so a DDP module per player would register the same parameters several
+times and would have to find unused parameters on every step.  Instead each rank
+runs the same player step on its slice of the global batch, and after
+``backward`` the trainer averages that player's gradients over the ranks with one
+coalesced all-reduce per dtype (:meth:`Distributed.average_gradients`).  That is
+exactly data parallelism: with the same global batch, the averaged gradient of
+mean-reduced losses equals the one-process gradient up to float rounding.  The
+all-reduce also carries a "non-finite loss" flag, so every rank takes the same
+NaN-guard decision.  Buffers (running statistics, step counters) are broadcast
+from rank 0 after every round, parameters once after the first round (so
+data-dependent initialisations such as actnorm agree on every rank).
+
+Rank 0 alone writes logs, samples, checkpoints and evaluations; every rank reads
+the same checkpoint on resume (the run folder must be on a shared filesystem for
+several nodes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = ["Distributed", "setup"]
+
+
+@dataclass
+class Distributed:
+    """This process's place in the group; a group of one does nothing."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _comm(self, tensor: Tensor) -> Tensor:
+        """``tensor`` on a device the backend can talk through (NCCL needs CUDA)."""
+        return tensor.to(self.device) if self.device.type == "cuda" else tensor.cpu()
+
+    def average_gradients(self, params: Iterable[nn.Parameter], nonfinite_loss: Tensor) -> Tensor:
+        """Average the gradients of ``params`` over ranks; return how many ranks had a non-finite loss.
+
+        One all-reduce per gradient dtype; the flag rides along with the first bucket.
+        """
+        if not self.active:
+            return nonfinite_loss
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for p in params:
+            if p.grad is not None:
+                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        flag = nonfinite_loss.float().reshape(1)
+        if not by_dtype:
+            flag = self._comm(flag)
+            dist.all_reduce(flag)
+            return flag[0]
+        for i, (dtype, grads) in enumerate(by_dtype.items()):
+            parts = [g.reshape(-1) for g in grads] + ([flag.to(dtype)] if i == 0 else [])
+            flat = self._comm(torch.cat(parts))
+            dist.all_reduce(flat)
+            if i == 0:
+                flag = flat[-1:].clone()
+                flat = flat[:-1]
+            flat /= self.world_size
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+        return flag[0]
+
+    def sum(self, values: Tensor) -> Tensor:
+        """Element-wise sum of ``values`` over ranks (for logged averages)."""
+        if not self.active:
+            return values
+        total = self._comm(values.detach().float().clone())
+        dist.all_reduce(total)
+        return total.to(values.device)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on some rank (stop requests)."""
+        if not self.active:
+            return flag
+        value = self._comm(torch.tensor([float(flag)]))
+        dist.all_reduce(value)
+        return bool(value.item() > 0)
+
+    def broadcast_state(self, model: nn.Module, parameters: bool) -> None:
+        """Copy rank 0's buffers (and parameters) to every rank."""
+        if not self.active:
+            return
+        tensors = list(model.buffers()) + (list(model.parameters()) if parameters else [])
+        seen: set[int] = set()
+        for tensor in tensors:
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            data = self._comm(tensor.detach())
+            dist.broadcast(data, 0)
+            if data.data_ptr() != tensor.data_ptr():
+                tensor.data.copy_(data)
+
+    def broadcast_text(self, text: str) -> str:
+        """Rank 0's ``text`` on every rank (e.g. the run folder it chose)."""
+        if not self.active:
+            return text
+        raw = text.encode() if self.is_main else b""
+        size = self._comm(torch.tensor([len(raw)]))
+        dist.broadcast(size, 0)
+        buffer = torch.zeros(int(size.item()), dtype=torch.uint8)
+        if self.is_main:
+            buffer = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        buffer = self._comm(buffer)
+        dist.broadcast(buffer, 0)
+        return bytes(buffer.cpu().tolist()).decode()
+
+    def gather_bytes(self, tensor: Tensor) -> list[Tensor]:
+        """Every rank's uint8 ``tensor`` (all the same size), on every rank, in rank order."""
+        if not self.active:
+            return [tensor]
+        local = self._comm(tensor)
+        out = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(out, local)
+        return [t.cpu() for t in out]
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def setup(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the ``torchrun`` process group if there is one; return it and this process's device.
+
+    Under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.  Without torchrun (or
+    with one process) nothing is initialised.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(device=device), device
+    rank = int(os.environ["RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        atexit.register(_shutdown)
+    return Distributed(rank, world_size, device), device
+
+
+def _shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

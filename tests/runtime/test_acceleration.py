@@ -1,0 +1,110 @@
+"""Mixed precision, torch.compile with its eager fallback, channels-last; CUDA variants skip without a GPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from runtime_toys import AUTOENCODER, GAN, VAE, same_state, spec_dict
+
+from compose_gen.runtime import Run
+from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.spec import load_spec
+
+
+def _run(tmp_path, catalogue, base, name="run", device=None, **train):
+    return Run.create(load_spec(spec_dict(base, **train), catalogue=catalogue), tmp_path / name, device, progress=False)
+
+
+def test_bf16_autocasts_the_networks_and_keeps_terms_and_parameters_float32(tmp_path, toys_catalogue):
+    run = _run(tmp_path, toys_catalogue, VAE, steps=4, precision="bf16")
+    seen = []
+    run.model.component("encoder.net").net[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    logs = run.train()
+    assert seen and set(seen) == {torch.bfloat16}
+    with run.trainer.precision.autocast():
+        loss, terms = run.model.player_loss("model", next(run.trainer.stream))
+    assert loss.dtype == torch.float32 and all(t.dtype == torch.float32 for t in terms.values())
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+
+
+def test_fp16_scaler_state_is_checkpointed_and_resume_is_exact(tmp_path, toys_catalogue):
+    straight = _run(tmp_path, toys_catalogue, GAN, "straight", steps=6, precision="fp16")
+    straight.train()
+    _run(tmp_path, toys_catalogue, GAN, "split", steps=6, precision="fp16").train(3)
+    state = json.loads((list_checkpoints(tmp_path / "split")[-1] / "state.json").read_text())
+    assert set(state["scalers"]) == {"critic", "generator"} and state["scalers"]["critic"]["scale"] > 0
+    resumed = Run.load(tmp_path / "split", catalogue=toys_catalogue, progress=False)
+    resumed.train()
+    assert same_state(straight.model, resumed.model)
+    for player, scaler in straight.trainer.precision.scalers.items():
+        assert resumed.trainer.precision.scalers[player].state_dict() == scaler.state_dict()
+
+
+def test_compile_trains_like_eager(tmp_path, toys_catalogue, capsys):
+    eager = _run(tmp_path, toys_catalogue, AUTOENCODER, "eager", steps=3)
+    eager.train()
+    compiled = _run(tmp_path, toys_catalogue, AUTOENCODER, "compiled", steps=3, compile=True, compile_backend="aot_eager")
+    assert "compiling each player's loss with torch.compile (backend aot_eager)" in capsys.readouterr().err
+    compiled.train()
+    assert compiled.trainer.loss_functions["model"].compiled is not None  # no fallback happened
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message_and_no_trace(tmp_path, toys_catalogue, capsys, monkeypatch):
+    def broken_compile(fn, **options):
+        def compiled(*args):
+            torch.randn(3)  # consumes randomness before failing, like a half-run graph would
+            raise RuntimeError("backend exploded\nsecond line")
+
+        return compiled
+
+    eager = _run(tmp_path, toys_catalogue, GAN, "eager", steps=3)
+    eager.train()
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fallback = _run(tmp_path, toys_catalogue, GAN, "fallback", steps=3, compile=True)
+    fallback.train()
+    err = capsys.readouterr().err
+    assert "torch.compile failed for player 'critic' (RuntimeError: backend exploded); running it eagerly" in err
+    assert "player 'generator'" in err
+    assert same_state(eager.model, fallback.model)  # the failed attempts left the random stream untouched
+
+
+def test_channels_last_for_conv_weights_and_batches(tmp_path, toys_catalogue):
+    raw = spec_dict(AUTOENCODER, steps=3, channels_last=True, batch_size=16)
+    raw["data"] = {"type": "digits", "shape": "image"}
+    raw["components"]["net"] = {"type": "toy_conv"}
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    weight = run.model.component("net").net[2].weight  # (1, 4, 3, 3): the two formats differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert run.trainer.stream.memory_format == torch.channels_last
+    run.train()
+    back = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)  # non-contiguous weights checkpoint fine
+    assert same_state(back.model, run.model)
+
+
+def test_channels_last_without_conv_weights_says_it_does_nothing(tmp_path, toys_catalogue, capsys):
+    _run(tmp_path, toys_catalogue, AUTOENCODER, steps=1, channels_last=True)
+    assert "channels_last has no effect" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_training_in_every_precision(precision, tmp_path, toys_catalogue):
+    run = _run(tmp_path, toys_catalogue, GAN, device="cuda", steps=4, precision=precision)
+    logs = run.train()
+    assert run.device.type == "cuda" and all(v == v for v in logs.values())
+    back = Run.load(tmp_path / "run", catalogue=toys_catalogue, device="cuda", progress=False)
+    assert same_state(back.model, run.model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compile_with_inductor(tmp_path, toys_catalogue):
+    run = _run(tmp_path, toys_catalogue, VAE, device="cuda", steps=3, compile=True, precision="bf16")
+    run.train()
+    assert run.trainer.loss_functions["model"].compiled is not None

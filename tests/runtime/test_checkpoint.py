@@ -1,0 +1,178 @@
+"""Checkpoints: SIGKILL at random moments, corrupt and truncated files, fallback, shared tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from runtime_toys import AUTOENCODER, VAE, forked, same_state, spec_dict
+
+from compose_gen.runtime import CheckpointError, Run, build
+from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from compose_gen.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "compose_gen", "train", "--no-progress", *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def write_spec(path: Path, **train) -> Path:
+    path.write_text(yaml.safe_dump(spec_dict(VAE, **train)))
+    return path
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the training process did not get going")
+        time.sleep(0.02)
+
+
+def _train(argv: list[str]) -> int:
+    from compose_gen.cli import main
+
+    return main(["train", "--no-progress", *argv])
+
+
+def test_sigkill_at_random_moments_always_leaves_a_loadable_latest_checkpoint(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", steps=1_000_000, checkpoint_every=1, keep_checkpoints=2, log_every=1)
+    run_dir = tmp_path / "run"
+    model = build(load_spec(spec), "cpu")[0]
+    chance = random.Random(0)
+    steps_seen = [0]
+    for attempt in range(5):
+        argv = ["--resume", str(run_dir)] if attempt else [str(spec), "--out", str(run_dir)]
+        child = forked(_train, argv, output=str(tmp_path / f"log{attempt}.txt"))
+        try:
+            wait_for(lambda child=child: any(int(p.name[5:]) > steps_seen[-1] for p in list_checkpoints(run_dir)) or not child.is_alive())
+            assert child.is_alive(), (tmp_path / f"log{attempt}.txt").read_text()
+            time.sleep(chance.uniform(0.0, 0.5))
+        finally:
+            os.kill(child.pid, signal.SIGKILL)  # no handler runs: whatever was being written stays half-written
+            child.join()
+        checkpoint, warnings = load_latest(run_dir, model)
+        assert warnings == [] and checkpoint is not None
+        assert checkpoint.path == list_checkpoints(run_dir)[-1]
+        steps_seen.append(checkpoint.step)
+    assert steps_seen == sorted(steps_seen)
+    # each resumed process removed what the killed one before it left half-written
+    assert len([p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".tmp")]) <= 1
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    """A real ``compose-gen train`` process, stopped like a job scheduler stops it."""
+    spec = write_spec(tmp_path / "spec.yaml", steps=1_000_000, log_every=1)
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(train_command(str(spec), "--out", str(run_dir)), cwd=ROOT, env=subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() or process.poll() is not None)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM.value, err.decode()
+    assert "stopped by SIGTERM" in err.decode() and "Traceback" not in err.decode()
+    step = json.loads(out.decode().strip().splitlines()[-1])["step"]
+    assert [p.name for p in list_checkpoints(run_dir)] == [f"step-{step:08d}"]
+    assert load_checkpoint(list_checkpoints(run_dir)[-1], build(load_spec(spec), "cpu")[0]).step == step
+
+
+def test_sigint_saves_and_resume_continues(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", steps=1_000_000, log_every=1)
+    run_dir, log = tmp_path / "run", tmp_path / "log.txt"
+    child = forked(_train, [str(spec), "--out", str(run_dir)], output=str(log))
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() or not child.is_alive())
+    os.kill(child.pid, signal.SIGINT)
+    child.join(60)
+    assert child.exitcode == 128 + signal.SIGINT.value, log.read_text()
+    assert "stopped by SIGINT" in log.read_text() and "Traceback" not in log.read_text()
+    step = load_latest(run_dir, build(load_spec(spec), "cpu")[0])[0].step
+    child = forked(_train, ["--resume", str(run_dir), "--steps", str(step + 2)], output=str(log))
+    child.join(60)
+    assert child.exitcode == 0, log.read_text()
+    assert list_checkpoints(run_dir)[-1].name == f"step-{step + 2:08d}"
+
+
+def _three_checkpoints(tmp_path, catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=6, checkpoint_every=2), catalogue=catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    return spec, list_checkpoints(tmp_path / "run")
+
+
+def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path, toys_catalogue, capsys):
+    spec, (_, second, third) = _three_checkpoints(tmp_path, toys_catalogue)
+    data = (third / "model.safetensors").read_bytes()
+    (third / "model.safetensors").write_bytes(data[: len(data) // 2])
+    model = build(spec, "cpu")[0]
+    with pytest.raises(CheckpointError, match=r"model.safetensors: contents do not match .*\(corrupt or truncated\)"):
+        load_checkpoint(third, model)
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert resumed.trainer.step == 4
+    assert "warning: skipped" in capsys.readouterr().err
+    resumed.train(6)  # continues from step 4 exactly: same parameters as the uninterrupted run
+    straight = Run.create(spec, tmp_path / "straight", progress=False)
+    straight.train(6)
+    assert same_state(resumed.model, straight.model)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda c: (c / "state.json").write_text("{not json"), "unreadable checkpoint"),
+        (lambda c: (c / "optim.safetensors").write_bytes(b"\0" * 10), "corrupt or truncated"),
+        (lambda c: (c / "model.safetensors").unlink(), "unreadable checkpoint"),
+    ],
+    ids=["state.json", "optimizer file", "missing model file"],
+)
+def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
+    spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    damage(checkpoints[-1])
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(checkpoints[-1], build(spec, "cpu")[0])
+    checkpoint, warnings = load_latest(tmp_path / "run", build(spec, "cpu")[0])
+    assert checkpoint.step == 4 and len(warnings) == 1
+
+
+def test_no_loadable_checkpoint_is_an_error(tmp_path, toys_catalogue):
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    for c in checkpoints:
+        (c / "state.json").write_text("")
+    with pytest.raises(CheckpointError, match="no checkpoint could be loaded"):
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+
+
+def test_checkpoint_of_another_model_does_not_fit_and_leaves_the_model_untouched(tmp_path, toys_catalogue):
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    raw = spec_dict(AUTOENCODER)
+    raw["components"]["net"]["hidden"] = [8]
+    other = build(load_spec(raw, catalogue=toys_catalogue), "cpu")[0]
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"does not fit this model \(shapes differ: \['components.net.net.0.weight"):
+        load_checkpoint(checkpoints[-1], other)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_shared_tensors_are_stored_once(tmp_path, toys_catalogue):
+    # the ELBO holds the encoder and decoder that the model holds too
+    spec = load_spec(spec_dict(VAE, steps=1), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    run.train()
+    state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "state.json").read_text())
+    assert state["aliases"]["losses.vae.encoder.net.net.0.weight"] == "components.encoder.net.net.0.weight"
+    fresh = build(spec, "cpu")[0]
+    load_checkpoint(list_checkpoints(tmp_path / "run")[-1], fresh)
+    assert same_state(fresh, run.model)

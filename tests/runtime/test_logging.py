@@ -1,0 +1,73 @@
+"""Metrics JSON lines, TensorBoard (optional), sample pictures during training."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+from PIL import Image
+from runtime_toys import GAN, VAE, spec_dict
+
+from compose_gen.runtime import Run
+from compose_gen.runtime.logging import MetricsLog, prune_metrics, read_metrics
+from compose_gen.spec import load_spec
+
+
+def test_a_line_torn_by_a_crash_does_not_swallow_the_next_record(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    log = MetricsLog(path)
+    log.write({"step": 3, "loss": float("nan")})
+    log.close()
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": "nan"}]
+    prune_metrics(path, 2)
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
+
+
+class FakeWriter:
+    instances: list["FakeWriter"] = []
+
+    def __init__(self, folder: str) -> None:
+        self.folder, self.scalars, self.images = folder, [], []
+        FakeWriter.instances.append(self)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, step))
+
+    def add_image(self, tag, picture, step, dataformats):
+        self.images.append((tag, step, picture.shape, dataformats))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_tensorboard_gets_scalars_and_sample_images(tmp_path, toys_catalogue, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    spec = load_spec(spec_dict(VAE, steps=4, log_every=2, sample_every=2, tensorboard=True), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    writer = FakeWriter.instances[-1]
+    assert writer.folder == str(tmp_path / "run" / "tensorboard")
+    assert ("vae", 2) in writer.scalars and ("vae.kl", 4) in writer.scalars
+    assert [(tag, step) for tag, step, _, _ in writer.images] == [("samples", 2), ("samples", 4)]
+    assert writer.images[0][2][2] == 3 and writer.images[0][3] == "HWC"
+
+
+def test_tensorboard_missing_is_a_clear_error_before_training(tmp_path, toys_catalogue, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    spec = load_spec(spec_dict(VAE, steps=4, tensorboard=True), catalogue=toys_catalogue)
+    with pytest.raises(RuntimeError, match=r"TensorBoard is not installed: pip install 'compose-gen\[tensorboard\]'"):
+        Run.create(spec, tmp_path / "run", progress=False)
+
+
+def test_samples_during_training_are_grids_or_scatter_plots(tmp_path, toys_catalogue):
+    for base, name in ((VAE, "vae"), (GAN, "gan")):
+        spec = load_spec(spec_dict(base, steps=2, sample_every=1), catalogue=toys_catalogue)
+        Run.create(spec, tmp_path / name, progress=False).train()
+        pictures = sorted((tmp_path / name / "samples").iterdir())
+        assert [p.name for p in pictures] == ["step-00000001.png", "step-00000002.png"]
+        width, height = Image.open(pictures[0]).size
+        assert (width > 1.5 * height) == (name == "gan")  # 2D: scatter and density side by side

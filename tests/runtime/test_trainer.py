@@ -1,0 +1,149 @@
+"""The trainer: exact resume, the NaN guard, best checkpoints, samples during training."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from runtime_toys import AUTOENCODER, GAN, VAE, same_state, spec_dict
+from safetensors.torch import load_file
+
+from compose_gen.runtime import NonFiniteLoss, Run
+from compose_gen.runtime.checkpoint import list_checkpoints, read_best
+from compose_gen.runtime.logging import read_metrics
+from compose_gen.spec import load_spec
+
+
+def _records(run_dir):
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(run_dir / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("base", [VAE, GAN], ids=["vae", "two-player-gan"])
+def test_n_steps_straight_equal_half_resume_half(base, tmp_path, toys_catalogue):
+    # sample_every also shows that sample grids do not disturb the training random stream
+    spec = load_spec(spec_dict(base, steps=8, sample_every=3), catalogue=toys_catalogue)
+    straight = Run.create(spec, tmp_path / "straight", progress=False)
+    straight.train()
+    Run.create(spec, tmp_path / "split", progress=False).train(4)
+    resumed = Run.load(tmp_path / "split", catalogue=toys_catalogue, progress=False)
+    assert resumed.trainer.step == 4
+    resumed.train()
+    assert same_state(straight.model, resumed.model)  # bitwise
+    for name, optimizer in straight.trainer.optimizers.items():
+        a, b = optimizer.state_dict()["state"], resumed.trainer.optimizers[name].state_dict()["state"]
+        assert all(torch.equal(a[i][k], b[i][k]) for i in a for k in a[i])
+    assert _records(tmp_path / "straight") == _records(tmp_path / "split")
+    assert sorted(p.name for p in (tmp_path / "split" / "samples").iterdir()) == [
+        "step-00000003.png", "step-00000004.png", "step-00000006.png", "step-00000008.png"
+    ]
+
+
+def test_cli_resume_continues_exactly(tmp_path):
+    from compose_gen.cli import main
+
+    tiny = ["--set", "components.encoder.net.hidden=[16]", "--set", "components.decoder.net.hidden=[16]",
+            "--set", "train.batch_size=32", "--set", "train.evaluate_at_end=false", "--no-progress"]
+    assert main(["train", "specs/vae_digits.yaml", "--steps", "6", "--out", str(tmp_path / "a"), *tiny]) == 0
+    assert main(["train", "specs/vae_digits.yaml", "--steps", "6", "--out", str(tmp_path / "b"), *tiny,
+                 "--set", "train.checkpoint_every=3"]) == 0
+    # lose the end of run b, then continue it from step 3
+    for late in list_checkpoints(tmp_path / "b")[1:]:
+        shutil.rmtree(late)
+    assert main(["train", "--resume", str(tmp_path / "b"), "--no-progress"]) == 0
+    a = load_file(tmp_path / "a" / "checkpoints" / "step-00000006" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step-00000006" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_new_run_refuses_a_folder_with_checkpoints(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    with pytest.raises(FileExistsError, match="resume it"):
+        Run.create(spec, tmp_path / "run", progress=False)
+
+
+def _nan_run(tmp_path, catalogue, nan_at, kind="loss", **train):
+    raw = spec_dict(AUTOENCODER, steps=8, checkpoint_every=2, **train)
+    raw["losses"]["rec"].update(nan_at=nan_at, nan_kind=kind)
+    run = Run.create(load_spec(raw, catalogue=catalogue), tmp_path / "run", progress=False)
+    run.model.losses["rec"].calls = 0  # forget the dry run's call
+    return run
+
+
+def test_nan_loss_names_player_term_and_step_and_keeps_last_good_checkpoint(tmp_path, toys_catalogue):
+    run = _nan_run(tmp_path, toys_catalogue, [5])
+    with pytest.raises(NonFiniteLoss, match=r"player 'model', step 5: non-finite loss \(rec=nan, rec.mse=nan\)"):
+        run.train()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000002", "step-00000004"]
+    back = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert back.trainer.step == 4
+    assert same_state(back.model, run.model)  # the failed step changed nothing
+    assert all(p.isfinite().all() for p in back.model.parameters())
+
+
+def test_nan_gradient_names_the_term_and_the_component(tmp_path, toys_catalogue):
+    run = _nan_run(tmp_path, toys_catalogue, [3, 4], kind="grad")  # call 4 is the diagnosis' recomputation
+    with pytest.raises(NonFiniteLoss, match=r"step 3: non-finite gradient from term\(s\) rec in component\(s\) net"):
+        run.train()
+
+
+def test_on_nan_skip_skips_batches_up_to_the_limit(tmp_path, toys_catalogue, capsys):
+    run = _nan_run(tmp_path, toys_catalogue, [3, 6], on_nan="skip", max_nan_skips=2)
+    run.train()
+    assert run.trainer.step == 8 and run.trainer.nan_skips == 2
+    assert "step 3: non-finite loss" in capsys.readouterr().err
+    adam = run.trainer.optimizers["model"].state_dict()["state"]
+    assert {float(s["step"]) for s in adam.values()} == {6.0}  # 8 rounds, 2 skipped updates
+    assert all(p.isfinite().all() for p in run.model.parameters())
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["nan_skips"] == 2
+
+
+def test_on_nan_skip_stops_after_max_nan_skips(tmp_path, toys_catalogue):
+    run = _nan_run(tmp_path, toys_catalogue, [2, 3, 4], on_nan="skip", max_nan_skips=2)
+    with pytest.raises(NonFiniteLoss, match=r"step 4: .*more than train.max_nan_skips=2"):
+        run.train()
+
+
+def test_non_finite_parameters_are_never_checkpointed(tmp_path, toys_catalogue):
+    run = Run.create(load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train()
+    with torch.no_grad():
+        next(run.model.parameters())[0] = float("inf")
+    run.trainer.step = 3
+    with pytest.raises(NonFiniteLoss, match="non-finite parameters in net"):
+        run.trainer.save()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000002"]
+
+
+def test_keep_last_n_and_the_best(tmp_path, toys_catalogue):
+    # the loss falls, so with best_mode max the best is the first checkpoint, kept besides the newest one
+    spec = load_spec(
+        spec_dict(AUTOENCODER, steps=8, checkpoint_every=2, keep_checkpoints=1, best_metric="rec", best_mode="max"),
+        catalogue=toys_catalogue,
+    )
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    losses = {r["step"]: r["rec"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")}
+    best_step = max(losses, key=losses.get)
+    best = read_best(tmp_path / "run")
+    assert best["step"] == best_step and math.isclose(best["value"], losses[best_step])
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == [f"step-{best_step:08d}", "step-00000008"]
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False).trainer.step == best_step
+
+
+def test_unknown_best_metric_is_a_clear_error(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2, best_metric="elbo"), catalogue=toys_catalogue)
+    with pytest.raises(ValueError, match=r"train.best_metric 'elbo' is not a logged metric; logged: .*rec"):
+        Run.create(spec, tmp_path / "run", progress=False).train()
+
+
+def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, log_every=1, checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-00000004")  # as if killed after logging step 4
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train()
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000004" / "state.json").read_text())
+    assert state["step"] == 4 and state["data"]["position"] > 0
