@@ -41,6 +41,10 @@ class Bijector(nn.Module):
     fast: Direction = "both"
     #: True when ``ladj`` is a stochastic (unbiased) estimate in training mode.
     stochastic_ladj: bool = False
+    #: True for a stochastic surjection such as dequantization (Nielsen et al. 2020):
+    #: ``inverse`` projects onto a discrete domain and ``forward`` adds noise, so only
+    #: ``inverse(forward(x)) == x`` holds, for ``x`` in the image of ``inverse``.
+    surjective: bool = False
 
     def __init__(self, event_shape: tuple[int, ...] | torch.Size) -> None:
         super().__init__()

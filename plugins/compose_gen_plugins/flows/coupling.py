@@ -1,0 +1,254 @@
+r"""Coupling layers: NICE's additive and RealNVP's affine coupling, with masks and conditioners.
+
+A binary mask :math:`m` splits :math:`x` into a conditioning part :math:`x_A = m \odot x`
+and a transformed part; a conditioner network reads :math:`x_A` (and the context,
+concatenated to its input) and parametrises an elementwise map of the rest, so the
+Jacobian is triangular.  Masks (``flip`` swaps the two parts):
+
+* ``half``: the first half of the flattened event conditions;
+* ``alternating``: even positions of the flattened event condition;
+* ``checkerboard``: pixels with even :math:`h + w` condition (images);
+* ``channel``: the first half of the channels condition (images).
+
+Conditioners are an MLP over the flattened event (``mlp``) or, for images, a
+convnet (``conv``: 3x3, then 1x1, then 3x3 convolutions, as in Glow); their last
+layer starts at zero so every coupling starts as the identity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from torch import Tensor, nn
+
+from compose_gen import Bijector, ComponentType, Params, hookimpl, sum_rightmost
+from compose_gen_plugins.flows import EventShape
+
+__all__ = ["AdditiveCoupling", "AffineCoupling", "ConvConditioner", "MLPConditioner", "coupling_mask"]
+
+MaskKind = Literal["half", "alternating", "checkerboard", "channel"]
+
+
+def coupling_mask(shape: tuple[int, ...], kind: MaskKind, flip: bool = False) -> Tensor:
+    """The binary mask (1 = conditioning) of a coupling layer, of event shape ``shape``."""
+    if kind in ("checkerboard", "channel") and len(shape) != 3:
+        raise ValueError(f"mask {kind!r} needs an image shape [C, H, W], got {list(shape)}")
+    index = torch.arange(math.prod(shape)).reshape(shape)
+    if kind == "half":
+        mask = index < math.prod(shape) // 2
+    elif kind == "alternating":
+        mask = index % 2 == 0
+    elif kind == "checkerboard":
+        h, w = torch.arange(shape[1]), torch.arange(shape[2])
+        mask = ((h[:, None] + w) % 2 == 0).expand(shape)
+    else:
+        mask = (torch.arange(shape[0]) < shape[0] // 2)[:, None, None].expand(shape)
+    return (mask != flip).to(torch.get_default_dtype())
+
+
+def _zero_last(layers: list[nn.Module]) -> nn.Sequential:
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)
+
+
+class MLPConditioner(nn.Module):
+    """``(x, context) ↦ h`` of shape ``(*batch, outputs, *shape)`` by an MLP on ``[flatten(x), context]``."""
+
+    def __init__(self, shape: tuple[int, ...], outputs: int, hidden: Sequence[int], context_features: int = 0) -> None:
+        super().__init__()
+        self.shape, self.outputs = torch.Size(shape), outputs
+        sizes = [math.prod(shape) + context_features, *hidden, outputs * math.prod(shape)]
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.net = _zero_last(layers[:-1])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        h = x.flatten(x.dim() - len(self.shape))
+        if context is not None:
+            h = torch.cat([h, context.expand(*h.shape[:-1], context.shape[-1])], -1)
+        return self.net(h).unflatten(-1, (self.outputs, *self.shape))
+
+
+class ConvConditioner(nn.Module):
+    """``(x, context) ↦ h`` of shape ``(*batch, outputs, C, H, W)`` by a convnet; the context is tiled over pixels."""
+
+    def __init__(self, shape: tuple[int, ...], outputs: int, hidden: Sequence[int], context_features: int = 0) -> None:
+        super().__init__()
+        self.shape, self.outputs = torch.Size(shape), outputs
+        channels = [shape[0] + context_features, *hidden, outputs * shape[0]]
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(channels[:-1], channels[1:])):
+            kernel = 3 if i in (0, len(channels) - 2) else 1
+            layers += [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2), nn.ReLU()]
+        self.net = _zero_last(layers[:-1])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        batch = x.shape[:-3]
+        h = x.reshape(-1, *self.shape)
+        if context is not None:
+            tiled = context.expand(*batch, context.shape[-1]).reshape(len(h), -1, 1, 1)
+            h = torch.cat([h, tiled.expand(-1, -1, *self.shape[1:])], 1)
+        return self.net(h).reshape(*batch, self.outputs, *self.shape)
+
+
+class _MaskedCoupling(Bijector):
+    """Shared mask and conditioner; ``_condition`` returns the conditioner outputs, zero where masked."""
+
+    outputs: int
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        mask: MaskKind = "half",
+        flip: bool = False,
+        hidden: Sequence[int] = (64, 64),
+        conditioner: Literal["mlp", "conv"] | None = None,
+        context_features: int = 0,
+    ) -> None:
+        super().__init__(shape)
+        self.register_buffer("mask", coupling_mask(tuple(shape), mask, flip))
+        conditioner = conditioner or ("conv" if len(shape) == 3 else "mlp")
+        if conditioner == "conv" and len(shape) != 3:
+            raise ValueError(f"a conv conditioner needs an image shape [C, H, W], got {list(shape)}")
+        network = ConvConditioner if conditioner == "conv" else MLPConditioner
+        self.conditioner = network(tuple(shape), self.outputs, list(hidden), context_features)
+        self.context_shape = torch.Size([context_features]) if context_features else None
+
+    def _condition(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
+        h = self.conditioner(x * self.mask, context) * (1 - self.mask)
+        return h.unbind(-len(self.event_shape) - 1)
+
+
+class AdditiveCoupling(_MaskedCoupling):
+    r"""NICE additive coupling (Dinh et al. 2014, arXiv:1410.8516).
+
+    :math:`y = x + (1 - m) \odot t(m \odot x)`, volume preserving: :math:`\log|\det J| = 0`.
+    """
+
+    outputs = 1
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        (shift,) = self._condition(x, context)
+        return x + shift, x.new_zeros(self.batch_shape(x))
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        (shift,) = self._condition(y, context)
+        return y - shift, y.new_zeros(self.batch_shape(y))
+
+
+class AffineCoupling(_MaskedCoupling):
+    r"""RealNVP affine coupling (Dinh et al. 2016, arXiv:1605.08803); Glow's with ``conv`` (Kingma & Dhariwal 2018).
+
+    :math:`y = x \odot e^{s} + t`, with :math:`(t, s) = (1 - m) \odot \mathrm{NN}(m \odot x)`
+    and :math:`\log|\det J| = \sum_i s_i`.  The log-scale is bounded for stability:
+    ``tanh``: :math:`s = a \odot \tanh(\tilde s)` with a learned :math:`a` (Dinh et al. 2016);
+    ``clamp``: :math:`s = \tfrac{2c}{\pi}\arctan(\tilde s / c)`, a soft clamp to :math:`(-c, c)`
+    (Ardizzone et al. 2019, arXiv:1808.04730).
+    """
+
+    outputs = 2
+
+    def __init__(
+        self, *args: Any, scale: Literal["tanh", "clamp"] = "clamp", clamp: float = 2.0, **kwargs: Any
+    ) -> None:
+        """``scale`` and ``clamp`` as above; the other arguments as for :class:`AdditiveCoupling`."""
+        super().__init__(*args, **kwargs)
+        self.clamp = clamp
+        self.tanh_scale = nn.Parameter(torch.ones(self.event_shape)) if scale == "tanh" else None
+
+    def _shift_and_log_scale(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        shift, raw = self._condition(x, context)
+        if self.tanh_scale is not None:
+            return shift, self.tanh_scale * raw.tanh()
+        return shift, (2 * self.clamp / math.pi) * torch.atan(raw / self.clamp)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        shift, log_scale = self._shift_and_log_scale(x, context)
+        return x * log_scale.exp() + shift, sum_rightmost(log_scale, len(self.event_shape))
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        shift, log_scale = self._shift_and_log_scale(y, context)
+        return (y - shift) * (-log_scale).exp(), -sum_rightmost(log_scale, len(self.event_shape))
+
+
+class AdditiveCouplingParams(Params):
+    """A coupling layer: mask, conditioner and optional context size."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"shape": [4], "hidden": [8]},
+                {"shape": [5], "mask": "alternating", "flip": True, "hidden": [8], "context_features": 2},
+                {"shape": [2, 2, 2], "mask": "checkerboard", "hidden": [4]},
+            ]
+        }
+    )
+    shape: EventShape
+    mask: MaskKind = "half"
+    flip: bool = False
+    hidden: list[PositiveInt] = [64, 64]
+    #: ``None`` picks ``conv`` for image shapes and ``mlp`` otherwise.
+    conditioner: Literal["mlp", "conv"] | None = None
+    context_features: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _image_only_options(self) -> "AdditiveCouplingParams":
+        image_only = {"mask": self.mask in ("checkerboard", "channel"), "conditioner": self.conditioner == "conv"}
+        for field, needs_image in image_only.items():
+            if needs_image and len(self.shape) != 3:
+                raise ValueError(f"{field} {getattr(self, field)!r} needs an image shape [C, H, W], got {self.shape}")
+        if self.mask == "channel" and self.shape[0] < 2:
+            raise ValueError(f"mask 'channel' needs at least 2 channels, got shape {self.shape}")
+        return self
+
+
+class AffineCouplingParams(AdditiveCouplingParams):
+    """An affine coupling layer; ``scale`` bounds its log-scale (``clamp`` bounds it to ±``clamp``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"shape": [4], "hidden": [8], "scale": "tanh"},
+                {"shape": [5], "mask": "alternating", "hidden": [8, 8], "context_features": 3},
+                {"shape": [4, 2, 2], "mask": "channel", "flip": True, "hidden": [4]},
+                {"shape": [1, 4, 4], "mask": "checkerboard", "hidden": [4, 4], "context_features": 2},
+            ]
+        }
+    )
+    scale: Literal["tanh", "clamp"] = "clamp"
+    clamp: PositiveFloat = 2.0
+
+
+def _coupling_args(params: AdditiveCouplingParams) -> dict:
+    return dict(
+        shape=tuple(params.shape),
+        mask=params.mask,
+        flip=params.flip,
+        hidden=params.hidden,
+        conditioner=params.conditioner,
+        context_features=params.context_features,
+    )
+
+
+def build_additive_coupling(params: AdditiveCouplingParams, ctx: object) -> AdditiveCoupling:
+    """NICE additive coupling y = x + (1-m)·t(m·x) (Dinh et al. 2014)."""
+    return AdditiveCoupling(**_coupling_args(params))
+
+
+def build_affine_coupling(params: AffineCouplingParams, ctx: object) -> AffineCoupling:
+    """RealNVP affine coupling y = x·exp(s(m·x)) + t(m·x) with a bounded log-scale (Dinh et al. 2016)."""
+    return AffineCoupling(**_coupling_args(params), scale=params.scale, clamp=params.clamp)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("additive_coupling", "bijector", AdditiveCouplingParams, build_additive_coupling),
+        ComponentType("affine_coupling", "bijector", AffineCouplingParams, build_affine_coupling),
+    ]

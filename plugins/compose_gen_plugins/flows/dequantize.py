@@ -1,0 +1,112 @@
+r"""Uniform dequantization (Uria et al. 2013, arXiv:1306.0186; Theis et al. 2016, arXiv:1511.01844).
+
+Discrete data on a grid of spacing :math:`1/L` (``levels`` :math:`L` per unit), i.e.
+:math:`x = k/L` with integer :math:`k`, get uniform noise filling their bin:
+
+.. math:: y = x + u/L = (k + u)/L, \qquad u \sim \mathcal U[0, 1)^D.
+
+The inverse (sampling direction) rounds down to the grid:
+:math:`x = \lfloor L y\rfloor / L`.  ``forward`` is stochastic in every mode.
+
+**Likelihood accounting.**  For a continuous model density :math:`p` over ``y``,
+Jensen's inequality gives a lower bound on the probability of the discrete
+value :math:`k`, counted in *data space* (integers, unit bins):
+
+.. math:: \log P(k) = \log \int_{[0,1)^D} p\big((k + u)/L\big)\,L^{-D}\,du
+          \ \ge\ \mathbb E_u\big[\log p\big((k + u)/L\big)\big] - D\log L .
+
+This layer is a translation, so its ``ladj`` is 0.  The :math:`-D\log L` term is the
+log-volume of one bin, the Jacobian of scaling integers by :math:`1/L`; it is
+counted once, by whichever component did that scaling: the dataset's
+``TensorData.ladj_to_model`` (``-D log L`` for integers scaled by :math:`1/L`, e.g.
+``levels: 16`` for digits ``0..16`` scaled to ``[0, 1]``), which the flow NLL adds
+back, or an affine bijector placed after this one on raw integers
+(``levels: 1``).  Then NLL (nats) = :math:`-\mathbb E_u[\log p(y)] - \text{ladj\_to\_model}`,
+and bits/dim = NLL / (D log 2), an upper bound on the discrete model's, as reported
+in papers.  The build step checks ``levels`` against the dataset when it knows one.
+
+It is a stochastic surjection, not a bijection: ``inverse(forward(x)) == x`` on the
+grid, but ``forward(inverse(y))`` only lands in the bin of ``y``, so the
+conformance kit's round trip from ``y`` does not apply to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import ConfigDict, Field, PositiveInt
+from torch import Tensor
+
+from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
+from compose_gen_plugins.flows import EventShape
+
+__all__ = ["UniformDequantization"]
+
+
+class UniformDequantization(Bijector):
+    """``y = x + u/levels`` with ``u ~ U[0, 1)``; inverse ``floor(levels·y)/levels``; ``ladj = 0`` (translation)."""
+
+    surjective = True
+
+    def __init__(self, shape: tuple[int, ...], levels: int) -> None:
+        super().__init__(shape)
+        self.levels = levels
+
+    def _bin(self, y: Tensor) -> Tensor:
+        """The integer ``k`` of the bin holding ``y``: the one definition both directions use."""
+        return torch.floor(y * self.levels)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        grid = torch.round(x * self.levels)  # k, even if x = k/L carries rounding error
+        y = (grid + torch.rand_like(x)) / self.levels
+        centre = (grid + 0.5) / self.levels
+        for _ in range(4):  # rounding may put (k + u)/L just across a bin edge: step back, an ulp at a time
+            y = torch.where(self._bin(y) == grid, y, torch.nextafter(y, centre))
+        return y + (x - x.detach()), x.new_zeros(self.batch_shape(x))  # value exactly y, Jacobian I
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._bin(y) / self.levels, y.new_zeros(self.batch_shape(y))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, levels={self.levels}"
+
+
+class DequantizeParams(Params):
+    """Uniform dequantization of data on a grid of spacing 1/levels."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [4], "levels": 16}]})
+    shape: EventShape
+    levels: PositiveInt = Field(..., description="grid steps per unit: the data are integers scaled by 1/levels")
+
+
+def build_dequantize(params: DequantizeParams, ctx: BuildContext | None) -> UniformDequantization:
+    """Uniform dequantization y = x + u/levels, u ~ U[0,1) (Uria et al. 2013; Theis et al. 2016)."""
+    data = getattr(ctx, "data", None)
+    if data is not None:
+        _check_grid(data.train.fields["x"], data.train.ladj_to_model, params.levels)
+    return UniformDequantization(tuple(params.shape), params.levels)
+
+
+def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
+    """Raise unless ``x`` lies on the ``1/levels`` grid and the dataset counts the bin volume once."""
+    scaled = x.double() * levels
+    off_grid = (scaled - scaled.round()).abs().max().item()
+    if off_grid > 1e-4:
+        raise ValueError(
+            f"dequantize: levels={levels} but the data are not multiples of 1/{levels} "
+            f"(largest distance to the grid: {off_grid:.3g} steps)"
+        )
+    dims = x[0].numel()
+    expected = -dims * math.log(levels)
+    if not math.isclose(ladj_to_model, expected, rel_tol=1e-6, abs_tol=1e-6):
+        raise ValueError(
+            f"dequantize: levels={levels} implies a bin volume of -D·log(levels) = {expected:.6g} nats, but the "
+            f"dataset's ladj_to_model is {ladj_to_model:.6g}; bits/dim would be off. Match levels to the "
+            "dataset's scaling (or scale raw integers with a bijector after levels: 1)"
+        )
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("dequantize", "bijector", DequantizeParams, build_dequantize)]

@@ -1,0 +1,240 @@
+r"""The flow as a distribution, its negative log-likelihood loss and its sampler.
+
+A flow pushes a base distribution :math:`p_Z` through the inverse of a bijector
+chain :math:`f` (``forward`` maps data to noise):
+
+.. math:: \log p_X(x) = \log p_Z(f(x)) + \log|\det J_f(x)|, \qquad x = f^{-1}(z),\ z \sim p_Z.
+
+(Rezende & Mohamed 2015, arXiv:1505.05770; Papamakarios et al. 2021, arXiv:1912.02762.)
+
+A spec lists the chain in three parts, applied in this order to data: ``head``
+(preprocessing such as dequantization or ``logit``), ``bijectors`` repeated
+``repeat`` times (copy ``k`` of the block is a deep copy of the built block, so
+copies start from the same initial values and then train apart; a seeded random
+permutation repeated composes to :math:`\pi^k`), then ``tail`` (e.g. NICE's
+scaling), nearest the base::
+
+    flow:
+      type: flow
+      base: {type: standard_normal, shape: [64]}
+      head: [{type: logit, shape: [64]}]
+      bijectors:
+        - {type: affine_coupling, shape: [64], hidden: [128, 128]}
+        - {type: reverse, shape: [64]}
+      repeat: 8
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
+from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
+
+from compose_gen import Bijector, Chain, ComponentType, Loss, Params, Ref, Sampler, Value, hookimpl
+from compose_gen_plugins.flows import context_shape_of
+
+__all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
+
+
+class FlowDistribution(Distribution):
+    r"""The distribution of :math:`x = f^{-1}(z)`, :math:`z \sim p_Z`, given an optional context.
+
+    With a context its batch shape is the context's.  ``temperature`` :math:`T`
+    scales base draws about the base mean, :math:`z = \mu + T(z_0 - \mu)`, which for a
+    Gaussian base samples :math:`p_Z(z)^{1/T^2}` (Kingma & Dhariwal 2018); it does not
+    change ``log_prob``.
+    """
+
+    has_rsample = True
+    arg_constraints: dict = {}
+
+    def __init__(
+        self, base: Distribution, transform: Bijector, context: Tensor | None = None, temperature: float = 1.0
+    ) -> None:
+        if base.batch_shape:
+            raise ValueError(f"a flow's base must have an empty batch shape, not {tuple(base.batch_shape)}")
+        self.base, self.transform, self.context, self.temperature = base, transform, context, temperature
+        batch_shape = torch.Size()
+        if context is not None:
+            batch_shape = context.shape[: context.dim() - len(context_shape_of(transform) or ())]
+        super().__init__(batch_shape, transform.event_shape, validate_args=False)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(self.transform.domain, len(self.event_shape))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z, ladj = self.transform(x, self.context)
+        return self.base.log_prob(z) + ladj
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        z = self.base.rsample(torch.Size(sample_shape) + self.batch_shape)
+        if self.temperature != 1.0:
+            mean = self.base.mean
+            z = mean + self.temperature * (z - mean)
+        context = None if self.context is None else self.context.expand(*sample_shape, *self.context.shape)
+        return self.transform.inverse(z, context)[0]
+
+
+class Flow(nn.Module):
+    """A normalizing flow component: ``flow(context)`` is a :class:`FlowDistribution`."""
+
+    graph_methods = ("sample", "rsample", "log_prob")
+
+    def __init__(self, base: nn.Module, transform: Bijector) -> None:
+        super().__init__()
+        self.base, self.transform = base, transform
+        self.context_shape = context_shape_of(transform)
+        base_shape = base().event_shape
+        if base_shape != transform.out_event_shape:
+            raise ValueError(
+                f"the base has event shape {tuple(base_shape)} but the bijectors output "
+                f"{tuple(transform.out_event_shape)}"
+            )
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.transform.event_shape
+
+    def forward(self, context: Tensor | None = None, temperature: float = 1.0) -> FlowDistribution:
+        if context is not None and self.context_shape is None:
+            raise ValueError("this flow takes no context, but one was given")
+        return FlowDistribution(self.base(), self.transform, context, temperature)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """:math:`\\log p(x \\mid \\text{context})`, one value per example."""
+        return self(context).log_prob(x)
+
+    def rsample(self, like: Tensor | int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+        """``len(like)`` (or ``like``) reparametrised draws; with a context, one draw per context row."""
+        if context is not None:
+            return self(context, temperature).rsample()
+        n = like if isinstance(like, int) else len(like)
+        return self(None, temperature).rsample((n,))
+
+    def sample(self, like: Tensor | int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+        """Like :meth:`rsample`, without gradients."""
+        with torch.no_grad():
+            return self.rsample(like, context, temperature)
+
+
+def bits_per_dim(nll: Tensor, dims: int, ladj_to_model: float = 0.0) -> Tensor:
+    r"""Bits per dimension in data space: :math:`(\mathrm{NLL}_\text{model} - \log|\det J_\text{pre}|) / (D \ln 2)`.
+
+    ``nll`` is in nats in model space; ``ladj_to_model`` is the log-determinant of
+    the data preprocessing (data → model space), e.g. :math:`-D \ln 256` for pixels
+    scaled from ``0..255`` to ``[0, 1)``, so the data-space density is
+    :math:`p_\text{data}(u) = p_\text{model}(x)\,|\det J_\text{pre}|`.
+    """
+    return (nll - ladj_to_model) / (dims * math.log(2))
+
+
+class FlowNLL(Loss):
+    r"""Maximum likelihood: ``loss`` is the mean NLL in data space, in nats.
+
+    :math:`-\log p_\text{data}(u) = -\log p(x \mid c) - \log|\det J_\text{pre}|`, where the
+    preprocessing's log-determinant is the dataset's constant ``ladj_to_model`` plus,
+    when its ``transforms`` have one (a logit step), the per-example batch field
+    named by ``ladj``.  Metrics: ``nll`` (the same) and ``bits_per_dim``.
+    """
+
+    def __init__(self, flow: Flow, ladj_to_model: float = 0.0) -> None:
+        super().__init__()
+        self.flow, self.ladj_to_model = flow, ladj_to_model
+
+    def forward(self, inputs: dict[str, Tensor], terms: frozenset[str]) -> dict[str, Tensor]:
+        log_p = self.flow.log_prob(inputs["x"], inputs.get("context")) + inputs.get("ladj", 0.0)
+        model_nll = -log_p.mean()
+        bpd = bits_per_dim(model_nll.detach(), self.flow.event_shape.numel(), self.ladj_to_model)
+        nll = model_nll - self.ladj_to_model
+        return {"loss": nll, "nll": nll.detach(), "bits_per_dim": bpd}
+
+
+class FlowSampler(Sampler):
+    """Draws ``n`` examples ``f⁻¹(z)`` at temperature ``spec temperature × call temperature``."""
+
+    def __init__(self, flow: Flow, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.flow, self.temperature = flow, temperature
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        return self.flow.sample(n, temperature=self.temperature * temperature)
+
+
+class FlowParams(Params):
+    """A flow: a base prior and a bijector chain ``head + bijectors × repeat + tail`` (data → noise)."""
+
+    base: Ref("prior")
+    bijectors: list[Ref("bijector")] = Field(min_length=1)
+    repeat: PositiveInt = 1
+    head: list[Ref("bijector")] = []
+    tail: list[Ref("bijector")] = []
+
+
+class FlowNLLParams(Params):
+    """The flow's negative log-likelihood of ``x`` (given ``context``), in data space."""
+
+    flow: Ref("flow")
+    x: Value = "x"
+    context: Value | None = None
+    #: Batch field with the per-example log-determinant of the dataset's transforms (``ladj_x``).
+    ladj: Value | None = None
+
+
+class FlowSamplerParams(Params):
+    """Sample a flow at a temperature."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"flow": "flow", "temperature": 0.7}]})
+    flow: Ref("flow")
+    temperature: PositiveFloat = 1.0
+
+
+def chain_of(bijectors: list[Bijector]) -> Chain:
+    """A :class:`Chain` of ``bijectors``, after checking that consecutive event shapes match."""
+    for i, (a, b) in enumerate(zip(bijectors[:-1], bijectors[1:])):
+        if a.out_event_shape != b.event_shape:
+            raise ValueError(
+                f"bijector {i} ({type(a).__name__}) outputs event shape {tuple(a.out_event_shape)} but "
+                f"bijector {i + 1} ({type(b).__name__}) takes {tuple(b.event_shape)}"
+            )
+    return Chain(bijectors)
+
+
+def build_flow(params: FlowParams, ctx) -> Flow:
+    """A normalizing flow log p(x) = log p_Z(f(x)) + log|det J_f(x)| (Rezende & Mohamed 2015)."""
+    block = [ctx.component(ref) for ref in params.bijectors]
+    repeated = block + [copy.deepcopy(b) for _ in range(params.repeat - 1) for b in block]
+    head = [ctx.component(ref) for ref in params.head]
+    tail = [ctx.component(ref) for ref in params.tail]
+    return Flow(ctx.component(params.base), chain_of(head + repeated + tail))
+
+
+def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
+    """Flow negative log-likelihood in nats and bits/dim, in data space."""
+    if ctx.data is None:
+        return FlowNLL(ctx.component(params.flow))
+    per_example = f"ladj_{params.x}"  # the datasets' name for a per-example log-determinant of field x
+    if per_example in ctx.data.train.fields and params.ladj is None:
+        raise ValueError(
+            f"the dataset's transforms give {params.x!r} a per-example log-determinant; "
+            f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
+        )
+    return FlowNLL(ctx.component(params.flow), ctx.data.train.ladj_to_model)
+
+
+def build_flow_sampler(params: FlowSamplerParams, ctx) -> FlowSampler:
+    """Sample x = f⁻¹(T·z) from a flow at temperature T (Kingma & Dhariwal 2018)."""
+    return FlowSampler(ctx.component(params.flow), params.temperature)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("flow", "flow", FlowParams, build_flow),
+        ComponentType("flow_nll", "loss", FlowNLLParams, build_flow_nll),
+        ComponentType("flow_sampler", "sampler", FlowSamplerParams, build_flow_sampler),
+    ]

@@ -1,0 +1,71 @@
+"""Fixed permutations of the first event dimension (features, or channels of images).
+
+Between coupling layers they let every dimension be transformed (Dinh et al.
+2014, arXiv:1410.8516; Kingma & Dhariwal 2018, arXiv:1807.03039).  A learned
+permutation is the invertible 1x1 convolution of :mod:`.glow`.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import ConfigDict
+from torch import Tensor
+
+from compose_gen import Bijector, ComponentType, Params, hookimpl
+from compose_gen_plugins.flows import EventShape
+
+__all__ = ["Permutation"]
+
+
+class Permutation(Bijector):
+    r""":math:`y_i = x_{\pi(i)}` along the first event dimension; :math:`\log|\det J| = 0`."""
+
+    def __init__(self, shape: tuple[int, ...], permutation: Tensor) -> None:
+        super().__init__(shape)
+        if sorted(permutation.tolist()) != list(range(shape[0])):
+            raise ValueError(f"{permutation.tolist()} is not a permutation of range({shape[0]})")
+        self.register_buffer("permutation", permutation)
+        self.register_buffer("inverse_permutation", permutation.argsort())
+
+    def _permute(self, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        return x.index_select(-len(self.event_shape), index), x.new_zeros(self.batch_shape(x))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._permute(x, self.permutation)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._permute(y, self.inverse_permutation)
+
+
+class ReverseParams(Params):
+    """Reverse the order of features or channels."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [5]}, {"shape": [3, 2, 2]}]})
+    shape: EventShape
+
+
+class RandomPermutationParams(Params):
+    """A fixed random permutation of features or channels, drawn from ``seed``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [6], "seed": 3}]})
+    shape: EventShape
+    seed: int = 0
+
+
+def build_reverse(params: ReverseParams, ctx: object) -> Permutation:
+    """Reverse the features (or channels): y_i = x_{D-1-i}."""
+    return Permutation(tuple(params.shape), torch.arange(params.shape[0] - 1, -1, -1))
+
+
+def build_random_permutation(params: RandomPermutationParams, ctx: object) -> Permutation:
+    """Fixed random permutation of the features (or channels), seeded."""
+    generator = torch.Generator().manual_seed(params.seed)
+    return Permutation(tuple(params.shape), torch.randperm(params.shape[0], generator=generator))
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("reverse", "bijector", ReverseParams, build_reverse),
+        ComponentType("random_permutation", "bijector", RandomPermutationParams, build_random_permutation),
+    ]

@@ -1,0 +1,267 @@
+r"""Invertible residual blocks: i-ResNet (Behrmann et al. 2019, arXiv:1811.00995) and
+Residual Flows (Chen et al. 2019, arXiv:1906.02735).
+
+:math:`y = x + g(x)` is invertible when :math:`\operatorname{Lip}(g) < 1`.  ``g`` is an
+MLP whose linear layers are spectrally normalised,
+:math:`\tilde W = W / \max(1, \hat\sigma(W)/c)` with :math:`c < 1` (``lipschitz``) and
+:math:`\hat\sigma` the power-iteration estimate of the largest singular value
+(Miyato et al. 2018), with 1-Lipschitz activations, so :math:`\operatorname{Lip}(g) \le c`.
+
+* **Inverse**: the fixed point of :math:`x \leftarrow y - g(x)` (a contraction),
+  iterated to a tolerance; its gradient is the implicit one,
+  :math:`\partial x/\partial y = (I + J_g)^{-1}`, applied by a backward hook that
+  solves :math:`(I + J_g)^\top w = \bar x` by the same kind of iteration.
+* **Log-determinant**: :math:`\log\det(I + J_g) = \sum_{k\ge1} \frac{(-1)^{k+1}}{k}\operatorname{tr}(J_g^k)`.
+
+  - *Exact* (``eval()`` mode, or events of at most ``exact_dims`` features): the
+    Jacobian by autograd (``D`` vector-Jacobian products per example) and ``slogdet``.
+  - *Stochastic* (training mode): the unbiased Russian-roulette estimator of
+    Residual Flows, :math:`\sum_{k=1}^{n} \frac{(-1)^{k+1}}{k}\,
+    \frac{v^\top J_g^k v}{P(N \ge k)}` with Rademacher :math:`v` (Hutchinson) and
+    :math:`n = ` ``exact_terms`` :math:`+\ N`, :math:`N \sim \mathrm{Geometric}(p)`
+    (:math:`P(N \ge j) = (1-p)^j`), ``v`` and ``N`` drawn per example, so the
+    estimates of a batch are independent; a call costs :math:`\max_i n_i` products.
+    ``shared_roulette`` draws one ``N`` per call instead (Chen et al.'s choice,
+    :math:`E[n]` products, estimates correlated).  Either way it is unbiased for
+    the log-determinant and for its gradient (nothing is truncated); its variance
+    is finite when :math:`\operatorname{Lip}(g)^2 < 1 - p`.  Gradients flow through
+    the vector-Jacobian products (no Neumann-series memory trick).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import ConfigDict, Field, PositiveInt
+from torch import Tensor, nn
+
+from compose_gen import Bijector, ComponentType, Params, hookimpl
+from compose_gen_plugins.flows import EventShape
+
+__all__ = ["LipschitzLinear", "LipSwish", "ResidualBlock"]
+
+
+class LipSwish(nn.Module):
+    r""":math:`x\,\sigma(\beta x)/1.1` with a learned :math:`\beta = \operatorname{softplus}(\tilde\beta) > 0` (Chen et al. 2019).
+
+    1-Lipschitz for every :math:`\beta`: the slope :math:`\sigma(t) + t\sigma(t)(1-\sigma(t))`, :math:`t = \beta x`,
+    is at most 1.0998.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_beta = nn.Parameter(torch.tensor(0.5))  # β ≈ 0.97, as in Chen et al.'s code
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(F.softplus(self.raw_beta) * x) / 1.1
+
+
+LIPSCHITZ_ACTIVATIONS: dict[str, type[nn.Module]] = {"lipswish": LipSwish, "elu": nn.ELU, "tanh": nn.Tanh}
+
+
+class LipschitzLinear(nn.Module):
+    r"""Linear layer with :math:`\tilde W = W / \max(1, \hat\sigma/c)`, so :math:`\lVert\tilde W\rVert_2 \lesssim c`.
+
+    :math:`\hat\sigma = u^\top W v` with ``u``, ``v`` from power iteration, refreshed
+    (warm-started, to convergence) at the start of a bijector call whenever
+    ``weight`` differs from the weight of the last estimate, never inside a
+    call: the map is a deterministic function of the state, in both modes.  The
+    estimate's weight is kept in the state dict, so a reloaded layer computes
+    exactly what the saved one did.
+    """
+
+    def __init__(self, in_features: int, out_features: int, lipschitz: float) -> None:
+        super().__init__()
+        self.lipschitz = lipschitz
+        linear = nn.Linear(in_features, out_features)
+        self.weight, self.bias = linear.weight, linear.bias
+        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
+        self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
+        self.register_buffer("estimated_for", torch.full_like(self.weight, math.nan))  # first call estimates
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def refresh(self, max_iterations: int = 1000) -> None:
+        """Power-iterate from the current ``u`` until ``σ̂`` changes by less than 1000 ulp (relative)."""
+        weight = self.weight.detach()
+        if torch.equal(weight, self.estimated_for):
+            return
+        tolerance = 1000 * torch.finfo(weight.dtype).eps
+        u, v, sigma = self.u, self.v, torch.zeros((), dtype=weight.dtype, device=weight.device)
+        for _ in range(max_iterations):
+            v = F.normalize(weight.T @ u, dim=0)
+            u = F.normalize(weight @ v, dim=0)
+            previous, sigma = sigma, u @ weight @ v
+            if (sigma - previous).abs() <= tolerance * sigma.abs():
+                break
+        self.u.copy_(u)
+        self.v.copy_(v)
+        self.estimated_for.copy_(weight)
+
+    def normalized_weight(self) -> Tensor:
+        sigma = self.u @ self.weight @ self.v
+        return self.weight / torch.clamp(sigma / self.lipschitz, min=1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+
+class ResidualBlock(Bijector):
+    """``y = x + g(x)`` with ``Lip(g) < 1``; see the module docstring for inverse and log-determinant."""
+
+    fast = "forward"
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        hidden: list[int],
+        lipschitz: float = 0.9,
+        activation: Literal["lipswish", "elu", "tanh"] = "lipswish",
+        exact_dims: int = 4,
+        exact_terms: int = 2,
+        roulette_p: float = 0.5,
+        shared_roulette: bool = False,
+        tolerance: float | None = None,
+        max_iterations: int = 2000,
+    ) -> None:
+        super().__init__(shape)
+        self.features = math.prod(shape)
+        sizes = [self.features, *hidden, self.features]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(LipschitzLinear(a, b, lipschitz))
+            if i < len(sizes) - 2:
+                layers.append(LIPSCHITZ_ACTIVATIONS[activation]())
+        self.g = nn.Sequential(*layers)
+        self.stochastic_ladj = self.features > exact_dims
+        self.exact_terms, self.roulette_p, self.shared_roulette = exact_terms, roulette_p, shared_roulette
+        self.tolerance, self.max_iterations = tolerance, max_iterations
+
+    def _refresh(self) -> None:
+        for layer in self.g:
+            if isinstance(layer, LipschitzLinear):
+                layer.refresh()
+
+    def _flat(self, values: Tensor) -> Tensor:
+        return values.reshape(*self.batch_shape(values), self.features)
+
+    def _exact_ladj(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.features)
+        jacobian = torch.func.vmap(torch.func.jacrev(self.g))(rows)
+        eye = torch.eye(self.features, dtype=x.dtype, device=x.device)
+        return torch.linalg.slogdet(eye + jacobian).logabsdet.reshape(x.shape[:-1])
+
+    def _shift_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``g(x)`` and ``log det(I + J_g(x))``: exact, or the Russian-roulette estimate in training mode."""
+        if not (self.stochastic_ladj and self.training):
+            return self.g(x), self._exact_ladj(x)
+        stop = torch.distributions.Geometric(probs=torch.tensor(self.roulette_p, dtype=x.dtype, device=x.device))
+        extra = stop.sample(() if self.shared_roulette else x.shape[:-1])  # N >= 0 extra terms
+        terms = self.exact_terms + int(extra.max())  # (drawn before the vjp: a sync outside the transform)
+        probe = torch.randint_like(x, 2) * 2 - 1  # Rademacher: E[v vᵀ] = I
+        shift, vjp = torch.func.vjp(self.g, x)
+        left, total = probe, x.new_zeros(x.shape[:-1])
+        for k in range(1, terms + 1):
+            (left,) = vjp(left)  # vᵀ J^k
+            beyond = k - self.exact_terms  # the term is kept iff N >= beyond, which has probability (1-p)^beyond
+            weight = (extra >= beyond) * (1 - self.roulette_p) ** -beyond if beyond > 0 else 1.0
+            total = total + (-1) ** (k + 1) / k * weight * (left * probe).sum(-1)
+        return shift, total
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._refresh()
+        flat = self._flat(x)
+        shift, ladj = self._shift_and_ladj(flat)
+        return (flat + shift).reshape(x.shape), ladj
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._refresh()
+        flat_y = self._flat(y)
+        with torch.no_grad():
+            x = self._fixed_point(lambda x: flat_y - self.g(x), flat_y, "inverse")
+        x = self._with_implicit_gradient(x, flat_y)
+        return x.reshape(y.shape), -self._shift_and_ladj(x)[1]
+
+    def _fixed_point(self, step, start: Tensor, what: str) -> Tensor:  # type: ignore[no-untyped-def]
+        tolerance = self.tolerance or 64 * torch.finfo(start.dtype).eps
+        scale = 1 + start.detach().abs().max()
+        current = start
+        for _ in range(self.max_iterations):
+            following = step(current)
+            if (following - current).abs().max() <= tolerance * scale:
+                return following
+            current = following
+        raise RuntimeError(
+            f"residual block {what}: fixed-point iteration did not reach tolerance {tolerance:g} in "
+            f"{self.max_iterations} steps (last change {(following - current).abs().max().item():.3g}); "
+            "is Lip(g) < 1?"
+        )
+
+    @torch.compiler.disable  # a gradient hook that runs autograd itself: kept out of compiled graphs
+    def _with_implicit_gradient(self, x_star: Tensor, y: Tensor) -> Tensor:
+        """``x*`` with gradients ``(I + J_g)^{-1}`` towards ``y`` and ``-(I + J_g)^{-1} ∂g/∂θ`` towards θ."""
+        if not torch.is_grad_enabled():
+            return x_star
+        point = x_star.detach().requires_grad_()
+        shift = self.g(point)
+        x = y - shift  # equals x* (to tolerance); its raw gradient is I towards y, -∂g/∂θ towards θ
+        if not x.requires_grad:
+            return x_star
+
+        def solve(grad: Tensor) -> Tensor:  # w = grad - Jᵀw, i.e. (I + J)ᵀ w = grad
+            def transposed_step(w: Tensor) -> Tensor:
+                (jw,) = torch.autograd.grad(shift, point, w, retain_graph=True)
+                return grad - jw
+
+            return self._fixed_point(transposed_step, grad, "inverse gradient")
+
+        x.register_hook(solve)
+        return x
+
+
+class ResidualParams(Params):
+    """An invertible residual block (i-ResNet / Residual Flow)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"shape": [2], "hidden": [8]},
+                {"shape": [5], "hidden": [8, 8], "lipschitz": 0.5, "exact_dims": 0},
+                {"shape": [1, 2, 2], "hidden": [6], "activation": "elu", "lipschitz": 0.5, "exact_dims": 0},
+            ]
+        }
+    )
+    shape: EventShape
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    lipschitz: float = Field(0.9, gt=0, lt=1, description="spectral-norm coefficient c: Lip(g) <= c")
+    activation: Literal["lipswish", "elu", "tanh"] = "lipswish"
+    exact_dims: int = Field(4, ge=0, description="events with at most this many features always use the exact log-det")
+    exact_terms: PositiveInt = Field(2, description="series terms always computed by the Russian-roulette estimator")
+    roulette_p: float = Field(0.5, gt=0, lt=1, description="stopping probability of the geometric extra term count")
+    shared_roulette: bool = Field(False, description="one number of terms per call (cheaper; estimates correlated)")
+    tolerance: float | None = Field(None, gt=0, description="fixed-point tolerance; default 64 x machine epsilon")
+    max_iterations: PositiveInt = 2000
+
+
+def build_residual(params: ResidualParams, ctx: object) -> ResidualBlock:
+    """Invertible residual block y = x + g(x), Lip(g) < 1 (Behrmann et al. 2019; Chen et al. 2019)."""
+    return ResidualBlock(
+        tuple(params.shape),
+        params.hidden,
+        params.lipschitz,
+        params.activation,
+        params.exact_dims,
+        params.exact_terms,
+        params.roulette_p,
+        params.shared_roulette,
+        params.tolerance,
+        params.max_iterations,
+    )
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("residual", "bijector", ResidualParams, build_residual)]

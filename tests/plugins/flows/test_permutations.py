@@ -1,0 +1,33 @@
+"""Permutations act on features or channels, are seeded, and validate their index."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compose_gen_plugins.flows.permutations import (
+    Permutation,
+    RandomPermutationParams,
+    ReverseParams,
+    build_random_permutation,
+    build_reverse,
+)
+
+
+def test_reverse_reverses_channels_of_images_only():
+    x = torch.randn(2, 3, 2, 2)
+    y, ladj = build_reverse(ReverseParams(shape=[3, 2, 2]), None)(x)
+    assert torch.equal(y, x.flip(1)) and torch.equal(ladj, torch.zeros(2))
+
+
+def test_random_permutation_is_fixed_by_its_seed():
+    def perm(seed: int) -> list[int]:
+        return build_random_permutation(RandomPermutationParams(shape=[8], seed=seed), None).permutation.tolist()
+
+    assert perm(1) == perm(1) != perm(2)
+    assert sorted(perm(1)) == list(range(8))
+
+
+def test_permutation_rejects_non_permutations():
+    with pytest.raises(ValueError, match="not a permutation of range\\(3\\)"):
+        Permutation((3,), torch.tensor([0, 0, 2]))

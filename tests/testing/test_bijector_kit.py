@@ -1,0 +1,162 @@
+"""The conformance kit catches broken bijectors and says which property broke on what input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import ConfigDict
+from torch import nn
+
+from compose_gen import Bijector, ComponentType, Params, Ref, hookimpl, make_catalogue
+from compose_gen.testing.bijectors import build_examples, check_bijector, check_case, check_type
+from compose_gen_plugins.flows import elementwise
+from compose_gen_plugins.flows.elementwise import Inverse
+
+
+class Scale(Bijector):
+    """A correct bijector, y = x·exp(s); the planted bugs below break one property each."""
+
+    def __init__(self) -> None:
+        super().__init__((3,))
+        self.s = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x, context=None):
+        return x * self.s.exp(), self.s.sum().expand(self.batch_shape(x))
+
+    def inverse(self, y, context=None):
+        return y * (-self.s).exp(), -self.s.sum().expand(self.batch_shape(y))
+
+
+class WrongLadj(Scale):
+    """ladj = mean(s) instead of sum(s), consistently in both directions."""
+
+    def forward(self, x, context=None):
+        return x * self.s.exp(), self.s.mean().expand(self.batch_shape(x))
+
+    def inverse(self, y, context=None):
+        return y * (-self.s).exp(), -self.s.mean().expand(self.batch_shape(y))
+
+
+class NonInverting(Scale):
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return x + 1e-3, ladj
+
+
+class BatchCoupled(Scale):
+    r"""y_i = x_i + c·mean_j x_j: invertible, correct per-example ladj, but examples interact."""
+
+    c = 0.5
+
+    def _n(self, x):
+        return math.prod(self.batch_shape(x))
+
+    def _mean(self, x):
+        return x.reshape(-1, 3).mean(0) if x.dim() > 1 else x
+
+    def forward(self, x, context=None):
+        ladj = 3 * math.log1p(self.c / self._n(x)) + 0 * self.s.sum()
+        return x + self.c * self._mean(x) + 0 * self.s, ladj.expand(self.batch_shape(x))
+
+    def inverse(self, y, context=None):
+        ladj = 3 * math.log1p(self.c / self._n(y)) + 0 * self.s.sum()
+        return y - self.c * self._mean(y) / (1 + self.c), -ladj.expand(self.batch_shape(y))
+
+
+class UnusedParameter(Scale):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(2))
+
+
+class AlwaysDouble(Scale):
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return y, ladj.double()
+
+
+class NoisyLadj(Scale):
+    """A stochastic ladj estimate with noise of mean ``bias`` in training mode."""
+
+    stochastic_ladj = True
+
+    def __init__(self, bias: float) -> None:
+        super().__init__()
+        self.bias = bias
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return y, ladj + (torch.randn_like(ladj) + self.bias if self.training else 0)
+
+
+@pytest.mark.parametrize(
+    ("bijector", "prop"),
+    [
+        (WrongLadj(), "forward ladj == log|det J| of the autograd Jacobian"),
+        (NonInverting(), "inverse(forward(x)) == x"),
+        (BatchCoupled(), "examples in a batch are independent"),
+        (NoisyLadj(bias=0.5), "E[stochastic forward ladj] == exact forward ladj"),
+    ],
+    ids=["wrong-ladj", "non-inverting", "batch-coupled", "biased-estimator"],
+)
+def test_kit_names_the_broken_property_and_the_input(bijector, prop):
+    with pytest.raises(AssertionError) as failure:
+        check_bijector(bijector, max_examples=10)
+    message = str(failure.value)
+    assert message.startswith(type(bijector).__name__)
+    assert prop in message
+    assert "batch shape" in message and "event shape (3,)" in message and "seed" in message
+
+
+def test_kit_reports_the_worst_error_and_where():
+    expected = r"inverse\(forward\(x\)\) == x .*batch shape \(2,\).*max error 0\.001 at index"
+    with pytest.raises(AssertionError, match=expected):
+        check_case(NonInverting(), (2,), seed=0)
+
+
+def test_kit_catches_unused_parameters_and_dtype_changes():
+    with pytest.raises(AssertionError, match="every parameter receives a gradient.*'unused'"):
+        check_case(UnusedParameter(), (2,), seed=0)
+    with pytest.raises(AssertionError, match="float32 forward output ladj.*torch.float64"):
+        check_case(AlwaysDouble(), (2,), seed=0)
+
+
+def test_kit_passes_correct_bijectors_including_unbiased_estimators():
+    check_bijector(Scale(), max_examples=5)
+    check_bijector(NoisyLadj(bias=0.0), max_examples=5)
+    check_bijector(lambda: Inverse(Scale()), max_examples=3)
+
+
+class WrapParams(Params):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inner": {"type": "affine", "shape": [2]}}]})
+    inner: Ref("bijector")
+
+
+class BareParams(Params):
+    size: int = 2
+
+
+class TestPlugin:
+    @hookimpl
+    def compose_gen_types(self):
+        return [
+            ComponentType("inverse_of", "bijector", WrapParams, lambda p, ctx: Inverse(ctx.component(p.inner))),
+            ComponentType("bare", "bijector", BareParams, lambda p, ctx: Scale()),
+        ]
+
+
+def test_examples_build_inline_references_and_are_required():
+    catalogue = make_catalogue([elementwise, TestPlugin()], entry_points=False)
+    [(label, bijector)] = build_examples(catalogue, "inverse_of")
+    assert label.startswith("inverse_of example 0") and isinstance(bijector.bijector, elementwise.ElementwiseAffine)
+    check_type(catalogue, "inverse_of", max_examples=3)
+    with pytest.raises(AssertionError, match="'bare' declares no example parameters.*BareParams"):
+        build_examples(catalogue, "bare")
+
+
+def test_pytest_fixture_runs_the_kit(check_bijector):
+    check_bijector(Scale())
+    with pytest.raises(AssertionError, match="inverse\\(forward"):
+        check_bijector(NonInverting())
