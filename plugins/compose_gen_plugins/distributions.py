@@ -48,7 +48,8 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(shape))
 
     def forward(self, temperature: float = 1.0) -> Distribution:
-        return Independent(Normal(self.loc, self.scale * temperature), len(self.event_shape))
+        scale = self.scale if temperature == 1.0 else self.scale * temperature
+        return Independent(Normal(self.loc, scale, validate_args=False), len(self.event_shape), validate_args=False)
 
 
 class DiagonalNormal(Prior):

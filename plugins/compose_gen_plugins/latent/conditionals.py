@@ -1,8 +1,15 @@
 """Encoders q(z|x) and decoders p(x|z): a network followed by a distribution head.
 
-Each wraps any ``network`` component (MLP, convolutional, …) and turns its
-output into a ``torch.distributions`` object whose ``log_prob`` sums the event
-dimensions.  All broadcast over prepended sample dimensions (IWAE's ``k``).
+Each wraps any ``network`` component (``mlp``; ``conv_encoder`` / ``conv_decoder``
+for image-shaped data) and turns its output into a ``torch.distributions``
+object whose ``log_prob`` sums the event dimensions.  All broadcast over
+prepended sample dimensions (IWAE's ``k``).
+
+A decoder whose distribution has ``P`` parameters per value reads the network's
+output as ``(*batch, P, *event_shape)``: an MLP needs ``out_features = P·D``, a
+``conv_decoder`` ``image_shape: [P·C, H, W]``.  ``discrete`` says whether
+``log_prob`` is a probability mass (Bernoulli, categorical, discretized
+logistic), which needs no change-of-variables term in data space.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
 from compose_gen import BuildContext, Params, Ref
+from compose_gen_plugins.latent.discretized import DiscretizedLogisticMixture, Grid, QuantizedCategorical
 
 __all__ = [
     "BernoulliDecoder",
+    "CategoricalDecoder",
     "ContinuousBernoulliDecoder",
+    "DiscretizedLogisticMixtureDecoder",
     "GaussianDecoder",
     "GaussianEncoder",
 ]
@@ -46,7 +56,7 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Distribution:
         loc, raw = self.net(x).split(self.latent, dim=-1)
-        return Independent(Normal(loc, _positive(raw)), 1)
+        return Independent(Normal(loc, _positive(raw), validate_args=False), 1, validate_args=False)
 
 
 class _Decoder(nn.Module):
@@ -62,19 +72,34 @@ class _Decoder(nn.Module):
         self.event_shape = torch.Size(event_shape)
         self.latent_rank = latent_rank
 
+    #: Whether ``log_prob`` is a probability mass rather than a density.
+    discrete = False
+
+    def output(self, z: Tensor, parts: int) -> Tensor:
+        """The network's output as ``(*batch, parts, *event_shape)``."""
+        batch = z.shape[: z.dim() - self.latent_rank]
+        return self.net(z).reshape(*batch, parts, *self.event_shape)
+
     def params(self, z: Tensor, parts: int = 1) -> tuple[Tensor, ...]:
         """The network's output split into ``parts`` tensors of shape ``batch + event_shape``."""
-        batch = z.shape[: z.dim() - self.latent_rank]
-        out = self.net(z).reshape(*batch, parts, *self.event_shape)
-        return out.unbind(len(batch))
+        if parts == 1:
+            return (self.net(z).reshape(*z.shape[: z.dim() - self.latent_rank], *self.event_shape),)
+        out = self.output(z, parts)
+        return out.unbind(out.dim() - len(self.event_shape) - 1)
+
+    def independent(self, elementwise: Distribution) -> Distribution:
+        """``elementwise`` with the event dimensions of x summed in ``log_prob``."""
+        return Independent(elementwise, len(self.event_shape), validate_args=False)
 
 
 class BernoulliDecoder(_Decoder):
     """p(x|z) = ∏ Bernoulli(x_i; sigmoid(f(z)_i)) for binary data (Kingma & Welling 2014)."""
 
+    discrete = True
+
     def forward(self, z: Tensor) -> Distribution:
         (logits,) = self.params(z)
-        return Independent(Bernoulli(logits=logits, validate_args=False), len(self.event_shape))
+        return self.independent(Bernoulli(logits=logits, validate_args=False))
 
 
 class ContinuousBernoulliDecoder(_Decoder):
@@ -82,7 +107,7 @@ class ContinuousBernoulliDecoder(_Decoder):
 
     def forward(self, z: Tensor) -> Distribution:
         (logits,) = self.params(z)
-        return Independent(ContinuousBernoulli(logits=logits, validate_args=False), len(self.event_shape))
+        return self.independent(ContinuousBernoulli(logits=logits, validate_args=False))
 
 
 class GaussianDecoder(_Decoder):
@@ -96,7 +121,7 @@ class GaussianDecoder(_Decoder):
         if scale == "learned":
             self.raw_scale = nn.Parameter(torch.full(self.event_shape, math.log(math.expm1(fixed_scale))))
         else:
-            self.register_buffer("fixed", torch.tensor(fixed_scale))
+            self.fixed_scale = fixed_scale  # a number, exact in any dtype
 
     def forward(self, z: Tensor) -> Distribution:
         if self.scale_mode == "predicted":
@@ -104,8 +129,46 @@ class GaussianDecoder(_Decoder):
             scale = _positive(raw)
         else:
             (loc,) = self.params(z)
-            scale = _positive(self.raw_scale) if self.scale_mode == "learned" else self.fixed.expand_as(loc)
-        return Independent(Normal(loc, scale.expand_as(loc)), len(self.event_shape))
+            scale = _positive(self.raw_scale) if self.scale_mode == "learned" else torch.full_like(loc, self.fixed_scale)
+        return self.independent(Normal(loc, scale.expand_as(loc), validate_args=False))
+
+
+class CategoricalDecoder(_Decoder):
+    """p(x|z) = ∏ Cat(x_i; softmax(f(z)_i)) over the ``bins`` levels of ``[low, high]`` (van den Oord et al. 2016)."""
+
+    discrete = True
+
+    def __init__(self, net: nn.Module, event_shape: tuple[int, ...], latent_rank: int, grid: Grid) -> None:
+        super().__init__(net, event_shape, latent_rank)
+        self.grid = grid
+
+    def forward(self, z: Tensor) -> Distribution:
+        out = self.output(z, self.grid.bins)
+        logits = out.movedim(out.dim() - len(self.event_shape) - 1, -1)
+        return self.independent(QuantizedCategorical(logits, self.grid))
+
+
+class DiscretizedLogisticMixtureDecoder(_Decoder):
+    """p(x|z) = ∏ Σ_k π_k(z) [σ((x_i + h − μ_ik)/s_ik) − σ((x_i − h − μ_ik)/s_ik)] (Salimans et al. 2017, PixelCNN++).
+
+    The network gives ``3·components`` numbers per value: mixture logits, locations
+    (in ``[−1, 1]`` grid units) and log-scales.
+    """
+
+    discrete = True
+
+    def __init__(
+        self, net: nn.Module, event_shape: tuple[int, ...], latent_rank: int, grid: Grid, components: int
+    ) -> None:
+        super().__init__(net, event_shape, latent_rank)
+        self.grid, self.components = grid, components
+
+    def forward(self, z: Tensor) -> Distribution:
+        out = self.output(z, 3 * self.components)
+        axis = out.dim() - len(self.event_shape) - 1
+        out = out.unflatten(axis, (3, self.components)).movedim(axis + 1, -1)
+        logits, loc, log_scale = out.unbind(axis)
+        return self.independent(DiscretizedLogisticMixture(logits, loc, log_scale, self.grid))
 
 
 class EncoderParams(Params):
@@ -122,6 +185,20 @@ class DecoderParams(Params):
 class GaussianDecoderParams(DecoderParams):
     scale: Literal["fixed", "learned", "predicted"] = "learned"
     fixed_scale: float = Field(1.0, gt=0, description="σ when fixed; initial σ when learned")
+
+
+class GridParams(Params):
+    bins: int = Field(256, ge=2, description="number of levels of a value")
+    low: float = Field(0.0, description="value of the lowest level")
+    high: float = Field(1.0, description="value of the highest level")
+
+
+class CategoricalDecoderParams(DecoderParams, GridParams):
+    pass
+
+
+class DiscretizedLogisticDecoderParams(DecoderParams, GridParams):
+    components: int = Field(5, gt=0, description="logistics in the mixture")
 
 
 def _event_shape(p: DecoderParams, ctx: BuildContext) -> tuple[int, ...]:
@@ -150,3 +227,16 @@ def build_continuous_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> C
 def build_gaussian_decoder(p: GaussianDecoderParams, ctx: BuildContext) -> GaussianDecoder:
     """Diagonal-Gaussian decoder p(x|z) with fixed, learned or predicted scale."""
     return GaussianDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, p.scale, p.fixed_scale)
+
+
+def build_categorical_decoder(p: CategoricalDecoderParams, ctx: BuildContext) -> CategoricalDecoder:
+    """Categorical decoder p(x|z): a softmax over the levels of each value."""
+    return CategoricalDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, Grid(p.bins, p.low, p.high))
+
+
+def build_discretized_logistic_decoder(
+    p: DiscretizedLogisticDecoderParams, ctx: BuildContext
+) -> DiscretizedLogisticMixtureDecoder:
+    """Discretized logistic mixture decoder p(x|z) of PixelCNN++ (Salimans et al. 2017)."""
+    grid = Grid(p.bins, p.low, p.high)
+    return DiscretizedLogisticMixtureDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, grid, p.components)

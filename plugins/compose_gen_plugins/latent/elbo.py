@@ -1,75 +1,88 @@
-"""The evidence lower bound (Kingma & Welling 2014; Rezende et al. 2014).
+r"""The variational autoencoder and its bounds (Kingma & Welling 2014; Rezende et al. 2014).
 
-    ELBO(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ p(z)) ≤ log p(x)
+.. math:: \log p(x) \ge \mathbb{E}_{q(z|x)}[\log p(x|z)] - \mathrm{KL}(q(z|x) \,\|\, p(z)) = \mathrm{ELBO}(x)
 
-The KL is analytic when ``torch.distributions`` knows the pair (``kl: auto``
-falls back to Monte Carlo otherwise) or the Monte Carlo estimate
-``log q(z|x) − log p(z)`` at the reparameterised samples.  ``beta`` weights the
-KL in the training loss (β-VAE, Higgins et al. 2017); the reported ``elbo`` is
-always the true bound.
+One model, an encoder q(z|x), a decoder p(x|z) and a prior p(z) (a ``prior`` or
+any ``flow``), trained with either bound of :mod:`.model`:
+
+* ``elbo`` — analytic KL when ``torch.distributions`` knows the pair (``kl: auto``
+  falls back to Monte Carlo otherwise), β and KL warm-up;
+* ``iwae`` — the k-sample importance-weighted bound (Burda et al. 2016).
+
+A flow posterior (``flow_encoder``) plugs in unchanged: its draws carry their
+own log-density, which counts the flow's log-determinant.  An optional
+``transform`` f (a bijector) makes the decoder model y = f(x) instead of x, the
+hybrid VAE-flow of :mod:`.hybrid`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
-
-import torch
-from pydantic import Field
 from torch import Tensor, nn
-from torch.distributions import Distribution, kl_divergence
 
-from compose_gen import BuildContext, Loss, Params, Ref, Value
+from compose_gen import Bijector, BuildContext, Ref
+from compose_gen_plugins.latent.model import (
+    Evidence,
+    LatentLevel,
+    LatentVariableModel,
+    ObjectiveParams,
+    draw,
+    kl_or_estimate,
+    location,
+)
 
-__all__ = ["ELBO", "ELBOParams", "kl_term"]
-
-
-def kl_term(q: Distribution, p: Distribution, z: Tensor, mode: str) -> Tensor:
-    """KL(q ‖ p) per example: analytic if ``mode`` allows and torch knows it, else log q(z) − log p(z)."""
-    if mode != "mc":
-        try:
-            return kl_divergence(q, p)
-        except NotImplementedError:
-            if mode == "analytic":
-                raise
-    return q.log_prob(z) - p.log_prob(z)
+__all__ = ["VAE", "VAEParams", "build_elbo"]
 
 
-class ELBO(Loss):
-    """Negative ELBO averaged over the batch (and over ``samples`` draws of z)."""
+class VAE(LatentVariableModel):
+    """Encoder q(z|x), decoder p(x|z) (or p(f(x)|z)), prior p(z); the bound is chosen by :class:`ObjectiveParams`."""
 
-    terms = ("loss",)
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: nn.Module,
+        objective: ObjectiveParams,
+        transform: Bijector | None = None,
+    ) -> None:
+        super().__init__(objective)
+        self.encoder, self.decoder, self.prior, self.transform = encoder, decoder, prior, transform
+        self.discrete = getattr(decoder, "discrete", False) and transform is None
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, beta: float, kl: str, samples: int) -> None:
-        super().__init__()
-        self.encoder, self.decoder, self.prior = encoder, decoder, prior
-        self.beta, self.kl, self.samples = beta, kl, samples
-
-    def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:
-        x = inputs["x"]
+    def evidence(self, x: Tensor, k: int, exact_kl: bool) -> Evidence:
         q = self.encoder(x)
-        z = q.rsample((self.samples,))
-        reconstruction = self.decoder(z).log_prob(x).mean(0)
-        kl = kl_term(q, self.prior(), z, self.kl)
-        kl = kl.mean(0) if kl.dim() > reconstruction.dim() else kl
-        elbo = reconstruction - kl
-        return {
-            "loss": -(reconstruction - self.beta * kl).mean(),
-            "elbo": elbo.mean().detach(),
-            "kl": kl.mean().detach(),
-            "reconstruction": reconstruction.mean().detach(),
-        }
+        z, log_q = draw(q, k, with_log_prob=not exact_kl)
+        if self.transform is None:
+            log_likelihood = self.decoder(z).log_prob(x)
+        else:
+            y, ladj = self.transform(x)
+            log_likelihood = self.decoder(z).log_prob(y) + ladj
+        kl, exact = kl_or_estimate(q, self.prior(), z, log_q, exact_kl)
+        return Evidence(log_likelihood, kl, exact)
+
+    def _to_data(self, y: Tensor) -> Tensor:
+        return y if self.transform is None else self.transform.inverse(y)[0]
+
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
+        z = self.prior(temperature=temperature).sample((n,))
+        px = self.decoder(z)
+        return self._to_data(px.mean if mean else px.sample())
+
+    def encode(self, x: Tensor) -> Tensor:
+        return location(self.encoder(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self._to_data(self.decoder(z).mean)
+
+    def levels(self, x: Tensor) -> list[LatentLevel]:
+        return [LatentLevel("z", self.encoder(x), self.prior())]
 
 
-class ELBOParams(Params):
+class VAEParams(ObjectiveParams):
     encoder: Ref("encoder")  # type: ignore[valid-type]
     decoder: Ref("decoder")  # type: ignore[valid-type]
     prior: Ref("prior", "flow")  # type: ignore[valid-type]
-    x: Value = "x"
-    beta: float = Field(1.0, ge=0.0, description="weight of the KL term in the loss (β-VAE)")
-    kl: Literal["auto", "analytic", "mc"] = "auto"
-    samples: int = Field(1, gt=0, description="draws of z per example")
 
 
-def build_elbo(p: ELBOParams, ctx: BuildContext) -> ELBO:
-    """Negative evidence lower bound, with analytic or Monte Carlo KL and β."""
-    return ELBO(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p.beta, p.kl, p.samples)
+def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:
+    """Negative ELBO of a VAE, with analytic or Monte Carlo KL, β and KL warm-up."""
+    return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

@@ -1,0 +1,179 @@
+"""compose_gen's training step against the same model hand-written in plain PyTorch: VAE, IWAE (k=5), VQ-VAE.
+
+For each of specs/vae_digits.yaml, specs/iwae_digits.yaml and specs/vqvae_digits.yaml,
+compose_gen's model is built with ``compose_gen.load_spec`` + ``compose_gen.runtime.build``
+and trained by ``Trainer.fit`` (the whole loop: batch, plan, backward, Adam, hooks,
+logging sums); the hand-written twin has the same layers, batch stream, batch size
+and optimizer and writes the objective with plain tensor formulas.  Both warm up,
+then run timed blocks of steps in random alternation (so load drift hits both
+alike); the medians give the ratio, target ≤ 1.10, and the best blocks (the least
+disturbed by other processes) a second estimate.  Denormal floats are flushed to
+zero on both sides: as these models train, softplus tails produce subnormal
+values that slow CPU arithmetic by tens of percent at random moments, which would
+time the numbers rather than the code (``--keep-denormals`` to see it).  On a busy machine, ``--threads 1 --clock cpu``
+times the process's own CPU time, which other processes do not inflate.
+
+    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--keep-denormals]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import compose_gen as cg
+from compose_gen.runtime import Trainer, build
+from compose_gen.runtime.data import BatchStream
+
+LATENT, HIDDEN, PIXELS = 16, 256, 64
+
+
+def mlp(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, outputs))
+
+
+def bernoulli_log_lik(logits: Tensor, x: Tensor) -> Tensor:
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+
+def normal_log_prob(z: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
+    scale = torch.as_tensor(scale)
+    return (-((z - loc) ** 2) / (2 * scale**2) - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class HandVAE(nn.Module):
+    """specs/vae_digits.yaml by hand: analytic-KL ELBO (samples = 1), or the k-sample IWAE bound."""
+
+    def __init__(self, samples: int, iwae: bool) -> None:
+        super().__init__()
+        self.encoder, self.decoder = mlp(PIXELS, 2 * LATENT), mlp(LATENT, PIXELS)
+        self.samples, self.iwae = samples, iwae
+
+    def loss(self, x: Tensor) -> Tensor:
+        loc, raw = self.encoder(x).split(LATENT, -1)
+        scale = F.softplus(raw) + 1e-4
+        z = loc + scale * torch.randn(self.samples, *loc.shape)
+        log_lik = bernoulli_log_lik(self.decoder(z), x)
+        if self.iwae:
+            log_w = log_lik + normal_log_prob(z, 0.0, 1.0) - normal_log_prob(z, loc, scale)
+            return -(torch.logsumexp(log_w, 0) - math.log(self.samples)).mean()
+        kl = 0.5 * (loc**2 + scale**2 - 1 - 2 * scale.log()).sum(-1)
+        return -(log_lik.mean(0) - kl).mean()
+
+    def after_step(self) -> None:
+        pass
+
+
+class HandVQVAE(nn.Module):
+    """specs/vqvae_digits.yaml by hand: 8 codes of size 4, 32 entries, β = 0.25, EMA codebook (γ = 0.99)."""
+
+    def __init__(self, codes: int = 32, dim: int = 4, beta: float = 0.25, decay: float = 0.99) -> None:
+        super().__init__()
+        self.encoder, self.decoder = mlp(PIXELS, 32), mlp(32, PIXELS)
+        self.codes, self.dim, self.beta, self.decay = codes, dim, beta, decay
+        self.register_buffer("codebook", torch.randn(codes, dim))
+        self.register_buffer("cluster_size", torch.ones(codes))
+        self.register_buffer("code_sum", self.codebook.clone())
+        self.pending: tuple[Tensor, Tensor] | None = None
+
+    def loss(self, x: Tensor) -> Tensor:
+        z_e = self.encoder(x).unflatten(-1, (-1, self.dim))
+        flat = z_e.detach().reshape(-1, self.dim)
+        index = (flat.square().sum(1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.square().sum(1)).argmin(1)
+        codes = self.codebook[index].reshape(z_e.shape)
+        z_q = z_e + (codes - z_e).detach()
+        log_lik = bernoulli_log_lik(self.decoder(z_q.flatten(-2)), x).mean()
+        commitment = (z_e - codes).square().sum((-2, -1)).mean()
+        counts = torch.bincount(index, minlength=self.codes).float()
+        self.pending = (counts, torch.zeros_like(self.code_sum).index_add_(0, index, flat))
+        return -log_lik + self.beta * commitment
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        counts, sums = self.pending
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.code_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + 1e-5) / (total + self.codes * 1e-5) * total
+        self.codebook.copy_(self.code_sum / smoothed[:, None])
+
+
+def timed(run: Callable[[int], None], steps: int, clock: Callable[[], float]) -> float:
+    start = clock()
+    run(steps)
+    return (clock() - start) / steps
+
+
+def compare(
+    spec_path: str, hand: nn.Module, steps: int, repeats: int, clock: Callable[[], float]
+) -> tuple[float, float, float, float]:
+    """Median and best seconds per step of compose_gen's trainer and of the hand-written loop."""
+    spec = cg.load_spec(spec_path)
+    model, data = build(spec, "cpu")
+    train = spec.model.train
+    trainer = Trainer(model, BatchStream(data.train, train.batch_size, spec.model.seed, model.device), progress=False)
+    hand_stream = BatchStream(data.train, train.batch_size, spec.model.seed, torch.device("cpu"))
+    optimizer = torch.optim.Adam(hand.parameters(), lr=train.optimizer.lr)
+
+    def ours(n: int) -> None:
+        trainer.fit(trainer.step + n)
+
+    def by_hand(n: int) -> None:
+        for _ in range(n):
+            x = next(hand_stream)["x"]
+            loss = hand.loss(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            hand.after_step()
+
+    ours(50), by_hand(50)  # warm-up
+    ours_times, hand_times = [], []
+    order = random.Random(0)
+    for _ in range(repeats):
+        first_hand = order.random() < 0.5  # neither side always runs right after the other
+        for side in ("hand", "ours") if first_hand else ("ours", "hand"):
+            if side == "hand":
+                hand_times.append(timed(by_hand, steps, clock))
+            else:
+                ours_times.append(timed(ours, steps, clock))
+    return statistics.median(ours_times), statistics.median(hand_times), min(ours_times), min(hand_times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=25, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=41, help="timed blocks per side")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time (use with --threads 1)")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(not args.keep_denormals)
+    torch.manual_seed(0)
+    cases = [
+        ("VAE", "specs/vae_digits.yaml", HandVAE(samples=1, iwae=False)),
+        ("IWAE k=5", "specs/iwae_digits.yaml", HandVAE(samples=5, iwae=True)),
+        ("VQ-VAE", "specs/vqvae_digits.yaml", HandVQVAE()),
+    ]
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    print(f"{args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side")
+    for label, path, hand in cases:
+        ours, by_hand, ours_best, hand_best = compare(path, hand, args.steps, args.repeats, clock)
+        verdict = "ok" if ours / by_hand <= 1.10 else "over target"
+        print(
+            f"{label:9s} hand-written {by_hand * 1e3:6.3f} ms/step  compose_gen {ours * 1e3:6.3f} ms/step  "
+            f"ratio {ours / by_hand:.3f} ({verdict}, target <= 1.10)   best blocks: ratio {ours_best / hand_best:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

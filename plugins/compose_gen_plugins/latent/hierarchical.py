@@ -1,0 +1,115 @@
+r"""A two-level hierarchical VAE with top-down inference (Sønderby et al. 2016, "Ladder Variational Autoencoders").
+
+Generative model :math:`p(z_2)\,p(z_1|z_2)\,p(x|z_1)`; inference runs in the same
+top-down order, :math:`q(z_2|x)\,q(z_1|x, z_2)`, where the bottom posterior merges
+a bottom-up estimate :math:`\hat q(z_1|x) = \mathcal{N}(\hat\mu, \hat\sigma^2)` with the
+top-down prior :math:`p(z_1|z_2) = \mathcal{N}(\mu_p, \sigma_p^2)` by precision weighting
+(their eq. 17–19):
+
+.. math:: \sigma_q^{-2} = \hat\sigma^{-2} + \sigma_p^{-2}, \qquad
+          \mu_q = \sigma_q^2\,(\hat\mu\,\hat\sigma^{-2} + \mu_p\,\sigma_p^{-2}).
+
+The bound is
+
+.. math:: \mathrm{ELBO} = \mathbb{E}_q[\log p(x|z_1)] - \mathrm{KL}(q(z_2|x)\,\|\,p(z_2))
+          - \mathbb{E}_{q(z_2|x)}[\mathrm{KL}(q(z_1|x,z_2)\,\|\,p(z_1|z_2))],
+
+with both KLs in closed form when the distributions allow (Gaussian ones do).
+Each of the ``k`` draws of :math:`z_2` gets one draw of :math:`z_1`, so the IWAE
+objective works too.  ``conditional_prior`` is any diagonal-Gaussian encoder
+applied to :math:`z_2` (e.g. a ``gaussian_encoder``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal
+
+from compose_gen import BuildContext, Ref
+from compose_gen_plugins.latent.model import (
+    Evidence,
+    LatentLevel,
+    LatentVariableModel,
+    ObjectiveParams,
+    as_normal,
+    draw,
+    kl_or_estimate,
+    location,
+)
+
+__all__ = ["HierarchicalVAE", "HierarchicalParams", "build_hierarchical_vae", "precision_weighted"]
+
+
+def precision_weighted(bottom_up: Distribution, top_down: Distribution) -> Distribution:
+    """N(μ_q, σ_q²) with σ_q⁻² = σ̂⁻² + σ_p⁻², μ_q = σ_q²(μ̂σ̂⁻² + μ_pσ_p⁻²), broadcast over batch dimensions."""
+    a, b = as_normal(bottom_up, "bottom-up posterior"), as_normal(top_down, "conditional prior")
+    precision_a, precision_b = a.scale.pow(-2), b.scale.pow(-2)
+    variance = 1 / (precision_a + precision_b)
+    loc = variance * (a.loc * precision_a + b.loc * precision_b)
+    return Independent(Normal(loc, variance.sqrt(), validate_args=False), 1, validate_args=False)
+
+
+class HierarchicalVAE(LatentVariableModel):
+    """p(z₂)p(z₁|z₂)p(x|z₁) with q(z₂|x)q(z₁|x,z₂); see the module docstring."""
+
+    def __init__(
+        self,
+        encoder_top: nn.Module,
+        encoder_bottom: nn.Module,
+        conditional_prior: nn.Module,
+        prior: nn.Module,
+        decoder: nn.Module,
+        objective: ObjectiveParams,
+    ) -> None:
+        super().__init__(objective)
+        self.encoder_top, self.encoder_bottom = encoder_top, encoder_bottom
+        self.conditional_prior, self.prior, self.decoder = conditional_prior, prior, decoder
+        self.discrete = getattr(decoder, "discrete", False)
+
+    def evidence(self, x: Tensor, k: int, exact_kl: bool) -> Evidence:
+        q_top = self.encoder_top(x)
+        z_top, log_q_top = draw(q_top, k, with_log_prob=not exact_kl)
+        kl_top, exact = kl_or_estimate(q_top, self.prior(), z_top, log_q_top, exact_kl)
+        p_bottom = self.conditional_prior(z_top)
+        q_bottom = precision_weighted(self.encoder_bottom(x), p_bottom)
+        z_bottom = q_bottom.rsample()
+        kl_bottom, exact = kl_or_estimate(q_bottom, p_bottom, z_bottom, None, exact)
+        return Evidence(self.decoder(z_bottom).log_prob(x), kl_top + kl_bottom, exact)
+
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
+        z_top = self.prior(temperature=temperature).sample((n,))
+        p_bottom = as_normal(self.conditional_prior(z_top), "conditional prior")
+        z_bottom = Normal(p_bottom.loc, p_bottom.scale * temperature, validate_args=False).sample()
+        px = self.decoder(z_bottom)
+        return px.mean if mean else px.sample()
+
+    def encode(self, x: Tensor) -> Tensor:
+        return location(self.encoder_top(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(self.conditional_prior(z).mean).mean
+
+    def levels(self, x: Tensor) -> list[LatentLevel]:
+        q_top = self.encoder_top(x)
+        p_bottom = self.conditional_prior(location(q_top))
+        q_bottom = precision_weighted(self.encoder_bottom(x), p_bottom)
+        return [LatentLevel("z2", q_top, self.prior()), LatentLevel("z1", q_bottom, p_bottom)]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decoder(self.levels(x)[1].posterior.mean).mean
+
+
+class HierarchicalParams(ObjectiveParams):
+    encoder_top: Ref("encoder")  # type: ignore[valid-type]
+    encoder_bottom: Ref("encoder")  # type: ignore[valid-type]
+    conditional_prior: Ref("encoder")  # type: ignore[valid-type]
+    prior: Ref("prior", "flow")  # type: ignore[valid-type]
+    decoder: Ref("decoder")  # type: ignore[valid-type]
+
+
+def build_hierarchical_vae(p: HierarchicalParams, ctx: BuildContext) -> HierarchicalVAE:
+    """Two-level hierarchical VAE with top-down, precision-weighted inference (Sønderby et al. 2016)."""
+    c = ctx.component
+    return HierarchicalVAE(
+        c(p.encoder_top), c(p.encoder_bottom), c(p.conditional_prior), c(p.prior), c(p.decoder), p
+    )

@@ -1,0 +1,228 @@
+r"""What every latent-variable objective shares: the evidence of x, the bound trained, the sampler.
+
+A model draws ``k`` latents :math:`z_i \sim q(z|x)` and reports its
+:class:`Evidence`: :math:`\log p(x|z_i)` and the KL term, exact when known in
+closed form or else the one-draw estimate :math:`\log q(z_i|x) - \log p(z_i)`.
+From it :class:`LatentVariableModel` trains one of
+
+* the ELBO (Kingma & Welling 2014; Rezende et al. 2014)
+  :math:`\frac1k\sum_i \log p(x|z_i) - \beta_t\,\mathrm{KL}`, where the KL weight
+  :math:`\beta_t = \beta\min(1, t/T)` warms up linearly over the first :math:`T`
+  optimizer steps (Bowman et al. 2016; Sønderby et al. 2016) and :math:`\beta \ne 1`
+  gives the β-VAE (Higgins et al. 2017);
+* the IWAE bound (Burda et al. 2016) :math:`\log \frac1k \sum_i w_i`,
+  :math:`w_i = p(x|z_i)p(z_i)/q(z_i|x)`, by a stable log-mean-exp.
+
+The reported ``elbo`` is always the true bound (weight 1).  Models also say how
+to encode, decode and sample, for samplers and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+from compose_gen import BuildContext, Loss, Params, Sampler, Value, log_mean_exp
+
+__all__ = [
+    "Evidence",
+    "LatentLevel",
+    "LatentVariableModel",
+    "ModelSampler",
+    "ObjectiveParams",
+    "analytic_kl",
+    "as_normal",
+    "build_model_sampler",
+    "draw",
+    "kl_or_estimate",
+    "location",
+]
+
+
+@dataclass
+class Evidence:
+    """``log_likelihood`` = log p(x|z_i), shape ``(k, *batch)``; ``kl`` broadcasts to it.
+
+    With ``exact_kl`` false, ``kl`` is log q(z_i|x) − log p(z_i) at the same draws,
+    so ``log_likelihood − kl`` are the importance log-weights log w_i.
+    """
+
+    log_likelihood: Tensor
+    kl: Tensor
+    exact_kl: bool
+
+    @property
+    def log_weights(self) -> Tensor:
+        if self.exact_kl:
+            raise ValueError("importance weights need the Monte Carlo KL, not the exact one")
+        return self.log_likelihood - self.kl
+
+
+@dataclass
+class LatentLevel:
+    """One stochastic layer, for diagnostics: its posterior q and prior p (given the layers above)."""
+
+    name: str
+    posterior: Distribution
+    prior: Distribution
+
+
+def analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
+    """KL(q ‖ p) in closed form when ``torch.distributions`` knows the pair, else ``None``."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+
+
+def draw(q: Distribution, k: int, with_log_prob: bool) -> tuple[Tensor, Tensor | None]:
+    """``k`` reparameterised draws of ``q`` (shape ``(k, *batch, *event)``) and, if asked, their log q.
+
+    A posterior that knows its own samples' density more cheaply than ``log_prob``
+    (a flow posterior, whose density direction is slow) offers ``rsample_with_log_prob``.
+    """
+    if hasattr(q, "rsample_with_log_prob"):
+        return q.rsample_with_log_prob((k,))
+    z = q.rsample((k,))
+    return z, q.log_prob(z) if with_log_prob else None
+
+
+def as_normal(distribution: Distribution, role: str) -> Normal:
+    """The elementwise ``Normal`` of a diagonal Gaussian (``Independent(Normal)`` or ``Normal``); ``TypeError`` otherwise."""
+    base = distribution.base_dist if isinstance(distribution, Independent) else distribution
+    if not isinstance(base, Normal):
+        raise TypeError(f"the {role} must be a diagonal Gaussian, got {type(base).__name__}")
+    return base
+
+
+def location(q: Distribution) -> Tensor:
+    """A point summary of a posterior: its mean, or ``location`` for one without a closed-form mean (flows)."""
+    return q.location if hasattr(q, "location") else q.mean
+
+
+def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | None, exact: bool) -> tuple[Tensor, bool]:
+    """The exact KL(q ‖ p) when asked for and known, else log q(z) − log p(z); and whether it is exact."""
+    if exact:
+        kl = analytic_kl(q, p)
+        if kl is not None:
+            return kl, True
+    return (q.log_prob(z) if log_q is None else log_q) - p.log_prob(z), False
+
+
+class LatentVariableModel(Loss):
+    """Base of the ELBO-family losses; subclasses implement :meth:`evidence` and the generative side."""
+
+    terms = ("loss",)
+
+    def __init__(self, objective: "ObjectiveParams") -> None:
+        super().__init__()
+        self.objective = objective.objective
+        self.samples = objective.samples
+        self.kl_mode = objective.kl
+        self.beta = objective.beta
+        self.warmup_steps = objective.warmup_steps
+        if self.warmup_steps:
+            # A buffer, so a resumed run continues the schedule where it stopped.
+            self.register_buffer("optimizer_steps", torch.zeros((), dtype=torch.long))
+
+    # -- what a model provides -------------------------------------------------
+    def evidence(self, x: Tensor, k: int, exact_kl: bool) -> Evidence:
+        raise NotImplementedError
+
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
+        """``n`` draws of x (or the decoder's means) with latents drawn at ``temperature``."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The posterior mean of the (top) latent, for interpolation and active units."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The decoder's mean of x given the (top) latent."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x decoded from the posterior mean(s)."""
+        return self.decode(self.encode(x))
+
+    def levels(self, x: Tensor) -> list[LatentLevel]:
+        """Posterior and prior of each stochastic layer (top first), for collapse diagnostics."""
+        raise NotImplementedError
+
+    #: Whether log p(x|z) is a probability mass (no change of variables in data space).
+    discrete = False
+
+    # -- the objective ---------------------------------------------------------
+    def kl_weight(self) -> Tensor | float:
+        if not self.warmup_steps:
+            return self.beta
+        return self.beta * (self.optimizer_steps.float() / self.warmup_steps).clamp(max=1.0)
+
+    def after_step(self, terms: frozenset[str]) -> None:
+        if self.warmup_steps:
+            self.optimizer_steps += 1
+
+    def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:
+        exact = self.objective == "elbo" and self.kl_mode != "mc"
+        evidence = self.evidence(inputs["x"], self.samples, exact)
+        if self.kl_mode == "analytic" and not evidence.exact_kl:
+            raise ValueError(f"{type(self).__name__}: kl: analytic, but the KL of this posterior and prior has no closed form")
+        # Means over draws and examples; the KL broadcasts to the draws, so its own mean is the same average.
+        reconstruction = evidence.log_likelihood.mean()
+        kl = evidence.kl.mean()
+        elbo = reconstruction - kl
+        logs = {"elbo": elbo.detach(), "kl": kl.detach(), "reconstruction": reconstruction.detach()}
+        if self.objective == "iwae":
+            bound = log_mean_exp(evidence.log_weights, 0).mean()
+            return {"loss": -bound, "iwae": bound.detach(), **logs}
+        weight = self.kl_weight()
+        if self.warmup_steps:
+            logs["kl_weight"] = weight
+        loss = -elbo if not self.warmup_steps and weight == 1.0 else -(reconstruction - weight * kl)
+        return {"loss": loss, **logs}
+
+
+class ObjectiveParams(Params):
+    """The bound a latent-variable model trains."""
+
+    x: Value = "x"
+    objective: Literal["elbo", "iwae"] = Field("elbo", description="ELBO, or the k-sample IWAE bound")
+    samples: int = Field(1, gt=0, description="draws of z per example (IWAE's k)")
+    kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")
+    beta: float = Field(1.0, ge=0.0, description="final weight of the KL in the ELBO loss (β-VAE)")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta")
+
+    @model_validator(mode="after")
+    def _weights_only_for_elbo(self) -> "ObjectiveParams":
+        if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_steps):
+            raise ValueError("beta and warmup_steps weight the ELBO's KL; the iwae objective has no separate KL term")
+        return self
+
+
+class ModelSampler(Sampler):
+    """Samples from the generative side of a latent-variable loss: z ~ p_T(z), then x ~ p(x|z) (or its mean)."""
+
+    def __init__(self, model: LatentVariableModel, mean: bool) -> None:
+        super().__init__()
+        self.model, self.mean = model, mean
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        return self.model.sample(n, temperature, self.mean)
+
+
+class ModelSamplerParams(Params):
+    model: str = Field(..., description="name of the latent-variable loss under `losses:`")
+    mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
+
+
+def build_model_sampler(p: ModelSamplerParams, ctx: BuildContext) -> ModelSampler:
+    """Ancestral sampling through a latent-variable loss's own generative model."""
+    model = ctx.loss(p.model)
+    if not hasattr(model, "sample"):
+        raise ValueError(f"loss {p.model!r} ({type(model).__name__}) is not a generative latent-variable model")
+    return ModelSampler(model, p.mean)

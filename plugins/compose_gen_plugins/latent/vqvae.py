@@ -1,0 +1,230 @@
+r"""VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning").
+
+The encoder output is read as vectors :math:`z_e \in \mathbb{R}^D` (``layout: flat``:
+the last dimension split into codes of ``code_dim``; ``channels``: a ``(D, H, W)``
+map, one vector per position), each replaced by its nearest codebook entry
+:math:`e_k`, :math:`k = \arg\min_j \lVert z_e - e_j\rVert`.  The decoder sees
+:math:`z_q = z_e + \mathrm{sg}(e_k - z_e)`, whose value is :math:`e_k` and whose
+gradient is the identity (the straight-through estimator).  Per example, summed
+over every latent vector,
+
+.. math:: \mathcal{L} = -\log p(x|z_q) + \lVert \mathrm{sg}(z_e) - e_k\rVert^2 + \beta\,\lVert z_e - \mathrm{sg}(e_k)\rVert^2
+
+(reconstruction, codebook, commitment).  With ``ema: true`` the codebook is not
+learned by gradient but by exponential moving averages (their appendix A.1):
+:math:`N_j \leftarrow \gamma N_j + (1-\gamma) n_j`,
+:math:`m_j \leftarrow \gamma m_j + (1-\gamma)\sum_{i: k_i = j} z_{e,i}`,
+:math:`e_j = m_j / \tilde N_j` with Laplace-smoothed counts :math:`\tilde N`; the
+update happens after each optimizer step, from that step's batch.  The codebook
+starts at encoder outputs of the first training batch (``init: data``; Łańcucki et
+al. 2020) or at uniform noise in :math:`\pm 1/K`.
+
+Logged: codebook ``usage`` (share of codes used in the batch) and ``perplexity``
+:math:`\exp(-\sum_j p_j \log p_j)` of the code frequencies.  Sampling decodes
+codes drawn uniformly, the prior of the paper before a PixelCNN is fitted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from compose_gen import BuildContext, EvalContext, Loss, Params, Ref, Value, sum_rightmost
+from compose_gen.core import batches
+
+__all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", "build_vqvae", "code_statistics"]
+
+
+def code_statistics(counts: Tensor) -> dict[str, Tensor]:
+    """``usage`` (share of codes with a non-zero count) and ``perplexity`` exp(H(p)) of the frequencies ``p``."""
+    p = counts / counts.sum()
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
+
+
+class VectorQuantizer(nn.Module):
+    """A codebook of ``codes`` vectors of size ``dim`` and the nearest-neighbour lookup."""
+
+    def __init__(self, codes: int, dim: int, ema: bool, decay: float, epsilon: float, init: str) -> None:
+        super().__init__()
+        self.codes, self.dim, self.ema, self.decay, self.epsilon = codes, dim, ema, decay, epsilon
+        codebook = torch.empty(codes, dim).uniform_(-1 / codes, 1 / codes)
+        if ema:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("cluster_size", torch.ones(codes))
+            self.register_buffer("code_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        self.register_buffer("initialised", torch.tensor(init != "data"))
+        self._pending: tuple[Tensor, Tensor] | None = None
+
+    def nearest(self, vectors: Tensor) -> Tensor:
+        """Index of the nearest code of each vector (``(..., dim) -> (...)``)."""
+        flat = vectors.detach().reshape(-1, self.dim)
+        codebook = self.codebook.detach()
+        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
+        return distances.argmin(1).reshape(vectors.shape[:-1])
+
+    def counts(self, index: Tensor) -> Tensor:
+        return torch.bincount(index.reshape(-1), minlength=self.codes).to(self.codebook.dtype)
+
+    @torch.no_grad()
+    def initialise_from(self, vectors: Tensor) -> None:
+        """Set the codebook to randomly chosen ``vectors`` (data-dependent initialisation)."""
+        flat = vectors.detach().reshape(-1, self.dim)
+        chosen = flat[torch.randint(len(flat), (self.codes,), device=flat.device)]
+        self.codebook.copy_(chosen)
+        if self.ema:
+            self.cluster_size.fill_(1.0)
+            self.code_sum.copy_(chosen)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def remember(self, vectors: Tensor, index: Tensor, counts: Tensor) -> None:
+        """Keep this batch's per-code ``counts`` and sums for the next EMA update."""
+        flat = vectors.detach().reshape(-1, self.dim)
+        sums = torch.zeros_like(self.code_sum).index_add_(0, index.reshape(-1), flat)
+        self._pending = (counts, sums)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One EMA step from the remembered batch, with Laplace smoothing of the counts."""
+        if self._pending is None:
+            return
+        counts, sums = self._pending
+        self._pending = None
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.code_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.codes * self.epsilon) * total
+        self.codebook.copy_(self.code_sum / smoothed[:, None])
+
+
+class VQVAE(Loss):
+    """Encoder network, vector quantizer, decoder distribution; see the module docstring."""
+
+    terms = ("loss",)
+
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, quantizer: VectorQuantizer, layout: str, commitment: float
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.quantizer = encoder, decoder, quantizer
+        self.layout, self.commitment = layout, commitment
+        self.discrete = getattr(decoder, "discrete", False)
+        self.latent_shape: torch.Size | None = None
+
+    def to_vectors(self, z_e: Tensor) -> Tensor:
+        """``(..., L·D) -> (..., L, D)`` or ``(..., D, H, W) -> (..., H, W, D)``."""
+        if self.layout == "flat":
+            if z_e.shape[-1] % self.quantizer.dim:
+                raise ValueError(f"encoder output size {z_e.shape[-1]} is not a multiple of code_dim {self.quantizer.dim}")
+            return z_e.unflatten(-1, (-1, self.quantizer.dim))
+        if z_e.dim() < 3 or z_e.shape[-3] != self.quantizer.dim:
+            raise ValueError(f"layout channels needs (..., {self.quantizer.dim}, H, W) encoder outputs, got {tuple(z_e.shape)}")
+        return z_e.movedim(-3, -1)
+
+    def from_vectors(self, vectors: Tensor) -> Tensor:
+        return vectors.flatten(-2) if self.layout == "flat" else vectors.movedim(-1, -3)
+
+    def quantize(self, vectors: Tensor) -> tuple[Tensor, Tensor]:
+        """Nearest codes ``e_k`` and their indices ``k``."""
+        index = self.quantizer.nearest(vectors)
+        return self.quantizer.codebook[index], index
+
+    def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:
+        x = inputs["x"]
+        vectors = self.to_vectors(self.encoder(x))
+        training = self.training and torch.is_grad_enabled()
+        if training and not self.quantizer.initialised:
+            self.quantizer.initialise_from(vectors)
+        codes, index = self.quantize(vectors)
+        rank = 2 if self.layout == "flat" else 3
+        self.latent_shape = vectors.shape[-rank:-1]
+        straight_through = vectors + (codes - vectors).detach()
+        reconstruction = self.decoder(self.from_vectors(straight_through)).log_prob(x).mean()
+        commitment = sum_rightmost((vectors - codes.detach()).square(), rank).mean()
+        loss = -reconstruction + self.commitment * commitment
+        counts = self.quantizer.counts(index)
+        if self.quantizer.ema:  # the codebook is a buffer: its loss has the commitment's value and no gradient
+            codebook = commitment.detach()
+            if training:
+                self.quantizer.remember(vectors, index, counts)
+        else:
+            codebook = sum_rightmost((vectors.detach() - codes).square(), rank).mean()
+            loss = loss + codebook
+        stats = code_statistics(counts)
+        logs = {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment, **stats}
+        return {"loss": loss, **{k: v.detach() for k, v in logs.items()}}
+
+    def after_step(self, terms: frozenset[str]) -> None:
+        if self.quantizer.ema:
+            self.quantizer.update()
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The encoder's continuous output z_e (quantized by :meth:`decode`)."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        codes, _ = self.quantize(self.to_vectors(z))
+        return self.decoder(self.from_vectors(codes)).mean
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
+        """Decode codes drawn uniformly (``temperature`` has no effect on a uniform prior)."""
+        if self.latent_shape is None:
+            raise RuntimeError("the VQ-VAE learns its latent shape from the first batch it encodes")
+        index = torch.randint(self.quantizer.codes, (n, *self.latent_shape), device=self.quantizer.codebook.device)
+        px = self.decoder(self.from_vectors(self.quantizer.codebook[index]))
+        return px.mean if mean else px.sample()
+
+
+class VQVAEParams(Params):
+    encoder: Ref("network") = Field(..., description="network x -> z_e")  # type: ignore[valid-type]
+    decoder: Ref("decoder") = Field(..., description="decoder p(x|z_q)")  # type: ignore[valid-type]
+    x: Value = "x"
+    codes: int = Field(64, ge=2, description="codebook size K")
+    code_dim: int = Field(..., gt=0, description="size D of each code vector")
+    layout: Literal["flat", "channels"] = "flat"
+    commitment: float = Field(0.25, ge=0.0, description="β, weight of the commitment loss")
+    ema: bool = Field(False, description="learn the codebook by exponential moving averages instead of its loss")
+    decay: float = Field(0.99, gt=0.0, lt=1.0, description="EMA decay γ")
+    epsilon: float = Field(1e-5, gt=0.0, description="Laplace smoothing of the EMA counts")
+    init: Literal["data", "uniform"] = Field("data", description="codebook start: first-batch encodings or ±1/K noise")
+
+
+def build_vqvae(p: VQVAEParams, ctx: BuildContext) -> VQVAE:
+    """VQ-VAE: nearest codes, straight-through gradients, codebook and commitment losses (van den Oord et al. 2017)."""
+    quantizer = VectorQuantizer(p.codes, p.code_dim, p.ema, p.decay, p.epsilon, p.init)
+    return VQVAE(ctx.component(p.encoder), ctx.component(p.decoder), quantizer, p.layout, p.commitment)
+
+
+class CodebookUsage:
+    """Codebook usage and perplexity of a VQ-VAE's codes over the whole test split."""
+
+    def __init__(self, name: str, model: VQVAE) -> None:
+        self.name, self.model = name, model
+
+    def __call__(self, ectx: EvalContext) -> dict[str, float]:
+        counts = torch.zeros(self.model.quantizer.codes, device=ectx.device)
+        for batch in batches(ectx.test, ectx.batch_size, ectx.device):
+            _, index = self.model.quantize(self.model.to_vectors(self.model.encoder(batch["x"])))
+            counts += self.model.quantizer.counts(index)
+        return {f"test/{self.name}.{k}": float(v) for k, v in code_statistics(counts).items()}
+
+
+class CodebookUsageParams(Params):
+    model: str = Field(..., description="name of the vqvae loss")
+
+
+def build_codebook_usage(p: CodebookUsageParams, ctx: BuildContext) -> CodebookUsage:
+    """Test-set codebook usage and perplexity of a VQ-VAE."""
+    model = ctx.loss(p.model)
+    if not isinstance(model, VQVAE):
+        raise ValueError(f"loss {p.model!r} is a {type(model).__name__}, not a vqvae")
+    return CodebookUsage(p.model, model)

@@ -1,0 +1,105 @@
+"""Evaluation of latent-variable models: chunked importance sampling, NLL metric, collapse diagnostics, interpolation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from compose_gen import EvalContext, Splits, TensorData, log_mean_exp
+from compose_gen_plugins.distributions import StandardNormal
+from compose_gen_plugins.latent.conditionals import BernoulliDecoder, GaussianDecoder, GaussianEncoder, MIN_SCALE
+from compose_gen_plugins.latent.elbo import VAE
+from compose_gen_plugins.latent.evaluation import ImportanceSampledNLL, PosteriorCollapse
+from compose_gen_plugins.latent.grids import interpolate, slerp
+from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
+from compose_gen_plugins.latent.model import ObjectiveParams
+
+X_DIM, LATENT = 4, 3
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 50])
+def test_chunked_importance_sampling_equals_one_log_mean_exp(chunk: int) -> None:
+    log_w = 30 * torch.randn(23, 5, dtype=torch.float64)  # widely spread: a naive mean of exp would overflow or vanish
+    position = 0
+
+    def next_draws(n: int) -> torch.Tensor:
+        nonlocal position
+        position += n
+        return log_w[position - n : position]
+
+    estimate = importance_sampled_log_likelihood(next_draws, 23, chunk)
+    assert position == 23
+    torch.testing.assert_close(estimate, log_mean_exp(log_w, 0))
+
+
+def linear(in_features: int, out_features: int, weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+def prior_encoder(active: int) -> GaussianEncoder:
+    """q(z|x): the first ``active`` dimensions follow x, the others equal the prior N(0, 1) for every x."""
+    weight = torch.zeros(2 * LATENT, X_DIM)
+    weight[:active, :active] = torch.eye(active)
+    bias = torch.cat([torch.zeros(LATENT), torch.full((LATENT,), math.log(math.expm1(1 - MIN_SCALE)))])
+    return GaussianEncoder(linear(X_DIM, 2 * LATENT, weight, bias), LATENT)
+
+
+def context(x: torch.Tensor, tmp_path: Path, **fields: torch.Tensor) -> EvalContext:
+    data = TensorData({"x": x, **fields}, ladj_to_model=-2.5)
+    return EvalContext(model=None, data=Splits(data, data), device=torch.device("cpu"), out_dir=tmp_path, batch_size=3)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_importance_sampled_nll_is_exact_when_the_posterior_is_the_true_one(continuous: bool, tmp_path: Path) -> None:
+    # A decoder that ignores z makes p(z|x) = p(z); with q = p every weight is p(x), for any number of samples.
+    torch.manual_seed(0)
+    logits = torch.randn(X_DIM)
+    if continuous:
+        decoder = GaussianDecoder(linear(LATENT, X_DIM, torch.zeros(X_DIM, LATENT), logits), (X_DIM,), 1, "fixed", 0.5)
+        x = torch.randn(7, X_DIM)
+        log_p = torch.distributions.Normal(logits, 0.5).log_prob(x).sum(-1)
+    else:
+        decoder = BernoulliDecoder(linear(LATENT, X_DIM, torch.zeros(X_DIM, LATENT), logits), (X_DIM,))
+        x = (torch.rand(7, X_DIM) > 0.5).float()
+        log_p = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    model = VAE(prior_encoder(0), decoder, StandardNormal((LATENT,)), ObjectiveParams())
+    ladj_x = torch.randn(7)
+    result = ImportanceSampledNLL("m", model, samples=10, chunk=4, batch_size=3)(context(x, tmp_path, ladj_x=ladj_x))
+    expected = -(log_p + (-2.5 + ladj_x if continuous else 0.0)).mean()
+    assert result["test/m.nll_k10"] == pytest.approx(float(expected), abs=1e-5)
+    assert result["test/m.bpd_k10"] == pytest.approx(float(expected) / (X_DIM * math.log(2)), abs=1e-5)
+
+
+def test_posterior_collapse_finds_the_dimensions_that_ignore_x(tmp_path: Path) -> None:
+    decoder = BernoulliDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,))
+    model = VAE(prior_encoder(active=2), decoder, StandardNormal((LATENT,)), ObjectiveParams())
+    x = torch.randn(50, X_DIM)
+    result = PosteriorCollapse("m", model, threshold=0.01)(context(x, tmp_path))
+    assert result["test/m.z.active_units"] == 2.0
+    assert result["test/m.z.kl_dim02"] == pytest.approx(0.0, abs=1e-6)
+    # KL(N(x_d, 1) ‖ N(0, 1)) = x_d²/2, averaged over the test set.
+    assert result["test/m.z.kl_dim00"] == pytest.approx(float(x[:, 0].square().mean() / 2), rel=1e-4)
+    assert result["test/m.z.kl"] == pytest.approx(sum(result[f"test/m.z.kl_dim0{d}"] for d in range(LATENT)))
+
+
+def test_spherical_interpolation_keeps_the_norm_and_moves_at_constant_angle() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 5, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)
+    b = b / b.norm(dim=-1, keepdim=True) * a.norm(dim=-1, keepdim=True)
+    path = interpolate(a, b, 6, "spherical")
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    torch.testing.assert_close(path.norm(dim=-1), a.norm(dim=-1).expand(6, 2))
+    cosines = (path[1:] * path[:-1]).sum(-1) / path[1:].norm(dim=-1) / path[:-1].norm(dim=-1)
+    torch.testing.assert_close(cosines, cosines[:1].expand_as(cosines))
+    linear_path = interpolate(a, b, 5, "linear")
+    torch.testing.assert_close(linear_path[2], (a + b) / 2)
+    torch.testing.assert_close(slerp(a, a, torch.tensor([0.3], dtype=torch.float64))[0], a)  # zero angle: no NaN

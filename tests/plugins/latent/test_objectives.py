@@ -1,0 +1,170 @@
+"""The bounds of LatentVariableModel: ELBO with β and KL warm-up, IWAE, KL modes; priors; decoder shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from compose_gen import log_mean_exp
+from compose_gen_plugins.convnets import ConvEncoder, conv_trunk
+from compose_gen_plugins.distributions import StandardNormal
+from compose_gen_plugins.latent import conditionals as c
+from compose_gen_plugins.latent.discretized import Grid
+from compose_gen_plugins.latent.elbo import VAE, VAEParams
+from compose_gen_plugins.latent.iwae import IWAEParams
+from compose_gen_plugins.latent.model import ModelSampler, ObjectiveParams
+from compose_gen_plugins.latent.priors import GaussianMixturePrior
+from compose_gen_plugins.networks import MLP
+
+X_DIM, LATENT = 6, 3
+
+
+def vae(prior: nn.Module | None = None, **objective: object) -> VAE:
+    torch.manual_seed(0)
+    encoder = c.GaussianEncoder(MLP(X_DIM, 2 * LATENT, [8]), LATENT)
+    decoder = c.BernoulliDecoder(MLP(LATENT, X_DIM, [8]), (X_DIM,))
+    return VAE(encoder, decoder, prior or StandardNormal((LATENT,)), ObjectiveParams(**objective))
+
+
+def binary_batch(n: int = 5) -> torch.Tensor:
+    return (torch.rand(n, X_DIM, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+
+
+def run(model: VAE, x: torch.Tensor, seed: int = 3) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return model({"x": x}, frozenset({"loss"}))
+
+
+def test_beta_weights_only_the_kl_in_the_loss() -> None:
+    x = binary_batch()
+    plain, weighted = run(vae(), x), run(vae(beta=0.25), x)
+    torch.testing.assert_close(plain["elbo"], weighted["elbo"])  # the reported bound is unweighted
+    torch.testing.assert_close(weighted["loss"], -(plain["reconstruction"] - 0.25 * plain["kl"]))
+    torch.testing.assert_close(plain["loss"], -plain["elbo"])
+
+
+def test_kl_warmup_ramps_linearly_and_survives_a_state_dict_round_trip() -> None:
+    model, x = vae(beta=2.0, warmup_steps=4), binary_batch()
+    weights = []
+    for _ in range(6):
+        out = run(model, x)
+        weights.append(float(out["kl_weight"]))
+        torch.testing.assert_close(out["loss"], -(out["reconstruction"] - out["kl_weight"] * out["kl"]))
+        model.after_step(frozenset({"loss"}))
+    assert weights == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.0])
+    resumed = vae(beta=2.0, warmup_steps=4)
+    resumed.load_state_dict(vae(beta=2.0, warmup_steps=4).state_dict() | {"optimizer_steps": model.optimizer_steps})
+    assert float(run(resumed, x)["kl_weight"]) == 2.0
+
+
+def test_iwae_loss_is_minus_the_log_mean_exp_of_the_importance_weights() -> None:
+    model, x = vae(objective="iwae", samples=7), binary_batch()
+    out = run(model, x)
+    torch.manual_seed(3)
+    q = model.encoder(x)
+    z = q.rsample((7,))
+    log_w = model.decoder(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    torch.testing.assert_close(out["loss"], -log_mean_exp(log_w, 0).mean())
+    torch.testing.assert_close(out["elbo"], log_w.mean())
+    assert out["iwae"] >= out["elbo"]  # Jensen, on the very same draws
+
+
+def test_iwae_type_defaults_to_five_samples_and_rejects_elbo_weights() -> None:
+    refs = {"encoder": "e", "decoder": "d", "prior": "p"}
+    assert IWAEParams(**refs).samples == 5 and IWAEParams(**refs).objective == "iwae"
+    with pytest.raises(ValidationError, match="beta and warmup_steps"):
+        VAEParams(**refs, objective="iwae", beta=0.5)
+
+
+def test_kl_modes_with_a_mixture_prior() -> None:
+    x = binary_batch()
+    mixture = GaussianMixturePrior(LATENT, 4)
+    out = run(vae(prior=mixture), x)  # auto: no closed form, so Monte Carlo
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="no closed form"):
+        run(vae(prior=mixture, kl="analytic"), x)
+
+
+def test_gaussian_mixture_prior_density_and_sampling() -> None:
+    torch.manual_seed(0)
+    prior = GaussianMixturePrior(LATENT, 3)
+    z = torch.randn(4, 2, LATENT)
+    components = Independent(Normal(prior.loc, prior.log_scale.exp()), 1)
+    expected = torch.logsumexp(prior.logits.log_softmax(0) + components.log_prob(z.unsqueeze(-2)), -1)
+    torch.testing.assert_close(prior().log_prob(z), expected)
+    assert prior.sample(5).shape == (5, LATENT)
+    torch.testing.assert_close(prior(temperature=0.5).component_distribution.stddev, 0.5 * prior.log_scale.exp())
+
+
+def test_model_sampler_decodes_prior_draws() -> None:
+    sampler = ModelSampler(vae(), mean=True)
+    x = sampler.sample(4, temperature=0.5)
+    assert x.shape == (4, X_DIM) and ((x > 0) & (x < 1)).all()
+
+
+def _conv_decoder_net(channels: int) -> nn.Module:
+    from compose_gen_plugins.convnets import ConvGeneratorParams, build_conv_generator
+
+    class Ctx:
+        data = None
+
+    params = ConvGeneratorParams(latent_dim=LATENT, image_shape=[channels, 8, 8], base_channels=4, norm="none")
+    return build_conv_generator(params, Ctx())
+
+
+@pytest.mark.parametrize(
+    "make, x",
+    [
+        (lambda: c.BernoulliDecoder(MLP(LATENT, 64, [8]), (64,)), torch.ones(2, 64)),
+        (lambda: c.ContinuousBernoulliDecoder(MLP(LATENT, 64, [8]), (64,)), torch.full((2, 64), 0.3)),
+        (lambda: c.GaussianDecoder(MLP(LATENT, 128, [8]), (64,), 1, "predicted", 1.0), torch.zeros(2, 64)),
+        (lambda: c.CategoricalDecoder(MLP(LATENT, 17 * 64, [8]), (64,), 1, Grid(17)), torch.full((2, 64), 0.25)),
+        (
+            lambda: c.DiscretizedLogisticMixtureDecoder(MLP(LATENT, 15 * 64, [8]), (1, 8, 8), 1, Grid(17), 5),
+            torch.full((2, 1, 8, 8), 0.5),
+        ),
+        (lambda: c.BernoulliDecoder(_conv_decoder_net(1), (1, 8, 8)), torch.ones(2, 1, 8, 8)),
+        (
+            lambda: c.DiscretizedLogisticMixtureDecoder(_conv_decoder_net(6), (1, 8, 8), 1, Grid(256), 2),
+            torch.zeros(2, 1, 8, 8),
+        ),
+    ],
+)
+def test_decoders_broadcast_over_prepended_sample_dimensions(make, x) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    decoder = make()
+    z = torch.randn(3, 2, LATENT)
+    px = decoder(z)
+    assert px.log_prob(x).shape == (3, 2)
+    assert px.mean.shape == (3, 2, *x.shape[1:]) and px.sample().shape == (3, 2, *x.shape[1:])
+    torch.testing.assert_close(px.log_prob(x)[1], decoder(z[1]).log_prob(x))
+
+
+def test_conv_encoder_broadcasts_over_sample_dimensions() -> None:
+    from compose_gen_plugins.convnets import ConvOptions
+
+    torch.manual_seed(0)
+    trunk, features = conv_trunk((1, 8, 8), ConvOptions(base_channels=4), "none")
+    encoder = c.GaussianEncoder(ConvEncoder(trunk, features, 2 * LATENT, (1, 8, 8), False), LATENT)
+    x = torch.rand(3, 2, 1, 8, 8)
+    q = encoder(x)
+    assert q.batch_shape == (3, 2) and q.event_shape == (LATENT,)
+    torch.testing.assert_close(q.mean[2], encoder(x[2]).mean)
+    assert torch.isfinite(q.log_prob(q.rsample())).all()
+
+
+def test_autoencoder_loss_is_the_reconstruction_nll_of_the_deterministic_code() -> None:
+    from compose_gen_plugins.latent.autoencoder import Autoencoder
+
+    torch.manual_seed(0)
+    encoder, decoder = MLP(X_DIM, LATENT, [8]), c.GaussianDecoder(MLP(LATENT, X_DIM, [8]), (X_DIM,), 1, "fixed", 1.0)
+    model, x = Autoencoder(encoder, decoder), torch.randn(5, X_DIM)
+    out = model({"x": x}, frozenset({"loss"}))
+    mean = decoder.net(encoder(x))
+    # −log N(x; m, I) = ½‖x − m‖² + (D/2) log 2π: the squared error, up to a constant.
+    expected = 0.5 * (x - mean).square().sum(-1).mean() + 0.5 * X_DIM * torch.log(torch.tensor(2 * torch.pi))
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(model.reconstruct(x), mean)

@@ -1,0 +1,133 @@
+"""The ELBO/IWAE family on probabilistic PCA, where log p(x) is known in closed form.
+
+Model (Tipping & Bishop 1999): z ~ N(0, I_d), x | z ~ N(Wz + μ, σ²I_D), so
+x ~ N(μ, WWᵀ + σ²I) and the exact posterior is N(M⁻¹Wᵀ(x − μ), σ²M⁻¹), M = WᵀW + σ²I.
+The encoder is the library's diagonal Gaussian encoder set to the exact posterior
+mean and the square roots of the posterior variances, optionally widened and
+shifted: exact when M is diagonal and nothing is perturbed, otherwise an
+approximation with a strictly positive KL gap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.distributions import MultivariateNormal
+
+from compose_gen_plugins.distributions import StandardNormal
+from compose_gen_plugins.latent.conditionals import MIN_SCALE, GaussianDecoder, GaussianEncoder
+from compose_gen_plugins.latent.elbo import VAE
+from compose_gen_plugins.latent.model import ObjectiveParams
+
+D, LATENT, SIGMA = 5, 2, 0.6
+DTYPE = torch.float64
+
+
+def ppca(weight: Tensor, shift: Tensor, widen: float = 1.0, offset: float = 0.0) -> tuple[VAE, MultivariateNormal]:
+    """The VAE whose decoder is the PPCA likelihood and whose encoder a (perturbed) mean-field posterior; and p(x)."""
+    decoder_net = nn.Linear(LATENT, D).to(DTYPE)
+    encoder_net = nn.Linear(D, 2 * LATENT).to(DTYPE)
+    m = weight.T @ weight + SIGMA**2 * torch.eye(LATENT, dtype=DTYPE)
+    gain = torch.linalg.solve(m, weight.T)  # posterior mean = gain (x − μ)
+    std = widen * (SIGMA**2 * torch.linalg.inv(m).diagonal()).sqrt()
+    with torch.no_grad():
+        decoder_net.weight.copy_(weight)
+        decoder_net.bias.copy_(shift)
+        encoder_net.weight.zero_()
+        encoder_net.weight[:LATENT] = gain
+        encoder_net.bias[:LATENT] = offset - gain @ shift
+        encoder_net.bias[LATENT:] = torch.log(torch.expm1(std - MIN_SCALE))  # softplus⁻¹
+    decoder = GaussianDecoder(decoder_net, (D,), 1, "fixed", SIGMA).to(DTYPE)
+    prior = StandardNormal((LATENT,)).to(DTYPE)
+    model = VAE(GaussianEncoder(encoder_net, LATENT), decoder, prior, ObjectiveParams())
+    marginal = MultivariateNormal(shift, weight @ weight.T + SIGMA**2 * torch.eye(D, dtype=DTYPE))
+    return model, marginal
+
+
+def points(marginal: MultivariateNormal, n: int, seed: int) -> Tensor:
+    torch.manual_seed(seed)
+    return marginal.sample((n,))
+
+
+def iwae_estimates(model: VAE, x: Tensor, k: int, repeats: int) -> Tensor:
+    """``repeats`` independent IWAE_k values per point, shape ``(repeats, n)``."""
+    log_w = model.evidence(x.expand(repeats, *x.shape), k, exact_kl=False).log_weights
+    return torch.logsumexp(log_w, 0) - math.log(k)
+
+
+def random_weight(seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(D, LATENT, generator=g, dtype=DTYPE), torch.randn(D, generator=g, dtype=DTYPE)
+
+
+def test_exact_posterior_makes_every_importance_weight_equal_to_p_x() -> None:
+    # Orthogonal columns make M diagonal, so the mean-field posterior is exact and w_i = p(x) for every draw.
+    q, _ = torch.linalg.qr(torch.randn(D, LATENT, dtype=DTYPE, generator=torch.Generator().manual_seed(1)))
+    weight = q * torch.tensor([2.0, 0.7], dtype=DTYPE)
+    model, marginal = ppca(weight, torch.randn(D, dtype=DTYPE))
+    x = points(marginal, 4, seed=2)
+    log_w = model.evidence(x, 7, exact_kl=False).log_weights
+    torch.testing.assert_close(log_w, marginal.log_prob(x).expand(7, 4), atol=1e-10, rtol=0)
+    draws = 20000
+    exact = model.evidence(x, draws, exact_kl=True)  # the ELBO is then log p(x) too
+    estimate = exact.log_likelihood - exact.kl
+    error = estimate.std(0) / math.sqrt(draws)
+    assert ((estimate.mean(0) - marginal.log_prob(x)).abs() <= 4 * error).all()
+
+
+@torch.no_grad()
+def test_elbo_below_iwae_k_increasing_in_k_below_log_p_and_converging() -> None:
+    model, marginal = ppca(*random_weight(0), widen=1.6, offset=0.3)
+    x = points(marginal, 3, seed=3)
+    log_p = marginal.log_prob(x)
+    torch.manual_seed(4)
+    exact = model.evidence(x, 20000, exact_kl=True)
+    elbo = exact.log_likelihood.mean(0) - exact.kl
+    assert ((log_p - elbo) > 0.05).all(), "the mean-field posterior should leave a clear gap"
+
+    repeats = 2000
+    means, errors = [], []
+    ks = [1, 2, 3, 4, 5, 16, 64, 256]
+    for k in ks:
+        values = iwae_estimates(model, x, k, repeats)
+        means.append(values.mean(0))
+        errors.append(values.std(0) / math.sqrt(repeats))
+    for i, k in enumerate(ks):
+        # Every bound holds in expectation; allow 4 standard errors of the estimates compared.
+        assert (elbo - means[i] <= 4 * errors[i] + 2e-3).all(), f"ELBO > IWAE_{k}"
+        assert (means[i] - log_p <= 4 * errors[i]).all(), f"IWAE_{k} > log p(x)"
+        if i + 1 < len(ks):
+            slack = 4 * torch.sqrt(errors[i] ** 2 + errors[i + 1] ** 2)
+            assert (means[i] - means[i + 1] <= slack).all(), f"IWAE_{k} > IWAE_{ks[i + 1]}"
+    gaps = [log_p - m for m in means]
+    torch.testing.assert_close(means[0], elbo, atol=float(4 * errors[0].max()) + 2e-3, rtol=0)  # IWAE_1 is the ELBO
+    assert (gaps[-1] < 0.01 * gaps[0]).all(), f"IWAE_k does not approach log p(x): gaps {gaps[0]} -> {gaps[-1]}"
+    assert (gaps[-1].abs() < 0.02).all()
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+@torch.no_grad()
+def test_analytic_and_monte_carlo_kl_elbo_agree_with_the_closed_form(seed: int) -> None:
+    weight, shift = random_weight(seed)
+    model, marginal = ppca(weight, shift, widen=1.6, offset=0.3)
+    x = points(marginal, 3, seed=seed + 1)
+    q = model.encoder(x)
+    mean, var = q.mean, q.variance
+    # Closed-form ELBO of a linear-Gaussian model: E_q log N(x; Wz + μ, σ²I) − KL(N(m, S) ‖ N(0, I)).
+    residual = (x - mean @ weight.T - shift).square().sum(-1) + (weight.square() @ var.T).sum(0)
+    expected_log_lik = -0.5 * D * math.log(2 * math.pi * SIGMA**2) - residual / (2 * SIGMA**2)
+    kl = 0.5 * (var + mean.square() - 1 - var.log()).sum(-1)
+    closed_form = expected_log_lik - kl
+
+    draws = 50000
+    torch.manual_seed(seed)
+    analytic = model.evidence(x, draws, exact_kl=True)
+    monte_carlo = model.evidence(x, draws, exact_kl=False)
+    assert analytic.exact_kl and not monte_carlo.exact_kl
+    torch.testing.assert_close(analytic.kl, kl, atol=1e-10, rtol=0)
+    for estimate in (analytic.log_likelihood - analytic.kl, monte_carlo.log_weights):
+        error = estimate.std(0) / math.sqrt(draws)
+        assert ((estimate.mean(0) - closed_form).abs() <= 4 * error).all()
