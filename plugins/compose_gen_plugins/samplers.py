@@ -1,11 +1,13 @@
 """Samplers: how a trained model draws new examples.
 
 * ``ancestral``: z ~ p(z) at temperature T, then x ~ p(x|z) (or its mean);
-* ``generator``: z ~ p(z) at temperature T, then x = G(z).
+* ``generator``: z ~ p(z) at temperature T (optionally truncated), then x = G(z)
+  or, for a class-conditional generator, x = G(z, y) with labels cycling 0..K-1.
 """
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -22,20 +24,37 @@ class AncestralSampler(Sampler):
         self.prior, self.decoder, self.mean = prior, decoder, mean
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        z = self.prior.sample(n, temperature)
+        z = self.prior.sample(n, temperature=temperature)
         px = self.decoder(z)
         return px.mean if self.mean else px.sample()
 
 
 class GeneratorSampler(Sampler):
-    """Implicit sampling x = G(z), z ~ p_T(z) (Goodfellow et al. 2014)."""
+    """Implicit sampling x = G(z), z ~ p_T(z) (Goodfellow et al. 2014).
 
-    def __init__(self, noise: nn.Module, generator: nn.Module) -> None:
+    With ``truncation`` τ, coordinates of z with |z_i| > τ are redrawn (the
+    truncation trick of Brock et al. 2019); with ``classes`` K, labels
+    y = 0, 1, …, K-1, 0, … are passed as G(z, y) (Mirza & Osindero 2014).
+    """
+
+    def __init__(self, noise: nn.Module, generator: nn.Module, truncation: float | None, classes: int | None) -> None:
         super().__init__()
         self.noise, self.generator = noise, generator
+        self.truncation, self.classes = truncation, classes
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        return self.generator(self.noise.sample(n, temperature))
+        z = self.noise.sample(n, temperature=temperature)
+        if self.truncation is not None:
+            for _ in range(100):
+                outside = z.abs() > self.truncation * temperature
+                if not outside.any():
+                    break
+                z = torch.where(outside, self.noise.sample(n, temperature=temperature), z)
+            z = z.clamp(-self.truncation * temperature, self.truncation * temperature)
+        if self.classes is None:
+            return self.generator(z)
+        labels = torch.arange(n, device=z.device) % self.classes
+        return self.generator(z, labels)
 
 
 class AncestralParams(Params):
@@ -47,6 +66,8 @@ class AncestralParams(Params):
 class GeneratorParams(Params):
     noise: Ref("prior")  # type: ignore[valid-type]
     generator: Ref("generator", "network")  # type: ignore[valid-type]
+    truncation: float | None = Field(None, gt=0, description="redraw noise coordinates beyond ±τ")
+    classes: int | None = Field(None, gt=0, description="pass labels 0..classes-1 to a conditional generator")
 
 
 def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
@@ -56,7 +77,7 @@ def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
 
 def build_generator(p: GeneratorParams, ctx: BuildContext) -> GeneratorSampler:
     """Noise then generator: x = G(z)."""
-    return GeneratorSampler(ctx.component(p.noise), ctx.component(p.generator))
+    return GeneratorSampler(ctx.component(p.noise), ctx.component(p.generator), p.truncation, p.classes)
 
 
 @hookimpl

@@ -1,0 +1,269 @@
+"""Two-sided adversarial losses: each exposes a ``critic`` term and a ``generator`` term.
+
+With ``d_r = D(real)`` and ``d_f = D(fake)`` the critic's raw scores (logits for the
+Jensen-Shannon losses), every loss here is a sum of per-example sides::
+
+    critic term    = E c(d_r, real) + E c(d_f, fake)
+    generator term = E g(d_f, real) [+ E g(d_r, fake) with generator_on_real]
+
+``generator_on_real`` is for BiGAN/ALI, where ``real = (x, E(x))`` depends on the
+encoder: it pushes the critic's verdict on real pairs towards "fake" too (Donahue et
+al. 2017).  Otherwise the generator term reads only ``fake`` (``term_inputs``), so a
+generator step computes no ``real`` value.
+
+Inputs.  ``real`` and ``fake`` each name one value or a list of values passed as
+``critic(*values)`` (joint critics: ``real: [x, z_hat]``, ``fake: [fake, z]``);
+``labels`` is appended to both for a conditional critic, ``fake_labels`` (default
+``labels``) to ``fake`` only.  A critic returning ``(score, class_logits)`` (AC-GAN) is
+scored by its first output; scores are averaged over all their elements (patch critics).
+
+Options common to all: instance noise (Sønderby et al. 2017; Arjovsky & Bottou 2017):
+Gaussian noise of std ``σ_t = instance_noise · max(0, 1 - t / noise_decay_steps)`` added
+to the first critic input of both sides, ``t`` counting critic updates (``after_step``).
+
+Metrics: ``d_real`` and ``d_fake`` (mean scores), ``wasserstein`` for the Wasserstein loss.
+The critic is referenced, not owned: it is a component of the model, so the loss does
+not register it as a submodule (no duplicate parameters in state dicts).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Collection, Mapping
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
+
+__all__ = ["AdversarialLoss", "CriticLoss", "critic_inputs", "score"]
+
+
+def critic_inputs(inputs: Mapping[str, Any], side: str, with_labels: bool = True) -> list[Tensor]:
+    """The critic's arguments for ``side`` (``real`` or ``fake``): its values, then its labels if any."""
+    value = inputs[side]
+    args = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not with_labels:
+        return args
+    label = inputs.get("fake_labels") if side == "fake" else None
+    if label is None:
+        label = inputs.get("labels")
+    return args if label is None else [*args, label]
+
+
+def score(critic: nn.Module, args: list[Tensor]) -> Tensor:
+    """``critic(*args)``, or its first output when it also returns class logits."""
+    out = critic(*args)
+    return out[0] if isinstance(out, tuple) else out
+
+
+class CriticLoss(Loss):
+    """A loss that calls a critic it references but does not own (so it is not a submodule)."""
+
+    def __init__(self, critic: nn.Module) -> None:
+        super().__init__()
+        self._critic = (critic,)
+
+    @property
+    def critic(self) -> nn.Module:
+        return self._critic[0]
+
+
+class SideParams(Params):
+    critic: Ref("critic", "network")  # type: ignore[valid-type]
+    real: Value | list[Value] = Field("x", description="critic input(s) for real data")
+    fake: Value | list[Value] = Field(description="critic input(s) for generated data")
+    labels: Value | None = Field(None, description="labels passed last to a conditional critic")
+    fake_labels: Value | None = Field(None, description="labels for fake if they differ from labels")
+
+
+class AdversarialParams(SideParams):
+    instance_noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to critic inputs")
+    noise_decay_steps: int | None = Field(None, gt=0, description="critic steps over which the noise decays to 0")
+    generator_on_real: bool = Field(False, description="generator term also scores real (BiGAN: real depends on E)")
+
+
+class AdversarialLoss(CriticLoss):
+    """Base of the two-sided losses; subclasses define the per-example sides ``c`` and ``g``."""
+
+    terms = ("critic", "generator")
+
+    def __init__(self, critic: nn.Module, params: AdversarialParams) -> None:
+        super().__init__(critic)
+        self.instance_noise = params.instance_noise
+        self.noise_decay_steps = params.noise_decay_steps
+        self.generator_on_real = params.generator_on_real
+        self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
+        fake_side = ("fake", "labels", "fake_labels")
+        self.term_inputs = {
+            "critic": ("real", *fake_side),
+            "generator": ("real", *fake_side) if params.generator_on_real else fake_side,
+        }
+
+    def critic_side(self, d: Tensor, real: bool) -> Tensor:
+        """Per-element critic loss for scores ``d`` of real (``real=True``) or fake inputs."""
+        raise NotImplementedError
+
+    def generator_side(self, d: Tensor, real: bool) -> Tensor:
+        """Per-element generator loss for scores ``d`` it wants judged real (``real=True``) or fake."""
+        raise NotImplementedError
+
+    def noise_std(self) -> float | Tensor:
+        """The instance-noise std after ``critic_steps`` critic updates (a tensor when decaying: no device sync)."""
+        if self.noise_decay_steps is None:
+            return self.instance_noise
+        return self.instance_noise * (1.0 - self.critic_steps / self.noise_decay_steps).clamp(min=0.0)
+
+    def scores(self, inputs: Mapping[str, Any], side: str) -> Tensor:
+        args = critic_inputs(inputs, side)
+        if self.instance_noise > 0:
+            x = args[0]
+            args[0] = x + self.noise_std() * torch.randn_like(x)
+        return score(self.critic, args)
+
+    def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        d_fake = self.scores(inputs, "fake")
+        needs_real = "critic" in terms or self.generator_on_real
+        d_real = self.scores(inputs, "real") if needs_real else None
+        out: dict[str, Tensor] = {"d_fake": d_fake.detach().mean()}
+        if "critic" in terms:
+            out["critic"] = self.critic_side(d_real, True).mean() + self.critic_side(d_fake, False).mean()
+        if "generator" in terms:
+            out["generator"] = self.generator_side(d_fake, True).mean()
+            if self.generator_on_real:
+                out["generator"] = out["generator"] + self.generator_side(d_real, False).mean()
+        if d_real is not None:
+            out["d_real"] = d_real.detach().mean()
+        return out
+
+    def after_step(self, terms: Collection[str]) -> None:
+        """Called by the trainer after an optimizer step on ``terms`` (this loss's term names)."""
+        if "critic" in terms:
+            self.critic_steps += 1
+
+
+class JensenShannonParams(AdversarialParams):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="one-sided: real targets are 1 - s")
+
+
+class Minimax(AdversarialLoss):
+    """Minimax GAN (Goodfellow et al. 2014) with ``D = σ(d)``; one-sided label smoothing (Salimans et al. 2016).
+
+    critic:    -E[(1-s) log D(x) + s log(1 - D(x))] - E log(1 - D(G(z)))
+    generator:  E log(1 - D(G(z)))          (saturates when D rejects the fakes)
+    """
+
+    def __init__(self, critic: nn.Module, params: JensenShannonParams) -> None:
+        super().__init__(critic, params)
+        self.real_target = 1.0 - params.label_smoothing
+
+    def critic_side(self, d: Tensor, real: bool) -> Tensor:
+        target = torch.full_like(d, self.real_target if real else 0.0)
+        return F.binary_cross_entropy_with_logits(d, target, reduction="none")
+
+    def generator_side(self, d: Tensor, real: bool) -> Tensor:
+        # the negated critic objective: log(1 - σ(d)) = -softplus(d), log σ(d) = -softplus(-d)
+        return -F.softplus(d if real else -d)
+
+
+class NonSaturating(Minimax):
+    """Non-saturating GAN (Goodfellow et al. 2014): the critic term of :class:`Minimax`, and
+
+    generator: -E log D(G(z)) = E softplus(-d_f)
+    """
+
+    def generator_side(self, d: Tensor, real: bool) -> Tensor:
+        return F.softplus(-d if real else d)
+
+
+class WassersteinParams(AdversarialParams):
+    clip: float | None = Field(None, gt=0.0, description="clamp critic parameters to [-clip, clip] after critic steps")
+
+
+class Wasserstein(AdversarialLoss):
+    """Wasserstein GAN (Arjovsky et al. 2017), optionally with weight clipping to [-c, c].
+
+    critic:    E D(G(z)) - E D(x)       generator: -E D(G(z))
+    metric ``wasserstein`` = E D(x) - E D(G(z)), the critic's estimate of W1 (up to its Lipschitz constant).
+    """
+
+    def __init__(self, critic: nn.Module, params: WassersteinParams) -> None:
+        super().__init__(critic, params)
+        self.clip = params.clip
+
+    def critic_side(self, d: Tensor, real: bool) -> Tensor:
+        return -d if real else d
+
+    def generator_side(self, d: Tensor, real: bool) -> Tensor:
+        return -d if real else d
+
+    def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        out = super().forward(inputs, terms)
+        if "d_real" in out:
+            out["wasserstein"] = out["d_real"] - out["d_fake"]
+        return out
+
+    def after_step(self, terms: Collection[str]) -> None:
+        super().after_step(terms)
+        if self.clip is not None and "critic" in terms:
+            with torch.no_grad():
+                for parameter in self.critic.parameters():
+                    parameter.clamp_(-self.clip, self.clip)
+
+
+class Hinge(AdversarialLoss):
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018).
+
+    critic:    E max(0, 1 - D(x)) + E max(0, 1 + D(G(z)))       generator: -E D(G(z))
+    """
+
+    def critic_side(self, d: Tensor, real: bool) -> Tensor:
+        return F.relu(1.0 - d) if real else F.relu(1.0 + d)
+
+    def generator_side(self, d: Tensor, real: bool) -> Tensor:
+        return -d if real else d
+
+
+class LeastSquaresParams(AdversarialParams):
+    real_target: float = Field(1.0, description="b: the critic's target for real data")
+    fake_target: float = Field(0.0, description="a: the critic's target for fake data")
+    generator_target: float = Field(1.0, description="c: the value the generator wants D to give fakes")
+
+
+class LeastSquares(AdversarialLoss):
+    """Least-squares GAN (Mao et al. 2017) with targets a (fake), b (real), c (generator).
+
+    critic:    ½ E (D(x) - b)² + ½ E (D(G(z)) - a)²       generator: ½ E (D(G(z)) - c)²
+    (with generator_on_real, ½ E (D(real) - a)² is added to the generator term)
+    """
+
+    def __init__(self, critic: nn.Module, params: LeastSquaresParams) -> None:
+        super().__init__(critic, params)
+        self.targets = {"real": params.real_target, "fake": params.fake_target, "gen": params.generator_target}
+
+    def critic_side(self, d: Tensor, real: bool) -> Tensor:
+        return 0.5 * (d - self.targets["real" if real else "fake"]) ** 2
+
+    def generator_side(self, d: Tensor, real: bool) -> Tensor:
+        return 0.5 * (d - self.targets["gen" if real else "fake"]) ** 2
+
+
+def _builder(cls: type[AdversarialLoss]) -> Callable[[AdversarialParams, BuildContext], AdversarialLoss]:
+    def build(params: AdversarialParams, ctx: BuildContext) -> AdversarialLoss:
+        return cls(ctx.component(params.critic), params)
+
+    build.__doc__ = cls.__doc__
+    return build
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    losses = [
+        ("minimax", Minimax, JensenShannonParams),
+        ("non_saturating", NonSaturating, JensenShannonParams),
+        ("wasserstein", Wasserstein, WassersteinParams),
+        ("hinge", Hinge, AdversarialParams),
+        ("least_squares", LeastSquares, LeastSquaresParams),
+    ]
+    return [ComponentType(name, "loss", params, _builder(cls)) for name, cls, params in losses]

@@ -1,0 +1,245 @@
+"""Losses that accompany an adversarial loss: gradient penalties, feature matching, AC-GAN
+class terms, and CycleGAN's cycle-consistency and identity losses.
+
+They compose with any loss of :mod:`compose_gen_plugins.adversarial` through a player's
+terms, e.g. WGAN-GP = ``wasserstein`` + ``gradient_penalty``::
+
+    losses:
+      adv: {type: wasserstein, critic: critic, real: x, fake: fake}
+      gp:  {type: gradient_penalty, critic: critic, real: x, fake: fake, weight: 10}
+    players:
+      critic: {params: [critic], terms: [adv.critic, gp.critic], steps: 5, ...}
+
+Critic inputs follow the conventions of :mod:`compose_gen_plugins.adversarial`
+(``real``/``fake`` name one value or a list passed as ``critic(*values)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
+from compose_gen_plugins.adversarial import CriticLoss, SideParams, critic_inputs, score
+
+__all__ = ["AuxiliaryClassifier", "FeatureMatching", "GradientPenalty", "MeanDistance"]
+
+
+class GradientPenaltyParams(Params):
+    critic: Ref("critic", "network")  # type: ignore[valid-type]
+    real: Value | list[Value] = "x"
+    fake: Value | list[Value]
+    labels: Value | None = Field(None, description="labels passed last to a conditional critic (kept, not mixed)")
+    weight: float = Field(10.0, ge=0.0, description="λ")
+
+
+class R1Params(Params):
+    critic: Ref("critic", "network")  # type: ignore[valid-type]
+    real: Value | list[Value] = "x"
+    labels: Value | None = None
+    gamma: float = Field(10.0, ge=0.0, description="γ; the term is γ/2 · E‖∇D(x)‖²")
+
+
+class GradientPenalty(CriticLoss):
+    """Critic term ``weight · E (‖∇ D(x̂)‖₂ - center)²`` with a metric ``grad_norm`` = E ‖∇ D(x̂)‖₂.
+
+    * ``gradient_penalty`` (WGAN-GP, Gulrajani et al. 2017): ``x̂ = α·real + (1-α)·fake``,
+      ``α ~ U[0, 1]`` per example, center 1, weight λ.
+    * ``r1_penalty`` (Mescheder et al. 2018): ``x̂ = real``, center 0, weight γ/2.
+
+    With several critic inputs (joint critics) every floating-point input is interpolated
+    with the same α and the norm is over all of them; labels pass unchanged.  The first
+    dimension is the batch.  The penalty is differentiable in the critic's parameters.
+    """
+
+    terms = ("critic",)
+
+    def __init__(self, critic: nn.Module, weight: float, center: float, interpolate: bool) -> None:
+        super().__init__(critic)
+        self.weight = weight
+        self.center = center
+        self.interpolate = interpolate
+        self.term_inputs = {"critic": ("real", "fake", "labels") if interpolate else ("real", "labels")}
+
+    def points(self, inputs: Mapping[str, Any]) -> list[Tensor]:
+        """Where the gradient is taken: detached copies of real inputs or interpolates."""
+        real = [r.detach() for r in critic_inputs(inputs, "real", with_labels=False)]
+        if not self.interpolate:
+            return real
+        fake = [f.detach() for f in critic_inputs(inputs, "fake", with_labels=False)]
+        if len(fake) != len(real):
+            raise ValueError(f"gradient_penalty: real has {len(real)} critic inputs but fake has {len(fake)}")
+        first = real[0]
+        alpha = torch.rand(first.shape[0], device=first.device, dtype=first.dtype)
+        return [
+            torch.lerp(f, r, alpha.view(-1, *[1] * (r.dim() - 1)).to(r.dtype)) if r.is_floating_point() else r
+            for r, f in zip(real, fake)
+        ]
+
+    def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        labels = inputs.get("labels")
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            points = [p.requires_grad_() if p.is_floating_point() else p for p in self.points(inputs)]
+            d = score(self.critic, points if labels is None else [*points, labels])
+            wrt = [p for p in points if p.requires_grad]
+            grads = torch.autograd.grad(d.sum(), wrt, create_graph=create_graph)
+        flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
+        norm = torch.linalg.vector_norm(flat, dim=1)
+        penalty = flat.pow(2).sum(1) if self.center == 0 else (norm - self.center).pow(2)
+        return {"critic": self.weight * penalty.mean(), "grad_norm": norm.detach().mean()}
+
+
+class FeatureMatchingParams(SideParams):
+    weight: float = Field(1.0, ge=0.0)
+
+
+class FeatureMatching(CriticLoss):
+    """Feature matching (Salimans et al. 2016), a generator term: ``weight · ‖E f(real) - E f(fake)‖₂²``,
+
+    with ``f = critic.features`` (the critic's representation under its output layer).
+    """
+
+    terms = ("generator",)
+
+    def __init__(self, critic: nn.Module, weight: float) -> None:
+        super().__init__(critic)
+        self.weight = weight
+
+    def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        f_real = self.critic.features(*critic_inputs(inputs, "real"))
+        f_fake = self.critic.features(*critic_inputs(inputs, "fake"))
+        mean_real = f_real.reshape(-1, f_real.shape[-1]).mean(0).detach()
+        mean_fake = f_fake.reshape(-1, f_fake.shape[-1]).mean(0)
+        return {"generator": self.weight * (mean_real - mean_fake).pow(2).sum()}
+
+
+class AuxiliaryClassifierParams(Params):
+    critic: Ref("critic", "network")  # type: ignore[valid-type]
+    real: Value | list[Value] = "x"
+    fake: Value | list[Value]
+    labels: Value = Field("y", description="classes of real")
+    fake_labels: Value | None = Field(None, description="classes the generator was given (default: labels)")
+    weight: float = Field(1.0, ge=0.0)
+
+
+class AuxiliaryClassifier(CriticLoss):
+    """AC-GAN class terms (Odena et al. 2017) on a critic returning ``(score, class_logits)``; CE = cross-entropy.
+
+    critic:    weight · (CE(C(real), labels) + CE(C(fake), fake_labels))
+    generator: weight · CE(C(fake), fake_labels)
+    Metrics: ``accuracy_real``, ``accuracy_fake`` of the auxiliary classifier.
+    """
+
+    terms = ("critic", "generator")
+    term_inputs = {"critic": ("real", "fake", "labels", "fake_labels"), "generator": ("fake", "labels", "fake_labels")}
+
+    def __init__(self, critic: nn.Module, weight: float) -> None:
+        super().__init__(critic)
+        self.weight = weight
+
+    def _cross_entropy(self, inputs: Mapping[str, Any], side: str, labels: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.critic(*critic_inputs(inputs, side, with_labels=False))
+        if not isinstance(out, tuple):
+            raise TypeError("auxiliary_classifier: the critic returns no class logits; give it ac_classes")
+        logits, labels = out[1].reshape(-1, out[1].shape[-1]), labels.reshape(-1).long()
+        accuracy = (logits.detach().argmax(-1) == labels).to(logits.dtype).mean()
+        return F.cross_entropy(logits, labels), accuracy
+
+    def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        fake_labels = inputs.get("fake_labels")
+        if fake_labels is None:
+            fake_labels = inputs["labels"]
+        ce_fake, accuracy_fake = self._cross_entropy(inputs, "fake", fake_labels)
+        out = {"accuracy_fake": accuracy_fake}
+        if "generator" in terms:
+            out["generator"] = self.weight * ce_fake
+        if "critic" in terms:
+            ce_real, out["accuracy_real"] = self._cross_entropy(inputs, "real", inputs["labels"])
+            out["critic"] = self.weight * (ce_real + ce_fake)
+        return out
+
+
+Distance = Literal["l1", "l2"]
+
+
+class CycleParams(Params):
+    real: Value
+    reconstructed: Value = Field(description="F(G(real))")
+    norm: Distance = "l1"
+    weight: float = Field(10.0, ge=0.0, description="λ")
+
+
+class IdentityParams(Params):
+    real: Value
+    mapped: Value = Field(description="G(real) for the generator G into real's own domain")
+    norm: Distance = "l1"
+    weight: float = Field(5.0, ge=0.0, description="0.5 λ in Zhu et al. 2017")
+
+
+class MeanDistance(Loss):
+    """``weight · mean |prediction - target|`` (l1) or ``weight · mean (prediction - target)²`` (l2), over all elements.
+
+    * ``cycle_consistency`` (Zhu et al. 2017): target ``real`` a, prediction ``reconstructed`` F(G(a)).
+    * ``identity_mapping`` (Zhu et al. 2017, after Taigman et al. 2017): target ``real`` b, prediction ``mapped`` G(b).
+    """
+
+    def __init__(self, target: str, prediction: str, norm: Distance, weight: float) -> None:
+        super().__init__()
+        self.target, self.prediction = target, prediction
+        self.norm = norm
+        self.weight = weight
+
+    def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        diff = inputs[self.prediction] - inputs[self.target]
+        distance = diff.abs() if self.norm == "l1" else diff.pow(2)
+        return {"loss": self.weight * distance.mean()}
+
+
+def build_gradient_penalty(params: GradientPenaltyParams, ctx: BuildContext) -> GradientPenalty:
+    """WGAN-GP critic term λ E (‖∇D(x̂)‖₂ - 1)² on random interpolates x̂ (Gulrajani et al. 2017)."""
+    return GradientPenalty(ctx.component(params.critic), params.weight, center=1.0, interpolate=True)
+
+
+def build_r1_penalty(params: R1Params, ctx: BuildContext) -> GradientPenalty:
+    """R1 critic term γ/2 E ‖∇D(x)‖² on real data (Mescheder et al. 2018)."""
+    return GradientPenalty(ctx.component(params.critic), params.gamma / 2, center=0.0, interpolate=False)
+
+
+def build_feature_matching(params: FeatureMatchingParams, ctx: BuildContext) -> FeatureMatching:
+    """Feature-matching generator term ‖E f(x) - E f(G(z))‖² on critic features (Salimans et al. 2016)."""
+    critic = ctx.component(params.critic)
+    if not callable(getattr(critic, "features", None)):
+        raise ValueError(f"feature_matching: critic {params.critic!r} has no features(x) method")
+    return FeatureMatching(critic, params.weight)
+
+
+def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildContext) -> AuxiliaryClassifier:
+    """AC-GAN cross-entropy terms of the critic's auxiliary classifier (Odena et al. 2017)."""
+    return AuxiliaryClassifier(ctx.component(params.critic), params.weight)
+
+
+def build_cycle(params: CycleParams, ctx: BuildContext) -> MeanDistance:
+    """Cycle-consistency loss λ E ‖F(G(a)) - a‖₁ (Zhu et al. 2017)."""
+    return MeanDistance("real", "reconstructed", params.norm, params.weight)
+
+
+def build_identity(params: IdentityParams, ctx: BuildContext) -> MeanDistance:
+    """Identity loss 0.5 λ E ‖G(b) - b‖₁ for G mapping into b's domain (Zhu et al. 2017)."""
+    return MeanDistance("real", "mapped", params.norm, params.weight)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("gradient_penalty", "loss", GradientPenaltyParams, build_gradient_penalty),
+        ComponentType("r1_penalty", "loss", R1Params, build_r1_penalty),
+        ComponentType("feature_matching", "loss", FeatureMatchingParams, build_feature_matching),
+        ComponentType("auxiliary_classifier", "loss", AuxiliaryClassifierParams, build_auxiliary_classifier),
+        ComponentType("cycle_consistency", "loss", CycleParams, build_cycle),
+        ComponentType("identity_mapping", "loss", IdentityParams, build_identity),
+    ]

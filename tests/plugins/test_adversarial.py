@@ -1,0 +1,378 @@
+"""Adversarial losses and their companions against hand-computed values and direct autograd."""
+
+from __future__ import annotations
+
+import math
+
+import pydantic
+import pytest
+import torch
+from torch import Tensor, nn
+
+from compose_gen import make_catalogue
+from compose_gen_plugins import adversarial, gan_auxiliary
+
+CATALOGUE = make_catalogue([adversarial, gan_auxiliary], entry_points=False)
+REAL = [1.0, 3.0]
+FAKE = [-2.0, 0.5]
+
+
+class Context:
+    def __init__(self, **components: nn.Module) -> None:
+        self.components = components
+        self.data = None
+
+    def component(self, ref: str) -> nn.Module:
+        return self.components[ref]
+
+
+class ScoreIsInput(nn.Module):
+    """D(x) = x (and features(x) = x): scores are whatever the test feeds in."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def features(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Recorder(nn.Module):
+    """Returns the sum of its first input's last dim and records every call's arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Tensor, ...]] = []
+
+    def forward(self, *args: Tensor) -> Tensor:
+        self.calls.append(args)
+        return args[0].sum(-1, keepdim=True)
+
+
+def build(type_name: str, critic: nn.Module | None = None, **params: object):
+    component_type = CATALOGUE.get(type_name)
+    spec = {"critic": "critic", **params} if critic is not None else params
+    return component_type.build(component_type.params(**spec), Context(critic=critic))
+
+
+def inputs(real: list[float] = REAL, fake: list[float] = FAKE, **extra: Tensor) -> dict[str, Tensor]:
+    as_column = lambda v: torch.tensor(v, dtype=torch.float64).unsqueeze(-1)  # noqa: E731
+    return {"real": as_column(real), "fake": as_column(fake), **extra}
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def log_sigmoid(d: float) -> float:
+    return math.log(1.0 / (1.0 + math.exp(-d)))
+
+
+def log_one_minus_sigmoid(d: float) -> float:
+    return math.log(1.0 - 1.0 / (1.0 + math.exp(-d)))
+
+
+BOTH = frozenset({"critic", "generator"})
+
+EXPECTED = {
+    # name: (params, critic term, generator term)
+    "minimax": (
+        {},
+        -mean([log_sigmoid(d) for d in REAL]) - mean([log_one_minus_sigmoid(d) for d in FAKE]),
+        mean([log_one_minus_sigmoid(d) for d in FAKE]),
+    ),
+    "non_saturating": (
+        {},
+        -mean([log_sigmoid(d) for d in REAL]) - mean([log_one_minus_sigmoid(d) for d in FAKE]),
+        -mean([log_sigmoid(d) for d in FAKE]),
+    ),
+    "wasserstein": ({}, mean(FAKE) - mean(REAL), -mean(FAKE)),  # -0.75 - 2 = -2.75; 0.75
+    "hinge": ({}, 0.0 + mean([0.0, 1.5]), 0.75),
+    "least_squares": ({}, 0.5 * mean([0.0, 4.0]) + 0.5 * mean([4.0, 0.25]), 0.5 * mean([9.0, 0.25])),
+    "non_saturating_smoothed": (
+        {"label_smoothing": 0.1},
+        -mean([0.9 * log_sigmoid(d) + 0.1 * log_one_minus_sigmoid(d) for d in REAL])
+        - mean([log_one_minus_sigmoid(d) for d in FAKE]),
+        -mean([log_sigmoid(d) for d in FAKE]),
+    ),
+    "least_squares_symmetric": (  # Mao et al.'s a = -1, b = 1, c = 0
+        {"real_target": 1.0, "fake_target": -1.0, "generator_target": 0.0},
+        0.5 * mean([0.0, 4.0]) + 0.5 * mean([1.0, 2.25]),
+        0.5 * mean([4.0, 0.25]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_terms_equal_their_definitions(case: str) -> None:
+    params, critic_term, generator_term = EXPECTED[case]
+    loss = build(case.removesuffix("_smoothed").removesuffix("_symmetric"), ScoreIsInput(), fake="f", **params)
+    out = loss(inputs(), BOTH)
+    assert out["critic"].item() == pytest.approx(critic_term, abs=1e-12)
+    assert out["generator"].item() == pytest.approx(generator_term, abs=1e-12)
+    assert out["d_real"].item() == pytest.approx(mean(REAL))
+    assert out["d_fake"].item() == pytest.approx(mean(FAKE))
+
+
+def test_wasserstein_reports_the_critic_estimate() -> None:
+    out = build("wasserstein", ScoreIsInput(), fake="f")(inputs(), BOTH)
+    assert out["wasserstein"].item() == pytest.approx(mean(REAL) - mean(FAKE))
+
+
+@pytest.mark.parametrize("name", ["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"])
+def test_generator_term_needs_no_real_value(name: str) -> None:
+    loss = build(name, ScoreIsInput(), fake="f", labels="y")
+    names = ["real", "fake", "labels"]
+    assert loss.inputs_for({"generator"}, names) == {"fake", "labels"}
+    assert loss.inputs_for({"critic"}, names) == set(names)
+    only_fake = {"fake": inputs()["fake"]}
+    assert set(build(name, ScoreIsInput(), fake="f")(only_fake, frozenset({"generator"}))) == {"generator", "d_fake"}
+
+
+def test_generator_on_real_scores_real_pairs_as_fake() -> None:
+    """BiGAN: with real = (x, E(x)) the encoder's term -log(1 - D(x, E(x))) joins the generator's."""
+    loss = build("non_saturating", ScoreIsInput(), fake="f", generator_on_real=True)
+    assert loss.inputs_for({"generator"}, ["real", "fake"]) == {"real", "fake"}
+    out = loss(inputs(), frozenset({"generator"}))
+    expected = -mean([log_sigmoid(d) for d in FAKE]) - mean([log_one_minus_sigmoid(d) for d in REAL])
+    assert out["generator"].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_joint_and_conditional_critics_get_all_their_inputs() -> None:
+    critic = Recorder()
+    loss = build("hinge", critic, real=["x", "z_hat"], fake=["g", "z"], labels="y", fake_labels="y_fake")
+    x, z_hat, g, z = (torch.randn(3, 2) for _ in range(4))
+    y, y_fake = torch.tensor([0, 1, 2]), torch.tensor([2, 2, 0])
+    loss({"real": (x, z_hat), "fake": (g, z), "labels": y, "fake_labels": y_fake}, BOTH)
+    fake_call, real_call = critic.calls
+    assert all(a is b for a, b in zip(real_call, (x, z_hat, y)))
+    assert all(a is b for a, b in zip(fake_call, (g, z, y_fake)))
+
+
+def test_weight_clipping_clamps_after_critic_steps_only() -> None:
+    critic = nn.Linear(3, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[0.5, -0.002, -3.0]]))
+        critic.bias.fill_(0.2)
+    loss = build("wasserstein", critic, fake="f", clip=0.01)
+    loss.after_step(frozenset({"generator"}))
+    assert critic.weight[0, 0].item() == 0.5
+    loss.after_step(frozenset({"critic"}))
+    assert critic.weight[0].tolist() == pytest.approx([0.01, -0.002, -0.01])
+    assert critic.bias.item() == pytest.approx(0.01)
+
+
+def test_instance_noise_has_its_std_and_decays_linearly() -> None:
+    critic = Recorder()
+    loss = build("wasserstein", critic, fake="f", instance_noise=0.5, noise_decay_steps=4)
+    x = torch.zeros(20000, 1, dtype=torch.float64)
+    loss({"real": x, "fake": x}, BOTH)
+    for args in critic.calls:
+        assert args[0].std().item() == pytest.approx(0.5, rel=0.03)
+    for expected in (0.375, 0.25, 0.125, 0.0, 0.0):
+        loss.after_step(frozenset({"critic"}))
+        assert float(loss.noise_std()) == pytest.approx(expected)
+    critic.calls.clear()
+    loss({"real": x, "fake": x}, BOTH)
+    assert all(args[0].abs().max().item() == 0 for args in critic.calls)
+    loss.after_step(frozenset({"generator"}))
+    assert int(loss.critic_steps) == 5, "only critic steps advance the schedule"
+    assert "critic_steps" in loss.state_dict(), "the schedule survives a checkpoint"
+
+
+def test_critic_is_referenced_not_owned() -> None:
+    loss = build("hinge", nn.Linear(2, 1), fake="f")
+    assert list(loss.parameters()) == []
+
+
+def test_scores_of_an_auxiliary_classifier_critic_are_its_first_output() -> None:
+    class WithClasses(nn.Module):
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            return x, torch.zeros(len(x), 3)
+
+    out = build("wasserstein", WithClasses(), fake="f")(inputs(), BOTH)
+    assert out["critic"].item() == pytest.approx(mean(FAKE) - mean(REAL))
+
+
+def test_bad_parameters_are_rejected() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        CATALOGUE.get("non_saturating").params(critic="c", fake="f", label_smoothing=1.0)
+    with pytest.raises(pydantic.ValidationError):
+        CATALOGUE.get("wasserstein").params(critic="c", fake="f", clip=-0.01)
+    with pytest.raises(pydantic.ValidationError):
+        CATALOGUE.get("hinge").params(critic="c", fake="f", label_smoothing=0.1)
+
+
+# --- gradient penalties ------------------------------------------------------------------
+
+
+def small_critic() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+
+
+def test_gradient_penalty_equals_direct_autograd() -> None:
+    critic = small_critic()
+    real, fake = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    loss = build("gradient_penalty", critic, fake="f", weight=10.0)
+    torch.manual_seed(7)
+    out = loss({"real": real, "fake": fake}, frozenset({"critic"}))
+    torch.manual_seed(7)
+    alpha = torch.rand(5, dtype=torch.float64).unsqueeze(-1)
+    points = (alpha * real + (1 - alpha) * fake).requires_grad_()
+    (grad,) = torch.autograd.grad(critic(points).sum(), points, create_graph=True)
+    expected = 10.0 * ((grad.norm(dim=1) - 1) ** 2).mean()
+    assert out["critic"].item() == pytest.approx(expected.item(), rel=1e-12)
+    assert out["grad_norm"].item() == pytest.approx(grad.norm(dim=1).mean().item(), rel=1e-12)
+    # and its gradient in the critic's parameters is the direct one (double backprop; the last
+    # bias does not change ∇D, so it gets none)
+    params = list(critic.parameters())[:-1]
+    ours = torch.autograd.grad(out["critic"], params)
+    direct = torch.autograd.grad(expected, params)
+    for a, b in zip(ours, direct):
+        torch.testing.assert_close(a, b)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_analytic() -> None:
+    """D(x) = w·x has ∇D = w everywhere: GP = λ (‖w‖ - 1)², ∂GP/∂w = 2λ (‖w‖ - 1) w / ‖w‖."""
+    critic = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[3.0, 4.0]]))
+    loss = build("gradient_penalty", critic, fake="f", weight=2.0)
+    real, fake = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    out = loss({"real": real, "fake": fake}, {"critic"})
+    assert out["critic"].item() == pytest.approx(2.0 * 16.0)
+    out["critic"].backward()
+    assert critic.weight.grad[0].tolist() == pytest.approx([2 * 2.0 * 4.0 * 3 / 5, 2 * 2.0 * 4.0 * 4 / 5])
+
+
+def test_gradient_penalty_interpolates_every_input_of_a_joint_critic() -> None:
+    """D(x, z) = ½‖x‖² + ½‖z‖²: ∇ = (x̂, ẑ), so GP = E (‖(x̂, ẑ)‖ - 1)², one α for both."""
+
+    class Quadratic(nn.Module):
+        def forward(self, x: Tensor, z: Tensor) -> Tensor:
+            return 0.5 * (x.pow(2).sum(-1) + z.pow(2).sum(-1))
+
+    x, z_hat, g, z = (torch.randn(6, d, dtype=torch.float64) for d in (3, 2, 3, 2))
+    loss = build("gradient_penalty", Quadratic(), real=["x", "z_hat"], fake=["g", "z"], weight=1.0)
+    torch.manual_seed(3)
+    out = loss({"real": (x, z_hat), "fake": (g, z)}, {"critic"})
+    torch.manual_seed(3)
+    alpha = torch.rand(6, dtype=torch.float64).unsqueeze(-1)
+    joint = torch.cat([alpha * x + (1 - alpha) * g, alpha * z_hat + (1 - alpha) * z], dim=1)
+    assert out["critic"].item() == pytest.approx(((joint.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-12)
+
+
+def test_r1_penalty_is_half_gamma_squared_gradient_norm_on_real_data() -> None:
+    class Quadratic(nn.Module):  # D(x) = ½‖x‖², ∇D(x) = x
+        def forward(self, x: Tensor, y: Tensor) -> Tensor:
+            assert y.dtype == torch.long
+            return 0.5 * x.pow(2).sum(-1)
+
+    x = torch.randn(7, 3, dtype=torch.float64)
+    loss = build("r1_penalty", Quadratic(), gamma=4.0, labels="y")
+    assert loss.inputs_for({"critic"}, ["real", "fake", "labels"]) == {"real", "labels"}
+    out = loss({"real": x, "labels": torch.zeros(7, dtype=torch.long)}, {"critic"})
+    assert out["critic"].item() == pytest.approx(2.0 * x.pow(2).sum(1).mean().item(), rel=1e-12)
+
+
+def test_gradient_penalty_works_without_grad_mode() -> None:
+    with torch.no_grad():
+        out = build("gradient_penalty", small_critic(), fake="f")(
+            {"real": torch.randn(3, 3, dtype=torch.float64), "fake": torch.randn(3, 3, dtype=torch.float64)}, {"critic"}
+        )
+    assert torch.isfinite(out["critic"]) and not out["critic"].requires_grad
+
+
+# --- feature matching, AC-GAN, cycle and identity ------------------------------------------
+
+
+def test_feature_matching_is_squared_distance_of_mean_features() -> None:
+    real = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    fake = torch.tensor([[0.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    loss = build("feature_matching", ScoreIsInput(), fake="f", weight=2.0)
+    out = loss({"real": real, "fake": fake}, {"generator"})
+    assert out["generator"].item() == pytest.approx(2.0 * ((2.0 - 0.5) ** 2 + (1.0 - 0.5) ** 2))
+    out["generator"].backward()
+    assert fake.grad is not None
+
+
+def test_feature_matching_needs_critic_features() -> None:
+    with pytest.raises(ValueError, match="features"):
+        build("feature_matching", nn.Linear(2, 1), fake="f")
+
+
+class FixedClasses(nn.Module):
+    """Critic returning (score, class_logits) with the logits given as input."""
+
+    def forward(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        return logits[:, :1], logits
+
+
+def cross_entropy(logits: list[list[float]], labels: list[int]) -> float:
+    return mean([math.log(sum(math.exp(v) for v in row)) - row[c] for row, c in zip(logits, labels)])
+
+
+def test_auxiliary_classifier_terms_are_cross_entropies() -> None:
+    real_logits, fake_logits = [[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]], [[0.1, 0.2, 3.0], [1.0, 1.0, 1.0]]
+    labels, fake_labels = [0, 2], [2, 1]
+    loss = build("auxiliary_classifier", FixedClasses(), fake="f", fake_labels="c", weight=0.5)
+    names = ["real", "fake", "labels", "fake_labels"]
+    assert loss.inputs_for({"generator"}, names) == {"fake", "labels", "fake_labels"}
+    out = loss(
+        {
+            "real": torch.tensor(real_logits, dtype=torch.float64),
+            "fake": torch.tensor(fake_logits, dtype=torch.float64),
+            "labels": torch.tensor(labels),
+            "fake_labels": torch.tensor(fake_labels),
+        },
+        BOTH,
+    )
+    ce_real, ce_fake = cross_entropy(real_logits, labels), cross_entropy(fake_logits, fake_labels)
+    assert out["critic"].item() == pytest.approx(0.5 * (ce_real + ce_fake), abs=1e-12)
+    assert out["generator"].item() == pytest.approx(0.5 * ce_fake, abs=1e-12)
+    assert out["accuracy_real"].item() == pytest.approx(0.5)  # row 2 predicts class 1, not 2
+    assert out["accuracy_fake"].item() == pytest.approx(0.5)  # row 2 ties: argmax picks class 0
+
+
+def test_auxiliary_classifier_rejects_a_critic_without_class_head() -> None:
+    loss = build("auxiliary_classifier", ScoreIsInput(), fake="f")
+    with pytest.raises(TypeError, match="ac_classes"):
+        loss({"fake": torch.zeros(2, 1), "labels": torch.zeros(2, dtype=torch.long)}, {"generator"})
+
+
+@pytest.mark.parametrize(
+    ("type_name", "other", "norm", "expected"),
+    [
+        ("cycle_consistency", "reconstructed", "l1", 10.0 * mean([1.0, 0.5, 2.0, 0.0])),
+        ("cycle_consistency", "reconstructed", "l2", 10.0 * mean([1.0, 0.25, 4.0, 0.0])),
+        ("identity_mapping", "mapped", "l1", 5.0 * mean([1.0, 0.5, 2.0, 0.0])),
+    ],
+)
+def test_cycle_and_identity_are_mean_distances(type_name: str, other: str, norm: str, expected: float) -> None:
+    loss = build(type_name, real="a", norm=norm, **{other: "aba"})
+    a = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    out = loss({"real": a, other: a + torch.tensor([[1.0, -0.5], [2.0, 0.0]])}, {"loss"})
+    assert out["loss"].item() == pytest.approx(expected)
+
+
+def test_every_type_is_a_loss() -> None:
+    assert {t.name for t in CATALOGUE.of_kind("loss")} == {
+        "minimax", "non_saturating", "wasserstein", "hinge", "least_squares", "gradient_penalty",
+        "r1_penalty", "feature_matching", "auxiliary_classifier", "cycle_consistency", "identity_mapping",
+    }  # fmt: skip
+    assert all(t.doc for t in CATALOGUE.types.values())
+
+
+ROUND_TRIP = {
+    "cycle_consistency": {"real": "a", "reconstructed": "aba"},
+    "identity_mapping": {"real": "b", "mapped": "bb"},
+    "r1_penalty": {"critic": "d", "real": ["x", "z_hat"]},
+}
+
+
+@pytest.mark.parametrize("type_name", sorted(CATALOGUE.types))
+def test_parameters_survive_a_dump_and_reload(type_name: str) -> None:
+    """Run folders store the resolved spec with every default written out; it must load again."""
+    model = CATALOGUE.get(type_name).params
+    parsed = model(**ROUND_TRIP.get(type_name, {"critic": "d", "real": ["x", "z_hat"], "fake": ["g", "z"]}))
+    assert model.model_validate(parsed.model_dump(mode="json")) == parsed
