@@ -81,7 +81,7 @@ def main() -> None:
     plan = model.plans["model"]
 
     def ours_step() -> None:
-        trainer._player_step("model", plan, train_spec.steps)
+        trainer._player_step("model", plan)
 
     for step in (hand_step, ours_step):  # warm-up
         time_steps(step, 50)

@@ -114,10 +114,11 @@ def _add_refs(
     problems: list[Problem],
 ) -> None:
     """Edges from every component or value ``declared`` refers to."""
-    for field, marker, is_list in ref_fields(type(declared.params)):
+    for field, marker in ref_fields(type(declared.params)):
         value = getattr(declared.params, field)
         if value is None:
             continue
+        is_list = isinstance(value, list)
         for i, name in enumerate(value if is_list else [value]):
             path = (*declared.path, field, i) if is_list else (*declared.path, field)
             if isinstance(marker, RefTo):

@@ -134,7 +134,7 @@ def _player_params(
 def _value_inputs(spec: Spec, loss_name: str) -> dict[str, str | list[str]]:
     declared = spec.sections.losses[loss_name]
     inputs = {}
-    for field_name, marker, _ in ref_fields(type(declared.params)):
+    for field_name, marker in ref_fields(type(declared.params)):
         value = getattr(declared.params, field_name)
         if isinstance(marker, ValueRef) and value is not None:
             inputs[field_name] = value

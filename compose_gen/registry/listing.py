@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from compose_gen.registry.catalogue import Catalogue
@@ -45,7 +46,7 @@ def render(listing: dict[str, Any]) -> None:
         table.add_column(column)
     for t in listing["types"]:
         params = ", ".join(f"{k}*" if v.get("required") else k for k, v in t["params"].items())
-        table.add_row(t["kind"], t["name"], t["plugin"], params, t["doc"])
+        table.add_row(t["kind"], t["name"], t["plugin"], escape(params), escape(t["doc"]))
     console.print(table)
     for plugin, error in listing["failed_plugins"].items():
         console.print(f"[red]plugin {plugin!r} failed to load:[/red] {error}")

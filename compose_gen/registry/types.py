@@ -115,29 +115,27 @@ def _metadata(annotation: Any) -> list[Any]:
     return list(getattr(annotation, "__metadata__", ()))
 
 
-def ref_fields(model: type[BaseModel]) -> Iterator[tuple[str, RefTo | ValueRef, bool]]:
-    """Yield ``(field, marker, is_list)`` for every reference field of ``model``.
+def ref_fields(model: type[BaseModel]) -> Iterator[tuple[str, RefTo | ValueRef]]:
+    """Yield ``(field, marker)`` once for every reference field of ``model``.
 
-    Handles ``Ref(...)``, ``Value``, their lists and optional forms.
+    Handles ``Ref(...)``, ``Value``, their lists, unions and optional forms;
+    whether a given value is one reference or a list is read off the value.
     """
     for name, info in model.model_fields.items():
-        for marker in info.metadata:
-            if isinstance(marker, (RefTo, ValueRef)):
-                yield name, marker, False
-        for inner, is_list in _unwrap(info.annotation):
-            for marker in _metadata(inner):
-                if isinstance(marker, (RefTo, ValueRef)):
-                    yield name, marker, is_list
+        markers = [m for m in info.metadata if isinstance(m, (RefTo, ValueRef))]
+        markers += [m for inner in _unwrap(info.annotation) for m in _metadata(inner) if isinstance(m, (RefTo, ValueRef))]
+        if markers:
+            yield name, markers[0]
 
 
-def _unwrap(annotation: Any, in_list: bool = False) -> Iterator[tuple[Any, bool]]:
+def _unwrap(annotation: Any) -> Iterator[Any]:
     origin = getattr(annotation, "__origin__", None)
     args = getattr(annotation, "__args__", ())
     if _metadata(annotation):
-        yield annotation, in_list
+        yield annotation
     elif origin in (list, tuple) and args:
-        yield from _unwrap(args[0], True)
+        yield from _unwrap(args[0])
     elif args and origin is Union or type(annotation).__name__ == "UnionType":
         for arg in args:
             if arg is not type(None):
-                yield from _unwrap(arg, in_list)
+                yield from _unwrap(arg)

@@ -74,6 +74,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        if len(self.in_shape) == 1 and len(self.out_shape) == 1:  # vectors: no reshaping on the hot path
+            return self.net(x)
         batch = x.shape[: x.dim() - len(self.in_shape)]
         y = self.net(x.reshape(*batch, -1))
         return y.reshape(*batch, *self.out_shape)

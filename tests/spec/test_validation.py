@@ -114,3 +114,11 @@ def test_shipped_specs_validate(catalogue) -> None:
     assert specs
     for path in specs:
         load_spec(path, catalogue=catalogue)
+
+
+def test_top_level_and_plugin_problems_are_reported_together(vae_spec, catalogue) -> None:
+    vae_spec["train"]["steps"] = "lots"
+    vae_spec["components"]["prior"]["type"] = "standard_normall"
+    lines = problems(vae_spec, catalogue)
+    assert any("train.steps" in line for line in lines)
+    assert any("components.prior.type" in line for line in lines)
