@@ -6,14 +6,14 @@ every mistake it can find surfaces before the first training step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from compose_gen.compiler.build import BuildContext, build_all
 from compose_gen.compiler.dry_run import dry_run
-from compose_gen.compiler.graph import SpecGraph, build_graph
+from compose_gen.compiler.graph import SpecGraph, build_graph, node
 from compose_gen.compiler.plan import Plan, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import Loss, Sampler, Splits
@@ -38,6 +38,7 @@ class GenerativeModel(nn.Module):
         sampler: Sampler | None,
         plans: dict[str, Plan],
         metrics: list[Any],
+        evaluators: dict[str, Callable[[dict[str, Any]], Any]] | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -49,6 +50,7 @@ class GenerativeModel(nn.Module):
         self.plans = plans
         self.metrics = metrics
         self._all_components = components
+        self._evaluators = evaluators or {}
 
     def component(self, name: str) -> nn.Module:
         return self._all_components[name]
@@ -64,6 +66,20 @@ class GenerativeModel(nn.Module):
         for plan in self.plans.values():
             logs.update(run_plan(plan, batch)[1])
         return logs
+
+    @torch.no_grad()
+    def values(self, batch: dict[str, Tensor], names: Iterable[str]) -> dict[str, Any]:
+        """The named graph values (or batch fields) on ``batch``, computing only their ancestors, without gradients."""
+        names = list(names)
+        unknown = [n for n in names if n not in self._evaluators and n not in batch]
+        if unknown:
+            known = ", ".join([*self._evaluators, *batch])
+            raise KeyError(f"spec {self.spec.name!r}: unknown graph value(s) {unknown}; graph values and batch fields: {known}")
+        values: dict[str, Any] = dict(batch)
+        needed = self.graph.ancestors({node("value", n) for n in names if n in self._evaluators})
+        for name in self.graph.values_in_order(needed):
+            values[name] = self._evaluators[name](values)
+        return {n: values[n] for n in names}
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """``n`` examples in model space from the spec's ``sample:`` section."""
@@ -100,7 +116,7 @@ def compile_spec(
     if problems:
         raise SpecError(problems, spec.source)
     plans = make_plans(spec, graph, components, losses, evaluators)
-    model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics).to(device)
+    model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
     if check:
         dry_run(model, data)
     return model

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -153,13 +154,18 @@ class Run:
             self.evaluate()
         return logs
 
+    def averaged(self) -> AbstractContextManager[Any]:
+        """A context in which the model holds its moving-average weights (``train.ema``), if it keeps any."""
+        return self.trainer.ema.applied() if self.trainer.ema is not None else nullcontext()
+
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` samples in model space (drawn in eval mode; the training mode is restored after)."""
+        """``n`` samples in model space (drawn in eval mode with the averaged weights; training's are restored after)."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.model.sample(n, temperature)
+            with self.averaged():
+                return self.model.sample(n, temperature)
         finally:
             self.model.train(was_training)
 
@@ -191,7 +197,8 @@ class Run:
     def evaluate(self, out_dir: str | Path | None = None) -> dict[str, Any]:
         """Run every metric of ``evaluate.metrics``; write ``evaluation.json`` into the folder.
 
-        Metrics run in eval mode on a random stream seeded by the spec (training's is left as it was).
+        Metrics run in eval mode with the averaged weights (``train.ema``) on a random stream seeded by
+        the spec (training's weights and random stream are left as they were).
         """
         was_training = self.model.training
         self.model.eval()
@@ -206,7 +213,7 @@ class Run:
         )
         results: dict[str, Any] = {"step": self.trainer.step}
         try:
-            with rng.isolated(self.device, self.spec.model.seed):
+            with rng.isolated(self.device, self.spec.model.seed), self.averaged():
                 for metric in self.model.metrics:
                     results.update(metric(ctx))
         finally:

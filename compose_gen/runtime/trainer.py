@@ -12,7 +12,9 @@ on a fresh batch.  A player step
 5. clips, and checks that the loss and the gradient norm are finite with one
    host sync, the only one per step;
 6. steps the optimizer and lets losses apply their parameter hooks
-   (``after_step``, e.g. WGAN weight clipping).
+   (``after_step``, e.g. WGAN weight clipping);
+7. updates the moving average of weights (``train.ema``) when the player owns
+   some of the averaged parameters.
 
 NaN guard: a non-finite loss or gradient is reported with the player, the
 term(s) and the step (1-based, as in logs and checkpoint names); then training
@@ -53,6 +55,7 @@ from compose_gen.runtime.checkpoint import (
 )
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
+from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import lr_factor, make_optimizer
 
@@ -101,9 +104,13 @@ class Trainer:
     nan_skips: int = 0
     #: The signal that stopped the last :meth:`fit` early, if one did.
     interrupted: str | None = None
+    #: The moving average of weights (``train.ema``), a submodule ``ema`` of the model so checkpoints hold it.
+    ema: WeightAverage | None = None
 
     def __post_init__(self) -> None:
         self.train = self.model.spec.model.train
+        if self.train.ema is not None:
+            self.ema = _make_average(self.model, self.train.ema.components, self.train.ema.decay)
         for name, plan in self.model.plans.items():
             self.optimizers[name] = make_optimizer(plan.spec.optimizer or self.train.optimizer, plan.params)
         self._base_lr = {n: [g["lr"] for g in o.param_groups] for n, o in self.optimizers.items()}
@@ -259,6 +266,8 @@ class Trainer:
             optimizer.step()
         for call in plan.losses:
             call.module.after_step(call.terms)
+        if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
+            self.ema.update()
         if grads_ok:
             logs[f"{name}.grad_norm"] = norm
         return logs
@@ -384,3 +393,16 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _make_average(model: GenerativeModel, names: list[str], decay: float) -> WeightAverage:
+    """A :class:`WeightAverage` of the named components, registered on the model as ``ema``."""
+    unknown = [n for n in names if n not in model.components]
+    if unknown:
+        raise ValueError(f"train.ema.components: unknown component(s) {unknown}; components: {', '.join(model.components)}")
+    empty = [n for n in names if not any(True for _ in model.components[n].parameters())]
+    if empty:
+        raise ValueError(f"train.ema.components: {empty} hold no parameters to average")
+    average = WeightAverage({n: model.components[n] for n in names}, decay)
+    model.ema = average
+    return average

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
 
 __all__ = [
+    "EMASpec",
     "EvaluateSpec",
     "OptimizerSpec",
     "PlayerSpec",
@@ -156,6 +157,13 @@ class PlayerSpec(_Strict):
         return {term: 1.0 for term in self.terms}
 
 
+class EMASpec(_Strict):
+    """An exponential moving average of components' weights, kept during training and used to sample and evaluate."""
+
+    components: list[str] = Field(..., min_length=1, description="components whose parameters are averaged")
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="avg ← decay·avg + (1 − decay)·θ after each optimizer step")
+
+
 class TrainSpec(_Strict):
     """How to train: rounds, batches, precision, checkpoints, logging and the NaN guard."""
 
@@ -178,6 +186,7 @@ class TrainSpec(_Strict):
     on_nan: Literal["stop", "skip"] = Field("stop", description="on a non-finite loss or gradient: stop, or skip the batch")
     max_nan_skips: PositiveInt = Field(10, description="with on_nan: skip, stop after this many skipped batches")
     tensorboard: bool = Field(False, description="also log scalars and sample images for TensorBoard (needs `tensorboard`)")
+    ema: EMASpec | None = Field(None, description="average these components' weights for sampling and evaluation")
 
 
 class EvaluateSpec(_Strict):

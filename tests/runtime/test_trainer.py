@@ -21,10 +21,10 @@ def _records(run_dir):
     return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(run_dir / "metrics.jsonl")]
 
 
-@pytest.mark.parametrize("base", [VAE, GAN], ids=["vae", "two-player-gan"])
-def test_n_steps_straight_equal_half_resume_half(base, tmp_path, toys_catalogue):
-    # sample_every also shows that sample grids do not disturb the training random stream
-    spec = load_spec(spec_dict(base, steps=8, sample_every=3), catalogue=toys_catalogue)
+@pytest.mark.parametrize("base, ema", [(VAE, None), (GAN, None), (GAN, {"components": ["generator"], "decay": 0.9})], ids=["vae", "two-player-gan", "gan-with-ema"])
+def test_n_steps_straight_equal_half_resume_half(base, ema, tmp_path, toys_catalogue):
+    # sample_every also shows that sample grids (drawn with swapped-in averaged weights) do not disturb training
+    spec = load_spec(spec_dict(base, steps=8, sample_every=3, ema=ema), catalogue=toys_catalogue)
     straight = Run.create(spec, tmp_path / "straight", progress=False)
     straight.train()
     Run.create(spec, tmp_path / "split", progress=False).train(4)

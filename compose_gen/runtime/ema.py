@@ -1,0 +1,61 @@
+"""An exponential moving average of some components' weights, for sampling and evaluation.
+
+After every optimizer step that changes them, ``avg ← decay·avg + (1 − decay)·θ``
+(Polyak & Juditsky 1992; for GAN generators Yazıcı et al. 2019, Karras et al. 2018),
+starting from the initial weights, so after t updates
+``avg_t = decay^t θ_0 + (1 − decay) Σ_{k=1..t} decay^{t−k} θ_k``.
+The averages are buffers of a submodule ``ema`` of the model, so checkpoints hold them.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["WeightAverage"]
+
+
+class _Shadow(nn.Module):
+    """The averaged copies of one component's parameters, as buffers ``p0, p1, ...``."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__()
+        for i, p in enumerate(params):
+            self.register_buffer(f"p{i}", p.detach().clone())
+
+
+class WeightAverage(nn.Module):
+    """Averages of the parameters of ``components`` (name → module) with the given ``decay``."""
+
+    def __init__(self, components: dict[str, nn.Module], decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        live = {name: list(module.parameters()) for name, module in components.items()}
+        self.shadows = nn.ModuleDict({name: _Shadow(params) for name, params in live.items()})
+        self._live = [p for params in live.values() for p in params]
+        self.param_ids = frozenset(map(id, self._live))
+
+    def _averages(self) -> list[torch.Tensor]:
+        return [b for shadow in self.shadows.values() for b in shadow.buffers()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One step of the average towards the current weights."""
+        torch._foreach_lerp_(self._averages(), [p.detach() for p in self._live], 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in place of the live ones; the live ones are restored exactly after."""
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in self._live]
+            for p, avg in zip(self._live, self._averages()):
+                p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self._live, saved):
+                    p.copy_(value)
