@@ -53,6 +53,7 @@ SUBMODULES = (
     "residual",
     "spline",
     "dequantize",
+    "density",
 )
 
 
