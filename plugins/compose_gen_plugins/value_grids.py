@@ -1,19 +1,22 @@
-"""Pictures of graph values: a grid with one row per named value on the same test examples.
+"""Pictures of graph values, and of a generator along paths in its noise space.
 
-For BiGAN, ``values: [x, reconstruction]`` shows x above G(E(x)); for CycleGAN,
-``values: [a, ab, aba]`` shows a, its translation G_ab(a) and the cycle G_ba(G_ab(a)).
+* ``value_grid``: one row per named value on the same test examples.  For BiGAN,
+  ``values: [x, reconstruction]`` shows x above G(E(x)); for CycleGAN,
+  ``values: [a, ab, aba]`` shows a, its translation G_ab(a) and the cycle G_ba(G_ab(a)).
+* ``noise_interpolation``: G along linear or spherical paths between noise draws
+  (White 2016), the classic check that a generator is smooth rather than memorising.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from compose_gen import BuildContext, ComponentType, EvalContext, Params, Value, hookimpl
+from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches
 from compose_gen.runtime.images import save_grid
 
@@ -59,6 +62,43 @@ def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
     return ValueGrid(params)
 
 
+class NoiseInterpolationParams(Params):
+    noise: Ref("prior")  # type: ignore[valid-type]
+    generator: Ref("generator", "network")  # type: ignore[valid-type]
+    pairs: int = Field(6, gt=0, description="rows: pairs of noise draws")
+    steps: int = Field(10, ge=2, description="images per row, both ends included")
+    mode: Literal["linear", "spherical"] = "spherical"
+
+
+class NoiseInterpolation:
+    """Write G(z_t) for z_t on paths between pairs of noise draws as ``interpolation_<mode>.png``."""
+
+    def __init__(self, noise: Any, generator: Any, params: NoiseInterpolationParams) -> None:
+        self.noise, self.generator, self.params = noise, generator, params
+
+    @torch.no_grad()
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        from compose_gen_plugins.latent.grids import interpolate
+
+        p = self.params
+        torch.manual_seed(ctx.seed)
+        z = self.noise.sample(2 * p.pairs)
+        path = interpolate(z[0::2], z[1::2], p.steps, p.mode).transpose(0, 1).reshape(-1, *z.shape[1:])
+        images = ctx.test.to_display(self.generator(path))
+        if ctx.test.image_shape is None:
+            raise ValueError("noise_interpolation needs image data (the dataset has no image_shape)")
+        save_grid(images.reshape(-1, *ctx.test.image_shape), Path(ctx.out_dir) / f"interpolation_{p.mode}.png", nrow=p.steps)
+        return {f"interpolation_{p.mode}_images": float(len(path))}
+
+
+def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContext) -> NoiseInterpolation:
+    """Generator outputs along linear or spherical paths between noise draws (White 2016)."""
+    return NoiseInterpolation(ctx.component(params.noise), ctx.component(params.generator), params)
+
+
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
-    return [ComponentType("value_grid", "metric", ValueGridParams, build_value_grid, doc=ValueGrid.__doc__ or "")]
+    return [
+        ComponentType("value_grid", "metric", ValueGridParams, build_value_grid, doc=ValueGrid.__doc__ or ""),
+        ComponentType("noise_interpolation", "metric", NoiseInterpolationParams, build_noise_interpolation),
+    ]

@@ -60,3 +60,35 @@ def test_value_grid_tiles_each_value_as_one_row(model, tmp_path):
             tile = picture[top : top + size * scale : scale, left : left + size * scale : scale]
             shown = data.test.to_display(expected[name][col]).reshape(size, size).numpy()
             np.testing.assert_allclose(tile, shown, atol=1 / 255)
+
+
+def test_noise_interpolation_draws_the_generator_along_the_path(tmp_path) -> None:
+    """Each row starts and ends at G of two noise draws; the middle follows the path."""
+    import numpy as np
+    from PIL import Image
+
+    from compose_gen import EvalContext, Splits, TensorData
+    from compose_gen_plugins.distributions import StandardNormal
+    from compose_gen_plugins.value_grids import NoiseInterpolation, NoiseInterpolationParams
+
+    class Tile(torch.nn.Module):  # G(z) = sigmoid(mean z) everywhere: brightness tracks the path
+        def forward(self, z):
+            return torch.sigmoid(z.mean(-1)).reshape(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+
+    data = TensorData({"x": torch.zeros(4, 1, 2, 2)}, image_shape=(1, 2, 2))
+    params = NoiseInterpolationParams(noise="noise", generator="g", pairs=2, steps=5, mode="linear")
+    metric = NoiseInterpolation(StandardNormal((3,)), Tile(), params)
+    ctx = EvalContext(model=None, data=Splits(data, data), device=torch.device("cpu"), out_dir=tmp_path)
+    assert metric(ctx) == {"interpolation_linear_images": 10.0}
+    picture = Image.open(tmp_path / "interpolation_linear.png")
+    assert picture.size[0] > picture.size[1]  # 5 columns, 2 rows
+    torch.manual_seed(ctx.seed)
+    z = StandardNormal((3,)).sample(4)  # the draws the metric made: row 0 goes z0 -> z1
+    pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32)) / 255
+
+    def tile(row: int, column: int) -> float:  # save_grid: 1-pixel padding, 2x2 tiles, scaled 4x
+        return float(pixels[(1 + row * 3) * 4, (1 + column * 3) * 4])
+
+    for column, t in ((0, 0.0), (2, 0.5), (4, 1.0)):
+        expected = torch.sigmoid(((1 - t) * z[0] + t * z[1]).mean())
+        assert abs(tile(0, column) - float(expected)) <= 1 / 255
