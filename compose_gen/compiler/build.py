@@ -11,7 +11,7 @@ from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
-__all__ = ["BuildContext", "build_all"]
+__all__ = ["Builder", "build_all", "build_data"]
 
 _EXPECTED: dict[str, type] = {
     "bijector": Bijector,
@@ -22,8 +22,8 @@ _EXPECTED: dict[str, type] = {
 }
 
 
-class BuildContext:
-    """The compiler's side of :class:`compose_gen.core.BuildContext`."""
+class Builder:
+    """The compiler's implementation of :class:`compose_gen.core.BuildContext`."""
 
     def __init__(self, spec: Spec, data: Splits | None) -> None:
         self.spec = spec
@@ -59,8 +59,13 @@ class BuildContext:
         return built
 
 
+def build_data(spec: Spec) -> Splits:
+    """The spec's dataset splits (built before the model, which may read their shapes)."""
+    return Builder(spec, None).make(spec.sections.data)
+
+
 def build_all(
-    spec: Spec, graph: SpecGraph, ctx: BuildContext
+    spec: Spec, graph: SpecGraph, ctx: Builder
 ) -> tuple[dict[str, nn.Module], dict[str, Loss], Sampler | None, list[Any]]:
     """Build components (dependencies first), then losses, the sampler and the metrics."""
     sections = spec.sections

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from compose_gen.compiler.build import BuildContext, build_all
+from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.dry_run import dry_run
 from compose_gen.compiler.graph import SpecGraph, build_graph, node
 from compose_gen.compiler.plan import Plan, make_plans, run_plan
@@ -103,7 +103,7 @@ def compile_spec(
     """
     fields = tuple(data.train.fields)
     graph = build_graph(spec, fields)
-    ctx = BuildContext(spec, data)
+    ctx = Builder(spec, data)
     torch.manual_seed(spec.model.seed)
     components, losses, sampler, metrics = build_all(spec, graph, ctx)
     evaluators = {}

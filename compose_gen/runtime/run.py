@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, compile_spec
-from compose_gen.compiler.build import BuildContext
+from compose_gen.compiler.build import build_data
 from compose_gen.core import EvalContext, Splits
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
@@ -57,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
 def build(spec: Spec, device: str | torch.device | None = None) -> tuple[GenerativeModel, Splits]:
     """The spec's dataset and compiled model, moved to ``device`` (default: the spec's)."""
     device = resolve_device(str(device or spec.model.device))
-    data = BuildContext(spec, None).make(spec.sections.data)
+    data = build_data(spec)
     return compile_spec(spec, data, device), data
 
 

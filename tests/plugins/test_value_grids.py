@@ -9,7 +9,7 @@ from PIL import Image
 
 from compose_gen import make_catalogue
 from compose_gen.compiler import compile_spec
-from compose_gen.compiler.build import BuildContext
+from compose_gen.compiler.build import build_data
 from compose_gen.core import EvalContext
 from compose_gen.spec import load_spec
 from compose_gen_plugins import value_grids
@@ -28,7 +28,7 @@ SPEC = {
 @pytest.fixture(scope="module")
 def model():
     spec = load_spec(SPEC, catalogue=make_catalogue([value_grids], entry_points=True))
-    return compile_spec(spec, BuildContext(spec, None).make(spec.sections.data))
+    return compile_spec(spec, build_data(spec))
 
 
 def test_values_compute_the_named_values_and_only_their_ancestors(model):
@@ -47,7 +47,7 @@ def test_values_compute_the_named_values_and_only_their_ancestors(model):
 
 
 def test_value_grid_tiles_each_value_as_one_row(model, tmp_path):
-    data = BuildContext(model.spec, None).make(model.spec.sections.data)
+    data = build_data(model.spec)
     ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), out_dir=tmp_path)
     assert model.metrics[0](ctx) == {"rows_images": 9.0}
     picture = np.asarray(Image.open(tmp_path / "rows.png"), dtype=np.float64) / 255
