@@ -13,6 +13,7 @@ parameter value gives a bijection.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
 
-__all__ = ["Planar", "Radial"]
+__all__ = ["Planar", "Radial", "bisect_increasing"]
 
 
 class Planar(Bijector):
@@ -75,7 +76,7 @@ class Planar(Bijector):
         u_hat, w_dot_u_hat = self._u_hat()
         target = self._flat(x) @ self.w + self.b
         with torch.no_grad():
-            root = _bisect_increasing(
+            root = bisect_increasing(
                 lambda a: a + w_dot_u_hat * torch.tanh(a) - target,
                 target - w_dot_u_hat.abs(),
                 target + w_dot_u_hat.abs(),
@@ -86,7 +87,7 @@ class Planar(Bijector):
         return z, -self._log_derivative(activation, w_dot_u_hat)
 
 
-def _bisect_increasing(function, low: Tensor, high: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+def bisect_increasing(function: Callable[[Tensor], Tensor], low: Tensor, high: Tensor) -> Tensor:
     """Root of an increasing ``function`` in ``[low, high]``, elementwise, to the dtype's precision.
 
     Halving ``mantissa bits + 16`` times shrinks any bracket narrower than

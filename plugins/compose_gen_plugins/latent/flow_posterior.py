@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, Params, Ref
-from compose_gen_plugins.flows.planar import _bisect_increasing
+from compose_gen_plugins.flows.planar import bisect_increasing
 
 __all__ = ["AmortizedPlanar", "FlowEncoder", "FlowPosterior"]
 
@@ -124,7 +124,7 @@ class AmortizedPlanar(Bijector):
         target = (w * x).sum(-1) + b
         with torch.no_grad():
             reach = w_dot_u_hat.abs()
-            root = _bisect_increasing(lambda a: a + w_dot_u_hat * torch.tanh(a) - target, target - reach, target + reach)
+            root = bisect_increasing(lambda a: a + w_dot_u_hat * torch.tanh(a) - target, target - reach, target + reach)
         slope = 1 + w_dot_u_hat * (1 - torch.tanh(root).square())
         activation = root - (root + w_dot_u_hat * torch.tanh(root) - target) / slope
         return x - u_hat * torch.tanh(activation)[..., None], -self._log_derivative(activation, w_dot_u_hat)
