@@ -41,7 +41,7 @@ def dry_run(model: Any, data: Splits) -> None:
                     with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", shapes):
                         values[step.name] = step.fn(values)
                 for call in plan.losses:
-                    inputs = {k: values[v] if isinstance(v, str) else tuple(values[x] for x in v) for k, v in call.inputs.items()}
+                    inputs = call.gather(values)
                     with _located(spec, stack, ("losses", call.name), f"computing loss {call.name!r}", shapes):
                         result = call.module(inputs, call.terms)
                     for term in call.terms:

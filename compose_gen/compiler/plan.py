@@ -37,6 +37,10 @@ class LossCall:
     terms: frozenset[str]
     weights: dict[str, float]
 
+    def gather(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The loss's inputs from the computed values (a tuple for a list-valued field)."""
+        return {k: values[v] if isinstance(v, str) else tuple(values[x] for x in v) for k, v in self.inputs.items()}
+
 
 @dataclass
 class Plan:
@@ -160,8 +164,7 @@ def run_plan(plan: Plan, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str,
     total: torch.Tensor | float = 0.0
     logs: dict[str, torch.Tensor] = {}
     for call in plan.losses:
-        inputs = {k: values[v] if isinstance(v, str) else tuple(values[x] for x in v) for k, v in call.inputs.items()}
-        result = call.module(inputs, call.terms)
+        result = call.module(call.gather(values), call.terms)
         for key, value in result.items():
             logs[term_address(call.name, key)] = value
         for term, weight in call.weights.items():

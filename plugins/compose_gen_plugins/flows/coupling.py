@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from compose_gen import Bijector, ComponentType, Params, hookimpl, sum_rightmost
 from compose_gen_plugins.flows import EventShape
 
-__all__ = ["AdditiveCoupling", "AffineCoupling", "ConvConditioner", "MLPConditioner", "coupling_mask"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "ConvConditioner", "MLPConditioner", "coupling_mask", "make_conditioner"]
 
 MaskKind = Literal["half", "alternating", "checkerboard", "channel"]
 
@@ -97,6 +97,21 @@ class ConvConditioner(nn.Module):
         return self.net(h).reshape(*batch, self.outputs, *self.shape)
 
 
+
+def make_conditioner(
+    shape: Sequence[int],
+    outputs: int,
+    hidden: Sequence[int],
+    kind: Literal["mlp", "conv"] | None,
+    context_features: int,
+) -> nn.Module:
+    """The coupling conditioner: a conv net for image shapes [C, H, W] by default, an MLP otherwise."""
+    kind = kind or ("conv" if len(shape) == 3 else "mlp")
+    if kind == "conv" and len(shape) != 3:
+        raise ValueError(f"a conv conditioner needs an image shape [C, H, W], got {list(shape)}")
+    network = ConvConditioner if kind == "conv" else MLPConditioner
+    return network(tuple(shape), outputs, list(hidden), context_features)
+
 class _MaskedCoupling(Bijector):
     """Shared mask and conditioner; ``_condition`` returns the conditioner outputs, zero where masked."""
 
@@ -113,11 +128,7 @@ class _MaskedCoupling(Bijector):
     ) -> None:
         super().__init__(shape)
         self.register_buffer("mask", coupling_mask(tuple(shape), mask, flip))
-        conditioner = conditioner or ("conv" if len(shape) == 3 else "mlp")
-        if conditioner == "conv" and len(shape) != 3:
-            raise ValueError(f"a conv conditioner needs an image shape [C, H, W], got {list(shape)}")
-        network = ConvConditioner if conditioner == "conv" else MLPConditioner
-        self.conditioner = network(tuple(shape), self.outputs, list(hidden), context_features)
+        self.conditioner = make_conditioner(shape, self.outputs, hidden, conditioner, context_features)
         self.context_shape = torch.Size([context_features]) if context_features else None
 
     def _condition(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:

@@ -36,10 +36,9 @@ from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows.autoregressive import MADEParams, MaskedAutoregressive, broadcast_context, made_for
 from compose_gen_plugins.flows.coupling import (
     AdditiveCouplingParams,
-    ConvConditioner,
     MaskKind,
-    MLPConditioner,
     coupling_mask,
+    make_conditioner,
 )
 
 __all__ = ["SplineCoupling", "SplineTransform", "rational_quadratic_spline"]
@@ -158,9 +157,7 @@ class SplineCoupling(Bijector):
     ) -> None:
         super().__init__(shape)
         self.register_buffer("mask", coupling_mask(tuple(shape), mask, flip))
-        conditioner = conditioner or ("conv" if len(shape) == 3 else "mlp")
-        network = ConvConditioner if conditioner == "conv" else MLPConditioner
-        self.conditioner = network(tuple(shape), transform.params_per_feature, list(hidden), context_features)
+        self.conditioner = make_conditioner(shape, transform.params_per_feature, hidden, conditioner, context_features)
         self.transform, self.context_features = transform, context_features
         self.context_shape = torch.Size([context_features]) if context_features else None
 
