@@ -15,8 +15,10 @@ test NLL in bits/dim in pixel space (dequantization and logit Jacobians counted)
 after ``--steps`` steps.  Ratios are compose_gen relative to the fastest (best)
 peer: throughput ratio > 1 and time ratio < 1 mean compose_gen is faster.
 Peers that are not installed (``pip install zuko nflows``) are skipped.
+``--compile`` puts every contestant's ``log_prob`` through ``torch.compile``; the
+first training step (which compiles the backward) is left out of the step time.
 
-    OMP_NUM_THREADS=1 python benchmarks/flows_vs_peers.py [--steps 1000] [--threads 1] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/flows_vs_peers.py [--steps 1000] [--threads 1] [--device cpu|cuda] [--compile]
 """
 
 from __future__ import annotations
@@ -255,6 +257,8 @@ def measure(make, args, data, device) -> dict[str, float]:
     torch.manual_seed(0)
     module, log_prob, sample = make(args.layers_for, args.hidden)
     module.to(device)
+    if args.compile:
+        log_prob = torch.compile(log_prob)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     optimizer = torch.optim.Adam(module.parameters(), lr=args.lr)
     stream = BatchStream(data.train, args.batch_size, 0, device)
@@ -271,11 +275,13 @@ def measure(make, args, data, device) -> dict[str, float]:
     with torch.no_grad():
         log_prob_t = timed(lambda: log_prob(big), args.repeats, sync)
         sample_t = timed(lambda: sample(args.sample_batch), max(1, args.repeats // 2), sync)
+    step()  # the first step compiles the backward under --compile: not timed
+    sync()
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(args.steps - 1):
         step()
     sync()
-    step_t = (time.perf_counter() - start) / args.steps
+    step_t = (time.perf_counter() - start) / (args.steps - 1)
     with torch.no_grad():
         bpd = bits_per_dim(log_prob(eval_y), eval_ladj)
     return {
@@ -307,6 +313,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every contestant's log_prob (training and evaluation)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -320,7 +327,7 @@ def main() -> None:
     ours = {"realnvp": compose_gen_realnvp, "maf": compose_gen_maf}
 
     print(f"device {device}, threads {args.threads}, {args.steps} steps of batch {args.batch_size}, hidden {args.hidden}, "
-          f"{args.couplings} couplings / {args.mafs} MAF layers; torch {torch.__version__}")
+          f"{args.couplings} couplings / {args.mafs} MAF layers; torch {torch.__version__}{', compiled' if args.compile else ''}")
     header = f"{'model':8} {'library':14} {'log_prob/s':>11} {'step ms':>8} {'sample/s':>10} {'test bpd':>9}"
     for name, layers in (("realnvp", args.couplings), ("maf", args.mafs)):
         args.layers_for = layers

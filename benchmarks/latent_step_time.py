@@ -13,7 +13,7 @@ values that slow CPU arithmetic by tens of percent at random moments, which woul
 time the numbers rather than the code (``--keep-denormals`` to see it).  On a busy machine, ``--threads 1 --clock cpu``
 times the process's own CPU time, which other processes do not inflate.
 
-    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--keep-denormals]
+    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--keep-denormals]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class HandVAE(nn.Module):
     def loss(self, x: Tensor) -> Tensor:
         loc, raw = self.encoder(x).split(LATENT, -1)
         scale = F.softplus(raw) + 1e-4
-        z = loc + scale * torch.randn(self.samples, *loc.shape)
+        z = loc + scale * torch.randn(self.samples, *loc.shape, device=loc.device)
         log_lik = bernoulli_log_lik(self.decoder(z), x)
         if self.iwae:
             log_w = log_lik + normal_log_prob(z, 0.0, 1.0) - normal_log_prob(z, loc, scale)
@@ -106,21 +106,25 @@ class HandVQVAE(nn.Module):
         self.codebook.copy_(self.code_sum / smoothed[:, None])
 
 
-def timed(run: Callable[[int], None], steps: int, clock: Callable[[], float]) -> float:
+def timed(run: Callable[[int], None], steps: int, clock: Callable[[], float], device: torch.device) -> float:
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
     start = clock()
     run(steps)
+    synchronize()
     return (clock() - start) / steps
 
 
 def compare(
-    spec_path: str, hand: nn.Module, steps: int, repeats: int, clock: Callable[[], float]
+    spec_path: str, hand: nn.Module, steps: int, repeats: int, clock: Callable[[], float], device: torch.device
 ) -> tuple[float, float, float, float]:
     """Median and best seconds per step of compose_gen's trainer and of the hand-written loop."""
     spec = cg.load_spec(spec_path)
-    model, data = build(spec, "cpu")
+    model, data = build(spec, device)
+    hand.to(device)
     train = spec.model.train
     trainer = Trainer(model, BatchStream(data.train, train.batch_size, spec.model.seed, model.device), progress=False)
-    hand_stream = BatchStream(data.train, train.batch_size, spec.model.seed, torch.device("cpu"))
+    hand_stream = BatchStream(data.train, train.batch_size, spec.model.seed, device)
     optimizer = torch.optim.Adam(hand.parameters(), lr=train.optimizer.lr)
 
     def ours(n: int) -> None:
@@ -142,9 +146,9 @@ def compare(
         first_hand = order.random() < 0.5  # neither side always runs right after the other
         for side in ("hand", "ours") if first_hand else ("ours", "hand"):
             if side == "hand":
-                hand_times.append(timed(by_hand, steps, clock))
+                hand_times.append(timed(by_hand, steps, clock, device))
             else:
-                ours_times.append(timed(ours, steps, clock))
+                ours_times.append(timed(ours, steps, clock, device))
     return statistics.median(ours_times), statistics.median(hand_times), min(ours_times), min(hand_times)
 
 
@@ -154,6 +158,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=41, help="timed blocks per side")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time (use with --threads 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (each block is bracketed by a synchronize)")
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,9 +170,10 @@ def main() -> None:
         ("VQ-VAE", "specs/vqvae_digits.yaml", HandVQVAE()),
     ]
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    print(f"{args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side")
+    device = torch.device(args.device)
+    print(f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side")
     for label, path, hand in cases:
-        ours, by_hand, ours_best, hand_best = compare(path, hand, args.steps, args.repeats, clock)
+        ours, by_hand, ours_best, hand_best = compare(path, hand, args.steps, args.repeats, clock, device)
         verdict = "ok" if ours / by_hand <= 1.10 else "over target"
         print(
             f"{label:9s} hand-written {by_hand * 1e3:6.3f} ms/step  compose_gen {ours * 1e3:6.3f} ms/step  "
