@@ -58,11 +58,12 @@ class UniformDequantization(Bijector):
         return torch.floor(y * self.levels)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        grid = torch.round(x * self.levels)  # k, even if x = k/L carries rounding error
-        y = (grid + torch.rand_like(x)) / self.levels
-        centre = (grid + 0.5) / self.levels
-        for _ in range(4):  # rounding may put (k + u)/L just across a bin edge: step back, an ulp at a time
-            y = torch.where(self._bin(y) == grid, y, torch.nextafter(y, centre))
+        with torch.no_grad():  # the noise is no function of x (and nextafter has no derivative on every build)
+            grid = torch.round(x * self.levels)  # k, even if x = k/L carries rounding error
+            y = (grid + torch.rand_like(x)) / self.levels
+            centre = (grid + 0.5) / self.levels
+            for _ in range(4):  # rounding may put (k + u)/L just across a bin edge: step back, an ulp at a time
+                y = torch.where(self._bin(y) == grid, y, torch.nextafter(y, centre))
         return y + (x - x.detach()), x.new_zeros(self.batch_shape(x))  # value exactly y, Jacobian I
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
