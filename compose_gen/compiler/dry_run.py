@@ -13,7 +13,6 @@ import contextlib
 from typing import Any, Iterator
 
 import torch
-from torch import nn
 
 from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
@@ -17,6 +19,14 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import ComponentType, Loss, Params, Ref, Value, hookimpl, make_catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a child ``python -m compose_gen``: one thread, this checkout first on an inherited path."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
 
 class MSEParams(Params):

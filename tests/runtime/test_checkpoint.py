@@ -14,21 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from runtime_toys import AUTOENCODER, VAE, forked, same_state, spec_dict
+from runtime_toys import AUTOENCODER, ROOT, VAE, forked, same_state, spec_dict, subprocess_env
 
 from compose_gen.runtime import CheckpointError, Run, build
 from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from compose_gen.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def train_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "compose_gen", "train", "--no-progress", *args]
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def write_spec(path: Path, **train) -> Path:

@@ -20,16 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from runtime_toys import AUTOENCODER, GAN, TRANSLATION_GAN, VAE, catalogue, forked, spec_dict
+from runtime_toys import AUTOENCODER, GAN, ROOT, TRANSLATION_GAN, VAE, catalogue, forked, spec_dict, subprocess_env
 from safetensors.torch import load_file
 
 from compose_gen.runtime import Run, build
 from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.spec import load_spec
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -104,8 +101,7 @@ def test_torchrun_command_line(tmp_path):
     spec.write_text(yaml.safe_dump(spec_dict(VAE, steps=3, batch_size=32, log_every=1)))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
                "-m", "compose_gen", "train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("run folder:") == 1 and len(done.stdout.strip().splitlines()) == 1
     state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "state.json").read_text())
