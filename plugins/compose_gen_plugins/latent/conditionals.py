@@ -7,7 +7,9 @@ prepended sample dimensions (IWAE's ``k``).
 
 A decoder whose distribution has ``P`` parameters per value reads the network's
 output as ``(*batch, P, *event_shape)``: an MLP needs ``out_features = P·D``, a
-``conv_decoder`` ``image_shape: [P·C, H, W]``.  ``discrete`` says whether
+``conv_decoder`` ``image_shape: [P·C, H, W]``.  The discretized logistic decoder
+with ``channel_coupling`` (PixelCNN++'s RGB sub-pixel dependence) has ``P`` numbers
+per pixel instead, read as ``(*batch, P, H, W)``.  ``discrete`` says whether
 ``log_prob`` is a probability mass (Bernoulli, categorical, discretized
 logistic), which needs no change-of-variables term in data space.
 """
@@ -24,12 +26,18 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
 from compose_gen import BuildContext, Params, Ref
-from compose_gen_plugins.latent.discretized import DiscretizedLogisticMixture, Grid, QuantizedCategorical
+from compose_gen_plugins.latent.discretized import (
+    CoupledDiscretizedLogisticMixture,
+    DiscretizedLogisticMixture,
+    Grid,
+    QuantizedCategorical,
+)
 
 __all__ = [
     "BernoulliDecoder",
     "CategoricalDecoder",
     "ContinuousBernoulliDecoder",
+    "CoupledDiscretizedLogisticMixtureDecoder",
     "DiscretizedLogisticMixtureDecoder",
     "GaussianDecoder",
     "GaussianEncoder",
@@ -75,10 +83,10 @@ class _Decoder(nn.Module):
     #: Whether ``log_prob`` is a probability mass rather than a density.
     discrete = False
 
-    def output(self, z: Tensor, parts: int) -> Tensor:
-        """The network's output as ``(*batch, parts, *event_shape)``."""
+    def output(self, z: Tensor, parts: int, shape: tuple[int, ...] | None = None) -> Tensor:
+        """The network's output as ``(*batch, parts, *shape)``, by default ``shape = event_shape``."""
         batch = z.shape[: z.dim() - self.latent_rank]
-        return self.net(z).reshape(*batch, parts, *self.event_shape)
+        return self.net(z).reshape(*batch, parts, *(self.event_shape if shape is None else shape))
 
     def params(self, z: Tensor, parts: int = 1) -> tuple[Tensor, ...]:
         """The network's output split into ``parts`` tensors of shape ``batch + event_shape``."""
@@ -171,6 +179,36 @@ class DiscretizedLogisticMixtureDecoder(_Decoder):
         return self.independent(DiscretizedLogisticMixture(logits, loc, log_scale, self.grid))
 
 
+class CoupledDiscretizedLogisticMixtureDecoder(DiscretizedLogisticMixtureDecoder):
+    """p(x|z) = ∏_pixels Σ_k π_k P(x_R|μ̃_Rk) P(x_G|μ̃_Gk) P(x_B|μ̃_Bk) for RGB images (Salimans et al. 2017, §2.2).
+
+    One mixture per pixel shared by the channels, μ̃_G = μ_G + α·x_R and
+    μ̃_B = μ_B + β·x_R + γ·x_G (:class:`.discretized.CoupledDiscretizedLogisticMixture`).
+
+    The event shape is ``(3, *spatial)``; the network gives ``10·components`` numbers
+    per pixel, read as ``(10·K, *spatial)``: K mixture logits, then per channel K
+    locations, K log-scales and K raw coefficients (α, β, γ = tanh of them).
+    """
+
+    def __init__(
+        self, net: nn.Module, event_shape: tuple[int, ...], latent_rank: int, grid: Grid, components: int
+    ) -> None:
+        if len(event_shape) == 0 or event_shape[0] != 3:
+            raise ValueError(
+                "channel_coupling couples the R, G and B channels: it needs an event shape (3, H, W), "
+                f"got {tuple(event_shape)}"
+            )
+        super().__init__(net, event_shape, latent_rank, grid, components)
+
+    def forward(self, z: Tensor) -> Distribution:
+        k, spatial = self.components, self.event_shape[1:]
+        out = self.output(z, 10 * k, spatial)
+        out = out.movedim(out.dim() - len(spatial) - 1, -1)  # (*batch, *spatial, 10·K)
+        logits, loc, log_scale, raw = out.split([k, 3 * k, 3 * k, 3 * k], dim=-1)
+        loc, log_scale, raw = (t.unflatten(-1, (3, k)) for t in (loc, log_scale, raw))
+        return CoupledDiscretizedLogisticMixture(logits, loc, log_scale, torch.tanh(raw), self.grid, len(spatial))
+
+
 class EncoderParams(Params):
     net: Ref("network") = Field(..., description="network mapping x to 2·latent numbers")  # type: ignore[valid-type]
     latent: int = Field(..., gt=0)
@@ -199,6 +237,11 @@ class CategoricalDecoderParams(DecoderParams, GridParams):
 
 class DiscretizedLogisticDecoderParams(DecoderParams, GridParams):
     components: int = Field(5, gt=0, description="logistics in the mixture")
+    channel_coupling: bool = Field(
+        False,
+        description="RGB images (event shape (3, H, W)): one mixture per pixel, G's and B's means shifted linearly "
+        "by the earlier channels (PixelCNN++ §2.2); the network gives 10·components numbers per pixel",
+    )
 
 
 def _event_shape(p: DecoderParams, ctx: BuildContext) -> tuple[int, ...]:
@@ -239,4 +282,5 @@ def build_discretized_logistic_decoder(
 ) -> DiscretizedLogisticMixtureDecoder:
     """Discretized logistic mixture decoder p(x|z) of PixelCNN++ (Salimans et al. 2017)."""
     grid = Grid(p.bins, p.low, p.high)
-    return DiscretizedLogisticMixtureDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, grid, p.components)
+    decoder = CoupledDiscretizedLogisticMixtureDecoder if p.channel_coupling else DiscretizedLogisticMixtureDecoder
+    return decoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, grid, p.components)

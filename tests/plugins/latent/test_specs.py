@@ -13,7 +13,7 @@ import compose_gen as cg
 from compose_gen.runtime import Run, build
 
 SPECS = Path(__file__).parents[3] / "specs"
-LATENT_SPECS = ["vae", "iwae", "vae_iaf", "vae_flowprior", "vqvae", "hybrid_vae_flow", "hvae"]
+LATENT_SPECS = ["vae", "iwae", "vae_iaf", "vae_flowprior", "vqvae", "hybrid_vae_flow", "hvae", "conv_vae"]
 
 
 @pytest.mark.parametrize("name", LATENT_SPECS)
@@ -21,6 +21,16 @@ def test_shipped_spec_compiles(name: str) -> None:
     spec = cg.load_spec(SPECS / f"{name}_digits.yaml")
     model, data = build(spec, "cpu")
     assert model.sample(3).shape == (3, *data.train.event_shape("x"))
+
+
+def test_conv_vae_decoder_grid_is_the_digits_grey_levels() -> None:
+    """The discretized logistic decoder's grid holds every pixel value of the data exactly, and no level more."""
+    model, data = build(cg.load_spec(SPECS / "conv_vae_digits.yaml"), "cpu")
+    vae = model.losses["vae"]
+    x, grid = data.train.fields["x"], vae.decoder.grid
+    assert vae.discrete and x.shape[1:] == (1, 8, 8)
+    torch.testing.assert_close(grid.value(grid.index(x), x), x, rtol=0, atol=1e-12)
+    assert grid.index(x).unique().tolist() == list(range(grid.bins))
 
 
 def test_warmup_resumes_from_a_checkpoint_and_every_metric_writes_its_output(tmp_path: Path) -> None:
