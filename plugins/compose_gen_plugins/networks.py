@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPParams"]
+__all__ = ["ACTIVATIONS", "MLP", "MLPParams", "activation_after_linear"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -29,6 +29,20 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
 }
 Activation = Literal["relu", "leaky_relu", "elu", "silu", "gelu", "tanh", "softplus"]
+_IN_PLACE = {"relu", "leaky_relu", "elu", "silu"}
+
+
+def activation_after_linear(name: Activation) -> nn.Module:
+    """The activation for the output of a linear or convolutional layer, in place where torch offers it.
+
+    Such a layer's backward needs only its input, so its output may be
+    overwritten: one activation-sized allocation fewer per layer.  Feed such
+    layers matrices: ``nn.Linear`` returns a *view* for inputs of more
+    dimensions, and an in-place op on a view makes autograd copy the whole base.
+    """
+    kind = ACTIVATIONS[name]
+    return kind(inplace=True) if name in _IN_PLACE else kind()
+
 Output = Literal["none", "sigmoid", "tanh"]
 Features = int | list[int]
 
@@ -66,7 +80,7 @@ class MLP(nn.Module):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
+                layers.append(activation_after_linear(activation))
                 if dropout:
                     layers.append(nn.Dropout(dropout))
         if output != "none":
@@ -74,10 +88,10 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        if len(self.in_shape) == 1 and len(self.out_shape) == 1:  # vectors: no reshaping on the hot path
-            return self.net(x)
         batch = x.shape[: x.dim() - len(self.in_shape)]
-        y = self.net(x.reshape(*batch, -1))
+        if x.shape[len(batch) :] != self.in_shape:
+            raise ValueError(f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
+        y = self.net(x.reshape(-1, math.prod(self.in_shape)))  # a matrix: in-place activations must not hit views
         return y.reshape(*batch, *self.out_shape)
 
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
-from compose_gen_plugins.networks import ACTIVATIONS, Activation
+from compose_gen_plugins.networks import Activation, activation_after_linear
 
 __all__ = [
     "MADE",
@@ -118,7 +118,7 @@ class MADE(nn.Module):
         layers: list[nn.Module] = []
         for width in hidden:
             hidden_degrees = self._hidden_degrees(width)
-            layers += [MaskedLinear(hidden_degrees[:, None] >= degrees[None, :]), ACTIVATIONS[activation]()]
+            layers += [MaskedLinear(hidden_degrees[:, None] >= degrees[None, :]), activation_after_linear(activation)]
             degrees = hidden_degrees
         output = MaskedLinear(ordering.repeat(params_per_feature)[:, None] > degrees[None, :])
         nn.init.zeros_(output.weight)  # zero parameters: every transform here starts as the identity
@@ -133,7 +133,7 @@ class MADE(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         inputs = x if context is None else torch.cat([x, context], dim=-1)
-        out = self.net(inputs)
+        out = self.net(inputs.reshape(-1, inputs.shape[-1]))  # a matrix: in-place activations must not hit views
         return out.reshape(*x.shape[:-1], self.params_per_feature, self.features)
 
 

@@ -18,17 +18,27 @@ layer starts at zero so every coupling starts as the identity.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from compose_gen import Bijector, ComponentType, Params, hookimpl, sum_rightmost
+from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
+from compose_gen_plugins.flows.autoregressive import broadcast_context
 
-__all__ = ["AdditiveCoupling", "AffineCoupling", "ConvConditioner", "MLPConditioner", "coupling_mask", "make_conditioner"]
+__all__ = [
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "ConvConditioner",
+    "MLPConditioner",
+    "MaskedCoupling",
+    "coupling_args",
+    "coupling_mask",
+    "make_conditioner",
+]
 
 MaskKind = Literal["half", "alternating", "checkerboard", "channel"]
 
@@ -56,50 +66,74 @@ def _zero_last(layers: list[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPConditioner(nn.Module):
-    """``(x, context) ↦ h`` of shape ``(*batch, outputs, *shape)`` by an MLP on ``[flatten(x), context]``."""
+def _positions(mask: Tensor, conditioning: bool) -> Tensor:
+    """Flattened indices of the conditioning (mask 1) or transformed (mask 0) positions."""
+    flat = mask.flatten() > 0
+    return (flat if conditioning else ~flat).nonzero().squeeze(1)
 
-    def __init__(self, shape: tuple[int, ...], outputs: int, hidden: Sequence[int], context_features: int = 0) -> None:
+
+class MLPConditioner(nn.Module):
+    """``(x, context) ↦`` parameters ``(*batch, outputs, n)`` of the ``n`` transformed features.
+
+    An MLP reads only the conditioning features of the flattened event (and the
+    context) and writes only the transformed features' parameters, so neither
+    end of it is spent on positions the mask discards.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], mask: Tensor, outputs: int, hidden: Sequence[int], context_features: int = 0
+    ) -> None:
         super().__init__()
         self.shape, self.outputs = torch.Size(shape), outputs
-        sizes = [math.prod(shape) + context_features, *hidden, outputs * math.prod(shape)]
+        self.register_buffer("conditioning", _positions(mask, conditioning=True), persistent=False)
+        transformed = math.prod(shape) - len(self.conditioning)
+        sizes = [len(self.conditioning) + context_features, *hidden, outputs * transformed]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]  # a linear output is free to overwrite
         self.net = _zero_last(layers[:-1])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = x.flatten(x.dim() - len(self.shape))
+        h = x.flatten(x.dim() - len(self.shape))[..., self.conditioning]
         if context is not None:
-            h = torch.cat([h, context.expand(*h.shape[:-1], context.shape[-1])], -1)
-        return self.net(h).unflatten(-1, (self.outputs, *self.shape))
+            h = torch.cat([h, context], -1)
+        out = self.net(h.reshape(-1, h.shape[-1]))  # a matrix: the in-place ReLUs must not hit views
+        return out.reshape(*h.shape[:-1], self.outputs, -1)
 
 
 class ConvConditioner(nn.Module):
-    """``(x, context) ↦ h`` of shape ``(*batch, outputs, C, H, W)`` by a convnet; the context is tiled over pixels."""
+    """``(x, context) ↦`` parameters ``(*batch, outputs, n)`` of the ``n`` transformed pixels, by a convnet.
 
-    def __init__(self, shape: tuple[int, ...], outputs: int, hidden: Sequence[int], context_features: int = 0) -> None:
+    The convnet sees the image with its transformed pixels zeroed (the context
+    tiled over pixels as extra channels) and is read at the transformed pixels.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], mask: Tensor, outputs: int, hidden: Sequence[int], context_features: int = 0
+    ) -> None:
         super().__init__()
         self.shape, self.outputs = torch.Size(shape), outputs
+        self.register_buffer("mask", mask.clone(), persistent=False)
+        self.register_buffer("transformed", _positions(mask, conditioning=False), persistent=False)
         channels = [shape[0] + context_features, *hidden, outputs * shape[0]]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(channels[:-1], channels[1:])):
             kernel = 3 if i in (0, len(channels) - 2) else 1
-            layers += [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2), nn.ReLU()]
+            layers += [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
         self.net = _zero_last(layers[:-1])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         batch = x.shape[:-3]
-        h = x.reshape(-1, *self.shape)
+        h = (x * self.mask).reshape(-1, *self.shape)
         if context is not None:
-            tiled = context.expand(*batch, context.shape[-1]).reshape(len(h), -1, 1, 1)
+            tiled = context.reshape(len(h), -1, 1, 1)
             h = torch.cat([h, tiled.expand(-1, -1, *self.shape[1:])], 1)
-        return self.net(h).reshape(*batch, self.outputs, *self.shape)
-
+        return self.net(h).reshape(*batch, self.outputs, -1)[..., self.transformed]
 
 
 def make_conditioner(
     shape: Sequence[int],
+    mask: Tensor,
     outputs: int,
     hidden: Sequence[int],
     kind: Literal["mlp", "conv"] | None,
@@ -110,16 +144,20 @@ def make_conditioner(
     if kind == "conv" and len(shape) != 3:
         raise ValueError(f"a conv conditioner needs an image shape [C, H, W], got {list(shape)}")
     network = ConvConditioner if kind == "conv" else MLPConditioner
-    return network(tuple(shape), outputs, list(hidden), context_features)
+    return network(tuple(shape), mask, outputs, list(hidden), context_features)
 
-class _MaskedCoupling(Bijector):
-    """Shared mask and conditioner; ``_condition`` returns the conditioner outputs, zero where masked."""
 
-    outputs: int
+class MaskedCoupling(Bijector):
+    """A coupling layer: the conditioning features pass unchanged, the others through an elementwise map.
+
+    Subclasses give ``outputs`` (parameters per transformed feature) and call
+    :meth:`couple` with their elementwise map.
+    """
 
     def __init__(
         self,
         shape: tuple[int, ...],
+        outputs: int,
         mask: MaskKind = "half",
         flip: bool = False,
         hidden: Sequence[int] = (64, 64),
@@ -127,33 +165,42 @@ class _MaskedCoupling(Bijector):
         context_features: int = 0,
     ) -> None:
         super().__init__(shape)
-        self.register_buffer("mask", coupling_mask(tuple(shape), mask, flip))
-        self.conditioner = make_conditioner(shape, self.outputs, hidden, conditioner, context_features)
+        binary = coupling_mask(tuple(shape), mask, flip)
+        self.register_buffer("mask", binary)
+        self.register_buffer("transformed", _positions(binary, conditioning=False), persistent=False)
+        self.conditioner = make_conditioner(shape, binary, outputs, hidden, conditioner, context_features)
+        self.context_features = context_features
         self.context_shape = torch.Size([context_features]) if context_features else None
 
-    def _condition(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
-        h = self.conditioner(x * self.mask, context) * (1 - self.mask)
-        return h.unbind(-len(self.event_shape) - 1)
+    def couple(
+        self, x: Tensor, context: Tensor | None, elementwise: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        """``elementwise(x_t, params) -> (y_t, ladj)`` applied to the transformed features ``x_t`` of ``x``."""
+        batch = self.batch_shape(x)
+        context = broadcast_context(context, batch, self.context_features, type(self).__name__)
+        flat = x.reshape(*batch, -1)
+        y_t, ladj = elementwise(flat[..., self.transformed], self.conditioner(x, context))
+        return flat.index_copy(-1, self.transformed, y_t).reshape(x.shape), ladj
 
 
-class AdditiveCoupling(_MaskedCoupling):
+class AdditiveCoupling(MaskedCoupling):
     r"""NICE additive coupling (Dinh et al. 2014, arXiv:1410.8516).
 
     :math:`y = x + (1 - m) \odot t(m \odot x)`, volume preserving: :math:`\log|\det J| = 0`.
     """
 
-    outputs = 1
+    def __init__(self, shape: tuple[int, ...], **kwargs: Any) -> None:
+        """Arguments as for :class:`MaskedCoupling` (mask, flip, hidden, conditioner, context_features)."""
+        super().__init__(shape, 1, **kwargs)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        (shift,) = self._condition(x, context)
-        return x + shift, x.new_zeros(self.batch_shape(x))
+        return self.couple(x, context, lambda x_t, h: (x_t + h[..., 0, :], x.new_zeros(self.batch_shape(x))))
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        (shift,) = self._condition(y, context)
-        return y - shift, y.new_zeros(self.batch_shape(y))
+        return self.couple(y, context, lambda y_t, h: (y_t - h[..., 0, :], y.new_zeros(self.batch_shape(y))))
 
 
-class AffineCoupling(_MaskedCoupling):
+class AffineCoupling(MaskedCoupling):
     r"""RealNVP affine coupling (Dinh et al. 2016, arXiv:1605.08803); Glow's with ``conv`` (Kingma & Dhariwal 2018).
 
     :math:`y = x \odot e^{s} + t`, with :math:`(t, s) = (1 - m) \odot \mathrm{NN}(m \odot x)`
@@ -163,29 +210,33 @@ class AffineCoupling(_MaskedCoupling):
     (Ardizzone et al. 2019, arXiv:1808.04730).
     """
 
-    outputs = 2
-
     def __init__(
-        self, *args: Any, scale: Literal["tanh", "clamp"] = "clamp", clamp: float = 2.0, **kwargs: Any
+        self, shape: tuple[int, ...], scale: Literal["tanh", "clamp"] = "clamp", clamp: float = 2.0, **kwargs: Any
     ) -> None:
-        """``scale`` and ``clamp`` as above; the other arguments as for :class:`AdditiveCoupling`."""
-        super().__init__(*args, **kwargs)
+        """``scale`` and ``clamp`` as above; the other arguments as for :class:`MaskedCoupling`."""
+        super().__init__(shape, 2, **kwargs)
         self.clamp = clamp
-        self.tanh_scale = nn.Parameter(torch.ones(self.event_shape)) if scale == "tanh" else None
+        self.tanh_scale = nn.Parameter(torch.ones(len(self.transformed))) if scale == "tanh" else None
 
-    def _shift_and_log_scale(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        shift, raw = self._condition(x, context)
+    def _shift_and_log_scale(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        shift, raw = h.unbind(-2)
         if self.tanh_scale is not None:
             return shift, self.tanh_scale * raw.tanh()
         return shift, (2 * self.clamp / math.pi) * torch.atan(raw / self.clamp)
 
+    def _forward(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        shift, log_scale = self._shift_and_log_scale(h)
+        return x_t * log_scale.exp() + shift, log_scale.sum(-1)
+
+    def _inverse(self, y_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        shift, log_scale = self._shift_and_log_scale(h)
+        return (y_t - shift) * (-log_scale).exp(), -log_scale.sum(-1)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        shift, log_scale = self._shift_and_log_scale(x, context)
-        return x * log_scale.exp() + shift, sum_rightmost(log_scale, len(self.event_shape))
+        return self.couple(x, context, self._forward)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        shift, log_scale = self._shift_and_log_scale(y, context)
-        return (y - shift) * (-log_scale).exp(), -sum_rightmost(log_scale, len(self.event_shape))
+        return self.couple(y, context, self._inverse)
 
 
 class AdditiveCouplingParams(Params):
@@ -236,7 +287,8 @@ class AffineCouplingParams(AdditiveCouplingParams):
     clamp: PositiveFloat = 2.0
 
 
-def _coupling_args(params: AdditiveCouplingParams) -> dict:
+def coupling_args(params: AdditiveCouplingParams) -> dict:
+    """The keyword arguments every :class:`MaskedCoupling` takes, from its params."""
     return dict(
         shape=tuple(params.shape),
         mask=params.mask,
@@ -249,12 +301,12 @@ def _coupling_args(params: AdditiveCouplingParams) -> dict:
 
 def build_additive_coupling(params: AdditiveCouplingParams, ctx: object) -> AdditiveCoupling:
     """NICE additive coupling y = x + (1-m)·t(m·x) (Dinh et al. 2014)."""
-    return AdditiveCoupling(**_coupling_args(params))
+    return AdditiveCoupling(**coupling_args(params))
 
 
 def build_affine_coupling(params: AffineCouplingParams, ctx: object) -> AffineCoupling:
     """RealNVP affine coupling y = x·exp(s(m·x)) + t(m·x) with a bounded log-scale (Dinh et al. 2016)."""
-    return AffineCoupling(**_coupling_args(params), scale=params.scale, clamp=params.clamp)
+    return AffineCoupling(**coupling_args(params), scale=params.scale, clamp=params.clamp)
 
 
 @hookimpl

@@ -25,21 +25,17 @@ chosen by ``fast``, as in :mod:`.autoregressive`).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor
 
-from compose_gen import Bijector, ComponentType, Params, hookimpl
-from compose_gen_plugins.flows.autoregressive import MADEParams, MaskedAutoregressive, broadcast_context, made_for
-from compose_gen_plugins.flows.coupling import (
-    AdditiveCouplingParams,
-    MaskKind,
-    coupling_mask,
-    make_conditioner,
-)
+from compose_gen import ComponentType, Params, hookimpl
+from compose_gen_plugins.flows.autoregressive import MADEParams, MaskedAutoregressive, made_for
+from compose_gen_plugins.flows.coupling import AdditiveCouplingParams, MaskedCoupling, coupling_args
 
 __all__ = ["SplineCoupling", "SplineTransform", "rational_quadratic_spline"]
 
@@ -137,7 +133,7 @@ class SplineTransform:
         return self._apply(y, params, inverse=True)
 
 
-class SplineCoupling(Bijector):
+class SplineCoupling(MaskedCoupling):
     r"""Coupling layer :math:`y = m \odot x + (1 - m) \odot \mathrm{RQS}(x;\ \mathrm{NN}(m \odot x, c))`.
 
     :math:`\log|\det J| = \sum_{i: m_i = 0}\log|\partial y_i/\partial x_i|`.  Masks and
@@ -145,38 +141,25 @@ class SplineCoupling(Bijector):
     starts as the identity) are those of :mod:`.coupling`.
     """
 
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        transform: SplineTransform,
-        mask: MaskKind = "half",
-        flip: bool = False,
-        hidden: list[int] | tuple[int, ...] = (64, 64),
-        conditioner: Literal["mlp", "conv"] | None = None,
-        context_features: int = 0,
-    ) -> None:
-        super().__init__(shape)
-        self.register_buffer("mask", coupling_mask(tuple(shape), mask, flip))
-        self.conditioner = make_conditioner(shape, transform.params_per_feature, hidden, conditioner, context_features)
-        self.transform, self.context_features = transform, context_features
-        self.context_shape = torch.Size([context_features]) if context_features else None
+    def __init__(self, shape: tuple[int, ...], transform: SplineTransform, **kwargs: Any) -> None:
+        """``transform``: the spline; the other arguments as for :class:`.coupling.MaskedCoupling`."""
+        super().__init__(shape, transform.params_per_feature, **kwargs)
+        self.transform = transform
 
-    def _couple(self, values: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        batch = self.batch_shape(values)
-        context = broadcast_context(context, batch, self.context_features, "spline_coupling")
-        params = self.conditioner(values * self.mask, context).flatten(-len(self.event_shape))
-        flat = values.reshape(*batch, -1)
-        out, log_derivative = (self.transform.inverse if inverse else self.transform)(flat, params)
-        kept = self.mask.flatten() > 0
-        out = torch.where(kept, flat, out)
-        log_derivative = torch.where(kept, torch.zeros_like(log_derivative), log_derivative)
-        return out.reshape(values.shape), log_derivative.sum(-1)
+    def _elementwise(self, inverse: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        spline = self.transform.inverse if inverse else self.transform
+
+        def apply(values: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+            out, log_derivative = spline(values, params)
+            return out, log_derivative.sum(-1)
+
+        return apply
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(x, context, inverse=False)
+        return self.couple(x, context, self._elementwise(inverse=False))
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(y, context, inverse=True)
+        return self.couple(y, context, self._elementwise(inverse=True))
 
 
 class _SplineOptions(Params):
@@ -228,15 +211,7 @@ class SplineAutoregressiveParams(_SplineOptions, MADEParams):
 
 def build_spline_coupling(params: SplineCouplingParams, ctx: object) -> SplineCoupling:
     """Rational-quadratic spline coupling with linear tails (Durkan et al. 2019)."""
-    return SplineCoupling(
-        tuple(params.shape),
-        params.transform(),
-        params.mask,
-        params.flip,
-        params.hidden,
-        params.conditioner,
-        params.context_features,
-    )
+    return SplineCoupling(transform=params.transform(), **coupling_args(params))
 
 
 def build_spline_autoregressive(params: SplineAutoregressiveParams, ctx: object) -> MaskedAutoregressive:
