@@ -161,12 +161,13 @@ def run_plan(plan: Plan, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str,
     for step in plan.values:
         with torch.set_grad_enabled(grad_on and step.grad):
             values[step.name] = step.fn(values)
-    total: torch.Tensor | float = 0.0
+    total: torch.Tensor | None = None
     logs: dict[str, torch.Tensor] = {}
     for call in plan.losses:
         result = call.module(call.gather(values), call.terms)
         for key, value in result.items():
             logs[term_address(call.name, key)] = value
         for term, weight in call.weights.items():
-            total = total + weight * result[term]
+            weighted = result[term] if weight == 1 else weight * result[term]  # no extra autograd nodes for weight 1
+            total = weighted if total is None else total + weighted
     return total, logs  # type: ignore[return-value]

@@ -25,6 +25,8 @@ several nodes).
 
 from __future__ import annotations
 
+import math
+
 import atexit
 import os
 from dataclasses import dataclass
@@ -57,22 +59,24 @@ class Distributed:
         """``tensor`` on a device the backend can talk through (NCCL needs CUDA)."""
         return tensor.to(self.device) if self.device.type == "cuda" else tensor.cpu()
 
-    def average_gradients(self, params: Iterable[nn.Parameter], nonfinite_loss: Tensor) -> Tensor:
-        """Average the gradients of ``params`` over ranks; return how many ranks had a non-finite loss.
+    def average_gradients(self, params: Iterable[nn.Parameter], loss: Tensor) -> Tensor:
+        """Average the gradients of ``params`` over ranks; return a number that is finite iff every rank's ``loss`` is.
 
-        One all-reduce per gradient dtype; the flag rides along with the first bucket.
+        One all-reduce per gradient dtype; the count of ranks with a non-finite
+        loss rides along with the first bucket and becomes 0 or ``inf``.  Without
+        other ranks it is ``loss`` itself.
         """
         if not self.active:
-            return nonfinite_loss
+            return loss
         by_dtype: dict[torch.dtype, list[Tensor]] = {}
         for p in params:
             if p.grad is not None:
                 by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-        flag = nonfinite_loss.float().reshape(1)
+        flag = (~torch.isfinite(loss)).float().reshape(1)
         if not by_dtype:
             flag = self._comm(flag)
             dist.all_reduce(flag)
-            return flag[0]
+            return torch.where(flag[0] == 0, 0.0, math.inf)
         for i, (dtype, grads) in enumerate(by_dtype.items()):
             parts = [g.reshape(-1) for g in grads] + ([flag.to(dtype)] if i == 0 else [])
             flat = self._comm(torch.cat(parts))
@@ -85,7 +89,7 @@ class Distributed:
             for g in grads:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
-        return flag[0]
+        return torch.where(flag[0] == 0, 0.0, math.inf)
 
     def sum(self, values: Tensor) -> Tensor:
         """Element-wise sum of ``values`` over ranks (for logged averages)."""

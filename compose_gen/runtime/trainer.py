@@ -242,7 +242,7 @@ class Trainer:
             return loss, logs
 
         loss, logs = self.loss_functions[name].run(forward_backward)
-        nonfinite_loss = self.dist.average_gradients(plan.params, ~torch.isfinite(loss))
+        loss_check = self.dist.average_gradients(plan.params, loss.detach())  # finite iff every process's loss is
         if scaler:
             scaler.unscale_(optimizer)
         if plan.spec.clip_grad_value:
@@ -252,7 +252,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)
         else:
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-        loss_ok, grads_ok = torch.stack([nonfinite_loss == 0, torch.isfinite(norm)]).tolist()  # the one host sync
+        loss_ok, grads_ok = torch.isfinite(torch.stack([loss_check, norm.float()])).tolist()  # the one host sync
         if not loss_ok or (not grads_ok and scaler is None):
             self._nonfinite(name, plan, batch, logs, loss_ok)
             optimizer.zero_grad(set_to_none=True)
