@@ -229,7 +229,10 @@ def nflows_flow(name: str):
         else:
             transforms = []
             for _ in range(layers):
-                transforms += [MaskedAffineAutoregressiveTransform(D, hidden, num_blocks=2), ReversePermutation(D)]
+                # one feed-forward block: MADE layers D -> hidden -> hidden -> 2D, as the others (nflows' default,
+                # two residual blocks, has twice the depth)
+                made = MaskedAffineAutoregressiveTransform(D, hidden, num_blocks=1, use_residual_blocks=False)
+                transforms += [made, ReversePermutation(D)]
             transforms = transforms[:-1]
         flow = NFlow(CompositeTransform(transforms), NStandardNormal([D]))
         return flow, flow.log_prob, flow.sample
@@ -237,59 +240,75 @@ def nflows_flow(name: str):
     return make
 
 
+CHUNK = 50  # training steps per turn
+
 # --- measurements ------------------------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Median seconds of ``fn`` over ``repeats`` calls after one warm-up."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
+class Contestant:
+    """One library's flow with its optimizer and batch stream; trained and timed in turns with the others."""
+
+    def __init__(self, make, args, data, device: torch.device) -> None:
+        torch.manual_seed(0)
+        self.module, self.log_prob, self.sample = make(args.layers_for, args.hidden)
+        self.module.to(device)
+        if args.compile:
+            self.log_prob = torch.compile(self.log_prob)
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=args.lr)
+        self.stream = BatchStream(data.train, args.batch_size, 0, device)
+        self.times: dict[str, list[float]] = {"step": [], "log_prob": [], "sample": []}
+
+    def step(self) -> None:
+        y, _ = preprocess(next(self.stream)["x"])
+        loss = -self.log_prob(y).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def timed(self, kind: str, fn: Callable[[], object], per: int = 1) -> None:
+        self.sync()
         start = time.perf_counter()
         fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.sync()
+        self.times[kind].append((time.perf_counter() - start) / per)
 
 
-def measure(make, args, data, device) -> dict[str, float]:
-    torch.manual_seed(0)
-    module, log_prob, sample = make(args.layers_for, args.hidden)
-    module.to(device)
-    if args.compile:
-        log_prob = torch.compile(log_prob)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    optimizer = torch.optim.Adam(module.parameters(), lr=args.lr)
-    stream = BatchStream(data.train, args.batch_size, 0, device)
+def measure_all(makers: dict[str, Callable], args, data, device: torch.device) -> dict[str, dict[str, float]]:
+    """Train every contestant ``args.steps`` steps and time it, in rotating turns so that load drift hits all alike.
 
-    def step() -> None:
-        y, _ = preprocess(next(stream)["x"])
-        loss = -log_prob(y).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    Training runs in chunks of ``CHUNK`` steps per turn (the first step, which
+    compiles under ``--compile``, is not timed); then ``args.repeats`` rounds time
+    one ``log_prob`` of ``args.eval_batch`` test points and one draw of
+    ``args.sample_batch`` samples each.  Medians are reported.
+    """
+    contestants = {name: Contestant(make, args, data, device) for name, make in makers.items()}
+    order = list(contestants.values())
+    for c in order:
+        c.step()
+    for turn, done in enumerate(range(1, args.steps, CHUNK)):
+        n = min(CHUNK, args.steps - done)
+        for c in order[turn % len(order) :] + order[: turn % len(order)]:
+            c.timed("step", lambda: [c.step() for _ in range(n)], per=n)
     eval_y, eval_ladj = preprocess(data.test.fields["x"].to(device), torch.Generator().manual_seed(1))
     big = eval_y.repeat(math.ceil(args.eval_batch / len(eval_y)), 1)[: args.eval_batch]
     with torch.no_grad():
-        log_prob_t = timed(lambda: log_prob(big), args.repeats, sync)
-        sample_t = timed(lambda: sample(args.sample_batch), max(1, args.repeats // 2), sync)
-    step()  # the first step compiles the backward under --compile: not timed
-    sync()
-    start = time.perf_counter()
-    for _ in range(args.steps - 1):
-        step()
-    sync()
-    step_t = (time.perf_counter() - start) / (args.steps - 1)
-    with torch.no_grad():
-        bpd = bits_per_dim(log_prob(eval_y), eval_ladj)
-    return {
-        "log_prob/s": args.eval_batch / log_prob_t,
-        "step ms": 1e3 * step_t,
-        "sample/s": args.sample_batch / sample_t,
-        "test bpd": bpd,
-    }
+        for c in order:  # warm-up
+            c.log_prob(big), c.sample(args.sample_batch)
+        for turn in range(args.repeats):
+            for c in order[turn % len(order) :] + order[: turn % len(order)]:
+                c.timed("log_prob", lambda: c.log_prob(big))
+                c.timed("sample", lambda: c.sample(args.sample_batch))
+        results = {}
+        for name, c in contestants.items():
+            median = {kind: statistics.median(times) for kind, times in c.times.items()}
+            results[name] = {
+                "log_prob/s": args.eval_batch / median["log_prob"],
+                "step ms": 1e3 * median["step"],
+                "sample/s": args.sample_batch / median["sample"],
+                "test bpd": bits_per_dim(c.log_prob(eval_y), eval_ladj),
+            }
+    return results
 
 
 def available(module: str) -> bool:
@@ -331,25 +350,30 @@ def main() -> None:
     header = f"{'model':8} {'library':14} {'log_prob/s':>11} {'step ms':>8} {'sample/s':>10} {'test bpd':>9}"
     for name, layers in (("realnvp", args.couplings), ("maf", args.mafs)):
         args.layers_for = layers
-        results = {"compose_gen": measure(ours[name], args, data, device)}
-        for library, makers in peers.items():
-            results[library] = measure(makers[name], args, data, device)
+        makers = {"compose_gen": ours[name], **{library: flows[name] for library, flows in peers.items()}}
+        results = measure_all(makers, args, data, device)
         print(header)
         for library, r in results.items():
             print(f"{name:8} {library:14} {r['log_prob/s']:11.0f} {r['step ms']:8.2f} {r['sample/s']:10.0f} {r['test bpd']:9.3f}")
-        ours_r = results["compose_gen"]
-        others = [r for lib, r in results.items() if lib != "compose_gen"]
-        best = {
-            "log_prob/s": max(r["log_prob/s"] for r in others),
-            "step ms": min(r["step ms"] for r in others),
-            "sample/s": max(r["sample/s"] for r in others),
-            "test bpd": min(r["test bpd"] for r in others),
-        }
-        print(
-            f"{name:8} {'ratio vs best':14} {ours_r['log_prob/s'] / best['log_prob/s']:11.2f} "
-            f"{ours_r['step ms'] / best['step ms']:8.2f} {ours_r['sample/s'] / best['sample/s']:10.2f} "
-            f"{ours_r['test bpd'] - best['test bpd']:+9.3f}   (throughput x, time x, bpd difference; targets >=1, <=1, <=0)\n"
-        )
+        libraries = [lib for lib in results if lib not in ("compose_gen", "plain PyTorch")]
+        for label, group in (("vs PyTorch", ["plain PyTorch"]), ("vs best peer", libraries)):
+            if group:
+                print_ratios(name, label, results["compose_gen"], [results[lib] for lib in group])
+        print()
+
+
+def print_ratios(name: str, label: str, ours: dict[str, float], others: list[dict[str, float]]) -> None:
+    """compose_gen over the best of ``others`` (throughput x, time x, bpd difference; targets >= 1, <= 1, <= 0)."""
+    best = {
+        "log_prob/s": max(r["log_prob/s"] for r in others),
+        "step ms": min(r["step ms"] for r in others),
+        "sample/s": max(r["sample/s"] for r in others),
+        "test bpd": min(r["test bpd"] for r in others),
+    }
+    print(
+        f"{name:8} {label:14} {ours['log_prob/s'] / best['log_prob/s']:11.2f} {ours['step ms'] / best['step ms']:8.2f} "
+        f"{ours['sample/s'] / best['sample/s']:10.2f} {ours['test bpd'] - best['test bpd']:+9.3f}"
+    )
 
 
 if __name__ == "__main__":
