@@ -4,7 +4,10 @@ For each of specs/vae_digits.yaml, specs/iwae_digits.yaml and specs/vqvae_digits
 compose_gen's model is built with ``compose_gen.load_spec`` + ``compose_gen.runtime.build``
 and trained by ``Trainer.fit`` (the whole loop: batch, plan, backward, Adam, hooks,
 logging sums); the hand-written twin has the same layers, batch stream, batch size
-and optimizer and writes the objective with plain tensor formulas.  Both warm up,
+and optimizer and writes the objective with plain tensor formulas.  compose_gen
+runs Adam's fused kernel (``compose_gen.runtime.optim``); the twin runs
+``torch.optim.Adam`` as written by default, or fused too with ``--fused-baseline``,
+which leaves only the framework's own overhead in the ratio.  Both warm up,
 then run timed blocks of steps in random alternation (so load drift hits both
 alike); the medians give the ratio, target ≤ 1.10, and the best blocks (the least
 disturbed by other processes) a second estimate.  Denormal floats are flushed to
@@ -13,7 +16,7 @@ values that slow CPU arithmetic by tens of percent at random moments, which woul
 time the numbers rather than the code (``--keep-denormals`` to see it).  On a busy machine, ``--threads 1 --clock cpu``
 times the process's own CPU time, which other processes do not inflate.
 
-    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--keep-denormals]
+    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--fused-baseline] [--keep-denormals]
 """
 
 from __future__ import annotations
@@ -116,7 +119,13 @@ def timed(run: Callable[[int], None], steps: int, clock: Callable[[], float], de
 
 
 def compare(
-    spec_path: str, hand: nn.Module, steps: int, repeats: int, clock: Callable[[], float], device: torch.device
+    spec_path: str,
+    hand: nn.Module,
+    steps: int,
+    repeats: int,
+    clock: Callable[[], float],
+    device: torch.device,
+    fused_hand: bool,
 ) -> tuple[float, float, float, float]:
     """Median and best seconds per step of compose_gen's trainer and of the hand-written loop."""
     spec = cg.load_spec(spec_path)
@@ -125,7 +134,7 @@ def compare(
     train = spec.model.train
     trainer = Trainer(model, BatchStream(data.train, train.batch_size, spec.model.seed, model.device), progress=False)
     hand_stream = BatchStream(data.train, train.batch_size, spec.model.seed, device)
-    optimizer = torch.optim.Adam(hand.parameters(), lr=train.optimizer.lr)
+    optimizer = torch.optim.Adam(hand.parameters(), lr=train.optimizer.lr, fused=fused_hand or None)
 
     def ours(n: int) -> None:
         trainer.fit(trainer.step + n)
@@ -159,6 +168,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time (use with --threads 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (each block is bracketed by a synchronize)")
+    parser.add_argument(
+        "--fused-baseline", action="store_true", help="the hand-written loop uses torch's fused Adam too, as compose_gen does"
+    )
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,9 +183,10 @@ def main() -> None:
     ]
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     device = torch.device(args.device)
-    print(f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side")
+    baseline = "fused Adam" if args.fused_baseline else "default Adam"
+    print(f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side; hand-written loop: {baseline}")
     for label, path, hand in cases:
-        ours, by_hand, ours_best, hand_best = compare(path, hand, args.steps, args.repeats, clock, device)
+        ours, by_hand, ours_best, hand_best = compare(path, hand, args.steps, args.repeats, clock, device, args.fused_baseline)
         verdict = "ok" if ours / by_hand <= 1.10 else "over target"
         print(
             f"{label:9s} hand-written {by_hand * 1e3:6.3f} ms/step  compose_gen {ours * 1e3:6.3f} ms/step  "
