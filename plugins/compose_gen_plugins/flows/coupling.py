@@ -10,9 +10,12 @@ Jacobian is triangular.  Masks (``flip`` swaps the two parts):
 * ``checkerboard``: pixels with even :math:`h + w` condition (images);
 * ``channel``: the first half of the channels condition (images).
 
-Conditioners are an MLP over the flattened event (``mlp``) or, for images, a
-convnet (``conv``: 3x3, then 1x1, then 3x3 convolutions, as in Glow); their last
-layer starts at zero so every coupling starts as the identity.
+Conditioners are an MLP from the conditioning features to the transformed
+features' parameters (``mlp``) or, for images, a convnet over the masked image
+(``conv``: 3x3, then 1x1, then 3x3 convolutions, as in Glow); their last layer
+starts at zero so every coupling starts as the identity.  :class:`MaskedCoupling`
+holds what the additive, affine and spline couplings share: the mask, the
+conditioner and the split of x into the part that passes and the part mapped.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def make_conditioner(
 class MaskedCoupling(Bijector):
     """A coupling layer: the conditioning features pass unchanged, the others through an elementwise map.
 
-    Subclasses give ``outputs`` (parameters per transformed feature) and call
+    Subclasses pass ``outputs`` (parameters per transformed feature) and call
     :meth:`couple` with their elementwise map.
     """
 
