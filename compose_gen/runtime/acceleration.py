@@ -107,12 +107,15 @@ class LossFunction:
         self.player = player
         self.eager = eager
         self.compiled = torch.compile(eager, backend=backend) if backend else None
+        self.backend = backend
         self.model, self.device, self.say = model, device, say
         self.calls = 0
 
     def run(self, compute: Callable[[Callable[..., Any]], T]) -> T:
         if self.compiled is None:
             return compute(self.eager)
+        if self.calls == 0:  # said on the first training call, not when a run is loaded to sample or evaluate
+            self.say(f"compiling player {self.player!r}'s loss with torch.compile (backend {self.backend}); the first steps are slow")
         restore = snapshot(self.model, self.device) if self.calls < self.PROBE_CALLS else None
         try:
             out = compute(self.compiled)

@@ -121,8 +121,6 @@ class Trainer:
         self.loss_functions = {
             name: LossFunction(name, self._player_loss(name), backend, self.model, device, self.say) for name in self.model.plans
         }
-        if backend:
-            self.say(f"compiling each player's loss with torch.compile (backend {backend}); the first steps are slow")
         if self.train.tensorboard and self.dist.is_main and self.run_dir is not None:
             require_tensorboard()
         self._owner: dict[int, str] = {}
