@@ -59,6 +59,7 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(codebook)
         self.register_buffer("initialised", torch.tensor(init != "data"))
+        self._known_initialised = False  # once the buffer says so, stop reading it (a host sync per step on CUDA)
         self._pending: tuple[Tensor, Tensor] | None = None
 
     def nearest(self, vectors: Tensor) -> Tensor:
@@ -67,6 +68,12 @@ class VectorQuantizer(nn.Module):
         codebook = self.codebook.detach()
         distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
         return distances.argmin(1).reshape(vectors.shape[:-1])
+
+    def is_initialised(self) -> bool:
+        """Whether the codebook has been set (read from the checkpointed buffer until it first says yes)."""
+        if not self._known_initialised:
+            self._known_initialised = bool(self.initialised)
+        return self._known_initialised
 
     def counts(self, index: Tensor) -> Tensor:
         return torch.bincount(index.reshape(-1), minlength=self.codes).to(self.codebook.dtype)
@@ -139,7 +146,7 @@ class VQVAE(Loss):
         x = inputs["x"]
         vectors = self.to_vectors(self.encoder(x))
         training = self.training and torch.is_grad_enabled()
-        if training and not self.quantizer.initialised:
+        if training and not self.quantizer.is_initialised():
             self.quantizer.initialise_from(vectors)
         codes, index = self.quantize(vectors)
         rank = 2 if self.layout == "flat" else 3
