@@ -37,6 +37,12 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def logged_a_step(run_dir: Path) -> bool:
+    """The first record is in: the training loop, and its signal handlers, are running (the file opens before)."""
+    metrics = run_dir / "metrics.jsonl"
+    return metrics.exists() and metrics.stat().st_size > 0
+
+
 def _train(argv: list[str]) -> int:
     from compose_gen.cli import main
 
@@ -74,7 +80,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(train_command(str(spec), "--out", str(run_dir)), cwd=ROOT, env=subprocess_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: (run_dir / "metrics.jsonl").exists() or process.poll() is not None)
+    wait_for(lambda: logged_a_step(run_dir) or process.poll() is not None)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM.value, err.decode()
@@ -88,7 +94,7 @@ def test_sigint_saves_and_resume_continues(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", steps=1_000_000, log_every=1)
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
     child = forked(_train, [str(spec), "--out", str(run_dir)], output=str(log))
-    wait_for(lambda: (run_dir / "metrics.jsonl").exists() or not child.is_alive())
+    wait_for(lambda: logged_a_step(run_dir) or not child.is_alive())
     os.kill(child.pid, signal.SIGINT)
     child.join(60)
     assert child.exitcode == 128 + signal.SIGINT.value, log.read_text()
