@@ -25,9 +25,8 @@ several nodes).
 
 from __future__ import annotations
 
-import math
-
 import atexit
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable

@@ -29,6 +29,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
 }
 Activation = Literal["relu", "leaky_relu", "elu", "silu", "gelu", "tanh", "softplus"]
+Output = Literal["none", "sigmoid", "tanh"]
+Features = int | list[int]
 _IN_PLACE = {"relu", "leaky_relu", "elu", "silu"}
 
 
@@ -43,8 +45,6 @@ def activation_after_linear(name: Activation) -> nn.Module:
     kind = ACTIVATIONS[name]
     return kind(inplace=True) if name in _IN_PLACE else kind()
 
-Output = Literal["none", "sigmoid", "tanh"]
-Features = int | list[int]
 
 
 class MLPParams(Params):

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
 from compose_gen_plugins.flows.autoregressive import broadcast_context
+from compose_gen_plugins.networks import activation_after_linear
 
 __all__ = [
     "AdditiveCoupling",
@@ -93,7 +94,7 @@ class MLPConditioner(nn.Module):
         sizes = [len(self.conditioning) + context_features, *hidden, outputs * transformed]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]  # a linear output is free to overwrite
+            layers += [nn.Linear(n_in, n_out), activation_after_linear("relu")]
         self.net = _zero_last(layers[:-1])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -122,7 +123,7 @@ class ConvConditioner(nn.Module):
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(channels[:-1], channels[1:])):
             kernel = 3 if i in (0, len(channels) - 2) else 1
-            layers += [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2), activation_after_linear("relu")]
         self.net = _zero_last(layers[:-1])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
