@@ -67,25 +67,36 @@ class NonFiniteLoss(RuntimeError):
 
 
 class _RunningMeans:
-    """Sums of logged scalars kept on the device, read (one host sync, averaged over processes) per log line."""
+    """Sums of logged scalars kept on the device, read (one host sync, averaged over processes) per log line.
+
+    Each step's scalars are stacked and added as one vector, grouped by their
+    names (a player logs the same names every step; several players, several groups).
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.sums: dict[tuple[str, ...], Tensor] = {}
+        self.counts: dict[tuple[str, ...], int] = {}
 
     def add(self, logs: dict[str, Tensor]) -> None:
-        for key, value in logs.items():
-            value = value.detach().float()
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
-            self.counts[key] = self.counts.get(key, 0) + 1
+        if not logs:
+            return
+        names = tuple(logs)
+        values = torch.stack([value.float() for value in logs.values()]).detach()
+        self.sums[names] = self.sums[names] + values if names in self.sums else values
+        self.counts[names] = self.counts.get(names, 0) + 1
 
     def read(self, dist: Distributed) -> dict[str, float]:
         """The means since the last read; then start over."""
-        keys = sorted(self.sums)
-        totals = dist.sum(torch.stack([self.sums[k] for k in keys])).tolist() if keys else []
-        means = {k: total / (self.counts[k] * dist.world_size) for k, total in zip(keys, totals)}
+        groups = list(self.sums)
+        totals = iter(dist.sum(torch.cat([self.sums[g] for g in groups])).tolist() if groups else [])
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for group in groups:
+            for name in group:
+                sums[name] = sums.get(name, 0.0) + next(totals)
+                counts[name] = counts.get(name, 0) + self.counts[group]
         self.sums, self.counts = {}, {}
-        return means
+        return {name: sums[name] / (counts[name] * dist.world_size) for name in sorted(sums)}
 
 
 @dataclass
@@ -250,7 +261,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)
         else:
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-        loss_ok, grads_ok = torch.isfinite(torch.stack([loss_check, norm.float()])).tolist()  # the one host sync
+        loss_ok, grads_ok = map(math.isfinite, torch.stack([loss_check, norm.float()]).tolist())  # the one host sync
         if not loss_ok or (not grads_ok and scaler is None):
             self._nonfinite(name, plan, batch, logs, loss_ok)
             optimizer.zero_grad(set_to_none=True)

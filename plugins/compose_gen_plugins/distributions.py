@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, register_kl
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
 
-__all__ = ["DiagonalNormal", "Prior", "StandardNormal"]
+__all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal"]
 
 
 class Prior(nn.Module):
@@ -38,6 +38,23 @@ class Prior(nn.Module):
         return self(temperature).rsample((n,))
 
 
+class UnitNormal(Normal):
+    """``Normal(0, 1)`` elementwise, of the given (zero) ``loc`` and (unit) ``scale`` tensors.
+
+    A type of its own so that ``kl_divergence`` takes the closed form against the
+    standard normal, which needs no division by the prior's scale.
+    """
+
+
+@register_kl(Normal, UnitNormal)
+def _kl_normal_unit(q: Normal, p: UnitNormal) -> Tensor:
+    r"""KL(N(μ, σ²) ‖ N(0, 1)) = ½(μ² + σ² − 1) − log σ elementwise (Kingma & Welling 2014, appendix B)."""
+    kl = 0.5 * (q.loc.square() + q.scale.square() - 1) - q.scale.log()
+    if kl.shape[kl.dim() - len(p.batch_shape) :] == p.batch_shape:  # the usual case: the prior broadcasts to q
+        return kl
+    return kl.expand(torch.broadcast_shapes(kl.shape, p.batch_shape))
+
+
 class StandardNormal(Prior):
     """p(z) = N(z; 0, I), the prior of the VAE (Kingma & Welling 2014) and most flows and GANs."""
 
@@ -48,8 +65,11 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(shape))
 
     def forward(self, temperature: float = 1.0) -> Distribution:
-        scale = self.scale if temperature == 1.0 else self.scale * temperature
-        return Independent(Normal(self.loc, scale, validate_args=False), len(self.event_shape), validate_args=False)
+        if temperature == 1.0:
+            elementwise = UnitNormal(self.loc, self.scale, validate_args=False)
+        else:
+            elementwise = Normal(self.loc, self.scale * temperature, validate_args=False)
+        return Independent(elementwise, len(self.event_shape), validate_args=False)
 
 
 class DiagonalNormal(Prior):

@@ -46,7 +46,6 @@ def activation_after_linear(name: Activation) -> nn.Module:
     return kind(inplace=True) if name in _IN_PLACE else kind()
 
 
-
 class MLPParams(Params):
     in_features: Features = Field(..., description="input size, or the event shape to flatten")
     out_features: Features = Field(..., description="output size, or the event shape to reshape to")
@@ -75,7 +74,8 @@ class MLP(nn.Module):
         super().__init__()
         self.in_shape = _shape(in_features)
         self.out_shape = _shape(out_features)
-        sizes = [math.prod(self.in_shape), *hidden, math.prod(self.out_shape)]
+        self.in_features = math.prod(self.in_shape)
+        sizes = [self.in_features, *hidden, math.prod(self.out_shape)]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
@@ -91,8 +91,10 @@ class MLP(nn.Module):
         batch = x.shape[: x.dim() - len(self.in_shape)]
         if x.shape[len(batch) :] != self.in_shape:
             raise ValueError(f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
-        y = self.net(x.reshape(-1, math.prod(self.in_shape)))  # a matrix: in-place activations must not hit views
-        return y.reshape(*batch, *self.out_shape)
+        matrix = (math.prod(batch), self.in_features)  # nn.Linear would return views, which in-place activations must not hit
+        y = self.net(x if x.shape == matrix else x.reshape(matrix))
+        shape = (*batch, *self.out_shape)
+        return y if y.shape == shape else y.reshape(shape)
 
 
 def _shape(features: Features) -> tuple[int, ...]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from torch.distributions import Independent, Normal, kl_divergence
 
 from compose_gen_plugins.distributions import DiagonalNormal, StandardNormal
 
@@ -14,6 +16,28 @@ def test_standard_normal_log_prob_is_the_closed_form() -> None:
     z = torch.randn(7, 3, 2)
     expected = -0.5 * (z**2).sum((-1, -2)) - 3 * math.log(2 * math.pi)
     assert torch.allclose(prior().log_prob(z), expected)
+
+
+@pytest.mark.parametrize("posterior_shape", [(5, 3), (2, 5, 3), (3,)])
+def test_kl_to_the_standard_normal_matches_the_general_gaussian_formula(posterior_shape) -> None:
+    torch.manual_seed(0)
+    loc = torch.randn(posterior_shape, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(posterior_shape, dtype=torch.float64).add(0.1).requires_grad_()
+    q = Independent(Normal(loc, scale), 1)
+    prior = StandardNormal((3,)).double()
+    general = Independent(Normal(prior.loc, prior.scale), 1)
+    kl, reference = kl_divergence(q, prior()), kl_divergence(q, general)
+    assert kl.shape == reference.shape
+    assert torch.allclose(kl, reference)
+    grads = torch.autograd.grad(kl.sum(), (loc, scale))
+    assert all(torch.allclose(g, r) for g, r in zip(grads, torch.autograd.grad(reference.sum(), (loc, scale))))
+
+
+def test_kl_broadcasts_a_posterior_smaller_than_the_prior() -> None:
+    q = Normal(torch.zeros(()), torch.full((), 2.0))
+    kl = kl_divergence(q, StandardNormal((4,))().base_dist)
+    assert kl.shape == (4,)
+    assert torch.allclose(kl, torch.full((4,), 0.5 * (4 - 1) - math.log(2.0)))
 
 
 def test_sample_counts_follow_the_reference_and_temperature_scales_std() -> None:

@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from compose_gen.runtime import NonFiniteLoss, Run
 from compose_gen.runtime.checkpoint import list_checkpoints, read_best
+from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
+from compose_gen.runtime.trainer import _RunningMeans
 from compose_gen.spec import load_spec
 
 
@@ -147,3 +149,13 @@ def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalog
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
     state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000004" / "state.json").read_text())
     assert state["step"] == 4 and state["data"]["position"] > 0
+
+
+def test_logged_values_are_means_over_the_steps_since_the_last_line():
+    means = _RunningMeans()
+    means.add({"a.loss": torch.tensor(1.0), "a.kl": torch.tensor(2.0, dtype=torch.bfloat16)})
+    means.add({"a.loss": torch.tensor(3.0, requires_grad=True), "a.kl": torch.tensor(4.0)})
+    means.add({"b.loss": torch.tensor(10.0), "a.loss": torch.tensor(5.0)})  # another player's names, one shared
+    means.add({})  # a skipped batch logs nothing
+    assert means.read(Distributed()) == {"a.kl": 3.0, "a.loss": 3.0, "b.loss": 10.0}
+    assert means.read(Distributed()) == {}

@@ -91,7 +91,8 @@ class _Decoder(nn.Module):
     def params(self, z: Tensor, parts: int = 1) -> tuple[Tensor, ...]:
         """The network's output split into ``parts`` tensors of shape ``batch + event_shape``."""
         if parts == 1:
-            return (self.net(z).reshape(*z.shape[: z.dim() - self.latent_rank], *self.event_shape),)
+            out, shape = self.net(z), (*z.shape[: z.dim() - self.latent_rank], *self.event_shape)
+            return (out if out.shape == shape else out.reshape(shape),)
         out = self.output(z, parts)
         return out.unbind(out.dim() - len(self.event_shape) - 1)
 

@@ -40,9 +40,8 @@ __all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", 
 
 def code_statistics(counts: Tensor) -> dict[str, Tensor]:
     """``usage`` (share of codes with a non-zero count) and ``perplexity`` exp(H(p)) of the frequencies ``p``."""
-    p = counts / counts.sum()
-    entropy = -(p * p.clamp_min(1e-12).log()).sum()
-    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
+    entropy = torch.special.entr(counts / counts.sum()).sum()  # entr(p) = −p log p, and 0 at p = 0
+    return {"usage": counts.count_nonzero() / counts.numel(), "perplexity": entropy.exp()}
 
 
 class VectorQuantizer(nn.Module):
@@ -64,8 +63,7 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, vectors: Tensor) -> Tensor:
         """Index of the nearest code of each vector (``(..., dim) -> (...)``)."""
-        flat = vectors.detach().reshape(-1, self.dim)
-        codebook = self.codebook.detach()
+        flat, codebook = vectors.detach().reshape(-1, self.dim), self.codebook.detach()
         distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
         return distances.argmin(1).reshape(vectors.shape[:-1])
 
@@ -81,7 +79,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def initialise_from(self, vectors: Tensor) -> None:
         """Set the codebook to randomly chosen ``vectors`` (data-dependent initialisation)."""
-        flat = vectors.detach().reshape(-1, self.dim)
+        flat = vectors.reshape(-1, self.dim)
         chosen = flat[torch.randint(len(flat), (self.codes,), device=flat.device)]
         self.codebook.copy_(chosen)
         if self.ema:
@@ -92,8 +90,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def remember(self, vectors: Tensor, index: Tensor, counts: Tensor) -> None:
         """Keep this batch's per-code ``counts`` and sums for the next EMA update."""
-        flat = vectors.detach().reshape(-1, self.dim)
-        sums = torch.zeros_like(self.code_sum).index_add_(0, index.reshape(-1), flat)
+        sums = torch.zeros_like(self.code_sum).index_add_(0, index.reshape(-1), vectors.reshape(-1, self.dim))
         self._pending = (counts, sums)
 
     @torch.no_grad()
@@ -163,9 +160,8 @@ class VQVAE(Loss):
         else:
             codebook = sum_rightmost((vectors.detach() - codes).square(), rank).mean()
             loss = loss + codebook
-        stats = code_statistics(counts)
-        logs = {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment, **stats}
-        return {"loss": loss, **{k: v.detach() for k, v in logs.items()}}
+        logs = {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment}
+        return {"loss": loss, **{k: v.detach() for k, v in logs.items()}, **code_statistics(counts)}
 
     def after_step(self, terms: frozenset[str]) -> None:
         if self.quantizer.ema:
