@@ -36,7 +36,7 @@ export PYTHONUNBUFFERED=1
 stage environment 30 python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
 stage gpu-tests 150 python -m pytest -q -m gpu tests
 stage conformance-cuda 150 python -m pytest -q -n 8 tests/testing/test_conformance_all.py --bijector-device cuda
-stage latent-step-time 90 python benchmarks/latent_step_time.py --device cuda --threads 1 --steps 25 --repeats 11
+stage latent-step-time 130 python benchmarks/latent_step_time.py --device cuda --threads 1 --steps 25 --repeats 11 --fused-baseline
 stage flows-vs-peers 150 python benchmarks/flows_vs_peers.py --device cuda --steps 1000 --eval-batch 65536 --sample-batch 16384
 for spec in realnvp_digits glow_digits maf_digits iaf_digits spline_digits resflow_digits vae_iaf_digits vqvae_digits \
     hybrid_vae_flow_digits gan_digits wgan_gp_digits cyclegan_digits; do
