@@ -19,7 +19,7 @@ values that slow CPU arithmetic by tens of percent at random moments, which woul
 time the numbers rather than the code (``--keep-denormals`` to see it).  On a busy machine, ``--threads 1 --clock cpu``
 times the process's own CPU time, which other processes do not inflate.
 
-    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--fused-baseline] [--keep-denormals]
+    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--fused-baseline] [--compile] [--keep-denormals]
 """
 
 from __future__ import annotations
@@ -145,9 +145,10 @@ def compare(
     clock: Callable[[], float],
     device: torch.device,
     fused_hand: bool,
+    overrides: list[str],
 ) -> dict[str, tuple[float, float]]:
     """Median and best seconds per step of compose_gen's trainer (``"ours"``) and of each hand-written twin."""
-    spec = cg.load_spec(spec_path)
+    spec = cg.load_spec(spec_path, overrides)
     model, data = build(spec, device)
     train = spec.model.train
     trainer = Trainer(model, BatchStream(data.train, train.batch_size, spec.model.seed, model.device), progress=False)
@@ -195,6 +196,7 @@ def main() -> None:
         "--fused-baseline", action="store_true", help="the hand-written loops use torch's fused Adam too, as compose_gen does"
     )
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
+    parser.add_argument("--compile", action="store_true", help="compose_gen trains with train.compile: true (the twins stay eager)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(not args.keep_denormals)
@@ -207,10 +209,13 @@ def main() -> None:
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     device = torch.device(args.device)
     baseline = "fused Adam" if args.fused_baseline else "default Adam"
-    print(f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side; hand-written loops: {baseline}")
+    overrides = ["train.compile=true"] if args.compile else []
+    mode = "compiled" if args.compile else "eager"
+    print(f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side; compose_gen {mode}; hand-written loops: {baseline}")
     print("ms/step (median block); ratio = compose_gen / hand-written with formulas (target <= 1.10), and / with torch.distributions")
     for label, path, twin in cases:
-        result = compare(path, {"formulas": twin(False), "distributions": twin(True)}, args.steps, args.repeats, clock, device, args.fused_baseline)
+        twins = {"formulas": twin(False), "distributions": twin(True)}
+        result = compare(path, twins, args.steps, args.repeats, clock, device, args.fused_baseline, overrides)
         (ours, ours_best), (formulas, formulas_best), (dists, _) = result["ours"], result["formulas"], result["distributions"]
         verdict = "ok" if ours / formulas <= 1.10 else "over target"
         print(
