@@ -89,8 +89,11 @@ class LossFunction:
 
     :meth:`run` calls ``compute(fn)`` with the compiled function (``compute``
     does the forward and backward, so failures while compiling the backward are
-    caught too).  The first calls, when compiling happens, run on a snapshot of
-    the RNG and the buffers so that a failed attempt leaves no trace.
+    caught too).  The very first call runs eagerly, so that data-dependent
+    initialisations (actnorm, a VQ-VAE's codebook) happen outside the graph,
+    which then sees them done and traces no host read.  The next calls, when
+    compiling happens, run on a snapshot of the RNG and the buffers so that a
+    failed attempt leaves no trace.
     """
 
     PROBE_CALLS = 2
@@ -116,7 +119,9 @@ class LossFunction:
             return compute(self.eager)
         if self.calls == 0:  # said on the first training call, not when a run is loaded to sample or evaluate
             self.say(f"compiling player {self.player!r}'s loss with torch.compile (backend {self.backend}); the first steps are slow")
-        restore = snapshot(self.model, self.device) if self.calls < self.PROBE_CALLS else None
+            self.calls += 1
+            return compute(self.eager)
+        restore = snapshot(self.model, self.device) if self.calls <= self.PROBE_CALLS else None
         try:
             out = compute(self.compiled)
         except Exception as error:

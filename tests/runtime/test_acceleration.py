@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from runtime_toys import AUTOENCODER, GAN, VAE, same_state, spec_dict
+from runtime_toys import AUTOENCODER, GAN, ROOT, VAE, same_state, spec_dict
 
 from compose_gen.runtime import Run
 from compose_gen.runtime.checkpoint import list_checkpoints
@@ -109,3 +109,18 @@ def test_cuda_compile_with_inductor(tmp_path, toys_catalogue):
     run = _run(tmp_path, toys_catalogue, VAE, device="cuda", steps=3, compile=True, precision="bf16")
     run.train()
     assert run.trainer.loss_functions["model"].compiled is not None
+
+
+@pytest.mark.parametrize("spec", ["vqvae_digits", "glow_digits"])
+def test_data_initialised_models_compile_without_graph_breaks(spec, tmp_path):
+    """The first step runs eagerly: a VQ-VAE's codebook and Glow's actnorm initialise from data outside the graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    overrides = ["train.steps=3", "train.compile=true", "train.compile_backend=aot_eager"]
+    run = Run.create(load_spec(ROOT / "specs" / f"{spec}.yaml", overrides), tmp_path / spec, progress=False)
+    run.train()
+    assert all(f.compiled is not None for f in run.trainer.loss_functions.values())
+    assert counters["stats"]["unique_graphs"] > 0
+    assert not counters["graph_break"], dict(counters["graph_break"])

@@ -55,6 +55,13 @@ class ActNorm(_ChannelWise):
         self.loc = nn.Parameter(torch.zeros(self.channels))
         self.log_scale = nn.Parameter(torch.zeros(self.channels))
         self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False  # once the buffer says so, stop reading it (a host sync, a graph break)
+
+    def is_initialized(self) -> bool:
+        """Whether location and scale have been set (read from the checkpointed buffer until it first says yes)."""
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
@@ -63,9 +70,10 @@ class ActNorm(_ChannelWise):
         self.loc.copy_(values.mean(0))
         self.log_scale.copy_((values.std(0, unbiased=False) + 1e-6).log())
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not x.is_meta and not self.initialized:
+        if self.training and not x.is_meta and not self.is_initialized():
             self.initialize(x)
         y = (x - self._per_channel(self.loc)) * self._per_channel(-self.log_scale).exp()
         return y, self._constant_ladj(x, -self.log_scale.sum())

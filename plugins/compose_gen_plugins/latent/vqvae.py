@@ -74,7 +74,10 @@ class VectorQuantizer(nn.Module):
         return self._known_initialised
 
     def counts(self, index: Tensor) -> Tensor:
-        return torch.bincount(index.reshape(-1), minlength=self.codes).to(self.codebook.dtype)
+        """Uses of each code: a scatter of fixed shape, which torch.compile traces (``bincount``'s shape depends on the data)."""
+        index = index.reshape(-1)
+        ones = torch.ones((), dtype=self.codebook.dtype, device=index.device).expand(len(index))
+        return torch.zeros(self.codes, dtype=self.codebook.dtype, device=index.device).index_add_(0, index, ones)
 
     @torch.no_grad()
     def initialise_from(self, vectors: Tensor) -> None:
@@ -86,6 +89,7 @@ class VectorQuantizer(nn.Module):
             self.cluster_size.fill_(1.0)
             self.code_sum.copy_(chosen)
         self.initialised.fill_(True)
+        self._known_initialised = True
 
     @torch.no_grad()
     def remember(self, vectors: Tensor, index: Tensor, counts: Tensor) -> None:
