@@ -42,7 +42,7 @@ for spec in realnvp_digits glow_digits maf_digits iaf_digits spline_digits resfl
     hybrid_vae_flow_digits gan_digits wgan_gp_digits cyclegan_digits; do
     stage "cuda-$spec" 60 bash -c 'train_on_cuda "$@"' _ 100 "specs/$spec.yaml"
 done
-for spec in realnvp_digits vae_digits gan_digits; do
+for spec in realnvp_digits glow_digits vae_digits vqvae_digits gan_digits; do
     stage "compiled-bf16-$spec" 120 bash -c 'train_on_cuda "$@"' _ 100 "specs/$spec.yaml" \
         --set train.compile=true --set train.precision=bf16
 done
