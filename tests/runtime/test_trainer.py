@@ -15,7 +15,7 @@ from compose_gen.runtime import NonFiniteLoss, Run
 from compose_gen.runtime.checkpoint import list_checkpoints, read_best
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
-from compose_gen.runtime.trainer import _RunningMeans
+from compose_gen.runtime.trainer import _gradient_norm, _RunningMeans
 from compose_gen.spec import load_spec
 
 
@@ -159,3 +159,13 @@ def test_logged_values_are_means_over_the_steps_since_the_last_line():
     means.add({})  # a skipped batch logs nothing
     assert means.read(Distributed()) == {"a.kl": 3.0, "a.loss": 3.0, "b.loss": 10.0}
     assert means.read(Distributed()) == {}
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float32,) * 3, (torch.float32, torch.float64, torch.float32)])
+def test_gradient_norm_is_the_norm_of_all_gradients_as_one_vector(dtypes):
+    grads = [torch.randn(shape, dtype=dtype) for shape, dtype in zip([(3, 4), (5,), (2, 2, 2)], dtypes)]
+    flat = torch.cat([g.double().reshape(-1) for g in grads])
+    assert _gradient_norm(grads).item() == pytest.approx(flat.norm().item(), rel=1e-6)
+    assert _gradient_norm(grads).item() == pytest.approx(torch.nn.utils.get_total_norm(grads).item(), rel=1e-6)
+    grads[1][0] = float("nan")
+    assert not math.isfinite(_gradient_norm(grads).item())
