@@ -267,10 +267,10 @@ class Trainer:
             scaler.unscale_(optimizer)
         if plan.spec.clip_grad_value:
             torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
-        grads = [p.grad for p in plan.params if p.grad is not None]
         if plan.spec.clip_grad_norm:
             norm = torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)
         else:
+            grads = [p.grad for p in plan.params if p.grad is not None]
             norm = _gradient_norm(grads) if grads else torch.zeros((), device=loss.device)
         loss_ok, grads_ok = map(math.isfinite, torch.stack([loss_check, norm.float()]).tolist())  # the one host sync
         if not loss_ok or (not grads_ok and scaler is None):
