@@ -12,16 +12,20 @@ formula twin, timed like the others, gives the noise floor: its ratio to the
 first copy is what the machine alone does to a ratio of identical code.  compose_gen
 runs Adam's fused kernel (``compose_gen.runtime.optim``); the twin runs
 ``torch.optim.Adam`` as written by default, or fused too with ``--fused-baseline``,
-which leaves only the framework's own overhead in the ratio.  Both warm up,
-then run timed blocks of steps in random alternation (so load drift hits both
-alike); the medians give the ratio, target ≤ 1.10, and the best blocks (the least
-disturbed by other processes) a second estimate.  Denormal floats are flushed to
+which leaves only the framework's own overhead in the ratio.  Each side is
+built ``--instances`` times, because where an instance's tensors land in memory
+moves its step time by several percent, a difference between copies of the same
+code that one copy per side would read as a difference between the sides.  All
+warm up, then every round times a block of steps of every instance in random
+order (so load drift hits all alike); a side's time for the round is the mean
+over its instances, and the ratio is the median over rounds of the ratio within
+a round, target ≤ 1.10.  Denormal floats are flushed to
 zero on both sides: as these models train, softplus tails produce subnormal
 values that slow CPU arithmetic by tens of percent at random moments, which would
 time the numbers rather than the code (``--keep-denormals`` to see it).  On a busy machine, ``--threads 1 --clock cpu``
 times the process's own CPU time, which other processes do not inflate.
 
-    python benchmarks/latent_step_time.py [--steps 25] [--repeats 41] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--fused-baseline] [--compile] [--keep-denormals]
+    python benchmarks/latent_step_time.py [--steps 25] [--repeats 21] [--instances 3] [--threads 2] [--clock wall|cpu] [--device cpu|cuda] [--fused-baseline] [--compile] [--keep-denormals]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import math
 import random
 import statistics
 import time
+from functools import partial
 from typing import Callable
 
 import torch
@@ -141,22 +146,31 @@ def timed(run: Callable[[int], None], steps: int, clock: Callable[[], float], de
 
 def compare(
     spec_path: str,
-    twins: dict[str, nn.Module],
+    twins: dict[str, Callable[[], nn.Module]],
     steps: int,
     repeats: int,
+    instances: int,
     clock: Callable[[], float],
     device: torch.device,
     fused_hand: bool,
     overrides: list[str],
-) -> dict[str, tuple[float, float]]:
-    """Median and best seconds per step of compose_gen's trainer (``"ours"``) and of each hand-written twin."""
-    spec = cg.load_spec(spec_path, overrides)
-    model, data = build(spec, device)
-    train = spec.model.train
-    trainer = Trainer(model, BatchStream(data.train, train.batch_size, spec.model.seed, model.device), progress=False)
+) -> dict[str, list[float]]:
+    """Seconds per step of compose_gen's trainer (``"ours"``) and of each hand-written twin, one number per round.
 
-    def ours(n: int) -> None:
-        trainer.fit(trainer.step + n)
+    Every side is built ``instances`` times (its own model, optimizer and batch
+    stream, so its own memory layout, which alone moves one instance's step time
+    by several percent); a round times a block of every instance in random order,
+    and a side's number for the round is the mean over its instances.
+    """
+    spec = cg.load_spec(spec_path, overrides)
+    train = spec.model.train
+
+    def ours() -> Callable[[int], None]:
+        model, data = build(spec, device)
+        trainer = Trainer(model, BatchStream(data.train, train.batch_size, spec.model.seed, model.device), progress=False)
+        return lambda n: trainer.fit(trainer.step + n)
+
+    _, data = build(spec, device)
 
     def hand_loop(hand: nn.Module) -> Callable[[int], None]:
         hand.to(device)
@@ -174,23 +188,32 @@ def compare(
 
         return by_hand
 
-    sides = {"ours": ours, **{name: hand_loop(hand) for name, hand in twins.items()}}
-    for run in sides.values():
+    makers = {"ours": ours, **{name: (lambda make=make: hand_loop(make())) for name, make in twins.items()}}
+    runs = [(name, make()) for name, make in makers.items() for _ in range(instances)]
+    for _, run in runs:
         run(50)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in sides}
+    times: dict[str, list[float]] = {name: [] for name in makers}
     order = random.Random(0)
     for _ in range(repeats):
-        names = list(sides)
-        order.shuffle(names)  # no side always runs right after another
-        for name in names:
-            times[name].append(timed(sides[name], steps, clock, device))
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+        order.shuffle(runs)  # no side always runs right after another
+        block: dict[str, list[float]] = {name: [] for name in makers}
+        for name, run in runs:
+            block[name].append(timed(run, steps, clock, device))
+        for name, seconds in block.items():
+            times[name].append(statistics.fmean(seconds))
+    return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over rounds of one side's time over another's in the same round (drift between rounds cancels)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=41, help="timed blocks per side")
+    parser.add_argument("--repeats", type=int, default=21, help="timed rounds (a block of every instance of every side)")
+    parser.add_argument("--instances", type=int, default=3, help="copies of each side, built apart and timed in turn")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time (use with --threads 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (each block is bracketed by a synchronize)")
@@ -213,21 +236,23 @@ def main() -> None:
     baseline = "fused Adam" if args.fused_baseline else "default Adam"
     overrides = ["train.compile=true"] if args.compile else []
     mode = "compiled" if args.compile else "eager"
-    print(f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} x {args.steps} steps per side; compose_gen {mode}; hand-written loops: {baseline}")
-    print("ms/step (median block); ratio = compose_gen / hand-written with formulas (target <= 1.10), and / with torch.distributions;")
-    print("noise floor = the formula twin timed twice, a second copy over the first (1.000 on a quiet machine)")
+    print(
+        f"{device}, {args.threads} thread(s), {args.clock} clock, {args.repeats} rounds x {args.instances} instances x {args.steps} steps "
+        f"per side; compose_gen {mode}; hand-written loops: {baseline}"
+    )
+    print("ms/step (median round); ratio = compose_gen / hand-written with formulas (target <= 1.10), and / with torch.distributions,")
+    print("each the median over rounds of the ratio within a round; noise floor = a second copy of the formula twin over the first")
     for label, path, twin in cases:
-        twins = {"formulas": twin(False), "formulas again": twin(False), "distributions": twin(True)}
-        result = compare(path, twins, args.steps, args.repeats, clock, device, args.fused_baseline, overrides)
-        (ours, ours_best), (formulas, formulas_best), (dists, _) = result["ours"], result["formulas"], result["distributions"]
-        again = result["formulas again"][0]
-        verdict = "ok" if ours / formulas <= 1.10 else "over target"
+        twins = {"formulas": partial(twin, False), "formulas again": partial(twin, False), "distributions": partial(twin, True)}
+        times = compare(path, twins, args.steps, args.repeats, args.instances, clock, device, args.fused_baseline, overrides)
+        ours, formulas, dists = (statistics.median(times[side]) * 1e3 for side in ("ours", "formulas", "distributions"))
+        ratio = paired_ratio(times["ours"], times["formulas"])
+        verdict = "ok" if ratio <= 1.10 else "over target"
         print(
-            f"{label:9s} formulas {formulas * 1e3:6.3f}  torch.distributions {dists * 1e3:6.3f}  compose_gen {ours * 1e3:6.3f}   "
-            f"ratio {ours / formulas:.3f} ({verdict}), {ours / dists:.3f} vs torch.distributions; "
-            f"best blocks {ours_best / formulas_best:.3f}; noise floor {again / formulas:.3f}"
+            f"{label:9s} formulas {formulas:6.3f}  torch.distributions {dists:6.3f}  compose_gen {ours:6.3f}   "
+            f"ratio {ratio:.3f} ({verdict}), {paired_ratio(times['ours'], times['distributions']):.3f} vs torch.distributions; "
+            f"noise floor {paired_ratio(times['formulas again'], times['formulas']):.3f}"
         )
-
 
 if __name__ == "__main__":
     main()
