@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every check that needs a GPU, in one pass (about seven minutes on one H200), in order of importance:
 #   1. the gpu-marked tests and the bijector conformance kit on CUDA (float64);
+#   1b. the tests that start child processes (torchrun, forked gloo groups, signals), one at a time and with their
+#       children's output in full: all of them failed on the GPU machine of 2026-11-28, for a reason not yet seen;
 #   2. compose_gen's step time over hand-written PyTorch for the VAE, IWAE and VQ-VAE on CUDA;
 #   3. RealNVP and MAF against plain PyTorch, zuko and nflows on CUDA;
 #   4. shipped specs trained, sampled and evaluated on CUDA, eager in fp32, then compiled in bf16;
@@ -35,6 +37,8 @@ export -f train_on_cuda
 export PYTHONUNBUFFERED=1
 stage environment 30 python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
 stage gpu-tests 150 python -m pytest -q -m gpu tests
+stage child-processes 180 python -m pytest -rA --tb=long tests/runtime/test_distributed.py \
+    tests/runtime/test_checkpoint.py::test_sigterm_saves_and_exits_cleanly
 stage conformance-cuda 150 python -m pytest -q -n 8 tests/testing/test_conformance_all.py --bijector-device cuda
 stage latent-step-time 130 python benchmarks/latent_step_time.py --device cuda --threads 1 --steps 25 --repeats 11 --fused-baseline
 stage flows-vs-peers 150 python benchmarks/flows_vs_peers.py --device cuda --steps 1000 --eval-batch 65536 --sample-batch 16384
