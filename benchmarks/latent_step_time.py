@@ -6,7 +6,8 @@ and trained by ``Trainer.fit`` (the whole loop: batch, plan, backward, Adam, NaN
 guard, hooks, logging sums); the hand-written twin has the same layers, batch stream,
 batch size and optimizer and writes the objective with plain tensor formulas (the
 VQ-VAE's twin also measures codebook usage and perplexity every step, as compose_gen's
-model does for its log).  A
+model does for its log); before timing, the script checks that with compose_gen's
+weights, the same batch and the same noise, each twin computes the same loss.  A
 second twin writes the same objective with ``torch.distributions`` (``Normal``,
 ``Bernoulli``, ``kl_divergence``), as compose_gen's components do, which separates
 that library's own per-step cost from the framework's.  A second copy of the
@@ -146,6 +147,37 @@ class HandVQVAE(nn.Module):
         self.codebook.copy_(self.code_sum / smoothed[:, None])
 
 
+@torch.no_grad()
+def copy_weights(hand: nn.Module, model: nn.Module) -> None:
+    """compose_gen's parameters into the twin (which builds the same layers in the same order), and its same-named buffers."""
+    for mine, theirs in zip(hand.parameters(), model.parameters(), strict=True):
+        mine.copy_(theirs)
+    buffers = {name.rsplit(".", 1)[-1]: buffer for name, buffer in model.named_buffers()}
+    for name, buffer in hand.named_buffers():
+        buffer.copy_(buffers[name])
+
+
+def check_same_objective(spec_path: str, twin: Callable[[bool], nn.Module], device: torch.device) -> None:
+    """Each twin computes compose_gen's training loss: same weights, batch and noise give the same number.
+
+    Otherwise the ratios would compare two different models.
+    """
+    spec = cg.load_spec(spec_path)
+    model, data = build(spec, device)
+    model.train()
+    player = next(iter(model.plans))
+    batch = next(BatchStream(data.train, spec.model.train.batch_size, spec.model.seed, device))
+    model.player_loss(player, batch)  # data-dependent initialisation (the VQ-VAE's codebook) happens here
+    for distributions in (False, True):
+        hand = twin(distributions).to(device)
+        copy_weights(hand, model)
+        torch.manual_seed(1)
+        ours = model.player_loss(player, batch)[0]
+        torch.manual_seed(1)
+        theirs = hand.loss(batch["x"])
+        torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5, msg=lambda m, d=distributions: f"{spec_path}, twin with distributions={d}: {m}")
+
+
 def finite_loss_and_gradients(loss: Tensor, params: list[nn.Parameter]) -> bool:
     """The trainer's NaN guard written by hand: ‖∇‖₂ over all gradients, then one host read of it and the loss."""
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params if p.grad is not None])))
@@ -269,6 +301,7 @@ def main() -> None:
     print("hand-written twin with formulas (target <= 1.10), the same with the trainer's NaN guard, the one with torch.distributions;")
     print("noise floor: a second copy of the formula twin over the first")
     for label, path, twin in cases:
+        check_same_objective(path, twin, device)
         twins: dict[str, Twin] = {
             "formulas": (partial(twin, False), False),
             "formulas again": (partial(twin, False), False),
