@@ -175,7 +175,8 @@ def check_same_objective(spec_path: str, twin: Callable[[bool], nn.Module], devi
         ours = model.player_loss(player, batch)[0]
         torch.manual_seed(1)
         theirs = hand.loss(batch["x"])
-        torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5, msg=lambda m, d=distributions: f"{spec_path}, twin with distributions={d}: {m}")
+        where = f"{spec_path}, twin with distributions={distributions}"
+        torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5, msg=lambda message, where=where: f"{where}: {message}")
 
 
 def finite_loss_and_gradients(loss: Tensor, params: list[nn.Parameter]) -> bool:
