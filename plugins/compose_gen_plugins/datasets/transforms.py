@@ -51,6 +51,7 @@ __all__ = [
     "DequantizeStep",
     "FlattenStep",
     "LogitStep",
+    "NamedStep",
     "Pipeline",
     "PipelineError",
     "ReshapeStep",
@@ -117,12 +118,15 @@ def _named_step(value: object) -> object:
     return {"type": value} if isinstance(value, str) else value
 
 
-#: One entry of a ``transforms:`` list.
-TransformSpec = Annotated[
+_Step = Annotated[
     Union[ScaleStep, StandardiseStep, FlattenStep, ReshapeStep, DequantizeStep, LogitStep],
     Field(discriminator="type"),
-    BeforeValidator(_named_step),
 ]
+#: The steps that need no parameters, which a spec may write by name alone (``transforms: [standardise]``).
+NamedStep = Literal["standardise", "flatten", "logit"]
+
+#: One entry of a ``transforms:`` list; the JSON Schema admits the by-name form too.
+TransformSpec = Annotated[_Step, BeforeValidator(_named_step, json_schema_input_type=Union[NamedStep, _Step])]
 
 
 # --- fitted steps: forward(x) -> (y, ladj), inverse(y) -> x; x has shape (*batch, *event)

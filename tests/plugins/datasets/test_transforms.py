@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from compose_gen_plugins.datasets.transforms import PipelineError, TransformSpec, fit_pipeline
+from compose_gen_plugins.datasets.transforms import NamedStep, PipelineError, TransformSpec, fit_pipeline
 
 SPECS = TypeAdapter(list[TransformSpec])
 
@@ -118,3 +119,18 @@ def test_impossible_steps_say_which_and_why(specs: list, x: list, message: str) 
 def test_bad_transform_specs_are_validation_errors(specs: list) -> None:
     with pytest.raises(ValidationError):
         SPECS.validate_python(specs)
+
+
+def test_exactly_the_parameter_free_steps_may_be_written_by_name() -> None:
+    """The JSON Schema offers the names in ``NamedStep``; validation accepts just those alone."""
+    named = set(get_args(NamedStep))
+    steps = get_args(get_args(TransformSpec)[0])
+    every = {get_args(step.model_fields["type"].annotation)[0] for step in steps}
+    for name in sorted(every):
+        if name in named:
+            assert SPECS.validate_python([name])[0].type == name
+        else:
+            with pytest.raises(ValidationError, match="Field required"):
+                SPECS.validate_python([name])
+    by_name = [item for item in SPECS.json_schema()["items"]["anyOf"] if item.get("type") == "string"]
+    assert [set(item["enum"]) for item in by_name] == [named]
