@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import yaml
 
 import compose_gen as cg
 
@@ -32,3 +34,29 @@ def test_training_improves_the_elbo(vae_spec) -> None:
     torch.manual_seed(0)
     after = model.evaluate_terms(batch)["vae.elbo"]
     assert after > before + 5.0, (before, after)
+
+
+def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_another_directory(tmp_path, monkeypatch) -> None:
+    """File paths are read from the working directory at load time; the run folder records them absolute."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    np.savez(project / "data" / "points.npz", x=np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32))
+    spec = {
+        "name": "relative_npz",
+        "data": {"type": "npz", "path": "data/points.npz", "transforms": ["standardise"]},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]},
+                                "bijectors": [{"type": "affine_coupling", "shape": [2], "hidden": [8]}]}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "train": {"steps": 4, "batch_size": 32, "log_every": 2},
+        "evaluate": {"metrics": [{"type": "test_losses"}]},
+    }
+    monkeypatch.chdir(project)
+    run = cg.train(spec, out="runs/a", progress=False)
+    recorded = yaml.safe_load((project / "runs" / "a" / "spec.yaml").read_text())["data"]["path"]
+    assert recorded == str(project / "data" / "points.npz")
+    monkeypatch.chdir(elsewhere)
+    again = cg.load_run(project / "runs" / "a")
+    assert again.evaluate()["test/nll"] == run.evaluate()["test/nll"]
+    again.train(6)
+    assert again.trainer.step == 6

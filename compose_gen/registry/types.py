@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Annotated, Callable, Iterator, Union
 
-from pydantic import BaseModel, ConfigDict, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, model_validator
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -51,9 +52,21 @@ COMPONENT_PLACEHOLDER = "x-compose-gen-component"
 
 
 class Params(BaseModel):
-    """Base of every parameter model: unknown keys are errors, not ignored."""
+    """Base of every parameter model: unknown keys are errors, not ignored.
+
+    A field typed ``Path`` is read relative to the working directory (after
+    ``~`` expansion) and stored absolute, so the resolved spec that a run folder
+    keeps still finds the file when the run is resumed or evaluated from elsewhere.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Params:
+        for name, value in self:
+            if isinstance(value, Path) and not value.is_absolute():
+                setattr(self, name, value.expanduser().absolute())
+        return self
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class Run:
     spec: Spec
     model: GenerativeModel
     data: Splits
+    #: The run folder, absolute: a change of working directory does not move it.
     dir: Path | None
     trainer: Trainer
 
@@ -135,6 +136,7 @@ class Run:
             torch.manual_seed((spec.model.seed + 7919 * dist.rank) % 2**63)
         dist.broadcast_state(model, parameters=True)
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
+        run_dir = run_dir.absolute()
         run = cls(spec, model, data, run_dir, None)  # type: ignore[arg-type]
         run.trainer = Trainer(model, stream, run_dir, progress, dist, run._samples_at if run._can_draw() else None)
         return run
