@@ -56,7 +56,7 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(listing, indent=1))
     else:
-        render(listing)
+        render(listing, args.names)
     return 0
 
 
@@ -145,8 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     overrides(p)
 
-    p = command("plugins", _plugins, "list every registered type with its kind, plugin and parameters")
-    p.add_argument("--json", action="store_true")
+    p = command("plugins", _plugins, "list the registered types by kind; with names, each type's parameters")
+    p.add_argument("names", nargs="*", metavar="NAME", help="types to detail (e.g. elbo), or a kind to list (e.g. bijector)")
+    p.add_argument("--json", action="store_true", help="every type with kind, plugin, doc and parameters, as JSON")
 
     p = command("schema", _schema, "write the JSON Schema of the spec language")
     p.add_argument("-o", "--output")

@@ -123,3 +123,27 @@ def test_errors_are_messages_not_tracebacks(tmp_path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{bad}:4: components.a.out_features: required parameter is missing" in result.stderr
+
+
+def test_plugins_lists_types_by_kind_and_plugins_that_failed(install_plugin, capsys) -> None:
+    install_plugin("broken_plugin", "raise ImportError('missing dependency: fancylib')\n")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "loss types" in out and "bijector types" in out
+    assert "discretized_logistic_decoder" in out, "type names are never cut to fit the terminal"
+    assert "plugin 'broken_plugin' failed to load" in out and "fancylib" in out
+
+
+def test_plugins_details_a_type_and_lists_a_kind(capsys) -> None:
+    assert main(["plugins", "vqvae"]) == 0
+    out = capsys.readouterr().out
+    assert "vqvae (loss, plugin 'latent')" in out
+    assert all(word in out for word in ("code_dim", "required", "commitment", "0.25", "'data' | 'uniform'"))
+    assert main(["plugins", "prior"]) == 0
+    out = capsys.readouterr().out
+    assert "prior types" in out and "standard_normal" in out and "loss types" not in out
+
+
+def test_plugins_with_an_unknown_name_suggests_one(capsys) -> None:
+    assert main(["plugins", "elbow"]) == 1
+    assert "no type or kind 'elbow'; did you mean 'elbo'?" in capsys.readouterr().err

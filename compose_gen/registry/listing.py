@@ -1,27 +1,37 @@
-"""The catalogue as a table (``compose-gen plugins``) or as JSON (``--json``)."""
+"""The catalogue for people (``compose-gen plugins [NAME ...]``) or as JSON (``--json``).
+
+Without names: every type, one table per kind.  With names of types: each
+type's parameters with their types, defaults and descriptions.  A kind as a
+name (``bijector``) lists just that kind.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import types
+from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
 
+from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compose_gen.registry.catalogue import Catalogue
+from compose_gen.registry.catalogue import Catalogue, suggest
+from compose_gen.registry.types import KINDS, RefTo, ValueRef, ref_fields
 
 __all__ = ["describe", "render"]
 
 
 def describe(catalogue: Catalogue) -> dict[str, Any]:
-    """Every type with kind, plugin, doc and parameters (name → type, default), plus failed plugins."""
-    types = []
+    """Every type with kind, plugin, doc and parameters (name → type, default, description), plus failed plugins."""
+    listing = []
     for name in sorted(catalogue.types, key=lambda n: (catalogue.types[n].kind, n)):
         t = catalogue.types[name]
+        references = dict(ref_fields(t.params))
         params = {}
         for field, info in t.params.model_fields.items():
-            entry: dict[str, Any] = {"type": _annotation(info.annotation)}
+            entry: dict[str, Any] = {"type": _field_type(info, references.get(field))}
             if info.is_required():
                 entry["required"] = True
             else:
@@ -30,23 +40,75 @@ def describe(catalogue: Catalogue) -> dict[str, Any]:
             if info.description:
                 entry["description"] = info.description
             params[field] = entry
-        types.append({"name": name, "kind": t.kind, "plugin": catalogue.plugin_of[name], "doc": t.doc, "params": params})
-    return {"types": types, "failed_plugins": catalogue.failures}
+        listing.append({"name": name, "kind": t.kind, "plugin": catalogue.plugin_of[name], "doc": t.doc, "params": params})
+    return {"types": listing, "failed_plugins": catalogue.failures}
 
 
-def _annotation(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "")
+def _field_type(info: FieldInfo, reference: RefTo | ValueRef | None) -> str:
+    """What a spec writes for the field: ``component (encoder)``, ``value``, ``'elbo' | 'iwae'``, ``list[int]``, …"""
+    if isinstance(reference, RefTo):
+        single = f"component ({' | '.join(reference.kinds)})"
+        return f"list[{single}]" if get_origin(info.annotation) in (list, tuple) else single
+    if isinstance(reference, ValueRef):
+        return "value"
+    return _type_text(info.annotation)
 
 
-def render(listing: dict[str, Any]) -> None:
+def _type_text(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_text(args[0])
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_text(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+def render(listing: dict[str, Any], names: Sequence[str] = ()) -> None:
+    """The overview (no ``names``), one kind (a kind's name), or the named types' parameters.
+
+    Raises ``ValueError`` for an unknown name, suggesting the closest type or kind.
+    """
     console = Console()
-    table = Table(title="compose_gen types")
-    for column in ("kind", "type", "plugin", "parameters", "description"):
-        table.add_column(column)
-    for t in listing["types"]:
-        params = ", ".join(f"{k}*" if v.get("required") else k for k, v in t["params"].items())
-        table.add_row(t["kind"], t["name"], t["plugin"], escape(params), escape(t["doc"]))
-    console.print(table)
+    by_name = {t["name"]: t for t in listing["types"]}
+    for name in names:
+        if name not in by_name and name not in KINDS:
+            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}")
+    kinds = [n for n in names if n in KINDS] or ([] if names else list(KINDS))
+    for kind in kinds:
+        _overview(console, kind, [t for t in listing["types"] if t["kind"] == kind])
+    for name in names:
+        if name in by_name:
+            _details(console, by_name[name])
     for plugin, error in listing["failed_plugins"].items():
-        console.print(f"[red]plugin {plugin!r} failed to load:[/red] {error}")
+        console.print(f"[red]plugin {plugin!r} failed to load:[/red] {escape(str(error))}")
+
+
+def _overview(console: Console, kind: str, entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        return
+    table = Table(title=f"{kind} types", title_justify="left", expand=False)
+    table.add_column("type", no_wrap=True)  # names to type in a spec: never cut, however narrow the terminal
+    table.add_column("plugin", no_wrap=True, style="dim")
+    table.add_column("description")
+    for t in entries:
+        table.add_row(t["name"], t["plugin"], escape(t["doc"]))
+    console.print(table)
+
+
+def _details(console: Console, t: dict[str, Any]) -> None:
+    console.print(f"[bold]{t['name']}[/bold] ({t['kind']}, plugin {t['plugin']!r}): {escape(t['doc'])}")
+    table = Table()
+    table.add_column("parameter", no_wrap=True)
+    for column in ("type", "default", "description"):
+        table.add_column(column)
+    for field, p in t["params"].items():
+        default = "required" if p.get("required") else json.dumps(p.get("default"), ensure_ascii=False)  # as a spec writes it
+        table.add_row(field, escape(p["type"]), escape(default), escape(p.get("description", "")))
+    console.print(table)

@@ -12,3 +12,13 @@ def test_listing_has_kind_plugin_and_parameters(catalogue) -> None:
     assert mlp["params"]["in_features"]["required"] is True
     assert mlp["params"]["hidden"]["default"] == [256, 256]
     assert listing["failed_plugins"] == catalogue.failures
+
+
+def test_parameter_types_read_as_a_spec_writes_them(catalogue) -> None:
+    params = {t["name"]: t["params"] for t in describe(catalogue)["types"]}
+    assert params["elbo"]["encoder"]["type"] == "component (encoder)"
+    assert params["elbo"]["prior"]["type"] == "component (prior | flow)"
+    assert params["elbo"]["x"]["type"] == "value"
+    assert params["elbo"]["objective"]["type"] == "'elbo' | 'iwae'"
+    assert params["flow"]["bijectors"]["type"] == "list[component (bijector)]"
+    assert params["mlp"]["hidden"]["type"] == "list[int]"
