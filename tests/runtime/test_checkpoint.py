@@ -106,6 +106,32 @@ def test_sigint_saves_and_resume_continues(tmp_path):
     assert list_checkpoints(run_dir)[-1].name == f"step-{step + 2:08d}"
 
 
+class _CtrlCTwice:
+    """A batch stream that, handing out batch ``at``, makes this process receive SIGINT twice (an impatient user)."""
+
+    def __init__(self, stream, at: int) -> None:
+        self.stream, self.at, self.count = stream, at, 0
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.at:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the Python-level handler runs here
+        return next(self.stream)
+
+
+def test_a_second_ctrl_c_aborts_at_once_without_saving(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=50), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    run.trainer.stream = _CtrlCTwice(run.trainer.stream, at=3)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        run.trainer.fit(50)
+    assert run.trainer.step == 2 and list_checkpoints(tmp_path / "run") == []
+    assert signal.getsignal(signal.SIGINT) is before, "the trainer's handler is removed again"
+
+
 def _three_checkpoints(tmp_path, catalogue):
     spec = load_spec(spec_dict(AUTOENCODER, steps=6, checkpoint_every=2), catalogue=catalogue)
     Run.create(spec, tmp_path / "run", progress=False).train()

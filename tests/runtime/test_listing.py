@@ -18,3 +18,24 @@ def test_runs_lists_name_step_best_and_metrics(tmp_path, toys_catalogue, capsys)
     assert len(lines) == 1
     assert lines[0].startswith(f"{tmp_path / 'runs' / 'a'}  ae_tiny  step 4  best rec=")
     assert "train: " in lines[0] and "rec.mse=" in lines[0]  # no evaluation.json: the last logged metrics
+
+
+def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    broken_spec, broken_eval, cut_log = runs / "a", runs / "b", runs / "c"
+    for run in (broken_spec, broken_eval, cut_log):
+        run.mkdir(parents=True)
+        (run / "spec.yaml").write_text(f"name: {run.name}\n")
+    (broken_spec / "spec.yaml").write_text("name: [unclosed\n")
+    (broken_eval / "evaluation.json").write_text('{"test/nll": 1.')
+    (cut_log / "metrics.jsonl").write_text('{"step": 1, "nll": 2.5}\n{"step": 2, "nll": 2.')  # killed mid-write
+    assert main(["runs", str(runs)]) == 0
+    a, b, c = capsys.readouterr().out.strip().splitlines()
+    assert a == f"{broken_spec}  ?  step -"
+    assert b == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
+    assert c == f"{cut_log}  c  step -  train: nll=2.5"
+
+
+def test_runs_of_a_missing_folder_lists_nothing(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "nowhere")]) == 0
+    assert capsys.readouterr().out.strip() == ""
