@@ -71,7 +71,7 @@ class CriticLoss(Loss):
 
 
 class SideParams(Params):
-    critic: Ref("critic", "network")  # type: ignore[valid-type]
+    critic: Ref("critic", "network") = Field(..., description="critic D scoring real and fake")  # type: ignore[valid-type]
     real: Value | list[Value] = Field("x", description="critic input(s) for real data")
     fake: Value | list[Value] = Field(description="critic input(s) for generated data")
     labels: Value | None = Field(None, description="labels passed last to a conditional critic")

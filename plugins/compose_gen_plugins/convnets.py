@@ -69,7 +69,7 @@ class ImageOptions(Params):
         None, min_length=3, max_length=3, description="(C, H, W) (default: the dataset's image shape)"
     )
     base_channels: int = Field(64, ge=1, description="channels at full resolution; doubled at each halving")
-    spectral_norm: bool = False
+    spectral_norm: bool = Field(False, description="spectral normalisation of every weight layer (Miyato et al. 2018)")
 
 
 class ConvOptions(ImageOptions):
@@ -159,16 +159,16 @@ class ImageToImage(nn.Module):
 class ConvTranslatorParams(ImageOptions):
     out_channels: int | None = Field(None, ge=1, description="channels of the output (default: the input's)")
     blocks: int = Field(3, ge=0, description="residual blocks")
-    norm: Norm = "instance"
-    output: Output = "none"
+    norm: Norm = Field("instance", description="normalisation after every convolution but the last")
+    output: Output = Field("none", description="output activation: tanh for data in [-1, 1], sigmoid for [0, 1]")
 
 
 class ConvGeneratorParams(GeneratorOptions, ConvOptions):
-    norm: Norm = "batch"
+    norm: Norm = Field("batch", description="normalisation after the linear layer and each transposed convolution")
 
 
 class ConvCriticParams(CriticOptions, ConvOptions):
-    norm: Norm = "none"
+    norm: Norm = Field("none", description="normalisation after each strided convolution")
     hidden: int | None = Field(
         None, ge=1, description="width of the layer mixing h with z or a label embedding (default 512)"
     )
@@ -181,8 +181,8 @@ class ConvCriticParams(CriticOptions, ConvOptions):
 
 
 class ConvEncoderParams(ConvOptions):
-    out_features: int = Field(ge=1)
-    norm: Norm = "none"
+    out_features: int = Field(ge=1, description="size of the output vector")
+    norm: Norm = Field("none", description="normalisation after each strided convolution")
 
 
 def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Generator:

@@ -30,17 +30,21 @@ __all__ = ["AuxiliaryClassifier", "FeatureMatching", "GradientPenalty", "MeanDis
 
 
 class GradientPenaltyParams(Params):
-    critic: Ref("critic", "network")  # type: ignore[valid-type]
-    real: Value | list[Value] = "x"
-    fake: Value | list[Value]
+    critic: Ref("critic", "network") = Field(  # type: ignore[valid-type]
+        ..., description="critic D whose input gradient is penalised"
+    )
+    real: Value | list[Value] = Field("x", description="critic input(s) for real data")
+    fake: Value | list[Value] = Field(..., description="critic input(s) for generated data, interpolated with real")
     labels: Value | None = Field(None, description="labels passed last to a conditional critic (kept, not mixed)")
     weight: float = Field(10.0, ge=0.0, description="λ")
 
 
 class R1Params(Params):
-    critic: Ref("critic", "network")  # type: ignore[valid-type]
-    real: Value | list[Value] = "x"
-    labels: Value | None = None
+    critic: Ref("critic", "network") = Field(  # type: ignore[valid-type]
+        ..., description="critic D whose input gradient is penalised"
+    )
+    real: Value | list[Value] = Field("x", description="critic input(s) for real data, where the gradient is taken")
+    labels: Value | None = Field(None, description="labels passed last to a conditional critic")
     gamma: float = Field(10.0, ge=0.0, description="γ; the term is γ/2 · E‖∇D(x)‖²")
 
 
@@ -95,7 +99,7 @@ class GradientPenalty(CriticLoss):
 
 
 class FeatureMatchingParams(SideParams):
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the feature-matching term")
 
 
 class FeatureMatching(CriticLoss):
@@ -119,12 +123,14 @@ class FeatureMatching(CriticLoss):
 
 
 class AuxiliaryClassifierParams(Params):
-    critic: Ref("critic", "network")  # type: ignore[valid-type]
-    real: Value | list[Value] = "x"
-    fake: Value | list[Value]
+    critic: Ref("critic", "network") = Field(  # type: ignore[valid-type]
+        ..., description="critic D returning (score, class_logits)"
+    )
+    real: Value | list[Value] = Field("x", description="critic input(s) for real data")
+    fake: Value | list[Value] = Field(..., description="critic input(s) for generated data")
     labels: Value = Field("y", description="classes of real")
     fake_labels: Value | None = Field(None, description="classes the generator was given (default: labels)")
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the cross-entropy terms")
 
 
 class AuxiliaryClassifier(CriticLoss):
@@ -168,16 +174,16 @@ Distance = Literal["l1", "l2"]
 
 
 class CycleParams(Params):
-    real: Value
+    real: Value = Field(..., description="a, the target of the reconstruction F(G(a))")
     reconstructed: Value = Field(description="F(G(real))")
-    norm: Distance = "l1"
+    norm: Distance = Field("l1", description="distance: l1 (mean absolute) or l2 (mean squared) difference")
     weight: float = Field(10.0, ge=0.0, description="λ")
 
 
 class IdentityParams(Params):
-    real: Value
+    real: Value = Field(..., description="b, the target of G(b)")
     mapped: Value = Field(description="G(real) for the generator G into real's own domain")
-    norm: Distance = "l1"
+    norm: Distance = Field("l1", description="distance: l1 (mean absolute) or l2 (mean squared) difference")
     weight: float = Field(5.0, ge=0.0, description="0.5 λ in Zhu et al. 2017")
 
 

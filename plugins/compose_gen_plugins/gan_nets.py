@@ -18,6 +18,7 @@ when it has an auxiliary classifier.  Every network broadcasts over extra leadin
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Callable, Literal
 
 import torch
@@ -78,7 +79,7 @@ class ConditionalOptions(Params):
 
 class GeneratorOptions(ConditionalOptions):
     latent_dim: int = Field(ge=1, description="size of z")
-    spectral_norm: bool = False
+    spectral_norm: bool = Field(False, description="spectral normalisation of every weight layer (Miyato et al. 2018)")
     output: Output = Field("none", description="output activation: tanh for data in [-1, 1], sigmoid for [0, 1]")
 
 
@@ -88,8 +89,8 @@ class CriticOptions(ConditionalOptions):
     )
     joint_dim: int | None = Field(None, ge=1, description="size of z for a joint critic D(x, z) (BiGAN)")
     ac_classes: int | None = Field(None, ge=2, description="auxiliary classifier head with this many classes (AC-GAN)")
-    out_features: int = Field(1, ge=1)
-    spectral_norm: bool = False
+    out_features: int = Field(1, ge=1, description="scores per input (size of the output layer)")
+    spectral_norm: bool = Field(False, description="spectral normalisation of every weight layer (Miyato et al. 2018)")
 
     @model_validator(mode="after")
     def _embed_only_for_concat(self) -> "CriticOptions":
@@ -200,7 +201,7 @@ def _vector_norm(kind: VectorNorm, features: int) -> nn.Module:
 
 def _mlp_layers(sizes: list[int], norm: VectorNorm, activation: Callable[[], nn.Module], sn: bool) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in pairwise(sizes):
         layers += [spectral(nn.Linear(n_in, n_out), sn), _vector_norm(norm, n_out), activation()]
     return layers
 
@@ -218,15 +219,15 @@ class _ConcatBody(nn.Module):
 
 
 class MLPGeneratorParams(GeneratorOptions):
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1, description="widths of the hidden layers")
     out_shape: list[int] | None = Field(None, description="event shape of the output (default: the dataset's x)")
-    norm: VectorNorm = "none"
+    norm: VectorNorm = Field("none", description="normalisation after each hidden linear layer")
 
 
 class MLPCriticParams(CriticOptions):
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1, description="widths of the hidden layers")
     in_shape: list[int] | None = Field(None, description="event shape of x (default: the dataset's x)")
-    norm: VectorNorm = "none"
+    norm: VectorNorm = Field("none", description="normalisation after each hidden linear layer")
 
 
 def build_mlp_generator(params: MLPGeneratorParams, ctx: BuildContext) -> Generator:

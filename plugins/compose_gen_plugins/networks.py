@@ -10,6 +10,7 @@ of leading batch or sample dimensions pass through.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field
@@ -49,10 +50,10 @@ def activation_after_linear(name: Activation) -> nn.Module:
 class MLPParams(Params):
     in_features: Features = Field(..., description="input size, or the event shape to flatten")
     out_features: Features = Field(..., description="output size, or the event shape to reshape to")
-    hidden: list[int] = Field(default_factory=lambda: [256, 256])
-    activation: Activation = "relu"
-    output: Output = "none"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], description="widths of the hidden layers")
+    activation: Activation = Field("relu", description="activation σ after each hidden layer")
+    output: Output = Field("none", description="squashing of the output: sigmoid for [0, 1], tanh for [-1, 1]")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden activation")
 
 
 class MLP(nn.Module):
@@ -77,7 +78,7 @@ class MLP(nn.Module):
         self.in_features = math.prod(self.in_shape)
         sizes = [self.in_features, *hidden, math.prod(self.out_shape)]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(pairwise(sizes)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(activation_after_linear(activation))

@@ -58,14 +58,16 @@ class GeneratorSampler(Sampler):
 
 
 class AncestralParams(Params):
-    prior: Ref("prior", "flow")  # type: ignore[valid-type]
-    decoder: Ref("decoder")  # type: ignore[valid-type]
+    prior: Ref("prior", "flow") = Field(..., description="prior p(z): a prior or a flow")  # type: ignore[valid-type]
+    decoder: Ref("decoder") = Field(..., description="decoder p(x|z)")  # type: ignore[valid-type]
     mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
 
 
 class GeneratorParams(Params):
-    noise: Ref("prior")  # type: ignore[valid-type]
-    generator: Ref("generator", "network")  # type: ignore[valid-type]
+    noise: Ref("prior") = Field(..., description="noise prior p(z)")  # type: ignore[valid-type]
+    generator: Ref("generator", "network") = Field(  # type: ignore[valid-type]
+        ..., description="generator G, called as G(z) or G(z, y)"
+    )
     truncation: float | None = Field(None, gt=0, description="redraw noise coordinates beyond ±τ")
     classes: int | None = Field(None, gt=0, description="pass labels 0..classes-1 to a conditional generator")
 

@@ -63,11 +63,11 @@ def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
 
 
 class NoiseInterpolationParams(Params):
-    noise: Ref("prior")  # type: ignore[valid-type]
-    generator: Ref("generator", "network")  # type: ignore[valid-type]
+    noise: Ref("prior") = Field(..., description="noise prior p(z) the path ends are drawn from")  # type: ignore[valid-type]
+    generator: Ref("generator", "network") = Field(..., description="generator G, called as G(z)")  # type: ignore[valid-type]
     pairs: int = Field(6, gt=0, description="rows: pairs of noise draws")
     steps: int = Field(10, ge=2, description="images per row, both ends included")
-    mode: Literal["linear", "spherical"] = "spherical"
+    mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
 
 
 class NoiseInterpolation:

@@ -26,23 +26,21 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class ArrayParams(DatasetParams):
-    #: ``(C, H, W)`` to show ``x`` as images (as many values as one example has).
-    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
-    #: The data-space value shown as white, e.g. 255 for 8-bit pixels.
-    pixel_max: float = Field(1.0, gt=0.0)
+    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
+        None, description="(C, H, W) to show x as images (as many values as one example has)"
+    )
+    pixel_max: float = Field(1.0, gt=0.0, description="the data-space value shown as white, e.g. 255 for 8-bit pixels")
 
 
 class NpzParams(ArrayParams):
-    path: Path
-    x_key: str = "x"
-    #: Key of the labels, if any.
-    y_key: str | None = None
+    path: Path = Field(..., description="the .npz archive (read without unpickling)")
+    x_key: str = Field("x", description="key of the examples x, first dimension the examples")
+    y_key: str | None = Field(None, description="key of the labels (non-negative integers), if any")
 
 
 class NpyParams(ArrayParams):
-    path: Path
-    #: A second ``.npy`` file with the labels, if any.
-    y_path: Path | None = None
+    path: Path = Field(..., description="the .npy array of examples x, first dimension the examples")
+    y_path: Path | None = Field(None, description="a second .npy file with the labels (non-negative integers), if any")
 
 
 def require_file(path: Path) -> None:

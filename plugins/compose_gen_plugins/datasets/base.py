@@ -60,24 +60,24 @@ def file_error(path: Path | str, problem: str) -> DatasetError:
 class PipelineParams(Params):
     """Parameters every dataset type accepts."""
 
-    #: Seeds everything random: the split, generated data, dequantization noise.
-    seed: int = 0
-    #: Preprocessing steps from data space to model space, in order.
-    transforms: list[TransformSpec] = []
+    seed: int = Field(0, description="seeds everything random: the split, generated data, dequantization noise")
+    transforms: list[TransformSpec] = Field(
+        [], description="preprocessing steps from data space to model space, in order, fitted on train"
+    )
 
 
 class DatasetParams(PipelineParams):
     """Parameters of a dataset type that splits its examples itself."""
 
-    #: Share of the examples held out as the test split (ignored where files
-    #: define the test split).
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of the examples held out for test (ignored where files define it)"
+    )
 
 
 class ImageParams(DatasetParams):
     """Parameters of image datasets: ``x`` as ``(C, H, W)`` images or flat vectors."""
 
-    shape: Literal["image", "flat"] = "image"
+    shape: Literal["image", "flat"] = Field("image", description="x as (C, H, W) images or as flat vectors")
 
 
 def ladj_field(name: str) -> str:
@@ -193,9 +193,9 @@ def _with_model_space(
 ) -> dict[str, Tensor]:
     sizes = [len(fields[name]) for name in names]
     out = dict(fields)
-    for name, part in zip(names, torch.split(y, sizes)):
+    for name, part in zip(names, torch.split(y, sizes), strict=True):
         out[name] = part.to(torch.float32).contiguous()
     if per_example is not None:
-        for name, part in zip(names, torch.split(per_example, sizes)):
+        for name, part in zip(names, torch.split(per_example, sizes), strict=True):
             out[ladj_field(name)] = part.to(torch.float32)
     return out

@@ -9,6 +9,7 @@ import math
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, Splits
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, ImageParams, make_splits, split_fields
@@ -20,10 +21,10 @@ DIGIT_LEVELS = 16  # digits pixels are integers 0..16
 
 
 class DigitsParams(ImageParams):
-    #: Divide pixels by 16 into [0, 1] (log-determinant -64·log 16).
-    scale: bool = True
-    #: ``threshold``: pixel ≥ 8 becomes 1, else 0 (for Bernoulli decoders; overrides ``scale``).
-    binarize: Literal["none", "threshold"] = "none"
+    scale: bool = Field(True, description="divide pixels by 16 into [0, 1] (log-determinant -64·log 16)")
+    binarize: Literal["none", "threshold"] = Field(
+        "none", description="threshold: pixel ≥ 8 becomes 1, else 0 (for Bernoulli decoders; overrides scale)"
+    )
 
 
 def build_digits(p: DigitsParams, ctx: BuildContext | None = None) -> Splits:
@@ -48,8 +49,10 @@ def build_digits(p: DigitsParams, ctx: BuildContext | None = None) -> Splits:
 
 
 class TabularParams(DatasetParams):
-    #: Standardised with train statistics unless another pipeline is given.
-    transforms: list[TransformSpec] = [StandardiseStep(type="standardise")]
+    transforms: list[TransformSpec] = Field(
+        [StandardiseStep(type="standardise")],
+        description="preprocessing steps, in order; default: standardise with train statistics",
+    )
 
 
 def _tabular(name: str, loader: str, doc: str) -> ComponentType:

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits
@@ -32,8 +32,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 
 
 class EightBitParams(ImageParams):
-    #: Divide pixels by 255 into [0, 1].
-    scale: bool = True
+    scale: bool = Field(True, description="divide pixels by 255 into [0, 1] (log-determinant -D·log 255)")
 
 
 def _image_splits(p: EightBitParams, train: dict[str, Tensor], test: dict[str, Tensor], space: DataSpace) -> Splits:
@@ -53,10 +52,11 @@ def _image_splits(p: EightBitParams, train: dict[str, Tensor], test: dict[str, T
 
 
 class ImageFolderParams(EightBitParams):
-    root: Path
-    mode: Literal["grayscale", "rgb"] = "rgb"
-    #: ``(H, W)`` to resize every image to; without it all images must have one size.
-    size: tuple[PositiveInt, PositiveInt] | None = None
+    root: Path = Field(..., description="folder of images, or of one subfolder of images per class (labels y)")
+    mode: Literal["grayscale", "rgb"] = Field("rgb", description="channels read: grayscale (C = 1) or rgb (C = 3)")
+    size: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="(H, W) to resize every image to; without it all images must have one size"
+    )
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
@@ -158,11 +158,12 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 class MnistIdxParams(EightBitParams):
-    images: Path
-    labels: Path | None = None
-    #: A test split from files (MNIST's t10k files); without it, ``test_fraction`` of ``images``.
-    test_images: Path | None = None
-    test_labels: Path | None = None
+    images: Path = Field(..., description="IDX file of unsigned-byte images (count, rows, columns), gzipped or not")
+    labels: Path | None = Field(None, description="IDX file of the images' labels (non-negative integers), if any")
+    test_images: Path | None = Field(
+        None, description="IDX test images (MNIST's t10k file); without it, test_fraction of images"
+    )
+    test_labels: Path | None = Field(None, description="IDX labels of test_images; given with labels, or neither")
 
     @model_validator(mode="after")
     def _paired_files(self) -> "MnistIdxParams":

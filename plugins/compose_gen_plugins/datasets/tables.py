@@ -28,14 +28,13 @@ ColumnRef = Union[str, Annotated[int, Field(ge=0)]]
 
 
 class CsvParams(DatasetParams):
-    path: Path
-    #: Feature columns by header name or 0-based index; default: every column but the label.
-    columns: list[ColumnRef] | None = Field(None, min_length=1)
-    #: The label column (name or index), if any.
-    label: ColumnRef | None = None
-    #: Whether the first non-blank line holds the column names.
-    header: bool = True
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    path: Path = Field(..., description="the CSV file, UTF-8 text; blank lines are skipped")
+    columns: list[ColumnRef] | None = Field(
+        None, min_length=1, description="feature columns by header name or 0-based index; default: all but the label"
+    )
+    label: ColumnRef | None = Field(None, description="the label column (name or 0-based index), if any")
+    header: bool = Field(True, description="whether the first non-blank line holds the column names")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="the single character separating fields")
 
 
 Row = tuple[int, list[str]]  # (line number, fields)

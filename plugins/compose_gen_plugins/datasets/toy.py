@@ -38,29 +38,29 @@ class ToyParams(DatasetParams):
 
 class EightGaussiansParams(ToyParams):
     noise: float = Field(0.02, ge=0.0, description="standard deviation of each mode")
-    radius: float = Field(2.0, gt=0.0)
+    radius: float = Field(2.0, gt=0.0, description="radius of the circle the eight modes lie on")
 
 
 class GaussianGridParams(ToyParams):
     noise: float = Field(0.05, ge=0.0, description="standard deviation of each mode")
     size: int = Field(5, ge=1, description="modes per side")
-    spacing: float = Field(2.0, gt=0.0)
+    spacing: float = Field(2.0, gt=0.0, description="distance between neighbouring modes")
 
 
 class MoonsParams(ToyParams):
-    noise: float = Field(0.05, ge=0.0)
+    noise: float = Field(0.05, ge=0.0, description="standard deviation of the Gaussian noise added to each point")
 
 
 class CirclesParams(ToyParams):
-    noise: float = Field(0.05, ge=0.0)
+    noise: float = Field(0.05, ge=0.0, description="standard deviation of the Gaussian noise added to each point")
     factor: float = Field(0.5, gt=0.0, lt=1.0, description="inner radius / outer radius")
 
 
 class PinwheelParams(ToyParams):
     noise: float = Field(0.1, ge=0.0, description="tangential standard deviation")
-    radial_std: float = Field(0.3, ge=0.0)
-    arms: int = Field(5, ge=1)
-    rate: float = 0.25
+    radial_std: float = Field(0.3, ge=0.0, description="radial standard deviation")
+    arms: int = Field(5, ge=1, description="number of arms, one class each")
+    rate: float = Field(0.25, description="twist: a point at radial coordinate r turns by rate·e^r radians")
 
 
 class SwissRollParams(ToyParams):
@@ -69,11 +69,11 @@ class SwissRollParams(ToyParams):
 
 class RingsParams(ToyParams):
     noise: float = Field(0.08, ge=0.0, description="radial standard deviation")
-    rings: int = Field(4, ge=1)
+    rings: int = Field(4, ge=1, description="number of rings, of radii 3k/rings for k = 1..rings")
 
 
 class TwoSpiralsParams(ToyParams):
-    noise: float = Field(0.1, ge=0.0)
+    noise: float = Field(0.1, ge=0.0, description="standard deviation of the Gaussian noise added after the 1/3 scaling")
 
 
 def _eight_gaussians(p: EightGaussiansParams, g: torch.Generator) -> Sample:

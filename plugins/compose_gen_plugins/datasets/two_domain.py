@@ -48,9 +48,10 @@ SourceSpec = Annotated[Union[_SOURCE_MODELS], Field(discriminator="type")]  # ty
 
 
 class TwoDomainParams(PipelineParams):
-    source: SourceSpec
-    #: How domain ``b`` is made from domain ``a``.
-    mapping: Literal["invert", "rotate90", "transpose"] = "invert"
+    source: SourceSpec = Field(..., description="dataset whose x is domain a: {type: <dataset type>, ...its parameters}")
+    mapping: Literal["invert", "rotate90", "transpose"] = Field(
+        "invert", description="how domain b is made from domain a: invert (1 - a), rotate90 or transpose"
+    )
 
 
 def _map(a: Tensor, mapping: str, image_shape: tuple[int, ...] | None) -> Tensor:

@@ -225,14 +225,14 @@ class MaskedAutoregressive(Bijector):
 class MADEParams(Params):
     """Shared parameters of the MADE-based bijectors."""
 
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape of x, flattened row-major into the D MADE inputs")
     hidden: list[PositiveInt] = Field(
         default_factory=lambda: [64, 64], description="MADE hidden widths; widths >= D keep every allowed connection"
     )
     context_features: int = Field(0, ge=0, description="size of the context vector; 0: unconditional")
     order: Order = Field("natural", description="input ordering: natural, or a random permutation drawn from seed")
-    seed: int = 0
-    activation: Activation = "relu"
+    seed: int = Field(0, description="seed of the random input ordering (order: random)")
+    activation: Activation = Field("relu", description="activation of the MADE hidden layers")
 
 
 class AutoregressiveParams(MADEParams):

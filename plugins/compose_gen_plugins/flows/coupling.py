@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any, Literal
 
 import torch
-from pydantic import ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from compose_gen import Bijector, ComponentType, Params, hookimpl
@@ -93,7 +94,7 @@ class MLPConditioner(nn.Module):
         transformed = math.prod(shape) - len(self.conditioning)
         sizes = [len(self.conditioning) + context_features, *hidden, outputs * transformed]
         layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in pairwise(sizes):
             layers += [nn.Linear(n_in, n_out), activation_after_linear("relu")]
         self.net = _zero_last(layers[:-1])
 
@@ -121,7 +122,7 @@ class ConvConditioner(nn.Module):
         self.register_buffer("transformed", _positions(mask, conditioning=False), persistent=False)
         channels = [shape[0] + context_features, *hidden, outputs * shape[0]]
         layers: list[nn.Module] = []
-        for i, (n_in, n_out) in enumerate(zip(channels[:-1], channels[1:])):
+        for i, (n_in, n_out) in enumerate(pairwise(channels)):
             kernel = 3 if i in (0, len(channels) - 2) else 1
             layers += [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2), activation_after_linear("relu")]
         self.net = _zero_last(layers[:-1])
@@ -255,13 +256,14 @@ class AdditiveCouplingParams(Params):
             ]
         }
     )
-    shape: EventShape
-    mask: MaskKind = "half"
-    flip: bool = False
-    hidden: list[PositiveInt] = [64, 64]
-    #: ``None`` picks ``conv`` for image shapes and ``mlp`` otherwise.
-    conditioner: Literal["mlp", "conv"] | None = None
-    context_features: NonNegativeInt = 0
+    shape: EventShape = Field(..., description="event shape of x: [D] or [C, H, W]")
+    mask: MaskKind = Field("half", description="binary mask m; its 1s are the conditioning part x_A")
+    flip: bool = Field(False, description="swap the conditioning and transformed parts (m -> 1 - m)")
+    hidden: list[PositiveInt] = Field([64, 64], description="hidden widths (mlp) or channels (conv) of the conditioner")
+    conditioner: Literal["mlp", "conv"] | None = Field(
+        None, description="conditioner network; None: conv for image shapes [C, H, W], mlp otherwise"
+    )
+    context_features: NonNegativeInt = Field(0, description="size of the context vector; 0: unconditional")
 
     @model_validator(mode="after")
     def _image_only_options(self) -> "AdditiveCouplingParams":
@@ -287,8 +289,10 @@ class AffineCouplingParams(AdditiveCouplingParams):
             ]
         }
     )
-    scale: Literal["tanh", "clamp"] = "clamp"
-    clamp: PositiveFloat = 2.0
+    scale: Literal["tanh", "clamp"] = Field(
+        "clamp", description="log-scale bound: tanh, s = a·tanh(s̃) with learned a; clamp, soft clamp to ±c"
+    )
+    clamp: PositiveFloat = Field(2.0, description="bound c of the log-scale, s = (2c/π)·arctan(s̃/c) (scale: clamp)")
 
 
 def coupling_args(params: AdditiveCouplingParams) -> dict:

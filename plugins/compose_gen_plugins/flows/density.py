@@ -97,7 +97,7 @@ class DensityPlot:
 class DensityPlotParams(Params):
     """Plot a 2D flow's density on a grid over the test data's range; report the grid's probability mass."""
 
-    flow: Ref("flow") = "flow"
+    flow: Ref("flow") = Field("flow", description="unconditional flow of event shape [2] to plot")  # type: ignore[valid-type]
     grid: PositiveInt = Field(200, ge=2, description="cells per side")
     padding: float = Field(0.1, ge=0, description="box = data range widened by this fraction of its width per side")
     bounds: list[list[float]] | None = Field(

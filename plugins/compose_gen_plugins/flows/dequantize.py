@@ -77,7 +77,7 @@ class DequantizeParams(Params):
     """Uniform dequantization of data on a grid of spacing 1/levels."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [4], "levels": 16}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape of x")
     levels: PositiveInt = Field(..., description="grid steps per unit: the data are integers scaled by 1/levels")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from itertools import pairwise
 
 import torch
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
@@ -168,34 +169,37 @@ class FlowSampler(Sampler):
 class FlowParams(Params):
     """A flow: a base prior and a bijector chain ``head + bijectors × repeat + tail`` (data → noise)."""
 
-    base: Ref("prior")
-    bijectors: list[Ref("bijector")] = Field(min_length=1)
-    repeat: PositiveInt = 1
-    head: list[Ref("bijector")] = []
-    tail: list[Ref("bijector")] = []
+    base: Ref("prior") = Field(..., description="base distribution p_Z of the noise z")  # type: ignore[valid-type]
+    bijectors: list[Ref("bijector")] = Field(  # type: ignore[valid-type]
+        min_length=1, description="block repeated `repeat` times in the chain f (data → noise)"
+    )
+    repeat: PositiveInt = Field(1, description="copies of the bijectors block (deep copies that train apart)")
+    head: list[Ref("bijector")] = Field([], description="preprocessing before the block, e.g. logit")  # type: ignore[valid-type]
+    tail: list[Ref("bijector")] = Field([], description="bijectors after the block, nearest p_Z")  # type: ignore[valid-type]
 
 
 class FlowNLLParams(Params):
     """The flow's negative log-likelihood of ``x`` (given ``context``), in data space."""
 
-    flow: Ref("flow")
-    x: Value = "x"
-    context: Value | None = None
-    #: Batch field with the per-example log-determinant of the dataset's transforms (``ladj_x``).
-    ladj: Value | None = None
+    flow: Ref("flow") = Field(..., description="the flow whose negative log-likelihood is taken")  # type: ignore[valid-type]
+    x: Value = Field("x", description="value holding the data x")
+    context: Value | None = Field(None, description="value holding the context c; None: unconditional")
+    ladj: Value | None = Field(
+        None, description="batch field with the per-example log-det of the dataset's transforms (ladj_x)"
+    )
 
 
 class FlowSamplerParams(Params):
     """Sample a flow at a temperature."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"flow": "flow", "temperature": 0.7}]})
-    flow: Ref("flow")
-    temperature: PositiveFloat = 1.0
+    flow: Ref("flow") = Field(..., description="the flow to sample")  # type: ignore[valid-type]
+    temperature: PositiveFloat = Field(1.0, description="temperature T, times the call's: z = μ + T(z₀ - μ)")
 
 
 def chain_of(bijectors: list[Bijector]) -> Chain:
     """A :class:`Chain` of ``bijectors``, after checking that consecutive event shapes match."""
-    for i, (a, b) in enumerate(zip(bijectors[:-1], bijectors[1:])):
+    for i, (a, b) in enumerate(pairwise(bijectors)):
         if a.out_event_shape != b.event_shape:
             raise ValueError(
                 f"bijector {i} ({type(a).__name__}) outputs event shape {tuple(a.out_event_shape)} but "

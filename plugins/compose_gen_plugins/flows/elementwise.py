@@ -98,23 +98,23 @@ class AffineParams(Params):
     """A learned elementwise affine bijector."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [3]}, {"shape": [2, 2, 2], "shift": False}]})
-    shape: EventShape
-    shift: bool = True
+    shape: EventShape = Field(..., description="event shape of x")
+    shift: bool = Field(True, description="learn the shift b of y = x·e^s + b; false: scaling y = x·e^s")
 
 
 class ScalingParams(Params):
     """NICE's diagonal scaling layer."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [4]}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape of x")
 
 
 class LogitParams(Params):
     """Logit (or, for ``sigmoid``, its inverse) with margin ``alpha``."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [4]}, {"shape": [1, 2, 2], "alpha": 0.0}]})
-    shape: EventShape
-    alpha: float = Field(0.05, ge=0.0, lt=0.5)
+    shape: EventShape = Field(..., description="event shape of x")
+    alpha: float = Field(0.05, ge=0.0, lt=0.5, description="margin α: y = logit(α + (1 - 2α)x)")
 
 
 def build_affine(params: AffineParams, ctx: object) -> ElementwiseAffine:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from compose_gen import Bijector, Chain, ComponentType, Params, hookimpl
@@ -231,21 +231,21 @@ class ChannelWiseParams(Params):
     """A channel-wise layer on event shape ``[D]`` or ``[C, H, W]``."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [3]}, {"shape": [2, 3, 2]}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape [D] or [C, H, W]; channels are its first dimension")
 
 
 class Conv1x1Params(ChannelWiseParams):
     """An invertible 1x1 convolution, LU-decomposed or dense."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [3, 2, 2]}, {"shape": [4], "lu": False}]})
-    lu: bool = True
+    lu: bool = Field(True, description="LU form of W, log|det W| = Σ log|s| in O(C); false: dense W, slogdet")
 
 
 class SqueezeParams(Params):
     """Squeeze of an image of shape ``[C, H, W]`` (even ``H`` and ``W``)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [1, 4, 2]}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="image shape [C, H, W] with even H and W")
 
     @model_validator(mode="after")
     def _even_image(self) -> "SqueezeParams":
@@ -265,14 +265,16 @@ class GlowParams(Params):
             ]
         }
     )
-    shape: EventShape
-    levels: PositiveInt = 2
-    steps: PositiveInt = 4
-    hidden: list[PositiveInt] = [64, 64]
-    lu: bool = True
-    scale: Literal["tanh", "clamp"] = "clamp"
-    clamp: PositiveFloat = 2.0
-    context_features: NonNegativeInt = 0
+    shape: EventShape = Field(..., description="image shape [C, H, W]")
+    levels: PositiveInt = Field(2, description="multi-scale levels: squeeze, steps, factor out half the channels")
+    steps: PositiveInt = Field(4, description="Glow steps (actnorm, 1x1 conv, affine coupling) per level")
+    hidden: list[PositiveInt] = Field([64, 64], description="hidden channels of the couplings' conv conditioners")
+    lu: bool = Field(True, description="LU form of the 1x1 convolutions' W; false: dense W")
+    scale: Literal["tanh", "clamp"] = Field(
+        "clamp", description="couplings' log-scale bound: tanh, a·tanh(s̃) with learned a; clamp, to ±c"
+    )
+    clamp: PositiveFloat = Field(2.0, description="bound c of the couplings' log-scale (scale: clamp)")
+    context_features: NonNegativeInt = Field(0, description="size of the context vector; 0: unconditional")
 
     @model_validator(mode="after")
     def _divisible_image(self) -> "GlowParams":

@@ -8,7 +8,7 @@ permutation is the invertible 1x1 convolution of :mod:`.glow`.
 from __future__ import annotations
 
 import torch
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from torch import Tensor
 
 from compose_gen import Bijector, ComponentType, Params, hookimpl
@@ -41,15 +41,15 @@ class ReverseParams(Params):
     """Reverse the order of features or channels."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [5]}, {"shape": [3, 2, 2]}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape; its first dimension (features or channels) is reversed")
 
 
 class RandomPermutationParams(Params):
     """A fixed random permutation of features or channels, drawn from ``seed``."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [6], "seed": 3}]})
-    shape: EventShape
-    seed: int = 0
+    shape: EventShape = Field(..., description="event shape; its first dimension (features or channels) is permuted")
+    seed: int = Field(0, description="seed of the random permutation π")
 
 
 def build_reverse(params: ReverseParams, ctx: object) -> Permutation:

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
 from compose_gen import Bijector, ComponentType, Params, hookimpl
@@ -153,14 +153,14 @@ class PlanarParams(Params):
     """A planar flow layer."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [3]}, {"shape": [1, 2, 2]}, {"shape": [1]}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape of z and x, flattened to D features")
 
 
 class RadialParams(Params):
     """A radial flow layer."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [3]}, {"shape": [2, 2]}, {"shape": [1]}]})
-    shape: EventShape
+    shape: EventShape = Field(..., description="event shape of z and x, flattened to D features")
 
 
 def build_planar(params: PlanarParams, ctx: object) -> Planar:

@@ -31,6 +31,7 @@ MLP whose linear layers are spectrally normalised,
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -131,7 +132,7 @@ class ResidualBlock(Bijector):
         self.features = math.prod(shape)
         sizes = [self.features, *hidden, self.features]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(pairwise(sizes)):
             layers.append(LipschitzLinear(a, b, lipschitz))
             if i < len(sizes) - 2:
                 layers.append(LIPSCHITZ_ACTIVATIONS[activation]())
@@ -234,16 +235,18 @@ class ResidualParams(Params):
             ]
         }
     )
-    shape: EventShape
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    shape: EventShape = Field(..., description="event shape of x, flattened to D features")
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64], description="hidden widths of the MLP g")
     lipschitz: float = Field(0.9, gt=0, lt=1, description="spectral-norm coefficient c: Lip(g) <= c")
-    activation: Literal["lipswish", "elu", "tanh"] = "lipswish"
+    activation: Literal["lipswish", "elu", "tanh"] = Field("lipswish", description="1-Lipschitz activation of g")
     exact_dims: int = Field(4, ge=0, description="events with at most this many features always use the exact log-det")
     exact_terms: PositiveInt = Field(2, description="series terms always computed by the Russian-roulette estimator")
     roulette_p: float = Field(0.5, gt=0, lt=1, description="stopping probability of the geometric extra term count")
     shared_roulette: bool = Field(False, description="one number of terms per call (cheaper; estimates correlated)")
     tolerance: float | None = Field(None, gt=0, description="fixed-point tolerance; default 64 x machine epsilon")
-    max_iterations: PositiveInt = 2000
+    max_iterations: PositiveInt = Field(
+        2000, description="fixed-point iteration cap for the inverse and its gradient; then an error"
+    )
 
 
 def build_residual(params: ResidualParams, ctx: object) -> ResidualBlock:

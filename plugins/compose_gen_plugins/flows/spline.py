@@ -163,11 +163,11 @@ class SplineCoupling(MaskedCoupling):
 
 
 class _SplineOptions(Params):
-    bins: int = Field(8, ge=2)
+    bins: int = Field(8, ge=2, description="number of bins K")
     bound: float = Field(3.0, gt=0, description="the spline acts on [-bound, bound]; identity outside")
-    min_bin_width: float = Field(1e-3, gt=0)
-    min_bin_height: float = Field(1e-3, gt=0)
-    min_derivative: float = Field(1e-3, gt=0, lt=1)
+    min_bin_width: float = Field(1e-3, gt=0, description="minimum bin width w_k, as a fraction of 2·bound")
+    min_bin_height: float = Field(1e-3, gt=0, description="minimum bin height h_k, as a fraction of 2·bound")
+    min_derivative: float = Field(1e-3, gt=0, lt=1, description="minimum interior knot derivative δ_k")
 
     @model_validator(mode="after")
     def _bins_fit(self) -> "_SplineOptions":

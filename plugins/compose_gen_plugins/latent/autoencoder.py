@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, Loss, Params, Ref, Value
@@ -46,9 +47,9 @@ class Autoencoder(Loss):
 
 
 class AutoencoderParams(Params):
-    encoder: Ref("network")  # type: ignore[valid-type]
-    decoder: Ref("decoder")  # type: ignore[valid-type]
-    x: Value = "x"
+    encoder: Ref("network") = Field(..., description="encoder network e: x -> z")  # type: ignore[valid-type]
+    decoder: Ref("decoder") = Field(..., description="decoder p(x|z)")  # type: ignore[valid-type]
+    x: Value = Field("x", description="graph value with the examples x")
 
 
 def build_autoencoder(p: AutoencoderParams, ctx: BuildContext) -> Autoencoder:

@@ -212,7 +212,7 @@ class CoupledDiscretizedLogisticMixtureDecoder(DiscretizedLogisticMixtureDecoder
 
 class EncoderParams(Params):
     net: Ref("network") = Field(..., description="network mapping x to 2·latent numbers")  # type: ignore[valid-type]
-    latent: int = Field(..., gt=0)
+    latent: int = Field(..., gt=0, description="size of z; the network gives 2·latent numbers")
 
 
 class DecoderParams(Params):
@@ -222,7 +222,9 @@ class DecoderParams(Params):
 
 
 class GaussianDecoderParams(DecoderParams):
-    scale: Literal["fixed", "learned", "predicted"] = "learned"
+    scale: Literal["fixed", "learned", "predicted"] = Field(
+        "learned", description="σ: fixed, learned per dimension, or predicted by the network"
+    )
     fixed_scale: float = Field(1.0, gt=0, description="σ when fixed; initial σ when learned")
 
 

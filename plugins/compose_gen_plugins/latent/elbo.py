@@ -17,6 +17,7 @@ hybrid VAE-flow of :mod:`.hybrid`.
 
 from __future__ import annotations
 
+from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import Bijector, BuildContext, Ref
@@ -78,9 +79,9 @@ class VAE(LatentVariableModel):
 
 
 class VAEParams(ObjectiveParams):
-    encoder: Ref("encoder")  # type: ignore[valid-type]
-    decoder: Ref("decoder")  # type: ignore[valid-type]
-    prior: Ref("prior", "flow")  # type: ignore[valid-type]
+    encoder: Ref("encoder") = Field(..., description="encoder q(z|x)")  # type: ignore[valid-type]
+    decoder: Ref("decoder") = Field(..., description="decoder p(x|z)")  # type: ignore[valid-type]
+    prior: Ref("prior", "flow") = Field(..., description="prior p(z): a prior or a flow")  # type: ignore[valid-type]
 
 
 def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:

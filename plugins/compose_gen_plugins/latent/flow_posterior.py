@@ -132,7 +132,7 @@ class AmortizedPlanar(Bijector):
 
 class FlowEncoderParams(Params):
     net: Ref("network") = Field(..., description="network x -> 2·latent + context_features numbers")  # type: ignore[valid-type]
-    latent: int = Field(..., gt=0)
+    latent: int = Field(..., gt=0, description="size of z")
     context_features: int = Field(0, ge=0, description="size of the context h(x) given to conditional bijectors")
     bijectors: list[Ref("bijector")] = Field(..., min_length=1, description="in order, sampling direction")  # type: ignore[valid-type]
 

@@ -112,7 +112,7 @@ class ReconstructionGridParams(Params):
 
 
 class SampleGridParams(Params):
-    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description="temperatures T, one PNG each")
     samples: int = Field(64, gt=0, description="images per temperature")
 
 
@@ -120,7 +120,7 @@ class InterpolationGridParams(Params):
     model: str = Field(..., description="name of a loss that can encode and decode")
     pairs: int = Field(6, gt=0, description="pairs of test images, one row each")
     steps: int = Field(10, ge=2, description="images per row, both ends included")
-    mode: Literal["linear", "spherical"] = "spherical"
+    mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
 
 
 def build_reconstruction_grid(p: ReconstructionGridParams, ctx: BuildContext) -> ReconstructionGrid:

@@ -22,6 +22,7 @@ applied to :math:`z_2` (e.g. a ``gaussian_encoder``).
 
 from __future__ import annotations
 
+from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
@@ -100,11 +101,15 @@ class HierarchicalVAE(LatentVariableModel):
 
 
 class HierarchicalParams(ObjectiveParams):
-    encoder_top: Ref("encoder")  # type: ignore[valid-type]
-    encoder_bottom: Ref("encoder")  # type: ignore[valid-type]
-    conditional_prior: Ref("encoder")  # type: ignore[valid-type]
-    prior: Ref("prior", "flow")  # type: ignore[valid-type]
-    decoder: Ref("decoder")  # type: ignore[valid-type]
+    encoder_top: Ref("encoder") = Field(..., description="encoder q(z₂|x)")  # type: ignore[valid-type]
+    encoder_bottom: Ref("encoder") = Field(  # type: ignore[valid-type]
+        ..., description="bottom-up estimate q̂(z₁|x), merged with p(z₁|z₂)"
+    )
+    conditional_prior: Ref("encoder") = Field(  # type: ignore[valid-type]
+        ..., description="p(z₁|z₂), a diagonal-Gaussian encoder applied to z₂"
+    )
+    prior: Ref("prior", "flow") = Field(..., description="prior p(z₂): a prior or a flow")  # type: ignore[valid-type]
+    decoder: Ref("decoder") = Field(..., description="decoder p(x|z₁)")  # type: ignore[valid-type]
 
 
 def build_hierarchical_vae(p: HierarchicalParams, ctx: BuildContext) -> HierarchicalVAE:

@@ -190,7 +190,7 @@ class LatentVariableModel(Loss):
 class ObjectiveParams(Params):
     """The bound a latent-variable model trains."""
 
-    x: Value = "x"
+    x: Value = Field("x", description="graph value with the examples x")
     objective: Literal["elbo", "iwae"] = Field("elbo", description="ELBO, or the k-sample IWAE bound")
     samples: int = Field(1, gt=0, description="draws of z per example (IWAE's k)")
     kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")

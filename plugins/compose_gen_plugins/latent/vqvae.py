@@ -194,10 +194,12 @@ class VQVAE(Loss):
 class VQVAEParams(Params):
     encoder: Ref("network") = Field(..., description="network x -> z_e")  # type: ignore[valid-type]
     decoder: Ref("decoder") = Field(..., description="decoder p(x|z_q)")  # type: ignore[valid-type]
-    x: Value = "x"
+    x: Value = Field("x", description="graph value with the examples x")
     codes: int = Field(64, ge=2, description="codebook size K")
     code_dim: int = Field(..., gt=0, description="size D of each code vector")
-    layout: Literal["flat", "channels"] = "flat"
+    layout: Literal["flat", "channels"] = Field(
+        "flat", description="z_e as vectors: last dim split by code_dim (flat) or a (D, H, W) map (channels)"
+    )
     commitment: float = Field(0.25, ge=0.0, description="β, weight of the commitment loss")
     ema: bool = Field(False, description="learn the codebook by exponential moving averages instead of its loss")
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="EMA decay γ")

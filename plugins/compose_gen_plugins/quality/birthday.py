@@ -32,9 +32,11 @@ class BirthdayParams(Params):
         0.01, gt=0, lt=1, description="threshold = this quantile of nearest-neighbour distances in real batches"
     )
     alpha: float = Field(0.01, gt=0, lt=1, description="level of the one-sided test behind the pass flag")
-    space: Literal["raw", "classifier"] = "raw"
+    space: Literal["raw", "classifier"] = Field("raw", description="distances between raw examples or classifier features")
     pairs_shown: int = Field(16, ge=0, description="closest pairs drawn to birthday_pairs*.png (image data only)")
-    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    classifier: ClassifierParams = Field(
+        default_factory=ClassifierParams, description="feature classifier settings (space: classifier)"
+    )
 
 
 @dataclass

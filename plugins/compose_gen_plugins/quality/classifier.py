@@ -43,10 +43,10 @@ class ClassifierParams(Params):
 
     width: int = Field(32, ge=1, description="channels of the first conv layer; the MLP's hidden width is 4x")
     feature_dim: int = Field(64, ge=1, description="size of the penultimate features")
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    seed: int = 0
+    epochs: int = Field(30, ge=1, description="training epochs over the labelled train split")
+    batch_size: int = Field(128, ge=1, description="training batch size")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    seed: int = Field(0, description="seed of the initialisation and the batch order")
 
 
 class FeatureClassifier(nn.Module):

@@ -32,17 +32,23 @@ class FrechetParams(Params):
     """Settings of ``frechet_distance``."""
 
     n: int = Field(2000, ge=2, description="model samples; real examples are the whole reference split")
-    reference: Literal["train", "test"] = "test"
-    space: Space = "auto"
-    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    reference: Literal["train", "test"] = Field(
+        "test", description="split of the real examples; the other gives frechet_distance_data"
+    )
+    space: Space = Field("auto", description="features: raw, classifier, or auto (classifier for labelled images)")
+    classifier: ClassifierParams = Field(
+        default_factory=ClassifierParams, description="feature classifier settings (when features come from it)"
+    )
 
 
 class InceptionParams(Params):
     """Settings of ``inception_score``."""
 
-    n: int = Field(2000, ge=1)
-    splits: int = Field(10, ge=1)
-    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    n: int = Field(2000, ge=1, description="model samples")
+    splits: int = Field(10, ge=1, description="chunks of the samples the score is averaged over")
+    classifier: ClassifierParams = Field(
+        default_factory=ClassifierParams, description="settings of the classifier giving p(y|x)"
+    )
 
 
 class PrecisionRecallParams(Params):
@@ -50,9 +56,11 @@ class PrecisionRecallParams(Params):
 
     n: int = Field(1000, ge=2, description="model samples, and at most as many real examples")
     k: int = Field(3, ge=1, description="the k of the k-nearest-neighbour radii (3 in the paper)")
-    reference: Literal["train", "test"] = "test"
-    space: Space = "auto"
-    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    reference: Literal["train", "test"] = Field("test", description="split the real examples are drawn from")
+    space: Space = Field("auto", description="features: raw, classifier, or auto (classifier for labelled images)")
+    classifier: ClassifierParams = Field(
+        default_factory=ClassifierParams, description="feature classifier settings (when features come from it)"
+    )
 
 
 def measure_frechet_distance(params: FrechetParams, ectx: EvalContext) -> dict[str, float]:
