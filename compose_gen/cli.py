@@ -98,14 +98,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, progress=False)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False)
     path = run.save_samples(args.output, args.n, args.temperature)
     print(f"wrote {path}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, progress=False)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False)
     results = run.evaluate()
     if args.json:
         print(json.dumps(results))
@@ -172,11 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device")
+    overrides(p)
 
     p = command("evaluate", _evaluate, "evaluate a trained run with its spec's metrics")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device")
+    overrides(p)
 
     p = command("runs", _runs, "list run folders with their spec, step and final metrics")
     p.add_argument("folder", nargs="?", default="runs")

@@ -147,3 +147,32 @@ def test_plugins_details_a_type_and_lists_a_kind(capsys) -> None:
 def test_plugins_with_an_unknown_name_suggests_one(capsys) -> None:
     assert main(["plugins", "elbow"]) == 1
     assert "no type or kind 'elbow'; did you mean 'elbo'?" in capsys.readouterr().err
+
+
+def test_a_run_whose_data_moved_is_pointed_at_it_with_set(tmp_path, capsys) -> None:
+    import numpy as np
+
+    old, new = tmp_path / "old.npz", tmp_path / "moved" / "new.npz"
+    np.savez(old, x=np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32))
+    spec = {
+        "name": "moved_data",
+        "data": {"type": "npz", "path": str(old)},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]},
+                                "bijectors": [{"type": "affine_coupling", "shape": [2], "hidden": [8]}]}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "sample": {"type": "flow_sampler", "flow": "flow"},
+        "train": {"steps": 2, "batch_size": 16, "evaluate_at_end": False},
+        "evaluate": {"metrics": [{"type": "test_losses"}]},
+    }
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, spec)), "--out", str(run), "--no-progress"]) == 0
+    new.parent.mkdir()
+    old.rename(new)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    assert f"{old}: no such file" in capsys.readouterr().err
+    move = ["--set", f"data.path={new}"]
+    assert main(["evaluate", str(run), "--json", *move]) == 0
+    assert "test/nll" in json.loads(capsys.readouterr().out)
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png"), *move]) == 0
+    assert main(["train", "--resume", str(run), "--steps", "3", "--no-progress", *move]) == 0
