@@ -97,15 +97,24 @@ def _train(args: argparse.Namespace) -> int:
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
 
 
+def _trained_run(args: argparse.Namespace) -> Run:
+    """The run in ``args.run_dir`` at its newest checkpoint; a folder with none yet is an error, not an untrained model."""
+    from compose_gen.runtime.checkpoint import list_checkpoints
+
+    if (Path(args.run_dir) / "spec.yaml").exists() and not list_checkpoints(Path(args.run_dir)):
+        raise CheckpointError(f"{args.run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {args.run_dir}")
+    return Run.load(args.run_dir, args.device, args.set, progress=False)
+
+
 def _sample(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, args.set, progress=False)
+    run = _trained_run(args)
     path = run.save_samples(args.output, args.n, args.temperature)
     print(f"wrote {path}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, args.set, progress=False)
+    run = _trained_run(args)
     results = run.evaluate()
     if args.json:
         print(json.dumps(results))

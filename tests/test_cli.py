@@ -176,3 +176,14 @@ def test_a_run_whose_data_moved_is_pointed_at_it_with_set(tmp_path, capsys) -> N
     assert "test/nll" in json.loads(capsys.readouterr().out)
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png"), *move]) == 0
     assert main(["train", "--resume", str(run), "--steps", "3", "--no-progress", *move]) == 0
+
+
+def test_sample_and_evaluate_refuse_a_run_with_no_checkpoint_yet(tmp_path, vae_spec, capsys) -> None:
+    """A run killed before its first checkpoint holds only spec.yaml; its untrained model is not the result."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write(run, vae_spec)
+    for command in (["evaluate", str(run)], ["sample", str(run), "-o", str(tmp_path / "s.png")]):
+        assert main(command) == 1
+        assert f"{run} holds no checkpoint yet; train it first: compose-gen train --resume {run}" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists() and not (run / "evaluation.json").exists()
