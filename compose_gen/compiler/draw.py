@@ -48,26 +48,29 @@ def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     layered = graph.copy()
     for depth, generation in enumerate(nx.topological_generations(layered)):
         for node in generation:
             layered.nodes[node]["layer"] = depth
+    layers = list(nx.get_node_attributes(layered, "layer").values())
     positions = nx.multipartite_layout(layered, subset_key="layer")
-    width = 2.2 * (1 + max(nx.get_node_attributes(layered, "layer").values(), default=0))
-    fig, ax = plt.subplots(figsize=(max(6, width), 5), dpi=120)
-    colors = [_STYLE.get(_kind(n), ("", "white"))[1] for n in graph.nodes]
-    nx.draw_networkx(
-        graph,
-        positions,
-        ax=ax,
-        labels={n: _label(n) for n in graph.nodes},
-        node_color=colors,
-        node_size=1800,
-        font_size=8,
-        edgecolors="#374151",
-        arrowsize=12,
-    )
+    crowd = max((layers.count(layer) for layer in set(layers)), default=1)  # nodes in the fullest layer
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * (1 + max(layers, default=0))), max(4, 0.55 * crowd)), dpi=120)
+    labels = {n: _label(n) for n in graph.nodes}
+    # each label sits in a box of its kind's colour; arrows stop about half a box short of its centre
+    clearance = [(5.0 * len(labels[n]) + 16) ** 2 for n in graph.nodes]  # networkx reads node_size as an area
+    nx.draw_networkx_edges(graph, positions, ax=ax, node_size=clearance, arrowsize=12, edge_color="#4b5563")
+    for node, (x, y) in positions.items():
+        box = {"boxstyle": "round,pad=0.4", "facecolor": _STYLE.get(_kind(node), ("", "white"))[1], "edgecolor": "#374151"}
+        ax.text(x, y, labels[node], ha="center", va="center", fontsize=8, bbox=box, zorder=3)
+    xs, ys = zip(*positions.values(), strict=True) if positions else ((0.0,), (0.0,))
+    ax.set_xlim(min(xs) - 0.12, max(xs) + 0.12)
+    ax.set_ylim(min(ys) - 0.08, max(ys) + 0.08)
+    kinds = sorted({_kind(n) for n in graph.nodes} & set(_STYLE))
+    handles = [Patch(facecolor=_STYLE[k][1], edgecolor="#374151", label=k) for k in kinds]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_title(title)
     ax.axis("off")
     fig.savefig(path, bbox_inches="tight")
