@@ -4,6 +4,7 @@ from compose_gen.core.bijector import Bijector, Chain, Direction
 from compose_gen.core.contracts import BuildContext, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import Batch, Splits, TensorData
 from compose_gen.core.distributions import log_mean_exp, sum_rightmost
+from compose_gen.core.latch import Latch
 
 __all__ = [
     "Batch",
@@ -12,6 +13,7 @@ __all__ = [
     "Chain",
     "Direction",
     "EvalContext",
+    "Latch",
     "Loss",
     "Metric",
     "Sampler",

@@ -19,7 +19,7 @@ import torch
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from compose_gen import Bijector, Chain, ComponentType, Params, hookimpl
+from compose_gen import Bijector, Chain, ComponentType, Latch, Params, hookimpl
 from compose_gen_plugins.flows import EventShape, context_shape_of
 from compose_gen_plugins.flows.coupling import AffineCoupling
 
@@ -46,7 +46,7 @@ class ActNorm(_ChannelWise):
     :math:`\log|\det J| = -HW \sum_c \log\sigma_c`.  On the first ``forward`` call in
     training mode, :math:`\mu` and :math:`\sigma` are set to the per-channel mean and
     standard deviation of the batch, so the output starts standardised.  The
-    ``initialized`` buffer is part of the ``state_dict``: a restored checkpoint
+    ``initialized`` latch is part of the ``state_dict``: a restored checkpoint
     does not initialise again.
     """
 
@@ -54,14 +54,7 @@ class ActNorm(_ChannelWise):
         super().__init__(shape)
         self.loc = nn.Parameter(torch.zeros(self.channels))
         self.log_scale = nn.Parameter(torch.zeros(self.channels))
-        self.register_buffer("initialized", torch.tensor(False))
-        self._known_initialized = False  # once the buffer says so, stop reading it (a host sync, a graph break)
-
-    def is_initialized(self) -> bool:
-        """Whether location and scale have been set (read from the checkpointed buffer until it first says yes)."""
-        if not self._known_initialized:
-            self._known_initialized = bool(self.initialized)
-        return self._known_initialized
+        self.initialized = Latch()
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
@@ -69,11 +62,10 @@ class ActNorm(_ChannelWise):
         values = x.movedim(-len(self.event_shape), -1).reshape(-1, self.channels)
         self.loc.copy_(values.mean(0))
         self.log_scale.copy_((values.std(0, unbiased=False) + 1e-6).log())
-        self.initialized.fill_(True)
-        self._known_initialized = True
+        self.initialized.set()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not x.is_meta and not self.is_initialized():
+        if self.training and not x.is_meta and not self.initialized:
             self.initialize(x)
         y = (x - self._per_channel(self.loc)) * self._per_channel(-self.log_scale).exp()
         return y, self._constant_ladj(x, -self.log_scale.sum())

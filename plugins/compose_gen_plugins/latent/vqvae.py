@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, EvalContext, Loss, Params, Ref, Value, sum_rightmost
+from compose_gen import BuildContext, EvalContext, Latch, Loss, Params, Ref, Value, sum_rightmost
 from compose_gen.core import batches
 
 __all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", "build_vqvae", "code_statistics"]
@@ -57,8 +57,7 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("code_sum", codebook.clone())
         else:
             self.codebook = nn.Parameter(codebook)
-        self.register_buffer("initialised", torch.tensor(init != "data"))
-        self._known_initialised = False  # once the buffer says so, stop reading it (a host sync per step on CUDA)
+        self.initialised = Latch(init != "data")
         self._pending: tuple[Tensor, Tensor] | None = None
 
     def nearest(self, vectors: Tensor) -> Tensor:
@@ -66,12 +65,6 @@ class VectorQuantizer(nn.Module):
         flat, codebook = vectors.detach().reshape(-1, self.dim), self.codebook.detach()
         distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
         return distances.argmin(1).reshape(vectors.shape[:-1])
-
-    def is_initialised(self) -> bool:
-        """Whether the codebook has been set (read from the checkpointed buffer until it first says yes)."""
-        if not self._known_initialised:
-            self._known_initialised = bool(self.initialised)
-        return self._known_initialised
 
     def counts(self, index: Tensor) -> Tensor:
         """Uses of each code: a scatter of fixed shape, which torch.compile traces (``bincount``'s shape depends on the data)."""
@@ -88,8 +81,7 @@ class VectorQuantizer(nn.Module):
         if self.ema:
             self.cluster_size.fill_(1.0)
             self.code_sum.copy_(chosen)
-        self.initialised.fill_(True)
-        self._known_initialised = True
+        self.initialised.set()
 
     @torch.no_grad()
     def remember(self, vectors: Tensor, index: Tensor, counts: Tensor) -> None:
@@ -147,7 +139,7 @@ class VQVAE(Loss):
         x = inputs["x"]
         vectors = self.to_vectors(self.encoder(x))
         training = self.training and torch.is_grad_enabled()
-        if training and not self.quantizer.is_initialised():
+        if training and not self.quantizer.initialised:
             self.quantizer.initialise_from(vectors)
         codes, index = self.quantize(vectors)
         rank = 2 if self.layout == "flat" else 3

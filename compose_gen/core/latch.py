@@ -1,0 +1,38 @@
+"""A set-once flag kept in checkpoints, for data-dependent initialisation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Latch"]
+
+
+class Latch(nn.Module):
+    """A boolean that stays true once set: a buffer, so checkpoints keep it, read from the device only until it says so.
+
+    Data-dependent initialisation (Glow's actnorm, a VQ-VAE codebook from the
+    first batch) asks every training step whether it has happened.  Reading a
+    device tensor each time would be a host sync per step on CUDA and a graph
+    break under ``torch.compile``; the latch reads its buffer until it first
+    finds it true, then answers from Python.  Loading a checkpoint that says
+    true is seen on the next question.
+
+        >>> done = Latch()
+        >>> bool(done), done.set(), bool(done)
+        (False, None, True)
+    """
+
+    def __init__(self, value: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.tensor(value))
+        self._known = False
+
+    def __bool__(self) -> bool:
+        if not self._known:
+            self._known = bool(self.value)
+        return self._known
+
+    def set(self) -> None:
+        self.value.fill_(True)
+        self._known = True
