@@ -11,6 +11,7 @@ import json
 import types
 from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 from rich.console import Console
@@ -64,6 +65,8 @@ def _type_text(annotation: Any) -> str:
         return " | ".join(_type_text(a) for a in args)
     if annotation is type(None):
         return "None"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and "type" in annotation.model_fields:
+        return " | ".join(get_args(annotation.model_fields["type"].annotation))  # a tagged entry, by its tag
     if origin is not None:
         inner = ", ".join("..." if a is Ellipsis else _type_text(a) for a in args)
         return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
