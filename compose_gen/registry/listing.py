@@ -65,8 +65,11 @@ def _type_text(annotation: Any) -> str:
         return " | ".join(_type_text(a) for a in args)
     if annotation is type(None):
         return "None"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and "type" in annotation.model_fields:
-        return " | ".join(get_args(annotation.model_fields["type"].annotation))  # a tagged entry, by its tag
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = annotation.model_fields
+        if "type" in fields:
+            return " | ".join(get_args(fields["type"].annotation))  # a tagged entry, by its tag
+        return "{" + ", ".join(fields) + "}"  # nested settings, by their keys
     if origin is not None:
         inner = ", ".join("..." if a is Ellipsis else _type_text(a) for a in args)
         return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
