@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from compose_gen import ComponentType, Params, make_catalogue
@@ -81,3 +84,10 @@ def test_a_plugin_whose_hook_raises_is_reported(install_plugin) -> None:
 def test_a_plugin_returning_garbage_is_an_error() -> None:
     with pytest.raises(RegistryError, match="not a ComponentType"):
         make_catalogue([plugin("not a type", name="sloppy")], entry_points=False)  # type: ignore[arg-type]
+
+
+def test_loading_the_plugins_does_not_import_the_compiler() -> None:
+    """torch._dynamo takes about 2 s to import; every command loads the plugins, few compile."""
+    probe = "import sys, compose_gen; compose_gen.make_catalogue(); print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

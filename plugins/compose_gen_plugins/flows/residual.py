@@ -30,9 +30,10 @@ MLP whose linear layers are spectrally normalised,
 
 from __future__ import annotations
 
+import functools
 import math
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,18 @@ class LipSwish(nn.Module):
 LIPSCHITZ_ACTIVATIONS: dict[str, type[nn.Module]] = {"lipswish": LipSwish, "elu": nn.ELU, "tanh": nn.Tanh}
 
 
+@functools.cache
+def _eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` kept out of compiled graphs (``torch.compiler.disable``).
+
+    Made when a layer is built, not at import: ``torch.compiler.disable`` imports
+    ``torch._dynamo``, about 2 s that every command loading the plugins would pay.
+    Layers hold the result as an attribute (a plain function of the layer, so deep
+    copies of a layer share it correctly).
+    """
+    return torch.compiler.disable(fn)
+
+
 class LipschitzLinear(nn.Module):
     r"""Linear layer with :math:`\tilde W = W / \max(1, \hat\sigma/c)`, so :math:`\lVert\tilde W\rVert_2 \lesssim c`.
 
@@ -82,25 +95,11 @@ class LipschitzLinear(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
         self.register_buffer("estimated_for", torch.full_like(self.weight, math.nan))  # first call estimates
+        self._refresh_eagerly = _eager(_power_iteration)
 
-    @torch.compiler.disable
-    @torch.no_grad()
     def refresh(self, max_iterations: int = 1000) -> None:
         """Power-iterate from the current ``u`` until ``σ̂`` changes by less than 1000 ulp (relative)."""
-        weight = self.weight.detach()
-        if torch.equal(weight, self.estimated_for):
-            return
-        tolerance = 1000 * torch.finfo(weight.dtype).eps
-        u, v, sigma = self.u, self.v, torch.zeros((), dtype=weight.dtype, device=weight.device)
-        for _ in range(max_iterations):
-            v = F.normalize(weight.T @ u, dim=0)
-            u = F.normalize(weight @ v, dim=0)
-            previous, sigma = sigma, u @ weight @ v
-            if (sigma - previous).abs() <= tolerance * sigma.abs():
-                break
-        self.u.copy_(u)
-        self.v.copy_(v)
-        self.estimated_for.copy_(weight)
+        self._refresh_eagerly(self, max_iterations)
 
     def normalized_weight(self) -> Tensor:
         sigma = self.u @ self.weight @ self.v
@@ -108,6 +107,25 @@ class LipschitzLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)
+
+
+@torch.no_grad()
+def _power_iteration(layer: LipschitzLinear, max_iterations: int) -> None:
+    """:meth:`LipschitzLinear.refresh`, run eagerly."""
+    weight = layer.weight.detach()
+    if torch.equal(weight, layer.estimated_for):
+        return
+    tolerance = 1000 * torch.finfo(weight.dtype).eps
+    u, v, sigma = layer.u, layer.v, torch.zeros((), dtype=weight.dtype, device=weight.device)
+    for _ in range(max_iterations):
+        v = F.normalize(weight.T @ u, dim=0)
+        u = F.normalize(weight @ v, dim=0)
+        previous, sigma = sigma, u @ weight @ v
+        if (sigma - previous).abs() <= tolerance * sigma.abs():
+            break
+    layer.u.copy_(u)
+    layer.v.copy_(v)
+    layer.estimated_for.copy_(weight)
 
 
 class ResidualBlock(Bijector):
@@ -140,6 +158,7 @@ class ResidualBlock(Bijector):
         self.stochastic_ladj = self.features > exact_dims
         self.exact_terms, self.roulette_p, self.shared_roulette = exact_terms, roulette_p, shared_roulette
         self.tolerance, self.max_iterations = tolerance, max_iterations
+        self._implicit_gradient_eagerly = _eager(_implicit_gradient)
 
     def _refresh(self) -> None:
         for layer in self.g:
@@ -201,26 +220,30 @@ class ResidualBlock(Bijector):
             "is Lip(g) < 1?"
         )
 
-    @torch.compiler.disable  # a gradient hook that runs autograd itself: kept out of compiled graphs
     def _with_implicit_gradient(self, x_star: Tensor, y: Tensor) -> Tensor:
-        """``x*`` with gradients ``(I + J_g)^{-1}`` towards ``y`` and ``-(I + J_g)^{-1} ∂g/∂θ`` towards θ."""
-        if not torch.is_grad_enabled():
-            return x_star
-        point = x_star.detach().requires_grad_()
-        shift = self.g(point)
-        x = y - shift  # equals x* (to tolerance); its raw gradient is I towards y, -∂g/∂θ towards θ
-        if not x.requires_grad:
-            return x_star
+        """:func:`_implicit_gradient`, outside compiled graphs: its gradient hook runs autograd itself."""
+        return self._implicit_gradient_eagerly(self, x_star, y)
 
-        def solve(grad: Tensor) -> Tensor:  # w = grad - Jᵀw, i.e. (I + J)ᵀ w = grad
-            def transposed_step(w: Tensor) -> Tensor:
-                (jw,) = torch.autograd.grad(shift, point, w, retain_graph=True)
-                return grad - jw
 
-            return self._fixed_point(transposed_step, grad, "inverse gradient")
+def _implicit_gradient(block: ResidualBlock, x_star: Tensor, y: Tensor) -> Tensor:
+    """``x*`` with gradients ``(I + J_g)^{-1}`` towards ``y`` and ``-(I + J_g)^{-1} ∂g/∂θ`` towards θ."""
+    if not torch.is_grad_enabled():
+        return x_star
+    point = x_star.detach().requires_grad_()
+    shift = block.g(point)
+    x = y - shift  # equals x* (to tolerance); its raw gradient is I towards y, -∂g/∂θ towards θ
+    if not x.requires_grad:
+        return x_star
 
-        x.register_hook(solve)
-        return x
+    def solve(grad: Tensor) -> Tensor:  # w = grad - Jᵀw, i.e. (I + J)ᵀ w = grad
+        def transposed_step(w: Tensor) -> Tensor:
+            (jw,) = torch.autograd.grad(shift, point, w, retain_graph=True)
+            return grad - jw
+
+        return block._fixed_point(transposed_step, grad, "inverse gradient")
+
+    x.register_hook(solve)
+    return x
 
 
 class ResidualParams(Params):
