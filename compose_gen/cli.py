@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+import yaml
+
 from compose_gen.registry import RegistryError, make_catalogue
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, build
 from compose_gen.spec import SpecError, load_spec
@@ -34,6 +36,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(error)
         else:
             print(f"{file}: ok")
+            if args.resolved:
+                print(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True), end="")
     return 1 if failed else 0
 
 
@@ -147,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("validate", _validate, "check specs: schema, references, cycles, kinds and shapes (dry run)")
     p.add_argument("files", nargs="+")
     p.add_argument("--static", action="store_true", help="skip building the data and the dry run")
+    p.add_argument("--resolved", action="store_true", help="print each valid spec with every default filled in, as a run records it")
     overrides(p)
 
     p = command("graph", _graph, "draw a spec's graph as PNG, SVG or DOT")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from compose_gen.cli import main
+from compose_gen.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,3 +188,14 @@ def test_sample_and_evaluate_refuse_a_run_with_no_checkpoint_yet(tmp_path, vae_s
         assert main(command) == 1
         assert f"{run} holds no checkpoint yet; train it first: compose-gen train --resume {run}" in capsys.readouterr().err
     assert not (tmp_path / "s.png").exists() and not (run / "evaluation.json").exists()
+
+
+def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec, capsys) -> None:
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--static", "--resolved"]) == 0
+    first, text = capsys.readouterr().out.split("\n", 1)
+    assert first == f"{path}: ok"
+    resolved = yaml.safe_load(text)
+    assert resolved["train"]["optimizer"]["betas"] == [0.9, 0.999]  # a default the file did not say
+    assert resolved["components"]["encoder"]["net"]["activation"] == "relu"
+    assert load_spec(resolved).to_dict() == resolved  # what it prints is a spec that loads to itself
