@@ -65,7 +65,7 @@ class Params(BaseModel):
     def _absolute_paths(self) -> Params:
         for name, value in self:
             if isinstance(value, Path) and not value.is_absolute():
-                setattr(self, name, value.expanduser().absolute())
+                self.__dict__[name] = value.expanduser().absolute()  # not setattr: a plugin's model may be frozen
         return self
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ConfigDict
+
 from compose_gen import Params
 
 
@@ -23,3 +25,11 @@ def test_home_is_expanded_and_absolute_paths_are_kept(tmp_path, monkeypatch) -> 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     params = Files(data="~/x.csv", labels="/srv/y.csv")
     assert params.data == tmp_path / "home" / "x.csv" and params.labels == Path("/srv/y.csv")
+
+
+def test_a_frozen_parameter_model_gets_absolute_paths_too(tmp_path, monkeypatch) -> None:
+    class Frozen(Files):
+        model_config = ConfigDict(frozen=True)
+
+    monkeypatch.chdir(tmp_path)
+    assert Frozen(data="x.npz").data == tmp_path / "x.npz"
