@@ -99,7 +99,7 @@ def render(listing: dict[str, Any], names: Sequence[str] = ()) -> None:
 def _overview(console: Console, kind: str, entries: list[dict[str, Any]]) -> None:
     if not entries:
         return
-    table = Table(title=f"{kind} types", title_justify="left", expand=False)
+    table = Table(title=f"{kind} types", title_justify="left")
     table.add_column("type", no_wrap=True)  # names to type in a spec: never cut, however narrow the terminal
     table.add_column("plugin", no_wrap=True, style="dim")
     table.add_column("description")
