@@ -177,6 +177,8 @@ def test_a_run_whose_data_moved_is_pointed_at_it_with_set(tmp_path, capsys) -> N
     assert "test/nll" in json.loads(capsys.readouterr().out)
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png"), *move]) == 0
     assert main(["train", "--resume", str(run), "--steps", "3", "--no-progress", *move]) == 0
+    assert yaml.safe_load((run / "spec.yaml").read_text())["data"]["path"] == str(new)  # training with it records it
+    assert main(["evaluate", str(run)]) == 0
 
 
 def test_sample_and_evaluate_refuse_a_run_with_no_checkpoint_yet(tmp_path, vae_spec, capsys) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "restore_optimizers",
     "save_checkpoint",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 FORMAT = 2
@@ -130,13 +131,18 @@ def _remove(checkpoint: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a fsynced temporary file and a rename."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsynced temporary file and a rename: a crash leaves the old file or the new."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(text)
     _fsync(tmp)
     os.replace(tmp, path)
     _fsync(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:

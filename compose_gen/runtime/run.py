@@ -3,7 +3,7 @@
 ::
 
     RUN/
-      spec.yaml          the resolved spec (defaults filled in)
+      spec.yaml          the resolved spec the run trains with (defaults filled in; a resume's --set included)
       metrics.jsonl      one JSON object per logged step
       checkpoints/       step-XXXXXXXX/{model,optim}.safetensors + state.json; best.json
       samples/           sample grids (or 2D scatter/density plots) during and after training
@@ -31,7 +31,14 @@ from compose_gen.core import EvalContext, Splits
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
-from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
+from compose_gen.runtime.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    read_best,
+    write_text_atomic,
+)
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed, setup
 from compose_gen.runtime.images import save_grid, save_scatter
@@ -87,8 +94,9 @@ class Run:
         model, data = build(spec, resolved)
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        return cls._assemble(spec, model, data, run_dir, dist, progress)
+        run = cls._assemble(spec, model, data, run_dir, dist, progress)
+        run._record_spec()
+        return run
 
     @classmethod
     def load(
@@ -147,6 +155,7 @@ class Run:
         A run stopped by SIGINT/SIGTERM (``trainer.interrupted``) is checkpointed but not sampled or evaluated.
         """
         total = steps or self.spec.model.train.steps
+        self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
         logs = self.trainer.fit(total)
         if self.trainer.interrupted or not self.trainer.dist.is_main:
             return logs
@@ -155,6 +164,15 @@ class Run:
         if self.spec.model.train.evaluate_at_end:
             self.evaluate()
         return logs
+
+    def _record_spec(self) -> None:
+        """Write the spec this run trains with to ``spec.yaml``, the one its folder is rebuilt from (main process)."""
+        if self.dir is None or not self.trainer.dist.is_main:
+            return
+        text = yaml.safe_dump(self.spec.to_dict(), sort_keys=False)
+        path = self.dir / "spec.yaml"
+        if not path.exists() or path.read_text() != text:
+            write_text_atomic(path, text)
 
     def averaged(self) -> AbstractContextManager[Any]:
         """A context in which the model holds its moving-average weights (``train.ema``), if it keeps any."""
