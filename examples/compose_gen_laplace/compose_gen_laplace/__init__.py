@@ -46,8 +46,8 @@ class LaplacePrior(nn.Module):
 
 
 class LaplaceParams(Params):
-    shape: list[int] = Field(..., min_length=1)
-    scale: float = Field(1.0, gt=0)
+    shape: list[int] = Field(..., min_length=1, description="event shape of z")
+    scale: float = Field(1.0, gt=0, description="scale b of every coordinate")
 
 
 def build_laplace(p: LaplaceParams, ctx: BuildContext) -> LaplacePrior:
