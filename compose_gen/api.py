@@ -29,5 +29,8 @@ def train(
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> Run:
-    """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``."""
-    return Run.load(run_dir, device)
+    """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``.
+
+    A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
+    """
+    return Run.load(run_dir, device, trained=True)

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-import yaml
-
 from compose_gen.registry import RegistryError, make_catalogue
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, build
 from compose_gen.spec import SpecError, load_spec
@@ -37,7 +35,7 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             print(f"{file}: ok")
             if args.resolved:
-                print(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True), end="")
+                print(spec.to_yaml(), end="")
     return 1 if failed else 0
 
 
@@ -101,24 +99,15 @@ def _train(args: argparse.Namespace) -> int:
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
 
 
-def _trained_run(args: argparse.Namespace) -> Run:
-    """The run in ``args.run_dir`` at its newest checkpoint; a folder with none yet is an error, not an untrained model."""
-    from compose_gen.runtime.checkpoint import list_checkpoints
-
-    if (Path(args.run_dir) / "spec.yaml").exists() and not list_checkpoints(Path(args.run_dir)):
-        raise CheckpointError(f"{args.run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {args.run_dir}")
-    return Run.load(args.run_dir, args.device, args.set, progress=False)
-
-
 def _sample(args: argparse.Namespace) -> int:
-    run = _trained_run(args)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
     path = run.save_samples(args.output, args.n, args.temperature)
     print(f"wrote {path}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    run = _trained_run(args)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
     results = run.evaluate()
     if args.json:
         print(json.dumps(results))

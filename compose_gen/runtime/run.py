@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-import yaml
 from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, compile_spec
@@ -107,14 +106,19 @@ class Run:
         catalogue: Catalogue | None = None,
         progress: bool = True,
         checkpoint: str | Path | None = None,
+        trained: bool = False,
     ) -> "Run":
         """Rebuild a run from its folder alone, at its newest readable checkpoint.
 
         ``checkpoint`` picks another one: ``"best"`` (see ``train.best_metric``) or a checkpoint folder.
+        A folder with no checkpoint yet (stopped before its first) gives the freshly
+        built model, to train from the start, or with ``trained`` an error.
         """
         run_dir = Path(run_dir)
         if not (run_dir / "spec.yaml").exists():
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
+        if trained and checkpoint is None and not list_checkpoints(run_dir):
+            raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
         spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         model, data = build(spec, resolved)
@@ -169,7 +173,7 @@ class Run:
         """Write the spec this run trains with to ``spec.yaml``, the one its folder is rebuilt from (main process)."""
         if self.dir is None or not self.trainer.dist.is_main:
             return
-        text = yaml.safe_dump(self.spec.to_dict(), sort_keys=False)
+        text = self.spec.to_yaml()
         path = self.dir / "spec.yaml"
         if not path.exists() or path.read_text() != text:
             write_text_atomic(path, text)

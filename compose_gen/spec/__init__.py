@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
+import yaml
 from pydantic import ValidationError
 
 from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
@@ -42,6 +43,10 @@ class Spec:
     def error(self, path: Iterable[Any], message: str) -> SpecError:
         """A located :class:`SpecError` for one problem at ``path``."""
         return SpecError([Problem(tuple(path), message)], self.source)
+
+    def to_yaml(self) -> str:
+        """:meth:`to_dict` as YAML, in section order: what a run folder's ``spec.yaml`` holds."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec with every default filled in, inline components kept inline."""
