@@ -28,6 +28,8 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +82,7 @@ def compose_gen_maf(mafs: int, hidden: int):
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 
@@ -259,6 +261,10 @@ class Contestant:
         self.stream = BatchStream(data.train, args.batch_size, 0, device)
         self.times: dict[str, list[float]] = {"step": [], "log_prob": [], "sample": []}
 
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            self.step()
+
     def step(self) -> None:
         y, _ = preprocess(next(self.stream)["x"])
         loss = -self.log_prob(y).mean()
@@ -289,7 +295,7 @@ def measure_all(makers: dict[str, Callable], args, data, device: torch.device) -
     for turn, done in enumerate(range(1, args.steps, CHUNK)):
         n = min(CHUNK, args.steps - done)
         for c in order[turn % len(order) :] + order[: turn % len(order)]:
-            c.timed("step", lambda: [c.step() for _ in range(n)], per=n)
+            c.timed("step", partial(c.steps, n), per=n)
     eval_y, eval_ladj = preprocess(data.test.fields["x"].to(device), torch.Generator().manual_seed(1))
     big = eval_y.repeat(math.ceil(args.eval_batch / len(eval_y)), 1)[: args.eval_batch]
     with torch.no_grad():
@@ -297,8 +303,8 @@ def measure_all(makers: dict[str, Callable], args, data, device: torch.device) -
             c.log_prob(big), c.sample(args.sample_batch)
         for turn in range(args.repeats):
             for c in order[turn % len(order) :] + order[: turn % len(order)]:
-                c.timed("log_prob", lambda: c.log_prob(big))
-                c.timed("sample", lambda: c.sample(args.sample_batch))
+                c.timed("log_prob", partial(c.log_prob, big))
+                c.timed("sample", partial(c.sample, args.sample_batch))
         results = {}
         for name, c in contestants.items():
             median = {kind: statistics.median(times) for kind, times in c.times.items()}

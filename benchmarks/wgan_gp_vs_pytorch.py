@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,7 @@ TOTAL = 10**6  # train.steps for both: the linear decay barely moves while timin
 
 def mlp(sizes: list[int], activation: type[nn.Module] | nn.Module) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
+    for a, b in pairwise(sizes[:-1]):
         layers += [nn.Linear(a, b), activation() if isinstance(activation, type) else activation]
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
 

@@ -34,7 +34,7 @@ def dry_run(model: Any, data: Splits) -> None:
     stack: list[str] = []
     try:
         with _tracking(model, stack):
-            for player, plan in model.plans.items():
+            for plan in model.plans.values():
                 values: dict[str, Any] = dict(batch)
                 for step in plan.values:
                     with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", shapes):

@@ -51,11 +51,11 @@ class WeightAverage(nn.Module):
         """The averaged weights in place of the live ones; the live ones are restored exactly after."""
         with torch.no_grad():
             saved = [p.detach().clone() for p in self._live]
-            for p, avg in zip(self._live, self._averages()):
+            for p, avg in zip(self._live, self._averages(), strict=True):
                 p.copy_(avg)
         try:
             yield
         finally:
             with torch.no_grad():
-                for p, value in zip(self._live, saved):
+                for p, value in zip(self._live, saved, strict=True):
                     p.copy_(value)

@@ -249,7 +249,7 @@ class Trainer:
         optimizer = self.optimizers[name]
         scaler = self.precision.scalers.get(name)
         factor = lr_factor(plan.spec.schedule, self.step, self.train.steps)
-        for group, base in zip(optimizer.param_groups, self._base_lr[name]):
+        for group, base in zip(optimizer.param_groups, self._base_lr[name], strict=True):
             group["lr"] = base * factor
         batch = next(self.stream)
 

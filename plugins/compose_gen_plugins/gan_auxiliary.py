@@ -81,7 +81,7 @@ class GradientPenalty(CriticLoss):
         alpha = torch.rand(first.shape[0], device=first.device, dtype=first.dtype)
         return [
             torch.lerp(f, r, alpha.view(-1, *[1] * (r.dim() - 1)).to(r.dtype)) if r.is_floating_point() else r
-            for r, f in zip(real, fake)
+            for r, f in zip(real, fake, strict=True)
         ]
 
     def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:

@@ -144,8 +144,8 @@ def test_joint_and_conditional_critics_get_all_their_inputs() -> None:
     y, y_fake = torch.tensor([0, 1, 2]), torch.tensor([2, 2, 0])
     loss({"real": (x, z_hat), "fake": (g, z), "labels": y, "fake_labels": y_fake}, BOTH)
     fake_call, real_call = critic.calls
-    assert all(a is b for a, b in zip(real_call, (x, z_hat, y)))
-    assert all(a is b for a, b in zip(fake_call, (g, z, y_fake)))
+    assert all(a is b for a, b in zip(real_call, (x, z_hat, y), strict=True))
+    assert all(a is b for a, b in zip(fake_call, (g, z, y_fake), strict=True))
 
 
 def test_weight_clipping_clamps_after_critic_steps_only() -> None:
@@ -228,7 +228,7 @@ def test_gradient_penalty_equals_direct_autograd() -> None:
     params = list(critic.parameters())[:-1]
     ours = torch.autograd.grad(out["critic"], params)
     direct = torch.autograd.grad(expected, params)
-    for a, b in zip(ours, direct):
+    for a, b in zip(ours, direct, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -309,7 +309,7 @@ class FixedClasses(nn.Module):
 
 
 def cross_entropy(logits: list[list[float]], labels: list[int]) -> float:
-    return mean([math.log(sum(math.exp(v) for v in row)) - row[c] for row, c in zip(logits, labels)])
+    return mean([math.log(sum(math.exp(v) for v in row)) - row[c] for row, c in zip(logits, labels, strict=True)])
 
 
 def test_auxiliary_classifier_terms_are_cross_entropies() -> None:

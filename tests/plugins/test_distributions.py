@@ -30,7 +30,7 @@ def test_kl_to_the_standard_normal_matches_the_general_gaussian_formula(posterio
     assert kl.shape == reference.shape
     assert torch.allclose(kl, reference)
     grads = torch.autograd.grad(kl.sum(), (loc, scale))
-    assert all(torch.allclose(g, r) for g, r in zip(grads, torch.autograd.grad(reference.sum(), (loc, scale))))
+    assert all(torch.allclose(g, r) for g, r in zip(grads, torch.autograd.grad(reference.sum(), (loc, scale)), strict=True))
 
 
 def test_kl_broadcasts_a_posterior_smaller_than_the_prior() -> None:

@@ -51,7 +51,7 @@ def test_compile_trains_like_eager(tmp_path, toys_catalogue, capsys):
     compiled.train()
     assert "compiling player 'model''s loss with torch.compile (backend aot_eager)" in capsys.readouterr().err
     assert compiled.trainer.loss_functions["model"].compiled is not None  # no fallback happened
-    for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -64,12 +64,12 @@ def test_two_processes_match_one_with_the_same_global_batch(base, tmp_path, toys
     single.train()
     model = build(load_spec(raw, catalogue=toys_catalogue), "cpu")[0]
     assert load_checkpoint(list_checkpoints(tmp_path / "ddp")[-1], model).state["world_size"] == 2
-    for (name, a), b in zip(single.model.named_parameters(), model.parameters()):
+    for (name, a), b in zip(single.model.named_parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
     # logs are averaged over the processes, so they match too; only rank 0 wrote them
     ddp_logs, single_logs = read_metrics(tmp_path / "ddp" / "metrics.jsonl"), read_metrics(tmp_path / "single" / "metrics.jsonl")
     assert [r["step"] for r in ddp_logs] == [r["step"] for r in single_logs] == [2, 4, 6, 8]
-    for a, b in zip(ddp_logs, single_logs):
+    for a, b in zip(ddp_logs, single_logs, strict=True):
         for key in a.keys() - {"elapsed_s"}:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert "run folder" not in (tmp_path / "rank1.txt").read_text()

@@ -46,9 +46,9 @@ def test_trainer_averages_after_each_generator_step_and_samples_with_the_average
         torch.testing.assert_close(avg, closed)
     torch.manual_seed(5)
     drawn = run.sample(16)
-    assert all(torch.equal(p, h) for p, h in zip(generator.parameters(), history[-1]))  # live weights back
+    assert all(torch.equal(p, h) for p, h in zip(generator.parameters(), history[-1], strict=True))  # live weights back
     with torch.no_grad():
-        for p, avg in zip(generator.parameters(), shadow):
+        for p, avg in zip(generator.parameters(), shadow, strict=True):
             p.copy_(avg)
     run.model.eval()
     torch.manual_seed(5)

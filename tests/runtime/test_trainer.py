@@ -163,7 +163,7 @@ def test_logged_values_are_means_over_the_steps_since_the_last_line():
 
 @pytest.mark.parametrize("dtypes", [(torch.float32,) * 3, (torch.float32, torch.float64, torch.float32)])
 def test_gradient_norm_is_the_norm_of_all_gradients_as_one_vector(dtypes):
-    grads = [torch.randn(shape, dtype=dtype) for shape, dtype in zip([(3, 4), (5,), (2, 2, 2)], dtypes)]
+    grads = [torch.randn(shape, dtype=dtype) for shape, dtype in zip([(3, 4), (5,), (2, 2, 2)], dtypes, strict=True)]
     flat = torch.cat([g.double().reshape(-1) for g in grads])
     assert _gradient_norm(grads).item() == pytest.approx(flat.norm().item(), rel=1e-6)
     assert _gradient_norm(grads).item() == pytest.approx(torch.nn.utils.get_total_norm(grads).item(), rel=1e-6)

@@ -16,6 +16,7 @@ r"""Metrics of latent-variable models: test log-likelihood and posterior-collaps
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from pydantic import Field
@@ -43,6 +44,9 @@ class ImportanceSampledNLL:
     def __init__(self, name: str, model: LatentVariableModel, samples: int, chunk: int, batch_size: int) -> None:
         self.name, self.model, self.samples, self.chunk, self.batch_size = name, model, samples, chunk, batch_size
 
+    def _log_weights(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        return self.model.evidence(x, draws, exact_kl=False).log_weights
+
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         torch.manual_seed(ectx.seed)
@@ -51,9 +55,7 @@ class ImportanceSampledNLL:
         total, count = 0.0, 0
         for batch in batches(test, self.batch_size, ectx.device):
             x = batch["x"]
-            log_p = importance_sampled_log_likelihood(
-                lambda n: self.model.evidence(x, n, exact_kl=False).log_weights, self.samples, self.chunk
-            )
+            log_p = importance_sampled_log_likelihood(partial(self._log_weights, x), self.samples, self.chunk)
             if continuous:
                 log_p = log_p + test.ladj_to_model + batch.get("ladj_x", 0.0)
             total += float(log_p.double().sum())

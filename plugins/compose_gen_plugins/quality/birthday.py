@@ -101,7 +101,7 @@ def _collisions(batches: Sequence[Tensor], space: FeatureSpace, threshold: float
     for batch in batches:
         index, distance = closest_pairs(space(batch))
         pairs.append(int(((distance < threshold) | (distance == 0)).sum()))
-        closest += [(float(d), batch[i], batch[j]) for (i, j), d in zip(index[:shown].tolist(), distance[:shown])]
+        closest += [(float(d), batch[i], batch[j]) for (i, j), d in zip(index[:shown].tolist(), distance[:shown], strict=True)]
     closest.sort(key=lambda pair: pair[0])
     return _Collisions(torch.tensor(pairs), closest[:shown])
 

@@ -209,6 +209,6 @@ def _accuracy(net: FeatureClassifier, split: TensorData, device: torch.device) -
     x = split.fields["x"]
     correct = sum(
         int((net(xb.to(device)).argmax(-1) == yb.to(device)).sum())
-        for xb, yb in zip(x.split(1024), y.split(1024))
+        for xb, yb in zip(x.split(1024), y.split(1024), strict=True)
     )
     return correct / len(y)

@@ -91,7 +91,7 @@ def test_csv_columns_by_name_and_index_with_named_classes(build, tmp_path: Path)
     assert splits.train.meta["classes"] == ["cat", "dog"] and splits.train.num_classes == 2
     assert splits.train.meta["columns"] == ["c", "a"]
     labels = torch.cat([splits.train.fields["y"], splits.test.fields["y"]])
-    rows = {int(row[1]): int(label) for row, label in zip(all_x(splits), labels)}
+    rows = {int(row[1]): int(label) for row, label in zip(all_x(splits), labels, strict=True)}
     assert rows == {1: 0, 4: 1, 7: 0, 10: 1, 13: 0}
 
 
