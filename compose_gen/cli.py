@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from compose_gen.registry import RegistryError, make_catalogue
+from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, build
 from compose_gen.spec import SpecError, load_spec
 
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
-    except (CheckpointError, NonFiniteLoss, RegistryError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as error:
+    except (CheckpointError, NonFiniteLoss, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,20 +22,21 @@ def catalogue() -> Catalogue:
 
 
 @pytest.fixture
-def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Make a module importable and visible in the ``compose_gen`` entry-point group, as pip would.
 
     Writes the module and a ``*.dist-info`` folder with ``entry_points.txt`` into a
     folder put on ``sys.path``; ``importlib.metadata`` then finds it like any
-    installed distribution.
+    installed distribution, named like the module.  The entry point is named
+    like the module too unless ``entry_point`` says otherwise.
     """
 
-    def install(module: str, source: str) -> None:
+    def install(module: str, source: str, entry_point: str | None = None) -> None:
         (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         info = tmp_path / f"{module}-0.1.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[compose_gen]\n{module} = {module}\n")
+        (info / "entry_points.txt").write_text(f"[compose_gen]\n{entry_point or module} = {module}\n")
         monkeypatch.syspath_prepend(str(tmp_path))
         monkeypatch.delitem(sys.modules, module, raising=False)
 

@@ -1,6 +1,6 @@
 """Plugin registry: pluggy hookspecs, the catalogue factory, and the type records."""
 
-from compose_gen.registry.catalogue import Catalogue, RegistryError, make_catalogue, suggest
+from compose_gen.registry.catalogue import Catalogue, make_catalogue, suggest
 from compose_gen.registry.hookspecs import hookimpl
 from compose_gen.registry.types import (
     COMPONENT_KINDS,
@@ -22,7 +22,6 @@ __all__ = [
     "Params",
     "Ref",
     "RefTo",
-    "RegistryError",
     "Value",
     "ValueRef",
     "hookimpl",

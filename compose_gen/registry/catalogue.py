@@ -2,16 +2,27 @@
 
 There is no global registry.  A catalogue is built from an explicit list of
 plugins and, by default, the ``compose_gen`` entry-point group; tests build one
-with just the plugins they want.  A plugin that fails to import or to register
-is recorded in :attr:`Catalogue.failures` (so specs that do not use it still
-run); two plugins registering the same type name is a :class:`RegistryError`
-naming both.
+with just the plugins they want.
+
+A broken plugin never stops the others: what goes wrong while it is imported,
+registered or asked for its types is recorded in :attr:`Catalogue.failures`
+under its name, and specs that do not use it still run.  In particular:
+
+* entry points load first-party (``compose-gen``'s own) before third-party ones,
+  and an entry-point name that is already taken is refused, naming both
+  distributions, so no package can knock out another by reusing its name;
+* a type name registered twice keeps its first-party registration (the other
+  plugin's is refused); between two other plugins the name is set aside, and a
+  spec that uses it is told which plugins to choose between;
+* a hook function with a misspelt name, or a plugin with no ``@hookimpl`` at
+  all, is reported instead of silently contributing nothing.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import traceback
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -20,22 +31,22 @@ import pluggy
 from compose_gen.registry import hookspecs
 from compose_gen.registry.types import ComponentType
 
-__all__ = ["Catalogue", "RegistryError", "make_catalogue", "suggest"]
+__all__ = ["Catalogue", "make_catalogue", "suggest"]
 
 ENTRY_POINT_GROUP = "compose_gen"
-
-
-class RegistryError(Exception):
-    """A plugin set that cannot form a catalogue (e.g. a type registered twice)."""
+#: The distribution whose entry points are the first-party plugins.
+FIRST_PARTY = "compose-gen"
 
 
 @dataclass
 class Catalogue:
-    """Registered types by name, the plugin that registered each, and failed plugins."""
+    """Registered types by name, the plugin that registered each, and what went wrong with which plugin."""
 
     types: dict[str, ComponentType] = field(default_factory=dict)
     plugin_of: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    #: Type names set aside because several plugins register them, with those plugins.
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     def __contains__(self, name: object) -> bool:
         return name in self.types
@@ -47,12 +58,19 @@ class Catalogue:
         return [t for t in self.types.values() if t.kind in kinds]
 
     def unknown_type_message(self, name: str, kinds: tuple[str, ...]) -> str:
-        """Explain an unknown type name: suggestions and plugins that failed to load."""
+        """Explain an unknown type name: a conflict between plugins, suggestions, plugins that failed to load."""
+        if name in self.conflicts:
+            plugins = " and ".join(map(repr, self.conflicts[name]))
+            return f"type {name!r} is registered by two plugins, {plugins}; uninstall or rename one of them"
         candidates = [t.name for t in self.of_kind(*kinds)]
         message = f"unknown {'/'.join(kinds)} type {name!r}{suggest(name, candidates)}"
         if self.failures:
             message += f" (plugins that failed to load: {', '.join(sorted(self.failures))})"
         return message
+
+    def fail(self, plugin: str, problem: str) -> None:
+        """Record a problem of ``plugin`` (several are joined)."""
+        self.failures[plugin] = f"{self.failures[plugin]}; {problem}" if plugin in self.failures else problem
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
@@ -65,43 +83,109 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool = True)
     """Build a catalogue from ``plugins`` (modules or objects with hook implementations).
 
     With ``entry_points`` true, every plugin of the ``compose_gen`` entry-point
-    group is loaded too (the first-party ones included).
+    group is loaded too (the first-party ones first).
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     catalogue = Catalogue()
     named: list[tuple[str, object]] = [(getattr(p, "__name__", repr(p)), p) for p in plugins]
+    first_party: set[str] = set()
     if entry_points:
-        for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                named.append((point.name, point.load()))
-            except Exception as error:  # a broken third-party plugin must not stop the others
-                catalogue.failures[point.name] = f"{type(error).__name__}: {error}"
+        loaded = _load_entry_points(catalogue)
+        first_party = {name for name, _, dist in loaded if dist == FIRST_PARTY}
+        named += [(name, module) for name, module, _ in loaded]
     for name, plugin in named:
-        if manager.is_registered(plugin):
-            continue
-        try:
-            manager.register(plugin, name=name)
-        except Exception as error:
-            catalogue.failures[name] = f"{type(error).__name__}: {error}"
+        _register(manager, catalogue, name, plugin)
+    _report_unknown_hooks(manager, catalogue)
     for impl in manager.hook.compose_gen_types.get_hookimpls():
         try:
             contributed = list(impl.function())
-        except Exception as error:
-            catalogue.failures[impl.plugin_name] = f"{type(error).__name__}: {error}"
+        except (Exception, SystemExit) as error:  # a plugin's bug must not stop the others
+            catalogue.fail(impl.plugin_name, _describe(error))
             continue
         for component_type in contributed:
-            _add(catalogue, component_type, impl.plugin_name)
+            _add(catalogue, component_type, impl.plugin_name, first_party)
     return catalogue
 
 
-def _add(catalogue: Catalogue, component_type: ComponentType, plugin: str) -> None:
+def _load_entry_points(catalogue: Catalogue) -> list[tuple[str, object, str]]:
+    """``(name, module, distribution)`` of every loadable entry point, first-party first; refusals recorded."""
+    points = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda p: _distribution(p) != FIRST_PARTY)
+    loaded: list[tuple[str, object, str]] = []
+    owner: dict[str, str] = {}
+    for point in points:
+        dist = _distribution(point)
+        if point.name in owner:
+            catalogue.fail(
+                f"{point.name} (from {dist})",
+                f"entry point {point.name!r} of {dist!r} has the name of the plugin from {owner[point.name]!r}; rename it",
+            )
+            continue
+        owner[point.name] = dist
+        try:
+            loaded.append((point.name, point.load(), dist))
+        except (Exception, SystemExit) as error:
+            catalogue.fail(point.name, _describe(error))
+    return loaded
+
+
+def _distribution(point: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(point, "dist", None)
+    return (dist.name if dist is not None else "") or "?"
+
+
+def _register(manager: pluggy.PluginManager, catalogue: Catalogue, name: str, plugin: object) -> None:
+    if manager.is_registered(plugin):
+        return
+    if manager.get_plugin(name) is not None:
+        catalogue.fail(name, f"another plugin is already registered as {name!r}; give this one another name")
+        return
+    try:
+        manager.register(plugin, name=name)
+    except Exception as error:  # pluggy refuses malformed hook implementations
+        catalogue.fail(name, _describe(error))
+        return
+    if not manager.get_hookcallers(plugin):
+        catalogue.fail(name, "defines no hook implementation; is compose_gen_types decorated with compose_gen.hookimpl?")
+
+
+def _report_unknown_hooks(manager: pluggy.PluginManager, catalogue: Catalogue) -> None:
+    """A ``@hookimpl`` function whose name is not a compose_gen hook (pluggy would ignore it)."""
+    known = [name for name in vars(manager.hook) if not name.startswith("_") and getattr(manager.hook, name).has_spec()]
+    for name, caller in vars(manager.hook).items():
+        if name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            catalogue.fail(impl.plugin_name, f"unknown hook {name!r}{suggest(name, known)}")
+
+
+def _add(catalogue: Catalogue, component_type: object, plugin: str, first_party: set[str]) -> None:
     if not isinstance(component_type, ComponentType):
-        raise RegistryError(f"plugin {plugin!r} registered {component_type!r}, not a ComponentType")
+        catalogue.fail(plugin, f"registered {component_type!r}, not a ComponentType")
+        return
     name = component_type.name
-    if name in catalogue.types:
-        raise RegistryError(
-            f"type {name!r} is registered by two plugins: {catalogue.plugin_of[name]!r} and {plugin!r}"
-        )
-    catalogue.types[name] = component_type
-    catalogue.plugin_of[name] = plugin
+    if name in catalogue.conflicts:
+        catalogue.conflicts[name].append(plugin)
+        catalogue.fail(plugin, f"type {name!r} is also registered by {', '.join(map(repr, catalogue.conflicts[name][:-1]))}")
+        return
+    if name not in catalogue.types:
+        catalogue.types[name] = component_type
+        catalogue.plugin_of[name] = plugin
+        return
+    other = catalogue.plugin_of[name]
+    if other == plugin:
+        catalogue.fail(plugin, f"registers type {name!r} twice")
+    elif other in first_party:
+        catalogue.fail(plugin, f"type {name!r} is first-party (plugin {other!r}); this plugin's is not used, rename it")
+    else:
+        del catalogue.types[name], catalogue.plugin_of[name]
+        catalogue.conflicts[name] = [other, plugin]
+        for each in (other, plugin):
+            catalogue.fail(each, f"type {name!r} is registered by both {other!r} and {plugin!r}, so neither is used")
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message (file:line)``, the line being the last frame that raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"

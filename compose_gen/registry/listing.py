@@ -93,7 +93,7 @@ def render(listing: dict[str, Any], names: Sequence[str] = ()) -> None:
         if name in by_name:
             _details(console, by_name[name])
     for plugin, error in listing["failed_plugins"].items():
-        console.print(f"[red]plugin {plugin!r} failed to load:[/red] {escape(str(error))}")
+        console.print(f"[red]plugin {plugin!r}:[/red] {escape(str(error))}")
 
 
 def _overview(console: Console, kind: str, entries: list[dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ plugin:
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Annotated, Callable, Iterator, Union
@@ -117,8 +118,14 @@ class ComponentType:
     doc: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.name):
+            raise ValueError(f"type name {self.name!r}: expected letters, digits, '_' or '-', starting with a letter")
         if self.kind not in KINDS:
             raise ValueError(f"type {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
+        if not (isinstance(self.params, type) and issubclass(self.params, Params)):
+            raise TypeError(f"type {self.name!r}: params must be a subclass of compose_gen.Params, got {self.params!r}")
+        if not callable(self.build):
+            raise TypeError(f"type {self.name!r}: build must be callable as build(params, ctx), got {self.build!r}")
         if not self.doc:
             text = inspect.getdoc(self.build) or ""
             object.__setattr__(self, "doc", text.strip().splitlines()[0] if text.strip() else "")

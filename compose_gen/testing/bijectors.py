@@ -62,6 +62,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from pydantic import ValidationError
 from torch import Tensor, nn
 from torch.autograd.functional import jacobian
 from torch.distributions import constraints, transform_to
@@ -345,6 +346,8 @@ def check_bijector(
     """
     if not isinstance(bijector, nn.Module):
         bijector = bijector()
+    if not isinstance(bijector, Bijector):
+        raise TypeError(f"check_bijector needs a compose_gen.Bijector, got {type(bijector).__name__}")
 
     @settings(
         max_examples=max_examples,
@@ -403,7 +406,12 @@ def build_examples(catalogue: Catalogue, type_name: str, seed: int = 0) -> list[
         torch.manual_seed(seed)
         for i, params in enumerate(examples):
             label = f"{type_name} example {i} {params}"
-            bijector = component_type.build(component_type.params.model_validate(params), _ExampleContext(catalogue))
+            try:
+                bijector = component_type.build(component_type.params.model_validate(params), _ExampleContext(catalogue))
+            except ValidationError as error:
+                raise AssertionError(f"{label}: invalid example parameters: {error}") from error
+            except Exception as error:
+                raise AssertionError(f"{label}: build raised {type(error).__name__}: {error}") from error
             if not isinstance(bijector, Bijector):
                 raise AssertionError(f"{label}: build returned {type(bijector).__name__}, not a Bijector")
             built.append((label, bijector))

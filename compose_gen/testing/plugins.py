@@ -8,6 +8,7 @@ register, so a test builds a catalogue with exactly the types it wants::
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 from compose_gen.registry import ComponentType, hookimpl
@@ -15,11 +16,14 @@ from compose_gen.registry import ComponentType, hookimpl
 __all__ = ["plugin"]
 
 
-def plugin(*types: ComponentType, name: str = "test_plugin") -> object:
-    """A registrable plugin object contributing ``types``."""
+_unnamed = itertools.count(1)
+
+
+def plugin(*types: ComponentType, name: str | None = None) -> object:
+    """A registrable plugin object contributing ``types``, named ``name`` (by default ``test_plugin_<n>``, unique)."""
 
     @hookimpl
     def compose_gen_types() -> list[ComponentType]:
         return list(types)
 
-    return SimpleNamespace(__name__=name, compose_gen_types=compose_gen_types)
+    return SimpleNamespace(__name__=name or f"test_plugin_{next(_unnamed)}", compose_gen_types=compose_gen_types)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from compose_gen import ComponentType, Params, make_catalogue
-from compose_gen.registry import RegistryError
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
 
@@ -34,14 +34,87 @@ def test_a_catalogue_holds_only_the_plugins_it_is_given() -> None:
     assert catalogue.plugin_of["widget"] == "mine"
 
 
-def test_two_plugins_with_one_type_name_is_an_error_naming_both() -> None:
-    with pytest.raises(RegistryError, match="'widget' is registered by two plugins: 'first' and 'second'"):
-        make_catalogue([plugin(widget(), name="first"), plugin(widget(), name="second")], entry_points=False)
+def test_a_type_name_two_plugins_register_is_set_aside_and_a_spec_using_it_is_told_why(vae_spec) -> None:
+    catalogue = make_catalogue([plugin(widget(), widget("gadget"), name="first"), plugin(widget(), name="second")], entry_points=False)
+    assert "widget" not in catalogue and "gadget" in catalogue, "the rest of both plugins still works"
+    assert "registered by both 'first' and 'second'" in catalogue.failures["first"]
+    assert "registered by both 'first' and 'second'" in catalogue.failures["second"]
+    message = catalogue.unknown_type_message("widget", ("network",))
+    assert message == "type 'widget' is registered by two plugins, 'first' and 'second'; uninstall or rename one of them"
 
 
-def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown kind 'gizmo'"):
-        ComponentType("x", "gizmo", Empty, lambda p, ctx: None)
+def test_a_plugin_registering_one_type_twice_is_told_so() -> None:
+    catalogue = make_catalogue([plugin(widget(), widget(), name="stutter")], entry_points=False)
+    assert catalogue.failures == {"stutter": "registers type 'widget' twice"}
+    assert "widget" in catalogue
+
+
+def test_a_third_party_type_cannot_replace_a_first_party_one(install_plugin, vae_spec) -> None:
+    install_plugin(
+        "usurper",
+        """
+        from compose_gen import ComponentType, Params, hookimpl
+
+        class P(Params):
+            pass
+
+        @hookimpl
+        def compose_gen_types():
+            return [ComponentType("mlp", "network", P, lambda p, ctx: None)]
+        """,
+    )
+    catalogue = make_catalogue()
+    assert catalogue.plugin_of["mlp"] == "networks"
+    assert "type 'mlp' is first-party (plugin 'networks')" in catalogue.failures["usurper"]
+    load_spec(vae_spec, catalogue=catalogue)
+
+
+def test_an_entry_point_reusing_a_first_party_name_is_refused_naming_both_distributions(install_plugin, vae_spec) -> None:
+    """Plugins are registered by entry-point name: a package calling its entry point ``networks`` must not knock out mlp."""
+    install_plugin("clasher", "raise AssertionError('never imported')\n", entry_point="networks")
+    catalogue = make_catalogue()
+    assert catalogue.plugin_of["mlp"] == "networks"
+    assert catalogue.failures["networks (from clasher)"] == (
+        "entry point 'networks' of 'clasher' has the name of the plugin from 'compose-gen'; rename it"
+    )
+    load_spec(vae_spec, catalogue=catalogue)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("x", "gizmo", Empty, lambda p, ctx: None), ValueError, "unknown kind 'gizmo'"),
+        (("", "network", Empty, lambda p, ctx: None), ValueError, "type name '': expected letters"),
+        (("my type", "network", Empty, lambda p, ctx: None), ValueError, "type name 'my type'"),
+        ((123, "network", Empty, lambda p, ctx: None), ValueError, "type name 123"),
+        (("x", "network", dict, lambda p, ctx: None), TypeError, "type 'x': params must be a subclass of compose_gen.Params"),
+        (("x", "network", Empty, "build_x"), TypeError, "type 'x': build must be callable"),
+    ],
+)
+def test_a_malformed_type_is_refused_when_made(args, error, message) -> None:
+    with pytest.raises(error, match=message):
+        ComponentType(*args)
+
+
+def test_a_malformed_type_fails_its_plugin_only(install_plugin) -> None:
+    install_plugin(
+        "malformed",
+        """
+        from dataclasses import dataclass
+        from compose_gen import ComponentType, hookimpl
+
+        @dataclass
+        class P:
+            size: int = 1
+
+        @hookimpl
+        def compose_gen_types():
+            return [ComponentType("dc", "prior", P, lambda p, ctx: None)]
+        """,
+    )
+    catalogue = make_catalogue()
+    assert "TypeError: type 'dc': params must be a subclass of compose_gen.Params" in catalogue.failures["malformed"]
+    assert "mlp" in catalogue
 
 
 def test_doc_defaults_to_the_first_line_of_the_builder_docstring() -> None:
@@ -81,9 +154,43 @@ def test_a_plugin_whose_hook_raises_is_reported(install_plugin) -> None:
     assert "mlp" in catalogue
 
 
-def test_a_plugin_returning_garbage_is_an_error() -> None:
-    with pytest.raises(RegistryError, match="not a ComponentType"):
-        make_catalogue([plugin("not a type", name="sloppy")], entry_points=False)  # type: ignore[arg-type]
+def test_a_plugin_returning_garbage_keeps_its_good_types() -> None:
+    catalogue = make_catalogue([plugin("not a type", widget(), name="sloppy")], entry_points=False)  # type: ignore[arg-type]
+    assert catalogue.failures == {"sloppy": "registered 'not a type', not a ComponentType"}
+    assert "widget" in catalogue
+
+
+def test_a_plugin_that_exits_at_import_is_reported_and_the_others_still_load(install_plugin) -> None:
+    install_plugin("quitter", "import sys\nsys.exit('bye')\n")
+    catalogue = make_catalogue()
+    assert catalogue.failures["quitter"].startswith("SystemExit: bye (")
+    assert catalogue.failures["quitter"].endswith("quitter.py:2)"), "the failure points at the line that raised"
+    assert "mlp" in catalogue
+
+
+def test_a_misspelt_hook_is_reported_with_the_right_name() -> None:
+    from compose_gen import hookimpl
+
+    @hookimpl
+    def compose_gen_type():
+        return [widget()]
+
+    catalogue = make_catalogue([SimpleNamespace(__name__="typo", compose_gen_type=compose_gen_type)], entry_points=False)
+    assert catalogue.failures == {"typo": "unknown hook 'compose_gen_type'; did you mean 'compose_gen_types'?"}
+
+
+def test_a_plugin_without_hookimpl_is_reported() -> None:
+    def compose_gen_types():
+        return [widget()]
+
+    catalogue = make_catalogue([SimpleNamespace(__name__="undecorated", compose_gen_types=compose_gen_types)], entry_points=False)
+    assert "defines no hook implementation; is compose_gen_types decorated with compose_gen.hookimpl?" in catalogue.failures["undecorated"]
+    assert "widget" not in catalogue
+
+
+def test_test_plugins_get_distinct_names_by_default() -> None:
+    catalogue = make_catalogue([plugin(widget()), plugin(widget("gadget"))], entry_points=False)
+    assert not catalogue.failures and {"widget", "gadget"} <= set(catalogue.types)
 
 
 def test_loading_the_plugins_does_not_import_the_compiler() -> None:

@@ -156,6 +156,38 @@ def test_examples_build_inline_references_and_are_required():
         build_examples(catalogue, "bare")
 
 
+class SizedParams(Params):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"size": "two"}]})
+    size: int = 2
+
+
+class PickyParams(Params):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"size": 3}]})
+    size: int = 2
+
+
+def refuse_odd_sizes(p: PickyParams, ctx) -> Scale:
+    raise KeyError(f"no table for size {p.size}")
+
+
+def test_an_example_that_does_not_build_names_the_type_and_example():
+    from compose_gen.testing.plugins import plugin
+
+    catalogue = make_catalogue(
+        [plugin(ComponentType("sized", "bijector", SizedParams, lambda p, ctx: Scale()), ComponentType("picky", "bijector", PickyParams, refuse_odd_sizes))],
+        entry_points=False,
+    )
+    with pytest.raises(AssertionError, match=r"(?s)sized example 0 \{'size': 'two'\}: invalid example parameters: .*size"):
+        build_examples(catalogue, "sized")
+    with pytest.raises(AssertionError, match=r"picky example 0 \{'size': 3\}: build raised KeyError: 'no table for size 3'"):
+        build_examples(catalogue, "picky")
+
+
+def test_check_bijector_refuses_what_is_not_a_bijector():
+    with pytest.raises(TypeError, match="needs a compose_gen.Bijector, got Linear"):
+        check_bijector(nn.Linear(2, 2))
+
+
 def test_pytest_fixture_runs_the_kit(check_bijector):
     check_bijector(Scale())
     with pytest.raises(AssertionError, match="inverse\\(forward"):
