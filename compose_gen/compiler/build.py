@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import networkx as nx
 from torch import nn
 
+from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
+from compose_gen.core.contracts import check_loss_terms
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["Builder", "build_all", "build_data"]
@@ -18,16 +21,18 @@ _EXPECTED: dict[str, type] = {
     "loss": Loss,
     "sampler": Sampler,
     "dataset": Splits,
-    "metric": object,
+    "metric": Callable,
 }
 
 
 class Builder:
     """The compiler's implementation of :class:`compose_gen.core.BuildContext`."""
 
-    def __init__(self, spec: Spec, data: Splits | None) -> None:
+    def __init__(self, spec: Spec, data: Splits | None, watch: ContractWatch | None = None) -> None:
         self.spec = spec
         self.data = data
+        #: Checks the outputs of every component built, while it is set.
+        self.watch = watch
         self.built: dict[str, nn.Module] = {}
         self.losses: dict[str, Loss] = {}
 
@@ -46,16 +51,14 @@ class Builder:
         except SpecError:
             raise
         except Exception as error:
-            plugin = self.spec.catalogue.plugin_of.get(declared.type.name, "?")
-            raise self.spec.error(
-                declared.path, f"cannot build {declared.type.name!r} (plugin {plugin!r}): {type(error).__name__}: {error}"
-            ) from None
+            raise self.spec.blame(declared, f"failed to build: {type(error).__name__}: {error}") from None
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):
-            raise self.spec.error(
-                declared.path,
-                f"type {declared.type.name!r} built a {type(built).__name__}, not a {expected.__name__} as a {declared.kind} must be",
-            )
+            raise self.spec.blame(declared, f"built a {type(built).__name__}, not a {expected.__name__} as a {declared.kind} must be")
+        if isinstance(built, Loss):
+            enforce(self.spec, declared, check_loss_terms, built)
+        if self.watch is not None:
+            self.watch.watch(declared, built)
         return built
 
 

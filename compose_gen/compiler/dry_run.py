@@ -1,8 +1,10 @@
-"""A dry run on two real examples, to find shape and kind mismatches before training.
+"""A dry run on a few real examples, to find shape and kind mismatches before training.
 
-Every player's plan runs forward once and the sampler draws two examples.  A
+Every player's plan runs forward once and the sampler draws as many examples.  A
 failure is reported at the innermost component that was running (tracked by
-forward hooks), or at the graph value or loss being computed.  Parameters,
+forward hooks), or at the graph value or loss being computed; what a loss or the
+sampler returns is checked against its contract (components' outputs are
+checked by :mod:`compose_gen.compiler.checks`).  Parameters,
 buffers (e.g. actnorm's data-dependent initialisation) and the RNG are restored
 afterwards, so the dry run leaves no trace.
 """
@@ -14,13 +16,15 @@ from typing import Any, Iterator
 
 import torch
 
-from compose_gen.compiler.plan import term_address
+from compose_gen.compiler.checks import enforce
 from compose_gen.core import Splits
+from compose_gen.core.contracts import check_loss_result, check_samples
 from compose_gen.spec import Problem, SpecError
 
 __all__ = ["dry_run"]
 
-DRY_RUN_EXAMPLES = 2
+#: Odd and unlike common event sizes (2-D points, RGB channels), so a batch dimension mistaken for an event one shows.
+DRY_RUN_EXAMPLES = 5
 
 
 def dry_run(model: Any, data: Splits) -> None:
@@ -43,17 +47,11 @@ def dry_run(model: Any, data: Splits) -> None:
                     inputs = call.gather(values)
                     with _located(spec, stack, ("losses", call.name), f"computing loss {call.name!r}", shapes):
                         result = call.module(inputs, call.terms)
-                    for term in call.terms:
-                        value = result.get(term)
-                        if not isinstance(value, torch.Tensor) or value.dim() != 0:
-                            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                            raise spec.error(
-                                ("losses", call.name),
-                                f"term {term_address(call.name, term)!r} must be a scalar tensor, got {got}",
-                            )
+                    enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
             if model.sampler is not None:
                 with _located(spec, stack, ("sample",), "sampling", shapes):
                     drawn = model.sample(DRY_RUN_EXAMPLES)
+                enforce(spec, spec.sections.sampler, check_samples, drawn, DRY_RUN_EXAMPLES)
                 expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
                 if expected is not None and tuple(drawn.shape[1:]) != expected:
                     raise spec.error(("sample",), f"samples have shape {tuple(drawn.shape[1:])}, data x has {expected}")

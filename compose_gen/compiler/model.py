@@ -6,18 +6,20 @@ every mistake it can find surfaces before the first training step.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from compose_gen.compiler.build import Builder, build_all
+from compose_gen.compiler.checks import broken, watching
 from compose_gen.compiler.dry_run import dry_run
 from compose_gen.compiler.graph import SpecGraph, build_graph, node
 from compose_gen.compiler.plan import Plan, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
-from compose_gen.core import Loss, Sampler, Splits
-from compose_gen.spec import Problem, Spec, SpecError
+from compose_gen.core import ContractError, Loss, Sampler, Splits
+from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["GenerativeModel", "compile_spec"]
 
@@ -81,6 +83,18 @@ class GenerativeModel(nn.Module):
             values[name] = self._evaluators[name](values)
         return {n: values[n] for n in names}
 
+    def culprit(self, error: BaseException) -> Declared | None:
+        """The declaration (component, loss or sampler) whose code raised ``error``: the innermost on its traceback."""
+        sections = self.spec.sections
+        parts: dict[int, Declared] = {id(m): sections.components[n] for n, m in self._all_components.items()}
+        parts.update({id(m): sections.losses[n] for n, m in self.losses.items()})
+        if self.sampler is not None and sections.sampler is not None:
+            parts[id(self.sampler)] = sections.sampler
+        found = None
+        for frame, _ in traceback.walk_tb(error.__traceback__):
+            found = parts.get(id(frame.f_locals.get("self")), found)
+        return found
+
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """``n`` examples in model space from the spec's ``sample:`` section."""
         if self.sampler is None:
@@ -103,9 +117,20 @@ def compile_spec(
     """
     fields = tuple(data.train.fields)
     graph = build_graph(spec, fields)
-    ctx = Builder(spec, data)
     torch.manual_seed(spec.model.seed)
-    components, losses, sampler, metrics = build_all(spec, graph, ctx)
+    with watching(spec) as watch:
+        ctx = Builder(spec, data, watch)
+        components, losses, sampler, metrics = build_all(spec, graph, ctx)
+        evaluators = _evaluators(spec, graph, components)
+        plans = make_plans(spec, graph, components, losses, evaluators)
+        model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
+        if check:
+            dry_run(model, data)
+    return model
+
+
+def _evaluators(spec: Spec, graph: SpecGraph, components: dict[str, nn.Module]) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """A function per graph value; a bad call is a problem at the value, a component's broken promise one at the component."""
     evaluators = {}
     problems = []
     for name, call in graph.calls.items():
@@ -113,10 +138,8 @@ def compile_spec(
             evaluators[name] = make_evaluator(call, components)
         except ValueError as error:
             problems.append(Problem(("graph", name), str(error)))
+        except ContractError as error:
+            problems += broken(spec, spec.sections.components[call.target], error).problems
     if problems:
         raise SpecError(problems, spec.source)
-    plans = make_plans(spec, graph, components, losses, evaluators)
-    model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
-    if check:
-        dry_run(model, data)
-    return model
+    return evaluators

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from compose_gen.compiler.expressions import Call
+from compose_gen.core import ContractError
 
 __all__ = ["DISTRIBUTION_METHODS", "TENSOR_METHODS", "make_evaluator"]
 
@@ -27,7 +28,10 @@ _BUILTINS: dict[str, Callable[..., Any]] = {"cat": _cat, "detach": Tensor.detach
 
 
 def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Values], Any]:
-    """A function computing ``call`` from the current values (``ValueError`` for a bad method)."""
+    """A function computing ``call`` from the current values.
+
+    ``ValueError`` for a method the component does not offer; ``ContractError`` for one it offers but lacks.
+    """
     args = call.args
 
     def read(values: Values) -> list[Any]:
@@ -41,7 +45,9 @@ def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Va
         if call.method not in allowed:
             offered = ", ".join(allowed) or "none"
             raise ValueError(f"{call.target!r} offers no graph method {call.method!r} (it offers: {offered})")
-        method = getattr(module, call.method)
+        method = getattr(module, call.method, None)
+        if not callable(method):
+            raise ContractError(f"it lists {call.method!r} in graph_methods, but has no method {call.method!r} (used by {call})")
         return lambda values: method(*read(values))
     if call.method is None:
         builtin = _BUILTINS[call.target]

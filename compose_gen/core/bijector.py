@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
+from compose_gen.core.contracts import ContractError, describe_value
+
 __all__ = ["Bijector", "Chain", "Direction"]
 
 Direction = Literal["forward", "inverse", "both"]
@@ -63,6 +65,21 @@ class Bijector(nn.Module):
     def batch_shape(self, x: Tensor) -> torch.Size:
         """Leading shape of ``x`` once the event dimensions are removed."""
         return x.shape[: x.dim() - len(self.event_shape)]
+
+    def check_output(self, direction: Literal["forward", "inverse"], value: Tensor, result: object) -> None:
+        """Raise :class:`ContractError` unless ``result`` (what ``direction`` returned for ``value``) is ``(y, ladj)``.
+
+        ``ladj`` must have ``value``'s batch shape.  The compiler's dry run checks every bijector of a spec this way.
+        """
+        if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(r, Tensor) for r in result)):
+            raise ContractError(f"{direction} returned {describe_value(result)}, not a pair of tensors (y, ladj)")
+        event = self.event_shape if direction == "forward" else self.out_event_shape
+        batch = value.shape[: value.dim() - len(event)]
+        if result[1].shape != batch:
+            raise ContractError(
+                f"{direction} returned ladj of shape {tuple(result[1].shape)} for an input of shape {tuple(value.shape)}; "
+                f"ladj is summed over the event dimensions {tuple(event)}, so its shape is the batch shape {tuple(batch)}"
+            )
 
     def extra_repr(self) -> str:
         return f"event_shape={tuple(self.event_shape)}, fast={self.fast}"

@@ -11,20 +11,47 @@
   ``n`` examples in model space.
 * A **metric** is a callable taking an :class:`EvalContext` and returning named
   floats; it may write files (plots, grids) into ``ctx.out_dir``.
+* A **prior**, **encoder**, **decoder** or **flow** returns a
+  ``torch.distributions.Distribution`` from ``forward``.
+
+The ``check_*`` functions test what a plugin's object returned against these
+contracts and raise :class:`ContractError` saying what is wrong; the compiler and
+the runtime call them where values cross from plugin code into compose_gen (the
+dry run, the build, the evaluation), never per training step.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from compose_gen.core.data import Splits, TensorData
 
-__all__ = ["BuildContext", "EvalContext", "Loss", "Metric", "Sampler", "batches"]
+__all__ = [
+    "BuildContext",
+    "ContractError",
+    "EvalContext",
+    "Loss",
+    "Metric",
+    "Sampler",
+    "batches",
+    "check_distribution",
+    "check_loss_result",
+    "check_loss_terms",
+    "check_metric_result",
+    "check_samples",
+    "describe_value",
+]
+
+
+class ContractError(TypeError):
+    """A plugin's object returned something its kind's contract does not allow; the message says what."""
 
 
 class BuildContext(Protocol):
@@ -93,3 +120,56 @@ def batches(data: TensorData, batch_size: int, device: torch.device) -> Iterable
     """Iterate over ``data`` in order, in batches moved to ``device``."""
     for start in range(0, len(data), batch_size):
         yield {k: v.to(device) for k, v in data.batch(slice(start, start + batch_size)).items()}
+
+
+def describe_value(value: Any) -> str:
+    """``a Tensor of shape (2, 3)``, ``None``, or the type's name with its article (``an int``)."""
+    if value is None:
+        return "None"
+    name = f"Tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
+
+
+def check_distribution(value: Any) -> None:
+    """A prior, encoder, decoder or flow's ``forward`` must return a ``torch.distributions.Distribution``."""
+    if not isinstance(value, Distribution):
+        raise ContractError(f"forward returned {describe_value(value)}, not a torch.distributions.Distribution")
+
+
+def check_loss_terms(loss: Loss) -> None:
+    """A loss class declares ``terms`` as a non-empty tuple of names (``("loss",)``, not ``"loss"``)."""
+    terms = loss.terms
+    if not isinstance(terms, (tuple, list)) or not terms or not all(isinstance(t, str) for t in terms):
+        raise ContractError(f"`terms` must be a non-empty tuple of names such as ('loss',), got {terms!r}")
+    unknown = set(loss.term_inputs) - set(terms)
+    if unknown:
+        raise ContractError(f"`term_inputs` names {sorted(unknown)}, which are not among its terms {tuple(terms)}")
+
+
+def check_loss_result(result: Any, terms: Iterable[str]) -> None:
+    """``forward`` returns a dict holding a scalar tensor for every requested term; extra entries are scalar tensors too."""
+    if not isinstance(result, Mapping):
+        raise ContractError(f"forward returned {describe_value(result)}, not a dict of scalar tensors such as {{'loss': ...}}")
+    missing = [t for t in terms if t not in result]
+    if missing:
+        raise ContractError(f"forward returned no term {', '.join(map(repr, missing))} (it returned {', '.join(map(repr, result)) or 'nothing'})")
+    for key, value in result.items():
+        if not isinstance(value, Tensor) or value.dim() != 0:
+            hint = " (wrap it: torch.tensor(value))" if isinstance(value, numbers.Real) else ""
+            raise ContractError(f"forward returned {key!r} as {describe_value(value)}, not a scalar tensor{hint}")
+
+
+def check_samples(drawn: Any, n: int) -> None:
+    """``Sampler.sample(n)`` returns one tensor with ``n`` examples along its first dimension."""
+    if not isinstance(drawn, Tensor) or drawn.dim() == 0 or len(drawn) != n:
+        raise ContractError(f"sample({n}) returned {describe_value(drawn)}, not a tensor of {n} examples")
+
+
+def check_metric_result(result: Any) -> dict[str, float]:
+    """A metric returns a dict of named numbers; they come back as floats."""
+    if not isinstance(result, Mapping):
+        raise ContractError(f"returned {describe_value(result)}, not a dict of named floats")
+    bad = [f"{key!r} ({describe_value(value)})" for key, value in result.items() if not isinstance(key, str) or not isinstance(value, numbers.Real)]
+    if bad:
+        raise ContractError(f"returned {', '.join(bad)}, not floats (a tensor's value is tensor.item())")
+    return {key: float(value) for key, value in result.items()}

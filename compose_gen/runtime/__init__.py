@@ -1,7 +1,7 @@
 """Runtime: the trainer, checkpoints, logging, sampling and evaluation of run folders."""
 
 from compose_gen.runtime.checkpoint import CheckpointError
-from compose_gen.runtime.run import Run, build, resolve_device
-from compose_gen.runtime.trainer import NonFiniteLoss, Trainer
+from compose_gen.runtime.run import EvaluationFailed, Run, build, resolve_device
+from compose_gen.runtime.trainer import NonFiniteLoss, StepFailed, Trainer
 
-__all__ = ["CheckpointError", "NonFiniteLoss", "Run", "Trainer", "build", "resolve_device"]
+__all__ = ["CheckpointError", "EvaluationFailed", "NonFiniteLoss", "Run", "StepFailed", "Trainer", "build", "resolve_device"]

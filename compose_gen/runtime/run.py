@@ -26,7 +26,8 @@ from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, compile_spec
 from compose_gen.compiler.build import build_data
-from compose_gen.core import EvalContext, Splits
+from compose_gen.core import ContractError, EvalContext, Splits
+from compose_gen.core.contracts import check_metric_result
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
@@ -42,9 +43,19 @@ from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed, setup
 from compose_gen.runtime.images import save_grid, save_scatter
 from compose_gen.runtime.trainer import Trainer
-from compose_gen.spec import Spec, load_spec
+from compose_gen.spec import Problem, Spec, SpecError, format_path, load_spec
 
-__all__ = ["Run", "build", "resolve_device"]
+__all__ = ["EvaluationFailed", "Run", "build", "resolve_device"]
+
+
+class EvaluationFailed(RuntimeError):
+    """Some metrics failed; ``results`` holds the others (and ``failed``: spec path → message), as written to the folder."""
+
+    def __init__(self, results: dict[str, Any], problems: SpecError, run_dir: Path | None) -> None:
+        self.results = results
+        written = f"; the other metrics are in {run_dir / 'evaluation.json'}" if run_dir is not None else ""
+        lines = "\n".join(f"  {line}" for line in str(problems).splitlines())
+        super().__init__(f"{len(problems.problems)} metric(s) failed (checkpoints are untouched{written}):\n{lines}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -222,7 +233,9 @@ class Run:
         """Run every metric of ``evaluate.metrics``; write ``evaluation.json`` into the folder.
 
         Metrics run in eval mode with the averaged weights (``train.ema``) on a random stream seeded by
-        the spec (training's weights and random stream are left as they were).
+        the spec (training's weights and random stream are left as they were).  A metric that raises or
+        returns anything but named floats does not stop the others: their results are written, the
+        failures too (under ``failed``), and then :class:`EvaluationFailed` names each failed metric.
         """
         was_training = self.model.training
         self.model.eval()
@@ -236,14 +249,26 @@ class Run:
             seed=self.spec.model.seed,
         )
         results: dict[str, Any] = {"step": self.trainer.step}
+        problems: list[Problem] = []
         try:
             with rng.isolated(self.device, self.spec.model.seed), self.averaged():
-                for metric in self.model.metrics:
-                    results.update(metric(ctx))
+                for declared, metric in zip(self.spec.sections.metrics, self.model.metrics, strict=True):
+                    try:
+                        results.update(check_metric_result(metric(ctx)))
+                        continue
+                    except ContractError as error:
+                        problem = f"broke the metric contract: {error}"
+                    except Exception as error:  # one broken metric must not cost the others
+                        problem = f"raised {type(error).__name__}: {error}"
+                    problems += self.spec.blame(declared, problem).problems
         finally:
             self.model.train(was_training)
+        if problems:
+            results["failed"] = {format_path(p.path): p.message for p in problems}
         if self.dir is not None:
             (self.dir / "evaluation.json").write_text(json.dumps(results, indent=1))
+        if problems:
+            raise EvaluationFailed(results, SpecError(problems, self.spec.source), self.dir)
         return results
 
 

@@ -59,11 +59,15 @@ from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import lr_factor, make_optimizer
 
-__all__ = ["NonFiniteLoss", "Trainer"]
+__all__ = ["NonFiniteLoss", "StepFailed", "Trainer"]
 
 
 class NonFiniteLoss(RuntimeError):
     """A loss, gradient or parameter became NaN or infinite; names the player, term and step."""
+
+
+class StepFailed(RuntimeError):
+    """A player's step raised; names the player, the step and the part of the spec whose code raised."""
 
 
 def _gradient_norm(grads: list[Tensor]) -> Tensor:
@@ -213,7 +217,12 @@ class Trainer:
                         if multi:
                             self._select(plan)
                         for _ in range(plan.spec.steps):
-                            running.add(self._player_step(name, plan))
+                            try:
+                                running.add(self._player_step(name, plan))
+                            except NonFiniteLoss:
+                                raise
+                            except Exception as error:
+                                raise self._failed(name, error) from error
                     self.step += 1
                     rounds += 1
                     self.dist.broadcast_state(self.model, parameters=rounds == 1)
@@ -291,6 +300,14 @@ class Trainer:
         if grads_ok:
             logs[f"{name}.grad_norm"] = norm
         return logs
+
+    def _failed(self, name: str, error: Exception) -> StepFailed:
+        """Say which player, step and spec part (type, plugin) ``error`` came from; checkpoints stay as they are."""
+        what = f"{type(error).__name__}: {error}"
+        culprit = self.model.culprit(error)
+        if culprit is not None:
+            what = str(self.model.spec.blame(culprit, f"raised {what}"))
+        return StepFailed(f"player {name!r}, step {self.step + 1}: {what}; training stopped, checkpoints already written are kept")
 
     def _select(self, plan: Plan) -> None:
         for p in self.model.parameters():

@@ -21,7 +21,7 @@ from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, s
 from compose_gen.spec.errors import Problem, SpecError, format_path
 from compose_gen.spec.model import EvaluateSpec, PlayerSpec, SpecModel, TrainSpec
 from compose_gen.spec.overrides import apply_overrides
-from compose_gen.spec.resolve import Declared, Sections, resolve_sections
+from compose_gen.spec.resolve import Declared, Sections, origin, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, parse_text
 
 __all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "format_path", "load_spec", "parse_text"]
@@ -43,6 +43,10 @@ class Spec:
     def error(self, path: Iterable[Any], message: str) -> SpecError:
         """A located :class:`SpecError` for one problem at ``path``."""
         return SpecError([Problem(tuple(path), message)], self.source)
+
+    def blame(self, declared: Declared, message: str) -> SpecError:
+        """A :class:`SpecError` at ``declared`` whose message starts with its type and plugin."""
+        return self.error(declared.path, f"{origin(declared.type.name, self.catalogue)} {message}")
 
     def to_yaml(self) -> str:
         """:meth:`to_dict` as YAML, in section order: what a run folder's ``spec.yaml`` holds."""

@@ -18,7 +18,7 @@ from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, Para
 from compose_gen.spec.errors import PathPart, Problem, SpecError
 from compose_gen.spec.model import SpecModel
 
-__all__ = ["Declared", "resolve_sections"]
+__all__ = ["Declared", "origin", "resolve_sections"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -83,6 +83,9 @@ class _Resolver:
         except ValidationError as error:
             for item in error.errors():
                 self.problem((*path, *item["loc"]), _message(item, component_type.params))
+            return None
+        except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
+            self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")
             return None
         declared = Declared(name, component_type, params, path)
         self._lift_refs(declared)
@@ -156,6 +159,11 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     if resolver.problems:
         raise SpecError(resolver.problems)
     return Sections(data, resolver.components, losses, sampler, metrics)
+
+
+def origin(type_name: str, catalogue: Catalogue) -> str:
+    """``type 'mlp' (plugin 'networks')``: where the code behind a declaration comes from."""
+    return f"type {type_name!r} (plugin {catalogue.plugin_of.get(type_name, '?')!r})"
 
 
 def _few(catalogue: Catalogue, kinds: tuple[str, ...]) -> str:

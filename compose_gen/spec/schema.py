@@ -12,6 +12,7 @@ from typing import Any
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType
 from compose_gen.registry.types import COMPONENT_PLACEHOLDER
 from compose_gen.spec.model import SpecModel
+from compose_gen.spec.resolve import origin
 
 __all__ = ["spec_schema"]
 
@@ -25,16 +26,29 @@ _SECTIONS = {
 
 
 def spec_schema(catalogue: Catalogue) -> dict[str, Any]:
-    """A draft 2020-12 JSON Schema describing every spec ``catalogue`` can validate."""
+    """A draft 2020-12 JSON Schema describing every spec ``catalogue`` can validate.
+
+    A ``ValueError`` names every type (and its plugin) whose parameter model has no JSON Schema.
+    """
     schema = SpecModel.model_json_schema()
     defs = schema.setdefault("$defs", {})
+    failures = []
     for section, kinds in _SECTIONS.items():
         variants = []
         for component_type in sorted(catalogue.of_kind(*kinds), key=lambda t: t.name):
             name = f"{section}_{component_type.name}"
-            defs[name] = _type_schema(component_type, defs)
+            try:
+                defs[name] = _type_schema(component_type, defs)
+            except Exception as error:  # e.g. a field of a type pydantic cannot describe
+                failures.append(f"{origin(component_type.name, catalogue)}: {type(error).__name__}: {str(error).splitlines()[0]}")
+                continue
             variants.append({"$ref": f"#/$defs/{name}"})
         defs[section] = {"oneOf": variants} if variants else {"type": "object"}
+    if failures:
+        raise ValueError(
+            "no JSON Schema for the parameters of " + "; ".join(failures)
+            + " (annotate such a field with pydantic's WithJsonSchema, or uninstall the plugin)"
+        )
     props = schema["properties"]
     props["data"] = {"$ref": "#/$defs/Dataset"}
     props["components"] = {"type": "object", "additionalProperties": {"$ref": "#/$defs/Component"}}

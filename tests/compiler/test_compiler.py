@@ -141,7 +141,7 @@ def test_shape_mismatch_names_the_component(gan_spec, catalogue) -> None:
     gan_spec["components"]["critic"]["in_features"] = 3
     message = errors(gan_spec, catalogue)
     assert "components.critic: dry run failed" in message
-    assert "(in component 'critic')" in message and "mlp expects inputs of shape (..., 3), got (2, 2)" in message
+    assert "(in component 'critic')" in message and "mlp expects inputs of shape (..., 3), got (5, 2)" in message
 
 
 def test_unknown_term_and_ambiguous_term(gan_spec, catalogue) -> None:

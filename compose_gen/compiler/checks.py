@@ -1,0 +1,106 @@
+"""Contract checks on what components return, while a model is built and dry-run.
+
+Each component of a spec is watched from the moment it is built: a prior,
+encoder, decoder or flow must return a distribution from ``forward``, a
+bijector ``(y, ladj)`` both ways (:meth:`Bijector.check_output`).  A violation is
+reported at the component that broke its contract, with its type and plugin,
+not at the code that consumed the bad value.
+
+A watched method is a bound method set on the instance, so direct calls
+(``bijector.inverse(y)``) are checked as well as ``module(x)``, and a deep copy
+of the module (a flow's ``repeat``) checks itself.  :func:`watching` removes
+every check, from the built objects and the copies inside them, when it exits,
+so training steps run unwatched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Any, Callable, Iterator
+
+from torch import nn
+
+from compose_gen.core import Bijector, ContractError
+from compose_gen.core.contracts import check_distribution
+from compose_gen.spec import Declared, Spec, SpecError
+
+__all__ = ["ContractWatch", "broken", "enforce", "watching"]
+
+_DISTRIBUTION_KINDS = frozenset({"prior", "encoder", "decoder", "flow"})
+_WATCHED_METHODS = ("forward", "inverse")
+
+#: ``check(module, args, kwargs, result)``: raises :class:`ContractError` when ``result`` breaks the contract.
+Check = Callable[[Any, tuple[Any, ...], dict[str, Any], Any], None]
+
+
+class ContractWatch:
+    """Checks installed on built objects; :meth:`close` removes them."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self._built: list[nn.Module] = []
+
+    def watch(self, declared: Declared, built: Any) -> None:
+        """Check the outputs of ``built``, made for ``declared``, from now on (until :meth:`close`)."""
+        if not isinstance(built, nn.Module):
+            return
+        self._built.append(built)
+        if isinstance(built, Bijector):
+            for direction in _WATCHED_METHODS:
+                self._shadow(built, direction, declared, self._bijector_check(direction))
+        elif declared.kind in _DISTRIBUTION_KINDS:
+            self._shadow(built, "forward", declared, lambda module, args, kwargs, result: check_distribution(result))
+
+    def close(self) -> None:
+        """Remove every check from the built objects and everything inside them."""
+        for built in self._built:
+            for module in built.modules():
+                for name in _WATCHED_METHODS:
+                    if getattr(getattr(vars(module).get(name), "__func__", None), "contract_check", False):
+                        delattr(module, name)
+        self._built.clear()
+
+    def _shadow(self, module: nn.Module, name: str, declared: Declared, check: Check) -> None:
+        """Make ``module.<name>`` its class's method followed by ``check``, as a bound method of ``module``."""
+        method = getattr(type(module), name)
+        spec = self.spec
+
+        def checked(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            result = method(self, *args, **kwargs)
+            enforce(spec, declared, check, self, args, kwargs, result)
+            return result
+
+        checked.contract_check = True  # type: ignore[attr-defined]
+        setattr(module, name, types.MethodType(checked, module))  # a deep copy rebinds it to the copy
+
+    @staticmethod
+    def _bijector_check(direction: str) -> Check:
+        def check(module: Bijector, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+            value = args[0] if args else next(iter(kwargs.values()))
+            module.check_output(direction, value, result)  # type: ignore[arg-type]
+
+        return check
+
+
+def enforce(spec: Spec, declared: Declared, check: Callable[..., object], *args: Any) -> None:
+    """Run ``check(*args)``; its :class:`ContractError` becomes a spec error at ``declared`` that names its type and plugin."""
+    try:
+        check(*args)
+    except ContractError as error:
+        raise broken(spec, declared, error) from None
+
+
+def broken(spec: Spec, declared: Declared, error: ContractError) -> SpecError:
+    """The spec error for ``declared``'s plugin breaking its kind's contract."""
+    return spec.blame(declared, f"broke the {declared.kind} contract: {error}")
+
+
+@contextlib.contextmanager
+def watching(spec: Spec) -> Iterator[ContractWatch]:
+    """A :class:`ContractWatch` for the objects built inside the block, removed when it ends."""
+    watch = ContractWatch(spec)
+    try:
+        yield watch
+    finally:
+        watch.close()

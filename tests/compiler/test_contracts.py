@@ -1,0 +1,218 @@
+"""A plugin that breaks its kind's contract is named, with its type and plugin, at the part of the spec that uses it."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from compose_gen_plugins import datasets, distributions, flows
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from compose_gen import Bijector, ComponentType, Loss, Params, Ref, Sampler, Value, make_catalogue
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, load_spec
+from compose_gen.testing.plugins import plugin
+
+
+class Broken(Params):
+    shape: list[int] = [2]
+    #: Which contract to break; "" keeps every one.
+    breaks: str = ""
+
+
+class Doubling(Bijector):
+    """``y = 2x``; ``breaks`` picks a way to get the output wrong."""
+
+    def __init__(self, p: Broken) -> None:
+        super().__init__(tuple(p.shape))
+        self.breaks = p.breaks
+        self.log_scale = nn.Parameter(torch.tensor(math.log(2.0)))
+
+    def forward(self, x, context=None):
+        y, ladj = x * self.log_scale.exp(), (self.log_scale * self.event_shape.numel()).expand(self.batch_shape(x))
+        if self.breaks == "forward_y_only":
+            return y
+        if self.breaks == "forward_ladj_like_x":
+            return y, ladj[..., None].expand(x.shape)
+        return y, ladj
+
+    def inverse(self, y, context=None):
+        x, ladj = y / self.log_scale.exp(), (-self.log_scale * self.event_shape.numel()).expand(self.batch_shape(y))
+        return x if self.breaks == "inverse_x_only" else (x, ladj)
+
+
+class Prior(nn.Module):
+    graph_methods = ("sample", "draw")
+
+    def __init__(self, p: Broken) -> None:
+        super().__init__()
+        self.breaks = p.breaks
+        self.register_buffer("loc", torch.zeros(p.shape))
+
+    def forward(self):
+        return self.loc if self.breaks == "tensor" else Independent(Normal(self.loc, 1.0), 1)
+
+    def sample(self, like):
+        return self().sample((len(like),))
+
+
+class NLLParams(Broken):
+    flow: Ref("flow")  # type: ignore[valid-type]
+    x: Value = "x"
+
+
+class NLL(Loss):
+    def __init__(self, flow: nn.Module, breaks: str) -> None:
+        super().__init__()
+        self.flow, self.breaks = flow, breaks
+        if breaks == "terms_str":
+            self.terms = "loss"  # type: ignore[misc]
+
+    def forward(self, inputs, terms):
+        nll = -self.flow.log_prob(inputs["x"])
+        results = {
+            "tensor": nll.mean(),
+            "none": None,
+            "other_term": {"nll": nll.mean()},
+            "extra_per_example": {"loss": nll.mean(), "per_example": nll},
+            "extra_float": {"loss": nll.mean(), "const": 1.5},
+        }
+        return results.get(self.breaks, {"loss": nll.mean()})
+
+
+class Drawer(Sampler):
+    def __init__(self, breaks: str) -> None:
+        super().__init__()
+        self.breaks = breaks
+
+    def sample(self, n, temperature=1.0):
+        return {"none": None, "list": [torch.zeros(2)] * n}.get(self.breaks, torch.zeros(n, 2))
+
+
+BROKEN = plugin(
+    ComponentType("t_scale", "bijector", Broken, lambda p, ctx: Doubling(p), doc="y = 2x."),
+    ComponentType("t_prior", "prior", Broken, lambda p, ctx: Prior(p), doc="N(0, 1)."),
+    ComponentType("t_nll", "loss", NLLParams, lambda p, ctx: NLL(ctx.component(p.flow), p.breaks), doc="NLL."),
+    ComponentType("t_sampler", "sampler", Broken, lambda p, ctx: Drawer(p.breaks), doc="Zeros."),
+    ComponentType("t_metric", "metric", Broken, lambda p, ctx: None, doc="Builds nothing."),
+    name="breakage",
+)
+
+FLOW = {
+    "name": "contracts",
+    "data": {"type": "moons", "n": 64},
+    "components": {
+        "flow": {
+            "type": "flow",
+            "base": {"type": "t_prior"},
+            "bijectors": [{"type": "t_scale"}],
+        }
+    },
+    "losses": {"nll": {"type": "t_nll", "flow": "flow"}},
+    "sample": {"type": "flow_sampler", "flow": "flow"},
+    "train": {"steps": 2, "batch_size": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return make_catalogue([BROKEN, datasets, distributions, flows], entry_points=False)
+
+
+def spec_with(path: str = "", breaks: str = "") -> dict:
+    """``FLOW`` with ``breaks`` set on the part at the dotted ``path``, e.g. ``spec_with("losses.nll", "none")``."""
+    spec = copy.deepcopy(FLOW)
+    if path:
+        part = spec
+        for key in path.split("."):
+            part = part[int(key)] if key.isdigit() else part[key]
+        part["breaks"] = breaks
+    return spec
+
+
+def problem(spec: dict, catalogue) -> str:
+    with pytest.raises(SpecError) as info:
+        build(load_spec(spec, catalogue=catalogue), "cpu")
+    assert len(info.value.problems) == 1
+    return str(info.value)
+
+
+def test_a_plugin_that_keeps_its_contracts_builds_and_trains_unwatched(catalogue) -> None:
+    spec = spec_with()
+    spec["components"]["flow"]["repeat"] = 3  # deep copies of the watched bijector, made while it is watched
+    model, _ = build(load_spec(spec, catalogue=catalogue), "cpu")
+    bijectors = [m for m in model.modules() if isinstance(m, Doubling)]
+    assert len(bijectors) == 3
+    assert not any({"forward", "inverse"} & set(vars(m)) for m in model.modules()), "the checks are gone, copies' too"
+    with torch.no_grad():  # each copy runs its own parameters, not the original's
+        bijectors[1].log_scale.fill_(0.0)
+    x = torch.ones(1, 2)
+    assert [b.inverse(x)[0][0, 0].item() for b in bijectors] == [0.5, 1.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "breaks, expected",
+    [
+        ("forward_y_only", "forward returned a Tensor of shape (5, 2), not a pair of tensors (y, ladj)"),
+        ("forward_ladj_like_x", "forward returned ladj of shape (5, 2) for an input of shape (5, 2); ladj is summed over the event dimensions (2,), so its shape is the batch shape (5,)"),
+        ("inverse_x_only", "inverse returned a Tensor of shape (5, 2), not a pair of tensors (y, ladj)"),
+    ],
+)
+def test_a_bijector_output_that_breaks_the_contract_names_the_bijector(catalogue, breaks, expected) -> None:
+    message = problem(spec_with("components.flow.bijectors.0", breaks), catalogue)
+    assert f"components.flow.bijectors[0]: type 't_scale' (plugin 'breakage') broke the bijector contract: {expected}" in message
+
+
+def test_a_prior_returning_a_tensor_is_blamed_not_the_flow_that_reads_it(catalogue) -> None:
+    message = problem(spec_with("components.flow.base", "tensor"), catalogue)
+    assert (
+        "components.flow.base: type 't_prior' (plugin 'breakage') broke the prior contract: "
+        "forward returned a Tensor of shape (2,), not a torch.distributions.Distribution"
+    ) in message
+    assert "flows" not in message
+
+
+@pytest.mark.parametrize(
+    "breaks, expected",
+    [
+        ("tensor", "forward returned a Tensor of shape (), not a dict of scalar tensors such as {'loss': ...}"),
+        ("none", "forward returned None, not a dict of scalar tensors"),
+        ("other_term", "forward returned no term 'loss' (it returned 'nll')"),
+        ("extra_per_example", "forward returned 'per_example' as a Tensor of shape (5,), not a scalar tensor"),
+        ("extra_float", "forward returned 'const' as a float, not a scalar tensor (wrap it: torch.tensor(value))"),
+        ("terms_str", "`terms` must be a non-empty tuple of names such as ('loss',), got 'loss'"),
+    ],
+)
+def test_a_loss_that_breaks_the_contract_is_named(catalogue, breaks, expected) -> None:
+    message = problem(spec_with("losses.nll", breaks), catalogue)
+    assert f"losses.nll: type 't_nll' (plugin 'breakage') broke the loss contract: {expected}" in message
+
+
+@pytest.mark.parametrize("breaks, returned", [("none", "None"), ("list", "a list")])
+def test_a_sampler_that_returns_no_tensor_is_named(catalogue, breaks, returned) -> None:
+    spec = spec_with()
+    spec["sample"] = {"type": "t_sampler", "breaks": breaks}
+    message = problem(spec, catalogue)
+    assert f"sample: type 't_sampler' (plugin 'breakage') broke the sampler contract: sample(5) returned {returned}, not a tensor of 5 examples" in message
+
+
+def test_a_graph_method_listed_but_missing_blames_the_component(catalogue) -> None:
+    spec = spec_with()
+    spec["components"]["prior"] = {"type": "t_prior"}
+    spec["graph"] = {"z": "prior.draw(x)"}
+    spec["losses"]["nll"]["x"] = "z"
+    message = problem(spec, catalogue)
+    assert (
+        "components.prior: type 't_prior' (plugin 'breakage') broke the prior contract: "
+        "it lists 'draw' in graph_methods, but has no method 'draw' (used by prior.draw(x))"
+    ) in message
+
+
+def test_a_metric_that_builds_no_callable_is_named(catalogue) -> None:
+    spec = spec_with()
+    spec["evaluate"] = {"metrics": [{"type": "t_metric"}]}
+    message = problem(spec, catalogue)
+    assert "evaluate.metrics[0]: type 't_metric' (plugin 'breakage') built a NoneType, not a Callable as a metric must be" in message

@@ -1,0 +1,103 @@
+"""A plugin failing during training or evaluation is named (player, step, spec part, type, plugin) and nothing saved is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from compose_gen_plugins import datasets, metrics, networks
+
+from compose_gen import ComponentType, Loss, Params, Value, make_catalogue
+from compose_gen.runtime import EvaluationFailed, Run, StepFailed
+from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.spec import load_spec
+from compose_gen.testing.plugins import plugin
+
+
+class FitParams(Params):
+    pred: Value
+    x: Value = "x"
+    #: The call (1-based, with gradients; the dry run makes the first) that raises; 0: none.
+    raise_at: int = 0
+
+
+class Fit(Loss):
+    def __init__(self, raise_at: int) -> None:
+        super().__init__()
+        self.raise_at, self.calls = raise_at, 0
+
+    def forward(self, inputs, terms):
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.raise_at:
+                raise KeyError("late failure")
+        return {"loss": ((inputs["pred"] - inputs["x"]) ** 2).mean()}
+
+
+class MetricParams(Params):
+    breaks: str
+
+
+def build_metric(p: MetricParams, ctx: object) -> object:
+    """A metric that fails as ``breaks`` says."""
+
+    def metric(ectx):
+        if p.breaks == "raise":
+            raise ZeroDivisionError("metric broke")
+        return {"float": 3.0, "tensor": {"m": torch.tensor([1.0, 2.0])}}[p.breaks]
+
+    return metric
+
+
+FAILING = plugin(
+    ComponentType("t_fit", "loss", FitParams, lambda p, ctx: Fit(p.raise_at), doc="Squared error."),
+    ComponentType("t_metric", "metric", MetricParams, build_metric),
+    name="failing",
+)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return make_catalogue([FAILING, datasets, networks, metrics], entry_points=False)
+
+
+def spec(raise_at: int = 0, metric_breaks: tuple[str, ...] = ()) -> dict:
+    return {
+        "name": "failing",
+        "device": "cpu",
+        "data": {"type": "moons", "n": 64},
+        "components": {"net": {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [4]}},
+        "graph": {"pred": "net(x)"},
+        "losses": {"fit": {"type": "t_fit", "pred": "pred", "raise_at": raise_at}},
+        "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 1},
+        "evaluate": {"metrics": [{"type": "test_losses"}, *({"type": "t_metric", "breaks": b} for b in metric_breaks)]},
+    }
+
+
+def test_a_loss_raising_mid_training_is_named_and_the_checkpoints_stay(catalogue, tmp_path) -> None:
+    run = Run.create(load_spec(spec(raise_at=4), catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(StepFailed) as info:
+        run.train()
+    message = str(info.value)
+    assert message.startswith("player 'model', step 3: ")
+    assert "losses.fit: type 't_fit' (plugin 'failing') raised KeyError: 'late failure'" in message
+    assert "checkpoints already written are kept" in message
+    assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000001", "step-00000002"]
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_failing_metrics_are_named_and_the_others_are_written(catalogue, tmp_path) -> None:
+    run = Run.create(load_spec(spec(metric_breaks=("raise", "float", "tensor")), catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(EvaluationFailed) as info:
+        run.train(1)
+    message = str(info.value)
+    assert message.startswith(f"3 metric(s) failed (checkpoints are untouched; the other metrics are in {tmp_path / 'run' / 'evaluation.json'}):")
+    assert "evaluate.metrics[1]: type 't_metric' (plugin 'failing') raised ZeroDivisionError: metric broke" in message
+    assert "evaluate.metrics[2]: type 't_metric' (plugin 'failing') broke the metric contract: returned a float, not a dict of named floats" in message
+    assert "evaluate.metrics[3]: type 't_metric' (plugin 'failing') broke the metric contract: returned 'm' (a Tensor of shape (2,)), not floats" in message
+    written = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert written["step"] == 1 and "test/fit" in written
+    assert sorted(written["failed"]) == ["evaluate.metrics[1]", "evaluate.metrics[2]", "evaluate.metrics[3]"]
+    assert info.value.results == written
+    assert list_checkpoints(tmp_path / "run")

@@ -1,0 +1,56 @@
+"""A plugin's parameter model that fails in ways pydantic does not report is named, with its type and plugin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from compose_gen_plugins import datasets
+from pydantic import ConfigDict, field_validator
+
+from compose_gen import ComponentType, Params, make_catalogue
+from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec.schema import spec_schema
+from compose_gen.testing.plugins import plugin
+
+
+class LevelParams(Params):
+    level: int = 0
+
+    @field_validator("level")
+    @classmethod
+    def _known(cls, level: int) -> int:
+        if level == 1:
+            raise TypeError("validator blew up")
+        return {0: 0, 2: 2}[level]  # a KeyError for any other level
+
+
+class TensorParams(Params):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    init: torch.Tensor | None = None
+
+
+def metric(params: Params, ctx: object) -> object:
+    """Nothing."""
+    return lambda ectx: {}
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return make_catalogue([plugin(ComponentType("levels", "metric", LevelParams, metric), name="levelled"), datasets], entry_points=False)
+
+
+@pytest.mark.parametrize("level, raised", [(1, "TypeError: validator blew up"), (3, "KeyError: 3")])
+def test_a_validator_raising_what_pydantic_does_not_catch_is_located(catalogue, level, raised) -> None:
+    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "levels"}, {"type": "levels", "level": level}]}}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, catalogue=catalogue)
+    assert str(info.value).endswith(f": evaluate.metrics[1]: type 'levels' (plugin 'levelled') failed to validate its parameters: {raised}")
+
+
+def test_a_parameter_model_without_a_json_schema_is_named() -> None:
+    catalogue = make_catalogue([plugin(ComponentType("tensor_init", "metric", TensorParams, metric), name="tensors")], entry_points=False)
+    with pytest.raises(ValueError) as info:
+        spec_schema(catalogue)
+    message = str(info.value)
+    assert message.startswith("no JSON Schema for the parameters of type 'tensor_init' (plugin 'tensors'): PydanticInvalidForJsonSchema:")
+    assert "torch.Tensor" in message and "WithJsonSchema" in message
