@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, build
 from compose_gen.spec import SpecError, load_spec
 
 __all__ = ["main"]
+
+T = TypeVar("T", int, float)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -108,7 +111,9 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
-    results = run.evaluate()
+    results = run.evaluate(record=not args.set)  # an override is for this command: the folder keeps its own results
+    if args.set:
+        print(f"not recorded in {run.dir / 'evaluation.json'}: the spec was changed with --set", file=sys.stderr)
     if args.json:
         print(json.dumps(results))
     else:
@@ -171,9 +176,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("sample", _sample, "write samples of a trained run as an image")
     p.add_argument("run_dir")
-    p.add_argument("-n", type=int, default=64)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("-n", type=_positive(int), default=64, help="how many samples")
+    p.add_argument("-o", "--output", required=True, help="the picture to write (.png unless it names another format)")
+    p.add_argument("--temperature", type=_positive(float), default=1.0, help="scale of the latent noise's standard deviation")
     p.add_argument("--device")
     overrides(p)
 
@@ -188,6 +193,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type: a finite number of ``kind`` above zero."""
+
+    def parse(text: str) -> T:
+        value = kind(text)
+        if not (math.isfinite(value) and value > 0):  # type: ignore[arg-type, operator]
+            raise argparse.ArgumentTypeError(f"must be a finite number above zero, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -195,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
-    except (CheckpointError, NonFiniteLoss, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as error:
+    except (CheckpointError, NonFiniteLoss, OSError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

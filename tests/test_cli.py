@@ -110,6 +110,26 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
     assert json.loads((run / "evaluation.json").read_text())["step"] == 15
     assert main(["runs", str(tmp_path)]) == 0
     assert "tiny_vae  step 15" in capsys.readouterr().out
+    recorded = (run / "evaluation.json").read_text()
+    assert main(["evaluate", str(run), "--set", "evaluate.batch_size=7"]) == 0
+    assert (run / "evaluation.json").read_text() == recorded, "an override is for one command, not the run's record"
+    assert f"not recorded in {run / 'evaluation.json'}: the spec was changed with --set" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "grid")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}" and (tmp_path / "grid.png").exists()
+    assert main(["sample", str(run), "-o", str(tmp_path)]) == 1
+    assert f"{tmp_path} is a folder; give a file name such as {tmp_path / 'samples.png'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["-n", "-3"], ["--temperature", "nan"], ["--temperature", "0"]])
+def test_sample_options_must_be_positive(option, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["sample", "run", "-o", "s.png", *option])
+    assert f"argument {option[0]}: must be a finite number above zero, got {option[1]}" in capsys.readouterr().err
+
+
+def test_schema_into_a_folder_is_an_error_not_a_traceback(tmp_path, capsys) -> None:
+    assert main(["schema", "-o", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: [Errno 21] Is a directory")
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path) -> None:

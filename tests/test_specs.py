@@ -8,10 +8,12 @@ cannot silently stop training.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import compose_gen as cg
 from compose_gen.runtime import Trainer, build
@@ -54,3 +56,20 @@ def test_json_schema_accepts_shipped_spec(path: Path, catalogue) -> None:
     validator = jsonschema.Draft202012Validator(spec_schema(catalogue))
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(load_source(path).data)]
     assert not errors, errors
+
+
+def _readme_specs() -> list[str]:
+    """The README's YAML examples that are whole specs (they have a name), not fragments."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    return [block for block in blocks if re.search(r"^name:", block, flags=re.MULTILINE)]
+
+
+def test_the_readme_has_whole_specs() -> None:
+    assert len(_readme_specs()) >= 2
+
+
+@pytest.mark.parametrize("text", _readme_specs(), ids=lambda text: text.split("\n", 1)[0])
+def test_a_readme_spec_validates(text: str) -> None:
+    """What a reader copies from the README must work: compiled with its dry run, as ``compose-gen validate`` does."""
+    build(cg.load_spec(yaml.safe_load(text)), "cpu")

@@ -17,8 +17,10 @@ from typing import Any, Iterator
 import torch
 
 from compose_gen.compiler.checks import enforce
+from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits
 from compose_gen.core.contracts import check_loss_result, check_samples
+from compose_gen.registry import suggest
 from compose_gen.spec import Problem, SpecError
 
 __all__ = ["dry_run"]
@@ -36,9 +38,11 @@ def dry_run(model: Any, data: Splits) -> None:
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     stack: list[str] = []
+    logged: set[str] = set()
     try:
         with _tracking(model, stack):
             for plan in model.plans.values():
+                logged.add(f"{plan.player}.grad_norm")
                 values: dict[str, Any] = dict(batch)
                 for step in plan.values:
                     with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", shapes):
@@ -48,6 +52,7 @@ def dry_run(model: Any, data: Splits) -> None:
                     with _located(spec, stack, ("losses", call.name), f"computing loss {call.name!r}", shapes):
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
+                    logged.update(term_address(call.name, key) for key in result)
             if model.sampler is not None:
                 with _located(spec, stack, ("sample",), "sampling", shapes):
                     drawn = model.sample(DRY_RUN_EXAMPLES)
@@ -60,6 +65,16 @@ def dry_run(model: Any, data: Splits) -> None:
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+    _check_best_metric(spec, logged)
+
+
+def _check_best_metric(spec: Any, logged: set[str]) -> None:
+    """``train.best_metric`` must be among what training logs, or no best checkpoint could ever be found."""
+    metric = spec.model.train.best_metric
+    if metric is not None and metric not in logged:
+        raise spec.error(
+            ("train", "best_metric"), f"{metric!r} is not a logged metric{suggest(metric, logged)}; logged: {', '.join(sorted(logged))}"
+        )
 
 
 @contextlib.contextmanager

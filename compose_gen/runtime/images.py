@@ -26,8 +26,7 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     picture = Image.fromarray(array[..., 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable_picture(path)
     picture.save(path)
     return path
 
@@ -60,8 +59,18 @@ def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = No
         ax.set_ylim(*limits[1])
         ax.set_aspect("equal")
         ax.set_title(f"{title}  {name}".strip())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable_picture(path)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+    return path
+
+
+def _writable_picture(path: str | Path) -> Path:
+    """``path``, as ``.png`` when it names no format, with its folder made; an existing folder is an error."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'samples.png'}")
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -37,11 +36,13 @@ from compose_gen.runtime.checkpoint import (
     load_checkpoint,
     load_latest,
     read_best,
+    write_json_atomic,
     write_text_atomic,
 )
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed, setup
 from compose_gen.runtime.images import save_grid, save_scatter
+from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import Trainer
 from compose_gen.spec import Problem, Spec, SpecError, format_path, load_spec
 
@@ -123,7 +124,9 @@ class Run:
 
         ``checkpoint`` picks another one: ``"best"`` (see ``train.best_metric``) or a checkpoint folder.
         A folder with no checkpoint yet (stopped before its first) gives the freshly
-        built model, to train from the start, or with ``trained`` an error.
+        built model, to train from the start, or with ``trained`` an error.  So does
+        one whose checkpoints are gone but whose records of training are not: starting
+        over would overwrite them.
         """
         run_dir = Path(run_dir)
         if not (run_dir / "spec.yaml").exists():
@@ -140,6 +143,8 @@ class Run:
                 run.trainer.say(f"warning: {warning}")
             if loaded is None and warnings:
                 raise CheckpointError(f"{run_dir}: no checkpoint could be loaded")
+            if loaded is None:
+                _refuse_to_start_over(run_dir)
         else:
             loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)
         if loaded is not None:
@@ -229,8 +234,8 @@ class Run:
         return self.save_samples(self.dir / "samples" / f"step-{step:08d}.png")
 
     @torch.no_grad()
-    def evaluate(self, out_dir: str | Path | None = None) -> dict[str, Any]:
-        """Run every metric of ``evaluate.metrics``; write ``evaluation.json`` into the folder.
+    def evaluate(self, out_dir: str | Path | None = None, record: bool = True) -> dict[str, Any]:
+        """Run every metric of ``evaluate.metrics``; with ``record``, write ``evaluation.json`` into the folder.
 
         Metrics run in eval mode with the averaged weights (``train.ema``) on a random stream seeded by
         the spec (training's weights and random stream are left as they were).  A metric that raises or
@@ -265,10 +270,10 @@ class Run:
             self.model.train(was_training)
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
-        if self.dir is not None:
-            (self.dir / "evaluation.json").write_text(json.dumps(results, indent=1))
+        if self.dir is not None and record:
+            write_json_atomic(self.dir / "evaluation.json", results)
         if problems:
-            raise EvaluationFailed(results, SpecError(problems, self.spec.source), self.dir)
+            raise EvaluationFailed(results, SpecError(problems, self.spec.source), self.dir if record else None)
         return results
 
 
@@ -279,3 +284,17 @@ def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
     if best is None:
         raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")
     return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"
+
+
+def _refuse_to_start_over(run_dir: Path) -> None:
+    """A folder that has no checkpoint but records of training: resuming would start over and overwrite them."""
+    records = read_metrics(run_dir / "metrics.jsonl")
+    evaluated = (run_dir / "evaluation.json").exists()
+    if not records and not evaluated:
+        return
+    step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
+    found = " and ".join(name for name, present in (("metrics.jsonl", records), ("evaluation.json", evaluated)) if present)
+    raise CheckpointError(
+        f"{run_dir} holds no checkpoint, but {found} (up to step {step}): starting over would overwrite them; "
+        f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR"
+    )

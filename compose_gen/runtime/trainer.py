@@ -49,6 +49,7 @@ from compose_gen.runtime.checkpoint import (
     BEST_FILE,
     Checkpoint,
     clean_temporary,
+    list_checkpoints,
     restore_optimizers,
     save_checkpoint,
     write_json_atomic,
@@ -321,7 +322,12 @@ class Trainer:
             what = self._diagnose_gradients(name, plan, batch)
         else:
             bad = [f"{k}={float(v.detach()):g}" for k, v in logs.items() if not torch.isfinite(v).all()]
-            what = f"non-finite loss ({', '.join(bad)})" if bad else "non-finite loss on another process"
+            if bad:
+                what = f"non-finite loss ({', '.join(bad)})"
+            elif self.dist.world_size > 1:
+                what = "non-finite loss on another process"
+            else:
+                what = f"non-finite weighted sum of finite terms (check the weights of players.{name}.terms)"
         message = f"player {name!r}, step {self.step + 1}: {what}"
         if self.train.on_nan == "skip" and self.nan_skips < self.train.max_nan_skips:
             self.nan_skips += 1
@@ -331,7 +337,8 @@ class Trainer:
             advice = f"; more than train.max_nan_skips={self.train.max_nan_skips} batches were non-finite"
         else:
             advice = "; `train.on_nan: skip` skips such batches"
-        raise NonFiniteLoss(f"{message}: training stopped, the last good checkpoint stays{advice}")
+        kept = "the last good checkpoint stays" if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
+        raise NonFiniteLoss(f"{message}: training stopped, {kept}{advice}")
 
     def _diagnose_gradients(self, name: str, plan: Plan, batch: dict[str, Tensor]) -> str:
         """Which components got non-finite gradients, and from which terms (recomputed term by term)."""
@@ -390,8 +397,9 @@ class Trainer:
         metric = self.train.best_metric
         if metric is None or not last:
             return False
-        if metric not in last:
-            raise ValueError(f"train.best_metric {metric!r} is not a logged metric; logged: {', '.join(sorted(last))}")
+        if metric not in last:  # the dry run checks the name; a model built without it can still be saved
+            self.say(f"warning: train.best_metric {metric!r} is not a logged metric (logged: {', '.join(sorted(last))}); no best checkpoint")
+            return False
         value = last[metric]
         if not math.isfinite(value):
             return False

@@ -11,12 +11,15 @@ import torch
 from runtime_toys import AUTOENCODER, GAN, VAE, same_state, spec_dict
 from safetensors.torch import load_file
 
-from compose_gen.runtime import NonFiniteLoss, Run
+from compose_gen.compiler import compile_spec
+from compose_gen.compiler.build import build_data
+from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, Trainer
 from compose_gen.runtime.checkpoint import list_checkpoints, read_best
+from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import _gradient_norm, _RunningMeans
-from compose_gen.spec import load_spec
+from compose_gen.spec import SpecError, load_spec
 
 
 def _records(run_dir):
@@ -73,6 +76,15 @@ def _nan_run(tmp_path, catalogue, nan_at, kind="loss", **train):
     run = Run.create(load_spec(raw, catalogue=catalogue), tmp_path / "run", progress=False)
     run.model.losses["rec"].calls = 0  # forget the dry run's call
     return run
+
+
+def test_a_weighted_sum_that_overflows_is_blamed_on_the_weights_and_no_checkpoint_is_promised(tmp_path, toys_catalogue):
+    raw = spec_dict(AUTOENCODER, steps=2)
+    raw["players"] = {"model": {"params": ["net"], "terms": {"rec": 1e39}}}  # finite as a number, inf once it weights a float32 term
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    message = r"non-finite weighted sum of finite terms \(check the weights of players.model.terms\): training stopped, no checkpoint was written yet"
+    with pytest.raises(NonFiniteLoss, match=message):
+        run.train()
 
 
 def test_nan_loss_names_player_term_and_step_and_keeps_last_good_checkpoint(tmp_path, toys_catalogue):
@@ -135,10 +147,32 @@ def test_keep_last_n_and_the_best(tmp_path, toys_catalogue):
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False).trainer.step == best_step
 
 
-def test_unknown_best_metric_is_a_clear_error(tmp_path, toys_catalogue):
-    spec = load_spec(spec_dict(AUTOENCODER, steps=2, best_metric="elbo"), catalogue=toys_catalogue)
-    with pytest.raises(ValueError, match=r"train.best_metric 'elbo' is not a logged metric; logged: .*rec"):
-        Run.create(spec, tmp_path / "run", progress=False).train()
+def test_an_unknown_best_metric_is_found_by_the_dry_run_before_any_step(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2, best_metric="recc"), catalogue=toys_catalogue)
+    with pytest.raises(SpecError, match=r"train.best_metric: 'recc' is not a logged metric; did you mean 'rec'\?; logged: .*model.grad_norm"):
+        Run.create(spec, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_built_without_the_dry_run_still_saves_with_an_unknown_best_metric(tmp_path, toys_catalogue, capsys):
+    """The trainer's own check only warns: a typo must never cost the run its checkpoint."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2, best_metric="recc"), catalogue=toys_catalogue)
+    data = build_data(spec)
+    model = compile_spec(spec, data, torch.device("cpu"), check=False)
+    trainer = Trainer(model, BatchStream(data.train, 8, 0, model.device), tmp_path, progress=False)
+    trainer.fit(2)
+    assert trainer.save({"rec": 1.0}) is not None and [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002"]
+    assert "warning: train.best_metric 'recc' is not a logged metric (logged: rec); no best checkpoint" in capsys.readouterr().err
+
+
+def test_resuming_a_run_whose_checkpoints_are_gone_refuses_to_overwrite_its_records(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=3, log_every=1, checkpoint_every=1), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"holds no checkpoint, but metrics.jsonl \(up to step 3\): starting over"):
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
 
 
 def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalogue):
