@@ -1,14 +1,18 @@
 """NumPy files: ``npz`` archives and ``npy`` arrays, loaded without unpickling.
 
 ``x`` keeps the array's shape after the first (example) dimension; a 1-D array
-is one feature per example.  Labels must be non-negative integers; the number of
-classes is the largest label + 1.  Object arrays are refused
-(``allow_pickle=False``), as are non-numeric and non-finite values.
+is one feature per example; every value must be finite and within float32's
+range.  Labels must be non-negative integers; the number of classes is the
+largest label + 1, at most ``MAX_CLASSES`` (:mod:`.limits`).  Object arrays are
+refused (``allow_pickle=False``), as are non-numeric values and files that are
+not .npy/.npz at all (checked by their first bytes, so they are not mistaken for
+pickles).  Errors name the file and, for a bad value, its index: ``x[3, 1]``.
 """
 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +23,7 @@ from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
+from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, element, float32_overflow, too_many_classes
 
 __all__ = ["ARRAY_TYPES", "as_features", "as_labels", "require_file"]
 
@@ -49,31 +54,50 @@ def require_file(path: Path) -> None:
 
 
 def as_features(array: np.ndarray, path: Path, what: str = "x") -> Tensor:
-    """``array`` as float64 ``(N, *event)``; errors name ``path`` and ``what``."""
+    """``array`` as float64 ``(N, *event)``, every value finite in float32; errors name ``path`` and the value."""
     if array.dtype.kind not in "biuf":
         raise file_error(path, f"{what} has dtype {array.dtype}; expected numbers")
-    if array.ndim == 0 or len(array) == 0:
-        raise file_error(path, f"{what} has shape {array.shape}; expected at least one example")
-    if not np.isfinite(array).all():
-        first = np.argwhere(~np.isfinite(array))[0]
-        raise file_error(path, f"{what} has a non-finite value at index {tuple(int(i) for i in first)}")
-    x = torch.as_tensor(np.asarray(array, dtype=np.float64))
+    if array.ndim == 0 or array.size == 0:
+        raise file_error(path, f"{what} has shape {array.shape}, no values; expected at least one example")
+    _refuse_first(array, ~np.isfinite(array), path, what, "not a finite number")
+    with np.errstate(over="ignore"):  # a long double beyond float64 becomes inf, found just below
+        x = torch.as_tensor(np.asarray(array, dtype=np.float64))
+    overflow = float32_overflow(x)
+    if overflow is not None:
+        raise file_error(path, f"{element(what, overflow)} = {array[overflow].item()}: {BEYOND_FLOAT32}")
     return x[:, None] if x.dim() == 1 else x
 
 
 def as_labels(array: np.ndarray, path: Path, n: int, what: str = "labels") -> tuple[Tensor, int]:
-    """Integer labels ``0..K-1`` of ``n`` examples, and ``K``."""
+    """Integer labels ``0..K-1`` of ``n`` examples, and ``K`` (the largest label + 1, at most ``MAX_CLASSES``)."""
     if array.shape != (n,):
         raise file_error(path, f"{what} have shape {array.shape}; expected ({n},), one per example")
-    if array.dtype.kind not in "iuf" or not np.all(array == np.round(array)) or (array < 0).any():
-        raise file_error(path, f"{what} must be non-negative integers")
-    y = torch.as_tensor(np.asarray(array, dtype=np.int64))
-    return y, int(y.max()) + 1
+    if array.dtype.kind not in "iuf":
+        raise file_error(path, f"{what} have dtype {array.dtype}; labels must be non-negative integers")
+    not_class_index = ~np.isfinite(array) | (array != np.round(array)) | (array < 0)
+    _refuse_first(array, not_class_index, path, what, "labels must be non-negative integers")
+    largest = int(array.argmax())
+    problem = too_many_classes(int(array[largest]))
+    if problem is not None:
+        raise file_error(path, f"{element(what, (largest,))}: {problem}")
+    return torch.as_tensor(array.astype(np.int64)), int(array[largest]) + 1
+
+
+def _refuse_first(array: np.ndarray, bad: np.ndarray, path: Path, what: str, problem: str) -> None:
+    """Raise ``"<path>: x[1, 0] = nan: <problem>"`` for the first ``bad`` value of ``array``, if any."""
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise file_error(path, f"{element(what, index)} = {array[index].item()}: {problem}")
+
+
+#: How each kind of NumPy file begins: the .npy magic string, or a zip archive's local or empty-archive header.
+_MAGIC = {".npy": (np.lib.format.MAGIC_PREFIX,), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}
 
 
 def _load(path: Path, archive: bool) -> np.ndarray | np.lib.npyio.NpzFile:
     require_file(path)
     kind = ".npz" if archive else ".npy"
+    _require_magic(path, kind)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
@@ -83,13 +107,29 @@ def _load(path: Path, archive: bool) -> np.ndarray | np.lib.npyio.NpzFile:
     return loaded
 
 
+def _require_magic(path: Path, kind: str) -> None:
+    """Refuse a file that is neither a .npy array nor a .npz archive, before NumPy guesses it is a pickle."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(np.lib.format.MAGIC_PREFIX))
+    except OSError as error:
+        raise file_error(path, f"cannot be read ({error})") from None
+    if not start.startswith(tuple(magic for magics in _MAGIC.values() for magic in magics)):
+        expected = " or ".join(repr(magic) for magic in _MAGIC[kind])
+        found = f"it starts with {start!r}" if start else "it is empty"
+        raise file_error(path, f"not a readable {kind} file: {found}, not {expected}")
+
+
 def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     if key not in archive.files:
         raise file_error(path, f"has no array {key!r}; it has {sorted(archive.files)}")
     try:
-        return archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        member = archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise file_error(path, f"array {key!r} is unreadable ({error})") from None
+    if not isinstance(member, np.ndarray):  # NumPy hands back the raw bytes of a member that is not a .npy file
+        raise file_error(path, f"array {key!r} is not a .npy array: its member starts with {member[:16]!r}")
+    return member
 
 
 def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None) -> Splits:

@@ -157,6 +157,9 @@ def make_splits(
     them, so one ``to_display`` serves each.
     """
     info = space or DataSpace()
+    for name, half in (("train", train), ("test", test)):
+        if len(next(iter(half.values()))) == 0:
+            raise DatasetError(f"empty {name} split: it has no examples")
     event = tuple(train[modelled[0]].shape[1:])
     if info.image_shape is not None and math.prod(info.image_shape) != math.prod(event):
         raise DatasetError(f"image shape {info.image_shape} does not match event shape {event}")

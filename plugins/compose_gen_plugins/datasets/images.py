@@ -3,7 +3,8 @@
 Both give ``x`` as ``(N, C, H, W)`` (or flat with ``shape: flat``) of 8-bit
 pixels, divided by 255 into ``[0, 1]`` with ``scale: true`` (log-determinant
 ``-D·log 255``).  For ``dequantize`` keep ``scale: false`` (integers 0..255,
-``levels: 256``).
+``levels: 256``).  Images of more bits per channel (16-bit PNGs, float TIFFs)
+are refused rather than clipped.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageMode
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits
 from compose_gen_plugins.datasets.arrays import PositiveInt, as_labels, require_file
-from compose_gen_plugins.datasets.base import DataSpace, ImageParams, file_error, make_splits, split_fields
+from compose_gen_plugins.datasets.base import DatasetError, DataSpace, ImageParams, file_error, make_splits, split_fields
 
 __all__ = ["IMAGE_TYPES", "read_idx"]
 
@@ -52,7 +53,7 @@ def _image_splits(p: EightBitParams, train: dict[str, Tensor], test: dict[str, T
 
 
 class ImageFolderParams(EightBitParams):
-    root: Path = Field(..., description="folder of images, or of one subfolder of images per class (labels y)")
+    root: Path = Field(..., description="folder of 8-bit images, or of one subfolder of images per class (labels y)")
     mode: Literal["grayscale", "rgb"] = Field("rgb", description="channels read: grayscale (C = 1) or rgb (C = 3)")
     size: tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="(H, W) to resize every image to; without it all images must have one size"
@@ -92,13 +93,26 @@ def _find_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
 def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     try:
         with Image.open(path) as image:
+            _require_eight_bit(image, path)
             image = image.convert("L" if mode == "grayscale" else "RGB")
             if size is not None:
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(image)
+    except DatasetError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise file_error(path, f"is not a readable image ({error})") from None
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _require_eight_bit(image: Image.Image, path: Path) -> None:
+    """Refuse an image of more than 8 bits per channel, which Pillow's ``convert`` would clip or truncate."""
+    values = ImageMode.getmode(image.mode).typestr  # "|u1" for 8-bit modes, "|b1" for bilevel
+    if values[1:] not in ("u1", "b1"):
+        raise file_error(
+            path, f"has Pillow mode {image.mode!r} ({np.dtype(values)} values); image_folder reads images of 8 bits "
+            "per channel: convert it, or save the pixels as .npy and use type: npy with pixel_max"
+        )
 
 
 def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) -> Splits:
@@ -174,17 +188,19 @@ class MnistIdxParams(EightBitParams):
         return self
 
 
-def _idx_images(path: Path) -> Tensor:
+def _idx_images(path: Path, split: str) -> Tensor:
     images = read_idx(path)
     if images.dtype != np.uint8 or images.ndim != 3:
         raise file_error(
             path, f"holds {images.dtype} of shape {images.shape}; expected unsigned bytes, shape (count, rows, columns)"
         )
+    if 0 in images.shape:
+        raise file_error(path, f"holds shape {images.shape}, no pixels: an empty {split} split")
     return torch.as_tensor(images.astype(np.float64))[:, None]
 
 
-def _idx_half(images: Path, labels: Path | None) -> tuple[dict[str, Tensor], int | None]:
-    x = _idx_images(images)
+def _idx_half(images: Path, labels: Path | None, split: str) -> tuple[dict[str, Tensor], int | None]:
+    x = _idx_images(images, split)
     if labels is None:
         return {"x": x}, None
     y, num_classes = as_labels(read_idx(labels), labels, len(x))
@@ -193,11 +209,11 @@ def _idx_half(images: Path, labels: Path | None) -> tuple[dict[str, Tensor], int
 
 def build_mnist_idx(p: MnistIdxParams, ctx: BuildContext | None = None) -> Splits:
     """MNIST-style IDX image and label files (gzipped or not), magic numbers and sizes checked (LeCun et al., 1998)."""
-    train, num_classes = _idx_half(p.images, p.labels)
+    train, num_classes = _idx_half(p.images, p.labels, "train")
     if p.test_images is None:
         train, test = split_fields(train, p)
     else:
-        test, test_classes = _idx_half(p.test_images, p.test_labels)
+        test, test_classes = _idx_half(p.test_images, p.test_labels, "test")
         if test["x"].shape[1:] != train["x"].shape[1:]:
             sizes = tuple(test["x"].shape[2:]), tuple(train["x"].shape[2:])
             raise file_error(p.test_images, f"has images of {sizes[0]}; {p.images} has {sizes[1]}")

@@ -1,9 +1,11 @@
 """CSV files: numeric feature columns chosen by name or index, and an optional label column.
 
-Blank lines are skipped.  Labels that are all non-negative integers are used as
-they are (``K`` = largest + 1); any other labels (names, negative numbers) are
-numbered in sorted order, with the originals in ``meta["classes"]``.  Every
-error names the file, the line and the column.
+Blank lines are skipped.  Feature values must be finite and within float32's
+range.  Labels that are all non-negative integers are used as they are (``K`` =
+largest + 1, at most ``MAX_CLASSES``); any other labels (names, negative
+numbers) are numbered in sorted order, with the originals in
+``meta["classes"]``.  An empty label cell is an error, like an empty feature
+cell.  Every error names the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from compose_gen import BuildContext, ComponentType, Splits
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.arrays import require_file
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
+from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow, too_many_classes
 
 __all__ = ["TABLE_TYPES"]
 
@@ -81,11 +84,26 @@ def _number(text: str, line: int, column: str, path: Path) -> float:
     return value
 
 
-def _labels(texts: list[str]) -> tuple[Tensor, int, list[str] | None]:
+def _features(rows: list[Row], columns: list[int], names: list[str], path: Path) -> Tensor:
+    """The ``columns`` of every row as float64 ``(N, len(columns))``, each value finite in float32."""
+    x = torch.tensor(
+        [[_number(fields[i], line, names[i], path) for i in columns] for line, fields in rows], dtype=torch.float64
+    )
+    overflow = float32_overflow(x)
+    if overflow is not None:
+        (line, fields), column = rows[overflow[0]], columns[overflow[1]]
+        raise file_error(path, f"line {line}, column {names[column]!r}: {fields[column]} is {BEYOND_FLOAT32}")
+    return x
+
+
+def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor, int, list[str] | None]:
     """Labels as indices, the class count, and the class names when they were renumbered."""
+    for line, fields in rows:
+        if not fields[label]:
+            raise file_error(path, f"line {line}, column {name!r}: empty label; every row needs one")
+    texts = [fields[label] for _, fields in rows]
     if all(text.isascii() and text.isdigit() for text in texts):
-        y = torch.tensor([int(text) for text in texts])
-        return y, int(y.max()) + 1, None
+        return _class_indices([int(text) for text in texts], rows, name, path)
 
     def order(text: str) -> tuple[int, float, str]:
         try:
@@ -94,8 +112,18 @@ def _labels(texts: list[str]) -> tuple[Tensor, int, list[str] | None]:
             return (1, 0.0, text)
 
     classes = sorted(set(texts), key=order)
-    index = {name: i for i, name in enumerate(classes)}
+    index = {text: i for i, text in enumerate(classes)}
     return torch.tensor([index[text] for text in texts]), len(classes), classes
+
+
+def _class_indices(labels: list[int], rows: list[Row], name: str, path: Path) -> tuple[Tensor, int, None]:
+    """Non-negative integer labels used as they are: ``K`` = largest + 1, at most ``MAX_CLASSES``."""
+    largest = max(labels)
+    problem = too_many_classes(largest)
+    if problem is not None:
+        line = rows[labels.index(largest)][0]
+        raise file_error(path, f"line {line}, column {name!r}: {problem}")
+    return torch.tensor(labels), largest + 1, None
 
 
 def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
@@ -119,13 +147,10 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
         raise file_error(p.path, f"the label column {names[label]!r} is also a feature column")
     if not columns:
         raise file_error(p.path, "has no feature columns besides the label")
-    x = torch.tensor(
-        [[_number(fields[i], line, names[i], p.path) for i in columns] for line, fields in rows], dtype=torch.float64
-    )
-    columns_of: dict[str, Tensor] = {"x": x}
+    columns_of: dict[str, Tensor] = {"x": _features(rows, columns, names, p.path)}
     space = DataSpace(meta={"columns": [names[i] for i in columns]})
     if label is not None:
-        columns_of["y"], space.num_classes, classes = _labels([fields[label] for _, fields in rows])
+        columns_of["y"], space.num_classes, classes = _labels(rows, label, names[label], p.path)
         if classes is not None:
             space.meta["classes"] = classes
     train, test = split_fields(columns_of, p)

@@ -23,6 +23,10 @@ space converts back exactly: ``log p_data(x) = log p_model(f(x)) + ladj(x)``.
   ``Σ [log(1 - 2α) - log s - log(1 - s)]`` with ``s = α + (1 - 2α)·x``, which
   depends on ``x``: it is the one *per-example* log-determinant.
 
+Every step's output must be finite in float32, the model's precision: a step
+that makes a value overflow it (``scale`` by ``a: 1e300``) is an error naming
+the step and the value.
+
 Constant log-determinants add up to one number; per-example ones to a tensor of
 shape ``(N,)``.  :class:`Pipeline.inverse` undoes every step (dequantization by
 flooring), which is what ``to_display`` uses.
@@ -46,6 +50,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from torch import Tensor
 
 from compose_gen import Params
+from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow
 
 __all__ = [
     "DequantizeStep",
@@ -216,6 +221,9 @@ class _Ladj:
             y, ladj = step.forward(x, generator)
         except PipelineError as error:
             raise PipelineError(f"transforms[{index}]: {error}") from None
+        overflow = float32_overflow(y)
+        if overflow is not None:
+            raise PipelineError(f"transforms[{index}]: makes a value {y[overflow].item():g}, {BEYOND_FLOAT32}")
         if isinstance(ladj, Tensor):
             self.per_example = ladj if self.per_example is None else self.per_example + ladj
         else:

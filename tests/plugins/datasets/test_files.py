@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from compose_gen_plugins.datasets import DatasetError
+from compose_gen_plugins.datasets.base import PipelineParams, make_splits
 
 X = np.arange(40, dtype=np.float32).reshape(10, 4)
 Y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
@@ -56,8 +58,11 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
         (lambda p: p.write_bytes(pickle.dumps({"x": X})), {}, "not a readable .npz file"),
         (lambda p: p.write_bytes(write_npz(p, x=X).read_bytes()[:100]), {}, "not a readable .npz file"),
         (lambda p: write_npz(p, x=np.array(["a", "b"])), {}, "dtype <U1; expected numbers"),
-        (lambda p: write_npz(p, x=np.array([[1.0], [np.nan]])), {}, r"non-finite value at index \(1, 0\)"),
-        (lambda p: write_npz(p, x=X, y=-Y), {"y_key": "y"}, "y must be non-negative integers"),
+        (lambda p: write_npz(p, x=np.array([[1.0], [np.nan]])), {}, r"x\[1, 0\] = nan: not a finite number"),
+        (lambda p: write_npz(p, x=X, y=-Y), {"y_key": "y"}, r"y\[1\] = -1: labels must be non-negative integers"),
+        (lambda p: write_npz(p, x=X, y=np.where(Y == 2, np.inf, Y)), {"y_key": "y"}, r"y\[2\] = inf: labels must be"),
+        (lambda p: write_npz(p, x=X, y=Y + 0.5), {"y_key": "y"}, r"y\[0\] = 0.5: labels must be non-negative integers"),
+        (lambda p: write_npz(p, x=X[:1, :0]), {}, r"x has shape \(1, 0\), no values"),
         (lambda p: write_npz(p, x=X, y=Y[:5]), {"y_key": "y"}, r"y have shape \(5,\); expected \(10,\)"),
         (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), {}, "is a .npy array"),
         (lambda p: None, {}, "no such file"),
@@ -139,3 +144,100 @@ def test_bad_file_params_are_validation_errors(build, tmp_path: Path) -> None:
         build("csv", path=str(tmp_path / "t.csv"), delimiter=";;")
     with pytest.raises(ValidationError):
         build("npz", path=str(tmp_path / "t.npz"), image_shape=[1, 0, 2])
+
+
+# --- values float32 cannot hold, labels that are not class indices, corrupt members: errors say what and where
+
+BEYOND_FLOAT32 = r"beyond float32's range \(±3.4e\+38\)"
+
+
+def test_csv_value_beyond_float32_names_line_and_column(build, tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n1,2\n3,4\n1e39,2\n")
+    with pytest.raises(DatasetError, match=rf"^{path}: line 4, column 'a': 1e39 is {BEYOND_FLOAT32}"):
+        build("csv", path=str(path))
+
+
+def test_npy_value_beyond_float32_names_the_index(build, tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([[1.0, 2.0], [3.0, -1e39], [5.0, 6.0]]))
+    with pytest.raises(DatasetError, match=rf"^{path}: x\[1, 1\] = -1e\+39: {BEYOND_FLOAT32}"):
+        build("npy", path=str(path))
+
+
+def test_transform_that_overflows_float32_names_the_step(build, tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    transforms = ["standardise", {"type": "scale", "a": 1e300}]
+    with pytest.raises(DatasetError, match=rf"^transforms\[1\]: makes a value -?[\d.]+e\+\d+, {BEYOND_FLOAT32}"):
+        build("npy", path=str(path), transforms=transforms)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.array([0, 1, 2**63, 1, 0, 1, 0, 1, 0, 1], np.uint64), r"y.npy: labels\[2\]: labels go up to 9223372036854775808"),
+        (np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 10_000]), r"y.npy: labels\[9\]: labels go up to 10000, which would make 10001"),
+        (np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, np.inf], np.float32), r"y.npy: labels\[9\] = inf: labels must be"),
+    ],
+    ids=["uint64-beyond-int64", "too-many-classes", "float-inf"],
+)
+def test_npy_labels_must_be_class_indices(build, tmp_path: Path, labels: np.ndarray, message: str) -> None:
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", labels)
+    with pytest.raises(DatasetError, match=message):
+        build("npy", path=str(tmp_path / "x.npy"), y_path=str(tmp_path / "y.npy"))
+
+
+def test_npy_labels_up_to_the_class_bound_are_kept(build, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", np.array([0, 9_999] * 5, np.uint64))
+    splits = build("npy", path=str(tmp_path / "x.npy"), y_path=str(tmp_path / "y.npy"))
+    assert splits.train.num_classes == 10_000 and splits.train.fields["y"].dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,l\n1,0\n2,1\n3,99999999999\n", "line 4, column 'l': labels go up to 99999999999, which would make"),
+        ("a,l\n1,0\n2,\n3,1\n", "line 3, column 'l': empty label"),
+    ],
+    ids=["huge-label", "empty-label"],
+)
+def test_csv_labels_name_line_and_column(build, tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=f"^{path}: {message}"):
+        build("csv", path=str(path), label="l")
+
+
+def test_npz_with_corrupt_compressed_member_names_file_and_array(build, tmp_path: Path) -> None:
+    path = tmp_path / "z.npz"
+    np.savez_compressed(path, x=np.random.default_rng(0).random((100, 10)))
+    content = bytearray(path.read_bytes())
+    content[60:90] = bytes(30)
+    path.write_bytes(bytes(content))
+    with pytest.raises(DatasetError, match=rf"^{path}: array 'x' is unreadable \(Error -3 while decompressing"):
+        build("npz", path=str(path))
+
+
+def test_npz_member_that_is_not_npy_names_file_and_array(build, tmp_path: Path) -> None:
+    path = tmp_path / "z.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", b"garbage garbage")
+    with pytest.raises(DatasetError, match=rf"^{path}: array 'x' is not a .npy array: its member starts with b'garbage"):
+        build("npz", path=str(path))
+
+
+def test_text_file_is_not_called_a_pickle(build, tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    path.write_text("hello world")
+    with pytest.raises(DatasetError, match=rf"^{path}: not a readable .npy file: it starts with b'hello ', not") as error:
+        build("npy", path=str(path))
+    assert "pickle" not in str(error.value)
+
+
+def test_make_splits_refuses_an_empty_half() -> None:
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(DatasetError, match="^empty test split: it has no examples"):
+        make_splits(PipelineParams(), {"x": x}, {"x": x[:0]})

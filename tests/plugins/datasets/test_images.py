@@ -146,3 +146,51 @@ def test_idx_label_count_must_match(build, tmp_path: Path) -> None:
     (tmp_path / "lab").write_bytes(idx_bytes(LABELS[:4]))
     with pytest.raises(DatasetError, match=rf"{tmp_path / 'lab'}: labels have shape \(4,\); expected \(5,\)"):
         build("mnist_idx", images=str(tmp_path / "img"), labels=str(tmp_path / "lab"))
+
+
+@pytest.mark.parametrize(
+    ("pixels", "suffix", "mode", "values"),
+    [
+        (np.full((4, 4), 30_000, np.uint16), ".png", "I;16", "uint16"),
+        (np.full((4, 4), 0.5, np.float32), ".tif", "F", "float32"),
+    ],
+    ids=["16-bit-png", "float-tiff"],
+)
+def test_image_folder_refuses_more_than_8_bits(build, tmp_path: Path, pixels, suffix: str, mode: str, values: str) -> None:
+    write_png(tmp_path / "a.png", np.full((4, 4), 7))
+    Image.fromarray(pixels).save(tmp_path / f"b{suffix}")
+    path = tmp_path / f"b{suffix}"
+    expected = rf"^{path}: has Pillow mode '{mode}' \({values} values\); image_folder reads images of 8 bits per channel"
+    for mode_read in ("grayscale", "rgb"):
+        with pytest.raises(DatasetError, match=expected):
+            build("image_folder", root=str(tmp_path), mode=mode_read)
+
+
+def test_image_folder_keeps_palette_and_bilevel_images(build, tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).convert("P").save(tmp_path / "a.png")
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).convert("1").save(tmp_path / "b.png")
+    splits = build("image_folder", root=str(tmp_path), mode="grayscale", scale=False, test_fraction=0.5)
+    values = {splits.train.fields["x"].max().item(), splits.test.fields["x"].max().item()}
+    assert values == {200.0, 255.0}
+
+
+@pytest.mark.parametrize(
+    ("empty", "split"),
+    [("images", "train"), ("test_images", "test")],
+)
+def test_idx_file_without_images_is_an_empty_split(build, tmp_path: Path, empty: str, split: str) -> None:
+    (tmp_path / "none").write_bytes(idx_bytes(IMAGES[:0]))
+    (tmp_path / "no_labels").write_bytes(idx_bytes(LABELS[:0]))
+    (tmp_path / "img").write_bytes(idx_bytes(IMAGES))
+    (tmp_path / "lab").write_bytes(idx_bytes(LABELS))
+    files = {"images": "img", "labels": "lab", "test_images": "img", "test_labels": "lab", empty: "none"}
+    files[empty.replace("images", "labels")] = "no_labels"
+    with pytest.raises(DatasetError, match=rf"^{tmp_path / 'none'}: holds shape \(0, 3, 4\), no pixels: an empty {split} split"):
+        build("mnist_idx", **{param: str(tmp_path / name) for param, name in files.items()})
+
+
+def test_idx_float_labels_must_be_finite(build, tmp_path: Path) -> None:
+    (tmp_path / "img").write_bytes(idx_bytes(IMAGES))
+    (tmp_path / "lab").write_bytes(idx_bytes(np.array([3, 1, np.inf, 1, 5], np.float32), code=0x0D))
+    with pytest.raises(DatasetError, match=rf"^{tmp_path / 'lab'}: labels\[2\] = inf: labels must be non-negative integers"):
+        build("mnist_idx", images=str(tmp_path / "img"), labels=str(tmp_path / "lab"))

@@ -1,0 +1,44 @@
+"""What a dataset's values must fit: float32 features (the model computes in float32) and a bounded class count.
+
+Files are read and transformed in float64, then stored in float32; a finite
+value beyond float32's range (about ±3.4e38) would silently become ``±inf``
+there, so it is refused where it is read (naming the file and where in it) or
+where a transform produces it.  Integer class labels index ``0..K-1`` with
+``K = largest label + 1``; ``K`` above :data:`MAX_CLASSES` is refused rather than
+letting a stray huge label make a metric allocate a ``K``-sized table.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["FLOAT32_MAX", "MAX_CLASSES", "BEYOND_FLOAT32", "float32_overflow", "element", "too_many_classes"]
+
+FLOAT32_MAX = torch.finfo(torch.float32).max
+#: What is wrong with a value that :func:`float32_overflow` finds.
+BEYOND_FLOAT32 = f"beyond float32's range (±{FLOAT32_MAX:.2g}), in which the model computes"
+
+#: The most classes integer labels may make (largest label + 1).
+MAX_CLASSES = 10_000
+
+
+def float32_overflow(x: Tensor) -> tuple[int, ...] | None:
+    """Index of the first value of ``x`` that is not finite in float32 (e.g. ``1e39``, ``inf``), or ``None``."""
+    hits = (~torch.isfinite(x.to(torch.float32))).nonzero()
+    return tuple(hits[0].tolist()) if len(hits) else None
+
+
+def element(name: str, index: tuple[int, ...]) -> str:
+    """How messages name one value of an array: ``x[3, 1]``."""
+    return f"{name}[{', '.join(str(i) for i in index)}]"
+
+
+def too_many_classes(largest: int) -> str | None:
+    """Why ``largest`` cannot be the largest class label, or ``None`` when ``largest + 1`` classes are fine."""
+    if largest < MAX_CLASSES:
+        return None
+    return (
+        f"labels go up to {largest}, which would make {largest + 1} classes (0..{largest}); at most "
+        f"{MAX_CLASSES} are supported: number the classes 0..K-1"
+    )
