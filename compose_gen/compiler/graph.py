@@ -57,6 +57,9 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     known = set(components) | set(values) | set(fields)
     for name, text in values.items():
         path = ("graph", name)
+        if name in fields:
+            problems.append(Problem(path, _redefined_field(name, fields)))
+            continue
         g.add_node(node("value", name), path=path)
         try:
             call = parse_call(text)
@@ -94,6 +97,10 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     if problems:
         raise SpecError(problems, spec.source)
     return SpecGraph(g, calls, fields)
+
+
+def _redefined_field(name: str, fields: tuple[str, ...]) -> str:
+    return f"{name!r} is a batch field (the data gives {', '.join(fields)}) and cannot be redefined; give this value another name"
 
 
 def _node_of(name: str, components: dict[str, Declared], values: dict[str, str]) -> str:

@@ -71,7 +71,9 @@ def make_plans(
     for player, pspec in players.items():
         path = ("players", player)
         params, holders = _player_params(pspec, components, losses, path, problems)
-        weights = pspec.weights() or {address: 1.0 for address in addresses}
+        weights = pspec.weights()
+        if weights is None:  # omitted: every term (an empty `terms` is refused by the spec)
+            weights = {address: 1.0 for address in addresses}
         chosen: dict[str, dict[str, float]] = {}
         known_before = len(problems)
         for address, weight in weights.items():

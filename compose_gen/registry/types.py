@@ -55,12 +55,23 @@ COMPONENT_PLACEHOLDER = "x-compose-gen-component"
 class Params(BaseModel):
     """Base of every parameter model: unknown keys are errors, not ignored.
 
+    A float must be finite: ``.nan``, ``.inf`` and ``-.inf`` are refused where
+    the spec is validated, naming the parameter, before anything is built.  A
+    parameter for which infinity is a legitimate value (a bound that may be
+    absent, say) opts back in, for one field or for a whole model::
+
+        clip: float = Field(math.inf, allow_inf_nan=True)           # this field
+        bounds: list[Annotated[float, Field(allow_inf_nan=True)]]  # items of a list
+        model_config = ConfigDict(allow_inf_nan=True)              # every float of this model
+
+    (Prefer ``float | None = None`` for "no bound" where the code can tell.)
+
     A field typed ``Path`` is read relative to the working directory (after
     ``~`` expansion) and stored absolute, so the resolved spec that a run folder
     keeps still finds the file when the run is resumed or evaluated from elsewhere.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Params:

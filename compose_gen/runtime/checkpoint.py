@@ -192,23 +192,37 @@ def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, lis
     return None, warnings
 
 
-def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Optimizer]) -> list[str]:
+    """Load each player's optimizer state (moments, step counts); return notes for the user.
+
+    The hyper-parameters stay the spec's (a resume's ``--set train.optimizer.betas=...``
+    takes effect), and a player whose optimizer type changed starts that optimizer afresh.
+    """
+    notes = []
     try:
         for player, optimizer in optimizers.items():
             meta = checkpoint.state["optimizers"].get(player)
             if meta is None:
                 raise CheckpointError(f"{checkpoint.path}: no optimizer state for player {player!r}")
+            kind = type(optimizer).__name__
+            if meta.get("type", kind) != kind:
+                notes.append(f"player {player!r}: the optimizer changed from {meta['type']} to {kind}; it starts afresh")
+                continue
             state: dict[int, dict[str, Any]] = {}
             for index, entries in meta["state"].items():
                 state[int(index)] = {
                     key: checkpoint.tensors[f"optim/{player}/{index}/{key}"] if value == "<tensor>" else value
                     for key, value in entries.items()
                 }
+            settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
             optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            for group, setting in zip(optimizer.param_groups, settings, strict=True):
+                group.update(setting)
     except CheckpointError:
         raise
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({type(error).__name__}: {error})") from None
+    return notes
 
 
 def _model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -256,7 +270,7 @@ def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[d
                     entries[str(index)][key] = "<tensor>"
                 else:
                     entries[str(index)][key] = value
-        meta[player] = {"state": entries, "param_groups": sd["param_groups"]}
+        meta[player] = {"type": type(optimizer).__name__, "state": entries, "param_groups": sd["param_groups"]}
     return tensors, meta
 
 

@@ -174,7 +174,8 @@ class Trainer:
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where ``checkpoint`` (already loaded into the model) left off."""
         state = checkpoint.state
-        restore_optimizers(checkpoint, self.optimizers)
+        for note in restore_optimizers(checkpoint, self.optimizers):
+            self.say(f"warning: {note}")
         prefix = f"rng/{self.dist.rank}/"
         states = {k.removeprefix(prefix): v for k, v in checkpoint.tensors.items() if k.startswith(prefix)}
         if "cpu" in states:

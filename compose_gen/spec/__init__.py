@@ -15,13 +15,13 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
 from compose_gen.spec.errors import Problem, SpecError, format_path
-from compose_gen.spec.model import EvaluateSpec, PlayerSpec, SpecModel, TrainSpec
-from compose_gen.spec.overrides import apply_overrides
-from compose_gen.spec.resolve import Declared, Sections, origin, resolve_sections
+from compose_gen.spec.model import EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
+from compose_gen.spec.overrides import ModelOf, apply_overrides
+from compose_gen.spec.resolve import Declared, Sections, error_path, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, parse_text
 
 __all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "format_path", "load_spec", "parse_text"]
@@ -91,10 +91,10 @@ def load_spec(
         source = SpecSource("<dict>", dict(spec))
     else:
         source = load_source(spec)
+    catalogue = catalogue if catalogue is not None else make_catalogue()
     overrides = list(overrides)
     if overrides:
-        source = apply_overrides(source, overrides)
-    catalogue = catalogue if catalogue is not None else make_catalogue()
+        source = apply_overrides(source, overrides, _model_of(catalogue))
     if not isinstance(source.data, dict):
         raise SpecError([Problem((), "a spec must be a mapping at the top level")], source)
     try:
@@ -108,6 +108,24 @@ def load_spec(
     except SpecError as error:
         raise error.located(source) from None
     return Spec(model, sections, source, catalogue)
+
+
+#: Top-level sections that hold plugin types, at any depth (inline components).
+_PLUGIN_SECTIONS = frozenset({"data", "components", "losses", "sample", "evaluate"})
+
+
+def _model_of(catalogue: Catalogue) -> ModelOf:
+    """What validates a mapping of a given ``type`` at a spec path: an optimizer or schedule model, or a plugin's."""
+
+    def model_of(path: tuple[Any, ...], type_name: str) -> type[BaseModel] | None:
+        models = typed_section_models(path)
+        if models is not None:
+            return models.get(type_name)
+        if path[:1] and path[0] in _PLUGIN_SECTIONS and type_name in catalogue:
+            return catalogue.get(type_name).params
+        return None
+
+    return model_of
 
 
 def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: set[tuple[Any, ...]]) -> list[Problem]:
@@ -129,6 +147,7 @@ def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: 
         losses=section("losses", dict, {}),
         sample=section("sample", dict, None),
         evaluate=SimpleNamespace(metrics=metrics if isinstance(metrics, list) else []),
+        train=SimpleNamespace(ema=None),  # checked once the top level is valid
     )
     try:
         resolve_sections(view, catalogue)  # type: ignore[arg-type]
@@ -140,28 +159,15 @@ def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: 
 def _problems(error: ValidationError, data: Any) -> list[Problem]:
     problems = []
     for item in error.errors():
-        loc = _spec_path(data, item["loc"])
+        loc = error_path(data, item["loc"], missing=item["type"] == "missing")
         if item["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}{_hint(loc)}"
         elif item["type"] == "missing":
             message = "required key is missing"
         else:
-            message = item["msg"]
+            message = pydantic_message(item)
         problems.append(Problem(loc, message))
     return problems
-
-
-def _spec_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop the discriminator tags pydantic inserts into locations (``optimizer.adam.lr``)."""
-    path = []
-    for part in loc:
-        if isinstance(data, dict) and part not in data and data.get("type", part) == part:
-            continue
-        path.append(part)
-        data = data.get(part) if isinstance(data, dict) else (
-            data[part] if isinstance(data, list) and isinstance(part, int) and part < len(data) else None
-        )
-    return tuple(path)
 
 
 _OWNERS = {(): SpecModel, ("train",): TrainSpec, ("evaluate",): EvaluateSpec}

@@ -9,9 +9,9 @@ plugins are loaded.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
 
 __all__ = [
     "EMASpec",
@@ -21,13 +21,16 @@ __all__ = [
     "ScheduleSpec",
     "SpecModel",
     "TrainSpec",
+    "typed_section_models",
 ]
 
 Raw = dict[str, Any]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors, and so are NaN and ±infinity in a float (``.nan``, ``.inf``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Adam(_Strict):
@@ -138,18 +141,35 @@ ScheduleSpec = Annotated[
 ]
 
 
+def _terms_form(value: Any) -> str:
+    return "{term: weight}" if isinstance(value, dict) else "[term, ...]"
+
+
+#: Loss terms with weights, or a list of terms of weight 1; one error for a bad value, from the form it is written in.
+Terms = Annotated[
+    Union[Annotated[dict[str, float], Tag("{term: weight}")], Annotated[list[str], Tag("[term, ...]")]],
+    Discriminator(_terms_form),
+]
+
+
 class PlayerSpec(_Strict):
     """A set of components one optimizer updates to minimise weighted loss terms."""
 
     params: list[str] | Literal["all"] = Field("all", description="components whose parameters this player updates")
-    terms: dict[str, float] | list[str] | None = Field(
-        None, description="loss terms (`loss` or `loss.term`) and their weights; default: every term"
-    )
+    terms: Terms | None = Field(None, description="loss terms (`loss` or `loss.term`) and their weights; default: every term")
     optimizer: OptimizerSpec | None = Field(None, description="default: train.optimizer")
     steps: PositiveInt = Field(1, description="optimizer steps per round (n_critic)")
     clip_grad_norm: PositiveFloat | None = None
     clip_grad_value: PositiveFloat | None = None
     schedule: ScheduleSpec = Field(default_factory=Constant)
+
+    @field_validator("terms")
+    @classmethod
+    def _some_terms(cls, terms: dict[str, float] | list[str] | None) -> dict[str, float] | list[str] | None:
+        """An empty ``terms`` is refused: omitted, it means every term, which an empty one cannot mean."""
+        if terms is not None and not terms:
+            raise ValueError("names no loss term; name the terms this player minimises, or omit `terms` for every term")
+        return terms
 
     def weights(self) -> dict[str, float] | None:
         if self.terms is None or isinstance(self.terms, dict):
@@ -217,3 +237,20 @@ class SpecModel(_Strict):
         if clashes:
             raise ValueError(f"names used both as component and graph value: {sorted(clashes)}")
         return self
+
+
+#: Sections of the top level whose model is chosen by their ``type``, by path (``None`` matches any key).
+_TYPED_SECTIONS: dict[tuple[str | None, ...], Any] = {
+    ("train", "optimizer"): OptimizerSpec,
+    ("players", None, "optimizer"): OptimizerSpec,
+    ("players", None, "schedule"): ScheduleSpec,
+}
+
+
+def typed_section_models(path: tuple[Any, ...]) -> dict[str, type[BaseModel]] | None:
+    """The models of the top-level typed section at ``path``, by type name; None if there is none."""
+    for pattern, union in _TYPED_SECTIONS.items():
+        if len(pattern) == len(path) and all(p is None or p == q for p, q in zip(pattern, path, strict=True)):
+            members = get_args(get_args(union)[0])
+            return {member.__metadata__[0].tag: get_args(member)[0] for member in members}
+    return None

@@ -1,69 +1,162 @@
 """Dotted command-line overrides: ``--set train.steps=100 --set components.prior.shape=[8]``.
 
-Values are parsed as YAML scalars or flow collections (so ``1e-4`` is a float and
-``[64, 64]`` a list); the result is validated like the file itself, and problems
-in overridden values are reported as coming from ``--set``.
+A key is a dotted path; list entries are chosen by index, written
+``bijectors[0]`` or ``bijectors.0``.  Values are parsed as YAML scalars or flow
+collections (so ``1e-4`` is a float and ``[64, 64]`` a list); the result is
+validated like the file itself, and problems in overridden values are reported
+as coming from ``--set``.
+
+Setting the ``type`` of a typed mapping (an optimizer, a schedule, a
+component...) to another type also removes the old type's parameters that the
+new type does not take and that hold the old type's defaults: a run folder's
+``spec.yaml`` has every default written out, and those were not the user's
+choice.  Parameters set to anything else stay, and are reported if the new type
+does not take them.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+import re
+from typing import Any, Callable, Iterable
 
-from compose_gen.spec.errors import PathPart, Problem, SpecError
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined, to_jsonable_python
+
+from compose_gen.spec.errors import PathPart, Problem, SpecError, format_path
 from compose_gen.spec.source import SpecSource, parse_text
 
-__all__ = ["apply_overrides"]
+__all__ = ["ModelOf", "apply_overrides"]
+
+#: The pydantic model that validates a mapping of type ``type_name`` at a spec path, if known.
+ModelOf = Callable[[tuple[PathPart, ...], str], "type[BaseModel] | None"]
+
+_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[[0-9]+\])*)")
+_INDEX = re.compile(r"\[([0-9]+)\]")
 
 
-def apply_overrides(source: SpecSource, overrides: Iterable[str]) -> SpecSource:
+class _OverrideError(Exception):
+    """An override that cannot be applied to the spec's data."""
+
+
+def apply_overrides(source: SpecSource, overrides: Iterable[str], model_of: ModelOf | None = None) -> SpecSource:
     """Return a copy of ``source`` with each ``key.path=value`` applied."""
     data = copy.deepcopy(source.data)
     overridden = set(source.overridden)
     problems = []
     for text in overrides:
         key, sep, raw = text.partition("=")
-        path = tuple(part for part in key.strip().split(".") if part)
+        path = parse_key(key)
         if not sep or not path:
-            problems.append(Problem((), f"override {text!r} is not of the form key.path=value"))
+            problems.append(Problem((), f"override {text!r} is not of the form key.path=value (list entries: name[0] or name.0)"))
             continue
         try:
             value = parse_text(f"value: {raw}", "--set").data["value"]
         except SpecError as error:
             problems.append(Problem(path, f"cannot parse override value {raw!r}: {error.problems[0].message}"))
             continue
-        error_message = _assign(data, path, value)
-        if error_message:
-            problems.append(Problem(path, error_message))
-        overridden.add(path)
+        try:
+            overridden |= _assign(data, path, value, model_of)
+        except _OverrideError as error:
+            problems.append(Problem(path, str(error)))
     if problems:
         raise SpecError(problems, _Overrides())
     return SpecSource(source.name, data, source.lines, overridden)
 
 
-def _assign(data: Any, path: tuple[str, ...], value: Any) -> str | None:
-    node = data
+def parse_key(key: str) -> tuple[PathPart, ...] | None:
+    """``components.flow.bijectors[0].hidden`` → ``("components", "flow", "bijectors", 0, "hidden")``; None if malformed.
+
+    A dotted number (``bijectors.0``) stays a string here: it is an index only where the data holds a list.
+    """
+    path: list[PathPart] = []
+    for segment in key.strip().split("."):
+        match = _SEGMENT.fullmatch(segment)
+        if match is None:
+            return None
+        path.append(match.group(1))
+        path += [int(index) for index in _INDEX.findall(match.group(2))]
+    return tuple(path)
+
+
+def _assign(data: Any, path: tuple[PathPart, ...], value: Any, model_of: ModelOf | None) -> set[tuple[PathPart, ...]]:
+    """Set ``value`` at ``path`` in ``data``; return the paths the override wrote, list indices as numbers.
+
+    Those are the path itself and every mapping created on the way, so problems
+    found in them are blamed on ``--set``.
+    """
+    node, done, written = data, (), set()
     for depth, part in enumerate(path[:-1]):
-        key: PathPart = int(part) if isinstance(node, list) and _is_index(part) else part
-        if isinstance(node, dict):
-            node = node.setdefault(key, {})
-        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-            node = node[key]
-        else:
-            return f"cannot set a key inside {'.'.join(path[: depth + 1])!r}, which is not a mapping"
-    last = path[-1]
-    if isinstance(node, list) and _is_index(last) and int(last) < len(node):
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        return f"cannot set {'.'.join(path)!r}: its parent is not a mapping"
-    return None
+        key = _key_in(node, part, done)
+        done = (*done, key)
+        if isinstance(node, dict) and node.get(key) is None:
+            node[key] = _new_mapping(path[depth + 1], done)
+            written.add(done)
+        node = node[key]
+    key = _key_in(node, path[-1], done)
+    if key == "type" and isinstance(node, dict) and model_of is not None:
+        _drop_old_type_defaults(node, value, done, model_of)
+    node[key] = value
+    return written | {(*done, key)}
 
 
-def _is_index(part: str) -> bool:
+def _key_in(node: Any, part: PathPart, where: tuple[PathPart, ...]) -> PathPart:
+    """The key or index that ``part`` names in ``node`` (reached by ``where``)."""
+    here = format_path(where)
+    if isinstance(node, list):
+        index = part if isinstance(part, int) else int(part) if _is_index(part) else None
+        if index is None:
+            raise _OverrideError(f"{here} is a list: choose an entry by index, as in {here}[0], not {part!r}")
+        if index >= len(node):
+            raise _OverrideError(f"index {index} out of range ({here} has {len(node)} entries)")
+        return index
+    if isinstance(node, dict) and not isinstance(part, int):
+        return part
+    if isinstance(node, dict):
+        raise _OverrideError(f"{here} is a mapping, not a list: it has no entry [{part}]")
+    if isinstance(part, int):
+        raise _OverrideError(f"{here} is {_describe(node)}, not a list: it has no entry [{part}]")
+    raise _OverrideError(f"cannot set a key inside {here}, which is {_describe(node)}, not a mapping")
+
+
+def _new_mapping(next_part: PathPart, where: tuple[PathPart, ...]) -> dict[str, Any]:
+    """The empty mapping an override creates at a missing key on its way; a list cannot be created by index."""
+    if isinstance(next_part, int):
+        raise _OverrideError(f"{format_path(where)} does not exist: set the whole list ({format_path(where)}=[...])")
+    return {}
+
+
+def _describe(value: Any) -> str:
+    return "absent" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _drop_old_type_defaults(mapping: dict[str, Any], new_type: Any, where: tuple[PathPart, ...], model_of: ModelOf) -> None:
+    """Before ``mapping``'s type changes, remove the old type's defaults that the new type does not take."""
+    old_type = mapping.get("type")
+    if not isinstance(old_type, str) or not isinstance(new_type, str) or old_type == new_type:
+        return
+    old_model, new_model = model_of(where, old_type), model_of(where, new_type)
+    if old_model is None or new_model is None:
+        return
+    old_defaults = _defaults(old_model)
+    for key in [k for k in mapping if k != "type" and k not in new_model.model_fields and k in old_defaults]:
+        if mapping[key] == old_defaults[key]:
+            del mapping[key]
+
+
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's default values, as a resolved spec writes them (tuples as lists, ...)."""
+    defaults = {}
+    for name, info in model.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if default is not PydanticUndefined:
+            defaults[name] = to_jsonable_python(default)
+    return defaults
+
+
+def _is_index(part: PathPart) -> bool:
     """ASCII digits only: ``"²".isdigit()`` is true, yet ``int("²")`` fails."""
-    return part.isascii() and part.isdigit()
+    return isinstance(part, str) and part.isascii() and part.isdigit()
 
 
 class _Overrides:

@@ -82,7 +82,8 @@ class _Resolver:
             params = component_type.params.model_validate(fields)
         except ValidationError as error:
             for item in error.errors():
-                self.problem((*path, *item["loc"]), _message(item, component_type.params))
+                loc = error_path(fields, item["loc"], missing=item["type"] == "missing")
+                self.problem((*path, *loc), _message(item, component_type.params))
             return None
         except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
             self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")
@@ -125,6 +126,17 @@ class _Resolver:
             elif target.kind not in kinds:
                 self.problem(path, f"{name!r} is a {target.kind}, expected a {' or '.join(kinds)}")
 
+    def check_averaged(self, names: list[str]) -> None:
+        """``train.ema.components`` name components declared under ``components:`` (inline ones are averaged with their parent)."""
+        top_level = {n for n, d in self.components.items() if not d.inline}
+        for i, name in enumerate(names):
+            path = ("train", "ema", "components", i)
+            if name in self.components and name not in top_level:
+                owner = name.split(".")[0]
+                self.problem(path, f"{name!r} is defined inline in {owner!r}; average {owner!r}, whose parameters include it")
+            elif name not in top_level and name not in self.invalid:
+                self.problem(path, f"unknown component {name!r}{suggest(name, top_level)}")
+
 
 def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     """Validate the typed sections of ``model``; raise :class:`SpecError` with every problem."""
@@ -156,6 +168,8 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
         if declared is not None:
             metrics.append(declared)
     resolver.check_refs()
+    if model.train.ema is not None:
+        resolver.check_averaged(model.train.ema.components)
     if resolver.problems:
         raise SpecError(resolver.problems)
     return Sections(data, resolver.components, losses, sampler, metrics)
@@ -177,4 +191,43 @@ def _message(item: dict[str, Any], params: type[Params]) -> str:
         return f"unknown parameter {field!r}{suggest(field, params.model_fields)}"
     if item["type"] == "missing":
         return "required parameter is missing"
+    return pydantic_message(item)
+
+
+def pydantic_message(item: dict[str, Any]) -> str:
+    """The message of one pydantic error, reworded where pydantic's wording says too little."""
+    if item["type"] == "finite_number":
+        return f"must be a finite number, not {item['input']}"
+    if item["type"] == "model_type":
+        return f"expected a mapping, got {type(item['input']).__name__} {item['input']!r}"
+    if item["type"] == "value_error":
+        return str(item["ctx"]["error"])
     return item["msg"]
+
+
+_ABSENT = object()
+
+
+def error_path(data: Any, loc: tuple[Any, ...], *, missing: bool) -> tuple[PathPart, ...]:
+    """The spec path, within ``data``, of a pydantic error location.
+
+    Parts that are no key or index of the data are tags pydantic inserts, of a
+    discriminated union (``optimizer.adam.lr``) or of a union member, and are
+    dropped; the last part of a missing-key error is the key that is missing, and kept.
+    """
+    path = []
+    for i, part in enumerate(loc):
+        child = _child(data, part)
+        if child is _ABSENT and not (missing and i == len(loc) - 1):
+            continue
+        path.append(part)
+        data = child
+    return tuple(path)
+
+
+def _child(data: Any, part: Any) -> Any:
+    if isinstance(data, dict):
+        return data.get(part, _ABSENT)
+    if isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        return data[part]
+    return _ABSENT

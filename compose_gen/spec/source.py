@@ -65,12 +65,14 @@ class SpecSource:
     overridden: set[tuple[PathPart, ...]] = field(default_factory=set)
 
     def locate(self, path: Sequence[PathPart]) -> tuple[str, int]:
+        """``--set`` for a path at or below an override, else the line of its nearest located ancestor."""
         path = tuple(path)
-        for end in range(len(path), -1, -1):
-            if path[:end] in self.overridden:
-                return "--set", 0
-            if path[:end] in self.lines:
-                return self.name, self.lines[path[:end]]
+        prefixes = [path[:end] for end in range(len(path), -1, -1)]
+        if any(prefix in self.overridden for prefix in prefixes):
+            return "--set", 0
+        for prefix in prefixes:
+            if prefix in self.lines:
+                return self.name, self.lines[prefix]
         return self.name, 1
 
 
@@ -86,12 +88,7 @@ def load_source(path: str | Path) -> SpecSource:
 
 def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) -> SpecSource:
     if json_syntax:
-        data = _parse_json(text, name)
-        try:
-            _, lines = _Builder().build(yaml.compose(text, Loader=_Loader))
-        except (yaml.YAMLError, RecursionError):
-            lines = {}
-        return SpecSource(name, data, lines)
+        return _parse_json(text, name)
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as error:
@@ -104,21 +101,46 @@ def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) ->
     return SpecSource(name, data, lines)
 
 
-def _parse_json(text: str, name: str) -> Any:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in items:
-            if key in seen:
-                raise SpecError([Problem((key,), f"duplicated key {key!r}")], _FixedLine(name, 0))
-            seen[key] = value
-        return seen
+class _DuplicatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
+
+def _unique_keys(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in items:
+        if key in seen:
+            raise _DuplicatedKey(key)
+        seen[key] = value
+    return seen
+
+
+def _parse_json(text: str, name: str) -> SpecSource:
+    """JSON parsed by :mod:`json`; the lines of its values (and of a duplicated key) read as YAML."""
     try:
-        return json.loads(text, object_pairs_hook=pairs)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicatedKey as error:
+        _json_lines(text, name)  # raises the duplicate with its path and line
+        raise SpecError([Problem((), f"duplicated key {error.key!r}")], _FixedLine(name, 1)) from None
     except json.JSONDecodeError as error:
         raise SpecError([Problem((), f"invalid JSON: {error.msg} (column {error.colno})")], _FixedLine(name, error.lineno)) from None
     except RecursionError:
         raise SpecError([Problem((), _TOO_DEEP)], _FixedLine(name, 1)) from None
+    return SpecSource(name, data, _json_lines(text, name))
+
+
+def _json_lines(text: str, name: str) -> dict[tuple[PathPart, ...], int]:
+    """The line of every value of a JSON text, through the YAML composer; a duplicated key raises with its line.
+
+    Outside strings JSON's tabs are whitespace, which YAML 1.1 does not indent
+    with, so they are read as spaces (a valid JSON string holds no raw tab).
+    """
+    try:
+        node = yaml.compose(text.replace("\t", " "), Loader=_Loader)
+    except (yaml.YAMLError, RecursionError):
+        return {}
+    return _Builder(name).build(node)[1] if node is not None else {}
 
 
 @dataclass

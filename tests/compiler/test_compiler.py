@@ -125,6 +125,15 @@ def test_cycle_is_found(gan_spec, catalogue) -> None:
     assert "cycle:" in message and "a" in message and "b" in message
 
 
+def test_redefining_a_batch_field_is_named_not_a_cycle(gan_spec, catalogue) -> None:
+    gan_spec["graph"]["x"] = "generator(z)"
+    message = errors(gan_spec, catalogue)
+    assert message == "<dict>:1: graph.x: 'x' is a batch field (the data gives x, y) and cannot be redefined; give this value another name"
+    with pytest.raises(SpecError) as info:
+        build(load_spec(gan_spec, ["graph.x=noise.sample(y)"], catalogue), "cpu")
+    assert str(info.value) == "--set:0: graph.x: 'x' is a batch field (the data gives x, y) and cannot be redefined; give this value another name"
+
+
 def test_method_a_component_does_not_offer(gan_spec, catalogue) -> None:
     gan_spec["graph"]["z"] = "noise.explode(x)"
     assert "graph.z: 'noise' offers no graph method 'explode' (it offers: sample, rsample)" in errors(gan_spec, catalogue)

@@ -1,10 +1,13 @@
-"""The parameter-model base: file paths resolved once, at load time."""
+"""The parameter-model base: file paths resolved once, at load time; floats finite unless a plugin opts in."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import ConfigDict
+import pytest
+from pydantic import ConfigDict, Field, ValidationError
 
 from compose_gen import Params
 
@@ -33,3 +36,28 @@ def test_a_frozen_parameter_model_gets_absolute_paths_too(tmp_path, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     assert Frozen(data="x.npz").data == tmp_path / "x.npz"
+
+
+class Bounds(Params):
+    scale: float = 1.0
+    widths: list[float] = [1.0]
+    clip: float = Field(math.inf, allow_inf_nan=True)
+    limits: list[Annotated[float, Field(allow_inf_nan=True)]] = [-math.inf, math.inf]
+
+
+@pytest.mark.parametrize("field, value", [("scale", math.nan), ("scale", -math.inf), ("widths", [1.0, math.inf])])
+def test_non_finite_floats_are_refused(field, value) -> None:
+    with pytest.raises(ValidationError) as info:
+        Bounds.model_validate({field: value})
+    assert [error["type"] for error in info.value.errors()] == ["finite_number"]
+
+
+def test_a_field_or_a_model_may_opt_back_in_to_infinity() -> None:
+    assert Bounds(clip=math.inf, limits=[0.0, math.inf]).clip == math.inf
+
+    class Unbounded(Params):
+        model_config = ConfigDict(allow_inf_nan=True)
+        scale: float = 1.0
+
+    assert math.isnan(Unbounded(scale=math.nan).scale)
+    assert Bounds.model_validate(Bounds().model_dump(mode="json")) == Bounds()  # a dumped spec reads back the same

@@ -203,3 +203,15 @@ def test_gradient_norm_is_the_norm_of_all_gradients_as_one_vector(dtypes):
     assert _gradient_norm(grads).item() == pytest.approx(torch.nn.utils.get_total_norm(grads).item(), rel=1e-6)
     grads[1][0] = float("nan")
     assert not math.isfinite(_gradient_norm(grads).item())
+
+
+def test_a_resume_takes_the_spec_s_optimizer_settings_and_a_new_optimizer_type_starts_afresh(tmp_path, toys_catalogue, capsys):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2, checkpoint_every=1), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    tuned = Run.load(tmp_path / "run", overrides=["train.optimizer.betas=[0.5, 0.9]"], catalogue=toys_catalogue, progress=False)
+    adam = tuned.trainer.optimizers["model"]
+    assert tuple(adam.param_groups[0]["betas"]) == (0.5, 0.9) and adam.state, "the moments come back, the settings are the spec's"
+    switched = Run.load(tmp_path / "run", overrides=["train.optimizer.type=sgd"], catalogue=toys_catalogue, progress=False)
+    assert "warning: player 'model': the optimizer changed from Adam to SGD; it starts afresh" in capsys.readouterr().err
+    switched.train(4)
+    assert switched.trainer.step == 4 and isinstance(switched.trainer.optimizers["model"], torch.optim.SGD)

@@ -61,7 +61,19 @@ def test_json_trailing_comma_names_the_line() -> None:
 
 
 def test_json_duplicated_key_is_an_error() -> None:
-    assert "duplicated key 'seed'" in error_of('{"seed": 1, "seed": 2}', "s.json", json_syntax=True)
+    assert error_of('{"seed": 1, "seed": 2}', "s.json", json_syntax=True) == "s.json:1: seed: duplicated key 'seed'"
+
+
+def test_json_duplicated_key_names_its_line_and_path() -> None:
+    assert error_of('{\n  "name": "a",\n  "name": "b"\n}\n', "dup.json", json_syntax=True) == "dup.json:3: name: duplicated key 'name'"
+    text = '{\n\t"train": {\n\t\t"steps": 1,\n\t\t"steps": 2\n\t}\n}\n'
+    assert error_of(text, "dup.json", json_syntax=True) == "dup.json:4: train.steps: duplicated key 'steps'"
+
+
+def test_json_indented_with_tabs_has_lines() -> None:
+    source = parse_text('{\n\t"name": "x\\ty",\n\t"train": {\n\t\t"steps": 5\n\t}\n}\n', "s.json", json_syntax=True)
+    assert source.data == {"name": "x\ty", "train": {"steps": 5}}
+    assert source.locate(("train", "steps")) == ("s.json", 4)
 
 
 def test_json_values_have_lines(tmp_path) -> None:

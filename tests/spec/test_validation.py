@@ -21,6 +21,13 @@ def from_yaml(data: dict) -> object:
     return parse_text(yaml.safe_dump(data, sort_keys=False), "spec.yaml")
 
 
+def line_of(data: dict, fragment: str, after: str = "") -> int:
+    """The line of ``from_yaml(data)`` holding ``fragment`` (the first one after a line holding ``after``)."""
+    lines = yaml.safe_dump(data, sort_keys=False).splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line)
+    return next(i for i, line in enumerate(lines[start:], start + 1) if fragment in line)
+
+
 def test_valid_spec_fills_defaults(vae_spec, catalogue) -> None:
     spec = load_spec(vae_spec, catalogue=catalogue)
     encoder = spec.sections.components["encoder"]
@@ -122,3 +129,63 @@ def test_top_level_and_plugin_problems_are_reported_together(vae_spec, catalogue
     lines = problems(vae_spec, catalogue)
     assert any("train.steps" in line for line in lines)
     assert any("components.prior.type" in line for line in lines)
+
+
+@pytest.mark.parametrize("value, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")])
+def test_non_finite_numbers_are_refused_in_the_top_level(vae_spec, catalogue, value, shown) -> None:
+    lines = problems(vae_spec, catalogue, [f"train.optimizer.lr={value}", f"players.model.terms={{vae: {value}}}"])
+    assert lines == [
+        f"--set:0: players.model.terms.vae: must be a finite number, not {shown}",
+        f"--set:0: train.optimizer.lr: must be a finite number, not {shown}",
+    ]
+
+
+def test_non_finite_numbers_are_refused_in_plugin_parameters(vae_spec, catalogue) -> None:
+    vae_spec["losses"]["vae"]["beta"] = float("inf")
+    (line,) = problems(from_yaml(vae_spec), catalogue)
+    assert line == f"spec.yaml:{line_of(vae_spec, 'beta:')}: losses.vae.beta: must be a finite number, not inf"
+
+
+@pytest.mark.parametrize("terms", [[], {}])
+def test_an_empty_list_of_terms_is_refused(vae_spec, catalogue, terms) -> None:
+    vae_spec["players"] = {"model": {"params": ["encoder", "decoder"], "terms": terms}}
+    (line,) = problems(from_yaml(vae_spec), catalogue)
+    where = line_of(vae_spec, "terms:")
+    assert line == f"spec.yaml:{where}: players.model.terms: names no loss term; name the terms this player minimises, or omit `terms` for every term"
+    del vae_spec["players"]["model"]["terms"]
+    assert load_spec(vae_spec, catalogue=catalogue).model.players["model"].weights() is None  # omitted: every term
+
+
+def test_a_bad_value_for_terms_gets_one_message(vae_spec, catalogue) -> None:
+    assert problems(vae_spec, catalogue, ["players.model.terms=vae"]) == ["--set:0: players.model.terms: Input should be a valid list"]
+
+
+def test_a_mapping_given_as_a_word_is_named(vae_spec, catalogue) -> None:
+    assert problems(vae_spec, catalogue, ["train.optimizer=sgd"]) == ["--set:0: train.optimizer: expected a mapping, got str 'sgd'"]
+
+
+def test_missing_keys_are_named_at_the_line_of_their_mapping(vae_spec, catalogue) -> None:
+    assert problems(parse_text("", "empty.yaml"), catalogue) == [
+        "empty.yaml:1: name: required key is missing",
+        "empty.yaml:1: data: required key is missing",
+    ]
+    vae_spec["train"]["ema"] = {"decay": 0.9}
+    where = line_of(vae_spec, "ema:")
+    assert problems(from_yaml(vae_spec), catalogue) == [f"spec.yaml:{where}: train.ema.components: required key is missing"]
+    assert problems(vae_spec, catalogue, ["train.ema={decay: 0.9}"]) == ["--set:0: train.ema.components: required key is missing"]
+
+
+def test_a_missing_key_of_a_typed_section_is_named(vae_spec, catalogue) -> None:
+    vae_spec["players"] = {"model": {"schedule": {"type": "step"}}}
+    where = line_of(vae_spec, "schedule:")
+    assert problems(from_yaml(vae_spec), catalogue) == [f"spec.yaml:{where}: players.model.schedule.every: required key is missing"]
+
+
+def test_unknown_components_to_average_are_found_when_validating(vae_spec, catalogue) -> None:
+    vae_spec["train"]["ema"] = {"components": ["decoder", "encodr", "nope", "encoder.net"]}
+    first = line_of(vae_spec, "- decoder", after="ema:")
+    assert problems(from_yaml(vae_spec), catalogue) == [
+        f"spec.yaml:{first + 1}: train.ema.components[1]: unknown component 'encodr'; did you mean 'encoder'?",
+        f"spec.yaml:{first + 2}: train.ema.components[2]: unknown component 'nope'",
+        f"spec.yaml:{first + 3}: train.ema.components[3]: 'encoder.net' is defined inline in 'encoder'; average 'encoder', whose parameters include it",
+    ]

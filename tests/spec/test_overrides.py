@@ -1,0 +1,131 @@
+"""Command-line overrides: list indices, blame on ``--set``, and changing a section's type."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec.overrides import parse_key
+from compose_gen.spec.source import parse_text
+
+FLOW = """\
+name: flow
+data: {type: moons, n: 64}
+components:
+  flow:
+    type: flow
+    base: {type: standard_normal, shape: [2]}
+    bijectors:
+      - {type: affine_coupling, shape: [2], hidden: [8]}
+      - {type: affine_coupling, shape: [2]}
+losses:
+  nll: {type: flow_nll, flow: flow}
+train: {steps: 2, batch_size: 16, optimizer: {type: adam, lr: 1e-3}}
+"""
+
+
+@pytest.fixture
+def flow():
+    return parse_text(FLOW, "base.yaml")
+
+
+def problems(source, catalogue, overrides) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(source, overrides, catalogue)
+    return str(info.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    "key, path",
+    [
+        ("train.steps", ("train", "steps")),
+        ("components.flow.bijectors[0].hidden", ("components", "flow", "bijectors", 0, "hidden")),
+        ("a[1][2].b", ("a", 1, 2, "b")),
+        ("components.flow.bijectors.0.hidden", ("components", "flow", "bijectors", "0", "hidden")),
+    ],
+)
+def test_keys_parse_with_either_index_syntax(key, path) -> None:
+    assert parse_key(key) == path
+
+
+@pytest.mark.parametrize("key", ["a..b", "a[-1]", "a[0", "a]", "[0]", ""])
+def test_malformed_keys_are_refused(key) -> None:
+    assert parse_key(key) is None
+
+
+@pytest.mark.parametrize("key", ["components.flow.bijectors[1].hidden", "components.flow.bijectors.1.hidden"])
+def test_a_list_entry_is_set_by_index(flow, catalogue, key) -> None:
+    spec = load_spec(flow, [f"{key}=[4]"], catalogue)
+    assert spec.sections.components["flow.bijectors[1]"].params.hidden == [4]
+    assert spec.sections.components["flow.bijectors[0]"].params.hidden == [8]
+    assert spec.source.overridden == {("components", "flow", "bijectors", 1, "hidden")}
+
+
+@pytest.mark.parametrize("key", ["components.flow.bijectors[0].hidden", "components.flow.bijectors.0.hidden"])
+def test_a_bad_value_set_in_a_list_entry_is_blamed_on_the_override(flow, catalogue, key) -> None:
+    assert problems(flow, catalogue, [f"{key}=four"]) == [
+        "--set:0: components.flow.bijectors[0].hidden: Input should be a valid list",
+    ]
+
+
+def test_a_replaced_entry_is_blamed_on_the_override_below_it_too(flow, catalogue) -> None:
+    lines = problems(flow, catalogue, ["components.flow.bijectors[0]={type: affine_coupling, shape: [2], hidden: x}"])
+    assert lines == ["--set:0: components.flow.bijectors[0].hidden: Input should be a valid list"]
+
+
+def test_a_mapping_created_by_an_override_is_blamed_on_it(flow, catalogue) -> None:
+    assert problems(flow, catalogue, ["train.ema.decay=0.5"]) == ["--set:0: train.ema.components: required key is missing"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("components.flow.bijectors.5.hidden=[4]", "components.flow.bijectors.5.hidden: index 5 out of range (components.flow.bijectors has 2 entries)"),
+        ("components.flow.bijectors[2]={type: actnorm}", "components.flow.bijectors[2]: index 2 out of range (components.flow.bijectors has 2 entries)"),
+        (
+            "components.flow.bijectors.first.hidden=[4]",
+            "components.flow.bijectors.first.hidden: components.flow.bijectors is a list: "
+            "choose an entry by index, as in components.flow.bijectors[0], not 'first'",
+        ),
+        ("components.flow.base[0]=1", "components.flow.base[0]: components.flow.base is a mapping, not a list: it has no entry [0]"),
+        ("train.steps[0]=1", "train.steps[0]: train.steps is int 2, not a list: it has no entry [0]"),
+        ("train.steps.x=1", "train.steps.x: cannot set a key inside train.steps, which is int 2, not a mapping"),
+        ("train.ema.components[0]=flow", "train.ema.components[0]: train.ema.components does not exist: set the whole list (train.ema.components=[...])"),
+        ("a[-1]=2", "<spec>: override 'a[-1]=2' is not of the form key.path=value (list entries: name[0] or name.0)"),
+    ],
+)
+def test_overrides_that_cannot_apply_name_the_reason(flow, catalogue, override, message) -> None:
+    assert problems(flow, catalogue, [override]) == [f"--set:0: {message}"]
+
+
+def test_changing_the_optimizer_type_drops_the_old_types_defaults(flow, catalogue) -> None:
+    resolved = load_spec(flow, catalogue=catalogue).to_yaml()
+    assert "amsgrad: false" in resolved  # a run folder's spec.yaml writes every default
+    spec = load_spec(parse_text(resolved, "run/spec.yaml"), ["train.optimizer.type=sgd", "train.optimizer.momentum=0.9"], catalogue)
+    assert spec.model.train.optimizer.model_dump() == {"type": "sgd", "lr": 1e-3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+
+
+def test_a_parameter_of_the_old_type_set_by_the_user_stays_and_is_reported(flow, catalogue) -> None:
+    resolved = load_spec(flow, ["train.optimizer.betas=[0.5, 0.9]"], catalogue).to_yaml()
+    betas = next(i for i, line in enumerate(resolved.splitlines(), 1) if "betas:" in line)
+    assert problems(parse_text(resolved, "run/spec.yaml"), catalogue, ["train.optimizer.type=sgd"]) == [
+        f"run/spec.yaml:{betas}: train.optimizer.betas: unknown key 'betas'",
+    ]
+
+
+def test_changing_a_schedule_type_drops_the_old_types_defaults(flow, catalogue) -> None:
+    data = yaml.safe_load(FLOW)
+    data["players"] = {"model": {"schedule": {"type": "cosine", "warmup": 5, "min_factor": 0.0}}}
+    spec = load_spec(data, ["players.model.schedule.type=exponential", "players.model.schedule.gamma=0.9"], catalogue)
+    assert spec.model.players["model"].schedule.model_dump() == {"type": "exponential", "warmup": 5, "gamma": 0.9}
+
+
+def test_changing_a_component_type_drops_the_old_types_defaults(flow, catalogue) -> None:
+    resolved = load_spec(flow, catalogue=catalogue).to_yaml()
+    spec = load_spec(parse_text(resolved, "run/spec.yaml"), ["components.flow.bijectors[1].type=actnorm"], catalogue)
+    assert spec.sections.components["flow.bijectors[1]"].type.name == "actnorm"
+    hidden = next(i for i, line in enumerate(resolved.splitlines(), 1) if "- 8" in line) - 1
+    assert problems(parse_text(resolved, "run/spec.yaml"), catalogue, ["components.flow.bijectors[0].type=actnorm"]) == [
+        f"run/spec.yaml:{hidden}: components.flow.bijectors[0].hidden: unknown parameter 'hidden'",
+    ]
