@@ -50,6 +50,8 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     for name in fields:
         g.add_node(node("field", name), path=("data",))
     for name, declared in components.items():
+        if name in fields:
+            problems.append(Problem(declared.path, _redefined_field(name, fields, "component")))
         g.add_node(node("component", name), path=declared.path)
         _add_refs(g, node("component", name), declared, components, values, fields, problems)
 
@@ -58,7 +60,7 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     for name, text in values.items():
         path = ("graph", name)
         if name in fields:
-            problems.append(Problem(path, _redefined_field(name, fields)))
+            problems.append(Problem(path, _redefined_field(name, fields, "value")))
             continue
         g.add_node(node("value", name), path=path)
         try:
@@ -99,8 +101,8 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     return SpecGraph(g, calls, fields)
 
 
-def _redefined_field(name: str, fields: tuple[str, ...]) -> str:
-    return f"{name!r} is a batch field (the data gives {', '.join(fields)}) and cannot be redefined; give this value another name"
+def _redefined_field(name: str, fields: tuple[str, ...], what: str) -> str:
+    return f"{name!r} is a batch field (the data gives {', '.join(fields)}) and cannot be redefined; give this {what} another name"
 
 
 def _node_of(name: str, components: dict[str, Declared], values: dict[str, str]) -> str:

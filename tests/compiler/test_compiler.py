@@ -188,3 +188,10 @@ def test_same_seed_same_model(gan_spec, catalogue) -> None:
     a, data = build(spec, "cpu")
     b = compile_spec(spec, data)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_a_component_named_like_a_batch_field_is_refused_not_silently_shadowing_it(gan_spec, catalogue) -> None:
+    gan_spec["components"]["y"] = gan_spec["components"].pop("noise")
+    gan_spec["graph"] = {k: v.replace("noise.", "y.") for k, v in gan_spec["graph"].items()}
+    message = errors(gan_spec, catalogue)
+    assert "components.y: 'y' is a batch field (the data gives x, y) and cannot be redefined; give this component another name" in message
