@@ -1,6 +1,7 @@
 """A dry run on a few real examples, to find shape and kind mismatches before training.
 
-Every player's plan runs forward once and the sampler draws as many examples.  A
+Every player's plan runs forward once on the first examples (with the largest
+label among them) and the sampler draws as many.  A
 failure is reported at the innermost component that was running (tracked by
 forward hooks), or at the graph value or loss being computed; what a loss or the
 sampler returns is checked against its contract (components' outputs are
@@ -15,10 +16,11 @@ import contextlib
 from typing import Any, Iterator
 
 import torch
+from torch import Tensor
 
 from compose_gen.compiler.checks import enforce
 from compose_gen.compiler.plan import term_address
-from compose_gen.core import Splits
+from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
 from compose_gen.registry import suggest
 from compose_gen.spec import Problem, SpecError
@@ -32,7 +34,7 @@ DRY_RUN_EXAMPLES = 5
 def dry_run(model: Any, data: Splits) -> None:
     spec = model.spec
     device = model.device
-    batch = {k: v.to(device) for k, v in data.train.batch(slice(0, DRY_RUN_EXAMPLES)).items()}
+    batch = {k: v.to(device) for k, v in data.train.batch(_examples(data.train)).items()}
     shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in batch.items())
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
@@ -66,6 +68,24 @@ def dry_run(model: Any, data: Splits) -> None:
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     _check_best_metric(spec, logged)
+
+
+def _examples(data: TensorData) -> Tensor:
+    """The first examples, with the one holding the largest value of each integer field (a class label) among them.
+
+    A label beyond a component's ``num_classes`` then fails in the dry run, not at
+    the training step whose batch first holds it.
+    """
+    index = list(range(min(DRY_RUN_EXAMPLES, len(data))))
+    slot = len(index) - 1
+    for values in data.fields.values():
+        if values.is_floating_point() or values.numel() == 0 or slot < 0:
+            continue
+        largest = int(values.reshape(len(values), -1).max(1).values.argmax())
+        if largest not in index:
+            index[slot] = largest
+            slot -= 1
+    return torch.tensor(index)
 
 
 def _check_best_metric(spec: Any, logged: set[str]) -> None:

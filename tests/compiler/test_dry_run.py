@@ -1,0 +1,34 @@
+"""The dry run's batch: the first examples, with the largest label among them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, load_spec
+
+
+def test_a_label_beyond_num_classes_fails_the_dry_run_wherever_it_sits(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 20)
+    labels[20] = 5  # shuffled to train example 29, far from the first ones, which alone would pass
+    np.save(tmp_path / "x.npy", rng.normal(size=(40, 2)).astype(np.float32))
+    np.save(tmp_path / "y.npy", labels)
+    spec = {
+        "name": "cgan_labels",
+        "data": {"type": "npy", "path": str(tmp_path / "x.npy"), "y_path": str(tmp_path / "y.npy"), "test_fraction": 0.1},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "generator": {"type": "mlp_generator", "latent_dim": 2, "num_classes": 2, "hidden": [8]},
+            "critic": {"type": "mlp_critic", "num_classes": 2, "hidden": [8]},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "generator(z, y)"},
+        "losses": {"adv": {"type": "hinge", "critic": "critic", "real": "x", "fake": "fake", "labels": "y"}},
+        "train": {"steps": 2, "batch_size": 8},
+    }
+    with pytest.raises(SpecError, match=r"components.generator: dry run failed .*IndexError: index out of range"):
+        build(load_spec(spec), "cpu")
+    labels[20] = 0
+    np.save(tmp_path / "y.npy", labels)
+    build(load_spec(spec), "cpu")
