@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from compose_gen.registry import make_catalogue
-from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, build
+from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
 from compose_gen.spec import SpecError, load_spec
 
 __all__ = ["main"]
@@ -111,15 +111,24 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
-    results = run.evaluate(record=not args.set)  # an override is for this command: the folder keeps its own results
-    if args.set:
-        print(f"not recorded in {run.dir / 'evaluation.json'}: the spec was changed with --set", file=sys.stderr)
-    if args.json:
+    try:
+        results = run.evaluate(record=not args.set)  # an override is for this command: the folder keeps its own results
+    except EvaluationFailed as failure:
+        _print_results(failure.results, args.json)  # the metrics that worked, and `failed`; the error follows on stderr
+        raise
+    finally:
+        if args.set:
+            print(f"not recorded in {run.dir / 'evaluation.json'}: the spec was changed with --set", file=sys.stderr)
+    _print_results(results, args.json)
+    return 0
+
+
+def _print_results(results: dict[str, object], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(results))
     else:
         for key, value in results.items():
             print(f"{key:40s} {value}")
-    return 0
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -176,9 +185,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("sample", _sample, "write samples of a trained run as an image")
     p.add_argument("run_dir")
-    p.add_argument("-n", type=_positive(int), default=64, help="how many samples")
+    p.add_argument("-n", type=_at_least(1, int), default=64, help="how many samples")
     p.add_argument("-o", "--output", required=True, help="the picture to write (.png unless it names another format)")
-    p.add_argument("--temperature", type=_positive(float), default=1.0, help="scale of the latent noise's standard deviation")
+    p.add_argument("--temperature", type=_at_least(0.0, float), default=1.0, help="scale of the noise's standard deviation (0: the mode)")
     p.add_argument("--device")
     overrides(p)
 
@@ -193,13 +202,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
-    """An argparse type: a finite number of ``kind`` above zero."""
+def _at_least(low: T, kind: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type: a finite number of ``kind``, at least ``low``."""
 
     def parse(text: str) -> T:
         value = kind(text)
-        if not (math.isfinite(value) and value > 0):  # type: ignore[arg-type, operator]
-            raise argparse.ArgumentTypeError(f"must be a finite number above zero, got {text}")
+        if not (math.isfinite(value) and value >= low):  # type: ignore[arg-type, operator]
+            raise argparse.ArgumentTypeError(f"must be a finite number of at least {low}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its message

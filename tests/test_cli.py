@@ -118,13 +118,19 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}" and (tmp_path / "grid.png").exists()
     assert main(["sample", str(run), "-o", str(tmp_path)]) == 1
     assert f"{tmp_path} is a folder; give a file name such as {tmp_path / 'samples.png'}" in capsys.readouterr().err
+    failing = "evaluate.metrics=[{type: test_losses}, {type: precision_recall, n: 2, k: 5}]"
+    assert main(["evaluate", str(run), "--json", "--set", failing]) == 1
+    out, err = capsys.readouterr()
+    shown = json.loads(out)  # what worked is printed even when a metric fails
+    assert "test/vae.elbo" in shown and list(shown["failed"]) == ["evaluate.metrics[1]"]
+    assert "1 metric(s) failed" in err and "evaluate.metrics[1]: type 'precision_recall'" in err
 
 
-@pytest.mark.parametrize("option", [["-n", "-3"], ["--temperature", "nan"], ["--temperature", "0"]])
-def test_sample_options_must_be_positive(option, capsys) -> None:
+@pytest.mark.parametrize("option, low", [(["-n", "0"], "1"), (["--temperature", "nan"], "0.0"), (["--temperature", "-1"], "0.0")])
+def test_sample_options_are_checked(option, low, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["sample", "run", "-o", "s.png", *option])
-    assert f"argument {option[0]}: must be a finite number above zero, got {option[1]}" in capsys.readouterr().err
+    assert f"argument {option[0]}: must be a finite number of at least {low}, got {option[1]}" in capsys.readouterr().err
 
 
 def test_schema_into_a_folder_is_an_error_not_a_traceback(tmp_path, capsys) -> None:

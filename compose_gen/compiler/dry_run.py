@@ -13,6 +13,7 @@ afterwards, so the dry run leaves no trace.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator
 
 import torch
@@ -54,6 +55,7 @@ def dry_run(model: Any, data: Splits) -> None:
                     with _located(spec, stack, ("losses", call.name), f"computing loss {call.name!r}", shapes):
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
+                    _check_finite(spec, call.name, result, call.terms, shapes)
                     logged.update(term_address(call.name, key) for key in result)
             if model.sampler is not None:
                 with _located(spec, stack, ("sample",), "sampling", shapes):
@@ -68,6 +70,18 @@ def dry_run(model: Any, data: Splits) -> None:
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     _check_best_metric(spec, logged)
+
+
+def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str) -> None:
+    """An untrained model's loss on real examples is finite; NaN or inf there is a mismatch of data and model."""
+    values = {t: float(result[t].detach()) for t in sorted(terms)}
+    bad = [f"{term_address(loss, t)}={v:g}" for t, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise spec.error(
+            ("losses", loss),
+            f"non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch ({shapes}): "
+            "do the data's values lie where the model is defined (a logit needs (0, 1))?",
+        )
 
 
 def _examples(data: TensorData) -> Tensor:

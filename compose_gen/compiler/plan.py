@@ -67,6 +67,7 @@ def make_plans(
     players = spec.model.players or {"model": PlayerSpec()}
     problems: list[Problem] = []
     addresses = {term_address(n, t): (n, t) for n, loss in losses.items() for t in loss.terms}
+    single = {n: (n, loss.terms[0]) for n, loss in losses.items() if len(loss.terms) == 1}  # `gp` for `gp.critic`
     plans = {}
     for player, pspec in players.items():
         path = ("players", player)
@@ -77,10 +78,11 @@ def make_plans(
         chosen: dict[str, dict[str, float]] = {}
         known_before = len(problems)
         for address, weight in weights.items():
-            if address not in addresses:
+            target = addresses.get(address) or single.get(address)
+            if target is None:
                 problems.append(Problem((*path, "terms", address), _unknown_term(address, losses)))
                 continue
-            loss_name, term = addresses[address]
+            loss_name, term = target
             chosen.setdefault(loss_name, {})[term] = weight
         calls, needed = [], set()
         for loss_name, term_weights in chosen.items():

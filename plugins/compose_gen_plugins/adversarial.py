@@ -168,9 +168,9 @@ class Minimax(AdversarialLoss):
 
 
 class NonSaturating(Minimax):
-    """Non-saturating GAN (Goodfellow et al. 2014): the critic term of :class:`Minimax`, and
+    """Non-saturating GAN (Goodfellow et al. 2014): the minimax critic, the generator minimising -E log D(G(z)).
 
-    generator: -E log D(G(z)) = E softplus(-d_f)
+    generator: -E log D(G(z)) = E softplus(-d_f); the critic term is :class:`Minimax`'s.
     """
 
     def generator_side(self, d: Tensor, real: bool) -> Tensor:

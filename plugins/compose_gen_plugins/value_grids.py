@@ -34,7 +34,7 @@ class ValueGrid:
 
     Every value must be an image batch of the data's image shape (model space, shown
     through the data's ``to_display``).  Returns ``{"<file stem>_images": count}``, so the
-evaluation summary records that the file was written.
+    evaluation summary records that the file was written.
     """
 
     def __init__(self, params: ValueGridParams) -> None:
@@ -59,6 +59,7 @@ evaluation summary records that the file was written.
 
 
 def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
+    """Tile named graph values (inputs, translations, reconstructions) of test examples into one PNG."""
     return ValueGrid(params)
 
 
@@ -99,6 +100,6 @@ def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContex
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
     return [
-        ComponentType("value_grid", "metric", ValueGridParams, build_value_grid, doc=ValueGrid.__doc__ or ""),
+        ComponentType("value_grid", "metric", ValueGridParams, build_value_grid),
         ComponentType("noise_interpolation", "metric", NoiseInterpolationParams, build_noise_interpolation),
     ]

@@ -161,6 +161,13 @@ def test_unknown_term_and_ambiguous_term(gan_spec, catalogue) -> None:
     assert "name one of adv.critic, adv.generator" in errors(gan_spec, catalogue)
 
 
+def test_a_single_term_loss_is_named_by_its_loss_whatever_its_term_is_called(gan_spec, catalogue) -> None:
+    gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
+    gan_spec["players"]["critic"]["terms"] = ["adv.critic", "gp"]  # gradient_penalty's one term is `critic`
+    model, _ = build(load_spec(gan_spec, catalogue=catalogue), "cpu")
+    assert {call.name: set(call.terms) for call in model.plans["critic"].losses} == {"adv": {"critic"}, "gp": {"critic"}}
+
+
 def test_player_whose_terms_ignore_its_parameters(gan_spec, catalogue) -> None:
     gan_spec["losses"]["real_only"] = {"type": "toy_adversarial", "critic": "critic", "fake": "x"}
     gan_spec["players"]["generator"]["terms"] = ["real_only.generator"]

@@ -32,3 +32,24 @@ def test_a_label_beyond_num_classes_fails_the_dry_run_wherever_it_sits(tmp_path)
     labels[20] = 0
     np.save(tmp_path / "y.npy", labels)
     build(load_spec(spec), "cpu")
+
+
+def test_a_loss_that_is_not_finite_before_training_is_found_by_validate() -> None:
+    """Digits are k/16 for k = 0..16; dequantized with 16 levels they reach 17/16, where a logit is NaN."""
+    spec = {
+        "name": "logit_out_of_range",
+        "data": {"type": "digits", "shape": "image"},
+        "components": {
+            "flow": {
+                "type": "flow",
+                "base": {"type": "standard_normal", "shape": [1, 8, 8]},
+                "head": [{"type": "dequantize", "shape": [1, 8, 8], "levels": 16}, {"type": "logit", "shape": [1, 8, 8]}],
+                "bijectors": [{"type": "actnorm", "shape": [1, 8, 8]}],
+            }
+        },
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+    }
+    with pytest.raises(SpecError, match=r"losses.nll: non-finite loss before any training step \(nll=nan\) on the dry run's batch"):
+        build(load_spec(spec), "cpu")
+    spec["components"]["flow"]["head"].pop()  # without the logit, the same flow is finite
+    build(load_spec(spec), "cpu")

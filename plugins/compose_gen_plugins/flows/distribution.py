@@ -73,7 +73,19 @@ class FlowDistribution(Distribution):
         return self.base.log_prob(z) + ladj
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        z = self.base.rsample(torch.Size(sample_shape) + self.batch_shape)
+        if not self.base.has_rsample:
+            raise NotImplementedError(
+                f"the flow's base ({type(self.base).__name__}) has no reparameterised samples, so neither has the flow; use sample"
+            )
+        return self._push(self.base.rsample(torch.Size(sample_shape) + self.batch_shape), sample_shape)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        """Draws without gradients; unlike :meth:`rsample`, for any base (a mixture of Gaussians too)."""
+        with torch.no_grad():
+            return self._push(self.base.sample(torch.Size(sample_shape) + self.batch_shape), sample_shape)
+
+    def _push(self, z: Tensor, sample_shape: torch.Size | tuple[int, ...]) -> Tensor:
+        """Base draws ``z``, at the temperature, through the inverse of the chain."""
         if self.temperature != 1.0:
             mean = self.base.mean
             z = mean + self.temperature * (z - mean)
@@ -118,9 +130,11 @@ class Flow(nn.Module):
         return self(None, temperature).rsample((n,))
 
     def sample(self, like: Tensor | int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
-        """Like :meth:`rsample`, without gradients."""
-        with torch.no_grad():
-            return self.rsample(like, context, temperature)
+        """Like :meth:`rsample`, without gradients, for any base."""
+        if context is not None:
+            return self(context, temperature).sample()
+        n = like if isinstance(like, int) else len(like)
+        return self(None, temperature).sample((n,))
 
 
 def bits_per_dim(nll: Tensor, dims: int, ladj_to_model: float = 0.0) -> Tensor:

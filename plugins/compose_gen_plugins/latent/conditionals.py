@@ -86,15 +86,27 @@ class _Decoder(nn.Module):
     def output(self, z: Tensor, parts: int, shape: tuple[int, ...] | None = None) -> Tensor:
         """The network's output as ``(*batch, parts, *shape)``, by default ``shape = event_shape``."""
         batch = z.shape[: z.dim() - self.latent_rank]
-        return self.net(z).reshape(*batch, parts, *(self.event_shape if shape is None else shape))
+        return self._reshaped(self.net(z), (*batch, parts, *(self.event_shape if shape is None else shape)), len(batch))
 
     def params(self, z: Tensor, parts: int = 1) -> tuple[Tensor, ...]:
         """The network's output split into ``parts`` tensors of shape ``batch + event_shape``."""
         if parts == 1:
             out, shape = self.net(z), (*z.shape[: z.dim() - self.latent_rank], *self.event_shape)
-            return (out if out.shape == shape else out.reshape(shape),)
+            return (out if out.shape == shape else self._reshaped(out, shape, len(shape) - len(self.event_shape)),)
         out = self.output(z, parts)
         return out.unbind(out.dim() - len(self.event_shape) - 1)
+
+    @staticmethod
+    def _reshaped(out: Tensor, shape: tuple[int, ...], batch_dims: int) -> Tensor:
+        """``out`` as ``shape``; a network of the wrong output size is told what size this decoder needs."""
+        try:
+            return out.reshape(shape)
+        except RuntimeError:
+            given, needed = out.shape[batch_dims:].numel(), math.prod(shape[batch_dims:])
+            raise ValueError(
+                f"the network gives {given} numbers per example, this decoder needs {needed} "
+                f"(shape {tuple(shape[batch_dims:])}: the distribution's parameters for each value of x)"
+            ) from None
 
     def independent(self, elementwise: Distribution) -> Distribution:
         """``elementwise`` with the event dimensions of x summed in ``log_prob``."""
@@ -216,7 +228,12 @@ class EncoderParams(Params):
 
 
 class DecoderParams(Params):
-    net: Ref("network") = Field(..., description="network mapping z to the distribution's parameters")  # type: ignore[valid-type]
+    net: Ref("network") = Field(  # type: ignore[valid-type]
+        ...,
+        description="network mapping z to the distribution's parameters: per value of x, 1 (Bernoulli, continuous Bernoulli, "
+        "Gaussian), 2 (Gaussian with scale: predicted), bins (categorical), 3·components (discretized logistic; "
+        "10·components per pixel with channel_coupling); an MLP's out_features is that times the values of x",
+    )
     event_shape: list[int] | None = Field(None, description="shape of one x; default: the data's")
     latent_rank: int = Field(1, gt=0, description="event dimensions of z (1: vectors)")
 

@@ -22,6 +22,7 @@ from compose_gen_plugins.flows.distribution import (
 )
 from compose_gen_plugins.flows.elementwise import ElementwiseAffine
 from compose_gen_plugins.flows.glow import GlowParams, build_glow
+from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
 
 class Context:
@@ -80,6 +81,22 @@ def test_samples_follow_the_flow_and_temperature_scales_the_variance():
         torch.testing.assert_close(x.var(0), torch.full((3,), (temperature * math.exp(-s)) ** 2), rtol=0.05, atol=0)
     sampler = build_flow_sampler(FlowSamplerParams(flow="flow", temperature=0.5), Context(flow=flow))
     assert sampler.sample(20000, temperature=2.0).var(0).sub(math.exp(-2 * s)).abs().max() < 0.05
+
+
+def test_a_flow_on_a_mixture_base_samples_through_the_flow_but_has_no_rsample():
+    """A mixture's component choice is discrete: draws need ``sample``, which a flow must not route through rsample."""
+    torch.manual_seed(0)
+    base = GaussianMixturePrior(latent=2, components=3)
+    with torch.no_grad():
+        base.loc.copy_(torch.tensor([[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
+        base.log_scale.fill_(math.log(0.1))
+    flow = build_flow(FlowParams(base="base", bijectors=["f"]), Context(base=base, f=affine((2,), 0.0, -1.0)))  # x = z + 1
+    x = flow.sample(3000)
+    assert x.shape == (3000, 2)
+    torch.testing.assert_close(x[:, 0].sort().values[[0, -1]].round(), torch.tensor([-3.0, 5.0]), atol=1.0, rtol=0)
+    assert flow.log_prob(x).isfinite().all()
+    with pytest.raises(NotImplementedError, match=r"the flow's base \(MixtureSameFamily\) has no reparameterised samples"):
+        flow.rsample(4)
 
 
 def test_rsample_carries_gradients_to_the_bijectors():
