@@ -12,6 +12,7 @@ from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
 from compose_gen.core.contracts import check_loss_terms
+from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["Builder", "build_all", "build_data"]
@@ -41,7 +42,7 @@ class Builder:
 
     def loss(self, name: str) -> Loss:
         if name not in self.losses:
-            raise KeyError(f"unknown loss {name!r}; losses: {', '.join(self.losses) or 'none'}")
+            raise ValueError(f"unknown loss {name!r}{suggest(name, self.losses)}; losses: {', '.join(self.losses) or 'none'}")
         return self.losses[name]
 
     def make(self, declared: Declared) -> Any:
@@ -76,13 +77,21 @@ def build_all(
     for name in order:
         ctx.built[name] = ctx.make(sections.components[name])
     problems: list[Problem] = []
-    for name, declared in sections.losses.items():
+
+    def make(declared: Declared) -> Any:
+        """``ctx.make(declared)``, its problems kept so that every loss, the sampler and every metric report theirs."""
         try:
-            ctx.losses[name] = ctx.make(declared)
+            return ctx.make(declared)
         except SpecError as error:
             problems.extend(error.problems)
+            return None
+
+    for name, declared in sections.losses.items():
+        ctx.losses[name] = make(declared)
+    if problems:  # the sampler and metrics may read losses
+        raise SpecError(problems, spec.source)
+    sampler = make(sections.sampler) if sections.sampler is not None else None
+    metrics = [make(declared) for declared in sections.metrics]
     if problems:
         raise SpecError(problems, spec.source)
-    sampler = ctx.make(sections.sampler) if sections.sampler is not None else None
-    metrics = [ctx.make(declared) for declared in sections.metrics]
     return ctx.built, ctx.losses, sampler, metrics

@@ -57,6 +57,7 @@ def dry_run(model: Any, data: Splits) -> None:
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
                     _check_finite(spec, call.name, result, call.terms, shapes)
                     logged.update(term_address(call.name, key) for key in result)
+            _every_value(model, batch, stack, shapes)
             if model.sampler is not None:
                 with _located(spec, stack, ("sample",), "sampling", shapes):
                     drawn = model.sample(DRY_RUN_EXAMPLES)
@@ -70,6 +71,15 @@ def dry_run(model: Any, data: Splits) -> None:
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     _check_best_metric(spec, logged)
+
+
+def _every_value(model: Any, batch: dict[str, Tensor], stack: list[str], shapes: str) -> None:
+    """Every graph value once more, without gradients: those no player needs (read by a metric, or by nothing) too."""
+    values: dict[str, Any] = dict(batch)
+    with torch.no_grad():
+        for name in model.graph.values_in_order(set(model.graph.graph.nodes)):
+            with _located(model.spec, stack, ("graph", name), f"computing value {name!r}", shapes):
+                values[name] = model._evaluators[name](values)
 
 
 def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str) -> None:
