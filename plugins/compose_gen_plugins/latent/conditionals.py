@@ -292,15 +292,22 @@ def build_gaussian_decoder(p: GaussianDecoderParams, ctx: BuildContext) -> Gauss
     return GaussianDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, p.scale, p.fixed_scale)
 
 
+def _grid(p: CategoricalDecoderParams | DiscretizedLogisticDecoderParams, ctx: BuildContext) -> Grid:
+    """The decoder's levels, checked against the data's x when the decoder models them (it takes their shape)."""
+    grid = Grid(p.bins, p.low, p.high)
+    if p.event_shape is None and ctx.data is not None:
+        grid.check(ctx.data.train.fields["x"], "the data's x")
+    return grid
+
+
 def build_categorical_decoder(p: CategoricalDecoderParams, ctx: BuildContext) -> CategoricalDecoder:
     """Categorical decoder p(x|z): a softmax over the levels of each value."""
-    return CategoricalDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, Grid(p.bins, p.low, p.high))
+    return CategoricalDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, _grid(p, ctx))
 
 
 def build_discretized_logistic_decoder(
     p: DiscretizedLogisticDecoderParams, ctx: BuildContext
 ) -> DiscretizedLogisticMixtureDecoder:
     """Discretized logistic mixture decoder p(x|z) of PixelCNN++ (Salimans et al. 2017)."""
-    grid = Grid(p.bins, p.low, p.high)
     decoder = CoupledDiscretizedLogisticMixtureDecoder if p.channel_coupling else DiscretizedLogisticMixtureDecoder
-    return decoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, grid, p.components)
+    return decoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, _grid(p, ctx), p.components)

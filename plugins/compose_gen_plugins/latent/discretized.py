@@ -44,6 +44,18 @@ class Grid:
             raise ValueError(f"a grid needs bins ≥ 2 and high > low, got bins={bins}, low={low}, high={high}")
         self.bins, self.low, self.high = bins, low, high
 
+    def check(self, x: Tensor, what: str) -> None:
+        """Raise unless every value of ``x`` is one of the levels: off the grid, a mass would round it silently."""
+        position = (x.double() - self.low) / (self.high - self.low) * (self.bins - 1)
+        off = (position - position.round()).abs().max().item() if x.numel() else 0.0
+        outside = x.numel() > 0 and not (self.low - 1e-6 <= x.min().item() and x.max().item() <= self.high + 1e-6)
+        if off > 1e-4 or outside:
+            raise ValueError(
+                f"{what} are not on this decoder's grid of {self.bins} levels from {self.low:g} to {self.high:g} "
+                f"(values {x.min().item():g}..{x.max().item():g}, up to {off:.3g} steps off it): set bins, low and high "
+                f"to the data's levels (8x8 digits: bins: 17)"
+            )
+
     def index(self, x: Tensor) -> Tensor:
         """The nearest level's index (values off the grid are rounded to it)."""
         position = (x - self.low) / (self.high - self.low) * (self.bins - 1)

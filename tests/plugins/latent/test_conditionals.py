@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from compose_gen_plugins.latent.conditionals import BernoulliDecoder, GaussianDecoder
+from compose_gen import Splits, TensorData
+from compose_gen_plugins.latent.conditionals import (
+    BernoulliDecoder,
+    CategoricalDecoderParams,
+    GaussianDecoder,
+    build_categorical_decoder,
+)
 
 
 @pytest.mark.parametrize(
@@ -24,3 +30,23 @@ def test_a_network_of_the_wrong_output_size_is_told_the_size_the_decoder_needs(d
 def test_decoders_broadcast_over_prepended_sample_dimensions() -> None:
     decoder = GaussianDecoder(nn.Linear(4, 12), (6,), 1, "predicted", 1.0)
     assert decoder(torch.zeros(5, 3, 4)).log_prob(torch.zeros(3, 6)).shape == (5, 3)
+
+
+class _Context:
+    """A build context with data x and one network."""
+
+    def __init__(self, x: torch.Tensor, net: nn.Module) -> None:
+        self.data = Splits(TensorData({"x": x}), TensorData({"x": x}))
+        self.net = net
+
+    def component(self, ref):
+        return self.net
+
+
+def test_a_discrete_decoder_refuses_data_off_its_grid() -> None:
+    """Digits are k/16, k = 0..16: 17 levels. With 16 a mass would round them silently, and its NLL would not be theirs."""
+    x = torch.arange(17.0).repeat(4)[:, None] / 16
+    params = CategoricalDecoderParams(net="net", bins=16)
+    with pytest.raises(ValueError, match=r"the data's x are not on this decoder's grid of 16 levels from 0 to 1 \(values 0..1, up to 0.5 steps"):
+        build_categorical_decoder(params, _Context(x, nn.Linear(2, 16)))
+    build_categorical_decoder(params.model_copy(update={"bins": 17}), _Context(x, nn.Linear(2, 17)))
