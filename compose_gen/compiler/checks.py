@@ -50,7 +50,7 @@ class ContractWatch:
             for direction in _WATCHED_METHODS:
                 self._shadow(built, direction, declared, self._bijector_check(direction))
         elif declared.kind in _DISTRIBUTION_KINDS:
-            self._shadow(built, "forward", declared, lambda module, args, kwargs, result: check_distribution(result))
+            self._shadow(built, "forward", declared, lambda module, args, kwargs, result: check_distribution(result, *args[:1]))
 
     def close(self) -> None:
         """Remove every check from the built objects and everything inside them."""

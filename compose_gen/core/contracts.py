@@ -130,10 +130,24 @@ def describe_value(value: Any) -> str:
     return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
 
 
-def check_distribution(value: Any) -> None:
-    """A prior, encoder, decoder or flow's ``forward`` must return a ``torch.distributions.Distribution``."""
+def check_distribution(value: Any, given: Tensor | None = None) -> None:
+    """A prior, encoder, decoder or flow's ``forward`` returns a ``torch.distributions.Distribution`` whose ``log_prob`` sums events.
+
+    Called with ``given`` (an encoder's x, a decoder's z), the distribution has one
+    value per example of ``given``, so its batch shape is shorter than ``given``'s
+    shape; called without (a prior), its batch shape is empty.  A distribution of
+    elementwise densities not wrapped in ``Independent`` breaks this: its
+    ``log_prob`` would be per coordinate and broadcast silently in every bound.
+    """
     if not isinstance(value, Distribution):
         raise ContractError(f"forward returned {describe_value(value)}, not a torch.distributions.Distribution")
+    per_coordinate = len(value.batch_shape) >= given.dim() if isinstance(given, Tensor) else len(value.batch_shape) > 0
+    if per_coordinate:
+        of = f"for an input of shape {tuple(given.shape)}" if isinstance(given, Tensor) else "with no input"
+        raise ContractError(
+            f"forward returned a {type(value).__name__} of batch shape {tuple(value.batch_shape)} {of}, so its log_prob is "
+            f"per coordinate, not summed over the event: wrap it, Independent(..., reinterpreted_batch_ndims)"
+        )
 
 
 def check_loss_terms(loss: Loss) -> None:

@@ -53,6 +53,8 @@ class Prior(nn.Module):
         self.register_buffer("loc", torch.zeros(p.shape))
 
     def forward(self):
+        if self.breaks == "unsummed":
+            return Normal(self.loc, 1.0)  # no Independent: log_prob per coordinate
         return self.loc if self.breaks == "tensor" else Independent(Normal(self.loc, 1.0), 1)
 
     def sample(self, like):
@@ -173,6 +175,14 @@ def test_a_prior_returning_a_tensor_is_blamed_not_the_flow_that_reads_it(catalog
         "forward returned a Tensor of shape (2,), not a torch.distributions.Distribution"
     ) in message
     assert "flows" not in message
+
+
+def test_a_prior_whose_log_prob_does_not_sum_the_event_is_blamed(catalogue) -> None:
+    message = problem(spec_with("components.flow.base", "unsummed"), catalogue)
+    assert (
+        "components.flow.base: type 't_prior' (plugin 'breakage') broke the prior contract: forward returned a Normal of "
+        "batch shape (2,) with no input, so its log_prob is per coordinate, not summed over the event"
+    ) in message
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.distributions import Independent, Normal
 
 from compose_gen.core import Bijector, ContractError
-from compose_gen.core.contracts import check_loss_result, check_metric_result
+from compose_gen.core.contracts import check_distribution, check_loss_result, check_metric_result
 
 
 def test_a_bijector_output_of_the_contract_passes_and_a_bad_one_says_why() -> None:
@@ -27,3 +28,12 @@ def test_metric_results_come_back_as_floats() -> None:
     assert check_metric_result({"modes": 3, "rate": 0.5}) == {"modes": 3.0, "rate": 0.5}
     with pytest.raises(ContractError, match=r"returned 'm' \(a Tensor of shape \(\)\), not floats"):
         check_metric_result({"m": torch.tensor(1.0)})
+
+
+def test_a_distribution_must_sum_its_event_for_each_example_of_its_input() -> None:
+    """Without Independent, an encoder's log_prob is per coordinate and broadcasts silently in every bound."""
+    x = torch.zeros(5, 3)
+    check_distribution(Independent(Normal(torch.zeros(5, 4), 1.0), 1), x)
+    with pytest.raises(ContractError, match=r"a Normal of batch shape \(5, 4\) for an input of shape \(5, 3\), so its log_prob is per"):
+        check_distribution(Normal(torch.zeros(5, 4), 1.0), x)
+    check_distribution(Independent(Normal(torch.zeros(4), 1.0), 1))  # a prior: no input, empty batch shape
