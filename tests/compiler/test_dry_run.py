@@ -55,29 +55,15 @@ def test_a_loss_that_is_not_finite_before_training_is_found_by_validate() -> Non
     build(load_spec(spec), "cpu")
 
 
-def _vae(**extra) -> dict:
-    return {
-        "name": "tiny_vae",
-        "data": {"type": "digits", "binarize": "threshold", "shape": "flat"},
-        "components": {
-            "prior": {"type": "standard_normal", "shape": [4]},
-            "encoder": {"type": "gaussian_encoder", "latent": 4, "net": {"type": "mlp", "in_features": 64, "out_features": 8, "hidden": [8]}},
-            "decoder": {"type": "bernoulli_decoder", "net": {"type": "mlp", "in_features": 4, "out_features": 64, "hidden": [8]}},
-        },
-        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
-        **extra,
-    }
-
-
-def test_a_graph_value_no_player_needs_is_dry_run_too() -> None:
-    spec = _vae(graph={"q": "encoder(x)", "z": "prior.sample(x)", "bad": "decoder(x)"})  # decoder takes 4 numbers, x has 64
+def test_a_graph_value_no_player_needs_is_dry_run_too(vae_spec) -> None:
+    vae_spec["graph"] = {"q": "encoder(x)", "z": "prior.sample(x)", "bad": "decoder(x)"}  # decoder takes 4 numbers, x has 64
     with pytest.raises(SpecError, match=r"components.decoder.net: dry run failed computing value 'bad' .*mlp expects inputs of shape \(..., 4\)"):
-        build(load_spec(spec), "cpu")
+        build(load_spec(vae_spec), "cpu")
 
 
-def test_every_metric_that_cannot_be_built_is_reported_at_once() -> None:
-    metrics = [{"type": "importance_sampled_nll", "model": "vea"}, {"type": "posterior_collapse", "model": "vea"}]
+def test_every_metric_that_cannot_be_built_is_reported_at_once(vae_spec) -> None:
+    vae_spec["evaluate"]["metrics"] = [{"type": "importance_sampled_nll", "model": "vea"}, {"type": "posterior_collapse", "model": "vea"}]
     with pytest.raises(SpecError) as info:
-        build(load_spec(_vae(evaluate={"metrics": metrics})), "cpu")
+        build(load_spec(vae_spec), "cpu")
     assert [".".join(map(str, p.path)) for p in info.value.problems] == ["evaluate.metrics.0", "evaluate.metrics.1"]
     assert "unknown loss 'vea'; did you mean 'vae'?; losses: vae" in str(info.value)
