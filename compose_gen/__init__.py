@@ -27,6 +27,7 @@ from compose_gen.core import (
 from compose_gen.registry import (
     Catalogue,
     ComponentType,
+    LossName,
     Params,
     Ref,
     Value,
@@ -45,6 +46,7 @@ __all__ = [
     "EvalContext",
     "Latch",
     "Loss",
+    "LossName",
     "Params",
     "Ref",
     "Sampler",

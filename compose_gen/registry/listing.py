@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compose_gen.registry.catalogue import Catalogue, suggest
-from compose_gen.registry.types import KINDS, RefTo, ValueRef, ref_fields
+from compose_gen.registry.types import KINDS, LossRef, RefTo, ValueRef, ref_fields
 
 __all__ = ["describe", "render"]
 
@@ -45,13 +45,15 @@ def describe(catalogue: Catalogue) -> dict[str, Any]:
     return {"types": listing, "failed_plugins": catalogue.failures}
 
 
-def _field_type(info: FieldInfo, reference: RefTo | ValueRef | None) -> str:
+def _field_type(info: FieldInfo, reference: RefTo | ValueRef | LossRef | None) -> str:
     """What a spec writes for the field: ``component (encoder)``, ``value``, ``'elbo' | 'iwae'``, ``list[int]``, …"""
     if isinstance(reference, RefTo):
         single = f"component ({' | '.join(reference.kinds)})"
         return f"list[{single}]" if get_origin(info.annotation) in (list, tuple) else single
     if isinstance(reference, ValueRef):
         return "value"
+    if isinstance(reference, LossRef):
+        return "loss name"
     return _type_text(info.annotation)
 
 

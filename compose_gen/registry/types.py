@@ -6,7 +6,8 @@ plugin:
 
 * ``Ref("network")`` — a component of one of the given kinds, either by name
   (``net: encoder_net``) or defined inline (``net: {type: mlp, ...}``);
-* ``Value`` — a named graph value or batch field (``real: x``).
+* ``Value`` — a named graph value or batch field (``real: x``);
+* ``LossName`` — a loss under ``losses:`` (a metric's ``model: vae``), read with ``ctx.loss``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = [
     "COMPONENT_PLACEHOLDER",
     "KINDS",
     "ComponentType",
+    "LossName",
+    "LossRef",
     "Params",
     "Ref",
     "RefTo",
@@ -93,6 +96,11 @@ class ValueRef:
     """Marks a field as the name of a graph value or batch field."""
 
 
+@dataclass(frozen=True)
+class LossRef:
+    """Marks a field as the name of a loss under ``losses:``."""
+
+
 def Ref(*kinds: str) -> Any:  # noqa: N802 - reads as a type in annotations
     """Annotation for a field referring to a component of one of ``kinds``."""
     unknown = set(kinds) - set(COMPONENT_KINDS)
@@ -112,6 +120,8 @@ def Ref(*kinds: str) -> Any:  # noqa: N802 - reads as a type in annotations
 
 #: Annotation for a field naming a graph value or batch field.
 Value = Annotated[str, ValueRef()]
+#: Annotation for a field naming a loss under ``losses:``; the spec checks the name before anything is built.
+LossName = Annotated[str, LossRef()]
 
 
 @dataclass(frozen=True)
@@ -146,15 +156,15 @@ def _metadata(annotation: Any) -> list[Any]:
     return list(getattr(annotation, "__metadata__", ()))
 
 
-def ref_fields(model: type[BaseModel]) -> Iterator[tuple[str, RefTo | ValueRef]]:
+def ref_fields(model: type[BaseModel]) -> Iterator[tuple[str, RefTo | ValueRef | LossRef]]:
     """Yield ``(field, marker)`` once for every reference field of ``model``.
 
     Handles ``Ref(...)``, ``Value``, their lists, unions and optional forms;
     whether a given value is one reference or a list is read off the value.
     """
     for name, info in model.model_fields.items():
-        markers = [m for m in info.metadata if isinstance(m, (RefTo, ValueRef))]
-        markers += [m for inner in _unwrap(info.annotation) for m in _metadata(inner) if isinstance(m, (RefTo, ValueRef))]
+        markers = [m for m in info.metadata if isinstance(m, (RefTo, ValueRef, LossRef))]
+        markers += [m for inner in _unwrap(info.annotation) for m in _metadata(inner) if isinstance(m, (RefTo, ValueRef, LossRef))]
         if markers:
             yield name, markers[0]
 

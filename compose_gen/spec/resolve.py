@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, Params, RefTo, ref_fields, suggest
+from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, LossRef, Params, RefTo, ref_fields, suggest
 from compose_gen.spec.errors import PathPart, Problem, SpecError
 from compose_gen.spec.model import SpecModel
 
@@ -53,6 +53,7 @@ class _Resolver:
         self.problems: list[Problem] = []
         self.components: dict[str, Declared] = {}
         self.pending_refs: list[tuple[str, tuple[str, ...], tuple[PathPart, ...]]] = []
+        self.loss_refs: list[tuple[str, tuple[PathPart, ...]]] = []
         #: Components declared with problems already reported: references to them are not reported again.
         self.invalid: set[str] = set()
 
@@ -94,9 +95,11 @@ class _Resolver:
 
     def _lift_refs(self, declared: Declared) -> None:
         for field, marker in ref_fields(type(declared.params)):
+            value = getattr(declared.params, field)
+            if isinstance(marker, LossRef) and value is not None:
+                self.loss_refs.append((value, (*declared.path, field)))
             if not isinstance(marker, RefTo):
                 continue
-            value = getattr(declared.params, field)
             if value is None:
                 continue
             is_list = isinstance(value, list)
@@ -125,6 +128,13 @@ class _Resolver:
                 self.problem(path, f"unknown component {name!r}{suggest(name, self.components)}")
             elif target.kind not in kinds:
                 self.problem(path, f"{name!r} is a {target.kind}, expected a {' or '.join(kinds)}")
+
+    def check_loss_refs(self, losses: Iterable[str]) -> None:
+        """Fields typed ``LossName`` name a loss under ``losses:``."""
+        known = list(losses)
+        for name, path in self.loss_refs:
+            if name not in known:
+                self.problem(path, f"unknown loss {name!r}{suggest(name, known)}; losses: {', '.join(known) or 'none'}")
 
     def check_averaged(self, names: list[str]) -> None:
         """``train.ema.components`` name components declared under ``components:`` (inline ones are averaged with their parent)."""
@@ -168,6 +178,7 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
         if declared is not None:
             metrics.append(declared)
     resolver.check_refs()
+    resolver.check_loss_refs(model.losses)
     if model.train.ema is not None:
         resolver.check_averaged(model.train.ema.components)
     if resolver.problems:

@@ -62,8 +62,9 @@ def test_a_graph_value_no_player_needs_is_dry_run_too(vae_spec) -> None:
 
 
 def test_every_metric_that_cannot_be_built_is_reported_at_once(vae_spec) -> None:
-    vae_spec["evaluate"]["metrics"] = [{"type": "importance_sampled_nll", "model": "vea"}, {"type": "posterior_collapse", "model": "vea"}]
+    vae_spec["evaluate"]["metrics"] = [{"type": "codebook_usage", "model": "vae"}, {"type": "codebook_usage", "model": "vae"}]
+    spec = load_spec(vae_spec)  # the loss exists; only its builder can tell that it is no vqvae
     with pytest.raises(SpecError) as info:
-        build(load_spec(vae_spec), "cpu")
+        build(spec, "cpu")
     assert [".".join(map(str, p.path)) for p in info.value.problems] == ["evaluate.metrics.0", "evaluate.metrics.1"]
-    assert "unknown loss 'vea'; did you mean 'vae'?; losses: vae" in str(info.value)
+    assert "failed to build: ValueError: loss 'vae' is a VAE, not a vqvae" in str(info.value)

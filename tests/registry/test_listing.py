@@ -19,6 +19,7 @@ def test_parameter_types_read_as_a_spec_writes_them(catalogue) -> None:
     assert params["elbo"]["encoder"]["type"] == "component (encoder)"
     assert params["elbo"]["prior"]["type"] == "component (prior | flow)"
     assert params["elbo"]["x"]["type"] == "value"
+    assert params["posterior_collapse"]["model"]["type"] == "loss name"
     assert params["elbo"]["objective"]["type"] == "'elbo' | 'iwae'"
     assert params["flow"]["bijectors"]["type"] == "list[component (bijector)]"
     assert params["mlp"]["hidden"]["type"] == "list[int]"

@@ -189,3 +189,12 @@ def test_unknown_components_to_average_are_found_when_validating(vae_spec, catal
         f"spec.yaml:{first + 2}: train.ema.components[2]: unknown component 'nope'",
         f"spec.yaml:{first + 3}: train.ema.components[3]: 'encoder.net' is defined inline in 'encoder'; average 'encoder', whose parameters include it",
     ]
+
+
+def test_a_metric_naming_an_unknown_loss_is_found_without_building(vae_spec, catalogue) -> None:
+    """``model:`` fields are typed ``LossName``: the spec checks them, ``validate --static`` included."""
+    vae_spec["evaluate"]["metrics"] = [{"type": "importance_sampled_nll", "model": "vea"}, {"type": "posterior_collapse", "model": "vae"}]
+    with pytest.raises(SpecError) as info:
+        load_spec(vae_spec, catalogue=catalogue)
+    assert [p.message for p in info.value.problems] == ["unknown loss 'vea'; did you mean 'vae'?; losses: vae"]
+    assert info.value.problems[0].path == ("evaluate", "metrics", 0, "model")

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch.distributions import kl_divergence
 
-from compose_gen import BuildContext, EvalContext, Params
+from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.core import batches
 from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, location
@@ -66,7 +66,7 @@ class ImportanceSampledNLL:
 
 
 class ImportanceSampledNLLParams(Params):
-    model: str = Field(..., description="name of the latent-variable loss")
+    model: LossName = Field(..., description="name of the latent-variable loss")
     samples: int = Field(1000, gt=0, description="importance samples per example (Burda et al. use 5000)")
     chunk: int = Field(250, gt=0, description="draws per pass: memory grows with chunk × batch_size")
     batch_size: int = Field(32, gt=0, description="test examples per pass")
@@ -114,7 +114,7 @@ class PosteriorCollapse:
 
 
 class PosteriorCollapseParams(Params):
-    model: str = Field(..., description="name of the latent-variable loss")
+    model: LossName = Field(..., description="name of the latent-variable loss")
     threshold: float = Field(0.01, gt=0.0, description="a unit is active when Cov_x(E_q[z_d]) exceeds this")
 
 

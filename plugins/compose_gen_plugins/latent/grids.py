@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, EvalContext, Params
+from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.runtime.images import save_grid
 from compose_gen_plugins.latent.evaluation import latent_model
 
@@ -107,7 +107,7 @@ class InterpolationGrid:
 
 
 class ReconstructionGridParams(Params):
-    model: str = Field(..., description="name of a loss that can reconstruct (VAE family, autoencoder, vqvae)")
+    model: LossName = Field(..., description="name of a loss that can reconstruct (VAE family, autoencoder, vqvae)")
     examples: int = Field(32, gt=0, description="test images shown")
 
 
@@ -117,7 +117,7 @@ class SampleGridParams(Params):
 
 
 class InterpolationGridParams(Params):
-    model: str = Field(..., description="name of a loss that can encode and decode")
+    model: LossName = Field(..., description="name of a loss that can encode and decode")
     pairs: int = Field(6, gt=0, description="pairs of test images, one row each")
     steps: int = Field(10, ge=2, description="images per row, both ends included")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from compose_gen import BuildContext, Loss, Params, Sampler, Value, log_mean_exp
+from compose_gen import BuildContext, Loss, LossName, Params, Sampler, Value, log_mean_exp
 
 __all__ = [
     "Evidence",
@@ -216,7 +216,7 @@ class ModelSampler(Sampler):
 
 
 class ModelSamplerParams(Params):
-    model: str = Field(..., description="name of the latent-variable loss under `losses:`")
+    model: LossName = Field(..., description="name of the latent-variable loss under `losses:`")
     mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
 
 

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, EvalContext, Latch, Loss, Params, Ref, Value, sum_rightmost
+from compose_gen import BuildContext, EvalContext, Latch, Loss, LossName, Params, Ref, Value, sum_rightmost
 from compose_gen.core import batches
 
 __all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", "build_vqvae", "code_statistics"]
@@ -220,7 +220,7 @@ class CodebookUsage:
 
 
 class CodebookUsageParams(Params):
-    model: str = Field(..., description="name of the vqvae loss")
+    model: LossName = Field(..., description="name of the vqvae loss")
 
 
 def build_codebook_usage(p: CodebookUsageParams, ctx: BuildContext) -> CodebookUsage:
