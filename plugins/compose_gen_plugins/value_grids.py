@@ -69,10 +69,15 @@ class NoiseInterpolationParams(Params):
     pairs: int = Field(6, gt=0, description="rows: pairs of noise draws")
     steps: int = Field(10, ge=2, description="images per row, both ends included")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
+    classes: int | None = Field(None, gt=0, description="a conditional generator's classes: row r is drawn with label r mod classes")
 
 
 class NoiseInterpolation:
-    """Write G(z_t) for z_t on paths between pairs of noise draws as ``interpolation_<mode>.png``."""
+    """Write G(z_t) for z_t on paths between pairs of noise draws as ``interpolation_<mode>.png``.
+
+    A conditional generator (``classes``) keeps one label along each row, so a row shows
+    the noise's effect within a class.
+    """
 
     def __init__(self, noise: Any, generator: Any, params: NoiseInterpolationParams) -> None:
         self.noise, self.generator, self.params = noise, generator, params
@@ -85,15 +90,20 @@ class NoiseInterpolation:
         torch.manual_seed(ctx.seed)
         z = self.noise.sample(2 * p.pairs)
         path = interpolate(z[0::2], z[1::2], p.steps, p.mode).transpose(0, 1).reshape(-1, *z.shape[1:])
-        images = ctx.test.to_display(self.generator(path))
-        if ctx.test.image_shape is None:
-            raise ValueError("noise_interpolation needs image data (the dataset has no image_shape)")
+        if p.classes is None:
+            drawn = self.generator(path)
+        else:
+            labels = (torch.arange(p.pairs, device=path.device) % p.classes).repeat_interleave(p.steps)
+            drawn = self.generator(path, labels)
+        images = ctx.test.to_display(drawn)
         save_grid(images.reshape(-1, *ctx.test.image_shape), Path(ctx.out_dir) / f"interpolation_{p.mode}.png", nrow=p.steps)
         return {f"interpolation_{p.mode}_images": float(len(path))}
 
 
 def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContext) -> NoiseInterpolation:
     """Generator outputs along linear or spherical paths between noise draws (White 2016)."""
+    if ctx.data is not None and ctx.data.test.image_shape is None:
+        raise ValueError("noise_interpolation draws a picture grid, and the data are not images (no image_shape)")
     return NoiseInterpolation(ctx.component(params.noise), ctx.component(params.generator), params)
 
 

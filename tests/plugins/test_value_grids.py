@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,32 @@ def test_noise_interpolation_draws_the_generator_along_the_path(tmp_path) -> Non
     for column, t in ((0, 0.0), (2, 0.5), (4, 1.0)):
         expected = torch.sigmoid(((1 - t) * z[0] + t * z[1]).mean())
         assert abs(tile(0, column) - float(expected)) <= 1 / 255
+
+
+def test_noise_interpolation_keeps_one_label_along_each_row_of_a_conditional_generator(tmp_path) -> None:
+    from compose_gen import EvalContext, Splits, TensorData
+    from compose_gen_plugins.distributions import StandardNormal
+    from compose_gen_plugins.value_grids import NoiseInterpolation, NoiseInterpolationParams
+
+    seen: list[torch.Tensor] = []
+
+    class Labelled(torch.nn.Module):  # G(z, y): records the labels, draws grey tiles
+        def forward(self, z, y):
+            seen.append(y)
+            return torch.full((len(z), 1, 2, 2), 0.5)
+
+    data = TensorData({"x": torch.zeros(4, 1, 2, 2)}, image_shape=(1, 2, 2))
+    params = NoiseInterpolationParams(noise="noise", generator="g", pairs=3, steps=4, classes=2)
+    ctx = EvalContext(model=None, data=Splits(data, data), device=torch.device("cpu"), out_dir=tmp_path)
+    NoiseInterpolation(StandardNormal((3,)), Labelled(), params)(ctx)
+    assert seen[0].tolist() == [0] * 4 + [1] * 4 + [0] * 4
+
+
+def test_noise_interpolation_on_data_that_are_not_images_is_refused_by_validate() -> None:
+    from compose_gen.runtime import build
+    from compose_gen.spec import SpecError
+
+    shipped = pathlib.Path(__file__).resolve().parents[2] / "specs" / "wgan_gp_8gaussians.yaml"
+    spec = load_spec(shipped, ["evaluate.metrics=[{type: noise_interpolation, noise: noise, generator: generator}]"])
+    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*noise_interpolation draws a picture grid, and the data are not images"):
+        build(spec, "cpu")
