@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import networkx as nx
 
 from compose_gen.compiler.expressions import Call, parse_call
+from compose_gen.compiler.values import BUILTINS
 from compose_gen.registry import RefTo, ValueRef, ref_fields, suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
-__all__ = ["BUILTINS", "SpecGraph", "build_graph", "node"]
+__all__ = ["SpecGraph", "build_graph", "node"]
 
-BUILTINS = frozenset({"cat", "detach"})
 
 
 def node(kind: str, name: str) -> str:

@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 from compose_gen.compiler.expressions import Call
 from compose_gen.core import ContractError
 
-__all__ = ["DISTRIBUTION_METHODS", "TENSOR_METHODS", "make_evaluator"]
+__all__ = ["BUILTINS", "DISTRIBUTION_METHODS", "TENSOR_METHODS", "make_evaluator"]
 
 #: Methods (or properties) a distribution-valued graph value may be asked for.
 DISTRIBUTION_METHODS = frozenset({"sample", "rsample", "log_prob", "mean", "mode", "stddev", "entropy"})
@@ -24,7 +24,14 @@ def _cat(*tensors: Tensor) -> Tensor:
     return torch.cat([t.flatten(1) for t in tensors], dim=-1)
 
 
-_BUILTINS: dict[str, Callable[..., Any]] = {"cat": _cat, "detach": Tensor.detach}
+def _one_hot(labels: Tensor, classes: float) -> Tensor:
+    """Integer labels as float rows of ``classes`` zeros and a one: a class as a flow's context or a network's input."""
+    return torch.nn.functional.one_hot(labels.long(), int(classes)).float()
+
+
+_BUILTINS: dict[str, Callable[..., Any]] = {"cat": _cat, "detach": Tensor.detach, "one_hot": _one_hot}
+#: The functions a graph call may name besides components and values.
+BUILTINS = frozenset(_BUILTINS)
 
 
 def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Values], Any]:
