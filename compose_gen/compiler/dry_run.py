@@ -42,6 +42,7 @@ def dry_run(model: Any, data: Splits) -> None:
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     stack: list[str] = []
     logged: set[str] = set()
+    computed: dict[str, Any] = dict(batch)  # every value some plan computed, for the ones no plan needs
     try:
         with _tracking(model, stack):
             for plan in model.plans.values():
@@ -57,7 +58,8 @@ def dry_run(model: Any, data: Splits) -> None:
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
                     _check_finite(spec, call.name, result, call.terms, shapes)
                     logged.update(term_address(call.name, key) for key in result)
-            _every_value(model, batch, stack, shapes)
+                computed.update(values)
+            _remaining_values(model, computed, stack, shapes)
             if model.sampler is not None:
                 with _located(spec, stack, ("sample",), "sampling", shapes):
                     drawn = model.sample(DRY_RUN_EXAMPLES)
@@ -73,13 +75,13 @@ def dry_run(model: Any, data: Splits) -> None:
     _check_best_metric(spec, logged)
 
 
-def _every_value(model: Any, batch: dict[str, Tensor], stack: list[str], shapes: str) -> None:
-    """Every graph value once more, without gradients: those no player needs (read by a metric, or by nothing) too."""
-    values: dict[str, Any] = dict(batch)
+def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], shapes: str) -> None:
+    """The graph values no player needs (read by a metric, or by nothing), without gradients; ``computed`` holds the rest."""
     with torch.no_grad():
         for name in model.graph.values_in_order(set(model.graph.graph.nodes)):
-            with _located(model.spec, stack, ("graph", name), f"computing value {name!r}", shapes):
-                values[name] = model._evaluators[name](values)
+            if name not in computed:
+                with _located(model.spec, stack, ("graph", name), f"computing value {name!r}", shapes):
+                    computed[name] = model._evaluators[name](computed)
 
 
 def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str) -> None:
