@@ -163,6 +163,14 @@ class PlayerSpec(_Strict):
     clip_grad_value: PositiveFloat | None = None
     schedule: ScheduleSpec = Field(default_factory=Constant)
 
+    @field_validator("params")
+    @classmethod
+    def _some_params(cls, params: list[str] | str) -> list[str] | str:
+        """An empty ``params`` is refused: such a player could never change the model."""
+        if not params:
+            raise ValueError("names no component; list the components this player updates, or omit `params` for all of them")
+        return params
+
     @field_validator("terms")
     @classmethod
     def _some_terms(cls, terms: dict[str, float] | list[str] | None) -> dict[str, float] | list[str] | None:

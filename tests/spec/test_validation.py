@@ -156,6 +156,13 @@ def test_an_empty_list_of_terms_is_refused(vae_spec, catalogue, terms) -> None:
     assert load_spec(vae_spec, catalogue=catalogue).model.players["model"].weights() is None  # omitted: every term
 
 
+def test_an_empty_list_of_params_is_refused_before_anything_is_built(vae_spec, catalogue) -> None:
+    vae_spec["players"] = {"model": {"params": []}}
+    (line,) = problems(from_yaml(vae_spec), catalogue)
+    where = line_of(vae_spec, "params:")
+    assert line == f"spec.yaml:{where}: players.model.params: names no component; list the components this player updates, or omit `params` for all of them"
+
+
 def test_a_bad_value_for_terms_gets_one_message(vae_spec, catalogue) -> None:
     assert problems(vae_spec, catalogue, ["players.model.terms=vae"]) == ["--set:0: players.model.terms: Input should be a valid list"]
 
