@@ -1,7 +1,8 @@
 """Dotted command-line overrides: ``--set train.steps=100 --set components.prior.shape=[8]``.
 
 A key is a dotted path; list entries are chosen by index, written
-``bijectors[0]`` or ``bijectors.0``.  Values are parsed as YAML scalars or flow
+``bijectors[0]`` or ``bijectors.0``, and a key that holds a dot is quoted,
+``players.critic.terms."adv.critic"``.  Values are parsed as YAML scalars or flow
 collections (so ``1e-4`` is a float and ``[64, 64]`` a list); the result is
 validated like the file itself, and problems in overridden values are reported
 as coming from ``--set``.
@@ -31,7 +32,7 @@ __all__ = ["ModelOf", "apply_overrides"]
 #: The pydantic model that validates a mapping of type ``type_name`` at a spec path, if known.
 ModelOf = Callable[[tuple[PathPart, ...], str], "type[BaseModel] | None"]
 
-_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[[0-9]+\])*)")
+_SEGMENT = re.compile(r"""(?:"([^"]+)"|'([^']+)'|([^.\[\]"']+))((?:\[[0-9]+\])*)(\.|$)""")
 _INDEX = re.compile(r"\[([0-9]+)\]")
 
 
@@ -48,7 +49,9 @@ def apply_overrides(source: SpecSource, overrides: Iterable[str], model_of: Mode
         key, sep, raw = text.partition("=")
         path = parse_key(key)
         if not sep or not path:
-            problems.append(Problem((), f"override {text!r} is not of the form key.path=value (list entries: name[0] or name.0)"))
+            problems.append(
+                Problem((), f"override {text!r} is not of the form key.path=value (list entries: name[0] or name.0; a key with a dot: \"a.b\")")
+            )
             continue
         try:
             value = parse_text(f"value: {raw}", "--set").data["value"]
@@ -68,15 +71,20 @@ def parse_key(key: str) -> tuple[PathPart, ...] | None:
     """``components.flow.bijectors[0].hidden`` → ``("components", "flow", "bijectors", 0, "hidden")``; None if malformed.
 
     A dotted number (``bijectors.0``) stays a string here: it is an index only where the data holds a list.
+    A quoted segment (``terms."adv.critic"``) is one key, dots and all.
     """
+    key = key.strip()
     path: list[PathPart] = []
-    for segment in key.strip().split("."):
-        match = _SEGMENT.fullmatch(segment)
-        if match is None:
+    position = 0
+    while position < len(key):
+        match = _SEGMENT.match(key, position)
+        if match is None or (match.group(5) == "." and match.end() == len(key)):
             return None
-        path.append(match.group(1))
-        path += [int(index) for index in _INDEX.findall(match.group(2))]
-    return tuple(path)
+        double, single, bare, indices, _ = match.groups()
+        path.append(next(part for part in (double, single, bare) if part is not None))
+        path += [int(index) for index in _INDEX.findall(indices)]
+        position = match.end()
+    return tuple(path) or None
 
 
 def _assign(data: Any, path: tuple[PathPart, ...], value: Any, model_of: ModelOf | None) -> set[tuple[PathPart, ...]]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.spec.overrides import parse_key
 from compose_gen.spec.source import parse_text
+
+SPECS = Path(__file__).parents[2] / "specs"
 
 FLOW = """\
 name: flow
@@ -43,15 +47,24 @@ def problems(source, catalogue, overrides) -> list[str]:
         ("components.flow.bijectors[0].hidden", ("components", "flow", "bijectors", 0, "hidden")),
         ("a[1][2].b", ("a", 1, 2, "b")),
         ("components.flow.bijectors.0.hidden", ("components", "flow", "bijectors", "0", "hidden")),
+        ('players.critic.terms."gp.critic"', ("players", "critic", "terms", "gp.critic")),
+        ("x.'a.b'[1].c", ("x", "a.b", 1, "c")),
     ],
 )
 def test_keys_parse_with_either_index_syntax(key, path) -> None:
     assert parse_key(key) == path
 
 
-@pytest.mark.parametrize("key", ["a..b", "a[-1]", "a[0", "a]", "[0]", ""])
+@pytest.mark.parametrize("key", ["a..b", "a[-1]", "a[0", "a]", "[0]", "", "a.", ".a", 'a.""', 'a."b', 'a"b"'])
 def test_malformed_keys_are_refused(key) -> None:
     assert parse_key(key) is None
+
+
+def test_a_key_holding_a_dot_is_quoted(catalogue) -> None:
+    """A player's term weights are keyed by ``loss.term``: quoted, the key is one segment, not two."""
+    weights = ["players.critic.terms={adv.critic: 1.0, gp.critic: 1.0}", 'players.critic.terms."gp.critic"=5']
+    spec = load_spec(SPECS / "wgan_gp_8gaussians.yaml", weights, catalogue)
+    assert spec.model.players["critic"].weights() == {"adv.critic": 1.0, "gp.critic": 5}
 
 
 @pytest.mark.parametrize("key", ["components.flow.bijectors[1].hidden", "components.flow.bijectors.1.hidden"])
@@ -92,7 +105,11 @@ def test_a_mapping_created_by_an_override_is_blamed_on_it(flow, catalogue) -> No
         ("train.steps[0]=1", "train.steps[0]: train.steps is int 2, not a list: it has no entry [0]"),
         ("train.steps.x=1", "train.steps.x: cannot set a key inside train.steps, which is int 2, not a mapping"),
         ("train.ema.components[0]=flow", "train.ema.components[0]: train.ema.components does not exist: set the whole list (train.ema.components=[...])"),
-        ("a[-1]=2", "<spec>: override 'a[-1]=2' is not of the form key.path=value (list entries: name[0] or name.0)"),
+        (
+            "a[-1]=2",
+            "<spec>: override 'a[-1]=2' is not of the form key.path=value "
+            '(list entries: name[0] or name.0; a key with a dot: "a.b")',
+        ),
     ],
 )
 def test_overrides_that_cannot_apply_name_the_reason(flow, catalogue, override, message) -> None:
