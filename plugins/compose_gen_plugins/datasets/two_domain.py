@@ -2,7 +2,8 @@
 
 Domain ``a`` is the ``x`` of a ``source`` dataset given inline; domain ``b`` is
 ``mapping(a)``: ``invert`` (``1 - a``, for sources in ``[0, 1]``), ``rotate90``
-or ``transpose`` (of square images).  ``paired`` keeps example ``i`` of ``b``
+or ``transpose`` (of square images, or of points in the plane: a quarter turn
+``(u, v) -> (-v, u)`` and the swap ``(u, v) -> (v, u)``).  ``paired`` keeps example ``i`` of ``b``
 the image of example ``i`` of ``a`` (labels ``y``); ``unpaired`` shuffles ``b``
 within each split with a seeded permutation (labels ``y_a`` and ``y_b``)::
 
@@ -50,7 +51,7 @@ SourceSpec = Annotated[Union[_SOURCE_MODELS], Field(discriminator="type")]  # ty
 class TwoDomainParams(PipelineParams):
     source: SourceSpec = Field(..., description="dataset whose x is domain a: {type: <dataset type>, ...its parameters}")
     mapping: Literal["invert", "rotate90", "transpose"] = Field(
-        "invert", description="how domain b is made from domain a: invert (1 - a), rotate90 or transpose"
+        "invert", description="how domain b is made from domain a: invert (1 - a), rotate90 or transpose (of images or 2-D points)"
     )
 
 
@@ -62,8 +63,14 @@ def _map(a: Tensor, mapping: str, image_shape: tuple[int, ...] | None) -> Tensor
                 "(e.g. digits with scale: true)"
             )
         return 1 - a
+    if image_shape is None and a.shape[1:] == (2,):  # points in the plane: the same maps of the plane
+        u, v = a.unbind(-1)
+        return torch.stack([-v, u] if mapping == "rotate90" else [v, u], dim=-1)
     if image_shape is None or image_shape[-1] != image_shape[-2]:
-        raise DatasetError(f"{mapping} needs a source of square images; its image shape is {image_shape}")
+        raise DatasetError(
+            f"{mapping} needs a source of square images or of 2-D points; its image shape is {image_shape} "
+            f"and its examples have shape {tuple(a.shape[1:])}"
+        )
     images = a.reshape(len(a), *image_shape)
     moved = torch.rot90(images, 1, dims=(-2, -1)) if mapping == "rotate90" else images.transpose(-2, -1)
     return moved.reshape(a.shape)

@@ -29,6 +29,16 @@ def test_paired_image_mappings(build, mapping: str) -> None:
     assert torch.equal(b, expected) and not torch.equal(a, b)
 
 
+@pytest.mark.parametrize("mapping", ["rotate90", "transpose"])
+def test_point_mappings_turn_or_mirror_the_plane(build, mapping: str) -> None:
+    """On 2-D points rotate90 is the quarter turn (u, v) -> (-v, u) and transpose the swap (u, v) -> (v, u)."""
+    splits = build("paired", source={"type": "moons", "n": 40}, mapping=mapping)
+    a, b = splits.train.fields["a"], splits.train.fields["b"]
+    turn = torch.tensor([[0.0, 1.0], [-1.0, 0.0]]) if mapping == "rotate90" else torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    torch.testing.assert_close(b, a @ turn.to(a.dtype))
+    torch.testing.assert_close(b.norm(dim=1), a.norm(dim=1))
+
+
 def test_unpaired_shuffles_b_within_each_split(build) -> None:
     splits = build("unpaired", source={"type": "digits", "shape": "flat"}, seed=3)
     paired = build("paired", source={"type": "digits", "shape": "flat"})
@@ -57,8 +67,8 @@ def test_shared_pipeline_and_display_for_both_domains(build) -> None:
 def test_two_domain_errors(build) -> None:
     with pytest.raises(DatasetError, match=r"invert needs a source with values in \[0, 1\]"):
         build("paired", source={"type": "digits", "scale": False})
-    with pytest.raises(DatasetError, match="rotate90 needs a source of square images"):
-        build("paired", source={"type": "moons", "n": 20}, mapping="rotate90")
+    with pytest.raises(DatasetError, match="rotate90 needs a source of square images or of 2-D points"):
+        build("paired", source={"type": "wine"}, mapping="rotate90")
     with pytest.raises(DatasetError, match="must not use logit"):
         build("paired", source={"type": "digits", "transforms": ["logit"]})
     with pytest.raises(ValidationError, match="digit"):
