@@ -87,6 +87,9 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     if spec.sections.sampler is not None:
         g.add_node("sampler", path=("sample",))
         _add_refs(g, "sampler", spec.sections.sampler, components, values, fields, problems)
+    for i, declared in enumerate(spec.sections.metrics):  # a metric's values are checked like any others
+        g.add_node(node("metric", str(i)), path=declared.path)
+        _add_refs(g, node("metric", str(i)), declared, components, values, fields, problems)
 
     try:
         cycle = nx.find_cycle(g)

@@ -119,6 +119,11 @@ def test_unknown_loss_value_suggests(gan_spec, catalogue) -> None:
     assert "losses.adv.fake: unknown value 'fak'; did you mean 'fake'?" in errors(gan_spec, catalogue)
 
 
+def test_a_metrics_unknown_value_is_found_with_the_spec(gan_spec, catalogue) -> None:
+    gan_spec["evaluate"] = {"metrics": [{"type": "value_grid", "values": ["x", "fak"]}]}
+    assert "evaluate.metrics[0].values[1]: unknown value 'fak'; did you mean 'fake'?" in errors(gan_spec, catalogue)
+
+
 def test_cycle_is_found(gan_spec, catalogue) -> None:
     gan_spec["graph"].update({"a": "generator(b)", "b": "generator(a)"})
     message = errors(gan_spec, catalogue)
