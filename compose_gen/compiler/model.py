@@ -18,7 +18,7 @@ from compose_gen.compiler.dry_run import dry_run
 from compose_gen.compiler.graph import SpecGraph, build_graph, node
 from compose_gen.compiler.plan import Plan, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
-from compose_gen.core import ContractError, Loss, Sampler, Splits
+from compose_gen.core import ClassConditions, ContractError, Loss, Sampler, Splits
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["GenerativeModel", "compile_spec"]
@@ -96,10 +96,24 @@ class GenerativeModel(nn.Module):
         return found
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` examples in model space from the spec's ``sample:`` section."""
+        """``n`` examples in model space from the spec's ``sample:`` section.
+
+        A class-conditional sampler draws example ``i`` for class ``i mod classes``,
+        its condition computed from those labels by the spec's graph.
+        """
         if self.sampler is None:
             raise RuntimeError(f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample")
-        return self.sampler.sample(n, temperature)
+        conditions = self.sampler.conditions
+        if conditions is None:
+            return self.sampler.sample(n, temperature)
+        labels = torch.arange(n, device=self.device) % conditions.classes
+        context = self.values({"y": labels}, [conditions.value])[conditions.value]
+        return self.sampler.sample(n, temperature, context)
+
+    @property
+    def conditions(self) -> ClassConditions | None:
+        """The sampler's :class:`ClassConditions` when it samples by class (example ``i`` of class ``i mod classes``)."""
+        return None if self.sampler is None else self.sampler.conditions
 
     @property
     def device(self) -> torch.device:
@@ -123,10 +137,32 @@ def compile_spec(
         components, losses, sampler, metrics = build_all(spec, graph, ctx)
         evaluators = _evaluators(spec, graph, components)
         plans = make_plans(spec, graph, components, losses, evaluators)
+        _check_conditions(spec, graph, sampler)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
             dry_run(model, data)
     return model
+
+
+def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None) -> None:
+    """A class-conditional sampler's condition must be computable from the labels ``y`` alone."""
+    conditions = sampler.conditions if sampler is not None else None
+    if conditions is None:
+        return
+    value = conditions.value
+    if "y" not in graph.fields:
+        raise spec.error(("sample",), f"sampling by class needs labels, but the data has no field 'y' (it has {', '.join(graph.fields)})")
+    if value not in graph.calls and value not in graph.fields:
+        known = ", ".join([*graph.calls, *graph.fields])
+        raise spec.error(("sample",), f"the sampler is conditioned on {value!r}, which is no graph value or batch field ({known})")
+    start = node("value", value) if value in graph.calls else node("field", value)
+    needs = sorted(n.split(":", 1)[1] for n in graph.ancestors({start}) if n.startswith("field:") and n != node("field", "y"))
+    if needs:
+        raise spec.error(
+            ("sample",),
+            f"the condition {value!r} is computed from {', '.join(needs)}, not from the labels y alone, "
+            "so the sampler cannot make it for a class",
+        )
 
 
 def _evaluators(spec: Spec, graph: SpecGraph, components: dict[str, nn.Module]) -> dict[str, Callable[[dict[str, Any]], Any]]:

@@ -1,7 +1,7 @@
 """Protocols and conventions shared by every layer: bijectors, distributions, data, plugin contracts."""
 
 from compose_gen.core.bijector import Bijector, Chain, Direction
-from compose_gen.core.contracts import BuildContext, ContractError, EvalContext, Loss, Metric, Sampler, batches
+from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import Batch, Splits, TensorData
 from compose_gen.core.distributions import log_mean_exp, sum_rightmost
 from compose_gen.core.latch import Latch
@@ -11,6 +11,7 @@ __all__ = [
     "Bijector",
     "BuildContext",
     "Chain",
+    "ClassConditions",
     "ContractError",
     "Direction",
     "EvalContext",

@@ -8,7 +8,9 @@
   "generator")``, and may say which inputs each term needs in ``term_inputs`` so a
   player computes nothing it does not use.
 * A **sampler** is an ``nn.Module`` with ``sample(n, temperature)`` returning
-  ``n`` examples in model space.
+  ``n`` examples in model space.  A conditional one sets ``conditions``
+  (:class:`ClassConditions`) and is called as ``sample(n, temperature, context)``
+  with the graph value its model was trained on, computed from class labels.
 * A **metric** is a callable taking an :class:`EvalContext` and returning named
   floats; it may write files (plots, grids) into ``ctx.out_dir``.
 * A **prior**, **encoder**, **decoder** or **flow** returns a
@@ -35,6 +37,7 @@ from compose_gen.core.data import Splits, TensorData
 
 __all__ = [
     "BuildContext",
+    "ClassConditions",
     "ContractError",
     "EvalContext",
     "Loss",
@@ -88,10 +91,27 @@ class Loss(nn.Module):
         """Called after each optimizer step of a player minimising ``terms`` (parameter hooks)."""
 
 
+@dataclass(frozen=True)
+class ClassConditions:
+    """What a class-conditional sampler is conditioned on.
+
+    Example ``i`` is drawn for class ``i mod classes``; the labels ``y`` go through the
+    spec's graph to ``value``, the graph value (or batch field) the model read in
+    training, e.g. ``c`` for ``c: one_hot(y, 10)``, or ``y`` itself.  So sampling
+    encodes a class exactly as training did.
+    """
+
+    value: str
+    classes: int
+
+
 class Sampler(nn.Module):
     """Draws examples from a trained model, in model space."""
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+    #: Set by a conditional sampler: then ``sample`` receives ``context``, the value ``conditions.value`` of its labels.
+    conditions: ClassConditions | None = None
+
+    def sample(self, n: int, temperature: float = 1.0, context: Any = None) -> Tensor:
         raise NotImplementedError
 
 

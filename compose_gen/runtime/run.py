@@ -210,7 +210,7 @@ class Run:
             self.model.train(was_training)
 
     def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0) -> Path:
-        """Write samples as an image grid (image data) or a scatter and density plot over the data (2D).
+        """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D).
 
         The samples are drawn from the spec's seed on a separate random stream, so
         successive pictures of one run show the same noise and training is not disturbed.
@@ -220,7 +220,8 @@ class Run:
             x = self.sample(n, temperature)
         test = self.data.test
         if test.image_shape is not None:
-            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path)
+            conditions = self.model.conditions  # sampled by class: one class per column
+            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=conditions.classes if conditions else None)
         if x[0].numel() == 2:
             return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2))
         raise ValueError("samples are neither images nor 2D points; use Run.sample() for the tensors")

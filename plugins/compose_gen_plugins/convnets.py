@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen_plugins.networks import context_rows
 from compose_gen_plugins.gan_nets import (
     Critic,
     Output,
@@ -113,17 +114,29 @@ class _ConvCriticBody(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """``x (..., C, H, W) -> (..., out_features)``: convolutional trunk, then a linear layer."""
+    """``x (..., C, H, W) [, c (..., F)] -> (..., out_features)``: convolutional trunk ``h``, then ``Linear(h [‖ c])``."""
 
-    def __init__(self, trunk: nn.Module, features: int, out_features: int, image_shape: tuple[int, ...], sn: bool):
+    def __init__(
+        self,
+        trunk: nn.Module,
+        features: int,
+        out_features: int,
+        image_shape: tuple[int, ...],
+        sn: bool,
+        context_features: int = 0,
+    ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.trunk = trunk
-        self.out = spectral(nn.Linear(features, out_features), sn)
+        self.context_features = context_features
+        self.out = spectral(nn.Linear(features + context_features, out_features), sn)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         batch = x.shape[:-3]
-        return self.out(self.trunk(x.reshape(-1, *self.image_shape))).reshape(*batch, -1)
+        h = self.trunk(x.reshape(-1, *self.image_shape))
+        if self.context_features or context is not None:
+            h = torch.cat([h, context_rows(context, batch, self.context_features, "conv_encoder", h.dtype)], dim=-1)
+        return self.out(h).reshape(*batch, -1)
 
 
 class ResidualBlock(nn.Module):
@@ -183,6 +196,9 @@ class ConvCriticParams(CriticOptions, ConvOptions):
 class ConvEncoderParams(ConvOptions):
     out_features: int = Field(ge=1, description="size of the output vector")
     norm: Norm = Field("none", description="normalisation after each strided convolution")
+    context_features: int = Field(
+        0, ge=0, description="size of a context vector read beside the image features: net(x, context)"
+    )
 
 
 def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Generator:
@@ -201,7 +217,7 @@ def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Gene
         layers += [spectral(nn.ConvTranspose2d(width[i], width[i - 1], 4, 2, 1), sn), norm2d(params.norm, width[i - 1])]
         layers.append(nn.ReLU())
     layers += [spectral(nn.Conv2d(width[0], shape[0], 3, padding=1), sn), output_activation(params.output)]
-    return Generator(nn.Sequential(*layers), shape, params.num_classes, params.embed_dim)
+    return Generator(nn.Sequential(*layers), shape, params)
 
 
 def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
@@ -221,7 +237,7 @@ def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEnco
     """Convolutional encoder network: strided convs with LeakyReLU -> Linear -> out_features (Radford et al. 2016)."""
     shape = _image_shape(ctx, params, "conv_encoder")
     trunk, features = conv_trunk(shape, params, params.norm)
-    return ConvEncoder(trunk, features, params.out_features, shape, params.spectral_norm)
+    return ConvEncoder(trunk, features, params.out_features, shape, params.spectral_norm, params.context_features)
 
 
 def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> ImageToImage:

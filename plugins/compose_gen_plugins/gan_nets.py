@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen_plugins.networks import context_rows
 
 __all__ = [
     "Critic",
@@ -79,8 +80,17 @@ class ConditionalOptions(Params):
 
 class GeneratorOptions(ConditionalOptions):
     latent_dim: int = Field(ge=1, description="size of z")
+    context_features: int = Field(
+        0, ge=0, description="size of a context vector concatenated to z, G(z, c) (a conditional VAE's decoder)"
+    )
     spectral_norm: bool = Field(False, description="spectral normalisation of every weight layer (Miyato et al. 2018)")
     output: Output = Field("none", description="output activation: tanh for data in [-1, 1], sigmoid for [0, 1]")
+
+    @model_validator(mode="after")
+    def _labels_or_context(self) -> "GeneratorOptions":
+        if self.num_classes is not None and self.context_features:
+            raise ValueError("num_classes (integer labels) and context_features (a context vector) exclude each other")
+        return self
 
 
 class CriticOptions(ConditionalOptions):
@@ -100,8 +110,8 @@ class CriticOptions(ConditionalOptions):
 
 
 def generator_in_features(options: GeneratorOptions) -> int:
-    """Size of a generator body's input: ``z`` and the label embedding."""
-    return options.latent_dim + ((options.embed_dim or options.num_classes) if options.num_classes else 0)
+    """Size of a generator body's input: ``z`` and the label embedding or the context."""
+    return options.latent_dim + ((options.embed_dim or options.num_classes) if options.num_classes else options.context_features)
 
 
 def critic_extra_features(options: CriticOptions) -> int:
@@ -122,21 +132,27 @@ def _labels(y: Tensor | None, num_classes: int | None, who: str, batch: torch.Si
 
 
 class Generator(nn.Module):
-    """``z (..., latent_dim)`` [and labels ``y (...)``] -> ``body(cat(z, embed(y)))``, shape ``(..., *out_shape)``."""
+    """``z (..., latent_dim)`` [and labels ``y (...)`` or a context ``c (..., F)``] -> ``body(cat(z, embed(y) or c))``.
 
-    def __init__(self, body: nn.Module, out_shape: tuple[int, ...], num_classes: int | None, embed_dim: int | None):
+    The output has shape ``(..., *out_shape)``.
+    """
+
+    def __init__(self, body: nn.Module, out_shape: tuple[int, ...], options: GeneratorOptions):
         super().__init__()
         self.body = body
         self.out_shape = tuple(out_shape)
-        self.num_classes = num_classes
-        self.label_embed = nn.Embedding(num_classes, embed_dim or num_classes) if num_classes else None
+        self.num_classes, self.context_features = options.num_classes, options.context_features
+        self.label_embed = nn.Embedding(self.num_classes, options.embed_dim or self.num_classes) if self.num_classes else None
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         batch = z.shape[:-1]
-        labels = _labels(y, self.num_classes, "generator", batch)
         h = z.reshape(-1, z.shape[-1])
-        if labels is not None:
-            h = torch.cat([h, self.label_embed(labels)], dim=-1)
+        if self.context_features:
+            h = torch.cat([h, context_rows(y, batch, self.context_features, "generator", h.dtype)], dim=-1)
+        else:
+            labels = _labels(y, self.num_classes, "generator", batch)
+            if labels is not None:
+                h = torch.cat([h, self.label_embed(labels)], dim=-1)
         return self.body(h).reshape(*batch, *self.out_shape)
 
 
@@ -239,7 +255,7 @@ def build_mlp_generator(params: MLPGeneratorParams, ctx: BuildContext) -> Genera
         spectral(nn.Linear(sizes[-1], math.prod(out_shape)), params.spectral_norm),
         output_activation(params.output),
     )
-    return Generator(body, out_shape, params.num_classes, params.embed_dim)
+    return Generator(body, out_shape, params)
 
 
 def build_mlp_critic(params: MLPCriticParams, ctx: BuildContext) -> Critic:

@@ -4,7 +4,9 @@ Networks are deterministic modules (kind ``network``) that encoders, decoders,
 generators, critics and conditioners take by reference.  Their input and output
 may be vectors or shaped events: ``in_features: [1, 8, 8]`` flattens the three
 trailing dimensions, ``out_features: [1, 8, 8]`` reshapes the output; any number
-of leading batch or sample dimensions pass through.
+of leading batch or sample dimensions pass through.  A network with
+``context_features`` is called ``net(x, context)`` and reads the context vector
+beside its input (a conditional VAE's encoder and decoder, Sohn et al. 2015).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import math
 from itertools import pairwise
 from typing import Literal
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPParams", "activation_after_linear"]
+__all__ = ["ACTIVATIONS", "MLP", "MLPParams", "activation_after_linear", "broadcast_context", "context_rows"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -47,6 +50,27 @@ def activation_after_linear(name: Activation) -> nn.Module:
     return kind(inplace=True) if name in _IN_PLACE else kind()
 
 
+def broadcast_context(context: Tensor | None, batch_shape: torch.Size, features: int, owner: str) -> Tensor | None:
+    """``context`` (``[..., features]``) expanded to ``batch_shape``, or ``None`` when ``features == 0``.
+
+    A bijector with no context features ignores a context (a flow's chain passes
+    it to every link); a conditional module needs one whose leading dimensions
+    broadcast to the input's.
+    """
+    if features == 0:
+        return None
+    if context is None:
+        raise ValueError(f"{owner} is conditional: it needs a context of {features} features, got none")
+    if context.shape[-1:] != (features,):
+        raise ValueError(f"{owner} expects a context of {features} features, got shape {tuple(context.shape)}")
+    try:
+        return context.expand(*batch_shape, features)
+    except RuntimeError:
+        raise ValueError(
+            f"{owner}: context of shape {tuple(context.shape)} does not broadcast to batch shape {tuple(batch_shape)}"
+        ) from None
+
+
 class MLPParams(Params):
     in_features: Features = Field(..., description="input size, or the event shape to flatten")
     out_features: Features = Field(..., description="output size, or the event shape to reshape to")
@@ -54,6 +78,7 @@ class MLPParams(Params):
     activation: Activation = Field("relu", description="activation σ after each hidden layer")
     output: Output = Field("none", description="squashing of the output: sigmoid for [0, 1], tanh for [-1, 1]")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden activation")
+    context_features: int = Field(0, ge=0, description="size of a context vector read beside the input: net(x, context)")
 
 
 class MLP(nn.Module):
@@ -61,6 +86,7 @@ class MLP(nn.Module):
 
     The universal function approximator of Rumelhart et al. (1986); ``output``
     optionally squashes the result (sigmoid for pixels in [0, 1], tanh for [-1, 1]).
+    With ``context_features`` the first layer reads ``h_0 = [x ‖ c]``.
     """
 
     def __init__(
@@ -71,12 +97,14 @@ class MLP(nn.Module):
         activation: Activation = "relu",
         output: Output = "none",
         dropout: float = 0.0,
+        context_features: int = 0,
     ) -> None:
         super().__init__()
         self.in_shape = _shape(in_features)
         self.out_shape = _shape(out_features)
         self.in_features = math.prod(self.in_shape)
-        sizes = [self.in_features, *hidden, math.prod(self.out_shape)]
+        self.context_features = context_features
+        sizes = [self.in_features + context_features, *hidden, math.prod(self.out_shape)]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(pairwise(sizes)):
             layers.append(nn.Linear(a, b))
@@ -88,14 +116,27 @@ class MLP(nn.Module):
             layers.append(nn.Sigmoid() if output == "sigmoid" else nn.Tanh())
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         batch = x.shape[: x.dim() - len(self.in_shape)]
         if x.shape[len(batch) :] != self.in_shape:
             raise ValueError(f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
         matrix = (math.prod(batch), self.in_features)  # nn.Linear would return views, which in-place activations must not hit
-        y = self.net(x if x.shape == matrix else x.reshape(matrix))
+        h = x if x.shape == matrix else x.reshape(matrix)
+        if self.context_features or context is not None:
+            h = torch.cat([h, context_rows(context, batch, self.context_features, "mlp", h.dtype)], dim=-1)
+        y = self.net(h)
         shape = (*batch, *self.out_shape)
         return y if y.shape == shape else y.reshape(shape)
+
+
+def context_rows(context: Tensor | None, batch: torch.Size, features: int, owner: str, dtype: torch.dtype) -> Tensor:
+    """``context`` broadcast to ``batch`` as a ``dtype`` matrix of ``features`` columns, to concatenate to a network's input.
+
+    A network with no context features refuses a context rather than ignore it.
+    """
+    if features == 0:
+        raise ValueError(f"{owner} takes no context (context_features is 0), but one of shape {tuple(context.shape)} was given")
+    return broadcast_context(context, batch, features, owner).reshape(-1, features).to(dtype)
 
 
 def _shape(features: Features) -> tuple[int, ...]:
@@ -104,7 +145,7 @@ def _shape(features: Features) -> tuple[int, ...]:
 
 def build_mlp(p: MLPParams, ctx: BuildContext) -> MLP:
     """Multi-layer perceptron with configurable widths, activation and output squashing."""
-    return MLP(p.in_features, p.out_features, p.hidden, p.activation, p.output, p.dropout)
+    return MLP(p.in_features, p.out_features, p.hidden, p.activation, p.output, p.dropout, p.context_features)
 
 
 @hookimpl

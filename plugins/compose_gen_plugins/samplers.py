@@ -1,31 +1,55 @@
 """Samplers: how a trained model draws new examples.
 
 * ``ancestral``: z ~ p(z) at temperature T, then x ~ p(x|z) (or its mean);
-* ``generator``: z ~ p(z) at temperature T (optionally truncated), then x = G(z)
-  or, for a class-conditional generator, x = G(z, y) with labels cycling 0..K-1.
+* ``generator``: z ~ p(z) at temperature T (optionally truncated), then x = G(z).
+
+With ``classes`` K a sampler draws example i for class i mod K, so a grid of K
+columns shows one class per column.  The labels go through the spec's graph to
+``condition``, the value the model was conditioned on in training: x ~ p(x|z, c)
+with ``condition: c`` for ``c: one_hot(y, 10)``, or x = G(z, y) with the labels
+themselves (Mirza & Osindero 2014; Sohn et al. 2015).
 """
 
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, ComponentType, Params, Ref, Sampler, hookimpl
+from compose_gen import BuildContext, ClassConditions, ComponentType, Params, Ref, Sampler, Value, hookimpl
+from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.latent.model import sample_prior
 
-__all__ = ["AncestralSampler", "GeneratorSampler"]
+__all__ = ["AncestralSampler", "ByClassParams", "GeneratorSampler"]
+
+
+class ByClassParams(Params):
+    """Sampling by class: a class-conditional model's sampler."""
+
+    classes: int | None = Field(None, gt=0, description="draw example i for class i mod classes (a conditional model)")
+    condition: Value | None = Field(
+        None, description="graph value the model is conditioned on, made from the labels y (c for c: one_hot(y, 10)); default y"
+    )
+
+    @model_validator(mode="after")
+    def _condition_needs_classes(self) -> "ByClassParams":
+        if self.condition is not None and self.classes is None:
+            raise ValueError("condition is made from class labels: set classes too")
+        return self
+
+    def conditions(self) -> ClassConditions | None:
+        return None if self.classes is None else ClassConditions(self.condition or "y", self.classes)
 
 
 class AncestralSampler(Sampler):
-    """Ancestral sampling of a latent-variable model: z ~ p_T(z), x ~ p(x|z) (Kingma & Welling 2014)."""
+    """Ancestral sampling of a latent-variable model: z ~ p_T(z), x ~ p(x|z) (Kingma & Welling 2014), or given c."""
 
-    def __init__(self, prior: nn.Module, decoder: nn.Module, mean: bool) -> None:
+    def __init__(self, prior: nn.Module, decoder: nn.Module, mean: bool, conditions: ClassConditions | None) -> None:
         super().__init__()
-        self.prior, self.decoder, self.mean = prior, decoder, mean
+        self.prior, self.decoder, self.mean, self.conditions = prior, decoder, mean, conditions
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        z = self.prior.sample(n, temperature=temperature)
-        px = self.decoder(z)
+    def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
+        px = conditioned(self.decoder, sample_prior(self.prior, n, context, temperature), context)
         return px.mean if self.mean else px.sample()
 
 
@@ -33,16 +57,18 @@ class GeneratorSampler(Sampler):
     """Implicit sampling x = G(z), z ~ p_T(z) (Goodfellow et al. 2014).
 
     With ``truncation`` τ, coordinates of z with |z_i| > τ are redrawn (the
-    truncation trick of Brock et al. 2019); with ``classes`` K, labels
-    y = 0, 1, …, K-1, 0, … are passed as G(z, y) (Mirza & Osindero 2014).
+    truncation trick of Brock et al. 2019); given a condition c, x = G(z, c)
+    (Mirza & Osindero 2014).
     """
 
-    def __init__(self, noise: nn.Module, generator: nn.Module, truncation: float | None, classes: int | None) -> None:
+    def __init__(
+        self, noise: nn.Module, generator: nn.Module, truncation: float | None, conditions: ClassConditions | None
+    ) -> None:
         super().__init__()
         self.noise, self.generator = noise, generator
-        self.truncation, self.classes = truncation, classes
+        self.truncation, self.conditions = truncation, conditions
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         z = self.noise.sample(n, temperature=temperature)
         if self.truncation is not None:
             for _ in range(100):
@@ -51,35 +77,31 @@ class GeneratorSampler(Sampler):
                     break
                 z = torch.where(outside, self.noise.sample(n, temperature=temperature), z)
             z = z.clamp(-self.truncation * temperature, self.truncation * temperature)
-        if self.classes is None:
-            return self.generator(z)
-        labels = torch.arange(n, device=z.device) % self.classes
-        return self.generator(z, labels)
+        return conditioned(self.generator, z, context)
 
 
-class AncestralParams(Params):
+class AncestralParams(ByClassParams):
     prior: Ref("prior", "flow") = Field(..., description="prior p(z): a prior or a flow")  # type: ignore[valid-type]
     decoder: Ref("decoder") = Field(..., description="decoder p(x|z)")  # type: ignore[valid-type]
     mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
 
 
-class GeneratorParams(Params):
+class GeneratorParams(ByClassParams):
     noise: Ref("prior") = Field(..., description="noise prior p(z)")  # type: ignore[valid-type]
     generator: Ref("generator", "network") = Field(  # type: ignore[valid-type]
         ..., description="generator G, called as G(z) or G(z, y)"
     )
     truncation: float | None = Field(None, gt=0, description="redraw noise coordinates beyond ±τ")
-    classes: int | None = Field(None, gt=0, description="pass labels 0..classes-1 to a conditional generator")
 
 
 def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
     """Prior then decoder: z ~ p(z), x ~ p(x|z)."""
-    return AncestralSampler(ctx.component(p.prior), ctx.component(p.decoder), p.mean)
+    return AncestralSampler(ctx.component(p.prior), ctx.component(p.decoder), p.mean, p.conditions())
 
 
 def build_generator(p: GeneratorParams, ctx: BuildContext) -> GeneratorSampler:
     """Noise then generator: x = G(z)."""
-    return GeneratorSampler(ctx.component(p.noise), ctx.component(p.generator), p.truncation, p.classes)
+    return GeneratorSampler(ctx.component(p.noise), ctx.component(p.generator), p.truncation, p.conditions())
 
 
 @hookimpl

@@ -19,6 +19,7 @@ from pydantic import Field
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches
 from compose_gen.runtime.images import save_grid
+from compose_gen_plugins.samplers import ByClassParams
 
 __all__ = ["ValueGrid"]
 
@@ -63,20 +64,20 @@ def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
     return ValueGrid(params)
 
 
-class NoiseInterpolationParams(Params):
+class NoiseInterpolationParams(ByClassParams):
     noise: Ref("prior") = Field(..., description="noise prior p(z) the path ends are drawn from")  # type: ignore[valid-type]
     generator: Ref("generator", "network") = Field(..., description="generator G, called as G(z)")  # type: ignore[valid-type]
     pairs: int = Field(6, gt=0, description="rows: pairs of noise draws")
     steps: int = Field(10, ge=2, description="images per row, both ends included")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
-    classes: int | None = Field(None, gt=0, description="a conditional generator's classes: row r is drawn with label r mod classes")
 
 
 class NoiseInterpolation:
     """Write G(z_t) for z_t on paths between pairs of noise draws as ``interpolation_<mode>.png``.
 
-    A conditional generator (``classes``) keeps one label along each row, so a row shows
-    the noise's effect within a class.
+    A conditional generator (``classes``) keeps one class along each row (row r: class
+    r mod classes), so a row shows the noise's effect within a class; the generator gets
+    the labels, or the graph value ``condition`` made from them as in training.
     """
 
     def __init__(self, noise: Any, generator: Any, params: NoiseInterpolationParams) -> None:
@@ -94,7 +95,8 @@ class NoiseInterpolation:
             drawn = self.generator(path)
         else:
             labels = (torch.arange(p.pairs, device=path.device) % p.classes).repeat_interleave(p.steps)
-            drawn = self.generator(path, labels)
+            condition = labels if p.condition is None else ctx.model.values({"y": labels}, [p.condition])[p.condition]
+            drawn = self.generator(path, condition)
         images = ctx.test.to_display(drawn)
         save_grid(images.reshape(-1, *ctx.test.image_shape), Path(ctx.out_dir) / f"interpolation_{p.mode}.png", nrow=p.steps)
         return {f"interpolation_{p.mode}_images": float(len(path))}

@@ -1,4 +1,4 @@
-"""Convolutional and MLP GAN networks: shapes, call forms, spectral norm, conditioning, heads."""
+"""Convolutional and MLP GAN networks: shapes, call forms, spectral norm, conditioning (labels or a context vector), heads."""
 
 from __future__ import annotations
 
@@ -232,6 +232,43 @@ def test_conv_decoder_is_the_generator_as_a_network() -> None:
     assert decoder(torch.randn(3, 2)).shape == (3, 1, 8, 8)
 
 
+def test_conv_encoder_reads_a_context_beside_the_image_features() -> None:
+    """``Linear(h ‖ c)`` on the trunk's features h: the context changes the output and broadcasts over sample dims."""
+    torch.manual_seed(0)
+    encoder = build("conv_encoder", image_shape=[1, 8, 8], out_features=5, context_features=3, **SMALL).eval()
+    x, c = torch.rand(2, 4, 1, 8, 8), torch.randn(4, 3)
+    out = encoder(x, c)
+    assert out.shape == (2, 4, 5)
+    torch.testing.assert_close(out[1], encoder(x[1], c))
+    h = encoder.trunk(x[0])
+    torch.testing.assert_close(out[0], encoder.out(torch.cat([h, c], -1)))
+    assert not torch.allclose(out, encoder(x, c + 1)), "the output depends on the context"
+    with pytest.raises(ValueError, match="needs a context"):
+        encoder(x)
+    with pytest.raises(ValueError, match="takes no context"):
+        build("conv_encoder", image_shape=[1, 8, 8], out_features=5, **SMALL)(x, c)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "params"),
+    [
+        ("conv_decoder", {"image_shape": [1, 8, 8], **SMALL}),
+        ("conv_generator", {"image_shape": [1, 8, 8], **SMALL}),
+        ("mlp_generator", {"out_shape": [1, 8, 8], "hidden": [8]}),
+    ],
+)
+def test_generators_read_a_context_vector_beside_z(type_name: str, params: dict) -> None:
+    torch.manual_seed(0)
+    generator = build(type_name, latent_dim=3, context_features=2, **params).eval()
+    z, c = torch.randn(1, 3).expand(4, 3), torch.randn(4, 2)
+    images = generator(z, c)
+    assert images.shape == (4, 1, 8, 8)
+    assert not torch.allclose(images[0], images[1]), "the same z gives another image for another context"
+    torch.testing.assert_close(generator(z.expand(2, 4, 3), c)[1], images)  # the context broadcasts over sample dims
+    with pytest.raises(ValueError, match="needs a context"):
+        generator(z)
+
+
 @pytest.mark.parametrize(
     ("type_name", "params"),
     [
@@ -241,6 +278,9 @@ def test_conv_decoder_is_the_generator_as_a_network() -> None:
         ("conv_generator", {"latent_dim": 2, "embed_dim": 3}),  # embedding without classes
         ("conv_generator", {"latent_dim": 2, "image_shape": [8, 8]}),
         ("conv_critic", {"image_shape": [1, 8, 8], "ac_classes": 1}),
+        ("conv_generator", {"latent_dim": 2, "num_classes": 3, "context_features": 3}),  # labels or a context, not both
+        ("mlp_generator", {"latent_dim": 2, "num_classes": 3, "context_features": 3}),
+        ("conv_encoder", {"out_features": 2, "context_features": -1}),
     ],
 )
 def test_bad_parameters_are_rejected(type_name: str, params: dict) -> None:
@@ -265,6 +305,8 @@ def test_gradients_reach_every_parameter() -> None:
         ("conv_critic", {"num_classes": 4, "ac_classes": 4, "spectral_norm": True}),
         ("conv_generator", {"latent_dim": 2, "num_classes": 3, "embed_dim": 5}),
         ("conv_encoder", {"out_features": 2}),
+        ("conv_encoder", {"out_features": 2, "context_features": 10}),
+        ("conv_generator", {"latent_dim": 2, "context_features": 10}),
         ("conv_translator", {"out_channels": 3}),
         ("mlp_critic", {"num_classes": 3}),
         ("mlp_generator", {"latent_dim": 2}),

@@ -1,12 +1,21 @@
-"""Samplers: the truncation trick draws a truncated normal (redrawn, not clamped); conditional labels cycle."""
+"""Samplers: the truncation trick draws a truncated normal (redrawn, not clamped); sampling by class.
+
+A class-conditional sampler's example i is drawn for class i mod K, with the
+condition the spec's graph makes from those labels, so sampling encodes a class
+exactly as training did; and the conditions must be computable from labels alone.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy
+import pytest
 import torch
 from torch import nn
 
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, load_spec
 from compose_gen_plugins.distributions import StandardNormal
 from compose_gen_plugins.samplers import GeneratorSampler
 
@@ -19,7 +28,7 @@ def truncated_normal_std(bound: float) -> float:
 
 
 def test_truncation_redraws_coordinates_beyond_the_bound() -> None:
-    sampler = GeneratorSampler(StandardNormal((2,)), nn.Identity(), truncation=1.0, classes=None)
+    sampler = GeneratorSampler(StandardNormal((2,)), nn.Identity(), truncation=1.0, conditions=None)
     torch.manual_seed(0)
     z = sampler.sample(20_000)
     assert z.abs().max() <= 1.0
@@ -29,14 +38,72 @@ def test_truncation_redraws_coordinates_beyond_the_bound() -> None:
     assert hot.abs().max() <= 0.5 and abs(hot.std().item() - 0.5 * truncated_normal_std(1.0)) < 0.005
 
 
-class LabelRecorder(nn.Module):
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.labels = labels
-        return z
+def recorded_inputs(model, component: str, n: int) -> tuple[torch.Tensor, ...]:
+    """The inputs ``component`` is called with while the compiled model draws ``n`` samples."""
+    seen = []
+    handle = model.component(component).register_forward_hook(lambda module, args, out: seen.append(args))
+    with torch.no_grad():
+        x = model.sample(n)
+    handle.remove()
+    assert x.shape == (n, 64)
+    return seen[-1]
+
+
+def conditional_gan(generator: dict, sample: dict, graph: dict | None = None) -> dict:
+    return {
+        "name": "conditional",
+        "data": {"type": "digits", "shape": "flat"},
+        "components": {"noise": {"type": "standard_normal", "shape": [4]}, "generator": generator},
+        "graph": {"z": "noise.sample(x)", **(graph or {})},
+        "losses": {"adv": {"type": "non_saturating", "critic": {"type": "mlp_critic", "num_classes": 10, "hidden": [8]}, "real": "x", "fake": "fake", "labels": "y"}},
+        "sample": {"type": "generator", "noise": "noise", "generator": "generator", **sample},
+    }
 
 
 def test_a_conditional_generator_gets_labels_cycling_through_the_classes() -> None:
-    generator = LabelRecorder()
-    x = GeneratorSampler(StandardNormal((3,)), generator, truncation=None, classes=4).sample(10)
-    assert x.shape == (10, 3)
-    assert generator.labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    spec = conditional_gan(
+        {"type": "mlp_generator", "latent_dim": 4, "num_classes": 10, "hidden": [8]}, {"classes": 4}, {"fake": "generator(z, y)"}
+    )
+    model, _ = build(load_spec(spec), "cpu")
+    z, labels = recorded_inputs(model, "generator", 10)
+    assert z.shape == (10, 4) and labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+
+
+def test_a_sampler_conditions_on_the_graph_value_made_from_the_labels() -> None:
+    """``condition: c`` with ``c: one_hot(y, 10)``: the generator receives one-hot rows of the cycling labels."""
+    spec = conditional_gan(
+        {"type": "mlp_generator", "latent_dim": 4, "context_features": 10, "hidden": [8]},
+        {"classes": 10, "condition": "c"},
+        {"c": "one_hot(y, 10)", "fake": "generator(z, c)"},
+    )
+    model, _ = build(load_spec(spec), "cpu")
+    _, context = recorded_inputs(model, "generator", 12)
+    assert torch.equal(context, torch.nn.functional.one_hot(torch.arange(12) % 10, 10).float())
+
+
+@pytest.mark.parametrize(
+    ("graph", "sample", "message"),
+    [
+        ({"h": "one_hot(y, 10)", "c": "cat(x, h)"}, {"classes": 10, "condition": "c"}, "computed from x, not from the labels y alone"),
+        ({}, {"condition": "y"}, "set classes too"),
+    ],
+)
+def test_a_condition_the_sampler_cannot_make_is_refused(graph: dict, sample: dict, message: str) -> None:
+    spec = conditional_gan({"type": "mlp_generator", "latent_dim": 4, "hidden": [8]}, sample, {**graph, "fake": "generator(z)"})
+    with pytest.raises(SpecError, match=message) as error:
+        build(load_spec(spec), "cpu")
+    assert error.value.problems[0].path[0] == "sample"
+
+
+def test_sampling_by_class_needs_labelled_data(tmp_path) -> None:
+    numpy.savez(tmp_path / "points.npz", x=numpy.random.default_rng(0).normal(size=(100, 2)).astype("float32"))
+    spec = {
+        "name": "unlabelled",
+        "data": {"type": "npz", "path": str(tmp_path / "points.npz")},
+        "components": {"noise": {"type": "standard_normal", "shape": [2]}, "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8]}},
+        "graph": {"z": "noise.sample(x)", "fake": "generator(z)"},
+        "losses": {"adv": {"type": "non_saturating", "critic": {"type": "mlp_critic", "hidden": [8]}, "real": "x", "fake": "fake"}},
+        "sample": {"type": "generator", "noise": "noise", "generator": "generator", "classes": 2},
+    }
+    with pytest.raises(SpecError, match="the data has no field 'y'"):
+        build(load_spec(spec), "cpu")

@@ -115,6 +115,28 @@ def test_noise_interpolation_keeps_one_label_along_each_row_of_a_conditional_gen
     assert seen[0].tolist() == [0] * 4 + [1] * 4 + [0] * 4
 
 
+def test_noise_interpolation_conditions_each_row_on_the_graph_value_made_from_its_label(tmp_path) -> None:
+    """``condition: c`` with ``c: one_hot(y, 10)``: row r's generator input is one_hot(r mod classes) all along."""
+    from compose_gen import EvalContext
+    from compose_gen.runtime import build
+
+    shipped = pathlib.Path(__file__).resolve().parents[2] / "specs" / "cgan_digits.yaml"
+    overrides = [
+        "graph.c=one_hot(y, 10)",
+        "graph.fake=generator(z, c)",
+        "components.generator={type: conv_generator, latent_dim: 32, context_features: 10, base_channels: 8, output: sigmoid}",
+        "sample.condition=c",
+        "evaluate.metrics=[{type: noise_interpolation, noise: noise, generator: generator, pairs: 3, steps: 4, classes: 2, condition: c}]",
+    ]
+    model, data = build(load_spec(shipped, overrides), "cpu")
+    seen = []
+    model.component("generator").register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    (metric,) = model.metrics
+    metric(EvalContext(model=model, data=data, device=torch.device("cpu"), out_dir=tmp_path))
+    expected = torch.nn.functional.one_hot(torch.tensor([0, 1, 0]).repeat_interleave(4), 10).float()
+    assert torch.equal(seen[-1], expected) and (tmp_path / "interpolation_spherical.png").exists()
+
+
 def test_noise_interpolation_on_data_that_are_not_images_is_refused_by_validate() -> None:
     from compose_gen.runtime import build
     from compose_gen.spec import SpecError

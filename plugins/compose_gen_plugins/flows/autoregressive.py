@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
-from compose_gen_plugins.networks import Activation, activation_after_linear
+from compose_gen_plugins.networks import Activation, activation_after_linear, broadcast_context
 
 __all__ = [
     "MADE",
@@ -50,30 +50,9 @@ __all__ = [
     "ElementwiseTransform",
     "MaskedAutoregressive",
     "MaskedLinear",
-    "broadcast_context",
 ]
 
 Order = Literal["natural", "random"]
-
-
-def broadcast_context(context: Tensor | None, batch_shape: torch.Size, features: int, owner: str) -> Tensor | None:
-    """``context`` (``[..., features]``) expanded to ``batch_shape``, or ``None`` when ``features == 0``.
-
-    Unconditional bijectors ignore a context (a chain passes it to every link);
-    conditional ones need one whose leading dimensions broadcast to the input's.
-    """
-    if features == 0:
-        return None
-    if context is None:
-        raise ValueError(f"{owner} is conditional: it needs a context of {features} features, got none")
-    if context.shape[-1:] != (features,):
-        raise ValueError(f"{owner} expects a context of {features} features, got shape {tuple(context.shape)}")
-    try:
-        return context.expand(*batch_shape, features)
-    except RuntimeError:
-        raise ValueError(
-            f"{owner}: context of shape {tuple(context.shape)} does not broadcast to batch shape {tuple(batch_shape)}"
-        ) from None
 
 
 class MaskedLinear(nn.Linear):

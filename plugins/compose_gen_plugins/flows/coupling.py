@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
-from compose_gen_plugins.flows.autoregressive import broadcast_context
+from compose_gen_plugins.networks import broadcast_context
 from compose_gen_plugins.networks import activation_after_linear
 
 __all__ = [

@@ -35,8 +35,9 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from compose_gen import Bijector, Chain, ComponentType, Loss, Params, Ref, Sampler, Value, hookimpl
+from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, hookimpl
 from compose_gen_plugins.flows import context_shape_of
+from compose_gen_plugins.samplers import ByClassParams
 
 __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
 
@@ -170,14 +171,14 @@ class FlowNLL(Loss):
 
 
 class FlowSampler(Sampler):
-    """Draws ``n`` examples ``f⁻¹(z)`` at temperature ``spec temperature × call temperature``."""
+    """Draws ``n`` examples ``f⁻¹(z; c)`` at temperature ``spec temperature × call temperature``, given a context c or not."""
 
-    def __init__(self, flow: Flow, temperature: float = 1.0) -> None:
+    def __init__(self, flow: Flow, temperature: float = 1.0, conditions: ClassConditions | None = None) -> None:
         super().__init__()
-        self.flow, self.temperature = flow, temperature
+        self.flow, self.temperature, self.conditions = flow, temperature, conditions
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        return self.flow.sample(n, temperature=self.temperature * temperature)
+    def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
+        return self.flow.sample(n, context, temperature=self.temperature * temperature)
 
 
 class FlowParams(Params):
@@ -203,10 +204,12 @@ class FlowNLLParams(Params):
     )
 
 
-class FlowSamplerParams(Params):
-    """Sample a flow at a temperature."""
+class FlowSamplerParams(ByClassParams):
+    """Sample a flow at a temperature (by class, for a class-conditional flow)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"flow": "flow", "temperature": 0.7}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"flow": "flow", "temperature": 0.7}, {"flow": "flow", "classes": 10, "condition": "c"}]}
+    )
     flow: Ref("flow") = Field(..., description="the flow to sample")  # type: ignore[valid-type]
     temperature: PositiveFloat = Field(1.0, description="temperature T, times the call's: z = μ + T(z₀ - μ)")
 
@@ -246,7 +249,15 @@ def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
 
 def build_flow_sampler(params: FlowSamplerParams, ctx) -> FlowSampler:
     """Sample x = f⁻¹(T·z) from a flow at temperature T (Kingma & Dhariwal 2018)."""
-    return FlowSampler(ctx.component(params.flow), params.temperature)
+    flow = ctx.component(params.flow)
+    conditions = params.conditions()
+    if (flow.context_shape is None) != (conditions is None):
+        raise ValueError(
+            "the flow is conditional: set classes (and condition) to sample it by class"
+            if conditions is None
+            else "the flow takes no context, so it cannot be sampled by class"
+        )
+    return FlowSampler(flow, params.temperature, conditions)
 
 
 @hookimpl

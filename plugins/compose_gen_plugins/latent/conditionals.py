@@ -12,12 +12,17 @@ with ``channel_coupling`` (PixelCNN++'s RGB sub-pixel dependence) has ``P`` numb
 per pixel instead, read as ``(*batch, P, H, W)``.  ``discrete`` says whether
 ``log_prob`` is a probability mass (Bernoulli, categorical, discretized
 logistic), which needs no change-of-variables term in data space.
+
+Every encoder and decoder is also conditional: ``encoder(x, c)`` is q(z|x, c) and
+``decoder(z, c)`` is p(x|z, c), the conditional VAE of Sohn et al. (2015), "Learning
+Structured Output Representation using Deep Conditional Generative Models"; the
+context ``c`` goes to a network with ``context_features``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -41,20 +46,28 @@ __all__ = [
     "DiscretizedLogisticMixtureDecoder",
     "GaussianDecoder",
     "GaussianEncoder",
+    "conditioned",
 ]
 
 MIN_SCALE = 1e-4
+T = TypeVar("T")
 
 
 def _positive(raw: Tensor) -> Tensor:
     return F.softplus(raw) + MIN_SCALE
 
 
+def conditioned(call: Callable[..., T], inputs: Tensor, context: Tensor | None) -> T:
+    """``call(inputs)``, or ``call(inputs, context)`` given a context, so an unconditional component is called as before."""
+    return call(inputs) if context is None else call(inputs, context)
+
+
 class GaussianEncoder(nn.Module):
     """q(z|x) = N(z; μ(x), diag σ²(x)), the amortised posterior of Kingma & Welling (2014).
 
     The network outputs ``2·latent`` numbers: μ and a raw scale mapped through
-    softplus (more stable than exp for large activations).
+    softplus (more stable than exp for large activations).  Given a context c,
+    μ and σ are functions of (x, c).
     """
 
     def __init__(self, net: nn.Module, latent: int) -> None:
@@ -62,8 +75,8 @@ class GaussianEncoder(nn.Module):
         self.net = net
         self.latent = latent
 
-    def forward(self, x: Tensor) -> Distribution:
-        loc, raw = self.net(x).split(self.latent, dim=-1)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
+        loc, raw = conditioned(self.net, x, context).split(self.latent, dim=-1)
         return Independent(Normal(loc, _positive(raw), validate_args=False), 1, validate_args=False)
 
 
@@ -83,17 +96,18 @@ class _Decoder(nn.Module):
     #: Whether ``log_prob`` is a probability mass rather than a density.
     discrete = False
 
-    def output(self, z: Tensor, parts: int, shape: tuple[int, ...] | None = None) -> Tensor:
+    def output(self, z: Tensor, context: Tensor | None, parts: int, shape: tuple[int, ...] | None = None) -> Tensor:
         """The network's output as ``(*batch, parts, *shape)``, by default ``shape = event_shape``."""
         batch = z.shape[: z.dim() - self.latent_rank]
-        return self._reshaped(self.net(z), (*batch, parts, *(self.event_shape if shape is None else shape)), len(batch))
+        out = conditioned(self.net, z, context)
+        return self._reshaped(out, (*batch, parts, *(self.event_shape if shape is None else shape)), len(batch))
 
-    def params(self, z: Tensor, parts: int = 1) -> tuple[Tensor, ...]:
+    def params(self, z: Tensor, context: Tensor | None, parts: int = 1) -> tuple[Tensor, ...]:
         """The network's output split into ``parts`` tensors of shape ``batch + event_shape``."""
         if parts == 1:
-            out, shape = self.net(z), (*z.shape[: z.dim() - self.latent_rank], *self.event_shape)
+            out, shape = conditioned(self.net, z, context), (*z.shape[: z.dim() - self.latent_rank], *self.event_shape)
             return (out if out.shape == shape else self._reshaped(out, shape, len(shape) - len(self.event_shape)),)
-        out = self.output(z, parts)
+        out = self.output(z, context, parts)
         return out.unbind(out.dim() - len(self.event_shape) - 1)
 
     @staticmethod
@@ -118,16 +132,16 @@ class BernoulliDecoder(_Decoder):
 
     discrete = True
 
-    def forward(self, z: Tensor) -> Distribution:
-        (logits,) = self.params(z)
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
+        (logits,) = self.params(z, context)
         return self.independent(Bernoulli(logits=logits, validate_args=False))
 
 
 class ContinuousBernoulliDecoder(_Decoder):
     """p(x|z) = ∏ CB(x_i; λ_i), the normalised Bernoulli for data in [0, 1] (Loaiza-Ganem & Cunningham 2019)."""
 
-    def forward(self, z: Tensor) -> Distribution:
-        (logits,) = self.params(z)
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
+        (logits,) = self.params(z, context)
         return self.independent(ContinuousBernoulli(logits=logits, validate_args=False))
 
 
@@ -144,12 +158,12 @@ class GaussianDecoder(_Decoder):
         else:
             self.fixed_scale = fixed_scale  # a number, exact in any dtype
 
-    def forward(self, z: Tensor) -> Distribution:
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
         if self.scale_mode == "predicted":
-            loc, raw = self.params(z, parts=2)
+            loc, raw = self.params(z, context, parts=2)
             scale = _positive(raw)
         else:
-            (loc,) = self.params(z)
+            (loc,) = self.params(z, context)
             scale = _positive(self.raw_scale) if self.scale_mode == "learned" else torch.full_like(loc, self.fixed_scale)
         return self.independent(Normal(loc, scale.expand_as(loc), validate_args=False))
 
@@ -163,8 +177,8 @@ class CategoricalDecoder(_Decoder):
         super().__init__(net, event_shape, latent_rank)
         self.grid = grid
 
-    def forward(self, z: Tensor) -> Distribution:
-        out = self.output(z, self.grid.bins)
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
+        out = self.output(z, context, self.grid.bins)
         logits = out.movedim(out.dim() - len(self.event_shape) - 1, -1)
         return self.independent(QuantizedCategorical(logits, self.grid))
 
@@ -184,8 +198,8 @@ class DiscretizedLogisticMixtureDecoder(_Decoder):
         super().__init__(net, event_shape, latent_rank)
         self.grid, self.components = grid, components
 
-    def forward(self, z: Tensor) -> Distribution:
-        out = self.output(z, 3 * self.components)
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
+        out = self.output(z, context, 3 * self.components)
         axis = out.dim() - len(self.event_shape) - 1
         out = out.unflatten(axis, (3, self.components)).movedim(axis + 1, -1)
         logits, loc, log_scale = out.unbind(axis)
@@ -213,9 +227,9 @@ class CoupledDiscretizedLogisticMixtureDecoder(DiscretizedLogisticMixtureDecoder
             )
         super().__init__(net, event_shape, latent_rank, grid, components)
 
-    def forward(self, z: Tensor) -> Distribution:
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
         k, spatial = self.components, self.event_shape[1:]
-        out = self.output(z, 10 * k, spatial)
+        out = self.output(z, context, 10 * k, spatial)
         out = out.movedim(out.dim() - len(spatial) - 1, -1)  # (*batch, *spatial, 10·K)
         logits, loc, log_scale, raw = out.split([k, 3 * k, 3 * k, 3 * k], dim=-1)
         loc, log_scale, raw = (t.unflatten(-1, (3, k)) for t in (loc, log_scale, raw))

@@ -9,6 +9,8 @@ any ``flow``), trained with either bound of :mod:`.model`:
   falls back to Monte Carlo otherwise), β and KL warm-up;
 * ``iwae`` — the k-sample importance-weighted bound (Burda et al. 2016).
 
+With a ``context`` c it is the conditional VAE (Sohn et al. 2015):
+:math:`\log p(x|c) \ge \mathbb{E}_{q(z|x,c)}[\log p(x|z,c)] - \mathrm{KL}(q(z|x,c)\,\|\,p(z|c))`.
 A flow posterior (``flow_encoder``) plugs in unchanged: its draws carry their
 own log-density, which counts the flow's log-determinant.  An optional
 ``transform`` f (a bijector) makes the decoder model y = f(x) instead of x, the
@@ -29,7 +31,10 @@ from compose_gen_plugins.latent.model import (
     draw,
     kl_or_estimate,
     location,
+    prior_given,
+    sample_prior,
 )
+from compose_gen_plugins.latent.conditionals import conditioned
 
 __all__ = ["VAE", "VAEParams", "build_elbo"]
 
@@ -49,33 +54,33 @@ class VAE(LatentVariableModel):
         self.encoder, self.decoder, self.prior, self.transform = encoder, decoder, prior, transform
         self.discrete = getattr(decoder, "discrete", False) and transform is None
 
-    def evidence(self, x: Tensor, k: int, exact_kl: bool) -> Evidence:
-        q = self.encoder(x)
+    def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
+        q = conditioned(self.encoder, x, context)
         z, log_q = draw(q, k, with_log_prob=not exact_kl)
+        px = conditioned(self.decoder, z, context)
         if self.transform is None:
-            log_likelihood = self.decoder(z).log_prob(x)
+            log_likelihood = px.log_prob(x)
         else:
             y, ladj = self.transform(x)
-            log_likelihood = self.decoder(z).log_prob(y) + ladj
-        kl, exact = kl_or_estimate(q, self.prior(), z, log_q, exact_kl)
+            log_likelihood = px.log_prob(y) + ladj
+        kl, exact = kl_or_estimate(q, prior_given(self.prior, context), z, log_q, exact_kl)
         return Evidence(log_likelihood, kl, exact)
 
     def _to_data(self, y: Tensor) -> Tensor:
         return y if self.transform is None else self.transform.inverse(y)[0]
 
-    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
-        z = self.prior(temperature=temperature).sample((n,))
-        px = self.decoder(z)
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
+        px = conditioned(self.decoder, sample_prior(self.prior, n, context, temperature), context)
         return self._to_data(px.mean if mean else px.sample())
 
-    def encode(self, x: Tensor) -> Tensor:
-        return location(self.encoder(x))
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return location(conditioned(self.encoder, x, context))
 
-    def decode(self, z: Tensor) -> Tensor:
-        return self._to_data(self.decoder(z).mean)
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._to_data(conditioned(self.decoder, z, context).mean)
 
-    def levels(self, x: Tensor) -> list[LatentLevel]:
-        return [LatentLevel("z", self.encoder(x), self.prior())]
+    def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
+        return [LatentLevel("z", conditioned(self.encoder, x, context), prior_given(self.prior, context))]
 
 
 class VAEParams(ObjectiveParams):

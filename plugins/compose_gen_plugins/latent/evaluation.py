@@ -11,15 +11,21 @@ r"""Metrics of latent-variable models: test log-likelihood and posterior-collaps
   Gaussian posterior and prior) and the number of active units
   :math:`A = \#\{d : \mathrm{Cov}_x(\mathbb{E}_{q(z|x)}[z_d]) > 0.01\}` (Burda et al.
   2016, §5.2); collapsed dimensions have KL ≈ 0 and are inactive.
+
+For a conditional model (one with a ``context``) each test batch's condition is
+its graph value, computed from the batch as in training, so the NLL is
+:math:`-\log p(x|c)`.
 """
 
 from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 from pydantic import Field
+from torch import Tensor
 from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
@@ -27,7 +33,7 @@ from compose_gen.core import batches
 from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, location
 
-__all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "latent_model"]
+__all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "latent_model"]
 
 
 def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> LatentVariableModel:
@@ -38,14 +44,20 @@ def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> Laten
     return model
 
 
+def batch_context(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> Tensor | None:
+    """The condition c of ``batch`` for a conditional model: its graph value, computed as in training; else None."""
+    value = getattr(model, "context_value", None)
+    return None if value is None else ectx.model.values(batch, [value])[value]
+
+
 class ImportanceSampledNLL:
     """−log p(x) averaged over the test split, by importance sampling with ``samples`` draws per example."""
 
     def __init__(self, name: str, model: LatentVariableModel, samples: int, chunk: int, batch_size: int) -> None:
         self.name, self.model, self.samples, self.chunk, self.batch_size = name, model, samples, chunk, batch_size
 
-    def _log_weights(self, x: torch.Tensor, draws: int) -> torch.Tensor:
-        return self.model.evidence(x, draws, exact_kl=False).log_weights
+    def _log_weights(self, x: Tensor, context: Tensor | None, draws: int) -> Tensor:
+        return self.model.evidence(x, draws, exact_kl=False, context=context).log_weights
 
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
@@ -55,7 +67,8 @@ class ImportanceSampledNLL:
         total, count = 0.0, 0
         for batch in batches(test, self.batch_size, ectx.device):
             x = batch["x"]
-            log_p = importance_sampled_log_likelihood(partial(self._log_weights, x), self.samples, self.chunk)
+            log_weights = partial(self._log_weights, x, batch_context(ectx, self.model, batch))
+            log_p = importance_sampled_log_likelihood(log_weights, self.samples, self.chunk)
             if continuous:
                 log_p = log_p + test.ladj_to_model + batch.get("ladj_x", 0.0)
             total += float(log_p.double().sum())
@@ -90,7 +103,7 @@ class PosteriorCollapse:
         means: dict[str, list[torch.Tensor]] = {}
         count = 0
         for batch in batches(ectx.test, ectx.batch_size, ectx.device):
-            for level in self.model.levels(batch["x"]):
+            for level in self.model.levels(batch["x"], context=batch_context(ectx, self.model, batch)):
                 means.setdefault(level.name, []).append(location(level.posterior))
                 if level.name in unfactorised:
                     continue

@@ -24,6 +24,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, Params, Ref
 from compose_gen_plugins.flows.planar import bisect_increasing
+from compose_gen_plugins.latent.conditionals import conditioned
 
 __all__ = ["AmortizedPlanar", "FlowEncoder", "FlowPosterior"]
 
@@ -73,8 +74,10 @@ class FlowEncoder(nn.Module):
         super().__init__()
         self.net, self.latent, self.context_features, self.transform = net, latent, context_features, transform
 
-    def forward(self, x: Tensor) -> FlowPosterior:
-        loc, raw, context = self.net(x).split([self.latent, self.latent, self.context_features], dim=-1)
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> FlowPosterior:
+        """q(z|x), or q(z|x, c) given a condition c (a conditional VAE's), which the network reads beside x."""
+        out = conditioned(self.net, x, condition)
+        loc, raw, context = out.split([self.latent, self.latent, self.context_features], dim=-1)
         base = Independent(Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False), 1, validate_args=False)
         return FlowPosterior(base, self.transform, context if self.context_features else None)
 

@@ -2,7 +2,8 @@ r"""Picture metrics of latent-variable models, written as PNG grids into the eva
 
 * ``reconstruction_grid`` — test images (odd rows) above their reconstructions
   from the posterior mean(s) (even rows);
-* ``sample_grid`` — the spec's sampler at several temperatures, one file each;
+* ``sample_grid`` — the spec's sampler at several temperatures, one file each
+  (sampled by class: one class per column);
 * ``interpolation_grid`` — decoded latents between the encodings of test pairs,
   one row per pair: linear :math:`(1-t)a + tb`, or spherical (White 2016,
   "Sampling Generative Networks")
@@ -10,8 +11,10 @@ r"""Picture metrics of latent-variable models, written as PNG grids into the eva
   :math:`\cos\Omega = \frac{a\cdot b}{\lVert a\rVert\lVert b\rVert}`, which keeps
   Gaussian latents at a typical norm.
 
-Each returns how many images it drew (``…_images``), so the evaluation summary
-records that its file was written.
+A conditional model reconstructs each image given its own condition, and
+interpolates each pair under the condition of its first image.  Each returns
+how many images it drew (``…_images``), so the evaluation summary records that
+its file was written.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from torch import Tensor
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.runtime.images import save_grid
-from compose_gen_plugins.latent.evaluation import latent_model
+from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.latent.evaluation import batch_context, latent_model
 
 __all__ = ["interpolate", "slerp"]
 
@@ -69,12 +73,14 @@ class ReconstructionGrid:
 
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
-        x = ectx.test.batch(slice(0, self.examples))["x"].to(ectx.device)
+        batch = {k: v.to(ectx.device) for k, v in ectx.test.batch(slice(0, self.examples)).items()}
+        x, context = batch["x"], batch_context(ectx, self.model, batch)
         rows = 8
         pairs = []
         for start in range(0, len(x), rows):
-            chunk = x[start : start + rows]
-            pairs += [_images(ectx, chunk), _images(ectx, self.model.reconstruct(chunk))]
+            part = slice(start, start + rows)
+            reconstruction = conditioned(self.model.reconstruct, x[part], None if context is None else context[part])
+            pairs += [_images(ectx, x[part]), _images(ectx, reconstruction)]
         save_grid(torch.cat(pairs), Path(ectx.out_dir) / f"{self.name}_reconstructions.png", nrow=rows)
         return {f"test/{self.name}.reconstruction_images": float(len(x))}
 
@@ -88,7 +94,8 @@ class SampleGrid:
         torch.manual_seed(ectx.seed)
         for temperature in self.temperatures:
             x = ectx.model.sample(self.samples, temperature)
-            save_grid(_images(ectx, x), Path(ectx.out_dir) / f"samples_T{temperature:g}.png")
+            conditions = ectx.model.conditions  # sampled by class: one class per column
+            save_grid(_images(ectx, x), Path(ectx.out_dir) / f"samples_T{temperature:g}.png", nrow=conditions.classes if conditions else None)
         return {"test/sample_images": float(self.samples * len(self.temperatures))}
 
 
@@ -98,10 +105,13 @@ class InterpolationGrid:
 
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
-        x = ectx.test.batch(slice(0, 2 * self.pairs))["x"].to(ectx.device)
-        z = self.model.encode(x)
+        batch = {k: v.to(ectx.device) for k, v in ectx.test.batch(slice(0, 2 * self.pairs)).items()}
+        x, context = batch["x"], batch_context(ectx, self.model, batch)
+        z = conditioned(self.model.encode, x, context)
         path = interpolate(z[0::2], z[1::2], self.steps, self.mode)  # (steps, pairs, ...)
-        decoded = self.model.decode(path.transpose(0, 1).reshape(-1, *z.shape[1:]))
+        if context is not None:  # each pair's path under its first image's condition
+            context = context[0::2].repeat_interleave(self.steps, dim=0)
+        decoded = conditioned(self.model.decode, path.transpose(0, 1).reshape(-1, *z.shape[1:]), context)
         save_grid(_images(ectx, decoded), Path(ectx.out_dir) / f"{self.name}_interpolation_{self.mode}.png", nrow=self.steps)
         return {f"test/{self.name}.interpolation_images": float(len(decoded))}
 

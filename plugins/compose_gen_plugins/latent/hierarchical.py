@@ -17,7 +17,8 @@ The bound is
 with both KLs in closed form when the distributions allow (Gaussian ones do).
 Each of the ``k`` draws of :math:`z_2` gets one draw of :math:`z_1`, so the IWAE
 objective works too.  ``conditional_prior`` is any diagonal-Gaussian encoder
-applied to :math:`z_2` (e.g. a ``gaussian_encoder``).
+applied to :math:`z_2` (e.g. a ``gaussian_encoder``).  With a ``context`` c every
+network also reads c (a conditional VAE, Sohn et al. 2015).
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from compose_gen_plugins.latent.model import (
     draw,
     kl_or_estimate,
     location,
+    prior_given,
+    sample_prior,
 )
+from compose_gen_plugins.latent.conditionals import conditioned
 
 __all__ = ["HierarchicalVAE", "HierarchicalParams", "build_hierarchical_vae", "precision_weighted"]
 
@@ -67,37 +71,37 @@ class HierarchicalVAE(LatentVariableModel):
         self.conditional_prior, self.prior, self.decoder = conditional_prior, prior, decoder
         self.discrete = getattr(decoder, "discrete", False)
 
-    def evidence(self, x: Tensor, k: int, exact_kl: bool) -> Evidence:
-        q_top = self.encoder_top(x)
+    def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
+        q_top = conditioned(self.encoder_top, x, context)
         z_top, log_q_top = draw(q_top, k, with_log_prob=not exact_kl)
-        kl_top, exact = kl_or_estimate(q_top, self.prior(), z_top, log_q_top, exact_kl)
-        p_bottom = self.conditional_prior(z_top)
-        q_bottom = precision_weighted(self.encoder_bottom(x), p_bottom)
+        kl_top, exact = kl_or_estimate(q_top, prior_given(self.prior, context), z_top, log_q_top, exact_kl)
+        p_bottom = conditioned(self.conditional_prior, z_top, context)
+        q_bottom = precision_weighted(conditioned(self.encoder_bottom, x, context), p_bottom)
         z_bottom = q_bottom.rsample()
         kl_bottom, exact = kl_or_estimate(q_bottom, p_bottom, z_bottom, None, exact)
-        return Evidence(self.decoder(z_bottom).log_prob(x), kl_top + kl_bottom, exact)
+        return Evidence(conditioned(self.decoder, z_bottom, context).log_prob(x), kl_top + kl_bottom, exact)
 
-    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
-        z_top = self.prior(temperature=temperature).sample((n,))
-        p_bottom = as_normal(self.conditional_prior(z_top), "conditional prior")
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
+        z_top = sample_prior(self.prior, n, context, temperature)
+        p_bottom = as_normal(conditioned(self.conditional_prior, z_top, context), "conditional prior")
         z_bottom = Normal(p_bottom.loc, p_bottom.scale * temperature, validate_args=False).sample()
-        px = self.decoder(z_bottom)
+        px = conditioned(self.decoder, z_bottom, context)
         return px.mean if mean else px.sample()
 
-    def encode(self, x: Tensor) -> Tensor:
-        return location(self.encoder_top(x))
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return location(conditioned(self.encoder_top, x, context))
 
-    def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(self.conditional_prior(z).mean).mean
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return conditioned(self.decoder, conditioned(self.conditional_prior, z, context).mean, context).mean
 
-    def levels(self, x: Tensor) -> list[LatentLevel]:
-        q_top = self.encoder_top(x)
-        p_bottom = self.conditional_prior(location(q_top))
-        q_bottom = precision_weighted(self.encoder_bottom(x), p_bottom)
-        return [LatentLevel("z2", q_top, self.prior()), LatentLevel("z1", q_bottom, p_bottom)]
+    def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
+        q_top = conditioned(self.encoder_top, x, context)
+        p_bottom = conditioned(self.conditional_prior, location(q_top), context)
+        q_bottom = precision_weighted(conditioned(self.encoder_bottom, x, context), p_bottom)
+        return [LatentLevel("z2", q_top, prior_given(self.prior, context)), LatentLevel("z1", q_bottom, p_bottom)]
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decoder(self.levels(x)[1].posterior.mean).mean
+    def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return conditioned(self.decoder, self.levels(x, context)[1].posterior.mean, context).mean
 
 
 class HierarchicalParams(ObjectiveParams):

@@ -15,6 +15,12 @@ From it :class:`LatentVariableModel` trains one of
 
 The reported ``elbo`` is always the true bound (weight 1).  Models also say how
 to encode, decode and sample, for samplers and metrics.
+
+With ``context`` every bound is conditional, :math:`\log p(x|c) \ge
+\mathbb{E}_{q(z|x,c)}[\log p(x|z,c)] - \mathrm{KL}(q(z|x,c)\,\|\,p(z|c))`, the
+conditional VAE of Sohn et al. (2015): the context reaches every encoder and
+decoder, and the prior too when it is a conditional flow; otherwise
+:math:`p(z|c) = p(z)`.
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ from typing import Any, Literal, Mapping
 
 import torch
 from pydantic import Field, model_validator
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from compose_gen import BuildContext, Loss, LossName, Params, Sampler, Value, log_mean_exp
+from compose_gen import BuildContext, ClassConditions, Loss, LossName, Params, Sampler, Value, log_mean_exp
 
 __all__ = [
     "Evidence",
@@ -41,6 +47,8 @@ __all__ = [
     "draw",
     "kl_or_estimate",
     "location",
+    "prior_given",
+    "sample_prior",
 ]
 
 
@@ -105,6 +113,23 @@ def location(q: Distribution) -> Tensor:
     return q.location if hasattr(q, "location") else q.mean
 
 
+def prior_given(prior: nn.Module, context: Tensor | None, temperature: float = 1.0) -> Distribution:
+    """p(z|c) from a conditional flow prior (one with a ``context_shape``); else p(z), which ignores c."""
+    if context is not None and getattr(prior, "context_shape", None) is not None:
+        return prior(context, temperature=temperature)
+    return prior(temperature=temperature)
+
+
+def sample_prior(prior: nn.Module, n: int, context: Tensor | None, temperature: float = 1.0) -> Tensor:
+    """``n`` draws of z from p(z), or one per context row from p(z|c) at ``temperature``."""
+    p = prior_given(prior, context, temperature)
+    if not p.batch_shape:
+        return p.sample((n,))
+    if p.batch_shape != (n,):
+        raise ValueError(f"asked for {n} samples with a context of {p.batch_shape.numel()} rows; give one row per sample")
+    return p.sample()
+
+
 def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | None, exact: bool) -> tuple[Tensor, bool]:
     """The exact KL(q ‖ p) when asked for and known, else log q(z) − log p(z); and whether it is exact."""
     if exact:
@@ -121,6 +146,8 @@ class LatentVariableModel(Loss):
 
     def __init__(self, objective: "ObjectiveParams") -> None:
         super().__init__()
+        #: The graph value this model is conditioned on, for metrics and the sampler to compute; None: unconditional.
+        self.context_value = objective.context
         self.objective = objective.objective
         self.samples = objective.samples
         self.kl_mode = objective.kl
@@ -131,26 +158,27 @@ class LatentVariableModel(Loss):
             self.register_buffer("optimizer_steps", torch.zeros((), dtype=torch.long))
 
     # -- what a model provides -------------------------------------------------
-    def evidence(self, x: Tensor, k: int, exact_kl: bool) -> Evidence:
+    # Each takes the context c of a conditional model (one row per example of x, or per sample); None otherwise.
+    def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
         raise NotImplementedError
 
-    def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
+    def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
         """``n`` draws of x (or the decoder's means) with latents drawn at ``temperature``."""
         raise NotImplementedError
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The posterior mean of the (top) latent, for interpolation and active units."""
         raise NotImplementedError
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """The decoder's mean of x given the (top) latent."""
         raise NotImplementedError
 
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """x decoded from the posterior mean(s)."""
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x, context), context)
 
-    def levels(self, x: Tensor) -> list[LatentLevel]:
+    def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
         """Posterior and prior of each stochastic layer (top first), for collapse diagnostics."""
         raise NotImplementedError
 
@@ -169,7 +197,7 @@ class LatentVariableModel(Loss):
 
     def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:
         exact = self.objective == "elbo" and self.kl_mode != "mc"
-        evidence = self.evidence(inputs["x"], self.samples, exact)
+        evidence = self.evidence(inputs["x"], self.samples, exact, inputs.get("context"))
         if self.kl_mode == "analytic" and not evidence.exact_kl:
             raise ValueError(f"{type(self).__name__}: kl: analytic, but the KL of this posterior and prior has no closed form")
         # Means over draws and examples; the KL broadcasts to the draws, so its own mean is the same average.
@@ -191,6 +219,9 @@ class ObjectiveParams(Params):
     """The bound a latent-variable model trains."""
 
     x: Value = Field("x", description="graph value with the examples x")
+    context: Value | None = Field(
+        None, description="graph value with a condition c, e.g. c: one_hot(y, 10), for q(z|x, c) and p(x|z, c); None: unconditional"
+    )
     objective: Literal["elbo", "iwae"] = Field("elbo", description="ELBO, or the k-sample IWAE bound")
     samples: int = Field(1, gt=0, description="draws of z per example (IWAE's k)")
     kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")
@@ -205,19 +236,24 @@ class ObjectiveParams(Params):
 
 
 class ModelSampler(Sampler):
-    """Samples from the generative side of a latent-variable loss: z ~ p_T(z), then x ~ p(x|z) (or its mean)."""
+    """Samples from the generative side of a latent-variable loss: z ~ p_T(z|c), then x ~ p(x|z, c) (or its mean)."""
 
-    def __init__(self, model: LatentVariableModel, mean: bool) -> None:
+    def __init__(self, model: LatentVariableModel, mean: bool, conditions: ClassConditions | None = None) -> None:
         super().__init__()
-        self.model, self.mean = model, mean
+        self.model, self.mean, self.conditions = model, mean, conditions
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        return self.model.sample(n, temperature, self.mean)
+    def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
+        if context is None:  # an unconditional model's sample may take no context (VQ-VAE's)
+            return self.model.sample(n, temperature, self.mean)
+        return self.model.sample(n, temperature, self.mean, context)
 
 
 class ModelSamplerParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss under `losses:`")
     mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
+    classes: int | None = Field(
+        None, gt=0, description="a conditional model: draw example i for class i mod classes, its condition made from the labels"
+    )
 
 
 def build_model_sampler(p: ModelSamplerParams, ctx: BuildContext) -> ModelSampler:
@@ -225,4 +261,9 @@ def build_model_sampler(p: ModelSamplerParams, ctx: BuildContext) -> ModelSample
     model = ctx.loss(p.model)
     if not hasattr(model, "sample"):
         raise ValueError(f"loss {p.model!r} ({type(model).__name__}) is not a generative latent-variable model")
-    return ModelSampler(model, p.mean)
+    value = getattr(model, "context_value", None)
+    if value is not None and p.classes is None:
+        raise ValueError(f"loss {p.model!r} is conditioned on {value!r}: set classes to sample by class")
+    if value is None and p.classes is not None:
+        raise ValueError(f"loss {p.model!r} is not conditional (it has no context), so it cannot be sampled by class")
+    return ModelSampler(model, p.mean, None if value is None else ClassConditions(value, p.classes))

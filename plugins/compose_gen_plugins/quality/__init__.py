@@ -1,4 +1,4 @@
-"""Sample-quality metrics: mode coverage, Fréchet distance, Inception score, precision/recall, birthday test.
+"""Sample-quality metrics: mode coverage, Fréchet distance, Inception score, precision/recall, class accuracy, birthday test.
 
 Image metrics compare features of a classifier trained (and cached) on the
 dataset itself, since nothing may be downloaded.  Registered through the

@@ -1,4 +1,4 @@
-"""``frechet_distance`` (FID analogue), ``inception_score`` (IS analogue) and ``precision_recall``."""
+"""``frechet_distance`` (FID analogue), ``inception_score`` (IS analogue), ``precision_recall`` and ``class_accuracy``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import Field
 
 from compose_gen import EvalContext, Params, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams, load_classifier
-from compose_gen_plugins.quality.shared import FeatureSpace, Space, draw_samples, metric_type, random_rows
+from compose_gen_plugins.quality.shared import FeatureSpace, Space, draw_samples, drawn_classes, metric_type, random_rows
 from compose_gen_plugins.quality.statistics import (
     frechet_distance,
     gaussian_moments,
@@ -18,10 +18,12 @@ from compose_gen_plugins.quality.statistics import (
 )
 
 __all__ = [
+    "ClassAccuracyParams",
     "FrechetParams",
     "InceptionParams",
     "PrecisionRecallParams",
     "TYPES",
+    "measure_class_accuracy",
     "measure_frechet_distance",
     "measure_inception_score",
     "measure_precision_recall",
@@ -61,6 +63,37 @@ class PrecisionRecallParams(Params):
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="feature classifier settings (when features come from it)"
     )
+
+
+class ClassAccuracyParams(Params):
+    """Settings of ``class_accuracy``."""
+
+    n: int = Field(1000, ge=1, description="model samples, drawn class by class")
+    classifier: ClassifierParams = Field(
+        default_factory=ClassifierParams, description="settings of the classifier that judges the samples' classes"
+    )
+
+
+def measure_class_accuracy(params: ClassAccuracyParams, ectx: EvalContext) -> dict[str, float]:
+    """How often a class-conditional model's samples show their class: GAN-test accuracy (Shmelkov et al. 2018).
+
+    The fraction of ``n`` samples, drawn by class (the sampler's ``classes``), that
+    the classifier trained on the dataset assigns to the class they were drawn for;
+    ``classifier_accuracy``, its accuracy on the real test split, is the ceiling,
+    and ``1 / classes`` the floor of a model that ignores its condition.
+    """
+    conditions = getattr(ectx.model, "conditions", None)
+    if conditions is None:
+        raise ValueError("class_accuracy needs a sampler that samples by class: set `classes` in the spec's `sample:`")
+    net, accuracy = load_classifier(ectx.data, params.classifier, ectx.device)
+    if conditions.classes > net.head.out_features:
+        raise ValueError(f"the sampler draws {conditions.classes} classes, the data has {net.head.out_features}")
+    samples = draw_samples(ectx, params.n, "class_accuracy").to(ectx.device)
+    with torch.no_grad():
+        predicted = torch.cat([net(part).argmax(-1) for part in samples.split(1024)])
+    drawn_for = drawn_classes(ectx, params.n, conditions.classes).to(predicted.device)
+    result = {"class_accuracy": float((predicted == drawn_for).double().mean())}
+    return result if accuracy is None else {**result, "classifier_accuracy": accuracy}
 
 
 def measure_frechet_distance(params: FrechetParams, ectx: EvalContext) -> dict[str, float]:
@@ -130,4 +163,5 @@ TYPES = [
     metric_type("frechet_distance", FrechetParams, measure_frechet_distance),
     metric_type("inception_score", InceptionParams, measure_inception_score),
     metric_type("precision_recall", PrecisionRecallParams, measure_precision_recall),
+    metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy),
 ]

@@ -13,7 +13,7 @@ from torch import Tensor
 from compose_gen import ComponentType, EvalContext, Params, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, load_classifier
 
-__all__ = ["FeatureSpace", "Space", "draw_samples", "metric_type", "random_rows"]
+__all__ = ["FeatureSpace", "Space", "drawn_classes", "draw_samples", "metric_type", "random_rows"]
 
 #: ``raw``: flattened model-space examples; ``classifier``: the penultimate features of
 #: the classifier trained on the dataset; ``auto``: the classifier for labelled images, raw otherwise.
@@ -42,8 +42,7 @@ def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
         devices = [ectx.device.index if ectx.device.index is not None else torch.cuda.current_device()]
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(ectx.seed)
-        sizes = [min(ectx.batch_size, n - start) for start in range(0, n, ectx.batch_size)]
-        parts = [ectx.model.sample(size, temperature=1.0) for size in sizes]
+        parts = [ectx.model.sample(size, temperature=1.0) for size in _batch_sizes(ectx, n)]
     samples = torch.cat(parts)
     expected = ectx.data.train.event_shape("x")
     if len(samples) != n or math.prod(samples.shape[1:]) != math.prod(expected):
@@ -52,6 +51,15 @@ def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
             f"but the data's examples have shape {tuple(expected)}"
         )
     return samples
+
+
+def drawn_classes(ectx: EvalContext, n: int, classes: int) -> Tensor:
+    """The class each of :func:`draw_samples`'s ``n`` samples was drawn for: ``i mod classes`` within each batch."""
+    return torch.cat([torch.arange(size) % classes for size in _batch_sizes(ectx, n)])
+
+
+def _batch_sizes(ectx: EvalContext, n: int) -> list[int]:
+    return [min(ectx.batch_size, n - start) for start in range(0, n, ectx.batch_size)]
 
 
 def random_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:

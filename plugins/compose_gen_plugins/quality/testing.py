@@ -4,6 +4,7 @@ They follow the :class:`compose_gen.Sampler` contract, so any metric can be
 tested without training a model::
 
     model = FixedSampler(train_x[:30], noise=1e-3)          # a collapsed generator
+    model = FixedSampler(train_x, labels=train_y)           # a perfect class-conditional model
     model = DistributionSampler(torch.distributions.Normal(0, 1).expand([2]).to_event(1))
     metric(EvalContext(model=model, data=splits, device=torch.device("cpu"), out_dir=tmp_path))
 """
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from compose_gen import Sampler
+from compose_gen import ClassConditions, Sampler
 
 __all__ = ["DistributionSampler", "FixedSampler"]
 
@@ -26,16 +27,30 @@ class FixedSampler(Sampler):
     whose support is the pool); ``replace=False`` draws distinct pool rows within
     one call (e.g. fresh-looking "real data" samples; ``n`` must not exceed the
     pool).  Seeded and reproducible; ``temperature`` is ignored.  Moves with ``.to(device)``.
+
+    Given the pool's integer ``labels``, it samples by class like a class-conditional
+    model: example ``i`` is a pool row of class ``i mod classes`` (with replacement).
     """
 
-    def __init__(self, points: Tensor, noise: float = 0.0, replace: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, points: Tensor, noise: float = 0.0, replace: bool = True, seed: int = 0, labels: Tensor | None = None
+    ) -> None:
         super().__init__()
         self.register_buffer("points", points.detach().clone())
         self.noise, self.replace = noise, replace
         self.generator = torch.Generator().manual_seed(seed)
+        self.by_class: list[Tensor] = []
+        if labels is not None:
+            self.by_class = [torch.nonzero(labels == k).flatten() for k in range(int(labels.max()) + 1)]
+            if any(len(rows) == 0 for rows in self.by_class):
+                raise ValueError("labels must hold every class 0..max(labels) at least once")
+            self.conditions = ClassConditions("y", len(self.by_class))
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        if self.replace:
+    def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
+        if self.by_class:
+            pools = [self.by_class[i % len(self.by_class)] for i in range(n)]
+            index = torch.stack([rows[torch.randint(len(rows), (), generator=self.generator)] for rows in pools])
+        elif self.replace:
             index = torch.randint(len(self.points), (n,), generator=self.generator)
         elif n <= len(self.points):
             index = torch.randperm(len(self.points), generator=self.generator)[:n]

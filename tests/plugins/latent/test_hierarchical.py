@@ -1,4 +1,4 @@
-"""Two-level hierarchical VAE: precision-weighted posterior, exact and Monte Carlo bounds, sampling."""
+"""Two-level hierarchical VAE: precision-weighted posterior, exact and Monte Carlo bounds, sampling, a context."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def test_precision_weighting_is_the_normalised_product_of_the_two_gaussians() ->
     torch.testing.assert_close(difference, difference[:1].expand_as(difference))
 
 
-def hvae(**objective: object) -> HierarchicalVAE:
+def hvae(context_features: int = 0, **objective: object) -> HierarchicalVAE:
     torch.manual_seed(0)
     return HierarchicalVAE(
-        GaussianEncoder(MLP(X_DIM, 2 * TOP, [8]), TOP),
-        GaussianEncoder(MLP(X_DIM, 2 * BOTTOM, [8]), BOTTOM),
-        GaussianEncoder(MLP(TOP, 2 * BOTTOM, [8]), BOTTOM),
+        GaussianEncoder(MLP(X_DIM, 2 * TOP, [8], context_features=context_features), TOP),
+        GaussianEncoder(MLP(X_DIM, 2 * BOTTOM, [8], context_features=context_features), BOTTOM),
+        GaussianEncoder(MLP(TOP, 2 * BOTTOM, [8], context_features=context_features), BOTTOM),
         StandardNormal((TOP,)),
-        BernoulliDecoder(MLP(BOTTOM, X_DIM, [8]), (X_DIM,)),
+        BernoulliDecoder(MLP(BOTTOM, X_DIM, [8], context_features=context_features), (X_DIM,)),
         ObjectiveParams(**objective),
     ).to(DTYPE)
 
@@ -71,3 +71,47 @@ def test_levels_sampling_and_reconstruction_shapes() -> None:
     assert model.reconstruct(x).shape == x.shape and model.decode(model.encode(x)).shape == x.shape
     out = model({"x": x}, frozenset({"loss"}))
     assert float(out["kl_weight"]) == 0.0 and math.isclose(float(out["loss"]), -float(out["reconstruction"]))
+
+
+NETWORKS = ("encoder_top", "encoder_bottom", "conditional_prior", "decoder")
+
+
+@torch.no_grad()
+def test_with_a_context_every_network_reads_it() -> None:
+    """q(z2|x,c), q(z1|x,c), p(z1|z2,c) and p(x|z1,c): each network is called with the context (Sohn et al. 2015)."""
+    model = hvae(context_features=2, objective="iwae", samples=3)
+    x = (torch.rand(4, X_DIM, generator=torch.Generator().manual_seed(1)) > 0.5).to(DTYPE)
+    context = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))  # float32: cast to the networks' dtype
+    seen: dict[str, list] = {name: [] for name in NETWORKS}
+    handles = [getattr(model, name).net.register_forward_hook(lambda module, args, out, name=name: seen[name].append(args)) for name in NETWORKS]
+
+    def calls() -> dict[str, int]:
+        """How many calls each network got since the last look, each asserted to carry the context."""
+        counts = {}
+        for name, recorded in seen.items():
+            assert all(len(args) == 2 and args[1] is context for args in recorded), name
+            counts[name] = len(recorded)
+            recorded.clear()
+        return counts
+
+    evidence = model.evidence(x, 3, exact_kl=True, context=context)
+    assert evidence.log_likelihood.shape == (3, 4) and evidence.kl.shape == (3, 4)
+    assert calls() == dict.fromkeys(NETWORKS, 1)
+    assert model.sample(4, temperature=0.5, context=context).shape == (4, X_DIM)
+    assert calls() == {"encoder_top": 0, "encoder_bottom": 0, "conditional_prior": 1, "decoder": 1}
+    levels = model.levels(x, context)
+    assert [level.posterior.batch_shape for level in levels] == [(4,), (4,)]
+    assert calls() == {"encoder_top": 1, "encoder_bottom": 1, "conditional_prior": 1, "decoder": 0}
+    assert model.reconstruct(x, context).shape == x.shape
+    assert calls() == dict.fromkeys(NETWORKS, 1)
+    assert model.decode(model.encode(x, context), context).shape == x.shape
+    assert calls() == {"encoder_top": 1, "encoder_bottom": 0, "conditional_prior": 1, "decoder": 1}
+    out = model({"x": x, "context": context}, frozenset({"loss"}))
+    assert calls() == dict.fromkeys(NETWORKS, 1) and torch.isfinite(out["loss"])
+    for handle in handles:
+        handle.remove()
+    torch.manual_seed(5)
+    a = model.evidence(x, 2, exact_kl=False, context=context).log_weights
+    torch.manual_seed(5)
+    b = model.evidence(x, 2, exact_kl=False, context=context + 1).log_weights
+    assert not torch.allclose(a, b), "the bound depends on the context"

@@ -1,4 +1,4 @@
-"""The bounds of LatentVariableModel: ELBO with β and KL warm-up, IWAE, KL modes; priors; decoder shapes."""
+"""The bounds of LatentVariableModel: ELBO with β and KL warm-up, IWAE, KL modes; priors; decoder shapes; the conditional VAE."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from pydantic import ValidationError
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from compose_gen import log_mean_exp
+from compose_gen import ClassConditions, log_mean_exp
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, load_spec
 from compose_gen_plugins.convnets import ConvEncoder, conv_trunk
 from compose_gen_plugins.distributions import StandardNormal
+from compose_gen_plugins.flows.autoregressive import AutoregressiveParams, build_maf
+from compose_gen_plugins.flows.distribution import Flow
 from compose_gen_plugins.latent import conditionals as c
 from compose_gen_plugins.latent.discretized import Grid
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
@@ -168,3 +172,111 @@ def test_autoencoder_loss_is_the_reconstruction_nll_of_the_deterministic_code() 
     expected = 0.5 * (x - mean).square().sum(-1).mean() + 0.5 * X_DIM * torch.log(torch.tensor(2 * torch.pi))
     torch.testing.assert_close(out["loss"], expected)
     torch.testing.assert_close(model.reconstruct(x), mean)
+
+
+CONTEXT = 2
+
+
+def conditional_vae(prior: nn.Module | None = None) -> VAE:
+    """q(z|x, c) and p(x|z, c): MLPs reading a context of ``CONTEXT`` features beside their input."""
+    torch.manual_seed(0)
+    encoder = c.GaussianEncoder(MLP(X_DIM, 2 * LATENT, [8], context_features=CONTEXT), LATENT)
+    decoder = c.BernoulliDecoder(MLP(LATENT, X_DIM, [8], context_features=CONTEXT), (X_DIM,))
+    return VAE(encoder, decoder, prior or StandardNormal((LATENT,)), ObjectiveParams(context="c"))
+
+
+def contexts(n: int = 5, seed: int = 2) -> torch.Tensor:
+    return torch.randn(n, CONTEXT, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_conditional_vae_trains_the_elbo_given_the_context() -> None:
+    """ELBO = E_q(z|x,c)[log p(x|z,c)] − KL(q(z|x,c) ‖ p(z)), on the same draw as the loss."""
+    model, x, context = conditional_vae(), binary_batch(), contexts()
+    assert model.context_value == "c"
+    torch.manual_seed(3)
+    out = model({"x": x, "context": context}, frozenset({"loss"}))
+    torch.manual_seed(3)
+    q = model.encoder(x, context)
+    z = q.rsample((1,))
+    log_likelihood = model.decoder(z, context).log_prob(x)
+    kl = torch.distributions.kl_divergence(q, model.prior())
+    torch.testing.assert_close(out["elbo"], (log_likelihood - kl).mean())
+    torch.manual_seed(3)
+    other = model({"x": x, "context": context + 1}, frozenset({"loss"}))
+    assert not torch.allclose(out["elbo"], other["elbo"]), "another context gives another bound"
+    with pytest.raises(ValueError, match="needs a context"):
+        run(model, x)
+
+
+def test_a_conditional_vae_samples_given_the_context() -> None:
+    model, context = conditional_vae(), contexts(4)
+    seen = []
+    handle = model.decoder.net.register_forward_hook(lambda module, args, out: seen.append(args))
+    x = model.sample(4, temperature=0.5, context=context)
+    sampled = ModelSampler(model, mean=True, conditions=ClassConditions("c", 4)).sample(4, 0.5, context)
+    handle.remove()
+    assert x.shape == sampled.shape == (4, X_DIM)
+    assert len(seen) == 2 and all(args[0].shape == (4, LATENT) and args[1] is context for args in seen)
+
+
+@torch.no_grad()
+def test_a_conditional_flow_prior_makes_the_kl_estimate_use_p_of_z_given_c() -> None:
+    """With a MAF prior reading c, the Monte Carlo KL is log q(z|x,c) − log p(z|c) at the same draws."""
+    torch.manual_seed(1)
+    maf = build_maf(AutoregressiveParams(shape=[LATENT], hidden=[8], context_features=CONTEXT), None)
+    maf.made.net[-1].weight.normal_()  # the output layer starts at zero: the identity, which would ignore c
+    prior = Flow(StandardNormal((LATENT,)), maf)
+    model, x, context = conditional_vae(prior), binary_batch(), contexts()
+    torch.manual_seed(4)
+    evidence = model.evidence(x, 3, exact_kl=True, context=context)  # no closed form: Monte Carlo
+    assert not evidence.exact_kl and evidence.kl.shape == (3, 5)
+    torch.manual_seed(4)
+    q = model.encoder(x, context)
+    z = q.rsample((3,))
+    torch.testing.assert_close(evidence.kl, q.log_prob(z) - prior.log_prob(z, context))
+    assert not torch.allclose(evidence.kl, q.log_prob(z) - prior.log_prob(z, context + 1)), "p(z|c) depends on c"
+    torch.testing.assert_close(model.levels(x, context)[0].prior.log_prob(z), prior.log_prob(z, context))
+    assert model.sample(5, context=context).shape == (5, X_DIM)
+
+
+def digits_vae(loss: dict, sample: dict) -> dict:
+    net = {"type": "mlp", "hidden": [8]}
+    return {
+        "name": "cvae",
+        "data": {"type": "digits", "binarize": "threshold", "shape": "flat"},
+        "graph": {"c": "one_hot(y, 10)"},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [2]},
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {**net, "in_features": 64, "out_features": 4, **loss.pop("encoder", {})}},
+            "decoder": {"type": "bernoulli_decoder", "net": {**net, "in_features": 2, "out_features": 64, **loss.pop("decoder", {})}},
+        },
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior", **loss}},
+        "sample": {"type": "latent_model", "model": "vae", **sample},
+    }
+
+
+CONDITIONAL = {"context": "c", "encoder": {"context_features": 10}, "decoder": {"context_features": 10}}
+
+
+def test_a_conditional_vae_spec_samples_by_class() -> None:
+    model, _ = build(load_spec(digits_vae(dict(CONDITIONAL), {"classes": 10})), "cpu")
+    seen = []
+    handle = model.component("decoder").net.register_forward_hook(lambda module, args, out: seen.append(args))
+    with torch.no_grad():
+        x = model.sample(12)
+    handle.remove()
+    assert x.shape == (12, 64) and model.conditions == ClassConditions("c", 10)
+    assert torch.equal(seen[-1][1], torch.nn.functional.one_hot(torch.arange(12) % 10, 10).float())
+
+
+@pytest.mark.parametrize(
+    ("loss", "sample", "message"),
+    [
+        (CONDITIONAL, {}, "loss 'vae' is conditioned on 'c': set classes to sample by class"),
+        ({}, {"classes": 10}, "loss 'vae' is not conditional"),
+    ],
+)
+def test_latent_model_sampler_classes_must_match_the_loss(loss: dict, sample: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as error:
+        build(load_spec(digits_vae(dict(loss), sample)), "cpu")
+    assert error.value.problems[0].path[0] == "sample"

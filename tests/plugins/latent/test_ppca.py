@@ -5,7 +5,8 @@ x ~ N(μ, WWᵀ + σ²I) and the exact posterior is N(M⁻¹Wᵀ(x − μ), σ²
 The encoder is the library's diagonal Gaussian encoder set to the exact posterior
 mean and the square roots of the posterior variances, optionally widened and
 shifted: exact when M is diagonal and nothing is perturbed, otherwise an
-approximation with a strictly positive KL gap.
+approximation with a strictly positive KL gap.  Its conditional version checks the
+conditional VAE's bounds on log p(x|c).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from compose_gen_plugins.distributions import StandardNormal
 from compose_gen_plugins.latent.conditionals import MIN_SCALE, GaussianDecoder, GaussianEncoder
 from compose_gen_plugins.latent.elbo import VAE
 from compose_gen_plugins.latent.model import ObjectiveParams
+from compose_gen_plugins.networks import MLP
 
 D, LATENT, SIGMA = 5, 2, 0.6
 DTYPE = torch.float64
@@ -131,3 +133,67 @@ def test_analytic_and_monte_carlo_kl_elbo_agree_with_the_closed_form(seed: int) 
     for estimate in (analytic.log_likelihood - analytic.kl, monte_carlo.log_weights):
         error = estimate.std(0) / math.sqrt(draws)
         assert ((estimate.mean(0) - closed_form).abs() <= 4 * error).all()
+
+
+CLASSES = 3
+
+
+def conditional_ppca(seed: int) -> tuple[VAE, Tensor, Tensor]:
+    """Conditional PPCA through the library's context-reading MLPs: x | z, c ~ N(Wz + Vc + μ, σ²I), c one-hot.
+
+    So p(x|c) = N(Vc + μ, WWᵀ + σ²I), and the posterior is the PPCA one of x − Vc; the
+    encoder is that posterior widened and shifted (a strictly positive gap).  Returns
+    the model, V and μ (W is the decoder's).
+    """
+    weight, shift = random_weight(seed)
+    context_weight = 3 * torch.randn(D, CLASSES, dtype=DTYPE, generator=torch.Generator().manual_seed(seed + 1))
+    decoder_net = MLP(LATENT, D, hidden=[], context_features=CLASSES).to(DTYPE)
+    encoder_net = MLP(D, 2 * LATENT, hidden=[], context_features=CLASSES).to(DTYPE)
+    m = weight.T @ weight + SIGMA**2 * torch.eye(LATENT, dtype=DTYPE)
+    gain = torch.linalg.solve(m, weight.T)
+    std = 1.6 * (SIGMA**2 * torch.linalg.inv(m).diagonal()).sqrt()
+    with torch.no_grad():
+        decoder, encoder = decoder_net.net[0], encoder_net.net[0]  # one linear layer on [input ‖ c]
+        decoder.weight.copy_(torch.cat([weight, context_weight], 1))
+        decoder.bias.copy_(shift)
+        encoder.weight.zero_()
+        encoder.weight[:LATENT] = torch.cat([gain, -gain @ context_weight], 1)
+        encoder.bias[:LATENT] = 0.3 - gain @ shift
+        encoder.bias[LATENT:] = torch.log(torch.expm1(std - MIN_SCALE))
+    objective = ObjectiveParams(context="c")
+    model = VAE(GaussianEncoder(encoder_net, LATENT), GaussianDecoder(decoder_net, (D,), 1, "fixed", SIGMA), StandardNormal((LATENT,)), objective)
+    return model.to(DTYPE), context_weight, shift
+
+
+@torch.no_grad()
+def test_a_conditional_vae_bounds_log_p_x_given_c_and_iwae_converges_to_it() -> None:
+    """Sohn et al.'s conditional bound: ELBO(x|c) < log p(x|c), IWAE_k → log p(x|c); the condition is really used."""
+    model, context_weight, shift = conditional_ppca(0)
+    weight = model.decoder.net.net[0].weight[:, :LATENT]
+    covariance = weight @ weight.T + SIGMA**2 * torch.eye(D, dtype=DTYPE)
+
+    def log_p(x: Tensor, c: Tensor) -> Tensor:
+        return MultivariateNormal(c @ context_weight.T + shift, covariance).log_prob(x)
+
+    c = torch.nn.functional.one_hot(torch.arange(6) % CLASSES, CLASSES).to(DTYPE)
+    torch.manual_seed(7)
+    x = MultivariateNormal(c @ context_weight.T + shift, covariance).sample()
+    exact = model.evidence(x, 20000, exact_kl=True, context=c)
+    elbo = exact.log_likelihood.mean(0) - exact.kl
+    assert ((log_p(x, c) - elbo) > 0.05).all()
+    torch.manual_seed(8)
+    logged = model({"x": x, "context": c}, frozenset({"loss"}))["elbo"]  # the loss passes its context input on
+    torch.manual_seed(8)
+    one_draw = model.evidence(x, 1, exact_kl=True, context=c)
+    torch.testing.assert_close(logged, (one_draw.log_likelihood - one_draw.kl).mean(), rtol=0, atol=1e-12)
+    wrong = c.roll(1, dims=0)
+    for context in (c, wrong):
+        estimate = iwae_estimates_given(model, x, context, k=256, repeats=200)
+        assert (estimate - log_p(x, context)).abs().max() < 0.03
+    assert (log_p(x, wrong) < log_p(x, c) - 1).all(), "the classes should be far apart for this test to mean anything"
+
+
+def iwae_estimates_given(model: VAE, x: Tensor, c: Tensor, k: int, repeats: int) -> Tensor:
+    """The mean of ``repeats`` IWAE_k estimates of log p(x|c) per point."""
+    log_w = model.evidence(x.expand(repeats, *x.shape), k, exact_kl=False, context=c).log_weights
+    return (torch.logsumexp(log_w, 0) - math.log(k)).mean(0)

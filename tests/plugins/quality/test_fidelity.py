@@ -1,4 +1,4 @@
-"""frechet_distance, inception_score and precision_recall as metrics, on fake models."""
+"""frechet_distance, inception_score, precision_recall and class_accuracy as metrics, on fake models."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import torch
 from compose_gen import Splits, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams
 from compose_gen_plugins.quality.fidelity import (
+    ClassAccuracyParams,
     FrechetParams,
     InceptionParams,
     PrecisionRecallParams,
+    measure_class_accuracy,
     measure_frechet_distance,
     measure_inception_score,
     measure_precision_recall,
@@ -82,3 +84,19 @@ def test_metrics_are_reproducible_for_a_seed(mixture_splits, mixture_sampler, mo
     first = measure_precision_recall(params, context(mixture_sampler(modes), mixture_splits, seed=3))
     second = measure_precision_recall(params, context(mixture_sampler(modes), mixture_splits, seed=3))
     assert first == second
+
+
+def test_class_accuracy_is_high_for_samples_of_their_class_and_chance_for_a_model_ignoring_it(image_splits, context):
+    """A perfect class-conditional model scores near the classifier's accuracy; one that ignores the class scores ~1/3."""
+    params = ClassAccuracyParams(n=300, classifier=TINY)
+    x, y = image_splits.test.fields["x"], image_splits.test.fields["y"]
+    faithful = measure_class_accuracy(params, context(FixedSampler(x, labels=y), image_splits, batch_size=64))
+    assert faithful["class_accuracy"] > 0.95 and faithful["classifier_accuracy"] > 0.95
+    shuffled = FixedSampler(x, labels=y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))])
+    ignoring = measure_class_accuracy(params, context(shuffled, image_splits, batch_size=64))
+    assert abs(ignoring["class_accuracy"] - 1 / 3) < 0.1
+
+
+def test_class_accuracy_needs_a_sampler_that_samples_by_class(image_splits, context):
+    with pytest.raises(ValueError, match="samples by class"):
+        measure_class_accuracy(ClassAccuracyParams(n=10, classifier=TINY), context(FixedSampler(image_splits.test.fields["x"]), image_splits))

@@ -8,7 +8,7 @@ import pytest
 import compose_gen_plugins.quality as quality
 from compose_gen import make_catalogue
 
-METRICS = {"mode_coverage", "frechet_distance", "inception_score", "precision_recall", "birthday_paradox"}
+METRICS = {"mode_coverage", "frechet_distance", "inception_score", "precision_recall", "class_accuracy", "birthday_paradox"}
 
 
 def test_every_metric_type_is_registered_with_a_doc():
