@@ -14,6 +14,7 @@ _STYLE = {
     "value": ("ellipse", "#e5e7eb"),
     "loss": ("hexagon", "#fecaca"),
     "sampler": ("box", "#bbf7d0"),
+    "metric": ("box", "#e9d5ff"),
 }
 
 

@@ -88,8 +88,11 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
         g.add_node("sampler", path=("sample",))
         _add_refs(g, "sampler", spec.sections.sampler, components, values, fields, problems)
     for i, declared in enumerate(spec.sections.metrics):  # a metric's values are checked like any others
-        g.add_node(node("metric", str(i)), path=declared.path)
-        _add_refs(g, node("metric", str(i)), declared, components, values, fields, problems)
+        metric = node("metric", f"{declared.type.name}[{i}]")
+        g.add_node(metric, path=declared.path)
+        _add_refs(g, metric, declared, components, values, fields, problems)
+        if not g.in_degree(metric):  # it reads nothing from the graph: leave it out of the picture
+            g.remove_node(metric)
 
     try:
         cycle = nx.find_cycle(g)
