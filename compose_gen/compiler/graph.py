@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from compose_gen.compiler.expressions import Call, parse_call
-from compose_gen.compiler.values import BUILTINS
-from compose_gen.registry import RefTo, ValueRef, ref_fields, suggest
+from compose_gen.compiler.values import BUILTINS, builtin_misuse
+from compose_gen.registry import LossRef, RefTo, ValueRef, ref_fields, suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["SpecGraph", "build_graph", "node"]
@@ -67,6 +67,10 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
             call = parse_call(text)
         except ValueError as error:
             problems.append(Problem(path, str(error)))
+            continue
+        misuse = builtin_misuse(call)
+        if misuse:
+            problems.append(Problem(path, misuse))
             continue
         calls[name] = call
         if call.target in BUILTINS and call.method is None:
@@ -138,6 +142,8 @@ def _add_refs(
             path = (*declared.path, field, i) if is_list else (*declared.path, field)
             if isinstance(marker, RefTo):
                 g.add_edge(node("component", name), target)
+            elif isinstance(marker, LossRef):  # the name itself was checked with the spec
+                g.add_edge(node("loss", name), target)
             elif isinstance(marker, ValueRef):
                 if name in values or name in fields:
                     g.add_edge(_node_of(name, components, values), target)

@@ -10,8 +10,9 @@ from torch.distributions import Distribution
 
 from compose_gen.compiler.expressions import Call
 from compose_gen.core import ContractError
+from compose_gen.core.data import MAX_CLASSES
 
-__all__ = ["BUILTINS", "DISTRIBUTION_METHODS", "TENSOR_METHODS", "make_evaluator"]
+__all__ = ["BUILTINS", "DISTRIBUTION_METHODS", "TENSOR_METHODS", "builtin_misuse", "make_evaluator"]
 
 #: Methods (or properties) a distribution-valued graph value may be asked for.
 DISTRIBUTION_METHODS = frozenset({"sample", "rsample", "log_prob", "mean", "mode", "stddev", "entropy"})
@@ -24,14 +25,44 @@ def _cat(*tensors: Tensor) -> Tensor:
     return torch.cat([t.flatten(1) for t in tensors], dim=-1)
 
 
-def _one_hot(labels: Tensor, classes: float) -> Tensor:
+def _one_hot(labels: Tensor, classes: int) -> Tensor:
     """Integer labels as float rows of ``classes`` zeros and a one: a class as a flow's context or a network's input."""
-    return torch.nn.functional.one_hot(labels.long(), int(classes)).float()
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"one_hot takes integer class labels, got a {labels.dtype} tensor of shape {tuple(labels.shape)}")
+    try:
+        return torch.nn.functional.one_hot(labels.long(), classes).float()
+    except RuntimeError:
+        raise ValueError(f"one_hot(…, {classes}) takes labels 0..{classes - 1}, got {int(labels.min())}..{int(labels.max())}") from None
 
 
-_BUILTINS: dict[str, Callable[..., Any]] = {"cat": _cat, "detach": Tensor.detach, "one_hot": _one_hot}
+def _names(args: tuple[Any, ...]) -> bool:
+    return bool(args) and all(isinstance(a, str) for a in args)
+
+
+def _class_count(value: Any) -> bool:
+    return not isinstance(value, str) and value == int(value) and 1 <= value <= MAX_CLASSES
+
+
+#: Builtin: (function, whether the arguments fit it, how it is called).
+_BUILTINS: dict[str, tuple[Callable[..., Any], Callable[[tuple[Any, ...]], bool], str]] = {
+    "cat": (_cat, _names, "cat(a, b, ...) of one or more values"),
+    "detach": (Tensor.detach, lambda args: len(args) == 1 and _names(args), "detach(a) of one value"),
+    "one_hot": (
+        lambda labels, classes: _one_hot(labels, int(classes)),
+        lambda args: len(args) == 2 and _names(args[:1]) and _class_count(args[1]),
+        f"one_hot(y, K) of integer labels and a whole number of classes K from 1 to {MAX_CLASSES}",
+    ),
+}
 #: The functions a graph call may name besides components and values.
 BUILTINS = frozenset(_BUILTINS)
+
+
+def builtin_misuse(call: Call) -> str | None:
+    """What is wrong with the arguments of a call to a builtin, or None (also for calls that are not builtins)."""
+    if call.method is not None or call.target not in _BUILTINS:
+        return None
+    _, fits, usage = _BUILTINS[call.target]
+    return None if fits(call.args) else f"{call} does not fit {usage}"
 
 
 def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Values], Any]:
@@ -57,7 +88,7 @@ def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Va
             raise ContractError(f"it lists {call.method!r} in graph_methods, but has no method {call.method!r} (used by {call})")
         return lambda values: method(*read(values))
     if call.method is None:
-        builtin = _BUILTINS[call.target]
+        builtin = _BUILTINS[call.target][0]
         return lambda values: builtin(*read(values))
     name, method_name = call.target, call.method
 

@@ -15,7 +15,10 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Splits", "TensorData"]
+__all__ = ["MAX_CLASSES", "Batch", "Splits", "TensorData"]
+
+#: The most classes integer labels may make (largest label + 1), so no table sized by a class count explodes.
+MAX_CLASSES = 10_000
 
 #: A batch maps field names to tensors whose first dimension is the batch.
 Batch = Mapping[str, Tensor]
@@ -62,6 +65,13 @@ class TensorData:
 
     def batch(self, index: Tensor | slice) -> dict[str, Tensor]:
         return {name: t[index] for name, t in self.fields.items()}
+
+    def classes(self) -> int | None:
+        """How many classes the integer labels ``y`` index: ``num_classes``, else the largest label + 1; None without labels."""
+        y = self.fields.get("y")
+        if self.num_classes is not None or y is None or y.is_floating_point() or y.numel() == 0:
+            return self.num_classes
+        return int(y.max()) + 1
 
 
 @dataclass

@@ -136,7 +136,7 @@ def test_redefining_a_batch_field_is_named_not_a_cycle(gan_spec, catalogue) -> N
     assert message == "<dict>:1: graph.x: 'x' is a batch field (the data gives x, y) and cannot be redefined; give this value another name"
     with pytest.raises(SpecError) as info:
         build(load_spec(gan_spec, ["graph.x=noise.sample(y)"], catalogue), "cpu")
-    assert str(info.value) == "--set:0: graph.x: 'x' is a batch field (the data gives x, y) and cannot be redefined; give this value another name"
+    assert str(info.value) == "--set: graph.x: 'x' is a batch field (the data gives x, y) and cannot be redefined; give this value another name"
 
 
 def test_method_a_component_does_not_offer(gan_spec, catalogue) -> None:
@@ -207,3 +207,16 @@ def test_a_component_named_like_a_batch_field_is_refused_not_silently_shadowing_
     gan_spec["graph"] = {k: v.replace("noise.", "y.") for k, v in gan_spec["graph"].items()}
     message = errors(gan_spec, catalogue)
     assert "components.y: 'y' is a batch field (the data gives x, y) and cannot be redefined; give this component another name" in message
+
+
+def test_a_sampler_or_metric_that_names_a_loss_hangs_below_it_in_the_graph(catalogue) -> None:
+    """``latent_model``'s and the latent metrics' ``model: cvae`` are edges, so ``compose-gen graph`` shows what they read."""
+    from pathlib import Path
+
+    from compose_gen.compiler import build_graph
+
+    spec = load_spec(Path(__file__).parents[2] / "specs" / "cvae_digits.yaml", catalogue=catalogue)
+    graph = build_graph(spec, ("x", "y")).graph
+    assert graph.has_edge("loss:cvae", "sampler")
+    assert graph.has_edge("loss:cvae", "metric:importance_sampled_nll[1]")
+    assert "metric:test_losses[0]" not in graph, "a metric that reads nothing from the graph is not drawn"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
+from compose_gen.compiler.expressions import parse_call
+from compose_gen.compiler.values import make_evaluator
 from compose_gen.runtime import build
-from compose_gen.spec import load_spec
+from compose_gen.spec import SpecError, load_spec
 
 
 def test_one_hot_labels_condition_a_flow_on_the_class() -> None:
@@ -33,3 +38,27 @@ def test_one_hot_labels_condition_a_flow_on_the_class() -> None:
             p.add_(0.1 * torch.randn_like(p))  # the made layers start at the identity: perturb so the context matters
         other = torch.nn.functional.one_hot((batch["y"] + 1) % 10, 10).float()
         assert not torch.allclose(flow.log_prob(batch["x"], context), flow.log_prob(batch["x"], other))
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["one_hot(y)", "one_hot(y, 0)", "one_hot(y, -1)", "one_hot(y, 2.5)", "one_hot(y, 1e9)", "one_hot(3, 10)", "cat()", "cat(x, 2)", "detach(x, y)"],
+)
+def test_a_builtin_called_with_arguments_it_does_not_take_is_refused_at_its_value(call: str) -> None:
+    spec = {"name": "builtins", "data": {"type": "digits", "shape": "flat"}, "graph": {"c": call}}
+    with pytest.raises(SpecError, match=rf"graph\.c: {re.escape(call.replace('1e9', '1000000000.0'))} does not fit") as error:
+        build(load_spec(spec), "cpu")
+    assert len(error.value.problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (torch.tensor([0, 3, 9]), r"one_hot\(…, 8\) takes labels 0..7, got 0..9"),
+        (torch.tensor([0.0, 1.0]), "one_hot takes integer class labels, got a torch.float32 tensor"),
+    ],
+)
+def test_one_hot_says_which_labels_it_cannot_encode(labels: torch.Tensor, message: str) -> None:
+    one_hot = make_evaluator(parse_call("one_hot(y, 8)"), {})
+    with pytest.raises((ValueError, TypeError), match=message):
+        one_hot({"y": labels})

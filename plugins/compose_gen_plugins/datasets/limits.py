@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from compose_gen.core.data import MAX_CLASSES
+
 __all__ = ["FLOAT32_MAX", "MAX_CLASSES", "BEYOND_FLOAT32", "float32_overflow", "element", "too_many_classes"]
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 #: What is wrong with a value that :func:`float32_overflow` finds.
 BEYOND_FLOAT32 = f"beyond float32's range (±{FLOAT32_MAX:.2g}), in which the model computes"
 
-#: The most classes integer labels may make (largest label + 1).
-MAX_CLASSES = 10_000
 
 
 def float32_overflow(x: Tensor) -> tuple[int, ...] | None:

@@ -131,8 +131,7 @@ def _labelled(split: TensorData, name: str) -> tuple[Tensor, Tensor, int]:
             f"the feature classifier needs integer class labels in the {name} split's field 'y'; "
             "this dataset has none (use `space: raw` for this metric)"
         )
-    num_classes = split.num_classes or int(y.max()) + 1
-    return split.fields["x"], y.long(), num_classes
+    return split.fields["x"], y.long(), split.classes()
 
 
 def _cache_key(config: dict, *tensors: Tensor) -> str:
