@@ -1,7 +1,8 @@
 """A dry run on a few real examples, to find shape and kind mismatches before training.
 
 Every player's plan runs forward once on the first examples (with the largest
-label among them) and the sampler draws as many.  A
+label among them) and the sampler draws as many (or one of each class, when it
+samples by class).  A
 failure is reported at the innermost component that was running (tracked by
 forward hooks), or at the graph value or loss being computed; what a loss or the
 sampler returns is checked against its contract (components' outputs are
@@ -61,9 +62,11 @@ def dry_run(model: Any, data: Splits) -> None:
                 computed.update(values)
             _remaining_values(model, computed, stack, shapes)
             if model.sampler is not None:
+                conditions = model.conditions  # sampled by class: one example of every class
+                n = max(DRY_RUN_EXAMPLES, conditions.classes) if conditions is not None else DRY_RUN_EXAMPLES
                 with _located(spec, stack, ("sample",), "sampling", shapes):
-                    drawn = model.sample(DRY_RUN_EXAMPLES)
-                enforce(spec, spec.sections.sampler, check_samples, drawn, DRY_RUN_EXAMPLES)
+                    drawn = model.sample(n)
+                enforce(spec, spec.sections.sampler, check_samples, drawn, n)
                 expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
                 if expected is not None and tuple(drawn.shape[1:]) != expected:
                     raise spec.error(("sample",), f"samples have shape {tuple(drawn.shape[1:])}, data x has {expected}")

@@ -137,21 +137,26 @@ def compile_spec(
         components, losses, sampler, metrics = build_all(spec, graph, ctx)
         evaluators = _evaluators(spec, graph, components)
         plans = make_plans(spec, graph, components, losses, evaluators)
-        _check_conditions(spec, graph, sampler)
+        _check_conditions(spec, graph, sampler, data)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
             dry_run(model, data)
     return model
 
 
-def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None) -> None:
-    """A class-conditional sampler's condition must be computable from the labels ``y`` alone."""
+def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None, data: Splits) -> None:
+    """A class-conditional sampler draws classes the data has, its condition computable from the labels ``y`` alone."""
     conditions = sampler.conditions if sampler is not None else None
     if conditions is None:
         return
     value = conditions.value
     if "y" not in graph.fields:
         raise spec.error(("sample",), f"sampling by class needs labels, but the data has no field 'y' (it has {', '.join(graph.fields)})")
+    available = data.train.classes()
+    if available is not None and conditions.classes > available:
+        raise spec.error(
+            ("sample",), f"the sampler draws {conditions.classes} classes, but the data's labels have {available} (0..{available - 1})"
+        )
     if value not in graph.calls and value not in graph.fields:
         known = ", ".join([*graph.calls, *graph.fields])
         raise spec.error(("sample",), f"the sampler is conditioned on {value!r}, which is no graph value or batch field ({known})")

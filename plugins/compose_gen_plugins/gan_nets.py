@@ -128,6 +128,11 @@ def _labels(y: Tensor | None, num_classes: int | None, who: str, batch: torch.Si
         return None
     if y is None:
         raise TypeError(f"{who} is conditional (num_classes={num_classes}): pass the labels y")
+    if y.dim() > len(batch) or y.is_floating_point():
+        raise TypeError(
+            f"{who} takes integer labels y (num_classes={num_classes}), got a {y.dtype} tensor of shape {tuple(y.shape)}: "
+            "pass y itself, or give it context_features to read a vector"
+        )
     return y.expand(batch).reshape(-1).long()
 
 

@@ -20,13 +20,13 @@ from compose_gen import BuildContext, ClassConditions, ComponentType, Params, Re
 from compose_gen_plugins.latent.conditionals import conditioned
 from compose_gen_plugins.latent.model import sample_prior
 
-__all__ = ["AncestralSampler", "ByClassParams", "GeneratorSampler"]
+__all__ = ["AncestralSampler", "ByClassParams", "GeneratorSampler", "check_generator_conditions"]
 
 
 class ByClassParams(Params):
     """Sampling by class: a class-conditional model's sampler."""
 
-    classes: int | None = Field(None, gt=0, description="draw example i for class i mod classes (a conditional model)")
+    classes: int | None = Field(None, gt=0, strict=True, description="draw example i for class i mod classes (a conditional model)")
     condition: Value | None = Field(
         None, description="graph value the model is conditioned on, made from the labels y (c for c: one_hot(y, 10)); default y"
     )
@@ -39,6 +39,15 @@ class ByClassParams(Params):
 
     def conditions(self) -> ClassConditions | None:
         return None if self.classes is None else ClassConditions(self.condition or "y", self.classes)
+
+
+def check_generator_conditions(generator: nn.Module, p: ByClassParams) -> None:
+    """A conditional generator (``num_classes`` or ``context_features``) is drawn by class; an unconditional one is not."""
+    conditional = getattr(generator, "num_classes", None) is not None or bool(getattr(generator, "context_features", 0))
+    if conditional and p.classes is None:
+        raise ValueError("the generator is conditional: set classes to draw it by class (and condition, unless it reads y itself)")
+    if not conditional and p.classes is not None:
+        raise ValueError("the generator takes no condition (no num_classes or context_features), so it cannot be drawn by class")
 
 
 class AncestralSampler(Sampler):
@@ -101,7 +110,9 @@ def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
 
 def build_generator(p: GeneratorParams, ctx: BuildContext) -> GeneratorSampler:
     """Noise then generator: x = G(z)."""
-    return GeneratorSampler(ctx.component(p.noise), ctx.component(p.generator), p.truncation, p.conditions())
+    generator = ctx.component(p.generator)
+    check_generator_conditions(generator, p)
+    return GeneratorSampler(ctx.component(p.noise), generator, p.truncation, p.conditions())
 
 
 @hookimpl

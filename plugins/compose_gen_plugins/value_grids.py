@@ -19,7 +19,7 @@ from pydantic import Field
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches
 from compose_gen.runtime.images import save_grid
-from compose_gen_plugins.samplers import ByClassParams
+from compose_gen_plugins.samplers import ByClassParams, check_generator_conditions
 
 __all__ = ["ValueGrid"]
 
@@ -106,7 +106,9 @@ def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContex
     """Generator outputs along linear or spherical paths between noise draws (White 2016)."""
     if ctx.data is not None and ctx.data.test.image_shape is None:
         raise ValueError("noise_interpolation draws a picture grid, and the data are not images (no image_shape)")
-    return NoiseInterpolation(ctx.component(params.noise), ctx.component(params.generator), params)
+    generator = ctx.component(params.generator)
+    check_generator_conditions(generator, params)
+    return NoiseInterpolation(ctx.component(params.noise), generator, params)
 
 
 @hookimpl

@@ -14,6 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from compose_gen.compiler import compile_spec
+from compose_gen.compiler.build import build_data
+from compose_gen.compiler.dry_run import dry_run
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
 from compose_gen_plugins.distributions import StandardNormal
@@ -89,10 +92,48 @@ def test_a_sampler_conditions_on_the_graph_value_made_from_the_labels() -> None:
     ],
 )
 def test_a_condition_the_sampler_cannot_make_is_refused(graph: dict, sample: dict, message: str) -> None:
-    spec = conditional_gan({"type": "mlp_generator", "latent_dim": 4, "hidden": [8]}, sample, {**graph, "fake": "generator(z)"})
+    generator = {"type": "mlp_generator", "latent_dim": 4, "hidden": [8], "context_features": 74}
+    spec = conditional_gan(generator, sample, {**graph, "fake": "generator(z)"})
     with pytest.raises(SpecError, match=message) as error:
         build(load_spec(spec), "cpu")
     assert error.value.problems[0].path[0] == "sample"
+
+
+@pytest.mark.parametrize(
+    ("generator", "sample", "message"),
+    [
+        ({"num_classes": 10}, {}, "the generator is conditional: set classes"),
+        ({"context_features": 10}, {}, "the generator is conditional: set classes"),
+        ({}, {"classes": 10}, "the generator takes no condition"),
+        ({}, {"classes": 12}, "the generator takes no condition"),
+    ],
+)
+def test_a_generator_is_drawn_by_class_exactly_when_it_is_conditional(generator: dict, sample: dict, message: str) -> None:
+    spec = conditional_gan({"type": "mlp_generator", "latent_dim": 4, "hidden": [8], **generator}, sample, {"fake": "generator(z)"})
+    with pytest.raises(SpecError, match=message) as error:
+        build(load_spec(spec), "cpu")
+    assert error.value.problems[0].path[0] == "sample"
+
+
+def test_classes_beyond_the_datas_are_refused_and_every_class_is_drawn_in_the_dry_run() -> None:
+    generator = {"type": "mlp_generator", "latent_dim": 4, "hidden": [8], "context_features": 10}
+    graph = {"c": "one_hot(y, 10)", "fake": "generator(z, c)"}
+    with pytest.raises(SpecError, match=r"the sampler draws 11 classes, but the data's labels have 10 \(0..9\)"):
+        build(load_spec(conditional_gan(generator, {"classes": 11, "condition": "c"}, graph)), "cpu")
+    spec = load_spec(conditional_gan(generator, {"classes": 10, "condition": "c"}, graph))
+    data = build_data(spec)
+    model = compile_spec(spec, data, check=False)
+    seen = []
+    model.component("generator").register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    dry_run(model, data)
+    assert torch.equal(seen[-1], torch.eye(10)), "the sampler's dry run draws one example of every class"
+
+
+def test_a_generator_of_labels_refuses_one_hot_rows_with_a_hint() -> None:
+    generator = {"type": "mlp_generator", "latent_dim": 4, "hidden": [8], "num_classes": 10}
+    spec = conditional_gan(generator, {"classes": 10, "condition": "c"}, {"c": "one_hot(y, 10)", "fake": "generator(z, y)"})
+    with pytest.raises(SpecError, match="takes integer labels y .*pass y itself, or give it context_features"):
+        build(load_spec(spec), "cpu")
 
 
 def test_sampling_by_class_needs_labelled_data(tmp_path) -> None:
@@ -100,7 +141,7 @@ def test_sampling_by_class_needs_labelled_data(tmp_path) -> None:
     spec = {
         "name": "unlabelled",
         "data": {"type": "npz", "path": str(tmp_path / "points.npz")},
-        "components": {"noise": {"type": "standard_normal", "shape": [2]}, "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8]}},
+        "components": {"noise": {"type": "standard_normal", "shape": [2]}, "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8], "num_classes": 2}},
         "graph": {"z": "noise.sample(x)", "fake": "generator(z)"},
         "losses": {"adv": {"type": "non_saturating", "critic": {"type": "mlp_critic", "hidden": [8]}, "real": "x", "fake": "fake"}},
         "sample": {"type": "generator", "noise": "noise", "generator": "generator", "classes": 2},

@@ -251,11 +251,12 @@ def build_flow_sampler(params: FlowSamplerParams, ctx) -> FlowSampler:
     """Sample x = f⁻¹(T·z) from a flow at temperature T (Kingma & Dhariwal 2018)."""
     flow = ctx.component(params.flow)
     conditions = params.conditions()
-    if (flow.context_shape is None) != (conditions is None):
+    if flow.context_shape is None and conditions is not None:
+        raise ValueError("the flow takes no context, so it cannot be sampled by class")
+    if flow.context_shape is not None and params.condition is None:
         raise ValueError(
-            "the flow is conditional: set classes (and condition) to sample it by class"
-            if conditions is None
-            else "the flow takes no context, so it cannot be sampled by class"
+            f"the flow reads a context of shape {tuple(flow.context_shape)}: set classes, and condition to the graph value "
+            "it was trained on (c for c: one_hot(y, 10))"
         )
     return FlowSampler(flow, params.temperature, conditions)
 

@@ -252,7 +252,7 @@ class ModelSamplerParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss under `losses:`")
     mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
     classes: int | None = Field(
-        None, gt=0, description="a conditional model: draw example i for class i mod classes, its condition made from the labels"
+        None, gt=0, strict=True, description="a conditional model: draw example i for class i mod classes, its condition made from the labels"
     )
 
 

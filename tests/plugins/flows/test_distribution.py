@@ -219,7 +219,8 @@ def test_a_conditional_flow_is_sampled_by_class_through_the_graph():
 @pytest.mark.parametrize(
     ("context_features", "sample", "message"),
     [
-        (10, {}, "the flow is conditional: set classes"),
+        (10, {}, r"the flow reads a context of shape \(10,\): set classes, and condition"),
+        (10, {"classes": 10}, r"the flow reads a context of shape \(10,\): set classes, and condition"),
         (0, {"classes": 10}, "the flow takes no context, so it cannot be sampled by class"),
     ],
 )
