@@ -10,7 +10,10 @@ r"""Metrics of latent-variable models: test log-likelihood and posterior-collaps
   :math:`\mathrm{KL}(q(z_d|x)\,\|\,p(z_d))` of each latent dimension (diagonal
   Gaussian posterior and prior) and the number of active units
   :math:`A = \#\{d : \mathrm{Cov}_x(\mathbb{E}_{q(z|x)}[z_d]) > 0.01\}` (Burda et al.
-  2016, §5.2); collapsed dimensions have KL ≈ 0 and are inactive.
+  2016, §5.2); collapsed dimensions have KL ≈ 0 and are inactive.  For a
+  conditional model the variance is that of the means' residuals after a least-squares
+  fit on the condition (for one-hot classes, the pooled within-class variance), so a
+  unit that moves with c alone, carrying nothing about x, is not counted active.
 
 For a conditional model (one with a ``context``) each test batch's condition is
 its graph value, computed from the batch as in training, so the NLL is
@@ -33,7 +36,7 @@ from compose_gen.core import batches
 from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, location
 
-__all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "latent_model"]
+__all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "latent_model", "unexplained_variance"]
 
 
 def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> LatentVariableModel:
@@ -101,9 +104,13 @@ class PosteriorCollapse:
         kl_sums: dict[str, torch.Tensor] = {}
         unfactorised: set[str] = set()
         means: dict[str, list[torch.Tensor]] = {}
+        conditions: list[torch.Tensor] = []
         count = 0
         for batch in batches(ectx.test, ectx.batch_size, ectx.device):
-            for level in self.model.levels(batch["x"], context=batch_context(ectx, self.model, batch)):
+            context = batch_context(ectx, self.model, batch)
+            if context is not None:
+                conditions.append(context.reshape(len(batch["x"]), -1))
+            for level in self.model.levels(batch["x"], context=context):
                 means.setdefault(level.name, []).append(location(level.posterior))
                 if level.name in unfactorised:
                     continue
@@ -117,13 +124,28 @@ class PosteriorCollapse:
         results: dict[str, float] = {}
         for name, values in means.items():
             key = f"test/{self.name}.{name}"
-            variance = torch.cat(values).var(0)
+            variance = unexplained_variance(torch.cat(values), torch.cat(conditions) if conditions else None)
             results[f"{key}.active_units"] = float((variance > self.threshold).sum())
             if name in kl_sums and name not in unfactorised:
                 kl = kl_sums[name] / count
                 results[f"{key}.kl"] = float(kl.sum())
                 results.update({f"{key}.kl_dim{d:02d}": float(v) for d, v in enumerate(kl)})
         return results
+
+
+def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
+    """Per column of ``values`` (n, d): the variance left after a least-squares fit on ``[1, condition]``.
+
+    ``‖r‖² / (n − rank)`` with ``r`` the residuals: the sample variance without a
+    condition, the pooled within-class variance for one-hot classes.
+    """
+    values = values.flatten(1).double()
+    design = torch.ones(len(values), 1, dtype=values.dtype, device=values.device)
+    if condition is not None:
+        design = torch.cat([design, condition.to(design)], dim=1)
+    coefficients = torch.linalg.lstsq(design.cpu(), values.cpu()).solution.to(values.device)
+    residual = values - design @ coefficients
+    return residual.square().sum(0) / (len(values) - int(torch.linalg.matrix_rank(design)))
 
 
 class PosteriorCollapseParams(Params):

@@ -22,7 +22,7 @@ from compose_gen import EvalContext, Splits, TensorData, log_mean_exp
 from compose_gen_plugins.distributions import StandardNormal
 from compose_gen_plugins.latent.conditionals import BernoulliDecoder, GaussianDecoder, GaussianEncoder, MIN_SCALE
 from compose_gen_plugins.latent.elbo import VAE
-from compose_gen_plugins.latent.evaluation import ImportanceSampledNLL, PosteriorCollapse
+from compose_gen_plugins.latent.evaluation import ImportanceSampledNLL, PosteriorCollapse, unexplained_variance
 from compose_gen_plugins.latent.grids import interpolate, slerp
 from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import ObjectiveParams
@@ -195,3 +195,25 @@ def test_picture_grids_of_a_conditional_model_decode_under_each_images_condition
     y = data.test.fields["y"]
     torch.testing.assert_close(torch.cat(seen[:2]), one_hot(y[:10], 10).float())  # rows of 8: two decoder calls
     torch.testing.assert_close(seen[2], one_hot(y[0:6:2], 10).float().repeat_interleave(4, dim=0))
+
+
+def test_unexplained_variance_is_the_variance_or_the_pooled_within_class_variance() -> None:
+    values = torch.randn(300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(unexplained_variance(values, None), values.var(0))
+    labels = torch.arange(300) % 4
+    shifted = values + 10.0 * labels[:, None]  # the class moves every column
+    within = sum(((shifted[labels == k] - shifted[labels == k].mean(0)) ** 2).sum(0) for k in range(4)) / (300 - 4)
+    torch.testing.assert_close(unexplained_variance(shifted, one_hot(labels, 4).float()), within)
+
+
+@torch.no_grad()
+def test_a_unit_that_moves_with_the_condition_alone_is_not_active(tmp_path: Path) -> None:
+    """An encoder blind to x whose means follow c = one_hot(y): every unit varies over the test set, none is active."""
+    model, data = build(load_spec(conditional_digits_vae() | {"evaluate": {"metrics": [{"type": "posterior_collapse", "model": "cvae"}]}}), "cpu")
+    first = model.component("encoder").net.net[0]
+    first.weight[:, :64] = 0  # the first layer reads [x ‖ c]: silence x
+    first.weight[:, 64:].mul_(50)
+    results = model.metrics[0](eval_context(model, data, tmp_path))
+    means = model.losses["cvae"].encode(data.test.fields["x"], one_hot(data.test.fields["y"], 10).float())
+    assert (means.var(0) > 0.01).all(), "the means do vary: with the condition"
+    assert results["test/cvae.z.active_units"] == 0
