@@ -57,7 +57,7 @@ def test_validate_json_with_trailing_comma(tmp_path, capsys) -> None:
 def test_override_of_unknown_key(tmp_path, vae_spec, capsys) -> None:
     path = write(tmp_path, vae_spec)
     assert main(["validate", str(path), "--set", "train.stepz=3"]) == 1
-    assert "--set:0: train.stepz: unknown key 'stepz'; did you mean 'steps'?" in capsys.readouterr().out
+    assert "--set: train.stepz: unknown key 'stepz'; did you mean 'steps'?" in capsys.readouterr().out
 
 
 def test_plugins_json_and_schema(tmp_path, capsys) -> None:

@@ -38,7 +38,7 @@ class Problem:
         prefix = ""
         if where is not None:
             file, line = where.locate(self.path)
-            prefix = f"{file}:{line}: "
+            prefix = f"{file}:{line}: " if line else f"{file}: "  # line 0: not in a file (--set)
         return f"{prefix}{format_path(self.path)}: {self.message}"
 
 
