@@ -36,6 +36,7 @@ class Builder:
         self.watch = watch
         self.built: dict[str, nn.Module] = {}
         self.losses: dict[str, Loss] = {}
+        self.sampler: Sampler | None = None
 
     def component(self, ref: str) -> Any:
         return self.built[ref]
@@ -90,7 +91,7 @@ def build_all(
         ctx.losses[name] = make(declared)
     if problems:  # the sampler and metrics may read losses
         raise SpecError(problems, spec.source)
-    sampler = make(sections.sampler) if sections.sampler is not None else None
+    sampler = ctx.sampler = make(sections.sampler) if sections.sampler is not None else None
     metrics = [make(declared) for declared in sections.metrics]
     if problems:
         raise SpecError(problems, spec.source)

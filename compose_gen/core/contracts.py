@@ -69,6 +69,9 @@ class BuildContext(Protocol):
     def loss(self, name: str) -> "Loss":
         """A built loss, by its name under ``losses:``."""
 
+    #: The built sampler when metrics are built (None for a spec without ``sample:``), for a metric that draws samples.
+    sampler: "Sampler | None"
+
 
 class Loss(nn.Module):
     """Base class of every loss plugin; see the module docstring for the contract."""

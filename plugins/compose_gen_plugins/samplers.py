@@ -13,41 +13,15 @@ themselves (Mirza & Osindero 2014; Sohn et al. 2015).
 from __future__ import annotations
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, ClassConditions, ComponentType, Params, Ref, Sampler, Value, hookimpl
+from compose_gen import BuildContext, ClassConditions, ComponentType, Ref, Sampler, hookimpl
 from compose_gen_plugins.latent.conditionals import conditioned
 from compose_gen_plugins.latent.model import sample_prior
+from compose_gen_plugins.sampling import ByClassParams, check_generator_conditions
 
-__all__ = ["AncestralSampler", "ByClassParams", "GeneratorSampler", "check_generator_conditions"]
-
-
-class ByClassParams(Params):
-    """Sampling by class: a class-conditional model's sampler."""
-
-    classes: int | None = Field(None, gt=0, strict=True, description="draw example i for class i mod classes (a conditional model)")
-    condition: Value | None = Field(
-        None, description="graph value the model is conditioned on, made from the labels y (c for c: one_hot(y, 10)); default y"
-    )
-
-    @model_validator(mode="after")
-    def _condition_needs_classes(self) -> "ByClassParams":
-        if self.condition is not None and self.classes is None:
-            raise ValueError("condition is made from class labels: set classes too")
-        return self
-
-    def conditions(self) -> ClassConditions | None:
-        return None if self.classes is None else ClassConditions(self.condition or "y", self.classes)
-
-
-def check_generator_conditions(generator: nn.Module, p: ByClassParams) -> None:
-    """A conditional generator (``num_classes`` or ``context_features``) is drawn by class; an unconditional one is not."""
-    conditional = getattr(generator, "num_classes", None) is not None or bool(getattr(generator, "context_features", 0))
-    if conditional and p.classes is None:
-        raise ValueError("the generator is conditional: set classes to draw it by class (and condition, unless it reads y itself)")
-    if not conditional and p.classes is not None:
-        raise ValueError("the generator takes no condition (no num_classes or context_features), so it cannot be drawn by class")
+__all__ = ["AncestralSampler", "GeneratorSampler"]
 
 
 class AncestralSampler(Sampler):

@@ -19,7 +19,7 @@ from pydantic import Field
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches
 from compose_gen.runtime.images import save_grid
-from compose_gen_plugins.samplers import ByClassParams, check_generator_conditions
+from compose_gen_plugins.sampling import ByClassParams, check_generator_conditions
 
 __all__ = ["ValueGrid"]
 

@@ -37,7 +37,7 @@ from torch.distributions import Distribution, constraints
 
 from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, hookimpl
 from compose_gen_plugins.flows import context_shape_of
-from compose_gen_plugins.samplers import ByClassParams
+from compose_gen_plugins.sampling import ByClassParams
 
 __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
 

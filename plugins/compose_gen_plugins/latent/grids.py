@@ -30,6 +30,7 @@ from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.runtime.images import save_grid
 from compose_gen_plugins.latent.conditionals import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, latent_model
+from compose_gen_plugins.sampling import require_sampler
 
 __all__ = ["interpolate", "slerp"]
 
@@ -140,6 +141,7 @@ def build_reconstruction_grid(p: ReconstructionGridParams, ctx: BuildContext) ->
 
 def build_sample_grid(p: SampleGridParams, ctx: BuildContext) -> SampleGrid:
     """PNG grids of samples at several temperatures."""
+    require_sampler(ctx, "sample_grid")
     return SampleGrid(p.temperatures, p.samples)
 
 

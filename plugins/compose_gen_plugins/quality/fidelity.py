@@ -163,5 +163,5 @@ TYPES = [
     metric_type("frechet_distance", FrechetParams, measure_frechet_distance),
     metric_type("inception_score", InceptionParams, measure_inception_score),
     metric_type("precision_recall", PrecisionRecallParams, measure_precision_recall),
-    metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy),
+    metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy, by_class=True),
 ]

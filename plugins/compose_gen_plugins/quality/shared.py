@@ -12,6 +12,7 @@ from torch import Tensor
 
 from compose_gen import ComponentType, EvalContext, Params, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, load_classifier
+from compose_gen_plugins.sampling import require_sampler
 
 __all__ = ["FeatureSpace", "Space", "drawn_classes", "draw_samples", "metric_type", "random_rows"]
 
@@ -21,11 +22,16 @@ Space = Literal["auto", "raw", "classifier"]
 
 
 def metric_type(
-    name: str, params: type[Params], measure: Callable[[Any, EvalContext], dict[str, float]]
+    name: str, params: type[Params], measure: Callable[[Any, EvalContext], dict[str, float]], by_class: bool = False
 ) -> ComponentType:
-    """A metric type whose ``build(params, ctx)`` returns ``measure`` bound to its parameters."""
+    """A metric type whose ``build(params, ctx)`` returns ``measure`` bound to its parameters.
+
+    Each of these metrics draws samples: its build checks that the spec says how
+    (by class too, for ``by_class``), so ``validate`` finds a missing ``sample:``.
+    """
 
     def build(parsed: Params, ctx: Any) -> Callable[[EvalContext], dict[str, float]]:
+        require_sampler(ctx, name, by_class)
         return partial(measure, parsed)
 
     return ComponentType(name, "metric", params, build, doc=(inspect.getdoc(measure) or "").splitlines()[0])
