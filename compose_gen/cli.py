@@ -111,14 +111,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
+    # An override is for this command: the folder keeps its own results, and its pictures too.
+    pictures = args.out or (run.dir / "evaluation-set" if args.set else None)
     try:
-        results = run.evaluate(record=not args.set)  # an override is for this command: the folder keeps its own results
+        results = run.evaluate(pictures, record=not args.set)
     except EvaluationFailed as failure:
         _print_results(failure.results, args.json)  # the metrics that worked, and `failed`; the error follows on stderr
         raise
     finally:
         if args.set:
             print(f"not recorded in {run.dir / 'evaluation.json'}: the spec was changed with --set", file=sys.stderr)
+            print(f"files the metrics write go to {pictures}", file=sys.stderr)
     _print_results(results, args.json)
     return 0
 
@@ -195,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device")
+    p.add_argument(
+        "--out", type=Path, help="folder for the files metrics write (grids, plots); default: the run folder, or its evaluation-set/ with --set"
+    )
     overrides(p)
 
     p = command("runs", _runs, "list run folders with their spec, step and final metrics")

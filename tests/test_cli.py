@@ -111,9 +111,15 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
     assert main(["runs", str(tmp_path)]) == 0
     assert "tiny_vae  step 15" in capsys.readouterr().out
     recorded = (run / "evaluation.json").read_text()
-    assert main(["evaluate", str(run), "--set", "evaluate.batch_size=7"]) == 0
+    grid = ["--set", "evaluate.metrics=[{type: sample_grid, samples: 4}]"]
+    assert main(["evaluate", str(run), *grid, "--out", str(tmp_path / "pictures")]) == 0
+    assert (tmp_path / "pictures" / "samples_T1.png").exists() and not (run / "samples_T1.png").exists()
+    assert main(["evaluate", str(run), *grid]) == 0
     assert (run / "evaluation.json").read_text() == recorded, "an override is for one command, not the run's record"
-    assert f"not recorded in {run / 'evaluation.json'}: the spec was changed with --set" in capsys.readouterr().err
+    assert (run / "evaluation-set" / "samples_T1.png").exists() and not (run / "samples_T1.png").exists(), "nor its pictures"
+    err = capsys.readouterr().err
+    assert f"not recorded in {run / 'evaluation.json'}: the spec was changed with --set" in err
+    assert f"files the metrics write go to {run / 'evaluation-set'}" in err
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "grid")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}" and (tmp_path / "grid.png").exists()
     assert main(["sample", str(run), "-o", str(tmp_path)]) == 1
