@@ -54,12 +54,12 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from compose_gen.registry.listing import describe, render
+    from compose_gen.registry.listing import describe, render, select
 
     catalogue = make_catalogue()
     listing = describe(catalogue)
     if args.json:
-        print(json.dumps(listing, indent=1))
+        print(json.dumps(select(listing, args.names), indent=1))
     else:
         render(listing, args.names)
     return 0
@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("plugins", _plugins, "list the registered types by kind; with names, each type's parameters")
     p.add_argument("names", nargs="*", metavar="NAME", help="types to detail (e.g. elbo), or a kind to list (e.g. bijector)")
-    p.add_argument("--json", action="store_true", help="every type with kind, plugin, doc and parameters, as JSON")
+    p.add_argument("--json", action="store_true", help="the types (every type, or the NAMEs and kinds given) with kind, plugin, doc and parameters, as JSON")
 
     p = command("schema", _schema, "write the JSON Schema of the spec language")
     p.add_argument("-o", "--output")

@@ -44,7 +44,7 @@ def test_validate_finds_shape_mismatch_by_dry_run(tmp_path, vae_spec, capsys) ->
     capsys.readouterr()
     assert main(["validate", str(path)]) == 1
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"{path}:") and "components.decoder.net: dry run failed" in line
+    assert line.startswith(f"{path}:") and "components.decoder.net: type 'mlp' (plugin 'networks') dry run failed" in line
 
 
 def test_validate_json_with_trailing_comma(tmp_path, capsys) -> None:
@@ -64,6 +64,9 @@ def test_plugins_json_and_schema(tmp_path, capsys) -> None:
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert {"mlp", "elbo", "digits"} <= {t["name"] for t in listing["types"]}
+    assert main(["plugins", "elbo", "sampler", "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)["types"]
+    assert {t["name"] for t in chosen} == {"elbo"} | {t["name"] for t in listing["types"] if t["kind"] == "sampler"}
     schema_path = tmp_path / "schema.json"
     assert main(["schema", "-o", str(schema_path)]) == 0
     schema = json.loads(schema_path.read_text())

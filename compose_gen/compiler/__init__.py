@@ -2,13 +2,14 @@
 
 from compose_gen.compiler.expressions import Call, parse_call
 from compose_gen.compiler.graph import SpecGraph, build_graph
-from compose_gen.compiler.model import GenerativeModel, compile_spec
+from compose_gen.compiler.model import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.plan import Plan, run_plan, term_address
 
 __all__ = [
     "Call",
     "GenerativeModel",
     "Plan",
+    "SamplingFailed",
     "SpecGraph",
     "build_graph",
     "compile_spec",

@@ -11,7 +11,7 @@ from torch import nn
 from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
-from compose_gen.core.contracts import check_loss_terms
+from compose_gen.core.contracts import check_conditions, check_loss_terms
 from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
@@ -59,6 +59,8 @@ class Builder:
             raise self.spec.blame(declared, f"built a {type(built).__name__}, not a {expected.__name__} as a {declared.kind} must be")
         if isinstance(built, Loss):
             enforce(self.spec, declared, check_loss_terms, built)
+        if isinstance(built, Sampler):
+            enforce(self.spec, declared, check_conditions, built)
         if self.watch is not None:
             self.watch.watch(declared, built)
         return built
@@ -92,6 +94,8 @@ def build_all(
     if problems:  # the sampler and metrics may read losses
         raise SpecError(problems, spec.source)
     sampler = ctx.sampler = make(sections.sampler) if sections.sampler is not None else None
+    if problems:  # metrics may read the sampler (a failed one is not a missing one)
+        raise SpecError(problems, spec.source)
     metrics = [make(declared) for declared in sections.metrics]
     if problems:
         raise SpecError(problems, spec.source)

@@ -25,7 +25,7 @@ from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
 from compose_gen.registry import suggest
-from compose_gen.spec import Problem, SpecError
+from compose_gen.spec import Declared, Problem, SpecError
 
 __all__ = ["dry_run"]
 
@@ -38,6 +38,7 @@ def dry_run(model: Any, data: Splits) -> None:
     device = model.device
     batch = {k: v.to(device) for k, v in data.train.batch(_examples(data.train)).items()}
     shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in batch.items())
+    on_batch = f" on a batch of {DRY_RUN_EXAMPLES} ({shapes})"
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -50,22 +51,22 @@ def dry_run(model: Any, data: Splits) -> None:
                 logged.add(f"{plan.player}.grad_norm")
                 values: dict[str, Any] = dict(batch)
                 for step in plan.values:
-                    with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", shapes):
+                    with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", on_batch):
                         values[step.name] = step.fn(values)
                 for call in plan.losses:
                     inputs = call.gather(values)
-                    with _located(spec, stack, ("losses", call.name), f"computing loss {call.name!r}", shapes):
+                    with _located(spec, stack, spec.sections.losses[call.name], f"computing loss {call.name!r}", on_batch):
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
                     _check_finite(spec, call.name, result, call.terms, shapes)
                     logged.update(term_address(call.name, key) for key in result)
                 computed.update(values)
-            _remaining_values(model, computed, stack, shapes)
+            _remaining_values(model, computed, stack, on_batch)
             if model.sampler is not None:
-                conditions = model.conditions  # sampled by class: one example of every class
-                n = max(DRY_RUN_EXAMPLES, conditions.classes) if conditions is not None else DRY_RUN_EXAMPLES
-                with _located(spec, stack, ("sample",), "sampling", shapes):
-                    drawn = model.sample(n)
+                conditions = model.conditions  # sampled by class: every class, and a count unlike the class count
+                n = DRY_RUN_EXAMPLES + (conditions.classes if conditions is not None else 0)
+                with _located(spec, stack, spec.sections.sampler, f"drawing {n} samples", ""):
+                    drawn = model.draw(n)
                 enforce(spec, spec.sections.sampler, check_samples, drawn, n)
                 expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
                 if expected is not None and tuple(drawn.shape[1:]) != expected:
@@ -78,12 +79,12 @@ def dry_run(model: Any, data: Splits) -> None:
     _check_best_metric(spec, logged)
 
 
-def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], shapes: str) -> None:
+def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], on_batch: str) -> None:
     """The graph values no player needs (read by a metric, or by nothing), without gradients; ``computed`` holds the rest."""
     with torch.no_grad():
         for name in model.graph.values_in_order(set(model.graph.graph.nodes)):
             if name not in computed:
-                with _located(model.spec, stack, ("graph", name), f"computing value {name!r}", shapes):
+                with _located(model.spec, stack, ("graph", name), f"computing value {name!r}", on_batch):
                     computed[name] = model._evaluators[name](computed)
 
 
@@ -146,16 +147,18 @@ def _pop(stack: list[str], name: str) -> None:
 
 
 @contextlib.contextmanager
-def _located(spec: Any, stack: list[str], path: tuple[Any, ...], what: str, shapes: str) -> Iterator[None]:
+def _located(spec: Any, stack: list[str], where: tuple[Any, ...] | Declared, what: str, on: str) -> Iterator[None]:
+    """Report a failure inside at the innermost component running, else at ``where`` (a path, or a declaration named with its plugin)."""
     stack.clear()
     try:
         yield
     except SpecError:
         raise
     except Exception as error:
-        where = path
         if stack:
-            where = spec.sections.components[stack[-1]].path
+            where = spec.sections.components[stack[-1]]
             what = f"{what} (in component {stack[-1]!r})"
-        message = f"dry run failed {what} on a batch of {DRY_RUN_EXAMPLES} ({shapes}): {type(error).__name__}: {error}"
+        message = f"dry run failed {what}{on}: {type(error).__name__}: {error}"
+        if isinstance(where, Declared):
+            raise spec.blame(where, message) from None
         raise SpecError([Problem(where, message)], spec.source) from None

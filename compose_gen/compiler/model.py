@@ -21,7 +21,11 @@ from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Loss, Sampler, Splits
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
-__all__ = ["GenerativeModel", "compile_spec"]
+__all__ = ["GenerativeModel", "SamplingFailed", "compile_spec"]
+
+
+class SamplingFailed(RuntimeError):
+    """The sampler (or a component it called) raised; the message names that part of the spec, its type and plugin."""
 
 
 class GenerativeModel(nn.Module):
@@ -103,6 +107,16 @@ class GenerativeModel(nn.Module):
         """
         if self.sampler is None:
             raise RuntimeError(f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample")
+        try:
+            return self.draw(n, temperature)
+        except Exception as error:
+            culprit = self.culprit(error) or self.spec.sections.sampler
+            assert culprit is not None
+            raise SamplingFailed(str(self.spec.blame(culprit, f"raised {type(error).__name__} while sampling: {error}"))) from error
+
+    def draw(self, n: int, temperature: float = 1.0) -> Tensor:
+        """:meth:`sample` without naming the spec part a failure came from (the dry run says it itself)."""
+        assert self.sampler is not None
         conditions = self.sampler.conditions
         if conditions is None:
             return self.sampler.sample(n, temperature)

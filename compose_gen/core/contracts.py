@@ -4,7 +4,8 @@
   with one scalar per requested term (lower is better; each player minimises a
   weighted sum of terms) plus optional extra scalars, which are logged as metrics.
   ``inputs`` maps the loss's ``Value`` parameter fields to their tensors (or
-  distributions).  A two-sided loss lists two terms, e.g. ``("critic",
+  distributions); an optional field left unset is absent, so read it with
+  ``inputs.get("context")``.  A two-sided loss lists two terms, e.g. ``("critic",
   "generator")``, and may say which inputs each term needs in ``term_inputs`` so a
   player computes nothing it does not use.
 * A **sampler** is an ``nn.Module`` with ``sample(n, temperature)`` returning
@@ -12,9 +13,14 @@
   (:class:`ClassConditions`) and is called as ``sample(n, temperature, context)``
   with the graph value its model was trained on, computed from class labels.
 * A **metric** is a callable taking an :class:`EvalContext` and returning named
-  floats; it may write files (plots, grids) into ``ctx.out_dir``.
+  floats; it may write files (plots, grids) into ``ctx.out_dir``.  A metric that
+  draws samples checks ``ctx.sampler`` when it is built, so ``validate`` can refuse
+  a spec that cannot feed it.
 * A **prior**, **encoder**, **decoder** or **flow** returns a
-  ``torch.distributions.Distribution`` from ``forward``.
+  ``torch.distributions.Distribution`` from ``forward``.  A conditional model's
+  encoder is called ``encoder(x, c)`` and its decoder ``decoder(z, c)``, with one
+  row of the context ``c`` per example, while ``z`` may carry extra leading sample
+  dimensions (IWAE's k, also 1 for the ELBO): broadcast ``c`` to them.
 
 The ``check_*`` functions test what a plugin's object returned against these
 contracts and raise :class:`ContractError` saying what is wrong; the compiler and
@@ -24,6 +30,7 @@ dry run, the build, the evaluation), never per training step.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +51,7 @@ __all__ = [
     "Metric",
     "Sampler",
     "batches",
+    "check_conditions",
     "check_distribution",
     "check_loss_result",
     "check_loss_terms",
@@ -120,7 +128,15 @@ class Sampler(nn.Module):
 
 @dataclass
 class EvalContext:
-    """What a metric sees: the compiled model, the data, a device and a folder for files."""
+    """What a metric sees: the compiled model, the data, a device and a folder for files.
+
+    ``model`` is the compiled :class:`compose_gen.compiler.GenerativeModel`:
+    ``model.sample(n, temperature)`` draws from the spec's sampler (by class when
+    ``model.conditions`` is set: example ``i`` of class ``i mod classes``, the
+    condition made for it), ``model.values(batch, names)`` computes graph values of
+    a batch (a conditional model's condition, as in training), and
+    ``model.component(name)`` and ``model.losses[name]`` are the built parts.
+    """
 
     model: Any
     data: Splits
@@ -194,6 +210,24 @@ def check_loss_result(result: Any, terms: Iterable[str]) -> None:
         if not isinstance(value, Tensor) or value.dim() != 0:
             hint = " (wrap it: torch.tensor(value))" if isinstance(value, numbers.Real) else ""
             raise ContractError(f"forward returned {key!r} as {describe_value(value)}, not a scalar tensor{hint}")
+
+
+def check_conditions(sampler: Sampler) -> None:
+    """A sampler's ``conditions`` is None or a :class:`ClassConditions` of a value name and a positive whole class count,
+    and a sampler that samples by class is called ``sample(n, temperature, context)``."""
+    conditions = sampler.conditions
+    if conditions is None:
+        return
+    if not isinstance(conditions, ClassConditions):
+        raise ContractError(f"conditions is {describe_value(conditions)}, not None or a compose_gen.ClassConditions(value, classes)")
+    if not isinstance(conditions.value, str) or isinstance(conditions.classes, bool) or not isinstance(conditions.classes, int):
+        raise ContractError(f"conditions is {conditions!r}: value must be a graph value's name and classes a whole number")
+    if conditions.classes < 1:
+        raise ContractError(f"conditions is {conditions!r}: classes must be at least 1")
+    try:
+        inspect.signature(sampler.sample).bind(1, 1.0, None)
+    except TypeError:
+        raise ContractError("it samples by class, so it is called sample(n, temperature, context); its sample takes no context") from None
 
 
 def check_samples(drawn: Any, n: int) -> None:

@@ -21,7 +21,7 @@ from rich.table import Table
 from compose_gen.registry.catalogue import Catalogue, suggest
 from compose_gen.registry.types import KINDS, LossRef, RefTo, ValueRef, ref_fields
 
-__all__ = ["describe", "render"]
+__all__ = ["describe", "render", "select"]
 
 
 def describe(catalogue: Catalogue) -> dict[str, Any]:
@@ -78,16 +78,29 @@ def _type_text(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
 
 
+def select(listing: dict[str, Any], names: Sequence[str] = ()) -> dict[str, Any]:
+    """The listing of the named types and of every type of the named kinds (everything without ``names``).
+
+    Raises ``ValueError`` for an unknown name, suggesting the closest type or kind.
+    """
+    by_name = {t["name"]: t for t in listing["types"]}
+    for name in names:
+        if name not in by_name and name not in KINDS:
+            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}")
+    if not names:
+        return listing
+    chosen = [t for t in listing["types"] if t["name"] in names or t["kind"] in names]
+    return {"types": chosen, "failed_plugins": listing["failed_plugins"]}
+
+
 def render(listing: dict[str, Any], names: Sequence[str] = ()) -> None:
     """The overview (no ``names``), one kind (a kind's name), or the named types' parameters.
 
     Raises ``ValueError`` for an unknown name, suggesting the closest type or kind.
     """
     console = Console()
+    select(listing, names)  # checks the names
     by_name = {t["name"]: t for t in listing["types"]}
-    for name in names:
-        if name not in by_name and name not in KINDS:
-            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}")
     kinds = [n for n in names if n in KINDS] or ([] if names else list(KINDS))
     for kind in kinds:
         _overview(console, kind, [t for t in listing["types"] if t["kind"] == kind])

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from compose_gen.compiler import GenerativeModel, compile_spec
+from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import ContractError, EvalContext, Splits
 from compose_gen.core.contracts import check_metric_result
@@ -179,10 +179,16 @@ class Run:
         logs = self.trainer.fit(total)
         if self.trainer.interrupted or not self.trainer.dist.is_main:
             return logs
+        failed = None
         if self.dir is not None and self._can_draw():
-            self._samples_at(self.trainer.step)
+            try:
+                self._samples_at(self.trainer.step)
+            except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
+                failed = error
         if self.spec.model.train.evaluate_at_end:
             self.evaluate()
+        if failed is not None:
+            raise failed
         return logs
 
     def _record_spec(self) -> None:

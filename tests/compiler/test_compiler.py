@@ -154,7 +154,7 @@ def test_tensor_used_as_a_distribution_is_found_by_the_dry_run(gan_spec, catalog
 def test_shape_mismatch_names_the_component(gan_spec, catalogue) -> None:
     gan_spec["components"]["critic"]["in_features"] = 3
     message = errors(gan_spec, catalogue)
-    assert "components.critic: dry run failed" in message
+    assert "components.critic: type 'mlp' (plugin 'networks') dry run failed" in message
     assert "(in component 'critic')" in message and "mlp expects inputs of shape (..., 3), got (5, 2)" in message
 
 

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from compose_gen_plugins import datasets, distributions, flows
+from compose_gen_plugins import datasets, distributions, flows, metrics
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from compose_gen import Bijector, ComponentType, Loss, Params, Ref, Sampler, Value, make_catalogue
+from compose_gen import Bijector, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, make_catalogue
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
@@ -89,16 +89,30 @@ class Drawer(Sampler):
     def __init__(self, breaks: str) -> None:
         super().__init__()
         self.breaks = breaks
+        self.conditions = {
+            "conditions_tuple": ("y", 2),
+            "conditions_zero": ClassConditions("y", 0),
+            "conditions_float": ClassConditions("y", 2.0),
+        }.get(breaks)
+
+    def sample(self, n, temperature=1.0, context=None):
+        if self.breaks == "after_dry_run" and n > 5:
+            raise RuntimeError("cannot draw more than 5")
+        return {"none": None, "list": [torch.zeros(2)] * n}.get(self.breaks, torch.zeros(n, 2))
+
+
+class ContextBlindDrawer(Sampler):
+    conditions = ClassConditions("y", 2)
 
     def sample(self, n, temperature=1.0):
-        return {"none": None, "list": [torch.zeros(2)] * n}.get(self.breaks, torch.zeros(n, 2))
+        return torch.zeros(n, 2)
 
 
 BROKEN = plugin(
     ComponentType("t_scale", "bijector", Broken, lambda p, ctx: Doubling(p), doc="y = 2x."),
     ComponentType("t_prior", "prior", Broken, lambda p, ctx: Prior(p), doc="N(0, 1)."),
     ComponentType("t_nll", "loss", NLLParams, lambda p, ctx: NLL(ctx.component(p.flow), p.breaks), doc="NLL."),
-    ComponentType("t_sampler", "sampler", Broken, lambda p, ctx: Drawer(p.breaks), doc="Zeros."),
+    ComponentType("t_sampler", "sampler", Broken, lambda p, ctx: ContextBlindDrawer() if p.breaks == "no_context" else Drawer(p.breaks), doc="Zeros."),
     ComponentType("t_metric", "metric", Broken, lambda p, ctx: None, doc="Builds nothing."),
     name="breakage",
 )
@@ -121,7 +135,7 @@ FLOW = {
 
 @pytest.fixture(scope="module")
 def catalogue():
-    return make_catalogue([BROKEN, datasets, distributions, flows], entry_points=False)
+    return make_catalogue([BROKEN, datasets, distributions, flows, metrics], entry_points=False)
 
 
 def spec_with(path: str = "", breaks: str = "") -> dict:
@@ -207,6 +221,35 @@ def test_a_sampler_that_returns_no_tensor_is_named(catalogue, breaks, returned) 
     spec["sample"] = {"type": "t_sampler", "breaks": breaks}
     message = problem(spec, catalogue)
     assert f"sample: type 't_sampler' (plugin 'breakage') broke the sampler contract: sample(5) returned {returned}, not a tensor of 5 examples" in message
+
+
+@pytest.mark.parametrize(
+    "breaks, expected",
+    [
+        ("conditions_tuple", "conditions is a tuple, not None or a compose_gen.ClassConditions(value, classes)"),
+        ("conditions_zero", "conditions is ClassConditions(value='y', classes=0): classes must be at least 1"),
+        ("conditions_float", "conditions is ClassConditions(value='y', classes=2.0): value must be a graph value's name and classes a whole number"),
+        ("no_context", "it samples by class, so it is called sample(n, temperature, context); its sample takes no context"),
+    ],
+)
+def test_a_sampler_whose_conditions_break_the_contract_is_named(catalogue, breaks, expected) -> None:
+    spec = spec_with()
+    spec["sample"] = {"type": "t_sampler", "breaks": breaks}
+    message = problem(spec, catalogue)
+    assert f"sample: type 't_sampler' (plugin 'breakage') broke the sampler contract: {expected}" in message
+
+
+def test_a_sampler_failing_after_training_is_named_and_the_run_is_still_evaluated(catalogue, tmp_path) -> None:
+    from compose_gen.compiler import SamplingFailed
+    from compose_gen.runtime import Run
+
+    spec = spec_with()
+    spec["sample"] = {"type": "t_sampler", "breaks": "after_dry_run"}  # the dry run's 5 draws pass
+    spec["evaluate"] = {"metrics": [{"type": "test_losses"}], "samples": 16}
+    run = Run.create(load_spec(spec, catalogue=catalogue), tmp_path, "cpu", progress=False)
+    with pytest.raises(SamplingFailed, match=r"sample: type 't_sampler' \(plugin 'breakage'\) raised RuntimeError while sampling: cannot draw more than 5"):
+        run.train()
+    assert "test/nll" in (tmp_path / "evaluation.json").read_text(), "the metrics that need no samples ran"
 
 
 def test_a_graph_method_listed_but_missing_blames_the_component(catalogue) -> None:

@@ -27,7 +27,7 @@ def test_a_label_beyond_num_classes_fails_the_dry_run_wherever_it_sits(tmp_path)
         "losses": {"adv": {"type": "hinge", "critic": "critic", "real": "x", "fake": "fake", "labels": "y"}},
         "train": {"steps": 2, "batch_size": 8},
     }
-    with pytest.raises(SpecError, match=r"components.generator: dry run failed .*IndexError: index out of range"):
+    with pytest.raises(SpecError, match=r"components.generator: type 'mlp_generator' \(plugin 'gan_nets'\) dry run failed .*IndexError: index out of range"):
         build(load_spec(spec), "cpu")
     labels[20] = 0
     np.save(tmp_path / "y.npy", labels)
@@ -57,7 +57,7 @@ def test_a_loss_that_is_not_finite_before_training_is_found_by_validate() -> Non
 
 def test_a_graph_value_no_player_needs_is_dry_run_too(vae_spec) -> None:
     vae_spec["graph"] = {"q": "encoder(x)", "z": "prior.sample(x)", "bad": "decoder(x)"}  # decoder takes 4 numbers, x has 64
-    with pytest.raises(SpecError, match=r"components.decoder.net: dry run failed computing value 'bad' .*mlp expects inputs of shape \(..., 4\)"):
+    with pytest.raises(SpecError, match=r"components.decoder.net: type 'mlp' \(plugin 'networks'\) dry run failed computing value 'bad' .*mlp expects inputs of shape \(..., 4\)"):
         build(load_spec(vae_spec), "cpu")
 
 
