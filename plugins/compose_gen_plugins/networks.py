@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
-from typing import Literal
+from typing import Callable, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPParams", "activation_after_linear", "broadcast_context", "context_rows"]
+__all__ = ["ACTIVATIONS", "MLP", "MLPParams", "activation_after_linear", "broadcast_context", "conditioned", "context_rows"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -36,6 +36,7 @@ Activation = Literal["relu", "leaky_relu", "elu", "silu", "gelu", "tanh", "softp
 Output = Literal["none", "sigmoid", "tanh"]
 Features = int | list[int]
 _IN_PLACE = {"relu", "leaky_relu", "elu", "silu"}
+T = TypeVar("T")
 
 
 def activation_after_linear(name: Activation) -> nn.Module:
@@ -127,6 +128,11 @@ class MLP(nn.Module):
         y = self.net(h)
         shape = (*batch, *self.out_shape)
         return y if y.shape == shape else y.reshape(shape)
+
+
+def conditioned(call: Callable[..., T], inputs: Tensor, context: Tensor | None) -> T:
+    """``call(inputs)``, or ``call(inputs, context)`` given a context, so an unconditional component is called as before."""
+    return call(inputs) if context is None else call(inputs, context)
 
 
 def context_rows(context: Tensor | None, batch: torch.Size, features: int, owner: str, dtype: torch.dtype) -> Tensor:

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ClassConditions, ComponentType, Ref, Sampler, hookimpl
-from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.model import sample_prior
 from compose_gen_plugins.sampling import ByClassParams, check_generator_conditions
 

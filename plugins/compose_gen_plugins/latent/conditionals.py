@@ -22,7 +22,7 @@ context ``c`` goes to a network with ``context_features``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, TypeVar
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
 from compose_gen import BuildContext, Params, Ref
+from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.discretized import (
     CoupledDiscretizedLogisticMixture,
     DiscretizedLogisticMixture,
@@ -46,20 +47,13 @@ __all__ = [
     "DiscretizedLogisticMixtureDecoder",
     "GaussianDecoder",
     "GaussianEncoder",
-    "conditioned",
 ]
 
 MIN_SCALE = 1e-4
-T = TypeVar("T")
 
 
 def _positive(raw: Tensor) -> Tensor:
     return F.softplus(raw) + MIN_SCALE
-
-
-def conditioned(call: Callable[..., T], inputs: Tensor, context: Tensor | None) -> T:
-    """``call(inputs)``, or ``call(inputs, context)`` given a context, so an unconditional component is called as before."""
-    return call(inputs) if context is None else call(inputs, context)
 
 
 class GaussianEncoder(nn.Module):

@@ -34,7 +34,7 @@ from compose_gen_plugins.latent.model import (
     prior_given,
     sample_prior,
 )
-from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.networks import conditioned
 
 __all__ = ["VAE", "VAEParams", "build_elbo"]
 

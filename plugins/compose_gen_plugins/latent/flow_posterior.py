@@ -24,7 +24,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, Params, Ref
 from compose_gen_plugins.flows.planar import bisect_increasing
-from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.networks import conditioned
 
 __all__ = ["AmortizedPlanar", "FlowEncoder", "FlowPosterior"]
 

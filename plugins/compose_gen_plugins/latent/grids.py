@@ -28,7 +28,7 @@ from torch import Tensor
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.runtime.images import save_grid
-from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, latent_model
 from compose_gen_plugins.sampling import require_sampler
 

@@ -40,7 +40,7 @@ from compose_gen_plugins.latent.model import (
     prior_given,
     sample_prior,
 )
-from compose_gen_plugins.latent.conditionals import conditioned
+from compose_gen_plugins.networks import conditioned
 
 __all__ = ["HierarchicalVAE", "HierarchicalParams", "build_hierarchical_vae", "precision_weighted"]
 
