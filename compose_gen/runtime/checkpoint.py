@@ -14,8 +14,10 @@ It is written into a temporary folder, each file and the folder fsynced, then
 renamed into place, so a crash (even SIGKILL) leaves either the old set of
 checkpoints or the new one, plus at worst a ``.tmp-*`` folder that the next run
 removes.  Loading verifies the hashes and that every tensor fits the model
-before touching it; :func:`load_latest` falls back to the newest checkpoint that
-verifies.  The newest ``keep`` checkpoints are kept, and any others the trainer
+before touching it (only the tensors the model owns must be there: a name that
+shares another's tensor takes its value, so a sampler of another type, ``--set
+sample=...``, loads a trained run); :func:`load_latest` falls back to the newest
+checkpoint that verifies.  The newest ``keep`` checkpoints are kept, and any others the trainer
 protects (the best one, named in ``checkpoints/best.json``).
 """
 
@@ -167,11 +169,9 @@ def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
         for name, digest in state["sha256"].items():
             if _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
-        tensors = load_file(str(path / "model.safetensors"))
-        for alias, original in state["aliases"].items():
-            tensors[alias] = tensors[original]
-        _check_fits(path, model, tensors)
-        model.load_state_dict(tensors, strict=True)
+        stored = load_file(str(path / "model.safetensors"))
+        saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
+        model.load_state_dict(_fitted(path, model, stored, saved_aliases), strict=True)
         extra = load_file(str(path / "optim.safetensors"))
         step = int(state["step"])
     except CheckpointError:
@@ -225,26 +225,46 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
     return notes
 
 
-def _model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Contiguous CPU copies of the state dict, each shared tensor once, and the aliases of the others."""
-    tensors: dict[str, torch.Tensor] = {}
+def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Each name whose tensor an earlier name of ``state`` already holds (same storage and view), mapped to that name."""
     aliases: dict[str, str] = {}
     seen: dict[tuple[Any, ...], str] = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
         if key in seen:
             aliases[name] = seen[key]
-            continue
-        seen[key] = name
-        tensors[name] = tensor.detach().cpu().contiguous().clone()
+        else:
+            seen[key] = name
+    return aliases
+
+
+def _model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Contiguous CPU copies of the state dict, each shared tensor once, and the aliases of the others."""
+    state = model.state_dict()
+    aliases = _aliases(state)
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items() if name not in aliases}
     return tensors, aliases
 
 
-def _check_fits(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+def _fitted(path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved_aliases: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under every name of ``model``'s state dict, or :class:`CheckpointError` saying what does not fit.
+
+    Only the tensors ``model`` owns must be there: a name that shares another's
+    tensor (the sampler's view of a decoder the components hold) takes that
+    one's value, so a sampler of another type, holding other parts under other
+    names, still loads the trained run.  Names the checkpoint only listed as
+    aliases are not required of ``model`` either.
+    """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    derived = _aliases(expected)
+    available = {**saved_aliases, **stored}
+    missing = sorted(name for name in expected if name not in derived and name not in available)
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = [
+        f"{name} {tuple(available[name].shape)} vs {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name not in derived and name in available and available[name].shape != tensor.shape
+    ]
     if missing or unexpected or wrong:
         details = []
         if missing:
@@ -254,6 +274,8 @@ def _check_fits(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor]) 
         if wrong:
             details.append(f"shapes differ: {wrong[:5]}")
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
+    owned = {name: available[name] for name in expected if name not in derived}
+    return {name: owned[derived.get(name, name)] for name in expected}
 
 
 def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

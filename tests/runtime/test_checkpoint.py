@@ -201,3 +201,19 @@ def test_shared_tensors_are_stored_once(tmp_path, toys_catalogue):
     fresh = build(spec, "cpu")[0]
     load_checkpoint(list_checkpoints(tmp_path / "run")[-1], fresh)
     assert same_state(fresh, run.model)
+
+
+def test_a_sampler_of_another_type_loads_the_trained_run(tmp_path, toys_catalogue):
+    # the checkpoint holds the ancestral sampler's view of the decoder as aliases under sampler.*;
+    # latent_model holds it under other names, all shared with parts the checkpoint stores
+    spec = load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    run.train()
+    raw = spec_dict(VAE, steps=2)
+    raw["sample"] = {"type": "latent_model", "model": "vae"}
+    other = build(load_spec(raw, catalogue=toys_catalogue), "cpu")[0]
+    load_checkpoint(list_checkpoints(tmp_path / "run")[-1], other)
+    trained = run.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in other.state_dict().items() if not k.startswith("sampler."))
+    decoder = other.sampler.model.decoder.net.net[0].weight
+    assert torch.equal(decoder, run.model.components["decoder"].net.net[0].weight)
