@@ -34,7 +34,6 @@ from compose_gen_plugins.latent.model import (
     prior_given,
     sample_prior,
 )
-from compose_gen_plugins.networks import conditioned
 
 __all__ = ["VAE", "VAEParams", "build_elbo"]
 
@@ -50,37 +49,39 @@ class VAE(LatentVariableModel):
         objective: ObjectiveParams,
         transform: Bijector | None = None,
     ) -> None:
-        super().__init__(objective)
+        super().__init__(objective, {"encoder": encoder, "decoder": decoder, "prior": prior, "bijectors": transform})
         self.encoder, self.decoder, self.prior, self.transform = encoder, decoder, prior, transform
         self.discrete = getattr(decoder, "discrete", False) and transform is None
 
     def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
-        q = conditioned(self.encoder, x, context)
+        q = self.call_part("encoder", x, context)
         z, log_q = draw(q, k, with_log_prob=not exact_kl)
-        px = conditioned(self.decoder, z, context)
+        px = self.call_part("decoder", z, context)
         if self.transform is None:
             log_likelihood = px.log_prob(x)
         else:
-            y, ladj = self.transform(x)
+            y, ladj = self.transform(x, self.given("bijectors", context))
             log_likelihood = px.log_prob(y) + ladj
-        kl, exact = kl_or_estimate(q, prior_given(self.prior, context), z, log_q, exact_kl)
+        kl, exact = kl_or_estimate(q, prior_given(self.prior, self.given("prior", context)), z, log_q, exact_kl)
         return Evidence(log_likelihood, kl, exact)
 
-    def _to_data(self, y: Tensor) -> Tensor:
-        return y if self.transform is None else self.transform.inverse(y)[0]
+    def _to_data(self, y: Tensor, context: Tensor | None) -> Tensor:
+        return y if self.transform is None else self.transform.inverse(y, self.given("bijectors", context))[0]
 
     def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
-        px = conditioned(self.decoder, sample_prior(self.prior, n, context, temperature), context)
-        return self._to_data(px.mean if mean else px.sample())
+        z = sample_prior(self.prior, n, self.given("prior", context), temperature)
+        px = self.call_part("decoder", z, context)
+        return self._to_data(px.mean if mean else px.sample(), context)
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return location(conditioned(self.encoder, x, context))
+        return location(self.call_part("encoder", x, context))
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        return self._to_data(conditioned(self.decoder, z, context).mean)
+        return self._to_data(self.call_part("decoder", z, context).mean, context)
 
     def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
-        return [LatentLevel("z", conditioned(self.encoder, x, context), prior_given(self.prior, context))]
+        q = self.call_part("encoder", x, context)
+        return [LatentLevel("z", q, prior_given(self.prior, self.given("prior", context)))]
 
 
 class VAEParams(ObjectiveParams):

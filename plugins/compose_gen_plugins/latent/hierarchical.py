@@ -18,7 +18,8 @@ with both KLs in closed form when the distributions allow (Gaussian ones do).
 Each of the ``k`` draws of :math:`z_2` gets one draw of :math:`z_1`, so the IWAE
 objective works too.  ``conditional_prior`` is any diagonal-Gaussian encoder
 applied to :math:`z_2` (e.g. a ``gaussian_encoder``).  With a ``context`` c every
-network also reads c (a conditional VAE, Sohn et al. 2015).
+network also reads c (a conditional VAE, Sohn et al. 2015), or the parts
+``conditioned`` names.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from compose_gen_plugins.latent.model import (
     prior_given,
     sample_prior,
 )
-from compose_gen_plugins.networks import conditioned
 
 __all__ = ["HierarchicalVAE", "HierarchicalParams", "build_hierarchical_vae", "precision_weighted"]
 
@@ -66,42 +66,43 @@ class HierarchicalVAE(LatentVariableModel):
         decoder: nn.Module,
         objective: ObjectiveParams,
     ) -> None:
-        super().__init__(objective)
+        parts = {"encoder_top": encoder_top, "encoder_bottom": encoder_bottom, "conditional_prior": conditional_prior}
+        super().__init__(objective, {**parts, "prior": prior, "decoder": decoder})
         self.encoder_top, self.encoder_bottom = encoder_top, encoder_bottom
         self.conditional_prior, self.prior, self.decoder = conditional_prior, prior, decoder
         self.discrete = getattr(decoder, "discrete", False)
 
     def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
-        q_top = conditioned(self.encoder_top, x, context)
+        q_top = self.call_part("encoder_top", x, context)
         z_top, log_q_top = draw(q_top, k, with_log_prob=not exact_kl)
-        kl_top, exact = kl_or_estimate(q_top, prior_given(self.prior, context), z_top, log_q_top, exact_kl)
-        p_bottom = conditioned(self.conditional_prior, z_top, context)
-        q_bottom = precision_weighted(conditioned(self.encoder_bottom, x, context), p_bottom)
+        kl_top, exact = kl_or_estimate(q_top, prior_given(self.prior, self.given("prior", context)), z_top, log_q_top, exact_kl)
+        p_bottom = self.call_part("conditional_prior", z_top, context)
+        q_bottom = precision_weighted(self.call_part("encoder_bottom", x, context), p_bottom)
         z_bottom = q_bottom.rsample()
         kl_bottom, exact = kl_or_estimate(q_bottom, p_bottom, z_bottom, None, exact)
-        return Evidence(conditioned(self.decoder, z_bottom, context).log_prob(x), kl_top + kl_bottom, exact)
+        return Evidence(self.call_part("decoder", z_bottom, context).log_prob(x), kl_top + kl_bottom, exact)
 
     def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
-        z_top = sample_prior(self.prior, n, context, temperature)
-        p_bottom = as_normal(conditioned(self.conditional_prior, z_top, context), "conditional prior")
+        z_top = sample_prior(self.prior, n, self.given("prior", context), temperature)
+        p_bottom = as_normal(self.call_part("conditional_prior", z_top, context), "conditional prior")
         z_bottom = Normal(p_bottom.loc, p_bottom.scale * temperature, validate_args=False).sample()
-        px = conditioned(self.decoder, z_bottom, context)
+        px = self.call_part("decoder", z_bottom, context)
         return px.mean if mean else px.sample()
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return location(conditioned(self.encoder_top, x, context))
+        return location(self.call_part("encoder_top", x, context))
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        return conditioned(self.decoder, conditioned(self.conditional_prior, z, context).mean, context).mean
+        return self.call_part("decoder", self.call_part("conditional_prior", z, context).mean, context).mean
 
     def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
-        q_top = conditioned(self.encoder_top, x, context)
-        p_bottom = conditioned(self.conditional_prior, location(q_top), context)
-        q_bottom = precision_weighted(conditioned(self.encoder_bottom, x, context), p_bottom)
-        return [LatentLevel("z2", q_top, prior_given(self.prior, context)), LatentLevel("z1", q_bottom, p_bottom)]
+        q_top = self.call_part("encoder_top", x, context)
+        p_bottom = self.call_part("conditional_prior", location(q_top), context)
+        q_bottom = precision_weighted(self.call_part("encoder_bottom", x, context), p_bottom)
+        return [LatentLevel("z2", q_top, prior_given(self.prior, self.given("prior", context))), LatentLevel("z1", q_bottom, p_bottom)]
 
     def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return conditioned(self.decoder, self.levels(x, context)[1].posterior.mean, context).mean
+        return self.call_part("decoder", self.levels(x, context)[1].posterior.mean, context).mean
 
 
 class HierarchicalParams(ObjectiveParams):

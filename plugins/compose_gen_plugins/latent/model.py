@@ -19,21 +19,25 @@ to encode, decode and sample, for samplers and metrics.
 With ``context`` every bound is conditional, :math:`\log p(x|c) \ge
 \mathbb{E}_{q(z|x,c)}[\log p(x|z,c)] - \mathrm{KL}(q(z|x,c)\,\|\,p(z|c))`, the
 conditional VAE of Sohn et al. (2015): the context reaches every encoder and
-decoder, and the prior too when it is a conditional flow; otherwise
-:math:`p(z|c) = p(z)`.
+decoder, and the prior (and a hybrid model's flow) too when it is a conditional
+flow; otherwise :math:`p(z|c) = p(z)`.  ``conditioned`` names the parts that read
+c instead, e.g. ``[prior]`` for a class-conditional prior :math:`p(z|c)` under an
+unconditional encoder and decoder, :math:`\log p(x|c) \ge \mathbb{E}_{q(z|x)}[\log
+p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z|c))`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from compose_gen import BuildContext, ClassConditions, Loss, LossName, Params, Sampler, Value, log_mean_exp
+from compose_gen import BuildContext, Chain, ClassConditions, Loss, LossName, Params, Sampler, Value, log_mean_exp
+from compose_gen_plugins.networks import conditioned
 
 __all__ = [
     "Evidence",
@@ -48,6 +52,7 @@ __all__ = [
     "kl_or_estimate",
     "location",
     "prior_given",
+    "reads_context",
     "sample_prior",
 ]
 
@@ -113,6 +118,13 @@ def location(q: Distribution) -> Tensor:
     return q.location if hasattr(q, "location") else q.mean
 
 
+def reads_context(module: nn.Module | None) -> bool:
+    """Whether a prior, flow or bijector takes a context: a conditional one declares ``context_shape`` (a chain, if a link does)."""
+    if isinstance(module, Chain):
+        return any(map(reads_context, module.bijectors))
+    return getattr(module, "context_shape", None) is not None
+
+
 def prior_given(prior: nn.Module, context: Tensor | None, temperature: float = 1.0) -> Distribution:
     """p(z|c) from a conditional flow prior (one with a ``context_shape``); else p(z), which ignores c."""
     if context is not None and getattr(prior, "context_shape", None) is not None:
@@ -144,10 +156,15 @@ class LatentVariableModel(Loss):
 
     terms = ("loss",)
 
-    def __init__(self, objective: "ObjectiveParams") -> None:
+    #: Parts that take a context only when conditional (priors and flows); every other part reads a model's context by default.
+    optional_context: ClassVar[frozenset[str]] = frozenset({"prior", "bijectors"})
+
+    def __init__(self, objective: "ObjectiveParams", parts: Mapping[str, nn.Module | None]) -> None:
         super().__init__()
         #: The graph value this model is conditioned on, for metrics and the sampler to compute; None: unconditional.
         self.context_value = objective.context
+        #: The parts (named as the loss's fields) that read the context.
+        self.conditioned = self._conditioned_parts(objective, {name: m for name, m in parts.items() if m is not None})
         self.objective = objective.objective
         self.samples = objective.samples
         self.kl_mode = objective.kl
@@ -156,6 +173,32 @@ class LatentVariableModel(Loss):
         if self.warmup_steps:
             # A buffer, so a resumed run continues the schedule where it stopped.
             self.register_buffer("optimizer_steps", torch.zeros((), dtype=torch.long))
+
+    def _conditioned_parts(self, objective: "ObjectiveParams", parts: Mapping[str, nn.Module]) -> frozenset[str]:
+        if objective.context is None:
+            return frozenset()
+        if objective.conditioned is None:
+            return frozenset(name for name, m in parts.items() if name not in self.optional_context or reads_context(m))
+        listed = set(objective.conditioned)
+        unknown = sorted(listed - set(parts))
+        if unknown:
+            raise ValueError(f"conditioned names {', '.join(map(repr, unknown))}; this model's parts are {', '.join(parts)}")
+        for name, module in parts.items():
+            if name not in self.optional_context:
+                continue
+            if name in listed and not reads_context(module):
+                raise ValueError(f"conditioned lists {name!r}, which takes no context (conditional priors and bijectors declare context_shape)")
+            if name not in listed and reads_context(module):
+                raise ValueError(f"{name!r} is conditional (it takes a context), so list it in conditioned")
+        return frozenset(listed)
+
+    def given(self, part: str, context: Tensor | None) -> Tensor | None:
+        """``context`` for a part that reads it, else None."""
+        return context if part in self.conditioned else None
+
+    def call_part(self, part: str, inputs: Tensor, context: Tensor | None) -> Any:
+        """The network ``part`` (an attribute of that name) applied to ``inputs``, and to the context if it reads it."""
+        return conditioned(getattr(self, part), inputs, self.given(part, context))
 
     # -- what a model provides -------------------------------------------------
     # Each takes the context c of a conditional model (one row per example of x, or per sample); None otherwise.
@@ -222,11 +265,26 @@ class ObjectiveParams(Params):
     context: Value | None = Field(
         None, description="graph value with a condition c, e.g. c: one_hot(y, 10), for q(z|x, c) and p(x|z, c); None: unconditional"
     )
+    conditioned: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="the parts that read the context, e.g. [prior] for p(z|c) under an unconditional encoder and decoder; "
+        "default: every encoder and decoder, and the prior and bijectors when conditional",
+    )
     objective: Literal["elbo", "iwae"] = Field("elbo", description="ELBO, or the k-sample IWAE bound")
     samples: int = Field(1, gt=0, description="draws of z per example (IWAE's k)")
     kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")
     beta: float = Field(1.0, ge=0.0, description="final weight of the KL in the ELBO loss (β-VAE)")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta")
+
+    @model_validator(mode="after")
+    def _conditioned_needs_context(self) -> "ObjectiveParams":
+        if self.conditioned is not None:
+            if self.context is None:
+                raise ValueError("conditioned names the parts that read the context; set context too")
+            if len(set(self.conditioned)) < len(self.conditioned):
+                raise ValueError(f"conditioned lists a part twice: {self.conditioned}")
+        return self
 
     @model_validator(mode="after")
     def _weights_only_for_elbo(self) -> "ObjectiveParams":

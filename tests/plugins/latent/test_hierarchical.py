@@ -41,7 +41,7 @@ def hvae(context_features: int = 0, **objective: object) -> HierarchicalVAE:
         GaussianEncoder(MLP(TOP, 2 * BOTTOM, [8], context_features=context_features), BOTTOM),
         StandardNormal((TOP,)),
         BernoulliDecoder(MLP(BOTTOM, X_DIM, [8], context_features=context_features), (X_DIM,)),
-        ObjectiveParams(**objective),
+        ObjectiveParams(**({"context": "c"} if context_features else {}), **objective),
     ).to(DTYPE)
 
 

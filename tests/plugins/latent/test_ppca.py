@@ -197,3 +197,81 @@ def iwae_estimates_given(model: VAE, x: Tensor, c: Tensor, k: int, repeats: int)
     """The mean of ``repeats`` IWAE_k estimates of log p(x|c) per point."""
     log_w = model.evidence(x.expand(repeats, *x.shape), k, exact_kl=False, context=c).log_weights
     return (torch.logsumexp(log_w, 0) - math.log(k)).mean(0)
+
+
+class ShiftedPrior(nn.Module):
+    """p(z|c) = N(Bc, I): a conditional prior (it declares ``context_shape``, as conditional flows do)."""
+
+    def __init__(self, shift: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("shift", shift)
+        self.context_shape = torch.Size([shift.shape[1]])
+
+    def forward(self, context: Tensor, temperature: float = 1.0) -> torch.distributions.Distribution:
+        loc = context @ self.shift.T
+        return torch.distributions.Independent(torch.distributions.Normal(loc, torch.full_like(loc, temperature)), 1)
+
+
+def prior_conditional_ppca(seed: int) -> tuple[VAE, Tensor]:
+    """PPCA under a class-conditional prior: z | c ~ N(Bc, I), x | z ~ N(Wz + μ, σ²I), so p(x|c) = N(WBc + μ, WWᵀ + σ²I).
+
+    Only the prior reads c (``conditioned: [prior]``); the encoder is the posterior
+    mean of the c = 0 prior, M⁻¹Wᵀ(x − μ), which misses the σ²M⁻¹Bc that the class
+    adds, so its bound has a strictly positive gap.  The networks are plain
+    ``nn.Linear``s, which could not take a context if they were given one.  Returns
+    the model and the mean of p(x|c) as a function ``c ↦ WBc + μ``'s matrix ``WB``.
+    """
+    weight, shift = random_weight(seed)
+    prior_shift = 3 * torch.randn(LATENT, CLASSES, dtype=DTYPE, generator=torch.Generator().manual_seed(seed + 1))
+    model, _ = ppca(weight, shift, widen=1.3)
+    model = VAE(model.encoder, model.decoder, ShiftedPrior(prior_shift), ObjectiveParams(context="c", conditioned=["prior"]))
+    return model.to(DTYPE), weight @ prior_shift
+
+
+@torch.no_grad()
+def test_a_vae_with_only_its_prior_conditioned_bounds_log_p_x_given_c() -> None:
+    """log p(x|c) ≥ E_q(z|x)[log p(x|z)] − KL(q(z|x) ‖ p(z|c)); IWAE_k converges to log p(x|c) with q blind to c."""
+    model, class_means = prior_conditional_ppca(0)
+    weight, shift = model.decoder.net.weight, model.decoder.net.bias
+    covariance = weight @ weight.T + SIGMA**2 * torch.eye(D, dtype=DTYPE)
+
+    def log_p(x: Tensor, c: Tensor) -> Tensor:
+        return MultivariateNormal(c @ class_means.T + shift, covariance).log_prob(x)
+
+    c = torch.nn.functional.one_hot(torch.arange(6) % CLASSES, CLASSES).to(DTYPE)
+    torch.manual_seed(3)
+    x = MultivariateNormal(c @ class_means.T + shift, covariance).sample()
+    exact = model.evidence(x, 20000, exact_kl=True, context=c)
+    assert exact.exact_kl  # KL(q(z|x) ‖ N(Bc, I)) in closed form
+    assert ((log_p(x, c) - (exact.log_likelihood.mean(0) - exact.kl)) > 0.05).all()
+    wrong = c.roll(1, dims=0)
+    for context in (c, wrong):
+        estimate = iwae_estimates_given(model, x, context, k=256, repeats=200)
+        assert (estimate - log_p(x, context)).abs().max() < 0.03
+    assert (log_p(x, c) - log_p(x, wrong)).mean() > 2, "the classes should be far apart for this test to mean anything"
+    torch.manual_seed(4)
+    drawn = model.sample(30000, mean=False, context=c[:1].expand(30000, -1))  # x ~ p(x|c) for the first class
+    torch.testing.assert_close(drawn.mean(0), c[0] @ class_means.T + shift, rtol=0, atol=0.05)
+
+
+def test_conditioned_names_parts_that_can_read_the_context() -> None:
+    weight, shift = random_weight(0)
+    vae, _ = ppca(weight, shift)
+    conditional_prior = ShiftedPrior(torch.zeros(LATENT, CLASSES, dtype=DTYPE))
+
+    def build(prior: nn.Module, **objective: object) -> VAE:
+        return VAE(vae.encoder, vae.decoder, prior, ObjectiveParams(context="c", **objective))
+
+    with pytest.raises(ValueError, match=r"conditioned lists 'prior', which takes no context"):
+        build(vae.prior, conditioned=["prior"])
+    with pytest.raises(ValueError, match=r"'prior' is conditional \(it takes a context\), so list it in conditioned"):
+        build(conditional_prior, conditioned=["encoder"])
+    with pytest.raises(ValueError, match=r"conditioned names 'encodr'; this model's parts are encoder, decoder, prior"):
+        build(conditional_prior, conditioned=["encodr", "prior"])
+    with pytest.raises(ValueError, match="lists a part twice"):
+        ObjectiveParams(context="c", conditioned=["prior", "prior"])
+    with pytest.raises(ValueError, match="set context too"):
+        ObjectiveParams(conditioned=["prior"])
+    assert build(conditional_prior).conditioned == {"encoder", "decoder", "prior"}  # the default: every part that can
+    assert build(vae.prior).conditioned == {"encoder", "decoder"}
+    assert VAE(vae.encoder, vae.decoder, vae.prior, ObjectiveParams()).conditioned == frozenset()

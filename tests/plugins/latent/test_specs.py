@@ -76,3 +76,29 @@ def test_the_conditional_vae_draws_each_class_it_is_asked_for(tmp_path: Path, mo
     assert 0 < results["test/cvae.nll_k50"] < 40
     for png in ["cvae_reconstructions.png", "cvae_interpolation_spherical.png", "samples_T1.png"]:
         assert (tmp_path / png).stat().st_size > 0
+
+
+def test_a_vae_conditioned_only_through_its_prior_draws_each_class(tmp_path: Path, monkeypatch) -> None:
+    """``conditioned: [prior]``: p(z|c) a conditional flow, q(z|x) and p(x|z) blind to c; sampling by class still works.
+
+    The encoder and decoder have no ``context_features``, so they would refuse a
+    context; the class reaches the samples only through z ~ p(z|c).
+    """
+    monkeypatch.setenv("COMPOSE_GEN_CACHE_DIR", str(tmp_path / "cache"))
+    raw = yaml.safe_load((SPECS / "cvae_digits.yaml").read_text())
+    for part in ("encoder", "decoder"):
+        raw["components"][part]["net"].update(context_features=0, hidden=[64])
+    coupling = {"type": "affine_coupling", "shape": [8], "hidden": [64], "context_features": 10}
+    raw["components"]["prior"] = {
+        "type": "flow",
+        "base": {"type": "standard_normal", "shape": [8]},
+        "bijectors": [coupling, {"type": "reverse", "shape": [8]}],
+        "repeat": 3,
+    }
+    raw["losses"]["cvae"]["conditioned"] = ["prior"]
+    raw["train"].update(steps=500, log_every=500, evaluate_at_end=False, optimizer={"type": "adam", "lr": 3e-3})
+    raw["evaluate"]["metrics"] = [{"type": "class_accuracy", "n": 500, "classifier": {"epochs": 10}}]
+    run = Run.create(cg.load_spec(raw), tmp_path, "cpu", progress=False)
+    assert run.model.losses["cvae"].conditioned == {"prior"}
+    run.trainer.fit(500)
+    assert run.evaluate()["class_accuracy"] > 0.5
