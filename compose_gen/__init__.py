@@ -22,6 +22,7 @@ from compose_gen.core import (
     Sampler,
     Splits,
     TensorData,
+    broadcast_value,
     log_mean_exp,
     sum_rightmost,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "Splits",
     "TensorData",
     "Value",
+    "broadcast_value",
     "hookimpl",
     "log_mean_exp",
     "make_catalogue",

@@ -3,7 +3,7 @@
 from compose_gen.core.bijector import Bijector, Chain, Direction
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import Batch, Splits, TensorData
-from compose_gen.core.distributions import log_mean_exp, sum_rightmost
+from compose_gen.core.distributions import broadcast_value, log_mean_exp, sum_rightmost
 from compose_gen.core.latch import Latch
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Splits",
     "TensorData",
     "batches",
+    "broadcast_value",
     "log_mean_exp",
     "sum_rightmost",
 ]

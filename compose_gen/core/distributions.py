@@ -11,8 +11,9 @@ import math
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
-__all__ = ["log_mean_exp", "sum_rightmost"]
+__all__ = ["broadcast_value", "log_mean_exp", "sum_rightmost"]
 
 
 def sum_rightmost(value: Tensor, dims: int) -> Tensor:
@@ -23,3 +24,16 @@ def sum_rightmost(value: Tensor, dims: int) -> Tensor:
 def log_mean_exp(value: Tensor, dim: int = 0) -> Tensor:
     """Stable ``log(mean(exp(value), dim))`` = logsumexp - log(n)."""
     return torch.logsumexp(value, dim=dim) - math.log(value.shape[dim])
+
+
+def broadcast_value(value: Tensor, distribution: Distribution) -> Tensor:
+    """``value`` expanded to the batch shape it broadcasts to with ``distribution``'s, as ``log_prob`` does in ``torch.distributions``.
+
+    A distribution over ``k`` draws per example (batch ``(k, n)``) then scores
+    data of batch ``(n,)``; one whose ``log_prob`` pairs the value with per-example
+    tensors (a flow's context) needs the value at the full shape.
+    """
+    batch = value.shape[: value.dim() - len(distribution.event_shape)]
+    if batch == distribution.batch_shape:
+        return value
+    return value.expand(*torch.broadcast_shapes(batch, distribution.batch_shape), *distribution.event_shape)

@@ -35,7 +35,7 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, hookimpl
+from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, broadcast_value, hookimpl
 from compose_gen_plugins.flows import context_shape_of
 from compose_gen_plugins.sampling import ByClassParams
 
@@ -70,7 +70,7 @@ class FlowDistribution(Distribution):
         return constraints.independent(self.transform.domain, len(self.event_shape))
 
     def log_prob(self, x: Tensor) -> Tensor:
-        z, ladj = self.transform(x, self.context)
+        z, ladj = self.transform(broadcast_value(x, self), self.context)
         return self.base.log_prob(z) + ladj
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:

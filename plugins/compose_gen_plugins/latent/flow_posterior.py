@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
-from compose_gen import Bijector, BuildContext, Chain, Params, Ref
+from compose_gen import Bijector, BuildContext, Chain, Params, Ref, broadcast_value
 from compose_gen_plugins.flows.planar import bisect_increasing
 from compose_gen_plugins.networks import conditioned
 
@@ -58,6 +58,7 @@ class FlowPosterior(Distribution):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) of any z, through the density direction (slow for IAF: one pass per dimension)."""
+        z = broadcast_value(z, self)
         z0, ladj = self.transform(z, self._context(z))
         return self.base.log_prob(z0) + ladj
 

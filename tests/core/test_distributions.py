@@ -1,0 +1,31 @@
+"""Numerical helpers over torch.distributions conventions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Independent, Normal
+
+from compose_gen.core.distributions import broadcast_value, log_mean_exp, sum_rightmost
+
+
+def test_broadcast_value_gives_the_shape_torch_distributions_score_at() -> None:
+    """A value of batch (n,) under a distribution of batch (k, n) is scored at (k, n), as Normal.log_prob broadcasts it."""
+    q = Independent(Normal(torch.randn(4, 5, 3), torch.ones(4, 5, 3)), 1)
+    x = torch.randn(5, 3)
+    expanded = broadcast_value(x, q)
+    assert expanded.shape == (4, 5, 3) and all(torch.equal(row, x) for row in expanded)
+    torch.testing.assert_close(q.log_prob(expanded), q.log_prob(x))
+    assert broadcast_value(x, Independent(Normal(torch.zeros(3), 1.0), 1)).shape == (5, 3)  # the value's batch is the broader
+    same = torch.randn(4, 5, 3)
+    assert broadcast_value(same, q) is same
+
+
+def test_log_mean_exp_and_sum_rightmost_match_their_definitions() -> None:
+    value = torch.randn(6, 4, dtype=torch.float64) * 50
+    torch.testing.assert_close(log_mean_exp(value, 0), value.exp().mean(0).log())
+    torch.testing.assert_close(log_mean_exp(torch.full((3,), 1000.0)), torch.tensor(1000.0))  # stable where exp overflows
+    assert math.isfinite(log_mean_exp(torch.tensor([-1e4, 0.0])).item())
+    torch.testing.assert_close(sum_rightmost(value, 1), value.sum(-1))
+    assert sum_rightmost(value, 0) is value
