@@ -11,9 +11,14 @@ under its name, and specs that do not use it still run.  In particular:
 * entry points load first-party (``compose-gen``'s own) before third-party ones,
   and an entry-point name that is already taken is refused, naming both
   distributions, so no package can knock out another by reusing its name;
+* a plugin passed explicitly that is also an entry point's module (a test
+  passing an installed package's plugin beside the installed ones) is registered
+  once, under its entry-point name, and a type that two plugins register
+  identically (same kind, parameters and build: the same code reached twice) is
+  kept once, so neither clashes with itself;
 * a type name registered twice keeps its first-party registration (the other
-  plugin's is refused); between two other plugins the name is set aside, and a
-  spec that uses it is told which plugins to choose between;
+  plugin's is refused, whichever came first); between two other plugins the name
+  is set aside, and a spec that uses it is told which plugins to choose between;
 * a hook function with a misspelt name, or a plugin with no ``@hookimpl`` at
   all, is reported instead of silently contributing nothing.
 """
@@ -93,11 +98,14 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool = True)
     if entry_points:
         loaded = _load_entry_points(catalogue)
         first_party = {name for name, _, dist in loaded if dist == FIRST_PARTY}
+        installed = {id(module): name for name, module, _ in loaded}
+        named = [(installed.get(id(plugin), name), plugin) for name, plugin in named]  # an installed plugin keeps its name
         named += [(name, module) for name, module, _ in loaded]
     for name, plugin in named:
         _register(manager, catalogue, name, plugin)
     _report_unknown_hooks(manager, catalogue)
-    for impl in manager.hook.compose_gen_types.get_hookimpls():
+    impls = manager.hook.compose_gen_types.get_hookimpls()
+    for impl in sorted(impls, key=lambda impl: impl.plugin_name not in first_party):  # first-party types first
         try:
             contributed = list(impl.function())
         except (Exception, SystemExit) as error:  # a plugin's bug must not stop the others
@@ -173,6 +181,8 @@ def _add(catalogue: Catalogue, component_type: object, plugin: str, first_party:
         catalogue.plugin_of[name] = plugin
         return
     other = catalogue.plugin_of[name]
+    if other != plugin and _same_type(catalogue.types[name], component_type):
+        return  # the same code reached through two plugins (a test passing an installed package's types)
     if other == plugin:
         catalogue.fail(plugin, f"registers type {name!r} twice")
     elif other in first_party:
@@ -182,6 +192,10 @@ def _add(catalogue: Catalogue, component_type: object, plugin: str, first_party:
         catalogue.conflicts[name] = [other, plugin]
         for each in (other, plugin):
             catalogue.fail(each, f"type {name!r} is registered by both {other!r} and {plugin!r}, so neither is used")
+
+
+def _same_type(a: ComponentType, b: ComponentType) -> bool:
+    return (a.kind, a.params, a.build) == (b.kind, b.params, b.build)
 
 
 def _describe(error: BaseException) -> str:

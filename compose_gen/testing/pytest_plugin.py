@@ -19,6 +19,10 @@ and, to check every example of every bijector type their plugin registers::
 ``--bijector-examples N`` sets the number of hypothesis cases per bijector and
 ``--bijector-device cuda`` the device they run on.  The kit is imported on first
 use, so collecting tests stays cheap.
+
+The checks of priors, encoders, decoders, samplers, losses and metrics take no
+options, so they have no fixtures: import them from
+:mod:`compose_gen.testing.components` (``check_decoder(decoder, z, context)``, ...).
 """
 
 from __future__ import annotations

@@ -198,3 +198,51 @@ def test_loading_the_plugins_does_not_import_the_compiler() -> None:
     probe = "import sys, compose_gen; compose_gen.make_catalogue(); print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+GIZMO = """
+from compose_gen import ComponentType, Params, hookimpl
+
+class P(Params):
+    pass
+
+def build_gizmo(p, ctx):
+    '''A gizmo.'''
+
+@hookimpl
+def compose_gen_types():
+    return [ComponentType("gizmo", "network", P, build_gizmo)]
+"""
+
+
+def test_an_installed_plugin_passed_explicitly_too_is_registered_once_under_its_entry_point_name(install_plugin) -> None:
+    """A plugin's own tests pass its module beside the installed (and first-party) plugins: no clash with itself."""
+    install_plugin("gizmos", GIZMO, entry_point="gizmo_plugin")
+    import gizmos
+
+    catalogue = make_catalogue([gizmos])
+    assert not catalogue.failures and catalogue.plugin_of["gizmo"] == "gizmo_plugin" and "mlp" in catalogue
+
+
+def test_the_same_types_reached_through_a_test_plugin_and_an_entry_point_are_kept_once(install_plugin) -> None:
+    """``plugin(*types)`` of an installed package's own types: the same kind, parameters and build, so no conflict."""
+    install_plugin("gizmos", GIZMO)
+    import gizmos
+
+    catalogue = make_catalogue([plugin(*gizmos.compose_gen_types(), name="under_test")])
+    assert not catalogue.failures and not catalogue.conflicts
+    assert catalogue.get("gizmo").build is gizmos.build_gizmo and "mlp" in catalogue
+
+
+def test_types_of_the_same_name_but_other_code_still_clash(install_plugin) -> None:
+    install_plugin("gizmos", GIZMO)
+    catalogue = make_catalogue([plugin(widget("gizmo"), name="impostor")])
+    assert catalogue.conflicts == {"gizmo": ["impostor", "gizmos"]} and "gizmo" not in catalogue
+
+
+def test_a_first_party_module_passed_explicitly_stays_first_party_and_wins_whatever_the_order() -> None:
+    import compose_gen_plugins.networks as networks
+
+    catalogue = make_catalogue([plugin(widget("mlp"), name="early"), networks])
+    assert catalogue.plugin_of["mlp"] == "networks"
+    assert catalogue.failures == {"early": "type 'mlp' is first-party (plugin 'networks'); this plugin's is not used, rename it"}
