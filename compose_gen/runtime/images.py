@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +32,14 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     return path
 
 
-def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "") -> Path:
+def save_scatter(
+    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "", classes: int | None = None
+) -> Path:
     """Save 2D ``points`` as a PNG: a scatter plot over the ``reference`` points (grey), and their density.
 
-    The density panel is a 2D histogram of the points over the same square as the scatter plot.
+    The density panel is a 2D histogram of the points over the same square as the
+    scatter plot.  Points drawn by class (point ``i`` of class ``i mod classes``)
+    are coloured by their class.
     """
     import matplotlib
 
@@ -51,7 +56,13 @@ def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = No
     fig, (scatter, density) = plt.subplots(1, 2, figsize=(8, 4), dpi=100)
     if ref is not None:
         scatter.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
-    scatter.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
+    if classes:
+        label = np.arange(len(pts)) % classes
+        palette = plt.get_cmap("tab10" if classes <= 10 else "tab20")
+        scatter.scatter(pts[:, 0], pts[:, 1], s=2, c=palette(label % palette.N))
+        scatter.legend(*_class_handles(palette, classes), fontsize="x-small", markerscale=3, loc="best")
+    else:
+        scatter.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
     shown = pts[np.isfinite(pts).all(axis=1)]
     density.hist2d(shown[:, 0], shown[:, 1], bins=60, range=limits, cmap="magma")
     for ax, name in ((scatter, "samples over data"), (density, "sample density")):
@@ -63,6 +74,14 @@ def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = No
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _class_handles(palette: Any, classes: int, shown: int = 10) -> tuple[list[Any], list[str]]:
+    """Legend entries for the first ``shown`` classes."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", ms=2, color=palette(k % palette.N)) for k in range(min(classes, shown))]
+    return handles, [f"class {k}" for k in range(len(handles))]
 
 
 def _writable_picture(path: str | Path) -> Path:

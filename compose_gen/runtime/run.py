@@ -225,11 +225,12 @@ class Run:
         with rng.isolated(self.device, self.spec.model.seed):
             x = self.sample(n, temperature)
         test = self.data.test
+        conditions = self.model.conditions  # sampled by class: one class per column, or a colour per class
+        classes = conditions.classes if conditions else None
         if test.image_shape is not None:
-            conditions = self.model.conditions  # sampled by class: one class per column
-            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=conditions.classes if conditions else None)
+            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=classes)
         if x[0].numel() == 2:
-            return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2))
+            return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2), classes=classes)
         raise ValueError("samples are neither images nor 2D points; use Run.sample() for the tensors")
 
     def _can_draw(self) -> bool:

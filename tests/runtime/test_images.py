@@ -1,0 +1,35 @@
+"""Sample pictures: 2D scatter plots coloured by class."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from compose_gen.runtime.images import save_scatter
+
+#: matplotlib's tab10 colours of classes 0, 1 and 2.
+TAB10 = {0: (31, 119, 180), 1: (255, 127, 14), 2: (44, 160, 44)}
+
+
+def _where(picture: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    """(row, column) of the pixels of about this colour."""
+    return np.argwhere(np.abs(picture.astype(int) - rgb).sum(-1) < 30)
+
+
+def test_points_drawn_by_class_are_coloured_by_their_class(tmp_path) -> None:
+    """Point i is of class i mod 3: class 0 sits at the origin, class 1 to its right, class 2 above it."""
+    centres = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    points = torch.randn(300, 2, generator=torch.Generator().manual_seed(0)) * 0.2 + centres.repeat(100, 1)
+    for classes in (None, 3):
+        path = save_scatter(points, tmp_path / f"{classes}.png", reference=points, classes=classes)
+        picture = np.asarray(Image.open(path).convert("RGB"))
+        left = picture[:, : picture.shape[1] // 2]  # the scatter panel
+        found = {k: _where(left, rgb) for k, rgb in TAB10.items()}
+        if classes is None:
+            assert len(found[0]) > 200 and len(found[1]) == len(found[2]) == 0  # one colour for all samples
+            continue
+        assert all(len(pixels) > 100 for pixels in found.values())
+        (row0, col0), (row1, col1), (row2, col2) = (np.median(found[k], 0) for k in range(3))
+        assert col1 > col0 + 50 and abs(row1 - row0) < 40  # class 1 to the right
+        assert row2 < row0 - 50 and abs(col2 - col0) < 40  # class 2 above
