@@ -165,32 +165,41 @@ def conditional_ppca(seed: int) -> tuple[VAE, Tensor, Tensor]:
     return model.to(DTYPE), context_weight, shift
 
 
+def check_conditional_bounds(model: VAE, class_means: Tensor, shift: Tensor, covariance: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """For x ~ p(x|c) = N(Mc + μ, Σ), c one-hot: ELBO(x|c) < log p(x|c), and IWAE_256 meets log p(x|c) for c and a wrong c.
+
+    Returns the points and their contexts.
+    """
+
+    def log_p(x: Tensor, c: Tensor) -> Tensor:
+        return MultivariateNormal(c @ class_means.T + shift, covariance).log_prob(x)
+
+    c = torch.nn.functional.one_hot(torch.arange(6) % CLASSES, CLASSES).to(DTYPE)
+    torch.manual_seed(seed)
+    x = MultivariateNormal(c @ class_means.T + shift, covariance).sample()
+    exact = model.evidence(x, 20000, exact_kl=True, context=c)
+    assert exact.exact_kl
+    assert ((log_p(x, c) - (exact.log_likelihood.mean(0) - exact.kl)) > 0.05).all()
+    wrong = c.roll(1, dims=0)
+    for context in (c, wrong):
+        estimate = iwae_estimates_given(model, x, context, k=256, repeats=200)
+        assert (estimate - log_p(x, context)).abs().max() < 0.03
+    assert (log_p(x, c) - log_p(x, wrong)).mean() > 2, "the classes should be far apart for this test to mean anything"
+    return x, c
+
+
 @torch.no_grad()
 def test_a_conditional_vae_bounds_log_p_x_given_c_and_iwae_converges_to_it() -> None:
     """Sohn et al.'s conditional bound: ELBO(x|c) < log p(x|c), IWAE_k → log p(x|c); the condition is really used."""
     model, context_weight, shift = conditional_ppca(0)
     weight = model.decoder.net.net[0].weight[:, :LATENT]
     covariance = weight @ weight.T + SIGMA**2 * torch.eye(D, dtype=DTYPE)
-
-    def log_p(x: Tensor, c: Tensor) -> Tensor:
-        return MultivariateNormal(c @ context_weight.T + shift, covariance).log_prob(x)
-
-    c = torch.nn.functional.one_hot(torch.arange(6) % CLASSES, CLASSES).to(DTYPE)
-    torch.manual_seed(7)
-    x = MultivariateNormal(c @ context_weight.T + shift, covariance).sample()
-    exact = model.evidence(x, 20000, exact_kl=True, context=c)
-    elbo = exact.log_likelihood.mean(0) - exact.kl
-    assert ((log_p(x, c) - elbo) > 0.05).all()
+    x, c = check_conditional_bounds(model, context_weight, shift, covariance, seed=7)
     torch.manual_seed(8)
     logged = model({"x": x, "context": c}, frozenset({"loss"}))["elbo"]  # the loss passes its context input on
     torch.manual_seed(8)
     one_draw = model.evidence(x, 1, exact_kl=True, context=c)
     torch.testing.assert_close(logged, (one_draw.log_likelihood - one_draw.kl).mean(), rtol=0, atol=1e-12)
-    wrong = c.roll(1, dims=0)
-    for context in (c, wrong):
-        estimate = iwae_estimates_given(model, x, context, k=256, repeats=200)
-        assert (estimate - log_p(x, context)).abs().max() < 0.03
-    assert (log_p(x, wrong) < log_p(x, c) - 1).all(), "the classes should be far apart for this test to mean anything"
 
 
 def iwae_estimates_given(model: VAE, x: Tensor, c: Tensor, k: int, repeats: int) -> Tensor:
@@ -234,21 +243,7 @@ def test_a_vae_with_only_its_prior_conditioned_bounds_log_p_x_given_c() -> None:
     model, class_means = prior_conditional_ppca(0)
     weight, shift = model.decoder.net.weight, model.decoder.net.bias
     covariance = weight @ weight.T + SIGMA**2 * torch.eye(D, dtype=DTYPE)
-
-    def log_p(x: Tensor, c: Tensor) -> Tensor:
-        return MultivariateNormal(c @ class_means.T + shift, covariance).log_prob(x)
-
-    c = torch.nn.functional.one_hot(torch.arange(6) % CLASSES, CLASSES).to(DTYPE)
-    torch.manual_seed(3)
-    x = MultivariateNormal(c @ class_means.T + shift, covariance).sample()
-    exact = model.evidence(x, 20000, exact_kl=True, context=c)
-    assert exact.exact_kl  # KL(q(z|x) ‖ N(Bc, I)) in closed form
-    assert ((log_p(x, c) - (exact.log_likelihood.mean(0) - exact.kl)) > 0.05).all()
-    wrong = c.roll(1, dims=0)
-    for context in (c, wrong):
-        estimate = iwae_estimates_given(model, x, context, k=256, repeats=200)
-        assert (estimate - log_p(x, context)).abs().max() < 0.03
-    assert (log_p(x, c) - log_p(x, wrong)).mean() > 2, "the classes should be far apart for this test to mean anything"
+    _, c = check_conditional_bounds(model, class_means, shift, covariance, seed=3)
     torch.manual_seed(4)
     drawn = model.sample(30000, mean=False, context=c[:1].expand(30000, -1))  # x ~ p(x|c) for the first class
     torch.testing.assert_close(drawn.mean(0), c[0] @ class_means.T + shift, rtol=0, atol=0.05)
