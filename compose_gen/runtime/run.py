@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -164,7 +165,7 @@ class Run:
             torch.manual_seed((spec.model.seed + 7919 * dist.rank) % 2**63)
         dist.broadcast_state(model, parameters=True)
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
-        run_dir = run_dir.absolute()
+        run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         run = cls(spec, model, data, run_dir, None)  # type: ignore[arg-type]
         run.trainer = Trainer(model, stream, run_dir, progress, dist, run._samples_at if run._can_draw() else None)
         return run
