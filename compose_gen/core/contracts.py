@@ -20,7 +20,9 @@
   ``torch.distributions.Distribution`` from ``forward``.  A conditional model's
   encoder is called ``encoder(x, c)`` and its decoder ``decoder(z, c)``, with one
   row of the context ``c`` per example, while ``z`` may carry extra leading sample
-  dimensions (IWAE's k, also 1 for the ELBO): broadcast ``c`` to them.
+  dimensions (IWAE's k, also 1 for the ELBO): broadcast ``c`` to them.  An
+  encoder broadcasts over such dimensions too (the two-level VAE applies one to
+  its draws of the top latent).
 
 The ``check_*`` functions test what a plugin's object returned against these
 contracts and raise :class:`ContractError` saying what is wrong; the compiler and
@@ -183,9 +185,12 @@ def check_distribution(value: Any, given: Tensor | None = None) -> None:
     per_coordinate = len(value.batch_shape) >= given.dim() if isinstance(given, Tensor) else len(value.batch_shape) > 0
     if per_coordinate:
         of = f"for an input of shape {tuple(given.shape)}" if isinstance(given, Tensor) else "with no input"
+        fix = "wrap it, Independent(..., reinterpreted_batch_ndims)"
+        if value.event_shape:  # already wrapped: its parameters have a dimension too many
+            fix = "it has an event already, so its parameters carry a stray leading dimension or it reinterprets too few"
         raise ContractError(
-            f"forward returned a {type(value).__name__} of batch shape {tuple(value.batch_shape)} {of}, so its log_prob is "
-            f"per coordinate, not summed over the event: wrap it, Independent(..., reinterpreted_batch_ndims)"
+            f"forward returned {describe_value(value)} of batch shape {tuple(value.batch_shape)} {of}, so its log_prob is "
+            f"per coordinate, not summed over the event: {fix}"
         )
 
 

@@ -27,21 +27,25 @@ object, what is wrong and what was expected.  What each check verifies:
   slice by slice, the module applied to that slice, a context of ``n`` rows being
   broadcast the same way; given a context, changing it changes ``log_prob`` (the
   model uses it); every parameter receives a finite gradient from ``log_prob``, and
-  with ``has_rsample`` the draws of ``rsample`` carry gradients to the parameters.
+  with ``has_rsample`` the draws of ``rsample`` carry gradients to the parameters
+  (``sample_shape=()`` skips the sample dimensions, for an encoder only applied to data).
   A prior also takes ``temperature`` (which changes its draws), and its
-  ``sample``/``rsample`` graph methods draw ``(n, *event)``.
+  ``sample``/``rsample`` graph methods draw ``(n, *event)`` at that temperature,
+  ``rsample``'s with gradients.
 * **samplers** (:func:`check_sampler`): ``check_conditions``; ``check_samples`` and
   finiteness for several counts (1, ``n``, and ``classes + 1`` when it samples by
   class), every count giving examples of one shape; a temperature is accepted; a
   sampler that samples by class draws other samples for other labels.
 * **losses** (:func:`check_loss`): ``check_loss_terms``; ``check_loss_result``; every
   entry finite; each requested term's gradient reaches some parameter or input that
-  requires grad, and is finite; a term with ``term_inputs`` is computed from just
-  those inputs.
+  requires grad (at least one must: make the inputs as a player would), and is
+  finite; with ``grad_to``, it reaches the inputs named there; a term with
+  ``term_inputs`` has the same value computed from just those inputs.
 * **metrics** (:func:`check_metric`): ``check_metric_result``; values finite,
   unless their key is in ``allow_nonfinite`` (for a metric that reports NaN where it
   is undefined, e.g. on too few samples: say so explicitly); the model's parameters,
-  buffers and training mode are left as they were.
+  buffers, training mode and ``requires_grad`` flags, and the data's splits, are
+  left as they were.
 
 Distribution modules are checked on a deep copy in eval mode whose parameters are
 perturbed (``param_noise``, so zero-initialised layers show what they read);
@@ -266,14 +270,17 @@ def _check_draws(call: _Caller, dist: Distribution, batch: tuple[int, ...], draw
 def _check_independent(
     call: _Caller, given: Tensor | None, context: Tensor | None, values: Tensor, dist: Distribution, atol: float, rtol: float
 ) -> None:
-    """The first example's log_prob is the same alone as in the batch."""
-    first = call(*(None if t is None else t[:1] for t in (given, context)))
-    call.batch(first, (1,), "the distribution of the first example alone")
+    """Each example's log_prob is the same alone as in the batch."""
     with torch.no_grad():
-        alone = call.log_prob(first, values[:1], (1,), "the distribution of the first example alone")
-        in_batch = dist.log_prob(values)[:1]
-    _close(call.label, "examples are not independent: the first example's log_prob alone differs from its log_prob in the batch; "
-           "expected equal", alone, in_batch, atol, rtol)
+        in_batch = dist.log_prob(values)
+    for i in range(len(values)):
+        what = f"the distribution of example {i} alone"
+        one = call(*(None if t is None else t[i : i + 1] for t in (given, context)))
+        call.batch(one, (1,), what)
+        with torch.no_grad():
+            alone = call.log_prob(one, values[i : i + 1], (1,), what)
+        _close(call.label, f"examples are not independent: example {i}'s log_prob alone differs from its log_prob in the batch; "
+               "expected equal", alone, in_batch[i : i + 1], atol, rtol)
 
 
 def _stacked(rows: Tensor, sample_shape: tuple[int, ...]) -> Tensor:
@@ -376,18 +383,34 @@ def _check_temperature(call: _Caller, context: Tensor | None, temperature: float
 
 
 def _check_graph_methods(prior: nn.Module, label: str, n: int, temperature: float, event: tuple[int, ...]) -> None:
-    """``sample``/``rsample`` in ``graph_methods`` draw ``(n, *event)`` for a count or a tensor of ``n`` rows."""
+    """``sample``/``rsample`` in ``graph_methods`` draw ``(n, *event)`` for a count or a tensor of ``n`` rows, at the temperature;
+    ``rsample``'s draws carry gradients to the parameters."""
     for method in ("sample", "rsample"):
         if method not in getattr(prior, "graph_methods", ()):
             continue
         if not callable(getattr(prior, method, None)):
             raise _fail(label, f"lists {method!r} in graph_methods but has no method {method!r}")
         for like in (n, torch.zeros(n, 1)):
-            drawn = getattr(prior, method)(like, temperature=temperature)
             shown = n if isinstance(like, int) else f"a tensor of shape {_shape(like.shape)}"
+            drawn = _draw_from(prior, method, like, temperature, label, shown)
             if not isinstance(drawn, Tensor) or tuple(drawn.shape) != (n, *event):
                 raise _fail(label, f"{method}({shown}, temperature={temperature}) returned {describe_value(drawn)}, expected shape {_shape((n, *event))}")
             _finite(label, f"{method}({shown})", drawn)
+        if temperature != 1.0 and torch.equal(_draw_from(prior, method, n, temperature, label, n), _draw_from(prior, method, n, 1.0, label, n)):
+            raise _fail(label, f"{method}({n}, temperature={temperature}) ignores its temperature: the same draws as at 1 (same seed); "
+                        "expected the temperature to scale the spread (compose-gen sample --temperature uses it)")
+        if method == "rsample" and any(p.requires_grad for p in prior.parameters()):
+            with torch.enable_grad():
+                drawn = _draw_from(prior, method, n, 1.0, label, n)
+            if not drawn.requires_grad:
+                raise _fail(label, "rsample's draws carry no gradient to the parameters (drawn without autograd?); expected reparameterised draws")
+
+
+def _draw_from(prior: nn.Module, method: str, like: Tensor | int, temperature: float, label: str, shown: object) -> Any:
+    """``prior.<method>(like, temperature=...)`` from a fixed seed, its exceptions reported as the call that raised."""
+    with torch.random.fork_rng(), _calling(label, f"{method}({shown}, temperature={temperature})"):
+        torch.manual_seed(0)
+        return getattr(prior, method)(like, temperature=temperature)
 
 
 def check_encoder(encoder: nn.Module, x: Tensor, context: Tensor | None = None, **options: Any) -> Distribution:
@@ -492,12 +515,21 @@ def _tensors(value: Any) -> Iterator[Tensor]:
 
 
 def check_loss(
-    loss: Loss, inputs: Mapping[str, Any], terms: Collection[str] | None = None, *, seed: int = 0, label: str | None = None
+    loss: Loss,
+    inputs: Mapping[str, Any],
+    terms: Collection[str] | None = None,
+    *,
+    grad_to: Mapping[str, Collection[str]] | None = None,
+    seed: int = 0,
+    label: str | None = None,
 ) -> dict[str, Tensor]:
     """Check a loss on ``inputs`` for ``terms`` (default: all its terms); returns its result.
 
     Make ``inputs`` as a player would, with gradients: e.g. ``fake`` from a generator
     whose parameters require grad, so each term's gradient has somewhere to go.
+    ``grad_to`` names, per term, the inputs its gradient must reach, e.g.
+    ``{"generator": ["fake"]}``: a generator term that detached ``fake`` still
+    reaches the critic's parameters, which only this catches.
     """
     label = label or type(loss).__name__
     _core(label, check_loss_terms, loss)
@@ -505,15 +537,44 @@ def check_loss(
     unknown = [t for t in terms if t not in loss.terms]
     if unknown:
         raise ValueError(f"{label} has no term {', '.join(map(repr, unknown))}; its terms are {tuple(loss.terms)}")
-    with _seeded(seed), torch.enable_grad():
-        result = _loss_result(loss, inputs, terms, label)
+    with torch.enable_grad():
+        with _seeded(seed):
+            result = _loss_result(loss, inputs, terms, label)
         _check_term_gradients(loss, inputs, result, terms, label)
+        for term, names in (grad_to or {}).items():
+            _check_reaches(result[term], term, {name: inputs[name] for name in names}, label)
         for term in terms:
             needed = loss.inputs_for({term}, inputs)
             if needed != set(inputs):
-                only = {k: v for k, v in inputs.items() if k in needed}
-                _loss_result(loss, only, (term,), f"{label} (term {term!r} given only its term_inputs {sorted(needed)})")
+                _check_term_inputs(loss, inputs, needed, term, seed, label)
     return result
+
+
+def _check_term_inputs(loss: Loss, inputs: Mapping[str, Any], needed: set[str], term: str, seed: int, label: str) -> None:
+    """``term`` computed from just its ``term_inputs`` has the value it has given every input (same seed)."""
+    with _seeded(seed):
+        full = _loss_result(loss, inputs, (term,), label)[term]
+    with _seeded(seed):
+        only = _loss_result(loss, {k: v for k, v in inputs.items() if k in needed}, (term,), f"{label} (term {term!r} given only its term_inputs {sorted(needed)})")[term]
+    _close(label, f"term {term!r} given only its term_inputs {sorted(needed)} differs from its value given every input; "
+           "expected term_inputs to list everything the term reads", only, full, ATOL, RTOL)
+
+
+def _check_reaches(value: Tensor, term: str, targets: Mapping[str, Any], label: str) -> None:
+    """``term``'s gradient reaches each of ``targets`` (named inputs)."""
+    for name, target in targets.items():
+        if not any(t.requires_grad for t in _tensors(target)):
+            raise ValueError(f"{label}: grad_to names input {name!r} for term {term!r}, but it does not require grad")
+        if not any(_reaches(value, t) for t in _tensors(target) if t.requires_grad):
+            raise _fail(label, f"term {term!r} gets no gradient to input {name!r} (detached?); expected its player to be trained through it")
+
+
+def _reaches(value: Tensor, target: Tensor) -> bool:
+    """Whether ``value``'s gradient flows to ``target`` (a leaf or an intermediate result)."""
+    if value.grad_fn is None:
+        return False
+    (grad,) = torch.autograd.grad(value, target, retain_graph=True, allow_unused=True)
+    return grad is not None
 
 
 def _loss_result(loss: Loss, inputs: Mapping[str, Any], terms: tuple[str, ...], label: str) -> dict[str, Tensor]:
@@ -532,13 +593,14 @@ def _check_term_gradients(loss: Loss, inputs: Mapping[str, Any], result: dict[st
     sources |= {id(t): f"input {k!r}" for k, v in inputs.items() for t in _tensors(v)}
     wanted = [f"parameter {name!r}" for name, p in loss.named_parameters() if p.requires_grad]
     wanted += [f"input {k!r}" for k, v in inputs.items() if any(t.requires_grad for t in _tensors(v))]
+    if not wanted:
+        raise ValueError(f"{label}: no parameter of the loss and no input requires grad, so no gradient can be checked; "
+                         "make the inputs as a player would (e.g. fake = generator(z) with its parameters)")
     for term in terms:
         value = result[term]
         if value.grad_fn is None:
-            if wanted:
-                raise _fail(label, f"term {term!r} carries no gradient although {wanted[0]} requires grad (detached, or made with .item()?); "
-                            "expected a term its player can minimise")
-            continue
+            raise _fail(label, f"term {term!r} carries no gradient although {wanted[0]} requires grad (detached, or made with .item()?); "
+                        "expected a term its player can minimise")
         leaves = _leaves(value)
         grads = torch.autograd.grad(value, leaves, retain_graph=True, allow_unused=True)
         for leaf, grad in zip(leaves, grads, strict=True):
@@ -560,16 +622,24 @@ def check_metric(
     model = ctx.model if isinstance(ctx.model, nn.Module) else None
     state = {k: v.detach().clone() for k, v in model.state_dict().items()} if model is not None else {}
     modes = [m.training for m in model.modules()] if model is not None else []
+    trainable = [p.requires_grad for p in model.parameters()] if model is not None else []
+    data = {(split, k): v.clone() for split in ("train", "test") for k, v in getattr(ctx.data, split).fields.items()}
     with _calling(label, "the metric"):
         result = metric(ctx)
     values = _core(label, check_metric_result, result)
     bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v) and k not in allow_nonfinite]
     if bad:
         raise _fail(label, f"returned non-finite {', '.join(bad)}; expected finite values (or list the key in allow_nonfinite)")
+    changed = [f"{split} split's {k!r}" for (split, k), v in data.items() if not _same(getattr(ctx.data, split).fields[k], v)]
+    if changed:
+        raise _fail(label, f"changed the {changed[0]} in place; expected a metric to leave the data as it was (later metrics read it)")
     if model is not None:
-        changed = [k for k, v in model.state_dict().items() if k in state and not _same(v, state[k])]
+        now = model.state_dict()
+        changed = [k for k in now.keys() ^ state.keys()] + [k for k, v in now.items() if k in state and not _same(v, state[k])]
         if changed:
             raise _fail(label, f"changed the model's {changed[0]!r}; expected a metric to leave the model as it was")
         if [m.training for m in model.modules()] != modes:
             raise _fail(label, "changed the model's training mode; expected a metric to leave the model as it was")
+        if [p.requires_grad for p in model.parameters()] != trainable:
+            raise _fail(label, "changed which of the model's parameters require grad; expected a metric to leave the model as it was")
     return values

@@ -292,6 +292,19 @@ class CouplesExamples(Decoder):
         return Independent(Normal(loc - loc.mean(-2, keepdim=True), 1.0), 1)
 
 
+class LeaksFromTheFirst(Decoder):
+    """Every example's mean moves with example 0's: invisible when example 0 is checked alone."""
+
+    def forward(self, z, context=None):
+        loc = self.loc(z, context)
+        return Independent(Normal(loc + 0.5 * loc[..., :1, :], 1.0), 1)
+
+
+class FirstContextRowForAll(Decoder):
+    def forward(self, z, context=None):
+        return super().forward(z, context[..., :1, :].expand_as(context))
+
+
 class UnusedParameter(Decoder):
     def __init__(self) -> None:
         super().__init__()
@@ -334,7 +347,9 @@ def test_a_correct_decoder_passes():
         (IgnoresContext(), C, r"IgnoresContext: ignores its context: log_prob of the same values is unchanged when the context changes \(rows rolled by one\)"),
         (ConcatenatesContextAsIs(context=2), C, r"ConcatenatesContextAsIs: forward\(z of shape \(2, 5, 3\), context of shape \(5, 2\)\) raised RuntimeError: .*; "
          r"with sample dimensions \(2,\) prepended to its input, it must broadcast over them and broadcast its context \(one row per example\) to them"),
-        (CouplesExamples(), None, r"CouplesExamples: examples are not independent: the first example's log_prob alone differs"),
+        (CouplesExamples(), None, r"CouplesExamples: examples are not independent: example 0's log_prob alone differs"),
+        (LeaksFromTheFirst(), None, r"LeaksFromTheFirst: examples are not independent: example 1's log_prob alone differs"),
+        (FirstContextRowForAll(context=2), C, r"FirstContextRowForAll: examples are not independent: example 1's log_prob alone differs"),
         (UnusedParameter(), None, r"UnusedParameter: parameter 'forgotten' gets no gradient from log_prob"),
         (DetachedRsample(), None, r"DetachedRsample: has_rsample is True but rsample's draws carry no gradient"),
         (InfiniteLogProb(), None, r"InfiniteLogProb: log_prob under the distribution \(its own sample draws\) has 15 non-finite values of 15"),
@@ -399,6 +414,26 @@ class ElementwisePrior(Prior):
         return Normal(self.loc, temperature)
 
 
+class StrayDimension(Prior):
+    def forward(self, temperature: float = 1.0):
+        return Independent(Normal(self.loc[None], temperature), 1)
+
+
+class SampleIgnoresTemperature(Prior):
+    def sample(self, like, temperature: float = 1.0):
+        return super().sample(like)
+
+
+class RsampleWithoutGradient(Prior):
+    def rsample(self, like, temperature: float = 1.0):
+        return self(temperature).sample((like if isinstance(like, int) else len(like),))
+
+
+class SampleTakesNoTemperature(Prior):
+    def sample(self, like):
+        return super().sample(like)
+
+
 def test_a_correct_prior_passes():
     check_prior(Prior())
 
@@ -409,6 +444,11 @@ def test_a_correct_prior_passes():
         (IgnoresTemperature(), r"IgnoresTemperature: ignores its temperature: draws at temperature 0.5 equal those at 1"),
         (SumsItsDraws(), r"SumsItsDraws: sample\(3, temperature=0.5\) returned a Tensor of shape \(3,\), expected shape \(3, 3\)"),
         (ElementwisePrior(), r"ElementwisePrior: forward returned a Normal of batch shape \(3,\) with no input, so its log_prob is per coordinate"),
+        (StrayDimension(), r"StrayDimension: forward returned an Independent of batch shape \(1,\) with no input, .* it has an event already, "
+         r"so its parameters carry a stray leading dimension"),
+        (SampleIgnoresTemperature(), r"SampleIgnoresTemperature: sample\(3, temperature=0.5\) ignores its temperature: the same draws as at 1"),
+        (RsampleWithoutGradient(), r"RsampleWithoutGradient: rsample's draws carry no gradient to the parameters"),
+        (SampleTakesNoTemperature(), r"SampleTakesNoTemperature: sample\(3, temperature=0.5\) raised TypeError"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else None,
 )
@@ -561,6 +601,26 @@ class TwoSided(Loss):
         return result
 
 
+class DetachesFakeForTheGenerator(TwoSided):
+    """The generator term still reaches the critic's weights, so only grad_to shows that the generator gets nothing."""
+
+    def forward(self, inputs, terms):
+        result = super().forward(inputs, terms - {"generator"})
+        if "generator" in terms:
+            result["generator"] = -self.critic(inputs["fake"].detach()).mean()
+        return result
+
+
+class ReadsRealWhenThere(TwoSided):
+    """Its generator term changes with an input term_inputs leaves out, without failing when it is absent."""
+
+    def forward(self, inputs, terms):
+        result = super().forward(inputs, terms)
+        if "generator" in terms and "real" in inputs:
+            result["generator"] = result["generator"] + self.critic(inputs["real"]).mean()
+        return result
+
+
 class LyingTermInputs(TwoSided):
     def forward(self, inputs, terms):
         result = super().forward(inputs, terms)
@@ -609,8 +669,24 @@ class DetachesItsInput(Fixed):
         return {"loss": inputs["x"].detach().square().mean()}
 
 
-def test_a_term_without_anything_requiring_grad_is_not_asked_for_a_gradient():
-    check_loss(Fixed(), {"x": X})
+def test_grad_to_finds_a_generator_term_cut_off_from_the_generator():
+    fake = X.roll(1, 0).clone().requires_grad_()
+    check_loss(TwoSided(), {"real": X, "fake": fake}, grad_to={"generator": ["fake"], "critic": ["fake"]})
+    check_loss(DetachesFakeForTheGenerator(), {"real": X, "fake": fake})  # every term has a gradient somewhere
+    with pytest.raises(ContractError, match=r"DetachesFakeForTheGenerator: term 'generator' gets no gradient to input 'fake' \(detached\?\)"):
+        check_loss(DetachesFakeForTheGenerator(), {"real": X, "fake": fake}, grad_to={"generator": ["fake"]})
+    with pytest.raises(ValueError, match=r"grad_to names input 'real' for term 'generator', but it does not require grad"):
+        check_loss(TwoSided(), {"real": X, "fake": fake}, grad_to={"generator": ["real"]})
+
+
+def test_a_term_has_the_same_value_from_just_its_term_inputs():
+    with pytest.raises(ContractError, match=r"ReadsRealWhenThere: term 'generator' given only its term_inputs \['fake'\] differs from its value given every input"):
+        check_loss(ReadsRealWhenThere(), {"real": X, "fake": X.roll(1, 0)})
+
+
+def test_a_loss_is_checked_on_inputs_that_carry_gradients():
+    with pytest.raises(ValueError, match=r"Fixed: no parameter of the loss and no input requires grad, so no gradient can be checked"):
+        check_loss(Fixed(), {"x": X})  # a green test that checked no gradient at all would mislead
     check_loss(Fixed(), {"x": X.clone().requires_grad_()})
     with pytest.raises(ContractError, match=r"DetachesItsInput: term 'loss' carries no gradient although input 'x' requires grad"):
         check_loss(DetachesItsInput(), {"x": X.clone().requires_grad_()})
@@ -661,6 +737,30 @@ def test_a_metric_must_leave_the_model_as_it_was(ectx):
         check_metric(trains, ectx)
     with pytest.raises(ContractError, match=r"switches_to_training: changed the model's training mode"):
         check_metric(switches_to_training, ectx)
+
+    def freezes(ctx):
+        ctx.model.requires_grad_(False)
+        return {}
+
+    def adds_a_buffer(ctx):
+        ctx.model.register_buffer("seen", torch.zeros(()))
+        return {}
+
+    with pytest.raises(ContractError, match=r"freezes: changed which of the model's parameters require grad"):
+        check_metric(freezes, ectx)
+    with pytest.raises(ContractError, match=r"adds_a_buffer: changed the model's 'seen'"):
+        check_metric(adds_a_buffer, ectx)
+
+
+def test_a_metric_must_leave_the_data_as_it_was(tmp_path):
+    ectx = EvalContext(Tiny().eval(), Splits(TensorData({"x": X.clone()}), TensorData({"x": X.clone()})), torch.device("cpu"), tmp_path)
+
+    def normalises_in_place(ctx):
+        ctx.test.fields["x"].sub_(ctx.test.fields["x"].mean(0))
+        return {}
+
+    with pytest.raises(ContractError, match=r"normalises_in_place: changed the test split's 'x' in place; expected a metric to leave the data"):
+        check_metric(normalises_in_place, ectx)
 
 
 def test_a_metric_that_raises_is_reported_with_its_cause(ectx):
