@@ -225,6 +225,10 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
     return notes
 
 
+#: Where the compiled model keeps its sampler: tensors only a sampler holds are never trained, so another sampler may drop them.
+SAMPLER = "sampler."
+
+
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
     """Each name whose tensor an earlier name of ``state`` already holds (same storage and view), mapped to that name."""
     aliases: dict[str, str] = {}
@@ -253,13 +257,24 @@ def _fitted(path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved
     tensor (the sampler's view of a decoder the components hold) takes that
     one's value, so a sampler of another type, holding other parts under other
     names, still loads the trained run.  Names the checkpoint only listed as
-    aliases are not required of ``model`` either.
+    aliases are not required of ``model`` either, nor are the tensors only the
+    run's own sampler held (an inline prior of its own, which no player trains).
     """
     expected = model.state_dict()
     derived = _aliases(expected)
-    available = {**saved_aliases, **stored}
+    # A tensor the new sampler owns comes only from one the run's sampler owned, not from another part's alias of that name.
+    available = {**{k: v for k, v in saved_aliases.items() if not k.startswith(SAMPLER)}, **stored}
     missing = sorted(name for name in expected if name not in derived and name not in available)
-    unexpected = sorted(set(stored) - set(expected))
+    if missing and all(name.startswith(SAMPLER) for name in missing):
+        parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)} & set(missing)
+        if parameters:
+            raise CheckpointError(
+                f"{path}: the sampler has parameters of its own ({', '.join(sorted(parameters)[:3])}) that no checkpoint trained; "
+                "give it the trained components by name instead"
+            )
+        available.update({name: expected[name] for name in missing})  # its own buffers (a standard normal's) keep their built values
+        missing = []
+    unexpected = sorted(name for name in set(stored) - set(expected) if not name.startswith(SAMPLER))  # another sampler's own
     wrong = [
         f"{name} {tuple(available[name].shape)} vs {tuple(tensor.shape)}"
         for name, tensor in expected.items()

@@ -61,7 +61,10 @@ def broadcast_context(context: Tensor | None, batch_shape: torch.Size, features:
     if features == 0:
         return None
     if context is None:
-        raise ValueError(f"{owner} is conditional: it needs a context of {features} features, got none")
+        raise ValueError(
+            f"{owner} is conditional: it needs a context of {features} features, got none "
+            "(its caller passes one when a loss names a `context:`, to the parts its `conditioned` lists)"
+        )
     if context.shape[-1:] != (features,):
         raise ValueError(f"{owner} expects a context of {features} features, got shape {tuple(context.shape)}")
     try:

@@ -217,3 +217,25 @@ def test_a_sampler_of_another_type_loads_the_trained_run(tmp_path, toys_catalogu
     assert all(torch.equal(v, trained[k]) for k, v in other.state_dict().items() if not k.startswith("sampler."))
     decoder = other.sampler.model.decoder.net.net[0].weight
     assert torch.equal(decoder, run.model.components["decoder"].net.net[0].weight)
+
+
+def test_a_samplers_own_tensors_are_left_behind_and_untrained_ones_refused(tmp_path, toys_catalogue):
+    """Tensors only a sampler holds are never trained: another sampler drops them; one with parameters of its own is refused."""
+    raw = spec_dict(VAE, steps=2)
+    raw["sample"]["prior"] = {"type": "diagonal_normal", "shape": [4]}  # inline: the sampler's own parameters
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train()
+    checkpoint = list_checkpoints(tmp_path / "run")[-1]
+    others = [
+        {"type": "ancestral", "prior": "prior", "decoder": "decoder"},
+        {"type": "ancestral", "prior": {"type": "standard_normal", "shape": [4]}, "decoder": "decoder"},  # buffers only
+        {"type": "latent_model", "model": "vae"},
+    ]
+    for sampler in others:
+        other = build(load_spec({**raw, "sample": sampler}, catalogue=toys_catalogue), "cpu")[0]
+        load_checkpoint(checkpoint, other)
+        assert torch.equal(other.components["decoder"].net.net[0].weight, run.model.components["decoder"].net.net[0].weight)
+    plain = Run.create(load_spec(spec_dict(VAE, steps=1), catalogue=toys_catalogue), tmp_path / "plain", progress=False)
+    plain.train()
+    with pytest.raises(CheckpointError, match=r"the sampler has parameters of its own \(sampler.prior.loc, sampler.prior.log_scale\) that no checkpoint trained"):
+        load_checkpoint(list_checkpoints(tmp_path / "plain")[-1], run.model)

@@ -117,6 +117,11 @@ class Flow(nn.Module):
     def forward(self, context: Tensor | None = None, temperature: float = 1.0) -> FlowDistribution:
         if context is not None and self.context_shape is None:
             raise ValueError("this flow takes no context, but one was given")
+        if context is not None and (context.dim() < len(self.context_shape) + 1 or context.shape[-len(self.context_shape) :] != self.context_shape):
+            hint = f" (integer labels? a class condition is one_hot(y, {self.context_shape[0]}))" if context.dim() == 1 else ""
+            raise ValueError(
+                f"this flow takes one context row of shape {tuple(self.context_shape)} per example, got a context of shape {tuple(context.shape)}{hint}"
+            )
         return FlowDistribution(self.base(), self.transform, context, temperature)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:

@@ -85,6 +85,8 @@ class VAE(LatentVariableModel):
 
 
 class VAEParams(ObjectiveParams):
+    parts = ("encoder", "decoder", "prior")
+
     encoder: Ref("encoder") = Field(..., description="encoder q(z|x)")  # type: ignore[valid-type]
     decoder: Ref("decoder") = Field(..., description="decoder p(x|z)")  # type: ignore[valid-type]
     prior: Ref("prior", "flow") = Field(..., description="prior p(z): a prior or a flow")  # type: ignore[valid-type]

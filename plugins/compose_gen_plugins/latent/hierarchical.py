@@ -57,6 +57,8 @@ def precision_weighted(bottom_up: Distribution, top_down: Distribution) -> Distr
 class HierarchicalVAE(LatentVariableModel):
     """p(z₂)p(z₁|z₂)p(x|z₁) with q(z₂|x)q(z₁|x,z₂); see the module docstring."""
 
+    inference_parts = frozenset({"encoder_top", "encoder_bottom"})
+
     def __init__(
         self,
         encoder_top: nn.Module,
@@ -106,6 +108,8 @@ class HierarchicalVAE(LatentVariableModel):
 
 
 class HierarchicalParams(ObjectiveParams):
+    parts = ("encoder_top", "encoder_bottom", "conditional_prior", "prior", "decoder")
+
     encoder_top: Ref("encoder") = Field(..., description="encoder q(z₂|x)")  # type: ignore[valid-type]
     encoder_bottom: Ref("encoder") = Field(  # type: ignore[valid-type]
         ..., description="bottom-up estimate q̂(z₁|x), merged with p(z₁|z₂)"

@@ -24,6 +24,8 @@ __all__ = ["HybridParams", "build_hybrid_vae_flow"]
 
 
 class HybridParams(VAEParams):
+    parts = (*VAEParams.parts, "bijectors")
+
     bijectors: list[Ref("bijector")] = Field(..., min_length=1, description="the flow f: x -> y")  # type: ignore[valid-type]
 
 

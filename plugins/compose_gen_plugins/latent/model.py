@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from compose_gen import BuildContext, Chain, ClassConditions, Loss, LossName, Params, Sampler, Value, log_mean_exp
+from compose_gen.registry import suggest
 from compose_gen_plugins.networks import conditioned
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "location",
     "prior_given",
     "reads_context",
+    "unknown_part",
     "sample_prior",
 ]
 
@@ -158,6 +160,8 @@ class LatentVariableModel(Loss):
 
     #: Parts that take a context only when conditional (priors and flows); every other part reads a model's context by default.
     optional_context: ClassVar[frozenset[str]] = frozenset({"prior", "bijectors"})
+    #: Parts of q, not of the generative model: a context only they read does not change the samples.
+    inference_parts: ClassVar[frozenset[str]] = frozenset({"encoder"})
 
     def __init__(self, objective: "ObjectiveParams", parts: Mapping[str, nn.Module | None]) -> None:
         super().__init__()
@@ -180,9 +184,9 @@ class LatentVariableModel(Loss):
         if objective.conditioned is None:
             return frozenset(name for name, m in parts.items() if name not in self.optional_context or reads_context(m))
         listed = set(objective.conditioned)
-        unknown = sorted(listed - set(parts))
+        unknown = unknown_part(objective.conditioned, tuple(parts))
         if unknown:
-            raise ValueError(f"conditioned names {', '.join(map(repr, unknown))}; this model's parts are {', '.join(parts)}")
+            raise ValueError(unknown)
         for name, module in parts.items():
             if name not in self.optional_context:
                 continue
@@ -258,8 +262,19 @@ class LatentVariableModel(Loss):
         return {"loss": loss, **logs}
 
 
+def unknown_part(listed: list[str], parts: tuple[str, ...]) -> str | None:
+    """What is wrong with a ``conditioned`` list naming a part the model lacks, or None."""
+    for name in listed:
+        if name not in parts:
+            return f"conditioned names {name!r}{suggest(name, parts)} (this model's parts are {', '.join(parts)})"
+    return None
+
+
 class ObjectiveParams(Params):
     """The bound a latent-variable model trains."""
+
+    #: The model's parts as its fields name them, which ``conditioned`` may list (a subclass's; empty: checked at build).
+    parts: ClassVar[tuple[str, ...]] = ()
 
     x: Value = Field("x", description="graph value with the examples x")
     context: Value | None = Field(
@@ -276,6 +291,14 @@ class ObjectiveParams(Params):
     kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")
     beta: float = Field(1.0, ge=0.0, description="final weight of the KL in the ELBO loss (β-VAE)")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta")
+
+    @field_validator("conditioned")
+    @classmethod
+    def _known_parts(cls, value: list[str] | None) -> list[str] | None:
+        unknown = unknown_part(value, cls.parts) if value is not None and cls.parts else None
+        if unknown:
+            raise ValueError(unknown)
+        return value
 
     @model_validator(mode="after")
     def _conditioned_needs_context(self) -> "ObjectiveParams":
@@ -324,4 +347,9 @@ def build_model_sampler(p: ModelSamplerParams, ctx: BuildContext) -> ModelSample
         raise ValueError(f"loss {p.model!r} is conditioned on {value!r}: set classes to sample by class")
     if value is None and p.classes is not None:
         raise ValueError(f"loss {p.model!r} is not conditional (it has no context), so it cannot be sampled by class")
+    if isinstance(model, LatentVariableModel) and value is not None and not model.conditioned - model.inference_parts:
+        raise ValueError(
+            f"loss {p.model!r} reads its context only in {', '.join(sorted(model.conditioned))} (its q), so its samples do not depend "
+            "on the class: condition the decoder or the prior to sample by class"
+        )
     return ModelSampler(model, p.mean, None if value is None else ClassConditions(value, p.classes))

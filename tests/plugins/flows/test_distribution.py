@@ -161,6 +161,10 @@ def test_conditional_flow_samples_and_scores_given_the_context():
     torch.testing.assert_close(out["loss"], -flow.log_prob(x, context).mean())
     with pytest.raises(ValueError, match="takes no context"):
         affine_flow()(torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r"one context row of shape \(2,\) per example, got a context of shape \(5,\) \(integer labels\? .*one_hot\(y, 2\)"):
+        flow(torch.arange(5) % 2)
+    with pytest.raises(ValueError, match=r"one context row of shape \(2,\) per example, got a context of shape \(5, 3\)$"):
+        flow(torch.randn(5, 3))
 
 
 def test_glow_flow_samples_images_and_scores_them():

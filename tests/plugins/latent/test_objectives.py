@@ -274,9 +274,25 @@ def test_a_conditional_vae_spec_samples_by_class() -> None:
     [
         (CONDITIONAL, {}, "loss 'vae' is conditioned on 'c': set classes to sample by class"),
         ({}, {"classes": 10}, "loss 'vae' is not conditional"),
+        (
+            {"context": "c", "encoder": {"context_features": 10}, "conditioned": ["encoder"]},
+            {"classes": 10},
+            r"loss 'vae' reads its context only in encoder \(its q\), so its samples do not depend on the class",
+        ),
     ],
 )
 def test_latent_model_sampler_classes_must_match_the_loss(loss: dict, sample: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message) as error:
         build(load_spec(digits_vae(dict(loss), sample)), "cpu")
     assert error.value.problems[0].path[0] == "sample"
+
+
+def test_conditioned_is_checked_where_it_is_written() -> None:
+    """A misspelt part is refused by the spec itself (validate --static), at the field, with the nearest name."""
+    raw = digits_vae(dict(CONDITIONAL, conditioned=["decoder", "priro"]), {"classes": 10})
+    with pytest.raises(SpecError, match=r"conditioned names 'priro'; did you mean 'prior'\? \(this model's parts are encoder, decoder, prior\)") as error:
+        load_spec(raw)
+    assert error.value.problems[0].path == ("losses", "vae", "conditioned")
+    raw["losses"]["vae"].update(type="hybrid_vae_flow", conditioned=["bijector"], bijectors=[{"type": "reverse", "shape": [64]}])
+    with pytest.raises(SpecError, match=r"did you mean 'bijectors'\?"):
+        load_spec(raw)

@@ -261,7 +261,7 @@ def test_conditioned_names_parts_that_can_read_the_context() -> None:
         build(vae.prior, conditioned=["prior"])
     with pytest.raises(ValueError, match=r"'prior' is conditional \(it takes a context\), so list it in conditioned"):
         build(conditional_prior, conditioned=["encoder"])
-    with pytest.raises(ValueError, match=r"conditioned names 'encodr'; this model's parts are encoder, decoder, prior"):
+    with pytest.raises(ValueError, match=r"conditioned names 'encodr'; did you mean 'encoder'\? \(this model's parts are encoder, decoder, prior\)"):
         build(conditional_prior, conditioned=["encodr", "prior"])
     with pytest.raises(ValueError, match="lists a part twice"):
         ObjectiveParams(context="c", conditioned=["prior", "prior"])
