@@ -37,6 +37,27 @@ def to_dot(graph: nx.DiGraph, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ordered_layers(graph: nx.DiGraph, sweeps: int = 4) -> list[list[str]]:
+    """The topological layers, each ordered to cross few edges: barycentre sweeps (Sugiyama et al. 1981).
+
+    Going down, a node moves to the mean place of its predecessors; going up, of
+    its successors; a node with none there keeps its place.
+    """
+    layers = [sorted(layer) for layer in nx.topological_generations(graph)]
+    place = {node: i for layer in layers for i, node in enumerate(layer)}
+    for _ in range(sweeps):
+        for order, neighbours in ((layers[1:], graph.predecessors), (layers[-2::-1], graph.successors)):
+            for layer in order:
+                centre = {n: _mean([place[m] for m in neighbours(n)], place[n]) for n in layer}
+                layer.sort(key=centre.__getitem__)
+                place.update({n: i for i, n in enumerate(layer)})
+    return layers
+
+
+def _mean(values: list[float], default: float) -> float:
+    return sum(values) / len(values) if values else default
+
+
 def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
     """Write ``graph`` to ``path``; the suffix picks DOT, PNG or SVG."""
     suffix = path.suffix.lower()
@@ -51,24 +72,21 @@ def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    layered = graph.copy()
-    for depth, generation in enumerate(nx.topological_generations(layered)):
-        for node in generation:
-            layered.nodes[node]["layer"] = depth
-    layers = list(nx.get_node_attributes(layered, "layer").values())
-    positions = nx.multipartite_layout(layered, subset_key="layer")
-    crowd = max((layers.count(layer) for layer in set(layers)), default=1)  # nodes in the fullest layer
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * (1 + max(layers, default=0))), max(4, 0.55 * crowd)), dpi=120)
-    labels = {n: _label(n) for n in graph.nodes}
-    # each label sits in a box of its kind's colour; arrows stop about half a box short of its centre
-    clearance = [(5.0 * len(labels[n]) + 16) ** 2 for n in graph.nodes]  # networkx reads node_size as an area
-    nx.draw_networkx_edges(graph, positions, ax=ax, node_size=clearance, arrowsize=12, edge_color="#4b5563")
-    for node, (x, y) in positions.items():
+    layers = _ordered_layers(graph)
+    positions = {node: (depth, (len(layer) - 1) / 2 - i) for depth, layer in enumerate(layers) for i, node in enumerate(layer)}
+    crowd = max(map(len, layers), default=1)  # nodes in the fullest layer
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(layers)), max(4, 0.55 * crowd)), dpi=120)
+    texts = {}
+    for node, (x, y) in positions.items():  # each label in a box of its kind's colour
         box = {"boxstyle": "round,pad=0.4", "facecolor": _STYLE.get(_kind(node), ("", "white"))[1], "edgecolor": "#374151"}
-        ax.text(x, y, labels[node], ha="center", va="center", fontsize=8, bbox=box, zorder=3)
+        texts[node] = ax.text(x, y, _label(node), ha="center", va="center", fontsize=8, bbox=box, zorder=3)
     xs, ys = zip(*positions.values(), strict=True) if positions else ((0.0,), (0.0,))
-    ax.set_xlim(min(xs) - 0.12, max(xs) + 0.12)
-    ax.set_ylim(min(ys) - 0.08, max(ys) + 0.08)
+    ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    fig.canvas.draw()  # places the boxes, so that each arrow can run from edge to edge
+    for a, b in graph.edges:
+        style = {"arrowstyle": "-|>", "mutation_scale": 12, "color": "#4b5563", "patchA": texts[a].get_bbox_patch(), "patchB": texts[b].get_bbox_patch()}
+        ax.annotate("", xy=positions[b], xytext=positions[a], arrowprops={**style, "shrinkA": 1, "shrinkB": 1}, zorder=4)
     kinds = sorted({_kind(n) for n in graph.nodes} & set(_STYLE))
     handles = [Patch(facecolor=_STYLE[k][1], edgecolor="#374151", label=k) for k in kinds]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
