@@ -29,7 +29,7 @@ import difflib
 import importlib.metadata
 import traceback
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Literal
 
 import pluggy
 
@@ -84,11 +84,13 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool = True) -> Catalogue:
+def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Literal["first-party"] = True) -> Catalogue:
     """Build a catalogue from ``plugins`` (modules or objects with hook implementations).
 
     With ``entry_points`` true, every plugin of the ``compose_gen`` entry-point
-    group is loaded too (the first-party ones first).
+    group is loaded too (the first-party ones first); with ``"first-party"``,
+    only compose_gen's own, so a test sees its plugins beside the built-in
+    types and no other installed package.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -96,7 +98,7 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool = True)
     named: list[tuple[str, object]] = [(getattr(p, "__name__", repr(p)), p) for p in plugins]
     first_party: set[str] = set()
     if entry_points:
-        loaded = _load_entry_points(catalogue)
+        loaded = _load_entry_points(catalogue, first_party_only=entry_points == "first-party")
         first_party = {name for name, _, dist in loaded if dist == FIRST_PARTY}
         installed = {id(module): name for name, module, _ in loaded}
         named = [(installed.get(id(plugin), name), plugin) for name, plugin in named]  # an installed plugin keeps its name
@@ -116,9 +118,11 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool = True)
     return catalogue
 
 
-def _load_entry_points(catalogue: Catalogue) -> list[tuple[str, object, str]]:
+def _load_entry_points(catalogue: Catalogue, first_party_only: bool = False) -> list[tuple[str, object, str]]:
     """``(name, module, distribution)`` of every loadable entry point, first-party first; refusals recorded."""
     points = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda p: _distribution(p) != FIRST_PARTY)
+    if first_party_only:
+        points = [p for p in points if _distribution(p) == FIRST_PARTY]
     loaded: list[tuple[str, object, str]] = []
     owner: dict[str, str] = {}
     for point in points:

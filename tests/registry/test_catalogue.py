@@ -246,3 +246,10 @@ def test_a_first_party_module_passed_explicitly_stays_first_party_and_wins_whate
     catalogue = make_catalogue([plugin(widget("mlp"), name="early"), networks])
     assert catalogue.plugin_of["mlp"] == "networks"
     assert catalogue.failures == {"early": "type 'mlp' is first-party (plugin 'networks'); this plugin's is not used, rename it"}
+
+
+def test_a_catalogue_of_first_party_types_leaves_other_installed_plugins_out(install_plugin) -> None:
+    """A test of a variant of an installed type, beside the built-in types, without the installed copy clashing with it."""
+    install_plugin("gizmos", GIZMO)
+    catalogue = make_catalogue([plugin(widget("gizmo"), name="variant")], entry_points="first-party")
+    assert not catalogue.conflicts and catalogue.plugin_of["gizmo"] == "variant" and "mlp" in catalogue
