@@ -10,7 +10,10 @@ r"""Metrics of latent-variable models: test log-likelihood and posterior-collaps
   :math:`\mathrm{KL}(q(z_d|x)\,\|\,p(z_d))` of each latent dimension (diagonal
   Gaussian posterior and prior) and the number of active units
   :math:`A = \#\{d : \mathrm{Cov}_x(\mathbb{E}_{q(z|x)}[z_d]) > 0.01\}` (Burda et al.
-  2016, §5.2); collapsed dimensions have KL ≈ 0 and are inactive.  For a
+  2016, §5.2); collapsed dimensions have KL ≈ 0 and are inactive.  A layer whose
+  prior or posterior is no diagonal Gaussian (a flow, a mixture) reports its
+  total KL alone, ``kl_mc``: :math:`\frac1S\sum_s \log q(z_s|x) - \log p(z_s)`
+  over ``kl_samples`` draws :math:`z_s \sim q`.  For a
   conditional model the variance is that of the means' residuals after a least-squares
   fit on the condition (for one-hot classes, the pooled within-class variance), so a
   unit that moves with c alone, carrying nothing about x, is not counted active.
@@ -34,7 +37,7 @@ from torch.distributions import kl_divergence
 from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.core import batches
 from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
-from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, location
+from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "latent_model", "unexplained_variance"]
 
@@ -96,12 +99,14 @@ def build_importance_sampled_nll(p: ImportanceSampledNLLParams, ctx: BuildContex
 class PosteriorCollapse:
     """Per-dimension KL and active units of every stochastic layer over the test split."""
 
-    def __init__(self, name: str, model: LatentVariableModel, threshold: float) -> None:
-        self.name, self.model, self.threshold = name, model, threshold
+    def __init__(self, name: str, model: LatentVariableModel, threshold: float, kl_samples: int = 16) -> None:
+        self.name, self.model, self.threshold, self.kl_samples = name, model, threshold, kl_samples
 
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
+        torch.manual_seed(ectx.seed)
         kl_sums: dict[str, torch.Tensor] = {}
+        kl_estimates: dict[str, float] = {}
         unfactorised: set[str] = set()
         means: dict[str, list[torch.Tensor]] = {}
         conditions: list[torch.Tensor] = []
@@ -112,21 +117,25 @@ class PosteriorCollapse:
                 conditions.append(context.reshape(len(batch["x"]), -1))
             for level in self.model.levels(batch["x"], context=context):
                 means.setdefault(level.name, []).append(location(level.posterior))
-                if level.name in unfactorised:
-                    continue
-                try:
-                    per_dim = kl_divergence(as_normal(level.posterior, "posterior"), as_normal(level.prior, "prior"))
-                except TypeError:  # a mixture or flow: no KL per dimension
-                    unfactorised.add(level.name)
-                    continue
-                kl_sums[level.name] = kl_sums.get(level.name, 0) + per_dim.sum(0)
+                if level.name not in unfactorised:
+                    try:
+                        per_dim = kl_divergence(as_normal(level.posterior, "posterior"), as_normal(level.prior, "prior"))
+                        kl_sums[level.name] = kl_sums.get(level.name, 0) + per_dim.sum(0)
+                        continue
+                    except TypeError:  # a mixture or flow: no KL per dimension
+                        unfactorised.add(level.name)
+                z, log_q = draw(level.posterior, self.kl_samples, with_log_prob=True)
+                estimate = (log_q - level.prior.log_prob(z)).mean(0)
+                kl_estimates[level.name] = kl_estimates.get(level.name, 0.0) + float(estimate.double().sum())
             count += len(batch["x"])
         results: dict[str, float] = {}
         for name, values in means.items():
             key = f"test/{self.name}.{name}"
             variance = unexplained_variance(torch.cat(values), torch.cat(conditions) if conditions else None)
             results[f"{key}.active_units"] = float((variance > self.threshold).sum())
-            if name in kl_sums and name not in unfactorised:
+            if name in unfactorised:
+                results[f"{key}.kl_mc"] = kl_estimates[name] / count
+            else:
                 kl = kl_sums[name] / count
                 results[f"{key}.kl"] = float(kl.sum())
                 results.update({f"{key}.kl_dim{d:02d}": float(v) for d, v in enumerate(kl)})
@@ -151,8 +160,9 @@ def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
 class PosteriorCollapseParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss")
     threshold: float = Field(0.01, gt=0.0, description="a unit is active when Cov_x(E_q[z_d]) exceeds this")
+    kl_samples: int = Field(16, gt=0, description="draws per example of the KL estimate of a layer with a flow or mixture")
 
 
 def build_posterior_collapse(p: PosteriorCollapseParams, ctx: BuildContext) -> PosteriorCollapse:
     """Posterior-collapse diagnostics: KL per latent dimension and active units (Burda et al. 2016)."""
-    return PosteriorCollapse(p.model, latent_model(ctx, p.model, "levels"), p.threshold)
+    return PosteriorCollapse(p.model, latent_model(ctx, p.model, "levels"), p.threshold, p.kl_samples)

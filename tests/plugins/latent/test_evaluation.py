@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence
 from torch.nn.functional import one_hot
 
 from compose_gen.compiler import GenerativeModel
@@ -26,6 +27,7 @@ from compose_gen_plugins.latent.evaluation import ImportanceSampledNLL, Posterio
 from compose_gen_plugins.latent.grids import interpolate, slerp
 from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import ObjectiveParams
+from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
 X_DIM, LATENT = 4, 3
 
@@ -97,6 +99,23 @@ def test_posterior_collapse_finds_the_dimensions_that_ignore_x(tmp_path: Path) -
     # KL(N(x_d, 1) ‖ N(0, 1)) = x_d²/2, averaged over the test set.
     assert result["test/m.z.kl_dim00"] == pytest.approx(float(x[:, 0].square().mean() / 2), rel=1e-4)
     assert result["test/m.z.kl"] == pytest.approx(sum(result[f"test/m.z.kl_dim0{d}"] for d in range(LATENT)))
+
+
+@torch.no_grad()
+def test_posterior_collapse_estimates_the_kl_to_a_mixture_prior_by_monte_carlo(tmp_path: Path) -> None:
+    """A one-component mixture is N(μ, σ²) in disguise: the estimate ``kl_mc`` meets the closed form."""
+    prior = GaussianMixturePrior(LATENT, components=1)
+    with torch.no_grad():
+        prior.loc.copy_(torch.tensor([[0.5, -1.0, 2.0]]))
+        prior.log_scale.fill_(math.log(1.5))
+    decoder = BernoulliDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,))
+    model = VAE(prior_encoder(active=2), decoder, prior, ObjectiveParams())
+    x = torch.randn(60, X_DIM)
+    result = PosteriorCollapse("m", model, threshold=0.01, kl_samples=400)(context(x, tmp_path))
+    q = model.encoder(x)
+    exact = kl_divergence(q, Independent(Normal(prior.loc[0], prior.log_scale[0].exp()), 1)).mean()
+    assert "test/m.z.kl" not in result and result["test/m.z.active_units"] == 2.0
+    assert result["test/m.z.kl_mc"] == pytest.approx(float(exact), abs=0.05)  # S·n = 24000 draws; the KL here is ≈ 2 nats
 
 
 def test_spherical_interpolation_keeps_the_norm_and_moves_at_constant_angle() -> None:
