@@ -109,10 +109,21 @@ def _require_eight_bit(image: Image.Image, path: Path) -> None:
     """Refuse an image of more than 8 bits per channel, which Pillow's ``convert`` would clip or truncate."""
     values = ImageMode.getmode(image.mode).typestr  # "|u1" for 8-bit modes, "|b1" for bilevel
     if values[1:] not in ("u1", "b1"):
-        raise file_error(
-            path, f"has Pillow mode {image.mode!r} ({np.dtype(values)} values); image_folder reads images of 8 bits "
-            "per channel: convert it, or save the pixels as .npy and use type: npy with pixel_max"
-        )
+        raise file_error(path, f"has Pillow mode {image.mode!r} ({np.dtype(values)} values); {EIGHT_BITS}")
+    if image.format == "PNG" and _png_bit_depth(path) == 16:  # colour PNGs of 16 bits open as 8-bit RGB(A), truncated
+        raise file_error(path, f"is a 16-bit {image.mode} PNG, which Pillow reads as 8 bits per channel; {EIGHT_BITS}")
+
+
+EIGHT_BITS = (
+    "image_folder reads images of 8 bits per channel: convert it, or save the pixels as .npy and use type: npy with pixel_max"
+)
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bits per sample, from the PNG's IHDR chunk (signature, length, b"IHDR", width, height, then the depth)."""
+    with open(path, "rb") as file:
+        header = file.read(25)
+    return header[24] if len(header) == 25 and header[12:16] == b"IHDR" else 8
 
 
 def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) -> Splits:

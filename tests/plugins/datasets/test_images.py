@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,27 @@ def test_image_folder_refuses_more_than_8_bits(build, tmp_path: Path, pixels, su
     for mode_read in ("grayscale", "rgb"):
         with pytest.raises(DatasetError, match=expected):
             build("image_folder", root=str(tmp_path), mode=mode_read)
+
+
+def write_png16_rgb(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit RGB PNG, by hand: Pillow cannot write one (and reads one as 8-bit RGB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[r].astype(">u2").tobytes() for r in range(height))  # filter type 0 per row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # depth 16, colour type 2 (RGB)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_image_folder_refuses_a_16_bit_rgb_png_that_pillow_would_truncate(build, tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", np.full((4, 4), 7))
+    write_png16_rgb(tmp_path / "b.png", np.full((4, 4, 3), 30_000, np.uint16))
+    with Image.open(tmp_path / "b.png") as image:
+        assert image.mode == "RGB"  # what Pillow makes of it: nothing in the mode says 16 bits
+    with pytest.raises(DatasetError, match=rf"^{tmp_path / 'b.png'}: is a 16-bit RGB PNG, which Pillow reads as 8 bits per channel"):
+        build("image_folder", root=str(tmp_path))
 
 
 def test_image_folder_keeps_palette_and_bilevel_images(build, tmp_path: Path) -> None:
