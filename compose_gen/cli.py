@@ -79,14 +79,15 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     progress = not args.no_progress
+    steps = [f"train.steps={args.steps}"] if args.steps is not None else []  # on a resume, the schedule stretches to the new end
     if args.resume:
-        run = Run.load(args.resume, args.device, args.set, progress=progress)
-        if args.steps is None:
-            args.steps = run.spec.model.train.steps
+        run = Run.load(args.resume, args.device, [*args.set, *steps], progress=progress)
+        if steps and run.trainer.step >= args.steps:
+            raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already; give --steps beyond it")
+        args.steps = run.spec.model.train.steps
     else:
         if not args.spec:
             raise SystemExit("compose-gen train: give a SPEC, or --resume RUN_DIR")
-        steps = [f"train.steps={args.steps}"] if args.steps is not None else []
         run = Run.create(load_spec(args.spec, [*args.set, *steps]), args.out, args.device, progress)
     main_process = run.trainer.dist.is_main
     if main_process:
@@ -179,7 +180,9 @@ def _parser() -> argparse.ArgumentParser:
         "each process trains on its slice of the global batch",
     )
     p.add_argument("spec", nargs="?")
-    p.add_argument("--steps", type=int, help="rounds to train (a new run: sets train.steps; --resume: train until this round)")
+    p.add_argument(
+        "--steps", type=int, help="rounds to train: sets train.steps (with --resume, train until this round; the schedule stretches to it)"
+    )
     p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP); must not hold checkpoints yet")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest readable checkpoint")

@@ -111,6 +111,10 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
     assert results["step"] == 10 and results["test/vae.elbo"] < 0
     assert main(["train", "--resume", str(run), "--steps", "15", "--no-progress"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["step"] == 15
+    assert yaml.safe_load((run / "spec.yaml").read_text())["train"]["steps"] == 15  # the schedule runs to the new end
+    with pytest.raises(SystemExit, match=rf"{run} is at step 15 already; give --steps beyond it"):
+        main(["train", "--resume", str(run), "--steps", "12", "--no-progress"])
+    assert yaml.safe_load((run / "spec.yaml").read_text())["train"]["steps"] == 15
     assert main(["runs", str(tmp_path)]) == 0
     assert "tiny_vae  step 15" in capsys.readouterr().out
     recorded = (run / "evaluation.json").read_text()
