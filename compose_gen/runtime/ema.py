@@ -1,10 +1,14 @@
 """An exponential moving average of some components' weights, for sampling and evaluation.
 
-After every optimizer step that changes them, ``avg ← decay·avg + (1 − decay)·θ``
+After every optimizer step that changes them, ``avg ← d_t·avg + (1 − d_t)·θ``
 (Polyak & Juditsky 1992; for GAN generators Yazıcı et al. 2019, Karras et al. 2018),
-starting from the initial weights, so after t updates
-``avg_t = decay^t θ_0 + (1 − decay) Σ_{k=1..t} decay^{t−k} θ_k``.
-The averages are buffers of a submodule ``ema`` of the model, so checkpoints hold them.
+starting from the initial weights.  With ``warmup`` the rate ramps up as in
+TensorFlow's ``ExponentialMovingAverage``: at training round t,
+``d_t = min(decay, (1 + t) / (10 + t))``, so a run much shorter than
+``1 / (1 − decay)`` steps does not average mostly its initial weights (at
+decay 0.999 and a constant rate, 82% of the average after 200 steps would still
+be θ_0).  The averages are buffers of a submodule ``ema`` of the model, so
+checkpoints hold them; the rate follows the round, which checkpoints hold too.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ class _Shadow(nn.Module):
 class WeightAverage(nn.Module):
     """Averages of the parameters of ``components`` (name → module) with the given ``decay``."""
 
-    def __init__(self, components: dict[str, nn.Module], decay: float) -> None:
+    def __init__(self, components: dict[str, nn.Module], decay: float, warmup: bool = True) -> None:
         super().__init__()
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         live = {name: list(module.parameters()) for name, module in components.items()}
         self.shadows = nn.ModuleDict({name: _Shadow(params) for name, params in live.items()})
         self._live = [p for params in live.values() for p in params]
@@ -41,10 +45,14 @@ class WeightAverage(nn.Module):
     def _averages(self) -> list[torch.Tensor]:
         return [b for shadow in self.shadows.values() for b in shadow.buffers()]
 
+    def rate(self, step: int) -> float:
+        """The decay d_t at training round ``step``."""
+        return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self) -> None:
-        """One step of the average towards the current weights."""
-        torch._foreach_lerp_(self._averages(), [p.detach() for p in self._live], 1.0 - self.decay)
+    def update(self, step: int) -> None:
+        """One step of the average towards the current weights, at training round ``step``."""
+        torch._foreach_lerp_(self._averages(), [p.detach() for p in self._live], 1.0 - self.rate(step))
 
     @contextmanager
     def applied(self) -> Iterator[None]:

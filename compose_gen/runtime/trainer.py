@@ -137,7 +137,7 @@ class Trainer:
     def __post_init__(self) -> None:
         self.train = self.model.spec.model.train
         if self.train.ema is not None:
-            self.ema = _make_average(self.model, self.train.ema.components, self.train.ema.decay)
+            self.ema = _make_average(self.model, self.train.ema.components, self.train.ema.decay, self.train.ema.warmup)
         for name, plan in self.model.plans.items():
             self.optimizers[name] = make_optimizer(plan.spec.optimizer or self.train.optimizer, plan.params)
         self._base_lr = {n: [g["lr"] for g in o.param_groups] for n, o in self.optimizers.items()}
@@ -298,7 +298,7 @@ class Trainer:
         for call in plan.losses:
             call.module.after_step(call.terms)
         if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
-            self.ema.update()
+            self.ema.update(self.step)
         if grads_ok:
             logs[f"{name}.grad_norm"] = norm
         return logs
@@ -441,11 +441,11 @@ class Trainer:
                 signal.signal(sig, handler)
 
 
-def _make_average(model: GenerativeModel, names: list[str], decay: float) -> WeightAverage:
+def _make_average(model: GenerativeModel, names: list[str], decay: float, warmup: bool) -> WeightAverage:
     """A :class:`WeightAverage` of the named components (the spec checked the names), registered on the model as ``ema``."""
     empty = [n for n in names if not any(True for _ in model.components[n].parameters())]
     if empty:
         raise ValueError(f"train.ema.components: {empty} hold no parameters to average")
-    average = WeightAverage({n: model.components[n] for n in names}, decay)
+    average = WeightAverage({n: model.components[n] for n in names}, decay, warmup)
     model.ema = average
     return average

@@ -190,6 +190,7 @@ class EMASpec(_Strict):
 
     components: list[str] = Field(..., min_length=1, description="components whose parameters are averaged")
     decay: float = Field(0.999, gt=0.0, lt=1.0, description="avg ← decay·avg + (1 − decay)·θ after each optimizer step")
+    warmup: bool = Field(True, description="ramp the decay up as min(decay, (1 + t) / (10 + t)) at round t, so short runs average trained weights")
 
 
 class TrainSpec(_Strict):

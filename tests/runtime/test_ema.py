@@ -17,12 +17,12 @@ EMA = {"components": ["generator"], "decay": 0.75}
 def test_average_is_the_closed_form_and_applied_restores_the_live_weights():
     torch.manual_seed(0)
     net = nn.Linear(3, 2).double()
-    average = WeightAverage({"net": net}, decay=0.6)
+    average = WeightAverage({"net": net}, decay=0.6, warmup=False)
     history = [net.weight.detach().clone()]
-    for _ in range(4):
+    for step in range(4):
         with torch.no_grad():
             net.weight.add_(torch.randn_like(net.weight))
-        average.update()
+        average.update(step)
         history.append(net.weight.detach().clone())
     t = len(history) - 1
     closed = 0.6**t * history[0] + 0.4 * sum(0.6 ** (t - k) * history[k] for k in range(1, t + 1))
@@ -32,8 +32,27 @@ def test_average_is_the_closed_form_and_applied_restores_the_live_weights():
     assert torch.equal(net.weight, history[-1])
 
 
+def test_warmup_ramps_the_decay_so_a_short_run_averages_trained_weights():
+    """d_t = min(decay, (1 + t)/(10 + t)): after 200 steps at decay 0.999 the average has left θ_0, not so at a constant rate."""
+    net = nn.Linear(1, 1, bias=False).double()
+    averages = {warmup: WeightAverage({"net": net}, decay=0.999, warmup=warmup) for warmup in (True, False)}
+    assert [averages[True].rate(t) for t in (0, 1, 10, 10_000)] == [0.1, 2 / 11, 11 / 20, 0.999]
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+        for average in averages.values():
+            average.shadows["net"].p0.fill_(0.0)  # θ_0 = 0, then θ_t = 1: the average is the share of trained weights
+        net.weight.fill_(1.0)
+    for step in range(200):
+        for average in averages.values():
+            average.update(step)
+    weight_of_theta0 = torch.tensor([(1 + t) / (10 + t) for t in range(200)], dtype=torch.float64).prod()
+    torch.testing.assert_close(averages[True].shadows["net"].p0, (1 - weight_of_theta0).reshape(1, 1))
+    torch.testing.assert_close(averages[False].shadows["net"].p0, torch.full((1, 1), 1 - 0.999**200, dtype=torch.float64))
+    assert averages[True].shadows["net"].p0.item() > 0.99 and averages[False].shadows["net"].p0.item() < 0.19
+
+
 def test_trainer_averages_after_each_generator_step_and_samples_with_the_average(tmp_path, toys_catalogue):
-    spec = load_spec(spec_dict(GAN, steps=3, ema=EMA), catalogue=toys_catalogue)
+    spec = load_spec(spec_dict(GAN, steps=3, ema={**EMA, "warmup": False}), catalogue=toys_catalogue)
     run = Run.create(spec, tmp_path / "run", progress=False)
     generator = run.model.components["generator"]
     history = [[p.detach().clone() for p in generator.parameters()]]
@@ -59,3 +78,13 @@ def test_trainer_averages_after_each_generator_step_and_samples_with_the_average
 def test_unknown_ema_component_is_a_located_spec_error(toys_catalogue):
     with pytest.raises(SpecError, match=r"train\.ema\.components\[0\]: unknown component 'genrator'; did you mean 'generator'\?"):
         load_spec(spec_dict(GAN, ema={"components": ["genrator"]}), catalogue=toys_catalogue)
+
+
+def test_the_trainer_ramps_the_decay_by_round(tmp_path, toys_catalogue):
+    """Round 0's update uses d_0 = min(decay, 1/10) = 0.1."""
+    run = Run.create(load_spec(spec_dict(GAN, steps=1, ema=EMA), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    generator = run.model.components["generator"]
+    before = [p.detach().clone() for p in generator.parameters()]
+    run.trainer.fit(1)
+    for avg, start, now in zip(run.model.ema.shadows["generator"].buffers(), before, generator.parameters(), strict=True):
+        torch.testing.assert_close(avg, 0.1 * start + 0.9 * now.detach())
