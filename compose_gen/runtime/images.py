@@ -60,7 +60,7 @@ def save_scatter(
         label = np.arange(len(pts)) % classes
         palette = plt.get_cmap("tab10" if classes <= 10 else "tab20")
         scatter.scatter(pts[:, 0], pts[:, 1], s=2, c=palette(label % palette.N))
-        scatter.legend(*_class_handles(palette, classes), fontsize="x-small", markerscale=3, loc="best")
+        scatter.legend(*_class_handles(palette, min(classes, len(pts))), fontsize="x-small", markerscale=3, loc="best")
     else:
         scatter.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
     shown = pts[np.isfinite(pts).all(axis=1)]
@@ -77,7 +77,7 @@ def save_scatter(
 
 
 def _class_handles(palette: Any, classes: int, shown: int = 10) -> tuple[list[Any], list[str]]:
-    """Legend entries for the first ``shown`` classes."""
+    """Legend entries for the first ``shown`` of the ``classes`` drawn."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker="o", ms=2, color=palette(k % palette.N)) for k in range(min(classes, shown))]
