@@ -105,9 +105,36 @@ def make_plans(
             own = graph.ancestors({node("value", value)})
             steps.append(ValueStep(value, evaluators[value], bool(own & holders)))
         plans[player] = Plan(player, pspec, params, steps, calls, frozenset(map(id, params)))
+    if not problems:
+        problems += _sides_sharing_parameters(plans, losses, components, explicit=bool(spec.model.players))
     if problems:
         raise SpecError(problems, spec.source)
     return plans
+
+
+def _sides_sharing_parameters(
+    plans: dict[str, Plan], losses: dict[str, Loss], components: dict[str, nn.Module], explicit: bool
+) -> list[Problem]:
+    """A parameter trained on both of a loss's opposed terms (one player for both sides of a game) gets their sum: they cancel."""
+    problems = []
+    for name, loss in losses.items():
+        if loss.opposed is None:
+            continue
+        sides = [[plan for plan in plans.values() if any(c.name == name and term in c.terms for c in plan.losses)] for term in loss.opposed]
+        shared = {id(p) for plan in sides[0] for p in plan.params} & {id(p) for plan in sides[1] for p in plan.params}
+        if not shared:
+            continue
+        holders = [c for c, module in components.items() if any(id(p) in shared for p in module.parameters())] or ["the loss"]
+        a, b = (term_address(name, term) for term in loss.opposed)
+        players = list(dict.fromkeys(plan.player for side in sides for plan in side))
+        path = ("players",) if explicit else ("losses", name)
+        problems.append(Problem(path, (
+            f"{a} and {b} oppose each other, but the parameters of {' and '.join(holders)} are trained on both "
+            f"({'player' if len(players) == 1 else 'players'} {' and '.join(players)}), so the "
+            f"two sides cancel: give each side its own player and parameters, e.g. players: {{critic: {{params: [critic], "
+            f"terms: [{a}]}}, generator: {{params: [generator], terms: [{b}]}}}}"
+        )))
+    return problems
 
 
 def _player_params(

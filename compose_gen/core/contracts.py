@@ -89,6 +89,9 @@ class Loss(nn.Module):
     terms: ClassVar[tuple[str, ...]] = ("loss",)
     #: Inputs each term needs; terms not listed need every input.
     term_inputs: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: Two terms that work against each other (the critic's and the generator's side of a game): no parameter may be
+    #: trained on both, or the sides cancel (``validate`` refuses such players).
+    opposed: ClassVar[tuple[str, str] | None] = None
 
     def inputs_for(self, terms: Iterable[str], all_inputs: Iterable[str]) -> set[str]:
         names = set(all_inputs)

@@ -88,6 +88,7 @@ class AdversarialLoss(CriticLoss):
     """Base of the two-sided losses; subclasses define the per-example sides ``c`` and ``g``."""
 
     terms = ("critic", "generator")
+    opposed = ("critic", "generator")
 
     def __init__(self, critic: nn.Module, params: AdversarialParams) -> None:
         super().__init__(critic)

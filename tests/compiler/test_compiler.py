@@ -25,6 +25,7 @@ class ToyAdversarial(Loss):
 
     terms = ("critic", "generator")
     term_inputs = {"generator": ("fake",)}
+    opposed = ("critic", "generator")
 
     def __init__(self, critic: torch.nn.Module) -> None:
         super().__init__()
@@ -220,3 +221,12 @@ def test_a_sampler_or_metric_that_names_a_loss_hangs_below_it_in_the_graph(catal
     assert graph.has_edge("loss:cvae", "sampler")
     assert graph.has_edge("loss:cvae", "metric:importance_sampled_nll[1]")
     assert "metric:test_losses[0]" not in graph, "a metric that reads nothing from the graph is not drawn"
+
+
+def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, catalogue) -> None:
+    """adv.critic + adv.generator on one parameter is −D(real) for the generator: its gradient is zero, silently."""
+    game = gan_spec.pop("players")
+    assert "losses.adv: adv.critic and adv.generator oppose each other, but the parameters of generator and critic are trained on both (player model)" in errors(gan_spec, catalogue)
+    game["critic"]["params"] = ["critic", "generator"]
+    gan_spec["players"] = game
+    assert "players: adv.critic and adv.generator oppose each other, but the parameters of generator are trained on both (players critic and generator)" in errors(gan_spec, catalogue)

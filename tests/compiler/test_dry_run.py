@@ -25,6 +25,7 @@ def test_a_label_beyond_num_classes_fails_the_dry_run_wherever_it_sits(tmp_path)
         },
         "graph": {"z": "noise.sample(x)", "fake": "generator(z, y)"},
         "losses": {"adv": {"type": "hinge", "critic": "critic", "real": "x", "fake": "fake", "labels": "y"}},
+        "players": {"critic": {"params": ["critic"], "terms": ["adv.critic"]}, "generator": {"params": ["generator"], "terms": ["adv.generator"]}},
         "train": {"steps": 2, "batch_size": 8},
     }
     with pytest.raises(SpecError, match=r"components.generator: type 'mlp_generator' \(plugin 'gan_nets'\) dry run failed .*IndexError: index out of range"):

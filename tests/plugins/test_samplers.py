@@ -56,11 +56,20 @@ def conditional_gan(generator: dict, sample: dict, graph: dict | None = None) ->
     return {
         "name": "conditional",
         "data": {"type": "digits", "shape": "flat"},
-        "components": {"noise": {"type": "standard_normal", "shape": [4]}, "generator": generator},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [4]},
+            "generator": generator,
+            "critic": {"type": "mlp_critic", "num_classes": 10, "hidden": [8]},
+        },
         "graph": {"z": "noise.sample(x)", **(graph or {})},
-        "losses": {"adv": {"type": "non_saturating", "critic": {"type": "mlp_critic", "num_classes": 10, "hidden": [8]}, "real": "x", "fake": "fake", "labels": "y"}},
+        "losses": {"adv": {"type": "non_saturating", "critic": "critic", "real": "x", "fake": "fake", "labels": "y"}},
+        "players": GAME,
         "sample": {"type": "generator", "noise": "noise", "generator": "generator", **sample},
     }
+
+
+#: A critic and a generator player for the loss ``adv``.
+GAME = {"critic": {"params": ["critic"], "terms": ["adv.critic"]}, "generator": {"params": ["generator"], "terms": ["adv.generator"]}}
 
 
 def test_a_conditional_generator_gets_labels_cycling_through_the_classes() -> None:
@@ -142,9 +151,14 @@ def test_sampling_by_class_needs_labelled_data(tmp_path) -> None:
     spec = {
         "name": "unlabelled",
         "data": {"type": "npz", "path": str(tmp_path / "points.npz")},
-        "components": {"noise": {"type": "standard_normal", "shape": [2]}, "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8], "num_classes": 2}},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8], "num_classes": 2},
+            "critic": {"type": "mlp_critic", "hidden": [8]},
+        },
         "graph": {"z": "noise.sample(x)", "fake": "generator(z)"},
-        "losses": {"adv": {"type": "non_saturating", "critic": {"type": "mlp_critic", "hidden": [8]}, "real": "x", "fake": "fake"}},
+        "losses": {"adv": {"type": "non_saturating", "critic": "critic", "real": "x", "fake": "fake"}},
+        "players": GAME,
         "sample": {"type": "generator", "noise": "noise", "generator": "generator", "classes": 2},
     }
     with pytest.raises(SpecError, match="the data has no field 'y'"):
