@@ -40,6 +40,11 @@ class Planar(Bijector):
     bisection to machine precision (no gradient), then one Newton step taken
     with autograd on, whose gradient at the root is the implicit-function
     gradient.  Then :math:`z = x - \hat u\tanh a`.
+
+    It starts as the identity: :math:`u = \log(e - 1)\,w/\lVert w\rVert^2` makes
+    :math:`m(w^\top u) = 0` and so :math:`\hat u = 0` (random :math:`u` would give
+    :math:`w^\top\hat u \approx m(0) \approx -0.31`, a contraction by up to 31% per layer
+    that compounds down a stack: 16 layers started 137 nats from the data's NLL).
     """
 
     fast = "inverse"
@@ -48,8 +53,9 @@ class Planar(Bijector):
         super().__init__(shape)
         features = math.prod(shape)
         bound = 1 / math.sqrt(features)
-        self.w = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
-        self.u = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
+        w = torch.empty(features).uniform_(-bound, bound)
+        self.w = nn.Parameter(w)
+        self.u = nn.Parameter(math.log(math.e - 1) * w / w.square().sum())  # softplus(wᵀu) = 1: û = 0
         self.b = nn.Parameter(torch.zeros(()))
 
     def _u_hat(self) -> tuple[Tensor, Tensor]:

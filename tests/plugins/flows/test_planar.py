@@ -105,3 +105,15 @@ def test_radial_inverse_is_accurate_near_and_far_from_the_centre(scale: float) -
     z_back, forward_ladj = flow(x)
     torch.testing.assert_close(z_back - flow.center, z - flow.center, rtol=1e-10, atol=0)
     torch.testing.assert_close(forward_ladj, -ladj)
+
+
+def test_a_planar_layer_starts_as_the_identity_and_learns() -> None:
+    """û = 0 at init, so a deep stack starts at the base density; u still gets a gradient, and after it w and b."""
+    torch.manual_seed(0)
+    layer = Planar((5,))
+    x = torch.randn(7, 5)
+    z, ladj = layer(x)
+    torch.testing.assert_close(z, x)
+    torch.testing.assert_close(ladj, torch.zeros(7))
+    z.square().sum().backward()  # any loss of z: only u can move û off zero first
+    assert layer.u.grad.abs().sum() > 0
