@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compose_gen import EvalContext, Params
+from compose_gen import EvalContext, Params, Splits
 from compose_gen_plugins.quality.shared import draw_samples, metric_type
 from compose_gen_plugins.quality.statistics import mode_statistics, pairwise_distances
 
@@ -62,8 +63,9 @@ def mode_coverage(params: ModeCoverageParams, ectx: EvalContext) -> dict[str, fl
     }
 
 
-def _distances_to_modes(params: ModeCoverageParams, ectx: EvalContext, samples: Tensor) -> tuple[Tensor, float]:
-    meta = {**ectx.data.test.meta, **ectx.data.train.meta}
+def _modes(params: ModeCoverageParams, data: Splits) -> tuple[Any, Any, float]:
+    """The mode centres or ring radii, and their std: the metric's parameters, else the dataset's meta."""
+    meta = {**data.test.meta, **data.train.meta}
     explicit = params.modes is not None or params.radii is not None
     modes = params.modes if explicit else meta.get("modes")
     radii = params.radii if explicit else meta.get("radii")
@@ -74,6 +76,18 @@ def _distances_to_modes(params: ModeCoverageParams, ectx: EvalContext, samples: 
             "(eight_gaussians, gaussian_grid and rings do); give `modes` or `radii`, and `mode_std`, "
             "in the metric's parameters"
         )
+    return modes, radii, float(std)
+
+
+def _check_modes(params: ModeCoverageParams, ctx: Any) -> None:
+    """At the build, so ``validate`` refuses data without modes rather than the evaluation after training."""
+    data = getattr(ctx, "data", None)
+    if data is not None:
+        _modes(params, data)
+
+
+def _distances_to_modes(params: ModeCoverageParams, ectx: EvalContext, samples: Tensor) -> tuple[Tensor, float]:
+    modes, radii, std = _modes(params, ectx.data)
     if modes is not None:
         centres = torch.as_tensor(modes, dtype=torch.float64, device=samples.device)
         if centres.ndim != 2 or len(centres) == 0 or centres.shape[1] != samples.shape[1]:
@@ -81,9 +95,9 @@ def _distances_to_modes(params: ModeCoverageParams, ectx: EvalContext, samples: 
                 f"mode_coverage: modes of shape {tuple(centres.shape)} do not fit samples of "
                 f"{samples.shape[1]} dimensions"
             )
-        return pairwise_distances(samples, centres), float(std)
+        return pairwise_distances(samples, centres), std
     rings = torch.as_tensor(radii, dtype=torch.float64, device=samples.device).flatten()
-    return (samples.norm(dim=1, keepdim=True) - rings).abs(), float(std)
+    return (samples.norm(dim=1, keepdim=True) - rings).abs(), std
 
 
 def _plot(samples: Tensor, high_quality: Tensor, path: Path) -> None:
@@ -103,4 +117,4 @@ def _plot(samples: Tensor, high_quality: Tensor, path: Path) -> None:
     plt.close(figure)
 
 
-TYPES = [metric_type("mode_coverage", ModeCoverageParams, mode_coverage)]
+TYPES = [metric_type("mode_coverage", ModeCoverageParams, mode_coverage, check=_check_modes)]

@@ -22,16 +22,23 @@ Space = Literal["auto", "raw", "classifier"]
 
 
 def metric_type(
-    name: str, params: type[Params], measure: Callable[[Any, EvalContext], dict[str, float]], by_class: bool = False
+    name: str,
+    params: type[Params],
+    measure: Callable[[Any, EvalContext], dict[str, float]],
+    by_class: bool = False,
+    check: Callable[[Any, Any], None] | None = None,
 ) -> ComponentType:
     """A metric type whose ``build(params, ctx)`` returns ``measure`` bound to its parameters.
 
     Each of these metrics draws samples: its build checks that the spec says how
-    (by class too, for ``by_class``), so ``validate`` finds a missing ``sample:``.
+    (by class too, for ``by_class``), so ``validate`` finds a missing ``sample:``;
+    ``check(params, ctx)`` refuses, at the build too, what else it would fail on.
     """
 
     def build(parsed: Params, ctx: Any) -> Callable[[EvalContext], dict[str, float]]:
         require_sampler(ctx, name, by_class)
+        if check is not None:
+            check(parsed, ctx)
         return partial(measure, parsed)
 
     return ComponentType(name, "metric", params, build, doc=(inspect.getdoc(measure) or "").splitlines()[0])

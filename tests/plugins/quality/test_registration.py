@@ -44,6 +44,19 @@ def test_a_metric_that_draws_samples_needs_a_sampler_that_can(name, sampler, mes
     assert callable(kind.build(kind.params.model_validate({}), SimpleNamespace(sampler=labelled)))
 
 
+def test_mode_coverage_refuses_data_without_modes_when_it_is_built(mixture_splits, mixture_sampler, modes):
+    """So validate finds it, not the evaluation after training."""
+    kind = make_catalogue([quality], entry_points=False).get("mode_coverage")
+    sampler = mixture_sampler(modes)
+    assert callable(kind.build(kind.params.model_validate({}), SimpleNamespace(sampler=sampler, data=mixture_splits)))
+    for split in (mixture_splits.train, mixture_splits.test):
+        split.meta.clear()
+    with pytest.raises(ValueError, match=r"mode_coverage: the dataset stores no meta\['modes'\]"):
+        kind.build(kind.params.model_validate({}), SimpleNamespace(sampler=sampler, data=mixture_splits))
+    explicit = {"modes": modes.tolist(), "mode_std": 0.05}
+    assert callable(kind.build(kind.params.model_validate(explicit), SimpleNamespace(sampler=sampler, data=mixture_splits)))
+
+
 @pytest.mark.parametrize(
     ("name", "spec"),
     [
