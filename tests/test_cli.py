@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 import yaml
 
@@ -131,6 +132,12 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}" and (tmp_path / "grid.png").exists()
     assert main(["sample", str(run), "-o", str(tmp_path)]) == 1
     assert f"{tmp_path} is a folder; give a file name such as {tmp_path / 'samples.png'}" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.xyz")]) == 1
+    assert "cannot write samples to s.xyz: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "5", "-o", str(tmp_path / "s.npy")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 's.npy'}"
+    drawn = numpy.load(tmp_path / "s.npy", allow_pickle=False)
+    assert drawn.shape[0] == 5 and numpy.isfinite(drawn).all() and 0 <= drawn.min() and drawn.max() <= 1  # data space: pixels
     failing = "evaluate.metrics=[{type: test_losses}, {type: precision_recall, n: 2, k: 5}]"
     assert main(["evaluate", str(run), "--json", "--set", failing]) == 1
     out, err = capsys.readouterr()

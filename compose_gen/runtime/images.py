@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     picture = Image.fromarray(array[..., 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    path = _writable_picture(path)
+    path = _writable_picture(path, (suffix.lstrip(".") for suffix in Image.registered_extensions()))
     picture.save(path)
     return path
 
@@ -70,7 +70,11 @@ def save_scatter(
         ax.set_ylim(*limits[1])
         ax.set_aspect("equal")
         ax.set_title(f"{title}  {name}".strip())
-    path = _writable_picture(path)
+    try:
+        path = _writable_picture(path, fig.canvas.get_supported_filetypes())
+    except ValueError:
+        plt.close(fig)
+        raise
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -84,12 +88,15 @@ def _class_handles(palette: Any, classes: int, shown: int = 10) -> tuple[list[An
     return handles, [f"class {k}" for k in range(len(handles))]
 
 
-def _writable_picture(path: str | Path) -> Path:
-    """``path``, as ``.png`` when it names no format, with its folder made; an existing folder is an error."""
+def _writable_picture(path: str | Path, formats: Iterable[str]) -> Path:
+    """``path``, as ``.png`` when it names no format, with its folder made; an existing folder, or a suffix not
+    among ``formats`` (without dots), is an error."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'samples.png'}")
     if not path.suffix:
         path = path.with_suffix(".png")
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise ValueError(f"cannot write samples to {path.name}: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

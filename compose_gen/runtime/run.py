@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -217,7 +218,8 @@ class Run:
             self.model.train(was_training)
 
     def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0) -> Path:
-        """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D).
+        """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D);
+        to a ``.npy`` file as an array in data space, or to ``.npz`` with ``x`` and, when sampled by class, labels ``y``.
 
         The samples are drawn from the spec's seed on a separate random stream, so
         successive pictures of one run show the same noise and training is not disturbed.
@@ -228,6 +230,8 @@ class Run:
         test = self.data.test
         conditions = self.model.conditions  # sampled by class: one class per column, or a colour per class
         classes = conditions.classes if conditions else None
+        if Path(path).suffix.lower() in (".npy", ".npz"):
+            return _save_array(Path(path), test.to_display(x), classes)
         if test.image_shape is not None:
             return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=classes)
         if x[0].numel() == 2:
@@ -307,3 +311,15 @@ def _refuse_to_start_over(run_dir: Path) -> None:
         f"{run_dir} holds no checkpoint, but {found} (up to step {step}): starting over would overwrite them; "
         f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR"
     )
+
+
+def _save_array(path: Path, x: Tensor, classes: int | None) -> Path:
+    """Samples as ``.npy`` (the array) or ``.npz`` (``x``, and labels ``y`` of sample i = i mod classes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = x.detach().cpu().numpy()
+    if path.suffix.lower() == ".npy":
+        np.save(path, array, allow_pickle=False)
+    else:
+        labels = {"y": np.arange(len(array)) % classes} if classes else {}
+        np.savez(path, x=array, **labels)
+    return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy
 import torch
 import yaml
 
@@ -76,6 +77,8 @@ def test_the_conditional_vae_draws_each_class_it_is_asked_for(tmp_path: Path, mo
     assert 0 < results["test/cvae.nll_k50"] < 40
     for png in ["cvae_reconstructions.png", "cvae_interpolation_spherical.png", "samples_T1.png"]:
         assert (tmp_path / png).stat().st_size > 0
+    with numpy.load(run.save_samples(tmp_path / "drawn.npz", 12)) as drawn:  # the arrays, with the class each was drawn for
+        assert drawn["x"].shape[0] == 12 and drawn["y"].tolist() == [i % 10 for i in range(12)]
 
 
 def test_a_vae_conditioned_only_through_its_prior_draws_each_class(tmp_path: Path, monkeypatch) -> None:
