@@ -18,6 +18,7 @@ does not take them.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from typing import Any, Callable, Iterable
 
@@ -98,7 +99,7 @@ def _assign(data: Any, path: tuple[PathPart, ...], value: Any, model_of: ModelOf
         key = _key_in(node, part, done)
         done = (*done, key)
         if isinstance(node, dict) and node.get(key) is None:
-            node[key] = _new_mapping(path[depth + 1], done)
+            node[key] = _new_mapping(path[depth + 1], done, node)
             written.add(done)
         node = node[key]
     key = _key_in(node, path[-1], done)
@@ -127,10 +128,16 @@ def _key_in(node: Any, part: PathPart, where: tuple[PathPart, ...]) -> PathPart:
     raise _OverrideError(f"cannot set a key inside {here}, which is {_describe(node)}, not a mapping")
 
 
-def _new_mapping(next_part: PathPart, where: tuple[PathPart, ...]) -> dict[str, Any]:
-    """The empty mapping an override creates at a missing key on its way; a list cannot be created by index."""
+def _new_mapping(next_part: PathPart, where: tuple[PathPart, ...], siblings: dict[str, Any]) -> dict[str, Any]:
+    """The empty mapping an override creates at a missing key on its way; a list cannot be created by index, and a
+    key within a typo of an existing one (``components.generatr``) is taken for that typo."""
     if isinstance(next_part, int):
         raise _OverrideError(f"{format_path(where)} does not exist: set the whole list ({format_path(where)}=[...])")
+    close = difflib.get_close_matches(str(where[-1]), [k for k in siblings if isinstance(k, str)], n=1, cutoff=0.8)
+    if close:
+        raise _OverrideError(
+            f"{format_path(where)} does not exist; did you mean {close[0]!r}? (to add it, set it whole: {format_path(where)}={{...}})"
+        )
     return {}
 
 

@@ -91,6 +91,13 @@ def test_a_mapping_created_by_an_override_is_blamed_on_it(flow, catalogue) -> No
     assert problems(flow, catalogue, ["train.ema.decay=0.5"]) == ["--set: train.ema.components: required key is missing"]
 
 
+def test_a_key_one_typo_from_an_existing_one_is_not_created(flow, catalogue) -> None:
+    """``components.flw.repeat=2`` would make a component without a type and report that; the typo is the problem."""
+    assert problems(flow, catalogue, ["components.flw.repeat=2"]) == [
+        "--set: components.flw.repeat: components.flw does not exist; did you mean 'flow'? (to add it, set it whole: components.flw={...})"
+    ]
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
