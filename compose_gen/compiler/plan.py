@@ -65,6 +65,8 @@ def make_plans(
     evaluators: dict[str, Callable[[dict[str, Any]], Any]],
 ) -> dict[str, Plan]:
     players = spec.model.players or {"model": PlayerSpec()}
+    if not losses:
+        raise SpecError([Problem(("losses",), "the spec has no losses, so there is nothing to train: a player minimises loss terms")], spec.source)
     problems: list[Problem] = []
     addresses = {term_address(n, t): (n, t) for n, loss in losses.items() for t in loss.terms}
     single = {n: (n, loss.terms[0]) for n, loss in losses.items() if len(loss.terms) == 1}  # `gp` for `gp.critic`

@@ -230,3 +230,8 @@ def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, catal
     game["critic"]["params"] = ["critic", "generator"]
     gan_spec["players"] = game
     assert "players: adv.critic and adv.generator oppose each other, but the parameters of generator are trained on both (players critic and generator)" in errors(gan_spec, catalogue)
+
+
+def test_a_spec_without_losses_is_told_so(gan_spec, catalogue) -> None:
+    del gan_spec["losses"], gan_spec["players"]
+    assert "losses: the spec has no losses, so there is nothing to train" in errors(gan_spec, catalogue)
