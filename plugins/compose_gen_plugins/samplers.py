@@ -19,20 +19,26 @@ from torch import Tensor, nn
 from compose_gen import BuildContext, ClassConditions, ComponentType, Ref, Sampler, hookimpl
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.model import sample_prior
-from compose_gen_plugins.sampling import ByClassParams, check_generator_conditions
+from compose_gen_plugins.sampling import ByClassParams, check_conditions, takes_condition
 
 __all__ = ["AncestralSampler", "GeneratorSampler"]
 
 
 class AncestralSampler(Sampler):
-    """Ancestral sampling of a latent-variable model: z ~ p_T(z), x ~ p(x|z) (Kingma & Welling 2014), or given c."""
+    """Ancestral sampling of a latent-variable model: z ~ p_T(z), x ~ p(x|z) (Kingma & Welling 2014), or given c.
+
+    Given c, each part that reads it gets it: z ~ p(z|c) from a conditional flow
+    prior, x ~ p(x|z, c) from a decoder whose network has ``context_features``.
+    """
 
     def __init__(self, prior: nn.Module, decoder: nn.Module, mean: bool, conditions: ClassConditions | None) -> None:
         super().__init__()
         self.prior, self.decoder, self.mean, self.conditions = prior, decoder, mean, conditions
+        self.decoder_reads_condition = takes_condition(decoder)
 
     def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
-        px = conditioned(self.decoder, sample_prior(self.prior, n, context, temperature), context)
+        z = sample_prior(self.prior, n, context, temperature)
+        px = conditioned(self.decoder, z, context if self.decoder_reads_condition else None)
         return px.mean if self.mean else px.sample()
 
 
@@ -79,13 +85,15 @@ class GeneratorParams(ByClassParams):
 
 def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
     """Prior then decoder: z ~ p(z), x ~ p(x|z)."""
-    return AncestralSampler(ctx.component(p.prior), ctx.component(p.decoder), p.mean, p.conditions())
+    prior, decoder = ctx.component(p.prior), ctx.component(p.decoder)
+    check_conditions({"prior": prior, "decoder": decoder}, p)
+    return AncestralSampler(prior, decoder, p.mean, p.conditions())
 
 
 def build_generator(p: GeneratorParams, ctx: BuildContext) -> GeneratorSampler:
     """Noise then generator: x = G(z)."""
     generator = ctx.component(p.generator)
-    check_generator_conditions(generator, p)
+    check_conditions({"generator": generator}, p)
     return GeneratorSampler(ctx.component(p.noise), generator, p.truncation, p.conditions())
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from compose_gen import BuildContext, ClassConditions, Params, Value
 
-__all__ = ["ByClassParams", "check_generator_conditions", "require_sampler"]
+__all__ = ["ByClassParams", "check_conditions", "takes_condition", "require_sampler"]
 
 
 class ByClassParams(Params):
@@ -43,10 +43,29 @@ def require_sampler(ctx: BuildContext, metric: str, by_class: bool = False) -> N
         raise ValueError(f"{metric} needs a sampler that samples by class: set `classes` in the spec's `sample:`")
 
 
-def check_generator_conditions(generator: nn.Module, p: ByClassParams) -> None:
-    """A conditional generator (``num_classes`` or ``context_features``) is drawn by class; an unconditional one is not."""
-    conditional = getattr(generator, "num_classes", None) is not None or bool(getattr(generator, "context_features", 0))
+def takes_condition(component: nn.Module) -> bool:
+    """Whether a component reads a condition c.
+
+    A network declares ``context_features`` or ``num_classes`` (an encoder's or
+    decoder's head, its ``net`` does); a conditional flow or prior, ``context_shape``.
+    """
+    if getattr(component, "context_shape", None) is not None:
+        return True
+    declares = hasattr(component, "context_features") or hasattr(component, "num_classes")
+    if not declares and isinstance(getattr(component, "net", None), nn.Module):
+        return takes_condition(component.net)
+    return bool(getattr(component, "context_features", 0)) or getattr(component, "num_classes", None) is not None
+
+
+def check_conditions(parts: dict[str, nn.Module], p: ByClassParams) -> None:
+    """A model is drawn by class iff one of its generative ``parts`` (named as the params name them) reads a condition."""
+    conditional = [name for name, part in parts.items() if takes_condition(part)]
     if conditional and p.classes is None:
-        raise ValueError("the generator is conditional: set classes to draw it by class (and condition, unless it reads y itself)")
+        raise ValueError(
+            f"the {' and the '.join(conditional)} {'is' if len(conditional) == 1 else 'are'} conditional: "
+            "set classes to draw it by class (and condition, unless it reads y itself)"
+        )
     if not conditional and p.classes is not None:
-        raise ValueError("the generator takes no condition (no num_classes or context_features), so it cannot be drawn by class")
+        named = " nor ".join(f"the {name}" for name in parts)
+        what = f"neither {named} takes a condition" if len(parts) > 1 else f"{named} takes no condition"
+        raise ValueError(f"{what} (no num_classes, context_features or context_shape), so it cannot be drawn by class")

@@ -19,7 +19,7 @@ from pydantic import Field
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches
 from compose_gen.runtime.images import save_grid
-from compose_gen_plugins.sampling import ByClassParams, check_generator_conditions
+from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
 __all__ = ["ValueGrid"]
 
@@ -107,7 +107,7 @@ def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContex
     if ctx.data is not None and ctx.data.test.image_shape is None:
         raise ValueError("noise_interpolation draws a picture grid, and the data are not images (no image_shape)")
     generator = ctx.component(params.generator)
-    check_generator_conditions(generator, params)
+    check_conditions({"generator": generator}, params)
     return NoiseInterpolation(ctx.component(params.noise), generator, params)
 
 

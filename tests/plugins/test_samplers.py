@@ -163,3 +163,62 @@ def test_sampling_by_class_needs_labelled_data(tmp_path) -> None:
     }
     with pytest.raises(SpecError, match="the data has no field 'y'"):
         build(load_spec(spec), "cpu")
+
+
+def conditional_vae(prior: dict, sample: dict, conditioned: list[str]) -> dict:
+    """A digits VAE conditioned on c = one_hot(y) through the ``conditioned`` parts, drawn by the ``ancestral`` sampler."""
+    def net(part: str, inputs: int, outputs: int) -> dict:
+        context = 10 if part in conditioned else 0
+        return {"type": "mlp", "in_features": inputs, "out_features": outputs, "hidden": [8], "context_features": context}
+
+    return {
+        "name": "cvae",
+        "data": {"type": "digits", "binarize": "threshold", "shape": "flat"},
+        "graph": {"c": "one_hot(y, 10)"},
+        "components": {
+            "prior": prior,
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": net("encoder", 64, 4)},
+            "decoder": {"type": "bernoulli_decoder", "net": net("decoder", 2, 64)},
+        },
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior", "context": "c", "conditioned": conditioned}},
+        "sample": {"type": "ancestral", "prior": "prior", "decoder": "decoder", **sample},
+    }
+
+
+STANDARD_PRIOR = {"type": "standard_normal", "shape": [2]}
+CONDITIONAL_PRIOR = {
+    "type": "flow",
+    "base": STANDARD_PRIOR,
+    "bijectors": [{"type": "affine_coupling", "shape": [2], "hidden": [8], "context_features": 10}],
+}
+
+
+def test_ancestral_sampling_gives_the_condition_only_to_the_parts_that_read_it() -> None:
+    """With ``conditioned: [prior]`` the decoder is blind to c: z ~ p(z|c) carries the class, x ~ p(x|z) does not see it."""
+    spec = conditional_vae(CONDITIONAL_PRIOR, {"classes": 10, "condition": "c"}, ["prior"])
+    model, _ = build(load_spec(spec), "cpu")
+    decoder_inputs, prior_inputs = [], []
+    model.component("decoder").register_forward_hook(lambda module, args, out: decoder_inputs.append(args))
+    model.component("prior").register_forward_hook(lambda module, args, out: prior_inputs.append(args))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = model.sample(12)
+    assert x.shape == (12, 64) and len(decoder_inputs[-1]) == 1, "the decoder takes z alone"
+    assert torch.equal(prior_inputs[-1][0], torch.nn.functional.one_hot(torch.arange(12) % 10, 10).float())
+
+
+@pytest.mark.parametrize(
+    ("prior", "sample", "conditioned", "message"),
+    [
+        (STANDARD_PRIOR, {}, ["decoder"], "the decoder is conditional: set classes"),
+        (CONDITIONAL_PRIOR, {}, ["prior", "decoder"], "the prior and the decoder are conditional: set classes"),
+        (STANDARD_PRIOR, {"classes": 10, "condition": "c"}, ["encoder"], "neither the prior nor the decoder takes a condition"),
+    ],
+)
+def test_an_ancestral_sampler_is_drawn_by_class_exactly_when_its_model_is_conditional(
+    prior: dict, sample: dict, conditioned: list[str], message: str
+) -> None:
+    spec = conditional_vae(prior, sample, conditioned)
+    with pytest.raises(SpecError, match=message) as error:
+        build(load_spec(spec), "cpu")
+    assert error.value.problems[0].path[0] == "sample"
