@@ -106,12 +106,20 @@ class TensorBoardLog:
 
 
 class TrainingProgress:
-    """A rich progress bar showing steps/s, ETA and the latest loss terms."""
+    """A rich progress bar showing steps/s, ETA and the latest loss terms.
+
+    Where stderr is not a terminal (a pipe, a log file, a batch job), a bar
+    redrawn in place would leave one truncated line; each logged step is
+    printed as a line of its own instead.
+    """
 
     def __init__(self, total: int, start: int, enabled: bool = True) -> None:
         self.enabled = enabled
+        self.total = total
         self.started = time.perf_counter()
         self.start_step = start
+        console = Console(file=sys.stderr)
+        self.lines = enabled and not console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -119,8 +127,8 @@ class TrainingProgress:
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[losses]}"),
-            console=Console(file=sys.stderr),
-            disable=not enabled,
+            console=console,
+            disable=not enabled or self.lines,
         )
         self.task = self.progress.add_task("train", total=total, completed=start, rate="", losses="")
 
@@ -139,4 +147,6 @@ class TrainingProgress:
             elapsed = time.perf_counter() - self.started
             fields["rate"] = f"{(step - self.start_step) / max(elapsed, 1e-9):.1f} steps/s"
             fields["losses"] = "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, float))
+            if self.lines:
+                print(f"step {step}/{self.total}  {fields['rate']}  {fields['losses']}", file=sys.stderr, flush=True)
         self.progress.update(self.task, completed=step, **fields)

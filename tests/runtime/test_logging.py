@@ -1,4 +1,4 @@
-"""Metrics JSON lines, TensorBoard (optional), sample pictures during training."""
+"""Metrics JSON lines, TensorBoard (optional), sample pictures during training, progress off a terminal."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 from runtime_toys import GAN, VAE, spec_dict
 
 from compose_gen.runtime import Run
-from compose_gen.runtime.logging import MetricsLog, prune_metrics, read_metrics
+from compose_gen.runtime.logging import MetricsLog, TrainingProgress, prune_metrics, read_metrics
 from compose_gen.spec import load_spec
 
 
@@ -71,3 +71,15 @@ def test_samples_during_training_are_grids_or_scatter_plots(tmp_path, toys_catal
         assert [p.name for p in pictures] == ["step-00000001.png", "step-00000002.png"]
         width, height = Image.open(pictures[0]).size
         assert (width > 1.5 * height) == (name == "gan")  # 2D: scatter and density side by side
+
+
+def test_progress_to_a_pipe_is_one_line_per_logged_step(capsys):
+    """Off a terminal the bar is not redrawn (it would leave one truncated line): each logged step is a whole line."""
+    with TrainingProgress(total=300, start=100) as bar:
+        bar.update(150)
+        bar.update(200, {"loss": 1.25, "loss.kl": 0.5})
+        bar.update(300, {"loss": 1.0, "loss.kl": 0.25})
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("step 200/300  ") and lines[0].endswith("loss=1.25  loss.kl=0.5")
+    assert lines[1].startswith("step 300/300  ") and lines[1].endswith("loss=1  loss.kl=0.25")
