@@ -70,6 +70,12 @@ class FlowDistribution(Distribution):
         return constraints.independent(self.transform.domain, len(self.event_shape))
 
     def log_prob(self, x: Tensor) -> Tensor:
+        event = self.event_shape
+        if x.shape[x.dim() - len(event) :] != event:
+            layout = "flat" if len(event) == 1 else "image"
+            same = x.dim() >= 2 and x.shape[1:].numel() == event.numel()
+            hint = f"; that is the same {event.numel()} values per example: set the data's `shape: {layout}`" if same else ""
+            raise ValueError(f"the flow models values of shape {tuple(event)}, but x has shape {tuple(x.shape)} (batch first){hint}")
         z, ladj = self.transform(broadcast_value(x, self), self.context)
         return self.base.log_prob(z) + ladj
 

@@ -183,6 +183,20 @@ def test_wiring_errors_name_the_mismatch():
         build_flow(FlowParams(base="b", bijectors=["g"]), Context(b=base, g=affine((4,), 0, 0)))
 
 
+
+def test_data_of_another_shape_than_the_flows_is_refused_with_the_layout_that_fits():
+    flow = affine_flow(dims=16)
+    with pytest.raises(ValueError, match=r"models values of shape \(16,\), but x has shape \(2, 1, 4, 4\) .*set the data's `shape: flat`"):
+        flow.log_prob(torch.randn(2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"models values of shape \(16,\), but x has shape \(2, 15\) \(batch first\)$"):
+        flow.log_prob(torch.randn(2, 15))
+    glow = build_glow(GlowParams(shape=[1, 4, 4], levels=2, steps=1, hidden=[8]), None)
+    images = build_flow(FlowParams(base="base", bijectors=["glow"]), Context(base=StandardNormal((16,)), glow=glow))
+    with pytest.raises(ValueError, match=r"models values of shape \(1, 4, 4\), but x has shape \(2, 16\) .*`shape: image`"):
+        images.log_prob(torch.randn(2, 16))
+    with pytest.raises(SpecError, match=r"losses\.nll: .*the flow models values of shape \(64,\), but x has shape \(5, 1, 8, 8\)"):
+        build(load_spec(dict(digits_flow(0, {}), data={"type": "digits", "shape": "image"})), "cpu")
+
 def digits_flow(context_features: int, sample: dict) -> dict:
     """A one-MAF flow on flat digits, conditioned on ``c = one_hot(y, 10)`` when it has context features."""
     maf = {"type": "maf", "shape": [64], "hidden": [16], "context_features": context_features}
