@@ -225,13 +225,17 @@ class FlowSamplerParams(ByClassParams):
     temperature: PositiveFloat = Field(1.0, description="temperature T, times the call's: z = μ + T(z₀ - μ)")
 
 
-def chain_of(bijectors: list[Bijector]) -> Chain:
-    """A :class:`Chain` of ``bijectors``, after checking that consecutive event shapes match."""
-    for i, (a, b) in enumerate(pairwise(bijectors)):
+def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain:
+    """A :class:`Chain` of ``bijectors``, after checking that consecutive event shapes match.
+
+    ``names`` say where each bijector is written (``head[0]``, ``bijectors[1]``), for the error.
+    """
+    names = names or [f"bijector {i}" for i in range(len(bijectors))]
+    for (a, b), (first, second) in zip(pairwise(bijectors), pairwise(names)):
         if a.out_event_shape != b.event_shape:
             raise ValueError(
-                f"bijector {i} ({type(a).__name__}) outputs event shape {tuple(a.out_event_shape)} but "
-                f"bijector {i + 1} ({type(b).__name__}) takes {tuple(b.event_shape)}"
+                f"{first} ({type(a).__name__}) outputs event shape {tuple(a.out_event_shape)} but "
+                f"{second} ({type(b).__name__}) takes {tuple(b.event_shape)}"
             )
     return Chain(bijectors)
 
@@ -242,7 +246,13 @@ def build_flow(params: FlowParams, ctx) -> Flow:
     repeated = block + [copy.deepcopy(b) for _ in range(params.repeat - 1) for b in block]
     head = [ctx.component(ref) for ref in params.head]
     tail = [ctx.component(ref) for ref in params.tail]
-    return Flow(ctx.component(params.base), chain_of(head + repeated + tail))
+    copies = [f" (copy {r + 1} of {params.repeat})" if params.repeat > 1 and r else "" for r in range(params.repeat)]
+    names = [
+        *(f"head[{i}]" for i in range(len(head))),
+        *(f"bijectors[{i}]{copies[r]}" for r in range(params.repeat) for i in range(len(block))),
+        *(f"tail[{i}]" for i in range(len(tail))),
+    ]
+    return Flow(ctx.component(params.base), chain_of(head + repeated + tail, names))
 
 
 def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:

@@ -23,7 +23,7 @@ from compose_gen_plugins.flows.distribution import (
     build_flow_sampler,
 )
 from compose_gen_plugins.flows.elementwise import ElementwiseAffine
-from compose_gen_plugins.flows.glow import GlowParams, build_glow
+from compose_gen_plugins.flows.glow import GlowParams, Squeeze, build_glow
 from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
 
@@ -176,9 +176,14 @@ def test_glow_flow_samples_images_and_scores_them():
 
 def test_wiring_errors_name_the_mismatch():
     base = StandardNormal((3,))
-    with pytest.raises(ValueError, match=r"bijector 0 \(ElementwiseAffine\) outputs event shape \(3,\) but bijector 1"):
-        context = Context(b=base, f=affine((3,), 0, 0), g=affine((4,), 0, 0))
+    context = Context(b=base, f=affine((3,), 0, 0), g=affine((4,), 0, 0))
+    with pytest.raises(ValueError, match=r"bijectors\[0\] \(ElementwiseAffine\) outputs event shape \(3,\) but bijectors\[1\] \(ElementwiseAffine\) takes \(4,\)"):
         build_flow(FlowParams(base="b", bijectors=["f", "g"]), context)
+    with pytest.raises(ValueError, match=r"head\[0\] \(ElementwiseAffine\) outputs event shape \(4,\) but bijectors\[0\]"):
+        build_flow(FlowParams(base="b", head=["g"], bijectors=["f"]), context)
+    squeeze = Context(b=base, f=affine((1, 2, 2), 0, 0), s=Squeeze((1, 2, 2)))  # a block whose output is not its input
+    with pytest.raises(ValueError, match=r"bijectors\[1\] \(Squeeze\) outputs event shape \(4, 1, 1\) but bijectors\[0\] \(copy 2 of 2\)"):
+        build_flow(FlowParams(base="b", bijectors=["f", "s"], repeat=2), squeeze)
     with pytest.raises(ValueError, match=r"base has event shape \(3,\) but the bijectors output \(4,\)"):
         build_flow(FlowParams(base="b", bijectors=["g"]), Context(b=base, g=affine((4,), 0, 0)))
 
