@@ -38,6 +38,17 @@ def test_validate_ok_and_broken(tmp_path, vae_spec, capsys) -> None:
     assert any("components.encoder.net.hiden: unknown parameter 'hiden'" in line for line in out)
 
 
+def test_validate_static_checks_the_graph_with_the_fields_it_reads_assumed(tmp_path, vae_spec, capsys) -> None:
+    vae_spec["graph"] = {"c": "one_hot(y, 10)", "h": "encodr(x)"}
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--static"]) == 1
+    assert "graph.h: unknown name 'encodr'; did you mean 'encoder'?" in capsys.readouterr().out
+    vae_spec["graph"]["h"] = "c.detach()"
+    write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--static"]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: ok (static: assumes the data give x, y)"
+
+
 def test_validate_finds_shape_mismatch_by_dry_run(tmp_path, vae_spec, capsys) -> None:
     vae_spec["components"]["decoder"]["net"]["in_features"] = 5
     path = write(tmp_path, vae_spec)
@@ -242,7 +253,7 @@ def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec,
     path = write(tmp_path, vae_spec)
     assert main(["validate", str(path), "--static", "--resolved"]) == 0
     first, text = capsys.readouterr().out.split("\n", 1)
-    assert first == f"{path}: ok"
+    assert first == f"{path}: ok (static: assumes the data give x)"
     resolved = yaml.safe_load(text)
     assert resolved["train"]["optimizer"]["betas"] == [0.9, 0.999]  # a default the file did not say
     assert resolved["components"]["encoder"]["net"]["activation"] == "relu"

@@ -1,7 +1,7 @@
 """Compiler: spec → networkx graph → checks → modules → per-player plans → dry run."""
 
 from compose_gen.compiler.expressions import Call, parse_call
-from compose_gen.compiler.graph import SpecGraph, build_graph
+from compose_gen.compiler.graph import SpecGraph, assumed_fields, build_graph
 from compose_gen.compiler.model import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.plan import Plan, run_plan, term_address
 
@@ -11,6 +11,7 @@ __all__ = [
     "Plan",
     "SamplingFailed",
     "SpecGraph",
+    "assumed_fields",
     "build_graph",
     "compile_spec",
     "parse_call",

@@ -2,7 +2,9 @@
 
 Node ids are ``"<kind>:<name>"``; an edge points from what is needed to what
 needs it.  :func:`build_graph` reports unknown names (with "did you mean") and
-cycles as spec problems before anything is built.
+cycles as spec problems before anything is built.  Without the data,
+:func:`assumed_fields` says which names the spec reads as batch fields, so the
+graph can be checked (``validate --static``) with those fields assumed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from compose_gen.compiler.values import BUILTINS, builtin_misuse
 from compose_gen.registry import LossRef, RefTo, ValueRef, ref_fields, suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
-__all__ = ["SpecGraph", "build_graph", "node"]
+__all__ = ["SpecGraph", "assumed_fields", "build_graph", "node"]
 
 
 
@@ -109,6 +111,29 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     if problems:
         raise SpecError(problems, spec.source)
     return SpecGraph(g, calls, fields)
+
+
+def assumed_fields(spec: Spec) -> tuple[str, ...]:
+    """The names ``spec`` reads as data without defining them: the batch fields it needs from its dataset.
+
+    A plain call's target is a component or a builtin, never a field, so a
+    misspelt component there is still an unknown name.
+    """
+    defined = set(spec.sections.components) | set(spec.model.graph) | set(BUILTINS)
+    read: list[str] = []
+    for text in spec.model.graph.values():
+        try:
+            call = parse_call(text)
+        except ValueError:
+            continue  # build_graph reports it
+        read += [a for a in (call.args if call.method is None else (call.target, *call.args)) if isinstance(a, str)]
+    parts = [*spec.sections.components.values(), *spec.sections.losses.values(), *spec.sections.metrics]
+    for declared in parts + ([spec.sections.sampler] if spec.sections.sampler is not None else []):
+        for field, marker in ref_fields(type(declared.params)):
+            value = getattr(declared.params, field)
+            if isinstance(marker, ValueRef) and value is not None:
+                read += value if isinstance(value, list) else [value]
+    return tuple(sorted(set(read) - defined))
 
 
 def _redefined_field(name: str, fields: tuple[str, ...], what: str) -> str:

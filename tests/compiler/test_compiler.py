@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
 
 from compose_gen import ComponentType, Loss, Params, Ref, Value, make_catalogue
-from compose_gen.compiler import compile_spec
+from compose_gen.compiler import assumed_fields, build_graph, compile_spec
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
@@ -235,3 +236,25 @@ def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, catal
 def test_a_spec_without_losses_is_told_so(gan_spec, catalogue) -> None:
     del gan_spec["losses"], gan_spec["players"]
     assert "losses: the spec has no losses, so there is nothing to train" in errors(gan_spec, catalogue)
+
+
+def test_the_fields_a_spec_reads_are_what_it_uses_as_data_but_never_defines(gan_spec, catalogue) -> None:
+    """Arguments, method targets and loss values that no component or graph value defines; not a plain call's target."""
+    gan_spec["graph"].update(labels="one_hot(y, 10)", frozen="w.detach()", typo="generatr(z)")
+    gan_spec["losses"]["adv"]["real"] = "real_x"
+    assert assumed_fields(load_spec(gan_spec, catalogue=catalogue)) == ("real_x", "w", "x", "y")
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        ({"fake": "generatr(z)"}, "graph.fake: unknown name 'generatr'; did you mean 'generator'?"),
+        ({"a": "generator(b)", "b": "generator(a)"}, "cycle: "),
+        ({"c": "one_hot(y)"}, "graph.c: one_hot(y) does not fit"),
+    ],
+)
+def test_the_graph_is_checked_without_the_data_with_the_fields_assumed(gan_spec, catalogue, graph: dict, message: str) -> None:
+    gan_spec["graph"].update(graph)
+    spec = load_spec(gan_spec, catalogue=catalogue)  # the spec alone does not see the graph's mistakes
+    with pytest.raises(SpecError, match=re.escape(message)):
+        build_graph(spec, assumed_fields(spec))
