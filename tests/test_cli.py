@@ -13,6 +13,7 @@ import yaml
 
 from compose_gen.cli import main
 from compose_gen.spec import load_spec
+from compose_gen_plugins.quality import fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +111,7 @@ def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
         assert '"component:encoder" -> "loss:vae"' in text and '"field:x" -> "loss:vae"' in text
 
 
-def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
+def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -> None:
     path = write(tmp_path, vae_spec)
     run = tmp_path / "run"
     assert main(["train", str(path), "--out", str(run), "--steps", "10", "--no-progress", "--device", "cpu"]) == 0
@@ -149,7 +150,11 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys) -> None:
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 's.npy'}"
     drawn = numpy.load(tmp_path / "s.npy", allow_pickle=False)
     assert drawn.shape[0] == 5 and numpy.isfinite(drawn).all() and 0 <= drawn.min() and drawn.max() <= 1  # data space: pixels
-    failing = "evaluate.metrics=[{type: test_losses}, {type: precision_recall, n: 2, k: 5}]"
+    def diverged(*args: object) -> None:  # a metric failing on what the model drew, which no build can foresee
+        raise ValueError("the samples hold NaN")
+
+    monkeypatch.setattr(fidelity, "knn_precision_recall", diverged)
+    failing = "evaluate.metrics=[{type: test_losses}, {type: precision_recall, n: 20, k: 3}]"
     assert main(["evaluate", str(run), "--json", "--set", failing]) == 1
     out, err = capsys.readouterr()
     shown = json.loads(out)  # what worked is printed even when a metric fails

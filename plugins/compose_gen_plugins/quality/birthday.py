@@ -10,9 +10,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import EvalContext, Params, TensorData
+from compose_gen import EvalContext, Params, Splits, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams
-from compose_gen_plugins.quality.shared import FeatureSpace, draw_samples, metric_type, random_rows
+from compose_gen_plugins.quality.shared import FeatureSpace, check_space, draw_samples, metric_type, random_rows
 from compose_gen_plugins.quality.statistics import (
     closest_pairs,
     nearest_neighbour_distances,
@@ -67,9 +67,8 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
     collides in every batch.  With image data the closest pairs are written to
     ``birthday_pairs.png`` (model) and ``birthday_pairs_data.png`` (columns are pairs).
     """
+    _check_birthday(params, ectx.data)
     train = ectx.data.train
-    if len(train) < params.s:
-        raise ValueError(f"birthday_paradox: s={params.s} exceeds the {len(train)} examples of the train split")
     space = FeatureSpace(params.space, ectx, params.classifier)
     generator = torch.Generator().manual_seed(ectx.seed)
     x = train.fields["x"]
@@ -96,6 +95,15 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
     }
 
 
+def _check_birthday(params: BirthdayParams, data: Splits) -> None:
+    check_space(params.space, data, "birthday_paradox", "set `space: raw` (the default), distances between raw examples")
+    if len(data.train) < params.s:
+        raise ValueError(
+            f"birthday_paradox: s={params.s} exceeds the {len(data.train)} examples of the train split, "
+            f"from which the real batches of s examples are drawn; lower `s` to at most {len(data.train)}"
+        )
+
+
 def _collisions(batches: Sequence[Tensor], space: FeatureSpace, threshold: float, shown: int) -> _Collisions:
     pairs, closest = [], []
     for batch in batches:
@@ -114,4 +122,4 @@ def _draw_pairs(closest: list[tuple[float, Tensor, Tensor]], data: TensorData, p
     save_grid(pixels, path, nrow=len(closest))
 
 
-TYPES = [metric_type("birthday_paradox", BirthdayParams, birthday_paradox)]
+TYPES = [metric_type("birthday_paradox", BirthdayParams, birthday_paradox, check=_check_birthday)]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from compose_gen import Params, Splits, TensorData
 
-__all__ = ["CACHE_ENV", "ClassifierParams", "FeatureClassifier", "cache_dir", "load_classifier"]
+__all__ = ["CACHE_ENV", "ClassifierParams", "FeatureClassifier", "cache_dir", "has_labels", "load_classifier"]
 
 #: Environment variable naming compose_gen's cache root.
 CACHE_ENV = "COMPOSE_GEN_CACHE_DIR"
@@ -124,14 +124,17 @@ def load_classifier(
     return net, _accuracy(net, data.test, device)
 
 
-def _labelled(split: TensorData, name: str) -> tuple[Tensor, Tensor, int]:
+def has_labels(split: TensorData) -> bool:
+    """Whether ``split`` has what the classifier is trained on: integer class labels, one per example, in ``y``."""
     y = split.fields.get("y")
-    if y is None or y.ndim != 1 or y.is_floating_point():
-        raise ValueError(
-            f"the feature classifier needs integer class labels in the {name} split's field 'y'; "
-            "this dataset has none (use `space: raw` for this metric)"
-        )
-    return split.fields["x"], y.long(), split.classes()
+    return y is not None and y.ndim == 1 and not y.is_floating_point()
+
+
+def _labelled(split: TensorData, name: str) -> tuple[Tensor, Tensor, int]:
+    # the metrics refuse unlabelled data first, each saying what to do instead; this guards direct calls
+    if not has_labels(split):
+        raise ValueError(f"the feature classifier needs integer class labels in the {name} split's field 'y'; this dataset has none")
+    return split.fields["x"], split.fields["y"].long(), split.classes()
 
 
 def _cache_key(config: dict, *tensors: Tensor) -> str:
@@ -202,10 +205,9 @@ def _load(path: Path, config: dict, device: torch.device) -> FeatureClassifier |
 
 @torch.no_grad()
 def _accuracy(net: FeatureClassifier, split: TensorData, device: torch.device) -> float | None:
-    y = split.fields.get("y")
-    if y is None or y.ndim != 1 or y.is_floating_point() or len(y) == 0:
+    if not has_labels(split) or len(split) == 0:
         return None
-    x = split.fields["x"]
+    x, y = split.fields["x"], split.fields["y"]
     correct = sum(
         int((net(xb.to(device)).argmax(-1) == yb.to(device)).sum())
         for xb, yb in zip(x.split(1024), y.split(1024), strict=True)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
+from torch import Tensor
 
-from compose_gen import EvalContext, Params, TensorData
+from compose_gen import EvalContext, Params, Splits, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams, load_classifier
-from compose_gen_plugins.quality.shared import FeatureSpace, Space, draw_samples, drawn_classes, metric_type, random_rows
+from compose_gen_plugins.quality.shared import (
+    FeatureSpace,
+    Space,
+    check_space,
+    draw_samples,
+    drawn_classes,
+    metric_type,
+    random_rows,
+    require_labels,
+)
 from compose_gen_plugins.quality.statistics import (
     frechet_distance,
     gaussian_moments,
@@ -52,6 +63,12 @@ class InceptionParams(Params):
         default_factory=ClassifierParams, description="settings of the classifier giving p(y|x)"
     )
 
+    @model_validator(mode="after")
+    def _a_sample_per_split(self) -> "InceptionParams":
+        if self.n < self.splits:
+            raise ValueError(f"n={self.n} samples cannot fill splits={self.splits} chunks: give n >= splits")
+        return self
+
 
 class PrecisionRecallParams(Params):
     """Settings of ``precision_recall``."""
@@ -63,6 +80,14 @@ class PrecisionRecallParams(Params):
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="feature classifier settings (when features come from it)"
     )
+
+    @model_validator(mode="after")
+    def _more_samples_than_k(self) -> "PrecisionRecallParams":
+        if self.n <= self.k:
+            raise ValueError(
+                f"the k-nearest-neighbour radii need more than k={self.k} samples, got n={self.n}: raise `n` or lower `k`"
+            )
+        return self
 
 
 class ClassAccuracyParams(Params):
@@ -79,9 +104,11 @@ def measure_class_accuracy(params: ClassAccuracyParams, ectx: EvalContext) -> di
 
     The fraction of ``n`` samples, drawn by class (the sampler's ``classes``), that
     the classifier trained on the dataset assigns to the class they were drawn for;
-    ``classifier_accuracy``, its accuracy on the real test split, is the ceiling,
-    and ``1 / classes`` the floor of a model that ignores its condition.
+    ``classifier_accuracy``, its accuracy on the real test split, is what faithful
+    samples score, and ``1 / classes`` chance level, what a model that ignores its
+    condition scores (one that draws the wrong class for each condition scores near 0).
     """
+    _check_class_accuracy(params, ectx.data)
     conditions = getattr(ectx.model, "conditions", None)
     if conditions is None:
         raise ValueError("class_accuracy needs a sampler that samples by class: set `classes` in the spec's `sample:`")
@@ -96,17 +123,32 @@ def measure_class_accuracy(params: ClassAccuracyParams, ectx: EvalContext) -> di
     return result if accuracy is None else {**result, "classifier_accuracy": accuracy}
 
 
+def _check_class_accuracy(params: ClassAccuracyParams, data: Splits) -> None:
+    require_labels(
+        data,
+        "class_accuracy",
+        "the classifier that tells each sample's class is trained on the data's labels",
+        "give the dataset integer class labels 0..K-1 in `y` (sampling by class needs them too)",
+    )
+
+
 def measure_frechet_distance(params: FrechetParams, ectx: EvalContext) -> dict[str, float]:
     """Fréchet distance between Gaussians fitted to real and model features (Heusel et al. 2017).
 
     ``FD = |μ_r − μ_g|² + tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^{1/2})`` on the dataset
-    classifier's penultimate features (images) or on raw examples.  Also reports
-    ``frechet_distance_data``: the same distance for held-out real data (the other
-    split, as many examples as samples, at most its size), the floor a perfect
-    model reaches at this sample size.
+    classifier's penultimate features (images) or on raw examples, against the
+    whole ``reference`` split.  Also reports ``frechet_distance_data``: the same
+    distance for ``n`` real examples of the other split, what a model that samples
+    the data distribution scores with ``n`` samples (the estimate falls as the
+    sample grows, so this floor holds at this ``n`` only).  When the other split
+    holds fewer than ``n`` examples, all of them are used and the floor is
+    overstated: on the digits (test reference) the train split's 1438 examples
+    give 14.7 where 700 of them give 19.3, so 2000 samples of the data
+    distribution would score below 14.7.
     """
+    _check_frechet(params, ectx.data)
     space = FeatureSpace(params.space, ectx, params.classifier)
-    reference, other = _reference_and_other(ectx, params.reference)
+    reference, other = _reference_and_other(ectx.data, params.reference)
     real = gaussian_moments(space(reference.fields["x"]))
     fake = gaussian_moments(space(draw_samples(ectx, params.n, "frechet_distance")))
     held_out = random_rows(other.fields["x"], params.n, torch.Generator().manual_seed(ectx.seed))
@@ -117,15 +159,40 @@ def measure_frechet_distance(params: FrechetParams, ectx: EvalContext) -> dict[s
     }
 
 
+#: What ``frechet_distance`` and ``precision_recall`` advise on ``space: classifier`` without labels.
+_RAW_INSTEAD = "set `space: raw`, or `space: auto`, which compares raw examples when the data have no labels"
+
+
+def _check_frechet(params: FrechetParams, data: Splits) -> None:
+    check_space(params.space, data, "frechet_distance", _RAW_INSTEAD)
+    reference, other = _reference_and_other(data, params.reference)
+    for split, name, role in ((reference, params.reference, "`reference`"), (other, _other(params.reference), "held-out data")):
+        if len(split) < 2:
+            raise ValueError(
+                f"frechet_distance: the {name} split ({role}) has {len(split)} example(s), and a covariance "
+                "needs at least 2; give the dataset more examples"
+            )
+
+
 def measure_inception_score(params: InceptionParams, ectx: EvalContext) -> dict[str, float]:
     """Inception-score analogue ``exp(E_x KL(p(y|x) ‖ p(y)))`` (Salimans et al. 2016).
 
     ``p(y|x)`` is the softmax of the classifier trained on the dataset; the score
-    is averaged over ``splits`` chunks of the ``n`` samples (mean and std reported),
-    next to ``inception_score_data``, the score of the test split itself.
+    is averaged over ``splits`` chunks of the ``n`` samples (mean and std reported).
+    ``inception_score_data`` is the test split's score, drawn and chunked like the
+    samples: ``n`` test examples in ``splits`` chunks of the same sizes, each chunk
+    distinct examples (all ``n`` distinct when the split holds that many, else the
+    split is reshuffled whenever a chunk no longer fits in what is left).  The
+    score falls with the chunk size (``p(y)`` estimated from fewer examples), so
+    only chunks of ``n / splits`` examples give what a model that samples the data
+    distribution scores; the test split must hold one chunk.  A model that
+    reproduces its training images scores higher still: the classifier, trained
+    on them, is surer of them than of held-out data.
     """
+    _check_inception(params, ectx.data)
     net, accuracy = load_classifier(ectx.data, params.classifier, ectx.device)
     samples = draw_samples(ectx, params.n, "inception_score").to(ectx.device)
+    rows = _chunked_rows(len(ectx.data.test), params.n, params.splits, torch.Generator().manual_seed(ectx.seed))
     with torch.no_grad():
         probs = torch.cat([net.probabilities(part) for part in samples.split(1024)])
         real = ectx.data.test.fields["x"].to(ectx.device)
@@ -134,9 +201,42 @@ def measure_inception_score(params: InceptionParams, ectx: EvalContext) -> dict[
     result = {
         "inception_score": mean,
         "inception_score_std": std,
-        "inception_score_data": inception_score(real_probs, min(params.splits, len(real_probs)))[0],
+        "inception_score_data": inception_score(real_probs[rows.to(real_probs.device)], params.splits)[0],
     }
     return result if accuracy is None else {**result, "classifier_accuracy": accuracy}
+
+
+def _check_inception(params: InceptionParams, data: Splits) -> None:
+    require_labels(
+        data,
+        "inception_score",
+        "p(y|x) comes from a classifier trained on the data's labels",
+        "the score needs labelled data; on unlabelled data frechet_distance and precision_recall compare raw examples",
+    )
+    chunk, available = math.ceil(params.n / params.splits), len(data.test)
+    if chunk > available:
+        raise ValueError(
+            f"inception_score: inception_score_data scores the test split in chunks as large as the samples' "
+            f"(n/splits = {chunk} examples, as the score falls with the chunk size), but the test split has "
+            f"{available}; raise `splits` to at least {math.ceil(params.n / max(available, 1))} "
+            f"or lower `n` to at most {params.splits * available}"
+        )
+
+
+def _chunked_rows(total: int, n: int, splits: int, generator: torch.Generator) -> Tensor:
+    """``n`` row indices into ``total`` rows whose ``splits`` chunks (as ``tensor_split`` makes them) hold distinct rows.
+
+    Rows are taken in the order of a random permutation, a new one whenever the
+    next chunk does not fit in what is left of the current one: all ``n`` rows
+    are distinct when ``n <= total``.
+    """
+    rows, left = [], torch.empty(0, dtype=torch.long)
+    for chunk in torch.arange(n).tensor_split(splits):
+        if len(left) < len(chunk):
+            left = torch.randperm(total, generator=generator)
+        rows.append(left[: len(chunk)])
+        left = left[len(chunk) :]
+    return torch.cat(rows)
 
 
 def measure_precision_recall(params: PrecisionRecallParams, ectx: EvalContext) -> dict[str, float]:
@@ -146,22 +246,39 @@ def measure_precision_recall(params: PrecisionRecallParams, ectx: EvalContext) -
     example; recall: the fraction of real examples within the k-NN radius of
     some sample; on classifier features (images) or raw examples.
     """
+    _check_precision_recall(params, ectx.data)
     space = FeatureSpace(params.space, ectx, params.classifier)
-    reference, _ = _reference_and_other(ectx, params.reference)
+    reference, _ = _reference_and_other(ectx.data, params.reference)
     real = random_rows(reference.fields["x"], params.n, torch.Generator().manual_seed(ectx.seed))
     fake = draw_samples(ectx, params.n, "precision_recall")
     precision, recall = knn_precision_recall(space(real), space(fake), params.k)
     return {"precision": precision, "recall": recall, **space.report()}
 
 
-def _reference_and_other(ectx: EvalContext, reference: str) -> tuple[TensorData, TensorData]:
-    splits = (ectx.data.test, ectx.data.train)
+def _check_precision_recall(params: PrecisionRecallParams, data: Splits) -> None:
+    check_space(params.space, data, "precision_recall", _RAW_INSTEAD)
+    reference, other = _reference_and_other(data, params.reference)
+    if len(reference) <= params.k:
+        other_name = _other(params.reference)
+        instead = f", or use `reference: {other_name}`" if len(other) > params.k else ""
+        raise ValueError(
+            f"precision_recall: the k-nearest-neighbour radii need more than k={params.k} real examples, "
+            f"but the {params.reference} split has {len(reference)}; lower `k`{instead}"
+        )
+
+
+def _reference_and_other(data: Splits, reference: str) -> tuple[TensorData, TensorData]:
+    splits = (data.test, data.train)
     return splits if reference == "test" else splits[::-1]
 
 
+def _other(reference: str) -> str:
+    return "train" if reference == "test" else "test"
+
+
 TYPES = [
-    metric_type("frechet_distance", FrechetParams, measure_frechet_distance),
-    metric_type("inception_score", InceptionParams, measure_inception_score),
-    metric_type("precision_recall", PrecisionRecallParams, measure_precision_recall),
-    metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy, by_class=True),
+    metric_type("frechet_distance", FrechetParams, measure_frechet_distance, check=_check_frechet),
+    metric_type("inception_score", InceptionParams, measure_inception_score, check=_check_inception),
+    metric_type("precision_recall", PrecisionRecallParams, measure_precision_recall, check=_check_precision_recall),
+    metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy, by_class=True, check=_check_class_accuracy),
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 from pydantic import Field, model_validator
@@ -63,8 +62,12 @@ def mode_coverage(params: ModeCoverageParams, ectx: EvalContext) -> dict[str, fl
     }
 
 
-def _modes(params: ModeCoverageParams, data: Splits) -> tuple[Any, Any, float]:
-    """The mode centres or ring radii, and their std: the metric's parameters, else the dataset's meta."""
+def _modes(params: ModeCoverageParams, data: Splits) -> tuple[Tensor | None, Tensor | None, float]:
+    """The mode centres ``[modes, d]`` or ring radii ``[rings]`` (float64), and their std.
+
+    From the metric's parameters, else the dataset's meta; refused unless they fit
+    the data's examples in data space (``to_display``), where samples are compared.
+    """
     meta = {**data.test.meta, **data.train.meta}
     explicit = params.modes is not None or params.radii is not None
     modes = params.modes if explicit else meta.get("modes")
@@ -76,28 +79,34 @@ def _modes(params: ModeCoverageParams, data: Splits) -> tuple[Any, Any, float]:
             "(eight_gaussians, gaussian_grid and rings do); give `modes` or `radii`, and `mode_std`, "
             "in the metric's parameters"
         )
-    return modes, radii, float(std)
+    if modes is not None:
+        dims = data.train.to_display(data.train.fields["x"][:1]).flatten(1).shape[1]
+        try:
+            centres = torch.as_tensor(modes, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            centres = None
+        if centres is None or centres.ndim != 2 or len(centres) == 0 or centres.shape[1] != dims:
+            shape = "a ragged list" if centres is None else f"shape {tuple(centres.shape)}"
+            raise ValueError(
+                f"mode_coverage: the modes ({shape}) are not a list of points in the data's {dims} dimensions; "
+                f"give `modes` as [[x1, ..., x{dims}], ...]"
+            )
+        return centres, None, float(std)
+    rings = torch.as_tensor(radii, dtype=torch.float64).flatten()
+    if len(rings) == 0:
+        raise ValueError("mode_coverage: no ring radii; give at least one in `radii`")
+    return None, rings, float(std)
 
 
-def _check_modes(params: ModeCoverageParams, ctx: Any) -> None:
-    """At the build, so ``validate`` refuses data without modes rather than the evaluation after training."""
-    data = getattr(ctx, "data", None)
-    if data is not None:
-        _modes(params, data)
+def _check_modes(params: ModeCoverageParams, data: Splits) -> None:
+    _modes(params, data)
 
 
 def _distances_to_modes(params: ModeCoverageParams, ectx: EvalContext, samples: Tensor) -> tuple[Tensor, float]:
-    modes, radii, std = _modes(params, ectx.data)
-    if modes is not None:
-        centres = torch.as_tensor(modes, dtype=torch.float64, device=samples.device)
-        if centres.ndim != 2 or len(centres) == 0 or centres.shape[1] != samples.shape[1]:
-            raise ValueError(
-                f"mode_coverage: modes of shape {tuple(centres.shape)} do not fit samples of "
-                f"{samples.shape[1]} dimensions"
-            )
-        return pairwise_distances(samples, centres), std
-    rings = torch.as_tensor(radii, dtype=torch.float64, device=samples.device).flatten()
-    return (samples.norm(dim=1, keepdim=True) - rings).abs(), std
+    centres, rings, std = _modes(params, ectx.data)
+    if centres is not None:
+        return pairwise_distances(samples, centres.to(samples.device)), std
+    return (samples.norm(dim=1, keepdim=True) - rings.to(samples.device)).abs(), std
 
 
 def _plot(samples: Tensor, high_quality: Tensor, path: Path) -> None:

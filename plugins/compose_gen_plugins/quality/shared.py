@@ -10,11 +10,20 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from compose_gen import ComponentType, EvalContext, Params, TensorData
-from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, load_classifier
+from compose_gen import ComponentType, EvalContext, Params, Splits
+from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, has_labels, load_classifier
 from compose_gen_plugins.sampling import require_sampler
 
-__all__ = ["FeatureSpace", "Space", "drawn_classes", "draw_samples", "metric_type", "random_rows"]
+__all__ = [
+    "FeatureSpace",
+    "Space",
+    "check_space",
+    "draw_samples",
+    "drawn_classes",
+    "metric_type",
+    "random_rows",
+    "require_labels",
+]
 
 #: ``raw``: flattened model-space examples; ``classifier``: the penultimate features of
 #: the classifier trained on the dataset; ``auto``: the classifier for labelled images, raw otherwise.
@@ -26,19 +35,23 @@ def metric_type(
     params: type[Params],
     measure: Callable[[Any, EvalContext], dict[str, float]],
     by_class: bool = False,
-    check: Callable[[Any, Any], None] | None = None,
+    check: Callable[[Any, Splits], None] | None = None,
 ) -> ComponentType:
     """A metric type whose ``build(params, ctx)`` returns ``measure`` bound to its parameters.
 
     Each of these metrics draws samples: its build checks that the spec says how
-    (by class too, for ``by_class``), so ``validate`` finds a missing ``sample:``;
-    ``check(params, ctx)`` refuses, at the build too, what else it would fail on.
+    (by class too, for ``by_class``), so ``validate`` finds a missing ``sample:``.
+    ``check(params, data)`` refuses what else the metric would fail on with these
+    parameters and this data: run by the build (when ``ctx.data`` is there), so
+    ``validate`` finds it rather than the evaluation after training, and by
+    ``measure`` itself, which may be called without a build.
     """
 
     def build(parsed: Params, ctx: Any) -> Callable[[EvalContext], dict[str, float]]:
         require_sampler(ctx, name, by_class)
-        if check is not None:
-            check(parsed, ctx)
+        data = getattr(ctx, "data", None)
+        if check is not None and data is not None:
+            check(parsed, data)
         return partial(measure, parsed)
 
     return ComponentType(name, "metric", params, build, doc=(inspect.getdoc(measure) or "").splitlines()[0])
@@ -86,7 +99,7 @@ class FeatureSpace:
     def __init__(self, space: Space, ectx: EvalContext, classifier: ClassifierParams) -> None:
         train = ectx.data.train
         if space == "auto":
-            space = "classifier" if train.image_shape is not None and _has_labels(train) else "raw"
+            space = "classifier" if train.image_shape is not None and has_labels(train) else "raw"
         self.space = space
         self.device = ectx.device
         self.net: FeatureClassifier | None = None
@@ -107,6 +120,17 @@ class FeatureSpace:
         return {} if self.accuracy is None else {"classifier_accuracy": self.accuracy}
 
 
-def _has_labels(split: TensorData) -> bool:
-    y = split.fields.get("y")
-    return y is not None and y.ndim == 1 and not y.is_floating_point()
+def require_labels(data: Splits, metric: str, need: str, remedy: str) -> None:
+    """Refuse data without integer class labels ``y`` in the train split, which the feature classifier is trained on.
+
+    The message reads ``"{metric}: {need}, but ... has none; {remedy}"``: why the
+    metric needs them, and what to do instead.
+    """
+    if not has_labels(data.train):
+        raise ValueError(f"{metric}: {need}, but the train split has no integer class labels in the field 'y'; {remedy}")
+
+
+def check_space(space: Space, data: Splits, metric: str, remedy: str) -> None:
+    """Refuse ``space: classifier`` on data without the labels its classifier is trained on (``auto`` picks raw then)."""
+    if space == "classifier":
+        require_labels(data, metric, "`space: classifier` compares the features of a classifier trained on the data's labels", remedy)

@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from compose_gen import Splits, TensorData
 from compose_gen_plugins.quality import classifier as classifier_module
-from compose_gen_plugins.quality.classifier import ClassifierParams, cache_dir, load_classifier
+from compose_gen_plugins.quality.classifier import ClassifierParams, cache_dir, has_labels, load_classifier
 
 TINY = ClassifierParams(width=4, feature_dim=8, epochs=8, batch_size=64, lr=3e-3)
 CPU = torch.device("cpu")
@@ -76,10 +76,13 @@ def test_a_corrupt_cache_file_is_retrained_over(image_splits, classifier_cache):
         assert handle.keys()
 
 
-def test_unlabelled_data_is_a_clear_error(image_splits):
+def test_unlabelled_data_is_a_clear_error_that_gives_no_metric_s_advice(image_splits):
+    """The classifier does not know which metric asks; each metric refuses unlabelled data first, with its own remedy."""
     unlabelled = TensorData({"x": image_splits.train.fields["x"]}, image_shape=(1, 6, 6))
-    with pytest.raises(ValueError, match=r"integer class labels in the train split's field 'y'.*space: raw"):
+    with pytest.raises(ValueError, match=r"integer class labels in the train split's field 'y'; this dataset has none$"):
         load_classifier(Splits(unlabelled, unlabelled), TINY, CPU)
+    one_hot = TensorData({"x": image_splits.train.fields["x"], "y": torch.eye(3)[image_splits.train.fields["y"]]})
+    assert not has_labels(one_hot) and has_labels(image_splits.train)
 
 
 def test_an_unwritable_cache_warns_and_still_serves_a_classifier(image_splits, tmp_path, monkeypatch):

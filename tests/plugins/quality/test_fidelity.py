@@ -17,6 +17,7 @@ from compose_gen_plugins.quality.fidelity import (
     measure_inception_score,
     measure_precision_recall,
 )
+from compose_gen_plugins.quality.fidelity import _chunked_rows
 from compose_gen_plugins.quality.testing import DistributionSampler, FixedSampler
 
 TINY = ClassifierParams(width=4, feature_dim=8, epochs=8, batch_size=64, lr=3e-3)
@@ -60,6 +61,31 @@ def test_inception_score_reaches_the_class_count_for_real_data_and_one_for_a_sin
     one_class = measure_inception_score(params, context(FixedSampler(x[y == 1]), image_splits))
     assert one_class["inception_score"] < 1.2
     assert set(one_class) == {"inception_score", "inception_score_std", "inception_score_data", "classifier_accuracy"}
+
+
+def test_the_data_s_inception_score_is_what_a_model_sampling_the_data_scores(mixture_splits, mixture_sampler, modes, context):
+    """The score falls with the chunk size: the data's must be scored in chunks as large as the samples'.
+
+    200 test examples against n = 2000 samples in 10 chunks of 200: scoring the
+    test split in 10 chunks of 20 gave ~6.6 against the model's ~7.75 (8 modes).
+    """
+    test = {name: field[:200] for name, field in mixture_splits.test.fields.items()}
+    splits = Splits(mixture_splits.train, TensorData(test, num_classes=8))
+    params = InceptionParams(n=2000, splits=10, classifier=TINY)
+    for seed in range(3):
+        result = measure_inception_score(params, context(mixture_sampler(modes, seed=seed), splits, seed=seed))
+        assert result["classifier_accuracy"] == 1.0
+        assert result["inception_score_data"] == pytest.approx(result["inception_score"], rel=0.04)
+
+
+def test_the_data_s_chunks_have_the_samples_sizes_and_distinct_examples():
+    generator = torch.Generator().manual_seed(0)
+    fits = _chunked_rows(100, 95, 10, generator)
+    assert len(fits) == 95 and len(fits.unique()) == 95  # all distinct when the split holds n examples
+    reused = _chunked_rows(30, 95, 4, generator)
+    chunks = reused.tensor_split(4)
+    assert [len(chunk) for chunk in chunks] == [24, 24, 24, 23] == [len(c) for c in torch.arange(95).tensor_split(4)]
+    assert all(len(chunk.unique()) == len(chunk) for chunk in chunks) and 0 <= reused.min() and reused.max() < 30
 
 
 def test_precision_recall_tells_a_collapsed_model_from_a_spread_one(mixture_splits, mixture_sampler, modes, context):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compose_gen_plugins.quality as quality
-from compose_gen import make_catalogue
+from compose_gen import Splits, TensorData, make_catalogue
 from compose_gen_plugins.quality.testing import FixedSampler
 
 METRICS = {"mode_coverage", "frechet_distance", "inception_score", "precision_recall", "class_accuracy", "birthday_paradox"}
@@ -69,3 +69,45 @@ def test_bad_parameters_are_rejected(name, spec):
     kind = make_catalogue([quality], entry_points=False).get(name)
     with pytest.raises(pydantic.ValidationError):
         kind.params.model_validate(spec)
+
+
+def unlabelled(splits: Splits, test_size: int | None = None) -> Splits:
+    """``splits`` without labels or meta (as an npz file of points gives them), the test split cut to ``test_size``."""
+    return Splits(TensorData({"x": splits.train.fields["x"]}), TensorData({"x": splits.test.fields["x"][:test_size]}))
+
+
+def small_test(splits: Splits, test_size: int) -> Splits:
+    test = splits.test
+    cut = {name: field[:test_size] for name, field in test.fields.items()}
+    return Splits(splits.train, TensorData(cut, num_classes=test.num_classes, meta=test.meta))
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "data", "message"),
+    [
+        ("inception_score", {}, unlabelled, r"inception_score: p\(y\|x\) comes from a classifier trained on the data's labels"),
+        ("inception_score", {}, lambda s: small_test(s, 150), r"n/splits = 200 examples.*at least 14 or lower `n` to at most 1500"),
+        ("frechet_distance", {"space": "classifier"}, unlabelled, r"frechet_distance: `space: classifier`.*set `space: raw`"),
+        ("frechet_distance", {}, lambda s: small_test(s, 1), r"the test split \(`reference`\) has 1 example"),
+        ("precision_recall", {"space": "classifier"}, unlabelled, r"precision_recall: `space: classifier`.*set `space: raw`"),
+        ("precision_recall", {"k": 5}, lambda s: small_test(s, 5), r"more than k=5 real examples.*or use `reference: train`"),
+        ("birthday_paradox", {"s": 4001}, unlabelled, r"s=4001 exceeds the 4000 examples of the train split"),
+        ("birthday_paradox", {"space": "classifier"}, unlabelled, r"birthday_paradox: `space: classifier`.*`space: raw` \(the default\)"),
+        ("class_accuracy", {}, unlabelled, r"class_accuracy: the classifier that tells each sample's class"),
+        ("mode_coverage", {}, unlabelled, r"mode_coverage: the dataset stores no meta\['modes'\]"),
+        ("mode_coverage", {"modes": [[0, 0, 0]], "mode_std": 1}, unlabelled, r"not a list of points in the data's 2 dimensions"),
+        ("mode_coverage", {"radii": [], "mode_std": 1}, unlabelled, r"no ring radii"),
+    ],
+)
+def test_a_setting_the_data_refuse_fails_the_build_and_the_metric_alike(name, spec, data, message, mixture_splits, context):
+    """One check, run by the build (so validate finds it) and by the metric itself when called without a build."""
+    kind = make_catalogue([quality], entry_points=False).get(name)
+    params, splits = kind.params.model_validate(spec), data(mixture_splits)
+    x, y = mixture_splits.train.fields["x"], mixture_splits.train.fields["y"]
+    sampler = FixedSampler(x, labels=y)  # samples by class, for class_accuracy
+    with pytest.raises(ValueError, match=message) as at_build:
+        kind.build(params, SimpleNamespace(sampler=sampler, data=splits))
+    metric = kind.build(params, SimpleNamespace(sampler=sampler))  # no data at the build: nothing to check
+    with pytest.raises(ValueError, match=message) as at_evaluation:
+        metric(context(sampler, splits))
+    assert str(at_build.value) == str(at_evaluation.value)

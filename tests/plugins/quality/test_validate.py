@@ -1,0 +1,91 @@
+"""``compose-gen validate`` refuses quality metrics that could only fail at the evaluation after training."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import yaml
+
+from compose_gen.cli import main
+
+
+def flow_spec(data: str, metrics: list[dict]) -> dict:
+    """A tiny flow on 100 unlabelled 2-D points from an npz file: 80 train, 20 test examples."""
+    return {
+        "name": "unlabelled_points",
+        "data": {"type": "npz", "path": data},
+        "components": {
+            "flow": {
+                "type": "flow",
+                "base": {"type": "standard_normal", "shape": [2]},
+                "bijectors": [{"type": "affine_coupling", "shape": [2], "hidden": [8]}],
+            }
+        },
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "sample": {"type": "flow_sampler", "flow": "flow"},
+        "train": {"steps": 2, "batch_size": 16},
+        "evaluate": {"metrics": metrics},
+    }
+
+
+def validate(tmp_path, metrics: list[dict], capsys) -> tuple[int, str]:
+    data = tmp_path / "points.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(flow_spec(str(data), metrics), sort_keys=False))
+    capsys.readouterr()
+    status = main(["validate", str(spec)])
+    return status, capsys.readouterr().out
+
+
+def test_metrics_that_can_only_fail_on_the_data_are_refused_each_with_its_remedy(tmp_path, capsys):
+    status, out = validate(
+        tmp_path,
+        [
+            {"type": "inception_score", "n": 100},
+            {"type": "frechet_distance", "space": "classifier"},
+            {"type": "precision_recall", "k": 20},
+            {"type": "birthday_paradox"},
+            {"type": "birthday_paradox", "s": 10, "space": "classifier"},
+            {"type": "mode_coverage"},
+        ],
+        capsys,
+    )
+    assert status == 1
+    problems = {match[1]: line for line in out.splitlines() if (match := re.search(r"(evaluate\.metrics\[\d\]): ", line))}
+    assert set(problems) == {f"evaluate.metrics[{i}]" for i in range(6)}, out
+    inception = problems["evaluate.metrics[0]"]
+    assert "inception_score: p(y|x) comes from a classifier trained on the data's labels" in inception
+    assert "frechet_distance and precision_recall compare raw examples" in inception and "space: raw" not in inception
+    assert "frechet_distance: `space: classifier`" in problems["evaluate.metrics[1]"]
+    assert "set `space: raw`, or `space: auto`" in problems["evaluate.metrics[1]"]
+    assert "need more than k=20 real examples, but the test split has 20; lower `k`, or use `reference: train`" in problems[
+        "evaluate.metrics[2]"
+    ]
+    assert "s=100 exceeds the 80 examples of the train split" in problems["evaluate.metrics[3]"]
+    assert "lower `s` to at most 80" in problems["evaluate.metrics[3]"]
+    assert "set `space: raw` (the default)" in problems["evaluate.metrics[4]"]
+    assert "the dataset stores no meta['modes']" in problems["evaluate.metrics[5]"]
+
+
+def test_the_same_metrics_set_as_the_data_allow_pass(tmp_path, capsys):
+    status, out = validate(
+        tmp_path,
+        [
+            {"type": "frechet_distance"},  # auto: raw examples, as there are no labels
+            {"type": "precision_recall", "k": 5},
+            {"type": "birthday_paradox", "s": 80},
+            {"type": "mode_coverage", "modes": [[0.0, 0.0]], "mode_std": 1.0},
+        ],
+        capsys,
+    )
+    assert status == 0, out
+    assert out.strip().endswith(": ok")
+
+
+def test_parameters_that_contradict_each_other_are_refused_with_the_spec(tmp_path, capsys):
+    status, out = validate(tmp_path, [{"type": "precision_recall", "n": 3}, {"type": "inception_score", "n": 5}], capsys)
+    assert status == 1
+    assert "evaluate.metrics[0]" in out and "need more than k=3 samples, got n=3: raise `n` or lower `k`" in out
+    assert "evaluate.metrics[1]" in out and "n=5 samples cannot fill splits=10 chunks" in out
