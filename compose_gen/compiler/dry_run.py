@@ -53,6 +53,7 @@ def dry_run(model: Any, data: Splits) -> None:
                 for step in plan.values:
                     with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", on_batch):
                         values[step.name] = step.fn(values)
+                reached: dict[str, set[int]] = {}
                 for call in plan.losses:
                     inputs = call.gather(values)
                     with _located(spec, stack, spec.sections.losses[call.name], f"computing loss {call.name!r}", on_batch):
@@ -60,6 +61,8 @@ def dry_run(model: Any, data: Splits) -> None:
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
                     _check_finite(spec, call.name, result, call.terms, shapes)
                     logged.update(term_address(call.name, key) for key in result)
+                    reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.terms)})
+                _check_reach(model, plan, reached)
                 computed.update(values)
             _remaining_values(model, computed, stack, on_batch)
             if model.sampler is not None:
@@ -98,6 +101,44 @@ def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozen
             f"non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch ({shapes}): "
             "do the data's values lie where the model is defined (a logit needs (0, 1))?",
         )
+
+
+def _reached(term: Tensor, params: list[Tensor]) -> set[int]:
+    """The ids of the ``params`` that ``term`` has a gradient path to."""
+    params = [p for p in params if p.requires_grad]
+    if not term.requires_grad or not params:
+        return set()
+    grads = torch.autograd.grad(term, params, allow_unused=True, retain_graph=True)
+    return {id(p) for p, g in zip(params, grads, strict=True) if g is not None}
+
+
+def _check_reach(model: Any, plan: Any, reached: dict[str, set[int]]) -> None:
+    """Every term of a player trains some of its parameters, and every component it names is trained by some term.
+
+    The graph says what a term reads; only autograd sees what a loss detaches
+    (a gradient penalty's interpolates, a critic's fake inputs), so a term put
+    under the wrong player, or a component no term reaches, is found here.
+    """
+    spec, path = model.spec, ("players", plan.player)
+    problems = []
+    for address, ids in reached.items():
+        if not ids:
+            problems.append(Problem((*path, "terms"), (
+                f"{address} has no gradient path to the parameters of player {plan.player!r} (the loss detaches what they make), "
+                "so it trains nothing here: is it meant for another player?"
+            )))
+    named = spec.model.players[plan.player].params if spec.model.players else "all"
+    if not problems and named != "all":
+        trained = set().union(*reached.values())
+        for i, component in enumerate(named):
+            own = {id(p) for p in model.component(component).parameters() if p.requires_grad}
+            if own and not own & trained:
+                problems.append(Problem((*path, "params", i), (
+                    f"none of the terms of player {plan.player!r} ({', '.join(reached)}) has a gradient path to {component!r}, "
+                    "so its parameters would never train"
+                )))
+    if problems:
+        raise SpecError(problems, spec.source)
 
 
 def _examples(data: TensorData) -> Tensor:

@@ -101,42 +101,73 @@ def make_plans(
         if not params:
             problems.append(Problem(path, f"player {player!r} has no parameters to update"))
         elif not holding and len(problems) == known_before:
-            problems.append(Problem(path, f"none of player {player!r}'s terms depends on its parameters"))
+            problems.append(Problem(path, f"none of the terms of player {player!r} depends on its parameters"))
         steps = []
         for value in graph.values_in_order(ancestry):
             own = graph.ancestors({node("value", value)})
             steps.append(ValueStep(value, evaluators[value], bool(own & holders)))
         plans[player] = Plan(player, pspec, params, steps, calls, frozenset(map(id, params)))
     if not problems:
-        problems += _sides_sharing_parameters(plans, losses, components, explicit=bool(spec.model.players))
+        problems += _game_problems(plans, losses, components, graph, explicit=bool(spec.model.players))
     if problems:
         raise SpecError(problems, spec.source)
     return plans
 
 
-def _sides_sharing_parameters(
-    plans: dict[str, Plan], losses: dict[str, Loss], components: dict[str, nn.Module], explicit: bool
+def _game_problems(
+    plans: dict[str, Plan], losses: dict[str, Loss], components: dict[str, nn.Module], graph: SpecGraph, explicit: bool
 ) -> list[Problem]:
-    """A parameter trained on both of a loss's opposed terms (one player for both sides of a game) gets their sum: they cancel."""
+    """What is wrong with the players of each two-sided loss (``Loss.opposed``: the critic's side, then the generator's).
+
+    A parameter trained on both sides gets their sum, and they cancel.  With the
+    players written out, the critic's side must train the components the loss
+    names (its critic), the generator's side must not, and neither side may be
+    left to no player.
+    """
     problems = []
     for name, loss in losses.items():
         if loss.opposed is None:
             continue
+        a, b = (term_address(name, term) for term in loss.opposed)
         sides = [[plan for plan in plans.values() if any(c.name == name and term in c.terms for c in plan.losses)] for term in loss.opposed]
         shared = {id(p) for plan in sides[0] for p in plan.params} & {id(p) for plan in sides[1] for p in plan.params}
-        if not shared:
+        if shared:
+            holders = _holders(shared, components) or ["the loss"]
+            players = list(dict.fromkeys(plan.player for side in sides for plan in side))
+            path = ("players",) if explicit else ("losses", name)
+            problems.append(Problem(path, (
+                f"{a} and {b} oppose each other, but the parameters of {' and '.join(holders)} are trained on both "
+                f"({'player' if len(players) == 1 else 'players'} {' and '.join(players)}), so the "
+                f"two sides cancel: give each side its own player and parameters, e.g. players: {{critic: {{params: [critic], "
+                f"terms: [{a}]}}, generator: {{params: [generator], terms: [{b}]}}}}"
+            )))
             continue
-        holders = [c for c, module in components.items() if any(id(p) in shared for p in module.parameters())] or ["the loss"]
-        a, b = (term_address(name, term) for term in loss.opposed)
-        players = list(dict.fromkeys(plan.player for side in sides for plan in side))
-        path = ("players",) if explicit else ("losses", name)
-        problems.append(Problem(path, (
-            f"{a} and {b} oppose each other, but the parameters of {' and '.join(holders)} are trained on both "
-            f"({'player' if len(players) == 1 else 'players'} {' and '.join(players)}), so the "
-            f"two sides cancel: give each side its own player and parameters, e.g. players: {{critic: {{params: [critic], "
-            f"terms: [{a}]}}, generator: {{params: [generator], terms: [{b}]}}}}"
-        )))
+        if not explicit:
+            continue
+        named = [n.split(":", 1)[1] for n in graph.graph.predecessors(node("loss", name)) if n.startswith("component:")]
+        own = {id(p) for p in loss.parameters()} | {id(p) for c in named for p in components[c].parameters()}
+        critic = " and ".join(_holders(own, components))
+        for plan in sides[0]:
+            if own and not own & plan.param_ids:
+                problems.append(Problem(("players", plan.player), (
+                    f"{a} is the critic's side of {name!r}: it trains {critic}, which player {plan.player!r} does not hold, "
+                    f"so it trains nothing here (is {a} meant for the player of {critic}?)"
+                )))
+        for plan in sides[1]:
+            if own & plan.param_ids:
+                problems.append(Problem(("players", plan.player), (
+                    f"{b} is the generator's side of {name!r}: it trains what makes the critic's inputs, but player {plan.player!r} "
+                    f"would train {critic}, the critic itself, to help the generator (give {critic} to the player of {a})"
+                )))
+        for side, other, address in ((sides[0], sides[1], a), (sides[1], sides[0], b)):
+            if other and not side:
+                problems.append(Problem(("players",), f"no player trains {address}, so {name!r} is a game of one side: add a player with terms [{address}]"))
     return problems
+
+
+def _holders(ids: set[int], components: dict[str, nn.Module]) -> list[str]:
+    """The components holding any of the parameters ``ids``."""
+    return [c for c, module in components.items() if any(id(p) in ids for p in module.parameters())]
 
 
 def _player_params(

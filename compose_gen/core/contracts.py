@@ -89,8 +89,10 @@ class Loss(nn.Module):
     terms: ClassVar[tuple[str, ...]] = ("loss",)
     #: Inputs each term needs; terms not listed need every input.
     term_inputs: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    #: Two terms that work against each other (the critic's and the generator's side of a game): no parameter may be
-    #: trained on both, or the sides cancel (``validate`` refuses such players).
+    #: Two terms that work against each other, the critic's side then the generator's: the first trains the
+    #: components the loss names (its critic), the second what makes its inputs, never the critic.  With explicit players
+    #: ``validate`` refuses a side on the other's parameters, both sides on the same ones (they cancel), and a
+    #: side that no player trains.
     opposed: ClassVar[tuple[str, str] | None] = None
 
     def inputs_for(self, terms: Iterable[str], all_inputs: Iterable[str]) -> set[str]:

@@ -179,7 +179,7 @@ def test_player_whose_terms_ignore_its_parameters(gan_spec, catalogue) -> None:
     gan_spec["losses"]["real_only"] = {"type": "toy_adversarial", "critic": "critic", "fake": "x"}
     gan_spec["players"]["generator"]["terms"] = ["real_only.generator"]
     message = errors(gan_spec, catalogue)
-    assert "players.generator: none of player 'generator''s terms depends on its parameters" in message
+    assert "players.generator: none of the terms of player 'generator' depends on its parameters" in message
     gan_spec["players"]["generator"]["params"] = ["noise"]
     assert "players.generator: player 'generator' has no parameters" in errors(gan_spec, catalogue)
 
@@ -232,6 +232,47 @@ def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, catal
     gan_spec["players"] = game
     assert "players: adv.critic and adv.generator oppose each other, but the parameters of generator are trained on both (players critic and generator)" in errors(gan_spec, catalogue)
 
+
+
+@pytest.mark.parametrize(
+    ("players", "messages"),
+    [
+        (  # each side under the other's player
+            {"critic": {"params": ["critic"], "terms": ["adv.generator"]}, "generator": {"params": ["generator"], "terms": ["adv.critic"]}},
+            [
+                "players.critic: adv.generator is the generator's side of 'adv': it trains what makes the critic's inputs, "
+                "but player 'critic' would train critic, the critic itself",
+                "players.generator: adv.critic is the critic's side of 'adv': it trains critic, which player 'generator' does not hold",
+            ],
+        ),
+        (  # each player on the other's parameters
+            {"critic": {"params": ["generator"], "terms": ["adv.critic"]}, "generator": {"params": ["critic"], "terms": ["adv.generator"]}},
+            ["players.critic: adv.critic is the critic's side", "players.generator: adv.generator is the generator's side"],
+        ),
+        (  # a generator against a critic that never learns
+            {"generator": {"params": ["generator"], "terms": ["adv.generator"]}},
+            ["players: no player trains adv.critic, so 'adv' is a game of one side: add a player with terms [adv.critic]"],
+        ),
+    ],
+)
+def test_a_game_with_its_sides_on_the_wrong_players_is_refused(gan_spec, catalogue, players: dict, messages: list[str]) -> None:
+    gan_spec["players"] = players
+    found = errors(gan_spec, catalogue)
+    assert all(message in found for message in messages), found
+
+
+def test_a_term_or_component_its_player_cannot_train_is_refused(gan_spec, catalogue) -> None:
+    """Autograd decides: a gradient penalty detaches the generator's samples, so it trains the critic only."""
+    gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
+    gan_spec["players"]["generator"]["terms"] = ["adv.generator", "gp"]
+    assert "players.generator.terms: gp.critic has no gradient path to the parameters of player 'generator'" in errors(gan_spec, catalogue)
+    gan_spec["players"]["generator"]["terms"] = ["adv.generator"]
+    gan_spec["components"]["encoder"] = {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [4]}
+    gan_spec["players"]["generator"]["params"] = ["generator", "encoder"]  # nothing the generator's terms read uses it
+    assert (
+        "players.generator.params[1]: none of the terms of player 'generator' (adv.generator) has a gradient path to 'encoder', "
+        "so its parameters would never train"
+    ) in errors(gan_spec, catalogue)
 
 def test_a_spec_without_losses_is_told_so(gan_spec, catalogue) -> None:
     del gan_spec["losses"], gan_spec["players"]

@@ -231,7 +231,7 @@ def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain
     ``names`` say where each bijector is written (``head[0]``, ``bijectors[1]``), for the error.
     """
     names = names or [f"bijector {i}" for i in range(len(bijectors))]
-    for (a, b), (first, second) in zip(pairwise(bijectors), pairwise(names)):
+    for (a, b), (first, second) in zip(pairwise(bijectors), pairwise(names), strict=True):
         if a.out_event_shape != b.event_shape:
             raise ValueError(
                 f"{first} ({type(a).__name__}) outputs event shape {tuple(a.out_event_shape)} but "
