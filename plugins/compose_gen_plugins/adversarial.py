@@ -14,7 +14,9 @@ generator step computes no ``real`` value.
 Inputs.  ``real`` and ``fake`` each name one value or a list of values passed as
 ``critic(*values)`` (joint critics: ``real: [x, z_hat]``, ``fake: [fake, z]``);
 ``labels`` is appended to both for a conditional critic, ``fake_labels`` (default
-``labels``) to ``fake`` only.  A critic returning ``(score, class_logits)`` (AC-GAN) is
+``labels``) to ``fake`` only.  Real and fake inputs in the same place must have the same
+per-example shape (the first dimension is the batch): a generator whose output is not
+shaped like the data is refused here, naming both shapes (:func:`check_sides`).  A critic returning ``(score, class_logits)`` (AC-GAN) is
 scored by its first output; scores are averaged over all their elements (patch critics).
 
 Options common to all: instance noise (Sønderby et al. 2017; Arjovsky & Bottou 2017):
@@ -37,7 +39,7 @@ from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
 
-__all__ = ["AdversarialLoss", "CriticLoss", "critic_inputs", "score"]
+__all__ = ["AdversarialLoss", "CriticLoss", "check_sides", "critic_inputs", "score", "side_names"]
 
 
 def critic_inputs(inputs: Mapping[str, Any], side: str, with_labels: bool = True) -> list[Tensor]:
@@ -52,6 +54,76 @@ def critic_inputs(inputs: Mapping[str, Any], side: str, with_labels: bool = True
     return args if label is None else [*args, label]
 
 
+def side_names(params: Any) -> dict[str, list[str]]:
+    """The value names a loss's ``real`` and ``fake`` parameters give, each as a list (for messages)."""
+    names = {}
+    for side in ("real", "fake"):
+        value = getattr(params, side, None)
+        names[side] = [] if value is None else [value] if isinstance(value, str) else list(value)
+    return names
+
+
+def _example(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape[1:])
+
+
+def check_sides(inputs: Mapping[str, Any], names: Mapping[str, list[str]] | None = None) -> None:
+    """Refuse ``real`` and ``fake`` critic inputs that differ in number or in per-example shape.
+
+    The critic scores both sides alike, so each fake input must be shaped like the real one
+    in its place; otherwise a critic that flattens its input scores one side as another
+    number of examples (the losses would average scores of different things) or fails far
+    from the cause.  Only shapes are read: no device sync.  ``names`` (from
+    :func:`side_names`) names the values in the message.
+    """
+    real = critic_inputs(inputs, "real", with_labels=False)
+    fake = critic_inputs(inputs, "fake", with_labels=False)
+    names = names or {}
+
+    def name(side: str, i: int) -> str:
+        given = names.get(side) or []
+        return f"{side} {given[i]!r}" if i < len(given) else side
+
+    if len(real) != len(fake):
+        listed = {side: ", ".join(names.get(side) or []) for side in ("real", "fake")}
+        raise ValueError(
+            f"real has {len(real)} critic input(s) ({listed['real'] or '?'}) but fake has {len(fake)} ({listed['fake'] or '?'}): "
+            "the critic is called alike on both sides, so give real and fake the same inputs in the same order "
+            "(a joint critic D(x, z): real: [x, z_hat], fake: [fake, z])"
+        )
+    for i, (r, f) in enumerate(zip(real, fake, strict=True)):
+        if not (isinstance(r, Tensor) and isinstance(f, Tensor)) or _example(r) == _example(f):
+            continue
+        shapes = (
+            f"{name('fake', i)} has examples of shape {_example(f)} (a batch {tuple(f.shape)}) "
+            f"but {name('real', i)} has {_example(r)} (a batch {tuple(r.shape)})"
+        )
+        if len(real) > 1 and _reordered(real, fake):
+            raise ValueError(
+                f"critic input {i + 1} of {len(real)} differs between the sides: {shapes}, and the fake inputs have "
+                "the real ones' shapes in another order: list real and fake in the same order, each fake input in the place of the real one "
+                "it stands for (a joint critic D(x, z): real: [x, z_hat], fake: [fake, z])"
+            )
+        if i == 0:
+            raise ValueError(
+                f"real and fake examples differ in shape: {shapes}. The critic scores both alike, so fake must be "
+                f"what the generator makes, shaped like the data: set the generator's image_shape or out_shape "
+                f"to {list(_example(r))}, or leave it unset to take the data's"
+            )
+        raise ValueError(
+            f"critic input {i + 1} of {len(real)} differs between the sides: {shapes}. A joint critic D(x, z) "
+            "scores (x, E(x)) and (G(z), z) alike, so the encoder's output must have the size of z: make the "
+            "encoder's out_features, the noise's shape and the critic's joint_dim agree"
+        )
+
+
+def _reordered(real: list[Any], fake: list[Any]) -> bool:
+    """Whether the fake inputs have the real ones' per-example shapes in another order."""
+    if not all(isinstance(t, Tensor) for t in (*real, *fake)):
+        return False
+    return sorted(map(_example, real)) == sorted(map(_example, fake))
+
+
 def score(critic: nn.Module, args: list[Tensor]) -> Tensor:
     """``critic(*args)``, or its first output when it also returns class logits."""
     out = critic(*args)
@@ -61,9 +133,10 @@ def score(critic: nn.Module, args: list[Tensor]) -> Tensor:
 class CriticLoss(Loss):
     """A loss that calls a critic it references but does not own (so it is not a submodule)."""
 
-    def __init__(self, critic: nn.Module) -> None:
+    def __init__(self, critic: nn.Module, names: Mapping[str, list[str]] | None = None) -> None:
         super().__init__()
         self._critic = (critic,)
+        self.names = dict(names or {})  # the real and fake values' names, for messages
 
     @property
     def critic(self) -> nn.Module:
@@ -91,7 +164,7 @@ class AdversarialLoss(CriticLoss):
     opposed = ("critic", "generator")
 
     def __init__(self, critic: nn.Module, params: AdversarialParams) -> None:
-        super().__init__(critic)
+        super().__init__(critic, side_names(params))
         self.instance_noise = params.instance_noise
         self.noise_decay_steps = params.noise_decay_steps
         self.generator_on_real = params.generator_on_real
@@ -124,8 +197,10 @@ class AdversarialLoss(CriticLoss):
         return score(self.critic, args)
 
     def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
-        d_fake = self.scores(inputs, "fake")
         needs_real = "critic" in terms or self.generator_on_real
+        if needs_real:
+            check_sides(inputs, self.names)
+        d_fake = self.scores(inputs, "fake")
         d_real = self.scores(inputs, "real") if needs_real else None
         out: dict[str, Tensor] = {"d_fake": d_fake.detach().mean()}
         if "critic" in terms:

@@ -34,6 +34,7 @@ from compose_gen_plugins.gan_nets import (
     CriticOptions,
     Generator,
     GeneratorOptions,
+    check_event_shape,
     critic_extra_features,
     data_shape,
     generator_in_features,
@@ -132,6 +133,7 @@ class ConvEncoder(nn.Module):
         self.out = spectral(nn.Linear(features + context_features, out_features), sn)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        check_event_shape(x, self.image_shape, "conv_encoder", "image_shape")
         batch = x.shape[:-3]
         h = self.trunk(x.reshape(-1, *self.image_shape))
         if self.context_features or context is not None:
@@ -165,6 +167,7 @@ class ImageToImage(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
+        check_event_shape(x, self.image_shape, "conv_translator", "image_shape")
         y = self.net(x.reshape(-1, *self.image_shape))
         return y.reshape(*x.shape[:-3], *y.shape[1:])
 
@@ -230,7 +233,7 @@ def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
         hidden = params.hidden or 512
         mix = nn.Sequential(spectral(nn.Linear(features + extra, hidden), params.spectral_norm), nn.LeakyReLU(0.2))
         features = hidden
-    return Critic(_ConvCriticBody(trunk, mix), features, shape, params)
+    return Critic(_ConvCriticBody(trunk, mix), features, shape, params, "image_shape")
 
 
 def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEncoder:

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
-from compose_gen_plugins.adversarial import CriticLoss, SideParams, critic_inputs, score
+from compose_gen_plugins.adversarial import CriticLoss, SideParams, check_sides, critic_inputs, score, side_names
 
 __all__ = ["AuxiliaryClassifier", "FeatureMatching", "GradientPenalty", "MeanDistance"]
 
@@ -62,8 +62,15 @@ class GradientPenalty(CriticLoss):
 
     terms = ("critic",)
 
-    def __init__(self, critic: nn.Module, weight: float, center: float, interpolate: bool) -> None:
-        super().__init__(critic)
+    def __init__(
+        self,
+        critic: nn.Module,
+        weight: float,
+        center: float,
+        interpolate: bool,
+        names: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(critic, names)
         self.weight = weight
         self.center = center
         self.interpolate = interpolate
@@ -74,10 +81,14 @@ class GradientPenalty(CriticLoss):
         real = [r.detach() for r in critic_inputs(inputs, "real", with_labels=False)]
         if not self.interpolate:
             return real
+        check_sides(inputs, self.names)
         fake = [f.detach() for f in critic_inputs(inputs, "fake", with_labels=False)]
-        if len(fake) != len(real):
-            raise ValueError(f"gradient_penalty: real has {len(real)} critic inputs but fake has {len(fake)}")
         first = real[0]
+        if fake[0].shape[:1] != first.shape[:1]:
+            raise ValueError(
+                f"gradient_penalty interpolates real and fake example by example, so they need the same batch size: "
+                f"real has {first.shape[0]} examples, fake {fake[0].shape[0]}; draw as many fakes as real examples"
+            )
         alpha = torch.rand(first.shape[0], device=first.device, dtype=first.dtype)
         return [
             torch.lerp(f, r, alpha.view(-1, *[1] * (r.dim() - 1)).to(r.dtype)) if r.is_floating_point() else r
@@ -110,11 +121,12 @@ class FeatureMatching(CriticLoss):
 
     terms = ("generator",)
 
-    def __init__(self, critic: nn.Module, weight: float) -> None:
-        super().__init__(critic)
+    def __init__(self, critic: nn.Module, weight: float, names: Mapping[str, list[str]] | None = None) -> None:
+        super().__init__(critic, names)
         self.weight = weight
 
     def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        check_sides(inputs, self.names)
         f_real = self.critic.features(*critic_inputs(inputs, "real"))
         f_fake = self.critic.features(*critic_inputs(inputs, "fake"))
         mean_real = f_real.reshape(-1, f_real.shape[-1]).mean(0).detach()
@@ -144,8 +156,8 @@ class AuxiliaryClassifier(CriticLoss):
     terms = ("critic", "generator")
     term_inputs = {"critic": ("real", "fake", "labels", "fake_labels"), "generator": ("fake", "labels", "fake_labels")}
 
-    def __init__(self, critic: nn.Module, weight: float) -> None:
-        super().__init__(critic)
+    def __init__(self, critic: nn.Module, weight: float, names: Mapping[str, list[str]] | None = None) -> None:
+        super().__init__(critic, names)
         self.weight = weight
 
     def _cross_entropy(self, inputs: Mapping[str, Any], side: str, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,6 +169,8 @@ class AuxiliaryClassifier(CriticLoss):
         return F.cross_entropy(logits, labels), accuracy
 
     def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
+        if "critic" in terms:
+            check_sides(inputs, self.names)
         fake_labels = inputs.get("fake_labels")
         if fake_labels is None:
             fake_labels = inputs["labels"]
@@ -194,26 +208,37 @@ class MeanDistance(Loss):
     * ``identity_mapping`` (Zhu et al. 2017, after Taigman et al. 2017): target ``real`` b, prediction ``mapped`` G(b).
     """
 
-    def __init__(self, target: str, prediction: str, norm: Distance, weight: float) -> None:
+    def __init__(
+        self, target: str, prediction: str, norm: Distance, weight: float, names: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.target, self.prediction = target, prediction
         self.norm = norm
         self.weight = weight
+        self.names = dict(names or {})  # the values' names, for messages
 
     def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
-        diff = inputs[self.prediction] - inputs[self.target]
+        prediction, target = inputs[self.prediction], inputs[self.target]
+        if prediction.shape != target.shape:  # broadcasting would compare every example with every other
+            given = {key: f"{key} {self.names[key]!r}" if key in self.names else key for key in (self.prediction, self.target)}
+            raise ValueError(
+                f"{given[self.prediction]} has shape {tuple(prediction.shape)} but {given[self.target]} has "
+                f"{tuple(target.shape)}: the distance compares them element by element, so they need the same shape "
+                "(the generators must map each domain's images to the other's shape and back)"
+            )
+        diff = prediction - target
         distance = diff.abs() if self.norm == "l1" else diff.pow(2)
         return {"loss": self.weight * distance.mean()}
 
 
 def build_gradient_penalty(params: GradientPenaltyParams, ctx: BuildContext) -> GradientPenalty:
     """WGAN-GP critic term λ E (‖∇D(x̂)‖₂ - 1)² on random interpolates x̂ (Gulrajani et al. 2017)."""
-    return GradientPenalty(ctx.component(params.critic), params.weight, center=1.0, interpolate=True)
+    return GradientPenalty(ctx.component(params.critic), params.weight, center=1.0, interpolate=True, names=side_names(params))
 
 
 def build_r1_penalty(params: R1Params, ctx: BuildContext) -> GradientPenalty:
     """R1 critic term γ/2 E ‖∇D(x)‖² on real data (Mescheder et al. 2018)."""
-    return GradientPenalty(ctx.component(params.critic), params.gamma / 2, center=0.0, interpolate=False)
+    return GradientPenalty(ctx.component(params.critic), params.gamma / 2, center=0.0, interpolate=False, names=side_names(params))
 
 
 def build_feature_matching(params: FeatureMatchingParams, ctx: BuildContext) -> FeatureMatching:
@@ -221,22 +246,22 @@ def build_feature_matching(params: FeatureMatchingParams, ctx: BuildContext) -> 
     critic = ctx.component(params.critic)
     if not callable(getattr(critic, "features", None)):
         raise ValueError(f"feature_matching: critic {params.critic!r} has no features(x) method")
-    return FeatureMatching(critic, params.weight)
+    return FeatureMatching(critic, params.weight, side_names(params))
 
 
 def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildContext) -> AuxiliaryClassifier:
     """AC-GAN cross-entropy terms of the critic's auxiliary classifier (Odena et al. 2017)."""
-    return AuxiliaryClassifier(ctx.component(params.critic), params.weight)
+    return AuxiliaryClassifier(ctx.component(params.critic), params.weight, side_names(params))
 
 
 def build_cycle(params: CycleParams, ctx: BuildContext) -> MeanDistance:
     """Cycle-consistency loss λ E ‖F(G(a)) - a‖₁ (Zhu et al. 2017)."""
-    return MeanDistance("real", "reconstructed", params.norm, params.weight)
+    return MeanDistance("real", "reconstructed", params.norm, params.weight, {"real": params.real, "reconstructed": params.reconstructed})
 
 
 def build_identity(params: IdentityParams, ctx: BuildContext) -> MeanDistance:
     """Identity loss 0.5 λ E ‖G(b) - b‖₁ for G mapping into b's domain (Zhu et al. 2017)."""
-    return MeanDistance("real", "mapped", params.norm, params.weight)
+    return MeanDistance("real", "mapped", params.norm, params.weight, {"real": params.real, "mapped": params.mapped})
 
 
 @hookimpl

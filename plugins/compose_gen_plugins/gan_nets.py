@@ -13,6 +13,11 @@ an auxiliary classifier head (AC-GAN, Odena et al. 2017) and a joint critic ``D(
 
 A critic returns scores of shape ``(..., out_features)``, or ``(scores, class_logits)``
 when it has an auxiliary classifier.  Every network broadcasts over extra leading dims.
+Inputs are checked, not reshaped into shape: a critic refuses ``x`` whose examples are not
+its ``image_shape``/``in_shape`` (rather than reading a batch as more or fewer examples), a
+joint critic ``z`` not of ``joint_dim``, a generator ``z`` not of ``latent_dim``, and both
+refuse labels that are not integers in ``0..num_classes-1`` (see :class:`_Labelled` for
+what that costs per step).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "Generator",
     "GeneratorOptions",
     "Output",
+    "check_event_shape",
     "critic_extra_features",
     "data_shape",
     "generator_in_features",
@@ -120,62 +126,185 @@ def critic_extra_features(options: CriticOptions) -> int:
     return (options.joint_dim or 0) + ((options.embed_dim or options.num_classes) if concat else 0)
 
 
-def _labels(y: Tensor | None, num_classes: int | None, who: str, batch: torch.Size) -> Tensor | None:
-    """Labels as a flat long tensor over ``batch`` (broadcast, so ``y (B,)`` serves ``z (S, B, d)``)."""
-    if num_classes is None:
-        if y is not None:
-            raise TypeError(f"{who} is not conditional (num_classes is unset) but got labels")
-        return None
-    if y is None:
-        raise TypeError(f"{who} is conditional (num_classes={num_classes}): pass the labels y")
-    if y.dim() > len(batch) or y.is_floating_point():
-        raise TypeError(
-            f"{who} takes integer labels y (num_classes={num_classes}), got a {y.dtype} tensor of shape {tuple(y.shape)}: "
-            "pass y itself, or give it context_features to read a vector"
+def _shape(shape: tuple[int, ...] | torch.Size) -> str:
+    return str(tuple(shape))
+
+
+def check_event_shape(x: Tensor, shape: tuple[int, ...], who: str, field: str) -> None:
+    """Refuse ``x`` unless it ends in ``shape``, the per-example shape ``who`` was built for (its ``field``).
+
+    Networks reshape their input to ``(-1, *shape)``; without this check an input whose
+    examples have the same number of elements in another shape would pass unnoticed, and
+    one whose examples are k times larger would become k times as many examples.
+    """
+    n = len(shape)
+    if x.dim() >= n and tuple(x.shape[x.dim() - n :]) == tuple(shape):
+        return
+    example = tuple(x.shape[1:]) if x.dim() > 1 else tuple(x.shape)
+    size, expected = math.prod(example), math.prod(shape)
+    effect = ""
+    if x.dim() > n and size != expected and size % expected == 0:
+        effect = f"; reshaped to {field} it would become {size // expected} examples each"
+    raise ValueError(
+        f"{who} reads examples of shape {_shape(shape)} (its {field}), but got x of shape {_shape(x.shape)}, "
+        f"whose examples are {_shape(example)}{effect}. Give it inputs shaped like the data it was built for "
+        f"(a generator's output must have the data's shape: its image_shape or out_shape, or leave them unset to "
+        f"take the data's), or set {field}: {list(example)} if that is what it should read"
+    )
+
+
+#: Calls per module (a Python count, no tensor) whose labels on an accelerator have their range checked.
+DEVICE_LABEL_CHECKS = 16
+
+
+class _Labelled(nn.Module):
+    """The label input of a generator or critic: every check of labels for the embedding is here.
+
+    The range check (labels in ``0..num_classes-1``; ``nn.Embedding`` otherwise fails with
+    a bare ``IndexError``, or a device-side assert on CUDA that poisons the context) costs
+    a min/max reduction over the batch.  On the CPU it runs on every call: reading it back
+    is no host sync, and it is small next to the embedding.  On an accelerator reading it
+    back would be a host sync per call, i.e. several per training step where the trainer
+    allows itself one, so it runs on the first ``DEVICE_LABEL_CHECKS`` calls of each module
+    only.  Those include the dry run every compiled model gets before training (on the
+    model's device), which calls each module at each of its call sites on a batch holding
+    the data's largest label, so the data's labels are checked wherever they run; later
+    calls pay nothing.  Under ``torch.compile`` the check is skipped (it would break the
+    graph); the eager dry run has already made it.
+    """
+
+    who = "module"
+
+    def __init__(self, num_classes: int | None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self._device_label_checks = DEVICE_LABEL_CHECKS
+
+    def _vector_advice(self, y: Tensor) -> str:
+        raise NotImplementedError
+
+    def _unexpected_labels_advice(self) -> str:
+        return "give it num_classes, or pass no labels"
+
+    def _labels(self, y: Tensor | None, batch: torch.Size) -> Tensor | None:
+        """Labels as a flat long tensor over ``batch`` (broadcast, so ``y (B,)`` serves ``z (S, B, d)``)."""
+        num_classes, who = self.num_classes, self.who
+        if num_classes is None:
+            if y is not None:
+                raise TypeError(
+                    f"{who} is not conditional (num_classes is unset) but got labels of shape {_shape(y.shape)}: "
+                    + self._unexpected_labels_advice()
+                )
+            return None
+        if y is None:
+            raise TypeError(f"{who} is conditional (num_classes={num_classes}): pass the labels y")
+        if y.dim() > len(batch) or y.is_floating_point() or y.is_complex():
+            raise TypeError(
+                f"{who} takes integer labels y (num_classes={num_classes}), got a {y.dtype} tensor of shape "
+                f"{_shape(y.shape)}: {self._vector_advice(y)}"
+            )
+        try:
+            labels = y.expand(batch).reshape(-1).long()
+        except RuntimeError:
+            raise ValueError(
+                f"{who}: labels of shape {_shape(y.shape)} do not match its input's batch {_shape(batch)}: "
+                "pass one label per example"
+            ) from None
+        if self._range_check_due(labels):
+            _check_label_range(labels, num_classes, who)
+        return labels
+
+    def _range_check_due(self, labels: Tensor) -> bool:
+        if torch.compiler.is_compiling() or labels.numel() == 0:
+            return False
+        if labels.device.type == "cpu":
+            return True
+        if self._device_label_checks > 0:
+            self._device_label_checks -= 1
+            return True
+        return False
+
+
+def _check_label_range(labels: Tensor, num_classes: int, who: str) -> None:
+    """An ``IndexError`` (what the embedding would raise, explained) for labels outside ``0..num_classes-1``."""
+    low, high = (int(v) for v in torch.aminmax(labels))
+    valid = f"num_classes={num_classes} (labels 0..{num_classes - 1})"
+    if high >= num_classes:
+        raise IndexError(
+            f"index out of range: labels go up to {high}, but this {who} has {valid}: set num_classes to at least "
+            f"{high + 1} (the number of classes in its labels), or pass labels below {num_classes}"
         )
-    return y.expand(batch).reshape(-1).long()
+    if low < 0:
+        raise IndexError(f"index out of range: labels go down to {low}, but this {who} has {valid}: labels are class indices from 0")
 
 
-class Generator(nn.Module):
+class Generator(_Labelled):
     """``z (..., latent_dim)`` [and labels ``y (...)`` or a context ``c (..., F)``] -> ``body(cat(z, embed(y) or c))``.
 
     The output has shape ``(..., *out_shape)``.
     """
 
+    who = "generator"
+
     def __init__(self, body: nn.Module, out_shape: tuple[int, ...], options: GeneratorOptions):
-        super().__init__()
+        super().__init__(options.num_classes)
         self.body = body
         self.out_shape = tuple(out_shape)
-        self.num_classes, self.context_features = options.num_classes, options.context_features
+        self.latent_dim = options.latent_dim
+        self.context_features = options.context_features
         self.label_embed = nn.Embedding(self.num_classes, options.embed_dim or self.num_classes) if self.num_classes else None
 
+    def _vector_advice(self, y: Tensor) -> str:
+        features = y.shape[-1] if y.dim() else 1
+        return f"pass y itself, or give it context_features: {features} in place of num_classes to read a vector"
+
+    def _unexpected_labels_advice(self) -> str:
+        return "call it as G(z), or give it num_classes to read integer labels (or context_features to read a vector)"
+
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if z.dim() == 0 or z.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"generator: z has shape {_shape(z.shape)}, but its latent_dim is {self.latent_dim}: "
+                f"set latent_dim to the size of z{f' ({z.shape[-1]})' if z.dim() else ''}, "
+                f"or draw z of size {self.latent_dim} (the noise's shape)"
+            )
         batch = z.shape[:-1]
         h = z.reshape(-1, z.shape[-1])
         if self.context_features:
             h = torch.cat([h, context_rows(y, batch, self.context_features, "generator", h.dtype)], dim=-1)
         else:
-            labels = _labels(y, self.num_classes, "generator", batch)
+            labels = self._labels(y, batch)
             if labels is not None:
                 h = torch.cat([h, self.label_embed(labels)], dim=-1)
         return self.body(h).reshape(*batch, *self.out_shape)
 
 
-class Critic(nn.Module):
+class Critic(_Labelled):
     """``critic(x[, z][, y])``: ``h = body(x, cat(z, embed(y)))``, scores ``w·h [+ embed(y)·h]`` [, class logits].
 
     ``body(x, extra)`` maps a flat batch of ``x`` (and ``extra`` or ``None``) to ``(N, features)``.
+    ``x`` must end in ``event_shape`` (the critic's ``shape_field``, e.g. ``image_shape``) and a
+    joint critic's ``z`` in ``joint_dim``: an input of another shape is refused, not reshaped.
     """
 
     graph_methods = ("features",)
+    who = "critic"
 
-    def __init__(self, body: nn.Module, features: int, event_shape: tuple[int, ...], options: CriticOptions):
-        super().__init__()
+    def __init__(
+        self,
+        body: nn.Module,
+        features: int,
+        event_shape: tuple[int, ...],
+        options: CriticOptions,
+        shape_field: str = "in_shape",
+    ):
+        super().__init__(options.num_classes)
         sn = options.spectral_norm
         self.body = body
         self.event_shape = tuple(event_shape)
+        self.shape_field = shape_field
         self.joint = options.joint_dim is not None
-        self.num_classes = options.num_classes
+        self.joint_dim = options.joint_dim
         self.conditioning = options.conditioning if options.num_classes else None
         if self.conditioning == "concat":
             self.label_embed = nn.Embedding(options.num_classes, options.embed_dim or options.num_classes)
@@ -187,18 +316,61 @@ class Critic(nn.Module):
     def signature(self) -> str:
         return "critic(" + ", ".join(["x"] + ["z"] * self.joint + ["y"] * (self.num_classes is not None)) + ")"
 
+    def _vector_advice(self, y: Tensor) -> str:
+        return (
+            "pass the class labels y themselves (labels: y on its loss); "
+            "a critic reads class indices through num_classes and takes no vector condition"
+        )
+
+    def _count_advice(self, given: int) -> str:
+        if given > 1 + self.joint + (self.num_classes is not None):
+            options = []
+            if self.num_classes is None:
+                options.append("num_classes to take labels y")
+            if not self.joint:
+                options.append("joint_dim to take a latent z (BiGAN)")
+            if options:
+                return f": give it {' or '.join(options)}, or pass fewer inputs (a loss's labels are passed last)"
+            return ""
+        missing = []
+        if self.joint:
+            missing.append("z (on a loss, real: [x, z_hat] and fake: [fake, z])")
+        if self.num_classes is not None:
+            missing.append("the labels y (on a loss, labels: y)")
+        return f": pass {' and '.join(missing)}"
+
     def _hidden(self, args: tuple[Tensor, ...]) -> tuple[Tensor, torch.Size, Tensor | None]:
         expected = 1 + self.joint + (self.num_classes is not None)
         if len(args) != expected:
-            raise TypeError(f"this critic is called as {self.signature()}; got {len(args)} inputs")
+            shapes = ", ".join(_shape(a.shape) if isinstance(a, Tensor) else type(a).__name__ for a in args)
+            raise TypeError(
+                f"this critic is called as {self.signature()}; got {len(args)} inputs ({shapes}){self._count_advice(len(args))}"
+            )
         x = args[0]
+        check_event_shape(x, self.event_shape, "critic", self.shape_field)
         batch = x.shape[: x.dim() - len(self.event_shape)]
-        labels = _labels(args[-1] if self.num_classes else None, self.num_classes, "critic", batch)
-        extras = [args[1].expand(*batch, -1).reshape(-1, args[1].shape[-1])] if self.joint else []
+        labels = self._labels(args[-1] if self.num_classes else None, batch)
+        extras = [self._joint_rows(args[1], batch)] if self.joint else []
         if self.conditioning == "concat":
             extras.append(self.label_embed(labels))
         h = self.body(x.reshape(-1, *self.event_shape), torch.cat(extras, dim=-1) if extras else None)
         return h, batch, labels
+
+    def _joint_rows(self, z: Tensor, batch: torch.Size) -> Tensor:
+        """A joint critic's ``z`` as ``(N, joint_dim)`` rows, one per example of ``x``."""
+        if z.dim() == 0 or z.shape[-1] != self.joint_dim:
+            raise ValueError(
+                f"critic(x, z): z has shape {_shape(z.shape)}, but this critic has joint_dim={self.joint_dim}: "
+                f"set joint_dim to the size of z{f' ({z.shape[-1]})' if z.dim() else ''}; in a BiGAN the latent z "
+                f"and the encoder's output E(x) both have that size (the noise's shape, the encoder's out_features)"
+            )
+        try:
+            return z.expand(*batch, -1).reshape(-1, z.shape[-1])
+        except RuntimeError:
+            raise ValueError(
+                f"critic(x, z): z of shape {_shape(z.shape)} does not match the batch {_shape(batch)} of x: "
+                "pass one z per example"
+            ) from None
 
     def features(self, *args: Tensor) -> Tensor:
         """The representation ``h`` under the output layer, shape ``(..., features)``."""
@@ -268,7 +440,7 @@ def build_mlp_critic(params: MLPCriticParams, ctx: BuildContext) -> Critic:
     in_shape = data_shape(ctx, params.in_shape, "in_shape", "mlp_critic")
     sizes = [math.prod(in_shape) + critic_extra_features(params), *params.hidden]
     net = nn.Sequential(*_mlp_layers(sizes, params.norm, lambda: nn.LeakyReLU(0.2), params.spectral_norm))
-    return Critic(_ConcatBody(net), sizes[-1], in_shape, params)
+    return Critic(_ConcatBody(net), sizes[-1], in_shape, params, "in_shape")
 
 
 @hookimpl

@@ -9,7 +9,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import compose_gen as cg
 from compose_gen import make_catalogue
+from compose_gen.runtime import build as build_spec
+from compose_gen.spec import SpecError
 from compose_gen_plugins import adversarial, gan_auxiliary
 
 CATALOGUE = make_catalogue([adversarial, gan_auxiliary], entry_points=False)
@@ -376,3 +379,98 @@ def test_parameters_survive_a_dump_and_reload(type_name: str) -> None:
     model = CATALOGUE.get(type_name).params
     parsed = model(**ROUND_TRIP.get(type_name, {"critic": "d", "real": ["x", "z_hat"], "fake": ["g", "z"]}))
     assert model.model_validate(parsed.model_dump(mode="json")) == parsed
+
+
+# --- real and fake must be shaped alike --------------------------------------------------------------
+
+
+class FlatteningCritic(nn.Module):
+    """Like a critic built for (1, 8, 8) examples that reshapes its input: a (N, 1, 16, 16) batch gives (N, 4) scores."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, 64).mean(-1).reshape(len(x), -1)
+
+    def features(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, 64)
+
+
+ADVERSARIAL = ["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"]
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_a_generator_output_not_shaped_like_the_data_is_refused_naming_both_shapes(name: str) -> None:
+    loss = build(name, FlatteningCritic(), real="x", fake="fake")
+    real, fake = torch.rand(5, 1, 8, 8), torch.rand(5, 1, 16, 16)
+    loss({"real": real, "fake": torch.rand(5, 1, 8, 8)}, BOTH)
+    with pytest.raises(ValueError) as error:
+        loss({"real": real, "fake": fake}, BOTH)
+    message = str(error.value)
+    assert "fake 'fake' has examples of shape (1, 16, 16)" in message and "real 'x' has (1, 8, 8)" in message
+    assert "generator's image_shape or out_shape to [1, 8, 8]" in message
+    with pytest.raises(ValueError, match=r"\(63,\).*\(64,\)"):
+        loss({"real": torch.rand(5, 64), "fake": torch.rand(5, 63)}, BOTH)
+    # the generator's step reads no real value, so it has nothing to compare
+    assert set(loss({"fake": fake}, frozenset({"generator"}))) == {"generator", "d_fake"}
+
+
+def test_real_and_fake_may_differ_in_batch_size_but_not_in_their_inputs() -> None:
+    loss = build("hinge", Recorder(), real=["x", "z_hat"], fake=["fake", "z"], generator_on_real=True)
+    x, z = torch.randn(4, 3), torch.randn(4, 2)
+    loss({"real": (x, z), "fake": (torch.randn(6, 3), torch.randn(6, 2))}, BOTH)
+    with pytest.raises(ValueError) as error:
+        loss({"real": (x, torch.randn(4, 6)), "fake": (torch.randn(4, 3), z)}, frozenset({"generator"}))
+    message = str(error.value)
+    assert "critic input 2 of 2" in message and "fake 'z' has examples of shape (2,)" in message and "real 'z_hat' has (6,)" in message
+    assert "encoder's out_features" in message
+    with pytest.raises(ValueError, match="in another order: list real and fake in the same order"):
+        loss({"real": (x, z), "fake": (z, x)}, BOTH)
+    with pytest.raises(ValueError, match=r"real has 2 critic input\(s\) \(x, z_hat\) but fake has 1"):
+        loss({"real": (x, z), "fake": x}, BOTH)
+
+
+@pytest.mark.parametrize("name", ["gradient_penalty", "feature_matching", "auxiliary_classifier"])
+def test_companion_losses_refuse_fakes_shaped_unlike_the_data(name: str) -> None:
+    critic = {"auxiliary_classifier": FixedClasses(), "feature_matching": ScoreIsInput()}.get(name) or small_critic().float()
+    loss = build(name, critic, real="x", fake="fake")
+    terms = {"feature_matching": {"generator"}}.get(name, {"critic"})
+    labels = {"labels": torch.zeros(4, dtype=torch.long)} if name == "auxiliary_classifier" else {}
+    loss({"real": torch.randn(4, 3), "fake": torch.randn(4, 3), **labels}, terms)
+    with pytest.raises(ValueError, match=r"fake 'fake' has examples of shape \(2,\) \(a batch \(4, 2\)\) but real 'x' has \(3,\)"):
+        loss({"real": torch.randn(4, 3), "fake": torch.randn(4, 2), **labels}, terms)
+
+
+def test_gradient_penalty_needs_as_many_fakes_as_real_examples() -> None:
+    loss = build("gradient_penalty", small_critic(), fake="f")
+    real, fake = torch.randn(4, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="same batch size: real has 4 examples, fake 6"):
+        loss({"real": real, "fake": fake}, {"critic"})
+
+
+@pytest.mark.parametrize(("type_name", "other"), [("cycle_consistency", "reconstructed"), ("identity_mapping", "mapped")])
+def test_cycle_and_identity_refuse_shapes_that_would_broadcast(type_name: str, other: str) -> None:
+    """(N, 1) against (N,) would broadcast to (N, N), comparing every example with every other."""
+    loss = build(type_name, real="a", **{other: "aba"})
+    with pytest.raises(ValueError, match=rf"{other} 'aba' has shape \(4, 1\) but real 'a' has \(4,\)"):
+        loss({"real": torch.randn(4), other: torch.randn(4, 1)}, {"loss"})
+
+
+def test_the_dry_run_blames_the_loss_for_a_generator_not_shaped_like_the_data() -> None:
+    """A conv generator of 16x16 images on 8x8 digits, without a `sample:` section to compare with the data."""
+    spec = {
+        "name": "shapes",
+        "data": {"type": "digits", "shape": "image"},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [4]},
+            "G": {"type": "conv_generator", "latent_dim": 4, "image_shape": [1, 16, 16], "base_channels": 4},
+            "D": {"type": "conv_critic", "base_channels": 4},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "G(z)"},
+        "losses": {"adv": {"type": "non_saturating", "critic": "D", "fake": "fake"}},
+        "players": {"d": {"params": ["D"], "terms": ["adv.critic"]}, "g": {"params": ["G"], "terms": ["adv.generator"]}},
+        "train": {"steps": 1},
+    }
+    with pytest.raises(SpecError) as error:
+        build_spec(cg.load_spec(spec), "cpu")
+    message = str(error.value)
+    assert "losses.adv" in message and "fake 'fake' has examples of shape (1, 16, 16)" in message
+    assert "real 'x' has (1, 8, 8)" in message

@@ -317,3 +317,20 @@ def test_parameters_survive_a_dump_and_reload(type_name: str, params: dict) -> N
     model = CATALOGUE.get(type_name).params
     parsed = model(**params)
     assert model.model_validate(parsed.model_dump(mode="json")) == parsed
+
+
+@pytest.mark.parametrize(
+    ("type_name", "params"),
+    [("conv_encoder", {"out_features": 3}), ("conv_translator", {"blocks": 0})],
+)
+def test_image_networks_refuse_images_of_another_shape_instead_of_reshaping_them(type_name: str, params: dict) -> None:
+    """A (N, 1, 16, 16) batch reshaped to 8x8 images would be 4N examples; a flat (N, 64) one would lose its batch."""
+    net = build(type_name, image_shape=[1, 8, 8], **params, **SMALL)
+    assert net(torch.rand(5, 1, 8, 8)).shape[0] == 5
+    with pytest.raises(ValueError) as error:
+        net(torch.rand(5, 1, 16, 16))
+    message = str(error.value)
+    assert f"{type_name} reads examples of shape (1, 8, 8) (its image_shape)" in message
+    assert "4 examples each" in message and "image_shape: [1, 16, 16]" in message
+    with pytest.raises(ValueError, match=r"got x of shape \(5, 64\), whose examples are \(64,\)"):
+        net(torch.rand(5, 64))
