@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,28 @@ class Builder:
     def component(self, ref: str) -> Any:
         return self.built[ref]
 
+    def rebuild(self, ref: str, index: int) -> Any:
+        """Component ``ref`` built again from its declaration, as copy ``index`` of a repeated block (a flow's ``repeat``).
+
+        Copy 0 is ``ref`` as built.  Any other copy is a fresh build, the inline components
+        inside it built afresh too (a named component it refers to stays shared, as a name
+        means), so each copy draws its own initial values by its type's own initialisation
+        (zero-initialised last layers, data-dependent init and the like stay as designed).  A
+        ``seed`` parameter becomes ``seed + index * SEED_STRIDE``, so that seeded random
+        choices (a random permutation, an autoregressive order) are drawn anew per copy.
+        """
+        if index == 0:
+            return self.built[ref]
+        components = self.spec.sections.components
+        inside = sorted((n for n, d in components.items() if d.inline and n.startswith(f"{ref}.")), key=lambda n: -n.count("."))
+        saved = {name: self.built[name] for name in (*inside, ref) if name in self.built}
+        try:
+            for name in (*inside, ref):  # the deepest first: an inline component only serves the one holding it
+                self.built[name] = self.make(_reseeded(components[name], index))
+            return self.built[ref]
+        finally:
+            self.built.update(saved)
+
     def loss(self, name: str) -> Loss:
         if name not in self.losses:
             raise ValueError(f"unknown loss {name!r}{suggest(name, self.losses)}; losses: {', '.join(self.losses) or 'none'}")
@@ -64,6 +87,18 @@ class Builder:
         if self.watch is not None:
             self.watch.watch(declared, built)
         return built
+
+
+#: Copy ``k`` of a repeated component gets ``seed + k * SEED_STRIDE`` (a prime, so that neighbouring seeds do not collide soon).
+SEED_STRIDE = 1_000_003
+
+
+def _reseeded(declared: Declared, index: int) -> Declared:
+    """``declared`` with its integer ``seed`` parameter, if any, derived from copy ``index`` (copy 0 keeps it)."""
+    seed = getattr(declared.params, "seed", None)
+    if index == 0 or not isinstance(seed, int) or isinstance(seed, bool):
+        return declared
+    return dataclasses.replace(declared, params=declared.params.model_copy(update={"seed": seed + index * SEED_STRIDE}))
 
 
 def build_data(spec: Spec) -> Splits:

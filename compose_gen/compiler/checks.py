@@ -8,9 +8,9 @@ not at the code that consumed the bad value.
 
 A watched method is a bound method set on the instance, so direct calls
 (``bijector.inverse(y)``) are checked as well as ``module(x)``, and a deep copy
-of the module (a flow's ``repeat``) checks itself.  :func:`watching` removes
-every check, from the built objects and the copies inside them, when it exits,
-so training steps run unwatched.
+of the module checks itself.  :func:`watching` removes every check, from the
+built objects and the copies inside them, when it exits, so training steps run
+unwatched.
 """
 
 from __future__ import annotations

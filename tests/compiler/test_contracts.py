@@ -158,7 +158,7 @@ def problem(spec: dict, catalogue) -> str:
 
 def test_a_plugin_that_keeps_its_contracts_builds_and_trains_unwatched(catalogue) -> None:
     spec = spec_with()
-    spec["components"]["flow"]["repeat"] = 3  # deep copies of the watched bijector, made while it is watched
+    spec["components"]["flow"]["repeat"] = 3  # copies of the watched bijector, each built (and watched) again
     model, _ = build(load_spec(spec, catalogue=catalogue), "cpu")
     bijectors = [m for m in model.modules() if isinstance(m, Doubling)]
     assert len(bijectors) == 3

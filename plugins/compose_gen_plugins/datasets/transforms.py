@@ -175,7 +175,8 @@ class _Dequantize:
             raise PipelineError(
                 f"dequantize expects integer values in 0..{self.levels - 1}; got values in "
                 f"[{x.min().item():g}, {x.max().item():g}]"
-                + ("" if integers else " that are not all integers (dequantize before scaling, not after)")
+                + ("" if integers else " that are not all integers (dequantize before scaling, not after: a dataset's "
+                   "default `scale: true` has already scaled the pixels, so set `scale: false`)")
             )
         noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         return (x + noise) / self.levels, -math.prod(x.shape[1:]) * math.log(self.levels)

@@ -90,13 +90,26 @@ def build_dequantize(params: DequantizeParams, ctx: BuildContext | None) -> Unif
 
 
 def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
-    """Raise unless ``x`` lies on the ``1/levels`` grid and the dataset counts the bin volume once."""
+    """Raise unless ``x`` lies on the ``1/levels`` grid, within its ``0..levels-1``, and the dataset counts the bin volume once."""
     scaled = x.double() * levels
     off_grid = (scaled - scaled.round()).abs().max().item()
     if off_grid > 1e-4:
         raise ValueError(
             f"dequantize: levels={levels} but the data are not multiples of 1/{levels} "
             f"(largest distance to the grid: {off_grid:.3g} steps)"
+        )
+    low, top = int(scaled.min().round().item()), int(scaled.max().round().item())
+    if levels > 1 and (low < 0 or top > levels - 1):  # levels 1: raw integers, scaled by a bijector after this one
+        need = top + 1
+        raise ValueError(
+            f"dequantize: levels={levels} fills the grid k/{levels} for k = 0..{levels - 1}, but the data reach "
+            f"k = {low if low < 0 else top}, so (k + u)/{levels} leaves [0, 1)"
+            + (
+                ""
+                if low < 0
+                else f". The data take {need} levels (0..{top}): set `levels: {need}`, with the data scaled by 1/{need} "
+                f"(the dataset's `scale: false` and `transforms: [{{type: scale, a: {1 / need!r}}}]`)"
+            )
         )
     dims = x[0].numel()
     expected = -dims * math.log(levels)

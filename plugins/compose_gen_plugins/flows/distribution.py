@@ -9,10 +9,12 @@ chain :math:`f` (``forward`` maps data to noise):
 
 A spec lists the chain in three parts, applied in this order to data: ``head``
 (preprocessing such as dequantization or ``logit``), ``bijectors`` repeated
-``repeat`` times (copy ``k`` of the block is a deep copy of the built block, so
-copies start from the same initial values and then train apart; a seeded random
-permutation repeated composes to :math:`\pi^k`), then ``tail`` (e.g. NICE's
-scaling), nearest the base::
+``repeat`` times, then ``tail`` (e.g. NICE's scaling), nearest the base.  Copy
+``k > 0`` of the block is built again from its spec (with the inline components
+inside it), as nflows and zuko build each layer: fresh initial values by each
+bijector's own scheme (a zero-initialised last layer still starts as the identity),
+and a ``seed`` parameter becomes ``seed + k·1000003``, so a ``random_permutation`` or
+a MAF's ``order: random`` is a new draw per copy; copy 0 is the block as written::
 
     flow:
       type: flow
@@ -45,21 +47,24 @@ __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
 class FlowDistribution(Distribution):
     r"""The distribution of :math:`x = f^{-1}(z)`, :math:`z \sim p_Z`, given an optional context.
 
-    With a context its batch shape is the context's.  ``temperature`` :math:`T`
-    scales base draws about the base mean, :math:`z = \mu + T(z_0 - \mu)`, which for a
-    Gaussian base samples :math:`p_Z(z)^{1/T^2}` (Kingma & Dhariwal 2018); it does not
-    change ``log_prob``.
+    With a context its batch shape is the context's.  Draws come from ``draw_base``
+    (default ``base``): :class:`Flow` passes the base at a temperature :math:`T`, as the
+    prior defines it (``prior(temperature=T)``: a Gaussian's σ times :math:`T`, which
+    samples :math:`p_Z(z)^{1/T^2}`, Kingma & Dhariwal 2018; a mixture's σ_k times
+    :math:`T`, each component about its own mean, so low temperatures sharpen draws
+    around the modes).  ``log_prob`` is always the base's, at :math:`T = 1`.
     """
 
     has_rsample = True
     arg_constraints: dict = {}
 
     def __init__(
-        self, base: Distribution, transform: Bijector, context: Tensor | None = None, temperature: float = 1.0
+        self, base: Distribution, transform: Bijector, context: Tensor | None = None, draw_base: Distribution | None = None
     ) -> None:
         if base.batch_shape:
             raise ValueError(f"a flow's base must have an empty batch shape, not {tuple(base.batch_shape)}")
-        self.base, self.transform, self.context, self.temperature = base, transform, context, temperature
+        self.base, self.transform, self.context = base, transform, context
+        self.draw_base = base if draw_base is None else draw_base
         batch_shape = torch.Size()
         if context is not None:
             batch_shape = context.shape[: context.dim() - len(context_shape_of(transform) or ())]
@@ -80,22 +85,19 @@ class FlowDistribution(Distribution):
         return self.base.log_prob(z) + ladj
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        if not self.base.has_rsample:
+        if not self.draw_base.has_rsample:
             raise NotImplementedError(
-                f"the flow's base ({type(self.base).__name__}) has no reparameterised samples, so neither has the flow; use sample"
+                f"the flow's base ({type(self.draw_base).__name__}) has no reparameterised samples, so neither has the flow; use sample"
             )
-        return self._push(self.base.rsample(torch.Size(sample_shape) + self.batch_shape), sample_shape)
+        return self._push(self.draw_base.rsample(torch.Size(sample_shape) + self.batch_shape), sample_shape)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         """Draws without gradients; unlike :meth:`rsample`, for any base (a mixture of Gaussians too)."""
         with torch.no_grad():
-            return self._push(self.base.sample(torch.Size(sample_shape) + self.batch_shape), sample_shape)
+            return self._push(self.draw_base.sample(torch.Size(sample_shape) + self.batch_shape), sample_shape)
 
     def _push(self, z: Tensor, sample_shape: torch.Size | tuple[int, ...]) -> Tensor:
-        """Base draws ``z``, at the temperature, through the inverse of the chain."""
-        if self.temperature != 1.0:
-            mean = self.base.mean
-            z = mean + self.temperature * (z - mean)
+        """Base draws ``z`` through the inverse of the chain."""
         context = None if self.context is None else self.context.expand(*sample_shape, *self.context.shape)
         return self.transform.inverse(z, context)[0]
 
@@ -124,11 +126,12 @@ class Flow(nn.Module):
         if context is not None and self.context_shape is None:
             raise ValueError("this flow takes no context, but one was given")
         if context is not None and (context.dim() < len(self.context_shape) + 1 or context.shape[-len(self.context_shape) :] != self.context_shape):
-            hint = f" (integer labels? a class condition is one_hot(y, {self.context_shape[0]}))" if context.dim() == 1 else ""
+            hint = " (integer labels? for K classes the condition is one_hot(y, K), with context_features: K)" if context.dim() == 1 else ""
             raise ValueError(
                 f"this flow takes one context row of shape {tuple(self.context_shape)} per example, got a context of shape {tuple(context.shape)}{hint}"
             )
-        return FlowDistribution(self.base(), self.transform, context, temperature)
+        base = self.base()
+        return FlowDistribution(base, self.transform, context, base if temperature == 1.0 else self.base(temperature))
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """:math:`\\log p(x \\mid \\text{context})`, one value per example."""
@@ -199,7 +202,9 @@ class FlowParams(Params):
     bijectors: list[Ref("bijector")] = Field(  # type: ignore[valid-type]
         min_length=1, description="block repeated `repeat` times in the chain f (data → noise)"
     )
-    repeat: PositiveInt = Field(1, description="copies of the bijectors block (deep copies that train apart)")
+    repeat: PositiveInt = Field(
+        1, description="copies of the bijectors block, each built afresh: own initial values, and a `seed` made seed + k·1000003 in copy k"
+    )
     head: list[Ref("bijector")] = Field([], description="preprocessing before the block, e.g. logit")  # type: ignore[valid-type]
     tail: list[Ref("bijector")] = Field([], description="bijectors after the block, nearest p_Z")  # type: ignore[valid-type]
 
@@ -222,7 +227,9 @@ class FlowSamplerParams(ByClassParams):
         json_schema_extra={"examples": [{"flow": "flow", "temperature": 0.7}, {"flow": "flow", "classes": 10, "condition": "c"}]}
     )
     flow: Ref("flow") = Field(..., description="the flow to sample")  # type: ignore[valid-type]
-    temperature: PositiveFloat = Field(1.0, description="temperature T, times the call's: z = μ + T(z₀ - μ)")
+    temperature: PositiveFloat = Field(
+        1.0, description="temperature T, times the call's: z is drawn from the base at T (its σ, or each mixture component's, times T)"
+    )
 
 
 def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain:
@@ -242,14 +249,18 @@ def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain
 
 def build_flow(params: FlowParams, ctx) -> Flow:
     """A normalizing flow log p(x) = log p_Z(f(x)) + log|det J_f(x)| (Rezende & Mohamed 2015)."""
-    block = [ctx.component(ref) for ref in params.bijectors]
-    repeated = block + [copy.deepcopy(b) for _ in range(params.repeat - 1) for b in block]
+    rebuild = getattr(ctx, "rebuild", None)  # the compiler's; a context serving ready-made modules gives deep copies
+    if rebuild is None:
+        block = [ctx.component(ref) for ref in params.bijectors]
+        repeated = block + [copy.deepcopy(b) for _ in range(params.repeat - 1) for b in block]
+    else:
+        repeated = [rebuild(ref, k) for k in range(params.repeat) for ref in params.bijectors]
     head = [ctx.component(ref) for ref in params.head]
     tail = [ctx.component(ref) for ref in params.tail]
     copies = [f" (copy {r + 1} of {params.repeat})" if params.repeat > 1 and r else "" for r in range(params.repeat)]
     names = [
         *(f"head[{i}]" for i in range(len(head))),
-        *(f"bijectors[{i}]{copies[r]}" for r in range(params.repeat) for i in range(len(block))),
+        *(f"bijectors[{i}]{copies[r]}" for r in range(params.repeat) for i in range(len(params.bijectors))),
         *(f"tail[{i}]" for i in range(len(tail))),
     ]
     return Flow(ctx.component(params.base), chain_of(head + repeated + tail, names))
@@ -257,28 +268,33 @@ def build_flow(params: FlowParams, ctx) -> Flow:
 
 def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
     """Flow negative log-likelihood in nats and bits/dim, in data space."""
+    flow = ctx.component(params.flow)
+    if params.context is not None and flow.context_shape is None:
+        raise ValueError(
+            f"`context: {params.context}` is given, but flow {params.flow!r} takes no context: remove `context:`, "
+            "or give the flow's bijectors context_features"
+        )
     if ctx.data is None:
-        return FlowNLL(ctx.component(params.flow))
+        return FlowNLL(flow)
     per_example = f"ladj_{params.x}"  # the datasets' name for a per-example log-determinant of field x
     if per_example in ctx.data.train.fields and params.ladj is None:
         raise ValueError(
             f"the dataset's transforms give {params.x!r} a per-example log-determinant; "
             f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
         )
-    return FlowNLL(ctx.component(params.flow), ctx.data.train.ladj_to_model)
+    return FlowNLL(flow, ctx.data.train.ladj_to_model)
 
 
 def build_flow_sampler(params: FlowSamplerParams, ctx) -> FlowSampler:
-    """Sample x = f⁻¹(T·z) from a flow at temperature T (Kingma & Dhariwal 2018)."""
+    """Sample x = f⁻¹(z), z drawn from the base at temperature T (Kingma & Dhariwal 2018)."""
     flow = ctx.component(params.flow)
     conditions = params.conditions()
     if flow.context_shape is None and conditions is not None:
         raise ValueError("the flow takes no context, so it cannot be sampled by class")
     if flow.context_shape is not None and params.condition is None:
-        raise ValueError(
-            f"the flow reads a context of shape {tuple(flow.context_shape)}: set classes, and condition to the graph value "
-            "it was trained on (c for c: one_hot(y, 10))"
-        )
+        condition = "`condition` to the graph value it was trained on (its loss's `context:`)"
+        missing = condition if params.classes is not None else f"`classes` (the number of classes) and {condition}"
+        raise ValueError(f"the flow reads a context of shape {tuple(flow.context_shape)}: set {missing}")
     return FlowSampler(flow, params.temperature, conditions)
 
 

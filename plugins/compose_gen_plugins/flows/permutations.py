@@ -14,7 +14,7 @@ from torch import Tensor
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
 
-__all__ = ["Permutation"]
+__all__ = ["Permutation", "random_permutation"]
 
 
 class Permutation(Bijector):
@@ -45,11 +45,13 @@ class ReverseParams(Params):
 
 
 class RandomPermutationParams(Params):
-    """A fixed random permutation of features or channels, drawn from ``seed``."""
+    """A fixed random permutation of features or channels, drawn from ``seed`` (never the identity)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [6], "seed": 3}]})
     shape: EventShape = Field(..., description="event shape; its first dimension (features or channels) is permuted")
-    seed: int = Field(0, description="seed of the random permutation π")
+    seed: int = Field(
+        0, description="seed of the random permutation π (redrawn while it is the identity; each copy of a flow's `repeat` has its own seed)"
+    )
 
 
 def build_reverse(params: ReverseParams, ctx: object) -> Permutation:
@@ -58,9 +60,23 @@ def build_reverse(params: ReverseParams, ctx: object) -> Permutation:
 
 
 def build_random_permutation(params: RandomPermutationParams, ctx: object) -> Permutation:
-    """Fixed random permutation of the features (or channels), seeded."""
-    generator = torch.Generator().manual_seed(params.seed)
-    return Permutation(tuple(params.shape), torch.randperm(params.shape[0], generator=generator))
+    """Fixed random permutation of the features (or channels), seeded; an identity draw is drawn again."""
+    return Permutation(tuple(params.shape), random_permutation(params.shape[0], params.seed))
+
+
+def random_permutation(size: int, seed: int) -> Tensor:
+    """``torch.randperm(size)`` from a generator seeded with ``seed``, drawn again from it while it is the identity.
+
+    A permutation that moves nothing would make a "random permutation" layer a no-op
+    (for 2 features, half of all seeds), so the deterministic rule is: the first draw
+    of the seeded generator that is not the identity (for ``size`` 1, the identity).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    identity = torch.arange(size)
+    permutation = torch.randperm(size, generator=generator)
+    while size > 1 and torch.equal(permutation, identity):
+        permutation = torch.randperm(size, generator=generator)
+    return permutation
 
 
 @hookimpl

@@ -99,7 +99,7 @@ def test_inverse_broadcasts_over_extra_leading_dims() -> None:
 @pytest.mark.parametrize(
     ("specs", "x", "message"),
     [
-        ([{"type": "dequantize", "levels": 4}], [[0.5, 1.0]], "not all integers"),
+        ([{"type": "dequantize", "levels": 4}], [[0.5, 1.0]], r"not all integers \(dequantize before scaling, not after: .* set `scale: false`\)"),
         ([{"type": "dequantize", "levels": 4}], [[0.0, 4.0]], r"integer values in 0\.\.3"),
         (["flatten", "logit"], [[0.2, 1.5]], r"transforms\[1\]: logit expects values in \[0, 1\]"),
         ([{"type": "logit", "alpha": 0.0}], [[0.0, 0.5]], "strictly inside"),

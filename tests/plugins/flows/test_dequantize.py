@@ -62,7 +62,7 @@ def _data(x: torch.Tensor, ladj_to_model: float) -> SimpleNamespace:
 
 
 def test_build_checks_levels_against_the_dataset() -> None:
-    x = torch.randint(0, 17, (10, 4)).float() / 16
+    x = torch.randint(0, 16, (10, 4)).float() / 16
     params = DequantizeParams(shape=[4], levels=16)
     assert build_dequantize(params, _data(x, -4 * math.log(16))).levels == 16
     assert build_dequantize(params, SimpleNamespace(data=None)).levels == 16
@@ -70,3 +70,14 @@ def test_build_checks_levels_against_the_dataset() -> None:
         build_dequantize(params, _data(x, 0.0))
     with pytest.raises(ValueError, match="not multiples of 1/16"):
         build_dequantize(params, _data(x + 0.01, -4 * math.log(16)))
+
+
+def test_build_refuses_data_beyond_the_grids_top_and_names_the_levels_they_take() -> None:
+    """Digits 0..16 scaled by 1/16 under ``levels: 16``: (16 + u)/16 > 1 would only fail later, in a logit."""
+    x = torch.arange(17).float().repeat(4, 1).T / 16
+    with pytest.raises(ValueError, match=r"levels=16 .* reach k = 16, so \(k \+ u\)/16 leaves \[0, 1\)\. The data take 17 levels \(0\.\.16\): set `levels: 17`"):
+        build_dequantize(DequantizeParams(shape=[4], levels=16), _data(x, -4 * math.log(16)))
+    with pytest.raises(ValueError, match="reach k = -2"):
+        build_dequantize(DequantizeParams(shape=[4], levels=16), _data(x - 2 / 16, -4 * math.log(16)))
+    raw = torch.randint(0, 256, (10, 4)).float()  # levels 1: raw integers, scaled by a bijector after this one
+    assert build_dequantize(DequantizeParams(shape=[4], levels=1), _data(raw, 0.0)).levels == 1

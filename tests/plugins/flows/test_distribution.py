@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Normal
 
 from compose_gen import ClassConditions, Splits, TensorData
+from compose_gen.compiler.build import SEED_STRIDE
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
 from compose_gen_plugins.distributions import StandardNormal
@@ -101,6 +102,71 @@ def test_a_flow_on_a_mixture_base_samples_through_the_flow_but_has_no_rsample():
         flow.rsample(4)
 
 
+def test_temperature_draws_a_mixture_base_about_each_components_mean_and_keeps_log_prob():
+    """At T → 0 a 2-mode mixture base gives its modes (through the flow), not the point between them."""
+    torch.manual_seed(0)
+    base = GaussianMixturePrior(latent=2, components=2)
+    with torch.no_grad():
+        base.loc.copy_(torch.tensor([[-5.0, -5.0], [5.0, 5.0]]))
+        base.log_scale.fill_(math.log(0.5))
+    flow = build_flow(FlowParams(base="base", bijectors=["f"]), Context(base=base, f=affine((2,), 0.0, -1.0)))  # x = z + 1
+    for temperature in (0.0, 1e-3):
+        x = flow.sample(400, temperature=temperature)
+        nearest = torch.stack([(x - (m + 1)).norm(dim=-1) for m in (-5.0, 5.0)]).min(0).values
+        assert nearest.max() < 0.01, f"T={temperature}: a draw {nearest.max():.3g} away from both modes"
+        assert (x[:, 0] < 0).any() and (x[:, 0] > 0).any(), "both modes are drawn"
+    half = flow.sample(4000, temperature=0.5)
+    assert (half - half.round()).abs().max() > 0.01 and half.sub(torch.where(half < 1, -4.0, 6.0)).std(0).sub(0.25).abs().max() < 0.02
+    x = torch.randn(7, 2)
+    torch.testing.assert_close(flow(None, temperature=0.3).log_prob(x), flow.log_prob(x))
+
+
+def test_temperature_scales_a_standard_normal_base_as_before():
+    torch.manual_seed(1)
+    flow = affine_flow(log_scale=0.3, shift=-0.5)
+    torch.manual_seed(2)
+    x = flow.sample(50, temperature=0.4)
+    torch.manual_seed(2)
+    z = 0.4 * torch.randn(50, 3)  # the draw the old z = μ + T(z₀ − μ) made
+    torch.testing.assert_close(x, flow.transform.inverse(z)[0])
+    torch.testing.assert_close(flow.sample(5, temperature=0.0), flow.transform.inverse(torch.zeros(5, 3))[0])
+
+
+def repeated_flow(repeat: int, block: list[dict]):
+    """The ``flow`` component of a spec on 2-D moons whose chain is ``block`` × ``repeat``."""
+    spec = {
+        "name": "repeated",
+        "data": {"type": "moons", "n": 100},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": block, "repeat": repeat}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+    }
+    model, _ = build(load_spec(spec), "cpu")
+    return model.component("flow")
+
+
+def test_each_copy_of_a_repeated_block_is_an_independent_draw_with_its_own_initialisation():
+    """As in nflows and zuko: a new permutation and MADE order per copy, fresh weights, each still starting as designed."""
+    torch.manual_seed(0)
+    block = [
+        {"type": "maf", "shape": [2], "hidden": [8], "order": "random", "seed": 0},
+        {"type": "random_permutation", "shape": [2]},
+        {"type": "affine_coupling", "shape": [2], "hidden": [8]},
+    ]
+    chain = list(repeated_flow(4, block).transform.bijectors)
+    mafs, perms, couplings = chain[0::3], chain[1::3], chain[2::3]
+    assert [p.permutation.tolist() for p in perms] == [[1, 0]] * 4, "in 2-D every non-identity draw is the swap"
+    for k, maf in enumerate(mafs):  # copy k draws its order from seed + k·SEED_STRIDE; copy 0 keeps the spec's seed
+        order = torch.arange(1, 3)[torch.randperm(2, generator=torch.Generator().manual_seed(k * SEED_STRIDE))]
+        assert torch.equal(maf.made.ordering, order), f"copy {k}"
+    for layers in (mafs, couplings):
+        weights = [dict(layer.named_parameters()) for layer in layers]
+        first = [k for k, w in weights[0].items() if w.abs().sum() > 0]
+        assert first and all(not torch.equal(w[k], weights[0][k]) for w in weights[1:] for k in first), "fresh initial weights"
+        x = torch.randn(5, 2)
+        for layer in layers:  # each bijector's own scheme: these start as the identity
+            torch.testing.assert_close(layer(x)[0], x)
+
+
 def test_rsample_carries_gradients_to_the_bijectors():
     flow = affine_flow()
     flow.rsample(torch.zeros(4, 3)).sum().backward()
@@ -161,8 +227,16 @@ def test_conditional_flow_samples_and_scores_given_the_context():
     torch.testing.assert_close(out["loss"], -flow.log_prob(x, context).mean())
     with pytest.raises(ValueError, match="takes no context"):
         affine_flow()(torch.randn(5, 2))
-    with pytest.raises(ValueError, match=r"one context row of shape \(2,\) per example, got a context of shape \(5,\) \(integer labels\? .*one_hot\(y, 2\)"):
+    with pytest.raises(ValueError, match=r"one context row of shape \(2,\) per example, got a context of shape \(5,\) \(integer labels\? .*one_hot\(y, K\)"):
         flow(torch.arange(5) % 2)
+    one = build_flow(
+        FlowParams(base="base", bijectors=["c"]), Context(base=StandardNormal((4,)), c=AffineCoupling((4,), hidden=[8], context_features=1))
+    )
+    with pytest.raises(ValueError, match=r"for K classes the condition is one_hot\(y, K\), with context_features: K\)$") as error:
+        one(torch.arange(5) % 3)  # 3 classes, one context feature: one_hot(y, 1) cannot be the fix
+    assert "one_hot(y, 1)" not in str(error.value)
+    with pytest.raises(ValueError, match=r"`context: c` is given, but flow 'flow' takes no context: remove `context:`, or give the flow's bijectors context_features"):
+        build_flow_nll(FlowNLLParams(flow="flow", context="c"), Context(flow=affine_flow()))
     with pytest.raises(ValueError, match=r"one context row of shape \(2,\) per example, got a context of shape \(5, 3\)$"):
         flow(torch.randn(5, 3))
 
@@ -242,8 +316,8 @@ def test_a_conditional_flow_is_sampled_by_class_through_the_graph():
 @pytest.mark.parametrize(
     ("context_features", "sample", "message"),
     [
-        (10, {}, r"the flow reads a context of shape \(10,\): set classes, and condition"),
-        (10, {"classes": 10}, r"the flow reads a context of shape \(10,\): set classes, and condition"),
+        (10, {}, r"the flow reads a context of shape \(10,\): set `classes` \(the number of classes\) and `condition` to the graph value it was trained on \(its loss's `context:`\)$"),
+        (10, {"classes": 10}, r"the flow reads a context of shape \(10,\): set `condition` to the graph value it was trained on \(its loss's `context:`\)$"),
         (0, {"classes": 10}, "the flow takes no context, so it cannot be sampled by class"),
     ],
 )
@@ -251,3 +325,11 @@ def test_flow_sampler_classes_must_match_the_flow(context_features: int, sample:
     with pytest.raises(SpecError, match=message) as error:
         build(load_spec(digits_flow(context_features, sample)), "cpu")
     assert error.value.problems[0].path[0] == "sample"
+
+
+def test_a_context_given_to_an_unconditional_flow_is_refused_at_the_loss():
+    spec = digits_flow(0, {})
+    spec["losses"]["nll"]["context"] = "c"
+    with pytest.raises(SpecError, match=r"losses\.nll: .*`context: c` is given, but flow 'flow' takes no context: remove `context:`") as error:
+        build(load_spec(spec), "cpu")
+    assert error.value.problems[0].path[:2] == ("losses", "nll")

@@ -31,3 +31,15 @@ def test_random_permutation_is_fixed_by_its_seed():
 def test_permutation_rejects_non_permutations():
     with pytest.raises(ValueError, match="not a permutation of range\\(3\\)"):
         Permutation((3,), torch.tensor([0, 0, 2]))
+
+
+def test_a_random_permutation_that_draws_the_identity_is_drawn_again_from_the_same_generator():
+    def perm(size: int, seed: int) -> list[int]:
+        return build_random_permutation(RandomPermutationParams(shape=[size], seed=seed), None).permutation.tolist()
+
+    assert torch.randperm(2, generator=torch.Generator().manual_seed(0)).tolist() == [0, 1], "seed 0 first draws the identity"
+    assert perm(2, 0) == [1, 0]
+    assert all(perm(size, seed) != list(range(size)) for size in (2, 3) for seed in range(40))
+    assert perm(1, 0) == [0]
+    generator = torch.Generator().manual_seed(1)
+    assert perm(30, 1) == torch.randperm(30, generator=generator).tolist(), "a draw that moves something is kept"
