@@ -46,7 +46,7 @@ def dry_run(model: Any, data: Splits) -> None:
     logged: set[str] = set()
     computed: dict[str, Any] = dict(batch)  # every value some plan computed, for the ones no plan needs
     try:
-        with _tracking(model, stack):
+        with _tracking(model, stack), torch.enable_grad():  # what training computes, whatever the caller's grad mode
             for plan in model.plans.values():
                 logged.add(f"{plan.player}.grad_norm")
                 values: dict[str, Any] = dict(batch)
