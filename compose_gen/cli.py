@@ -143,8 +143,15 @@ def _print_results(results: dict[str, object], as_json: bool) -> None:
 def _runs(args: argparse.Namespace) -> int:
     from compose_gen.runtime.listing import list_runs
 
-    for row in list_runs(Path(args.folder)):
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"error: {folder}: {'not a folder' if folder.exists() else 'no such folder'} (give the folder that holds run folders)", file=sys.stderr)
+        return 1
+    rows = list(list_runs(folder))
+    for row in rows:
         print(row)
+    if not rows:
+        print(f"no run folders in {folder}", file=sys.stderr)
     return 0
 
 

@@ -263,3 +263,35 @@ def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec,
     assert resolved["train"]["optimizer"]["betas"] == [0.9, 0.999]  # a default the file did not say
     assert resolved["components"]["encoder"]["net"]["activation"] == "relu"
     assert load_spec(resolved).to_dict() == resolved  # what it prints is a spec that loads to itself
+
+
+def test_runs_in_a_folder_that_does_not_exist_is_an_error(tmp_path, capsys) -> None:
+    assert main(["runs", str(tmp_path / "nonexist")]) == 1
+    assert f"{tmp_path / 'nonexist'}: no such folder" in capsys.readouterr().err
+    assert main(["runs", str(tmp_path)]) == 0
+    assert f"no run folders in {tmp_path}" in capsys.readouterr().err
+
+
+def test_tabular_samples_and_a_moved_data_file_name_the_cli_remedy(tmp_path, capsys) -> None:
+    """4-D points cannot be drawn: say ``-o x.npy``; a data file gone from where the run recorded it: say ``--set data.path=NEW``."""
+    numpy.save(tmp_path / "points.npy", numpy.random.default_rng(0).normal(size=(64, 4)).astype("float32"))
+    spec = {
+        "name": "tabular",
+        "data": {"type": "npy", "path": str(tmp_path / "points.npy")},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [4]}, "bijectors": [{"type": "affine", "shape": [4]}]}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "train": {"steps": 2, "batch_size": 16},
+        "sample": {"type": "flow_sampler", "flow": "flow"},
+        "evaluate": {"metrics": [{"type": "test_losses"}]},
+    }
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, spec)), "--out", str(run), "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "x.png")]) == 1
+    assert "write them as an array instead: -o x.npy" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "x.npy")]) == 0
+    assert numpy.load(tmp_path / "x.npy").shape == (4, 4)
+    (tmp_path / "points.npy").rename(tmp_path / "moved.npy")
+    assert main(["evaluate", str(run)]) == 2
+    assert f"compose-gen evaluate {run} --set data.path=NEW" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--set", f"data.path={tmp_path / 'moved.npy'}"]) == 0

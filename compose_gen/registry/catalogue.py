@@ -78,9 +78,22 @@ class Catalogue:
         self.failures[plugin] = f"{self.failures[plugin]}; {problem}" if plugin in self.failures else problem
 
 
+#: Names other tools and papers use, written lower case without ``_`` or ``-``: the name here, and why.
+SYNONYMS: dict[str, tuple[str, str]] = {
+    "ncritic": ("steps", "a player's optimizer steps per round, n_critic in WGAN terms"),
+    "learningrate": ("lr", "the learning rate"),
+    "realnvp": ("affine_coupling", "RealNVP is a stack of affine couplings; see specs/realnvp_digits.yaml"),
+    "nice": ("additive_coupling", "NICE is a stack of additive couplings; see specs/nice_digits.yaml"),
+}
+
+
 def suggest(name: str, candidates: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    """``"; did you mean 'x'?"`` for a well-known synonym or the closest candidate, or an empty string."""
+    candidates = list(candidates)
+    synonym = SYNONYMS.get(name.lower().replace("_", "").replace("-", ""))
+    if synonym is not None and synonym[0] in candidates and synonym[0] != name:
+        return f"; did you mean {synonym[0]!r}? ({synonym[1]})"
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

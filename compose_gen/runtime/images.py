@@ -11,7 +11,18 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["save_grid", "save_scatter"]
+__all__ = ["class_columns", "save_grid", "save_scatter"]
+
+
+def class_columns(n: int, classes: int | None) -> int | None:
+    """Columns of a grid of ``n`` samples drawn by class (sample i of class i mod ``classes``); None for no classes.
+
+    A multiple of ``classes``, so each column holds one class, near sqrt(n), so that a
+    few classes still give a roughly square grid (2 classes, 64 samples: 8 columns, not 2).
+    """
+    if not classes:
+        return None
+    return classes * max(1, round(math.sqrt(n) / classes))
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 4, pad: int = 1) -> Path:

@@ -43,7 +43,7 @@ from compose_gen.runtime.checkpoint import (
 )
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed, setup
-from compose_gen.runtime.images import save_grid, save_scatter
+from compose_gen.runtime.images import class_columns, save_grid, save_scatter
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import Trainer
 from compose_gen.spec import Problem, Spec, SpecError, format_path, load_spec
@@ -72,6 +72,31 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(f"device {name!r} was asked for but there are {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+def _missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tuple[str, ...]]:
+    """The keys of the data section (sources within it too) whose file or folder is not there."""
+    missing: list[tuple[str, ...]] = []
+    for key, value in data.items() if isinstance(data, dict) else ():
+        if isinstance(value, dict):
+            missing += _missing_data_files(value, (*path, key))
+        elif isinstance(value, str) and Path(value).is_absolute() and not Path(value).exists():  # recorded absolute
+            missing.append((*path, key))
+    return missing
+
+
+def _with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecError:
+    """A run folder's data problem, with the README's remedy where a recorded file or folder is gone (it moved)."""
+    missing = _missing_data_files(spec.source.data.get("data"))
+    if not missing or not any(problem.path[:1] == ("data",) for problem in error.problems):
+        return error
+    keys = " ".join(f"--set {'.'.join(key)}=NEW" for key in missing)
+    remedy = (
+        f"; the run's spec.yaml records where the data were; if they moved, say where: `compose-gen evaluate {run_dir} {keys}` "
+        f"(or sample) for one command, or `compose-gen train --resume {run_dir} {keys}` to record it"
+    )
+    problems = [Problem(p.path, p.message + remedy) if p.path[:1] == ("data",) else p for p in error.problems]
+    return SpecError(problems, error.where)
 
 
 def build(spec: Spec, device: str | torch.device | None = None) -> tuple[GenerativeModel, Splits]:
@@ -137,7 +162,10 @@ class Run:
             raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
         spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
-        model, data = build(spec, resolved)
+        try:
+            model, data = build(spec, resolved)
+        except SpecError as error:
+            raise _with_moved_data_remedy(error, spec, run_dir) from None
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         if checkpoint is None:
             loaded, warnings = load_latest(run_dir, model)
@@ -233,10 +261,13 @@ class Run:
         if Path(path).suffix.lower() in (".npy", ".npz"):
             return _save_array(Path(path), test.to_display(x), classes)
         if test.image_shape is not None:
-            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=classes)
+            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=class_columns(n, classes))
         if x[0].numel() == 2:
             return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2), classes=classes)
-        raise ValueError("samples are neither images nor 2D points; use Run.sample() for the tensors")
+        raise ValueError(
+            f"samples of event shape {tuple(x.shape[1:])} are neither images nor 2D points, so they cannot be drawn; "
+            f"write them as an array instead: -o {Path(path).with_suffix('.npy').name} (or .npz; Run.sample() in Python)"
+        )
 
     def _can_draw(self) -> bool:
         test = self.data.test

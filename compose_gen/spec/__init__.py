@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
 from compose_gen.spec.errors import Problem, SpecError, format_path
-from compose_gen.spec.model import EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
+from compose_gen.spec.model import EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
 from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_path, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, parse_text
@@ -161,7 +161,7 @@ def _problems(error: ValidationError, data: Any) -> list[Problem]:
     for item in error.errors():
         loc = error_path(data, item["loc"], missing=item["type"] == "missing")
         if item["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}{_hint(loc)}"
+            message = f"unknown key {loc[-1]!r}{_hint(loc, data)}"
         elif item["type"] == "missing":
             message = "required key is missing"
         else:
@@ -170,11 +170,21 @@ def _problems(error: ValidationError, data: Any) -> list[Problem]:
     return problems
 
 
-_OWNERS = {(): SpecModel, ("train",): TrainSpec, ("evaluate",): EvaluateSpec}
+_OWNERS = {(): SpecModel, ("train",): TrainSpec, ("evaluate",): EvaluateSpec, ("train", "ema"): EMASpec}
 
 
-def _hint(loc: tuple[Any, ...]) -> str:
-    owner = _OWNERS.get(tuple(loc[:-1]))
+def _hint(loc: tuple[Any, ...], data: Any) -> str:
+    """A "did you mean" for an unknown key at ``loc`` of the top level, a player or a typed section (an optimizer...)."""
+    where = tuple(loc[:-1])
+    owner = _OWNERS.get(where)
     if owner is None and len(loc) == 3 and loc[0] == "players":
         owner = PlayerSpec
+    models = typed_section_models(where) if owner is None else None
+    if models:
+        node = data
+        for part in where:
+            node = node.get(part) if isinstance(node, dict) else None
+        chosen = models.get(node.get("type")) if isinstance(node, dict) else None
+        fields = chosen.model_fields if chosen else {field for model in models.values() for field in model.model_fields}
+        return suggest(str(loc[-1]), sorted(fields))
     return suggest(str(loc[-1]), owner.model_fields) if owner else ""

@@ -248,6 +248,15 @@ class SpecModel(_Strict):
         return self
 
 
+#: Sections of the top level that map names the user chooses to entries, with the form of a new entry.
+NAMED_SECTIONS: dict[str, str] = {
+    "components": "{type: ...}",
+    "graph": "EXPRESSION",
+    "losses": "{type: ...}",
+    "players": "{params: [...], terms: [...]}",
+}
+
+
 #: Sections of the top level whose model is chosen by their ``type``, by path (``None`` matches any key).
 _TYPED_SECTIONS: dict[tuple[str | None, ...], Any] = {
     ("train", "optimizer"): OptimizerSpec,

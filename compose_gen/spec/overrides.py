@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from compose_gen.spec.errors import PathPart, Problem, SpecError, format_path
+from compose_gen.spec.model import NAMED_SECTIONS
 from compose_gen.spec.source import SpecSource, parse_text
 
 __all__ = ["ModelOf", "apply_overrides"]
@@ -129,15 +130,27 @@ def _key_in(node: Any, part: PathPart, where: tuple[PathPart, ...]) -> PathPart:
 
 
 def _new_mapping(next_part: PathPart, where: tuple[PathPart, ...], siblings: dict[str, Any]) -> dict[str, Any]:
-    """The empty mapping an override creates at a missing key on its way; a list cannot be created by index, and a
-    key within a typo of an existing one (``components.generatr``) is taken for that typo."""
+    """The empty mapping an override creates at a missing key on its way.
+
+    A list cannot be created by index; a key within a typo of an existing one
+    (``data.sourc``) is taken for that typo; and a new entry of a section of
+    named entries (``players.D.steps``) is refused: it would be a partial entry,
+    and the errors about it would blame the spec rather than ``--set``.
+    """
+    here = format_path(where)
     if isinstance(next_part, int):
-        raise _OverrideError(f"{format_path(where)} does not exist: set the whole list ({format_path(where)}=[...])")
-    close = difflib.get_close_matches(str(where[-1]), [k for k in siblings if isinstance(k, str)], n=1, cutoff=0.8)
-    if close:
+        raise _OverrideError(f"{here} does not exist: set the whole list ({here}=[...])")
+    names = [k for k in siblings if isinstance(k, str)]
+    close = difflib.get_close_matches(str(where[-1]), names, n=1, cutoff=0.8)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if len(where) == 2 and where[0] in NAMED_SECTIONS:
+        existing = ", ".join(repr(name) for name in names) or "none"
         raise _OverrideError(
-            f"{format_path(where)} does not exist; did you mean {close[0]!r}? (to add it, set it whole: {format_path(where)}={{...}})"
+            f"{where[0]} has no entry {where[-1]!r} (it has {existing}){hint}; a new entry is set whole, "
+            f"not key by key: --set '{here}={NAMED_SECTIONS[where[0]]}'"
         )
+    if close:
+        raise _OverrideError(f"{here} does not exist{hint} (to add it, set it whole: {here}={{...}})")
     return {}
 
 

@@ -61,6 +61,9 @@ class ValueGrid:
 
 def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
     """Tile named graph values (inputs, translations, reconstructions) of test examples into one PNG."""
+    data = getattr(ctx, "data", None)
+    if data is not None and data.test.image_shape is None:  # refused by validate, not after training
+        raise ValueError(f"value_grid: the data are not images (the dataset has no image_shape), so {list(params.values)} cannot be tiled")
     return ValueGrid(params)
 
 

@@ -145,3 +145,13 @@ def test_noise_interpolation_on_data_that_are_not_images_is_refused_by_validate(
     spec = load_spec(shipped, ["evaluate.metrics=[{type: noise_interpolation, noise: noise, generator: generator}]"])
     with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*noise_interpolation draws a picture grid, and the data are not images"):
         build(spec, "cpu")
+
+
+def test_value_grid_on_data_that_are_not_images_is_refused_by_validate() -> None:
+    from compose_gen.runtime import build
+    from compose_gen.spec import SpecError
+
+    shipped = pathlib.Path(__file__).resolve().parents[2] / "specs" / "wgan_gp_8gaussians.yaml"
+    spec = load_spec(shipped, ["evaluate.metrics=[{type: value_grid, values: [x]}]"])
+    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*value_grid: the data are not images"):
+        build(spec, "cpu")

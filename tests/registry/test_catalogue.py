@@ -253,3 +253,20 @@ def test_a_catalogue_of_first_party_types_leaves_other_installed_plugins_out(ins
     install_plugin("gizmos", GIZMO)
     catalogue = make_catalogue([plugin(widget("gizmo"), name="variant")], entry_points="first-party")
     assert not catalogue.conflicts and catalogue.plugin_of["gizmo"] == "variant" and "mlp" in catalogue
+
+
+@pytest.mark.parametrize(
+    "name, candidates, hint",
+    [
+        ("n_critic", ["params", "steps"], "; did you mean 'steps'? (a player's optimizer steps per round, n_critic in WGAN terms)"),
+        ("learning_rate", ["lr", "betas"], "; did you mean 'lr'? (the learning rate)"),
+        ("RealNVP", ["affine_coupling", "actnorm"], "; did you mean 'affine_coupling'? (RealNVP is a stack of affine couplings; see specs/realnvp_digits.yaml)"),
+        ("nice", ["additive_coupling"], "; did you mean 'additive_coupling'? (NICE is a stack of additive couplings; see specs/nice_digits.yaml)"),
+        ("n_critic", ["params", "terms"], ""),  # a synonym is suggested only where its name exists
+        ("stepz", ["steps"], "; did you mean 'steps'?"),
+    ],
+)
+def test_suggest_knows_names_other_tools_use(name, candidates, hint) -> None:
+    from compose_gen.registry import suggest
+
+    assert suggest(name, candidates) == hint

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 import torch
 from PIL import Image
@@ -33,3 +35,13 @@ def test_points_drawn_by_class_are_coloured_by_their_class(tmp_path) -> None:
         (row0, col0), (row1, col1), (row2, col2) = (np.median(found[k], 0) for k in range(3))
         assert col1 > col0 + 50 and abs(row1 - row0) < 40  # class 1 to the right
         assert row2 < row0 - 50 and abs(col2 - col0) < 40  # class 2 above
+
+
+@pytest.mark.parametrize("n, classes, columns", [(64, 2, 8), (64, 3, 9), (64, 10, 10), (16, 10, 10), (64, None, None)])
+def test_a_grid_of_samples_by_class_is_roughly_square_with_one_class_per_column(n, classes, columns) -> None:
+    """2 classes, 64 samples: 8 columns (classes 0, 1, 0, 1, ...), not a 2x32 strip; sample i is of class i mod classes."""
+    from compose_gen.runtime.images import class_columns
+
+    assert class_columns(n, classes) == columns
+    if classes:
+        assert all(i % columns % classes == i % classes for i in range(n))  # column i mod columns holds class i mod classes

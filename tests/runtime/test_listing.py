@@ -34,8 +34,3 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     assert a == f"{broken_spec}  ?  step -"
     assert b == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
     assert c == f"{cut_log}  c  step -  train: nll=2.5"
-
-
-def test_runs_of_a_missing_folder_lists_nothing(tmp_path, capsys):
-    assert main(["runs", str(tmp_path / "nowhere")]) == 0
-    assert capsys.readouterr().out.strip() == ""

@@ -94,8 +94,31 @@ def test_a_mapping_created_by_an_override_is_blamed_on_it(flow, catalogue) -> No
 def test_a_key_one_typo_from_an_existing_one_is_not_created(flow, catalogue) -> None:
     """``components.flw.repeat=2`` would make a component without a type and report that; the typo is the problem."""
     assert problems(flow, catalogue, ["components.flw.repeat=2"]) == [
-        "--set: components.flw.repeat: components.flw does not exist; did you mean 'flow'? (to add it, set it whole: components.flw={...})"
+        "--set: components.flw.repeat: components has no entry 'flw' (it has 'flow'); did you mean 'flow'?; "
+        "a new entry is set whole, not key by key: --set 'components.flw={type: ...}'"
     ]
+
+
+def test_a_key_one_typo_from_an_existing_one_outside_named_sections_is_not_created(flow, catalogue) -> None:
+    assert problems(flow, catalogue, ["train.optimizr.lr=1"]) == [
+        "--set: train.optimizr.lr: train.optimizr does not exist; did you mean 'optimizer'? (to add it, set it whole: train.optimizr={...})"
+    ]
+
+
+@pytest.mark.parametrize("name", ["D", "dd"])
+def test_a_new_named_entry_is_not_created_key_by_key(flow, catalogue, name) -> None:
+    """``players.D.steps=2`` (D a component) would make a partial player and an error that blames the spec."""
+    data = yaml.safe_load(FLOW)
+    data["players"] = {"model": {"params": ["flow"]}}
+    assert problems(data, catalogue, [f"players.{name}.steps=2"]) == [
+        f"--set: players.{name}.steps: players has no entry '{name}' (it has 'model'); "
+        f"a new entry is set whole, not key by key: --set 'players.{name}={{params: [...], terms: [...]}}'"
+    ]
+
+
+def test_a_new_named_entry_set_whole_can_then_be_set_key_by_key(flow, catalogue) -> None:
+    spec = load_spec(flow, ["players.model={params: [flow], terms: [nll]}", "players.model.steps=2", "losses.nll.flow=flow"], catalogue)
+    assert spec.model.players["model"].steps == 2
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -87,6 +88,29 @@ def test_top_level_unknown_key_has_a_hint(vae_spec, catalogue) -> None:
     assert "train.stepz: unknown key 'stepz'; did you mean 'steps'?" in line
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("players.model.n_critic=5", "players.model.n_critic: unknown key 'n_critic'; did you mean 'steps'? (a player's optimizer steps per round"),
+        ("train.optimizer.learning_rate=1e-3", "train.optimizer.learning_rate: unknown key 'learning_rate'; did you mean 'lr'? (the learning rate)"),
+        ("players.model.optimizer={type: sgd, learning_rate: 1}", "players.model.optimizer.learning_rate: unknown key 'learning_rate'; did you mean 'lr'?"),
+        ("train.optimizer.momentun=0.9", "train.optimizer.momentun: unknown key 'momentun'; did you mean 'momentum'?"),
+        ("components.prior.type=realnvp", "components.prior.type: unknown"),
+    ],
+)
+def test_names_from_other_tools_get_a_hint(vae_spec, catalogue, override, message) -> None:
+    vae_spec["players"] = {"model": {"params": "all"}}
+    vae_spec["train"]["optimizer"] = {"type": "sgd", "lr": 0.1}
+    (line,) = problems(vae_spec, catalogue, [override])
+    assert line.startswith(f"--set: {message}")
+
+
+def test_a_flow_paper_name_as_a_bijector_type_points_to_the_coupling(catalogue) -> None:
+    spec = yaml.safe_load((Path(__file__).parents[2] / "specs" / "nice_digits.yaml").read_text())
+    lines = problems(spec, catalogue, ["components.flow.bijectors[1].type=realnvp"])
+    assert any("unknown bijector type 'realnvp'; did you mean 'affine_coupling'? (RealNVP is a stack of affine couplings" in line for line in lines)
+
+
 def test_optimizer_errors_drop_the_union_tag(vae_spec, catalogue) -> None:
     vae_spec["train"]["optimizer"] = {"type": "adam", "lr": -1}
     (line,) = problems(vae_spec, catalogue)
@@ -133,7 +157,7 @@ def test_top_level_and_plugin_problems_are_reported_together(vae_spec, catalogue
 
 @pytest.mark.parametrize("value, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")])
 def test_non_finite_numbers_are_refused_in_the_top_level(vae_spec, catalogue, value, shown) -> None:
-    lines = problems(vae_spec, catalogue, [f"train.optimizer.lr={value}", f"players.model.terms={{vae: {value}}}"])
+    lines = problems(vae_spec, catalogue, [f"train.optimizer.lr={value}", f"players.model={{terms: {{vae: {value}}}}}"])
     assert lines == [
         f"--set: players.model.terms.vae: must be a finite number, not {shown}",
         f"--set: train.optimizer.lr: must be a finite number, not {shown}",
@@ -164,7 +188,7 @@ def test_an_empty_list_of_params_is_refused_before_anything_is_built(vae_spec, c
 
 
 def test_a_bad_value_for_terms_gets_one_message(vae_spec, catalogue) -> None:
-    assert problems(vae_spec, catalogue, ["players.model.terms=vae"]) == ["--set: players.model.terms: Input should be a valid list"]
+    assert problems(vae_spec, catalogue, ["players.model={terms: vae}"]) == ["--set: players.model.terms: Input should be a valid list"]
 
 
 def test_a_mapping_given_as_a_word_is_named(vae_spec, catalogue) -> None:

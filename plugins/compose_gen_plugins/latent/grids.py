@@ -27,12 +27,12 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
-from compose_gen.runtime.images import save_grid
+from compose_gen.runtime.images import class_columns, save_grid
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, latent_model
 from compose_gen_plugins.sampling import require_sampler
 
-__all__ = ["interpolate", "slerp"]
+__all__ = ["interpolate", "require_images", "slerp"]
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -60,6 +60,16 @@ def interpolate(a: Tensor, b: Tensor, steps: int, mode: str) -> Tensor:
         t = t.reshape(-1, 1, 1)
         path = (1 - t) * flat_a + t * flat_b
     return path.reshape(steps, *a.shape)
+
+
+def require_images(ctx: BuildContext, metric: str) -> None:
+    """Refuse a picture-grid metric at build (so ``validate`` finds it) when the data are not images."""
+    data = getattr(ctx, "data", None)
+    if data is not None and data.test.image_shape is None:
+        raise ValueError(
+            f"{metric} draws an image grid, and the data are not images (the dataset has no image_shape); "
+            "remove it, or for 2-D points use density_plot (a flow) or the sample scatter plots in the run folder"
+        )
 
 
 def _images(ectx: EvalContext, x: Tensor) -> Tensor:
@@ -96,7 +106,8 @@ class SampleGrid:
         for temperature in self.temperatures:
             x = ectx.model.sample(self.samples, temperature)
             conditions = ectx.model.conditions  # sampled by class: one class per column
-            save_grid(_images(ectx, x), Path(ectx.out_dir) / f"samples_T{temperature:g}.png", nrow=conditions.classes if conditions else None)
+            columns = class_columns(len(x), conditions.classes if conditions else None)
+            save_grid(_images(ectx, x), Path(ectx.out_dir) / f"samples_T{temperature:g}.png", nrow=columns)
         return {"test/sample_images": float(self.samples * len(self.temperatures))}
 
 
@@ -136,15 +147,18 @@ class InterpolationGridParams(Params):
 
 def build_reconstruction_grid(p: ReconstructionGridParams, ctx: BuildContext) -> ReconstructionGrid:
     """PNG of test images above their reconstructions."""
+    require_images(ctx, "reconstruction_grid")
     return ReconstructionGrid(p.model, latent_model(ctx, p.model, "reconstruct"), p.examples)
 
 
 def build_sample_grid(p: SampleGridParams, ctx: BuildContext) -> SampleGrid:
     """PNG grids of samples at several temperatures."""
     require_sampler(ctx, "sample_grid")
+    require_images(ctx, "sample_grid")
     return SampleGrid(p.temperatures, p.samples)
 
 
 def build_interpolation_grid(p: InterpolationGridParams, ctx: BuildContext) -> InterpolationGrid:
     """PNG of decoded linear or spherical latent interpolations between test pairs (White 2016)."""
+    require_images(ctx, "interpolation_grid")
     return InterpolationGrid(p.model, latent_model(ctx, p.model, "decode"), p.pairs, p.steps, p.mode)

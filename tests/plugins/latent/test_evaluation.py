@@ -236,3 +236,31 @@ def test_a_unit_that_moves_with_the_condition_alone_is_not_active(tmp_path: Path
     means = model.losses["cvae"].encode(data.test.fields["x"], one_hot(data.test.fields["y"], 10).float())
     assert (means.var(0) > 0.01).all(), "the means do vary: with the condition"
     assert results["test/cvae.z.active_units"] == 0
+
+
+MOONS_VAE = {
+    "name": "moons_vae",
+    "data": {"type": "moons", "n": 64},
+    "components": {
+        "prior": {"type": "standard_normal", "shape": [2]},
+        "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 2, "out_features": 4, "hidden": [8]}},
+        "decoder": {"type": "gaussian_decoder", "net": {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [8]}},
+    },
+    "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
+    "train": {"steps": 2, "batch_size": 16},
+    "sample": {"type": "ancestral", "prior": "prior", "decoder": "decoder"},
+}
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [{"type": "sample_grid"}, {"type": "reconstruction_grid", "model": "vae"}, {"type": "interpolation_grid", "model": "vae"}],
+)
+def test_picture_grids_on_data_that_are_not_images_are_refused_by_validate(metric: dict) -> None:
+    """2-D points have no image_shape: the grid would fail only after training, so the build refuses it."""
+    from compose_gen.spec import SpecError
+
+    spec = load_spec(MOONS_VAE | {"evaluate": {"metrics": [metric]}})
+    with pytest.raises(SpecError, match=rf"evaluate.metrics\[0\]: .*{metric['type']} draws an image grid, and the data are not images"):
+        build(spec, "cpu")
+    build(load_spec(MOONS_VAE | {"evaluate": {"metrics": [{"type": "test_losses"}]}}), "cpu")  # the spec is otherwise fine
