@@ -34,7 +34,7 @@ from typing import Any, Callable, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
@@ -155,6 +155,12 @@ class AdversarialParams(SideParams):
     instance_noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to critic inputs")
     noise_decay_steps: int | None = Field(None, gt=0, description="critic steps over which the noise decays to 0")
     generator_on_real: bool = Field(False, description="generator term also scores real (BiGAN: real depends on E)")
+
+    @model_validator(mode="after")
+    def _decay_needs_noise(self) -> "AdversarialParams":
+        if self.noise_decay_steps is not None and self.instance_noise == 0:
+            raise ValueError("noise_decay_steps decays instance_noise, which is 0: set instance_noise (e.g. 0.1) or drop noise_decay_steps")
+        return self
 
 
 class AdversarialLoss(CriticLoss):

@@ -203,6 +203,8 @@ def test_bad_parameters_are_rejected() -> None:
         CATALOGUE.get("wasserstein").params(critic="c", fake="f", clip=-0.01)
     with pytest.raises(pydantic.ValidationError):
         CATALOGUE.get("hinge").params(critic="c", fake="f", label_smoothing=0.1)
+    with pytest.raises(pydantic.ValidationError, match="noise_decay_steps decays instance_noise, which is 0"):
+        CATALOGUE.get("hinge").params(critic="c", fake="f", noise_decay_steps=100)  # a schedule for no noise
 
 
 # --- gradient penalties ------------------------------------------------------------------
