@@ -231,14 +231,30 @@ class MeanDistance(Loss):
         return {"loss": self.weight * distance.mean()}
 
 
+def _per_example_critic(critic: nn.Module, penalty: str) -> nn.Module:
+    """``critic``, unless batch norm makes each example's score depend on the others, which a gradient penalty cannot have.
+
+    The penalty is on ∇ₓD(x) example by example; with batch norm D(x_i) reads the
+    whole batch (Gulrajani et al. 2017, §4 recommend layer normalisation instead).
+    """
+    if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)) for m in critic.modules()):
+        raise ValueError(
+            f"{penalty} penalises each example's gradient, but the critic has batch norm, which mixes the examples of a batch "
+            "(Gulrajani et al. 2017): give the critic norm: layer (or instance), or spectral_norm"
+        )
+    return critic
+
+
 def build_gradient_penalty(params: GradientPenaltyParams, ctx: BuildContext) -> GradientPenalty:
     """WGAN-GP critic term λ E (‖∇D(x̂)‖₂ - 1)² on random interpolates x̂ (Gulrajani et al. 2017)."""
-    return GradientPenalty(ctx.component(params.critic), params.weight, center=1.0, interpolate=True, names=side_names(params))
+    critic = _per_example_critic(ctx.component(params.critic), "gradient_penalty")
+    return GradientPenalty(critic, params.weight, center=1.0, interpolate=True, names=side_names(params))
 
 
 def build_r1_penalty(params: R1Params, ctx: BuildContext) -> GradientPenalty:
     """R1 critic term γ/2 E ‖∇D(x)‖² on real data (Mescheder et al. 2018)."""
-    return GradientPenalty(ctx.component(params.critic), params.gamma / 2, center=0.0, interpolate=False, names=side_names(params))
+    critic = _per_example_critic(ctx.component(params.critic), "r1_penalty")
+    return GradientPenalty(critic, params.gamma / 2, center=0.0, interpolate=False, names=side_names(params))
 
 
 def build_feature_matching(params: FeatureMatchingParams, ctx: BuildContext) -> FeatureMatching:

@@ -210,6 +210,15 @@ def test_bad_parameters_are_rejected() -> None:
 # --- gradient penalties ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("penalty", ["gradient_penalty", "r1_penalty"])
+def test_a_penalty_refuses_a_batch_norm_critic(penalty: str) -> None:
+    """With batch norm D(x_i) reads the whole batch, so a per-example gradient penalty is not what it claims."""
+    fake = {"fake": "f"} if penalty == "gradient_penalty" else {}  # R1 is on real data alone
+    with pytest.raises(ValueError, match=f"{penalty} penalises each example's gradient, but the critic has batch norm"):
+        build(penalty, nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)), **fake)
+    build(penalty, nn.Sequential(nn.Linear(1, 4), nn.LayerNorm(4), nn.Linear(4, 1)), **fake)
+
+
 def small_critic() -> nn.Module:
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
