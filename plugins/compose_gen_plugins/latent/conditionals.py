@@ -285,13 +285,32 @@ def build_gaussian_encoder(p: EncoderParams, ctx: BuildContext) -> GaussianEncod
     return GaussianEncoder(ctx.component(p.net), p.latent)
 
 
+def _modelled_x(p: DecoderParams, ctx: BuildContext) -> Tensor | None:
+    """The data's x when the decoder models them (it takes their shape), else None."""
+    return ctx.data.train.fields["x"] if p.event_shape is None and ctx.data is not None else None
+
+
 def build_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> BernoulliDecoder:
     """Bernoulli decoder p(x|z) for binary data."""
+    x = _modelled_x(p, ctx)
+    if x is not None and not ((x == 0) | (x == 1)).all():
+        raise ValueError(
+            f"a Bernoulli decoder is a likelihood of binary x, but the data's x take values in [{x.min().item():g}, "
+            f"{x.max().item():g}] besides 0 and 1, where its log-probability is a cross-entropy, not a log-likelihood: "
+            "binarize the data (the digits' `binarize: threshold` or `bernoulli`), or use continuous_bernoulli_decoder "
+            "for values in [0, 1] (Loaiza-Ganem & Cunningham 2019)"
+        )
     return BernoulliDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank)
 
 
 def build_continuous_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> ContinuousBernoulliDecoder:
     """Continuous-Bernoulli decoder p(x|z) for data in [0, 1]."""
+    x = _modelled_x(p, ctx)
+    if x is not None and ((x < 0) | (x > 1)).any():
+        raise ValueError(
+            f"a continuous Bernoulli decoder is a density on [0, 1], but the data's x reach [{x.min().item():g}, "
+            f"{x.max().item():g}]: scale them into [0, 1] (the dataset's `scale: true`, or a `scale` transform)"
+        )
     return ContinuousBernoulliDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank)
 
 
@@ -301,10 +320,11 @@ def build_gaussian_decoder(p: GaussianDecoderParams, ctx: BuildContext) -> Gauss
 
 
 def _grid(p: CategoricalDecoderParams | DiscretizedLogisticDecoderParams, ctx: BuildContext) -> Grid:
-    """The decoder's levels, checked against the data's x when the decoder models them (it takes their shape)."""
+    """The decoder's levels, checked against the data's x when the decoder models them."""
     grid = Grid(p.bins, p.low, p.high)
-    if p.event_shape is None and ctx.data is not None:
-        grid.check(ctx.data.train.fields["x"], "the data's x")
+    x = _modelled_x(p, ctx)
+    if x is not None:
+        grid.check(x, "the data's x")
     return grid
 
 

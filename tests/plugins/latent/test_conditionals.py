@@ -10,8 +10,11 @@ from compose_gen import Splits, TensorData
 from compose_gen_plugins.latent.conditionals import (
     BernoulliDecoder,
     CategoricalDecoderParams,
+    DecoderParams,
     GaussianDecoder,
+    build_bernoulli_decoder,
     build_categorical_decoder,
+    build_continuous_bernoulli_decoder,
 )
 
 
@@ -50,3 +53,16 @@ def test_a_discrete_decoder_refuses_data_off_its_grid() -> None:
     with pytest.raises(ValueError, match=r"the data's x are not on this decoder's grid of 16 levels from 0 to 1 \(values 0..1, up to 0.5 steps"):
         build_categorical_decoder(params, _Context(x, nn.Linear(2, 16)))
     build_categorical_decoder(params.model_copy(update={"bins": 17}), _Context(x, nn.Linear(2, 17)))
+
+
+def test_bernoulli_decoders_refuse_data_outside_their_support() -> None:
+    """On grey levels a Bernoulli log-probability is a cross-entropy, not a likelihood (a 4x too good 'NLL' on the digits)."""
+    grey, binary, counts = torch.tensor([[0.0], [0.25], [1.0]]), torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [16.0]])
+    params, net = DecoderParams(net="net"), nn.Linear(2, 1)
+    with pytest.raises(ValueError, match=r"a Bernoulli decoder is a likelihood of binary x, .*binarize the data"):
+        build_bernoulli_decoder(params, _Context(grey, net))
+    build_bernoulli_decoder(params, _Context(binary, net))
+    with pytest.raises(ValueError, match=r"a continuous Bernoulli decoder is a density on \[0, 1\], but the data's x reach \[0, 16\]"):
+        build_continuous_bernoulli_decoder(params, _Context(counts, net))
+    build_continuous_bernoulli_decoder(params, _Context(grey, net))
+    build_bernoulli_decoder(params.model_copy(update={"event_shape": [1]}), _Context(grey, net))  # it models something else
