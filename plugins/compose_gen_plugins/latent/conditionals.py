@@ -70,7 +70,13 @@ class GaussianEncoder(nn.Module):
         self.latent = latent
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
-        loc, raw = conditioned(self.net, x, context).split(self.latent, dim=-1)
+        out = conditioned(self.net, x, context)
+        if out.shape[-1] != 2 * self.latent:
+            raise ValueError(
+                f"the network gives {out.shape[-1]} numbers per example, this encoder needs 2·latent = {2 * self.latent} "
+                f"(μ and σ of each of the {self.latent} latents)"
+            )
+        loc, raw = out.split(self.latent, dim=-1)
         return Independent(Normal(loc, _positive(raw), validate_args=False), 1, validate_args=False)
 
 

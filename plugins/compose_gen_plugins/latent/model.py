@@ -313,6 +313,11 @@ class ObjectiveParams(Params):
     def _weights_only_for_elbo(self) -> "ObjectiveParams":
         if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_steps):
             raise ValueError("beta and warmup_steps weight the ELBO's KL; the iwae objective has no separate KL term")
+        if self.objective == "iwae" and self.kl == "analytic":
+            raise ValueError(
+                "kl: analytic computes the ELBO's KL in closed form; the iwae objective has no KL term, its weights "
+                "log p(x, z) − log q(z|x) need each draw's log-densities: leave kl at auto"
+            )
         return self
 
 

@@ -12,6 +12,7 @@ from compose_gen_plugins.latent.conditionals import (
     CategoricalDecoderParams,
     DecoderParams,
     GaussianDecoder,
+    GaussianEncoder,
     build_bernoulli_decoder,
     build_categorical_decoder,
     build_continuous_bernoulli_decoder,
@@ -28,6 +29,11 @@ from compose_gen_plugins.latent.conditionals import (
 def test_a_network_of_the_wrong_output_size_is_told_the_size_the_decoder_needs(decoder, given, needed) -> None:
     with pytest.raises(ValueError, match=rf"the network gives {given} numbers per example, this decoder needs {needed} "):
         decoder(nn.Linear(4, given))(torch.zeros(3, 2, 4)).log_prob(torch.zeros(3, 2, 6))
+
+
+def test_an_encoder_network_of_the_wrong_output_size_is_told_the_size_it_needs() -> None:
+    with pytest.raises(ValueError, match=r"the network gives 6 numbers per example, this encoder needs 2·latent = 8 \(μ and σ of each of the 4 latents\)"):
+        GaussianEncoder(nn.Linear(3, 6), latent=4)(torch.zeros(5, 3))
 
 
 def test_decoders_broadcast_over_prepended_sample_dimensions() -> None:

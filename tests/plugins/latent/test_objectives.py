@@ -81,6 +81,8 @@ def test_iwae_type_defaults_to_five_samples_and_rejects_elbo_weights() -> None:
     assert IWAEParams(**refs).samples == 5 and IWAEParams(**refs).objective == "iwae"
     with pytest.raises(ValidationError, match="beta and warmup_steps"):
         VAEParams(**refs, objective="iwae", beta=0.5)
+    with pytest.raises(ValidationError, match="kl: analytic computes the ELBO's KL in closed form; the iwae objective has no KL term"):
+        IWAEParams(**refs, kl="analytic")  # not "no closed form": a Gaussian pair has one
 
 
 def test_kl_modes_with_a_mixture_prior() -> None:
