@@ -18,6 +18,7 @@ from typing import Callable, Sequence, TypeVar
 from compose_gen.compiler import assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
+from compose_gen.runtime.checkpoint import json_text
 from compose_gen.spec import SpecError, load_spec
 
 __all__ = ["main"]
@@ -102,7 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     if stopped and main_process:
         print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
     if main_process:
-        print(json.dumps({"step": run.trainer.step, **logs}))
+        print(json_text({"step": run.trainer.step, **logs}))
     if not stopped:
         return 0
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
@@ -117,16 +118,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
-    # An override is for this command: the folder keeps its own results, and its pictures too.
-    pictures = args.out or (run.dir / "evaluation-set" if args.set else None)
+    # An override, or an older checkpoint than the newest, is for this command: the folder keeps its own results and pictures.
+    apart = "the spec was changed with --set" if args.set else run.behind
+    pictures = args.out or (run.dir / "evaluation-set" if apart else None)
     try:
-        results = run.evaluate(pictures, record=not args.set)
+        results = run.evaluate(pictures, record=apart is None)
     except EvaluationFailed as failure:
         _print_results(failure.results, args.json)  # the metrics that worked, and `failed`; the error follows on stderr
         raise
     finally:
-        if args.set:
-            print(f"not recorded in {run.dir / 'evaluation.json'}: the spec was changed with --set", file=sys.stderr)
+        if apart:
+            print(f"not recorded in {run.dir / 'evaluation.json'}: {apart}", file=sys.stderr)
             print(f"files the metrics write go to {pictures}", file=sys.stderr)
     _print_results(results, args.json)
     return 0
@@ -134,7 +136,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _print_results(results: dict[str, object], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(results))
+        print(json_text(results))
     else:
         for key, value in results.items():
             print(f"{key:40s} {value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,27 @@ def test_tabular_samples_and_a_moved_data_file_name_the_cli_remedy(tmp_path, cap
     assert main(["evaluate", str(run)]) == 2
     assert f"compose-gen evaluate {run} --set data.path=NEW" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--set", f"data.path={tmp_path / 'moved.npy'}"]) == 0
+
+
+def test_evaluate_records_nothing_when_the_newest_checkpoint_is_unreadable(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """The folder's evaluation.json is the newest model's: an older checkpoint's numbers are printed, not written over it."""
+    vae_spec["train"].update(steps=4, checkpoint_every=2)
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress", "--device", "cpu"]) == 0
+    recorded = (run / "evaluation.json").read_text()
+    (run / "checkpoints" / "step-00000004" / "state.json").write_text("{not json")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 2
+    assert f"not recorded in {run / 'evaluation.json'}: step 2 is loaded, but a newer checkpoint could not be" in err
+    assert (run / "evaluation.json").read_text() == recorded
+
+    def read_only(*args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    shutil.rmtree(run / "checkpoints" / "step-00000004")  # step 2 is now the newest
+    monkeypatch.setattr("compose_gen.runtime.run.write_json_atomic", read_only)
+    assert main(["evaluate", str(run), "--json"]) == 0  # a folder it cannot write to still gets its results printed
+    out, err = capsys.readouterr()
+    assert "test/vae.elbo" in json.loads(out) and f"warning: could not record {run / 'evaluation.json'}" in err

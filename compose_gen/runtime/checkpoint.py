@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "clean_temporary",
+    "json_text",
     "list_checkpoints",
     "load_checkpoint",
     "load_latest",
@@ -142,9 +144,27 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync(path.parent)
 
 
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as standard JSON: a non-finite float (a metric undefined on degenerate samples) becomes ``null``.
+
+    ``json.dumps`` would write a bare ``NaN`` or ``Infinity``, which JSON readers refuse.
+    """
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(data), indent=indent, allow_nan=False)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(data, indent=1))
+    write_text_atomic(path, json_text(data, indent=1))
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:

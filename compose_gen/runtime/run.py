@@ -116,6 +116,8 @@ class Run:
     #: The run folder, absolute: a change of working directory does not move it.
     dir: Path | None
     trainer: Trainer
+    #: Set when the loaded checkpoint is not the folder's newest (a newer one was unreadable): why.
+    behind: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -175,6 +177,8 @@ class Run:
                 raise CheckpointError(f"{run_dir}: no checkpoint could be loaded")
             if loaded is None:
                 _refuse_to_start_over(run_dir)
+            elif warnings:
+                run.behind = f"step {loaded.step} is loaded, but a newer checkpoint could not be"
         else:
             loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)
         if loaded is not None:
@@ -315,7 +319,10 @@ class Run:
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         if self.dir is not None and record:
-            write_json_atomic(self.dir / "evaluation.json", results)
+            try:
+                write_json_atomic(self.dir / "evaluation.json", results)
+            except OSError as error:  # a read-only folder: the results are still returned (and printed)
+                self.trainer.say(f"warning: could not record {self.dir / 'evaluation.json'}: {error}")
         if problems:
             raise EvaluationFailed(results, SpecError(problems, self.spec.source), self.dir if record else None)
         return results

@@ -17,7 +17,7 @@ import yaml
 from runtime_toys import AUTOENCODER, ROOT, VAE, forked, same_state, spec_dict, subprocess_env
 
 from compose_gen.runtime import CheckpointError, Run, build
-from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from compose_gen.runtime.checkpoint import json_text, list_checkpoints, load_checkpoint, load_latest
 from compose_gen.spec import load_spec
 
 def train_command(*args: str) -> list[str]:
@@ -146,7 +146,7 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
     with pytest.raises(CheckpointError, match=r"model.safetensors: contents do not match .*\(corrupt or truncated\)"):
         load_checkpoint(third, model)
     resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
-    assert resumed.trainer.step == 4
+    assert resumed.trainer.step == 4 and resumed.behind == "step 4 is loaded, but a newer checkpoint could not be"
     assert "warning: skipped" in capsys.readouterr().err
     resumed.train(6)  # continues from step 4 exactly: same parameters as the uninterrupted run
     straight = Run.create(spec, tmp_path / "straight", progress=False)
@@ -239,3 +239,10 @@ def test_a_samplers_own_tensors_are_left_behind_and_untrained_ones_refused(tmp_p
     plain.train()
     with pytest.raises(CheckpointError, match=r"the sampler has parameters of its own \(sampler.prior.loc, sampler.prior.log_scale\) that no checkpoint trained"):
         load_checkpoint(list_checkpoints(tmp_path / "plain")[-1], run.model)
+
+
+def test_json_records_are_standard_json_with_undefined_values_as_null() -> None:
+    """A metric undefined on degenerate samples is NaN; bare NaN, which json.dumps writes, is not JSON."""
+    text = json_text({"fd": float("nan"), "nested": {"is": [1.5, float("inf")]}, "step": 3})
+    assert json.loads(text) == {"fd": None, "nested": {"is": [1.5, None]}, "step": 3}
+    assert "NaN" not in text and "Infinity" not in text
