@@ -32,6 +32,7 @@ from compose_gen.core.contracts import check_metric_result
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
+from compose_gen.runtime.claim import claimed
 from compose_gen.runtime.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -135,7 +136,8 @@ class Run:
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
-        run._record_spec()
+        with run._writing():
+            run._record_spec()
         return run
 
     @classmethod
@@ -209,21 +211,26 @@ class Run:
         A run stopped by SIGINT/SIGTERM (``trainer.interrupted``) is checkpointed but not sampled or evaluated.
         """
         total = steps or self.spec.model.train.steps
-        self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
-        logs = self.trainer.fit(total)
-        if self.trainer.interrupted or not self.trainer.dist.is_main:
-            return logs
-        failed = None
-        if self.dir is not None and self._can_draw():
-            try:
-                self._samples_at(self.trainer.step)
-            except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
-                failed = error
-        if self.spec.model.train.evaluate_at_end:
-            self.evaluate()
+        with self._writing():
+            self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
+            logs = self.trainer.fit(total)
+            if self.trainer.interrupted or not self.trainer.dist.is_main:
+                return logs
+            failed = None
+            if self.dir is not None and self._can_draw():
+                try:
+                    self._samples_at(self.trainer.step)
+                except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
+                    failed = error
+            if self.spec.model.train.evaluate_at_end:
+                self.evaluate()
         if failed is not None:
             raise failed
         return logs
+
+    def _writing(self) -> AbstractContextManager[Any]:
+        """This process as the one writer of the run folder (the main process's claim, :mod:`compose_gen.runtime.claim`)."""
+        return claimed(self.dir) if self.dir is not None and self.trainer.dist.is_main else nullcontext()
 
     def _record_spec(self) -> None:
         """Write the spec this run trains with to ``spec.yaml``, the one its folder is rebuilt from (main process)."""

@@ -1,0 +1,80 @@
+"""One writer per run folder: a training claims its folder, and a second one is refused.
+
+Two ``compose-gen train --out DIR`` started together would otherwise both pass
+the "no checkpoints yet" check and interleave their spec, log and checkpoints.
+The claim is a file ``.writer`` in the folder holding the writer's host and
+process id, created exclusively; a claim whose process has ended (a crash, a
+kill) is taken over, so no manual cleanup is needed after one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["CLAIM_FILE", "FolderBusy", "claimed"]
+
+CLAIM_FILE = ".writer"
+
+
+class FolderBusy(FileExistsError):
+    """Another live process is writing the run folder."""
+
+
+def _me() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process ``"host pid"`` runs; on another host it cannot be told, so it is taken to."""
+    host, _, pid = owner.rpartition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
+
+
+def _take(path: Path) -> bool:
+    """Create the claim file for this process; False if it exists."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_me())
+    return True
+
+
+@contextlib.contextmanager
+def claimed(run_dir: Path) -> Iterator[None]:
+    """This process writes ``run_dir`` inside the block (re-entrant); :class:`FolderBusy` while another live one does."""
+    path = Path(run_dir) / CLAIM_FILE
+    fresh = _take(path)
+    if not fresh:
+        try:
+            owner = path.read_text().strip()
+        except FileNotFoundError:  # released meanwhile
+            owner = ""
+        if owner != _me():
+            if owner and _alive(owner):
+                raise FolderBusy(
+                    f"{run_dir} is being written by another training (host and process {owner}): wait for it to end, "
+                    f"or choose another folder (if no such process runs, delete {path})"
+                )
+            path.unlink(missing_ok=True)  # its writer has ended: take over
+            if not _take(path):
+                raise FolderBusy(f"{run_dir} was claimed by another training just now: choose another folder")
+            fresh = True
+    try:
+        yield
+    finally:
+        if fresh:
+            path.unlink(missing_ok=True)
