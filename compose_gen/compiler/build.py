@@ -12,7 +12,7 @@ from torch import nn
 from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
-from compose_gen.core.contracts import check_conditions, check_loss_terms
+from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
 from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
@@ -84,6 +84,8 @@ class Builder:
             enforce(self.spec, declared, check_loss_terms, built)
         if isinstance(built, Sampler):
             enforce(self.spec, declared, check_conditions, built)
+        if isinstance(built, Splits):
+            enforce(self.spec, declared, check_splits, built)
         if self.watch is not None:
             self.watch.watch(declared, built)
         return built

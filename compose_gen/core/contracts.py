@@ -59,6 +59,7 @@ __all__ = [
     "check_loss_terms",
     "check_metric_result",
     "check_samples",
+    "check_splits",
     "describe_value",
 ]
 
@@ -250,7 +251,43 @@ def check_metric_result(result: Any) -> dict[str, float]:
     """A metric returns a dict of named numbers; they come back as floats."""
     if not isinstance(result, Mapping):
         raise ContractError(f"returned {describe_value(result)}, not a dict of named floats")
-    bad = [f"{key!r} ({describe_value(value)})" for key, value in result.items() if not isinstance(key, str) or not isinstance(value, numbers.Real)]
+    unnamed = [repr(key) for key in result if not isinstance(key, str)]
+    if unnamed:
+        raise ContractError(f"returned keys {', '.join(unnamed)}, not names (strings) such as 'fid'")
+    bad = [
+        f"{key!r} ({describe_value(value)})"
+        for key, value in result.items()
+        if not isinstance(value, numbers.Real) or isinstance(value, bool)
+    ]
     if bad:
-        raise ContractError(f"returned {', '.join(bad)}, not floats (a tensor's value is tensor.item())")
+        raise ContractError(f"returned {', '.join(bad)}, not floats (a tensor's value is tensor.item(), a flag's float(flag))")
     return {key: float(value) for key, value in result.items()}
+
+
+def check_splits(splits: Splits) -> None:
+    """A dataset's halves hold examples, the same fields of the same per-example shapes, finite float32 values and class labels from 0.
+
+    compose_gen computes in float32; the built-in datasets convert and check what
+    they read, and a plugin's data are held to the same.
+    """
+    halves = {"train": splits.train, "test": splits.test}
+    for name, half in halves.items():
+        if not half.fields or len(half) == 0:
+            raise ContractError(f"its {name} split has no examples")
+    if set(splits.train.fields) != set(splits.test.fields):
+        raise ContractError(f"its splits have different fields: train {sorted(splits.train.fields)}, test {sorted(splits.test.fields)}")
+    for field_name, values in splits.train.fields.items():
+        other = splits.test.fields[field_name]
+        if values.shape[1:] != other.shape[1:]:
+            raise ContractError(f"field {field_name!r} has examples of shape {tuple(values.shape[1:])} in train, {tuple(other.shape[1:])} in test")
+        for name, tensor in (("train", values), ("test", other)):
+            where = f"field {field_name!r} of the {name} split"
+            if tensor.is_floating_point():
+                if tensor.dtype != torch.float32:
+                    raise ContractError(f"{where} is {tensor.dtype}; compose_gen computes in float32: give tensor.float()")
+                bad = ~torch.isfinite(tensor)
+                if bad.any():
+                    index = tuple(int(i) for i in bad.nonzero()[0])
+                    raise ContractError(f"{where} holds {tensor[index].item()} at {list(index)}: data must be finite")
+            elif field_name == "y" and tensor.numel() and int(tensor.min()) < 0:
+                raise ContractError(f"{where} holds the label {int(tensor.min())}: class labels are 0..K-1")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from compose_gen.core import Bijector, ContractError
-from compose_gen.core.contracts import check_distribution, check_loss_result, check_metric_result
+from compose_gen.core import Bijector, ContractError, Splits, TensorData
+from compose_gen.core.contracts import check_distribution, check_loss_result, check_metric_result, check_splits
 
 
 def test_a_bijector_output_of_the_contract_passes_and_a_bad_one_says_why() -> None:
@@ -37,3 +37,27 @@ def test_a_distribution_must_sum_its_event_for_each_example_of_its_input() -> No
     with pytest.raises(ContractError, match=r"a Normal of batch shape \(5, 4\) for an input of shape \(5, 3\), so its log_prob is per"):
         check_distribution(Normal(torch.zeros(5, 4), 1.0), x)
     check_distribution(Independent(Normal(torch.zeros(4), 1.0), 1))  # a prior: no input, empty batch shape
+
+
+def halves(train: dict, test: dict | None = None) -> Splits:
+    return Splits(TensorData(train), TensorData(test if test is not None else train))
+
+
+X, Y = torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        (halves({"x": X}, {"x": X[:0]}), "its test split has no examples"),
+        (halves({"x": X, "y": Y}, {"x": X}), r"its splits have different fields: train \['x', 'y'\], test \['x'\]"),
+        (halves({"x": X}, {"x": torch.zeros(4, 3)}), r"field 'x' has examples of shape \(2,\) in train, \(3,\) in test"),
+        (halves({"x": X.double()}), r"field 'x' of the train split is torch.float64; compose_gen computes in float32"),
+        (halves({"x": X.index_put((torch.tensor(2), torch.tensor(1)), torch.tensor(float("nan")))}), r"holds nan at \[2, 1\]: data must be finite"),
+        (halves({"x": X, "y": Y - 1}), r"field 'y' of the train split holds the label -1: class labels are 0..K-1"),
+    ],
+)
+def test_a_datasets_splits_are_checked_as_the_built_in_datasets_check_theirs(splits: Splits, message: str) -> None:
+    check_splits(halves({"x": X, "y": Y}))
+    with pytest.raises(ContractError, match=message):
+        check_splits(splits)

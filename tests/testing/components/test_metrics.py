@@ -30,8 +30,12 @@ def ectx(tmp_path):
 
 def test_a_metric_must_return_finite_floats(ectx):
     assert check_metric(lambda ctx: {"count": 3, "mean": 0.5}, ectx) == {"count": 3.0, "mean": 0.5}
-    with pytest.raises(ContractError, match=r"<lambda>: returned 'm' \(a Tensor of shape \(\)\), not floats \(a tensor's value is tensor.item\(\)\)"):
+    with pytest.raises(ContractError, match=r"<lambda>: returned 'm' \(a Tensor of shape \(\)\), not floats \(a tensor's value is tensor.item\(\)"):
         check_metric(lambda ctx: {"m": torch.tensor(1.0)}, ectx)
+    with pytest.raises(ContractError, match=r"returned 'ok' \(.*\), not floats \(.* a flag's float\(flag\)\)"):
+        check_metric(lambda ctx: {"ok": True}, ectx)
+    with pytest.raises(ContractError, match=r"returned keys 3, not names \(strings\) such as 'fid'"):
+        check_metric(lambda ctx: {3: 1.0}, ectx)
     with pytest.raises(ContractError, match=r"returned a Tensor of shape \(2,\), not a dict of named floats"):
         check_metric(lambda ctx: torch.zeros(2), ectx)
     with pytest.raises(ContractError, match=r"returned non-finite ratio=nan; expected finite values \(or list the key in allow_nonfinite\)"):
