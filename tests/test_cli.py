@@ -320,3 +320,15 @@ def test_evaluate_records_nothing_when_the_newest_checkpoint_is_unreadable(tmp_p
     assert main(["evaluate", str(run), "--json"]) == 0  # a folder it cannot write to still gets its results printed
     out, err = capsys.readouterr()
     assert "test/vae.elbo" in json.loads(out) and f"warning: could not record {run / 'evaluation.json'}" in err
+
+
+def test_train_refuses_a_folder_with_records_and_a_device_it_cannot_have(tmp_path, vae_spec, capsys) -> None:
+    """A fresh run into a folder holding another's log would overwrite it; a device torch does not know is named."""
+    spec = write(tmp_path, vae_spec)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.jsonl").write_text('{"step": 50, "loss": 1.0}\n')
+    assert main(["train", str(spec), "--out", str(tmp_path / "old"), "--no-progress"]) == 1
+    assert "holds no checkpoint, but metrics.jsonl (up to step 50): starting over would overwrite them; choose another folder" in capsys.readouterr().err
+    assert (tmp_path / "old" / "metrics.jsonl").read_text() == '{"step": 50, "loss": 1.0}\n'
+    assert main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", "tpu", "--no-progress"]) == 1
+    assert "unknown device 'tpu': give cpu, cuda, cuda:N or auto" in capsys.readouterr().err

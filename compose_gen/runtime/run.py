@@ -66,10 +66,13 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU; anything else as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: give cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available (on this machine: --device cpu)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(f"device {name!r} was asked for but there are {torch.cuda.device_count()} CUDA devices")
     return device
@@ -132,6 +135,7 @@ class Run:
         run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
         if list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")
+        _refuse_to_start_over(run_dir, "choose another folder")
         model, data = build(spec, resolved)
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -344,8 +348,8 @@ def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
     return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"
 
 
-def _refuse_to_start_over(run_dir: Path) -> None:
-    """A folder that has no checkpoint but records of training: resuming would start over and overwrite them."""
+def _refuse_to_start_over(run_dir: Path, instead: str | None = None) -> None:
+    """A folder that has no checkpoint but records of training: training there would start over and overwrite them."""
     records = read_metrics(run_dir / "metrics.jsonl")
     evaluated = (run_dir / "evaluation.json").exists()
     if not records and not evaluated:
@@ -354,7 +358,7 @@ def _refuse_to_start_over(run_dir: Path) -> None:
     found = " and ".join(name for name, present in (("metrics.jsonl", records), ("evaluation.json", evaluated)) if present)
     raise CheckpointError(
         f"{run_dir} holds no checkpoint, but {found} (up to step {step}): starting over would overwrite them; "
-        f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR"
+        + (instead or f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR")
     )
 
 
