@@ -67,6 +67,7 @@ from torch import Tensor, nn
 from torch.autograd.functional import jacobian
 from torch.distributions import constraints, transform_to
 
+from compose_gen.core import ContractError
 from compose_gen.core.bijector import Bijector
 from compose_gen.registry import Catalogue, ComponentType
 
@@ -234,12 +235,12 @@ def _check_round_trips(
 ) -> tuple[Tensor, Tensor]:
     batch, out_shape = case.batch_shape, (*case.batch_shape, *bij.out_event_shape)
     with torch.no_grad():
-        y, ladj = bij(x, context)
+        y, ladj = _pair(bij, "forward", x, context, case)
         case.check_output("forward(x) output y", y, out_shape, x)
         case.check_output("forward(x) output ladj", ladj, batch, x)
         if not bool(bij.codomain.check(y).all()):
             raise case.fail("forward(x) lies in the codomain", f"y outside {bij.codomain}", x)
-        x_back, ladj_back = bij.inverse(y, context)
+        x_back, ladj_back = _pair(bij, "inverse", y, context, case)
         case.check_output("inverse(y) output x", x_back, x.shape, x)
         case.check_output("inverse(y) output ladj", ladj_back, batch, x)
         case.close("inverse(forward(x)) == x", x_back, x, x)
@@ -247,12 +248,22 @@ def _check_round_trips(
 
         if bij.surjective:
             return y, ladj
-        x_drawn, ladj_drawn = bij.inverse(y_drawn, context)
+        x_drawn, ladj_drawn = _pair(bij, "inverse", y_drawn, context, case)
         case.check_output("inverse(y) output x, y drawn in the codomain", x_drawn, x.shape, y_drawn)
-        y_back, ladj_forward = bij(x_drawn, context)
+        y_back, ladj_forward = _pair(bij, "forward", x_drawn, context, case)
         case.close("forward(inverse(y)) == y", y_back, y_drawn, y_drawn)
         case.close("forward ladj == -inverse ladj at x = inverse(y)", ladj_forward, -ladj_drawn, y_drawn)
     return y, ladj
+
+
+def _pair(bij: Bijector, method: str, value: Tensor, context: Tensor | None, case: _Case) -> tuple[Tensor, Tensor]:
+    """``bij.forward`` or ``bij.inverse`` of ``value``, failing as the contract does unless it is a pair ``(y, ladj)``."""
+    out = bij(value, context) if method == "forward" else bij.inverse(value, context)
+    try:
+        bij.check_output(method, value, out)
+    except ContractError as error:
+        raise case.fail(f"{method} returns the pair (y, ladj)", str(error), value) from None
+    return out
 
 
 def _check_jacobian(bij: Bijector, x: Tensor, context: Tensor | None, ladj: Tensor, case: _Case) -> None:

@@ -77,6 +77,13 @@ class AlwaysDouble(Scale):
         return y, ladj.double()
 
 
+class OnlyY(Scale):
+    """Forgets the log-determinant: returns y alone."""
+
+    def forward(self, x, context=None):
+        return super().forward(x)[0]
+
+
 class NoisyLadj(Scale):
     """A stochastic ladj estimate with noise of mean ``bias`` in training mode."""
 
@@ -98,8 +105,9 @@ class NoisyLadj(Scale):
         (NonInverting(), "inverse(forward(x)) == x"),
         (BatchCoupled(), "examples in a batch are independent"),
         (NoisyLadj(bias=0.5), "E[stochastic forward ladj] == exact forward ladj"),
+        (OnlyY(), "forward returns the pair (y, ladj)"),
     ],
-    ids=["wrong-ladj", "non-inverting", "batch-coupled", "biased-estimator"],
+    ids=["wrong-ladj", "non-inverting", "batch-coupled", "biased-estimator", "no-ladj"],
 )
 def test_kit_names_the_broken_property_and_the_input(bijector, prop):
     with pytest.raises(AssertionError) as failure:
