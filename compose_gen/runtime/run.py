@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -216,8 +216,9 @@ class Run:
         """
         total = steps or self.spec.model.train.steps
         with self._writing():
-            self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
-            logs = self.trainer.fit(total)
+            with self._spec_kept_unless_checkpointed():
+                self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
+                logs = self.trainer.fit(total)
             if self.trainer.interrupted or not self.trainer.dist.is_main:
                 return logs
             failed = None
@@ -235,6 +236,23 @@ class Run:
     def _writing(self) -> AbstractContextManager[Any]:
         """This process as the one writer of the run folder (the main process's claim, :mod:`compose_gen.runtime.claim`)."""
         return claimed(self.dir) if self.dir is not None and self.trainer.dist.is_main else nullcontext()
+
+    @contextmanager
+    def _spec_kept_unless_checkpointed(self) -> Iterator[None]:
+        """The folder's previous ``spec.yaml`` back if training fails before saving a checkpoint with the new one.
+
+        A resume whose ``--set`` diverges at once (a learning rate of 1e6) must not
+        leave that setting recorded, or a plain resume would diverge again.
+        """
+        path = None if self.dir is None or not self.trainer.dist.is_main else self.dir / "spec.yaml"
+        before = path.read_text() if path is not None and path.exists() else None
+        newest = list_checkpoints(self.dir)[-1:] if path is not None else []
+        try:
+            yield
+        except BaseException:
+            if before is not None and list_checkpoints(self.dir)[-1:] == newest:
+                write_text_atomic(path, before)
+            raise
 
     def _record_spec(self) -> None:
         """Write the spec this run trains with to ``spec.yaml``, the one its folder is rebuilt from (main process)."""

@@ -215,3 +215,18 @@ def test_a_resume_takes_the_spec_s_optimizer_settings_and_a_new_optimizer_type_s
     assert "warning: player 'model': the optimizer changed from Adam to SGD; it starts afresh" in capsys.readouterr().err
     switched.train(4)
     assert switched.trainer.step == 4 and isinstance(switched.trainer.optimizers["model"], torch.optim.SGD)
+
+
+def test_a_resume_whose_override_diverges_at_once_leaves_the_recorded_spec_as_it_was(tmp_path, toys_catalogue):
+    """An override that fails before any checkpoint of its own is not recorded: a plain resume would diverge again."""
+    raw = spec_dict(AUTOENCODER, steps=2, checkpoint_every=2)
+    raw["players"] = {"model": {"params": ["net"], "terms": {"rec": 1.0}}}
+    Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    recorded = (tmp_path / "run" / "spec.yaml").read_text()
+    diverging = Run.load(tmp_path / "run", overrides=['players.model.terms={"rec": 1e39}'], catalogue=toys_catalogue, progress=False)
+    with pytest.raises(NonFiniteLoss):
+        diverging.train(4)
+    assert (tmp_path / "run" / "spec.yaml").read_text() == recorded
+    resumed = Run.load(tmp_path / "run", overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
+    resumed.train(4)  # a resume that trains records what it was told
+    assert "steps: 4" in (tmp_path / "run" / "spec.yaml").read_text()
