@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
@@ -257,6 +257,12 @@ class GaussianDecoderParams(DecoderParams):
         "learned", description="σ: fixed, learned per dimension, or predicted by the network"
     )
     fixed_scale: float = Field(1.0, gt=0, description="σ when fixed; initial σ when learned")
+
+    @model_validator(mode="after")
+    def _scale_not_set_twice(self) -> "GaussianDecoderParams":
+        if self.scale == "predicted" and self.fixed_scale != 1.0:  # not fields_set: a resolved spec holds the default
+            raise ValueError("fixed_scale is σ when fixed or learned; with scale: predicted the network gives σ, so drop fixed_scale")
+        return self
 
 
 class GridParams(Params):

@@ -49,11 +49,16 @@ class Grid:
         position = (x.double() - self.low) / (self.high - self.low) * (self.bins - 1)
         off = (position - position.round()).abs().max().item() if x.numel() else 0.0
         outside = x.numel() > 0 and not (self.low - 1e-6 <= x.min().item() and x.max().item() <= self.high + 1e-6)
-        if off > 1e-4 or outside:
+        if outside:
+            raise ValueError(
+                f"{what} reach {x.min().item():g}..{x.max().item():g}, beyond this decoder's levels from {self.low:g} to "
+                f"{self.high:g}: set low and high to the data's range (8x8 digits scaled to [0, 1]: low: 0, high: 1; "
+                "unscaled: high: 16)"
+            )
+        if off > 1e-4:
             raise ValueError(
                 f"{what} are not on this decoder's grid of {self.bins} levels from {self.low:g} to {self.high:g} "
-                f"(values {x.min().item():g}..{x.max().item():g}, up to {off:.3g} steps off it): set bins, low and high "
-                f"to the data's levels (8x8 digits: bins: 17)"
+                f"(up to {off:.3g} steps off it): set bins to the data's number of levels (8x8 digits: bins: 17)"
             )
 
     def index(self, x: Tensor) -> Tensor:

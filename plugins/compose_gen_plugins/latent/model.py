@@ -146,6 +146,11 @@ def sample_prior(prior: nn.Module, n: int, context: Tensor | None, temperature: 
 
 def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | None, exact: bool) -> tuple[Tensor, bool]:
     """The exact KL(q ‖ p) when asked for and known, else log q(z) − log p(z); and whether it is exact."""
+    if q.event_shape != p.event_shape:
+        raise ValueError(
+            f"the posterior q(z|x) gives z of shape {tuple(q.event_shape)}, but the prior p(z) has shape {tuple(p.event_shape)}: "
+            "make the encoder's latent size and the prior's shape agree"
+        )
     if exact:
         kl = analytic_kl(q, p)
         if kl is not None:

@@ -12,6 +12,7 @@ from compose_gen_plugins.latent.conditionals import (
     CategoricalDecoderParams,
     DecoderParams,
     GaussianDecoder,
+    GaussianDecoderParams,
     GaussianEncoder,
     build_bernoulli_decoder,
     build_categorical_decoder,
@@ -56,8 +57,10 @@ def test_a_discrete_decoder_refuses_data_off_its_grid() -> None:
     """Digits are k/16, k = 0..16: 17 levels. With 16 a mass would round them silently, and its NLL would not be theirs."""
     x = torch.arange(17.0).repeat(4)[:, None] / 16
     params = CategoricalDecoderParams(net="net", bins=16)
-    with pytest.raises(ValueError, match=r"the data's x are not on this decoder's grid of 16 levels from 0 to 1 \(values 0..1, up to 0.5 steps"):
+    with pytest.raises(ValueError, match=r"the data's x are not on this decoder's grid of 16 levels from 0 to 1 \(up to 0.5 steps off it\): set bins"):
         build_categorical_decoder(params, _Context(x, nn.Linear(2, 16)))
+    with pytest.raises(ValueError, match=r"the data's x reach 0..16, beyond this decoder's levels from 0 to 1: set low and high"):
+        build_categorical_decoder(params.model_copy(update={"bins": 17}), _Context(x * 16, nn.Linear(2, 17)))
     build_categorical_decoder(params.model_copy(update={"bins": 17}), _Context(x, nn.Linear(2, 17)))
 
 
@@ -72,3 +75,9 @@ def test_bernoulli_decoders_refuse_data_outside_their_support() -> None:
         build_continuous_bernoulli_decoder(params, _Context(counts, net))
     build_continuous_bernoulli_decoder(params, _Context(grey, net))
     build_bernoulli_decoder(params.model_copy(update={"event_shape": [1]}), _Context(grey, net))  # it models something else
+
+
+def test_a_predicted_scale_refuses_a_fixed_one_it_would_ignore() -> None:
+    GaussianDecoderParams(net="n", scale="predicted", fixed_scale=1.0)  # the default, as a resolved spec writes it
+    with pytest.raises(ValueError, match="with scale: predicted the network gives σ, so drop fixed_scale"):
+        GaussianDecoderParams(net="n", scale="predicted", fixed_scale=0.1)

@@ -85,6 +85,11 @@ def test_iwae_type_defaults_to_five_samples_and_rejects_elbo_weights() -> None:
         IWAEParams(**refs, kl="analytic")  # not "no closed form": a Gaussian pair has one
 
 
+def test_a_prior_of_another_size_than_the_posterior_is_named() -> None:
+    with pytest.raises(ValueError, match=rf"q\(z\|x\) gives z of shape \({LATENT},\), but the prior p\(z\) has shape \({LATENT + 1},\)"):
+        run(vae(prior=StandardNormal((LATENT + 1,))), binary_batch())
+
+
 def test_kl_modes_with_a_mixture_prior() -> None:
     x = binary_batch()
     mixture = GaussianMixturePrior(LATENT, 4)
