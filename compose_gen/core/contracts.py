@@ -80,6 +80,11 @@ class BuildContext(Protocol):
     def loss(self, name: str) -> "Loss":
         """A built loss, by its name under ``losses:``."""
 
+    def rebuild(self, ref: str, index: int) -> Any:
+        """Copy ``index`` of the component ``ref`` for a repeated block (copy 0 is ``component(ref)``): built afresh,
+        with its own initial values and a ``seed`` parameter made ``seed + index·1000003``.  Optional: a hand-made
+        context may lack it (a flow then deep-copies its block)."""
+
     #: The built sampler when metrics are built (None for a spec without ``sample:``), for a metric that draws samples.
     sampler: "Sampler | None"
 
