@@ -114,6 +114,7 @@ def save_checkpoint(
     }
     (tmp / "state.json").write_text(json.dumps(payload, indent=1))
     for file in tmp.iterdir():
+        shutil.copymode(tmp / "state.json", file)  # safetensors writes 0600; the folder's files share the umask's mode
         _fsync(file)
     _fsync(tmp)
     if final.exists():

@@ -246,3 +246,11 @@ def test_json_records_are_standard_json_with_undefined_values_as_null() -> None:
     text = json_text({"fd": float("nan"), "nested": {"is": [1.5, float("inf")]}, "step": 3})
     assert json.loads(text) == {"fd": None, "nested": {"is": [1.5, None]}, "step": 3}
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_checkpoint_files_share_the_mode_of_the_rest_of_the_folder(tmp_path, toys_catalogue):
+    """safetensors writes its files 0600; a run folder shared with a group should not have unreadable checkpoints."""
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    modes = {file.name: file.stat().st_mode & 0o777 for file in checkpoints[-1].iterdir()}
+    assert len(set(modes.values())) == 1, modes
+    assert modes["model.safetensors"] == (tmp_path / "run" / "spec.yaml").stat().st_mode & 0o777
