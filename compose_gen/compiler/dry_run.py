@@ -127,7 +127,7 @@ def _check_reach(model: Any, plan: Any, reached: dict[str, set[int]]) -> None:
                 f"{address} has no gradient path to the parameters of player {plan.player!r} (the loss detaches what they make), "
                 "so it trains nothing here: is it meant for another player?"
             )))
-    named = spec.model.players[plan.player].params if spec.model.players else "all"
+    named = plan.spec.params
     if not problems and named != "all":
         trained = set().union(*reached.values())
         for i, component in enumerate(named):
