@@ -111,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
-    path = run.save_samples(args.output, args.n, args.temperature)
+    path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}")
     return 0
 
@@ -208,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_at_least(1, int), default=64, help="how many samples")
     p.add_argument("-o", "--output", required=True, help="the picture to write (.png unless it names another format)")
     p.add_argument("--temperature", type=_at_least(0.0, float), default=1.0, help="scale of the noise's standard deviation (0: the mode)")
+    p.add_argument(
+        "--class", dest="classes", action="append", type=_at_least(0, int), metavar="K",
+        help="draw only class K (repeat for several, one per column) from a model that samples by class",
+    )
     p.add_argument("--device")
     overrides(p)
 

@@ -66,3 +66,23 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def cgan_spec() -> dict:
+    """A class-conditional GAN on eight Gaussians, sampled by class from raw labels, as a plain mapping."""
+    return {
+        "name": "cgan",
+        "data": {"type": "eight_gaussians", "n": 200},
+        "train": {"steps": 2, "batch_size": 32},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8], "num_classes": 8},
+            "critic": {"type": "mlp_critic", "hidden": [8], "num_classes": 8},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "generator(z, y)"},
+        "losses": {"adv": {"type": "non_saturating", "critic": "critic", "real": "x", "fake": "fake", "labels": "y"}},
+        "players": {"critic": {"params": ["critic"], "terms": ["adv.critic"]}, "generator": {"params": ["generator"], "terms": ["adv.generator"]}},
+        "sample": {"type": "generator", "noise": "noise", "generator": "generator", "classes": 8, "condition": "y"},
+        "evaluate": {"metrics": []},
+    }

@@ -163,6 +163,22 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert "1 metric(s) failed" in err and "evaluate.metrics[1]: type 'precision_recall'" in err
 
 
+def test_sample_draws_the_chosen_classes_of_a_model_that_samples_by_class(tmp_path, cgan_spec, vae_spec, capsys) -> None:
+    run = tmp_path / "cgan"
+    assert main(["train", str(write(tmp_path, cgan_spec)), "--out", str(run), "--no-progress"]) == 0
+    assert main(["sample", str(run), "-n", "6", "--class", "3", "--class", "5", "-o", str(tmp_path / "s.npz")]) == 0
+    with numpy.load(tmp_path / "s.npz", allow_pickle=False) as drawn:
+        assert drawn["x"].shape == (6, 2) and drawn["y"].tolist() == [3, 5, 3, 5, 3, 5]
+    assert main(["sample", str(run), "-n", "6", "--class", "3", "-o", str(tmp_path / "threes.png")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--class", "8", "-o", str(tmp_path / "s.png")]) == 1
+    assert "spec 'cgan' samples classes 0..7; class 8 given" in capsys.readouterr().err
+    vae = tmp_path / "vae"
+    assert main(["train", str(write(tmp_path, vae_spec, "vae.yaml")), "--out", str(vae), "--steps", "1", "--no-progress"]) == 0
+    assert main(["sample", str(vae), "--class", "1", "-o", str(tmp_path / "v.png")]) == 1
+    assert "spec 'tiny_vae' does not sample by class" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option, low", [(["-n", "0"], "1"), (["--temperature", "nan"], "0.0"), (["--temperature", "-1"], "0.0")])
 def test_sample_options_are_checked(option, low, capsys) -> None:
     with pytest.raises(SystemExit):

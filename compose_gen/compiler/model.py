@@ -7,7 +7,7 @@ every mistake it can find surfaces before the first training step.
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -99,34 +99,57 @@ class GenerativeModel(nn.Module):
             found = parts.get(id(frame.f_locals.get("self")), found)
         return found
 
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Tensor:
         """``n`` examples in model space from the spec's ``sample:`` section.
 
-        A class-conditional sampler draws example ``i`` for class ``i mod classes``,
-        its condition computed from those labels by the spec's graph.
+        A class-conditional sampler draws example ``i`` for class ``classes[i mod len(classes)]``
+        (every class by default, see :meth:`labels`), its condition computed from those
+        labels by the spec's graph.
         """
         if self.sampler is None:
             raise RuntimeError(f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample")
+        labels = self.labels(n, classes)
         try:
-            return self.draw(n, temperature)
+            return self.draw(n, temperature, labels)
         except Exception as error:
             culprit = self.culprit(error) or self.spec.sections.sampler
             assert culprit is not None
             raise SamplingFailed(str(self.spec.blame(culprit, f"raised {type(error).__name__} while sampling: {error}"))) from error
 
-    def draw(self, n: int, temperature: float = 1.0) -> Tensor:
-        """:meth:`sample` without naming the spec part a failure came from (the dry run says it itself)."""
+    def labels(self, n: int, classes: Sequence[int] | None = None) -> Tensor | None:
+        """The class of each of ``n`` examples a class-conditional sampler draws: ``classes[i mod len(classes)]``.
+
+        ``classes`` defaults to every class, ``0, 1, …, C-1``; None for a sampler that does not draw by class.
+        Raises ``ValueError`` for classes given to such a sampler, or classes outside ``0..C-1``.
+        """
+        conditions = self.conditions
+        if conditions is None:
+            if classes is not None:
+                raise ValueError(f"spec {self.spec.name!r} does not sample by class (its sampler has no `conditions`), so it cannot draw chosen classes")
+            return None
+        chosen = list(range(conditions.classes)) if classes is None else list(classes)
+        outside = [k for k in chosen if not 0 <= k < conditions.classes]
+        if not chosen or outside:
+            what = f"class {', '.join(map(str, outside))}" if outside else "no class"
+            raise ValueError(f"spec {self.spec.name!r} samples classes 0..{conditions.classes - 1}; {what} given")
+        return torch.tensor(chosen, device=self.device).repeat((n + len(chosen) - 1) // len(chosen))[:n]
+
+    def draw(self, n: int, temperature: float = 1.0, labels: Tensor | None = None) -> Tensor:
+        """:meth:`sample` without naming the spec part a failure came from (the dry run says it itself).
+
+        ``labels`` are the classes a class-conditional sampler draws (:meth:`labels` by default).
+        """
         assert self.sampler is not None
         conditions = self.sampler.conditions
         if conditions is None:
             return self.sampler.sample(n, temperature)
-        labels = torch.arange(n, device=self.device) % conditions.classes
+        labels = self.labels(n) if labels is None else labels
         context = self.values({"y": labels}, [conditions.value])[conditions.value]
         return self.sampler.sample(n, temperature, context)
 
     @property
     def conditions(self) -> ClassConditions | None:
-        """The sampler's :class:`ClassConditions` when it samples by class (example ``i`` of class ``i mod classes``)."""
+        """The sampler's :class:`ClassConditions` when it samples by class (see :meth:`labels`)."""
         return None if self.sampler is None else self.sampler.conditions
 
     @property

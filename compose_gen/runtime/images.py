@@ -44,13 +44,12 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
 
 
 def save_scatter(
-    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "", classes: int | None = None
+    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "", labels: Tensor | None = None
 ) -> Path:
     """Save 2D ``points`` as a PNG: a scatter plot over the ``reference`` points (grey), and their density.
 
     The density panel is a 2D histogram of the points over the same square as the
-    scatter plot.  Points drawn by class (point ``i`` of class ``i mod classes``)
-    are coloured by their class.
+    scatter plot.  Points drawn by class are coloured by their ``labels``.
     """
     import matplotlib
 
@@ -67,11 +66,11 @@ def save_scatter(
     fig, (scatter, density) = plt.subplots(1, 2, figsize=(8, 4), dpi=100)
     if ref is not None:
         scatter.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
-    if classes:
-        label = np.arange(len(pts)) % classes
-        palette = plt.get_cmap("tab10" if classes <= 10 else "tab20")
+    if labels is not None:
+        label = labels.cpu().numpy()
+        palette = plt.get_cmap("tab10" if label.max() < 10 else "tab20")
         scatter.scatter(pts[:, 0], pts[:, 1], s=2, c=palette(label % palette.N))
-        scatter.legend(*_class_handles(palette, min(classes, len(pts))), fontsize="x-small", markerscale=3, loc="best")
+        scatter.legend(*_class_handles(palette, sorted(set(label.tolist()))), fontsize="x-small", markerscale=3, loc="best")
     else:
         scatter.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
     shown = pts[np.isfinite(pts).all(axis=1)]
@@ -91,12 +90,12 @@ def save_scatter(
     return path
 
 
-def _class_handles(palette: Any, classes: int, shown: int = 10) -> tuple[list[Any], list[str]]:
+def _class_handles(palette: Any, classes: list[int], shown: int = 10) -> tuple[list[Any], list[str]]:
     """Legend entries for the first ``shown`` of the ``classes`` drawn."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="o", ms=2, color=palette(k % palette.N)) for k in range(min(classes, shown))]
-    return handles, [f"class {k}" for k in range(len(handles))]
+    handles = [Line2D([], [], ls="", marker="o", ms=2, color=palette(k % palette.N)) for k in classes[:shown]]
+    return handles, [f"class {k}" for k in classes[:shown]]
 
 
 def _writable_picture(path: str | Path, formats: Iterable[str]) -> Path:

@@ -19,7 +19,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -268,35 +268,40 @@ class Run:
         return self.trainer.ema.applied() if self.trainer.ema is not None else nullcontext()
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` samples in model space (drawn in eval mode with the averaged weights; training's are restored after)."""
+    def sample(self, n: int, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Tensor:
+        """``n`` samples in model space (drawn in eval mode with the averaged weights; training's are restored after).
+
+        A model that samples by class draws example ``i`` of class ``classes[i mod len(classes)]``,
+        every class by default: ``run.sample(8, classes=[3])`` draws eight 3s.
+        """
         was_training = self.model.training
         self.model.eval()
         try:
             with self.averaged():
-                return self.model.sample(n, temperature)
+                return self.model.sample(n, temperature, classes)
         finally:
             self.model.train(was_training)
 
-    def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0) -> Path:
+    def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Path:
         """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D);
         to a ``.npy`` file as an array in data space, or to ``.npz`` with ``x`` and, when sampled by class, labels ``y``.
 
+        ``classes`` chooses the classes of a model that samples by class, as in :meth:`sample`.
         The samples are drawn from the spec's seed on a separate random stream, so
         successive pictures of one run show the same noise and training is not disturbed.
         """
         n = n or self.spec.model.evaluate.samples
+        labels = self.model.labels(n, classes)
         with rng.isolated(self.device, self.spec.model.seed):
-            x = self.sample(n, temperature)
+            x = self.sample(n, temperature, classes)
         test = self.data.test
-        conditions = self.model.conditions  # sampled by class: one class per column, or a colour per class
-        classes = conditions.classes if conditions else None
+        cycle = None if labels is None else len(classes or range(self.model.conditions.classes))  # one column per class drawn
         if Path(path).suffix.lower() in (".npy", ".npz"):
-            return _save_array(Path(path), test.to_display(x), classes)
+            return _save_array(Path(path), test.to_display(x), labels)
         if test.image_shape is not None:
-            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=class_columns(n, classes))
+            return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=class_columns(n, cycle))
         if x[0].numel() == 2:
-            return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2), classes=classes)
+            return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2), labels=labels)
         raise ValueError(
             f"samples of event shape {tuple(x.shape[1:])} are neither images nor 2D points, so they cannot be drawn; "
             f"write them as an array instead: -o {Path(path).with_suffix('.npy').name} (or .npz; Run.sample() in Python)"
@@ -380,13 +385,12 @@ def _refuse_to_start_over(run_dir: Path, instead: str | None = None) -> None:
     )
 
 
-def _save_array(path: Path, x: Tensor, classes: int | None) -> Path:
-    """Samples as ``.npy`` (the array) or ``.npz`` (``x``, and labels ``y`` of sample i = i mod classes)."""
+def _save_array(path: Path, x: Tensor, labels: Tensor | None) -> Path:
+    """Samples as ``.npy`` (the array) or ``.npz`` (``x``, and the class ``y`` of each sample when drawn by class)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     array = x.detach().cpu().numpy()
     if path.suffix.lower() == ".npy":
         np.save(path, array, allow_pickle=False)
     else:
-        labels = {"y": np.arange(len(array)) % classes} if classes else {}
-        np.savez(path, x=array, **labels)
+        np.savez(path, x=array, **({"y": labels.cpu().numpy()} if labels is not None else {}))
     return path

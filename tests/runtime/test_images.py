@@ -24,7 +24,8 @@ def test_points_drawn_by_class_are_coloured_by_their_class(tmp_path) -> None:
     centres = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
     points = torch.randn(300, 2, generator=torch.Generator().manual_seed(0)) * 0.2 + centres.repeat(100, 1)
     for classes in (None, 3):
-        path = save_scatter(points, tmp_path / f"{classes}.png", reference=points, classes=classes)
+        labels = None if classes is None else torch.arange(300) % classes
+        path = save_scatter(points, tmp_path / f"{classes}.png", reference=points, labels=labels)
         picture = np.asarray(Image.open(path).convert("RGB"))
         left = picture[:, : picture.shape[1] // 2]  # the scatter panel
         found = {k: _where(left, rgb) for k, rgb in TAB10.items()}

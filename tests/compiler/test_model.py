@@ -1,0 +1,48 @@
+"""The compiled model's public surface: sampling by class."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compose_gen as cg
+
+
+@pytest.fixture
+def conditional_generator(catalogue, cgan_spec):
+    """An untrained class-conditional generator (the weights do not matter here)."""
+    return cg.build(cg.load_spec(cgan_spec, catalogue=catalogue), "cpu")[0]
+
+
+def drawn(model, n: int, classes=None) -> torch.Tensor:
+    torch.manual_seed(0)  # the same noise for every call: only the classes differ
+    with torch.no_grad():
+        return model.sample(n, classes=classes)
+
+
+def test_example_i_is_drawn_for_class_i_mod_classes_by_default(conditional_generator) -> None:
+    assert torch.equal(conditional_generator.labels(10), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 1]))
+
+
+def test_chosen_classes_are_drawn_in_turn_and_reach_the_generator(conditional_generator) -> None:
+    """With the noise fixed, example i of ``classes=[3, 5]`` equals the default draw's example of the same class."""
+    assert torch.equal(conditional_generator.labels(5, [3, 5]), torch.tensor([3, 5, 3, 5, 3]))
+    every_class = drawn(conditional_generator, 8)
+    threes = drawn(conditional_generator, 8, [3])
+    assert torch.equal(threes[3], every_class[3])
+    assert not torch.isclose(threes, every_class).all(-1)[[0, 1, 2, 4, 5, 6, 7]].any(), "the other examples changed class"
+    twice = drawn(conditional_generator, 8, [3])
+    assert torch.equal(twice, threes)
+
+
+@pytest.mark.parametrize("classes, message", [([8], "class 8 given"), ([-1, 9], "class -1, 9 given"), ([], "no class given")])
+def test_classes_the_model_does_not_have_are_refused(conditional_generator, classes, message) -> None:
+    with pytest.raises(ValueError, match=f"spec 'cgan' samples classes 0..7; {message}"):
+        conditional_generator.sample(4, classes=classes)
+
+
+def test_a_model_that_does_not_sample_by_class_refuses_chosen_classes(catalogue, vae_spec) -> None:
+    model = cg.build(cg.load_spec(vae_spec, catalogue=catalogue), "cpu")[0]
+    assert model.labels(4) is None
+    with pytest.raises(ValueError, match="spec 'tiny_vae' does not sample by class"):
+        model.sample(4, classes=[1])
