@@ -65,5 +65,6 @@ __all__ = [
 
 # The user-facing workflow (imported last: these layers build on the ones above).
 from compose_gen.api import build, load_run, load_spec, train  # noqa: E402
+from compose_gen.spec import SpecError, SpecWarning  # noqa: E402
 
-__all__ += ["build", "load_run", "load_spec", "train"]
+__all__ += ["SpecError", "SpecWarning", "build", "load_run", "load_spec", "train"]

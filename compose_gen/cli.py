@@ -12,18 +12,39 @@ import json
 import math
 import signal
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from compose_gen.compiler import assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
 from compose_gen.runtime.checkpoint import json_text
-from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec import SpecError, SpecWarning, load_spec
 
 __all__ = ["main"]
 
 T = TypeVar("T", int, float)
+
+
+@contextmanager
+def _spec_warnings_said() -> Iterator[list[str]]:
+    """Print each :class:`SpecWarning` once, as ``warning: file:line: path: message`` on stderr; yield the list of those said."""
+    said: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SpecWarning)
+        show_others = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *where: Any, **options: Any) -> None:
+            if not issubclass(category, SpecWarning):
+                show_others(message, category, *where, **options)
+            elif str(message) not in said:
+                said.append(str(message))
+                print(f"warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield said
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -32,17 +53,22 @@ def _validate(args: argparse.Namespace) -> int:
     for file in args.files:
         note = ""
         try:
-            spec = load_spec(file, args.set, catalogue)
-            if args.static:  # the graph with the batch fields the spec reads assumed, not the data's
-                fields = assumed_fields(spec)
-                build_graph(spec, fields)
-                note = f" (static: assumes the data give {', '.join(fields)})" if fields else " (static)"
-            else:
-                build(spec, "cpu")
+            with _spec_warnings_said() as said:
+                spec = load_spec(file, args.set, catalogue)
+                if args.static:  # the graph with the batch fields the spec reads assumed, not the data's
+                    fields = assumed_fields(spec)
+                    build_graph(spec, fields)
+                    note = f" (static: assumes the data give {', '.join(fields)})" if fields else " (static)"
+                else:
+                    build(spec, "cpu")
         except SpecError as error:
             failed += 1
             print(error)
         else:
+            if args.strict and said:
+                failed += 1
+                print(f"{file}: {len(said)} warning(s), which --strict counts as problems")
+                continue
             print(f"{file}: ok{note}")
             if args.resolved:
                 print(spec.to_yaml(), end="")
@@ -172,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("validate", _validate, "check specs: schema, references, cycles, kinds and shapes (dry run)")
     p.add_argument("files", nargs="+")
     p.add_argument("--static", action="store_true", help="skip building the data and the dry run")
+    p.add_argument("--strict", action="store_true", help="fail a spec that builds with warnings, as for an error")
     p.add_argument("--resolved", action="store_true", help="print each valid spec with every default filled in, as a run records it")
     overrides(p)
 
@@ -245,7 +272,8 @@ def _at_least(low: T, kind: Callable[[str], T]) -> Callable[[str], T]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with _spec_warnings_said():
+            return args.handler(args)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2

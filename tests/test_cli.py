@@ -112,6 +112,22 @@ def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
         assert '"component:encoder" -> "loss:vae"' in text and '"field:x" -> "loss:vae"' in text
 
 
+def test_warnings_are_said_once_each_and_strict_validation_fails_on_them(tmp_path, cgan_spec, capsys) -> None:
+    cgan_spec["players"]["critic"]["schedule"] = {"type": "cosine", "warmup": 5}
+    path = write(tmp_path, cgan_spec)
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    warning = f"warning: {path}:42: players.critic.schedule.warmup: the warm-up of 5 rounds outlasts the run (2 rounds)"
+    assert out == f"{path}: ok\n" and err.startswith(warning) and err.count("warning:") == 1
+    assert main(["validate", "--strict", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"{path}: 1 warning(s), which --strict counts as problems\n" and err.startswith(warning)
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert capsys.readouterr().err.count(warning) == 1
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
+    assert "warning:" not in capsys.readouterr().err, "said when the run was made, not again"
+
+
 def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -> None:
     path = write(tmp_path, vae_spec)
     run = tmp_path / "run"

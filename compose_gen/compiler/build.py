@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,8 @@ from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
 from compose_gen.registry import suggest
-from compose_gen.spec import Declared, Problem, Spec, SpecError
+from compose_gen.spec import Declared, Problem, Spec, SpecError, SpecWarning
+from compose_gen.spec.resolve import origin
 
 __all__ = ["Builder", "build_all", "build_data"]
 
@@ -38,6 +40,8 @@ class Builder:
         self.built: dict[str, nn.Module] = {}
         self.losses: dict[str, Loss] = {}
         self.sampler: Sampler | None = None
+        #: (path, message) of the warnings said, so that a repeated block's copies say theirs once.
+        self.warned: set[tuple[Any, str]] = set()
 
     def component(self, ref: str) -> Any:
         return self.built[ref]
@@ -70,13 +74,16 @@ class Builder:
         return self.losses[name]
 
     def make(self, declared: Declared) -> Any:
-        """Build one declaration, turning a plugin's failure into a located spec error."""
-        try:
-            built = declared.type.build(declared.params, self)
-        except SpecError:
-            raise
-        except Exception as error:
-            raise self.spec.blame(declared, f"failed to build: {type(error).__name__}: {error}") from None
+        """Build one declaration, turning a plugin's failure into a located spec error and its warnings into located ones."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                built = declared.type.build(declared.params, self)
+            except SpecError:
+                raise
+            except Exception as error:
+                raise self.spec.blame(declared, f"failed to build: {type(error).__name__}: {error}") from None
+        self._pass_on(declared, caught)
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):
             raise self.spec.blame(declared, f"built a {type(built).__name__}, not a {expected.__name__} as a {declared.kind} must be")
@@ -89,6 +96,18 @@ class Builder:
         if self.watch is not None:
             self.watch.watch(declared, built)
         return built
+
+
+    def _pass_on(self, declared: Declared, caught: list[warnings.WarningMessage]) -> None:
+        """Warn again what ``declared``'s build warned: a :class:`SpecWarning` at ``declared`` (once), others as they were."""
+        for warning in caught:
+            if not issubclass(warning.category, SpecWarning):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno, source=warning.source)
+            elif warning.message.path is not None:  # already located, by a build nested in this one
+                warnings.warn(warning.message, stacklevel=2)
+            elif (declared.path, str(warning.message)) not in self.warned:  # a repeated block's copies warn once
+                self.warned.add((declared.path, str(warning.message)))
+                self.spec.warn(declared.path, f"{origin(declared.type.name, self.spec.catalogue)} {warning.message}")
 
 
 #: Copy ``k`` of a repeated component gets ``seed + k * SEED_STRIDE`` (a prime, so that neighbouring seeds do not collide soon).

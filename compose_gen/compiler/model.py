@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from compose_gen.compiler.advice import advise
 from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.checks import broken, watching
 from compose_gen.compiler.dry_run import dry_run
@@ -175,6 +176,7 @@ def compile_spec(
         evaluators = _evaluators(spec, graph, components)
         plans = make_plans(spec, graph, components, losses, evaluators)
         _check_conditions(spec, graph, sampler, data)
+        advise(spec)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
             dry_run(model, data)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from compose_gen.runtime.distributed import Distributed, setup
 from compose_gen.runtime.images import class_columns, save_grid, save_scatter
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import Trainer
-from compose_gen.spec import Problem, Spec, SpecError, format_path, load_spec
+from compose_gen.spec import Problem, Spec, SpecError, SpecWarning, format_path, load_spec
 
 __all__ = ["EvaluationFailed", "Run", "build", "resolve_device"]
 
@@ -171,19 +172,21 @@ class Run:
         spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         try:
-            model, data = build(spec, resolved)
+            with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
+                warnings.simplefilter("ignore", SpecWarning)
+                model, data = build(spec, resolved)
         except SpecError as error:
             raise _with_moved_data_remedy(error, spec, run_dir) from None
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         if checkpoint is None:
-            loaded, warnings = load_latest(run_dir, model)
-            for warning in warnings:
-                run.trainer.say(f"warning: {warning}")
-            if loaded is None and warnings:
+            loaded, skipped = load_latest(run_dir, model)
+            for reason in skipped:
+                run.trainer.say(f"warning: {reason}")
+            if loaded is None and skipped:
                 raise CheckpointError(f"{run_dir}: no checkpoint could be loaded")
             if loaded is None:
                 _refuse_to_start_over(run_dir)
-            elif warnings:
+            elif skipped:
                 run.behind = f"step {loaded.step} is loaded, but a newer checkpoint could not be"
         else:
             loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)

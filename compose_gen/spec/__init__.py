@@ -9,6 +9,7 @@ It raises :class:`SpecError` listing every problem as ``file:line: path: message
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,13 +19,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
-from compose_gen.spec.errors import Problem, SpecError, format_path
+from compose_gen.spec.errors import Problem, SpecError, SpecWarning, format_path
 from compose_gen.spec.model import EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
 from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_path, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, parse_text
 
-__all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "format_path", "load_spec", "parse_text"]
+__all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "SpecWarning", "format_path", "load_spec", "parse_text"]
 
 
 @dataclass
@@ -47,6 +48,11 @@ class Spec:
     def blame(self, declared: Declared, message: str) -> SpecError:
         """A :class:`SpecError` at ``declared`` whose message starts with its type and plugin."""
         return self.error(declared.path, f"{origin(declared.type.name, self.catalogue)} {message}")
+
+    def warn(self, path: Iterable[Any], message: str) -> None:
+        """Issue a :class:`SpecWarning` located like :meth:`error`'s problem at ``path``."""
+        problem = Problem(tuple(path), message)
+        warnings.warn(SpecWarning(problem.format(self.source), problem.path), stacklevel=2)
 
     def to_yaml(self) -> str:
         """:meth:`to_dict` as YAML, in section order: what a run folder's ``spec.yaml`` holds."""

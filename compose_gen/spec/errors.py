@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
-__all__ = ["Location", "Problem", "SpecError", "format_path"]
+__all__ = ["Location", "Problem", "SpecError", "SpecWarning", "format_path"]
 
 PathPart = str | int
 
@@ -60,3 +60,17 @@ class SpecError(Exception):
     @classmethod
     def at(cls, path: Sequence[PathPart], message: str) -> "SpecError":
         return cls([Problem(tuple(path), message)])
+
+
+class SpecWarning(UserWarning):
+    """A spec that builds and trains, but likely not as its author meant (a warm-up longer than the run).
+
+    A plugin warns from its ``build`` with ``warnings.warn(SpecWarning("..."))``; the
+    compiler says where, as for an error: ``file:line: components.flow: type 'flow' ... message``.
+    ``compose-gen`` prints each as ``warning: ...``, and ``validate --strict`` fails on them.
+    ``path`` is the spec path once located (None in a plugin's own warning).
+    """
+
+    def __init__(self, message: str, path: tuple[PathPart, ...] | None = None) -> None:
+        super().__init__(message)
+        self.path = path

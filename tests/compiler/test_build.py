@@ -1,11 +1,14 @@
-"""The Builder: building a declaration again as a copy of a repeated block."""
+"""The Builder: building a declaration again as a copy of a repeated block; locating the warnings of a build."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from compose_gen import make_catalogue
 from compose_gen.compiler.build import SEED_STRIDE, Builder
-from compose_gen.spec import load_spec
+from compose_gen.spec import SpecWarning, load_spec
 
 
 def spec(**components):
@@ -44,3 +47,45 @@ def test_a_copy_gets_a_seed_derived_from_its_index():
     assert len({tuple(p) for p in perms}) == 4
     expected = Builder(ctx.spec, None).make(type(declared)(declared.name, declared.type, declared.params.model_copy(update={"seed": 3 + 2 * SEED_STRIDE}), declared.path))
     assert perms[2] == expected.permutation.tolist()
+
+
+def test_a_plugin_warning_is_said_once_at_the_component_with_its_type_and_others_pass_through(install_plugin) -> None:
+    """A plugin warns with ``SpecWarning`` in ``build``; the compiler locates it, and a repeated block's copies say it once."""
+    install_plugin(
+        "noisy",
+        """
+        import warnings
+        from compose_gen import ComponentType, Params, SpecWarning, hookimpl
+
+        class NoisyParams(Params):
+            shape: list[int]
+
+        def build_noisy(params, ctx):
+            warnings.warn(SpecWarning("this bijector is only an example"))
+            warnings.warn("a library's own warning", DeprecationWarning)
+            return ctx.component("id")
+
+        @hookimpl
+        def compose_gen_types():
+            return [ComponentType("noisy", "bijector", NoisyParams, build_noisy)]
+        """,
+    )
+    s = load_spec(
+        {
+            "name": "copies",
+            "data": {"type": "moons", "n": 100},
+            "components": {"id": {"type": "reverse", "shape": [2]}, "block": {"type": "noisy", "shape": [2]}},
+        },
+        catalogue=make_catalogue(),
+    )
+    ctx = Builder(s, None)
+    ctx.built["id"] = ctx.make(s.sections.components["id"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index in range(3):
+            ctx.rebuild("block", index) if index else ctx.make(s.sections.components["block"])
+    said = [w for w in caught if issubclass(w.category, SpecWarning)]
+    assert [str(w.message) for w in said] == ["<dict>:1: components.block: type 'noisy' (plugin 'noisy') this bijector is only an example"]
+    assert said[0].message.path == ("components", "block")
+    others = [w for w in caught if not issubclass(w.category, SpecWarning)]
+    assert [(w.category, str(w.message), w.filename.endswith("noisy.py")) for w in others] == [(DeprecationWarning, "a library's own warning", True)] * 3

@@ -121,6 +121,28 @@ def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
         )
 
 
+#: Examples :func:`continuous_density_caveat` looks at: enough to see a grid, few enough to stay quick on large data.
+_LOOKED_AT = 2000
+
+
+def continuous_density_caveat(x: Tensor) -> str | None:
+    """Why a continuous density's likelihood of ``x`` (examples along dim 0) would be unbounded, or None.
+
+    On data that take a few values, or on a feature that is constant, a density can
+    grow without bound at those points, so its NLL falls forever and bits/dim are no
+    bound on the discrete data's (Theis et al. 2016); dequantization fills each bin.
+    """
+    x = x[:_LOOKED_AT].flatten(1)
+    values = torch.unique(x)
+    if len(values) <= 256 and x.numel() >= 8 * len(values):
+        return f"the data take only {len(values)} distinct values ({values[0].item():g}..{values[-1].item():g})"
+    constant = (x == x[:1]).all(0).nonzero().flatten().tolist()
+    if constant and len(x) > 1:
+        shown = ", ".join(map(str, constant[:5])) + (", …" if len(constant) > 5 else "")
+        return f"{len(constant)} feature(s) are constant in the train split (flat index {shown})"
+    return None
+
+
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
     return [ComponentType("dequantize", "bijector", DequantizeParams, build_dequantize)]

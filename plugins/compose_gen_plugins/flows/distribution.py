@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from itertools import pairwise
 
 import torch
@@ -37,8 +38,9 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, broadcast_value, hookimpl
+from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, SpecWarning, Value, broadcast_value, hookimpl
 from compose_gen_plugins.flows import context_shape_of
+from compose_gen_plugins.flows.dequantize import continuous_density_caveat
 from compose_gen_plugins.sampling import ByClassParams
 
 __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
@@ -282,6 +284,12 @@ def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
             f"the dataset's transforms give {params.x!r} a per-example log-determinant; "
             f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
         )
+    x = ctx.data.train.fields.get(params.x)
+    caveat = None if x is None or any(getattr(m, "surjective", False) for m in flow.modules()) else continuous_density_caveat(x)
+    if caveat:
+        advice = "dequantize first, e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"
+        message = f"{caveat}, so the density of flow {params.flow!r} can grow without bound there: the NLL falls forever and bits/dim bound nothing; {advice}"
+        warnings.warn(SpecWarning(message), stacklevel=2)
     return FlowNLL(flow, ctx.data.train.ladj_to_model)
 
 

@@ -1,16 +1,18 @@
-"""Uniform dequantization: fills each bin uniformly, rounds back exactly, and gives a valid likelihood bound."""
+"""Uniform dequantization: fills each bin uniformly, rounds back exactly, gives a valid likelihood bound, and is advised where missing."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+import compose_gen as cg
 from compose_gen import Splits, TensorData
-from compose_gen_plugins.flows.dequantize import DequantizeParams, UniformDequantization, build_dequantize
+from compose_gen_plugins.flows.dequantize import DequantizeParams, UniformDequantization, build_dequantize, continuous_density_caveat
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -81,3 +83,45 @@ def test_build_refuses_data_beyond_the_grids_top_and_names_the_levels_they_take(
         build_dequantize(DequantizeParams(shape=[4], levels=16), _data(x - 2 / 16, -4 * math.log(16)))
     raw = torch.randint(0, 256, (10, 4)).float()  # levels 1: raw integers, scaled by a bijector after this one
     assert build_dequantize(DequantizeParams(shape=[4], levels=1), _data(raw, 0.0)).levels == 1
+
+
+def test_the_caveat_names_discrete_data_and_constant_features_and_passes_continuous_data() -> None:
+    g = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 17, (300, 64), generator=g) / 17
+    assert continuous_density_caveat(grey) == "the data take only 17 distinct values (0..0.941176)"
+    points = torch.randn(300, 3, generator=g)
+    assert continuous_density_caveat(points) is None
+    points[:, 1] = 2.5
+    assert continuous_density_caveat(points) == "1 feature(s) are constant in the train split (flat index 1)"
+    assert continuous_density_caveat(points[:1]) is None, "one example makes no feature constant"
+
+
+@pytest.mark.parametrize("head", [[], [{"type": "dequantize", "shape": [64], "levels": 17}]])
+def test_a_flow_nll_on_discrete_data_warns_unless_the_flow_dequantizes(head: list) -> None:
+    spec = cg.load_spec(
+        {
+            "name": "grey",
+            "data": {"type": "digits", "shape": "flat", "scale": False, "transforms": [{"type": "scale", "a": 1 / 17}]},
+            "components": {
+                "flow": {
+                    "type": "flow",
+                    "base": {"type": "standard_normal", "shape": [64]},
+                    "head": head,
+                    "bijectors": [{"type": "additive_coupling", "shape": [64], "mask": "alternating", "hidden": [8]}],
+                }
+            },
+            "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        }
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cg.build(spec)
+    said = [str(w.message) for w in caught if issubclass(w.category, cg.SpecWarning)]
+    if head:
+        assert said == []
+    else:
+        assert said == [
+            "<dict>:1: losses.nll: type 'flow_nll' (plugin 'flows') the data take only 17 distinct values (0..0.941176), so the density "
+            "of flow 'flow' can grow without bound there: the NLL falls forever and bits/dim bound nothing; dequantize first, "
+            "e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"
+        ]

@@ -1,0 +1,28 @@
+"""Warnings about training settings that run, but not as their author likely meant.
+
+Each is a :class:`compose_gen.spec.SpecWarning` at the setting, issued when the model
+is built (so ``validate`` says it too); a component's own plugin warns about its
+parameters in its ``build``.
+"""
+
+from __future__ import annotations
+
+from compose_gen.spec import Spec
+
+__all__ = ["advise"]
+
+
+def advise(spec: Spec) -> None:
+    """Warn about schedules that never reach their rate or never decay, and a default optimizer no player uses."""
+    train, players = spec.model.train, spec.model.players
+    for name, player in players.items():
+        schedule, path = player.schedule, ("players", name, "schedule")
+        if schedule.warmup > train.steps:  # lr reaches its value at round `warmup`
+            spec.warn(
+                (*path, "warmup"),
+                f"the warm-up of {schedule.warmup} rounds outlasts the run ({train.steps} rounds), so lr never reaches its set value",
+            )
+        elif getattr(schedule, "every", 0) and schedule.warmup + schedule.every >= train.steps:
+            spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
+    if "optimizer" in train.model_fields_set and players and all(p.optimizer is not None for p in players.values()):
+        spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")

@@ -1,0 +1,53 @@
+"""Training settings that run, but not as meant, are warned about at the setting when the model is built."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import compose_gen as cg
+
+
+def said(spec: dict, catalogue) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cg.build(cg.load_spec(spec, catalogue=catalogue))
+    return [str(w.message) for w in caught if issubclass(w.category, cg.SpecWarning)]
+
+
+def test_a_spec_as_meant_builds_without_warnings(cgan_spec, catalogue) -> None:
+    cgan_spec["players"]["critic"]["schedule"] = {"type": "step", "every": 1}  # decays in round 2 of 2
+    cgan_spec["players"]["generator"]["schedule"] = {"type": "cosine", "warmup": 2}  # full lr in round 2 of 2
+    assert said(cgan_spec, catalogue) == []
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ({"type": "cosine", "warmup": 3}, "players.critic.schedule.warmup: the warm-up of 3 rounds outlasts the run (2 rounds), so lr never reaches its set value"),
+        ({"type": "step", "warmup": 1, "every": 1000}, "players.critic.schedule.every: lr would first decay in round 1002, but the run has 2 rounds"),
+    ],
+)
+def test_a_schedule_the_run_never_gets_through_is_warned_about(cgan_spec, catalogue, schedule, message) -> None:
+    cgan_spec["players"]["critic"]["schedule"] = schedule
+    assert said(cgan_spec, catalogue) == [f"<dict>:1: {message}"]
+
+
+def test_a_default_optimizer_that_every_player_overrides_is_warned_about(cgan_spec, catalogue) -> None:
+    cgan_spec["train"]["optimizer"] = {"type": "adam", "lr": 1e-3}
+    assert said(cgan_spec, catalogue) == [], "used by a player without its own"
+    for player in cgan_spec["players"].values():
+        player["optimizer"] = {"type": "adam", "lr": 2e-4, "betas": [0.5, 0.999]}
+    assert said(cgan_spec, catalogue) == ["<dict>:1: train.optimizer: every player sets its own optimizer, so this default is used by none; remove it"]
+
+
+def test_a_run_folder_is_loaded_without_repeating_the_warnings_of_its_spec(cgan_spec, catalogue, tmp_path) -> None:
+    """A run's resolved spec sets every default, train.optimizer too; what its author was told is not said again."""
+    for player in cgan_spec["players"].values():
+        player["optimizer"] = {"type": "adam", "lr": 2e-4}
+    with pytest.warns(cg.SpecWarning):
+        cg.train(cg.load_spec(cgan_spec, ["train.optimizer.lr=0.001"], catalogue), out=tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cg.SpecWarning)
+        cg.load_run(tmp_path / "run")
