@@ -267,7 +267,15 @@ def build_feature_matching(params: FeatureMatchingParams, ctx: BuildContext) -> 
 
 def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildContext) -> AuxiliaryClassifier:
     """AC-GAN cross-entropy terms of the critic's auxiliary classifier (Odena et al. 2017)."""
-    return AuxiliaryClassifier(ctx.component(params.critic), params.weight, side_names(params))
+    critic = ctx.component(params.critic)
+    head = getattr(critic, "classifier", None)
+    classes = ctx.data.train.classes() if ctx.data is not None and params.labels in ctx.data.train.fields else None
+    if isinstance(head, nn.Linear) and classes is not None and classes > head.out_features:
+        raise ValueError(
+            f"the labels {params.labels!r} take {classes} classes (0..{classes - 1}), but critic {params.critic!r} "
+            f"classifies {head.out_features} (its ac_classes); set `ac_classes: {classes}`"
+        )
+    return AuxiliaryClassifier(critic, params.weight, side_names(params))
 
 
 def build_cycle(params: CycleParams, ctx: BuildContext) -> MeanDistance:

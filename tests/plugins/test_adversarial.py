@@ -485,3 +485,25 @@ def test_the_dry_run_blames_the_loss_for_a_generator_not_shaped_like_the_data() 
     message = str(error.value)
     assert "losses.adv" in message and "fake 'fake' has examples of shape (1, 16, 16)" in message
     assert "real 'x' has (1, 8, 8)" in message
+
+
+def test_an_auxiliary_classifier_with_fewer_classes_than_the_labels_is_refused_at_build() -> None:
+    spec = {
+        "name": "acgan",
+        "data": {"type": "eight_gaussians", "n": 200},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8], "num_classes": 8},
+            "critic": {"type": "mlp_critic", "hidden": [8], "ac_classes": 5},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "generator(z, y)"},
+        "losses": {
+            "adv": {"type": "non_saturating", "critic": "critic", "real": "x", "fake": "fake"},
+            "ac": {"type": "auxiliary_classifier", "critic": "critic", "fake": "fake"},
+        },
+        "players": {"critic": {"params": ["critic"], "terms": ["adv.critic", "ac.critic"]}, "generator": {"params": ["generator"], "terms": ["adv.generator", "ac.generator"]}},
+    }
+    with pytest.raises(SpecError, match=r"losses\.ac: .* the labels 'y' take 8 classes \(0\.\.7\), but critic 'critic' classifies 5 \(its ac_classes\); set `ac_classes: 8`"):
+        build_spec(cg.load_spec(spec), "cpu")
+    spec["components"]["critic"]["ac_classes"] = 8
+    build_spec(cg.load_spec(spec), "cpu")
