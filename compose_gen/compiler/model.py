@@ -17,7 +17,7 @@ from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.checks import broken, watching
 from compose_gen.compiler.dry_run import dry_run
 from compose_gen.compiler.graph import SpecGraph, build_graph, node
-from compose_gen.compiler.plan import Plan, make_plans, run_plan
+from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Loss, Sampler, Splits
 from compose_gen.spec import Declared, Problem, Spec, SpecError
@@ -87,6 +87,37 @@ class GenerativeModel(nn.Module):
         for name in self.graph.values_in_order(needed):
             values[name] = self._evaluators[name](values)
         return {n: values[n] for n in names}
+
+    @torch.no_grad()
+    def log_likelihood(self, batch: dict[str, Tensor], ladj: Tensor, samples: int = 1000, loss: str | None = None) -> Tensor:
+        """log p(x) (log p(x | c) for a conditional model) of each example of ``batch``, in nats.
+
+        ``batch`` holds model-space ``x`` (and the fields the model's condition is made from, such as
+        labels ``y``), ``ladj`` each example's log|det| from data space to model space.  The loss
+        that defines the likelihood (:meth:`Loss.log_likelihood`) gives it, ``loss`` naming one if several do.
+        """
+        name = self._likelihood_loss(loss)
+        module = self.losses[name]
+        wanted = {k: v for k, v in loss_inputs(self.spec, name).items() if k in module.likelihood_inputs and isinstance(v, str)}
+        starts = {node("value", v) if v in self._evaluators else node("field", v) for v in wanted.values()}
+        needs = sorted(n.split(":", 1)[1] for n in self.graph.ancestors(starts) if n.startswith("field:"))
+        missing = [f for f in needs if f not in batch]
+        if missing:
+            raise ValueError(f"loss {name!r} computes log p(x) from the fields {', '.join(needs)}; give {', '.join(missing)} too")
+        values = self.values(batch, list(wanted.values()))
+        return module.log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj)
+
+    def _likelihood_loss(self, chosen: str | None) -> str:
+        """The loss that gives log p(x): ``chosen``, or the one loss that defines a likelihood."""
+        offering = [n for n, m in self.losses.items() if m.likelihood_inputs]
+        if chosen is not None and chosen not in offering:
+            what = "is no loss of the spec" if chosen not in self.losses else "defines no likelihood"
+            raise ValueError(f"{chosen!r} {what}; losses that define one: {', '.join(offering) or 'none'}")
+        if chosen is None and len(offering) != 1:
+            if not offering:
+                raise ValueError(f"no loss of spec {self.spec.name!r} defines a likelihood (flow_nll and the ELBO family do)")
+            raise ValueError(f"losses {', '.join(offering)} each define a likelihood; name one")
+        return chosen or offering[0]
 
     def culprit(self, error: BaseException) -> Declared | None:
         """The declaration (component, loss or sampler) whose code raised ``error``: the innermost on its traceback."""

@@ -19,7 +19,7 @@ from compose_gen.registry import ValueRef, ref_fields, suggest
 from compose_gen.spec import Problem, Spec, SpecError
 from compose_gen.spec.model import PlayerSpec
 
-__all__ = ["LossCall", "Plan", "ValueStep", "make_plans", "run_plan", "term_address"]
+__all__ = ["LossCall", "Plan", "ValueStep", "loss_inputs", "make_plans", "run_plan", "term_address"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def make_plans(
         calls, needed = [], set()
         for loss_name, term_weights in chosen.items():
             loss = losses[loss_name]
-            inputs = _value_inputs(spec, loss_name)
+            inputs = loss_inputs(spec, loss_name)
             used = loss.inputs_for(term_weights, inputs)
             inputs = {k: v for k, v in inputs.items() if k in used}
             calls.append(LossCall(loss_name, loss, inputs, frozenset(term_weights), term_weights))
@@ -199,7 +199,8 @@ def _player_params(
     return list(params.values()), holders
 
 
-def _value_inputs(spec: Spec, loss_name: str) -> dict[str, str | list[str]]:
+def loss_inputs(spec: Spec, loss_name: str) -> dict[str, str | list[str]]:
+    """The graph value (or values) each input field of loss ``loss_name`` names."""
     declared = spec.sections.losses[loss_name]
     inputs = {}
     for field_name, marker in ref_fields(type(declared.params)):

@@ -114,6 +114,19 @@ class Loss(nn.Module):
     def after_step(self, terms: frozenset[str]) -> None:
         """Called after each optimizer step of a player minimising ``terms`` (parameter hooks)."""
 
+    #: The inputs :meth:`log_likelihood` reads; empty for a loss whose model defines no likelihood (a GAN's).
+    likelihood_inputs: ClassVar[tuple[str, ...]] = ()
+
+    def log_likelihood(self, inputs: Mapping[str, Any], samples: int, ladj: Tensor) -> Tensor:
+        """log p(x) (log p(x | c) given a context) of each example, for a loss whose model has a likelihood.
+
+        ``inputs`` holds the ``likelihood_inputs``, computed for new examples as in training;
+        ``ladj`` is each example's log|det| from data space to model space, which a density
+        adds and a probability mass does not; a model that estimates log p(x) (by importance
+        sampling) uses ``samples`` draws.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no likelihood")
+
 
 @dataclass(frozen=True)
 class ClassConditions:

@@ -37,6 +37,9 @@ class TensorData:
     ``ladj_to_model`` is the per-example log-determinant of the preprocessing
     (data space → model space) that a likelihood in data space must add back,
     e.g. ``-D·log 16`` for pixels in ``0..16`` scaled to ``[0, 1]``.
+    ``to_model``, when the dataset offers it, maps new examples from data space
+    (the values its files hold) as the stored ``x`` was mapped: ``(x, ladj)`` with
+    ``ladj`` per example, ``ladj_to_model`` and any per-example part included.
     """
 
     fields: dict[str, Tensor]
@@ -46,6 +49,7 @@ class TensorData:
     #: Number of classes of the ``y`` field, when it has labels.
     num_classes: int | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    to_model: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
 
     def __post_init__(self) -> None:
         sizes = {name: len(t) for name, t in self.fields.items()}

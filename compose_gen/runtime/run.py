@@ -270,6 +270,18 @@ class Run:
         """A context in which the model holds its moving-average weights (``train.ema``), if it keeps any."""
         return self.trainer.ema.applied() if self.trainer.ema is not None else nullcontext()
 
+    @contextmanager
+    def _as_evaluated(self, seed: int | None = None) -> Iterator[None]:
+        """Eval mode with the averaged weights; training's mode and weights are restored after.  With a ``seed``,
+        on a random stream of its own, seeded by it (the training stream is left as it was)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with rng.isolated(self.device, seed) if seed is not None else nullcontext(), self.averaged():
+                yield
+        finally:
+            self.model.train(was_training)
+
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Tensor:
         """``n`` samples in model space (drawn in eval mode with the averaged weights; training's are restored after).
@@ -277,13 +289,34 @@ class Run:
         A model that samples by class draws example ``i`` of class ``classes[i mod len(classes)]``,
         every class by default: ``run.sample(8, classes=[3])`` draws eight 3s.
         """
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.averaged():
-                return self.model.sample(n, temperature, classes)
-        finally:
-            self.model.train(was_training)
+        with self._as_evaluated():
+            return self.model.sample(n, temperature, classes)
+
+    @torch.no_grad()
+    def log_prob(self, x: Any, y: Any = None, samples: int = 1000, loss: str | None = None, batch_size: int = 256) -> Tensor:
+        """log p(x), or log p(x | y) for a model trained on labels, of new examples ``x`` in data space: nats per example.
+
+        ``x`` holds values as the dataset's files do (digits: pixels 0..16), shaped like its
+        examples; they are mapped to model space as the data were (the dataset's own scaling, the
+        spec's ``transforms``), and the log-determinant of that map is counted, so the numbers
+        compare with the test NLL of ``evaluate``.  A flow's is exact; a latent-variable model's is
+        estimated by importance sampling with ``samples`` draws.  Evaluated in eval mode with the
+        averaged weights, on a random stream seeded by the spec.
+        """
+        to_model = self.data.test.to_model
+        if to_model is None:
+            raise ValueError(f"the dataset of spec {self.spec.name!r} cannot map new examples to model space, so log p(x) cannot be taken")
+        model_x, ladj = to_model(torch.as_tensor(x))
+        labels = None if y is None else torch.as_tensor(y).long().reshape(-1)
+        if labels is not None and len(labels) != len(model_x):
+            raise ValueError(f"{len(model_x)} examples but {len(labels)} labels")
+        parts = []
+        with self._as_evaluated(self.spec.model.seed):
+            for start in range(0, len(model_x), batch_size):
+                part = slice(start, start + batch_size)
+                batch = {"x": model_x[part].to(self.device), **({"y": labels[part].to(self.device)} if labels is not None else {})}
+                parts.append(self.model.log_likelihood(batch, ladj[part].to(self.device), samples, loss).cpu())
+        return torch.cat(parts)
 
     def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Path:
         """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D);
@@ -327,8 +360,6 @@ class Run:
         returns anything but named floats does not stop the others: their results are written, the
         failures too (under ``failed``), and then :class:`EvaluationFailed` names each failed metric.
         """
-        was_training = self.model.training
-        self.model.eval()
         folder = Path(out_dir) if out_dir else (self.dir or Path("."))
         ctx = EvalContext(
             model=self.model,
@@ -340,19 +371,16 @@ class Run:
         )
         results: dict[str, Any] = {"step": self.trainer.step}
         problems: list[Problem] = []
-        try:
-            with rng.isolated(self.device, self.spec.model.seed), self.averaged():
-                for declared, metric in zip(self.spec.sections.metrics, self.model.metrics, strict=True):
-                    try:
-                        results.update(check_metric_result(metric(ctx)))
-                        continue
-                    except ContractError as error:
-                        problem = f"broke the metric contract: {error}"
-                    except Exception as error:  # one broken metric must not cost the others
-                        problem = f"raised {type(error).__name__}: {error}"
-                    problems += self.spec.blame(declared, problem).problems
-        finally:
-            self.model.train(was_training)
+        with self._as_evaluated(self.spec.model.seed):
+            for declared, metric in zip(self.spec.sections.metrics, self.model.metrics, strict=True):
+                try:
+                    results.update(check_metric_result(metric(ctx)))
+                    continue
+                except ContractError as error:
+                    problem = f"broke the metric contract: {error}"
+                except Exception as error:  # one broken metric must not cost the others
+                    problem = f"raised {type(error).__name__}: {error}"
+                problems += self.spec.blame(declared, problem).problems
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         if self.dir is not None and record:

@@ -12,7 +12,9 @@ train half, applies it to both and fills in the :class:`TensorData` contract:
   ``log p_data(raw_i) = log p_model(x_i) + ladj_to_model + ladj_x[i]`` for the
   stored (model-space) ``x_i``;
 * ``to_display`` = the pipeline's inverse, then the type's own map to ``[0, 1]``
-  pixels, reshaped to ``(*batch, C, H, W)`` and clamped, for image data.
+  pixels, reshaped to ``(*batch, C, H, W)`` and clamped, for image data;
+* ``to_model`` = the type's own map from the values its files hold (``from_raw``:
+  digits divided by 16, say), then the pipeline, for new examples (one modelled field).
 
 Randomness comes from generators seeded by ``seed`` and a stream name, so a
 split and its dequantization noise depend on the seed alone.
@@ -141,6 +143,30 @@ class DataSpace:
     ladj_to_model: float = 0.0
     num_classes: int | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    #: The type's own map from the values its files hold to the values it returns (None: they are the same).
+    from_raw: Callable[[Tensor], Tensor] | None = None
+
+
+@dataclass
+class ToModel:
+    """``TensorData.to_model``: new examples from the values the files hold to model space, with their log-determinant."""
+
+    pipeline: Pipeline
+    space: DataSpace
+    constant: float
+    seed: int
+
+    def __call__(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.as_tensor(raw, dtype=torch.float64)
+        x = self.space.from_raw(x) if self.space.from_raw is not None else x
+        if x.dim() == 0 or x.shape[1:] != self.pipeline.in_shape:
+            raise ValueError(
+                f"new examples must have the shape of the data's, (N, {', '.join(map(str, self.pipeline.in_shape))}); "
+                f"got {tuple(raw.shape)}"
+            )
+        y, constant, per_example = self.pipeline.apply(x, seeded_generator(self.seed, "transforms/new"))
+        ladj = torch.full((len(x),), self.space.ladj_to_model + constant, dtype=torch.float64)
+        return y.to(torch.float32), ladj + per_example if per_example is not None else ladj
 
 
 def make_splits(
@@ -173,6 +199,7 @@ def make_splits(
     except PipelineError as error:
         raise DatasetError(str(error)) from None
     display = Display(pipeline, info.image_shape, info.pixel_max, info.base_display)
+    to_model = ToModel(pipeline, info, constant, params.seed) if modelled == ("x",) else None
 
     def data(fields: dict[str, Tensor]) -> TensorData:
         return TensorData(
@@ -182,6 +209,7 @@ def make_splits(
             ladj_to_model=info.ladj_to_model + constant,
             num_classes=info.num_classes,
             meta=dict(info.meta),
+            to_model=to_model,
         )
 
     return Splits(train=data(train), test=data(test))

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, ImageParams, make_splits, split_fields
@@ -38,13 +39,20 @@ def build_digits(p: DigitsParams, ctx: BuildContext | None = None) -> Splits:
     x = torch.as_tensor(images, dtype=torch.float64)
     pixel_max, ladj = float(DIGIT_LEVELS), 0.0
     if p.binarize == "threshold":
-        x, pixel_max = (x >= DIGIT_LEVELS / 2).to(torch.float64), 1.0
+        pixel_max = 1.0
     elif p.scale:
-        x, pixel_max, ladj = x / DIGIT_LEVELS, 1.0, -x.shape[1] * math.log(DIGIT_LEVELS)
-    if p.shape == "image":
-        x = x.reshape(-1, 1, 8, 8)
-    train, test = split_fields({"x": x, "y": torch.as_tensor(labels, dtype=torch.long)}, p)
-    space = DataSpace(image_shape=(1, 8, 8), pixel_max=pixel_max, ladj_to_model=ladj, num_classes=10)
+        pixel_max, ladj = 1.0, -x.shape[1] * math.log(DIGIT_LEVELS)
+
+    def from_raw(raw: Tensor) -> Tensor:
+        """Pixels 0..16, 64 per example, as the spec asks for them."""
+        if p.binarize == "threshold":
+            raw = (raw >= DIGIT_LEVELS / 2).to(torch.float64)
+        elif p.scale:
+            raw = raw / DIGIT_LEVELS
+        return raw.reshape(-1, 1, 8, 8) if p.shape == "image" and raw.dim() == 2 else raw
+
+    train, test = split_fields({"x": from_raw(x), "y": torch.as_tensor(labels, dtype=torch.long)}, p)
+    space = DataSpace(image_shape=(1, 8, 8), pixel_max=pixel_max, ladj_to_model=ladj, num_classes=10, from_raw=from_raw)
     return make_splits(p, train, test, space)
 
 

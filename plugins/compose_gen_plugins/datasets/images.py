@@ -43,9 +43,15 @@ def _image_splits(p: EightBitParams, train: dict[str, Tensor], test: dict[str, T
         space.ladj_to_model = -math.prod(space.image_shape) * math.log(PIXEL_MAX)
     else:
         space.pixel_max = PIXEL_MAX
+
+    def from_raw(raw: Tensor) -> Tensor:
+        """8-bit ``(N, C, H, W)`` images, scaled and shaped as the spec asks."""
+        raw = raw / PIXEL_MAX if p.scale else raw
+        return raw.flatten(1) if p.shape == "flat" else raw
+
+    space.from_raw = from_raw
     for half in (train, test):
-        half["x"] = half["x"] / PIXEL_MAX if p.scale else half["x"]
-        half["x"] = half["x"].flatten(1) if p.shape == "flat" else half["x"]
+        half["x"] = from_raw(half["x"])
     return make_splits(p, train, test, space)
 
 

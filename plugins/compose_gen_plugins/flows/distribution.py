@@ -32,6 +32,7 @@ import copy
 import math
 import warnings
 from itertools import pairwise
+from typing import Any, Mapping
 
 import torch
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
@@ -184,6 +185,12 @@ class FlowNLL(Loss):
         bpd = bits_per_dim(model_nll.detach(), self.flow.event_shape.numel(), self.ladj_to_model)
         nll = model_nll - self.ladj_to_model
         return {"loss": nll, "nll": nll.detach(), "bits_per_dim": bpd}
+
+    likelihood_inputs = ("x", "context")
+
+    def log_likelihood(self, inputs: Mapping[str, Any], samples: int, ladj: Tensor) -> Tensor:
+        """log p(x | c) = log p_Z(f(x; c)) + log|det ∂f/∂x| + ladj: exact, so ``samples`` is not used."""
+        return self.flow.log_prob(inputs["x"], inputs.get("context")) + ladj
 
 
 class FlowSampler(Sampler):

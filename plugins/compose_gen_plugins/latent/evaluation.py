@@ -26,7 +26,6 @@ its graph value, computed from the batch as in training, so the NLL is
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import torch
@@ -36,7 +35,6 @@ from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.core import batches
-from compose_gen_plugins.latent.iwae import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "latent_model", "unexplained_variance"]
@@ -62,21 +60,15 @@ class ImportanceSampledNLL:
     def __init__(self, name: str, model: LatentVariableModel, samples: int, chunk: int, batch_size: int) -> None:
         self.name, self.model, self.samples, self.chunk, self.batch_size = name, model, samples, chunk, batch_size
 
-    def _log_weights(self, x: Tensor, context: Tensor | None, draws: int) -> Tensor:
-        return self.model.evidence(x, draws, exact_kl=False, context=context).log_weights
-
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         torch.manual_seed(ectx.seed)
         test = ectx.test
-        continuous = not self.model.discrete
         total, count = 0.0, 0
         for batch in batches(test, self.batch_size, ectx.device):
             x = batch["x"]
-            log_weights = partial(self._log_weights, x, batch_context(ectx, self.model, batch))
-            log_p = importance_sampled_log_likelihood(log_weights, self.samples, self.chunk)
-            if continuous:
-                log_p = log_p + test.ladj_to_model + batch.get("ladj_x", 0.0)
+            inputs = {"x": x, "context": batch_context(ectx, self.model, batch)}
+            log_p = self.model.log_likelihood(inputs, self.samples, test.ladj_to_model + batch.get("ladj_x", 0.0), self.chunk)
             total += float(log_p.double().sum())
             count += len(x)
         nll = -total / count

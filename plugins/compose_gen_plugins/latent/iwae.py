@@ -6,38 +6,20 @@ r"""The importance-weighted bound (Burda et al. 2016, "Importance Weighted Autoe
 
 and :math:`\mathcal{L}_k \to \log p(x)` as :math:`k \to \infty`.  Trained as the
 ``iwae`` loss (a VAE with ``objective: iwae``); with large ``k`` it is also the
-standard estimate of the test log-likelihood, computed here in chunks of draws
-with a running log-sum-exp so memory stays bounded whatever ``k``.
+standard estimate of the test log-likelihood (``LatentVariableModel.log_likelihood``,
+computed in chunks of draws so memory stays bounded whatever ``k``).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import Field
-from torch import Tensor
 
 from compose_gen import BuildContext
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
 
-__all__ = ["IWAEParams", "build_iwae", "importance_sampled_log_likelihood"]
-
-
-def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samples: int, chunk: int) -> Tensor:
-    """:math:`\\log \\frac1K \\sum_{i \\le K} w_i` from ``log_weights(n)`` (``n`` fresh draws, shape ``(n, *batch)``).
-
-    Draws come ``chunk`` at a time; the log-sum-exps of the chunks are combined
-    with ``logaddexp``, so only one chunk is ever in memory.
-    """
-    if samples < 1 or chunk < 1:
-        raise ValueError(f"samples and chunk must be positive, got {samples} and {chunk}")
-    total: Tensor | None = None
-    for start in range(0, samples, chunk):
-        part = log_weights(min(chunk, samples - start)).logsumexp(0)
-        total = part if total is None else total.logaddexp(part)
-    assert total is not None
-    return total - math.log(samples)
+__all__ = ["IWAEParams", "build_iwae"]
 
 
 class IWAEParams(VAEParams):

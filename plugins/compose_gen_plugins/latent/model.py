@@ -28,8 +28,9 @@ p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z|c))`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -50,6 +51,7 @@ __all__ = [
     "as_normal",
     "build_model_sampler",
     "draw",
+    "importance_sampled_log_likelihood",
     "kl_or_estimate",
     "location",
     "prior_given",
@@ -158,6 +160,22 @@ def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | 
     return (q.log_prob(z) if log_q is None else log_q) - p.log_prob(z), False
 
 
+def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samples: int, chunk: int) -> Tensor:
+    """:math:`\\log \\frac1K \\sum_{i \\le K} w_i` from ``log_weights(n)`` (``n`` fresh draws, shape ``(n, *batch)``).
+
+    Draws come ``chunk`` at a time; the log-sum-exps of the chunks are combined
+    with ``logaddexp``, so only one chunk is ever in memory.
+    """
+    if samples < 1 or chunk < 1:
+        raise ValueError(f"samples and chunk must be positive, got {samples} and {chunk}")
+    total: Tensor | None = None
+    for start in range(0, samples, chunk):
+        part = log_weights(min(chunk, samples - start)).logsumexp(0)
+        total = part if total is None else total.logaddexp(part)
+    assert total is not None
+    return total - math.log(samples)
+
+
 class LatentVariableModel(Loss):
     """Base of the ELBO-family losses; subclasses implement :meth:`evidence` and the generative side."""
 
@@ -236,6 +254,18 @@ class LatentVariableModel(Loss):
 
     #: Whether log p(x|z) is a probability mass (no change of variables in data space).
     discrete = False
+
+    likelihood_inputs = ("x", "context")
+
+    def log_likelihood(self, inputs: Mapping[str, Any], samples: int, ladj: Tensor, chunk: int = 250) -> Tensor:
+        """log p(x | c) ≈ log (1/K) Σ_k p(x, z_k | c) / q(z_k | x, c), z_k ~ q, K = ``samples`` (Burda et al. 2016).
+
+        An estimate whose expectation is a lower bound that tightens as K grows; draws
+        come ``chunk`` at a time.  A density adds ``ladj``, a probability mass does not.
+        """
+        x, context = inputs["x"], inputs.get("context")
+        log_p = importance_sampled_log_likelihood(lambda n: self.evidence(x, n, exact_kl=False, context=context).log_weights, samples, chunk)
+        return log_p if self.discrete else log_p + ladj
 
     # -- the objective ---------------------------------------------------------
     def kl_weight(self) -> Tensor | float:

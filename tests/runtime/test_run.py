@@ -1,0 +1,100 @@
+"""``Run.log_prob``: the likelihood of new examples in data space, counted as the test NLL is."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+import compose_gen as cg
+from compose_gen.runtime import Run
+from compose_gen_plugins.datasets.base import split_fields
+
+
+def flow_on(data: dict, **loss) -> dict:
+    return {
+        "name": "flow2d",
+        "data": data,
+        "components": {
+            "flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "affine_coupling", "shape": [2], "hidden": [8], **loss.pop("bijector", {})}]}
+        },
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow", **loss}},
+        "train": {"steps": 1},
+    }
+
+
+@pytest.fixture
+def standardised_points(tmp_path) -> Run:
+    """An untrained flow on 2-D points standardised by the spec: its affine coupling starts at the identity."""
+    points = np.random.default_rng(0).normal([3.0, -2.0], [2.0, 0.5], size=(400, 2))
+    np.savez(tmp_path / "points.npz", x=points)
+    data = {"type": "npz", "path": str(tmp_path / "points.npz"), "transforms": [{"type": "standardise"}]}
+    return Run.create(cg.load_spec(flow_on(data)), tmp_path / "run", progress=False)
+
+
+def test_a_flow_gives_the_closed_form_density_of_new_points_in_data_space(standardised_points) -> None:
+    """With f the identity, p(x) = N((x − m)/s; 0, I) / ∏ s, for the train split's mean m and std s."""
+    run = standardised_points
+    train = run.data.train.to_display(run.data.train.fields["x"]).double()  # back in data space
+    mean, std = train.mean(0), train.std(0)
+    new = torch.tensor([[3.0, -2.0], [5.0, -1.5], [-1.0, 0.0]], dtype=torch.float64)
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob((new - mean) / std).sum(-1) - std.log().sum()
+    torch.testing.assert_close(run.log_prob(new), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_test_split_scores_its_test_nll(standardised_points) -> None:
+    run = standardised_points
+    test = run.data.test
+    nll = run.model.evaluate_terms(test.batch(slice(None)))["nll.nll"]
+    log_p = run.log_prob(test.to_display(test.fields["x"]))
+    assert -log_p.mean().item() == pytest.approx(nll.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("settings, ladj", [({}, -64 * math.log(16)), ({"scale": False}, 0.0), ({"binarize": "threshold"}, 0.0)])
+def test_raw_digits_are_mapped_as_the_dataset_mapped_its_own(settings: dict, ladj: float) -> None:
+    spec = cg.load_spec({"name": "digits", "data": {"type": "digits", "shape": "image", **settings}, "losses": {}}, catalogue=cg.make_catalogue())
+    splits = spec.sections.data.type.build(spec.sections.data.params, None)
+    images, labels = load_digits(return_X_y=True)
+    _, test = split_fields({"x": torch.as_tensor(images), "y": torch.as_tensor(labels)}, spec.sections.data.params)
+    x, log_det = splits.test.to_model(test["x"])  # pixels 0..16, 64 per example
+    assert torch.equal(x, splits.test.fields["x"]) and x.shape[1:] == (1, 8, 8)
+    torch.testing.assert_close(log_det, torch.full((len(x),), ladj, dtype=torch.float64))
+
+
+def test_a_latent_models_estimate_tightens_with_samples_and_matches_the_importance_sampled_nll(tmp_path, vae_spec) -> None:
+    """Binarized digits: a probability mass, so no log-determinant; more draws give a tighter bound on average."""
+    vae_spec["evaluate"] = {"metrics": [{"type": "importance_sampled_nll", "model": "vae", "samples": 50}]}
+    run = cg.train(cg.load_spec(vae_spec), out=tmp_path / "vae")
+    images, labels = load_digits(return_X_y=True)
+    _, test = split_fields({"x": torch.as_tensor(images), "y": torch.as_tensor(labels)}, run.spec.sections.data.params)
+    elbo, bound = run.log_prob(test["x"], samples=1), run.log_prob(test["x"], samples=50)
+    assert elbo.shape == bound.shape == (len(test["x"]),)
+    gap = (bound - elbo).double()
+    assert gap.mean() > 4 * gap.std() / math.sqrt(len(gap)), "the 50-draw bound is tighter than the ELBO"
+    nll = run.evaluate()["test/vae.nll_k50"]
+    assert -bound.mean().item() == pytest.approx(nll, abs=0.05), "the metric's number, up to the draws"
+
+
+def test_a_conditional_flow_needs_the_labels_and_depends_on_them(tmp_path) -> None:
+    spec = flow_on({"type": "eight_gaussians", "n": 400}, context="c", bijector={"context_features": 8})
+    spec["graph"] = {"c": "one_hot(y, 8)"}
+    run = cg.train(cg.load_spec(spec), out=tmp_path / "run")
+    points = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    with pytest.raises(ValueError, match=r"loss 'nll' computes log p\(x\) from the fields x, y; give y too"):
+        run.log_prob(points)
+    assert not torch.allclose(run.log_prob(points, [0, 0]), run.log_prob(points, [2, 2]))
+    with pytest.raises(ValueError, match="2 examples but 1 labels"):
+        run.log_prob(points, [0])
+
+
+def test_a_model_without_a_likelihood_and_points_of_another_shape_are_refused(tmp_path, cgan_spec, standardised_points) -> None:
+    gan = cg.train(cg.load_spec(cgan_spec), out=tmp_path / "gan")
+    with pytest.raises(ValueError, match="no loss of spec 'cgan' defines a likelihood"):
+        gan.log_prob(torch.zeros(3, 2), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"new examples must have the shape of the data's, \(N, 2\); got \(3, 3\)"):
+        standardised_points.log_prob(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="'adv' defines no likelihood; losses that define one: none"):
+        gan.log_prob(torch.zeros(3, 2), [0, 1, 2], loss="adv")
