@@ -52,6 +52,17 @@ class Catalogue:
     failures: dict[str, str] = field(default_factory=dict)
     #: Type names set aside because several plugins register them, with those plugins.
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+    #: ``"<distribution> <version>"`` of each plugin installed through the entry-point group.
+    package_of: dict[str, str] = field(default_factory=dict)
+
+    def provenance(self, type_names: Iterable[str]) -> dict[str, str]:
+        """``{type: "plugin '<plugin>' from <distribution> <version>"}`` for the known ``type_names``: what a run records."""
+        found = {}
+        for name in sorted(set(type_names) & set(self.types)):
+            plugin = self.plugin_of[name]
+            package = self.package_of.get(plugin)
+            found[name] = f"plugin {plugin!r}" + (f" from {package}" if package else "")
+        return found
 
     def __contains__(self, name: object) -> bool:
         return name in self.types
@@ -147,6 +158,8 @@ def _load_entry_points(catalogue: Catalogue, first_party_only: bool = False) -> 
             )
             continue
         owner[point.name] = dist
+        version = getattr(getattr(point, "dist", None), "version", None)
+        catalogue.package_of[point.name] = f"{dist} {version}" if version else dist
         try:
             loaded.append((point.name, point.load(), dist))
         except (Exception, SystemExit) as error:

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -88,6 +90,38 @@ def _missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tu
         elif isinstance(value, str) and Path(value).is_absolute() and not Path(value).exists():  # recorded absolute
             missing.append((*path, key))
     return missing
+
+
+#: The run folder's record of the plugin (and package, with its version) that gave each type its spec uses.
+PLUGINS_FILE = "plugins.json"
+
+
+def _types_used(spec: Spec) -> list[str]:
+    sections = spec.sections
+    declared = [*sections.components.values(), *sections.losses.values(), *sections.metrics, sections.data, sections.sampler]
+    return [d.type.name for d in declared if d is not None]
+
+
+def _recorded_plugins(run_dir: Path) -> dict[str, str]:
+    """The folder's :data:`PLUGINS_FILE` (empty if absent or unreadable: a record for messages, not for rebuilding)."""
+    try:
+        recorded = json.loads((run_dir / PLUGINS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, str)} if isinstance(recorded, dict) else {}
+
+
+def _with_missing_plugin_remedy(error: SpecError, run_dir: Path) -> SpecError:
+    """A run folder's unknown types, each with the plugin and package the run was trained with."""
+    recorded = _recorded_plugins(run_dir)
+
+    def remedy(message: str) -> str:
+        for name, origin in recorded.items():
+            if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", message):
+                return f"{message}; {run_dir} was trained with it from {origin}: install that package"
+        return message
+
+    return SpecError([Problem(p.path, remedy(p.message)) for p in error.problems], error.where)
 
 
 def _with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecError:
@@ -169,7 +203,10 @@ class Run:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         if trained and checkpoint is None and not list_checkpoints(run_dir):
             raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
-        spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
+        try:
+            spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
+        except SpecError as error:
+            raise _with_missing_plugin_remedy(error, run_dir) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         try:
             with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
@@ -178,6 +215,10 @@ class Run:
         except SpecError as error:
             raise _with_moved_data_remedy(error, spec, run_dir) from None
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
+        recorded, now = _recorded_plugins(run_dir), spec.catalogue.provenance(_types_used(spec))
+        for name in sorted(set(recorded) & set(now)):
+            if recorded[name] != now[name]:
+                run.trainer.say(f"warning: {run_dir} was trained with type {name!r} of {recorded[name]}; it is now of {now[name]}")
         if checkpoint is None:
             loaded, skipped = load_latest(run_dir, model)
             for reason in skipped:
@@ -265,6 +306,9 @@ class Run:
         path = self.dir / "spec.yaml"
         if not path.exists() or path.read_text() != text:
             write_text_atomic(path, text)
+        plugins = self.spec.catalogue.provenance(_types_used(self.spec))
+        if _recorded_plugins(self.dir) != plugins:
+            write_json_atomic(self.dir / PLUGINS_FILE, plugins)
 
     def averaged(self) -> AbstractContextManager[Any]:
         """A context in which the model holds its moving-average weights (``train.ema``), if it keeps any."""

@@ -1,7 +1,8 @@
-"""``Run.log_prob``: the likelihood of new examples in data space, counted as the test NLL is."""
+"""The Run: ``log_prob`` of new examples in data space (counted as the test NLL is), and the plugins it records."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -98,3 +99,28 @@ def test_a_model_without_a_likelihood_and_points_of_another_shape_are_refused(tm
         standardised_points.log_prob(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="'adv' defines no likelihood; losses that define one: none"):
         gan.log_prob(torch.zeros(3, 2), [0, 1, 2], loss="adv")
+
+
+def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path, vae_spec, install_plugin, capsys) -> None:
+    install_plugin(
+        "counting_metrics",
+        """
+        from compose_gen import ComponentType, Params, hookimpl
+
+        @hookimpl
+        def compose_gen_types():
+            return [ComponentType("one", "metric", Params, lambda params, ctx: lambda ectx: {"one": 1.0})]
+        """,
+    )
+    vae_spec["evaluate"] = {"metrics": [{"type": "one"}]}
+    run_dir = tmp_path / "run"
+    cg.train(cg.load_spec(vae_spec, catalogue=cg.make_catalogue()), out=run_dir)
+    recorded = json.loads((run_dir / "plugins.json").read_text())
+    assert recorded["one"] == "plugin 'counting_metrics' from counting_metrics 0.1"
+    assert recorded["elbo"].startswith("plugin 'latent' from compose-gen ")
+    with pytest.raises(cg.SpecError, match=rf"unknown metric type 'one'.*; {run_dir} was trained with it from plugin 'counting_metrics' from counting_metrics 0.1: install that package"):
+        Run.load(run_dir, catalogue=cg.make_catalogue(entry_points="first-party"))
+    (run_dir / "plugins.json").write_text(json.dumps({**recorded, "one": "plugin 'counting_metrics' from counting_metrics 0.0"}))
+    capsys.readouterr()
+    Run.load(run_dir, catalogue=cg.make_catalogue())
+    assert f"warning: {run_dir} was trained with type 'one' of plugin 'counting_metrics' from counting_metrics 0.0; it is now of plugin 'counting_metrics' from counting_metrics 0.1" in capsys.readouterr().err
