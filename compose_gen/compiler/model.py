@@ -207,6 +207,7 @@ def compile_spec(
         evaluators = _evaluators(spec, graph, components)
         plans = make_plans(spec, graph, components, losses, evaluators)
         _check_conditions(spec, graph, sampler, data)
+        _check_averaged(spec, components)
         advise(spec)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
@@ -238,6 +239,14 @@ def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None, dat
             f"the condition {value!r} is computed from {', '.join(needs)}, not from the labels y alone, "
             "so the sampler cannot make it for a class",
         )
+
+
+def _check_averaged(spec: Spec, components: dict[str, nn.Module]) -> None:
+    """The components of ``train.ema`` hold parameters to average."""
+    ema = spec.model.train.ema
+    empty = [n for n in (ema.components if ema is not None else []) if not any(True for _ in components[n].parameters())]
+    if empty:
+        raise spec.error(("train", "ema", "components"), f"{', '.join(empty)} hold(s) no parameters to average")
 
 
 def _evaluators(spec: Spec, graph: SpecGraph, components: dict[str, nn.Module]) -> dict[str, Callable[[dict[str, Any]], Any]]:

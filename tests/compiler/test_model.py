@@ -1,4 +1,4 @@
-"""The compiled model's public surface: sampling by class."""
+"""The compiled model's public surface: sampling by class; checks of the whole model."""
 
 from __future__ import annotations
 
@@ -46,3 +46,11 @@ def test_a_model_that_does_not_sample_by_class_refuses_chosen_classes(catalogue,
     assert model.labels(4) is None
     with pytest.raises(ValueError, match="spec 'tiny_vae' does not sample by class"):
         model.sample(4, classes=[1])
+
+
+def test_averaging_a_component_without_parameters_is_refused_at_build(catalogue, vae_spec) -> None:
+    vae_spec["train"]["ema"] = {"components": ["encoder", "prior"]}
+    with pytest.raises(cg.SpecError, match=r"train\.ema\.components: prior hold\(s\) no parameters to average"):
+        cg.build(cg.load_spec(vae_spec, catalogue=catalogue))
+    vae_spec["train"]["ema"] = {"components": ["encoder"]}
+    cg.build(cg.load_spec(vae_spec, catalogue=catalogue))
