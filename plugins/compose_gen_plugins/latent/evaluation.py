@@ -89,7 +89,11 @@ def build_importance_sampled_nll(p: ImportanceSampledNLLParams, ctx: BuildContex
 
 
 class PosteriorCollapse:
-    """Per-dimension KL and active units of every stochastic layer over the test split."""
+    """Per-dimension KL and active units of every stochastic layer over the test split.
+
+    Each layer as the model's ``levels`` gives it: for the two-level HVAE, z₁'s KL is taken
+    under the posterior mean of z₂ (one value per example), not averaged over draws of z₂.
+    """
 
     def __init__(self, name: str, model: LatentVariableModel, threshold: float, kl_samples: int = 16) -> None:
         self.name, self.model, self.threshold, self.kl_samples = name, model, threshold, kl_samples

@@ -98,6 +98,9 @@ class HierarchicalVAE(LatentVariableModel):
         return self.call_part("decoder", self.call_part("conditional_prior", z, context).mean, context).mean
 
     def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
+        """q(z₂|x) against p(z₂), and q(z₁|x, z₂) against p(z₁|z₂) at z₂ = the posterior mean of z₂, not averaged
+        over its draws: so the per-dimension KL and active units of z₁ that ``posterior_collapse`` reports are those of
+        the bottom layer under the top posterior's mean, which can differ from the bound's E_q(z₂|x)[KL]."""
         q_top = self.call_part("encoder_top", x, context)
         p_bottom = self.call_part("conditional_prior", location(q_top), context)
         q_bottom = precision_weighted(self.call_part("encoder_bottom", x, context), p_bottom)
