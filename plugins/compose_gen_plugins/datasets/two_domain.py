@@ -9,9 +9,17 @@ within each split with a seeded permutation (labels ``y_a`` and ``y_b``)::
 
     data: {type: unpaired, source: {type: digits, scale: true}, mapping: invert}
 
-The source's splits are kept.  The two-domain ``transforms:`` apply to both
-fields, fitted on both together, so one ``to_display`` shows either domain.
-Sources are the dataset types of this package (not two-domain ones).
+``two_sources`` takes each domain from a dataset of its own (horses and zebras,
+say), which need only agree on the shape of an example and its log-determinant::
+
+    data: {type: two_sources, a: {type: npz, path: horses.npz}, b: {type: npz, path: zebras.npz}}
+
+Each source's splits are kept.  A split of the smaller domain is repeated to the
+other's size, each example in turn under a seeded shuffle (as CycleGAN's loader
+draws the second domain at random), so a batch pairs nothing.  The two-domain
+``transforms:`` apply to both fields, fitted on both together, so one
+``to_display`` (domain a's) shows either domain.  Sources are the dataset types
+of this package (not two-domain ones).
 """
 
 from __future__ import annotations
@@ -76,11 +84,20 @@ def _map(a: Tensor, mapping: str, image_shape: tuple[int, ...] | None) -> Tensor
     return moved.reshape(a.shape)
 
 
-def _half(source: TensorData, p: TwoDomainParams, split: str, paired: bool) -> dict[str, Tensor]:
+class TwoSourcesParams(PipelineParams):
+    a: SourceSpec = Field(..., description="dataset whose x is domain a: {type: <dataset type>, ...its parameters}")
+    b: SourceSpec = Field(..., description="dataset whose x is domain b, of examples shaped as a's")
+
+
+def _check_source(source: TensorData) -> None:
     if ladj_field("x") in source.fields:
         raise DatasetError(
             "a two-domain source must not use logit (a per-example transform); put it in the two-domain transforms"
         )
+
+
+def _half(source: TensorData, p: TwoDomainParams, split: str, paired: bool) -> dict[str, Tensor]:
+    _check_source(source)
     a = source.fields["x"]
     b = _map(a, p.mapping, source.image_shape)
     y = source.fields.get("y")
@@ -92,15 +109,20 @@ def _half(source: TensorData, p: TwoDomainParams, split: str, paired: bool) -> d
     return {"a": a, "b": b[order], "y_a": y, "y_b": y[order]}
 
 
+def _space_of(source: TensorData) -> DataSpace:
+    """What the two-domain data keep of (domain a's) source: its display, log-determinant and classes."""
+    return DataSpace(
+        image_shape=source.image_shape,
+        base_display=source.to_display,
+        ladj_to_model=source.ladj_to_model,
+        num_classes=source.num_classes,
+        meta=dict(source.meta),
+    )
+
+
 def _two_domain(p: TwoDomainParams, ctx: BuildContext | None, paired: bool) -> Splits:
     source = SOURCE_TYPES[p.source.type].build(p.source, ctx)
-    space = DataSpace(
-        image_shape=source.train.image_shape,
-        base_display=source.train.to_display,
-        ladj_to_model=source.train.ladj_to_model,
-        num_classes=source.train.num_classes,
-        meta=dict(source.train.meta),
-    )
+    space = _space_of(source.train)
     train = _half(source.train, p, "train", paired)
     test = _half(source.test, p, "test", paired)
     return make_splits(p, train, test, space, modelled=("a", "b"))
@@ -116,7 +138,45 @@ def build_unpaired(p: TwoDomainParams, ctx: BuildContext | None = None) -> Split
     return _two_domain(p, ctx, paired=False)
 
 
+def _as_large_as(fields: dict[str, Tensor], n: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """``fields`` repeated to ``n`` examples: each in turn, under a fresh shuffle per pass (as they are if already ``n``)."""
+    m = len(next(iter(fields.values())))
+    if m == n:
+        return fields
+    order = torch.cat([torch.randperm(m, generator=generator) for _ in range(-(-n // m))])[:n]
+    return {k: v[order] for k, v in fields.items()}
+
+
+def _joined_domains(a: TensorData, b: TensorData, p: TwoSourcesParams, split: str) -> dict[str, Tensor]:
+    """Fields ``a``, ``b`` (and ``y_a``, ``y_b``) of one split, the smaller domain repeated to the other's size."""
+    domains = {}
+    for name, source in (("a", a), ("b", b)):
+        _check_source(source)
+        domains[name] = {name: source.fields["x"], **({f"y_{name}": source.fields["y"]} if "y" in source.fields else {})}
+    n = max(len(a), len(b))
+    generator = seeded_generator(p.seed, f"two_sources/{split}")
+    return {k: v for name in ("a", "b") for k, v in _as_large_as(domains[name], n, generator).items()}
+
+
+def build_two_sources(p: TwoSourcesParams, ctx: BuildContext | None = None) -> Splits:
+    """Domain ``a`` from one dataset, ``b`` from another, unpaired (Zhu et al., 2017, "CycleGAN")."""
+    a, b = SOURCE_TYPES[p.a.type].build(p.a, ctx), SOURCE_TYPES[p.b.type].build(p.b, ctx)
+    shapes = {name: tuple(s.train.fields["x"].shape[1:]) for name, s in (("a", a), ("b", b))}
+    if shapes["a"] != shapes["b"]:
+        raise DatasetError(f"the domains' examples must have one shape: a's are {shapes['a']}, b's {shapes['b']}")
+    if abs(a.train.ladj_to_model - b.train.ladj_to_model) > 1e-6 * max(1.0, abs(a.train.ladj_to_model)):
+        raise DatasetError(
+            f"the sources map their values to model space differently (log-determinants {a.train.ladj_to_model:g} and "
+            f"{b.train.ladj_to_model:g}): scale both alike, with the same `scale:` setting or in the two-domain `transforms:`"
+        )
+    space = _space_of(a.train)
+    space.num_classes = None  # each domain has its own labels, y_a and y_b
+    train, test = _joined_domains(a.train, b.train, p, "train"), _joined_domains(a.test, b.test, p, "test")
+    return make_splits(p, train, test, space, modelled=("a", "b"))
+
+
 TWO_DOMAIN_TYPES = [
     ComponentType("paired", "dataset", TwoDomainParams, build_paired),
     ComponentType("unpaired", "dataset", TwoDomainParams, build_unpaired),
+    ComponentType("two_sources", "dataset", TwoSourcesParams, build_two_sources),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy
 import pytest
 import torch
 from pydantic import ValidationError
@@ -77,3 +78,28 @@ def test_two_domain_errors(build) -> None:
         build("paired", source={"type": "digits", "scaled": True})
     with pytest.raises(ValidationError):
         build("paired", source={"type": "paired", "source": {"type": "digits"}})
+
+
+def test_two_sources_keep_their_splits_and_repeat_the_smaller_domain_evenly(build, tmp_path) -> None:
+    noise = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0)).numpy()
+    numpy.savez(tmp_path / "noise.npz", x=16 * noise)  # grey levels as the digits' own, 0..16
+    a_source, b_source = {"type": "digits", "shape": "image", "scale": False}, {"type": "npz", "path": str(tmp_path / "noise.npz"), "test_fraction": 0.2}
+    splits = build("two_sources", a=a_source, b=b_source, transforms=[{"type": "scale", "a": 1 / 8, "b": -1.0}])
+    digits, own = build("digits", shape="image", scale=False), build("npz", path=str(tmp_path / "noise.npz"), test_fraction=0.2)
+    for half, a, b in ((splits.train, digits.train, own.train), (splits.test, digits.test, own.test)):
+        assert set(half.fields) == {"a", "b", "y_a"} and len(half) == len(a)
+        assert torch.equal(half.fields["a"], a.fields["x"] / 8 - 1) and torch.equal(half.fields["y_a"], a.fields["y"])
+        kept = (b.fields["x"] / 8 - 1).flatten(1)
+        index = [int(torch.nonzero((kept == row).all(1))[0]) for row in half.fields["b"].flatten(1)]  # every b is one of b's split
+        counts = torch.bincount(torch.tensor(index), minlength=len(b))
+        assert counts.min() == len(a) // len(b) and counts.max() <= -(-len(a) // len(b)), "each example in turn"
+        assert index[: len(b)] != sorted(index[: len(b)]), "shuffled"
+        torch.testing.assert_close(half.to_display(half.fields["b"]), b.fields["x"][index] / 16)  # a's display serves both
+    assert splits.train.ladj_to_model == pytest.approx(64 * math.log(1 / 8))
+
+
+def test_two_sources_must_agree_on_shape_and_scaling(build) -> None:
+    with pytest.raises(DatasetError, match=r"the domains' examples must have one shape: a's are \(1, 8, 8\), b's \(64,\)"):
+        build("two_sources", a={"type": "digits", "shape": "image"}, b={"type": "digits", "shape": "flat"})
+    with pytest.raises(DatasetError, match="the sources map their values to model space differently"):
+        build("two_sources", a={"type": "digits", "scale": False}, b={"type": "digits"})
