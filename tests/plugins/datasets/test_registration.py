@@ -12,7 +12,7 @@ from compose_gen import make_catalogue
 EXPECTED = {
     "eight_gaussians", "gaussian_grid", "moons", "circles", "checkerboard", "pinwheel", "swiss_roll", "rings",
     "two_spirals", "digits", "breast_cancer", "wine", "npz", "npy", "csv", "image_folder", "mnist_idx", "paired",
-    "unpaired",
+    "unpaired", "two_sources",
 }
 
 
