@@ -236,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the picture to write (.png unless it names another format)")
     p.add_argument("--temperature", type=_at_least(0.0, float), default=1.0, help="scale of the noise's standard deviation (0: the mode)")
     p.add_argument(
-        "--class", dest="classes", action="append", type=_at_least(0, int), metavar="K",
-        help="draw only class K (repeat for several, one per column) from a model that samples by class",
+        "--class", dest="classes", action="append", metavar="K",
+        help="draw only class K, a label or a class name (repeat for several, one per column), from a model that samples by class",
     )
     p.add_argument("--device")
     overrides(p)

@@ -7,14 +7,21 @@ parameters in its ``build``.
 
 from __future__ import annotations
 
+from compose_gen.core import Splits
 from compose_gen.spec import Spec
 
 __all__ = ["advise"]
 
 
-def advise(spec: Spec) -> None:
-    """Warn about schedules that never reach their rate or never decay, and a default optimizer no player uses."""
+def advise(spec: Spec, data: Splits) -> None:
+    """Warn about schedules that never reach their rate or never decay, a default optimizer no player uses,
+    and batches larger than the data."""
     train, players = spec.model.train, spec.model.players
+    if train.batch_size > len(data.train):
+        spec.warn(
+            ("train", "batch_size"),
+            f"{train.batch_size}, but the train split holds {len(data.train)} examples, so every batch is that whole split",
+        )
     for name, player in players.items():
         schedule, path = player.schedule, ("players", name, "schedule")
         if schedule.warmup > train.steps:  # lr reaches its value at round `warmup`

@@ -208,7 +208,7 @@ def compile_spec(
         plans = make_plans(spec, graph, components, losses, evaluators)
         _check_conditions(spec, graph, sampler, data)
         _check_averaged(spec, components)
-        advise(spec)
+        advise(spec, data)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
             dry_run(model, data)

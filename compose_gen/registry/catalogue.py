@@ -104,7 +104,8 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     synonym = SYNONYMS.get(name.lower().replace("_", "").replace("-", ""))
     if synonym is not None and synonym[0] in candidates and synonym[0] != name:
         return f"; did you mean {synonym[0]!r}? ({synonym[1]})"
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    same_but_case = [c for c in candidates if c.lower() == name.lower()]
+    close = same_but_case or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -327,14 +327,33 @@ class Run:
             self.model.train(was_training)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Tensor:
+    def sample(self, n: int, temperature: float = 1.0, classes: Sequence[int | str] | None = None) -> Tensor:
         """``n`` samples in model space (drawn in eval mode with the averaged weights; training's are restored after).
 
         A model that samples by class draws example ``i`` of class ``classes[i mod len(classes)]``,
-        every class by default: ``run.sample(8, classes=[3])`` draws eight 3s.
+        every class by default: ``run.sample(8, classes=[3])`` draws eight 3s.  A class is its
+        label, or its name where the data name their classes (a csv's label texts, an image
+        folder's sub-folders): ``classes=["virginica"]``.
         """
         with self._as_evaluated():
-            return self.model.sample(n, temperature, classes)
+            return self.model.sample(n, temperature, self.class_labels(classes))
+
+    def class_labels(self, classes: Sequence[int | str] | None) -> list[int] | None:
+        """``classes`` as labels: a name of the data's classes (``meta["classes"]``) becomes its label, a whole number
+        (or its text) stays as it is; names win over numbers, since a renamed label ``"3"`` may not be label 3."""
+        if classes is None:
+            return None
+        names = [str(name) for name in self.data.train.meta.get("classes") or []]
+        labels = []
+        for k in classes:
+            if str(k) in names:
+                labels.append(names.index(str(k)))
+            elif isinstance(k, int) or (isinstance(k, str) and k.lstrip("-").isdigit()):
+                labels.append(int(k))
+            else:
+                known = f"its classes are {', '.join(names)}" if names else "its classes have no names, only labels"
+                raise ValueError(f"unknown class {k!r}: {known}")
+        return labels
 
     @torch.no_grad()
     def log_prob(self, x: Any, y: Any = None, samples: int = 1000, loss: str | None = None, batch_size: int = 256) -> Tensor:
@@ -362,7 +381,9 @@ class Run:
                 parts.append(self.model.log_likelihood(batch, ladj[part].to(self.device), samples, loss).cpu())
         return torch.cat(parts)
 
-    def save_samples(self, path: str | Path, n: int | None = None, temperature: float = 1.0, classes: Sequence[int] | None = None) -> Path:
+    def save_samples(
+        self, path: str | Path, n: int | None = None, temperature: float = 1.0, classes: Sequence[int | str] | None = None
+    ) -> Path:
         """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D);
         to a ``.npy`` file as an array in data space, or to ``.npz`` with ``x`` and, when sampled by class, labels ``y``.
 
@@ -371,7 +392,7 @@ class Run:
         successive pictures of one run show the same noise and training is not disturbed.
         """
         n = n or self.spec.model.evaluate.samples
-        labels = self.model.labels(n, classes)
+        labels = self.model.labels(n, self.class_labels(classes))
         with rng.isolated(self.device, self.spec.model.seed):
             x = self.sample(n, temperature, classes)
         test = self.data.test

@@ -264,6 +264,7 @@ def test_a_catalogue_of_first_party_types_leaves_other_installed_plugins_out(ins
         ("nice", ["additive_coupling"], "; did you mean 'additive_coupling'? (NICE is a stack of additive couplings; see specs/nice_digits.yaml)"),
         ("n_critic", ["params", "terms"], ""),  # a synonym is suggested only where its name exists
         ("stepz", ["steps"], "; did you mean 'steps'?"),
+        ("CSV", ["csv", "npz", "npy"], "; did you mean 'csv'?"),  # too short for difflib, but the same name in another case
     ],
 )
 def test_suggest_knows_names_other_tools_use(name, candidates, hint) -> None:

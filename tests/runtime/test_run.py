@@ -124,3 +124,17 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
     capsys.readouterr()
     Run.load(run_dir, catalogue=cg.make_catalogue())
     assert f"warning: {run_dir} was trained with type 'one' of plugin 'counting_metrics' from counting_metrics 0.0; it is now of plugin 'counting_metrics' from counting_metrics 0.1" in capsys.readouterr().err
+
+
+def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path) -> None:
+    rows = ["u,v,species"] + [f"{i % 7},{i % 5},{['setosa', 'versicolor', 'virginica'][i % 3]}" for i in range(90)]
+    (tmp_path / "flowers.csv").write_text("\n".join(rows))
+    spec = flow_on({"type": "csv", "path": str(tmp_path / "flowers.csv"), "label": "species"}, context="c", bijector={"context_features": 3})
+    spec["graph"] = {"c": "one_hot(y, 3)"}
+    spec["sample"] = {"type": "flow_sampler", "flow": "flow", "classes": 3, "condition": "c"}
+    run = Run.create(cg.load_spec(spec), tmp_path / "run", progress=False)
+    assert run.class_labels(["virginica", "setosa", 1, "2"]) == [2, 0, 1, 2]
+    with pytest.raises(ValueError, match="unknown class 'rose': its classes are setosa, versicolor, virginica"):
+        run.class_labels(["rose"])
+    run.save_samples(tmp_path / "s.npz", 4, classes=["virginica"])
+    assert np.load(tmp_path / "s.npz")["y"].tolist() == [2, 2, 2, 2]

@@ -71,9 +71,11 @@ def as_features(array: np.ndarray, path: Path, what: str = "x") -> Tensor:
 def as_labels(array: np.ndarray, path: Path, n: int, what: str = "labels") -> tuple[Tensor, int]:
     """Integer labels ``0..K-1`` of ``n`` examples, and ``K`` (the largest label + 1, at most ``MAX_CLASSES``)."""
     if array.shape != (n,):
-        raise file_error(path, f"{what} have shape {array.shape}; expected ({n},), one per example")
+        raise file_error(path, f"the {what} array has shape {array.shape}; expected ({n},), one per example")
     if array.dtype.kind not in "iuf":
-        raise file_error(path, f"{what} have dtype {array.dtype}; labels must be non-negative integers")
+        raise file_error(
+            path, f"the {what} array has dtype {array.dtype}; labels must be non-negative integers (a csv numbers named classes for you)"
+        )
     not_class_index = ~np.isfinite(array) | (array != np.round(array)) | (array < 0)
     _refuse_first(array, not_class_index, path, what, "labels must be non-negative integers")
     largest = int(array.argmax())

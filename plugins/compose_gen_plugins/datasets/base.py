@@ -189,6 +189,13 @@ def make_splits(
     event = tuple(train[modelled[0]].shape[1:])
     if info.image_shape is not None and math.prod(info.image_shape) != math.prod(event):
         raise DatasetError(f"image shape {info.image_shape} does not match event shape {event}")
+    if info.image_shape is not None and len(event) == 3 and event != info.image_shape and event == (*info.image_shape[1:], info.image_shape[0]):
+        channels = info.image_shape[0]
+        raise DatasetError(
+            f"the examples have shape {event}, channels last, but image_shape {list(info.image_shape)} reads them channels "
+            f"first, which would scramble every image; transpose the array to (N, {channels}, {event[0]}, {event[1]}) "
+            "(numpy: x.transpose(0, 3, 1, 2))"
+        )
     try:
         pipeline, y, constant, per_example = fit_pipeline(
             params.transforms, _joined(train, modelled), seeded_generator(params.seed, "transforms/train")

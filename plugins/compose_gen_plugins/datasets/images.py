@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,7 @@ from PIL import Image, ImageMode
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen import BuildContext, ComponentType, SpecWarning, Splits
 from compose_gen_plugins.datasets.arrays import PositiveInt, as_labels, require_file
 from compose_gen_plugins.datasets.base import DatasetError, DataSpace, ImageParams, file_error, make_splits, split_fields
 
@@ -86,6 +87,15 @@ def _find_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     classes = [(d.name, files) for d in folders if (files := _image_files(d, recursive=True))]
     if classes and loose:
         raise file_error(root, f"has images both in class folders and directly inside ({loose[0].name})")
+    empty = [d.name for d in folders if d.name not in {name for name, _ in classes}]
+    if classes and empty:
+        warnings.warn(
+            SpecWarning(
+                f"class folder(s) {', '.join(empty)} of {root} hold no images and are left out, so the classes are "
+                f"{', '.join(name for name, _ in classes)}, labelled 0..{len(classes) - 1} in that order"
+            ),
+            stacklevel=2,
+        )
     if classes:
         paths = [path for _, files in classes for path in files]
         labels = [label for label, (_, files) in enumerate(classes) for _ in files]

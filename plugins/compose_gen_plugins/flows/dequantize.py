@@ -99,6 +99,13 @@ def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
             f"(largest distance to the grid: {off_grid:.3g} steps)"
         )
     low, top = int(scaled.min().round().item()), int(scaled.max().round().item())
+    if levels > 1 and top > levels and (x.double() - x.double().round()).abs().max().item() < 1e-4:
+        raw_top = int(x.max().round().item())  # integers never scaled: 0..255 rather than k/256
+        raise ValueError(
+            f"dequantize: levels={levels} takes data k/{levels} in [0, 1), but the data are integers up to {raw_top}, "
+            f"not yet scaled: scale them by 1/{raw_top + 1} with `levels: {raw_top + 1}` "
+            f"(the dataset's `transforms: [{{type: scale, a: {1 / (raw_top + 1)!r}}}]`)"
+        )
     if levels > 1 and (low < 0 or top > levels - 1):  # levels 1: raw integers, scaled by a bijector after this one
         need = top + 1
         raise ValueError(
@@ -108,7 +115,7 @@ def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
                 ""
                 if low < 0
                 else f". The data take {need} levels (0..{top}): set `levels: {need}`, with the data scaled by 1/{need} "
-                f"(the dataset's `scale: false` and `transforms: [{{type: scale, a: {1 / need!r}}}]`)"
+                f"(for digits, `scale: false` and `transforms: [{{type: scale, a: {1 / need!r}}}]`)"
             )
         )
     dims = x[0].numel()

@@ -63,7 +63,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
         (lambda p: write_npz(p, x=X, y=np.where(Y == 2, np.inf, Y)), {"y_key": "y"}, r"y\[2\] = inf: labels must be"),
         (lambda p: write_npz(p, x=X, y=Y + 0.5), {"y_key": "y"}, r"y\[0\] = 0.5: labels must be non-negative integers"),
         (lambda p: write_npz(p, x=X[:1, :0]), {}, r"x has shape \(1, 0\), no values"),
-        (lambda p: write_npz(p, x=X, y=Y[:5]), {"y_key": "y"}, r"y have shape \(5,\); expected \(10,\)"),
+        (lambda p: write_npz(p, x=X, y=Y[:5]), {"y_key": "y"}, r"the y array has shape \(5,\); expected \(10,\)"),
         (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), {}, "is a .npy array"),
         (lambda p: None, {}, "no such file"),
     ],
@@ -241,3 +241,13 @@ def test_make_splits_refuses_an_empty_half() -> None:
     x = torch.zeros(3, 2, dtype=torch.float64)
     with pytest.raises(DatasetError, match="^empty test split: it has no examples"):
         make_splits(PipelineParams(), {"x": x}, {"x": x[:0]})
+
+
+def test_channels_last_images_are_refused_with_the_transpose_that_fixes_them(build, tmp_path: Path) -> None:
+    """(N, H, W, C) arrays, as Pillow and imageio give them, read as (C, H, W) would scramble every picture."""
+    images = np.random.default_rng(0).random((20, 8, 8, 3)).astype(np.float32)
+    np.savez(tmp_path / "nhwc.npz", x=images)
+    with pytest.raises(DatasetError, match=r"shape \(8, 8, 3\), channels last, but image_shape \[3, 8, 8\] reads them channels first.*transpose the array to \(N, 3, 8, 8\)"):
+        build("npz", path=str(tmp_path / "nhwc.npz"), image_shape=[3, 8, 8])
+    np.savez(tmp_path / "nchw.npz", x=images.transpose(0, 3, 1, 2))
+    assert build("npz", path=str(tmp_path / "nchw.npz"), image_shape=[3, 8, 8]).train.image_shape == (3, 8, 8)

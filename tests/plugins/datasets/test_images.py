@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from compose_gen import SpecWarning
 from compose_gen_plugins.datasets import DatasetError
 
 
@@ -44,6 +45,14 @@ def test_image_folder_rgb_classes_and_display(build, tmp_path: Path) -> None:
     torch.testing.assert_close(x[:, 1], torch.ones(3, 4, 6))
     assert splits.train.ladj_to_model == pytest.approx(-3 * 4 * 6 * math.log(255))
     torch.testing.assert_close(splits.test.to_display(splits.test.fields["x"]), splits.test.fields["x"])
+
+
+def test_an_empty_class_folder_is_warned_about_since_it_moves_the_labels_after_it(build, tmp_path: Path) -> None:
+    folder(tmp_path)
+    (tmp_path / "birds").mkdir()  # sorts first: without a word, cats would not be label 1 as the folders suggest
+    with pytest.warns(SpecWarning, match=rf"class folder\(s\) birds of {tmp_path} hold no images and are left out, so the classes are cats, dogs, labelled 0\.\.1"):
+        splits = build("image_folder", root=str(tmp_path), test_fraction=0.5)
+    assert splits.train.meta["classes"] == ["cats", "dogs"]
 
 
 def test_image_folder_grayscale_resize_flat_unscaled(build, tmp_path: Path) -> None:
@@ -145,7 +154,7 @@ def test_malformed_idx_images_name_the_file(build, tmp_path: Path, content: byte
 def test_idx_label_count_must_match(build, tmp_path: Path) -> None:
     (tmp_path / "img").write_bytes(idx_bytes(IMAGES))
     (tmp_path / "lab").write_bytes(idx_bytes(LABELS[:4]))
-    with pytest.raises(DatasetError, match=rf"{tmp_path / 'lab'}: labels have shape \(4,\); expected \(5,\)"):
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'lab'}: the labels array has shape \(4,\); expected \(5,\)"):
         build("mnist_idx", images=str(tmp_path / "img"), labels=str(tmp_path / "lab"))
 
 

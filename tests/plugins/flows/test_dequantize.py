@@ -82,6 +82,9 @@ def test_build_refuses_data_beyond_the_grids_top_and_names_the_levels_they_take(
     with pytest.raises(ValueError, match="reach k = -2"):
         build_dequantize(DequantizeParams(shape=[4], levels=16), _data(x - 2 / 16, -4 * math.log(16)))
     raw = torch.randint(0, 256, (10, 4)).float()  # levels 1: raw integers, scaled by a bijector after this one
+    raw[0, 0] = 255
+    with pytest.raises(ValueError, match=r"levels=256 takes data k/256 in \[0, 1\), but the data are integers up to 255, not yet scaled: scale them by 1/256 with `levels: 256` \(the dataset's `transforms: \[\{type: scale, a: 0\.00390625\}\]`\)"):
+        build_dequantize(DequantizeParams(shape=[4], levels=256), _data(raw, 0.0))
     assert build_dequantize(DequantizeParams(shape=[4], levels=1), _data(raw, 0.0)).levels == 1
 
 
