@@ -15,12 +15,25 @@ from torch import Tensor
 
 from compose_gen.core.data import MAX_CLASSES
 
-__all__ = ["FLOAT32_MAX", "MAX_CLASSES", "BEYOND_FLOAT32", "float32_overflow", "element", "too_many_classes"]
+__all__ = ["FLOAT32_MAX", "MAX_CLASSES", "BEYOND_FLOAT32", "constant_features", "float32_overflow", "element", "too_many_classes"]
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 #: What is wrong with a value that :func:`float32_overflow` finds.
 BEYOND_FLOAT32 = f"beyond float32's range (±{FLOAT32_MAX:.2g}), in which the model computes"
 
+
+
+def constant_features(x: Tensor) -> str | None:
+    """``"2 feature(s) ... (flat index 3, 7)"`` when some features of ``x`` (examples along dim 0) are constant, else None.
+
+    A density fitted there can grow without bound (a learned scale shrinking to 0).
+    """
+    x = x.flatten(1)
+    constant = (x == x[:1]).all(0).nonzero().flatten().tolist()
+    if not constant or len(x) < 2:
+        return None
+    shown = ", ".join(map(str, constant[:5])) + (", …" if len(constant) > 5 else "")
+    return f"{len(constant)} feature(s) are constant in the train split (flat index {shown})"
 
 
 def float32_overflow(x: Tensor) -> tuple[int, ...] | None:

@@ -39,6 +39,7 @@ from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor
 
 from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
+from compose_gen_plugins.datasets.limits import constant_features
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["UniformDequantization"]
@@ -143,11 +144,7 @@ def continuous_density_caveat(x: Tensor) -> str | None:
     values = torch.unique(x)
     if len(values) <= 256 and x.numel() >= 8 * len(values):
         return f"the data take only {len(values)} distinct values ({values[0].item():g}..{values[-1].item():g})"
-    constant = (x == x[:1]).all(0).nonzero().flatten().tolist()
-    if constant and len(x) > 1:
-        shown = ", ".join(map(str, constant[:5])) + (", …" if len(constant) > 5 else "")
-        return f"{len(constant)} feature(s) are constant in the train split (flat index {shown})"
-    return None
+    return constant_features(x)
 
 
 @hookimpl
