@@ -117,14 +117,17 @@ def _train(args: argparse.Namespace) -> int:
         if steps and run.trainer.step >= args.steps:
             raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already; give --steps beyond it")
         args.steps = run.spec.model.train.steps
+        _check_until(args.until, run.trainer.step, args.steps)
     else:
         if not args.spec:
             raise SystemExit("compose-gen train: give a SPEC, or --resume RUN_DIR")
-        run = Run.create(load_spec(args.spec, [*args.set, *steps]), args.out, args.device, progress)
+        spec = load_spec(args.spec, [*args.set, *steps])
+        _check_until(args.until, 0, spec.model.train.steps)
+        run = Run.create(spec, args.out, args.device, progress)
     main_process = run.trainer.dist.is_main
     if main_process:
         print(f"run folder: {run.dir}", file=sys.stderr)
-    logs = run.train(args.steps)
+    logs = run.train(args.until or args.steps)
     stopped = run.trainer.interrupted
     if stopped and main_process:
         print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
@@ -133,6 +136,11 @@ def _train(args: argparse.Namespace) -> int:
     if not stopped:
         return 0
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
+
+
+def _check_until(until: int | None, step: int, total: int) -> None:
+    if until is not None and not step < until <= total:
+        raise SystemExit(f"compose-gen train: --until {until} must lie after step {step} and at most at train.steps ({total})")
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -223,6 +231,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?")
     p.add_argument(
         "--steps", type=int, help="rounds to train: sets train.steps (with --resume, train until this round; the schedule stretches to it)"
+    )
+    p.add_argument(
+        "--until", type=_at_least(1, int), metavar="K",
+        help="stop at round K, sampled and evaluated there, the schedule still running to train.steps; --resume continues it",
     )
     p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP); must not hold checkpoints yet")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+import torch
 import yaml
 
 from compose_gen.cli import main
@@ -126,6 +127,26 @@ def test_warnings_are_said_once_each_and_strict_validation_fails_on_them(tmp_pat
     assert capsys.readouterr().err.count(warning) == 1
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
     assert "warning:" not in capsys.readouterr().err, "said when the run was made, not again"
+
+
+def test_until_pauses_a_run_whose_schedule_then_resumes_as_if_never_stopped(tmp_path, vae_spec, capsys) -> None:
+    """A cosine schedule over 12 rounds: 12 straight and 5 (--until) + resume give the same weights."""
+    from safetensors.torch import load_file
+
+    vae_spec["players"] = {"model": {"schedule": {"type": "cosine", "warmup": 2}}}
+    vae_spec["train"].update(steps=12, log_every=5)
+    path = write(tmp_path, vae_spec)
+    assert main(["train", str(path), "--out", str(tmp_path / "straight"), "--no-progress"]) == 0
+    assert main(["train", str(path), "--out", str(tmp_path / "split"), "--until", "5", "--no-progress"]) == 0
+    assert yaml.safe_load((tmp_path / "split" / "spec.yaml").read_text())["train"]["steps"] == 12, "the schedule's end stays"
+    assert main(["train", "--resume", str(tmp_path / "split"), "--no-progress"]) == 0
+    weights = [load_file(tmp_path / run / "checkpoints" / "step-00000012" / "model.safetensors") for run in ("straight", "split")]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(SystemExit, match=r"--until 13 must lie after step 12 and at most at train.steps \(12\)"):
+        main(["train", "--resume", str(tmp_path / "split"), "--until", "13", "--no-progress"])
+    with pytest.raises(SystemExit, match=r"--until 20 must lie after step 0 and at most at train.steps \(12\)"):
+        main(["train", str(path), "--out", str(tmp_path / "never"), "--until", "20"])
+    assert not (tmp_path / "never").exists(), "refused before the folder is made"
 
 
 def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -> None:
