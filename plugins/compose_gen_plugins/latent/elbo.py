@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from compose_gen import Bijector, BuildContext, Ref
 from compose_gen_plugins.latent.model import (
+    caution_unbounded,
     Evidence,
     LatentLevel,
     LatentVariableModel,
@@ -94,4 +95,5 @@ class VAEParams(ObjectiveParams):
 
 def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:
     """Negative ELBO of a VAE, with analytic or Monte Carlo KL, β and KL warm-up."""
+    caution_unbounded(p, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

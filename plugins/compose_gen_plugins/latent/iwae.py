@@ -18,6 +18,7 @@ from pydantic import Field
 
 from compose_gen import BuildContext
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
+from compose_gen_plugins.latent.model import caution_unbounded
 
 __all__ = ["IWAEParams", "build_iwae"]
 
@@ -29,4 +30,5 @@ class IWAEParams(VAEParams):
 
 def build_iwae(p: IWAEParams, ctx: BuildContext) -> VAE:
     """Negative k-sample importance-weighted bound of a VAE (Burda et al. 2016)."""
+    caution_unbounded(p, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

@@ -29,6 +29,7 @@ p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z|c))`.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
@@ -37,8 +38,9 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from compose_gen import BuildContext, Chain, ClassConditions, Loss, LossName, Params, Sampler, Value, log_mean_exp
+from compose_gen import BuildContext, Chain, ClassConditions, Loss, LossName, Params, Sampler, SpecWarning, Value, log_mean_exp
 from compose_gen.registry import suggest
+from compose_gen_plugins.datasets.limits import constant_features
 from compose_gen_plugins.networks import conditioned
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "analytic_kl",
     "as_normal",
     "build_model_sampler",
+    "caution_unbounded",
     "draw",
     "importance_sampled_log_likelihood",
     "kl_or_estimate",
@@ -174,6 +177,23 @@ def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samp
         total = part if total is None else total.logaddexp(part)
     assert total is not None
     return total - math.log(samples)
+
+
+def caution_unbounded(objective: "ObjectiveParams", decoder: nn.Module, ctx: BuildContext, transform: nn.Module | None = None) -> None:
+    """Warn when a Gaussian decoder's learned or predicted σ meets constant features of the x it models.
+
+    There σ can shrink toward 0, so the ELBO grows without bound and says nothing of
+    the model; a dequantizing ``transform`` (the hybrid's) fills the features with noise.
+    """
+    scale = getattr(decoder, "scale_mode", "fixed")
+    if scale == "fixed" or ctx.data is None or objective.x not in ctx.data.train.fields:
+        return
+    if transform is not None and any(getattr(m, "surjective", False) for m in transform.modules()):
+        return
+    caveat = constant_features(ctx.data.train.fields[objective.x])
+    if caveat:
+        advice = "drop them (a csv's `columns:`), or give the decoder `scale: fixed`"
+        warnings.warn(SpecWarning(f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the ELBO grows without bound; {advice}"), stacklevel=2)
 
 
 class LatentVariableModel(Loss):

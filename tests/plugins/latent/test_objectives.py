@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from pydantic import ValidationError
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from compose_gen import ClassConditions, log_mean_exp
+from compose_gen import ClassConditions, SpecWarning, log_mean_exp
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
 from compose_gen_plugins.convnets import ConvEncoder, conv_trunk
@@ -303,3 +305,27 @@ def test_conditioned_is_checked_where_it_is_written() -> None:
     raw["losses"]["vae"].update(type="hybrid_vae_flow", conditioned=["bijector"], bijectors=[{"type": "reverse", "shape": [64]}])
     with pytest.raises(SpecError, match=r"did you mean 'bijectors'\?"):
         load_spec(raw)
+
+
+@pytest.mark.parametrize("scale, warned", [("learned", True), ("predicted", True), ("fixed", False)])
+def test_a_gaussian_decoder_whose_sigma_can_shrink_on_a_constant_feature_is_warned_about(tmp_path, scale: str, warned: bool) -> None:
+    rows = ["a,b,c"] + [f"{i % 7},{i % 5},3" for i in range(60)]  # column c never changes
+    (tmp_path / "t.csv").write_text("\n".join(rows))
+    out = 6 if scale == "predicted" else 3
+    spec = {
+        "name": "vae_table",
+        "data": {"type": "csv", "path": str(tmp_path / "t.csv")},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [2]},
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 3, "out_features": 4, "hidden": [8]}},
+            "decoder": {"type": "gaussian_decoder", "scale": scale, "net": {"type": "mlp", "in_features": 2, "out_features": out, "hidden": [8]}},
+        },
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
+        "train": {"batch_size": 16},
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(load_spec(spec), "cpu")
+    said = [str(w.message) for w in caught if issubclass(w.category, SpecWarning)]
+    expected = f"1 feature(s) are constant in the train split (flat index 2): the decoder's {scale} σ there can shrink toward 0"
+    assert [expected in m for m in said] == ([True] if warned else [])
