@@ -25,6 +25,10 @@ good one stays.
 
 SIGINT/SIGTERM finish the current round, save a checkpoint and return (a second
 Ctrl-C aborts at once without saving).
+
+A checkpoint also holds the sums of the logged scalars since the last log line
+and the training time so far, so a resumed run's log lines are those of a run
+that never stopped (``elapsed_s`` apart, which counts the time actually spent).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class _RunningMeans:
 
     Each step's scalars are stacked and added as one vector, grouped by their
     names (a player logs the same names every step; several players, several groups).
+    Checkpoints hold the sums (:meth:`state_dict`) so that a log window survives a stop.
     """
 
     def __init__(self) -> None:
@@ -113,6 +118,24 @@ class _RunningMeans:
                 counts[name] = counts.get(name, 0) + self.counts[group]
         self.sums, self.counts = {}, {}
         return {name: sums[name] / (counts[name] * dist.world_size) for name in sorted(sums)}
+
+    def state_dict(self, dist: Distributed) -> list[dict[str, Any]]:
+        """The sums so far as JSON for a checkpoint (one host sync, only when saving).
+
+        Each group's sums are averaged over processes, so a resume under another
+        number of processes still gives each saved step its due weight in the window's mean.
+        """
+        groups = list(self.sums)
+        totals = iter(dist.sum(torch.cat([self.sums[g] for g in groups])).tolist() if groups else [])
+        return [
+            {"names": list(group), "count": self.counts[group], "sums": [next(totals) / dist.world_size for _ in group]}
+            for group in groups
+        ]
+
+    def load_state_dict(self, groups: list[dict[str, Any]], device: torch.device) -> None:
+        """Continue the window saved by :meth:`state_dict` (float32 on the device, as the sums were)."""
+        self.sums = {tuple(g["names"]): torch.tensor(g["sums"], dtype=torch.float32, device=device) for g in groups}
+        self.counts = {tuple(g["names"]): int(g["count"]) for g in groups}
 
 
 @dataclass
@@ -155,6 +178,12 @@ class Trainer:
             for p in module.parameters():
                 self._owner.setdefault(id(p), component)
         self._stop: str | None = None
+        self._running = _RunningMeans()
+        #: Training seconds before the current :meth:`fit` (from the checkpoint resumed), and when that fit started.
+        self._elapsed = 0.0
+        self._fit_started: float | None = None
+        #: The step of the checkpoint this trainer wrote last, so :meth:`fit` does not write it twice.
+        self._saved_step: int | None = None
         if self.run_dir is not None and self.dist.is_main:
             clean_temporary(self.run_dir)
 
@@ -188,6 +217,9 @@ class Trainer:
         self.step = checkpoint.step
         self.best = state.get("best")
         self.nan_skips = int(state.get("nan_skips", 0))
+        self._running.load_state_dict(state.get("running", []), self.model.device)  # older checkpoints: the window starts here
+        self._elapsed = float(state.get("elapsed_s", 0.0))
+        self._saved_step = None
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -202,11 +234,11 @@ class Trainer:
                 write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else None
         board = TensorBoardLog(self.run_dir / "tensorboard") if main and train.tensorboard else None
-        running = _RunningMeans()
+        running = self._running
         last: dict[str, float] = {}
         multi = len(self.model.plans) > 1
         rounds = 0
-        started = time.perf_counter()
+        self._fit_started = time.perf_counter()
         self.interrupted = self._stop = None
         try:
             with self._signals(), TrainingProgress(steps, self.step, self.progress and self.dist.is_main) as bar:
@@ -230,11 +262,12 @@ class Trainer:
                     self.dist.broadcast_state(self.model, parameters=rounds == 1)
                     if self.step % train.log_every == 0 or self.step == steps:
                         last = running.read(self.dist)
-                        record = {"step": self.step, **last, "nan_skips": self.nan_skips, "elapsed_s": round(time.perf_counter() - started, 3)}
+                        rates = self._learning_rates()
+                        record = {"step": self.step, **last, **rates, "nan_skips": self.nan_skips, "elapsed_s": round(self._elapsed_s(), 3)}
                         if log:
                             log.write(record)
                         if board:
-                            board.scalars(self.step, last)
+                            board.scalars(self.step, {**last, **rates})
                         bar.update(self.step, last)
                     else:
                         bar.update(self.step)
@@ -245,6 +278,7 @@ class Trainer:
                     if self.run_dir and train.checkpoint_every and self.step % train.checkpoint_every == 0:
                         self.save(last)
         finally:
+            self._elapsed, self._fit_started = self._elapsed_s(), None
             if multi:
                 for p in self.model.parameters():
                     p.requires_grad_(True)
@@ -252,9 +286,17 @@ class Trainer:
                 log.close()
             if board:
                 board.close()
-        if self.run_dir:
+        if self.run_dir and self._saved_step != self.step:  # the loop may have just checkpointed this step
             self.save(last)
         return last
+
+    def _elapsed_s(self) -> float:
+        """Training wall time of the run so far, summed over the resumes."""
+        return self._elapsed + (time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0)
+
+    def _learning_rates(self) -> dict[str, float]:
+        """Each player's learning rate (first parameter group) as its last step set it: Python floats, no device work."""
+        return {f"{name}.lr": float(optimizer.param_groups[0]["lr"]) for name, optimizer in self.optimizers.items()}
 
     def _player_step(self, name: str, plan: Plan) -> dict[str, Tensor]:
         optimizer = self.optimizers[name]
@@ -377,7 +419,9 @@ class Trainer:
             )
         improved = self._update_best(last or {})
         states = self._gathered_rng()
+        running = self._running.state_dict(self.dist)
         if not self.dist.is_main:
+            self._saved_step = self.step
             return None
         state: dict[str, Any] = {
             "data": self.stream.state_dict(),
@@ -386,12 +430,15 @@ class Trainer:
             "best": self.best,
             "nan_skips": self.nan_skips,
             "world_size": self.dist.world_size,
+            "running": running,
+            "elapsed_s": self._elapsed_s(),
         }
         keep = self.train.keep_checkpoints
         protect = [self.best["step"]] if self.best else []
         path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect)
         if improved:
             write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
+        self._saved_step = self.step
         return path
 
     def _update_best(self, last: dict[str, float]) -> bool:

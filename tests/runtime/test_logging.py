@@ -51,7 +51,7 @@ def test_tensorboard_gets_scalars_and_sample_images(tmp_path, toys_catalogue, mo
     Run.create(spec, tmp_path / "run", progress=False).train()
     writer = FakeWriter.instances[-1]
     assert writer.folder == str(tmp_path / "run" / "tensorboard")
-    assert ("vae", 2) in writer.scalars and ("vae.kl", 4) in writer.scalars
+    assert ("vae", 2) in writer.scalars and ("vae.kl", 4) in writer.scalars and ("model.lr", 4) in writer.scalars
     assert [(tag, step) for tag, step, _, _ in writer.images] == [("samples", 2), ("samples", 4)]
     assert writer.images[0][2][2] == 3 and writer.images[0][3] == "HWC"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 
 import pytest
 import torch
@@ -14,10 +15,11 @@ from safetensors.torch import load_file
 from compose_gen.compiler import compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, Trainer
-from compose_gen.runtime.checkpoint import list_checkpoints, read_best
+from compose_gen.runtime.checkpoint import list_checkpoints, read_best, save_checkpoint
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
+from compose_gen.runtime.optim import lr_factor
 from compose_gen.runtime.trainer import _gradient_norm, _RunningMeans
 from compose_gen.spec import SpecError, load_spec
 
@@ -44,6 +46,102 @@ def test_n_steps_straight_equal_half_resume_half(base, ema, tmp_path, toys_catal
     assert sorted(p.name for p in (tmp_path / "split" / "samples").iterdir()) == [
         "step-00000003.png", "step-00000004.png", "step-00000006.png", "step-00000008.png"
     ]
+
+
+def _stop_during(trainer, step):
+    """Ask ``trainer`` to stop during round ``step`` (1-based), as SIGINT's handler does."""
+    player_step = trainer._player_step
+
+    def stepping(name, plan):
+        if trainer.step + 1 == step:
+            trainer._stop = "SIGINT"
+        return player_step(name, plan)
+
+    trainer._player_step = stepping
+
+
+@pytest.mark.parametrize("base", [VAE, GAN], ids=["vae", "two-player-gan"])
+def test_a_log_window_cut_by_a_stop_is_continued_after_the_resume(base, tmp_path, toys_catalogue):
+    """Stopped at round 3 of a 4-round window, the resumed run's line at 4 still averages rounds 1 to 4."""
+    spec = load_spec(spec_dict(base, steps=8, log_every=4), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "straight", progress=False).train()
+    split = Run.create(spec, tmp_path / "split", progress=False)
+    _stop_during(split.trainer, 3)
+    split.train()
+    assert split.trainer.interrupted == "SIGINT" and split.trainer.step == 3 and not _records(tmp_path / "split")
+    Run.load(tmp_path / "split", catalogue=toys_catalogue, progress=False).train()
+    assert _records(tmp_path / "straight") == _records(tmp_path / "split")
+
+
+def test_a_resume_from_a_checkpoint_inside_a_log_window_writes_the_same_lines_again(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(GAN, steps=8, log_every=4, checkpoint_every=3), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    before = _records(tmp_path / "run")
+    for late in list_checkpoints(tmp_path / "run")[1:]:  # as if killed after the checkpoint at step 3
+        shutil.rmtree(late)
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train()
+    assert [r["step"] for r in before] == [4, 8] and _records(tmp_path / "run") == before
+
+
+def test_a_checkpoint_without_the_saved_log_window_or_time_still_resumes(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, log_every=4, checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    shutil.rmtree(list_checkpoints(tmp_path / "run")[1])
+    path = list_checkpoints(tmp_path / "run")[0] / "state.json"
+    state = json.loads(path.read_text())
+    del state["running"], state["elapsed_s"]  # as written before checkpoints held them
+    path.write_text(json.dumps(state))
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    resumed.train()
+    assert resumed.trainer.step == 4 and [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [4]
+
+
+def test_elapsed_time_adds_up_over_resumes(tmp_path, toys_catalogue):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=8, log_every=1), catalogue=toys_catalogue)
+    first = Run.create(spec, tmp_path / "run", progress=False)
+    player_step = first.trainer._player_step
+
+    def slow(name, plan):
+        time.sleep(0.05)
+        return player_step(name, plan)
+
+    first.trainer._player_step = slow
+    first.train(4)  # at least 0.2 s of training before the resume, which then takes much less per round
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train()
+    elapsed = [r["elapsed_s"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
+    assert len(elapsed) == 8 and elapsed == sorted(elapsed) and elapsed[4] >= 0.2, elapsed
+    state = json.loads((list_checkpoints(tmp_path / "run")[0] / "state.json").read_text())
+    assert elapsed[3] <= round(state["elapsed_s"], 3) <= elapsed[4]  # lines round to milliseconds
+
+
+def test_each_line_logs_each_player_s_learning_rate_of_its_last_round(tmp_path, toys_catalogue):
+    run = Run.create(load_spec(spec_dict(GAN, steps=8, log_every=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train()
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    for record in records:
+        for player, plan in run.model.plans.items():
+            expected = 1e-2 * lr_factor(plan.spec.schedule, record["step"] - 1, 8)
+            assert record[f"{player}.lr"] == pytest.approx(expected, rel=1e-12), (player, record["step"])
+    assert records[-1]["generator.lr"] < records[0]["generator.lr"] < 1e-2  # the cosine schedule moves it
+    assert {r["critic.lr"] for r in records} == {1e-2}
+
+
+def test_a_checkpoint_at_the_last_step_is_written_once(tmp_path, toys_catalogue, monkeypatch):
+    written = []
+
+    def counting(run_dir, step, *args):
+        written.append(step)
+        return save_checkpoint(run_dir, step, *args)
+
+    monkeypatch.setattr("compose_gen.runtime.trainer.save_checkpoint", counting)
+    spec = load_spec(spec_dict(AUTOENCODER, steps=8, checkpoint_every=4), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    assert written == [4, 8]
+    written.clear()
+    stopped = Run.create(spec, tmp_path / "stopped", progress=False)
+    _stop_during(stopped.trainer, 4)  # the loop checkpoints step 4, then stops there
+    stopped.train()
+    assert stopped.trainer.interrupted and written == [4]
 
 
 def test_cli_resume_continues_exactly(tmp_path):
