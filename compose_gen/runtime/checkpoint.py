@@ -16,9 +16,12 @@ checkpoints or the new one, plus at worst a ``.tmp-*`` folder that the next run
 removes.  Loading verifies the hashes and that every tensor fits the model
 before touching it (only the tensors the model owns must be there: a name that
 shares another's tensor takes its value, so a sampler of another type, ``--set
-sample=...``, loads a trained run); :func:`load_latest` falls back to the newest
-checkpoint that verifies.  The newest ``keep`` checkpoints are kept, and any others the trainer
-protects (the best one, named in ``checkpoints/best.json``).
+sample=...``, loads a trained run) and that ``state.json`` records the step its
+folder is named for; :func:`load_latest` falls back to the newest checkpoint
+that verifies.  The moving averages of weights (``train.ema``) may be there or
+not: a spec that drops them, or adds them, loads the run with a note saying so.
+The newest ``keep`` checkpoints are kept, and any others the trainer protects
+(the best one, named in ``checkpoints/best.json``).
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from compose_gen.runtime.ema import WeightAverage
 
 __all__ = [
     "Checkpoint",
@@ -53,6 +59,8 @@ __all__ = [
 
 FORMAT = 2
 BEST_FILE = "best.json"
+#: The name :func:`save_checkpoint` gives a checkpoint's folder; the step in it must be the one ``state.json`` records.
+STEP_FOLDER = re.compile(r"step-(\d+)")
 
 
 class CheckpointError(Exception):
@@ -65,6 +73,8 @@ class Checkpoint:
     step: int
     state: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    #: What the user should know about how it was loaded (moving averages dropped or started afresh).
+    notes: list[str] = field(default_factory=list)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -180,26 +190,45 @@ def read_best(run_dir: Path) -> dict[str, Any] | None:
 def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
     """Verify one checkpoint and load it into ``model``; optimizer and RNG tensors are returned for the trainer.
 
-    Nothing is loaded into ``model`` unless every check passes.
+    Nothing is loaded into ``model`` unless every check passes.  A folder named
+    ``step-N`` must hold step N: its ``state.json`` is not hashed, and a resume
+    from a step other than its weights' would later overwrite the true ``step-N``.
     """
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text())
         if state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, this version reads {FORMAT}")
+        named = STEP_FOLDER.fullmatch(path.name)
+        if named and state["step"] != int(named[1]):
+            raise CheckpointError(
+                f"{path / 'state.json'}: records step {state['step']!r}, but its folder is named for step {int(named[1])}: "
+                "the file was edited or the folder renamed, so the step of its weights is unknown; "
+                "restore the original, or load another checkpoint"
+            )
+        step = int(state["step"])
         for name, digest in state["sha256"].items():
             if _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
         stored = load_file(str(path / "model.safetensors"))
         saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
-        model.load_state_dict(_fitted(path, model, stored, saved_aliases), strict=True)
+        fitted, dropped = _fitted(path, model, stored, saved_aliases)
         extra = load_file(str(path / "optim.safetensors"))
-        step = int(state["step"])
+        model.load_state_dict(fitted, strict=True)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
-    return Checkpoint(path, step, state, extra)
+    notes = []
+    if dropped:
+        notes.append(
+            f"{path}: its moving averages of weights are not used, as the spec has no train.ema: the run samples, evaluates "
+            "and trains on the live weights (to use them, load it with the train.ema it was trained with)"
+        )
+    if any(name.startswith(AVERAGES) for name in fitted) and not any(name.startswith(AVERAGES) for name in stored):
+        _restart_averages(model)
+        notes.append(f"{path}: holds no moving averages of weights (trained without train.ema): averaging starts at step {step}, from its weights")
+    return Checkpoint(path, step, state, extra, notes)
 
 
 def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, list[str]]:
@@ -207,9 +236,11 @@ def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, lis
     warnings = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            return load_checkpoint(path, model), warnings
+            checkpoint = load_checkpoint(path, model)
         except CheckpointError as error:
             warnings.append(f"skipped {error}")
+        else:
+            return checkpoint, warnings
     return None, warnings
 
 
@@ -248,6 +279,8 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
 
 #: Where the compiled model keeps its sampler: tensors only a sampler holds are never trained, so another sampler may drop them.
 SAMPLER = "sampler."
+#: Where the trainer keeps the moving averages of weights (``train.ema``): a spec may drop them, or add them to a run trained without.
+AVERAGES = "ema."
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -271,8 +304,11 @@ def _model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
     return tensors, aliases
 
 
-def _fitted(path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved_aliases: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under every name of ``model``'s state dict, or :class:`CheckpointError` saying what does not fit.
+def _fitted(
+    path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved_aliases: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The checkpoint's tensors under every name of ``model``'s state dict, or :class:`CheckpointError` saying what does not fit;
+    and whether the checkpoint's moving averages were left out.
 
     Only the tensors ``model`` owns must be there: a name that shares another's
     tensor (the sampler's view of a decoder the components hold) takes that
@@ -280,12 +316,23 @@ def _fitted(path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved
     names, still loads the trained run.  Names the checkpoint only listed as
     aliases are not required of ``model`` either, nor are the tensors only the
     run's own sampler held (an inline prior of its own, which no player trains).
+    Moving averages (``ema.*``) are left out when ``model`` keeps none, and are
+    not required when the checkpoint holds none (they keep their built values,
+    for :func:`_restart_averages`); averages of other components still do not fit.
     """
     expected = model.state_dict()
     derived = _aliases(expected)
+    averaged = any(name.startswith(AVERAGES) for name in expected)
+    dropped = not averaged and any(name.startswith(AVERAGES) for name in stored)
+    if dropped:
+        stored = {name: tensor for name, tensor in stored.items() if not name.startswith(AVERAGES)}
+        saved_aliases = {name: tensor for name, tensor in saved_aliases.items() if not name.startswith(AVERAGES)}
     # A tensor the new sampler owns comes only from one the run's sampler owned, not from another part's alias of that name.
     available = {**{k: v for k, v in saved_aliases.items() if not k.startswith(SAMPLER)}, **stored}
     missing = sorted(name for name in expected if name not in derived and name not in available)
+    if averaged and not any(name.startswith(AVERAGES) for name in stored):
+        available.update({name: expected[name] for name in missing if name.startswith(AVERAGES)})
+        missing = [name for name in missing if not name.startswith(AVERAGES)]
     if missing and all(name.startswith(SAMPLER) for name in missing):
         parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)} & set(missing)
         if parameters:
@@ -311,7 +358,15 @@ def _fitted(path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved
             details.append(f"shapes differ: {wrong[:5]}")
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
     owned = {name: available[name] for name in expected if name not in derived}
-    return {name: owned[derived.get(name, name)] for name in expected}
+    return {name: owned[derived.get(name, name)] for name in expected}, dropped
+
+
+def _restart_averages(model: nn.Module) -> None:
+    """Set ``model.ema``'s averages to the weights just loaded, as a new :class:`WeightAverage` of them starts."""
+    average = model.ema
+    assert isinstance(average, WeightAverage), "only the trainer's WeightAverage keeps tensors under ema.*"
+    fresh = WeightAverage({name: model.get_submodule(f"components.{name}") for name in average.shadows}, average.decay)
+    average.load_state_dict(fresh.state_dict())
 
 
 def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

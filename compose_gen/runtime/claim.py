@@ -4,12 +4,15 @@ Two ``compose-gen train --out DIR`` started together would otherwise both pass
 the "no checkpoints yet" check and interleave their spec, log and checkpoints.
 The claim is a file ``.writer`` in the folder holding the writer's host and
 process id, created exclusively; a claim whose process has ended (a crash, a
-kill) is taken over, so no manual cleanup is needed after one.
+kill) is taken over, so no manual cleanup is needed after one.  It names the
+folder it claims too (real path, device and inode): a copy of a folder still
+being trained (``cp -r``) holds the original's claim, which is taken over as well.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -42,15 +45,40 @@ def _alive(owner: str) -> bool:
     return True
 
 
+def _folder(run_dir: Path) -> dict[str, str | int]:
+    """What tells ``run_dir`` from a copy of it: its inode on its device (its real path is for people reading the claim)."""
+    info = os.stat(run_dir)
+    return {"folder": os.path.realpath(run_dir), "device": info.st_dev, "inode": info.st_ino}
+
+
 def _take(path: Path) -> bool:
-    """Create the claim file for this process; False if it exists."""
+    """Create the claim file of its folder for this process; False if it exists."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as handle:
-        handle.write(_me())
+        handle.write(json.dumps({"writer": _me(), **_folder(path.parent)}))
     return True
+
+
+def _read(path: Path) -> tuple[str, bool]:
+    """The claim's writer ``"host pid"``, and whether the claim was made for the folder it is in.
+
+    A claim written on another host, or by an earlier version (the bare
+    ``"host pid"``), cannot be told apart from its folder's own, so it is taken to be that.
+    """
+    text = path.read_text().strip()
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return text, True
+    if not isinstance(record, dict):
+        return text, True
+    owner = str(record.get("writer", ""))
+    here = _folder(path.parent)
+    same = owner.rpartition(" ")[0] != socket.gethostname() or all(record.get(key) == here[key] for key in ("device", "inode"))
+    return owner, same
 
 
 @contextlib.contextmanager
@@ -60,16 +88,16 @@ def claimed(run_dir: Path) -> Iterator[None]:
     fresh = _take(path)
     if not fresh:
         try:
-            owner = path.read_text().strip()
+            owner, here = _read(path)
         except FileNotFoundError:  # released meanwhile
-            owner = ""
-        if owner != _me():
-            if owner and _alive(owner):
+            owner, here = "", True
+        if not (here and owner == _me()):
+            if here and owner and _alive(owner):
                 raise FolderBusy(
                     f"{run_dir} is being written by another training (host and process {owner}): wait for it to end, "
                     f"or choose another folder (if no such process runs, delete {path})"
                 )
-            path.unlink(missing_ok=True)  # its writer has ended: take over
+            path.unlink(missing_ok=True)  # its writer has ended, or it was copied with the folder: take over
             if not _take(path):
                 raise FolderBusy(f"{run_dir} was claimed by another training just now: choose another folder")
             fresh = True

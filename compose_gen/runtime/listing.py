@@ -1,7 +1,9 @@
 """``compose-gen runs``: one line per run folder with its spec, step, best checkpoint and final metrics.
 
-Final metrics come from ``evaluation.json``, or else from the last record of
-``metrics.jsonl`` (marked ``train:``), for runs that were stopped or are still running.
+Final metrics come from ``evaluation.json`` when it is of the step shown (the
+newest checkpoint's), or else from the last record of ``metrics.jsonl`` (marked
+``train:``), for runs that were stopped or are still running, or were resumed
+after their evaluation: its metrics are of an older model.
 """
 
 from __future__ import annotations
@@ -33,16 +35,18 @@ def list_runs(folder: Path) -> Iterator[str]:
         best_text = ""
         if isinstance(best, dict) and {"metric", "value", "step"} <= set(best):
             best_text = f"  best {best['metric']}={best['value']:.4g} @ {best['step']}"
-        yield f"{run}  {name}  step {step}{best_text}  {_summary(run)}".rstrip()
+        yield f"{run}  {name}  step {step}{best_text}  {_summary(run, step)}".rstrip()
 
 
-def _summary(run: Path) -> str:
+def _summary(run: Path, step: str) -> str:
+    """The evaluation of ``step`` (as shown), or else the last logged training metrics."""
     if (run / "evaluation.json").exists():
         try:
             results = json.loads((run / "evaluation.json").read_text())
         except (json.JSONDecodeError, OSError):
             return "(unreadable evaluation.json)"
-        return _format(results)
+        if isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step:
+            return _format(results)
     last = _last_record(run / "metrics.jsonl")
     return f"train: {_format(last)}" if last else ""
 

@@ -232,6 +232,8 @@ class Run:
         else:
             loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)
         if loaded is not None:
+            for note in loaded.notes:
+                run.trainer.say(f"warning: {note}")
             run.trainer.restore(loaded)
         return run
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +172,21 @@ def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_ca
         load_checkpoint(checkpoints[-1], build(spec, "cpu")[0])
     checkpoint, warnings = load_latest(tmp_path / "run", build(spec, "cpu")[0])
     assert checkpoint.step == 4 and len(warnings) == 1
+
+
+def test_a_state_json_whose_step_is_not_its_folders_is_refused_and_resume_falls_back(tmp_path, toys_catalogue):
+    """state.json is not hashed: step-6 weights that say "step 5" would resume at 5 and later overwrite step-00000006."""
+    spec, (_, _, third) = _three_checkpoints(tmp_path, toys_catalogue)
+    renamed = tmp_path / "kept"  # a checkpoint folder given by another name is loaded by what it records
+    shutil.copytree(third, renamed)
+    assert load_checkpoint(renamed, build(spec, "cpu")[0]).step == 6
+    state = json.loads((third / "state.json").read_text())
+    (third / "state.json").write_text(json.dumps({**state, "step": 5}))
+    message = rf"{third / 'state.json'}: records step 5, but its folder is named for step 6"
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(third, build(spec, "cpu")[0])
+    checkpoint, warnings = load_latest(tmp_path / "run", build(spec, "cpu")[0])
+    assert checkpoint.step == 4 and len(warnings) == 1 and re.search(message, warnings[0])
 
 
 def test_no_loadable_checkpoint_is_an_error(tmp_path, toys_catalogue):

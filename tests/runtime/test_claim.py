@@ -1,13 +1,17 @@
-"""One writer per run folder: a live other writer is refused, an ended one taken over, the same process re-enters."""
+"""One writer per run folder: a live other writer is refused, an ended one or a copied claim taken over, the same process re-enters."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from runtime_toys import AUTOENCODER, spec_dict
+from runtime_toys import AUTOENCODER, forked, spec_dict
 
 from compose_gen.runtime import Run
 from compose_gen.runtime.claim import CLAIM_FILE, FolderBusy, claimed
@@ -15,6 +19,7 @@ from compose_gen.spec import load_spec
 
 
 def claim_by(tmp_path, process: subprocess.Popen) -> None:
+    """A claim as earlier versions wrote it, naming no folder: still honoured."""
     (tmp_path / CLAIM_FILE).write_text(f"{socket.gethostname()} {process.pid}")
 
 
@@ -46,3 +51,31 @@ def test_the_claim_of_an_ended_process_is_taken_over_and_the_own_one_reentered(t
             pass
         assert (tmp_path / CLAIM_FILE).read_text() == mine, "the inner block leaves the outer claim"
     assert not (tmp_path / CLAIM_FILE).exists()
+
+
+def _claim(folder: Path) -> int:
+    """In a child process: 0 if it could claim ``folder``, 3 if that was refused."""
+    try:
+        with claimed(folder):
+            return 0
+    except FolderBusy:
+        return 3
+
+
+def test_a_copy_of_a_folder_being_written_can_be_claimed_and_the_original_cannot(tmp_path) -> None:
+    """``cp -r`` of a live run copies its claim, which names the original folder: the copy's claimant takes it over."""
+    original, copy = tmp_path / "run", tmp_path / "copy"
+    original.mkdir()
+    with claimed(original):
+        shutil.copytree(original, copy)
+        assert (copy / CLAIM_FILE).read_text() == (original / CLAIM_FILE).read_text()
+        children = {folder: forked(_claim, folder) for folder in (copy, original)}
+        for child in children.values():
+            child.join(60)
+        assert children[copy].exitcode == 0 and children[original].exitcode == 3
+        shutil.copy2(original / CLAIM_FILE, copy / CLAIM_FILE)
+        with claimed(copy):  # this process too takes the copied claim over, rather than re-entering its own
+            assert json.loads((copy / CLAIM_FILE).read_text())["folder"] == os.path.realpath(copy)
+        assert not (copy / CLAIM_FILE).exists()
+        assert json.loads((original / CLAIM_FILE).read_text())["folder"] == os.path.realpath(original)
+    assert not (original / CLAIM_FILE).exists()

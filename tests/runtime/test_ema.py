@@ -7,7 +7,8 @@ import torch
 from runtime_toys import GAN, spec_dict
 from torch import nn
 
-from compose_gen.runtime import Run
+from compose_gen.runtime import CheckpointError, Run, build
+from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint
 from compose_gen.runtime.ema import WeightAverage
 from compose_gen.spec import SpecError, load_spec
 
@@ -88,3 +89,42 @@ def test_the_trainer_ramps_the_decay_by_round(tmp_path, toys_catalogue):
     run.trainer.fit(1)
     for avg, start, now in zip(run.model.ema.shadows["generator"].buffers(), before, generator.parameters(), strict=True):
         torch.testing.assert_close(avg, 0.1 * start + 0.9 * now.detach())
+
+
+def test_a_run_trained_with_averages_loads_without_them_on_its_live_weights(tmp_path, toys_catalogue, capsys):
+    """``--set train.ema=null``: every tensor but the averages loads, and the user is told the averages go unused."""
+    trained = Run.create(load_spec(spec_dict(GAN, steps=3, ema=EMA), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    trained.train()
+    plain = Run.load(tmp_path / "run", overrides=["train.ema=null"], catalogue=toys_catalogue, progress=False)
+    assert plain.trainer.ema is None and plain.trainer.step == 3
+    assert plain.behind is None, "the newest checkpoint is the one loaded: evaluate records its results"
+    weights = trained.model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in plain.model.state_dict().items())
+    unused = "its moving averages of weights are not used, as the spec has no train.ema: the run samples, evaluates and trains on the live weights"
+    assert unused in capsys.readouterr().err
+    assert unused in load_checkpoint(list_checkpoints(tmp_path / "run")[-1], build(plain.spec, "cpu")[0]).notes[0]
+
+
+def test_averages_added_to_a_run_trained_without_start_from_its_loaded_weights(tmp_path, toys_catalogue, capsys):
+    trained = Run.create(load_spec(spec_dict(GAN, steps=3), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    trained.train()
+    averaged = Run.load(tmp_path / "run", overrides=["train.ema={components: [generator], decay: 0.75}"], catalogue=toys_catalogue, progress=False)
+    assert "holds no moving averages of weights (trained without train.ema): averaging starts at step 3, from its weights" in capsys.readouterr().err
+    generator = averaged.model.components["generator"]
+    loaded = [p.detach().clone() for p in trained.model.components["generator"].parameters()]
+    assert all(torch.equal(p, t) for p, t in zip(generator.parameters(), loaded, strict=True))
+    assert all(torch.equal(avg, t) for avg, t in zip(averaged.model.ema.shadows["generator"].buffers(), loaded, strict=True))
+    averaged.train(4)  # one round: one update from the loaded weights, at round 3's rate
+    rate = averaged.trainer.ema.rate(3)
+    for avg, start, now in zip(averaged.model.ema.shadows["generator"].buffers(), loaded, generator.parameters(), strict=True):
+        torch.testing.assert_close(avg, rate * start + (1 - rate) * now.detach())
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1], averaged.model).notes == []  # it holds the averages now
+
+
+def test_averages_of_other_components_still_do_not_fit(tmp_path, toys_catalogue):
+    Run.create(load_spec(spec_dict(GAN, steps=3, ema=EMA), catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    other = Run.create(
+        load_spec(spec_dict(GAN, steps=3, ema={"components": ["critic"]}), catalogue=toys_catalogue), tmp_path / "other", progress=False
+    )
+    with pytest.raises(CheckpointError, match=r"does not fit this model \(missing \['ema.shadows.critic.p0'.*unexpected \['ema.shadows.generator.p0'"):
+        load_checkpoint(list_checkpoints(tmp_path / "run")[-1], other.model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from runtime_toys import AUTOENCODER, spec_dict
 
 from compose_gen.cli import main
@@ -34,3 +36,16 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     assert a == f"{broken_spec}  ?  step -"
     assert b == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
     assert c == f"{cut_log}  c  step -  train: nll=2.5"
+
+
+def test_an_evaluation_of_an_older_step_gives_way_to_the_training_metrics(tmp_path, toys_catalogue, capsys):
+    """A run evaluated at step 2, then trained on to step 4, shows its step-4 training metrics, not step 2's evaluation."""
+    run = tmp_path / "runs" / "a"
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, run, progress=False).train()
+    for step, shown in ((2, "train: "), (4, "test/rec=23.62")):
+        (run / "evaluation.json").write_text(json.dumps({"step": step, "test/rec": 23.62}))
+        assert main(["runs", str(tmp_path / "runs")]) == 0
+        line = capsys.readouterr().out.strip()
+        assert line.startswith(f"{run}  ae_tiny  step 4  {shown}"), line
+        assert ("test/rec" in line) == (step == 4) and ("rec.mse=" in line) == (step == 2)
