@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compose_gen import EvalContext, Params, Splits, TensorData
+from compose_gen import EvalContext, Params, SpecWarning, Splits, TensorData
 from compose_gen_plugins.quality.classifier import ClassifierParams, load_classifier
 from compose_gen_plugins.quality.shared import (
     FeatureSpace,
@@ -17,6 +18,7 @@ from compose_gen_plugins.quality.shared import (
     check_space,
     draw_samples,
     drawn_classes,
+    feature_count,
     metric_type,
     random_rows,
     require_labels,
@@ -172,6 +174,15 @@ def _check_frechet(params: FrechetParams, data: Splits) -> None:
                 f"frechet_distance: the {name} split ({role}) has {len(split)} example(s), and a covariance "
                 "needs at least 2; give the dataset more examples"
             )
+    features = feature_count(params.space, data, params.classifier)
+    if len(reference) <= features:
+        warnings.warn(
+            SpecWarning(
+                f"the {params.reference} split holds {len(reference)} examples for {features} features, so their covariance is "
+                "singular and the distance is mostly estimation noise; give the dataset more examples"
+            ),
+            stacklevel=2,
+        )
 
 
 def measure_inception_score(params: InceptionParams, ectx: EvalContext) -> dict[str, float]:

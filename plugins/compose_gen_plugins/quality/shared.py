@@ -93,14 +93,23 @@ def random_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
     return x[torch.randperm(len(x), generator=generator)[:n].to(x.device)]
 
 
+def resolved_space(space: Space, data: Splits) -> Space:
+    """``auto`` as it resolves: the classifier's features for labelled images, else the raw examples."""
+    if space != "auto":
+        return space
+    return "classifier" if data.train.image_shape is not None and has_labels(data.train) else "raw"
+
+
+def feature_count(space: Space, data: Splits, classifier: ClassifierParams) -> int:
+    """How many numbers describe an example in ``space``."""
+    return classifier.feature_dim if resolved_space(space, data) == "classifier" else data.train.dims
+
+
 class FeatureSpace:
     """Embeds examples for comparison: raw (flattened) or the dataset classifier's features."""
 
     def __init__(self, space: Space, ectx: EvalContext, classifier: ClassifierParams) -> None:
-        train = ectx.data.train
-        if space == "auto":
-            space = "classifier" if train.image_shape is not None and has_labels(train) else "raw"
-        self.space = space
+        space = self.space = resolved_space(space, ectx.data)
         self.device = ectx.device
         self.net: FeatureClassifier | None = None
         self.accuracy: float | None = None

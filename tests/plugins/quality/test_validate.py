@@ -89,3 +89,16 @@ def test_parameters_that_contradict_each_other_are_refused_with_the_spec(tmp_pat
     assert status == 1
     assert "evaluate.metrics[0]" in out and "need more than k=3 samples, got n=3: raise `n` or lower `k`" in out
     assert "evaluate.metrics[1]" in out and "n=5 samples cannot fill splits=10 chunks" in out
+
+
+def test_a_frechet_distance_on_fewer_reference_examples_than_features_is_warned_about(tmp_path, capsys):
+    """20 test points in 2-D are plenty; in 64-D (a classifier's features, here raw pixels) they are not."""
+    assert validate(tmp_path, [{"type": "frechet_distance"}], capsys)[0] == 0
+    assert main(["validate", "--strict", str(tmp_path / "spec.yaml")]) == 0, "no warning for 20 points in 2-D"
+    data = tmp_path / "wide.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(100, 64)).astype(np.float32))
+    spec = flow_spec(str(data), [{"type": "frechet_distance"}])
+    spec["components"]["flow"]["base"]["shape"] = spec["components"]["flow"]["bijectors"][0]["shape"] = [64]
+    (tmp_path / "wide.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["validate", "--strict", str(tmp_path / "wide.yaml")]) == 1
+    assert "evaluate.metrics[0]: type 'frechet_distance' (plugin 'quality') the test split holds 20 examples for 64 features, so their covariance is singular" in capsys.readouterr().err
