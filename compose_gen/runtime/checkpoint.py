@@ -40,7 +40,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from compose_gen.runtime.ema import WeightAverage
 
 __all__ = [
     "Checkpoint",
@@ -226,7 +225,7 @@ def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
             "and trains on the live weights (to use them, load it with the train.ema it was trained with)"
         )
     if any(name.startswith(AVERAGES) for name in fitted) and not any(name.startswith(AVERAGES) for name in stored):
-        _restart_averages(model)
+        model.ema.restart()
         notes.append(f"{path}: holds no moving averages of weights (trained without train.ema): averaging starts at step {step}, from its weights")
     return Checkpoint(path, step, state, extra, notes)
 
@@ -318,7 +317,7 @@ def _fitted(
     run's own sampler held (an inline prior of its own, which no player trains).
     Moving averages (``ema.*``) are left out when ``model`` keeps none, and are
     not required when the checkpoint holds none (they keep their built values,
-    for :func:`_restart_averages`); averages of other components still do not fit.
+    for :meth:`WeightAverage.restart`); averages of other components still do not fit.
     """
     expected = model.state_dict()
     derived = _aliases(expected)
@@ -359,14 +358,6 @@ def _fitted(
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
     owned = {name: available[name] for name in expected if name not in derived}
     return {name: owned[derived.get(name, name)] for name in expected}, dropped
-
-
-def _restart_averages(model: nn.Module) -> None:
-    """Set ``model.ema``'s averages to the weights just loaded, as a new :class:`WeightAverage` of them starts."""
-    average = model.ema
-    assert isinstance(average, WeightAverage), "only the trainer's WeightAverage keeps tensors under ema.*"
-    fresh = WeightAverage({name: model.get_submodule(f"components.{name}") for name in average.shadows}, average.decay)
-    average.load_state_dict(fresh.state_dict())
 
 
 def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -50,6 +50,12 @@ class WeightAverage(nn.Module):
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
 
     @torch.no_grad()
+    def restart(self) -> None:
+        """Start the averages afresh from the current weights (a run that was trained without them)."""
+        for average, p in zip(self._averages(), self._live, strict=True):
+            average.copy_(p.detach())
+
+    @torch.no_grad()
     def update(self, step: int) -> None:
         """One step of the average towards the current weights, at training round ``step``."""
         torch._foreach_lerp_(self._averages(), [p.detach() for p in self._live], 1.0 - self.rate(step))
