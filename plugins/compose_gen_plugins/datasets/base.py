@@ -147,6 +147,11 @@ class DataSpace:
     from_raw: Callable[[Tensor], Tensor] | None = None
 
 
+def own_ladj(space: DataSpace, pipeline: Pipeline) -> float:
+    """The type's own log-determinant, unless the pipeline binarizes: then likelihoods are of the binary vectors."""
+    return 0.0 if pipeline.binarizes else space.ladj_to_model
+
+
 @dataclass
 class ToModel:
     """``TensorData.to_model``: new examples from the values the files hold to model space, with their log-determinant."""
@@ -165,7 +170,7 @@ class ToModel:
                 f"got {tuple(raw.shape)}"
             )
         y, constant, per_example = self.pipeline.apply(x, seeded_generator(self.seed, "transforms/new"))
-        ladj = torch.full((len(x),), self.space.ladj_to_model + constant, dtype=torch.float64)
+        ladj = torch.full((len(x),), own_ladj(self.space, self.pipeline) + constant, dtype=torch.float64)
         return y.to(torch.float32), ladj + per_example if per_example is not None else ladj
 
 
@@ -213,7 +218,7 @@ def make_splits(
             fields,
             image_shape=info.image_shape,
             to_display=display,
-            ladj_to_model=info.ladj_to_model + constant,
+            ladj_to_model=own_ladj(info, pipeline) + constant,
             num_classes=info.num_classes,
             meta=dict(info.meta),
             to_model=to_model,

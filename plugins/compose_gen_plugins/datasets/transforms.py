@@ -22,6 +22,15 @@ space converts back exactly: ``log p_data(x) = log p_model(f(x)) + ladj(x)``.
   "Density estimation using Real NVP");  ladj =
   ``Σ [log(1 - 2α) - log s - log(1 - s)]`` with ``s = α + (1 - 2α)·x``, which
   depends on ``x``: it is the one *per-example* log-determinant.
+* ``binarize`` — ``x ∈ [0, 1]`` becomes ``1[x ≥ threshold]``, or a draw
+  ``b ~ Bernoulli(x)`` once per example, seeded (``mode: bernoulli``, the
+  stochastic binarization of Salakhutdinov & Murray, 2008, "On the quantitative
+  analysis of deep belief networks").  Not invertible: from here on the data
+  *are* the binary vectors, so likelihoods are probabilities of them, as in the
+  binarized-MNIST literature.  The log-determinants before it (the dataset's own
+  scaling included) no longer apply, nor do those of relabelling steps after it
+  (``scale``, ``standardise``, ``logit``), which leave a probability mass
+  unchanged; a ``dequantize`` after it makes a density again and counts.
 
 Every step's output must be finite in float32, the model's precision: a step
 that makes a value overflow it (``scale`` by ``a: 1e300``) is an error naming
@@ -53,6 +62,7 @@ from compose_gen import Params
 from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow
 
 __all__ = [
+    "BinarizeStep",
     "DequantizeStep",
     "FlattenStep",
     "LogitStep",
@@ -119,16 +129,24 @@ class LogitStep(Params):
     alpha: float = Field(0.05, ge=0.0, lt=0.5)
 
 
+class BinarizeStep(Params):
+    """``x`` in ``[0, 1]`` becomes ``1[x ≥ threshold]``, or ``b ~ Bernoulli(x)`` drawn once per example."""
+
+    type: Literal["binarize"]
+    mode: Literal["threshold", "bernoulli"] = "threshold"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="mode threshold: the least value that becomes 1")
+
+
 def _named_step(value: object) -> object:
     return {"type": value} if isinstance(value, str) else value
 
 
 _Step = Annotated[
-    Union[ScaleStep, StandardiseStep, FlattenStep, ReshapeStep, DequantizeStep, LogitStep],
+    Union[ScaleStep, StandardiseStep, FlattenStep, ReshapeStep, DequantizeStep, LogitStep, BinarizeStep],
     Field(discriminator="type"),
 ]
 #: The steps that need no parameters, which a spec may write by name alone (``transforms: [standardise]``).
-NamedStep = Literal["standardise", "flatten", "logit"]
+NamedStep = Literal["standardise", "flatten", "logit", "binarize"]
 
 #: One entry of a ``transforms:`` list; the JSON Schema admits the by-name form too.
 TransformSpec = Annotated[_Step, BeforeValidator(_named_step, json_schema_input_type=Union[NamedStep, _Step])]
@@ -207,15 +225,39 @@ class _Logit:
         return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
 
 
-_Fitted = Union[_Affine, _Reshape, _Dequantize, _Logit]
+@dataclass
+class _Binarize:
+    mode: Literal["threshold", "bernoulli"]
+    threshold: float
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        if (x < 0).any() or (x > 1).any():
+            raise PipelineError(
+                f"binarize expects values in [0, 1]; got values in [{x.min().item():g}, {x.max().item():g}] "
+                "(scale them first: a dataset's `scale: true`, or a `scale` step)"
+            )
+        if self.mode == "threshold":
+            return (x >= self.threshold).to(x.dtype), 0.0
+        return torch.bernoulli(x.cpu(), generator=generator).to(x), 0.0
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y
+
+
+_Fitted = Union[_Affine, _Reshape, _Dequantize, _Logit, _Binarize]
 
 
 class _Ladj:
-    """Accumulates the constant and the per-example log-determinants of applied steps."""
+    """Accumulates the constant and the per-example log-determinants of applied steps.
+
+    From a ``binarize`` on, the data are discrete: what came before no longer
+    applies, and steps that relabel the values add nothing, until a ``dequantize``.
+    """
 
     def __init__(self) -> None:
         self.constant = 0.0
         self.per_example: Tensor | None = None
+        self.discrete = False
 
     def add(self, index: int, step: _Fitted, x: Tensor, generator: torch.Generator) -> Tensor:
         try:
@@ -225,6 +267,12 @@ class _Ladj:
         overflow = float32_overflow(y)
         if overflow is not None:
             raise PipelineError(f"transforms[{index}]: makes a value {y[overflow].item():g}, {BEYOND_FLOAT32}")
+        if isinstance(step, _Binarize):
+            self.constant, self.per_example, self.discrete = 0.0, None, True
+            return y
+        if self.discrete and not isinstance(step, _Dequantize):
+            return y  # a relabelling of discrete values leaves their probabilities as they are
+        self.discrete = False
         if isinstance(ladj, Tensor):
             self.per_example = ladj if self.per_example is None else self.per_example + ladj
         else:
@@ -243,6 +291,11 @@ class Pipeline:
     steps: list[_Fitted]
     in_shape: torch.Size
     out_shape: torch.Size
+
+    @property
+    def binarizes(self) -> bool:
+        """Whether a step binarizes, so that the data's own log-determinant (from the values read) no longer applies."""
+        return any(isinstance(step, _Binarize) for step in self.steps)
 
     def apply(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float, Tensor | None]:
         """Map ``(N, *in_shape)`` to model space: ``(y, constant ladj, per-example ladj or None)``."""
@@ -297,4 +350,6 @@ def _fit_step(spec: TransformSpec, x: Tensor, index: int) -> _Fitted:
         return _Reshape(event, torch.Size(spec.shape))
     if isinstance(spec, DequantizeStep):
         return _Dequantize(spec.levels)
+    if isinstance(spec, BinarizeStep):
+        return _Binarize(spec.mode, spec.threshold)
     return _Logit(spec.alpha)

@@ -53,6 +53,20 @@ def test_digits_binarized(build) -> None:
     assert splits.train.ladj_to_model == 0.0
 
 
+
+def test_binarize_transform_is_the_digits_threshold_with_likelihoods_of_the_bits(build) -> None:
+    """``transforms: [binarize]`` on pixels scaled to [0, 1] is ``binarize: threshold``; neither adds -64·log 16."""
+    ours = build("digits", shape="flat", transforms=["binarize"])
+    theirs = build("digits", shape="flat", binarize="threshold")
+    assert torch.equal(ours.test.fields["x"], theirs.test.fields["x"])
+    assert ours.test.ladj_to_model == theirs.test.ladj_to_model == 0.0
+    x, ladj = ours.test.to_model(DIGITS[:5])
+    torch.testing.assert_close(x, (DIGITS[:5] >= 8).float())
+    assert torch.equal(ladj, torch.zeros(5, dtype=torch.float64))
+    dequantized = build("digits", shape="flat", transforms=["binarize", {"type": "dequantize", "levels": 2}])
+    assert dequantized.test.ladj_to_model == pytest.approx(-64 * math.log(2))
+
+
 @pytest.mark.parametrize(("name", "features", "classes"), [("breast_cancer", 30, 2), ("wine", 13, 3)])
 def test_tabular_standardised_with_train_statistics(build, name: str, features: int, classes: int) -> None:
     splits = build(name)

@@ -69,6 +69,31 @@ def test_dequantize_adds_noise_within_each_cell_and_its_ladj() -> None:
     assert torch.equal(again, y) and not torch.equal(other_seed, y)
 
 
+def test_binarize_thresholds_and_leaves_probabilities_of_the_bits() -> None:
+    """Log-determinants before a binarize, and of relabelling steps after it, no longer apply; a dequantize's does."""
+    x = torch.rand(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    pipeline, y, constant, per_example = fit([{"type": "binarize", "threshold": 0.3}], x)
+    assert torch.equal(y, (x >= 0.3).to(x.dtype)) and constant == 0.0 and per_example is None and pipeline.binarizes
+    assert torch.equal(pipeline.inverse(y), y)
+    _, y, constant, per_example = fit([{"type": "scale", "a": 0.5, "b": 0.25}, "binarize", {"type": "scale", "a": 2.0, "b": -1.0}], x)
+    assert set(y.unique().tolist()) <= {-1.0, 1.0} and constant == 0.0 and per_example is None
+    assert fit(["logit", {"type": "scale", "a": 0.1, "b": 0.5}, "binarize", "standardise"], x)[2] == 0.0
+    pipeline, y, constant, _ = fit(["binarize", {"type": "dequantize", "levels": 2}], x)
+    assert constant == pytest.approx(-3 * math.log(2)) and not fit(["flatten"], x)[0].binarizes
+    assert torch.equal(pipeline.inverse(y), (x >= 0.5).to(x.dtype))
+
+
+def test_bernoulli_binarization_draws_once_seeded() -> None:
+    """``b ~ Bernoulli(x)``: the mean over examples is x (within 4 standard errors), the draw repeats with the seed."""
+    x = torch.tensor([[0.0, 0.3, 0.9, 1.0]], dtype=torch.float64).expand(4000, 4)
+    spec = [{"type": "binarize", "mode": "bernoulli"}]
+    _, y, constant, _ = fit(spec, x)
+    assert set(y.unique().tolist()) == {0.0, 1.0} and constant == 0.0
+    se = (x[0] * (1 - x[0]) / len(x)).sqrt()
+    assert ((y.mean(0) - x[0]).abs() <= 4 * se + 1e-12).all()
+    assert torch.equal(fit(spec, x)[1], y) and not torch.equal(fit(spec, x, seed=1)[1], y)
+
+
 def test_ladj_by_hand() -> None:
     x = torch.tensor([[1.0, 3.0], [3.0, 7.0], [5.0, 2.0]], dtype=torch.float64)
     _, y, constant, _ = fit(["standardise"], x)
@@ -104,6 +129,7 @@ def test_inverse_broadcasts_over_extra_leading_dims() -> None:
         (["flatten", "logit"], [[0.2, 1.5]], r"transforms\[1\]: logit expects values in \[0, 1\]"),
         ([{"type": "logit", "alpha": 0.0}], [[0.0, 0.5]], "strictly inside"),
         ([{"type": "reshape", "shape": [4]}], [[0.0, 0.5, 1.0]], "cannot reshape"),
+        (["binarize"], [[0.0, 16.0]], r"transforms\[0\]: binarize expects values in \[0, 1\].*scale them first"),
     ],
 )
 def test_impossible_steps_say_which_and_why(specs: list, x: list, message: str) -> None:
@@ -114,7 +140,8 @@ def test_impossible_steps_say_which_and_why(specs: list, x: list, message: str) 
 @pytest.mark.parametrize(
     "specs",
     [[{"type": "scale", "a": 0.0}], [{"type": "logit", "alpha": 0.5}], [{"type": "dequantize", "levels": 1}],
-     ["unknown"], [{"type": "scale", "a": 1.0, "c": 2}], [{"type": "reshape", "shape": []}]],
+     ["unknown"], [{"type": "scale", "a": 1.0, "c": 2}], [{"type": "reshape", "shape": []}],
+     [{"type": "binarize", "threshold": 1.0}], [{"type": "binarize", "mode": "random"}]],
 )
 def test_bad_transform_specs_are_validation_errors(specs: list) -> None:
     with pytest.raises(ValidationError):
