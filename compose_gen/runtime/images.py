@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -44,12 +44,18 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
 
 
 def save_scatter(
-    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "", labels: Tensor | None = None
+    points: Tensor,
+    path: str | Path,
+    reference: Tensor | None = None,
+    title: str = "",
+    labels: Tensor | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Save 2D ``points`` as a PNG: a scatter plot over the ``reference`` points (grey), and their density.
 
     The density panel is a 2D histogram of the points over the same square as the
-    scatter plot.  Points drawn by class are coloured by their ``labels``.
+    scatter plot.  Points drawn by class are coloured by their ``labels``, which the
+    legend calls by their ``class_names`` where given.
     """
     import matplotlib
 
@@ -70,7 +76,8 @@ def save_scatter(
         label = labels.cpu().numpy()
         palette = plt.get_cmap("tab10" if label.max() < 10 else "tab20")
         scatter.scatter(pts[:, 0], pts[:, 1], s=2, c=palette(label % palette.N))
-        scatter.legend(*_class_handles(palette, sorted(set(label.tolist()))), fontsize="x-small", markerscale=3, loc="best")
+        handles = _class_handles(palette, sorted(set(label.tolist())), class_names)
+        scatter.legend(*handles, fontsize="x-small", markerscale=3, loc="best")
     else:
         scatter.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:blue", label="samples")
     shown = pts[np.isfinite(pts).all(axis=1)]
@@ -90,12 +97,14 @@ def save_scatter(
     return path
 
 
-def _class_handles(palette: Any, classes: list[int], shown: int = 10) -> tuple[list[Any], list[str]]:
-    """Legend entries for the first ``shown`` of the ``classes`` drawn."""
+def _class_handles(
+    palette: Any, classes: list[int], names: Sequence[str] | None = None, shown: int = 10
+) -> tuple[list[Any], list[str]]:
+    """Legend entries for the first ``shown`` of the ``classes`` drawn, by name where ``names`` has one."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker="o", ms=2, color=palette(k % palette.N)) for k in classes[:shown]]
-    return handles, [f"class {k}" for k in classes[:shown]]
+    return handles, [str(names[k]) if names and k < len(names) else f"class {k}" for k in classes[:shown]]
 
 
 def _writable_picture(path: str | Path, formats: Iterable[str]) -> Path:

@@ -404,7 +404,9 @@ class Run:
         if test.image_shape is not None:
             return save_grid(test.to_display(x).reshape(n, *test.image_shape), path, nrow=class_columns(n, cycle))
         if x[0].numel() == 2:
-            return save_scatter(test.to_display(x).reshape(n, 2), path, test.to_display(test.fields["x"]).reshape(-1, 2), labels=labels)
+            reference = test.to_display(test.fields["x"]).reshape(-1, 2)
+            names = [str(name) for name in test.meta.get("classes") or []]
+            return save_scatter(test.to_display(x).reshape(n, 2), path, reference, labels=labels, class_names=names)
         raise ValueError(
             f"samples of event shape {tuple(x.shape[1:])} are neither images nor 2D points, so they cannot be drawn; "
             f"write them as an array instead: -o {Path(path).with_suffix('.npy').name} (or .npz; Run.sample() in Python)"

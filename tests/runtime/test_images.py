@@ -46,3 +46,15 @@ def test_a_grid_of_samples_by_class_is_roughly_square_with_one_class_per_column(
     assert class_columns(n, classes) == columns
     if classes:
         assert all(i % columns % classes == i % classes for i in range(n))  # column i mod columns holds class i mod classes
+
+
+def test_the_legend_calls_classes_by_their_names_where_the_data_name_them() -> None:
+    """Labels 0 and 2 of three named classes read as those names; a label without a name stays ``class k``."""
+    import matplotlib
+
+    from compose_gen.runtime.images import _class_handles
+
+    palette = matplotlib.colormaps["tab10"]
+    assert _class_handles(palette, [0, 2], ["setosa", "versicolor", "virginica"])[1] == ["setosa", "virginica"]
+    assert _class_handles(palette, [0, 3], ["setosa", "versicolor", "virginica"])[1] == ["setosa", "class 3"]
+    assert _class_handles(palette, [1])[1] == ["class 1"]

@@ -126,7 +126,7 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
     assert f"warning: {run_dir} was trained with type 'one' of plugin 'counting_metrics' from counting_metrics 0.0; it is now of plugin 'counting_metrics' from counting_metrics 0.1" in capsys.readouterr().err
 
 
-def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path) -> None:
+def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path, monkeypatch) -> None:
     rows = ["u,v,species"] + [f"{i % 7},{i % 5},{['setosa', 'versicolor', 'virginica'][i % 3]}" for i in range(90)]
     (tmp_path / "flowers.csv").write_text("\n".join(rows))
     spec = flow_on({"type": "csv", "path": str(tmp_path / "flowers.csv"), "label": "species"}, context="c", bijector={"context_features": 3})
@@ -138,3 +138,7 @@ def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path) -> None:
         run.class_labels(["rose"])
     run.save_samples(tmp_path / "s.npz", 4, classes=["virginica"])
     assert np.load(tmp_path / "s.npz")["y"].tolist() == [2, 2, 2, 2]
+    drawn = {}
+    monkeypatch.setattr("compose_gen.runtime.run.save_scatter", lambda *args, **kwargs: drawn.update(kwargs))
+    run.save_samples(tmp_path / "s.png", 6)
+    assert drawn["labels"].tolist() == [0, 1, 2, 0, 1, 2] and drawn["class_names"] == ["setosa", "versicolor", "virginica"]
