@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["class_columns", "save_grid", "save_scatter"]
+__all__ = ["class_columns", "save_grid", "save_point_sets", "save_scatter"]
 
 
 def class_columns(n: int, classes: int | None) -> int | None:
@@ -64,11 +64,7 @@ def save_scatter(
 
     pts = points.detach().float().cpu().numpy()
     ref = reference.detach().float().cpu().numpy() if reference is not None else None
-    span = ref if ref is not None else pts
-    finite = span[np.isfinite(span).all(axis=1)]
-    low, high = (finite.min(0), finite.max(0)) if len(finite) else (np.full(2, -1.0), np.full(2, 1.0))
-    pad = 0.1 * np.maximum(high - low, 1e-6)
-    limits = [(low[i] - pad[i], high[i] + pad[i]) for i in range(2)]
+    limits = _limits(ref if ref is not None else pts)
     fig, (scatter, density) = plt.subplots(1, 2, figsize=(8, 4), dpi=100)
     if ref is not None:
         scatter.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
@@ -83,10 +79,45 @@ def save_scatter(
     shown = pts[np.isfinite(pts).all(axis=1)]
     density.hist2d(shown[:, 0], shown[:, 1], bins=60, range=limits, cmap="magma")
     for ax, name in ((scatter, "samples over data"), (density, "sample density")):
-        ax.set_xlim(*limits[0])
-        ax.set_ylim(*limits[1])
-        ax.set_aspect("equal")
-        ax.set_title(f"{title}  {name}".strip())
+        _frame(ax, limits, f"{title}  {name}".strip())
+    return _save_figure(fig, path)
+
+
+def save_point_sets(sets: Mapping[str, Tensor], path: str | Path, title: str = "") -> Path:
+    """Save named sets of 2D points as one scatter plot, a colour and a legend entry each (e.g. a, G_ab(a) and b)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arrays = {name: points.detach().float().cpu().numpy().reshape(-1, 2) for name, points in sets.items()}
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    palette = plt.get_cmap("tab10")
+    for k, (name, pts) in enumerate(arrays.items()):
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, color=palette(k % palette.N), label=name)
+    ax.legend(fontsize="x-small", markerscale=3, loc="best")
+    _frame(ax, _limits(np.concatenate(list(arrays.values()))), title)
+    return _save_figure(fig, path)
+
+
+def _limits(points: np.ndarray) -> list[tuple[float, float]]:
+    """The square around the finite ``points`` with a 10% margin, as (x, y) ranges."""
+    finite = points[np.isfinite(points).all(axis=1)]
+    low, high = (finite.min(0), finite.max(0)) if len(finite) else (np.full(2, -1.0), np.full(2, 1.0))
+    pad = 0.1 * np.maximum(high - low, 1e-6)
+    return [(low[i] - pad[i], high[i] + pad[i]) for i in range(2)]
+
+
+def _frame(ax: Any, limits: list[tuple[float, float]], title: str) -> None:
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    ax.set_aspect("equal")
+    ax.set_title(title)
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     try:
         path = _writable_picture(path, fig.canvas.get_supported_filetypes())
     except ValueError:

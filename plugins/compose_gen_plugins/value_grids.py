@@ -3,6 +3,9 @@
 * ``value_grid``: one row per named value on the same test examples.  For BiGAN,
   ``values: [x, reconstruction]`` shows x above G(E(x)); for CycleGAN,
   ``values: [a, ab, aba]`` shows a, its translation G_ab(a) and the cycle G_ba(G_ab(a)).
+* ``value_scatter``: the same for 2D points, one colour per named value; for a
+  CycleGAN between point sets, ``values: [b, ab, a]`` shows where G_ab takes a
+  against the b it should reach.
 * ``noise_interpolation``: G along linear or spherical paths between noise draws
   (White 2016), the classic check that a generator is smooth rather than memorising.
 """
@@ -18,10 +21,10 @@ from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches
-from compose_gen.runtime.images import save_grid
+from compose_gen.runtime.images import save_grid, save_point_sets
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
-__all__ = ["ValueGrid"]
+__all__ = ["ValueGrid", "ValueScatter"]
 
 
 class ValueGridParams(Params):
@@ -63,8 +66,50 @@ def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
     """Tile named graph values (inputs, translations, reconstructions) of test examples into one PNG."""
     data = getattr(ctx, "data", None)
     if data is not None and data.test.image_shape is None:  # refused by validate, not after training
-        raise ValueError(f"value_grid: the data are not images (the dataset has no image_shape), so {list(params.values)} cannot be tiled")
+        raise ValueError(
+            f"value_grid: the data are not images (the dataset has no image_shape), so {list(params.values)} cannot be tiled "
+            "(value_scatter draws 2D points)"
+        )
     return ValueGrid(params)
+
+
+class ValueScatterParams(Params):
+    values: list[Value] = Field(..., min_length=1, description="graph values or batch fields of 2D points, one colour each")
+    n: int = Field(1000, ge=1, description="test examples drawn (all of them where the test split is smaller)")
+    file: str = Field("values.png", pattern=r"^[A-Za-z0-9_.-]+\.png$", description="PNG written into the output folder")
+
+
+class ValueScatter:
+    """Draw the named graph values of the first ``n`` test examples as 2D points, one colour and legend entry each.
+
+    Every value must hold two numbers per example (model space, shown through the
+    data's ``to_display``).  Returns ``{"<file stem>_points": count}``.
+    """
+
+    def __init__(self, params: ValueScatterParams) -> None:
+        self.names, self.n, self.file = list(params.values), params.n, params.file
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        torch.manual_seed(ctx.seed)
+        batch = next(iter(batches(ctx.test, self.n, ctx.device)))
+        computed = ctx.model.values(batch, self.names)
+        sets = {}
+        for name in self.names:
+            value = computed[name]
+            if not isinstance(value, torch.Tensor) or value.dim() < 1 or value[0].numel() != 2:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"value_scatter: value {name!r} of shape {shape} is not a batch of 2D points")
+            sets[name] = ctx.test.to_display(value).reshape(len(value), 2)
+        path = save_point_sets(sets, Path(ctx.out_dir) / self.file)
+        return {f"{path.stem}_points": float(sum(len(points) for points in sets.values()))}
+
+
+def build_value_scatter(params: ValueScatterParams, ctx: BuildContext) -> ValueScatter:
+    """Draw named graph values (inputs, translations, reconstructions) of test examples as 2D points."""
+    data = getattr(ctx, "data", None)
+    if data is not None and data.test.image_shape is not None:  # refused by validate, not after training
+        raise ValueError(f"value_scatter: the data are images, so {list(params.values)} are not 2D points (value_grid tiles images)")
+    return ValueScatter(params)
 
 
 class NoiseInterpolationParams(ByClassParams):
@@ -118,5 +163,6 @@ def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContex
 def compose_gen_types() -> list[ComponentType]:
     return [
         ComponentType("value_grid", "metric", ValueGridParams, build_value_grid),
+        ComponentType("value_scatter", "metric", ValueScatterParams, build_value_scatter),
         ComponentType("noise_interpolation", "metric", NoiseInterpolationParams, build_noise_interpolation),
     ]

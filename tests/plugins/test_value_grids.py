@@ -155,3 +155,26 @@ def test_value_grid_on_data_that_are_not_images_is_refused_by_validate() -> None
     spec = load_spec(shipped, ["evaluate.metrics=[{type: value_grid, values: [x]}]"])
     with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*value_grid: the data are not images"):
         build(spec, "cpu")
+
+
+def test_value_scatter_draws_each_named_value_of_the_same_test_points(tmp_path, monkeypatch) -> None:
+    """cyclegan_2d's a and G_ab(a) as drawn are the model's values of the first n test examples; a 1D value is refused."""
+    from compose_gen.runtime import build
+    from compose_gen.spec import SpecError
+
+    shipped = pathlib.Path(__file__).resolve().parents[2] / "specs" / "cyclegan_2d.yaml"
+    spec = load_spec(shipped, ["evaluate.metrics=[{type: value_scatter, values: [a, ab], n: 50}]", "graph.score=d_b(ab)"])
+    model, data = build(spec, "cpu")
+    drawn = {}
+    monkeypatch.setattr(value_grids, "save_point_sets", lambda sets, path: drawn.update(sets) or path)
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), out_dir=tmp_path)
+    assert model.metrics[0](ctx) == {"values_points": 100.0}
+    first = {"a": data.test.fields["a"][:50], "b": data.test.fields["b"][:50]}
+    torch.testing.assert_close(drawn["a"], data.test.to_display(first["a"]))
+    torch.testing.assert_close(drawn["ab"], data.test.to_display(model.values(first, ["ab"])["ab"]))
+    model.metrics[0].names = ["a", "score"]
+    with pytest.raises(ValueError, match=r"value_scatter: value 'score' of shape \(50, 1\) is not a batch of 2D points"):
+        model.metrics[0](ctx)
+    images = load_spec(SPEC, ["evaluate.metrics=[{type: value_scatter, values: [x]}]"], catalogue=make_catalogue([value_grids], entry_points=True))
+    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*value_scatter: the data are images.*value_grid tiles images"):
+        build(images, "cpu")

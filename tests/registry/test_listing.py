@@ -23,5 +23,5 @@ def test_parameter_types_read_as_a_spec_writes_them(catalogue) -> None:
     assert params["elbo"]["objective"]["type"] == "'elbo' | 'iwae'"
     assert params["flow"]["bijectors"]["type"] == "list[component (bijector)]"
     assert params["mlp"]["hidden"]["type"] == "list[int]"
-    assert params["wine"]["transforms"]["type"] == "list[scale | standardise | flatten | reshape | dequantize | logit]"
+    assert params["wine"]["transforms"]["type"] == "list[scale | standardise | flatten | reshape | dequantize | logit | binarize]"
     assert params["frechet_distance"]["classifier"]["type"] == "{width, feature_dim, epochs, batch_size, lr, seed}"

@@ -58,3 +58,17 @@ def test_the_legend_calls_classes_by_their_names_where_the_data_name_them() -> N
     assert _class_handles(palette, [0, 2], ["setosa", "versicolor", "virginica"])[1] == ["setosa", "virginica"]
     assert _class_handles(palette, [0, 3], ["setosa", "versicolor", "virginica"])[1] == ["setosa", "class 3"]
     assert _class_handles(palette, [1])[1] == ["class 1"]
+
+
+def test_point_sets_are_drawn_in_a_colour_each_where_they_lie(tmp_path) -> None:
+    """The first set sits at the origin, the second to its right, the third above it: tab10's first three colours."""
+    from compose_gen.runtime.images import save_point_sets
+
+    noise = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) * 0.2
+    sets = {"a": noise, "ab": noise + torch.tensor([3.0, 0.0]), "b": noise + torch.tensor([0.0, 3.0])}
+    picture = np.asarray(Image.open(save_point_sets(sets, tmp_path / "sets.png")).convert("RGB"))
+    found = {k: _where(picture, rgb) for k, rgb in TAB10.items()}
+    assert all(len(pixels) > 100 for pixels in found.values())
+    (row0, col0), (row1, col1), (row2, col2) = (np.median(found[k], 0) for k in range(3))
+    assert col1 > col0 + 50 and abs(row1 - row0) < 40
+    assert row2 < row0 - 50 and abs(col2 - col0) < 40
