@@ -27,9 +27,11 @@ class Autoencoder(Loss):
 
     terms = ("loss",)
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, x_value: str = "x") -> None:
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
+        #: The graph value of the examples x, for metrics to compute.
+        self.x_value = x_value
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
@@ -54,4 +56,4 @@ class AutoencoderParams(Params):
 
 def build_autoencoder(p: AutoencoderParams, ctx: BuildContext) -> Autoencoder:
     """Deterministic autoencoder: minimise −log p(x | z = e(x))."""
-    return Autoencoder(ctx.component(p.encoder), ctx.component(p.decoder))
+    return Autoencoder(ctx.component(p.encoder), ctx.component(p.decoder), p.x)

@@ -35,9 +35,10 @@ from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.core import batches
+from compose_gen_plugins.datasets import ladj_field
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
 
-__all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "latent_model", "unexplained_variance"]
+__all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "batch_examples", "latent_model", "unexplained_variance"]
 
 
 def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> LatentVariableModel:
@@ -46,6 +47,14 @@ def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> Laten
     if not callable(getattr(model, needs, None)):
         raise ValueError(f"loss {name!r} ({type(model).__name__}) offers no {needs}(); name a latent-variable model loss")
     return model
+
+
+def batch_examples(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | float]:
+    """The examples x that ``model`` models in ``batch`` (its loss's ``x:``: a field, or a graph value computed as in
+    training), and their per-example log-determinant from data space where the dataset gives one (``ladj_<field>``)."""
+    value = getattr(model, "x_value", "x")
+    x = batch[value] if value in batch else ectx.model.values(batch, [value])[value]
+    return x, batch.get(ladj_field(value), 0.0)
 
 
 def batch_context(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> Tensor | None:
@@ -66,14 +75,14 @@ class ImportanceSampledNLL:
         test = ectx.test
         total, count = 0.0, 0
         for batch in batches(test, self.batch_size, ectx.device):
-            x = batch["x"]
+            x, ladj = batch_examples(ectx, self.model, batch)
             inputs = {"x": x, "context": batch_context(ectx, self.model, batch)}
-            log_p = self.model.log_likelihood(inputs, self.samples, test.ladj_to_model + batch.get("ladj_x", 0.0), self.chunk)
+            log_p = self.model.log_likelihood(inputs, self.samples, test.ladj_to_model + ladj, self.chunk)
             total += float(log_p.double().sum())
             count += len(x)
         nll = -total / count
         key = f"test/{self.name}"
-        return {f"{key}.nll_k{self.samples}": nll, f"{key}.bpd_k{self.samples}": nll / (test.dims * math.log(2))}
+        return {f"{key}.nll_k{self.samples}": nll, f"{key}.bpd_k{self.samples}": nll / (x[0].numel() * math.log(2))}
 
 
 class ImportanceSampledNLLParams(Params):
@@ -108,10 +117,11 @@ class PosteriorCollapse:
         conditions: list[torch.Tensor] = []
         count = 0
         for batch in batches(ectx.test, ectx.batch_size, ectx.device):
+            x, _ = batch_examples(ectx, self.model, batch)
             context = batch_context(ectx, self.model, batch)
             if context is not None:
-                conditions.append(context.reshape(len(batch["x"]), -1))
-            for level in self.model.levels(batch["x"], context=context):
+                conditions.append(context.reshape(len(x), -1))
+            for level in self.model.levels(x, context=context):
                 means.setdefault(level.name, []).append(location(level.posterior))
                 if level.name not in unfactorised:
                     try:
@@ -123,7 +133,7 @@ class PosteriorCollapse:
                 z, log_q = draw(level.posterior, self.kl_samples, with_log_prob=True)
                 estimate = (log_q - level.prior.log_prob(z)).mean(0)
                 kl_estimates[level.name] = kl_estimates.get(level.name, 0.0) + float(estimate.double().sum())
-            count += len(batch["x"])
+            count += len(x)
         results: dict[str, float] = {}
         for name, values in means.items():
             key = f"test/{self.name}.{name}"

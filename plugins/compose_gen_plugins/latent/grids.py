@@ -29,7 +29,7 @@ from torch import Tensor
 from compose_gen import BuildContext, EvalContext, LossName, Params
 from compose_gen.runtime.images import class_columns, save_grid
 from compose_gen_plugins.networks import conditioned
-from compose_gen_plugins.latent.evaluation import batch_context, latent_model
+from compose_gen_plugins.latent.evaluation import batch_context, batch_examples, latent_model
 from compose_gen_plugins.sampling import require_sampler
 
 __all__ = ["interpolate", "require_images", "slerp"]
@@ -38,7 +38,8 @@ __all__ = ["interpolate", "require_images", "slerp"]
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     """Spherical interpolation of flattened ``a``, ``b`` (``(..., D)``) at ``t`` (``(T,)``) -> ``(T, ..., D)``.
 
-    Falls back to linear interpolation where the angle is (numerically) zero.
+    Falls back to linear interpolation where the angle is (numerically) zero or π: at π the
+    great circle is not unique (slerp is undefined), and the linear path passes through the origin.
     """
     t = t.reshape(-1, *[1] * a.dim())
     cos = (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)).clamp_min(1e-12)
@@ -85,7 +86,7 @@ class ReconstructionGrid:
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         batch = {k: v.to(ectx.device) for k, v in ectx.test.batch(slice(0, self.examples)).items()}
-        x, context = batch["x"], batch_context(ectx, self.model, batch)
+        x, context = batch_examples(ectx, self.model, batch)[0], batch_context(ectx, self.model, batch)
         rows = 8
         pairs = []
         for start in range(0, len(x), rows):
@@ -118,7 +119,7 @@ class InterpolationGrid:
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         batch = {k: v.to(ectx.device) for k, v in ectx.test.batch(slice(0, 2 * self.pairs)).items()}
-        x, context = batch["x"], batch_context(ectx, self.model, batch)
+        x, context = batch_examples(ectx, self.model, batch)[0], batch_context(ectx, self.model, batch)
         z = conditioned(self.model.encode, x, context)
         path = interpolate(z[0::2], z[1::2], self.steps, self.mode)  # (steps, pairs, ...)
         if context is not None:  # each pair's path under its first image's condition

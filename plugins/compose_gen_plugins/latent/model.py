@@ -210,6 +210,8 @@ class LatentVariableModel(Loss):
         super().__init__()
         #: The graph value this model is conditioned on, for metrics and the sampler to compute; None: unconditional.
         self.context_value = objective.context
+        #: The graph value of the examples x, for metrics to compute.
+        self.x_value = objective.x
         #: The parts (named as the loss's fields) that read the context.
         self.conditioned = self._conditioned_parts(objective, {name: m for name, m in parts.items() if m is not None})
         self.objective = objective.objective

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from compose_gen import BuildContext, EvalContext, Latch, Loss, LossName, Params, Ref, Value, sum_rightmost
 from compose_gen.core import batches
+from compose_gen_plugins.latent.evaluation import batch_examples
 
 __all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", "build_vqvae", "code_statistics"]
 
@@ -109,10 +110,12 @@ class VQVAE(Loss):
     terms = ("loss",)
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, quantizer: VectorQuantizer, layout: str, commitment: float
+        self, encoder: nn.Module, decoder: nn.Module, quantizer: VectorQuantizer, layout: str, commitment: float, x_value: str = "x"
     ) -> None:
         super().__init__()
         self.encoder, self.decoder, self.quantizer = encoder, decoder, quantizer
+        #: The graph value of the examples x, for metrics to compute.
+        self.x_value = x_value
         self.layout, self.commitment = layout, commitment
         self.discrete = getattr(decoder, "discrete", False)
         self.latent_shape: torch.Size | None = None
@@ -202,7 +205,7 @@ class VQVAEParams(Params):
 def build_vqvae(p: VQVAEParams, ctx: BuildContext) -> VQVAE:
     """VQ-VAE: nearest codes, straight-through gradients, codebook and commitment losses (van den Oord et al. 2017)."""
     quantizer = VectorQuantizer(p.codes, p.code_dim, p.ema, p.decay, p.epsilon, p.init)
-    return VQVAE(ctx.component(p.encoder), ctx.component(p.decoder), quantizer, p.layout, p.commitment)
+    return VQVAE(ctx.component(p.encoder), ctx.component(p.decoder), quantizer, p.layout, p.commitment, p.x)
 
 
 class CodebookUsage:
@@ -214,7 +217,8 @@ class CodebookUsage:
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         counts = torch.zeros(self.model.quantizer.codes, device=ectx.device)
         for batch in batches(ectx.test, ectx.batch_size, ectx.device):
-            _, index = self.model.quantize(self.model.to_vectors(self.model.encoder(batch["x"])))
+            x, _ = batch_examples(ectx, self.model, batch)
+            _, index = self.model.quantize(self.model.to_vectors(self.model.encoder(x)))
             counts += self.model.quantizer.counts(index)
         return {f"test/{self.name}.{k}": float(v) for k, v in code_statistics(counts).items()}
 

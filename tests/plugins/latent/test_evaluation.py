@@ -264,3 +264,31 @@ def test_picture_grids_on_data_that_are_not_images_are_refused_by_validate(metri
     with pytest.raises(SpecError, match=rf"evaluate.metrics\[0\]: .*{metric['type']} draws an image grid, and the data are not images"):
         build(spec, "cpu")
     build(load_spec(MOONS_VAE | {"evaluate": {"metrics": [{"type": "test_losses"}]}}), "cpu")  # the spec is otherwise fine
+
+
+@torch.no_grad()
+def test_metrics_read_the_examples_the_loss_models_not_a_field_named_x(tmp_path: Path, monkeypatch) -> None:
+    """A VAE of domain b (``x: b``) of two-domain data, which have no field x: every metric reads b, and bits/dim are per b."""
+    spec = {
+        "name": "vae_of_b",
+        "data": {"type": "paired", "source": {"type": "digits", "shape": "flat", "binarize": "threshold"}, "mapping": "invert"},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [2]},
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 64, "out_features": 4, "hidden": [8]}},
+            "decoder": {"type": "bernoulli_decoder", "event_shape": [64], "net": {"type": "mlp", "in_features": 2, "out_features": 64, "hidden": [8]}},
+        },
+        "losses": {"vae": {"type": "elbo", "x": "b", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
+        "evaluate": {"metrics": [{"type": "importance_sampled_nll", "model": "vae", "samples": 3}, {"type": "posterior_collapse", "model": "vae"}]},
+    }
+    model, data = build(load_spec(spec), "cpu")
+    vae, seen = model.losses["vae"], []
+    for method in ("evidence", "levels"):
+        original = getattr(vae, method)
+        monkeypatch.setattr(vae, method, lambda x, *args, original=original, **kwargs: seen.append(x) or original(x, *args, **kwargs))
+    results = {}
+    for metric in model.metrics:
+        seen.clear()
+        results.update(metric(eval_context(model, data, tmp_path)))
+        torch.testing.assert_close(torch.cat(seen), data.test.fields["b"])  # one call per test batch, in order
+    assert "x" not in data.test.fields
+    assert results["test/vae.bpd_k3"] == pytest.approx(results["test/vae.nll_k3"] / (64 * math.log(2)))
