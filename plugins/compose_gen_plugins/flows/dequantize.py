@@ -19,7 +19,7 @@ This layer is a translation, so its ``ladj`` is 0.  The :math:`-D\log L` term is
 log-volume of one bin, the Jacobian of scaling integers by :math:`1/L`; it is
 counted once, by whichever component did that scaling: the dataset's
 ``TensorData.ladj_to_model`` (``-D log L`` for integers scaled by :math:`1/L`, e.g.
-``levels: 16`` for digits ``0..16`` scaled to ``[0, 1]``), which the flow NLL adds
+``levels: 17`` for digits ``0..16``, 17 values, read with ``scale: false`` and scaled by 1/17), which the flow NLL adds
 back, or an affine bijector placed after this one on raw integers
 (``levels: 1``).  Then NLL (nats) = :math:`-\mathbb E_u[\log p(y)] - \text{ladj\_to\_model}`,
 and bits/dim = NLL / (D log 2), an upper bound on the discrete model's, as reported
