@@ -289,7 +289,20 @@ def _event_shape(p: DecoderParams, ctx: BuildContext) -> tuple[int, ...]:
         return tuple(p.event_shape)
     if ctx.data is None:
         raise ValueError("event_shape is required when the spec has no data")
-    return tuple(ctx.data.train.event_shape("x"))
+    return tuple(_data_x(ctx).shape[1:])
+
+
+def _data_x(ctx: BuildContext) -> Tensor:
+    """The data's field x, which a decoder without ``event_shape`` models; a clear error where the data have none."""
+    assert ctx.data is not None
+    fields = ctx.data.train.fields
+    if "x" not in fields:
+        have = ", ".join(f"{name} {list(t.shape[1:])}" for name, t in fields.items())
+        raise ValueError(
+            f"the data have no field x (they have {have}), so the decoder cannot take its shape from them: "
+            "set its event_shape to the shape of the field it models"
+        )
+    return fields["x"]
 
 
 def build_gaussian_encoder(p: EncoderParams, ctx: BuildContext) -> GaussianEncoder:
@@ -299,7 +312,7 @@ def build_gaussian_encoder(p: EncoderParams, ctx: BuildContext) -> GaussianEncod
 
 def _modelled_x(p: DecoderParams, ctx: BuildContext) -> Tensor | None:
     """The data's x when the decoder models them (it takes their shape), else None."""
-    return ctx.data.train.fields["x"] if p.event_shape is None and ctx.data is not None else None
+    return _data_x(ctx) if p.event_shape is None and ctx.data is not None else None
 
 
 def build_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> BernoulliDecoder:
@@ -309,7 +322,7 @@ def build_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> BernoulliDec
         raise ValueError(
             f"a Bernoulli decoder is a likelihood of binary x, but the data's x take values in [{x.min().item():g}, "
             f"{x.max().item():g}] besides 0 and 1, where its log-probability is a cross-entropy, not a log-likelihood: "
-            "binarize the data (the digits' `binarize: threshold` or `bernoulli`), or use continuous_bernoulli_decoder "
+            "binarize the data (a dataset's `transforms: [binarize]`, or `{type: binarize, mode: bernoulli}`), or use continuous_bernoulli_decoder "
             "for values in [0, 1] (Loaiza-Ganem & Cunningham 2019)"
         )
     return BernoulliDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank)

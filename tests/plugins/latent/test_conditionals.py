@@ -77,6 +77,14 @@ def test_bernoulli_decoders_refuse_data_outside_their_support() -> None:
     build_bernoulli_decoder(params.model_copy(update={"event_shape": [1]}), _Context(grey, net))  # it models something else
 
 
+def test_a_decoder_without_event_shape_on_data_without_x_is_told_to_set_one() -> None:
+    context = _Context(torch.zeros(3, 5), nn.Linear(2, 5))
+    context.data = Splits(TensorData({"a": torch.zeros(3, 5), "b": torch.zeros(3, 2, 2)}), TensorData({"a": torch.zeros(1, 5), "b": torch.zeros(1, 2, 2)}))
+    with pytest.raises(ValueError, match=r"the data have no field x \(they have a \[5\], b \[2, 2\]\), .*set its event_shape"):
+        build_bernoulli_decoder(DecoderParams(net="net"), context)
+    build_bernoulli_decoder(DecoderParams(net="net", event_shape=[5]), context)
+
+
 def test_a_predicted_scale_refuses_a_fixed_one_it_would_ignore() -> None:
     GaussianDecoderParams(net="n", scale="predicted", fixed_scale=1.0)  # the default, as a resolved spec writes it
     with pytest.raises(ValueError, match="with scale: predicted the network gives σ, so drop fixed_scale"):
