@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from functools import partial
 from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
 
-from compose_gen import ComponentType, EvalContext, Params, Splits
+from compose_gen import ComponentType, EvalContext, Params, SpecWarning, Splits
 from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, has_labels, load_classifier
 from compose_gen_plugins.sampling import require_sampler
 
@@ -49,6 +50,12 @@ def metric_type(
 
     def build(parsed: Params, ctx: Any) -> Callable[[EvalContext], dict[str, float]]:
         require_sampler(ctx, name, by_class)
+        if ctx.sampler.distortion is not None:
+            message = (
+                f"scores the spec's samples, drawn with `sample:` {ctx.sampler.distortion} rather than from the model's "
+                "distribution, so its value describes that setting: drop it to score the model"
+            )
+            warnings.warn(SpecWarning(message), stacklevel=2)
         data = getattr(ctx, "data", None)
         if check is not None and data is not None:
             check(parsed, data)
@@ -58,7 +65,10 @@ def metric_type(
 
 
 def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
-    """``n`` model samples at temperature 1, in batches of ``ectx.batch_size``, without autograd.
+    """``n`` samples as the spec's ``sample:`` draws them, in batches of ``ectx.batch_size``, without autograd.
+
+    That is the model's distribution unless the sampler changes it (its ``distortion``: a
+    temperature, a truncation, of which the build warns), or returns decoder means.
 
     Seeded by ``ectx.seed`` inside a forked RNG, so a metric is reproducible and
     leaves the caller's random state alone.
