@@ -15,7 +15,17 @@ from torch import Tensor
 
 from compose_gen.core.data import MAX_CLASSES
 
-__all__ = ["FLOAT32_MAX", "MAX_CLASSES", "BEYOND_FLOAT32", "constant_features", "float32_overflow", "element", "too_many_classes"]
+__all__ = [
+    "BEYOND_FLOAT32",
+    "FLOAT32_MAX",
+    "MAX_CLASSES",
+    "constant_features",
+    "continuous_density_caveat",
+    "element",
+    "few_values",
+    "float32_overflow",
+    "too_many_classes",
+]
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 #: What is wrong with a value that :func:`float32_overflow` finds.
@@ -34,6 +44,29 @@ def constant_features(x: Tensor) -> str | None:
         return None
     shown = ", ".join(map(str, constant[:5])) + (", …" if len(constant) > 5 else "")
     return f"{len(constant)} feature(s) are constant in the train split (flat index {shown})"
+
+
+#: Examples :func:`few_values` looks at: enough to see a grid, few enough to stay quick on large data.
+_LOOKED_AT = 2000
+
+
+def few_values(x: Tensor) -> str | None:
+    """``"the data take only 17 distinct values (0..0.94)"`` when ``x`` (examples along dim 0) lie on a grid of at most 256, else None."""
+    x = x[:_LOOKED_AT].flatten(1)
+    values = torch.unique(x)
+    if len(values) <= 256 and x.numel() >= 8 * len(values):
+        return f"the data take only {len(values)} distinct values ({values[0].item():g}..{values[-1].item():g})"
+    return None
+
+
+def continuous_density_caveat(x: Tensor) -> str | None:
+    """Why a continuous density's likelihood of ``x`` (examples along dim 0) would be unbounded, or None.
+
+    On data that take a few values, or on a feature that is constant, a density can
+    grow without bound at those points, so its NLL falls forever and bits/dim are no
+    bound on the discrete data's (Theis et al. 2016); dequantization fills each bin.
+    """
+    return few_values(x) or constant_features(x[:_LOOKED_AT])
 
 
 def float32_overflow(x: Tensor) -> tuple[int, ...] | None:

@@ -39,7 +39,6 @@ from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor
 
 from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
-from compose_gen_plugins.datasets.limits import constant_features
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["UniformDequantization"]
@@ -128,23 +127,6 @@ def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
             "dataset's scaling (or scale raw integers with a bijector after levels: 1)"
         )
 
-
-#: Examples :func:`continuous_density_caveat` looks at: enough to see a grid, few enough to stay quick on large data.
-_LOOKED_AT = 2000
-
-
-def continuous_density_caveat(x: Tensor) -> str | None:
-    """Why a continuous density's likelihood of ``x`` (examples along dim 0) would be unbounded, or None.
-
-    On data that take a few values, or on a feature that is constant, a density can
-    grow without bound at those points, so its NLL falls forever and bits/dim are no
-    bound on the discrete data's (Theis et al. 2016); dequantization fills each bin.
-    """
-    x = x[:_LOOKED_AT].flatten(1)
-    values = torch.unique(x)
-    if len(values) <= 256 and x.numel() >= 8 * len(values):
-        return f"the data take only {len(values)} distinct values ({values[0].item():g}..{values[-1].item():g})"
-    return constant_features(x)
 
 
 @hookimpl

@@ -41,7 +41,7 @@ from torch.distributions import Distribution, constraints
 
 from compose_gen import Bijector, Chain, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, SpecWarning, Value, broadcast_value, hookimpl
 from compose_gen_plugins.flows import context_shape_of
-from compose_gen_plugins.flows.dequantize import continuous_density_caveat
+from compose_gen_plugins.datasets.limits import continuous_density_caveat
 from compose_gen_plugins.sampling import ByClassParams
 
 __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]

@@ -40,7 +40,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from compose_gen import BuildContext, Chain, ClassConditions, Loss, LossName, Params, Sampler, SpecWarning, Value, log_mean_exp
 from compose_gen.registry import suggest
-from compose_gen_plugins.datasets.limits import constant_features
+from compose_gen_plugins.datasets.limits import constant_features, few_values
 from compose_gen_plugins.networks import conditioned
 
 __all__ = [
@@ -180,20 +180,29 @@ def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samp
 
 
 def caution_unbounded(objective: "ObjectiveParams", decoder: nn.Module, ctx: BuildContext, transform: nn.Module | None = None) -> None:
-    """Warn when a Gaussian decoder's learned or predicted σ meets constant features of the x it models.
+    """Warn when a Gaussian decoder's learned or predicted σ meets constant features, or data that take a few values.
 
     There σ can shrink toward 0, so the ELBO grows without bound and says nothing of
-    the model; a dequantizing ``transform`` (the hybrid's) fills the features with noise.
+    the model, and bits/dim bound nothing of the discrete data's (Theis et al. 2016);
+    a dequantizing ``transform`` (the hybrid's) fills each bin with noise.
     """
     scale = getattr(decoder, "scale_mode", "fixed")
     if scale == "fixed" or ctx.data is None or objective.x not in ctx.data.train.fields:
         return
     if transform is not None and any(getattr(m, "surjective", False) for m in transform.modules()):
         return
-    caveat = constant_features(ctx.data.train.fields[objective.x])
+    x = ctx.data.train.fields[objective.x]
+    discrete = few_values(x)
+    caveat = discrete or constant_features(x)
     if caveat:
-        advice = "drop them (a csv's `columns:`), or give the decoder `scale: fixed`"
-        warnings.warn(SpecWarning(f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the ELBO grows without bound; {advice}"), stacklevel=2)
+        advice = (
+            "dequantize them (integers 0..L-1, before any scaling: the dataset's `transforms: [{type: dequantize, levels: L}]`), "
+            "or use a discrete decoder (categorical, discretized_logistic)"
+            if discrete
+            else "drop them (a csv's `columns:`)"
+        )
+        message = f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the ELBO grows without bound; {advice}, or give the decoder `scale: fixed`"
+        warnings.warn(SpecWarning(message), stacklevel=2)
 
 
 class LatentVariableModel(Loss):

@@ -12,7 +12,7 @@ from torch.autograd.functional import jacobian
 
 import compose_gen as cg
 from compose_gen import Splits, TensorData
-from compose_gen_plugins.flows.dequantize import DequantizeParams, UniformDequantization, build_dequantize, continuous_density_caveat
+from compose_gen_plugins.flows.dequantize import DequantizeParams, UniformDequantization, build_dequantize
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -87,16 +87,6 @@ def test_build_refuses_data_beyond_the_grids_top_and_names_the_levels_they_take(
         build_dequantize(DequantizeParams(shape=[4], levels=256), _data(raw, 0.0))
     assert build_dequantize(DequantizeParams(shape=[4], levels=1), _data(raw, 0.0)).levels == 1
 
-
-def test_the_caveat_names_discrete_data_and_constant_features_and_passes_continuous_data() -> None:
-    g = torch.Generator().manual_seed(0)
-    grey = torch.randint(0, 17, (300, 64), generator=g) / 17
-    assert continuous_density_caveat(grey) == "the data take only 17 distinct values (0..0.941176)"
-    points = torch.randn(300, 3, generator=g)
-    assert continuous_density_caveat(points) is None
-    points[:, 1] = 2.5
-    assert continuous_density_caveat(points) == "1 feature(s) are constant in the train split (flat index 1)"
-    assert continuous_density_caveat(points[:1]) is None, "one example makes no feature constant"
 
 
 @pytest.mark.parametrize("head", [[], [{"type": "dequantize", "shape": [64], "levels": 17}]])
