@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["CLAIM_FILE", "FolderBusy", "claimed"]
+__all__ = ["CLAIM_FILE", "FolderBusy", "claimed", "refuse_if_busy"]
 
 CLAIM_FILE = ".writer"
 
@@ -81,6 +81,24 @@ def _read(path: Path) -> tuple[str, bool]:
     return owner, same
 
 
+def _busy(run_dir: Path, owner: str) -> FolderBusy:
+    return FolderBusy(
+        f"{run_dir} is being written by another training (host and process {owner}): wait for it to end, "
+        f"or choose another folder (if no such process runs, delete {Path(run_dir) / CLAIM_FILE})"
+    )
+
+
+def refuse_if_busy(run_dir: Path) -> None:
+    """:class:`FolderBusy` if another live process writes ``run_dir``: looked at, not claimed, so that a
+    command says so before it judges the folder by what the writer has written so far."""
+    try:
+        owner, here = _read(Path(run_dir) / CLAIM_FILE)
+    except FileNotFoundError:
+        return
+    if here and owner and owner != _me() and _alive(owner):
+        raise _busy(run_dir, owner)
+
+
 @contextlib.contextmanager
 def claimed(run_dir: Path) -> Iterator[None]:
     """This process writes ``run_dir`` inside the block (re-entrant); :class:`FolderBusy` while another live one does."""
@@ -93,10 +111,7 @@ def claimed(run_dir: Path) -> Iterator[None]:
             owner, here = "", True
         if not (here and owner == _me()):
             if here and owner and _alive(owner):
-                raise FolderBusy(
-                    f"{run_dir} is being written by another training (host and process {owner}): wait for it to end, "
-                    f"or choose another folder (if no such process runs, delete {path})"
-                )
+                raise _busy(run_dir, owner)
             path.unlink(missing_ok=True)  # its writer has ended, or it was copied with the folder: take over
             if not _take(path):
                 raise FolderBusy(f"{run_dir} was claimed by another training just now: choose another folder")

@@ -35,7 +35,7 @@ from compose_gen.core.contracts import check_metric_result
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
-from compose_gen.runtime.claim import claimed
+from compose_gen.runtime.claim import claimed, refuse_if_busy
 from compose_gen.runtime.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -168,6 +168,7 @@ class Run:
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         default = Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
+        refuse_if_busy(run_dir)
         if list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")
         _refuse_to_start_over(run_dir, "choose another folder")
@@ -477,6 +478,7 @@ def _refuse_to_start_over(run_dir: Path, instead: str | None = None) -> None:
     evaluated = (run_dir / "evaluation.json").exists()
     if not records and not evaluated:
         return
+    refuse_if_busy(run_dir)  # a live training that has not checkpointed yet: say that, not that it is stale
     step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
     found = " and ".join(name for name, present in (("metrics.jsonl", records), ("evaluation.json", evaluated)) if present)
     raise CheckpointError(

@@ -79,3 +79,21 @@ def test_a_copy_of_a_folder_being_written_can_be_claimed_and_the_original_cannot
         assert not (copy / CLAIM_FILE).exists()
         assert json.loads((original / CLAIM_FILE).read_text())["folder"] == os.path.realpath(original)
     assert not (original / CLAIM_FILE).exists()
+
+
+def test_a_live_training_before_its_first_checkpoint_is_named_not_taken_for_stale_records(tmp_path, toys_catalogue) -> None:
+    """Its log has lines and its folder no checkpoint yet: resuming or reusing the folder says who writes it."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path, progress=False)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 100, "loss": 1.0}) + "\n")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim_by(tmp_path, other)
+        for attempt in (lambda: Run.create(spec, tmp_path, progress=False), lambda: Run.load(tmp_path, catalogue=toys_catalogue)):
+            with pytest.raises(FolderBusy, match=rf"is being written by another training \(host and process .* {other.pid}\)"):
+                attempt()
+    finally:
+        other.kill()
+        other.wait()
+    with pytest.raises(Exception, match="holds no checkpoint, but metrics.jsonl"):  # once it has ended, the records are stale
+        Run.load(tmp_path, catalogue=toys_catalogue)
