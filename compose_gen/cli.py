@@ -8,8 +8,10 @@ status, never a traceback from inside the library.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import warnings
@@ -113,6 +115,12 @@ def _train(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     steps = [f"train.steps={args.steps}"] if args.steps is not None else []  # on a resume, the schedule stretches to the new end
     if args.resume:
+        if args.spec or args.out:
+            given = f"SPEC {args.spec}" if args.spec else f"--out {args.out}"
+            raise SystemExit(
+                f"compose-gen train: --resume continues {args.resume} with the spec it records, so {given} would not be used; "
+                "change the recorded spec with --set, or train the SPEC into a new folder with --out"
+            )
         run = Run.load(args.resume, args.device, [*args.set, *steps], progress=progress)
         if steps and run.trainer.step >= args.steps:
             raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already; give --steps beyond it")
@@ -131,8 +139,9 @@ def _train(args: argparse.Namespace) -> int:
     stopped = run.trainer.interrupted
     if stopped and main_process:
         print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
-    if main_process:
-        print(json_text({"step": run.trainer.step, **logs}))
+    if main_process:  # the last logged training averages, then the evaluation at that step
+        evaluated = run.evaluation if run.evaluation is not None and run.evaluation["step"] == run.trainer.step else {}
+        print(json_text({"step": run.trainer.step, **logs, **evaluated}))
     if not stopped:
         return 0
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
@@ -239,13 +248,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP); must not hold checkpoints yet")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest readable checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="print neither the progress bar nor the log lines (metrics.jsonl is still written)")
     overrides(p)
 
-    p = command("sample", _sample, "write samples of a trained run as an image")
+    p = command("sample", _sample, "write samples of a trained run: a picture (image grid, or scatter plot of 2D points), or arrays")
     p.add_argument("run_dir")
-    p.add_argument("-n", type=_at_least(1, int), default=64, help="how many samples")
-    p.add_argument("-o", "--output", required=True, help="the picture to write (.png unless it names another format)")
+    p.add_argument("-n", type=_at_least(1, int), default=64, help="how many samples (default 64)")
+    p.add_argument(
+        "-o", "--output", required=True, help="file to write: a picture (.png unless it names another format), or .npy/.npz arrays in data space"
+    )
     p.add_argument("--temperature", type=_at_least(0.0, float), default=1.0, help="scale of the noise's standard deviation (0: the mode)")
     p.add_argument(
         "--class", dest="classes", action="append", metavar="K",
@@ -289,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError, ValueError):  # so that Python's flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (CheckpointError, NonFiniteLoss, OSError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -152,8 +152,13 @@ def test_until_pauses_a_run_whose_schedule_then_resumes_as_if_never_stopped(tmp_
 def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -> None:
     path = write(tmp_path, vae_spec)
     run = tmp_path / "run"
+    capsys.readouterr()
     assert main(["train", str(path), "--out", str(run), "--steps", "10", "--no-progress", "--device", "cpu"]) == 0
     assert (run / "spec.yaml").exists() and (run / "metrics.jsonl").exists()
+    printed = json.loads(capsys.readouterr().out)  # the last training averages, then the evaluation at that step
+    assert printed == {**printed, **json.loads((run / "evaluation.json").read_text())} and "vae.elbo" in printed
+    with pytest.raises(SystemExit, match=rf"--resume continues {run} with the spec it records, so SPEC {path} would not be used"):
+        main(["train", str(path), "--resume", str(run), "--steps", "15"])
     assert main(["sample", str(run), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
     capsys.readouterr()
@@ -385,3 +390,14 @@ def test_train_refuses_a_folder_with_records_and_a_device_it_cannot_have(tmp_pat
     assert (tmp_path / "old" / "metrics.jsonl").read_text() == '{"step": 50, "loss": 1.0}\n'
     assert main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", "tpu", "--no-progress"]) == 1
     assert "unknown device 'tpu': give cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(monkeypatch, capsys) -> None:
+    """``compose-gen plugins --json | head``: a closed pipe is no error to report."""
+
+    def closed(*args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("compose_gen.cli._plugins", closed)
+    assert main(["plugins", "--json"]) == 141
+    assert "error" not in capsys.readouterr().err

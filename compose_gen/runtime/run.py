@@ -157,6 +157,8 @@ class Run:
     trainer: Trainer
     #: Set when the loaded checkpoint is not the folder's newest (a newer one was unreadable): why.
     behind: str | None = None
+    #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
+    evaluation: dict[str, Any] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -453,6 +455,7 @@ class Run:
                 problems += self.spec.blame(declared, problem).problems
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
+        self.evaluation = results
         if self.dir is not None and record:
             try:
                 write_json_atomic(self.dir / "evaluation.json", results)
