@@ -28,9 +28,10 @@ def train(
     return run
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> Run:
+def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str | Path | None = None) -> Run:
     """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``.
 
-    A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
+    At its newest readable checkpoint, or ``checkpoint``: ``"best"`` (see ``train.best_metric``) or a
+    checkpoint folder.  A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
     """
-    return Run.load(run_dir, device, trained=True)
+    return Run.load(run_dir, device, trained=True, checkpoint=checkpoint)

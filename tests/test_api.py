@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
 import compose_gen as cg
+from compose_gen.runtime.checkpoint import CheckpointError
 
 
 def test_train_then_load_back(tmp_path, vae_spec) -> None:
@@ -21,6 +23,10 @@ def test_train_then_load_back(tmp_path, vae_spec) -> None:
     assert again.evaluate()["test/vae.elbo"] == results["test/vae.elbo"]
     x = again.sample(5)
     assert x.shape == (5, 64) and ((x >= 0) & (x <= 1)).all()
+    chosen = tmp_path / "run" / "checkpoints" / f"step-{run.trainer.step:08d}"
+    assert cg.load_run(tmp_path / "run", checkpoint=chosen).trainer.step == run.trainer.step
+    with pytest.raises(CheckpointError, match="no best checkpoint recorded"):
+        cg.load_run(tmp_path / "run", checkpoint="best")
 
 
 def test_training_improves_the_elbo(vae_spec) -> None:
