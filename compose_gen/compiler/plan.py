@@ -166,8 +166,9 @@ def _game_problems(
 
 
 def _holders(ids: set[int], components: dict[str, nn.Module]) -> list[str]:
-    """The components holding any of the parameters ``ids``."""
-    return [c for c, module in components.items() if any(id(p) in ids for p in module.parameters())]
+    """The components holding any of the parameters ``ids``, but not one inside another listed (``encoder.net`` in ``encoder``)."""
+    holding = {c: module for c, module in components.items() if any(id(p) in ids for p in module.parameters())}
+    return [c for c, module in holding.items() if not any(o != c and any(m is module for m in outer.modules()) for o, outer in holding.items())]
 
 
 def _player_params(

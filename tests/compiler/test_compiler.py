@@ -231,6 +231,11 @@ def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, catal
     game["critic"]["params"] = ["critic", "generator"]
     gan_spec["players"] = game
     assert "players: adv.critic and adv.generator oppose each other, but the parameters of generator are trained on both (players critic and generator)" in errors(gan_spec, catalogue)
+    from pathlib import Path
+
+    vaegan = load_spec(Path(__file__).parents[2] / "specs" / "vaegan_digits.yaml", ["players.critic.params=[critic, encoder, decoder]"], catalogue=catalogue)
+    with pytest.raises(SpecError, match="but the parameters of encoder and decoder are trained on both"):  # not their nets again
+        build(vaegan, "cpu")
 
 
 
