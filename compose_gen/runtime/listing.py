@@ -51,10 +51,18 @@ def _summary(run: Path, step: str) -> str:
     return f"train: {_format(last)}" if last else ""
 
 
-def _format(results: Any) -> str:
+def _format(results: Any, width: int = 160) -> str:
+    """The float results as ``key=value``, whole ones that fit in about ``width`` characters, then how many more there are."""
     if not isinstance(results, dict):
         return ""
-    return "  ".join(f"{k}={v:.4g}" for k, v in results.items() if isinstance(v, float))[:160]
+    items = [f"{k}={v:.4g}" for k, v in results.items() if isinstance(v, float)]
+    shown: list[str] = []
+    for item in items:
+        if shown and sum(len(s) + 2 for s in shown) + len(item) > width:
+            break
+        shown.append(item)
+    more = len(items) - len(shown)
+    return "  ".join(shown) + (f"  … (+{more} more)" if more else "")
 
 
 def _last_record(path: Path, tail: int = 1 << 16) -> dict[str, Any] | None:

@@ -49,3 +49,15 @@ def test_an_evaluation_of_an_older_step_gives_way_to_the_training_metrics(tmp_pa
         line = capsys.readouterr().out.strip()
         assert line.startswith(f"{run}  ae_tiny  step 4  {shown}"), line
         assert ("test/rec" in line) == (step == 4) and ("rec.mse=" in line) == (step == 2)
+
+
+def test_many_metrics_are_shown_whole_as_far_as_they_fit_then_counted(tmp_path, capsys):
+    run = tmp_path / "runs" / "wide"
+    run.mkdir(parents=True)
+    (run / "spec.yaml").write_text("name: wide\n")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, **{f"test/vae.z.kl_dim{d:02d}": 0.123456 for d in range(16)}}) + "\n")
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    line = capsys.readouterr().out.strip()
+    shown = line.split("train: ")[1].split("  … ")[0].split("  ")
+    assert all(item.startswith("test/vae.z.kl_dim") and item.endswith("=0.1235") for item in shown), "no entry is cut"
+    assert line.endswith(f"  … (+{16 - len(shown)} more)") and 0 < len(shown) < 16
