@@ -158,7 +158,6 @@ class ToModel:
 
     pipeline: Pipeline
     space: DataSpace
-    constant: float
     seed: int
 
     def __call__(self, raw: Tensor) -> tuple[Tensor, Tensor]:
@@ -211,7 +210,7 @@ def make_splits(
     except PipelineError as error:
         raise DatasetError(str(error)) from None
     display = Display(pipeline, info.image_shape, info.pixel_max, info.base_display)
-    to_model = ToModel(pipeline, info, constant, params.seed) if modelled == ("x",) else None
+    to_model = ToModel(pipeline, info, params.seed) if modelled == ("x",) else None
 
     def data(fields: dict[str, Tensor]) -> TensorData:
         return TensorData(

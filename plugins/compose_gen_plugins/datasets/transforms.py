@@ -26,11 +26,11 @@ space converts back exactly: ``log p_data(x) = log p_model(f(x)) + ladj(x)``.
   ``b ~ Bernoulli(x)`` once per example, seeded (``mode: bernoulli``, the
   stochastic binarization of Salakhutdinov & Murray, 2008, "On the quantitative
   analysis of deep belief networks").  Not invertible: from here on the data
-  *are* the binary vectors, so likelihoods are probabilities of them, as in the
-  binarized-MNIST literature.  The log-determinants before it (the dataset's own
-  scaling included) no longer apply, nor do those of relabelling steps after it
-  (``scale``, ``standardise``, ``logit``), which leave a probability mass
-  unchanged; a ``dequantize`` after it makes a density again and counts.
+  *are* the binary vectors, as if read so from a file, and likelihoods are of
+  them, as in the binarized-MNIST literature.  The log-determinants before it
+  (the dataset's own scaling included) no longer apply; the steps after it count
+  as for any integer data (a ``scale`` by 1/2 gives a flow's ``dequantize`` head
+  with ``levels: 2`` its bin volume; a discrete decoder's probability ignores them).
 
 Every step's output must be finite in float32, the model's precision: a step
 that makes a value overflow it (``scale`` by ``a: 1e300``) is an error naming
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
 import torch
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from torch import Tensor
 
 from compose_gen import Params
@@ -135,6 +135,12 @@ class BinarizeStep(Params):
     type: Literal["binarize"]
     mode: Literal["threshold", "bernoulli"] = "threshold"
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="mode threshold: the least value that becomes 1")
+
+    @model_validator(mode="after")
+    def _threshold_only_for_threshold(self) -> "BinarizeStep":
+        if self.mode == "bernoulli" and "threshold" in self.model_fields_set:
+            raise ValueError("mode bernoulli draws b ~ Bernoulli(x) and uses no threshold: drop it, or use mode threshold")
+        return self
 
 
 def _named_step(value: object) -> object:
@@ -250,14 +256,12 @@ _Fitted = Union[_Affine, _Reshape, _Dequantize, _Logit, _Binarize]
 class _Ladj:
     """Accumulates the constant and the per-example log-determinants of applied steps.
 
-    From a ``binarize`` on, the data are discrete: what came before no longer
-    applies, and steps that relabel the values add nothing, until a ``dequantize``.
+    A ``binarize`` starts over: the binary vectors are the data from there on.
     """
 
     def __init__(self) -> None:
         self.constant = 0.0
         self.per_example: Tensor | None = None
-        self.discrete = False
 
     def add(self, index: int, step: _Fitted, x: Tensor, generator: torch.Generator) -> Tensor:
         try:
@@ -268,12 +272,8 @@ class _Ladj:
         if overflow is not None:
             raise PipelineError(f"transforms[{index}]: makes a value {y[overflow].item():g}, {BEYOND_FLOAT32}")
         if isinstance(step, _Binarize):
-            self.constant, self.per_example, self.discrete = 0.0, None, True
-            return y
-        if self.discrete and not isinstance(step, _Dequantize):
-            return y  # a relabelling of discrete values leaves their probabilities as they are
-        self.discrete = False
-        if isinstance(ladj, Tensor):
+            self.constant, self.per_example = 0.0, None
+        elif isinstance(ladj, Tensor):
             self.per_example = ladj if self.per_example is None else self.per_example + ladj
         else:
             self.constant += ladj

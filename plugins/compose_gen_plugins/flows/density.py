@@ -68,12 +68,12 @@ def _plot(density: np.ndarray, data: np.ndarray, extent: list[float], mass: floa
 class DensityPlot:
     """Callable metric: writes ``density.png`` and returns ``test/<flow>.density_mass``."""
 
-    def __init__(self, name: str, flow: Flow, grid: int, padding: float, bounds: list[list[float]] | None) -> None:
+    def __init__(self, name: str, flow: Flow, grid: int, padding: float, bounds: list[list[float]] | None, x: str = "x") -> None:
         if flow.event_shape != torch.Size([2]):
             raise ValueError(f"density_plot: flow {name!r} has event shape {tuple(flow.event_shape)}; it needs [2]")
         if flow.context_shape is not None:
             raise ValueError(f"density_plot: flow {name!r} is conditional; only unconditional flows can be plotted")
-        self.name, self.flow, self.grid, self.padding, self.bounds = name, flow, grid, padding, bounds
+        self.name, self.flow, self.grid, self.padding, self.bounds, self.x = name, flow, grid, padding, bounds, x
 
     def _box(self, data: Tensor) -> Tensor:
         if self.bounds is not None:
@@ -85,7 +85,7 @@ class DensityPlot:
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         dtype = next(self.flow.parameters(), torch.empty(0)).dtype
-        data = ectx.test.fields["x"].to(ectx.device, dtype).flatten(1)
+        data = ectx.test.fields[self.x].to(ectx.device, dtype).flatten(1)
         box = self._box(data)
         density, area = grid_density(self.flow, box, self.grid)
         mass = float((density.sum() * area).item())
@@ -103,6 +103,7 @@ class DensityPlotParams(Params):
     bounds: list[list[float]] | None = Field(
         None, description="explicit box [[low_1, high_1], [low_2, high_2]] instead of the data's range"
     )
+    x: str = Field("x", description="the data field the flow models, drawn under its density (b of two domains)")
 
 
 def build_density_plot(params: DensityPlotParams, ctx: BuildContext) -> DensityPlot:
@@ -111,8 +112,11 @@ def build_density_plot(params: DensityPlotParams, ctx: BuildContext) -> DensityP
         len(params.bounds) != 2 or any(len(b) != 2 or not b[0] < b[1] for b in params.bounds)
     ):
         raise ValueError(f"density_plot: bounds must be [[low_1, high_1], [low_2, high_2]] with low < high, got {params.bounds}")
+    data = getattr(ctx, "data", None)
+    if data is not None and params.x not in data.test.fields:
+        raise ValueError(f"density_plot: the data have no field {params.x!r} (they have {', '.join(data.test.fields)}): set x")
     name = params.flow if isinstance(params.flow, str) else "flow"
-    return DensityPlot(name, ctx.component(params.flow), params.grid, params.padding, params.bounds)
+    return DensityPlot(name, ctx.component(params.flow), params.grid, params.padding, params.bounds, params.x)
 
 
 @hookimpl

@@ -84,7 +84,7 @@ class DequantizeParams(Params):
 def build_dequantize(params: DequantizeParams, ctx: BuildContext | None) -> UniformDequantization:
     """Uniform dequantization y = x + u/levels, u ~ U[0,1) (Uria et al. 2013; Theis et al. 2016)."""
     data = getattr(ctx, "data", None)
-    if data is not None:
+    if data is not None and "x" in data.train.fields:  # data of other fields (two domains): which one it reads is the flow's loss's
         _check_grid(data.train.fields["x"], data.train.ladj_to_model, params.levels)
     return UniformDequantization(tuple(params.shape), params.levels)
 
@@ -99,12 +99,13 @@ def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
             f"(largest distance to the grid: {off_grid:.3g} steps)"
         )
     low, top = int(scaled.min().round().item()), int(scaled.max().round().item())
-    if levels > 1 and top > levels and (x.double() - x.double().round()).abs().max().item() < 1e-4:
-        raw_top = int(x.max().round().item())  # integers never scaled: 0..255 rather than k/256
+    if levels > 1 and top >= levels and (x.double() - x.double().round()).abs().max().item() < 1e-4:
+        raw_top = int(x.max().round().item())  # integers never scaled: 0..255 rather than k/256, or binarized 0..1
         raise ValueError(
             f"dequantize: levels={levels} takes data k/{levels} in [0, 1), but the data are integers up to {raw_top}, "
             f"not yet scaled: scale them by 1/{raw_top + 1} with `levels: {raw_top + 1}` "
-            f"(the dataset's `transforms: [{{type: scale, a: {1 / (raw_top + 1)!r}}}]`)"
+            f"(the dataset's `transforms: [..., {{type: scale, a: {1 / (raw_top + 1)!r}}}]`), or dequantize the integers "
+            "themselves with `levels: 1`"
         )
     if levels > 1 and (low < 0 or top > levels - 1):  # levels 1: raw integers, scaled by a bijector after this one
         need = top + 1
@@ -126,7 +127,6 @@ def _check_grid(x: Tensor, ladj_to_model: float, levels: int) -> None:
             f"dataset's ladj_to_model is {ladj_to_model:.6g}; bits/dim would be off. Match levels to the "
             "dataset's scaling (or scale raw integers with a bijector after levels: 1)"
         )
-
 
 
 @hookimpl

@@ -53,7 +53,6 @@ def test_digits_binarized(build) -> None:
     assert splits.train.ladj_to_model == 0.0
 
 
-
 def test_binarize_transform_is_the_digits_threshold_with_likelihoods_of_the_bits(build) -> None:
     """``transforms: [binarize]`` on pixels scaled to [0, 1] is ``binarize: threshold``; neither adds -64·log 16."""
     ours = build("digits", shape="flat", transforms=["binarize"])

@@ -69,15 +69,15 @@ def test_dequantize_adds_noise_within_each_cell_and_its_ladj() -> None:
     assert torch.equal(again, y) and not torch.equal(other_seed, y)
 
 
-def test_binarize_thresholds_and_leaves_probabilities_of_the_bits() -> None:
-    """Log-determinants before a binarize, and of relabelling steps after it, no longer apply; a dequantize's does."""
+def test_binarize_thresholds_and_starts_the_log_determinant_over() -> None:
+    """The log-determinants before a binarize no longer apply; those after it count, as for any integer data."""
     x = torch.rand(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     pipeline, y, constant, per_example = fit([{"type": "binarize", "threshold": 0.3}], x)
     assert torch.equal(y, (x >= 0.3).to(x.dtype)) and constant == 0.0 and per_example is None and pipeline.binarizes
     assert torch.equal(pipeline.inverse(y), y)
-    _, y, constant, per_example = fit([{"type": "scale", "a": 0.5, "b": 0.25}, "binarize", {"type": "scale", "a": 2.0, "b": -1.0}], x)
-    assert set(y.unique().tolist()) <= {-1.0, 1.0} and constant == 0.0 and per_example is None
-    assert fit(["logit", {"type": "scale", "a": 0.1, "b": 0.5}, "binarize", "standardise"], x)[2] == 0.0
+    _, y, constant, per_example = fit([{"type": "scale", "a": 0.5, "b": 0.25}, "binarize", {"type": "scale", "a": 0.5}], x)
+    assert set(y.unique().tolist()) <= {0.0, 0.5} and constant == pytest.approx(-3 * math.log(2)) and per_example is None
+    assert fit(["logit", {"type": "scale", "a": 0.1, "b": 0.5}, "binarize"], x)[2:] == (0.0, None), "logit's per-example part is gone"
     pipeline, y, constant, _ = fit(["binarize", {"type": "dequantize", "levels": 2}], x)
     assert constant == pytest.approx(-3 * math.log(2)) and not fit(["flatten"], x)[0].binarizes
     assert torch.equal(pipeline.inverse(y), (x >= 0.5).to(x.dtype))
@@ -141,7 +141,8 @@ def test_impossible_steps_say_which_and_why(specs: list, x: list, message: str) 
     "specs",
     [[{"type": "scale", "a": 0.0}], [{"type": "logit", "alpha": 0.5}], [{"type": "dequantize", "levels": 1}],
      ["unknown"], [{"type": "scale", "a": 1.0, "c": 2}], [{"type": "reshape", "shape": []}],
-     [{"type": "binarize", "threshold": 1.0}], [{"type": "binarize", "mode": "random"}]],
+     [{"type": "binarize", "threshold": 1.0}], [{"type": "binarize", "mode": "random"}],
+     [{"type": "binarize", "mode": "bernoulli", "threshold": 0.9}]],
 )
 def test_bad_transform_specs_are_validation_errors(specs: list) -> None:
     with pytest.raises(ValidationError):

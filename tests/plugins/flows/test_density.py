@@ -70,3 +70,18 @@ def test_rejects_flows_that_are_not_2d_and_bad_bounds() -> None:
         build_density_plot(DensityPlotParams(), Context(flow=flow3))
     with pytest.raises(ValueError, match="low < high"):
         build_density_plot(DensityPlotParams(bounds=[[1, 0], [0, 1]]), Context(flow=affine_flow(0, 0)))
+
+
+def test_the_data_drawn_under_the_density_are_the_field_the_flow_models(tmp_path) -> None:
+    """Two domains have fields a and b, no x: ``x: b`` draws b (the box spans b's range), and a missing field is refused at build."""
+    a, b = torch.zeros(50, 2, dtype=torch.float64), torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    data = Splits(train=TensorData(fields={"a": a, "b": b}), test=TensorData(fields={"a": a, "b": b}))
+    context = Context(flow=affine_flow(0.0, 0.0))
+    context.data = data
+    with pytest.raises(ValueError, match=r"density_plot: the data have no field 'x' \(they have a, b\): set x"):
+        build_density_plot(DensityPlotParams(), context)
+    metric = build_density_plot(DensityPlotParams(x="b", padding=0.0), context)
+    mass = metric(EvalContext(model=None, data=data, device=torch.device("cpu"), out_dir=tmp_path))["test/flow.density_mass"]
+    low, high = b.min(0).values, b.max(0).values
+    exact = math.prod((torch.special.ndtr(high[i]) - torch.special.ndtr(low[i])).item() for i in range(2))
+    assert mass == pytest.approx(exact, rel=2e-3)  # the box of b; a's (a point) would hold no mass

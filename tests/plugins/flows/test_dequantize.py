@@ -83,9 +83,23 @@ def test_build_refuses_data_beyond_the_grids_top_and_names_the_levels_they_take(
         build_dequantize(DequantizeParams(shape=[4], levels=16), _data(x - 2 / 16, -4 * math.log(16)))
     raw = torch.randint(0, 256, (10, 4)).float()  # levels 1: raw integers, scaled by a bijector after this one
     raw[0, 0] = 255
-    with pytest.raises(ValueError, match=r"levels=256 takes data k/256 in \[0, 1\), but the data are integers up to 255, not yet scaled: scale them by 1/256 with `levels: 256` \(the dataset's `transforms: \[\{type: scale, a: 0\.00390625\}\]`\)"):
+    with pytest.raises(ValueError, match=r"levels=256 takes data k/256 in \[0, 1\), but the data are integers up to 255, not yet scaled: scale them by 1/256 with `levels: 256` \(the dataset's `transforms: \[\.\.\., \{type: scale, a: 0\.00390625\}\]`\), or dequantize the integers themselves with `levels: 1`"):
         build_dequantize(DequantizeParams(shape=[4], levels=256), _data(raw, 0.0))
     assert build_dequantize(DequantizeParams(shape=[4], levels=1), _data(raw, 0.0)).levels == 1
+    bits = (raw > 127).float()  # binarized: integers 0..1
+    with pytest.raises(ValueError, match=r"integers up to 1, not yet scaled: scale them by 1/2 with `levels: 2`"):
+        build_dequantize(DequantizeParams(shape=[4], levels=2), _data(bits, 0.0))
+    assert build_dequantize(DequantizeParams(shape=[4], levels=2), _data(bits / 2, -4 * math.log(2))).levels == 2
+
+
+def test_a_flow_dequantizes_binarized_data_with_the_bin_volume_counted_once() -> None:
+    """binarize, then scale by 1/2: the dataset counts -D·log 2, which a dequantize head with levels 2 expects."""
+    data = {"type": "digits", "shape": "flat", "transforms": ["binarize", {"type": "scale", "a": 0.5}]}
+    flow = {"type": "flow", "base": {"type": "standard_normal", "shape": [64]}, "head": [{"type": "dequantize", "shape": [64], "levels": 2}],
+            "bijectors": [{"type": "affine_coupling", "shape": [64], "hidden": [8]}]}
+    spec = cg.load_spec({"name": "bits", "data": data, "components": {"flow": flow}, "losses": {"nll": {"type": "flow_nll", "flow": "flow"}}})
+    model, splits = cg.build(spec, "cpu")
+    assert splits.train.ladj_to_model == pytest.approx(-64 * math.log(2))
 
 
 
