@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, Loss, Params, Ref, Value
+from compose_gen_plugins.latent.model import caution_unbounded
 
 __all__ = ["Autoencoder", "AutoencoderParams", "build_autoencoder"]
 
@@ -56,4 +57,5 @@ class AutoencoderParams(Params):
 
 def build_autoencoder(p: AutoencoderParams, ctx: BuildContext) -> Autoencoder:
     """Deterministic autoencoder: minimise −log p(x | z = e(x))."""
+    caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return Autoencoder(ctx.component(p.encoder), ctx.component(p.decoder), p.x)

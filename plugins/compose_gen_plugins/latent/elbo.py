@@ -95,5 +95,5 @@ class VAEParams(ObjectiveParams):
 
 def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:
     """Negative ELBO of a VAE, with analytic or Monte Carlo KL, β and KL warm-up."""
-    caution_unbounded(p, ctx.component(p.decoder), ctx)
+    caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

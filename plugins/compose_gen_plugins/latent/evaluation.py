@@ -26,6 +26,7 @@ its graph value, computed from the batch as in training, so the NLL is
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from pydantic import Field
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from compose_gen import BuildContext, EvalContext, LossName, Params
+from compose_gen import BuildContext, EvalContext, LossName, Params, SpecWarning
 from compose_gen.core import batches
 from compose_gen_plugins.datasets import ladj_field
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
@@ -49,12 +50,14 @@ def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> Laten
     return model
 
 
-def batch_examples(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | float]:
-    """The examples x that ``model`` models in ``batch`` (its loss's ``x:``: a field, or a graph value computed as in
-    training), and their per-example log-determinant from data space where the dataset gives one (``ladj_<field>``)."""
+def batch_examples(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | float | None]:
+    """The examples x that ``model`` models in ``batch`` (its loss's ``x:``, ``x`` for a loss that does not say), and
+    their log-determinant from data space to model space; None where x is a graph value rather than a field of the
+    data, which no log-determinant of the data's describes."""
     value = getattr(model, "x_value", "x")
-    x = batch[value] if value in batch else ectx.model.values(batch, [value])[value]
-    return x, batch.get(ladj_field(value), 0.0)
+    if value not in batch:
+        return ectx.model.values(batch, [value])[value], None
+    return batch[value], ectx.test.ladj_to_model + batch.get(ladj_field(value), 0.0)
 
 
 def batch_context(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> Tensor | None:
@@ -77,7 +80,7 @@ class ImportanceSampledNLL:
         for batch in batches(test, self.batch_size, ectx.device):
             x, ladj = batch_examples(ectx, self.model, batch)
             inputs = {"x": x, "context": batch_context(ectx, self.model, batch)}
-            log_p = self.model.log_likelihood(inputs, self.samples, test.ladj_to_model + ladj, self.chunk)
+            log_p = self.model.log_likelihood(inputs, self.samples, 0.0 if ladj is None else ladj, self.chunk)
             total += float(log_p.double().sum())
             count += len(x)
         nll = -total / count
@@ -94,7 +97,15 @@ class ImportanceSampledNLLParams(Params):
 
 def build_importance_sampled_nll(p: ImportanceSampledNLLParams, ctx: BuildContext) -> ImportanceSampledNLL:
     """Test NLL (nats, bits/dim) by the k-sample importance-weighted bound, computed in chunks."""
-    return ImportanceSampledNLL(p.model, latent_model(ctx, p.model), p.samples, p.chunk, p.batch_size)
+    model = latent_model(ctx, p.model)
+    value = getattr(model, "x_value", "x")
+    if ctx.data is not None and value not in ctx.data.test.fields:
+        message = (
+            f"loss {p.model!r} models the graph value {value!r}, not a field of the data, so the NLL and bits/dim are of "
+            "that value as the model sees it, without the log-determinant of the data's scaling and transforms"
+        )
+        warnings.warn(SpecWarning(message), stacklevel=2)
+    return ImportanceSampledNLL(p.model, model, p.samples, p.chunk, p.batch_size)
 
 
 class PosteriorCollapse:

@@ -128,7 +128,7 @@ class HierarchicalParams(ObjectiveParams):
 def build_hierarchical_vae(p: HierarchicalParams, ctx: BuildContext) -> HierarchicalVAE:
     """Two-level hierarchical VAE with top-down, precision-weighted inference (Sønderby et al. 2016)."""
     c = ctx.component
-    caution_unbounded(p, c(p.decoder), ctx)
+    caution_unbounded(p.x, c(p.decoder), ctx)
     return HierarchicalVAE(
         c(p.encoder_top), c(p.encoder_bottom), c(p.conditional_prior), c(p.prior), c(p.decoder), p
     )

@@ -33,5 +33,5 @@ class HybridParams(VAEParams):
 def build_hybrid_vae_flow(p: HybridParams, ctx: BuildContext) -> VAE:
     """Hybrid VAE-flow: ln p(x) ≥ E_q ln p(f(x)|z) − KL(q‖p) + ln|det ∂f/∂x| (Lucas et al. 2019)."""
     transform = Chain([ctx.component(ref) for ref in p.bijectors])
-    caution_unbounded(p, ctx.component(p.decoder), ctx, transform)
+    caution_unbounded(p.x, ctx.component(p.decoder), ctx, transform)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p, transform)

@@ -30,5 +30,5 @@ class IWAEParams(VAEParams):
 
 def build_iwae(p: IWAEParams, ctx: BuildContext) -> VAE:
     """Negative k-sample importance-weighted bound of a VAE (Burda et al. 2016)."""
-    caution_unbounded(p, ctx.component(p.decoder), ctx)
+    caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

@@ -179,30 +179,35 @@ def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samp
     return total - math.log(samples)
 
 
-def caution_unbounded(objective: "ObjectiveParams", decoder: nn.Module, ctx: BuildContext, transform: nn.Module | None = None) -> None:
+def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, transform: nn.Module | None = None) -> None:
     """Warn when a Gaussian decoder's learned or predicted σ meets constant features, or data that take a few values.
 
     There σ can shrink toward 0, so the ELBO grows without bound and says nothing of
     the model, and bits/dim bound nothing of the discrete data's (Theis et al. 2016);
-    a dequantizing ``transform`` (the hybrid's) fills each bin with noise.
+    a dequantizing ``transform`` (the hybrid's) fills each bin with noise.  ``x_value``
+    is the loss's ``x:``, looked at where it is a field of the data.
     """
     scale = getattr(decoder, "scale_mode", "fixed")
-    if scale == "fixed" or ctx.data is None or objective.x not in ctx.data.train.fields:
+    if scale == "fixed" or ctx.data is None or x_value not in ctx.data.train.fields:
         return
     if transform is not None and any(getattr(m, "surjective", False) for m in transform.modules()):
         return
-    x = ctx.data.train.fields[objective.x]
+    x = ctx.data.train.fields[x_value]
     discrete = few_values(x)
     caveat = discrete or constant_features(x)
-    if caveat:
+    if not caveat:
+        return
+    if not discrete:
+        advice = "drop them (a csv's `columns:`)"
+    elif set(torch.unique(x).tolist()) <= {0.0, 1.0}:
+        advice = "the data are binary: use bernoulli_decoder"
+    else:
         advice = (
-            "dequantize them (integers 0..L-1, before any scaling: the dataset's `transforms: [{type: dequantize, levels: L}]`), "
-            "or use a discrete decoder (categorical, discretized_logistic)"
-            if discrete
-            else "drop them (a csv's `columns:`)"
+            "dequantize them (the dataset's `transforms: [{type: dequantize, levels: L}]` on the integers 0..L-1, before "
+            "scaling them), or use a discrete decoder (categorical_decoder, discretized_logistic_decoder)"
         )
-        message = f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the ELBO grows without bound; {advice}, or give the decoder `scale: fixed`"
-        warnings.warn(SpecWarning(message), stacklevel=2)
+    message = f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the loss falls without bound; {advice}, or give the decoder `scale: fixed`"
+    warnings.warn(SpecWarning(message), stacklevel=2)
 
 
 class LatentVariableModel(Loss):

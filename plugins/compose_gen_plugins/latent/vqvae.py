@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from compose_gen import BuildContext, EvalContext, Latch, Loss, LossName, Params, Ref, Value, sum_rightmost
 from compose_gen.core import batches
 from compose_gen_plugins.latent.evaluation import batch_examples
+from compose_gen_plugins.latent.model import caution_unbounded
 
 __all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", "build_vqvae", "code_statistics"]
 
@@ -205,6 +206,7 @@ class VQVAEParams(Params):
 def build_vqvae(p: VQVAEParams, ctx: BuildContext) -> VQVAE:
     """VQ-VAE: nearest codes, straight-through gradients, codebook and commitment losses (van den Oord et al. 2017)."""
     quantizer = VectorQuantizer(p.codes, p.code_dim, p.ema, p.decay, p.epsilon, p.init)
+    caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VQVAE(ctx.component(p.encoder), ctx.component(p.decoder), quantizer, p.layout, p.commitment, p.x)
 
 

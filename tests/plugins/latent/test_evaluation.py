@@ -292,3 +292,19 @@ def test_metrics_read_the_examples_the_loss_models_not_a_field_named_x(tmp_path:
         torch.testing.assert_close(torch.cat(seen), data.test.fields["b"])  # one call per test batch, in order
     assert "x" not in data.test.fields
     assert results["test/vae.bpd_k3"] == pytest.approx(results["test/vae.nll_k3"] / (64 * math.log(2)))
+
+
+def test_only_a_field_of_the_data_carries_the_data_s_log_determinant(tmp_path: Path) -> None:
+    """x: a field → ladj_to_model plus its per-example part; x: a graph value (here a sum of fields) → None, no data ladj."""
+    from types import SimpleNamespace
+
+    from compose_gen_plugins.latent.evaluation import batch_examples
+
+    a, ladj_a = torch.randn(4, 3), torch.randn(4)
+    ectx = context(a, tmp_path, a=a, ladj_a=ladj_a)
+    ectx.model = SimpleNamespace(values=lambda batch, names: {"a2": batch["a"] * 2})
+    batch = {"x": a, "a": a, "ladj_a": ladj_a}
+    x, ladj = batch_examples(ectx, SimpleNamespace(x_value="a"), batch)
+    assert x is a and torch.equal(ladj, -2.5 + ladj_a)
+    x, ladj = batch_examples(ectx, SimpleNamespace(x_value="a2"), batch)
+    assert torch.equal(x, 2 * a) and ladj is None

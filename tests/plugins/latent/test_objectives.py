@@ -336,3 +336,24 @@ def test_a_gaussian_decoder_whose_sigma_can_shrink_onto_some_values_is_warned_ab
     said = [str(w.message) for w in caught if issubclass(w.category, SpecWarning)]
     expected = f"{caveat}: the decoder's {scale} σ there can shrink toward 0"
     assert [expected in m for m in said] == ([True] if warned else [])
+
+
+@pytest.mark.parametrize("loss, data, advice", [
+    ("autoencoder", {"type": "digits", "shape": "flat"}, "dequantize them (the dataset's `transforms: [{type: dequantize, levels: L}]`"),
+    ("elbo", {"type": "digits", "shape": "flat", "transforms": ["binarize"]}, "the data are binary: use bernoulli_decoder"),
+])
+def test_the_learned_sigma_warning_reaches_every_loss_with_a_decoder_and_fits_the_data(loss: str, data: dict, advice: str) -> None:
+    """The 17-level digits for the autoencoder, whose loss then falls below zero; binarized digits: a Bernoulli decoder."""
+    parts = {
+        "encoder": {"type": "mlp", "in_features": 64, "out_features": 2, "hidden": [8]} if loss == "autoencoder" else
+        {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 64, "out_features": 4, "hidden": [8]}},
+        "decoder": {"type": "gaussian_decoder", "scale": "learned", "net": {"type": "mlp", "in_features": 2, "out_features": 64, "hidden": [8]}},
+    }
+    if loss == "elbo":
+        parts["prior"] = {"type": "standard_normal", "shape": [2]}
+    spec = {"name": "sigma", "data": data, "components": parts, "losses": {"m": {"type": loss, **{k: k for k in parts}}}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(load_spec(spec), "cpu")
+    said = [str(w.message) for w in caught if issubclass(w.category, SpecWarning)]
+    assert len(said) == 1 and "the decoder's learned σ there can shrink toward 0" in said[0] and advice in said[0], said
