@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
@@ -44,13 +45,12 @@ class ValueGrid:
     def __init__(self, params: ValueGridParams) -> None:
         self.names, self.n, self.file = list(params.values), params.n, params.file
 
+    @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         test = ctx.test
         if test.image_shape is None:
             raise ValueError(f"value_grid: the data are not images, so {self.names} cannot be tiled")
-        torch.manual_seed(ctx.seed)
-        batch = next(iter(batches(test, self.n, ctx.device)))
-        computed = ctx.model.values(batch, self.names)
+        computed = values_of_test_examples(ctx, self.names, self.n)
         rows = []
         for name in self.names:
             value = computed[name]
@@ -73,42 +73,62 @@ def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
     return ValueGrid(params)
 
 
+def values_of_test_examples(ctx: EvalContext, names: list[str], n: int) -> dict[str, Any]:
+    """The graph values ``names`` of the first ``n`` test examples (a sampling value's noise seeded by the evaluation)."""
+    torch.manual_seed(ctx.seed)
+    return ctx.model.values(next(iter(batches(ctx.test, n, ctx.device))), names)
+
+
 class ValueScatterParams(Params):
     values: list[Value] = Field(..., min_length=1, description="graph values or batch fields of 2D points, one colour each")
     n: int = Field(1000, ge=1, description="test examples drawn (all of them where the test split is smaller)")
     file: str = Field("values.png", pattern=r"^[A-Za-z0-9_.-]+\.png$", description="PNG written into the output folder")
+    display: bool = Field(
+        True, description="show the values as the data are shown (values in the data's space: x, G(x)); false: as they are (a 2D latent z)"
+    )
 
 
 class ValueScatter:
     """Draw the named graph values of the first ``n`` test examples as 2D points, one colour and legend entry each.
 
-    Every value must hold two numbers per example (model space, shown through the
-    data's ``to_display``).  Returns ``{"<file stem>_points": count}``.
+    Every value must hold two numbers per example: in the data's model space, shown
+    through the data's ``to_display`` (``display``), or in a space of their own, such
+    as a 2D latent, shown as they are.  Returns ``{"<file stem>_points": count}``.
     """
 
     def __init__(self, params: ValueScatterParams) -> None:
-        self.names, self.n, self.file = list(params.values), params.n, params.file
+        self.names, self.n, self.file, self.display = list(params.values), params.n, params.file, params.display
 
+    @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
-        torch.manual_seed(ctx.seed)
-        batch = next(iter(batches(ctx.test, self.n, ctx.device)))
-        computed = ctx.model.values(batch, self.names)
+        computed = values_of_test_examples(ctx, self.names, self.n)
         sets = {}
         for name in self.names:
             value = computed[name]
             if not isinstance(value, torch.Tensor) or value.dim() < 1 or value[0].numel() != 2:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"value_scatter: value {name!r} of shape {shape} is not a batch of 2D points")
-            sets[name] = ctx.test.to_display(value).reshape(len(value), 2)
+            sets[name] = self._shown(ctx, name, value)
         path = save_point_sets(sets, Path(ctx.out_dir) / self.file)
         return {f"{path.stem}_points": float(sum(len(points) for points in sets.values()))}
+
+    def _shown(self, ctx: EvalContext, name: str, value: Tensor) -> Tensor:
+        if not self.display:
+            return value.reshape(len(value), 2)
+        try:
+            return ctx.test.to_display(value).reshape(len(value), 2)
+        except RuntimeError:  # the data's display takes other shapes: the value is not in the data's space
+            raise ValueError(f"value_scatter: value {name!r} is not in the data's space, so the data's display cannot show it: set display: false") from None
 
 
 def build_value_scatter(params: ValueScatterParams, ctx: BuildContext) -> ValueScatter:
     """Draw named graph values (inputs, translations, reconstructions) of test examples as 2D points."""
     data = getattr(ctx, "data", None)
-    if data is not None and data.test.image_shape is not None:  # refused by validate, not after training
-        raise ValueError(f"value_scatter: the data are images, so {list(params.values)} are not 2D points (value_grid tiles images)")
+    if params.display and data is not None and data.test.image_shape is not None:  # refused by validate, not after training
+        raise ValueError(
+            f"value_scatter: the data are images, so {list(params.values)} shown as the data are would not be 2D points "
+            "(value_grid tiles images; display: false draws values of their own space, such as a 2D latent)"
+        )
     return ValueScatter(params)
 
 

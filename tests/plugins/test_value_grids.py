@@ -178,3 +178,30 @@ def test_value_scatter_draws_each_named_value_of_the_same_test_points(tmp_path, 
     images = load_spec(SPEC, ["evaluate.metrics=[{type: value_scatter, values: [x]}]"], catalogue=make_catalogue([value_grids], entry_points=True))
     with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*value_scatter: the data are images.*value_grid tiles images"):
         build(images, "cpu")
+
+
+def test_value_scatter_draws_a_value_of_its_own_space_as_it_is(tmp_path, monkeypatch) -> None:
+    """A 2D latent of 13-feature wine: display false draws it as it is; shown as the data are, it is refused by name."""
+    from compose_gen.runtime import build
+
+    spec = {
+        "name": "wine_z",
+        "data": {"type": "wine"},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [2]},
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 13, "out_features": 4, "hidden": [8]}},
+            "decoder": {"type": "gaussian_decoder", "net": {"type": "mlp", "in_features": 2, "out_features": 13, "hidden": [8]}},
+        },
+        "graph": {"q": "encoder(x)", "z": "q.mean()"},
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
+        "evaluate": {"metrics": [{"type": "value_scatter", "values": ["z"], "n": 20, "display": False}]},
+    }
+    model, data = build(load_spec(spec), "cpu")
+    drawn = {}
+    monkeypatch.setattr(value_grids, "save_point_sets", lambda sets, path: drawn.update(sets) or path)
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), out_dir=tmp_path)
+    assert model.metrics[0](ctx) == {"values_points": 20.0}
+    torch.testing.assert_close(drawn["z"], model.component("encoder")(data.test.fields["x"][:20]).mean)
+    model.metrics[0].display = True
+    with pytest.raises(ValueError, match="value 'z' is not in the data's space, so the data's display cannot show it: set display: false"):
+        model.metrics[0](ctx)
