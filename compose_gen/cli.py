@@ -117,9 +117,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec or args.out:
             given = f"SPEC {args.spec}" if args.spec else f"--out {args.out}"
+            instead = "change the recorded spec with --set, or train the SPEC into a new folder with --out" if args.spec else "drop --out"
             raise SystemExit(
-                f"compose-gen train: --resume continues {args.resume} with the spec it records, so {given} would not be used; "
-                "change the recorded spec with --set, or train the SPEC into a new folder with --out"
+                f"compose-gen train: --resume continues {args.resume} with the spec it records, so {given} would not be used; {instead}"
             )
         run = Run.load(args.resume, args.device, [*args.set, *steps], progress=progress)
         if steps and run.trainer.step >= args.steps:
@@ -135,7 +135,12 @@ def _train(args: argparse.Namespace) -> int:
     main_process = run.trainer.dist.is_main
     if main_process:
         print(f"run folder: {run.dir}", file=sys.stderr)
-    logs = run.train(args.until or args.steps)
+    try:
+        logs = run.train(args.until or args.steps)
+    except EvaluationFailed as failure:  # trained and saved; what the metrics that worked measured is printed too
+        if main_process:
+            print(json_text(failure.results))
+        raise
     stopped = run.trainer.interrupted
     if stopped and main_process:
         print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
@@ -237,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         "train a spec into a run folder (or resume one); under `torchrun --nproc_per_node=N -m compose_gen train SPEC` "
         "each process trains on its slice of the global batch",
     )
-    p.add_argument("spec", nargs="?")
+    p.add_argument("spec", nargs="?", help="the spec file (YAML or JSON) to train; not with --resume")
     p.add_argument(
         "--steps", type=int, help="rounds to train: sets train.steps (with --resume, train until this round; the schedule stretches to it)"
     )

@@ -12,7 +12,7 @@ from compose_gen.runtime.checkpoint import CheckpointError
 
 
 def test_train_then_load_back(tmp_path, vae_spec) -> None:
-    spec = cg.load_spec(vae_spec)
+    spec = cg.load_spec(vae_spec, ["train.checkpoint_every=10"])
     run = cg.train(spec, out=tmp_path / "run", progress=False)
     assert run.trainer.step == vae_spec["train"]["steps"]
     results = run.evaluate()
@@ -27,6 +27,13 @@ def test_train_then_load_back(tmp_path, vae_spec) -> None:
     assert cg.load_run(tmp_path / "run", checkpoint=chosen).trainer.step == run.trainer.step
     with pytest.raises(CheckpointError, match="no best checkpoint recorded"):
         cg.load_run(tmp_path / "run", checkpoint="best")
+    older = cg.load_run(tmp_path / "run", checkpoint="checkpoints/step-00000010")  # relative: in the run folder
+    recorded = (tmp_path / "run" / "evaluation.json").read_text()
+    assert older.trainer.step == 10 and older.evaluate()["step"] == 10
+    assert (tmp_path / "run" / "evaluation.json").read_text() == recorded, "the folder's record is the newest checkpoint's"
+    cg.train(spec, out=tmp_path / "other", progress=False)
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint of .*run: give one of its own"):
+        cg.load_run(tmp_path / "run", checkpoint=tmp_path / "other" / "checkpoints" / "step-00000010")
 
 
 def test_training_improves_the_elbo(vae_spec) -> None:

@@ -205,6 +205,7 @@ class Run:
         if not (run_dir / "spec.yaml").exists():
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         if trained and checkpoint is None and not list_checkpoints(run_dir):
+            refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
             raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
         try:
             spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
@@ -234,6 +235,9 @@ class Run:
                 run.behind = f"step {loaded.step} is loaded, but a newer checkpoint could not be"
         else:
             loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)
+            newest = list_checkpoints(run_dir)[-1]
+            if loaded.path.resolve() != newest.resolve():
+                run.behind = f"step {loaded.step} is loaded, not the newest checkpoint ({newest.name})"
         if loaded is not None:
             for note in loaded.notes:
                 run.trainer.say(f"warning: {note}")
@@ -456,7 +460,9 @@ class Run:
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         self.evaluation = results
-        if self.dir is not None and record:
+        if self.dir is not None and record and self.behind is not None:
+            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, which is the newest checkpoint's: {self.behind}")
+        elif self.dir is not None and record:
             try:
                 write_json_atomic(self.dir / "evaluation.json", results)
             except OSError as error:  # a read-only folder: the results are still returned (and printed)
@@ -467,8 +473,13 @@ class Run:
 
 
 def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
+    """``which`` checkpoint of ``run_dir``: ``"best"``, or a folder of its own (a relative path is taken in the run folder)."""
     if str(which) != "best":
-        return Path(which)
+        path = Path(which)
+        path = run_dir / path if not path.is_absolute() and (run_dir / path).exists() else path
+        if path.resolve().parent != (run_dir / "checkpoints").resolve():
+            raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / 'checkpoints'}")
+        return path
     best = read_best(run_dir)
     if best is None:
         raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")

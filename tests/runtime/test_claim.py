@@ -89,7 +89,11 @@ def test_a_live_training_before_its_first_checkpoint_is_named_not_taken_for_stal
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         claim_by(tmp_path, other)
-        for attempt in (lambda: Run.create(spec, tmp_path, progress=False), lambda: Run.load(tmp_path, catalogue=toys_catalogue)):
+        for attempt in (
+            lambda: Run.create(spec, tmp_path, progress=False),
+            lambda: Run.load(tmp_path, catalogue=toys_catalogue),
+            lambda: Run.load(tmp_path, catalogue=toys_catalogue, trained=True),  # sample, evaluate, load_run
+        ):
             with pytest.raises(FolderBusy, match=rf"is being written by another training \(host and process .* {other.pid}\)"):
                 attempt()
     finally:
