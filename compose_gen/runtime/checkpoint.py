@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -108,6 +109,29 @@ def save_checkpoint(
     final = folder / f"step-{step:08d}"
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(tmp, step, model, optimizers, state, rng)
+    except (OSError, SafetensorError) as error:  # a full disk: the half-written folder goes, the earlier checkpoints stay
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"{final}: could not write the checkpoint of step {step} ({type(error).__name__}: {error}); "
+            "it is not saved, and the earlier checkpoints stay"
+        ) from None
+    if final.exists():
+        _remove(final)
+    os.replace(tmp, final)
+    _fsync(folder)
+    kept = {f"step-{s:08d}" for s in protect}
+    for old in list_checkpoints(run_dir)[:-keep]:
+        if old.name not in kept:
+            _remove(old)
+    return final
+
+
+def _write(
+    tmp: Path, step: int, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], state: dict[str, Any], rng: dict[str, torch.Tensor]
+) -> None:
+    """The checkpoint's files, fsynced, into the new folder ``tmp``."""
     tmp.mkdir()
     tensors, aliases = _model_tensors(model)
     save_file(tensors, str(tmp / "model.safetensors"))
@@ -126,15 +150,6 @@ def save_checkpoint(
         shutil.copymode(tmp / "state.json", file)  # safetensors writes 0600; the folder's files share the umask's mode
         _fsync(file)
     _fsync(tmp)
-    if final.exists():
-        _remove(final)
-    os.replace(tmp, final)
-    _fsync(folder)
-    kept = {f"step-{s:08d}" for s in protect}
-    for old in list_checkpoints(run_dir)[:-keep]:
-        if old.name not in kept:
-            _remove(old)
-    return final
 
 
 def _remove(checkpoint: Path) -> None:
@@ -205,6 +220,7 @@ def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
                 "the file was edited or the folder renamed, so the step of its weights is unknown; "
                 "restore the original, or load another checkpoint"
             )
+        _check_state(path / "state.json", state)
         step = int(state["step"])
         for name, digest in state["sha256"].items():
             if _sha256(path / name) != digest:
@@ -216,7 +232,7 @@ def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
         model.load_state_dict(fitted, strict=True)
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError, SafetensorError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
     notes = []
     if dropped:
@@ -228,6 +244,31 @@ def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
         model.ema.restart()
         notes.append(f"{path}: holds no moving averages of weights (trained without train.ema): averaging starts at step {step}, from its weights")
     return Checkpoint(path, step, state, extra, notes)
+
+
+#: What each entry of ``state.json`` that the trainer reads must be, as (JSON types, what to call them).
+_STATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "step": ((int,), "a whole number"),
+    "sha256": ((dict,), "a mapping"),
+    "aliases": ((dict,), "a mapping"),
+    "optimizers": ((dict,), "a mapping of players"),
+    "data": ((dict,), "a mapping"),
+    "nan_skips": ((int,), "a whole number"),
+    "elapsed_s": ((int, float), "a number"),
+    "running": ((list,), "a list"),
+    "best": ((dict, type(None)), "a mapping or null"),
+}
+
+
+def _check_state(path: Path, state: Any) -> None:
+    """A :class:`CheckpointError` naming the entry of ``state.json`` that is not what the trainer reads (an edited file)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds {type(state).__name__}, not a mapping")
+    entries = [(key, state[key], *_STATE_FIELDS[key]) for key in _STATE_FIELDS if key in state]
+    entries += [(f"data.{key}", value, (int,), "a whole number ≥ 0") for key, value in (state.get("data") or {}).items()]
+    for key, value, kinds, what in entries:
+        if not isinstance(value, kinds) or isinstance(value, bool) or (kinds == (int,) and value < 0):
+            raise CheckpointError(f"{path}: {key} is {value!r}, not {what}; the file was edited or damaged")
 
 
 def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, list[str]]:
@@ -271,7 +312,7 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
                 group.update(setting)
     except CheckpointError:
         raise
-    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
         raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({type(error).__name__}: {error})") from None
     return notes
 

@@ -162,8 +162,11 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
         (lambda c: (c / "state.json").write_text("{not json"), "unreadable checkpoint"),
         (lambda c: (c / "optim.safetensors").write_bytes(b"\0" * 10), "corrupt or truncated"),
         (lambda c: (c / "model.safetensors").unlink(), "unreadable checkpoint"),
+        (lambda c: _edit_state(c, optimizers="oops"), r"state.json: optimizers is 'oops', not a mapping of players; the file was edited"),
+        (lambda c: _edit_state(c, data={"epoch": "x", "position": 0}), r"data.epoch is 'x', not a whole number ≥ 0"),
+        (lambda c: _edit_state(c, elapsed_s="soon"), r"elapsed_s is 'soon', not a number"),
     ],
-    ids=["state.json", "optimizer file", "missing model file"],
+    ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited"],
 )
 def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
     spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
@@ -172,6 +175,27 @@ def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_ca
         load_checkpoint(checkpoints[-1], build(spec, "cpu")[0])
     checkpoint, warnings = load_latest(tmp_path / "run", build(spec, "cpu")[0])
     assert checkpoint.step == 4 and len(warnings) == 1
+
+
+def _edit_state(checkpoint: Path, **entries: object) -> None:
+    state = json.loads((checkpoint / "state.json").read_text())
+    (checkpoint / "state.json").write_text(json.dumps({**state, **entries}))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_an_error_that_leaves_no_half_folder(tmp_path, toys_catalogue, monkeypatch):
+    """A full disk fails safetensors' writer: the error says so, no .tmp folder stays, the earlier checkpoints do."""
+    from safetensors import SafetensorError
+
+    spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("compose_gen.runtime.checkpoint.save_file", full_disk)
+    with pytest.raises(CheckpointError, match=r"step-00000008: could not write the checkpoint of step 8 \(SafetensorError: .*No space left.*the earlier checkpoints stay"):
+        run.train(8)
+    assert list_checkpoints(tmp_path / "run") == checkpoints and not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
 
 
 def test_a_state_json_whose_step_is_not_its_folders_is_refused_and_resume_falls_back(tmp_path, toys_catalogue):
