@@ -201,7 +201,7 @@ class Run:
         one whose checkpoints are gone but whose records of training are not: starting
         over would overwrite them.
         """
-        run_dir = Path(run_dir)
+        run_dir, overrides = Path(run_dir), list(overrides)
         if not (run_dir / "spec.yaml").exists():
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         if trained and checkpoint is None and not list_checkpoints(run_dir):
@@ -228,7 +228,8 @@ class Run:
             for reason in skipped:
                 run.trainer.say(f"warning: {reason}")
             if loaded is None and skipped:
-                raise CheckpointError(f"{run_dir}: no checkpoint could be loaded")
+                changed = "; the --set overrides may have changed the model, which a run cannot change once trained" if overrides else ""
+                raise CheckpointError(f"{run_dir}: no checkpoint could be loaded{changed}")
             if loaded is None:
                 _refuse_to_start_over(run_dir)
             elif skipped:
@@ -238,6 +239,13 @@ class Run:
             newest = list_checkpoints(run_dir)[-1]
             if loaded.path.resolve() != newest.resolve():
                 run.behind = f"step {loaded.step} is loaded, not the newest checkpoint ({newest.name})"
+        keys = {o.split("=", 1)[0].strip() for o in overrides}
+        moved = sorted(k for k in keys if k == "seed" or (k.startswith("data") and k.split(".")[-1] in _SPLIT_KEYS))
+        if loaded is not None and moved:
+            run.trainer.say(
+                f"warning: --set {', '.join(moved)} may change the data's split or preprocessing, so the test split may hold "
+                "examples this run trained on, and the metrics would no longer be of held-out data"
+            )
         if loaded is not None:
             for note in loaded.notes:
                 run.trainer.say(f"warning: {note}")
@@ -281,7 +289,12 @@ class Run:
                 except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
                     failed = error
             if self.spec.model.train.evaluate_at_end:
-                self.evaluate()
+                try:
+                    self.evaluate()
+                except EvaluationFailed:
+                    if failed is not None:  # the sampling failure is said too, not lost behind the metrics'
+                        self.trainer.say(f"error: {failed}")
+                    raise
         if failed is not None:
             raise failed
         return logs
@@ -456,6 +469,9 @@ class Run:
                     problem = f"broke the metric contract: {error}"
                 except Exception as error:  # one broken metric must not cost the others
                     problem = f"raised {type(error).__name__}: {error}"
+                    culprit = self.model.culprit(error)  # a loss or component it called, whose code raised
+                    if culprit is not None:
+                        problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"
                 problems += self.spec.blame(declared, problem).problems
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
@@ -470,6 +486,10 @@ class Run:
         if problems:
             raise EvaluationFailed(results, SpecError(problems, self.spec.source), self.dir if record else None)
         return results
+
+
+#: Data parameters whose change on a resume may move examples between the splits (a file's path does not).
+_SPLIT_KEYS = frozenset({"seed", "test_fraction", "transforms", "n"})
 
 
 def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:

@@ -142,3 +142,39 @@ def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path, monkeypatc
     monkeypatch.setattr("compose_gen.runtime.run.save_scatter", lambda *args, **kwargs: drawn.update(kwargs))
     run.save_samples(tmp_path / "s.png", 6)
     assert drawn["labels"].tolist() == [0, 1, 2, 0, 1, 2] and drawn["class_names"] == ["setosa", "versicolor", "virginica"]
+
+
+def test_a_loss_that_raises_under_a_metric_is_named_as_the_culprit(tmp_path, toys_catalogue, monkeypatch) -> None:
+    """test_losses runs the loss: its KeyError is blamed on losses.rec, located at the metric that was running."""
+    from runtime_toys import AUTOENCODER, ToyMSE, spec_dict
+
+    from compose_gen.runtime import EvaluationFailed
+
+    spec = spec_dict(AUTOENCODER, steps=2)
+    spec["evaluate"] = {"metrics": [{"type": "test_losses"}]}
+    run = Run.create(cg.load_spec(spec, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train()
+
+    def broken(self, inputs, terms):
+        raise KeyError("rec blew up")
+
+    monkeypatch.setattr(ToyMSE, "forward", broken)
+    with pytest.raises(EvaluationFailed) as failure:
+        run.evaluate()
+    said = failure.value.results["failed"]["evaluate.metrics[0]"]
+    assert said.startswith("type 'test_losses' (plugin 'metrics') failed in another part of the spec: ") and "losses.rec: type 'toy_mse' (plugin 'runtime_toys') raised KeyError" in said
+
+
+def test_a_resume_that_changes_the_split_or_the_model_says_so(tmp_path, toys_catalogue, capsys) -> None:
+    from runtime_toys import AUTOENCODER, spec_dict
+
+    from compose_gen.runtime import CheckpointError
+
+    Run.create(cg.load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    capsys.readouterr()
+    Run.load(tmp_path / "run", overrides=["data.test_fraction=0.5"], catalogue=toys_catalogue, progress=False)
+    assert "warning: --set data.test_fraction may change the data's split" in capsys.readouterr().err
+    Run.load(tmp_path / "run", overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
+    assert "may change the data's split" not in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no checkpoint could be loaded; the --set overrides may have changed the model"):
+        Run.load(tmp_path / "run", overrides=["components.net.hidden=[8]"], catalogue=toys_catalogue, progress=False)
