@@ -16,7 +16,7 @@ from itertools import pairwise
 from typing import Callable, Literal, TypeVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
@@ -78,7 +78,7 @@ def broadcast_context(context: Tensor | None, batch_shape: torch.Size, features:
 class MLPParams(Params):
     in_features: Features = Field(..., description="input size, or the event shape to flatten")
     out_features: Features = Field(..., description="output size, or the event shape to reshape to")
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], description="widths of the hidden layers")
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], description="widths of the hidden layers")
     activation: Activation = Field("relu", description="activation σ after each hidden layer")
     output: Output = Field("none", description="squashing of the output: sigmoid for [0, 1], tanh for [-1, 1]")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden activation")

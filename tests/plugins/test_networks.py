@@ -68,3 +68,13 @@ def test_a_float32_context_is_cast_to_a_float64_input() -> None:
     y = net(x, c)
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, net(x, c.double()))
+
+
+def test_a_hidden_layer_of_width_zero_is_refused() -> None:
+    """A zero-width layer would cut the network off from its input (torch only warns that the init is a no-op)."""
+    from pydantic import ValidationError
+
+    from compose_gen_plugins.networks import MLPParams
+
+    with pytest.raises(ValidationError, match="greater than 0"):
+        MLPParams(in_features=2, out_features=2, hidden=[0, 8])

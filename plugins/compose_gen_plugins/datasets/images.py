@@ -167,9 +167,13 @@ def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) ->
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, what: tuple[str, int] | None = None) -> np.ndarray:
     """Read an IDX file (gzipped or not): magic ``00 00 <type> <ndim>``, ``ndim`` big-endian
-    uint32 sizes, then the values (LeCun et al., 1998, http://yann.lecun.com/exdb/mnist/)."""
+    uint32 sizes, then the values (LeCun et al., 1998, http://yann.lecun.com/exdb/mnist/).
+
+    ``what``, e.g. ``("images (count, rows, columns)", 3)``, is the kind of file expected and its
+    number of dimensions, which the magic number must declare.
+    """
     require_file(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
@@ -185,6 +189,11 @@ def read_idx(path: Path) -> np.ndarray:
             f"({', '.join(f'{code:02x}' for code in IDX_TYPES)}) and a nonzero number of dimensions"
         )
     ndim, dtype = raw[3], np.dtype(IDX_TYPES[raw[2]])
+    if what is not None and ndim != what[1]:
+        raise file_error(
+            path, f"magic number 0x{raw[:4].hex()} declares {ndim} dimension(s), but {what[0]} have {what[1]} "
+            f"(MNIST's magic 0x0000080{what[1]}): is it the right file?"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise file_error(
@@ -216,7 +225,7 @@ class MnistIdxParams(EightBitParams):
 
 
 def _idx_images(path: Path, split: str) -> Tensor:
-    images = read_idx(path)
+    images = read_idx(path, ("images (count, rows, columns)", 3))
     if images.dtype != np.uint8 or images.ndim != 3:
         raise file_error(
             path, f"holds {images.dtype} of shape {images.shape}; expected unsigned bytes, shape (count, rows, columns)"
@@ -230,7 +239,7 @@ def _idx_half(images: Path, labels: Path | None, split: str) -> tuple[dict[str, 
     x = _idx_images(images, split)
     if labels is None:
         return {"x": x}, None
-    y, num_classes = as_labels(read_idx(labels), labels, len(x))
+    y, num_classes = as_labels(read_idx(labels, ("labels (count)", 1)), labels, len(x))
     return {"x": x, "y": y}, num_classes
 
 

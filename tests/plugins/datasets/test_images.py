@@ -139,9 +139,10 @@ def test_mnist_idx_test_files_define_the_test_split(build, tmp_path: Path) -> No
         (idx_bytes(IMAGES) + b"\x00", "has trailing bytes"),
         (gzip.compress(idx_bytes(IMAGES), mtime=0)[:-6], "is corrupt gzip data"),
         (idx_bytes(IMAGES.astype(np.int32), code=0x0C), r"holds >i4 of shape \(5, 3, 4\); expected unsigned bytes"),
-        (idx_bytes(LABELS), "expected unsigned bytes, shape"),
+        (idx_bytes(LABELS), r"magic number 0x00000801 declares 1 dimension\(s\), but images \(count, rows, columns\) have 3 \(MNIST's magic 0x00000803\)"),
+        (bytes([0, 0, 0x08, 4, 0, 0, 0, 50]) + bytes(3192), r"magic number 0x00000804 declares 4 dimension\(s\)"),  # not 'truncated, needs 10 TB'
     ],
-    ids=["short", "magic", "magic-type", "header", "truncated", "trailing", "gzip", "dtype", "rank"],
+    ids=["short", "magic", "magic-type", "header", "truncated", "trailing", "gzip", "dtype", "rank", "rank-4"],
 )
 def test_malformed_idx_images_name_the_file(build, tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "images.idx"
