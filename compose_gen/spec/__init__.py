@@ -22,7 +22,7 @@ from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, s
 from compose_gen.spec.errors import Problem, SpecError, SpecWarning, format_path
 from compose_gen.spec.model import EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
 from compose_gen.spec.overrides import ModelOf, apply_overrides
-from compose_gen.spec.resolve import Declared, Sections, error_path, origin, pydantic_message, resolve_sections
+from compose_gen.spec.resolve import Declared, Sections, error_location, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, parse_text
 
 __all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "SpecWarning", "format_path", "load_spec", "parse_text"]
@@ -165,7 +165,7 @@ def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: 
 def _problems(error: ValidationError, data: Any) -> list[Problem]:
     problems = []
     for item in error.errors():
-        loc = error_path(data, item["loc"], missing=item["type"] == "missing")
+        loc = error_location(data, item)
         if item["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}{_hint(loc, data)}"
         elif item["type"] == "missing":

@@ -83,8 +83,7 @@ class _Resolver:
             params = component_type.params.model_validate(fields)
         except ValidationError as error:
             for item in error.errors():
-                loc = error_path(fields, item["loc"], missing=item["type"] == "missing")
-                self.problem((*path, *loc), _message(item, component_type.params))
+                self.problem((*path, *error_location(fields, item)), _message(item, component_type.params))
             return None
         except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
             self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")
@@ -213,7 +212,19 @@ def pydantic_message(item: dict[str, Any]) -> str:
         return f"expected a mapping, got {type(item['input']).__name__} {item['input']!r}"
     if item["type"] == "value_error":
         return str(item["ctx"]["error"])
+    if item["type"] == "union_tag_invalid":  # pydantic: "Input tag 'sgdd' found using tag() does not match ..."
+        tag, tags = str(item["ctx"]["tag"]), re.findall(r"'([^']*)'", str(item["ctx"]["expected_tags"]))
+        return f"unknown type {tag!r}{suggest(tag, tags)} (the types here: {', '.join(tags)})"
     return item["msg"]
+
+
+def error_location(data: Any, item: dict[str, Any]) -> tuple[PathPart, ...]:
+    """The spec path of one pydantic error: :func:`error_path`, down to the ``type`` key of a union whose type is unknown
+    (so an override of that key is blamed, not the file's line of the section)."""
+    path = error_path(data, item["loc"], missing=item["type"] == "missing")
+    if item["type"] == "union_tag_invalid" and isinstance(item.get("input"), dict) and "type" in item["input"]:
+        return (*path, "type")
+    return path
 
 
 _ABSENT = object()

@@ -117,6 +117,13 @@ def test_optimizer_errors_drop_the_union_tag(vae_spec, catalogue) -> None:
     assert "train.optimizer.lr: Input should be greater than 0" in line
 
 
+def test_an_unknown_type_of_a_built_in_section_gets_a_suggestion_at_its_type_key(vae_spec, catalogue) -> None:
+    """Not pydantic's "Input tag 'sgdd' found using tag() does not match ...", and blamed on the override that set it."""
+    assert problems(vae_spec, catalogue, ["train.optimizer.type=sgdd"]) == [
+        "--set: train.optimizer.type: unknown type 'sgdd'; did you mean 'sgd'? (the types here: adam, adamw, rmsprop, sgd)"
+    ]
+
+
 def test_overrides_apply_and_validate(vae_spec, catalogue) -> None:
     spec = load_spec(vae_spec, ["train.steps=7", "train.optimizer.lr=1e-4", "components.prior.shape=[4]"], catalogue)
     assert spec.model.train.steps == 7
