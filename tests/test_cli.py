@@ -404,3 +404,9 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(monkeypatch, capsys) ->
     monkeypatch.setattr("compose_gen.cli._plugins", closed)
     assert main(["plugins", "--json"]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_a_run_folder_that_is_a_file_is_refused_by_name(tmp_path, vae_spec, capsys) -> None:
+    spec = write(tmp_path, vae_spec)
+    assert main(["train", str(spec), "--out", str(spec), "--no-progress"]) == 1
+    assert f"error: {spec} is a file, not a folder" in capsys.readouterr().err

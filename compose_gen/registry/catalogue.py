@@ -134,9 +134,13 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
     impls = manager.hook.compose_gen_types.get_hookimpls()
     for impl in sorted(impls, key=lambda impl: impl.plugin_name not in first_party):  # first-party types first
         try:
-            contributed = list(impl.function())
+            returned = impl.function()
+            contributed = None if isinstance(returned, (str, bytes, dict)) else list(returned)  # not iterated letter by letter
         except (Exception, SystemExit) as error:  # a plugin's bug must not stop the others
             catalogue.fail(impl.plugin_name, _describe(error))
+            continue
+        if contributed is None:
+            catalogue.fail(impl.plugin_name, f"compose_gen_types returned {returned!r}, not a list of ComponentType")
             continue
         for component_type in contributed:
             _add(catalogue, component_type, impl.plugin_name, first_party)

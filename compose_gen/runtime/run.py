@@ -170,6 +170,8 @@ class Run:
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         default = Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
+        if run_dir.exists() and not run_dir.is_dir():
+            raise FileExistsError(f"{run_dir} is a file, not a folder: the run folder must be a folder (--out DIR)")
         refuse_if_busy(run_dir)
         if list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")

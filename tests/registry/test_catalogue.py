@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from compose_gen import ComponentType, Params, make_catalogue
+from compose_gen import ComponentType, Params, hookimpl, make_catalogue
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
 
@@ -158,6 +158,8 @@ def test_a_plugin_returning_garbage_keeps_its_good_types() -> None:
     catalogue = make_catalogue([plugin("not a type", widget(), name="sloppy")], entry_points=False)  # type: ignore[arg-type]
     assert catalogue.failures == {"sloppy": "registered 'not a type', not a ComponentType"}
     assert "widget" in catalogue
+    stringy = SimpleNamespace(__name__="stringy", compose_gen_types=hookimpl(lambda: "mlp"))  # one name, not a list
+    assert make_catalogue([stringy], entry_points=False).failures == {"stringy": "compose_gen_types returned 'mlp', not a list of ComponentType"}
 
 
 def test_a_plugin_that_exits_at_import_is_reported_and_the_others_still_load(install_plugin) -> None:
