@@ -141,6 +141,11 @@ def _train(args: argparse.Namespace) -> int:
         if main_process:
             print(json_text(failure.results))
         raise
+    except KeyboardInterrupt:  # training stops at a signal itself; this one came while sampling or evaluating after it
+        if main_process and run.trainer.step == (args.until or run.spec.model.train.steps):
+            print(f"interrupted after training, while sampling or evaluating; step {run.trainer.step} is saved: "
+                  f"compose-gen evaluate {run.dir}", file=sys.stderr)
+        raise
     stopped = run.trainer.interrupted
     if stopped and main_process:
         print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)

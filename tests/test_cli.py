@@ -410,3 +410,13 @@ def test_a_run_folder_that_is_a_file_is_refused_by_name(tmp_path, vae_spec, caps
     spec = write(tmp_path, vae_spec)
     assert main(["train", str(spec), "--out", str(spec), "--no-progress"]) == 1
     assert f"error: {spec} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("compose_gen.runtime.Run.evaluate", interrupted)
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress"]) == 130
+    assert f"interrupted after training, while sampling or evaluating; step 20 is saved: compose-gen evaluate {run}" in capsys.readouterr().err
