@@ -62,15 +62,19 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def prune_metrics(path: Path, step: int) -> None:
-    """Drop records after ``step`` (logged after the checkpoint a run resumes from), atomically."""
+def prune_metrics(path: Path, step: int) -> int:
+    """Drop records after ``step`` (logged after the checkpoint a run resumes from), atomically; return how many
+    lines could not be read (torn by a kill), which are dropped too."""
     if not path.exists():
-        return
+        return 0
     records = read_metrics(path)
+    lines = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    torn = lines - len(records)
     kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)
+    return torn
 
 
 def require_tensorboard() -> type:

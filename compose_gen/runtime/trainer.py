@@ -229,7 +229,9 @@ class Trainer:
         self.model.train()
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
-            prune_metrics(self.run_dir / "metrics.jsonl", self.step)
+            torn = prune_metrics(self.run_dir / "metrics.jsonl", self.step)
+            if torn:
+                self.say(f"warning: {self.run_dir / 'metrics.jsonl'}: dropped {torn} line(s) a killed process left unfinished")
             if self.best is not None:
                 write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else None
