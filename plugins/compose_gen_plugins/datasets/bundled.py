@@ -14,7 +14,7 @@ from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, ImageParams, make_splits, split_fields
-from compose_gen_plugins.datasets.transforms import StandardiseStep, TransformSpec
+from compose_gen_plugins.datasets.transforms import BinarizeStep, StandardiseStep, TransformSpec
 
 __all__ = ["BUNDLED_TYPES"]
 
@@ -37,18 +37,13 @@ def build_digits(p: DigitsParams, ctx: BuildContext | None = None) -> Splits:
 
     images, labels = load_digits(return_X_y=True)
     x = torch.as_tensor(images, dtype=torch.float64)
-    pixel_max, ladj = float(DIGIT_LEVELS), 0.0
-    if p.binarize == "threshold":
-        pixel_max = 1.0
-    elif p.scale:
-        pixel_max, ladj = 1.0, -x.shape[1] * math.log(DIGIT_LEVELS)
+    if p.binarize == "threshold":  # the binarize transform on pixels scaled to [0, 1]: 1[k/16 ≥ 1/2]
+        p = p.model_copy(update={"scale": True, "transforms": [BinarizeStep(type="binarize"), *p.transforms]})
+    pixel_max, ladj = (1.0, -x.shape[1] * math.log(DIGIT_LEVELS)) if p.scale else (float(DIGIT_LEVELS), 0.0)
 
     def from_raw(raw: Tensor) -> Tensor:
         """Pixels 0..16, 64 per example, as the spec asks for them."""
-        if p.binarize == "threshold":
-            raw = (raw >= DIGIT_LEVELS / 2).to(torch.float64)
-        elif p.scale:
-            raw = raw / DIGIT_LEVELS
+        raw = raw / DIGIT_LEVELS if p.scale else raw
         return raw.reshape(-1, 1, 8, 8) if p.shape == "image" and raw.dim() == 2 else raw
 
     train, test = split_fields({"x": from_raw(x), "y": torch.as_tensor(labels, dtype=torch.long)}, p)
