@@ -40,13 +40,14 @@ def dry_run(model: Any, data: Splits) -> None:
     shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in batch.items())
     on_batch = f" on a batch of {DRY_RUN_EXAMPLES} ({shapes})"
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     stack: list[str] = []
     logged: set[str] = set()
     computed: dict[str, Any] = dict(batch)  # every value some plan computed, for the ones no plan needs
+    # The model's own generators only: touching CUDA for a CPU model breaks it in a forked process (a DataLoader
+    # worker, a gloo group) once the parent has used CUDA.
+    cuda = [device] if device.type == "cuda" else []
     try:
-        with _tracking(model, stack), torch.enable_grad():  # what training computes, whatever the caller's grad mode
+        with torch.random.fork_rng(cuda), _tracking(model, stack), torch.enable_grad():  # what training computes, whatever the caller's grad mode
             for plan in model.plans.values():
                 logged.add(f"{plan.player}.grad_norm")
                 values: dict[str, Any] = dict(batch)
@@ -76,9 +77,6 @@ def dry_run(model: Any, data: Splits) -> None:
                     raise spec.error(("sample",), f"samples have shape {tuple(drawn.shape[1:])}, data x has {expected}")
     finally:
         model.load_state_dict(saved)
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
     _check_best_metric(spec, logged)
 
 

@@ -70,6 +70,7 @@ from torch.distributions import constraints, transform_to
 from compose_gen.core import ContractError
 from compose_gen.core.bijector import Bijector
 from compose_gen.registry import Catalogue, ComponentType
+from compose_gen.testing.components._common import _seeded
 
 __all__ = [
     "batch_shapes",
@@ -208,7 +209,8 @@ def check_case(
     """Check every conformance property of ``bijector`` on one batch shape and seed (see the module docstring)."""
     device, batch_shape = torch.device(device or "cpu"), tuple(batch_shape)
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(), _single_threaded():  # stochastic estimators draw from the global generator
+    cuda = [device] if device.type == "cuda" else []  # stochastic estimators draw from the global generators
+    with torch.random.fork_rng(cuda), _single_threaded():
         torch.manual_seed(seed)
         bij, context_for = _prepared(bijector, generator, param_noise, device)
         case = _Case(label or type(bijector).__name__, batch_shape, tuple(bij.event_shape), seed, atol, rtol)
@@ -413,8 +415,7 @@ def build_examples(catalogue: Catalogue, type_name: str, seed: int = 0) -> list[
             f"model_config = ConfigDict(json_schema_extra={{'examples': [...]}}) to {component_type.params.__name__}"
         )
     built = []
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with _seeded(seed):
         for i, params in enumerate(examples):
             label = f"{type_name} example {i} {params}"
             try:

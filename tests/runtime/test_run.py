@@ -178,3 +178,19 @@ def test_a_resume_that_changes_the_split_or_the_model_says_so(tmp_path, toys_cat
     assert "may change the data's split" not in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="no checkpoint could be loaded; the --set overrides may have changed the model"):
         Run.load(tmp_path / "run", overrides=["components.net.hidden=[8]"], catalogue=toys_catalogue, progress=False)
+
+
+def test_a_cpu_run_never_starts_cuda(tmp_path, toys_catalogue, monkeypatch) -> None:
+    """A forked child (a DataLoader worker, a gloo rank) cannot start CUDA once its parent has, so a CPU run must not."""
+    from runtime_toys import VAE, spec_dict
+
+    def refuse() -> None:
+        raise AssertionError("a CPU run started CUDA")
+
+    for module in torch.cuda, torch.cuda.random:  # as on a machine with one GPU
+        monkeypatch.setattr(module, "device_count", lambda: 1)
+        monkeypatch.setattr(module, "_lazy_init", refuse)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    run = Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train()
+    assert run.evaluate() and not torch.cuda.is_initialized()

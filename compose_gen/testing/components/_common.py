@@ -37,8 +37,12 @@ def _close(label: str, what: str, actual: Tensor, expected: Tensor, atol: float,
 
 @contextlib.contextmanager
 def _seeded(seed: int) -> Iterator[None]:
-    """A forked global random stream seeded with ``seed`` (the caller's stream is left as it was)."""
-    with torch.random.fork_rng():
+    """A forked global random stream seeded with ``seed`` (the caller's stream is left as it was).
+
+    CUDA's generators are forked only once CUDA is in use: starting CUDA here would break the caller's later forks.
+    """
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(cuda):
         torch.manual_seed(seed)
         yield
 

@@ -252,8 +252,7 @@ def _check_graph_methods(prior: nn.Module, label: str, n: int, temperature: floa
 
 def _draw_from(prior: nn.Module, method: str, like: Tensor | int, temperature: float, label: str, shown: object) -> Any:
     """``prior.<method>(like, temperature=...)`` from a fixed seed, its exceptions reported as the call that raised."""
-    with torch.random.fork_rng(), _calling(label, f"{method}({shown}, temperature={temperature})"):
-        torch.manual_seed(0)
+    with _seeded(0), _calling(label, f"{method}({shown}, temperature={temperature})"):
         return getattr(prior, method)(like, temperature=temperature)
 
 
