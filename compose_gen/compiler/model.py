@@ -68,7 +68,8 @@ class GenerativeModel(nn.Module):
 
     @torch.no_grad()
     def evaluate_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every player's terms and metrics on ``batch``, without gradients."""
+        """Every player's terms and metrics on ``batch`` (moved to the model's device), without gradients."""
+        batch = self._on_device(batch)
         logs: dict[str, Tensor] = {}
         for plan in self.plans.values():
             logs.update(run_plan(plan, batch)[1])
@@ -76,8 +77,11 @@ class GenerativeModel(nn.Module):
 
     @torch.no_grad()
     def values(self, batch: dict[str, Tensor], names: Iterable[str]) -> dict[str, Any]:
-        """The named graph values (or batch fields) on ``batch``, computing only their ancestors, without gradients."""
-        names = list(names)
+        """The named graph values (or batch fields) on ``batch``, computing only their ancestors, without gradients.
+
+        ``batch`` is moved to the model's device.
+        """
+        batch, names = self._on_device(batch), list(names)
         unknown = [n for n in names if n not in self._evaluators and n not in batch]
         if unknown:
             known = ", ".join([*self._evaluators, *batch])
@@ -87,6 +91,10 @@ class GenerativeModel(nn.Module):
         for name in self.graph.values_in_order(needed):
             values[name] = self._evaluators[name](values)
         return {n: values[n] for n in names}
+
+    def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        device = self.device
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
     @torch.no_grad()
     def log_likelihood(self, batch: dict[str, Tensor], ladj: Tensor, samples: int = 1000, loss: str | None = None) -> Tensor:
@@ -105,7 +113,7 @@ class GenerativeModel(nn.Module):
         if missing:
             raise ValueError(f"loss {name!r} computes log p(x) from the fields {', '.join(needs)}; give {', '.join(missing)} too")
         values = self.values(batch, list(wanted.values()))
-        return module.log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj)
+        return module.log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj.to(self.device))
 
     def _likelihood_loss(self, chosen: str | None) -> str:
         """The loss that gives log p(x): ``chosen``, or the one loss that defines a likelihood."""
