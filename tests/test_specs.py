@@ -27,10 +27,19 @@ def test_specs_are_shipped() -> None:
     assert len(SPECS) >= 20
 
 
+_ON_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+MODES = {  # where and how a spec trains: autocast and the compiler each failed shipped specs that train in eager fp32
+    "cpu": ("cpu", []),
+    "cuda-bf16": pytest.param("cuda", ["train.precision=bf16"], marks=_ON_CUDA),
+    "cuda-bf16-compiled": pytest.param("cuda", ["train.precision=bf16", "train.compile=true"], marks=_ON_CUDA),
+}
+
+
+@pytest.mark.parametrize(("device", "overrides"), MODES.values(), ids=MODES.keys())
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
-def test_shipped_spec_trains_and_samples(path: Path) -> None:
-    spec = cg.load_spec(path)
-    model, data = build(spec, "cpu")
+def test_shipped_spec_trains_and_samples(path: Path, device: str, overrides: list[str]) -> None:
+    spec = cg.load_spec(path, overrides)
+    model, data = build(spec, device)
     before = {name: [p.detach().clone() for p in plan.params] for name, plan in model.plans.items()}
     trainer = Trainer(model, BatchStream(data.train, spec.model.train.batch_size, spec.model.seed, model.device), progress=False)
     logs = trainer.fit(2)

@@ -48,6 +48,12 @@ class R1Params(Params):
     gamma: float = Field(10.0, ge=0.0, description="γ; the term is γ/2 · E‖∇D(x)‖²")
 
 
+def _interpolate(real: Tensor, fake: Tensor, alpha: Tensor) -> Tensor:
+    """``alpha·real + (1 − alpha)·fake`` per example, in the wider precision (a generator under autocast gives bf16)."""
+    dtype = torch.promote_types(real.dtype, fake.dtype)
+    return torch.lerp(fake.to(dtype), real.to(dtype), alpha.view(-1, *[1] * (real.dim() - 1)).to(dtype))
+
+
 class GradientPenalty(CriticLoss):
     """Critic term ``weight · E (‖∇ D(x̂)‖₂ - center)²`` with a metric ``grad_norm`` = E ‖∇ D(x̂)‖₂.
 
@@ -90,10 +96,7 @@ class GradientPenalty(CriticLoss):
                 f"real has {first.shape[0]} examples, fake {fake[0].shape[0]}; draw as many fakes as real examples"
             )
         alpha = torch.rand(first.shape[0], device=first.device, dtype=first.dtype)
-        return [
-            torch.lerp(f, r, alpha.view(-1, *[1] * (r.dim() - 1)).to(r.dtype)) if r.is_floating_point() else r
-            for r, f in zip(real, fake, strict=True)
-        ]
+        return [_interpolate(r, f, alpha) if r.is_floating_point() else r for r, f in zip(real, fake, strict=True)]
 
     def forward(self, inputs: Mapping[str, Any], terms: Collection[str]) -> dict[str, Tensor]:
         labels = inputs.get("labels")

@@ -276,6 +276,23 @@ def test_gradient_penalty_interpolates_every_input_of_a_joint_critic() -> None:
     assert out["critic"].item() == pytest.approx(((joint.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-12)
 
 
+def test_gradient_penalty_interpolates_a_lower_precision_fake_in_the_real_data_precision() -> None:
+    """Under autocast the generator hands on bf16 fakes: x̂ = α x + (1 − α) g is taken in x's float32."""
+
+    class Quadratic(nn.Module):  # D(x) = ½‖x‖², ∇D(x̂) = x̂
+        def forward(self, x: Tensor) -> Tensor:
+            assert x.dtype == torch.float32
+            return 0.5 * x.pow(2).sum(-1)
+
+    x, g = torch.randn(6, 3), torch.randn(6, 3).to(torch.bfloat16)
+    torch.manual_seed(5)
+    out = build("gradient_penalty", Quadratic(), fake="f", weight=1.0)({"real": x, "fake": g}, {"critic"})
+    torch.manual_seed(5)
+    alpha = torch.rand(6).unsqueeze(-1)
+    expected = (((alpha * x + (1 - alpha) * g.float()).norm(dim=1) - 1) ** 2).mean()
+    torch.testing.assert_close(out["critic"], expected)
+
+
 def test_r1_penalty_is_half_gamma_squared_gradient_norm_on_real_data() -> None:
     class Quadratic(nn.Module):  # D(x) = ½‖x‖², ∇D(x) = x
         def forward(self, x: Tensor, y: Tensor) -> Tensor:

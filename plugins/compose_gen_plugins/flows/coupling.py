@@ -185,7 +185,8 @@ class MaskedCoupling(Bijector):
         context = broadcast_context(context, batch, self.context_features, type(self).__name__)
         flat = x.reshape(*batch, -1)
         y_t, ladj = elementwise(flat[..., self.transformed], self.conditioner(x, context))
-        return flat.index_copy(-1, self.transformed, y_t).reshape(x.shape), ladj
+        dtype = torch.promote_types(flat.dtype, y_t.dtype)  # autocast can leave the two halves in different precisions
+        return flat.to(dtype).index_copy(-1, self.transformed, y_t.to(dtype)).reshape(x.shape), ladj
 
 
 class AdditiveCoupling(MaskedCoupling):

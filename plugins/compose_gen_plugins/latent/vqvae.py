@@ -87,8 +87,9 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def remember(self, vectors: Tensor, index: Tensor, counts: Tensor) -> None:
-        """Keep this batch's per-code ``counts`` and sums for the next EMA update."""
-        sums = torch.zeros_like(self.code_sum).index_add_(0, index.reshape(-1), vectors.reshape(-1, self.dim))
+        """Keep this batch's per-code ``counts`` and sums for the next EMA update (in the codebook's precision)."""
+        flat = vectors.reshape(-1, self.dim).to(self.code_sum.dtype)  # bf16 under autocast
+        sums = torch.zeros_like(self.code_sum).index_add_(0, index.reshape(-1), flat)
         self._pending = (counts, sums)
 
     @torch.no_grad()

@@ -50,6 +50,16 @@ def test_transformed_part_depends_only_on_the_conditioning_part():
     assert torch.equal(block, torch.diag(block.diagonal()))  # ∂y_B/∂x_B is diagonal
 
 
+def test_halves_in_different_precisions_join_in_the_wider_one():
+    """Compiled under CUDA's autocast, a Glow step's 1×1 convolution hands on bf16 while ``exp`` keeps y_t float32."""
+    layer = AffineCoupling((6,), mask="alternating", hidden=[8]).to(torch.bfloat16)
+    x = torch.randn(3, 6).to(torch.bfloat16)
+    y, _ = layer.couple(x, None, lambda x_t, params: (2 * x_t.float(), torch.zeros(3)))
+    mask = layer.mask.bool()
+    assert y.dtype == torch.float32
+    assert torch.equal(y[:, mask], x[:, mask].float()) and torch.equal(y[:, ~mask], 2 * x[:, ~mask].float())
+
+
 @pytest.mark.parametrize(("scale", "bound"), [("clamp", 1.5), ("tanh", 1.0)])
 def test_log_scale_is_bounded(scale, bound):
     layer = AffineCoupling((4,), hidden=[8], scale=scale, clamp=1.5)

@@ -115,6 +115,27 @@ def test_ema_update_after_a_step_follows_the_moving_average_formulas() -> None:
     torch.testing.assert_close(q.codebook, before)
 
 
+def test_ema_update_under_bf16_autocast_sums_in_the_codebook_precision() -> None:
+    """Under autocast the encoder hands on bf16 vectors; the EMA statistics stay float32 and follow the formulas."""
+    torch.manual_seed(0)
+    q = VectorQuantizer(CODES, DIM, True, decay=0.9, epsilon=1e-5, init="uniform")
+    vq = VQVAE(nn.Linear(8, POSITIONS * DIM), LinearBernoulli(POSITIONS * DIM, 8).float(), q, "flat", 0.25)
+    x = (torch.rand(BATCH, 8) > 0.5).float()
+    size, sums = q.cluster_size.clone(), q.code_sum.clone()
+    vq.train()
+    with torch.autocast("cpu", torch.bfloat16), torch.enable_grad():
+        z_e = vq.encoder(x).detach().reshape(-1, DIM)
+        index = q.nearest(z_e)
+        vq({"x": x}, frozenset({"loss"}))
+    vq.after_step(frozenset({"loss"}))
+    assert z_e.dtype == torch.bfloat16 and q.code_sum.dtype == q.codebook.dtype == torch.float32
+    counts = torch.bincount(index, minlength=CODES).float()
+    new_size = 0.9 * size + 0.1 * counts
+    new_sums = 0.9 * sums + 0.1 * torch.zeros(CODES, DIM).index_add_(0, index, z_e.float())
+    smoothed = (new_size + 1e-5) / (new_size.sum() + CODES * 1e-5) * new_size.sum()
+    torch.testing.assert_close(q.codebook.detach(), new_sums / smoothed[:, None])
+
+
 def test_data_initialisation_takes_codes_from_the_first_training_batch() -> None:
     torch.manual_seed(0)
     quantizer = VectorQuantizer(CODES, DIM, ema=False, decay=0.9, epsilon=1e-5, init="data").to(DTYPE)
