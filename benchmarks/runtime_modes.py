@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FLOW: dict[str, Any] = {
     "name": "bench_flow",
-    "data": {"type": "digits", "shape": "flat"},
+    "data": {"type": "digits", "shape": "flat", "scale": False, "transforms": [{"type": "scale", "a": 1 / 17}]},
     "components": {
         "flow": {
             "type": "flow",
             "base": {"type": "standard_normal", "shape": [64]},
+            "head": [{"type": "dequantize", "shape": [64], "levels": 17}],  # pixels k/17, as in specs/realnvp_digits.yaml
             "bijectors": [
                 {"type": "affine_coupling", "shape": [64], "hidden": [256, 256]},
                 {"type": "reverse", "shape": [64]},
