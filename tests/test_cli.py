@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -404,6 +405,15 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(monkeypatch, capsys) ->
     monkeypatch.setattr("compose_gen.cli._plugins", closed)
     assert main(["plugins", "--json"]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_the_plugin_tables_end_quietly_when_the_reader_goes_away() -> None:
+    """``compose-gen plugins | head -1``: rich draws the tables into a pipe whose reader has gone."""
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run([sys.executable, "-m", "compose_gen", "plugins"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
 
 
 def test_a_run_folder_that_is_a_file_is_refused_by_name(tmp_path, vae_spec, capsys) -> None:

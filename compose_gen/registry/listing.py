@@ -93,12 +93,19 @@ def select(listing: dict[str, Any], names: Sequence[str] = ()) -> dict[str, Any]
     return {"types": chosen, "failed_plugins": listing["failed_plugins"]}
 
 
+class _PipedConsole(Console):
+    """Lets a closed pipe (``| head``) reach the command line, which ends quietly (rich's own answer is exit code 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
 def render(listing: dict[str, Any], names: Sequence[str] = ()) -> None:
     """The overview (no ``names``), one kind (a kind's name), or the named types' parameters.
 
     Raises ``ValueError`` for an unknown name, suggesting the closest type or kind.
     """
-    console = Console()
+    console = _PipedConsole()
     select(listing, names)  # checks the names
     by_name = {t["name"]: t for t in listing["types"]}
     kinds = [n for n in names if n in KINDS] or ([] if names else list(KINDS))
