@@ -159,6 +159,8 @@ class Run:
     behind: str | None = None
     #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
     evaluation: dict[str, Any] | None = None
+    #: The folder's newest checkpoint when this Run last looked (loading, training): a newer one is another's.
+    seen_checkpoint: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -252,6 +254,7 @@ class Run:
             for note in loaded.notes:
                 run.trainer.say(f"warning: {note}")
             run.trainer.restore(loaded)
+        run.seen_checkpoint = run._newest_checkpoint()
         return run
 
     @classmethod
@@ -279,9 +282,15 @@ class Run:
         """
         total = steps or self.spec.model.train.steps
         with self._writing():
+            overtaken = self._overtaken()
+            if overtaken:
+                raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again (compose_gen.load_run) to go on")
             with self._spec_kept_unless_checkpointed():
                 self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
-                logs = self.trainer.fit(total)
+                try:
+                    logs = self.trainer.fit(total)
+                finally:
+                    self.seen_checkpoint = self._newest_checkpoint()
             if self.trainer.interrupted or not self.trainer.dist.is_main:
                 return logs
             failed = None
@@ -300,6 +309,16 @@ class Run:
         if failed is not None:
             raise failed
         return logs
+
+    def _newest_checkpoint(self) -> str | None:
+        newest = list_checkpoints(self.dir)[-1:] if self.dir is not None else []
+        return newest[0].name if newest else None
+
+    def _overtaken(self) -> str | None:
+        """Why the folder is ahead of this Run (another Run or process checkpointed it since), or None."""
+        if self.dir is None or not self.trainer.dist.is_main or self._newest_checkpoint() == self.seen_checkpoint:
+            return None
+        return f"{self.dir} holds {self._newest_checkpoint()}, written since this Run saw it at {self.seen_checkpoint or 'no checkpoint'}"
 
     def _writing(self) -> AbstractContextManager[Any]:
         """This process as the one writer of the run folder (the main process's claim, :mod:`compose_gen.runtime.claim`)."""
@@ -478,8 +497,9 @@ class Run:
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         self.evaluation = results
-        if self.dir is not None and record and self.behind is not None:
-            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, which is the newest checkpoint's: {self.behind}")
+        behind = self.behind or self._overtaken()
+        if self.dir is not None and record and behind is not None:
+            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, which is the newest checkpoint's: {behind}")
         elif self.dir is not None and record:
             try:
                 write_json_atomic(self.dir / "evaluation.json", results)

@@ -194,3 +194,24 @@ def test_a_cpu_run_never_starts_cuda(tmp_path, toys_catalogue, monkeypatch) -> N
     run = Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
     run.train()
     assert run.evaluate() and not torch.cuda.is_initialized()
+
+
+def test_a_run_another_handle_has_moved_on_refuses_to_rewind_the_folder(tmp_path, toys_catalogue, capsys) -> None:
+    """Two handles on one folder: the one left behind neither trains over the newer records nor records its evaluation."""
+    from runtime_toys import VAE, spec_dict
+
+    from compose_gen.runtime.checkpoint import CheckpointError
+
+    folder = tmp_path / "run"
+    Run.create(cg.load_spec(spec_dict(VAE, steps=3, log_every=1), catalogue=toys_catalogue), folder, progress=False).train()
+    behind, ahead = (Run.load(folder, catalogue=toys_catalogue, progress=False) for _ in range(2))
+    ahead.train(6)
+    ahead.evaluate()
+    records, evaluation = (folder / "metrics.jsonl").read_text(), (folder / "evaluation.json").read_text()
+    with pytest.raises(CheckpointError, match="holds step-00000006, written since this Run saw it at step-00000003"):
+        behind.train(5)
+    assert behind.evaluate()["step"] == 3 and "not recorded" in capsys.readouterr().err
+    assert (folder / "metrics.jsonl").read_text() == records and (folder / "evaluation.json").read_text() == evaluation
+    ahead.train(8)  # the handle that wrote the newest checkpoint goes on
+    ahead.evaluate()
+    assert json.loads((folder / "evaluation.json").read_text())["step"] == 8
