@@ -159,7 +159,7 @@ class Run:
     behind: str | None = None
     #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
     evaluation: dict[str, Any] | None = None
-    #: The folder's newest checkpoint when this Run last looked (loading, training): a newer one is another's.
+    #: The folder's newest checkpoint when this Run was loaded: unless its trainer wrote one since, a newer one is another's.
     seen_checkpoint: str | None = None
 
     @property
@@ -287,10 +287,7 @@ class Run:
                 raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again (compose_gen.load_run) to go on")
             with self._spec_kept_unless_checkpointed():
                 self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
-                try:
-                    logs = self.trainer.fit(total)
-                finally:
-                    self.seen_checkpoint = self._newest_checkpoint()
+                logs = self.trainer.fit(total)
             if self.trainer.interrupted or not self.trainer.dist.is_main:
                 return logs
             failed = None
@@ -316,9 +313,10 @@ class Run:
 
     def _overtaken(self) -> str | None:
         """Why the folder is ahead of this Run (another Run or process checkpointed it since), or None."""
-        if self.dir is None or not self.trainer.dist.is_main or self._newest_checkpoint() == self.seen_checkpoint:
+        known = self.trainer.saved.name if self.trainer.saved is not None else self.seen_checkpoint
+        if self.dir is None or not self.trainer.dist.is_main or self._newest_checkpoint() == known:
             return None
-        return f"{self.dir} holds {self._newest_checkpoint()}, written since this Run saw it at {self.seen_checkpoint or 'no checkpoint'}"
+        return f"{self.dir} holds {self._newest_checkpoint()}, written since this Run saw it at {known or 'no checkpoint'}"
 
     def _writing(self) -> AbstractContextManager[Any]:
         """This process as the one writer of the run folder (the main process's claim, :mod:`compose_gen.runtime.claim`)."""
