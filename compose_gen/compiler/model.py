@@ -6,6 +6,8 @@ every mistake it can find surfaces before the first training step.
 
 from __future__ import annotations
 
+import math
+import numbers
 import traceback
 from typing import Any, Callable, Iterable, Sequence
 
@@ -148,6 +150,11 @@ class GenerativeModel(nn.Module):
         """
         if self.sampler is None:
             raise RuntimeError(f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"sample: n must be a whole number of samples, at least 1; got {n!r}")
+        if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"sample: temperature must be a finite number ≥ 0; got {temperature!r}")
+        n = int(n)
         labels = self.labels(n, classes)
         try:
             return self.draw(n, temperature, labels)

@@ -410,8 +410,19 @@ class Run:
         to_model = self.data.test.to_model
         if to_model is None:
             raise ValueError(f"the dataset of spec {self.spec.name!r} cannot map new examples to model space, so log p(x) cannot be taken")
-        model_x, ladj = to_model(torch.as_tensor(x))
-        labels = None if y is None else torch.as_tensor(y).long().reshape(-1)
+        if batch_size < 1:
+            raise ValueError(f"log_prob: batch_size must be at least 1, got {batch_size}")
+        x = torch.as_tensor(x)
+        if x.is_floating_point() and not bool(x.isfinite().all()):
+            first = int((~x.isfinite()).reshape(len(x), -1).any(1).nonzero()[0])
+            raise ValueError(f"log_prob: x holds values that are NaN or infinite (the first in example {first}); give finite examples")
+        labels = None if y is None else torch.as_tensor(y)
+        if labels is not None and (labels.is_floating_point() and not bool((labels == labels.round()).all())):
+            raise ValueError("log_prob: the labels y must be whole numbers (class labels)")
+        labels = None if labels is None else labels.long().reshape(-1)
+        if len(x) == 0:
+            return torch.empty(0)
+        model_x, ladj = to_model(x)
         if labels is not None and len(labels) != len(model_x):
             raise ValueError(f"{len(model_x)} examples but {len(labels)} labels")
         parts = []

@@ -101,6 +101,26 @@ def test_a_model_without_a_likelihood_and_points_of_another_shape_are_refused(tm
         gan.log_prob(torch.zeros(3, 2), [0, 1, 2], loss="adv")
 
 
+def test_new_examples_and_sample_requests_are_checked_where_the_caller_gives_them(tmp_path) -> None:
+    """Not as a NaN log p(x), a label truncated, or a sampler plugin blamed for the caller's count."""
+    spec = {**flow_on({"type": "moons", "n": 100}), "sample": {"type": "flow_sampler", "flow": "flow"}}
+    run = Run.create(cg.load_spec(spec), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"x holds values that are NaN or infinite \(the first in example 1\)"):
+        run.log_prob([[0.0, 1.0], [float("nan"), 0.0], [float("inf"), 0.0]])
+    with pytest.raises(ValueError, match="the labels y must be whole numbers"):
+        run.log_prob(torch.zeros(2, 2), y=[1.7, 2.0])
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        run.log_prob(torch.zeros(2, 2), batch_size=0)
+    assert run.log_prob(torch.zeros(0, 2)).shape == (0,)
+    for n in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="n must be a whole number of samples, at least 1"):
+            run.sample(n)
+    for temperature in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="temperature must be a finite number ≥ 0"):
+            run.sample(2, temperature=temperature)
+    assert run.sample(np.int64(2)).shape == (2, 2)
+
+
 def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path, vae_spec, install_plugin, capsys) -> None:
     install_plugin(
         "counting_metrics",

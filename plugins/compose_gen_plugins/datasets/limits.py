@@ -32,7 +32,6 @@ FLOAT32_MAX = torch.finfo(torch.float32).max
 BEYOND_FLOAT32 = f"beyond float32's range (±{FLOAT32_MAX:.2g}), in which the model computes"
 
 
-
 def constant_features(x: Tensor) -> str | None:
     """``"2 feature(s) ... (flat index 3, 7)"`` when some features of ``x`` (examples along dim 0) are constant, else None.
 
