@@ -28,10 +28,13 @@ def train(
     return run
 
 
-def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str | Path | None = None) -> Run:
+def load_run(
+    run_dir: str | Path, device: str | None = None, checkpoint: str | Path | None = None, *, progress: bool = True
+) -> Run:
     """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``.
 
     At its newest readable checkpoint, or ``checkpoint``: ``"best"`` (see ``train.best_metric``) or a
     checkpoint folder.  A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
+    ``progress=False`` keeps further training quiet, as for :func:`train` (in a worker process, say).
     """
-    return Run.load(run_dir, device, trained=True, checkpoint=checkpoint)
+    return Run.load(run_dir, device, progress=progress, trained=True, checkpoint=checkpoint)

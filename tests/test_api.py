@@ -11,13 +11,16 @@ import compose_gen as cg
 from compose_gen.runtime.checkpoint import CheckpointError
 
 
-def test_train_then_load_back(tmp_path, vae_spec) -> None:
+def test_train_then_load_back(tmp_path, vae_spec, capsys) -> None:
     spec = cg.load_spec(vae_spec, ["train.checkpoint_every=10"])
     run = cg.train(spec, out=tmp_path / "run", progress=False)
     assert run.trainer.step == vae_spec["train"]["steps"]
     results = run.evaluate()
-    again = cg.load_run(tmp_path / "run")
+    again = cg.load_run(tmp_path / "run", progress=False)
     assert again.trainer.step == run.trainer.step
+    capsys.readouterr()
+    cg.load_run(tmp_path / "run", progress=False).train(run.trainer.step + 2)
+    assert "step" not in capsys.readouterr().err  # no progress lines
     for key, value in run.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key]), key
     assert again.evaluate()["test/vae.elbo"] == results["test/vae.elbo"]

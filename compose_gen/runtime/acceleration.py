@@ -118,7 +118,7 @@ class LossFunction:
         if self.compiled is None:
             return compute(self.eager)
         if self.calls == 0:  # said on the first training call, not when a run is loaded to sample or evaluate
-            self.say(f"compiling player {self.player!r}'s loss with torch.compile (backend {self.backend}); the first steps are slow")
+            self.say(f"compiling the loss of player {self.player!r} with torch.compile (backend {self.backend}); the first steps are slow")
             self.calls += 1
             return compute(self.eager)
         restore = snapshot(self.model, self.device) if self.calls <= self.PROBE_CALLS else None

@@ -49,7 +49,7 @@ def test_compile_trains_like_eager(tmp_path, toys_catalogue, capsys):
     compiled = _run(tmp_path, toys_catalogue, AUTOENCODER, "compiled", steps=3, compile=True, compile_backend="aot_eager")
     assert "compiling" not in capsys.readouterr().err  # nothing is compiled until the first training step
     compiled.train()
-    assert "compiling player 'model''s loss with torch.compile (backend aot_eager)" in capsys.readouterr().err
+    assert "compiling the loss of player 'model' with torch.compile (backend aot_eager)" in capsys.readouterr().err
     assert compiled.trainer.loss_functions["model"].compiled is not None  # no fallback happened
     for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
