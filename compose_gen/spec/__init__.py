@@ -41,6 +41,11 @@ class Spec:
     def name(self) -> str:
         return self.model.name
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its source (overrides applied), validated again where it is unpickled, such as in a worker
+        process, against that process's installed plugins: a catalogue's types hold code, which is not pickled."""
+        return load_spec, (self.source,)
+
     def error(self, path: Iterable[Any], message: str) -> SpecError:
         """A located :class:`SpecError` for one problem at ``path``."""
         return SpecError([Problem(tuple(path), message)], self.source)

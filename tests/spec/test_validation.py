@@ -236,3 +236,12 @@ def test_a_metric_naming_an_unknown_loss_is_found_without_building(vae_spec, cat
         load_spec(vae_spec, catalogue=catalogue)
     assert [p.message for p in info.value.problems] == ["unknown loss 'vea'; did you mean 'vae'?; losses: vae"]
     assert info.value.problems[0].path == ("evaluate", "metrics", 0, "model")
+
+
+def test_a_spec_pickles_as_its_source_and_validates_again_where_it_is_unpickled() -> None:
+    """What a process pool or a spawned worker does with a spec argument."""
+    import pickle
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml", ["train.steps=7"])
+    back = pickle.loads(pickle.dumps(spec))
+    assert back.to_dict() == spec.to_dict() and back.model.train.steps == 7 and back.source.name == spec.source.name
