@@ -393,7 +393,10 @@ def test_train_refuses_a_folder_with_records_and_a_device_it_cannot_have(tmp_pat
     assert "holds no checkpoint, but metrics.jsonl (up to step 50): starting over would overwrite them; choose another folder" in capsys.readouterr().err
     assert (tmp_path / "old" / "metrics.jsonl").read_text() == '{"step": 50, "loss": 1.0}\n'
     assert main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", "tpu", "--no-progress"]) == 1
-    assert "unknown device 'tpu': give cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    assert "unknown device 'tpu': give cpu, cuda, cuda:N, mps or auto" in capsys.readouterr().err
+    for device in ("meta", "cpu:0x"):  # torch knows meta, but a model cannot train there
+        assert main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", device, "--no-progress"]) == 1
+        assert f"unknown device '{device}'" in capsys.readouterr().err
 
 
 def test_a_reader_that_goes_away_ends_the_output_quietly(monkeypatch, capsys) -> None:
