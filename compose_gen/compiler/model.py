@@ -11,6 +11,7 @@ import numbers
 import traceback
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -70,7 +71,7 @@ class GenerativeModel(nn.Module):
 
     @torch.no_grad()
     def evaluate_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every player's terms and metrics on ``batch`` (moved to the model's device), without gradients."""
+        """Every player's terms and metrics on ``batch`` (moved to the model's device and precision), without gradients."""
         batch = self._on_device(batch)
         logs: dict[str, Tensor] = {}
         for plan in self.plans.values():
@@ -81,7 +82,7 @@ class GenerativeModel(nn.Module):
     def values(self, batch: dict[str, Tensor], names: Iterable[str]) -> dict[str, Any]:
         """The named graph values (or batch fields) on ``batch``, computing only their ancestors, without gradients.
 
-        ``batch`` is moved to the model's device.
+        ``batch`` is moved to the model's device and precision.
         """
         batch, names = self._on_device(batch), list(names)
         unknown = [n for n in names if n not in self._evaluators and n not in batch]
@@ -95,8 +96,17 @@ class GenerativeModel(nn.Module):
         return {n: values[n] for n in names}
 
     def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` as tensors on the model's device, floating ones in its precision (numpy's float64, say)."""
         device = self.device
-        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+        def moved(value: Any) -> Any:
+            if not isinstance(value, (Tensor, np.ndarray)):
+                return value
+            value = torch.as_tensor(value)
+            return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+
+        return {key: moved(value) for key, value in batch.items()}
 
     @torch.no_grad()
     def log_likelihood(self, batch: dict[str, Tensor], ladj: Tensor, samples: int = 1000, loss: str | None = None) -> Tensor:

@@ -54,3 +54,17 @@ def test_averaging_a_component_without_parameters_is_refused_at_build(catalogue,
         cg.build(cg.load_spec(vae_spec, catalogue=catalogue))
     vae_spec["train"]["ema"] = {"components": ["encoder"]}
     cg.build(cg.load_spec(vae_spec, catalogue=catalogue))
+
+
+def test_a_batch_from_numpy_in_float64_is_evaluated_in_the_models_precision(catalogue, vae_spec) -> None:
+    """numpy's float64 rows, as a user reads them, give what the float32 batch gives."""
+    model, data = cg.build(cg.load_spec(vae_spec, catalogue=catalogue), "cpu")
+    x = data.test.batch(slice(0, 8))["x"]
+    torch.manual_seed(0)
+    expected = model.evaluate_terms({"x": x})
+    torch.manual_seed(0)
+    from_numpy = model.evaluate_terms({"x": x.double().numpy()})
+    assert expected.keys() == from_numpy.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(from_numpy[key], value, msg=key)
+    assert model.values({"x": x.double().numpy()}, ["x"])["x"].dtype == torch.float32
