@@ -160,6 +160,7 @@ class GenerativeModel(nn.Module):
         """
         if self.sampler is None:
             raise RuntimeError(f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample")
+        n, temperature = (v.item() if isinstance(v, Tensor) and v.dim() == 0 else v for v in (n, temperature))
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"sample: n must be a whole number of samples, at least 1; got {n!r}")
         if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature >= 0):

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 import sys
@@ -163,8 +164,8 @@ class Run:
     behind: str | None = None
     #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
     evaluation: dict[str, Any] | None = None
-    #: The folder's newest checkpoint when this Run was loaded: unless its trainer wrote one since, a newer one is another's.
-    seen_checkpoint: str | None = None
+    #: The folder's checkpoints when this Run was made or loaded: any other but its trainer's is another writer's.
+    seen_checkpoints: frozenset[str] = frozenset()
 
     @property
     def device(self) -> torch.device:
@@ -258,7 +259,7 @@ class Run:
             for note in loaded.notes:
                 run.trainer.say(f"warning: {note}")
             run.trainer.restore(loaded)
-        run.seen_checkpoint = run._newest_checkpoint()
+        run.seen_checkpoints = frozenset(path.name for path in list_checkpoints(run_dir))
         return run
 
     @classmethod
@@ -311,16 +312,13 @@ class Run:
             raise failed
         return logs
 
-    def _newest_checkpoint(self) -> str | None:
-        newest = list_checkpoints(self.dir)[-1:] if self.dir is not None else []
-        return newest[0].name if newest else None
-
     def _overtaken(self) -> str | None:
-        """Why the folder is ahead of this Run (another Run or process checkpointed it since), or None."""
-        known = self.trainer.saved.name if self.trainer.saved is not None else self.seen_checkpoint
-        if self.dir is None or not self.trainer.dist.is_main or self._newest_checkpoint() == known:
+        """Which checkpoints another Run or process wrote into the folder since this Run was loaded, or None."""
+        if self.dir is None or not self.trainer.dist.is_main:
             return None
-        return f"{self.dir} holds {self._newest_checkpoint()}, written since this Run saw it at {known or 'no checkpoint'}"
+        known = self.seen_checkpoints | self.trainer.written
+        others = [path.name for path in list_checkpoints(self.dir) if path.name not in known]
+        return f"{self.dir} holds {', '.join(others)}, written by another Run or process since this one was loaded" if others else None
 
     def _writing(self) -> AbstractContextManager[Any]:
         """This process as the one writer of the run folder (the main process's claim, :mod:`compose_gen.runtime.claim`)."""
@@ -414,18 +412,18 @@ class Run:
         to_model = self.data.test.to_model
         if to_model is None:
             raise ValueError(f"the dataset of spec {self.spec.name!r} cannot map new examples to model space, so log p(x) cannot be taken")
-        if batch_size < 1:
-            raise ValueError(f"log_prob: batch_size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"log_prob: batch_size must be a whole number ≥ 1, got {batch_size!r}")
         x = torch.as_tensor(x)
+        if x.dim() == 0 or len(x) == 0:
+            raise ValueError(f"log_prob: x holds no examples (shape {tuple(x.shape)})")
         if x.is_floating_point() and not bool(x.isfinite().all()):
             first = int((~x.isfinite()).reshape(len(x), -1).any(1).nonzero()[0])
             raise ValueError(f"log_prob: x holds values that are NaN or infinite (the first in example {first}); give finite examples")
         labels = None if y is None else torch.as_tensor(y)
-        if labels is not None and (labels.is_floating_point() and not bool((labels == labels.round()).all())):
+        if labels is not None and labels.is_floating_point() and not bool((labels.isfinite() & (labels == labels.round())).all()):
             raise ValueError("log_prob: the labels y must be whole numbers (class labels)")
         labels = None if labels is None else labels.long().reshape(-1)
-        if len(x) == 0:
-            return torch.empty(0)
         model_x, ladj = to_model(x)
         if labels is not None and len(labels) != len(model_x):
             raise ValueError(f"{len(model_x)} examples but {len(labels)} labels")

@@ -184,8 +184,8 @@ class Trainer:
         self._fit_started: float | None = None
         #: The step of the checkpoint this trainer wrote last, so :meth:`fit` does not write it twice.
         self._saved_step: int | None = None
-        #: The checkpoint this trainer wrote last (rank 0), None before its first.
-        self.saved: Path | None = None
+        #: The checkpoints this trainer wrote (rank 0), by folder name.
+        self.written: set[str] = set()
         if self.run_dir is not None and self.dist.is_main:
             clean_temporary(self.run_dir)
 
@@ -442,7 +442,8 @@ class Trainer:
         path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect)
         if improved:
             write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
-        self._saved_step, self.saved = self.step, path
+        self._saved_step = self.step
+        self.written.add(path.name)
         return path
 
     def _update_best(self, last: dict[str, float]) -> bool:

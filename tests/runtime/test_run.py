@@ -109,16 +109,21 @@ def test_new_examples_and_sample_requests_are_checked_where_the_caller_gives_the
         run.log_prob([[0.0, 1.0], [float("nan"), 0.0], [float("inf"), 0.0]])
     with pytest.raises(ValueError, match="the labels y must be whole numbers"):
         run.log_prob(torch.zeros(2, 2), y=[1.7, 2.0])
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        run.log_prob(torch.zeros(2, 2), batch_size=0)
-    assert run.log_prob(torch.zeros(0, 2)).shape == (0,)
+    with pytest.raises(ValueError, match="the labels y must be whole numbers"):
+        run.log_prob(torch.zeros(1, 2), y=[float("inf")])
+    for batch_size in (0, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be a whole number ≥ 1"):
+            run.log_prob(torch.zeros(2, 2), batch_size=batch_size)
+    for empty in (torch.zeros(0, 2), torch.tensor(float("nan"))):
+        with pytest.raises(ValueError, match="x holds no examples"):
+            run.log_prob(empty)
     for n in (0, -1, 2.5):
         with pytest.raises(ValueError, match="n must be a whole number of samples, at least 1"):
             run.sample(n)
     for temperature in (float("nan"), -1.0):
         with pytest.raises(ValueError, match="temperature must be a finite number ≥ 0"):
             run.sample(2, temperature=temperature)
-    assert run.sample(np.int64(2)).shape == (2, 2)
+    assert run.sample(np.int64(2)).shape == run.sample(torch.tensor(2), temperature=torch.tensor(0.5)).shape == (2, 2)
 
 
 def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path, vae_spec, install_plugin, capsys) -> None:
@@ -228,10 +233,26 @@ def test_a_run_another_handle_has_moved_on_refuses_to_rewind_the_folder(tmp_path
     ahead.train(6)
     ahead.evaluate()
     records, evaluation = (folder / "metrics.jsonl").read_text(), (folder / "evaluation.json").read_text()
-    with pytest.raises(CheckpointError, match="holds step-00000006, written since this Run saw it at step-00000003"):
+    with pytest.raises(CheckpointError, match="holds step-00000006, written by another Run or process since this one was loaded"):
         behind.train(5)
     assert behind.evaluate()["step"] == 3 and "not recorded" in capsys.readouterr().err
     assert (folder / "metrics.jsonl").read_text() == records and (folder / "evaluation.json").read_text() == evaluation
     ahead.train(8)  # the handle that wrote the newest checkpoint goes on
     ahead.evaluate()
     assert json.loads((folder / "evaluation.json").read_text())["step"] == 8
+
+
+def test_a_run_that_fell_back_past_a_damaged_checkpoint_trains_on_as_often_as_it_likes(tmp_path, toys_catalogue) -> None:
+    """Only checkpoints another writer added since loading count against a Run, not the damaged one it skipped."""
+    from runtime_toys import VAE, spec_dict
+
+    folder = tmp_path / "run"
+    spec = cg.load_spec(spec_dict(VAE, steps=6, checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, folder, progress=False).train()
+    (folder / "checkpoints" / "step-00000006" / "model.safetensors").write_bytes(b"damaged")
+    run = Run.load(folder, catalogue=toys_catalogue, progress=False)
+    assert run.trainer.step == 4 and run.behind
+    run.train(5)
+    run.train(8)
+    assert run.trainer.step == 8
+
