@@ -54,6 +54,8 @@ class Catalogue:
     conflicts: dict[str, list[str]] = field(default_factory=dict)
     #: ``"<distribution> <version>"`` of each plugin installed through the entry-point group.
     package_of: dict[str, str] = field(default_factory=dict)
+    #: Made of the installed plugins alone (``make_catalogue()``), so another process can make the same one.
+    installed: bool = False
 
     def provenance(self, type_names: Iterable[str]) -> dict[str, str]:
         """``{type: "plugin '<plugin>' from <distribution> <version>"}`` for the known ``type_names``: what a run records."""
@@ -119,7 +121,7 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    catalogue = Catalogue()
+    catalogue = Catalogue(installed=not plugins and entry_points is True)
     named: list[tuple[str, object]] = [(getattr(p, "__name__", repr(p)), p) for p in plugins]
     first_party: set[str] = set()
     if entry_points:

@@ -9,8 +9,9 @@ It raises :class:`SpecError` listing every problem as ``file:line: path: message
 
 from __future__ import annotations
 
+import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
@@ -44,7 +45,19 @@ class Spec:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as its source (overrides applied), validated again where it is unpickled, such as in a worker
         process, against that process's installed plugins: a catalogue's types hold code, which is not pickled."""
+        if not self.catalogue.installed:
+            raise TypeError(
+                f"spec {self.name!r} was loaded with a catalogue of your own, which cannot be pickled (its types hold code): "
+                "give the other process the spec's file or spec.source.data, and load it there with that catalogue"
+            )
         return load_spec, (self.source,)
+
+    def __copy__(self) -> "Spec":
+        return replace(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Spec":
+        """A copy of everything but the catalogue, which is shared: the registry of types, not part of the spec."""
+        return Spec(*(copy.deepcopy(getattr(self, f), memo) for f in ("model", "sections", "source")), self.catalogue)
 
     def error(self, path: Iterable[Any], message: str) -> SpecError:
         """A located :class:`SpecError` for one problem at ``path``."""
