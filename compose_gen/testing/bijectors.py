@@ -209,9 +209,9 @@ def check_case(
     """Check every conformance property of ``bijector`` on one batch shape and seed (see the module docstring)."""
     device, batch_shape = torch.device(device or "cpu"), tuple(batch_shape)
     generator = torch.Generator().manual_seed(seed)
-    cuda = [device] if device.type == "cuda" else []  # stochastic estimators draw from the global generators
-    with torch.random.fork_rng(cuda), _single_threaded():
-        torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.init()  # started before the global generators, which stochastic estimators draw from, are seeded
+    with _seeded(seed), _single_threaded():
         bij, context_for = _prepared(bijector, generator, param_noise, device)
         case = _Case(label or type(bijector).__name__, batch_shape, tuple(bij.event_shape), seed, atol, rtol)
         x = _draw(bij.domain, (*batch_shape, *bij.event_shape), generator).to(device)

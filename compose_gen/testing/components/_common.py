@@ -39,11 +39,14 @@ def _close(label: str, what: str, actual: Tensor, expected: Tensor, atol: float,
 def _seeded(seed: int) -> Iterator[None]:
     """A forked global random stream seeded with ``seed`` (the caller's stream is left as it was).
 
-    CUDA's generators are forked only once CUDA is in use: starting CUDA here would break the caller's later forks.
+    CUDA's generators are forked and seeded only once CUDA is in use: starting it here would break the caller's
+    later forks, and seeding it lazily would replace a seed the caller gave it.
     """
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(cuda):
-        torch.manual_seed(seed)
+    cuda = torch.cuda.is_initialized()
+    with torch.random.fork_rng(list(range(torch.cuda.device_count())) if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         yield
 
 

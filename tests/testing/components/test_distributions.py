@@ -266,3 +266,17 @@ def test_a_broken_prior_is_told_what_is_wrong(prior, message):
     with pytest.raises(ContractError, match=message):
         check_prior(prior)
 
+
+
+def test_the_kit_leaves_the_callers_random_streams_and_cuda_alone(build, monkeypatch) -> None:
+    """Its seeded draws neither shift the caller's CPU stream nor queue a CUDA seed that would replace the caller's."""
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # as on a GPU machine before CUDA is used
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    prior = build(PRIORS["standard_normal"])
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    seeded.clear()
+    check_prior(prior)
+    assert torch.equal(torch.rand(3), expected) and seeded == []
