@@ -245,3 +245,18 @@ def test_a_spec_pickles_as_its_source_and_validates_again_where_it_is_unpickled(
     spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml", ["train.steps=7"])
     back = pickle.loads(pickle.dumps(spec))
     assert back.to_dict() == spec.to_dict() and back.model.train.steps == 7 and back.source.name == spec.source.name
+
+
+def test_a_spec_with_a_catalogue_of_its_own_copies_with_it_but_is_not_pickled() -> None:
+    import copy
+    import pickle
+
+    from compose_gen.registry import make_catalogue
+
+    catalogue = make_catalogue(entry_points="first-party")  # not the installed plugins' catalogue, as a test's own
+    spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml", catalogue=catalogue)
+    for copied in (copy.copy(spec), copy.deepcopy(spec)):
+        assert copied.catalogue is catalogue and copied.to_dict() == spec.to_dict()
+    with pytest.raises(TypeError, match="loaded with a catalogue of your own, which cannot be pickled"):
+        pickle.dumps(spec)
+
