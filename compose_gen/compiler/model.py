@@ -72,6 +72,10 @@ class GenerativeModel(nn.Module):
     @torch.no_grad()
     def evaluate_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every player's terms and metrics on ``batch`` (moved to the model's device and precision), without gradients."""
+        needs = self.fields_read({node("loss", call.name) for plan in self.plans.values() for call in plan.losses})
+        missing = [f for f in needs if f not in batch]
+        if missing:
+            raise KeyError(f"spec {self.spec.name!r}: the batch lacks field(s) {', '.join(missing)}; its losses read {', '.join(needs)}")
         batch = self._on_device(batch)
         logs: dict[str, Tensor] = {}
         for plan in self.plans.values():
@@ -95,10 +99,18 @@ class GenerativeModel(nn.Module):
             values[name] = self._evaluators[name](values)
         return {n: values[n] for n in names}
 
+    def fields_read(self, nodes: set[str]) -> list[str]:
+        """The batch fields that the graph ``nodes`` (``node("loss", name)``, say) are computed from, sorted."""
+        return sorted(n.split(":", 1)[1] for n in self.graph.ancestors(nodes) if n.startswith("field:"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the model's floating parameters (the default dtype if it has none)."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
     def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` as tensors on the model's device, floating ones in its precision (numpy's float64, say)."""
-        device = self.device
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
+        device, dtype = self.device, self.dtype
 
         def moved(value: Any) -> Any:
             if not isinstance(value, (Tensor, np.ndarray)):
@@ -117,15 +129,23 @@ class GenerativeModel(nn.Module):
         that defines the likelihood (:meth:`Loss.log_likelihood`) gives it, ``loss`` naming one if several do.
         """
         name = self._likelihood_loss(loss)
-        module = self.losses[name]
-        wanted = {k: v for k, v in loss_inputs(self.spec, name).items() if k in module.likelihood_inputs and isinstance(v, str)}
-        starts = {node("value", v) if v in self._evaluators else node("field", v) for v in wanted.values()}
-        needs = sorted(n.split(":", 1)[1] for n in self.graph.ancestors(starts) if n.startswith("field:"))
+        wanted = self._likelihood_inputs(name)
+        needs = self.likelihood_fields(name)
         missing = [f for f in needs if f not in batch]
         if missing:
             raise ValueError(f"loss {name!r} computes log p(x) from the fields {', '.join(needs)}; give {', '.join(missing)} too")
         values = self.values(batch, list(wanted.values()))
-        return module.log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj.to(self.device))
+        return self.losses[name].log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj.to(self.device, self.dtype))
+
+    def likelihood_fields(self, loss: str | None = None) -> list[str]:
+        """The batch fields log p(x) is computed from (``x``, and ``y`` for a model conditioned on labels)."""
+        wanted = self._likelihood_inputs(self._likelihood_loss(loss))
+        return self.fields_read({node("value", v) if v in self._evaluators else node("field", v) for v in wanted.values()})
+
+    def _likelihood_inputs(self, name: str) -> dict[str, str]:
+        """The graph values or fields that loss ``name`` reads for its likelihood, by input name."""
+        module = self.losses[name]
+        return {k: v for k, v in loss_inputs(self.spec, name).items() if k in module.likelihood_inputs and isinstance(v, str)}
 
     def _likelihood_loss(self, chosen: str | None) -> str:
         """The loss that gives log p(x): ``chosen``, or the one loss that defines a likelihood."""

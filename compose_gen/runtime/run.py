@@ -424,6 +424,8 @@ class Run:
         if labels is not None and labels.is_floating_point() and not bool((labels.isfinite() & (labels == labels.round())).all()):
             raise ValueError("log_prob: the labels y must be whole numbers (class labels)")
         labels = None if labels is None else labels.long().reshape(-1)
+        if labels is not None and "y" not in self.model.likelihood_fields(loss):
+            raise ValueError(f"log_prob: spec {self.spec.name!r} models p(x), not p(x | y): it reads no labels, so drop y")
         model_x, ladj = to_model(x)
         if labels is not None and len(labels) != len(model_x):
             raise ValueError(f"{len(model_x)} examples but {len(labels)} labels")

@@ -68,3 +68,9 @@ def test_a_batch_from_numpy_in_float64_is_evaluated_in_the_models_precision(cata
     for key, value in expected.items():
         torch.testing.assert_close(from_numpy[key], value, msg=key)
     assert model.values({"x": x.double().numpy()}, ["x"])["x"].dtype == torch.float32
+
+
+def test_a_batch_without_a_field_the_losses_read_is_refused_by_name(catalogue, vae_spec) -> None:
+    model, _ = cg.build(cg.load_spec(vae_spec, catalogue=catalogue), "cpu")
+    with pytest.raises(KeyError, match="spec 'tiny_vae': the batch lacks field\\(s\\) x; its losses read x"):
+        model.evaluate_terms({"pixels": torch.zeros(2, 64)})

@@ -43,7 +43,9 @@ def test_a_flow_gives_the_closed_form_density_of_new_points_in_data_space(standa
     mean, std = train.mean(0), train.std(0)
     new = torch.tensor([[3.0, -2.0], [5.0, -1.5], [-1.0, 0.0]], dtype=torch.float64)
     expected = torch.distributions.Normal(0.0, 1.0).log_prob((new - mean) / std).sum(-1) - std.log().sum()
-    torch.testing.assert_close(run.log_prob(new), expected, rtol=1e-5, atol=1e-5)
+    log_p = run.log_prob(new)
+    assert log_p.dtype == torch.float32, "the model's precision, as a latent-variable model's estimate is"
+    torch.testing.assert_close(log_p, expected.float(), rtol=1e-5, atol=1e-5)
 
 
 def test_the_test_split_scores_its_test_nll(standardised_points) -> None:
@@ -89,6 +91,11 @@ def test_a_conditional_flow_needs_the_labels_and_depends_on_them(tmp_path) -> No
     assert not torch.allclose(run.log_prob(points, [0, 0]), run.log_prob(points, [2, 2]))
     with pytest.raises(ValueError, match="2 examples but 1 labels"):
         run.log_prob(points, [0])
+
+
+def test_labels_given_to_a_model_of_p_x_are_refused_not_ignored(standardised_points) -> None:
+    with pytest.raises(ValueError, match=r"spec 'flow2d' models p\(x\), not p\(x \| y\): it reads no labels, so drop y"):
+        standardised_points.log_prob(torch.zeros(2, 2), y=[0, 1])
 
 
 def test_a_model_without_a_likelihood_and_points_of_another_shape_are_refused(tmp_path, cgan_spec, standardised_points) -> None:
