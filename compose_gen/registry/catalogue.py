@@ -57,6 +57,10 @@ class Catalogue:
     #: Made of the installed plugins alone (``make_catalogue()``), so another process can make the same one.
     installed: bool = False
 
+    def __repr__(self) -> str:
+        made = "installed plugins" if self.installed else "plugins of your own"
+        return f"<Catalogue of {len(self.types)} types from {len(set(self.plugin_of.values()))} {made}>"
+
     def provenance(self, type_names: Iterable[str]) -> dict[str, str]:
         """``{type: "plugin '<plugin>' from <distribution> <version>"}`` for the known ``type_names``: what a run records."""
         found = {}

@@ -42,6 +42,10 @@ class Spec:
     def name(self) -> str:
         return self.model.name
 
+    def __repr__(self) -> str:
+        overridden = f", {len(self.source.overridden)} override(s)" if self.source.overridden else ""
+        return f"<Spec {self.name!r} from {self.source.name}{overridden}>"
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as its source (overrides applied), validated again where it is unpickled, such as in a worker
         process, against that process's installed plugins: a catalogue's types hold code, which is not pickled."""

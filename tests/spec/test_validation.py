@@ -260,3 +260,11 @@ def test_a_spec_with_a_catalogue_of_its_own_copies_with_it_but_is_not_pickled() 
     with pytest.raises(TypeError, match="loaded with a catalogue of your own, which cannot be pickled"):
         pickle.dumps(spec)
 
+
+
+def test_a_spec_and_its_catalogue_print_as_one_line_each() -> None:
+    """Not the whole source, sections and every registered type, as a dataclass's repr would."""
+    spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml", ["train.steps=7"])
+    assert repr(spec) == f"<Spec 'vae_digits' from {spec.source.name}, 1 override(s)>"
+    plugins = len(set(spec.catalogue.plugin_of.values()))
+    assert repr(spec.catalogue) == f"<Catalogue of {len(spec.catalogue.types)} types from {plugins} installed plugins>"
