@@ -159,6 +159,7 @@ class ResidualBlock(Bijector):
         self.exact_terms, self.roulette_p, self.shared_roulette = exact_terms, roulette_p, shared_roulette
         self.tolerance, self.max_iterations = tolerance, max_iterations
         self._implicit_gradient_eagerly = _eager(_implicit_gradient)
+        self._roulette_eagerly = _eager(_roulette_shift_and_ladj)
 
     def _refresh(self) -> None:
         for layer in self.g:
@@ -178,18 +179,7 @@ class ResidualBlock(Bijector):
         """``g(x)`` and ``log det(I + J_g(x))``: exact, or the Russian-roulette estimate in training mode."""
         if not (self.stochastic_ladj and self.training):
             return self.g(x), self._exact_ladj(x)
-        stop = torch.distributions.Geometric(probs=torch.tensor(self.roulette_p, dtype=x.dtype, device=x.device))
-        extra = stop.sample(() if self.shared_roulette else x.shape[:-1])  # N >= 0 extra terms
-        terms = self.exact_terms + int(extra.max())  # (drawn before the vjp: a sync outside the transform)
-        probe = torch.randint_like(x, 2) * 2 - 1  # Rademacher: E[v vᵀ] = I
-        shift, vjp = torch.func.vjp(self.g, x)
-        left, total = probe, x.new_zeros(x.shape[:-1])
-        for k in range(1, terms + 1):
-            (left,) = vjp(left)  # vᵀ J^k
-            beyond = k - self.exact_terms  # the term is kept iff N >= beyond, which has probability (1-p)^beyond
-            weight = (extra >= beyond) * (1 - self.roulette_p) ** -beyond if beyond > 0 else 1.0
-            total = total + (-1) ** (k + 1) / k * weight * (left * probe).sum(-1)
-        return shift, total
+        return self._roulette_eagerly(self, x)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._refresh()
@@ -223,6 +213,26 @@ class ResidualBlock(Bijector):
     def _with_implicit_gradient(self, x_star: Tensor, y: Tensor) -> Tensor:
         """:func:`_implicit_gradient`, outside compiled graphs: its gradient hook runs autograd itself."""
         return self._implicit_gradient_eagerly(self, x_star, y)
+
+
+def _roulette_shift_and_ladj(block: ResidualBlock, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``g(x)`` and the Russian-roulette estimate of ``log det(I + J_g(x))``.
+
+    Its number of terms is drawn, so it runs outside compiled graphs: traced, each
+    new count would be a new graph, and torch.compile would recompile until its limit.
+    """
+    stop = torch.distributions.Geometric(probs=torch.tensor(block.roulette_p, dtype=x.dtype, device=x.device))
+    extra = stop.sample(() if block.shared_roulette else x.shape[:-1])  # N >= 0 extra terms
+    terms = block.exact_terms + int(extra.max())  # (drawn before the vjp: a sync outside the transform)
+    probe = torch.randint_like(x, 2) * 2 - 1  # Rademacher: E[v vᵀ] = I
+    shift, vjp = torch.func.vjp(block.g, x)
+    left, total = probe, x.new_zeros(x.shape[:-1])
+    for k in range(1, terms + 1):
+        (left,) = vjp(left)  # vᵀ J^k
+        beyond = k - block.exact_terms  # the term is kept iff N >= beyond, which has probability (1-p)^beyond
+        weight = (extra >= beyond) * (1 - block.roulette_p) ** -beyond if beyond > 0 else 1.0
+        total = total + (-1) ** (k + 1) / k * weight * (left * probe).sum(-1)
+    return shift, total
 
 
 def _implicit_gradient(block: ResidualBlock, x_star: Tensor, y: Tensor) -> Tensor:

@@ -95,6 +95,22 @@ def test_russian_roulette_estimate_is_unbiased(shared: bool) -> None:
     assert ((estimates.mean(0) - exact).abs() <= 4.5 * standard_error).all(), (estimates.mean(0), exact)
 
 
+def test_the_roulette_compiles_once_whatever_number_of_terms_it_draws() -> None:
+    """The drawn term count stays outside the graph; traced, each new count recompiled up to dynamo's limit."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    block = ResidualBlock((6,), [8], exact_dims=0, roulette_p=0.3).train()
+    compiled = torch.compile(block, backend="eager")
+    x = torch.randn(16, 6)
+    for _ in range(12):  # P(every draw of N the same) < 1e-6
+        compiled(x)[1].sum().backward()
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
 def test_exact_mode_matches_the_brute_force_log_determinant() -> None:
     block = _block(features=6, exact_dims=0).eval()
     x = torch.randn(4, 6, dtype=torch.float64)
