@@ -20,7 +20,7 @@ its file was written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -135,7 +135,9 @@ class ReconstructionGridParams(Params):
 
 
 class SampleGridParams(Params):
-    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description="temperatures T, one PNG each")
+    temperatures: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [1.0], min_length=1, description="temperatures T ≥ 0 (0: the mode), one PNG each"
+    )
     samples: int = Field(64, gt=0, description="images per temperature")
 
 

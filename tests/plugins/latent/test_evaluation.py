@@ -308,3 +308,11 @@ def test_only_a_field_of_the_data_carries_the_data_s_log_determinant(tmp_path: P
     assert x is a and torch.equal(ladj, -2.5 + ladj_a)
     x, ladj = batch_examples(ectx, SimpleNamespace(x_value="a2"), batch)
     assert torch.equal(x, 2 * a) and ladj is None
+
+
+def test_a_sample_grid_temperature_below_zero_is_refused_when_the_spec_loads() -> None:
+    """Not after training, when the evaluation reaches the grid."""
+    spec = Path(__file__).resolve().parents[3] / "specs" / "vae_digits.yaml"
+    grid = "evaluate.metrics=[{type: sample_grid, temperatures: [1.0, -0.5]}]"
+    with pytest.raises(Exception, match=r"evaluate\.metrics\[0\]\.temperatures\[1\]: Input should be greater than or equal to 0"):
+        load_spec(spec, [grid])
