@@ -53,6 +53,7 @@ __all__ = [
     "read_best",
     "restore_optimizers",
     "save_checkpoint",
+    "verify_checkpoint",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -201,30 +202,43 @@ def read_best(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
-    """Verify one checkpoint and load it into ``model``; optimizer and RNG tensors are returned for the trainer.
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """The ``state.json`` of the checkpoint at ``path`` once it and the hashes of its files check out.
 
-    Nothing is loaded into ``model`` unless every check passes.  A folder named
-    ``step-N`` must hold step N: its ``state.json`` is not hashed, and a resume
-    from a step other than its weights' would later overwrite the true ``step-N``.
+    A folder named ``step-N`` must hold step N: its ``state.json`` is not hashed, and
+    a resume from a step other than its weights' would later overwrite the true ``step-N``.
     """
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text())
-        if state.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, this version reads {FORMAT}")
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{path}: checkpoint format {found!r}, this version reads {FORMAT}")
         named = STEP_FOLDER.fullmatch(path.name)
-        if named and state["step"] != int(named[1]):
+        if named and state.get("step") != int(named[1]):
             raise CheckpointError(
-                f"{path / 'state.json'}: records step {state['step']!r}, but its folder is named for step {int(named[1])}: "
+                f"{path / 'state.json'}: records step {state.get('step')!r}, but its folder is named for step {int(named[1])}: "
                 "the file was edited or the folder renamed, so the step of its weights is unknown; "
                 "restore the original, or load another checkpoint"
             )
         _check_state(path / "state.json", state)
-        step = int(state["step"])
         for name, digest in state["sha256"].items():
             if _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    return state
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
+    """Verify one checkpoint (:func:`verify_checkpoint`) and load it into ``model``; optimizer and RNG tensors are
+    returned for the trainer.  Nothing is loaded into ``model`` unless every check passes."""
+    path = Path(path)
+    state = verify_checkpoint(path)
+    try:
+        step = int(state["step"])
         stored = load_file(str(path / "model.safetensors"))
         saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
         fitted, dropped = _fitted(path, model, stored, saved_aliases)

@@ -1,7 +1,8 @@
 """``compose-gen runs``: one line per run folder with its spec, step, best checkpoint and final metrics.
 
-Final metrics come from ``evaluation.json`` when it is of the step shown (the
-newest checkpoint's), or else from the last record of ``metrics.jsonl`` (marked
+The step shown is the newest checkpoint's whose files match their recorded
+hashes, the one ``load_run`` and ``--resume`` would take; damaged newer ones are
+counted.  Final metrics come from ``evaluation.json`` when it is of that step, or else from the last record of ``metrics.jsonl`` (marked
 ``train:``), for runs that were stopped or are still running, or were resumed
 after their evaluation: its metrics are of an older model.
 """
@@ -15,7 +16,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from compose_gen.runtime.checkpoint import list_checkpoints, read_best
+from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, read_best, verify_checkpoint
 
 __all__ = ["list_runs"]
 
@@ -29,13 +30,28 @@ def list_runs(folder: Path) -> Iterator[str]:
             name = spec.get("name", "?") if isinstance(spec, dict) else "?"
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             name = "?"
-        checkpoints = list_checkpoints(run)
-        step = (checkpoints[-1].name.removeprefix("step-").lstrip("0") or "0") if checkpoints else "-"
+        step, damaged = _newest_sound_step(run)
+        damage = f" ({damaged} newer checkpoint(s) damaged)" if damaged and step != "-" else ""
+        if damaged and step == "-":
+            damage = f" (all {damaged} checkpoint(s) damaged)"
         best = read_best(run)
         best_text = ""
         if isinstance(best, dict) and {"metric", "value", "step"} <= set(best):
             best_text = f"  best {best['metric']}={best['value']:.4g} @ {best['step']}"
-        yield f"{run}  {name}  step {step}{best_text}  {_summary(run, step)}".rstrip()
+        yield f"{run}  {name}  step {step}{damage}{best_text}  {_summary(run, step)}".rstrip()
+
+
+def _newest_sound_step(run: Path) -> tuple[str, int]:
+    """The step of the newest checkpoint that verifies (``-`` if none does), and how many newer ones do not."""
+    damaged = 0
+    for path in reversed(list_checkpoints(run)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError:
+            damaged += 1
+            continue
+        return path.name.removeprefix("step-").lstrip("0") or "0", damaged
+    return "-", damaged
 
 
 def _summary(run: Path, step: str) -> str:

@@ -165,8 +165,9 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
         (lambda c: _edit_state(c, optimizers="oops"), r"state.json: optimizers is 'oops', not a mapping of players; the file was edited"),
         (lambda c: _edit_state(c, data={"epoch": "x", "position": 0}), r"data.epoch is 'x', not a whole number ≥ 0"),
         (lambda c: _edit_state(c, elapsed_s="soon"), r"elapsed_s is 'soon', not a number"),
+        (lambda c: (c / "state.json").write_text("[]"), r"checkpoint format 'list', this version reads 2"),
     ],
-    ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited"],
+    ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited", "not a mapping"],
 )
 def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
     spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)

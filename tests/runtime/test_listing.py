@@ -61,3 +61,18 @@ def test_many_metrics_are_shown_whole_as_far_as_they_fit_then_counted(tmp_path, 
     shown = line.split("train: ")[1].split("  … ")[0].split("  ")
     assert all(item.startswith("test/vae.z.kl_dim") and item.endswith("=0.1235") for item in shown), "no entry is cut"
     assert line.endswith(f"  … (+{16 - len(shown)} more)") and 0 < len(shown) < 16
+
+
+def test_the_step_shown_is_the_newest_checkpoint_that_verifies(tmp_path, toys_catalogue, capsys):
+    """The one a resume would take: damaged newer checkpoints are counted, and a run with none sound says so."""
+    run = tmp_path / "runs" / "a"
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, run, progress=False).train()
+    newest, oldest = run / "checkpoints" / "step-00000004", run / "checkpoints" / "step-00000002"
+    with open(newest / "model.safetensors", "r+b") as handle:
+        handle.truncate(100)
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.startswith(f"{run}  ae_tiny  step 2 (1 newer checkpoint(s) damaged)  ")
+    (oldest / "state.json").write_text("[]")
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.startswith(f"{run}  ae_tiny  step - (all 2 checkpoint(s) damaged)  ")
