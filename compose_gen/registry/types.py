@@ -16,9 +16,9 @@ import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Annotated, Callable, Iterator, Union
+from typing import Any, Annotated, Callable, Iterator, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -30,6 +30,7 @@ __all__ = [
     "Params",
     "Ref",
     "RefTo",
+    "StrictModel",
     "Value",
     "ValueRef",
     "ref_fields",
@@ -55,7 +56,37 @@ KINDS = (*COMPONENT_KINDS, "loss", "dataset", "metric", "sampler")
 COMPONENT_PLACEHOLDER = "x-compose-gen-component"
 
 
-class Params(BaseModel):
+class StrictModel(BaseModel):
+    """Unknown keys are errors, and so are NaN and ±infinity in a float (``.nan``, ``.inf``) and ``true``/``false``
+    where a number is wanted (pydantic would read them as 1 and 0): each field that takes numbers gets that check."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        checked = False
+        for field in cls.model_fields.values():
+            if _takes_numbers(field.annotation) and not any(getattr(m, "func", None) is _refuse_truth_values for m in field.metadata):
+                field.metadata.append(BeforeValidator(_refuse_truth_values))
+                checked = True
+        if checked:
+            cls.model_rebuild(force=True)
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    return annotation in (int, float) or any(_takes_numbers(arg) for arg in get_args(annotation))
+
+
+def _refuse_truth_values(value: Any) -> Any:
+    """``value`` unless it is, or its list, tuple or mapping holds, ``true`` or ``false``."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    if isinstance(value, bool) or any(isinstance(item, bool) for item in items):
+        raise ValueError("true or false where a number is wanted")
+    return value
+
+
+class Params(StrictModel):
     """Base of every parameter model: unknown keys are errors, not ignored.
 
     A float must be finite: ``.nan``, ``.inf`` and ``-.inf`` are refused where
@@ -72,9 +103,9 @@ class Params(BaseModel):
     A field typed ``Path`` is read relative to the working directory (after
     ``~`` expansion) and stored absolute, so the resolved spec that a run folder
     keeps still finds the file when the run is resumed or evaluated from elsewhere.
-    """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    ``true`` or ``false`` for a number is an error (not 1 or 0), as :class:`StrictModel` says.
+    """
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Params:

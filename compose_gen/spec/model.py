@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
+
+from compose_gen.registry.types import StrictModel
 
 __all__ = [
     "EMASpec",
@@ -27,10 +29,8 @@ __all__ = [
 Raw = dict[str, Any]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors, and so are NaN and ±infinity in a float (``.nan``, ``.inf``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class _Strict(StrictModel):
+    """Unknown keys, NaN and ±infinity in a float, and true/false for a number are errors."""
 
 
 class Adam(_Strict):

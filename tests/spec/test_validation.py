@@ -171,6 +171,18 @@ def test_non_finite_numbers_are_refused_in_the_top_level(vae_spec, catalogue, va
     ]
 
 
+def test_true_or_false_is_refused_where_a_number_is_wanted(vae_spec, catalogue) -> None:
+    """pydantic would read them as 1 and 0: ``latent: true`` would build a one-dimensional latent."""
+    vae_spec["components"]["encoder"]["latent"] = True
+    lines = problems(from_yaml(vae_spec), catalogue, ["train.optimizer.betas=[0.9, false]", "players.model={terms: {vae: true}}"])
+    assert sorted(lines) == [
+        "--set: players.model.terms: true or false where a number is wanted",
+        "--set: train.optimizer.betas: true or false where a number is wanted",
+        f"spec.yaml:{line_of(vae_spec, 'latent:')}: components.encoder.latent: true or false where a number is wanted",
+    ]
+    load_spec(vae_spec, ["train.compile=true", "components.encoder.latent=2"], catalogue)  # a bool where one is wanted
+
+
 def test_non_finite_numbers_are_refused_in_plugin_parameters(vae_spec, catalogue) -> None:
     vae_spec["losses"]["vae"]["beta"] = float("inf")
     (line,) = problems(from_yaml(vae_spec), catalogue)
