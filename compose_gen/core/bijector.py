@@ -69,12 +69,19 @@ class Bijector(nn.Module):
     def check_output(self, direction: Literal["forward", "inverse"], value: Tensor, result: object) -> None:
         """Raise :class:`ContractError` unless ``result`` (what ``direction`` returned for ``value``) is ``(y, ladj)``.
 
-        ``ladj`` must have ``value``'s batch shape.  The compiler's dry run checks every bijector of a spec this way.
+        The output must have ``value``'s batch shape followed by the other side's event
+        shape (``out_event_shape`` forward, ``event_shape`` inverse), and ``ladj`` the
+        batch shape.  The compiler's dry run checks every bijector of a spec this way.
         """
         if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(r, Tensor) for r in result)):
             raise ContractError(f"{direction} returned {describe_value(result)}, not a pair of tensors (y, ladj)")
-        event = self.event_shape if direction == "forward" else self.out_event_shape
+        event, other = (self.event_shape, self.out_event_shape) if direction == "forward" else (self.out_event_shape, self.event_shape)
         batch = value.shape[: value.dim() - len(event)]
+        if result[0].shape != (*batch, *other):
+            raise ContractError(
+                f"{direction} returned an output of shape {tuple(result[0].shape)} for an input of shape {tuple(value.shape)}; "
+                f"expected the batch shape {tuple(batch)} followed by the event shape {tuple(other)}"
+            )
         if result[1].shape != batch:
             raise ContractError(
                 f"{direction} returned ladj of shape {tuple(result[1].shape)} for an input of shape {tuple(value.shape)}; "

@@ -37,6 +37,8 @@ class Doubling(Bijector):
             return y
         if self.breaks == "forward_ladj_like_x":
             return y, ladj[..., None].expand(x.shape)
+        if self.breaks == "forward_drops_a_feature":  # the base's log_prob would broadcast what is left
+            return y[..., :-1], ladj
         return y, ladj
 
     def inverse(self, y, context=None):
@@ -175,6 +177,10 @@ def test_a_plugin_that_keeps_its_contracts_builds_and_trains_unwatched(catalogue
         ("forward_y_only", "forward returned a Tensor of shape (5, 2), not a pair of tensors (y, ladj)"),
         ("forward_ladj_like_x", "forward returned ladj of shape (5, 2) for an input of shape (5, 2); ladj is summed over the event dimensions (2,), so its shape is the batch shape (5,)"),
         ("inverse_x_only", "inverse returned a Tensor of shape (5, 2), not a pair of tensors (y, ladj)"),
+        (
+            "forward_drops_a_feature",
+            "forward returned an output of shape (5, 1) for an input of shape (5, 2); expected the batch shape (5,) followed by the event shape (2,)",
+        ),
     ],
 )
 def test_a_bijector_output_that_breaks_the_contract_names_the_bijector(catalogue, breaks, expected) -> None:
