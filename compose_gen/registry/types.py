@@ -105,7 +105,11 @@ class Params(StrictModel):
     keeps still finds the file when the run is resumed or evaluated from elsewhere.
 
     ``true`` or ``false`` for a number is an error (not 1 or 0), as :class:`StrictModel` says.
+    Defaults are validated too, so a default that breaks its own field's constraint
+    is reported, naming the type, where a spec that uses the type is validated.
     """
+
+    model_config = ConfigDict(validate_default=True)
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Params:
@@ -176,6 +180,8 @@ class ComponentType:
             raise ValueError(f"type {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
         if not (isinstance(self.params, type) and issubclass(self.params, Params)):
             raise TypeError(f"type {self.name!r}: params must be a subclass of compose_gen.Params, got {self.params!r}")
+        if "type" in self.params.model_fields:
+            raise ValueError(f"type {self.name!r}: its params declare a field 'type', the key a spec names the type with; rename the field")
         if not callable(self.build):
             raise TypeError(f"type {self.name!r}: build must be callable as build(params, ctx), got {self.build!r}")
         if not self.doc:

@@ -83,7 +83,13 @@ class _Resolver:
             params = component_type.params.model_validate(fields)
         except ValidationError as error:
             for item in error.errors():
-                self.problem((*path, *error_location(fields, item)), _message(item, component_type.params))
+                message = _message(item, component_type.params)
+                if item["loc"] and item["loc"][0] not in fields and item["type"] != "missing":  # the plugin's default
+                    message = (
+                        f"{origin(type_name, self.catalogue)}: the default of {item['loc'][0]} is invalid ({message}); "
+                        f"set {item['loc'][0]} in the spec, and tell the plugin's authors"
+                    )
+                self.problem((*path, *error_location(fields, item)), message)
             return None
         except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
             self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")

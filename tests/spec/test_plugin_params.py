@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from compose_gen_plugins import datasets
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from compose_gen import ComponentType, Params, make_catalogue
 from compose_gen.spec import SpecError, load_spec
@@ -54,3 +54,31 @@ def test_a_parameter_model_without_a_json_schema_is_named() -> None:
     message = str(info.value)
     assert message.startswith("no JSON Schema for the parameters of type 'tensor_init' (plugin 'tensors'): PydanticInvalidForJsonSchema:")
     assert "torch.Tensor" in message and "WithJsonSchema" in message
+
+
+class WarmupParams(Params):
+    warmup: int = Field(0, gt=0)
+
+
+def test_a_default_that_breaks_its_own_constraint_is_blamed_on_the_type_where_the_spec_is_validated() -> None:
+    """Not accepted, written to the run folder's spec.yaml, and refused only when the run is loaded again."""
+    catalogue = make_catalogue([plugin(ComponentType("warm", "metric", WarmupParams, metric), name="warmers"), datasets], entry_points=False)
+    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "warm"}]}}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, catalogue=catalogue)
+    assert str(info.value).endswith(
+        ": evaluate.metrics[0]: type 'warm' (plugin 'warmers'): the default of warmup is invalid "
+        "(Input should be greater than 0); set warmup in the spec, and tell the plugin's authors"
+    )
+    spec["evaluate"]["metrics"][0]["warmup"] = 3
+    load_spec(spec, catalogue=catalogue)
+
+
+def test_a_parameter_named_type_is_refused_when_the_type_is_made() -> None:
+    """A spec could never set it, and the resolved spec would write its default over the type's name."""
+
+    class Typed(Params):
+        type: str = "fancy"
+
+    with pytest.raises(ValueError, match="type 'typed': its params declare a field 'type', the key a spec names the type with"):
+        ComponentType("typed", "metric", Typed, metric)
