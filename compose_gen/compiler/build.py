@@ -13,6 +13,7 @@ from torch import nn
 from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph
 from compose_gen.core import Bijector, Loss, Sampler, Splits
+from compose_gen.core.contracts import describe_value
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
 from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError, SpecWarning
@@ -86,7 +87,7 @@ class Builder:
         self._pass_on(declared, caught)
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):
-            raise self.spec.blame(declared, f"built a {type(built).__name__}, not a {expected.__name__} as a {declared.kind} must be")
+            raise self.spec.blame(declared, f"built {describe_value(built)}, not a {expected.__name__} as a {declared.kind} must be")
         if isinstance(built, Loss):
             enforce(self.spec, declared, check_loss_terms, built)
         if isinstance(built, Sampler):

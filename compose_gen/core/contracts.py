@@ -240,7 +240,9 @@ def check_loss_result(result: Any, terms: Iterable[str]) -> None:
         raise ContractError(f"forward returned no term {', '.join(map(repr, missing))} (it returned {', '.join(map(repr, result)) or 'nothing'})")
     for key, value in result.items():
         if not isinstance(value, Tensor) or value.dim() != 0:
-            hint = " (wrap it: torch.tensor(value))" if isinstance(value, numbers.Real) else ""
+            hint = ""
+            if isinstance(value, numbers.Real):  # a term needs its graph; a logged extra may be made a tensor
+                hint = " (return the tensor itself, without .item() or float())" if key in terms else " (wrap it: torch.tensor(value))"
             raise ContractError(f"forward returned {key!r} as {describe_value(value)}, not a scalar tensor{hint}")
 
 

@@ -80,14 +80,14 @@ class Catalogue:
         return [t for t in self.types.values() if t.kind in kinds]
 
     def unknown_type_message(self, name: str, kinds: tuple[str, ...]) -> str:
-        """Explain an unknown type name: a conflict between plugins, suggestions, plugins that failed to load."""
+        """Explain an unknown type name: a conflict between plugins, suggestions, plugins with problems."""
         if name in self.conflicts:
             plugins = " and ".join(map(repr, self.conflicts[name]))
             return f"type {name!r} is registered by two plugins, {plugins}; uninstall or rename one of them"
         candidates = [t.name for t in self.of_kind(*kinds)]
         message = f"unknown {'/'.join(kinds)} type {name!r}{suggest(name, candidates)}"
         if self.failures:
-            message += f" (plugins that failed to load: {', '.join(sorted(self.failures))})"
+            message += f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(self.failures))})"
         return message
 
     def fail(self, plugin: str, problem: str) -> None:

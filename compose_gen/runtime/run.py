@@ -238,7 +238,7 @@ class Run:
                 run.trainer.say(f"warning: {reason}")
             if loaded is None and skipped:
                 changed = "; the --set overrides may have changed the model, which a run cannot change once trained" if overrides else ""
-                raise CheckpointError(f"{run_dir}: no checkpoint could be loaded{changed}")
+                raise CheckpointError(f"{run_dir}: no checkpoint could be loaded{changed}: " + "; ".join(skipped))
             if loaded is None:
                 _refuse_to_start_over(run_dir)
             elif skipped:

@@ -355,7 +355,8 @@ class Trainer:
         culprit = self.model.culprit(error)
         if culprit is not None:
             what = str(self.model.spec.blame(culprit, f"raised {what}"))
-        return StepFailed(f"player {name!r}, step {self.step + 1}: {what}; training stopped, checkpoints already written are kept")
+        kept = "checkpoints already written are kept" if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
+        return StepFailed(f"player {name!r}, step {self.step + 1}: {what}; training stopped, {kept}")
 
     def _select(self, plan: Plan) -> None:
         for p in self.model.parameters():

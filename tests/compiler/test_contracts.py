@@ -274,4 +274,4 @@ def test_a_metric_that_builds_no_callable_is_named(catalogue) -> None:
     spec = spec_with()
     spec["evaluate"] = {"metrics": [{"type": "t_metric"}]}
     message = problem(spec, catalogue)
-    assert "evaluate.metrics[0]: type 't_metric' (plugin 'breakage') built a NoneType, not a Callable as a metric must be" in message
+    assert "evaluate.metrics[0]: type 't_metric' (plugin 'breakage') built None, not a Callable as a metric must be" in message

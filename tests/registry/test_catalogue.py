@@ -134,7 +134,7 @@ def test_a_plugin_that_fails_to_import_is_reported_and_others_still_work(install
     assert "missing dependency: fancylib" in catalogue.failures["broken_plugin"]
     load_spec(vae_spec, catalogue=catalogue)  # a spec that does not use it still validates
     vae_spec["components"]["prior"]["type"] = "fancy_prior"
-    with pytest.raises(SpecError, match=r"plugins that failed to load: broken_plugin"):
+    with pytest.raises(SpecError, match=r"plugins with problems, see `compose-gen plugins`: broken_plugin"):
         load_spec(vae_spec, catalogue=catalogue)
 
 

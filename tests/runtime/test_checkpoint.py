@@ -218,7 +218,7 @@ def test_no_loadable_checkpoint_is_an_error(tmp_path, toys_catalogue):
     _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
     for c in checkpoints:
         (c / "state.json").write_text("")
-    with pytest.raises(CheckpointError, match="no checkpoint could be loaded"):
+    with pytest.raises(CheckpointError, match="no checkpoint could be loaded: skipped .*unreadable checkpoint"):
         Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
 
 

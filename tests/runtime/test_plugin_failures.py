@@ -87,6 +87,13 @@ def test_a_loss_raising_mid_training_is_named_and_the_checkpoints_stay(catalogue
     assert isinstance(info.value.__cause__, KeyError)
 
 
+def test_a_loss_raising_before_the_first_checkpoint_says_none_was_written(catalogue, tmp_path) -> None:
+    run = Run.create(load_spec(spec(raise_at=2), catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(StepFailed, match=r"^player 'model', step 1: .*training stopped, no checkpoint was written yet$"):
+        run.train()
+    assert list_checkpoints(tmp_path / "run") == []
+
+
 def test_failing_metrics_are_named_and_the_others_are_written(catalogue, tmp_path) -> None:
     run = Run.create(load_spec(spec(metric_breaks=("raise", "float", "tensor")), catalogue=catalogue), tmp_path / "run", progress=False)
     with pytest.raises(EvaluationFailed) as info:

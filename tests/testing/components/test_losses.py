@@ -125,7 +125,7 @@ def test_correct_losses_pass():
 @pytest.mark.parametrize(
     ("loss", "message"),
     [
-        (PythonFloat(), r"PythonFloat: forward returned 'loss' as a float, not a scalar tensor \(wrap it: torch.tensor\(value\)\)"),
+        (PythonFloat(), r"PythonFloat: forward returned 'loss' as a float, not a scalar tensor \(return the tensor itself, without \.item\(\) or float\(\)\)"),
         (Detached(), r"Detached: term 'loss' carries no gradient although parameter 'net.weight' requires grad"),
         (PerExample(), r"PerExample: forward returned 'loss' as a Tensor of shape \(6,\), not a scalar tensor"),
         (NaNTerm(), r"NaNTerm: forward returned 'loss' = nan; expected a finite value"),
