@@ -11,21 +11,25 @@ A watched method is a bound method set on the instance, so direct calls
 of the module checks itself.  :func:`watching` removes every check, from the
 built objects and the copies inside them, when it exits, so training steps run
 unwatched.
+
+:func:`nonfinite_sources` finds the components whose outputs turn finite inputs
+into NaN or inf, for the dry run and the trainer's NaN guard to blame.
 """
 
 from __future__ import annotations
 
 import contextlib
 import types
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from compose_gen.core import Bijector, ContractError
 from compose_gen.core.contracts import check_distribution
 from compose_gen.spec import Declared, Spec, SpecError
 
-__all__ = ["ContractWatch", "broken", "enforce", "watching"]
+__all__ = ["ContractWatch", "broken", "enforce", "nonfinite_sources", "watching"]
 
 _DISTRIBUTION_KINDS = frozenset({"prior", "encoder", "decoder", "flow"})
 _WATCHED_METHODS = ("forward", "inverse")
@@ -104,3 +108,32 @@ def watching(spec: Spec) -> Iterator[ContractWatch]:
         yield watch
     finally:
         watch.close()
+
+
+@contextlib.contextmanager
+def nonfinite_sources(components: Mapping[str, nn.Module]) -> Iterator[list[str]]:
+    """A list that gains, in the order their forwards finish, the names of the ``components`` whose output holds NaN
+    or inf while their inputs do not (the innermost first); forward hooks, removed when the block ends."""
+    sources: list[str] = []
+
+    def finished(name: str, inputs: tuple[Any, ...], output: Any) -> None:
+        if not _finite(output) and _finite(inputs):
+            sources.append(name)
+
+    handles = [module.register_forward_hook(lambda _, i, o, n=name: finished(n, i, o)) for name, module in components.items()]
+    try:
+        yield sources
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _finite(value: Any) -> bool:
+    """Whether every floating tensor in ``value`` (a tensor, a tuple or list, a distribution's parameters) is finite."""
+    if isinstance(value, Tensor):
+        return not value.is_floating_point() or bool(value.detach().isfinite().all())
+    if isinstance(value, (tuple, list)):
+        return all(map(_finite, value))
+    if isinstance(value, torch.distributions.Distribution):
+        return all(_finite(v) for k, v in vars(value).items() if not k.startswith("_") and isinstance(v, (Tensor, torch.distributions.Distribution)))
+    return True

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from compose_gen.compiler.checks import enforce
+from compose_gen.compiler.checks import enforce, nonfinite_sources
 from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
@@ -47,29 +47,32 @@ def dry_run(model: Any, data: Splits) -> None:
     # worker, a gloo group) once the parent has used CUDA.
     cuda = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(cuda), _tracking(model, stack), torch.enable_grad():  # what training computes, whatever the caller's grad mode
+        with torch.random.fork_rng(cuda), _tracking(model, stack), nonfinite_sources(model._all_components) as nonfinite, torch.enable_grad():
             for plan in model.plans.values():
+                nonfinite.clear()
                 logged.add(f"{plan.player}.grad_norm")
                 values: dict[str, Any] = dict(batch)
                 for step in plan.values:
-                    with _located(spec, stack, ("graph", step.name), f"computing value {step.name!r}", on_batch):
+                    with _located(spec, stack, nonfinite, ("graph", step.name), f"computing value {step.name!r}", on_batch):
                         values[step.name] = step.fn(values)
                 reached: dict[str, set[int]] = {}
                 for call in plan.losses:
                     inputs = call.gather(values)
-                    with _located(spec, stack, spec.sections.losses[call.name], f"computing loss {call.name!r}", on_batch):
+                    with _located(spec, stack, nonfinite, spec.sections.losses[call.name], f"computing loss {call.name!r}", on_batch):
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
-                    _check_finite(spec, call.name, result, call.terms, shapes)
+                    _check_finite(spec, call.name, result, call.terms, shapes, nonfinite)
                     logged.update(term_address(call.name, key) for key in result)
                     reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.terms)})
                 _check_reach(model, plan, reached)
                 computed.update(values)
-            _remaining_values(model, computed, stack, on_batch)
+            nonfinite.clear()
+            _remaining_values(model, computed, stack, nonfinite, on_batch)
             if model.sampler is not None:
+                nonfinite.clear()
                 conditions = model.conditions  # sampled by class: every class, and a count unlike the class count
                 n = DRY_RUN_EXAMPLES + (conditions.classes if conditions is not None else 0)
-                with _located(spec, stack, spec.sections.sampler, f"drawing {n} samples", ""):
+                with _located(spec, stack, nonfinite, spec.sections.sampler, f"drawing {n} samples", ""):
                     drawn = model.draw(n)
                 enforce(spec, spec.sections.sampler, check_samples, drawn, n)
                 expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
@@ -80,19 +83,29 @@ def dry_run(model: Any, data: Splits) -> None:
     _check_best_metric(spec, logged)
 
 
-def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], on_batch: str) -> None:
+def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], nonfinite: list[str], on_batch: str) -> None:
     """The graph values no player needs (read by a metric, or by nothing), without gradients; ``computed`` holds the rest."""
     with torch.no_grad():
         for name in model.graph.values_in_order(set(model.graph.graph.nodes)):
             if name not in computed:
-                with _located(model.spec, stack, ("graph", name), f"computing value {name!r}", on_batch):
+                with _located(model.spec, stack, nonfinite, ("graph", name), f"computing value {name!r}", on_batch):
                     computed[name] = model._evaluators[name](computed)
 
 
-def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str) -> None:
-    """An untrained model's loss on real examples is finite; NaN or inf there is a mismatch of data and model."""
+def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str, nonfinite: list[str]) -> None:
+    """An untrained model's loss on real examples is finite; NaN or inf there is a mismatch of data and model, or a bug.
+
+    The first component that made non-finite values of finite inputs, if one did, is blamed.
+    """
     values = {t: float(result[t].detach()) for t in sorted(terms)}
     bad = [f"{term_address(loss, t)}={v:g}" for t, v in values.items() if not math.isfinite(v)]
+    if bad and nonfinite:
+        raise spec.blame(
+            spec.sections.components[nonfinite[0]],
+            f"turned finite inputs into NaN or infinite values on the dry run's batch ({shapes}), so loss {loss!r} is non-finite "
+            f"before any training step ({', '.join(bad)}): a bug in the component, or data outside where it is defined "
+            "(a logit needs (0, 1))",
+        )
     if bad:
         raise spec.error(
             ("losses", loss),
@@ -186,18 +199,22 @@ def _pop(stack: list[str], name: str) -> None:
 
 
 @contextlib.contextmanager
-def _located(spec: Any, stack: list[str], where: tuple[Any, ...] | Declared, what: str, on: str) -> Iterator[None]:
-    """Report a failure inside at the innermost component running, else at ``where`` (a path, or a declaration named with its plugin)."""
+def _located(spec: Any, stack: list[str], nonfinite: list[str], where: tuple[Any, ...] | Declared, what: str, on: str) -> Iterator[None]:
+    """Report a failure inside at the innermost component running, else at ``where`` (a path, or a declaration named
+    with its plugin); or at the component that made NaN or inf of finite inputs before, when one did."""
     stack.clear()
     try:
         yield
     except SpecError:
         raise
     except Exception as error:
-        if stack:
+        made_nan = ""
+        if nonfinite:
+            where, made_nan = spec.sections.components[nonfinite[0]], "turned finite inputs into NaN or infinite values, and then "
+        elif stack:
             where = spec.sections.components[stack[-1]]
             what = f"{what} (in component {stack[-1]!r})"
-        message = f"dry run failed {what}{on}: {type(error).__name__}: {error}"
+        message = f"{made_nan}dry run failed {what}{on}: {type(error).__name__}: {error}"
         if isinstance(where, Declared):
             raise spec.blame(where, message) from None
         raise SpecError([Problem(where, message)], spec.source) from None

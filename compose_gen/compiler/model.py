@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from compose_gen.compiler.advice import advise
 from compose_gen.compiler.build import Builder, build_all
-from compose_gen.compiler.checks import broken, watching
+from compose_gen.compiler.checks import broken, nonfinite_sources, watching
 from compose_gen.compiler.dry_run import dry_run
 from compose_gen.compiler.graph import SpecGraph, build_graph, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
@@ -158,6 +158,13 @@ class GenerativeModel(nn.Module):
                 raise ValueError(f"no loss of spec {self.spec.name!r} defines a likelihood (flow_nll and the ELBO family do)")
             raise ValueError(f"losses {', '.join(offering)} each define a likelihood; name one")
         return chosen or offering[0]
+
+    def nonfinite_source(self, player: str, batch: dict[str, Tensor]) -> Declared | None:
+        """The component that first turns finite inputs into NaN or inf while ``player``'s loss is computed on ``batch``
+        (computed again, without gradients), if one does."""
+        with nonfinite_sources(self._all_components) as sources, torch.no_grad():
+            run_plan(self.plans[player], batch)
+        return self.spec.sections.components[sources[0]] if sources else None
 
     def culprit(self, error: BaseException) -> Declared | None:
         """The declaration (component, loss or sampler) whose code raised ``error``: the innermost on its traceback."""

@@ -63,6 +63,8 @@ from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import lr_factor, make_optimizer
+from compose_gen.spec import format_path
+from compose_gen.spec.resolve import origin
 
 __all__ = ["NonFiniteLoss", "StepFailed", "Trainer"]
 
@@ -371,7 +373,7 @@ class Trainer:
         else:
             bad = [f"{k}={float(v.detach()):g}" for k, v in logs.items() if not torch.isfinite(v).all()]
             if bad:
-                what = f"non-finite loss ({', '.join(bad)})"
+                what = f"non-finite loss ({', '.join(bad)}){self._nonfinite_source(name, batch)}"
             elif self.dist.world_size > 1:
                 what = "non-finite loss on another process"
             else:
@@ -387,6 +389,19 @@ class Trainer:
             advice = "; `train.on_nan: skip` skips such batches"
         kept = "the last good checkpoint stays" if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
         raise NonFiniteLoss(f"{message}: training stopped, {kept}{advice}")
+
+    def _nonfinite_source(self, name: str, batch: dict[str, Tensor]) -> str:
+        """``; the first NaN or inf comes from <component>`` naming the component that turns finite inputs non-finite, recomputed
+        on ``batch`` (with fresh noise, the random state restored after), or nothing when none does."""
+        restore = rng.snapshot(self.model, self.model.device)
+        try:
+            with self.precision.autocast():
+                source = self.model.nonfinite_source(name, batch)
+        finally:
+            restore()
+        if source is None:
+            return ""
+        return f"; the first NaN or inf comes from {format_path(source.path)}, {origin(source.type.name, self.model.spec.catalogue)}, given finite inputs"
 
     def _diagnose_gradients(self, name: str, plan: Plan, batch: dict[str, Tensor]) -> str:
         """Which components got non-finite gradients, and from which terms (recomputed term by term)."""

@@ -39,6 +39,8 @@ class Doubling(Bijector):
             return y, ladj[..., None].expand(x.shape)
         if self.breaks == "forward_drops_a_feature":  # the base's log_prob would broadcast what is left
             return y[..., :-1], ladj
+        if self.breaks == "forward_nan":
+            return y * math.nan, ladj
         return y, ladj
 
     def inverse(self, y, context=None):
@@ -83,6 +85,7 @@ class NLL(Loss):
             "other_term": {"nll": nll.mean()},
             "extra_per_example": {"loss": nll.mean(), "per_example": nll},
             "extra_float": {"loss": nll.mean(), "const": 1.5},
+            "nan": {"loss": nll.mean() * math.nan},
         }
         return results.get(self.breaks, {"loss": nll.mean()})
 
@@ -186,6 +189,15 @@ def test_a_plugin_that_keeps_its_contracts_builds_and_trains_unwatched(catalogue
 def test_a_bijector_output_that_breaks_the_contract_names_the_bijector(catalogue, breaks, expected) -> None:
     message = problem(spec_with("components.flow.bijectors.0", breaks), catalogue)
     assert f"components.flow.bijectors[0]: type 't_scale' (plugin 'breakage') broke the bijector contract: {expected}" in message
+
+
+def test_a_non_finite_loss_on_the_dry_run_blames_the_component_that_made_the_nans(catalogue) -> None:
+    """Not the data, as when no component's output turned finite inputs non-finite (the loss's own arithmetic)."""
+    message = problem(spec_with("components.flow.bijectors.0", "forward_nan"), catalogue)
+    assert "components.flow.bijectors[0]: type 't_scale' (plugin 'breakage') turned finite inputs into NaN or infinite values" in message
+    assert "and then dry run failed computing loss 'nll'" in message, "the base distribution refused the NaNs"
+    message = problem(spec_with("losses.nll", "nan"), catalogue)
+    assert "losses.nll: non-finite loss before any training step (nll=nan) on the dry run's batch" in message
 
 
 def test_a_prior_returning_a_tensor_is_blamed_not_the_flow_that_reads_it(catalogue) -> None:

@@ -202,6 +202,21 @@ def test_nan_gradient_names_the_term_and_the_component(tmp_path, toys_catalogue)
         run.train()
 
 
+def test_a_nan_loss_names_the_component_that_made_the_first_nan(tmp_path, toys_catalogue):
+    """A weight gone infinite: the network's output is NaN for finite inputs, which the loss only passes on."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    run.train(2)
+    with torch.no_grad():
+        run.model.component("net").net[0].weight[0, 0] = math.inf
+    message = (
+        r"step 3: non-finite loss \(rec=inf, rec.mse=inf\); the first NaN or inf comes from "
+        r"components.net, type 'mlp' \(plugin 'networks'\), given finite inputs: training stopped"
+    )
+    with pytest.raises(NonFiniteLoss, match=message):
+        run.train()
+
+
 def test_on_nan_skip_skips_batches_up_to_the_limit(tmp_path, toys_catalogue, capsys):
     run = _nan_run(tmp_path, toys_catalogue, [3, 6], on_nan="skip", max_nan_skips=2)
     run.train()
