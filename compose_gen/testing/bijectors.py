@@ -61,7 +61,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+
+try:
+    from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+except ModuleNotFoundError as error:  # an optional dependency of compose_gen
+    raise ModuleNotFoundError("the bijector kit draws its cases with hypothesis: pip install 'compose-gen[testing]'") from error
 from pydantic import ValidationError
 from torch import Tensor, nn
 from torch.autograd.functional import jacobian

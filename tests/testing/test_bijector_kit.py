@@ -200,3 +200,13 @@ def test_pytest_fixture_runs_the_kit(check_bijector):
     check_bijector(Scale())
     with pytest.raises(AssertionError, match="inverse\\(forward"):
         check_bijector(NonInverting())
+
+
+def test_without_hypothesis_the_kit_says_which_extra_to_install(monkeypatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hypothesis", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "compose_gen.testing.bijectors")
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'compose-gen\[testing\]'"):
+        importlib.import_module("compose_gen.testing.bijectors")
