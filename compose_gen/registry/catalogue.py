@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import os
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Literal
 
 import pluggy
@@ -141,7 +143,8 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
     for impl in sorted(impls, key=lambda impl: impl.plugin_name not in first_party):  # first-party types first
         try:
             returned = impl.function()
-            contributed = None if isinstance(returned, (str, bytes, dict)) else list(returned)  # not iterated letter by letter
+            iterable = isinstance(returned, Iterable) and not isinstance(returned, (str, bytes, dict))  # not letter by letter
+            contributed = list(returned) if iterable else None
         except (Exception, SystemExit) as error:  # a plugin's bug must not stop the others
             catalogue.fail(impl.plugin_name, _describe(error))
             continue
@@ -174,7 +177,7 @@ def _load_entry_points(catalogue: Catalogue, first_party_only: bool = False) -> 
         try:
             loaded.append((point.name, point.load(), dist))
         except (Exception, SystemExit) as error:
-            catalogue.fail(point.name, _describe(error))
+            catalogue.fail(point.name, f"entry point {point.name} = {point.value!r} of {dist}: {_describe(error)}")
     return loaded
 
 
@@ -240,7 +243,17 @@ def _same_type(a: ComponentType, b: ComponentType) -> bool:
 
 
 def _describe(error: BaseException) -> str:
-    """``Type: message (file:line)``, the line being the last frame that raised it."""
+    """``Type: message (file:line)``, the line being the innermost frame of the plugin's own code.
+
+    That is the last frame outside compose_gen and generated or frozen code (a
+    ``ComponentType`` that refuses its arguments raises in compose_gen, but the
+    plugin's line that made it is the one to fix), or the last frame if all are.
+    """
     frames = traceback.extract_tb(error.__traceback__)
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(error).__name__}: {error}{where}"
+    own = [f for f in frames if not f.filename.startswith((_PACKAGE, "<"))]  # "<frozen ...>", a dataclass's "<string>"
+    frame = (own or frames or [None])[-1]
+    return f"{type(error).__name__}: {error}" + (f" ({frame.filename}:{frame.lineno})" if frame else "")
+
+
+#: compose_gen's own source folder, whose frames are not a plugin's.
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep

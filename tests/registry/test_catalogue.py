@@ -160,12 +160,27 @@ def test_a_plugin_returning_garbage_keeps_its_good_types() -> None:
     assert "widget" in catalogue
     stringy = SimpleNamespace(__name__="stringy", compose_gen_types=hookimpl(lambda: "mlp"))  # one name, not a list
     assert make_catalogue([stringy], entry_points=False).failures == {"stringy": "compose_gen_types returned 'mlp', not a list of ComponentType"}
+    forgetful = SimpleNamespace(__name__="forgetful", compose_gen_types=hookimpl(lambda: None))  # no return statement
+    assert make_catalogue([forgetful], entry_points=False).failures == {"forgetful": "compose_gen_types returned None, not a list of ComponentType"}
+
+
+def test_a_type_refused_when_made_is_located_at_the_plugins_line() -> None:
+    """Not at the line in compose_gen that raised."""
+
+    def types():
+        return [ComponentType("odd", "priors", Params, lambda p, ctx: None)]  # the kind is misspelt
+
+    catalogue = make_catalogue([SimpleNamespace(__name__="misspelt", compose_gen_types=hookimpl(types))], entry_points=False)
+    line = types.__code__.co_firstlineno + 1
+    assert catalogue.failures["misspelt"].startswith("ValueError: type 'odd': unknown kind 'priors'")
+    assert catalogue.failures["misspelt"].endswith(f"({__file__}:{line})")
 
 
 def test_a_plugin_that_exits_at_import_is_reported_and_the_others_still_load(install_plugin) -> None:
     install_plugin("quitter", "import sys\nsys.exit('bye')\n")
     catalogue = make_catalogue()
-    assert catalogue.failures["quitter"].startswith("SystemExit: bye (")
+    assert catalogue.failures["quitter"].startswith("entry point quitter = 'quitter' of quitter: SystemExit: bye (")
+    assert catalogue.failures["quitter"].endswith("quitter.py:2)"), "the plugin's line, not importlib's"
     assert catalogue.failures["quitter"].endswith("quitter.py:2)"), "the failure points at the line that raised"
     assert "mlp" in catalogue
 
