@@ -25,10 +25,12 @@ _SECTIONS = {
 }
 
 
-def spec_schema(catalogue: Catalogue) -> dict[str, Any]:
+def spec_schema(catalogue: Catalogue, left_out: list[str] | None = None) -> dict[str, Any]:
     """A draft 2020-12 JSON Schema describing every spec ``catalogue`` can validate.
 
-    A ``ValueError`` names every type (and its plugin) whose parameter model has no JSON Schema.
+    A type whose parameter model has no JSON Schema is named (with its plugin and why)
+    in ``left_out`` and left out of the schema; without a ``left_out`` list, a
+    ``ValueError`` names every such type.
     """
     schema = SpecModel.model_json_schema()
     defs = schema.setdefault("$defs", {})
@@ -44,7 +46,9 @@ def spec_schema(catalogue: Catalogue) -> dict[str, Any]:
                 continue
             variants.append({"$ref": f"#/$defs/{name}"})
         defs[section] = {"oneOf": variants} if variants else {"type": "object"}
-    if failures:
+    if failures and left_out is not None:
+        left_out.extend(f"{failure} (annotate such a field with pydantic's WithJsonSchema)" for failure in failures)
+    elif failures:
         raise ValueError(
             "no JSON Schema for the parameters of " + "; ".join(failures)
             + " (annotate such a field with pydantic's WithJsonSchema, or uninstall the plugin)"

@@ -56,6 +56,16 @@ def test_a_parameter_model_without_a_json_schema_is_named() -> None:
     assert "torch.Tensor" in message and "WithJsonSchema" in message
 
 
+def test_a_type_without_a_json_schema_is_left_out_of_a_schema_that_lists_it() -> None:
+    """What `compose-gen schema` does: one plugin's field does not take the others' schema down."""
+    described = plugin(ComponentType("levels", "metric", LevelParams, metric), name="levelled")
+    catalogue = make_catalogue([plugin(ComponentType("tensor_init", "metric", TensorParams, metric), name="tensors"), described], entry_points=False)
+    left_out: list[str] = []
+    schema = spec_schema(catalogue, left_out)
+    assert len(left_out) == 1 and left_out[0].startswith("type 'tensor_init' (plugin 'tensors'): PydanticInvalidForJsonSchema:")
+    assert "Metric_levels" in schema["$defs"] and "Metric_tensor_init" not in schema["$defs"]
+
+
 class WarmupParams(Params):
     warmup: int = Field(0, gt=0)
 
