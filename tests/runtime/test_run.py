@@ -144,14 +144,28 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
             return [ComponentType("one", "metric", Params, lambda params, ctx: lambda ectx: {"one": 1.0})]
         """,
     )
-    vae_spec["evaluate"] = {"metrics": [{"type": "one"}]}
+    vae_spec["evaluate"] = {"metrics": [{"type": "one"}, {"type": "test_losses"}]}
     run_dir = tmp_path / "run"
     cg.train(cg.load_spec(vae_spec, catalogue=cg.make_catalogue()), out=run_dir)
     recorded = json.loads((run_dir / "plugins.json").read_text())
     assert recorded["one"] == "plugin 'counting_metrics' from counting_metrics 0.1"
     assert recorded["elbo"].startswith("plugin 'latent' from compose-gen ")
-    with pytest.raises(cg.SpecError, match=rf"unknown metric type 'one'.*; {run_dir} was trained with it from plugin 'counting_metrics' from counting_metrics 0.1: install that package"):
+    evaluation = (run_dir / "evaluation.json").read_text()
+    capsys.readouterr()
+    without = Run.load(run_dir, catalogue=cg.make_catalogue(entry_points="first-party"))  # as if the plugin were uninstalled
+    assert [m.type.name for m in without.spec.sections.metrics] == ["test_losses"]
+    assert without.left_out == (
+        f"left out evaluate.metrics 0, whose plugins are not installed (unknown metric type 'one'; "
+        f"{run_dir} was trained with it from plugin 'counting_metrics' from counting_metrics 0.1: install that package)"
+    )
+    assert f"warning: {without.left_out}" in capsys.readouterr().err
+    assert without.sample(2).shape == (2, 64) and "test/vae" in without.evaluate()
+    assert (run_dir / "evaluation.json").read_text() == evaluation, "an evaluation without every metric is not the run's record"
+    assert "which holds every metric of the spec: left out evaluate.metrics 0" in capsys.readouterr().err
+    (run_dir / "spec.yaml").write_text((run_dir / "spec.yaml").read_text().replace("type: elbo", "type: elbo2"))
+    with pytest.raises(cg.SpecError, match="unknown loss type 'elbo2'"):  # only metrics are left out
         Run.load(run_dir, catalogue=cg.make_catalogue(entry_points="first-party"))
+    (run_dir / "spec.yaml").write_text((run_dir / "spec.yaml").read_text().replace("type: elbo2", "type: elbo"))
     (run_dir / "plugins.json").write_text(json.dumps({**recorded, "one": "plugin 'counting_metrics' from counting_metrics 0.0"}))
     capsys.readouterr()
     Run.load(run_dir, catalogue=cg.make_catalogue())
