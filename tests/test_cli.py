@@ -257,7 +257,7 @@ def test_plugins_lists_types_by_kind_and_plugins_that_failed(install_plugin, cap
     out = capsys.readouterr().out
     assert "loss types" in out and "bijector types" in out
     assert "discretized_logistic_decoder" in out, "type names are never cut to fit the terminal"
-    assert "plugin 'broken_plugin': ImportError: missing dependency: fancylib" in out
+    assert "plugin 'broken_plugin': entry point broken_plugin = 'broken_plugin' of broken_plugin: ImportError: missing dependency: fancylib" in " ".join(out.split())
 
 
 def test_plugins_details_a_type_and_lists_a_kind(capsys) -> None:
