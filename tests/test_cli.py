@@ -178,6 +178,10 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     grid = ["--set", "evaluate.metrics=[{type: sample_grid, samples: 4}]"]
     assert main(["evaluate", str(run), *grid, "--out", str(tmp_path / "pictures")]) == 0
     assert (tmp_path / "pictures" / "samples_T1.png").exists() and not (run / "samples_T1.png").exists()
+    (tmp_path / "taken.png").touch()
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "taken.png")]) == 1
+    assert f"{tmp_path / 'taken.png'} is a file; the files metrics write (grids, plots) go to a folder" in capsys.readouterr().err
+    assert (run / "evaluation.json").read_text() == recorded, "the mistake costs no recorded result"
     assert main(["evaluate", str(run), *grid]) == 0
     assert (run / "evaluation.json").read_text() == recorded, "an override is for one command, not the run's record"
     assert (run / "evaluation-set" / "samples_T1.png").exists() and not (run / "samples_T1.png").exists(), "nor its pictures"

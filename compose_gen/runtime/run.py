@@ -505,6 +505,8 @@ class Run:
         failures too (under ``failed``), and then :class:`EvaluationFailed` names each failed metric.
         """
         folder = Path(out_dir) if out_dir else (self.dir or Path("."))
+        if folder.exists() and not folder.is_dir():  # before any metric runs, so no result is lost to the mistake
+            raise NotADirectoryError(f"{folder} is a file; the files metrics write (grids, plots) go to a folder: give a folder")
         ctx = EvalContext(
             model=self.model,
             data=self.data,
