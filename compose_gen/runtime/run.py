@@ -314,6 +314,10 @@ class Run:
             with self._spec_kept_unless_checkpointed():
                 self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
                 logs = self.trainer.fit(total)
+            if self.behind is not None and self.dir is not None:  # loaded behind a damaged checkpoint: is this one newer now?
+                newest = list_checkpoints(self.dir)[-1].name
+                ahead = newest in self.trainer.written
+                self.behind = None if ahead else f"step {self.trainer.step} is trained, but the folder's newest checkpoint, {newest}, could not be loaded"
             if self.trainer.interrupted or not self.trainer.dist.is_main:
                 return logs
             failed = None

@@ -151,6 +151,9 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
     assert resumed.trainer.step == 4 and resumed.behind == "step 4 is loaded, but a newer checkpoint could not be"
     assert "warning: skipped" in capsys.readouterr().err
     resumed.train(6)  # continues from step 4 exactly: same parameters as the uninterrupted run
+    assert resumed.behind is None, "the step-6 checkpoint it wrote is the folder's newest again"
+    resumed.evaluate()
+    assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["step"] == 6, "so its evaluation is the record"
     straight = Run.create(spec, tmp_path / "straight", progress=False)
     straight.train(6)
     assert same_state(resumed.model, straight.model)
