@@ -81,6 +81,7 @@ def dry_run(model: Any, data: Splits) -> None:
     finally:
         model.load_state_dict(saved)
     _check_best_metric(spec, logged)
+    _check_terms_read(model, logged)
 
 
 def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], nonfinite: list[str], on_batch: str) -> None:
@@ -168,6 +169,16 @@ def _examples(data: TensorData) -> Tensor:
             index[slot] = largest
             slot -= 1
     return torch.tensor(index)
+
+
+def _check_terms_read(model: Any, logged: set[str]) -> None:
+    """A metric that reads logged terms by name (its ``terms_read``) names ones the losses log (``evaluate_terms`` gives)."""
+    spec = model.spec
+    terms = logged - {f"{player}.grad_norm" for player in model.plans}
+    for declared, metric in zip(spec.sections.metrics, model.metrics, strict=True):
+        for name in getattr(metric, "terms_read", ()):
+            if name not in terms:
+                raise spec.blame(declared, f"reads {name!r}, which no loss logs{suggest(name, terms)}; logged: {', '.join(sorted(terms))}")
 
 
 def _check_best_metric(spec: Any, logged: set[str]) -> None:

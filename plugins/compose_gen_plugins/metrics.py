@@ -22,6 +22,8 @@ class HeldOutLosses:
 
     def __init__(self, only: list[str] | None) -> None:
         self.only = only
+        #: The logged names it reads, which the dry run checks against what the losses log.
+        self.terms_read = tuple(only or ())
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)

@@ -1,0 +1,31 @@
+"""``test_losses``: every logged term over the test split, or the ones ``only`` names, which validate checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compose_gen as cg
+
+
+def test_only_keeps_the_named_terms_with_the_values_of_the_full_evaluation(vae_spec) -> None:
+    run = cg.runtime.Run.create(cg.load_spec(vae_spec), None, progress=False)
+    everything = run.evaluate()
+    vae_spec["evaluate"]["metrics"] = [{"type": "test_losses", "only": ["vae", "vae.kl"]}]
+    some = cg.runtime.Run.create(cg.load_spec(vae_spec), None, progress=False)
+    some.model.load_state_dict(run.model.state_dict())
+    kept = some.evaluate()
+    assert set(kept) == {"step", "test/vae", "test/vae.kl"} and set(everything) > set(kept)
+    for key in ("test/vae", "test/vae.kl"):
+        assert kept[key] == pytest.approx(everything[key], rel=1e-6), key
+    assert torch.isfinite(torch.tensor(kept["test/vae"]))
+
+
+@pytest.mark.parametrize("name, suggestion", [("vea", "; did you mean 'vae'?"), ("model.grad_norm", "")])
+def test_only_naming_a_term_no_loss_logs_is_refused_by_validate(vae_spec, name, suggestion) -> None:
+    """Not an evaluation that prints nothing: the gradient norm is logged in training, never evaluated."""
+    vae_spec["evaluate"]["metrics"] = [{"type": "test_losses", "only": [name]}]
+    with pytest.raises(cg.SpecError) as info:
+        cg.build(cg.load_spec(vae_spec))
+    message = str(info.value)
+    assert f"evaluate.metrics[0]: type 'test_losses' (plugin 'metrics') reads {name!r}, which no loss logs{suggestion}; logged: vae, vae.elbo" in message
