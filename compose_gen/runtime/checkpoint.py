@@ -398,16 +398,16 @@ def _fitted(
         missing = []
     unexpected = sorted(name for name in set(stored) - set(expected) if not name.startswith(SAMPLER))  # another sampler's own
     wrong = [
-        f"{name} {tuple(available[name].shape)} vs {tuple(tensor.shape)}"
+        f"{name} {tuple(available[name].shape)} in the checkpoint, {tuple(tensor.shape)} in the model"
         for name, tensor in expected.items()
         if name not in derived and name in available and available[name].shape != tensor.shape
     ]
     if missing or unexpected or wrong:
         details = []
         if missing:
-            details.append(f"missing {missing[:5]}")
+            details.append(f"missing {missing[:5]} (in the model, not the checkpoint)")
         if unexpected:
-            details.append(f"unexpected {unexpected[:5]}")
+            details.append(f"unexpected {unexpected[:5]} (in the checkpoint, not the model)")
         if wrong:
             details.append(f"shapes differ: {wrong[:5]}")
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")

@@ -255,10 +255,14 @@ class Run:
                 run.trainer.say(f"warning: {run_dir} was trained with type {name!r} of {recorded[name]}; it is now of {now[name]}")
         if checkpoint is None:
             loaded, skipped = load_latest(run_dir, model)
-            for reason in skipped:
+            for reason in skipped if loaded is not None else ():  # else the error below gives them
                 run.trainer.say(f"warning: {reason}")
             if loaded is None and skipped:
-                changed = "; the --set overrides may have changed the model, which a run cannot change once trained" if overrides else ""
+                changed = ""
+                if any("does not fit this model" in reason for reason in skipped):
+                    told = [o for o in overrides if not o.startswith("train.steps=")]  # --steps says train.steps, which is no model
+                    by = "the --set overrides" if told else f"an edit of {run_dir / 'spec.yaml'}"
+                    changed = f"; {by} may have changed the model, which a run cannot change once trained"
                 raise CheckpointError(f"{run_dir}: no checkpoint could be loaded{changed}: " + "; ".join(skipped))
             if loaded is None:
                 _refuse_to_start_over(run_dir)

@@ -224,6 +224,12 @@ def test_a_resume_that_changes_the_split_or_the_model_says_so(tmp_path, toys_cat
     assert "may change the data's split" not in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="no checkpoint could be loaded; the --set overrides may have changed the model"):
         Run.load(tmp_path / "run", overrides=["components.net.hidden=[8]"], catalogue=toys_catalogue, progress=False)
+    spec_file = tmp_path / "run" / "spec.yaml"
+    spec_file.write_text(spec_file.read_text().replace("- 16", "- 8"))  # the folder's spec edited, and only --steps given
+    with pytest.raises(CheckpointError) as info:
+        Run.load(tmp_path / "run", overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
+    assert f"no checkpoint could be loaded; an edit of {spec_file} may have changed the model" in str(info.value)
+    assert "components.net.net.0.weight (16, 2) in the checkpoint, (8, 2) in the model" in str(info.value)
 
 
 def test_a_cpu_run_never_starts_cuda(tmp_path, toys_catalogue, monkeypatch) -> None:
