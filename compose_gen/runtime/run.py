@@ -232,6 +232,7 @@ class Run:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         if trained and checkpoint is None and not list_checkpoints(run_dir):
             refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
+            _refuse_to_start_over(run_dir, why="its checkpoints were removed, so there is no trained model to load")
             raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
         try:
             spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
@@ -573,7 +574,7 @@ def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
     return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"
 
 
-def _refuse_to_start_over(run_dir: Path, instead: str | None = None) -> None:
+def _refuse_to_start_over(run_dir: Path, instead: str | None = None, why: str = "starting over would overwrite them") -> None:
     """A folder that has no checkpoint but records of training: training there would start over and overwrite them."""
     records = read_metrics(run_dir / "metrics.jsonl")
     evaluated = (run_dir / "evaluation.json").exists()
@@ -583,7 +584,7 @@ def _refuse_to_start_over(run_dir: Path, instead: str | None = None) -> None:
     step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
     found = " and ".join(name for name, present in (("metrics.jsonl", records), ("evaluation.json", evaluated)) if present)
     raise CheckpointError(
-        f"{run_dir} holds no checkpoint, but {found} (up to step {step}): starting over would overwrite them; "
+        f"{run_dir} holds no checkpoint, but {found} (up to step {step}): {why}; "
         + (instead or f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR")
     )
 

@@ -286,6 +286,10 @@ def test_resuming_a_run_whose_checkpoints_are_gone_refuses_to_overwrite_its_reco
     with pytest.raises(CheckpointError, match=r"holds no checkpoint, but metrics.jsonl \(up to step 3\): starting over"):
         Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    with pytest.raises(CheckpointError) as info:  # as sample and evaluate load it: no advice to train it first
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, trained=True)
+    assert "holds no checkpoint, but metrics.jsonl (up to step 3): its checkpoints were removed, so there is no trained model" in str(info.value)
+    assert "train into a new folder instead: compose-gen train" in str(info.value)
 
 
 def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalogue):
