@@ -22,9 +22,11 @@ __all__ = ["list_runs"]
 
 
 def list_runs(folder: Path) -> Iterator[str]:
+    """A line for each run folder in ``folder``, or for ``folder`` itself when it is one."""
     if not folder.is_dir():
         return
-    for run in sorted(p for p in folder.iterdir() if (p / "spec.yaml").exists()):
+    runs = [folder] if (folder / "spec.yaml").exists() else sorted(p for p in folder.iterdir() if (p / "spec.yaml").exists())
+    for run in runs:
         try:
             spec = yaml.safe_load((run / "spec.yaml").read_text())
             name = spec.get("name", "?") if isinstance(spec, dict) else "?"

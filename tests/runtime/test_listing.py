@@ -20,6 +20,8 @@ def test_runs_lists_name_step_best_and_metrics(tmp_path, toys_catalogue, capsys)
     assert len(lines) == 1
     assert lines[0].startswith(f"{tmp_path / 'runs' / 'a'}  ae_tiny  step 4  best rec=")
     assert "train: " in lines[0] and "rec.mse=" in lines[0]  # no evaluation.json: the last logged metrics
+    assert main(["runs", str(tmp_path / "runs" / "a")]) == 0, "a run folder itself lists that run"
+    assert capsys.readouterr().out.strip() == lines[0]
 
 
 def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
