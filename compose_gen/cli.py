@@ -252,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", nargs="?", help="the spec file (YAML or JSON) to train; not with --resume")
     p.add_argument(
-        "--steps", type=int, help="rounds to train: sets train.steps (with --resume, train until this round; the schedule stretches to it)"
+        "--steps", type=_at_least(1, int), help="rounds to train: sets train.steps (with --resume, train until this round; the schedule stretches to it)"
     )
     p.add_argument(
         "--until", type=_at_least(1, int), metavar="K",

@@ -339,6 +339,13 @@ def test_runs_in_a_folder_that_does_not_exist_is_an_error(tmp_path, capsys) -> N
     assert f"no run folders in {tmp_path}" in capsys.readouterr().err
 
 
+def test_a_step_count_below_one_is_refused_as_the_option_given(capsys) -> None:
+    """Not as `--set: train.steps`, which the user never wrote."""
+    with pytest.raises(SystemExit):
+        main(["train", "specs/vae_digits.yaml", "--steps", "-5"])
+    assert "argument --steps: must be a finite number of at least 1, got -5" in capsys.readouterr().err
+
+
 def test_tabular_samples_and_a_moved_data_file_name_the_cli_remedy(tmp_path, capsys) -> None:
     """4-D points cannot be drawn: say ``-o x.npy``; a data file gone from where the run recorded it: say ``--set data.path=NEW``."""
     numpy.save(tmp_path / "points.npy", numpy.random.default_rng(0).normal(size=(64, 4)).astype("float32"))

@@ -22,11 +22,11 @@ __all__ = ["list_runs"]
 
 
 def list_runs(folder: Path) -> Iterator[str]:
-    """A line for each run folder in ``folder``, or for ``folder`` itself when it is one."""
+    """A line for each run folder in ``folder``, or for ``folder`` itself when it holds none but is one."""
     if not folder.is_dir():
         return
-    runs = [folder] if (folder / "spec.yaml").exists() else sorted(p for p in folder.iterdir() if (p / "spec.yaml").exists())
-    for run in runs:
+    runs = sorted(p for p in folder.iterdir() if (p / "spec.yaml").exists())
+    for run in runs or ([folder] if (folder / "spec.yaml").exists() else []):
         try:
             spec = yaml.safe_load((run / "spec.yaml").read_text())
             name = spec.get("name", "?") if isinstance(spec, dict) else "?"

@@ -65,15 +65,16 @@ class SpecSource:
     overridden: set[tuple[PathPart, ...]] = field(default_factory=set)
 
     def locate(self, path: Sequence[PathPart]) -> tuple[str, int]:
-        """``--set`` for a path at or below an override, else the line of its nearest located ancestor."""
+        """``--set`` for a path at or below an override, else the line of its nearest located ancestor,
+        as ``file:line with --set`` (line 0) when an override lies below the path (a part, one of whose values was set)."""
         path = tuple(path)
         prefixes = [path[:end] for end in range(len(path), -1, -1)]
         if any(prefix in self.overridden for prefix in prefixes):
             return "--set", 0
-        for prefix in prefixes:
-            if prefix in self.lines:
-                return self.name, self.lines[prefix]
-        return self.name, 1
+        line = next((self.lines[prefix] for prefix in prefixes if prefix in self.lines), 1)
+        if path and any(set_path[: len(path)] == path for set_path in self.overridden):
+            return f"{self.name}:{line} with --set", 0
+        return self.name, line
 
 
 def load_source(path: str | Path) -> SpecSource:

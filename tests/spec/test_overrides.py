@@ -91,6 +91,15 @@ def test_a_mapping_created_by_an_override_is_blamed_on_it(flow, catalogue) -> No
     assert problems(flow, catalogue, ["train.ema.decay=0.5"]) == ["--set: train.ema.components: required key is missing"]
 
 
+def test_a_problem_with_a_part_one_of_whose_values_was_set_names_the_line_and_the_override(flow, catalogue) -> None:
+    """The build refuses the bijector as a whole, after an override set one of its values: neither alone is the place."""
+    from compose_gen.runtime import build
+
+    with pytest.raises(SpecError) as info:
+        build(load_spec(flow, ["components.flow.bijectors[1].shape=[3]"], catalogue), "cpu")
+    assert str(info.value).startswith("base.yaml:4 with --set: components.flow: type 'flow' (plugin 'flows') failed to build")
+
+
 def test_a_key_one_typo_from_an_existing_one_is_not_created(flow, catalogue) -> None:
     """``components.flw.repeat=2`` would make a component without a type and report that; the typo is the problem."""
     assert problems(flow, catalogue, ["components.flw.repeat=2"]) == [
