@@ -50,26 +50,28 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Every record of a ``metrics.jsonl``, skipping torn lines."""
-    records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
-def prune_metrics(path: Path, step: int) -> int:
-    """Drop records after ``step`` (logged after the checkpoint a run resumes from), atomically; return how many
-    lines could not be read (torn by a kill), which are dropped too."""
     if not path.exists():
-        return 0
+        return []
+    return [record for line in path.read_text(encoding="utf-8").splitlines() if (record := _record_of(line))]
+
+
+def _record_of(line: str) -> dict[str, Any] | None:
+    """One line's record, or None for a line that is no JSON mapping."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def prune_metrics(path: Path, step: int) -> list[int]:
+    """Drop records after ``step`` (logged after the checkpoint a run resumes from), atomically; return the numbers
+    of the lines that are no JSON record (torn by a kill, or edited), which are dropped too."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
     records = read_metrics(path)
-    lines = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    torn = lines - len(records)
+    torn = [number for number, line in enumerate(lines, 1) if line.strip() and not _record_of(line)]
     kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")

@@ -235,7 +235,10 @@ class Trainer:
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
             torn = prune_metrics(self.run_dir / "metrics.jsonl", self.step)
             if torn:
-                self.say(f"warning: {self.run_dir / 'metrics.jsonl'}: dropped {torn} line(s) a killed process left unfinished")
+                self.say(
+                    f"warning: {self.run_dir / 'metrics.jsonl'}: dropped line(s) {', '.join(map(str, torn))}, which hold no JSON record "
+                    "(a killed process leaves its last line unfinished; other lines were edited or damaged)"
+                )
             if self.best is not None:
                 write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else None

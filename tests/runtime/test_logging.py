@@ -21,9 +21,9 @@ def test_a_line_torn_by_a_crash_does_not_swallow_the_next_record(tmp_path):
     log.write({"step": 3, "loss": float("nan")})
     log.close()
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": "nan"}]
-    assert prune_metrics(path, 2) == 1, "the torn line is counted, so a resume can say it is dropped"
+    assert prune_metrics(path, 2) == [2], "the torn line is named, so a resume can say it is dropped"
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
-    assert prune_metrics(path, 2) == 0
+    assert prune_metrics(path, 2) == []
 
 
 class FakeWriter:

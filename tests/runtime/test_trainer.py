@@ -292,6 +292,18 @@ def test_resuming_a_run_whose_checkpoints_are_gone_refuses_to_overwrite_its_reco
     assert "train into a new folder instead: compose-gen train" in str(info.value)
 
 
+def test_a_resume_names_the_lines_of_the_log_it_drops_as_unreadable(tmp_path, toys_catalogue, capsys):
+    spec = load_spec(spec_dict(AUTOENCODER, steps=3, log_every=1, checkpoint_every=1), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    log = tmp_path / "run" / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], '{"step": 2, "rec": oops}', *lines[2:]]) + "\n")  # an edit in the middle
+    capsys.readouterr()
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train(4)
+    assert f"warning: {log}: dropped line(s) 2, which hold no JSON record" in capsys.readouterr().err
+    assert [r["step"] for r in read_metrics(log)] == [1, 3, 4]
+
+
 def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalogue):
     spec = load_spec(spec_dict(AUTOENCODER, steps=4, log_every=1, checkpoint_every=2), catalogue=toys_catalogue)
     Run.create(spec, tmp_path / "run", progress=False).train()
