@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits
-from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
+from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, image_shape_problem, make_splits, split_fields
 from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, element, float32_overflow, too_many_classes
 
 __all__ = ["ARRAY_TYPES", "as_features", "as_labels", "require_file"]
@@ -134,7 +134,10 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     return member
 
 
-def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None) -> Splits:
+def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: Path) -> Splits:
+    problem = image_shape_problem(tuple(x.shape[1:]), p.image_shape)
+    if problem is not None:
+        raise file_error(path, problem)
     fields = {"x": x} if labels is None else {"x": x, "y": labels[0]}
     train, test = split_fields(fields, p)
     num_classes = None if labels is None else labels[1]
@@ -147,14 +150,14 @@ def build_npz(p: NpzParams, ctx: BuildContext | None = None) -> Splits:
     with _load(p.path, archive=True) as archive:
         x = as_features(_member(archive, p.x_key, p.path), p.path, p.x_key)
         labels = None if p.y_key is None else as_labels(_member(archive, p.y_key, p.path), p.path, len(x), p.y_key)
-    return _build(p, x, labels)
+    return _build(p, x, labels, p.path)
 
 
 def build_npy(p: NpyParams, ctx: BuildContext | None = None) -> Splits:
     """A NumPy ``.npy`` array as ``x`` (labels from ``y_path``), split with a seeded permutation."""
     x = as_features(_load(p.path, archive=False), p.path)
     labels = None if p.y_path is None else as_labels(_load(p.y_path, archive=False), p.y_path, len(x))
-    return _build(p, x, labels)
+    return _build(p, x, labels, p.path)
 
 
 ARRAY_TYPES = [

@@ -190,16 +190,9 @@ def make_splits(
     for name, half in (("train", train), ("test", test)):
         if len(next(iter(half.values()))) == 0:
             raise DatasetError(f"empty {name} split: it has no examples")
-    event = tuple(train[modelled[0]].shape[1:])
-    if info.image_shape is not None and math.prod(info.image_shape) != math.prod(event):
-        raise DatasetError(f"image shape {info.image_shape} does not match event shape {event}")
-    if info.image_shape is not None and len(event) == 3 and event != info.image_shape and event == (*info.image_shape[1:], info.image_shape[0]):
-        channels = info.image_shape[0]
-        raise DatasetError(
-            f"the examples have shape {event}, channels last, but image_shape {list(info.image_shape)} reads them channels "
-            f"first, which would scramble every image; transpose the array to (N, {channels}, {event[0]}, {event[1]}) "
-            "(numpy: x.transpose(0, 3, 1, 2))"
-        )
+    problem = image_shape_problem(tuple(train[modelled[0]].shape[1:]), info.image_shape)
+    if problem is not None:
+        raise DatasetError(problem)
     try:
         pipeline, y, constant, per_example = fit_pipeline(
             params.transforms, _joined(train, modelled), seeded_generator(params.seed, "transforms/train")
@@ -224,6 +217,24 @@ def make_splits(
         )
 
     return Splits(train=data(train), test=data(test))
+
+
+def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | None) -> str | None:
+    """Why examples of shape ``event`` cannot be read as images of ``image_shape`` (C, H, W), or None."""
+    if image_shape is None:
+        return None
+    if math.prod(image_shape) != math.prod(event):
+        return (
+            f"the examples have shape {event}, {math.prod(event)} values each, but image_shape {list(image_shape)} "
+            f"holds {math.prod(image_shape)}"
+        )
+    if len(event) == 3 and event != image_shape and event == (*image_shape[1:], image_shape[0]):
+        return (
+            f"the examples have shape {event}, channels last, but image_shape {list(image_shape)} reads them channels "
+            f"first, which would scramble every image; transpose the array to (N, {image_shape[0]}, {event[0]}, {event[1]}) "
+            "(numpy: x.transpose(0, 3, 1, 2))"
+        )
+    return None
 
 
 def _joined(fields: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:

@@ -150,7 +150,7 @@ def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) ->
         pixels = _read_image(path, p.mode, p.size)
         if images and pixels.shape != images[0].shape:
             raise file_error(
-                path, f"is {pixels.shape[1]}×{pixels.shape[0]} but {paths[0].name} is "
+                path, f"is {pixels.shape[1]}×{pixels.shape[0]} but {paths[0].relative_to(p.root)} is "
                 f"{images[0].shape[1]}×{images[0].shape[0]} (width×height); set size: [H, W] to resize"
             )
         images.append(pixels)

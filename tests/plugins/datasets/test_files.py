@@ -247,7 +247,11 @@ def test_channels_last_images_are_refused_with_the_transpose_that_fixes_them(bui
     """(N, H, W, C) arrays, as Pillow and imageio give them, read as (C, H, W) would scramble every picture."""
     images = np.random.default_rng(0).random((20, 8, 8, 3)).astype(np.float32)
     np.savez(tmp_path / "nhwc.npz", x=images)
-    with pytest.raises(DatasetError, match=r"shape \(8, 8, 3\), channels last, but image_shape \[3, 8, 8\] reads them channels first.*transpose the array to \(N, 3, 8, 8\)"):
+    with pytest.raises(DatasetError) as info:
         build("npz", path=str(tmp_path / "nhwc.npz"), image_shape=[3, 8, 8])
+    assert str(info.value).startswith(f"{tmp_path / 'nhwc.npz'}: the examples have shape (8, 8, 3), channels last, but image_shape [3, 8, 8]")
+    assert "transpose the array to (N, 3, 8, 8)" in str(info.value)
+    with pytest.raises(DatasetError, match=r"nhwc.npz: the examples have shape \(8, 8, 3\), 192 values each, but image_shape \[1, 8, 8\] holds 64"):
+        build("npz", path=str(tmp_path / "nhwc.npz"), image_shape=[1, 8, 8])
     np.savez(tmp_path / "nchw.npz", x=images.transpose(0, 3, 1, 2))
     assert build("npz", path=str(tmp_path / "nchw.npz"), image_shape=[3, 8, 8]).train.image_shape == (3, 8, 8)

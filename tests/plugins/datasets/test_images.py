@@ -86,7 +86,7 @@ def test_image_folder_errors_name_the_file(build, tmp_path: Path) -> None:
         build("image_folder", root=str(tmp_path))
     (tmp_path / "dogs" / "broken.png").unlink()
     write_png(tmp_path / "dogs" / "wide.png", np.zeros((4, 7, 3)))
-    with pytest.raises(DatasetError, match=r"wide.png: is 7×4 but img0.png is 6×4.*size"):
+    with pytest.raises(DatasetError, match=r"wide.png: is 7×4 but cats/img0.png is 6×4.*size"):
         build("image_folder", root=str(tmp_path))
     assert len(build("image_folder", root=str(tmp_path), size=[4, 6]).train) == 6
     write_png(tmp_path / "loose.png", np.zeros((4, 6, 3)))
