@@ -75,7 +75,7 @@ class _Resolver:
         if component_type.kind not in kinds:
             self.problem(
                 (*path, "type"),
-                f"{type_name!r} is a {component_type.kind}, expected a {' or '.join(kinds)}",
+                f"{type_name!r} is {_a(component_type.kind)}, expected {' or '.join(map(_a, kinds))}",
             )
             return None
         fields = {k: v for k, v in raw.items() if k != "type"}
@@ -132,7 +132,7 @@ class _Resolver:
             if target is None:
                 self.problem(path, f"unknown component {name!r}{suggest(name, self.components)}")
             elif target.kind not in kinds:
-                self.problem(path, f"{name!r} is a {target.kind}, expected a {' or '.join(kinds)}")
+                self.problem(path, f"{name!r} is {_a(target.kind)}, expected {' or '.join(map(_a, kinds))}")
 
     def check_loss_refs(self, losses: Iterable[str]) -> None:
         """Fields typed ``LossName`` name a loss under ``losses:``."""
@@ -189,6 +189,11 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     if resolver.problems:
         raise SpecError(resolver.problems)
     return Sections(data, resolver.components, losses, sampler, metrics)
+
+
+def _a(noun: str) -> str:
+    """``an encoder``, ``a decoder``."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def origin(type_name: str, catalogue: Catalogue) -> str:

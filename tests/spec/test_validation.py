@@ -73,7 +73,7 @@ def test_every_problem_is_reported_with_its_line(vae_spec, catalogue) -> None:
 def test_wrong_kind_is_named(vae_spec, catalogue) -> None:
     vae_spec["losses"]["vae"]["prior"] = "encoder"
     (line,) = problems(vae_spec, catalogue)
-    assert "losses.vae.prior: 'encoder' is a encoder, expected a prior or flow" in line
+    assert "losses.vae.prior: 'encoder' is an encoder, expected a prior or a flow" in line
 
 
 def test_type_of_the_wrong_section(vae_spec, catalogue) -> None:

@@ -54,6 +54,8 @@ def few_values(x: Tensor) -> str | None:
     x = x[:_LOOKED_AT].flatten(1)
     values = torch.unique(x)
     if len(values) <= 256 and x.numel() >= 8 * len(values):
+        if len(values) == 1:
+            return f"the data take a single value ({values[0].item():g})"
         return f"the data take only {len(values)} distinct values ({values[0].item():g}..{values[-1].item():g})"
     return None
 

@@ -70,6 +70,9 @@ def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:
         raise file_error(p.path, f"column {ref!r} is named but header is false; use 0-based indices")
     if names.count(ref) != 1:
         problem = "appears more than once in the header" if ref in names else f"is not a column{suggest(ref, names)}"
+        other = next((d for d in ";\t|" if d != p.delimiter and len(names) == 1 and d in names[0]), None)
+        if other is not None and ref in names[0].split(other):  # the whole header read as one column
+            problem = f"is not a column: the header is one column, {names[0]!r}; are the fields separated by {other!r}? set delimiter: {other!r}"
         raise file_error(p.path, f"column {ref!r} {problem}; columns are {names}")
     return names.index(ref)
 
