@@ -15,8 +15,15 @@ __all__ = ["advise"]
 
 def advise(spec: Spec, data: Splits) -> None:
     """Warn about schedules that never reach their rate or never decay, a default optimizer no player uses,
-    and batches larger than the data."""
+    learning rates far beyond any that trains, and batches larger than the data."""
     train, players = spec.model.train, spec.model.players
+    optimizers = [(("train", "optimizer"), train.optimizer)]
+    optimizers += [(("players", name, "optimizer"), player.optimizer) for name, player in players.items() if player.optimizer is not None]
+    for path, optimizer in optimizers:
+        usual = 10.0 if optimizer.type == "sgd" else 1.0  # an adaptive method's lr is the step size itself
+        if optimizer.lr > usual:
+            spec.warn((*path, "lr"), f"{optimizer.lr:g} is far above any learning rate that trains with {optimizer.type} (at most {usual:g}); "
+                      "the first steps will likely diverge to NaN")
     if train.batch_size > len(data.train):
         spec.warn(
             ("train", "batch_size"),

@@ -58,3 +58,13 @@ def test_a_batch_larger_than_the_train_split_is_warned_about(cgan_spec, catalogu
     assert said(cgan_spec, catalogue) == [
         "<dict>:1: train.batch_size: 500, but the train split holds 160 examples, so every batch is that whole split"
     ]
+
+
+def test_a_learning_rate_far_beyond_any_that_trains_is_warned_about(cgan_spec, catalogue) -> None:
+    """Adam's lr is its step size: 1e30 gives NaN at the first steps, an error that names no setting."""
+    cgan_spec["players"]["critic"]["optimizer"] = {"type": "adam", "lr": 1e30}
+    cgan_spec["players"]["generator"]["optimizer"] = {"type": "sgd", "lr": 5.0}  # large, but SGD's lr scales the gradient
+    assert said(cgan_spec, catalogue) == [
+        "<dict>:1: players.critic.optimizer.lr: 1e+30 is far above any learning rate that trains with adam (at most 1); "
+        "the first steps will likely diverge to NaN"
+    ]
