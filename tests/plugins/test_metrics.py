@@ -8,11 +8,11 @@ import torch
 import compose_gen as cg
 
 
-def test_only_keeps_the_named_terms_with_the_values_of_the_full_evaluation(vae_spec) -> None:
-    run = cg.runtime.Run.create(cg.load_spec(vae_spec), None, progress=False)
+def test_only_keeps_the_named_terms_with_the_values_of_the_full_evaluation(vae_spec, tmp_path) -> None:
+    run = cg.runtime.Run.create(cg.load_spec(vae_spec), tmp_path / "all", progress=False)
     everything = run.evaluate()
     vae_spec["evaluate"]["metrics"] = [{"type": "test_losses", "only": ["vae", "vae.kl"]}]
-    some = cg.runtime.Run.create(cg.load_spec(vae_spec), None, progress=False)
+    some = cg.runtime.Run.create(cg.load_spec(vae_spec), tmp_path / "some", progress=False)
     some.model.load_state_dict(run.model.state_dict())
     kept = some.evaluate()
     assert set(kept) == {"step", "test/vae", "test/vae.kl"} and set(everything) > set(kept)
