@@ -52,7 +52,6 @@ from compose_gen.runtime.images import class_columns, save_grid, save_scatter
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import Trainer
 from compose_gen.spec import Problem, Spec, SpecError, SpecWarning, format_path, load_spec
-from compose_gen.spec.source import load_source
 
 __all__ = ["EvaluationFailed", "Run", "build", "resolve_device"]
 
@@ -118,30 +117,26 @@ def _recorded_plugins(run_dir: Path) -> dict[str, str]:
 
 
 def _with_missing_plugin_remedy(error: SpecError, run_dir: Path) -> SpecError:
-    """A run folder's unknown types, each with the plugin and package the run was trained with."""
+    """A run folder's unknown types, each with the plugin and package the run was trained with; for metrics, also
+    the ``--set`` that leaves them out of one command (sample, or evaluate the others)."""
     recorded = _recorded_plugins(run_dir)
+    data = getattr(error.where, "data", None)  # the spec as loaded, overrides applied
+    evaluate = data.get("evaluate") if isinstance(data, dict) else None
+    metrics = evaluate.get("metrics") if isinstance(evaluate, dict) else None
+    unknown = {p.path[2] for p in error.problems if p.path[:2] == ("evaluate", "metrics") and p.path[3:] == ("type",)}
+    without = ""
+    if isinstance(metrics, list) and unknown:
+        kept = [metric for i, metric in enumerate(metrics) if i not in unknown]
+        without = f", or leave the metric(s) out of one command: --set 'evaluate.metrics={json.dumps(kept)}'"
 
-    def remedy(message: str) -> str:
+    def remedy(problem: Problem) -> str:
         for name, origin in recorded.items():
-            if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", message):
-                return f"{message}; {run_dir} was trained with it from {origin}: install that package"
-        return message
+            if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", problem.message):
+                extra = without if problem.path[:2] == ("evaluate", "metrics") else ""
+                return f"{problem.message}; {run_dir} was trained with it from {origin}: install that package{extra}"
+        return problem.message
 
-    return SpecError([Problem(p.path, remedy(p.message)) for p in error.problems], error.where)
-
-
-def _without_uninstalled_metrics(error: SpecError, run_dir: Path, overrides: list[str], catalogue: Catalogue | None) -> tuple[Spec, str]:
-    """The run's spec without the metrics whose types no installed plugin registers, and a note naming them,
-    so a run can be sampled, evaluated on the other metrics or trained on; ``error`` (with the remedy) if more is wrong."""
-    unknown = [p for p in error.problems if p.path[:2] == ("evaluate", "metrics") and p.path[3:] == ("type",) and "unknown metric type" in p.message]
-    if len(unknown) != len(error.problems):
-        raise _with_missing_plugin_remedy(error, run_dir) from None
-    gone = {p.path[2] for p in unknown}
-    metrics = load_source(run_dir / "spec.yaml").data["evaluate"]["metrics"]
-    kept = [metric for i, metric in enumerate(metrics) if i not in gone]
-    spec = load_spec(run_dir / "spec.yaml", [f"evaluate.metrics={json.dumps(kept)}", *overrides], catalogue)
-    named = "; ".join(_with_missing_plugin_remedy(error, run_dir).problems[i].message for i in range(len(unknown)))
-    return spec, f"left out evaluate.metrics {', '.join(map(str, sorted(gone)))}, whose plugins are not installed ({named})"
+    return SpecError([Problem(p.path, remedy(p)) for p in error.problems], error.where)
 
 
 def _with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecError:
@@ -177,8 +172,6 @@ class Run:
     trainer: Trainer
     #: Set when the loaded checkpoint is not the folder's newest (a newer one was unreadable): why.
     behind: str | None = None
-    #: Set when metrics of plugins no longer installed were left out of the spec: which.
-    left_out: str | None = None
     #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
     evaluation: dict[str, Any] | None = None
     #: The folder's checkpoints when this Run was made or loaded: any other but its trainer's is another writer's.
@@ -236,9 +229,8 @@ class Run:
             raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
         try:
             spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
-            left_out = None
         except SpecError as error:
-            spec, left_out = _without_uninstalled_metrics(error, run_dir, overrides, catalogue)
+            raise _with_missing_plugin_remedy(error, run_dir) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         try:
             with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
@@ -247,9 +239,6 @@ class Run:
         except SpecError as error:
             raise _with_moved_data_remedy(error, spec, run_dir) from None
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
-        if left_out is not None:
-            run.left_out = left_out
-            run.trainer.say(f"warning: {left_out}")
         recorded, now = _recorded_plugins(run_dir), spec.catalogue.provenance(_types_used(spec))
         for name in sorted(set(recorded) & set(now)):
             if recorded[name] != now[name]:
@@ -543,9 +532,8 @@ class Run:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         self.evaluation = results
         behind = self.behind or self._overtaken()
-        if self.dir is not None and record and (behind or self.left_out):
-            why = f"which is the newest checkpoint's: {behind}" if behind else f"which holds every metric of the spec: {self.left_out}"
-            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, {why}")
+        if self.dir is not None and record and behind is not None:
+            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, which is the newest checkpoint's: {behind}")
         elif self.dir is not None and record:
             try:
                 write_json_atomic(self.dir / "evaluation.json", results)
