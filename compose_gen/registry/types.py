@@ -70,20 +70,30 @@ class StrictModel(BaseModel):
             if _takes_numbers(field.annotation) and not any(getattr(m, "func", None) is _refuse_truth_values for m in field.metadata):
                 field.metadata.append(BeforeValidator(_refuse_truth_values))
                 checked = True
-        if checked:
-            cls.model_rebuild(force=True)
+        if checked:  # a forward reference not yet defined leaves the model to pydantic's rebuild on first use, as before
+            cls.model_rebuild(force=True, raise_errors=False)
 
 
 def _takes_numbers(annotation: Any) -> bool:
-    return annotation in (int, float) or any(_takes_numbers(arg) for arg in get_args(annotation))
+    """Whether ``annotation`` wants numbers somewhere, and never a bool (``float | bool`` takes ``true`` as meant)."""
+    args = get_args(annotation)
+    if bool in args:
+        return False
+    return annotation in (int, float) or any(_takes_numbers(arg) for arg in args)
 
 
 def _refuse_truth_values(value: Any) -> Any:
-    """``value`` unless it is, or its list, tuple or mapping holds, ``true`` or ``false``."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-    if isinstance(value, bool) or any(isinstance(item, bool) for item in items):
+    """``value`` unless it is, or its lists, tuples or mappings hold at any depth, ``true`` or ``false``."""
+    if _holds_truth_value(value):
         raise ValueError("true or false where a number is wanted")
     return value
+
+
+def _holds_truth_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return any(map(_holds_truth_value, items))
 
 
 class Params(StrictModel):

@@ -61,3 +61,35 @@ def test_a_field_or_a_model_may_opt_back_in_to_infinity() -> None:
 
     assert math.isnan(Unbounded(scale=math.nan).scale)
     assert Bounds.model_validate(Bounds().model_dump(mode="json")) == Bounds()  # a dumped spec reads back the same
+
+
+class Sizes(Params):
+    hidden: list[int] = [8]
+    bounds: list[list[float]] = []
+    clip: float | bool = False  # a bool is meant here
+    scale: float = 1.0
+
+
+@pytest.mark.parametrize("given", [{"hidden": [8, True]}, {"bounds": [[0.0, False]]}, {"scale": True}])
+def test_true_or_false_where_a_number_is_wanted_is_refused_at_any_depth(given: dict) -> None:
+    with pytest.raises(ValidationError, match="true or false where a number is wanted"):
+        Sizes(**given)
+
+
+def test_a_field_that_takes_a_bool_keeps_it() -> None:
+    assert Sizes(clip=True).clip is True and Sizes(clip=0.5).clip == 0.5
+
+
+class Outer(Params):
+    inner: Inner  # defined below: pydantic resolves it on first use
+    n: int = 1
+
+
+class Inner(Params):
+    m: int = 1
+
+
+def test_a_forward_reference_to_a_model_defined_later_still_works_and_is_checked() -> None:
+    assert Outer(inner={"m": 2}).inner.m == 2
+    with pytest.raises(ValidationError, match="true or false where a number is wanted"):
+        Outer(inner={"m": True})
