@@ -116,11 +116,13 @@ def nonfinite_sources(components: Mapping[str, nn.Module]) -> Iterator[list[str]
     or inf while their inputs do not (the innermost first); forward hooks, removed when the block ends."""
     sources: list[str] = []
 
-    def finished(name: str, inputs: tuple[Any, ...], output: Any) -> None:
-        if not _finite(output) and _finite(inputs):
+    def finished(name: str, inputs: tuple[Any, ...], keywords: dict[str, Any], output: Any) -> None:
+        if not _finite(output) and _finite(inputs) and _finite(keywords):
             sources.append(name)
 
-    handles = [module.register_forward_hook(lambda _, i, o, n=name: finished(n, i, o)) for name, module in components.items()]
+    handles = [
+        module.register_forward_hook(lambda _, i, k, o, n=name: finished(n, i, k, o), with_kwargs=True) for name, module in components.items()
+    ]
     try:
         yield sources
     finally:
@@ -129,11 +131,13 @@ def nonfinite_sources(components: Mapping[str, nn.Module]) -> Iterator[list[str]
 
 
 def _finite(value: Any) -> bool:
-    """Whether every floating tensor in ``value`` (a tensor, a tuple or list, a distribution's parameters) is finite."""
+    """Whether every floating tensor in ``value`` (a tensor, a tuple, list or mapping, a distribution's parameters) is finite."""
     if isinstance(value, Tensor):
         return not value.is_floating_point() or bool(value.detach().isfinite().all())
     if isinstance(value, (tuple, list)):
         return all(map(_finite, value))
+    if isinstance(value, Mapping):
+        return all(map(_finite, value.values()))
     if isinstance(value, torch.distributions.Distribution):
         return all(_finite(v) for k, v in vars(value).items() if not k.startswith("_") and isinstance(v, (Tensor, torch.distributions.Distribution)))
     return True
