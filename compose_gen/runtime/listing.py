@@ -1,8 +1,8 @@
 """``compose-gen runs``: one line per run folder with its spec, step, best checkpoint and final metrics.
 
-The step shown is the newest checkpoint's whose files match their recorded
-hashes, the one ``load_run`` and ``--resume`` would take; damaged newer ones are
-counted.  Final metrics come from ``evaluation.json`` when it is of that step, or else from the last record of ``metrics.jsonl`` (marked
+The step shown is the newest checkpoint whose files are whole (as long as their
+headers say; loading also checks their hashes), the one ``load_run`` and
+``--resume`` would take; damaged newer ones are counted.  Final metrics come from ``evaluation.json`` when it is of that step, or else from the last record of ``metrics.jsonl`` (marked
 ``train:``), for runs that were stopped or are still running, or were resumed
 after their evaluation: its metrics are of an older model.
 """
@@ -48,7 +48,7 @@ def _newest_sound_step(run: Path) -> tuple[str, int]:
     damaged = 0
     for path in reversed(list_checkpoints(run)):
         try:
-            verify_checkpoint(path)
+            verify_checkpoint(path, hashes=False)  # a listing reads headers, not every run's weights
         except CheckpointError:
             damaged += 1
             continue

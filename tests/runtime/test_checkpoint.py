@@ -299,3 +299,21 @@ def test_checkpoint_files_share_the_mode_of_the_rest_of_the_folder(tmp_path, toy
     modes = {file.name: file.stat().st_mode & 0o777 for file in checkpoints[-1].iterdir()}
     assert len(set(modes.values())) == 1, modes
     assert modes["model.safetensors"] == (tmp_path / "run" / "spec.yaml").stat().st_mode & 0o777
+
+
+def test_without_hashes_a_truncated_file_is_found_from_its_header_and_a_flipped_byte_is_not(tmp_path, toys_catalogue):
+    """What `compose-gen runs` checks on every run: cheap, so it reads headers, not whole files."""
+    from compose_gen.runtime.checkpoint import verify_checkpoint
+
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    whole, cut = checkpoints[-1] / "model.safetensors", checkpoints[-2] / "model.safetensors"
+    verify_checkpoint(checkpoints[-1], hashes=False)
+    data = bytearray(whole.read_bytes())
+    data[-1] ^= 0xFF
+    whole.write_bytes(bytes(data))
+    verify_checkpoint(checkpoints[-1], hashes=False)  # the same length: only the hash can tell
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        verify_checkpoint(checkpoints[-1])
+    cut.write_bytes(cut.read_bytes()[:-4])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        verify_checkpoint(checkpoints[-2], hashes=False)
