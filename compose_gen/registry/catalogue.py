@@ -146,7 +146,7 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
             iterable = isinstance(returned, Iterable) and not isinstance(returned, (str, bytes, dict))  # not letter by letter
             contributed = list(returned) if iterable else None
         except (Exception, SystemExit) as error:  # a plugin's bug must not stop the others
-            catalogue.fail(impl.plugin_name, _describe(error))
+            catalogue.fail(impl.plugin_name, _describe(error, getattr(impl.plugin, "__file__", None)))
             continue
         if contributed is None:
             catalogue.fail(impl.plugin_name, f"compose_gen_types returned {returned!r}, not a list of ComponentType")
@@ -242,15 +242,19 @@ def _same_type(a: ComponentType, b: ComponentType) -> bool:
     return (a.kind, a.params, a.build) == (b.kind, b.params, b.build)
 
 
-def _describe(error: BaseException) -> str:
-    """``Type: message (file:line)``, the line being the innermost frame of the plugin's own code.
+def _describe(error: BaseException, plugin_file: str | None = None) -> str:
+    """``Type: message (file:line)``, the line the plugin's author should look at.
 
-    That is the last frame outside compose_gen and generated or frozen code (a
+    That is the innermost frame in the plugin's own folder when ``plugin_file`` is
+    known, else the innermost outside compose_gen and generated or frozen code (a
     ``ComponentType`` that refuses its arguments raises in compose_gen, but the
-    plugin's line that made it is the one to fix), or the last frame if all are.
+    plugin's line that made it is the one to fix), else the innermost of all.
     """
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if not f.filename.startswith((_PACKAGE, "<"))]  # "<frozen ...>", a dataclass's "<string>"
+    if plugin_file is not None:
+        folder = str(Path(plugin_file).resolve().parent) + os.sep
+        own = [f for f in own if str(Path(f.filename).resolve()).startswith(folder)] or own
     frame = (own or frames or [None])[-1]
     return f"{type(error).__name__}: {error}" + (f" ({frame.filename}:{frame.lineno})" if frame else "")
 

@@ -288,3 +288,20 @@ def test_suggest_knows_names_other_tools_use(name, candidates, hint) -> None:
     from compose_gen.registry import suggest
 
     assert suggest(name, candidates) == hint
+
+
+def test_a_hook_failing_inside_a_library_is_located_at_the_plugins_line(install_plugin) -> None:
+    """The library's frame (json's decoder) is innermost, but the plugin's call is the line to fix."""
+    install_plugin(
+        "config_reader",
+        """
+        import json
+        from compose_gen import hookimpl
+
+        @hookimpl
+        def compose_gen_types():
+            return json.loads("{not json")
+        """,
+    )
+    problem = make_catalogue().failures["config_reader"]
+    assert problem.startswith("JSONDecodeError: ") and problem.endswith("config_reader.py:7)"), problem
