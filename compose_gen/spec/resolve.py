@@ -82,14 +82,15 @@ class _Resolver:
         try:
             params = component_type.params.model_validate(fields)
         except ValidationError as error:
+            defaults_said: set[Any] = set()
             for item in error.errors():
-                message = _message(item, component_type.params)
-                if item["loc"] and item["loc"][0] not in fields and item["type"] != "missing":  # the plugin's default
-                    message = (
-                        f"{origin(type_name, self.catalogue)}: the default of {item['loc'][0]} is invalid ({message}); "
-                        f"set {item['loc'][0]} in the spec, and tell the plugin's authors"
-                    )
-                self.problem((*path, *error_location(fields, item)), message)
+                name = item["loc"][0] if item["loc"] else None
+                if name is not None and name not in fields and item["type"] != "missing":  # the plugin's own default
+                    if name not in defaults_said:  # once per field, not per branch of a union
+                        defaults_said.add(name)
+                        self.problem(path, _bad_default(origin(type_name, self.catalogue), component_type.params, str(name), item))
+                    continue
+                self.problem((*path, *error_location(fields, item)), _message(item, component_type.params))
             return None
         except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
             self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")
@@ -204,6 +205,14 @@ def origin(type_name: str, catalogue: Catalogue) -> str:
 def _few(catalogue: Catalogue, kinds: tuple[str, ...]) -> str:
     names = sorted(t.name for t in catalogue.of_kind(*kinds))
     return ", ".join(names[:8]) + (", …" if len(names) > 8 else "") if names else "none registered"
+
+
+def _bad_default(where: str, params: type[Params], name: str, item: dict[str, Any]) -> str:
+    """A parameter whose default its own field refuses: the plugin's mistake, said as such."""
+    field = params.model_fields.get(name)
+    if field is not None and field.default is None:
+        return f"{where}: {name} defaults to None, which its annotation does not accept: the plugin should annotate it Optional[...]"
+    return f"{where}: the default of {name} is invalid ({pydantic_message(item)}); set {name} in the spec, and tell the plugin's authors"
 
 
 def _message(item: dict[str, Any], params: type[Params]) -> str:

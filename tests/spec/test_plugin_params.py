@@ -7,7 +7,7 @@ import torch
 from compose_gen_plugins import datasets
 from pydantic import ConfigDict, Field, field_validator
 
-from compose_gen import ComponentType, Params, make_catalogue
+from compose_gen import ComponentType, Params, Ref, make_catalogue
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.spec.schema import spec_schema
 from compose_gen.testing.plugins import plugin
@@ -82,6 +82,21 @@ def test_a_default_that_breaks_its_own_constraint_is_blamed_on_the_type_where_th
     )
     spec["evaluate"]["metrics"][0]["warmup"] = 3
     load_spec(spec, catalogue=catalogue)
+
+
+class ScoreParams(Params):
+    reference: Ref("prior") = None  # type: ignore[valid-type,assignment]  # meant "absent", but not Optional
+
+
+def test_a_none_default_that_its_field_refuses_is_said_once_with_the_plugins_fix() -> None:
+    catalogue = make_catalogue([plugin(ComponentType("score", "metric", ScoreParams, metric), name="scores"), datasets], entry_points=False)
+    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "score"}]}}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, catalogue=catalogue)
+    assert str(info.value) == (
+        "<dict>:1: evaluate.metrics[0]: type 'score' (plugin 'scores'): reference defaults to None, which its annotation "
+        "does not accept: the plugin should annotate it Optional[...]"
+    ), "one line, not one per branch of the Ref union"
 
 
 def test_a_parameter_named_type_is_refused_when_the_type_is_made() -> None:
