@@ -32,7 +32,9 @@ class BirthdayParams(Params):
         0.01, gt=0, lt=1, description="threshold = this quantile of nearest-neighbour distances in real batches"
     )
     alpha: float = Field(0.01, gt=0, lt=1, description="level of the one-sided test behind the pass flag")
-    space: Literal["raw", "classifier"] = Field("raw", description="distances between raw examples or classifier features")
+    space: Literal["raw", "classifier"] = Field(
+        "raw", description="distances between examples in model space (after the spec's transforms) or classifier features"
+    )
     pairs_shown: int = Field(16, ge=0, description="closest pairs drawn to birthday_pairs*.png (image data only)")
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="feature classifier settings (space: classifier)"
@@ -60,7 +62,11 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
     and ``estimated_support = s(s−1) / (2 λ̂)`` with ``λ̂`` the mean number of
     near-duplicate pairs per batch (the uniform-support birthday estimate; 0.72 s²
     at a collision rate of 1/2, see :func:`support_estimate`).  Real batches give
-    the same quantities for the data.  ``birthday_pass`` is 0 when a one-sided
+    the same quantities for the data, but ``τ`` is set from real batches, so about
+    ``quantile·s`` of their examples fall within ``τ`` of another by construction:
+    ``data_estimated_support`` ≈ (s − 1)/``quantile`` whatever the data, a baseline
+    for ``estimated_support`` rather than a measurement of the data's support, and
+    ``estimated_support`` means something only beside it.  ``birthday_pass`` is 0 when a one-sided
     permutation test (``birthday_p_value``) finds the model's near-duplicate pairs per
     batch above the data's at level ``alpha``: pair counts, unlike 0/1 collision
     indicators, still tell a support of 6 from one of 60 when the data itself

@@ -50,7 +50,9 @@ class FrechetParams(Params):
     reference: Literal["train", "test"] = Field(
         "test", description="split of the real examples; the other gives frechet_distance_data"
     )
-    space: Space = Field("auto", description="features: raw, classifier, or auto (classifier for labelled images)")
+    space: Space = Field(
+        "auto", description="features: raw (model space, after the spec's transforms), classifier, or auto (classifier for labelled images)"
+    )
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="feature classifier settings (when features come from it)"
     )
@@ -78,7 +80,9 @@ class PrecisionRecallParams(Params):
     n: int = Field(1000, ge=2, description="model samples, and at most as many real examples")
     k: int = Field(3, ge=1, description="the k of the k-nearest-neighbour radii (3 in the paper)")
     reference: Literal["train", "test"] = Field("test", description="split the real examples are drawn from")
-    space: Space = Field("auto", description="features: raw, classifier, or auto (classifier for labelled images)")
+    space: Space = Field(
+        "auto", description="features: raw (model space, after the spec's transforms), classifier, or auto (classifier for labelled images)"
+    )
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="feature classifier settings (when features come from it)"
     )
