@@ -494,6 +494,17 @@ class Run:
         return self.save_samples(self.dir / "samples" / f"step-{step:08d}.png")
 
     @torch.no_grad()
+    def _keyed_apart(self, found: dict[str, float], results: dict[str, Any], index: int) -> dict[str, float]:
+        """``found`` with each name an earlier metric already gave suffixed ``@metrics[index]``, so neither is lost
+        (two ``frechet_distance`` of different references, say)."""
+        clashes = [key for key in found if key in results]
+        if clashes:
+            self.trainer.say(
+                f"warning: evaluate.metrics[{index}] gives {', '.join(clashes)}, as an earlier metric does; "
+                f"written as {clashes[0]}@metrics[{index}]{', ...' if len(clashes) > 1 else ''}"
+            )
+        return {f"{key}@metrics[{index}]" if key in results else key: value for key, value in found.items()}
+
     def evaluate(self, out_dir: str | Path | None = None, record: bool = True) -> dict[str, Any]:
         """Run every metric of ``evaluate.metrics``; with ``record``, write ``evaluation.json`` into the folder.
 
@@ -516,9 +527,9 @@ class Run:
         results: dict[str, Any] = {"step": self.trainer.step}
         problems: list[Problem] = []
         with self._as_evaluated(self.spec.model.seed):
-            for declared, metric in zip(self.spec.sections.metrics, self.model.metrics, strict=True):
+            for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
                 try:
-                    results.update(check_metric_result(metric(ctx)))
+                    results.update(self._keyed_apart(check_metric_result(metric(ctx)), results, index))
                     continue
                 except ContractError as error:
                     problem = f"broke the metric contract: {error}"

@@ -29,3 +29,11 @@ def test_only_naming_a_term_no_loss_logs_is_refused_by_validate(vae_spec, name, 
         cg.build(cg.load_spec(vae_spec))
     message = str(info.value)
     assert f"evaluate.metrics[0]: type 'test_losses' (plugin 'metrics') reads {name!r}, which no loss logs{suggestion}; logged: vae, vae.elbo" in message
+
+
+def test_two_metrics_giving_the_same_names_keep_both_results(vae_spec, tmp_path, capsys) -> None:
+    """The second is suffixed with its place; before, it silently replaced the first."""
+    vae_spec["evaluate"]["metrics"] = [{"type": "test_losses"}, {"type": "test_losses", "only": ["vae"]}]
+    results = cg.runtime.Run.create(cg.load_spec(vae_spec), tmp_path / "run", progress=False).evaluate()
+    assert results["test/vae@metrics[1]"] == results["test/vae"] and "test/vae.kl" in results
+    assert "warning: evaluate.metrics[1] gives test/vae, as an earlier metric does; written as test/vae@metrics[1]" in capsys.readouterr().err
