@@ -493,7 +493,6 @@ class Run:
         assert self.dir is not None
         return self.save_samples(self.dir / "samples" / f"step-{step:08d}.png")
 
-    @torch.no_grad()
     def _keyed_apart(self, found: dict[str, float], results: dict[str, Any], index: int) -> dict[str, float]:
         """``found`` with each name an earlier metric already gave suffixed ``@metrics[index]``, so neither is lost
         (two ``frechet_distance`` of different references, say)."""
@@ -505,6 +504,7 @@ class Run:
             )
         return {f"{key}@metrics[{index}]" if key in results else key: value for key, value in found.items()}
 
+    @torch.no_grad()
     def evaluate(self, out_dir: str | Path | None = None, record: bool = True) -> dict[str, Any]:
         """Run every metric of ``evaluate.metrics``; with ``record``, write ``evaluation.json`` into the folder.
 

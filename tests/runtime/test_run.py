@@ -276,3 +276,9 @@ def test_a_run_that_fell_back_past_a_damaged_checkpoint_trains_on_as_often_as_it
     run.train(8)
     assert run.trainer.step == 8
 
+
+
+def test_metrics_run_without_gradients(vae_spec, tmp_path) -> None:
+    run = Run.create(cg.load_spec(vae_spec), tmp_path / "run", progress=False)
+    run.model.metrics[0] = lambda ectx: {"grad_enabled": float(torch.is_grad_enabled())}
+    assert run.evaluate()["grad_enabled"] == 0.0
