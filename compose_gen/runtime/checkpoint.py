@@ -225,8 +225,10 @@ def verify_checkpoint(path: Path, hashes: bool = True) -> dict[str, Any]:
             )
         _check_state(path / "state.json", state)
         for name, digest in state["sha256"].items():
-            if (_sha256(path / name) != digest) if hashes else not _size_fits_header(path / name):
+            if hashes and _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
+            if not hashes and not _size_fits_header(path / name):
+                raise CheckpointError(f"{path / name}: not as long as its header says (truncated or damaged)")
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
@@ -436,17 +438,23 @@ def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[d
 
 
 def _size_fits_header(path: Path) -> bool:
-    """Whether a safetensors file is as long as its header says: 8 bytes of header length, the header, the tensors."""
+    """Whether a safetensors file is as long as its header says: 8 bytes of header length, the header, the tensors.
+
+    Any damage to the header itself (a length beyond the file, JSON that is not a header) is a False, not an error.
+    """
+    size = path.stat().st_size
     with open(path, "rb") as handle:
         length = int.from_bytes(handle.read(8), "little")
+        if size < 8 or length > size - 8:
+            return False
         try:
             header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            ends = [
+                entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"
+            ]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):  # JSON errors are ValueErrors
             return False
-    if not isinstance(header, dict):
-        return False
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)]
-    return path.stat().st_size == 8 + length + max(ends, default=0)
+    return all(isinstance(end, int) for end in ends) and size == 8 + length + max(ends, default=0)
 
 
 def _sha256(path: Path) -> str:

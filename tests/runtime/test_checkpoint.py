@@ -315,5 +315,27 @@ def test_without_hashes_a_truncated_file_is_found_from_its_header_and_a_flipped_
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         verify_checkpoint(checkpoints[-1])
     cut.write_bytes(cut.read_bytes()[:-4])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="not as long as its header says"):
         verify_checkpoint(checkpoints[-2], hashes=False)
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b"",
+        (2**62).to_bytes(8, "little") + b"{}",  # a header length beyond the file (and beyond memory)
+        (2**64 - 1).to_bytes(8, "little"),
+        (2).to_bytes(8, "little") + b"[]",
+        (28).to_bytes(8, "little") + b'{"w": {"data_offsets": [0]}}',
+        (32).to_bytes(8, "little") + b'{"w": {"data_offsets": "xyz"}} ',
+        (400).to_bytes(8, "little") + b"[" * 400,  # nested deeper than the JSON parser recurses
+    ],
+    ids=["empty", "huge length", "largest length", "not a mapping", "short offsets", "offsets a string", "deep"],
+)
+def test_a_damaged_header_is_a_damaged_checkpoint_not_a_crash(damaged, tmp_path, toys_catalogue):
+    from compose_gen.runtime.checkpoint import verify_checkpoint
+
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    (checkpoints[-1] / "model.safetensors").write_bytes(damaged)
+    with pytest.raises(CheckpointError, match="model.safetensors: not as long as its header says"):
+        verify_checkpoint(checkpoints[-1], hashes=False)
