@@ -17,6 +17,7 @@ import json
 import numbers
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -116,18 +117,18 @@ def _recorded_plugins(run_dir: Path) -> dict[str, str]:
     return {k: v for k, v in recorded.items() if isinstance(v, str)} if isinstance(recorded, dict) else {}
 
 
-def _with_missing_plugin_remedy(error: SpecError, run_dir: Path) -> SpecError:
-    """A run folder's unknown types, each with the plugin and package the run was trained with; for metrics, also
-    the ``--set`` that leaves them out of one command (sample, or evaluate the others)."""
+def _with_missing_plugin_remedy(error: SpecError, run_dir: Path, offer_set: bool = False) -> SpecError:
+    """A run folder's unknown types, each with the plugin and package the run was trained with; for metrics, with
+    ``offer_set`` (a command that records no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
     recorded = _recorded_plugins(run_dir)
     data = getattr(error.where, "data", None)  # the spec as loaded, overrides applied
     evaluate = data.get("evaluate") if isinstance(data, dict) else None
     metrics = evaluate.get("metrics") if isinstance(evaluate, dict) else None
     unknown = {p.path[2] for p in error.problems if p.path[:2] == ("evaluate", "metrics") and p.path[3:] == ("type",)}
     without = ""
-    if isinstance(metrics, list) and unknown:
+    if offer_set and isinstance(metrics, list) and unknown:
         kept = [metric for i, metric in enumerate(metrics) if i not in unknown]
-        without = f", or leave the metric(s) out of one command: --set 'evaluate.metrics={json.dumps(kept)}'"
+        without = f", or leave the metric(s) out of one command: --set {shlex.quote('evaluate.metrics=' + json.dumps(kept))}"
 
     def remedy(problem: Problem) -> str:
         for name, origin in recorded.items():
@@ -230,7 +231,7 @@ class Run:
         try:
             spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
         except SpecError as error:
-            raise _with_missing_plugin_remedy(error, run_dir) from None
+            raise _with_missing_plugin_remedy(error, run_dir, offer_set=trained) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         try:
             with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
