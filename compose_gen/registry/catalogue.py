@@ -252,8 +252,9 @@ def _describe(error: BaseException, plugin_file: str | None = None) -> str:
     """
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if not f.filename.startswith((_PACKAGE, "<"))]  # "<frozen ...>", a dataclass's "<string>"
-    if plugin_file is not None:
-        folder = str(Path(plugin_file).resolve().parent) + os.sep
+    if plugin_file is not None:  # a package's own folder; a module's own file (its folder may be site-packages)
+        mine = Path(plugin_file).resolve()
+        folder = str(mine.parent) + os.sep if mine.name == "__init__.py" else str(mine)
         own = [f for f in own if str(Path(f.filename).resolve()).startswith(folder)] or own
     frame = (own or frames or [None])[-1]
     return f"{type(error).__name__}: {error}" + (f" ({frame.filename}:{frame.lineno})" if frame else "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, get_args
 
 from pydantic import ValidationError
 
@@ -210,7 +210,8 @@ def _few(catalogue: Catalogue, kinds: tuple[str, ...]) -> str:
 def _bad_default(where: str, params: type[Params], name: str, item: dict[str, Any]) -> str:
     """A parameter whose default its own field refuses: the plugin's mistake, said as such."""
     field = params.model_fields.get(name)
-    if field is not None and field.default is None:
+    refused_by_type = item["type"] not in ("value_error", "assertion_error")  # not the plugin's own validator
+    if field is not None and field.default is None and refused_by_type and type(None) not in get_args(field.annotation):
         return f"{where}: {name} defaults to None, which its annotation does not accept: the plugin should annotate it Optional[...]"
     return f"{where}: the default of {name} is invalid ({pydantic_message(item)}); set {name} in the spec, and tell the plugin's authors"
 

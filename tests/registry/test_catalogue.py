@@ -305,3 +305,21 @@ def test_a_hook_failing_inside_a_library_is_located_at_the_plugins_line(install_
     )
     problem = make_catalogue().failures["config_reader"]
     assert problem.startswith("JSONDecodeError: ") and problem.endswith("config_reader.py:7)"), problem
+
+
+def test_a_module_plugin_beside_the_library_it_calls_is_located_at_its_own_line(install_plugin, tmp_path) -> None:
+    """Installed side by side in one folder (site-packages), the library's frame is not the plugin's."""
+    (tmp_path / "fancylib.py").write_text("def load(text):\n    raise ValueError(f'cannot parse {text!r}')\n")
+    install_plugin(
+        "single_plugin",
+        """
+        import fancylib
+        from compose_gen import hookimpl
+
+        @hookimpl
+        def compose_gen_types():
+            return fancylib.load("{")
+        """,
+    )
+    problem = make_catalogue().failures["single_plugin"]
+    assert problem.startswith("ValueError: cannot parse '{'") and problem.endswith("single_plugin.py:7)"), problem

@@ -99,6 +99,26 @@ def test_a_none_default_that_its_field_refuses_is_said_once_with_the_plugins_fix
     ), "one line, not one per branch of the Ref union"
 
 
+class RequiredParams(Params):
+    n: int | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _given(cls, n: int | None) -> int:
+        if n is None:
+            raise ValueError("n must be given")
+        return n
+
+
+def test_a_none_default_its_own_validator_refuses_keeps_the_plugins_message() -> None:
+    """The annotation accepts None, so 'annotate it Optional' would be wrong advice."""
+    catalogue = make_catalogue([plugin(ComponentType("needs_n", "metric", RequiredParams, metric), name="needy"), datasets], entry_points=False)
+    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "needs_n"}]}}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, catalogue=catalogue)
+    assert str(info.value).endswith("the default of n is invalid (n must be given); set n in the spec, and tell the plugin's authors")
+
+
 def test_a_parameter_named_type_is_refused_when_the_type_is_made() -> None:
     """A spec could never set it, and the resolved spec would write its default over the type's name."""
 
