@@ -290,36 +290,26 @@ def test_suggest_knows_names_other_tools_use(name, candidates, hint) -> None:
     assert suggest(name, candidates) == hint
 
 
-def test_a_hook_failing_inside_a_library_is_located_at_the_plugins_line(install_plugin) -> None:
-    """The library's frame (json's decoder) is innermost, but the plugin's call is the line to fix."""
-    install_plugin(
-        "config_reader",
-        """
-        import json
-        from compose_gen import hookimpl
-
-        @hookimpl
-        def compose_gen_types():
-            return json.loads("{not json")
-        """,
-    )
-    problem = make_catalogue().failures["config_reader"]
-    assert problem.startswith("JSONDecodeError: ") and problem.endswith("config_reader.py:7)"), problem
-
-
-def test_a_module_plugin_beside_the_library_it_calls_is_located_at_its_own_line(install_plugin, tmp_path) -> None:
-    """Installed side by side in one folder (site-packages), the library's frame is not the plugin's."""
+@pytest.mark.parametrize(
+    "library, call, raised",
+    [
+        ("json", 'json.loads("{")', "JSONDecodeError: "),  # the standard library's frame is innermost
+        ("fancylib", 'fancylib.load("{")', "ValueError: cannot parse '{'"),  # a library installed beside the plugin
+    ],
+)
+def test_a_hook_failing_inside_a_library_is_located_at_the_plugins_line(install_plugin, tmp_path, library, call, raised) -> None:
+    """The plugin's call is the line to fix, even when the library sits in the plugin's folder (site-packages)."""
     (tmp_path / "fancylib.py").write_text("def load(text):\n    raise ValueError(f'cannot parse {text!r}')\n")
     install_plugin(
         "single_plugin",
-        """
-        import fancylib
+        f"""
+        import {library}
         from compose_gen import hookimpl
 
         @hookimpl
         def compose_gen_types():
-            return fancylib.load("{")
+            return {call}
         """,
     )
     problem = make_catalogue().failures["single_plugin"]
-    assert problem.startswith("ValueError: cannot parse '{'") and problem.endswith("single_plugin.py:7)"), problem
+    assert problem.startswith(raised) and problem.endswith("single_plugin.py:7)"), problem
