@@ -282,12 +282,12 @@ def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildCont
 
 
 def build_cycle(params: CycleParams, ctx: BuildContext) -> MeanDistance:
-    """Cycle-consistency loss λ E ‖F(G(a)) - a‖₁ (Zhu et al. 2017)."""
+    """Cycle-consistency loss λ · mean |F(G(a)) - a| over every element (Zhu et al. 2017, as their code's L1Loss)."""
     return MeanDistance("real", "reconstructed", params.norm, params.weight, {"real": params.real, "reconstructed": params.reconstructed})
 
 
 def build_identity(params: IdentityParams, ctx: BuildContext) -> MeanDistance:
-    """Identity loss 0.5 λ E ‖G(b) - b‖₁ for G mapping into b's domain (Zhu et al. 2017)."""
+    """Identity loss λ · mean |G(b) - b| over every element, for G mapping into b's domain (Zhu et al. 2017 use 0.5 of the cycle's λ)."""
     return MeanDistance("real", "mapped", params.norm, params.weight, {"real": params.real, "mapped": params.mapped})
 
 

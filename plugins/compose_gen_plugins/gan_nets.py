@@ -53,7 +53,11 @@ VectorNorm = Literal["batch", "layer", "none"]
 
 
 def spectral(layer: nn.Module, enabled: bool) -> nn.Module:
-    """``layer`` with its weight spectrally normalised (Miyato et al. 2018) when ``enabled``."""
+    """``layer`` with its weight spectrally normalised (Miyato et al. 2018) when ``enabled``.
+
+    One power iteration per training forward, as in the paper: σ is a running estimate, so a layer whose top
+    singular values lie close together (a stride-2 convolution, say) can have a normalised σ_max of 1.05-1.15, not 1.
+    """
     return _spectral_norm(layer) if enabled else layer
 
 
