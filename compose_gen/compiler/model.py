@@ -6,6 +6,7 @@ every mistake it can find surfaces before the first training step.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import traceback
@@ -72,10 +73,11 @@ class GenerativeModel(nn.Module):
     @torch.no_grad()
     def evaluate_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every player's terms and metrics on ``batch`` (moved to the model's device and precision), without gradients."""
-        needs = self.fields_read({node("loss", call.name) for plan in self.plans.values() for call in plan.losses})
-        missing = [f for f in needs if f not in batch]
+        missing = [f for f in self._loss_fields if f not in batch]
         if missing:
-            raise KeyError(f"spec {self.spec.name!r}: the batch lacks field(s) {', '.join(missing)}; its losses read {', '.join(needs)}")
+            raise KeyError(
+                f"spec {self.spec.name!r}: the batch lacks field(s) {', '.join(missing)}; its losses read {', '.join(self._loss_fields)}"
+            )
         batch = self._on_device(batch)
         logs: dict[str, Tensor] = {}
         for plan in self.plans.values():
@@ -98,6 +100,11 @@ class GenerativeModel(nn.Module):
         for name in self.graph.values_in_order(needed):
             values[name] = self._evaluators[name](values)
         return {n: values[n] for n in names}
+
+    @functools.cached_property
+    def _loss_fields(self) -> list[str]:
+        """The batch fields every player's losses are computed from (fixed once compiled, so found once)."""
+        return self.fields_read({node("loss", call.name) for plan in self.plans.values() for call in plan.losses})
 
     def fields_read(self, nodes: set[str]) -> list[str]:
         """The batch fields that the graph ``nodes`` (``node("loss", name)``, say) are computed from, sorted."""

@@ -449,9 +449,7 @@ def _size_fits_header(path: Path) -> bool:
             return False
         try:
             header = json.loads(handle.read(length))
-            ends = [
-                entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"
-            ]
+            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):  # JSON errors are ValueErrors
             return False
     return all(isinstance(end, int) for end in ends) and size == 8 + length + max(ends, default=0)

@@ -33,9 +33,7 @@ def list_runs(folder: Path) -> Iterator[str]:
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             name = "?"
         step, damaged = _newest_sound_step(run)
-        damage = f" ({damaged} newer checkpoint(s) damaged)" if damaged and step != "-" else ""
-        if damaged and step == "-":
-            damage = f" (all {damaged} checkpoint(s) damaged)"
+        damage = "" if not damaged else f" (all {damaged} checkpoint(s) damaged)" if step == "-" else f" ({damaged} newer checkpoint(s) damaged)"
         best = read_best(run)
         best_text = ""
         if isinstance(best, dict) and {"metric", "value", "step"} <= set(best):
