@@ -166,14 +166,14 @@ def _check_until(until: int | None, step: int, total: int) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False, weights_only=True)
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, args.set, progress=False, trained=True)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False, weights_only=True)
     # An override, or an older checkpoint than the newest, is for this command: the folder keeps its own results and pictures.
     apart = "the spec was changed with --set" if args.set else run.behind
     pictures = args.out or (run.dir / "evaluation-set" if apart else None)

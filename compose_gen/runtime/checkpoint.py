@@ -60,6 +60,7 @@ __all__ = [
 
 FORMAT = 2
 BEST_FILE = "best.json"
+OPTIMIZER_FILE = "optim.safetensors"
 #: The name :func:`save_checkpoint` gives a checkpoint's folder; the step in it must be the one ``state.json`` records.
 STEP_FOLDER = re.compile(r"step-(\d+)")
 
@@ -73,7 +74,8 @@ class Checkpoint:
     path: Path
     step: int
     state: dict[str, Any]
-    tensors: dict[str, torch.Tensor]
+    #: Optimizer and RNG tensors; None when only the weights were loaded (for sampling and evaluation).
+    tensors: dict[str, torch.Tensor] | None
     #: What the user should know about how it was loaded (moving averages dropped or started afresh).
     notes: list[str] = field(default_factory=list)
 
@@ -137,13 +139,13 @@ def _write(
     tensors, aliases = _model_tensors(model)
     save_file(tensors, str(tmp / "model.safetensors"))
     optim_tensors, optim_meta = _flatten_optimizers(optimizers)
-    save_file({**optim_tensors, **{f"rng/{k}": v.contiguous() for k, v in rng.items()}}, str(tmp / "optim.safetensors"))
+    save_file({**optim_tensors, **{f"rng/{k}": v.contiguous() for k, v in rng.items()}}, str(tmp / OPTIMIZER_FILE))
     payload = {
         "format": FORMAT,
         "step": step,
         "optimizers": optim_meta,
         "aliases": aliases,
-        "sha256": {name: _sha256(tmp / name) for name in ("model.safetensors", "optim.safetensors")},
+        "sha256": {name: _sha256(tmp / name) for name in ("model.safetensors", OPTIMIZER_FILE)},
         **state,
     }
     (tmp / "state.json").write_text(json.dumps(payload, indent=1))
@@ -202,13 +204,14 @@ def read_best(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def verify_checkpoint(path: Path, hashes: bool = True) -> dict[str, Any]:
+def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -> dict[str, Any]:
     """The ``state.json`` of the checkpoint at ``path`` once it and the hashes of its files check out.
 
     A folder named ``step-N`` must hold step N: its ``state.json`` is not hashed, and
     a resume from a step other than its weights' would later overwrite the true ``step-N``.
     Without ``hashes``, each file's size is checked against its safetensors header instead:
-    a truncated file is found without reading the whole of it.
+    a truncated file is found without reading the whole of it.  Without ``optimizer``, the
+    optimizer file is not checked: its weights are all that sampling and evaluation read.
     """
     path = Path(path)
     try:
@@ -225,6 +228,8 @@ def verify_checkpoint(path: Path, hashes: bool = True) -> dict[str, Any]:
             )
         _check_state(path / "state.json", state)
         for name, digest in state["sha256"].items():
+            if name == OPTIMIZER_FILE and not optimizer:
+                continue
             if hashes and _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
             if not hashes and not _size_fits_header(path / name):
@@ -236,17 +241,18 @@ def verify_checkpoint(path: Path, hashes: bool = True) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: Path, model: nn.Module) -> Checkpoint:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Checkpoint:
     """Verify one checkpoint (:func:`verify_checkpoint`) and load it into ``model``; optimizer and RNG tensors are
-    returned for the trainer.  Nothing is loaded into ``model`` unless every check passes."""
+    returned for the trainer, unless ``optimizer`` is False (weights only: the optimizer file is neither read nor
+    checked).  Nothing is loaded into ``model`` unless every check passes."""
     path = Path(path)
-    state = verify_checkpoint(path)
+    state = verify_checkpoint(path, optimizer=optimizer)
     try:
         step = int(state["step"])
         stored = load_file(str(path / "model.safetensors"))
         saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
         fitted, dropped = _fitted(path, model, stored, saved_aliases)
-        extra = load_file(str(path / "optim.safetensors"))
+        extra = load_file(str(path / OPTIMIZER_FILE)) if optimizer else None
         model.load_state_dict(fitted, strict=True)
     except CheckpointError:
         raise
@@ -289,12 +295,12 @@ def _check_state(path: Path, state: Any) -> None:
             raise CheckpointError(f"{path}: {key} is {value!r}, not {what}; the file was edited or damaged")
 
 
-def load_latest(run_dir: Path, model: nn.Module) -> tuple[Checkpoint | None, list[str]]:
-    """The newest checkpoint that loads, and a warning for every newer one that did not."""
+def load_latest(run_dir: Path, model: nn.Module, optimizer: bool = True) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that loads (see :func:`load_checkpoint`), and a warning for every newer one that did not."""
     warnings = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            checkpoint = load_checkpoint(path, model)
+            checkpoint = load_checkpoint(path, model, optimizer)
         except CheckpointError as error:
             warnings.append(f"skipped {error}")
         else:

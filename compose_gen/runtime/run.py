@@ -177,6 +177,8 @@ class Run:
     evaluation: dict[str, Any] | None = None
     #: The folder's checkpoints when this Run was made or loaded: any other but its trainer's is another writer's.
     seen_checkpoints: frozenset[str] = frozenset()
+    #: Loaded for sampling and evaluation only (``Run.load(weights_only=True)``): no optimizer state to train on.
+    weights_only: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -212,6 +214,7 @@ class Run:
         progress: bool = True,
         checkpoint: str | Path | None = None,
         trained: bool = False,
+        weights_only: bool = False,
     ) -> "Run":
         """Rebuild a run from its folder alone, at its newest readable checkpoint.
 
@@ -219,9 +222,11 @@ class Run:
         A folder with no checkpoint yet (stopped before its first) gives the freshly
         built model, to train from the start, or with ``trained`` an error.  So does
         one whose checkpoints are gone but whose records of training are not: starting
-        over would overwrite them.
+        over would overwrite them.  ``weights_only`` (which implies ``trained``) is for
+        sampling and evaluating: the optimizer file is neither read nor checked, so a
+        damaged one does not send the run back to an older checkpoint, and the run cannot train.
         """
-        run_dir, overrides = Path(run_dir), list(overrides)
+        run_dir, overrides, trained = Path(run_dir), list(overrides), trained or weights_only
         if not (run_dir / "spec.yaml").exists():
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         if trained and checkpoint is None and not list_checkpoints(run_dir):
@@ -245,7 +250,7 @@ class Run:
             if recorded[name] != now[name]:
                 run.trainer.say(f"warning: {run_dir} was trained with type {name!r} of {recorded[name]}; it is now of {now[name]}")
         if checkpoint is None:
-            loaded, skipped = load_latest(run_dir, model)
+            loaded, skipped = load_latest(run_dir, model, optimizer=not weights_only)
             for reason in skipped if loaded is not None else ():  # else the error below gives them
                 run.trainer.say(f"warning: {reason}")
             if loaded is None and skipped:
@@ -260,7 +265,7 @@ class Run:
             elif skipped:
                 run.behind = f"step {loaded.step} is loaded, but a newer checkpoint could not be"
         else:
-            loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model)
+            loaded = load_checkpoint(_checkpoint_path(run_dir, checkpoint), model, optimizer=not weights_only)
             newest = list_checkpoints(run_dir)[-1]
             if loaded.path.resolve() != newest.resolve():
                 run.behind = f"step {loaded.step} is loaded, not the newest checkpoint ({newest.name})"
@@ -276,6 +281,7 @@ class Run:
                 run.trainer.say(f"warning: {note}")
             run.trainer.restore(loaded)
         run.seen_checkpoints = frozenset(path.name for path in list_checkpoints(run_dir))
+        run.weights_only = weights_only
         return run
 
     @classmethod
@@ -302,6 +308,10 @@ class Run:
         A run stopped by SIGINT/SIGTERM (``trainer.interrupted``) is checkpointed but not sampled or evaluated.
         """
         total = steps or self.spec.model.train.steps
+        if self.weights_only:
+            raise RuntimeError(
+                f"{self.dir}: loaded without its optimizer state, to sample and evaluate; to train it, load it with compose_gen.load_run"
+            )
         with self._writing():
             overtaken = self._overtaken()
             if overtaken:

@@ -205,8 +205,18 @@ class Trainer:
     # -- resuming -------------------------------------------------------------------------------
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Continue exactly where ``checkpoint`` (already loaded into the model) left off."""
+        """Continue exactly where ``checkpoint`` (already loaded into the model) left off.
+
+        A checkpoint loaded without its optimizer file gives its step and records only: enough to sample and evaluate.
+        """
         state = checkpoint.state
+        self.step = checkpoint.step
+        self.best = state.get("best")
+        self.nan_skips = int(state.get("nan_skips", 0))
+        self._elapsed = float(state.get("elapsed_s", 0.0))
+        self._saved_step = None
+        if checkpoint.tensors is None:
+            return
         for note in restore_optimizers(checkpoint, self.optimizers):
             self.say(f"warning: {note}")
         prefix = f"rng/{self.dist.rank}/"
@@ -218,12 +228,7 @@ class Trainer:
             torch.manual_seed((self.model.spec.model.seed + 7919 * self.dist.rank + checkpoint.step) % 2**63)
         self.stream.load_state_dict(state["data"])
         self.precision.load_state_dict(state.get("scalers", {}))
-        self.step = checkpoint.step
-        self.best = state.get("best")
-        self.nan_skips = int(state.get("nan_skips", 0))
         self._running.load_state_dict(state.get("running", []), self.model.device)  # older checkpoints: the window starts here
-        self._elapsed = float(state.get("elapsed_s", 0.0))
-        self._saved_step = None
 
     # -- the loop ---------------------------------------------------------------------------------
 

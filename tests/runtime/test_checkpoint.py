@@ -181,6 +181,25 @@ def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_ca
     assert checkpoint.step == 4 and len(warnings) == 1
 
 
+def test_sampling_and_evaluating_read_the_weights_alone_so_a_damaged_optimizer_file_costs_no_steps(tmp_path, toys_catalogue):
+    spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    (checkpoints[-1] / "optim.safetensors").write_bytes(b"\0" * 10)
+    with pytest.raises(CheckpointError, match="optim.safetensors: contents do not match"):
+        load_checkpoint(checkpoints[-1], build(spec, "cpu")[0])
+    weights = load_checkpoint(checkpoints[-1], build(spec, "cpu")[0], optimizer=False)
+    assert weights.step == 6 and weights.tensors is None
+    run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, weights_only=True)
+    assert run.trainer.step == 6 and run.behind is None
+    straight = Run.create(spec, tmp_path / "straight", progress=False)
+    straight.train(6)
+    assert same_state(run.model, straight.model), "the newest weights, not step 4's"
+    with pytest.raises(RuntimeError, match="loaded without its optimizer state"):
+        run.train(8)
+    assert list_checkpoints(tmp_path / "run") == checkpoints, "nothing was written"
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)  # training needs the optimizer: step 4
+    assert resumed.trainer.step == 4 and resumed.behind is not None
+
+
 def _edit_state(checkpoint: Path, **entries: object) -> None:
     state = json.loads((checkpoint / "state.json").read_text())
     (checkpoint / "state.json").write_text(json.dumps({**state, **entries}))
