@@ -9,6 +9,11 @@ The public surface for users and plugin authors::
     run = cg.load_run("runs/vae")              # back from the folder alone
     images = run.sample(16)
     print(run.evaluate())
+
+A plugin's ``Params`` annotate the fields that name parts of the spec:
+``Ref("encoder")`` a component of that kind (a name or an inline definition),
+``Value`` a graph value or batch field (its tensor arrives in ``inputs[name]``),
+``LossName`` a loss under ``losses:``; each is checked before anything is built.
 """
 
 from compose_gen.core import (

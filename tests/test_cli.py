@@ -53,6 +53,15 @@ def test_validate_static_checks_the_graph_with_the_fields_it_reads_assumed(tmp_p
     assert capsys.readouterr().out.strip() == f"{path}: ok (static: assumes the data give x, y)"
 
 
+def test_validate_static_gives_the_warnings_that_need_no_data(tmp_path, vae_spec, capsys) -> None:
+    vae_spec["train"].update(batch_size=100_000, optimizer={"type": "adam", "lr": 2})
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--static", "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "train.optimizer.lr: 2 is far above any learning rate" in err
+    assert "batch_size" not in err, "how many examples the data hold is not known without them"
+
+
 def test_validate_finds_shape_mismatch_by_dry_run(tmp_path, vae_spec, capsys) -> None:
     vae_spec["components"]["decoder"]["net"]["in_features"] = 5
     path = write(tmp_path, vae_spec)

@@ -1,8 +1,8 @@
 """Warnings about training settings that run, but not as their author likely meant.
 
 Each is a :class:`compose_gen.spec.SpecWarning` at the setting, issued when the model
-is built (so ``validate`` says it too); a component's own plugin warns about its
-parameters in its ``build``.
+is built (so ``validate`` says it too, and ``validate --static`` all but those about
+the data); a component's own plugin warns about its parameters in its ``build``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from compose_gen.spec import Spec
 __all__ = ["advise"]
 
 
-def advise(spec: Spec, data: Splits) -> None:
+def advise(spec: Spec, data: Splits | None) -> None:
     """Warn about schedules that never reach their rate or never decay, a default optimizer no player uses,
-    learning rates far beyond any that trains, and batches larger than the data."""
+    learning rates far beyond any that trains, and batches larger than the ``data`` (when given)."""
     train, players = spec.model.train, spec.model.players
     optimizers = [(("train", "optimizer"), train.optimizer)]
     optimizers += [(("players", name, "optimizer"), player.optimizer) for name, player in players.items() if player.optimizer is not None]
@@ -24,7 +24,7 @@ def advise(spec: Spec, data: Splits) -> None:
         if optimizer.lr > usual:
             spec.warn((*path, "lr"), f"{optimizer.lr:g} is far above any learning rate that trains with {optimizer.type} (at most {usual:g}); "
                       "the first steps will likely diverge to NaN")
-    if train.batch_size > len(data.train):
+    if data is not None and train.batch_size > len(data.train):
         spec.warn(
             ("train", "batch_size"),
             f"{train.batch_size}, but the train split holds {len(data.train)} examples, so every batch is that whole split",

@@ -63,7 +63,7 @@ class SpecError(Exception):
 
 
 class SpecWarning(UserWarning):
-    """A spec that builds and trains, but likely not as its author meant (a warm-up longer than the run).
+    """A spec that builds and trains, but likely not as its author meant (a learning-rate warm-up longer than the run).
 
     A plugin warns from its ``build`` with ``warnings.warn(SpecWarning("..."))``; the
     compiler says where, as for an error: ``file:line: components.flow: type 'flow' ... message``.
