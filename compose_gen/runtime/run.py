@@ -433,7 +433,8 @@ class Run:
         """log p(x), or log p(x | y) for a model trained on labels, of new examples ``x`` in data space: nats per example.
 
         ``x`` holds values as the dataset's files do (digits: pixels 0..16), shaped like its
-        examples; they are mapped to model space as the data were (the dataset's own scaling, the
+        examples (pixels of an image dataset off its grid, such as 3.5 or 17 for digits, are
+        refused), and ``y`` labels or, where the data name their classes, names; they are mapped to model space as the data were (the dataset's own scaling, the
         spec's ``transforms``), and the log-determinant of that map is counted, so the numbers
         compare with the test NLL of ``evaluate``.  A flow's is exact; a latent-variable model's is
         estimated by importance sampling with ``samples`` draws.  Evaluated in eval mode with the
@@ -450,6 +451,10 @@ class Run:
         if x.is_floating_point() and not bool(x.isfinite().all()):
             first = int((~x.isfinite()).reshape(len(x), -1).any(1).nonzero()[0])
             raise ValueError(f"log_prob: x holds values that are NaN or infinite (the first in example {first}); give finite examples")
+        if y is not None and not isinstance(y, Tensor):
+            given = np.asarray(y, dtype=object).reshape(-1).tolist()
+            if any(isinstance(label, str) for label in given):  # class names, as sample takes them
+                y = self.class_labels(given)
         labels = None if y is None else torch.as_tensor(y)
         if labels is not None and labels.is_floating_point() and not bool((labels.isfinite() & (labels == labels.round())).all()):
             raise ValueError("log_prob: the labels y must be whole numbers (class labels)")

@@ -68,6 +68,18 @@ def test_raw_digits_are_mapped_as_the_dataset_mapped_its_own(settings: dict, lad
     torch.testing.assert_close(log_det, torch.full((len(x),), ladj, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("pixel", [17, -1, 3.5, 40])
+def test_new_pixels_off_the_files_grid_are_refused_not_scored(pixel: float) -> None:
+    """Digits hold whole numbers 0..16: anything else has no probability under a dequantized model, or a NaN past a logit."""
+    spec = cg.load_spec({"name": "digits", "data": {"type": "digits"}, "losses": {}}, catalogue=cg.make_catalogue())
+    to_model = spec.sections.data.type.build(spec.sections.data.params, None).test.to_model
+    x = torch.as_tensor(load_digits().data[:3])
+    to_model(x)
+    x[1, 5] = pixel
+    with pytest.raises(ValueError, match=rf"whole numbers 0..16; example 1 holds {pixel:g}"):
+        to_model(x)
+
+
 def test_a_latent_models_estimate_tightens_with_samples_and_matches_the_importance_sampled_nll(tmp_path, vae_spec) -> None:
     """Binarized digits: a probability mass, so no log-determinant; more draws give a tighter bound on average."""
     vae_spec["evaluate"] = {"metrics": [{"type": "importance_sampled_nll", "model": "vae", "samples": 50}]}
@@ -179,6 +191,10 @@ def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path, monkeypatc
         run.class_labels(["rose"])
     run.save_samples(tmp_path / "s.npz", 4, classes=["virginica"])
     assert np.load(tmp_path / "s.npz")["y"].tolist() == [2, 2, 2, 2]
+    points = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    torch.testing.assert_close(run.log_prob(points, y=["virginica", "setosa"]), run.log_prob(points, y=[2, 0]))
+    with pytest.raises(ValueError, match="unknown class 'rose'"):
+        run.log_prob(points, y=["rose", "setosa"])
     drawn = {}
     monkeypatch.setattr("compose_gen.runtime.run.save_scatter", lambda *args, **kwargs: drawn.update(kwargs))
     run.save_samples(tmp_path / "s.png", 6)

@@ -145,6 +145,8 @@ class DataSpace:
     meta: dict[str, object] = field(default_factory=dict)
     #: The type's own map from the values its files hold to the values it returns (None: they are the same).
     from_raw: Callable[[Tensor], Tensor] | None = None
+    #: Pixels: the files hold the whole numbers ``0..raw_levels - 1``, and so must new examples (None: any values).
+    raw_levels: int | None = None
 
 
 def own_ladj(space: DataSpace, pipeline: Pipeline) -> float:
@@ -162,6 +164,8 @@ class ToModel:
 
     def __call__(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.as_tensor(raw, dtype=torch.float64)
+        if self.space.raw_levels is not None and x.dim() > 0:
+            _check_levels(x, self.space.raw_levels)
         x = self.space.from_raw(x) if self.space.from_raw is not None else x
         if x.dim() == 0 or x.shape[1:] != self.pipeline.in_shape:
             raise ValueError(
@@ -171,6 +175,18 @@ class ToModel:
         y, constant, per_example = self.pipeline.apply(x, seeded_generator(self.seed, "transforms/new"))
         ladj = torch.full((len(x),), own_ladj(self.space, self.pipeline) + constant, dtype=torch.float64)
         return y.to(torch.float32), ladj + per_example if per_example is not None else ladj
+
+
+def _check_levels(raw: Tensor, levels: int) -> None:
+    """Raise unless ``raw`` holds whole numbers ``0..levels - 1``: a pixel off that grid is none the data could hold."""
+    flat = raw.reshape(len(raw), -1)
+    bad = (flat != flat.round()) | (flat < 0) | (flat > levels - 1)
+    if bool(bad.any()):
+        example = int(bad.any(1).nonzero()[0])
+        value = flat[example][bad[example]][0].item()
+        raise ValueError(
+            f"new examples hold pixels as the dataset's files do, whole numbers 0..{levels - 1}; example {example} holds {value:g}"
+        )
 
 
 def make_splits(

@@ -47,7 +47,9 @@ def build_digits(p: DigitsParams, ctx: BuildContext | None = None) -> Splits:
         return raw.reshape(-1, 1, 8, 8) if p.shape == "image" and raw.dim() == 2 else raw
 
     train, test = split_fields({"x": from_raw(x), "y": torch.as_tensor(labels, dtype=torch.long)}, p)
-    space = DataSpace(image_shape=(1, 8, 8), pixel_max=pixel_max, ladj_to_model=ladj, num_classes=10, from_raw=from_raw)
+    space = DataSpace(
+        image_shape=(1, 8, 8), pixel_max=pixel_max, ladj_to_model=ladj, num_classes=10, from_raw=from_raw, raw_levels=DIGIT_LEVELS + 1
+    )
     return make_splits(p, train, test, space)
 
 

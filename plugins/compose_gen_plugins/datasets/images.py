@@ -39,7 +39,7 @@ class EightBitParams(ImageParams):
 
 def _image_splits(p: EightBitParams, train: dict[str, Tensor], test: dict[str, Tensor], space: DataSpace) -> Splits:
     """Scale and shape 8-bit ``(N, C, H, W)`` images, then build the splits."""
-    space.image_shape = tuple(train["x"].shape[1:])
+    space.image_shape, space.raw_levels = tuple(train["x"].shape[1:]), int(PIXEL_MAX) + 1
     if p.scale:
         space.ladj_to_model = -math.prod(space.image_shape) * math.log(PIXEL_MAX)
     else:
