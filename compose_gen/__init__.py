@@ -28,7 +28,9 @@ from compose_gen.core import (
     Splits,
     TensorData,
     broadcast_value,
+    importance_sampled_log_likelihood,
     log_mean_exp,
+    repeat_for_draws,
     sum_rightmost,
 )
 from compose_gen.registry import (
@@ -63,7 +65,9 @@ __all__ = [
     "Value",
     "broadcast_value",
     "hookimpl",
+    "importance_sampled_log_likelihood",
     "log_mean_exp",
+    "repeat_for_draws",
     "make_catalogue",
     "sum_rightmost",
 ]

@@ -3,7 +3,7 @@
 from compose_gen.core.bijector import Bijector, Chain, Direction
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import Batch, Splits, TensorData
-from compose_gen.core.distributions import broadcast_value, log_mean_exp, sum_rightmost
+from compose_gen.core.distributions import broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.latch import Latch
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "TensorData",
     "batches",
     "broadcast_value",
+    "importance_sampled_log_likelihood",
     "log_mean_exp",
+    "repeat_for_draws",
     "sum_rightmost",
 ]

@@ -56,6 +56,11 @@ class Bijector(nn.Module):
     def out_event_shape(self) -> torch.Size:
         return self.event_shape
 
+    @property
+    def draws_noise(self) -> bool:
+        """Whether ``forward`` draws noise: this bijector, or one inside it, is a stochastic surjection (dequantization)."""
+        return any(getattr(module, "surjective", False) for module in self.modules())
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 

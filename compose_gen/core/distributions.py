@@ -8,12 +8,13 @@ event dimensions (wrap elementwise ones in ``Independent``).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["broadcast_value", "log_mean_exp", "sum_rightmost"]
+__all__ = ["broadcast_value", "importance_sampled_log_likelihood", "log_mean_exp", "repeat_for_draws", "sum_rightmost"]
 
 
 def sum_rightmost(value: Tensor, dims: int) -> Tensor:
@@ -24,6 +25,31 @@ def sum_rightmost(value: Tensor, dims: int) -> Tensor:
 def log_mean_exp(value: Tensor, dim: int = 0) -> Tensor:
     """Stable ``log(mean(exp(value), dim))`` = logsumexp - log(n)."""
     return torch.logsumexp(value, dim=dim) - math.log(value.shape[dim])
+
+
+def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samples: int, chunk: int) -> Tensor:
+    """:math:`\\log \\frac1K \\sum_{i \\le K} w_i` from ``log_weights(n)`` (``n`` fresh draws, shape ``(n, *batch)``).
+
+    Draws come ``chunk`` at a time; the log-sum-exps of the chunks are combined
+    with ``logaddexp``, so only one chunk is ever in memory.
+    """
+    if samples < 1 or chunk < 1:
+        raise ValueError(f"samples and chunk must be positive, got {samples} and {chunk}")
+    total: Tensor | None = None
+    for start in range(0, samples, chunk):
+        part = log_weights(min(chunk, samples - start)).logsumexp(0)
+        total = part if total is None else total.logaddexp(part)
+    assert total is not None
+    return total - math.log(samples)
+
+
+def repeat_for_draws(value: Tensor, n: int) -> Tensor:
+    """``n`` copies of a batch ``value`` ``(N, ...)`` as one batch ``(n·N, ...)``, copy ``i`` in rows ``i·N`` to ``i·N + N − 1``.
+
+    For a layer that draws noise (dequantization) to draw it afresh for each of ``n``
+    importance draws; ``.unflatten(0, (n, N))`` splits its output by draw again.
+    """
+    return value.expand(n, *value.shape).reshape(n * len(value), *value.shape[1:])
 
 
 def broadcast_value(value: Tensor, distribution: Distribution) -> Tensor:

@@ -436,8 +436,8 @@ class Run:
         examples (pixels of an image dataset off its grid, such as 3.5 or 17 for digits, are
         refused), and ``y`` labels or, where the data name their classes, names; they are mapped to model space as the data were (the dataset's own scaling, the
         spec's ``transforms``), and the log-determinant of that map is counted, so the numbers
-        compare with the test NLL of ``evaluate``.  A flow's is exact; a latent-variable model's is
-        estimated by importance sampling with ``samples`` draws.  Evaluated in eval mode with the
+        compare with the test NLL of ``evaluate``.  A flow's is exact; a latent-variable model's, or a
+        dequantizing model's (over the noise), is estimated by importance sampling with ``samples`` draws.  Evaluated in eval mode with the
         averaged weights, on a random stream seeded by the spec.
         """
         to_model = self.data.test.to_model

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import Bijector, BuildContext, Ref
+from compose_gen import Bijector, BuildContext, Ref, repeat_for_draws
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
     Evidence,
@@ -61,10 +61,20 @@ class VAE(LatentVariableModel):
         if self.transform is None:
             log_likelihood = px.log_prob(x)
         else:
-            y, ladj = self.transform(x, self.given("bijectors", context))
+            y, ladj = self._transformed(x, len(z), context)
             log_likelihood = px.log_prob(y) + ladj
         kl, exact = kl_or_estimate(q, prior_given(self.prior, self.given("prior", context)), z, log_q, exact_kl)
         return Evidence(log_likelihood, kl, exact)
+
+    def _transformed(self, x: Tensor, k: int, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """y = f(x) and ln|det ∂f/∂x|; for a transform that draws noise (dequantization u), once per each of the ``k``
+        draws of z, so that each importance weight is of an independent pair (u, z) and the k-draw estimate of
+        ln p(x) = ln E_{u,z}[p(f(x, u)|z) p(z) / q(z|x)] + ln|det| tightens as k grows, however the draws are chunked."""
+        c = self.given("bijectors", context)
+        if not self.transform.draws_noise:
+            return self.transform(x, c)
+        y, ladj = self.transform(repeat_for_draws(x, k), None if c is None else repeat_for_draws(c, k))
+        return y.unflatten(0, (k, len(x))), ladj.unflatten(0, (k, len(x)))
 
     def _to_data(self, y: Tensor, context: Tensor | None) -> Tensor:
         return y if self.transform is None else self.transform.inverse(y, self.given("bijectors", context))[0]

@@ -28,17 +28,28 @@ p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z|c))`.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from compose_gen import BuildContext, Chain, ClassConditions, Loss, LossName, Params, Sampler, SpecWarning, Value, log_mean_exp
+from compose_gen import (
+    BuildContext,
+    Chain,
+    ClassConditions,
+    Loss,
+    LossName,
+    Params,
+    Sampler,
+    SpecWarning,
+    Value,
+    importance_sampled_log_likelihood,
+    log_mean_exp,
+)
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.limits import constant_features, few_values
 from compose_gen_plugins.networks import conditioned
@@ -54,7 +65,6 @@ __all__ = [
     "build_model_sampler",
     "caution_unbounded",
     "draw",
-    "importance_sampled_log_likelihood",
     "kl_or_estimate",
     "location",
     "prior_given",
@@ -163,22 +173,6 @@ def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | 
     return (q.log_prob(z) if log_q is None else log_q) - p.log_prob(z), False
 
 
-def importance_sampled_log_likelihood(log_weights: Callable[[int], Tensor], samples: int, chunk: int) -> Tensor:
-    """:math:`\\log \\frac1K \\sum_{i \\le K} w_i` from ``log_weights(n)`` (``n`` fresh draws, shape ``(n, *batch)``).
-
-    Draws come ``chunk`` at a time; the log-sum-exps of the chunks are combined
-    with ``logaddexp``, so only one chunk is ever in memory.
-    """
-    if samples < 1 or chunk < 1:
-        raise ValueError(f"samples and chunk must be positive, got {samples} and {chunk}")
-    total: Tensor | None = None
-    for start in range(0, samples, chunk):
-        part = log_weights(min(chunk, samples - start)).logsumexp(0)
-        total = part if total is None else total.logaddexp(part)
-    assert total is not None
-    return total - math.log(samples)
-
-
 def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, transform: nn.Module | None = None) -> None:
     """Warn when a Gaussian decoder's learned or predicted σ meets constant features, or data that take a few values.
 
@@ -190,7 +184,7 @@ def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, trans
     scale = getattr(decoder, "scale_mode", "fixed")
     if scale == "fixed" or ctx.data is None or x_value not in ctx.data.train.fields:
         return
-    if transform is not None and any(getattr(m, "surjective", False) for m in transform.modules()):
+    if transform is not None and getattr(transform, "draws_noise", False):
         return
     x = ctx.data.train.fields[x_value]
     discrete = few_values(x)

@@ -23,6 +23,7 @@ from compose_gen_plugins.flows.distribution import (
     build_flow_nll,
     build_flow_sampler,
 )
+from compose_gen_plugins.flows.dequantize import UniformDequantization
 from compose_gen_plugins.flows.elementwise import ElementwiseAffine
 from compose_gen_plugins.flows.glow import GlowParams, Squeeze, build_glow
 from compose_gen_plugins.latent.priors import GaussianMixturePrior
@@ -333,3 +334,25 @@ def test_a_context_given_to_an_unconditional_flow_is_refused_at_the_loss():
     with pytest.raises(SpecError, match=r"losses\.nll: .*`context: c` is given, but flow 'flow' takes no context: remove `context:`") as error:
         build(load_spec(spec), "cpu")
     assert error.value.problems[0].path[:2] == ("losses", "nll")
+
+
+@torch.no_grad()
+def test_a_dequantized_flows_likelihood_is_importance_sampled_over_the_noise():
+    """log P(k) = log E_u p((k + u)/L) ≥ E_u log p(...): the estimate over ``samples`` draws of u, one pass per chunk."""
+    levels, dims = 4, 3
+    context = Context(base=StandardNormal((dims,)), q=UniformDequantization((dims,), levels), f=affine((dims,), 2.0, -4.0))
+    flow = build_flow(FlowParams(base="base", head=["q"], bijectors=["f"]), context)
+    nll = build_flow_nll(FlowNLLParams(flow="flow"), Context(flow=flow))
+    nll.chunk = 2
+    x = torch.randint(0, levels, (5, dims)) / levels
+    torch.manual_seed(0)
+    estimate = nll.log_likelihood({"x": x}, samples=5, ladj=torch.zeros(5))
+    torch.manual_seed(0)
+    noise = torch.cat([torch.rand(n, *x.shape) for n in (2, 2, 1)])  # the draws of the three chunks, in order
+    z, ladj = context.components["f"]((x * levels + noise) / levels)  # the density after the head, at each draw's y
+    exact = StandardNormal((dims,))().log_prob(z) + ladj
+    torch.testing.assert_close(estimate, exact.logsumexp(0) - math.log(5))
+    one_draw = torch.stack([nll.log_likelihood({"x": x}, samples=1, ladj=torch.zeros(5)) for _ in range(200)])
+    many = torch.stack([nll.log_likelihood({"x": x}, samples=50, ladj=torch.zeros(5)) for _ in range(20)])
+    assert (many.mean(0) > one_draw.mean(0)).all(), "Jensen's gap shrinks with more draws of u"
+    assert nll.log_likelihood({"x": x}, samples=1, ladj=torch.zeros(5)).shape == (5,)

@@ -25,7 +25,7 @@ from compose_gen_plugins.latent.conditionals import BernoulliDecoder, GaussianDe
 from compose_gen_plugins.latent.elbo import VAE
 from compose_gen_plugins.latent.evaluation import ImportanceSampledNLL, PosteriorCollapse, unexplained_variance
 from compose_gen_plugins.latent.grids import interpolate, slerp
-from compose_gen_plugins.latent.model import importance_sampled_log_likelihood
+from compose_gen import importance_sampled_log_likelihood
 from compose_gen_plugins.latent.model import ObjectiveParams
 from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
