@@ -26,17 +26,23 @@ def class_columns(n: int, classes: int | None) -> int | None:
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 4, pad: int = 1) -> Path:
-    """Save ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid (C = 1 or 3)."""
+    """Save ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid of ``nrow`` images a row.
+
+    C = 1 is drawn grey and C = 3 in colour; any other C draws each channel of an image as
+    its own grey tile, the image's C channels side by side (``nrow * C`` tiles a row).
+    """
     images = images.detach().float().clamp(0, 1).cpu()
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
+    if c not in (1, 3):  # tile i * C + k is channel k of image i
+        images, n, c, nrow = images.reshape(n * c, 1, h, w), n * c, 1, nrow * c
     rows = math.ceil(n / nrow)
     grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
     for i in range(n):
         r, col = divmod(i, nrow)
         grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = images[i]
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    picture = Image.fromarray(array[..., 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
+    picture = Image.fromarray(array[..., 0] if c == 1 else array)  # uint8: grey (H, W) or RGB (H, W, 3)
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     path = _writable_picture(path, (suffix.lstrip(".") for suffix in Image.registered_extensions()))
     picture.save(path)

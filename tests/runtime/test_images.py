@@ -72,3 +72,48 @@ def test_point_sets_are_drawn_in_a_colour_each_where_they_lie(tmp_path) -> None:
     (row0, col0), (row1, col1), (row2, col2) = (np.median(found[k], 0) for k in range(3))
     assert col1 > col0 + 50 and abs(row1 - row0) < 40
     assert row2 < row0 - 50 and abs(col2 - col0) < 40
+
+
+def _grid(tiles: list[list[np.ndarray | None]], pad: int = 1) -> np.ndarray:
+    """The uint8 grid of these rows of (H, W) or (H, W, 3) tiles on white, ``pad`` pixels apart; None leaves a cell white."""
+    h, w, *colour = next(t for row in tiles for t in row if t is not None).shape
+    grid = np.full((len(tiles) * (h + pad) + pad, len(tiles[0]) * (w + pad) + pad, *colour), 255, dtype=np.uint8)
+    for r, row in enumerate(tiles):
+        for col, tile in enumerate(row):
+            if tile is not None:
+                grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = tile
+    return grid
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return (images * 255).round().to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize("c", [2, 4, 5])
+def test_images_of_other_than_1_or_3_channels_are_drawn_as_a_grey_tile_per_channel(tmp_path, c) -> None:
+    """3 images of C channels, 2 to a row: 2 rows of 2C grey tiles, image i's channels side by side, the 4th cell white."""
+    from compose_gen.runtime.images import save_grid
+
+    n, h, w, scale = 3, 3, 4, 2
+    images = torch.randint(0, 256, (n, c, h, w), generator=torch.Generator().manual_seed(c)) / 255
+    path = save_grid(images, tmp_path / f"{c}.png", nrow=2, scale=scale)
+    with Image.open(path) as picture:
+        assert (picture.mode, picture.size) == ("L", (scale * (2 * c * (w + 1) + 1), scale * (2 * (h + 1) + 1)))
+        pixels = np.asarray(picture)
+    channels = [list(_uint8(images[i])) for i in range(n)] + [[None] * c]  # channel k of image i: (H, W)
+    expected = _grid([channels[0] + channels[1], channels[2] + channels[3]])
+    assert np.array_equal(pixels, expected.repeat(scale, 0).repeat(scale, 1))
+
+
+@pytest.mark.parametrize("c, mode", [(1, "L"), (3, "RGB")])
+def test_grey_and_colour_images_are_drawn_a_tile_per_image(tmp_path, c, mode) -> None:
+    """1 channel is a grey tile, 3 an RGB one: 3 images, 2 to a row, enlarged 2x."""
+    from compose_gen.runtime.images import save_grid
+
+    images = torch.randint(0, 256, (3, c, 3, 4), generator=torch.Generator().manual_seed(c)) / 255
+    with Image.open(save_grid(images, tmp_path / f"{c}.png", nrow=2, scale=2)) as picture:
+        assert picture.mode == mode
+        pixels = np.asarray(picture)
+    tiles = [t[..., 0] if c == 1 else t for t in _uint8(images.permute(0, 2, 3, 1))]
+    expected = _grid([tiles[:2], [tiles[2], None]])
+    assert np.array_equal(pixels, expected.repeat(2, 0).repeat(2, 1))
