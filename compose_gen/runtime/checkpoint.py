@@ -81,11 +81,17 @@ class Checkpoint:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Finished checkpoint folders, oldest first."""
+    """Finished checkpoint folders, oldest first: those named ``step-N``, by N.
+
+    Any other folder (a user's copy, ``step-backup`` or ``step-00000060.bak``) is no
+    checkpoint: taken for the newest, it would send a resume back to its step, to
+    overwrite the newer checkpoints and logs, and it would never be rotated away.
+    """
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    named = [(int(match[1]), p) for p in folder.iterdir() if p.is_dir() and (match := STEP_FOLDER.fullmatch(p.name))]
+    return [p for _, p in sorted(named)]
 
 
 def clean_temporary(run_dir: Path) -> None:

@@ -200,6 +200,16 @@ def test_sampling_and_evaluating_read_the_weights_alone_so_a_damaged_optimizer_f
     assert resumed.trainer.step == 4 and resumed.behind is not None
 
 
+def test_a_copy_of_a_checkpoint_under_another_name_is_no_checkpoint(tmp_path, toys_catalogue):
+    """A backup named step-backup sorted after step-00000006 as text: a resume went back to it and overwrote the newer ones."""
+    spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    shutil.copytree(checkpoints[0], checkpoints[0].parent / "step-backup")
+    shutil.copytree(checkpoints[0], checkpoints[0].parent / "step-00000002.bak")
+    assert list_checkpoints(tmp_path / "run") == checkpoints
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert resumed.trainer.step == 6 and resumed.behind is None
+
+
 def _edit_state(checkpoint: Path, **entries: object) -> None:
     state = json.loads((checkpoint / "state.json").read_text())
     (checkpoint / "state.json").write_text(json.dumps({**state, **entries}))
