@@ -52,7 +52,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Every record of a ``metrics.jsonl``, skipping torn lines."""
     if not path.exists():
         return []
-    return [record for line in path.read_text(encoding="utf-8").splitlines() if (record := _record_of(line))]
+    return [record for line in _lines(path) if (record := _record_of(line))]
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a ``metrics.jsonl``; bytes that are no UTF-8 (a damaged line) are replaced, so that line reads as no record."""
+    return path.read_bytes().decode("utf-8", errors="replace").splitlines()
 
 
 def _record_of(line: str) -> dict[str, Any] | None:
@@ -69,7 +74,7 @@ def prune_metrics(path: Path, step: int) -> list[int]:
     of the lines that are no JSON record (torn by a kill, or edited), which are dropped too."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _lines(path)
     records = read_metrics(path)
     torn = [number for number, line in enumerate(lines, 1) if line.strip() and not _record_of(line)]
     kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]

@@ -231,7 +231,7 @@ class Run:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
         if trained and checkpoint is None and not list_checkpoints(run_dir):
             refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
-            _refuse_to_start_over(run_dir, why="its checkpoints were removed, so there is no trained model to load")
+            _refuse_to_start_over(run_dir, why="none was written before the training stopped, or they were removed, so there is no trained model to load")
             raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
         try:
             spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)

@@ -172,6 +172,8 @@ class _Builder:
         self.count = 0
         self.lines: dict[tuple[PathPart, ...], int] = {}
         self.scalars = _Loader("")
+        #: The collections being built, outermost first: an alias to one of them would contain itself.
+        self.open: set[int] = set()
 
     def build(self, node: yaml.Node) -> tuple[Any, dict[tuple[PathPart, ...], int]]:
         return self._node(node, ()), self.lines
@@ -184,6 +186,19 @@ class _Builder:
         if self.count > MAX_NODES:
             raise self._fail(node, path, f"the spec expands to more than {MAX_NODES} values (alias bomb?)")
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.CollectionNode):
+            if id(node) in self.open:
+                raise self._fail(node, path, "an alias inside the value it names (a recursive alias) has no finite value")
+            self.open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self.open.discard(id(node))
+        if node.tag not in _PLAIN_TAGS:
+            raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
+        return self.scalars.construct_object(node)
+
+    def _collection(self, node: yaml.CollectionNode, path: tuple[PathPart, ...]) -> Any:
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
                 raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
@@ -201,7 +216,4 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
                 raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
-            return [self._node(item, (*path, i)) for i, item in enumerate(node.value)]
-        if node.tag not in _PLAIN_TAGS:
-            raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
-        return self.scalars.construct_object(node)
+        return [self._node(item, (*path, i)) for i, item in enumerate(node.value)]

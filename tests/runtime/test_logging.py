@@ -26,6 +26,15 @@ def test_a_line_torn_by_a_crash_does_not_swallow_the_next_record(tmp_path):
     assert prune_metrics(path, 2) == []
 
 
+def test_a_line_of_bytes_that_are_no_utf8_is_dropped_like_a_torn_one(tmp_path):
+    """It made a resume fail with a bare codec error naming no file, until the byte was removed by hand."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1, "loss": 2.0}\n\xff\xfe\n{"step": 2, "loss": 1.0}\n')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+    assert prune_metrics(path, 2) == [2]
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+
+
 class FakeWriter:
     instances: list["FakeWriter"] = []
 

@@ -288,7 +288,7 @@ def test_resuming_a_run_whose_checkpoints_are_gone_refuses_to_overwrite_its_reco
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
     with pytest.raises(CheckpointError) as info:  # as sample and evaluate load it: no advice to train it first
         Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, trained=True)
-    assert "holds no checkpoint, but metrics.jsonl (up to step 3): its checkpoints were removed, so there is no trained model" in str(info.value)
+    assert "holds no checkpoint, but metrics.jsonl (up to step 3): none was written before the training stopped, or they were removed, so there is no trained model" in str(info.value)
     assert "train into a new folder instead: compose-gen train" in str(info.value)
 
 

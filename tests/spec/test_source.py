@@ -42,6 +42,18 @@ def test_object_building_tags_are_refused(text: str) -> None:
     assert "is not allowed in a spec" in error_of(text)
 
 
+@pytest.mark.parametrize(
+    "text, where", [("name: x\ndescription: &a [*a]", "description[0]"), ("name: x\ndescription: &a {k: [1, *a]}", "description.k[1]")]
+)
+def test_a_recursive_alias_is_refused_where_it_is(text: str, where: str) -> None:
+    """Not "maximum recursion depth exceeded", naming no file."""
+    assert error_of(text) == f"spec.yaml:2: {where}: an alias inside the value it names (a recursive alias) has no finite value"
+
+
+def test_a_value_named_twice_side_by_side_is_no_recursion() -> None:
+    assert parse_text("a: &a [1]\nb: [*a, *a]").data == {"a": [1], "b": [[1], [1]]}
+
+
 def test_alias_bomb_is_refused_quickly() -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     previous = "a"
