@@ -212,7 +212,11 @@ def build_vqvae(p: VQVAEParams, ctx: BuildContext) -> VQVAE:
 
 
 class CodebookUsage:
-    """Codebook usage and perplexity of a VQ-VAE's codes over the whole test split."""
+    """Codebook usage and perplexity of a VQ-VAE's codes over the whole test split: ``codebook_usage``, ``codebook_perplexity``.
+
+    Named apart from the loss's own ``usage`` and ``perplexity`` (which ``test_losses`` reports as
+    means over test batches, as training logs them per batch, and which depend on the batch size).
+    """
 
     def __init__(self, name: str, model: VQVAE) -> None:
         self.name, self.model = name, model
@@ -223,7 +227,7 @@ class CodebookUsage:
             x, _ = batch_examples(ectx, self.model, batch)
             _, index = self.model.quantize(self.model.to_vectors(self.model.encoder(x)))
             counts += self.model.quantizer.counts(index)
-        return {f"test/{self.name}.{k}": float(v) for k, v in code_statistics(counts).items()}
+        return {f"test/{self.name}.codebook_{k}": float(v) for k, v in code_statistics(counts).items()}
 
 
 class CodebookUsageParams(Params):

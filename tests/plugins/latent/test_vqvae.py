@@ -162,3 +162,20 @@ def test_channels_layout_quantizes_each_position() -> None:
     codes, index = vq.quantize(vq.to_vectors(z_e))
     assert index.shape == (2, 4, 4) and vq.from_vectors(codes).shape == z_e.shape
     torch.testing.assert_close(vq.from_vectors(codes)[1, :, 2, 3], quantizer.codebook[index[1, 2, 3]])
+
+
+def test_the_shipped_vqvae_reports_the_whole_splits_codebook_statistics_apart_from_the_batch_means(tmp_path) -> None:
+    """codebook_usage counts the codes of every test example at once; test_losses averages the per-batch values."""
+    import compose_gen as cg
+
+    run = cg.train(cg.load_spec("specs/vqvae_digits.yaml", ["train.steps=20", "train.batch_size=32"]), out=tmp_path / "vq", progress=False)
+    results = run.evaluate(record=False)
+    assert not any("@" in key for key in results), "two metrics giving one name"
+    model = run.model.losses["vq"]
+    with torch.no_grad(), run.averaged():
+        x = run.data.test.fields["x"].to(run.device)
+        _, index = model.quantize(model.to_vectors(model.encoder(x)))
+    p = torch.bincount(index.reshape(-1), minlength=model.quantizer.codes).double() / index.numel()
+    perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
+    assert abs(results["test/vq.codebook_perplexity"] - perplexity) < 1e-4
+    assert results["test/vq.codebook_usage"] == (p > 0).double().mean().item()
