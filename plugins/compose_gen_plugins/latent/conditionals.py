@@ -140,6 +140,10 @@ class BernoulliDecoder(_Decoder):
 class ContinuousBernoulliDecoder(_Decoder):
     """p(x|z) = ∏ CB(x_i; λ_i), the normalised Bernoulli for data in [0, 1] (Loaiza-Ganem & Cunningham 2019)."""
 
+    #: Its density at x = 0 (or 1), C(λ)(1 − λ), grows without bound as λ → 0 (or 1): data taking those values exactly
+    #: let the loss fall forever (slowly, as log log 1/λ), and no likelihood of discrete data is bounded by it.
+    unbounded_at_0_and_1 = True
+
     def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
         (logits,) = self.params(z, context)
         return self.independent(ContinuousBernoulli(logits=logits, validate_args=False))
@@ -322,8 +326,9 @@ def build_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> BernoulliDec
         raise ValueError(
             f"a Bernoulli decoder is a likelihood of binary x, but the data's x take values in [{x.min().item():g}, "
             f"{x.max().item():g}] besides 0 and 1, where its log-probability is a cross-entropy, not a log-likelihood: "
-            "binarize the data (a dataset's `transforms: [binarize]`, or `{type: binarize, mode: bernoulli}`), or use continuous_bernoulli_decoder "
-            "for values in [0, 1] (Loaiza-Ganem & Cunningham 2019)"
+            "binarize the data (a dataset's `transforms: [binarize]`, or `{type: binarize, mode: bernoulli}`), use a discrete decoder "
+            "(categorical_decoder, discretized_logistic_decoder) for grey levels, or continuous_bernoulli_decoder for values in [0, 1] "
+            "that are continuous (Loaiza-Ganem & Cunningham 2019): on grey levels, dequantize them first"
         )
     return BernoulliDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank)
 

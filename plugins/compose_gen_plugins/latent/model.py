@@ -174,7 +174,8 @@ def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | 
 
 
 def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, transform: nn.Module | None = None) -> None:
-    """Warn when a Gaussian decoder's learned or predicted σ meets constant features, or data that take a few values.
+    """Warn when a Gaussian decoder's learned or predicted σ meets constant features, or data that take a few values,
+    or a continuous Bernoulli decoder meets a few values among which 0 or 1.
 
     There σ can shrink toward 0, so the ELBO grows without bound and says nothing of
     the model, and bits/dim bound nothing of the discrete data's (Theis et al. 2016);
@@ -182,13 +183,16 @@ def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, trans
     is the loss's ``x:``, looked at where it is a field of the data.
     """
     scale = getattr(decoder, "scale_mode", "fixed")
-    if scale == "fixed" or ctx.data is None or x_value not in ctx.data.train.fields:
+    atoms = getattr(decoder, "unbounded_at_0_and_1", False)  # the continuous Bernoulli
+    if (scale == "fixed" and not atoms) or ctx.data is None or x_value not in ctx.data.train.fields:
         return
     if transform is not None and getattr(transform, "draws_noise", False):
         return
     x = ctx.data.train.fields[x_value]
     discrete = few_values(x)
-    caveat = discrete or constant_features(x)
+    if atoms:
+        discrete = discrete if bool(((x == 0) | (x == 1)).any()) else None
+    caveat = discrete or (None if atoms else constant_features(x))
     if not caveat:
         return
     if not discrete:
@@ -200,7 +204,10 @@ def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, trans
             "dequantize them (the dataset's `transforms: [{type: dequantize, levels: L}]` on the integers 0..L-1, before "
             "scaling them), or use a discrete decoder (categorical_decoder, discretized_logistic_decoder)"
         )
-    message = f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the loss falls without bound; {advice}, or give the decoder `scale: fixed`"
+    if atoms:
+        message = f"{caveat}: the continuous Bernoulli's density at 0 and 1 grows without bound as λ nears them, so the loss falls forever; {advice}"
+    else:
+        message = f"{caveat}: the decoder's {scale} σ there can shrink toward 0, so the loss falls without bound; {advice}, or give the decoder `scale: fixed`"
     warnings.warn(SpecWarning(message), stacklevel=2)
 
 
