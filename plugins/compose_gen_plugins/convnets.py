@@ -20,6 +20,7 @@ Options: spectral normalisation (Miyato et al. 2018), norm ``batch | instance | 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -78,16 +79,34 @@ class ConvOptions(ImageOptions):
     min_size: int = Field(4, ge=1, description="smallest spatial size")
 
 
-def _image_shape(ctx: BuildContext, params: ImageOptions, type_name: str) -> tuple[int, int, int]:
-    """``image_shape``, else the dataset's image shape (two-domain sets have no ``x``), else x's event shape."""
+def _image_shape(ctx: BuildContext, params: ImageOptions, type_name: str, reads_x: bool = False) -> tuple[int, int, int]:
+    """``image_shape``, else the dataset's image shape (two-domain sets have no ``x``), else x's event shape.
+
+    A network that ``reads_x`` (an encoder, critic or translator) refuses data whose examples are flat.
+    """
     data = getattr(ctx, "data", None)
     if params.image_shape is None and data is not None and data.train.image_shape is not None:
         shape = tuple(data.train.image_shape)
     else:
         shape = data_shape(ctx, params.image_shape, "image_shape", type_name)
+    if reads_x and data is not None and "x" in data.train.fields:
+        _refuse_flat_examples(tuple(data.train.event_shape("x")), shape, type_name)
     if len(shape) != 3:
         raise ValueError(f"{type_name}: needs images of shape (C, H, W); the data has event shape {shape}")
     return shape  # type: ignore[return-value]
+
+
+def _refuse_flat_examples(event: tuple[int, ...], shape: tuple[int, ...], type_name: str) -> None:
+    """Refuse data whose examples (of shape ``event``) are flat vectors, saying how to have the dataset give images."""
+    if len(event) != 1:
+        return
+    fits = len(shape) == 3 and math.prod(shape) == event[0]
+    raise ValueError(
+        f"{type_name}: needs images of shape (C, H, W); the data's examples are flat, of shape {event}"
+        f"{f' (images {shape} flattened)' if fits else ''}. Have the dataset give images: `shape: image` for digits, "
+        f"mnist_idx or image_folder (and no `flatten` transform), a transform "
+        f"`{{type: reshape, shape: {list(shape) if fits else '[C, H, W]'}}}` for npz or npy"
+    )
 
 
 def conv_trunk(shape: tuple[int, int, int], params: ConvOptions, norm: Norm) -> tuple[nn.Sequential, int]:
@@ -225,7 +244,7 @@ def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Gene
 
 def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
     """DCGAN critic: strided convs with LeakyReLU -> score [+ projection] [, class logits]; joint D(x, z) for BiGAN."""
-    shape = _image_shape(ctx, params, "conv_critic")
+    shape = _image_shape(ctx, params, "conv_critic", reads_x=True)
     trunk, features = conv_trunk(shape, params, params.norm)
     extra = critic_extra_features(params)
     mix = None
@@ -238,14 +257,14 @@ def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
 
 def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEncoder:
     """Convolutional encoder network: strided convs with LeakyReLU -> Linear -> out_features (Radford et al. 2016)."""
-    shape = _image_shape(ctx, params, "conv_encoder")
+    shape = _image_shape(ctx, params, "conv_encoder", reads_x=True)
     trunk, features = conv_trunk(shape, params, params.norm)
     return ConvEncoder(trunk, features, params.out_features, shape, params.spectral_norm, params.context_features)
 
 
 def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> ImageToImage:
     """Residual image-to-image generator like CycleGAN's (Zhu et al. 2017), without resampling."""
-    shape = _image_shape(ctx, params, "conv_translator")
+    shape = _image_shape(ctx, params, "conv_translator", reads_x=True)
     width, sn = params.base_channels, params.spectral_norm
     net = nn.Sequential(
         spectral(nn.Conv2d(shape[0], width, 3, padding=1), sn),

@@ -334,3 +334,19 @@ def test_image_networks_refuse_images_of_another_shape_instead_of_reshaping_them
     assert "4 examples each" in message and "image_shape: [1, 16, 16]" in message
     with pytest.raises(ValueError, match=r"got x of shape \(5, 64\), whose examples are \(64,\)"):
         net(torch.rand(5, 64))
+
+
+@pytest.mark.parametrize(
+    ("type_name", "params"),
+    [("conv_encoder", {"out_features": 3}), ("conv_encoder", {"out_features": 3, "image_shape": [1, 8, 8]}), ("conv_critic", {}), ("conv_translator", {})],
+)
+def test_image_readers_refuse_flat_data_at_build_and_say_how_to_have_images(type_name: str, params: dict) -> None:
+    """An image dataset read with ``shape: flat`` keeps its image_shape; the networks failed in the first pass, advising image_shape: [64]."""
+    part = TensorData({"x": torch.rand(6, 64)}, image_shape=(1, 8, 8))
+    ctx = Context(Splits(part, part))
+    with pytest.raises(ValueError) as error:
+        build(type_name, ctx, **params, **SMALL)
+    message = str(error.value)
+    assert message.startswith(f"{type_name}: needs images of shape (C, H, W); the data's examples are flat, of shape (64,) (images (1, 8, 8) flattened)")
+    assert "`shape: image` for digits, mnist_idx or image_folder" in message and "`{type: reshape, shape: [1, 8, 8]}` for npz or npy" in message
+    assert build("conv_generator", ctx, latent_dim=3, **SMALL)(torch.randn(2, 3)).shape == (2, 1, 8, 8), "a generator reads no x"

@@ -49,7 +49,11 @@ MaskKind = Literal["half", "alternating", "checkerboard", "channel"]
 
 
 def coupling_mask(shape: tuple[int, ...], kind: MaskKind, flip: bool = False) -> Tensor:
-    """The binary mask (1 = conditioning) of a coupling layer, of event shape ``shape``."""
+    """The binary mask (1 = conditioning) of a coupling layer, of event shape ``shape``.
+
+    Refuses a mask that leaves either part empty (one feature, a 1x1 checkerboard):
+    with nothing to condition on or nothing to transform there is no coupling.
+    """
     if kind in ("checkerboard", "channel") and len(shape) != 3:
         raise ValueError(f"mask {kind!r} needs an image shape [C, H, W], got {list(shape)}")
     index = torch.arange(math.prod(shape)).reshape(shape)
@@ -62,7 +66,14 @@ def coupling_mask(shape: tuple[int, ...], kind: MaskKind, flip: bool = False) ->
         mask = ((h[:, None] + w) % 2 == 0).expand(shape)
     else:
         mask = (torch.arange(shape[0]) < shape[0] // 2)[:, None, None].expand(shape)
-    return (mask != flip).to(torch.get_default_dtype())
+    mask = mask != flip
+    if mask.all() or not mask.any():
+        empty = "nothing to transform" if mask.all() else "nothing to condition on"
+        problem = f"mask {kind!r}{' (flipped)' if flip else ''} on shape {list(shape)} leaves {empty}"
+        if math.prod(shape) < 2:
+            raise ValueError(f"a coupling needs at least 2 features: {problem}; on one feature use an elementwise bijector (affine)")
+        raise ValueError(f"a coupling needs features on both sides of its mask: {problem}")
+    return mask.to(torch.get_default_dtype())
 
 
 def _zero_last(layers: list[nn.Module]) -> nn.Sequential:

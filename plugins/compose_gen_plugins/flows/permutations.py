@@ -7,11 +7,13 @@ permutation is the invertible 1x1 convolution of :mod:`.glow`.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
-from compose_gen import Bijector, ComponentType, Params, hookimpl
+from compose_gen import Bijector, ComponentType, Params, SpecWarning, hookimpl
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["Permutation", "random_permutation"]
@@ -56,7 +58,20 @@ class RandomPermutationParams(Params):
 
 def build_reverse(params: ReverseParams, ctx: object) -> Permutation:
     """Reverse the features (or channels): y_i = x_{D-1-i}."""
+    if params.shape[0] == 1:
+        warnings.warn(SpecWarning(_reverse_of_one(params.shape)), stacklevel=2)
     return Permutation(tuple(params.shape), torch.arange(params.shape[0] - 1, -1, -1))
+
+
+def _reverse_of_one(shape: list[int]) -> str:
+    """Why ``reverse`` on a first dimension of size 1 is the identity, and what mixes such data instead."""
+    if len(shape) != 3:
+        return f"reverse on shape {shape} permutes nothing: there is one feature, so the layer is the identity; remove it"
+    return (
+        f"reverse on shape {shape} permutes nothing: it reverses the channels, and there is one, so the layer is the "
+        "identity. To let every pixel be transformed, alternate the parity of checkerboard couplings (flip: true on every "
+        "other one), or squeeze to 4 channels first, which reverse, random_permutation or invertible_conv1x1 can then mix"
+    )
 
 
 def build_random_permutation(params: RandomPermutationParams, ctx: object) -> Permutation:

@@ -32,7 +32,7 @@ from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, batch_examples, latent_model
 from compose_gen_plugins.sampling import require_sampler
 
-__all__ = ["interpolate", "require_images", "slerp"]
+__all__ = ["interpolate", "require_images", "require_pairs", "slerp"]
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -70,6 +70,15 @@ def require_images(ctx: BuildContext, metric: str) -> None:
         raise ValueError(
             f"{metric} draws an image grid, and the data are not images (the dataset has no image_shape); "
             "remove it, or for 2-D points use density_plot (a flow) or the sample scatter plots in the run folder"
+        )
+
+
+def require_pairs(pairs: int, available: int) -> None:
+    """Refuse ``pairs`` interpolation rows when the test split has fewer than ``2 · pairs`` examples to pair up."""
+    if 2 * pairs > available:
+        raise ValueError(
+            f"interpolation_grid: pairs: {pairs} needs {2 * pairs} test examples (two per row), but the test split has "
+            f"{available}; lower `pairs` to at most {available // 2}"
         )
 
 
@@ -118,6 +127,7 @@ class InterpolationGrid:
 
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
+        require_pairs(self.pairs, len(ectx.test))
         batch = {k: v.to(ectx.device) for k, v in ectx.test.batch(slice(0, 2 * self.pairs)).items()}
         x, context = batch_examples(ectx, self.model, batch)[0], batch_context(ectx, self.model, batch)
         z = conditioned(self.model.encode, x, context)
@@ -143,7 +153,7 @@ class SampleGridParams(Params):
 
 class InterpolationGridParams(Params):
     model: LossName = Field(..., description="name of a loss that can encode and decode")
-    pairs: int = Field(6, gt=0, description="pairs of test images, one row each")
+    pairs: int = Field(6, gt=0, description="pairs of test images, one row each (at most half the test split)")
     steps: int = Field(10, ge=2, description="images per row, both ends included")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
 
@@ -164,4 +174,7 @@ def build_sample_grid(p: SampleGridParams, ctx: BuildContext) -> SampleGrid:
 def build_interpolation_grid(p: InterpolationGridParams, ctx: BuildContext) -> InterpolationGrid:
     """PNG of decoded linear or spherical latent interpolations between test pairs (White 2016)."""
     require_images(ctx, "interpolation_grid")
+    data = getattr(ctx, "data", None)
+    if data is not None:
+        require_pairs(p.pairs, len(data.test))
     return InterpolationGrid(p.model, latent_model(ctx, p.model, "decode"), p.pairs, p.steps, p.mode)

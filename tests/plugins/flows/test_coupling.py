@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -12,6 +14,7 @@ from compose_gen_plugins.flows.coupling import (
     AffineCouplingParams,
     coupling_mask,
 )
+from compose_gen_plugins.flows.spline import SplineCoupling, SplineTransform
 
 
 def perturbed(bijector, scale: float = 0.5, seed: int = 0):
@@ -92,3 +95,24 @@ def test_context_conditions_the_transform(shape):
 def test_params_reject_impossible_layers(params, message):
     with pytest.raises(ValidationError, match=message):
         AffineCouplingParams(**params)
+
+
+def spline_coupling(shape, **kwargs):
+    return SplineCoupling(shape, SplineTransform(4, 3.0, 1e-3, 1e-3, 1e-3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("shape", "mask", "flip", "message"),
+    [
+        ((1,), "half", False, "at least 2 features: mask 'half' on shape [1] leaves nothing to condition on; on one feature use"),
+        ((1,), "alternating", False, "at least 2 features: mask 'alternating' on shape [1] leaves nothing to transform"),
+        ((1,), "half", True, "at least 2 features: mask 'half' (flipped) on shape [1] leaves nothing to transform"),
+        ((3, 1, 1), "checkerboard", False, "features on both sides of its mask: mask 'checkerboard' on shape [3, 1, 1] leaves nothing to transform"),
+        ((1, 2, 2), "channel", False, "features on both sides of its mask: mask 'channel' on shape [1, 2, 2] leaves nothing to condition on"),
+    ],
+)
+@pytest.mark.parametrize("make", [AdditiveCoupling, AffineCoupling, spline_coupling])
+def test_every_coupling_refuses_a_mask_that_leaves_a_part_empty(shape, mask, flip, message, make):
+    """Built, such a layer failed only in its first pass, with torch's "cannot reshape tensor of 0 elements"."""
+    with pytest.raises(ValueError, match=re.escape(f"a coupling needs {message}")):
+        make(shape, mask=mask, flip=flip, hidden=[4])

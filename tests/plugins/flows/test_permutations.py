@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 import torch
 
+from compose_gen import SpecWarning
 from compose_gen_plugins.flows.permutations import (
     Permutation,
     RandomPermutationParams,
@@ -43,3 +47,21 @@ def test_a_random_permutation_that_draws_the_identity_is_drawn_again_from_the_sa
     assert perm(1, 0) == [0]
     generator = torch.Generator().manual_seed(1)
     assert perm(30, 1) == torch.randperm(30, generator=generator).tolist(), "a draw that moves something is kept"
+
+
+@pytest.mark.parametrize(
+    ("shape", "advice"),
+    [([1, 6, 6], "alternate the parity of checkerboard couplings (flip: true"), ([1], "there is one feature")],
+)
+def test_reverse_of_a_single_channel_or_feature_warns_that_it_is_the_identity(shape: list[int], advice: str) -> None:
+    with pytest.warns(SpecWarning, match=re.escape(f"reverse on shape {shape} permutes nothing")) as caught:
+        layer = build_reverse(ReverseParams(shape=shape), None)
+    assert advice in str(caught[0].message)
+    x = torch.randn(2, *shape)
+    assert torch.equal(layer(x)[0], x)
+
+
+def test_reverse_of_several_channels_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        build_reverse(ReverseParams(shape=[2, 6, 6]), None)
