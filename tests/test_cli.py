@@ -443,6 +443,8 @@ def test_a_run_folder_that_is_a_file_is_refused_by_name(tmp_path, vae_spec, caps
     spec = write(tmp_path, vae_spec)
     assert main(["train", str(spec), "--out", str(spec), "--no-progress"]) == 1
     assert f"error: {spec} is a file, not a folder" in capsys.readouterr().err
+    assert main(["train", str(spec), "--out", str(spec / "sub" / "run"), "--no-progress"]) == 1
+    assert f"error: {spec} is a file, so no run folder can be made at {spec / 'sub' / 'run'}, below it" in capsys.readouterr().err
 
 
 def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp_path, vae_spec, capsys, monkeypatch) -> None:

@@ -202,12 +202,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
-    """The best checkpoint's record (step, metric, mode, value), if the run tracks one."""
+    """The best checkpoint's record (step, metric, mode, value), if the run tracks one and the file is whole."""
     path = Path(run_dir) / "checkpoints" / BEST_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        best = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return best if isinstance(best, dict) and isinstance(best.get("step"), int) else None
 
 
 def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -> dict[str, Any]:

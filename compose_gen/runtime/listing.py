@@ -25,11 +25,13 @@ def list_runs(folder: Path) -> Iterator[str]:
     """A line for each run folder in ``folder``, or for ``folder`` itself when it holds none but is one."""
     if not folder.is_dir():
         return
-    runs = sorted(p for p in folder.iterdir() if (p / "spec.yaml").exists())
-    for run in runs or ([folder] if (folder / "spec.yaml").exists() else []):
+    runs = sorted(p for p in folder.iterdir() if _is_run(p))
+    for run in runs or ([folder] if _is_run(folder) else []):
         try:
             spec = yaml.safe_load((run / "spec.yaml").read_text())
             name = spec.get("name", "?") if isinstance(spec, dict) else "?"
+        except FileNotFoundError:
+            name = "? (no spec.yaml: it cannot be loaded, resumed or evaluated until it is restored)"
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             name = "?"
         step, damaged = _newest_sound_step(run)
@@ -39,6 +41,11 @@ def list_runs(folder: Path) -> Iterator[str]:
         if isinstance(best, dict) and {"metric", "value", "step"} <= set(best):
             best_text = f"  best {best['metric']}={best['value']:.4g} @ {best['step']}"
         yield f"{run}  {name}  step {step}{damage}{best_text}  {_summary(run, step)}".rstrip()
+
+
+def _is_run(folder: Path) -> bool:
+    """A run folder: it has its spec, or checkpoints (a spec.yaml deleted by mistake leaves them listed, not hidden)."""
+    return (folder / "spec.yaml").exists() or bool(list_checkpoints(folder))
 
 
 def _newest_sound_step(run: Path) -> tuple[str, int]:

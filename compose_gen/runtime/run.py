@@ -39,6 +39,7 @@ from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
 from compose_gen.runtime.claim import claimed, refuse_if_busy
 from compose_gen.runtime.checkpoint import (
+    BEST_FILE,
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
@@ -192,6 +193,9 @@ class Run:
         run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
         if run_dir.exists() and not run_dir.is_dir():
             raise FileExistsError(f"{run_dir} is a file, not a folder: the run folder must be a folder (--out DIR)")
+        above = next((folder for folder in run_dir.parents if folder.exists() and not folder.is_dir()), None)
+        if above is not None:
+            raise FileExistsError(f"{above} is a file, so no run folder can be made at {run_dir}, below it: choose another --out")
         refuse_if_busy(run_dir)
         if list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")
@@ -584,6 +588,11 @@ def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
             raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / 'checkpoints'}")
         return path
     best = read_best(run_dir)
+    if best is None and (run_dir / "checkpoints" / BEST_FILE).exists():
+        raise CheckpointError(
+            f"{run_dir / 'checkpoints' / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
+            "load another checkpoint, or resume the run, which writes it again at its next checkpoint"
+        )
     if best is None:
         raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")
     return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"

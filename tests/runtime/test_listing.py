@@ -22,6 +22,9 @@ def test_runs_lists_name_step_best_and_metrics(tmp_path, toys_catalogue, capsys)
     assert "train: " in lines[0] and "rec.mse=" in lines[0]  # no evaluation.json: the last logged metrics
     assert main(["runs", str(tmp_path / "runs" / "a")]) == 0, "a run folder itself lists that run"
     assert capsys.readouterr().out.strip() == lines[0]
+    (tmp_path / "runs" / "a" / "spec.yaml").unlink()  # deleted by mistake: the checkpoints are still there, so is the run
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'runs' / 'a'}  ? (no spec.yaml: it cannot be loaded, resumed or evaluated until it is restored)  step 4")
 
 
 def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):

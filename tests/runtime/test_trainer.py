@@ -258,6 +258,10 @@ def test_keep_last_n_and_the_best(tmp_path, toys_catalogue):
     assert best["step"] == best_step and math.isclose(best["value"], losses[best_step])
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == [f"step-{best_step:08d}", "step-00000008"]
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False).trainer.step == best_step
+    for damaged in ("garbage", "[]", '{"step": "two"}'):
+        (tmp_path / "run" / "checkpoints" / "best.json").write_text(damaged)
+        with pytest.raises(CheckpointError, match=r"best.json: unreadable \(damaged or edited\), so the best checkpoint is unknown"):
+            Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False)
 
 
 def test_an_unknown_best_metric_is_found_by_the_dry_run_before_any_step(tmp_path, toys_catalogue):
