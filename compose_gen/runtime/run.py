@@ -490,6 +490,13 @@ class Run:
         labels = self.model.labels(n, self.class_labels(classes))
         with rng.isolated(self.device, self.spec.model.seed):
             x = self.sample(n, temperature, classes)
+        broken = int((~x.isfinite()).reshape(n, -1).any(1).sum())
+        if broken:  # written all the same, as asked, but not without a word
+            self.trainer.say(
+                f"warning: {broken} of the {n} samples hold NaN or infinite values (written as they are): the model's sampling "
+                f"direction breaks down at step {self.trainer.step}; a bijector whose inverse leaves its domain (a sigmoid's "
+                "logit) is a common cause"
+            )
         test = self.data.test
         cycle = None if labels is None else len(classes or range(self.model.conditions.classes))  # one column per class drawn
         if Path(path).suffix.lower() in (".npy", ".npz"):

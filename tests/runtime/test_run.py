@@ -300,3 +300,18 @@ def test_metrics_run_without_gradients(vae_spec, tmp_path) -> None:
     run = Run.create(cg.load_spec(vae_spec), tmp_path / "run", progress=False)
     run.model.metrics[0] = lambda ectx: {"grad_enabled": float(torch.is_grad_enabled())}
     assert run.evaluate()["grad_enabled"] == 0.0
+
+
+def test_samples_that_are_nan_are_written_with_a_warning(tmp_path, capsys) -> None:
+    """A sigmoid nearest the base: its inverse, a logit, is NaN for most standard-normal draws; sample used to write them silently."""
+    spec = flow_on({"type": "moons", "n": 100})
+    spec["components"]["flow"]["tail"] = [{"type": "sigmoid", "shape": [2]}]
+    spec["sample"] = {"type": "flow_sampler", "flow": "flow"}
+    run = Run.create(cg.load_spec(spec), tmp_path / "run", progress=False)
+    path = run.save_samples(tmp_path / "x.npy", 16)
+    broken = int(np.isnan(np.load(path)).any(1).sum())
+    assert broken > 0
+    assert f"warning: {broken} of the 16 samples hold NaN or infinite values (written as they are)" in capsys.readouterr().err
+    del spec["components"]["flow"]["tail"]  # without the sigmoid: finite samples, nothing said
+    Run.create(cg.load_spec(spec), tmp_path / "finite", progress=False).save_samples(tmp_path / "y.npy", 16)
+    assert "samples hold NaN" not in capsys.readouterr().err
