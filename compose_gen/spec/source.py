@@ -98,7 +98,10 @@ def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) ->
         raise SpecError([Problem((), _TOO_DEEP)], _FixedLine(name, 1)) from None
     if node is None:
         return SpecSource(name, {}, {})
-    data, lines = _Builder(name).build(node)
+    try:
+        data, lines = _Builder(name).build(node)
+    except RecursionError:
+        raise SpecError([Problem((), _TOO_DEEP)], _FixedLine(name, 1)) from None
     return SpecSource(name, data, lines)
 
 
@@ -139,9 +142,9 @@ def _json_lines(text: str, name: str) -> dict[tuple[PathPart, ...], int]:
     """
     try:
         node = yaml.compose(text.replace("\t", " "), Loader=_Loader)
+        return _Builder(name).build(node)[1] if node is not None else {}
     except (yaml.YAMLError, RecursionError):
         return {}
-    return _Builder(name).build(node)[1] if node is not None else {}
 
 
 @dataclass
