@@ -322,6 +322,14 @@ def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
             f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
         )
     x = ctx.data.train.fields.get(params.x)
+    outside = None if x is None else ~flow.transform.domain.check(x).reshape(len(x), -1)
+    if outside is not None and bool(outside.any()):  # the dry run's few rows may all lie inside
+        example = int(outside.any(1).nonzero()[0])
+        value = x.reshape(len(x), -1)[example][outside[example]][0].item()
+        raise ValueError(
+            f"flow {params.flow!r} takes values in {flow.transform.domain} (its first bijector's domain), but the train split's "
+            f"{params.x!r} leave it: example {example} holds {value:g}; scale the data into it (a `scale` transform)"
+        )
     caveat = None if x is None or any(getattr(m, "surjective", False) for m in flow.modules()) else continuous_density_caveat(x)
     if caveat:
         advice = "dequantize first, e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"

@@ -24,7 +24,7 @@ from compose_gen_plugins.flows.distribution import (
     build_flow_sampler,
 )
 from compose_gen_plugins.flows.dequantize import UniformDequantization
-from compose_gen_plugins.flows.elementwise import ElementwiseAffine
+from compose_gen_plugins.flows.elementwise import ElementwiseAffine, Logit
 from compose_gen_plugins.flows.glow import GlowParams, Squeeze, build_glow
 from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
@@ -209,6 +209,19 @@ def test_flow_nll_counts_a_per_example_logit_preprocessing():
     torch.testing.assert_close(out["nll"], exact)
     with pytest.raises(ValueError, match="set `ladj: ladj_x`"):
         build_flow_nll(FlowNLLParams(flow="flow"), Context(Splits(data, data), flow=flow))
+
+
+def test_data_outside_the_flows_domain_are_refused_at_build_not_at_a_later_step():
+    """A logit head on data in [0, 2]: the dry run's few rows may all lie in [0, 1], so every row is checked."""
+    x = torch.rand(400, 2, generator=torch.Generator().manual_seed(0))
+    x[300, 1] = 1.5
+    data = TensorData({"x": x})
+    context = Context(base=StandardNormal((2,)), logit=Logit((2,)), f=affine((2,), 0.0, 0.0))
+    flow = build_flow(FlowParams(base="base", head=["logit"], bijectors=["f"]), context)
+    with pytest.raises(ValueError, match=r"flow 'flow' takes values in .*, but the train split's 'x' leave it: example 300 holds 1.5"):
+        build_flow_nll(FlowNLLParams(flow="flow"), Context(Splits(data, data), flow=flow))
+    x[300, 1] = 1.0
+    build_flow_nll(FlowNLLParams(flow="flow"), Context(Splits(data, data), flow=flow))
 
 
 def test_conditional_flow_samples_and_scores_given_the_context():
