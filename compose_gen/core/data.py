@@ -8,6 +8,7 @@ field names directly.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -58,6 +59,15 @@ class TensorData:
 
     def __len__(self) -> int:
         return len(next(iter(self.fields.values())))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every field's name, dtype, shape and values: whether two builds gave the same examples in the same order."""
+        digest = hashlib.sha256()
+        for name in sorted(self.fields):
+            value = self.fields[name].detach().cpu().contiguous()
+            digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+            digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        return digest.hexdigest()
 
     def event_shape(self, name: str = "x") -> torch.Size:
         return self.fields[name].shape[1:]

@@ -180,6 +180,8 @@ class Run:
     seen_checkpoints: frozenset[str] = frozenset()
     #: Loaded for sampling and evaluation only (``Run.load(weights_only=True)``): no optimizer state to train on.
     weights_only: bool = False
+    #: Set when the data built now are not those the loaded checkpoint was trained on (an edited spec or data file): why.
+    data_changed: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -280,6 +282,14 @@ class Run:
                 f"warning: --set {', '.join(moved)} may change the data's split or preprocessing, so the test split may hold "
                 "examples this run trained on, and the metrics would no longer be of held-out data"
             )
+        recorded = None if loaded is None else loaded.state.get("train_sha256")
+        if recorded is not None and recorded != run.trainer.data_fingerprint:
+            run.data_changed = "the train split is not the one this run was trained on"
+            if not moved:  # said above
+                run.trainer.say(
+                    f"warning: {run.data_changed} (an edit of {run_dir / 'spec.yaml'}, or a changed data file): the test split may "
+                    "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
+                )
         if loaded is not None:
             for note in loaded.notes:
                 run.trainer.say(f"warning: {note}")
@@ -304,6 +314,7 @@ class Run:
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         run = cls(spec, model, data, run_dir, None)  # type: ignore[arg-type]
         run.trainer = Trainer(model, stream, run_dir, progress, dist, run._samples_at if run._can_draw() else None)
+        run.trainer.data_fingerprint = data.train.fingerprint()
         return run
 
     def train(self, steps: int | None = None) -> dict[str, float]:
@@ -570,7 +581,9 @@ class Run:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         self.evaluation = results
         behind = self.behind or self._overtaken()
-        if self.dir is not None and record and behind is not None:
+        if self.dir is not None and record and self.data_changed is not None:
+            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}: {self.data_changed}")
+        elif self.dir is not None and record and behind is not None:
             self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, which is the newest checkpoint's: {behind}")
         elif self.dir is not None and record:
             try:

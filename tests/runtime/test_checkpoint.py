@@ -210,6 +210,25 @@ def test_a_copy_of_a_checkpoint_under_another_name_is_no_checkpoint(tmp_path, to
     assert resumed.trainer.step == 6 and resumed.behind is None
 
 
+def test_a_run_whose_data_changed_since_its_checkpoint_says_so_and_records_no_evaluation(tmp_path, toys_catalogue, capsys):
+    """An edit of the folder's spec.yaml that moves the split (or a rewritten data file) got no word, unlike --set."""
+    _three_checkpoints(tmp_path, toys_catalogue)
+    same = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert same.data_changed is None
+    spec_file = tmp_path / "run" / "spec.yaml"
+    resolved = yaml.safe_load(spec_file.read_text())
+    resolved["data"]["seed"] += 1
+    spec_file.write_text(yaml.safe_dump(resolved))
+    capsys.readouterr()
+    moved = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert moved.data_changed == "the train split is not the one this run was trained on"
+    assert "the test split may hold examples it trained on" in capsys.readouterr().err
+    moved.evaluate()
+    assert not (tmp_path / "run" / "evaluation.json").exists(), "no record of metrics on a split it may have trained on"
+    same.evaluate()
+    assert (tmp_path / "run" / "evaluation.json").exists()
+
+
 def _edit_state(checkpoint: Path, **entries: object) -> None:
     state = json.loads((checkpoint / "state.json").read_text())
     (checkpoint / "state.json").write_text(json.dumps({**state, **entries}))
