@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
-from compose_gen.runtime import Run, build
+import torch
+
+from compose_gen.compiler import GenerativeModel
+from compose_gen.core import Splits
+from compose_gen.runtime import Run, build as build_spec
 from compose_gen.spec import Spec, load_spec
 
 __all__ = ["build", "load_run", "load_spec", "train"]
+
+
+def build(spec: Spec | str | Path | Mapping[str, Any], device: str | torch.device | None = None) -> tuple[GenerativeModel, Splits]:
+    """The compiled model of ``spec`` (a :class:`Spec`, or a spec file or mapping to load) and its dataset, on ``device``
+    (default: the spec's): ``model.player_loss(player, batch)`` for a loop of your own."""
+    return build_spec(spec if isinstance(spec, Spec) else load_spec(spec), device)
 
 
 def train(
@@ -20,7 +30,10 @@ def train(
     overrides: Iterable[str] = (),
     progress: bool = True,
 ) -> Run:
-    """Train ``spec`` into a run folder (``out``), then sample and evaluate; return the :class:`Run`."""
+    """Train ``spec`` (a :class:`Spec`, or a file or mapping to load with ``overrides``) into a run folder (``out``),
+    then sample and evaluate; return the :class:`Run`."""
+    if isinstance(spec, Spec) and list(overrides):
+        raise ValueError("overrides apply when a spec is loaded: give them to load_spec, or give train the spec's file or mapping")
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
     run = Run.create(spec, out, device, progress)

@@ -76,3 +76,25 @@ def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_another_direct
     assert again.evaluate()["test/nll"] == run.evaluate()["test/nll"]
     again.train(6)
     assert again.trainer.step == 6
+
+
+def test_calls_given_what_they_cannot_use_say_so_rather_than_ignore_it(tmp_path, vae_spec) -> None:
+    """Found by a tester of the API: each of these trained the wrong length, did nothing, or failed inside Python or torch."""
+    spec = cg.load_spec(vae_spec)
+    with pytest.raises(ValueError, match="overrides apply when a spec is loaded: give them to load_spec"):
+        cg.train(spec, out=tmp_path / "ignored", overrides=["train.steps=2"], progress=False)
+    with pytest.raises(TypeError, match=r"overrides must be a list of 'key=value' strings, got the string 'train.steps=2'"):
+        cg.load_spec(vae_spec, "train.steps=2")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(vae_spec))
+    model, _ = cg.build(path)  # a file, as train takes one
+    with pytest.raises(KeyError, match="has no player 'critic'; its players: model"):
+        model.player_loss("critic", {})
+    run = cg.train(spec, out=tmp_path / "run", progress=False)
+    step = run.trainer.step
+    for steps in (-5, step, step - 1, 2.5, True):
+        with pytest.raises(ValueError, match=f"a whole number after the run's step {step}; got {steps!r}"):
+            run.train(steps)
+    assert run.trainer.step == step
+    with pytest.raises(ValueError, match="n must be a whole number of samples, at least 1; got 0"):
+        run.save_samples(tmp_path / "x.npy", 0)

@@ -67,7 +67,14 @@ class GenerativeModel(nn.Module):
         return self._all_components[name]
 
     def player_loss(self, player: str, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The weighted loss a player minimises on ``batch``, and every logged term and metric."""
+        """The weighted loss a player minimises on ``batch``, and every logged term and metric.
+
+        ``batch`` must already be on the model's device and in its precision (``evaluate_terms`` moves it; this,
+        on the training path, does not).  A loop over several players must also restrict each one's gradients
+        to its own parameters, as the trainer does (README, "The Python API").
+        """
+        if player not in self.plans:
+            raise KeyError(f"spec {self.spec.name!r} has no player {player!r}; its players: {', '.join(self.plans)}")
         return run_plan(self.plans[player], batch)
 
     @torch.no_grad()

@@ -318,11 +318,13 @@ class Run:
         return run
 
     def train(self, steps: int | None = None) -> dict[str, float]:
-        """Train to round ``steps`` (default: the spec's), then sample and evaluate into the folder.
+        """Train to round ``steps`` (default: the spec's ``train.steps``), then sample and evaluate into the folder.
 
         A run stopped by SIGINT/SIGTERM (``trainer.interrupted``) is checkpointed but not sampled or evaluated.
         """
-        total = steps or self.spec.model.train.steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= self.trainer.step):
+            raise ValueError(f"train: steps is the round to train to, a whole number after the run's step {self.trainer.step}; got {steps!r}")
+        total = self.spec.model.train.steps if steps is None else int(steps)
         if self.weights_only:
             raise RuntimeError(
                 f"{self.dir}: loaded without its optimizer state, to sample and evaluate; to train it, load it with compose_gen.load_run"
@@ -497,7 +499,7 @@ class Run:
         The samples are drawn from the spec's seed on a separate random stream, so
         successive pictures of one run show the same noise and training is not disturbed.
         """
-        n = n or self.spec.model.evaluate.samples
+        n = self.spec.model.evaluate.samples if n is None else n
         labels = self.model.labels(n, self.class_labels(classes))
         with rng.isolated(self.device, self.spec.model.seed):
             x = self.sample(n, temperature, classes)

@@ -120,6 +120,8 @@ def load_spec(
     else:
         source = load_source(spec)
     catalogue = catalogue if catalogue is not None else make_catalogue()
+    if isinstance(overrides, str):  # list("a=1") would be one override per character
+        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
     overrides = list(overrides)
     if overrides:
         source = apply_overrides(source, overrides, _model_of(catalogue))
