@@ -15,12 +15,18 @@ import contextlib
 import json
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Iterator
 
 __all__ = ["CLAIM_FILE", "FolderBusy", "claimed", "refuse_if_busy"]
 
 CLAIM_FILE = ".writer"
+
+#: The folders this process writes, by real path, with the thread that writes each and how deeply it has claimed it:
+#: the claim file names the process, so two threads of one process are told apart here.
+_held: dict[str, tuple[int, int]] = {}
+_held_lock = threading.Lock()
 
 
 class FolderBusy(FileExistsError):
@@ -101,7 +107,28 @@ def refuse_if_busy(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def claimed(run_dir: Path) -> Iterator[None]:
-    """This process writes ``run_dir`` inside the block (re-entrant); :class:`FolderBusy` while another live one does."""
+    """This thread writes ``run_dir`` inside the block (re-entrant); :class:`FolderBusy` while another live process,
+    or another thread of this one, does."""
+    key, me = os.path.realpath(run_dir), threading.get_ident()
+    with _held_lock:
+        thread, depth = _held.get(key, (me, 0))
+        if thread != me:
+            raise FolderBusy(f"{run_dir} is being written by another thread of this process: wait for it, or choose another folder")
+        _held[key] = (me, depth + 1)
+    try:
+        with _claimed_by_process(run_dir):
+            yield
+    finally:
+        with _held_lock:
+            thread, depth = _held[key]
+            if depth > 1:
+                _held[key] = (thread, depth - 1)
+            else:
+                del _held[key]
+
+
+@contextlib.contextmanager
+def _claimed_by_process(run_dir: Path) -> Iterator[None]:
     path = Path(run_dir) / CLAIM_FILE
     fresh = _take(path)
     if not fresh:

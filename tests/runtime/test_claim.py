@@ -53,6 +53,30 @@ def test_the_claim_of_an_ended_process_is_taken_over_and_the_own_one_reentered(t
     assert not (tmp_path / CLAIM_FILE).exists()
 
 
+def test_another_thread_of_the_same_process_is_refused(tmp_path) -> None:
+    """The claim file names the process, so two threads once both passed as its re-entry and wrote one folder."""
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def second() -> None:
+        try:
+            with claimed(tmp_path):
+                outcome.append(None)
+        except FolderBusy as error:
+            outcome.append(error)
+
+    with claimed(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert isinstance(outcome[0], FolderBusy) and "another thread of this process" in str(outcome[0])
+    thread = threading.Thread(target=second)  # released: now it may
+    thread.start()
+    thread.join()
+    assert outcome[1] is None and not (tmp_path / CLAIM_FILE).exists()
+
+
 def _claim(folder: Path) -> int:
     """In a child process: 0 if it could claim ``folder``, 3 if that was refused."""
     try:
