@@ -535,7 +535,9 @@ class Run:
 
     def _keyed_apart(self, found: dict[str, float], results: dict[str, Any], index: int) -> dict[str, float]:
         """``found`` with each name an earlier metric already gave suffixed ``@metrics[index]``, so neither is lost
-        (two ``frechet_distance`` of different references, say)."""
+        (two ``frechet_distance`` of different references, say); a name given again with the same value (the
+        ``classifier_accuracy`` every classifier metric reports) is the same number, kept once."""
+        found = {key: value for key, value in found.items() if key not in results or results[key] != value}
         clashes = [key for key in found if key in results]
         if clashes:
             self.trainer.say(

@@ -32,8 +32,15 @@ def test_only_naming_a_term_no_loss_logs_is_refused_by_validate(vae_spec, name, 
 
 
 def test_two_metrics_giving_the_same_names_keep_both_results(vae_spec, tmp_path, capsys) -> None:
-    """The second is suffixed with its place; before, it silently replaced the first."""
-    vae_spec["evaluate"]["metrics"] = [{"type": "test_losses"}, {"type": "test_losses", "only": ["vae"]}]
+    """The second is suffixed with its place; before, it silently replaced the first.  The same name with the same
+    value (every classifier metric's classifier_accuracy) is one number, kept once without a word."""
+    frechet = {"type": "frechet_distance", "space": "raw", "n": 100}
+    vae_spec["evaluate"]["metrics"] = [
+        {"type": "test_losses"}, {"type": "test_losses", "only": ["vae"]}, frechet, {**frechet, "reference": "train"}
+    ]
     results = cg.runtime.Run.create(cg.load_spec(vae_spec), tmp_path / "run", progress=False).evaluate()
-    assert results["test/vae@metrics[1]"] == results["test/vae"] and "test/vae.kl" in results
-    assert "warning: evaluate.metrics[1] gives test/vae, as an earlier metric does; written as test/vae@metrics[1]" in capsys.readouterr().err
+    assert "test/vae.kl" in results and not any(key.startswith("test/vae@") for key in results)
+    assert results["frechet_distance@metrics[3]"] != results["frechet_distance"]
+    err = capsys.readouterr().err
+    assert "warning: evaluate.metrics[3] gives frechet_distance, frechet_distance_data, as an earlier metric does; written as frechet_distance@metrics[3]" in err
+    assert "metrics[1]" not in err

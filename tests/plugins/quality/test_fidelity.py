@@ -99,6 +99,16 @@ def test_precision_recall_tells_a_collapsed_model_from_a_spread_one(mixture_spli
     assert blurry["precision"] < 0.2 and blurry["recall"] > 0.9
 
 
+def test_precision_recall_compares_as_many_samples_as_real_examples(mixture_splits, mixture_sampler, modes, context):
+    """n larger than the test split drew n samples against fewer real examples, and the data's own recall fell."""
+    drawn = []
+    model = mixture_sampler(modes)
+    original = model.sample
+    model.sample = lambda n, *args, **kwargs: drawn.append(n) or original(n, *args, **kwargs)
+    result = measure_precision_recall(PrecisionRecallParams(n=4000), context(model, mixture_splits))
+    assert sum(drawn) == len(mixture_splits.test) and result["recall"] > 0.9
+
+
 def test_a_float64_model_is_compared_with_float32_data(mixture_splits, modes, context):
     model = FixedSampler(mixture_splits.test.fields["x"].double(), replace=False)
     result = measure_precision_recall(PrecisionRecallParams(n=500), context(model, mixture_splits))

@@ -104,6 +104,15 @@ def test_a_frechet_distance_on_fewer_reference_examples_than_features_is_warned_
     assert "evaluate.metrics[0]: type 'frechet_distance' (plugin 'quality') the test split holds 20 examples for 64 features, so their covariance is singular" in capsys.readouterr().err
 
 
+def test_a_frechet_distance_of_fewer_samples_than_features_is_warned_about(tmp_path, capsys):
+    """A tester's 10 samples scored 453.6 against the data's own 619.7: the model 'beat' the data."""
+    assert validate(tmp_path, [{"type": "frechet_distance", "n": 2}], capsys)[0] == 0
+    assert main(["validate", "--strict", str(tmp_path / "spec.yaml")]) == 1
+    assert "n: 2 samples for 2 features make the samples' covariance singular" in capsys.readouterr().err
+    validate(tmp_path, [{"type": "frechet_distance", "n": 3}], capsys)
+    assert main(["validate", "--strict", str(tmp_path / "spec.yaml")]) == 0
+
+
 def test_metrics_of_samples_drawn_at_a_temperature_or_truncated_are_warned_about(tmp_path, capsys):
     """A sampler's own temperature (or a generator's truncation) changes the distribution the metric scores."""
     assert validate(tmp_path, [{"type": "precision_recall", "k": 5}], capsys)[0] == 0
