@@ -36,7 +36,10 @@ def test_a_label_beyond_num_classes_fails_the_dry_run_wherever_it_sits(tmp_path)
 
 
 def test_a_loss_that_is_not_finite_before_training_is_found_by_validate() -> None:
-    """Unscaled digits are the integers 0..16, where a logit (defined on (0, 1)) is NaN."""
+    """Unscaled digits are the integers 0..16, where a logit (defined on (0, 1)) is NaN.
+
+    First in the chain, the logit's domain is checked against the data when the loss is built; behind an
+    (identity-initialised) affine layer, the dry run finds the NaN and names the layer that made it."""
     spec = {
         "name": "logit_out_of_range",
         "data": {"type": "digits", "shape": "image", "scale": False},
@@ -50,7 +53,10 @@ def test_a_loss_that_is_not_finite_before_training_is_found_by_validate() -> Non
         },
         "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
     }
-    with pytest.raises(SpecError, match=r"components.flow.head\[0\]: type 'logit' \(plugin 'flows'\) turned finite inputs into NaN .*a logit needs \(0, 1\)"):
+    with pytest.raises(SpecError, match=r"losses.nll: .* flow 'flow' takes values in .* but the train split's 'x' leave it: example 0 holds 8"):
+        build(load_spec(spec), "cpu")
+    spec["components"]["flow"]["head"].insert(0, {"type": "affine", "shape": [1, 8, 8]})
+    with pytest.raises(SpecError, match=r"components.flow.head\[1\]: type 'logit' \(plugin 'flows'\) turned finite inputs into NaN .*a logit needs \(0, 1\)"):
         build(load_spec(spec), "cpu")
     spec["components"]["flow"]["head"].pop()  # without the logit, the same flow is finite
     build(load_spec(spec), "cpu")
