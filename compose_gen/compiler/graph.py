@@ -83,7 +83,7 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
             if not isinstance(used, str):
                 continue
             if used not in known:
-                problems.append(Problem(path, f"unknown name {used!r}{suggest(used, known | BUILTINS)}"))
+                problems.append(Problem(path, f"unknown name {used!r}{suggest(used, known | BUILTINS)}{_no_labels(used, fields)}"))
             else:
                 g.add_edge(_node_of(used, components, values), node("value", name))
 
@@ -134,6 +134,16 @@ def assumed_fields(spec: Spec) -> tuple[str, ...]:
             if isinstance(marker, ValueRef) and value is not None:
                 read += value if isinstance(value, list) else [value]
     return tuple(sorted(set(read) - defined))
+
+
+def _no_labels(name: str, fields: tuple[str, ...]) -> str:
+    """Why ``y`` is unknown when the data give no labels, and how data give them."""
+    if name != "y" or "y" in fields:
+        return ""
+    return (
+        f" (the data give the fields {', '.join(sorted(fields))} and no labels y: an image folder gives them with one "
+        "sub-folder per class, a csv with `label:`, an npz with `y_key:`)"
+    )
 
 
 def _redefined_field(name: str, fields: tuple[str, ...], what: str) -> str:

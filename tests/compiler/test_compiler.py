@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,6 +115,14 @@ def test_two_player_training_moves_each_players_parameters(gan_spec, catalogue, 
 def test_unknown_graph_name_suggests(gan_spec, catalogue) -> None:
     gan_spec["graph"]["fake"] = "generatr(z)"
     assert "graph.fake: unknown name 'generatr'; did you mean 'generator'?" in errors(gan_spec, catalogue)
+
+
+def test_labels_read_from_data_that_give_none_are_said_to_be_missing_with_how_data_give_them(gan_spec, catalogue, tmp_path) -> None:
+    """A conditional GAN on an image folder without class sub-folders got a bare "unknown name 'y'"."""
+    np.savez(tmp_path / "points.npz", x=np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
+    gan_spec["data"] = {"type": "npz", "path": str(tmp_path / "points.npz")}
+    gan_spec["graph"]["c"] = "one_hot(y, 8)"
+    assert "graph.c: unknown name 'y' (the data give the fields x and no labels y: an image folder gives them" in errors(gan_spec, catalogue)
 
 
 def test_unknown_loss_value_suggests(gan_spec, catalogue) -> None:
