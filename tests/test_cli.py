@@ -283,6 +283,15 @@ def test_plugins_details_a_type_and_lists_a_kind(capsys) -> None:
     assert "prior types" in out and "standard_normal" in out and "loss types" not in out
 
 
+def test_plugins_gives_a_metrics_whole_description_with_what_it_reports(capsys) -> None:
+    """Not only its first line: a GAN tester found the output keys of the quality metrics explained nowhere they looked."""
+    assert main(["plugins", "birthday_paradox", "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["types"]
+    assert "data_estimated_support" in entry["help"] and entry["doc"] in entry["help"]
+    assert main(["plugins", "birthday_paradox"]) == 0
+    assert "birthday_pass" in " ".join(capsys.readouterr().out.split())
+
+
 def test_plugins_with_an_unknown_name_suggests_one(capsys) -> None:
     assert main(["plugins", "elbow"]) == 1
     assert "no type or kind 'elbow'; did you mean 'elbo'?" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """The catalogue for people (``compose-gen plugins [NAME ...]``) or as JSON (``--json``).
 
 Without names: every type, one table per kind.  With names of types: each
-type's parameters with their types, defaults and descriptions.  A kind as a
+type's description (its build's, or a metric's, docstring) and its parameters with
+their types, defaults and descriptions.  A kind as a
 name (``bijector``) lists just that kind.
 """
 
@@ -41,7 +42,8 @@ def describe(catalogue: Catalogue) -> dict[str, Any]:
             if info.description:
                 entry["description"] = info.description
             params[field] = entry
-        listing.append({"name": name, "kind": t.kind, "plugin": catalogue.plugin_of[name], "doc": t.doc, "params": params})
+        entry = {"name": name, "kind": t.kind, "plugin": catalogue.plugin_of[name], "doc": t.doc, "params": params}
+        listing.append({**entry, "help": t.help} if t.help.strip() != t.doc.strip() else entry)
     return {"types": listing, "failed_plugins": catalogue.failures}
 
 
@@ -131,7 +133,10 @@ def _overview(console: Console, kind: str, entries: list[dict[str, Any]]) -> Non
 
 
 def _details(console: Console, t: dict[str, Any]) -> None:
-    console.print(f"[bold]{t['name']}[/bold] ({t['kind']}, plugin {t['plugin']!r}): {escape(t['doc'])}")
+    first, *rest = [" ".join(p.split()) for p in t.get("help", t["doc"]).split("\n\n")]  # paragraphs, rewrapped to the terminal
+    console.print(f"[bold]{t['name']}[/bold] ({t['kind']}, plugin {t['plugin']!r}): {escape(first)}")
+    for paragraph in rest:
+        console.print(escape(paragraph), highlight=False)
     table = Table()
     table.add_column("parameter", no_wrap=True)
     for column in ("type", "default", "description"):

@@ -182,6 +182,8 @@ class ComponentType:
     params: type[Params]
     build: Callable[..., Any]
     doc: str = ""
+    #: The whole description (formulas, what a metric reports); by default ``build``'s docstring, whose first line is ``doc``.
+    help: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.name):
@@ -194,9 +196,10 @@ class ComponentType:
             raise ValueError(f"type {self.name!r}: its params declare a field 'type', the key a spec names the type with; rename the field")
         if not callable(self.build):
             raise TypeError(f"type {self.name!r}: build must be callable as build(params, ctx), got {self.build!r}")
+        if not self.help:
+            object.__setattr__(self, "help", (inspect.getdoc(self.build) or "").strip())
         if not self.doc:
-            text = inspect.getdoc(self.build) or ""
-            object.__setattr__(self, "doc", text.strip().splitlines()[0] if text.strip() else "")
+            object.__setattr__(self, "doc", self.help.splitlines()[0] if self.help else "")
 
 
 def _metadata(annotation: Any) -> list[Any]:

@@ -61,7 +61,7 @@ def metric_type(
             check(parsed, data)
         return partial(measure, parsed)
 
-    return ComponentType(name, "metric", params, build, doc=(inspect.getdoc(measure) or "").splitlines()[0])
+    return ComponentType(name, "metric", params, build, help=(inspect.getdoc(measure) or "").strip())
 
 
 def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
