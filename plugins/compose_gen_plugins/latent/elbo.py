@@ -53,6 +53,8 @@ class VAE(LatentVariableModel):
         super().__init__(objective, {"encoder": encoder, "decoder": decoder, "prior": prior, "bijectors": transform})
         self.encoder, self.decoder, self.prior, self.transform = encoder, decoder, prior, transform
         self.discrete = getattr(decoder, "discrete", False) and transform is None
+        #: Whether the transform draws noise (dequantization), so that each draw of z needs its own: looked up once, not per step.
+        self.transform_draws_noise = transform is not None and transform.draws_noise
 
     def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
         q = self.call_part("encoder", x, context)
@@ -71,7 +73,7 @@ class VAE(LatentVariableModel):
         draws of z, so that each importance weight is of an independent pair (u, z) and the k-draw estimate of
         ln p(x) = ln E_{u,z}[p(f(x, u)|z) p(z) / q(z|x)] + ln|det| tightens as k grows, however the draws are chunked."""
         c = self.given("bijectors", context)
-        if not self.transform.draws_noise:
+        if not self.transform_draws_noise:
             return self.transform(x, c)
         y, ladj = self.transform(repeat_for_draws(x, k), None if c is None else repeat_for_draws(c, k))
         return y.unflatten(0, (k, len(x))), ladj.unflatten(0, (k, len(x)))
