@@ -31,6 +31,7 @@ def test_train_then_load_back(tmp_path, vae_spec, capsys) -> None:
     with pytest.raises(CheckpointError, match="no best checkpoint recorded"):
         cg.load_run(tmp_path / "run", checkpoint="best")
     older = cg.load_run(tmp_path / "run", checkpoint="checkpoints/step-00000010")  # relative: in the run folder
+    assert cg.load_run(tmp_path / "run", checkpoint="step-00000010").trainer.step == 10, "or in its checkpoints folder"
     recorded = (tmp_path / "run" / "evaluation.json").read_text()
     assert older.trainer.step == 10 and older.evaluate()["step"] == 10
     assert (tmp_path / "run" / "evaluation.json").read_text() == recorded, "the folder's record is the newest checkpoint's"

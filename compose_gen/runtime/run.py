@@ -460,8 +460,9 @@ class Run:
         to_model = self.data.test.to_model
         if to_model is None:
             raise ValueError(f"the dataset of spec {self.spec.name!r} cannot map new examples to model space, so log p(x) cannot be taken")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"log_prob: batch_size must be a whole number ≥ 1, got {batch_size!r}")
+        for name, value in (("batch_size", batch_size), ("samples", samples)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"log_prob: {name} must be a whole number ≥ 1, got {value!r}")
         x = torch.as_tensor(x)
         if x.dim() == 0 or len(x) == 0:
             raise ValueError(f"log_prob: x holds no examples (shape {tuple(x.shape)})")
@@ -607,7 +608,8 @@ def _checkpoint_path(run_dir: Path, which: str | Path) -> Path:
     """``which`` checkpoint of ``run_dir``: ``"best"``, or a folder of its own (a relative path is taken in the run folder)."""
     if str(which) != "best":
         path = Path(which)
-        path = run_dir / path if not path.is_absolute() and (run_dir / path).exists() else path
+        if not path.is_absolute():  # in the run folder, or its checkpoints folder (a bare step-00000040)
+            path = next((p for p in (run_dir / path, run_dir / "checkpoints" / path) if p.exists()), path)
         if path.resolve().parent != (run_dir / "checkpoints").resolve():
             raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / 'checkpoints'}")
         return path

@@ -134,6 +134,8 @@ def test_new_examples_and_sample_requests_are_checked_where_the_caller_gives_the
     for batch_size in (0, 2.5):
         with pytest.raises(ValueError, match="batch_size must be a whole number ≥ 1"):
             run.log_prob(torch.zeros(2, 2), batch_size=batch_size)
+    with pytest.raises(ValueError, match="log_prob: samples must be a whole number ≥ 1, got 0"):
+        run.log_prob(torch.zeros(2, 2), samples=0)
     for empty in (torch.zeros(0, 2), torch.tensor(float("nan"))):
         with pytest.raises(ValueError, match="x holds no examples"):
             run.log_prob(empty)
