@@ -2,7 +2,7 @@
 
 from compose_gen.core.bijector import Bijector, Chain, Direction
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
-from compose_gen.core.data import Batch, Splits, TensorData
+from compose_gen.core.data import Batch, Splits, TensorData, first_flagged
 from compose_gen.core.distributions import broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.latch import Latch
 
@@ -23,6 +23,7 @@ __all__ = [
     "TensorData",
     "batches",
     "broadcast_value",
+    "first_flagged",
     "importance_sampled_log_likelihood",
     "log_mean_exp",
     "repeat_for_draws",

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_CLASSES", "Batch", "Splits", "TensorData"]
+__all__ = ["MAX_CLASSES", "Batch", "Splits", "TensorData", "first_flagged"]
 
 #: The most classes integer labels may make (largest label + 1), so no table sized by a class count explodes.
 MAX_CLASSES = 10_000
@@ -27,6 +27,13 @@ Batch = Mapping[str, Tensor]
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+def first_flagged(values: Tensor, flagged: Tensor) -> tuple[int, float]:
+    """The first example (along dim 0) of ``values`` with a ``flagged`` entry, and that entry's value, to name in an error."""
+    flagged, values = flagged.reshape(len(flagged), -1), values.reshape(len(values), -1)
+    example = int(flagged.any(1).nonzero()[0])
+    return example, values[example][flagged[example]][0].item()
 
 
 @dataclass

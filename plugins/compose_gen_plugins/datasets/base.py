@@ -33,6 +33,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import Params, Splits, TensorData
+from compose_gen.core import first_flagged
 from compose_gen_plugins.datasets.transforms import Pipeline, PipelineError, TransformSpec, fit_pipeline
 
 __all__ = [
@@ -179,11 +180,9 @@ class ToModel:
 
 def _check_levels(raw: Tensor, levels: int) -> None:
     """Raise unless ``raw`` holds whole numbers ``0..levels - 1``: a pixel off that grid is none the data could hold."""
-    flat = raw.reshape(len(raw), -1)
-    bad = (flat != flat.round()) | (flat < 0) | (flat > levels - 1)
+    bad = (raw != raw.round()) | (raw < 0) | (raw > levels - 1)
     if bool(bad.any()):
-        example = int(bad.any(1).nonzero()[0])
-        value = flat[example][bad[example]][0].item()
+        example, value = first_flagged(raw, bad)
         raise ValueError(
             f"new examples hold pixels as the dataset's files do, whole numbers 0..{levels - 1}; example {example} holds {value:g}"
         )

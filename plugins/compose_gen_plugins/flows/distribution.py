@@ -55,6 +55,7 @@ from compose_gen import (
     importance_sampled_log_likelihood,
     repeat_for_draws,
 )
+from compose_gen.core import first_flagged
 from compose_gen_plugins.flows import context_shape_of
 from compose_gen_plugins.datasets.limits import continuous_density_caveat
 from compose_gen_plugins.sampling import ByClassParams
@@ -322,15 +323,14 @@ def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
             f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
         )
     x = ctx.data.train.fields.get(params.x)
-    outside = None if x is None else ~flow.transform.domain.check(x).reshape(len(x), -1)
+    outside = None if x is None else ~flow.transform.domain.check(x)
     if outside is not None and bool(outside.any()):  # the dry run's few rows may all lie inside
-        example = int(outside.any(1).nonzero()[0])
-        value = x.reshape(len(x), -1)[example][outside[example]][0].item()
+        example, value = first_flagged(x, outside)
         raise ValueError(
             f"flow {params.flow!r} takes values in {flow.transform.domain} (its first bijector's domain), but the train split's "
             f"{params.x!r} leave it: example {example} holds {value:g}; scale the data into it (a `scale` transform)"
         )
-    caveat = None if x is None or any(getattr(m, "surjective", False) for m in flow.modules()) else continuous_density_caveat(x)
+    caveat = None if x is None or flow.transform.draws_noise else continuous_density_caveat(x)
     if caveat:
         advice = "dequantize first, e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"
         message = f"{caveat}, so the density of flow {params.flow!r} can grow without bound there: the NLL falls forever and bits/dim bound nothing; {advice}"
