@@ -1,12 +1,14 @@
-"""Protocols and conventions shared by every layer: bijectors, distributions, data, plugin contracts."""
+"""Protocols and conventions shared by every layer: bijectors, distributions, data, plugin contracts, pictures."""
 
 from compose_gen.core.bijector import Bijector, Chain, Direction
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
-from compose_gen.core.data import Batch, Splits, TensorData, first_flagged
+from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
 from compose_gen.core.distributions import broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
+from compose_gen.core.images import class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
 
 __all__ = [
+    "MAX_CLASSES",
     "Batch",
     "Bijector",
     "BuildContext",
@@ -23,9 +25,13 @@ __all__ = [
     "TensorData",
     "batches",
     "broadcast_value",
+    "class_columns",
     "first_flagged",
     "importance_sampled_log_likelihood",
     "log_mean_exp",
     "repeat_for_draws",
+    "save_grid",
+    "save_point_sets",
+    "save_scatter",
     "sum_rightmost",
 ]

@@ -50,7 +50,7 @@ from compose_gen.runtime.checkpoint import (
 )
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed, setup
-from compose_gen.runtime.images import class_columns, save_grid, save_scatter
+from compose_gen.core import class_columns, save_grid, save_scatter
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import Trainer
 from compose_gen.spec import Problem, Spec, SpecError, SpecWarning, format_path, load_spec

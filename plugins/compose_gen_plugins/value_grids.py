@@ -21,8 +21,7 @@ from torch import Tensor
 from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
-from compose_gen.core import batches
-from compose_gen.runtime.images import save_grid, save_point_sets
+from compose_gen.core import batches, save_grid, save_point_sets
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
 __all__ = ["ValueGrid", "ValueScatter"]

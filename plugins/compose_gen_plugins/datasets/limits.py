@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compose_gen.core.data import MAX_CLASSES
+from compose_gen.core import MAX_CLASSES
 
 __all__ = [
     "BEYOND_FLOAT32",
@@ -24,6 +24,7 @@ __all__ = [
     "element",
     "few_values",
     "float32_overflow",
+    "not_in_data_space",
     "too_many_classes",
 ]
 
@@ -68,6 +69,19 @@ def continuous_density_caveat(x: Tensor) -> str | None:
     bound on the discrete data's (Theis et al. 2016); dequantization fills each bin.
     """
     return few_values(x) or constant_features(x[:_LOOKED_AT])
+
+
+def not_in_data_space(value: str) -> str:
+    """Why a likelihood of the graph value ``value`` (not a field of the data) is not one of the data.
+
+    The data's scaling and transforms have a log-determinant from data space to the
+    fields they produce; a value computed in the graph has none of them, so its NLL
+    and bits/dim are quoted as the model sees that value.
+    """
+    return (
+        f"it models the graph value {value!r}, not a field of the data, so the NLL and bits/dim are of "
+        "that value as the model sees it, without the log-determinant of the data's scaling and transforms"
+    )
 
 
 def float32_overflow(x: Tensor) -> tuple[int, ...] | None:

@@ -27,7 +27,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import BuildContext, EvalContext, LossName, Params
-from compose_gen.runtime.images import class_columns, save_grid
+from compose_gen.core import class_columns, save_grid
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, batch_examples, latent_model
 from compose_gen_plugins.sampling import require_sampler

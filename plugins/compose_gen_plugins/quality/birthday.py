@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import EvalContext, Params, Splits, TensorData
+from compose_gen.core import save_grid
 from compose_gen_plugins.quality.classifier import ClassifierParams
 from compose_gen_plugins.quality.shared import FeatureSpace, check_space, draw_samples, metric_type, random_rows
 from compose_gen_plugins.quality.statistics import (
@@ -121,7 +122,6 @@ def _collisions(batches: Sequence[Tensor], space: FeatureSpace, threshold: float
 
 
 def _draw_pairs(closest: list[tuple[float, Tensor, Tensor]], data: TensorData, path: Path) -> None:
-    from compose_gen.runtime.images import save_grid  # the run folder's grid writer, loaded only for images
 
     examples = torch.stack([first for _, first, _ in closest] + [second for _, _, second in closest])
     pixels = data.to_display(examples).reshape(len(examples), *data.image_shape).clamp(0, 1)

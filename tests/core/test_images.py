@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from compose_gen.runtime.images import save_scatter
+from compose_gen.core.images import save_scatter
 
 #: matplotlib's tab10 colours of classes 0, 1 and 2.
 TAB10 = {0: (31, 119, 180), 1: (255, 127, 14), 2: (44, 160, 44)}
@@ -41,7 +41,7 @@ def test_points_drawn_by_class_are_coloured_by_their_class(tmp_path) -> None:
 @pytest.mark.parametrize("n, classes, columns", [(64, 2, 8), (64, 3, 9), (64, 10, 10), (16, 10, 10), (64, None, None)])
 def test_a_grid_of_samples_by_class_is_roughly_square_with_one_class_per_column(n, classes, columns) -> None:
     """2 classes, 64 samples: 8 columns (classes 0, 1, 0, 1, ...), not a 2x32 strip; sample i is of class i mod classes."""
-    from compose_gen.runtime.images import class_columns
+    from compose_gen.core.images import class_columns
 
     assert class_columns(n, classes) == columns
     if classes:
@@ -52,7 +52,7 @@ def test_the_legend_calls_classes_by_their_names_where_the_data_name_them() -> N
     """Labels 0 and 2 of three named classes read as those names; a label without a name stays ``class k``."""
     import matplotlib
 
-    from compose_gen.runtime.images import _class_handles
+    from compose_gen.core.images import _class_handles
 
     palette = matplotlib.colormaps["tab10"]
     assert _class_handles(palette, [0, 2], ["setosa", "versicolor", "virginica"])[1] == ["setosa", "virginica"]
@@ -62,7 +62,7 @@ def test_the_legend_calls_classes_by_their_names_where_the_data_name_them() -> N
 
 def test_point_sets_are_drawn_in_a_colour_each_where_they_lie(tmp_path) -> None:
     """The first set sits at the origin, the second to its right, the third above it: tab10's first three colours."""
-    from compose_gen.runtime.images import save_point_sets
+    from compose_gen.core.images import save_point_sets
 
     noise = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) * 0.2
     sets = {"a": noise, "ab": noise + torch.tensor([3.0, 0.0]), "b": noise + torch.tensor([0.0, 3.0])}
@@ -92,7 +92,7 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("c", [2, 4, 5])
 def test_images_of_other_than_1_or_3_channels_are_drawn_as_a_grey_tile_per_channel(tmp_path, c) -> None:
     """3 images of C channels, 2 to a row: 2 rows of 2C grey tiles, image i's channels side by side, the 4th cell white."""
-    from compose_gen.runtime.images import save_grid
+    from compose_gen.core.images import save_grid
 
     n, h, w, scale = 3, 3, 4, 2
     images = torch.randint(0, 256, (n, c, h, w), generator=torch.Generator().manual_seed(c)) / 255
@@ -108,7 +108,7 @@ def test_images_of_other_than_1_or_3_channels_are_drawn_as_a_grey_tile_per_chann
 @pytest.mark.parametrize("c, mode", [(1, "L"), (3, "RGB")])
 def test_grey_and_colour_images_are_drawn_a_tile_per_image(tmp_path, c, mode) -> None:
     """1 channel is a grey tile, 3 an RGB one: 3 images, 2 to a row, enlarged 2x."""
-    from compose_gen.runtime.images import save_grid
+    from compose_gen.core.images import save_grid
 
     images = torch.randint(0, 256, (3, c, 3, 4), generator=torch.Generator().manual_seed(c)) / 255
     with Image.open(save_grid(images, tmp_path / f"{c}.png", nrow=2, scale=2)) as picture:

@@ -1,4 +1,7 @@
-"""Writing samples as pictures: image grids with Pillow, 2D scatter and density plots with matplotlib."""
+"""Writing samples as pictures: image grids with Pillow, 2D scatter and density plots with matplotlib.
+
+Shared by the run folder (sample grids) and by metric plugins that draw what they measure.
+"""
 
 from __future__ import annotations
 
