@@ -75,18 +75,25 @@ class DensityPlot:
             raise ValueError(f"density_plot: flow {name!r} is conditional; only unconditional flows can be plotted")
         self.name, self.flow, self.grid, self.padding, self.bounds, self.x = name, flow, grid, padding, bounds, x
 
-    def _box(self, data: Tensor) -> Tensor:
+    def box(self, data: Tensor) -> Tensor:
+        """``[[a_1, b_1], [a_2, b_2]]``: ``bounds``, or the range of ``data`` (n, 2) padded; refused when that range is flat."""
         if self.bounds is not None:
             return torch.tensor(self.bounds, dtype=data.dtype, device=data.device)
         low, high = data.min(0).values, data.max(0).values
-        pad = self.padding * (high - low).clamp_min(1e-6)
+        flat = (high - low <= 0).nonzero().flatten().tolist()
+        if flat:
+            raise ValueError(
+                f"density_plot: all {len(data)} test example(s) have {self.x}[{flat[0]}] = {float(low[flat[0]]):g}, so their "
+                "range spans no box to integrate the density over; give `bounds: [[low_1, high_1], [low_2, high_2]]`"
+            )
+        pad = self.padding * (high - low)
         return torch.stack([low - pad, high + pad], dim=1)
 
     @torch.no_grad()
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         dtype = next(self.flow.parameters(), torch.empty(0)).dtype
         data = ectx.test.fields[self.x].to(ectx.device, dtype).flatten(1)
-        box = self._box(data)
+        box = self.box(data)
         density, area = grid_density(self.flow, box, self.grid)
         mass = float((density.sum() * area).item())
         extent = box.flatten().tolist()
@@ -116,7 +123,10 @@ def build_density_plot(params: DensityPlotParams, ctx: BuildContext) -> DensityP
     if data is not None and params.x not in data.test.fields:
         raise ValueError(f"density_plot: the data have no field {params.x!r} (they have {', '.join(data.test.fields)}): set x")
     name = params.flow if isinstance(params.flow, str) else "flow"
-    return DensityPlot(name, ctx.component(params.flow), params.grid, params.padding, params.bounds, params.x)
+    metric = DensityPlot(name, ctx.component(params.flow), params.grid, params.padding, params.bounds, params.x)
+    if data is not None:
+        metric.box(data.test.fields[params.x].flatten(1))  # a flat range is refused at validate, not after training
+    return metric
 
 
 @hookimpl

@@ -37,6 +37,7 @@ from torch.distributions import kl_divergence
 from compose_gen import BuildContext, EvalContext, LossName, Params, SpecWarning
 from compose_gen.core import batches
 from compose_gen_plugins.datasets import ladj_field
+from compose_gen_plugins.datasets.limits import not_in_data_space
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "batch_examples", "latent_model", "unexplained_variance"]
@@ -100,11 +101,7 @@ def build_importance_sampled_nll(p: ImportanceSampledNLLParams, ctx: BuildContex
     model = latent_model(ctx, p.model)
     value = getattr(model, "x_value", "x")
     if ctx.data is not None and value not in ctx.data.test.fields:
-        message = (
-            f"loss {p.model!r} models the graph value {value!r}, not a field of the data, so the NLL and bits/dim are of "
-            "that value as the model sees it, without the log-determinant of the data's scaling and transforms"
-        )
-        warnings.warn(SpecWarning(message), stacklevel=2)
+        warnings.warn(SpecWarning(f"loss {p.model!r}: {not_in_data_space(value)}"), stacklevel=2)
     return ImportanceSampledNLL(p.model, model, p.samples, p.chunk, p.batch_size)
 
 
@@ -148,8 +145,12 @@ class PosteriorCollapse:
         results: dict[str, float] = {}
         for name, values in means.items():
             key = f"test/{self.name}.{name}"
-            variance = unexplained_variance(torch.cat(values), torch.cat(conditions) if conditions else None)
-            results[f"{key}.active_units"] = float((variance > self.threshold).sum())
+            try:
+                variance = unexplained_variance(torch.cat(values), torch.cat(conditions) if conditions else None)
+            except ValueError as error:
+                warnings.warn(f"{key}.active_units is NaN: {error}", stacklevel=2)
+                variance = torch.tensor(math.nan)
+            results[f"{key}.active_units"] = math.nan if variance.isnan().any() else float((variance > self.threshold).sum())
             if name in unfactorised:
                 results[f"{key}.kl_mc"] = kl_estimates[name] / count
             else:
@@ -163,7 +164,8 @@ def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
     """Per column of ``values`` (n, d): the variance left after a least-squares fit on ``[1, condition]``.
 
     ``‖r‖² / (n − rank)`` with ``r`` the residuals: the sample variance without a
-    condition, the pooled within-class variance for one-hot classes.
+    condition, the pooled within-class variance for one-hot classes.  Undefined, and
+    refused with a ``ValueError``, when ``n`` is not above the rank.
     """
     values = values.flatten(1).double()
     design = torch.ones(len(values), 1, dtype=values.dtype, device=values.device)
@@ -171,7 +173,11 @@ def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
         design = torch.cat([design, condition.to(design)], dim=1)
     coefficients = torch.linalg.lstsq(design.cpu(), values.cpu()).solution.to(values.device)
     residual = values - design @ coefficients
-    return residual.square().sum(0) / (len(values) - int(torch.linalg.matrix_rank(design)))
+    rank = int(torch.linalg.matrix_rank(design))
+    if len(values) <= rank:
+        fit = "their mean" if rank == 1 else f"a fit on [1, condition] of rank {rank}"
+        raise ValueError(f"the variance of {len(values)} value(s) about {fit} is undefined; it needs at least {rank + 1} test examples")
+    return residual.square().sum(0) / (len(values) - rank)
 
 
 class PosteriorCollapseParams(Params):

@@ -85,3 +85,13 @@ def test_the_data_drawn_under_the_density_are_the_field_the_flow_models(tmp_path
     low, high = b.min(0).values, b.max(0).values
     exact = math.prod((torch.special.ndtr(high[i]) - torch.special.ndtr(low[i])).item() for i in range(2))
     assert mass == pytest.approx(exact, rel=2e-3)  # the box of b; a's (a point) would hold no mass
+
+
+@pytest.mark.parametrize("x", [torch.tensor([[0.3, -2.0]]), torch.tensor([[0.3, -2.0], [0.5, -2.0], [0.1, -2.0]])], ids=["one", "flat"])
+def test_a_test_split_whose_range_is_flat_is_refused_at_build_unless_bounds_are_given(x: torch.Tensor) -> None:
+    """One example, or examples sharing a coordinate, span no box: its mass would read ≈ 0, as if the flow were broken."""
+    context = Context(flow=affine_flow(0.0, 0.0))
+    context.data = splits(x.double())
+    with pytest.raises(ValueError, match=rf"all {len(x)} test example\(s\) have x\[\d\] = (0.3|-2), so .* give `bounds:"):
+        build_density_plot(DensityPlotParams(), context)
+    build_density_plot(DensityPlotParams(bounds=[[-1, 1], [-3, -1]]), context)

@@ -225,6 +225,23 @@ def test_unexplained_variance_is_the_variance_or_the_pooled_within_class_varianc
     torch.testing.assert_close(unexplained_variance(shifted, one_hot(labels, 4).float()), within)
 
 
+def test_unexplained_variance_is_refused_without_more_examples_than_the_fits_rank() -> None:
+    """One example has no variance about its mean; three examples of three classes none about their class means."""
+    with pytest.raises(ValueError, match=r"variance of 1 value\(s\) about their mean is undefined; it needs at least 2"):
+        unexplained_variance(torch.tensor([[0.3, -2.0]]), None)
+    with pytest.raises(ValueError, match=r"fit on \[1, condition\] of rank 3 is undefined; it needs at least 4"):
+        unexplained_variance(torch.randn(3, 2), torch.eye(3))
+
+
+def test_active_units_of_a_one_example_test_split_are_nan_with_a_warning_and_the_kl_stays(tmp_path: Path) -> None:
+    model = VAE(prior_encoder(active=2), BernoulliDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,)), StandardNormal((LATENT,)), ObjectiveParams())
+    x = torch.randn(1, X_DIM)
+    with pytest.warns(UserWarning, match=r"test/m.z.active_units is NaN: the variance of 1 value\(s\)"):
+        result = PosteriorCollapse("m", model, threshold=0.01)(context(x, tmp_path))
+    assert math.isnan(result["test/m.z.active_units"])
+    assert result["test/m.z.kl_dim00"] == pytest.approx(float(x[0, 0].square() / 2), rel=1e-4)
+
+
 @torch.no_grad()
 def test_a_unit_that_moves_with_the_condition_alone_is_not_active(tmp_path: Path) -> None:
     """An encoder blind to x whose means follow c = one_hot(y): every unit varies over the test set, none is active."""
