@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from compose_gen.core import Bijector, ContractError
+from compose_gen.core import Bijector, ContractError, check_invertible
 from compose_gen.core.contracts import check_distribution
 from compose_gen.spec import Declared, Spec, SpecError
 
@@ -44,6 +44,8 @@ class ContractWatch:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self._built: list[nn.Module] = []
+        #: The bijectors whose inverse and log-determinant were checked (once each, on the first input they saw).
+        self._inverted: set[int] = set()
 
     def watch(self, declared: Declared, built: Any) -> None:
         """Check the outputs of ``built``, made for ``declared``, from now on (until :meth:`close`)."""
@@ -78,11 +80,13 @@ class ContractWatch:
         checked.contract_check = True  # type: ignore[attr-defined]
         setattr(module, name, types.MethodType(checked, module))  # a deep copy rebinds it to the copy
 
-    @staticmethod
-    def _bijector_check(direction: str) -> Check:
+    def _bijector_check(self, direction: str) -> Check:
         def check(module: Bijector, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
             value = args[0] if args else next(iter(kwargs.values()))
             module.check_output(direction, value, result)  # type: ignore[arg-type]
+            if direction == "forward" and id(module) not in self._inverted:
+                self._inverted.add(id(module))
+                check_invertible(module, value, args[1] if len(args) > 1 else kwargs.get("context"))
 
         return check
 

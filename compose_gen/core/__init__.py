@@ -1,6 +1,6 @@
 """Protocols and conventions shared by every layer: bijectors, distributions, data, plugin contracts, pictures."""
 
-from compose_gen.core.bijector import Bijector, Chain, Direction
+from compose_gen.core.bijector import Bijector, Chain, Direction, check_invertible
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
 from compose_gen.core.distributions import broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
@@ -25,6 +25,7 @@ __all__ = [
     "TensorData",
     "batches",
     "broadcast_value",
+    "check_invertible",
     "class_columns",
     "first_flagged",
     "importance_sampled_log_likelihood",

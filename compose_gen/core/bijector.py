@@ -15,15 +15,20 @@ forward, IAF fast inverse), so the compiler can warn about slow uses.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.functional import jacobian
 from torch.distributions import constraints
 
 from compose_gen.core.contracts import ContractError, describe_value
 
-__all__ = ["Bijector", "Chain", "Direction"]
+__all__ = ["Bijector", "Chain", "Direction", "check_invertible"]
+
+#: Largest event size whose Jacobian :func:`check_invertible` takes (one backward pass per element).
+JACOBIAN_MAX_EVENT = 64
 
 Direction = Literal["forward", "inverse", "both"]
 
@@ -133,3 +138,63 @@ class Chain(Bijector):
             y, ladj = bijector.inverse(y, context)
             total = total + ladj
         return y, total
+
+
+def check_invertible(bijector: Bijector, x: Tensor, context: Tensor | None = None, noise: float = 0.1, tolerance: float = 1e-4) -> None:
+    r"""Raise :class:`ContractError` unless ``bijector`` inverts itself and reports its log-determinant on ``x``.
+
+    On a float64 copy in eval mode (the exact mode) whose parameters are perturbed by
+    Gaussian noise of σ = ``noise`` (so that a zero-initialised layer is not the identity;
+    any real parameters give a valid bijector, as the conformance kit assumes), at the
+    first 8 examples of ``x``: ``inverse(forward(x)) = x``, the inverse's ladj is minus
+    the forward's, and, for events of at most :data:`JACOBIAN_MAX_EVENT` values, the
+    forward ladj of the first example is :math:`\log|\det \partial y/\partial x|` of
+    the autograd Jacobian.  Errors are allowed ``tolerance · (1 + |expected|)``.  A layer
+    that draws noise (dequantization) is not checked.  The compiler's dry run checks every
+    bijector of a spec this way; :mod:`compose_gen.testing.bijectors` checks a type fully.
+    """
+    if bijector.draws_noise:
+        return
+    event = bijector.event_shape
+    rows = x.detach().reshape(-1, *event)[:8].double()
+    if context is not None:
+        context_event = context.shape[context.dim() - len(getattr(bijector, "context_shape", None) or context.shape[-1:]) :]
+        if context.shape[: context.dim() - len(context_event)] != x.shape[: x.dim() - len(event)]:
+            return  # a context broadcast to the input (k draws per example): its rows do not pair with the input's
+        context = context.detach().reshape(-1, *context_event)[:8].double()
+    twin = copy.deepcopy(bijector).double().eval()
+    generator = torch.Generator(device=rows.device).manual_seed(0)
+    with torch.no_grad():
+        for parameter in twin.parameters():
+            parameter.add_(noise * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype, device=parameter.device))
+        y, ladj = _pair(twin, "forward", rows, context)
+        back, ladj_back = _pair(twin, "inverse", y, context)
+    _close("inverse(forward(x)) == x", back, rows, tolerance)
+    _close("the inverse's ladj == minus the forward's at y = forward(x)", ladj_back, -ladj, tolerance)
+    if event.numel() > JACOBIAN_MAX_EVENT:
+        return
+    first = rows[:1].flatten(1)
+    one_context = None if context is None else context[:1]
+    with torch.enable_grad():
+        jac = jacobian(lambda v: type(twin).forward(twin, v.reshape(1, *event), one_context)[0].flatten(), first)
+    log_det = torch.linalg.slogdet(jac.reshape(event.numel(), event.numel())).logabsdet
+    _close("forward ladj == log|det ∂y/∂x| of the autograd Jacobian", ladj[:1], log_det.reshape(1), tolerance)
+
+
+def _pair(bijector: Bijector, direction: Literal["forward", "inverse"], value: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``direction`` of ``bijector`` (its class's method, not a checking one set on the instance), checked to be ``(y, ladj)``."""
+    result = getattr(type(bijector), direction)(bijector, value, context)
+    bijector.check_output(direction, value, result)
+    return result
+
+
+def _close(prop: str, actual: Tensor, expected: Tensor, tolerance: float) -> None:
+    error = (actual - expected).abs()
+    bad = error > tolerance * (1 + expected.abs())
+    if bool(bad.any()):
+        where = int(bad.flatten().nonzero()[0])
+        raise ContractError(
+            f"{prop} fails: {float(actual.flatten()[where]):.6g} where {float(expected.flatten()[where]):.6g} is expected "
+            f"(its parameters perturbed by noise σ = 0.1, on the dry run's inputs in float64); "
+            "check the type with compose_gen.testing.bijectors.check_type"
+        )

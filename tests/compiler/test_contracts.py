@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -41,10 +42,14 @@ class Doubling(Bijector):
             return y[..., :-1], ladj
         if self.breaks == "forward_nan":
             return y * math.nan, ladj
-        return y, ladj
+        return y, -ladj if self.breaks == "ladj_signs" else ladj
 
     def inverse(self, y, context=None):
         x, ladj = y / self.log_scale.exp(), (-self.log_scale * self.event_shape.numel()).expand(self.batch_shape(y))
+        if self.breaks == "inverse_multiplies":
+            x = y * self.log_scale.exp()
+        if self.breaks in ("ladj_signs", "inverse_ladj_sign"):
+            ladj = -ladj
         return x if self.breaks == "inverse_x_only" else (x, ladj)
 
 
@@ -189,6 +194,21 @@ def test_a_plugin_that_keeps_its_contracts_builds_and_trains_unwatched(catalogue
 def test_a_bijector_output_that_breaks_the_contract_names_the_bijector(catalogue, breaks, expected) -> None:
     message = problem(spec_with("components.flow.bijectors.0", breaks), catalogue)
     assert f"components.flow.bijectors[0]: type 't_scale' (plugin 'breakage') broke the bijector contract: {expected}" in message
+
+
+@pytest.mark.parametrize(
+    "breaks, expected",
+    [
+        ("inverse_multiplies", r"inverse\(forward\(x\)\) == x fails: -?\d.* where -?\d.* is expected"),
+        ("inverse_ladj_sign", r"the inverse's ladj == minus the forward's at y = forward\(x\) fails"),
+        ("ladj_signs", r"forward ladj == log\|det ∂y/∂x\| of the autograd Jacobian fails: -(\d\.\d+) where \1 is expected"),
+    ],
+)
+def test_a_bijector_that_does_not_invert_or_misreports_its_log_determinant_is_refused_by_the_dry_run(catalogue, breaks, expected) -> None:
+    """Shapes right, numbers wrong: such a bijector would train to NLLs below the data's entropy or sample wrongly."""
+    message = problem(spec_with("components.flow.bijectors.0", breaks), catalogue)
+    assert "components.flow.bijectors[0]: type 't_scale' (plugin 'breakage') broke the bijector contract: " in message
+    assert re.search(expected, message), message
 
 
 def test_a_non_finite_loss_on_the_dry_run_blames_the_component_that_made_the_nans(catalogue) -> None:
