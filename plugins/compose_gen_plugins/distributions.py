@@ -91,12 +91,25 @@ class PriorParams(Params):
 
 
 def build_standard_normal(p: PriorParams, ctx: BuildContext) -> StandardNormal:
-    """Standard normal N(0, I) over an event of the given shape."""
+    """Standard normal N(0, I) over an event of the given shape.
+
+    p(z) = N(z; 0, I) = (2π)^{−D/2} exp(−‖z‖²/2),  D the number of values of the event;
+    at temperature T draws come from N(0, T² I), whose density is ∝ p(z)^{1/T²}.
+
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes"; temperature: Kingma & Dhariwal 2018, "Glow: Generative
+    Flow with Invertible 1x1 Convolutions".
+    """
     return StandardNormal(tuple(p.shape))
 
 
 def build_diagonal_normal(p: PriorParams, ctx: BuildContext) -> DiagonalNormal:
-    """Diagonal Gaussian with learned mean and scale."""
+    """Diagonal Gaussian with learned mean and scale.
+
+    p(z) = N(z; μ, diag σ²) = Π_j (2π σ_j²)^{−1/2} exp(−(z_j − μ_j)² / (2σ_j²)),  σ = exp(log σ),
+    μ and log σ learned per value of the event, starting at 0 (the standard normal); at temperature T, σ times T.
+
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (a prior p_θ(z) whose parameters are learned with the model).
+    """
     return DiagonalNormal(tuple(p.shape))
 
 

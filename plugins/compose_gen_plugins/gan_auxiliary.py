@@ -269,7 +269,13 @@ def build_feature_matching(params: FeatureMatchingParams, ctx: BuildContext) -> 
 
 
 def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildContext) -> AuxiliaryClassifier:
-    """AC-GAN cross-entropy terms of the critic's auxiliary classifier (Odena et al. 2017)."""
+    """AC-GAN cross-entropy terms of the critic's auxiliary classifier (Odena et al. 2017).
+
+    With CE(C(x), c) = −log softmax(C(x))_c the classifier head's cross-entropy:
+    critic = λ (CE(C(x_real), y) + CE(C(G(z, c)), c)), generator = λ CE(C(G(z, c)), c).
+
+    Odena et al. 2017, "Conditional Image Synthesis with Auxiliary Classifier GANs".
+    """
     critic = ctx.component(params.critic)
     head = getattr(critic, "classifier", None)
     classes = ctx.data.train.classes() if ctx.data is not None and params.labels in ctx.data.train.fields else None
@@ -282,12 +288,24 @@ def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildCont
 
 
 def build_cycle(params: CycleParams, ctx: BuildContext) -> MeanDistance:
-    """Cycle-consistency loss λ · mean |F(G(a)) - a| over every element (Zhu et al. 2017, as their code's L1Loss)."""
+    """Cycle-consistency loss λ · mean |F(G(a)) - a| over every element (Zhu et al. 2017, as their code's L1Loss).
+
+    L_cyc = λ · mean |F(G(a)) − a| (``norm: l1``) or λ · mean (F(G(a)) − a)² (``norm: l2``); each direction of a
+    CycleGAN is one such loss.
+
+    Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks".
+    """
     return MeanDistance("real", "reconstructed", params.norm, params.weight, {"real": params.real, "reconstructed": params.reconstructed})
 
 
 def build_identity(params: IdentityParams, ctx: BuildContext) -> MeanDistance:
-    """Identity loss λ · mean |G(b) - b| over every element, for G mapping into b's domain (Zhu et al. 2017 use 0.5 of the cycle's λ)."""
+    """Identity loss λ · mean |G(b) - b| over every element, for G mapping into b's domain (Zhu et al. 2017 use 0.5 of the cycle's λ).
+
+    L_id = λ · mean |G(b) − b| (``norm: l1``) or λ · mean (G(b) − b)² (``norm: l2``): G leaves an image already
+    in its target domain unchanged, which keeps colours in photo ↔ painting tasks.
+
+    Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks", §5.2.
+    """
     return MeanDistance("real", "mapped", params.norm, params.weight, {"real": params.real, "mapped": params.mapped})
 
 

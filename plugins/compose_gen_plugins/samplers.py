@@ -85,14 +85,32 @@ class GeneratorParams(ByClassParams):
 
 
 def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
-    """Prior then decoder: z ~ p(z), x ~ p(x|z)."""
+    """Prior then decoder: z ~ p(z), x ~ p(x|z).
+
+    Ancestral sampling of p(x) = ∫ p(x|z) p(z) dz: z ~ p_T(z), the prior with its σ (a flow prior: its base's) times
+    T = the call's temperature (T = 1: p(z) itself), then x ~ p(x|z), or x = E[x|z] with ``mean: true``.
+    With ``classes`` K, example i gets the condition c made from the label i mod K: z ~ p(z|c) from a conditional
+    flow prior, x ~ p(x|z, c) from a decoder that reads c.
+
+    Bishop 2006, "Pattern Recognition and Machine Learning", §8.1.2 (ancestral sampling); Kingma & Welling 2014,
+    "Auto-Encoding Variational Bayes".
+    """
     prior, decoder = ctx.component(p.prior), ctx.component(p.decoder)
     check_conditions({"prior": prior, "decoder": decoder}, p)
     return AncestralSampler(prior, decoder, p.mean, p.conditions())
 
 
 def build_generator(p: GeneratorParams, ctx: BuildContext) -> GeneratorSampler:
-    """Noise then generator: x = G(z)."""
+    """Noise then generator: x = G(z).
+
+    x = G(z), z ~ p_T(z), the noise prior with its σ times T = the call's temperature; given a condition c made
+    from the labels (``classes`` K: example i for class i mod K), x = G(z, c).  With ``truncation`` τ, every
+    coordinate with |z_j| > τT is drawn again (up to 100 rounds, then clipped to [−τT, τT]).
+
+    Goodfellow et al. 2014, "Generative Adversarial Nets"; conditional: Mirza & Osindero 2014, "Conditional
+    Generative Adversarial Nets"; truncation: Brock et al. 2019, "Large Scale GAN Training for High Fidelity Natural
+    Image Synthesis".
+    """
     generator = ctx.component(p.generator)
     check_conditions({"generator": generator}, p)
     return GeneratorSampler(ctx.component(p.noise), generator, p.truncation, p.conditions())

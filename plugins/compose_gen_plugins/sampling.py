@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from torch import nn
 
-from compose_gen import BuildContext, ClassConditions, Params, Value
+from compose_gen import BuildContext, ClassConditions, Params, Sampler, Value
 
 __all__ = ["ByClassParams", "check_conditions", "takes_condition", "require_sampler"]
 
@@ -35,12 +35,13 @@ class ByClassParams(Params):
         return None if self.classes is None else ClassConditions(self.condition or "y", self.classes)
 
 
-def require_sampler(ctx: BuildContext, metric: str, by_class: bool = False) -> None:
-    """A metric that draws samples needs the spec's ``sample:``, one that samples by class a sampler with ``classes``."""
+def require_sampler(ctx: BuildContext, metric: str, by_class: bool = False) -> Sampler:
+    """The spec's sampler, which a metric that draws samples needs (one that samples by class, with ``classes``)."""
     if ctx.sampler is None:
         raise ValueError(f"{metric} draws samples, but the spec has no `sample:` section saying how")
     if by_class and ctx.sampler.conditions is None:
         raise ValueError(f"{metric} needs a sampler that samples by class: set `classes` in the spec's `sample:`")
+    return ctx.sampler
 
 
 def takes_condition(component: nn.Module) -> bool:

@@ -41,6 +41,7 @@ from torch.distributions import Distribution, constraints
 
 from compose_gen import (
     Bijector,
+    BuildContext,
     Chain,
     ClassConditions,
     ComponentType,
@@ -57,7 +58,8 @@ from compose_gen import (
 )
 from compose_gen.core import first_flagged
 from compose_gen_plugins.flows import context_shape_of
-from compose_gen_plugins.datasets.limits import continuous_density_caveat
+from compose_gen_plugins.datasets import ladj_field
+from compose_gen_plugins.datasets.limits import continuous_density_caveat, not_in_data_space
 from compose_gen_plugins.sampling import ByClassParams
 
 __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
@@ -287,8 +289,16 @@ def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain
     return Chain(bijectors)
 
 
-def build_flow(params: FlowParams, ctx) -> Flow:
-    """A normalizing flow log p(x) = log p_Z(f(x)) + log|det J_f(x)| (Rezende & Mohamed 2015)."""
+def build_flow(params: FlowParams, ctx: BuildContext) -> Flow:
+    """A normalizing flow log p(x) = log p_Z(f(x)) + log|det J_f(x)| (Rezende & Mohamed 2015).
+
+    f = f_L ∘ … ∘ f_1, the chain head, bijectors × repeat, tail (data → noise), so
+    log|det J_f(x)| = Σ_l log|det J_{f_l}(h_{l−1})|, h_0 = x, h_l = f_l(h_{l−1});
+    draws are x = f⁻¹(z), z ~ p_Z.  With a context c: p(x|c) = p_Z(f(x; c)) |det J_f(x; c)|.
+
+    Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows"; Dinh et al. 2015, "NICE: Non-linear
+    Independent Components Estimation"; Papamakarios et al. 2021, "Normalizing Flows for Probabilistic Modeling and Inference".
+    """
     rebuild = getattr(ctx, "rebuild", None)  # the compiler's; a context serving ready-made modules gives deep copies
     if rebuild is None:
         block = [ctx.component(ref) for ref in params.bijectors]
@@ -306,8 +316,20 @@ def build_flow(params: FlowParams, ctx) -> Flow:
     return Flow(ctx.component(params.base), chain_of(head + repeated + tail, names))
 
 
-def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
-    """Flow negative log-likelihood in nats and bits/dim, in data space."""
+def build_flow_nll(params: FlowNLLParams, ctx: BuildContext) -> FlowNLL:
+    """Flow negative log-likelihood in nats and bits/dim, in data space.
+
+    −log p(x) = −log p_Z(f(x)) − log|det ∂f/∂x|  (given a context c, f(x; c)).
+
+    loss = nll = the batch mean of −log p_data(u) = −log p(x) − log|det ∂x/∂u|, where x = pre(u) is the dataset's
+    preprocessing: its constant log-determinant (e.g. −D ln 256 for values 0..255 scaled to [0, 1)) plus, with
+    ``ladj``, the per-example one of its transforms; bits_per_dim = nll / (D ln 2), D the number of values of x.
+    A flow that dequantizes draws its noise u per example, so the loss estimates E_u[−log p(x; u)] ≥
+    −log E_u p(x; u) = −log P(x), a bound on the discrete data's negative log-likelihood.
+
+    Dinh et al. 2015, "NICE: Non-linear Independent Components Estimation"; Rezende & Mohamed 2015, "Variational
+    Inference with Normalizing Flows"; Papamakarios et al. 2021, "Normalizing Flows for Probabilistic Modeling and Inference".
+    """
     flow = ctx.component(params.flow)
     if params.context is not None and flow.context_shape is None:
         raise ValueError(
@@ -316,21 +338,24 @@ def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
         )
     if ctx.data is None:
         return FlowNLL(flow)
-    per_example = f"ladj_{params.x}"  # the datasets' name for a per-example log-determinant of field x
+    per_example = ladj_field(params.x)
     if per_example in ctx.data.train.fields and params.ladj is None:
         raise ValueError(
             f"the dataset's transforms give {params.x!r} a per-example log-determinant; "
             f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
         )
     x = ctx.data.train.fields.get(params.x)
-    outside = None if x is None else ~flow.transform.domain.check(x)
-    if outside is not None and bool(outside.any()):  # the dry run's few rows may all lie inside
+    if x is None:  # a graph value: the data's log-determinant does not describe it
+        warnings.warn(SpecWarning(not_in_data_space(params.x)), stacklevel=2)
+        return FlowNLL(flow)
+    outside = ~flow.transform.domain.check(x)
+    if bool(outside.any()):  # the dry run's few rows may all lie inside
         example, value = first_flagged(x, outside)
         raise ValueError(
             f"flow {params.flow!r} takes values in {flow.transform.domain} (its first bijector's domain), but the train split's "
             f"{params.x!r} leave it: example {example} holds {value:g}; scale the data into it (a `scale` transform)"
         )
-    caveat = None if x is None or flow.transform.draws_noise else continuous_density_caveat(x)
+    caveat = None if flow.transform.draws_noise else continuous_density_caveat(x)
     if caveat:
         advice = "dequantize first, e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"
         message = f"{caveat}, so the density of flow {params.flow!r} can grow without bound there: the NLL falls forever and bits/dim bound nothing; {advice}"
@@ -338,8 +363,16 @@ def build_flow_nll(params: FlowNLLParams, ctx) -> FlowNLL:
     return FlowNLL(flow, ctx.data.train.ladj_to_model)
 
 
-def build_flow_sampler(params: FlowSamplerParams, ctx) -> FlowSampler:
-    """Sample x = f⁻¹(z), z drawn from the base at temperature T (Kingma & Dhariwal 2018)."""
+def build_flow_sampler(params: FlowSamplerParams, ctx: BuildContext) -> FlowSampler:
+    """Sample x = f⁻¹(z), z drawn from the base at temperature T (Kingma & Dhariwal 2018).
+
+    x = f⁻¹(z; c), z ~ p_{Z,T}: the base with its σ (a mixture's σ_k, each about its own mean) times
+    T = temperature × the call's; for a Gaussian base p_{Z,T}(z) ∝ p_Z(z)^{1/T²}, and T = 1 draws from p(x) itself.
+    With ``classes`` K, example i is drawn given the condition c made from the label i mod K.
+
+    Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows"; temperature: Kingma & Dhariwal 2018,
+    "Glow: Generative Flow with Invertible 1x1 Convolutions".
+    """
     flow = ctx.component(params.flow)
     conditions = params.conditions()
     if flow.context_shape is None and conditions is not None:

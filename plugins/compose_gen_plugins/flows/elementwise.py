@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from compose_gen import Bijector, ComponentType, Params, hookimpl
+from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["ElementwiseAffine", "Inverse", "Logit"]
@@ -117,23 +117,47 @@ class LogitParams(Params):
     alpha: float = Field(0.05, ge=0.0, lt=0.5, description="margin α: y = logit(α + (1 - 2α)x)")
 
 
-def build_affine(params: AffineParams, ctx: object) -> ElementwiseAffine:
-    """Learned elementwise affine map y = x·exp(s) + b."""
+def build_affine(params: AffineParams, ctx: BuildContext) -> ElementwiseAffine:
+    """Learned elementwise affine map y = x·exp(s) + b.
+
+    yᵢ = xᵢ exp(sᵢ) + bᵢ,  log|det ∂y/∂x| = Σᵢ sᵢ, with one learned sᵢ and bᵢ per value of the event (b = 0 with
+    ``shift: false``); s = b = 0 at the start, the identity.
+
+    Dinh et al. 2015, "NICE: Non-linear Independent Components Estimation" (its diagonal scaling, here with a shift).
+    """
     return ElementwiseAffine(tuple(params.shape), params.shift)
 
 
-def build_scaling(params: ScalingParams, ctx: object) -> ElementwiseAffine:
-    """NICE diagonal scaling y = x·exp(s) (Dinh et al. 2014)."""
+def build_scaling(params: ScalingParams, ctx: BuildContext) -> ElementwiseAffine:
+    """NICE diagonal scaling y = x·exp(s) (Dinh et al. 2015).
+
+    y = S x,  S = diag(exp(s)),  log|det ∂y/∂x| = Σᵢ sᵢ, with s learned and 0 at the start (the identity); NICE
+    puts it last, nearest the prior, to weigh each latent dimension.
+
+    Dinh et al. 2015, "NICE: Non-linear Independent Components Estimation".
+    """
     return ElementwiseAffine(tuple(params.shape), shift=False)
 
 
-def build_logit(params: LogitParams, ctx: object) -> Logit:
-    """Logit preprocessing y = logit(α + (1 - 2α)x) for data in [0, 1] (Dinh et al. 2016)."""
+def build_logit(params: LogitParams, ctx: BuildContext) -> Logit:
+    """Logit preprocessing y = logit(α + (1 - 2α)x) for data in [0, 1] (Dinh et al. 2017).
+
+    yᵢ = log pᵢ − log(1 − pᵢ),  pᵢ = α + (1 − 2α) xᵢ,  log|det ∂y/∂x| = Σᵢ [log(1 − 2α) − log pᵢ − log(1 − pᵢ)];
+    the margin α keeps values 0 and 1 finite (α = 0: the plain logit).
+
+    Dinh et al. 2017, "Density Estimation Using Real NVP".
+    """
     return Logit(tuple(params.shape), params.alpha)
 
 
-def build_sigmoid(params: LogitParams, ctx: object) -> Inverse:
-    """Sigmoid y = (sigmoid(x) - α) / (1 - 2α), the inverse of the logit preprocessing."""
+def build_sigmoid(params: LogitParams, ctx: BuildContext) -> Inverse:
+    """Sigmoid y = (sigmoid(x) - α) / (1 - 2α), the inverse of the logit preprocessing.
+
+    yᵢ = (σ(xᵢ) − α) / (1 − 2α),  σ(x) = 1 / (1 + exp(−x)),
+    log|det ∂y/∂x| = Σᵢ [log σ(xᵢ) + log(1 − σ(xᵢ)) − log(1 − 2α)]: maps the reals into [0, 1].
+
+    Dinh et al. 2017, "Density Estimation Using Real NVP" (the inverse of its logit preprocessing).
+    """
     return Inverse(Logit(tuple(params.shape), params.alpha))
 
 

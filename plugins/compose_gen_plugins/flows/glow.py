@@ -19,7 +19,7 @@ import torch
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from compose_gen import Bijector, Chain, ComponentType, Latch, Params, hookimpl
+from compose_gen import Bijector, BuildContext, Chain, ComponentType, Latch, Params, hookimpl
 from compose_gen_plugins.flows import EventShape, context_shape_of
 from compose_gen_plugins.flows.coupling import AffineCoupling
 
@@ -278,23 +278,52 @@ class GlowParams(Params):
         return self
 
 
-def build_actnorm(params: ChannelWiseParams, ctx: object) -> ActNorm:
-    """Actnorm y = (x - μ)·exp(-log σ) per channel, data-initialised (Kingma & Dhariwal 2018)."""
+def build_actnorm(params: ChannelWiseParams, ctx: BuildContext) -> ActNorm:
+    """Actnorm y = (x - μ)·exp(-log σ) per channel, data-initialised (Kingma & Dhariwal 2018).
+
+    y_{c,h,w} = (x_{c,h,w} − μ_c) / σ_c,  log|det ∂y/∂x| = −HW Σ_c log σ_c  (HW = 1 for vectors [D]),
+    μ_c and σ_c set to the channel's mean and standard deviation over the first training batch, then learned.
+
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions".
+    """
     return ActNorm(tuple(params.shape))
 
 
-def build_conv1x1(params: Conv1x1Params, ctx: object) -> InvertibleConv1x1:
-    """Invertible 1x1 convolution y = W x per pixel, dense or LU (Kingma & Dhariwal 2018)."""
+def build_conv1x1(params: Conv1x1Params, ctx: BuildContext) -> InvertibleConv1x1:
+    """Invertible 1x1 convolution y = W x per pixel, dense or LU (Kingma & Dhariwal 2018).
+
+    y_{:,h,w} = W x_{:,h,w},  log|det ∂y/∂x| = HW log|det W|;  W starts as a random rotation.  LU form
+    W = P L (U + diag(sign(s) ⊙ exp(log|s|))), L unit lower- and U strictly upper-triangular, P and sign(s) fixed,
+    so log|det W| = Σ_c log|s_c|; dense W uses slogdet.
+
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions".
+    """
     return InvertibleConv1x1(tuple(params.shape), params.lu)
 
 
-def build_squeeze(params: SqueezeParams, ctx: object) -> Squeeze:
-    """Squeeze (C, H, W) → (4C, H/2, W/2) (Dinh et al. 2016)."""
+def build_squeeze(params: SqueezeParams, ctx: BuildContext) -> Squeeze:
+    """Squeeze (C, H, W) → (4C, H/2, W/2) (Dinh et al. 2017).
+
+    y_{4c + 2i + j, a, b} = x_{c, 2a + i, 2b + j},  i, j ∈ {0, 1}: each 2x2 patch of a channel becomes 4 channels;
+    a permutation, so log|det ∂y/∂x| = 0.
+
+    Dinh et al. 2017, "Density Estimation Using Real NVP".
+    """
     return Squeeze(tuple(params.shape))
 
 
-def build_glow(params: GlowParams, ctx: object) -> MultiScale:
-    """Glow multi-scale flow, (C, H, W) → (C·H·W,) (Kingma & Dhariwal 2018)."""
+def build_glow(params: GlowParams, ctx: BuildContext) -> MultiScale:
+    """Glow multi-scale flow, (C, H, W) → (C·H·W,) (Kingma & Dhariwal 2018).
+
+    Level ℓ = 1..L (L = levels) maps its input h_{ℓ−1} (h_0 = x) by g_ℓ: a squeeze, then ``steps`` Glow steps
+    (actnorm, invertible 1x1 convolution, affine coupling y = m ⊙ x + (1 − m) ⊙ (x ⊙ exp(s(m ⊙ x, c)) + t(m ⊙ x, c))
+    with a convolutional conditioner and channel mask); every level but the last factors out ⌊C_ℓ/2⌋ channels z_ℓ
+    of g_ℓ(h_{ℓ−1}) and passes the rest on as h_ℓ, the last outputs z_L = g_L(h_{L−1}).
+    f(x) = [z_1, …, z_L] flattened,  log|det J_f(x)| = Σ_ℓ log|det J_{g_ℓ}(h_{ℓ−1})|, the sum over every step's.
+
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions"; multi-scale architecture:
+    Dinh et al. 2017, "Density Estimation Using Real NVP".
+    """
     return glow(**params.model_dump())
 
 

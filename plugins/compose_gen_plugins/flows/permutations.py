@@ -13,7 +13,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
-from compose_gen import Bijector, ComponentType, Params, SpecWarning, hookimpl
+from compose_gen import Bijector, BuildContext, ComponentType, Params, SpecWarning, hookimpl
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["Permutation", "random_permutation"]
@@ -56,8 +56,15 @@ class RandomPermutationParams(Params):
     )
 
 
-def build_reverse(params: ReverseParams, ctx: object) -> Permutation:
-    """Reverse the features (or channels): y_i = x_{D-1-i}."""
+def build_reverse(params: ReverseParams, ctx: BuildContext) -> Permutation:
+    """Reverse the features (or channels): y_i = x_{D-1-i}.
+
+    yᵢ = x_{D−1−i}, i = 0..D−1 along the first event dimension (D features, or the channels of an image);
+    a permutation, so log|det ∂y/∂x| = 0.  Between coupling layers it lets the untouched half be transformed next.
+
+    Dinh et al. 2015, "NICE: Non-linear Independent Components Estimation" (alternating the halves);
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions" (reverse as a baseline).
+    """
     if params.shape[0] == 1:
         warnings.warn(SpecWarning(_reverse_of_one(params.shape)), stacklevel=2)
     return Permutation(tuple(params.shape), torch.arange(params.shape[0] - 1, -1, -1))
@@ -74,8 +81,14 @@ def _reverse_of_one(shape: list[int]) -> str:
     )
 
 
-def build_random_permutation(params: RandomPermutationParams, ctx: object) -> Permutation:
-    """Fixed random permutation of the features (or channels), seeded; an identity draw is drawn again."""
+def build_random_permutation(params: RandomPermutationParams, ctx: BuildContext) -> Permutation:
+    """Fixed random permutation of the features (or channels), seeded; an identity draw is drawn again.
+
+    yᵢ = x_{π(i)} along the first event dimension, π drawn once from ``seed`` (never the identity when D > 1) and
+    fixed; a permutation, so log|det ∂y/∂x| = 0.
+
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions" (the shuffle baseline).
+    """
     return Permutation(tuple(params.shape), random_permutation(params.shape[0], params.seed))
 
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
-from compose_gen import Bijector, ComponentType, Params, hookimpl
+from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["LipschitzLinear", "LipSwish", "ResidualBlock"]
@@ -195,7 +195,7 @@ class ResidualBlock(Bijector):
         x = self._with_implicit_gradient(x, flat_y)
         return x.reshape(y.shape), -self._shift_and_ladj(x)[1]
 
-    def _fixed_point(self, step, start: Tensor, what: str) -> Tensor:  # type: ignore[no-untyped-def]
+    def _fixed_point(self, step: Callable[[Tensor], Tensor], start: Tensor, what: str) -> Tensor:
         tolerance = self.tolerance or 64 * torch.finfo(start.dtype).eps
         scale = 1 + start.detach().abs().max()
         current = start
@@ -282,8 +282,16 @@ class ResidualParams(Params):
     )
 
 
-def build_residual(params: ResidualParams, ctx: object) -> ResidualBlock:
-    """Invertible residual block y = x + g(x), Lip(g) < 1 (Behrmann et al. 2019; Chen et al. 2019)."""
+def build_residual(params: ResidualParams, ctx: BuildContext) -> ResidualBlock:
+    """Invertible residual block y = x + g(x), Lip(g) < 1 (Behrmann et al. 2019; Chen et al. 2019).
+
+    log|det ∂y/∂x| = log det(I + J_g(x)) = Σ_{k≥1} (−1)^{k+1} tr(J_g(x)^k) / k,  g an MLP with spectrally normalised
+    layers, Lip(g) ≤ c (c = lipschitz); exact (autograd Jacobian and slogdet) in eval mode or for at most exact_dims
+    features, else in training the unbiased Russian-roulette estimate Σ_{k=1}^{n} (−1)^{k+1} vᵀJ_g^k v / (k P(n ≥ k)),
+    v Rademacher, n = exact_terms + N, N ~ Geometric(roulette_p) on {0, 1, …}.  The inverse is the fixed point of x ← y − g(x).
+
+    Behrmann et al. 2019, "Invertible Residual Networks"; Chen et al. 2019, "Residual Flows for Invertible Generative Modeling".
+    """
     return ResidualBlock(
         tuple(params.shape),
         params.hidden,

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor
 
-from compose_gen import ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows.autoregressive import MADEParams, MaskedAutoregressive, made_for
 from compose_gen_plugins.flows.coupling import AdditiveCouplingParams, MaskedCoupling, coupling_args
 
@@ -209,13 +209,34 @@ class SplineAutoregressiveParams(_SplineOptions, MADEParams):
     fast: Literal["forward", "inverse"] = Field("forward", description="forward: density pass (MAF); inverse: IAF")
 
 
-def build_spline_coupling(params: SplineCouplingParams, ctx: object) -> SplineCoupling:
-    """Rational-quadratic spline coupling with linear tails (Durkan et al. 2019)."""
+def build_spline_coupling(params: SplineCouplingParams, ctx: BuildContext) -> SplineCoupling:
+    """Rational-quadratic spline coupling with linear tails (Durkan et al. 2019).
+
+    y = m ⊙ x + (1 − m) ⊙ RQS(x; θ(m ⊙ x, c)),  log|det ∂y/∂x| = Σ_{i: mᵢ = 0} log RQS'(xᵢ),
+    RQS a monotone rational-quadratic spline on [−B, B] (B = bound) with K bins (K = bins): in bin k, with
+    s_k = h_k/w_k and ξ = (x − x_k)/w_k,  RQS(x) = y_k + h_k [s_k ξ² + δ_k ξ(1 − ξ)] / [s_k + (δ_{k+1} + δ_k − 2s_k) ξ(1 − ξ)],
+    the identity outside [−B, B] (δ = 1 at ±B).  The conditioner θ gives the bin widths w_k and heights h_k (softmax,
+    with minimum sizes) and the interior derivatives δ_k; its last layer starts at zero, so the layer starts as the identity.
+
+    Durkan et al. 2019, "Neural Spline Flows"; coupling: Dinh et al. 2017, "Density Estimation Using Real NVP".
+    """
     return SplineCoupling(transform=params.transform(), **coupling_args(params))
 
 
-def build_spline_autoregressive(params: SplineAutoregressiveParams, ctx: object) -> MaskedAutoregressive:
-    """Rational-quadratic spline autoregressive layer, MADE-conditioned (Durkan et al. 2019)."""
+def build_spline_autoregressive(params: SplineAutoregressiveParams, ctx: BuildContext) -> MaskedAutoregressive:
+    """Rational-quadratic spline autoregressive layer, MADE-conditioned (Durkan et al. 2019).
+
+    fast: forward (MAF):  y_d = RQS(x_d; θ_d(x_{<d}, c)), one MADE pass from data x to noise y, D passes back;
+    fast: inverse (IAF):  x_d = RQS(y_d; θ_d(y_{<d}, c)), one pass from noise to data, D passes for the density;
+    log|det ∂y/∂x| = Σ_d log|∂y_d/∂x_d|, a sum over the D features in the MADE's ordering.
+
+    RQS is the monotone rational-quadratic spline of spline_coupling (K bins on [−B, B], the identity outside),
+    its 3K − 1 parameters per feature given by a MADE whose output d sees only the features before d.
+
+    Durkan et al. 2019, "Neural Spline Flows"; Germain et al. 2015, "MADE: Masked Autoencoder for Distribution
+    Estimation"; Papamakarios et al. 2017, "Masked Autoregressive Flow for Density Estimation"; Kingma et al. 2016,
+    "Improved Variational Inference with Inverse Autoregressive Flow".
+    """
     transform = params.transform()
     return MaskedAutoregressive(
         tuple(params.shape), transform, made_for(params, transform.params_per_feature), params.fast

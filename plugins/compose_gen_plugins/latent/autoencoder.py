@@ -56,6 +56,12 @@ class AutoencoderParams(Params):
 
 
 def build_autoencoder(p: AutoencoderParams, ctx: BuildContext) -> Autoencoder:
-    """Deterministic autoencoder: minimise −log p(x | z = e(x))."""
+    """Deterministic autoencoder: minimise −log p(x | z = e(x)).
+
+    loss = −E_x[log p(x | z = e(x))]: the decoder's likelihood of x given its code, with no prior on z
+    (a Gaussian decoder of fixed σ makes it the squared error ‖x − d(e(x))‖² / 2σ² plus a constant).
+
+    Hinton & Salakhutdinov 2006, "Reducing the Dimensionality of Data with Neural Networks".
+    """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return Autoencoder(ctx.component(p.encoder), ctx.component(p.decoder), p.x)

@@ -310,7 +310,14 @@ def _data_x(ctx: BuildContext) -> Tensor:
 
 
 def build_gaussian_encoder(p: EncoderParams, ctx: BuildContext) -> GaussianEncoder:
-    """Diagonal-Gaussian encoder q(z|x) = N(μ(x), diag σ²(x))."""
+    """Diagonal-Gaussian encoder q(z|x) = N(μ(x), diag σ²(x)).
+
+    q(z|x) = Π_j (2π σ_j(x)²)^{−1/2} exp(−(z_j − μ_j(x))² / (2σ_j(x)²)),  j = 1..latent,
+    the network's 2·latent outputs read as [μ, ρ] with σ = softplus(ρ) + 10⁻⁴; draws z = μ + σ ⊙ ε, ε ~ N(0, I)
+    (reparameterised).  Given a context c, μ and σ are functions of (x, c).
+
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes".
+    """
     return GaussianEncoder(ctx.component(p.net), p.latent)
 
 
@@ -320,7 +327,13 @@ def _modelled_x(p: DecoderParams, ctx: BuildContext) -> Tensor | None:
 
 
 def build_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> BernoulliDecoder:
-    """Bernoulli decoder p(x|z) for binary data."""
+    """Bernoulli decoder p(x|z) for binary data.
+
+    p(x|z) = Π_i λ_i^{x_i} (1 − λ_i)^{1 − x_i},  x_i ∈ {0, 1},  λ = sigmoid(f(z)), one logit per value of x;
+    a probability mass, so log p(x|z) ≤ 0 and no change of variables enters the likelihood.
+
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes".
+    """
     x = _modelled_x(p, ctx)
     if x is not None and not ((x == 0) | (x == 1)).all():
         raise ValueError(
@@ -334,7 +347,14 @@ def build_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> BernoulliDec
 
 
 def build_continuous_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> ContinuousBernoulliDecoder:
-    """Continuous-Bernoulli decoder p(x|z) for data in [0, 1]."""
+    """Continuous-Bernoulli decoder p(x|z) for data in [0, 1].
+
+    p(x|z) = Π_i C(λ_i) λ_i^{x_i} (1 − λ_i)^{1 − x_i},  x_i ∈ [0, 1],  λ = sigmoid(f(z)),
+    C(λ) = 2 artanh(1 − 2λ) / (1 − 2λ) for λ ≠ 1/2, C(1/2) = 2: the Bernoulli's form normalised into a density
+    on [0, 1]; its mean is λ/(2λ − 1) + 1/(2 artanh(1 − 2λ)), not λ.
+
+    Loaiza-Ganem & Cunningham 2019, "The continuous Bernoulli: fixing a pervasive error in variational autoencoders".
+    """
     x = _modelled_x(p, ctx)
     if x is not None and ((x < 0) | (x > 1)).any():
         raise ValueError(
@@ -345,7 +365,14 @@ def build_continuous_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> C
 
 
 def build_gaussian_decoder(p: GaussianDecoderParams, ctx: BuildContext) -> GaussianDecoder:
-    """Diagonal-Gaussian decoder p(x|z) with fixed, learned or predicted scale."""
+    """Diagonal-Gaussian decoder p(x|z) with fixed, learned or predicted scale.
+
+    p(x|z) = Π_i (2π σ_i²)^{−1/2} exp(−(x_i − μ_i(z))² / (2σ_i²)),
+    μ = f(z); σ_i = fixed_scale (fixed), softplus(ρ_i) + 10⁻⁴ with ρ learned per value of x, starting at σ ≈
+    fixed_scale (learned), or softplus of the network's second output + 10⁻⁴ (predicted: f(z) gives [μ, ρ]).
+
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (the Gaussian MLP decoder, appendix C.2).
+    """
     return GaussianDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, p.scale, p.fixed_scale)
 
 
@@ -359,13 +386,30 @@ def _grid(p: CategoricalDecoderParams | DiscretizedLogisticDecoderParams, ctx: B
 
 
 def build_categorical_decoder(p: CategoricalDecoderParams, ctx: BuildContext) -> CategoricalDecoder:
-    """Categorical decoder p(x|z): a softmax over the levels of each value."""
+    """Categorical decoder p(x|z): a softmax over the levels of each value.
+
+    p(x|z) = Π_i softmax(f(z)_i)_{k(x_i)},  v_k = low + k (high − low)/(bins − 1), k = 0..bins−1,
+    with k(x_i) the level of x_i and f(z)_i the bins logits of value i; a probability mass.
+
+    van den Oord et al. 2016, "Pixel Recurrent Neural Networks" (a 256-way softmax per sub-pixel).
+    """
     return CategoricalDecoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, _grid(p, ctx))
 
 
 def build_discretized_logistic_decoder(
     p: DiscretizedLogisticDecoderParams, ctx: BuildContext
 ) -> DiscretizedLogisticMixtureDecoder:
-    """Discretized logistic mixture decoder p(x|z) of PixelCNN++ (Salimans et al. 2017)."""
+    """Discretized logistic mixture decoder p(x|z) of PixelCNN++ (Salimans et al. 2017).
+
+    P(x|z) = Π_i Σ_k π_ik [σ((x_i + h − μ_ik)/s_ik) − σ((x_i − h − μ_ik)/s_ik)],  k = 1..components,
+    in the grid's units ([low, high] mapped to [−1, 1], half-width h = 1/(bins − 1)); the lowest level takes the mass
+    below it (σ(·) of its lower edge is 0), the highest the mass above it (σ(·) of its upper edge is 1); log s ≥ −7.
+    π, μ and log s come from f(z), 3·components numbers per value.  With ``channel_coupling`` one mixture per RGB
+    pixel, its component shared by the channels, whose means shift as μ̃_G = μ_G + α x_R, μ̃_B = μ_B + β x_R + γ x_G,
+    α, β, γ = tanh of network outputs (10·components numbers per pixel).
+
+    Salimans et al. 2017, "PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture Likelihood and Other
+    Modifications".
+    """
     decoder = CoupledDiscretizedLogisticMixtureDecoder if p.channel_coupling else DiscretizedLogisticMixtureDecoder
     return decoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, _grid(p, ctx), p.components)

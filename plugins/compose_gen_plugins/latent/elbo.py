@@ -106,6 +106,21 @@ class VAEParams(ObjectiveParams):
 
 
 def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:
-    """Negative ELBO of a VAE, with analytic or Monte Carlo KL, β and KL warm-up."""
+    """Negative ELBO of a VAE, with analytic or Monte Carlo KL, β and KL warm-up.
+
+    log p(x) ≥ ELBO(x) = E_q(z|x)[log p(x|z)] − KL(q(z|x) ‖ p(z)); trained, averaged over the batch:
+    loss = −(1/k) Σᵢ log p(x|zᵢ) + β_t · KL,  zᵢ ~ q(z|x) reparameterised, i = 1..k (k = samples, default 1).
+
+    KL is the closed form when torch.distributions knows the pair of posterior and prior (kl: auto or analytic),
+    else the estimate (1/k) Σᵢ [log q(zᵢ|x) − log p(zᵢ)] (kl: mc, or auto without a closed form).
+    β_t = β · min(1, t/T) after t optimizer steps, T = warmup_steps (β_t = β when T = 0); β ≠ 1 is the β-VAE.
+    The logged elbo is the bound itself, weight 1 (``objective: iwae`` trains iwae's bound instead).  With a
+    context c, each part that reads it (``conditioned``; by default the encoder, the decoder and a conditional flow
+    prior) is conditioned: q(z|x, c), p(x|z, c), p(z|c), the conditional VAE of Sohn et al. 2015.
+
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes"; β: Higgins et al. 2017, "β-VAE: Learning Basic Visual
+    Concepts with a Constrained Variational Framework"; warm-up: Bowman et al. 2016, "Generating Sentences from a
+    Continuous Space", and Sønderby et al. 2016, "Ladder Variational Autoencoders".
+    """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

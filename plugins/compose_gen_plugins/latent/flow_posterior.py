@@ -150,7 +150,15 @@ class AmortizedPlanarParams(Params):
 
 
 def build_flow_encoder(p: FlowEncoderParams, ctx: BuildContext) -> FlowEncoder:
-    """Flow posterior q(z|x): a Gaussian through bijectors conditioned on h(x) (Rezende & Mohamed 2015; Kingma et al. 2016)."""
+    """Flow posterior q(z|x): a Gaussian through bijectors conditioned on h(x) (Rezende & Mohamed 2015; Kingma et al. 2016).
+
+    z₀ ~ N(μ(x), diag σ(x)²), z_K = f_K ∘ … ∘ f_1(z₀; h(x)), and
+    log q(z_K|x) = log N(z₀; μ(x), diag σ(x)²) − Σ_k log|det ∂f_k/∂z_{k−1}|,
+    so the ELBO counts every layer's log-determinant.
+
+    Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows"; Kingma et al. 2016,
+    "Improved Variational Inference with Inverse Autoregressive Flow".
+    """
     bijectors = [ctx.component(ref) for ref in p.bijectors]
     for i, bijector in enumerate(bijectors):
         if tuple(bijector.event_shape) != (p.latent,):
@@ -164,6 +172,12 @@ def build_flow_encoder(p: FlowEncoderParams, ctx: BuildContext) -> FlowEncoder:
 
 
 def build_amortized_planar(p: AmortizedPlanarParams, ctx: BuildContext) -> AmortizedPlanar:
-    """Planar flow whose u, w, b are linear functions of a context (Rezende & Mohamed 2015, amortised)."""
+    """Planar flow whose u, w, b are linear functions of a context (Rezende & Mohamed 2015, amortised).
+
+    f(z) = z + û(h) tanh(w(h)ᵀz + b(h)), log|det ∂f/∂z| = log|1 + û(h)ᵀ ψ(z)| with
+    ψ(z) = (1 − tanh²(wᵀz + b)) w, and û the projection of u that keeps wᵀû ≥ −1 (invertible).
+
+    Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows", appendix A.1.
+    """
     return AmortizedPlanar(p.features, p.context_features)
 

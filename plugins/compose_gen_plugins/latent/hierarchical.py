@@ -126,7 +126,14 @@ class HierarchicalParams(ObjectiveParams):
 
 
 def build_hierarchical_vae(p: HierarchicalParams, ctx: BuildContext) -> HierarchicalVAE:
-    """Two-level hierarchical VAE with top-down, precision-weighted inference (Sønderby et al. 2016)."""
+    """Two-level hierarchical VAE with top-down, precision-weighted inference (Sønderby et al. 2016).
+
+    p(z₂) p(z₁|z₂) p(x|z₁), inferred top-down as q(z₂|x) q(z₁|x, z₂), where q(z₁|x, z₂) merges the bottom-up
+    N(μ̂, σ̂²) with p(z₁|z₂) = N(μ_p, σ_p²): σ_q⁻² = σ̂⁻² + σ_p⁻², μ_q = σ_q² (μ̂ σ̂⁻² + μ_p σ_p⁻²).
+    ELBO = E_q[log p(x|z₁)] − KL(q(z₂|x) ‖ p(z₂)) − E_q(z₂|x)[KL(q(z₁|x, z₂) ‖ p(z₁|z₂))].
+
+    Sønderby et al. 2016, "Ladder Variational Autoencoders".
+    """
     c = ctx.component
     caution_unbounded(p.x, c(p.decoder), ctx)
     return HierarchicalVAE(

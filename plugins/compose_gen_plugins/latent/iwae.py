@@ -29,6 +29,16 @@ class IWAEParams(VAEParams):
 
 
 def build_iwae(p: IWAEParams, ctx: BuildContext) -> VAE:
-    """Negative k-sample importance-weighted bound of a VAE (Burda et al. 2016)."""
+    """Negative k-sample importance-weighted bound of a VAE (Burda et al. 2016).
+
+    L_k(x) = E_{z₁..z_k ~ q(z|x)}[log (1/k) Σᵢ p(x, zᵢ) / q(zᵢ|x)],  p(x, zᵢ) = p(x|zᵢ) p(zᵢ),
+    ELBO = L_1 ≤ L_k ≤ L_{k+1} ≤ log p(x), and L_k → log p(x) as k → ∞ (k = samples).
+
+    loss = −log (1/k) Σᵢ wᵢ, wᵢ = p(x|zᵢ) p(zᵢ) / q(zᵢ|x), for k independent reparameterised draws zᵢ ~ q(z|x), a
+    log-mean-exp of the log-weights averaged over the batch; the logged elbo and kl are those of the same draws.
+    No β or warm-up: the bound has no separate KL term.  A context c conditions the parts that read it, as in elbo.
+
+    Burda et al. 2016, "Importance Weighted Autoencoders".
+    """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)

@@ -60,5 +60,12 @@ class GaussianMixtureParams(Params):
 
 
 def build_gaussian_mixture(p: GaussianMixtureParams, ctx: BuildContext) -> GaussianMixturePrior:
-    """Learned mixture of diagonal Gaussians p(z) = Σ_k π_k N(μ_k, diag σ_k²)."""
+    """Learned mixture of diagonal Gaussians p(z) = Σ_k π_k N(μ_k, diag σ_k²).
+
+    π = softmax(logits), μ_k and log σ_k learned; its KL to a posterior has no closed form, so the ELBO
+    estimates it by Monte Carlo. Temperature T draws each component at σ_k·T about its own mean.
+
+    Dilokthanakul et al. 2016, "Deep Unsupervised Clustering with Gaussian Mixture Variational Autoencoders";
+    Tomczak & Welling 2018, "VAE with a VampPrior" (learned priors).
+    """
     return GaussianMixturePrior(p.latent, p.components)

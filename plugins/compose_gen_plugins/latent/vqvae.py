@@ -205,7 +205,17 @@ class VQVAEParams(Params):
 
 
 def build_vqvae(p: VQVAEParams, ctx: BuildContext) -> VQVAE:
-    """VQ-VAE: nearest codes, straight-through gradients, codebook and commitment losses (van den Oord et al. 2017)."""
+    """VQ-VAE: nearest codes, straight-through gradients, codebook and commitment losses (van den Oord et al. 2017).
+
+    loss = −log p(x|z_q) + ‖sg[z_e] − e‖² + β ‖z_e − sg[e]‖²,  e = e_k, k = argmin_j ‖z_e − e_j‖,
+    per example, the squared distances summed over its latent vectors z_e (β = commitment), then averaged over the batch; sg is
+    the stop-gradient, and the decoder reads z_q = z_e + sg[e − z_e], whose value is e and whose gradient is the
+    identity (straight-through).  With ``ema: true`` the codebook term leaves the loss and each code follows moving
+    averages of the vectors assigned to it: N_j ← γN_j + (1 − γ)n_j, m_j ← γm_j + (1 − γ)Σ_{i: kᵢ = j} z_{e,i},
+    e_j = m_j / Ñ_j (Ñ: Laplace-smoothed counts).  Logged: the batch's code usage and perplexity exp(−Σ_j p_j log p_j).
+
+    van den Oord et al. 2017, "Neural Discrete Representation Learning".
+    """
     quantizer = VectorQuantizer(p.codes, p.code_dim, p.ema, p.decay, p.epsilon, p.init)
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VQVAE(ctx.component(p.encoder), ctx.component(p.decoder), quantizer, p.layout, p.commitment, p.x)
@@ -235,7 +245,14 @@ class CodebookUsageParams(Params):
 
 
 def build_codebook_usage(p: CodebookUsageParams, ctx: BuildContext) -> CodebookUsage:
-    """Test-set codebook usage and perplexity of a VQ-VAE."""
+    """Test-set codebook usage and perplexity of a VQ-VAE.
+
+    usage = |{j : n_j > 0}| / K,  perplexity = exp(−Σ_j p_j log p_j),  p_j = n_j / Σ_i n_i,
+    n_j counting the latent vectors of the whole test split whose nearest code is e_j (K codes): perplexity is K when
+    every code is used equally often, 1 when one code takes them all.
+
+    van den Oord et al. 2017, "Neural Discrete Representation Learning".
+    """
     model = ctx.loss(p.model)
     if not isinstance(model, VQVAE):
         raise ValueError(f"loss {p.model!r} is a {type(model).__name__}, not a vqvae")

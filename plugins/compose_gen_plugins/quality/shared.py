@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from compose_gen import ComponentType, EvalContext, Params, SpecWarning, Splits
+from compose_gen import BuildContext, ComponentType, EvalContext, Params, SpecWarning, Splits
 from compose_gen_plugins.quality.classifier import ClassifierParams, FeatureClassifier, has_labels, load_classifier
 from compose_gen_plugins.sampling import require_sampler
 
@@ -48,11 +48,11 @@ def metric_type(
     ``measure`` itself, which may be called without a build.
     """
 
-    def build(parsed: Params, ctx: Any) -> Callable[[EvalContext], dict[str, float]]:
-        require_sampler(ctx, name, by_class)
-        if ctx.sampler.distortion is not None:
+    def build(parsed: Params, ctx: BuildContext) -> Callable[[EvalContext], dict[str, float]]:
+        sampler = require_sampler(ctx, name, by_class)
+        if sampler.distortion is not None:
             message = (
-                f"scores the spec's samples, drawn with `sample:` {ctx.sampler.distortion} rather than from the model's "
+                f"scores the spec's samples, drawn with `sample:` {sampler.distortion} rather than from the model's "
                 "distribution, so its value describes that setting: drop it to score the model"
             )
             warnings.warn(SpecWarning(message), stacklevel=2)

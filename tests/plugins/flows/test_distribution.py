@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from compose_gen import ClassConditions, Splits, TensorData
+from compose_gen import ClassConditions, Splits, SpecWarning, TensorData
 from compose_gen.compiler.build import SEED_STRIDE
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
@@ -194,6 +194,20 @@ def test_flow_nll_in_data_space_is_the_nll_of_the_raw_data():
     torch.testing.assert_close(out["nll"], exact)
     torch.testing.assert_close(out["bits_per_dim"], exact / (2 * math.log(2)))
     assert out["loss"].requires_grad and not out["nll"].requires_grad
+
+
+def test_flow_nll_of_a_graph_value_counts_no_log_determinant_of_the_data_and_says_so():
+    """A flow on a value the graph computes: the data's scaling (here 1/16, ladj −2 ln 16) does not produce it."""
+    torch.manual_seed(0)
+    z = torch.randn(100, 2, dtype=torch.float64)
+    data = TensorData({"x": torch.rand(100, 2, dtype=torch.float64)}, ladj_to_model=-2 * math.log(16))
+    flow = affine_flow(log_scale=0.0, shift=0.0, dims=2).double()
+    with pytest.warns(SpecWarning, match="models the graph value 'z', not a field of the data"):
+        loss = build_flow_nll(FlowNLLParams(flow="flow", x="z"), Context(Splits(data, data), flow=flow))
+    out = loss({"x": z}, frozenset({"loss"}))
+    exact = -Normal(0.0, 1.0).log_prob(z).sum(-1).mean()
+    torch.testing.assert_close(out["nll"], exact)
+    torch.testing.assert_close(out["bits_per_dim"], exact / (2 * math.log(2)))
 
 
 def test_flow_nll_counts_a_per_example_logit_preprocessing():
