@@ -288,7 +288,8 @@ def check_metric_result(result: Any) -> dict[str, float]:
 
 
 def check_splits(splits: Splits) -> None:
-    """A dataset's halves hold examples, the same fields of the same per-example shapes, finite float32 values and class labels from 0.
+    """A dataset's halves hold examples, the same fields of the same per-example shapes, finite float32 values and class labels
+    from 0, and no autograd graph.
 
     compose_gen computes in float32; the built-in datasets convert and check what
     they read, and a plugin's data are held to the same.
@@ -305,6 +306,8 @@ def check_splits(splits: Splits) -> None:
             raise ContractError(f"field {field_name!r} has examples of shape {tuple(values.shape[1:])} in train, {tuple(other.shape[1:])} in test")
         for name, tensor in (("train", values), ("test", other)):
             where = f"field {field_name!r} of the {name} split"
+            if tensor.requires_grad:  # every step would backpropagate into the graph that made it, freed after the first
+                raise ContractError(f"{where} carries an autograd graph (it requires grad): give tensor.detach(), or build it under torch.no_grad()")
             if tensor.is_floating_point():
                 if tensor.dtype != torch.float32:
                     raise ContractError(f"{where} is {tensor.dtype}; compose_gen computes in float32: give tensor.float()")

@@ -10,14 +10,33 @@ from __future__ import annotations
 
 from compose_gen import ComponentType, hookimpl
 from compose_gen_plugins.datasets.arrays import ARRAY_TYPES
-from compose_gen_plugins.datasets.base import DatasetError, ladj_field
+from compose_gen_plugins.datasets.base import (
+    DatasetError,
+    DatasetParams,
+    DataSpace,
+    PipelineParams,
+    ladj_field,
+    make_splits,
+    seeded_generator,
+    split_fields,
+)
 from compose_gen_plugins.datasets.bundled import BUNDLED_TYPES
 from compose_gen_plugins.datasets.images import IMAGE_TYPES
 from compose_gen_plugins.datasets.tables import TABLE_TYPES
 from compose_gen_plugins.datasets.toy import TOY_TYPES
 from compose_gen_plugins.datasets.two_domain import TWO_DOMAIN_TYPES
 
-__all__ = ["DatasetError", "compose_gen_types", "ladj_field"]
+__all__ = [
+    "DataSpace",
+    "DatasetError",
+    "DatasetParams",
+    "PipelineParams",
+    "compose_gen_types",
+    "ladj_field",
+    "make_splits",
+    "seeded_generator",
+    "split_fields",
+]
 
 
 @hookimpl
