@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import re
@@ -24,7 +25,7 @@ import warnings
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
-from compose_gen.core import ContractError, EvalContext, Splits
+from compose_gen.core import ContractError, EvalContext, Splits, class_columns, save_grid, save_scatter
 from compose_gen.core.contracts import check_metric_result
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
@@ -50,7 +51,6 @@ from compose_gen.runtime.checkpoint import (
 )
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed, setup
-from compose_gen.core import class_columns, save_grid, save_scatter
 from compose_gen.runtime.logging import read_metrics
 from compose_gen.runtime.trainer import Trainer
 from compose_gen.spec import Problem, Spec, SpecError, SpecWarning, format_path, load_spec
@@ -548,6 +548,19 @@ class Run:
         return {f"{key}@metrics[{index}]" if key in results else key: value for key, value in found.items()}
 
     @torch.no_grad()
+    def _measure(self, metric: Callable[[EvalContext], Any], ctx: EvalContext, results: dict[str, Any], index: int) -> tuple[dict[str, float], str | None]:
+        """What ``metric`` gives (keyed apart from ``results``), or why it gave nothing: a broken contract or what it raised."""
+        try:
+            return self._keyed_apart(check_metric_result(metric(ctx)), results, index), None
+        except ContractError as error:
+            return {}, f"broke the metric contract: {error}"
+        except Exception as error:  # one broken metric must not cost the others
+            problem = f"raised {type(error).__name__}: {error}"
+            culprit = self.model.culprit(error)  # a loss or component it called, whose code raised
+            if culprit is not None:
+                problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"
+            return {}, problem
+
     def evaluate(self, out_dir: str | Path | None = None, record: bool = True) -> dict[str, Any]:
         """Run every metric of ``evaluate.metrics``; with ``record``, write ``evaluation.json`` into the folder.
 
@@ -571,17 +584,23 @@ class Run:
         problems: list[Problem] = []
         with self._as_evaluated(self.spec.model.seed):
             for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
-                try:
-                    results.update(self._keyed_apart(check_metric_result(metric(ctx)), results, index))
-                    continue
-                except ContractError as error:
-                    problem = f"broke the metric contract: {error}"
-                except Exception as error:  # one broken metric must not cost the others
-                    problem = f"raised {type(error).__name__}: {error}"
-                    culprit = self.model.culprit(error)  # a loss or component it called, whose code raised
-                    if culprit is not None:
-                        problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"
-                problems += self.spec.blame(declared, problem).problems
+                versions = _versions(self.data)
+                measured, problem = self._measure(metric, ctx, results, index)
+                results.update(measured)
+                undefined = [f"{key} = {value}" for key, value in measured.items() if not math.isfinite(value)]
+                if undefined:
+                    where = format_path(declared.path)
+                    self.trainer.say(f"warning: {where} ({declared.type.name}) gave {', '.join(undefined)}, recorded as null")
+                changed = [f"{split} split's {name!r}" for (split, name), version in _versions(self.data).items() if version != versions[split, name]]
+                if changed:  # the data every later metric reads: stop here rather than record numbers of altered data
+                    problem = (
+                        f"changed the {changed[0]} in place (a metric must leave ectx.data as it is); the metrics after it were "
+                        "not run, and this run's data in memory stay altered: load the run again"
+                    )
+                if problem is not None:
+                    problems += self.spec.blame(declared, problem).problems
+                if changed:
+                    break
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         self.evaluation = results
@@ -648,3 +667,8 @@ def _save_array(path: Path, x: Tensor, labels: Tensor | None) -> Path:
     else:
         np.savez(path, x=array, **({"y": labels.cpu().numpy()} if labels is not None else {}))
     return path
+
+
+def _versions(data: Splits) -> dict[tuple[str, str], int]:
+    """The version counter of every field of both splits, which each in-place change of the tensor moves on."""
+    return {(split, name): values._version for split, half in (("train", data.train), ("test", data.test)) for name, values in half.fields.items()}

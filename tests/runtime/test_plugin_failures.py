@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -45,7 +46,10 @@ def build_metric(p: MetricParams, ctx: object) -> object:
     def metric(ectx):
         if p.breaks == "raise":
             raise ZeroDivisionError("metric broke")
-        return {"float": 3.0, "tensor": {"m": torch.tensor([1.0, 2.0])}}[p.breaks]
+        if p.breaks == "mutate":
+            ectx.data.test.fields["x"].mul_(0)
+            return {"mutated": 1.0}
+        return {"float": 3.0, "tensor": {"m": torch.tensor([1.0, 2.0])}, "undefined": {"nan": math.nan, "inf": -math.inf, "ok": 1.0}}[p.breaks]
 
     return metric
 
@@ -108,3 +112,21 @@ def test_failing_metrics_are_named_and_the_others_are_written(catalogue, tmp_pat
     assert sorted(written["failed"]) == ["evaluate.metrics[1]", "evaluate.metrics[2]", "evaluate.metrics[3]"]
     assert info.value.results == written
     assert list_checkpoints(tmp_path / "run")
+
+
+def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_reads_the_altered_data(catalogue, tmp_path) -> None:
+    """Each later metric would score the altered split (a flow's test NLL fell from 3.81 to 2.61) and be recorded."""
+    run = Run.create(load_spec(spec(metric_breaks=("mutate", "undefined")), catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(EvaluationFailed) as info:
+        run.train(1)
+    assert "evaluate.metrics[1]: type 't_metric' (plugin 'failing') changed the test split's 'x' in place" in str(info.value)
+    assert "nan" not in info.value.results, "the metric after it did not run"
+    assert "test/fit" in info.value.results, "the metric before it is kept"
+
+
+def test_undefined_metric_values_are_recorded_as_null_and_named_in_a_warning(catalogue, tmp_path, capsys) -> None:
+    run = Run.create(load_spec(spec(metric_breaks=("undefined",)), catalogue=catalogue), tmp_path / "run", progress=False)
+    run.train(1)
+    assert "warning: evaluate.metrics[1] (t_metric) gave nan = nan, inf = -inf, recorded as null" in capsys.readouterr().err
+    written = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert written["nan"] is None and written["inf"] is None and written["ok"] == 1.0
