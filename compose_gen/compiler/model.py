@@ -169,7 +169,10 @@ class GenerativeModel(nn.Module):
             raise ValueError(f"{chosen!r} {what}; losses that define one: {', '.join(offering) or 'none'}")
         if chosen is None and len(offering) != 1:
             if not offering:
-                raise ValueError(f"no loss of spec {self.spec.name!r} defines a likelihood (flow_nll and the ELBO family do)")
+                raise ValueError(
+                    f"no loss of spec {self.spec.name!r} defines a likelihood (a loss that does lists likelihood_inputs, as "
+                    "density models' losses do; an adversarial loss has none)"
+                )
             raise ValueError(f"losses {', '.join(offering)} each define a likelihood; name one")
         return chosen or offering[0]
 

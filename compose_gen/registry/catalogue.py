@@ -86,8 +86,11 @@ class Catalogue:
         if name in self.conflicts:
             plugins = " and ".join(map(repr, self.conflicts[name]))
             return f"type {name!r} is registered by two plugins, {plugins}; uninstall or rename one of them"
-        candidates = [t.name for t in self.of_kind(*kinds)]
-        message = f"unknown {'/'.join(kinds)} type {name!r}{suggest(name, candidates)}"
+        candidates = self.of_kind(*kinds)
+        key = _normalised(name)
+        known_as = [(t.name, t.aliases[alias]) for t in candidates for alias in t.aliases if _normalised(alias) == key]
+        hint = f"; did you mean {known_as[0][0]!r}? ({known_as[0][1]})" if known_as else suggest(name, [t.name for t in candidates])
+        message = f"unknown {'/'.join(kinds)} type {name!r}{hint}"
         if self.failures:
             message += f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(self.failures))})"
         return message
@@ -97,19 +100,23 @@ class Catalogue:
         self.failures[plugin] = f"{self.failures[plugin]}; {problem}" if plugin in self.failures else problem
 
 
-#: Names other tools and papers use, written lower case without ``_`` or ``-``: the name here, and why.
+#: Names other tools use for the spec's own fields, written as :func:`_normalised` writes them: the name here, and why.
+#: (Types declare theirs: :attr:`ComponentType.aliases`.)
 SYNONYMS: dict[str, tuple[str, str]] = {
     "ncritic": ("steps", "a player's optimizer steps per round, n_critic in WGAN terms"),
     "learningrate": ("lr", "the learning rate"),
-    "realnvp": ("affine_coupling", "RealNVP is a stack of affine couplings; see specs/realnvp_digits.yaml"),
-    "nice": ("additive_coupling", "NICE is a stack of additive couplings; see specs/nice_digits.yaml"),
 }
+
+
+def _normalised(name: str) -> str:
+    """``name`` lower case without ``_`` or ``-``, so that ``n_critic``, ``nCritic`` and ``n-critic`` compare equal."""
+    return name.lower().replace("_", "").replace("-", "")
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for a well-known synonym or the closest candidate, or an empty string."""
     candidates = list(candidates)
-    synonym = SYNONYMS.get(name.lower().replace("_", "").replace("-", ""))
+    synonym = SYNONYMS.get(_normalised(name))
     if synonym is not None and synonym[0] in candidates and synonym[0] != name:
         return f"; did you mean {synonym[0]!r}? ({synonym[1]})"
     same_but_case = [c for c in candidates if c.lower() == name.lower()]

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import inspect
 import re
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Annotated, Callable, Iterator, Union, get_args
+from typing import Any, Annotated, Callable, Iterator, Mapping, Union, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
@@ -184,6 +185,9 @@ class ComponentType:
     doc: str = ""
     #: The whole description (formulas, what a metric reports); by default ``build``'s docstring, whose first line is ``doc``.
     help: str = ""
+    #: Names other tools and papers give what this type builds, each with why: ``{"realnvp": "RealNVP is a stack of
+    #: affine couplings"}``.  A spec naming an unknown type so (any case, ``_`` and ``-`` ignored) is pointed here.
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.name):
@@ -194,6 +198,8 @@ class ComponentType:
             raise TypeError(f"type {self.name!r}: params must be a subclass of compose_gen.Params, got {self.params!r}")
         if "type" in self.params.model_fields:
             raise ValueError(f"type {self.name!r}: its params declare a field 'type', the key a spec names the type with; rename the field")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.aliases).items()):
+            raise TypeError(f"type {self.name!r}: aliases must map names to the reason they mean this type, got {self.aliases!r}")
         if not callable(self.build):
             raise TypeError(f"type {self.name!r}: build must be callable as build(params, ctx), got {self.build!r}")
         if not self.help:

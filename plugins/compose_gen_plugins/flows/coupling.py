@@ -332,6 +332,12 @@ def build_affine_coupling(params: AffineCouplingParams, ctx: object) -> AffineCo
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
     return [
-        ComponentType("additive_coupling", "bijector", AdditiveCouplingParams, build_additive_coupling),
-        ComponentType("affine_coupling", "bijector", AffineCouplingParams, build_affine_coupling),
+        ComponentType(
+            "additive_coupling", "bijector", AdditiveCouplingParams, build_additive_coupling,
+            aliases={"nice": "NICE is a stack of additive couplings; see specs/nice_digits.yaml"},
+        ),
+        ComponentType(
+            "affine_coupling", "bijector", AffineCouplingParams, build_affine_coupling,
+            aliases={"realnvp": "RealNVP is a stack of affine couplings; see specs/realnvp_digits.yaml"},
+        ),
     ]
