@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from compose_gen import Bijector, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
 
-__all__ = ["Planar", "Radial", "bisect_increasing"]
+__all__ = ["Planar", "Radial", "bisect_increasing", "constrained_u", "planar_density", "planar_sample"]
 
 
 class Planar(Bijector):
@@ -58,39 +58,52 @@ class Planar(Bijector):
         self.u = nn.Parameter(math.log(math.e - 1) * w / w.square().sum())  # softplus(wᵀu) = 1: û = 0
         self.b = nn.Parameter(torch.zeros(()))
 
-    def _u_hat(self) -> tuple[Tensor, Tensor]:
-        """``û`` and ``wᵀû``."""
-        w_dot_u = self.w @ self.u
-        constrained = F.softplus(w_dot_u) - 1
-        norm = self.w.square().sum().clamp_min(torch.finfo(self.w.dtype).tiny)
-        return self.u + (constrained - w_dot_u) * self.w / norm, constrained
+    def _constrained(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``û``, ``w``, ``b`` and ``wᵀû``."""
+        u_hat, w_dot_u_hat = constrained_u(self.u, self.w)
+        return u_hat, self.w, self.b, w_dot_u_hat
 
     def _flat(self, values: Tensor) -> Tensor:
         return values.reshape(*self.batch_shape(values), self.w.shape[0])
 
-    @staticmethod
-    def _log_derivative(activation: Tensor, w_dot_u_hat: Tensor) -> Tensor:
-        return torch.log1p((1 - torch.tanh(activation).square()) * w_dot_u_hat)
-
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w_dot_u_hat = self._u_hat()
-        activation = self._flat(z) @ self.w + self.b
-        x = z + (u_hat * torch.tanh(activation)[..., None]).reshape(z.shape)
-        return x, self._log_derivative(activation, w_dot_u_hat)
+        x, ladj = planar_sample(self._flat(z), *self._constrained())
+        return x.reshape(z.shape), ladj
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w_dot_u_hat = self._u_hat()
-        target = self._flat(x) @ self.w + self.b
-        with torch.no_grad():
-            root = bisect_increasing(
-                lambda a: a + w_dot_u_hat * torch.tanh(a) - target,
-                target - w_dot_u_hat.abs(),
-                target + w_dot_u_hat.abs(),
-            )
-        slope = 1 + w_dot_u_hat * (1 - torch.tanh(root).square())
-        activation = root - (root + w_dot_u_hat * torch.tanh(root) - target) / slope
-        z = x - (u_hat * torch.tanh(activation)[..., None]).reshape(x.shape)
-        return z, -self._log_derivative(activation, w_dot_u_hat)
+        z, ladj = planar_density(self._flat(x), *self._constrained())
+        return z.reshape(x.shape), ladj
+
+
+def constrained_u(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """``û = u + (m(wᵀu) − wᵀu) w/‖w‖²``, ``m(a) = softplus(a) − 1``, and ``wᵀû = m(wᵀu) > −1``, over the last dimension."""
+    w_dot_u = (w * u).sum(-1)
+    constrained = F.softplus(w_dot_u) - 1
+    norm = w.square().sum(-1).clamp_min(torch.finfo(w.dtype).tiny)
+    return u + ((constrained - w_dot_u) / norm)[..., None] * w, constrained
+
+
+def planar_sample(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_dot_u_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """``x = z + û tanh(wᵀz + b)`` over the last dimension (parameters shared, or one set per example), and its ladj."""
+    activation = (w * z).sum(-1) + b
+    return z + u_hat * torch.tanh(activation)[..., None], _log_derivative(activation, w_dot_u_hat)
+
+
+def planar_density(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_dot_u_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """``z`` with ``planar_sample(z) = x``: ``a = wᵀz + b`` solves ``wᵀx + b = a + wᵀû tanh a`` (bisection, then one
+    Newton step with autograd on, whose gradient is the implicit-function one); ``z = x − û tanh a``, and its ladj."""
+    target = (w * x).sum(-1) + b
+    with torch.no_grad():
+        reach = w_dot_u_hat.abs()
+        root = bisect_increasing(lambda a: a + w_dot_u_hat * torch.tanh(a) - target, target - reach, target + reach)
+    slope = 1 + w_dot_u_hat * (1 - torch.tanh(root).square())
+    activation = root - (root + w_dot_u_hat * torch.tanh(root) - target) / slope
+    return x - u_hat * torch.tanh(activation)[..., None], -_log_derivative(activation, w_dot_u_hat)
+
+
+def _log_derivative(activation: Tensor, w_dot_u_hat: Tensor) -> Tensor:
+    """``log|1 + tanh'(a) wᵀû|``, positive inside since ``wᵀû > −1``."""
+    return torch.log1p((1 - torch.tanh(activation).square()) * w_dot_u_hat)
 
 
 def bisect_increasing(function: Callable[[Tensor], Tensor], low: Tensor, high: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, Params, Ref, broadcast_value
-from compose_gen_plugins.flows.planar import bisect_increasing
+from compose_gen_plugins.flows.planar import constrained_u, planar_density, planar_sample
 from compose_gen_plugins.networks import conditioned
 
 __all__ = ["AmortizedPlanar", "FlowEncoder", "FlowPosterior"]
@@ -108,30 +108,14 @@ class AmortizedPlanar(Bijector):
         if context is None:
             raise ValueError(f"AmortizedPlanar needs a context of {self.context_shape[0]} features, got none")
         u, w, b = self.hyper(context).expand(*batch, -1).split([self.features, self.features, 1], dim=-1)
-        w_dot_u = (w * u).sum(-1)
-        constrained = F.softplus(w_dot_u) - 1
-        norm = w.square().sum(-1).clamp_min(torch.finfo(w.dtype).tiny)
-        u_hat = u + ((constrained - w_dot_u) / norm)[..., None] * w
-        return u_hat, w, b.squeeze(-1), constrained
-
-    @staticmethod
-    def _log_derivative(activation: Tensor, w_dot_u_hat: Tensor) -> Tensor:
-        return torch.log1p((1 - torch.tanh(activation).square()) * w_dot_u_hat)
+        u_hat, w_dot_u_hat = constrained_u(u, w)
+        return u_hat, w, b.squeeze(-1), w_dot_u_hat
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w, b, w_dot_u_hat = self._per_example(context, self.batch_shape(z))
-        activation = (w * z).sum(-1) + b
-        return z + u_hat * torch.tanh(activation)[..., None], self._log_derivative(activation, w_dot_u_hat)
+        return planar_sample(z, *self._per_example(context, self.batch_shape(z)))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w, b, w_dot_u_hat = self._per_example(context, self.batch_shape(x))
-        target = (w * x).sum(-1) + b
-        with torch.no_grad():
-            reach = w_dot_u_hat.abs()
-            root = bisect_increasing(lambda a: a + w_dot_u_hat * torch.tanh(a) - target, target - reach, target + reach)
-        slope = 1 + w_dot_u_hat * (1 - torch.tanh(root).square())
-        activation = root - (root + w_dot_u_hat * torch.tanh(root) - target) / slope
-        return x - u_hat * torch.tanh(activation)[..., None], -self._log_derivative(activation, w_dot_u_hat)
+        return planar_density(x, *self._per_example(context, self.batch_shape(x)))
 
 
 class FlowEncoderParams(Params):

@@ -10,7 +10,7 @@ from torch.autograd.functional import jacobian
 from compose_gen import make_catalogue
 from compose_gen.testing.bijectors import check_type
 from compose_gen_plugins.flows import planar
-from compose_gen_plugins.flows.planar import Planar, Radial
+from compose_gen_plugins.flows.planar import Planar, Radial, constrained_u
 
 CATALOGUE = make_catalogue([planar], entry_points=False)
 
@@ -34,7 +34,8 @@ def test_planar_constraint_keeps_adversarial_parameters_invertible() -> None:
     flow = _adversarial_planar()
     raw_w_dot_u = flow.w @ flow.u
     assert raw_w_dot_u < -1, "the raw parameters violate wᵀu >= -1"
-    _, constrained = flow._u_hat()
+    u_hat, constrained = constrained_u(flow.u, flow.w)
+    torch.testing.assert_close(flow.w @ u_hat, constrained)
     torch.testing.assert_close(constrained, F.softplus(raw_w_dot_u) - 1)
     assert constrained > -1
     # Along w the map is a -> a + (wᵀû) tanh(a + b)·|w|²/|w|²: strictly increasing, so no fold anywhere.
