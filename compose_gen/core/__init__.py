@@ -3,7 +3,7 @@
 from compose_gen.core.bijector import Bijector, Chain, Direction, check_invertible
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
-from compose_gen.core.distributions import broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
+from compose_gen.core.distributions import bits_per_dim, broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.images import class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
 
@@ -24,6 +24,7 @@ __all__ = [
     "Splits",
     "TensorData",
     "batches",
+    "bits_per_dim",
     "broadcast_value",
     "check_invertible",
     "class_columns",

@@ -14,12 +14,17 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["broadcast_value", "importance_sampled_log_likelihood", "log_mean_exp", "repeat_for_draws", "sum_rightmost"]
+__all__ = ["bits_per_dim", "broadcast_value", "importance_sampled_log_likelihood", "log_mean_exp", "repeat_for_draws", "sum_rightmost"]
 
 
 def sum_rightmost(value: Tensor, dims: int) -> Tensor:
     """Sum the ``dims`` trailing dimensions of ``value`` (no-op for ``dims == 0``)."""
     return value.sum(tuple(range(-dims, 0))) if dims > 0 else value
+
+
+def bits_per_dim(nll: Tensor | float, dims: int) -> Tensor | float:
+    """An NLL in nats of ``dims`` values, in bits per value: ``nll / (D ln 2)`` (in data space when the NLL is)."""
+    return nll / (dims * math.log(2))
 
 
 def log_mean_exp(value: Tensor, dim: int = 0) -> Tensor:

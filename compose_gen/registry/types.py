@@ -12,9 +12,10 @@ plugin:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
-import dataclasses
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Annotated, Callable, Iterator, Mapping, Union, get_args
@@ -232,7 +233,7 @@ def _unwrap(annotation: Any) -> Iterator[Any]:
         yield annotation
     elif origin in (list, tuple) and args:
         yield from _unwrap(args[0])
-    elif args and origin is Union or type(annotation).__name__ == "UnionType":
+    elif (origin is Union and args) or isinstance(annotation, types.UnionType):
         for arg in args:
             if arg is not type(None):
                 yield from _unwrap(arg)

@@ -57,10 +57,6 @@ class SpecError(Exception):
     def __str__(self) -> str:
         return "\n".join(p.format(self.where) for p in self.problems)
 
-    @classmethod
-    def at(cls, path: Sequence[PathPart], message: str) -> "SpecError":
-        return cls([Problem(tuple(path), message)])
-
 
 class SpecWarning(UserWarning):
     """A spec that builds and trains, but likely not as its author meant (a learning-rate warm-up longer than the run).

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from compose_gen.core.distributions import broadcast_value, log_mean_exp, sum_rightmost
+from compose_gen.core.distributions import bits_per_dim, broadcast_value, log_mean_exp, sum_rightmost
 
 
 def test_broadcast_value_gives_the_shape_torch_distributions_score_at() -> None:
@@ -29,3 +30,9 @@ def test_log_mean_exp_and_sum_rightmost_match_their_definitions() -> None:
     assert math.isfinite(log_mean_exp(torch.tensor([-1e4, 0.0])).item())
     torch.testing.assert_close(sum_rightmost(value, 1), value.sum(-1))
     assert sum_rightmost(value, 0) is value
+
+
+def test_bits_per_dim_of_a_hand_computed_case() -> None:
+    """2 values, 3 nats in model space, pixels 0..16 scaled by 1/16 (ladj −2 ln 16): 3 + 2 ln 16 nats in data space."""
+    assert bits_per_dim(3 + 2 * math.log(16), 2) == pytest.approx(3 / (2 * math.log(2)) + 4)
+    assert bits_per_dim(torch.tensor(2 * math.log(2)), 2).item() == pytest.approx(1.0)

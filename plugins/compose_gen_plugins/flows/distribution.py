@@ -29,7 +29,6 @@ a MAF's ``order: random`` is a new draw per copy; copy 0 is the block as written
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from itertools import pairwise
 from typing import Any, Mapping
@@ -56,13 +55,13 @@ from compose_gen import (
     importance_sampled_log_likelihood,
     repeat_for_draws,
 )
-from compose_gen.core import first_flagged
+from compose_gen.core import bits_per_dim, first_flagged
 from compose_gen_plugins.flows import context_shape_of
 from compose_gen_plugins.datasets import ladj_field
 from compose_gen_plugins.datasets.limits import continuous_density_caveat, not_in_data_space
 from compose_gen_plugins.sampling import ByClassParams
 
-__all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler", "bits_per_dim"]
+__all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler"]
 
 
 class FlowDistribution(Distribution):
@@ -173,17 +172,6 @@ class Flow(nn.Module):
         return self(None, temperature).sample((n,))
 
 
-def bits_per_dim(nll: Tensor, dims: int, ladj_to_model: float = 0.0) -> Tensor:
-    r"""Bits per dimension in data space: :math:`(\mathrm{NLL}_\text{model} - \log|\det J_\text{pre}|) / (D \ln 2)`.
-
-    ``nll`` is in nats in model space; ``ladj_to_model`` is the log-determinant of
-    the data preprocessing (data → model space), e.g. :math:`-D \ln 256` for pixels
-    scaled from ``0..255`` to ``[0, 1)``, so the data-space density is
-    :math:`p_\text{data}(u) = p_\text{model}(x)\,|\det J_\text{pre}|`.
-    """
-    return (nll - ladj_to_model) / (dims * math.log(2))
-
-
 class FlowNLL(Loss):
     r"""Maximum likelihood: ``loss`` is the mean NLL in data space, in nats.
 
@@ -199,10 +187,8 @@ class FlowNLL(Loss):
 
     def forward(self, inputs: dict[str, Tensor], terms: frozenset[str]) -> dict[str, Tensor]:
         log_p = self.flow.log_prob(inputs["x"], inputs.get("context")) + inputs.get("ladj", 0.0)
-        model_nll = -log_p.mean()
-        bpd = bits_per_dim(model_nll.detach(), self.flow.event_shape.numel(), self.ladj_to_model)
-        nll = model_nll - self.ladj_to_model
-        return {"loss": nll, "nll": nll.detach(), "bits_per_dim": bpd}
+        nll = -log_p.mean() - self.ladj_to_model  # in data space: p_data(u) = p_model(x) |det ∂x/∂u|
+        return {"loss": nll, "nll": nll.detach(), "bits_per_dim": bits_per_dim(nll.detach(), self.flow.event_shape.numel())}
 
     likelihood_inputs = ("x", "context")
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, EvalContext, LossName, Params, SpecWarning
-from compose_gen.core import batches
+from compose_gen.core import batches, bits_per_dim
 from compose_gen_plugins.datasets import ladj_field
 from compose_gen_plugins.datasets.limits import not_in_data_space
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
@@ -86,7 +86,7 @@ class ImportanceSampledNLL:
             count += len(x)
         nll = -total / count
         key = f"test/{self.name}"
-        return {f"{key}.nll_k{self.samples}": nll, f"{key}.bpd_k{self.samples}": nll / (x[0].numel() * math.log(2))}
+        return {f"{key}.nll_k{self.samples}": nll, f"{key}.bpd_k{self.samples}": bits_per_dim(nll, x[0].numel())}
 
 
 class ImportanceSampledNLLParams(Params):

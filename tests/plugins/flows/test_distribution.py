@@ -18,7 +18,6 @@ from compose_gen_plugins.flows.distribution import (
     FlowNLLParams,
     FlowParams,
     FlowSamplerParams,
-    bits_per_dim,
     build_flow,
     build_flow_nll,
     build_flow_sampler,
@@ -172,12 +171,6 @@ def test_rsample_carries_gradients_to_the_bijectors():
     flow = affine_flow()
     flow.rsample(torch.zeros(4, 3)).sum().backward()
     assert flow.transform.bijectors[0].shift.grad is not None
-
-
-def test_bits_per_dim_on_a_hand_computed_case():
-    # 2 dims, NLL 3 nats in model space, pixels 0..16 scaled by 1/16: ladj_to_model = -2 ln 16
-    bpd = bits_per_dim(torch.tensor(3.0, dtype=torch.float64), 2, -2 * math.log(16))
-    assert bpd.item() == pytest.approx(3 / (2 * math.log(2)) + 4)
 
 
 def test_flow_nll_in_data_space_is_the_nll_of_the_raw_data():
