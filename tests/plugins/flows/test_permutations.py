@@ -64,4 +64,6 @@ def test_reverse_of_a_single_channel_or_feature_warns_that_it_is_the_identity(sh
 def test_reverse_of_several_channels_does_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", SpecWarning)
-        build_reverse(ReverseParams(shape=[2, 6, 6]), None)
+        layer = build_reverse(ReverseParams(shape=[2, 6, 6]), None)
+    x = torch.randn(3, 2, 6, 6)
+    assert torch.equal(layer(x)[0], x.flip(-3)) and torch.equal(layer.inverse(layer(x)[0])[0], x)

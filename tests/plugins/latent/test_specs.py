@@ -47,7 +47,10 @@ def test_warmup_resumes_from_a_checkpoint_and_every_metric_writes_its_output(tmp
     resumed.trainer.fit(4)
     assert int(resumed.model.losses["hvae"].optimizer_steps) == 4
     results = resumed.evaluate()
-    assert results["test/hvae.nll_k20"] > 0 and results["test/hvae.z2.active_units"] >= 0
+    assert results["test/hvae.nll_k20"] > 0  # binary pixels: a probability mass, so −log P(x) > 0
+    for level, size in (("z2", 8), ("z1", 16)):  # each layer's active units count its own dimensions
+        assert results[f"test/hvae.{level}.active_units"] in range(size + 1)
+        assert sorted(k for k in results if k.startswith(f"test/hvae.{level}.kl_dim")) == [f"test/hvae.{level}.kl_dim{d:02d}" for d in range(size)]
     for png in ["hvae_reconstructions.png", "hvae_interpolation_linear.png", "samples_T0.5.png", "samples_T1.png"]:
         assert (tmp_path / png).stat().st_size > 0
     assert json.loads((tmp_path / "evaluation.json").read_text())["step"] == 4
