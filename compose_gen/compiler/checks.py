@@ -29,7 +29,7 @@ from compose_gen.core import Bijector, ContractError, check_invertible
 from compose_gen.core.contracts import check_distribution
 from compose_gen.spec import Declared, Spec, SpecError
 
-__all__ = ["ContractWatch", "broken", "enforce", "nonfinite_sources", "watching"]
+__all__ = ["ContractWatch", "broken", "enforce", "finite", "nonfinite_sources", "watching"]
 
 _DISTRIBUTION_KINDS = frozenset({"prior", "encoder", "decoder", "flow"})
 _WATCHED_METHODS = ("forward", "inverse")
@@ -121,7 +121,7 @@ def nonfinite_sources(components: Mapping[str, nn.Module]) -> Iterator[list[str]
     sources: list[str] = []
 
     def finished(name: str, inputs: tuple[Any, ...], keywords: dict[str, Any], output: Any) -> None:
-        if not _finite(output) and _finite(inputs) and _finite(keywords):
+        if not finite(output) and finite(inputs) and finite(keywords):
             sources.append(name)
 
     handles = [
@@ -134,14 +134,14 @@ def nonfinite_sources(components: Mapping[str, nn.Module]) -> Iterator[list[str]
             handle.remove()
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     """Whether every floating tensor in ``value`` (a tensor, a tuple, list or mapping, a distribution's parameters) is finite."""
     if isinstance(value, Tensor):
         return not value.is_floating_point() or bool(value.detach().isfinite().all())
     if isinstance(value, (tuple, list)):
-        return all(map(_finite, value))
+        return all(map(finite, value))
     if isinstance(value, Mapping):
-        return all(map(_finite, value.values()))
+        return all(map(finite, value.values()))
     if isinstance(value, torch.distributions.Distribution):
-        return all(_finite(v) for k, v in vars(value).items() if not k.startswith("_") and isinstance(v, (Tensor, torch.distributions.Distribution)))
+        return all(finite(v) for k, v in vars(value).items() if not k.startswith("_") and isinstance(v, (Tensor, torch.distributions.Distribution)))
     return True

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from compose_gen.compiler.checks import enforce, nonfinite_sources
+from compose_gen.compiler.checks import enforce, finite, nonfinite_sources
 from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
@@ -61,7 +61,7 @@ def dry_run(model: Any, data: Splits) -> None:
                     with _located(spec, stack, nonfinite, spec.sections.losses[call.name], f"computing loss {call.name!r}", on_batch):
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
-                    _check_finite(spec, call.name, result, call.terms, shapes, nonfinite)
+                    _check_finite(spec, call.name, result, call.terms, shapes, nonfinite, finite(inputs))
                     logged.update(term_address(call.name, key) for key in result)
                     reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.terms)})
                 _check_reach(model, plan, reached)
@@ -93,10 +93,13 @@ def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], no
                     computed[name] = model._evaluators[name](computed)
 
 
-def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str, nonfinite: list[str]) -> None:
+def _check_finite(
+    spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str, nonfinite: list[str], inputs_finite: bool
+) -> None:
     """An untrained model's loss on real examples is finite; NaN or inf there is a mismatch of data and model, or a bug.
 
-    The first component that made non-finite values of finite inputs, if one did, is blamed.
+    The first component that made non-finite values of finite inputs, if one did, is blamed; else the loss itself
+    when its inputs were finite; else the values it read (a graph expression's arithmetic on the data).
     """
     values = {t: float(result[t].detach()) for t in sorted(terms)}
     bad = [f"{term_address(loss, t)}={v:g}" for t, v in values.items() if not math.isfinite(v)]
@@ -107,11 +110,17 @@ def _check_finite(spec: Any, loss: str, result: dict[str, Tensor], terms: frozen
             f"before any training step ({', '.join(bad)}): a bug in the component, or data outside where it is defined "
             "(a logit needs (0, 1))",
         )
-    if bad:
+    if bad and not inputs_finite:
         raise spec.error(
             ("losses", loss),
-            f"non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch ({shapes}): "
-            "do the data's values lie where the model is defined (a logit needs (0, 1))?",
+            f"non-finite inputs, so a non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch "
+            f"({shapes}): do the data's values lie where the graph's expressions are defined?",
+        )
+    if bad:
+        raise spec.blame(
+            spec.sections.losses[loss],
+            f"turned finite inputs into a non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch "
+            f"({shapes}): a bug in the loss, or data outside where it is defined (a logit needs (0, 1))",
         )
 
 
@@ -134,7 +143,13 @@ def _check_reach(model: Any, plan: Any, reached: dict[str, set[int]]) -> None:
     spec, path = model.spec, ("players", plan.player)
     problems = []
     for address, ids in reached.items():
-        if not ids:
+        if not ids and not spec.model.players:  # the one implicit player: the loss is to blame, not a section the file lacks
+            loss = address.split(".", 1)[0]
+            problems += spec.blame(spec.sections.losses[loss], (
+                f"term {address} has no gradient path to any parameter (the loss detaches what it reads, or reads nothing "
+                "trainable), so it trains nothing"
+            )).problems
+        elif not ids:
             problems.append(Problem((*path, "terms"), (
                 f"{address} has no gradient path to the parameters of player {plan.player!r} (the loss detaches what they make), "
                 "so it trains nothing here: is it meant for another player?"

@@ -91,6 +91,7 @@ class NLL(Loss):
             "extra_per_example": {"loss": nll.mean(), "per_example": nll},
             "extra_float": {"loss": nll.mean(), "const": 1.5},
             "nan": {"loss": nll.mean() * math.nan},
+            "detached": {"loss": nll.mean().detach()},
         }
         return results.get(self.breaks, {"loss": nll.mean()})
 
@@ -217,7 +218,13 @@ def test_a_non_finite_loss_on_the_dry_run_blames_the_component_that_made_the_nan
     assert "components.flow.bijectors[0]: type 't_scale' (plugin 'breakage') turned finite inputs into NaN or infinite values" in message
     assert "and then dry run failed computing loss 'nll'" in message, "the base distribution refused the NaNs"
     message = problem(spec_with("losses.nll", "nan"), catalogue)
-    assert "losses.nll: non-finite loss before any training step (nll=nan) on the dry run's batch" in message
+    assert "losses.nll: type 't_nll' (plugin 'breakage') turned finite inputs into a non-finite loss before any training step (nll=nan)" in message
+
+
+def test_a_term_that_trains_nothing_under_the_implicit_player_blames_the_loss_not_a_players_section(catalogue) -> None:
+    message = problem(spec_with("losses.nll", "detached"), catalogue)
+    assert "losses.nll: type 't_nll' (plugin 'breakage') term nll has no gradient path to any parameter" in message
+    assert "players" not in message
 
 
 def test_a_prior_returning_a_tensor_is_blamed_not_the_flow_that_reads_it(catalogue) -> None:
