@@ -205,7 +205,21 @@ def _register(manager: pluggy.PluginManager, catalogue: Catalogue, name: str, pl
         catalogue.fail(name, _describe(error))
         return
     if not manager.get_hookcallers(plugin):
-        catalogue.fail(name, "defines no hook implementation; is compose_gen_types decorated with compose_gen.hookimpl?")
+        catalogue.fail(name, _no_hooks(plugin))
+
+
+def _no_hooks(plugin: object) -> str:
+    """Why ``plugin`` gave pluggy no hook implementation: an undecorated hook, none at all, or another module of its name."""
+    if hasattr(plugin, "compose_gen_types"):
+        return "defines no hook implementation; is compose_gen_types decorated with compose_gen.hookimpl?"
+    module = getattr(plugin, "__name__", repr(plugin))
+    if getattr(plugin, "__file__", None) is None and hasattr(plugin, "__path__"):  # a folder without __init__.py
+        folders = ", ".join(map(str, plugin.__path__))
+        return (
+            f"module {module!r} was imported from {folders}, a folder without __init__.py, not from the installed package: "
+            "a folder of that name in the working directory (or elsewhere on sys.path) shadows it; run from another directory"
+        )
+    return f"module {module!r} ({getattr(plugin, '__file__', 'no file')}) has no compose_gen_types hook"
 
 
 def _report_unknown_hooks(manager: pluggy.PluginManager, catalogue: Catalogue) -> None:

@@ -205,6 +205,17 @@ def test_a_plugin_without_hookimpl_is_reported() -> None:
     assert "widget" not in catalogue
 
 
+def test_a_plugin_shadowed_by_a_folder_of_its_name_says_where_it_was_imported_from(tmp_path) -> None:
+    """An empty folder named like the plugin's module, in the working directory, is imported as a namespace package."""
+    shadow = SimpleNamespace(__name__="cg_extras", __file__=None, __path__=[str(tmp_path / "cg_extras")])
+    catalogue = make_catalogue([shadow], entry_points=False)
+    message = catalogue.failures["cg_extras"]
+    assert f"module 'cg_extras' was imported from {tmp_path / 'cg_extras'}, a folder without __init__.py" in message
+    assert "a folder of that name in the working directory (or elsewhere on sys.path) shadows it" in message
+    plain = SimpleNamespace(__name__="empty", __file__="/x/empty.py")
+    assert make_catalogue([plain], entry_points=False).failures["empty"] == "module 'empty' (/x/empty.py) has no compose_gen_types hook"
+
+
 def test_test_plugins_get_distinct_names_by_default() -> None:
     catalogue = make_catalogue([plugin(widget()), plugin(widget("gadget"))], entry_points=False)
     assert not catalogue.failures and {"widget", "gadget"} <= set(catalogue.types)
