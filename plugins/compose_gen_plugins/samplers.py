@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from compose_gen import BuildContext, ClassConditions, ComponentType, Ref, Sampler, hookimpl
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.model import sample_prior
-from compose_gen_plugins.sampling import ByClassParams, check_conditions, takes_condition
+from compose_gen_plugins.sampling import ByClassParams, check_conditions, means_of_discrete, takes_condition
 
 __all__ = ["AncestralSampler", "GeneratorSampler"]
 
@@ -34,6 +34,7 @@ class AncestralSampler(Sampler):
     def __init__(self, prior: nn.Module, decoder: nn.Module, mean: bool, conditions: ClassConditions | None) -> None:
         super().__init__()
         self.prior, self.decoder, self.mean, self.conditions = prior, decoder, mean, conditions
+        self.distortion = means_of_discrete(decoder, mean)
         self.decoder_reads_condition = takes_condition(decoder)
 
     def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:

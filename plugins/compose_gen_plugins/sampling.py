@@ -70,3 +70,11 @@ def check_conditions(parts: dict[str, nn.Module], p: ByClassParams) -> None:
         named = " nor ".join(f"the {name}" for name in parts)
         what = f"neither {named} takes a condition" if len(parts) > 1 else f"{named} takes no condition"
         raise ValueError(f"{what} (no num_classes, context_features or context_shape), so it cannot be drawn by class")
+
+
+def means_of_discrete(decoder: nn.Module | None, mean: bool) -> str | None:
+    """The distortion of returning E[x|z] from a decoder of discrete values (Bernoulli, categorical): no example
+    of the data's looks like a mean, so precision/recall, the birthday test or a Fréchet distance score a setting."""
+    if mean and getattr(decoder, "discrete", False):
+        return "mean: true (the means of a discrete decoder, which are not values the data hold; mean: false draws them)"
+    return None

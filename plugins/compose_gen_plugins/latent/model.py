@@ -52,6 +52,7 @@ from compose_gen import (
 )
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.limits import constant_features, few_values
+from compose_gen_plugins.sampling import means_of_discrete
 from compose_gen_plugins.networks import conditioned
 
 __all__ = [
@@ -399,6 +400,7 @@ class ModelSampler(Sampler):
     def __init__(self, model: LatentVariableModel, mean: bool, conditions: ClassConditions | None = None) -> None:
         super().__init__()
         self.model, self.mean, self.conditions = model, mean, conditions
+        self.distortion = means_of_discrete(getattr(model, "decoder", None), mean)
 
     def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         if context is None:  # an unconditional model's sample may take no context (VQ-VAE's)

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import yaml
+from torch import nn
 
 from compose_gen.cli import main
 
@@ -122,9 +123,20 @@ def test_metrics_of_samples_drawn_at_a_temperature_or_truncated_are_warned_about
         "evaluate.metrics[0]: type 'precision_recall' (plugin 'quality') scores the spec's samples, drawn with `sample:` "
         "temperature 0.7 rather than from the model's distribution" in capsys.readouterr().err
     )
-    from torch import nn
-
     from compose_gen_plugins.samplers import GeneratorSampler
 
     assert GeneratorSampler(nn.Identity(), nn.Identity(), 1.5, None).distortion == "truncation 1.5"
     assert GeneratorSampler(nn.Identity(), nn.Identity(), None, None).distortion is None
+
+
+def test_metrics_of_the_means_of_a_discrete_decoder_are_warned_about_and_draws_are_not() -> None:
+    """A Bernoulli VAE's means on binarised digits: precision 1.0, recall 0.0 and a failed birthday test, of grey images."""
+    from compose_gen_plugins.distributions import StandardNormal
+    from compose_gen_plugins.latent.conditionals import BernoulliDecoder, GaussianDecoder
+    from compose_gen_plugins.samplers import AncestralSampler
+
+    bernoulli = BernoulliDecoder(nn.Linear(2, 4), (4,))
+    gaussian = GaussianDecoder(nn.Linear(2, 4), (4,), 1, "fixed", 0.5)
+    assert "mean: true (the means of a discrete decoder" in AncestralSampler(StandardNormal((2,)), bernoulli, True, None).distortion
+    assert AncestralSampler(StandardNormal((2,)), bernoulli, False, None).distortion is None
+    assert AncestralSampler(StandardNormal((2,)), gaussian, True, None).distortion is None
