@@ -12,7 +12,7 @@ from torch import nn
 
 from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph
-from compose_gen.core import Bijector, Loss, Sampler, Splits
+from compose_gen.core import Bijector, Loss, Sampler, Splits, offset_seed
 from compose_gen.core.contracts import describe_value
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
 from compose_gen.registry import suggest
@@ -120,7 +120,7 @@ def _reseeded(declared: Declared, index: int) -> Declared:
     seed = getattr(declared.params, "seed", None)
     if index == 0 or not isinstance(seed, int) or isinstance(seed, bool):
         return declared
-    return dataclasses.replace(declared, params=declared.params.model_copy(update={"seed": seed + index * SEED_STRIDE}))
+    return dataclasses.replace(declared, params=declared.params.model_copy(update={"seed": offset_seed(seed, index, SEED_STRIDE, modulus=None)}))
 
 
 def build_data(spec: Spec) -> Splits:

@@ -6,6 +6,7 @@ from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_
 from compose_gen.core.distributions import bits_per_dim, broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.images import class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
+from compose_gen.core.seeds import derive_seed, offset_seed
 
 __all__ = [
     "MAX_CLASSES",
@@ -28,9 +29,11 @@ __all__ = [
     "broadcast_value",
     "check_invertible",
     "class_columns",
+    "derive_seed",
     "first_flagged",
     "importance_sampled_log_likelihood",
     "log_mean_exp",
+    "offset_seed",
     "repeat_for_draws",
     "save_grid",
     "save_point_sets",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compose_gen.core import TensorData
+from compose_gen.core import TensorData, derive_seed
 
 __all__ = ["BatchStream"]
 
@@ -55,7 +55,7 @@ class BatchStream:
         return tensor.contiguous(memory_format=self.memory_format) if tensor.dim() == 4 else tensor
 
     def _permutation(self) -> Tensor:
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**64)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, modulus=2**64))
         return torch.randperm(self.size, generator=generator).to(next(iter(self.fields.values())).device)
 
     def __iter__(self) -> "BatchStream":

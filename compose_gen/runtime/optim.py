@@ -1,25 +1,26 @@
 """Optimizers and learning-rate schedules named in a spec.
 
 Schedules are pure functions of the round and the spec's ``train.steps`` (no
-state to checkpoint): the trainer sets ``lr = base_lr · factor(step, train.steps)``
+state to checkpoint): the trainer sets ``lr = base_lr · schedule.factor(step, train.steps)``
 before every optimizer step, so a resumed run follows the same schedule as an
-uninterrupted one, whatever ``--steps`` each invocation trains to.
+uninterrupted one, whatever ``--steps`` each invocation trains to.  Each spec
+class in :mod:`compose_gen.spec.model` carries its behaviour: an optimizer its
+torch class, a schedule its formula.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from compose_gen.spec.model import SGD, Adam, AdamW, RMSprop, ScheduleSpec
+from compose_gen.spec.model import OptimizerSpec, ScheduleSpec
 
 __all__ = ["lr_factor", "make_optimizer"]
 
 
-def make_optimizer(spec: Adam | AdamW | RMSprop | SGD, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(spec: OptimizerSpec, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """The spec's optimizer over ``params``.
 
     Adam and AdamW run torch's fused kernel (``fused=True``: one kernel for all
@@ -28,10 +29,9 @@ def make_optimizer(spec: Adam | AdamW | RMSprop | SGD, params: Iterable[nn.Param
     """
     params = list(params)
     options = spec.model_dump(exclude={"type"})
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}[spec.type]
-    if spec.type in ("adam", "adamw") and params and all(_fusable(p) for p in params):
+    if spec.has_fused_kernel and params and all(_fusable(p) for p in params):
         options["fused"] = True
-    return cls(params, **options)
+    return spec.torch_class(params, **options)
 
 
 def _fusable(p: nn.Parameter) -> bool:
@@ -39,16 +39,5 @@ def _fusable(p: nn.Parameter) -> bool:
 
 
 def lr_factor(schedule: ScheduleSpec, step: int, total: int) -> float:
-    """Multiplier of the base learning rate at ``step`` of ``total`` (linear warm-up first)."""
-    if schedule.warmup and step < schedule.warmup:
-        return (step + 1) / schedule.warmup
-    progress = min(1.0, (step - schedule.warmup) / max(1, total - schedule.warmup))
-    if schedule.type == "cosine":
-        return schedule.min_factor + (1 - schedule.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule.type == "linear":
-        return 1 - (1 - schedule.min_factor) * progress
-    if schedule.type == "step":
-        return schedule.gamma ** ((step - schedule.warmup) // schedule.every)
-    if schedule.type == "exponential":
-        return schedule.gamma ** (step - schedule.warmup)
-    return 1.0
+    """Multiplier of the base learning rate at ``step`` of ``total`` (linear warm-up first); see the schedule's ``factor``."""
+    return schedule.factor(step, total)

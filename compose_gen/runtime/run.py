@@ -35,6 +35,7 @@ from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import ContractError, EvalContext, Splits, class_columns, save_grid, save_scatter
 from compose_gen.core.contracts import check_metric_result
+from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
@@ -308,7 +309,7 @@ class Run:
             elif dist.is_main:
                 print("warning: train.channels_last has no effect: the model has no 4D (convolution) weights", file=sys.stderr)
         if dist.rank > 0:  # every process built the same parameters from the spec's seed; each draws its own noise
-            torch.manual_seed((spec.model.seed + 7919 * dist.rank) % 2**63)
+            torch.manual_seed(offset_seed(spec.model.seed, dist.rank, RANK_STRIDE))
         dist.broadcast_state(model, parameters=True)
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, Plan
 from compose_gen.compiler.plan import term_address
+from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import LossFunction, Precision
 from compose_gen.runtime.checkpoint import (
@@ -227,7 +228,7 @@ class Trainer:
             rng.set_state(states, self.model.device)
         else:  # saved by fewer processes: this one starts a fresh (seeded) noise stream
             print(f"warning: {checkpoint.path} holds no RNG state for process {self.dist.rank}; its noise stream restarts", file=sys.stderr)
-            torch.manual_seed((self.model.spec.model.seed + 7919 * self.dist.rank + checkpoint.step) % 2**63)
+            torch.manual_seed(offset_seed(self.model.spec.model.seed + checkpoint.step, self.dist.rank, RANK_STRIDE))
         self.stream.load_state_dict(state["data"])
         self.precision.load_state_dict(state.get("scalers", {}))
         self._running.load_state_dict(state.get("running", []), self.model.device)  # older checkpoints: the window starts here

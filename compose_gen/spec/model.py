@@ -9,8 +9,11 @@ plugins are loaded.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+import math
+from abc import abstractmethod
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
+import torch
 from pydantic import BaseModel, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
 
 from compose_gen.registry.types import StrictModel
@@ -33,7 +36,18 @@ class _Strict(StrictModel):
     """Unknown keys, NaN and ±infinity in a float, and true/false for a number are errors."""
 
 
-class Adam(_Strict):
+class _Optimizer(_Strict):
+    """An optimizer: a torch class and its hyper-parameters, under torch's names."""
+
+    torch_class: ClassVar[type[torch.optim.Optimizer]]
+    #: torch has a fused kernel for it (``fused=True``): one kernel for all tensors instead of several per tensor.
+    has_fused_kernel: ClassVar[bool] = False
+
+
+class Adam(_Optimizer):
+    torch_class = torch.optim.Adam
+    has_fused_kernel = True
+
     type: Literal["adam"] = "adam"
     lr: PositiveFloat = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
@@ -42,7 +56,10 @@ class Adam(_Strict):
     amsgrad: bool = False
 
 
-class AdamW(_Strict):
+class AdamW(_Optimizer):
+    torch_class = torch.optim.AdamW
+    has_fused_kernel = True
+
     type: Literal["adamw"]
     lr: PositiveFloat = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
@@ -51,7 +68,9 @@ class AdamW(_Strict):
     amsgrad: bool = False
 
 
-class RMSprop(_Strict):
+class RMSprop(_Optimizer):
+    torch_class = torch.optim.RMSprop
+
     type: Literal["rmsprop"]
     lr: PositiveFloat = 1e-3
     alpha: float = 0.99
@@ -61,7 +80,9 @@ class RMSprop(_Strict):
     centered: bool = False
 
 
-class SGD(_Strict):
+class SGD(_Optimizer):
+    torch_class = torch.optim.SGD
+
     type: Literal["sgd"]
     lr: PositiveFloat = 1e-2
     momentum: float = 0.0
@@ -89,44 +110,72 @@ OptimizerSpec = Annotated[
 ]
 
 
-class Constant(_Strict):
+class _Schedule(_Strict):
+    """A learning-rate schedule: a linear warm-up over ``warmup`` rounds, then the type's decay from 1."""
+
+    type: str  # each schedule narrows it to its tag
+    warmup: int = Field(0, ge=0)
+
+    def factor(self, step: int, total: int) -> float:
+        """Multiplier of the base lr at round ``step`` of ``total``: ``(step + 1)/warmup`` in the warm-up, then the decay."""
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return self.decay(step - self.warmup, max(1, total - self.warmup))
+
+    @abstractmethod
+    def decay(self, t: int, span: int) -> float:
+        """The factor ``t`` rounds after the warm-up, of the ``span`` rounds from there to the end of training."""
+
+
+class Constant(_Schedule):
     """lr stays at its initial value."""
 
     type: Literal["constant"] = "constant"
     warmup: int = Field(0, ge=0, description="steps of linear warm-up from 0")
 
+    def decay(self, t: int, span: int) -> float:
+        return 1.0
 
-class Cosine(_Strict):
+
+class Cosine(_Schedule):
     """Cosine decay to ``min_factor`` × lr over the run (Loshchilov & Hutter 2017)."""
 
     type: Literal["cosine"]
-    warmup: int = Field(0, ge=0)
     min_factor: float = Field(0.0, ge=0.0, le=1.0)
 
+    def decay(self, t: int, span: int) -> float:
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t / span)))
 
-class StepDecay(_Strict):
+
+class StepDecay(_Schedule):
     """lr × gamma every ``every`` steps."""
 
     type: Literal["step"]
-    warmup: int = Field(0, ge=0)
     every: PositiveInt
     gamma: PositiveFloat = 0.1
 
+    def decay(self, t: int, span: int) -> float:
+        return self.gamma ** (t // self.every)
 
-class Exponential(_Strict):
+
+class Exponential(_Schedule):
     """lr × gamma^step."""
 
     type: Literal["exponential"]
-    warmup: int = Field(0, ge=0)
     gamma: PositiveFloat
 
+    def decay(self, t: int, span: int) -> float:
+        return self.gamma**t
 
-class Linear(_Strict):
+
+class Linear(_Schedule):
     """Linear decay to ``min_factor`` × lr over the run."""
 
     type: Literal["linear"]
-    warmup: int = Field(0, ge=0)
     min_factor: float = Field(0.0, ge=0.0, le=1.0)
+
+    def decay(self, t: int, span: int) -> float:
+        return 1 - (1 - self.min_factor) * min(1.0, t / span)
 
 
 ScheduleSpec = Annotated[

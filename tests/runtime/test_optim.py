@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 import torch
@@ -12,10 +13,12 @@ from runtime_toys import VAE, spec_dict
 from compose_gen.runtime import Run
 from compose_gen.runtime.optim import lr_factor, make_optimizer
 from compose_gen.spec import load_spec
-from compose_gen.spec.model import SGD, Adam, ScheduleSpec
+from compose_gen.spec.model import SGD, Adam, OptimizerSpec, ScheduleSpec
 
 SCHEDULE = TypeAdapter(ScheduleSpec)
 TOTAL = 40
+#: Parameters each schedule type needs besides ``type``.
+REQUIRED = {"constant": {}, "cosine": {}, "linear": {}, "step": {"every": 5}, "exponential": {"gamma": 0.9}}
 
 
 def torch_factors(make_scheduler) -> list[float]:
@@ -73,3 +76,46 @@ def test_adam_runs_the_fused_kernel_and_sgd_the_plain_loop() -> None:
     params = [torch.nn.Parameter(torch.zeros(3))]
     assert make_optimizer(Adam(lr=1e-3), params).defaults["fused"] is True
     assert not make_optimizer(SGD(type="sgd", lr=1e-2), params).defaults.get("fused")
+
+
+def test_every_schedule_type_ramps_up_from_one_over_warmup() -> None:
+    classes = {get_args(cls.model_fields["type"].annotation)[0]: cls for cls, _ in map(get_args, get_args(get_args(ScheduleSpec)[0]))}
+    assert set(classes) == set(REQUIRED)  # a new schedule type: say here what it needs
+    for kind, cls in classes.items():
+        for warmup in (1, 4, 10):
+            schedule = cls(type=kind, warmup=warmup, **REQUIRED[kind])
+            assert schedule.factor(0, TOTAL) == 1 / warmup
+            assert schedule.factor(warmup - 1, TOTAL) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [  # docs/runtime.md: rounds counted from the warm-up's end (4 rounds here), over the 20 left to TOTAL = 24
+        ({"type": "constant"}, {4: 1.0, 14: 1.0, 24: 1.0, 30: 1.0}),
+        ({"type": "cosine", "min_factor": 0.2}, {4: 1.0, 9: 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi / 4)), 14: 0.6, 24: 0.2, 30: 0.2}),
+        ({"type": "linear", "min_factor": 0.2}, {4: 1.0, 9: 0.8, 14: 0.6, 24: 0.2, 30: 0.2}),
+        ({"type": "step", "every": 3, "gamma": 0.5}, {4: 1.0, 6: 1.0, 7: 0.5, 10: 0.25, 24: 0.5**6}),
+        ({"type": "step", "every": 3}, {4: 1.0, 7: 0.1}),
+        ({"type": "exponential", "gamma": 0.9}, {4: 1.0, 5: 0.9, 14: 0.9**10, 30: 0.9**26}),
+    ],
+    ids=lambda v: v["type"] if isinstance(v, dict) and "type" in v else "",
+)
+def test_schedules_give_the_documented_factors(schedule: dict, expected: dict[int, float]) -> None:
+    spec = SCHEDULE.validate_python({**schedule, "warmup": 4})
+    assert [spec.factor(step, 24) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    for step, factor in expected.items():
+        assert spec.factor(step, 24) == pytest.approx(factor, rel=1e-12), step
+
+
+def test_optimizers_name_their_torch_class_and_kernel() -> None:
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for raw, cls, fused in [
+        ({"type": "adam"}, torch.optim.Adam, True),
+        ({"type": "adamw"}, torch.optim.AdamW, True),
+        ({"type": "rmsprop", "momentum": 0.5}, torch.optim.RMSprop, False),
+        ({"type": "sgd", "momentum": 0.9}, torch.optim.SGD, False),
+    ]:
+        spec = TypeAdapter(OptimizerSpec).validate_python(raw)
+        optimizer = make_optimizer(spec, params)
+        assert type(optimizer) is cls and bool(optimizer.defaults.get("fused")) is fused
+        assert all(optimizer.defaults[k] == v for k, v in spec.model_dump(exclude={"type"}).items())

@@ -23,7 +23,6 @@ split and its dequantization noise depend on the seed alone.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping
@@ -33,7 +32,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import Params, Splits, TensorData
-from compose_gen.core import first_flagged
+from compose_gen.core import derive_seed, first_flagged
 from compose_gen_plugins.datasets.transforms import Pipeline, PipelineError, TransformSpec, fit_pipeline
 
 __all__ = [
@@ -90,7 +89,7 @@ def ladj_field(name: str) -> str:
 
 def seeded_generator(seed: int, stream: str) -> torch.Generator:
     """A CPU generator for one named use of ``seed``; streams are independent of each other."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(stream.encode())) % 2**63)
+    return torch.Generator().manual_seed(derive_seed(seed, stream))
 
 
 def split_fields(fields: Mapping[str, Tensor], params: DatasetParams) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
