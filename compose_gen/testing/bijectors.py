@@ -31,7 +31,10 @@ Use it in one call, or through the pytest fixture of :mod:`compose_gen.testing.p
 For random batch shapes (extra leading dimensions, none included) and seeds drawn
 by hypothesis, :func:`check_case` perturbs the parameters, draws float64 inputs
 ``x`` in ``domain`` and ``y`` in ``codomain`` (``transform_to`` of Gaussian
-noise) and a Gaussian context, and asserts that
+noise ``u``, a random half of its elements ``WIDE_SCALE = 4`` times wider, so that
+tails such as ``|x| > 4`` are reached; ``scale=s`` draws ``u ~ N(0, s²)`` instead)
+and a Gaussian context, and asserts, in training mode and again in eval mode
+(the mode of evaluation, ``log_prob`` and sampling), that
 
 * outputs have the right shapes, dtype and device, are finite and ``y ∈ codomain``;
 * ``inverse(forward(x)) ≈ x`` and ``forward(inverse(y)) ≈ y`` (a ``surjective``
@@ -40,22 +43,40 @@ noise) and a Gaussian context, and asserts that
 * ``ladj`` of ``forward`` equals ``log|det ∂y/∂x|`` of the autograd Jacobian
   (event dimensions flattened), and ``inverse``'s is its negative at matching points;
 * examples in a batch are independent: ``∂y_i/∂x_j = 0`` and ``∂ladj_i/∂x_j = 0`` for ``i ≠ j``;
+* ``ladj`` carries the gradient of ``log|det J|``, towards the input and the
+  parameters θ, of ``forward`` and of ``inverse`` (not a surjection's): along random
+  directions ``v`` (of the unconstrained input ``u``) and ``w`` (of θ), autograd's
+  ``⟨∂ladj/∂u, v⟩`` per example and ``⟨∂Σladj/∂θ, w⟩`` equal the central differences
+  ``(ladj(u + εv) - ladj(u - εv)) / 2ε`` of its values (themselves checked against
+  autograd's ``log|det J|``), so a ``ladj`` that is ``.detach()``-ed, or computed from
+  ``x.detach()``, fails.  Where the differences at ``ε = 1e-5, 1e-6, 1e-7`` differ
+  among themselves (``ladj`` not smooth there: a ReLU's kink, a spline knot) and
+  none matches, the example is not judged;
 * every parameter receives a finite gradient, and float32 gives float32 outputs
-  that agree with float64;
-* with ``stochastic_ladj``: the training-mode estimate averages, over
-  ``stochastic_draws`` draws, to the exact eval-mode value within 5 standard
-  errors, and ``y`` is the same in both modes.
+  that agree with float64 (on the standard draws: in the tails, rounding the input
+  to float32 alone can move the output beyond the tolerance, e.g. ``logit(1 - 1e-7)``);
+* with ``stochastic_ladj``: the properties above hold in eval mode (exact), and
+  the training-mode estimate averages, over ``stochastic_draws`` draws, to the
+  exact eval-mode value within 5 standard errors, ``y`` is the same in both
+  modes and every parameter receives a gradient in training mode.
+
+Each property is checked in both modes because a layer may take another path in
+eval mode (a cache, a fast path) that training never runs.  Data-dependent
+initialisation (actnorm) is done by the warm-up call, before either mode.
 
 A failure raises :class:`AssertionError` naming the bijector, the property, the
 input (batch and event shape, dtype, device, seed) and the worst error and where.
 Each case runs with one intra-op thread (tiny tensors; restored afterwards) and a
-seeded global generator, so failures reproduce.
+seeded global generator, so failures reproduce; the finite differences replay the
+global generator's state for every call, so a layer drawing noise (dequantization)
+sees the same noise at ``u ± εv``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -92,6 +113,12 @@ __all__ = [
 WARM_UP_BATCH = 8
 #: Hypothesis cases per bijector (and per example of a registered type) unless told otherwise.
 MAX_EXAMPLES = 8
+#: Standard deviation of the wide half of the unconstrained draws (``scale=None``, the default).
+WIDE_SCALE = 4.0
+#: Step ``ε`` of the central differences of ``ladj`` (unconstrained input and parameter units).
+DIFFERENCE_STEP = 1e-5
+#: Tolerance of the gradient check, in units of the case's ``atol + rtol·|·|``: differences are approximate.
+DIFFERENCE_TOLERANCE = 100.0
 
 
 def batch_shapes(max_dims: int = 2, max_size: int = 3) -> st.SearchStrategy[tuple[int, ...]]:
@@ -120,15 +147,22 @@ class _Case:
     seed: int
     atol: float
     rtol: float
+    mode: str = ""
+
+    def in_mode(self, training: bool) -> _Case:
+        """This case, its failures saying which mode the bijector was in."""
+        return dataclasses.replace(self, mode=" in training mode" if training else " in eval mode")
 
     def fail(self, prop: str, detail: str, x: Tensor) -> AssertionError:
         return AssertionError(
-            f"{self.label}: {prop} — broken on an input of batch shape {self.batch_shape} and event shape "
+            f"{self.label}: {prop} — broken{self.mode} on an input of batch shape {self.batch_shape} and event shape "
             f"{self.event_shape} ({x.dtype}, {x.device}, seed {self.seed}): {detail}"
         )
 
-    def close(self, prop: str, actual: Tensor, expected: Tensor, x: Tensor, scale: float = 1.0) -> None:
-        """Assert ``|actual - expected| <= scale·(atol + rtol·|expected|)`` elementwise."""
+    def close(
+        self, prop: str, actual: Tensor, expected: Tensor, x: Tensor, scale: float = 1.0, note: str = ""
+    ) -> None:
+        """Assert ``|actual - expected| <= scale·(atol + rtol·|expected|)`` elementwise; ``note`` ends the message."""
         if actual.shape != expected.shape:
             raise self.fail(prop, f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}", x)
         error = (actual.detach() - expected.detach()).abs().to(torch.float64)
@@ -139,7 +173,7 @@ class _Case:
             raise self.fail(
                 prop,
                 f"max error {error.max().item():.3g} at index {where} of shape {tuple(error.shape)} "
-                f"(tolerance atol={scale * self.atol:g}, rtol={scale * self.rtol:g})",
+                f"(tolerance atol={scale * self.atol:g}, rtol={scale * self.rtol:g}){note}",
                 x,
             )
 
@@ -154,14 +188,27 @@ class _Case:
             raise self.fail(prop, f"{int((~torch.isfinite(value)).sum())} non-finite values in the output", like)
 
 
-def _draw(constraint: constraints.Constraint, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+def _to(constraint: constraints.Constraint) -> Callable[[Tensor], Tensor]:
+    """``transform_to(constraint)``: unconstrained noise to points of ``constraint``."""
     try:
-        return transform_to(constraint)(noise)
+        return transform_to(constraint)
     except NotImplementedError:
         raise ValueError(
             f"cannot draw points in {constraint}; register it with torch.distributions.transform_to"
         ) from None
+
+
+def _draw(constraint: constraints.Constraint, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    return _to(constraint)(torch.randn(shape, generator=generator, dtype=torch.float64))
+
+
+def _noise(shape: tuple[int, ...], generator: torch.Generator, scale: float | None) -> tuple[Tensor, Tensor]:
+    """Standard Gaussian noise and its widened version: ``scale ·`` it, or (``None``) a random half ``WIDE_SCALE ·`` it."""
+    noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+    if scale is not None:
+        return noise, scale * noise
+    wide = torch.rand(shape, generator=generator, dtype=torch.float64) < 0.5
+    return noise, torch.where(wide, WIDE_SCALE * noise, noise)
 
 
 ContextMaker = Callable[[tuple[int, ...]], "Tensor | None"]
@@ -208,9 +255,21 @@ def check_case(
     rtol: float = 1e-6,
     param_noise: float = 0.1,
     stochastic_draws: int = 256,
+    scale: float | None = None,
     label: str | None = None,
 ) -> None:
-    """Check every conformance property of ``bijector`` on one batch shape and seed (see the module docstring)."""
+    """Check every conformance property of ``bijector`` on one batch shape and seed (see the module docstring).
+
+    ``scale`` widens the inputs: ``x = transform_to(domain)(u)`` (``y`` likewise) with
+    ``u ~ N(0, scale²)``; ``None`` (the default) draws a random half of the elements of
+    ``u`` from ``N(0, WIDE_SCALE²)`` and the rest from ``N(0, 1)``; ``scale=1`` only
+    standard draws.  float32 is compared with float64 on the standard draws.  A large
+    ``scale`` tests numerics too: where ``ladj``'s values lose resolution (``log1p(-sigmoid(y))``
+    for ``y ≳ 25`` moves in steps of ~1e-3), its differences see the steps, and the gradient
+    check fails.
+    """
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
     device, batch_shape = torch.device(device or "cpu"), tuple(batch_shape)
     generator = torch.Generator().manual_seed(seed)
     if device.type == "cuda":
@@ -218,22 +277,39 @@ def check_case(
     with _seeded(seed), _single_threaded():
         bij, context_for = _prepared(bijector, generator, param_noise, device)
         case = _Case(label or type(bijector).__name__, batch_shape, tuple(bij.event_shape), seed, atol, rtol)
-        x = _draw(bij.domain, (*batch_shape, *bij.event_shape), generator).to(device)
-        if bij.surjective:  # a surjection round-trips only on its discrete domain: the image of inverse
-            x = bij.inverse(x, context_for(batch_shape))[0]
-        y_drawn = _draw(bij.codomain, (*batch_shape, *bij.out_event_shape), generator).to(device)
+        to_x, to_y = _to(bij.domain), _to(bij.codomain)
+        standard, x_noise = (n.to(device) for n in _noise((*batch_shape, *bij.event_shape), generator, scale))
+        x, x_standard = to_x(x_noise), to_x(standard)
+        if bij.surjective:  # a surjection round-trips only on its discrete domain (the image of inverse), perturbed there
+            x, x_standard = (bij.inverse(v, context_for(batch_shape))[0] for v in (x, x_standard))
+            to_x, x_noise = _to(constraints.real), x
+        if scale == 1:
+            x_standard = x
+        y_noise = _noise((*batch_shape, *bij.out_event_shape), generator, scale)[1].to(device)
+        y_drawn = to_y(y_noise)
         context = context_for(batch_shape)
         if bij.event_shape.numel() != bij.out_event_shape.numel():
             raise case.fail("dimension preserved", f"out_event_shape {tuple(bij.out_event_shape)}", x)
 
-        bij.train(not bij.stochastic_ladj)  # eval is the exact mode
-        y, ladj = _check_round_trips(bij, x, y_drawn, context, case)
-        _check_jacobian(bij, x, context, ladj, case)
-        _check_float32(bij, x, context, y, ladj, case)
-        bij.train()
+        # Every property in both modes; a stochastic ladj only in eval mode, its exact mode, then its estimate.
+        for training in (False,) if bij.stochastic_ladj else (True, False):
+            bij.train(training)
+            in_mode = case.in_mode(training)
+            y, ladj = _check_round_trips(bij, x, y_drawn, context, in_mode)
+            _check_jacobian(bij, x, context, ladj, in_mode)
+            _check_ladj_gradients(bij, "forward", x_noise, to_x, context, generator, in_mode)
+            if not bij.surjective:  # inverse is a projection: its ladj is no log-determinant
+                _check_ladj_gradients(bij, "inverse", y_noise, to_y, context, generator, in_mode)
+            with torch.no_grad():
+                y_standard, ladj_standard = (y, ladj) if x_standard is x else bij(x_standard, context)
+            _check_float32(bij, x_standard, context, y_standard, ladj_standard, in_mode)
+            if not bij.stochastic_ladj:
+                _check_gradients(bij, x, context, in_mode)
         if bij.stochastic_ladj:
-            _check_expectation(bij, x, context, y, ladj, stochastic_draws, case)
-        _check_gradients(bij, x, context, case)
+            bij.train()
+            in_training = case.in_mode(True)
+            _check_expectation(bij, x, context, y, ladj, stochastic_draws, in_training)
+            _check_gradients(bij, x, context, in_training)
 
 
 def _check_round_trips(
@@ -280,7 +356,10 @@ def _check_jacobian(bij: Bijector, x: Tensor, context: Tensor | None, ladj: Tens
         return y.reshape(n, d), ladj.reshape(n)
 
     with torch.enable_grad():
-        jac_y, jac_ladj = jacobian(flat, x.detach().reshape(n, d))  # (n, d, n, d), (n, n, d)
+        try:  # backward passes batched by vmap: several times faster
+            jac_y, jac_ladj = jacobian(flat, x.detach().reshape(n, d), vectorize=True)  # (n, d, n, d), (n, n, d)
+        except RuntimeError:  # an operation vmap cannot batch: one backward pass per output
+            jac_y, jac_ladj = jacobian(flat, x.detach().reshape(n, d))
     blocks = jac_y.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (n, d, d): ∂y_i/∂x_i
     log_det = torch.linalg.slogdet(blocks).logabsdet.reshape(ladj.shape)
     case.close("forward ladj == log|det J| of the autograd Jacobian", ladj, log_det, x)
@@ -289,6 +368,128 @@ def _check_jacobian(bij: Bijector, x: Tensor, context: Tensor | None, ladj: Tens
     for name, cross in (("y", jac_y.abs().amax((1, 3))), ("ladj", jac_ladj.abs().amax(2))):
         prop = f"examples in a batch are independent (∂{name}_i/∂x_j = 0, i ≠ j)"
         case.close(prop, cross * others, torch.zeros_like(cross), x)
+
+
+def _replayer(device: torch.device) -> Callable[[], None]:
+    """A function that puts the global generator(s) back in their present state: common random numbers."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def replay() -> None:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+    return replay
+
+
+def _check_ladj_gradients(
+    bij: Bijector,
+    method: str,
+    noise: Tensor,
+    to_value: Callable[[Tensor], Tensor],
+    context: Tensor | None,
+    generator: torch.Generator,
+    case: _Case,
+) -> None:
+    """``ladj`` of ``method`` at ``to_value(noise)`` carries the derivative of its values towards the input and θ.
+
+    Autograd's directional derivatives along random ``v`` (of ``noise``) and ``w`` (of θ) against central
+    differences ``D(ε) = (ladj(· + εv) - ladj(· - εv)) / 2ε`` (:func:`_derivative_agrees`): first along
+    ``(v, w)`` together, summed over the batch (two calls); a mismatch is then located, along ``v`` per
+    example or along ``w``.  The values being ``log|det J|`` (checked elsewhere), this is
+    ``∂ladj = ∂ log|det J|`` without second derivatives of the map, which autograd does not have right for a
+    layer solved by bisection and one Newton step (planar's forward): differentiating the autograd
+    ``log|det J|`` would fail it.
+    """
+    towards = "x" if method == "forward" else "y"
+    parameters = [p for p in bij.parameters() if p.requires_grad]
+    saved, training, replay = [p.detach().clone() for p in parameters], bij.training, _replayer(noise.device)
+    v = torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)
+    w = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in parameters]
+
+    def ladj_at(u: Tensor) -> Tensor:
+        replay()  # the same noise in every call, for a layer that draws some
+        value = to_value(u)
+        return (bij(value, context) if method == "forward" else bij.inverse(value, context))[1]
+
+    def move(step: float) -> None:
+        """θ = θ₀ + step·w."""
+        bij.train()  # parameters change in training mode: an eval-mode cache is rebuilt on .eval()
+        for parameter, original, direction in zip(parameters, saved, w, strict=True):
+            parameter.copy_(original + step * direction if step else original)
+        bij.train(training)
+
+    def difference(along_u: bool, along_theta: bool, summed: bool) -> Callable[[float], Tensor]:
+        """``D(ε)`` along ``v``, ``w`` or both, per example or summed over the batch."""
+
+        def central(step: float) -> Tensor:
+            ends = []
+            for end in (step, -step):
+                if along_theta:
+                    move(end)
+                ends.append(ladj_at(noise + end * v if along_u else noise))
+            derivative = (ends[0] - ends[1]) / (2 * step)
+            return derivative.sum() if summed else derivative
+
+        return central
+
+    point = noise.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        ladj = ladj_at(point)
+        inputs = [point, *parameters]
+        grads = torch.autograd.grad(ladj.sum(), inputs, allow_unused=True) if ladj.requires_grad else [None] * len(inputs)
+    grad_u, *grad_theta = (torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True))
+    value, prop = to_value(noise), f"{method} ladj's gradient towards {{}} == ∂ log|det J|/∂{{}}"
+    try:
+        with torch.no_grad():
+            along_v = (grad_u * v).reshape(*case.batch_shape, -1).sum(-1)
+            along_w = sum(((g * d).sum() for g, d in zip(grad_theta, w, strict=True)), noise.new_zeros(()))
+            joint = difference(True, bool(parameters), summed=True)
+            if _derivative_agrees(case, "", along_v.sum() + along_w, joint, value):
+                return
+            only_u = difference(True, False, summed=False)
+            _derivative_agrees(case, prop.format(towards, towards), along_v, only_u, value, fail=True)
+            if parameters:
+                only_theta = difference(False, True, summed=True)
+                _derivative_agrees(case, prop.format("the parameters", "θ"), along_w, only_theta, value, fail=True)
+            both = prop.format(f"{towards} and θ", f"({towards}, θ)")
+            _derivative_agrees(case, both, along_v.sum() + along_w, joint, value, fail=True)
+    finally:
+        with torch.no_grad():
+            move(0.0)
+
+
+def _derivative_agrees(
+    case: _Case, prop: str, autograd: Tensor, central: Callable[[float], Tensor], value: Tensor, fail: bool = False
+) -> bool:
+    """Whether ``autograd`` agrees with the central differences ``central(step)`` of ladj; else raise if ``fail``.
+
+    An element agrees when the differences at one of the steps ``ε, ε/10, ε/100`` do (a kink within a step,
+    such as a ReLU's or a spline knot, spoils the larger steps only), or when they differ among themselves by
+    more than the tolerance (ladj is not smooth, or not precise enough, there to tell): only a derivative
+    that every step agrees on, and autograd misses, fails.
+    """
+
+    def tolerance(expected: Tensor) -> Tensor:
+        return DIFFERENCE_TOLERANCE * (case.atol + case.rtol * expected.abs())
+
+    differences, agrees = [], torch.zeros(autograd.shape, dtype=torch.bool, device=autograd.device)
+    for step in (DIFFERENCE_STEP, DIFFERENCE_STEP / 10, DIFFERENCE_STEP / 100):
+        differences.append(central(step))
+        agrees |= (autograd - differences[-1]).abs() <= tolerance(differences[-1])
+        if agrees.all():
+            return True
+    stacked, expected = torch.stack(differences), differences[0]
+    differs = ~agrees & ((stacked.amax(0) - stacked.amin(0)) <= tolerance(expected))  # False where not finite
+    if not differs.any():
+        return True
+    if fail:
+        note = " between autograd and central differences along a random direction"
+        if not (differs & (autograd != 0)).any():
+            note += "; autograd's are 0: ladj is cut from the graph (.detach(), no_grad, computed from an input's .detach())"
+        case.close(prop, torch.where(differs, autograd, expected), expected, value, DIFFERENCE_TOLERANCE, note)
+    return False
 
 
 def _check_float32(bij: Bijector, x: Tensor, context: Tensor | None, y: Tensor, ladj: Tensor, case: _Case) -> None:
@@ -358,7 +559,7 @@ def check_bijector(
     """Check ``bijector`` (or the bijector a factory makes) on ``max_examples`` hypothesis cases.
 
     ``options`` go to :func:`check_case` (``device``, ``atol``, ``rtol``,
-    ``param_noise``, ``stochastic_draws``, ``label``).  Runs are derandomised, so
+    ``param_noise``, ``stochastic_draws``, ``scale``, ``label``).  Runs are derandomised, so
     a failure reproduces, and not shrunk: the first failure is reported.
     """
     if not isinstance(bijector, nn.Module):

@@ -16,9 +16,11 @@ and, to check every example of every bijector type their plugin registers::
     def test_type_conforms(check_bijector_type, name):
         check_bijector_type(CATALOGUE, name)
 
-``--bijector-examples N`` sets the number of hypothesis cases per bijector and
-``--bijector-device cuda`` the device they run on.  The kit is imported on first
-use, so collecting tests stays cheap.
+``--bijector-examples N`` sets the number of hypothesis cases per bijector,
+``--bijector-device cuda`` the device they run on and ``--bijector-scale S`` the
+standard deviation of the unconstrained input draws (default: half of them
+``N(0, 1)``, half ``N(0, 4²)``; see :func:`compose_gen.testing.bijectors.check_case`).
+The kit is imported on first use, so collecting tests stays cheap.
 
 The checks of priors, encoders, decoders, samplers, losses and metrics take no
 options, so they have no fixtures: import them from
@@ -38,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("compose_gen", "compose_gen bijector conformance")
     group.addoption("--bijector-examples", type=int, default=None, help="hypothesis cases per bijector (default 8)")
     group.addoption("--bijector-device", default="cpu", help="device the conformance checks run on (default cpu)")
+    group.addoption(
+        "--bijector-scale",
+        type=float,
+        default=None,
+        help="standard deviation of the unconstrained input draws (default: a mix of N(0,1) and N(0,4²) elements)",
+    )
 
 
 def _options(config: pytest.Config) -> dict[str, Any]:
@@ -45,7 +53,8 @@ def _options(config: pytest.Config) -> dict[str, Any]:
 
     examples = config.getoption("--bijector-examples")
     examples = MAX_EXAMPLES if examples is None else examples
-    return {"max_examples": examples, "device": config.getoption("--bijector-device")}
+    device, scale = config.getoption("--bijector-device"), config.getoption("--bijector-scale")
+    return {"max_examples": examples, "device": device, "scale": scale}
 
 
 @pytest.fixture

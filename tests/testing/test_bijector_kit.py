@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -135,6 +136,117 @@ def test_kit_passes_correct_bijectors_including_unbiased_estimators():
     check_bijector(Scale(), max_examples=5)
     check_bijector(NoisyLadj(bias=0.0), max_examples=5)
     check_bijector(lambda: Inverse(Scale()), max_examples=3)
+    check_bijector(SinhArcsinh(), max_examples=5)  # ladj depends on x and θ, in both modes, on wide draws
+
+
+class SinhArcsinh(Bijector):
+    """A correct bijector whose ladj depends on x: y = sinh(e^t·asinh(x) - k) elementwise."""
+
+    def __init__(self) -> None:
+        super().__init__((3,))
+        self.skew = nn.Parameter(torch.zeros(3))
+        self.log_tail = nn.Parameter(torch.zeros(3))
+
+    def _ladj(self, x, skew=None, log_tail=None):
+        skew = self.skew if skew is None else skew
+        log_tail = self.log_tail if log_tail is None else log_tail
+        inner = log_tail.exp() * torch.asinh(x) - skew
+        return (log_tail + torch.log(torch.cosh(inner)) - 0.5 * torch.log1p(x**2)).sum(-1)
+
+    def forward(self, x, context=None):
+        return torch.sinh(self.log_tail.exp() * torch.asinh(x) - self.skew), self._ladj(x)
+
+    def inverse(self, y, context=None):
+        x = torch.sinh((torch.asinh(y) + self.skew) / self.log_tail.exp())
+        return x, -self._ladj(x)
+
+
+class LadjCutFromParameters(SinhArcsinh):
+    """Right values, but the parameters get no gradient through ladj (detached)."""
+
+    def forward(self, x, context=None):
+        return super().forward(x)[0], self._ladj(x, self.skew.detach(), self.log_tail.detach())
+
+
+class LadjFromDetachedInput(SinhArcsinh):
+    """Right values, computed from x.detach(): ∂ladj/∂x is lost (a VAE's flow posterior needs it)."""
+
+    def forward(self, x, context=None):
+        return super().forward(x)[0], self._ladj(x.detach())
+
+
+class InverseLadjDetached(SinhArcsinh):
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return x, ladj.detach()
+
+
+@pytest.mark.parametrize(
+    ("bijector", "prop"),
+    [
+        (LadjCutFromParameters(), "forward ladj's gradient towards the parameters == ∂ log|det J|/∂θ"),
+        (LadjFromDetachedInput(), "forward ladj's gradient towards x == ∂ log|det J|/∂x"),
+        (InverseLadjDetached(), "inverse ladj's gradient towards y == ∂ log|det J|/∂y"),
+    ],
+    ids=["cut-from-parameters", "from-detached-x", "inverse-detached"],
+)
+def test_kit_catches_a_ladj_without_its_gradient(bijector, prop):
+    with pytest.raises(AssertionError, match=re.escape(prop) + ".*autograd's are 0: ladj is cut from the graph"):
+        check_bijector(bijector)
+
+
+class EvalFastPath(Scale):
+    """Right in training mode; in eval mode (evaluation, log_prob) a 'fast path' halves ladj, both ways."""
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return y, ladj if self.training else 0.5 * ladj
+
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return x, ladj if self.training else 0.5 * ladj
+
+
+class EvalInverseOff(Scale):
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return (x if self.training else x + 1e-3), ladj
+
+
+def test_kit_checks_eval_mode_too():
+    with pytest.raises(AssertionError, match=r"forward ladj == log\|det J\| of the autograd Jacobian — broken in eval mode"):
+        check_bijector(EvalFastPath())
+    with pytest.raises(AssertionError, match=r"inverse\(forward\(x\)\) == x — broken in eval mode"):
+        check_bijector(EvalInverseOff())
+
+
+class WrongInTheTails(SinhArcsinh):
+    """log cosh u taken as |u| - log 2 where |x| > threshold: 0.5 off out there, right near 0."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        inner = self.log_tail.exp() * torch.asinh(x) - self.skew
+        tails = self.log_tail + inner.abs() - math.log(2) + 0.5 - 0.5 * torch.log1p(x**2)
+        exact = self.log_tail + torch.log(torch.cosh(inner)) - 0.5 * torch.log1p(x**2)
+        return y, torch.where(x.abs() > self.threshold, tails, exact).sum(-1)
+
+    def inverse(self, y, context=None):
+        x = super().inverse(y)[0]
+        return x, -self.forward(x)[1]
+
+
+def test_default_inputs_reach_the_tails_and_scale_widens_them():
+    with pytest.raises(AssertionError, match=r"forward ladj == log\|det J\| of the autograd Jacobian"):
+        check_bijector(WrongInTheTails(4.0))  # N(0, 1) draws alone (scale=1) seldom pass |x| = 4
+    check_bijector(WrongInTheTails(8.0), scale=1.0, max_examples=4)  # standard draws only: beyond 8σ
+    with pytest.raises(AssertionError, match=r"forward ladj == log\|det J\| of the autograd Jacobian"):
+        check_bijector(WrongInTheTails(8.0), scale=16.0, max_examples=4)
+    with pytest.raises(ValueError, match="scale must be a positive number"):
+        check_case(Scale(), (2,), seed=0, scale=0.0)
 
 
 class WrapParams(Params):
@@ -200,6 +312,18 @@ def test_pytest_fixture_runs_the_kit(check_bijector):
     check_bijector(Scale())
     with pytest.raises(AssertionError, match="inverse\\(forward"):
         check_bijector(NonInverting())
+
+
+def test_command_line_options_reach_the_kit(request):
+    from compose_gen.testing import pytest_plugin
+
+    assert request.config.getoption("--bijector-scale") is None  # registered; the default mixes widths
+
+    class Config:
+        def getoption(self, name):
+            return {"--bijector-examples": 3, "--bijector-device": "cpu", "--bijector-scale": 2.0}[name]
+
+    assert pytest_plugin._options(Config()) == {"max_examples": 3, "device": "cpu", "scale": 2.0}
 
 
 def test_without_hypothesis_the_kit_says_which_extra_to_install(monkeypatch) -> None:
