@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.distributions import constraints
@@ -56,17 +57,18 @@ class Logit(Bijector):
         self.domain = constraints.unit_interval
         self.codomain = constraints.real if alpha == 0 else constraints.interval(bound, -bound)
 
-    def _ladj(self, p: Tensor) -> Tensor:
-        elementwise = math.log1p(-2 * self.alpha) - p.log() - (-p).log1p()
-        return elementwise.flatten(-len(self.event_shape)).sum(-1)
+    def _ladj(self, surprisal: Tensor) -> Tensor:
+        """``Σᵢ log(1 − 2α) − log pᵢ − log(1 − pᵢ)`` from ``surprisal`` = ``−log p − log(1 − p)``, elementwise."""
+        return (math.log1p(-2 * self.alpha) + surprisal).flatten(-len(self.event_shape)).sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * x
-        return p.logit(), self._ladj(p)
+        return p.logit(), self._ladj(-p.log() - (-p).log1p())
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        # −log σ(y) − log(1 − σ(y)) = softplus(−y) + softplus(y), exact in the tails where 1 − σ(y) rounds
         p = y.sigmoid()
-        return (p - self.alpha) / (1 - 2 * self.alpha), -self._ladj(p)
+        return (p - self.alpha) / (1 - 2 * self.alpha), -self._ladj(F.softplus(-y) + F.softplus(y))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, alpha={self.alpha}"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compose_gen_plugins.flows.elementwise import ElementwiseAffine, Inverse, LogitParams, build_logit, build_sigmoid
+from compose_gen_plugins.flows.elementwise import ElementwiseAffine, Inverse, Logit, LogitParams, build_logit, build_sigmoid
 
 
 def test_logit_value_and_ladj_by_hand():
@@ -47,3 +47,13 @@ def test_affine_starts_as_the_identity_and_nice_scaling_has_no_shift():
 def test_logit_margin_must_leave_an_interval():
     with pytest.raises(ValidationError, match="alpha"):
         LogitParams(shape=[2], alpha=0.5)
+
+
+def test_logit_inverse_keeps_its_log_determinant_exact_in_the_far_tails() -> None:
+    """log(1 − σ(y)) computed as log1p(−σ(y)) moved in steps of ~1e-3 beyond y ≈ 25; softplus does not."""
+    from compose_gen.testing.bijectors import check_case
+
+    y = torch.tensor([[30.0, -30.0, 45.0]], dtype=torch.float64)
+    exact = -(torch.nn.functional.softplus(-y) + torch.nn.functional.softplus(y)).sum(-1)
+    torch.testing.assert_close(Logit((3,), alpha=0.0).double().inverse(y)[1], exact, rtol=0, atol=1e-12)
+    check_case(Logit((3,), alpha=0.0), (4,), seed=0, scale=8.0)
