@@ -9,7 +9,7 @@ raises :class:`DatasetError` naming the file and the problem.
 from __future__ import annotations
 
 from compose_gen import ComponentType, hookimpl
-from compose_gen_plugins.datasets.arrays import ARRAY_TYPES
+from compose_gen_plugins import package_types
 from compose_gen_plugins.datasets.base import (
     DatasetError,
     DatasetParams,
@@ -20,11 +20,6 @@ from compose_gen_plugins.datasets.base import (
     seeded_generator,
     split_fields,
 )
-from compose_gen_plugins.datasets.bundled import BUNDLED_TYPES
-from compose_gen_plugins.datasets.images import IMAGE_TYPES
-from compose_gen_plugins.datasets.tables import TABLE_TYPES
-from compose_gen_plugins.datasets.toy import TOY_TYPES
-from compose_gen_plugins.datasets.two_domain import TWO_DOMAIN_TYPES
 
 __all__ = [
     "DataSpace",
@@ -41,4 +36,5 @@ __all__ = [
 
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
-    return [*TOY_TYPES, *BUNDLED_TYPES, *ARRAY_TYPES, *TABLE_TYPES, *IMAGE_TYPES, *TWO_DOMAIN_TYPES]
+    """Every type of every datasets submodule, each listed by the module that defines it."""
+    return package_types(__name__)

@@ -21,11 +21,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen import BuildContext, ComponentType, Splits, hookimpl
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, image_shape_problem, make_splits, split_fields
 from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, element, float32_overflow, too_many_classes
 
-__all__ = ["ARRAY_TYPES", "as_features", "as_labels", "require_file"]
+__all__ = ["as_features", "as_labels", "compose_gen_types", "require_file"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -160,7 +160,9 @@ def build_npy(p: NpyParams, ctx: BuildContext | None = None) -> Splits:
     return _build(p, x, labels, p.path)
 
 
-ARRAY_TYPES = [
-    ComponentType("npz", "dataset", NpzParams, build_npz),
-    ComponentType("npy", "dataset", NpyParams, build_npy),
-]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("npz", "dataset", NpzParams, build_npz),
+        ComponentType("npy", "dataset", NpyParams, build_npy),
+    ]

@@ -5,6 +5,7 @@ scikit-learn is imported when a dataset is built, not when the plugin loads.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -12,11 +13,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen import BuildContext, ComponentType, Splits, hookimpl
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, ImageParams, make_splits, split_fields
 from compose_gen_plugins.datasets.transforms import BinarizeStep, StandardiseStep, TransformSpec
 
-__all__ = ["BUNDLED_TYPES"]
+__all__ = ["compose_gen_types"]
 
 DIGIT_LEVELS = 16  # digits pixels are integers 0..16
 
@@ -60,6 +61,7 @@ class TabularParams(DatasetParams):
     )
 
 
+@functools.cache  # the same type at each call of compose_gen_types, so one reached twice is kept once
 def _tabular(name: str, loader: str, doc: str) -> ComponentType:
     def build(p: TabularParams, ctx: BuildContext | None = None) -> Splits:
         import sklearn.datasets
@@ -76,16 +78,18 @@ def _tabular(name: str, loader: str, doc: str) -> ComponentType:
     return ComponentType(name, "dataset", TabularParams, build, doc=doc)
 
 
-BUNDLED_TYPES = [
-    ComponentType("digits", "dataset", DigitsParams, build_digits),
-    _tabular(
-        "breast_cancer",
-        "load_breast_cancer",
-        "569 tumours × 30 features, benign or malignant (Wolberg et al., 1995, UCI; load_breast_cancer).",
-    ),
-    _tabular(
-        "wine",
-        "load_wine",
-        "178 wines × 13 chemical features, 3 cultivars (Forina et al., UCI; scikit-learn's load_wine).",
-    ),
-]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("digits", "dataset", DigitsParams, build_digits),
+        _tabular(
+            "breast_cancer",
+            "load_breast_cancer",
+            "569 tumours × 30 features, benign or malignant (Wolberg et al., 1995, UCI; load_breast_cancer).",
+        ),
+        _tabular(
+            "wine",
+            "load_wine",
+            "178 wines × 13 chemical features, 3 cultivars (Forina et al., UCI; scikit-learn's load_wine).",
+        ),
+    ]

@@ -23,11 +23,11 @@ from PIL import Image, ImageMode
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, SpecWarning, Splits
+from compose_gen import BuildContext, ComponentType, SpecWarning, Splits, hookimpl
 from compose_gen_plugins.datasets.arrays import PositiveInt, as_labels, require_file
 from compose_gen_plugins.datasets.base import DatasetError, DataSpace, ImageParams, file_error, make_splits, split_fields
 
-__all__ = ["IMAGE_TYPES", "read_idx"]
+__all__ = ["compose_gen_types", "read_idx"]
 
 PIXEL_MAX = 255.0
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -257,7 +257,9 @@ def build_mnist_idx(p: MnistIdxParams, ctx: BuildContext | None = None) -> Split
     return _image_splits(p, train, test, DataSpace(num_classes=num_classes))
 
 
-IMAGE_TYPES = [
-    ComponentType("image_folder", "dataset", ImageFolderParams, build_image_folder),
-    ComponentType("mnist_idx", "dataset", MnistIdxParams, build_mnist_idx),
-]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("image_folder", "dataset", ImageFolderParams, build_image_folder),
+        ComponentType("mnist_idx", "dataset", MnistIdxParams, build_mnist_idx),
+    ]

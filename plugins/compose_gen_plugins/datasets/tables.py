@@ -19,13 +19,13 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen import BuildContext, ComponentType, Splits, hookimpl
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.arrays import require_file
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
 from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow, too_many_classes
 
-__all__ = ["TABLE_TYPES"]
+__all__ = ["compose_gen_types"]
 
 ColumnRef = Union[str, Annotated[int, Field(ge=0)]]
 
@@ -160,4 +160,6 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
     return make_splits(p, train, test, space)
 
 
-TABLE_TYPES = [ComponentType("csv", "dataset", CsvParams, build_csv)]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("csv", "dataset", CsvParams, build_csv)]

@@ -9,6 +9,7 @@ deviation in ``meta["mode_std"]`` for mode-coverage metrics; ``rings`` stores
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -16,10 +17,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits
+from compose_gen import BuildContext, ComponentType, Splits, hookimpl
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, make_splits, seeded_generator, split_fields
 
-__all__ = ["TOY_TYPES"]
+__all__ = ["compose_gen_types"]
 
 
 
@@ -172,6 +173,7 @@ def _two_spirals(p: TwoSpiralsParams, g: torch.Generator) -> Sample:
     return Sample(x + p.noise * torch.randn(p.n, 2, generator=g, dtype=torch.float64), y, 2)
 
 
+@functools.cache  # the same type at each call of compose_gen_types, so one reached twice is kept once
 def _toy_type(name: str, params: type[ToyParams], sample: Callable[..., Sample]) -> ComponentType:
     def build(p: ToyParams, ctx: BuildContext | None = None) -> Splits:
         drawn = sample(p, seeded_generator(p.seed, f"toy/{name}"))
@@ -183,14 +185,16 @@ def _toy_type(name: str, params: type[ToyParams], sample: Callable[..., Sample])
     return ComponentType(name, "dataset", params, build, doc=doc)
 
 
-TOY_TYPES = [
-    _toy_type("eight_gaussians", EightGaussiansParams, _eight_gaussians),
-    _toy_type("gaussian_grid", GaussianGridParams, _gaussian_grid),
-    _toy_type("moons", MoonsParams, _moons),
-    _toy_type("circles", CirclesParams, _circles),
-    _toy_type("checkerboard", ToyParams, _checkerboard),
-    _toy_type("pinwheel", PinwheelParams, _pinwheel),
-    _toy_type("swiss_roll", SwissRollParams, _swiss_roll),
-    _toy_type("rings", RingsParams, _rings),
-    _toy_type("two_spirals", TwoSpiralsParams, _two_spirals),
-]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        _toy_type("eight_gaussians", EightGaussiansParams, _eight_gaussians),
+        _toy_type("gaussian_grid", GaussianGridParams, _gaussian_grid),
+        _toy_type("moons", MoonsParams, _moons),
+        _toy_type("circles", CirclesParams, _circles),
+        _toy_type("checkerboard", ToyParams, _checkerboard),
+        _toy_type("pinwheel", PinwheelParams, _pinwheel),
+        _toy_type("swiss_roll", SwissRollParams, _swiss_roll),
+        _toy_type("rings", RingsParams, _rings),
+        _toy_type("two_spirals", TwoSpiralsParams, _two_spirals),
+    ]

@@ -30,8 +30,8 @@ import torch
 from pydantic import Field, create_model
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits, TensorData
-from compose_gen_plugins.datasets.arrays import ARRAY_TYPES
+from compose_gen import BuildContext, ComponentType, Splits, TensorData, hookimpl
+from compose_gen_plugins.datasets import arrays, bundled, images, tables, toy
 from compose_gen_plugins.datasets.base import (
     DatasetError,
     DataSpace,
@@ -40,14 +40,12 @@ from compose_gen_plugins.datasets.base import (
     make_splits,
     seeded_generator,
 )
-from compose_gen_plugins.datasets.bundled import BUNDLED_TYPES
-from compose_gen_plugins.datasets.images import IMAGE_TYPES
-from compose_gen_plugins.datasets.tables import TABLE_TYPES
-from compose_gen_plugins.datasets.toy import TOY_TYPES
 
-__all__ = ["TWO_DOMAIN_TYPES"]
+__all__ = ["compose_gen_types"]
 
-SOURCE_TYPES = {t.name: t for t in [*TOY_TYPES, *BUNDLED_TYPES, *ARRAY_TYPES, *TABLE_TYPES, *IMAGE_TYPES]}
+#: The types a domain may come from: those of the package's other dataset modules, image sets included (CycleGAN's
+#: domains are images), in this order (that of ``SourceSpec``'s members).  A new dataset module is named here too.
+SOURCE_TYPES = {t.name: t for module in (toy, bundled, arrays, tables, images) for t in module.compose_gen_types()}
 
 _SOURCE_MODELS = tuple(
     create_model(f"{name}_source", __base__=t.params, type=(Literal[name], ...)) for name, t in SOURCE_TYPES.items()
@@ -175,8 +173,10 @@ def build_two_sources(p: TwoSourcesParams, ctx: BuildContext | None = None) -> S
     return make_splits(p, train, test, space, modelled=("a", "b"))
 
 
-TWO_DOMAIN_TYPES = [
-    ComponentType("paired", "dataset", TwoDomainParams, build_paired),
-    ComponentType("unpaired", "dataset", TwoDomainParams, build_unpaired),
-    ComponentType("two_sources", "dataset", TwoSourcesParams, build_two_sources),
-]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("paired", "dataset", TwoDomainParams, build_paired),
+        ComponentType("unpaired", "dataset", TwoDomainParams, build_unpaired),
+        ComponentType("two_sources", "dataset", TwoSourcesParams, build_two_sources),
+    ]

@@ -2,7 +2,7 @@
 
 Each submodule is a plugin of its own (it implements ``compose_gen_types``), so it
 can be registered alone, e.g. ``make_catalogue([coupling], entry_points=False)``;
-this package gathers all of them under one entry point::
+this package gathers all of them (:func:`compose_gen_plugins.package_types`) under one entry point::
 
     [project.entry-points.compose_gen]
     flows = "compose_gen_plugins.flows"
@@ -19,7 +19,6 @@ for the ones every bijector follows):
 
 from __future__ import annotations
 
-import importlib
 from typing import Annotated
 
 import torch
@@ -27,8 +26,9 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from compose_gen import ComponentType, hookimpl
+from compose_gen_plugins import package_types
 
-__all__ = ["EventShape", "SUBMODULES", "compose_gen_types", "context_shape_of"]
+__all__ = ["EventShape", "compose_gen_types", "context_shape_of"]
 
 #: Event shape parameter: ``[D]`` or ``[C, H, W]``.
 EventShape = Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]
@@ -42,25 +42,7 @@ def context_shape_of(module: nn.Module) -> torch.Size | None:
     return shapes.pop() if shapes else None
 
 
-SUBMODULES = (
-    "elementwise",
-    "permutations",
-    "coupling",
-    "glow",
-    "distribution",
-    "autoregressive",
-    "planar",
-    "residual",
-    "spline",
-    "dequantize",
-    "density",
-)
-
-
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
     """Every type of every flows submodule."""
-    types: list[ComponentType] = []
-    for name in SUBMODULES:
-        types += importlib.import_module(f"{__name__}.{name}").compose_gen_types()
-    return types
+    return package_types(__name__)

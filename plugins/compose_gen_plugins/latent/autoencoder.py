@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, Loss, Params, Ref, Value
+from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
 from compose_gen_plugins.latent.model import caution_unbounded
 
 __all__ = ["Autoencoder", "AutoencoderParams", "build_autoencoder"]
@@ -65,3 +65,8 @@ def build_autoencoder(p: AutoencoderParams, ctx: BuildContext) -> Autoencoder:
     """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return Autoencoder(ctx.component(p.encoder), ctx.component(p.decoder), p.x)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("autoencoder", "loss", AutoencoderParams, build_autoencoder)]

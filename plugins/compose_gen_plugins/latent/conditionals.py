@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
-from compose_gen import BuildContext, Params, Ref
+from compose_gen import BuildContext, ComponentType, Params, Ref, hookimpl
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.discretized import (
     CoupledDiscretizedLogisticMixture,
@@ -413,3 +413,15 @@ def build_discretized_logistic_decoder(
     """
     decoder = CoupledDiscretizedLogisticMixtureDecoder if p.channel_coupling else DiscretizedLogisticMixtureDecoder
     return decoder(ctx.component(p.net), _event_shape(p, ctx), p.latent_rank, _grid(p, ctx), p.components)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("gaussian_encoder", "encoder", EncoderParams, build_gaussian_encoder),
+        ComponentType("bernoulli_decoder", "decoder", DecoderParams, build_bernoulli_decoder),
+        ComponentType("continuous_bernoulli_decoder", "decoder", DecoderParams, build_continuous_bernoulli_decoder),
+        ComponentType("gaussian_decoder", "decoder", GaussianDecoderParams, build_gaussian_decoder),
+        ComponentType("categorical_decoder", "decoder", CategoricalDecoderParams, build_categorical_decoder),
+        ComponentType("discretized_logistic_decoder", "decoder", DiscretizedLogisticDecoderParams, build_discretized_logistic_decoder),
+    ]

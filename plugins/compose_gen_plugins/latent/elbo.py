@@ -22,7 +22,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import Bijector, BuildContext, Ref, repeat_for_draws
+from compose_gen import Bijector, BuildContext, ComponentType, Ref, hookimpl, repeat_for_draws
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
     Evidence,
@@ -124,3 +124,8 @@ def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:
     """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("elbo", "loss", VAEParams, build_elbo)]

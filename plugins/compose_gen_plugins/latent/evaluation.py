@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from compose_gen import BuildContext, EvalContext, LossName, Params, SpecWarning
+from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, SpecWarning, hookimpl
 from compose_gen.core import batches, bits_per_dim
 from compose_gen_plugins.datasets import ladj_field
 from compose_gen_plugins.datasets.limits import not_in_data_space
@@ -189,3 +189,11 @@ class PosteriorCollapseParams(Params):
 def build_posterior_collapse(p: PosteriorCollapseParams, ctx: BuildContext) -> PosteriorCollapse:
     """Posterior-collapse diagnostics: KL per latent dimension and active units (Burda et al. 2016)."""
     return PosteriorCollapse(p.model, latent_model(ctx, p.model, "levels"), p.threshold, p.kl_samples)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("importance_sampled_nll", "metric", ImportanceSampledNLLParams, build_importance_sampled_nll),
+        ComponentType("posterior_collapse", "metric", PosteriorCollapseParams, build_posterior_collapse),
+    ]

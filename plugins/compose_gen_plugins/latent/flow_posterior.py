@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
-from compose_gen import Bijector, BuildContext, Chain, Params, Ref, broadcast_value
+from compose_gen import Bijector, BuildContext, Chain, ComponentType, Params, Ref, broadcast_value, hookimpl
 from compose_gen_plugins.flows.planar import constrained_u, planar_density, planar_sample
 from compose_gen_plugins.networks import conditioned
 
@@ -165,3 +165,10 @@ def build_amortized_planar(p: AmortizedPlanarParams, ctx: BuildContext) -> Amort
     """
     return AmortizedPlanar(p.features, p.context_features)
 
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("flow_encoder", "encoder", FlowEncoderParams, build_flow_encoder),
+        ComponentType("amortized_planar", "bijector", AmortizedPlanarParams, build_amortized_planar),
+    ]

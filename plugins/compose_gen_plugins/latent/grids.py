@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, EvalContext, LossName, Params
+from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, hookimpl
 from compose_gen.core import class_columns, save_grid
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, batch_examples, latent_model
@@ -178,3 +178,12 @@ def build_interpolation_grid(p: InterpolationGridParams, ctx: BuildContext) -> I
     if data is not None:
         require_pairs(p.pairs, len(data.test))
     return InterpolationGrid(p.model, latent_model(ctx, p.model, "decode"), p.pairs, p.steps, p.mode)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("reconstruction_grid", "metric", ReconstructionGridParams, build_reconstruction_grid),
+        ComponentType("sample_grid", "metric", SampleGridParams, build_sample_grid),
+        ComponentType("interpolation_grid", "metric", InterpolationGridParams, build_interpolation_grid),
+    ]

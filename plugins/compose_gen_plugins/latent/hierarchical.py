@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from compose_gen import BuildContext, Ref
+from compose_gen import BuildContext, ComponentType, Ref, hookimpl
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
     Evidence,
@@ -139,3 +139,8 @@ def build_hierarchical_vae(p: HierarchicalParams, ctx: BuildContext) -> Hierarch
     return HierarchicalVAE(
         c(p.encoder_top), c(p.encoder_bottom), c(p.conditional_prior), c(p.prior), c(p.decoder), p
     )
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("hierarchical_vae", "loss", HierarchicalParams, build_hierarchical_vae)]

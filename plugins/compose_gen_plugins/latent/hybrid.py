@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from compose_gen import BuildContext, Chain, Ref
+from compose_gen import BuildContext, Chain, ComponentType, Ref, hookimpl
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
 from compose_gen_plugins.latent.model import caution_unbounded
 
@@ -35,3 +35,8 @@ def build_hybrid_vae_flow(p: HybridParams, ctx: BuildContext) -> VAE:
     transform = Chain([ctx.component(ref) for ref in p.bijectors])
     caution_unbounded(p.x, ctx.component(p.decoder), ctx, transform)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p, transform)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("hybrid_vae_flow", "loss", HybridParams, build_hybrid_vae_flow)]

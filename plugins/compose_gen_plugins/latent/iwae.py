@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from compose_gen import BuildContext
+from compose_gen import BuildContext, ComponentType, hookimpl
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
 from compose_gen_plugins.latent.model import caution_unbounded
 
@@ -42,3 +42,8 @@ def build_iwae(p: IWAEParams, ctx: BuildContext) -> VAE:
     """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
     return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("iwae", "loss", IWAEParams, build_iwae)]

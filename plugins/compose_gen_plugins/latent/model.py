@@ -41,12 +41,14 @@ from compose_gen import (
     BuildContext,
     Chain,
     ClassConditions,
+    ComponentType,
     Loss,
     LossName,
     Params,
     Sampler,
     SpecWarning,
     Value,
+    hookimpl,
     importance_sampled_log_likelihood,
     log_mean_exp,
 )
@@ -432,3 +434,8 @@ def build_model_sampler(p: ModelSamplerParams, ctx: BuildContext) -> ModelSample
             "on the class: condition the decoder or the prior to sample by class"
         )
     return ModelSampler(model, p.mean, None if value is None else ClassConditions(value, p.classes))
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("latent_model", "sampler", ModelSamplerParams, build_model_sampler)]

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from compose_gen import BuildContext, Params
+from compose_gen import BuildContext, ComponentType, Params, hookimpl
 from compose_gen_plugins.distributions import Prior
 
 __all__ = ["GaussianMixturePrior", "GaussianMixtureParams", "build_gaussian_mixture"]
@@ -69,3 +69,8 @@ def build_gaussian_mixture(p: GaussianMixtureParams, ctx: BuildContext) -> Gauss
     Tomczak & Welling 2018, "VAE with a VampPrior" (learned priors).
     """
     return GaussianMixturePrior(p.latent, p.components)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [ComponentType("gaussian_mixture", "prior", GaussianMixtureParams, build_gaussian_mixture)]

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, EvalContext, Latch, Loss, LossName, Params, Ref, Value, sum_rightmost
+from compose_gen import BuildContext, ComponentType, EvalContext, Latch, Loss, LossName, Params, Ref, Value, hookimpl, sum_rightmost
 from compose_gen.core import batches
 from compose_gen_plugins.latent.evaluation import batch_examples
 from compose_gen_plugins.latent.model import caution_unbounded
@@ -257,3 +257,11 @@ def build_codebook_usage(p: CodebookUsageParams, ctx: BuildContext) -> CodebookU
     if not isinstance(model, VQVAE):
         raise ValueError(f"loss {p.model!r} is a {type(model).__name__}, not a vqvae")
     return CodebookUsage(p.model, model)
+
+
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        ComponentType("vqvae", "loss", VQVAEParams, build_vqvae),
+        ComponentType("codebook_usage", "metric", CodebookUsageParams, build_codebook_usage),
+    ]

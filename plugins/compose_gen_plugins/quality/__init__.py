@@ -6,9 +6,10 @@ dataset itself, since nothing may be downloaded.  Registered through the
 """
 
 from compose_gen import ComponentType, hookimpl
-from compose_gen_plugins.quality import birthday, fidelity, modes
+from compose_gen_plugins import package_types
 
 
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
-    return [*modes.TYPES, *fidelity.TYPES, *birthday.TYPES]
+    """Every type of every quality submodule, each listed by the module that defines it."""
+    return package_types(__name__)

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import EvalContext, Params, Splits, TensorData
+from compose_gen import ComponentType, EvalContext, Params, Splits, TensorData, hookimpl
 from compose_gen.core import save_grid
 from compose_gen_plugins.quality.classifier import ClassifierParams
 from compose_gen_plugins.quality.shared import FeatureSpace, check_space, draw_samples, metric_type, random_rows
@@ -21,7 +21,7 @@ from compose_gen_plugins.quality.statistics import (
     support_estimate,
 )
 
-__all__ = ["BirthdayParams", "TYPES", "birthday_paradox"]
+__all__ = ["BirthdayParams", "birthday_paradox", "compose_gen_types"]
 
 
 class BirthdayParams(Params):
@@ -128,4 +128,6 @@ def _draw_pairs(closest: list[tuple[float, Tensor, Tensor]], data: TensorData, p
     save_grid(pixels, path, nrow=len(closest))
 
 
-TYPES = [metric_type("birthday_paradox", BirthdayParams, birthday_paradox, check=_check_birthday)]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [metric_type("birthday_paradox", BirthdayParams, birthday_paradox, check=_check_birthday)]

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compose_gen import EvalContext, Params, SpecWarning, Splits, TensorData
+from compose_gen import ComponentType, EvalContext, Params, SpecWarning, Splits, TensorData, hookimpl
 from compose_gen_plugins.quality.classifier import ClassifierParams, load_classifier
 from compose_gen_plugins.quality.shared import (
     FeatureSpace,
@@ -35,7 +35,7 @@ __all__ = [
     "FrechetParams",
     "InceptionParams",
     "PrecisionRecallParams",
-    "TYPES",
+    "compose_gen_types",
     "measure_class_accuracy",
     "measure_frechet_distance",
     "measure_inception_score",
@@ -303,9 +303,11 @@ def _other(reference: str) -> str:
     return "train" if reference == "test" else "test"
 
 
-TYPES = [
-    metric_type("frechet_distance", FrechetParams, measure_frechet_distance, check=_check_frechet),
-    metric_type("inception_score", InceptionParams, measure_inception_score, check=_check_inception),
-    metric_type("precision_recall", PrecisionRecallParams, measure_precision_recall, check=_check_precision_recall),
-    metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy, by_class=True, check=_check_class_accuracy),
-]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [
+        metric_type("frechet_distance", FrechetParams, measure_frechet_distance, check=_check_frechet),
+        metric_type("inception_score", InceptionParams, measure_inception_score, check=_check_inception),
+        metric_type("precision_recall", PrecisionRecallParams, measure_precision_recall, check=_check_precision_recall),
+        metric_type("class_accuracy", ClassAccuracyParams, measure_class_accuracy, by_class=True, check=_check_class_accuracy),
+    ]

@@ -9,11 +9,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compose_gen import EvalContext, Params, Splits
+from compose_gen import ComponentType, EvalContext, Params, Splits, hookimpl
 from compose_gen_plugins.quality.shared import draw_samples, metric_type
 from compose_gen_plugins.quality.statistics import mode_statistics, pairwise_distances
 
-__all__ = ["ModeCoverageParams", "TYPES", "mode_coverage"]
+__all__ = ["ModeCoverageParams", "compose_gen_types", "mode_coverage"]
 
 
 class ModeCoverageParams(Params):
@@ -126,4 +126,6 @@ def _plot(samples: Tensor, high_quality: Tensor, path: Path) -> None:
     plt.close(figure)
 
 
-TYPES = [metric_type("mode_coverage", ModeCoverageParams, mode_coverage, check=_check_modes)]
+@hookimpl
+def compose_gen_types() -> list[ComponentType]:
+    return [metric_type("mode_coverage", ModeCoverageParams, mode_coverage, check=_check_modes)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from functools import partial
+from functools import cache, partial
 from typing import Any, Callable, Literal
 
 import torch
@@ -31,6 +31,7 @@ __all__ = [
 Space = Literal["auto", "raw", "classifier"]
 
 
+@cache  # the same type at each call of compose_gen_types, so one reached twice is kept once
 def metric_type(
     name: str,
     params: type[Params],
