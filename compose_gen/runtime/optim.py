@@ -15,9 +15,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from compose_gen.spec.model import OptimizerSpec, ScheduleSpec
+from compose_gen.spec.model import OptimizerSpec
 
-__all__ = ["lr_factor", "make_optimizer"]
+__all__ = ["make_optimizer"]
 
 
 def make_optimizer(spec: OptimizerSpec, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -36,8 +36,3 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[nn.Parameter]) -> torch
 
 def _fusable(p: nn.Parameter) -> bool:
     return p.is_floating_point() and p.device.type in ("cpu", "cuda")
-
-
-def lr_factor(schedule: ScheduleSpec, step: int, total: int) -> float:
-    """Multiplier of the base learning rate at ``step`` of ``total`` (linear warm-up first); see the schedule's ``factor``."""
-    return schedule.factor(step, total)

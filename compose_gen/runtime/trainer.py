@@ -63,7 +63,7 @@ from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
-from compose_gen.runtime.optim import lr_factor, make_optimizer
+from compose_gen.runtime.optim import make_optimizer
 from compose_gen.spec import format_path
 from compose_gen.spec.resolve import origin
 
@@ -318,7 +318,7 @@ class Trainer:
     def _player_step(self, name: str, plan: Plan) -> dict[str, Tensor]:
         optimizer = self.optimizers[name]
         scaler = self.precision.scalers.get(name)
-        factor = lr_factor(plan.spec.schedule, self.step, self.train.steps)
+        factor = plan.spec.schedule.factor(self.step, self.train.steps)
         for group, base in zip(optimizer.param_groups, self._base_lr[name], strict=True):
             group["lr"] = base * factor
         batch = next(self.stream)

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from runtime_toys import VAE, spec_dict
 
 from compose_gen.runtime import Run
-from compose_gen.runtime.optim import lr_factor, make_optimizer
+from compose_gen.runtime.optim import make_optimizer
 from compose_gen.spec import load_spec
 from compose_gen.spec.model import SGD, Adam, OptimizerSpec, ScheduleSpec
 
@@ -46,7 +46,7 @@ def torch_factors(make_scheduler) -> list[float]:
 )
 def test_schedules_match_torch_schedulers(schedule, reference) -> None:
     spec = SCHEDULE.validate_python(schedule)
-    ours = [lr_factor(spec, step, TOTAL) for step in range(TOTAL + 1)]
+    ours = [spec.factor(step, TOTAL) for step in range(TOTAL + 1)]
     torch.testing.assert_close(torch.tensor(ours), torch.tensor(torch_factors(reference)), rtol=1e-6, atol=1e-9)
 
 
@@ -55,9 +55,9 @@ def test_warmup_ramps_linearly_then_runs_the_schedule_over_the_remaining_steps(k
     extra = {"step": {"every": 5}, "exponential": {"gamma": 0.9}}.get(kind, {})
     warm = SCHEDULE.validate_python({"type": kind, "warmup": 8, **extra})
     cold = SCHEDULE.validate_python({"type": kind, **extra})
-    assert [lr_factor(warm, step, TOTAL) for step in range(8)] == [(step + 1) / 8 for step in range(8)]
+    assert [warm.factor(step, TOTAL) for step in range(8)] == [(step + 1) / 8 for step in range(8)]
     for step in range(8, TOTAL + 1):
-        assert math.isclose(lr_factor(warm, step, TOTAL), lr_factor(cold, step - 8, TOTAL - 8), rel_tol=1e-12)
+        assert math.isclose(warm.factor(step, TOTAL), cold.factor(step - 8, TOTAL - 8), rel_tol=1e-12)
 
 
 def test_the_trainer_sets_each_steps_rate_from_the_schedule(tmp_path, toys_catalogue) -> None:

@@ -19,7 +19,6 @@ from compose_gen.runtime.checkpoint import list_checkpoints, read_best, save_che
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
-from compose_gen.runtime.optim import lr_factor
 from compose_gen.runtime.trainer import _gradient_norm, _RunningMeans
 from compose_gen.spec import SpecError, load_spec
 
@@ -120,7 +119,7 @@ def test_each_line_logs_each_player_s_learning_rate_of_its_last_round(tmp_path, 
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     for record in records:
         for player, plan in run.model.plans.items():
-            expected = 1e-2 * lr_factor(plan.spec.schedule, record["step"] - 1, 8)
+            expected = 1e-2 * plan.spec.schedule.factor(record["step"] - 1, 8)
             assert record[f"{player}.lr"] == pytest.approx(expected, rel=1e-12), (player, record["step"])
     assert records[-1]["generator.lr"] < records[0]["generator.lr"] < 1e-2  # the cosine schedule moves it
     assert {r["critic.lr"] for r in records} == {1e-2}
