@@ -13,7 +13,11 @@
 * :mod:`compose_gen.testing.pytest_plugin`: the bijector kit's pytest fixtures,
   installed as a ``pytest11`` plugin (``check_bijector``, ``check_bijector_type``);
 * :mod:`compose_gen.testing.plugins`: ``plugin(*types)``, a registrable plugin object
-  for a catalogue of just the types a test wants.
+  for a catalogue of just the types a test wants;
+* :mod:`compose_gen.testing.doubles`: stand-ins for a trained model in a metric's
+  tests (``FixedSampler`` draws from a pool of points, ``DistributionSampler`` from
+  a ``torch.distributions`` object), so a metric is tested on models whose answer
+  is known.
 
 Nothing is imported here, so loading the pytest plugin stays cheap.
 """

@@ -9,7 +9,7 @@ import torch
 
 from compose_gen import EvalContext, Splits, TensorData
 from compose_gen_plugins.quality.classifier import CACHE_ENV
-from compose_gen_plugins.quality.testing import DistributionSampler
+from compose_gen.testing.doubles import DistributionSampler
 
 MODE_STD = 0.05
 

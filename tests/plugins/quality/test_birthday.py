@@ -9,7 +9,7 @@ from PIL import Image
 from compose_gen import Splits, TensorData
 from compose_gen_plugins.quality.birthday import BirthdayParams, birthday_paradox
 from compose_gen_plugins.quality.classifier import ClassifierParams
-from compose_gen_plugins.quality.testing import DistributionSampler, FixedSampler
+from compose_gen.testing.doubles import DistributionSampler, FixedSampler
 
 PARAMS = BirthdayParams()  # s = 100, 50 batches
 

@@ -18,7 +18,7 @@ from compose_gen_plugins.quality.fidelity import (
     measure_precision_recall,
 )
 from compose_gen_plugins.quality.fidelity import _chunked_rows
-from compose_gen_plugins.quality.testing import DistributionSampler, FixedSampler
+from compose_gen.testing.doubles import DistributionSampler, FixedSampler
 
 TINY = ClassifierParams(width=4, feature_dim=8, epochs=8, batch_size=64, lr=3e-3)
 

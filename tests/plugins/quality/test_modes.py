@@ -10,7 +10,7 @@ import torch
 
 from compose_gen import Splits, TensorData
 from compose_gen_plugins.quality.modes import ModeCoverageParams, mode_coverage
-from compose_gen_plugins.quality.testing import FixedSampler
+from compose_gen.testing.doubles import FixedSampler
 
 RADII = [0.75, 1.5, 2.25, 3.0]
 RING_STD = 0.08

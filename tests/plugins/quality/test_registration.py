@@ -10,7 +10,7 @@ import torch
 
 import compose_gen_plugins.quality as quality
 from compose_gen import Splits, TensorData, make_catalogue
-from compose_gen_plugins.quality.testing import FixedSampler
+from compose_gen.testing.doubles import FixedSampler
 
 METRICS = {"mode_coverage", "frechet_distance", "inception_score", "precision_recall", "class_accuracy", "birthday_paradox"}
 

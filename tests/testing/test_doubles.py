@@ -9,7 +9,7 @@ from compose_gen_plugins.quality.birthday import BirthdayParams, birthday_parado
 from compose_gen_plugins.quality.classifier import ClassifierParams
 from compose_gen_plugins.quality.fidelity import FrechetParams, measure_frechet_distance
 from compose_gen_plugins.quality.modes import ModeCoverageParams, mode_coverage
-from compose_gen_plugins.quality.testing import DistributionSampler, FixedSampler
+from compose_gen.testing.doubles import DistributionSampler, FixedSampler
 
 
 def test_fixed_sampler_draws_pool_rows_with_or_without_replacement():
