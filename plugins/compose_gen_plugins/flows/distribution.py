@@ -159,17 +159,15 @@ class Flow(nn.Module):
 
     def rsample(self, like: Tensor | int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
         """``len(like)`` (or ``like``) reparametrised draws; with a context, one draw per context row."""
-        if context is not None:
-            return self(context, temperature).rsample()
-        n = like if isinstance(like, int) else len(like)
-        return self(None, temperature).rsample((n,))
+        return self._draw("rsample", like, context, temperature)
 
     def sample(self, like: Tensor | int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
         """Like :meth:`rsample`, without gradients, for any base."""
-        if context is not None:
-            return self(context, temperature).sample()
-        n = like if isinstance(like, int) else len(like)
-        return self(None, temperature).sample((n,))
+        return self._draw("sample", like, context, temperature)
+
+    def _draw(self, method: str, like: Tensor | int, context: Tensor | None, temperature: float) -> Tensor:
+        shape = () if context is not None else (like if isinstance(like, int) else len(like),)
+        return getattr(self(context, temperature), method)(shape)
 
 
 class FlowNLL(Loss):
