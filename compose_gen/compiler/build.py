@@ -11,7 +11,7 @@ import networkx as nx
 from torch import nn
 
 from compose_gen.compiler.checks import ContractWatch, enforce
-from compose_gen.compiler.graph import SpecGraph
+from compose_gen.compiler.graph import SpecGraph, named
 from compose_gen.core import Bijector, Loss, Sampler, Splits, offset_seed
 from compose_gen.core.contracts import describe_value
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
@@ -98,7 +98,6 @@ class Builder:
             self.watch.watch(declared, built)
         return built
 
-
     def _pass_on(self, declared: Declared, caught: list[warnings.WarningMessage]) -> None:
         """Warn again what ``declared``'s build warned: a :class:`SpecWarning` at ``declared`` (once), others as they were."""
         for warning in caught:
@@ -133,7 +132,7 @@ def build_all(
 ) -> tuple[dict[str, nn.Module], dict[str, Loss], Sampler | None, list[Any]]:
     """Build components (dependencies first), then losses, the sampler and the metrics."""
     sections = spec.sections
-    order = [n.split(":", 1)[1] for n in nx.topological_sort(graph.graph) if n.startswith("component:")]
+    order = named(nx.topological_sort(graph.graph), "component")
     for name in order:
         ctx.built[name] = ctx.make(sections.components[name])
     problems: list[Problem] = []

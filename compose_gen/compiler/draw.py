@@ -6,6 +6,8 @@ from pathlib import Path
 
 import networkx as nx
 
+from compose_gen.compiler.graph import kind_of, name_of
+
 __all__ = ["draw", "to_dot"]
 
 _STYLE = {
@@ -18,19 +20,11 @@ _STYLE = {
 }
 
 
-def _kind(node: str) -> str:
-    return node.split(":", 1)[0]
-
-
-def _label(node: str) -> str:
-    return node.split(":", 1)[-1]
-
-
 def to_dot(graph: nx.DiGraph, title: str) -> str:
     lines = [f'digraph "{title}" {{', "  rankdir=LR;", '  node [style=filled, fontname="Helvetica"];']
     for node in graph.nodes:
-        shape, color = _STYLE.get(_kind(node), ("ellipse", "white"))
-        lines.append(f'  "{node}" [label="{_label(node)}\\n({_kind(node)})", shape={shape}, fillcolor="{color}"];')
+        shape, color = _STYLE.get(kind_of(node), ("ellipse", "white"))
+        lines.append(f'  "{node}" [label="{name_of(node)}\\n({kind_of(node)})", shape={shape}, fillcolor="{color}"];')
     for a, b in graph.edges:
         lines.append(f'  "{a}" -> "{b}";')
     lines.append("}")
@@ -78,8 +72,8 @@ def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(layers)), max(4, 0.55 * crowd)), dpi=120)
     texts = {}
     for node, (x, y) in positions.items():  # each label in a box of its kind's colour
-        box = {"boxstyle": "round,pad=0.4", "facecolor": _STYLE.get(_kind(node), ("", "white"))[1], "edgecolor": "#374151"}
-        texts[node] = ax.text(x, y, _label(node), ha="center", va="center", fontsize=8, bbox=box, zorder=3)
+        box = {"boxstyle": "round,pad=0.4", "facecolor": _STYLE.get(kind_of(node), ("", "white"))[1], "edgecolor": "#374151"}
+        texts[node] = ax.text(x, y, name_of(node), ha="center", va="center", fontsize=8, bbox=box, zorder=3)
     xs, ys = zip(*positions.values(), strict=True) if positions else ((0.0,), (0.0,))
     ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
@@ -87,7 +81,7 @@ def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
     for a, b in graph.edges:
         style = {"arrowstyle": "-|>", "mutation_scale": 12, "color": "#4b5563", "patchA": texts[a].get_bbox_patch(), "patchB": texts[b].get_bbox_patch()}
         ax.annotate("", xy=positions[b], xytext=positions[a], arrowprops={**style, "shrinkA": 1, "shrinkB": 1}, zorder=4)
-    kinds = sorted({_kind(n) for n in graph.nodes} & set(_STYLE))
+    kinds = sorted({kind_of(n) for n in graph.nodes} & set(_STYLE))
     handles = [Patch(facecolor=_STYLE[k][1], edgecolor="#374151", label=k) for k in kinds]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_title(title)

@@ -10,6 +10,7 @@ graph can be checked (``validate --static``) with those fields assumed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import networkx as nx
 
@@ -18,12 +19,25 @@ from compose_gen.compiler.values import BUILTINS, builtin_misuse
 from compose_gen.registry import LossRef, RefTo, ValueRef, ref_fields, suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
-__all__ = ["SpecGraph", "assumed_fields", "build_graph", "node"]
-
+__all__ = ["SpecGraph", "assumed_fields", "build_graph", "kind_of", "name_of", "named", "node"]
 
 
 def node(kind: str, name: str) -> str:
+    """The graph's id of ``name``, a ``kind`` (field, value, component, loss, sampler, metric): ``"kind:name"``."""
     return f"{kind}:{name}"
+
+
+def kind_of(node_id: str) -> str:
+    return node_id.split(":", 1)[0]
+
+
+def name_of(node_id: str) -> str:
+    return node_id.split(":", 1)[-1]
+
+
+def named(node_ids: Iterable[str], kind: str) -> list[str]:
+    """The names of the ``kind`` nodes among ``node_ids``, in their order."""
+    return [name_of(n) for n in node_ids if kind_of(n) == kind]
 
 
 @dataclass
@@ -39,8 +53,7 @@ class SpecGraph:
         return found
 
     def values_in_order(self, nodes: set[str]) -> list[str]:
-        order = [n for n in nx.topological_sort(self.graph) if n in nodes and n.startswith("value:")]
-        return [n.split(":", 1)[1] for n in order]
+        return named((n for n in nx.topological_sort(self.graph) if n in nodes), "value")
 
 
 def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
@@ -105,7 +118,7 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
-        names = [edge[0].split(":", 1)[1] for edge in cycle] + [cycle[0][0].split(":", 1)[1]]
+        names = [name_of(edge[0]) for edge in cycle] + [name_of(cycle[0][0])]
         path = g.nodes[cycle[0][0]].get("path", ())
         problems.append(Problem(path, f"cycle: {' -> '.join(names)}"))
     if problems:

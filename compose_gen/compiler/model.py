@@ -20,7 +20,7 @@ from compose_gen.compiler.advice import advise
 from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.checks import broken, nonfinite_sources, watching
 from compose_gen.compiler.dry_run import dry_run
-from compose_gen.compiler.graph import SpecGraph, build_graph, node
+from compose_gen.compiler.graph import SpecGraph, build_graph, named, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Loss, Sampler, Splits
@@ -115,7 +115,7 @@ class GenerativeModel(nn.Module):
 
     def fields_read(self, nodes: set[str]) -> list[str]:
         """The batch fields that the graph ``nodes`` (``node("loss", name)``, say) are computed from, sorted."""
-        return sorted(n.split(":", 1)[1] for n in self.graph.ancestors(nodes) if n.startswith("field:"))
+        return sorted(named(self.graph.ancestors(nodes), "field"))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -302,7 +302,7 @@ def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None, dat
         known = ", ".join([*graph.calls, *graph.fields])
         raise spec.error(("sample",), f"the sampler is conditioned on {value!r}, which is no graph value or batch field ({known})")
     start = node("value", value) if value in graph.calls else node("field", value)
-    needs = sorted(n.split(":", 1)[1] for n in graph.ancestors({start}) if n.startswith("field:") and n != node("field", "y"))
+    needs = sorted(field for field in named(graph.ancestors({start}), "field") if field != "y")
     if needs:
         raise spec.error(
             ("sample",),

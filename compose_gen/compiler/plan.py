@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from compose_gen.compiler.graph import SpecGraph, node
+from compose_gen.compiler.graph import SpecGraph, named, node
 from compose_gen.core import Loss
 from compose_gen.registry import ValueRef, ref_fields, suggest
 from compose_gen.spec import Problem, Spec, SpecError
@@ -144,8 +144,8 @@ def _game_problems(
             continue
         if not explicit:
             continue
-        named = [n.split(":", 1)[1] for n in graph.graph.predecessors(node("loss", name)) if n.startswith("component:")]
-        own = {id(p) for p in loss.parameters()} | {id(p) for c in named for p in components[c].parameters()}
+        read = named(graph.graph.predecessors(node("loss", name)), "component")
+        own = {id(p) for p in loss.parameters()} | {id(p) for c in read for p in components[c].parameters()}
         critic = " and ".join(_holders(own, components))
         for plan in sides[0]:
             if own and not own & plan.param_ids:
