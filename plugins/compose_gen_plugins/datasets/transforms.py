@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union, get_args
 
 import torch
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -70,6 +70,7 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "ReshapeStep",
+    "STEPS",
     "ScaleStep",
     "StandardiseStep",
     "TransformSpec",
@@ -81,88 +82,29 @@ class PipelineError(ValueError):
     """A transform that cannot apply to the data it receives."""
 
 
-class ScaleStep(Params):
-    """``y = a·x + b``."""
-
-    type: Literal["scale"]
-    a: float = Field(allow_inf_nan=False)
-    b: float = Field(0.0, allow_inf_nan=False)
-
-    @field_validator("a")
-    @classmethod
-    def _nonzero(cls, a: float) -> float:
-        if a == 0:
-            raise ValueError("scale by a = 0 is not invertible")
-        return a
-
-
-class StandardiseStep(Params):
-    """``y = (x - μ)/σ`` per feature, with train statistics."""
-
-    type: Literal["standardise"]
-
-
-class FlattenStep(Params):
-    """Event dimensions become one."""
-
-    type: Literal["flatten"]
-
-
-class ReshapeStep(Params):
-    """Event dimensions become ``shape`` (same number of elements)."""
-
-    type: Literal["reshape"]
-    shape: tuple[Annotated[int, Field(gt=0)], ...] = Field(min_length=1)
-
-
-class DequantizeStep(Params):
-    """Integers ``0..levels-1`` plus uniform noise, divided by ``levels``."""
-
-    type: Literal["dequantize"]
-    levels: int = Field(ge=2)
-
-
-class LogitStep(Params):
-    """``y = logit(α + (1 - 2α)·x)`` for ``x`` in ``[0, 1]``."""
-
-    type: Literal["logit"]
-    alpha: float = Field(0.05, ge=0.0, lt=0.5)
-
-
-class BinarizeStep(Params):
-    """``x`` in ``[0, 1]`` becomes ``1[x ≥ threshold]``, or ``b ~ Bernoulli(x)`` drawn once per example."""
-
-    type: Literal["binarize"]
-    mode: Literal["threshold", "bernoulli"] = "threshold"
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="mode threshold: the least value that becomes 1")
-
-    @model_validator(mode="after")
-    def _threshold_only_for_threshold(self) -> "BinarizeStep":
-        if self.mode == "bernoulli" and "threshold" in self.model_fields_set:
-            raise ValueError("mode bernoulli draws b ~ Bernoulli(x) and uses no threshold: drop it, or use mode threshold")
-        return self
-
-
-def _named_step(value: object) -> object:
-    return {"type": value} if isinstance(value, str) else value
-
-
-_Step = Annotated[
-    Union[ScaleStep, StandardiseStep, FlattenStep, ReshapeStep, DequantizeStep, LogitStep, BinarizeStep],
-    Field(discriminator="type"),
-]
-#: The steps that need no parameters, which a spec may write by name alone (``transforms: [standardise]``).
-NamedStep = Literal["standardise", "flatten", "logit", "binarize"]
-
-#: One entry of a ``transforms:`` list; the JSON Schema admits the by-name form too.
-TransformSpec = Annotated[_Step, BeforeValidator(_named_step, json_schema_input_type=Union[NamedStep, _Step])]
-
-
 # --- fitted steps: forward(x) -> (y, ladj), inverse(y) -> x; x has shape (*batch, *event)
 
 
+class _Fitted:
+    """A step fixed on the train split.
+
+    ``forward(x, generator)`` returns ``(y, ladj)``, the log-determinant a float when
+    it is constant and a tensor of shape ``(N,)`` when it is per example;
+    ``inverse(y)`` undoes it.  Both take ``x`` of shape ``(*batch, *event)``.
+    """
+
+    #: Whether the step binarizes, so that the log-determinants before it no longer apply.
+    binarizes: ClassVar[bool] = False
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float | Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 @dataclass
-class _Affine:
+class _Affine(_Fitted):
     """``y = x·scale + shift`` with ``scale``/``shift`` broadcastable to the event shape."""
 
     scale: Tensor
@@ -178,7 +120,7 @@ class _Affine:
 
 
 @dataclass
-class _Reshape:
+class _Reshape(_Fitted):
     in_shape: torch.Size
     out_shape: torch.Size
 
@@ -189,8 +131,16 @@ class _Reshape:
         return _reshape_event(y, self.out_shape, self.in_shape)
 
 
+# _Dequantize and _Logit keep their own formulas rather than calling the bijectors of the flows plugin
+# (flows/dequantize.py, flows/elementwise.py): flows imports from datasets (flows/distribution.py), so datasets
+# importing flows would make the two plugins depend on each other, and the numbers would change.  This step takes
+# integers k to (k + u)/levels with a seeded draw and floors back to k, where UniformDequantization takes k/L to
+# k/L + u/L with unseeded noise; the Logit bijector computes torch.logit(p) and log1p(-2α) + (-log p - log(1 - p)),
+# which differ from log p - log(1 - p) and (log(1 - 2α) - log p) - log(1 - p) here in the last bits (float64).
+
+
 @dataclass
-class _Dequantize:
+class _Dequantize(_Fitted):
     levels: int
 
     def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
@@ -210,7 +160,7 @@ class _Dequantize:
 
 
 @dataclass
-class _Logit:
+class _Logit(_Fitted):
     alpha: float
 
     def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -232,9 +182,11 @@ class _Logit:
 
 
 @dataclass
-class _Binarize:
+class _Binarize(_Fitted):
     mode: Literal["threshold", "bernoulli"]
     threshold: float
+
+    binarizes: ClassVar[bool] = True
 
     def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
         if (x < 0).any() or (x > 1).any():
@@ -250,7 +202,144 @@ class _Binarize:
         return y
 
 
-_Fitted = Union[_Affine, _Reshape, _Dequantize, _Logit, _Binarize]
+def _reshape_event(x: Tensor, event: torch.Size, new_event: torch.Size) -> Tensor:
+    return x.reshape(*x.shape[: x.dim() - len(event)], *new_event)
+
+
+# --- step specs: what a ``transforms:`` list declares; each fits itself on the train split
+
+
+class _StepParams(Params):
+    """One step of a ``transforms:`` list, as a spec declares it."""
+
+    def fit(self, x: Tensor) -> _Fitted:
+        """This step fixed on ``x``, the train split as it reaches the step: shape ``(N, *event)``, float64.
+
+        Raises :class:`PipelineError` when the step cannot apply to ``x``; the
+        message need not name the step's place in the list, :func:`fit_pipeline` adds it.
+        """
+        raise NotImplementedError
+
+
+class ScaleStep(_StepParams):
+    """``y = a·x + b``."""
+
+    type: Literal["scale"]
+    a: float = Field(allow_inf_nan=False)
+    b: float = Field(0.0, allow_inf_nan=False)
+
+    @field_validator("a")
+    @classmethod
+    def _nonzero(cls, a: float) -> float:
+        if a == 0:
+            raise ValueError("scale by a = 0 is not invertible")
+        return a
+
+    def fit(self, x: Tensor) -> _Affine:
+        return _Affine(torch.tensor(self.a, dtype=x.dtype), torch.tensor(self.b, dtype=x.dtype), x.shape[1:])
+
+
+class StandardiseStep(_StepParams):
+    """``y = (x - μ)/σ`` per feature, with train statistics."""
+
+    type: Literal["standardise"]
+
+    def fit(self, x: Tensor) -> _Affine:
+        if len(x) < 2:
+            raise PipelineError("standardise needs at least 2 training examples")
+        mean, std = x.mean(0), x.std(0)
+        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+        return _Affine(1 / std, -mean / std, x.shape[1:])
+
+
+class FlattenStep(_StepParams):
+    """Event dimensions become one."""
+
+    type: Literal["flatten"]
+
+    def fit(self, x: Tensor) -> _Reshape:
+        event = x.shape[1:]
+        return _Reshape(event, torch.Size([math.prod(event)]))
+
+
+class ReshapeStep(_StepParams):
+    """Event dimensions become ``shape`` (same number of elements)."""
+
+    type: Literal["reshape"]
+    shape: tuple[Annotated[int, Field(gt=0)], ...] = Field(min_length=1)
+
+    def fit(self, x: Tensor) -> _Reshape:
+        event = x.shape[1:]
+        if math.prod(self.shape) != math.prod(event):
+            raise PipelineError(f"cannot reshape event shape {tuple(event)} ({math.prod(event)} values) to {self.shape}")
+        return _Reshape(event, torch.Size(self.shape))
+
+
+class DequantizeStep(_StepParams):
+    """Integers ``0..levels-1`` plus uniform noise, divided by ``levels``."""
+
+    type: Literal["dequantize"]
+    levels: int = Field(ge=2)
+
+    def fit(self, x: Tensor) -> _Dequantize:
+        return _Dequantize(self.levels)
+
+
+class LogitStep(_StepParams):
+    """``y = logit(α + (1 - 2α)·x)`` for ``x`` in ``[0, 1]``."""
+
+    type: Literal["logit"]
+    alpha: float = Field(0.05, ge=0.0, lt=0.5)
+
+    def fit(self, x: Tensor) -> _Logit:
+        return _Logit(self.alpha)
+
+
+class BinarizeStep(_StepParams):
+    """``x`` in ``[0, 1]`` becomes ``1[x ≥ threshold]``, or ``b ~ Bernoulli(x)`` drawn once per example."""
+
+    type: Literal["binarize"]
+    mode: Literal["threshold", "bernoulli"] = "threshold"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="mode threshold: the least value that becomes 1")
+
+    @model_validator(mode="after")
+    def _threshold_only_for_threshold(self) -> "BinarizeStep":
+        if self.mode == "bernoulli" and "threshold" in self.model_fields_set:
+            raise ValueError("mode bernoulli draws b ~ Bernoulli(x) and uses no threshold: drop it, or use mode threshold")
+        return self
+
+    def fit(self, x: Tensor) -> _Binarize:
+        return _Binarize(self.mode, self.threshold)
+
+
+#: Every step a ``transforms:`` list may hold, in the order the JSON Schema lists them.  A new transform is a
+#: :class:`_StepParams` subclass with a ``type`` literal and a ``fit`` (and, if no fitted step above does its
+#: work, a :class:`_Fitted` subclass), added here: the spec union and the names below follow from this tuple.
+STEPS: tuple[type[_StepParams], ...] = (
+    ScaleStep, StandardiseStep, FlattenStep, ReshapeStep, DequantizeStep, LogitStep, BinarizeStep,
+)
+
+
+def _type_name(step: type[_StepParams]) -> str:
+    return get_args(step.model_fields["type"].annotation)[0]
+
+
+def _named_step(value: object) -> object:
+    return {"type": value} if isinstance(value, str) else value
+
+
+_Step = Annotated[Union[STEPS], Field(discriminator="type")]
+#: The steps that need no parameters, which a spec may write by name alone (``transforms: [standardise]``).
+NamedStep = Literal[
+    tuple(
+        _type_name(step)
+        for step in STEPS
+        if not any(field.is_required() for name, field in step.model_fields.items() if name != "type")
+    )
+]
+
+#: One entry of a ``transforms:`` list; the JSON Schema admits the by-name form too.
+TransformSpec = Annotated[_Step, BeforeValidator(_named_step, json_schema_input_type=Union[NamedStep, _Step])]
 
 
 class _Ladj:
@@ -271,17 +360,13 @@ class _Ladj:
         overflow = float32_overflow(y)
         if overflow is not None:
             raise PipelineError(f"transforms[{index}]: makes a value {y[overflow].item():g}, {BEYOND_FLOAT32}")
-        if isinstance(step, _Binarize):
+        if step.binarizes:
             self.constant, self.per_example = 0.0, None
         elif isinstance(ladj, Tensor):
             self.per_example = ladj if self.per_example is None else self.per_example + ladj
         else:
             self.constant += ladj
         return y
-
-
-def _reshape_event(x: Tensor, event: torch.Size, new_event: torch.Size) -> Tensor:
-    return x.reshape(*x.shape[: x.dim() - len(event)], *new_event)
 
 
 @dataclass
@@ -295,7 +380,7 @@ class Pipeline:
     @property
     def binarizes(self) -> bool:
         """Whether a step binarizes, so that the data's own log-determinant (from the values read) no longer applies."""
-        return any(isinstance(step, _Binarize) for step in self.steps)
+        return any(step.binarizes for step in self.steps)
 
     def apply(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float, Tensor | None]:
         """Map ``(N, *in_shape)`` to model space: ``(y, constant ladj, per-example ladj or None)``."""
@@ -324,32 +409,9 @@ def fit_pipeline(
     ladj = _Ladj()
     x = x_train
     for index, spec in enumerate(specs):
-        steps.append(_fit_step(spec, x, index))
+        try:
+            steps.append(spec.fit(x))
+        except PipelineError as error:
+            raise PipelineError(f"transforms[{index}]: {error}") from None
         x = ladj.add(index, steps[-1], x, generator)
     return Pipeline(steps, x_train.shape[1:], x.shape[1:]), x, ladj.constant, ladj.per_example
-
-
-def _fit_step(spec: TransformSpec, x: Tensor, index: int) -> _Fitted:
-    event = x.shape[1:]
-    if isinstance(spec, ScaleStep):
-        return _Affine(torch.tensor(spec.a, dtype=x.dtype), torch.tensor(spec.b, dtype=x.dtype), event)
-    if isinstance(spec, StandardiseStep):
-        if len(x) < 2:
-            raise PipelineError(f"transforms[{index}]: standardise needs at least 2 training examples")
-        mean, std = x.mean(0), x.std(0)
-        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
-        return _Affine(1 / std, -mean / std, event)
-    if isinstance(spec, FlattenStep):
-        return _Reshape(event, torch.Size([math.prod(event)]))
-    if isinstance(spec, ReshapeStep):
-        if math.prod(spec.shape) != math.prod(event):
-            raise PipelineError(
-                f"transforms[{index}]: cannot reshape event shape {tuple(event)} "
-                f"({math.prod(event)} values) to {spec.shape}"
-            )
-        return _Reshape(event, torch.Size(spec.shape))
-    if isinstance(spec, DequantizeStep):
-        return _Dequantize(spec.levels)
-    if isinstance(spec, BinarizeStep):
-        return _Binarize(spec.mode, spec.threshold)
-    return _Logit(spec.alpha)

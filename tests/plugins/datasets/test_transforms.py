@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from compose_gen_plugins.datasets.transforms import NamedStep, PipelineError, TransformSpec, fit_pipeline
+from compose_gen_plugins.datasets.transforms import STEPS, NamedStep, PipelineError, TransformSpec, fit_pipeline
 
 SPECS = TypeAdapter(list[TransformSpec])
 
@@ -128,7 +128,8 @@ def test_inverse_broadcasts_over_extra_leading_dims() -> None:
         ([{"type": "dequantize", "levels": 4}], [[0.0, 4.0]], r"integer values in 0\.\.3"),
         (["flatten", "logit"], [[0.2, 1.5]], r"transforms\[1\]: logit expects values in \[0, 1\]"),
         ([{"type": "logit", "alpha": 0.0}], [[0.0, 0.5]], "strictly inside"),
-        ([{"type": "reshape", "shape": [4]}], [[0.0, 0.5, 1.0]], "cannot reshape"),
+        ([{"type": "reshape", "shape": [4]}], [[0.0, 0.5, 1.0]], r"transforms\[0\]: cannot reshape"),
+        (["flatten", "standardise"], [[0.0, 0.5]], r"transforms\[1\]: standardise needs at least 2 training examples"),
         (["binarize"], [[0.0, 16.0]], r"transforms\[0\]: binarize expects values in \[0, 1\].*scale them first"),
     ],
 )
@@ -162,3 +163,14 @@ def test_exactly_the_parameter_free_steps_may_be_written_by_name() -> None:
                 SPECS.validate_python([name])
     by_name = [item for item in SPECS.json_schema()["items"]["anyOf"] if item.get("type") == "string"]
     assert [set(item["enum"]) for item in by_name] == [named]
+
+
+def test_the_spec_union_is_the_steps_tuple_and_each_step_fits_itself() -> None:
+    """``STEPS`` is the one list of steps: the spec union is built from it, and each class fits itself on the data."""
+    assert get_args(get_args(TransformSpec)[0]) == STEPS
+    x = torch.rand(4, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for step in STEPS:
+        assert "fit" in vars(step), f"{step.__name__} does not define fit"
+    for spec in SPECS.validate_python(["standardise", "flatten", {"type": "reshape", "shape": [3, 2]}, "logit", "binarize"]):
+        fitted = spec.fit(x)
+        assert callable(fitted.forward) and callable(fitted.inverse) and fitted.binarizes == (spec.type == "binarize")
