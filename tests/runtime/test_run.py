@@ -198,7 +198,7 @@ def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="unknown class 'rose'"):
         run.log_prob(points, y=["rose", "setosa"])
     drawn = {}
-    monkeypatch.setattr("compose_gen.runtime.run.save_scatter", lambda *args, **kwargs: drawn.update(kwargs))
+    monkeypatch.setattr("compose_gen.runtime.export.save_scatter", lambda *args, **kwargs: drawn.update(kwargs))
     run.save_samples(tmp_path / "s.png", 6)
     assert drawn["labels"].tolist() == [0, 1, 2, 0, 1, 2] and drawn["class_names"] == ["setosa", "versicolor", "virginica"]
 

@@ -1,0 +1,126 @@
+"""The evaluation loop: every metric of ``evaluate.metrics`` run in turn, none lost to another's failure.
+
+A metric that raises or breaks the metric contract is recorded as failed (blamed on its
+place in the spec, or on the loss or component whose code raised under it) and the
+others still run; two metrics that give the same name are keyed apart; a metric that
+changes the data in place stops the loop, since every later one would read altered data.
+:class:`EvaluationFailed` is raised by :meth:`compose_gen.runtime.Run.evaluate` once the results are recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from compose_gen.compiler import GenerativeModel
+from compose_gen.core import ContractError, EvalContext, Splits
+from compose_gen.core.contracts import check_metric_result
+from compose_gen.spec import Problem, Spec, SpecError, format_path
+
+__all__ = ["EvaluationFailed", "MetricLoop", "metric_folder", "versions"]
+
+
+class EvaluationFailed(RuntimeError):
+    """Some metrics failed; ``results`` holds the others (and ``failed``: spec path → message), as written to the folder."""
+
+    def __init__(self, results: dict[str, Any], problems: SpecError, run_dir: Path | None) -> None:
+        self.results = results
+        written = f"; the other metrics are in {run_dir / 'evaluation.json'}" if run_dir is not None else ""
+        lines = "\n".join(f"  {line}" for line in str(problems).splitlines())
+        super().__init__(f"{len(problems.problems)} metric(s) failed (checkpoints are untouched{written}):\n{lines}")
+
+
+def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
+    """The folder for the files metrics write: ``out_dir``, else the run folder, else the working directory.
+
+    Checked before any metric runs, so no result is lost to a file given for a folder.
+    """
+    folder = Path(out_dir) if out_dir else (run_dir or Path("."))
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; the files metrics write (grids, plots) go to a folder: give a folder")
+    return folder
+
+
+def versions(data: Splits) -> dict[tuple[str, str], int]:
+    """The version counter of every field of both splits, which each in-place change of the tensor moves on."""
+    return {(split, name): values._version for split, half in (("train", data.train), ("test", data.test)) for name, values in half.fields.items()}
+
+
+@dataclass
+class MetricLoop:
+    """The metrics of ``spec`` (built into ``model``) over ``data``; warnings go to ``say``."""
+
+    spec: Spec
+    model: GenerativeModel
+    data: Splits
+    say: Callable[[str], None]
+
+    def run(self, folder: Path, step: int) -> tuple[dict[str, Any], list[Problem]]:
+        """Every metric's results (with ``step``, and ``failed``: spec path → message where any failed) and the failures.
+
+        The caller sets the mode, weights and random stream the metrics run with.
+        """
+        ctx = EvalContext(
+            model=self.model,
+            data=self.data,
+            device=self.model.device,
+            out_dir=folder,
+            batch_size=self.spec.model.evaluate.batch_size,
+            seed=self.spec.model.seed,
+        )
+        results: dict[str, Any] = {"step": step}
+        problems: list[Problem] = []
+        for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
+            before = versions(self.data)
+            measured, problem = self.measure(metric, ctx, results, index)
+            results.update(measured)
+            undefined = [f"{key} = {value}" for key, value in measured.items() if not math.isfinite(value)]
+            if undefined:
+                where = format_path(declared.path)
+                self.say(f"warning: {where} ({declared.type.name}) gave {', '.join(undefined)}, recorded as null")
+            changed = [f"{split} split's {name!r}" for (split, name), version in versions(self.data).items() if version != before[split, name]]
+            if changed:  # the data every later metric reads: stop here rather than record numbers of altered data
+                problem = (
+                    f"changed the {changed[0]} in place (a metric must leave ectx.data as it is); the metrics after it were "
+                    "not run, and this run's data in memory stay altered: load the run again"
+                )
+            if problem is not None:
+                problems += self.spec.blame(declared, problem).problems
+            if changed:
+                break
+        if problems:
+            results["failed"] = {format_path(p.path): p.message for p in problems}
+        return results, problems
+
+    @torch.no_grad()
+    def measure(
+        self, metric: Callable[[EvalContext], Any], ctx: EvalContext, results: dict[str, Any], index: int
+    ) -> tuple[dict[str, float], str | None]:
+        """What ``metric`` gives (keyed apart from ``results``), or why it gave nothing: a broken contract or what it raised."""
+        try:
+            return self.keyed_apart(check_metric_result(metric(ctx)), results, index), None
+        except ContractError as error:
+            return {}, f"broke the metric contract: {error}"
+        except Exception as error:  # one broken metric must not cost the others
+            problem = f"raised {type(error).__name__}: {error}"
+            culprit = self.model.culprit(error)  # a loss or component it called, whose code raised
+            if culprit is not None:
+                problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"
+            return {}, problem
+
+    def keyed_apart(self, found: dict[str, float], results: dict[str, Any], index: int) -> dict[str, float]:
+        """``found`` with each name an earlier metric already gave suffixed ``@metrics[index]``, so neither is lost
+        (two ``frechet_distance`` of different references, say); a name given again with the same value (the
+        ``classifier_accuracy`` every classifier metric reports) is the same number, kept once."""
+        found = {key: value for key, value in found.items() if key not in results or results[key] != value}
+        clashes = [key for key in found if key in results]
+        if clashes:
+            self.say(
+                f"warning: evaluate.metrics[{index}] gives {', '.join(clashes)}, as an earlier metric does; "
+                f"written as {clashes[0]}@metrics[{index}]{', ...' if len(clashes) > 1 else ''}"
+            )
+        return {f"{key}@metrics[{index}]" if key in results else key: value for key, value in found.items()}

@@ -1,0 +1,126 @@
+"""The run folder's lifecycle: the checks before a run is made in a folder or loaded from one, and the checkpoint it loads.
+
+A folder that holds records of training (``metrics.jsonl``, ``evaluation.json``) but no
+checkpoint is never trained over from the start, which would overwrite them; a folder
+another process is writing to is refused (:mod:`compose_gen.runtime.claim`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+from torch import nn
+
+from compose_gen.runtime.checkpoint import BEST_FILE, Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
+from compose_gen.runtime.claim import refuse_if_busy
+from compose_gen.runtime.logging import read_metrics
+
+__all__ = ["SPLIT_KEYS", "check_loadable", "check_new_folder", "checkpoint_path", "load_chosen", "moved_split_keys", "refuse_to_start_over"]
+
+#: Data parameters whose change on a resume may move examples between the splits (a file's path does not).
+SPLIT_KEYS = frozenset({"seed", "test_fraction", "transforms", "n"})
+
+
+def check_new_folder(run_dir: Path) -> None:
+    """Refuse ``run_dir`` for a fresh run: a file, below a file, busy, holding checkpoints or records of training."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"{run_dir} is a file, not a folder: the run folder must be a folder (--out DIR)")
+    above = next((folder for folder in run_dir.parents if folder.exists() and not folder.is_dir()), None)
+    if above is not None:
+        raise FileExistsError(f"{above} is a file, so no run folder can be made at {run_dir}, below it: choose another --out")
+    refuse_if_busy(run_dir)
+    if list_checkpoints(run_dir):
+        raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")
+    refuse_to_start_over(run_dir, "choose another folder")
+
+
+def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) -> None:
+    """Refuse ``run_dir`` to load from: no run folder, or (when a ``trained`` model is asked for) no checkpoint yet."""
+    if not (run_dir / "spec.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
+    if trained and checkpoint is None and not list_checkpoints(run_dir):
+        refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
+        refuse_to_start_over(run_dir, why="none was written before the training stopped, or they were removed, so there is no trained model to load")
+        raise CheckpointError(f"{run_dir} holds no checkpoint yet; train it first: compose-gen train --resume {run_dir}")
+
+
+def refuse_to_start_over(run_dir: Path, instead: str | None = None, why: str = "starting over would overwrite them") -> None:
+    """A folder that has no checkpoint but records of training: training there would start over and overwrite them."""
+    records = read_metrics(run_dir / "metrics.jsonl")
+    evaluated = (run_dir / "evaluation.json").exists()
+    if not records and not evaluated:
+        return
+    refuse_if_busy(run_dir)  # a live training that has not checkpointed yet: say that, not that it is stale
+    step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
+    found = " and ".join(name for name, present in (("metrics.jsonl", records), ("evaluation.json", evaluated)) if present)
+    raise CheckpointError(
+        f"{run_dir} holds no checkpoint, but {found} (up to step {step}): {why}; "
+        + (instead or f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR")
+    )
+
+
+def checkpoint_path(run_dir: Path, which: str | Path) -> Path:
+    """``which`` checkpoint of ``run_dir``: ``"best"``, or a folder of its own (a relative path is taken in the run folder)."""
+    if str(which) != "best":
+        path = Path(which)
+        if not path.is_absolute():  # in the run folder, or its checkpoints folder (a bare step-00000040)
+            path = next((p for p in (run_dir / path, run_dir / "checkpoints" / path) if p.exists()), path)
+        if path.resolve().parent != (run_dir / "checkpoints").resolve():
+            raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / 'checkpoints'}")
+        return path
+    best = read_best(run_dir)
+    if best is None and (run_dir / "checkpoints" / BEST_FILE).exists():
+        raise CheckpointError(
+            f"{run_dir / 'checkpoints' / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
+            "load another checkpoint, or resume the run, which writes it again at its next checkpoint"
+        )
+    if best is None:
+        raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")
+    return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"
+
+
+def load_chosen(
+    run_dir: Path,
+    model: nn.Module,
+    checkpoint: str | Path | None,
+    overrides: list[str],
+    weights_only: bool,
+    say: Callable[[str], None],
+) -> tuple[Checkpoint | None, str | None]:
+    """The ``checkpoint`` of ``run_dir`` (see :func:`checkpoint_path`), or with None its newest readable one, loaded
+    into ``model`` (its optimizer state too unless ``weights_only``), and why it is not the folder's newest (or None).
+
+    With None, checkpoints skipped as unreadable are said (``say``); a folder with no checkpoint gives None,
+    unless it holds records of training that starting over would overwrite, or only unreadable checkpoints.
+    """
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint_path(run_dir, checkpoint), model, optimizer=not weights_only)
+        newest = list_checkpoints(run_dir)[-1]
+        if loaded.path.resolve() != newest.resolve():
+            return loaded, f"step {loaded.step} is loaded, not the newest checkpoint ({newest.name})"
+        return loaded, None
+    loaded, skipped = load_latest(run_dir, model, optimizer=not weights_only)
+    if loaded is None and skipped:
+        raise CheckpointError(f"{run_dir}: no checkpoint could be loaded{_model_changed(run_dir, skipped, overrides)}: " + "; ".join(skipped))
+    if loaded is None:
+        refuse_to_start_over(run_dir)
+        return None, None
+    for reason in skipped:
+        say(f"warning: {reason}")
+    return loaded, f"step {loaded.step} is loaded, but a newer checkpoint could not be" if skipped else None
+
+
+def _model_changed(run_dir: Path, skipped: list[str], overrides: list[str]) -> str:
+    """Where no checkpoint fits the model, what may have changed it: the ``--set`` overrides or an edit of the spec."""
+    if not any("does not fit this model" in reason for reason in skipped):
+        return ""
+    told = [o for o in overrides if not o.startswith("train.steps=")]  # --steps says train.steps, which is no model
+    by = "the --set overrides" if told else f"an edit of {run_dir / 'spec.yaml'}"
+    return f"; {by} may have changed the model, which a run cannot change once trained"
+
+
+def moved_split_keys(overrides: Iterable[str]) -> list[str]:
+    """The keys of ``overrides`` that may move examples between the data's splits (:data:`SPLIT_KEYS`, the seed)."""
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    return sorted(k for k in keys if k == "seed" or (k.startswith("data") and k.split(".")[-1] in SPLIT_KEYS))

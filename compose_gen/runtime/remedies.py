@@ -1,0 +1,104 @@
+"""Remedies for a run folder that no longer rebuilds as it was trained: its data moved, or a plugin is gone or changed.
+
+The folder records the plugin (and package, with its version) behind each type its spec
+uses (:data:`PLUGINS_FILE`), so an unknown type can name the package to install, and its
+``spec.yaml`` records where the data were, so a missing file can name the ``--set`` that
+says where they are now.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from compose_gen.spec import Problem, Spec, SpecError
+
+__all__ = [
+    "PLUGINS_FILE",
+    "changed_plugins",
+    "missing_data_files",
+    "recorded_plugins",
+    "types_used",
+    "with_missing_plugin_remedy",
+    "with_moved_data_remedy",
+]
+
+#: The run folder's record of the plugin (and package, with its version) that gave each type its spec uses.
+PLUGINS_FILE = "plugins.json"
+
+
+def types_used(spec: Spec) -> list[str]:
+    """The names of the types ``spec`` declares: components, losses, metrics, data and sampler."""
+    sections = spec.sections
+    declared = [*sections.components.values(), *sections.losses.values(), *sections.metrics, sections.data, sections.sampler]
+    return [d.type.name for d in declared if d is not None]
+
+
+def recorded_plugins(run_dir: Path) -> dict[str, str]:
+    """The folder's :data:`PLUGINS_FILE` (empty if absent or unreadable: a record for messages, not for rebuilding)."""
+    try:
+        recorded = json.loads((run_dir / PLUGINS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, str)} if isinstance(recorded, dict) else {}
+
+
+def changed_plugins(run_dir: Path, spec: Spec) -> list[str]:
+    """A warning for each type of ``spec`` that the folder records as given by another plugin or package version than now."""
+    recorded, now = recorded_plugins(run_dir), spec.catalogue.provenance(types_used(spec))
+    return [
+        f"warning: {run_dir} was trained with type {name!r} of {recorded[name]}; it is now of {now[name]}"
+        for name in sorted(set(recorded) & set(now))
+        if recorded[name] != now[name]
+    ]
+
+
+def missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tuple[str, ...]]:
+    """The keys of the data section (sources within it too) whose file or folder is not there."""
+    missing: list[tuple[str, ...]] = []
+    for key, value in data.items() if isinstance(data, dict) else ():
+        if isinstance(value, dict):
+            missing += missing_data_files(value, (*path, key))
+        elif isinstance(value, str) and Path(value).is_absolute() and not Path(value).exists():  # recorded absolute
+            missing.append((*path, key))
+    return missing
+
+
+def with_missing_plugin_remedy(error: SpecError, run_dir: Path, offer_set: bool = False) -> SpecError:
+    """A run folder's unknown types, each with the plugin and package the run was trained with; for metrics, with
+    ``offer_set`` (a command that records no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
+    recorded = recorded_plugins(run_dir)
+    data = getattr(error.where, "data", None)  # the spec as loaded, overrides applied
+    evaluate = data.get("evaluate") if isinstance(data, dict) else None
+    metrics = evaluate.get("metrics") if isinstance(evaluate, dict) else None
+    unknown = {p.path[2] for p in error.problems if p.path[:2] == ("evaluate", "metrics") and p.path[3:] == ("type",)}
+    without = ""
+    if offer_set and isinstance(metrics, list) and unknown:
+        kept = [metric for i, metric in enumerate(metrics) if i not in unknown]
+        without = f", or leave the metric(s) out of one command: --set {shlex.quote('evaluate.metrics=' + json.dumps(kept))}"
+
+    def remedy(problem: Problem) -> str:
+        for name, origin in recorded.items():
+            if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", problem.message):
+                extra = without if problem.path[:2] == ("evaluate", "metrics") else ""
+                return f"{problem.message}; {run_dir} was trained with it from {origin}: install that package{extra}"
+        return problem.message
+
+    return SpecError([Problem(p.path, remedy(p)) for p in error.problems], error.where)
+
+
+def with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecError:
+    """A run folder's data problem, with the README's remedy where a recorded file or folder is gone (it moved)."""
+    missing = missing_data_files(spec.source.data.get("data"))
+    if not missing or not any(problem.path[:1] == ("data",) for problem in error.problems):
+        return error
+    keys = " ".join(f"--set {'.'.join(key)}=NEW" for key in missing)
+    remedy = (
+        f"; the run's spec.yaml records where the data were; if they moved, say where: `compose-gen evaluate {run_dir} {keys}` "
+        f"(or sample) for one command, or `compose-gen train --resume {run_dir} {keys}` to record it"
+    )
+    problems = [Problem(p.path, p.message + remedy) if p.path[:1] == ("data",) else p for p in error.problems]
+    return SpecError(problems, error.where)
