@@ -84,9 +84,9 @@ class ContractWatch:
         def check(module: Bijector, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
             value = args[0] if args else next(iter(kwargs.values()))
             module.check_output(direction, value, result)  # type: ignore[arg-type]
-            if direction == "forward" and id(module) not in self._inverted:
+            if id(module) not in self._inverted:  # a posterior flow's first call samples: checked from that side
                 self._inverted.add(id(module))
-                check_invertible(module, value, args[1] if len(args) > 1 else kwargs.get("context"))
+                check_invertible(module, value, args[1] if len(args) > 1 else kwargs.get("context"), direction)
 
         return check
 

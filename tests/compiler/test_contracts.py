@@ -201,8 +201,8 @@ def test_a_bijector_output_that_breaks_the_contract_names_the_bijector(catalogue
     "breaks, expected",
     [
         ("inverse_multiplies", r"inverse\(forward\(x\)\) == x fails: -?\d.* where -?\d.* is expected"),
-        ("inverse_ladj_sign", r"the inverse's ladj == minus the forward's at y = forward\(x\) fails"),
-        ("ladj_signs", r"forward ladj == log\|det ∂y/∂x\| of the autograd Jacobian fails: -(\d\.\d+) where \1 is expected"),
+        ("inverse_ladj_sign", r"the inverse ladj == minus the forward ladj at y = forward\(x\) fails"),
+        ("ladj_signs", r"forward ladj == log\|det J\| of the autograd Jacobian fails: -(\d\.\d+) where \1 is expected"),
     ],
 )
 def test_a_bijector_that_does_not_invert_or_misreports_its_log_determinant_is_refused_by_the_dry_run(catalogue, breaks, expected) -> None:

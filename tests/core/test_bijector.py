@@ -1,0 +1,64 @@
+"""check_invertible: the dry run's numeric check of a bijector, from whichever side it is first called."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from compose_gen.core import Bijector, ContractError, check_invertible
+
+
+class Scale(Bijector):
+    """``y = x·e^s``, with a ``breaks`` switch for the inverse."""
+
+    def __init__(self, breaks: str = "", log_scale: float = math.log(2.0)) -> None:
+        super().__init__((3,))
+        self.log_scale = nn.Parameter(torch.tensor(log_scale))
+        self.breaks = breaks
+
+    def forward(self, x, context=None):
+        return x * self.log_scale.exp(), (3 * self.log_scale).expand(self.batch_shape(x))
+
+    def inverse(self, y, context=None):
+        x = y * self.log_scale.exp() if self.breaks == "inverse_multiplies" else y / self.log_scale.exp()
+        if self.breaks == "inverse_nan":
+            x = x * math.nan
+        return x, (-3 * self.log_scale).expand(self.batch_shape(y))
+
+
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_a_correct_bijector_passes_from_either_side(direction: str) -> None:
+    check_invertible(Scale(), torch.randn(5, 3), direction=direction)
+
+
+@pytest.mark.parametrize(
+    "direction, message",
+    [("forward", r"inverse\(forward\(x\)\) == x fails"), ("inverse", r"forward\(inverse\(y\)\) == y fails")],
+)
+def test_a_wrong_inverse_is_caught_from_the_side_first_called(direction: str, message: str) -> None:
+    """A posterior flow's layers are first called to sample (inverse), and were never checked when only forward was."""
+    with pytest.raises(ContractError, match=message):
+        check_invertible(Scale("inverse_multiplies"), torch.randn(5, 3), direction=direction)
+
+
+def test_nan_is_no_agreement() -> None:
+    with pytest.raises(ContractError, match=r"inverse\(forward\(x\)\) == x fails: nan where"):
+        check_invertible(Scale("inverse_nan"), torch.randn(5, 3))
+
+
+def test_parameters_are_perturbed_relative_to_their_size_and_zeros_are_moved_too() -> None:
+    """Noise of a fixed σ = 0.1 on a Glow's convolution weights (~0.04) blew a correct stack's round trip up to 1e32."""
+    from compose_gen.core.bijector import _perturbed
+
+    layer = nn.Module()
+    layer.small = nn.Parameter(torch.full((400,), 0.04))
+    layer.large = nn.Parameter(torch.full((400,), 10.0))
+    layer.zero = nn.Parameter(torch.zeros(400))
+    twin = _perturbed(layer, noise=0.1)
+    moved = {name: float((getattr(twin, name) - getattr(layer, name)).detach().std()) for name in ("small", "large", "zero")}
+    assert moved["small"] == pytest.approx(0.004, rel=0.15) and moved["large"] == pytest.approx(1.0, rel=0.15)
+    assert moved["zero"] == pytest.approx(0.01, rel=0.15)
+    assert torch.equal(layer.zero, torch.zeros(400)), "the original is untouched"
