@@ -61,7 +61,7 @@ def dry_run(model: Any, data: Splits) -> None:
                     with _located(spec, stack, nonfinite, spec.sections.losses[call.name], f"computing loss {call.name!r}", on_batch):
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
-                    _check_finite(spec, call.name, result, call.terms, shapes, nonfinite, finite(inputs))
+                    _check_finite(spec, call.name, result, call.terms, shapes, nonfinite, inputs)
                     logged.update(term_address(call.name, key) for key in result)
                     reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.terms)})
                 _check_reach(model, plan, reached)
@@ -94,7 +94,7 @@ def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], no
 
 
 def _check_finite(
-    spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str, nonfinite: list[str], inputs_finite: bool
+    spec: Any, loss: str, result: dict[str, Tensor], terms: frozenset[str], shapes: str, nonfinite: list[str], inputs: Any
 ) -> None:
     """An untrained model's loss on real examples is finite; NaN or inf there is a mismatch of data and model, or a bug.
 
@@ -110,7 +110,7 @@ def _check_finite(
             f"before any training step ({', '.join(bad)}): a bug in the component, or data outside where it is defined "
             "(a logit needs (0, 1))",
         )
-    if bad and not inputs_finite:
+    if bad and not finite(inputs):  # read only once the loss is known to be non-finite
         raise spec.error(
             ("losses", loss),
             f"non-finite inputs, so a non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch "

@@ -27,7 +27,7 @@ from compose_gen.core.contracts import ContractError, describe_value
 
 __all__ = ["Bijector", "Chain", "Direction", "check_invertible"]
 
-#: Largest event size whose Jacobian :func:`check_invertible` takes (one backward pass per element).
+#: Largest event size whose Jacobian :func:`check_invertible` takes (a D × D matrix, batched by vmap where it can be).
 JACOBIAN_MAX_EVENT = 64
 
 Direction = Literal["forward", "inverse", "both"]
