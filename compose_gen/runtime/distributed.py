@@ -91,10 +91,10 @@ class Distributed:
         return torch.where(flag[0] == 0, 0.0, math.inf)
 
     def sum(self, values: Tensor) -> Tensor:
-        """Element-wise sum of ``values`` over ranks (for logged averages)."""
+        """Element-wise sum of ``values`` over ranks, in their dtype (for logged averages)."""
         if not self.active:
             return values
-        total = self._comm(values.detach().float().clone())
+        total = self._comm(values.detach().clone())
         dist.all_reduce(total)
         return total.to(values.device)
 

@@ -9,8 +9,8 @@ on a fresh batch.  A player step
 3. computes the plan's weighted loss under ``train.precision`` (eagerly or
    compiled) and backpropagates it (scaled under fp16);
 4. averages the gradients over processes under ``torchrun``;
-5. clips, and checks that the loss and the gradient norm are finite with one
-   host sync, the only one per step;
+5. clips, and reads the loss, the gradient norm and the logged scalars in one
+   host sync, the only one per step, to check that the first two are finite;
 6. steps the optimizer and lets losses apply their parameter hooks
    (``after_step``, e.g. WGAN weight clipping);
 7. updates the moving average of weights (``train.ema``) when the player owns
@@ -78,41 +78,55 @@ class StepFailed(RuntimeError):
     """A player's step raised; names the player, the step and the part of the spec whose code raised."""
 
 
-def _gradient_norm(grads: list[Tensor]) -> Tensor:
-    """‖(g_1, …, g_n)‖₂ over all gradients, as ``torch.nn.utils.get_total_norm`` computes it.
+def _read_step(loss: Tensor, norms: list[Tensor], logs: dict[str, Tensor]) -> tuple[float, float, dict[str, float]]:
+    """The loss, the gradient norm ‖(g_1, …, g_n)‖₂ = hypot(‖g_1‖₂, …, ‖g_n‖₂) of the per-gradient (or one total) ``norms``,
+    and the logged scalars, as numbers read from the device in one host sync.
 
-    One player's gradients live on one device, so this skips that function's
-    grouping by device and dtype, Python work that cost about 3% of a small
-    model's eager step (``benchmarks/latent_step_time.py``).
+    The logs ride along with the two numbers the NaN guard needs anyway, so they cost
+    no sync of their own, and are then summed in Python in double precision (float32
+    sums on the device drifted by 3·10⁻⁴ of the mean over 30 000 steps).  One player's
+    gradients live on one device, so the norm skips ``torch.nn.utils.get_total_norm``'s
+    grouping by device and dtype, Python work that cost about 3% of a small model's
+    eager step (``benchmarks/latent_step_time.py``).
     """
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    with torch.no_grad():  # the loss terms among the logs carry gradients; their stack needs no autograd node
+        numbers = torch.stack([loss, *norms, *logs.values()]).tolist()
+    return numbers[0], math.hypot(*numbers[1 : 1 + len(norms)]), dict(zip(logs, numbers[1 + len(norms) :], strict=True))
 
 
 class _RunningMeans:
-    """Sums of logged scalars kept on the device, read (one host sync, averaged over processes) per log line.
+    """Sums of the logged scalars since the last log line, averaged over processes when read.
 
-    Each step's scalars are stacked and added as one vector, grouped by their
-    names (a player logs the same names every step; several players, several groups).
-    Checkpoints hold the sums (:meth:`state_dict`) so that a log window survives a stop.
+    Each step's numbers are added as one group, by their names (a player logs the
+    same names every step; several players, several groups).  Checkpoints hold the
+    sums (:meth:`state_dict`) so that a log window survives a stop.
     """
 
     def __init__(self) -> None:
-        self.sums: dict[tuple[str, ...], Tensor] = {}
+        self.sums: dict[tuple[str, ...], list[float]] = {}
         self.counts: dict[tuple[str, ...], int] = {}
 
-    def add(self, logs: dict[str, Tensor]) -> None:
+    def add(self, logs: dict[str, float]) -> None:
         if not logs:
             return
         names = tuple(logs)
-        with torch.no_grad():  # one stack, no autograd node for the loss terms among them
-            values = torch.stack(list(logs.values())).float()
-        self.sums[names] = self.sums[names] + values if names in self.sums else values
-        self.counts[names] = self.counts.get(names, 0) + 1
+        sums = self.sums.get(names)
+        if sums is None:
+            self.sums[names], self.counts[names] = list(logs.values()), 1
+            return
+        for i, value in enumerate(logs.values()):
+            sums[i] += value
+        self.counts[names] += 1
+
+    def _totals(self, dist: Distributed) -> Iterator[float]:
+        """The sums of every group in order, summed over processes (one all-reduce)."""
+        flat = [value for sums in self.sums.values() for value in sums]
+        return iter(dist.sum(torch.tensor(flat, dtype=torch.float64)).tolist() if dist.active and flat else flat)
 
     def read(self, dist: Distributed) -> dict[str, float]:
         """The means since the last read; then start over."""
         groups = list(self.sums)
-        totals = iter(dist.sum(torch.cat([self.sums[g] for g in groups])).tolist() if groups else [])
+        totals = self._totals(dist)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for group in groups:
@@ -123,21 +137,20 @@ class _RunningMeans:
         return {name: sums[name] / (counts[name] * dist.world_size) for name in sorted(sums)}
 
     def state_dict(self, dist: Distributed) -> list[dict[str, Any]]:
-        """The sums so far as JSON for a checkpoint (one host sync, only when saving).
+        """The sums so far as JSON for a checkpoint.
 
         Each group's sums are averaged over processes, so a resume under another
         number of processes still gives each saved step its due weight in the window's mean.
         """
-        groups = list(self.sums)
-        totals = iter(dist.sum(torch.cat([self.sums[g] for g in groups])).tolist() if groups else [])
+        totals = self._totals(dist)
         return [
             {"names": list(group), "count": self.counts[group], "sums": [next(totals) / dist.world_size for _ in group]}
-            for group in groups
+            for group in self.sums
         ]
 
-    def load_state_dict(self, groups: list[dict[str, Any]], device: torch.device) -> None:
-        """Continue the window saved by :meth:`state_dict` (float32 on the device, as the sums were)."""
-        self.sums = {tuple(g["names"]): torch.tensor(g["sums"], dtype=torch.float32, device=device) for g in groups}
+    def load_state_dict(self, groups: list[dict[str, Any]]) -> None:
+        """Continue the window saved by :meth:`state_dict`."""
+        self.sums = {tuple(g["names"]): [float(s) for s in g["sums"]] for g in groups}
         self.counts = {tuple(g["names"]): int(g["count"]) for g in groups}
 
 
@@ -231,7 +244,7 @@ class Trainer:
             torch.manual_seed(offset_seed(self.model.spec.model.seed + checkpoint.step, self.dist.rank, RANK_STRIDE))
         self.stream.load_state_dict(state["data"])
         self.precision.load_state_dict(state.get("scalers", {}))
-        self._running.load_state_dict(state.get("running", []), self.model.device)  # older checkpoints: the window starts here
+        self._running.load_state_dict(state.get("running", []))  # older checkpoints: the window starts here
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -315,7 +328,7 @@ class Trainer:
         """Each player's learning rate (first parameter group) as its last step set it: Python floats, no device work."""
         return {f"{name}.lr": float(optimizer.param_groups[0]["lr"]) for name, optimizer in self.optimizers.items()}
 
-    def _player_step(self, name: str, plan: Plan) -> dict[str, Tensor]:
+    def _player_step(self, name: str, plan: Plan) -> dict[str, float]:
         optimizer = self.optimizers[name]
         scaler = self.precision.scalers.get(name)
         factor = plan.spec.schedule.factor(self.step, self.train.steps)
@@ -338,13 +351,14 @@ class Trainer:
         if plan.spec.clip_grad_value:
             torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
         if plan.spec.clip_grad_norm:
-            norm = torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)
+            norms = [torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)]
         else:
             grads = [p.grad for p in plan.params if p.grad is not None]
-            norm = _gradient_norm(grads) if grads else torch.zeros((), device=loss.device)
-        loss_ok, grads_ok = map(math.isfinite, torch.stack([loss_check, norm.float()]).tolist())  # the one host sync
+            norms = list(torch._foreach_norm(grads)) if grads else []
+        loss_value, norm, values = _read_step(loss_check, norms, logs)  # the one host sync
+        loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(norm)
         if not loss_ok or (not grads_ok and scaler is None):
-            self._nonfinite(name, plan, batch, logs, loss_ok)
+            self._nonfinite(name, plan, batch, values, loss_ok)
             optimizer.zero_grad(set_to_none=True)
             if scaler:
                 scaler.update()
@@ -359,8 +373,8 @@ class Trainer:
         if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
             self.ema.update(self.step)
         if grads_ok:
-            logs[f"{name}.grad_norm"] = norm
-        return logs
+            values[f"{name}.grad_norm"] = norm
+        return values
 
     def _failed(self, name: str, error: Exception) -> StepFailed:
         """Say which player, step and spec part (type, plugin) ``error`` came from; checkpoints stay as they are."""
@@ -377,12 +391,12 @@ class Trainer:
 
     # -- the NaN guard ----------------------------------------------------------------------------
 
-    def _nonfinite(self, name: str, plan: Plan, batch: dict[str, Tensor], logs: dict[str, Tensor], loss_ok: bool) -> None:
+    def _nonfinite(self, name: str, plan: Plan, batch: dict[str, Tensor], logs: dict[str, float], loss_ok: bool) -> None:
         """Describe a non-finite loss or gradient; skip the batch or raise :class:`NonFiniteLoss`."""
         if loss_ok:
             what = self._diagnose_gradients(name, plan, batch)
         else:
-            bad = [f"{k}={float(v.detach()):g}" for k, v in logs.items() if not torch.isfinite(v).all()]
+            bad = [f"{k}={v:g}" for k, v in logs.items() if not math.isfinite(v)]
             if bad:
                 what = f"non-finite loss ({', '.join(bad)}){self._nonfinite_source(name, batch)}"
             elif self.dist.world_size > 1:

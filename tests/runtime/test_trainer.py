@@ -19,7 +19,7 @@ from compose_gen.runtime.checkpoint import list_checkpoints, read_best, save_che
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
-from compose_gen.runtime.trainer import _gradient_norm, _RunningMeans
+from compose_gen.runtime.trainer import _read_step, _RunningMeans
 from compose_gen.spec import SpecError, load_spec
 
 
@@ -319,22 +319,49 @@ def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalog
 
 def test_logged_values_are_means_over_the_steps_since_the_last_line():
     means = _RunningMeans()
-    means.add({"a.loss": torch.tensor(1.0), "a.kl": torch.tensor(2.0, dtype=torch.bfloat16)})
-    means.add({"a.loss": torch.tensor(3.0, requires_grad=True), "a.kl": torch.tensor(4.0)})
-    means.add({"b.loss": torch.tensor(10.0), "a.loss": torch.tensor(5.0)})  # another player's names, one shared
+    means.add({"a.loss": 1.0, "a.kl": 2.0})
+    means.add({"a.loss": 3.0, "a.kl": 4.0})
+    means.add({"b.loss": 10.0, "a.loss": 5.0})  # another player's names, one shared
     means.add({})  # a skipped batch logs nothing
     assert means.read(Distributed()) == {"a.kl": 3.0, "a.loss": 3.0, "b.loss": 10.0}
     assert means.read(Distributed()) == {}
 
 
+def test_the_running_sums_survive_a_checkpoint_as_json():
+    means = _RunningMeans()
+    means.add({"a.loss": 1.0, "a.kl": 2.0})
+    means.add({"a.loss": 3.0, "a.kl": 4.0})
+    state = json.loads(json.dumps(means.state_dict(Distributed())))
+    assert state == [{"names": ["a.loss", "a.kl"], "count": 2, "sums": [4.0, 6.0]}]
+    resumed = _RunningMeans()
+    resumed.load_state_dict(state)
+    resumed.add({"a.loss": 5.0, "a.kl": 6.0})
+    assert resumed.read(Distributed()) == {"a.kl": 4.0, "a.loss": 3.0}
+
+
+def test_the_running_sums_keep_double_precision():
+    means = _RunningMeans()
+    for value in (1e8, 1.0, 1.0, 1.0):  # in float32, 1e8 + 1 == 1e8
+        means.add({"a.loss": value})
+    assert means.read(Distributed()) == {"a.loss": (1e8 + 3) / 4}
+
+
 @pytest.mark.parametrize("dtypes", [(torch.float32,) * 3, (torch.float32, torch.float64, torch.float32)])
-def test_gradient_norm_is_the_norm_of_all_gradients_as_one_vector(dtypes):
+def test_one_read_gives_the_loss_the_norm_of_all_gradients_as_one_vector_and_the_logs(dtypes):
     grads = [torch.randn(shape, dtype=dtype) for shape, dtype in zip([(3, 4), (5,), (2, 2, 2)], dtypes, strict=True)]
     flat = torch.cat([g.double().reshape(-1) for g in grads])
-    assert _gradient_norm(grads).item() == pytest.approx(flat.norm().item(), rel=1e-6)
-    assert _gradient_norm(grads).item() == pytest.approx(torch.nn.utils.get_total_norm(grads).item(), rel=1e-6)
+    loss = torch.tensor(2.5, requires_grad=True) * 1
+    logs = {"vae": loss, "vae.kl": torch.tensor(0.25, dtype=torch.bfloat16), "vae.used": torch.tensor(3)}
+    value, norm, numbers = _read_step(loss, list(torch._foreach_norm(grads)), logs)
+    assert value == 2.5 and numbers == {"vae": 2.5, "vae.kl": 0.25, "vae.used": 3.0}
+    assert norm == pytest.approx(flat.norm().item(), rel=1e-6)
+    assert norm == pytest.approx(torch.nn.utils.get_total_norm(grads).item(), rel=1e-6)
+    assert _read_step(loss, [torch.nn.utils.get_total_norm(grads)], {})[1] == pytest.approx(flat.norm().item(), rel=1e-6)
+    assert _read_step(loss, [], {})[1] == 0.0  # no gradients yet
     grads[1][0] = float("nan")
-    assert not math.isfinite(_gradient_norm(grads).item())
+    assert not math.isfinite(_read_step(loss, list(torch._foreach_norm(grads)), {})[1])
+    grads[1][0] = float("inf")
+    assert not math.isfinite(_read_step(loss, list(torch._foreach_norm(grads)), {})[1])
 
 
 def test_a_resume_takes_the_spec_s_optimizer_settings_and_a_new_optimizer_type_starts_afresh(tmp_path, toys_catalogue, capsys):
