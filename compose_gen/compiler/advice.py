@@ -7,10 +7,13 @@ the data); a component's own plugin warns about its parameters in its ``build``.
 
 from __future__ import annotations
 
-from compose_gen.core import Splits
-from compose_gen.spec import Spec
+from collections.abc import Mapping
 
-__all__ = ["advise"]
+from compose_gen.core import Loss, Splits
+from compose_gen.spec import Spec
+from compose_gen.spec.resolve import origin
+
+__all__ = ["advise", "advise_losses"]
 
 
 def advise(spec: Spec, data: Splits | None) -> None:
@@ -40,3 +43,15 @@ def advise(spec: Spec, data: Splits | None) -> None:
             spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
     if "optimizer" in train.model_fields_set and players and all(p.optimizer is not None for p in players.values()):
         spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")
+
+
+def advise_losses(spec: Spec, losses: Mapping[str, Loss]) -> None:
+    """Say each loss's own advice (:meth:`compose_gen.core.Loss.advise`, given every built loss) at its declaration."""
+    for name, loss in losses.items():
+        declared = spec.sections.losses[name]
+        try:
+            advice = loss.advise(losses)
+        except Exception as error:
+            raise spec.blame(declared, f"failed to advise: {type(error).__name__}: {error}") from None
+        for message in advice:
+            spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)} {message}")

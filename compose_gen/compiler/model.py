@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compose_gen.compiler.advice import advise
+from compose_gen.compiler.advice import advise, advise_losses
 from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.checks import broken, nonfinite_sources, watching
 from compose_gen.compiler.dry_run import dry_run
@@ -279,6 +279,7 @@ def compile_spec(
         _check_conditions(spec, graph, sampler, data)
         _check_averaged(spec, components)
         advise(spec, data)
+        advise_losses(spec, losses)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
             dry_run(model, data)

@@ -30,12 +30,14 @@ not register it as a submodule (no duplicate parameters in state dicts).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, ClassVar, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
 
@@ -132,6 +134,9 @@ def score(critic: nn.Module, args: list[Tensor]) -> Tensor:
 
 class CriticLoss(Loss):
     """A loss that calls a critic it references but does not own (so it is not a submodule)."""
+
+    #: Whether this loss penalises the critic's input gradient, which keeps it (near) Lipschitz.
+    penalises_critic_gradient: ClassVar[bool] = False
 
     def __init__(self, critic: nn.Module, names: Mapping[str, list[str]] | None = None) -> None:
         super().__init__()
@@ -292,6 +297,27 @@ class Wasserstein(AdversarialLoss):
             with torch.no_grad():
                 for parameter in self.critic.parameters():
                     parameter.clamp_(-self.clip, self.clip)
+
+    def advise(self, losses: Mapping[str, Loss]) -> list[str]:
+        """The critic must be kept K-Lipschitz for E D(x) − E D(G(z)) to estimate K·W1: by clipping, a gradient penalty
+        or spectral norm; without any, its scores grow without bound (Arjovsky et al. 2017, §3)."""
+        penalised = any(isinstance(loss, CriticLoss) and loss.penalises_critic_gradient and loss.critic is self.critic for loss in losses.values())
+        if self.clip is not None or penalised or spectrally_normalised(self.critic):
+            return []
+        return [
+            "trains a critic that nothing keeps Lipschitz (no clip, no gradient_penalty on it, no spectral_norm), so its scores "
+            "can grow without bound and `wasserstein` estimates nothing (Arjovsky et al. 2017): set clip (0.01 in the paper), "
+            "add a gradient_penalty loss on the critic (Gulrajani et al. 2017), or give the critic spectral_norm: true (Miyato et al. 2018)"
+        ]
+
+
+def spectrally_normalised(module: nn.Module) -> bool:
+    """Whether a layer of ``module`` has a spectrally normalised weight (Miyato et al. 2018), by torch's parametrization or its older hook."""
+    for layer in module.modules():
+        parametrizations = [p for chain in getattr(layer, "parametrizations", {}).values() for p in chain]
+        if any(isinstance(p, _SpectralNorm) for p in parametrizations) or any(isinstance(h, SpectralNorm) for h in layer._forward_pre_hooks.values()):
+            return True
+    return False
 
 
 class Hinge(AdversarialLoss):

@@ -67,6 +67,7 @@ class GradientPenalty(CriticLoss):
     """
 
     terms = ("critic",)
+    penalises_critic_gradient = True
 
     def __init__(
         self,

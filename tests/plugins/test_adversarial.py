@@ -12,7 +12,7 @@ from torch import Tensor, nn
 import compose_gen as cg
 from compose_gen import make_catalogue
 from compose_gen.runtime import build as build_spec
-from compose_gen.spec import SpecError
+from compose_gen.spec import SpecError, SpecWarning
 from compose_gen_plugins import adversarial, gan_auxiliary
 
 CATALOGUE = make_catalogue([adversarial, gan_auxiliary], entry_points=False)
@@ -524,3 +524,44 @@ def test_an_auxiliary_classifier_with_fewer_classes_than_the_labels_is_refused_a
         build_spec(cg.load_spec(spec), "cpu")
     spec["components"]["critic"]["ac_classes"] = 8
     build_spec(cg.load_spec(spec), "cpu")
+
+
+def _wgan(critic: dict, adv: dict, extra_losses: dict | None = None) -> dict:
+    losses = {"adv": {"type": "wasserstein", "critic": "critic", "real": "x", "fake": "fake", **adv}, **(extra_losses or {})}
+    critic_terms = ["adv.critic", *(f"{name}.critic" for name in extra_losses or {})]
+    return {
+        "name": "wgan",
+        "data": {"type": "eight_gaussians", "n": 200},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "generator": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8]},
+            "critic": {"type": "mlp_critic", "hidden": [8], **critic},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "generator(z)"},
+        "losses": losses,
+        "players": {"critic": {"params": ["critic"], "terms": critic_terms}, "generator": {"params": ["generator"], "terms": ["adv.generator"]}},
+        "train": {"steps": 1},
+    }
+
+
+def test_a_wasserstein_critic_that_nothing_keeps_lipschitz_is_warned_of_at_the_loss(recwarn) -> None:
+    with pytest.warns(SpecWarning, match=r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) trains a critic that nothing keeps Lipschitz \(no clip, no gradient_penalty"):
+        build_spec(cg.load_spec(_wgan({}, {})), "cpu")
+    r1 = {"r1": {"type": "r1_penalty", "critic": "critic"}}
+    gp = {"gp": {"type": "gradient_penalty", "critic": "critic", "fake": "fake"}}
+    for kept in (_wgan({}, {"clip": 0.01}), _wgan({}, {}, gp), _wgan({}, {}, r1), _wgan({"spectral_norm": True}, {})):
+        recwarn.clear()
+        build_spec(cg.load_spec(kept), "cpu")
+        assert not [w for w in recwarn if issubclass(w.category, SpecWarning)], kept
+
+
+def test_spectral_norm_is_found_by_parametrization_or_by_the_older_hook() -> None:
+    assert adversarial.spectrally_normalised(nn.Sequential(nn.Linear(2, 2), nn.utils.parametrizations.spectral_norm(nn.Linear(2, 1))))
+    assert adversarial.spectrally_normalised(nn.Sequential(nn.utils.spectral_norm(nn.Linear(2, 1))))
+    assert not adversarial.spectrally_normalised(nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(2, 1))))
+
+
+def test_advice_that_raises_is_blamed_on_the_loss(monkeypatch) -> None:
+    monkeypatch.setattr(adversarial.Wasserstein, "advise", lambda self, losses: 1 / 0)
+    with pytest.raises(SpecError, match=r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) failed to advise: ZeroDivisionError"):
+        build_spec(cg.load_spec(_wgan({}, {"clip": 0.01})), "cpu")
