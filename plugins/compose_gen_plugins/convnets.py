@@ -35,6 +35,7 @@ from compose_gen_plugins.gan_nets import (
     CriticOptions,
     Generator,
     GeneratorOptions,
+    caution_output_range,
     check_event_shape,
     critic_extra_features,
     data_shape,
@@ -239,6 +240,7 @@ def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Gene
         layers += [spectral(nn.ConvTranspose2d(width[i], width[i - 1], 4, 2, 1), sn), norm2d(params.norm, width[i - 1])]
         layers.append(nn.ReLU())
     layers += [spectral(nn.Conv2d(width[0], shape[0], 3, padding=1), sn), output_activation(params.output)]
+    caution_output_range(params.output, shape, ctx)
     return Generator(nn.Sequential(*layers), shape, params)
 
 
@@ -274,6 +276,7 @@ def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> Im
         spectral(nn.Conv2d(width, params.out_channels or shape[0], 3, padding=1), sn),
         output_activation(params.output),
     )
+    caution_output_range(params.output, (params.out_channels or shape[0], *shape[1:]), ctx)
     return ImageToImage(net, shape)
 
 

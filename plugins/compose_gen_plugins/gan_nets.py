@@ -23,6 +23,7 @@ what that costs per step).
 from __future__ import annotations
 
 import math
+import warnings
 from itertools import pairwise
 from typing import Callable, Literal
 
@@ -31,7 +32,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, SpecWarning, hookimpl
 from compose_gen_plugins.networks import context_rows
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Generator",
     "GeneratorOptions",
     "Output",
+    "caution_output_range",
     "check_event_shape",
     "critic_extra_features",
     "data_shape",
@@ -63,6 +65,29 @@ def spectral(layer: nn.Module, enabled: bool) -> nn.Module:
 
 def output_activation(name: Output) -> nn.Module:
     return {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}[name]()
+
+
+#: The open interval of values each bounded output activation gives.
+OUTPUT_RANGES: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def caution_output_range(output: Output, shape: tuple[int, ...], ctx: BuildContext) -> None:
+    """Warn when ``output`` squashes into a range that the dataset's ``x`` leaves, for an output of x's size (x-like examples):
+    a sigmoid generator of data in [−1, 1] never makes the negative half, and its critic tells fakes by range alone."""
+    bounds, data = OUTPUT_RANGES.get(output), getattr(ctx, "data", None)
+    if bounds is None or data is None or "x" not in data.train.fields:
+        return
+    x = data.train.fields["x"]
+    if not x.is_floating_point() or math.prod(x.shape[1:]) != math.prod(shape):
+        return
+    low, high = float(x.min()), float(x.max())
+    if bounds[0] <= low and high <= bounds[1]:
+        return
+    fits = "sigmoid" if 0 <= low and high <= 1 else "tanh" if -1 <= low and high <= 1 else "none"
+    warnings.warn(SpecWarning(
+        f"output: {output} gives values in ({bounds[0]:g}, {bounds[1]:g}), but the data's x take values in [{low:g}, {high:g}], "
+        f"which its samples can never reach: use output: {fits}, or transform the data into the output's range"
+    ), stacklevel=2)
 
 
 def data_shape(ctx: BuildContext, given: list[int] | None, field: str, type_name: str) -> tuple[int, ...]:
@@ -436,6 +461,7 @@ def build_mlp_generator(params: MLPGeneratorParams, ctx: BuildContext) -> Genera
         spectral(nn.Linear(sizes[-1], math.prod(out_shape)), params.spectral_norm),
         output_activation(params.output),
     )
+    caution_output_range(params.output, out_shape, ctx)
     return Generator(body, out_shape, params)
 
 

@@ -204,3 +204,45 @@ def test_the_dry_run_blames_the_generator_whose_num_classes_the_labels_exceed() 
     assert "components.G" in message and "in component 'G'" in message
     assert "labels go up to 9, but this generator has num_classes=9 (labels 0..8)" in message
     build_spec(cg.load_spec(conditional_spec(10)), "cpu")
+
+
+# --- a squashed output that cannot reach the data's range is warned of --------------------------------
+
+
+def generator_spec(generator: dict, transforms: list) -> dict:
+    return {
+        "name": "range",
+        "data": {"type": "digits", "shape": "image", "transforms": transforms},
+        "components": {"noise": {"type": "standard_normal", "shape": [4]}, "G": {"latent_dim": 4, **generator}},
+        "graph": {"z": "noise.sample(x)", "fake": "G(z)"},
+        "losses": {"adv": {"type": "non_saturating", "critic": "D", "fake": "fake"}},
+        "players": {"d": {"params": ["D"], "terms": ["adv.critic"]}, "g": {"params": ["G"], "terms": ["adv.generator"]}},
+        "train": {"steps": 1},
+    }
+
+
+SIGNED = [{"type": "scale", "a": 2.0, "b": -1.0}]  # digits in [-1, 1]
+WIDE = [{"type": "standardise"}]  # digits beyond [-1, 1]
+
+
+@pytest.mark.parametrize(
+    "generator, transforms, advice",
+    [
+        ({"type": "conv_generator", "output": "sigmoid", **SMALL}, SIGNED, r"output: sigmoid gives values in \(0, 1\), but the data's x take values in \[-1, 1\], which its samples can never reach: use output: tanh"),
+        ({"type": "mlp_generator", "hidden": [8], "output": "tanh"}, WIDE, r"output: tanh gives values in \(-1, 1\), .*use output: none"),
+        ({"type": "mlp_generator", "hidden": [8], "output": "sigmoid", "out_shape": [1, 8, 8]}, SIGNED, r"use output: tanh"),
+    ],
+)
+def test_a_generator_squashing_outside_the_data_range_is_warned_of(generator: dict, transforms: list, advice: str) -> None:
+    spec = generator_spec(generator, transforms)
+    spec["components"]["D"] = {"type": "mlp_critic", "hidden": [8]}
+    with pytest.warns(cg.SpecWarning, match=r"components\.G: type '\w+' \(plugin '\w+'\) .*" + advice):
+        build_spec(cg.load_spec(spec), "cpu")
+
+
+@pytest.mark.parametrize("output, transforms", [("sigmoid", []), ("tanh", []), ("tanh", SIGNED), ("none", WIDE)])
+def test_a_generator_whose_output_reaches_the_data_range_is_not_warned_of(output: str, transforms: list, recwarn) -> None:
+    spec = generator_spec({"type": "conv_generator", "output": output, **SMALL}, transforms)
+    spec["components"]["D"] = {"type": "conv_critic", **SMALL}
+    build_spec(cg.load_spec(spec), "cpu")
+    assert not [str(w.message) for w in recwarn if "gives values in" in str(w.message)]
