@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from compose_gen import BuildContext, ClassConditions, ComponentType, Ref, Sampler, hookimpl
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.model import sample_prior
-from compose_gen_plugins.sampling import ByClassParams, check_conditions, means_of_discrete, takes_condition
+from compose_gen_plugins.sampling import ByClassParams, DecoderMean, check_conditions, means_of_discrete, takes_condition
 
 __all__ = ["AncestralSampler", "GeneratorSampler"]
 
@@ -74,7 +74,7 @@ class GeneratorSampler(Sampler):
 class AncestralParams(ByClassParams):
     prior: Ref("prior", "flow") = Field(..., description="prior p(z): a prior or a flow")  # type: ignore[valid-type]
     decoder: Ref("decoder") = Field(..., description="decoder p(x|z)")  # type: ignore[valid-type]
-    mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
+    mean: DecoderMean = True
 
 
 class GeneratorParams(ByClassParams):

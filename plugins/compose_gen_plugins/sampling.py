@@ -9,18 +9,27 @@ spec that cannot feed it.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, model_validator
 from torch import nn
 
 from compose_gen import BuildContext, ClassConditions, Params, Sampler, Value
 
-__all__ = ["ByClassParams", "check_conditions", "takes_condition", "require_sampler"]
+__all__ = ["ByClassParams", "ClassCount", "DecoderMean", "check_conditions", "takes_condition", "require_sampler"]
+
+#: A sampler's ``classes``: draw example i for class i mod K, from a model trained on a condition made from labels.
+ClassCount = Annotated[
+    int | None, Field(gt=0, strict=True, description="draw example i for class i mod classes (a conditional model)")
+]
+#: A latent-variable sampler's ``mean``: the decoder's mean E[x|z] rather than a draw x ~ p(x|z).
+DecoderMean = Annotated[bool, Field(description="return E[x|z] instead of a draw (clearer images)")]
 
 
 class ByClassParams(Params):
     """Sampling by class: a class-conditional model's sampler."""
 
-    classes: int | None = Field(None, gt=0, strict=True, description="draw example i for class i mod classes (a conditional model)")
+    classes: ClassCount = None
     condition: Value | None = Field(
         None, description="graph value the model is conditioned on, made from the labels y (c for c: one_hot(y, 10)); default y"
     )

@@ -54,7 +54,7 @@ from compose_gen import (
 )
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.limits import constant_features, few_values
-from compose_gen_plugins.sampling import means_of_discrete
+from compose_gen_plugins.sampling import ClassCount, DecoderMean, means_of_discrete
 from compose_gen_plugins.networks import conditioned
 
 __all__ = [
@@ -412,10 +412,9 @@ class ModelSampler(Sampler):
 
 class ModelSamplerParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss under `losses:`")
-    mean: bool = Field(True, description="return E[x|z] instead of a draw (clearer images)")
-    classes: int | None = Field(
-        None, gt=0, strict=True, description="a conditional model: draw example i for class i mod classes, its condition made from the labels"
-    )
+    mean: DecoderMean = True
+    #: The condition is the one the model was trained on, made from the labels.
+    classes: ClassCount = None
 
 
 def build_model_sampler(p: ModelSamplerParams, ctx: BuildContext) -> ModelSampler:
