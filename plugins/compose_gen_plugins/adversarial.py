@@ -41,7 +41,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
 
-__all__ = ["AdversarialLoss", "CriticLoss", "check_sides", "critic_inputs", "score", "side_names"]
+__all__ = ["AdversarialLoss", "CriticLoss", "check_sides", "critic_inputs", "score", "side_names", "spectrally_normalised"]
 
 
 def critic_inputs(inputs: Mapping[str, Any], side: str, with_labels: bool = True) -> list[Tensor]:
