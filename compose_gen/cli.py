@@ -23,6 +23,7 @@ from compose_gen.compiler import advise, assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
 from compose_gen.runtime.checkpoint import json_text
+from compose_gen.runtime.layout import EVALUATION_FILE
 from compose_gen.spec import SpecError, SpecWarning, load_spec
 
 __all__ = ["main"]
@@ -185,7 +186,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise
     finally:
         if apart:
-            print(f"not recorded in {run.dir / 'evaluation.json'}: {apart}", file=sys.stderr)
+            print(f"not recorded in {run.dir / EVALUATION_FILE}: {apart}", file=sys.stderr)
             print(f"files the metrics write go to {pictures}", file=sys.stderr)
     _print_results(results, args.json)
     return 0

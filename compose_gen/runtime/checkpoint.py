@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = [
     "Checkpoint",
@@ -59,10 +59,6 @@ __all__ = [
 ]
 
 FORMAT = 2
-BEST_FILE = "best.json"
-OPTIMIZER_FILE = "optim.safetensors"
-#: The name :func:`save_checkpoint` gives a checkpoint's folder; the step in it must be the one ``state.json`` records.
-STEP_FOLDER = re.compile(r"step-(\d+)")
 
 
 class CheckpointError(Exception):
@@ -87,7 +83,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     checkpoint: taken for the newest, it would send a resume back to its step, to
     overwrite the newer checkpoints and logs, and it would never be rotated away.
     """
-    folder = Path(run_dir) / "checkpoints"
+    folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
     named = [(int(match[1]), p) for p in folder.iterdir() if p.is_dir() and (match := STEP_FOLDER.fullmatch(p.name))]
@@ -96,7 +92,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def clean_temporary(run_dir: Path) -> None:
     """Remove half-written checkpoint folders left by a killed process."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = Path(run_dir) / CHECKPOINTS_DIR
     if folder.is_dir():
         for tmp in folder.glob(".tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
@@ -113,9 +109,9 @@ def save_checkpoint(
     protect: Iterable[int] = (),
 ) -> Path:
     """Atomically write a checkpoint for ``step``; keep the newest ``keep`` and the ``protect``-ed steps."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = Path(run_dir) / CHECKPOINTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step-{step:08d}"
+    final = folder / step_folder_name(step)
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -130,7 +126,7 @@ def save_checkpoint(
         _remove(final)
     os.replace(tmp, final)
     _fsync(folder)
-    kept = {f"step-{s:08d}" for s in protect}
+    kept = {step_folder_name(s) for s in protect}
     for old in list_checkpoints(run_dir)[:-keep]:
         if old.name not in kept:
             _remove(old)
@@ -143,7 +139,7 @@ def _write(
     """The checkpoint's files, fsynced, into the new folder ``tmp``."""
     tmp.mkdir()
     tensors, aliases = _model_tensors(model)
-    save_file(tensors, str(tmp / "model.safetensors"))
+    save_file(tensors, str(tmp / MODEL_FILE))
     optim_tensors, optim_meta = _flatten_optimizers(optimizers)
     save_file({**optim_tensors, **{f"rng/{k}": v.contiguous() for k, v in rng.items()}}, str(tmp / OPTIMIZER_FILE))
     payload = {
@@ -151,12 +147,12 @@ def _write(
         "step": step,
         "optimizers": optim_meta,
         "aliases": aliases,
-        "sha256": {name: _sha256(tmp / name) for name in ("model.safetensors", OPTIMIZER_FILE)},
+        "sha256": {name: _sha256(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)},
         **state,
     }
-    (tmp / "state.json").write_text(json.dumps(payload, indent=1))
+    (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1))
     for file in tmp.iterdir():
-        shutil.copymode(tmp / "state.json", file)  # safetensors writes 0600; the folder's files share the umask's mode
+        shutil.copymode(tmp / STATE_FILE, file)  # safetensors writes 0600; the folder's files share the umask's mode
         _fsync(file)
     _fsync(tmp)
 
@@ -203,7 +199,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
     """The best checkpoint's record (step, metric, mode, value), if the run tracks one and the file is whole."""
-    path = Path(run_dir) / "checkpoints" / BEST_FILE
+    path = Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE
     try:
         best = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -222,18 +218,18 @@ def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -
     """
     path = Path(path)
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = json.loads((path / STATE_FILE).read_text())
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise CheckpointError(f"{path}: checkpoint format {found!r}, this version reads {FORMAT}")
         named = STEP_FOLDER.fullmatch(path.name)
         if named and state.get("step") != int(named[1]):
             raise CheckpointError(
-                f"{path / 'state.json'}: records step {state.get('step')!r}, but its folder is named for step {int(named[1])}: "
+                f"{path / STATE_FILE}: records step {state.get('step')!r}, but its folder is named for step {int(named[1])}: "
                 "the file was edited or the folder renamed, so the step of its weights is unknown; "
                 "restore the original, or load another checkpoint"
             )
-        _check_state(path / "state.json", state)
+        _check_state(path / STATE_FILE, state)
         for name, digest in state["sha256"].items():
             if name == OPTIMIZER_FILE and not optimizer:
                 continue
@@ -256,7 +252,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
     state = verify_checkpoint(path, optimizer=optimizer)
     try:
         step = int(state["step"])
-        stored = load_file(str(path / "model.safetensors"))
+        stored = load_file(str(path / MODEL_FILE))
         saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
         fitted, dropped = _fitted(path, model, stored, saved_aliases)
         extra = load_file(str(path / OPTIMIZER_FILE)) if optimizer else None

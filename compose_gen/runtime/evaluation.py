@@ -19,6 +19,7 @@ import torch
 from compose_gen.compiler import GenerativeModel
 from compose_gen.core import ContractError, EvalContext, Splits
 from compose_gen.core.contracts import check_metric_result
+from compose_gen.runtime.layout import EVALUATION_FILE
 from compose_gen.spec import Problem, Spec, SpecError, format_path
 
 __all__ = ["EvaluationFailed", "MetricLoop", "metric_folder", "versions"]
@@ -29,7 +30,7 @@ class EvaluationFailed(RuntimeError):
 
     def __init__(self, results: dict[str, Any], problems: SpecError, run_dir: Path | None) -> None:
         self.results = results
-        written = f"; the other metrics are in {run_dir / 'evaluation.json'}" if run_dir is not None else ""
+        written = f"; the other metrics are in {run_dir / EVALUATION_FILE}" if run_dir is not None else ""
         lines = "\n".join(f"  {line}" for line in str(problems).splitlines())
         super().__init__(f"{len(problems.problems)} metric(s) failed (checkpoints are untouched{written}):\n{lines}")
 

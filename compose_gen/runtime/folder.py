@@ -12,8 +12,9 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-from compose_gen.runtime.checkpoint import BEST_FILE, Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
+from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
 from compose_gen.runtime.claim import refuse_if_busy
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, step_folder_name
 from compose_gen.runtime.logging import read_metrics
 
 __all__ = ["SPLIT_KEYS", "check_loadable", "check_new_folder", "checkpoint_path", "load_chosen", "moved_split_keys", "refuse_to_start_over"]
@@ -37,8 +38,8 @@ def check_new_folder(run_dir: Path) -> None:
 
 def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) -> None:
     """Refuse ``run_dir`` to load from: no run folder, or (when a ``trained`` model is asked for) no checkpoint yet."""
-    if not (run_dir / "spec.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no spec.yaml)")
+    if not (run_dir / SPEC_FILE).exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {SPEC_FILE})")
     if trained and checkpoint is None and not list_checkpoints(run_dir):
         refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
         refuse_to_start_over(run_dir, why="none was written before the training stopped, or they were removed, so there is no trained model to load")
@@ -47,16 +48,16 @@ def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) 
 
 def refuse_to_start_over(run_dir: Path, instead: str | None = None, why: str = "starting over would overwrite them") -> None:
     """A folder that has no checkpoint but records of training: training there would start over and overwrite them."""
-    records = read_metrics(run_dir / "metrics.jsonl")
-    evaluated = (run_dir / "evaluation.json").exists()
+    records = read_metrics(run_dir / METRICS_FILE)
+    evaluated = (run_dir / EVALUATION_FILE).exists()
     if not records and not evaluated:
         return
     refuse_if_busy(run_dir)  # a live training that has not checkpointed yet: say that, not that it is stale
     step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
-    found = " and ".join(name for name, present in (("metrics.jsonl", records), ("evaluation.json", evaluated)) if present)
+    found = " and ".join(name for name, present in ((METRICS_FILE, records), (EVALUATION_FILE, evaluated)) if present)
     raise CheckpointError(
         f"{run_dir} holds no checkpoint, but {found} (up to step {step}): {why}; "
-        + (instead or f"train into a new folder instead: compose-gen train {run_dir / 'spec.yaml'} --out NEW_DIR")
+        + (instead or f"train into a new folder instead: compose-gen train {run_dir / SPEC_FILE} --out NEW_DIR")
     )
 
 
@@ -65,19 +66,19 @@ def checkpoint_path(run_dir: Path, which: str | Path) -> Path:
     if str(which) != "best":
         path = Path(which)
         if not path.is_absolute():  # in the run folder, or its checkpoints folder (a bare step-00000040)
-            path = next((p for p in (run_dir / path, run_dir / "checkpoints" / path) if p.exists()), path)
-        if path.resolve().parent != (run_dir / "checkpoints").resolve():
-            raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / 'checkpoints'}")
+            path = next((p for p in (run_dir / path, run_dir / CHECKPOINTS_DIR / path) if p.exists()), path)
+        if path.resolve().parent != (run_dir / CHECKPOINTS_DIR).resolve():
+            raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / CHECKPOINTS_DIR}")
         return path
     best = read_best(run_dir)
-    if best is None and (run_dir / "checkpoints" / BEST_FILE).exists():
+    if best is None and (run_dir / CHECKPOINTS_DIR / BEST_FILE).exists():
         raise CheckpointError(
-            f"{run_dir / 'checkpoints' / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
+            f"{run_dir / CHECKPOINTS_DIR / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
             "load another checkpoint, or resume the run, which writes it again at its next checkpoint"
         )
     if best is None:
         raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")
-    return run_dir / "checkpoints" / f"step-{int(best['step']):08d}"
+    return run_dir / CHECKPOINTS_DIR / step_folder_name(int(best["step"]))
 
 
 def load_chosen(
@@ -116,7 +117,7 @@ def _model_changed(run_dir: Path, skipped: list[str], overrides: list[str]) -> s
     if not any("does not fit this model" in reason for reason in skipped):
         return ""
     told = [o for o in overrides if not o.startswith("train.steps=")]  # --steps says train.steps, which is no model
-    by = "the --set overrides" if told else f"an edit of {run_dir / 'spec.yaml'}"
+    by = "the --set overrides" if told else f"an edit of {run_dir / SPEC_FILE}"
     return f"; {by} may have changed the model, which a run cannot change once trained"
 
 

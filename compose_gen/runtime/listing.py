@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, read_best, verify_checkpoint
+from compose_gen.runtime.layout import EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER
 
 __all__ = ["list_runs"]
 
@@ -28,10 +29,10 @@ def list_runs(folder: Path) -> Iterator[str]:
     runs = sorted(p for p in folder.iterdir() if _is_run(p))
     for run in runs or ([folder] if _is_run(folder) else []):
         try:
-            spec = yaml.safe_load((run / "spec.yaml").read_text())
+            spec = yaml.safe_load((run / SPEC_FILE).read_text())
             name = spec.get("name", "?") if isinstance(spec, dict) else "?"
         except FileNotFoundError:
-            name = "? (no spec.yaml: it cannot be loaded, resumed or evaluated until it is restored)"
+            name = f"? (no {SPEC_FILE}: it cannot be loaded, resumed or evaluated until it is restored)"
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             name = "?"
         step, damaged = _newest_sound_step(run)
@@ -45,7 +46,7 @@ def list_runs(folder: Path) -> Iterator[str]:
 
 def _is_run(folder: Path) -> bool:
     """A run folder: it has its spec, or checkpoints (a spec.yaml deleted by mistake leaves them listed, not hidden)."""
-    return (folder / "spec.yaml").exists() or bool(list_checkpoints(folder))
+    return (folder / SPEC_FILE).exists() or bool(list_checkpoints(folder))
 
 
 def _newest_sound_step(run: Path) -> tuple[str, int]:
@@ -57,20 +58,20 @@ def _newest_sound_step(run: Path) -> tuple[str, int]:
         except CheckpointError:
             damaged += 1
             continue
-        return path.name.removeprefix("step-").lstrip("0") or "0", damaged
+        return STEP_FOLDER.fullmatch(path.name)[1].lstrip("0") or "0", damaged
     return "-", damaged
 
 
 def _summary(run: Path, step: str) -> str:
     """The evaluation of ``step`` (as shown), or else the last logged training metrics."""
-    if (run / "evaluation.json").exists():
+    if (run / EVALUATION_FILE).exists():
         try:
-            results = json.loads((run / "evaluation.json").read_text())
+            results = json.loads((run / EVALUATION_FILE).read_text())
         except (json.JSONDecodeError, OSError):
-            return "(unreadable evaluation.json)"
+            return f"(unreadable {EVALUATION_FILE})"
         if isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step:
             return _format(results)
-    last = _last_record(run / "metrics.jsonl")
+    last = _last_record(run / METRICS_FILE)
     return f"train: {_format(last)}" if last else ""
 
 

@@ -11,6 +11,7 @@
       evaluation.json    the metrics of the last evaluation
 
 :class:`Run` is the façade over the runtime's parts: :mod:`~compose_gen.runtime.device` (device names),
+:mod:`~compose_gen.runtime.layout` (the names of the folder's files),
 :mod:`~compose_gen.runtime.folder` (a folder's checks and the checkpoint it loads),
 :mod:`~compose_gen.runtime.remedies` (messages for moved data and missing plugins),
 :mod:`~compose_gen.runtime.inputs` (``log_prob``'s checks), :mod:`~compose_gen.runtime.export`
@@ -48,6 +49,7 @@ from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
 from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
+from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE
 from compose_gen.runtime.remedies import (
     PLUGINS_FILE,
     changed_plugins,
@@ -134,7 +136,7 @@ class Run:
         run_dir, overrides, trained = Path(run_dir), list(overrides), trained or weights_only
         check_loadable(run_dir, trained, checkpoint)
         try:
-            spec = load_spec(run_dir / "spec.yaml", overrides, catalogue)
+            spec = load_spec(run_dir / SPEC_FILE, overrides, catalogue)
         except SpecError as error:
             raise with_missing_plugin_remedy(error, run_dir, offer_set=trained) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
@@ -168,7 +170,7 @@ class Run:
             self.data_changed = "the train split is not the one this run was trained on"
             if not moved:  # said above
                 self.trainer.say(
-                    f"warning: {self.data_changed} (an edit of {run_dir / 'spec.yaml'}, or a changed data file): the test split may "
+                    f"warning: {self.data_changed} (an edit of {run_dir / SPEC_FILE}, or a changed data file): the test split may "
                     "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
                 )
         for note in loaded.notes:
@@ -257,7 +259,7 @@ class Run:
         A resume whose ``--set`` diverges at once (a learning rate of 1e6) must not
         leave that setting recorded, or a plain resume would diverge again.
         """
-        path = None if self.dir is None or not self.trainer.dist.is_main else self.dir / "spec.yaml"
+        path = None if self.dir is None or not self.trainer.dist.is_main else self.dir / SPEC_FILE
         before = path.read_text() if path is not None and path.exists() else None
         newest = list_checkpoints(self.dir)[-1:] if path is not None else []
         try:
@@ -272,7 +274,7 @@ class Run:
         if self.dir is None or not self.trainer.dist.is_main:
             return
         text = self.spec.to_yaml()
-        path = self.dir / "spec.yaml"
+        path = self.dir / SPEC_FILE
         if not path.exists() or path.read_text() != text:
             write_text_atomic(path, text)
         plugins = self.spec.catalogue.provenance(types_used(self.spec))
@@ -405,11 +407,11 @@ class Run:
         checkpoint (:attr:`behind`, or overtaken by another writer) or not of the data it was trained on."""
         behind = self.behind or self._overtaken()
         if self.dir is not None and record and self.data_changed is not None:
-            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}: {self.data_changed}")
+            self.trainer.say(f"warning: not recorded in {self.dir / EVALUATION_FILE}: {self.data_changed}")
         elif self.dir is not None and record and behind is not None:
-            self.trainer.say(f"warning: not recorded in {self.dir / 'evaluation.json'}, which is the newest checkpoint's: {behind}")
+            self.trainer.say(f"warning: not recorded in {self.dir / EVALUATION_FILE}, which is the newest checkpoint's: {behind}")
         elif self.dir is not None and record:
             try:
-                write_json_atomic(self.dir / "evaluation.json", results)
+                write_json_atomic(self.dir / EVALUATION_FILE, results)
             except OSError as error:  # a read-only folder: the results are still returned (and printed)
-                self.trainer.say(f"warning: could not record {self.dir / 'evaluation.json'}: {error}")
+                self.trainer.say(f"warning: could not record {self.dir / EVALUATION_FILE}: {error}")

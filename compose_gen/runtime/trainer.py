@@ -51,7 +51,6 @@ from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import LossFunction, Precision
 from compose_gen.runtime.checkpoint import (
-    BEST_FILE,
     Checkpoint,
     clean_temporary,
     list_checkpoints,
@@ -62,6 +61,7 @@ from compose_gen.runtime.checkpoint import (
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.ema import WeightAverage
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, METRICS_FILE, TENSORBOARD_DIR
 from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import make_optimizer
 from compose_gen.spec import format_path
@@ -254,16 +254,16 @@ class Trainer:
         self.model.train()
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
-            torn = prune_metrics(self.run_dir / "metrics.jsonl", self.step)
+            torn = prune_metrics(self.run_dir / METRICS_FILE, self.step)
             if torn:
                 self.say(
-                    f"warning: {self.run_dir / 'metrics.jsonl'}: dropped line(s) {', '.join(map(str, torn))}, which hold no JSON record "
+                    f"warning: {self.run_dir / METRICS_FILE}: dropped line(s) {', '.join(map(str, torn))}, which hold no JSON record "
                     "(a killed process leaves its last line unfinished; other lines were edited or damaged)"
                 )
             if self.best is not None:
-                write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
-        log = MetricsLog(self.run_dir / "metrics.jsonl") if main else None
-        board = TensorBoardLog(self.run_dir / "tensorboard") if main and train.tensorboard else None
+                write_json_atomic(self.run_dir / CHECKPOINTS_DIR / BEST_FILE, self.best)
+        log = MetricsLog(self.run_dir / METRICS_FILE) if main else None
+        board = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if main and train.tensorboard else None
         running = self._running
         last: dict[str, float] = {}
         multi = len(self.model.plans) > 1
@@ -483,7 +483,7 @@ class Trainer:
         protect = [self.best["step"]] if self.best else []
         path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect)
         if improved:
-            write_json_atomic(self.run_dir / "checkpoints" / BEST_FILE, self.best)
+            write_json_atomic(self.run_dir / CHECKPOINTS_DIR / BEST_FILE, self.best)
         self._saved_step = self.step
         self.written.add(path.name)
         return path

@@ -1,0 +1,56 @@
+"""The names of the files a run folder holds: the one place that spells them.
+
+::
+
+    RUN/
+      spec.yaml                  SPEC_FILE: the resolved spec (defaults filled in; a resume's --set included)
+      metrics.jsonl              METRICS_FILE: a line per log_every rounds, and one where training ends
+      evaluation.json            EVALUATION_FILE: the metrics of the last recorded evaluation
+      tensorboard/               TENSORBOARD_DIR: TensorBoard events, when train.tensorboard
+      checkpoints/               CHECKPOINTS_DIR
+        step-00001000/           step_folder_name(1000): a checkpoint (STEP_FOLDER reads its step back)
+          model.safetensors      MODEL_FILE: parameters and buffers
+          optim.safetensors      OPTIMIZER_FILE: optimizer tensors and every process's RNG states
+          state.json             STATE_FILE: step, data position, hashes of the tensor files, ...
+        best.json                BEST_FILE: the best checkpoint's step and metric, when train.best_metric
+
+The folder also holds ``samples/`` (sample pictures during training), ``plugins.json``
+(:data:`compose_gen.runtime.remedies.PLUGINS_FILE`) and, while a process writes it, ``.writer``
+(:data:`compose_gen.runtime.claim.CLAIM_FILE`); a killed process may leave ``.tmp-*`` files
+and folders, which :mod:`compose_gen.runtime.checkpoint` removes.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "BEST_FILE",
+    "CHECKPOINTS_DIR",
+    "EVALUATION_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "OPTIMIZER_FILE",
+    "SPEC_FILE",
+    "STATE_FILE",
+    "STEP_FOLDER",
+    "TENSORBOARD_DIR",
+    "step_folder_name",
+]
+
+SPEC_FILE = "spec.yaml"
+METRICS_FILE = "metrics.jsonl"
+EVALUATION_FILE = "evaluation.json"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optim.safetensors"
+STATE_FILE = "state.json"
+BEST_FILE = "best.json"
+#: A checkpoint folder's name, as :func:`step_folder_name` writes it; the step in it must be the one ``state.json`` records.
+STEP_FOLDER = re.compile(r"step-(\d+)")
+
+
+def step_folder_name(step: int) -> str:
+    """The name of the checkpoint folder of ``step``, in :data:`CHECKPOINTS_DIR`: ``step-00001000`` for 1000."""
+    return f"step-{step:08d}"
