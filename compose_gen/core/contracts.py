@@ -243,7 +243,7 @@ def check_loss_terms(loss: Loss) -> None:
 
 
 def check_loss_result(result: Any, terms: Iterable[str]) -> None:
-    """``forward`` returns a dict holding a scalar tensor for every requested term; extra entries are scalar tensors too."""
+    """``forward`` returns a dict holding a real scalar tensor for every requested term; extra entries are real scalar tensors too."""
     if not isinstance(result, Mapping):
         raise ContractError(f"forward returned {describe_value(result)}, not a dict of scalar tensors such as {{'loss': ...}}")
     missing = [t for t in terms if t not in result]
@@ -255,6 +255,8 @@ def check_loss_result(result: Any, terms: Iterable[str]) -> None:
             if isinstance(value, numbers.Real):  # a term needs its graph; a logged extra may be made a tensor
                 hint = " (return the tensor itself, without .item() or float())" if key in terms else " (wrap it: torch.tensor(value))"
             raise ContractError(f"forward returned {key!r} as {describe_value(value)}, not a scalar tensor{hint}")
+        if value.is_complex():
+            raise ContractError(f"forward returned {key!r} as a complex {value.dtype} scalar: terms and logs are real (log .real and .imag apart)")
 
 
 def check_conditions(sampler: Sampler) -> None:

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel, Plan
 from compose_gen.compiler.plan import term_address
+from compose_gen.core.contracts import check_loss_result
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import LossFunction, Precision
@@ -79,19 +80,36 @@ class StepFailed(RuntimeError):
 
 
 def _read_step(loss: Tensor, norms: list[Tensor], logs: dict[str, Tensor]) -> tuple[float, float, dict[str, float]]:
-    """The loss, the gradient norm ‖(g_1, …, g_n)‖₂ = hypot(‖g_1‖₂, …, ‖g_n‖₂) of the per-gradient (or one total) ``norms``,
-    and the logged scalars, as numbers read from the device in one host sync.
+    """The loss, the gradient norm ‖(g_1, …, g_n)‖₂ = hypot(‖g_1‖₂, …, ‖g_n‖₂) of the per-gradient ``norms``, and the
+    logged scalars, as numbers read from the device in one host sync.
 
     The logs ride along with the two numbers the NaN guard needs anyway, so they cost
     no sync of their own, and are then summed in Python in double precision (float32
     sums on the device drifted by 3·10⁻⁴ of the mean over 30 000 steps).  One player's
     gradients live on one device, so the norm skips ``torch.nn.utils.get_total_norm``'s
     grouping by device and dtype, Python work that cost about 3% of a small model's
-    eager step (``benchmarks/latent_step_time.py``).
+    eager step (``benchmarks/latent_step_time.py``); and it combines the gradients'
+    norms in double, where that function's float32 total overflows once it passes
+    1.8·10¹⁹ though every gradient is finite.  A log that is no real scalar tensor
+    (a loss may return one only on some steps, after the dry run) is named.
     """
     with torch.no_grad():  # the loss terms among the logs carry gradients; their stack needs no autograd node
-        numbers = torch.stack([loss, *norms, *logs.values()]).tolist()
+        try:
+            stacked = torch.stack([loss, *norms, *logs.values()])
+        except (RuntimeError, TypeError):
+            check_loss_result(logs, ())
+            raise
+        if stacked.is_complex():
+            check_loss_result(logs, ())
+    numbers = stacked.tolist()
     return numbers[0], math.hypot(*numbers[1 : 1 + len(norms)]), dict(zip(logs, numbers[1 + len(norms) :], strict=True))
+
+
+def _clip_to_norm(params: list[Tensor], norms: list[Tensor], max_norm: float) -> None:
+    """Scale the gradients of ``params`` by min(1, max_norm / ‖g‖₂), the total ‖g‖₂ combined from the per-gradient
+    ``norms`` in double as :func:`_read_step` does (``clip_grad_norm``; Pascanu et al. 2013)."""
+    total = torch.linalg.vector_norm(torch.stack(norms).double())
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
 
 
 class _RunningMeans:
@@ -350,11 +368,10 @@ class Trainer:
             scaler.unscale_(optimizer)
         if plan.spec.clip_grad_value:
             torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
-        if plan.spec.clip_grad_norm:
-            norms = [torch.nn.utils.clip_grad_norm_(plan.params, plan.spec.clip_grad_norm)]
-        else:
-            grads = [p.grad for p in plan.params if p.grad is not None]
-            norms = list(torch._foreach_norm(grads)) if grads else []
+        grads = [p.grad for p in plan.params if p.grad is not None]
+        norms = list(torch._foreach_norm(grads)) if grads else []
+        if plan.spec.clip_grad_norm and norms:
+            _clip_to_norm(plan.params, norms, plan.spec.clip_grad_norm)
         loss_value, norm, values = _read_step(loss_check, norms, logs)  # the one host sync
         loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(norm)
         if not loss_ok or (not grads_ok and scaler is None):

@@ -22,6 +22,10 @@ def test_loss_results_need_every_term_and_scalar_extras() -> None:
     check_loss_result({"critic": torch.tensor(1.0), "accuracy": torch.tensor(0.5)}, {"critic"})
     with pytest.raises(ContractError, match=r"returned no term 'generator' \(it returned 'critic'\)"):
         check_loss_result({"critic": torch.tensor(1.0)}, {"critic", "generator"})
+    with pytest.raises(ContractError, match=r"returned 'phase' as a complex torch.complex64 scalar: terms and logs are real"):
+        check_loss_result({"critic": torch.tensor(1.0), "phase": torch.tensor(1 + 2j)}, {"critic"})
+    with pytest.raises(ContractError, match=r"returned 'scores' as a Tensor of shape \(2,\), not a scalar tensor"):
+        check_loss_result({"critic": torch.tensor(1.0), "scores": torch.ones(2)}, {"critic"})
 
 
 def test_metric_results_come_back_as_floats() -> None:

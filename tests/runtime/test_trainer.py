@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 
 from compose_gen.compiler import compile_spec
 from compose_gen.compiler.build import build_data
+from compose_gen.core import ContractError
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, Trainer
 from compose_gen.runtime.checkpoint import list_checkpoints, read_best, save_checkpoint
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
-from compose_gen.runtime.trainer import _read_step, _RunningMeans
+from compose_gen.runtime.trainer import _clip_to_norm, _read_step, _RunningMeans
 from compose_gen.spec import SpecError, load_spec
 
 
@@ -362,6 +363,30 @@ def test_one_read_gives_the_loss_the_norm_of_all_gradients_as_one_vector_and_the
     assert not math.isfinite(_read_step(loss, list(torch._foreach_norm(grads)), {})[1])
     grads[1][0] = float("inf")
     assert not math.isfinite(_read_step(loss, list(torch._foreach_norm(grads)), {})[1])
+
+
+def test_gradients_finite_in_float32_have_a_finite_norm_however_large_and_clip_to_the_bound():
+    grads = [torch.full((3,), 1e19), torch.full((2, 2), 5e18)]  # each norm is finite in float32, their total's square is not
+    expected = math.sqrt(3 * 1e38 + 4 * 25e36)
+    assert _read_step(torch.tensor(0.0), list(torch._foreach_norm(grads)), {})[1] == pytest.approx(expected, rel=1e-6)
+    assert not math.isfinite(torch.nn.utils.get_total_norm(grads).item())  # torch's own total overflows
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    _clip_to_norm(params, list(torch._foreach_norm([p.grad for p in params])), 2.0)
+    clipped = [p.grad.double() for p in params]
+    assert torch.cat([g.flatten() for g in clipped]).norm().item() == pytest.approx(2.0, rel=1e-5)
+    assert torch.allclose(clipped[0] / clipped[1].flatten()[0], torch.full((3,), 2.0, dtype=torch.float64))  # the direction kept
+
+
+@pytest.mark.parametrize(
+    "logged, described",
+    [(torch.ones(2), r"a Tensor of shape \(2,\), not a scalar tensor"), (torch.tensor(1 + 2j), "a complex torch.complex64 scalar"), (1.5, "a float, not a scalar tensor")],
+)
+def test_a_log_that_is_no_real_scalar_tensor_is_named(logged, described):
+    logs = {"vae": torch.tensor(1.0), "vae.odd": logged}
+    with pytest.raises(ContractError, match=rf"'vae.odd' as {described}"):
+        _read_step(torch.tensor(1.0), [torch.tensor(2.0)], logs)
 
 
 def test_a_resume_takes_the_spec_s_optimizer_settings_and_a_new_optimizer_type_starts_afresh(tmp_path, toys_catalogue, capsys):
