@@ -1,9 +1,11 @@
-"""The dry run's batch: the first examples, with the largest label among them."""
+"""The dry run: its batch (the first examples, with the largest label among them), what it finds, and that it leaves no trace."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from game_toys import errors
 
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
@@ -75,3 +77,30 @@ def test_every_metric_that_cannot_be_built_is_reported_at_once(vae_spec) -> None
         build(spec, "cpu")
     assert [".".join(map(str, p.path)) for p in info.value.problems] == ["evaluate.metrics.0", "evaluate.metrics.1"]
     assert "failed to build: ValueError: loss 'vae' is a VAE, not a vqvae" in str(info.value)
+
+
+def test_tensor_used_as_a_distribution_is_found_by_the_dry_run(gan_spec, toy_catalogue) -> None:
+    gan_spec["graph"].update({"zz": "z.rsample()", "fake": "generator(zz)"})
+    message = errors(gan_spec, toy_catalogue)
+    assert "graph.zz: dry run failed computing value 'zz'" in message
+    assert "'z' is a Tensor" in message
+
+
+def test_shape_mismatch_names_the_component(gan_spec, toy_catalogue) -> None:
+    gan_spec["components"]["critic"]["in_features"] = 3
+    message = errors(gan_spec, toy_catalogue)
+    assert "components.critic: type 'mlp' (plugin 'networks') dry run failed" in message
+    assert "(in component 'critic')" in message and "mlp expects inputs of shape (..., 3), got (5, 2)" in message
+
+
+def test_dry_run_leaves_no_trace(gan_spec, toy_catalogue) -> None:
+    spec = load_spec(gan_spec, catalogue=toy_catalogue)
+    model, data = build(spec, "cpu")
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    from compose_gen.compiler.dry_run import dry_run
+
+    dry_run(model, data)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -1,4 +1,4 @@
-"""The compiled model's public surface: sampling by class; checks of the whole model."""
+"""The compiled model: sampling by class, checks of the whole model, the same seed giving the same model, two players training."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import pytest
 import torch
 
 import compose_gen as cg
+from compose_gen.compiler import compile_spec
+from compose_gen.runtime import build
+from compose_gen.spec import load_spec
 
 
 @pytest.fixture
@@ -74,3 +77,22 @@ def test_a_batch_without_a_field_the_losses_read_is_refused_by_name(catalogue, v
     model, _ = cg.build(cg.load_spec(vae_spec, catalogue=catalogue), "cpu")
     with pytest.raises(KeyError, match="spec 'tiny_vae': the batch lacks field\\(s\\) x; its losses read x"):
         model.evaluate_terms({"pixels": torch.zeros(2, 64)})
+
+
+def test_two_player_training_moves_each_players_parameters(gan_spec, toy_catalogue, tmp_path) -> None:
+    from compose_gen.runtime import Run
+
+    run = Run.create(load_spec(gan_spec, catalogue=toy_catalogue), tmp_path / "run", "cpu", progress=False)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.trainer.fit(3)
+    after = run.model.state_dict()
+    assert all(p.requires_grad for p in run.model.parameters())
+    for name in ("components.critic.net.0.weight", "components.generator.net.0.weight"):
+        assert not torch.equal(before[name], after[name]), name
+
+
+def test_same_seed_same_model(gan_spec, toy_catalogue) -> None:
+    spec = load_spec(gan_spec, catalogue=toy_catalogue)
+    a, data = build(spec, "cpu")
+    b = compile_spec(spec, data)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -1,0 +1,116 @@
+"""Per-player plans: only the ancestors of a player's terms, gradient paths, terms and the players of a game."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, load_spec
+from game_toys import errors
+
+
+def test_plans_hold_only_ancestors_and_mark_gradient_paths(gan_spec, toy_catalogue) -> None:
+    model, _ = build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
+    critic, generator = model.plans["critic"], model.plans["generator"]
+    assert [(s.name, s.grad) for s in critic.values] == [("z", False), ("fake", False)]
+    assert [(s.name, s.grad) for s in generator.values] == [("z", False), ("fake", True)]
+    assert generator.losses[0].inputs == {"fake": "fake"}  # term_inputs: no real data for the generator
+    assert critic.losses[0].terms == {"critic"}
+    assert {id(p) for p in critic.params} == {id(p) for p in model.component("critic").parameters()}
+
+
+def test_critic_step_runs_the_generator_without_autograd(gan_spec, toy_catalogue) -> None:
+    model, data = build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
+    batch = data.train.batch(slice(0, 8))
+    seen = {}
+    model.component("generator").register_forward_hook(lambda m, i, o: seen.update(grad=o.requires_grad))
+    model.player_loss("critic", batch)
+    assert seen["grad"] is False
+    model.player_loss("generator", batch)
+    assert seen["grad"] is True
+
+
+def test_unknown_term_and_ambiguous_term(gan_spec, toy_catalogue) -> None:
+    spec = copy.deepcopy(gan_spec)
+    spec["players"]["critic"]["terms"] = ["adv.critc"]
+    assert "players.critic.terms.adv.critc: unknown loss term 'adv.critc'; did you mean 'adv.critic'?" in errors(spec, toy_catalogue)
+    gan_spec["players"]["critic"]["terms"] = ["adv"]
+    assert "name one of adv.critic, adv.generator" in errors(gan_spec, toy_catalogue)
+
+
+def test_a_single_term_loss_is_named_by_its_loss_whatever_its_term_is_called(gan_spec, toy_catalogue) -> None:
+    gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
+    gan_spec["players"]["critic"]["terms"] = ["adv.critic", "gp"]  # gradient_penalty's one term is `critic`
+    model, _ = build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
+    assert {call.name: set(call.terms) for call in model.plans["critic"].losses} == {"adv": {"critic"}, "gp": {"critic"}}
+
+
+def test_player_whose_terms_ignore_its_parameters(gan_spec, toy_catalogue) -> None:
+    gan_spec["losses"]["real_only"] = {"type": "toy_adversarial", "critic": "critic", "fake": "x"}
+    gan_spec["players"]["generator"]["terms"] = ["real_only.generator"]
+    message = errors(gan_spec, toy_catalogue)
+    assert "players.generator: none of the terms of player 'generator' depends on its parameters" in message
+    gan_spec["players"]["generator"]["params"] = ["noise"]
+    assert "players.generator: player 'generator' has no parameters" in errors(gan_spec, toy_catalogue)
+
+
+def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, toy_catalogue) -> None:
+    """adv.critic + adv.generator on one parameter is −D(real) for the generator: its gradient is zero, silently."""
+    game = gan_spec.pop("players")
+    assert "losses.adv: adv.critic and adv.generator oppose each other, but the parameters of generator and critic are trained on both (player model)" in errors(gan_spec, toy_catalogue)
+    game["critic"]["params"] = ["critic", "generator"]
+    gan_spec["players"] = game
+    assert "players: adv.critic and adv.generator oppose each other, but the parameters of generator are trained on both (players critic and generator)" in errors(gan_spec, toy_catalogue)
+    from pathlib import Path
+
+    vaegan = load_spec(Path(__file__).parents[2] / "specs" / "vaegan_digits.yaml", ["players.critic.params=[critic, encoder, decoder]"], catalogue=toy_catalogue)
+    with pytest.raises(SpecError, match="but the parameters of encoder and decoder are trained on both"):  # not their nets again
+        build(vaegan, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("players", "messages"),
+    [
+        (  # each side under the other's player
+            {"critic": {"params": ["critic"], "terms": ["adv.generator"]}, "generator": {"params": ["generator"], "terms": ["adv.critic"]}},
+            [
+                "players.critic: adv.generator is the generator's side of 'adv': it trains what makes the critic's inputs, "
+                "but player 'critic' would train critic, the critic itself",
+                "players.generator: adv.critic is the critic's side of 'adv': it trains critic, which player 'generator' does not hold",
+            ],
+        ),
+        (  # each player on the other's parameters
+            {"critic": {"params": ["generator"], "terms": ["adv.critic"]}, "generator": {"params": ["critic"], "terms": ["adv.generator"]}},
+            ["players.critic: adv.critic is the critic's side", "players.generator: adv.generator is the generator's side"],
+        ),
+        (  # a generator against a critic that never learns
+            {"generator": {"params": ["generator"], "terms": ["adv.generator"]}},
+            ["players: no player trains adv.critic, so 'adv' is a game of one side: add a player with terms [adv.critic]"],
+        ),
+    ],
+)
+def test_a_game_with_its_sides_on_the_wrong_players_is_refused(gan_spec, toy_catalogue, players: dict, messages: list[str]) -> None:
+    gan_spec["players"] = players
+    found = errors(gan_spec, toy_catalogue)
+    assert all(message in found for message in messages), found
+
+
+def test_a_term_or_component_its_player_cannot_train_is_refused(gan_spec, toy_catalogue) -> None:
+    """Autograd decides: a gradient penalty detaches the generator's samples, so it trains the critic only."""
+    gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
+    gan_spec["players"]["generator"]["terms"] = ["adv.generator", "gp"]
+    assert "players.generator.terms: gp.critic has no gradient path to the parameters of player 'generator'" in errors(gan_spec, toy_catalogue)
+    gan_spec["players"]["generator"]["terms"] = ["adv.generator"]
+    gan_spec["components"]["encoder"] = {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [4]}
+    gan_spec["players"]["generator"]["params"] = ["generator", "encoder"]  # nothing the generator's terms read uses it
+    assert (
+        "players.generator.params[1]: none of the terms of player 'generator' (adv.generator) has a gradient path to 'encoder', "
+        "so its parameters would never train"
+    ) in errors(gan_spec, toy_catalogue)
+
+
+def test_a_spec_without_losses_is_told_so(gan_spec, toy_catalogue) -> None:
+    del gan_spec["losses"], gan_spec["players"]
+    assert "losses: the spec has no losses, so there is nothing to train" in errors(gan_spec, toy_catalogue)
