@@ -5,14 +5,28 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
+from torch.distributions import Distribution
 
 from compose_gen import make_catalogue
 from compose_gen.registry import Catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _distribution_validation_kept() -> Iterator[None]:
+    """Each test sees torch.distributions' argument validation as torch sets it by default.
+
+    ``torch.compile`` turns it off for the whole process, so a test that compiles
+    would change what later tests in the same worker see (a base distribution that
+    no longer refuses NaN), and their outcome would depend on the order.
+    """
+    before = Distribution._validate_args
+    yield
+    Distribution.set_default_validate_args(before)
 
 
 @pytest.fixture(scope="session")
