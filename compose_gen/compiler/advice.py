@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from compose_gen.compiler.plan import Plan
 from compose_gen.core import Loss, Splits
 from compose_gen.spec import Spec
 from compose_gen.spec.resolve import origin
@@ -45,12 +46,13 @@ def advise(spec: Spec, data: Splits | None) -> None:
         spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")
 
 
-def advise_losses(spec: Spec, losses: Mapping[str, Loss]) -> None:
-    """Say each loss's own advice (:meth:`compose_gen.core.Loss.advise`, given every built loss) at its declaration."""
+def advise_losses(spec: Spec, losses: Mapping[str, Loss], plans: Mapping[str, Plan]) -> None:
+    """Say each loss's own advice (:meth:`compose_gen.core.Loss.advise`, given the losses some player trains) at its declaration."""
+    trained = {call.name: call.module for plan in plans.values() for call in plan.losses if any(call.weights.values())}
     for name, loss in losses.items():
         declared = spec.sections.losses[name]
         try:
-            advice = loss.advise(losses)
+            advice = loss.advise(trained)
         except Exception as error:
             raise spec.blame(declared, f"failed to advise: {type(error).__name__}: {error}") from None
         for message in advice:

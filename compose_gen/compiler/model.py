@@ -279,7 +279,7 @@ def compile_spec(
         _check_conditions(spec, graph, sampler, data)
         _check_averaged(spec, components)
         advise(spec, data)
-        advise_losses(spec, losses)
+        advise_losses(spec, losses, plans)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
         if check:
             dry_run(model, data)

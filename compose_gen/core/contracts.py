@@ -8,9 +8,9 @@
   ``inputs.get("context")``.  A two-sided loss lists two terms, e.g. ``("critic",
   "generator")``, and may say which inputs each term needs in ``term_inputs`` so a
   player computes nothing it does not use.  A loss whose settings run but likely
-  not as meant, unless another loss of the spec settles it (a Wasserstein critic
-  that nothing keeps Lipschitz), says so in ``advise(losses)``; ``validate`` warns
-  of it at the loss.
+  not as meant, unless another loss that the players train settles it (a
+  Wasserstein critic that nothing keeps Lipschitz), says so in
+  ``advise(trained)``; ``validate`` warns of it at the loss.
 * A **sampler** is an ``nn.Module`` with ``sample(n, temperature)`` returning
   ``n`` examples in model space.  A conditional one sets ``conditions``
   (:class:`ClassConditions`) and is called as ``sample(n, temperature, context)``
@@ -117,11 +117,12 @@ class Loss(nn.Module):
     def after_step(self, terms: frozenset[str]) -> None:
         """Called after each optimizer step of a player minimising ``terms`` (parameter hooks)."""
 
-    def advise(self, losses: Mapping[str, "Loss"]) -> list[str]:
-        """Warnings about this loss that only the spec's other losses can settle, asked once every loss is built.
+    def advise(self, trained: Mapping[str, "Loss"]) -> list[str]:
+        """Warnings about this loss that only the losses the players train can settle, asked once the plans are made.
 
-        ``losses`` holds every loss of the spec by name, this one among them; each
-        message is said as a warning at this loss's declaration.  None by default.
+        ``trained`` holds, by name, every loss of the spec of which some player trains
+        a term with a weight other than 0 (this one among them, if so); each message
+        is said as a warning at this loss's declaration.  None by default.
         """
         return []
 

@@ -30,7 +30,7 @@ not register it as a submodule (no duplicate parameters in state dicts).
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -135,9 +135,6 @@ def score(critic: nn.Module, args: list[Tensor]) -> Tensor:
 class CriticLoss(Loss):
     """A loss that calls a critic it references but does not own (so it is not a submodule)."""
 
-    #: Whether this loss penalises the critic's input gradient, which keeps it (near) Lipschitz.
-    penalises_critic_gradient: ClassVar[bool] = False
-
     def __init__(self, critic: nn.Module, names: Mapping[str, list[str]] | None = None) -> None:
         super().__init__()
         self._critic = (critic,)
@@ -146,6 +143,11 @@ class CriticLoss(Loss):
     @property
     def critic(self) -> nn.Module:
         return self._critic[0]
+
+    @property
+    def keeps_critic_lipschitz(self) -> bool:
+        """Whether this loss, trained, keeps its critic (near) Lipschitz: by clipping its weights, or a gradient penalty."""
+        return False
 
 
 class SideParams(Params):
@@ -298,16 +300,22 @@ class Wasserstein(AdversarialLoss):
                 for parameter in self.critic.parameters():
                     parameter.clamp_(-self.clip, self.clip)
 
-    def advise(self, losses: Mapping[str, Loss]) -> list[str]:
+    @property
+    def keeps_critic_lipschitz(self) -> bool:
+        return self.clip is not None
+
+    def advise(self, trained: Mapping[str, Loss]) -> list[str]:
         """The critic must be kept K-Lipschitz for E D(x) − E D(G(z)) to estimate K·W1: by clipping, a gradient penalty
-        or spectral norm; without any, its scores grow without bound (Arjovsky et al. 2017, §3)."""
-        penalised = any(isinstance(loss, CriticLoss) and loss.penalises_critic_gradient and loss.critic is self.critic for loss in losses.values())
-        if self.clip is not None or penalised or spectrally_normalised(self.critic):
+        or spectral norm; without any, its scores grow without bound (Arjovsky et al. 2017, §3).  Clipping or a penalty
+        counts when a player trains it, on this loss or another of the same critic."""
+        kept = any(isinstance(loss, CriticLoss) and loss.critic is self.critic and loss.keeps_critic_lipschitz for loss in trained.values())
+        if kept or spectrally_normalised(self.critic):
             return []
         return [
-            "trains a critic that nothing keeps Lipschitz (no clip, no gradient_penalty on it, no spectral_norm), so its scores "
-            "can grow without bound and `wasserstein` estimates nothing (Arjovsky et al. 2017): set clip (0.01 in the paper), "
-            "add a gradient_penalty loss on the critic (Gulrajani et al. 2017), or give the critic spectral_norm: true (Miyato et al. 2018)"
+            "trains a critic that nothing keeps Lipschitz (no clip, no gradient_penalty on it that a player trains, no spectral_norm), "
+            "so its scores can grow without bound and `wasserstein` estimates nothing (Arjovsky et al. 2017): set clip (0.01 in the "
+            "paper), add a gradient_penalty loss on the critic to the critic's terms (Gulrajani et al. 2017), or give the critic "
+            "spectral_norm: true (Miyato et al. 2018)"
         ]
 
 

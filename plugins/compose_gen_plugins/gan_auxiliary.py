@@ -67,7 +67,6 @@ class GradientPenalty(CriticLoss):
     """
 
     terms = ("critic",)
-    penalises_critic_gradient = True
 
     def __init__(
         self,
@@ -82,6 +81,10 @@ class GradientPenalty(CriticLoss):
         self.center = center
         self.interpolate = interpolate
         self.term_inputs = {"critic": ("real", "fake", "labels") if interpolate else ("real", "labels")}
+
+    @property
+    def keeps_critic_lipschitz(self) -> bool:
+        return self.weight > 0
 
     def points(self, inputs: Mapping[str, Any]) -> list[Tensor]:
         """Where the gradient is taken: detached copies of real inputs or interpolates."""

@@ -72,21 +72,33 @@ OUTPUT_RANGES: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": 
 
 
 def caution_output_range(output: Output, shape: tuple[int, ...], ctx: BuildContext) -> None:
-    """Warn when ``output`` squashes into a range that the dataset's ``x`` leaves, for an output of x's size (x-like examples):
-    a sigmoid generator of data in [−1, 1] never makes the negative half, and its critic tells fakes by range alone."""
+    """Warn when ``output`` squashes into a range that the data the network imitates leave: a sigmoid generator of data
+    in [−1, 1] never makes the negative half, and its critic tells fakes by range alone.
+
+    The data it may imitate are the dataset's floating fields of its output's size (``x``; a two-domain set's ``a``
+    and ``b``), and it is warned of only when none fits.  Values past a bound by less than 1% of the range's width
+    (rounding, a stray pixel) fit.
+    """
     bounds, data = OUTPUT_RANGES.get(output), getattr(ctx, "data", None)
-    if bounds is None or data is None or "x" not in data.train.fields:
+    if bounds is None or data is None:
         return
-    x = data.train.fields["x"]
-    if not x.is_floating_point() or math.prod(x.shape[1:]) != math.prod(shape):
+    low, high = bounds
+    slack = 0.01 * (high - low)
+    outside = {
+        name: float(((values < low - slack) | (values > high + slack)).float().mean())
+        for name, values in data.train.fields.items()
+        if values.is_floating_point() and math.prod(values.shape[1:]) == math.prod(shape)
+    }
+    if not outside or min(outside.values()) == 0:
         return
-    low, high = float(x.min()), float(x.max())
-    if bounds[0] <= low and high <= bounds[1]:
-        return
-    fits = "sigmoid" if 0 <= low and high <= 1 else "tanh" if -1 <= low and high <= 1 else "none"
+    name = min(outside, key=outside.__getitem__)
+    values = data.train.fields[name]
+    least, most = float(values.min()), float(values.max())
+    fits = next((o for o, (a, b) in OUTPUT_RANGES.items() if a - slack <= least and most <= b + slack), "none")
     warnings.warn(SpecWarning(
-        f"output: {output} gives values in ({bounds[0]:g}, {bounds[1]:g}), but the data's x take values in [{low:g}, {high:g}], "
-        f"which its samples can never reach: use output: {fits}, or transform the data into the output's range"
+        f"output: {output} gives values in ({low:g}, {high:g}), but {100 * outside[name]:.3g}% of the data's {name} lie outside it "
+        f"(they span [{least:g}, {most:g}]), which its samples can never reach: use output: {fits}, or transform the data into "
+        "the output's range"
     ), stacklevel=2)
 
 

@@ -544,15 +544,32 @@ def _wgan(critic: dict, adv: dict, extra_losses: dict | None = None) -> dict:
     }
 
 
+UNCONSTRAINED = r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) trains a critic that nothing keeps Lipschitz \(no clip, no gradient_penalty"
+GP = {"gp": {"type": "gradient_penalty", "critic": "critic", "fake": "fake"}}
+
+
 def test_a_wasserstein_critic_that_nothing_keeps_lipschitz_is_warned_of_at_the_loss(recwarn) -> None:
-    with pytest.warns(SpecWarning, match=r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) trains a critic that nothing keeps Lipschitz \(no clip, no gradient_penalty"):
+    with pytest.warns(SpecWarning, match=UNCONSTRAINED):
         build_spec(cg.load_spec(_wgan({}, {})), "cpu")
     r1 = {"r1": {"type": "r1_penalty", "critic": "critic"}}
-    gp = {"gp": {"type": "gradient_penalty", "critic": "critic", "fake": "fake"}}
-    for kept in (_wgan({}, {"clip": 0.01}), _wgan({}, {}, gp), _wgan({}, {}, r1), _wgan({"spectral_norm": True}, {})):
+    clipped_twin = {"twin": {"type": "wasserstein", "critic": "critic", "real": "x", "fake": "fake", "clip": 0.01}}  # clips the shared critic
+    twins = _wgan({}, {}, clipped_twin)
+    twins["players"]["generator"]["terms"] = ["adv.generator", "twin.generator"]
+    for kept in (_wgan({}, {"clip": 0.01}), _wgan({}, {}, GP), _wgan({}, {}, r1), _wgan({"spectral_norm": True}, {}), twins):
         recwarn.clear()
         build_spec(cg.load_spec(kept), "cpu")
         assert not [w for w in recwarn if issubclass(w.category, SpecWarning)], kept
+
+
+def test_a_penalty_that_no_player_trains_keeps_nothing_lipschitz() -> None:
+    forgotten = _wgan({}, {}, GP)
+    forgotten["players"]["critic"]["terms"] = ["adv.critic"]  # gp.critic left out: the usual slip
+    weightless = _wgan({}, {}, {"gp": {**GP["gp"], "weight": 0.0}})
+    unweighted = _wgan({}, {}, GP)
+    unweighted["players"]["critic"]["terms"] = {"adv.critic": 1.0, "gp.critic": 0.0}
+    for spec in (forgotten, weightless, unweighted):
+        with pytest.warns(SpecWarning, match=UNCONSTRAINED):
+            build_spec(cg.load_spec(spec), "cpu")
 
 
 def test_spectral_norm_is_found_by_parametrization_or_by_the_older_hook() -> None:
