@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from runtime_toys import AUTOENCODER, GAN, VAE, same_state, spec_dict
+from runtime_toys import AUTOENCODER, GAN, ROOT, VAE, same_state, spec_dict
 from safetensors.torch import load_file
 
 from compose_gen.compiler import compile_spec
@@ -149,8 +149,9 @@ def test_cli_resume_continues_exactly(tmp_path):
 
     tiny = ["--set", "components.encoder.net.hidden=[16]", "--set", "components.decoder.net.hidden=[16]",
             "--set", "train.batch_size=32", "--set", "train.evaluate_at_end=false", "--no-progress"]
-    assert main(["train", "specs/vae_digits.yaml", "--steps", "6", "--out", str(tmp_path / "a"), *tiny]) == 0
-    assert main(["train", "specs/vae_digits.yaml", "--steps", "6", "--out", str(tmp_path / "b"), *tiny,
+    spec = str(ROOT / "specs" / "vae_digits.yaml")
+    assert main(["train", spec, "--steps", "6", "--out", str(tmp_path / "a"), *tiny]) == 0
+    assert main(["train", spec, "--steps", "6", "--out", str(tmp_path / "b"), *tiny,
                  "--set", "train.checkpoint_every=3"]) == 0
     # lose the end of run b, then continue it from step 3
     for late in list_checkpoints(tmp_path / "b")[1:]:

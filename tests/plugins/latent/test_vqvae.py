@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent
@@ -168,7 +170,8 @@ def test_the_shipped_vqvae_reports_the_whole_splits_codebook_statistics_apart_fr
     """codebook_usage counts the codes of every test example at once; test_losses averages the per-batch values."""
     import compose_gen as cg
 
-    run = cg.train(cg.load_spec("specs/vqvae_digits.yaml", ["train.steps=20", "train.batch_size=32"]), out=tmp_path / "vq", progress=False)
+    spec = cg.load_spec(Path(__file__).parents[3] / "specs" / "vqvae_digits.yaml", ["train.steps=20", "train.batch_size=32"])
+    run = cg.train(spec, out=tmp_path / "vq", progress=False)
     results = run.evaluate(record=False)
     assert not any("@" in key for key in results), "two metrics giving one name"
     model = run.model.losses["vq"]
