@@ -28,19 +28,16 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Params, hookimpl
-from compose_gen_plugins.networks import context_rows
+from compose_gen_plugins.networks import Output, caution_output_range, context_rows, output_activation
 from compose_gen_plugins.gan_nets import (
     Critic,
-    Output,
     CriticOptions,
     Generator,
     GeneratorOptions,
-    caution_output_range,
     check_event_shape,
     critic_extra_features,
     data_shape,
     generator_in_features,
-    output_activation,
     spectral,
 )
 

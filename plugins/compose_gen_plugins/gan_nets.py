@@ -23,7 +23,6 @@ what that costs per step).
 from __future__ import annotations
 
 import math
-import warnings
 from itertools import pairwise
 from typing import Callable, Literal
 
@@ -32,25 +31,21 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from compose_gen import BuildContext, ComponentType, Params, SpecWarning, hookimpl
-from compose_gen_plugins.networks import context_rows
+from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen_plugins.networks import Output, caution_output_range, context_rows, output_activation
 
 __all__ = [
     "Critic",
     "CriticOptions",
     "Generator",
     "GeneratorOptions",
-    "Output",
-    "caution_output_range",
     "check_event_shape",
     "critic_extra_features",
     "data_shape",
     "generator_in_features",
-    "output_activation",
     "spectral",
 ]
 
-Output = Literal["tanh", "sigmoid", "none"]
 VectorNorm = Literal["batch", "layer", "none"]
 
 
@@ -61,45 +56,6 @@ def spectral(layer: nn.Module, enabled: bool) -> nn.Module:
     singular values lie close together (a stride-2 convolution, say) can have a normalised σ_max of 1.05-1.15, not 1.
     """
     return _spectral_norm(layer) if enabled else layer
-
-
-def output_activation(name: Output) -> nn.Module:
-    return {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}[name]()
-
-
-#: The open interval of values each bounded output activation gives.
-OUTPUT_RANGES: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
-
-
-def caution_output_range(output: Output, shape: tuple[int, ...], ctx: BuildContext) -> None:
-    """Warn when ``output`` squashes into a range that the data the network imitates leave: a sigmoid generator of data
-    in [−1, 1] never makes the negative half, and its critic tells fakes by range alone.
-
-    The data it may imitate are the dataset's floating fields of its output's size (``x``; a two-domain set's ``a``
-    and ``b``), and it is warned of only when none fits.  Values past a bound by less than 1% of the range's width
-    (rounding, a stray pixel) fit.
-    """
-    bounds, data = OUTPUT_RANGES.get(output), getattr(ctx, "data", None)
-    if bounds is None or data is None:
-        return
-    low, high = bounds
-    slack = 0.01 * (high - low)
-    outside = {
-        name: float(((values < low - slack) | (values > high + slack)).float().mean())
-        for name, values in data.train.fields.items()
-        if values.is_floating_point() and math.prod(values.shape[1:]) == math.prod(shape)
-    }
-    if not outside or min(outside.values()) == 0:
-        return
-    name = min(outside, key=outside.__getitem__)
-    values = data.train.fields[name]
-    least, most = float(values.min()), float(values.max())
-    fits = next((o for o, (a, b) in OUTPUT_RANGES.items() if a - slack <= least and most <= b + slack), "none")
-    warnings.warn(SpecWarning(
-        f"output: {output} gives values in ({low:g}, {high:g}), but {100 * outside[name]:.3g}% of the data's {name} lie outside it "
-        f"(they span [{least:g}, {most:g}]), which its samples can never reach: use output: {fits}, or transform the data into "
-        "the output's range"
-    ), stacklevel=2)
 
 
 def data_shape(ctx: BuildContext, given: list[int] | None, field: str, type_name: str) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ beside its input (a conditional VAE's encoder and decoder, Sohn et al. 2015).
 from __future__ import annotations
 
 import math
+import warnings
 from itertools import pairwise
 from typing import Callable, Literal, TypeVar
 
@@ -19,9 +20,21 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, SpecWarning, hookimpl
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPParams", "activation_after_linear", "broadcast_context", "conditioned", "context_rows"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "MLPParams",
+    "OUTPUT_RANGES",
+    "Output",
+    "activation_after_linear",
+    "broadcast_context",
+    "caution_output_range",
+    "conditioned",
+    "context_rows",
+    "output_activation",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -49,6 +62,47 @@ def activation_after_linear(name: Activation) -> nn.Module:
     """
     kind = ACTIVATIONS[name]
     return kind(inplace=True) if name in _IN_PLACE else kind()
+
+
+def output_activation(name: Output) -> nn.Module:
+    """The module squashing a network's output: ``sigmoid`` into (0, 1), ``tanh`` into (−1, 1), or ``none``."""
+    return {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}[name]()
+
+
+#: The open interval of values each bounded output activation gives.
+OUTPUT_RANGES: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def caution_output_range(output: Output, shape: tuple[int, ...], ctx: BuildContext) -> None:
+    """Warn when ``output`` squashes into a range that the data a network of output ``shape`` imitates leave (a
+    generator, a decoder's mean): a sigmoid generator of data in [−1, 1] never makes the negative half, and its critic
+    tells fakes by range alone.
+
+    The data it may imitate are the dataset's floating fields of its output's size (``x``; a two-domain set's ``a``
+    and ``b``), and it is warned of only when none fits.  Values past a bound by less than 1% of the range's width
+    (rounding, a stray pixel) fit.
+    """
+    bounds, data = OUTPUT_RANGES.get(output), getattr(ctx, "data", None)
+    if bounds is None or data is None:
+        return
+    low, high = bounds
+    slack = 0.01 * (high - low)
+    outside = {
+        name: float(((values < low - slack) | (values > high + slack)).float().mean())
+        for name, values in data.train.fields.items()
+        if values.is_floating_point() and math.prod(values.shape[1:]) == math.prod(shape)
+    }
+    if not outside or min(outside.values()) == 0:
+        return
+    name = min(outside, key=outside.__getitem__)
+    values = data.train.fields[name]
+    least, most = float(values.min()), float(values.max())
+    fits = next((o for o, (a, b) in OUTPUT_RANGES.items() if a - slack <= least and most <= b + slack), "none")
+    warnings.warn(SpecWarning(
+        f"output: {output} gives values in ({low:g}, {high:g}), but {100 * outside[name]:.3g}% of the data's {name} lie outside it "
+        f"(they span [{least:g}, {most:g}]), which its samples can never reach: use output: {fits}, or transform the data into "
+        "the output's range"
+    ), stacklevel=2)
 
 
 def broadcast_context(context: Tensor | None, batch_shape: torch.Size, features: int, owner: str) -> Tensor | None:
@@ -117,7 +171,7 @@ class MLP(nn.Module):
                 if dropout:
                     layers.append(nn.Dropout(dropout))
         if output != "none":
-            layers.append(nn.Sigmoid() if output == "sigmoid" else nn.Tanh())
+            layers.append(output_activation(output))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -154,6 +208,7 @@ def _shape(features: Features) -> tuple[int, ...]:
 
 def build_mlp(p: MLPParams, ctx: BuildContext) -> MLP:
     """Multi-layer perceptron with configurable widths, activation and output squashing."""
+    caution_output_range(p.output, _shape(p.out_features), ctx)
     return MLP(p.in_features, p.out_features, p.hidden, p.activation, p.output, p.dropout, p.context_features)
 
 

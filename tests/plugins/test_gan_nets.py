@@ -267,3 +267,11 @@ def test_values_a_hair_past_the_bound_fit(tmp_path, recwarn) -> None:
     spec["components"]["D"] = {"type": "conv_critic", **SMALL}
     build_spec(cg.load_spec(spec), "cpu")
     assert not [str(w.message) for w in recwarn if "gives values in" in str(w.message)]
+
+
+def test_a_plain_mlp_of_the_data_s_size_is_checked_like_a_generator() -> None:
+    spec = generator_spec({}, SIGNED)
+    spec["components"]["G"] = {"type": "mlp", "in_features": 4, "out_features": [1, 8, 8], "hidden": [8], "output": "sigmoid"}
+    spec["components"]["D"] = {"type": "mlp_critic", "hidden": [8]}
+    with pytest.warns(cg.SpecWarning, match=r"components\.G: type 'mlp' \(plugin 'networks'\) output: sigmoid gives values in \(0, 1\)"):
+        build_spec(cg.load_spec(spec), "cpu")
