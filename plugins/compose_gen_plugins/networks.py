@@ -208,7 +208,8 @@ def _shape(features: Features) -> tuple[int, ...]:
 
 def build_mlp(p: MLPParams, ctx: BuildContext) -> MLP:
     """Multi-layer perceptron with configurable widths, activation and output squashing."""
-    caution_output_range(p.output, _shape(p.out_features), ctx)
+    if math.prod(_shape(p.out_features)) > 1:  # one squashed number is a critic's probability, not an example of 1-D data
+        caution_output_range(p.output, _shape(p.out_features), ctx)
     return MLP(p.in_features, p.out_features, p.hidden, p.activation, p.output, p.dropout, p.context_features)
 
 

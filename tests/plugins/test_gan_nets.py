@@ -275,3 +275,12 @@ def test_a_plain_mlp_of_the_data_s_size_is_checked_like_a_generator() -> None:
     spec["components"]["D"] = {"type": "mlp_critic", "hidden": [8]}
     with pytest.warns(cg.SpecWarning, match=r"components\.G: type 'mlp' \(plugin 'networks'\) output: sigmoid gives values in \(0, 1\)"):
         build_spec(cg.load_spec(spec), "cpu")
+
+
+def test_a_plain_mlp_giving_one_number_is_taken_for_a_score_not_for_one_dimensional_data(tmp_path, recwarn) -> None:
+    np.save(tmp_path / "x.npy", np.linspace(-3, 3, 64, dtype=np.float32)[:, None])
+    spec = generator_spec({"type": "mlp_generator", "hidden": [8]}, [])
+    spec["data"] = {"type": "npy", "path": str(tmp_path / "x.npy")}
+    spec["components"]["D"] = {"type": "mlp", "in_features": 1, "out_features": 1, "hidden": [8], "output": "sigmoid"}
+    build_spec(cg.load_spec(spec), "cpu")
+    assert not [str(w.message) for w in recwarn if "gives values in" in str(w.message)]
