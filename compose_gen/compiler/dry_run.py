@@ -6,7 +6,9 @@ samples by class).  A
 failure is reported at the innermost component that was running (tracked by
 forward hooks), or at the graph value or loss being computed; what a loss or the
 sampler returns is checked against its contract (components' outputs are
-checked by :mod:`compose_gen.compiler.checks`).  Parameters,
+checked by :mod:`compose_gen.compiler.checks`); ``torch.distributions`` checks
+the parameters and values it is given, even after ``torch.compile`` turned that
+off for the process.  Parameters,
 buffers (e.g. actnorm's data-dependent initialisation) and the RNG are restored
 afterwards, so the dry run leaves no trace.
 """
@@ -19,6 +21,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from compose_gen.compiler.checks import enforce, finite, nonfinite_sources
 from compose_gen.compiler.plan import term_address
@@ -47,7 +50,13 @@ def dry_run(model: Any, data: Splits) -> None:
     # worker, a gloo group) once the parent has used CUDA.
     cuda = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(cuda), _tracking(model, stack), nonfinite_sources(model._all_components) as nonfinite, torch.enable_grad():
+        with (
+            torch.random.fork_rng(cuda),
+            _validating_distributions(),
+            _tracking(model, stack),
+            nonfinite_sources(model._all_components) as nonfinite,
+            torch.enable_grad(),
+        ):
             for plan in model.plans.values():
                 nonfinite.clear()
                 logged.add(f"{plan.player}.grad_norm")
@@ -203,6 +212,21 @@ def _check_best_metric(spec: Any, logged: set[str]) -> None:
         raise spec.error(
             ("train", "best_metric"), f"{metric!r} is not a logged metric{suggest(metric, logged)}; logged: {', '.join(sorted(logged))}"
         )
+
+
+@contextlib.contextmanager
+def _validating_distributions() -> Iterator[None]:
+    """``torch.distributions``' argument checks on, the process's setting restored after.
+
+    ``torch.compile`` turns them off for the rest of the process (so that they do not
+    break graphs), which would leave a later dry run blind to, say, a negative scale.
+    """
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(True)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
 
 
 @contextlib.contextmanager

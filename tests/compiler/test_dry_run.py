@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 from game_toys import errors
+from torch.distributions import Distribution, Independent, Normal
 
+from compose_gen import ComponentType, Params, make_catalogue
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
+from compose_gen.testing.plugins import plugin
 
 
 def test_a_label_beyond_num_classes_fails_the_dry_run_wherever_it_sits(tmp_path) -> None:
@@ -104,3 +107,35 @@ def test_dry_run_leaves_no_trace(gan_spec, toy_catalogue) -> None:
     dry_run(model, data)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+class NegativeScaleParams(Params):
+    latent: int
+
+
+class NegativeScaleDecoder(torch.nn.Module):
+    """p(x|z) = N(x; Wz, −1): a scale of the wrong sign, the kind of bug torch.distributions' own checks name."""
+
+    def __init__(self, latent: int) -> None:
+        super().__init__()
+        self.loc = torch.nn.Linear(latent, 64)
+
+    def forward(self, z: torch.Tensor) -> Independent:
+        loc = self.loc(z)
+        return Independent(Normal(loc, -torch.ones_like(loc)), 1)
+
+
+NEGATIVE_SCALE = plugin(
+    ComponentType("negative_scale_decoder", "decoder", NegativeScaleParams, lambda p, ctx: NegativeScaleDecoder(p.latent), doc="Toy."),
+    name="toy_decoders",
+)
+
+
+@pytest.mark.parametrize("validated_before", [True, False])
+def test_the_dry_run_checks_distribution_arguments_even_after_torch_compile_turned_that_off(vae_spec, validated_before) -> None:
+    """``torch.compile`` turns torch.distributions' validation off for the process; the dry run turns it on for itself."""
+    Distribution.set_default_validate_args(validated_before)  # False: what compiling does (the autouse fixture restores it)
+    vae_spec["components"]["decoder"] = {"type": "negative_scale_decoder", "latent": 4}
+    with pytest.raises(SpecError, match=r"components.decoder: .* dry run failed .*parameter scale .* to satisfy the constraint GreaterThan"):
+        build(load_spec(vae_spec, catalogue=make_catalogue([NEGATIVE_SCALE])), "cpu")
+    assert Distribution._validate_args is validated_before
