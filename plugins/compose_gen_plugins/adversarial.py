@@ -41,7 +41,16 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
 
-__all__ = ["AdversarialLoss", "CriticLoss", "check_sides", "critic_inputs", "score", "side_names", "spectrally_normalised"]
+__all__ = [
+    "AdversarialLoss",
+    "CriticLoss",
+    "batch_normalised",
+    "check_sides",
+    "critic_inputs",
+    "score",
+    "side_names",
+    "spectrally_normalised",
+]
 
 
 def critic_inputs(inputs: Mapping[str, Any], side: str, with_labels: bool = True) -> list[Tensor]:
@@ -307,15 +316,19 @@ class Wasserstein(AdversarialLoss):
     def advise(self, trained: Mapping[str, Loss]) -> list[str]:
         """The critic must be kept K-Lipschitz for E D(x) − E D(G(z)) to estimate K·W1: by clipping, a gradient penalty
         or spectral norm; without any, its scores grow without bound (Arjovsky et al. 2017, §3).  Clipping or a penalty
-        counts when a player trains it, on this loss or another of the same critic."""
+        counts when a player trains it, on this loss or another of the same critic.
+        Spectral norm does not count in a critic with batch norm, which divides by the batch's spread, a factor nothing bounds.
+        """
         kept = any(isinstance(loss, CriticLoss) and loss.critic is self.critic and loss.keeps_critic_lipschitz for loss in trained.values())
-        if kept or spectrally_normalised(self.critic):
+        normalised = spectrally_normalised(self.critic)
+        if kept or (normalised and not batch_normalised(self.critic)):
             return []
+        spectral = "spectral_norm undone by its batch norm" if normalised else "no spectral_norm"
         return [
-            "trains a critic that nothing keeps Lipschitz (no clip, no gradient_penalty on it that a player trains, no spectral_norm), "
+            f"trains a critic that nothing keeps Lipschitz (no clip, no gradient_penalty on it that a player trains, {spectral}), "
             "so its scores can grow without bound and `wasserstein` estimates nothing (Arjovsky et al. 2017): set clip (0.01 in the "
             "paper), add a gradient_penalty loss on the critic to the critic's terms (Gulrajani et al. 2017), or give the critic "
-            "spectral_norm: true (Miyato et al. 2018)"
+            "spectral_norm: true (Miyato et al. 2018) and no batch norm"
         ]
 
 
@@ -326,6 +339,12 @@ def spectrally_normalised(module: nn.Module) -> bool:
         if any(isinstance(p, _SpectralNorm) for p in parametrizations) or any(isinstance(h, SpectralNorm) for h in layer._forward_pre_hooks.values()):
             return True
     return False
+
+
+def batch_normalised(module: nn.Module) -> bool:
+    """Whether a layer of ``module`` normalises by the statistics of the batch (``BatchNorm*``), so that its output for
+    one example depends on the others in the batch."""
+    return any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in module.modules())
 
 
 class Hinge(AdversarialLoss):

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
-from compose_gen_plugins.adversarial import CriticLoss, SideParams, check_sides, critic_inputs, score, side_names
+from compose_gen_plugins.adversarial import CriticLoss, SideParams, batch_normalised, check_sides, critic_inputs, score, side_names
 
 __all__ = ["AuxiliaryClassifier", "FeatureMatching", "GradientPenalty", "MeanDistance"]
 
@@ -244,7 +244,7 @@ def _per_example_critic(critic: nn.Module, penalty: str) -> nn.Module:
     The penalty is on ∇ₓD(x) example by example; with batch norm D(x_i) reads the
     whole batch (Gulrajani et al. 2017, §4 recommend layer normalisation instead).
     """
-    if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)) for m in critic.modules()):
+    if batch_normalised(critic):
         raise ValueError(
             f"{penalty} penalises each example's gradient, but the critic has batch norm, which mixes the examples of a batch "
             "(Gulrajani et al. 2017): give the critic norm: layer (or instance), or spectral_norm"

@@ -572,6 +572,17 @@ def test_a_penalty_that_no_player_trains_keeps_nothing_lipschitz() -> None:
             build_spec(cg.load_spec(spec), "cpu")
 
 
+def test_spectral_norm_does_not_keep_a_batch_normalised_critic_lipschitz() -> None:
+    with pytest.warns(SpecWarning, match=UNCONSTRAINED + r".*spectral_norm undone by its batch norm"):
+        build_spec(cg.load_spec(_wgan({"spectral_norm": True, "norm": "batch"}, {})), "cpu")
+
+
+def test_batch_norm_is_found_in_any_layer_but_layer_norm_is_not_batch_norm() -> None:
+    assert adversarial.batch_normalised(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.BatchNorm1d(2))))
+    assert adversarial.batch_normalised(nn.Sequential(nn.SyncBatchNorm(2)))
+    assert not adversarial.batch_normalised(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2), nn.InstanceNorm2d(2)))
+
+
 def test_spectral_norm_is_found_by_parametrization_or_by_the_older_hook() -> None:
     assert adversarial.spectrally_normalised(nn.Sequential(nn.Linear(2, 2), nn.utils.parametrizations.spectral_norm(nn.Linear(2, 1))))
     assert adversarial.spectrally_normalised(nn.Sequential(nn.utils.spectral_norm(nn.Linear(2, 1))))
