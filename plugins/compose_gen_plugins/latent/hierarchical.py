@@ -16,7 +16,9 @@ The bound is
 
 with both KLs in closed form when the distributions allow (Gaussian ones do).
 Each of the ``k`` draws of :math:`z_2` gets one draw of :math:`z_1`, so the IWAE
-objective works too.  ``conditional_prior`` is any diagonal-Gaussian encoder
+objective works too.  A code for interpolation holds both levels, z₁ as its offset from
+:math:`p(z_1|z_2)` in units of :math:`\sigma_p`, so paths start and end at reconstructions.
+``conditional_prior`` is any diagonal-Gaussian encoder
 applied to :math:`z_2` (e.g. a ``gaussian_encoder``).  With a ``context`` c every
 network also reads c (a conditional VAE, Sohn et al. 2015), or the parts
 ``conditioned`` names.
@@ -24,6 +26,7 @@ network also reads c (a conditional VAE, Sohn et al. 2015), or the parts
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
@@ -93,10 +96,24 @@ class HierarchicalVAE(LatentVariableModel):
         return px.mean if mean else px.sample()
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return location(self.call_part("encoder_top", x, context))
+        """Both levels' posterior means as one vector ``(z₂, ε₁)`` per example: z₂, then z₁ as its offset
+        ε₁ = (μ_q − μ_p) / σ_p from p(z₁|z₂) = N(μ_p, σ_p²), the generative model's own noise.
+
+        :meth:`decode` inverts it, so a path between two encodings starts and ends at their
+        reconstructions and moves both levels (only z₂ would end at the top-down prior's mean).
+        """
+        top, bottom = self.levels(x, context)
+        p_bottom = as_normal(bottom.prior, "conditional prior")
+        offset = (bottom.posterior.mean - p_bottom.loc) / p_bottom.scale
+        return torch.cat([location(top.posterior).flatten(1), offset.flatten(1)], -1)
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.call_part("decoder", self.call_part("conditional_prior", z, context).mean, context).mean
+        """The decoder's mean at z₁ = μ_p + σ_p ε₁, where p(z₁|z₂) = N(μ_p, σ_p²), for ``z = (z₂, ε₁)`` (see :meth:`encode`)."""
+        top_shape = prior_given(self.prior, self.given("prior", context)).event_shape
+        z_top = z[:, : top_shape.numel()].unflatten(1, top_shape)
+        p_bottom = as_normal(self.call_part("conditional_prior", z_top, context), "conditional prior")
+        z_bottom = p_bottom.loc + p_bottom.scale * z[:, top_shape.numel() :].reshape(p_bottom.loc.shape)
+        return self.call_part("decoder", z_bottom, context).mean
 
     def levels(self, x: Tensor, context: Tensor | None = None) -> list[LatentLevel]:
         """q(z₂|x) against p(z₂), and q(z₁|x, z₂) against p(z₁|z₂) at z₂ = the posterior mean of z₂, not averaged
@@ -106,9 +123,6 @@ class HierarchicalVAE(LatentVariableModel):
         p_bottom = self.call_part("conditional_prior", location(q_top), context)
         q_bottom = precision_weighted(self.call_part("encoder_bottom", x, context), p_bottom)
         return [LatentLevel("z2", q_top, prior_given(self.prior, self.given("prior", context))), LatentLevel("z1", q_bottom, p_bottom)]
-
-    def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.call_part("decoder", self.levels(x, context)[1].posterior.mean, context).mean
 
 
 class HierarchicalParams(ObjectiveParams):

@@ -277,11 +277,12 @@ class LatentVariableModel(Loss):
         raise NotImplementedError
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """The posterior mean of the (top) latent, for interpolation and active units."""
+        """x's latent code at the posterior mean(s), the point ``decode`` maps back (interpolation paths run
+        between codes, so a code must hold every level the decoder depends on)."""
         raise NotImplementedError
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        """The decoder's mean of x given the (top) latent."""
+        """The decoder's mean of x given a code as :meth:`encode` makes it."""
         raise NotImplementedError
 
     def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
