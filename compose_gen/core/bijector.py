@@ -201,8 +201,15 @@ def check_invertible(
 
 
 def _perturbed(bijector: Bijector, noise: float) -> Bijector:
-    """A float64, eval-mode copy whose parameters are moved by noise relative to their size (seeded: the same each time)."""
+    """A float64, eval-mode copy whose parameters are moved by noise relative to their size (seeded: the same each time).
+
+    The copy runs its classes' own ``forward`` and ``inverse``: methods set on the original's instances (the dry run's
+    checks) are left behind, or a layer whose inverse calls its forward would check the copy, a copy of that copy, ...
+    """
     twin = copy.deepcopy(bijector).double().eval()
+    for module in twin.modules():
+        for name in ("forward", "inverse"):
+            vars(module).pop(name, None)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in twin.parameters():

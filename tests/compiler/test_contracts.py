@@ -46,6 +46,8 @@ class Doubling(Bijector):
 
     def inverse(self, y, context=None):
         x, ladj = y / self.log_scale.exp(), (-self.log_scale * self.event_shape.numel()).expand(self.batch_shape(y))
+        if self.breaks == "inverse_through_forward":  # breaks nothing: a correct inverse taking its ladj from forward's
+            return x, -self.forward(x)[1]
         if self.breaks == "inverse_multiplies":
             x = y * self.log_scale.exp()
         if self.breaks in ("ladj_signs", "inverse_ladj_sign"):
@@ -178,6 +180,16 @@ def test_a_plugin_that_keeps_its_contracts_builds_and_trains_unwatched(catalogue
         bijectors[1].log_scale.fill_(0.0)
     x = torch.ones(1, 2)
     assert [b.inverse(x)[0][0, 0].item() for b in bijectors] == [0.5, 1.0, 0.5]
+
+
+def test_a_bijector_whose_inverse_calls_its_forward_is_checked_once_and_passes(catalogue, monkeypatch) -> None:
+    """The dry run checks a perturbed copy; were the copy's forward the checking one, checking it would check a copy of
+    the copy, perturbed again, and so on until Python's recursion limit refused a correct bijector."""
+    calls = []
+    forward = Doubling.forward
+    monkeypatch.setattr(Doubling, "forward", lambda self, *args: calls.append(self) or forward(self, *args))
+    build(load_spec(spec_with("components.flow.bijectors.0", "inverse_through_forward"), catalogue=catalogue), "cpu")
+    assert len({id(layer) for layer in calls}) == 2, "the bijector and the one perturbed copy that checks it"
 
 
 @pytest.mark.parametrize(
