@@ -310,6 +310,12 @@ def check_splits(splits: Splits) -> None:
     """
     halves = {"train": splits.train, "test": splits.test}
     for name, half in halves.items():
+        for field_name, values in half.fields.items():
+            if not isinstance(values, torch.Tensor):
+                raise ContractError(
+                    f"field {field_name!r} of the {name} split is a {type(values).__module__}.{type(values).__qualname__}, "
+                    "not a torch.Tensor: give torch.as_tensor(...)"
+                )
         if not half.fields or len(half) == 0:
             raise ContractError(f"its {name} split has no examples")
     if set(splits.train.fields) != set(splits.test.fields):
