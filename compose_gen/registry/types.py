@@ -184,7 +184,8 @@ class ComponentType:
     params: type[Params]
     build: Callable[..., Any]
     doc: str = ""
-    #: The whole description (formulas, what a metric reports); by default ``build``'s docstring, whose first line is ``doc``.
+    #: The whole description (formulas, what a metric reports); by default ``build``'s docstring, whose first line is
+    #: ``doc``, or ``doc`` for a build without one.
     help: str = ""
     #: Names other tools and papers give what this type builds, each with why: ``{"realnvp": "RealNVP is a stack of
     #: affine couplings"}``.  A spec naming an unknown type so (any case, ``_`` and ``-`` ignored) is pointed here.
@@ -204,7 +205,7 @@ class ComponentType:
         if not callable(self.build):
             raise TypeError(f"type {self.name!r}: build must be callable as build(params, ctx), got {self.build!r}")
         if not self.help:
-            object.__setattr__(self, "help", (inspect.getdoc(self.build) or "").strip())
+            object.__setattr__(self, "help", (inspect.getdoc(self.build) or self.doc).strip())
         if not self.doc:
             object.__setattr__(self, "doc", self.help.splitlines()[0] if self.help else "")
 

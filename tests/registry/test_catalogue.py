@@ -127,6 +127,11 @@ def test_doc_defaults_to_the_first_line_of_the_builder_docstring() -> None:
     assert ComponentType("x", "network", Empty, build).doc == "Builds a thing."
 
 
+def test_help_defaults_to_doc_for_a_builder_without_a_docstring() -> None:
+    """``compose-gen plugins NAME`` prints the help, which was empty for a type described only by ``doc=``."""
+    assert ComponentType("x", "network", Empty, lambda p, ctx: None, doc="Builds a thing.").help == "Builds a thing."
+
+
 def test_a_plugin_that_fails_to_import_is_reported_and_others_still_work(install_plugin, vae_spec) -> None:
     install_plugin("broken_plugin", "raise ImportError('missing dependency: fancylib')\n")
     catalogue = make_catalogue()
