@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,8 +17,9 @@ class Latch(nn.Module):
     first batch) asks every training step whether it has happened.  Reading a
     device tensor each time would be a host sync per step on CUDA and a graph
     break under ``torch.compile``; the latch reads its buffer until it first
-    finds it true, then answers from Python.  Loading a checkpoint that says
-    true is seen on the next question.
+    finds it true, then answers from Python.  Loading a state dict (a checkpoint,
+    or the dry run putting back the untrained model it started from) is seen on
+    the next question, whichever way it sets the flag.
 
         >>> done = Latch()
         >>> bool(done), done.set(), bool(done)
@@ -36,3 +39,7 @@ class Latch(nn.Module):
     def set(self) -> None:
         self.value.fill_(True)
         self._known = True
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known = False  # the loaded value, not the one before, answers next

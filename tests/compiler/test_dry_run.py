@@ -9,7 +9,8 @@ from game_toys import errors
 from torch.distributions import Distribution, Independent, Normal
 
 from compose_gen import ComponentType, Params, make_catalogue
-from compose_gen.runtime import build
+from compose_gen.runtime import Trainer, build
+from compose_gen.runtime.data import BatchStream
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
 
@@ -139,3 +140,25 @@ def test_the_dry_run_checks_distribution_arguments_even_after_torch_compile_turn
     with pytest.raises(SpecError, match=r"components.decoder: .* dry run failed .*parameter scale .* to satisfy the constraint GreaterThan"):
         build(load_spec(vae_spec, catalogue=make_catalogue([NEGATIVE_SCALE])), "cpu")
     assert Distribution._validate_args is validated_before
+
+
+def test_data_dependent_initialisation_happens_on_the_first_training_batch_after_the_dry_run() -> None:
+    """The dry run initialises actnorm from its few examples, then loads back the untrained state; the first training
+    batch must initialise it again.  A flag that remembered the dry run's "done" once left every actnorm at the identity."""
+    spec = load_spec(
+        {
+            "name": "actnorm",
+            "data": {"type": "eight_gaussians", "n": 512},
+            "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "actnorm", "shape": [2]}]}},
+            "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+            "train": {"steps": 1, "batch_size": 256},
+        }
+    )
+    model, data = build(spec, "cpu")
+    (actnorm,) = [m for m in model.modules() if type(m).__name__ == "ActNorm"]
+    assert not actnorm.initialized and torch.equal(actnorm.log_scale.detach(), torch.zeros(2))
+    first = next(BatchStream(data.train, 256, spec.model.seed, model.device))["x"]
+    Trainer(model, BatchStream(data.train, 256, spec.model.seed, model.device), progress=False).fit(1)
+    assert bool(actnorm.initialized.value)
+    # one Adam step (lr 1e-3) away from the first batch's statistics
+    torch.testing.assert_close(actnorm.log_scale.detach(), first.std(0, unbiased=False).log(), atol=2e-3, rtol=0)

@@ -33,3 +33,12 @@ def test_an_unset_latch_rereads_its_buffer() -> None:
     assert not latch
     latch.load_state_dict({"value": torch.tensor(True)})
     assert latch
+
+
+def test_loading_an_unset_state_unsets_a_set_latch() -> None:
+    """The dry run initialises from data, then loads back the state it started from: training must initialise again."""
+    latch = Latch()
+    before = {k: v.clone() for k, v in latch.state_dict().items()}
+    latch.set()
+    latch.load_state_dict(before)
+    assert not latch
