@@ -47,7 +47,12 @@ def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> Laten
     """The loss ``name`` if it offers the method ``needs``; a clear error otherwise."""
     model = ctx.loss(name)
     if not callable(getattr(model, needs, None)):
-        raise ValueError(f"loss {name!r} ({type(model).__name__}) offers no {needs}(); name a latent-variable model loss")
+        losses = "elbo, iwae, hybrid_vae_flow or hierarchical_vae" + (", autoencoder or vqvae" if needs in ("reconstruct", "decode") else "")
+        flow = "; a flow_nll's test_losses already give its exact NLL" if needs == "evidence" and hasattr(model, "flow") else ""
+        raise ValueError(
+            f"loss {name!r} ({type(model).__name__}) is not a latent-variable model: name a loss of type {losses}{flow} "
+            f"(a plugin's loss qualifies by its method {needs}(), as compose_gen_plugins.latent.model.LatentVariableModel defines it)"
+        )
     return model
 
 

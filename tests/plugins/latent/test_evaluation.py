@@ -17,7 +17,7 @@ from torch.nn.functional import one_hot
 
 from compose_gen.compiler import GenerativeModel
 from compose_gen.runtime import build
-from compose_gen.spec import load_spec
+from compose_gen.spec import SpecError, load_spec
 
 from compose_gen import EvalContext, Splits, TensorData, log_mean_exp
 from compose_gen_plugins.distributions import StandardNormal
@@ -333,3 +333,22 @@ def test_a_sample_grid_temperature_below_zero_is_refused_when_the_spec_loads() -
     grid = "evaluate.metrics=[{type: sample_grid, temperatures: [1.0, -0.5]}]"
     with pytest.raises(Exception, match=r"evaluate\.metrics\[0\]\.temperatures\[1\]: Input should be greater than or equal to 0"):
         load_spec(spec, [grid])
+
+
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        ({"type": "importance_sampled_nll", "model": "nll"}, r"type elbo, iwae, hybrid_vae_flow or hierarchical_vae; a flow_nll's test_losses already give its exact NLL"),
+        ({"type": "posterior_collapse", "model": "nll"}, r"type elbo, iwae, hybrid_vae_flow or hierarchical_vae \(a plugin's loss qualifies by its method levels\(\)"),
+    ],
+)
+def test_a_latent_metric_of_a_loss_without_latents_says_which_losses_it_takes(metric, expected) -> None:
+    spec = {
+        "name": "flow",
+        "data": {"type": "moons", "n": 200},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "affine", "shape": [2]}]}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "evaluate": {"metrics": [metric]},
+    }
+    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*loss 'nll' \(FlowNLL\) is not a latent-variable model: name a loss of " + expected):
+        build(load_spec(spec), "cpu")
