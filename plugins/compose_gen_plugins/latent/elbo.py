@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from compose_gen import Bijector, BuildContext, ComponentType, Ref, hookimpl, repeat_for_draws
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
+    in_data_space,
     Evidence,
     LatentLevel,
     LatentVariableModel,
@@ -123,7 +124,7 @@ def build_elbo(p: VAEParams, ctx: BuildContext) -> VAE:
     Continuous Space", and Sønderby et al. 2016, "Ladder Variational Autoencoders".
     """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
-    return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)
+    return in_data_space(VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p), p, ctx)
 
 
 @hookimpl

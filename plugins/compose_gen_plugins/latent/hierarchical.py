@@ -34,6 +34,7 @@ from torch.distributions import Distribution, Independent, Normal
 from compose_gen import BuildContext, ComponentType, Ref, hookimpl
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
+    in_data_space,
     Evidence,
     LatentLevel,
     LatentVariableModel,
@@ -150,9 +151,8 @@ def build_hierarchical_vae(p: HierarchicalParams, ctx: BuildContext) -> Hierarch
     """
     c = ctx.component
     caution_unbounded(p.x, c(p.decoder), ctx)
-    return HierarchicalVAE(
-        c(p.encoder_top), c(p.encoder_bottom), c(p.conditional_prior), c(p.prior), c(p.decoder), p
-    )
+    model = HierarchicalVAE(c(p.encoder_top), c(p.encoder_bottom), c(p.conditional_prior), c(p.prior), c(p.decoder), p)
+    return in_data_space(model, p, ctx)
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from compose_gen import BuildContext, Chain, ComponentType, Ref, hookimpl
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
-from compose_gen_plugins.latent.model import caution_unbounded
+from compose_gen_plugins.latent.model import caution_unbounded, in_data_space
 
 __all__ = ["HybridParams", "build_hybrid_vae_flow"]
 
@@ -34,7 +34,7 @@ def build_hybrid_vae_flow(p: HybridParams, ctx: BuildContext) -> VAE:
     """Hybrid VAE-flow: ln p(x) ≥ E_q ln p(f(x)|z) − KL(q‖p) + ln|det ∂f/∂x| (Lucas et al. 2019)."""
     transform = Chain([ctx.component(ref) for ref in p.bijectors])
     caution_unbounded(p.x, ctx.component(p.decoder), ctx, transform)
-    return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p, transform)
+    return in_data_space(VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p, transform), p, ctx)
 
 
 @hookimpl

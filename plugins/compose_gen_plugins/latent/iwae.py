@@ -18,7 +18,7 @@ from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, hookimpl
 from compose_gen_plugins.latent.elbo import VAE, VAEParams
-from compose_gen_plugins.latent.model import caution_unbounded
+from compose_gen_plugins.latent.model import caution_unbounded, in_data_space
 
 __all__ = ["IWAEParams", "build_iwae"]
 
@@ -41,7 +41,7 @@ def build_iwae(p: IWAEParams, ctx: BuildContext) -> VAE:
     Burda et al. 2016, "Importance Weighted Autoencoders".
     """
     caution_unbounded(p.x, ctx.component(p.decoder), ctx)
-    return VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p)
+    return in_data_space(VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p), p, ctx)
 
 
 @hookimpl

@@ -53,6 +53,7 @@ from compose_gen import (
     log_mean_exp,
 )
 from compose_gen.registry import suggest
+from compose_gen_plugins.datasets import ladj_field
 from compose_gen_plugins.datasets.limits import constant_features, few_values
 from compose_gen_plugins.sampling import ClassCount, DecoderMean, means_of_discrete
 from compose_gen_plugins.networks import conditioned
@@ -68,6 +69,7 @@ __all__ = [
     "build_model_sampler",
     "caution_unbounded",
     "draw",
+    "in_data_space",
     "kl_or_estimate",
     "location",
     "prior_given",
@@ -295,6 +297,8 @@ class LatentVariableModel(Loss):
 
     #: Whether log p(x|z) is a probability mass (no change of variables in data space).
     discrete = False
+    #: The constant log|det ∂x/∂u| of the dataset's preprocessing u -> x, which a density's bounds add (:func:`in_data_space`).
+    ladj_to_model = 0.0
 
     likelihood_inputs = ("x", "context")
 
@@ -323,19 +327,39 @@ class LatentVariableModel(Loss):
         evidence = self.evidence(inputs["x"], self.samples, exact, inputs.get("context"))
         if self.kl_mode == "analytic" and not evidence.exact_kl:
             raise ValueError(f"{type(self).__name__}: kl: analytic, but the KL of this posterior and prior has no closed form")
+        # In data space, as importance_sampled_nll and flow_nll count: log p_data(u|z) = log p(x|z) + log|det ∂x/∂u|.
+        to_data = 0.0 if self.discrete else self.ladj_to_model + inputs.get("ladj", 0.0)
         # Means over draws and examples; the KL broadcasts to the draws, so its own mean is the same average.
-        reconstruction = evidence.log_likelihood.mean()
+        reconstruction = (evidence.log_likelihood + to_data).mean()
         kl = evidence.kl.mean()
         elbo = reconstruction - kl
         logs = {"elbo": elbo.detach(), "kl": kl.detach(), "reconstruction": reconstruction.detach()}
         if self.objective == "iwae":
-            bound = log_mean_exp(evidence.log_weights, 0).mean()
+            bound = log_mean_exp(evidence.log_weights + to_data, 0).mean()
             return {"loss": -bound, "iwae": bound.detach(), **logs}
         weight = self.kl_weight()
         if self.warmup_steps:
             logs["kl_weight"] = weight
         loss = -elbo if not self.warmup_steps and weight == 1.0 else -(reconstruction - weight * kl)
         return {"loss": loss, **logs}
+
+
+def in_data_space(model: LatentVariableModel, p: "ObjectiveParams", ctx: BuildContext) -> LatentVariableModel:
+    """``model``, its bounds counted in data space: a density's log p(x|z) gains the log-determinant of the dataset's
+    preprocessing, its constant ``ladj_to_model`` and, through ``ladj:``, the per-example part of its transforms (as
+    ``flow_nll`` and ``importance_sampled_nll`` count), so test bounds and importance-sampled NLLs compare.  A
+    probability mass (a discrete decoder) has none to add, nor has x that is a graph value."""
+    data = ctx.data
+    if model.discrete or data is None or p.x not in data.train.fields:
+        return model
+    per_example = ladj_field(p.x)
+    if per_example in data.train.fields and p.ladj is None:
+        raise ValueError(
+            f"the dataset's transforms give {p.x!r} a per-example log-determinant; set `ladj: {per_example}` so that the bound "
+            "is counted in data space"
+        )
+    model.ladj_to_model = data.train.ladj_to_model
+    return model
 
 
 def unknown_part(listed: list[str], parts: tuple[str, ...]) -> str | None:
@@ -353,6 +377,9 @@ class ObjectiveParams(Params):
     parts: ClassVar[tuple[str, ...]] = ()
 
     x: Value = Field("x", description="graph value with the examples x")
+    ladj: Value | None = Field(
+        None, description="batch field with the per-example log-det of the dataset's transforms (ladj_x), for bounds in data space"
+    )
     context: Value | None = Field(
         None, description="graph value with a condition c, e.g. c: one_hot(y, 10), for q(z|x, c) and p(x|z, c); None: unconditional"
     )

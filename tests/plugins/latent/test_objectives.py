@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -383,3 +384,38 @@ def test_a_continuous_bernoulli_decoder_on_values_at_0_and_1_is_warned_about(tra
         assert said == []
     else:
         assert len(said) == 1 and "the continuous Bernoulli's density at 0 and 1 grows without bound" in said[0] and advice in said[0], said
+
+
+def _gaussian_vae_spec(transforms: list, **loss: object) -> dict:
+    """A VAE with a fixed-σ Gaussian decoder (a density) on the digits scaled to [0, 1] and then ``transforms``."""
+    return {
+        "name": "gaussian_vae",
+        "data": {"type": "digits", "shape": "flat", "transforms": transforms},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [4]},
+            "encoder": {"type": "gaussian_encoder", "latent": 4, "net": {"type": "mlp", "in_features": 64, "out_features": 8, "hidden": [16]}},
+            "decoder": {"type": "gaussian_decoder", "net": {"type": "mlp", "in_features": 4, "out_features": 64, "hidden": [16]}},
+        },
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior", **loss}},
+    }
+
+
+@torch.no_grad()
+def test_a_densitys_bounds_are_counted_in_data_space_as_the_importance_sampled_nll_is() -> None:
+    """log p_data(u) = log p(x) + log|det ∂x/∂u|: the dataset's ladj (here −64 log 16, the digits' scaling, plus the
+    logit's per example) enters the logged elbo, reconstruction and loss, and no other term."""
+    model, data = build(load_spec(_gaussian_vae_spec([{"type": "logit"}], ladj="ladj_x")), "cpu")
+    vae = model.losses["vae"]
+    batch = data.test.batch(slice(0, 8))
+    ladj = data.test.ladj_to_model + batch["ladj_x"]
+    assert data.test.ladj_to_model == pytest.approx(-64 * math.log(16), rel=1e-6)
+    torch.manual_seed(0)
+    logs = vae({"x": batch["x"], "ladj": batch["ladj_x"]}, frozenset({"loss"}))
+    torch.manual_seed(0)
+    evidence = vae.evidence(batch["x"], 1, exact_kl=True)
+    torch.testing.assert_close(logs["reconstruction"], (evidence.log_likelihood + ladj).mean())
+    torch.testing.assert_close(logs["elbo"], (evidence.log_likelihood + ladj).mean() - evidence.kl.mean())
+    torch.testing.assert_close(logs["loss"], -logs["elbo"])
+    torch.testing.assert_close(logs["kl"], evidence.kl.mean())
+    with pytest.raises(SpecError, match=r"losses.vae: .* per-example log-determinant; set `ladj: ladj_x` so that the bound is counted in data space"):
+        build(load_spec(_gaussian_vae_spec([{"type": "logit"}])), "cpu")
