@@ -177,7 +177,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, weights_only=True)
     # An override, or an older checkpoint than the newest, is for this command: the folder keeps its own results and pictures.
-    apart = "the spec was changed with --set" if args.set else run.behind or run.data_changed
+    apart = "the spec was changed with --set" if args.set else run.behind or run.changed
     pictures = args.out or (run.dir / "evaluation-set" if apart else None)
     try:
         results = run.evaluate(pictures, record=apart is None)

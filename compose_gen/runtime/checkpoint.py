@@ -284,6 +284,8 @@ _STATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "elapsed_s": ((int, float), "a number"),
     "running": ((list,), "a list"),
     "best": ((dict, type(None)), "a mapping or null"),
+    "trained_on": ((list,), "a list"),
+    "model_sha256": ((str,), "a string"),
 }
 
 

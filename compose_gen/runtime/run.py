@@ -89,8 +89,9 @@ class Run:
     seen_checkpoints: frozenset[str] = frozenset()
     #: Loaded for sampling and evaluation only (``Run.load(weights_only=True)``): no optimizer state to train on.
     weights_only: bool = False
-    #: Set when the data built now are not those the loaded checkpoint was trained on (an edited spec or data file): why.
-    data_changed: str | None = None
+    #: Set when the data or the model built now are not those the loaded checkpoint was trained with (an edited spec or
+    #: data file, or a resume on other data): why.  Its metrics are then not recorded.
+    changed: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -165,14 +166,25 @@ class Run:
                 f"warning: --set {', '.join(moved)} may change the data's split or preprocessing, so the test split may hold "
                 "examples this run trained on, and the metrics would no longer be of held-out data"
             )
-        recorded = loaded.state.get("train_sha256")
-        if recorded is not None and recorded != self.trainer.data_fingerprint:
-            self.data_changed = "the train split is not the one this run was trained on"
+        state = loaded.state
+        # Every split the run trained on stays recorded: after a resume on another split, no split is held out from it.
+        recorded = state.get("trained_on") or ([state["train_sha256"]] if "train_sha256" in state else [])  # older: the last one
+        current = self.trainer.trained_on[-1]
+        if any(fingerprint != current for fingerprint in recorded):
+            self.changed = "the run was trained on another train split than this one"
             if not moved:  # said above
                 self.trainer.say(
-                    f"warning: {self.data_changed} (an edit of {run_dir / SPEC_FILE}, or a changed data file): the test split may "
+                    f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, or a changed data file): the test split may "
                     "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
                 )
+        self.trainer.trained_on = list(dict.fromkeys([*recorded, current]))
+        model = state.get("model_sha256")
+        if model is not None and model != self.trainer.model_fingerprint and not overrides and self.changed is None:
+            self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
+            self.trainer.say(
+                f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file): the weights may not mean what it says, "
+                "so its metrics are not recorded"
+            )
         for note in loaded.notes:
             self.trainer.say(f"warning: {note}")
         self.trainer.restore(loaded)
@@ -192,7 +204,8 @@ class Run:
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         trainer = Trainer(model, stream, run_dir, progress, dist)
-        trainer.data_fingerprint = data.train.fingerprint()
+        trainer.trained_on = [data.train.fingerprint()]
+        trainer.model_fingerprint = spec.model_fingerprint()
         run = cls(spec, model, data, run_dir, trainer)
         if run._can_draw():
             trainer.on_sample = run._samples_at
@@ -406,8 +419,8 @@ class Run:
         """With ``record``, write ``results`` to the folder's ``evaluation.json``, unless they are not of its newest
         checkpoint (:attr:`behind`, or overtaken by another writer) or not of the data it was trained on."""
         behind = self.behind or self._overtaken()
-        if self.dir is not None and record and self.data_changed is not None:
-            self.trainer.say(f"warning: not recorded in {self.dir / EVALUATION_FILE}: {self.data_changed}")
+        if self.dir is not None and record and self.changed is not None:
+            self.trainer.say(f"warning: not recorded in {self.dir / EVALUATION_FILE}: {self.changed}")
         elif self.dir is not None and record and behind is not None:
             self.trainer.say(f"warning: not recorded in {self.dir / EVALUATION_FILE}, which is the newest checkpoint's: {behind}")
         elif self.dir is not None and record:

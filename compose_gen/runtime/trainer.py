@@ -220,8 +220,10 @@ class Trainer:
         self._saved_step: int | None = None
         #: The checkpoints this trainer wrote (rank 0), by folder name.
         self.written: set[str] = set()
-        #: :meth:`TensorData.fingerprint` of the train split, recorded in checkpoints (None: not recorded).
-        self.data_fingerprint: str | None = None
+        #: :meth:`TensorData.fingerprint` of every train split this run trained on, oldest first, recorded in checkpoints.
+        self.trained_on: list[str] = []
+        #: :meth:`Spec.model_fingerprint` of the spec it trains, recorded in checkpoints (None: not recorded).
+        self.model_fingerprint: str | None = None
         if self.run_dir is not None and self.dist.is_main:
             clean_temporary(self.run_dir)
 
@@ -494,7 +496,8 @@ class Trainer:
             "world_size": self.dist.world_size,
             "running": running,
             "elapsed_s": self._elapsed_s(),
-            **({"train_sha256": self.data_fingerprint} if self.data_fingerprint else {}),
+            **({"trained_on": self.trained_on} if self.trained_on else {}),
+            **({"model_sha256": self.model_fingerprint} if self.model_fingerprint else {}),
         }
         keep = self.train.keep_checkpoints
         protect = [self.best["step"]] if self.best else []

@@ -10,6 +10,8 @@ It raises :class:`SpecError` listing every problem as ``file:line: path: message
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,6 +81,13 @@ class Spec:
     def to_yaml(self) -> str:
         """:meth:`to_dict` as YAML, in section order: what a run folder's ``spec.yaml`` holds."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def model_fingerprint(self) -> str:
+        """SHA-256 of the resolved components, graph and losses: what trained weights mean depends on them, and on
+        nothing else of the spec (training settings, the sampler and the metrics may change between resumes)."""
+        resolved = self.to_dict()
+        model = {key: resolved.get(key) for key in ("components", "graph", "losses")}
+        return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         """The spec with every default filled in, inline components kept inline."""

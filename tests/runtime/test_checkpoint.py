@@ -214,19 +214,56 @@ def test_a_run_whose_data_changed_since_its_checkpoint_says_so_and_records_no_ev
     """An edit of the folder's spec.yaml that moves the split (or a rewritten data file) got no word, unlike --set."""
     _three_checkpoints(tmp_path, toys_catalogue)
     same = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
-    assert same.data_changed is None
+    assert same.changed is None
     spec_file = tmp_path / "run" / "spec.yaml"
     resolved = yaml.safe_load(spec_file.read_text())
     resolved["data"]["seed"] += 1
     spec_file.write_text(yaml.safe_dump(resolved))
     capsys.readouterr()
     moved = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
-    assert moved.data_changed == "the train split is not the one this run was trained on"
+    assert moved.changed == "the run was trained on another train split than this one"
     assert "the test split may hold examples it trained on" in capsys.readouterr().err
     moved.evaluate()
     assert not (tmp_path / "run" / "evaluation.json").exists(), "no record of metrics on a split it may have trained on"
     same.evaluate()
     assert (tmp_path / "run" / "evaluation.json").exists()
+
+
+def _edit_spec(run_dir: Path, edit) -> None:
+    spec_file = run_dir / "spec.yaml"
+    resolved = yaml.safe_load(spec_file.read_text())
+    edit(resolved)
+    spec_file.write_text(yaml.safe_dump(resolved))
+
+
+def test_a_run_resumed_on_another_split_never_again_counts_a_split_as_held_out(tmp_path, toys_catalogue):
+    """The checkpoint after such a resume recorded only the new split, so a later evaluate recorded metrics of a
+    test split that held examples of the first train split."""
+    _three_checkpoints(tmp_path, toys_catalogue)
+    _edit_spec(tmp_path / "run", lambda spec: spec["data"].update(seed=spec["data"]["seed"] + 1))
+    moved = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    moved.train(8)  # a checkpoint trained on both splits
+    later = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert later.trainer.step == 8 and later.changed == "the run was trained on another train split than this one"
+    assert len(json.loads((list_checkpoints(tmp_path / "run")[-1] / "state.json").read_text())["trained_on"]) == 2
+    later.evaluate()
+    assert not (tmp_path / "run" / "evaluation.json").exists(), "no record of metrics on a split it may have trained on"
+
+
+def test_an_edit_of_the_model_that_keeps_its_shapes_is_said_and_its_metrics_not_recorded(tmp_path, toys_catalogue, capsys):
+    """Weights trained under relu, evaluated under tanh, gave a test loss of another model, recorded as the run's."""
+    _three_checkpoints(tmp_path, toys_catalogue)
+    _edit_spec(tmp_path / "run", lambda spec: spec["evaluate"].update(batch_size=7))  # no model edit: nothing to say
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
+    _edit_spec(tmp_path / "run", lambda spec: spec["components"]["net"].update(activation="leaky_relu"))
+    capsys.readouterr()
+    edited = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert edited.changed == "its components, graph or losses are not those step 6 was trained with"
+    assert "an edit of the file" in capsys.readouterr().err
+    edited.evaluate()
+    assert not (tmp_path / "run" / "evaluation.json").exists(), "no record of another model's metrics"
+    told = Run.load(tmp_path / "run", overrides=["components.net.activation=leaky_relu"], catalogue=toys_catalogue, progress=False)
+    assert told.changed is None, "an override is asked for, and said by the command that takes it"
 
 
 def _edit_state(checkpoint: Path, **entries: object) -> None:
