@@ -385,8 +385,16 @@ def test_tabular_samples_and_a_moved_data_file_name_the_cli_remedy(tmp_path, cap
     assert numpy.load(tmp_path / "x.npy").shape == (4, 4)
     (tmp_path / "points.npy").rename(tmp_path / "moved.npy")
     assert main(["evaluate", str(run)]) == 2
-    assert f"compose-gen evaluate {run} --set data.path=NEW" in capsys.readouterr().err
+    remedy = capsys.readouterr().err
+    assert f"compose-gen evaluate {run} --set data.path=NEW" in remedy
     assert main(["evaluate", str(run), "--set", f"data.path={tmp_path / 'moved.npy'}"]) == 0
+    # A finished run cannot train on to record the move (`train --resume` needs steps beyond it); an edit records it.
+    assert f"or edit data.path in {run / 'spec.yaml'} to record it" in remedy
+    (run / "spec.yaml").write_text((run / "spec.yaml").read_text().replace(str(tmp_path / "points.npy"), str(tmp_path / "moved.npy")))
+    (run / "evaluation.json").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert (run / "evaluation.json").exists() and "not recorded" not in capsys.readouterr().err
 
 
 def test_evaluate_records_nothing_when_the_newest_checkpoint_is_unreadable(tmp_path, vae_spec, capsys, monkeypatch) -> None:

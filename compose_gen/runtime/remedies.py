@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from compose_gen.runtime.layout import SPEC_FILE
 from compose_gen.spec import Problem, Spec, SpecError
 
 __all__ = [
@@ -96,9 +97,11 @@ def with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecE
     if not missing or not any(problem.path[:1] == ("data",) for problem in error.problems):
         return error
     keys = " ".join(f"--set {'.'.join(key)}=NEW" for key in missing)
+    names = ", ".join(".".join(key) for key in missing)
     remedy = (
         f"; the run's spec.yaml records where the data were; if they moved, say where: `compose-gen evaluate {run_dir} {keys}` "
-        f"(or sample) for one command, or `compose-gen train --resume {run_dir} {keys}` to record it"
+        f"(or sample) for one command, `compose-gen train --resume {run_dir} {keys}` to train on with it, or edit {names} in "
+        f"{run_dir / SPEC_FILE} to record it (the run checks that the data found there are those it trained on)"
     )
     problems = [Problem(p.path, p.message + remedy) if p.path[:1] == ("data",) else p for p in error.problems]
     return SpecError(problems, error.where)
