@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from compose_gen.compiler import advise, assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
-from compose_gen.runtime.checkpoint import json_text
-from compose_gen.runtime.layout import EVALUATION_FILE
+from compose_gen.runtime.checkpoint import json_text, list_checkpoints
+from compose_gen.runtime.layout import EVALUATION_FILE, step_folder_name
 from compose_gen.spec import SpecError, SpecWarning, load_spec
 
 __all__ = ["main"]
@@ -146,10 +146,9 @@ def _train(args: argparse.Namespace) -> int:
         if main_process:
             print(json_text(failure.results))
         raise
-    except KeyboardInterrupt:  # training stops at a signal itself; this one came while sampling or evaluating after it
-        if main_process and run.trainer.step == (args.until or run.spec.model.train.steps):
-            print(f"interrupted after training, while sampling or evaluating; step {run.trainer.step} is saved: "
-                  f"compose-gen evaluate {run.dir}", file=sys.stderr)
+    except KeyboardInterrupt:  # training stops at a signal itself: this one came after it, or is a second one
+        if main_process:
+            print(_interrupted(run, args.until or run.spec.model.train.steps), file=sys.stderr)
         raise
     stopped = run.trainer.interrupted
     if stopped and main_process:
@@ -172,6 +171,18 @@ def _sample(args: argparse.Namespace) -> int:
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}")
     return 0
+
+
+def _interrupted(run: Run, end: int) -> str:
+    """What a Ctrl-C that training did not absorb left saved: one while sampling or evaluating after training, or a
+    second one, which aborts at once, perhaps while the checkpoint the first asked for was being written."""
+    step, saved = run.trainer.step, list_checkpoints(run.dir)
+    if saved and saved[-1].name == step_folder_name(step):
+        if step == end:
+            return f"interrupted after training, while sampling or evaluating; step {step} is saved: compose-gen evaluate {run.dir}"
+        return f"interrupted at step {step}, which is saved; continue with: compose-gen train --resume {run.dir}"
+    newest = f"the newest checkpoint is {saved[-1].name}" if saved else "no checkpoint was written"
+    return f"aborted at step {step}, without saving it; {newest}; continue with: compose-gen train --resume {run.dir}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -272,7 +283,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", required=True, help="file to write: a picture (.png unless it names another format), or .npy/.npz arrays in data space"
     )
-    p.add_argument("--temperature", type=_at_least(0.0, float), default=1.0, help="scale of the noise's standard deviation (0: the mode)")
+    p.add_argument(
+        "--temperature",
+        type=_at_least(0.0, float),
+        default=1.0,
+        help="scale of the latent noise's standard deviation (0: its mode; a sampler that draws x from its decoder, "
+        "`mean: false`, still draws it; a VQ-VAE's uniform codes take none)",
+    )
     p.add_argument(
         "--class", dest="classes", action="append", metavar="K",
         help="draw only class K, a label or a class name (repeat for several, one per column), from a model that samples by class",

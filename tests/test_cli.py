@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from compose_gen.cli import main
+from compose_gen.runtime import Trainer
 from compose_gen.spec import load_spec
 from compose_gen_plugins.quality import fidelity
 
@@ -472,3 +473,20 @@ def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp
     run = tmp_path / "run"
     assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress"]) == 130
     assert f"interrupted after training, while sampling or evaluating; step 20 is saved: compose-gen evaluate {run}" in capsys.readouterr().err
+
+
+def test_a_second_interrupt_says_what_it_did_not_save(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """The last word was "saving a checkpoint", though the second Ctrl-C aborted before it was."""
+    vae_spec["train"].update(steps=8, checkpoint_every=4)
+    save = Trainer.save
+
+    def aborted_at_step_6(self, last=None):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return save(self, last)
+
+    monkeypatch.setattr(Trainer, "save", aborted_at_step_6)
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress", "--until", "6"]) == 130
+    message = f"aborted at step 6, without saving it; the newest checkpoint is step-00000004; continue with: compose-gen train --resume {run}"
+    assert message in capsys.readouterr().err
