@@ -167,7 +167,7 @@ def _check_until(until: int | None, step: int, total: int) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, args.set, progress=False, weights_only=True)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False, checkpoint=args.checkpoint, weights_only=True)
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}")
     return 0
@@ -186,7 +186,7 @@ def _interrupted(run: Run, end: int) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    run = Run.load(args.run_dir, args.device, args.set, progress=False, weights_only=True)
+    run = Run.load(args.run_dir, args.device, args.set, progress=False, checkpoint=args.checkpoint, weights_only=True)
     # An override, or an older checkpoint than the newest, is for this command: the folder keeps its own results and pictures.
     apart = "the spec was changed with --set" if args.set else run.behind or run.changed
     pictures = args.out or (run.dir / "evaluation-set" if apart else None)
@@ -237,6 +237,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def overrides(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. train.steps=100")
+
+    def checkpoint(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--checkpoint", metavar="WHICH", help="best (by train.best_metric), or a checkpoint folder such as step-00000040 "
+            "(default: the newest readable one)"
+        )
 
     p = command("validate", _validate, "check specs: schema, references, cycles, kinds and shapes (dry run)")
     p.add_argument("files", nargs="+")
@@ -295,12 +301,14 @@ def _parser() -> argparse.ArgumentParser:
         help="draw only class K, a label or a class name (repeat for several, one per column), from a model that samples by class",
     )
     p.add_argument("--device")
+    checkpoint(p)
     overrides(p)
 
     p = command("evaluate", _evaluate, "evaluate a trained run with its spec's metrics")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device")
+    checkpoint(p)
     p.add_argument(
         "--out", type=Path, help="folder for the files metrics write (grids, plots); default: the run folder, or its evaluation-set/ with --set"
     )

@@ -490,3 +490,22 @@ def test_a_second_interrupt_says_what_it_did_not_save(tmp_path, vae_spec, capsys
     assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress", "--until", "6"]) == 130
     message = f"aborted at step 6, without saving it; the newest checkpoint is step-00000004; continue with: compose-gen train --resume {run}"
     assert message in capsys.readouterr().err
+
+
+def test_sample_and_evaluate_take_an_older_or_the_best_checkpoint(tmp_path, vae_spec, capsys) -> None:
+    """Only Python's load_run could pick one; an older checkpoint's metrics are printed, not recorded over the newest's."""
+    vae_spec["train"].update(steps=4, checkpoint_every=2, log_every=2, best_metric="vae", best_mode="min")
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress"]) == 0
+    recorded = (run / "evaluation.json").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--checkpoint", "step-00000002"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 2 and "not recorded" in err and (run / "evaluation.json").read_text() == recorded
+    best = json.loads((run / "checkpoints" / "best.json").read_text())["step"]
+    for which, name in (("best", "best.npy"), (f"step-0000000{best}", "that.npy"), ("step-00000002", "2.npy"), ("step-00000004", "4.npy")):
+        assert main(["sample", str(run), "-n", "3", "-o", str(tmp_path / name), "--checkpoint", which]) == 0
+    drawn = {name: numpy.load(tmp_path / name) for name in ("best.npy", "that.npy", "2.npy", "4.npy")}
+    assert numpy.array_equal(drawn["best.npy"], drawn["that.npy"]) and not numpy.array_equal(drawn["2.npy"], drawn["4.npy"])
+    assert main(["sample", str(run), "-n", "3", "-o", str(tmp_path / "x.npy"), "--checkpoint", "step-00000009"]) == 1
+    assert "step-00000009 is not a checkpoint of" in capsys.readouterr().err
