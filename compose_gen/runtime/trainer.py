@@ -415,9 +415,10 @@ class Trainer:
         if loss_ok:
             what = self._diagnose_gradients(name, plan, batch)
         else:
-            bad = [f"{k}={v:g}" for k, v in logs.items() if not math.isfinite(v)]
+            bad = [k for k, v in logs.items() if not math.isfinite(v)]
             if bad:
-                what = f"non-finite loss ({', '.join(bad)}){self._nonfinite_source(name, batch)}"
+                values = ", ".join(f"{k}={logs[k]:g}" for k in bad)
+                what = f"non-finite loss ({values}){self._nonfinite_source(name, batch, bad)}"
             elif self.dist.world_size > 1:
                 what = "non-finite loss on another process"
             else:
@@ -434,18 +435,22 @@ class Trainer:
         kept = "the last good checkpoint stays" if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
         raise NonFiniteLoss(f"{message}: training stopped, {kept}{advice}")
 
-    def _nonfinite_source(self, name: str, batch: dict[str, Tensor]) -> str:
+    def _nonfinite_source(self, name: str, batch: dict[str, Tensor], terms: list[str]) -> str:
         """``; the first NaN or inf comes from <component>`` naming the component that turns finite inputs non-finite, recomputed
-        on ``batch`` (with fresh noise, the random state restored after), or nothing when none does."""
+        on ``batch`` (with fresh noise, the random state restored after); when none does, the losses whose logged
+        ``terms`` are non-finite, which made them of finite values."""
         restore = rng.snapshot(self.model, self.model.device)
         try:
             with self.precision.autocast():
                 source = self.model.nonfinite_source(name, batch)
         finally:
             restore()
-        if source is None:
-            return ""
-        return f"; the first NaN or inf comes from {format_path(source.path)}, {origin(source.type.name, self.model.spec.catalogue)}, given finite inputs"
+        catalogue, losses = self.model.spec.catalogue, self.model.spec.sections.losses
+        if source is not None:
+            return f"; the first NaN or inf comes from {format_path(source.path)}, {origin(source.type.name, catalogue)}, given finite inputs"
+        blamed = [losses[loss] for loss in dict.fromkeys(term.split(".")[0] for term in terms) if loss in losses]
+        named = "; ".join(f"{format_path(d.path)}, {origin(d.type.name, catalogue)}" for d in blamed)
+        return f"; no component made NaN or inf when the step was recomputed, so it comes from {named}" if named else ""
 
     def _diagnose_gradients(self, name: str, plan: Plan, batch: dict[str, Tensor]) -> str:
         """Which components got non-finite gradients, and from which terms (recomputed term by term)."""
