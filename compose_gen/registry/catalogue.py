@@ -54,6 +54,8 @@ class Catalogue:
     failures: dict[str, str] = field(default_factory=dict)
     #: Type names set aside because several plugins register them, with those plugins.
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+    #: First-party type names that third-party plugins register too, with those plugins (whose types are not used).
+    shadowed: dict[str, list[str]] = field(default_factory=dict)
     #: ``"<distribution> <version>"`` of each plugin installed through the entry-point group.
     package_of: dict[str, str] = field(default_factory=dict)
     #: Made of the installed plugins alone (``make_catalogue()``), so another process can make the same one.
@@ -252,6 +254,7 @@ def _add(catalogue: Catalogue, component_type: object, plugin: str, first_party:
         catalogue.fail(plugin, f"registers type {name!r} twice")
     elif other in first_party:
         catalogue.fail(plugin, f"type {name!r} is first-party (plugin {other!r}); this plugin's is not used, rename it")
+        catalogue.shadowed.setdefault(name, []).append(plugin)
     else:
         del catalogue.types[name], catalogue.plugin_of[name]
         catalogue.conflicts[name] = [other, plugin]

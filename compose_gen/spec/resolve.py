@@ -90,7 +90,11 @@ class _Resolver:
                         defaults_said.add(name)
                         self.problem(path, _bad_default(origin(type_name, self.catalogue), component_type.params, str(name), item))
                     continue
-                self.problem((*path, *error_location(fields, item)), _message(item, component_type.params))
+                message = _message(item, component_type.params)
+                if item["type"] == "extra_forbidden" and type_name in self.catalogue.shadowed:
+                    others = ", ".join(map(repr, self.catalogue.shadowed[type_name]))
+                    message += f" ({origin(type_name, self.catalogue)}; plugin {others} registers a {type_name!r} too, not used: rename it there)"
+                self.problem((*path, *error_location(fields, item)), message)
             return None
         except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
             self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")

@@ -67,6 +67,9 @@ def test_a_third_party_type_cannot_replace_a_first_party_one(install_plugin, vae
     assert catalogue.plugin_of["mlp"] == "networks"
     assert "type 'mlp' is first-party (plugin 'networks')" in catalogue.failures["usurper"]
     load_spec(vae_spec, catalogue=catalogue)
+    vae_spec["components"]["encoder"]["net"]["usurpers_width"] = 3  # written for the plugin's mlp, which is not used
+    with pytest.raises(SpecError, match=r"unknown parameter 'usurpers_width' \(type 'mlp' \(plugin 'networks'\); plugin 'usurper' registers a 'mlp' too, not used: rename it there\)"):
+        load_spec(vae_spec, catalogue=catalogue)
 
 
 def test_an_entry_point_reusing_a_first_party_name_is_refused_naming_both_distributions(install_plugin, vae_spec) -> None:
