@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from compose_gen.runtime.layout import SPEC_FILE
 from compose_gen.spec import Problem, Spec, SpecError
@@ -68,9 +68,10 @@ def missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tup
     return missing
 
 
-def with_missing_plugin_remedy(error: SpecError, run_dir: Path, offer_set: bool = False) -> SpecError:
-    """A run folder's unknown types, each with the plugin and package the run was trained with; for metrics, with
-    ``offer_set`` (a command that records no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
+def with_missing_plugin_remedy(error: SpecError, run_dir: Path, failures: Mapping[str, str], offer_set: bool = False) -> SpecError:
+    """A run folder's unknown types, each with the plugin and package the run was trained with (and why it failed to
+    load, when it is among the plugins that did, ``failures``); for metrics, with ``offer_set`` (a command that records
+    no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
     recorded = recorded_plugins(run_dir)
     data = getattr(error.where, "data", None)  # the spec as loaded, overrides applied
     evaluate = data.get("evaluate") if isinstance(data, dict) else None
@@ -85,7 +86,10 @@ def with_missing_plugin_remedy(error: SpecError, run_dir: Path, offer_set: bool 
         for name, origin in recorded.items():
             if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", problem.message):
                 extra = without if problem.path[:2] == ("evaluate", "metrics") else ""
-                return f"{problem.message}; {run_dir} was trained with it from {origin}: install that package{extra}"
+                plugin = re.match(r"plugin '([^']*)'", origin)
+                failure = failures.get(plugin.group(1)) if plugin else None
+                fix = f"it is installed but failed to load: {failure}" if failure else "install that package"
+                return f"{problem.message}; {run_dir} was trained with it from {origin}: {fix}{extra}"
         return problem.message
 
     return SpecError([Problem(p.path, remedy(p)) for p in error.problems], error.where)

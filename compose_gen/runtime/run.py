@@ -37,7 +37,7 @@ from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import Splits
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
-from compose_gen.registry import Catalogue
+from compose_gen.registry import Catalogue, make_catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
 from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, write_json_atomic, write_text_atomic
@@ -136,10 +136,11 @@ class Run:
         """
         run_dir, overrides, trained = Path(run_dir), list(overrides), trained or weights_only
         check_loadable(run_dir, trained, checkpoint)
+        catalogue = catalogue or make_catalogue()
         try:
             spec = load_spec(run_dir / SPEC_FILE, overrides, catalogue)
         except SpecError as error:
-            raise with_missing_plugin_remedy(error, run_dir, offer_set=trained) from None
+            raise with_missing_plugin_remedy(error, run_dir, catalogue.failures, offer_set=trained) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         try:
             with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import sys
 
 import numpy as np
 import pytest
@@ -175,6 +176,16 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
     with pytest.raises(cg.SpecError) as info:
         Run.load(run_dir, catalogue=first_party)  # as a resume loads it: a --set there would be recorded for good
     assert str(info.value).endswith(said)
+    module = tmp_path / "counting_metrics.py"  # where install_plugin put it
+    source = module.read_text()
+    module.write_text("import a_dependency_gone_missing\n")  # installed, but it no longer imports
+    sys.modules.pop("counting_metrics", None)
+    with pytest.raises(cg.SpecError) as info:
+        Run.load(run_dir, catalogue=cg.make_catalogue())
+    assert "from counting_metrics 0.1: it is installed but failed to load: " in str(info.value)
+    assert "No module named 'a_dependency_gone_missing'" in str(info.value) and "install that package" not in str(info.value)
+    module.write_text(source)
+    sys.modules.pop("counting_metrics", None)
     (run_dir / "plugins.json").write_text(json.dumps({**recorded, "one": "plugin 'counting_metrics' from counting_metrics 0.0"}))
     capsys.readouterr()
     Run.load(run_dir, catalogue=cg.make_catalogue())
