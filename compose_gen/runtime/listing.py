@@ -3,8 +3,10 @@
 The step shown is the newest checkpoint whose files are whole (as long as their
 headers say; loading also checks their hashes), the one ``load_run`` and
 ``--resume`` would take; damaged newer ones are counted.  Final metrics come from ``evaluation.json`` when it is of that step, or else from the last record of ``metrics.jsonl`` (marked
-``train:``), for runs that were stopped or are still running, or were resumed
-after their evaluation: its metrics are of an older model.
+``train:``, or ``train @ N:`` when that record is of another step than the one
+shown: a run still training past its last checkpoint, or whose newer
+checkpoints are damaged), for runs that were stopped or are still running, or
+were resumed after their evaluation: its metrics are of an older model.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ def _summary(run: Path, step: str) -> str:
         if isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step:
             return _format(results)
     last = _last_record(run / METRICS_FILE)
-    return f"train: {_format(last)}" if last else ""
+    if last is None:
+        return ""
+    logged, metrics = last
+    return f"train{'' if str(logged) == step else f' @ {logged}'}: {_format(metrics)}"
 
 
 def _format(results: Any, width: int = 160) -> str:
@@ -89,8 +94,8 @@ def _format(results: Any, width: int = 160) -> str:
     return "  ".join(shown) + (f"  … (+{more} more)" if more else "")
 
 
-def _last_record(path: Path, tail: int = 1 << 16) -> dict[str, Any] | None:
-    """The last complete JSON line of ``path``, reading only its end."""
+def _last_record(path: Path, tail: int = 1 << 16) -> tuple[Any, dict[str, Any]] | None:
+    """The step and the metrics of the last complete JSON line of ``path``, reading only its end."""
     if not path.exists():
         return None
     with open(path, "rb") as handle:
@@ -102,5 +107,5 @@ def _last_record(path: Path, tail: int = 1 << 16) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict):
-            return {k: v for k, v in record.items() if k not in ("step", "elapsed_s", "nan_skips")}
+            return record.get("step"), {k: v for k, v in record.items() if k not in ("step", "elapsed_s", "nan_skips")}
     return None

@@ -40,7 +40,7 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     a, b, c = capsys.readouterr().out.strip().splitlines()
     assert a == f"{broken_spec}  ?  step -"
     assert b == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
-    assert c == f"{cut_log}  c  step -  train: nll=2.5"
+    assert c == f"{cut_log}  c  step -  train @ 1: nll=2.5"  # no checkpoint holds the model of that record
 
 
 def test_an_evaluation_of_an_older_step_gives_way_to_the_training_metrics(tmp_path, toys_catalogue, capsys):
@@ -63,7 +63,7 @@ def test_many_metrics_are_shown_whole_as_far_as_they_fit_then_counted(tmp_path, 
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, **{f"test/vae.z.kl_dim{d:02d}": 0.123456 for d in range(16)}}) + "\n")
     assert main(["runs", str(tmp_path / "runs")]) == 0
     line = capsys.readouterr().out.strip()
-    shown = line.split("train: ")[1].split("  … ")[0].split("  ")
+    shown = line.split("train @ 1: ")[1].split("  … ")[0].split("  ")
     assert all(item.startswith("test/vae.z.kl_dim") and item.endswith("=0.1235") for item in shown), "no entry is cut"
     assert line.endswith(f"  … (+{16 - len(shown)} more)") and 0 < len(shown) < 16
 
@@ -77,7 +77,7 @@ def test_the_step_shown_is_the_newest_checkpoint_that_verifies(tmp_path, toys_ca
     with open(newest / "model.safetensors", "r+b") as handle:
         handle.truncate(100)
     assert main(["runs", str(tmp_path / "runs")]) == 0
-    assert capsys.readouterr().out.startswith(f"{run}  ae_tiny  step 2 (1 newer checkpoint(s) damaged)  ")
+    assert capsys.readouterr().out.startswith(f"{run}  ae_tiny  step 2 (1 newer checkpoint(s) damaged)  train @ 4: ")
     (oldest / "state.json").write_text("[]")
     assert main(["runs", str(tmp_path / "runs")]) == 0
     assert capsys.readouterr().out.startswith(f"{run}  ae_tiny  step - (all 2 checkpoint(s) damaged)  ")
