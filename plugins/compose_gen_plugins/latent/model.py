@@ -29,7 +29,7 @@ p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z|c))`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, Mapping
 
 import torch
@@ -327,15 +327,15 @@ class LatentVariableModel(Loss):
         evidence = self.evidence(inputs["x"], self.samples, exact, inputs.get("context"))
         if self.kl_mode == "analytic" and not evidence.exact_kl:
             raise ValueError(f"{type(self).__name__}: kl: analytic, but the KL of this posterior and prior has no closed form")
-        # In data space, as importance_sampled_nll and flow_nll count: log p_data(u|z) = log p(x|z) + log|det ∂x/∂u|.
-        to_data = 0.0 if self.discrete else self.ladj_to_model + inputs.get("ladj", 0.0)
+        if not self.discrete:  # in data space, as importance_sampled_nll and flow_nll count: + log|det ∂x/∂u|
+            evidence = replace(evidence, log_likelihood=evidence.log_likelihood + (self.ladj_to_model + inputs.get("ladj", 0.0)))
         # Means over draws and examples; the KL broadcasts to the draws, so its own mean is the same average.
-        reconstruction = (evidence.log_likelihood + to_data).mean()
+        reconstruction = evidence.log_likelihood.mean()
         kl = evidence.kl.mean()
         elbo = reconstruction - kl
         logs = {"elbo": elbo.detach(), "kl": kl.detach(), "reconstruction": reconstruction.detach()}
         if self.objective == "iwae":
-            bound = log_mean_exp(evidence.log_weights + to_data, 0).mean()
+            bound = log_mean_exp(evidence.log_weights, 0).mean()
             return {"loss": -bound, "iwae": bound.detach(), **logs}
         weight = self.kl_weight()
         if self.warmup_steps:
