@@ -13,6 +13,7 @@ from torch import nn
 from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph, named
 from compose_gen.core import Bijector, Loss, Sampler, Splits, offset_seed
+from compose_gen.core.bijector import check_constructed
 from compose_gen.core.contracts import describe_value
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
 from compose_gen.registry import suggest
@@ -88,6 +89,8 @@ class Builder:
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):
             raise self.spec.blame(declared, f"built {describe_value(built)}, not a {expected.__name__} as a {declared.kind} must be")
+        if isinstance(built, Bijector):
+            enforce(self.spec, declared, check_constructed, built)
         if isinstance(built, Loss):
             enforce(self.spec, declared, check_loss_terms, built)
         if isinstance(built, Sampler):

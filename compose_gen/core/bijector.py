@@ -16,7 +16,7 @@ forward, IAF fast inverse), so the compiler can warn about slow uses.
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ from torch.distributions import constraints
 
 from compose_gen.core.contracts import ContractError, describe_value
 
-__all__ = ["Bijector", "Chain", "Direction", "check_invertible"]
+__all__ = ["Bijector", "Chain", "Direction", "check_constructed", "check_invertible"]
 
 #: Largest event size whose Jacobian :func:`check_invertible` takes (a D × D matrix, batched by vmap where it can be).
 JACOBIAN_MAX_EVENT = 64
@@ -138,6 +138,15 @@ class Chain(Bijector):
             y, ladj = bijector.inverse(y, context)
             total = total + ladj
         return y, total
+
+
+def check_constructed(bijector: Bijector) -> None:
+    """Raise :class:`ContractError` unless ``bijector`` was made through ``Bijector.__init__`` (so it has an
+    ``event_shape``) and declares ``fast`` as one of ``"forward"``, ``"inverse"`` or ``"both"``."""
+    if not isinstance(getattr(bijector, "event_shape", None), tuple):
+        raise ContractError("has no event_shape: its __init__ must call super().__init__(shape), Bijector's own, which sets it")
+    if bijector.fast not in get_args(Direction):
+        raise ContractError(f"declares fast = {bijector.fast!r}; the fast direction is one of {', '.join(map(repr, get_args(Direction)))}")
 
 
 def check_invertible(

@@ -93,7 +93,7 @@ from torch.autograd.functional import jacobian
 from torch.distributions import constraints, transform_to
 
 from compose_gen.core import ContractError
-from compose_gen.core.bijector import Bijector
+from compose_gen.core.bijector import Bijector, check_constructed
 from compose_gen.registry import Catalogue, ComponentType
 from compose_gen.testing.components._common import _seeded
 
@@ -566,6 +566,7 @@ def check_bijector(
         bijector = bijector()
     if not isinstance(bijector, Bijector):
         raise TypeError(f"check_bijector needs a compose_gen.Bijector, got {type(bijector).__name__}")
+    check_constructed(bijector)
 
     @settings(
         max_examples=max_examples,

@@ -28,7 +28,10 @@ class Doubling(Bijector):
     """``y = 2x``; ``breaks`` picks a way to get the output wrong."""
 
     def __init__(self, p: Broken) -> None:
-        super().__init__(tuple(p.shape))
+        if p.breaks == "no_base_init":  # nn.Module's __init__ alone sets no event_shape
+            nn.Module.__init__(self)
+        else:
+            super().__init__(tuple(p.shape))
         self.breaks = p.breaks
         self.log_scale = nn.Parameter(torch.tensor(math.log(2.0)))
 
@@ -196,6 +199,7 @@ def test_a_bijector_whose_inverse_calls_its_forward_is_checked_once_and_passes(c
     "breaks, expected",
     [
         ("forward_y_only", "forward returned a Tensor of shape (5, 2), not a pair of tensors (y, ladj)"),
+        ("no_base_init", "has no event_shape: its __init__ must call super().__init__(shape), Bijector's own, which sets it"),
         ("forward_ladj_like_x", "forward returned ladj of shape (5, 2) for an input of shape (5, 2); ladj is summed over the event dimensions (2,), so its shape is the batch shape (5,)"),
         ("inverse_x_only", "inverse returned a Tensor of shape (5, 2), not a pair of tensors (y, ladj)"),
         (

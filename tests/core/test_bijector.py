@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from compose_gen.core import Bijector, ContractError, check_invertible
+from compose_gen.core.bijector import check_constructed
 
 
 class Scale(Bijector):
@@ -62,3 +63,27 @@ def test_parameters_are_perturbed_relative_to_their_size_and_zeros_are_moved_too
     assert moved["small"] == pytest.approx(0.004, rel=0.15) and moved["large"] == pytest.approx(1.0, rel=0.15)
     assert moved["zero"] == pytest.approx(0.01, rel=0.15)
     assert torch.equal(layer.zero, torch.zeros(400)), "the original is untouched"
+
+
+class Unmade(Scale):
+    """Forgot Bijector.__init__: nn.Module's alone sets no event_shape."""
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+
+
+class Quick(Scale):
+    fast = "forwards"  # a typo of "forward"
+
+
+@pytest.mark.parametrize(
+    "bijector, message",
+    [
+        (Unmade, r"has no event_shape: its __init__ must call super\(\).__init__\(shape\)"),
+        (Quick, r"declares fast = 'forwards'; the fast direction is one of 'forward', 'inverse', 'both'"),
+    ],
+)
+def test_a_bijector_is_checked_to_be_made_as_the_base_class_says(bijector, message: str) -> None:
+    check_constructed(Scale())
+    with pytest.raises(ContractError, match=message):
+        check_constructed(bijector())
