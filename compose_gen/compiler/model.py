@@ -280,10 +280,25 @@ def compile_spec(
         _check_averaged(spec, components)
         advise(spec, data)
         advise_losses(spec, losses, plans)
-        model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators).to(device)
+        model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators)
+        try:
+            model.to(device)
+        except Exception as error:  # a plugin's module that breaks nn.Module's machinery (overrides _apply, say)
+            raise _unmovable(spec, model, device, error) from None
         if check:
             dry_run(model, data)
     return model
+
+
+def _unmovable(spec: Spec, model: GenerativeModel, device: torch.device | str, error: Exception) -> Exception:
+    """The spec error naming the innermost component that fails to move to ``device`` on its own (``error`` if none does)."""
+    components = model.spec.sections.components
+    for name, module in sorted(model._all_components.items(), key=lambda item: -item[0].count(".")):
+        try:
+            module.to(device)
+        except Exception as own:
+            return spec.blame(components[name], f"failed to move to {device}: {type(own).__name__}: {own}")
+    return error
 
 
 def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None, data: Splits) -> None:

@@ -9,6 +9,7 @@ import compose_gen as cg
 from compose_gen.compiler import compile_spec
 from compose_gen.runtime import build
 from compose_gen.spec import load_spec
+from compose_gen.testing.plugins import plugin
 
 
 @pytest.fixture
@@ -96,3 +97,32 @@ def test_same_seed_same_model(gan_spec, toy_catalogue) -> None:
     a, data = build(spec, "cpu")
     b = compile_spec(spec, data)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+class ShadowsApply(cg.Bijector):
+    """A plugin's helper named ``_apply`` hides nn.Module's, which ``.to(device)`` calls on every submodule."""
+
+    def __init__(self) -> None:
+        super().__init__((2,))
+        self.log_scale = torch.nn.Parameter(torch.zeros(2))
+
+    def _apply(self, x, order):  # type: ignore[override]
+        return x
+
+    def forward(self, x, context=None):
+        return x * self.log_scale.exp(), self.log_scale.sum().expand(self.batch_shape(x))
+
+    def inverse(self, y, context=None):
+        return y / self.log_scale.exp(), -self.log_scale.sum().expand(self.batch_shape(y))
+
+
+def test_a_component_that_cannot_move_to_the_device_is_named_not_the_one_holding_it() -> None:
+    catalogue = cg.make_catalogue([plugin(cg.ComponentType("shadows_apply", "bijector", cg.Params, lambda p, ctx: ShadowsApply()))], entry_points="first-party")
+    spec = {
+        "name": "unmovable",
+        "data": {"type": "moons", "n": 200},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "affine", "shape": [2]}, {"type": "shadows_apply"}]}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+    }
+    with pytest.raises(cg.SpecError, match=r"components.flow.bijectors\[1\]: type 'shadows_apply' \(plugin '\w+'\) failed to move to cpu: TypeError: .*_apply\(\)"):
+        build(load_spec(spec, catalogue=catalogue), "cpu")
