@@ -272,8 +272,11 @@ def _describe(error: BaseException, plugin_file: str | None = None) -> str:
     That is the innermost frame in the plugin's own folder when ``plugin_file`` is
     known, else the innermost outside compose_gen and generated or frozen code (a
     ``ComponentType`` that refuses its arguments raises in compose_gen, but the
-    plugin's line that made it is the one to fix), else the innermost of all.
+    plugin's line that made it is the one to fix), else the innermost of all.  A
+    ``SyntaxError`` is located where it says, in the file that does not parse.
     """
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{type(error).__name__}: {error.msg} ({error.filename}:{error.lineno})"
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if not f.filename.startswith((_PACKAGE, "<"))]  # "<frozen ...>", a dataclass's "<string>"
     if plugin_file is not None:  # a package's own folder; a module's own file (its folder may be site-packages)

@@ -146,6 +146,13 @@ def test_a_plugin_that_fails_to_import_is_reported_and_others_still_work(install
         load_spec(vae_spec, catalogue=catalogue)
 
 
+def test_a_plugin_that_does_not_parse_is_located_at_its_own_line(install_plugin, tmp_path) -> None:
+    """Python reports the SyntaxError from importlib's frame, which is no help to the plugin's author."""
+    install_plugin("typo_plugin", "x = 1\ndef broken(:\n")
+    failure = make_catalogue().failures["typo_plugin"]
+    assert failure.endswith(f": SyntaxError: invalid syntax ({tmp_path / 'typo_plugin.py'}:2)"), failure
+
+
 def test_a_plugin_whose_hook_raises_is_reported(install_plugin) -> None:
     install_plugin(
         "raising_hook",
