@@ -177,7 +177,10 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         batch = x.shape[: x.dim() - len(self.in_shape)]
         if x.shape[len(batch) :] != self.in_shape:
-            raise ValueError(f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
+            ends = tuple(x.shape[x.dim() - len(self.in_shape) :])  # the leading dimensions may be draws a loss added (IWAE's k)
+            raise ValueError(
+                f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}, which ends in {ends}"
+            )
         matrix = (math.prod(batch), self.in_features)  # nn.Linear would return views, which in-place activations must not hit
         h = x if x.shape == matrix else x.reshape(matrix)
         if self.context_features or context is not None:

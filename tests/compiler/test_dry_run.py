@@ -94,7 +94,7 @@ def test_shape_mismatch_names_the_component(gan_spec, toy_catalogue) -> None:
     gan_spec["components"]["critic"]["in_features"] = 3
     message = errors(gan_spec, toy_catalogue)
     assert "components.critic: type 'mlp' (plugin 'networks') dry run failed" in message
-    assert "(in component 'critic')" in message and "mlp expects inputs of shape (..., 3), got (5, 2)" in message
+    assert "(in component 'critic')" in message and "mlp expects inputs of shape (..., 3), got (5, 2), which ends in (2,)" in message
 
 
 def test_dry_run_leaves_no_trace(gan_spec, toy_catalogue) -> None:
