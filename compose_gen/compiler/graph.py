@@ -197,6 +197,8 @@ def _add_refs(
                     g.add_edge(_node_of(name, components, values), target)
                 else:
                     known = set(values) | set(fields)
+                    unset = field not in declared.params.model_fields_set  # the plugin's default, not the spec's word
+                    default = f" (type {declared.type.name!r} defaults {field} to it: set {field})" if unset else ""
                     problems.append(
-                        Problem(path, f"unknown value {name!r}{suggest(name, known)} (graph values and batch fields: {', '.join(sorted(known))})")
+                        Problem(path, f"unknown value {name!r}{default}{suggest(name, known)} (graph values and batch fields: {', '.join(sorted(known))})")
                     )

@@ -10,7 +10,10 @@ import pytest
 from compose_gen.compiler import assumed_fields, build_graph
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
-from game_toys import errors
+from game_toys import ToyAdversarial, ToyAdversarialParams, errors
+
+from compose_gen import ComponentType, Value, make_catalogue
+from compose_gen.testing.plugins import plugin
 
 
 def test_unknown_graph_name_suggests(gan_spec, toy_catalogue) -> None:
@@ -96,3 +99,16 @@ def test_the_graph_is_checked_without_the_data_with_the_fields_assumed(gan_spec,
     spec = load_spec(gan_spec, catalogue=toy_catalogue)  # the spec alone does not see the graph's mistakes
     with pytest.raises(SpecError, match=re.escape(message)):
         build_graph(spec, assumed_fields(spec))
+
+
+class DefaultsToData(ToyAdversarialParams):
+    real: Value = "data"  # a plugin's default that names no value of this spec
+
+
+def test_an_unknown_value_a_plugin_defaults_to_is_said_to_be_its_default(gan_spec) -> None:
+    """The spec never wrote 'data'; an error reading as if it had sent its author looking for a typo they did not make."""
+    catalogue = make_catalogue([plugin(ComponentType("defaults_to_data", "loss", DefaultsToData, lambda p, ctx: ToyAdversarial(ctx.component(p.critic))))])
+    gan_spec["losses"]["adv"]["type"] = "defaults_to_data"
+    assert "losses.adv.real: unknown value 'data' (type 'defaults_to_data' defaults real to it: set real)" in errors(gan_spec, catalogue)
+    gan_spec["losses"]["adv"]["real"] = "data"  # written in the spec: the usual message
+    assert "losses.adv.real: unknown value 'data' (graph values and batch fields: " in errors(gan_spec, catalogue)
