@@ -175,7 +175,8 @@ class Run:
             self.changed = "the run was trained on another train split than this one"
             if not moved:  # said above
                 self.trainer.say(
-                    f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, or a changed data file): the test split may "
+                    f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, a changed data file, or a dataset type that "
+                    "draws its data without its seed, so that no two builds agree): the test split may "
                     "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
                 )
         self.trainer.trained_on = list(dict.fromkeys([*recorded, current]))
