@@ -5,6 +5,7 @@
     RUN/
       spec.yaml                  SPEC_FILE: the resolved spec (defaults filled in; a resume's --set included)
       metrics.jsonl              METRICS_FILE: a line per log_every rounds, and one where training ends
+      metrics.dropped.jsonl      DROPPED_METRICS_FILE: lines a resume took out of it (torn, or after its checkpoint)
       evaluation.json            EVALUATION_FILE: the metrics of the last recorded evaluation
       tensorboard/               TENSORBOARD_DIR: TensorBoard events, when train.tensorboard
       checkpoints/               CHECKPOINTS_DIR
@@ -27,6 +28,7 @@ import re
 __all__ = [
     "BEST_FILE",
     "CHECKPOINTS_DIR",
+    "DROPPED_METRICS_FILE",
     "EVALUATION_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
@@ -40,6 +42,7 @@ __all__ = [
 
 SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.jsonl"
+DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 EVALUATION_FILE = "evaluation.json"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS_DIR = "checkpoints"

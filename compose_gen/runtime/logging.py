@@ -19,6 +19,8 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from compose_gen.runtime.layout import DROPPED_METRICS_FILE
+
 __all__ = ["MetricsLog", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]
 
 
@@ -71,13 +73,24 @@ def _record_of(line: str) -> dict[str, Any] | None:
 
 def prune_metrics(path: Path, step: int) -> list[int]:
     """Drop records after ``step`` (logged after the checkpoint a run resumes from), atomically; return the numbers
-    of the lines that are no JSON record (torn by a kill, or edited), which are dropped too."""
+    of the lines that are no JSON record (torn by a kill, or edited), which are dropped too.
+
+    Every dropped line is appended to :data:`DROPPED_METRICS_FILE` beside ``path`` first, so nothing written is lost.
+    """
     if not path.exists():
         return []
-    lines = _lines(path)
-    records = read_metrics(path)
-    torn = [number for number, line in enumerate(lines, 1) if line.strip() and not _record_of(line)]
-    kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
+    kept, dropped, torn = [], [], []
+    for number, line in enumerate(_lines(path), 1):
+        record = _record_of(line)
+        if record is not None and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(record)
+        elif line.strip():
+            dropped.append(line)
+            if record is None:
+                torn.append(number)
+    if dropped:
+        with open(path.with_name(DROPPED_METRICS_FILE), "a", encoding="utf-8") as aside:
+            aside.write("".join(f"{line}\n" for line in dropped))
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)

@@ -62,7 +62,7 @@ from compose_gen.runtime.checkpoint import (
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.ema import WeightAverage
-from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, METRICS_FILE, TENSORBOARD_DIR
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, DROPPED_METRICS_FILE, METRICS_FILE, TENSORBOARD_DIR
 from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import make_optimizer
 from compose_gen.spec import format_path
@@ -278,7 +278,8 @@ class Trainer:
             if torn:
                 self.say(
                     f"warning: {self.run_dir / METRICS_FILE}: dropped line(s) {', '.join(map(str, torn))}, which hold no JSON record "
-                    "(a killed process leaves its last line unfinished; other lines were edited or damaged)"
+                    "(a killed process leaves its last line unfinished; other lines were edited or damaged); they are kept in "
+                    f"{self.run_dir / DROPPED_METRICS_FILE}"
                 )
             if self.best is not None:
                 write_json_atomic(self.run_dir / CHECKPOINTS_DIR / BEST_FILE, self.best)

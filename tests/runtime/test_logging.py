@@ -24,6 +24,8 @@ def test_a_line_torn_by_a_crash_does_not_swallow_the_next_record(tmp_path):
     assert prune_metrics(path, 2) == [2], "the torn line is named, so a resume can say it is dropped"
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
     assert prune_metrics(path, 2) == []
+    aside = (tmp_path / "metrics.dropped.jsonl").read_text().splitlines()
+    assert aside == ['{"step": 2, "lo', '{"step": 3, "loss": "nan"}'], "what a resume drops (torn, or after its step) is kept aside"
 
 
 def test_a_line_of_bytes_that_are_no_utf8_is_dropped_like_a_torn_one(tmp_path):
