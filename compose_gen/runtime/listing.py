@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import yaml
 
 from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, read_best, verify_checkpoint
-from compose_gen.runtime.layout import EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = ["list_runs"]
 
@@ -36,14 +36,25 @@ def list_runs(folder: Path) -> Iterator[str]:
         except FileNotFoundError:
             name = f"? (no {SPEC_FILE}: it cannot be loaded, resumed or evaluated until it is restored)"
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
-            name = "?"
+            name = f"? ({SPEC_FILE} does not parse: it cannot be loaded, resumed or evaluated until it is mended)"
         step, damaged = _newest_sound_step(run)
         damage = "" if not damaged else f" (all {damaged} checkpoint(s) damaged)" if step == "-" else f" ({damaged} newer checkpoint(s) damaged)"
-        best = read_best(run)
-        best_text = ""
-        if isinstance(best, dict) and {"metric", "value", "step"} <= set(best):
-            best_text = f"  best {best['metric']}={best['value']:.4g} @ {best['step']}"
-        yield f"{run}  {name}  step {step}{damage}{best_text}  {_summary(run, step)}".rstrip()
+        yield f"{run}  {name}  step {step}{damage}{_best(run)}  {_summary(run, step)}".rstrip()
+
+
+def _best(run: Path) -> str:
+    """``  best METRIC=VALUE @ STEP``, said to be damaged or unreadable when it is; nothing without a best checkpoint."""
+    best = read_best(run)
+    if best is None:
+        return f"  best ? (unreadable {BEST_FILE})" if (run / CHECKPOINTS_DIR / BEST_FILE).exists() else ""
+    if not ({"metric", "value", "step"} <= set(best) and isinstance(best["step"], int) and isinstance(best["value"], (int, float))):
+        return f"  best ? (unreadable {BEST_FILE})"
+    try:
+        verify_checkpoint(run / CHECKPOINTS_DIR / step_folder_name(best["step"]), hashes=False)
+        state = ""
+    except CheckpointError:
+        state = " (damaged or gone)"
+    return f"  best {best['metric']}={best['value']:.4g} @ {best['step']}{state}"
 
 
 def _is_run(folder: Path) -> bool:

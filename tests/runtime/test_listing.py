@@ -38,7 +38,7 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     (cut_log / "metrics.jsonl").write_text('{"step": 1, "nll": 2.5}\n{"step": 2, "nll": 2.')  # killed mid-write
     assert main(["runs", str(runs)]) == 0
     a, b, c = capsys.readouterr().out.strip().splitlines()
-    assert a == f"{broken_spec}  ?  step -"
+    assert a == f"{broken_spec}  ? (spec.yaml does not parse: it cannot be loaded, resumed or evaluated until it is mended)  step -"
     assert b == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
     assert c == f"{cut_log}  c  step -  train @ 1: nll=2.5"  # no checkpoint holds the model of that record
 
@@ -81,3 +81,22 @@ def test_the_step_shown_is_the_newest_checkpoint_that_verifies(tmp_path, toys_ca
     (oldest / "state.json").write_text("[]")
     assert main(["runs", str(tmp_path / "runs")]) == 0
     assert capsys.readouterr().out.startswith(f"{run}  ae_tiny  step - (all 2 checkpoint(s) damaged)  ")
+
+
+def test_a_best_checkpoint_that_is_damaged_or_unreadable_is_said_so(tmp_path, toys_catalogue, capsys):
+    """runs showed "best rec=… @ 2" for a checkpoint load_run(checkpoint="best") then refused, and dropped a torn best.json."""
+    run = tmp_path / "runs" / "a"
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, best_metric="rec", checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, run, progress=False).train()
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+
+    def listed() -> str:
+        assert main(["runs", str(tmp_path / "runs")]) == 0
+        return capsys.readouterr().out
+
+    assert f"  best rec={best['value']:.4g} @ {best['step']}  " in listed()
+    with open(run / "checkpoints" / f"step-0000000{best['step']}" / "model.safetensors", "r+b") as handle:
+        handle.truncate(100)
+    assert f"  best rec={best['value']:.4g} @ {best['step']} (damaged or gone)  " in listed()
+    (run / "checkpoints" / "best.json").write_text('{"step": 2, "met')
+    assert "  best ? (unreadable best.json)  " in listed()
