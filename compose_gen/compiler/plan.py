@@ -73,12 +73,12 @@ def make_plans(
     plans = {}
     for player, pspec in players.items():
         path = ("players", player)
+        known_before = len(problems)
         params, holders = _player_params(pspec, components, losses, path, problems)
         weights = pspec.weights()
         if weights is None:  # omitted: every term (an empty `terms` is refused by the spec)
             weights = {address: 1.0 for address in addresses}
         chosen: dict[str, dict[str, float]] = {}
-        known_before = len(problems)
         for address, weight in weights.items():
             target = addresses.get(address) or single.get(address)
             if target is None:
@@ -98,10 +98,11 @@ def make_plans(
             needed |= {node("field" if v in graph.fields else "value", v) for v in names}
         ancestry = graph.ancestors(needed)
         holding = {n for n in ancestry if n in holders}
-        if not params:
-            problems.append(Problem(path, f"player {player!r} has no parameters to update"))
-        elif not holding and len(problems) == known_before:
-            problems.append(Problem(path, f"none of the terms of player {player!r} depends on its parameters"))
+        if len(problems) == known_before:  # after a wrong name in params or terms, these would only repeat it
+            if not params:
+                problems.append(Problem(path, f"player {player!r} has no parameters to update"))
+            elif not holding:
+                problems.append(Problem(path, f"none of the terms of player {player!r} depends on its parameters"))
         steps = []
         for value in graph.values_in_order(ancestry):
             own = graph.ancestors({node("value", value)})

@@ -40,6 +40,14 @@ def test_unknown_term_and_ambiguous_term(gan_spec, toy_catalogue) -> None:
     assert "name one of adv.critic, adv.generator" in errors(gan_spec, toy_catalogue)
 
 
+def test_a_misspelt_component_in_params_is_the_one_error_said(gan_spec, toy_catalogue) -> None:
+    """Its knock-on, "player 'generator' has no parameters to update", only repeated the typo in other words."""
+    gan_spec["players"]["generator"]["params"] = ["generatr"]
+    assert errors(gan_spec, toy_catalogue).splitlines() == [
+        "<dict>:1: players.generator.params[0]: unknown component 'generatr'; did you mean 'generator'?"
+    ]
+
+
 def test_a_single_term_loss_is_named_by_its_loss_whatever_its_term_is_called(gan_spec, toy_catalogue) -> None:
     gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
     gan_spec["players"]["critic"]["terms"] = ["adv.critic", "gp"]  # gradient_penalty's one term is `critic`
