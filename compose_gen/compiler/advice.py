@@ -56,4 +56,4 @@ def advise_losses(spec: Spec, losses: Mapping[str, Loss], plans: Mapping[str, Pl
         except Exception as error:
             raise spec.blame(declared, f"failed to advise: {type(error).__name__}: {error}") from None
         for message in advice:
-            spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)} {message}")
+            spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)}: {message}")

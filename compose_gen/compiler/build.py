@@ -110,7 +110,7 @@ class Builder:
                 warnings.warn(warning.message, stacklevel=2)
             elif (declared.path, str(warning.message)) not in self.warned:  # a repeated block's copies warn once
                 self.warned.add((declared.path, str(warning.message)))
-                self.spec.warn(declared.path, f"{origin(declared.type.name, self.spec.catalogue)} {warning.message}")
+                self.spec.warn(declared.path, f"{origin(declared.type.name, self.spec.catalogue)}: {warning.message}")
 
 
 #: Copy ``k`` of a repeated component gets ``seed + k * SEED_STRIDE`` (a prime, so that neighbouring seeds do not collide soon).

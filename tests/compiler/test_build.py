@@ -85,7 +85,7 @@ def test_a_plugin_warning_is_said_once_at_the_component_with_its_type_and_others
         for index in range(3):
             ctx.rebuild("block", index) if index else ctx.make(s.sections.components["block"])
     said = [w for w in caught if issubclass(w.category, SpecWarning)]
-    assert [str(w.message) for w in said] == ["<dict>:1: components.block: type 'noisy' (plugin 'noisy') this bijector is only an example"]
+    assert [str(w.message) for w in said] == ["<dict>:1: components.block: type 'noisy' (plugin 'noisy'): this bijector is only an example"]
     assert said[0].message.path == ("components", "block")
     others = [w for w in caught if not issubclass(w.category, SpecWarning)]
     assert [(w.category, str(w.message), w.filename.endswith("noisy.py")) for w in others] == [(DeprecationWarning, "a library's own warning", True)] * 3

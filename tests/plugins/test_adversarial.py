@@ -544,7 +544,7 @@ def _wgan(critic: dict, adv: dict, extra_losses: dict | None = None) -> dict:
     }
 
 
-UNCONSTRAINED = r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) trains a critic that nothing keeps Lipschitz \(no clip, no gradient_penalty"
+UNCONSTRAINED = r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\): trains a critic that nothing keeps Lipschitz \(no clip, no gradient_penalty"
 GP = {"gp": {"type": "gradient_penalty", "critic": "critic", "fake": "fake"}}
 
 

@@ -239,7 +239,7 @@ WIDE = [{"type": "standardise"}]  # digits beyond [-1, 1]
 def test_a_generator_squashing_outside_the_data_range_is_warned_of(generator: dict, transforms: list, advice: str) -> None:
     spec = generator_spec(generator, transforms)
     spec["components"]["D"] = {"type": "mlp_critic", "hidden": [8]}
-    with pytest.warns(cg.SpecWarning, match=r"components\.G: type '\w+' \(plugin '\w+'\) .*" + advice):
+    with pytest.warns(cg.SpecWarning, match=r"components\.G: type '\w+' \(plugin '\w+'\): .*" + advice):
         build_spec(cg.load_spec(spec), "cpu")
 
 
@@ -273,7 +273,7 @@ def test_a_plain_mlp_of_the_data_s_size_is_checked_like_a_generator() -> None:
     spec = generator_spec({}, SIGNED)
     spec["components"]["G"] = {"type": "mlp", "in_features": 4, "out_features": [1, 8, 8], "hidden": [8], "output": "sigmoid"}
     spec["components"]["D"] = {"type": "mlp_critic", "hidden": [8]}
-    with pytest.warns(cg.SpecWarning, match=r"components\.G: type 'mlp' \(plugin 'networks'\) output: sigmoid gives values in \(0, 1\)"):
+    with pytest.warns(cg.SpecWarning, match=r"components\.G: type 'mlp' \(plugin 'networks'\): output: sigmoid gives values in \(0, 1\)"):
         build_spec(cg.load_spec(spec), "cpu")
 
 

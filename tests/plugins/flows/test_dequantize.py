@@ -128,7 +128,7 @@ def test_a_flow_nll_on_discrete_data_warns_unless_the_flow_dequantizes(head: lis
         assert said == []
     else:
         assert said == [
-            "<dict>:1: losses.nll: type 'flow_nll' (plugin 'flows') the data take only 17 distinct values (0..0.941176), so the density "
+            "<dict>:1: losses.nll: type 'flow_nll' (plugin 'flows'): the data take only 17 distinct values (0..0.941176), so the density "
             "of flow 'flow' can grow without bound there: the NLL falls forever and bits/dim bound nothing; dequantize first, "
             "e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"
         ]

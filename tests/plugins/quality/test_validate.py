@@ -102,7 +102,7 @@ def test_a_frechet_distance_on_fewer_reference_examples_than_features_is_warned_
     spec["components"]["flow"]["base"]["shape"] = spec["components"]["flow"]["bijectors"][0]["shape"] = [64]
     (tmp_path / "wide.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     assert main(["validate", "--strict", str(tmp_path / "wide.yaml")]) == 1
-    assert "evaluate.metrics[0]: type 'frechet_distance' (plugin 'quality') the test split holds 20 examples for 64 features, so their covariance is singular" in capsys.readouterr().err
+    assert "evaluate.metrics[0]: type 'frechet_distance' (plugin 'quality'): the test split holds 20 examples for 64 features, so their covariance is singular" in capsys.readouterr().err
 
 
 def test_a_frechet_distance_of_fewer_samples_than_features_is_warned_about(tmp_path, capsys):
@@ -120,7 +120,7 @@ def test_metrics_of_samples_drawn_at_a_temperature_or_truncated_are_warned_about
     assert main(["validate", "--strict", str(tmp_path / "spec.yaml")]) == 0, "no warning for draws from the model"
     assert main(["validate", "--strict", str(tmp_path / "spec.yaml"), "--set", "sample.temperature=0.7"]) == 1
     assert (
-        "evaluate.metrics[0]: type 'precision_recall' (plugin 'quality') scores the spec's samples, drawn with `sample:` "
+        "evaluate.metrics[0]: type 'precision_recall' (plugin 'quality'): scores the spec's samples, drawn with `sample:` "
         "temperature 0.7 rather than from the model's distribution" in capsys.readouterr().err
     )
     from compose_gen_plugins.samplers import GeneratorSampler
