@@ -195,7 +195,10 @@ class VQVAEParams(Params):
     codes: int = Field(64, ge=2, description="codebook size K")
     code_dim: int = Field(..., gt=0, description="size D of each code vector")
     layout: Literal["flat", "channels"] = Field(
-        "flat", description="z_e as vectors: last dim split by code_dim (flat) or a (D, H, W) map (channels)"
+        "flat",
+        description="z_e as vectors: last dim split by code_dim (flat) or a (D, H, W) map (channels: an encoder such as an "
+        "mlp with out_features: [D, H, W], and a decoder reading that map, e.g. latent_rank: 3; conv_encoder and "
+        "conv_decoder make and read flat vectors)",
     )
     commitment: float = Field(0.25, ge=0.0, description="β, weight of the commitment loss")
     ema: bool = Field(False, description="learn the codebook by exponential moving averages instead of its loss")
