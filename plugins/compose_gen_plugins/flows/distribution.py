@@ -57,7 +57,7 @@ from compose_gen import (
 )
 from compose_gen.core import bits_per_dim, first_flagged
 from compose_gen_plugins.flows import context_shape_of
-from compose_gen_plugins.datasets import ladj_field
+from compose_gen_plugins.datasets import check_ladj
 from compose_gen_plugins.datasets.limits import continuous_density_caveat, not_in_data_space
 from compose_gen_plugins.sampling import ByClassParams
 
@@ -322,12 +322,7 @@ def build_flow_nll(params: FlowNLLParams, ctx: BuildContext) -> FlowNLL:
         )
     if ctx.data is None:
         return FlowNLL(flow)
-    per_example = ladj_field(params.x)
-    if per_example in ctx.data.train.fields and params.ladj is None:
-        raise ValueError(
-            f"the dataset's transforms give {params.x!r} a per-example log-determinant; "
-            f"set `ladj: {per_example}` so that the NLL and bits/dim are counted in data space"
-        )
+    check_ladj(params.x, params.ladj, ctx.data.train.fields)
     x = ctx.data.train.fields.get(params.x)
     if x is None:  # a graph value: the data's log-determinant does not describe it
         warnings.warn(SpecWarning(not_in_data_space(params.x)), stacklevel=2)

@@ -53,7 +53,7 @@ from compose_gen import (
     log_mean_exp,
 )
 from compose_gen.registry import suggest
-from compose_gen_plugins.datasets import ladj_field
+from compose_gen_plugins.datasets import check_ladj
 from compose_gen_plugins.datasets.limits import constant_features, few_values
 from compose_gen_plugins.sampling import ClassCount, DecoderMean, means_of_discrete
 from compose_gen_plugins.networks import conditioned
@@ -350,15 +350,11 @@ def in_data_space(model: LatentVariableModel, p: "ObjectiveParams", ctx: BuildCo
     ``flow_nll`` and ``importance_sampled_nll`` count), so test bounds and importance-sampled NLLs compare.  A
     probability mass (a discrete decoder) has none to add, nor has x that is a graph value."""
     data = ctx.data
-    if model.discrete or data is None or p.x not in data.train.fields:
+    if data is None:
         return model
-    per_example = ladj_field(p.x)
-    if per_example in data.train.fields and p.ladj is None:
-        raise ValueError(
-            f"the dataset's transforms give {p.x!r} a per-example log-determinant; set `ladj: {per_example}` so that the bound "
-            "is counted in data space"
-        )
-    model.ladj_to_model = data.train.ladj_to_model
+    check_ladj(p.x, p.ladj, data.train.fields, needed=not model.discrete)
+    if not model.discrete and p.x in data.train.fields:
+        model.ladj_to_model = data.train.ladj_to_model
     return model
 
 

@@ -417,5 +417,27 @@ def test_a_densitys_bounds_are_counted_in_data_space_as_the_importance_sampled_n
     torch.testing.assert_close(logs["elbo"], (evidence.log_likelihood + ladj).mean() - evidence.kl.mean())
     torch.testing.assert_close(logs["loss"], -logs["elbo"])
     torch.testing.assert_close(logs["kl"], evidence.kl.mean())
-    with pytest.raises(SpecError, match=r"losses.vae: .* per-example log-determinant; set `ladj: ladj_x` so that the bound is counted in data space"):
+    with pytest.raises(SpecError, match=r"losses.vae: .* per-example log-determinant; set `ladj: ladj_x` so that the likelihood is counted in data space"):
         build(load_spec(_gaussian_vae_spec([{"type": "logit"}])), "cpu")
+
+
+@pytest.mark.parametrize(
+    "transforms, loss, has",
+    [
+        ([{"type": "logit"}], {"ladj": "y"}, "the field 'ladj_x'"),  # a label added to log p(x|z) trained silently
+        ([], {"ladj": "x"}, "none: no transform of it has one"),
+    ],
+)
+def test_ladj_must_be_the_log_determinant_of_the_models_x(transforms: list, loss: dict, has: str) -> None:
+    spec = _gaussian_vae_spec(transforms, **loss)
+    with pytest.raises(SpecError, match=rf"losses.vae: .*ladj: '{loss['ladj']}', but ladj is the per-example log-determinant of x = 'x', which has {has}"):
+        build(load_spec(spec), "cpu")
+
+
+def test_ladj_of_a_graph_value_is_refused_as_it_has_none() -> None:
+    """The loss added the data's per-example part but not its constant to a value the data's log-determinant never described."""
+    spec = _gaussian_vae_spec([{"type": "logit"}], ladj="ladj_x", x="h")
+    spec["components"]["net"] = {"type": "mlp", "in_features": 64, "out_features": 64, "hidden": [8]}
+    spec["graph"] = {"h": "net(x)"}
+    with pytest.raises(SpecError, match=r"ladj: 'ladj_x', but ladj is the per-example log-determinant of x = 'h', which has none: a graph value"):
+        build(load_spec(spec), "cpu")
