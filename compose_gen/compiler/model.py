@@ -23,7 +23,7 @@ from compose_gen.compiler.dry_run import dry_run
 from compose_gen.compiler.graph import SpecGraph, build_graph, named, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
-from compose_gen.core import ClassConditions, ContractError, Loss, Sampler, Splits
+from compose_gen.core import ClassConditions, ContractError, Latch, Loss, Sampler, Splits
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["GenerativeModel", "SamplingFailed", "compile_spec"]
@@ -328,11 +328,20 @@ def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None, dat
 
 
 def _check_averaged(spec: Spec, components: dict[str, nn.Module]) -> None:
-    """The components of ``train.ema`` hold parameters to average."""
+    """The components of ``train.ema`` hold parameters to average; without warm-up, none initialises from data."""
     ema = spec.model.train.ema
-    empty = [n for n in (ema.components if ema is not None else []) if not any(True for _ in components[n].parameters())]
+    if ema is None:
+        return
+    empty = [n for n in ema.components if not any(True for _ in components[n].parameters())]
     if empty:
         raise spec.error(("train", "ema", "components"), f"{', '.join(empty)} hold(s) no parameters to average")
+    initialising = [n for n in ema.components if any(isinstance(m, Latch) for m in components[n].modules())]
+    if initialising and not ema.warmup:
+        spec.warn(
+            ("train", "ema", "warmup"),
+            f"false, but {', '.join(initialising)} initialise(s) from the first training batch (actnorm, a codebook), after the "
+            "average has started from the uninitialised weights, which a constant rate keeps in it for long: leave warmup on",
+        )
 
 
 def _evaluators(spec: Spec, graph: SpecGraph, components: dict[str, nn.Module]) -> dict[str, Callable[[dict[str, Any]], Any]]:

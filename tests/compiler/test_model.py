@@ -126,3 +126,20 @@ def test_a_component_that_cannot_move_to_the_device_is_named_not_the_one_holding
     }
     with pytest.raises(cg.SpecError, match=r"components.flow.bijectors\[1\]: type 'shadows_apply' \(plugin '\w+'\) failed to move to cpu: TypeError: .*_apply\(\)"):
         build(load_spec(spec, catalogue=catalogue), "cpu")
+
+
+def test_an_average_without_warm_up_of_a_data_initialised_component_is_warned_of(recwarn) -> None:
+    """actnorm initialises on the first training batch, after the average started: at a constant rate it stays uninitialised."""
+    spec = {
+        "name": "ema_actnorm",
+        "data": {"type": "moons", "n": 200},
+        "components": {"flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "actnorm", "shape": [2]}]}},
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "train": {"ema": {"components": ["flow"], "warmup": False}},
+    }
+    with pytest.warns(cg.SpecWarning, match=r"train.ema.warmup: false, but flow initialise\(s\) from the first training batch"):
+        build(load_spec(spec), "cpu")
+    spec["train"]["ema"]["warmup"] = True
+    recwarn.clear()
+    build(load_spec(spec), "cpu")
+    assert not [w for w in recwarn if issubclass(w.category, cg.SpecWarning)]
