@@ -17,7 +17,8 @@ The bound is
 with both KLs in closed form when the distributions allow (Gaussian ones do).
 Each of the ``k`` draws of :math:`z_2` gets one draw of :math:`z_1`, so the IWAE
 objective works too.  A code for interpolation holds both levels, z₁ as its offset from
-:math:`p(z_1|z_2)` in units of :math:`\sigma_p`, so paths start and end at reconstructions.
+:math:`p(z_1|z_2)` in units of :math:`\sigma_p`, so paths start and end at reconstructions
+(of an unconditional model; a conditional one's row is decoded under its first image's condition).
 ``conditional_prior`` is any diagonal-Gaussian encoder
 applied to :math:`z_2` (e.g. a ``gaussian_encoder``).  With a ``context`` c every
 network also reads c (a conditional VAE, Sohn et al. 2015), or the parts
