@@ -286,6 +286,7 @@ _STATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "best": ((dict, type(None)), "a mapping or null"),
     "trained_on": ((list,), "a list"),
     "model_sha256": ((str,), "a string"),
+    "test_sha256": ((str,), "a string"),
 }
 
 

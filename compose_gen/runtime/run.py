@@ -59,7 +59,7 @@ from compose_gen.runtime.remedies import (
     with_moved_data_remedy,
 )
 from compose_gen.runtime.trainer import Trainer
-from compose_gen.spec import Spec, SpecError, SpecWarning, load_spec
+from compose_gen.spec import MODEL_SECTIONS, Spec, SpecError, SpecWarning, load_spec
 
 __all__ = ["EvaluationFailed", "Run", "build", "resolve_device"]
 
@@ -169,23 +169,27 @@ class Run:
             )
         state = loaded.state
         # Every split the run trained on stays recorded: after a resume on another split, no split is held out from it.
-        recorded = state.get("trained_on") or ([state["train_sha256"]] if "train_sha256" in state else [])  # older: the last one
+        recorded = state.get("trained_on") or [f for f in [state.get("train_sha256")] if f]  # older checkpoints: the last one
         current = self.trainer.trained_on[-1]
+        self.trainer.trained_on = list(dict.fromkeys([*recorded, current]))
+        tested = state.get("test_sha256")
         if any(fingerprint != current for fingerprint in recorded):
             self.changed = "the run was trained on another train split than this one"
-            if not moved:  # said above
-                self.trainer.say(
-                    f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, a changed data file, or a dataset type that "
-                    "draws its data without its seed, so that no two builds agree): the test split may "
-                    "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
-                )
-        self.trainer.trained_on = list(dict.fromkeys([*recorded, current]))
+        elif tested is not None and tested != self.trainer.test_fingerprint:
+            self.changed = "the test split is not the one this run was tested on while it trained"
+        if self.changed is not None and not moved:  # said above
+            self.trainer.say(
+                f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, a changed data file, or a dataset type that "
+                "draws its data without its seed, so that no two builds agree): the test split may "
+                "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
+            )
         model = state.get("model_sha256")
-        if model is not None and model != self.trainer.model_fingerprint and not overrides and self.changed is None:
+        told = any(key.split(".")[0] in MODEL_SECTIONS for key in (o.split("=", 1)[0].strip() for o in overrides))
+        if self.changed is None and model is not None and model != self.trainer.model_fingerprint and not told:
             self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
             self.trainer.say(
-                f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file): the weights may not mean what it says, "
-                "so its metrics are not recorded"
+                f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file, or a --set of a resume after that step): "
+                "the weights may not mean what it says, so its metrics are not recorded"
             )
         for note in loaded.notes:
             self.trainer.say(f"warning: {note}")
@@ -206,7 +210,7 @@ class Run:
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         trainer = Trainer(model, stream, run_dir, progress, dist)
-        trainer.trained_on = [data.train.fingerprint()]
+        trainer.trained_on, trainer.test_fingerprint = [data.train.fingerprint()], data.test.fingerprint()
         trainer.model_fingerprint = spec.model_fingerprint()
         run = cls(spec, model, data, run_dir, trainer)
         if run._can_draw():

@@ -222,6 +222,8 @@ class Trainer:
         self.written: set[str] = set()
         #: :meth:`TensorData.fingerprint` of every train split this run trained on, oldest first, recorded in checkpoints.
         self.trained_on: list[str] = []
+        #: :meth:`TensorData.fingerprint` of the test split it is evaluated on, recorded in checkpoints (None: not recorded).
+        self.test_fingerprint: str | None = None
         #: :meth:`Spec.model_fingerprint` of the spec it trains, recorded in checkpoints (None: not recorded).
         self.model_fingerprint: str | None = None
         if self.run_dir is not None and self.dist.is_main:
@@ -503,6 +505,7 @@ class Trainer:
             "running": running,
             "elapsed_s": self._elapsed_s(),
             **({"trained_on": self.trained_on} if self.trained_on else {}),
+            **({"test_sha256": self.test_fingerprint} if self.test_fingerprint else {}),
             **({"model_sha256": self.model_fingerprint} if self.model_fingerprint else {}),
         }
         keep = self.train.keep_checkpoints

@@ -28,7 +28,18 @@ from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_location, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, parse_text
 
-__all__ = ["Declared", "Problem", "Spec", "SpecError", "SpecSource", "SpecWarning", "format_path", "load_spec", "parse_text"]
+__all__ = [
+    "MODEL_SECTIONS",
+    "Declared",
+    "Problem",
+    "Spec",
+    "SpecError",
+    "SpecSource",
+    "SpecWarning",
+    "format_path",
+    "load_spec",
+    "parse_text",
+]
 
 
 @dataclass
@@ -83,10 +94,10 @@ class Spec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def model_fingerprint(self) -> str:
-        """SHA-256 of the resolved components, graph and losses: what trained weights mean depends on them, and on
-        nothing else of the spec (training settings, the sampler and the metrics may change between resumes)."""
+        """SHA-256 of the resolved :data:`MODEL_SECTIONS`: what trained weights mean depends on them, and on nothing
+        else of the spec (training settings, the sampler and the metrics may change between resumes)."""
         resolved = self.to_dict()
-        model = {key: resolved.get(key) for key in ("components", "graph", "losses")}
+        model = {key: resolved.get(key) for key in MODEL_SECTIONS}
         return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +113,10 @@ class Spec:
             out["sample"] = _dump(sections.sampler, components)
         out["evaluate"]["metrics"] = [_dump(d, components) for d in sections.metrics]
         return out
+
+
+#: The sections of a spec that say what a model computes, so what its trained weights mean.
+MODEL_SECTIONS = ("components", "graph", "losses")
 
 
 def _dump(declared: Declared, components: Mapping[str, Declared]) -> dict[str, Any]:

@@ -264,6 +264,21 @@ def test_an_edit_of_the_model_that_keeps_its_shapes_is_said_and_its_metrics_not_
     assert not (tmp_path / "run" / "evaluation.json").exists(), "no record of another model's metrics"
     told = Run.load(tmp_path / "run", overrides=["components.net.activation=leaky_relu"], catalogue=toys_catalogue, progress=False)
     assert told.changed is None, "an override is asked for, and said by the command that takes it"
+    steps = Run.load(tmp_path / "run", overrides=["train.steps=8"], catalogue=toys_catalogue, progress=False)  # what --steps adds
+    assert steps.changed == edited.changed, "an override of the training settings does not explain an edit of the model"
+
+
+def test_a_checkpoint_records_its_test_split_too_and_older_records_count_as_unrecorded(tmp_path, toys_catalogue):
+    """A test split pointed at other examples (an mnist_idx's test_images at training images) was evaluated and recorded."""
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    state = json.loads((checkpoints[-1] / "state.json").read_text())
+    assert len(state["test_sha256"]) == 64
+    _edit_state(checkpoints[-1], test_sha256="0" * 64)
+    moved = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert moved.changed == "the test split is not the one this run was tested on while it trained"
+    older = {k: v for k, v in state.items() if k not in ("trained_on", "test_sha256", "model_sha256")}
+    (checkpoints[-1] / "state.json").write_text(json.dumps({**older, "train_sha256": None}))  # as older code could write it
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
 
 
 def _edit_state(checkpoint: Path, **entries: object) -> None:
