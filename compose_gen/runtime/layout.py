@@ -7,6 +7,7 @@
       metrics.jsonl              METRICS_FILE: a line per log_every rounds, and one where training ends
       metrics.dropped.jsonl      DROPPED_METRICS_FILE: lines a resume took out of it (torn, or after its checkpoint)
       evaluation.json            EVALUATION_FILE: the metrics of the last recorded evaluation
+      evaluation.dropped.json    DROPPED_EVALUATION_FILE: one of a step a resume trains again, set aside
       tensorboard/               TENSORBOARD_DIR: TensorBoard events, when train.tensorboard
       checkpoints/               CHECKPOINTS_DIR
         step-00001000/           step_folder_name(1000): a checkpoint (STEP_FOLDER reads its step back)
@@ -28,6 +29,7 @@ import re
 __all__ = [
     "BEST_FILE",
     "CHECKPOINTS_DIR",
+    "DROPPED_EVALUATION_FILE",
     "DROPPED_METRICS_FILE",
     "EVALUATION_FILE",
     "METRICS_FILE",
@@ -44,6 +46,7 @@ SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.jsonl"
 DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 EVALUATION_FILE = "evaluation.json"
+DROPPED_EVALUATION_FILE = "evaluation.dropped.json"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"

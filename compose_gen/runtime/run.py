@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import sys
@@ -49,7 +50,7 @@ from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
 from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
-from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE
+from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, SPEC_FILE
 from compose_gen.runtime.remedies import (
     PLUGINS_FILE,
     changed_plugins,
@@ -233,6 +234,7 @@ class Run:
             overtaken = self._overtaken()
             if overtaken:
                 raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again (compose_gen.load_run) to go on")
+            self._set_aside_later_evaluation()
             with self._spec_kept_unless_checkpointed():
                 self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
                 logs = self.trainer.fit(total)
@@ -258,6 +260,23 @@ class Run:
         if failed is not None:
             raise failed
         return logs
+
+    def _set_aside_later_evaluation(self) -> None:
+        """An evaluation of a step after the one training goes on from (a resume behind a damaged checkpoint) is of weights
+        this training replaces: it is moved to :data:`DROPPED_EVALUATION_FILE`, so the record never shows it as theirs."""
+        if self.dir is None or not self.trainer.dist.is_main:
+            return
+        path = self.dir / EVALUATION_FILE
+        try:
+            step = json.loads(path.read_text()).get("step")
+        except (OSError, ValueError, AttributeError):
+            return
+        if isinstance(step, int) and step > self.trainer.step:
+            os.replace(path, self.dir / DROPPED_EVALUATION_FILE)
+            self.trainer.say(
+                f"warning: {path} holds the evaluation of step {step}, after step {self.trainer.step} where training goes on, "
+                f"so of weights it replaces: moved to {self.dir / DROPPED_EVALUATION_FILE}"
+            )
 
     def _overtaken(self) -> str | None:
         """Which checkpoints another Run or process wrote into the folder since this Run was loaded, or None."""

@@ -147,10 +147,13 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
     model = build(spec, "cpu")[0]
     with pytest.raises(CheckpointError, match=r"model.safetensors: contents do not match .*\(corrupt or truncated\)"):
         load_checkpoint(third, model)
+    (tmp_path / "run" / "evaluation.json").write_text(json.dumps({"step": 6, "test/rec": 1.0}))  # of the lost step-6 weights
     resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
     assert resumed.trainer.step == 4 and resumed.behind == "step 4 is loaded, but a newer checkpoint could not be"
     assert "warning: skipped" in capsys.readouterr().err
     resumed.train(6)  # continues from step 4 exactly: same parameters as the uninterrupted run
+    assert json.loads((tmp_path / "run" / "evaluation.dropped.json").read_text()) == {"step": 6, "test/rec": 1.0}
+    assert "moved to" in capsys.readouterr().err, "the old weights' step-6 evaluation is set aside, not shown as the new one's"
     assert resumed.behind is None, "the step-6 checkpoint it wrote is the folder's newest again"
     resumed.evaluate()
     assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["step"] == 6, "so its evaluation is the record"
