@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -36,8 +38,14 @@ def test_train_then_load_back(tmp_path, vae_spec, capsys) -> None:
     assert older.trainer.step == 10 and older.evaluate()["step"] == 10
     assert (tmp_path / "run" / "evaluation.json").read_text() == recorded, "the folder's record is the newest checkpoint's"
     cg.train(spec, out=tmp_path / "other", progress=False)
-    with pytest.raises(CheckpointError, match=r"is not a checkpoint of .*run: give one of its own"):
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint of .*run: give one of its own, one of step-00000010, step-000000"):
         cg.load_run(tmp_path / "run", checkpoint=tmp_path / "other" / "checkpoints" / "step-00000010")
+    shutil.copytree(chosen, tmp_path / "run" / "checkpoints" / "step-backup")  # a copy in the folder is no checkpoint either
+    with pytest.raises(CheckpointError, match=r"step-backup is not a checkpoint of .*run"):
+        cg.load_run(tmp_path / "run", checkpoint="step-backup")
+    (tmp_path / "run" / "checkpoints" / "best.json").write_text('{"step": 4, "metric": "vae", "mode": "min", "value": 1.0}')
+    with pytest.raises(CheckpointError, match=r"best.json names step-00000004, which is gone; give another checkpoint, one of step-"):
+        cg.load_run(tmp_path / "run", checkpoint="best")
 
 
 def test_training_improves_the_elbo(vae_spec) -> None:

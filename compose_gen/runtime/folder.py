@@ -14,7 +14,7 @@ from torch import nn
 
 from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
 from compose_gen.runtime.claim import refuse_if_busy
-from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, step_folder_name
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER, step_folder_name
 from compose_gen.runtime.logging import read_metrics
 
 __all__ = ["SPLIT_KEYS", "check_loadable", "check_new_folder", "checkpoint_path", "load_chosen", "moved_split_keys", "refuse_to_start_over"]
@@ -63,22 +63,32 @@ def refuse_to_start_over(run_dir: Path, instead: str | None = None, why: str = "
 
 def checkpoint_path(run_dir: Path, which: str | Path) -> Path:
     """``which`` checkpoint of ``run_dir``: ``"best"``, or a folder of its own (a relative path is taken in the run folder)."""
+    folder = run_dir / CHECKPOINTS_DIR
     if str(which) != "best":
         path = Path(which)
         if not path.is_absolute():  # in the run folder, or its checkpoints folder (a bare step-00000040)
-            path = next((p for p in (run_dir / path, run_dir / CHECKPOINTS_DIR / path) if p.exists()), path)
-        if path.resolve().parent != (run_dir / CHECKPOINTS_DIR).resolve():
-            raise CheckpointError(f"{path} is not a checkpoint of {run_dir}: give one of its own, in {run_dir / CHECKPOINTS_DIR}")
+            path = next((p for p in (run_dir / path, folder / path) if p.exists()), path)
+        if path.resolve().parent != folder.resolve() or not STEP_FOLDER.fullmatch(path.name) or not path.is_dir():
+            raise CheckpointError(f"{which} is not a checkpoint of {run_dir}: give one of its own, {_named(run_dir)}")
         return path
     best = read_best(run_dir)
-    if best is None and (run_dir / CHECKPOINTS_DIR / BEST_FILE).exists():
+    if best is None and (folder / BEST_FILE).exists():
         raise CheckpointError(
-            f"{run_dir / CHECKPOINTS_DIR / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
+            f"{folder / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
             "load another checkpoint, or resume the run, which writes it again at its next checkpoint"
         )
     if best is None:
-        raise CheckpointError(f"{run_dir}: no best checkpoint recorded (set train.best_metric to track one)")
-    return run_dir / CHECKPOINTS_DIR / step_folder_name(int(best["step"]))
+        raise CheckpointError(f"{run_dir}: no best checkpoint recorded ({folder / BEST_FILE} is absent: train.best_metric tracks one)")
+    path = folder / step_folder_name(int(best["step"]))
+    if not path.is_dir():
+        raise CheckpointError(f"{folder / BEST_FILE} names {path.name}, which is gone; give another checkpoint, {_named(run_dir)}")
+    return path
+
+
+def _named(run_dir: Path) -> str:
+    """``one of step-…, step-…`` in the checkpoints folder of ``run_dir``, or that it holds none."""
+    names = [path.name for path in list_checkpoints(run_dir)]
+    return f"one of {', '.join(names)}" if names else f"but {run_dir / CHECKPOINTS_DIR} holds none"
 
 
 def load_chosen(
