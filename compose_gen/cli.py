@@ -23,7 +23,7 @@ from compose_gen.compiler import advise, assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
 from compose_gen.runtime.checkpoint import json_text, list_checkpoints
-from compose_gen.runtime.layout import EVALUATION_FILE, step_folder_name
+from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.spec import SpecError, SpecWarning, load_spec
 
 __all__ = ["main"]
@@ -181,8 +181,9 @@ def _interrupted(run: Run, end: int) -> str:
         if step == end:
             return f"interrupted after training, while sampling or evaluating; step {step} is saved: compose-gen evaluate {run.dir}"
         return f"interrupted at step {step}, which is saved; continue with: compose-gen train --resume {run.dir}"
-    newest = f"the newest checkpoint is {saved[-1].name}" if saved else "no checkpoint was written"
-    return f"aborted at step {step}, without saving it; {newest}; continue with: compose-gen train --resume {run.dir}"
+    if not saved:  # a resume of a folder with logs but no checkpoint is refused: there is nothing to go on from
+        return f"aborted at step {step}, without saving it; no checkpoint was written, so start again: compose-gen train {run.dir / SPEC_FILE} --out NEW_DIR"
+    return f"aborted at step {step}, without saving it; the newest checkpoint is {saved[-1].name}; continue with: compose-gen train --resume {run.dir}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -390,7 +390,7 @@ def test_tabular_samples_and_a_moved_data_file_name_the_cli_remedy(tmp_path, cap
     assert f"compose-gen evaluate {run} --set data.path=NEW" in remedy
     assert main(["evaluate", str(run), "--set", f"data.path={tmp_path / 'moved.npy'}"]) == 0
     # A finished run cannot train on to record the move (`train --resume` needs steps beyond it); an edit records it.
-    assert f"or edit data.path in {run / 'spec.yaml'} to record it" in remedy
+    assert f"or edit data.path in {run / 'spec.yaml'} to the new absolute path to record it" in remedy
     (run / "spec.yaml").write_text((run / "spec.yaml").read_text().replace(str(tmp_path / "points.npy"), str(tmp_path / "moved.npy")))
     (run / "evaluation.json").unlink()
     capsys.readouterr()
@@ -490,6 +490,11 @@ def test_a_second_interrupt_says_what_it_did_not_save(tmp_path, vae_spec, capsys
     assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress", "--until", "6"]) == 130
     message = f"aborted at step 6, without saving it; the newest checkpoint is step-00000004; continue with: compose-gen train --resume {run}"
     assert message in capsys.readouterr().err
+    vae_spec["train"]["checkpoint_every"] = 10  # none before step 6: a resume would be refused, so it is not offered
+    fresh = tmp_path / "fresh"
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(fresh), "--no-progress", "--until", "6"]) == 130
+    said = capsys.readouterr().err
+    assert f"no checkpoint was written, so start again: compose-gen train {fresh / 'spec.yaml'} --out NEW_DIR" in said
 
 
 def test_sample_and_evaluate_take_an_older_or_the_best_checkpoint(tmp_path, vae_spec, capsys) -> None:

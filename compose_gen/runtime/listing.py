@@ -88,7 +88,7 @@ def _summary(run: Path, step: str) -> str:
     if last is None:
         return ""
     logged, metrics = last
-    return f"train{'' if str(logged) == step else f' @ {logged}'}: {_format(metrics)}"
+    return f"train{f' @ {logged}' if isinstance(logged, int) and str(logged) != step else ''}: {_format(metrics)}"
 
 
 def _format(results: Any, width: int = 160) -> str:

@@ -105,7 +105,8 @@ def with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecE
     remedy = (
         f"; the run's spec.yaml records where the data were; if they moved, say where: `compose-gen evaluate {run_dir} {keys}` "
         f"(or sample) for one command, `compose-gen train --resume {run_dir} {keys}` to train on with it, or edit {names} in "
-        f"{run_dir / SPEC_FILE} to record it (the run checks that the data found there are those it trained on)"
+        f"{run_dir / SPEC_FILE} to the new absolute path to record it (the run checks that the data found there are those it "
+        "trained on)"
     )
     problems = [Problem(p.path, p.message + remedy) if p.path[:1] == ("data",) else p for p in error.problems]
     return SpecError(problems, error.where)

@@ -41,6 +41,9 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     assert a == f"{broken_spec}  ? (spec.yaml does not parse: it cannot be loaded, resumed or evaluated until it is mended)  step -"
     assert b == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
     assert c == f"{cut_log}  c  step -  train @ 1: nll=2.5"  # no checkpoint holds the model of that record
+    (cut_log / "metrics.jsonl").write_text('{"nll": 2.5}\n')  # a record without its step (edited): no "@ None"
+    assert main(["runs", str(cut_log)]) == 0
+    assert capsys.readouterr().out.strip() == f"{cut_log}  c  step -  train: nll=2.5"
 
 
 def test_an_evaluation_of_an_older_step_gives_way_to_the_training_metrics(tmp_path, toys_catalogue, capsys):
