@@ -186,7 +186,7 @@ class Run:
             )
         model = state.get("model_sha256")
         told = any(key.split(".")[0] in MODEL_SECTIONS for key in (o.split("=", 1)[0].strip() for o in overrides))
-        if self.changed is None and model is not None and model != self.trainer.model_fingerprint and not told:
+        if self.changed is None and model is not None and model != self.spec.model_fingerprint(as_written=True) and not told:
             self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
             self.trainer.say(
                 f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file, or a --set of a resume after that step): "

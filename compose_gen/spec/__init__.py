@@ -93,12 +93,17 @@ class Spec:
         """:meth:`to_dict` as YAML, in section order: what a run folder's ``spec.yaml`` holds."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
-    def model_fingerprint(self) -> str:
+    def model_fingerprint(self, as_written: bool = False) -> str:
         """SHA-256 of the resolved :data:`MODEL_SECTIONS`: what trained weights mean depends on them, and on nothing
-        else of the spec (training settings, the sampler and the metrics may change between resumes)."""
-        resolved = self.to_dict()
-        model = {key: resolved.get(key) for key in MODEL_SECTIONS}
-        return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+        else of the spec (training settings, the sampler and the metrics may change between resumes).
+
+        ``as_written``: of the sections as the source holds them instead, which for a run folder's ``spec.yaml``
+        (written resolved) is the same unless the file was edited since, while a newer compose_gen that gives a type
+        another default parameter leaves it alone.
+        """
+        data = self.source.data if as_written else self.to_dict()
+        model = {key: data.get(key) for key in MODEL_SECTIONS} if isinstance(data, Mapping) else None
+        return hashlib.sha256(json.dumps(model, sort_keys=True, default=str).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         """The spec with every default filled in, inline components kept inline."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import random
@@ -269,6 +271,16 @@ def test_an_edit_of_the_model_that_keeps_its_shapes_is_said_and_its_metrics_not_
     assert told.changed is None, "an override is asked for, and said by the command that takes it"
     steps = Run.load(tmp_path / "run", overrides=["train.steps=8"], catalogue=toys_catalogue, progress=False)  # what --steps adds
     assert steps.changed == edited.changed, "an override of the training settings does not explain an edit of the model"
+
+
+def test_a_parameter_a_newer_compose_gen_adds_is_no_edit_of_the_model(tmp_path, toys_catalogue):
+    """A run written before a type gained a parameter lacks it in spec.yaml and in its hash; its default is no edit."""
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    _edit_spec(tmp_path / "run", lambda spec: spec["components"]["net"].pop("activation"))  # as the older version wrote it
+    written = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())
+    sections = {key: written.get(key) for key in ("components", "graph", "losses")}
+    _edit_state(checkpoints[-1], model_sha256=hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest())
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
 
 
 def test_a_checkpoint_records_its_test_split_too_and_older_records_count_as_unrecorded(tmp_path, toys_catalogue):
