@@ -168,7 +168,16 @@ class Run:
                 f"warning: --set {', '.join(moved)} may change the data's split or preprocessing, so the test split may hold "
                 "examples this run trained on, and the metrics would no longer be of held-out data"
             )
-        state = loaded.state
+        self._check_data(loaded.state, bool(moved), run_dir)
+        if self.changed is None:
+            self._check_model(loaded, overrides, run_dir)
+        for note in loaded.notes:
+            self.trainer.say(f"warning: {note}")
+        self.trainer.restore(loaded)
+
+    def _check_data(self, state: dict[str, Any], said: bool, run_dir: Path) -> None:
+        """Set :attr:`changed` (and say why, unless ``said``) when the splits built now are not those the checkpoint's
+        ``state`` records: a train split it did not train on, or another test split."""
         # Every split the run trained on stays recorded: after a resume on another split, no split is held out from it.
         recorded = state.get("trained_on") or [f for f in [state.get("train_sha256")] if f]  # older checkpoints: the last one
         current = self.trainer.trained_on[-1]
@@ -178,23 +187,25 @@ class Run:
             self.changed = "the run was trained on another train split than this one"
         elif tested is not None and tested != self.trainer.test_fingerprint:
             self.changed = "the test split is not the one this run was tested on while it trained"
-        if self.changed is not None and not moved:  # said above
+        if self.changed is not None and not said:
             self.trainer.say(
                 f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, a changed data file, or a dataset type that "
                 "draws its data without its seed, so that no two builds agree): the test split may "
                 "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
             )
-        model = state.get("model_sha256")
+
+    def _check_model(self, loaded: Checkpoint, overrides: list[str], run_dir: Path) -> None:
+        """Set :attr:`changed` and say why when the spec's model, as its file holds it, is not the one ``loaded`` was
+        trained with, and no override of the model (which the command that takes it says) explains it."""
+        recorded = loaded.state.get("model_sha256")
         told = any(key.split(".")[0] in MODEL_SECTIONS for key in (o.split("=", 1)[0].strip() for o in overrides))
-        if self.changed is None and model is not None and model != self.spec.model_fingerprint(as_written=True) and not told:
-            self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
-            self.trainer.say(
-                f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file, or a --set of a resume after that step): "
-                "the weights may not mean what it says, so its metrics are not recorded"
-            )
-        for note in loaded.notes:
-            self.trainer.say(f"warning: {note}")
-        self.trainer.restore(loaded)
+        if recorded is None or told or recorded == self.spec.model_fingerprint(as_written=True):
+            return
+        self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
+        self.trainer.say(
+            f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file, or a --set of a resume after that step): "
+            "the weights may not mean what it says, so its metrics are not recorded"
+        )
 
     @classmethod
     def _assemble(cls, spec: Spec, model: GenerativeModel, data: Splits, run_dir: Path, dist: Distributed, progress: bool) -> "Run":
