@@ -72,7 +72,9 @@ def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
     temperature, a truncation, of which the build warns), or returns decoder means.
 
     Seeded by ``ectx.seed`` inside a forked RNG, so a metric is reproducible and
-    leaves the caller's random state alone.
+    leaves the caller's random state alone.  Samples holding NaN or inf are refused:
+    every comparison with NaN is false, so they would count as distinct, novel and far
+    from every mode, and a broken generator would score as a varied one.
     """
     devices = []
     if ectx.device.type == "cuda":
@@ -86,6 +88,12 @@ def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
         raise ValueError(
             f"metric {metric!r}: the model's sample({n}) returned shape {tuple(samples.shape)}, "
             f"but the data's examples have shape {tuple(expected)}"
+        )
+    broken = ~torch.isfinite(samples.flatten(1)).all(1)
+    if bool(broken.any()):
+        raise ValueError(
+            f"metric {metric!r}: {int(broken.sum())} of the model's {n} samples hold NaN or inf (the first is sample "
+            f"{int(broken.nonzero()[0])}), which no distance or classifier scores: the model diverged, or its sampler is broken"
         )
     return samples
 

@@ -111,3 +111,15 @@ def test_a_setting_the_data_refuse_fails_the_build_and_the_metric_alike(name, sp
     with pytest.raises(ValueError, match=message) as at_evaluation:
         metric(context(sampler, splits))
     assert str(at_build.value) == str(at_evaluation.value)
+
+
+@pytest.mark.parametrize("name", ["birthday_paradox", "frechet_distance", "precision_recall", "mode_coverage", "inception_score"])
+def test_samples_holding_nan_are_refused_not_scored(name, mixture_splits, context):
+    """Comparisons with NaN are false: a generator drawing NaN passed the birthday test with a support of 82 500."""
+    points = mixture_splits.train.fields["x"][:200].clone()
+    points[::2] = float("nan")
+    sampler = FixedSampler(points, seed=1)
+    kind = make_catalogue([quality], entry_points=False).get(name)
+    metric = kind.build(kind.params.model_validate({"plot": False} if name == "mode_coverage" else {}), SimpleNamespace(sampler=sampler))
+    with pytest.raises(ValueError, match=rf"metric '{name}': \d+ of the model's \d+ samples hold NaN or inf \(the first is sample \d+\)"):
+        metric(context(sampler, mixture_splits))
