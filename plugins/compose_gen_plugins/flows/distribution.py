@@ -29,6 +29,7 @@ a MAF's ``order: random`` is a new draw per copy; copy 0 is the block as written
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from itertools import pairwise
 from typing import Any, Mapping
@@ -72,7 +73,9 @@ class FlowDistribution(Distribution):
     prior defines it (``prior(temperature=T)``: a Gaussian's σ times :math:`T`, which
     samples :math:`p_Z(z)^{1/T^2}`, Kingma & Dhariwal 2018; a mixture's σ_k times
     :math:`T`, each component about its own mean, so low temperatures sharpen draws
-    around the modes).  ``log_prob`` is always the base's, at :math:`T = 1`.
+    around the modes).  ``log_prob`` is always the base's, at :math:`T = 1`, and
+    :math:`-\infty` outside the support (a bounded first bijector's domain, such as a
+    logit's (0, 1)), where the bijectors would give NaN.
     """
 
     has_rsample = True
@@ -102,7 +105,10 @@ class FlowDistribution(Distribution):
             hint = f"; that is the same {event.numel()} values per example: set the data's `shape: {layout}`" if same else ""
             raise ValueError(f"the flow models values of shape {tuple(event)}, but x has shape {tuple(x.shape)} (batch first){hint}")
         z, ladj = self.transform(broadcast_value(x, self), self.context)
-        return self.base.log_prob(z) + ladj
+        log_p = self.base.log_prob(z) + ladj
+        if self.transform.domain is constraints.real:  # every x is inside: no check on the training path
+            return log_p
+        return log_p.masked_fill(~self.support.check(x), -math.inf)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         if not self.draw_base.has_rsample:

@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from compose_gen import ClassConditions, Splits, SpecWarning, TensorData
+from compose_gen import Chain, ClassConditions, Splits, SpecWarning, TensorData
 from compose_gen.compiler.build import SEED_STRIDE
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
 from compose_gen_plugins.distributions import StandardNormal
 from compose_gen_plugins.flows.coupling import AffineCoupling
 from compose_gen_plugins.flows.distribution import (
+    Flow,
     FlowNLLParams,
     FlowParams,
     FlowSamplerParams,
@@ -376,3 +377,15 @@ def test_a_dequantized_flows_likelihood_is_importance_sampled_over_the_noise():
     many = torch.stack([nll.log_likelihood({"x": x}, samples=50, ladj=torch.zeros(5)) for _ in range(20)])
     assert (many.mean(0) > one_draw.mean(0)).all(), "Jensen's gap shrinks with more draws of u"
     assert nll.log_likelihood({"x": x}, samples=1, ladj=torch.zeros(5)).shape == (5,)
+
+
+def test_a_bounded_flow_has_zero_density_outside_its_domain_and_a_grid_mass_of_one():
+    """A logit head's flow gave NaN outside (0, 1): run.log_prob was NaN there, and density_plot's padded box a NaN mass."""
+    from compose_gen_plugins.flows.density import grid_density
+
+    flow = Flow(StandardNormal((2,)), Chain([Logit((2,)), ElementwiseAffine((2,))]))
+    inside, outside = torch.tensor([[0.3, 0.6], [0.0, 1.0]]), torch.tensor([[1.2, 0.5], [0.5, -0.1], [-0.5, 2.0]])
+    assert torch.isfinite(flow.log_prob(inside)).all()
+    assert torch.equal(flow.log_prob(outside), torch.full((3,), -math.inf))
+    density, area = grid_density(flow, torch.tensor([[-0.1, 1.1], [-0.1, 1.1]]), 400)
+    assert float(density.sum() * area) == pytest.approx(1.0, abs=0.01)
