@@ -48,7 +48,10 @@ def latent_model(ctx: BuildContext, name: str, needs: str = "evidence") -> Laten
     model = ctx.loss(name)
     if not callable(getattr(model, needs, None)):
         losses = "elbo, iwae, hybrid_vae_flow or hierarchical_vae" + (", autoencoder or vqvae" if needs in ("reconstruct", "decode") else "")
-        flow = "; a flow_nll's test_losses already give its exact NLL" if needs == "evidence" and hasattr(model, "flow") else ""
+        flow = (
+            "; a flow_nll's test_losses give its NLL, exact, or for a flow that dequantizes the one-draw bound that "
+            "run.log_prob(x, samples=k) tightens"
+        ) if needs == "evidence" and hasattr(model, "flow") else ""
         raise ValueError(
             f"loss {name!r} ({type(model).__name__}) is not a latent-variable model: name a loss of type {losses}{flow} "
             f"(a plugin's loss qualifies by its method {needs}(), as compose_gen_plugins.latent.model.LatentVariableModel defines it)"
