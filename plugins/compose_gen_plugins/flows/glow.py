@@ -45,7 +45,9 @@ class ActNorm(_ChannelWise):
 
     :math:`\log|\det J| = -HW \sum_c \log\sigma_c`.  On the first ``forward`` call in
     training mode, :math:`\mu` and :math:`\sigma` are set to the per-channel mean and
-    standard deviation of the batch, so the output starts standardised.  The
+    standard deviation of the batch, so the output starts standardised (a channel
+    constant over that batch, as every channel of a batch of one is, keeps :math:`\sigma = 1`:
+    dividing by its zero spread would blow up every later batch).  The
     ``initialized`` latch is part of the ``state_dict``: a restored checkpoint
     does not initialise again.
     """
@@ -60,8 +62,9 @@ class ActNorm(_ChannelWise):
     def initialize(self, x: Tensor) -> None:
         """Set the location and scale from the per-channel statistics of ``x``."""
         values = x.movedim(-len(self.event_shape), -1).reshape(-1, self.channels)
+        spread = values.std(0, unbiased=False)
         self.loc.copy_(values.mean(0))
-        self.log_scale.copy_((values.std(0, unbiased=False) + 1e-6).log())
+        self.log_scale.copy_(torch.where(spread > 0, (spread + 1e-6).log(), torch.zeros_like(spread)))
         self.initialized.set()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -40,6 +40,15 @@ def test_actnorm_standardises_the_first_training_batch_per_channel():
     assert all(torch.equal(v, actnorm.state_dict()[k]) for k, v in state.items())
 
 
+def test_actnorm_keeps_unit_scale_for_a_channel_constant_over_its_first_batch():
+    """A batch of one (every channel constant) set log σ = log 1e-6, so the next batch came out 10⁶ times too wide."""
+    actnorm = ActNorm((2,))
+    actnorm(torch.tensor([[0.5, -1.0]]))
+    torch.testing.assert_close(actnorm.loc.detach(), torch.tensor([0.5, -1.0]))
+    assert torch.equal(actnorm.log_scale.detach(), torch.zeros(2))
+    assert torch.isfinite(actnorm(torch.randn(16, 2) * 3)[0]).all()
+
+
 def test_actnorm_does_not_initialise_in_eval_mode():
     actnorm = ActNorm((2,)).eval()
     x = torch.randn(8, 2) + 4
