@@ -82,7 +82,8 @@ def _summary(run: Path, step: str) -> str:
             results = json.loads((run / EVALUATION_FILE).read_text())
         except (json.JSONDecodeError, OSError):
             return f"(unreadable {EVALUATION_FILE})"
-        if isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step:
+        evaluated = isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step
+        if evaluated and _format(results):  # a spec without metrics records only the step
             return _format(results)
     last = _last_record(run / METRICS_FILE)
     if last is None:

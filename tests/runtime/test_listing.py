@@ -51,6 +51,9 @@ def test_an_evaluation_of_an_older_step_gives_way_to_the_training_metrics(tmp_pa
     run = tmp_path / "runs" / "a"
     spec = load_spec(spec_dict(AUTOENCODER, steps=4, checkpoint_every=2), catalogue=toys_catalogue)
     Run.create(spec, run, progress=False).train()
+    (run / "evaluation.json").write_text(json.dumps({"step": 4}))  # a spec without metrics: the training metrics, then
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert "train: " in capsys.readouterr().out
     for step, shown in ((2, "train: "), (4, "test/rec=23.62")):
         (run / "evaluation.json").write_text(json.dumps({"step": step, "test/rec": 23.62}))
         assert main(["runs", str(tmp_path / "runs")]) == 0
