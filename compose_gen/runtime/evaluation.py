@@ -10,6 +10,7 @@ changes the data in place stops the loop, since every later one would read alter
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -77,11 +78,15 @@ class MetricLoop:
         problems: list[Problem] = []
         for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
             before = versions(self.data)
-            measured, problem = self.measure(metric, ctx, results, index)
+            with warnings.catch_warnings(record=True) as caught:  # a metric's own warnings, said where it is declared
+                warnings.simplefilter("always")
+                measured, problem = self.measure(metric, ctx, results, index)
             results.update(measured)
+            where = format_path(declared.path)
+            for warning in caught:
+                self.say(f"warning: {where} ({declared.type.name}): {warning.message}")
             undefined = [f"{key} = {value}" for key, value in measured.items() if not math.isfinite(value)]
             if undefined:
-                where = format_path(declared.path)
                 self.say(f"warning: {where} ({declared.type.name}) gave {', '.join(undefined)}, recorded as null")
             changed = [f"{split} split's {name!r}" for (split, name), version in versions(self.data).items() if version != before[split, name]]
             if changed:  # the data every later metric reads: stop here rather than record numbers of altered data

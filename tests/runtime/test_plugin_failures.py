@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -49,6 +50,8 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "mutate":
             ectx.data.test.fields["x"].mul_(0)
             return {"mutated": 1.0}
+        if p.breaks == "undefined":
+            warnings.warn("nan is undefined here: too few examples", stacklevel=2)
         return {"float": 3.0, "tensor": {"m": torch.tensor([1.0, 2.0])}, "undefined": {"nan": math.nan, "inf": -math.inf, "ok": 1.0}}[p.breaks]
 
     return metric
@@ -127,6 +130,9 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
 def test_undefined_metric_values_are_recorded_as_null_and_named_in_a_warning(catalogue, tmp_path, capsys) -> None:
     run = Run.create(load_spec(spec(metric_breaks=("undefined",)), catalogue=catalogue), tmp_path / "run", progress=False)
     run.train(1)
-    assert "warning: evaluate.metrics[1] (t_metric) gave nan = nan, inf = -inf, recorded as null" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "warning: evaluate.metrics[1] (t_metric) gave nan = nan, inf = -inf, recorded as null" in said
+    assert "warning: evaluate.metrics[1] (t_metric): nan is undefined here: too few examples" in said, "its own reason, where it is"
+    assert "UserWarning" not in said
     written = json.loads((tmp_path / "run" / "evaluation.json").read_text())
     assert written["nan"] is None and written["inf"] is None and written["ok"] == 1.0
