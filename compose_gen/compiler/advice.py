@@ -7,6 +7,7 @@ the data); a component's own plugin warns about its parameters in its ``build``.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 
 from compose_gen.compiler.plan import Plan
@@ -19,7 +20,8 @@ __all__ = ["advise", "advise_losses"]
 
 def advise(spec: Spec, data: Splits | None) -> None:
     """Warn about schedules that never reach their rate or never decay, a default optimizer no player uses,
-    learning rates far beyond any that trains, and batches larger than the ``data`` (when given)."""
+    learning rates far beyond any that trains, TensorBoard logs without TensorBoard, and batches larger than the
+    ``data`` (when given)."""
     train, players = spec.model.train, spec.model.players
     optimizers = [(("train", "optimizer"), train.optimizer)]
     optimizers += [(("players", name, "optimizer"), player.optimizer) for name, player in players.items() if player.optimizer is not None]
@@ -28,6 +30,9 @@ def advise(spec: Spec, data: Splits | None) -> None:
         if optimizer.lr > usual:
             spec.warn((*path, "lr"), f"{optimizer.lr:g} is far above any learning rate that trains with {optimizer.type} (at most {usual:g}); "
                       "the first steps will likely diverge to NaN")
+    if train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        spec.warn(("train", "tensorboard"), "true, but TensorBoard is not installed here, so training refuses to start: "
+                  "pip install 'compose-gen[tensorboard]'")
     if data is not None and train.batch_size > len(data.train):
         spec.warn(
             ("train", "batch_size"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import pytest
@@ -67,4 +68,15 @@ def test_a_learning_rate_far_beyond_any_that_trains_is_warned_about(cgan_spec, c
     assert said(cgan_spec, catalogue) == [
         "<dict>:1: players.critic.optimizer.lr: 1e+30 is far above any learning rate that trains with adam (at most 1); "
         "the first steps will likely diverge to NaN"
+    ]
+
+
+def test_tensorboard_without_tensorboard_installed_is_said_by_validate(cgan_spec, catalogue, monkeypatch) -> None:
+    """Only `train` found it, after the data were built and the model compiled."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "tensorboard" else real(name, *args))
+    cgan_spec["train"]["tensorboard"] = True
+    assert said(cgan_spec, catalogue) == [
+        "<dict>:1: train.tensorboard: true, but TensorBoard is not installed here, so training refuses to start: "
+        "pip install 'compose-gen[tensorboard]'"
     ]
