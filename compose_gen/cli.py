@@ -181,9 +181,10 @@ def _interrupted(run: Run, end: int) -> str:
         if step == end:
             return f"interrupted after training, while sampling or evaluating; step {step} is saved: compose-gen evaluate {run.dir}"
         return f"interrupted at step {step}, which is saved; continue with: compose-gen train --resume {run.dir}"
+    aborted = f"aborted at step {step}, without saving it"
     if not saved:  # a resume of a folder with logs but no checkpoint is refused: there is nothing to go on from
-        return f"aborted at step {step}, without saving it; no checkpoint was written, so start again: compose-gen train {run.dir / SPEC_FILE} --out NEW_DIR"
-    return f"aborted at step {step}, without saving it; the newest checkpoint is {saved[-1].name}; continue with: compose-gen train --resume {run.dir}"
+        return f"{aborted}; no checkpoint was written, so start again: compose-gen train {run.dir / SPEC_FILE} --out NEW_DIR"
+    return f"{aborted}; the newest checkpoint is {saved[-1].name}; continue with: compose-gen train --resume {run.dir}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
