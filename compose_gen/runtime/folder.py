@@ -131,7 +131,11 @@ def _model_changed(run_dir: Path, skipped: list[str], overrides: list[str]) -> s
     return f"; {by} may have changed the model, which a run cannot change once trained"
 
 
+def override_keys(overrides: Iterable[str]) -> set[str]:
+    """The dotted keys that ``--set KEY=VALUE`` overrides set."""
+    return {o.split("=", 1)[0].strip() for o in overrides}
+
+
 def moved_split_keys(overrides: Iterable[str]) -> list[str]:
     """The keys of ``overrides`` that may move examples between the data's splits (:data:`SPLIT_KEYS`, the seed)."""
-    keys = {o.split("=", 1)[0].strip() for o in overrides}
-    return sorted(k for k in keys if k == "seed" or (k.startswith("data") and k.split(".")[-1] in SPLIT_KEYS))
+    return sorted(k for k in override_keys(overrides) if k == "seed" or (k.startswith("data") and k.split(".")[-1] in SPLIT_KEYS))

@@ -48,7 +48,7 @@ from compose_gen.runtime.device import resolve_device
 from compose_gen.runtime.distributed import Distributed, setup
 from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_folder
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
-from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys
+from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys, override_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
 from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, SPEC_FILE
 from compose_gen.runtime.remedies import (
@@ -198,7 +198,7 @@ class Run:
         """Set :attr:`changed` and say why when the spec's model, as its file holds it, is not the one ``loaded`` was
         trained with, and no override of the model (which the command that takes it says) explains it."""
         recorded = loaded.state.get("model_sha256")
-        told = any(key.split(".")[0] in MODEL_SECTIONS for key in (o.split("=", 1)[0].strip() for o in overrides))
+        told = any(key.split(".")[0] in MODEL_SECTIONS for key in override_keys(overrides))
         if recorded is None or told or recorded == self.spec.model_fingerprint(as_written=True):
             return
         self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
