@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 
+from torch import nn
+
 from compose_gen.compiler.plan import Plan
 from compose_gen.core import Loss, Splits
 from compose_gen.spec import Spec
 from compose_gen.spec.resolve import origin
 
-__all__ = ["advise", "advise_losses"]
+__all__ = ["advise", "advise_losses", "advise_model"]
 
 
 def advise(spec: Spec, data: Splits | None) -> None:
@@ -62,3 +64,9 @@ def advise_losses(spec: Spec, losses: Mapping[str, Loss], plans: Mapping[str, Pl
             raise spec.blame(declared, f"failed to advise: {type(error).__name__}: {error}") from None
         for message in advice:
             spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)}: {message}")
+
+
+def advise_model(spec: Spec, model: nn.Module) -> None:
+    """Warn of ``train.channels_last`` on a model without 4D (convolution) weights, where it changes nothing."""
+    if spec.model.train.channels_last and not any(p.dim() == 4 for p in model.parameters()):
+        spec.warn(("train", "channels_last"), "true, but the model has no 4D (convolution) weights, so it has no effect")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compose_gen.compiler.advice import advise, advise_losses
+from compose_gen.compiler.advice import advise, advise_losses, advise_model
 from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.checks import broken, nonfinite_sources, watching
 from compose_gen.compiler.dry_run import dry_run
@@ -281,6 +281,7 @@ def compile_spec(
         advise(spec, data)
         advise_losses(spec, losses, plans)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators)
+        advise_model(spec, model)
         try:
             model.to(device)
         except Exception as error:  # a plugin's module that breaks nn.Module's machinery (overrides _apply, say)

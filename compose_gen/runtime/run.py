@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import sys
 import time
 import warnings
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -211,11 +210,8 @@ class Run:
     def _assemble(cls, spec: Spec, model: GenerativeModel, data: Splits, run_dir: Path, dist: Distributed, progress: bool) -> "Run":
         train = spec.model.train
         memory_format = torch.contiguous_format
-        if train.channels_last:
-            if use_channels_last(model):
-                memory_format = torch.channels_last
-            elif dist.is_main:
-                print("warning: train.channels_last has no effect: the model has no 4D (convolution) weights", file=sys.stderr)
+        if train.channels_last and use_channels_last(model):  # without 4D weights it does nothing, as the build warned
+            memory_format = torch.channels_last
         if dist.rank > 0:  # every process built the same parameters from the spec's seed; each draws its own noise
             torch.manual_seed(offset_seed(spec.model.seed, dist.rank, RANK_STRIDE))
         dist.broadcast_state(model, parameters=True)

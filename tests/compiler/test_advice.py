@@ -80,3 +80,11 @@ def test_tensorboard_without_tensorboard_installed_is_said_by_validate(cgan_spec
         "<dict>:1: train.tensorboard: true, but TensorBoard is not installed here, so training refuses to start: "
         "pip install 'compose-gen[tensorboard]'"
     ]
+
+
+def test_channels_last_without_convolutions_is_said_by_validate(cgan_spec, catalogue) -> None:
+    """Only `train` said it, after the data were built and the model compiled; an MLP model has no 4D weights."""
+    cgan_spec["train"]["channels_last"] = True
+    assert said(cgan_spec, catalogue) == [
+        "<dict>:1: train.channels_last: true, but the model has no 4D (convolution) weights, so it has no effect"
+    ]
