@@ -21,7 +21,7 @@ __all__ = ["advise", "advise_losses", "advise_model"]
 
 
 def advise(spec: Spec, data: Splits | None) -> None:
-    """Warn about schedules that never reach their rate or never decay, a default optimizer no player uses,
+    """Warn about negative term weights, schedules that never reach their rate or never decay, a default optimizer no player uses,
     learning rates far beyond any that trains, TensorBoard logs without TensorBoard, and batches larger than the
     ``data`` (when given)."""
     train, players = spec.model.train, spec.model.players
@@ -41,6 +41,10 @@ def advise(spec: Spec, data: Splits | None) -> None:
             f"{train.batch_size}, but the train split holds {len(data.train)} examples, so every batch is that whole split",
         )
     for name, player in players.items():
+        for term, weight in (player.weights() or {}).items():
+            if weight < 0:
+                spec.warn(("players", name, "terms", term), f"{weight:g}: a negative weight makes player {name!r} maximise {term}, "
+                          "which its loss defines to be minimised (a GAN's side then helps the other side)")
         schedule, path = player.schedule, ("players", name, "schedule")
         if schedule.warmup > train.steps:  # lr reaches its value at round `warmup`
             spec.warn(

@@ -88,3 +88,13 @@ def test_channels_last_without_convolutions_is_said_by_validate(cgan_spec, catal
     assert said(cgan_spec, catalogue) == [
         "<dict>:1: train.channels_last: true, but the model has no 4D (convolution) weights, so it has no effect"
     ]
+
+
+def test_a_negative_term_weight_is_warned_about(cgan_spec, catalogue) -> None:
+    """−1 on the generator's side trains it to help the critic."""
+    cgan_spec["players"]["generator"]["terms"] = {"adv.generator": -1}
+    cgan_spec["players"]["critic"]["terms"] = {"adv.critic": 0.5}
+    assert said(cgan_spec, catalogue) == [
+        "<dict>:1: players.generator.terms.adv.generator: -1: a negative weight makes player 'generator' maximise "
+        "adv.generator, which its loss defines to be minimised (a GAN's side then helps the other side)"
+    ]
