@@ -371,12 +371,13 @@ class Trainer:
         loss_check = self.dist.average_gradients(plan.params, loss.detach())  # finite iff every process's loss is
         if scaler:
             scaler.unscale_(optimizer)
-        if plan.spec.clip_grad_value:
-            torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
         grads = [p.grad for p in plan.params if p.grad is not None]
-        norms = list(torch._foreach_norm(grads)) if grads else []
-        if plan.spec.clip_grad_norm and norms:
-            _clip_to_norm(plan.params, norms, plan.spec.clip_grad_norm)
+        norms = list(torch._foreach_norm(grads)) if grads else []  # before clipping: what the guard checks and the log says
+        if plan.spec.clip_grad_value:  # an infinite entry clamped to v would hide from the guard; its norm above does not
+            torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
+        if plan.spec.clip_grad_norm and grads:
+            clamped = list(torch._foreach_norm(grads)) if plan.spec.clip_grad_value else norms
+            _clip_to_norm(plan.params, clamped, plan.spec.clip_grad_norm)
         loss_value, norm, values = _read_step(loss_check, norms, logs)  # the one host sync
         loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(norm)
         if not loss_ok or (not grads_ok and scaler is None):
@@ -456,8 +457,8 @@ class Trainer:
         return f"; no component made NaN or inf when the step was recomputed, so it comes from {named}" if named else ""
 
     def _diagnose_gradients(self, name: str, plan: Plan, batch: dict[str, Tensor]) -> str:
-        """Which components got non-finite gradients, and from which terms (recomputed term by term)."""
-        components = sorted({self._owner.get(id(p), "?") for p in plan.params if p.grad is not None and not torch.isfinite(p.grad).all()})
+        """Which components got non-finite gradients, and from which terms (recomputed term by term, before any clipping)."""
+        bad = {id(p) for p in plan.params if p.grad is not None and not torch.isfinite(p.grad).all()}
         params = [p for p in plan.params if p.requires_grad]
         terms = []
         restore = rng.snapshot(self.model, self.model.device)
@@ -470,10 +471,13 @@ class Trainer:
                     if not value.requires_grad:
                         continue
                     grads = torch.autograd.grad(value.float(), params, retain_graph=True, allow_unused=True)
-                    if any(g is not None and not torch.isfinite(g).all() for g in grads):
+                    nonfinite = {id(p) for p, g in zip(params, grads, strict=True) if g is not None and not torch.isfinite(g).all()}
+                    if nonfinite:
                         terms.append(term_address(call.name, term))
+                        bad |= nonfinite
         finally:
             restore()
+        components = sorted({self._owner.get(id(p), "?") for p in plan.params if id(p) in bad})
         from_terms = f" from term(s) {', '.join(terms)}" if terms else ""
         where = f" in component(s) {', '.join(components)}" if components else ""
         return f"non-finite gradient{from_terms}{where}"

@@ -207,6 +207,16 @@ def test_nan_gradient_names_the_term_and_the_component(tmp_path, toys_catalogue)
         run.train()
 
 
+def test_an_infinite_gradient_is_caught_though_clip_grad_value_would_clamp_it(tmp_path, toys_catalogue):
+    """Clamped to [−v, v], an infinite entry would be finite; the guard reads the gradients before any clipping."""
+    raw = spec_dict(AUTOENCODER, steps=2)
+    raw["players"] = {"model": {"clip_grad_value": 0.5}}
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.model.component("net").net[0].bias.register_hook(lambda grad: torch.full_like(grad, math.inf))
+    with pytest.raises(NonFiniteLoss, match=r"step 1: non-finite gradient from term\(s\) rec in component\(s\) net"):
+        run.train()
+
+
 def test_a_nan_loss_names_the_component_that_made_the_first_nan(tmp_path, toys_catalogue):
     """A weight gone infinite: the network's output is NaN for finite inputs, which the loss only passes on."""
     spec = load_spec(spec_dict(AUTOENCODER, steps=4), catalogue=toys_catalogue)
@@ -382,6 +392,30 @@ def test_gradients_finite_in_float32_have_a_finite_norm_however_large_and_clip_t
     clipped = [p.grad.double() for p in params]
     assert torch.cat([g.flatten() for g in clipped]).norm().item() == pytest.approx(2.0, rel=1e-5)
     assert torch.allclose(clipped[0] / clipped[1].flatten()[0], torch.full((3,), 2.0, dtype=torch.float64))  # the direction kept
+
+
+@pytest.mark.parametrize("clip", [{"clip_grad_value": 0.05}, {"clip_grad_value": 0.05, "clip_grad_norm": 0.1}], ids=["value", "value-then-norm"])
+def test_a_step_clamps_each_gradient_entry_then_clips_the_norm(clip, tmp_path, toys_catalogue):
+    """With SGD at lr 1 a step moves θ by minus the gradient the player clipped: each entry clamped to [−v, v]
+    (``clip_grad_value``), then the whole scaled to at most ``clip_grad_norm``; the logged norm is the unclipped one."""
+    raw = spec_dict(AUTOENCODER, steps=1, log_every=1, optimizer={"type": "sgd", "lr": 1.0})
+    raw["players"] = {"model": clip}
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    params = run.trainer.model.plans["model"].params
+    before = [p.detach().clone() for p in params]
+    batch = next(BatchStream(run.data.train, 32, run.spec.model.seed, run.model.device))  # the batch of the first step
+    loss, _ = run.model.player_loss("model", batch)
+    grads = torch.autograd.grad(loss, params)
+    clipped = [g.clamp(-0.05, 0.05) for g in grads]
+    assert any((g.abs() > 0.05).any() for g in grads), "some entry must be clamped for the test to see it"
+    if "clip_grad_norm" in clip:
+        total = torch.cat([g.flatten() for g in clipped]).norm()
+        assert total > 0.1, "the norm must be clipped for the test to see it"
+        clipped = [g * 0.1 / total for g in clipped]
+    logs = run.train()
+    for p, start, step in zip(params, before, clipped, strict=True):
+        torch.testing.assert_close(start - p.detach(), step, rtol=1e-4, atol=1e-6)
+    assert logs["model.grad_norm"] == pytest.approx(torch.cat([g.flatten() for g in grads]).norm().item(), rel=1e-5)
 
 
 @pytest.mark.parametrize(
