@@ -129,3 +129,13 @@ def test_with_a_context_every_network_reads_it() -> None:
     torch.manual_seed(5)
     b = model.evidence(x, 2, exact_kl=False, context=context + 1).log_weights
     assert not torch.allclose(a, b), "the bound depends on the context"
+
+
+def test_sampling_at_temperature_zero_decodes_the_modes_of_both_levels() -> None:
+    """z₂ at the top prior's mode 0, z₁ at the mean of p(z₁|z₂ = 0): every draw is the same; above 0 they differ."""
+    model = hvae()
+    cold, warm = model.sample(5, temperature=0.0), model.sample(5, temperature=1.0)
+    torch.testing.assert_close(cold, cold[:1].expand_as(cold))
+    p_bottom = model.conditional_prior(torch.zeros(1, TOP, dtype=DTYPE))
+    torch.testing.assert_close(cold[:1], model.decoder(p_bottom.base_dist.loc).mean)
+    assert not torch.allclose(warm, warm[:1].expand_as(warm))

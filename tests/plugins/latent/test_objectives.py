@@ -113,10 +113,18 @@ def test_gaussian_mixture_prior_density_and_sampling() -> None:
     torch.testing.assert_close(prior(temperature=0.5).component_distribution.stddev, 0.5 * prior.log_scale.exp())
 
 
-def test_model_sampler_decodes_prior_draws() -> None:
-    sampler = ModelSampler(vae(), mean=True)
-    x = sampler.sample(4, temperature=0.5)
-    assert x.shape == (4, X_DIM) and ((x > 0) & (x < 1)).all()
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 2.0])
+def test_model_sampler_decodes_prior_draws_scaled_by_the_temperature(temperature: float) -> None:
+    """At temperature T a standard normal prior draws T·z for the z it draws at T = 1 on the same random stream
+    (Kingma & Dhariwal 2018), so T = 0 decodes the prior's mode n times."""
+    model = vae()
+    torch.manual_seed(7)
+    z = model.prior().sample((4,))
+    expected = model.decoder(temperature * z).mean
+    torch.manual_seed(7)
+    x = ModelSampler(model, mean=True).sample(4, temperature=temperature)
+    torch.testing.assert_close(x, expected)
+    assert ((x > 0) & (x < 1)).all()
 
 
 def _conv_decoder_net(channels: int) -> nn.Module:
