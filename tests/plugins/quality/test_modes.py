@@ -50,6 +50,15 @@ def test_a_few_stray_samples_do_not_cover_a_mode(mixture_splits, modes, context)
     assert loose["modes_covered"] == 2  # VEEGAN's rule: one high-quality sample suffices
 
 
+@pytest.mark.parametrize("min_fraction, needed", [(0.1, 13), (0.16, 20)], ids=["12.5-rounds-up", "20-exactly"])
+def test_a_mode_is_covered_from_its_fair_share_rounded_up(min_fraction, needed, mixture_splits, modes, context):
+    """Covered with at least ceil(min_fraction · n / modes) samples: exactly that many counts, one fewer does not."""
+    points = torch.cat([modes[0].expand(needed, 2), modes[1].expand(needed - 1, 2), modes[2].expand(1000 - 2 * needed + 1, 2)])
+    params = ModeCoverageParams(n=1000, min_fraction=min_fraction, plot=False)
+    result = mode_coverage(params, context(FixedSampler(points, replace=False), mixture_splits, batch_size=1000))  # each point once
+    assert result["modes_covered"] == 2  # modes 0 and 2, not mode 1
+
+
 def test_samples_far_from_every_mode_are_not_high_quality(mixture_splits, mixture_sampler, modes, context):
     result = mode_coverage(ModeCoverageParams(plot=False), context(mixture_sampler(modes * 1.5), mixture_splits))
     assert result == {"modes_covered": 0.0, "modes_total": 8.0, "high_quality_fraction": 0.0}

@@ -52,6 +52,17 @@ def test_frechet_distance_matches_scipy_sqrtm_for_non_commuting_covariances(seed
     assert frechet_distance(mean1, cov1, mean2, cov2) == pytest.approx(frechet_distance(mean2, cov2, mean1, cov1))
 
 
+def test_gaussian_moments_are_the_mean_and_the_unbiased_covariance_of_the_flattened_rows():
+    """Dividing by n − 1, not n: at a few hundred samples in high dimension the difference moves a Fréchet distance."""
+    features = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    mean, cov = gaussian_moments(features)
+    rows = features.flatten(1).double()
+    torch.testing.assert_close(mean, rows.mean(0))
+    torch.testing.assert_close(cov, torch.cov(rows.T, correction=1))
+    with pytest.raises(ValueError, match="at least 2 feature vectors"):
+        gaussian_moments(features[:1])
+
+
 def test_frechet_distance_on_samples_is_near_zero_and_grows_as_the_squared_mean_shift():
     generator = torch.Generator().manual_seed(0)
     scale = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.8, 0.0], [0.0, 0.3, 0.4]])
