@@ -28,6 +28,20 @@ def test_a_collapsed_generator_is_flagged_and_its_support_estimated(mixture_spli
     assert result["data_estimated_support"] > 100 * result["estimated_support"]
 
 
+def test_the_threshold_is_the_quantile_of_nearest_neighbour_distances_and_ties_at_it_do_not_count(context):
+    """Eight pairs of points on a line, 100 apart, pair k with gap k + 1: with batches of the whole set every point's
+    nearest neighbour is its partner, so the calibrating distances are 1, 1, 2, 2, ..., 8, 8 and their 0.3-quantile
+    is 3.  A batch then holds two pairs closer than τ = 3 (gaps 1 and 2); the pair at exactly τ is no near-duplicate."""
+    x = torch.tensor([[100.0 * k + offset] for k in range(8) for offset in (0, k + 1)])
+    splits = Splits(TensorData({"x": x}), TensorData({"x": x.clone()}))
+    params = BirthdayParams(s=16, batches=10, quantile=0.3)
+    ectx = context(FixedSampler(x, replace=False), splits, batch_size=16)  # every batch: the 16 points in some order
+    result = birthday_paradox(params, ectx)
+    assert result["birthday_threshold"] == 3.0
+    assert result["collision_rate"] == result["data_collision_rate"] == 1.0
+    assert result["estimated_support"] == result["data_estimated_support"] == 16 * 15 / (2 * 2)  # two pairs per batch
+
+
 def test_samples_of_the_data_distribution_pass(mixture_splits, mixture_sampler, modes, context):
     result = birthday_paradox(PARAMS, context(mixture_sampler(modes), mixture_splits))
     assert result["birthday_pass"] == 1.0
