@@ -52,6 +52,17 @@ def test_mass_of_a_narrow_box_is_the_gaussian_probability_and_the_log_det_counts
     assert float(density.sum() * area) == pytest.approx(math.erf(1 / math.sqrt(2)) ** 2, rel=1e-4)
 
 
+def test_the_grid_holds_the_density_at_cell_centres_indexed_by_x2_then_x1() -> None:
+    """Cell [i, j] of a box [a₁, b₁] × [a₂, b₂] is p at (a₁ + (j + ½)Δ₁, a₂ + (i + ½)Δ₂): the midpoint rule."""
+    flow = affine_flow(math.log(2.0), 1.0)
+    box = torch.tensor([[-1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    density, area = grid_density(flow, box, grid=3)
+    centres_1, centres_2 = torch.tensor([-0.5, 0.5, 1.5]), torch.tensor([1 / 6, 0.5, 5 / 6])
+    points = torch.stack(torch.meshgrid(centres_2, centres_1, indexing="ij")[::-1], -1).double()
+    torch.testing.assert_close(density, flow.log_prob(points.reshape(-1, 2)).exp().reshape(3, 3))
+    assert float(area) == pytest.approx(1.0 * 1 / 3)
+
+
 def test_data_range_box_covers_the_data_and_a_wrong_density_shows_up(tmp_path) -> None:
     flow = affine_flow(0.0, 0.0)
     data = splits(torch.randn(4000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
