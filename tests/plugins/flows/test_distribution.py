@@ -188,6 +188,9 @@ def test_flow_nll_in_data_space_is_the_nll_of_the_raw_data():
     torch.testing.assert_close(out["nll"], exact)
     torch.testing.assert_close(out["bits_per_dim"], exact / (2 * math.log(2)))
     assert out["loss"].requires_grad and not out["nll"].requires_grad
+    ladj = torch.full((100,), ladj_to_model, dtype=torch.float64)  # what importance_sampled_nll hands over per example
+    log_p = loss.log_likelihood({"x": u / 16}, samples=1, ladj=ladj)
+    torch.testing.assert_close(log_p, Normal(0.0, 16.0).log_prob(u).sum(-1))
 
 
 def test_flow_nll_of_a_graph_value_counts_no_log_determinant_of_the_data_and_says_so():
