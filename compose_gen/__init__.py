@@ -28,9 +28,11 @@ from compose_gen.core import (
     Splits,
     TensorData,
     broadcast_value,
+    copy_from_first_process,
     importance_sampled_log_likelihood,
     log_mean_exp,
     repeat_for_draws,
+    sum_over_processes,
     sum_rightmost,
 )
 from compose_gen.registry import (
@@ -64,11 +66,13 @@ __all__ = [
     "TensorData",
     "Value",
     "broadcast_value",
+    "copy_from_first_process",
     "hookimpl",
     "importance_sampled_log_likelihood",
     "log_mean_exp",
     "repeat_for_draws",
     "make_catalogue",
+    "sum_over_processes",
     "sum_rightmost",
 ]
 

@@ -6,6 +6,7 @@ from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_
 from compose_gen.core.distributions import bits_per_dim, broadcast_value, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.images import class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
+from compose_gen.core.processes import copy_from_first_process, sum_over_processes
 from compose_gen.core.seeds import derive_seed, offset_seed
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "broadcast_value",
     "check_invertible",
     "class_columns",
+    "copy_from_first_process",
     "derive_seed",
     "first_flagged",
     "importance_sampled_log_likelihood",
@@ -38,5 +40,6 @@ __all__ = [
     "save_grid",
     "save_point_sets",
     "save_scatter",
+    "sum_over_processes",
     "sum_rightmost",
 ]

@@ -167,6 +167,36 @@ AUTOENCODER = {
     "train": _TRAIN,
 }
 
+# Noise-free layers that learn from batch statistics rather than gradients, which must combine them over processes.
+ACTNORM_FLOW = {
+    "name": "actnorm_tiny",
+    "seed": 4,
+    "device": "cpu",
+    "data": {"type": "moons", "n": 400},
+    "components": {
+        "flow": {
+            "type": "flow",
+            "base": {"type": "standard_normal", "shape": [2]},
+            "bijectors": [{"type": "actnorm", "shape": [2]}, {"type": "affine_coupling", "shape": [2], "mask": "alternating", "hidden": [16]}],
+        }
+    },
+    "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+    "train": _TRAIN,
+}
+
+EMA_VQVAE = {
+    "name": "vq_tiny",
+    "seed": 5,
+    "device": "cpu",
+    "data": {"type": "digits", "binarize": "threshold", "shape": "flat"},
+    "components": {
+        "encoder": {"type": "mlp", "in_features": 64, "out_features": 8, "hidden": [16]},
+        "decoder": {"type": "bernoulli_decoder", "net": {"type": "mlp", "in_features": 8, "out_features": 64, "hidden": [16]}},
+    },
+    "losses": {"vq": {"type": "vqvae", "encoder": "encoder", "decoder": "decoder", "codes": 8, "code_dim": 2, "ema": True, "init": "uniform"}},
+    "train": _TRAIN,
+}
+
 TRANSLATION_GAN = {
     "name": "translate_tiny",
     "seed": 3,

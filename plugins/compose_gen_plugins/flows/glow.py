@@ -19,7 +19,7 @@ import torch
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from compose_gen import Bijector, BuildContext, Chain, ComponentType, Latch, Params, hookimpl
+from compose_gen import Bijector, BuildContext, Chain, ComponentType, Latch, Params, hookimpl, sum_over_processes
 from compose_gen_plugins.flows import EventShape, context_shape_of
 from compose_gen_plugins.flows.coupling import AffineCoupling
 
@@ -60,10 +60,16 @@ class ActNorm(_ChannelWise):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set the location and scale from the per-channel statistics of ``x``."""
+        """Set the location and scale from the per-channel statistics of ``x``, over the global batch under
+        data parallelism (each process's sums combined, so every process starts as one process would)."""
         values = x.movedim(-len(self.event_shape), -1).reshape(-1, self.channels)
-        spread = values.std(0, unbiased=False)
-        self.loc.copy_(values.mean(0))
+        count, total = values.new_tensor(float(len(values))), values.sum(0)
+        sum_over_processes(count, total)
+        mean = total / count
+        squares = (values - mean).square().sum(0)
+        sum_over_processes(squares)
+        spread = (squares / count).sqrt()
+        self.loc.copy_(mean)
         self.log_scale.copy_(torch.where(spread > 0, (spread + 1e-6).log(), torch.zeros_like(spread)))
         self.initialized.set()
 

@@ -32,7 +32,21 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, ComponentType, EvalContext, Latch, Loss, LossName, Params, Ref, Value, hookimpl, sum_rightmost
+from compose_gen import (
+    BuildContext,
+    ComponentType,
+    EvalContext,
+    Latch,
+    Loss,
+    LossName,
+    Params,
+    Ref,
+    Value,
+    copy_from_first_process,
+    hookimpl,
+    sum_over_processes,
+    sum_rightmost,
+)
 from compose_gen.core import batches
 from compose_gen_plugins.latent.evaluation import batch_examples
 from compose_gen_plugins.latent.model import caution_unbounded
@@ -76,9 +90,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def initialise_from(self, vectors: Tensor) -> None:
-        """Set the codebook to randomly chosen ``vectors`` (data-dependent initialisation)."""
+        """Set the codebook to randomly chosen ``vectors`` (data-dependent initialisation); under data parallelism,
+        to process 0's choice, so that every process starts from one codebook."""
         flat = vectors.reshape(-1, self.dim)
         chosen = flat[torch.randint(len(flat), (self.codes,), device=flat.device)]
+        copy_from_first_process(chosen)
         self.codebook.copy_(chosen)
         if self.ema:
             self.cluster_size.fill_(1.0)
@@ -94,11 +110,13 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def update(self) -> None:
-        """One EMA step from the remembered batch, with Laplace smoothing of the counts."""
+        """One EMA step from the remembered batch (from the global batch under data parallelism: the processes' counts
+        and sums added up), with Laplace smoothing of the counts."""
         if self._pending is None:
             return
         counts, sums = self._pending
         self._pending = None
+        sum_over_processes(counts, sums)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.code_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
