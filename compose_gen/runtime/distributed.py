@@ -15,8 +15,9 @@ exactly data parallelism: with the same global batch, the averaged gradient of
 mean-reduced losses equals the one-process gradient up to float rounding.  The
 all-reduce also carries a "non-finite loss" flag, so every rank takes the same
 NaN-guard decision.  Buffers (running statistics, step counters) are broadcast
-from rank 0 after every round, parameters once after the first round (so
-data-dependent initialisations such as actnorm agree on every rank).
+from rank 0 after every round, parameters once after the first round, so the
+ranks never drift apart; layers that learn from batch statistics (actnorm, an EMA
+codebook) combine them over the ranks themselves (:mod:`compose_gen.core.processes`).
 
 Rank 0 alone writes logs, samples, checkpoints and evaluations; every rank reads
 the same checkpoint on resume (the run folder must be on a shared filesystem for
@@ -29,6 +30,7 @@ import atexit
 import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterable
 
 import torch
@@ -144,9 +146,20 @@ class Distributed:
         dist.all_gather(out, local)
         return [t.cpu() for t in out]
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
+    def wait_for_main(self, timeout: timedelta = timedelta(days=1)) -> None:
+        """Under gloo, wait until process 0 gets here too (after sampling and evaluating alone, which can take long).
+
+        Gloo's worker threads outlive ``destroy_process_group`` (torch keeps the group
+        referenced once an optimizer exists), and one that frees a finished collective's
+        tensors while Python finalises takes the GIL from a dead interpreter and aborts
+        the process; torchrun then kills process 0, mid-evaluation.  A process that
+        exits right after training, its last collective just done, did so about one run
+        in ten on a busy machine; one that waits here has long-idle threads when it
+        exits.  NCCL's threads hold no Python tensors, and its watchdog would abort a
+        long wait, so under NCCL this does nothing.
+        """
+        if self.active and dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timeout)
 
 
 def setup(device: torch.device) -> tuple[Distributed, torch.device]:

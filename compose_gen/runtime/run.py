@@ -249,24 +249,28 @@ class Run:
                 newest = list_checkpoints(self.dir)[-1].name
                 ahead = newest in self.trainer.written
                 self.behind = None if ahead else f"step {self.trainer.step} is trained, but the folder's newest checkpoint, {newest}, could not be loaded"
-            if self.trainer.interrupted or not self.trainer.dist.is_main:
-                return logs
-            failed = None
-            if self.dir is not None and self._can_draw():
-                try:
-                    self._samples_at(self.trainer.step)
-                except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
-                    failed = error
-            if self.spec.model.train.evaluate_at_end:
-                try:
-                    self.evaluate()
-                except EvaluationFailed:
-                    if failed is not None:  # the sampling failure is said too, not lost behind the metrics'
-                        self.trainer.say(f"error: {failed}")
-                    raise
+            if not self.trainer.interrupted and self.trainer.dist.is_main:
+                self._sample_and_evaluate()
+        self.trainer.dist.wait_for_main()  # every process returns once process 0 has sampled and evaluated
+        return logs
+
+    def _sample_and_evaluate(self) -> None:
+        """The end of training on process 0: the final samples, then the evaluation (``train.evaluate_at_end``)."""
+        failed = None
+        if self.dir is not None and self._can_draw():
+            try:
+                self._samples_at(self.trainer.step)
+            except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
+                failed = error
+        if self.spec.model.train.evaluate_at_end:
+            try:
+                self.evaluate()
+            except EvaluationFailed:
+                if failed is not None:  # the sampling failure is said too, not lost behind the metrics'
+                    self.trainer.say(f"error: {failed}")
+                raise
         if failed is not None:
             raise failed
-        return logs
 
     def _set_aside_later_evaluation(self) -> None:
         """An evaluation of a step after the one training goes on from (a resume behind a damaged checkpoint) is of weights

@@ -101,6 +101,24 @@ def test_two_processes_match_one_with_the_same_global_batch(base, optimizer, tmp
     assert "run folder" not in (tmp_path / "rank1.txt").read_text()
 
 
+def _train_then_look(rank: int, world: int, port: int, raw: dict, out: str) -> int:
+    """Train, and on return say whether process 0's evaluation is written (exit code 0 if so)."""
+    _rank(rank, world, port, [(raw, out, None, None)])
+    return 0 if (Path(out) / "evaluation.json").exists() else 3
+
+
+def test_every_process_returns_from_train_once_process_0_has_evaluated(tmp_path):
+    """Under gloo a process that exited straight after training could abort at exit (its worker thread freeing the last
+    collective's tensors as Python finalised), and torchrun then killed process 0 mid-evaluation."""
+    raw = spec_dict(AUTOENCODER, steps=2, batch_size=32, evaluate_at_end=True)
+    raw["evaluate"] = {"metrics": [{"type": "test_losses"}]}
+    port, out = free_port(), str(tmp_path / "ddp")
+    children = [forked(_train_then_look, r, 2, port, raw, out, output=str(tmp_path / f"rank{r}.txt")) for r in range(2)]
+    for child in children:
+        child.join(120)
+    assert [child.exitcode for child in children] == [0, 0], (tmp_path / "rank1.txt").read_text()
+
+
 def test_resume_under_two_processes_is_exact_with_per_process_noise(tmp_path):
     raw = spec_dict(GAN, steps=6, batch_size=32)
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
