@@ -33,8 +33,12 @@ T = TypeVar("T", int, float)
 
 @contextmanager
 def _spec_warnings_said() -> Iterator[list[str]]:
-    """Print each :class:`SpecWarning` once, as ``warning: file:line: path: message`` on stderr; yield the list of those said."""
+    """Print each :class:`SpecWarning` once, as ``warning: file:line: path: message`` on stderr; yield the list of those said.
+
+    Under torchrun only process 0 prints them: every process builds the same spec, so each would say the same.
+    """
     said: list[str] = []
+    printing = int(os.environ.get("RANK", "0")) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("always", SpecWarning)
         show_others = warnings.showwarning
@@ -44,7 +48,8 @@ def _spec_warnings_said() -> Iterator[list[str]]:
                 show_others(message, category, *where, **options)
             elif str(message) not in said:
                 said.append(str(message))
-                print(f"warning: {message}", file=sys.stderr)
+                if printing:
+                    print(f"warning: {message}", file=sys.stderr)
 
         warnings.showwarning = show
         yield said

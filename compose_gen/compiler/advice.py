@@ -38,7 +38,8 @@ def advise(spec: Spec, data: Splits | None) -> None:
     if data is not None and train.batch_size > len(data.train):
         spec.warn(
             ("train", "batch_size"),
-            f"{train.batch_size}, but the train split holds {len(data.train)} examples, so every batch is that whole split",
+            f"{train.batch_size}, but the train split holds {len(data.train)} examples, so every batch is that whole split "
+            "(under torchrun, its largest part that the processes share evenly)",
         )
     for name, player in players.items():
         for term, weight in (player.weights() or {}).items():

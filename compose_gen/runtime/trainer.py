@@ -424,13 +424,17 @@ class Trainer:
                 values = ", ".join(f"{k}={logs[k]:g}" for k in bad)
                 what = f"non-finite loss ({values}){self._nonfinite_source(name, batch, bad)}"
             elif self.dist.world_size > 1:
-                what = "non-finite loss on another process"
+                what = "non-finite loss on another process (which says where)"
             else:
                 what = f"non-finite weighted sum of finite terms (check the weights of players.{name}.terms)"
         message = f"player {name!r}, step {self.step + 1}: {what}"
         if self.train.on_nan == "skip" and self.nan_skips < self.train.max_nan_skips:
             self.nan_skips += 1
-            self.say(f"warning: {message}; skipped the batch ({self.nan_skips} of at most {self.train.max_nan_skips})")
+            note = f"warning: {message}; skipped the batch ({self.nan_skips} of at most {self.train.max_nan_skips})"
+            if self.dist.is_main:
+                self.say(note)
+            elif not loss_ok and any(not math.isfinite(v) for v in logs.values()):  # its own finding, which process 0 lacks
+                print(f"process {self.dist.rank}: {note}", file=sys.stderr, flush=True)
             return
         if self.train.on_nan == "skip":
             advice = f"; more than train.max_nan_skips={self.train.max_nan_skips} batches were non-finite"

@@ -57,7 +57,8 @@ def test_a_run_folder_is_loaded_without_repeating_the_warnings_of_its_spec(cgan_
 def test_a_batch_larger_than_the_train_split_is_warned_about(cgan_spec, catalogue) -> None:
     cgan_spec["train"]["batch_size"] = 500
     assert said(cgan_spec, catalogue) == [
-        "<dict>:1: train.batch_size: 500, but the train split holds 160 examples, so every batch is that whole split"
+        "<dict>:1: train.batch_size: 500, but the train split holds 160 examples, so every batch is that whole split "
+        "(under torchrun, its largest part that the processes share evenly)"
     ]
 
 

@@ -34,6 +34,7 @@ class MSEParams(Params):
     b: Value = "x"
     nan_at: list[int] = Field(default_factory=list, description="forward calls (1-based, with gradients) that go wrong")
     nan_kind: Literal["loss", "grad"] = "loss"
+    nan_rank: int | None = Field(None, description="only in this process of a torchrun group (RANK)")
 
 
 class ToyMSE(Loss):
@@ -41,7 +42,8 @@ class ToyMSE(Loss):
 
     def __init__(self, params: MSEParams) -> None:
         super().__init__()
-        self.nan_at, self.nan_kind = set(params.nan_at), params.nan_kind
+        here = params.nan_rank is None or int(os.environ.get("RANK", "0")) == params.nan_rank
+        self.nan_at, self.nan_kind = set(params.nan_at) if here else set(), params.nan_kind
         self.calls = 0
 
     def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:

@@ -119,6 +119,16 @@ def test_every_process_returns_from_train_once_process_0_has_evaluated(tmp_path)
     assert [child.exitcode for child in children] == [0, 0], (tmp_path / "rank1.txt").read_text()
 
 
+def test_a_nan_in_one_process_is_skipped_by_all_and_described_by_the_process_that_found_it(tmp_path):
+    raw = spec_dict(AUTOENCODER, steps=4, batch_size=32, on_nan="skip")
+    raw["losses"]["rec"].update(nan_at=[3], nan_rank=1)  # call 3 (the dry run made call 1): step 2, in process 1 only
+    run_processes(tmp_path, [(raw, str(tmp_path / "ddp"), None, None)])
+    said = [line for line in (tmp_path / "rank0.txt").read_text().splitlines() if "skipped" in line]
+    assert said == ["warning: player 'model', step 2: non-finite loss on another process (which says where); skipped the batch (1 of at most 10)"]
+    own = [line for line in (tmp_path / "rank1.txt").read_text().splitlines() if "skipped" in line]
+    assert len(own) == 1 and own[0].startswith("process 1: warning: player 'model', step 2: non-finite loss (rec=nan, rec.mse=nan)")
+
+
 def test_resume_under_two_processes_is_exact_with_per_process_noise(tmp_path):
     raw = spec_dict(GAN, steps=6, batch_size=32)
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
@@ -142,12 +152,13 @@ def test_indivisible_global_batch_is_a_clear_error(tmp_path):
 def test_torchrun_command_line(tmp_path):
     """The documented command: ``torchrun --nproc_per_node=2 -m compose_gen train SPEC``."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(spec_dict(VAE, steps=3, batch_size=32, log_every=1)))
+    spec.write_text(yaml.safe_dump(spec_dict(VAE, steps=3, batch_size=32, log_every=1, channels_last=True)))  # a spec warning
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
                "-m", "compose_gen", "train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"]
     done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("run folder:") == 1 and len(done.stdout.strip().splitlines()) == 1
+    assert done.stderr.count("warning:") == done.stderr.count("channels_last") == 1  # said by process 0 only
     state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == 3
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
