@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
     stopped = run.trainer.interrupted
     if stopped and main_process:
         print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
-    if main_process:  # the last logged training averages, then the evaluation at that step
+    if main_process:  # the means of the log window that ends at this step, then the evaluation at this step
         evaluated = run.evaluation if run.evaluation is not None and run.evaluation["step"] == run.trainer.step else {}
         print(json_text({"step": run.trainer.step, **logs, **evaluated}))
     if not stopped:

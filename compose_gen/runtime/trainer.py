@@ -141,8 +141,8 @@ class _RunningMeans:
         flat = [value for sums in self.sums.values() for value in sums]
         return iter(dist.sum(torch.tensor(flat, dtype=torch.float64)).tolist() if dist.active and flat else flat)
 
-    def read(self, dist: Distributed) -> dict[str, float]:
-        """The means since the last read; then start over."""
+    def read(self, dist: Distributed, start_over: bool = True) -> dict[str, float]:
+        """The means since the last read; then start over, unless told not to (a look that is no log line)."""
         groups = list(self.sums)
         totals = self._totals(dist)
         sums: dict[str, float] = {}
@@ -151,7 +151,8 @@ class _RunningMeans:
             for name in group:
                 sums[name] = sums.get(name, 0.0) + next(totals)
                 counts[name] = counts.get(name, 0) + self.counts[group]
-        self.sums, self.counts = {}, {}
+        if start_over:
+            self.sums, self.counts = {}, {}
         return {name: sums[name] / (counts[name] * dist.world_size) for name in sorted(sums)}
 
     def state_dict(self, dist: Distributed) -> list[dict[str, Any]]:
@@ -271,7 +272,13 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
 
     def fit(self, steps: int) -> dict[str, float]:
-        """Train until round ``steps``; return the last logged averages."""
+        """Train until round ``steps``; return the means of the log window that ends at the round it stopped at (the line
+        logged there, or the means since the last line).
+
+        Log lines come every ``train.log_every`` rounds and at the run's last round (``train.steps``), not where an
+        earlier ``steps`` or a signal stops it: the window goes on in the checkpoint, so a resumed run logs as if
+        it had never stopped.
+        """
         train = self.train
         self.model.train()
         main = self.dist.is_main and self.run_dir is not None
@@ -289,6 +296,7 @@ class Trainer:
         board = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if main and train.tensorboard else None
         running = self._running
         last: dict[str, float] = {}
+        logged_at: int | None = None
         multi = len(self.model.plans) > 1
         rounds = 0
         self._fit_started = time.perf_counter()
@@ -313,8 +321,9 @@ class Trainer:
                     self.step += 1
                     rounds += 1
                     self.dist.broadcast_state(self.model, parameters=rounds == 1)
-                    if self.step % train.log_every == 0 or self.step == steps:
-                        last = running.read(self.dist)
+                    logged = self.step % train.log_every == 0 or self.step >= max(steps, train.steps)
+                    if logged:
+                        last, logged_at = running.read(self.dist), self.step
                         rates = self._learning_rates()
                         record = {"step": self.step, **last, **rates, "nan_skips": self.nan_skips, "elapsed_s": round(self._elapsed_s(), 3)}
                         if log:
@@ -329,7 +338,7 @@ class Trainer:
                         if board and picture is not None:
                             board.image("samples", picture, self.step)
                     if self.run_dir and train.checkpoint_every and self.step % train.checkpoint_every == 0:
-                        self.save(last)
+                        self.save(last if logged else None)  # the best checkpoint is judged on a line of its own round
         finally:
             self._elapsed, self._fit_started = self._elapsed_s(), None
             if multi:
@@ -339,9 +348,13 @@ class Trainer:
                 log.close()
             if board:
                 board.close()
+        if logged_at == self.step:
+            window = last
+        else:  # stopped between log lines: what the next line will average so far
+            window = running.read(self.dist, start_over=False)
         if self.run_dir and self._saved_step != self.step:  # the loop may have just checkpointed this step
-            self.save(last)
-        return last
+            self.save(last if logged_at == self.step else None)
+        return window
 
     def _elapsed_s(self) -> float:
         """Training wall time of the run so far, summed over the resumes."""

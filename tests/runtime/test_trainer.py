@@ -73,6 +73,32 @@ def test_a_log_window_cut_by_a_stop_is_continued_after_the_resume(base, tmp_path
     assert _records(tmp_path / "straight") == _records(tmp_path / "split")
 
 
+def test_training_to_an_earlier_round_then_on_logs_as_if_it_had_never_stopped(tmp_path, toys_catalogue):
+    """`--until 3` of a run logging every 4 rounds writes no line at 3: its window goes on in the checkpoint.  What it
+    returns is that window so far, the rounds since the last line (none yet: rounds 1 to 3)."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=8, log_every=4), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "straight", progress=False).train()
+    split = Run.create(spec, tmp_path / "split", progress=False)
+    every = Run.create(load_spec(spec_dict(AUTOENCODER, steps=8, log_every=1), catalogue=toys_catalogue), tmp_path / "every", progress=False)
+    window = split.train(3)
+    every.train()
+    assert not _records(tmp_path / "split")
+    first_three = [r["rec"] for r in _records(tmp_path / "every")[:3]]  # the same rounds (same seed, same batches), one per line
+    assert window["rec"] == pytest.approx(sum(first_three) / 3, rel=1e-6)
+    Run.load(tmp_path / "split", catalogue=toys_catalogue, progress=False).train()
+    assert _records(tmp_path / "straight") == _records(tmp_path / "split")
+
+
+def test_the_best_checkpoint_is_judged_only_on_a_line_of_its_own_round(tmp_path, toys_catalogue):
+    """A checkpoint at round 6, between lines at 4 and 8, is not the best by round 4's averages (a different model).  The
+    highest loss is "best" here so that the older, worse line would win."""
+    raw = spec_dict(AUTOENCODER, steps=8, log_every=4, checkpoint_every=3, best_metric="rec", best_mode="max")
+    spec = load_spec(raw, catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    best = read_best(tmp_path / "run")
+    assert best["step"] in (4, 8) and best["value"] == next(r["rec"] for r in _records(tmp_path / "run") if r["step"] == best["step"])
+
+
 def test_a_resume_from_a_checkpoint_inside_a_log_window_writes_the_same_lines_again(tmp_path, toys_catalogue):
     spec = load_spec(spec_dict(GAN, steps=8, log_every=4, checkpoint_every=3), catalogue=toys_catalogue)
     Run.create(spec, tmp_path / "run", progress=False).train()
