@@ -18,6 +18,8 @@ without a process group they do nothing, so a layer calls them unconditionally.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch.distributed as dist
 from torch import Tensor
 
@@ -32,11 +34,21 @@ def sum_over_processes(*tensors: Tensor) -> None:
     """Replace each tensor, in place, by its element-wise sum over the processes."""
     if _group_active():
         for tensor in tensors:
-            dist.all_reduce(tensor)
+            _in_place(tensor, dist.all_reduce)
 
 
 def copy_from_first_process(*tensors: Tensor) -> None:
     """Replace each tensor, in place, by process 0's (a choice one process makes for all, e.g. random rows)."""
     if _group_active():
         for tensor in tensors:
-            dist.broadcast(tensor, 0)
+            _in_place(tensor, lambda t: dist.broadcast(t, 0))
+
+
+def _in_place(tensor: Tensor, collective: Callable[[Tensor], object]) -> None:
+    """``collective`` on ``tensor``, through a contiguous copy for a view such as ``stats[:, 0]`` (gloo would write past it)."""
+    if tensor.is_contiguous():
+        collective(tensor)
+        return
+    dense = tensor.contiguous()
+    collective(dense)
+    tensor.copy_(dense)

@@ -146,7 +146,7 @@ class Distributed:
         dist.all_gather(out, local)
         return [t.cpu() for t in out]
 
-    def wait_for_main(self, timeout: timedelta = timedelta(days=1)) -> None:
+    def wait_for_main(self) -> None:
         """Under gloo, wait until process 0 gets here too (after sampling and evaluating alone, which can take long).
 
         Gloo's worker threads outlive ``destroy_process_group`` (torch keeps the group
@@ -156,10 +156,18 @@ class Distributed:
         exits right after training, its last collective just done, did so about one run
         in ten on a busy machine; one that waits here has long-idle threads when it
         exits.  NCCL's threads hold no Python tensors, and its watchdog would abort a
-        long wait, so under NCCL this does nothing.
+        long wait, so under NCCL this does nothing.  The wait runs in a group of its
+        own, whose timeout (:data:`END_WAIT`) outlasts any evaluation: the default
+        group's 30 minutes bound every message of a barrier in it.
         """
-        if self.active and dist.get_backend() == "gloo":
-            dist.monitored_barrier(timeout=timeout)
+        if self.active and _end_group is not None:
+            dist.monitored_barrier(group=_end_group, timeout=END_WAIT)
+
+
+#: How long the other processes wait for process 0 at the end of training (:meth:`Distributed.wait_for_main`).
+END_WAIT = timedelta(days=1)
+#: The gloo group of that wait (None without one).
+_end_group: dist.ProcessGroup | None = None
 
 
 def setup(device: torch.device) -> tuple[Distributed, torch.device]:
@@ -176,7 +184,11 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        global _end_group
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
+        if backend == "gloo":
+            _end_group = dist.new_group(backend="gloo", timeout=END_WAIT)
         atexit.register(_shutdown)
     return Distributed(rank, world_size, device), device
 

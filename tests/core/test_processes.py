@@ -25,9 +25,10 @@ def _process(rank: int, port: int, results: multiprocessing.Queue) -> None:
     try:
         counts, total = torch.tensor([1.0, 2.0]) * (rank + 1), torch.tensor(float(rank))
         rows = torch.full((3,), 10.0 + rank)
-        sum_over_processes(counts, total)
+        table = torch.tensor([[1.0, 100.0], [2.0, 200.0]]) * (rank + 1)  # its column 0 is a view with gaps
+        sum_over_processes(counts, total, table[:, 0])
         copy_from_first_process(rows)
-        results.put((rank, counts.tolist(), total.item(), rows.tolist()))
+        results.put((rank, counts.tolist(), total.item(), rows.tolist(), table.tolist()))
     finally:
         dist.destroy_process_group()
 
@@ -44,4 +45,8 @@ def test_two_processes_get_the_sums_and_process_0_s_copy():
     seen = sorted(results.get(timeout=120) for _ in processes)
     for process in processes:
         process.join(60)
-    assert seen == [(0, [3.0, 6.0], 1.0, [10.0, 10.0, 10.0]), (1, [3.0, 6.0], 1.0, [10.0, 10.0, 10.0])]
+    # the view's column is summed, the column beside it left as each process had it
+    assert seen == [
+        (0, [3.0, 6.0], 1.0, [10.0, 10.0, 10.0], [[3.0, 100.0], [6.0, 200.0]]),
+        (1, [3.0, 6.0], 1.0, [10.0, 10.0, 10.0], [[3.0, 200.0], [6.0, 400.0]]),
+    ]

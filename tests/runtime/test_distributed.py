@@ -129,6 +129,34 @@ def test_a_nan_in_one_process_is_skipped_by_all_and_described_by_the_process_tha
     assert len(own) == 1 and own[0].startswith("process 1: warning: player 'model', step 2: non-finite loss (rec=nan, rec.mse=nan)")
 
 
+def _slow_main(rank: int, port: int) -> int:
+    """Join a group whose default timeout is 3 s; process 0 then takes 6 s to get to the end of training."""
+    import datetime
+    import time
+
+    import torch.distributed as dist
+
+    from compose_gen.runtime.distributed import setup
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    init = dist.init_process_group
+    dist.init_process_group = lambda *args, **kwargs: init(*args, timeout=datetime.timedelta(seconds=3), **kwargs)
+    group, _ = setup(torch.device("cpu"))
+    if rank == 0:
+        time.sleep(6)  # sampling and evaluating alone
+    group.wait_for_main()
+    return 0
+
+
+def test_the_wait_for_process_0_outlasts_the_default_group_s_timeout(tmp_path):
+    """An evaluation longer than the group's timeout (30 minutes by default) must not end the others' wait with an error."""
+    port = free_port()
+    children = [forked(_slow_main, r, port, output=str(tmp_path / f"rank{r}.txt")) for r in range(2)]
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0], (tmp_path / "rank1.txt").read_text()
+
+
 def test_resume_under_two_processes_is_exact_with_per_process_noise(tmp_path):
     raw = spec_dict(GAN, steps=6, batch_size=32)
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
