@@ -126,13 +126,29 @@ def _require_eight_bit(image: Image.Image, path: Path) -> None:
     values = ImageMode.getmode(image.mode).typestr  # "|u1" for 8-bit modes, "|b1" for bilevel
     if values[1:] not in ("u1", "b1"):
         raise file_error(path, f"has Pillow mode {image.mode!r} ({np.dtype(values)} values); {EIGHT_BITS}")
-    if image.format == "PNG" and _png_bit_depth(path) == 16:  # colour PNGs of 16 bits open as 8-bit RGB(A), truncated
-        raise file_error(path, f"is a 16-bit {image.mode} PNG, which Pillow reads as 8 bits per channel; {EIGHT_BITS}")
+    bits = _stored_bits(image, path)
+    if bits > 8:  # colour PNGs, PPMs and TIFFs of more bits open as 8-bit RGB(A), truncated
+        raise file_error(path, f"is a {bits}-bit {image.mode} {image.format}, which Pillow reads as 8 bits per channel; {EIGHT_BITS}")
 
 
 EIGHT_BITS = (
     "image_folder reads images of 8 bits per channel: convert it, or save the pixels as .npy and use type: npy with pixel_max"
 )
+
+
+def _stored_bits(image: Image.Image, path: Path) -> int:
+    """Bits per sample as the file stores them (8 unless it says more), whatever mode Pillow opens it in."""
+    if image.format == "PNG":
+        return _png_bit_depth(path)
+    if image.format == "TIFF":
+        return max(image.tag_v2.get(258, (8,)))
+    for tile in image.tile:  # the raw decoder's mode says it: "RGB;16L"; a PPM decoder takes the maximum value
+        args = tile[3] if isinstance(tile[3], tuple) else (tile[3],)
+        if any(isinstance(arg, str) and ";16" in arg for arg in args):
+            return 16
+        if image.format == "PPM" and len(args) > 1 and isinstance(args[1], int):
+            return max(8, args[1].bit_length())
+    return 8
 
 
 def _png_bit_depth(path: Path) -> int:

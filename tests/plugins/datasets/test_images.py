@@ -189,12 +189,28 @@ def write_png16_rgb(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-def test_image_folder_refuses_a_16_bit_rgb_png_that_pillow_would_truncate(build, tmp_path: Path) -> None:
+def write_ppm_rgb(path: Path, pixels: np.ndarray, maximum: int) -> None:
+    """A binary PPM (P6) whose maximum value takes two bytes per sample."""
+    height, width, _ = pixels.shape
+    path.write_bytes(f"P6\n{width} {height}\n{maximum}\n".encode() + pixels.astype(">u2").tobytes())
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "bits", "kind"),
+    [
+        ("b.png", lambda path: write_png16_rgb(path, np.full((4, 4, 3), 30_000, np.uint16)), 16, "PNG"),
+        ("b.ppm", lambda path: write_ppm_rgb(path, np.full((4, 4, 3), 30_000), 65535), 16, "PPM"),
+        ("b.ppm", lambda path: write_ppm_rgb(path, np.full((4, 4, 3), 1000), 1023), 10, "PPM"),
+    ],
+    ids=["16-bit-png", "16-bit-ppm", "10-bit-ppm"],
+)
+def test_image_folder_refuses_a_colour_image_that_pillow_would_truncate_to_8_bits(build, tmp_path: Path, name, write, bits, kind) -> None:
     write_png(tmp_path / "a.png", np.full((4, 4), 7))
-    write_png16_rgb(tmp_path / "b.png", np.full((4, 4, 3), 30_000, np.uint16))
-    with Image.open(tmp_path / "b.png") as image:
-        assert image.mode == "RGB"  # what Pillow makes of it: nothing in the mode says 16 bits
-    with pytest.raises(DatasetError, match=rf"^{tmp_path / 'b.png'}: is a 16-bit RGB PNG, which Pillow reads as 8 bits per channel"):
+    write(tmp_path / name)
+    with Image.open(tmp_path / name) as image:
+        assert image.mode == "RGB"  # what Pillow makes of it: nothing in the mode says more than 8 bits
+    message = rf"^{tmp_path / name}: is a {bits}-bit RGB {kind}, which Pillow reads as 8 bits per channel"
+    with pytest.raises(DatasetError, match=message):
         build("image_folder", root=str(tmp_path))
 
 
