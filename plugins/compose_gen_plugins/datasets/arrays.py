@@ -11,6 +11,7 @@ pickles).  Errors name the file and, for a bad value, its index: ``x[3, 1]``.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits, hookimpl
+from compose_gen import BuildContext, ComponentType, SpecWarning, Splits, hookimpl
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, image_shape_problem, make_splits, split_fields
 from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, element, float32_overflow, too_many_classes
 
@@ -138,6 +139,12 @@ def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: P
     problem = image_shape_problem(tuple(x.shape[1:]), p.image_shape)
     if problem is not None:
         raise file_error(path, problem)
+    brightest = float(x.max()) if p.image_shape is not None and x.numel() else 0.0
+    if brightest > p.pixel_max:
+        warnings.warn(SpecWarning(
+            f"{path}: values reach {brightest:g}, above pixel_max {p.pixel_max:g}, the value shown as white, so pictures "
+            f"of the data and of samples clip every brighter pixel to white (8-bit pixels want pixel_max: 255)"
+        ))
     fields = {"x": x} if labels is None else {"x": x, "y": labels[0]}
     train, test = split_fields(fields, p)
     num_classes = None if labels is None else labels[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from compose_gen import SpecWarning
 from compose_gen_plugins.datasets import DatasetError
 from compose_gen_plugins.datasets.base import PipelineParams, make_splits
 
@@ -43,6 +45,17 @@ def test_npy_with_label_file_and_one_feature(build, tmp_path: Path) -> None:
     splits = build("npy", path=str(tmp_path / "x.npy"), y_path=str(tmp_path / "y.npy"), test_fraction=0.5)
     assert splits.train.fields["x"].shape == (5, 1) and splits.train.num_classes == 3
     assert splits.train.image_shape is None
+
+
+def test_images_brighter_than_pixel_max_are_warned_of(build, tmp_path: Path) -> None:
+    """8-bit pixels read with the default pixel_max 1 would show nearly every pixel as white, silently."""
+    np.save(tmp_path / "x.npy", np.arange(2 * 4, dtype=np.uint8).reshape(2, 1, 2, 2) * 30)
+    with pytest.warns(SpecWarning, match=rf"{tmp_path / 'x.npy'}: values reach 210, above pixel_max 1, the value shown as white"):
+        build("npy", path=str(tmp_path / "x.npy"), image_shape=[1, 2, 2], test_fraction=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        build("npy", path=str(tmp_path / "x.npy"), image_shape=[1, 2, 2], pixel_max=255, test_fraction=0.5)
+        build("npy", path=str(tmp_path / "x.npy"), test_fraction=0.5)  # not images: nothing is drawn as pixels
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
