@@ -141,10 +141,13 @@ def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: P
         raise file_error(path, problem)
     brightest = float(x.max()) if p.image_shape is not None and x.numel() else 0.0
     if brightest > p.pixel_max:
-        warnings.warn(SpecWarning(
-            f"{path}: values reach {brightest:g}, above pixel_max {p.pixel_max:g}, the value shown as white, so pictures "
-            f"of the data and of samples clip every brighter pixel to white (8-bit pixels want pixel_max: 255)"
-        ))
+        warnings.warn(
+            SpecWarning(
+                f"{path}: values reach {brightest:g}, above pixel_max {p.pixel_max:g}, the value shown as white, so pictures "
+                "of the data and of samples clip every brighter pixel to white (8-bit pixels want pixel_max: 255)"
+            ),
+            stacklevel=2,
+        )
     fields = {"x": x} if labels is None else {"x": x, "y": labels[0]}
     train, test = split_fields(fields, p)
     num_classes = None if labels is None else labels[1]
