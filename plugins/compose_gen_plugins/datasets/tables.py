@@ -1,10 +1,10 @@
 """CSV files: numeric feature columns chosen by name or index, and an optional label column.
 
 Blank lines are skipped.  Feature values must be finite and within float32's
-range.  Labels that are all non-negative integers are used as they are (``K`` =
-largest + 1, at most ``MAX_CLASSES``); any other labels (names, negative
-numbers) are numbered in sorted order, with the originals in
-``meta["classes"]``.  An empty label cell is an error, like an empty feature
+range.  Labels that are all whole numbers from 0 are used as they are (``3``,
+``03`` and ``3.0`` alike; ``K`` = largest + 1, at most ``MAX_CLASSES``); any other
+labels (names, negative or fractional numbers) are numbered in sorted order, with
+the originals in ``meta["classes"]``, again at most ``MAX_CLASSES`` of them.  An empty label cell is an error, like an empty feature
 cell.  Every error names the file, the line and the column.
 """
 
@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits, hookimpl
+from compose_gen.core import MAX_CLASSES
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.arrays import require_file
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
@@ -105,8 +106,9 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
         if not fields[label]:
             raise file_error(path, f"line {line}, column {name!r}: empty label; every row needs one")
     texts = [fields[label] for _, fields in rows]
-    if all(text.isascii() and text.isdigit() for text in texts):
-        return _class_indices([int(text) for text in texts], rows, name, path)
+    indices = _whole_numbers(texts)
+    if indices is not None:  # 1, 01 and 1.0 are one class
+        return _class_indices(indices, rows, name, path)
 
     def order(text: str) -> tuple[int, float, str]:
         try:
@@ -115,8 +117,26 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
             return (1, 0.0, text)
 
     classes = sorted(set(texts), key=order)
+    problem = too_many_classes(len(classes) - 1)
+    if problem is not None:
+        raise file_error(path, f"column {name!r} holds {len(classes)} different labels, more than the {MAX_CLASSES} classes supported "
+                               "(is it a column of features rather than of classes?)")
     index = {text: i for i, text in enumerate(classes)}
     return torch.tensor([index[text] for text in texts]), len(classes), classes
+
+
+def _whole_numbers(texts: list[str]) -> list[int] | None:
+    """The labels as class indices when every one is a whole number from 0 (``3``, ``03``, ``3.0``), else None."""
+    indices = []
+    for text in texts:
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        if not (value >= 0 and value.is_integer()):
+            return None
+        indices.append(int(value))
+    return indices
 
 
 def _class_indices(labels: list[int], rows: list[Row], name: str, path: Path) -> tuple[Tensor, int, None]:

@@ -210,13 +210,25 @@ def test_npy_labels_up_to_the_class_bound_are_kept(build, tmp_path: Path) -> Non
     assert splits.train.num_classes == 10_000 and splits.train.fields["y"].dtype == torch.int64
 
 
+def test_csv_whole_number_labels_are_one_class_however_written(build, tmp_path: Path) -> None:
+    """1, 01 and 1.0 are class 1; read as texts they made three classes, and the class count was off."""
+    path = tmp_path / "labels.csv"
+    path.write_text("a,l\n1,0\n2,1\n3,01\n4,1.0\n5,2\n6,2.0\n")
+    splits = build("csv", path=str(path), label="l", test_fraction=0.5)
+    rows = torch.cat([splits.train.fields["x"][:, 0], splits.test.fields["x"][:, 0]])
+    labels = torch.cat([splits.train.fields["y"], splits.test.fields["y"]])
+    assert splits.train.num_classes == 3 and "classes" not in splits.train.meta
+    assert dict(zip(rows.tolist(), labels.tolist(), strict=True)) == {1.0: 0, 2.0: 1, 3.0: 1, 4.0: 1, 5.0: 2, 6.0: 2}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("a,l\n1,0\n2,1\n3,99999999999\n", "line 4, column 'l': labels go up to 99999999999, which would make"),
         ("a,l\n1,0\n2,\n3,1\n", "line 3, column 'l': empty label"),
+        ("a,l\n" + "".join(f"{i},{i / 7:.6f}\n" for i in range(10_001)), "column 'l' holds 10001 different labels, more than the 10000"),
     ],
-    ids=["huge-label", "empty-label"],
+    ids=["huge-label", "empty-label", "a-column-of-features"],
 )
 def test_csv_labels_name_line_and_column(build, tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "labels.csv"
