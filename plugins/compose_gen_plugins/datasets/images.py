@@ -15,7 +15,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -188,39 +188,48 @@ def read_idx(path: Path, what: tuple[str, int] | None = None) -> np.ndarray:
     uint32 sizes, then the values (LeCun et al., 1998, http://yann.lecun.com/exdb/mnist/).
 
     ``what``, e.g. ``("images (count, rows, columns)", 3)``, is the kind of file expected and its
-    number of dimensions, which the magic number must declare.
+    number of dimensions, which the magic number must declare.  A gzipped file is read as a
+    stream: its header is checked before the values are decompressed, and no more than the
+    header declares is ever read (a small file of the wrong kind could unpack to gigabytes).
     """
     require_file(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:
-            raise file_error(path, f"is corrupt gzip data ({error})") from None
-    if len(raw) < 4:
-        raise file_error(path, f"is truncated: {len(raw)} bytes, shorter than the 4-byte IDX magic number")
-    if raw[0] or raw[1] or raw[2] not in IDX_TYPES or raw[3] == 0:
+    with open(path, "rb") as file:
+        gzipped = file.read(2) == b"\x1f\x8b"
+    try:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as file:
+            return _read_idx_stream(file, path, what)
+    except (OSError, EOFError, zlib.error) as error:
+        raise file_error(path, f"is corrupt gzip data ({error})" if gzipped else f"is unreadable ({error})") from None
+
+
+def _read_idx_stream(file: BinaryIO, path: Path, what: tuple[str, int] | None) -> np.ndarray:
+    magic = file.read(4)
+    if len(magic) < 4:
+        raise file_error(path, f"is truncated: {len(magic)} bytes, shorter than the 4-byte IDX magic number")
+    if magic[0] or magic[1] or magic[2] not in IDX_TYPES or magic[3] == 0:
         raise file_error(
-            path, f"bad magic number 0x{raw[:4].hex()}; an IDX file starts with 00 00, a type code "
+            path, f"bad magic number 0x{magic.hex()}; an IDX file starts with 00 00, a type code "
             f"({', '.join(f'{code:02x}' for code in IDX_TYPES)}) and a nonzero number of dimensions"
         )
-    ndim, dtype = raw[3], np.dtype(IDX_TYPES[raw[2]])
+    ndim, dtype = magic[3], np.dtype(IDX_TYPES[magic[2]])
     if what is not None and ndim != what[1]:
         raise file_error(
-            path, f"magic number 0x{raw[:4].hex()} declares {ndim} dimension(s), but {what[0]} have {what[1]} "
+            path, f"magic number 0x{magic.hex()} declares {ndim} dimension(s), but {what[0]} have {what[1]} "
             f"(MNIST's magic 0x0000080{what[1]}): is it the right file?"
         )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    sizes = file.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise file_error(
-            path, f"is truncated: the header of {ndim} dimension sizes needs {header} bytes, the file has {len(raw)}"
+            path, f"is truncated: the header of {ndim} dimension sizes needs {4 + 4 * ndim} bytes, the file has {4 + len(sizes)}"
         )
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected, found = math.prod(shape) * dtype.itemsize, len(raw) - header
-    if found != expected:
-        problem = "is truncated" if found < expected else "has trailing bytes"
-        raise file_error(path, f"{problem}: shape {shape} of {dtype} needs {expected} data bytes, the file has {found}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    shape = struct.unpack(f">{ndim}I", sizes)
+    expected = math.prod(shape) * dtype.itemsize
+    values = file.read(expected)
+    if len(values) < expected:
+        raise file_error(path, f"is truncated: shape {shape} of {dtype} needs {expected} data bytes, the file has {len(values)}")
+    if file.read(1):
+        raise file_error(path, f"has trailing bytes: shape {shape} of {dtype} needs {expected} data bytes, the file has more")
+    return np.frombuffer(values, dtype=dtype).reshape(shape)
 
 
 class MnistIdxParams(EightBitParams):

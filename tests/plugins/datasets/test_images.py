@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from compose_gen import SpecWarning
 from compose_gen_plugins.datasets import DatasetError
+from compose_gen_plugins.datasets.images import read_idx
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
@@ -126,6 +128,25 @@ def test_mnist_idx_test_files_define_the_test_split(build, tmp_path: Path) -> No
     splits = build("mnist_idx", **paths, shape="flat", scale=False)
     assert len(splits.train) == 5 and len(splits.test) == 2 and splits.test.fields["x"].shape == (2, 12)
     torch.testing.assert_close(splits.test.fields["x"], torch.as_tensor(IMAGES[:2], dtype=torch.float32).reshape(2, 12))
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [(b"PK\x03\x04", "bad magic number 0x504b0304"), (idx_bytes(LABELS), "has trailing bytes")],
+    ids=["wrong-kind", "trailing"],
+)
+def test_a_gzipped_idx_is_not_unpacked_past_what_its_header_declares(build, tmp_path: Path, head: bytes, message: str) -> None:
+    """100 MB of zeros gzip to 100 kB: a file of the wrong kind was unpacked whole (GBs) before its magic was read."""
+    path = tmp_path / "labels.idx.gz"
+    path.write_bytes(gzip.compress(head + bytes(100_000_000), compresslevel=1, mtime=0))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=message):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
 
 
 @pytest.mark.parametrize(
