@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Union
 
@@ -19,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import BuildContext, ComponentType, Splits, hookimpl
+from compose_gen import BuildContext, ComponentType, SpecWarning, Splits, hookimpl
 from compose_gen.core import MAX_CLASSES
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.arrays import require_file
@@ -125,6 +126,14 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
     return torch.tensor([index[text] for text in texts]), len(classes), classes
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _whole_numbers(texts: list[str]) -> list[int] | None:
     """The labels as class indices when every one is a whole number from 0 (``3``, ``03``, ``3.0``), else None."""
     indices = []
@@ -154,6 +163,14 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
     rows = _read_rows(p.path, p.delimiter)
     if p.header and rows:
         names, rows = rows[0][1], rows[1:]
+        if all(_is_number(name) for name in names):
+            warnings.warn(
+                SpecWarning(
+                    f"{p.path}: line 1 ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) is read as the column names, "
+                    "as header: true says, but it holds only numbers: if it is a row of data, set header: false"
+                ),
+                stacklevel=2,
+            )
     else:
         names = [str(i) for i in range(len(rows[0][1]))] if rows else []
     if not rows:

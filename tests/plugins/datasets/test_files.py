@@ -210,6 +210,18 @@ def test_npy_labels_up_to_the_class_bound_are_kept(build, tmp_path: Path) -> Non
     assert splits.train.num_classes == 10_000 and splits.train.fields["y"].dtype == torch.int64
 
 
+def test_a_csv_first_line_of_numbers_read_as_column_names_is_warned_of(build, tmp_path: Path) -> None:
+    """header: true (the default) on a file without a header quietly dropped its first row of data."""
+    path = tmp_path / "t.csv"
+    path.write_text("1.5,2,3\n4,5,6\n7,8,9\n10,11,12\n")
+    with pytest.warns(SpecWarning, match=r"line 1 \(1\.5, 2, 3\) is read as the column names, as header: true says, but it holds only numbers"):
+        build("csv", path=str(path), test_fraction=0.34)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        splits = build("csv", path=str(path), header=False, test_fraction=0.25)
+    assert len(splits.train) + len(splits.test) == 4
+
+
 def test_csv_whole_number_labels_are_one_class_however_written(build, tmp_path: Path) -> None:
     """1, 01 and 1.0 are class 1; read as texts they made three classes, and the class count was off."""
     path = tmp_path / "labels.csv"
