@@ -58,6 +58,9 @@ class TensorData:
     num_classes: int | None = None
     meta: dict[str, object] = field(default_factory=dict)
     to_model: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+    #: :meth:`fingerprint` of the data as read, before the spec's transforms (``make_splits`` sets it): a fitted
+    #: transform (``standardise``) maps a rescaled file to the same ``fields``, which alone would not tell them apart.
+    source: str = ""
 
     def __post_init__(self) -> None:
         sizes = {name: len(t) for name, t in self.fields.items()}
@@ -67,13 +70,17 @@ class TensorData:
     def __len__(self) -> int:
         return len(next(iter(self.fields.values())))
 
-    def fingerprint(self) -> str:
-        """SHA-256 of every field's name, dtype, shape and values: whether two builds gave the same examples in the same order."""
+    def fingerprint(self, with_source: bool = True) -> str:
+        """SHA-256 of every field's name, dtype, shape and values, and of the data they were made from (:attr:`source`):
+        whether two builds gave the same examples in the same order.  ``with_source=False``: of the fields alone, as
+        checkpoints before the source counted recorded it."""
         digest = hashlib.sha256()
         for name in sorted(self.fields):
             value = self.fields[name].detach().cpu().contiguous()
             digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
             digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        if with_source and self.source:
+            digest.update(f"source:{self.source};".encode())
         return digest.hexdigest()
 
     def event_shape(self, name: str = "x") -> torch.Size:

@@ -180,8 +180,13 @@ class Run:
         # Every split the run trained on stays recorded: after a resume on another split, no split is held out from it.
         recorded = state.get("trained_on") or [f for f in [state.get("train_sha256")] if f]  # older checkpoints: the last one
         current = self.trainer.trained_on[-1]
-        self.trainer.trained_on = list(dict.fromkeys([*recorded, current]))
         tested = state.get("test_sha256")
+        if not state.get("sources_counted"):  # older checkpoints: fingerprints of the transformed fields alone
+            legacy = self.data.train.fingerprint(with_source=False)
+            recorded = [current if fingerprint == legacy else fingerprint for fingerprint in recorded]
+            if tested == self.data.test.fingerprint(with_source=False):
+                tested = self.trainer.test_fingerprint
+        self.trainer.trained_on = list(dict.fromkeys([*recorded, current]))
         if any(fingerprint != current for fingerprint in recorded):
             self.changed = "the run was trained on another train split than this one"
         elif tested is not None and tested != self.trainer.test_fingerprint:
@@ -190,7 +195,8 @@ class Run:
             self.trainer.say(
                 f"warning: {self.changed} (an edit of {run_dir / SPEC_FILE}, a changed data file, or a dataset type that "
                 "draws its data without its seed, so that no two builds agree): the test split may "
-                "hold examples it trained on, so its metrics are not of held-out data and are not recorded"
+                "hold examples it trained on, so its metrics are not of held-out data and are not recorded, "
+                "and samples are shown through the transforms fitted on the data as they are now"
             )
 
     def _check_model(self, loaded: Checkpoint, overrides: list[str], run_dir: Path) -> None:

@@ -527,6 +527,7 @@ class Trainer:
             "elapsed_s": self._elapsed_s(),
             **({"trained_on": self.trained_on} if self.trained_on else {}),
             **({"test_sha256": self.test_fingerprint} if self.test_fingerprint else {}),
+            "sources_counted": True,  # the fingerprints count the data as read, before transforms (TensorData.source)
             **({"model_sha256": self.model_fingerprint} if self.model_fingerprint else {}),
         }
         keep = self.train.keep_checkpoints

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -300,6 +301,32 @@ def test_a_checkpoint_records_its_test_split_too_and_older_records_count_as_unre
     older = {k: v for k, v in state.items() if k not in ("trained_on", "test_sha256", "model_sha256")}
     (checkpoints[-1] / "state.json").write_text(json.dumps({**older, "train_sha256": None}))  # as older code could write it
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
+
+
+def test_a_data_file_rescaled_under_a_fitted_transform_is_a_changed_split(tmp_path, toys_catalogue):
+    """standardise maps x and 4x to the same fields, so the run sampled and evaluated the new file as its own (samples four
+    times too large); the data as read counts too.  Checkpoints written before it counted (their fingerprints of the
+    fields alone) still match the data they were trained on."""
+    points = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", points)
+    raw = spec_dict(AUTOENCODER, steps=2)
+    raw["data"] = {"type": "npy", "path": str(tmp_path / "x.npy"), "transforms": ["standardise"]}
+    Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    checkpoint = list_checkpoints(tmp_path / "run")[-1]
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["sources_counted"] is True
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
+    older = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).data
+    legacy = {"trained_on": [older.train.fingerprint(with_source=False)], "test_sha256": older.test.fingerprint(with_source=False)}
+    (checkpoint / "state.json").write_text(json.dumps({**{k: v for k, v in state.items() if k != "sources_counted"}, **legacy}))
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
+    np.save(tmp_path / "x.npy", 4 * points)
+    rescaled = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert rescaled.data.train.fields["x"].allclose(older.train.fields["x"], atol=1e-5)  # the same fields...
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed == (
+        "the run was trained on another train split than this one"  # ... of another file
+    )
 
 
 def _edit_state(checkpoint: Path, **entries: object) -> None:

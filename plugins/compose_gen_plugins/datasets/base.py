@@ -216,6 +216,7 @@ def make_splits(
     them, so one ``to_display`` serves each.
     """
     info = space or DataSpace()
+    raw_train, raw_test = train, test
     for name, half in (("train", train), ("test", test)):
         if len(next(iter(half.values()))) == 0:
             raise DatasetError(f"empty {name} split: it has no examples")
@@ -245,7 +246,9 @@ def make_splits(
             to_model=to_model,
         )
 
-    return Splits(train=data(train), test=data(test))
+    splits = Splits(train=data(train), test=data(test))
+    splits.train.source, splits.test.source = TensorData(raw_train).fingerprint(), TensorData(raw_test).fingerprint()
+    return splits
 
 
 def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | None) -> str | None:
