@@ -277,6 +277,7 @@ def compile_spec(
         evaluators = _evaluators(spec, graph, components)
         plans = make_plans(spec, graph, components, losses, evaluators)
         _check_conditions(spec, graph, sampler, data)
+        _check_one_hot(spec, graph, data)
         _check_averaged(spec, components)
         advise(spec, data)
         advise_losses(spec, losses, plans)
@@ -326,6 +327,19 @@ def _check_conditions(spec: Spec, graph: SpecGraph, sampler: Sampler | None, dat
             f"the condition {value!r} is computed from {', '.join(needs)}, not from the labels y alone, "
             "so the sampler cannot make it for a class",
         )
+
+
+def _check_one_hot(spec: Spec, graph: SpecGraph, data: Splits) -> None:
+    """``one_hot(y, K)`` of the data's labels has room for all of their classes, not only those the dry run's batch holds."""
+    available = data.train.classes()
+    for name, call in graph.calls.items():
+        if call.target == "one_hot" and call.method is None and call.args[:1] == ("y",) and available is not None:
+            if call.args[1] < available:
+                raise spec.error(
+                    ("graph", name),
+                    f"{call} has room for labels 0..{int(call.args[1]) - 1}, but the data's labels y have {available} classes "
+                    f"(0..{available - 1}): use one_hot(y, {available})",
+                )
 
 
 def _check_averaged(spec: Spec, components: dict[str, nn.Module]) -> None:

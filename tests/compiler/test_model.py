@@ -143,3 +143,12 @@ def test_an_average_without_warm_up_of_a_data_initialised_component_is_warned_of
     recwarn.clear()
     build(load_spec(spec), "cpu")
     assert not [w for w in recwarn if issubclass(w.category, cg.SpecWarning)]
+
+
+def test_one_hot_of_the_labels_with_too_few_classes_is_refused_when_built(cgan_spec, catalogue) -> None:
+    """The dry run's five examples may hold no label past K − 1, so the build passed and training failed on a later batch."""
+    cgan_spec["graph"]["c"] = "one_hot(y, 3)"
+    with pytest.raises(cg.SpecError, match=r"graph\.c: one_hot\(y, 3\) has room for labels 0\.\.2, but the data's labels y have 8 classes"):
+        build(load_spec(cgan_spec, catalogue=catalogue))
+    cgan_spec["graph"]["c"] = "one_hot(y, 8)"
+    build(load_spec(cgan_spec, catalogue=catalogue))
