@@ -105,6 +105,8 @@ def _load(path: Path, archive: bool) -> np.ndarray | np.lib.npyio.NpzFile:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise file_error(path, f"not a readable {kind} file ({error})") from None
+    except MemoryError as error:  # a header that declares more than the file holds, or than memory does
+        raise file_error(path, f"declares an array larger than memory ({error})") from None
     if isinstance(loaded, np.lib.npyio.NpzFile) != archive:
         raise file_error(path, f"is a {'.npz archive' if not archive else '.npy array'}; expected a {kind} file")
     return loaded
@@ -130,6 +132,8 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         member = archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise file_error(path, f"array {key!r} is unreadable ({error})") from None
+    except MemoryError as error:
+        raise file_error(path, f"array {key!r} declares more than memory holds ({error})") from None
     if not isinstance(member, np.ndarray):  # NumPy hands back the raw bytes of a member that is not a .npy file
         raise file_error(path, f"array {key!r} is not a .npy array: its member starts with {member[:16]!r}")
     return member

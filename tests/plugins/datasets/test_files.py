@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import warnings
 import zipfile
@@ -58,6 +59,13 @@ def test_images_brighter_than_pixel_max_are_warned_of(build, tmp_path: Path) -> 
         build("npy", path=str(tmp_path / "x.npy"), test_fraction=0.5)  # not images: nothing is drawn as pixels
 
 
+def _huge_npy_header() -> bytes:
+    """A .npy file whose header declares 3·10¹² float64 values (24 TB) and holds 8 bytes: a MemoryError without a file name."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (3 * 10**12,)})
+    return buffer.getvalue() + bytes(8)
+
+
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
     np.savez(path, **arrays)
     return path
@@ -79,6 +87,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
         (lambda p: write_npz(p, x=X, y=Y[:5]), {"y_key": "y"}, r"the y array has shape \(5,\); expected \(10,\)"),
         (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), {}, "is a .npy array"),
         (lambda p: None, {}, "no such file"),
+        (lambda p: write_npz(p, x=X) and p.write_bytes(_huge_npy_header()), {}, "declares an array larger than memory"),
     ],
 )
 def test_malformed_npz_names_the_file(build, tmp_path: Path, make, params: dict, message: str) -> None:
