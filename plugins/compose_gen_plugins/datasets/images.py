@@ -141,7 +141,8 @@ def _stored_bits(image: Image.Image, path: Path) -> int:
     if image.format == "PNG":
         return _png_bit_depth(path)
     if image.format == "TIFF":
-        return max(image.tag_v2.get(258, (8,)))
+        bits = image.tag_v2.get(258, 8)  # BitsPerSample: one number per channel, or one for all
+        return max(bits) if isinstance(bits, tuple) else int(bits)
     for tile in image.tile:  # the raw decoder's mode says it: "RGB;16L"; a PPM decoder takes the maximum value
         args = tile[3] if isinstance(tile[3], tuple) else (tile[3],)
         if any(isinstance(arg, str) and ";16" in arg for arg in args):
