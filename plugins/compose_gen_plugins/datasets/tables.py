@@ -126,6 +126,22 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
     return torch.tensor([index[text] for text in texts]), len(classes), classes
 
 
+def _warn_of_a_row_index(x: Tensor, columns: list[int], names: list[str], p: CsvParams) -> None:
+    """Say when a feature column without a name (pandas writes its index so, as ``""``) counts 0, 1, 2, ... row by row."""
+    for position, column in enumerate(columns):
+        if p.header and names[column].strip() in ("", "Unnamed: 0"):
+            counting = torch.arange(len(x), dtype=x.dtype)
+            if torch.equal(x[:, position], counting) or torch.equal(x[:, position], counting + 1):
+                warnings.warn(
+                    SpecWarning(
+                        f"{p.path}: column {column} has no name and counts the rows ({int(x[0, position])}, "
+                        f"{int(x[1, position]) if len(x) > 1 else ''}, ...): a row index (pandas' to_csv writes one) is read "
+                        "as a feature; list the feature columns with columns:, or write the file with index=False"
+                    ),
+                    stacklevel=3,
+                )
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -188,6 +204,7 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
     if not columns:
         raise file_error(p.path, "has no feature columns besides the label")
     columns_of: dict[str, Tensor] = {"x": _features(rows, columns, names, p.path)}
+    _warn_of_a_row_index(columns_of["x"], columns, names, p)
     space = DataSpace(meta={"columns": [names[i] for i in columns]})
     if label is not None:
         columns_of["y"], space.num_classes, classes = _labels(rows, label, names[label], p.path)

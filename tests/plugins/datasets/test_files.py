@@ -219,6 +219,18 @@ def test_npy_labels_up_to_the_class_bound_are_kept(build, tmp_path: Path) -> Non
     assert splits.train.num_classes == 10_000 and splits.train.fields["y"].dtype == torch.int64
 
 
+def test_a_csv_row_index_read_as_a_feature_is_warned_of(build, tmp_path: Path) -> None:
+    """pandas' to_csv writes its index as a first column without a name, which became a feature counting the rows."""
+    path = tmp_path / "t.csv"
+    path.write_text(",a,b\n0,0.5,2\n1,0.25,3\n2,0.75,1\n3,0.1,0\n")
+    with pytest.warns(SpecWarning, match=r"column 0 has no name and counts the rows \(0, 1, \.\.\.\): a row index"):
+        build("csv", path=str(path), test_fraction=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        splits = build("csv", path=str(path), columns=["a", "b"], test_fraction=0.25)
+    assert splits.train.fields["x"].shape[1] == 2
+
+
 def test_a_csv_first_line_of_numbers_read_as_column_names_is_warned_of(build, tmp_path: Path) -> None:
     """header: true (the default) on a file without a header quietly dropped its first row of data."""
     path = tmp_path / "t.csv"
