@@ -48,15 +48,20 @@ def test_npy_with_label_file_and_one_feature(build, tmp_path: Path) -> None:
     assert splits.train.image_shape is None
 
 
+def built_quietly(build, type_name: str, **params):
+    """``build(type_name, **params)``, failing on any SpecWarning: the remedy a warning names must silence it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        return build(type_name, **params)
+
+
 def test_images_brighter_than_pixel_max_are_warned_of(build, tmp_path: Path) -> None:
     """8-bit pixels read with the default pixel_max 1 would show nearly every pixel as white, silently."""
     np.save(tmp_path / "x.npy", np.arange(2 * 4, dtype=np.uint8).reshape(2, 1, 2, 2) * 30)
     with pytest.warns(SpecWarning, match=rf"{tmp_path / 'x.npy'}: values reach 210, above pixel_max 1, the value shown as white"):
         build("npy", path=str(tmp_path / "x.npy"), image_shape=[1, 2, 2], test_fraction=0.5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SpecWarning)
-        build("npy", path=str(tmp_path / "x.npy"), image_shape=[1, 2, 2], pixel_max=255, test_fraction=0.5)
-        build("npy", path=str(tmp_path / "x.npy"), test_fraction=0.5)  # not images: nothing is drawn as pixels
+    built_quietly(build, "npy", path=str(tmp_path / "x.npy"), image_shape=[1, 2, 2], pixel_max=255, test_fraction=0.5)
+    built_quietly(build, "npy", path=str(tmp_path / "x.npy"), test_fraction=0.5)  # not images: nothing is drawn as pixels
 
 
 def _huge_npy_header() -> bytes:
@@ -225,9 +230,7 @@ def test_a_csv_row_index_read_as_a_feature_is_warned_of(build, tmp_path: Path) -
     path.write_text(",a,b\n0,0.5,2\n1,0.25,3\n2,0.75,1\n3,0.1,0\n")
     with pytest.warns(SpecWarning, match=r"column 0 has no name and counts the rows \(0, 1, \.\.\.\): a row index"):
         build("csv", path=str(path), test_fraction=0.25)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SpecWarning)
-        splits = build("csv", path=str(path), columns=["a", "b"], test_fraction=0.25)
+    splits = built_quietly(build, "csv", path=str(path), columns=["a", "b"], test_fraction=0.25)
     assert splits.train.fields["x"].shape[1] == 2
 
 
@@ -237,9 +240,7 @@ def test_a_csv_first_line_of_numbers_read_as_column_names_is_warned_of(build, tm
     path.write_text("1.5,2,3\n4,5,6\n7,8,9\n10,11,12\n")
     with pytest.warns(SpecWarning, match=r"line 1 \(1\.5, 2, 3\) is read as the column names, as header: true says, but it holds only numbers"):
         build("csv", path=str(path), test_fraction=0.34)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SpecWarning)
-        splits = build("csv", path=str(path), header=False, test_fraction=0.25)
+    splits = built_quietly(build, "csv", path=str(path), header=False, test_fraction=0.25)
     assert len(splits.train) + len(splits.test) == 4
 
 
