@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from compose_gen.compiler import advise, assumed_fields, build_graph
+from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
 from compose_gen.runtime.checkpoint import json_text, list_checkpoints
@@ -67,6 +67,7 @@ def _validate(args: argparse.Namespace) -> int:
                     fields = assumed_fields(spec)
                     build_graph(spec, fields)
                     advise(spec, data=None)
+                    advise_paths(spec)
                     note = f" (static: assumes the data give {', '.join(fields)})" if fields else " (static)"
                 else:
                     build(spec, "cpu")

@@ -1,6 +1,6 @@
 """Compiler: spec → networkx graph → checks → modules → per-player plans → dry run."""
 
-from compose_gen.compiler.advice import advise
+from compose_gen.compiler.advice import advise, advise_paths
 from compose_gen.compiler.expressions import Call, parse_call
 from compose_gen.compiler.graph import SpecGraph, assumed_fields, build_graph
 from compose_gen.compiler.model import GenerativeModel, SamplingFailed, compile_spec
@@ -13,6 +13,7 @@ __all__ = [
     "SamplingFailed",
     "SpecGraph",
     "advise",
+    "advise_paths",
     "assumed_fields",
     "build_graph",
     "compile_spec",

@@ -8,16 +8,21 @@ the data); a component's own plugin warns about its parameters in its ``build``.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel
 from torch import nn
 
 from compose_gen.compiler.plan import Plan
 from compose_gen.core import Loss, Splits
 from compose_gen.spec import Spec
+from compose_gen.spec.errors import PathPart
 from compose_gen.spec.resolve import origin
 
-__all__ = ["advise", "advise_losses", "advise_model"]
+__all__ = ["advise", "advise_losses", "advise_model", "advise_paths"]
 
 
 def advise(spec: Spec, data: Splits | None) -> None:
@@ -75,3 +80,47 @@ def advise_model(spec: Spec, model: nn.Module) -> None:
     """Warn of ``train.channels_last`` on a model without 4D (convolution) weights, where it changes nothing."""
     if spec.model.train.channels_last and not any(p.dim() == 4 for p in model.parameters()):
         spec.warn(("train", "channels_last"), "true, but the model has no 4D (convolution) weights, so it has no effect")
+
+
+def advise_paths(spec: Spec) -> None:
+    """Warn where a relative file path of the spec names nothing in the working directory, which it is read from, but
+    names a file beside the spec: the spec was likely written to be run from its own folder."""
+    if not Path(spec.source.name).is_file():  # a spec given as text or a dict has no folder
+        return
+    folder = Path(os.path.abspath(Path(spec.source.name).parent))
+    sections = spec.sections
+    declared = [sections.data, *sections.components.values(), *sections.losses.values(), sections.sampler, *sections.metrics]
+    for item in filter(None, declared):
+        for where, path in _paths(item.params, item.path):
+            written = _written(spec.source.data, where)
+            if written is None or where in spec.source.overridden or Path(written).expanduser().is_absolute() or path.exists():
+                continue
+            beside = folder / written
+            if beside.exists():
+                spec.warn(
+                    where,
+                    f"{written}: relative paths are read from the working directory ({Path.cwd()}), which has no such file, but the "
+                    f"spec's folder has {beside}: run compose-gen from {folder}, or write the path as {os.path.relpath(beside)}",
+                )
+
+
+def _paths(params: BaseModel, where: tuple[PathPart, ...]) -> Iterator[tuple[tuple[PathPart, ...], Path]]:
+    """Every ``Path`` among ``params``' fields, in nested parameter models and lists too, with its spec path."""
+    for name, value in params:
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            here = (*where, name) if index is None else (*where, name, index)
+            if isinstance(item, Path):
+                yield here, item
+            elif isinstance(item, BaseModel):
+                yield from _paths(item, here)
+
+
+def _written(data: Any, where: tuple[PathPart, ...]) -> str | None:
+    """The string the spec's source holds at ``where``, if it holds one there."""
+    for part in where:
+        if isinstance(data, dict) and part in data or isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data if isinstance(data, str) else None

@@ -10,6 +10,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from compose_gen.compiler.advice import advise_paths
 from compose_gen.compiler.checks import ContractWatch, enforce
 from compose_gen.compiler.graph import SpecGraph, named
 from compose_gen.core import Bijector, Loss, Sampler, Splits, offset_seed
@@ -127,6 +128,7 @@ def _reseeded(declared: Declared, index: int) -> Declared:
 
 def build_data(spec: Spec) -> Splits:
     """The spec's dataset splits (built before the model, which may read their shapes)."""
+    advise_paths(spec)
     return Builder(spec, None).make(spec.sections.data)
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import warnings
 
 import pytest
+import yaml
 
 import compose_gen as cg
 
@@ -99,3 +100,33 @@ def test_a_negative_term_weight_is_warned_about(cgan_spec, catalogue) -> None:
         "<dict>:1: players.generator.terms.adv.generator: -1: a negative weight makes player 'generator' maximise "
         "adv.generator, which its loss defines to be minimised (a GAN's side then helps the other side)"
     ]
+
+
+def test_a_relative_path_found_only_beside_the_spec_is_warned_about_where_it_is_written(tmp_path, monkeypatch) -> None:
+    """Relative paths are read from the working directory; a spec run from elsewhere is told where its file is."""
+    import numpy as np
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    np.savez(project / "data" / "x.npz", x=np.random.default_rng(0).normal(size=(40, 2)))
+    source = {"type": "npz", "path": "data/x.npz"}
+    spec_file = project / "spec.yaml"
+    flow = {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "actnorm", "shape": [2]}]}
+    for data in (source, {"type": "two_sources", "a": source, "b": source}):
+        spec_file.write_text(yaml.safe_dump({"name": "t", "data": data, "components": {"flow": flow}, "losses": {"nll": {"type": "flow_nll", "flow": "flow", "x": "x" if data is source else "a"}}, "train": {"batch_size": 8}}))
+        monkeypatch.chdir(elsewhere)
+        spec = cg.load_spec(spec_file)
+        with pytest.warns(cg.SpecWarning) as caught, pytest.raises(cg.SpecError, match="no such file"):
+            cg.build(spec)
+        where = "data.path" if data is source else "data.a.path"
+        located, _, message = str(caught[0].message).partition(": ")
+        assert located.startswith(f"{spec_file}:")
+        assert message == (
+            f"{where}: data/x.npz: relative paths are read from the working directory ({elsewhere}), which has no such file, "
+            f"but the spec's folder has {project / 'data' / 'x.npz'}: run compose-gen from {project}, or write the path as ../project/data/x.npz"
+        )
+        monkeypatch.chdir(project)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cg.SpecWarning)
+            cg.build(cg.load_spec(spec_file))
