@@ -14,7 +14,9 @@ import shlex
 from pathlib import Path
 from typing import Any, Mapping
 
-from compose_gen.runtime.layout import SPEC_FILE
+from compose_gen.core import Splits
+from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.runtime.layout import SPEC_FILE, STATE_FILE
 from compose_gen.spec import Problem, Spec, SpecError
 
 __all__ = [
@@ -110,3 +112,22 @@ def with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecE
     )
     problems = [Problem(p.path, p.message + remedy) if p.path[:1] == ("data",) else p for p in error.problems]
     return SpecError(problems, error.where)
+
+
+def with_changed_data_note(error: SpecError, data: Splits, run_dir: Path) -> SpecError:
+    """A run folder's model that no longer builds, told where the data built now are not those its newest checkpoint trained
+    on (a data file rewritten with another shape, say), which then likely explains it."""
+    checkpoints = list_checkpoints(run_dir)
+    try:
+        recorded = json.loads((checkpoints[-1] / STATE_FILE).read_text())["trained_on"]
+    except (IndexError, OSError, ValueError, KeyError, TypeError):  # no checkpoint, or no record to compare with
+        return error
+    current = {data.train.fingerprint(), data.train.fingerprint(with_source=False)}  # older checkpoints: the fields alone
+    if not isinstance(recorded, list) or not current.isdisjoint(recorded):
+        return error
+    shapes = ", ".join(f"{name} {tuple(value.shape[1:])}" for name, value in data.train.fields.items())
+    note = (
+        f"the data built now (examples of shape {shapes}) are not those {checkpoints[-1].name} trained on, which likely "
+        "explains the problem below: has a data file changed since training?"
+    )
+    return SpecError([Problem(("data",), note), *error.problems], error.where)

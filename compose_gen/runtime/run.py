@@ -56,6 +56,7 @@ from compose_gen.runtime.remedies import (
     recorded_plugins,
     types_used,
     with_missing_plugin_remedy,
+    with_changed_data_note,
     with_moved_data_remedy,
 )
 from compose_gen.runtime.trainer import Trainer
@@ -142,12 +143,16 @@ class Run:
         except SpecError as error:
             raise with_missing_plugin_remedy(error, run_dir, catalogue.failures, offer_set=trained) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
-        try:
-            with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
-                warnings.simplefilter("ignore", SpecWarning)
-                model, data = build(spec, resolved)
-        except SpecError as error:
-            raise with_moved_data_remedy(error, spec, run_dir) from None
+        with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
+            warnings.simplefilter("ignore", SpecWarning)
+            try:
+                data = build_data(spec)
+            except SpecError as error:
+                raise with_moved_data_remedy(error, spec, run_dir) from None
+            try:
+                model = compile_spec(spec, data, resolved)
+            except SpecError as error:
+                raise with_changed_data_note(error, data, run_dir) from None
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         for warning in changed_plugins(run_dir, spec):
             run.trainer.say(warning)

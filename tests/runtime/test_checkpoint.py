@@ -23,7 +23,8 @@ from runtime_toys import AUTOENCODER, ROOT, VAE, forked, same_state, spec_dict, 
 
 from compose_gen.runtime import CheckpointError, Run, build
 from compose_gen.runtime.checkpoint import json_text, list_checkpoints, load_checkpoint, load_latest
-from compose_gen.spec import load_spec
+from compose_gen.compiler.build import build_data
+from compose_gen.spec import SpecError, load_spec
 
 def train_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "compose_gen", "train", "--no-progress", *args]
@@ -327,6 +328,29 @@ def test_a_data_file_rescaled_under_a_fitted_transform_is_a_changed_split(tmp_pa
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed == (
         "the run was trained on another train split than this one"  # ... of another file
     )
+
+
+def test_a_data_file_of_another_width_than_trained_on_is_named_as_the_likely_cause(tmp_path, toys_catalogue):
+    """The model of a run whose data file changed shape no longer builds; the error says that the data changed, not only
+    the shape mismatch the dry run finds.  Where the data are those the run trained on, the error is the dry run's alone."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32))
+    raw = spec_dict(AUTOENCODER, steps=2)
+    raw["data"] = {"type": "npy", "path": str(tmp_path / "x.npy")}
+    Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32))
+    with pytest.raises(SpecError) as caught:
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    changed, *rest = caught.value.problems
+    assert changed.path == ("data",) and rest, "the data first, then the build's own problem"
+    assert changed.message == (
+        "the data built now (examples of shape x (3,)) are not those step-00000002 trained on, which likely explains the "
+        "problem below: has a data file changed since training?"
+    )
+    now = build_data(load_spec(tmp_path / "run" / "spec.yaml", catalogue=toys_catalogue)).train.fingerprint()
+    _edit_state(list_checkpoints(tmp_path / "run")[-1], trained_on=[now])
+    with pytest.raises(SpecError) as caught:
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert caught.value.problems == rest
 
 
 def _edit_state(checkpoint: Path, **entries: object) -> None:
