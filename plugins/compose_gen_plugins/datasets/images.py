@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import warnings
 import zlib
@@ -19,7 +20,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageMode
+from PIL import Image, ImageMode, ImageOps
 from pydantic import Field, model_validator
 from torch import Tensor
 
@@ -68,14 +69,17 @@ class ImageFolderParams(EightBitParams):
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    """The image files in ``folder`` (and below it), hidden ones left out; a link to an image that is gone is an error."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
+    images = [
         path
         for path in candidates
-        if path.is_file()
-        and path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    for path in images:
+        if path.is_symlink() and not path.exists():
+            raise file_error(path, f"is a symbolic link to {os.readlink(path)}, which does not exist")
+    return sorted(path for path in images if path.is_file())
 
 
 def _find_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
@@ -106,11 +110,14 @@ def _find_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     return loose, None, []
 
 
-def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> tuple[np.ndarray, int]:
+    """The pixels ``(H, W, C)`` of ``path`` as it is shown (turned upright by its EXIF orientation), and its frame count
+    (an animated GIF's first frame is read)."""
     try:
         with Image.open(path) as image:
             _require_eight_bit(image, path)
-            image = image.convert("L" if mode == "grayscale" else "RGB")
+            frames = getattr(image, "n_frames", 1)
+            image = ImageOps.exif_transpose(image).convert("L" if mode == "grayscale" else "RGB")
             if size is not None:
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(image)
@@ -118,7 +125,7 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise file_error(path, f"is not a readable image ({error})") from None
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+    return (pixels[:, :, None] if pixels.ndim == 2 else pixels), frames
 
 
 def _require_eight_bit(image: Image.Image, path: Path) -> None:
@@ -162,20 +169,30 @@ def _png_bit_depth(path: Path) -> int:
 def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) -> Splits:
     """Images of a folder (classes = sorted subfolders, labels ``y``), read with Pillow; seeded split."""
     paths, labels, classes = _find_images(p.root)
-    images = []
+    images, animated = [], []
     for path in paths:
-        pixels = _read_image(path, p.mode, p.size)
+        pixels, frames = _read_image(path, p.mode, p.size)
+        if frames > 1:
+            animated.append(f"{path.relative_to(p.root)} ({frames} frames)")
         if images and pixels.shape != images[0].shape:
             raise file_error(
                 path, f"is {pixels.shape[1]}×{pixels.shape[0]} but {paths[0].relative_to(p.root)} is "
                 f"{images[0].shape[1]}×{images[0].shape[0]} (width×height); set size: [H, W] to resize"
             )
         images.append(pixels)
+    if animated:
+        warnings.warn(SpecWarning(f"{p.root}: only the first frame is read of {_listed(animated)}"), stacklevel=2)
     x = torch.as_tensor(np.stack(images), dtype=torch.float64).permute(0, 3, 1, 2)
     fields = {"x": x} if labels is None else {"x": x, "y": torch.tensor(labels)}
     train, test = split_fields(fields, p)
     space = DataSpace(num_classes=len(classes) or None, meta={"classes": classes} if classes else {})
     return _image_splits(p, train, test, space)
+
+
+def _listed(items: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``items`` and how many more."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 # --- MNIST's IDX files

@@ -96,6 +96,40 @@ def test_image_folder_errors_name_the_file(build, tmp_path: Path) -> None:
         build("image_folder", root=str(tmp_path), size=[4, 6])
 
 
+def test_image_folder_turns_images_upright_by_their_exif_orientation(build, tmp_path: Path) -> None:
+    """A camera stores a portrait photo as landscape pixels and an EXIF orientation; viewers (and so the dataset) turn it."""
+    pixels = np.arange(4 * 6, dtype=np.uint8).reshape(4, 6) * 10
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    for name in ("a.png", "b.png"):
+        Image.fromarray(pixels).save(tmp_path / name, exif=exif)
+    splits = build("image_folder", root=str(tmp_path), mode="grayscale", scale=False, test_fraction=0.5)
+    upright = torch.as_tensor(np.rot90(pixels, -1).copy(), dtype=torch.float32)
+    for half in (splits.train, splits.test):
+        torch.testing.assert_close(half.fields["x"][0, 0], upright)
+
+
+def test_image_folder_reads_an_animation_s_first_frame_and_says_so(build, tmp_path: Path) -> None:
+    first, second = (Image.fromarray(np.full((4, 6), value, np.uint8)) for value in (30, 200))
+    first.save(tmp_path / "a.gif", save_all=True, append_images=[second])
+    write_png(tmp_path / "b.png", np.full((4, 6), 90))
+    with pytest.warns(SpecWarning, match=rf"^{tmp_path}: only the first frame is read of a.gif \(2 frames\)$"):
+        splits = build("image_folder", root=str(tmp_path), mode="grayscale", scale=False, test_fraction=0.5)
+    assert sorted(half.fields["x"][0, 0, 0, 0].item() for half in (splits.train, splits.test)) == [30.0, 90.0]
+
+
+def test_image_folder_refuses_a_link_to_an_image_that_is_gone(build, tmp_path: Path) -> None:
+    """Leaving it out would change the data (and the labels' counts) without a word."""
+    folder(tmp_path)
+    (tmp_path / "cats" / "gone.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(DatasetError, match=f"^{tmp_path / 'cats' / 'gone.png'}: is a symbolic link to {tmp_path / 'elsewhere.png'}, which does not exist$"):
+        build("image_folder", root=str(tmp_path))
+    (tmp_path / "cats" / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not an image: not read, so not an error
+    (tmp_path / "cats" / "gone.png").unlink()
+    splits = build("image_folder", root=str(tmp_path))
+    assert len(splits.train) + len(splits.test) == 6
+
+
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
