@@ -79,9 +79,17 @@ def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:
     return names.index(ref)
 
 
+def _float(text: str) -> float:
+    """``text`` as a number as CSV files write them: Python's float syntax without its digit separators (``1_000``),
+    which no spreadsheet or pandas reads as a number."""
+    if "_" in text:
+        raise ValueError(f"digit separator in {text!r}")
+    return float(text)
+
+
 def _number(text: str, line: int, column: str, path: Path) -> float:
     try:
-        value = float(text)
+        value = _float(text)
     except ValueError:
         raise file_error(path, f"line {line}, column {column!r}: non-numeric value {text!r}") from None
     if not math.isfinite(value):
@@ -113,7 +121,7 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
 
     def order(text: str) -> tuple[int, float, str]:
         try:
-            return (0, float(text), text)
+            return (0, _float(text), text)
         except ValueError:
             return (1, 0.0, text)
 
@@ -144,7 +152,7 @@ def _warn_of_a_row_index(x: Tensor, columns: list[int], names: list[str], p: Csv
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        _float(text)
     except ValueError:
         return False
     return True
@@ -155,7 +163,7 @@ def _whole_numbers(texts: list[str]) -> list[int] | None:
     indices = []
     for text in texts:
         try:
-            value = float(text)
+            value = _float(text)
         except ValueError:
             return None
         if not (value >= 0 and value.is_integer()):

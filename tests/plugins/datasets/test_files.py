@@ -142,6 +142,7 @@ def test_csv_default_columns_no_header_and_delimiter(build, tmp_path: Path) -> N
         ("a,b\n1,2\n3,x\n", {}, r"line 3, column 'b': non-numeric value 'x'"),
         ("a,b\n1,2\n3\n", {}, "line 3 has 1 fields; expected 2"),
         ("a,b\n1,2\n3,nan\n", {}, "line 3, column 'b': non-finite value 'nan'"),
+        ("a,b\n1,2\n3,1_000\n", {}, "line 3, column 'b': non-numeric value '1_000'"),  # Python's float() reads 1000
         ("a,b\n1,2\n", {"columns": ["aa"]}, "column 'aa' is not a column; did you mean 'a'"),
         ("a;b\n1;2\n", {"label": "b"}, "column 'b' is not a column: the header is one column, 'a;b'; are the fields separated by ';'"),
         ("a,a\n1,2\n", {"columns": ["a"]}, "appears more than once"),
@@ -253,6 +254,8 @@ def test_csv_whole_number_labels_are_one_class_however_written(build, tmp_path: 
     labels = torch.cat([splits.train.fields["y"], splits.test.fields["y"]])
     assert splits.train.num_classes == 3 and "classes" not in splits.train.meta
     assert dict(zip(rows.tolist(), labels.tolist(), strict=True)) == {1.0: 0, 2.0: 1, 3.0: 1, 4.0: 1, 5.0: 2, 6.0: 2}
+    path.write_text("a,l\n1,10\n2,1_0\n")
+    assert build("csv", path=str(path), label="l", test_fraction=0.5).train.meta["classes"] == ["10", "1_0"], "not one class"
 
 
 @pytest.mark.parametrize(
