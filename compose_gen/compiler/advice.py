@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
+from compose_gen.compiler.graph import SpecGraph, node
 from compose_gen.compiler.plan import Plan
 from compose_gen.core import Loss, Splits
 from compose_gen.spec import Spec
@@ -63,11 +64,19 @@ def advise(spec: Spec, data: Splits | None) -> None:
         spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")
 
 
-def advise_losses(spec: Spec, losses: Mapping[str, Loss], plans: Mapping[str, Plan]) -> None:
-    """Say each loss's own advice (:meth:`compose_gen.core.Loss.advise`, given the losses some player trains) at its declaration."""
+def advise_losses(spec: Spec, graph: SpecGraph, losses: Mapping[str, Loss], plans: Mapping[str, Plan]) -> None:
+    """Say each loss's own advice (:meth:`compose_gen.core.Loss.advise`, given the losses some player trains) at its declaration,
+    and warn of a loss that no player's terms include and nothing else reads (its author likely forgot it in ``terms:``)."""
     trained = {call.name: call.module for plan in plans.values() for call in plan.losses if any(call.weights.values())}
+    computed = {call.name for plan in plans.values() for call in plan.losses}
     for name, loss in losses.items():
         declared = spec.sections.losses[name]
+        if name not in computed and not any(graph.graph.successors(node("loss", name))):  # no metric or sampler names it
+            spec.warn(
+                declared.path,
+                f"no player's terms include {name!r}, so it is neither trained nor logged, and test_losses leaves it out: add "
+                "its terms to a player's terms (a weight of 0 logs them without training on them)",
+            )
         try:
             advice = loss.advise(trained)
         except Exception as error:

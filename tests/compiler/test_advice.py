@@ -130,3 +130,16 @@ def test_a_relative_path_found_only_beside_the_spec_is_warned_about_where_it_is_
         with warnings.catch_warnings():
             warnings.simplefilter("error", cg.SpecWarning)
             cg.build(cg.load_spec(spec_file))
+
+
+def test_a_loss_no_player_trains_or_logs_is_warned_about(cgan_spec, catalogue) -> None:
+    """Declared but left out of every player's terms, it would be dropped without a word; listed with weight 0, it is logged."""
+    cgan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake", "labels": "y"}
+    assert said(cgan_spec, catalogue) == [
+        "<dict>:1: losses.gp: no player's terms include 'gp', so it is neither trained nor logged, and test_losses leaves it "
+        "out: add its terms to a player's terms (a weight of 0 logs them without training on them)"
+    ]
+    cgan_spec["players"]["critic"]["terms"] = {"adv.critic": 1.0, "gp.critic": 0.0}
+    assert said(cgan_spec, catalogue) == []
+    model, data = cg.build(cg.load_spec(cgan_spec, catalogue=catalogue))
+    assert "gp.critic" in model.evaluate_terms({name: field[:32] for name, field in data.test.fields.items()})
