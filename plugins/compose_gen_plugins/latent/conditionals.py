@@ -52,8 +52,15 @@ __all__ = [
 MIN_SCALE = 1e-4
 
 
-def _positive(raw: Tensor) -> Tensor:
+def positive_scale(raw: Tensor) -> Tensor:
+    """σ = softplus(raw) + 10⁻⁴: positive, and never so small that log σ or 1/σ blows up."""
     return F.softplus(raw) + MIN_SCALE
+
+
+def require_width(out: Tensor, needed: int, formula: str, parts: str) -> None:
+    """Refuse an encoder network's output whose last dimension is not the ``needed`` numbers (``formula``: what they are)."""
+    if out.shape[-1] != needed:
+        raise ValueError(f"the network gives {out.shape[-1]} numbers per example, this encoder needs {formula} = {needed} ({parts})")
 
 
 class GaussianEncoder(nn.Module):
@@ -71,13 +78,9 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
         out = conditioned(self.net, x, context)
-        if out.shape[-1] != 2 * self.latent:
-            raise ValueError(
-                f"the network gives {out.shape[-1]} numbers per example, this encoder needs 2·latent = {2 * self.latent} "
-                f"(μ and σ of each of the {self.latent} latents)"
-            )
+        require_width(out, 2 * self.latent, "2·latent", f"μ and σ of each of the {self.latent} latents")
         loc, raw = out.split(self.latent, dim=-1)
-        return Independent(Normal(loc, _positive(raw), validate_args=False), 1, validate_args=False)
+        return Independent(Normal(loc, positive_scale(raw), validate_args=False), 1, validate_args=False)
 
 
 class _Decoder(nn.Module):
@@ -165,10 +168,10 @@ class GaussianDecoder(_Decoder):
     def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
         if self.scale_mode == "predicted":
             loc, raw = self.params(z, context, parts=2)
-            scale = _positive(raw)
+            scale = positive_scale(raw)
         else:
             (loc,) = self.params(z, context)
-            scale = _positive(self.raw_scale) if self.scale_mode == "learned" else torch.full_like(loc, self.fixed_scale)
+            scale = positive_scale(self.raw_scale) if self.scale_mode == "learned" else torch.full_like(loc, self.fixed_scale)
         return self.independent(Normal(loc, scale.expand_as(loc), validate_args=False))
 
 

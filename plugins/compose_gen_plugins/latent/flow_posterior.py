@@ -17,18 +17,16 @@ Rezende & Mohamed's amortised planar flow.  Any other bijector works too.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, ComponentType, Params, Ref, broadcast_value, hookimpl
 from compose_gen_plugins.flows.planar import constrained_u, planar_density, planar_sample
+from compose_gen_plugins.latent.conditionals import positive_scale, require_width
 from compose_gen_plugins.networks import conditioned
 
 __all__ = ["AmortizedPlanar", "FlowEncoder", "FlowPosterior"]
-
-MIN_SCALE = 1e-4
 
 
 class FlowPosterior(Distribution):
@@ -78,8 +76,14 @@ class FlowEncoder(nn.Module):
     def forward(self, x: Tensor, condition: Tensor | None = None) -> FlowPosterior:
         """q(z|x), or q(z|x, c) given a condition c (a conditional VAE's), which the network reads beside x."""
         out = conditioned(self.net, x, condition)
+        require_width(
+            out,
+            2 * self.latent + self.context_features,
+            "2·latent + context_features",
+            f"μ and σ of each of the {self.latent} latents, then the {self.context_features} context features of its flow",
+        )
         loc, raw, context = out.split([self.latent, self.latent, self.context_features], dim=-1)
-        base = Independent(Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False), 1, validate_args=False)
+        base = Independent(Normal(loc, positive_scale(raw), validate_args=False), 1, validate_args=False)
         return FlowPosterior(base, self.transform, context if self.context_features else None)
 
 

@@ -135,3 +135,12 @@ def test_flow_encoder_checks_shapes_when_built() -> None:
         build_flow_encoder(params, Ctx())
     encoder = build_flow_encoder(params.model_copy(update={"bijectors": ["good"]}), Ctx())
     assert encoder(torch.rand(2, X_DIM)).rsample((3,)).shape == (3, 2, LATENT)
+
+
+def test_a_flow_encoder_network_of_the_wrong_output_size_is_told_the_size_it_needs() -> None:
+    encoder = FlowEncoder(nn.Linear(X_DIM, 2 * LATENT), LATENT, CONTEXT, Chain([AmortizedPlanar(LATENT, CONTEXT)]))
+    with pytest.raises(ValueError, match=(
+        r"^the network gives 6 numbers per example, this encoder needs 2·latent \+ context_features = 8 "
+        r"\(μ and σ of each of the 3 latents, then the 2 context features of its flow\)$"
+    )):
+        encoder(torch.zeros(5, X_DIM))
