@@ -2,7 +2,8 @@ r"""The ``density_plot`` metric: a 2D flow's density on a grid, drawn as ``densi
 
 The flow's :math:`\log p(x)` is evaluated at the centres of a ``grid × grid``
 lattice of cells over a box ``[a_1, b_1] × [a_2, b_2]`` (the test data's range
-padded by ``padding`` of its width on each side, or ``bounds``), and the
+padded by ``padding`` of its width on each side, or ``bounds``; both in model
+space, after the dataset's ``transforms:``, where the flow's density lives), and the
 midpoint rule gives the probability mass of the box:
 
 .. math:: M = \sum_{ij} p(x_{ij})\,\Delta_1 \Delta_2 \;\approx\; \int_\text{box} p(x)\,dx \le 1.
@@ -108,7 +109,8 @@ class DensityPlotParams(Params):
     grid: PositiveInt = Field(200, ge=2, description="cells per side")
     padding: float = Field(0.1, ge=0, description="box = data range widened by this fraction of its width per side")
     bounds: list[list[float]] | None = Field(
-        None, description="explicit box [[low_1, high_1], [low_2, high_2]] instead of the data's range"
+        None, description="explicit box [[low_1, high_1], [low_2, high_2]] instead of the data's range, in model space (after the "
+        "dataset's transforms:, where the flow's density lives)"
     )
     x: str = Field("x", description="the data field the flow models, drawn under its density (b of two domains)")
 

@@ -388,8 +388,8 @@ class ObjectiveParams(Params):
     objective: Literal["elbo", "iwae"] = Field("elbo", description="ELBO, or the k-sample IWAE bound")
     samples: int = Field(1, gt=0, description="draws of z per example (IWAE's k)")
     kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")
-    beta: float = Field(1.0, ge=0.0, description="final weight of the KL in the ELBO loss (β-VAE)")
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta")
+    beta: float = Field(1.0, ge=0.0, description="final weight of the KL in the ELBO loss (β-VAE); not with the iwae objective")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta; not with the iwae objective")
 
     @field_validator("conditioned")
     @classmethod
