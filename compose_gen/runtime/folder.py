@@ -7,6 +7,7 @@ another process is writing to is refused (:mod:`compose_gen.runtime.claim`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -14,7 +15,17 @@ from torch import nn
 
 from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
 from compose_gen.runtime.claim import refuse_if_busy
-from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER, step_folder_name
+from compose_gen.runtime.layout import (
+    BEST_FILE,
+    CHECKPOINTS_DIR,
+    EVALUATION_FILE,
+    METRICS_FILE,
+    SAMPLES_DIR,
+    SPEC_FILE,
+    STEP_FOLDER,
+    TENSORBOARD_DIR,
+    step_folder_name,
+)
 from compose_gen.runtime.logging import read_metrics
 
 __all__ = ["SPLIT_KEYS", "check_loadable", "check_new_folder", "checkpoint_path", "load_chosen", "moved_split_keys", "refuse_to_start_over"]
@@ -40,6 +51,12 @@ def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) 
     """Refuse ``run_dir`` to load from: no run folder, or (when a ``trained`` model is asked for) no checkpoint yet."""
     if not (run_dir / SPEC_FILE).exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {SPEC_FILE})")
+    for name in (CHECKPOINTS_DIR, SAMPLES_DIR, TENSORBOARD_DIR):
+        if (run_dir / name).is_symlink():  # compose_gen never makes one; through it, rotation would delete another folder's files
+            raise CheckpointError(
+                f"{run_dir / name} is a symbolic link (to {os.readlink(run_dir / name)}), which compose_gen never makes: through it "
+                "this run would read, write and rotate away the files of another folder; make it a folder of the run's own"
+            )
     if trained and checkpoint is None and not list_checkpoints(run_dir):
         refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
         refuse_to_start_over(run_dir, why="none was written before the training stopped, or they were removed, so there is no trained model to load")

@@ -9,6 +9,7 @@
       evaluation.json            EVALUATION_FILE: the metrics of the last recorded evaluation
       evaluation.dropped.json    DROPPED_EVALUATION_FILE: one of a step a resume trains again, set aside
       tensorboard/               TENSORBOARD_DIR: TensorBoard events, when train.tensorboard
+      samples/                   SAMPLES_DIR: sample pictures during training (train.sample_every)
       checkpoints/               CHECKPOINTS_DIR
         step-00001000/           step_folder_name(1000): a checkpoint (STEP_FOLDER reads its step back)
           model.safetensors      MODEL_FILE: parameters and buffers
@@ -16,7 +17,7 @@
           state.json             STATE_FILE: step, data position, hashes of the tensor files, ...
         best.json                BEST_FILE: the best checkpoint's step and metric, when train.best_metric
 
-The folder also holds ``samples/`` (sample pictures during training), ``plugins.json``
+The folder also holds ``plugins.json``
 (:data:`compose_gen.runtime.remedies.PLUGINS_FILE`) and, while a process writes it, ``.writer``
 (:data:`compose_gen.runtime.claim.CLAIM_FILE`); a killed process may leave ``.tmp-*`` files
 and folders, which :mod:`compose_gen.runtime.checkpoint` removes.
@@ -36,6 +37,7 @@ __all__ = [
     "MODEL_FILE",
     "OPTIMIZER_FILE",
     "SPEC_FILE",
+    "SAMPLES_DIR",
     "STATE_FILE",
     "STEP_FOLDER",
     "TENSORBOARD_DIR",
@@ -48,6 +50,7 @@ DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 EVALUATION_FILE = "evaluation.json"
 DROPPED_EVALUATION_FILE = "evaluation.dropped.json"
 TENSORBOARD_DIR = "tensorboard"
+SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optim.safetensors"

@@ -49,7 +49,7 @@ from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
 from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys, override_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
-from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, SPEC_FILE
+from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, SAMPLES_DIR, SPEC_FILE
 from compose_gen.runtime.remedies import (
     PLUGINS_FILE,
     changed_plugins,
@@ -443,7 +443,7 @@ class Run:
 
     def _samples_at(self, step: int) -> Path:
         assert self.dir is not None
-        return self.save_samples(self.dir / "samples" / f"step-{step:08d}.png")
+        return self.save_samples(self.dir / SAMPLES_DIR / f"step-{step:08d}.png")
 
     def evaluate(self, out_dir: str | Path | None = None, record: bool = True) -> dict[str, Any]:
         """Run every metric of ``evaluate.metrics``; with ``record``, write ``evaluation.json`` into the folder.

@@ -511,3 +511,19 @@ def test_a_damaged_header_is_a_damaged_checkpoint_not_a_crash(damaged, tmp_path,
     (checkpoints[-1] / "model.safetensors").write_bytes(damaged)
     with pytest.raises(CheckpointError, match="model.safetensors: not as long as its header says"):
         verify_checkpoint(checkpoints[-1], hashes=False)
+
+
+@pytest.mark.parametrize("name", ["checkpoints", "samples", "tensorboard"])
+def test_a_run_folder_whose_subfolder_links_elsewhere_is_refused_before_anything_is_written(tmp_path, toys_catalogue, name):
+    """A received folder with ``checkpoints -> ../mine/checkpoints`` resumed into that other run and rotated its checkpoints away."""
+    mine = Run.create(load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue), tmp_path / "mine", progress=False)
+    mine.train()
+    before = sorted(p.name for p in list_checkpoints(tmp_path / "mine"))
+    received = tmp_path / "received"
+    received.mkdir()
+    shutil.copy(tmp_path / "mine" / "spec.yaml", received / "spec.yaml")
+    (tmp_path / "mine" / name).mkdir(exist_ok=True)
+    (received / name).symlink_to(Path("..") / "mine" / name)
+    with pytest.raises(CheckpointError, match=rf"^{received / name} is a symbolic link \(to ../mine/{name}\), which compose_gen never makes"):
+        Run.load(received, catalogue=toys_catalogue, progress=False)
+    assert sorted(p.name for p in list_checkpoints(tmp_path / "mine")) == before
