@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from compose_gen.core.files import read_text_file
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = [
@@ -197,12 +198,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json_text(data, indent=1))
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads``, with nesting too deep for Python's parser a ValueError like any other malformed JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_json(path: Path) -> Any:
+    """The JSON record at ``path`` (:func:`~compose_gen.core.files.read_text_file`, :func:`parse_json`): OSError or
+    ValueError when it cannot be read."""
+    return parse_json(read_text_file(path))
+
+
 def read_best(run_dir: Path) -> dict[str, Any] | None:
     """The best checkpoint's record (step, metric, mode, value), if the run tracks one and the file is whole."""
     path = Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE
     try:
-        best = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        best = read_json(path)
+    except (OSError, ValueError):
         return None
     return best if isinstance(best, dict) and isinstance(best.get("step"), int) else None
 
@@ -218,7 +233,7 @@ def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -
     """
     path = Path(path)
     try:
-        state = json.loads((path / STATE_FILE).read_text())
+        state = read_json(path / STATE_FILE)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise CheckpointError(f"{path}: checkpoint format {found!r}, this version reads {FORMAT}")

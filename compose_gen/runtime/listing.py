@@ -11,14 +11,14 @@ were resumed after their evaluation: its metrics are of an older model.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, read_best, verify_checkpoint
+from compose_gen.core.files import read_text_file
+from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, parse_json, read_best, read_json, verify_checkpoint
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = ["list_runs"]
@@ -31,11 +31,11 @@ def list_runs(folder: Path) -> Iterator[str]:
     runs = sorted(p for p in folder.iterdir() if _is_run(p))
     for run in runs or ([folder] if _is_run(folder) else []):
         try:
-            spec = yaml.safe_load((run / SPEC_FILE).read_text())
+            spec = yaml.safe_load(read_text_file(run / SPEC_FILE))
             name = spec.get("name", "?") if isinstance(spec, dict) else "?"
         except FileNotFoundError:
             name = f"? (no {SPEC_FILE}: it cannot be loaded, resumed or evaluated until it is restored)"
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        except (yaml.YAMLError, OSError, ValueError, RecursionError):
             name = f"? ({SPEC_FILE} does not parse: it cannot be loaded, resumed or evaluated until it is mended)"
         step, damaged = _newest_sound_step(run)
         damage = "" if not damaged else f" (all {damaged} checkpoint(s) damaged)" if step == "-" else f" ({damaged} newer checkpoint(s) damaged)"
@@ -79,8 +79,8 @@ def _summary(run: Path, step: str) -> str:
     """The evaluation of ``step`` (as shown), or else the last logged training metrics."""
     if (run / EVALUATION_FILE).exists():
         try:
-            results = json.loads((run / EVALUATION_FILE).read_text())
-        except (json.JSONDecodeError, OSError):
+            results = read_json(run / EVALUATION_FILE)
+        except (OSError, ValueError):
             return f"(unreadable {EVALUATION_FILE})"
         evaluated = isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step
         if evaluated and _format(results):  # a spec without metrics records only the step
@@ -115,8 +115,8 @@ def _last_record(path: Path, tail: int = 1 << 16) -> tuple[Any, dict[str, Any]] 
         lines = handle.read().decode("utf-8", errors="replace").splitlines()
     for line in reversed(lines):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = parse_json(line)
+        except ValueError:
             continue
         if isinstance(record, dict):
             return record.get("step"), {k: v for k, v in record.items() if k not in ("step", "elapsed_s", "nan_skips")}

@@ -19,6 +19,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from compose_gen.runtime.checkpoint import parse_json
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
 __all__ = ["MetricsLog", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]
@@ -65,8 +66,8 @@ def _lines(path: Path) -> list[str]:
 def _record_of(line: str) -> dict[str, Any] | None:
     """One line's record, or None for a line that is no JSON mapping."""
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
+        record = parse_json(line)
+    except ValueError:
         return None
     return record if isinstance(record, dict) else None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compose_gen.core import Splits
-from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.runtime.checkpoint import list_checkpoints, read_json
 from compose_gen.runtime.layout import SPEC_FILE, STATE_FILE
 from compose_gen.spec import Problem, Spec, SpecError
 
@@ -43,7 +43,7 @@ def types_used(spec: Spec) -> list[str]:
 def recorded_plugins(run_dir: Path) -> dict[str, str]:
     """The folder's :data:`PLUGINS_FILE` (empty if absent or unreadable: a record for messages, not for rebuilding)."""
     try:
-        recorded = json.loads((run_dir / PLUGINS_FILE).read_text())
+        recorded = read_json(run_dir / PLUGINS_FILE)
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in recorded.items() if isinstance(v, str)} if isinstance(recorded, dict) else {}
@@ -119,7 +119,7 @@ def with_changed_data_note(error: SpecError, data: Splits, run_dir: Path) -> Spe
     on (a data file rewritten with another shape, say), which then likely explains it."""
     checkpoints = list_checkpoints(run_dir)
     try:
-        recorded = json.loads((checkpoints[-1] / STATE_FILE).read_text())["trained_on"]
+        recorded = read_json(checkpoints[-1] / STATE_FILE)["trained_on"]
     except (IndexError, OSError, ValueError, KeyError, TypeError):  # no checkpoint, or no record to compare with
         return error
     current = {data.train.fingerprint(), data.train.fingerprint(with_source=False)}  # older checkpoints: the fields alone

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 import time
@@ -40,7 +39,14 @@ from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.registry import Catalogue, make_catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
-from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, write_json_atomic, write_text_atomic
+from compose_gen.runtime.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    list_checkpoints,
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from compose_gen.runtime.claim import claimed
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.device import resolve_device
@@ -290,7 +296,7 @@ class Run:
             return
         path = self.dir / EVALUATION_FILE
         try:
-            step = json.loads(path.read_text()).get("step")
+            step = read_json(path).get("step")
         except (OSError, ValueError, AttributeError):
             return
         if isinstance(step, int) and step > self.trainer.step:

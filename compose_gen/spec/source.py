@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from compose_gen.core.files import read_text_file
 from compose_gen.spec.errors import PathPart, Problem, SpecError
 
 __all__ = ["SpecSource", "load_source", "parse_text"]
@@ -81,8 +82,10 @@ def load_source(path: str | Path) -> SpecSource:
     """Read and parse a ``.yaml``/``.yml``/``.json`` spec file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_text_file(path)
+    except OSError as error:
+        raise SpecError([Problem((), f"cannot read {path}: {error.strerror or error}")]) from None
+    except UnicodeDecodeError as error:
         raise SpecError([Problem((), f"cannot read {path}: {error}")]) from None
     return parse_text(text, str(path), json_syntax=path.suffix.lower() == ".json")
 

@@ -527,3 +527,16 @@ def test_a_run_folder_whose_subfolder_links_elsewhere_is_refused_before_anything
     with pytest.raises(CheckpointError, match=rf"^{received / name} is a symbolic link \(to ../mine/{name}\), which compose_gen never makes"):
         Run.load(received, catalogue=toys_catalogue, progress=False)
     assert sorted(p.name for p in list_checkpoints(tmp_path / "mine")) == before
+
+
+def test_records_nested_too_deep_to_parse_are_damaged_files_not_a_crash(tmp_path, toys_catalogue):
+    """Python's JSON parser raises RecursionError on them, which stopped every command, naming no file; now the checkpoint
+    is skipped like any damaged one, and a damaged plugins.json (a record for messages) is as if absent."""
+    spec, (_, second, third) = _three_checkpoints(tmp_path, toys_catalogue)
+    deep = "[" * 100_000 + "]" * 100_000
+    (third / "state.json").write_text(deep)
+    (tmp_path / "run" / "plugins.json").write_text(deep)
+    checkpoint, said = load_latest(tmp_path / "run", build(spec, "cpu")[0])
+    assert checkpoint.path == second
+    assert said == [f"skipped {third}: unreadable checkpoint (ValueError: JSON nested too deeply)"]
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, weights_only=True).trainer.step == 4

@@ -1,0 +1,27 @@
+"""Reading the small text files a user may have been handed (specs, a run folder's JSON records) without trusting them."""
+
+from __future__ import annotations
+
+import errno
+import stat
+from pathlib import Path
+
+__all__ = ["TEXT_LIMIT", "read_text_file"]
+
+#: The most such a file is read to: thousands of times the size of any real spec or record.
+TEXT_LIMIT = 64 * 2**20
+
+
+def read_text_file(path: Path, limit: int = TEXT_LIMIT) -> str:
+    """The UTF-8 text of ``path``.
+
+    Raises OSError for anything but a regular file (a FIFO would hang the reader, a link to
+    ``/dev/zero`` fill memory) or one over ``limit`` bytes, UnicodeDecodeError for bytes that are no UTF-8.
+    """
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB, far beyond any spec or record", str(path))
+    return data.decode("utf-8")

@@ -1,0 +1,38 @@
+"""Small text files from someone else are read only when they are regular files of a sane size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from compose_gen.core.files import read_text_file
+
+
+def test_a_regular_file_is_read_as_utf8(tmp_path: Path) -> None:
+    (tmp_path / "spec.yaml").write_text("name: é\n", encoding="utf-8")
+    assert read_text_file(tmp_path / "spec.yaml") == "name: é\n"
+    (tmp_path / "latin.yaml").write_bytes("name: é\n".encode("latin-1"))
+    with pytest.raises(UnicodeDecodeError):
+        read_text_file(tmp_path / "latin.yaml")
+
+
+def test_what_is_no_regular_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """A FIFO would block the reader for ever, a link to /dev/zero fill memory."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zeros").symlink_to("/dev/zero")
+    (tmp_path / "folder").mkdir()
+    for name in ("fifo", "zeros", "folder"):
+        with pytest.raises(OSError) as caught:
+            read_text_file(tmp_path / name)
+        assert (caught.value.strerror, caught.value.filename) == ("not a regular file", str(tmp_path / name))
+    with pytest.raises(FileNotFoundError):
+        read_text_file(tmp_path / "missing")
+
+
+def test_a_file_over_the_limit_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "big.json").write_text("x" * 2**20 + "y")
+    assert len(read_text_file(tmp_path / "big.json", limit=2**20 + 1)) == 2**20 + 1
+    with pytest.raises(OSError, match="larger than 1 MiB"):
+        read_text_file(tmp_path / "big.json", limit=2**20)
