@@ -30,12 +30,14 @@ import hashlib
 import json
 import math
 import os
+import reprlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -289,31 +291,55 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
 
 
 #: What each entry of ``state.json`` that the trainer reads must be, as (JSON types, what to call them).
-_STATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "step": ((int,), "a whole number"),
-    "sha256": ((dict,), "a mapping"),
-    "aliases": ((dict,), "a mapping"),
-    "optimizers": ((dict,), "a mapping of players"),
-    "data": ((dict,), "a mapping"),
-    "nan_skips": ((int,), "a whole number"),
-    "elapsed_s": ((int, float), "a number"),
-    "running": ((list,), "a list"),
-    "best": ((dict, type(None)), "a mapping or null"),
-    "trained_on": ((list,), "a list"),
-    "model_sha256": ((str,), "a string"),
-    "test_sha256": ((str,), "a string"),
-}
+class _Record(BaseModel):
+    """A part of ``state.json``: JSON types as the trainer wrote them (strict: no ``"3"`` for 3, no ``true`` for 1)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class _LogWindow(_Record):
+    names: list[str]
+    count: NonNegativeInt
+    sums: list[float | None]  # a non-finite sum is written as null (json_text)
+
+
+class _Best(_Record):
+    metric: str
+    mode: Literal["min", "max"]
+    value: float
+    step: NonNegativeInt
+
+
+class _State(_Record):
+    """What the trainer reads back from ``state.json``; entries older versions did not write are optional, others are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: NonNegativeInt
+    sha256: dict[str, str]
+    aliases: dict[str, str] = {}
+    optimizers: dict[str, dict[str, Any]] = {}
+    data: dict[str, NonNegativeInt] = {}
+    nan_skips: NonNegativeInt = 0
+    elapsed_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    running: list[_LogWindow] = []
+    best: _Best | None = None
+    trained_on: list[str] = []
+    model_sha256: str | None = None
+    test_sha256: str | None = None
 
 
 def _check_state(path: Path, state: Any) -> None:
     """A :class:`CheckpointError` naming the entry of ``state.json`` that is not what the trainer reads (an edited file)."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds {type(state).__name__}, not a mapping")
-    entries = [(key, state[key], *_STATE_FIELDS[key]) for key in _STATE_FIELDS if key in state]
-    entries += [(f"data.{key}", value, (int,), "a whole number ≥ 0") for key, value in (state.get("data") or {}).items()]
-    for key, value, kinds, what in entries:
-        if not isinstance(value, kinds) or isinstance(value, bool) or (kinds == (int,) and value < 0):
-            raise CheckpointError(f"{path}: {key} is {value!r}, not {what}; the file was edited or damaged")
+    try:
+        _State.model_validate(state)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        found = "missing" if first["type"] == "missing" else f"{reprlib.repr(first['input'])}"
+        raise CheckpointError(f"{path}: {where} is {found}: {first['msg'].lower()}; the file was edited or damaged") from None
 
 
 def load_latest(run_dir: Path, model: nn.Module, optimizer: bool = True) -> tuple[Checkpoint | None, list[str]]:

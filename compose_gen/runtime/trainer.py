@@ -169,7 +169,7 @@ class _RunningMeans:
 
     def load_state_dict(self, groups: list[dict[str, Any]]) -> None:
         """Continue the window saved by :meth:`state_dict`."""
-        self.sums = {tuple(g["names"]): [float(s) for s in g["sums"]] for g in groups}
+        self.sums = {tuple(g["names"]): [math.nan if s is None else float(s) for s in g["sums"]] for g in groups}
         self.counts = {tuple(g["names"]): int(g["count"]) for g in groups}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import json
+import math
 import os
 import random
 import re
@@ -172,12 +173,18 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
         (lambda c: (c / "state.json").write_text("{not json"), "unreadable checkpoint"),
         (lambda c: (c / "optim.safetensors").write_bytes(b"\0" * 10), "corrupt or truncated"),
         (lambda c: (c / "model.safetensors").unlink(), "unreadable checkpoint"),
-        (lambda c: _edit_state(c, optimizers="oops"), r"state.json: optimizers is 'oops', not a mapping of players; the file was edited"),
-        (lambda c: _edit_state(c, data={"epoch": "x", "position": 0}), r"data.epoch is 'x', not a whole number ≥ 0"),
-        (lambda c: _edit_state(c, elapsed_s="soon"), r"elapsed_s is 'soon', not a number"),
+        (lambda c: _edit_state(c, optimizers="oops"), r"state.json: optimizers is 'oops': input should be a valid dictionary; the file was edited"),
+        (lambda c: _edit_state(c, data={"epoch": "x", "position": 0}), r"data.epoch is 'x': input should be a valid integer"),
+        (lambda c: _edit_state(c, elapsed_s="soon"), r"elapsed_s is 'soon': input should be a valid number"),
         (lambda c: (c / "state.json").write_text("[]"), r"checkpoint format 'list', this version reads 2"),
+        (lambda c: _edit_state(c, running=[1]), r"running.0 is 1: input should be a valid dictionary"),
+        (lambda c: _edit_state(c, running=[{"a": "b"}]), r"running.0.names is missing: field required"),
+        (lambda c: _edit_state(c, trained_on=[{"a": 1}]), r"trained_on.0 is \{'a': 1\}: input should be a valid string"),
+        (lambda c: _edit_state(c, best={"metric": "loss", "mode": "min", "value": 1.0, "step": "x"}), r"best.step is 'x'"),
+        (lambda c: _edit_state(c, nan_skips=True), r"nan_skips is True: input should be a valid integer"),
     ],
-    ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited", "not a mapping"],
+    ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited", "not a mapping",
+         "log window not a mapping", "log window without names", "trained_on not strings", "best step a string", "a bool for a count"],
 )
 def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
     spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
@@ -540,3 +547,12 @@ def test_records_nested_too_deep_to_parse_are_damaged_files_not_a_crash(tmp_path
     assert checkpoint.path == second
     assert said == [f"skipped {third}: unreadable checkpoint (ValueError: JSON nested too deeply)"]
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, weights_only=True).trainer.step == 4
+
+
+def test_a_log_window_with_a_non_finite_sum_resumes_with_it_undefined(tmp_path, toys_catalogue):
+    """json_text writes a non-finite sum as null; reading it back failed on float(None)."""
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    _edit_state(checkpoints[-1], running=[{"names": ["loss"], "count": 1, "sums": [None]}])
+    run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert run.trainer.step == 6
+    assert math.isnan(run.trainer._running.sums[("loss",)][0])
