@@ -270,6 +270,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
     try:
         step = int(state["step"])
         stored = load_file(str(path / MODEL_FILE))
+        lost = sorted({original for original in state["aliases"].values() if original not in stored})
+        if lost:
+            raise CheckpointError(f"{path}: {STATE_FILE} names tensors as aliases that {MODEL_FILE} lacks ({lost[:3]}); the files were edited or damaged")
         saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
         fitted, dropped = _fitted(path, model, stored, saved_aliases)
         extra = load_file(str(path / OPTIMIZER_FILE)) if optimizer else None
@@ -454,12 +457,11 @@ def _fitted(
         available.update({name: expected[name] for name in missing})  # its own buffers (a standard normal's) keep their built values
         missing = []
     unexpected = sorted(name for name in set(stored) - set(expected) if not name.startswith(SAMPLER))  # another sampler's own
-    wrong = [
-        f"{name} {tuple(available[name].shape)} in the checkpoint, {tuple(tensor.shape)} in the model"
-        for name, tensor in expected.items()
-        if name not in derived and name in available and available[name].shape != tensor.shape
-    ]
-    if missing or unexpected or wrong:
+    owned = [(name, available[name], tensor) for name, tensor in expected.items() if name not in derived and name in available]
+    wrong = [f"{name} {tuple(saved.shape)} in the checkpoint, {tuple(kept.shape)} in the model" for name, saved, kept in owned if saved.shape != kept.shape]
+    # load_state_dict would cast silently: int64 weights, or bf16 ones that resume "exactly" yet rounded
+    retyped = [f"{name} {saved.dtype} in the checkpoint, {kept.dtype} in the model" for name, saved, kept in owned if saved.dtype != kept.dtype]
+    if missing or unexpected or wrong or retyped:
         details = []
         if missing:
             details.append(f"missing {missing[:5]} (in the model, not the checkpoint)")
@@ -467,6 +469,8 @@ def _fitted(
             details.append(f"unexpected {unexpected[:5]} (in the checkpoint, not the model)")
         if wrong:
             details.append(f"shapes differ: {wrong[:5]}")
+        if retyped:
+            details.append(f"dtypes differ: {retyped[:5]}")
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
     owned = {name: available[name] for name in expected if name not in derived}
     return {name: owned[derived.get(name, name)] for name in expected}, dropped

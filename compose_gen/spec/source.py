@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ __all__ = ["SpecSource", "load_source", "parse_text"]
 
 MAX_NODES = 100_000
 _TOO_DEEP = "the spec is nested too deeply to parse"
+_TOO_MANY_DIGITS = f"an integer of more than {sys.get_int_max_str_digits()} digits, more than any setting needs or Python reads"
 
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -132,6 +134,8 @@ def _parse_json(text: str, name: str) -> SpecSource:
         raise SpecError([Problem((), f"duplicated key {error.key!r}")], _FixedLine(name, 1)) from None
     except json.JSONDecodeError as error:
         raise SpecError([Problem((), f"invalid JSON: {error.msg} (column {error.colno})")], _FixedLine(name, error.lineno)) from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise SpecError([Problem((), f"a number in it: {_TOO_MANY_DIGITS}")], _FixedLine(name, 1)) from None
     except RecursionError:
         raise SpecError([Problem((), _TOO_DEEP)], _FixedLine(name, 1)) from None
     return SpecSource(name, data, _json_lines(text, name))
@@ -202,7 +206,10 @@ class _Builder:
                 self.open.discard(id(node))
         if node.tag not in _PLAIN_TAGS:
             raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
-        return self.scalars.construct_object(node)
+        try:
+            return self.scalars.construct_object(node)
+        except ValueError:  # an integer of more digits than Python converts
+            raise self._fail(node, path, f"{node.value[:12]}...: {_TOO_MANY_DIGITS}") from None
 
     def _collection(self, node: yaml.CollectionNode, path: tuple[PathPart, ...]) -> Any:
         if isinstance(node, yaml.MappingNode):

@@ -556,3 +556,24 @@ def test_a_log_window_with_a_non_finite_sum_resumes_with_it_undefined(tmp_path, 
     run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
     assert run.trainer.step == 6
     assert math.isnan(run.trainer._running.sums[("loss",)][0])
+
+
+def test_checkpoint_tensors_of_another_dtype_or_missing_under_an_alias_are_refused_by_name(tmp_path, toys_catalogue):
+    """load_state_dict casts dtypes without a word (int64 weights evaluated to garbage; bf16 ones resumed rounded), and an
+    alias naming a tensor the file lacks was a bare KeyError."""
+    from safetensors.torch import load_file, save_file
+
+    spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    model_file = checkpoints[-1] / "model.safetensors"
+    tensors = load_file(str(model_file))
+    name = next(iter(tensors))
+    save_file({**tensors, name: tensors[name].to(torch.bfloat16)}, str(model_file))
+    _edit_state(checkpoints[-1], sha256={**json.loads((checkpoints[-1] / "state.json").read_text())["sha256"],
+                                         "model.safetensors": hashlib.sha256(model_file.read_bytes()).hexdigest()})
+    with pytest.raises(CheckpointError, match=rf"does not fit this model \(dtypes differ: \['{re.escape(name)} torch.bfloat16 in the checkpoint, torch.float32 in the model'\]\)"):
+        load_checkpoint(checkpoints[-1], build(spec, "cpu")[0])
+    _edit_state(checkpoints[-2], aliases={"elsewhere.weight": "gone.weight"})
+    with pytest.raises(CheckpointError, match=r"state.json names tensors as aliases that model.safetensors lacks \(\['gone.weight'\]\)"):
+        load_checkpoint(checkpoints[-2], build(spec, "cpu")[0])
+    checkpoint, said = load_latest(tmp_path / "run", build(spec, "cpu")[0])
+    assert checkpoint.step == 2 and len(said) == 2

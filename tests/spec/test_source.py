@@ -99,3 +99,30 @@ def test_json_values_have_lines(tmp_path) -> None:
 def test_unreadable_file_is_a_spec_error(tmp_path) -> None:
     with pytest.raises(SpecError, match="cannot read"):
         load_source(tmp_path / "missing.yaml")
+
+
+def test_a_spec_path_that_is_no_regular_file_is_refused_without_reading_it(tmp_path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")  # reading it would wait for a writer for ever
+    (tmp_path / "zeros.yaml").symlink_to("/dev/zero")  # reading it would fill memory
+    for name in ("fifo.yaml", "zeros.yaml"):
+        assert error_of_file(tmp_path / name) == f"<spec>: cannot read {tmp_path / name}: not a regular file"
+
+
+def error_of_file(path) -> str:
+    with pytest.raises(SpecError) as info:
+        load_source(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("json_syntax", [False, True], ids=["yaml", "json"])
+def test_an_integer_of_more_digits_than_python_reads_is_a_located_error(json_syntax) -> None:
+    digits = "9" * 5001
+    text = f'{{"name": "t", "train": {{"steps": {digits}}}}}' if json_syntax else f"name: t\ntrain:\n  steps: {digits}\n"
+    message = error_of(text, json_syntax=json_syntax)
+    assert message == (
+        "spec.yaml:1: <spec>: a number in it: an integer of more than 4300 digits, more than any setting needs or Python reads"
+        if json_syntax
+        else "spec.yaml:3: train.steps: 999999999999...: an integer of more than 4300 digits, more than any setting needs or Python reads"
+    )
