@@ -87,6 +87,28 @@ def _read(path: Path) -> tuple[str, bool]:
     return owner, same
 
 
+def _set_aside(path: Path, stale: str) -> None:
+    """Remove the claim at ``path`` judged ``stale`` (its writer's ``"host pid"``), unless another taker replaced it meanwhile.
+
+    The claim is renamed away first, atomically, and then checked: deleting whatever ``path``
+    held would delete the fresh claim of a training that took the folder over since it was read,
+    and both would write.  Such a claim is put back, and the folder is then busy.
+    """
+    aside = path.with_name(f"{path.name}.stale-{os.getpid()}-{threading.get_ident()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # another taker moved it first; its claim, if made, stops ours
+        return
+    try:
+        moved, _ = _read(aside)
+    except (OSError, ValueError):
+        moved = None
+    if moved is not None and moved != stale:
+        os.rename(aside, path)
+        return
+    aside.unlink(missing_ok=True)
+
+
 def _busy(run_dir: Path, owner: str) -> FolderBusy:
     return FolderBusy(
         f"{run_dir} is being written by another training (host and process {owner}): wait for it to end, "
@@ -139,7 +161,7 @@ def _claimed_by_process(run_dir: Path) -> Iterator[None]:
         if not (here and owner == _me()):
             if here and owner and _alive(owner):
                 raise _busy(run_dir, owner)
-            path.unlink(missing_ok=True)  # its writer has ended, or it was copied with the folder: take over
+            _set_aside(path, owner)  # its writer has ended, or it was copied with the folder: take over
             if not _take(path):
                 raise FolderBusy(f"{run_dir} was claimed by another training just now: choose another folder")
             fresh = True

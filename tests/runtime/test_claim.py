@@ -125,3 +125,32 @@ def test_a_live_training_before_its_first_checkpoint_is_named_not_taken_for_stal
         other.wait()
     with pytest.raises(Exception, match="holds no checkpoint, but metrics.jsonl"):  # once it has ended, the records are stale
         Run.load(tmp_path, catalogue=toys_catalogue)
+
+
+def test_a_stale_claim_taken_over_by_another_training_meanwhile_is_not_deleted(tmp_path, monkeypatch) -> None:
+    """Between reading a stale claim and removing it, another training may take the folder over; deleting whatever the file
+    then held deleted that training's fresh claim, and both wrote the folder."""
+    import compose_gen.runtime.claim as claim
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim_by(tmp_path, ended)
+        read = claim._read
+
+        def read_then_another_takes_over(path):
+            result = read(path)
+            if path.name == CLAIM_FILE and result[0].endswith(f" {ended.pid}"):  # this process judged it stale...
+                claim_by(tmp_path, other)  # ... and the other training took it over in the meantime
+            return result
+
+        monkeypatch.setattr(claim, "_read", read_then_another_takes_over)
+        with pytest.raises(FolderBusy, match="claimed by another training just now"):
+            with claimed(tmp_path):
+                pass
+        assert (tmp_path / CLAIM_FILE).read_text().endswith(f" {other.pid}"), "the other training's claim stands"
+        assert [p.name for p in tmp_path.iterdir()] == [CLAIM_FILE], "and nothing is left aside"
+    finally:
+        other.kill()
+        other.wait()
