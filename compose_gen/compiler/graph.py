@@ -97,6 +97,9 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
                 continue
             if used not in known:
                 problems.append(Problem(path, f"unknown name {used!r}{suggest(used, known | BUILTINS)}{_no_labels(used, fields)}"))
+            elif used in components and used in call.args:
+                problems.append(Problem(path, f"{used!r} is a component, not a value: a call's arguments are graph values, batch fields "
+                                              f"or numbers (to pass its output, compute a value as {used}(...) and name that)"))
             else:
                 g.add_edge(_node_of(used, components, values), node("value", name))
 

@@ -14,12 +14,33 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["bits_per_dim", "broadcast_value", "importance_sampled_log_likelihood", "log_mean_exp", "repeat_for_draws", "sum_rightmost"]
+__all__ = [
+    "bits_per_dim",
+    "broadcast_value",
+    "draw_count",
+    "importance_sampled_log_likelihood",
+    "log_mean_exp",
+    "repeat_for_draws",
+    "sum_rightmost",
+]
 
 
 def sum_rightmost(value: Tensor, dims: int) -> Tensor:
     """Sum the ``dims`` trailing dimensions of ``value`` (no-op for ``dims == 0``)."""
     return value.sum(tuple(range(-dims, 0))) if dims > 0 else value
+
+
+def draw_count(like: Tensor | int) -> int:
+    """How many draws a prior's graph method ``sample(like)`` makes: ``like`` itself, a whole count, or one per row of a tensor.
+
+    A spec writes ``prior.sample(x)`` (as many as x has examples) or ``prior.sample(64)``; anything else is a TypeError that
+    says so, not ``len()`` failing on it.
+    """
+    if isinstance(like, int) and not isinstance(like, bool) and like >= 0:
+        return like
+    if isinstance(like, Tensor) and like.dim() > 0:
+        return len(like)
+    raise TypeError(f"draws one sample per row of a tensor, or a whole count of samples; got {like!r}")
 
 
 def bits_per_dim(nll: Tensor | float, dims: int) -> Tensor | float:

@@ -257,7 +257,7 @@ class Run:
         with self._writing():
             overtaken = self._overtaken()
             if overtaken:
-                raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again (compose_gen.load_run) to go on")
+                raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again to go on (compose-gen train --resume, or compose_gen.load_run)")
             self._set_aside_later_evaluation()
             with self._spec_kept_unless_checkpointed():
                 self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told

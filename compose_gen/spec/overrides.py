@@ -56,10 +56,14 @@ def apply_overrides(source: SpecSource, overrides: Iterable[str], model_of: Mode
             )
             continue
         try:
-            value = parse_text(f"value: {raw}", "--set").data["value"]
+            parsed = parse_text(f"value: {raw}", "--set").data
         except SpecError as error:
             problems.append(Problem(path, f"cannot parse override value {raw!r}: {error.problems[0].message}"))
             continue
+        if set(parsed) != {"value"}:  # a line break in it began a key of its own, which would be dropped
+            problems.append(Problem(path, f"override value {raw!r} holds more than one value; set each key with a --set of its own"))
+            continue
+        value = parsed["value"]
         try:
             overridden |= _assign(data, path, value, model_of)
         except _OverrideError as error:

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, register_kl
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, draw_count, hookimpl
 
 __all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal"]
 
@@ -34,7 +34,7 @@ class Prior(nn.Module):
 
     def rsample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
         """``len(like)`` (or ``like``) reparameterised draws."""
-        n = like if isinstance(like, int) else len(like)
+        n = draw_count(like)
         return self(temperature).rsample((n,))
 
 

@@ -21,6 +21,15 @@ def test_unknown_graph_name_suggests(gan_spec, toy_catalogue) -> None:
     assert "graph.fake: unknown name 'generatr'; did you mean 'generator'?" in errors(gan_spec, toy_catalogue)
 
 
+def test_a_component_given_as_an_argument_is_said_to_be_no_value(gan_spec, toy_catalogue) -> None:
+    """It failed in the dry run as a bare KeyError: 'generator'."""
+    gan_spec["graph"]["fake"] = "generator(generator)"
+    assert (
+        "graph.fake: 'generator' is a component, not a value: a call's arguments are graph values, batch fields or numbers "
+        "(to pass its output, compute a value as generator(...) and name that)"
+    ) in errors(gan_spec, toy_catalogue)
+
+
 def test_labels_read_from_data_that_give_none_are_said_to_be_missing_with_how_data_give_them(gan_spec, toy_catalogue, tmp_path) -> None:
     """A conditional GAN on an image folder without class sub-folders got a bare "unknown name 'y'"."""
     np.savez(tmp_path / "points.npz", x=np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))

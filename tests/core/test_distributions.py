@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from compose_gen.core.distributions import bits_per_dim, broadcast_value, log_mean_exp, sum_rightmost
+from compose_gen.core.distributions import bits_per_dim, broadcast_value, draw_count, log_mean_exp, sum_rightmost
 
 
 def test_broadcast_value_gives_the_shape_torch_distributions_score_at() -> None:
@@ -36,3 +36,10 @@ def test_bits_per_dim_of_a_hand_computed_case() -> None:
     """2 values, 3 nats in model space, pixels 0..16 scaled by 1/16 (ladj −2 ln 16): 3 + 2 ln 16 nats in data space."""
     assert bits_per_dim(3 + 2 * math.log(16), 2) == pytest.approx(3 / (2 * math.log(2)) + 4)
     assert bits_per_dim(torch.tensor(2 * math.log(2)), 2).item() == pytest.approx(1.0)
+
+
+def test_draw_count_takes_a_whole_count_or_the_rows_of_a_tensor_and_refuses_the_rest() -> None:
+    assert draw_count(7) == 7 and draw_count(0) == 0 and draw_count(torch.zeros(5, 3)) == 5
+    for like in (1e30, 2.0, True, -1, torch.tensor(3.0), "x"):
+        with pytest.raises(TypeError, match=r"^draws one sample per row of a tensor, or a whole count of samples; got "):
+            draw_count(like)

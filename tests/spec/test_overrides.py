@@ -144,6 +144,7 @@ def test_a_new_named_entry_set_whole_can_then_be_set_key_by_key(flow, catalogue)
         ("train.steps[0]=1", "train.steps[0]: train.steps is int 2, not a list: it has no entry [0]"),
         ("train.steps.x=1", "train.steps.x: cannot set a key inside train.steps, which is int 2, not a mapping"),
         ("train.ema.components[0]=flow", "train.ema.components[0]: train.ema.components does not exist: set the whole list (train.ema.components=[...])"),
+        ("train.steps=5\nseed: 3", "train.steps: override value '5\\nseed: 3' holds more than one value; set each key with a --set of its own"),
         (
             "a[-1]=2",
             "<spec>: override 'a[-1]=2' is not of the form key.path=value "

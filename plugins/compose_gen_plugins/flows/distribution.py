@@ -52,6 +52,7 @@ from compose_gen import (
     SpecWarning,
     Value,
     broadcast_value,
+    draw_count,
     hookimpl,
     importance_sampled_log_likelihood,
     repeat_for_draws,
@@ -172,7 +173,7 @@ class Flow(nn.Module):
         return self._draw("sample", like, context, temperature)
 
     def _draw(self, method: str, like: Tensor | int, context: Tensor | None, temperature: float) -> Tensor:
-        shape = () if context is not None else (like if isinstance(like, int) else len(like),)
+        shape = () if context is not None else (draw_count(like),)
         return getattr(self(context, temperature), method)(shape)
 
 

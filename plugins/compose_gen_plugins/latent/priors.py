@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, draw_count, hookimpl
 from compose_gen_plugins.distributions import Prior
 
 __all__ = ["GaussianMixturePrior", "GaussianMixtureParams", "build_gaussian_mixture"]
@@ -46,7 +46,7 @@ class GaussianMixturePrior(Prior):
         return MixtureSameFamily(mixture, component, validate_args=False)
 
     def sample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
-        n = like if isinstance(like, int) else len(like)
+        n = draw_count(like)
         with torch.no_grad():
             return self(temperature).sample((n,))
 
