@@ -17,6 +17,7 @@ from compose_gen_plugins.quality.shared import FeatureSpace, check_space, draw_s
 from compose_gen_plugins.quality.statistics import (
     closest_pairs,
     nearest_neighbour_distances,
+    pair_distances,
     permutation_p_value,
     support_estimate,
 )
@@ -114,9 +115,10 @@ def _check_birthday(params: BirthdayParams, data: Splits) -> None:
 def _collisions(batches: Sequence[Tensor], space: FeatureSpace, threshold: float, shown: int) -> _Collisions:
     pairs, closest = [], []
     for batch in batches:
-        index, distance = closest_pairs(space(batch))
-        pairs.append(int(((distance < threshold) | (distance == 0)).sum()))
-        closest += [(float(d), batch[i], batch[j]) for (i, j), d in zip(index[:shown].tolist(), distance[:shown], strict=True)]
+        distances = pair_distances(space(batch))
+        pairs.append(int(((distances < threshold) | (distances == 0)).sum()))
+        index, distance = closest_pairs(distances, shown)
+        closest += [(float(d), batch[i], batch[j]) for (i, j), d in zip(index.tolist(), distance, strict=True)]
     closest.sort(key=lambda pair: pair[0])
     return _Collisions(torch.tensor(pairs), closest[:shown])
 

@@ -17,6 +17,8 @@ from compose_gen_plugins.quality.statistics import (
     inception_score,
     knn_precision_recall,
     mode_statistics,
+    nearest_neighbour_distances,
+    pair_distances,
     pairwise_distances,
     permutation_p_value,
     support_estimate,
@@ -169,11 +171,24 @@ def test_pairwise_distances_are_exact_for_duplicates():
     assert torch.allclose(distances.double(), direct, rtol=1e-5)
 
 
-def test_closest_pairs_lists_every_pair_closest_first():
+def test_closest_pairs_lists_the_closest_pairs_closest_first():
     x = torch.tensor([[0.0], [0.1], [5.0], [5.3]])
-    index, distance = closest_pairs(x)
+    distances = pair_distances(x)
+    assert int((distances < 0.5).sum()) == 2, "each pair once, no row with itself"
+    index, distance = closest_pairs(distances, 100)
     assert index.tolist() == [[0, 1], [2, 3], [1, 2], [0, 2], [1, 3], [0, 3]]
     assert distance.tolist() == pytest.approx([0.1, 0.3, 4.9, 5.0, 5.2, 5.3])
+    index, distance = closest_pairs(distances, 2)
+    assert index.tolist() == [[0, 1], [2, 3]] and distance.tolist() == pytest.approx([0.1, 0.3])
+
+
+def test_nearest_neighbour_distances_in_chunks_are_those_of_all_distances_at_once():
+    points = torch.randn(300, 5, generator=torch.Generator().manual_seed(0))
+    everything = pairwise_distances(points, points).fill_diagonal_(math.inf)
+    for k in (1, 3):
+        expected = everything.kthvalue(k, dim=1).values
+        assert torch.equal(nearest_neighbour_distances(points, k, chunk=64), expected)
+        assert torch.equal(nearest_neighbour_distances(points, k, chunk=1000), expected)
 
 
 def test_support_estimate_inverts_the_birthday_formula():
