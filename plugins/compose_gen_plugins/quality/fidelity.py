@@ -218,13 +218,13 @@ def measure_inception_score(params: InceptionParams, ectx: EvalContext) -> dict[
     rows = _chunked_rows(len(ectx.data.test), params.n, params.splits, torch.Generator().manual_seed(ectx.seed))
     with torch.no_grad():
         probs = torch.cat([net.probabilities(part) for part in samples.split(1024)])
-        real = ectx.data.test.fields["x"].to(ectx.device)
+        real = ectx.data.test.fields["x"][rows].to(ectx.device)  # the n rows scored, not the whole split
         real_probs = torch.cat([net.probabilities(part) for part in real.split(1024)])
     mean, std = inception_score(probs, params.splits)
     result = {
         "inception_score": mean,
         "inception_score_std": std,
-        "inception_score_data": inception_score(real_probs[rows.to(real_probs.device)], params.splits)[0],
+        "inception_score_data": inception_score(real_probs, params.splits)[0],
     }
     return result if accuracy is None else {**result, "classifier_accuracy": accuracy}
 

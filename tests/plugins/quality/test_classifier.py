@@ -52,6 +52,7 @@ def test_the_cache_is_safetensors_keyed_by_data_and_settings(image_splits, class
         raise AssertionError("a cached classifier was retrained")
 
     monkeypatch.setattr(classifier_module, "_train", no_training)
+    monkeypatch.setattr(classifier_module, "_last", None)  # as in a new process: from the file
     cached, cached_accuracy = load_classifier(image_splits, TINY, CPU)
     assert cached_accuracy == accuracy
     x = image_splits.test.fields["x"]
@@ -65,10 +66,11 @@ def test_the_cache_is_safetensors_keyed_by_data_and_settings(image_splits, class
         load_classifier(other_data, TINY, CPU)  # one changed pixel is another key
 
 
-def test_a_corrupt_cache_file_is_retrained_over(image_splits, classifier_cache):
+def test_a_corrupt_cache_file_is_retrained_over(image_splits, classifier_cache, monkeypatch):
     load_classifier(image_splits, TINY, CPU)
     (path,) = classifier_cache.glob("*.safetensors")
     path.write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(classifier_module, "_last", None)  # as in a new process: from the file
     with pytest.warns(UserWarning, match="ignoring cached classifier"):
         _, accuracy = load_classifier(image_splits, TINY, CPU)
     assert accuracy > 0.95
@@ -92,3 +94,19 @@ def test_an_unwritable_cache_warns_and_still_serves_a_classifier(image_splits, t
     with pytest.warns(UserWarning, match="could not cache the classifier"):
         _, accuracy = load_classifier(image_splits, TINY, CPU)
     assert accuracy > 0.95
+
+
+def test_the_metrics_of_one_evaluation_share_the_classifier_until_the_data_change(image_splits, classifier_cache, monkeypatch):
+    """Each metric hashed the whole train split and scored the whole test split again (about 6 s per metric on MNIST-sized
+    data); the same data give the same classifier and accuracy without either, and data changed in place are judged anew."""
+    net, accuracy = load_classifier(image_splits, TINY, CPU)
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("hashed the data again")
+
+    monkeypatch.setattr(classifier_module, "_cache_key", no_hashing)
+    again, same_accuracy = load_classifier(image_splits, TINY, CPU)
+    assert again is net and same_accuracy == accuracy
+    image_splits.test.fields["y"][0] += 0  # an in-place change, as far as torch can tell
+    with pytest.raises(AssertionError, match="hashed the data again"):
+        load_classifier(image_splits, TINY, CPU)
