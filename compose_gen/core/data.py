@@ -78,7 +78,7 @@ class TensorData:
         for name in sorted(self.fields):
             value = self.fields[name].detach().cpu().contiguous()
             digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-            digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+            digest.update(value.view(torch.uint8).numpy() if value.numel() else b"")  # hashed in place, no byte copy
         if with_source and self.source:
             digest.update(f"source:{self.source};".encode())
         return digest.hexdigest()

@@ -270,7 +270,8 @@ def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | N
 
 
 def _joined(fields: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
-    return torch.cat([fields[name].to(torch.float64) for name in names])
+    parts = [fields[name].to(torch.float64) for name in names]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # one field: no copy of the whole split
 
 
 def _with_model_space(

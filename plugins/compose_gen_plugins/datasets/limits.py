@@ -10,6 +10,7 @@ letting a stray huge label make a metric allocate a ``K``-sized table.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -84,10 +85,17 @@ def not_in_data_space(value: str) -> str:
     )
 
 
-def float32_overflow(x: Tensor) -> tuple[int, ...] | None:
-    """Index of the first value of ``x`` that is not finite in float32 (e.g. ``1e39``, ``inf``), or ``None``."""
-    hits = (~torch.isfinite(x.to(torch.float32))).nonzero()
-    return tuple(hits[0].tolist()) if len(hits) else None
+def float32_overflow(x: Tensor, chunk: int = 2**22) -> tuple[int, ...] | None:
+    """Index of the first value of ``x`` that is not finite in float32 (e.g. ``1e39``, ``inf``), or ``None``; looked for
+    ``chunk`` values at a time, so the check holds no float32 copy of all of ``x``."""
+    if not x.is_floating_point():  # every integer type fits float32's range
+        return None
+    flat = x.reshape(-1)
+    for start in range(0, len(flat), chunk):
+        hits = (~torch.isfinite(flat[start : start + chunk].to(torch.float32))).nonzero()
+        if len(hits):
+            return tuple(int(i) for i in np.unravel_index(start + int(hits[0]), tuple(x.shape)))
+    return None
 
 
 def element(name: str, index: tuple[int, ...]) -> str:

@@ -156,7 +156,7 @@ def _cache_key(config: dict, *tensors: Tensor) -> str:
     for tensor in tensors:
         flat = tensor.detach().cpu().contiguous().flatten()
         digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
+        digest.update(flat.view(torch.uint8).numpy())  # hashed in place, no byte copy
     return digest.hexdigest()[:32]
 
 
