@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import stat
 from pathlib import Path
+from typing import Any
 
-__all__ = ["TEXT_LIMIT", "read_text_file"]
+__all__ = ["TEXT_LIMIT", "parse_json", "read_json", "read_text_file"]
 
 #: The most such a file is read to: thousands of times the size of any real spec or record.
 TEXT_LIMIT = 64 * 2**20
@@ -25,3 +27,16 @@ def read_text_file(path: Path, limit: int = TEXT_LIMIT) -> str:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB, far beyond any spec or record", str(path))
     return data.decode("utf-8")
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads``, with nesting too deep for Python's parser a ValueError like any other malformed JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_json(path: Path) -> Any:
+    """The JSON at ``path`` (:func:`read_text_file`, :func:`parse_json`): OSError or ValueError when it cannot be read."""
+    return parse_json(read_text_file(path))

@@ -42,7 +42,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from compose_gen.core.files import read_text_file
+from compose_gen.core.files import read_json
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = [
@@ -200,20 +200,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json_text(data, indent=1))
 
 
-def parse_json(text: str) -> Any:
-    """``json.loads``, with nesting too deep for Python's parser a ValueError like any other malformed JSON."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
-def read_json(path: Path) -> Any:
-    """The JSON record at ``path`` (:func:`~compose_gen.core.files.read_text_file`, :func:`parse_json`): OSError or
-    ValueError when it cannot be read."""
-    return parse_json(read_text_file(path))
-
-
 def read_best(run_dir: Path) -> dict[str, Any] | None:
     """The best checkpoint's record (step, metric, mode, value), if the run tracks one and the file is whole."""
     path = Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE
@@ -293,7 +279,6 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
     return Checkpoint(path, step, state, extra, notes)
 
 
-#: What each entry of ``state.json`` that the trainer reads must be, as (JSON types, what to call them).
 class _Record(BaseModel):
     """A part of ``state.json``: JSON types as the trainer wrote them (strict: no ``"3"`` for 3, no ``true`` for 1)."""
 

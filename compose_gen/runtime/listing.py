@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import yaml
 
-from compose_gen.core.files import read_text_file
-from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, parse_json, read_best, read_json, verify_checkpoint
+from compose_gen.core.files import parse_json, read_json, read_text_file
+from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, read_best, verify_checkpoint
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = ["list_runs"]

@@ -19,7 +19,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from compose_gen.runtime.checkpoint import parse_json
+from compose_gen.core.files import parse_json
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
 __all__ = ["MetricsLog", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]

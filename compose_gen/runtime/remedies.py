@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compose_gen.core import Splits
-from compose_gen.runtime.checkpoint import list_checkpoints, read_json
+from compose_gen.core.files import read_json
+from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.layout import SPEC_FILE, STATE_FILE
 from compose_gen.spec import Problem, Spec, SpecError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_gen.core.files import read_text_file
+from compose_gen.core.files import parse_json, read_json, read_text_file
 
 
 def test_a_regular_file_is_read_as_utf8(tmp_path: Path) -> None:
@@ -36,3 +36,13 @@ def test_a_file_over_the_limit_is_refused(tmp_path: Path) -> None:
     assert len(read_text_file(tmp_path / "big.json", limit=2**20 + 1)) == 2**20 + 1
     with pytest.raises(OSError, match="larger than 1 MiB"):
         read_text_file(tmp_path / "big.json", limit=2**20)
+
+
+def test_json_nested_deeper_than_the_parser_recurses_is_malformed_json_like_any_other(tmp_path: Path) -> None:
+    """json.loads raises RecursionError there, which callers that catch ValueError for a damaged record let through."""
+    (tmp_path / "state.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="^JSON nested too deeply$"):
+        read_json(tmp_path / "state.json")
+    assert parse_json('{"step": [1, 2]}') == {"step": [1, 2]}
+    with pytest.raises(ValueError):
+        parse_json("{not json")
