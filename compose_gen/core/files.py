@@ -14,18 +14,19 @@ __all__ = ["TEXT_LIMIT", "parse_json", "read_json", "read_text_file"]
 TEXT_LIMIT = 64 * 2**20
 
 
-def read_text_file(path: Path, limit: int = TEXT_LIMIT) -> str:
+def read_text_file(path: Path, limit: int = TEXT_LIMIT, regular: bool = True) -> str:
     """The UTF-8 text of ``path``.
 
-    Raises OSError for anything but a regular file (a FIFO would hang the reader, a link to
-    ``/dev/zero`` fill memory) or one over ``limit`` bytes, UnicodeDecodeError for bytes that are no UTF-8.
+    Raises OSError for anything but a regular file (a FIFO in a run folder would hang every command
+    that reads it) unless ``regular`` is False (a spec the user pipes in: ``<(...)``), or for more than ``limit``
+    bytes (a link to ``/dev/zero`` is cut off there); UnicodeDecodeError for bytes that are no UTF-8.
     """
-    if not stat.S_ISREG(path.stat().st_mode):
+    if regular and not stat.S_ISREG(path.stat().st_mode):
         raise OSError(errno.EINVAL, "not a regular file", str(path))
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB, far beyond any spec or record", str(path))
+        raise OSError(errno.EFBIG, f"more than {limit // 2**20} MiB, far beyond any spec or record", str(path))
     return data.decode("utf-8")
 
 

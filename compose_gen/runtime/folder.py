@@ -51,6 +51,8 @@ def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) 
     """Refuse ``run_dir`` to load from: no run folder, or (when a ``trained`` model is asked for) no checkpoint yet."""
     if not (run_dir / SPEC_FILE).exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {SPEC_FILE})")
+    if not (run_dir / SPEC_FILE).is_file():  # a FIFO would hang the reader
+        raise CheckpointError(f"{run_dir / SPEC_FILE} is not a regular file, which the run folder's spec always is")
     for name in (CHECKPOINTS_DIR, SAMPLES_DIR, TENSORBOARD_DIR):
         if (run_dir / name).is_symlink():  # compose_gen never makes one; through it, rotation would delete another folder's files
             raise CheckpointError(

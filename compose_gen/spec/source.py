@@ -84,7 +84,7 @@ def load_source(path: str | Path) -> SpecSource:
     """Read and parse a ``.yaml``/``.yml``/``.json`` spec file."""
     path = Path(path)
     try:
-        text = read_text_file(path)
+        text = read_text_file(path, regular=False)  # the user's own path, maybe a pipe; a run folder's is checked as such
     except OSError as error:
         raise SpecError([Problem((), f"cannot read {path}: {error.strerror or error}")]) from None
     except UnicodeDecodeError as error:

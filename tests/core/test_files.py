@@ -34,8 +34,21 @@ def test_what_is_no_regular_file_is_refused_without_reading_it(tmp_path: Path) -
 def test_a_file_over_the_limit_is_refused(tmp_path: Path) -> None:
     (tmp_path / "big.json").write_text("x" * 2**20 + "y")
     assert len(read_text_file(tmp_path / "big.json", limit=2**20 + 1)) == 2**20 + 1
-    with pytest.raises(OSError, match="larger than 1 MiB"):
+    with pytest.raises(OSError, match="more than 1 MiB"):
         read_text_file(tmp_path / "big.json", limit=2**20)
+
+
+def test_a_pipe_is_read_when_asked_for_and_an_endless_source_cut_off_at_the_limit(tmp_path: Path) -> None:
+    """A spec given as ``<(...)`` is a pipe; /dev/zero never ends."""
+    import threading
+
+    os.mkfifo(tmp_path / "fifo")
+    writer = threading.Thread(target=lambda: (tmp_path / "fifo").write_text("name: piped\n"))
+    writer.start()
+    assert read_text_file(tmp_path / "fifo", regular=False) == "name: piped\n"
+    writer.join()
+    with pytest.raises(OSError, match="more than 1 MiB"):
+        read_text_file(Path("/dev/zero"), limit=2**20, regular=False)
 
 
 def test_json_nested_deeper_than_the_parser_recurses_is_malformed_json_like_any_other(tmp_path: Path) -> None:

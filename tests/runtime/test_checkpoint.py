@@ -577,3 +577,11 @@ def test_checkpoint_tensors_of_another_dtype_or_missing_under_an_alias_are_refus
         load_checkpoint(checkpoints[-2], build(spec, "cpu")[0])
     checkpoint, said = load_latest(tmp_path / "run", build(spec, "cpu")[0])
     assert checkpoint.step == 2 and len(said) == 2
+
+
+def test_a_run_folder_whose_spec_is_a_fifo_is_refused_rather_than_waited_on(tmp_path, toys_catalogue):
+    Run.create(load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    (tmp_path / "run" / "spec.yaml").unlink()
+    os.mkfifo(tmp_path / "run" / "spec.yaml")
+    with pytest.raises(CheckpointError, match=r"spec.yaml is not a regular file, which the run folder's spec always is"):
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
