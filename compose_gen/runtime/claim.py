@@ -58,13 +58,28 @@ def _folder(run_dir: Path) -> dict[str, str | int]:
 
 
 def _take(path: Path) -> bool:
-    """Create the claim file of its folder for this process; False if it exists."""
+    """Create the claim file of its folder for this process, whole at once; False if it exists.
+
+    The claim is written beside it and hard-linked into place, which fails if the file exists: created
+    empty and then written, it could be read empty, taken for stale and deleted by another taker.
+    A file system without hard links gets the claim created exclusively, then written.
+    """
+    record = json.dumps({"writer": _me(), **_folder(path.parent)})
+    draft = path.with_name(f"{path.name}.new-{os.getpid()}-{threading.get_ident()}")
+    draft.write_text(record)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(draft, path)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps({"writer": _me(), **_folder(path.parent)}))
+    except OSError:  # no hard links here
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(record)
+    finally:
+        draft.unlink(missing_ok=True)
     return True
 
 

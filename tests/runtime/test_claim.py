@@ -154,3 +154,20 @@ def test_a_stale_claim_taken_over_by_another_training_meanwhile_is_not_deleted(t
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_claim_appears_whole_so_no_taker_ever_reads_it_empty(tmp_path, monkeypatch) -> None:
+    """Created empty and written after, a claim read in between looked stale (no owner) and was deleted by another taker."""
+    import compose_gen.runtime.claim as claim
+
+    seen = []
+    link = os.link
+
+    def link_and_look(source, target):
+        link(source, target)
+        seen.append(json.loads(Path(target).read_text())["writer"])  # what another process reading it now would find
+
+    monkeypatch.setattr(claim.os, "link", link_and_look)
+    with claimed(tmp_path):
+        assert seen == [f"{socket.gethostname()} {os.getpid()}"]
+    assert list(tmp_path.iterdir()) == [], "neither the claim nor its draft stays"
