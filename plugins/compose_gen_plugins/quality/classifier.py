@@ -107,8 +107,9 @@ def load_classifier(
     """
     global _last
     tensors = (*data.train.fields.values(), *data.test.fields.values())
-    seen = (str(cache_dir()), str(device), params.model_dump_json(), tuple((id(t), t._version) for t in tensors))
-    if _last is not None and _last[0] == seen:
+    versions = None if any(t.is_inference() for t in tensors) else tuple((id(t), t._version) for t in tensors)  # inference tensors keep none
+    seen = (str(cache_dir()), str(device), params.model_dump_json(), data.train.image_shape, versions)
+    if versions is not None and _last is not None and _last[0] == seen:
         return _last[2], _last[3]
     x, y, num_classes = _labelled(data.train, "train")
     input_shape = tuple(data.train.image_shape or x.shape[1:])
@@ -133,8 +134,10 @@ def load_classifier(
     return net, accuracy
 
 
-#: The last classifier :func:`load_classifier` gave, keyed on the cache, the device, the settings and the identity and version of every
-#: field of the data; the fields themselves are held, so that no other tensor takes their ids while the entry stands.
+#: The last classifier :func:`load_classifier` gave, keyed on the cache, the device, the settings, the image shape and the identity
+#: and version of every field of the data (which also fix the class count); the fields themselves are held, so that no other tensor
+#: takes their ids while the entry stands.  Writes that bypass autograd's version counter (through ``.numpy()`` or ``.data``) are
+#: not seen: build the data anew to change them.
 _last: tuple[tuple[Any, ...], tuple[Tensor, ...], FeatureClassifier, float | None] | None = None
 
 

@@ -110,3 +110,17 @@ def test_the_metrics_of_one_evaluation_share_the_classifier_until_the_data_chang
     image_splits.test.fields["y"][0] += 0  # an in-place change, as far as torch can tell
     with pytest.raises(AssertionError, match="hashed the data again"):
         load_classifier(image_splits, TINY, CPU)
+
+
+def test_data_made_under_inference_mode_get_their_classifier_without_the_memo(image_splits, classifier_cache):
+    """Inference tensors keep no version counter, which the memo's key read."""
+
+    def frozen(split: TensorData) -> TensorData:
+        with torch.inference_mode():
+            return TensorData({name: field.clone() for name, field in split.fields.items()}, image_shape=split.image_shape)
+
+    data = Splits(frozen(image_splits.train), frozen(image_splits.test))
+    _, accuracy = load_classifier(image_splits, TINY, CPU)
+    with torch.inference_mode():
+        assert load_classifier(data, TINY, CPU)[1] == accuracy
+        assert load_classifier(data, TINY, CPU)[1] == accuracy
