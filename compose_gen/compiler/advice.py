@@ -104,7 +104,7 @@ def advise_paths(spec: Spec) -> None:
             written = _written(spec.source.data, where)
             if written is None or where in spec.source.overridden or Path(written).expanduser().is_absolute() or path.exists():
                 continue
-            beside = folder / written
+            beside = (folder / written).resolve()  # as the system resolves it: `..` of a linked folder is its target's parent
             if beside.exists():
                 spec.warn(
                     where,

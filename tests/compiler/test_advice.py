@@ -143,3 +143,21 @@ def test_a_loss_no_player_trains_or_logs_is_warned_about(cgan_spec, catalogue) -
     assert said(cgan_spec, catalogue) == []
     model, data = cg.build(cg.load_spec(cgan_spec, catalogue=catalogue))
     assert "gp.critic" in model.evaluate_terms({name: field[:32] for name, field in data.test.fields.items()})
+
+
+def test_the_path_suggested_for_a_file_beside_a_linked_spec_folder_is_where_the_system_finds_it(tmp_path, monkeypatch) -> None:
+    """``..`` of a linked folder is its target's parent, which the suggestion missed (it pointed beside the link)."""
+    import numpy as np
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    np.savez(tmp_path / "real" / "x.npz", x=np.random.default_rng(0).normal(size=(40, 2)))
+    flow = {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "actnorm", "shape": [2]}]}
+    spec = {"name": "t", "data": {"type": "npz", "path": "../x.npz"}, "components": {"flow": flow},
+            "losses": {"nll": {"type": "flow_nll", "flow": "flow"}}, "train": {"batch_size": 8}}
+    (tmp_path / "real" / "sub" / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.warns(cg.SpecWarning) as caught, pytest.raises(cg.SpecError, match="no such file"):
+        cg.build(cg.load_spec("../link/spec.yaml"))
+    assert str(caught[0].message).endswith(f"has {tmp_path / 'real' / 'x.npz'}: run compose-gen from {tmp_path / 'link'}, or write the path as ../real/x.npz")

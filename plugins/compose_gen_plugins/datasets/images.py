@@ -69,24 +69,29 @@ class ImageFolderParams(EightBitParams):
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
-    """The image files in ``folder`` (and below it), hidden ones left out; a link to an image that is gone is an error."""
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    images = [
+    """The image files in ``folder`` (and below it), hidden ones left out; a link to an image or folder that is gone is an error."""
+    candidates = [
         path
-        for path in candidates
-        if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        for path in (folder.rglob("*") if recursive else folder.iterdir())
+        if not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
-    for path in images:
-        if path.is_symlink() and not path.exists():
+    _refuse_dangling(candidates)
+    return sorted(path for path in candidates if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+
+
+def _refuse_dangling(paths: list[Path]) -> None:
+    """A link to an image, or to what may have been a folder of them (no suffix), whose target is gone: leaving it out
+    would change the data, and for a class folder the labels, without a word."""
+    for path in paths:
+        if path.is_symlink() and not path.exists() and (path.suffix == "" or path.suffix.lower() in IMAGE_SUFFIXES):
             raise file_error(path, f"is a symbolic link to {os.readlink(path)}, which does not exist")
-    return sorted(path for path in images if path.is_file())
 
 
 def _find_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     """Image paths in sorted order; with class subfolders, their labels and the class names."""
     if not root.is_dir():
         raise file_error(root, "no such folder" if not root.exists() else "not a folder")
-    loose = _image_files(root, recursive=False)
+    loose = _image_files(root, recursive=False)  # refuses a dangling link to a class folder too
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     classes = [(d.name, files) for d in folders if (files := _image_files(d, recursive=True))]
     if classes and loose:

@@ -80,10 +80,10 @@ def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:
 
 
 def _float(text: str) -> float:
-    """``text`` as a number as CSV files write them: Python's float syntax without its digit separators (``1_000``),
-    which no spreadsheet or pandas reads as a number."""
-    if "_" in text:
-        raise ValueError(f"digit separator in {text!r}")
+    """``text`` as a number as CSV files write them: Python's float syntax in ASCII without its digit separators, since no
+    spreadsheet or pandas reads ``1_000`` or fullwidth ``１０`` as a number (``float`` does, and ``１０`` would join class 10)."""
+    if "_" in text or not text.isascii():
+        raise ValueError(f"not an ASCII number without separators: {text!r}")
     return float(text)
 
 

@@ -143,6 +143,7 @@ def test_csv_default_columns_no_header_and_delimiter(build, tmp_path: Path) -> N
         ("a,b\n1,2\n3\n", {}, "line 3 has 1 fields; expected 2"),
         ("a,b\n1,2\n3,nan\n", {}, "line 3, column 'b': non-finite value 'nan'"),
         ("a,b\n1,2\n3,1_000\n", {}, "line 3, column 'b': non-numeric value '1_000'"),  # Python's float() reads 1000
+        ("a,b\n1,2\n3,１０\n", {}, "line 3, column 'b': non-numeric value '１０'"),  # fullwidth digits: float() reads 10
         ("a,b\n1,2\n", {"columns": ["aa"]}, "column 'aa' is not a column; did you mean 'a'"),
         ("a;b\n1;2\n", {"label": "b"}, "column 'b' is not a column: the header is one column, 'a;b'; are the fields separated by ';'"),
         ("a,a\n1,2\n", {"columns": ["a"]}, "appears more than once"),

@@ -126,6 +126,14 @@ def test_image_folder_refuses_a_link_to_an_image_that_is_gone(build, tmp_path: P
         build("image_folder", root=str(tmp_path))
     (tmp_path / "cats" / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not an image: not read, so not an error
     (tmp_path / "cats" / "gone.png").unlink()
+    (tmp_path / "birds").symlink_to(tmp_path / "moved" / "birds")  # a class folder that is gone: its class would vanish
+    with pytest.raises(DatasetError, match=f"^{tmp_path / 'birds'}: is a symbolic link to {tmp_path / 'moved' / 'birds'}, which does not exist$"):
+        build("image_folder", root=str(tmp_path))
+    (tmp_path / "birds").unlink()
+    (tmp_path / "cats" / "kittens").symlink_to(tmp_path / "moved" / "kittens")  # and a folder of images inside a class
+    with pytest.raises(DatasetError, match="kittens: is a symbolic link"):
+        build("image_folder", root=str(tmp_path))
+    (tmp_path / "cats" / "kittens").unlink()
     splits = build("image_folder", root=str(tmp_path))
     assert len(splits.train) + len(splits.test) == 6
 
