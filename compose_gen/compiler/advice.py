@@ -102,7 +102,8 @@ def advise_paths(spec: Spec) -> None:
     for item in filter(None, declared):
         for where, path in _paths(item.params, item.path):
             written = _written(spec.source.data, where)
-            if written is None or where in spec.source.overridden or Path(written).expanduser().is_absolute() or path.exists():
+            overridden = any(where[:end] in spec.source.overridden for end in range(len(where) + 1))  # typed at the shell, not beside the spec
+            if written is None or overridden or Path(written).expanduser().is_absolute() or path.exists():
                 continue
             beside = (folder / written).resolve()  # as the system resolves it: `..` of a linked folder is its target's parent
             if beside.exists():

@@ -126,6 +126,9 @@ def test_a_relative_path_found_only_beside_the_spec_is_warned_about_where_it_is_
             f"{where}: data/x.npz: relative paths are read from the working directory ({elsewhere}), which has no such file, "
             f"but the spec's folder has {project / 'data' / 'x.npz'}: run compose-gen from {project}, or write the path as ../project/data/x.npz"
         )
+        with warnings.catch_warnings(), pytest.raises(cg.SpecError, match="no such file"):
+            warnings.simplefilter("error", cg.SpecWarning)  # a path typed with --set is read from where it was typed
+            cg.build(cg.load_spec(spec_file, [f"data={yaml.safe_dump(data, default_flow_style=True).strip()}"]))
         monkeypatch.chdir(project)
         with warnings.catch_warnings():
             warnings.simplefilter("error", cg.SpecWarning)
