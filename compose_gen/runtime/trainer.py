@@ -386,12 +386,10 @@ class Trainer:
             scaler.unscale_(optimizer)
         grads = [p.grad for p in plan.params if p.grad is not None]
         norms = list(torch._foreach_norm(grads)) if grads else []  # before clipping: what the guard checks and the log says
-        if plan.spec.clip_grad_value:  # an infinite entry clamped to v would hide from the guard; its norm above does not
-            torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
-        if plan.spec.clip_grad_norm and grads:
-            clamped = list(torch._foreach_norm(grads)) if plan.spec.clip_grad_value else norms
-            _clip_to_norm(plan.params, clamped, plan.spec.clip_grad_norm)
         loss_value, norm, values = _read_step(loss_check, norms, logs)  # the one host sync
+        if not math.isfinite(norm) and grads:  # a float32 norm overflows past 1.8e19 though every entry is finite: count in double
+            norms = list(torch._foreach_norm(grads, 2, dtype=torch.float64))
+            norm = math.hypot(*torch.stack(norms).tolist())
         loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(norm)
         if not loss_ok or (not grads_ok and scaler is None):
             self._nonfinite(name, plan, batch, values, loss_ok)
@@ -399,6 +397,11 @@ class Trainer:
             if scaler:
                 scaler.update()
             return {}
+        if plan.spec.clip_grad_value:  # after the guard: an infinite entry clamped to v would have passed it
+            torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
+        if plan.spec.clip_grad_norm and grads:
+            clamped = list(torch._foreach_norm(grads)) if plan.spec.clip_grad_value else norms
+            _clip_to_norm(plan.params, clamped, plan.spec.clip_grad_norm)
         if scaler:
             scaler.step(optimizer)  # skips the step itself when fp16 gradients overflowed
             scaler.update()

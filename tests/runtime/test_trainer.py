@@ -479,3 +479,20 @@ def test_a_resume_whose_override_diverges_at_once_leaves_the_recorded_spec_as_it
     resumed = Run.load(tmp_path / "run", overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
     resumed.train(4)  # a resume that trains records what it was told
     assert "steps: 4" in (tmp_path / "run" / "spec.yaml").read_text()
+
+
+def test_a_gradient_whose_float32_norm_overflows_though_every_entry_is_finite_is_stepped_on_and_clipped(tmp_path, toys_catalogue):
+    """A weight of 1e20 makes entries near 1e19, finite in float32, whose squares' sum is not: the float32 norm of one
+    tensor is inf. The guard stopped training there; the norm is now counted again in double, and clipping bounds the step."""
+    raw = spec_dict(AUTOENCODER, steps=1, log_every=1, optimizer={"type": "sgd", "lr": 1.0})
+    raw["players"] = {"model": {"terms": {"rec": 1e20}, "clip_grad_norm": 0.5}}
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    params = run.trainer.model.plans["model"].params
+    before = [p.detach().clone() for p in params]
+    batch = next(BatchStream(run.data.train, 32, run.spec.model.seed, run.model.device))
+    grads = torch.autograd.grad(run.model.player_loss("model", batch)[0], params)
+    assert all(g.isfinite().all() for g in grads) and not all(n.isfinite() for n in torch._foreach_norm(list(grads)))
+    logged = run.train()
+    assert 1.8e19 < logged["model.grad_norm"] < math.inf
+    moved = torch.cat([(p.detach() - b).flatten().double() for p, b in zip(params, before, strict=True)]).norm()
+    assert moved.item() == pytest.approx(0.5, rel=1e-3)
