@@ -86,6 +86,7 @@ class SGD(_Optimizer):
     type: Literal["sgd"]
     lr: PositiveFloat = 1e-2
     momentum: float = 0.0
+    dampening: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
 

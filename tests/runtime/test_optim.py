@@ -113,9 +113,20 @@ def test_optimizers_name_their_torch_class_and_kernel() -> None:
         ({"type": "adam"}, torch.optim.Adam, True),
         ({"type": "adamw"}, torch.optim.AdamW, True),
         ({"type": "rmsprop", "momentum": 0.5}, torch.optim.RMSprop, False),
-        ({"type": "sgd", "momentum": 0.9}, torch.optim.SGD, False),
+        ({"type": "sgd", "momentum": 0.9, "dampening": 0.1}, torch.optim.SGD, False),
     ]:
         spec = TypeAdapter(OptimizerSpec).validate_python(raw)
         optimizer = make_optimizer(spec, params)
         assert type(optimizer) is cls and bool(optimizer.defaults.get("fused")) is fused
         assert all(optimizer.defaults[k] == v for k, v in spec.model_dump(exclude={"type"}).items())
+
+
+def test_optimizers_take_every_hyper_parameter_of_torch_but_its_documented_switches() -> None:
+    """docs/runtime.md: torch's hyper-parameters under torch's names; SGD's dampening was missing."""
+    import inspect
+
+    from compose_gen.spec.model import AdamW, RMSprop
+
+    switches = {"params", "foreach", "fused", "capturable", "differentiable", "maximize", "decoupled_weight_decay"}
+    for model in (Adam, AdamW, RMSprop, SGD):
+        assert set(model.model_fields) - {"type"} == set(inspect.signature(model.torch_class).parameters) - switches, model.__name__

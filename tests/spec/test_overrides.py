@@ -160,7 +160,7 @@ def test_changing_the_optimizer_type_drops_the_old_types_defaults(flow, catalogu
     resolved = load_spec(flow, catalogue=catalogue).to_yaml()
     assert "amsgrad: false" in resolved  # a run folder's spec.yaml writes every default
     spec = load_spec(parse_text(resolved, "run/spec.yaml"), ["train.optimizer.type=sgd", "train.optimizer.momentum=0.9"], catalogue)
-    assert spec.model.train.optimizer.model_dump() == {"type": "sgd", "lr": 1e-3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    assert spec.model.train.optimizer.model_dump() == {"type": "sgd", "lr": 1e-3, "momentum": 0.9, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
 
 
 def test_a_parameter_of_the_old_type_set_by_the_user_stays_and_is_reported(flow, catalogue) -> None:

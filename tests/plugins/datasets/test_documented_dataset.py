@@ -1,7 +1,7 @@
 """The dataset plugins of docs/datasets.md, run as the page prints them, so the page stays true.
 
-Each example is taken from the page's Python blocks and built in-process through a catalogue of
-``plugin(...)`` beside the first-party types: it validates, applies its ``transforms:``, and
+Each example is taken from the page's Python blocks and registered in-process, by its own
+``compose_gen_types`` hook as an installed plugin is, beside the first-party types: it validates, applies its ``transforms:``, and
 ``run.log_prob`` of the raw test examples agrees with the ``test/nll`` that evaluation reports.
 """
 
@@ -19,7 +19,6 @@ import torch
 import compose_gen as cg
 from compose_gen import SpecError, make_catalogue
 from compose_gen.core.contracts import check_splits
-from compose_gen.testing.plugins import plugin
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "datasets.md"
 
@@ -36,7 +35,7 @@ def doc_module(marker: str, name: str) -> types.ModuleType:
 
 POINTS = doc_module("def build_text_points", "docs_datasets_text_points")
 SCALED = doc_module("def build_scaled_points", "docs_datasets_scaled_points")
-CATALOGUE = make_catalogue([plugin(POINTS.text_points, SCALED.scaled_points)], entry_points="first-party")
+CATALOGUE = make_catalogue([POINTS, SCALED], entry_points="first-party")  # registered by their own hooks, as installed
 
 
 @pytest.fixture
