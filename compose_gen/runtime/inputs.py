@@ -33,12 +33,13 @@ def as_examples(x: Any) -> Tensor:
     return x
 
 
-def class_names_in(y: Any) -> list[Any] | None:
-    """``y`` flattened to a list where it is no tensor and holds a text (class names, as sample takes them), else None."""
+def class_names_in(y: Any, named: bool) -> list[Any] | None:
+    """``y`` flattened to a list of classes as ``sample`` takes them (names, or labels), else None: where it is no tensor
+    and holds a text, or the data name their classes (``named``), so that ``2`` means the class ``sample`` draws for 2."""
     if y is None or isinstance(y, Tensor):
         return None
     given = np.asarray(y, dtype=object).reshape(-1).tolist()
-    return given if any(isinstance(label, str) for label in given) else None
+    return given if named or any(isinstance(label, str) for label in given) else None
 
 
 def as_labels(y: Any) -> Tensor | None:

@@ -398,7 +398,8 @@ class Run:
 
         ``x`` holds values as the dataset's files do (digits: pixels 0..16), shaped like its
         examples (pixels of an image dataset off its grid, such as 3.5 or 17 for digits, are
-        refused), and ``y`` labels or, where the data name their classes, names; they are mapped to model space as the data were (the dataset's own scaling, the
+        refused), and ``y`` the classes as :meth:`sample` takes them (a list: labels, or names where the data name their
+        classes, names winning; a tensor: labels as the data's ``y`` holds them); they are mapped to model space as the data were (the dataset's own scaling, the
         spec's ``transforms``), and the log-determinant of that map is counted, so the numbers
         compare with the test NLL of ``evaluate``.  A flow's is exact; a latent-variable model's, or a
         dequantizing model's (over the noise), is estimated by importance sampling with ``samples`` draws.  Evaluated in eval mode with the
@@ -409,7 +410,7 @@ class Run:
             raise ValueError(f"the dataset of spec {self.spec.name!r} cannot map new examples to model space, so log p(x) cannot be taken")
         check_counts("log_prob", batch_size=batch_size, samples=samples)
         x = as_examples(x)
-        names = class_names_in(y)
+        names = class_names_in(y, named=bool(self.data.train.meta.get("classes")))
         labels = as_labels(y if names is None else self.class_labels(names))
         if labels is not None and "y" not in self.model.likelihood_fields(loss):
             raise ValueError(f"log_prob: spec {self.spec.name!r} models p(x), not p(x | y): it reads no labels, so drop y")

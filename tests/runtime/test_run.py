@@ -208,6 +208,15 @@ def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path, monkeypatc
     torch.testing.assert_close(run.log_prob(points, y=["virginica", "setosa"]), run.log_prob(points, y=[2, 0]))
     with pytest.raises(ValueError, match="unknown class 'rose'"):
         run.log_prob(points, y=["rose", "setosa"])
+
+    # labels renumbered as names (-1, 2, 5 -> 0, 1, 2): a number in a list means what sample takes it for, the file's class
+    rows = ["u,v,label"] + [f"{i % 7},{i % 5},{[-1, 2, 5][i % 3]}" for i in range(90)]
+    (tmp_path / "numbered.csv").write_text("\n".join(rows))
+    spec["data"] = {"type": "csv", "path": str(tmp_path / "numbered.csv"), "label": "label"}
+    numbered = Run.create(cg.load_spec(spec), tmp_path / "numbered", progress=False)
+    assert numbered.class_labels([2]) == [1]
+    torch.testing.assert_close(numbered.log_prob(points, y=[2, 5]), numbered.log_prob(points, y=["2", "5"]))
+    torch.testing.assert_close(numbered.log_prob(points, y=[2, 5]), numbered.log_prob(points, y=torch.tensor([1, 2])))  # a tensor: labels
     drawn = {}
     monkeypatch.setattr("compose_gen.runtime.export.save_scatter", lambda *args, **kwargs: drawn.update(kwargs))
     run.save_samples(tmp_path / "s.png", 6)
