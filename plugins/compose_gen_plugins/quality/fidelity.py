@@ -124,7 +124,7 @@ def measure_class_accuracy(params: ClassAccuracyParams, ectx: EvalContext) -> di
     samples = draw_samples(ectx, params.n, "class_accuracy").to(ectx.device)
     with torch.no_grad():
         predicted = torch.cat([net(part).argmax(-1) for part in samples.split(1024)])
-    drawn_for = drawn_classes(ectx, params.n, conditions.classes).to(predicted.device)
+    drawn_for = drawn_classes(params.n, conditions.classes).to(predicted.device)
     result = {"class_accuracy": float((predicted == drawn_for).double().mean())}
     return result if accuracy is None else {**result, "classifier_accuracy": accuracy}
 

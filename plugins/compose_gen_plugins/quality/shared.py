@@ -98,13 +98,18 @@ def draw_samples(ectx: EvalContext, n: int, metric: str) -> Tensor:
     return samples
 
 
-def drawn_classes(ectx: EvalContext, n: int, classes: int) -> Tensor:
-    """The class each of :func:`draw_samples`'s ``n`` samples was drawn for: ``i mod classes`` within each batch."""
-    return torch.cat([torch.arange(size) % classes for size in _batch_sizes(ectx, n)])
+def drawn_classes(n: int, classes: int) -> Tensor:
+    """The class each of :func:`draw_samples`'s ``n`` samples was drawn for: sample ``i`` for class ``i mod classes``."""
+    return torch.arange(n) % classes
 
 
 def _batch_sizes(ectx: EvalContext, n: int) -> list[int]:
-    return [min(ectx.batch_size, n - start) for start in range(0, n, ectx.batch_size)]
+    """The sizes of the batches ``n`` samples are drawn in.  A model that samples by class starts each batch at class 0, so
+    its batches hold whole rounds of its K classes (K where the batch size is smaller): sample ``i`` is then of class
+    ``i mod K`` overall, and every class gets its share whatever ``evaluate.batch_size`` is."""
+    conditions = getattr(ectx.model, "conditions", None)
+    step = ectx.batch_size if conditions is None else conditions.classes * max(1, ectx.batch_size // conditions.classes)
+    return [min(step, n - start) for start in range(0, n, step)]
 
 
 def random_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:

@@ -18,6 +18,7 @@ from compose_gen_plugins.quality.fidelity import (
     measure_precision_recall,
 )
 from compose_gen_plugins.quality.fidelity import _chunked_rows
+from compose_gen_plugins.quality.shared import draw_samples, drawn_classes
 from compose_gen.testing.doubles import DistributionSampler, FixedSampler
 
 TINY = ClassifierParams(width=4, feature_dim=8, epochs=8, batch_size=64, lr=3e-3)
@@ -136,3 +137,15 @@ def test_class_accuracy_is_high_for_samples_of_their_class_and_chance_for_a_mode
 def test_class_accuracy_needs_a_sampler_that_samples_by_class(image_splits, context):
     with pytest.raises(ValueError, match="samples by class"):
         measure_class_accuracy(ClassAccuracyParams(n=10, classifier=TINY), context(FixedSampler(image_splits.test.fields["x"]), image_splits))
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 64, 1000])
+def test_samples_drawn_by_class_give_every_class_its_share_whatever_the_batch_size(image_splits, context, batch_size):
+    """A model that samples by class starts each batch at class 0: batches of 2 never drew the third class, so
+    class_accuracy (and every sample metric's mix of classes) depended on evaluate.batch_size."""
+    x, y = image_splits.test.fields["x"], image_splits.test.fields["y"]
+    ectx = context(FixedSampler(x, labels=y), image_splits, batch_size=batch_size)
+    samples = draw_samples(ectx, 300, "test")
+    of_class = y[(samples.flatten(1)[:, None] == x.flatten(1)[None]).all(-1).float().argmax(1)]  # each sample is a pool row
+    assert torch.equal(of_class, drawn_classes(300, 3))
+    assert torch.bincount(of_class).tolist() == [100, 100, 100]
