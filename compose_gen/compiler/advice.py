@@ -41,6 +41,8 @@ def advise(spec: Spec, data: Splits | None) -> None:
     if train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         spec.warn(("train", "tensorboard"), "true, but TensorBoard is not installed here, so training refuses to start: "
                   "pip install 'compose-gen[tensorboard]'")
+    if data is not None:
+        _advise_classes(spec, data)
     if data is not None and train.batch_size > len(data.train):
         spec.warn(
             ("train", "batch_size"),
@@ -62,6 +64,23 @@ def advise(spec: Spec, data: Splits | None) -> None:
             spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
     if "optimizer" in train.model_fields_set and players and all(p.optimizer is not None for p in players.values()):
         spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")
+
+
+def _advise_classes(spec: Spec, data: Splits) -> None:
+    """Warn of classes the labels imply (0..K-1) that no training example has: nothing is learnt of them, yet a model that
+    samples by class draws them, and class_accuracy counts them (labels 1, 4, 7 make 8 classes, 5 of them empty)."""
+    y, classes = data.train.fields.get("y"), data.train.classes()
+    if y is None or classes is None or y.is_floating_point() or y.dim() != 1:
+        return
+    empty = sorted(set(range(classes)) - set(y.unique().tolist()))
+    if empty:
+        shown = ", ".join(map(str, empty[:8])) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+        spec.warn(
+            ("data",),
+            f"the train split has no example of class(es) {shown} of the {classes} its labels index (0..{classes - 1}): a model "
+            "learns nothing of them, yet sampling by class draws them and class_accuracy counts them; number the labels "
+            "0..K-1 by the classes the data hold",
+        )
 
 
 def advise_losses(spec: Spec, graph: SpecGraph, losses: Mapping[str, Loss], plans: Mapping[str, Plan]) -> None:

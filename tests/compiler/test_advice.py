@@ -164,3 +164,22 @@ def test_the_path_suggested_for_a_file_beside_a_linked_spec_folder_is_where_the_
     with pytest.warns(cg.SpecWarning) as caught, pytest.raises(cg.SpecError, match="no such file"):
         cg.build(cg.load_spec("../link/spec.yaml"))
     assert str(caught[0].message).endswith(f"has {tmp_path / 'real' / 'x.npz'}: run compose-gen from {tmp_path / 'link'}, or write the path as ../real/x.npz")
+
+
+def test_classes_the_labels_imply_but_no_training_example_has_are_warned_about(tmp_path) -> None:
+    """Labels 1, 4, 7 make 8 classes, 5 of them empty: a model samples them, class_accuracy counts them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.choice([1, 4, 7], 120)
+    np.savez(tmp_path / "sparse.npz", x=rng.normal(size=(120, 2)).astype(np.float32), y=y)
+    flow = {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "actnorm", "shape": [2]}]}
+    spec = {"name": "t", "data": {"type": "npz", "path": str(tmp_path / "sparse.npz"), "y_key": "y"}, "components": {"flow": flow},
+            "losses": {"nll": {"type": "flow_nll", "flow": "flow"}}, "train": {"batch_size": 8}}
+    assert said(spec, None) == [
+        "<dict>:1: data: the train split has no example of class(es) 0, 2, 3, 5, 6 of the 8 its labels index (0..7): a model "
+        "learns nothing of them, yet sampling by class draws them and class_accuracy counts them; number the labels 0..K-1 "
+        "by the classes the data hold"
+    ]
+    np.savez(tmp_path / "sparse.npz", x=rng.normal(size=(120, 2)).astype(np.float32), y=np.searchsorted([1, 4, 7], y))
+    assert said(spec, None) == []
