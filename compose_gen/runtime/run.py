@@ -385,8 +385,8 @@ class Run:
         for k in classes:
             if str(k) in names:
                 labels.append(names.index(str(k)))
-            elif isinstance(k, int) or (isinstance(k, str) and k.lstrip("-").isdigit()):
-                labels.append(int(k))
+            elif (isinstance(k, numbers.Integral) and not isinstance(k, bool)) or (isinstance(k, str) and k.lstrip("-").isdigit()):
+                labels.append(int(k))  # a numpy or torch integer too; True is no class
             else:
                 known = f"its classes are {', '.join(names)}" if names else "its classes have no names, only labels"
                 raise ValueError(f"unknown class {k!r}: {known}")
