@@ -79,7 +79,7 @@ def _validate(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"{file}: {len(said)} warning(s), which --strict counts as problems")
                 continue
-            print(f"{file}: ok{note}")
+            print(f"{file}: ok{note}", file=sys.stderr if args.resolved else sys.stdout)  # stdout holds the YAML alone
             if args.resolved:
                 print(spec.to_yaml(), end="")
     return 1 if failed else 0

@@ -192,6 +192,16 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert main(["evaluate", str(run), "--out", str(tmp_path / "taken.png")]) == 1
     assert f"{tmp_path / 'taken.png'} is a file; the files metrics write (grids, plots) go to a folder" in capsys.readouterr().err
     assert (run / "evaluation.json").read_text() == recorded, "the mistake costs no recorded result"
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked").chmod(0o500)  # a folder that cannot be written (root, who may, has none here: see below)
+    if not os.access(tmp_path / "blocked", os.W_OK):
+        assert main(["evaluate", str(run), "--out", str(tmp_path / "blocked" / "pictures")]) == 1
+        assert "the files metrics write (grids, plots) cannot go there" in capsys.readouterr().err
+        assert (run / "evaluation.json").read_text() == recorded, "no partial evaluation replaces the whole one"
+    (tmp_path / "file").touch()
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "file" / "pictures")]) == 1  # below a file: unwritable even for root
+    assert f"{tmp_path / 'file' / 'pictures'}: the files metrics write (grids, plots) cannot go there" in capsys.readouterr().err
+    assert (run / "evaluation.json").read_text() == recorded, "no partial evaluation replaces the whole one"
     assert main(["evaluate", str(run), *grid]) == 0
     assert (run / "evaluation.json").read_text() == recorded, "an override is for one command, not the run's record"
     assert (run / "evaluation-set" / "samples_T1.png").exists() and not (run / "samples_T1.png").exists(), "nor its pictures"
@@ -229,6 +239,9 @@ def test_sample_draws_the_chosen_classes_of_a_model_that_samples_by_class(tmp_pa
     assert main(["sample", str(run), "-n", "6", "--class", "3", "--class", "5", "-o", str(tmp_path / "s.npz")]) == 0
     with numpy.load(tmp_path / "s.npz", allow_pickle=False) as drawn:
         assert drawn["x"].shape == (6, 2) and drawn["y"].tolist() == [3, 5, 3, 5, 3, 5]
+    for name in ("upper.NPZ", "upper.NPY"):  # numpy added its own lowercase suffix: upper.NPZ.npz, while it said upper.NPZ
+        assert main(["sample", str(run), "-n", "2", "-o", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).is_file() and not (tmp_path / f"{name}{name[-4:].lower()}").exists()
     assert main(["sample", str(run), "-n", "6", "--class", "3", "-o", str(tmp_path / "threes.png")]) == 0
     capsys.readouterr()
     assert main(["sample", str(run), "--class", "8", "-o", str(tmp_path / "s.png")]) == 1
@@ -343,9 +356,9 @@ def test_sample_and_evaluate_refuse_a_run_with_no_checkpoint_yet(tmp_path, vae_s
 def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec, capsys) -> None:
     path = write(tmp_path, vae_spec)
     assert main(["validate", str(path), "--static", "--resolved"]) == 0
-    first, text = capsys.readouterr().out.split("\n", 1)
-    assert first == f"{path}: ok (static: assumes the data give x)"
-    resolved = yaml.safe_load(text)
+    said = capsys.readouterr()
+    assert said.err == f"{path}: ok (static: assumes the data give x)\n"  # stdout holds the YAML alone: > spec.yaml works
+    resolved = yaml.safe_load(said.out)
     assert resolved["train"]["optimizer"]["betas"] == [0.9, 0.999]  # a default the file did not say
     assert resolved["components"]["encoder"]["net"]["activation"] == "relu"
     assert load_spec(resolved).to_dict() == resolved  # what it prints is a spec that loads to itself

@@ -54,8 +54,9 @@ def save_array(path: Path, x: Tensor, labels: Tensor | None) -> Path:
     """Samples as ``.npy`` (the array) or ``.npz`` (``x``, and the class ``y`` of each sample when drawn by class)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     array = x.detach().cpu().numpy()
-    if path.suffix.lower() == ".npy":
-        np.save(path, array, allow_pickle=False)
-    else:
-        np.savez(path, x=array, **({"y": labels.cpu().numpy()} if labels is not None else {}))
+    with open(path, "wb") as handle:  # numpy would add its own lowercase suffix to a path named out.NPZ
+        if path.suffix.lower() == ".npy":
+            np.save(handle, array, allow_pickle=False)
+        else:
+            np.savez(handle, x=array, **({"y": labels.cpu().numpy()} if labels is not None else {}))
     return path
