@@ -10,6 +10,7 @@ changes the data in place stops the loop, since every later one would read alter
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,17 @@ class EvaluationFailed(RuntimeError):
 def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
     """The folder for the files metrics write: ``out_dir``, else the run folder, else the working directory.
 
-    Checked before any metric runs, so no result is lost to a file given for a folder.
+    Made and tried with a file before any metric runs, so that no metric fails on it and no evaluation
+    of the others replaces a whole one in ``evaluation.json``.
     """
     folder = Path(out_dir) if out_dir else (run_dir or Path("."))
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file; the files metrics write (grids, plots) go to a folder: give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise OSError(error.errno, f"{folder}: the files metrics write (grids, plots) cannot go there ({error.strerror}); give a folder you can write") from None
     return folder
 
 
