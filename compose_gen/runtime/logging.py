@@ -133,9 +133,9 @@ class TensorBoardLog:
 class TrainingProgress:
     """A rich progress bar showing steps/s, ETA and the latest loss terms.
 
-    Where stderr is not a terminal (a pipe, a log file, a batch job), a bar
-    redrawn in place would leave one truncated line; each logged step is
-    printed as a line of its own instead.
+    Where stderr is not a terminal (a pipe, a log file, a batch job), or a dumb one
+    (``TERM=dumb``, an editor's shell), a bar redrawn in place would leave one
+    truncated line; each logged step is printed as a line of its own instead.
     """
 
     def __init__(self, total: int, start: int, enabled: bool = True) -> None:
@@ -144,7 +144,7 @@ class TrainingProgress:
         self.started = time.perf_counter()
         self.start_step = start
         console = Console(file=sys.stderr)
-        self.lines = enabled and not console.is_terminal
+        self.lines = enabled and (not console.is_terminal or console.is_dumb_terminal)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -85,8 +85,13 @@ def test_samples_during_training_are_grids_or_scatter_plots(tmp_path, toys_catal
         assert (width > 1.5 * height) == (name == "gan")  # 2D: scatter and density side by side
 
 
-def test_progress_to_a_pipe_is_one_line_per_logged_step(capsys):
-    """Off a terminal the bar is not redrawn (it would leave one truncated line): each logged step is a whole line."""
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "dumb terminal"])
+def test_progress_to_a_pipe_is_one_line_per_logged_step(capsys, monkeypatch, terminal):
+    """Off a terminal, or on one that cannot redraw (TERM=dumb), the bar is not redrawn (it would leave one truncated
+    line): each logged step is a whole line."""
+    if terminal:
+        monkeypatch.setenv("TERM", "dumb")
+        monkeypatch.setattr("rich.console.Console.is_terminal", property(lambda self: True))
     with TrainingProgress(total=300, start=100) as bar:
         bar.update(150)
         bar.update(200, {"loss": 1.25, "loss.kl": 0.5})
