@@ -67,6 +67,16 @@ def takes_condition(component: nn.Module) -> bool:
     return bool(getattr(component, "context_features", 0)) or getattr(component, "num_classes", None) is not None
 
 
+def _context_features(component: nn.Module) -> int:
+    """How many context features a network (or the ``net`` of an encoder's or decoder's head) reads; 0 for a label
+    embedding (``num_classes``) or none."""
+    if getattr(component, "num_classes", None) is not None:
+        return 0
+    if not hasattr(component, "context_features") and isinstance(getattr(component, "net", None), nn.Module):
+        return _context_features(component.net)
+    return int(getattr(component, "context_features", 0) or 0)
+
+
 def check_conditions(parts: dict[str, nn.Module], p: ByClassParams) -> None:
     """A model is drawn by class iff one of its generative ``parts`` (named as the params name them) reads a condition."""
     conditional = [name for name, part in parts.items() if takes_condition(part)]
@@ -74,6 +84,13 @@ def check_conditions(parts: dict[str, nn.Module], p: ByClassParams) -> None:
         raise ValueError(
             f"the {' and the '.join(conditional)} {'is' if len(conditional) == 1 else 'are'} conditional: "
             "set classes to draw it by class (and condition, unless it reads y itself)"
+        )
+    vectors = {name: features for name in conditional if (features := _context_features(parts[name]))}
+    if vectors and p.classes is not None and p.condition is None:  # the default condition, y, is one label per example
+        name, features = next(iter(vectors.items()))
+        raise ValueError(
+            f"the {name} reads a context of {features} features, not the labels y: set condition to the graph value it was "
+            "trained on (its loss's `context:`, such as c for c: one_hot(y, 10))"
         )
     if not conditional and p.classes is not None:
         named = " nor ".join(f"the {name}" for name in parts)

@@ -115,6 +115,7 @@ def test_a_condition_the_sampler_cannot_make_is_refused(graph: dict, sample: dic
         ({"context_features": 10}, {}, "the generator is conditional: set classes"),
         ({}, {"classes": 10}, "the generator takes no condition"),
         ({}, {"classes": 12}, "the generator takes no condition"),
+        ({"context_features": 10}, {"classes": 10}, "the generator reads a context of 10 features, not the labels y: set condition"),
     ],
 )
 def test_a_generator_is_drawn_by_class_exactly_when_it_is_conditional(generator: dict, sample: dict, message: str) -> None:
@@ -213,6 +214,12 @@ def test_ancestral_sampling_gives_the_condition_only_to_the_parts_that_read_it()
         (STANDARD_PRIOR, {}, ["decoder"], "the decoder is conditional: set classes"),
         (CONDITIONAL_PRIOR, {}, ["prior", "decoder"], "the prior and the decoder are conditional: set classes"),
         (STANDARD_PRIOR, {"classes": 10, "condition": "c"}, ["encoder"], "neither the prior nor the decoder takes a condition"),
+        (  # condition left to default to y, one label per example, for a decoder trained on c = one_hot(y, 10)
+            STANDARD_PRIOR,
+            {"classes": 10},
+            ["decoder"],
+            r"the decoder reads a context of 10 features, not the labels y: set condition to the graph value it was trained on",
+        ),
     ],
 )
 def test_an_ancestral_sampler_is_drawn_by_class_exactly_when_its_model_is_conditional(
