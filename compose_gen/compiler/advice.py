@@ -19,6 +19,7 @@ from torch import nn
 from compose_gen.compiler.graph import SpecGraph, node
 from compose_gen.compiler.plan import Plan
 from compose_gen.core import Loss, Splits
+from compose_gen.registry import listed
 from compose_gen.spec import Spec
 from compose_gen.spec.errors import PathPart
 from compose_gen.spec.resolve import origin
@@ -74,7 +75,7 @@ def _advise_classes(spec: Spec, data: Splits) -> None:
         return
     empty = sorted(set(range(classes)) - set(y.unique().tolist()))
     if empty:
-        shown = ", ".join(map(str, empty[:8])) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+        shown = listed(empty, 8)
         spec.warn(
             ("data",),
             f"the train split has no example of class(es) {shown} of the {classes} its labels index (0..{classes - 1}): a model "

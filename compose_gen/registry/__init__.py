@@ -1,6 +1,6 @@
 """Plugin registry: pluggy hookspecs, the catalogue factory, and the type records."""
 
-from compose_gen.registry.catalogue import Catalogue, make_catalogue, suggest
+from compose_gen.registry.catalogue import Catalogue, listed, make_catalogue, suggest
 from compose_gen.registry.hookspecs import hookimpl
 from compose_gen.registry.types import (
     COMPONENT_KINDS,
@@ -33,5 +33,6 @@ __all__ = [
     "hookimpl",
     "make_catalogue",
     "ref_fields",
+    "listed",
     "suggest",
 ]

@@ -38,7 +38,7 @@ import pluggy
 from compose_gen.registry import hookspecs
 from compose_gen.registry.types import ComponentType
 
-__all__ = ["Catalogue", "make_catalogue", "suggest"]
+__all__ = ["Catalogue", "listed", "make_catalogue", "suggest"]
 
 ENTRY_POINT_GROUP = "compose_gen"
 #: The distribution whose entry points are the first-party plugins.
@@ -124,6 +124,13 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     same_but_case = [c for c in candidates if c.lower() == name.lower()]
     close = same_but_case or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def listed(items: Iterable[object], shown: int = 3) -> str:
+    """The first ``shown`` of ``items`` joined by commas, and how many more: ``"a, b, c and 4 more"``, for messages."""
+    texts = [str(item) for item in items]
+    more = f" and {len(texts) - shown} more" if len(texts) > shown else ""
+    return ", ".join(texts[:shown]) + more
 
 
 def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Literal["first-party"] = True) -> Catalogue:

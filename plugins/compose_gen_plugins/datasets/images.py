@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, SpecWarning, Splits, hookimpl
+from compose_gen.registry import listed
 from compose_gen_plugins.datasets.arrays import PositiveInt, as_labels, require_file
 from compose_gen_plugins.datasets.base import DatasetError, DataSpace, ImageParams, file_error, make_splits, split_fields
 
@@ -186,18 +187,12 @@ def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) ->
             )
         images.append(pixels)
     if animated:
-        warnings.warn(SpecWarning(f"{p.root}: only the first frame is read of {_listed(animated)}"), stacklevel=2)
+        warnings.warn(SpecWarning(f"{p.root}: only the first frame is read of {listed(animated)}"), stacklevel=2)
     x = torch.as_tensor(np.stack(images), dtype=torch.float64).permute(0, 3, 1, 2)
     fields = {"x": x} if labels is None else {"x": x, "y": torch.tensor(labels)}
     train, test = split_fields(fields, p)
     space = DataSpace(num_classes=len(classes) or None, meta={"classes": classes} if classes else {})
     return _image_splits(p, train, test, space)
-
-
-def _listed(items: list[str], shown: int = 3) -> str:
-    """The first ``shown`` of ``items`` and how many more."""
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
 
 
 # --- MNIST's IDX files
