@@ -230,15 +230,20 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 
 
 def forked(target: Any, *args: Any, output: Any = None) -> Any:
-    """Start ``target(*args)`` in a forked child (cheap: torch is already imported), stdout/stderr to ``output``.
+    """Start ``target(*args)`` in a child process, stdout/stderr to ``output``.
 
-    The child uses one thread, like a DataLoader worker, and exits with ``target``'s return value.
+    The child is forked (cheap: torch is already imported) unless the machine has a GPU. There the parent's first
+    backward pass starts autograd's device threads, after which a forked child's autograd refuses to run ("Unable to
+    handle autograd's threading in combination with fork-based multiprocessing"), so the child is spawned, and
+    ``target`` must be a module-level function. The child uses one thread, like a DataLoader worker, and exits with
+    ``target``'s return value.
     """
     import multiprocessing
 
-    return_code = multiprocessing.get_context("fork").Process(target=_child, args=(target, args, output), daemon=True)
-    return_code.start()
-    return return_code
+    method = "spawn" if torch.cuda.is_available() or torch.backends.mps.is_available() else "fork"
+    child = multiprocessing.get_context(method).Process(target=_child, args=(target, args, output), daemon=True)
+    child.start()
+    return child
 
 
 def _child(target: Any, args: tuple[Any, ...], output: Any) -> None:
