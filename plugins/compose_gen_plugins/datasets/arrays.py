@@ -11,11 +11,13 @@ pickles).  Errors name the file and, for a bad value, its index: ``x[3, 1]``.
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import numpy as np
 import torch
@@ -101,6 +103,8 @@ def _load(path: Path, archive: bool) -> np.ndarray | np.lib.npyio.NpzFile:
     require_file(path)
     kind = ".npz" if archive else ".npy"
     _require_magic(path, kind)
+    with path.open("rb") as handle:
+        _require_declared_data(handle, os.fstat(handle.fileno()).st_size, path, "")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
@@ -128,7 +132,10 @@ def _require_magic(path: Path, kind: str) -> None:
 def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     if key not in archive.files:
         raise file_error(path, f"has no array {key!r}; it has {sorted(archive.files)}")
+    name = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
     try:
+        with archive.zip.open(name) as handle:
+            _require_declared_data(handle, archive.zip.getinfo(name).file_size, path, f"array {key!r} ")
         member = archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise file_error(path, f"array {key!r} is unreadable ({error})") from None
@@ -137,6 +144,25 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     if not isinstance(member, np.ndarray):  # NumPy hands back the raw bytes of a member that is not a .npy file
         raise file_error(path, f"array {key!r} is not a .npy array: its member starts with {member[:16]!r}")
     return member
+
+
+def _require_declared_data(handle: BinaryIO, size: int, path: Path, what: str) -> None:
+    """Refuse a .npy header (read from ``handle``, ``size`` bytes in all) that declares more data than follows it.
+
+    NumPy allocates what the header declares before it reads: on a machine that overcommits memory a lying header
+    gets a vast allocation rather than a ``MemoryError``.  What is not a .npy header (an archive, a member that is
+    not an array) or one NumPy cannot read is left to ``np.load`` to name.
+    """
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    except ValueError:
+        return
+    declared, held = math.prod(shape) * dtype.itemsize, size - handle.tell()
+    if not dtype.hasobject and declared > held:
+        raise file_error(path, f"{what}declares {math.prod(shape)} {dtype} values ({declared:,} bytes) in shape {shape}, "
+                               f"but holds {held:,} bytes of data: the file is cut short or its header is wrong")
 
 
 def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: Path) -> Splits:

@@ -220,6 +220,15 @@ def read_idx(path: Path, what: tuple[str, int] | None = None) -> np.ndarray:
         raise file_error(path, f"is corrupt gzip data ({error})" if gzipped else f"is unreadable ({error})") from None
 
 
+def _read_at_most(file: BinaryIO, count: int, chunk: int = 1 << 24) -> bytearray:
+    """Up to ``count`` bytes of ``file``, a chunk at a time: a header that declares terabytes costs the memory
+    of what the file holds, not a ``MemoryError`` (or, where memory is overcommitted, a vast allocation)."""
+    values = bytearray()
+    while len(values) < count and (part := file.read(min(chunk, count - len(values)))):
+        values += part
+    return values
+
+
 def _read_idx_stream(file: BinaryIO, path: Path, what: tuple[str, int] | None) -> np.ndarray:
     magic = file.read(4)
     if len(magic) < 4:
@@ -242,7 +251,7 @@ def _read_idx_stream(file: BinaryIO, path: Path, what: tuple[str, int] | None) -
         )
     shape = struct.unpack(f">{ndim}I", sizes)
     expected = math.prod(shape) * dtype.itemsize
-    values = file.read(expected)
+    values = _read_at_most(file, expected)
     if len(values) < expected:
         raise file_error(path, f"is truncated: shape {shape} of {dtype} needs {expected} data bytes, the file has {len(values)}")
     if file.read(1):

@@ -65,10 +65,15 @@ def test_images_brighter_than_pixel_max_are_warned_of(build, tmp_path: Path) -> 
 
 
 def _huge_npy_header() -> bytes:
-    """A .npy file whose header declares 3·10¹² float64 values (24 TB) and holds 8 bytes: a MemoryError without a file name."""
+    """A .npy file whose header declares 3·10¹² float64 values (24 TB) and holds 8 bytes, which NumPy would allocate."""
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (3 * 10**12,)})
     return buffer.getvalue() + bytes(8)
+
+
+def _write_member(path: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, data)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -92,7 +97,8 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
         (lambda p: write_npz(p, x=X, y=Y[:5]), {"y_key": "y"}, r"the y array has shape \(5,\); expected \(10,\)"),
         (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), {}, "is a .npy array"),
         (lambda p: None, {}, "no such file"),
-        (lambda p: write_npz(p, x=X) and p.write_bytes(_huge_npy_header()), {}, "declares an array larger than memory"),
+        (lambda p: write_npz(p, x=X) and p.write_bytes(_huge_npy_header()), {}, r"declares 3000000000000 float64 values .* holds 8 bytes"),
+        (lambda p: _write_member(p, "x.npy", _huge_npy_header()), {}, r"array 'x' declares 3000000000000 float64 values .* holds 8 bytes"),
     ],
 )
 def test_malformed_npz_names_the_file(build, tmp_path: Path, make, params: dict, message: str) -> None:
@@ -107,7 +113,7 @@ def test_truncated_npy_names_the_file(build, tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     np.save(path, X)
     path.write_bytes(path.read_bytes()[:150])
-    with pytest.raises(DatasetError, match=f"{path}: not a readable .npy file.*fully written"):
+    with pytest.raises(DatasetError, match=f"{path}: declares 40 float32 values .* holds 22 bytes of data: the file is cut short"):
         build("npy", path=str(path))
 
 

@@ -200,12 +200,15 @@ def test_a_gzipped_idx_is_not_unpacked_past_what_its_header_declares(build, tmp_
         (idx_bytes(IMAGES)[:10], r"header of 3 dimension sizes needs 16 bytes"),
         (idx_bytes(IMAGES)[:-1], r"is truncated: shape \(5, 3, 4\) of uint8 needs 60 data bytes, the file has 59"),
         (idx_bytes(IMAGES) + b"\x00", "has trailing bytes"),
+        (bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 60_000, 100_000, 100_000) + bytes(10),
+         r"is truncated: shape \(60000, 100000, 100000\) of uint8 needs 600000000000000 data bytes, the file has 10"),
+        (bytes([0, 0, 0x08, 3]) + struct.pack(">3I", *[2**32 - 1] * 3) + bytes(10), r"needs 79228162458924105385300197375 data bytes"),
         (gzip.compress(idx_bytes(IMAGES), mtime=0)[:-6], "is corrupt gzip data"),
         (idx_bytes(IMAGES.astype(np.int32), code=0x0C), r"holds >i4 of shape \(5, 3, 4\); expected unsigned bytes"),
         (idx_bytes(LABELS), r"magic number 0x00000801 declares 1 dimension\(s\), but images \(count, rows, columns\) have 3 \(MNIST's magic 0x00000803\)"),
         (bytes([0, 0, 0x08, 4, 0, 0, 0, 50]) + bytes(3192), r"magic number 0x00000804 declares 4 dimension\(s\)"),  # not 'truncated, needs 10 TB'
     ],
-    ids=["short", "magic", "magic-type", "header", "truncated", "trailing", "gzip", "dtype", "rank", "rank-4"],
+    ids=["short", "magic", "magic-type", "header", "truncated", "trailing", "declares-600-TB", "declares-2**96", "gzip", "dtype", "rank", "rank-4"],
 )
 def test_malformed_idx_images_name_the_file(build, tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "images.idx"
