@@ -4,6 +4,7 @@ from compose_gen.core.bijector import Bijector, Chain, Direction, check_invertib
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
 from compose_gen.core.distributions import bits_per_dim, broadcast_value, draw_count, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
+from compose_gen.core.eager import eager_under_compile
 from compose_gen.core.images import class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
 from compose_gen.core.processes import copy_from_first_process, sum_over_processes
@@ -33,6 +34,7 @@ __all__ = [
     "copy_from_first_process",
     "derive_seed",
     "draw_count",
+    "eager_under_compile",
     "first_flagged",
     "importance_sampled_log_likelihood",
     "log_mean_exp",

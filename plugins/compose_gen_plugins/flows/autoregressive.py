@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
-from compose_gen import Bijector, ComponentType, Params, hookimpl
+from compose_gen import Bijector, ComponentType, Params, eager_under_compile, hookimpl
 from compose_gen_plugins.flows import EventShape
 from compose_gen_plugins.networks import Activation, activation_after_linear, broadcast_context
 
@@ -158,7 +158,8 @@ class MaskedAutoregressive(Bijector):
 
     ``fast="forward"`` (MAF) maps ``x -> y`` in one pass with ``θ`` computed from
     ``x``; ``fast="inverse"`` (IAF) maps ``y -> x`` in one pass with ``θ`` computed
-    from ``y``.  The event (any shape) is flattened in row-major order.
+    from ``y``.  The event (any shape) is flattened in row-major order.  Under
+    ``torch.compile`` the ``D``-pass direction runs eagerly, its one graph break.
     """
 
     def __init__(
@@ -187,6 +188,7 @@ class MaskedAutoregressive(Bijector):
         y, log_derivative = self.transform(flat, self.made(flat, context))
         return y.reshape(z.shape), log_derivative.sum(-1)
 
+    @eager_under_compile
     def _sequential(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         flat, context = self._flat(y, context)
         z = torch.zeros_like(flat)
