@@ -128,11 +128,20 @@ class LossFunction:
             self.compiled = None
             if restore is not None:
                 restore()
-            first_line = (str(error).strip().splitlines() or [""])[0][:300]
-            self.say(f"torch.compile failed for player {self.player!r} ({type(error).__name__}: {first_line}); running it eagerly")
+            self.say(f"torch.compile failed for player {self.player!r} ({_why(error)}); running it eagerly")
             return compute(self.eager)
         self.calls += 1
         return out
+
+
+def _why(error: Exception) -> str:
+    """The error's type and first line; for a backend's failure, which ``torch.compile`` wraps as
+    ``BackendCompilerFailed("backend='inductor' raised:")``, the backend's own error's."""
+    cause = getattr(error, "inner_exception", None)
+    if not isinstance(cause, Exception):
+        cause = error
+    first_line = (str(cause).strip().splitlines() or [""])[0][:300]
+    return f"{type(cause).__name__}: {first_line}"
 
 
 def use_channels_last(model: nn.Module) -> bool:

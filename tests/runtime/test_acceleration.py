@@ -93,6 +93,21 @@ def test_channels_last_without_conv_weights_leaves_batches_as_they_are(tmp_path,
     assert run.trainer.stream.memory_format == torch.contiguous_format
 
 
+def test_a_backend_s_failure_is_named_by_the_backend_s_own_error(tmp_path, toys_catalogue, capsys, monkeypatch):
+    """torch.compile wraps what inductor raises as BackendCompilerFailed, whose first line names only the backend."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def broken_compile(fn, **options):
+        def compiled(*args):
+            raise BackendCompilerFailed(broken_compile, AssertionError("no lowering for bf16 scatter\ndetails"), None)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    _run(tmp_path, toys_catalogue, VAE, steps=3, compile=True).train()
+    assert "torch.compile failed for player 'model' (AssertionError: no lowering for bf16 scatter); running it eagerly" in capsys.readouterr().err
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
