@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one pass, in three phases (on one H200 it took 392 s on 2026-11-29, before the
-# gpu-marked spec tests were added; give SECONDS under the device's limit per command):
+# Every check that needs a GPU, in one pass, in three phases (give SECONDS under the device's limit per command):
 #   A. at once, since none of them is timed: the tests that start child processes (torchrun, forked gloo groups,
-#      signals; they failed on the GPU machine of 2026-11-28) with a per-test timeout and their children's output;
-#      the gpu-marked tests (every shipped spec a few steps in bf16 on CUDA, eager and compiled); the bijector
-#      conformance kit on CUDA (float64); shipped specs trained, sampled and evaluated on CUDA from the command
-#      line, eager in fp32 and compiled in bf16;
-#   B. alone, one after the other, since they are timed: compose_gen's step time over hand-written PyTorch for the
-#      VAE, IWAE and VQ-VAE; RealNVP and MAF against plain PyTorch, zuko and nflows;
-#   C. the whole test suite on a machine where device "auto" means CUDA, then runtime_modes (fp32, bf16, fp16, with
-#      and without torch.compile), with whatever time is left.
+#      signals) with a per-test timeout and their children's output; the whole test suite on a machine where device
+#      "auto" means CUDA (among them the gpu-marked tests: every shipped spec a few steps in bf16 on CUDA, eager and
+#      compiled); the bijector conformance kit on CUDA (float64); shipped specs trained, sampled and evaluated on
+#      CUDA from the command line, eager in fp32 and compiled in bf16;
+#   B. alone, since it is timed: compose_gen's step time over hand-written PyTorch for the VAE, IWAE and VQ-VAE;
+#   C. alone, with whatever time is left: RealNVP and MAF against plain PyTorch, zuko and nflows; runtime_modes
+#      (fp32, bf16, fp16, with and without torch.compile).
 # Each stage runs under its own time limit, cut to what is left of the whole pass's; a stage that fails or runs out
 # is reported and the next one runs. Each stage's output goes to LOG whole, in the order the stages started.
 #
@@ -61,24 +59,24 @@ stage environment 30 bash -c 'python -c "import torch; print(torch.__version__, 
 stage child-processes 150 python -m pytest -p no:cacheprovider -rA --tb=long $per_test_timeout \
     tests/runtime/test_distributed.py tests/runtime/test_checkpoint.py::test_sigterm_saves_and_exits_cleanly \
     tests/runtime/test_checkpoint.py::test_sigint_saves_and_resume_continues &
-stage gpu-tests 240 python -m pytest -p no:cacheprovider -v -rf -n 8 -m gpu tests &
-stage conformance-cuda 150 python -m pytest -p no:cacheprovider -q -rf -n 4 tests/testing/test_conformance_all.py \
+# -vv: addopts' -q and one -v cancel out; a run cut short names each test that ended, and how
+stage test-suite 300 python -m pytest -p no:cacheprovider -vv -rfE --durations=20 -n 8 ${per_test_timeout:+--timeout=120} &
+stage conformance-cuda 150 python -m pytest -p no:cacheprovider -q -rf -n 2 tests/testing/test_conformance_all.py \
     --bijector-device cuda &
 for spec in vae_digits vae_iaf_digits hybrid_vae_flow_digits hvae_digits gan_digits wgan_gp_digits realnvp_digits; do
     stage "cuda-$spec" 150 bash -c 'train_on_cuda "$@"' _ "runs/gpu-$spec" 100 "specs/$spec.yaml" &
 done
-for spec in realnvp_digits glow_digits vae_digits vqvae_digits gan_digits; do
+for spec in realnvp_digits glow_digits vae_digits vqvae_digits gan_digits wgan_gp_digits; do
     stage "compiled-bf16-$spec" 150 bash -c 'train_on_cuda "$@"' _ "runs/gpu-compiled-$spec" 100 "specs/$spec.yaml" \
         --set train.compile=true --set train.precision=bf16 &
 done
 wait
 
-# B: timings, alone
+# B: the timing the latent-model issue asks for, alone
 stage latent-step-time 100 python benchmarks/latent_step_time.py --device cuda --threads 1 --steps 25 --repeats 11 \
     --fused-baseline
+
+# C: the other timings, with what is left
 stage flows-vs-peers 100 python benchmarks/flows_vs_peers.py --device cuda --steps 1000 --eval-batch 65536 \
     --sample-batch 16384
-
-# C: the whole suite, then the runtime modes (measured on 2026-11-28), with what is left
-stage test-suite 150 python -m pytest -p no:cacheprovider -v -rf -n 16 ${per_test_timeout:+--timeout=240}  # -v: a cut run names its failures
 stage runtime-modes 100 python benchmarks/runtime_modes.py --device cuda --steps 30 --repeats 3
