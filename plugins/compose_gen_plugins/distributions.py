@@ -82,8 +82,10 @@ class DiagonalNormal(Prior):
         self.log_scale = nn.Parameter(torch.zeros(shape))
 
     def forward(self, temperature: float = 1.0) -> Distribution:
-        checked = None if temperature == 1.0 else False  # T = 0 (the mode) is a zero σ, which torch's check refuses
-        return Independent(Normal(self.loc, self.log_scale.exp() * temperature, validate_args=checked), len(self.event_shape))
+        # Unvalidated, as the other priors: torch's checks read the device back (a host sync, three per training step)
+        # and refuse T = 0 (the mode, a zero σ).
+        elementwise = Normal(self.loc, self.log_scale.exp() * temperature, validate_args=False)
+        return Independent(elementwise, len(self.event_shape), validate_args=False)
 
 
 class PriorParams(Params):

@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from compose_gen_plugins.distributions import DiagonalNormal, StandardNormal
+from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
 
 def test_standard_normal_log_prob_is_the_closed_form() -> None:
@@ -57,3 +59,30 @@ def test_learned_diagonal_normal_moves_with_gradients() -> None:
     with torch.no_grad():
         prior.log_scale.fill_(math.log(2.0))
     assert torch.allclose(prior().log_prob(torch.zeros(1, 2)), torch.tensor([-math.log(2 * math.pi) - 2 * math.log(2.0)]))
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ops that read a tensor's value back to the host (``.item()``, ``bool(t)``, ``if t.all():``)."""
+
+    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("prior", [StandardNormal((3,)), DiagonalNormal((3,)), GaussianMixturePrior(3, 4)], ids=type)
+def test_a_prior_reads_nothing_back_from_the_device(prior, monkeypatch) -> None:
+    """On a GPU each read is a host sync per training step, beyond the trainer's one; torch's argument checks (on by
+    default, unless torch.compile turned them off) made three of them in the diagonal normal's every step."""
+    monkeypatch.setattr(Distribution, "_validate_args", True)
+    z = torch.randn(5, 3, requires_grad=True)
+    with HostReads() as reads:
+        prior().log_prob(z).sum().backward()
+        prior(temperature=0.5).sample((2,))
+    assert reads.count == 0
+

@@ -221,7 +221,7 @@ def _roulette_shift_and_ladj(block: ResidualBlock, x: Tensor) -> tuple[Tensor, T
     Its number of terms is drawn, so it runs outside compiled graphs: traced, each
     new count would be a new graph, and torch.compile would recompile until its limit.
     """
-    stop = torch.distributions.Geometric(probs=torch.tensor(block.roulette_p, dtype=x.dtype, device=x.device))
+    stop = torch.distributions.Geometric(probs=torch.tensor(block.roulette_p, dtype=x.dtype, device=x.device), validate_args=False)
     extra = stop.sample(() if block.shared_roulette else x.shape[:-1])  # N >= 0 extra terms
     terms = block.exact_terms + int(extra.max())  # (drawn before the vjp: a sync outside the transform)
     probe = torch.randint_like(x, 2) * 2 - 1  # Rademacher: E[v vᵀ] = I
