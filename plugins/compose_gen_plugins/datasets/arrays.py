@@ -104,7 +104,9 @@ def _load(path: Path, archive: bool) -> np.ndarray | np.lib.npyio.NpzFile:
     kind = ".npz" if archive else ".npy"
     _require_magic(path, kind)
     with path.open("rb") as handle:
-        _require_declared_data(handle, os.fstat(handle.fileno()).st_size, path, "")
+        problem = _declared_beyond_held(handle, os.fstat(handle.fileno()).st_size)
+    if problem:
+        raise file_error(path, problem)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
@@ -132,37 +134,54 @@ def _require_magic(path: Path, kind: str) -> None:
 def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     if key not in archive.files:
         raise file_error(path, f"has no array {key!r}; it has {sorted(archive.files)}")
-    name = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    info = archive.zip.getinfo(key if key in archive.zip.namelist() else f"{key}.npy")  # the member NumPy reads
     try:
-        with archive.zip.open(name) as handle:
-            _require_declared_data(handle, archive.zip.getinfo(name).file_size, path, f"array {key!r} ")
-        member = archive[key]
+        with archive.zip.open(info) as handle:
+            problem = _declared_beyond_held(handle, _most_unpacked(info))
+        if problem is None:
+            member = archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise file_error(path, f"array {key!r} is unreadable ({error})") from None
+        raise file_error(path, f"array {key!r} is unreadable ({str(error) or type(error).__name__})") from None
     except MemoryError as error:
         raise file_error(path, f"array {key!r} declares more than memory holds ({error})") from None
+    if problem:
+        raise file_error(path, f"array {key!r} {problem}")
     if not isinstance(member, np.ndarray):  # NumPy hands back the raw bytes of a member that is not a .npy file
         raise file_error(path, f"array {key!r} is not a .npy array: its member starts with {member[:16]!r}")
     return member
 
 
-def _require_declared_data(handle: BinaryIO, size: int, path: Path, what: str) -> None:
-    """Refuse a .npy header (read from ``handle``, ``size`` bytes in all) that declares more data than follows it.
+#: The most a deflated zip member can unpack to per packed byte (deflate's limit is about 1032:1).
+_DEFLATE_RATIO = 1032
+
+
+def _most_unpacked(info: zipfile.ZipInfo) -> int:
+    """The most bytes a zip member can hold: its stated size, which a forged archive can inflate, bounded by what its
+    packed bytes can unpack to."""
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO
+    return min(info.file_size, info.compress_size * ratio)
+
+
+def _declared_beyond_held(handle: BinaryIO, size: int) -> str | None:
+    """What is wrong when a .npy header (read from ``handle``, ``size`` bytes in all) declares more data than follows.
 
     NumPy allocates what the header declares before it reads: on a machine that overcommits memory a lying header
-    gets a vast allocation rather than a ``MemoryError``.  What is not a .npy header (an archive, a member that is
-    not an array) or one NumPy cannot read is left to ``np.load`` to name.
+    gets a vast allocation rather than a ``MemoryError``.  What is not a .npy header of a version NumPy reads (an
+    archive, a member that is not an array) or one it cannot parse is left to ``np.load`` to name.
     """
     try:
         version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            return None
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(handle)
     except ValueError:
-        return
+        return None
     declared, held = math.prod(shape) * dtype.itemsize, size - handle.tell()
-    if not dtype.hasobject and declared > held:
-        raise file_error(path, f"{what}declares {math.prod(shape)} {dtype} values ({declared:,} bytes) in shape {shape}, "
-                               f"but holds {held:,} bytes of data: the file is cut short or its header is wrong")
+    if dtype.hasobject or declared <= held:
+        return None
+    return (f"declares {math.prod(shape)} {dtype} values ({declared:,} bytes) in shape {shape}, "
+            f"but holds {held:,} bytes of data: the file is cut short or its header is wrong")
 
 
 def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: Path) -> Splits:

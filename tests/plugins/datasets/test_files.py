@@ -71,9 +71,46 @@ def _huge_npy_header() -> bytes:
     return buffer.getvalue() + bytes(8)
 
 
-def _write_member(path: Path, name: str, data: bytes) -> None:
-    with zipfile.ZipFile(path, "w") as archive:
+def _write_member(path: Path, name: str, data: bytes, mode: str = "w") -> None:
+    with zipfile.ZipFile(path, mode) as archive:
         archive.writestr(name, data)
+
+
+def _npy_header(version: tuple[int, int]) -> bytes:
+    """A .npy header of 3 float64 values with any version number, even one NumPy does not read."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_2_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (3,)})
+    return np.lib.format.magic(*version) + buffer.getvalue()[8:]
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_the_member_checked_is_the_one_numpy_reads(build, tmp_path: Path) -> None:
+    """NumPy reads a member named exactly as the key before one named key + '.npy'."""
+    lying, honest = tmp_path / "lying.npz", tmp_path / "honest.npz"
+    for path, exact, suffixed in [(lying, _huge_npy_header(), _npy(X)), (honest, _npy(X), _huge_npy_header())]:
+        _write_member(path, "x", exact)
+        _write_member(path, "x.npy", suffixed, "a")
+    with pytest.raises(DatasetError, match="array 'x' declares 3000000000000 float64 values"):
+        build("npz", path=str(lying))
+    assert build("npz", path=str(honest)).train.fields["x"].shape[1:] == X.shape[1:]
+
+
+def test_a_member_whose_stated_size_is_forged_is_bounded_by_its_packed_bytes(build, tmp_path: Path) -> None:
+    path = tmp_path / "forged.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**29,)})  # 4 GiB
+    _write_member(path, "x.npy", header.getvalue() + bytes(64))
+    raw = bytearray(path.read_bytes())
+    central = raw.rindex(b"PK\x01\x02")  # the central directory's entry: its uncompressed size at offset 24
+    raw[central + 24 : central + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+    path.write_bytes(raw)
+    with pytest.raises(DatasetError, match=r"array 'x' declares 536870912 float64 values \(4,294,967,296 bytes\).* holds 64 bytes"):
+        build("npz", path=str(path))
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -98,7 +135,8 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
         (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), {}, "is a .npy array"),
         (lambda p: None, {}, "no such file"),
         (lambda p: write_npz(p, x=X) and p.write_bytes(_huge_npy_header()), {}, r"declares 3000000000000 float64 values .* holds 8 bytes"),
-        (lambda p: _write_member(p, "x.npy", _huge_npy_header()), {}, r"array 'x' declares 3000000000000 float64 values .* holds 8 bytes"),
+        (lambda p: _write_member(p, "x.npy", _huge_npy_header()), {}, r"^\S+bad\.npz: array 'x' declares 3000000000000 float64 values .* holds 8 bytes"),
+        (lambda p: _write_member(p, "x.npy", _npy_header((9, 9)) + bytes(8)), {}, r"array 'x' is unreadable \(we only support format version"),
     ],
 )
 def test_malformed_npz_names_the_file(build, tmp_path: Path, make, params: dict, message: str) -> None:
