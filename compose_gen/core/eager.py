@@ -17,9 +17,9 @@ def eager_under_compile(fn: F) -> F:
 
     For a Python loop of many passes, which the compiler would unroll: an IAF's
     density takes ``D`` MADE passes, and ``iaf_digits``' 128 compiled for minutes.
-    The ``torch.compiler.disable`` wrapper is made on the first call, not at
-    import: importing ``torch._dynamo`` takes seconds, and most commands never
-    compile.
+    Outside compiling, ``fn`` is called as it is, and the ``torch.compiler.disable``
+    wrapper is made the first time a compiler traces the call: importing
+    ``torch._dynamo`` takes seconds, and most commands never compile.
 
         >>> @eager_under_compile
         ... def passes(x):
@@ -33,6 +33,8 @@ def eager_under_compile(fn: F) -> F:
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
         if not disabled:
             disabled.append(torch.compiler.disable(fn))
         return disabled[0](*args, **kwargs)
