@@ -135,13 +135,15 @@ class LossFunction:
 
 
 def _why(error: Exception) -> str:
-    """The error's type and first line; for a backend's failure, which ``torch.compile`` wraps as
-    ``BackendCompilerFailed("backend='inductor' raised:")``, the backend's own error's."""
-    cause = getattr(error, "inner_exception", None)
-    if not isinstance(cause, Exception):
-        cause = error
+    """The error's type and first line; for a backend's failure, which ``torch.compile`` wraps (``BackendCompilerFailed``,
+    its first line only "backend='inductor' raised:"), the backend's name and its own innermost error's."""
+    cause, backend = error, None
+    while isinstance(getattr(cause, "inner_exception", None), Exception):
+        backend = backend or getattr(cause, "backend_name", None)
+        cause = cause.inner_exception
     first_line = (str(cause).strip().splitlines() or [""])[0][:300]
-    return f"{type(cause).__name__}: {first_line}"
+    what = f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
+    return f"backend {backend!r} raised {what}" if backend else what
 
 
 def use_channels_last(model: nn.Module) -> bool:

@@ -97,15 +97,20 @@ def test_a_backend_s_failure_is_named_by_the_backend_s_own_error(tmp_path, toys_
     """torch.compile wraps what inductor raises as BackendCompilerFailed, whose first line names only the backend."""
     from torch._dynamo.exc import BackendCompilerFailed
 
-    def broken_compile(fn, **options):
+    def inductor(fn, **options):
         def compiled(*args):
-            raise BackendCompilerFailed(broken_compile, AssertionError("no lowering for bf16 scatter\ndetails"), None)
+            raise BackendCompilerFailed(inductor, inner, None)
 
         return compiled
 
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    _run(tmp_path, toys_catalogue, VAE, steps=3, compile=True).train()
-    assert "torch.compile failed for player 'model' (AssertionError: no lowering for bf16 scatter); running it eagerly" in capsys.readouterr().err
+    monkeypatch.setattr(torch, "compile", inductor)
+    inner = AssertionError("no lowering for bf16 scatter\ndetails")
+    _run(tmp_path, toys_catalogue, VAE, "said", steps=3, compile=True).train()
+    said = "torch.compile failed for player 'model' (backend 'inductor' raised AssertionError: no lowering for bf16 scatter); running it eagerly"
+    assert said in capsys.readouterr().err
+    inner = BackendCompilerFailed(inductor, AssertionError(), None)  # a bare assert, wrapped twice
+    _run(tmp_path, toys_catalogue, VAE, "bare", steps=3, compile=True).train()
+    assert "(backend 'inductor' raised AssertionError); running it eagerly" in capsys.readouterr().err
 
 
 @pytest.mark.gpu
