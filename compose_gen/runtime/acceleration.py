@@ -89,11 +89,12 @@ class LossFunction:
 
     :meth:`run` calls ``compute(fn)`` with the compiled function (``compute``
     does the forward and backward, so failures while compiling the backward are
-    caught too).  The very first call runs eagerly, so that data-dependent
+    caught too).  The very first call of a run runs eagerly, so that data-dependent
     initialisations (actnorm, a VQ-VAE's codebook) happen outside the graph,
-    which then sees them done and traces no host read.  The next calls, when
-    compiling happens, run on a snapshot of the RNG and the buffers so that a
-    failed attempt leaves no trace.
+    which then sees them done and traces no host read; a resumed run, whose
+    checkpoint holds them done, compiles from its first call (:meth:`resumed`),
+    as the run it continues did then.  The calls that compile run on a snapshot
+    of the RNG and the buffers so that a failed attempt leaves no trace.
     """
 
     PROBE_CALLS = 2
@@ -113,6 +114,12 @@ class LossFunction:
         self.backend = backend
         self.model, self.device, self.say = model, device, say
         self.calls = 0
+        self.eager_first = True
+
+    def resumed(self) -> None:
+        """Continue a run past its first step: compile from the first call, as an eager step there would round (and
+        draw noise) otherwise than the compiled steps of the run that was not stopped."""
+        self.eager_first = False
 
     def run(self, compute: Callable[[Callable[..., Any]], T]) -> T:
         if self.compiled is None:
@@ -120,7 +127,8 @@ class LossFunction:
         if self.calls == 0:  # said on the first training call, not when a run is loaded to sample or evaluate
             self.say(f"compiling the loss of player {self.player!r} with torch.compile (backend {self.backend}); the first steps are slow")
             self.calls += 1
-            return compute(self.eager)
+            if self.eager_first:
+                return compute(self.eager)
         restore = snapshot(self.model, self.device) if self.calls <= self.PROBE_CALLS else None
         try:
             out = compute(self.compiled)

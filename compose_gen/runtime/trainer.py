@@ -267,6 +267,9 @@ class Trainer:
             torch.manual_seed(offset_seed(self.model.spec.model.seed + checkpoint.step, self.dist.rank, RANK_STRIDE))
         self.stream.load_state_dict(state["data"])
         self.precision.load_state_dict(state.get("scalers", {}))
+        if self.step > 0:
+            for loss_function in self.loss_functions.values():
+                loss_function.resumed()
         self._running.load_state_dict(state.get("running", []))  # older checkpoints: the window starts here
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -391,7 +394,9 @@ class Trainer:
             norms = list(torch._foreach_norm(grads, 2, dtype=torch.float64))
             norm = math.hypot(*torch.stack(norms).tolist())
         loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(norm)
-        if not loss_ok or (not grads_ok and scaler is None):
+        # fp16 gradients that overflowed are the scaler's to cure by lowering its scale, until it is down to 1: then they
+        # are non-finite unamplified, the NaN guard's
+        if not loss_ok or (not grads_ok and (scaler is None or scaler.get_scale() <= 1.0)):
             self._nonfinite(name, plan, batch, values, loss_ok)
             optimizer.zero_grad(set_to_none=True)
             if scaler:
@@ -407,12 +412,13 @@ class Trainer:
             scaler.update()
         else:
             optimizer.step()
+        if not grads_ok:  # the scaler skipped the step: no hook (an EMA codebook, weight clipping) nor average follows it
+            return values
         for call in plan.losses:
             call.module.after_step(call.terms)
         if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
             self.ema.update(self.step)
-        if grads_ok:
-            values[f"{name}.grad_norm"] = norm
+        values[f"{name}.grad_norm"] = norm
         return values
 
     def _failed(self, name: str, error: Exception) -> StepFailed:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from runtime_toys import AUTOENCODER, GAN, ROOT, VAE, same_state, spec_dict
+from runtime_toys import AUTOENCODER, EMA_VQVAE, GAN, ROOT, VAE, same_state, spec_dict
 
-from compose_gen.runtime import Run
+from compose_gen.runtime import NonFiniteLoss, Run
 from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.spec import SpecWarning, load_spec
 
@@ -41,6 +41,32 @@ def test_fp16_scaler_state_is_checkpointed_and_resume_is_exact(tmp_path, toys_ca
     assert same_state(straight.model, resumed.model)
     for player, scaler in straight.trainer.precision.scalers.items():
         assert resumed.trainer.precision.scalers[player].state_dict() == scaler.state_dict()
+
+
+def test_an_fp16_step_the_scaler_skips_runs_no_after_step_hook(tmp_path, toys_catalogue):
+    """An EMA codebook (or weight clipping, a step counter) must not follow a step that never happened."""
+    run = _run(tmp_path, toys_catalogue, EMA_VQVAE, steps=3, log_every=1, precision="fp16")
+    run.train(1)
+    scaler = run.trainer.precision.scalers["model"]
+    scaler.update(2.0**8)  # gradients scaled by 256 fit in float16 here: a step taken
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    assert "model.grad_norm" in run.train(2)
+    assert not torch.equal(before["losses.vq.quantizer.cluster_size"], run.model.state_dict()["losses.vq.quantizer.cluster_size"])
+    scaler.update(3e38)  # scaled gradients overflow float32: the scaler skips the step
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    assert "model.grad_norm" not in run.train(3)
+    assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
+
+
+def test_fp16_gradients_non_finite_at_scale_1_are_a_nan_event(tmp_path, toys_catalogue):
+    """At scale 1 the gradients overflowed unamplified: not the scaler's to cure, nor to skip in silence for ever."""
+    raw = spec_dict(AUTOENCODER, steps=4, precision="fp16")
+    raw["losses"]["rec"].update(nan_at=[3], nan_kind="grad")  # call 3 (the dry run made call 1): step 2
+    run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train(1)
+    run.trainer.precision.scalers["model"].update(1.0)
+    with pytest.raises(NonFiniteLoss, match="step 2: non-finite gradient"):
+        run.train()
 
 
 def test_compile_trains_like_eager(tmp_path, toys_catalogue, capsys):
@@ -91,6 +117,26 @@ def test_channels_last_without_conv_weights_leaves_batches_as_they_are(tmp_path,
     with pytest.warns(SpecWarning, match="no 4D"):  # said by the build (tests/compiler/test_advice.py)
         run = _run(tmp_path, toys_catalogue, AUTOENCODER, steps=1, channels_last=True)
     assert run.trainer.stream.memory_format == torch.contiguous_format
+
+
+def test_a_resumed_compiled_run_compiles_from_its_first_step(tmp_path, toys_catalogue, monkeypatch):
+    """The run it continues compiled every step after its very first; an eager step after the resume would round (and,
+    under inductor, draw noise) otherwise, so the resume would not be exact."""
+    calls = []
+
+    def recording_compile(fn, **options):
+        def compiled(*args):
+            calls.append(args)
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    _run(tmp_path, toys_catalogue, VAE, steps=3, compile=True).train()
+    assert len(calls) == 2  # steps 2 and 3: the first ran eagerly, to initialise data-dependent layers
+    resumed = Run.load(tmp_path / "run", overrides=["train.steps=5"], catalogue=toys_catalogue, progress=False)
+    resumed.train()
+    assert len(calls) == 4
 
 
 def test_a_backend_s_failure_is_named_by_the_backend_s_own_error(tmp_path, toys_catalogue, capsys, monkeypatch):
