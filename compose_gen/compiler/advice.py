@@ -29,8 +29,8 @@ __all__ = ["advise", "advise_losses", "advise_model", "advise_paths"]
 
 def advise(spec: Spec, data: Splits | None) -> None:
     """Warn about negative term weights, schedules that never reach their rate or never decay, a default optimizer no player uses,
-    learning rates far beyond any that trains, TensorBoard logs without TensorBoard, and batches larger than the
-    ``data`` (when given)."""
+    learning rates far beyond any that trains, TensorBoard logs without TensorBoard, training through torch.compile's
+    debugging backend, and batches larger than the ``data`` (when given)."""
     train, players = spec.model.train, spec.model.players
     optimizers = [(("train", "optimizer"), train.optimizer)]
     optimizers += [(("players", name, "optimizer"), player.optimizer) for name, player in players.items() if player.optimizer is not None]
@@ -42,6 +42,10 @@ def advise(spec: Spec, data: Splits | None) -> None:
     if train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         spec.warn(("train", "tensorboard"), "true, but TensorBoard is not installed here, so training refuses to start: "
                   "pip install 'compose-gen[tensorboard]'")
+    if train.compile and train.compile_backend == "aot_eager":
+        spec.warn(("train", "compile_backend"), "aot_eager is torch's backend for debugging torch.compile: its graphs may merge identical "
+                  "random draws (two randn_like(x) in one loss then add the same noise), so it can train another model than eager "
+                  "or inductor do; train with inductor")
     if data is not None:
         _advise_classes(spec, data)
     if data is not None and train.batch_size > len(data.train):

@@ -84,6 +84,18 @@ def test_tensorboard_without_tensorboard_installed_is_said_by_validate(cgan_spec
     ]
 
 
+def test_training_through_the_debugging_backend_is_warned_about(cgan_spec, catalogue) -> None:
+    """aot_eager merged vaegan_digits' two instance-noise draws into one: both adversarial losses saw the same noise."""
+    cgan_spec["train"].update(compile=True, compile_backend="aot_eager")
+    assert said(cgan_spec, catalogue) == [
+        "<dict>:1: train.compile_backend: aot_eager is torch's backend for debugging torch.compile: its graphs may merge identical "
+        "random draws (two randn_like(x) in one loss then add the same noise), so it can train another model than eager or "
+        "inductor do; train with inductor"
+    ]
+    cgan_spec["train"]["compile"] = False
+    assert said(cgan_spec, catalogue) == []
+
+
 def test_channels_last_without_convolutions_is_said_by_validate(cgan_spec, catalogue) -> None:
     """Only `train` said it, after the data were built and the model compiled; an MLP model has no 4D weights."""
     cgan_spec["train"]["channels_last"] = True
