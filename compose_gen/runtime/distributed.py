@@ -108,20 +108,20 @@ class Distributed:
         dist.all_reduce(value)
         return bool(value.item() > 0)
 
-    def broadcast_state(self, model: nn.Module, parameters: bool) -> None:
-        """Copy rank 0's buffers (and parameters) to every rank."""
+    def broadcast(self, tensors: Iterable[Tensor]) -> None:
+        """Copy rank 0's ``tensors`` (each once, however often listed) to every rank: one broadcast per dtype."""
         if not self.active:
             return
-        tensors = list(model.buffers()) + (list(model.parameters()) if parameters else [])
-        seen: set[int] = set()
+        by_dtype: dict[torch.dtype, dict[int, Tensor]] = {}
         for tensor in tensors:
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            data = self._comm(tensor.detach())
-            dist.broadcast(data, 0)
-            if data.data_ptr() != tensor.data_ptr():
-                tensor.data.copy_(data)
+            by_dtype.setdefault(tensor.dtype, {})[id(tensor)] = tensor
+        for group in by_dtype.values():
+            flat = torch.cat([self._comm(t.detach().reshape(-1)) for t in group.values()])
+            dist.broadcast(flat, 0)
+            offset = 0
+            for t in group.values():
+                t.data.copy_(flat[offset : offset + t.numel()].view(t.shape))
+                offset += t.numel()
 
     def broadcast_text(self, text: str) -> str:
         """Rank 0's ``text`` on every rank (e.g. the run folder it chose)."""

@@ -231,7 +231,7 @@ class Run:
             memory_format = torch.channels_last
         if dist.rank > 0:  # every process built the same parameters from the spec's seed; each draws its own noise
             torch.manual_seed(offset_seed(spec.model.seed, dist.rank, RANK_STRIDE))
-        dist.broadcast_state(model, parameters=True)
+        dist.broadcast([*model.buffers(), *model.parameters()])
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         trainer = Trainer(model, stream, run_dir, progress, dist)

@@ -302,6 +302,11 @@ class Trainer:
         logged_at: int | None = None
         multi = len(self.model.plans) > 1
         rounds = 0
+        # What process 0 hands the others: its buffers after every round, its parameters once (after data-dependent
+        # initialisation); a weight average follows the parameters, so it goes with them, not every round.
+        first_round = [*self.model.buffers(), *self.model.parameters()]
+        averaged = {id(b) for b in self.ema.buffers()} if self.ema is not None else set()
+        every_round = [b for b in self.model.buffers() if id(b) not in averaged]
         self._fit_started = time.perf_counter()
         self.interrupted = self._stop = None
         try:
@@ -323,7 +328,7 @@ class Trainer:
                                 raise self._failed(name, error) from error
                     self.step += 1
                     rounds += 1
-                    self.dist.broadcast_state(self.model, parameters=rounds == 1)
+                    self.dist.broadcast(first_round if rounds == 1 else every_round)
                     logged = self.step % train.log_every == 0 or self.step >= max(steps, train.steps)
                     if logged:
                         last, logged_at = running.read(self.dist), self.step

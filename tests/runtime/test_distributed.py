@@ -73,12 +73,13 @@ BATCH_STATISTICS = {"vq.usage", "vq.perplexity"}
 
 
 ADAM, SGD = {"type": "adam", "lr": 1e-2}, {"type": "sgd", "lr": 0.05}  # Adam: the toys' own
+AVERAGED = spec_dict(AUTOENCODER, ema={"components": ["net"], "decay": 0.9})  # not broadcast each round: it follows the parameters
 
 
 @pytest.mark.parametrize(
     "base, optimizer",
-    [(AUTOENCODER, ADAM), (TRANSLATION_GAN, ADAM), (ACTNORM_FLOW, SGD), (EMA_VQVAE, SGD)],
-    ids=["one-player", "two-player", "actnorm", "ema-codebook"],
+    [(AUTOENCODER, ADAM), (TRANSLATION_GAN, ADAM), (ACTNORM_FLOW, SGD), (EMA_VQVAE, SGD), (AVERAGED, ADAM)],
+    ids=["one-player", "two-player", "actnorm", "ema-codebook", "weight-average"],
 )
 def test_two_processes_match_one_with_the_same_global_batch(base, optimizer, tmp_path, toys_catalogue):
     """Actnorm starts from the global batch's statistics and an EMA codebook follows the global batch's codes, as with one
@@ -90,6 +91,7 @@ def test_two_processes_match_one_with_the_same_global_batch(base, optimizer, tmp
     single.train()
     model = build(load_spec(raw, catalogue=toys_catalogue), "cpu")[0]
     assert load_checkpoint(list_checkpoints(tmp_path / "ddp")[-1], model).state["world_size"] == 2
+    model = Run.load(tmp_path / "ddp", catalogue=toys_catalogue, progress=False).model  # with its weight average, if any
     for (name, a), b in zip(single.model.state_dict().items(), model.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
     # logs are averaged over the processes, so they match too; only rank 0 wrote them
