@@ -9,6 +9,7 @@ import torch
 
 from compose_gen.compiler import GenerativeModel
 from compose_gen.core import Splits
+from compose_gen.registry import Catalogue
 from compose_gen.runtime import Run, build as build_spec
 from compose_gen.spec import Spec, load_spec
 
@@ -42,12 +43,18 @@ def train(
 
 
 def load_run(
-    run_dir: str | Path, device: str | None = None, checkpoint: str | Path | None = None, *, progress: bool = True
+    run_dir: str | Path,
+    device: str | None = None,
+    checkpoint: str | Path | None = None,
+    *,
+    progress: bool = True,
+    catalogue: Catalogue | None = None,
 ) -> Run:
     """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``.
 
     At its newest readable checkpoint, or ``checkpoint``: ``"best"`` (see ``train.best_metric``) or a
     checkpoint folder.  A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
-    ``progress=False`` keeps further training quiet, as for :func:`train` (in a worker process, say).
+    ``progress=False`` keeps further training quiet, as for :func:`train` (in a worker process, say).  A run built
+    with a catalogue of your own (``load_spec(..., catalogue=...)``) is loaded with it too.
     """
-    return Run.load(run_dir, device, progress=progress, trained=True, checkpoint=checkpoint)
+    return Run.load(run_dir, device, progress=progress, trained=True, checkpoint=checkpoint, catalogue=catalogue)

@@ -24,6 +24,7 @@ from compose_gen.compiler.graph import SpecGraph, build_graph, named, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Latch, Loss, Sampler, Splits
+from compose_gen.core.modes import own_modes
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
 __all__ = ["GenerativeModel", "SamplingFailed", "compile_spec"]
@@ -266,12 +267,13 @@ def compile_spec(
 ) -> GenerativeModel:
     """Build the model a spec describes over ``data`` on ``device``, checked by a dry run unless ``check`` is false.
 
-    Parameters are initialised under the spec's seed, so a spec always builds the same model.
+    Parameters are initialised under the spec's seed, so a spec always builds the same model, and in float32, whatever
+    torch's default dtype is in the caller's process.
     """
     fields = tuple(data.train.fields)
     graph = build_graph(spec, fields)
     torch.manual_seed(spec.model.seed)
-    with watching(spec) as watch:
+    with watching(spec) as watch, own_modes(torch.device(device).type):
         ctx = Builder(spec, data, watch)
         components, losses, sampler, metrics = build_all(spec, graph, ctx)
         evaluators = _evaluators(spec, graph, components)

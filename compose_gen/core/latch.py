@@ -42,4 +42,5 @@ class Latch(nn.Module):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._known = False  # the loaded value, not the one before, answers next
+        # The loaded value answers next, read now: read in a compiled training step, it would break the graph.
+        self._known = not self.value.is_meta and bool(self.value)

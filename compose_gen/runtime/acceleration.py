@@ -33,7 +33,7 @@ Mixed precision (``precision``)
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -58,10 +58,19 @@ class Precision:
             raise ValueError("train.precision: bf16 is not supported by this GPU; use fp16")
         self.scalers = {p: torch.amp.GradScaler(device.type) for p in players} if mode == "fp16" else {}
 
-    def autocast(self) -> ContextManager[Any]:
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The run's precision for one forward pass.  Training runs inside ``own_modes``' autocast off switch, so this
+        region is nested, and torch clears its cache of cast weights only when the outermost one ends: cleared here,
+        or the next step would compute with the weights as they were before the optimizer moved them."""
         if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+            yield
+            return
+        try:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                yield
+        finally:
+            torch.clear_autocast_cache()
 
     def float32_outputs(self, losses: Iterable[nn.Module]) -> None:
         """Make every loss return float32 tensors (only under mixed precision)."""
@@ -149,7 +158,7 @@ def _why(error: Exception) -> str:
     while isinstance(getattr(cause, "inner_exception", None), Exception):
         backend = backend or getattr(cause, "backend_name", None)
         cause = cause.inner_exception
-    first_line = (str(cause).strip().splitlines() or [""])[0][:300]
+    first_line = (str(cause).strip().splitlines() or [""])[0][:300].rstrip(": ")  # "AssertionError: " of a bare assert
     what = f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
     return f"backend {backend!r} raised {what}" if backend else what
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["get_state", "isolated", "set_state", "snapshot"]
+__all__ = ["get_state", "isolated", "kept", "set_state", "snapshot"]
 
 
 def get_state(device: torch.device) -> dict[str, Tensor]:
@@ -31,6 +31,13 @@ def set_state(states: dict[str, Tensor], device: torch.device) -> None:
     torch.set_rng_state(states["cpu"])
     if device.type == "cuda" and "cuda" in states:
         torch.cuda.set_rng_state(states["cuda"], device)
+
+
+@contextlib.contextmanager
+def kept() -> Iterator[None]:
+    """Put torch's generators back as the block found them: the CPU's, and every GPU's once CUDA has started."""
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []):
+        yield
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import os
 import time
 import warnings
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -35,6 +35,7 @@ from torch import Tensor
 from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import Splits
+from compose_gen.core.modes import own_modes
 from compose_gen.core.files import read_json
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.registry import Catalogue, make_catalogue
@@ -99,6 +100,9 @@ class Run:
     #: Set when the data or the model built now are not those the loaded checkpoint was trained with (an edited spec or
     #: data file, or a resume on other data): why.  Its metrics are then not recorded.
     changed: str | None = None
+    #: The run's own random stream (the state of torch's generators) between its calls to :meth:`train`: training draws
+    #: the noise a run never paused would draw, whatever the caller drew in between.
+    stream: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -107,6 +111,13 @@ class Run:
     @classmethod
     def create(cls, spec: Spec, out: str | Path | None = None, device: str | None = None, progress: bool = True) -> "Run":
         """A fresh run; ``out`` defaults to ``runs/<name>-<timestamp>`` and must not hold checkpoints yet."""
+        with rng.kept():  # the build seeds torch's generators: the run's stream, not the caller's
+            run = cls._create(spec, out, device, progress)
+            run.stream = rng.get_state(run.device)
+        return run
+
+    @classmethod
+    def _create(cls, spec: Spec, out: str | Path | None, device: str | None, progress: bool) -> "Run":
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         default = Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
@@ -141,7 +152,23 @@ class Run:
         sampling and evaluating: the optimizer file is neither read nor checked, so a
         damaged one does not send the run back to an older checkpoint, and the run cannot train.
         """
-        run_dir, overrides, trained = Path(run_dir), list(overrides), trained or weights_only
+        with rng.kept():  # the build and the checkpoint set torch's generators: the run's stream, not the caller's
+            run = cls._load(Path(run_dir), device, list(overrides), catalogue, progress, checkpoint, trained or weights_only, weights_only)
+            run.stream = rng.get_state(run.device)
+        return run
+
+    @classmethod
+    def _load(
+        cls,
+        run_dir: Path,
+        device: str | None,
+        overrides: list[str],
+        catalogue: Catalogue | None,
+        progress: bool,
+        checkpoint: str | Path | None,
+        trained: bool,
+        weights_only: bool,
+    ) -> "Run":
         check_loadable(run_dir, trained, checkpoint)
         catalogue = catalogue or make_catalogue()
         try:
@@ -259,7 +286,7 @@ class Run:
             if overtaken:
                 raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again to go on (compose-gen train --resume, or compose_gen.load_run)")
             self._set_aside_later_evaluation()
-            with self._spec_kept_unless_checkpointed():
+            with self._spec_kept_unless_checkpointed(), self._own_stream():
                 self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
                 logs = self.trainer.fit(total)
             if self.behind is not None and self.dir is not None:  # loaded behind a damaged checkpoint: is this one newer now?
@@ -270,6 +297,17 @@ class Run:
                 self._sample_and_evaluate()
         self.trainer.dist.wait_for_main()  # every process returns once process 0 has sampled and evaluated
         return logs
+
+    @contextmanager
+    def _own_stream(self) -> Iterator[None]:
+        """Torch's generators on the run's own stream (:attr:`stream`); the caller's put back after, as it left them."""
+        caller = rng.get_state(self.device)
+        rng.set_state(self.stream, self.device)
+        try:
+            yield
+        finally:
+            self.stream = rng.get_state(self.device)
+            rng.set_state(caller, self.device)
 
     def _sample_and_evaluate(self) -> None:
         """The end of training on process 0: the final samples, then the evaluation (``train.evaluate_at_end``)."""
@@ -353,12 +391,16 @@ class Run:
 
     @contextmanager
     def _as_evaluated(self, seed: int | None = None) -> Iterator[None]:
-        """Eval mode with the averaged weights; training's mode and weights are restored after.  With a ``seed``,
-        on a random stream of its own, seeded by it (the training stream is left as it was)."""
+        """Eval mode with the averaged weights, in compose_gen's own modes (a caller's ``torch.autocast`` does not reach in);
+        training's mode and weights are restored after.  With a ``seed``, on a random stream of its own, seeded by it."""
         was_training = self.model.training
         self.model.eval()
         try:
-            with rng.isolated(self.device, seed) if seed is not None else nullcontext(), self.averaged():
+            with (
+                rng.isolated(self.device, seed) if seed is not None else nullcontext(),
+                self.averaged(),
+                own_modes(self.device.type, grad=False),
+            ):
                 yield
         finally:
             self.model.train(was_training)

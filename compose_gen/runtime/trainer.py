@@ -50,6 +50,7 @@ from compose_gen.compiler.plan import term_address
 from compose_gen.core.contracts import check_loss_result
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
+from compose_gen.core.modes import own_modes
 from compose_gen.runtime.acceleration import LossFunction, Precision
 from compose_gen.runtime.checkpoint import (
     Checkpoint,
@@ -73,6 +74,10 @@ __all__ = ["NonFiniteLoss", "StepFailed", "Trainer"]
 
 class NonFiniteLoss(RuntimeError):
     """A loss, gradient or parameter became NaN or infinite; names the player, term and step."""
+
+
+#: The smallest positive float16 (subnormal): a loss scale below it leaves no gradient that float16 can hold.
+FLOAT16_TINIEST = 2.0**-24
 
 
 class StepFailed(RuntimeError):
@@ -310,7 +315,11 @@ class Trainer:
         self._fit_started = time.perf_counter()
         self.interrupted = self._stop = None
         try:
-            with self._signals(), TrainingProgress(steps, self.step, self.progress and self.dist.is_main) as bar:
+            with (
+                self._signals(),
+                own_modes(self.model.device.type),
+                TrainingProgress(steps, self.step, self.progress and self.dist.is_main) as bar,
+            ):
                 while self.step < steps:
                     if self.dist.any(self._stop is not None):
                         self.interrupted = self._stop or "a signal to another process"
@@ -399,9 +408,9 @@ class Trainer:
             norms = list(torch._foreach_norm(grads, 2, dtype=torch.float64))
             norm = math.hypot(*torch.stack(norms).tolist())
         loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(norm)
-        # fp16 gradients that overflowed are the scaler's to cure by lowering its scale, until it is down to 1: then they
-        # are non-finite unamplified, the NaN guard's
-        if not loss_ok or (not grads_ok and (scaler is None or scaler.get_scale() <= 1.0)):
+        # fp16 gradients that overflowed are the scaler's to cure by lowering its scale (below 1 too: a float16 gradient
+        # on the way may overflow though the true one is finite), until float16 would flush every gradient to zero
+        if not loss_ok or (not grads_ok and (scaler is None or scaler.get_scale() < FLOAT16_TINIEST)):
             self._nonfinite(name, plan, batch, values, loss_ok)
             optimizer.zero_grad(set_to_none=True)
             if scaler:

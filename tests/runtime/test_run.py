@@ -344,3 +344,53 @@ def test_samples_that_are_nan_are_written_with_a_warning(tmp_path, capsys) -> No
     del spec["components"]["flow"]["tail"]  # without the sigmoid: finite samples, nothing said
     Run.create(cg.load_spec(spec), tmp_path / "finite", progress=False).save_samples(tmp_path / "y.npy", 16)
     assert "samples hold NaN" not in capsys.readouterr().err
+
+
+def _toy_vae_run(folder, catalogue, **train):
+    from runtime_toys import VAE, spec_dict
+
+    return Run.create(cg.load_spec(spec_dict(VAE, **train), catalogue=catalogue), folder, progress=False)
+
+
+def test_a_run_keeps_its_own_random_stream_and_leaves_the_caller_s_alone(tmp_path, toys_catalogue) -> None:
+    """A sweep's own torch.rand drew the same value each trial (the build reseeded it), and what the caller drew between
+    two train() calls changed the noise training drew: no longer exact like a run never paused."""
+    from runtime_toys import same_state
+
+    torch.manual_seed(123)
+    caller = torch.get_rng_state()
+    straight = _toy_vae_run(tmp_path / "straight", toys_catalogue, steps=4)
+    straight.train()
+    assert torch.equal(torch.get_rng_state(), caller)
+    paused = _toy_vae_run(tmp_path / "paused", toys_catalogue, steps=4)
+    paused.train(2)
+    torch.randn(100)  # the caller's own draws, a sample, and another run loaded, between the two halves
+    paused.sample(4)
+    cg.load_run(tmp_path / "straight", progress=False, catalogue=toys_catalogue)
+    paused.train(4)
+    assert same_state(straight.model, paused.model)
+
+
+def test_what_a_caller_has_switched_on_does_not_reach_into_a_run(tmp_path, toys_catalogue) -> None:
+    """A caller's autocast made an fp32 run train and evaluate in bf16; its no_grad made training fail, blaming the loss;
+    its float64 default built float64 layers that refused the data, blaming the plugin."""
+    from runtime_toys import same_state
+
+    plain = _toy_vae_run(tmp_path / "plain", toys_catalogue, steps=3)
+    plain.train()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            wrapped = _toy_vae_run(tmp_path / "wrapped", toys_catalogue, steps=3)
+            wrapped.train()
+            assert wrapped.evaluate(record=False) == plain.evaluate(record=False)
+    finally:
+        torch.set_default_dtype(default)
+    assert same_state(plain.model, wrapped.model)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inside torch.inference_mode\(\), where nothing can learn"):
+        _toy_vae_run(tmp_path / "inference", toys_catalogue, steps=3)
+    fresh = _toy_vae_run(tmp_path / "inference", toys_catalogue, steps=3)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inside torch.inference_mode\(\), where nothing can learn"):
+        fresh.train()
+

@@ -137,10 +137,11 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     info = archive.zip.getinfo(key if key in archive.zip.namelist() else f"{key}.npy")  # the member NumPy reads
     try:
         with archive.zip.open(info) as handle:
-            problem = _declared_beyond_held(handle, _most_unpacked(info))
+            problem = _declared_beyond_held(handle, _most_unpacked(info, path.stat().st_size))
         if problem is None:
             member = archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
+        # NotImplementedError: a compression zipfile does not know; RuntimeError: an encrypted member
         raise file_error(path, f"array {key!r} is unreadable ({str(error) or type(error).__name__})") from None
     except MemoryError as error:
         raise file_error(path, f"array {key!r} declares more than memory holds ({error})") from None
@@ -155,11 +156,13 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
 _DEFLATE_RATIO = 1032
 
 
-def _most_unpacked(info: zipfile.ZipInfo) -> int:
+def _most_unpacked(info: zipfile.ZipInfo, archive_size: int) -> int:
     """The most bytes a zip member can hold: its stated size, which a forged archive can inflate, bounded by what its
-    packed bytes can unpack to."""
-    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO
-    return min(info.file_size, info.compress_size * ratio)
+    packed bytes (no more than the archive holds) can unpack to, where that is known: stored, or deflated (bzip2 and
+    lzma reach far higher ratios)."""
+    packed = min(info.compress_size, archive_size)
+    ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: _DEFLATE_RATIO}.get(info.compress_type)
+    return info.file_size if ratio is None else min(info.file_size, packed * ratio)
 
 
 def _declared_beyond_held(handle: BinaryIO, size: int) -> str | None:

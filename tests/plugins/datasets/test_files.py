@@ -100,16 +100,29 @@ def test_the_member_checked_is_the_one_numpy_reads(build, tmp_path: Path) -> Non
     assert build("npz", path=str(honest)).train.fields["x"].shape[1:] == X.shape[1:]
 
 
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_members_packed_beyond_deflate_s_ratio_load(method: int, build, tmp_path: Path) -> None:
+    """bzip2 packs a million zeros 100 000 to 1, far past deflate's limit: no lie for all that."""
+    path = tmp_path / "zeros.npz"
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        archive.writestr("x.npy", _npy(np.zeros((100_000, 10), np.float32)))
+    assert build("npz", path=str(path)).train.fields["x"].shape[1:] == (10,)
+
+
 def test_a_member_whose_stated_size_is_forged_is_bounded_by_its_packed_bytes(build, tmp_path: Path) -> None:
     path = tmp_path / "forged.npz"
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**29,)})  # 4 GiB
     _write_member(path, "x.npy", header.getvalue() + bytes(64))
     raw = bytearray(path.read_bytes())
-    central = raw.rindex(b"PK\x01\x02")  # the central directory's entry: its uncompressed size at offset 24
+    central = raw.rindex(b"PK\x01\x02")  # the central directory's entry: its sizes packed at offset 20, unpacked at 24
     raw[central + 24 : central + 28] = (0xFFFFFFF0).to_bytes(4, "little")
     path.write_bytes(raw)
     with pytest.raises(DatasetError, match=r"array 'x' declares 536870912 float64 values \(4,294,967,296 bytes\).* holds 64 bytes"):
+        build("npz", path=str(path))
+    raw[central + 20 : central + 24] = (0xFFFFFFF0).to_bytes(4, "little")  # both forged: the archive's own size bounds them
+    path.write_bytes(raw)
+    with pytest.raises(DatasetError, match=r"array 'x' declares 536870912 float64 values"):
         build("npz", path=str(path))
 
 
