@@ -196,6 +196,8 @@ class Trainer:
     interrupted: str | None = None
     #: The moving average of weights (``train.ema``), a submodule ``ema`` of the model so checkpoints hold it.
     ema: WeightAverage | None = None
+    #: Set when an error ended a round after some player had stepped in it: the model is part-way through that round.
+    half_round: str | None = None
 
     def __post_init__(self) -> None:
         self.train = self.model.spec.model.train
@@ -287,6 +289,9 @@ class Trainer:
         earlier ``steps`` or a signal stops it: the window goes on in the checkpoint, so a resumed run logs as if
         it had never stopped.
         """
+        if self.half_round is not None:  # training on would step those players twice in that round
+            raise RuntimeError(f"{self.half_round}, so the model is part-way through that round; load the run again "
+                               "from its folder (compose_gen.load_run) to go on from its last checkpoint")
         train = self.train
         self.model.train()
         main = self.dist.is_main and self.run_dir is not None
@@ -325,16 +330,23 @@ class Trainer:
                         self.interrupted = self._stop or "a signal to another process"
                         self.say(f"{self.interrupted}: stopping at step {self.step} and saving a checkpoint")
                         break
-                    for name, plan in self.model.plans.items():
-                        if multi:
-                            self._select(plan)
-                        for _ in range(plan.spec.steps):
-                            try:
-                                running.add(self._player_step(name, plan))
-                            except NonFiniteLoss:
-                                raise
-                            except Exception as error:
-                                raise self._failed(name, error) from error
+                    stepped: list[str] = []
+                    try:
+                        for name, plan in self.model.plans.items():
+                            if multi:
+                                self._select(plan)
+                            for _ in range(plan.spec.steps):
+                                try:
+                                    running.add(self._player_step(name, plan))
+                                except NonFiniteLoss:
+                                    raise
+                                except Exception as error:
+                                    raise self._failed(name, error) from error
+                                stepped.append(name)
+                    except BaseException:
+                        if stepped:
+                            self.half_round = f"round {self.step + 1} stopped after {', '.join(dict.fromkeys(stepped))} had stepped in it"
+                        raise
                     self.step += 1
                     rounds += 1
                     self.dist.broadcast(first_round if rounds == 1 else every_round)

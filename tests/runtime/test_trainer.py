@@ -496,3 +496,29 @@ def test_a_gradient_whose_float32_norm_overflows_though_every_entry_is_finite_is
     assert 1.8e19 < logged["model.grad_norm"] < math.inf
     moved = torch.cat([(p.detach() - b).flatten().double() for p, b in zip(params, before, strict=True)]).norm()
     assert moved.item() == pytest.approx(0.5, rel=1e-3)
+
+
+def test_a_round_an_error_ended_half_way_is_not_trained_again_on_top(tmp_path, toys_catalogue, monkeypatch) -> None:
+    """The critic had stepped when the generator's step raised: training on in the same Run stepped the critic twice in
+    that round, and never matched the run that was not stopped. Loading the folder again goes on exactly."""
+    from compose_gen.runtime import Run
+    from compose_gen.runtime.trainer import StepFailed
+    from compose_gen.spec import load_spec
+
+    run = Run.create(load_spec(spec_dict(GAN, steps=4, checkpoint_every=1), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    run.train(2)
+    real = type(run.trainer)._player_step
+
+    def failing(trainer, name, plan):
+        if name == "generator":
+            raise ValueError("a plugin's bug")
+        return real(trainer, name, plan)
+
+    monkeypatch.setattr(type(run.trainer), "_player_step", failing)
+    with pytest.raises(StepFailed, match="player 'generator', step 3"):
+        run.train()
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="round 3 stopped after critic had stepped in it, so the model is part-way through"):
+        run.train()
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train()  # from step 2's checkpoint
+
