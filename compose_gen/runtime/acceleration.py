@@ -33,7 +33,7 @@ Mixed precision (``precision``)
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -58,14 +58,15 @@ class Precision:
             raise ValueError("train.precision: bf16 is not supported by this GPU; use fp16")
         self.scalers = {p: torch.amp.GradScaler(device.type) for p in players} if mode == "fp16" else {}
 
+    def autocast(self) -> ContextManager[Any]:
+        """The run's precision for one forward pass (nothing to do under fp32, every step)."""
+        return contextlib.nullcontext() if self.dtype is None else self._mixed()
+
     @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        """The run's precision for one forward pass.  Training runs inside ``own_modes``' autocast off switch, so this
-        region is nested, and torch clears its cache of cast weights only when the outermost one ends: cleared here,
-        or the next step would compute with the weights as they were before the optimizer moved them."""
-        if self.dtype is None:
-            yield
-            return
+    def _mixed(self) -> Iterator[None]:
+        """Training runs inside ``own_modes``' autocast off switch, so this region is nested, and torch clears its cache
+        of cast weights only when the outermost one ends: cleared here, or the next step would compute with the
+        weights as they were before the optimizer moved them."""
         try:
             with torch.autocast(self.device.type, dtype=self.dtype):
                 yield
