@@ -35,8 +35,8 @@ from torch import Tensor
 from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import Splits
-from compose_gen.core.modes import own_modes
 from compose_gen.core.files import read_json
+from compose_gen.core.modes import own_modes
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.registry import Catalogue, make_catalogue
 from compose_gen.runtime import rng

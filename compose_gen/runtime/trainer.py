@@ -48,9 +48,9 @@ from torch import Tensor
 from compose_gen.compiler import GenerativeModel, Plan
 from compose_gen.compiler.plan import term_address
 from compose_gen.core.contracts import check_loss_result
+from compose_gen.core.modes import own_modes
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
-from compose_gen.core.modes import own_modes
 from compose_gen.runtime.acceleration import LossFunction, Precision
 from compose_gen.runtime.checkpoint import (
     Checkpoint,
