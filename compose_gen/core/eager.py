@@ -17,8 +17,8 @@ def eager_under_compile(fn: F) -> F:
 
     For a Python loop of many passes, which the compiler would unroll: an IAF's
     density takes ``D`` MADE passes, and ``iaf_digits``' 128 took 87 s to compile on CPU.
-    Outside compiling, ``fn`` is called as it is, and the ``torch.compiler.disable``
-    wrapper is made the first time a compiler traces the call: importing
+    Outside compiling, ``fn`` is called as it is; the ``torch.compiler.disable``
+    wrapper is made only where a compiler traces the call: importing
     ``torch._dynamo`` takes seconds, and most commands never compile.
 
         >>> @eager_under_compile
@@ -29,14 +29,10 @@ def eager_under_compile(fn: F) -> F:
         >>> passes(torch.zeros(2)).tolist()
         [0.0, 0.0]
     """
-    disabled: list[Callable] = []
-
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if not torch.compiler.is_compiling():
             return fn(*args, **kwargs)
-        if not disabled:
-            disabled.append(torch.compiler.disable(fn))
-        return disabled[0](*args, **kwargs)
+        return torch.compiler.disable(fn)(*args, **kwargs)
 
     return call  # type: ignore[return-value]

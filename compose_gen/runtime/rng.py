@@ -41,15 +41,12 @@ def kept() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def isolated(device: torch.device, seed: int | None = None) -> Iterator[None]:
-    """Run a block on its own random stream (seeded if ``seed`` is given); restore the training stream after."""
-    saved = get_state(device)
-    try:
-        if seed is not None:
-            torch.manual_seed(seed)
+def isolated(seed: int) -> Iterator[None]:
+    """Run a block on its own random stream, seeded by ``seed``; the stream it interrupted goes on after (:func:`kept`,
+    which also puts back the GPUs that ``torch.manual_seed`` reseeds beside the model's)."""
+    with kept():
+        torch.manual_seed(seed)
         yield
-    finally:
-        set_state(saved, device)
 
 
 def snapshot(model: nn.Module, device: torch.device) -> Callable[[], None]:

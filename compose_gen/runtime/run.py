@@ -397,7 +397,7 @@ class Run:
         self.model.eval()
         try:
             with (
-                rng.isolated(self.device, seed) if seed is not None else nullcontext(),
+                rng.isolated(seed) if seed is not None else nullcontext(),
                 self.averaged(),
                 own_modes(self.device.type, grad=False),
             ):
@@ -479,7 +479,7 @@ class Run:
         """
         n = self.spec.model.evaluate.samples if n is None else n
         labels = self.model.labels(n, self.class_labels(classes))
-        with rng.isolated(self.device, self.spec.model.seed):
+        with rng.isolated(self.spec.model.seed):
             x = self.sample(n, temperature, classes)
         warning = non_finite_warning(x, n, self.trainer.step)
         if warning is not None:  # written all the same, as asked, but not without a word
