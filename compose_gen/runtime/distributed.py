@@ -63,34 +63,49 @@ class Distributed:
     def average_gradients(self, params: Iterable[nn.Parameter], loss: Tensor) -> Tensor:
         """Average the gradients of ``params`` over ranks; return a number that is finite iff every rank's ``loss`` is.
 
-        One all-reduce per gradient dtype; the count of ranks with a non-finite
-        loss rides along with the first bucket and becomes 0 or ``inf``.  Without
-        other ranks it is ``loss`` itself.
+        One all-reduce per parameter dtype.  A graph may depend on the data, so a
+        parameter may have a gradient on some ranks only: a rank without one adds
+        zeros, which is its gradient, and says so in a header that rides along with
+        the first bucket; a parameter no rank has a gradient for keeps none (as
+        under ``DistributedDataParallel`` with ``find_unused_parameters``).  The
+        header also counts the ranks whose loss is not finite, so the result is 0
+        or ``inf``.  Without other ranks it is ``loss`` itself.  The device is read
+        back only by a rank that lacks a gradient.
         """
         if not self.active:
             return loss
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        for p in params:
-            if p.grad is not None:
-                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-        flag = (~torch.isfinite(loss)).float().reshape(1)
+        params = list(params)
+        had = torch.ones(len(params), device=loss.device)
+        missing = [i for i, p in enumerate(params) if p.grad is None]
+        if missing:
+            had[missing] = 0.0
+        header = torch.cat([(~torch.isfinite(loss)).float().reshape(1), had])  # [ranks with a non-finite loss, per parameter: ranks with a gradient]
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, p in enumerate(params):
+            by_dtype.setdefault(p.dtype, []).append(i)
         if not by_dtype:
-            flag = self._comm(flag)
-            dist.all_reduce(flag)
-            return torch.where(flag[0] == 0, 0.0, math.inf)
-        for i, (dtype, grads) in enumerate(by_dtype.items()):
-            parts = [g.reshape(-1) for g in grads] + ([flag.to(dtype)] if i == 0 else [])
-            flat = self._comm(torch.cat(parts))
+            header = self._comm(header)
+            dist.all_reduce(header)
+        counts: list[float] | None = None
+        for first, (dtype, indices) in enumerate(by_dtype.items()):
+            grads = [torch.zeros_like(params[i]) if params[i].grad is None else params[i].grad for i in indices]
+            flat = self._comm(torch.cat([g.reshape(-1) for g in grads] + ([header.to(dtype)] if first == 0 else [])))
             dist.all_reduce(flat)
-            if i == 0:
-                flag = flat[-1:].clone()
-                flat = flat[:-1]
+            if first == 0:
+                header, flat = flat[-len(header) :].float(), flat[: -len(header)]
             flat /= self.world_size
             offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-        return torch.where(flag[0] == 0, 0.0, math.inf)
+            for i in indices:
+                p = params[i]
+                averaged = flat[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
+                if p.grad is not None:
+                    p.grad.copy_(averaged)
+                    continue
+                counts = header.tolist() if counts is None else counts
+                if counts[1 + i] > 0:
+                    p.grad = averaged.to(p.device, copy=True)
+        return torch.where(header[0] == 0, 0.0, math.inf)
 
     def sum(self, values: Tensor) -> Tensor:
         """Element-wise sum of ``values`` over ranks, in their dtype (for logged averages)."""

@@ -1,6 +1,7 @@
 """Test-only plugins and tiny specs for the runtime tests (imported by tests and by their subprocesses).
 
-* ``toy_mse``: ``mean((a - b)²)``, optionally non-finite (loss or gradient) at chosen forward calls;
+* ``toy_mse``: ``mean((a - b)²)``, optionally non-finite (loss or gradient) at chosen forward calls, or with no
+  gradient into ``a`` in one process of a group;
 * ``toy_gan``: the non-saturating GAN (Goodfellow et al. 2014) with a critic it references:
   critic term ``E softplus(-D(real)) + E softplus(D(fake))``, generator term ``E softplus(-D(fake))``;
 * ``toy_conv``: a 3×3 convolution keeping the image shape (for channels-last).
@@ -35,6 +36,7 @@ class MSEParams(Params):
     nan_at: list[int] = Field(default_factory=list, description="forward calls (1-based, with gradients) that go wrong")
     nan_kind: Literal["loss", "grad"] = "loss"
     nan_rank: int | None = Field(None, description="only in this process of a torchrun group (RANK)")
+    detach_a_rank: int | None = Field(None, description="in this process of a torchrun group, no gradient flows into a")
 
 
 class ToyMSE(Loss):
@@ -45,9 +47,12 @@ class ToyMSE(Loss):
         here = params.nan_rank is None or int(os.environ.get("RANK", "0")) == params.nan_rank
         self.nan_at, self.nan_kind = set(params.nan_at) if here else set(), params.nan_kind
         self.calls = 0
+        self.detach_a = params.detach_a_rank is not None and int(os.environ.get("RANK", "0")) == params.detach_a_rank
 
     def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:
         a, b = inputs["a"], inputs["b"]
+        if self.detach_a:  # a graph that depends on the data: a's parameters get no gradient in this process
+            a = a.detach()
         loss = ((a - b) ** 2).mean()
         if torch.is_grad_enabled():
             self.calls += 1

@@ -131,6 +131,36 @@ def test_a_nan_in_one_process_is_skipped_by_all_and_described_by_the_process_tha
     assert len(own) == 1 and own[0].startswith("process 1: warning: player 'model', step 2: non-finite loss (rec=nan, rec.mse=nan)")
 
 
+def _train_and_keep_parameters(rank: int, world: int, port: int, raw: dict, out: str) -> int:
+    """Train; then write this process's parameters to ``out/rank{rank}.safetensors``."""
+    from safetensors.torch import save_file
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    run = Run.create(load_spec(raw, catalogue=catalogue()), out, progress=False)
+    run.train()
+    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors"))
+    return 0
+
+
+def test_a_parameter_without_gradient_in_one_process_gets_the_average_of_the_others(tmp_path):
+    """A graph may depend on the data, so that a parameter has a gradient in some processes only: its gradient is then
+    the sum of theirs over the number of processes (the missing ones count as 0, as under DDP), and every process
+    steps it alike.  The gradients used to be bucketed by which ones existed, and the buckets' sizes differed."""
+    raw = spec_dict(AUTOENCODER, steps=4, batch_size=32)
+    raw["components"]["shift"] = {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [8]}
+    raw["graph"]["s"] = "shift(x)"
+    raw["losses"]["rec"].update(b="s", detach_a_rank=1)  # net's gradient comes from process 0 only
+    port, out = free_port(), tmp_path / "ddp"
+    children = [forked(_train_and_keep_parameters, r, 2, port, raw, str(out), output=str(tmp_path / f"rank{r}.txt")) for r in range(2)]
+    for child in children:
+        child.join(120)
+    assert [child.exitcode for child in children] == [0, 0], (tmp_path / "rank1.txt").read_text()
+    first, second = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    initial = build(load_spec(raw, catalogue=catalogue()), "cpu")[0].state_dict()
+    assert not torch.equal(first["components.net.net.0.weight"], initial["components.net.net.0.weight"])  # net learned
+
+
 def _slow_main(rank: int, port: int) -> int:
     """Join a group whose default timeout is 3 s; process 0 then takes 6 s to get to the end of training."""
     import datetime
