@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
 from compose_gen import BuildContext, ComponentType, Params, Ref, hookimpl
+from compose_gen_plugins.latent.continuous_bernoulli import StableContinuousBernoulli
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.discretized import (
     CoupledDiscretizedLogisticMixture,
@@ -141,7 +142,8 @@ class BernoulliDecoder(_Decoder):
 
 
 class ContinuousBernoulliDecoder(_Decoder):
-    """p(x|z) = ∏ CB(x_i; λ_i), the normalised Bernoulli for data in [0, 1] (Loaiza-Ganem & Cunningham 2019)."""
+    """p(x|z) = ∏ CB(x_i; λ_i), the normalised Bernoulli for data in [0, 1] (Loaiza-Ganem & Cunningham 2019), computed
+    from the logits so that it stays exact where λ nears 0 or 1 (:class:`.StableContinuousBernoulli`)."""
 
     #: Its density at x = 0 (or 1), C(λ)(1 − λ), grows without bound as λ → 0 (or 1): data taking those values exactly
     #: let the loss fall forever (slowly, as log log 1/λ), and no likelihood of discrete data is bounded by it.
@@ -149,7 +151,7 @@ class ContinuousBernoulliDecoder(_Decoder):
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
         (logits,) = self.params(z, context)
-        return self.independent(ContinuousBernoulli(logits=logits, validate_args=False))
+        return self.independent(StableContinuousBernoulli(logits=logits, validate_args=False))
 
 
 class GaussianDecoder(_Decoder):
@@ -354,7 +356,8 @@ def build_continuous_bernoulli_decoder(p: DecoderParams, ctx: BuildContext) -> C
 
     p(x|z) = Π_i C(λ_i) λ_i^{x_i} (1 − λ_i)^{1 − x_i},  x_i ∈ [0, 1],  λ = sigmoid(f(z)),
     C(λ) = 2 artanh(1 − 2λ) / (1 − 2λ) for λ ≠ 1/2, C(1/2) = 2: the Bernoulli's form normalised into a density
-    on [0, 1]; its mean is λ/(2λ − 1) + 1/(2 artanh(1 − 2λ)), not λ.
+    on [0, 1]; its mean is λ/(2λ − 1) + 1/(2 artanh(1 − 2λ)), not λ.  Both are computed from the logit L = f(z)
+    (C = L / tanh(L/2)), which keeps them exact where λ is within float precision of 0 or 1.
 
     Loaiza-Ganem & Cunningham 2019, "The continuous Bernoulli: fixing a pervasive error in variational autoencoders".
     """
