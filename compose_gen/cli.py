@@ -133,9 +133,10 @@ def _train(args: argparse.Namespace) -> int:
                 f"compose-gen train: --resume continues {args.resume} with the spec it records, so {given} would not be used; {instead}"
             )
         run = Run.load(args.resume, args.device, [*args.set, *steps], progress=progress)
-        if steps and run.trainer.step >= args.steps:
-            raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already; give --steps beyond it")
         args.steps = run.spec.model.train.steps
+        if run.trainer.step >= args.steps:
+            end = "" if steps else ", the end of its train.steps"
+            raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it")
         _check_until(args.until, run.trainer.step, args.steps)
     else:
         if not args.spec:
