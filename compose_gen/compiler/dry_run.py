@@ -126,10 +126,17 @@ def _check_finite(
             f"({shapes}): do the data's values lie where the graph's expressions are defined?",
         )
     if bad:
+        infinite = [result[t] for t, v in values.items() if math.isinf(v)]
+        overflow = (
+            f"a setting too large for {str(infinite[0].dtype).removeprefix('torch.')} (it overflows past "
+            f"{torch.finfo(infinite[0].dtype).max:.3g}), "
+            if len(infinite) == len(bad)
+            else ""
+        )
         raise spec.blame(
             spec.sections.losses[loss],
             f"turned finite inputs into a non-finite loss before any training step ({', '.join(bad)}) on the dry run's batch "
-            f"({shapes}): a bug in the loss, or data outside where it is defined (a logit needs (0, 1))",
+            f"({shapes}): {overflow}a bug in the loss, or data outside where it is defined (a logit needs (0, 1))",
         )
 
 

@@ -74,6 +74,13 @@ def test_a_graph_value_no_player_needs_is_dry_run_too(vae_spec) -> None:
         build(load_spec(vae_spec), "cpu")
 
 
+def test_a_loss_a_setting_made_overflow_is_said_to_be_perhaps_the_setting(vae_spec) -> None:
+    """β·KL past float32's largest number is inf, not NaN: the setting is the first suspect."""
+    vae_spec["losses"]["vae"]["beta"] = 1e40
+    with pytest.raises(SpecError, match=r"losses.vae: .* \(vae=inf\) .*: a setting too large for float32 \(it overflows past 3.4e\+38\), a bug"):
+        build(load_spec(vae_spec), "cpu")
+
+
 def test_every_metric_that_cannot_be_built_is_reported_at_once(vae_spec) -> None:
     vae_spec["evaluate"]["metrics"] = [{"type": "codebook_usage", "model": "vae"}, {"type": "codebook_usage", "model": "vae"}]
     spec = load_spec(vae_spec)  # the loss exists; only its builder can tell that it is no vqvae
