@@ -439,12 +439,14 @@ class Trainer:
         else:
             optimizer.step()
         if not grads_ok:  # the scaler skipped the step: no hook (an EMA codebook, weight clipping) nor average follows it
-            return values
+            return {**values, f"{name}.overflowed": 1.0}
         for call in plan.losses:
             call.module.after_step(call.terms)
         if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
             self.ema.update(self.step)
         values[f"{name}.grad_norm"] = norm
+        if scaler:  # logged as the fraction of the window's steps whose float16 gradients overflowed, which it skipped
+            values[f"{name}.overflowed"] = 0.0
         return values
 
     def _failed(self, name: str, error: Exception) -> StepFailed:

@@ -50,11 +50,13 @@ def test_an_fp16_step_the_scaler_skips_runs_no_after_step_hook(tmp_path, toys_ca
     scaler = run.trainer.precision.scalers["model"]
     scaler.update(2.0**8)  # gradients scaled by 256 fit in float16 here: a step taken
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    assert "model.grad_norm" in run.train(2)
+    taken = run.train(2)
+    assert "model.grad_norm" in taken and taken["model.overflowed"] == 0.0
     assert not torch.equal(before["losses.vq.quantizer.cluster_size"], run.model.state_dict()["losses.vq.quantizer.cluster_size"])
     scaler.update(3e38)  # scaled gradients overflow float32: the scaler skips the step
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    assert "model.grad_norm" not in run.train(3)
+    skipped = run.train(3)
+    assert "model.grad_norm" not in skipped and skipped["model.overflowed"] == 1.0  # the log says so
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
 
 
