@@ -19,6 +19,7 @@ from torch import nn
 from compose_gen.compiler.graph import SpecGraph, node
 from compose_gen.compiler.plan import Plan
 from compose_gen.core import Loss, Splits
+from compose_gen.core.errors import described
 from compose_gen.registry import listed
 from compose_gen.spec import Spec
 from compose_gen.spec.errors import PathPart
@@ -104,7 +105,7 @@ def advise_losses(spec: Spec, graph: SpecGraph, losses: Mapping[str, Loss], plan
         try:
             advice = loss.advise(trained)
         except Exception as error:
-            raise spec.blame(declared, f"failed to advise: {type(error).__name__}: {error}") from None
+            raise spec.blame(declared, f"failed to advise: {described(error)}") from None
         for message in advice:
             spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)}: {message}")
 

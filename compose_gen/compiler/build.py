@@ -17,6 +17,7 @@ from compose_gen.core import Bijector, Loss, Sampler, Splits, offset_seed
 from compose_gen.core.bijector import check_constructed
 from compose_gen.core.contracts import describe_value
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
+from compose_gen.core.errors import described
 from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError, SpecWarning
 from compose_gen.spec.resolve import origin
@@ -85,7 +86,7 @@ class Builder:
             except SpecError:
                 raise
             except Exception as error:
-                raise self.spec.blame(declared, f"failed to build: {type(error).__name__}: {error}") from None
+                raise self.spec.blame(declared, f"failed to build: {described(error)}") from None
         self._pass_on(declared, caught)
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):

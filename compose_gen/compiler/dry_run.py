@@ -27,6 +27,7 @@ from compose_gen.compiler.checks import enforce, finite, nonfinite_sources
 from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
+from compose_gen.core.errors import described
 from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, SpecError
 
@@ -271,7 +272,7 @@ def _located(spec: Any, stack: list[str], nonfinite: list[str], where: tuple[Any
         elif stack:
             where = spec.sections.components[stack[-1]]
             what = f"{what} (in component {stack[-1]!r})"
-        message = f"{made_nan}dry run failed {what}{on}: {type(error).__name__}: {error}"
+        message = f"{made_nan}dry run failed {what}{on}: {described(error)}"
         if isinstance(where, Declared):
             raise spec.blame(where, message) from None
         raise SpecError([Problem(where, message)], spec.source) from None

@@ -24,6 +24,7 @@ from compose_gen.compiler.graph import SpecGraph, build_graph, named, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Latch, Loss, Sampler, Splits
+from compose_gen.core.errors import described
 from compose_gen.core.modes import own_modes
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
@@ -301,7 +302,7 @@ def _unmovable(spec: Spec, model: GenerativeModel, device: torch.device | str, e
         try:
             module.to(device)
         except Exception as own:
-            return spec.blame(components[name], f"failed to move to {device}: {type(own).__name__}: {own}")
+            return spec.blame(components[name], f"failed to move to {device}: {described(own)}")
     return error
 
 

@@ -21,6 +21,7 @@ import torch
 from compose_gen.compiler import GenerativeModel
 from compose_gen.core import ContractError, EvalContext, Splits
 from compose_gen.core.contracts import check_metric_result
+from compose_gen.core.errors import described
 from compose_gen.runtime.layout import EVALUATION_FILE
 from compose_gen.spec import Problem, Spec, SpecError, format_path
 
@@ -119,7 +120,7 @@ class MetricLoop:
         except ContractError as error:
             return {}, f"broke the metric contract: {error}"
         except Exception as error:  # one broken metric must not cost the others
-            problem = f"raised {type(error).__name__}: {error}"
+            problem = f"raised {described(error)}"
             culprit = self.model.culprit(error)  # a loss or component it called, whose code raised
             if culprit is not None:
                 problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"

@@ -48,6 +48,7 @@ from torch import Tensor
 from compose_gen.compiler import GenerativeModel, Plan
 from compose_gen.compiler.plan import term_address
 from compose_gen.core.contracts import check_loss_result
+from compose_gen.core.errors import described
 from compose_gen.core.modes import own_modes
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
@@ -451,7 +452,7 @@ class Trainer:
 
     def _failed(self, name: str, error: Exception) -> StepFailed:
         """Say which player, step and spec part (type, plugin) ``error`` came from; checkpoints stay as they are."""
-        what = f"{type(error).__name__}: {error}"
+        what = described(error)
         culprit = self.model.culprit(error)
         if culprit is not None:
             what = str(self.model.spec.blame(culprit, f"raised {what}"))

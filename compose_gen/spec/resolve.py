@@ -14,6 +14,7 @@ from typing import Any, Iterable, get_args
 
 from pydantic import ValidationError
 
+from compose_gen.core.errors import described
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, LossRef, Params, RefTo, ref_fields, suggest
 from compose_gen.spec.errors import PathPart, Problem, SpecError
 from compose_gen.spec.model import SpecModel
@@ -97,7 +98,7 @@ class _Resolver:
                 self.problem((*path, *error_location(fields, item)), message)
             return None
         except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
-            self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {type(error).__name__}: {error}")
+            self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {described(error)}")
             return None
         declared = Declared(name, component_type, params, path)
         self._lift_refs(declared)

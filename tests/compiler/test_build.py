@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 from compose_gen import make_catalogue
 from compose_gen.compiler.build import SEED_STRIDE, Builder
-from compose_gen.spec import SpecWarning, load_spec
+from compose_gen.runtime import build
+from compose_gen.spec import SpecError, SpecWarning, load_spec
 
 
 def spec(**components):
@@ -89,3 +91,12 @@ def test_a_plugin_warning_is_said_once_at_the_component_with_its_type_and_others
     assert said[0].message.path == ("components", "block")
     others = [w for w in caught if not issubclass(w.category, SpecWarning)]
     assert [(w.category, str(w.message), w.filename.endswith("noisy.py")) for w in others] == [(DeprecationWarning, "a library's own warning", True)] * 3
+
+
+def test_a_size_torch_cannot_hold_is_refused_at_its_component_without_torch_s_cpp_backtrace(vae_spec) -> None:
+    vae_spec["components"]["decoder"]["net"]["hidden"] = [2**63]
+    with pytest.raises(SpecError) as caught:
+        build(load_spec(vae_spec), "cpu")
+    message = str(caught.value)
+    assert "components.decoder.net: type 'mlp' (plugin 'networks') failed to build: " in message
+    assert "Overflow when unpacking long long" in message and "frame #" not in message

@@ -1,0 +1,12 @@
+"""How compose_gen quotes an exception inside its own messages."""
+
+from __future__ import annotations
+
+__all__ = ["described"]
+
+
+def described(error: BaseException) -> str:
+    """``"TypeName: message"``, without the C++ backtrace torch appends to some of its errors (``Exception raised from …
+    (most recent call first): frame #0: …``), which names torch's source files rather than what went wrong."""
+    text = str(error).split("\nException raised from ", 1)[0].rstrip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
