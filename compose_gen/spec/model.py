@@ -36,6 +36,11 @@ class _Strict(StrictModel):
     """Unknown keys, NaN and ±infinity in a float, and true/false for a number are errors."""
 
 
+#: An exponential moving average's decay, as Adam's β₁ and β₂: in [0, 1).
+Decay = Annotated[float, Field(ge=0.0, lt=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
 class _Optimizer(_Strict):
     """An optimizer: a torch class and its hyper-parameters, under torch's names."""
 
@@ -50,9 +55,9 @@ class Adam(_Optimizer):
 
     type: Literal["adam"] = "adam"
     lr: PositiveFloat = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Decay, Decay] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     amsgrad: bool = False
 
 
@@ -62,9 +67,9 @@ class AdamW(_Optimizer):
 
     type: Literal["adamw"]
     lr: PositiveFloat = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Decay, Decay] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
-    weight_decay: float = 1e-2
+    weight_decay: NonNegative = 1e-2
     amsgrad: bool = False
 
 
@@ -73,10 +78,10 @@ class RMSprop(_Optimizer):
 
     type: Literal["rmsprop"]
     lr: PositiveFloat = 1e-3
-    alpha: float = 0.99
+    alpha: Decay = 0.99
     eps: PositiveFloat = 1e-8
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    momentum: NonNegative = 0.0
+    weight_decay: NonNegative = 0.0
     centered: bool = False
 
 
@@ -85,10 +90,16 @@ class SGD(_Optimizer):
 
     type: Literal["sgd"]
     lr: PositiveFloat = 1e-2
-    momentum: float = 0.0
-    dampening: float = 0.0
+    momentum: NonNegative = 0.0
+    dampening: float = Field(0.0, ge=0.0, le=1.0)
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGD":
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("nesterov: true needs a momentum above 0 and dampening 0 (Sutskever et al. 2013)")
+        return self
 
 
 def _tag(default: str) -> Any:
@@ -153,7 +164,7 @@ class StepDecay(_Schedule):
 
     type: Literal["step"]
     every: PositiveInt
-    gamma: PositiveFloat = 0.1
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="the factor every `every` steps, a decay: in (0, 1]")
 
     def decay(self, t: int, span: int) -> float:
         return self.gamma ** (t // self.every)
@@ -163,7 +174,7 @@ class Exponential(_Schedule):
     """lr × gamma^step."""
 
     type: Literal["exponential"]
-    gamma: PositiveFloat
+    gamma: float = Field(..., gt=0.0, le=1.0, description="the factor per step, a decay: in (0, 1]")
 
     def decay(self, t: int, span: int) -> float:
         return self.gamma**t

@@ -117,6 +117,24 @@ def test_optimizer_errors_drop_the_union_tag(vae_spec, catalogue) -> None:
     assert "train.optimizer.lr: Input should be greater than 0" in line
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.optimizer.betas=[1.5, 0.9]", "train.optimizer.betas[0]: Input should be less than 1"),
+        ("train.optimizer.weight_decay=-1", "train.optimizer.weight_decay: Input should be greater than or equal to 0"),
+        ("train.optimizer={type: rmsprop, alpha: 1}", "train.optimizer.alpha: Input should be less than 1"),
+        ("train.optimizer={type: sgd, momentum: -1}", "train.optimizer.momentum: Input should be greater than or equal to 0"),
+        ("train.optimizer={type: sgd, nesterov: true}", "train.optimizer: nesterov: true needs a momentum above 0 and dampening 0"),
+        ("players={model: {schedule: {type: exponential, gamma: 1.5}}}", "players.model.schedule.gamma: Input should be less than or equal to 1"),
+    ],
+)
+def test_settings_torch_or_the_schedule_cannot_use_are_refused_where_they_are_written(vae_spec, catalogue, override, message) -> None:
+    """Not by torch once training starts (``Invalid beta parameter at index 0: 1.5``, no file or key), nor, for a schedule
+    whose lr grows without end, by an OverflowError after some steps."""
+    (line,) = problems(vae_spec, catalogue, [override])
+    assert line.startswith(f"--set: {message}"), line
+
+
 def test_an_unknown_type_of_a_built_in_section_gets_a_suggestion_at_its_type_key(vae_spec, catalogue) -> None:
     """Not pydantic's "Input tag 'sgdd' found using tag() does not match ...", and blamed on the override that set it."""
     assert problems(vae_spec, catalogue, ["train.optimizer.type=sgdd"]) == [
