@@ -191,7 +191,7 @@ class ImageToImage(nn.Module):
 
 class ConvTranslatorParams(ImageOptions):
     out_channels: int | None = Field(None, ge=1, description="channels of the output (default: the input's)")
-    blocks: int = Field(3, ge=0, description="residual blocks")
+    blocks: int = Field(3, ge=0, le=1000, description="residual blocks (at most 1000)")
     norm: Norm = Field("instance", description="normalisation after every convolution but the last")
     output: Output = Field("none", description="output activation: tanh for data in [-1, 1], sigmoid for [0, 1]")
 

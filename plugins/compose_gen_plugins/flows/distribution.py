@@ -236,7 +236,10 @@ class FlowParams(Params):
         min_length=1, description="block repeated `repeat` times in the chain f (data → noise)"
     )
     repeat: PositiveInt = Field(
-        1, description="copies of the bijectors block, each built afresh: own initial values, and a `seed` made seed + k·1000003 in copy k"
+        1,
+        le=1000,
+        description="copies of the bijectors block (at most 1000), each built afresh: own initial values, and a `seed` made "
+        "seed + k·1000003 in copy k",
     )
     head: list[Ref("bijector")] = Field([], description="preprocessing before the block, e.g. logit")  # type: ignore[valid-type]
     tail: list[Ref("bijector")] = Field([], description="bijectors after the block, nearest p_Z")  # type: ignore[valid-type]

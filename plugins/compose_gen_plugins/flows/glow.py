@@ -268,7 +268,7 @@ class GlowParams(Params):
     )
     shape: EventShape = Field(..., description="image shape [C, H, W]")
     levels: PositiveInt = Field(2, description="multi-scale levels: squeeze, steps, factor out half the channels")
-    steps: PositiveInt = Field(4, description="Glow steps (actnorm, 1x1 conv, affine coupling) per level")
+    steps: PositiveInt = Field(4, le=1000, description="Glow steps (actnorm, 1x1 conv, affine coupling) per level, at most 1000")
     hidden: list[PositiveInt] = Field([64, 64], description="hidden channels of the couplings' conv conditioners")
     lu: bool = Field(True, description="LU form of the 1x1 convolutions' W; false: dense W")
     scale: Literal["tanh", "clamp"] = Field(
