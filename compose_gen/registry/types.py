@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Annotated, Callable, Iterator, Mapping, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -32,6 +32,7 @@ __all__ = [
     "Params",
     "Ref",
     "RefTo",
+    "Seed",
     "StrictModel",
     "Value",
     "ValueRef",
@@ -169,6 +170,8 @@ def Ref(*kinds: str) -> Any:  # noqa: N802 - reads as a type in annotations
 Value = Annotated[str, ValueRef()]
 #: Annotation for a field naming a loss under ``losses:``; the spec checks the name before anything is built.
 LossName = Annotated[str, LossRef()]
+#: Annotation for a seed: a whole number in [0, 2⁶³), the range of torch's generators and of the spec's own ``seed``.
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 import torch
 from pydantic import BaseModel, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
 
-from compose_gen.registry.types import StrictModel
+from compose_gen.registry.types import Seed, StrictModel
 
 __all__ = [
     "EMASpec",
@@ -290,7 +290,7 @@ class SpecModel(_Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seed: int = Field(0, ge=0, lt=2**63)
+    seed: Seed = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     data: Raw
     components: dict[str, Raw] = Field(default_factory=dict)

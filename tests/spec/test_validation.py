@@ -135,6 +135,27 @@ def test_settings_torch_or_the_schedule_cannot_use_are_refused_where_they_are_wr
     assert line.startswith(f"--set: {message}"), line
 
 
+@pytest.mark.parametrize(
+    "spec, override, path",
+    [
+        ("flow_moons", "components.flow.repeat=1000000000", "components.flow.repeat"),
+        ("cyclegan_digits", "components.g_ba.blocks=1000000000000", "components.g_ba.blocks"),
+        ("glow_digits", "components.flow.bijectors[0].steps=1000000000", "components.flow.bijectors[0].steps"),
+    ],
+)
+def test_a_count_of_blocks_beyond_a_thousand_is_refused_before_any_is_built(catalogue, spec, override, path) -> None:
+    """Building them took time in proportion and memory without end: validate never returned."""
+    raw = yaml.safe_load((Path(__file__).parents[2] / "specs" / f"{spec}.yaml").read_text())
+    assert problems(raw, catalogue, [override]) == [f"--set: {path}: Input should be less than or equal to 1000"]
+
+
+@pytest.mark.parametrize("value, bound", [("-1", "greater than or equal to 0"), ("9223372036854775808", "less than 9223372036854775808")])
+def test_a_dataset_seed_has_the_range_of_the_spec_s_seed(vae_spec, catalogue, value, bound) -> None:
+    """Both used to differ: the dataset's took -1 and 2⁶⁴, leaving unsaid which seed split the data."""
+    assert problems(vae_spec, catalogue, [f"data.seed={value}"]) == [f"--set: data.seed: Input should be {bound}"]
+    assert problems(vae_spec, catalogue, [f"seed={value}"]) == [f"--set: seed: Input should be {bound}"]
+
+
 def test_an_unknown_type_of_a_built_in_section_gets_a_suggestion_at_its_type_key(vae_spec, catalogue) -> None:
     """Not pydantic's "Input tag 'sgdd' found using tag() does not match ...", and blamed on the override that set it."""
     assert problems(vae_spec, catalogue, ["train.optimizer.type=sgdd"]) == [

@@ -31,7 +31,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import Params, Splits, TensorData
+from compose_gen import Params, Seed, Splits, TensorData
 from compose_gen.core import derive_seed, first_flagged
 from compose_gen_plugins.datasets.transforms import Pipeline, PipelineError, TransformSpec, fit_pipeline
 
@@ -62,7 +62,7 @@ def file_error(path: Path | str, problem: str) -> DatasetError:
 class PipelineParams(Params):
     """Parameters every dataset type accepts."""
 
-    seed: int = Field(0, description="seeds everything random: the split, generated data, dequantization noise")
+    seed: Seed = Field(0, description="seeds everything random: the split, generated data, dequantization noise")
     transforms: list[TransformSpec] = Field(
         [], description="preprocessing steps from data space to model space, in order, fitted on train"
     )

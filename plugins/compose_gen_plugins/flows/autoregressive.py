@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
-from compose_gen import Bijector, ComponentType, Params, eager_under_compile, hookimpl
+from compose_gen import Bijector, ComponentType, Params, Seed, eager_under_compile, hookimpl
 from compose_gen_plugins.flows import EventShape
 from compose_gen_plugins.networks import Activation, activation_after_linear, broadcast_context
 
@@ -212,7 +212,7 @@ class MADEParams(Params):
     )
     context_features: int = Field(0, ge=0, description="size of the context vector; 0: unconditional")
     order: Order = Field("natural", description="input ordering: natural, or a random permutation drawn from seed")
-    seed: int = Field(0, description="seed of the random input ordering (order: random)")
+    seed: Seed = Field(0, description="seed of the random input ordering (order: random)")
     activation: Activation = Field("relu", description="activation of the MADE hidden layers")
 
 

@@ -13,7 +13,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
-from compose_gen import Bijector, BuildContext, ComponentType, Params, SpecWarning, hookimpl
+from compose_gen import Bijector, BuildContext, ComponentType, Params, Seed, SpecWarning, hookimpl
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["Permutation", "random_permutation"]
@@ -51,7 +51,7 @@ class RandomPermutationParams(Params):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [6], "seed": 3}]})
     shape: EventShape = Field(..., description="event shape; its first dimension (features or channels) is permuted")
-    seed: int = Field(
+    seed: Seed = Field(
         0, description="seed of the random permutation π (redrawn while it is the identity; each copy of a flow's `repeat` has its own seed)"
     )
 

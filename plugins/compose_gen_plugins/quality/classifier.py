@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from compose_gen import Params, Splits, TensorData
+from compose_gen import Params, Seed, Splits, TensorData
 
 __all__ = ["CACHE_ENV", "ClassifierParams", "FeatureClassifier", "cache_dir", "has_labels", "load_classifier"]
 
@@ -47,7 +47,7 @@ class ClassifierParams(Params):
     epochs: int = Field(30, ge=1, description="training epochs over the labelled train split")
     batch_size: int = Field(128, ge=1, description="training batch size")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    seed: int = Field(0, description="seed of the initialisation and the batch order")
+    seed: Seed = Field(0, description="seed of the initialisation and the batch order")
 
 
 class FeatureClassifier(nn.Module):
