@@ -213,6 +213,14 @@ Terms = Annotated[
 ]
 
 
+def _once_each(names: list[str], what: str) -> list[str]:
+    """``names``, refused if one is listed twice (a repeated term would count twice, or silently once)."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"names {', '.join(map(repr, repeated))} more than once; list each {what} once")
+    return names
+
+
 class PlayerSpec(_Strict):
     """A set of components one optimizer updates to minimise weighted loss terms."""
 
@@ -230,7 +238,7 @@ class PlayerSpec(_Strict):
         """An empty ``params`` is refused: such a player could never change the model."""
         if not params:
             raise ValueError("names no component; list the components this player updates, or omit `params` for all of them")
-        return params
+        return params if params == "all" else _once_each(params, "component")
 
     @field_validator("terms")
     @classmethod
@@ -238,7 +246,7 @@ class PlayerSpec(_Strict):
         """An empty ``terms`` is refused: omitted, it means every term, which an empty one cannot mean."""
         if terms is not None and not terms:
             raise ValueError("names no loss term; name the terms this player minimises, or omit `terms` for every term")
-        return terms
+        return _once_each(terms, "term (a weight says how much it counts)") if isinstance(terms, list) else terms
 
     def weights(self) -> dict[str, float] | None:
         if self.terms is None or isinstance(self.terms, dict):
@@ -252,6 +260,11 @@ class EMASpec(_Strict):
     components: list[str] = Field(..., min_length=1, description="components whose parameters are averaged")
     decay: float = Field(0.999, gt=0.0, lt=1.0, description="avg ← decay·avg + (1 − decay)·θ after each optimizer step")
     warmup: bool = Field(True, description="ramp the decay up as min(decay, (1 + t) / (10 + t)) at round t, so short runs average trained weights")
+
+    @field_validator("components")
+    @classmethod
+    def _each_once(cls, components: list[str]) -> list[str]:
+        return _once_each(components, "component")
 
 
 class TrainSpec(_Strict):

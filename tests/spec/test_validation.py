@@ -156,6 +156,20 @@ def test_a_dataset_seed_has_the_range_of_the_spec_s_seed(vae_spec, catalogue, va
     assert problems(vae_spec, catalogue, [f"seed={value}"]) == [f"--set: seed: Input should be {bound}"]
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("players={model: {terms: [vae, vae]}}", "players.model.terms: names 'vae' more than once; list each term"),
+        ("players={model: {params: [encoder, decoder, encoder]}}", "players.model.params: names 'encoder' more than once; list each component once"),
+        ("train.ema={components: [decoder, decoder]}", "train.ema.components: names 'decoder' more than once; list each component once"),
+    ],
+)
+def test_a_name_listed_twice_is_refused(vae_spec, catalogue, override, message) -> None:
+    """A term listed twice would count twice, or silently once: the spec says which it wants with a weight."""
+    (line,) = problems(vae_spec, catalogue, [override])
+    assert line.startswith(f"--set: {message}"), line
+
+
 def test_an_unknown_type_of_a_built_in_section_gets_a_suggestion_at_its_type_key(vae_spec, catalogue) -> None:
     """Not pydantic's "Input tag 'sgdd' found using tag() does not match ...", and blamed on the override that set it."""
     assert problems(vae_spec, catalogue, ["train.optimizer.type=sgdd"]) == [
