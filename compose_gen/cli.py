@@ -134,10 +134,10 @@ def _train(args: argparse.Namespace) -> int:
             )
         run = Run.load(args.resume, args.device, [*args.set, *steps], progress=progress)
         args.steps = run.spec.model.train.steps
+        _check_until(args.until, run.trainer.step, args.steps)
         if run.trainer.step >= args.steps:
             end = "" if steps else ", the end of its train.steps"
             raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it")
-        _check_until(args.until, run.trainer.step, args.steps)
     else:
         if not args.spec:
             raise SystemExit("compose-gen train: give a SPEC, or --resume RUN_DIR")
