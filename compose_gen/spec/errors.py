@@ -7,6 +7,7 @@ at once instead of stopping at the first.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
@@ -16,11 +17,18 @@ PathPart = str | int
 
 
 def format_path(path: Sequence[PathPart]) -> str:
-    """``("components", "flow", "bijectors", 3, "hidden")`` → ``components.flow.bijectors[3].hidden``."""
+    """``("components", "flow", "bijectors", 3, "hidden")`` → ``components.flow.bijectors[3].hidden``, as ``--set`` reads
+    it: a key holding a dot, a bracket or a quote is quoted (``players.critic.terms."adv.critic"``)."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if text else _key(part))
     return text or "<spec>"
+
+
+def _key(part: str) -> str:
+    if part and not re.search(r"""[.\[\]"']""", part):
+        return part
+    return f"'{part}'" if '"' in part else f'"{part}"'
 
 
 class Location(Protocol):

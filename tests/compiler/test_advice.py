@@ -109,7 +109,7 @@ def test_a_negative_term_weight_is_warned_about(cgan_spec, catalogue) -> None:
     cgan_spec["players"]["generator"]["terms"] = {"adv.generator": -1}
     cgan_spec["players"]["critic"]["terms"] = {"adv.critic": 0.5}
     assert said(cgan_spec, catalogue) == [
-        "<dict>:1: players.generator.terms.adv.generator: -1: a negative weight makes player 'generator' maximise "
+        """<dict>:1: players.generator.terms."adv.generator": -1: a negative weight makes player 'generator' maximise """
         "adv.generator, which its loss defines to be minimised (a GAN's side then helps the other side)"
     ]
 

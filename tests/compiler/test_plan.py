@@ -35,7 +35,7 @@ def test_critic_step_runs_the_generator_without_autograd(gan_spec, toy_catalogue
 def test_unknown_term_and_ambiguous_term(gan_spec, toy_catalogue) -> None:
     spec = copy.deepcopy(gan_spec)
     spec["players"]["critic"]["terms"] = ["adv.critc"]
-    assert "players.critic.terms.adv.critc: unknown loss term 'adv.critc'; did you mean 'adv.critic'?" in errors(spec, toy_catalogue)
+    assert """players.critic.terms."adv.critc": unknown loss term 'adv.critc'; did you mean 'adv.critic'?""" in errors(spec, toy_catalogue)
     gan_spec["players"]["critic"]["terms"] = ["adv"]
     assert "name one of adv.critic, adv.generator" in errors(gan_spec, toy_catalogue)
 
