@@ -295,7 +295,7 @@ class TrainSpec(_Strict):
 class EvaluateSpec(_Strict):
     metrics: list[Raw] = Field(default_factory=list)
     batch_size: PositiveInt = 256
-    samples: PositiveInt = Field(64, description="examples in the sample grid")
+    samples: PositiveInt = Field(64, le=10_000, description="examples in the sample grid (at most 10 000, a grid of 100 × 100)")
 
 
 class SpecModel(_Strict):

@@ -126,11 +126,13 @@ def test_optimizer_errors_drop_the_union_tag(vae_spec, catalogue) -> None:
         ("train.optimizer={type: sgd, momentum: -1}", "train.optimizer.momentum: Input should be greater than or equal to 0"),
         ("train.optimizer={type: sgd, nesterov: true}", "train.optimizer: nesterov: true needs a momentum above 0 and dampening 0"),
         ("players={model: {schedule: {type: exponential, gamma: 1.5}}}", "players.model.schedule.gamma: Input should be less than or equal to 1"),
+        ("evaluate.samples=1000000000", "evaluate.samples: Input should be less than or equal to 10000"),
     ],
 )
-def test_settings_torch_or_the_schedule_cannot_use_are_refused_where_they_are_written(vae_spec, catalogue, override, message) -> None:
+def test_settings_torch_or_the_run_cannot_use_are_refused_where_they_are_written(vae_spec, catalogue, override, message) -> None:
     """Not by torch once training starts (``Invalid beta parameter at index 0: 1.5``, no file or key), nor, for a schedule
-    whose lr grows without end, by an OverflowError after some steps."""
+    whose lr grows without end, by an OverflowError after some steps, nor, for a sample grid of 10⁹ pictures, by an
+    allocation failure after training blamed on the model that drew them."""
     (line,) = problems(vae_spec, catalogue, [override])
     assert line.startswith(f"--set: {message}"), line
 
