@@ -32,7 +32,10 @@ class Planar(Bijector):
     :math:`\log|\det \partial x/\partial z| = \log|1 + \tanh'(w^\top z + b)\,w^\top\hat u|`.
     Invertibility needs :math:`w^\top\hat u \ge -1`; it is enforced by
     :math:`\hat u = u + (m(w^\top u) - w^\top u)\,w/\lVert w\rVert^2` with
-    :math:`m(a) = -1 + \operatorname{softplus}(a)`, so :math:`w^\top\hat u = m(w^\top u) > -1`.
+    :math:`m(a) = -1 + \operatorname{softplus}(a)`, so :math:`w^\top\hat u = m(w^\top u) > -1`
+    (:math:`\hat u = u` where :math:`w = 0`).  The log-determinant is computed from
+    :math:`1 + w^\top\hat u = \operatorname{softplus}(w^\top u)` itself, so it stays finite
+    where :math:`w^\top\hat u` rounds to :math:`-1` (:math:`w^\top u \lesssim -37` in float64).
 
     ``forward`` (data -> noise) solves the scalar equation for
     :math:`a = w^\top z + b`: :math:`w^\top x + b = a + w^\top\hat u\,\tanh a`, which is
@@ -59,9 +62,9 @@ class Planar(Bijector):
         self.b = nn.Parameter(torch.zeros(()))
 
     def _constrained(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``û``, ``w``, ``b`` and ``wᵀû``."""
-        u_hat, w_dot_u_hat = constrained_u(self.u, self.w)
-        return u_hat, self.w, self.b, w_dot_u_hat
+        """``û``, ``w``, ``b`` and ``1 + wᵀû``."""
+        u_hat, slack = constrained_u(self.u, self.w)
+        return u_hat, self.w, self.b, slack
 
     def _flat(self, values: Tensor) -> Tensor:
         return values.reshape(*self.batch_shape(values), self.w.shape[0])
@@ -76,34 +79,44 @@ class Planar(Bijector):
 
 
 def constrained_u(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """``û = u + (m(wᵀu) − wᵀu) w/‖w‖²``, ``m(a) = softplus(a) − 1``, and ``wᵀû = m(wᵀu) > −1``, over the last dimension."""
+    """``û = u + (m(wᵀu) − wᵀu) w/‖w‖²``, ``m(a) = softplus(a) − 1``, and ``1 + wᵀû = softplus(wᵀu) > 0``, over the last
+    dimension; where ``w = 0``, ``û = u`` and ``1 + wᵀû = 1``."""
     w_dot_u = (w * u).sum(-1)
-    constrained = F.softplus(w_dot_u) - 1
-    norm = w.square().sum(-1).clamp_min(torch.finfo(w.dtype).tiny)
-    return u + ((constrained - w_dot_u) / norm)[..., None] * w, constrained
+    slack = F.softplus(w_dot_u)
+    norm = w.square().sum(-1)
+    moved = norm > 0
+    shift = torch.where(moved, (slack - 1 - w_dot_u) / torch.where(moved, norm, 1.0), 0.0)
+    return u + shift[..., None] * w, torch.where(moved, slack, 1.0)
 
 
-def planar_sample(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_dot_u_hat: Tensor) -> tuple[Tensor, Tensor]:
-    """``x = z + û tanh(wᵀz + b)`` over the last dimension (parameters shared, or one set per example), and its ladj."""
+def planar_sample(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, slack: Tensor) -> tuple[Tensor, Tensor]:
+    """``x = z + û tanh(wᵀz + b)`` over the last dimension (parameters shared, or one set per example), and its ladj;
+    ``slack`` is ``1 + wᵀû``."""
     activation = (w * z).sum(-1) + b
-    return z + u_hat * torch.tanh(activation)[..., None], _log_derivative(activation, w_dot_u_hat)
+    return z + u_hat * torch.tanh(activation)[..., None], _log_derivative(activation, slack)
 
 
-def planar_density(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_dot_u_hat: Tensor) -> tuple[Tensor, Tensor]:
+def planar_density(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, slack: Tensor) -> tuple[Tensor, Tensor]:
     """``z`` with ``planar_sample(z) = x``: ``a = wᵀz + b`` solves ``wᵀx + b = a + wᵀû tanh a`` (bisection, then one
     Newton step with autograd on, whose gradient is the implicit-function one); ``z = x − û tanh a``, and its ladj."""
+    w_dot_u_hat = slack - 1
     target = (w * x).sum(-1) + b
     with torch.no_grad():
         reach = w_dot_u_hat.abs()
         root = bisect_increasing(lambda a: a + w_dot_u_hat * torch.tanh(a) - target, target - reach, target + reach)
     slope = 1 + w_dot_u_hat * (1 - torch.tanh(root).square())
     activation = root - (root + w_dot_u_hat * torch.tanh(root) - target) / slope
-    return x - u_hat * torch.tanh(activation)[..., None], -_log_derivative(activation, w_dot_u_hat)
+    return x - u_hat * torch.tanh(activation)[..., None], -_log_derivative(activation, slack)
 
 
-def _log_derivative(activation: Tensor, w_dot_u_hat: Tensor) -> Tensor:
-    """``log|1 + tanh'(a) wᵀû|``, positive inside since ``wᵀû > −1``."""
-    return torch.log1p((1 - torch.tanh(activation).square()) * w_dot_u_hat)
+def _log_derivative(activation: Tensor, slack: Tensor) -> Tensor:
+    """``log(1 + tanh'(a) wᵀû)`` from ``slack = 1 + wᵀû > 0``: ``log1p(tanh'(a)(slack − 1))``, and where ``wᵀû`` nears −1,
+    ``log(tanh²a + tanh'(a) slack)``, a sum of terms ≥ 0 that 1 + tanh'(a) wᵀû would round to 0 at ``a = 0``."""
+    tanh = torch.tanh(activation)
+    derivative = 1 - tanh.square()
+    near = slack < 0.5
+    far = torch.where(near, 1.0, slack)  # the log1p form never sees wᵀû near −1, nor its infinite gradient there
+    return torch.where(near, torch.log(tanh.square() + derivative * slack), torch.log1p(derivative * (far - 1)))
 
 
 def bisect_increasing(function: Callable[[Tensor], Tensor], low: Tensor, high: Tensor) -> Tensor:

@@ -108,12 +108,12 @@ class AmortizedPlanar(Bijector):
         self.hyper = nn.Linear(context_features, 2 * features + 1)
 
     def _per_example(self, context: Tensor | None, batch: torch.Size) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``û``, ``w``, ``b`` and ``wᵀû`` for every example of ``batch``."""
+        """``û``, ``w``, ``b`` and ``1 + wᵀû`` for every example of ``batch``."""
         if context is None:
             raise ValueError(f"AmortizedPlanar needs a context of {self.context_shape[0]} features, got none")
         u, w, b = self.hyper(context).expand(*batch, -1).split([self.features, self.features, 1], dim=-1)
-        u_hat, w_dot_u_hat = constrained_u(u, w)
-        return u_hat, w, b.squeeze(-1), w_dot_u_hat
+        u_hat, slack = constrained_u(u, w)
+        return u_hat, w, b.squeeze(-1), slack
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return planar_sample(z, *self._per_example(context, self.batch_shape(z)))

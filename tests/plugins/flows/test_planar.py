@@ -34,10 +34,10 @@ def test_planar_constraint_keeps_adversarial_parameters_invertible() -> None:
     flow = _adversarial_planar()
     raw_w_dot_u = flow.w @ flow.u
     assert raw_w_dot_u < -1, "the raw parameters violate wᵀu >= -1"
-    u_hat, constrained = constrained_u(flow.u, flow.w)
-    torch.testing.assert_close(flow.w @ u_hat, constrained)
-    torch.testing.assert_close(constrained, F.softplus(raw_w_dot_u) - 1)
-    assert constrained > -1
+    u_hat, slack = constrained_u(flow.u, flow.w)
+    torch.testing.assert_close(1 + flow.w @ u_hat, slack)
+    torch.testing.assert_close(slack, F.softplus(raw_w_dot_u))
+    assert slack > 0
     # Along w the map is a -> a + (wᵀû) tanh(a + b)·|w|²/|w|²: strictly increasing, so no fold anywhere.
     line = torch.linspace(-6, 6, 4001, dtype=torch.float64)[:, None] * flow.w / flow.w.norm()
     images, ladj = flow.inverse(line)
@@ -45,6 +45,44 @@ def test_planar_constraint_keeps_adversarial_parameters_invertible() -> None:
     assert ((images @ flow.w).diff() > 0).all()
     back, _ = flow(images)
     torch.testing.assert_close(back, line)
+
+
+def _planar(w: list[float], u: list[float], b: float, dtype: torch.dtype = torch.float64) -> Planar:
+    flow = Planar((len(w),)).to(dtype)
+    with torch.no_grad():
+        flow.w.copy_(torch.tensor(w))
+        flow.u.copy_(torch.tensor(u))
+        flow.b.fill_(b)
+    return flow
+
+
+def _autograd_ladj(flow: Planar, z: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.linalg.slogdet(jacobian(lambda t: flow.inverse(t[None])[0][0], row))[1] for row in z])
+
+
+def test_a_planar_layer_with_w_zero_is_a_translation() -> None:
+    """wᵀû is then 0, whatever u: the ladj used to be log(1 + m(0)) = -0.30 and the numerical inverse missed by 0.04."""
+    flow = _planar([0.0, 0.0, 0.0], [0.3, -0.2, 0.1], 0.4)
+    z = torch.randn(5, 3, dtype=torch.float64)
+    x, ladj = flow.inverse(z)
+    torch.testing.assert_close(x, z + torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64) * torch.tanh(torch.tensor(0.4)))
+    assert (ladj == 0).all()
+    back, forward_ladj = flow(x)
+    torch.testing.assert_close(back, z)
+    assert (forward_ladj == 0).all()
+
+
+@pytest.mark.parametrize(("dtype", "w_dot_u"), [(torch.float32, -40.0), (torch.float64, -40.0), (torch.float64, -300.0)])
+def test_a_planar_layer_next_to_folding_has_a_finite_log_determinant_and_gradients(dtype, w_dot_u) -> None:
+    """wᵀû = softplus(wᵀu) - 1 rounds to -1 below wᵀu ≈ -17 (float32) or -37 (float64), where 1 + tanh'(0) wᵀû was
+    computed as 0: ladj -inf, and NaN gradients.  It is softplus(wᵀu) itself, e^{wᵀu} there."""
+    flow = _planar([1.0, 0.0, 0.0], [w_dot_u, 0.0, 0.0], 0.0, dtype)
+    z = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.0, 0.0]], dtype=dtype, requires_grad=True)
+    _, ladj = flow.inverse(z)
+    torch.testing.assert_close(ladj[0], torch.tensor(w_dot_u, dtype=dtype))  # log(0 + 1 · e^{wᵀu}) at a = 0
+    torch.testing.assert_close(ladj[1], _autograd_ladj(flow, z.detach())[1])
+    ladj.sum().backward()
+    assert torch.isfinite(z.grad).all() and torch.isfinite(flow.u.grad).all() and torch.isfinite(flow.w.grad).all()
 
 
 def test_planar_numerical_forward_has_the_implicit_gradient() -> None:
