@@ -6,7 +6,12 @@ Discrete data on a grid of spacing :math:`1/L` (``levels`` :math:`L` per unit), 
 .. math:: y = x + u/L = (k + u)/L, \qquad u \sim \mathcal U[0, 1)^D.
 
 The inverse (sampling direction) rounds down to the grid:
-:math:`x = \lfloor L y\rfloor / L`.  ``forward`` is stochastic in every mode.
+:math:`x = \lfloor L y\rfloor / L`, and for :math:`L > 1`, whose data are
+:math:`k = 0, \dots, L - 1`, to the nearest of those levels: a model's samples
+beyond :math:`[0, 1)` (a logit's inverse reaches past it) stay on the data's grid.
+Its domain is then the values that round to a level, so a flow gives
+:math:`\log p = -\infty` outside the grid rather than NaN from the layers after it.
+``forward`` is stochastic in every mode.
 
 **Likelihood accounting.**  For a continuous model density :math:`p` over ``y``,
 Jensen's inequality gives a lower bound on the probability of the discrete
@@ -37,6 +42,7 @@ import math
 import torch
 from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor
+from torch.distributions import constraints
 
 from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
@@ -45,13 +51,16 @@ __all__ = ["UniformDequantization"]
 
 
 class UniformDequantization(Bijector):
-    """``y = x + u/levels`` with ``u ~ U[0, 1)``; inverse ``floor(levels·y)/levels``; ``ladj = 0`` (translation)."""
+    """``y = x + u/levels`` with ``u ~ U[0, 1)``; inverse ``floor(levels·y)/levels``, within the levels ``0..levels−1``
+    when ``levels > 1``; ``ladj = 0`` (translation)."""
 
     surjective = True
 
     def __init__(self, shape: tuple[int, ...], levels: int) -> None:
         super().__init__(shape)
         self.levels = levels
+        if levels > 1:  # x = k/L for k = 0..L−1: the values that round to one of them
+            self.domain = constraints.half_open_interval(-0.5 / levels, (levels - 0.5) / levels)
 
     def _bin(self, y: Tensor) -> Tensor:
         """The integer ``k`` of the bin holding ``y``: the one definition both directions use."""
@@ -67,7 +76,8 @@ class UniformDequantization(Bijector):
         return y + (x - x.detach()), x.new_zeros(self.batch_shape(x))  # value exactly y, Jacobian I
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._bin(y) / self.levels, y.new_zeros(self.batch_shape(y))
+        level = self._bin(y) if self.levels == 1 else self._bin(y).clamp(0, self.levels - 1)
+        return level / self.levels, y.new_zeros(self.batch_shape(y))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, levels={self.levels}"

@@ -156,7 +156,8 @@ def build_sigmoid(params: LogitParams, ctx: BuildContext) -> Inverse:
     """Sigmoid y = (sigmoid(x) - α) / (1 - 2α), the inverse of the logit preprocessing.
 
     yᵢ = (σ(xᵢ) − α) / (1 − 2α),  σ(x) = 1 / (1 + exp(−x)),
-    log|det ∂y/∂x| = Σᵢ [log σ(xᵢ) + log(1 − σ(xᵢ)) − log(1 − 2α)]: maps the reals into [0, 1].
+    log|det ∂y/∂x| = Σᵢ [log σ(xᵢ) + log(1 − σ(xᵢ)) − log(1 − 2α)]: maps [logit α, logit(1 − α)] onto [0, 1] (its
+    domain and codomain), and the reals into (−α/(1 − 2α), (1 − α)/(1 − 2α)).
 
     Dinh et al. 2017, "Density Estimation Using Real NVP" (the inverse of its logit preprocessing).
     """

@@ -126,7 +126,7 @@ class FlowEncoderParams(Params):
     net: Ref("network") = Field(..., description="network x -> 2·latent + context_features numbers")  # type: ignore[valid-type]
     latent: int = Field(..., gt=0, description="size of z")
     context_features: int = Field(0, ge=0, description="size of the context h(x) given to conditional bijectors")
-    bijectors: list[Ref("bijector")] = Field(..., min_length=1, description="in order, sampling direction")  # type: ignore[valid-type]
+    bijectors: list[Ref("bijector")] = Field(..., min_length=1, description="listed as a flow's are, z → noise (density direction): sampling applies the last one to z₀ first")  # type: ignore[valid-type]
 
 
 class AmortizedPlanarParams(Params):
@@ -140,8 +140,9 @@ class AmortizedPlanarParams(Params):
 def build_flow_encoder(p: FlowEncoderParams, ctx: BuildContext) -> FlowEncoder:
     """Flow posterior q(z|x): a Gaussian through bijectors conditioned on h(x) (Rezende & Mohamed 2015; Kingma et al. 2016).
 
-    z₀ ~ N(μ(x), diag σ(x)²), z_K = f_K ∘ … ∘ f_1(z₀; h(x)), and
-    log q(z_K|x) = log N(z₀; μ(x), diag σ(x)²) − Σ_k log|det ∂f_k/∂z_{k−1}|,
+    z₀ ~ N(μ(x), diag σ(x)²), z_K = f_1 ∘ … ∘ f_K(z₀; h(x)) with f_k the sampling direction (inverse) of the k-th
+    listed bijector, listed as a flow's are (z → noise, so the last acts on z₀ first), and
+    log q(z_K|x) = log N(z₀; μ(x), diag σ(x)²) − Σ_k log|det ∂f_k|,
     so the ELBO counts every layer's log-determinant.
 
     Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows"; Kingma et al. 2016,

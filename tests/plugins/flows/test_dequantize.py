@@ -19,7 +19,7 @@ from compose_gen_plugins.flows.dequantize import DequantizeParams, UniformDequan
 @pytest.mark.parametrize("levels", [1, 16, 255])
 def test_round_trip_and_bins(dtype: torch.dtype, levels: int) -> None:
     layer = UniformDequantization((3, 4), levels)
-    x = torch.randint(0, levels + 1, (500, 3, 4)).to(dtype) / levels
+    x = torch.randint(0, levels, (500, 3, 4)).to(dtype) / levels  # the levels k = 0..levels-1 of data in [0, 1)
     y, ladj = layer(x)
     assert y.dtype == dtype and torch.equal(ladj, torch.zeros(500, dtype=dtype))
     assert ((y >= x) & (y < x + 1 / levels)).all(), "y stays in the bin of x"

@@ -392,3 +392,24 @@ def test_a_bounded_flow_has_zero_density_outside_its_domain_and_a_grid_mass_of_o
     assert torch.equal(flow.log_prob(outside), torch.full((3,), -math.inf))
     density, area = grid_density(flow, torch.tensor([[-0.1, 1.1], [-0.1, 1.1]]), 400)
     assert float(density.sum() * area) == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_dequantized_logit_flow_samples_on_the_data_grid_and_scores_off_it_as_impossible():
+    """A logit's inverse reaches past [0, 1), to (-α/(1-2α), (1-α)/(1-2α)): RealNVP on digits drew levels -1 and 17 of
+    0..16, and log_prob of such points (its own samples) was NaN, not -inf; 24% of them after 20 training steps."""
+    levels, dims = 17, 4
+    spread = ElementwiseAffine((dims,))
+    with torch.no_grad():
+        spread.log_scale.fill_(-1.5)  # samples spread well past the logit's reach: many land outside [0, 1)
+    flow = Flow(StandardNormal((dims,)), Chain([UniformDequantization((dims,), levels), Logit((dims,)), spread]))
+    torch.manual_seed(0)
+    samples = flow.sample(2000)
+    beyond = Logit((dims,)).inverse(spread.inverse(flow.base.sample(2000))[0])[0]
+    assert ((beyond < 0) | (beyond > 1)).any(), "the logit's inverse leaves [0, 1) for these draws"
+    levels_drawn = samples * levels
+    torch.testing.assert_close(levels_drawn, levels_drawn.round())
+    assert levels_drawn.min() == 0 and levels_drawn.max() == levels - 1, "the nearest level of the data's 0..16"
+    assert torch.isfinite(flow.log_prob(samples)).all()
+    off_grid = torch.tensor([[17 / 17, 0.5, 0.5, 0.5], [-1 / 17, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]])
+    scores = flow.log_prob(off_grid)
+    assert torch.equal(scores[:2], torch.full((2,), -math.inf)) and torch.isfinite(scores[2])
