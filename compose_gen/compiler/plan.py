@@ -79,11 +79,16 @@ def make_plans(
         if weights is None:  # omitted: every term (an empty `terms` is refused by the spec)
             weights = {address: 1.0 for address in addresses}
         chosen: dict[str, dict[str, float]] = {}
+        named: dict[tuple[str, str], str] = {}
         for address, weight in weights.items():
             target = addresses.get(address) or single.get(address)
             if target is None:
                 problems.append(Problem((*path, "terms", address), _unknown_term(address, losses)))
                 continue
+            if target in named:  # `gp` and `gp.critic`: one term, counted once or twice, with which weight?
+                problems.append(Problem((*path, "terms", address), f"names term {term_address(*target)!r} again, as {named[target]!r} did; list it once"))
+                continue
+            named[target] = address
             loss_name, term = target
             chosen.setdefault(loss_name, {})[term] = weight
         calls, needed = [], set()

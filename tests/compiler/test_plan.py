@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, load_spec
@@ -38,6 +40,22 @@ def test_unknown_term_and_ambiguous_term(gan_spec, toy_catalogue) -> None:
     assert """players.critic.terms."adv.critc": unknown loss term 'adv.critc'; did you mean 'adv.critic'?""" in errors(spec, toy_catalogue)
     gan_spec["players"]["critic"]["terms"] = ["adv"]
     assert "name one of adv.critic, adv.generator" in errors(gan_spec, toy_catalogue)
+
+
+@pytest.mark.parametrize(
+    "terms, said",
+    [
+        (["adv.critic", "gp", "gp.critic"], """players.critic.terms."gp.critic": names term 'gp.critic' again, as 'gp' did; list it once"""),
+        ({"adv.critic": 1.0, "gp.critic": 1.0, "gp": 5.0}, "players.critic.terms.gp: names term 'gp.critic' again, as 'gp.critic' did"),
+    ],
+    ids=["list", "weights"],
+)
+def test_one_term_named_two_ways_is_refused(catalogue, terms, said) -> None:
+    """A one-term loss's name stands for its term (``gp`` for ``gp.critic``): listed both ways it counted once, and with
+    weights the last one won."""
+    spec = yaml.safe_load((Path(__file__).parents[2] / "specs" / "wgan_gp_8gaussians.yaml").read_text())
+    spec["players"]["critic"]["terms"] = terms
+    assert said in errors(spec, catalogue)
 
 
 def test_a_misspelt_component_in_params_is_the_one_error_said(gan_spec, toy_catalogue) -> None:
