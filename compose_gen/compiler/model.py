@@ -24,7 +24,7 @@ from compose_gen.compiler.graph import SpecGraph, build_graph, named, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Latch, Loss, Sampler, Splits
-from compose_gen.core.errors import described
+from compose_gen.core.errors import described, message_of
 from compose_gen.core.modes import own_modes
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
@@ -218,7 +218,7 @@ class GenerativeModel(nn.Module):
         except Exception as error:
             culprit = self.culprit(error) or self.spec.sections.sampler
             assert culprit is not None
-            raise SamplingFailed(str(self.spec.blame(culprit, f"raised {type(error).__name__} while sampling: {error}"))) from error
+            raise SamplingFailed(str(self.spec.blame(culprit, f"raised {type(error).__name__} while sampling: {message_of(error)}"))) from error
 
     def labels(self, n: int, classes: Sequence[int] | None = None) -> Tensor | None:
         """The class of each of ``n`` examples a class-conditional sampler draws: ``classes[i mod len(classes)]``.

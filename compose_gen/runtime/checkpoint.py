@@ -42,6 +42,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from compose_gen.core.errors import described
 from compose_gen.core.files import read_json
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, STEP_FOLDER, step_folder_name
 
@@ -122,7 +123,7 @@ def save_checkpoint(
     except (OSError, SafetensorError) as error:  # a full disk: the half-written folder goes, the earlier checkpoints stay
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
-            f"{final}: could not write the checkpoint of step {step} ({type(error).__name__}: {error}); "
+            f"{final}: could not write the checkpoint of step {step} ({described(error)}); "
             "it is not saved, and the earlier checkpoints stay"
         ) from None
     if final.exists():
@@ -243,7 +244,7 @@ def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({described(error)})") from None
     return state
 
 
@@ -266,7 +267,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError, SafetensorError) as error:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({described(error)})") from None
     notes = []
     if dropped:
         notes.append(
@@ -372,7 +373,7 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
     except CheckpointError:
         raise
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
-        raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({described(error)})") from None
     return notes
 
 

@@ -152,3 +152,10 @@ def test_one_hot_of_the_labels_with_too_few_classes_is_refused_when_built(cgan_s
         build(load_spec(cgan_spec, catalogue=catalogue))
     cgan_spec["graph"]["c"] = "one_hot(y, 8)"
     build(load_spec(cgan_spec, catalogue=catalogue))
+
+
+def test_a_sample_count_torch_cannot_hold_fails_without_torch_s_cpp_backtrace(vae_spec) -> None:
+    model, _ = build(load_spec(vae_spec), "cpu")
+    with pytest.raises(Exception, match="raised .* while sampling: ") as caught:
+        model.sample(2**63)
+    assert "frame #" not in str(caught.value) and "Overflow when unpacking long long" in str(caught.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compose_gen.core.errors import described
+from compose_gen.core.errors import described, message_of
 
 
 def test_torch_s_cpp_backtrace_is_cut_from_a_quoted_error() -> None:
@@ -21,3 +21,9 @@ def test_torch_s_cpp_backtrace_is_cut_from_a_quoted_error() -> None:
 )
 def test_other_errors_are_quoted_whole(error: BaseException, text: str) -> None:
     assert described(error) == text
+
+
+def test_the_message_alone_is_also_kept_without_the_backtrace() -> None:
+    with pytest.raises(TypeError) as caught:
+        torch.empty(2**63)
+    assert message_of(caught.value) == described(caught.value).removeprefix("TypeError: ")
