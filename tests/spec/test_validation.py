@@ -127,6 +127,7 @@ def test_optimizer_errors_drop_the_union_tag(vae_spec, catalogue) -> None:
         ("train.optimizer={type: sgd, nesterov: true}", "train.optimizer: nesterov: true needs a momentum above 0 and dampening 0"),
         ("players={model: {schedule: {type: exponential, gamma: 1.5}}}", "players.model.schedule.gamma: Input should be less than or equal to 1"),
         ("evaluate.samples=1000000000", "evaluate.samples: Input should be less than or equal to 10000"),
+        ("evaluate.metrics=[{type: sample_grid, samples: 1000000000}]", "evaluate.metrics[0].samples: Input should be less than or equal to 10000"),
     ],
 )
 def test_settings_torch_or_the_run_cannot_use_are_refused_where_they_are_written(vae_spec, catalogue, override, message) -> None:

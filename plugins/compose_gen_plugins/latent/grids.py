@@ -141,20 +141,20 @@ class InterpolationGrid:
 
 class ReconstructionGridParams(Params):
     model: LossName = Field(..., description="name of a loss that can reconstruct (VAE family, autoencoder, vqvae)")
-    examples: int = Field(32, gt=0, description="test images shown")
+    examples: int = Field(32, gt=0, le=10_000, description="test images shown (at most 10 000)")
 
 
 class SampleGridParams(Params):
     temperatures: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [1.0], min_length=1, description="temperatures T ≥ 0 (0: the mode), one PNG each"
     )
-    samples: int = Field(64, gt=0, description="images per temperature")
+    samples: int = Field(64, gt=0, le=10_000, description="images per temperature (at most 10 000, a grid of 100 × 100)")
 
 
 class InterpolationGridParams(Params):
     model: LossName = Field(..., description="name of a loss that can encode and decode")
     pairs: int = Field(6, gt=0, description="pairs of test images, one row each (at most half the test split)")
-    steps: int = Field(10, ge=2, description="images per row, both ends included")
+    steps: int = Field(10, ge=2, le=1000, description="images per row, both ends included (at most 1000)")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
 
 
