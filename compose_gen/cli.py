@@ -136,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
         args.steps = run.spec.model.train.steps
         _check_until(args.until, run.trainer.step, args.steps)
         if run.trainer.step >= args.steps:
-            end = "" if steps else ", the end of its train.steps"
+            end = "" if steps else (", the end of its train.steps" if run.trainer.step == args.steps else f", past its train.steps ({args.steps})")
             raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it")
     else:
         if not args.spec:

@@ -183,6 +183,8 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
         main(["train", "--resume", str(run), "--steps", "12", "--no-progress"])
     with pytest.raises(SystemExit, match=rf"{run} is at step 15 already, the end of its train.steps; give --steps beyond it"):
         main(["train", "--resume", str(run), "--no-progress"])
+    with pytest.raises(SystemExit, match=rf"{run} is at step 15 already, past its train.steps \(12\); give --steps beyond it"):
+        main(["train", "--resume", str(run), "--set", "train.steps=12", "--no-progress"])
     assert yaml.safe_load((run / "spec.yaml").read_text())["train"]["steps"] == 15
     assert main(["runs", str(tmp_path)]) == 0
     assert "tiny_vae  step 15" in capsys.readouterr().out
