@@ -69,6 +69,8 @@ class UniformDequantization(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         with torch.no_grad():  # the noise is no function of x (and nextafter has no derivative on every build)
             grid = torch.round(x * self.levels)  # k, even if x = k/L carries rounding error
+            if self.levels > 1:  # the domain's last values may round half to even past the top level
+                grid = grid.clamp(0, self.levels - 1)
             y = (grid + torch.rand_like(x)) / self.levels
             centre = (grid + 0.5) / self.levels
             for _ in range(4):  # rounding may put (k + u)/L just across a bin edge: step back, an ulp at a time
