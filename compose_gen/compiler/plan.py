@@ -86,7 +86,7 @@ def make_plans(
                 problems.append(Problem((*path, "terms", address), _unknown_term(address, losses)))
                 continue
             if target in named:  # `gp` and `gp.critic`: one term, counted once or twice, with which weight?
-                problems.append(Problem((*path, "terms", address), f"names term {term_address(*target)!r} again, as {named[target]!r} did; list it once"))
+                problems.append(Problem((*path, "terms", address), f"{address!r} is term {term_address(*target)!r}, which {named[target]!r} names already; list it once"))
                 continue
             named[target] = address
             loss_name, term = target

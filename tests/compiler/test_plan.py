@@ -45,8 +45,8 @@ def test_unknown_term_and_ambiguous_term(gan_spec, toy_catalogue) -> None:
 @pytest.mark.parametrize(
     "terms, said",
     [
-        (["adv.critic", "gp", "gp.critic"], """players.critic.terms."gp.critic": names term 'gp.critic' again, as 'gp' did; list it once"""),
-        ({"adv.critic": 1.0, "gp.critic": 1.0, "gp": 5.0}, "players.critic.terms.gp: names term 'gp.critic' again, as 'gp.critic' did"),
+        (["adv.critic", "gp", "gp.critic"], """players.critic.terms."gp.critic": 'gp.critic' is term 'gp.critic', which 'gp' names already; list it once"""),
+        ({"adv.critic": 1.0, "gp.critic": 1.0, "gp": 5.0}, "players.critic.terms.gp: 'gp' is term 'gp.critic', which 'gp.critic' names already"),
     ],
     ids=["list", "weights"],
 )
