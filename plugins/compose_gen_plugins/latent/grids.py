@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, hookimpl
@@ -154,8 +154,14 @@ class SampleGridParams(Params):
 class InterpolationGridParams(Params):
     model: LossName = Field(..., description="name of a loss that can encode and decode")
     pairs: int = Field(6, gt=0, description="pairs of test images, one row each (at most half the test split)")
-    steps: int = Field(10, ge=2, le=1000, description="images per row, both ends included (at most 1000)")
+    steps: int = Field(10, ge=2, description="images per row, both ends included (pairs × steps at most 10 000)")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
+
+    @model_validator(mode="after")
+    def _a_picture(self) -> "InterpolationGridParams":
+        if self.pairs * self.steps > 10_000:
+            raise ValueError(f"pairs × steps = {self.pairs * self.steps} images; a picture holds at most 10 000")
+        return self
 
 
 def build_reconstruction_grid(p: ReconstructionGridParams, ctx: BuildContext) -> ReconstructionGrid:
