@@ -604,7 +604,8 @@ class Trainer:
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM ask to stop after the current round; a second SIGINT aborts at once."""
+        """SIGINT/SIGTERM ask to stop after the current round; a second SIGINT aborts at once.  A signal the process was
+        started ignoring (SIGINT for a shell's background job, ``nohup``'s SIGHUP-style) stays ignored, as Python leaves it."""
 
         def request_stop(signum: int, frame: object) -> None:
             if self._stop is not None and signum == signal.SIGINT:
@@ -614,7 +615,8 @@ class Trainer:
         previous = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, request_stop)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    previous[sig] = signal.signal(sig, request_stop)
         except ValueError:  # not the main thread
             pass
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import time
 
 import pytest
@@ -58,6 +59,27 @@ def _stop_during(trainer, step):
         return player_step(name, plan)
 
     trainer._player_step = stepping
+
+
+def test_a_signal_the_process_was_started_ignoring_stays_ignored_while_it_trains(tmp_path, toys_catalogue):
+    """A shell starts a background job (``cmd &`` in a script) with SIGINT ignored; the trainer installed its own handler
+    over that, so a Ctrl-C meant for the foreground stopped the job.  SIGTERM, not ignored, still asks it to stop."""
+    run = Run.create(load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    seen = []
+    player_step = run.trainer._player_step
+
+    def stepping(name, plan):
+        seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+        return player_step(name, plan)
+
+    run.trainer._player_step = stepping
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run.train()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen[0][0] is signal.SIG_IGN and callable(seen[0][1])
 
 
 @pytest.mark.parametrize("base", [VAE, GAN], ids=["vae", "two-player-gan"])
