@@ -66,11 +66,14 @@ class UniformDequantization(Bijector):
         """The integer ``k`` of the bin holding ``y``: the one definition both directions use."""
         return torch.floor(y * self.levels)
 
+    def _level(self, k: Tensor) -> Tensor:
+        """``k`` within the data's levels ``0..levels−1`` when ``levels > 1`` (raw integers, ``levels: 1``, have no range)."""
+        return k if self.levels == 1 else k.clamp(0, self.levels - 1)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         with torch.no_grad():  # the noise is no function of x (and nextafter has no derivative on every build)
-            grid = torch.round(x * self.levels)  # k, even if x = k/L carries rounding error
-            if self.levels > 1:  # the domain's last values may round half to even past the top level
-                grid = grid.clamp(0, self.levels - 1)
+            # k, even if x = k/L carries rounding error; the domain's last values may round half to even past the top level
+            grid = self._level(torch.round(x * self.levels))
             y = (grid + torch.rand_like(x)) / self.levels
             centre = (grid + 0.5) / self.levels
             for _ in range(4):  # rounding may put (k + u)/L just across a bin edge: step back, an ulp at a time
@@ -78,8 +81,7 @@ class UniformDequantization(Bijector):
         return y + (x - x.detach()), x.new_zeros(self.batch_shape(x))  # value exactly y, Jacobian I
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        level = self._bin(y) if self.levels == 1 else self._bin(y).clamp(0, self.levels - 1)
-        return level / self.levels, y.new_zeros(self.batch_shape(y))
+        return self._level(self._bin(y)) / self.levels, y.new_zeros(self.batch_shape(y))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, levels={self.levels}"
