@@ -9,7 +9,8 @@
 #   C. alone, with whatever time is left: RealNVP and MAF against plain PyTorch, zuko and nflows; runtime_modes
 #      (fp32, bf16, fp16, with and without torch.compile).
 # Each stage runs under its own time limit, cut to what is left of the whole pass's; a stage that fails or runs out
-# is reported and the next one runs. Each stage's output goes to LOG whole, in the order the stages started.
+# is reported and the next one runs. Each stage's output goes to LOG whole as soon as the stage ends, so a pass killed
+# from outside keeps every finished stage. Give SECONDS under the device call's own limit, less the install's time.
 #
 #     bash benchmarks/gpu_check.sh [LOG] [SECONDS]        # LOG defaults to gpu_check.log, SECONDS to 900
 set -u
@@ -18,8 +19,11 @@ deadline=$((SECONDS + ${2:-900}))
 parts=$(mktemp -d)
 : >"$log"
 
-collect() {  # append every finished or killed stage's output to the log, in the order the stages started
-    cat "$parts"/* >>"$log" 2>/dev/null
+append() {  # append PART to the log whole, one stage at a time, and drop it
+    { flock 9 && cat "$1" >&9 && rm -f "$1"; } 9>>"$log"
+}
+collect() {  # on the way out: the parts of stages still running, cut short
+    for part in "$parts"/*; do [[ -e $part ]] && append "$part"; done
     rm -rf "$parts"
 }
 trap 'collect; exit 143' TERM INT
@@ -39,6 +43,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run COMMAND under a time limit, its 
     timeout "$limit" "$@" >>"$part" 2>&1
     code=$?
     echo "=== $name: exit $code after $((SECONDS - start)) s" | tee -a "$part"
+    append "$part"
 }
 
 train_on_cuda() {  # train_on_cuda OUT STEPS SPEC [--set KEY=VALUE ...]: a short run of a shipped spec, sampled and evaluated
@@ -56,7 +61,8 @@ stage environment 30 bash -c 'python -c "import torch; print(torch.__version__, 
     hostname; getent hosts "$(hostname)" || echo "the host name does not resolve"; nproc'
 
 # A: functional checks, side by side
-stage child-processes 150 python -m pytest -p no:cacheprovider -rA --tb=long $per_test_timeout \
+# spawned, not forked, where there is a GPU: each child imports torch afresh (about 85 s in all on two CPU cores)
+stage child-processes 300 python -m pytest -p no:cacheprovider -rA --tb=long -n 4 $per_test_timeout \
     tests/runtime/test_distributed.py tests/runtime/test_checkpoint.py::test_sigterm_saves_and_exits_cleanly \
     tests/runtime/test_checkpoint.py::test_sigint_saves_and_resume_continues &
 # -vv: addopts' -q and one -v cancel out; a run cut short names each test that ended, and how

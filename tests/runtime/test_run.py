@@ -271,21 +271,21 @@ def test_a_resume_that_changes_the_split_or_the_model_says_so(tmp_path, toys_cat
 def test_a_cpu_run_never_starts_cuda(tmp_path, toys_catalogue, monkeypatch) -> None:
     """A forked child (a DataLoader worker, a gloo rank) cannot start CUDA once its parent has, so a CPU run must not.
 
-    On a machine with a GPU, an earlier test in this process may have started CUDA already; the refusal below still
-    catches every call that would start it."""
+    As in a fresh process on a machine with one GPU, whether or not an earlier test in this one started CUDA: every
+    call that would start it is refused."""
     from runtime_toys import VAE, spec_dict
 
     def refuse() -> None:
         raise AssertionError("a CPU run started CUDA")
 
-    started_before = torch.cuda.is_initialized()
-    for module in torch.cuda, torch.cuda.random:  # as on a machine with one GPU
+    for module in torch.cuda, torch.cuda.random:
         monkeypatch.setattr(module, "device_count", lambda: 1)
         monkeypatch.setattr(module, "_lazy_init", refuse)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_initialized", False)
     run = Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
     run.train()
-    assert run.evaluate() and torch.cuda.is_initialized() == started_before
+    assert run.evaluate() and not torch.cuda.is_initialized()
 
 
 def test_a_run_another_handle_has_moved_on_refuses_to_rewind_the_folder(tmp_path, toys_catalogue, capsys) -> None:

@@ -122,7 +122,8 @@ def test_a_member_whose_stated_size_is_forged_is_bounded_by_its_packed_bytes(bui
         build("npz", path=str(path))
     raw[central + 20 : central + 24] = (0xFFFFFFF0).to_bytes(4, "little")  # both forged: the archive's own size bounds them
     path.write_bytes(raw)
-    with pytest.raises(DatasetError, match=r"array 'x' declares 536870912 float64 values"):
+    # Python 3.12 and 3.11.8 refuse such a member themselves, as reaching past the central directory ("Overlapped entries")
+    with pytest.raises(DatasetError, match=r"array 'x' (declares 536870912 float64 values|is unreadable \(Overlapped entries)"):
         build("npz", path=str(path))
 
 
