@@ -27,8 +27,11 @@ def imports(path: Path) -> list[tuple[int, str, list[str]]]:
 
 
 def layer_of(module: str) -> str | None:
+    """The layer ``module`` belongs to; the package itself re-exports the api, the top but for the CLI."""
     parts = module.split(".")
-    return parts[1] if parts[0] == "compose_gen" and len(parts) > 1 else None
+    if parts[0] != "compose_gen":
+        return None
+    return parts[1] if len(parts) > 1 else "api"
 
 
 def package_modules() -> list[Path]:

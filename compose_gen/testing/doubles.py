@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from compose_gen import ClassConditions, Sampler
+from compose_gen.core import ClassConditions, Sampler
 
 __all__ = ["DistributionSampler", "FixedSampler"]
 
