@@ -9,8 +9,9 @@ registered or asked for its types is recorded in :attr:`Catalogue.failures`
 under its name, and specs that do not use it still run.  In particular:
 
 * entry points load first-party (``compose-gen``'s own) before third-party ones,
-  and an entry-point name that is already taken is refused, naming both
-  distributions, so no package can knock out another by reusing its name;
+  and a third-party entry point whose name another distribution's shares is
+  loaded as ``"<name> (from <distribution>)"`` and told to rename, so no package
+  can knock out another by reusing its name, whichever of them is listed first;
 * a plugin passed explicitly that is also an entry point's module (a test
   passing an installed package's plugin beside the installed ones) is registered
   once, under its entry-point name, and a type that two plugins register
@@ -177,23 +178,25 @@ def _load_entry_points(catalogue: Catalogue, first_party_only: bool = False) -> 
     points = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda p: _distribution(p) != FIRST_PARTY)
     if first_party_only:
         points = [p for p in points if _distribution(p) == FIRST_PARTY]
-    loaded: list[tuple[str, object, str]] = []
-    owner: dict[str, str] = {}
+    distributions_of: dict[str, list[str]] = {}
     for point in points:
-        dist = _distribution(point)
-        if point.name in owner:
+        distributions_of.setdefault(point.name, []).append(_distribution(point))
+    loaded: list[tuple[str, object, str]] = []
+    for point in points:
+        dist, name = _distribution(point), point.name
+        others = [other for other in distributions_of[name] if other != dist]
+        if others and dist != FIRST_PARTY:  # whichever is listed first, neither knocks the other out
+            name = f"{point.name} (from {dist})"
             catalogue.fail(
-                f"{point.name} (from {dist})",
-                f"entry point {point.name!r} of {dist!r} has the name of the plugin from {owner[point.name]!r}; rename it",
+                name, f"entry point {point.name!r} of {dist!r} has the name of one from {listed(map(repr, others))}: "
+                f"loaded as {name!r}; rename it"
             )
-            continue
-        owner[point.name] = dist
         version = getattr(getattr(point, "dist", None), "version", None)
-        catalogue.package_of[point.name] = f"{dist} {version}" if version else dist
+        catalogue.package_of[name] = f"{dist} {version}" if version else dist
         try:
-            loaded.append((point.name, point.load(), dist))
+            loaded.append((name, point.load(), dist))
         except (Exception, SystemExit) as error:
-            catalogue.fail(point.name, f"entry point {point.name} = {point.value!r} of {dist}: {_describe(error)}")
+            catalogue.fail(name, f"entry point {point.name} = {point.value!r} of {dist}: {_describe(error)}")
     return loaded
 
 

@@ -72,15 +72,46 @@ def test_a_third_party_type_cannot_replace_a_first_party_one(install_plugin, vae
         load_spec(vae_spec, catalogue=catalogue)
 
 
-def test_an_entry_point_reusing_a_first_party_name_is_refused_naming_both_distributions(install_plugin, vae_spec) -> None:
-    """Plugins are registered by entry-point name: a package calling its entry point ``networks`` must not knock out mlp."""
-    install_plugin("clasher", "raise AssertionError('never imported')\n", entry_point="networks")
+def gizmo_plugin(*names: str) -> str:
+    """A plugin's source registering a network type of each of ``names``."""
+    return f"""
+from compose_gen import ComponentType, Params, hookimpl
+
+class P(Params):
+    pass
+
+@hookimpl
+def compose_gen_types():
+    return [ComponentType(name, "network", P, lambda p, ctx: None) for name in {list(names)!r}]
+"""
+
+
+def test_an_entry_point_reusing_a_first_party_name_is_loaded_under_its_distribution_s_too(install_plugin, vae_spec) -> None:
+    """Plugins are registered by entry-point name: a package calling its entry point ``networks`` must not knock out
+    mlp, nor lose its own types."""
+    install_plugin("clasher", gizmo_plugin("clasher_net"), entry_point="networks")
     catalogue = make_catalogue()
-    assert catalogue.plugin_of["mlp"] == "networks"
+    assert catalogue.plugin_of["mlp"] == "networks" and catalogue.plugin_of["clasher_net"] == "networks (from clasher)"
     assert catalogue.failures["networks (from clasher)"] == (
-        "entry point 'networks' of 'clasher' has the name of the plugin from 'compose-gen'; rename it"
+        "entry point 'networks' of 'clasher' has the name of one from 'compose-gen': loaded as 'networks (from clasher)'; rename it"
     )
     load_spec(vae_spec, catalogue=catalogue)
+
+
+@pytest.mark.parametrize("first", ["aaa_other", "zzz_other"])
+def test_two_packages_sharing_an_entry_point_name_both_load_whichever_is_listed_first(install_plugin, first) -> None:
+    """Neither knocks out the other (importlib lists distributions in no order of install), so a type both register is
+    set aside as any such clash is, rather than one package's silently winning."""
+    install_plugin("mmm_ext", gizmo_plugin("wae_net", "ext_net"), entry_point="ext")
+    install_plugin(first, gizmo_plugin("wae_net"), entry_point="ext")
+    catalogue = make_catalogue()
+    assert catalogue.plugin_of["ext_net"] == "ext (from mmm_ext)" and "wae_net" not in catalogue
+    assert set(catalogue.conflicts["wae_net"]) == {"ext (from mmm_ext)", f"ext (from {first})"}
+    assert "type 'wae_net' is registered by two plugins" in catalogue.unknown_type_message("wae_net", ("network",))
+    for dist, other in (("mmm_ext", first), (first, "mmm_ext")):
+        assert f"entry point 'ext' of {dist!r} has the name of one from {other!r}: loaded as 'ext (from {dist})'" in (
+            catalogue.failures[f"ext (from {dist})"]
+        )
 
 
 @pytest.mark.parametrize(
