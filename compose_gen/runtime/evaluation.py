@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel
 from compose_gen.core import ContractError, EvalContext, Splits
@@ -57,7 +58,23 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
 
 def versions(data: Splits) -> dict[tuple[str, str], int]:
     """The version counter of every field of both splits, which each in-place change of the tensor moves on."""
-    return {(split, name): values._version for split, half in (("train", data.train), ("test", data.test)) for name, values in half.fields.items()}
+    return {(split, name): values._version for split, (name, values) in _fields(data)}
+
+
+def changed_in_place(data: Splits, before: dict[tuple[str, str], int]) -> str | None:
+    """Which field changed since ``before`` (:func:`versions`), as a message says it; views of one tensor share a
+    version counter, so fields sharing memory with it are named as the alternatives they are."""
+    fields = dict(((split, name), values) for split, (name, values) in _fields(data))
+    moved = [key for key, values in fields.items() if values._version != before[key]]
+    if not moved:
+        return None
+    storage = fields[moved[0]].untyped_storage().data_ptr()
+    sharing = [f"{split} split's {name!r}" for split, name in moved if fields[split, name].untyped_storage().data_ptr() == storage]
+    return sharing[0] if len(sharing) == 1 else f"{' or '.join(sharing)} (which share memory)"
+
+
+def _fields(data: Splits) -> list[tuple[str, tuple[str, Tensor]]]:
+    return [(split, field) for split, half in (("train", data.train), ("test", data.test)) for field in half.fields.items()]
 
 
 @dataclass
@@ -89,6 +106,12 @@ class MetricLoop:
             with warnings.catch_warnings(record=True) as caught:  # a metric's own warnings, said where it is declared
                 warnings.simplefilter("always")
                 measured, problem = self.measure(metric, ctx, results, index)
+            changed = changed_in_place(self.data, before)
+            if changed:  # the data every later metric reads: stop here rather than record numbers of altered data
+                measured, problem = {}, (
+                    f"changed the {changed} in place (a metric must leave ectx.data as it is); the metrics after it were "
+                    "not run, and this run's data in memory stay altered: load the run again"
+                )
             results.update(measured)
             where = format_path(declared.path)
             for warning in caught:
@@ -96,12 +119,6 @@ class MetricLoop:
             undefined = [f"{key} = {value}" for key, value in measured.items() if not math.isfinite(value)]
             if undefined:
                 self.say(f"warning: {where} ({declared.type.name}) gave {', '.join(undefined)}, recorded as null")
-            changed = [f"{split} split's {name!r}" for (split, name), version in versions(self.data).items() if version != before[split, name]]
-            if changed:  # the data every later metric reads: stop here rather than record numbers of altered data
-                problem = (
-                    f"changed the {changed[0]} in place (a metric must leave ectx.data as it is); the metrics after it were "
-                    "not run, and this run's data in memory stay altered: load the run again"
-                )
             if problem is not None:
                 problems += self.spec.blame(declared, problem).problems
             if changed:

@@ -124,7 +124,18 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
         run.train(1)
     assert "evaluate.metrics[1]: type 't_metric' (plugin 'failing') changed the test split's 'x' in place" in str(info.value)
     assert "nan" not in info.value.results, "the metric after it did not run"
+    assert "mutated" not in info.value.results, "nor is its own number, of data it altered, recorded"
     assert "test/fit" in info.value.results, "the metric before it is kept"
+
+
+def test_a_change_to_a_split_sharing_memory_with_the_other_names_both_as_the_alternatives(catalogue, tmp_path) -> None:
+    """Views of one tensor share a version counter: which of them changed is not known, so neither is named alone."""
+    run = Run.create(load_spec(spec(metric_breaks=("mutate",)), catalogue=catalogue), tmp_path / "run", progress=False)
+    train, test = run.data.train.fields, run.data.test.fields
+    whole = torch.cat([train["x"], test["x"]])
+    train["x"], test["x"] = whole[: len(train["x"])], whole[len(train["x"]) :]
+    with pytest.raises(EvaluationFailed, match=r"changed the train split's 'x' or test split's 'x' \(which share memory\) in place"):
+        run.train(1)
 
 
 def test_undefined_metric_values_are_recorded_as_null_and_named_in_a_warning(catalogue, tmp_path, capsys) -> None:
