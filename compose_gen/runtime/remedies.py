@@ -80,8 +80,9 @@ def with_missing_plugin_remedy(error: SpecError, run_dir: Path, failures: Mappin
     evaluate = data.get("evaluate") if isinstance(data, dict) else None
     metrics = evaluate.get("metrics") if isinstance(evaluate, dict) else None
     unknown = {p.path[2] for p in error.problems if p.path[:2] == ("evaluate", "metrics") and p.path[3:] == ("type",)}
+    only_metrics = all(p.path[:2] == ("evaluate", "metrics") for p in error.problems)  # else leaving them out won't do
     without = ""
-    if offer_set and isinstance(metrics, list) and unknown:
+    if offer_set and isinstance(metrics, list) and unknown and only_metrics:
         kept = [metric for i, metric in enumerate(metrics) if i not in unknown]
         without = f", or leave the metric(s) out of one command: --set {shlex.quote('evaluate.metrics=' + json.dumps(kept))}"
 

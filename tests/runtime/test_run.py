@@ -173,6 +173,9 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
     assert said + ", or leave the metric(s) out of one command: --set '" in str(info.value)
     leave_out = shlex.split(str(info.value).split("--set ")[-1])  # pasted into a shell
     assert Run.load(run_dir, overrides=leave_out, catalogue=first_party, trained=True).sample(2).shape == (2, 64), "the advice works"
+    with pytest.raises(cg.SpecError) as info:  # another type gone too: leaving the metrics out would not do
+        Run.load(run_dir, overrides=["losses.vae.type=gone"], catalogue=first_party, trained=True)
+    assert said in str(info.value) and "leave the metric(s) out" not in str(info.value)
     with pytest.raises(cg.SpecError) as info:
         Run.load(run_dir, catalogue=first_party)  # as a resume loads it: a --set there would be recorded for good
     assert str(info.value).endswith(said)
