@@ -310,9 +310,12 @@ def test_plugins_gives_a_metrics_whole_description_with_what_it_reports(capsys) 
     assert "birthday_pass" in " ".join(capsys.readouterr().out.split())
 
 
-def test_plugins_with_an_unknown_name_suggests_one(capsys) -> None:
+def test_plugins_with_an_unknown_name_suggests_one_and_names_plugins_that_failed(capsys, install_plugin) -> None:
     assert main(["plugins", "elbow"]) == 1
     assert "no type or kind 'elbow'; did you mean 'elbo'?" in capsys.readouterr().err
+    install_plugin("tcvae_plugin", "raise ImportError('a dependency is missing')\n")  # whose beta_tcvae type is wanted
+    assert main(["plugins", "beta_tcvae"]) == 1
+    assert "(plugins with problems, see `compose-gen plugins`: tcvae_plugin)" in capsys.readouterr().err
 
 
 def test_a_run_whose_data_moved_is_pointed_at_it_with_set(tmp_path, capsys) -> None:

@@ -88,7 +88,9 @@ def select(listing: dict[str, Any], names: Sequence[str] = ()) -> dict[str, Any]
     by_name = {t["name"]: t for t in listing["types"]}
     for name in names:
         if name not in by_name and name not in KINDS:
-            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}")
+            failed = listing["failed_plugins"]
+            problems = f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(failed))})" if failed else ""
+            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}{problems}")
     if not names:
         return listing
     chosen = [t for t in listing["types"] if t["name"] in names or t["kind"] in names]
