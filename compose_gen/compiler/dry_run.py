@@ -87,7 +87,10 @@ def dry_run(model: Any, data: Splits) -> None:
                 enforce(spec, spec.sections.sampler, check_samples, drawn, n)
                 expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
                 if expected is not None and tuple(drawn.shape[1:]) != expected:
-                    raise spec.error(("sample",), f"samples have shape {tuple(drawn.shape[1:])}, data x has {expected}")
+                    raise spec.blame(spec.sections.sampler, f"drew samples of shape {tuple(drawn.shape[1:])}; the data's x have {expected}")
+                broken = int((~drawn.detach().isfinite()).reshape(n, -1).any(1).sum())
+                if broken:  # not an error: training may yet fix it, but a sample grid of the untrained model is a hint
+                    spec.warn_of(spec.sections.sampler, f"drew {broken} of {n} samples with NaN or infinite values from the untrained model")
     finally:
         model.load_state_dict(saved)
     _check_best_metric(spec, logged)

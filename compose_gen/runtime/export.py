@@ -28,8 +28,8 @@ def non_finite_warning(x: Tensor, n: int, step: int) -> str | None:
         return None
     return (
         f"warning: {broken} of the {n} samples hold NaN or infinite values (written as they are): the model's sampling "
-        f"direction breaks down at step {step}; a bijector whose inverse leaves its domain (a sigmoid's "
-        "logit) is a common cause"
+        f"direction breaks down at step {step} (in a flow, a bijector whose inverse leaves its domain, a sigmoid's "
+        "logit, is a common cause)"
     )
 
 

@@ -89,6 +89,10 @@ class Spec:
         problem = Problem(tuple(path), message)
         warnings.warn(SpecWarning(problem.format(self.source), problem.path), stacklevel=2)
 
+    def warn_of(self, declared: Declared, message: str) -> None:
+        """:meth:`warn` at ``declared``, the message starting with its type and plugin, as :meth:`blame`'s does."""
+        self.warn(declared.path, f"{origin(declared.type.name, self.catalogue)} {message}")
+
     def to_yaml(self) -> str:
         """:meth:`to_dict` as YAML, in section order: what a run folder's ``spec.yaml`` holds."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

@@ -14,7 +14,7 @@ from torch.distributions import Independent, Normal
 
 from compose_gen import Bijector, ClassConditions, ComponentType, Loss, Params, Ref, Sampler, Value, make_catalogue
 from compose_gen.runtime import build
-from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec import SpecError, SpecWarning, load_spec
 from compose_gen.testing.plugins import plugin
 
 
@@ -114,7 +114,8 @@ class Drawer(Sampler):
     def sample(self, n, temperature=1.0, context=None):
         if self.breaks == "after_dry_run" and n > 5:
             raise RuntimeError("cannot draw more than 5")
-        return {"none": None, "list": [torch.zeros(2)] * n}.get(self.breaks, torch.zeros(n, 2))
+        broken = {"none": None, "list": [torch.zeros(2)] * n, "shape": torch.zeros(n, 3), "nan": torch.full((n, 2), math.nan)}
+        return broken.get(self.breaks, torch.zeros(n, 2))
 
 
 class ContextBlindDrawer(Sampler):
@@ -282,6 +283,20 @@ def test_a_sampler_that_returns_no_tensor_is_named(catalogue, breaks, returned) 
     spec["sample"] = {"type": "t_sampler", "breaks": breaks}
     message = problem(spec, catalogue)
     assert f"sample: type 't_sampler' (plugin 'breakage') broke the sampler contract: sample(5) returned {returned}, not a tensor of 5 examples" in message
+
+
+def test_a_sampler_drawing_the_wrong_shape_is_named(catalogue) -> None:
+    spec = spec_with()
+    spec["sample"] = {"type": "t_sampler", "breaks": "shape"}
+    assert "sample: type 't_sampler' (plugin 'breakage') drew samples of shape (3,); the data's x have (2,)" in problem(spec, catalogue)
+
+
+def test_a_sampler_drawing_nan_from_the_untrained_model_is_a_warning_at_it(catalogue) -> None:
+    """Not an error (training may mend it), but ``validate --strict`` refuses it."""
+    spec = spec_with()
+    spec["sample"] = {"type": "t_sampler", "breaks": "nan"}
+    with pytest.warns(SpecWarning, match=r"sample: type 't_sampler' \(plugin 'breakage'\) drew 5 of 5 samples with NaN or infinite values"):
+        build(load_spec(spec, catalogue=catalogue), "cpu")
 
 
 @pytest.mark.parametrize(
