@@ -74,7 +74,8 @@ class ContractError(TypeError):
 class BuildContext(Protocol):
     """What a type's ``build(params, ctx)`` may ask of the compiler."""
 
-    #: The dataset splits, for shapes or data-dependent initialisation.
+    #: The dataset splits (``data.train``, ``data.test``), for shapes, sizes (a β-TCVAE's dataset size) or data-dependent
+    #: initialisation; None while the dataset itself is built.
     data: Splits | None
 
     def component(self, ref: str) -> Any:

@@ -217,7 +217,13 @@ def caution_unbounded(x_value: str, decoder: nn.Module, ctx: BuildContext, trans
 
 
 class LatentVariableModel(Loss):
-    """Base of the ELBO-family losses; subclasses implement :meth:`evidence` and the generative side."""
+    """Base of the ELBO-family losses; subclasses implement :meth:`evidence` and the generative side.
+
+    A subclass trains the bound its ``objective`` names (ELBO with β and warm-up, or IWAE) from :meth:`evidence`
+    alone, and gets conditioning, the importance-sampled likelihood and the latent metrics.  A loss with another
+    objective (a β-TCVAE's, say) overrides ``forward`` and keeps :meth:`evidence`, which is what the latent metrics
+    call: they accept any loss with that method, subclass or not.
+    """
 
     terms = ("loss",)
 
@@ -272,6 +278,9 @@ class LatentVariableModel(Loss):
     # -- what a model provides -------------------------------------------------
     # Each takes the context c of a conditional model (one row per example of x, or per sample); None otherwise.
     def evidence(self, x: Tensor, k: int, exact_kl: bool, context: Tensor | None = None) -> Evidence:
+        """``k`` reparameterised draws z_i ~ q(z|x, c) per example: log p(x|z_i, c) of shape ``(k, *batch)``, and the
+        KL, in closed form where ``exact_kl`` asks and one is known (``Evidence.exact_kl`` says which), else
+        log q(z_i|x, c) − log p(z_i|c) at the same draws, so that their difference is the importance log-weights."""
         raise NotImplementedError
 
     def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
