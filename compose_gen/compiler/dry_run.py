@@ -38,6 +38,9 @@ DRY_RUN_EXAMPLES = 5
 
 
 def dry_run(model: Any, data: Splits) -> None:
+    """Run every plan, the values no plan needs and the sampler once on the first examples of ``data.train``,
+    raising a located :class:`SpecError` at the first failure and warning of suspect samples; ``model`` is left as
+    it was found (see the module docstring)."""
     spec = model.spec
     device = model.device
     batch = {k: v.to(device) for k, v in data.train.batch(_examples(data.train)).items()}

@@ -42,6 +42,9 @@ def named(node_ids: Iterable[str], kind: str) -> list[str]:
 
 @dataclass
 class SpecGraph:
+    """The spec as a DAG of :func:`node` ids (batch ``fields``, components, graph values, losses, the sampler and
+    metrics), an edge from what is needed to what needs it; ``calls`` holds how each graph value is computed."""
+
     graph: nx.DiGraph
     calls: dict[str, Call]
     fields: tuple[str, ...]

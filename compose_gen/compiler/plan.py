@@ -44,6 +44,9 @@ class LossCall:
 
 @dataclass
 class Plan:
+    """One player's step: the graph ``values`` its terms need, in order, the ``losses`` it calls with their terms
+    and weights, and the ``params`` it trains (``param_ids`` their ids, for quick membership tests)."""
+
     player: str
     spec: PlayerSpec
     params: list[nn.Parameter]
@@ -64,6 +67,9 @@ def make_plans(
     losses: dict[str, Loss],
     evaluators: dict[str, Callable[[dict[str, Any]], Any]],
 ) -> dict[str, Plan]:
+    """Every player's :class:`Plan` by name (one player, ``model``, training every term, when the spec names none);
+    each problem found (a term no loss has, a parameter no term reaches, sides of a game mixed) is raised together
+    in one :class:`SpecError`."""
     players = spec.model.players or {"model": PlayerSpec()}
     if not losses:
         raise SpecError([Problem(("losses",), "the spec has no losses, so there is nothing to train: a player minimises loss terms")], spec.source)

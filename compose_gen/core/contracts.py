@@ -194,6 +194,9 @@ class EvalContext:
 
 
 class Metric(Protocol):
+    """What a metric's build returns: a callable from an :class:`EvalContext` to named floats (NaN and ±inf are
+    recorded as null), leaving ``ctx.data`` as it found it; see the module docstring for the whole contract."""
+
     def __call__(self, ctx: EvalContext) -> dict[str, float]: ...
 
 

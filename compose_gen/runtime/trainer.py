@@ -181,6 +181,9 @@ class _RunningMeans:
 
 @dataclass
 class Trainer:
+    """The loop of the module docstring over ``model``'s plans, drawing batches from ``stream``, writing logs and
+    checkpoints to ``run_dir`` (none without one), in step with the other processes of ``dist``."""
+
     model: GenerativeModel
     stream: BatchStream
     run_dir: Path | None = None
@@ -456,8 +459,12 @@ class Trainer:
         culprit = self.model.culprit(error)
         if culprit is not None:
             what = str(self.model.spec.blame(culprit, f"raised {what}"))
-        kept = "checkpoints already written are kept" if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
+        kept = self._checkpoints_left("checkpoints already written are kept")
         return StepFailed(f"player {name!r}, step {self.step + 1}: {what}; training stopped, {kept}")
+
+    def _checkpoints_left(self, some: str) -> str:
+        """``some`` when this run's folder holds a checkpoint, else that none was written yet, for a stopping message."""
+        return some if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
 
     def _select(self, plan: Plan) -> None:
         for p in self.model.parameters():
@@ -491,8 +498,7 @@ class Trainer:
             advice = f"; more than train.max_nan_skips={self.train.max_nan_skips} batches were non-finite"
         else:
             advice = "; `train.on_nan: skip` skips such batches"
-        kept = "the last good checkpoint stays" if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
-        raise NonFiniteLoss(f"{message}: training stopped, {kept}{advice}")
+        raise NonFiniteLoss(f"{message}: training stopped, {self._checkpoints_left('the last good checkpoint stays')}{advice}")
 
     def _nonfinite_source(self, name: str, batch: dict[str, Tensor], terms: list[str]) -> str:
         """``; the first NaN or inf comes from <component>`` naming the component that turns finite inputs non-finite, recomputed

@@ -242,7 +242,16 @@ def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Gene
 
 
 def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
-    """DCGAN critic: strided convs with LeakyReLU -> score [+ projection] [, class logits]; joint D(x, z) for BiGAN."""
+    """DCGAN critic: strided convs with LeakyReLU -> features φ(x) -> score [+ projection] [, class logits].
+
+    D(x) = wᵀφ(x) + b; conditioned on a class y by projection, D(x, y) = wᵀφ(x) + b + embed(y)ᵀφ(x); with class
+    logits, an auxiliary classifier's log p(y|x) beside the score; joint D(x, z) for BiGAN/ALI, z (and a concatenated
+    label) joined to φ(x) by a hidden layer.
+
+    Radford et al. 2016, "Unsupervised Representation Learning with Deep Convolutional Generative Adversarial
+    Networks"; Miyato & Koyama 2018, "cGANs with Projection Discriminator"; Odena et al. 2017, "Conditional Image
+    Synthesis with Auxiliary Classifier GANs"; Donahue et al. 2017, "Adversarial Feature Learning".
+    """
     shape = _image_shape(ctx, params, "conv_critic", reads_x=True)
     trunk, features = conv_trunk(shape, params, params.norm)
     extra = critic_extra_features(params)
@@ -262,7 +271,15 @@ def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEnco
 
 
 def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> ImageToImage:
-    """Residual image-to-image generator like CycleGAN's (Zhu et al. 2017), without resampling."""
+    """Residual image-to-image generator like CycleGAN's, without resampling.
+
+    G(x) = out(h_B), h_0 = ReLU(norm(conv(x))), h_{i+1} = h_i + F_i(h_i) with F_i two 3x3 convolutions (a residual
+    block: conv, norm, ReLU, conv, norm), out a 3x3 convolution to ``out_channels`` (x's by default), then the output
+    activation.
+
+    Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks"; He et al. 2016,
+    "Deep Residual Learning for Image Recognition".
+    """
     shape = _image_shape(ctx, params, "conv_translator", reads_x=True)
     width, sn = params.base_channels, params.spectral_norm
     net = nn.Sequential(

@@ -434,7 +434,15 @@ def build_mlp_generator(params: MLPGeneratorParams, ctx: BuildContext) -> Genera
 
 
 def build_mlp_critic(params: MLPCriticParams, ctx: BuildContext) -> Critic:
-    """MLP critic: [x ‖ z ‖ embed(y)] -> (Linear, norm, LeakyReLU)* -> score [+ projection] [, class logits]."""
+    """MLP critic: [x ‖ z ‖ embed(y)] -> (Linear, norm, LeakyReLU)* -> features φ -> score [+ projection] [, class logits].
+
+    D(x) = wᵀφ(x) + b; by projection D(x, y) = wᵀφ(x) + b + embed(y)ᵀφ(x); with class logits, an auxiliary
+    classifier's log p(y|x) beside the score; given z too, the joint D(x, z) of BiGAN/ALI.
+
+    Goodfellow et al. 2014, "Generative Adversarial Nets"; Miyato & Koyama 2018, "cGANs with Projection
+    Discriminator"; Odena et al. 2017, "Conditional Image Synthesis with Auxiliary Classifier GANs"; Donahue et al.
+    2017, "Adversarial Feature Learning".
+    """
     in_shape = data_shape(ctx, params.in_shape, "in_shape", "mlp_critic")
     sizes = [math.prod(in_shape) + critic_extra_features(params), *params.hidden]
     net = nn.Sequential(*_mlp_layers(sizes, params.norm, lambda: nn.LeakyReLU(0.2), params.spectral_norm))

@@ -43,7 +43,7 @@ def test_every_parameter_has_a_description() -> None:
 # mathematical type must name a year, as its reference "Author et al. YEAR, "Title"" does, and hold a formula.
 
 #: Kinds whose types are models or parts of one, each with a formula and a paper behind it.
-MATHEMATICAL_KINDS = ("bijector", "loss", "prior", "encoder", "decoder", "flow", "sampler")
+MATHEMATICAL_KINDS = ("bijector", "loss", "prior", "encoder", "decoder", "flow", "sampler", "generator", "critic")
 YEAR = re.compile(r"\b(19|20)\d\d\b")
 #: A formula: a relation, a sum, a logarithm or exponential (whole words: "logistic" is none), or the square, norm or
 #: maximum of a penalty or hinge term written without an "=".

@@ -105,7 +105,13 @@ class ImportanceSampledNLLParams(Params):
 
 
 def build_importance_sampled_nll(p: ImportanceSampledNLLParams, ctx: BuildContext) -> ImportanceSampledNLL:
-    """Test NLL (nats, bits/dim) by the k-sample importance-weighted bound, computed in chunks."""
+    """Test NLL (nats, bits/dim) by the k-sample importance-weighted bound, computed in chunks.
+
+    −log p(x) ≈ −log (1/k) Σᵢ p(x, zᵢ) / q(zᵢ|x), zᵢ ~ q(z|x), k = samples: a bound whose expectation tightens toward
+    −log p(x) as k grows; bits/dim = NLL / (D log 2).
+
+    Burda et al. 2016, "Importance Weighted Autoencoders".
+    """
     model = latent_model(ctx, p.model)
     value = getattr(model, "x_value", "x")
     if ctx.data is not None and value not in ctx.data.test.fields:
