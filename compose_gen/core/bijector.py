@@ -188,8 +188,8 @@ def check_invertible(
             return  # NaN or inf of finite inputs: the dry run names the component that makes them
         back, ladj_back = _pair(twin, other, out, context)
     names = ("x", "y") if direction == "forward" else ("y", "x")
-    _close(f"{other}({direction}({names[0]})) == {names[0]}", back, rows, tolerance)
-    _close(f"the {other} ladj == minus the {direction} ladj at {names[1]} = {direction}({names[0]})", ladj_back, -ladj, tolerance)
+    _close(f"{other}({direction}({names[0]})) == {names[0]}", back, rows, tolerance, noise)
+    _close(f"the {other} ladj == minus the {direction} ladj at {names[1]} = {direction}({names[0]})", ladj_back, -ladj, tolerance, noise)
     if event.numel() > JACOBIAN_MAX_EVENT:
         return
     fast = direction if bijector.fast in ("both", direction) else other  # a slow direction's Jacobian takes D passes each
@@ -206,7 +206,7 @@ def check_invertible(
         except RuntimeError:  # an operation vmap cannot batch: one backward pass per output
             jac = jacobian(fast_map, point[:1].flatten(1))
     log_det = torch.linalg.slogdet(jac.reshape(shape.numel(), shape.numel())).logabsdet
-    _close(f"{fast} ladj == log|det J| of the autograd Jacobian", fast_ladj[:1], log_det.reshape(1), tolerance)
+    _close(f"{fast} ladj == log|det J| of the autograd Jacobian", fast_ladj[:1], log_det.reshape(1), tolerance, noise)
 
 
 def _perturbed(bijector: Bijector, noise: float) -> Bijector:
@@ -235,13 +235,13 @@ def _pair(bijector: Bijector, direction: Literal["forward", "inverse"], value: T
     return result
 
 
-def _close(prop: str, actual: Tensor, expected: Tensor, tolerance: float) -> None:
+def _close(prop: str, actual: Tensor, expected: Tensor, tolerance: float, noise: float) -> None:
     error = (actual - expected).abs()
     bad = ~(error <= tolerance * (1 + expected.abs()))  # NaN is no agreement
     if bool(bad.any()):
         where = int(bad.flatten().nonzero()[0])
         raise ContractError(
             f"{prop} fails: {float(actual.flatten()[where]):.6g} where {float(expected.flatten()[where]):.6g} is expected "
-            f"(its parameters perturbed by 10% noise, on the dry run's inputs in float64); "
+            f"(its parameters perturbed by {noise:.0%} noise, on the dry run's inputs in float64); "
             "check the type with compose_gen.testing.bijectors.check_type"
         )

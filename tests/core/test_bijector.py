@@ -50,6 +50,11 @@ def test_nan_is_no_agreement() -> None:
         check_invertible(Scale("inverse_nan"), torch.randn(5, 3))
 
 
+def test_the_message_states_the_noise_the_parameters_were_perturbed_by() -> None:
+    with pytest.raises(ContractError, match=r"its parameters perturbed by 25% noise"):
+        check_invertible(Scale("inverse_multiplies"), torch.randn(5, 3), noise=0.25)
+
+
 def test_parameters_are_perturbed_relative_to_their_size_and_zeros_are_moved_too() -> None:
     """Noise of a fixed σ = 0.1 on a Glow's convolution weights (~0.04) blew a correct stack's round trip up to 1e32."""
     from compose_gen.core.bijector import _perturbed
