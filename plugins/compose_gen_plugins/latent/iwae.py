@@ -17,8 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, hookimpl
-from compose_gen_plugins.latent.elbo import VAE, VAEParams
-from compose_gen_plugins.latent.model import caution_unbounded, in_data_space
+from compose_gen_plugins.latent.elbo import VAE, VAEParams, build_elbo
 
 __all__ = ["IWAEParams", "build_iwae"]
 
@@ -40,8 +39,7 @@ def build_iwae(p: IWAEParams, ctx: BuildContext) -> VAE:
 
     Burda et al. 2016, "Importance Weighted Autoencoders".
     """
-    caution_unbounded(p.x, ctx.component(p.decoder), ctx)
-    return in_data_space(VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p), p, ctx)
+    return build_elbo(p, ctx)  # the VAE, whose objective here is always iwae
 
 
 @hookimpl
