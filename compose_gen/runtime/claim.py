@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["CLAIM_FILE", "FolderBusy", "claimed", "refuse_if_busy"]
+from compose_gen.runtime.layout import CLAIM_FILE
 
-CLAIM_FILE = ".writer"
+__all__ = ["FolderBusy", "claimed", "refuse_if_busy"]
 
 #: The folders this process writes, by real path, with the thread that writes each and how deeply it has claimed it:
 #: the claim file names the process, so two threads of one process are told apart here.

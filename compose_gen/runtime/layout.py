@@ -16,11 +16,10 @@
           optim.safetensors      OPTIMIZER_FILE: optimizer tensors and every process's RNG states
           state.json             STATE_FILE: step, data position, hashes of the tensor files, ...
         best.json                BEST_FILE: the best checkpoint's step and metric, when train.best_metric
+      plugins.json               PLUGINS_FILE: the plugin and package (with its version) of each type the spec uses
+      .writer                    CLAIM_FILE: the process writing the folder, while it does
 
-The folder also holds ``plugins.json``
-(:data:`compose_gen.runtime.remedies.PLUGINS_FILE`) and, while a process writes it, ``.writer``
-(:data:`compose_gen.runtime.claim.CLAIM_FILE`); a killed process may leave ``.tmp-*`` files
-and folders, which :mod:`compose_gen.runtime.checkpoint` removes.
+A killed process may leave ``.tmp-*`` files and folders, which :mod:`compose_gen.runtime.checkpoint` removes.
 """
 
 from __future__ import annotations
@@ -30,12 +29,14 @@ import re
 __all__ = [
     "BEST_FILE",
     "CHECKPOINTS_DIR",
+    "CLAIM_FILE",
     "DROPPED_EVALUATION_FILE",
     "DROPPED_METRICS_FILE",
     "EVALUATION_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "OPTIMIZER_FILE",
+    "PLUGINS_FILE",
     "SAMPLES_DIR",
     "SPEC_FILE",
     "STATE_FILE",
@@ -56,6 +57,8 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optim.safetensors"
 STATE_FILE = "state.json"
 BEST_FILE = "best.json"
+PLUGINS_FILE = "plugins.json"
+CLAIM_FILE = ".writer"
 #: A checkpoint folder's name, as :func:`step_folder_name` writes it; the step in it must be the one ``state.json`` records.
 STEP_FOLDER = re.compile(r"step-(\d+)")
 

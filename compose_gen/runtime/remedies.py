@@ -17,11 +17,10 @@ from typing import Any, Mapping
 from compose_gen.core import Splits
 from compose_gen.core.files import read_json
 from compose_gen.runtime.checkpoint import list_checkpoints
-from compose_gen.runtime.layout import SPEC_FILE, STATE_FILE
+from compose_gen.runtime.layout import PLUGINS_FILE, SPEC_FILE, STATE_FILE
 from compose_gen.spec import Problem, Spec, SpecError
 
 __all__ = [
-    "PLUGINS_FILE",
     "changed_plugins",
     "missing_data_files",
     "recorded_plugins",
@@ -29,10 +28,6 @@ __all__ = [
     "with_missing_plugin_remedy",
     "with_moved_data_remedy",
 ]
-
-#: The run folder's record of the plugin (and package, with its version) that gave each type its spec uses.
-PLUGINS_FILE = "plugins.json"
-
 
 def types_used(spec: Spec) -> list[str]:
     """The names of the types ``spec`` declares: components, losses, metrics, data and sampler."""

@@ -56,9 +56,8 @@ from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
 from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys, override_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
-from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, SAMPLES_DIR, SPEC_FILE
+from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, PLUGINS_FILE, SAMPLES_DIR, SPEC_FILE
 from compose_gen.runtime.remedies import (
-    PLUGINS_FILE,
     changed_plugins,
     recorded_plugins,
     types_used,

@@ -14,7 +14,8 @@ import pytest
 from runtime_toys import AUTOENCODER, forked, spec_dict
 
 from compose_gen.runtime import Run
-from compose_gen.runtime.claim import CLAIM_FILE, FolderBusy, claimed
+from compose_gen.runtime.claim import FolderBusy, claimed
+from compose_gen.runtime.layout import CLAIM_FILE
 from compose_gen.spec import load_spec
 
 
