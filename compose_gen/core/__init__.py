@@ -3,6 +3,7 @@
 from compose_gen.core.bijector import Bijector, Chain, Direction, check_invertible
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
+from compose_gen.core.data_space import check_ladj, constant_features, continuous_density_caveat, few_values, ladj_field, not_in_data_space
 from compose_gen.core.distributions import bits_per_dim, broadcast_value, draw_count, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.eager import eager_under_compile
 from compose_gen.core.images import class_columns, save_grid, save_point_sets, save_scatter
@@ -30,14 +31,20 @@ __all__ = [
     "bits_per_dim",
     "broadcast_value",
     "check_invertible",
+    "check_ladj",
     "class_columns",
+    "constant_features",
+    "continuous_density_caveat",
     "copy_from_first_process",
     "derive_seed",
     "draw_count",
     "eager_under_compile",
+    "few_values",
     "first_flagged",
     "importance_sampled_log_likelihood",
+    "ladj_field",
     "log_mean_exp",
+    "not_in_data_space",
     "offset_seed",
     "repeat_for_draws",
     "save_grid",

@@ -25,14 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from compose_gen import Params, Seed, Splits, TensorData
-from compose_gen.core import derive_seed, first_flagged
+from compose_gen.core import derive_seed, first_flagged, ladj_field
 from compose_gen_plugins.datasets.transforms import Pipeline, PipelineError, TransformSpec, fit_pipeline
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "ImageParams",
     "PipelineParams",
     "file_error",
-    "ladj_field",
     "make_splits",
     "seeded_generator",
     "split_fields",
@@ -80,26 +79,6 @@ class ImageParams(DatasetParams):
     """Parameters of image datasets: ``x`` as ``(C, H, W)`` images or flat vectors."""
 
     shape: Literal["image", "flat"] = Field("image", description="x as (C, H, W) images or as flat vectors")
-
-
-def ladj_field(name: str) -> str:
-    """Name of the field holding the per-example log-determinant of field ``name``."""
-    return f"ladj_{name}"
-
-
-def check_ladj(x: str, ladj: str | None, fields: Collection[str], needed: bool = True) -> None:
-    """Refuse a likelihood loss's ``ladj:`` unless it names the per-example log-determinant of its ``x`` (the field
-    :func:`ladj_field` names), and, when ``needed``, its absence where the data have that field: either way the
-    likelihood would be counted in neither the model's space nor the data's."""
-    expected = ladj_field(x)
-    if ladj is not None and ladj != expected:
-        has = f"the field {expected!r}" if expected in fields else "none: " + ("a graph value" if x not in fields else "no transform of it has one")
-        raise ValueError(f"ladj: {ladj!r}, but ladj is the per-example log-determinant of x = {x!r}, which has {has}")
-    if ladj is None and needed and expected in fields:
-        raise ValueError(
-            f"the dataset's transforms give {x!r} a per-example log-determinant; set `ladj: {expected}` so that the likelihood "
-            "is counted in data space"
-        )
 
 
 def seeded_generator(seed: int, stream: str) -> torch.Generator:

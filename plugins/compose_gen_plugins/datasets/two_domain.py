@@ -31,12 +31,12 @@ from pydantic import Field, create_model
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits, TensorData, hookimpl
+from compose_gen.core import ladj_field
 from compose_gen_plugins.datasets import arrays, bundled, images, tables, toy
 from compose_gen_plugins.datasets.base import (
     DatasetError,
     DataSpace,
     PipelineParams,
-    ladj_field,
     make_splits,
     seeded_generator,
 )

@@ -57,10 +57,8 @@ from compose_gen import (
     importance_sampled_log_likelihood,
     repeat_for_draws,
 )
-from compose_gen.core import bits_per_dim, first_flagged
+from compose_gen.core import bits_per_dim, check_ladj, continuous_density_caveat, first_flagged, not_in_data_space
 from compose_gen_plugins.flows import context_shape_of
-from compose_gen_plugins.datasets import check_ladj
-from compose_gen_plugins.datasets.limits import continuous_density_caveat, not_in_data_space
 from compose_gen_plugins.sampling import ByClassParams
 
 __all__ = ["Flow", "FlowDistribution", "FlowNLL", "FlowSampler"]

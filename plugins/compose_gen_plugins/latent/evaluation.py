@@ -35,9 +35,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, SpecWarning, hookimpl
-from compose_gen.core import batches, bits_per_dim
-from compose_gen_plugins.datasets import ladj_field
-from compose_gen_plugins.datasets.limits import not_in_data_space
+from compose_gen.core import batches, bits_per_dim, ladj_field, not_in_data_space
 from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "batch_examples", "latent_model", "unexplained_variance"]

@@ -52,9 +52,8 @@ from compose_gen import (
     importance_sampled_log_likelihood,
     log_mean_exp,
 )
+from compose_gen.core import check_ladj, constant_features, few_values
 from compose_gen.registry import suggest
-from compose_gen_plugins.datasets import check_ladj
-from compose_gen_plugins.datasets.limits import constant_features, few_values
 from compose_gen_plugins.sampling import ClassCount, DecoderMean, means_of_discrete
 from compose_gen_plugins.networks import conditioned
 
