@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
-from compose_gen.runtime.checkpoint import json_text, list_checkpoints
+from compose_gen.core.files import json_text
+from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.spec import SpecError, SpecWarning, load_spec
 

@@ -1,14 +1,17 @@
-"""Reading the small text files a user may have been handed (specs, a run folder's JSON records) without trusting them."""
+"""Reading the small text files a user may have been handed (specs, a run folder's JSON records) without trusting them,
+and writing such records so that a crash leaves the old file or the new one."""
 
 from __future__ import annotations
 
 import errno
 import json
+import math
+import os
 import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEXT_LIMIT", "parse_json", "read_json", "read_text_file"]
+__all__ = ["TEXT_LIMIT", "fsync", "json_text", "parse_json", "read_json", "read_text_file", "write_json_atomic", "write_text_atomic"]
 
 #: The most such a file is read to: thousands of times the size of any real spec or record.
 TEXT_LIMIT = 64 * 2**20
@@ -41,3 +44,44 @@ def parse_json(text: str) -> Any:
 def read_json(path: Path) -> Any:
     """The JSON at ``path`` (:func:`read_text_file`, :func:`parse_json`): OSError or ValueError when it cannot be read."""
     return parse_json(read_text_file(path))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsynced temporary file and a rename: a crash leaves the old file or the new."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(text)
+    fsync(tmp)
+    os.replace(tmp, path)
+    fsync(path.parent)
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as standard JSON: a non-finite float (a metric undefined on degenerate samples) becomes ``null``.
+
+    ``json.dumps`` would write a bare ``NaN`` or ``Infinity``, which JSON readers refuse.
+    """
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(data), indent=indent, allow_nan=False)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json_text(data, indent=1))
+
+
+def fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

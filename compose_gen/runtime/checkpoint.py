@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import reprlib
 import shutil
@@ -43,14 +42,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compose_gen.core.errors import described
-from compose_gen.core.files import read_json
+from compose_gen.core.files import fsync, read_json
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
     "clean_temporary",
-    "json_text",
     "list_checkpoints",
     "load_checkpoint",
     "load_latest",
@@ -58,8 +56,6 @@ __all__ = [
     "restore_optimizers",
     "save_checkpoint",
     "verify_checkpoint",
-    "write_json_atomic",
-    "write_text_atomic",
 ]
 
 FORMAT = 2
@@ -129,7 +125,7 @@ def save_checkpoint(
     if final.exists():
         _remove(final)
     os.replace(tmp, final)
-    _fsync(folder)
+    fsync(folder)
     kept = {step_folder_name(s) for s in protect}
     for old in list_checkpoints(run_dir)[:-keep]:
         if old.name not in kept:
@@ -157,8 +153,8 @@ def _write(
     (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1))
     for file in tmp.iterdir():
         shutil.copymode(tmp / STATE_FILE, file)  # safetensors writes 0600; the folder's files share the umask's mode
-        _fsync(file)
-    _fsync(tmp)
+        fsync(file)
+    fsync(tmp)
 
 
 def _remove(checkpoint: Path) -> None:
@@ -167,38 +163,6 @@ def _remove(checkpoint: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
     os.replace(checkpoint, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a fsynced temporary file and a rename: a crash leaves the old file or the new."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(text)
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
-def json_text(data: Any, indent: int | None = None) -> str:
-    """``data`` as standard JSON: a non-finite float (a metric undefined on degenerate samples) becomes ``null``.
-
-    ``json.dumps`` would write a bare ``NaN`` or ``Infinity``, which JSON readers refuse.
-    """
-
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(data), indent=indent, allow_nan=False)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
-    write_text_atomic(path, json_text(data, indent=1))
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
@@ -504,11 +468,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -35,7 +35,7 @@ from torch import Tensor
 from compose_gen.compiler import GenerativeModel, SamplingFailed, compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import Splits
-from compose_gen.core.files import read_json
+from compose_gen.core.files import read_json, write_json_atomic, write_text_atomic
 from compose_gen.core.modes import own_modes
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.registry import Catalogue, make_catalogue
@@ -45,8 +45,6 @@ from compose_gen.runtime.checkpoint import (
     Checkpoint,
     CheckpointError,
     list_checkpoints,
-    write_json_atomic,
-    write_text_atomic,
 )
 from compose_gen.runtime.claim import claimed
 from compose_gen.runtime.data import BatchStream

@@ -49,6 +49,7 @@ from compose_gen.compiler import GenerativeModel, Plan
 from compose_gen.compiler.plan import term_address
 from compose_gen.core.contracts import check_loss_result
 from compose_gen.core.errors import described
+from compose_gen.core.files import write_json_atomic
 from compose_gen.core.modes import own_modes
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
 from compose_gen.runtime import rng
@@ -59,7 +60,6 @@ from compose_gen.runtime.checkpoint import (
     list_checkpoints,
     restore_optimizers,
     save_checkpoint,
-    write_json_atomic,
 )
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed

@@ -23,7 +23,8 @@ import yaml
 from runtime_toys import AUTOENCODER, ROOT, VAE, forked, same_state, spec_dict, subprocess_env
 
 from compose_gen.runtime import CheckpointError, Run, build
-from compose_gen.runtime.checkpoint import json_text, list_checkpoints, load_checkpoint, load_latest
+from compose_gen.core.files import json_text
+from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from compose_gen.compiler.build import build_data
 from compose_gen.spec import SpecError, load_spec
 
