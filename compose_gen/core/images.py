@@ -14,7 +14,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["class_columns", "save_grid", "save_point_sets", "save_scatter"]
+__all__ = ["MAX_PICTURES", "class_columns", "save_grid", "save_point_sets", "save_scatter"]
+
+#: The most images one grid holds, 100 × 100: a setting asking for more is a slip, refused before training.
+MAX_PICTURES = 10_000
 
 
 def class_columns(n: int, classes: int | None) -> int | None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 import torch
 from pydantic import BaseModel, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
 
+from compose_gen.core import MAX_PICTURES
 from compose_gen.registry.types import Seed, StrictModel
 
 __all__ = [
@@ -295,7 +296,7 @@ class TrainSpec(_Strict):
 class EvaluateSpec(_Strict):
     metrics: list[Raw] = Field(default_factory=list)
     batch_size: PositiveInt = 256
-    samples: PositiveInt = Field(64, le=10_000, description="examples in the sample grid (at most 10 000, a grid of 100 × 100)")
+    samples: PositiveInt = Field(64, le=MAX_PICTURES, description=f"examples in the sample grid (at most {MAX_PICTURES:,})")
 
 
 class SpecModel(_Strict):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
 from compose_gen.core import batches, save_grid, save_point_sets
+from compose_gen_plugins.latent.grids import PathParams, interpolate
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
 __all__ = ["ValueGrid", "ValueScatter"]
@@ -131,12 +132,10 @@ def build_value_scatter(params: ValueScatterParams, ctx: BuildContext) -> ValueS
     return ValueScatter(params)
 
 
-class NoiseInterpolationParams(ByClassParams):
+class NoiseInterpolationParams(ByClassParams, PathParams):
     noise: Ref("prior") = Field(..., description="noise prior p(z) the path ends are drawn from")  # type: ignore[valid-type]
     generator: Ref("generator", "network") = Field(..., description="generator G, called as G(z)")  # type: ignore[valid-type]
     pairs: int = Field(6, gt=0, description="rows: pairs of noise draws")
-    steps: int = Field(10, ge=2, description="images per row, both ends included")
-    mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
 
 
 class NoiseInterpolation:
@@ -152,8 +151,6 @@ class NoiseInterpolation:
 
     @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
-        from compose_gen_plugins.latent.grids import interpolate
-
         p = self.params
         torch.manual_seed(ctx.seed)
         z = self.noise.sample(2 * p.pairs)

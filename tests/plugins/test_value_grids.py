@@ -205,3 +205,12 @@ def test_value_scatter_draws_a_value_of_its_own_space_as_it_is(tmp_path, monkeyp
     model.metrics[0].display = True
     with pytest.raises(ValueError, match="value 'z' is not in the data's space, so the data's display cannot show it: set display: false"):
         model.metrics[0](ctx)
+
+
+def test_a_noise_interpolation_of_more_images_than_a_picture_holds_is_refused_with_its_settings() -> None:
+    """Else 10⁶ rows are drawn after the whole training, to fail on memory blamed on the generator."""
+    from pydantic import ValidationError
+
+    assert value_grids.NoiseInterpolationParams(noise="n", generator="g", pairs=100, steps=100).pairs == 100
+    with pytest.raises(ValidationError, match="pairs × steps = 10000000 images; a picture holds at most 10,000"):
+        value_grids.NoiseInterpolationParams(noise="n", generator="g", pairs=1_000_000, steps=10)

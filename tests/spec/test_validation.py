@@ -128,7 +128,7 @@ def test_optimizer_errors_drop_the_union_tag(vae_spec, catalogue) -> None:
         ("players={model: {schedule: {type: exponential, gamma: 1.5}}}", "players.model.schedule.gamma: Input should be less than or equal to 1"),
         ("evaluate.samples=1000000000", "evaluate.samples: Input should be less than or equal to 10000"),
         ("evaluate.metrics=[{type: sample_grid, samples: 1000000000}]", "evaluate.metrics[0].samples: Input should be less than or equal to 10000"),
-        ("evaluate.metrics=[{type: interpolation_grid, model: vae, pairs: 100, steps: 101}]", "evaluate.metrics[0]: pairs × steps = 10100 images; a picture holds at most 10 000"),
+        ("evaluate.metrics=[{type: interpolation_grid, model: vae, pairs: 100, steps: 101}]", "evaluate.metrics[0]: pairs × steps = 10100 images; a picture holds at most 10,000"),
     ],
 )
 def test_settings_torch_or_the_run_cannot_use_are_refused_where_they_are_written(vae_spec, catalogue, override, message) -> None:

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, hookimpl
-from compose_gen.core import class_columns, save_grid
+from compose_gen.core import MAX_PICTURES, class_columns, save_grid
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, batch_examples, latent_model
 from compose_gen_plugins.sampling import require_sampler
@@ -141,27 +141,33 @@ class InterpolationGrid:
 
 class ReconstructionGridParams(Params):
     model: LossName = Field(..., description="name of a loss that can reconstruct (VAE family, autoencoder, vqvae)")
-    examples: int = Field(32, gt=0, le=10_000, description="test images shown (at most 10 000)")
+    examples: int = Field(32, gt=0, le=MAX_PICTURES, description=f"test images shown (at most {MAX_PICTURES:,})")
 
 
 class SampleGridParams(Params):
     temperatures: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [1.0], min_length=1, description="temperatures T ≥ 0 (0: the mode), one PNG each"
     )
-    samples: int = Field(64, gt=0, le=10_000, description="images per temperature (at most 10 000, a grid of 100 × 100)")
+    samples: int = Field(64, gt=0, le=MAX_PICTURES, description=f"images per temperature (at most {MAX_PICTURES:,})")
 
 
-class InterpolationGridParams(Params):
-    model: LossName = Field(..., description="name of a loss that can encode and decode")
-    pairs: int = Field(6, gt=0, description="pairs of test images, one row each (at most half the test split)")
-    steps: int = Field(10, ge=2, description="images per row, both ends included (pairs × steps at most 10 000)")
+class PathParams(Params):
+    """A picture of rows of images along :func:`interpolate`'s paths, one row per pair of ends."""
+
+    pairs: int = Field(6, gt=0, description="pairs of ends, one row each")
+    steps: int = Field(10, ge=2, description=f"images per row, both ends included (pairs × steps at most {MAX_PICTURES:,})")
     mode: Literal["linear", "spherical"] = Field("spherical", description="path: linear, or spherical (White 2016)")
 
     @model_validator(mode="after")
-    def _a_picture(self) -> "InterpolationGridParams":
-        if self.pairs * self.steps > 10_000:
-            raise ValueError(f"pairs × steps = {self.pairs * self.steps} images; a picture holds at most 10 000")
+    def _a_picture(self) -> "PathParams":
+        if self.pairs * self.steps > MAX_PICTURES:
+            raise ValueError(f"pairs × steps = {self.pairs * self.steps} images; a picture holds at most {MAX_PICTURES:,}")
         return self
+
+
+class InterpolationGridParams(PathParams):
+    model: LossName = Field(..., description="name of a loss that can encode and decode")
+    pairs: int = Field(6, gt=0, description="pairs of test images, one row each (at most half the test split)")
 
 
 def build_reconstruction_grid(p: ReconstructionGridParams, ctx: BuildContext) -> ReconstructionGrid:
