@@ -3,7 +3,8 @@
 A metric that raises or breaks the metric contract is recorded as failed (blamed on its
 place in the spec, or on the loss or component whose code raised under it) and the
 others still run; two metrics that give the same name are keyed apart; a metric that
-changes the data in place stops the loop, since every later one would read altered data.
+changes the data (a field changed in place, replaced, added or removed) stops the loop, since every later one
+would read altered data.
 :class:`EvaluationFailed` is raised by :meth:`compose_gen.runtime.Run.evaluate` once the results are recorded.
 """
 
@@ -26,7 +27,7 @@ from compose_gen.core.errors import described
 from compose_gen.runtime.layout import EVALUATION_FILE
 from compose_gen.spec import Problem, Spec, SpecError, format_path
 
-__all__ = ["EvaluationFailed", "MetricLoop", "metric_folder", "versions"]
+__all__ = ["EvaluationFailed", "MetricLoop", "data_change", "metric_folder", "snapshot"]
 
 
 class EvaluationFailed(RuntimeError):
@@ -56,25 +57,33 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
     return folder
 
 
-def versions(data: Splits) -> dict[tuple[str, str], int]:
-    """The version counter of every field of both splits, which each in-place change of the tensor moves on."""
-    return {(split, name): values._version for split, (name, values) in _fields(data)}
+#: Every field of both splits, by (split, name): the tensor and its version counter, which each in-place change moves on.
+Snapshot = dict[tuple[str, str], tuple[Tensor, int]]
 
 
-def changed_in_place(data: Splits, before: dict[tuple[str, str], int]) -> str | None:
-    """Which field changed since ``before`` (:func:`versions`), as a message says it; views of one tensor share a
-    version counter, so fields sharing memory with it are named as the alternatives they are."""
-    fields = dict(((split, name), values) for split, (name, values) in _fields(data))
-    moved = [key for key, values in fields.items() if values._version != before[key]]
+def snapshot(data: Splits) -> Snapshot:
+    """What :func:`data_change` compares against: no copy of the data, only which tensors they are and their versions."""
+    return {(split, name): (values, values._version) for split, half in (("train", data.train), ("test", data.test)) for name, values in half.fields.items()}
+
+
+def data_change(data: Splits, before: Snapshot) -> str | None:
+    """What changed in ``data`` since ``before``, as a message says it: a field added, removed, replaced by another
+    tensor, or changed in place; views of one tensor share a version counter, so fields sharing memory with the one
+    changed are named as the alternatives they are."""
+    now = snapshot(data)
+    added, removed = sorted(now.keys() - before.keys()), sorted(before.keys() - now.keys())
+    if added or removed:
+        split, name = (added or removed)[0]
+        return f"{'added' if added else 'removed'} the {split} split's {name!r}"
+    replaced = [f"{split} split's {name!r}" for (split, name), (values, _) in now.items() if values is not before[split, name][0]]
+    if replaced:
+        return f"replaced the {replaced[0]}"
+    moved = [key for key, (_, version) in now.items() if version != before[key][1]]
     if not moved:
         return None
-    storage = fields[moved[0]].untyped_storage().data_ptr()
-    sharing = [f"{split} split's {name!r}" for split, name in moved if fields[split, name].untyped_storage().data_ptr() == storage]
-    return sharing[0] if len(sharing) == 1 else f"{' or '.join(sharing)} (which share memory)"
-
-
-def _fields(data: Splits) -> list[tuple[str, tuple[str, Tensor]]]:
-    return [(split, field) for split, half in (("train", data.train), ("test", data.test)) for field in half.fields.items()]
+    storage = now[moved[0]][0].untyped_storage().data_ptr()
+    sharing = [f"{split} split's {name!r}" for split, name in moved if now[split, name][0].untyped_storage().data_ptr() == storage]
+    return f"changed the {sharing[0] if len(sharing) == 1 else ' or '.join(sharing) + ' (which share memory)'} in place"
 
 
 @dataclass
@@ -102,15 +111,15 @@ class MetricLoop:
         results: dict[str, Any] = {"step": step}
         problems: list[Problem] = []
         for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
-            before = versions(self.data)
+            before = snapshot(self.data)
             with warnings.catch_warnings(record=True) as caught:  # a metric's own warnings, said where it is declared
                 warnings.simplefilter("always")
                 measured, problem = self.measure(metric, ctx, results, index)
-            changed = changed_in_place(self.data, before)
+            changed = data_change(self.data, before)
             if changed:  # the data every later metric reads: stop here rather than record numbers of altered data
                 measured, problem = {}, (
-                    f"changed the {changed} in place (a metric must leave ectx.data as it is); the metrics after it were "
-                    "not run, and this run's data in memory stay altered: load the run again"
+                    f"{changed} (a metric must leave ectx.data as it is); the metrics after it were not run, and this "
+                    "run's data in memory stay altered: load the run again"
                 )
             results.update(measured)
             where = format_path(declared.path)

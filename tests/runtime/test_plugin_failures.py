@@ -50,6 +50,15 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "mutate":
             ectx.data.test.fields["x"].mul_(0)
             return {"mutated": 1.0}
+        if p.breaks == "replace":  # a new tensor, not an in-place change: its version counter starts again at 0
+            ectx.data.test.fields["x"] = torch.zeros_like(ectx.data.test.fields["x"])
+            return {"replaced": 1.0}
+        if p.breaks == "add":
+            ectx.data.train.fields["x_scaled"] = 2 * ectx.data.train.fields["x"]
+            return {"added": 1.0}
+        if p.breaks == "remove":
+            del ectx.data.test.fields["y"]
+            return {"removed": 1.0}
         if p.breaks == "undefined":
             warnings.warn("nan is undefined here: too few examples", stacklevel=2)
         return {"float": 3.0, "tensor": {"m": torch.tensor([1.0, 2.0])}, "undefined": {"nan": math.nan, "inf": -math.inf, "ok": 1.0}}[p.breaks]
@@ -126,6 +135,21 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
     assert "nan" not in info.value.results, "the metric after it did not run"
     assert "mutated" not in info.value.results, "nor is its own number, of data it altered, recorded"
     assert "test/fit" in info.value.results, "the metric before it is kept"
+
+
+@pytest.mark.parametrize(
+    ("breaks", "said"),
+    [("replace", "replaced the test split's 'x'"), ("add", "added the train split's 'x_scaled'"), ("remove", "removed the test split's 'y'")],
+)
+def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, tmp_path, breaks, said) -> None:
+    """A replaced tensor's version counter starts again where the old one's may have been; an added field once raised a
+    bare KeyError that named no metric and recorded nothing."""
+    run = Run.create(load_spec(spec(metric_breaks=(breaks, "undefined")), catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(EvaluationFailed) as info:
+        run.train(1)
+    assert f"evaluate.metrics[1]: type 't_metric' (plugin 'failing') {said} (a metric must leave ectx.data as it is)" in str(info.value)
+    own = {"replace": "replaced", "add": "added", "remove": "removed"}[breaks]
+    assert "nan" not in info.value.results and own not in info.value.results and "test/fit" in info.value.results
 
 
 def test_a_change_to_a_split_sharing_memory_with_the_other_names_both_as_the_alternatives(catalogue, tmp_path) -> None:
