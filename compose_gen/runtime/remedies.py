@@ -46,13 +46,29 @@ def recorded_plugins(run_dir: Path) -> dict[str, str]:
 
 
 def changed_plugins(run_dir: Path, spec: Spec) -> list[str]:
-    """A warning for each type of ``spec`` that the folder records as given by another plugin or package version than now."""
+    """A warning for each type of ``spec`` that the folder records as given by another plugin or package version than now
+    (a plugin loaded as ``NAME (from DIST)`` while another package's entry point shares its name is the same plugin)."""
     recorded, now = recorded_plugins(run_dir), spec.catalogue.provenance(types_used(spec))
     return [
         f"warning: {run_dir} was trained with type {name!r} of {recorded[name]}; it is now of {now[name]}"
         for name in sorted(set(recorded) & set(now))
-        if recorded[name] != now[name]
+        if _unqualified(recorded[name]) != _unqualified(now[name])
     ]
+
+
+def _unqualified(origin: str) -> str:
+    """A provenance (``plugin 'NAME' from DIST VERSION``) with its plugin named as its entry point is, without the
+    `` (from DIST)`` that an entry point sharing its name with another distribution's gets."""
+    return re.sub(r"^plugin '(.*) \(from [^)']*\)'", r"plugin '\1'", origin)
+
+
+def _failure_of(origin: str, failures: Mapping[str, str]) -> str | None:
+    """Why the plugin of a provenance failed to load, if it did, whether or not a shared name qualifies it now or did then."""
+    found = re.match(r"plugin '([^']*)'(?: from (\S+))?", origin)
+    if found is None:
+        return None
+    name, plain = found[1], re.sub(r" \(from [^)]*\)$", "", found[1])
+    return failures.get(name) or failures.get(plain) or failures.get(f"{plain} (from {found[2]})")
 
 
 def missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tuple[str, ...]]:
@@ -85,8 +101,7 @@ def with_missing_plugin_remedy(error: SpecError, run_dir: Path, failures: Mappin
         for name, origin in recorded.items():
             if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", problem.message):
                 extra = without if problem.path[:2] == ("evaluate", "metrics") else ""
-                plugin = re.match(r"plugin '([^']*)'", origin)
-                failure = failures.get(plugin.group(1)) if plugin else None
+                failure = _failure_of(origin, failures)
                 fix = f"it is installed but failed to load: {failure}" if failure else "install that package"
                 return f"{problem.message}; {run_dir} was trained with it from {origin}: {fix}{extra}"
         return problem.message

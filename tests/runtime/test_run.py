@@ -187,7 +187,16 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
         Run.load(run_dir, catalogue=cg.make_catalogue())
     assert "from counting_metrics 0.1: it is installed but failed to load: " in str(info.value)
     assert "No module named 'a_dependency_gone_missing'" in str(info.value) and "install that package" not in str(info.value)
+    qualified = {**recorded, "one": "plugin 'counting_metrics (from counting_metrics)' from counting_metrics 0.1"}
+    (run_dir / "plugins.json").write_text(json.dumps(qualified))  # recorded while another package shared its name
+    with pytest.raises(cg.SpecError) as info:
+        Run.load(run_dir, catalogue=cg.make_catalogue())
+    assert "it is installed but failed to load: " in str(info.value) and "install that package" not in str(info.value)
     module.write_text(source)
+    sys.modules.pop("counting_metrics", None)
+    capsys.readouterr()
+    Run.load(run_dir, catalogue=cg.make_catalogue())
+    assert "was trained with type 'one'" not in capsys.readouterr().err, "the same plugin, its name qualified then, not now"
     sys.modules.pop("counting_metrics", None)
     (run_dir / "plugins.json").write_text(json.dumps({**recorded, "one": "plugin 'counting_metrics' from counting_metrics 0.0"}))
     capsys.readouterr()
