@@ -9,6 +9,7 @@ raises :class:`DatasetError` naming the file and the problem.
 from __future__ import annotations
 
 from compose_gen import ComponentType, hookimpl
+from compose_gen.core import check_ladj, ladj_field  # here before compose_gen.core had them; plugins may import either
 from compose_gen_plugins import package_types
 from compose_gen_plugins.datasets.base import (
     DatasetError,
@@ -25,7 +26,9 @@ __all__ = [
     "DatasetError",
     "DatasetParams",
     "PipelineParams",
+    "check_ladj",
     "compose_gen_types",
+    "ladj_field",
     "make_splits",
     "seeded_generator",
     "split_fields",
