@@ -317,10 +317,14 @@ class Trainer:
         multi = len(self.model.plans) > 1
         rounds = 0
         # What process 0 hands the others: its buffers after every round, its parameters once (after data-dependent
-        # initialisation); a weight average follows the parameters, so it goes with them, not every round.
-        first_round = [*self.model.buffers(), *self.model.parameters()]
-        averaged = {id(b) for b in self.ema.buffers()} if self.ema is not None else set()
-        every_round = [b for b in self.model.buffers() if id(b) not in averaged]
+        # initialisation); a weight average follows the parameters, so it goes with them, not every round. A single
+        # process hands nothing on, and skips walking the model's modules for it.
+        first_round: list[Tensor] = []
+        every_round: list[Tensor] = []
+        if self.dist.active:
+            first_round = [*self.model.buffers(), *self.model.parameters()]
+            averaged = {id(b) for b in self.ema.buffers()} if self.ema is not None else set()
+            every_round = [b for b in self.model.buffers() if id(b) not in averaged]
         self._fit_started = time.perf_counter()
         self.interrupted = self._stop = None
         try:
