@@ -104,7 +104,9 @@ class LossFunction:
     which then sees them done and traces no host read; a resumed run, whose
     checkpoint holds them done, compiles from its first call (:meth:`resumed`),
     as the run it continues did then.  The calls that compile run on a snapshot
-    of the RNG and the buffers so that a failed attempt leaves no trace.
+    of the RNG and the buffers so that a failed attempt leaves no trace.  Past
+    them, only torch.compile's own errors (a recompile for a new shape that
+    fails) fall back; any other is the step's, raised as an eager step would.
     """
 
     PROBE_CALLS = 2
@@ -143,6 +145,8 @@ class LossFunction:
         try:
             out = compute(self.compiled)
         except Exception as error:
+            if restore is None and not _from_the_compiler(error):  # the step's own error, past the calls that compile
+                raise
             self.compiled = None
             if restore is not None:
                 restore()
@@ -150,6 +154,14 @@ class LossFunction:
             return compute(self.eager)
         self.calls += 1
         return out
+
+
+def _from_the_compiler(error: Exception) -> bool:
+    """Whether ``error`` is torch.compile's (a recompile that fails, say), not the step's own: a plugin's error, or memory
+    running out, raised as it would be eagerly once the compiled graph runs."""
+    from torch._dynamo.exc import TorchDynamoException  # loaded already: something was compiled
+
+    return isinstance(error, TorchDynamoException)
 
 
 def _why(error: Exception) -> str:
