@@ -3,13 +3,14 @@
 A metric that raises or breaks the metric contract is recorded as failed (blamed on its
 place in the spec, or on the loss or component whose code raised under it) and the
 others still run; two metrics that give the same name are keyed apart; a metric that
-changes the data (a field changed in place, replaced, added or removed) stops the loop, since every later one
+changes the data (a split or field replaced, a field added, removed or changed in place, a split's setting) stops the loop, since every later one
 would read altered data.
 :class:`EvaluationFailed` is raised by :meth:`compose_gen.runtime.Run.evaluate` once the results are recorded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import warnings
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel
-from compose_gen.core import ContractError, EvalContext, Splits
+from compose_gen.core import ContractError, EvalContext, Splits, TensorData
 from compose_gen.core.contracts import check_metric_result
 from compose_gen.core.errors import described
 from compose_gen.runtime.layout import EVALUATION_FILE
@@ -57,32 +58,53 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
     return folder
 
 
-#: Every field of both splits, by (split, name): the tensor and its version counter, which each in-place change moves on.
-Snapshot = dict[tuple[str, str], tuple[Tensor, int]]
+@dataclass(frozen=True)
+class _Seen:
+    """One split as a metric found it: which :class:`TensorData` it is, its settings (``ladj_to_model``,
+    ``num_classes``, ...; a dict copied) and each field's tensor with its version counter, which each in-place change
+    moves on.  No copy of the data."""
+
+    half: TensorData
+    settings: dict[str, Any]
+    fields: dict[str, tuple[Tensor, int]]
 
 
-def snapshot(data: Splits) -> Snapshot:
-    """What :func:`data_change` compares against: no copy of the data, only which tensors they are and their versions."""
-    return {(split, name): (values, values._version) for split, half in (("train", data.train), ("test", data.test)) for name, values in half.fields.items()}
+def snapshot(data: Splits) -> dict[str, _Seen]:
+    """What :func:`data_change` compares against, for each split."""
+    return {split: _seen(half) for split, half in (("train", data.train), ("test", data.test))}
 
 
-def data_change(data: Splits, before: Snapshot) -> str | None:
-    """What changed in ``data`` since ``before``, as a message says it: a field added, removed, replaced by another
-    tensor, or changed in place; views of one tensor share a version counter, so fields sharing memory with the one
-    changed are named as the alternatives they are."""
+def _seen(half: TensorData) -> _Seen:
+    settings = {f.name: getattr(half, f.name) for f in dataclasses.fields(half) if f.name != "fields"}
+    settings = {name: dict(value) if isinstance(value, dict) else value for name, value in settings.items()}
+    return _Seen(half, settings, {name: (values, values._version) for name, values in half.fields.items()})
+
+
+def data_change(data: Splits, before: dict[str, _Seen]) -> str | None:
+    """What changed in ``data`` since ``before``, as a message says it: a split or a field replaced by another, a setting
+    of a split, a field added, removed or changed in place; views of one tensor share a version counter, so fields
+    sharing memory with the one changed are named as the alternatives they are."""
     now = snapshot(data)
-    added, removed = sorted(now.keys() - before.keys()), sorted(before.keys() - now.keys())
+    for split, seen in now.items():
+        if seen.half is not before[split].half:
+            return f"replaced the {split} split"
+        settings = [name for name, value in seen.settings.items() if value is not before[split].settings[name] and value != before[split].settings[name]]
+        if settings:
+            return f"changed the {split} split's {settings[0]}"
+    fields = {(split, name): field for split, seen in now.items() for name, field in seen.fields.items()}
+    earlier = {(split, name): field for split, seen in before.items() for name, field in seen.fields.items()}
+    added, removed = sorted(fields.keys() - earlier.keys()), sorted(earlier.keys() - fields.keys())
     if added or removed:
         split, name = (added or removed)[0]
         return f"{'added' if added else 'removed'} the {split} split's {name!r}"
-    replaced = [f"{split} split's {name!r}" for (split, name), (values, _) in now.items() if values is not before[split, name][0]]
+    replaced = [f"{split} split's {name!r}" for (split, name), (values, _) in fields.items() if values is not earlier[split, name][0]]
     if replaced:
         return f"replaced the {replaced[0]}"
-    moved = [key for key, (_, version) in now.items() if version != before[key][1]]
+    moved = [key for key, (_, version) in fields.items() if version != earlier[key][1]]
     if not moved:
         return None
-    storage = now[moved[0]][0].untyped_storage().data_ptr()
-    sharing = [f"{split} split's {name!r}" for split, name in moved if now[split, name][0].untyped_storage().data_ptr() == storage]
+    storage = fields[moved[0]][0].untyped_storage().data_ptr()
+    sharing = [f"{split} split's {name!r}" for split, name in moved if fields[split, name][0].untyped_storage().data_ptr() == storage]
     return f"changed the {sharing[0] if len(sharing) == 1 else ' or '.join(sharing) + ' (which share memory)'} in place"
 
 
@@ -100,17 +122,17 @@ class MetricLoop:
 
         The caller sets the mode, weights and random stream the metrics run with.
         """
-        ctx = EvalContext(
-            model=self.model,
-            data=self.data,
-            device=self.model.device,
-            out_dir=folder,
-            batch_size=self.spec.model.evaluate.batch_size,
-            seed=self.spec.model.seed,
-        )
         results: dict[str, Any] = {"step": step}
         problems: list[Problem] = []
         for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
+            ctx = EvalContext(  # each its own: one that reassigns ectx.data does so for itself alone
+                model=self.model,
+                data=self.data,
+                device=self.model.device,
+                out_dir=folder,
+                batch_size=self.spec.model.evaluate.batch_size,
+                seed=self.spec.model.seed,
+            )
             before = snapshot(self.data)
             with warnings.catch_warnings(record=True) as caught:  # a metric's own warnings, said where it is declared
                 warnings.simplefilter("always")

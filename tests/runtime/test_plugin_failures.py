@@ -59,6 +59,14 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "remove":
             del ectx.data.test.fields["y"]
             return {"removed": 1.0}
+        if p.breaks == "setting":
+            ectx.data.test.ladj_to_model = -100.0
+            return {"set": 1.0}
+        if p.breaks == "reassign":  # its own context's data, which no later metric reads
+            ectx.data = type(ectx.data)(ectx.data.train, ectx.data.test.__class__({"x": ectx.data.test.fields["x"] * 0}))
+            return {"reassigned": 1.0}
+        if p.breaks == "reads_x":
+            return {"x_sum": float(ectx.data.test.fields["x"].abs().sum())}
         if p.breaks == "undefined":
             warnings.warn("nan is undefined here: too few examples", stacklevel=2)
         return {"float": 3.0, "tensor": {"m": torch.tensor([1.0, 2.0])}, "undefined": {"nan": math.nan, "inf": -math.inf, "ok": 1.0}}[p.breaks]
@@ -139,7 +147,12 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
 
 @pytest.mark.parametrize(
     ("breaks", "said"),
-    [("replace", "replaced the test split's 'x'"), ("add", "added the train split's 'x_scaled'"), ("remove", "removed the test split's 'y'")],
+    [
+        ("replace", "replaced the test split's 'x'"),
+        ("add", "added the train split's 'x_scaled'"),
+        ("remove", "removed the test split's 'y'"),
+        ("setting", "changed the test split's ladj_to_model"),
+    ],
 )
 def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, tmp_path, breaks, said) -> None:
     """A replaced tensor's version counter starts again where the old one's may have been; an added field once raised a
@@ -148,8 +161,14 @@ def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, 
     with pytest.raises(EvaluationFailed) as info:
         run.train(1)
     assert f"evaluate.metrics[1]: type 't_metric' (plugin 'failing') {said} (a metric must leave ectx.data as it is)" in str(info.value)
-    own = {"replace": "replaced", "add": "added", "remove": "removed"}[breaks]
+    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set"}[breaks]
     assert "nan" not in info.value.results and own not in info.value.results and "test/fit" in info.value.results
+
+
+def test_a_metric_that_reassigns_its_context_s_data_does_so_for_itself_alone(catalogue, tmp_path) -> None:
+    run = Run.create(load_spec(spec(metric_breaks=("reassign", "reads_x")), catalogue=catalogue), tmp_path / "run", progress=False)
+    results = run.train(1) and run.evaluation
+    assert results["reassigned"] == 1.0 and results["x_sum"] == float(run.data.test.fields["x"].abs().sum()) > 0
 
 
 def test_a_change_to_a_split_sharing_memory_with_the_other_names_both_as_the_alternatives(catalogue, tmp_path) -> None:
