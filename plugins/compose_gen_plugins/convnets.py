@@ -242,7 +242,7 @@ def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Gene
 
 
 def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
-    """DCGAN critic: strided convs with LeakyReLU -> features φ(x) -> score [+ projection] [, class logits].
+    """DCGAN critic: strided convs with LeakyReLU -> features φ(x) -> score [+ projection] [, class logits]; D(x, z) for BiGAN.
 
     D(x) = wᵀφ(x) + b; conditioned on a class y by projection, D(x, y) = wᵀφ(x) + b + embed(y)ᵀφ(x); with class
     logits, an auxiliary classifier's log p(y|x) beside the score; joint D(x, z) for BiGAN/ALI, z (and a concatenated
@@ -271,7 +271,7 @@ def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEnco
 
 
 def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> ImageToImage:
-    """Residual image-to-image generator like CycleGAN's, without resampling.
+    """Residual image-to-image generator like CycleGAN's (Zhu et al. 2017), without resampling.
 
     G(x) = out(h_B), h_0 = ReLU(norm(conv(x))), h_{i+1} = h_i + F_i(h_i) with F_i two 3x3 convolutions (a residual
     block: conv, norm, ReLU, conv, norm), out a 3x3 convolution to ``out_channels`` (x's by default), then the output
