@@ -106,7 +106,9 @@ class LossFunction:
     as the run it continues did then.  The calls that compile run on a snapshot
     of the RNG and the buffers so that a failed attempt leaves no trace.  Past
     them, only torch.compile's own errors (a recompile for a new shape that
-    fails) fall back; any other is the step's, raised as an eager step would.
+    fails) fall back, and only when the failed call changed no buffer (one that
+    ran up to a graph break may have); any other is the step's, raised as an
+    eager step would.
     """
 
     PROBE_CALLS = 2
@@ -127,6 +129,13 @@ class LossFunction:
         self.model, self.device, self.say = model, device, say
         self.calls = 0
         self.eager_first = True
+        self._buffers: list[Tensor] | None = None
+
+    def _buffer_versions(self) -> list[int]:
+        """The model's buffers' version counters, which a compiled call that ran in part (up to a graph break) moves on."""
+        if self._buffers is None:
+            self._buffers = list(self.model.buffers())
+        return [buffer._version for buffer in self._buffers]
 
     def resumed(self) -> None:
         """Continue a run past its first step: compile from the first call, as an eager step there would round (and
@@ -142,11 +151,17 @@ class LossFunction:
             if self.eager_first:
                 return compute(self.eager)
         restore = snapshot(self.model, self.device) if self.calls <= self.PROBE_CALLS else None
+        versions = None if restore is not None else self._buffer_versions()
         try:
             out = compute(self.compiled)
         except Exception as error:
             if restore is None and not _from_the_compiler(error):  # the step's own error, past the calls that compile
                 raise
+            if restore is None and self._buffer_versions() != versions:
+                raise RuntimeError(
+                    f"torch.compile failed for player {self.player!r} ({_why(error)}) after part of the compiled step had "
+                    "run and changed buffers, so the step cannot be run again eagerly; resume with train.compile: false"
+                ) from error
             self.compiled = None
             if restore is not None:
                 restore()

@@ -147,31 +147,40 @@ def test_a_resumed_compiled_run_compiles_from_its_first_step(tmp_path, toys_cata
     assert len(calls) == 4
 
 
-@pytest.mark.parametrize("late", ["step", "compiler"])
+@pytest.mark.parametrize("late", ["step", "compiler", "compiler_after_a_graph_ran"])
 def test_past_the_compiling_calls_only_torch_compile_s_own_errors_fall_back(tmp_path, toys_catalogue, capsys, monkeypatch, late):
     """A plugin's error at step 5 was said to be torch.compile's and the step run again eagerly, without putting back
-    what the failed call had changed (a buffer updated twice); a recompile that fails still falls back."""
+    what the failed call had changed (a buffer updated twice); a recompile that fails still falls back, unless the
+    call had run in part (up to a graph break) and changed a buffer."""
     from torch._dynamo.exc import RecompileError
 
     from compose_gen.runtime.trainer import StepFailed
 
-    calls = []
+    calls, buffers = [], []
 
     def failing_late(fn, **options):
         def compiled(*args):
             calls.append(args)
             if len(calls) == 4:  # step 5: the first step runs eagerly
-                raise ValueError("a plugin's bug") if late == "step" else RecompileError("recompiling for a new shape failed")
+                if late == "step":
+                    raise ValueError("a plugin's bug")
+                if late == "compiler_after_a_graph_ran":
+                    buffers[0].add_(0)  # as a graph before the break would update a running statistic
+                raise RecompileError("recompiling for a new shape failed")
             return fn(*args)
 
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing_late)
     run = _run(tmp_path, toys_catalogue, VAE, steps=6, compile=True)
+    buffers.extend(run.model.buffers())
     if late == "step":
         with pytest.raises(StepFailed, match=r"step 5: .*ValueError: a plugin's bug"):
             run.train()
         assert "torch.compile failed" not in capsys.readouterr().err
+    elif late == "compiler_after_a_graph_ran":
+        with pytest.raises(StepFailed, match=r"step 5: .*after part of the compiled step had run and changed buffers"):
+            run.train()
     else:
         run.train()
         said = "torch.compile failed for player 'model' (RecompileError: recompiling for a new shape failed); running it eagerly"
