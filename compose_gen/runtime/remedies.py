@@ -63,7 +63,8 @@ def _unqualified(origin: str) -> str:
 
 
 def _failure_of(origin: str, failures: Mapping[str, str]) -> str | None:
-    """Why the plugin of a provenance failed to load, if it did, whether or not a shared name qualifies it now or did then."""
+    """The problem of the plugin of a provenance (it failed to load, or shares its name), if it has one, whether or not a
+    shared name qualifies it now or did then."""
     found = re.match(r"plugin '([^']*)'(?: from (\S+))?", origin)
     if found is None:
         return None
@@ -83,8 +84,8 @@ def missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tup
 
 
 def with_missing_plugin_remedy(error: SpecError, run_dir: Path, failures: Mapping[str, str], offer_set: bool = False) -> SpecError:
-    """A run folder's unknown types, each with the plugin and package the run was trained with (and why it failed to
-    load, when it is among the plugins that did, ``failures``); for metrics, with ``offer_set`` (a command that records
+    """A run folder's unknown types, each with the plugin and package the run was trained with (and its problem, when
+    it is among the plugins that have one, ``failures``: it failed to load, or shares its name); for metrics, with ``offer_set`` (a command that records
     no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
     recorded = recorded_plugins(run_dir)
     data = getattr(error.where, "data", None)  # the spec as loaded, overrides applied
@@ -102,7 +103,7 @@ def with_missing_plugin_remedy(error: SpecError, run_dir: Path, failures: Mappin
             if re.search(rf"unknown [\w/]+ type {re.escape(repr(name))}", problem.message):
                 extra = without if problem.path[:2] == ("evaluate", "metrics") else ""
                 failure = _failure_of(origin, failures)
-                fix = f"it is installed but failed to load: {failure}" if failure else "install that package"
+                fix = f"it is installed, with a problem: {failure}" if failure else "install that package"
                 return f"{problem.message}; {run_dir} was trained with it from {origin}: {fix}{extra}"
         return problem.message
 

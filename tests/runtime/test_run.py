@@ -185,13 +185,13 @@ def test_a_run_records_the_plugins_of_its_types_and_names_a_missing_one(tmp_path
     sys.modules.pop("counting_metrics", None)
     with pytest.raises(cg.SpecError) as info:
         Run.load(run_dir, catalogue=cg.make_catalogue())
-    assert "from counting_metrics 0.1: it is installed but failed to load: " in str(info.value)
+    assert "from counting_metrics 0.1: it is installed, with a problem: " in str(info.value)
     assert "No module named 'a_dependency_gone_missing'" in str(info.value) and "install that package" not in str(info.value)
     qualified = {**recorded, "one": "plugin 'counting_metrics (from counting_metrics)' from counting_metrics 0.1"}
     (run_dir / "plugins.json").write_text(json.dumps(qualified))  # recorded while another package shared its name
     with pytest.raises(cg.SpecError) as info:
         Run.load(run_dir, catalogue=cg.make_catalogue())
-    assert "it is installed but failed to load: " in str(info.value) and "install that package" not in str(info.value)
+    assert "it is installed, with a problem: " in str(info.value) and "install that package" not in str(info.value)
     module.write_text(source)
     sys.modules.pop("counting_metrics", None)
     capsys.readouterr()
