@@ -36,7 +36,7 @@ from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, SpecWarning, hookimpl
 from compose_gen.core import batches, bits_per_dim, ladj_field, not_in_data_space
-from compose_gen_plugins.latent.model import LatentVariableModel, as_normal, draw, location
+from compose_gen_plugins.latent.model import LatentLevel, LatentVariableModel, as_normal, draw, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "batch_examples", "latent_model", "unexplained_variance"]
 
@@ -122,6 +122,8 @@ class PosteriorCollapse:
 
     Each layer as the model's ``levels`` gives it: for the two-level HVAE, z₁'s KL is taken
     under the posterior mean of z₂ (one value per example), not averaged over draws of z₂.
+    A unit is active when its posterior mean, less its prior's where the prior is one per
+    example (p(z₁|z₂)), varies over the test set beyond what the condition explains.
     """
 
     def __init__(self, name: str, model: LatentVariableModel, threshold: float, kl_samples: int = 16) -> None:
@@ -142,7 +144,7 @@ class PosteriorCollapse:
             if context is not None:
                 conditions.append(context.reshape(len(x), -1))
             for level in self.model.levels(x, context=context):
-                means.setdefault(level.name, []).append(location(level.posterior))
+                means.setdefault(level.name, []).append(_relative_location(level))
                 if level.name not in unfactorised:
                     try:
                         per_dim = kl_divergence(as_normal(level.posterior, "posterior"), as_normal(level.prior, "prior"))
@@ -172,6 +174,13 @@ class PosteriorCollapse:
         return results
 
 
+def _relative_location(level: LatentLevel) -> Tensor:
+    """The posterior's location, less the prior's where the prior is one per example (p(z₁|z₂) of a hierarchy, a
+    conditional p(z|c)): a unit that moves with x only as its prior does (z₁ through z₂) tells nothing more of x."""
+    posterior = location(level.posterior)
+    return posterior - location(level.prior) if level.prior.batch_shape else posterior
+
+
 def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
     """Per column of ``values`` (n, d): the variance left after a least-squares fit on ``[1, condition]``.
 
@@ -194,7 +203,7 @@ def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
 
 class PosteriorCollapseParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss")
-    threshold: float = Field(0.01, gt=0.0, description="a unit is active when Cov_x(E_q[z_d]) exceeds this")
+    threshold: float = Field(0.01, gt=0.0, description="a unit is active when Cov_x(E_q[z_d]) exceeds this (less the mean of a prior that is one per example, p(z₁|z₂))")
     kl_samples: int = Field(16, gt=0, description="draws per example of the KL estimate of a layer with a flow or mixture")
 
 
