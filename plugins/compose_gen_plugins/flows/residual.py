@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from itertools import pairwise
 from typing import Any, Callable, Literal
 
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
-from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
+from compose_gen import Bijector, BuildContext, ComponentType, Params, SpecWarning, hookimpl
 from compose_gen_plugins.flows import EventShape
 
 __all__ = ["LipschitzLinear", "LipSwish", "ResidualBlock"]
@@ -141,7 +142,7 @@ class ResidualBlock(Bijector):
         activation: Literal["lipswish", "elu", "tanh"] = "lipswish",
         exact_dims: int = 4,
         exact_terms: int = 2,
-        roulette_p: float = 0.5,
+        roulette_p: float = 0.15,
         shared_roulette: bool = False,
         tolerance: float | None = None,
         max_iterations: int = 2000,
@@ -274,7 +275,9 @@ class ResidualParams(Params):
     activation: Literal["lipswish", "elu", "tanh"] = Field("lipswish", description="1-Lipschitz activation of g")
     exact_dims: int = Field(4, ge=0, description="events with at most this many features always use the exact log-det")
     exact_terms: PositiveInt = Field(2, description="series terms always computed by the Russian-roulette estimator")
-    roulette_p: float = Field(0.5, gt=0, lt=1, description="stopping probability of the geometric extra term count")
+    roulette_p: float = Field(
+        0.15, gt=0, lt=1, description="stopping probability of the geometric extra term count; below 1 − lipschitz² for a finite variance"
+    )
     shared_roulette: bool = Field(False, description="one number of terms per call (cheaper; estimates correlated)")
     tolerance: float | None = Field(None, gt=0, description="fixed-point tolerance; default 64 x machine epsilon")
     max_iterations: PositiveInt = Field(
@@ -292,6 +295,16 @@ def build_residual(params: ResidualParams, ctx: BuildContext) -> ResidualBlock:
 
     Behrmann et al. 2019, "Invertible Residual Networks"; Chen et al. 2019, "Residual Flows for Invertible Generative Modeling".
     """
+    c, p = params.lipschitz, params.roulette_p
+    if math.prod(params.shape) > params.exact_dims and c**2 >= 1 - p:
+        warnings.warn(
+            SpecWarning(
+                f"lipschitz {c:g} with roulette_p {p:g}: the training log-determinant's Russian-roulette estimate stays "
+                f"unbiased, but its variance is finite only when lipschitz² < 1 − roulette_p ({c**2:.3g} ≥ {1 - p:.3g}): "
+                f"set roulette_p below {1 - c**2:.3g} (shared_roulette: true keeps the cost of more terms down), or lower lipschitz"
+            ),
+            stacklevel=2,
+        )
     return ResidualBlock(
         tuple(params.shape),
         params.hidden,

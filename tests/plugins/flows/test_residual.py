@@ -138,3 +138,23 @@ def test_inverse_that_cannot_converge_says_so() -> None:
     block = _block(max_iterations=2)
     with pytest.raises(RuntimeError, match="did not reach tolerance"):
         block.inverse(torch.randn(3, 4, dtype=torch.float64))
+
+
+def test_a_roulette_whose_variance_is_infinite_is_warned_of_and_the_defaults_are_not() -> None:
+    """Σ_k Lip^{2k}/(1 − p)^k diverges when Lip(g)² ≥ 1 − p: an unbiased estimate whose variance has no bound."""
+    import warnings
+
+    from compose_gen import SpecWarning
+
+    residual = CATALOGUE.get("residual")
+
+    def built(**params: object) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            residual.build(residual.params(shape=[64], hidden=[8], **params), None)
+        return [str(w.message) for w in caught if issubclass(w.category, SpecWarning)]
+
+    (said,) = built(lipschitz=0.9, roulette_p=0.5)
+    assert "variance is finite only when lipschitz² < 1 − roulette_p (0.81 ≥ 0.5): set roulette_p below 0.19" in said
+    assert built() == [] and built(lipschitz=0.7, roulette_p=0.5) == []
+    assert built(lipschitz=0.9, roulette_p=0.5, exact_dims=64) == [], "no estimate: the log-determinant is exact"
