@@ -80,6 +80,19 @@ def _seen(half: TensorData) -> _Seen:
     return _Seen(half, settings, {name: (values, values._version) for name, values in half.fields.items()})
 
 
+def _same(now: Any, then: Any) -> bool:
+    """Whether a setting is as it was: the same object, or equal (a dict entry by entry); a tensor or array put in its
+    place, which has no single truth value to compare by, counts as a change."""
+    if now is then:
+        return True
+    if isinstance(now, dict) and isinstance(then, dict):
+        return now.keys() == then.keys() and all(_same(now[key], then[key]) for key in now)
+    try:
+        return bool(now == then)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
 def data_change(data: Splits, before: dict[str, _Seen]) -> str | None:
     """What changed in ``data`` since ``before``, as a message says it: a split or a field replaced by another, a setting
     of a split, a field added, removed or changed in place; views of one tensor share a version counter, so fields
@@ -88,7 +101,7 @@ def data_change(data: Splits, before: dict[str, _Seen]) -> str | None:
     for split, seen in now.items():
         if seen.half is not before[split].half:
             return f"replaced the {split} split"
-        settings = [name for name, value in seen.settings.items() if value is not before[split].settings[name] and value != before[split].settings[name]]
+        settings = [name for name, value in seen.settings.items() if not _same(value, before[split].settings[name])]
         if settings:
             return f"changed the {split} split's {settings[0]}"
     fields = {(split, name): field for split, seen in now.items() for name, field in seen.fields.items()}

@@ -62,6 +62,9 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "setting":
             ectx.data.test.ladj_to_model = -100.0
             return {"set": 1.0}
+        if p.breaks == "meta_tensor":  # a tensor has no single truth value to compare the old one with
+            ectx.data.train.meta["modes"] = torch.zeros(8, 2)
+            return {"meta": 1.0}
         if p.breaks == "reassign":  # its own context's data, which no later metric reads
             ectx.data = type(ectx.data)(ectx.data.train, ectx.data.test.__class__({"x": ectx.data.test.fields["x"] * 0}))
             return {"reassigned": 1.0}
@@ -152,16 +155,18 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
         ("add", "added the train split's 'x_scaled'"),
         ("remove", "removed the test split's 'y'"),
         ("setting", "changed the test split's ladj_to_model"),
+        ("meta_tensor", "changed the train split's meta"),
     ],
 )
 def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, tmp_path, breaks, said) -> None:
     """A replaced tensor's version counter starts again where the old one's may have been; an added field once raised a
     bare KeyError that named no metric and recorded nothing."""
     run = Run.create(load_spec(spec(metric_breaks=(breaks, "undefined")), catalogue=catalogue), tmp_path / "run", progress=False)
+    run.data.train.meta["modes"] = torch.ones(8, 2)  # as the 8 gaussians' data hold theirs
     with pytest.raises(EvaluationFailed) as info:
         run.train(1)
     assert f"evaluate.metrics[1]: type 't_metric' (plugin 'failing') {said} (a metric must leave ectx.data as it is)" in str(info.value)
-    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set"}[breaks]
+    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set", "meta_tensor": "meta"}[breaks]
     assert "nan" not in info.value.results and own not in info.value.results and "test/fit" in info.value.results
 
 
