@@ -85,8 +85,8 @@ def missing_data_files(data: Any, path: tuple[str, ...] = ("data",)) -> list[tup
 
 def with_missing_plugin_remedy(error: SpecError, run_dir: Path, failures: Mapping[str, str], offer_set: bool = False) -> SpecError:
     """A run folder's unknown types, each with the plugin and package the run was trained with (and its problem, when
-    it is among the plugins that have one, ``failures``: it failed to load, or shares its name); for metrics, with ``offer_set`` (a command that records
-    no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
+    it is among the plugins that have one, ``failures``: it failed to load, or shares its name); for metrics, with
+    ``offer_set`` (a command that records no spec: sample, evaluate), also the ``--set`` that leaves them out of it."""
     recorded = recorded_plugins(run_dir)
     data = getattr(error.where, "data", None)  # the spec as loaded, overrides applied
     evaluate = data.get("evaluate") if isinstance(data, dict) else None
