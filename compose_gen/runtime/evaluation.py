@@ -3,8 +3,8 @@
 A metric that raises or breaks the metric contract is recorded as failed (blamed on its
 place in the spec, or on the loss or component whose code raised under it) and the
 others still run; two metrics that give the same name are keyed apart; a metric that
-changes the data (a split or field replaced, a field added, removed or changed in place, a split's setting) stops the loop, since every later one
-would read altered data.
+changes the data (a split or field replaced, a field added, removed or changed in place,
+a split's setting) stops the loop, since every later one would read altered data.
 :class:`EvaluationFailed` is raised by :meth:`compose_gen.runtime.Run.evaluate` once the results are recorded.
 """
 
