@@ -142,7 +142,7 @@ class ResidualBlock(Bijector):
         activation: Literal["lipswish", "elu", "tanh"] = "lipswish",
         exact_dims: int = 4,
         exact_terms: int = 2,
-        roulette_p: float = 0.15,
+        roulette_p: float = 0.5,
         shared_roulette: bool = False,
         tolerance: float | None = None,
         max_iterations: int = 2000,
@@ -276,7 +276,7 @@ class ResidualParams(Params):
     exact_dims: int = Field(4, ge=0, description="events with at most this many features always use the exact log-det")
     exact_terms: PositiveInt = Field(2, description="series terms always computed by the Russian-roulette estimator")
     roulette_p: float = Field(
-        0.15, gt=0, lt=1, description="stopping probability of the geometric extra term count; below 1 − lipschitz² for a finite variance"
+        0.5, gt=0, lt=1, description="stopping probability of the geometric extra term count; below 1 − lipschitz² for a finite variance"
     )
     shared_roulette: bool = Field(False, description="one number of terms per call (cheaper; estimates correlated)")
     tolerance: float | None = Field(None, gt=0, description="fixed-point tolerance; default 64 x machine epsilon")
