@@ -176,9 +176,15 @@ class PosteriorCollapse:
 
 def _relative_location(level: LatentLevel) -> Tensor:
     """The posterior's location, less the prior's where the prior is one per example (p(z₁|z₂) of a hierarchy, a
-    conditional p(z|c)): a unit that moves with x only as its prior does (z₁ through z₂) tells nothing more of x."""
+    conditional p(z|c)): a unit that moves with x only as its prior does (z₁ through z₂) tells nothing more of x.  A
+    prior with no mean (a conditional flow's) is left to the regression on the condition."""
     posterior = location(level.posterior)
-    return posterior - location(level.prior) if level.prior.batch_shape else posterior
+    if not level.prior.batch_shape:
+        return posterior
+    try:
+        return posterior - location(level.prior)
+    except NotImplementedError:
+        return posterior
 
 
 def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:

@@ -372,3 +372,18 @@ def test_a_latent_metric_of_a_loss_without_latents_says_which_losses_it_takes(me
     }
     with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*loss 'nll' \(FlowNLL\) is not a latent-variable model: name a loss of " + expected):
         build(load_spec(spec), "cpu")
+
+
+def test_posterior_collapse_of_a_model_whose_conditional_prior_has_no_mean(tmp_path: Path) -> None:
+    """A conditional flow prior p(z|c) has no closed-form mean to take the posterior's from: the regression on c stands
+    in for it, rather than the metric raising NotImplementedError."""
+    raw = conditional_digits_vae()
+    raw["components"]["prior"] = {
+        "type": "flow",
+        "base": {"type": "standard_normal", "shape": [2]},
+        "bijectors": [{"type": "affine_coupling", "shape": [2], "hidden": [8], "context_features": 10}],
+    }
+    raw["evaluate"] = {"metrics": [{"type": "posterior_collapse", "model": "cvae"}]}
+    model, data = build(load_spec(raw), "cpu")
+    results = model.metrics[0](eval_context(model, data, tmp_path))
+    assert results["test/cvae.z.active_units"] in (0.0, 1.0, 2.0) and results["test/cvae.z.kl_mc"] >= 0
