@@ -137,6 +137,13 @@ class LossFunction:
             self._buffers = list(self.model.buffers())
         return [buffer._version for buffer in self._buffers]
 
+    def _buffers_changed(self, versions: list[int]) -> bool:
+        """Whether a buffer moved on since ``versions`` were read, or is another tensor than when they first were (a
+        module that reassigns ``self.count = self.count + 1``; since then, or in this call: either way, not safe)."""
+        now, then = list(self.model.buffers()), self._buffers or []
+        replaced = len(now) != len(then) or any(a is not b for a, b in zip(now, then, strict=True))
+        return replaced or self._buffer_versions() != versions
+
     def resumed(self) -> None:
         """Continue a run past its first step: compile from the first call, as an eager step there would round (and
         draw noise) otherwise than the compiled steps of the run that was not stopped."""
@@ -157,7 +164,7 @@ class LossFunction:
         except Exception as error:
             if restore is None and not _from_the_compiler(error):  # the step's own error, past the calls that compile
                 raise
-            if restore is None and self._buffer_versions() != versions:
+            if restore is None and self._buffers_changed(versions):
                 raise RuntimeError(
                     f"torch.compile failed for player {self.player!r} ({_why(error)}) after part of the compiled step had "
                     "run and changed buffers, so the step cannot be run again eagerly; resume with train.compile: false"
