@@ -29,7 +29,7 @@ from compose_gen.core import Bijector, ContractError, check_invertible
 from compose_gen.core.contracts import check_distribution
 from compose_gen.spec import Declared, Spec, SpecError
 
-__all__ = ["ContractWatch", "broken", "enforce", "finite", "nonfinite_sources", "watching"]
+__all__ = ["ContractWatch", "broken", "enforce", "finite", "nonfinite_examples", "nonfinite_sources", "watching"]
 
 _DISTRIBUTION_KINDS = frozenset({"prior", "encoder", "decoder", "flow"})
 _WATCHED_METHODS = ("forward", "inverse")
@@ -132,6 +132,11 @@ def nonfinite_sources(components: Mapping[str, nn.Module]) -> Iterator[list[str]
     finally:
         for handle in handles:
             handle.remove()
+
+
+def nonfinite_examples(x: Tensor) -> int:
+    """How many examples of ``x`` (along dim 0) hold a NaN or infinite value."""
+    return int((~x.detach().isfinite()).reshape(len(x), -1).any(1).sum())
 
 
 def finite(value: Any) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from compose_gen.compiler.checks import enforce, finite, nonfinite_sources
+from compose_gen.compiler.checks import enforce, finite, nonfinite_examples, nonfinite_sources
 from compose_gen.compiler.plan import term_address
 from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
@@ -91,7 +91,7 @@ def dry_run(model: Any, data: Splits) -> None:
                 expected = tuple(data.train.event_shape("x")) if "x" in data.train.fields else None
                 if expected is not None and tuple(drawn.shape[1:]) != expected:
                     raise spec.blame(spec.sections.sampler, f"drew samples of shape {tuple(drawn.shape[1:])}; the data's x have {expected}")
-                broken = int((~drawn.detach().isfinite()).reshape(n, -1).any(1).sum())
+                broken = nonfinite_examples(drawn)
                 if broken:  # not an error: training may yet fix it, but a sample grid of the untrained model is a hint
                     spec.warn_of(spec.sections.sampler, f"drew {broken} of {n} samples with NaN or infinite values from the untrained model")
     finally:

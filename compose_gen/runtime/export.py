@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from compose_gen.compiler.checks import nonfinite_examples
 from compose_gen.core import TensorData, class_columns, save_grid, save_scatter
 
 __all__ = ["drawable", "non_finite_warning", "save_array", "write_samples"]
@@ -23,7 +24,7 @@ def drawable(test: TensorData) -> bool:
 
 def non_finite_warning(x: Tensor, n: int, step: int) -> str | None:
     """The warning for the ``n`` samples ``x`` (drawn at training ``step``) that hold NaN or infinite values, or None."""
-    broken = int((~x.isfinite()).reshape(n, -1).any(1).sum())
+    broken = nonfinite_examples(x)
     if not broken:
         return None
     return (

@@ -56,10 +56,13 @@ def changed_plugins(run_dir: Path, spec: Spec) -> list[str]:
     ]
 
 
+#: What a plugin's name gains when another distribution's entry point shares it: `` (from DIST)``.
+_QUALIFIER = re.compile(r" \(from [^)']*\)")
+
+
 def _unqualified(origin: str) -> str:
-    """A provenance (``plugin 'NAME' from DIST VERSION``) with its plugin named as its entry point is, without the
-    `` (from DIST)`` that an entry point sharing its name with another distribution's gets."""
-    return re.sub(r"^plugin '(.*) \(from [^)']*\)'", r"plugin '\1'", origin)
+    """A provenance (``plugin 'NAME' from DIST VERSION``) with its plugin named as its entry point is."""
+    return _QUALIFIER.sub("", origin)
 
 
 def _failure_of(origin: str, failures: Mapping[str, str]) -> str | None:
@@ -68,7 +71,7 @@ def _failure_of(origin: str, failures: Mapping[str, str]) -> str | None:
     found = re.match(r"plugin '([^']*)'(?: from (\S+))?", origin)
     if found is None:
         return None
-    name, plain = found[1], re.sub(r" \(from [^)]*\)$", "", found[1])
+    name, plain = found[1], _QUALIFIER.sub("", found[1])
     return failures.get(name) or failures.get(plain) or failures.get(f"{plain} (from {found[2]})")
 
 
