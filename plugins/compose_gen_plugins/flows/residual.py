@@ -81,7 +81,7 @@ class LipschitzLinear(nn.Module):
     r"""Linear layer with :math:`\tilde W = W / \max(1, \hat\sigma/c)`, so :math:`\lVert\tilde W\rVert_2 \lesssim c`.
 
     :math:`\hat\sigma = u^\top W v` with ``u``, ``v`` from power iteration, refreshed
-    (warm-started, to convergence) at the start of a bijector call whenever
+    (warm-started, to convergence; the first time from the SVD) at the start of a bijector call whenever
     ``weight`` differs from the weight of the last estimate, never inside a
     call: the map is a deterministic function of the state, in both modes.  The
     estimate's weight is kept in the state dict, so a reloaded layer computes
@@ -99,7 +99,7 @@ class LipschitzLinear(nn.Module):
         self._refresh_eagerly = _eager(_power_iteration)
 
     def refresh(self, max_iterations: int = 1000) -> None:
-        """Power-iterate from the current ``u`` until ``σ̂`` changes by less than 1000 ulp (relative)."""
+        """Power-iterate from the current ``u`` until ``σ̂`` is within 1000 ulp (relative) of its limit (:func:`_settled`)."""
         self._refresh_eagerly(self, max_iterations)
 
     def normalized_weight(self) -> Tensor:
@@ -116,17 +116,43 @@ def _power_iteration(layer: LipschitzLinear, max_iterations: int) -> None:
     weight = layer.weight.detach()
     if torch.equal(weight, layer.estimated_for):
         return
+    if layer.estimated_for.isnan().all():  # never estimated: start at the top singular pair, see below
+        left, _, right = torch.linalg.svd(weight.float())
+        layer.u.copy_(left[:, 0])
+        layer.v.copy_(right[0])
     tolerance = 1000 * torch.finfo(weight.dtype).eps
-    u, v, sigma = layer.u, layer.v, torch.zeros((), dtype=weight.dtype, device=weight.device)
+    u, v = layer.u, layer.v
+    estimates: list[float] = []  # σ̂ after each iteration
     for _ in range(max_iterations):
         v = F.normalize(weight.T @ u, dim=0)
         u = F.normalize(weight @ v, dim=0)
-        previous, sigma = sigma, u @ weight @ v
-        if (sigma - previous).abs() <= tolerance * sigma.abs():
+        estimates.append(float(u @ weight @ v))
+        if len(estimates) >= 3 and _settled(*estimates[-3:], tolerance):
             break
     layer.u.copy_(u)
     layer.v.copy_(v)
     layer.estimated_for.copy_(weight)
+
+
+def _settled(first: float, second: float, third: float, tolerance: float) -> bool:
+    """Whether power iteration's σ̂, at ``first``, ``second``, then ``third`` after its last three iterations, is within
+    ``tolerance`` (relative) of its limit σ.
+
+    σ̂ = ‖W v‖ never decreases, and nears σ geometrically, by ρ = (σ₂/σ)² an iteration (Golub & Van Loan 2013,
+    §8.2.1), so what is left to move is the tail change·ρ/(1 − ρ) of the series (Aitken), ρ ≈ (third − second)/(second − first).
+    A step as small as the tolerance is not enough where σ₂ ≈ σ: at ρ = 0.99 the tail is 99 such steps.  A change
+    that is no longer positive is rounding: σ̂ has converged as far as the precision allows.  No test on σ̂ alone
+    can tell a plateau at σ₂ from the limit, which a random start reaches first where σ₂ ≈ σ; hence the first
+    estimate starts from the singular value decomposition, and each later one from the last pair, which moves
+    little between optimizer steps.
+    """
+    change, previous = third - second, second - first
+    if change <= 0:
+        return True
+    if change >= previous:  # not yet shrinking geometrically
+        return False
+    ratio = change / previous
+    return change * ratio <= tolerance * third * (1 - ratio)
 
 
 class ResidualBlock(Bijector):
