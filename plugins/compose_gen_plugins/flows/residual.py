@@ -125,8 +125,9 @@ def _power_iteration(layer: LipschitzLinear, max_iterations: int) -> None:
     estimates: list[float] = []  # σ̂ after each iteration
     for _ in range(max_iterations):
         v = F.normalize(weight.T @ u, dim=0)
-        u = F.normalize(weight @ v, dim=0)
-        estimates.append(float(u @ weight @ v))
+        image = weight @ v
+        u = F.normalize(image, dim=0)
+        estimates.append(float(torch.linalg.vector_norm(image)))  # = u·Wv
         if len(estimates) >= 3 and _settled(*estimates[-3:], tolerance):
             break
     layer.u.copy_(u)
