@@ -267,6 +267,14 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
+#: Each model timed: its label, its spec, and its hand-written twin (written with ``torch.distributions`` or not).
+CASES: list[tuple[str, str, Callable[[bool], nn.Module]]] = [
+    ("VAE", "specs/vae_digits.yaml", lambda d: HandVAE(samples=1, iwae=False, distributions=d)),
+    ("IWAE k=5", "specs/iwae_digits.yaml", lambda d: HandVAE(samples=5, iwae=True, distributions=d)),
+    ("VQ-VAE", "specs/vqvae_digits.yaml", lambda d: HandVQVAE(distributions=d)),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25, help="steps per timed block")
@@ -284,11 +292,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(not args.keep_denormals)
     torch.manual_seed(0)
-    cases = [
-        ("VAE", "specs/vae_digits.yaml", lambda d: HandVAE(samples=1, iwae=False, distributions=d)),
-        ("IWAE k=5", "specs/iwae_digits.yaml", lambda d: HandVAE(samples=5, iwae=True, distributions=d)),
-        ("VQ-VAE", "specs/vqvae_digits.yaml", lambda d: HandVQVAE(distributions=d)),
-    ]
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     device = torch.device(args.device)
     baseline = "fused Adam" if args.fused_baseline else "default Adam"
@@ -301,7 +304,7 @@ def main() -> None:
     print("ms/step: the median round; ratios: the median over rounds of the ratio within a round.  compose_gen over the")
     print("hand-written twin with formulas (target <= 1.10), the same with the trainer's NaN guard, the one with torch.distributions;")
     print("noise floor: a second copy of the formula twin over the first")
-    for label, path, twin in cases:
+    for label, path, twin in CASES:
         check_same_objective(path, twin, device)
         twins: dict[str, Twin] = {
             "formulas": (partial(twin, False), False),

@@ -25,22 +25,24 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve()
-MODELS = {"vae": "specs/vae_digits.yaml", "iwae": "specs/iwae_digits.yaml", "vqvae": "specs/vqvae_digits.yaml"}
+sys.path.insert(0, str(HERE.parent))
+from latent_step_time import CASES  # noqa: E402  (a sibling script, not a package)
+
+#: latent_step_time.py's models by a short name: spec and hand-written twin (formulas).
+MODELS = dict(zip(("vae", "iwae", "vqvae"), ((path, twin) for _, path, twin in CASES), strict=True))
 SIDES = ("compose_gen", "hand")
 
 
 def run_steps(model: str, side: str, steps: int) -> None:
     """Build ``side``'s ``model`` as latent_step_time.py does, warm it up for 5 steps, then train ``steps`` more."""
-    sys.path.insert(0, str(HERE.parent))
-    from latent_step_time import HandVAE, HandVQVAE
-
     import compose_gen as cg
     from compose_gen.runtime import Trainer, build
     from compose_gen.runtime.data import BatchStream
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    spec = cg.load_spec(MODELS[model])
+    path, twin = MODELS[model]
+    spec = cg.load_spec(path)
     built, data = build(spec, torch.device("cpu"))
     stream = BatchStream(data.train, spec.model.train.batch_size, spec.model.seed, built.device)
     if side == "compose_gen":
@@ -48,7 +50,7 @@ def run_steps(model: str, side: str, steps: int) -> None:
         for n in (5, steps):
             trainer.fit(trainer.step + n)
         return
-    hand = {"vae": lambda: HandVAE(1, iwae=False), "iwae": lambda: HandVAE(5, iwae=True), "vqvae": HandVQVAE}[model]()
+    hand = twin(False)
     optimizer = torch.optim.Adam(hand.parameters(), lr=spec.model.train.optimizer.lr, fused=True)
     for _ in range(5 + steps):
         loss = hand.loss(next(stream)["x"])
