@@ -7,6 +7,7 @@ every mistake it can find surfaces before the first training step.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 import traceback
@@ -258,9 +259,8 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for tensor in (*self.parameters(), *self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)  # stops at the first, not walking the model twice
+        return torch.device("cpu") if first is None else first.device
 
 
 def compile_spec(

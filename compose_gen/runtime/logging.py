@@ -143,26 +143,30 @@ class TrainingProgress:
         self.total = total
         self.started = time.perf_counter()
         self.start_step = start
-        console = Console(file=sys.stderr)
-        self.lines = enabled and (not console.is_terminal or console.is_dumb_terminal)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
-            console=console,
-            disable=not enabled or self.lines,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=start, rate="", losses="")
+        console = Console(file=sys.stderr) if enabled else None  # rich's objects cost 0.2 ms a fit, too much for short fits
+        self.lines = console is not None and (not console.is_terminal or console.is_dumb_terminal)
+        #: The bar, where one is drawn (enabled, on a terminal that redraws in place).
+        self.progress: Progress | None = None
+        if console is not None and not self.lines:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                console=console,
+            )
+            self.task = self.progress.add_task("train", total=total, completed=start, rate="", losses="")
 
     def __enter__(self) -> "TrainingProgress":
-        self.progress.__enter__()
+        if self.progress is not None:
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
 
     def update(self, step: int, logs: dict[str, float] | None = None) -> None:
         if not self.enabled:
@@ -174,4 +178,5 @@ class TrainingProgress:
             fields["losses"] = "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, float))
             if self.lines:
                 print(f"step {step}/{self.total}  {fields['rate']}  {fields['losses']}", file=sys.stderr, flush=True)
-        self.progress.update(self.task, completed=step, **fields)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, **fields)

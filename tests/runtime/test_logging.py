@@ -100,3 +100,17 @@ def test_progress_to_a_pipe_is_one_line_per_logged_step(capsys, monkeypatch, ter
     assert len(lines) == 2, lines
     assert lines[0].startswith("step 200/300  ") and lines[0].endswith("loss=1.25  loss.kl=0.5")
     assert lines[1].startswith("step 300/300  ") and lines[1].endswith("loss=1  loss.kl=0.25")
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["shown", "off"])
+def test_progress_on_a_terminal_draws_a_bar_only_when_enabled(capsys, monkeypatch, enabled):
+    """On a terminal that redraws, the bar shows the step and the logged terms; turned off, nothing is written."""
+    monkeypatch.delenv("TERM", raising=False)
+    monkeypatch.setattr("rich.console.Console.is_terminal", property(lambda self: True))
+    with TrainingProgress(total=300, start=100, enabled=enabled) as bar:
+        bar.update(200, {"loss": 1.25})
+    err = capsys.readouterr().err
+    if enabled:
+        assert "200/300" in err and "loss=1.25" in err
+    else:
+        assert err == ""
