@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Protocol
 
@@ -186,7 +186,6 @@ class EvalContext:
     out_dir: Path
     batch_size: int = 256
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test(self) -> TensorData:
