@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -62,7 +62,7 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
 class _Seen:
     """One split as a metric found it: which :class:`TensorData` it is, its settings (``ladj_to_model``,
     ``num_classes``, ...; a dict copied) and each field's tensor with its version counter, which each in-place change
-    moves on.  No copy of the data."""
+    moves on (so too for the tensors in ``meta``).  No copy of the data."""
 
     half: TensorData
     settings: dict[str, Any]
@@ -74,15 +74,30 @@ def snapshot(data: Splits) -> dict[str, _Seen]:
     return {split: _seen(half) for split, half in (("train", data.train), ("test", data.test))}
 
 
+class _Tensor(NamedTuple):
+    """A tensor among a split's settings (in ``meta``) and its version counter then."""
+
+    tensor: Tensor
+    version: int
+
+
 def _seen(half: TensorData) -> _Seen:
-    settings = {f.name: getattr(half, f.name) for f in dataclasses.fields(half) if f.name != "fields"}
-    settings = {name: dict(value) if isinstance(value, dict) else value for name, value in settings.items()}
+    settings = {f.name: _as_now(getattr(half, f.name)) for f in dataclasses.fields(half) if f.name != "fields"}
     return _Seen(half, settings, {name: (values, values._version) for name, values in half.fields.items()})
 
 
+def _as_now(setting: Any) -> Any:
+    """A setting as :func:`_same` compares it later: a dict copied entry by entry, a tensor with its version counter."""
+    if isinstance(setting, dict):
+        return {key: _as_now(value) for key, value in setting.items()}
+    return _Tensor(setting, setting._version) if isinstance(setting, Tensor) else setting
+
+
 def _same(now: Any, then: Any) -> bool:
-    """Whether a setting is as it was: the same object, or equal (a dict entry by entry); a tensor or array put in its
-    place, which has no single truth value to compare by, counts as a change."""
+    """Whether a setting is as it was: the same object, the same tensor unchanged, or equal (a dict entry by entry); a
+    tensor or array put in its place, which has no single truth value to compare by, counts as a change."""
+    if isinstance(now, _Tensor) and isinstance(then, _Tensor):
+        return now.tensor is then.tensor and now.version == then.version
     if now is then:
         return True
     if isinstance(now, dict) and isinstance(then, dict):

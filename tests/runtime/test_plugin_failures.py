@@ -65,6 +65,9 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "meta_tensor":  # a tensor has no single truth value to compare the old one with
             ectx.data.train.meta["modes"] = torch.zeros(8, 2)
             return {"meta": 1.0}
+        if p.breaks == "meta_in_place":  # the same tensor, changed: only its version counter tells
+            ectx.data.train.meta["modes"].mul_(0)
+            return {"meta": 1.0}
         if p.breaks == "reassign":  # its own context's data, which no later metric reads
             ectx.data = type(ectx.data)(ectx.data.train, ectx.data.test.__class__({"x": ectx.data.test.fields["x"] * 0}))
             return {"reassigned": 1.0}
@@ -156,6 +159,7 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
         ("remove", "removed the test split's 'y'"),
         ("setting", "changed the test split's ladj_to_model"),
         ("meta_tensor", "changed the train split's meta"),
+        ("meta_in_place", "changed the train split's meta"),
     ],
 )
 def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, tmp_path, breaks, said) -> None:
@@ -166,7 +170,7 @@ def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, 
     with pytest.raises(EvaluationFailed) as info:
         run.train(1)
     assert f"evaluate.metrics[1]: type 't_metric' (plugin 'failing') {said} (a metric must leave ectx.data as it is)" in str(info.value)
-    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set", "meta_tensor": "meta"}[breaks]
+    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set", "meta_tensor": "meta", "meta_in_place": "meta"}[breaks]
     assert "nan" not in info.value.results and own not in info.value.results and "test/fit" in info.value.results
 
 
