@@ -61,12 +61,12 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
 @dataclass(frozen=True)
 class _Seen:
     """One split as a metric found it: which :class:`TensorData` it is, its settings (``ladj_to_model``,
-    ``num_classes``, ...; a dict copied) and each field's tensor with its version counter, which each in-place change
-    moves on (so too for the tensors in ``meta``).  No copy of the data."""
+    ``num_classes``, ...; dicts and lists copied) and each field's tensor with its version counter, which each in-place
+    change moves on (so too for the tensors in ``meta``).  No copy of the data."""
 
     half: TensorData
     settings: dict[str, Any]
-    fields: dict[str, tuple[Tensor, int]]
+    fields: dict[str, tuple[Tensor, int | None]]
 
 
 def snapshot(data: Splits) -> dict[str, _Seen]:
@@ -78,30 +78,44 @@ class _Tensor(NamedTuple):
     """A tensor among a split's settings (in ``meta``) and its version counter then."""
 
     tensor: Tensor
-    version: int
+    version: int | None
+
+
+def _version(tensor: Tensor) -> int | None:
+    """The tensor's version counter; None for an inference tensor, which keeps none (its changes go unseen)."""
+    return None if tensor.is_inference() else tensor._version
 
 
 def _seen(half: TensorData) -> _Seen:
     settings = {f.name: _as_now(getattr(half, f.name)) for f in dataclasses.fields(half) if f.name != "fields"}
-    return _Seen(half, settings, {name: (values, values._version) for name, values in half.fields.items()})
+    return _Seen(half, settings, {name: (values, _version(values)) for name, values in half.fields.items()})
 
 
-def _as_now(setting: Any) -> Any:
-    """A setting as :func:`_same` compares it later: a dict copied entry by entry, a tensor with its version counter."""
+def _as_now(setting: Any, within: frozenset[int] = frozenset()) -> Any:
+    """A setting as :func:`_same` compares it later: a tensor with its version counter, a dict, list or tuple copied
+    entry by entry (one inside itself kept as it is)."""
+    if isinstance(setting, Tensor):
+        return _Tensor(setting, _version(setting))
+    if id(setting) in within:
+        return setting
     if isinstance(setting, dict):
-        return {key: _as_now(value) for key, value in setting.items()}
-    return _Tensor(setting, setting._version) if isinstance(setting, Tensor) else setting
+        return {key: _as_now(value, within | {id(setting)}) for key, value in setting.items()}
+    if type(setting) in (list, tuple):
+        return type(setting)(_as_now(value, within | {id(setting)}) for value in setting)
+    return setting
 
 
 def _same(now: Any, then: Any) -> bool:
-    """Whether a setting is as it was: the same object, the same tensor unchanged, or equal (a dict entry by entry); a
-    tensor or array put in its place, which has no single truth value to compare by, counts as a change."""
+    """Whether a setting is as it was: the same object, the same tensor unchanged, or equal (a dict or list entry by
+    entry); a tensor or array put in its place, which has no single truth value to compare by, counts as a change."""
     if isinstance(now, _Tensor) and isinstance(then, _Tensor):
         return now.tensor is then.tensor and now.version == then.version
     if now is then:
         return True
     if isinstance(now, dict) and isinstance(then, dict):
         return now.keys() == then.keys() and all(_same(now[key], then[key]) for key in now)
+    if type(now) in (list, tuple) and type(now) is type(then):
+        return len(now) == len(then) and all(map(_same, now, then))
     try:
         return bool(now == then)
     except (TypeError, ValueError, RuntimeError):

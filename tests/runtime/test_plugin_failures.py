@@ -68,6 +68,9 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "meta_in_place":  # the same tensor, changed: only its version counter tells
             ectx.data.train.meta["modes"].mul_(0)
             return {"meta": 1.0}
+        if p.breaks == "meta_list":  # the same list, an entry changed
+            ectx.data.train.meta["radii"][0] = 99.0
+            return {"meta": 1.0}
         if p.breaks == "reassign":  # its own context's data, which no later metric reads
             ectx.data = type(ectx.data)(ectx.data.train, ectx.data.test.__class__({"x": ectx.data.test.fields["x"] * 0}))
             return {"reassigned": 1.0}
@@ -160,18 +163,32 @@ def test_a_metric_that_changes_the_data_in_place_is_named_and_no_later_metric_re
         ("setting", "changed the test split's ladj_to_model"),
         ("meta_tensor", "changed the train split's meta"),
         ("meta_in_place", "changed the train split's meta"),
+        ("meta_list", "changed the train split's meta"),
     ],
 )
 def test_a_metric_that_replaces_adds_or_removes_a_field_is_named_too(catalogue, tmp_path, breaks, said) -> None:
     """A replaced tensor's version counter starts again where the old one's may have been; an added field once raised a
     bare KeyError that named no metric and recorded nothing."""
     run = Run.create(load_spec(spec(metric_breaks=(breaks, "undefined")), catalogue=catalogue), tmp_path / "run", progress=False)
-    run.data.train.meta["modes"] = torch.ones(8, 2)  # as the 8 gaussians' data hold theirs
+    run.data.train.meta.update(modes=torch.ones(8, 2), radii=[1.0, 2.0])  # as the 8 gaussians' and rings' data hold theirs
     with pytest.raises(EvaluationFailed) as info:
         run.train(1)
     assert f"evaluate.metrics[1]: type 't_metric' (plugin 'failing') {said} (a metric must leave ectx.data as it is)" in str(info.value)
-    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set", "meta_tensor": "meta", "meta_in_place": "meta"}[breaks]
+    own = {"replace": "replaced", "add": "added", "remove": "removed", "setting": "set", "meta_tensor": "meta", "meta_in_place": "meta", "meta_list": "meta"}[breaks]
     assert "nan" not in info.value.results and own not in info.value.results and "test/fit" in info.value.results
+
+
+def test_meta_that_a_metric_leaves_alone_is_no_change_whatever_it_holds(catalogue, tmp_path) -> None:
+    """A tensor made under inference mode (which keeps no version counter), a dict inside itself and a list of tensors
+    are compared as they can be, not refused."""
+    run = Run.create(load_spec(spec(metric_breaks=("reads_x",)), catalogue=catalogue), tmp_path / "run", progress=False)
+    with torch.inference_mode():
+        frozen = torch.ones(3)
+    meta = run.data.test.meta
+    meta.update(frozen=frozen, centres=[torch.zeros(2), torch.ones(2)])
+    meta["self"] = meta
+    run.train(1)
+    assert run.evaluation["x_sum"] == float(run.data.test.fields["x"].abs().sum())
 
 
 def test_a_metric_that_reassigns_its_context_s_data_does_so_for_itself_alone(catalogue, tmp_path) -> None:
