@@ -88,6 +88,12 @@ def _images(ectx: EvalContext, x: Tensor) -> Tensor:
     return ectx.test.to_display(x).reshape(-1, *ectx.test.image_shape)
 
 
+def _full_row(images: Tensor, width: int) -> Tensor:
+    """``images`` filled out with blank (black) ones to a grid row of ``width``, so that a short last row of test images
+    keeps each reconstruction below its own."""
+    return torch.cat([images, images.new_zeros(width - len(images), *images.shape[1:])])
+
+
 class ReconstructionGrid:
     def __init__(self, name: str, model: object, examples: int) -> None:
         self.name, self.model, self.examples = name, model, examples
@@ -96,12 +102,12 @@ class ReconstructionGrid:
     def __call__(self, ectx: EvalContext) -> dict[str, float]:
         batch = {k: v.to(ectx.device) for k, v in ectx.test.batch(slice(0, self.examples)).items()}
         x, context = batch_examples(ectx, self.model, batch)[0], batch_context(ectx, self.model, batch)
-        rows = 8
+        rows = min(8, len(x))
         pairs = []
         for start in range(0, len(x), rows):
             part = slice(start, start + rows)
             reconstruction = conditioned(self.model.reconstruct, x[part], None if context is None else context[part])
-            pairs += [_images(ectx, x[part]), _images(ectx, reconstruction)]
+            pairs += [_full_row(_images(ectx, x[part]), rows), _full_row(_images(ectx, reconstruction), rows)]
         save_grid(torch.cat(pairs), Path(ectx.out_dir) / f"{self.name}_reconstructions.png", nrow=rows)
         return {f"test/{self.name}.reconstruction_images": float(len(x))}
 

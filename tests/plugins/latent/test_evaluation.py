@@ -236,6 +236,25 @@ def test_picture_grids_of_a_conditional_model_decode_under_each_images_condition
     torch.testing.assert_close(seen[2], one_hot(y[0:6:2], 10).float().repeat_interleave(4, dim=0))
 
 
+@torch.no_grad()
+def test_a_short_last_row_of_the_reconstruction_grid_keeps_each_reconstruction_below_its_image(
+    conditional_model: tuple[GenerativeModel, Splits], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 examples in rows of 8: the last 2 images and their 2 reconstructions each fill a row, the rest blank."""
+    import compose_gen_plugins.latent.grids as grids
+
+    model, data = conditional_model
+    saved = {}
+    monkeypatch.setattr(grids, "save_grid", lambda images, path, nrow: saved.update(images=images, nrow=nrow))
+    model.metrics[1](eval_context(model, data, tmp_path))
+    images, nrow = saved["images"], saved["nrow"]
+    assert nrow == 8 and images.shape == (32, 1, 8, 8)
+    x, y = data.test.fields["x"][8:10], one_hot(data.test.fields["y"][8:10], 10).float()
+    torch.testing.assert_close(images[16:18].flatten(1), data.test.to_display(x).flatten(1))  # third row: the images
+    torch.testing.assert_close(images[24:26].flatten(1), data.test.to_display(model.losses["cvae"].reconstruct(x, y)).flatten(1))
+    assert not images[18:24].any() and not images[26:].any()
+
+
 def test_unexplained_variance_is_the_variance_or_the_pooled_within_class_variance() -> None:
     values = torch.randn(300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(unexplained_variance(values, None), values.var(0))
