@@ -46,7 +46,7 @@ from compose_gen.runtime.checkpoint import (
     CheckpointError,
     list_checkpoints,
 )
-from compose_gen.runtime.claim import claimed
+from compose_gen.runtime.claim import claimed, refuse_if_busy
 from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.device import resolve_device
 from compose_gen.runtime.distributed import Distributed, setup
@@ -497,8 +497,11 @@ class Run:
         Metrics run in eval mode with the averaged weights (``train.ema``) on a random stream seeded by
         the spec (training's weights and random stream are left as they were).  A metric that raises or
         returns anything but named floats does not stop the others: their results are written, the
-        failures too (under ``failed``), and then :class:`EvaluationFailed` names each failed metric.
+        failures too (under ``failed``), and then :class:`EvaluationFailed` names each failed metric.  To be recorded,
+        it is refused (:class:`FolderBusy`) while another process trains into the folder.
         """
+        if record and self.dir is not None:  # its results would go beside another training's, of a checkpoint it rotates
+            refuse_if_busy(self.dir)
         folder = metric_folder(out_dir, self.dir)
         with self._as_evaluated(self.spec.model.seed):
             results, problems = MetricLoop(self.spec, self.model, self.data, self.trainer.say).run(folder, self.trainer.step)

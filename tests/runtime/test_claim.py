@@ -41,6 +41,25 @@ def test_a_folder_another_live_process_writes_is_refused_and_left_alone(tmp_path
         other.wait()
 
 
+def test_evaluating_into_a_folder_another_live_process_trains_is_refused_and_records_nothing(tmp_path, toys_catalogue) -> None:
+    """Its results would be recorded beside the training's own, of a checkpoint the training is replacing; evaluating
+    for the caller alone (``record=False``) reads only, and goes on."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path, progress=False).train()
+    (tmp_path / "evaluation.json").unlink(missing_ok=True)
+    run = Run.load(tmp_path, catalogue=toys_catalogue, progress=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim_by(tmp_path, other)
+        with pytest.raises(FolderBusy, match=rf"is being written by another training \(host and process .* {other.pid}\)"):
+            run.evaluate()
+        assert not (tmp_path / "evaluation.json").exists()
+        assert run.evaluate(tmp_path / "elsewhere", record=False)["step"] == 2
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_the_claim_of_an_ended_process_is_taken_over_and_the_own_one_reentered(tmp_path) -> None:
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
