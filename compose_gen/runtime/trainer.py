@@ -111,6 +111,13 @@ def _read_step(loss: Tensor, norms: list[Tensor], logs: dict[str, Tensor]) -> tu
     return numbers[0], math.hypot(*numbers[1 : 1 + len(norms)]), dict(zip(logs, numbers[1 + len(norms) :], strict=True))
 
 
+def _forget_gradients(params: list[Tensor]) -> None:
+    """``optimizer.zero_grad(set_to_none=True)`` for an optimizer over ``params``, without the profiler range torch
+    wraps that call in: 13 µs on CPU, half a percent of a small VAE's step."""
+    for p in params:
+        p.grad = None
+
+
 def _clip_to_norm(params: list[Tensor], norms: list[Tensor], max_norm: float) -> None:
     """Scale the gradients of ``params`` by min(1, max_norm / ‖g‖₂), the total ‖g‖₂ combined from the per-gradient
     ``norms`` in double as :func:`_read_step` does (``clip_grad_norm``; Pascanu et al. 2013)."""
@@ -410,7 +417,7 @@ class Trainer:
         batch = next(self.stream)
 
         def forward_backward(loss_fn: Callable[..., Any]) -> tuple[Tensor, dict[str, Tensor]]:
-            optimizer.zero_grad(set_to_none=True)
+            _forget_gradients(plan.params)
             with self.precision.autocast():
                 loss, logs = loss_fn(batch)
             loss = loss.float()
@@ -432,7 +439,7 @@ class Trainer:
         # on the way may overflow though the true one is finite), until float16 would flush every gradient to zero
         if not loss_ok or (not grads_ok and (scaler is None or scaler.get_scale() < FLOAT16_TINIEST)):
             self._nonfinite(name, plan, batch, values, loss_ok)
-            optimizer.zero_grad(set_to_none=True)
+            _forget_gradients(plan.params)
             if scaler:
                 scaler.update()
             return {}
