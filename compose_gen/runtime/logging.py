@@ -1,7 +1,8 @@
-"""Metrics as JSON lines, optional TensorBoard, and a live progress display.
+"""The means of the logged scalars over a log window, metrics as JSON lines, optional TensorBoard, and a live
+progress display.
 
-Nothing here synchronises with the GPU per step: the trainer accumulates terms
-on the device and converts them to floats only every ``log_every`` rounds.
+The trainer reads each step's scalars in the host sync its NaN guard makes anyway,
+so nothing here synchronises with the GPU; :class:`RunningMeans` sums them in double.
 """
 
 from __future__ import annotations
@@ -12,17 +13,80 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from compose_gen.core.files import parse_json
+from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
-__all__ = ["MetricsLog", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]
+__all__ = ["MetricsLog", "RunningMeans", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]
+
+
+class RunningMeans:
+    """Sums of the logged scalars since the last log line, averaged over processes when read.
+
+    Each step's numbers are added as one group, by their names (a player logs the
+    same names every step; several players, several groups).  Checkpoints hold the
+    sums (:meth:`state_dict`) so that a log window survives a stop.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, ...], list[float]] = {}
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def add(self, logs: dict[str, float]) -> None:
+        if not logs:
+            return
+        names = tuple(logs)
+        sums = self.sums.get(names)
+        if sums is None:
+            self.sums[names], self.counts[names] = list(logs.values()), 1
+            return
+        for i, value in enumerate(logs.values()):
+            sums[i] += value
+        self.counts[names] += 1
+
+    def _totals(self, dist: Distributed) -> Iterator[float]:
+        """The sums of every group in order, summed over processes (one all-reduce)."""
+        flat = [value for sums in self.sums.values() for value in sums]
+        return iter(dist.sum(torch.tensor(flat, dtype=torch.float64)).tolist() if dist.active and flat else flat)
+
+    def read(self, dist: Distributed, start_over: bool = True) -> dict[str, float]:
+        """The means since the last read; then start over, unless told not to (a look that is no log line)."""
+        groups = list(self.sums)
+        totals = self._totals(dist)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for group in groups:
+            for name in group:
+                sums[name] = sums.get(name, 0.0) + next(totals)
+                counts[name] = counts.get(name, 0) + self.counts[group]
+        if start_over:
+            self.sums, self.counts = {}, {}
+        return {name: sums[name] / (counts[name] * dist.world_size) for name in sorted(sums)}
+
+    def state_dict(self, dist: Distributed) -> list[dict[str, Any]]:
+        """The sums so far as JSON for a checkpoint.
+
+        Each group's sums are averaged over processes, so a resume under another
+        number of processes still gives each saved step its due weight in the window's mean.
+        """
+        totals = self._totals(dist)
+        return [
+            {"names": list(group), "count": self.counts[group], "sums": [next(totals) / dist.world_size for _ in group]}
+            for group in self.sums
+        ]
+
+    def load_state_dict(self, groups: list[dict[str, Any]]) -> None:
+        """Continue the window saved by :meth:`state_dict`."""
+        self.sums = {tuple(g["names"]): [math.nan if s is None else float(s) for s in g["sums"]] for g in groups}
+        self.counts = {tuple(g["names"]): int(g["count"]) for g in groups}
 
 
 class MetricsLog:

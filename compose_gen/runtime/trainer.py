@@ -65,7 +65,7 @@ from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, DROPPED_METRICS_FILE, METRICS_FILE, TENSORBOARD_DIR
-from compose_gen.runtime.logging import MetricsLog, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
+from compose_gen.runtime.logging import MetricsLog, RunningMeans, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
 from compose_gen.runtime.optim import make_optimizer
 from compose_gen.spec import format_path
 from compose_gen.spec.resolve import origin
@@ -125,67 +125,6 @@ def _clip_to_norm(params: list[Tensor], norms: list[Tensor], max_norm: float) ->
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
 
 
-class _RunningMeans:
-    """Sums of the logged scalars since the last log line, averaged over processes when read.
-
-    Each step's numbers are added as one group, by their names (a player logs the
-    same names every step; several players, several groups).  Checkpoints hold the
-    sums (:meth:`state_dict`) so that a log window survives a stop.
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[tuple[str, ...], list[float]] = {}
-        self.counts: dict[tuple[str, ...], int] = {}
-
-    def add(self, logs: dict[str, float]) -> None:
-        if not logs:
-            return
-        names = tuple(logs)
-        sums = self.sums.get(names)
-        if sums is None:
-            self.sums[names], self.counts[names] = list(logs.values()), 1
-            return
-        for i, value in enumerate(logs.values()):
-            sums[i] += value
-        self.counts[names] += 1
-
-    def _totals(self, dist: Distributed) -> Iterator[float]:
-        """The sums of every group in order, summed over processes (one all-reduce)."""
-        flat = [value for sums in self.sums.values() for value in sums]
-        return iter(dist.sum(torch.tensor(flat, dtype=torch.float64)).tolist() if dist.active and flat else flat)
-
-    def read(self, dist: Distributed, start_over: bool = True) -> dict[str, float]:
-        """The means since the last read; then start over, unless told not to (a look that is no log line)."""
-        groups = list(self.sums)
-        totals = self._totals(dist)
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for group in groups:
-            for name in group:
-                sums[name] = sums.get(name, 0.0) + next(totals)
-                counts[name] = counts.get(name, 0) + self.counts[group]
-        if start_over:
-            self.sums, self.counts = {}, {}
-        return {name: sums[name] / (counts[name] * dist.world_size) for name in sorted(sums)}
-
-    def state_dict(self, dist: Distributed) -> list[dict[str, Any]]:
-        """The sums so far as JSON for a checkpoint.
-
-        Each group's sums are averaged over processes, so a resume under another
-        number of processes still gives each saved step its due weight in the window's mean.
-        """
-        totals = self._totals(dist)
-        return [
-            {"names": list(group), "count": self.counts[group], "sums": [next(totals) / dist.world_size for _ in group]}
-            for group in self.sums
-        ]
-
-    def load_state_dict(self, groups: list[dict[str, Any]]) -> None:
-        """Continue the window saved by :meth:`state_dict`."""
-        self.sums = {tuple(g["names"]): [math.nan if s is None else float(s) for s in g["sums"]] for g in groups}
-        self.counts = {tuple(g["names"]): int(g["count"]) for g in groups}
-
-
 @dataclass
 class Trainer:
     """The loop of the module docstring over ``model``'s plans, drawing batches from ``stream``, writing logs and
@@ -231,7 +170,7 @@ class Trainer:
             for p in module.parameters():
                 self._owner.setdefault(id(p), component)
         self._stop: str | None = None
-        self._running = _RunningMeans()
+        self._running = RunningMeans()
         #: Training seconds before the current :meth:`fit` (from the checkpoint resumed), and when that fit started.
         self._elapsed = 0.0
         self._fit_started: float | None = None

@@ -1,7 +1,8 @@
-"""Metrics JSON lines, TensorBoard (optional), sample pictures during training, progress off a terminal."""
+"""Means over a log window, metrics JSON lines, TensorBoard (optional), sample pictures during training, progress off a terminal."""
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -10,7 +11,8 @@ from PIL import Image
 from runtime_toys import GAN, VAE, spec_dict
 
 from compose_gen.runtime import Run
-from compose_gen.runtime.logging import MetricsLog, TrainingProgress, prune_metrics, read_metrics
+from compose_gen.runtime.distributed import Distributed
+from compose_gen.runtime.logging import MetricsLog, RunningMeans, TrainingProgress, prune_metrics, read_metrics
 from compose_gen.spec import load_spec
 
 
@@ -114,3 +116,32 @@ def test_progress_on_a_terminal_draws_a_bar_only_when_enabled(capsys, monkeypatc
         assert "200/300" in err and "loss=1.25" in err
     else:
         assert err == ""
+
+
+def test_logged_values_are_means_over_the_steps_since_the_last_line():
+    means = RunningMeans()
+    means.add({"a.loss": 1.0, "a.kl": 2.0})
+    means.add({"a.loss": 3.0, "a.kl": 4.0})
+    means.add({"b.loss": 10.0, "a.loss": 5.0})  # another player's names, one shared
+    means.add({})  # a skipped batch logs nothing
+    assert means.read(Distributed()) == {"a.kl": 3.0, "a.loss": 3.0, "b.loss": 10.0}
+    assert means.read(Distributed()) == {}
+
+
+def test_the_running_sums_survive_a_checkpoint_as_json():
+    means = RunningMeans()
+    means.add({"a.loss": 1.0, "a.kl": 2.0})
+    means.add({"a.loss": 3.0, "a.kl": 4.0})
+    state = json.loads(json.dumps(means.state_dict(Distributed())))
+    assert state == [{"names": ["a.loss", "a.kl"], "count": 2, "sums": [4.0, 6.0]}]
+    resumed = RunningMeans()
+    resumed.load_state_dict(state)
+    resumed.add({"a.loss": 5.0, "a.kl": 6.0})
+    assert resumed.read(Distributed()) == {"a.kl": 4.0, "a.loss": 3.0}
+
+
+def test_the_running_sums_keep_double_precision():
+    means = RunningMeans()
+    for value in (1e8, 1.0, 1.0, 1.0):  # in float32, 1e8 + 1 == 1e8
+        means.add({"a.loss": value})
+    assert means.read(Distributed()) == {"a.loss": (1e8 + 3) / 4}

@@ -19,9 +19,8 @@ from compose_gen.core import ContractError
 from compose_gen.runtime import CheckpointError, NonFiniteLoss, Run, Trainer
 from compose_gen.runtime.checkpoint import list_checkpoints, read_best, save_checkpoint
 from compose_gen.runtime.data import BatchStream
-from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import read_metrics
-from compose_gen.runtime.trainer import _clip_to_norm, _read_step, _RunningMeans
+from compose_gen.runtime.trainer import _clip_to_norm, _read_step
 from compose_gen.spec import SpecError, load_spec
 
 
@@ -379,35 +378,6 @@ def test_metrics_after_the_resumed_checkpoint_are_dropped(tmp_path, toys_catalog
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
     state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000004" / "state.json").read_text())
     assert state["step"] == 4 and state["data"]["position"] > 0
-
-
-def test_logged_values_are_means_over_the_steps_since_the_last_line():
-    means = _RunningMeans()
-    means.add({"a.loss": 1.0, "a.kl": 2.0})
-    means.add({"a.loss": 3.0, "a.kl": 4.0})
-    means.add({"b.loss": 10.0, "a.loss": 5.0})  # another player's names, one shared
-    means.add({})  # a skipped batch logs nothing
-    assert means.read(Distributed()) == {"a.kl": 3.0, "a.loss": 3.0, "b.loss": 10.0}
-    assert means.read(Distributed()) == {}
-
-
-def test_the_running_sums_survive_a_checkpoint_as_json():
-    means = _RunningMeans()
-    means.add({"a.loss": 1.0, "a.kl": 2.0})
-    means.add({"a.loss": 3.0, "a.kl": 4.0})
-    state = json.loads(json.dumps(means.state_dict(Distributed())))
-    assert state == [{"names": ["a.loss", "a.kl"], "count": 2, "sums": [4.0, 6.0]}]
-    resumed = _RunningMeans()
-    resumed.load_state_dict(state)
-    resumed.add({"a.loss": 5.0, "a.kl": 6.0})
-    assert resumed.read(Distributed()) == {"a.kl": 4.0, "a.loss": 3.0}
-
-
-def test_the_running_sums_keep_double_precision():
-    means = _RunningMeans()
-    for value in (1e8, 1.0, 1.0, 1.0):  # in float32, 1e8 + 1 == 1e8
-        means.add({"a.loss": value})
-    assert means.read(Distributed()) == {"a.loss": (1e8 + 3) / 4}
 
 
 @pytest.mark.parametrize("dtypes", [(torch.float32,) * 3, (torch.float32, torch.float64, torch.float32)])
