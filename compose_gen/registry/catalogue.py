@@ -14,7 +14,9 @@ under its name, and specs that do not use it still run.  In particular:
   can knock out another by reusing its name, whichever of them is listed first;
 * a plugin passed explicitly that is also an entry point's module (a test
   passing an installed package's plugin beside the installed ones) is registered
-  once, under its entry-point name, and a type that two plugins register
+  once, under its entry-point name; another that has an entry point's name (a
+  test's own ``metrics.py``) is registered as ``"<name> (from <file>)"``, beside
+  that entry point's plugin; and a type that two plugins register
   identically (same kind, parameters and build: the same code reached twice) is
   kept once, so neither clashes with itself;
 * a type name registered twice keeps its first-party registration (the other
@@ -151,7 +153,8 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
         loaded = _load_entry_points(catalogue, first_party_only=entry_points == "first-party")
         first_party = {name for name, _, dist in loaded if dist == FIRST_PARTY}
         installed = {id(module): name for name, module, _ in loaded}
-        named = [(installed.get(id(plugin), name), plugin) for name, plugin in named]  # an installed plugin keeps its name
+        taken = set(installed.values())
+        named = [(installed.get(id(plugin)) or _explicit_name(name, plugin, taken), plugin) for name, plugin in named]
         named += [(name, module) for name, module, _ in loaded]
     for name, plugin in named:
         _register(manager, catalogue, name, plugin)
@@ -171,6 +174,15 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
         for component_type in contributed:
             _add(catalogue, component_type, impl.plugin_name, first_party)
     return catalogue
+
+
+def _explicit_name(name: str, plugin: object, taken: set[str]) -> str:
+    """The name of a plugin passed to :func:`make_catalogue`: its own, unless an entry point has it (a test's own
+    ``metrics.py`` beside the first-party ``metrics``), then ``"<name> (from <file>)"``, so that neither knocks the
+    other out nor passes for it.  (An installed plugin passed again keeps its entry point's name.)"""
+    if name not in taken:
+        return name
+    return f"{name} (from {getattr(plugin, '__file__', None) or 'make_catalogue'})"
 
 
 def _load_entry_points(catalogue: Catalogue, first_party_only: bool = False) -> list[tuple[str, object, str]]:

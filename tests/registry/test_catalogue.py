@@ -322,6 +322,15 @@ def test_a_first_party_module_passed_explicitly_stays_first_party_and_wins_whate
     assert catalogue.failures == {"early": "type 'mlp' is first-party (plugin 'networks'); this plugin's is not used, rename it"}
 
 
+def test_a_plugin_passed_with_a_first_party_plugin_s_name_is_registered_beside_it_not_as_it() -> None:
+    """A test passing its own ``metrics.py`` module beside the built-in plugins, one of which is called ``metrics``."""
+    mine = SimpleNamespace(__name__="metrics", __file__="/x/metrics.py", compose_gen_types=hookimpl(lambda: [widget()]))
+    catalogue = make_catalogue([mine], entry_points="first-party")
+    assert not catalogue.failures and "test_losses" in catalogue, "the first-party metrics plugin still loads"
+    assert catalogue.plugin_of["widget"] == "metrics (from /x/metrics.py)" and catalogue.plugin_of["test_losses"] == "metrics"
+    assert catalogue.provenance(["widget"]) == {"widget": "plugin 'metrics (from /x/metrics.py)'"}, "not recorded as compose-gen's"
+
+
 def test_a_catalogue_of_first_party_types_leaves_other_installed_plugins_out(install_plugin) -> None:
     """A test of a variant of an installed type, beside the built-in types, without the installed copy clashing with it."""
     install_plugin("gizmos", GIZMO)
