@@ -217,10 +217,12 @@ def check_distribution(value: Any, given: Tensor | None = None) -> None:
     """A prior, encoder, decoder or flow's ``forward`` returns a ``torch.distributions.Distribution`` whose ``log_prob`` sums events.
 
     Called with ``given`` (an encoder's x, a decoder's z), the distribution has one
-    value per example of ``given``, so its batch shape is shorter than ``given``'s
-    shape; called without (a prior), its batch shape is empty.  A distribution of
-    elementwise densities not wrapped in ``Independent`` breaks this: its
-    ``log_prob`` would be per coordinate and broadcast silently in every bound.
+    value per example of ``given``, so its batch shape is ``given``'s leading
+    dimensions, sample dimensions (IWAE's k) included; called without (a prior), its
+    batch shape is empty.  A distribution of elementwise densities not wrapped in
+    ``Independent`` breaks this: its ``log_prob`` would be per coordinate and
+    broadcast silently in every bound.  So does one that drops the sample dimensions:
+    every importance weight would score the first draw.
     """
     if not isinstance(value, Distribution):
         raise ContractError(f"forward returned {describe_value(value)}, not a torch.distributions.Distribution")
@@ -233,6 +235,12 @@ def check_distribution(value: Any, given: Tensor | None = None) -> None:
         raise ContractError(
             f"forward returned {describe_value(value)} of batch shape {tuple(value.batch_shape)} {of}, so its log_prob is "
             f"per coordinate, not summed over the event: {fix}"
+        )
+    if isinstance(given, Tensor) and tuple(value.batch_shape) != tuple(given.shape[: len(value.batch_shape)]):
+        raise ContractError(
+            f"forward returned {describe_value(value)} of batch shape {tuple(value.batch_shape)} for an input of shape "
+            f"{tuple(given.shape)}, whose leading dimensions it should be (one distribution per example and per draw of "
+            "the sample dimensions before them, as IWAE's k): broadcast over leading dimensions instead of dropping them"
         )
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from compose_gen_plugins import datasets, distributions, flows, metrics
+from compose_gen_plugins import datasets, distributions, flows, latent, metrics, networks
 from torch import nn
 from torch.distributions import Independent, Normal
 
@@ -118,6 +118,19 @@ class Drawer(Sampler):
         return broken.get(self.breaks, torch.zeros(n, 2))
 
 
+class Decoder(nn.Module):
+    """p(x|z) = N(x; z, 1); ``breaks="sample_dims"`` keeps one row of z per example, the first draw's."""
+
+    def __init__(self, breaks: str) -> None:
+        super().__init__()
+        self.breaks = breaks
+
+    def forward(self, z):
+        if self.breaks == "sample_dims":
+            z = z.reshape(-1, z.shape[-1])[: z.shape[-2]]
+        return Independent(Normal(z, 1.0), 1)
+
+
 class ContextBlindDrawer(Sampler):
     conditions = ClassConditions("y", 2)
 
@@ -131,6 +144,7 @@ BROKEN = plugin(
     ComponentType("t_nll", "loss", NLLParams, lambda p, ctx: NLL(ctx.component(p.flow), p.breaks), doc="NLL."),
     ComponentType("t_sampler", "sampler", Broken, lambda p, ctx: ContextBlindDrawer() if p.breaks == "no_context" else Drawer(p.breaks), doc="Zeros."),
     ComponentType("t_metric", "metric", Broken, lambda p, ctx: None, doc="Builds nothing."),
+    ComponentType("t_decoder", "decoder", Broken, lambda p, ctx: Decoder(p.breaks), doc="N(z, 1)."),
     name="breakage",
 )
 
@@ -152,7 +166,7 @@ FLOW = {
 
 @pytest.fixture(scope="module")
 def catalogue():
-    return make_catalogue([BROKEN, datasets, distributions, flows, metrics], entry_points=False)
+    return make_catalogue([BROKEN, datasets, distributions, flows, latent, metrics, networks], entry_points=False)
 
 
 def spec_with(path: str = "", breaks: str = "") -> dict:
@@ -259,6 +273,27 @@ def test_a_prior_whose_log_prob_does_not_sum_the_event_is_blamed(catalogue) -> N
         "components.flow.base: type 't_prior' (plugin 'breakage') broke the prior contract: forward returned a Normal of "
         "batch shape (2,) with no input, so its log_prob is per coordinate, not summed over the event"
     ) in message
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_a_decoder_that_drops_the_sample_dimensions_is_blamed(catalogue, objective) -> None:
+    """Each importance weight (or the ELBO's one draw, k = 1) would score the first draw of z: wrong bounds, no error."""
+    spec = {
+        "name": "decoder_contract",
+        "data": {"type": "moons", "n": 64},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [2]},
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 2, "out_features": 4}},
+            "decoder": {"type": "t_decoder"},
+        },
+        "losses": {"vae": {"type": objective, "encoder": "encoder", "decoder": "decoder", "prior": "prior", "samples": 3}},
+        "train": {"steps": 2, "batch_size": 16},
+    }
+    build(load_spec(spec, catalogue=catalogue), "cpu")
+    spec["components"]["decoder"]["breaks"] = "sample_dims"
+    message = problem(spec, catalogue)
+    assert "components.decoder: type 't_decoder' (plugin 'breakage') broke the decoder contract: forward returned an Independent" in message
+    assert "for an input of shape (3, 5, 2), whose leading dimensions it should be" in message
 
 
 @pytest.mark.parametrize(

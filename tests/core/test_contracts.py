@@ -43,6 +43,14 @@ def test_a_distribution_must_sum_its_event_for_each_example_of_its_input() -> No
     check_distribution(Independent(Normal(torch.zeros(4), 1.0), 1))  # a prior: no input, empty batch shape
 
 
+def test_a_distribution_keeps_the_sample_dimensions_before_the_examples() -> None:
+    """A decoder given IWAE's k draws of z for each example that scores only the first: every weight would be draw 0's."""
+    z = torch.zeros(3, 5, 2)
+    check_distribution(Independent(Normal(torch.zeros(3, 5, 4), 1.0), 1), z)
+    with pytest.raises(ContractError, match=r"of batch shape \(5,\) for an input of shape \(3, 5, 2\), whose leading dimensions it should be"):
+        check_distribution(Independent(Normal(torch.zeros(5, 4), 1.0), 1), z)
+
+
 def halves(train: dict, test: dict | None = None) -> Splits:
     return Splits(TensorData(train), TensorData(test if test is not None else train))
 

@@ -149,8 +149,8 @@ def test_a_correct_decoder_passes():
 @pytest.mark.parametrize(
     ("decoder", "context", "message"),
     [
-        (FlattensSampleDims(), None, r"FlattensSampleDims: the distribution for an input of shape \(2, 5, 3\) \(sample dimensions \(2,\) prepended\) "
-         r"has batch shape \(10,\), expected \(2, 5\)"),
+        (FlattensSampleDims(), None, r"FlattensSampleDims: forward returned an Independent of batch shape \(10,\) for an input of shape \(2, 5, 3\), "
+         r"whose leading dimensions it should be .*; with sample dimensions \(2,\) prepended to its input, it must broadcast over them"),
         (PoolsSampleDims(), None, r"PoolsSampleDims: does not broadcast over prepended sample dimensions: log_prob at sample index \(0,\) .* differs "
          r"from the module applied to that slice alone; expected equal \(max error"),
         (PerCoordinate(), None, r"PerCoordinate: forward returned a Normal of batch shape \(5, 4\) for an input of shape \(5, 3\), so its log_prob is per coordinate"),
