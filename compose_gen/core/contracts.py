@@ -313,8 +313,8 @@ def check_metric_result(result: Any) -> dict[str, float]:
 
 
 def check_splits(splits: Splits) -> None:
-    """A dataset's halves hold examples, the same fields of the same per-example shapes, finite float32 values and class labels
-    from 0, and no autograd graph.
+    """A dataset's halves hold examples, the same fields of the same per-example shapes, finite float32 values, class labels
+    from 0 one per example, an ``x`` of float32 values with an event dimension, no booleans and no autograd graph.
 
     compose_gen computes in float32; the built-in datasets convert and check what
     they read, and a plugin's data are held to the same.
@@ -346,5 +346,13 @@ def check_splits(splits: Splits) -> None:
                 if bad.any():
                     index = tuple(int(i) for i in bad.nonzero()[0])
                     raise ContractError(f"{where} holds {tensor[index].item()} at {list(index)}: data must be finite")
+            elif tensor.dtype == torch.bool:  # neither values to compute with nor class labels
+                raise ContractError(f"{where} is torch.bool: give tensor.float() for values 0 and 1, or tensor.long() for class labels")
+            elif field_name == "x":
+                raise ContractError(f"{where} is {tensor.dtype}; models compute with x in float32: give tensor.float()")
+            elif field_name == "y" and tensor.dim() != 1:
+                raise ContractError(f"{where} has shape {tuple(tensor.shape)}; class labels are one per example, of shape (n,): give y.reshape(-1)")
             elif field_name == "y" and tensor.numel() and int(tensor.min()) < 0:
                 raise ContractError(f"{where} holds the label {int(tensor.min())}: class labels are 0..K-1")
+            if field_name == "x" and tensor.dim() < 2:
+                raise ContractError(f"{where} has shape {tuple(tensor.shape)}: each example needs an event dimension, even of one value: give x.unsqueeze(1)")

@@ -69,6 +69,11 @@ X, Y = torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])
         (halves({"x": X, "y": Y - 1}), r"field 'y' of the train split holds the label -1: class labels are 0..K-1"),
         (halves({"x": X}, {"x": X * torch.ones((), requires_grad=True)}), r"field 'x' of the test split carries an autograd graph .*: give tensor.detach\(\)"),
         (halves({"x": X, "y": Y.numpy()}), r"field 'y' of the train split is a numpy.ndarray, not a torch.Tensor: give torch.as_tensor"),
+        (halves({"x": X > 0, "y": Y}), r"field 'x' of the train split is torch.bool: give tensor.float\(\) for values 0 and 1"),
+        (halves({"x": X, "y": Y, "mask": Y > 0}), r"field 'mask' of the train split is torch.bool"),
+        (halves({"x": X.long()}), r"field 'x' of the train split is torch.int64; models compute with x in float32: give tensor.float\(\)"),
+        (halves({"x": X[:, 0]}), r"field 'x' of the train split has shape \(4,\): each example needs an event dimension, even of one value: give x.unsqueeze\(1\)"),
+        (halves({"x": X, "y": Y[:, None]}), r"field 'y' of the train split has shape \(4, 1\); class labels are one per example"),
     ],
 )
 def test_a_datasets_splits_are_checked_as_the_built_in_datasets_check_theirs(splits: Splits, message: str) -> None:
