@@ -20,8 +20,10 @@ sample=...``, loads a trained run) and that ``state.json`` records the step its
 folder is named for; :func:`load_latest` falls back to the newest checkpoint
 that verifies.  The moving averages of weights (``train.ema``) may be there or
 not: a spec that drops them, or adds them, loads the run with a note saying so.
-The newest ``keep`` checkpoints are kept, and any others the trainer protects
-(the best one, named in ``checkpoints/best.json``).
+The newest ``keep`` checkpoints up to the step written are kept, and any others
+the trainer protects (the best one, named in ``checkpoints/best.json``); a later
+one (which a resume skipped as unreadable) is not this training's to rotate, and
+counting it would delete the checkpoint just written.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, O
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "checkpoint_step",
     "clean_temporary",
     "list_checkpoints",
     "load_checkpoint",
@@ -90,6 +93,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(named)]
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint folder of :func:`list_checkpoints` is named for."""
+    return int(STEP_FOLDER.fullmatch(checkpoint.name)[1])  # type: ignore[index]
+
+
 def clean_temporary(run_dir: Path) -> None:
     """Remove half-written checkpoint folders left by a killed process."""
     folder = Path(run_dir) / CHECKPOINTS_DIR
@@ -127,7 +135,7 @@ def save_checkpoint(
     os.replace(tmp, final)
     fsync(folder)
     kept = {step_folder_name(s) for s in protect}
-    for old in list_checkpoints(run_dir)[:-keep]:
+    for old in [path for path in list_checkpoints(run_dir) if checkpoint_step(path) <= step][:-keep]:
         if old.name not in kept:
             _remove(old)
     return final

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import yaml
 
 from compose_gen.core.files import parse_json, read_json, read_text_file
-from compose_gen.runtime.checkpoint import CheckpointError, list_checkpoints, read_best, verify_checkpoint
-from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, STEP_FOLDER, step_folder_name
+from compose_gen.runtime.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, read_best, verify_checkpoint
+from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, step_folder_name
 
 __all__ = ["list_runs"]
 
@@ -71,7 +71,7 @@ def _newest_sound_step(run: Path) -> tuple[str, int]:
         except CheckpointError:
             damaged += 1
             continue
-        return STEP_FOLDER.fullmatch(path.name)[1].lstrip("0") or "0", damaged
+        return str(checkpoint_step(path)), damaged
     return "-", damaged
 
 

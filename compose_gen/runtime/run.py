@@ -86,8 +86,11 @@ class Run:
     #: The run folder, absolute: a change of working directory does not move it.
     dir: Path | None
     trainer: Trainer
-    #: Set when the loaded checkpoint is not the folder's newest (a newer one was unreadable): why.
+    #: Set when the loaded checkpoint is not the folder's newest (a newer one was unreadable, or another was chosen): why.
     behind: str | None = None
+    #: Loaded from a checkpoint chosen before the folder's newest (``Run.load(checkpoint=...)``): training it would overwrite
+    #: the newer ones, so :meth:`train` refuses.
+    branched: bool = False
     #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
     evaluation: dict[str, Any] | None = None
     #: The folder's checkpoints when this Run was made or loaded: any other but its trainer's is another writer's.
@@ -187,6 +190,7 @@ class Run:
         for warning in changed_plugins(run_dir, spec):
             run.trainer.say(warning)
         loaded, run.behind = load_chosen(run_dir, model, checkpoint, overrides, weights_only, run.trainer.say)
+        run.branched = checkpoint is not None and run.behind is not None
         if loaded is not None:
             run._resume(loaded, overrides, run_dir)
         run.seen_checkpoints = frozenset(path.name for path in list_checkpoints(run_dir))
@@ -277,6 +281,12 @@ class Run:
         if self.weights_only:
             raise RuntimeError(
                 f"{self.dir}: loaded without its optimizer state, to sample and evaluate; to train it, load it with compose_gen.load_run"
+            )
+        if self.branched:
+            raise CheckpointError(
+                f"{self.dir}: {self.behind}; training on from it would overwrite the newer checkpoints and set their records "
+                "aside: train on from the newest (compose_gen.load_run without checkpoint=), or train a copy of the folder "
+                "without the newer checkpoints"
             )
         with self._writing():
             overtaken = self._overtaken()

@@ -184,8 +184,6 @@ class Trainer:
         self.test_fingerprint: str | None = None
         #: :meth:`Spec.model_fingerprint` of the spec it trains, recorded in checkpoints (None: not recorded).
         self.model_fingerprint: str | None = None
-        if self.run_dir is not None and self.dist.is_main:
-            clean_temporary(self.run_dir)
 
     def _player_loss(self, name: str) -> Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]:
         def loss(batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -246,6 +244,7 @@ class Trainer:
         self.model.train()
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
+            clean_temporary(self.run_dir)  # here, where this process writes the folder: a reader must not delete a writer's
             torn = prune_metrics(self.run_dir / METRICS_FILE, self.step)
             if torn:
                 self.say(

@@ -225,6 +225,44 @@ def test_a_copy_of_a_checkpoint_under_another_name_is_no_checkpoint(tmp_path, to
     assert resumed.trainer.step == 6 and resumed.behind is None
 
 
+def test_a_resume_behind_an_unreadable_checkpoint_rotates_its_own_not_the_one_it_just_wrote(tmp_path, toys_catalogue):
+    """Rotation by step number alone kept the newest, unreadable step-6 and deleted the step-5 checkpoint just written and
+    step-4 it came from: the folder no longer loaded."""
+    _, (_, _, third) = _three_checkpoints(tmp_path, toys_catalogue)
+    (third / "model.safetensors").write_bytes(b"damaged")
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.keep_checkpoints=1"])
+    assert resumed.trainer.step == 4
+    resumed.train(5)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000005", "step-00000006"]
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).trainer.step == 5
+
+
+def test_a_run_loaded_from_a_checkpoint_chosen_before_the_newest_does_not_train_over_the_newer_ones(tmp_path, toys_catalogue):
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    newest = (checkpoints[-1] / "model.safetensors").read_bytes()
+    run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, checkpoint="step-00000002")
+    with pytest.raises(CheckpointError, match=r"step 2 is loaded, not the newest checkpoint \(step-00000006\); training on from it would overwrite"):
+        run.train(6)
+    assert list_checkpoints(tmp_path / "run") == checkpoints and (checkpoints[-1] / "model.safetensors").read_bytes() == newest
+    run.evaluate(record=False)  # evaluating (and sampling) it stays possible
+    chosen_newest = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, checkpoint="step-00000006")
+    chosen_newest.train(7)
+    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000007"
+
+
+def test_reading_a_run_leaves_the_checkpoint_a_training_is_writing_and_training_clears_what_a_killed_one_left(tmp_path, toys_catalogue):
+    """Loading a run to sample it deleted every .tmp-* folder, among them the one a live training was writing into."""
+    _three_checkpoints(tmp_path, toys_catalogue)
+    writing = tmp_path / "run" / "checkpoints" / ".tmp-step-00000008-12345"
+    writing.mkdir()
+    (writing / "model.safetensors").write_bytes(b"half")
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, weights_only=True).evaluate(record=False)
+    run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert writing.exists()
+    run.train(7)  # the folder is this process's now: what another left half-written is a killed process's
+    assert not writing.exists()
+
+
 def _edit_spec(run_dir: Path, edit) -> None:
     spec_file = run_dir / "spec.yaml"
     resolved = yaml.safe_load(spec_file.read_text())
