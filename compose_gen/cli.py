@@ -208,7 +208,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     finally:
         if apart:
             print(f"not recorded in {run.dir / EVALUATION_FILE}: {apart}", file=sys.stderr)
-            print(f"files the metrics write go to {pictures}", file=sys.stderr)
+            print(f"files the metrics write go to {run.metric_files or pictures}", file=sys.stderr)
     _print_results(results, args.json)
     return 0
 

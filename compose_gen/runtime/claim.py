@@ -66,7 +66,10 @@ def _take(path: Path) -> bool:
     """
     record = json.dumps({"writer": _me(), **_folder(path.parent)})
     draft = path.with_name(f"{path.name}.new-{os.getpid()}-{threading.get_ident()}")
-    draft.write_text(record)
+    try:
+        draft.write_text(record)
+    except OSError as error:  # named by the folder, not by the draft no one knows of
+        raise OSError(error.errno, f"{path.parent}: the run folder cannot be written ({error.strerror}), so nothing can train into it") from None
     try:
         os.link(draft, path)
     except FileExistsError:

@@ -41,11 +41,13 @@ class EvaluationFailed(RuntimeError):
         super().__init__(f"{len(problems.problems)} metric(s) failed (checkpoints are untouched{written}):\n{lines}")
 
 
-def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
+def metric_folder(out_dir: str | Path | None, run_dir: Path | None, say: Callable[[str], None]) -> Path:
     """The folder for the files metrics write: ``out_dir``, else the run folder, else the working directory.
 
     Made and tried with a file before any metric runs, so that no metric fails on it and no evaluation
-    of the others replaces a whole one in ``evaluation.json``.
+    of the others replaces a whole one in ``evaluation.json``.  Where the run folder (or a folder in it)
+    cannot be written, an archived, read-only run, the files go to a new temporary folder, which ``say``
+    names, and the metrics still run; any other folder that cannot be written is an error.
     """
     folder = Path(out_dir) if out_dir else (run_dir or Path("."))
     if folder.exists() and not folder.is_dir():
@@ -54,7 +56,12 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise OSError(error.errno, f"{folder}: the files metrics write (grids, plots) cannot go there ({error.strerror}); give a folder you can write") from None
+        problem = f"{folder}: the files metrics write (grids, plots) cannot go there ({error.strerror})"
+        if run_dir is None or not folder.resolve().is_relative_to(run_dir.resolve()):
+            raise OSError(error.errno, f"{problem}; give a folder you can write") from None
+        spare = Path(tempfile.mkdtemp(prefix=f"compose-gen-{run_dir.name}-"))
+        say(f"warning: {problem}; they go to {spare}")
+        return spare
     return folder
 
 

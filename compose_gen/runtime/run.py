@@ -93,6 +93,8 @@ class Run:
     branched: bool = False
     #: The results of the last :meth:`evaluate` (with its ``step``), None before one.
     evaluation: dict[str, Any] | None = None
+    #: The folder the last :meth:`evaluate` gave its metrics for their files (grids, plots), None before one.
+    metric_files: Path | None = None
     #: The folder's checkpoints when this Run was made or loaded: any other but its trainer's is another writer's.
     seen_checkpoints: frozenset[str] = frozenset()
     #: Loaded for sampling and evaluation only (``Run.load(weights_only=True)``): no optimizer state to train on.
@@ -512,7 +514,7 @@ class Run:
         """
         if record and self.dir is not None:  # its results would go beside another training's, of a checkpoint it rotates
             refuse_if_busy(self.dir)
-        folder = metric_folder(out_dir, self.dir)
+        folder = self.metric_files = metric_folder(out_dir, self.dir, self.trainer.say)
         with self._as_evaluated(self.spec.model.seed):
             results, problems = MetricLoop(self.spec, self.model, self.data, self.trainer.say).run(folder, self.trainer.step)
         self.evaluation = results
@@ -533,4 +535,4 @@ class Run:
             try:
                 write_json_atomic(self.dir / EVALUATION_FILE, results)
             except OSError as error:  # a read-only folder: the results are still returned (and printed)
-                self.trainer.say(f"warning: could not record {self.dir / EVALUATION_FILE}: {error}")
+                self.trainer.say(f"warning: could not record {self.dir / EVALUATION_FILE}: {error.strerror or error}")

@@ -191,3 +191,13 @@ def test_a_claim_appears_whole_so_no_taker_ever_reads_it_empty(tmp_path, monkeyp
     with claimed(tmp_path):
         assert seen == [f"{socket.gethostname()} {os.getpid()}"]
     assert list(tmp_path.iterdir()) == [], "neither the claim nor its draft stays"
+
+
+def test_a_folder_that_cannot_be_written_is_named_not_the_claim_s_draft_file(tmp_path, monkeypatch) -> None:
+    def read_only(path: Path, *args: object, **kwargs: object) -> None:  # a read-only folder, which root does not get
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    with pytest.raises(PermissionError, match=rf"^\[Errno 13\] {tmp_path}: the run folder cannot be written \(Permission denied\), so nothing can train into it$"):
+        with claimed(tmp_path):
+            pass
