@@ -242,6 +242,13 @@ class Trainer:
                                "from its folder (compose_gen.load_run) to go on from its last checkpoint")
         train = self.train
         self.model.train()
+        best = self.best
+        if best is not None and (best["metric"], best["mode"]) != (train.best_metric, train.best_mode):
+            self.say(
+                f"warning: the best checkpoint so far, step {best['step']}, was judged by {best['metric']!r} ({best['mode']}), not by "
+                f"train.best_metric {train.best_metric!r} ({train.best_mode}): the best is judged afresh from step {self.step} on"
+            )
+            self.best = None
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
             clean_temporary(self.run_dir)  # here, where this process writes the folder: a reader must not delete a writer's
@@ -254,6 +261,8 @@ class Trainer:
                 )
             if self.best is not None:
                 write_json_atomic(self.run_dir / CHECKPOINTS_DIR / BEST_FILE, self.best)
+            else:  # of another metric, or of a step after this checkpoint's
+                (self.run_dir / CHECKPOINTS_DIR / BEST_FILE).unlink(missing_ok=True)
         log = MetricsLog(self.run_dir / METRICS_FILE) if main else None
         board = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if main and train.tensorboard else None
         running = self._running

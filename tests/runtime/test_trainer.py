@@ -326,6 +326,18 @@ def test_keep_last_n_and_the_best(tmp_path, toys_catalogue):
             Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False)
 
 
+def test_a_resume_told_to_judge_the_best_otherwise_judges_it_afresh(tmp_path, toys_catalogue, capsys):
+    """The old best, a value of another metric or mode, was compared with the new one's values and kept for ever."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=8, checkpoint_every=2, best_metric="rec", best_mode="max"), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    assert read_best(tmp_path / "run")["step"] == 2, "the loss falls: by max, the first line is the best"
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.best_mode=min"])
+    resumed.train(12)
+    assert "the best checkpoint so far, step 2, was judged by 'rec' (max), not by train.best_metric 'rec' (min)" in capsys.readouterr().err
+    best = read_best(tmp_path / "run")
+    assert best["mode"] == "min" and best["step"] > 8, best
+
+
 def test_an_unknown_best_metric_is_found_by_the_dry_run_before_any_step(tmp_path, toys_catalogue):
     spec = load_spec(spec_dict(AUTOENCODER, steps=2, best_metric="recc"), catalogue=toys_catalogue)
     with pytest.raises(SpecError, match=r"train.best_metric: 'recc' is not a logged metric; did you mean 'rec'\?; logged: .*model.grad_norm"):
