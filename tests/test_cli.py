@@ -216,6 +216,9 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}" and (tmp_path / "grid.png").exists()
     assert main(["sample", str(run), "-o", str(tmp_path)]) == 1
     assert f"{tmp_path} is a folder; give a file name such as {tmp_path / 'samples.png'}" in capsys.readouterr().err
+    assert main(["sample", str(run), "-o", f"{tmp_path / 'new'}/"]) == 1  # a folder meant, not yet made: not new.png
+    assert f"{tmp_path / 'new'} is a folder; give a file name such as {tmp_path / 'new' / 'samples.png'}" in capsys.readouterr().err
+    assert not (tmp_path / "new.png").exists()
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.xyz")]) == 1
     assert "cannot write samples to s.xyz: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz" in capsys.readouterr().err
     assert main(["sample", str(run), "-n", "5", "-o", str(tmp_path / "s.npy")]) == 0
@@ -273,7 +276,7 @@ def test_errors_are_messages_not_tracebacks(tmp_path) -> None:
         [sys.executable, "-m", "compose_gen", "evaluate", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert missing.returncode == 1
-    assert "Traceback" not in missing.stderr and "not a run folder" in missing.stderr
+    assert "Traceback" not in missing.stderr and f"{tmp_path / 'nope'}: no such folder (give a run folder" in missing.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndata: {type: digits}\ncomponents:\n  a: {type: mlp, in_features: 2}\n")
     result = subprocess.run([sys.executable, "-m", "compose_gen", "train", str(bad)], capture_output=True, text=True)

@@ -6,6 +6,7 @@ Shared by the run folder (sample grids) and by metric plugins that draw what the
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -153,8 +154,9 @@ def _class_handles(
 def _writable_picture(path: str | Path, formats: Iterable[str]) -> Path:
     """``path``, as ``.png`` when it names no format, with its folder made; an existing folder, or a suffix not
     among ``formats`` (without dots), is an error."""
+    folder = str(path).endswith(("/", os.sep))  # "out/": a folder meant, though none is there yet
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or folder:
         raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'samples.png'}")
     if not path.suffix:
         path = path.with_suffix(".png")

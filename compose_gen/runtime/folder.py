@@ -49,6 +49,10 @@ def check_new_folder(run_dir: Path) -> None:
 
 def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) -> None:
     """Refuse ``run_dir`` to load from: no run folder, or (when a ``trained`` model is asked for) no checkpoint yet."""
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir}: no such folder (give a run folder, which `compose-gen train` makes)")
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is a file, not a run folder (give the folder that holds {SPEC_FILE})")
     if not (run_dir / SPEC_FILE).exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {SPEC_FILE})")
     if not (run_dir / SPEC_FILE).is_file():  # a FIFO would hang the reader

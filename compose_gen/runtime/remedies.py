@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from compose_gen.core import Splits
 from compose_gen.core.files import read_json
 from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.runtime.folder import override_keys
 from compose_gen.runtime.layout import PLUGINS_FILE, SPEC_FILE, STATE_FILE
 from compose_gen.spec import Problem, Spec, SpecError
 
@@ -130,9 +131,9 @@ def with_moved_data_remedy(error: SpecError, spec: Spec, run_dir: Path) -> SpecE
     return SpecError(problems, error.where)
 
 
-def with_changed_data_note(error: SpecError, data: Splits, run_dir: Path) -> SpecError:
+def with_changed_data_note(error: SpecError, data: Splits, run_dir: Path, overrides: list[str]) -> SpecError:
     """A run folder's model that no longer builds, told where the data built now are not those its newest checkpoint trained
-    on (a data file rewritten with another shape, say), which then likely explains it."""
+    on (a data file rewritten with another shape, say, or ``overrides`` of the data), which then likely explains it."""
     checkpoints = list_checkpoints(run_dir)
     try:
         recorded = read_json(checkpoints[-1] / STATE_FILE)["trained_on"]
@@ -142,8 +143,10 @@ def with_changed_data_note(error: SpecError, data: Splits, run_dir: Path) -> Spe
     if not isinstance(recorded, list) or not current.isdisjoint(recorded):
         return error
     shapes = ", ".join(f"{name} {tuple(value.shape[1:])}" for name, value in data.train.fields.items())
+    told = sorted(key for key in override_keys(overrides) if key == "seed" or key.split(".")[0] == "data")
+    cause = f"--set {', '.join(told)} changed them" if told else "has a data file changed since training?"
     note = (
         f"the data built now (examples of shape {shapes}) are not those {checkpoints[-1].name} trained on, which likely "
-        "explains the problem below: has a data file changed since training?"
+        f"explains the problem below: {cause}"
     )
     return SpecError([Problem(("data",), note), *error.problems], error.where)

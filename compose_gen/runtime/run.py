@@ -187,7 +187,7 @@ class Run:
             try:
                 model = compile_spec(spec, data, resolved)
             except SpecError as error:
-                raise with_changed_data_note(error, data, run_dir) from None
+                raise with_changed_data_note(error, data, run_dir, overrides) from None
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         for warning in changed_plugins(run_dir, spec):
             run.trainer.say(warning)

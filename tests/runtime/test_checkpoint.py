@@ -392,6 +392,12 @@ def test_a_data_file_of_another_width_than_trained_on_is_named_as_the_likely_cau
         "the data built now (examples of shape x (3,)) are not those step-00000002 trained on, which likely explains the "
         "problem below: has a data file changed since training?"
     )
+    np.save(tmp_path / "wide.npy", np.load(tmp_path / "x.npy"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32))
+    with pytest.raises(SpecError) as caught:  # the file is back; the user's own --set points to another
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=[f"data.path={tmp_path / 'wide.npy'}"])
+    assert caught.value.problems[0].message.endswith("which likely explains the problem below: --set data.path changed them")
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "wide.npy"))
     now = build_data(load_spec(tmp_path / "run" / "spec.yaml", catalogue=toys_catalogue)).train.fingerprint()
     _edit_state(list_checkpoints(tmp_path / "run")[-1], trained_on=[now])
     with pytest.raises(SpecError) as caught:
