@@ -207,10 +207,41 @@ class ComponentType:
             raise TypeError(f"type {self.name!r}: aliases must map names to the reason they mean this type, got {self.aliases!r}")
         if not callable(self.build):
             raise TypeError(f"type {self.name!r}: build must be callable as build(params, ctx), got {self.build!r}")
+        _check_takes_params_and_ctx(self.name, self.build)
+        _check_params_model(self.name, self.params)
         if not self.help:
             object.__setattr__(self, "help", (inspect.getdoc(self.build) or self.doc).strip())
         if not self.doc:
             object.__setattr__(self, "doc", self.help.splitlines()[0] if self.help else "")
+
+
+def _check_takes_params_and_ctx(name: str, build: Callable[..., Any]) -> None:
+    """``build`` accepts two arguments, else a spec using the type would fail at ``validate`` with Python's own complaint."""
+    try:
+        signature = inspect.signature(build)
+    except (TypeError, ValueError):  # a builtin without one: it is called and judged then
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(f"type {name!r}: build must be callable as build(params, ctx), but its signature is {signature}") from None
+
+
+def _check_params_model(name: str, params: type[Params]) -> None:
+    """Unknown keys stay errors, and a reference is an annotation, not a default: the two slips that fail late or not at all."""
+    extra = params.model_config.get("extra")
+    if extra != "forbid":
+        fate = "kept unused" if extra == "allow" else "ignored"
+        raise ValueError(
+            f"type {name!r}: its params set extra={extra!r}, so a misspelt parameter in a spec would be {fate} without a word; "
+            "leave extra as compose_gen.Params sets it, 'forbid'"
+        )
+    for field, info in params.model_fields.items():
+        if any(isinstance(m, (RefTo, ValueRef, LossRef)) for m in _metadata(info.default)):
+            raise TypeError(
+                f"type {name!r}: the default of {field!r} is a reference annotation (Ref(...), Value or LossName); "
+                f"annotate the field with it instead: `{field}: Ref(\"network\")`, with a default after `=` if it has one"
+            )
 
 
 def _metadata(annotation: Any) -> list[Any]:

@@ -8,13 +8,23 @@ from types import SimpleNamespace
 
 import pytest
 
-from compose_gen import ComponentType, Params, hookimpl, make_catalogue
+from pydantic import ConfigDict
+
+from compose_gen import ComponentType, Params, Ref, hookimpl, make_catalogue
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
 
 
 class Empty(Params):
     pass
+
+
+class Loose(Params):
+    model_config = ConfigDict(extra="allow")
+
+
+class RefAsDefault(Params):
+    net: str | dict = Ref("network")  # meant as `net: Ref("network")`
 
 
 def widget(name: str = "widget") -> ComponentType:
@@ -123,6 +133,9 @@ def test_two_packages_sharing_an_entry_point_name_both_load_whichever_is_listed_
         ((123, "network", Empty, lambda p, ctx: None), ValueError, "type name 123"),
         (("x", "network", dict, lambda p, ctx: None), TypeError, "type 'x': params must be a subclass of compose_gen.Params"),
         (("x", "network", Empty, "build_x"), TypeError, "type 'x': build must be callable"),
+        (("x", "network", Empty, lambda p: None), TypeError, r"type 'x': build must be callable as build\(params, ctx\), but its signature is \(p\)"),
+        (("x", "network", Loose, lambda p, ctx: None), ValueError, "its params set extra='allow', so a misspelt parameter in a spec would be kept unused"),
+        (("x", "network", RefAsDefault, lambda p, ctx: None), TypeError, "the default of 'net' is a reference annotation"),
     ],
 )
 def test_a_malformed_type_is_refused_when_made(args, error, message) -> None:
