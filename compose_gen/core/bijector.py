@@ -81,7 +81,8 @@ class Bijector(nn.Module):
 
         The output must have ``value``'s batch shape followed by the other side's event
         shape (``out_event_shape`` forward, ``event_shape`` inverse), and ``ladj`` the
-        batch shape.  The compiler's dry run checks every bijector of a spec this way.
+        batch shape; both keep ``value``'s dtype and device.  The compiler's dry run
+        checks every bijector of a spec this way.
         """
         if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(r, Tensor) for r in result)):
             raise ContractError(f"{direction} returned {describe_value(result)}, not a pair of tensors (y, ladj)")
@@ -97,6 +98,12 @@ class Bijector(nn.Module):
                 f"{direction} returned ladj of shape {tuple(result[1].shape)} for an input of shape {tuple(value.shape)}; "
                 f"ladj is summed over the event dimensions {tuple(event)}, so its shape is the batch shape {tuple(batch)}"
             )
+        for name, tensor in zip(("an output", "ladj"), result, strict=True):
+            if (tensor.dtype, tensor.device) != (value.dtype, value.device):
+                raise ContractError(
+                    f"{direction} returned {name} of {tensor.dtype} on {tensor.device} for an input of {value.dtype} on "
+                    f"{value.device}; keep the input's dtype and device"
+                )
 
     def extra_repr(self) -> str:
         return f"event_shape={tuple(self.event_shape)}, fast={self.fast}"

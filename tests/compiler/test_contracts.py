@@ -45,6 +45,8 @@ class Doubling(Bijector):
             return y[..., :-1], ladj
         if self.breaks == "forward_nan":
             return y * math.nan, ladj
+        if self.breaks == "forward_float64":  # the next layer's float32 weights would be blamed
+            return y.double(), ladj
         return y, -ladj if self.breaks == "ladj_signs" else ladj
 
     def inverse(self, y, context=None):
@@ -221,6 +223,7 @@ def test_a_bijector_whose_inverse_calls_its_forward_is_checked_once_and_passes(c
             "forward_drops_a_feature",
             "forward returned an output of shape (5, 1) for an input of shape (5, 2); expected the batch shape (5,) followed by the event shape (2,)",
         ),
+        ("forward_float64", "forward returned an output of torch.float64 on cpu for an input of torch.float32 on cpu; keep the input's dtype and device"),
     ],
 )
 def test_a_bijector_output_that_breaks_the_contract_names_the_bijector(catalogue, breaks, expected) -> None:

@@ -16,6 +16,8 @@ def test_a_bijector_output_of_the_contract_passes_and_a_bad_one_says_why() -> No
     bijector.check_output("forward", x, (x, torch.zeros(4, 2)))
     with pytest.raises(ContractError, match=r"inverse returned ladj of shape \(\) for an input of shape \(4, 2, 3\)"):
         bijector.check_output("inverse", x, (x, torch.zeros(())))
+    with pytest.raises(ContractError, match=r"forward returned ladj of torch.float64 on cpu for an input of torch.float32 on cpu"):
+        bijector.check_output("forward", x, (x, torch.zeros(4, 2, dtype=torch.float64)))
 
 
 def test_loss_results_need_every_term_and_scalar_extras() -> None:
