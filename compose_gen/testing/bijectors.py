@@ -566,7 +566,10 @@ def check_bijector(
         bijector = bijector()
     if not isinstance(bijector, Bijector):
         raise TypeError(f"check_bijector needs a compose_gen.Bijector, got {type(bijector).__name__}")
-    check_constructed(bijector)
+    try:
+        check_constructed(bijector)
+    except ContractError as error:  # named as every other failure of the kit is
+        raise ContractError(f"{options.get('label') or type(bijector).__name__}: {error}") from None
 
     @settings(
         max_examples=max_examples,

@@ -11,6 +11,7 @@ from pydantic import ConfigDict
 from torch import nn
 
 from compose_gen import Bijector, ComponentType, Params, Ref, hookimpl, make_catalogue
+from compose_gen.core import ContractError
 from compose_gen.testing.bijectors import build_examples, check_bijector, check_case, check_type
 from compose_gen_plugins.flows import elementwise
 from compose_gen_plugins.flows.elementwise import Inverse
@@ -130,6 +131,22 @@ def test_kit_catches_unused_parameters_and_dtype_changes():
         check_case(UnusedParameter(), (2,), seed=0)
     with pytest.raises(AssertionError, match="float32 forward output ladj.*torch.float64"):
         check_case(AlwaysDouble(), (2,), seed=0)
+
+
+class Unmade(Scale):
+    def __init__(self) -> None:
+        nn.Module.__init__(self)  # not Bijector.__init__, which sets event_shape
+
+
+class Quick(Scale):
+    fast = "forwards"
+
+
+def test_kit_names_the_bijector_that_was_not_made_as_the_base_class_says():
+    with pytest.raises(ContractError, match=r"^Unmade: has no event_shape: its __init__ must call super\(\).__init__\(shape\)"):
+        check_bijector(Unmade)
+    with pytest.raises(ContractError, match=r"^my quick one: declares fast = 'forwards'"):
+        check_bijector(Quick(), label="my quick one")
 
 
 def test_kit_passes_correct_bijectors_including_unbiased_estimators():
