@@ -93,8 +93,8 @@ class Catalogue:
             return f"type {name!r} is registered by two plugins, {plugins}; uninstall or rename one of them"
         candidates = self.of_kind(*kinds)
         key = _normalised(name)
-        known_as = [(t.name, t.aliases[alias]) for t in candidates for alias in t.aliases if _normalised(alias) == key]
-        hint = f"; did you mean {known_as[0][0]!r}? ({known_as[0][1]})" if known_as else suggest(name, [t.name for t in candidates])
+        known_as = [f"{t.name!r}? ({t.aliases[alias]})" for t in candidates for alias in t.aliases if _normalised(alias) == key]
+        hint = f"; did you mean {' or '.join(known_as)}" if known_as else suggest(name, [t.name for t in candidates])
         message = f"unknown {'/'.join(kinds)} type {name!r}{hint}"
         if self.failures:
             message += f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(self.failures))})"

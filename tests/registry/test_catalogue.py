@@ -380,6 +380,15 @@ def test_an_unknown_type_named_as_papers_name_it_points_to_the_type_that_declare
     assert hint in make_catalogue().unknown_type_message(name, ("bijector",))
 
 
+def test_a_name_two_types_declare_as_an_alias_points_to_both() -> None:
+    first = ComponentType("t_student", "prior", Empty, lambda p, ctx: None, doc="A.", aliases={"tprior": "heavy tails"})
+    second = ComponentType("t_laplace", "prior", Empty, lambda p, ctx: None, doc="B.", aliases={"tprior": "also heavy"})
+    catalogue = make_catalogue([plugin(first, name="one"), plugin(second, name="two")], entry_points=False)
+    assert catalogue.unknown_type_message("tprior", ("prior",)) == (
+        "unknown prior type 'tprior'; did you mean 't_student'? (heavy tails) or 't_laplace'? (also heavy)"
+    )
+
+
 def test_aliases_are_names_with_reasons() -> None:
     with pytest.raises(TypeError, match="aliases must map names to the reason they mean this type"):
         ComponentType("t", "bijector", Params, lambda p, ctx: None, aliases={"x": 1})
