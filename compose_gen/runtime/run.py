@@ -284,6 +284,7 @@ class Run:
             raise RuntimeError(
                 f"{self.dir}: loaded without its optimizer state, to sample and evaluate; to train it, load it with compose_gen.load_run"
             )
+        self._refuse_if_gone()
         if self.branched:
             raise CheckpointError(
                 f"{self.dir}: {self.behind}; training on from it would overwrite the newer checkpoints and set their records "
@@ -351,6 +352,15 @@ class Run:
             self.trainer.say(
                 f"warning: {path} holds the evaluation of step {step}, after step {self.trainer.step} where training goes on, "
                 f"so of weights it replaces: moved to {self.dir / DROPPED_EVALUATION_FILE}"
+            )
+
+    def _refuse_if_gone(self) -> None:
+        """Refuse to write into the folder when it is gone, moved or deleted since this Run was made or loaded: writing would
+        start another at its old path, beside none of its checkpoints and records."""
+        if self.dir is not None and self.trainer.dist.is_main and not (self.dir / SPEC_FILE).is_file():
+            raise FileNotFoundError(
+                f"{self.dir}: the run folder is gone (moved or deleted since this Run was made or loaded), and writing would start "
+                "another there; load it again from where it is now"
             )
 
     def _overtaken(self) -> str | None:
@@ -512,6 +522,8 @@ class Run:
         failures too (under ``failed``), and then :class:`EvaluationFailed` names each failed metric.  To be recorded,
         it is refused (:class:`FolderBusy`) while another process trains into the folder.
         """
+        if record or out_dir is None:
+            self._refuse_if_gone()
         if record and self.dir is not None:  # its results would go beside another training's, of a checkpoint it rotates
             refuse_if_busy(self.dir)
         folder = self.metric_files = metric_folder(out_dir, self.dir, self.trainer.say)

@@ -337,6 +337,22 @@ def test_a_run_that_fell_back_past_a_damaged_checkpoint_trains_on_as_often_as_it
 
 
 
+def test_a_run_whose_folder_was_moved_away_does_not_start_another_at_its_old_path(tmp_path, toys_catalogue) -> None:
+    """Its evaluate made the folder again and its train wrote a lone checkpoint there: one run split over two folders."""
+    from runtime_toys import VAE, spec_dict
+
+    folder = tmp_path / "run"
+    Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), folder, progress=False).train()
+    run = Run.load(folder, catalogue=toys_catalogue, progress=False)
+    folder.rename(tmp_path / "renamed")
+    for write in (run.evaluate, lambda: run.train(4)):
+        with pytest.raises(FileNotFoundError, match=rf"{folder}: the run folder is gone \(moved or deleted since this Run was made or loaded\)"):
+            write()
+    assert not folder.exists()
+    assert run.evaluate(tmp_path / "elsewhere", record=False)["step"] == 2, "evaluating into another folder needs none of it"
+    assert Run.load(tmp_path / "renamed", catalogue=toys_catalogue, progress=False).trainer.step == 2
+
+
 def test_metrics_run_without_gradients(vae_spec, tmp_path) -> None:
     run = Run.create(cg.load_spec(vae_spec), tmp_path / "run", progress=False)
     run.model.metrics[0] = lambda ectx: {"grad_enabled": float(torch.is_grad_enabled())}
