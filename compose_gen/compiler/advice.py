@@ -68,7 +68,9 @@ def advise(spec: Spec, data: Splits | None) -> None:
             )
         elif getattr(schedule, "every", 0) and schedule.warmup + schedule.every >= train.steps:
             spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
-    if "optimizer" in train.model_fields_set and players and all(p.optimizer is not None for p in players.values()):
+    default = type(train).model_fields["optimizer"].get_default(call_default_factory=True)
+    overridden = players and all(p.optimizer is not None for p in players.values())
+    if overridden and "optimizer" in train.model_fields_set and train.optimizer != default:  # `--resolved` writes the default
         spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")
 
 

@@ -37,11 +37,13 @@ def test_a_schedule_the_run_never_gets_through_is_warned_about(cgan_spec, catalo
 
 
 def test_a_default_optimizer_that_every_player_overrides_is_warned_about(cgan_spec, catalogue) -> None:
-    cgan_spec["train"]["optimizer"] = {"type": "adam", "lr": 1e-3}
+    cgan_spec["train"]["optimizer"] = {"type": "adam", "lr": 5e-4}
     assert said(cgan_spec, catalogue) == [], "used by a player without its own"
     for player in cgan_spec["players"].values():
         player["optimizer"] = {"type": "adam", "lr": 2e-4, "betas": [0.5, 0.999]}
     assert said(cgan_spec, catalogue) == ["<dict>:1: train.optimizer: every player sets its own optimizer, so this default is used by none; remove it"]
+    cgan_spec["train"]["optimizer"] = {"type": "adam"}  # the default, as `validate --resolved` writes it
+    assert said(cgan_spec, catalogue) == [], "the resolved spec validates as the spec it was resolved from"
 
 
 def test_a_run_folder_is_loaded_without_repeating_the_warnings_of_its_spec(cgan_spec, catalogue, tmp_path) -> None:
@@ -49,7 +51,7 @@ def test_a_run_folder_is_loaded_without_repeating_the_warnings_of_its_spec(cgan_
     for player in cgan_spec["players"].values():
         player["optimizer"] = {"type": "adam", "lr": 2e-4}
     with pytest.warns(cg.SpecWarning):
-        cg.train(cg.load_spec(cgan_spec, ["train.optimizer.lr=0.001"], catalogue), out=tmp_path / "run")
+        cg.train(cg.load_spec(cgan_spec, ["train.optimizer.lr=0.002"], catalogue), out=tmp_path / "run")
     with warnings.catch_warnings():
         warnings.simplefilter("error", cg.SpecWarning)
         cg.load_run(tmp_path / "run")
