@@ -13,15 +13,27 @@ from dataclasses import dataclass
 from typing import Any, Iterable, get_args
 
 from pydantic import ValidationError
+from torch import nn
 
 from compose_gen.core.errors import described
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, LossRef, Params, RefTo, ref_fields, suggest
-from compose_gen.spec.errors import PathPart, Problem, SpecError
+from compose_gen.spec.errors import PathPart, Problem, SpecError, format_path
 from compose_gen.spec.model import SpecModel
 
 __all__ = ["Declared", "origin", "resolve_sections"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Names an ``nn.ModuleDict`` refuses as keys, its own methods and attributes, under which it could not hold a component or loss.
+_TAKEN_BY_TORCH = frozenset(dir(nn.ModuleDict()))
+
+
+def _name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot name a component or loss (``what``), or None: the model holds them in ``nn.ModuleDict``s."""
+    if not _IDENTIFIER.match(name):
+        return f"{what} names must be identifiers (ASCII letters, digits, _, not starting with a digit)"
+    if name in _TAKEN_BY_TORCH:
+        return f"{name!r} is taken: torch modules have a method or attribute of that name, and the model holds {what}s by name; choose another"
+    return None
 
 
 @dataclass
@@ -120,6 +132,14 @@ class _Resolver:
                 path = (*declared.path, field, i) if is_list else (*declared.path, field)
                 label = f"{declared.name}.{field}" + (f"[{i}]" if is_list else "")
                 if isinstance(item, dict):
+                    taken = self.components.get(label)
+                    if taken is not None:  # a loss named `sample`, and the sampler, each with an inline `flow`
+                        self.problem(
+                            path, f"this inline definition is named {label!r}, as is the one at {format_path(taken.path)}, "
+                            "which it would replace: rename the component or loss whose name begins it"
+                        )
+                        resolved.append(label)
+                        continue
                     child = self.declare(label, item, marker.kinds, path)
                     if child is not None:
                         child.inline = True
@@ -164,8 +184,10 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     resolver = _Resolver(catalogue)
     data = resolver.declare("data", model.data, ("dataset",), ("data",)) if model.data is not None else None
     for name, raw in model.components.items():
-        if not _IDENTIFIER.match(name):
-            resolver.problem(("components", name), "component names must be identifiers (letters, digits, _)")
+        problem = _name_problem(name, "component")
+        if problem is not None:
+            resolver.problem(("components", name), problem)
+            resolver.invalid.add(name)
             continue
         declared = resolver.declare(name, raw, COMPONENT_KINDS, ("components", name))
         if declared is not None:
@@ -174,9 +196,13 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
             resolver.invalid.add(name)
     for name in model.graph:
         if not _IDENTIFIER.match(name):
-            resolver.problem(("graph", name), "value names must be identifiers (letters, digits, _)")
+            resolver.problem(("graph", name), "value names must be identifiers (ASCII letters, digits, _, not starting with a digit)")
     losses = {}
     for name, raw in model.losses.items():
+        problem = _name_problem(name, "loss")
+        if problem is not None:
+            resolver.problem(("losses", name), problem)
+            continue
         declared = resolver.declare(name, raw, ("loss",), ("losses", name))
         if declared is not None:
             losses[name] = declared

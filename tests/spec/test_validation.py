@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec import SpecError, format_path, load_spec
 from compose_gen.spec.source import parse_text
 
 
@@ -200,6 +200,40 @@ def test_component_names_must_be_identifiers(vae_spec, catalogue) -> None:
     vae_spec["components"]["my prior"] = copy.deepcopy(vae_spec["components"]["prior"])
     (line,) = problems(vae_spec, catalogue)
     assert "must be identifiers" in line
+
+
+@pytest.mark.parametrize("name", ["nll.x", "", "a b/c", "flüß"])
+def test_loss_names_must_be_identifiers_too(vae_spec, catalogue, name) -> None:
+    """A dot or an empty name crashed the build in nn.ModuleDict; a slash went into every logged key."""
+    vae_spec["losses"] = {name: vae_spec["losses"]["vae"]}
+    vae_spec["evaluate"]["metrics"] = []
+    (line,) = problems(vae_spec, catalogue)
+    assert line.endswith(f"{format_path(('losses', name))}: loss names must be identifiers (ASCII letters, digits, _, not starting with a digit)"), line
+
+
+@pytest.mark.parametrize(("section", "name"), [("components", "train"), ("components", "training"), ("losses", "eval"), ("losses", "state_dict")])
+def test_names_torch_modules_use_for_themselves_are_refused_before_anything_is_built(vae_spec, catalogue, section, name) -> None:
+    """nn.ModuleDict cannot hold a `train` or a `state_dict`: the build crashed with a KeyError traceback."""
+    if section == "components":
+        vae_spec["components"][name] = vae_spec["components"].pop("prior")
+        vae_spec["losses"]["vae"]["prior"] = vae_spec["sample"]["prior"] = name
+    else:
+        vae_spec["losses"] = {name: vae_spec["losses"]["vae"]}
+    (line, *_) = problems(vae_spec, catalogue)
+    assert f"{section}.{name}: {name!r} is taken: torch modules have a method or attribute of that name" in line
+
+
+def test_two_inline_definitions_of_the_same_name_are_refused_not_one_replaced_by_the_other(vae_spec, catalogue) -> None:
+    """A loss named `sample` and the sampler, each with an inline decoder: both were `sample.decoder`, the sampler's won."""
+    inline = vae_spec["components"].pop("decoder")
+    vae_spec["losses"] = {"sample": {**vae_spec["losses"]["vae"], "decoder": inline}}
+    vae_spec["sample"]["decoder"] = copy.deepcopy(inline)
+    vae_spec["evaluate"]["metrics"] = []
+    (line,) = problems(vae_spec, catalogue)
+    assert line.endswith(
+        "sample.decoder: this inline definition is named 'sample.decoder', as is the one at losses.sample.decoder, which it would "
+        "replace: rename the component or loss whose name begins it"
+    ), line
 
 
 def test_shipped_specs_validate(catalogue) -> None:
