@@ -49,6 +49,7 @@ def dry_run(model: Any, data: Splits) -> None:
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stack: list[str] = []
     logged: set[str] = set()
+    logged_by: dict[str, str] = {}  # what each loss logs: the key, and the loss
     computed: dict[str, Any] = dict(batch)  # every value some plan computed, for the ones no plan needs
     # The model's own generators only: touching CUDA for a CPU model breaks it in a forked process (a DataLoader
     # worker, a gloo group) once the parent has used CUDA.
@@ -75,7 +76,7 @@ def dry_run(model: Any, data: Splits) -> None:
                         result = call.module(inputs, call.terms)
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
                     _check_finite(spec, call.name, result, call.terms, shapes, nonfinite, inputs)
-                    logged.update(term_address(call.name, key) for key in result)
+                    logged_by.update({term_address(call.name, key): call.name for key in result})
                     reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.terms)})
                 _check_reach(model, plan, reached)
                 computed.update(values)
@@ -96,6 +97,8 @@ def dry_run(model: Any, data: Splits) -> None:
                     spec.warn_of(spec.sections.sampler, f"drew {broken} of {n} samples with NaN or infinite values from the untrained model")
     finally:
         model.load_state_dict(saved)
+    _check_logged_apart(model, logged_by)
+    logged.update(logged_by)
     _check_best_metric(spec, logged)
     _check_terms_read(model, logged)
 
@@ -207,6 +210,21 @@ def _examples(data: TensorData) -> Tensor:
             index[slot] = largest
             slot -= 1
     return torch.tensor(index)
+
+
+def _check_logged_apart(model: Any, logged_by: dict[str, str]) -> None:
+    """No loss logs a key the trainer logs for a player (``gp.grad_norm`` of a ``gradient_penalty`` named ``gp``, beside a
+    player ``gp``'s gradient norm): one would overwrite the other in every log line, unseen."""
+    spec = model.spec
+    for player in model.plans:
+        for what in ("grad_norm", "lr", "overflowed"):
+            loss = logged_by.get(f"{player}.{what}")
+            if loss is not None:
+                raise spec.blame(
+                    spec.sections.losses[loss],
+                    f"logs {player}.{what}, as player {player!r} does its {what}, and one would overwrite the other in the "
+                    "training log: rename the loss or the player",
+                )
 
 
 def _check_terms_read(model: Any, logged: set[str]) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from game_toys import errors
 from torch.distributions import Distribution, Independent, Normal
 
@@ -79,6 +82,15 @@ def test_a_loss_a_setting_made_overflow_is_said_to_be_perhaps_the_setting(vae_sp
     vae_spec["losses"]["vae"]["beta"] = 1e40
     with pytest.raises(SpecError, match=r"losses.vae: .* \(vae=inf\) .*: a setting too large for float32 \(it overflows past 3.4e\+38\), a bug"):
         build(load_spec(vae_spec), "cpu")
+
+
+def test_a_loss_that_logs_what_a_player_of_its_name_logs_is_refused() -> None:
+    """A player named `gp` beside a gradient penalty named `gp`: the player's gradient norm replaced the penalty's."""
+    spec = yaml.safe_load((Path(__file__).parents[2] / "specs" / "wgan_gp_8gaussians.yaml").read_text())
+    spec["players"]["gp"] = spec["players"].pop("critic")
+    spec["evaluate"]["metrics"] = []
+    with pytest.raises(SpecError, match=r"losses.gp: .* logs gp.grad_norm, as player 'gp' does its grad_norm, and one would overwrite the other"):
+        build(load_spec(spec), "cpu")
 
 
 def test_every_metric_that_cannot_be_built_is_reported_at_once(vae_spec) -> None:
