@@ -22,7 +22,11 @@ Values = dict[str, Any]
 
 
 def _cat(*tensors: Tensor) -> Tensor:
-    return torch.cat([t.flatten(1) for t in tensors], dim=-1)
+    """The values side by side, each flattened to one row per example (a value of shape ``(B,)`` is one column)."""
+    for t in tensors:
+        if not (t.is_floating_point() or t.is_complex()):  # class labels: their numbers are names, not quantities
+            raise TypeError(f"cat takes values of real numbers, got {t.dtype} of shape {tuple(t.shape)}: for class labels, cat one_hot(y, K)")
+    return torch.cat([t.reshape(len(t), -1) for t in tensors], dim=-1)
 
 
 def _one_hot(labels: Tensor, classes: int) -> Tensor:

@@ -62,3 +62,11 @@ def test_one_hot_says_which_labels_it_cannot_encode(labels: torch.Tensor, messag
     one_hot = make_evaluator(parse_call("one_hot(y, 8)"), {})
     with pytest.raises((ValueError, TypeError), match=message):
         one_hot({"y": labels})
+
+
+def test_cat_puts_a_value_of_one_number_per_example_in_one_column_and_refuses_class_labels() -> None:
+    cat = make_evaluator(parse_call("cat(x, w)"), {})
+    x, w = torch.randn(5, 2, 3), torch.randn(5)
+    assert torch.equal(cat({"x": x, "w": w}), torch.cat([x.reshape(5, 6), w[:, None]], dim=-1))
+    with pytest.raises(TypeError, match=r"cat takes values of real numbers, got torch.int64 of shape \(5,\): for class labels, cat one_hot\(y, K\)"):
+        cat({"x": x, "w": torch.arange(5)})
