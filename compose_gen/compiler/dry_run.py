@@ -192,6 +192,15 @@ def _check_reach(model: Any, plan: Any, reached: dict[str, set[int]]) -> None:
                 )))
     if problems:
         raise SpecError(problems, spec.source)
+    if named == "all" and not spec.model.players:  # the implicit player: what no term reaches is left as built
+        trained = set().union(*reached.values())
+        for name, module in model.components.items():
+            own = {id(p) for p in module.parameters() if p.requires_grad}
+            if own and not own & trained:
+                spec.warn_of(
+                    spec.sections.components[name],
+                    "has parameters that no loss term has a gradient path to, so training leaves them as they are built",
+                )
 
 
 def _examples(data: TensorData) -> Tensor:

@@ -14,7 +14,7 @@ from torch.distributions import Distribution, Independent, Normal
 from compose_gen import ComponentType, Params, make_catalogue
 from compose_gen.runtime import Trainer, build
 from compose_gen.runtime.data import BatchStream
-from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec import SpecError, SpecWarning, load_spec
 from compose_gen.testing.plugins import plugin
 
 
@@ -91,6 +91,14 @@ def test_a_loss_that_logs_what_a_player_of_its_name_logs_is_refused() -> None:
     spec["evaluate"]["metrics"] = []
     with pytest.raises(SpecError, match=r"losses.gp: .* logs gp.grad_norm, as player 'gp' does its grad_norm, and one would overwrite the other"):
         build(load_spec(spec), "cpu")
+
+
+def test_a_component_no_term_trains_under_the_implicit_player_is_warned_of(vae_spec) -> None:
+    """The sampler's own decoder, which no loss uses: its samples would come from the weights it was built with."""
+    vae_spec["components"]["decoder2"] = dict(vae_spec["components"]["decoder"])
+    vae_spec["sample"]["decoder"] = "decoder2"
+    with pytest.warns(SpecWarning, match=r"components.decoder2: type 'bernoulli_decoder' .* has parameters that no loss term has a gradient path to"):
+        build(load_spec(vae_spec), "cpu")
 
 
 def test_every_metric_that_cannot_be_built_is_reported_at_once(vae_spec) -> None:
