@@ -2,8 +2,10 @@
 
 * YAML is composed with PyYAML's safe machinery and constructed by hand: only
   plain mappings, sequences and scalars exist; tags that build objects are
-  refused, a duplicated key is an error, ``1e-4`` is a float (YAML 1.1 would
-  make it a string), and alias expansion is bounded so alias bombs fail fast.
+  refused, a duplicated key is an error, plain scalars read as YAML 1.2 reads
+  them (``1e-4`` is a float, ``on`` and ``no`` are words, a date is its text,
+  where YAML 1.1 makes a string, booleans and a timestamp), merge keys
+  (``<<: *defaults``) merge, and alias expansion is bounded so alias bombs fail fast.
 * JSON is parsed by :mod:`json` (a trailing comma is an error with its line);
   lines of values are then read from the same text through the YAML composer.
 """
@@ -39,14 +41,17 @@ _FLOAT = re.compile(
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose float resolver accepts ``1e-4`` and ``1E5``."""
+    """SafeLoader that reads plain scalars as YAML 1.2 does: ``1e-4`` and ``1E5`` are floats, only ``true`` and
+    ``false`` are booleans (``on``, ``yes`` and ``no`` are the words), and a date is its text."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    key: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_MERGE = "tag:yaml.org,2002:merge"
 
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:str",
@@ -216,7 +221,12 @@ class _Builder:
             if node.tag != "tag:yaml.org,2002:map":
                 raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
             result: dict[str, Any] = {}
+            merged: dict[str, Any] = {}
             for key_node, value_node in node.value:
+                if key_node.tag == _MERGE:  # `<<: *defaults`: the keys of that mapping, unless this one sets them
+                    for key, value in self._merged(value_node, path).items():
+                        merged.setdefault(key, value)
+                    continue
                 key = self._node(key_node, path)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     raise self._fail(key_node, path, "mapping keys must be plain scalars")
@@ -225,8 +235,19 @@ class _Builder:
                     raise self._fail(key_node, (*path, key), f"duplicated key {key!r}")
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 result[key] = self._node(value_node, (*path, key))
-            return result
+            return {**{k: v for k, v in merged.items() if k not in result}, **result}
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
                 raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
         return [self._node(item, (*path, i)) for i, item in enumerate(node.value)]
+
+    def _merged(self, node: yaml.Node, path: tuple[PathPart, ...]) -> dict[str, Any]:
+        """What a merge key brings in: a mapping, or a list of them, the earlier taking precedence."""
+        nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for item in nodes:
+            if not isinstance(item, yaml.MappingNode):
+                raise self._fail(item, path, "`<<` merges a mapping (`<<: *name`) or a list of them into this one")
+            for key, value in self._node(item, path).items():
+                merged.setdefault(key, value)
+        return merged

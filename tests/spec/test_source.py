@@ -21,6 +21,19 @@ def test_scientific_notation_is_a_number() -> None:
     assert data == {"lr": 1e-4, "big": 1e5, "plain": 3, "word": "e5"}
 
 
+def test_plain_words_and_dates_are_text_as_yaml_1_2_reads_them() -> None:
+    """YAML 1.1 made `on` a boolean (so a component named `on` became "True") and a date a timestamp, refused as a tag."""
+    data = parse_text("description: 2024-05-01\non: 1\nflags: [yes, no, off, true, False]\n").data
+    assert data == {"description": "2024-05-01", "on": 1, "flags": ["yes", "no", "off", True, False]}
+
+
+def test_a_merge_key_merges_a_mapping_whose_keys_this_one_may_set() -> None:
+    text = "base: &b {type: mlp, hidden: [8], output: none}\nnet: {<<: *b, hidden: [16]}\nboth: {<<: [{a: 1}, {a: 2, c: 3}]}\n"
+    data = parse_text(text).data
+    assert data["net"] == {"type": "mlp", "hidden": [16], "output": "none"} and data["both"] == {"a": 1, "c": 3}
+    assert error_of("base: &b [1]\nnet: {<<: *b}\n") == "spec.yaml:1: net: `<<` merges a mapping (`<<: *name`) or a list of them into this one"
+
+
 def test_lines_are_remembered_per_path() -> None:
     source = parse_text("a:\n  b: 1\n  c:\n    - x\n    - y\n", "f.yaml")
     assert source.locate(("a", "c", 1)) == ("f.yaml", 5)
