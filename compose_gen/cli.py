@@ -82,6 +82,8 @@ def _validate(args: argparse.Namespace) -> int:
                 continue
             print(f"{file}: ok{note}", file=sys.stderr if args.resolved else sys.stdout)  # stdout holds the YAML alone
             if args.resolved:
+                if len(args.files) > 1:  # one YAML stream of documents, which yaml.safe_load_all reads back
+                    print(f"--- # {file}")
                 print(spec.to_yaml(), end="")
     return 1 if failed else 0
 

@@ -372,6 +372,10 @@ def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec,
     assert resolved["train"]["optimizer"]["betas"] == [0.9, 0.999]  # a default the file did not say
     assert resolved["components"]["encoder"]["net"]["activation"] == "relu"
     assert load_spec(resolved).to_dict() == resolved  # what it prints is a spec that loads to itself
+    vae_spec["name"] = "other"
+    other = write(tmp_path, vae_spec, "other.yaml")
+    assert main(["validate", str(path), str(other), "--static", "--resolved"]) == 0
+    assert [d["name"] for d in yaml.safe_load_all(capsys.readouterr().out)] == ["tiny_vae", "other"], "several: one document each"
 
 
 def test_runs_in_a_folder_that_does_not_exist_is_an_error(tmp_path, capsys) -> None:
