@@ -177,12 +177,13 @@ def _model_of(catalogue: Catalogue) -> ModelOf:
 def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: set[tuple[Any, ...]]) -> list[Problem]:
     """Problems in the plugin-typed sections, found even when the top level is invalid.
 
-    Sections whose own structure is already reported broken are skipped.
+    Problems in sections already reported broken are left out, but their entries are still
+    declared: references to a section's sound entries are then not reported unknown.
     """
 
     def section(key: str, kind: type, default: Any) -> Any:
         value = data.get(key, default)
-        return value if isinstance(value, kind) and (key,) not in broken else default
+        return value if isinstance(value, kind) else default
 
     evaluate = section("evaluate", dict, {})
     metrics = evaluate.get("metrics", [])

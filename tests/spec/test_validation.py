@@ -53,6 +53,16 @@ def test_unknown_type_suggests_the_closest(vae_spec, catalogue) -> None:
     assert "did you mean 'standard_normal'?" in line
 
 
+def test_one_broken_component_is_one_problem_not_every_reference_to_its_section(vae_spec, catalogue) -> None:
+    """The section failed the first pass, so it was left out of the second: encoder and decoder, which are fine, were
+    then unknown at every reference."""
+    assert problems(vae_spec, catalogue, ["components.prior=[1, 2]"]) == ["--set: components.prior: Input should be a valid dictionary"]
+    vae_spec["train"]["steps"] = "many"  # another section broken too: its problem is said, and the references still resolve
+    assert problems(vae_spec, catalogue, ["components.prior=[1, 2]"]) == [
+        "--set: components.prior: Input should be a valid dictionary", "<dict>:1: train.steps: Input should be a valid integer, unable to parse string as an integer"
+    ]
+
+
 def test_every_problem_is_reported_with_its_line(vae_spec, catalogue) -> None:
     vae_spec["components"]["encoder"]["latent"] = "four"
     vae_spec["components"]["decoder"]["net"]["hiden"] = [3]
