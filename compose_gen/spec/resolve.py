@@ -79,7 +79,8 @@ class _Resolver:
             return None
         type_name = raw.get("type")
         if not isinstance(type_name, str):
-            self.problem(path, f"missing `type`: one of the {'/'.join(kinds)} types ({_few(self.catalogue, kinds)})")
+            misspelt = next((f" (is {key!r} it?)" for key in raw if suggest(str(key), ["type"])), "")
+            self.problem(path, f"missing `type`{misspelt}: one of the {'/'.join(kinds)} types ({_few(self.catalogue, kinds)})")
             return None
         if type_name not in self.catalogue:
             self.problem((*path, "type"), self.catalogue.unknown_type_message(type_name, kinds))

@@ -98,6 +98,7 @@ def load_source(path: str | Path) -> SpecSource:
 
 
 def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) -> SpecSource:
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write, which YAML skips and json refuses
     if json_syntax:
         return _parse_json(text, name)
     try:

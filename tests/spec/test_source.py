@@ -79,6 +79,11 @@ def test_alias_bomb_is_refused_quickly() -> None:
     assert time.perf_counter() - start < 2.0
 
 
+def test_a_byte_order_mark_is_skipped_in_json_as_in_yaml() -> None:
+    for json_syntax in (False, True):
+        assert parse_text('\ufeff{"name": "x"}', json_syntax=json_syntax).data == {"name": "x"}
+
+
 def test_json_trailing_comma_names_the_line() -> None:
     message = error_of('{\n  "name": "x",\n  "seed": 1,\n}\n', "spec.json", json_syntax=True)
     assert message.startswith("spec.json:4: ")

@@ -63,6 +63,12 @@ def test_one_broken_component_is_one_problem_not_every_reference_to_its_section(
     ]
 
 
+def test_a_misspelt_type_key_is_pointed_at(vae_spec, catalogue) -> None:
+    vae_spec["evaluate"]["metrics"] = [{"typ": "test_losses"}]
+    (line,) = problems(vae_spec, catalogue)
+    assert "evaluate.metrics[0]: missing `type` (is 'typ' it?): one of the metric types" in line
+
+
 def test_every_problem_is_reported_with_its_line(vae_spec, catalogue) -> None:
     vae_spec["components"]["encoder"]["latent"] = "four"
     vae_spec["components"]["decoder"]["net"]["hiden"] = [3]
