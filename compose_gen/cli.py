@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph
+from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph, unknown_player_names
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
 from compose_gen.core.files import json_text
@@ -67,6 +67,9 @@ def _validate(args: argparse.Namespace) -> int:
                 if args.static:  # the graph with the batch fields the spec reads assumed, not the data's
                     fields = assumed_fields(spec)
                     build_graph(spec, fields)
+                    unknown = unknown_player_names(spec)
+                    if unknown:
+                        raise SpecError(unknown, spec.source)
                     advise(spec, data=None)
                     advise_paths(spec)
                     note = f" (static: assumes the data give {', '.join(fields)})" if fields else " (static)"

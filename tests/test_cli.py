@@ -54,6 +54,16 @@ def test_validate_static_checks_the_graph_with_the_fields_it_reads_assumed(tmp_p
     assert capsys.readouterr().out.strip() == f"{path}: ok (static: assumes the data give x, y)"
 
 
+def test_validate_static_finds_names_in_players_that_the_spec_does_not_declare(tmp_path, vae_spec, capsys) -> None:
+    vae_spec["players"] = {"model": {"params": ["encoder", "decodr"], "terms": ["vea"]}}
+    path = write(tmp_path, vae_spec)
+    for static in (["--static"], []):  # what the build says, said without it
+        assert main(["validate", str(path), *static]) == 1
+        out = capsys.readouterr().out
+        assert "players.model.params[1]: unknown component 'decodr'; did you mean 'decoder'?" in out
+        assert "players.model.terms.vea: unknown loss term 'vea'; did you mean 'vae'?" in out
+
+
 def test_validate_static_gives_the_warnings_that_need_no_data(tmp_path, vae_spec, capsys) -> None:
     vae_spec["train"].update(batch_size=100_000, optimizer={"type": "adam", "lr": 2})
     path = write(tmp_path, vae_spec)

@@ -4,7 +4,7 @@ from compose_gen.compiler.advice import advise, advise_paths
 from compose_gen.compiler.expressions import Call, parse_call
 from compose_gen.compiler.graph import SpecGraph, assumed_fields, build_graph
 from compose_gen.compiler.model import GenerativeModel, SamplingFailed, compile_spec
-from compose_gen.compiler.plan import Plan, run_plan, term_address
+from compose_gen.compiler.plan import Plan, run_plan, term_address, unknown_player_names
 
 __all__ = [
     "Call",
@@ -20,4 +20,5 @@ __all__ = [
     "parse_call",
     "run_plan",
     "term_address",
+    "unknown_player_names",
 ]

@@ -60,6 +60,22 @@ def term_address(loss: str, term: str) -> str:
     return loss if term == "loss" else f"{loss}.{term}"
 
 
+def unknown_player_names(spec: Spec) -> list[Problem]:
+    """The components and losses ``players:`` names that the spec does not declare: what ``validate --static`` can check
+    of the players without building anything (the build checks each term against its loss's own terms too)."""
+    problems = []
+    components, losses = spec.sections.components, spec.sections.losses
+    for player, pspec in spec.model.players.items():
+        path = ("players", player)
+        for i, name in enumerate([] if pspec.params == "all" else pspec.params):
+            if name not in components:
+                problems.append(Problem((*path, "params", i), f"unknown component {name!r}{suggest(name, components)}"))
+        for address in pspec.weights() or {}:
+            if address.split(".", 1)[0] not in losses:
+                problems.append(Problem((*path, "terms", address), f"unknown loss term {address!r}{suggest(address, losses)}"))
+    return problems
+
+
 def make_plans(
     spec: Spec,
     graph: SpecGraph,
