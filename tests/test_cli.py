@@ -87,7 +87,7 @@ def test_validate_json_with_trailing_comma(tmp_path, capsys) -> None:
     path = tmp_path / "spec.json"
     path.write_text('{\n "name": "x",\n "data": {"type": "digits"},\n}\n')
     assert main(["validate", str(path)]) == 1
-    assert capsys.readouterr().out.startswith(f"{path}:4: <spec>: invalid JSON")
+    assert capsys.readouterr().out.startswith(f"{path}:4: invalid JSON")
 
 
 def test_override_of_unknown_key(tmp_path, vae_spec, capsys) -> None:

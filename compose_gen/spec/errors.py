@@ -47,6 +47,8 @@ class Problem:
         if where is not None:
             file, line = where.locate(self.path)
             prefix = f"{file}:{line}: " if line else f"{file}: "  # line 0: not in a file (--set)
+        if not self.path:  # the whole file: its name says where
+            return f"{prefix}{self.message}" if prefix else self.message
         return f"{prefix}{format_path(self.path)}: {self.message}"
 
 

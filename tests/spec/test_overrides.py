@@ -147,7 +147,7 @@ def test_a_new_named_entry_set_whole_can_then_be_set_key_by_key(flow, catalogue)
         ("train.steps=5\nseed: 3", "train.steps: override value '5\\nseed: 3' holds more than one value; set each key with a --set of its own"),
         (
             "a[-1]=2",
-            "<spec>: override 'a[-1]=2' is not of the form key.path=value "
+            "override 'a[-1]=2' is not of the form key.path=value "
             '(list entries: name[0] or name.0; a key with a dot: "a.b")',
         ),
     ],

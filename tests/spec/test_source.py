@@ -130,7 +130,7 @@ def test_a_spec_may_be_piped_in_but_an_endless_one_is_cut_off(tmp_path) -> None:
     assert load_source(tmp_path / "piped.yaml").data == {"name": "piped"}
     writer.join()
     (tmp_path / "zeros.yaml").symlink_to("/dev/zero")
-    assert error_of_file(tmp_path / "zeros.yaml") == f"<spec>: cannot read {tmp_path / 'zeros.yaml'}: more than 64 MiB, far beyond any spec or record"
+    assert error_of_file(tmp_path / "zeros.yaml") == f"cannot read {tmp_path / 'zeros.yaml'}: more than 64 MiB, far beyond any spec or record"
 
 
 def error_of_file(path) -> str:
@@ -145,7 +145,7 @@ def test_an_integer_of_more_digits_than_python_reads_is_a_located_error(json_syn
     text = f'{{"name": "t", "train": {{"steps": {digits}}}}}' if json_syntax else f"name: t\ntrain:\n  steps: {digits}\n"
     message = error_of(text, json_syntax=json_syntax)
     assert message == (
-        "spec.yaml:1: <spec>: a number in it: an integer of more than 4300 digits, more than any setting needs or Python reads"
+        "spec.yaml:1: a number in it: an integer of more than 4300 digits, more than any setting needs or Python reads"
         if json_syntax
         else "spec.yaml:3: train.steps: 999999999999...: an integer of more than 4300 digits, more than any setting needs or Python reads"
     )
