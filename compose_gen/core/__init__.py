@@ -4,7 +4,7 @@ from compose_gen.core.bijector import Bijector, Chain, Direction, check_invertib
 from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
 from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
 from compose_gen.core.data_space import check_ladj, constant_features, continuous_density_caveat, few_values, ladj_field, not_in_data_space
-from compose_gen.core.distributions import bits_per_dim, broadcast_value, draw_count, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
+from compose_gen.core.distributions import MAX_DRAWS, bits_per_dim, broadcast_value, draw_count, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.eager import eager_under_compile
 from compose_gen.core.images import MAX_PICTURES, class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
@@ -13,6 +13,7 @@ from compose_gen.core.seeds import derive_seed, offset_seed
 
 __all__ = [
     "MAX_CLASSES",
+    "MAX_DRAWS",
     "MAX_PICTURES",
     "Batch",
     "Bijector",

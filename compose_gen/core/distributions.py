@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 __all__ = [
+    "MAX_DRAWS",
     "bits_per_dim",
     "broadcast_value",
     "draw_count",
@@ -23,6 +24,11 @@ __all__ = [
     "repeat_for_draws",
     "sum_rightmost",
 ]
+
+
+#: The most samples, or importance draws per example, that a metric's parameters may ask for: beyond it a typo is likelier
+#: than a plan, and memory or time would run out at the end of training instead of a validate error before it.
+MAX_DRAWS = 1_000_000
 
 
 def sum_rightmost(value: Tensor, dims: int) -> Tensor:

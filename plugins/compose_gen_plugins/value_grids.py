@@ -21,7 +21,7 @@ from torch import Tensor
 from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
-from compose_gen.core import batches, save_grid, save_point_sets
+from compose_gen.core import MAX_DRAWS, batches, save_grid, save_point_sets
 from compose_gen_plugins.latent.grids import PathParams, interpolate
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
@@ -81,7 +81,7 @@ def values_of_test_examples(ctx: EvalContext, names: list[str], n: int) -> dict[
 
 class ValueScatterParams(Params):
     values: list[Value] = Field(..., min_length=1, description="graph values or batch fields of 2D points, one colour each")
-    n: int = Field(1000, ge=1, description="test examples drawn (all of them where the test split is smaller)")
+    n: int = Field(1000, ge=1, le=MAX_DRAWS, description="test examples drawn (all of them where the test split is smaller)")
     file: str = Field("values.png", pattern=r"^[A-Za-z0-9_.-]+\.png$", description="PNG written into the output folder")
     display: bool = Field(
         True, description="show the values as the data are shown (values in the data's space: x, G(x)); false: as they are (a 2D latent z)"

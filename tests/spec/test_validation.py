@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compose_gen.core import MAX_DRAWS
 from compose_gen.spec import SpecError, format_path, load_spec
 from compose_gen.spec.source import parse_text
 
@@ -67,6 +68,17 @@ def test_a_misspelt_type_key_is_pointed_at(vae_spec, catalogue) -> None:
     vae_spec["evaluate"]["metrics"] = [{"typ": "test_losses"}]
     (line,) = problems(vae_spec, catalogue)
     assert "evaluate.metrics[0]: missing `type` (is 'typ' it?): one of the metric types" in line
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [{"type": "importance_sampled_nll", "model": "vae", "samples": 10**20}, {"type": "frechet_distance", "n": 10**9}, {"type": "mode_coverage", "n": 10**7}],
+)
+def test_a_metric_asking_for_more_draws_than_any_plan_is_refused_before_training(vae_spec, catalogue, metric) -> None:
+    """Accepted, they failed (OverflowError, memory) at the evaluation after training."""
+    vae_spec["evaluate"]["metrics"] = [metric]
+    (line,) = problems(vae_spec, catalogue)
+    assert line.endswith(f": Input should be less than or equal to {MAX_DRAWS}"), line
 
 
 def test_every_problem_is_reported_with_its_line(vae_spec, catalogue) -> None:

@@ -106,7 +106,7 @@ class DensityPlotParams(Params):
     """Plot a 2D flow's density on a grid over the test data's range; report the grid's probability mass."""
 
     flow: Ref("flow") = Field("flow", description="unconditional flow of event shape [2] to plot")  # type: ignore[valid-type]
-    grid: PositiveInt = Field(200, ge=2, description="cells per side")
+    grid: PositiveInt = Field(200, ge=2, le=4096, description="cells per side (at most 4096: 16.8 million density evaluations)")
     padding: float = Field(0.1, ge=0, description="box = data range widened by this fraction of its width per side")
     bounds: list[list[float]] | None = Field(
         None, description="explicit box [[low_1, high_1], [low_2, high_2]] instead of the data's range, in model space (after the "

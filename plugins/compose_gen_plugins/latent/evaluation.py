@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, SpecWarning, hookimpl
-from compose_gen.core import batches, bits_per_dim, ladj_field, not_in_data_space
+from compose_gen.core import MAX_DRAWS, batches, bits_per_dim, ladj_field, not_in_data_space
 from compose_gen_plugins.latent.model import LatentLevel, LatentVariableModel, as_normal, draw, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "batch_examples", "latent_model", "unexplained_variance"]
@@ -97,8 +97,8 @@ class ImportanceSampledNLL:
 
 class ImportanceSampledNLLParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss")
-    samples: int = Field(1000, gt=0, description="importance samples per example (Burda et al. use 5000)")
-    chunk: int = Field(250, gt=0, description="draws per pass: memory grows with chunk × batch_size")
+    samples: int = Field(1000, gt=0, le=MAX_DRAWS, description="importance samples per example (Burda et al. use 5000)")
+    chunk: int = Field(250, gt=0, le=MAX_DRAWS, description="draws per pass: memory grows with chunk × batch_size")
     batch_size: int = Field(32, gt=0, description="test examples per pass")
 
 
@@ -210,7 +210,7 @@ def unexplained_variance(values: Tensor, condition: Tensor | None) -> Tensor:
 class PosteriorCollapseParams(Params):
     model: LossName = Field(..., description="name of the latent-variable loss")
     threshold: float = Field(0.01, gt=0.0, description="a unit is active when Cov_x(E_q[z_d]) exceeds this (less the mean of a prior that is one per example, p(z₁|z₂))")
-    kl_samples: int = Field(16, gt=0, description="draws per example of the KL estimate of a layer with a flow or mixture")
+    kl_samples: int = Field(16, gt=0, le=MAX_DRAWS, description="draws per example of the KL estimate of a layer with a flow or mixture")
 
 
 def build_posterior_collapse(p: PosteriorCollapseParams, ctx: BuildContext) -> PosteriorCollapse:

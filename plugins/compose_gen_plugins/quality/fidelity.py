@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import ComponentType, EvalContext, Params, SpecWarning, Splits, TensorData, hookimpl
+from compose_gen.core import MAX_DRAWS
 from compose_gen_plugins.quality.classifier import ClassifierParams, load_classifier
 from compose_gen_plugins.quality.shared import (
     FeatureSpace,
@@ -46,7 +47,7 @@ __all__ = [
 class FrechetParams(Params):
     """Settings of ``frechet_distance``."""
 
-    n: int = Field(2000, ge=2, description="model samples; real examples are the whole reference split")
+    n: int = Field(2000, ge=2, le=MAX_DRAWS, description="model samples; real examples are the whole reference split")
     reference: Literal["train", "test"] = Field(
         "test", description="split of the real examples; the other gives frechet_distance_data"
     )
@@ -61,7 +62,7 @@ class FrechetParams(Params):
 class InceptionParams(Params):
     """Settings of ``inception_score``."""
 
-    n: int = Field(2000, ge=1, description="model samples")
+    n: int = Field(2000, ge=1, le=MAX_DRAWS, description="model samples")
     splits: int = Field(10, ge=1, description="chunks of the samples the score is averaged over")
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="settings of the classifier giving p(y|x)"
@@ -77,7 +78,7 @@ class InceptionParams(Params):
 class PrecisionRecallParams(Params):
     """Settings of ``precision_recall``."""
 
-    n: int = Field(1000, ge=2, description="model samples and real examples, as many of each: at most the reference split's size")
+    n: int = Field(1000, ge=2, le=MAX_DRAWS, description="model samples and real examples, as many of each: at most the reference split's size")
     k: int = Field(3, ge=1, description="the k of the k-nearest-neighbour radii (3 in the paper)")
     reference: Literal["train", "test"] = Field("test", description="split the real examples are drawn from")
     space: Space = Field(
@@ -99,7 +100,7 @@ class PrecisionRecallParams(Params):
 class ClassAccuracyParams(Params):
     """Settings of ``class_accuracy``."""
 
-    n: int = Field(1000, ge=1, description="model samples, drawn class by class")
+    n: int = Field(1000, ge=1, le=MAX_DRAWS, description="model samples, drawn class by class")
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="settings of the classifier that judges the samples' classes"
     )

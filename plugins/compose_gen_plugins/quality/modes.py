@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import ComponentType, EvalContext, Params, Splits, hookimpl
+from compose_gen.core import MAX_DRAWS
 from compose_gen_plugins.quality.shared import draw_samples, metric_type
 from compose_gen_plugins.quality.statistics import mode_statistics, pairwise_distances
 
@@ -19,7 +20,7 @@ __all__ = ["ModeCoverageParams", "compose_gen_types", "mode_coverage"]
 class ModeCoverageParams(Params):
     """Settings of ``mode_coverage``; the modes default to the dataset's ``meta``, in data space."""
 
-    n: int = Field(2500, ge=1, description="samples drawn (VEEGAN uses 2500)")
+    n: int = Field(2500, ge=1, le=MAX_DRAWS, description="samples drawn (VEEGAN uses 2500)")
     k: float = Field(3.0, gt=0, description="a sample is high quality within k standard deviations of its mode")
     min_fraction: float = Field(
         0.1, ge=0, le=1, description="a mode is covered with at least this fraction of its fair share n/modes"
