@@ -33,6 +33,7 @@ import json
 import os
 import reprlib
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -209,6 +210,8 @@ def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -
         for name, digest in state["sha256"].items():
             if name == OPTIMIZER_FILE and not optimizer:
                 continue
+            if not stat.S_ISREG((path / name).stat().st_mode):  # a FIFO would hang every command that reads it
+                raise CheckpointError(f"{path / name}: not a regular file, which a checkpoint's files always are")
             if hashes and _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
             if not hashes and not _size_fits_header(path / name):

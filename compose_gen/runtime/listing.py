@@ -11,7 +11,9 @@ were resumed after their evaluation: its metrics are of an older model.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,15 +33,22 @@ def list_runs(folder: Path) -> Iterator[str]:
     runs = sorted(p for p in folder.iterdir() if _is_run(p))
     for run in runs or ([folder] if _is_run(folder) else []):
         try:
-            spec = yaml.safe_load(read_text_file(run / SPEC_FILE))
-            name = spec.get("name", "?") if isinstance(spec, dict) else "?"
-        except FileNotFoundError:
-            name = f"? (no {SPEC_FILE}: it cannot be loaded, resumed or evaluated until it is restored)"
-        except (yaml.YAMLError, OSError, ValueError, RecursionError):
-            name = f"? ({SPEC_FILE} does not parse: it cannot be loaded, resumed or evaluated until it is mended)"
-        step, damaged = _newest_sound_step(run)
-        damage = "" if not damaged else f" (all {damaged} checkpoint(s) damaged)" if step == "-" else f" ({damaged} newer checkpoint(s) damaged)"
-        yield f"{run}  {name}  step {step}{damage}{_best(run)}  {_summary(run, step)}".rstrip()
+            yield _line(run)
+        except OSError as error:  # one folder the listing cannot read does not hide the others
+            yield f"{run}  ? (unreadable: {error.strerror or error})"
+
+
+def _line(run: Path) -> str:
+    try:
+        spec = yaml.safe_load(read_text_file(run / SPEC_FILE))
+        name = spec.get("name", "?") if isinstance(spec, dict) else "?"
+    except FileNotFoundError:
+        name = f"? (no {SPEC_FILE}: it cannot be loaded, resumed or evaluated until it is restored)"
+    except (yaml.YAMLError, OSError, ValueError, RecursionError):
+        name = f"? ({SPEC_FILE} does not parse: it cannot be loaded, resumed or evaluated until it is mended)"
+    step, damaged = _newest_sound_step(run)
+    damage = "" if not damaged else f" (all {damaged} checkpoint(s) damaged)" if step == "-" else f" ({damaged} newer checkpoint(s) damaged)"
+    return f"{run}  {name}  step {step}{damage}{_best(run)}  {_summary(run, step)}".rstrip()
 
 
 def _best(run: Path) -> str:
@@ -63,7 +72,8 @@ def _is_run(folder: Path) -> bool:
 
 
 def _newest_sound_step(run: Path) -> tuple[str, int]:
-    """The step of the newest checkpoint that verifies (``-`` if none does), and how many newer ones do not."""
+    """The step of the newest checkpoint whose files are whole (``-`` if none is), and how many newer ones are not: headers
+    and sizes are checked, not hashes, which loading the run checks."""
     damaged = 0
     for path in reversed(list_checkpoints(run)):
         try:
@@ -85,7 +95,10 @@ def _summary(run: Path, step: str) -> str:
         evaluated = isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step
         if evaluated and _format(results):  # a spec without metrics records only the step
             return _format(results)
-    last = _last_record(run / METRICS_FILE)
+    try:
+        last = _last_record(run / METRICS_FILE)
+    except OSError:
+        return f"(unreadable {METRICS_FILE})"
     if last is None:
         return ""
     logged, metrics = last
@@ -107,12 +120,16 @@ def _format(results: Any, width: int = 160) -> str:
 
 
 def _last_record(path: Path, tail: int = 1 << 16) -> tuple[Any, dict[str, Any]] | None:
-    """The step and the metrics of the last complete JSON line of ``path``, reading only its end."""
+    """The step and the metrics of the last complete JSON line of ``path``, reading only its end (OSError for anything
+    but a regular file: a FIFO would hang the listing, a link to a device feed it without end)."""
     if not path.exists():
         return None
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - tail), os.SEEK_SET)
-        lines = handle.read().decode("utf-8", errors="replace").splitlines()
+        handle.seek(max(0, info.st_size - tail), os.SEEK_SET)
+        lines = handle.read(tail).decode("utf-8", errors="replace").splitlines()
     for line in reversed(lines):
         try:
             record = parse_json(line)

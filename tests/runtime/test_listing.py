@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from runtime_toys import AUTOENCODER, spec_dict
 
@@ -44,6 +45,26 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     (cut_log / "metrics.jsonl").write_text('{"nll": 2.5}\n')  # a record without its step (edited): no "@ None"
     assert main(["runs", str(cut_log)]) == 0
     assert capsys.readouterr().out.strip() == f"{cut_log}  c  step -  train: nll=2.5"
+
+
+def test_a_log_or_checkpoint_file_that_is_no_regular_file_neither_hangs_nor_hides_the_other_runs(tmp_path, toys_catalogue, capsys):
+    """A metrics.jsonl that was a folder stopped the whole listing; a FIFO hung it, as a FIFO model file hung sample too."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, checkpoint_every=2), catalogue=toys_catalogue)
+    runs = tmp_path / "runs"
+    for name in ("a", "b", "c"):
+        Run.create(spec, runs / name, progress=False).train()
+    (runs / "a" / "metrics.jsonl").unlink()
+    (runs / "a" / "metrics.jsonl").mkdir()
+    (runs / "b" / "metrics.jsonl").unlink()
+    os.mkfifo(runs / "b" / "metrics.jsonl")
+    newest = runs / "c" / "checkpoints" / "step-00000004" / "model.safetensors"
+    newest.unlink()
+    os.mkfifo(newest)
+    assert main(["runs", str(runs)]) == 0
+    a, b, c = capsys.readouterr().out.strip().splitlines()
+    assert a == f"{runs / 'a'}  ae_tiny  step 4  (unreadable metrics.jsonl)" and b == f"{runs / 'b'}  ae_tiny  step 4  (unreadable metrics.jsonl)"
+    assert c.startswith(f"{runs / 'c'}  ae_tiny  step 2 (1 newer checkpoint(s) damaged)")
+    assert Run.load(runs / "c", catalogue=toys_catalogue, progress=False, weights_only=True).trainer.step == 2, "skipped, not waited on"
 
 
 def test_an_evaluation_of_an_older_step_gives_way_to_the_training_metrics(tmp_path, toys_catalogue, capsys):
