@@ -56,7 +56,8 @@ def _best(run: Path) -> str:
     best = read_best(run)
     if best is None:
         return f"  best ? (unreadable {BEST_FILE})" if (run / CHECKPOINTS_DIR / BEST_FILE).exists() else ""
-    if not ({"metric", "value", "step"} <= set(best) and isinstance(best["step"], int) and isinstance(best["value"], (int, float))):
+    whole = {"metric", "value", "step"} <= set(best) and isinstance(best["metric"], str) and isinstance(best["value"], (int, float))
+    if not whole:  # edited: `best [1, 2]=1` would say nothing true
         return f"  best ? (unreadable {BEST_FILE})"
     try:
         verify_checkpoint(run / CHECKPOINTS_DIR / step_folder_name(best["step"]), hashes=False)

@@ -127,3 +127,5 @@ def test_a_best_checkpoint_that_is_damaged_or_unreadable_is_said_so(tmp_path, to
     assert f"  best rec={best['value']:.4g} @ {best['step']} (damaged or gone)  " in listed()
     (run / "checkpoints" / "best.json").write_text('{"step": 2, "met')
     assert "  best ? (unreadable best.json)  " in listed()
+    (run / "checkpoints" / "best.json").write_text('{"step": 2, "metric": [1, 2], "value": 1}')  # edited: not "best [1, 2]=1"
+    assert "  best ? (unreadable best.json)  " in listed()
