@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import signal
@@ -106,10 +105,11 @@ def _plugins(args: argparse.Namespace) -> int:
 
     catalogue = make_catalogue()
     listing = describe(catalogue)
+    names = list(dict.fromkeys(args.names))  # `plugins elbo elbo` describes elbo once
     if args.json:
-        print(json.dumps(select(listing, args.names), indent=1))
+        print(json_text(select(listing, names), indent=1))  # standard JSON: an infinite default is null
     else:
-        render(listing, args.names)
+        render(listing, names)
     return 0
 
 
@@ -117,7 +117,7 @@ def _schema(args: argparse.Namespace) -> int:
     from compose_gen.spec.schema import spec_schema
 
     left_out: list[str] = []
-    text = json.dumps(spec_schema(make_catalogue(), left_out), indent=1)
+    text = json_text(spec_schema(make_catalogue(), left_out), indent=1)  # standard JSON, which editors read
     for problem in left_out:  # one plugin's field that pydantic cannot describe leaves the others' schema whole
         print(f"warning: left out of the schema: {problem}", file=sys.stderr)
     if args.output:

@@ -109,6 +109,35 @@ def test_plugins_json_and_schema(tmp_path, capsys) -> None:
     assert "Component_mlp" in schema["$defs"] and "Loss_elbo" in schema["$defs"]
 
 
+def test_plugins_json_and_schema_are_standard_json_for_an_infinite_default(tmp_path, install_plugin, capsys) -> None:
+    """json.dumps wrote a bare Infinity, which strict JSON readers (editors reading the schema) refuse."""
+    install_plugin(
+        "boundless",
+        """
+        import math
+        from pydantic import Field
+        from compose_gen import ComponentType, Params, hookimpl
+
+        class P(Params):
+            clip: float = Field(math.inf, allow_inf_nan=True)
+
+        def build(p, ctx):
+            \'\'\'A network that clips nothing by default.\'\'\'
+
+        @hookimpl
+        def compose_gen_types():
+            return [ComponentType("boundless_net", "network", P, build)]
+        """,
+    )
+    assert main(["plugins", "boundless_net", "boundless_net", "--json"]) == 0
+    (described,) = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not standard JSON: {c}"))["types"]
+    assert described["name"] == "boundless_net", "named twice, described once"
+    assert main(["plugins", "boundless_net", "boundless_net"]) == 0
+    assert capsys.readouterr().out.count("boundless_net") == 1
+    assert main(["schema", "-o", str(tmp_path / "schema.json")]) == 0
+    json.loads((tmp_path / "schema.json").read_text(), parse_constant=lambda c: pytest.fail(f"not standard JSON: {c}"))
+
+
 def test_schema_rejects_a_misspelt_parameter(catalogue) -> None:
     import jsonschema
 
