@@ -135,7 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.spec or args.out:
             given = f"SPEC {args.spec}" if args.spec else f"--out {args.out}"
             instead = "change the recorded spec with --set, or train the SPEC into a new folder with --out" if args.spec else "drop --out"
-            raise SystemExit(
+            raise _Misuse(
                 f"compose-gen train: --resume continues {args.resume} with the spec it records, so {given} would not be used; {instead}"
             )
         run = Run.load(args.resume, args.device, [*args.set, *steps], progress=progress)
@@ -143,10 +143,10 @@ def _train(args: argparse.Namespace) -> int:
         _check_until(args.until, run.trainer.step, args.steps)
         if run.trainer.step >= args.steps:
             end = "" if steps else (", the end of its train.steps" if run.trainer.step == args.steps else f", past its train.steps ({args.steps})")
-            raise SystemExit(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it")
+            raise _Misuse(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it")
     else:
         if not args.spec:
-            raise SystemExit("compose-gen train: give a SPEC, or --resume RUN_DIR")
+            raise _Misuse("compose-gen train: give a SPEC, or --resume RUN_DIR")
         spec = load_spec(args.spec, [*args.set, *steps])
         _check_until(args.until, 0, spec.model.train.steps)
         run = Run.create(spec, args.out, args.device, progress)
@@ -176,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check_until(until: int | None, step: int, total: int) -> None:
     if until is not None and not step < until <= total:
-        raise SystemExit(f"compose-gen train: --until {until} must lie after step {step} and at most at train.steps ({total})")
+        raise _Misuse(f"compose-gen train: --until {until} must lie after step {step} and at most at train.steps ({total})")
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -347,12 +347,16 @@ def _at_least(low: T, kind: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+class _Misuse(Exception):
+    """A command given options that contradict each other or the run: a usage error, exit status 2 as argparse's."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         with _spec_warnings_said():
             return args.handler(args)
-    except SpecError as error:
+    except (SpecError, _Misuse) as error:
         print(error, file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -192,11 +193,13 @@ def test_until_pauses_a_run_whose_schedule_then_resumes_as_if_never_stopped(tmp_
     assert main(["train", "--resume", str(tmp_path / "split"), "--no-progress"]) == 0
     weights = [load_file(tmp_path / run / "checkpoints" / "step-00000012" / "model.safetensors") for run in ("straight", "split")]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    with pytest.raises(SystemExit, match=r"--until 13 must lie after step 12 and at most at train.steps \(12\)"):
-        main(["train", "--resume", str(tmp_path / "split"), "--until", "13", "--no-progress"])
-    with pytest.raises(SystemExit, match=r"--until 20 must lie after step 0 and at most at train.steps \(12\)"):
-        main(["train", str(path), "--out", str(tmp_path / "never"), "--until", "20"])
+    assert main(["train", "--resume", str(tmp_path / "split"), "--until", "13", "--no-progress"]) == 2
+    assert re.search(r"--until 13 must lie after step 12 and at most at train.steps \(12\)", capsys.readouterr().err)
+    assert main(["train", str(path), "--out", str(tmp_path / "never"), "--until", "20"]) == 2
+    assert re.search(r"--until 20 must lie after step 0 and at most at train.steps \(12\)", capsys.readouterr().err)
     assert not (tmp_path / "never").exists(), "refused before the folder is made"
+    assert main(["train", "--no-progress"]) == 2, "a usage error, as argparse's are"
+    assert "compose-gen train: give a SPEC, or --resume RUN_DIR" in capsys.readouterr().err
 
 
 def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -> None:
@@ -207,8 +210,8 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert (run / "spec.yaml").exists() and (run / "metrics.jsonl").exists()
     printed = json.loads(capsys.readouterr().out)  # the last training averages, then the evaluation at that step
     assert printed == {**printed, **json.loads((run / "evaluation.json").read_text())} and "vae.elbo" in printed
-    with pytest.raises(SystemExit, match=rf"--resume continues {run} with the spec it records, so SPEC {path} would not be used"):
-        main(["train", str(path), "--resume", str(run), "--steps", "15"])
+    assert main(["train", str(path), "--resume", str(run), "--steps", "15"]) == 2
+    assert re.search(rf"--resume continues {run} with the spec it records, so SPEC {path} would not be used", capsys.readouterr().err)
     assert main(["sample", str(run), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
     capsys.readouterr()
@@ -218,12 +221,12 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert main(["train", "--resume", str(run), "--steps", "15", "--no-progress"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["step"] == 15
     assert yaml.safe_load((run / "spec.yaml").read_text())["train"]["steps"] == 15  # the schedule runs to the new end
-    with pytest.raises(SystemExit, match=rf"{run} is at step 15 already; give --steps beyond it"):
-        main(["train", "--resume", str(run), "--steps", "12", "--no-progress"])
-    with pytest.raises(SystemExit, match=rf"{run} is at step 15 already, the end of its train.steps; give --steps beyond it"):
-        main(["train", "--resume", str(run), "--no-progress"])
-    with pytest.raises(SystemExit, match=rf"{run} is at step 15 already, past its train.steps \(12\); give --steps beyond it"):
-        main(["train", "--resume", str(run), "--set", "train.steps=12", "--no-progress"])
+    assert main(["train", "--resume", str(run), "--steps", "12", "--no-progress"]) == 2
+    assert re.search(rf"{run} is at step 15 already; give --steps beyond it", capsys.readouterr().err)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert re.search(rf"{run} is at step 15 already, the end of its train.steps; give --steps beyond it", capsys.readouterr().err)
+    assert main(["train", "--resume", str(run), "--set", "train.steps=12", "--no-progress"]) == 2
+    assert re.search(rf"{run} is at step 15 already, past its train.steps \(12\); give --steps beyond it", capsys.readouterr().err)
     assert yaml.safe_load((run / "spec.yaml").read_text())["train"]["steps"] == 15
     assert main(["runs", str(tmp_path)]) == 0
     assert "tiny_vae  step 15" in capsys.readouterr().out
