@@ -11,10 +11,29 @@ import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEXT_LIMIT", "fsync", "json_text", "parse_json", "read_json", "read_text_file", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "TEXT_LIMIT",
+    "fsync",
+    "json_text",
+    "parse_json",
+    "read_json",
+    "read_text_file",
+    "regular_file_stat",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 #: The most such a file is read to: thousands of times the size of any real spec or record.
 TEXT_LIMIT = 64 * 2**20
+
+
+def regular_file_stat(path: Path) -> os.stat_result:
+    """``path``'s stat, or OSError for anything but a regular file: a FIFO in a run folder would hang every command that
+    reads it, and a link to a device feed it without end."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return info
 
 
 def read_text_file(path: Path, limit: int = TEXT_LIMIT, regular: bool = True) -> str:
@@ -24,8 +43,8 @@ def read_text_file(path: Path, limit: int = TEXT_LIMIT, regular: bool = True) ->
     that reads it) unless ``regular`` is False (a spec the user pipes in: ``<(...)``), or for more than ``limit``
     bytes (a link to ``/dev/zero`` is cut off there); UnicodeDecodeError for bytes that are no UTF-8.
     """
-    if regular and not stat.S_ISREG(path.stat().st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if regular:
+        regular_file_stat(path)
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:

@@ -33,7 +33,6 @@ import json
 import os
 import reprlib
 import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -45,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compose_gen.core.errors import described
-from compose_gen.core.files import fsync, read_json
+from compose_gen.core.files import fsync, read_json, regular_file_stat
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, STEP_FOLDER, step_folder_name
 
 __all__ = [
@@ -210,8 +209,7 @@ def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -
         for name, digest in state["sha256"].items():
             if name == OPTIMIZER_FILE and not optimizer:
                 continue
-            if not stat.S_ISREG((path / name).stat().st_mode):  # a FIFO would hang every command that reads it
-                raise CheckpointError(f"{path / name}: not a regular file, which a checkpoint's files always are")
+            regular_file_stat(path / name)  # an OSError for a FIFO, which would hang the read
             if hashes and _sha256(path / name) != digest:
                 raise CheckpointError(f"{path / name}: contents do not match the hash recorded in state.json (corrupt or truncated)")
             if not hashes and not _size_fits_header(path / name):

@@ -11,15 +11,13 @@ were resumed after their evaluation: its metrics are of an older model.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from compose_gen.core.files import parse_json, read_json, read_text_file
+from compose_gen.core.files import parse_json, read_json, read_text_file, regular_file_stat
 from compose_gen.runtime.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, read_best, verify_checkpoint
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, step_folder_name
 
@@ -125,9 +123,7 @@ def _last_record(path: Path, tail: int = 1 << 16) -> tuple[Any, dict[str, Any]] 
     but a regular file: a FIFO would hang the listing, a link to a device feed it without end)."""
     if not path.exists():
         return None
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    info = regular_file_stat(path)
     with open(path, "rb") as handle:
         handle.seek(max(0, info.st_size - tail), os.SEEK_SET)
         lines = handle.read(tail).decode("utf-8", errors="replace").splitlines()
