@@ -247,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, subcommand_parser=p)  # whose usage a mistake in its options shows
         return p
 
     def overrides(p: argparse.ArgumentParser) -> None:
@@ -352,7 +352,9 @@ class _Misuse(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args, unknown = _parser().parse_known_args(argv)
+    if unknown:
+        args.subcommand_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         with _spec_warnings_said():
             return args.handler(args)

@@ -583,3 +583,14 @@ def test_sample_and_evaluate_take_an_older_or_the_best_checkpoint(tmp_path, vae_
     assert numpy.array_equal(drawn["best.npy"], drawn["that.npy"]) and not numpy.array_equal(drawn["2.npy"], drawn["4.npy"])
     assert main(["sample", str(run), "-n", "3", "-o", str(tmp_path / "x.npy"), "--checkpoint", "step-00000009"]) == 1
     assert "step-00000009 is not a checkpoint of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train", "specs/vae_digits.yaml", "--bogus"], ["validate", "specs/vae_digits.yaml", "--strikt"]])
+def test_an_unknown_option_shows_its_subcommands_usage(argv, capsys) -> None:
+    """Not the top-level usage, which lists the subcommands and none of their options."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith(f"usage: compose-gen {argv[0]} ")
+    assert f"compose-gen {argv[0]}: error: unrecognized arguments: {argv[2]}" in err
