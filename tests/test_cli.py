@@ -139,20 +139,6 @@ def test_plugins_json_and_schema_are_standard_json_for_an_infinite_default(tmp_p
     json.loads((tmp_path / "schema.json").read_text(), parse_constant=lambda c: pytest.fail(f"not standard JSON: {c}"))
 
 
-def test_schema_rejects_a_misspelt_parameter(catalogue) -> None:
-    import jsonschema
-
-    from compose_gen.spec.schema import spec_schema
-
-    validator = jsonschema.Draft202012Validator(spec_schema(catalogue))
-    from compose_gen.spec.source import load_source
-
-    spec = load_source(ROOT / "specs" / "vae_digits.yaml").data  # YAML 1.2 numbers, as editors read them
-    assert not list(validator.iter_errors(spec))
-    spec["components"]["encoder"]["net"]["hiden"] = [3]
-    assert list(validator.iter_errors(spec))
-
-
 @pytest.mark.parametrize("suffix", ["dot", "png", "svg"])
 def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
     path = write(tmp_path, vae_spec)

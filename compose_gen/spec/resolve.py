@@ -22,17 +22,17 @@ from compose_gen.spec.model import SpecModel
 
 __all__ = ["Declared", "origin", "resolve_sections"]
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IDENTIFIER_RULE = "names must be identifiers (ASCII letters, digits, _, not starting with a digit)"
 #: Names an ``nn.ModuleDict`` refuses as keys, its own methods and attributes, under which it could not hold a component or loss.
-_TAKEN_BY_TORCH = frozenset(dir(nn.ModuleDict()))
+TAKEN_BY_TORCH = frozenset(dir(nn.ModuleDict()))
 
 
 def _name_problem(name: str, what: str) -> str | None:
     """Why ``name`` cannot name a component or loss (``what``), or None: the model holds them in ``nn.ModuleDict``s."""
-    if not _IDENTIFIER.match(name):
+    if not IDENTIFIER.match(name):
         return f"{what} {_IDENTIFIER_RULE}"
-    if name in _TAKEN_BY_TORCH:
+    if name in TAKEN_BY_TORCH:
         return f"{name!r} is taken: torch modules have a method or attribute of that name, and the model holds {what}s by name; choose another"
     return None
 
@@ -197,7 +197,7 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
         else:
             resolver.invalid.add(name)
     for name in model.graph:
-        if not _IDENTIFIER.match(name):
+        if not IDENTIFIER.match(name):
             resolver.problem(("graph", name), f"value {_IDENTIFIER_RULE}")
     losses = {}
     for name, raw in model.losses.items():

@@ -12,7 +12,7 @@ from typing import Any
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType
 from compose_gen.registry.types import COMPONENT_PLACEHOLDER
 from compose_gen.spec.model import SpecModel
-from compose_gen.spec.resolve import origin
+from compose_gen.spec.resolve import IDENTIFIER, TAKEN_BY_TORCH, origin
 
 __all__ = ["spec_schema"]
 
@@ -55,9 +55,12 @@ def spec_schema(catalogue: Catalogue, left_out: list[str] | None = None) -> dict
         )
     props = schema["properties"]
     props["data"] = {"$ref": "#/$defs/Dataset"}
-    props["components"] = {"type": "object", "additionalProperties": {"$ref": "#/$defs/Component"}}
-    props["losses"] = {"type": "object", "additionalProperties": {"$ref": "#/$defs/Loss"}}
-    props["sample"] = {"$ref": "#/$defs/Sampler"}
+    # the names validate accepts: identifiers, and for what the model holds in a ModuleDict, none of that class's own
+    held = {"pattern": IDENTIFIER.pattern, "not": {"enum": sorted(TAKEN_BY_TORCH)}}
+    props["components"] = {"type": "object", "propertyNames": held, "additionalProperties": {"$ref": "#/$defs/Component"}}
+    props["losses"] = {"type": "object", "propertyNames": held, "additionalProperties": {"$ref": "#/$defs/Loss"}}
+    props["graph"]["propertyNames"] = {"pattern": IDENTIFIER.pattern}
+    props["sample"] = {"anyOf": [{"$ref": "#/$defs/Sampler"}, {"type": "null"}]}
     defs["EvaluateSpec"]["properties"]["metrics"] = {"type": "array", "items": {"$ref": "#/$defs/Metric"}}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "compose_gen spec"

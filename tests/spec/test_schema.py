@@ -1,0 +1,52 @@
+"""The JSON Schema accepts the specs validate accepts and refuses the mistakes it can see."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from compose_gen.spec.schema import spec_schema
+from compose_gen.spec.source import load_source
+
+VAE = Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml"
+
+
+@pytest.fixture(scope="module")
+def validator(catalogue) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(spec_schema(catalogue))
+
+
+@pytest.fixture
+def spec() -> dict:
+    return copy.deepcopy(load_source(VAE).data)  # YAML 1.2 numbers, as editors read them
+
+
+def test_a_shipped_spec_passes_and_a_misspelt_parameter_does_not(validator, spec) -> None:
+    assert not list(validator.iter_errors(spec))
+    spec["components"]["encoder"]["net"]["hiden"] = [3]
+    assert list(validator.iter_errors(spec))
+
+
+def test_a_spec_without_a_sampler_passes(validator, spec) -> None:
+    """``sample: null`` is what validate reads as no sampler."""
+    spec["sample"] = None
+    assert not list(validator.iter_errors(spec))
+
+
+@pytest.mark.parametrize("section", ["components", "losses"])
+@pytest.mark.parametrize("name", ["2nd", "my-encoder", "train", "state_dict"])
+def test_names_validate_refuses_are_refused(validator, spec, section, name) -> None:
+    """Not identifiers, or names an nn.ModuleDict has as methods (the model holds components and losses in them)."""
+    old = next(iter(spec[section]))
+    spec[section][name] = spec[section].pop(old)
+    assert list(validator.iter_errors(spec)), name
+
+
+def test_graph_value_names_must_be_identifiers(validator, spec) -> None:
+    spec["graph"] = {"train": "x"}  # a graph value is no module: only the identifier rule applies
+    assert not list(validator.iter_errors(spec))
+    spec["graph"] = {"z-x": "x"}
+    assert list(validator.iter_errors(spec))
