@@ -14,7 +14,7 @@ from abc import abstractmethod
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import torch
-from pydantic import BaseModel, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
 
 from compose_gen.core import MAX_PICTURES
 from compose_gen.registry.types import Seed, StrictModel
@@ -293,8 +293,19 @@ class TrainSpec(_Strict):
     ema: EMASpec | None = Field(None, description="average these components' weights for sampling and evaluation")
 
 
+def _by_name(entry: object) -> object:
+    """A metric given by its type's name alone (``metrics: [test_losses]``), as the mapping ``{type: NAME}``."""
+    if isinstance(entry, str):
+        return {"type": entry}
+    if not isinstance(entry, dict):
+        raise ValueError(f"a metric is a mapping {{type: NAME, ...}}, or NAME alone, got {type(entry).__name__} {entry!r}")
+    return entry
+
+
 class EvaluateSpec(_Strict):
-    metrics: list[Raw] = Field(default_factory=list)
+    metrics: list[Annotated[Raw, BeforeValidator(_by_name)]] = Field(
+        default_factory=list, description="metrics on the test split: {type: NAME, ...}, or NAME alone for one without required parameters"
+    )
     batch_size: PositiveInt = 256
     samples: PositiveInt = Field(64, le=MAX_PICTURES, description=f"examples in the sample grid (at most {MAX_PICTURES:,})")
 

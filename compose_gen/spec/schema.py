@@ -61,7 +61,9 @@ def spec_schema(catalogue: Catalogue, left_out: list[str] | None = None) -> dict
     props["losses"] = {"type": "object", "propertyNames": held, "additionalProperties": {"$ref": "#/$defs/Loss"}}
     props["graph"]["propertyNames"] = {"pattern": IDENTIFIER.pattern}
     props["sample"] = {"anyOf": [{"$ref": "#/$defs/Sampler"}, {"type": "null"}]}
-    defs["EvaluateSpec"]["properties"]["metrics"] = {"type": "array", "items": {"$ref": "#/$defs/Metric"}}
+    by_name = sorted(t.name for t in catalogue.of_kind("metric") if not any(f.is_required() for f in t.params.model_fields.values()))
+    metrics = defs["EvaluateSpec"]["properties"]["metrics"]
+    metrics["items"] = {"anyOf": [{"$ref": "#/$defs/Metric"}, {"enum": by_name}]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "compose_gen spec"
     return schema

@@ -50,3 +50,10 @@ def test_graph_value_names_must_be_identifiers(validator, spec) -> None:
     assert not list(validator.iter_errors(spec))
     spec["graph"] = {"z-x": "x"}
     assert list(validator.iter_errors(spec))
+
+
+def test_a_metric_without_required_parameters_may_be_named_alone(validator, spec) -> None:
+    spec["evaluate"]["metrics"] = ["test_losses"]
+    assert not list(validator.iter_errors(spec))
+    spec["evaluate"]["metrics"] = ["importance_sampled_nll"]  # needs `model:`
+    assert list(validator.iter_errors(spec))

@@ -399,3 +399,16 @@ def test_a_spec_and_its_catalogue_print_as_one_line_each() -> None:
     assert repr(spec) == f"<Spec 'vae_digits' from {spec.source.name}, 1 override(s)>"
     plugins = len(set(spec.catalogue.plugin_of.values()))
     assert repr(spec.catalogue) == f"<Catalogue of {len(spec.catalogue.types)} types from {plugins} installed plugins>"
+
+
+def test_a_metric_may_be_named_alone_as_a_transform_may(vae_spec, catalogue) -> None:
+    spec = copy.deepcopy(vae_spec)
+    spec["evaluate"] = {"metrics": ["test_losses"]}
+    resolved = load_spec(spec, catalogue=catalogue)
+    assert resolved.to_dict()["evaluate"]["metrics"][0]["type"] == "test_losses"
+    spec["evaluate"] = {"metrics": ["importance_sampled_nll", 3]}
+    assert problems(spec, catalogue) == [
+        "<dict>:1: evaluate.metrics[1]: a metric is a mapping {type: NAME, ...}, or NAME alone, got int 3"
+    ]
+    spec["evaluate"] = {"metrics": ["importance_sampled_nll"]}
+    assert problems(spec, catalogue) == ["<dict>:1: evaluate.metrics[0].model: required parameter is missing"]
