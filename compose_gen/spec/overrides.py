@@ -102,6 +102,8 @@ def _assign(data: Any, path: tuple[PathPart, ...], value: Any, model_of: ModelOf
     node, done, written = data, (), set()
     for depth, part in enumerate(path[:-1]):
         key = _key_in(node, part, done)
+        if isinstance(node, dict) and key not in node:
+            _refuse_unquoted_dots(node, path[depth:], done)
         done = (*done, key)
         if isinstance(node, dict) and node.get(key) is None:
             node[key] = _new_mapping(path[depth + 1], done, node)
@@ -112,6 +114,16 @@ def _assign(data: Any, path: tuple[PathPart, ...], value: Any, model_of: ModelOf
         _drop_old_type_defaults(node, value, done, model_of)
     node[key] = value
     return written | {(*done, key)}
+
+
+def _refuse_unquoted_dots(node: dict[str, Any], rest: tuple[PathPart, ...], where: tuple[PathPart, ...]) -> None:
+    """Refuse a path whose next parts, joined by dots, name a key of ``node`` (``terms.adv.critic`` for the key
+    ``adv.critic``), which the override would otherwise create as a mapping beside it."""
+    for end in range(2, len(rest) + 1):
+        dotted = ".".join(map(str, rest[:end]))
+        if dotted in node:
+            key = ".".join([format_path(where), f'"{dotted}"', *map(str, rest[end:])]).lstrip(".")
+            raise _OverrideError(f"{format_path(where)} has the key {dotted!r}, which holds a dot: quote it, --set '{key}=...'")
 
 
 def _key_in(node: Any, part: PathPart, where: tuple[PathPart, ...]) -> PathPart:

@@ -67,6 +67,17 @@ def test_a_key_holding_a_dot_is_quoted(catalogue) -> None:
     assert spec.model.players["critic"].weights() == {"adv.critic": 1.0, "gp.critic": 5}
 
 
+def test_a_key_holding_a_dot_written_unquoted_is_refused_with_the_quoted_form(catalogue) -> None:
+    """Unquoted, ``gp.critic`` would create a mapping ``gp`` beside the weight it meant to set."""
+    weights = ["players.critic.terms={adv.critic: 1.0, gp.critic: 1.0}", "players.critic.terms.gp.critic=5"]
+    with pytest.raises(SpecError) as info:
+        load_spec(SPECS / "wgan_gp_8gaussians.yaml", weights, catalogue)
+    assert str(info.value) == (
+        "--set: players.critic.terms.gp.critic: players.critic.terms has the key 'gp.critic', which holds a dot: "
+        "quote it, --set 'players.critic.terms.\"gp.critic\"=...'"
+    )
+
+
 @pytest.mark.parametrize("key", ["components.flow.bijectors[1].hidden", "components.flow.bijectors.1.hidden"])
 def test_a_list_entry_is_set_by_index(flow, catalogue, key) -> None:
     spec = load_spec(flow, [f"{key}=[4]"], catalogue)
