@@ -40,7 +40,9 @@ class GenerativeModel(nn.Module):
     """Every built part of a spec, with one plan per player.
 
     ``components``, ``losses`` and ``sampler`` are submodules, so one
-    ``state_dict`` (and one checkpoint) covers the whole model.
+    ``state_dict`` (and one checkpoint) covers the whole model; so is ``unowned``,
+    which holds the inline components their parents call without holding them
+    (a loss's inline critic), under their names with ``:`` for ``.`` (``adv:critic``).
     """
 
     def __init__(
@@ -61,6 +63,10 @@ class GenerativeModel(nn.Module):
         self.components = nn.ModuleDict(top_level)
         self.losses = nn.ModuleDict(losses)
         self.sampler = sampler
+        self.unowned = nn.ModuleDict()
+        for name, module in sorted(components.items(), key=lambda item: item[0].count(".")):  # a parent before its parts
+            if all(module is not held for held in self.modules()):
+                self.unowned[name.replace(".", ":")] = module
         self.plans = plans
         self.metrics = metrics
         self._all_components = components
@@ -68,6 +74,11 @@ class GenerativeModel(nn.Module):
 
     def component(self, name: str) -> nn.Module:
         return self._all_components[name]
+
+    @property
+    def all_components(self) -> dict[str, nn.Module]:
+        """Every built component by name, the inline ones (``encoder.net``, ``adv.critic``) too."""
+        return dict(self._all_components)
 
     def player_loss(self, player: str, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted loss a player minimises on ``batch``, and every logged term and metric.

@@ -166,9 +166,9 @@ class Trainer:
         if self.train.tensorboard and self.dist.is_main and self.run_dir is not None:
             require_tensorboard()
         self._owner: dict[int, str] = {}
-        for component, module in self.model.components.items():
+        for component, module in sorted(self.model.all_components.items(), key=lambda item: item[0].count(".")):
             for p in module.parameters():
-                self._owner.setdefault(id(p), component)
+                self._owner.setdefault(id(p), component)  # a parent's name over its inline parts'
         self._stop: str | None = None
         self._running = RunningMeans()
         #: Training seconds before the current :meth:`fit` (from the checkpoint resumed), and when that fit started.

@@ -159,3 +159,27 @@ def test_a_sample_count_torch_cannot_hold_fails_without_torch_s_cpp_backtrace(va
     with pytest.raises(Exception, match="raised .* while sampling: ") as caught:
         model.sample(2**63)
     assert "frame #" not in str(caught.value) and "Overflow when unpacking long long" in str(caught.value)
+
+
+def test_a_losss_inline_critic_is_part_of_the_model_and_of_its_checkpoints(catalogue, tmp_path) -> None:
+    """An adversarial loss calls its critic without holding it as a submodule: an inline one was in no state_dict,
+    so checkpoints lacked it, a resume restarted it from its built weights and the generator's step left it selected."""
+    from compose_gen.runtime import Run
+
+    spec = {
+        "name": "inline_critic",
+        "data": {"type": "eight_gaussians", "n": 256},
+        "components": {"noise": {"type": "standard_normal", "shape": [2]}, "gen": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8]}},
+        "graph": {"z": "noise.sample(x)", "fake": "gen(z)"},
+        "losses": {"adv": {"type": "hinge", "critic": {"type": "mlp_critic", "hidden": [8]}, "real": "x", "fake": "fake"}},
+        "players": {"critic": {"params": ["adv.critic"], "terms": ["adv.critic"]}, "gen": {"params": ["gen"], "terms": ["adv.generator"]}},
+        "train": {"steps": 3, "batch_size": 32},
+    }
+    run = Run.create(load_spec(spec, catalogue=catalogue), tmp_path / "run", "cpu", progress=False)
+    critic = run.model.component("adv.critic")
+    assert {id(p) for p in critic.parameters()} <= {id(p) for p in run.model.parameters()}
+    run.trainer.fit(3)
+    trained = {k: v.clone() for k, v in critic.state_dict().items()}
+    again = cg.load_run(tmp_path / "run", device="cpu").model.component("adv.critic")
+    assert trained.keys() == again.state_dict().keys()
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in trained.items())
