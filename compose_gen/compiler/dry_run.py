@@ -77,7 +77,8 @@ def dry_run(model: Any, data: Splits) -> None:
                     enforce(spec, spec.sections.losses[call.name], check_loss_result, result, call.terms)
                     _check_finite(spec, call.name, result, call.terms, shapes, nonfinite, inputs)
                     logged_by.update({term_address(call.name, key): call.name for key in result})
-                    reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.terms)})
+                    # a term logged with weight 0 trains nothing, so it needs no gradient path, nor counts as one
+                    reached.update({term_address(call.name, t): _reached(result[t], plan.params) for t in sorted(call.trained)})
                 _check_reach(model, plan, reached)
                 computed.update(values)
             nonfinite.clear()

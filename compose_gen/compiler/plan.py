@@ -36,6 +36,11 @@ class LossCall:
     inputs: dict[str, str | list[str]]
     terms: frozenset[str]
     weights: dict[str, float]
+    #: The terms this player minimises: those it weights other than 0 (weight 0 logs a term, trains nothing).
+    trained: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trained = frozenset(term for term, weight in self.weights.items() if weight != 0)
 
     def gather(self, values: dict[str, Any]) -> dict[str, Any]:
         """The loss's inputs from the computed values (a tuple for a list-valued field)."""

@@ -116,7 +116,8 @@ class Loss(nn.Module):
         raise NotImplementedError
 
     def after_step(self, terms: frozenset[str]) -> None:
-        """Called after each optimizer step of a player minimising ``terms`` (parameter hooks)."""
+        """Called after each optimizer step of a player minimising ``terms``, those of this loss's terms it weights
+        other than 0 (parameter hooks); not after the steps of a player that only logs this loss (weight 0)."""
 
     def advise(self, trained: Mapping[str, "Loss"]) -> list[str]:
         """Warnings about this loss that only the losses the players train can settle, asked once the plans are made.

@@ -403,7 +403,8 @@ class Trainer:
         if not grads_ok:  # the scaler skipped the step: no hook (an EMA codebook, weight clipping) nor average follows it
             return {**values, f"{name}.overflowed": 1.0}
         for call in plan.losses:
-            call.module.after_step(call.terms)
+            if call.trained:  # not for a loss this player only logs (weight 0): its warm-up or clipping waits
+                call.module.after_step(call.trained)
         if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
             self.ema.update(self.step)
         values[f"{name}.grad_norm"] = norm

@@ -247,6 +247,8 @@ class PlayerSpec(_Strict):
         """An empty ``terms`` is refused: omitted, it means every term, which an empty one cannot mean."""
         if terms is not None and not terms:
             raise ValueError("names no loss term; name the terms this player minimises, or omit `terms` for every term")
+        if isinstance(terms, dict) and not any(terms.values()):
+            raise ValueError("weights every term 0, so the player minimises nothing (weight 0 only logs a term): give some term a weight")
         return _once_each(terms, "term (a weight says how much it counts)") if isinstance(terms, list) else terms
 
     def weights(self) -> dict[str, float] | None:

@@ -137,6 +137,22 @@ def test_a_term_or_component_its_player_cannot_train_is_refused(gan_spec, toy_ca
     ) in errors(gan_spec, toy_catalogue)
 
 
+def test_a_term_logged_with_weight_0_needs_no_path_and_trains_nothing(gan_spec, toy_catalogue) -> None:
+    """Weight 0 logs a term: one that cannot reach the player's parameters is fine there, and one that can does not
+    count as training them."""
+    gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
+    gan_spec["players"]["generator"]["terms"] = {"adv.generator": 1.0, "gp": 0.0}
+    build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
+    gan_spec["components"]["encoder"] = {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [4]}
+    gan_spec["graph"]["code"] = "encoder(x)"
+    gan_spec["losses"]["rec"] = {"type": "cycle_consistency", "real": "x", "reconstructed": "code"}
+    gan_spec["players"]["generator"] = {"params": ["generator", "encoder"], "terms": {"adv.generator": 1.0, "rec": 0.0}}
+    assert (
+        "players.generator.params[1]: none of the terms of player 'generator' (adv.generator) has a gradient path to 'encoder', "
+        "so its parameters would never train"
+    ) in errors(gan_spec, toy_catalogue)
+
+
 def test_a_spec_without_losses_is_told_so(gan_spec, toy_catalogue) -> None:
     del gan_spec["losses"], gan_spec["players"]
     assert "losses: the spec has no losses, so there is nothing to train" in errors(gan_spec, toy_catalogue)

@@ -526,3 +526,15 @@ def test_a_round_an_error_ended_half_way_is_not_trained_again_on_top(tmp_path, t
         run.train()
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train()  # from step 2's checkpoint
 
+
+
+def test_a_term_a_player_only_logs_with_weight_0_is_not_stepped_after(tmp_path, toys_catalogue, monkeypatch):
+    """``after_step`` counts a loss's training steps (a KL warm-up, weight clipping): a player that logs the loss
+    with weight 0 does not train it, so it must not advance that count (a tester's warm-up ran 4x too fast)."""
+    base = spec_dict(GAN, steps=3)
+    base["players"]["generator"]["terms"] = {"adv.generator": 1.0, "adv.critic": 0.0}
+    run = Run.create(load_spec(base, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    told = []
+    monkeypatch.setattr(run.model.losses["adv"], "after_step", lambda terms: told.append(set(terms)))
+    run.train()
+    assert told == [{"critic"}, {"critic"}, {"generator"}] * 3

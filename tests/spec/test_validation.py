@@ -412,3 +412,11 @@ def test_a_metric_may_be_named_alone_as_a_transform_may(vae_spec, catalogue) -> 
     ]
     spec["evaluate"] = {"metrics": ["importance_sampled_nll"]}
     assert problems(spec, catalogue) == ["<dict>:1: evaluate.metrics[0].model: required parameter is missing"]
+
+
+def test_a_player_weighting_every_term_0_is_refused(vae_spec, catalogue) -> None:
+    """Weight 0 only logs a term: such a player would minimise nothing, and its parameters never move."""
+    assert problems(vae_spec, catalogue, ["players={model: {terms: {vae: 0}}}"]) == [
+        "--set: players.model.terms: weights every term 0, so the player minimises nothing (weight 0 only logs a term): "
+        "give some term a weight"
+    ]
