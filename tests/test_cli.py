@@ -61,7 +61,7 @@ def test_validate_static_finds_names_in_players_that_the_spec_does_not_declare(t
     for static in (["--static"], []):  # what the build says, said without it
         assert main(["validate", str(path), *static]) == 1
         out = capsys.readouterr().out
-        assert "players.model.params[1]: unknown component 'decodr'; did you mean 'decoder'?" in out
+        assert "players.model.params[1]: unknown component or loss 'decodr'; did you mean 'decoder'?" in out
         assert "players.model.terms.vea: unknown loss term 'vea'; did you mean 'vae'?" in out
 
 

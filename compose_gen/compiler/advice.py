@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from compose_gen.compiler.graph import SpecGraph, node
-from compose_gen.compiler.plan import Plan
+from compose_gen.compiler.plan import Plan, parameters_named
 from compose_gen.core import Loss, Splits
 from compose_gen.core.errors import described
 from compose_gen.registry import listed
@@ -91,11 +91,15 @@ def _advise_classes(spec: Spec, data: Splits) -> None:
         )
 
 
-def advise_losses(spec: Spec, graph: SpecGraph, losses: Mapping[str, Loss], plans: Mapping[str, Plan]) -> None:
+def advise_losses(
+    spec: Spec, graph: SpecGraph, components: Mapping[str, nn.Module], losses: Mapping[str, Loss], plans: Mapping[str, Plan]
+) -> None:
     """Say each loss's own advice (:meth:`compose_gen.core.Loss.advise`, given the losses some player trains) at its declaration,
-    and warn of a loss that no player's terms include and nothing else reads (its author likely forgot it in ``terms:``)."""
-    trained = {call.name: call.module for plan in plans.values() for call in plan.losses if any(call.weights.values())}
+    and warn of a loss that no player's terms include and nothing else reads (its author likely forgot it in ``terms:``),
+    and of one whose parameters of its own (a VQ codebook) no player's ``params`` holds."""
+    trained = {call.name: call.module for plan in plans.values() for call in plan.losses if call.trained}
     computed = {call.name for plan in plans.values() for call in plan.losses}
+    updated = set().union(*(plan.param_ids for plan in plans.values()))
     for name, loss in losses.items():
         declared = spec.sections.losses[name]
         if name not in computed and not any(graph.graph.successors(node("loss", name))):  # no metric or sampler names it
@@ -103,6 +107,12 @@ def advise_losses(spec: Spec, graph: SpecGraph, losses: Mapping[str, Loss], plan
                 declared.path,
                 f"no player's terms include {name!r}, so it is neither trained nor logged, and test_losses leaves it out: add "
                 "its terms to a player's terms (a weight of 0 logs them without training on them)",
+            )
+        if name in trained and any(p.requires_grad and id(p) not in updated for p in parameters_named(name, components, losses) or ()):
+            spec.warn(
+                declared.path,
+                f"has parameters of its own that no player updates, so training leaves them as built: add {name!r} to the "
+                "params of the player that minimises it",
             )
         try:
             advice = loss.advise(trained)

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from compose_gen.compiler.checks import enforce, finite, nonfinite_examples, nonfinite_sources
-from compose_gen.compiler.plan import term_address
+from compose_gen.compiler.plan import parameters_named, term_address
 from compose_gen.core import Splits, TensorData
 from compose_gen.core.contracts import check_loss_result, check_samples
 from compose_gen.core.errors import described
@@ -185,7 +185,7 @@ def _check_reach(model: Any, plan: Any, reached: dict[str, set[int]]) -> None:
     if not problems and named != "all":
         trained = set().union(*reached.values())
         for i, component in enumerate(named):
-            own = {id(p) for p in model.component(component).parameters() if p.requires_grad}
+            own = {id(p) for p in parameters_named(component, model.all_components, model.losses) or () if p.requires_grad}
             if own and not own & trained:
                 problems.append(Problem((*path, "params", i), (
                     f"none of the terms of player {plan.player!r} ({', '.join(reached)}) has a gradient path to {component!r}, "

@@ -294,7 +294,7 @@ def compile_spec(
         _check_one_hot(spec, graph, data)
         _check_averaged(spec, components)
         advise(spec, data)
-        advise_losses(spec, graph, losses, plans)
+        advise_losses(spec, graph, components, losses, plans)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators)
         advise_model(spec, model)
         try:

@@ -8,7 +8,7 @@ gradient to the player's parameters; values that cannot run under ``no_grad``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from compose_gen.registry import ValueRef, ref_fields, suggest
 from compose_gen.spec import Problem, Spec, SpecError
 from compose_gen.spec.model import PlayerSpec
 
-__all__ = ["LossCall", "Plan", "ValueStep", "loss_inputs", "make_plans", "run_plan", "term_address"]
+__all__ = ["LossCall", "Plan", "ValueStep", "loss_inputs", "make_plans", "parameters_named", "run_plan", "term_address"]
 
 
 @dataclass
@@ -73,8 +73,8 @@ def unknown_player_names(spec: Spec) -> list[Problem]:
     for player, pspec in spec.model.players.items():
         path = ("players", player)
         for i, name in enumerate([] if pspec.params == "all" else pspec.params):
-            if name not in components:
-                problems.append(Problem((*path, "params", i), f"unknown component {name!r}{suggest(name, components)}"))
+            if name not in components and name not in losses:
+                problems.append(Problem((*path, "params", i), f"unknown component or loss {name!r}{suggest(name, [*components, *losses])}"))
         for address in pspec.weights() or {}:
             if address.split(".", 1)[0] not in losses:
                 problems.append(Problem((*path, "terms", address), f"unknown loss term {address!r}{suggest(address, losses)}"))
@@ -204,6 +204,17 @@ def _holders(ids: set[int], components: dict[str, nn.Module]) -> list[str]:
     return [c for c, module in holding.items() if not any(o != c and any(m is module for m in outer.modules()) for o, outer in holding.items())]
 
 
+def parameters_named(name: str, components: Mapping[str, nn.Module], losses: Mapping[str, nn.Module]) -> list[nn.Parameter] | None:
+    """What ``name`` in a player's ``params`` trains: a component's parameters, or a loss's own (those of no component:
+    a VQ-VAE's codebook); None when it names neither."""
+    if name in components:
+        return list(components[name].parameters())
+    if name in losses:
+        held = {id(p) for module in components.values() for p in module.parameters()}
+        return [p for p in losses[name].parameters() if id(p) not in held]
+    return None
+
+
 def _player_params(
     pspec: PlayerSpec,
     components: dict[str, nn.Module],
@@ -215,10 +226,13 @@ def _player_params(
     names = list(components) if pspec.params == "all" else pspec.params
     params: dict[int, nn.Parameter] = {}
     for i, name in enumerate(names):
-        if name not in components:
-            problems.append(Problem((*path, "params", i), f"unknown component {name!r}{suggest(name, components)}"))
+        named = parameters_named(name, components, losses)
+        if named is None:
+            problems.append(Problem((*path, "params", i), f"unknown component or loss {name!r}{suggest(name, [*components, *losses])}"))
             continue
-        for p in components[name].parameters():
+        if not named and name not in components:
+            problems.append(Problem((*path, "params", i), f"loss {name!r} has no parameters of its own: list the components it calls"))
+        for p in named:
             params.setdefault(id(p), p)
     if pspec.params == "all":
         for loss in losses.values():

@@ -225,7 +225,9 @@ def _once_each(names: list[str], what: str) -> list[str]:
 class PlayerSpec(_Strict):
     """A set of components one optimizer updates to minimise weighted loss terms."""
 
-    params: list[str] | Literal["all"] = Field("all", description="components whose parameters this player updates")
+    params: list[str] | Literal["all"] = Field(
+        "all", description="components whose parameters this player updates, or losses for their own (a VQ codebook)"
+    )
     terms: Terms | None = Field(None, description="loss terms (`loss` or `loss.term`) and their weights; default: every term")
     optimizer: OptimizerSpec | None = Field(None, description="default: train.optimizer")
     steps: PositiveInt = Field(1, description="optimizer steps per round (n_critic)")

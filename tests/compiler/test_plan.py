@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from compose_gen.runtime import build
-from compose_gen.spec import SpecError, load_spec
+from compose_gen.spec import SpecError, SpecWarning, load_spec
 from game_toys import errors
 
 
@@ -62,7 +62,7 @@ def test_a_misspelt_component_in_params_is_the_one_error_said(gan_spec, toy_cata
     """Its knock-on, "player 'generator' has no parameters to update", only repeated the typo in other words."""
     gan_spec["players"]["generator"]["params"] = ["generatr"]
     assert errors(gan_spec, toy_catalogue).splitlines() == [
-        "<dict>:1: players.generator.params[0]: unknown component 'generatr'; did you mean 'generator'?"
+        "<dict>:1: players.generator.params[0]: unknown component or loss 'generatr'; did you mean 'generator'?"
     ]
 
 
@@ -151,6 +151,30 @@ def test_a_term_logged_with_weight_0_needs_no_path_and_trains_nothing(gan_spec, 
         "players.generator.params[1]: none of the terms of player 'generator' (adv.generator) has a gradient path to 'encoder', "
         "so its parameters would never train"
     ) in errors(gan_spec, toy_catalogue)
+
+
+def test_a_loss_in_params_trains_its_own_parameters_and_is_warned_of_when_left_out(catalogue) -> None:
+    """A VQ-VAE's learned codebook belongs to the loss, not to a component: explicit players must be able to name it."""
+    spec = yaml.safe_load((Path(__file__).parents[2] / "specs" / "vqvae_digits.yaml").read_text())
+    spec["losses"]["vq"]["ema"] = False
+    spec["train"]["steps"] = 2
+    spec["players"] = {"model": {"params": ["encoder", "decoder"], "terms": ["vq"]}}
+    with pytest.warns(SpecWarning, match="losses.vq: has parameters of its own that no player updates, so training leaves them as built"):
+        left_out, _ = build(load_spec(spec, catalogue=catalogue), "cpu")
+    codebook = left_out.losses["vq"].quantizer.codebook
+    assert id(codebook) not in left_out.plans["model"].param_ids
+    spec["players"]["model"]["params"].append("vq")
+    named, _ = build(load_spec(spec, catalogue=catalogue), "cpu")
+    codebook = named.losses["vq"].quantizer.codebook
+    encoder = {id(p) for p in named.components["encoder"].parameters()}
+    assert id(codebook) in named.plans["model"].param_ids and encoder <= named.plans["model"].param_ids
+
+
+def test_a_loss_without_parameters_of_its_own_cannot_be_a_players_params(gan_spec, toy_catalogue) -> None:
+    gan_spec["players"]["critic"]["params"] = ["critic", "adv"]
+    assert "players.critic.params[1]: loss 'adv' has no parameters of its own: list the components it calls" in errors(gan_spec, toy_catalogue)
+    gan_spec["players"]["critic"]["params"] = ["critic", "avd"]
+    assert "players.critic.params[1]: unknown component or loss 'avd'; did you mean 'adv'?" in errors(gan_spec, toy_catalogue)
 
 
 def test_a_spec_without_losses_is_told_so(gan_spec, toy_catalogue) -> None:
