@@ -1,6 +1,6 @@
 """An exponential moving average of some components' weights, for sampling and evaluation.
 
-After every optimizer step that changes them, ``avg ← d_t·avg + (1 − d_t)·θ``
+After every optimizer step that changes them, ``avg ← d_t·avg + (1 − d_t)·θ`` for the weights it changed
 (Polyak & Juditsky 1992; for GAN generators Yazıcı et al. 2019, Karras et al. 2018),
 starting from the initial weights.  With ``warmup`` the rate ramps up as in
 TensorFlow's ``ExponentialMovingAverage``: at training round t,
@@ -41,6 +41,8 @@ class WeightAverage(nn.Module):
         self.shadows = nn.ModuleDict({name: _Shadow(params) for name, params in live.items()})
         self._live = [p for params in live.values() for p in params]
         self.param_ids = frozenset(map(id, self._live))
+        #: For each set of parameter ids a step updated (a player's), the positions of the averaged ones among them.
+        self._moved: dict[frozenset[int], list[int]] = {}
 
     def _averages(self) -> list[torch.Tensor]:
         return [b for shadow in self.shadows.values() for b in shadow.buffers()]
@@ -56,9 +58,15 @@ class WeightAverage(nn.Module):
             average.copy_(p.detach())
 
     @torch.no_grad()
-    def update(self, step: int) -> None:
-        """One step of the average towards the current weights, at training round ``step``."""
-        torch._foreach_lerp_(self._averages(), [p.detach() for p in self._live], 1.0 - self.rate(step))
+    def update(self, step: int, changed: frozenset[int] | None = None) -> None:
+        """One step towards the current weights, at training round ``step``, of the averages of the parameters whose
+        ids are in ``changed`` (those an optimizer step updated; by default all): an average moves only with its weights."""
+        if changed is None:
+            moved = range(len(self._live))
+        else:
+            moved = self._moved.setdefault(changed, [i for i, p in enumerate(self._live) if id(p) in changed])
+        averages = self._averages()
+        torch._foreach_lerp_([averages[i] for i in moved], [self._live[i].detach() for i in moved], 1.0 - self.rate(step))
 
     @contextmanager
     def applied(self) -> Iterator[None]:

@@ -406,7 +406,7 @@ class Trainer:
             if call.trained:  # not for a loss this player only logs (weight 0): its warm-up or clipping waits
                 call.module.after_step(call.trained)
         if self.ema is not None and not self.ema.param_ids.isdisjoint(plan.param_ids):
-            self.ema.update(self.step)
+            self.ema.update(self.step, plan.param_ids)
         values[f"{name}.grad_norm"] = norm
         if scaler:  # logged as the fraction of the window's steps whose float16 gradients overflowed, which it skipped
             values[f"{name}.overflowed"] = 0.0

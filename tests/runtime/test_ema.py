@@ -76,6 +76,25 @@ def test_trainer_averages_after_each_generator_step_and_samples_with_the_average
     assert "ema.shadows.generator.p0" in run.model.state_dict()  # so checkpoints hold the average
 
 
+def test_an_average_of_two_players_components_moves_each_part_with_its_own_player(tmp_path, toys_catalogue):
+    """A critic step changes the critic, not the generator: the generator's average moves once a round, not
+    steps + 1 times (which made its decay 0.75^3 a round where 0.75 was asked)."""
+    ema = {"components": ["generator", "critic"], "decay": 0.75, "warmup": False}
+    run = Run.create(load_spec(spec_dict(GAN, steps=1, ema=ema), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    parts = {name: run.model.components[name] for name in ema["components"]}
+    before = {name: [p.detach().clone() for p in module.parameters()] for name, module in parts.items()}
+    critic, critic_steps = run.model.components["critic"], []
+    run.trainer.optimizers["critic"].register_step_post_hook(lambda *_: critic_steps.append([p.detach().clone() for p in critic.parameters()]))
+    run.train()
+    generator_now = list(parts["generator"].parameters())
+    for i, average in enumerate(run.model.ema.shadows["generator"].buffers()):  # one generator step: one move
+        torch.testing.assert_close(average, 0.75 * before["generator"][i] + 0.25 * generator_now[i].detach())
+    assert len(critic_steps) == 2  # the toy GAN's critic player takes steps: 2
+    for i, average in enumerate(run.model.ema.shadows["critic"].buffers()):
+        once = 0.75 * before["critic"][i] + 0.25 * critic_steps[0][i]
+        torch.testing.assert_close(average, 0.75 * once + 0.25 * critic_steps[1][i])
+
+
 def test_unknown_ema_component_is_a_located_spec_error(toys_catalogue):
     with pytest.raises(SpecError, match=r"train\.ema\.components\[0\]: unknown component 'genrator'; did you mean 'generator'\?"):
         load_spec(spec_dict(GAN, ema={"components": ["genrator"]}), catalogue=toys_catalogue)
