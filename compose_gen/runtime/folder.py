@@ -34,8 +34,10 @@ __all__ = ["SPLIT_KEYS", "check_loadable", "check_new_folder", "checkpoint_path"
 SPLIT_KEYS = frozenset({"seed", "test_fraction", "transforms", "n"})
 
 
-def check_new_folder(run_dir: Path) -> None:
-    """Refuse ``run_dir`` for a fresh run: a file, below a file, busy, holding checkpoints or records of training."""
+def check_new_folder(run_dir: Path, spec_text: str) -> None:
+    """Refuse ``run_dir`` for a fresh run of the spec ``spec_text`` (as the run records it): a file, below a file, busy,
+    holding checkpoints or records of training, a link in it, or a ``spec.yaml`` other than this one (a user's own
+    spec kept there, or another run's)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise FileExistsError(f"{run_dir} is a file, not a folder: the run folder must be a folder (--out DIR)")
     above = next((folder for folder in run_dir.parents if folder.exists() and not folder.is_dir()), None)
@@ -45,6 +47,23 @@ def check_new_folder(run_dir: Path) -> None:
     if list_checkpoints(run_dir):
         raise FileExistsError(f"{run_dir} already holds checkpoints: resume it (--resume {run_dir}) or choose another folder")
     refuse_to_start_over(run_dir, "choose another folder")
+    _refuse_links(run_dir)
+    recorded = run_dir / SPEC_FILE
+    if (recorded.exists() or recorded.is_symlink()) and (not recorded.is_file() or recorded.read_bytes() != spec_text.encode()):
+        raise FileExistsError(
+            f"{recorded} exists and is not the spec this run records there (every default filled in), which would replace it: "
+            "choose another --out, or move that file"
+        )
+
+
+def _refuse_links(run_dir: Path) -> None:
+    """Refuse a run folder whose checkpoints, samples or TensorBoard folder is a symbolic link."""
+    for name in (CHECKPOINTS_DIR, SAMPLES_DIR, TENSORBOARD_DIR):
+        if (run_dir / name).is_symlink():  # compose_gen never makes one; through it, rotation would delete another folder's files
+            raise CheckpointError(
+                f"{run_dir / name} is a symbolic link (to {os.readlink(run_dir / name)}), which compose_gen never makes: through it "
+                "this run would read, write and rotate away the files of another folder; make it a folder of the run's own"
+            )
 
 
 def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) -> None:
@@ -57,12 +76,7 @@ def check_loadable(run_dir: Path, trained: bool, checkpoint: str | Path | None) 
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {SPEC_FILE})")
     if not (run_dir / SPEC_FILE).is_file():  # a FIFO would hang the reader
         raise CheckpointError(f"{run_dir / SPEC_FILE} is not a regular file, which the run folder's spec always is")
-    for name in (CHECKPOINTS_DIR, SAMPLES_DIR, TENSORBOARD_DIR):
-        if (run_dir / name).is_symlink():  # compose_gen never makes one; through it, rotation would delete another folder's files
-            raise CheckpointError(
-                f"{run_dir / name} is a symbolic link (to {os.readlink(run_dir / name)}), which compose_gen never makes: through it "
-                "this run would read, write and rotate away the files of another folder; make it a folder of the run's own"
-            )
+    _refuse_links(run_dir)
     if trained and checkpoint is None and not list_checkpoints(run_dir):
         refuse_if_busy(run_dir)  # a training still before its first checkpoint: say that, not "train it first"
         refuse_to_start_over(run_dir, why="none was written before the training stopped, or they were removed, so there is no trained model to load")

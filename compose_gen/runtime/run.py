@@ -76,6 +76,20 @@ def build(spec: Spec, device: str | torch.device | None = None) -> tuple[Generat
     return compile_spec(spec, data, device), data
 
 
+def _reserve_default_folder(name: str) -> Path:
+    """Make ``runs/NAME-YYYYmmdd-HHMMSS`` (``-2``, ``-3``... when taken), so that trainings of one spec started in the
+    same second each get a folder of their own."""
+    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base} and 9,999 variants of it exist: give the run folder with --out")
+
+
 @dataclass
 class Run:
     """A model with its data, spec and (optional) folder."""
@@ -121,14 +135,20 @@ class Run:
     @classmethod
     def _create(cls, spec: Spec, out: str | Path | None, device: str | None, progress: bool) -> "Run":
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
-        default = Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(dist.broadcast_text(str(out if out is not None else default)))
-        check_new_folder(run_dir)
-        model, data = build(spec, resolved)
+        reserved = out is None and dist.is_main
+        run_dir = Path(dist.broadcast_text(str(_reserve_default_folder(spec.name) if reserved else out)))
+        try:
+            check_new_folder(run_dir, spec.to_yaml())
+            model, data = build(spec, resolved)
+        except BaseException:
+            if reserved:
+                run_dir.rmdir()  # the empty folder it made, so that nothing is left of a run that never started
+            raise
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         with run._writing():
+            check_new_folder(run_dir, spec.to_yaml())  # again, claimed: another run may have begun there during the build
             run._record_spec()
         return run
 

@@ -353,6 +353,62 @@ def test_a_run_whose_folder_was_moved_away_does_not_start_another_at_its_old_pat
     assert Run.load(tmp_path / "renamed", catalogue=toys_catalogue, progress=False).trainer.step == 2
 
 
+def test_a_new_run_keeps_out_of_a_folder_holding_another_spec_or_links(tmp_path, toys_catalogue, monkeypatch) -> None:
+    """A user's own spec.yaml kept in --out, and one another run recorded there while this one built, were replaced by
+    this run's; a samples/ link made a new run write into the folder it points to."""
+    from runtime_toys import VAE, spec_dict
+
+    import compose_gen.runtime.run as run_module
+
+    spec = cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue)
+    mine = tmp_path / "exp"
+    mine.mkdir()
+    (mine / "spec.yaml").write_text("# my experiment\n")
+    with pytest.raises(FileExistsError, match="exp/spec.yaml exists and is not the spec this run records there"):
+        Run.create(spec, mine, progress=False)
+    assert (mine / "spec.yaml").read_text() == "# my experiment\n"
+    Run.create(spec, tmp_path / "again", progress=False)
+    Run.create(spec, tmp_path / "again", progress=False)  # the same spec, started again before any training: allowed
+
+    raced, build = tmp_path / "raced", run_module.build
+
+    def another_run_records_its_spec_meanwhile(*args, **kwargs):
+        built = build(*args, **kwargs)
+        raced.mkdir()
+        (raced / "spec.yaml").write_text("name: other\n")
+        return built
+
+    monkeypatch.setattr(run_module, "build", another_run_records_its_spec_meanwhile)
+    with pytest.raises(FileExistsError, match="raced/spec.yaml exists"):
+        Run.create(spec, raced, progress=False)
+    assert (raced / "spec.yaml").read_text() == "name: other\n"
+    monkeypatch.setattr(run_module, "build", build)
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (tmp_path / "other_samples").mkdir()
+    (linked / "samples").symlink_to(tmp_path / "other_samples")
+    with pytest.raises(cg.runtime.CheckpointError, match="linked/samples is a symbolic link"):
+        Run.create(spec, linked, progress=False)
+
+
+def test_runs_of_one_spec_started_in_the_same_second_get_folders_of_their_own(tmp_path, toys_catalogue, monkeypatch) -> None:
+    from runtime_toys import VAE, spec_dict
+
+    import compose_gen.runtime.run as run_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_module.time, "strftime", lambda form: "20261201-000000")
+    spec = cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue)
+    folders = [Run.create(spec, progress=False).dir for _ in range(2)]
+    assert [f.relative_to(tmp_path).as_posix() for f in folders] == ["runs/vae_tiny-20261201-000000", "runs/vae_tiny-20261201-000000-2"]
+    broken = cg.load_spec(spec_dict(VAE, steps=2), ["data.binarize=none"], catalogue=toys_catalogue)
+    monkeypatch.setattr(run_module, "build", lambda *args: (_ for _ in ()).throw(RuntimeError("no build")))
+    with pytest.raises(RuntimeError, match="no build"):
+        Run.create(broken, progress=False)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["vae_tiny-20261201-000000", "vae_tiny-20261201-000000-2"]
+
+
 def test_metrics_run_without_gradients(vae_spec, tmp_path) -> None:
     run = Run.create(cg.load_spec(vae_spec), tmp_path / "run", progress=False)
     run.model.metrics[0] = lambda ectx: {"grad_enabled": float(torch.is_grad_enabled())}
