@@ -24,6 +24,7 @@ from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss
 from compose_gen.core.files import json_text
 from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
+from compose_gen.runtime.logging import tell
 from compose_gen.spec import SpecError, SpecWarning, load_spec
 
 __all__ = ["main"]
@@ -49,7 +50,7 @@ def _spec_warnings_said() -> Iterator[list[str]]:
             elif str(message) not in said:
                 said.append(str(message))
                 if printing:
-                    print(f"warning: {message}", file=sys.stderr)
+                    tell(f"warning: {message}")
 
         warnings.showwarning = show
         yield said
@@ -152,7 +153,7 @@ def _train(args: argparse.Namespace) -> int:
         run = Run.create(spec, args.out, args.device, progress)
     main_process = run.trainer.dist.is_main
     if main_process:
-        print(f"run folder: {run.dir}", file=sys.stderr)
+        tell(f"run folder: {run.dir}")
     try:
         logs = run.train(args.until or args.steps)
     except EvaluationFailed as failure:  # trained and saved; what the metrics that worked measured is printed too

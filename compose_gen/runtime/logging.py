@@ -25,7 +25,9 @@ from compose_gen.core.files import parse_json
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
-__all__ = ["MetricsLog", "RunningMeans", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard"]
+__all__ = [
+    "MetricsLog", "RunningMeans", "TensorBoardLog", "TrainingProgress", "prune_metrics", "read_metrics", "require_tensorboard", "tell",
+]
 
 
 class RunningMeans:
@@ -194,6 +196,15 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def tell(message: str) -> None:
+    """Print ``message`` on stderr; once its reader has gone (``train ... 2>&1 | head``), go on without one: a training
+    must not die of a closed pipe, which would lose every step since its last checkpoint."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # where later messages and Python's own go
+
+
 class TrainingProgress:
     """A rich progress bar showing steps/s, ETA and the latest loss terms.
 
@@ -241,6 +252,6 @@ class TrainingProgress:
             fields["rate"] = f"{(step - self.start_step) / max(elapsed, 1e-9):.1f} steps/s"
             fields["losses"] = "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, float))
             if self.lines:
-                print(f"step {step}/{self.total}  {fields['rate']}  {fields['losses']}", file=sys.stderr, flush=True)
+                tell(f"step {step}/{self.total}  {fields['rate']}  {fields['losses']}")
         if self.progress is not None:
             self.progress.update(self.task, completed=step, **fields)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,7 +64,7 @@ from compose_gen.runtime.data import BatchStream
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, DROPPED_METRICS_FILE, METRICS_FILE, TENSORBOARD_DIR
-from compose_gen.runtime.logging import MetricsLog, RunningMeans, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard
+from compose_gen.runtime.logging import MetricsLog, RunningMeans, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard, tell
 from compose_gen.runtime.optim import make_optimizer
 from compose_gen.spec import format_path
 from compose_gen.spec.resolve import origin
@@ -194,7 +193,7 @@ class Trainer:
     def say(self, message: str) -> None:
         """A message for the user, from rank 0 only."""
         if self.dist.is_main:
-            print(message, file=sys.stderr, flush=True)
+            tell(message)
 
     # -- resuming -------------------------------------------------------------------------------
 
@@ -218,7 +217,7 @@ class Trainer:
         if "cpu" in states:
             rng.set_state(states, self.model.device)
         else:  # saved by fewer processes: this one starts a fresh (seeded) noise stream
-            print(f"warning: {checkpoint.path} holds no RNG state for process {self.dist.rank}; its noise stream restarts", file=sys.stderr)
+            tell(f"warning: {checkpoint.path} holds no RNG state for process {self.dist.rank}; its noise stream restarts")
             torch.manual_seed(offset_seed(self.model.spec.model.seed + checkpoint.step, self.dist.rank, RANK_STRIDE))
         self.stream.load_state_dict(state["data"])
         self.precision.load_state_dict(state.get("scalers", {}))
@@ -451,7 +450,7 @@ class Trainer:
             if self.dist.is_main:
                 self.say(note)
             elif not loss_ok and any(not math.isfinite(v) for v in logs.values()):  # its own finding, which process 0 lacks
-                print(f"process {self.dist.rank}: {note}", file=sys.stderr, flush=True)
+                tell(f"process {self.dist.rank}: {note}")
             return
         if self.train.on_nan == "skip":
             advice = f"; more than train.max_nan_skips={self.train.max_nan_skips} batches were non-finite"

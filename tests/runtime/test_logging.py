@@ -145,3 +145,21 @@ def test_the_running_sums_keep_double_precision():
     for value in (1e8, 1.0, 1.0, 1.0):  # in float32, 1e8 + 1 == 1e8
         means.add({"a.loss": value})
     assert means.read(Distributed()) == {"a.loss": (1e8 + 3) / 4}
+
+
+def test_a_training_whose_log_reader_has_gone_trains_on_and_saves(tmp_path):
+    """``train ... 2>&1 | head`` closed the pipe: the next progress line raised BrokenPipeError inside the loop, and the
+    training ended at once without a checkpoint, in a folder that neither --resume nor --out then took."""
+    import subprocess
+
+    import yaml
+    from runtime_toys import subprocess_env
+
+    spec = tmp_path / "vae.yaml"
+    spec.write_text(yaml.safe_dump(spec_dict(VAE, steps=40, log_every=1, checkpoint_every=40)))
+    command = [sys.executable, "-m", "compose_gen", "train", str(spec), "--out", str(tmp_path / "run"), "--set", "evaluate.metrics=[]"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
+    child.stderr.close()  # the reader goes away before the first line
+    assert child.wait(timeout=300) == 0
+    assert [record["step"] for record in read_metrics(tmp_path / "run" / "metrics.jsonl")][-1] == 40
+    assert (tmp_path / "run" / "checkpoints" / "step-00000040").is_dir()
