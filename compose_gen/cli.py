@@ -59,6 +59,7 @@ def _spec_warnings_said() -> Iterator[list[str]]:
 def _validate(args: argparse.Namespace) -> int:
     catalogue = make_catalogue()
     failed = 0
+    verdicts = sys.stderr if args.resolved else sys.stdout  # with --resolved, stdout holds the YAML alone
     for file in args.files:
         note = ""
         try:
@@ -77,13 +78,13 @@ def _validate(args: argparse.Namespace) -> int:
                     build(spec, "cpu")
         except SpecError as error:
             failed += 1
-            print(error)
+            print(error, file=verdicts)
         else:
             if args.strict and said:
                 failed += 1
-                print(f"{file}: {len(said)} warning(s), which --strict counts as problems")
+                print(f"{file}: {len(said)} warning(s), which --strict counts as problems", file=verdicts)
                 continue
-            print(f"{file}: ok{note}", file=sys.stderr if args.resolved else sys.stdout)  # stdout holds the YAML alone
+            print(f"{file}: ok{note}", file=verdicts)
             if args.resolved:
                 if len(args.files) > 1:  # one YAML stream of documents, which yaml.safe_load_all reads back
                     print(f"--- # {file}")

@@ -404,6 +404,15 @@ def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec,
     other = write(tmp_path, vae_spec, "other.yaml")
     assert main(["validate", str(path), str(other), "--static", "--resolved"]) == 0
     assert [d["name"] for d in yaml.safe_load_all(capsys.readouterr().out)] == ["tiny_vae", "other"], "several: one document each"
+    vae_spec["components"]["encoder"]["net"]["hiden"] = [3]
+    broken = write(tmp_path, vae_spec, "broken.yaml")
+    vae_spec["components"]["encoder"]["net"].pop("hiden")
+    vae_spec["train"]["optimizer"] = {"type": "adam", "lr": 5.0}  # warned of: --strict counts it
+    warned = write(tmp_path, vae_spec, "warned.yaml")
+    assert main(["validate", str(broken), str(warned), str(path), "--static", "--strict", "--resolved"]) == 1
+    said = capsys.readouterr()
+    assert [d["name"] for d in yaml.safe_load_all(said.out)] == ["tiny_vae"], "the problems and verdicts stay out of the YAML"
+    assert "unknown parameter 'hiden'" in said.err and f"{warned}: 1 warning(s), which --strict counts as problems" in said.err
 
 
 def test_runs_in_a_folder_that_does_not_exist_is_an_error(tmp_path, capsys) -> None:
