@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import warnings
@@ -26,6 +27,7 @@ from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.runtime.logging import tell
 from compose_gen.spec import SpecError, SpecWarning, load_spec
+from compose_gen.spec.model import DEVICE_PATTERN
 
 __all__ = ["main"]
 
@@ -183,6 +185,10 @@ def _check_until(until: int | None, step: int, total: int) -> None:
 
 def _sample(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir, args.device, args.set, progress=False, checkpoint=args.checkpoint, weights_only=True)
+    try:  # classes this model does not draw are a mistake of the command line, said as argparse's are
+        run.model.labels(args.n, run.class_labels(args.classes))
+    except ValueError as error:
+        raise _Misuse(f"compose-gen sample: --class: {error}") from None
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}")
     return 0
@@ -295,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop at round K, sampled and evaluated there, the schedule still running to train.steps; --resume continues it",
     )
     p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP); must not hold checkpoints yet")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
+    p.add_argument("--device", type=_device_name, help="auto, cpu, cuda or cuda:N (default: the spec's)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest readable checkpoint")
     p.add_argument("--no-progress", action="store_true", help="print neither the progress bar nor the log lines (metrics.jsonl is still written)")
     overrides(p)
@@ -317,14 +323,14 @@ def _parser() -> argparse.ArgumentParser:
         "--class", dest="classes", action="append", metavar="K",
         help="draw only class K, a label or a class name (repeat for several, one per column), from a model that samples by class",
     )
-    p.add_argument("--device")
+    p.add_argument("--device", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: the spec's)")
     checkpoint(p)
     overrides(p)
 
     p = command("evaluate", _evaluate, "evaluate a trained run with its spec's metrics")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--device")
+    p.add_argument("--device", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: the spec's)")
     checkpoint(p)
     p.add_argument(
         "--out", type=Path, help="folder for the files metrics write (grids, plots); default: the run folder, or its evaluation-set/ with --set"
@@ -347,6 +353,13 @@ def _at_least(low: T, kind: Callable[[str], T]) -> Callable[[str], T]:
 
     parse.__name__ = kind.__name__  # argparse names the type in its message
     return parse
+
+
+def _device_name(text: str) -> str:
+    """An argparse type: a device name as a spec's ``device:`` takes it (whether this machine has it is the run's to say)."""
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: give cpu, cuda, cuda:N, mps or auto")
+    return text
 
 
 class _Misuse(Exception):

@@ -279,11 +279,11 @@ def test_sample_draws_the_chosen_classes_of_a_model_that_samples_by_class(tmp_pa
         assert (tmp_path / name).is_file() and not (tmp_path / f"{name}{name[-4:].lower()}").exists()
     assert main(["sample", str(run), "-n", "6", "--class", "3", "-o", str(tmp_path / "threes.png")]) == 0
     capsys.readouterr()
-    assert main(["sample", str(run), "--class", "8", "-o", str(tmp_path / "s.png")]) == 1
+    assert main(["sample", str(run), "--class", "8", "-o", str(tmp_path / "s.png")]) == 2  # a usage mistake
     assert "spec 'cgan' samples classes 0..7; class 8 given" in capsys.readouterr().err
     vae = tmp_path / "vae"
     assert main(["train", str(write(tmp_path, vae_spec, "vae.yaml")), "--out", str(vae), "--steps", "1", "--no-progress"]) == 0
-    assert main(["sample", str(vae), "--class", "1", "-o", str(tmp_path / "v.png")]) == 1
+    assert main(["sample", str(vae), "--class", "1", "-o", str(tmp_path / "v.png")]) == 2
     assert "spec 'tiny_vae' does not sample by class" in capsys.readouterr().err
 
 
@@ -494,11 +494,11 @@ def test_train_refuses_a_folder_with_records_and_a_device_it_cannot_have(tmp_pat
     assert main(["train", str(spec), "--out", str(tmp_path / "old"), "--no-progress"]) == 1
     assert "holds no checkpoint, but metrics.jsonl (up to step 50): starting over would overwrite them; choose another folder" in capsys.readouterr().err
     assert (tmp_path / "old" / "metrics.jsonl").read_text() == '{"step": 50, "loss": 1.0}\n'
-    assert main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", "tpu", "--no-progress"]) == 1
-    assert "unknown device 'tpu': give cpu, cuda, cuda:N, mps or auto" in capsys.readouterr().err
-    for device in ("meta", "cpu:0x"):  # torch knows meta, but a model cannot train there
-        assert main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", device, "--no-progress"]) == 1
-        assert f"unknown device '{device}'" in capsys.readouterr().err
+    for device in ("tpu", "meta", "cpu:0x"):  # torch knows meta, but a model cannot train there
+        with pytest.raises(SystemExit) as refused:  # a usage mistake, as --set device=tpu is
+            main(["train", str(spec), "--out", str(tmp_path / "new"), "--device", device, "--no-progress"])
+        assert refused.value.code == 2
+        assert f"argument --device: unknown device '{device}': give cpu, cuda, cuda:N, mps or auto" in capsys.readouterr().err
 
 
 def test_a_reader_that_goes_away_ends_the_output_quietly(monkeypatch, capsys) -> None:

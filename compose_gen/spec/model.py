@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 Raw = dict[str, Any]
+#: The device names a spec (and ``--device``) takes.
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
 class _Strict(StrictModel):
@@ -320,7 +322,7 @@ class SpecModel(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: Seed = 0
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     data: Raw
     components: dict[str, Raw] = Field(default_factory=dict)
     graph: dict[str, str] = Field(default_factory=dict)
