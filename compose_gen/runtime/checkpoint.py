@@ -130,6 +130,9 @@ def save_checkpoint(
             f"{final}: could not write the checkpoint of step {step} ({described(error)}); "
             "it is not saved, and the earlier checkpoints stay"
         ) from None
+    except BaseException:  # a second Ctrl-C while writing: nothing would ever remove the half-written folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         _remove(final)
     os.replace(tmp, final)

@@ -426,6 +426,20 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error_that_leaves_no_half_fol
     assert list_checkpoints(tmp_path / "run") == checkpoints and not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
 
 
+def test_a_second_ctrl_c_while_a_checkpoint_is_written_leaves_no_half_folder(tmp_path, toys_catalogue, monkeypatch):
+    """The message then sends the user to a new folder, so nothing would ever remove a .tmp folder left here."""
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    run = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("compose_gen.runtime.checkpoint.save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.train(8)
+    assert list_checkpoints(tmp_path / "run") == checkpoints and not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
 def test_a_state_json_whose_step_is_not_its_folders_is_refused_and_resume_falls_back(tmp_path, toys_catalogue):
     """state.json is not hashed: step-6 weights that say "step 5" would resume at 5 and later overwrite step-00000006."""
     spec, (_, _, third) = _three_checkpoints(tmp_path, toys_catalogue)
