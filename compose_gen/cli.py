@@ -158,7 +158,8 @@ def _train(args: argparse.Namespace) -> int:
     if main_process:
         tell(f"run folder: {run.dir}")
     try:
-        logs = run.train(args.until or args.steps)
+        with _terminated_as_interrupted():
+            logs = run.train(args.until or args.steps)
     except EvaluationFailed as failure:  # trained and saved; what the metrics that worked measured is printed too
         if main_process:
             print(json_text(failure.results))
@@ -176,6 +177,29 @@ def _train(args: argparse.Namespace) -> int:
     if not stopped:
         return 0
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (which stops at a signal itself): while sampling or evaluating after it."""
+
+
+@contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM (a batch scheduler's, ``timeout``'s) raises :class:`_Terminated` inside, so that the user is told what
+    is saved, as at Ctrl-C, rather than the process dying without a word; one ignored when the process began stays so."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_until(until: int | None, step: int, total: int) -> None:
@@ -383,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, NonFiniteLoss, OSError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except _Terminated:
+        return 128 + signal.SIGTERM.value
     except KeyboardInterrupt:
         return 130
 

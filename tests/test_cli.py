@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy
@@ -529,14 +531,19 @@ def test_a_run_folder_that_is_a_file_is_refused_by_name(tmp_path, vae_spec, caps
     assert f"error: {spec} is a file, so no run folder can be made at {spec / 'sub' / 'run'}, below it" in capsys.readouterr().err
 
 
-def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp_path, vae_spec, capsys, monkeypatch, signum, status) -> None:
+    """SIGTERM (a scheduler's, ``timeout``'s) there killed the process without a word."""
+
     def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the signal arrives before this ends
 
     monkeypatch.setattr("compose_gen.runtime.Run.evaluate", interrupted)
     run = tmp_path / "run"
-    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress"]) == 130
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress"]) == status
     assert f"interrupted after training, while sampling or evaluating; step 20 is saved: compose-gen evaluate {run}" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_second_interrupt_says_what_it_did_not_save(tmp_path, vae_spec, capsys, monkeypatch) -> None:
