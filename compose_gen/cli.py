@@ -334,7 +334,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("-n", type=_at_least(1, int), default=64, help="how many samples (default 64)")
     p.add_argument(
-        "-o", "--output", required=True, help="file to write: a picture (.png unless it names another format), or .npy/.npz arrays in data space"
+        "-o", "--output", required=True, help="file to write: a picture (.png unless it names another format), or .npy/.npz arrays: for image data, "
+        "display pixels in [0, 1] of shape (N, C, H, W); for other data, the data's raw units"
     )
     p.add_argument(
         "--temperature",

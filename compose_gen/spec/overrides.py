@@ -64,6 +64,13 @@ def apply_overrides(source: SpecSource, overrides: Iterable[str], model_of: Mode
             problems.append(Problem(path, f"override value {raw!r} holds more than one value; set each key with a --set of its own"))
             continue
         value = parsed["value"]
+        if not raw.strip():
+            problems.append(Problem(path, "no value after '=': give one (null for none)"))
+            continue
+        slip = _colon_without_space(value)
+        if slip is not None:
+            problems.append(Problem(path, f"{slip!r} reads as one key: in YAML a colon needs a space after it ({slip.replace(':', ': ', 1)})"))
+            continue
         try:
             overridden |= _assign(data, path, value, model_of)
         except _OverrideError as error:
@@ -71,6 +78,20 @@ def apply_overrides(source: SpecSource, overrides: Iterable[str], model_of: Mode
     if problems:
         raise SpecError(problems, _Overrides())
     return SpecSource(source.name, data, source.lines, overridden)
+
+
+def _colon_without_space(value: Any) -> str | None:
+    """A key of a mapping in ``value`` written ``key:value`` with no space, which YAML reads as the key ``'key:value'``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if item is None and isinstance(key, str) and re.fullmatch(r"[A-Za-z_][\w.]*:\S+", key):
+                return key
+            found = _colon_without_space(item)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        return next((found for item in value if (found := _colon_without_space(item)) is not None), None)
+    return None
 
 
 def parse_key(key: str) -> tuple[PathPart, ...] | None:

@@ -156,6 +156,11 @@ def test_a_new_named_entry_set_whole_can_then_be_set_key_by_key(flow, catalogue)
         ("train.steps.x=1", "train.steps.x: cannot set a key inside train.steps, which is int 2, not a mapping"),
         ("train.ema.components[0]=flow", "train.ema.components[0]: train.ema.components does not exist: set the whole list (train.ema.components=[...])"),
         ("train.steps=5\nseed: 3", "train.steps: override value '5\\nseed: 3' holds more than one value; set each key with a --set of its own"),
+        ("train.steps=", "train.steps: no value after '=': give one (null for none)"),
+        (
+            "train.optimizer={type:adam, lr: 0.1}",
+            "train.optimizer: 'type:adam' reads as one key: in YAML a colon needs a space after it (type: adam)",
+        ),
         (
             "a[-1]=2",
             "override 'a[-1]=2' is not of the form key.path=value "
