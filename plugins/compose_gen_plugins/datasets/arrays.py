@@ -104,7 +104,7 @@ def _load(path: Path, archive: bool) -> np.ndarray | np.lib.npyio.NpzFile:
     kind = ".npz" if archive else ".npy"
     _require_magic(path, kind)
     with path.open("rb") as handle:
-        problem = _declared_beyond_held(handle, os.fstat(handle.fileno()).st_size)
+        problem = _size_problem(handle, os.fstat(handle.fileno()).st_size, exact=True)
     if problem:
         raise file_error(path, problem)
     try:
@@ -137,7 +137,7 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     info = archive.zip.getinfo(key if key in archive.zip.namelist() else f"{key}.npy")  # the member NumPy reads
     try:
         with archive.zip.open(info) as handle:
-            problem = _declared_beyond_held(handle, _most_unpacked(info, path.stat().st_size))
+            problem = _size_problem(handle, _most_unpacked(info, path.stat().st_size), exact=False)
         if problem is None:
             member = archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
@@ -165,12 +165,15 @@ def _most_unpacked(info: zipfile.ZipInfo, archive_size: int) -> int:
     return info.file_size if ratio is None else min(info.file_size, packed * ratio)
 
 
-def _declared_beyond_held(handle: BinaryIO, size: int) -> str | None:
-    """What is wrong when a .npy header (read from ``handle``, ``size`` bytes in all) declares more data than follows.
+def _size_problem(handle: BinaryIO, size: int, exact: bool) -> str | None:
+    """What is wrong when a .npy header (read from ``handle``, ``size`` bytes in all, or at most, unless ``exact``)
+    declares more data than follows, or (``exact``) less.
 
     NumPy allocates what the header declares before it reads: on a machine that overcommits memory a lying header
-    gets a vast allocation rather than a ``MemoryError``.  What is not a .npy header of a version NumPy reads (an
-    archive, a member that is not an array) or one it cannot parse is left to ``np.load`` to name.
+    gets a vast allocation rather than a ``MemoryError``.  And it reads only what the header declares: arrays saved
+    one after another to one file (``np.save`` to one handle) would be read as the first alone.  What is not a .npy
+    header of a version NumPy reads (an archive, a member that is not an array) or one it cannot parse is left to
+    ``np.load`` to name.
     """
     try:
         version = np.lib.format.read_magic(handle)
@@ -181,10 +184,12 @@ def _declared_beyond_held(handle: BinaryIO, size: int) -> str | None:
     except ValueError:
         return None
     declared, held = math.prod(shape) * dtype.itemsize, size - handle.tell()
-    if dtype.hasobject or declared <= held:
+    said = f"declares {math.prod(shape)} {dtype} values ({declared:,} bytes) in shape {shape}, but holds {held:,} bytes of data"
+    if dtype.hasobject or declared == held or (declared < held and not exact):
         return None
-    return (f"declares {math.prod(shape)} {dtype} values ({declared:,} bytes) in shape {shape}, "
-            f"but holds {held:,} bytes of data: the file is cut short or its header is wrong")
+    if declared < held:
+        return f"{said}: more follows the array (several arrays saved to one file?); save one array per .npy, or several in an .npz"
+    return f"{said}: the file is cut short or its header is wrong"
 
 
 def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: Path) -> Splits:

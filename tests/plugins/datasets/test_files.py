@@ -169,6 +169,16 @@ def test_truncated_npy_names_the_file(build, tmp_path: Path) -> None:
         build("npy", path=str(path))
 
 
+def test_an_npy_holding_more_than_its_header_declares_is_refused_not_read_in_part(build, tmp_path: Path) -> None:
+    """np.save called three times on one handle writes three arrays; np.load reads the first alone."""
+    path = tmp_path / "x.npy"
+    with path.open("wb") as handle:
+        for _ in range(3):
+            np.save(handle, X)
+    with pytest.raises(DatasetError, match=f"{path}: declares 40 float32 values .* more follows the array"):
+        build("npy", path=str(path))
+
+
 CSV = "a,b,label,c\n1,2,cat,3\n4,5,dog,6\n\n7,8,cat,9\n10,11,dog,12\n13,14,cat,15\n"
 
 
