@@ -119,19 +119,30 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
     if indices is not None:  # 1, 01 and 1.0 are one class
         return _class_indices(indices, rows, name, path)
 
-    def order(text: str) -> tuple[int, float, str]:
+    def key(text: str) -> tuple[int, float, str]:
+        """A class: a number by its value, however written (-1 and -1.0), first and in order; a name (or nan, which
+        orders nothing) by its text, after."""
         try:
-            return (0, _float(text), text)
+            value = _float(text)
         except ValueError:
             return (1, 0.0, text)
+        return (0, value, "") if math.isfinite(value) else (1, 0.0, text)
 
-    classes = sorted(set(texts), key=order)
-    problem = too_many_classes(len(classes) - 1)
+    spellings: dict[tuple[int, float, str], list[str]] = {}
+    for text in sorted(set(texts)):
+        spellings.setdefault(key(text), []).append(text)
+    keys = sorted(spellings)
+    problem = too_many_classes(len(keys) - 1)
     if problem is not None:
-        raise file_error(path, f"column {name!r} holds {len(classes)} different labels, more than the {MAX_CLASSES} classes supported "
+        raise file_error(path, f"column {name!r} holds {len(keys)} different labels, more than the {MAX_CLASSES} classes supported "
                                "(is it a column of features rather than of classes?)")
-    index = {text: i for i, text in enumerate(classes)}
-    return torch.tensor([index[text] for text in texts]), len(classes), classes
+    index = {text: i for i, k in enumerate(keys) for text in spellings[k]}
+    def name_of(k: tuple[int, float, str]) -> str:
+        """A class's name: a number as it is usually written (3, not 03 or 3.0) where the file writes it so."""
+        usual = f"{k[1]:g}" if k[0] == 0 else None
+        return usual if usual in spellings[k] else spellings[k][0]
+
+    return torch.tensor([index[text] for text in texts]), len(keys), [name_of(k) for k in keys]
 
 
 def _warn_of_a_row_index(x: Tensor, columns: list[int], names: list[str], p: CsvParams) -> None:

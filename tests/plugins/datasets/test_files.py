@@ -327,6 +327,28 @@ def test_csv_whole_number_labels_are_one_class_however_written(build, tmp_path: 
     assert build("csv", path=str(path), label="l", test_fraction=0.5).train.meta["classes"] == ["10", "1_0"], "not one class"
 
 
+def test_csv_labels_that_need_renumbering_are_one_class_per_number_and_in_an_order_that_never_changes(build, tmp_path: Path) -> None:
+    """-1 and -1.0 made two classes once a label was negative or a name; and a label 'nan' (which orders nothing)
+    made the class numbering depend on the order of a set, so on PYTHONHASHSEED: one file, other labels in each process."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "labels.csv"
+    path.write_text("a,l\n1,-1\n2,-1.0\n3,3\n4,3.0\n5,cat\n6,nan\n7,03\n8,0.5\n")
+    splits = build("csv", path=str(path), label="l", test_fraction=0.5)
+    assert splits.train.meta["classes"] == ["-1", "0.5", "3", "cat", "nan"]
+    rows = torch.cat([splits.train.fields["x"][:, 0], splits.test.fields["x"][:, 0]])
+    labels = torch.cat([splits.train.fields["y"], splits.test.fields["y"]])
+    assert dict(zip(rows.tolist(), labels.tolist(), strict=True)) == {1.0: 0, 2.0: 0, 3.0: 2, 4.0: 2, 5.0: 3, 6.0: 4, 7.0: 2, 8.0: 1}
+    read = (
+        "import sys; from compose_gen_plugins.datasets.tables import build_csv, CsvParams; "
+        f"print(build_csv(CsvParams(path={str(path)!r}, label='l')).train.meta['classes'])"
+    )
+    seen = {subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(seen) == 1 and "nan" in seen.pop()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
