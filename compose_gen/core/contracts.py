@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from compose_gen.core.data import Splits, TensorData
+from compose_gen.core.data import MAX_CLASSES, Splits, TensorData
 
 __all__ = [
     "BuildContext",
@@ -355,5 +355,10 @@ def check_splits(splits: Splits) -> None:
                 raise ContractError(f"{where} has shape {tuple(tensor.shape)}; class labels are one per example, of shape (n,): give y.reshape(-1)")
             elif field_name == "y" and tensor.numel() and int(tensor.min()) < 0:
                 raise ContractError(f"{where} holds the label {int(tensor.min())}: class labels are 0..K-1")
+            elif field_name == "y" and tensor.numel() and int(tensor.max()) >= MAX_CLASSES:
+                raise ContractError(
+                    f"{where} holds the label {int(tensor.max())}: class labels are 0..K-1 with K at most {MAX_CLASSES} "
+                    "(compose_gen.core.MAX_CLASSES), so that no table sized by the class count explodes"
+                )
             if field_name == "x" and tensor.dim() < 2:
                 raise ContractError(f"{where} has shape {tuple(tensor.shape)}: each example needs an event dimension, even of one value: give x.unsqueeze(1)")

@@ -69,6 +69,7 @@ X, Y = torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])
         (halves({"x": X.double()}), r"field 'x' of the train split is torch.float64; compose_gen computes in float32"),
         (halves({"x": X.index_put((torch.tensor(2), torch.tensor(1)), torch.tensor(float("nan")))}), r"holds nan at \[2, 1\]: data must be finite"),
         (halves({"x": X, "y": Y - 1}), r"field 'y' of the train split holds the label -1: class labels are 0..K-1"),
+        (halves({"x": X, "y": Y + 9_999}), r"field 'y' of the train split holds the label 10000: class labels are 0..K-1 with K at most 10000"),
         (halves({"x": X}, {"x": X * torch.ones((), requires_grad=True)}), r"field 'x' of the test split carries an autograd graph .*: give tensor.detach\(\)"),
         (halves({"x": X, "y": Y.numpy()}), r"field 'y' of the train split is a numpy.ndarray, not a torch.Tensor: give torch.as_tensor"),
         (halves({"x": X > 0, "y": Y}), r"field 'x' of the train split is torch.bool: give tensor.float\(\) for values 0 and 1"),

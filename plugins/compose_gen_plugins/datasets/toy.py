@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits, hookimpl
+from compose_gen.core import MAX_CLASSES
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, make_splits, seeded_generator, split_fields
 
 __all__ = ["compose_gen_types"]
@@ -44,7 +45,7 @@ class EightGaussiansParams(ToyParams):
 
 class GaussianGridParams(ToyParams):
     noise: float = Field(0.05, ge=0.0, description="standard deviation of each mode")
-    size: int = Field(5, ge=1, description="modes per side")
+    size: int = Field(5, ge=1, le=math.isqrt(MAX_CLASSES), description="modes per side (size² classes, at most MAX_CLASSES)")
     spacing: float = Field(2.0, gt=0.0, description="distance between neighbouring modes")
 
 
@@ -60,7 +61,7 @@ class CirclesParams(ToyParams):
 class PinwheelParams(ToyParams):
     noise: float = Field(0.1, ge=0.0, description="tangential standard deviation")
     radial_std: float = Field(0.3, ge=0.0, description="radial standard deviation")
-    arms: int = Field(5, ge=1, description="number of arms, one class each")
+    arms: int = Field(5, ge=1, le=MAX_CLASSES, description="number of arms, one class each")
     rate: float = Field(0.25, description="twist: a point at radial coordinate r turns by rate·e^r radians")
 
 
@@ -70,7 +71,7 @@ class SwissRollParams(ToyParams):
 
 class RingsParams(ToyParams):
     noise: float = Field(0.08, ge=0.0, description="radial standard deviation")
-    rings: int = Field(4, ge=1, description="number of rings, of radii 3k/rings for k = 1..rings")
+    rings: int = Field(4, ge=1, le=MAX_CLASSES, description="number of rings, of radii 3k/rings for k = 1..rings, one class each")
 
 
 class TwoSpiralsParams(ToyParams):
