@@ -10,7 +10,8 @@ within each split with a seeded permutation (labels ``y_a`` and ``y_b``)::
     data: {type: unpaired, source: {type: digits, scale: true}, mapping: invert}
 
 ``two_sources`` takes each domain from a dataset of its own (horses and zebras,
-say), which need only agree on the shape of an example and its log-determinant::
+say), which need only agree on the shape of an example, its log-determinant and, for
+images, how a value is shown (``pixel_max``, ``scale``)::
 
     data: {type: two_sources, a: {type: npz, path: horses.npz}, b: {type: npz, path: zebras.npz}}
 
@@ -167,6 +168,16 @@ def build_two_sources(p: TwoSourcesParams, ctx: BuildContext | None = None) -> S
             f"the sources map their values to model space differently (log-determinants {a.train.ladj_to_model:g} and "
             f"{b.train.ladj_to_model:g}): scale both alike, with the same `scale:` setting or in the two-domain `transforms:`"
         )
+    if a.train.image_shape is not None and b.train.image_shape is not None:  # both pictures: one display must show both
+        probe = torch.cat([a.train.fields["x"][:64], b.train.fields["x"][:64]])  # values of both domains, in model space
+        shown = {name: source.train.to_display(probe).flatten() for name, source in (("a", a), ("b", b))}
+        worst = int((shown["a"] - shown["b"]).abs().argmax())
+        if abs(shown["a"][worst] - shown["b"][worst]) > 1e-4:
+            raise DatasetError(
+                f"the sources scale their values differently: the value {probe.flatten()[worst]:g} shows at brightness "
+                f"{shown['a'][worst]:.3g} in a's pictures, {shown['b'][worst]:.3g} in b's (white is 1), and one picture shows "
+                "either domain: scale both alike (the same `scale:` setting, or `pixel_max` for the one read from a file)"
+            )
     space = _space_of(a.train)
     space.num_classes = None  # each domain has its own labels, y_a and y_b
     train, test = _joined_domains(a.train, b.train, p, "train"), _joined_domains(a.test, b.test, p, "test")

@@ -103,3 +103,17 @@ def test_two_sources_must_agree_on_shape_and_scaling(build) -> None:
         build("two_sources", a={"type": "digits", "shape": "image"}, b={"type": "digits", "shape": "flat"})
     with pytest.raises(DatasetError, match="the sources map their values to model space differently"):
         build("two_sources", a={"type": "digits", "scale": False}, b={"type": "digits"})
+
+
+def test_two_image_sources_must_show_a_value_alike(build, tmp_path) -> None:
+    """Raw digits (white is 16) beside the same digits in [0, 1] (white is 1) both have log-determinant 0, yet b's
+    pictures, drawn with a's display, came out at 1/16 of their brightness."""
+    from sklearn.datasets import load_digits
+
+    numpy.save(tmp_path / "b.npy", (load_digits().data.reshape(-1, 1, 8, 8) / 16).astype("float32"))
+    b = {"type": "npy", "path": str(tmp_path / "b.npy"), "image_shape": [1, 8, 8]}
+    with pytest.raises(DatasetError, match=r"the value 1 shows at brightness 0.0625 in a's pictures, 1 in b's"):
+        build("two_sources", a={"type": "digits", "scale": False, "shape": "image"}, b=b)
+    numpy.save(tmp_path / "b.npy", load_digits().data.reshape(-1, 1, 8, 8).astype("float32"))
+    splits = build("two_sources", a={"type": "digits", "scale": False, "shape": "image"}, b={**b, "pixel_max": 16})  # alike
+    assert splits.train.fields["a"].shape[1:] == splits.train.fields["b"].shape[1:] == (1, 8, 8)
