@@ -122,6 +122,24 @@ def advise_losses(
             spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)}: {message}")
 
 
+def advise_partly_trained(spec: Spec, components: Mapping[str, nn.Module], plans: Mapping[str, Plan]) -> None:
+    """Warn of a component of which the players update some parameters but not all (a player that names a bijector a
+    flow's ``repeat:`` copies updates copy 0 alone); a component no player names is frozen on purpose, and not warned of."""
+    updated = set().union(*(plan.param_ids for plan in plans.values()))
+    for name, module in components.items():
+        declared = spec.sections.components[name]
+        if declared.inline:
+            continue
+        own = [p for p in module.parameters() if p.requires_grad]
+        left = sum(id(p) not in updated for p in own)
+        if 0 < left < len(own):
+            spec.warn(
+                declared.path,
+                f"the players update {len(own) - left} of its {len(own)} parameter tensors, so the other {left} stay as built "
+                f"(a bijector a flow's repeat: copies is copy 0 alone): list {name!r} in a player's params to train all of it",
+            )
+
+
 def advise_model(spec: Spec, model: nn.Module) -> None:
     """Warn of ``train.channels_last`` on a model without 4D (convolution) weights, where it changes nothing."""
     if spec.model.train.channels_last and not any(p.dim() == 4 for p in model.parameters()):

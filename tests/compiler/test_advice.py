@@ -197,3 +197,25 @@ def test_classes_the_labels_imply_but_no_training_example_has_are_warned_about(t
     ]
     np.savez(tmp_path / "sparse.npz", x=rng.normal(size=(120, 2)).astype(np.float32), y=np.searchsorted([1, 4, 7], y))
     assert said(spec, None) == []
+
+
+def test_a_component_the_players_update_only_in_part_is_warned_of(catalogue) -> None:
+    """A player naming a bijector that a flow's repeat: copies trains copy 0 alone; a component no player names is
+    frozen on purpose and not warned of."""
+    spec = {
+        "name": "repeated",
+        "data": {"type": "moons", "n": 200},
+        "components": {
+            "c1": {"type": "affine_coupling", "shape": [2], "hidden": [8]},
+            "flow": {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": ["c1", {"type": "reverse", "shape": [2]}], "repeat": 3},
+        },
+        "losses": {"nll": {"type": "flow_nll", "flow": "flow"}},
+        "players": {"model": {"params": ["c1"], "terms": ["nll"]}},
+        "train": {"steps": 2, "batch_size": 32},
+    }
+    with pytest.warns(cg.SpecWarning, match=r"components.flow: the players update 4 of its 12 parameter tensors, so the other 8 stay as built"):
+        cg.build(cg.load_spec(spec, catalogue=catalogue), "cpu")
+    spec["players"]["model"]["params"] = ["flow"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cg.SpecWarning)
+        cg.build(cg.load_spec(spec, catalogue=catalogue), "cpu")
