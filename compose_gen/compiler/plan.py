@@ -160,6 +160,11 @@ def _game_problems(
     problems = []
     for name, loss in losses.items():
         if loss.opposed is None:
+            if explicit and loss.generator_term is not None:  # one side of a game, whose other is another loss's
+                own, critic = _critic_of(name, loss, components, graph)
+                address = term_address(name, loss.generator_term)
+                holding = [plan for plan in plans.values() if any(c.name == name and loss.generator_term in c.trained for c in plan.losses)]
+                problems += _generator_side_on_critic(address, name, holding, own, critic, f"put {address} under the generator's player")
             continue
         a, b = (term_address(name, term) for term in loss.opposed)
         sides = [[plan for plan in plans.values() if any(c.name == name and term in c.terms for c in plan.losses)] for term in loss.opposed]
@@ -177,21 +182,14 @@ def _game_problems(
             continue
         if not explicit:
             continue
-        read = named(graph.graph.predecessors(node("loss", name)), "component")
-        own = {id(p) for p in loss.parameters()} | {id(p) for c in read for p in components[c].parameters()}
-        critic = " and ".join(_holders(own, components))
+        own, critic = _critic_of(name, loss, components, graph)
         for plan in sides[0]:
             if own and not own & plan.param_ids:
                 problems.append(Problem(("players", plan.player), (
                     f"{a} is the critic's side of {name!r}: it trains {critic}, which player {plan.player!r} does not hold, "
                     f"so it trains nothing here (is {a} meant for the player of {critic}?)"
                 )))
-        for plan in sides[1]:
-            if own & plan.param_ids:
-                problems.append(Problem(("players", plan.player), (
-                    f"{b} is the generator's side of {name!r}: it trains what makes the critic's inputs, but player {plan.player!r} "
-                    f"would train {critic}, the critic itself, to help the generator (give {critic} to the player of {a})"
-                )))
+        problems += _generator_side_on_critic(b, name, sides[1], own, critic, f"give {critic} to the player of {a}")
         for side, other, address in ((sides[0], sides[1], a), (sides[1], sides[0], b)):
             if other and not side:
                 problems.append(Problem(("players",), f"no player trains {address}, so {name!r} is a game of one side: add a player with terms [{address}]"))
@@ -202,6 +200,25 @@ def _holders(ids: set[int], components: dict[str, nn.Module]) -> list[str]:
     """The components holding any of the parameters ``ids``, but not one inside another listed (``encoder.net`` in ``encoder``)."""
     holding = {c: module for c, module in components.items() if any(id(p) in ids for p in module.parameters())}
     return [c for c, module in holding.items() if not any(o != c and any(m is module for m in outer.modules()) for o, outer in holding.items())]
+
+
+def _critic_of(name: str, loss: Loss, components: dict[str, nn.Module], graph: SpecGraph) -> tuple[set[int], str]:
+    """The ids of the parameters of the components loss ``name`` names (its critic) and its own, and who holds them."""
+    read = named(graph.graph.predecessors(node("loss", name)), "component")
+    own = {id(p) for p in loss.parameters()} | {id(p) for c in read for p in components[c].parameters()}
+    return own, " and ".join(_holders(own, components))
+
+
+def _generator_side_on_critic(address: str, name: str, plans: list[Plan], own: set[int], critic: str, remedy: str) -> list[Problem]:
+    """A generator's term (``address``) on a player that would train the critic of loss ``name`` to help the generator."""
+    return [
+        Problem(("players", plan.player), (
+            f"{address} is the generator's side of {name!r}: it trains what makes the critic's inputs, but player {plan.player!r} "
+            f"would train {critic}, the critic itself, to help the generator ({remedy})"
+        ))
+        for plan in plans
+        if own & plan.param_ids
+    ]
 
 
 def parameters_named(name: str, components: Mapping[str, nn.Module], losses: Mapping[str, nn.Module]) -> list[nn.Parameter] | None:

@@ -104,6 +104,9 @@ class Loss(nn.Module):
     #: ``validate`` refuses a side on the other's parameters, both sides on the same ones (they cancel), and a
     #: side that no player trains.
     opposed: ClassVar[tuple[str, str] | None] = None
+    #: For a loss that is the generator's side alone of a game against the critic it names (feature matching), that
+    #: term: with explicit players ``validate`` refuses it on a player that would train the critic.
+    generator_term: ClassVar[str | None] = None
 
     def inputs_for(self, terms: Iterable[str], all_inputs: Iterable[str]) -> set[str]:
         names = set(all_inputs)

@@ -127,6 +127,7 @@ class FeatureMatching(CriticLoss):
     """
 
     terms = ("generator",)
+    generator_term = "generator"
 
     def __init__(self, critic: nn.Module, weight: float, names: Mapping[str, list[str]] | None = None) -> None:
         super().__init__(critic, names)

@@ -123,6 +123,34 @@ def test_a_game_with_its_sides_on_the_wrong_players_is_refused(gan_spec, toy_cat
     assert all(message in found for message in messages), found
 
 
+def test_a_generator_only_term_on_the_critics_player_is_refused(catalogue) -> None:
+    """Feature matching is the generator's side alone of a game against the critic it names; under the critic's
+    player it trained the critic to match the generator's features."""
+    spec = {
+        "name": "fm",
+        "data": {"type": "eight_gaussians", "n": 200},
+        "components": {
+            "noise": {"type": "standard_normal", "shape": [2]},
+            "gen": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8]},
+            "critic": {"type": "mlp_critic", "hidden": [8]},
+        },
+        "graph": {"z": "noise.sample(x)", "fake": "gen(z)"},
+        "losses": {
+            "adv": {"type": "non_saturating", "critic": "critic", "real": "x", "fake": "fake"},
+            "fm": {"type": "feature_matching", "critic": "critic", "real": "x", "fake": "fake"},
+        },
+        "players": {"critic": {"params": ["critic"], "terms": ["adv.critic", "fm"]}, "gen": {"params": ["gen"], "terms": ["adv.generator"]}},
+        "train": {"steps": 2, "batch_size": 32},
+    }
+    assert (
+        "players.critic: fm.generator is the generator's side of 'fm': it trains what makes the critic's inputs, but player "
+        "'critic' would train critic, the critic itself, to help the generator (put fm.generator under the generator's player)"
+    ) in errors(spec, catalogue)
+    spec["players"]["critic"]["terms"] = {"adv.critic": 1.0, "fm": 0.0}  # logged there, trained by the generator's player
+    spec["players"]["gen"]["terms"] = ["adv.generator", "fm"]
+    build(load_spec(spec, catalogue=catalogue), "cpu")
+
+
 def test_a_term_or_component_its_player_cannot_train_is_refused(gan_spec, toy_catalogue) -> None:
     """Autograd decides: a gradient penalty detaches the generator's samples, so it trains the critic only."""
     gan_spec["losses"]["gp"] = {"type": "gradient_penalty", "critic": "critic", "real": "x", "fake": "fake"}
