@@ -166,11 +166,11 @@ def _train(args: argparse.Namespace) -> int:
         raise
     except KeyboardInterrupt:  # training stops at a signal itself: this one came after it, or is a second one
         if main_process:
-            print(_interrupted(run, args.until or run.spec.model.train.steps), file=sys.stderr)
+            tell(_interrupted(run, args.until or run.spec.model.train.steps))
         raise
     stopped = run.trainer.interrupted
     if stopped and main_process:
-        print(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}", file=sys.stderr)
+        tell(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}")
     if main_process:  # the means of the log window that ends at this step, then the evaluation at this step
         evaluated = run.evaluation if run.evaluation is not None and run.evaluation["step"] == run.trainer.step else {}
         print(json_text({"step": run.trainer.step, **logs, **evaluated}))

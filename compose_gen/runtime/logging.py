@@ -202,7 +202,9 @@ def tell(message: str) -> None:
     try:
         print(message, file=sys.stderr, flush=True)
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # where later messages and Python's own go
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, sys.stderr.fileno())  # where later messages and Python's own go
+        os.close(nowhere)
 
 
 class TrainingProgress:

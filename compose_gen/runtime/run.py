@@ -148,7 +148,8 @@ class Run:
             run_dir.mkdir(parents=True, exist_ok=True)
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         with run._writing():
-            check_new_folder(run_dir, spec.to_yaml())  # again, claimed: another run may have begun there during the build
+            if dist.is_main:  # again, claimed: another run may have begun there during the build (the others see the claim)
+                check_new_folder(run_dir, spec.to_yaml())
             run._record_spec()
         return run
 

@@ -392,6 +392,35 @@ def test_a_new_run_keeps_out_of_a_folder_holding_another_spec_or_links(tmp_path,
         Run.create(spec, linked, progress=False)
 
 
+def test_a_process_other_than_the_first_does_not_check_the_folder_the_first_has_claimed(tmp_path, toys_catalogue, monkeypatch) -> None:
+    """Under torchrun, process 0 claims the new folder after the build; another process checking it then saw that
+    claim (a live writer that is not itself) and stopped the job, in 2 of 6 of a reviewer's runs."""
+    from runtime_toys import VAE, spec_dict
+
+    import compose_gen.runtime.folder as folder_module
+    import compose_gen.runtime.run as run_module
+    from compose_gen.runtime.claim import FolderBusy
+    from compose_gen.runtime.distributed import Distributed
+
+    build, claimed = run_module.build, []
+
+    def built_then_claimed_by_process_0(*args, **kwargs):
+        built = build(*args, **kwargs)
+        claimed.append(True)
+        return built
+
+    def refuse_if_claimed(run_dir):
+        if claimed:
+            raise FolderBusy(f"{run_dir} is being written by process 0")
+
+    monkeypatch.setattr(run_module, "build", built_then_claimed_by_process_0)
+    monkeypatch.setattr(folder_module, "refuse_if_busy", refuse_if_claimed)
+    monkeypatch.setattr(run_module, "setup", lambda device: (Distributed(rank=1, device=device), device))
+    spec = cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    assert not run.trainer.dist.is_main and not (tmp_path / "run" / "spec.yaml").exists(), "process 0 records the spec"
+
+
 def test_runs_of_one_spec_started_in_the_same_second_get_folders_of_their_own(tmp_path, toys_catalogue, monkeypatch) -> None:
     from runtime_toys import VAE, spec_dict
 
