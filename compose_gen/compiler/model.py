@@ -41,8 +41,9 @@ class GenerativeModel(nn.Module):
 
     ``components``, ``losses`` and ``sampler`` are submodules, so one
     ``state_dict`` (and one checkpoint) covers the whole model; so is ``unowned``,
-    which holds the inline components their parents call without holding them
-    (a loss's inline critic), under their names with ``:`` for ``.`` (``adv:critic``).
+    which holds the inline components that players train and that their parents
+    call without holding them (a loss's inline critic), under their names with
+    ``:`` for ``.`` (``adv:critic``).
     """
 
     def __init__(
@@ -64,8 +65,9 @@ class GenerativeModel(nn.Module):
         self.losses = nn.ModuleDict(losses)
         self.sampler = sampler
         self.unowned = nn.ModuleDict()
+        trained = set().union(*(plan.param_ids for plan in plans.values()))
         for name, module in sorted(components.items(), key=lambda item: item[0].count(".")):  # a parent before its parts
-            if all(module is not held for held in self.modules()):
+            if any(id(p) in trained for p in module.parameters()) and all(module is not held for held in self.modules()):
                 self.unowned[name.replace(".", ":")] = module
         self.plans = plans
         self.metrics = metrics

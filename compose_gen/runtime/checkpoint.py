@@ -237,7 +237,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
         if lost:
             raise CheckpointError(f"{path}: {STATE_FILE} names tensors as aliases that {MODEL_FILE} lacks ({lost[:3]}); the files were edited or damaged")
         saved_aliases = {alias: stored[original] for alias, original in state["aliases"].items()}
-        fitted, dropped = _fitted(path, model, stored, saved_aliases)
+        fitted, dropped, unsaved = _fitted(path, model, stored, saved_aliases)
         extra = load_file(str(path / OPTIMIZER_FILE)) if optimizer else None
         model.load_state_dict(fitted, strict=True)
     except CheckpointError:
@@ -249,6 +249,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
         notes.append(
             f"{path}: its moving averages of weights are not used, as the spec has no train.ema: the run samples, evaluates "
             "and trains on the live weights (to use them, load it with the train.ema it was trained with)"
+        )
+    if unsaved:
+        notes.append(
+            f"{path}: holds no weights for {', '.join(unsaved)}, inline parts that checkpoints written before compose_gen kept "
+            "them did not save: they start from their built weights (a resumed run trains them on from there)"
         )
     if any(name.startswith(AVERAGES) for name in fitted) and not any(name.startswith(AVERAGES) for name in stored):
         model.ema.restart()
@@ -357,6 +362,8 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
 SAMPLER = "sampler."
 #: Where the trainer keeps the moving averages of weights (``train.ema``): a spec may drop them, or add them to a run trained without.
 AVERAGES = "ema."
+#: The prefix of the inline parts a model holds because their parents do not (a loss's critic), which older checkpoints lack.
+UNOWNED = "unowned."
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -382,9 +389,10 @@ def _model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
 
 def _fitted(
     path: Path, model: nn.Module, stored: dict[str, torch.Tensor], saved_aliases: dict[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], bool]:
+) -> tuple[dict[str, torch.Tensor], bool, list[str]]:
     """The checkpoint's tensors under every name of ``model``'s state dict, or :class:`CheckpointError` saying what does not fit;
-    and whether the checkpoint's moving averages were left out.
+    whether the checkpoint's moving averages were left out; and the inline parts it holds no weights for (``unowned.*``,
+    which older checkpoints lack: they keep their built values).
 
     Only the tensors ``model`` owns must be there: a name that shares another's
     tensor (the sampler's view of a decoder the components hold) takes that
@@ -409,6 +417,9 @@ def _fitted(
     if averaged and not any(name.startswith(AVERAGES) for name in stored):
         available.update({name: expected[name] for name in missing if name.startswith(AVERAGES)})
         missing = [name for name in missing if not name.startswith(AVERAGES)]
+    unsaved = sorted({name[len(UNOWNED):].split(".", 1)[0].replace(":", ".") for name in missing if name.startswith(UNOWNED)})
+    available.update({name: expected[name] for name in missing if name.startswith(UNOWNED)})
+    missing = [name for name in missing if not name.startswith(UNOWNED)]
     if missing and all(name.startswith(SAMPLER) for name in missing):
         parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)} & set(missing)
         if parameters:
@@ -435,7 +446,7 @@ def _fitted(
             details.append(f"dtypes differ: {retyped[:5]}")
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
     owned = {name: available[name] for name in expected if name not in derived}
-    return {name: owned[derived.get(name, name)] for name in expected}, dropped
+    return {name: owned[derived.get(name, name)] for name in expected}, dropped, unsaved
 
 
 def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -183,3 +183,40 @@ def test_a_losss_inline_critic_is_part_of_the_model_and_of_its_checkpoints(catal
     again = cg.load_run(tmp_path / "run", device="cpu").model.component("adv.critic")
     assert trained.keys() == again.state_dict().keys()
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in trained.items())
+
+
+def test_a_checkpoint_from_before_inline_parts_were_held_still_loads_and_says_what_it_lacks(catalogue, tmp_path, capsys) -> None:
+    """Older checkpoints lack 'unowned.*': sampling and evaluating need no critic, and a resume trains it on from its
+    built weights (as such a run always did); an inline part no player trains (a metric's) is no model state at all."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from compose_gen.runtime import Run
+    from compose_gen.runtime.checkpoint import list_checkpoints
+
+    spec = {
+        "name": "inline_critic",
+        "data": {"type": "digits", "shape": "flat"},
+        "components": {"noise": {"type": "standard_normal", "shape": [2]}, "gen": {"type": "mlp_generator", "latent_dim": 2, "hidden": [8]}},
+        "graph": {"z": "noise.sample(x)", "fake": "gen(z)"},
+        "losses": {"adv": {"type": "hinge", "critic": {"type": "mlp_critic", "hidden": [8]}, "real": "x", "fake": "fake"}},
+        "players": {"critic": {"params": ["adv.critic"], "terms": ["adv.critic"]}, "gen": {"params": ["gen"], "terms": ["adv.generator"]}},
+        "train": {"steps": 2, "batch_size": 32},
+        "sample": {"type": "generator", "noise": "noise", "generator": "gen"},
+        "evaluate": {"metrics": [{"type": "noise_interpolation", "noise": {"type": "standard_normal", "shape": [2]}, "generator": "gen"}]},
+    }
+    run = Run.create(load_spec(spec, catalogue=catalogue), tmp_path / "run", "cpu", progress=False)
+    assert not any(name.startswith("unowned.metric") for name in run.model.state_dict()), "a metric's noise is no model state"
+    run.trainer.fit(2)
+    run.trainer.save()
+    (checkpoint,) = list_checkpoints(tmp_path / "run")
+    older = {k: v for k, v in load_file(checkpoint / "model.safetensors").items() if not k.startswith("unowned.")}
+    save_file(older, checkpoint / "model.safetensors")
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["sha256"]["model.safetensors"] = hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    loaded = cg.load_run(tmp_path / "run", device="cpu")
+    assert loaded.trainer.step == 2 and loaded.sample(4).shape == (4, 64)
+    assert "holds no weights for adv.critic, inline parts that checkpoints written before compose_gen kept them did not save" in capsys.readouterr().err
