@@ -167,7 +167,7 @@ def _game_problems(
                 problems += _generator_side_on_critic(address, name, holding, own, critic, f"put {address} under the generator's player")
             continue
         a, b = (term_address(name, term) for term in loss.opposed)
-        sides = [[plan for plan in plans.values() if any(c.name == name and term in c.terms for c in plan.losses)] for term in loss.opposed]
+        sides = [[plan for plan in plans.values() if any(c.name == name and term in c.trained for c in plan.losses)] for term in loss.opposed]
         shared = {id(p) for plan in sides[0] for p in plan.params} & {id(p) for plan in sides[1] for p in plan.params}
         if shared:
             holders = _holders(shared, components) or ["the loss"]
@@ -298,6 +298,8 @@ def run_plan(plan: Plan, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str,
         for key, value in result.items():
             logs[term_address(call.name, key)] = value
         for term, weight in call.weights.items():
+            if weight == 0:  # logged only: its value (even a non-finite one) and its graph stay out of the total
+                continue
             weighted = result[term] if weight == 1 else weight * result[term]  # no extra autograd nodes for weight 1
             total = weighted if total is None else total + weighted
     return total, logs  # type: ignore[return-value]

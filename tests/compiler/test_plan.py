@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from compose_gen.runtime import build
@@ -149,6 +150,15 @@ def test_a_generator_only_term_on_the_critics_player_is_refused(catalogue) -> No
     spec["players"]["critic"]["terms"] = {"adv.critic": 1.0, "fm": 0.0}  # logged there, trained by the generator's player
     spec["players"]["gen"]["terms"] = ["adv.generator", "fm"]
     build(load_spec(spec, catalogue=catalogue), "cpu")
+
+
+def test_a_player_may_log_the_other_side_of_a_game_with_weight_0(gan_spec, toy_catalogue) -> None:
+    """Weight 0 trains nothing, so it neither makes the two sides cancel nor enters the player's loss."""
+    gan_spec["players"]["generator"]["terms"] = {"adv.generator": 1.0, "adv.critic": 0.0}
+    model, data = build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
+    batch = {"x": data.train.fields["x"][:8]}
+    loss, logs = model.player_loss("generator", batch)
+    assert "adv.critic" in logs and torch.equal(loss, logs["adv.generator"])
 
 
 def test_a_term_or_component_its_player_cannot_train_is_refused(gan_spec, toy_catalogue) -> None:
