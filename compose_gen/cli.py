@@ -392,9 +392,11 @@ class _Misuse(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, unknown = _parser().parse_known_args(argv)
-    if unknown:
-        args.subcommand_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    parser, argv = _parser(), list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the usage of the parser whose part of the command line holds them
+        before = argv[: argv.index(args.command)] if args.command in argv else []
+        (parser if set(unknown) & set(before) else args.subcommand_parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         with _spec_warnings_said():
             return args.handler(args)

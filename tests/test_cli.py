@@ -596,3 +596,6 @@ def test_an_unknown_option_shows_its_subcommands_usage(argv, capsys) -> None:
     assert stopped.value.code == 2
     assert err.startswith(f"usage: compose-gen {argv[0]} ")
     assert f"compose-gen {argv[0]}: error: unrecognized arguments: {argv[2]}" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus", *argv[:2]])  # before the subcommand: the top level's
+    assert "compose-gen: error: unrecognized arguments: --bogus" in capsys.readouterr().err
