@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import Tensor, nn
-from torch.distributions import constraints
+from torch.distributions import SigmoidTransform, constraints, transform_to
 
 from compose_gen import Bijector, BuildContext, ComponentType, Params, hookimpl
 from compose_gen_plugins.flows import EventShape
@@ -41,6 +41,20 @@ class ElementwiseAffine(Bijector):
         return y * (-self.log_scale).exp(), -self.log_scale.sum().expand(self.batch_shape(y))
 
 
+class _OpenUnitInterval(constraints.Constraint):
+    """(0, 1) without its ends, where a logit without margin is finite (torch.distributions has no open interval)."""
+
+    def check(self, value: Tensor) -> Tensor:
+        return (value > 0) & (value < 1)
+
+    def __repr__(self) -> str:
+        return "OpenInterval(lower_bound=0.0, upper_bound=1.0)"
+
+
+open_unit_interval = _OpenUnitInterval()
+transform_to.register(_OpenUnitInterval)(lambda constraint: SigmoidTransform())
+
+
 class Logit(Bijector):
     r"""Logit with a margin, the preprocessing of RealNVP (Dinh et al. 2016, arXiv:1605.08803).
 
@@ -54,7 +68,7 @@ class Logit(Bijector):
         super().__init__(shape)
         self.alpha = alpha
         bound = math.log(alpha / (1 - alpha)) if alpha > 0 else -math.inf
-        self.domain = constraints.unit_interval
+        self.domain = open_unit_interval if alpha == 0 else constraints.unit_interval  # logit(0) and logit(1) are infinite
         self.codomain = constraints.real if alpha == 0 else constraints.interval(bound, -bound)
 
     def _ladj(self, surprisal: Tensor) -> Tensor:

@@ -27,6 +27,13 @@ def test_logit_margin_keeps_pixel_extremes_finite_and_in_the_codomain():
     assert torch.isfinite(ladj) and logit.codomain.check(y).all()
 
 
+def test_a_logit_without_margin_takes_only_the_open_interval():
+    """logit(0) and logit(1) are infinite: data holding an exact 0 or 1 passed validate, then made the loss NaN."""
+    logit = build_logit(LogitParams(shape=[3], alpha=0.0), None)
+    assert logit.domain.check(torch.tensor([0.0, 0.5, 1.0])).tolist() == [False, True, False]
+    assert build_logit(LogitParams(shape=[3], alpha=0.05), None).domain.check(torch.tensor([0.0, 1.0])).all()
+
+
 def test_sigmoid_is_the_inverse_of_logit():
     params = LogitParams(shape=[4], alpha=0.05)
     logit, sigmoid = build_logit(params, None), build_sigmoid(params, None)
