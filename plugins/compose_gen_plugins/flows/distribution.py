@@ -107,7 +107,8 @@ class FlowDistribution(Distribution):
         log_p = self.base.log_prob(z) + ladj
         if self.transform.domain is constraints.real:  # every x is inside: no check on the training path
             return log_p
-        return log_p.masked_fill(~self.support.check(x), -math.inf)
+        unknown = x.isnan().flatten(x.dim() - len(event)).any(-1)  # NaN is no point outside the support: it stays NaN
+        return log_p.masked_fill(~self.support.check(x) & ~unknown, -math.inf)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         if not self.draw_base.has_rsample:

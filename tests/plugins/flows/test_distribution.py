@@ -390,6 +390,7 @@ def test_a_bounded_flow_has_zero_density_outside_its_domain_and_a_grid_mass_of_o
     inside, outside = torch.tensor([[0.3, 0.6], [0.0, 1.0]]), torch.tensor([[1.2, 0.5], [0.5, -0.1], [-0.5, 2.0]])
     assert torch.isfinite(flow.log_prob(inside)).all()
     assert torch.equal(flow.log_prob(outside), torch.full((3,), -math.inf))
+    assert flow.log_prob(torch.tensor([[math.nan, 0.5]])).isnan().all(), "NaN is no point outside: it stays NaN, as on a real domain"
     density, area = grid_density(flow, torch.tensor([[-0.1, 1.1], [-0.1, 1.1]]), 400)
     assert float(density.sum() * area) == pytest.approx(1.0, abs=0.01)
 
