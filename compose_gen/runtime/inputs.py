@@ -29,7 +29,10 @@ def as_examples(x: Any) -> Tensor:
         raise ValueError(f"log_prob: x holds no examples (shape {tuple(x.shape)})")
     if x.is_floating_point() and not bool(x.isfinite().all()):
         first = int((~x.isfinite()).reshape(len(x), -1).any(1).nonzero()[0])
-        raise ValueError(f"log_prob: x holds values that are NaN or infinite (the first in example {first}); give finite examples")
+        raise ValueError(
+            f"log_prob: x holds values that are NaN, infinite or beyond float32's range, which its tensor makes infinite "
+            f"(the first in example {first}); give finite examples"
+        )
     return x
 
 

@@ -297,6 +297,8 @@ def _idx_half(images: Path, labels: Path | None, split: str) -> tuple[dict[str, 
 
 def build_mnist_idx(p: MnistIdxParams, ctx: BuildContext | None = None) -> Splits:
     """MNIST-style IDX image and label files (gzipped or not), magic numbers and sizes checked (LeCun et al., 1998)."""
+    if p.test_images is not None and Path(p.test_images).resolve() == Path(p.images).resolve():
+        raise file_error(p.test_images, "is the train images' file too: the test split would be the train split, and every held-out metric a training one")
     train, num_classes = _idx_half(p.images, p.labels, "train")
     if p.test_images is None:
         train, test = split_fields(train, p)

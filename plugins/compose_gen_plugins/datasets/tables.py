@@ -72,7 +72,7 @@ def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:
         raise file_error(p.path, f"column {ref!r} is named but header is false; use 0-based indices")
     if names.count(ref) != 1:
         problem = "appears more than once in the header" if ref in names else f"is not a column{suggest(ref, names)}"
-        other = next((d for d in ";\t|" if d != p.delimiter and len(names) == 1 and d in names[0]), None)
+        other = next((d for d in ",;\t|" if d != p.delimiter and len(names) == 1 and d in names[0]), None)
         if other is not None and ref in names[0].split(other):  # the whole header read as one column
             problem = f"is not a column: the header is one column, {names[0]!r}; are the fields separated by {other!r}? set delimiter: {other!r}"
         raise file_error(p.path, f"column {ref!r} {problem}; columns are {names}")
@@ -218,6 +218,9 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
         columns = [i for i in range(len(names)) if i != label]
     else:
         columns = [_column(ref, names, p) for ref in p.columns]
+    twice = sorted({names[i] for i in columns if columns.count(i) > 1})
+    if twice:  # x would hold a feature twice: a density of such data is degenerate, its NLL unbounded below
+        raise file_error(p.path, f"columns lists {', '.join(map(repr, twice))} more than once (by name or by index)")
     if label in columns:
         raise file_error(p.path, f"the label column {names[label]!r} is also a feature column")
     if not columns:

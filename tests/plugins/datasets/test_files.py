@@ -215,6 +215,8 @@ def test_csv_default_columns_no_header_and_delimiter(build, tmp_path: Path) -> N
         ("a,b\n1,2\n", {"columns": ["aa"]}, "column 'aa' is not a column; did you mean 'a'"),
         ("a;b\n1;2\n", {"label": "b"}, "column 'b' is not a column: the header is one column, 'a;b'; are the fields separated by ';'"),
         ("a,a\n1,2\n", {"columns": ["a"]}, "appears more than once"),
+        ("a,b,c\n1,2,3\n", {"delimiter": ";", "label": "c"}, "the header is one column, 'a,b,c'; are the fields separated by ','"),
+        ("a,b\n1,2\n", {"columns": ["a", 0]}, "columns lists 'a' more than once"),
         ("a,b\n1,2\n", {"columns": [5]}, "column index 5 is out of range; the file has 2 columns"),
         ("1,2\n3,4\n", {"header": False, "label": "b"}, "named but header is false"),
         ("a,b\n1,2\n", {"label": "b", "columns": ["a", "b"]}, "label column 'b' is also a feature column"),

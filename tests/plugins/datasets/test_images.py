@@ -170,6 +170,8 @@ def test_mnist_idx_test_files_define_the_test_split(build, tmp_path: Path) -> No
     splits = build("mnist_idx", **paths, shape="flat", scale=False)
     assert len(splits.train) == 5 and len(splits.test) == 2 and splits.test.fields["x"].shape == (2, 12)
     torch.testing.assert_close(splits.test.fields["x"], torch.as_tensor(IMAGES[:2], dtype=torch.float32).reshape(2, 12))
+    with pytest.raises(DatasetError, match="is the train images' file too: the test split would be the train split"):
+        build("mnist_idx", **{**paths, "test_images": paths["images"], "test_labels": paths["labels"]})
 
 
 @pytest.mark.parametrize(
