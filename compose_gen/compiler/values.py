@@ -47,10 +47,20 @@ def _class_count(value: Any) -> bool:
     return not isinstance(value, str) and value == int(value) and 1 <= value <= MAX_CLASSES
 
 
+def _detach(value: Any) -> Tensor:
+    """``value.detach()``: a distribution has no one value to cut from the graph."""
+    if isinstance(value, Distribution):
+        raise TypeError(
+            f"detach takes a tensor, not a distribution ({type(value).__name__}): detach a draw of it, as in "
+            "`z: q.rsample()` then `detach(z)`, or use `q.sample()`, which draws without gradient"
+        )
+    return value.detach()
+
+
 #: Builtin: (function, whether the arguments fit it, how it is called).
 _BUILTINS: dict[str, tuple[Callable[..., Any], Callable[[tuple[Any, ...]], bool], str]] = {
     "cat": (_cat, _names, "cat(a, b, ...) of one or more values"),
-    "detach": (Tensor.detach, lambda args: len(args) == 1 and _names(args), "detach(a) of one value"),
+    "detach": (_detach, lambda args: len(args) == 1 and _names(args), "detach(a) of one value"),
     "one_hot": (
         lambda labels, classes: _one_hot(labels, int(classes)),
         lambda args: len(args) == 2 and _names(args[:1]) and _class_count(args[1]),

@@ -70,3 +70,15 @@ def test_cat_puts_a_value_of_one_number_per_example_in_one_column_and_refuses_cl
     assert torch.equal(cat({"x": x, "w": w}), torch.cat([x.reshape(5, 6), w[:, None]], dim=-1))
     with pytest.raises(TypeError, match=r"cat takes values of real numbers, got torch.int64 of shape \(5,\): for class labels, cat one_hot\(y, K\)"):
         cat({"x": x, "w": torch.arange(5)})
+
+
+def test_detach_of_a_distribution_says_to_detach_a_draw() -> None:
+    """torch's own message named TensorBase's descriptor and an Independent object, not the fix."""
+    from torch.distributions import Independent, Normal
+
+    detach = make_evaluator(parse_call("detach(q)"), {})
+    q = Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1)
+    with pytest.raises(TypeError, match=r"detach takes a tensor, not a distribution \(Independent\): detach a draw of it"):
+        detach({"q": q})
+    z = torch.ones(2, requires_grad=True) * 2
+    assert not detach({"q": z}).requires_grad
