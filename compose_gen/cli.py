@@ -162,7 +162,7 @@ def _train(args: argparse.Namespace) -> int:
             logs = run.train(args.until or args.steps)
     except EvaluationFailed as failure:  # trained and saved; what the metrics that worked measured is printed too
         if main_process:
-            print(json_text(failure.results))
+            print(json_text({"step": run.trainer.step, **failure.training, **failure.results}))
         raise
     except KeyboardInterrupt:  # training stops at a signal itself: this one came after it, or is a second one
         if main_process:

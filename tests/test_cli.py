@@ -268,6 +268,7 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert main(["train", "--resume", str(run), "--steps", "16", "--no-progress", "--set", failing]) == 1
     shown = json.loads(capsys.readouterr().out)  # train too ends with the metrics that worked, and which failed
     assert shown["step"] == 16 and "test/vae.elbo" in shown and list(shown["failed"]) == ["evaluate.metrics[1]"]
+    assert "vae.elbo" in shown and "model.grad_norm" in shown, "and with the training averages, as when all metrics work"
 
 
 def test_sample_draws_the_chosen_classes_of_a_model_that_samples_by_class(tmp_path, cgan_spec, vae_spec, capsys) -> None:

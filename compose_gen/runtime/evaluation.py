@@ -36,6 +36,8 @@ class EvaluationFailed(RuntimeError):
 
     def __init__(self, results: dict[str, Any], problems: SpecError, run_dir: Path | None) -> None:
         self.results = results
+        #: The means of the training log window that ends at the evaluated step, when training preceded the evaluation.
+        self.training: dict[str, float] = {}
         written = f"; the other metrics are in {run_dir / EVALUATION_FILE}" if run_dir is not None else ""
         lines = "\n".join(f"  {line}" for line in str(problems).splitlines())
         super().__init__(f"{len(problems.problems)} metric(s) failed (checkpoints are untouched{written}):\n{lines}")

@@ -325,7 +325,11 @@ class Run:
                 ahead = newest in self.trainer.written
                 self.behind = None if ahead else f"step {self.trainer.step} is trained, but the folder's newest checkpoint, {newest}, could not be loaded"
             if not self.trainer.interrupted and self.trainer.dist.is_main:
-                self._sample_and_evaluate()
+                try:
+                    self._sample_and_evaluate()
+                except EvaluationFailed as failure:
+                    failure.training = logs  # for a caller that reports them beside the metrics that worked, as on success
+                    raise
         self.trainer.dist.wait_for_main()  # every process returns once process 0 has sampled and evaluated
         return logs
 
