@@ -252,8 +252,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
         )
     if unsaved:
         notes.append(
-            f"{path}: holds no weights for {', '.join(unsaved)}, inline parts that checkpoints written before compose_gen kept "
-            "them did not save: they start from their built weights (a resumed run trains them on from there)"
+            f"{path}: holds no weights for {', '.join(unsaved)}, inline parts that checkpoints of earlier compose_gen versions "
+            "did not save: they start from their built weights (a resumed run trains them on from there)"
         )
     if any(name.startswith(AVERAGES) for name in fitted) and not any(name.startswith(AVERAGES) for name in stored):
         model.ema.restart()

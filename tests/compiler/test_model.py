@@ -219,4 +219,4 @@ def test_a_checkpoint_from_before_inline_parts_were_held_still_loads_and_says_wh
     (checkpoint / "state.json").write_text(json.dumps(state))
     loaded = cg.load_run(tmp_path / "run", device="cpu")
     assert loaded.trainer.step == 2 and loaded.sample(4).shape == (4, 64)
-    assert "holds no weights for adv.critic, inline parts that checkpoints written before compose_gen kept them did not save" in capsys.readouterr().err
+    assert "holds no weights for adv.critic, inline parts that checkpoints of earlier compose_gen versions did not save" in capsys.readouterr().err
