@@ -135,8 +135,9 @@ class Run:
     @classmethod
     def _create(cls, spec: Spec, out: str | Path | None, device: str | None, progress: bool) -> "Run":
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
-        reserved = out is None and dist.is_main
-        run_dir = Path(dist.broadcast_text(str(_reserve_default_folder(spec.name) if reserved else out)))
+        reserved = out is None and dist.is_main  # process 0 makes the default folder; the others take its name from it
+        chosen = _reserve_default_folder(spec.name) if reserved else out
+        run_dir = Path(dist.broadcast_text(str(chosen)))
         try:
             check_new_folder(run_dir, spec.to_yaml())
             model, data = build(spec, resolved)
