@@ -69,6 +69,11 @@ class ActNorm(_ChannelWise):
         squares = (values - mean).square().sum(0)
         sum_over_processes(squares)
         spread = (squares / count).sqrt()
+        if not bool(spread.isfinite().all()):  # squares of a spread past ~1.8e19 overflow float32
+            raise ValueError(
+                f"actnorm: the first batch's values spread so far (per-channel means {mean.tolist()[:4]}...) that their variance "
+                "overflows float32; scale the data first (a `scale` transform)"
+            )
         self.loc.copy_(mean)
         self.log_scale.copy_(torch.where(spread > 0, (spread + 1e-6).log(), torch.zeros_like(spread)))
         self.initialized.set()

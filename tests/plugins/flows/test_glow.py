@@ -49,6 +49,15 @@ def test_actnorm_keeps_unit_scale_for_a_channel_constant_over_its_first_batch():
     assert torch.isfinite(actnorm(torch.randn(16, 2) * 3)[0]).all()
 
 
+def test_actnorm_refuses_a_first_batch_whose_variance_overflows_float32():
+    """Values spread by 1e20 are finite in float32, their variance is not: the layer became all zeros with ladj -inf,
+    which the NaN guard then blamed on the component."""
+    actnorm = ActNorm((2,))
+    with pytest.raises(ValueError, match="actnorm: the first batch's values spread so far .* that their variance overflows float32"):
+        actnorm(torch.tensor([[1e20, 0.0], [-1e20, 1.0]]))
+    assert not actnorm.initialized
+
+
 def test_actnorm_does_not_initialise_in_eval_mode():
     actnorm = ActNorm((2,)).eval()
     x = torch.randn(8, 2) + 4
