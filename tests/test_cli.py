@@ -250,7 +250,7 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert f"{tmp_path / 'new'} is a folder; give a file name such as {tmp_path / 'new' / 'samples.png'}" in capsys.readouterr().err
     assert not (tmp_path / "new.png").exists()
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.xyz")]) == 1
-    assert "cannot write samples to s.xyz: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz" in capsys.readouterr().err
+    assert f"cannot write samples to {tmp_path / 's.xyz'}: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz" in capsys.readouterr().err
     assert main(["sample", str(run), "-n", "5", "-o", str(tmp_path / "s.npy")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 's.npy'}"
     drawn = numpy.load(tmp_path / "s.npy", allow_pickle=False)

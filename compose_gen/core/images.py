@@ -161,6 +161,6 @@ def _writable_picture(path: str | Path, formats: Iterable[str]) -> Path:
     if not path.suffix:
         path = path.with_suffix(".png")
     if path.suffix.lower().lstrip(".") not in formats:
-        raise ValueError(f"cannot write samples to {path.name}: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz")
+        raise ValueError(f"cannot write samples to {path}: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
