@@ -252,8 +252,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: bool = True) -> Che
         )
     if unsaved:
         notes.append(
-            f"{path}: holds no weights for {', '.join(unsaved)}, inline parts that checkpoints of earlier compose_gen versions "
-            "did not save: they start from their built weights (a resumed run trains them on from there)"
+            f"{path}: holds no weights for {', '.join(unsaved)} (inline parts that checkpoints of earlier compose_gen versions did "
+            "not save, or that the spec it was written with did not train): they start from their built weights"
         )
     if any(name.startswith(AVERAGES) for name in fitted) and not any(name.startswith(AVERAGES) for name in stored):
         model.ema.restart()
@@ -429,7 +429,8 @@ def _fitted(
             )
         available.update({name: expected[name] for name in missing})  # its own buffers (a standard normal's) keep their built values
         missing = []
-    unexpected = sorted(name for name in set(stored) - set(expected) if not name.startswith(SAMPLER))  # another sampler's own
+    # another sampler's own, and inline parts this model does not train (a metric's, which no checkpoint needs)
+    unexpected = sorted(name for name in set(stored) - set(expected) if not name.startswith((SAMPLER, UNOWNED)))
     owned = [(name, available[name], tensor) for name, tensor in expected.items() if name not in derived and name in available]
     wrong = [f"{name} {tuple(saved.shape)} in the checkpoint, {tuple(kept.shape)} in the model" for name, saved, kept in owned if saved.shape != kept.shape]
     # load_state_dict would cast silently: int64 weights, or bf16 ones that resume "exactly" yet rounded
