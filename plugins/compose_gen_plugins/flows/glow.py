@@ -69,7 +69,7 @@ class ActNorm(_ChannelWise):
         squares = (values - mean).square().sum(0)
         sum_over_processes(squares)
         spread = (squares / count).sqrt()
-        if not bool(spread.isfinite().all()):  # squares of a spread past ~1.8e19 overflow float32
+        if bool(spread.isinf().any()):  # squares of a spread past ~1.8e19 overflow float32 (NaN inputs are another's to name)
             raise ValueError(
                 f"actnorm: the first batch's values spread so far (per-channel means {mean.tolist()[:4]}...) that their variance "
                 "overflows float32; scale the data first (a `scale` transform)"
