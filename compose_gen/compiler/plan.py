@@ -73,8 +73,9 @@ def unknown_player_names(spec: Spec) -> list[Problem]:
     for player, pspec in spec.model.players.items():
         path = ("players", player)
         for i, name in enumerate([] if pspec.params == "all" else pspec.params):
-            if name not in components and name not in losses:
-                problems.append(Problem((*path, "params", i), f"unknown component or loss {name!r}{suggest(name, [*components, *losses])}"))
+            problem = _params_name_problem(name, components, losses)
+            if problem is not None:
+                problems.append(Problem((*path, "params", i), problem))
         for address in pspec.weights() or {}:
             if address.split(".", 1)[0] not in losses:
                 problems.append(Problem((*path, "terms", address), f"unknown loss term {address!r}{suggest(address, losses)}"))
@@ -221,6 +222,15 @@ def _generator_side_on_critic(address: str, name: str, plans: list[Plan], own: s
     ]
 
 
+def _params_name_problem(name: str, components: Mapping[str, Any], losses: Mapping[str, Any]) -> str | None:
+    """Why ``name`` in a player's ``params`` names nothing, or names two things (a component and a loss alike)."""
+    if name in components and name in losses:
+        return f"{name!r} names a component and a loss alike, and params may list either: rename one of them"
+    if name not in components and name not in losses:
+        return f"unknown component or loss {name!r}{suggest(name, [*components, *losses])}"
+    return None
+
+
 def parameters_named(name: str, components: Mapping[str, nn.Module], losses: Mapping[str, nn.Module]) -> list[nn.Parameter] | None:
     """What ``name`` in a player's ``params`` trains: a component's parameters, or a loss's own (those of no component:
     a VQ-VAE's codebook); None when it names neither."""
@@ -240,21 +250,21 @@ def _player_params(
     problems: list[Problem],
 ) -> tuple[list[nn.Parameter], set[str]]:
     """The player's parameters (deduplicated) and the graph nodes that hold some of them."""
-    names = list(components) if pspec.params == "all" else pspec.params
+    if pspec.params == "all":  # every component, and every loss's parameters of its own
+        chosen = [p for module in (*components.values(), *losses.values()) for p in module.parameters()]
+    else:
+        chosen = []
+        for i, name in enumerate(pspec.params):
+            problem = _params_name_problem(name, components, losses)
+            named = [] if problem else parameters_named(name, components, losses) or []
+            if problem is None and not named and name not in components:
+                problem = f"loss {name!r} has no parameters of its own: list the components it calls"
+            if problem is not None:
+                problems.append(Problem((*path, "params", i), problem))
+            chosen += named
     params: dict[int, nn.Parameter] = {}
-    for i, name in enumerate(names):
-        named = parameters_named(name, components, losses)
-        if named is None:
-            problems.append(Problem((*path, "params", i), f"unknown component or loss {name!r}{suggest(name, [*components, *losses])}"))
-            continue
-        if not named and name not in components:
-            problems.append(Problem((*path, "params", i), f"loss {name!r} has no parameters of its own: list the components it calls"))
-        for p in named:
-            params.setdefault(id(p), p)
-    if pspec.params == "all":
-        for loss in losses.values():
-            for p in loss.parameters():
-                params.setdefault(id(p), p)
+    for p in chosen:
+        params.setdefault(id(p), p)
     holders = {
         node(kind, name)
         for kind, modules in (("component", components), ("loss", losses))

@@ -202,8 +202,6 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     losses = {}
     for name, raw in model.losses.items():
         problem = _name_problem(name, "loss")
-        if problem is None and name in model.components:
-            problem = f"a component is named {name!r} too, and a player's params name components and losses alike: name them apart"
         if problem is not None:
             resolver.problem(("losses", name), problem)
             continue

@@ -215,6 +215,17 @@ def test_a_loss_without_parameters_of_its_own_cannot_be_a_players_params(gan_spe
     assert "players.critic.params[1]: unknown component or loss 'avd'; did you mean 'adv'?" in errors(gan_spec, toy_catalogue)
 
 
+def test_a_name_both_a_component_and_a_loss_bear_is_refused_in_params_only(vae_spec, catalogue) -> None:
+    """params lists components or losses (for their own parameters): there such a name is ambiguous; elsewhere the
+    two are told apart by their section, and runs recorded with such names still load."""
+    vae_spec["losses"] = {"prior": vae_spec["losses"].pop("vae")}
+    build(load_spec(vae_spec, catalogue=catalogue), "cpu")
+    vae_spec["players"] = {"model": {"params": ["encoder", "decoder", "prior"], "terms": ["prior"]}}
+    assert "players.model.params[2]: 'prior' names a component and a loss alike, and params may list either: rename one of them" in (
+        errors(vae_spec, catalogue)
+    )
+
+
 def test_a_spec_without_losses_is_told_so(gan_spec, toy_catalogue) -> None:
     del gan_spec["losses"], gan_spec["players"]
     assert "losses: the spec has no losses, so there is nothing to train" in errors(gan_spec, toy_catalogue)

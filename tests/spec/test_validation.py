@@ -420,12 +420,3 @@ def test_a_player_weighting_every_term_0_is_refused(vae_spec, catalogue) -> None
         "--set: players.model.terms: weights every term 0, so the player minimises nothing (weight 0 only logs a term): "
         "give some term a weight"
     ]
-
-
-def test_a_loss_may_not_share_a_components_name(vae_spec, catalogue) -> None:
-    """A player's params name either (a loss for its own parameters, a VQ codebook): one name for both is ambiguous."""
-    spec = copy.deepcopy(vae_spec)
-    spec["losses"] = {"prior": spec["losses"].pop("vae")}
-    assert problems(spec, catalogue) == [
-        "<dict>:1: losses.prior: a component is named 'prior' too, and a player's params name components and losses alike: name them apart"
-    ]
