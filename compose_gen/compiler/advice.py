@@ -123,20 +123,23 @@ def advise_losses(
 
 
 def advise_partly_trained(spec: Spec, components: Mapping[str, nn.Module], plans: Mapping[str, Plan]) -> None:
-    """Warn of a component of which the players update some parameters but not all (a player that names a bijector a
-    flow's ``repeat:`` copies updates copy 0 alone); a component no player names is frozen on purpose, and not warned of."""
+    """Warn of a component of which the players update some parameters but leave others that no name reaches (the
+    copies a flow's ``repeat:`` makes of a bijector a player names: it trains copy 0 alone).  Parts a player could name
+    and does not (a bijector left out of params) are frozen on purpose, as is a component no player names."""
     updated = set().union(*(plan.param_ids for plan in plans.values()))
     for name, module in components.items():
         declared = spec.sections.components[name]
         if declared.inline:
             continue
         own = [p for p in module.parameters() if p.requires_grad]
-        left = sum(id(p) not in updated for p in own)
-        if 0 < left < len(own):
+        named_apart = {id(p) for other, part in components.items() if other != name for p in part.parameters()}
+        unnamed = sum(id(p) not in updated and id(p) not in named_apart for p in own)
+        if unnamed and any(id(p) in updated for p in own):
             spec.warn(
                 declared.path,
-                f"the players update {len(own) - left} of its {len(own)} parameter tensors, so the other {left} stay as built "
-                f"(a bijector a flow's repeat: copies is copy 0 alone): list {name!r} in a player's params to train all of it",
+                f"the players update part of it and leave {unnamed} parameter tensors that no component's name reaches as built "
+                f"(copies a flow's repeat: makes of a bijector a player names: it trains copy 0 alone): list {name!r} in a "
+                "player's params to train all of it",
             )
 
 
