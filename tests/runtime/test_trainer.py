@@ -538,3 +538,14 @@ def test_a_term_a_player_only_logs_with_weight_0_is_not_stepped_after(tmp_path, 
     monkeypatch.setattr(run.model.losses["adv"], "after_step", lambda terms: told.append(set(terms)))
     run.train()
     assert told == [{"critic"}, {"critic"}, {"generator"}] * 3
+
+
+def test_a_term_logged_with_weight_0_stays_out_of_the_loss_even_when_not_finite(toys_catalogue):
+    """0 · NaN is NaN: a weight-0 term added to the total made the player's loss NaN for a value it only logs."""
+    spec = spec_dict(AUTOENCODER, steps=1)
+    spec["losses"]["watched"] = {"type": "toy_mse", "a": "r", "b": "x", "nan_at": [2]}  # call 1: the dry run's
+    spec["players"] = {"model": {"terms": {"rec": 1.0, "watched": 0.0}}}
+    model = compile_spec(load_spec(spec, catalogue=toys_catalogue), build_data(load_spec(spec, catalogue=toys_catalogue)))
+    batch = {"x": torch.randn(8, 2)}
+    loss, logs = model.player_loss("model", batch)
+    assert math.isnan(float(logs["watched"])) and torch.equal(loss, logs["rec"])
