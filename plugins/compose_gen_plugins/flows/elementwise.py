@@ -159,7 +159,7 @@ def build_logit(params: LogitParams, ctx: BuildContext) -> Logit:
     """Logit preprocessing y = logit(α + (1 - 2α)x) for data in [0, 1] (Dinh et al. 2017).
 
     yᵢ = log pᵢ − log(1 − pᵢ),  pᵢ = α + (1 − 2α) xᵢ,  log|det ∂y/∂x| = Σᵢ [log(1 − 2α) − log pᵢ − log(1 − pᵢ)];
-    the margin α keeps values 0 and 1 finite (α = 0: the plain logit).
+    the margin α keeps values 0 and 1 finite (α = 0: the plain logit, which takes only (0, 1), its ends excluded).
 
     Dinh et al. 2017, "Density Estimation Using Real NVP".
     """
@@ -171,7 +171,7 @@ def build_sigmoid(params: LogitParams, ctx: BuildContext) -> Inverse:
 
     yᵢ = (σ(xᵢ) − α) / (1 − 2α),  σ(x) = 1 / (1 + exp(−x)),
     log|det ∂y/∂x| = Σᵢ [log σ(xᵢ) + log(1 − σ(xᵢ)) − log(1 − 2α)]: maps [logit α, logit(1 − α)] onto [0, 1] (its
-    domain and codomain), and the reals into (−α/(1 − 2α), (1 − α)/(1 − 2α)).
+    domain and codomain; for α = 0 the reals onto (0, 1)), and the reals into (−α/(1 − 2α), (1 − α)/(1 − 2α)).
 
     Dinh et al. 2017, "Density Estimation Using Real NVP" (the inverse of its logit preprocessing).
     """
