@@ -200,8 +200,9 @@ class Run:
         except SpecError as error:
             raise with_missing_plugin_remedy(error, run_dir, catalogue.failures, offer_set=trained) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
-        with warnings.catch_warnings():  # said when the run was made; its resolved spec sets every default
-            warnings.simplefilter("ignore", SpecWarning)
+        with warnings.catch_warnings():
+            if not overrides:  # said when the run was made; its resolved spec sets every default (a --set makes another)
+                warnings.simplefilter("ignore", SpecWarning)
             try:
                 data = build_data(spec)
             except SpecError as error:

@@ -55,6 +55,10 @@ def test_a_run_folder_is_loaded_without_repeating_the_warnings_of_its_spec(cgan_
     with warnings.catch_warnings():
         warnings.simplefilter("error", cg.SpecWarning)
         cg.load_run(tmp_path / "run")
+    from compose_gen.runtime import Run
+
+    with pytest.warns(cg.SpecWarning, match="train.batch_size: 500, but the train split holds"):  # a --set makes another spec
+        Run.load(tmp_path / "run", overrides=["train.batch_size=500"], catalogue=catalogue)
 
 
 def test_a_batch_larger_than_the_train_split_is_warned_about(cgan_spec, catalogue) -> None:
