@@ -137,9 +137,9 @@ def advise_partly_trained(spec: Spec, components: Mapping[str, nn.Module], plans
         if unnamed and any(id(p) in updated for p in own):
             spec.warn(
                 declared.path,
-                f"the players update part of it and leave {unnamed} parameter tensors that no component's name reaches as built "
-                f"(copies a flow's repeat: makes of a bijector a player names: it trains copy 0 alone): list {name!r} in a "
-                "player's params to train all of it",
+                f"the players update part of it and leave as built {unnamed} parameter tensors that only its own name reaches "
+                f"(such as the copies a flow's repeat: makes of a bijector a player names, which trains copy 0 alone): list "
+                f"{name!r} in a player's params to train all of it",
             )
 
 

@@ -392,7 +392,8 @@ def _fitted(
 ) -> tuple[dict[str, torch.Tensor], bool, list[str]]:
     """The checkpoint's tensors under every name of ``model``'s state dict, or :class:`CheckpointError` saying what does not fit;
     whether the checkpoint's moving averages were left out; and the inline parts it holds no weights for (``unowned.*``,
-    which older checkpoints lack: they keep their built values).
+    which older checkpoints lack: they keep their built values).  Its ``unowned.*`` tensors that the model does not hold
+    (inline parts the spec it was written with trained, or a metric's, which checkpoints held for a while) are left aside.
 
     Only the tensors ``model`` owns must be there: a name that shares another's
     tensor (the sampler's view of a decoder the components hold) takes that

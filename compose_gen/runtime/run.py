@@ -201,7 +201,8 @@ class Run:
             raise with_missing_plugin_remedy(error, run_dir, catalogue.failures, offer_set=trained) from None
         dist, resolved = setup(resolve_device(str(device or spec.model.device)))
         with warnings.catch_warnings():
-            if not overrides:  # said when the run was made; its resolved spec sets every default (a --set makes another)
+            # said when the run was made, its resolved spec setting every default; a --set makes another spec, --steps not
+            if all(override.startswith("train.steps=") for override in overrides):
                 warnings.simplefilter("ignore", SpecWarning)
             try:
                 data = build_data(spec)

@@ -548,4 +548,4 @@ def test_a_term_logged_with_weight_0_stays_out_of_the_loss_even_when_not_finite(
     model = compile_spec(load_spec(spec, catalogue=toys_catalogue), build_data(load_spec(spec, catalogue=toys_catalogue)))
     batch = {"x": torch.randn(8, 2)}
     loss, logs = model.player_loss("model", batch)
-    assert math.isnan(float(logs["watched"])) and torch.equal(loss, logs["rec"])
+    assert math.isnan(float(logs["watched"].detach())) and torch.equal(loss, logs["rec"])
