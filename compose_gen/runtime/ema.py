@@ -62,9 +62,9 @@ class WeightAverage(nn.Module):
         """One step towards the current weights, at training round ``step``, of the averages of the parameters whose
         ids are in ``changed`` (those an optimizer step updated; by default all): an average moves only with its weights."""
         if changed is None:
-            moved = range(len(self._live))
-        else:
-            moved = self._moved.setdefault(changed, [i for i, p in enumerate(self._live) if id(p) in changed])
+            moved: list[int] | range = range(len(self._live))
+        elif (moved := self._moved.get(changed)) is None:  # found once per player, not on every step
+            moved = self._moved[changed] = [i for i, p in enumerate(self._live) if id(p) in changed]
         averages = self._averages()
         torch._foreach_lerp_([averages[i] for i in moved], [self._live[i].detach() for i in moved], 1.0 - self.rate(step))
 
