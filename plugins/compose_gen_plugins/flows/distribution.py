@@ -341,8 +341,8 @@ def build_flow_nll(params: FlowNLLParams, ctx: BuildContext) -> FlowNLL:
         example, value = first_flagged(x, outside)
         raise ValueError(
             f"flow {params.flow!r} takes values in {flow.transform.domain} (its first bijector's domain), but the train split's "
-            f"{params.x!r} leave it: example {example} holds {value:g}; scale the data into it (a `scale` transform), or widen "
-            "it where it excludes its ends (a logit's `alpha` above 0, or dequantize first)"
+            f"{params.x!r} leave it: example {example} holds {value:g}; scale the data into it (a `scale` transform), or, where it "
+            "excludes its ends, give a logit an `alpha` above 0 or dequantize the data first"
         )
     caveat = None if flow.transform.draws_noise else continuous_density_caveat(x)
     if caveat:

@@ -233,6 +233,10 @@ def test_data_outside_the_flows_domain_are_refused_at_build_not_at_a_later_step(
         build_flow_nll(FlowNLLParams(flow="flow"), Context(Splits(data, data), flow=flow))
     x[300, 1] = 1.0
     build_flow_nll(FlowNLLParams(flow="flow"), Context(Splits(data, data), flow=flow))
+    without_margin = Context(base=StandardNormal((2,)), logit=Logit((2,), alpha=0.0), f=affine((2,), 0.0, 0.0))
+    plain = build_flow(FlowParams(base="base", head=["logit"], bijectors=["f"]), without_margin)
+    with pytest.raises(ValueError, match=r"takes values in OpenInterval.*example 300 holds 1; .* give a logit an `alpha` above 0"):
+        build_flow_nll(FlowNLLParams(flow="flow"), Context(Splits(data, data), flow=plain))  # logit(1) is infinite
 
 
 def test_conditional_flow_samples_and_scores_given_the_context():
