@@ -86,7 +86,9 @@ class SpecSource:
 
 
 def load_source(path: str | Path) -> SpecSource:
-    """Read and parse a ``.yaml``/``.yml``/``.json`` spec file."""
+    """Read and parse a ``.yaml``/``.yml``/``.json`` spec file, or ``-``: YAML (or JSON, which YAML reads) from stdin."""
+    if str(path) == "-":
+        return parse_text(sys.stdin.read(), "<stdin>")
     path = Path(path)
     try:
         text = read_text_file(path, regular=False)  # the user's own path, maybe a pipe; a run folder's is checked as such

@@ -149,3 +149,15 @@ def test_an_integer_of_more_digits_than_python_reads_is_a_located_error(json_syn
         if json_syntax
         else "spec.yaml:3: train.steps: 999999999999...: an integer of more than 4300 digits, more than any setting needs or Python reads"
     )
+
+
+def test_a_spec_is_read_from_stdin_as_dash(monkeypatch) -> None:
+    """`cat spec.yaml | compose-gen validate -`: '-' read as a file name was 'No such file or directory'."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("name: piped\nseed: 3\n"))
+    source = load_source("-")
+    assert source.name == "<stdin>" and source.data == {"name": "piped", "seed": 3}
+    monkeypatch.setattr("sys.stdin", io.StringIO("name: [\n"))
+    with pytest.raises(SpecError, match="invalid YAML"):
+        load_source("-")
