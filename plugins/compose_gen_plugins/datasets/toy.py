@@ -19,7 +19,8 @@ from torch import Tensor
 
 from compose_gen import BuildContext, ComponentType, Splits, hookimpl
 from compose_gen.core import MAX_CLASSES
-from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, make_splits, seeded_generator, split_fields
+from compose_gen_plugins.datasets.base import DatasetError, DatasetParams, DataSpace, make_splits, seeded_generator, split_fields
+from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow
 
 __all__ = ["compose_gen_types"]
 
@@ -178,6 +179,9 @@ def _two_spirals(p: TwoSpiralsParams, g: torch.Generator) -> Sample:
 def _toy_type(name: str, params: type[ToyParams], sample: Callable[..., Sample]) -> ComponentType:
     def build(p: ToyParams, ctx: BuildContext | None = None) -> Splits:
         drawn = sample(p, seeded_generator(p.seed, f"toy/{name}"))
+        if not bool(drawn.x.isfinite().all()) or float32_overflow(drawn.x) is not None:  # the user's parameters, not the plugin
+            chosen = ", ".join(f"{k}: {v}" for k, v in p.model_dump().items() if k not in ("type", "seed", "test_fraction", "transforms"))
+            raise DatasetError(f"{name} with {chosen} makes points that are not finite or are {BEYOND_FLOAT32}: choose smaller values")
         fields = {"x": drawn.x} if drawn.y is None else {"x": drawn.x, "y": drawn.y}
         train, test = split_fields(fields, p)
         return make_splits(p, train, test, DataSpace(num_classes=drawn.num_classes, meta=dict(drawn.meta)))

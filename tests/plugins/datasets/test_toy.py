@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -95,3 +97,11 @@ def test_split_that_leaves_a_half_empty_is_an_error(build) -> None:
     with pytest.raises(DatasetError, match="empty test split"):
         build("moons", n=2, test_fraction=0.1)
     assert len(build("moons", n=3, test_fraction=0.4).test) == 1
+
+
+@pytest.mark.parametrize(("name", "params"), [("pinwheel", {"radial_std": 1000.0}), ("eight_gaussians", {"radius": 1e300})])
+def test_parameters_that_make_points_beyond_float32_are_named(build, name: str, params: dict) -> None:
+    """They made NaN or inf points, and the dataset contract then blamed the plugin for them."""
+    key, value = next(iter(params.items()))
+    with pytest.raises(DatasetError, match=rf"{name} with .*{key}: {re.escape(str(value))}.* makes points that are not finite or are beyond"):
+        build(name, **params)
