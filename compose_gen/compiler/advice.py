@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -127,13 +128,13 @@ def advise_partly_trained(spec: Spec, components: Mapping[str, nn.Module], plans
     copies a flow's ``repeat:`` makes of a bijector a player names: it trains copy 0 alone).  Parts a player could name
     and does not (a bijector left out of params) are frozen on purpose, as is a component no player names."""
     updated = set().union(*(plan.param_ids for plan in plans.values()))
+    names_reaching = Counter(id(p) for module in components.values() for p in module.parameters())  # by how many names
     for name, module in components.items():
         declared = spec.sections.components[name]
         if declared.inline:
             continue
         own = [p for p in module.parameters() if p.requires_grad]
-        named_apart = {id(p) for other, part in components.items() if other != name for p in part.parameters()}
-        unnamed = sum(id(p) not in updated and id(p) not in named_apart for p in own)
+        unnamed = sum(id(p) not in updated and names_reaching[id(p)] == 1 for p in own)  # its own name alone reaches it
         if unnamed and any(id(p) in updated for p in own):
             spec.warn(
                 declared.path,

@@ -138,8 +138,9 @@ class Run:
         reserved = out is None and dist.is_main  # process 0 makes the default folder; the others take its name from it
         chosen = _reserve_default_folder(spec.name) if reserved else out
         run_dir = Path(dist.broadcast_text(str(chosen)))
+        recorded = spec.to_yaml()  # what the folder's spec.yaml will hold
         try:
-            check_new_folder(run_dir, spec.to_yaml())
+            check_new_folder(run_dir, recorded)
             model, data = build(spec, resolved)
         except BaseException:
             if reserved:
@@ -150,7 +151,7 @@ class Run:
         run = cls._assemble(spec, model, data, run_dir, dist, progress)
         with run._writing():
             if dist.is_main:  # again, claimed: another run may have begun there during the build (the others see the claim)
-                check_new_folder(run_dir, spec.to_yaml())
+                check_new_folder(run_dir, recorded)
             run._record_spec()
         return run
 
