@@ -6,8 +6,12 @@ import re
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from compose_gen_plugins.datasets import DatasetError
+from compose_gen_plugins.datasets.toy import MAX_TOY_EXAMPLES
+
+from .conftest import CATALOGUE
 
 TOY = [
     "eight_gaussians", "gaussian_grid", "moons", "circles", "checkerboard",
@@ -105,3 +109,12 @@ def test_parameters_that_make_points_beyond_float32_are_named(build, name: str, 
     key, value = next(iter(params.items()))
     with pytest.raises(DatasetError, match=rf"{name} with .*{key}: {re.escape(str(value))}.* makes points that are not finite or are beyond"):
         build(name, **params)
+
+
+@pytest.mark.parametrize("name", TOY)
+def test_a_size_beyond_the_bound_is_refused_at_validation(name: str) -> None:
+    """``n: 1e12`` failed in torch's allocator while building, after validate had passed the spec."""
+    params = CATALOGUE.get(name).params
+    with pytest.raises(ValidationError, match=f"less than or equal to {MAX_TOY_EXAMPLES}"):
+        params.model_validate({"n": 10**12})
+    assert params.model_validate({"n": MAX_TOY_EXAMPLES}).n == MAX_TOY_EXAMPLES
