@@ -72,7 +72,7 @@ class ActNorm(_ChannelWise):
         if bool(spread.isinf().any()):  # squares of a spread past ~1.8e19 overflow float32 (NaN inputs are another's to name)
             raise ValueError(
                 f"actnorm: the first batch's values spread so far (per-channel means {mean.tolist()[:4]}...) that their variance "
-                "overflows float32; scale the data first (a `scale` transform)"
+                f"overflows {str(values.dtype).removeprefix('torch.')}; scale the data first (a `scale` transform)"
             )
         self.loc.copy_(mean)
         self.log_scale.copy_(torch.where(spread > 0, (spread + 1e-6).log(), torch.zeros_like(spread)))

@@ -49,12 +49,14 @@ def test_actnorm_keeps_unit_scale_for_a_channel_constant_over_its_first_batch():
     assert torch.isfinite(actnorm(torch.randn(16, 2) * 3)[0]).all()
 
 
-def test_actnorm_refuses_a_first_batch_whose_variance_overflows_float32():
+@pytest.mark.parametrize(("dtype", "spread"), [(torch.float32, 1e20), (torch.float64, 1e160)])
+def test_actnorm_refuses_a_first_batch_whose_variance_overflows(dtype: torch.dtype, spread: float):
     """Values spread by 1e20 are finite in float32, their variance is not: the layer became all zeros with ladj -inf,
-    which the NaN guard then blamed on the component."""
-    actnorm = ActNorm((2,))
-    with pytest.raises(ValueError, match="actnorm: the first batch's values spread so far .* that their variance overflows float32"):
-        actnorm(torch.tensor([[1e20, 0.0], [-1e20, 1.0]]))
+    which the NaN guard then blamed on the component.  The message names the precision the values are in."""
+    actnorm = ActNorm((2,)).to(dtype)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ValueError, match=f"actnorm: the first batch's values spread so far .* that their variance overflows {name};"):
+        actnorm(torch.tensor([[spread, 0.0], [-spread, 1.0]], dtype=dtype))
     assert not actnorm.initialized
 
 
