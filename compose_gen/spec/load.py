@@ -20,7 +20,7 @@ from compose_gen.spec.errors import Problem, SpecError, SpecWarning
 from compose_gen.spec.model import EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
 from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_location, origin, pydantic_message, resolve_sections
-from compose_gen.spec.source import SpecSource, load_source
+from compose_gen.spec.source import SpecSource, load_source, source_of_mapping
 
 __all__ = ["MODEL_SECTIONS", "Spec", "load_spec"]
 
@@ -132,7 +132,7 @@ def load_spec(
     if isinstance(spec, SpecSource):
         source = spec
     elif isinstance(spec, Mapping):
-        source = SpecSource("<dict>", dict(spec))
+        source = source_of_mapping(spec)
     else:
         source = load_source(spec)
     catalogue = catalogue if catalogue is not None else make_catalogue()

@@ -13,18 +13,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import yaml
 
 from compose_gen.core.files import read_text_file
 from compose_gen.spec.errors import PathPart, Problem, SpecError
 
-__all__ = ["SpecSource", "load_source", "parse_text"]
+__all__ = ["SpecSource", "load_source", "parse_text", "source_of_mapping"]
 
 MAX_NODES = 100_000
 _TOO_DEEP = "the spec is nested too deeply to parse"
@@ -97,6 +99,46 @@ def load_source(path: str | Path) -> SpecSource:
     except UnicodeDecodeError as error:
         raise SpecError([Problem((), f"cannot read {path}: {error}")]) from None
     return parse_text(text, str(path), json_syntax=path.suffix.lower() == ".json")
+
+
+def source_of_mapping(spec: Mapping[str, Any]) -> SpecSource:
+    """A spec given as a Python mapping, copied into plain data of its own, as a file would be read.
+
+    The copy shares no container with the caller's, nor two places of it one container (as YAML's
+    anchors are expanded): a caller who edits its mapping after loading, as a sweep does, or an
+    override of one place, changes no other spec and no other place.  Numpy scalars and arrays become
+    Python numbers and lists, paths and tuples the strings and lists YAML writes; any other object is
+    refused at its path, since the run folder keeps the spec as YAML.
+    """
+    problems: list[Problem] = []
+    data = _plain(spec, (), problems, set())
+    if problems:
+        raise SpecError(problems, SpecSource("<dict>", None))
+    return SpecSource("<dict>", data)
+
+
+def _plain(value: Any, path: tuple[PathPart, ...], problems: list[Problem], open_: set[int]) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist(), path, problems, open_)
+    if not isinstance(value, (Mapping, list, tuple)):
+        problems.append(Problem(path, f"holds a {type(value).__name__}; a spec holds what YAML writes: numbers, strings, booleans, null, lists and mappings"))
+        return None
+    if id(value) in open_:
+        problems.append(Problem(path, "holds the mapping or list it is part of, which has no finite value"))
+        return None
+    open_.add(id(value))
+    try:
+        if isinstance(value, Mapping):
+            return {key: _plain(item, (*path, key), problems, open_) for key, item in value.items()}
+        return [_plain(item, (*path, i), problems, open_) for i, item in enumerate(value)]
+    finally:
+        open_.discard(id(value))
 
 
 def parse_text(text: str, name: str = "<spec>", *, json_syntax: bool = False) -> SpecSource:

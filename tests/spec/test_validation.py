@@ -420,3 +420,55 @@ def test_a_player_weighting_every_term_0_is_refused(vae_spec, catalogue) -> None
         "--set: players.model.terms: weights every term 0, so the player minimises nothing (weight 0 only logs a term): "
         "give some term a weight"
     ]
+
+
+# --- a spec given as a Python mapping is the spec's own plain data ------------------------------------------
+
+
+def test_a_mapping_edited_after_loading_changes_no_spec_loaded_from_it(vae_spec, catalogue) -> None:
+    """A sweep that edits one mapping and loads it each time trained, in pool workers (which load the pickled
+    source again), whatever the mapping held last: the spec shared its nested dicts."""
+    import pickle
+
+    specs = []
+    for latent in (4, 8):
+        vae_spec["components"]["encoder"]["latent"] = latent
+        specs.append(load_spec(vae_spec, catalogue=catalogue))
+    again = [pickle.loads(pickle.dumps(spec)) for spec in specs]
+    assert [s.sections.components["encoder"].params.latent for s in again] == [4, 8]
+    assert specs[0].source.data["components"]["encoder"]["latent"] == 4
+
+
+def test_an_override_changes_one_place_of_a_mapping_that_shares_a_dict(vae_spec, catalogue) -> None:
+    """One dict used in two places (as YAML's anchors are expanded into copies) is two places of the spec."""
+    net = vae_spec["components"]["encoder"]["net"]
+    vae_spec["components"]["second"] = {"type": "gaussian_encoder", "latent": 4, "net": net}
+    spec = load_spec(vae_spec, ["components.encoder.net.hidden=[16]"], catalogue)
+    assert spec.source.data["components"]["encoder"]["net"]["hidden"] == [16]
+    assert spec.source.data["components"]["second"]["net"]["hidden"] == [32] and net["hidden"] == [32]
+
+
+def test_numpy_values_and_paths_become_what_yaml_writes(vae_spec, catalogue) -> None:
+    """A beta sweep over np.linspace passed validate and then failed writing the run's spec.yaml."""
+    import numpy as np
+
+    vae_spec["losses"]["vae"]["beta"] = np.float32(0.5)
+    vae_spec["components"]["encoder"]["net"]["hidden"] = np.arange(1, 3) * 16
+    vae_spec["train"]["steps"] = np.int64(20)
+    vae_spec["description"] = Path("a/b")
+    spec = load_spec(vae_spec, catalogue=catalogue)
+    assert yaml.safe_load(spec.to_yaml())["components"]["encoder"]["net"]["hidden"] == [16, 32]
+    assert spec.source.data["losses"]["vae"]["beta"] == 0.5 and spec.source.data["description"] == "a/b"
+
+
+def test_an_object_yaml_cannot_write_is_named_at_its_path(vae_spec, catalogue) -> None:
+    import torch
+
+    vae_spec["components"]["encoder"]["net"]["hidden"] = [torch.tensor(32)]
+    vae_spec["train"]["again"] = vae_spec["train"]
+    with pytest.raises(SpecError) as info:
+        load_spec(vae_spec, catalogue=catalogue)
+    assert str(info.value).splitlines() == [
+        "<dict>:1: components.encoder.net.hidden[0]: holds a Tensor; a spec holds what YAML writes: numbers, strings, booleans, null, lists and mappings",
+        "<dict>:1: train.again: holds the mapping or list it is part of, which has no finite value",
+    ]
