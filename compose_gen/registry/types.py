@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Annotated, Callable, Iterator, Mapping, Union, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.fields import FieldInfo
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -242,6 +243,49 @@ def _check_params_model(name: str, params: type[Params]) -> None:
                 f"type {name!r}: the default of {field!r} is a reference annotation (Ref(...), Value or LossName); "
                 f"annotate the field with it instead: `{field}: Ref(\"network\")`, with a default after `=` if it has one"
             )
+        _check_writes_back(name, field, info)
+    for model in _nested_models(params):
+        if model.model_config.get("extra") != "forbid":
+            raise ValueError(
+                f"type {name!r}: its params hold the settings model {model.__name__}, which does not forbid unknown keys, so a "
+                "misspelt setting in a spec would be ignored without a word; derive it from compose_gen.registry.StrictModel"
+            )
+    if params.model_computed_fields:
+        raise ValueError(
+            f"type {name!r}: its params compute {', '.join(map(repr, params.model_computed_fields))}, which the spec.yaml a run "
+            "folder keeps would list as parameters, which loading it again refuses; compute it in build or as a plain property"
+        )
+
+
+def _check_writes_back(name: str, field: str, info: FieldInfo) -> None:
+    """The run folder keeps the spec as its parameters dump: a field must come back from that dump as it went in."""
+    alias = info.alias or info.validation_alias or info.serialization_alias
+    if alias is not None:
+        raise ValueError(
+            f"type {name!r}: its params give {field!r} the alias {alias!r}; a spec names a parameter by its field name, as "
+            "the spec.yaml a run folder keeps writes it, so drop the alias (a Python keyword as a name: end it in '_')"
+        )
+    if info.exclude:
+        raise ValueError(
+            f"type {name!r}: its params exclude {field!r} from their dump, so the spec.yaml a run folder keeps would lack it "
+            "and the run would load again with its default, another model; drop exclude"
+        )
+
+
+def _nested_models(params: type[BaseModel], seen: frozenset[type] = frozenset()) -> Iterator[type[BaseModel]]:
+    """The pydantic models that ``params``' fields hold, at any depth (in lists, dicts, unions)."""
+    for info in params.model_fields.values():
+        for model in _models_in(info.annotation):
+            if model not in seen:
+                yield model
+                yield from _nested_models(model, seen | {model, params})
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()):
+        yield from _models_in(arg)
 
 
 def _metadata(annotation: Any) -> list[Any]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from compose_gen import ComponentType, Params, Ref, hookimpl, make_catalogue
 from compose_gen.spec import SpecError, load_spec
@@ -25,6 +25,33 @@ class Loose(Params):
 
 class RefAsDefault(Params):
     net: str | dict = Ref("network")  # meant as `net: Ref("network")`
+
+
+# What would not come back from the spec.yaml a run folder keeps (a dump of the params): the folder failed to load,
+# or loaded as another model.
+class Aliased(Params):
+    lambda_: float = Field(1.0, alias="lambda")
+
+
+class Excluded(Params):
+    width: int = Field(32, exclude=True)
+
+
+class Computed(Params):
+    width: int = 32
+
+    @computed_field
+    @property
+    def out_features(self) -> int:
+        return 2 * self.width
+
+
+class LooseSettings(BaseModel):  # a plain pydantic model ignores a misspelt key
+    width: int = 8
+
+
+class HoldsLooseSettings(Params):
+    options: list[LooseSettings] = []
 
 
 def widget(name: str = "widget") -> ComponentType:
@@ -136,6 +163,10 @@ def test_two_packages_sharing_an_entry_point_name_both_load_whichever_is_listed_
         (("x", "network", Empty, lambda p: None), TypeError, r"type 'x': build must be callable as build\(params, ctx\), but its signature is \(p\)"),
         (("x", "network", Loose, lambda p, ctx: None), ValueError, "its params set extra='allow', so a misspelt parameter in a spec would be kept unused"),
         (("x", "network", RefAsDefault, lambda p, ctx: None), TypeError, "the default of 'net' is a reference annotation"),
+        (("x", "network", Aliased, lambda p, ctx: None), ValueError, "its params give 'lambda_' the alias 'lambda'; a spec names a parameter by its field name"),
+        (("x", "network", Excluded, lambda p, ctx: None), ValueError, "its params exclude 'width' from their dump"),
+        (("x", "network", Computed, lambda p, ctx: None), ValueError, "its params compute 'out_features', which the spec.yaml a run folder"),
+        (("x", "network", HoldsLooseSettings, lambda p, ctx: None), ValueError, "settings model LooseSettings, which does not forbid unknown keys"),
     ],
 )
 def test_a_malformed_type_is_refused_when_made(args, error, message) -> None:
