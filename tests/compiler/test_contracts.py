@@ -34,6 +34,11 @@ class Doubling(Bijector):
             super().__init__(tuple(p.shape))
         self.breaks = p.breaks
         self.log_scale = nn.Parameter(torch.tensor(math.log(2.0)))
+        if p.breaks == "own_inverse":  # breaks nothing: the instance's own inverse is right, the class's is not
+            self.inverse = self.exact_inverse
+
+    def exact_inverse(self, y, context=None):
+        return y / self.log_scale.exp(), (-self.log_scale * self.event_shape.numel()).expand(self.batch_shape(y))
 
     def forward(self, x, context=None):
         y, ladj = x * self.log_scale.exp(), (self.log_scale * self.event_shape.numel()).expand(self.batch_shape(x))
@@ -53,7 +58,7 @@ class Doubling(Bijector):
         x, ladj = y / self.log_scale.exp(), (-self.log_scale * self.event_shape.numel()).expand(self.batch_shape(y))
         if self.breaks == "inverse_through_forward":  # breaks nothing: a correct inverse taking its ladj from forward's
             return x, -self.forward(x)[1]
-        if self.breaks == "inverse_multiplies":
+        if self.breaks in ("inverse_multiplies", "own_inverse"):
             x = y * self.log_scale.exp()
         if self.breaks in ("ladj_signs", "inverse_ladj_sign"):
             ladj = -ladj
@@ -210,6 +215,17 @@ def test_a_bijector_whose_inverse_calls_its_forward_is_checked_once_and_passes(c
     monkeypatch.setattr(Doubling, "forward", lambda self, *args: calls.append(self) or forward(self, *args))
     build(load_spec(spec_with("components.flow.bijectors.0", "inverse_through_forward"), catalogue=catalogue), "cpu")
     assert len({id(layer) for layer in calls}) == 2, "the bijector and the one perturbed copy that checks it"
+
+
+def test_a_method_an_instance_chose_for_itself_is_the_one_checked_and_it_keeps_it(catalogue) -> None:
+    """The checks wrapped the class's method and, when removed, left the instance with it: a bijector or decoder
+    choosing its method in __init__ was checked, then trained, as another model."""
+    spec = spec_with("components.flow.bijectors.0", "own_inverse")
+    spec["components"]["flow"]["repeat"] = 2
+    model, _ = build(load_spec(spec, catalogue=catalogue), "cpu")
+    bijectors = [m for m in model.modules() if isinstance(m, Doubling)]
+    assert [(vars(b)["inverse"].__func__, vars(b)["inverse"].__self__) for b in bijectors] == [(Doubling.exact_inverse, b) for b in bijectors]
+    assert bijectors[0].inverse(torch.ones(1, 2))[0].tolist() == [[0.5, 0.5]]
 
 
 @pytest.mark.parametrize(
