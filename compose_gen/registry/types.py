@@ -114,7 +114,7 @@ class Params(StrictModel):
 
     (Prefer ``float | None = None`` for "no bound" where the code can tell.)
 
-    A field typed ``Path`` is read relative to the working directory (after
+    A field typed ``Path`` (or a list, tuple or dict of paths) is read relative to the working directory (after
     ``~`` expansion) and stored absolute, so the resolved spec that a run folder
     keeps still finds the file when the run is resumed or evaluated from elsewhere.
 
@@ -128,9 +128,19 @@ class Params(StrictModel):
     @model_validator(mode="after")
     def _absolute_paths(self) -> Params:
         for name, value in self:
-            if isinstance(value, Path) and not value.is_absolute():
-                self.__dict__[name] = value.expanduser().absolute()  # not setattr: a plugin's model may be frozen
+            self.__dict__[name] = _absolute(value)  # not setattr: a plugin's model may be frozen
         return self
+
+
+def _absolute(value: Any) -> Any:
+    """``value`` with every relative path in it (in lists, tuples and dict values too) made absolute after ``~`` expansion."""
+    if isinstance(value, Path):
+        return value if value.is_absolute() else value.expanduser().absolute()
+    if type(value) in (list, tuple):
+        return type(value)(map(_absolute, value))
+    if isinstance(value, dict):
+        return {key: _absolute(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

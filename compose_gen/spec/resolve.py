@@ -150,7 +150,7 @@ class _Resolver:
                 else:
                     self.pending_refs.append((item, marker.kinds, path))
                     resolved.append(item)
-            setattr(declared.params, field, resolved if is_list else resolved[0])
+            declared.params.__dict__[field] = resolved if is_list else resolved[0]  # not setattr: a plugin's model may be frozen
 
     def check_refs(self) -> None:
         for name, kinds, path in self.pending_refs:

@@ -38,6 +38,22 @@ def test_a_frozen_parameter_model_gets_absolute_paths_too(tmp_path, monkeypatch)
     assert Frozen(data="x.npz").data == tmp_path / "x.npz"
 
 
+class Shards(Params):
+    files: list[Path]
+    pair: tuple[Path, Path] | None = None
+    named: dict[str, Path] = {}
+
+
+def test_paths_in_lists_tuples_and_dicts_become_absolute_too(tmp_path, monkeypatch) -> None:
+    """A dataset of npy shards kept its relative paths, so its run folder failed to load from another directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    params = Shards(files=["s0.npy", "~/s1.npy"], pair=("a", "/b"), named={"train": "t.npy"})
+    assert params.files == [tmp_path / "s0.npy", tmp_path / "home" / "s1.npy"]
+    assert params.pair == (tmp_path / "a", Path("/b")) and params.named == {"train": tmp_path / "t.npy"}
+    assert Shards.model_validate(params.model_dump(mode="json")) == params
+
+
 class Bounds(Params):
     scale: float = 1.0
     widths: list[float] = [1.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from compose_gen_plugins import datasets
+from compose_gen_plugins import datasets, networks
 from pydantic import ConfigDict, Field, field_validator
 
 from compose_gen import ComponentType, Params, Ref, make_catalogue
@@ -127,3 +127,21 @@ def test_a_parameter_named_type_is_refused_when_the_type_is_made() -> None:
 
     with pytest.raises(ValueError, match="type 'typed': its params declare a field 'type', the key a spec names the type with"):
         ComponentType("typed", "metric", Typed, metric)
+
+
+class FrozenDecoderParams(Params):
+    model_config = ConfigDict(frozen=True)
+    net: Ref("network")  # type: ignore[valid-type]
+
+
+def test_a_frozen_parameter_model_with_a_reference_loads() -> None:
+    """Resolving the reference set the field on the frozen model: pydantic's 'Instance is frozen', naming no plugin."""
+    frozen = ComponentType("frozen_decoder", "decoder", FrozenDecoderParams, lambda p, ctx: None)
+    catalogue = make_catalogue([plugin(frozen, name="cold"), networks, datasets], entry_points=False)
+    inline = {"type": "mlp", "in_features": 4, "out_features": 64}
+    for net, expected in ((inline, "decoder.net"), ("body", "body")):
+        spec = load_spec(
+            {"name": "cold", "data": {"type": "digits"}, "components": {"body": inline, "decoder": {"type": "frozen_decoder", "net": net}}},
+            catalogue=catalogue,
+        )
+        assert spec.sections.components["decoder"].params.net == expected
