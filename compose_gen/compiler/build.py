@@ -18,6 +18,7 @@ from compose_gen.core.bijector import check_constructed
 from compose_gen.core.contracts import describe_value
 from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
 from compose_gen.core.errors import described
+from compose_gen.core.modes import own_modes
 from compose_gen.registry import suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError, SpecWarning
 from compose_gen.spec.resolve import origin
@@ -128,9 +129,11 @@ def _reseeded(declared: Declared, index: int) -> Declared:
 
 
 def build_data(spec: Spec) -> Splits:
-    """The spec's dataset splits (built before the model, which may read their shapes)."""
+    """The spec's dataset splits (built before the model, which may read their shapes), under compose_gen's own modes:
+    a caller's float64 default dtype made a plugin's ``torch.randn`` data float64, refused as the plugin's fault."""
     advise_paths(spec)
-    return Builder(spec, None).make(spec.sections.data)
+    with own_modes("cpu", grad=False):
+        return Builder(spec, None).make(spec.sections.data)
 
 
 def build_all(

@@ -7,10 +7,11 @@ import warnings
 import pytest
 import torch
 
-from compose_gen import make_catalogue
-from compose_gen.compiler.build import SEED_STRIDE, Builder
+from compose_gen import ComponentType, Params, Splits, TensorData, make_catalogue
+from compose_gen.compiler.build import SEED_STRIDE, Builder, build_data
 from compose_gen.runtime import build
 from compose_gen.spec import SpecError, SpecWarning, load_spec
+from compose_gen.testing.plugins import plugin
 
 
 def spec(**components):
@@ -100,3 +101,19 @@ def test_a_size_torch_cannot_hold_is_refused_at_its_component_without_torch_s_cp
     message = str(caught.value)
     assert "components.decoder.net: type 'mlp' (plugin 'networks') failed to build: " in message
     assert "Overflow when unpacking long long" in message and "frame #" not in message
+
+
+def test_a_caller_s_default_dtype_does_not_reach_a_dataset_plugin() -> None:
+    """A plugin drawing its data with torch.randn (no dtype) under a caller's float64 default was refused for float64 x."""
+    def blobs(p: Params, ctx: object) -> Splits:
+        return Splits(TensorData({"x": torch.randn(20, 2)}), TensorData({"x": torch.randn(10, 2)}))
+
+    catalogue = make_catalogue([plugin(ComponentType("blobs", "dataset", Params, blobs), name="blobbing")], entry_points=False)
+    spec = load_spec({"name": "blobs", "data": {"type": "blobs"}}, catalogue=catalogue)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        data = build_data(spec)
+    finally:
+        torch.set_default_dtype(default)
+    assert data.train.fields["x"].dtype == torch.float32
