@@ -20,6 +20,7 @@ from torch import nn
 from compose_gen.compiler.graph import SpecGraph, node
 from compose_gen.compiler.plan import Plan, parameters_named
 from compose_gen.core import Loss, Splits
+from compose_gen.core.contracts import describe_value
 from compose_gen.core.errors import described
 from compose_gen.registry import listed
 from compose_gen.spec import Spec
@@ -119,6 +120,8 @@ def advise_losses(
             advice = loss.advise(trained)
         except Exception as error:
             raise spec.blame(declared, f"failed to advise: {described(error)}") from None
+        if not (isinstance(advice, (list, tuple)) and all(isinstance(message, str) for message in advice)):
+            raise spec.blame(declared, f"advise returned {describe_value(advice)}, not a list of messages (strings; [] for none)")
         for message in advice:
             spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)}: {message}")
 

@@ -310,3 +310,11 @@ def test_advice_that_raises_is_blamed_on_the_loss(monkeypatch) -> None:
     monkeypatch.setattr(adversarial.Wasserstein, "advise", lambda self, losses: 1 / 0)
     with pytest.raises(SpecError, match=r"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) failed to advise: ZeroDivisionError"):
         build_spec(cg.load_spec(_wgan({}, {"clip": 0.01})), "cpu")
+
+
+@pytest.mark.parametrize(("returned", "described"), [(None, "None"), ("one message", "a str"), ([1], "a list")])
+def test_advice_that_is_no_list_of_messages_is_blamed_on_the_loss(monkeypatch, returned, described) -> None:
+    """A fall-through advise (None) failed with a bare TypeError, and a bare string became a warning per character."""
+    monkeypatch.setattr(adversarial.Wasserstein, "advise", lambda self, losses: returned)
+    with pytest.raises(SpecError, match=rf"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) advise returned {described}, not a list of messages"):
+        build_spec(cg.load_spec(_wgan({}, {"clip": 0.01})), "cpu")
