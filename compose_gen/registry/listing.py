@@ -36,6 +36,8 @@ def describe(catalogue: Catalogue) -> dict[str, Any]:
             entry: dict[str, Any] = {"type": _field_type(info, references.get(field))}
             if info.is_required():
                 entry["required"] = True
+            elif info.default_factory_takes_validated_data:
+                entry["default"] = "computed from the other parameters"
             else:
                 default = info.get_default(call_default_factory=True)
                 entry["default"] = to_jsonable_python(default, fallback=repr)

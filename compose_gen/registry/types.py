@@ -254,6 +254,11 @@ def _check_params_model(name: str, params: type[Params]) -> None:
                 f"annotate the field with it instead: `{field}: Ref(\"network\")`, with a default after `=` if it has one"
             )
         _check_writes_back(name, field, info)
+        if info.default_factory is not None and not info.default_factory_takes_validated_data:
+            try:
+                info.get_default(call_default_factory=True)
+            except Exception as error:  # else every listing of the plugins, and each spec using the type, would fail on it
+                raise ValueError(f"type {name!r}: the default_factory of {field!r} raised {type(error).__name__}: {error}") from None
     for model in _nested_models(params):
         if model.model_config.get("extra") != "forbid":
             raise ValueError(

@@ -213,6 +213,8 @@ def _defaults(model: type[BaseModel]) -> dict[str, Any]:
     """The model's default values, as a resolved spec writes them (tuples as lists, ...)."""
     defaults = {}
     for name, info in model.model_fields.items():
+        if info.default_factory_takes_validated_data:  # a default computed from the other parameters
+            continue
         default = info.get_default(call_default_factory=True)
         if default is not PydanticUndefined:
             defaults[name] = to_jsonable_python(default)

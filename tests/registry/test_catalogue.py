@@ -46,6 +46,23 @@ class Computed(Params):
         return 2 * self.width
 
 
+class BrokenFactory(Params):
+    hidden: list[int] = Field(default_factory=lambda: [][0])
+
+
+class DerivedDefault(Params):
+    width: int = 8
+    depth: int = Field(default_factory=lambda data: data["width"] // 2)
+
+
+def test_a_default_computed_from_the_other_parameters_is_listed_as_such() -> None:
+    from compose_gen.registry.listing import describe
+
+    catalogue = make_catalogue([plugin(ComponentType("derived", "network", DerivedDefault, lambda p, ctx: None))], entry_points=False)
+    (listed,) = describe(catalogue)["types"]
+    assert listed["params"]["depth"]["default"] == "computed from the other parameters" and listed["params"]["width"]["default"] == 8
+
+
 class LooseSettings(BaseModel):  # a plain pydantic model ignores a misspelt key
     width: int = 8
 
@@ -167,6 +184,7 @@ def test_two_packages_sharing_an_entry_point_name_both_load_whichever_is_listed_
         (("x", "network", Excluded, lambda p, ctx: None), ValueError, "its params exclude 'width' from their dump"),
         (("x", "network", Computed, lambda p, ctx: None), ValueError, "its params compute 'out_features', which the spec.yaml a run folder"),
         (("x", "network", HoldsLooseSettings, lambda p, ctx: None), ValueError, "settings model LooseSettings, which does not forbid unknown keys"),
+        (("x", "network", BrokenFactory, lambda p, ctx: None), ValueError, "the default_factory of 'hidden' raised IndexError: list index out of range"),
     ],
 )
 def test_a_malformed_type_is_refused_when_made(args, error, message) -> None:
