@@ -175,6 +175,7 @@ class MetricLoop:
         """
         results: dict[str, Any] = {"step": step}
         problems: list[Problem] = []
+        modes = {module: module.training for module in self.model.modules()}
         for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
             ctx = EvalContext(  # each its own: one that reassigns ectx.data does so for itself alone
                 model=self.model,
@@ -198,6 +199,14 @@ class MetricLoop:
             where = format_path(declared.path)
             for warning in caught:
                 self.say(f"warning: {where} ({declared.type.name}): {warning.message}")
+            switched = [module for module, training in modes.items() if module.training != training]
+            if switched:  # model.train() in a metric: dropout and batch statistics would have changed every later number
+                for module in switched:
+                    module.train(modes[module])
+                self.say(
+                    f"warning: {where} ({declared.type.name}) switched {len(switched)} module(s) of the model between training and "
+                    "evaluation mode (a metric must leave the mode as it is); they are put back for the metrics after it"
+                )
             undefined = [f"{key} = {value}" for key, value in measured.items() if not math.isfinite(value)]
             if undefined:
                 self.say(f"warning: {where} ({declared.type.name}) gave {', '.join(undefined)}, recorded as null")
