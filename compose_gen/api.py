@@ -49,12 +49,14 @@ def load_run(
     *,
     progress: bool = True,
     catalogue: Catalogue | None = None,
+    overrides: Iterable[str] = (),
 ) -> Run:
     """A trained run back from its folder: ``run.sample(16)``, ``run.evaluate()``, ``run.train(more)``.
 
     At its newest readable checkpoint, or ``checkpoint``: ``"best"`` (see ``train.best_metric``) or a
-    checkpoint folder.  A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
+    checkpoint folder.  ``overrides`` change its recorded spec as ``compose-gen train --resume --set`` does
+    (``["train.steps=2000"]`` stretches a learning-rate schedule over more rounds).  A folder with no checkpoint yet is an error (``Run.load`` without ``trained`` starts it over).
     ``progress=False`` keeps further training quiet, as for :func:`train` (in a worker process, say).  A run built
     with a catalogue of your own (``load_spec(..., catalogue=...)``) is loaded with it too.
     """
-    return Run.load(run_dir, device, progress=progress, trained=True, checkpoint=checkpoint, catalogue=catalogue)
+    return Run.load(run_dir, device, overrides, progress=progress, trained=True, checkpoint=checkpoint, catalogue=catalogue)

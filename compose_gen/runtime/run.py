@@ -305,6 +305,7 @@ class Run:
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= self.trainer.step):
             raise ValueError(f"train: steps is the round to train to, a whole number after the run's step {self.trainer.step}; got {steps!r}")
         total = self.spec.model.train.steps if steps is None else int(steps)
+        self._refuse_past_the_schedules(total)
         if self.weights_only:
             raise RuntimeError(
                 f"{self.dir}: loaded without its optimizer state, to sample and evaluate; to train it, load it with compose_gen.load_run"
@@ -336,6 +337,19 @@ class Run:
                     raise
         self.trainer.dist.wait_for_main()  # every process returns once process 0 has sampled and evaluated
         return logs
+
+    def _refuse_past_the_schedules(self, total: int) -> None:
+        """Refuse rounds past ``train.steps`` where a player's schedule has ended (a linear decay would train them at
+        its final factor, 0 by default), as ``compose-gen train --until`` does; ``--steps`` stretches it instead."""
+        planned = self.spec.model.train.steps
+        ended = [f"{name}'s {plan.spec.schedule.type}" for name, plan in self.model.plans.items() if plan.spec.schedule.ends_at_train_steps]
+        if total > planned and ended:
+            raise ValueError(
+                f"train: round {total} lies past train.steps ({planned}), where the {' and '.join(ended)} learning-rate "
+                f"schedule ends, to stay at its final factor; to train on with it stretched over {total} rounds, load the "
+                f"folder with compose_gen.load_run(folder, overrides=['train.steps={total}']) "
+                f"(compose-gen train --resume FOLDER --steps {total})"
+            )
 
     @contextmanager
     def _own_stream(self) -> Iterator[None]:

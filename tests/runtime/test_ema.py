@@ -125,8 +125,8 @@ def test_a_run_trained_with_averages_loads_without_them_on_its_live_weights(tmp_
 
 
 def test_averages_added_to_a_run_trained_without_start_from_its_loaded_weights(tmp_path, toys_catalogue, capsys):
-    trained = Run.create(load_spec(spec_dict(GAN, steps=3), catalogue=toys_catalogue), tmp_path / "run", progress=False)
-    trained.train()
+    trained = Run.create(load_spec(spec_dict(GAN, steps=4), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    trained.train(3)
     averaged = Run.load(tmp_path / "run", overrides=["train.ema={components: [generator], decay: 0.75}"], catalogue=toys_catalogue, progress=False)
     assert "holds no moving averages of weights (trained without train.ema): averaging starts at step 3, from its weights" in capsys.readouterr().err
     generator = averaged.model.components["generator"]

@@ -307,7 +307,7 @@ def test_a_run_another_handle_has_moved_on_refuses_to_rewind_the_folder(tmp_path
     from compose_gen.runtime.checkpoint import CheckpointError
 
     folder = tmp_path / "run"
-    Run.create(cg.load_spec(spec_dict(VAE, steps=3, log_every=1), catalogue=toys_catalogue), folder, progress=False).train()
+    Run.create(cg.load_spec(spec_dict(VAE, steps=8, log_every=1), catalogue=toys_catalogue), folder, progress=False).train(3)
     behind, ahead = (Run.load(folder, catalogue=toys_catalogue, progress=False) for _ in range(2))
     ahead.train(6)
     ahead.evaluate()
@@ -326,8 +326,8 @@ def test_a_run_that_fell_back_past_a_damaged_checkpoint_trains_on_as_often_as_it
     from runtime_toys import VAE, spec_dict
 
     folder = tmp_path / "run"
-    spec = cg.load_spec(spec_dict(VAE, steps=6, checkpoint_every=2), catalogue=toys_catalogue)
-    Run.create(spec, folder, progress=False).train()
+    spec = cg.load_spec(spec_dict(VAE, steps=8, checkpoint_every=2), catalogue=toys_catalogue)
+    Run.create(spec, folder, progress=False).train(6)
     (folder / "checkpoints" / "step-00000006" / "model.safetensors").write_bytes(b"damaged")
     run = Run.load(folder, catalogue=toys_catalogue, progress=False)
     assert run.trainer.step == 4 and run.behind
@@ -342,7 +342,7 @@ def test_a_run_whose_folder_was_moved_away_does_not_start_another_at_its_old_pat
     from runtime_toys import VAE, spec_dict
 
     folder = tmp_path / "run"
-    Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), folder, progress=False).train()
+    Run.create(cg.load_spec(spec_dict(VAE, steps=4), catalogue=toys_catalogue), folder, progress=False).train(2)
     run = Run.load(folder, catalogue=toys_catalogue, progress=False)
     folder.rename(tmp_path / "renamed")
     for write in (run.evaluate, lambda: run.train(4)):
@@ -507,3 +507,22 @@ def test_what_a_caller_has_switched_on_does_not_reach_into_a_run(tmp_path, toys_
     with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inside torch.inference_mode\(\), where nothing can learn"):
         fresh.train()
 
+
+
+def test_training_past_where_a_schedule_ends_is_refused_and_a_load_with_more_steps_stretches_it(tmp_path, toys_catalogue) -> None:
+    """run.train(N) past train.steps trained a linear schedule's extra rounds at learning rate 0, without a word."""
+    from runtime_toys import VAE, spec_dict
+
+    folder = tmp_path / "run"
+    run = Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), folder, progress=False)
+    run.train()
+    with pytest.raises(ValueError, match=r"round 4 lies past train.steps \(2\), where the model's cosine learning-rate schedule ends"):
+        run.train(4)
+    assert run.trainer.step == 2
+    stretched = cg.load_run(folder, overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
+    stretched.train(4)
+    assert stretched.trainer.step == 4 and stretched.spec.model.train.steps == 4
+    constant = Run.create(cg.load_spec({**spec_dict(VAE, steps=2), "players": {"model": {}}}, catalogue=toys_catalogue), tmp_path / "c", progress=False)
+    constant.train()
+    constant.train(4)  # a constant rate has no end to pass
+    assert constant.trainer.step == 4
