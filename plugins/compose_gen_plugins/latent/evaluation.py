@@ -36,7 +36,7 @@ from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, SpecWarning, hookimpl
 from compose_gen.core import MAX_DRAWS, batches, bits_per_dim, ladj_field, not_in_data_space
-from compose_gen_plugins.latent.model import LatentLevel, LatentVariableModel, as_normal, draw, location
+from compose_gen_plugins.latent.model import LatentLevel, LatentVariableModel, as_normal, draw, evidence_log_likelihood, location
 
 __all__ = ["ImportanceSampledNLL", "PosteriorCollapse", "batch_context", "batch_examples", "latent_model", "unexplained_variance"]
 
@@ -87,7 +87,7 @@ class ImportanceSampledNLL:
         for batch in batches(test, self.batch_size, ectx.device):
             x, ladj = batch_examples(ectx, self.model, batch)
             inputs = {"x": x, "context": batch_context(ectx, self.model, batch)}
-            log_p = self.model.log_likelihood(inputs, self.samples, 0.0 if ladj is None else ladj, self.chunk)
+            log_p = evidence_log_likelihood(self.model, inputs, self.samples, 0.0 if ladj is None else ladj, self.chunk)
             total += float(log_p.double().sum())
             count += len(x)
         nll = -total / count

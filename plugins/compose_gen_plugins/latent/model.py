@@ -65,6 +65,7 @@ __all__ = [
     "ObjectiveParams",
     "analytic_kl",
     "as_normal",
+    "evidence_log_likelihood",
     "build_model_sampler",
     "caution_unbounded",
     "draw",
@@ -161,6 +162,18 @@ def sample_prior(prior: nn.Module, n: int, context: Tensor | None, temperature: 
     if p.batch_shape != (n,):
         raise ValueError(f"asked for {n} samples with a context of {p.batch_shape.numel()} rows; give one row per sample")
     return p.sample()
+
+
+def evidence_log_likelihood(model: Any, inputs: Mapping[str, Any], samples: int, ladj: Tensor | float, chunk: int) -> Tensor:
+    """log p(x | c) ≈ log (1/K) Σ_k p(x, z_k | c) / q(z_k | x, c), z_k ~ q, K = ``samples`` (Burda et al. 2016), of any
+    ``model`` with :meth:`LatentVariableModel.evidence`, subclass or not.
+
+    An estimate whose expectation is a lower bound that tightens as K grows; draws come ``chunk``
+    at a time.  A density adds ``ladj``, a probability mass (``model.discrete``) does not.
+    """
+    x, context = inputs["x"], inputs.get("context")
+    log_p = importance_sampled_log_likelihood(lambda n: model.evidence(x, n, exact_kl=False, context=context).log_weights, samples, chunk)
+    return log_p if getattr(model, "discrete", False) else log_p + ladj
 
 
 def kl_or_estimate(q: Distribution, p: Distribution, z: Tensor, log_q: Tensor | None, exact: bool) -> tuple[Tensor, bool]:
@@ -311,14 +324,8 @@ class LatentVariableModel(Loss):
     likelihood_inputs = ("x", "context")
 
     def log_likelihood(self, inputs: Mapping[str, Any], samples: int, ladj: Tensor, chunk: int = 250) -> Tensor:
-        """log p(x | c) ≈ log (1/K) Σ_k p(x, z_k | c) / q(z_k | x, c), z_k ~ q, K = ``samples`` (Burda et al. 2016).
-
-        An estimate whose expectation is a lower bound that tightens as K grows; draws
-        come ``chunk`` at a time.  A density adds ``ladj``, a probability mass does not.
-        """
-        x, context = inputs["x"], inputs.get("context")
-        log_p = importance_sampled_log_likelihood(lambda n: self.evidence(x, n, exact_kl=False, context=context).log_weights, samples, chunk)
-        return log_p if self.discrete else log_p + ladj
+        """:func:`evidence_log_likelihood` of this model."""
+        return evidence_log_likelihood(self, inputs, samples, ladj, chunk)
 
     # -- the objective ---------------------------------------------------------
     def kl_weight(self) -> Tensor | float:

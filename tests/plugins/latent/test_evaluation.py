@@ -89,6 +89,31 @@ def test_importance_sampled_nll_is_exact_when_the_posterior_is_the_true_one(cont
     assert result["test/m.bpd_k10"] == pytest.approx(float(expected) / (X_DIM * math.log(2)), abs=1e-5)
 
 
+class OnlyEvidence(nn.Module):
+    """A plugin's latent-variable loss that is no LatentVariableModel: ``evidence``, and ``log_likelihood`` as the core
+    contract writes it, without the subclass's ``chunk``."""
+
+    def __init__(self, model: VAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def evidence(self, x, k, exact_kl, context=None):
+        return self.model.evidence(x, k, exact_kl, context)
+
+    def log_likelihood(self, inputs, samples, ladj):
+        raise AssertionError("the metric needs evidence alone")
+
+
+def test_importance_sampled_nll_needs_only_evidence(tmp_path: Path) -> None:
+    """The metric called log_likelihood with a chunk that the core contract's signature has not: a plugin's loss written
+    to the README trained, then failed at the final evaluation with a TypeError."""
+    decoder = GaussianDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,), 1, "fixed", 0.5)
+    model = VAE(prior_encoder(active=2), decoder, StandardNormal((LATENT,)), ObjectiveParams())
+    x = torch.randn(7, X_DIM)
+    theirs = ImportanceSampledNLL("m", OnlyEvidence(model), samples=10, chunk=4, batch_size=3)(context(x, tmp_path))
+    assert theirs == ImportanceSampledNLL("m", model, samples=10, chunk=4, batch_size=3)(context(x, tmp_path))
+
+
 def test_posterior_collapse_finds_the_dimensions_that_ignore_x(tmp_path: Path) -> None:
     decoder = BernoulliDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,))
     model = VAE(prior_encoder(active=2), decoder, StandardNormal((LATENT,)), ObjectiveParams())
