@@ -163,7 +163,8 @@ class GaussianDecoder(_Decoder):
         super().__init__(net, event_shape, latent_rank)
         self.scale_mode = scale
         if scale == "learned":
-            self.raw_scale = nn.Parameter(torch.full(self.event_shape, math.log(math.expm1(fixed_scale))))
+            # softplus⁻¹(s) = log(eˢ − 1) = s + log(1 − e⁻ˢ), which stays finite where eˢ overflows (s ≥ 710)
+            self.raw_scale = nn.Parameter(torch.full(self.event_shape, fixed_scale + math.log(-math.expm1(-fixed_scale))))
         else:
             self.fixed_scale = fixed_scale  # a number, exact in any dtype
 

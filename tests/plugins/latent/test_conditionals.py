@@ -102,3 +102,11 @@ def test_a_predicted_scale_refuses_a_fixed_one_it_would_ignore() -> None:
     GaussianDecoderParams(net="n", scale="predicted", fixed_scale=1.0)  # the default, as a resolved spec writes it
     with pytest.raises(ValueError, match="with scale: predicted the network gives σ, so drop fixed_scale"):
         GaussianDecoderParams(net="n", scale="predicted", fixed_scale=0.1)
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 1.0, 30.0, 710.0, 1e6])
+def test_a_learned_scale_starts_at_fixed_scale_however_large(sigma: float) -> None:
+    """σ = softplus(ρ) + 10⁻⁴ starts at fixed_scale: log(expm1(σ)) overflowed from σ = 710 with a bare math range error."""
+    decoder = GaussianDecoder(nn.Linear(2, 3), (3,), 1, "learned", sigma)
+    scale = decoder(torch.zeros(4, 2)).base_dist.scale
+    torch.testing.assert_close(scale, torch.full((4, 3), sigma + 1e-4), rtol=1e-6, atol=0.0)
