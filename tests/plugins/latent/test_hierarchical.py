@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.distributions import Independent, Normal
 
@@ -31,6 +32,13 @@ def test_precision_weighting_is_the_normalised_product_of_the_two_gaussians() ->
     z = torch.randn(5, 2, 4, 3, generator=g, dtype=DTYPE)
     difference = a.log_prob(z) + b.log_prob(z) - merged.log_prob(z)
     torch.testing.assert_close(difference, difference[:1].expand_as(difference))
+
+
+def test_levels_of_different_sizes_are_named() -> None:
+    """The two z₁ sizes met first in a broadcast, whose 'size of tensor a (16) must match b (8)' named neither part."""
+    a, b = gaussian(torch.zeros(4, 16), torch.ones(4, 16)), gaussian(torch.zeros(4, 8), torch.ones(4, 8))
+    with pytest.raises(ValueError, match=r"encoder_bottom gives z₁ of shape \(16,\), conditional_prior of shape \(8,\): make their latent sizes agree"):
+        precision_weighted(a, b)
 
 
 def hvae(context_features: int = 0, **objective: object) -> HierarchicalVAE:
