@@ -341,7 +341,7 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature",
         type=_at_least(0.0, float),
         default=1.0,
-        help="scale of the latent noise's standard deviation (0: its mode; a sampler that draws x from its decoder, "
+        help="scale of the latent noise's standard deviation (0: no noise, a Gaussian prior's mode; a sampler that draws x from its decoder, "
         "`mean: false`, still draws it; a VQ-VAE's uniform codes take none)",
     )
     p.add_argument(

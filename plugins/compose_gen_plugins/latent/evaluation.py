@@ -123,7 +123,8 @@ class PosteriorCollapse:
     Each layer as the model's ``levels`` gives it: for the two-level HVAE, z₁'s KL is taken
     under the posterior mean of z₂ (one value per example), not averaged over draws of z₂.
     A unit is active when its posterior mean, less its prior's where the prior is one per
-    example (p(z₁|z₂)), varies over the test set beyond what the condition explains.
+    example (p(z₁|z₂)), varies over the test set beyond what the condition explains.  A flow
+    posterior, which has no closed-form mean, stands in its ``location`` T(μ₀) for it.
     """
 
     def __init__(self, name: str, model: LatentVariableModel, threshold: float, kl_samples: int = 16) -> None:

@@ -404,7 +404,7 @@ class ObjectiveParams(Params):
     samples: int = Field(1, gt=0, description="draws of z per example (IWAE's k)")
     kl: Literal["auto", "analytic", "mc"] = Field("auto", description="ELBO's KL: closed form when known, or Monte Carlo")
     beta: float = Field(1.0, ge=0.0, description="final weight of the KL in the ELBO loss (β-VAE); not with the iwae objective")
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta; not with the iwae objective")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight ramps from 0 to beta (each player training the loss steps it: two players, or a player's steps: 2, ramp twice as many a round); not with the iwae objective")
 
     @field_validator("conditioned")
     @classmethod
