@@ -128,6 +128,7 @@ class Chain(Bijector):
         speeds = {b.fast for b in bijectors} - {"both"}
         self.fast = speeds.pop() if len(speeds) == 1 else ("both" if not speeds else "forward")
         self.stochastic_ladj = any(b.stochastic_ladj for b in bijectors)
+        self.surjective = any(b.surjective for b in bijectors)  # a link that projects makes the whole a projection
 
     @property
     def out_event_shape(self) -> torch.Size:

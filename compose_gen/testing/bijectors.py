@@ -281,7 +281,7 @@ def check_case(
         standard, x_noise = (n.to(device) for n in _noise((*batch_shape, *bij.event_shape), generator, scale))
         x, x_standard = to_x(x_noise), to_x(standard)
         if bij.surjective:  # a surjection round-trips only on its discrete domain (the image of inverse), perturbed there
-            x, x_standard = (bij.inverse(v, context_for(batch_shape))[0] for v in (x, x_standard))
+            x, x_standard = (bij.inverse(v, context_for(batch_shape))[0].detach() for v in (x, x_standard))
             to_x, x_noise = _to(constraints.real), x
         if scale == 1:
             x_standard = x

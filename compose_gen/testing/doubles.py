@@ -5,7 +5,7 @@ tested without training a model::
 
     model = FixedSampler(train_x[:30], noise=1e-3)          # a collapsed generator
     model = FixedSampler(train_x, labels=train_y)           # a perfect class-conditional model
-    model = DistributionSampler(torch.distributions.Normal(0, 1).expand([2]).to_event(1))
+    model = DistributionSampler(torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), 1.0), 1))
     metric(EvalContext(model=model, data=splits, device=torch.device("cpu"), out_dir=tmp_path))
 """
 

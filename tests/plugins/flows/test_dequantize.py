@@ -11,8 +11,10 @@ import torch
 from torch.autograd.functional import jacobian
 
 import compose_gen as cg
-from compose_gen import Splits, TensorData
+from compose_gen import Chain, Splits, TensorData
+from compose_gen.testing.bijectors import check_case
 from compose_gen_plugins.flows.dequantize import DequantizeParams, UniformDequantization, build_dequantize
+from compose_gen_plugins.flows.elementwise import ElementwiseAffine
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -144,3 +146,10 @@ def test_a_flow_nll_on_discrete_data_warns_unless_the_flow_dequantizes(head: lis
             "of flow 'flow' can grow without bound there: the NLL falls forever and bits/dim bound nothing; dequantize first, "
             "e.g. the flow's `head: [{type: dequantize, shape: [...], levels: L}]`"
         ]
+
+
+def test_a_chain_holding_a_dequantization_passes_the_kit_as_a_surjection() -> None:
+    """The chain did not say it projects, so the kit drew x off the grid and failed a right composite."""
+    chain = Chain([UniformDequantization((3,), 16), ElementwiseAffine((3,))])
+    assert chain.surjective
+    check_case(chain, (4,), seed=0)
