@@ -178,8 +178,12 @@ class MLP(nn.Module):
         batch = x.shape[: x.dim() - len(self.in_shape)]
         if x.shape[len(batch) :] != self.in_shape:
             ends = tuple(x.shape[x.dim() - len(self.in_shape) :])  # the leading dimensions may be draws a loss added (IWAE's k)
+            flat = len(self.in_shape) == 1 and any(math.prod(x.shape[i:]) == self.in_features for i in range(1, x.dim() - 1))
+            hint = (  # images (C, H, W) of as many values as the mlp reads
+                "; to read images as vectors, give the dataset `shape: flat` or a `flatten` transform" if flat else ""
+            )
             raise ValueError(
-                f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}, which ends in {ends}"
+                f"mlp expects inputs of shape (..., {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}, which ends in {ends}{hint}"
             )
         matrix = (math.prod(batch), self.in_features)  # nn.Linear would return views, which in-place activations must not hit
         h = x if x.shape == matrix else x.reshape(matrix)
