@@ -81,8 +81,6 @@ def test_a_hidden_layer_of_width_zero_is_refused() -> None:
 
 
 def test_an_mlp_given_images_of_its_width_says_how_to_flatten_them() -> None:
-    from compose_gen_plugins.networks import MLP
-
     with pytest.raises(ValueError, match=r"got \(5, 1, 4, 4\), which ends in \(4,\); to read images as vectors, give the dataset `shape: flat`"):
         MLP(16, 4)(torch.zeros(5, 1, 4, 4))
     with pytest.raises(ValueError, match=r"got \(5, 3\), which ends in \(3,\)$"):
