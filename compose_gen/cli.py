@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph, unknown_player_names
 from compose_gen.registry import make_catalogue
-from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build
+from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
 from compose_gen.core.files import json_text
 from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.runtime.logging import tell
-from compose_gen.spec import SpecError, SpecWarning, load_spec
+from compose_gen.spec import Spec, SpecError, SpecWarning, load_spec
 from compose_gen.spec.model import DEVICE_PATTERN
 
 __all__ = ["main"]
@@ -78,6 +78,7 @@ def _validate(args: argparse.Namespace) -> int:
                     note = f" (static: assumes the data give {', '.join(fields)})" if fields else " (static)"
                 else:
                     build(spec, "cpu")
+                _caution_device(spec)
         except SpecError as error:
             failed += 1
             print(error, file=verdicts)
@@ -92,6 +93,14 @@ def _validate(args: argparse.Namespace) -> int:
                     print(f"--- # {file}")
                 print(spec.to_yaml(), end="")
     return 1 if failed else 0
+
+
+def _caution_device(spec: Spec) -> None:
+    """Warn of a spec's ``device`` that this machine has not: validate checks on the CPU, so it would pass, and train fail."""
+    try:
+        resolve_device(spec.model.device)
+    except RuntimeError as error:
+        spec.warn(("device",), f"{error} (validate checks on the CPU; train here fails, or give --device cpu)")
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -325,7 +334,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop at round K, sampled and evaluated there, the schedule still running to train.steps; --resume continues it",
     )
     p.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP); must not hold checkpoints yet")
-    p.add_argument("--device", type=_device_name, help="auto, cpu, cuda or cuda:N (default: the spec's)")
+    p.add_argument("--device", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: the spec's)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest readable checkpoint")
     p.add_argument("--no-progress", action="store_true", help="print neither the progress bar nor the log lines (metrics.jsonl is still written)")
     overrides(p)

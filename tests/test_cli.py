@@ -46,6 +46,16 @@ def test_validate_ok_and_broken(tmp_path, vae_spec, capsys) -> None:
     assert any("components.encoder.net.hiden: unknown parameter 'hiden'" in line for line in out)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("static", [[], ["--static"]])
+def test_validate_warns_of_a_device_this_machine_has_not(tmp_path, vae_spec, capsys, static) -> None:
+    """validate checks on the CPU and said ok to device: cuda, on which train then failed."""
+    spec = write(tmp_path, {**vae_spec, "device": "cuda"})
+    assert main(["validate", *static, str(spec)]) == 0
+    assert "device: device 'cuda' was asked for but CUDA is not available on this machine" in capsys.readouterr().err
+    assert main(["validate", "--strict", *static, str(spec)]) == 1
+
+
 def test_validate_static_checks_the_graph_with_the_fields_it_reads_assumed(tmp_path, vae_spec, capsys) -> None:
     vae_spec["graph"] = {"c": "one_hot(y, 10)", "h": "encodr(x)"}
     path = write(tmp_path, vae_spec)
