@@ -25,6 +25,7 @@ from compose_gen.compiler.graph import SpecGraph, build_graph, named, node
 from compose_gen.compiler.plan import Plan, loss_inputs, make_plans, run_plan
 from compose_gen.compiler.values import make_evaluator
 from compose_gen.core import ClassConditions, ContractError, Latch, Loss, Sampler, Splits
+from compose_gen.core.contracts import describe_value
 from compose_gen.core.errors import described, message_of
 from compose_gen.core.modes import own_modes
 from compose_gen.spec import Declared, Problem, Spec, SpecError
@@ -165,7 +166,11 @@ class GenerativeModel(nn.Module):
         if missing:
             raise ValueError(f"loss {name!r} computes log p(x) from the fields {', '.join(needs)}; give {', '.join(missing)} too")
         values = self.values(batch, list(wanted.values()))
-        return self.losses[name].log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj.to(self.device, self.dtype))
+        log_p = self.losses[name].log_likelihood({k: values[v] for k, v in wanted.items()}, samples, ladj.to(self.device, self.dtype))
+        if not (isinstance(log_p, Tensor) and log_p.is_floating_point() and log_p.shape == ladj.shape):
+            problem = f"log_likelihood returned {describe_value(log_p)} for {len(ladj)} examples, not one float per example (shape ({len(ladj)},))"
+            raise self.spec.blame(self.spec.sections.losses[name], f"broke the loss contract: {problem}")
+        return log_p
 
     def likelihood_fields(self, loss: str | None = None) -> list[str]:
         """The batch fields log p(x) is computed from (``x``, and ``y`` for a model conditioned on labels)."""

@@ -13,7 +13,7 @@ from compose_gen_plugins import datasets, metrics, networks
 from compose_gen import ComponentType, Loss, Params, Value, make_catalogue
 from compose_gen.runtime import EvaluationFailed, Run, StepFailed
 from compose_gen.runtime.checkpoint import list_checkpoints
-from compose_gen.spec import load_spec
+from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
 
 
@@ -35,6 +35,24 @@ class Fit(Loss):
             if self.calls == self.raise_at:
                 raise KeyError("late failure")
         return {"loss": ((inputs["pred"] - inputs["x"]) ** 2).mean()}
+
+
+class Likely(Fit):
+    """A density of the fit's residual whose ``log_likelihood`` returns what ``returns`` names instead of one value per example."""
+
+    likelihood_inputs = ("pred", "x")
+
+    def __init__(self, returns: str) -> None:
+        super().__init__(0)
+        self.returns = returns
+
+    def log_likelihood(self, inputs, samples, ladj):
+        per_example = torch.distributions.Normal(inputs["pred"], 1.0).log_prob(inputs["x"]).sum(-1) + ladj
+        return {"mean": per_example.mean(), "column": per_example[:, None], "short": per_example[1:], "float": 1.0}[self.returns]
+
+
+class LikelyParams(FitParams):
+    returns: str
 
 
 class MetricParams(Params):
@@ -91,6 +109,7 @@ def build_metric(p: MetricParams, ctx: object) -> object:
 FAILING = plugin(
     ComponentType("t_fit", "loss", FitParams, lambda p, ctx: Fit(p.raise_at), doc="Squared error."),
     ComponentType("t_metric", "metric", MetricParams, build_metric),
+    ComponentType("t_likely", "loss", LikelyParams, lambda p, ctx: Likely(p.returns), doc="Squared error, with a broken likelihood."),
     name="failing",
 )
 
@@ -229,3 +248,12 @@ def test_a_metric_that_switches_the_model_to_training_mode_is_named_and_the_mode
     run.train(1)
     assert run.evaluation["training_modules"] == 0.0
     assert "warning: evaluate.metrics[1] (t_metric) switched" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("returns", "described"), [("mean", r"a Tensor of shape \(\)"), ("column", r"a Tensor of shape \(5, 1\)"), ("short", r"a Tensor of shape \(4,\)"), ("float", "a float")])
+def test_a_likelihood_of_another_shape_than_one_per_example_is_blamed_on_the_loss(catalogue, tmp_path, returns, described) -> None:
+    """A (5, 1) or a short result came back from run.log_prob silently; a scalar failed concatenating, naming no loss."""
+    likely = {**spec(), "losses": {"fit": {"type": "t_likely", "pred": "pred", "returns": returns}}}
+    run = Run.create(load_spec(likely, catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(SpecError, match=rf"losses.fit: type 't_likely' \(plugin 'failing'\) broke the loss contract: log_likelihood returned {described} for 5 examples"):
+        run.log_prob(torch.zeros(5, 2))
