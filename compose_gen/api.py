@@ -11,6 +11,7 @@ from compose_gen.compiler import GenerativeModel
 from compose_gen.core import Splits
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import Run, build as build_spec
+from compose_gen.runtime.rng import kept
 from compose_gen.spec import Spec, load_spec
 
 __all__ = ["build", "load_run", "load_spec", "train"]
@@ -18,8 +19,12 @@ __all__ = ["build", "load_run", "load_spec", "train"]
 
 def build(spec: Spec | str | Path | Mapping[str, Any], device: str | torch.device | None = None) -> tuple[GenerativeModel, Splits]:
     """The compiled model of ``spec`` (a :class:`Spec`, or a spec file or mapping to load) and its dataset, on ``device``
-    (default: the spec's): ``model.player_loss(player, batch)`` for a loop of your own."""
-    return build_spec(spec if isinstance(spec, Spec) else load_spec(spec), device)
+    (default: the spec's): ``model.player_loss(player, batch)`` for a loop of your own.
+
+    Built from the spec's seed, as a :class:`Run` is, and like one it puts torch's random stream back as it found it.
+    """
+    with kept():
+        return build_spec(spec if isinstance(spec, Spec) else load_spec(spec), device)
 
 
 def train(

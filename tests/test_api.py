@@ -107,3 +107,14 @@ def test_calls_given_what_they_cannot_use_say_so_rather_than_ignore_it(tmp_path,
     assert run.trainer.step == step
     with pytest.raises(ValueError, match="n must be a whole number of samples, at least 1; got 0"):
         run.save_samples(tmp_path / "x.npy", 0)
+
+
+def test_build_puts_the_caller_s_random_stream_back(vae_spec) -> None:
+    """It seeded torch's generator from the spec, so a sweep's own draws repeated after every build, unlike a Run's."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first, _ = cg.build(vae_spec, "cpu")
+    assert torch.equal(torch.rand(3), expected)
+    again, _ = cg.build(vae_spec, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)), "built from the spec's seed"
