@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from compose_gen.core import Bijector, ContractError, check_invertible
-from compose_gen.core.contracts import check_distribution
+from compose_gen.core.contracts import check_critic_scores, check_distribution
 from compose_gen.spec import Declared, Spec, SpecError
 
 __all__ = ["ContractWatch", "broken", "enforce", "finite", "nonfinite_examples", "nonfinite_sources", "watching"]
@@ -57,6 +57,8 @@ class ContractWatch:
                 self._shadow(built, direction, declared, self._bijector_check(direction))
         elif declared.kind in _DISTRIBUTION_KINDS:
             self._shadow(built, "forward", declared, lambda module, args, kwargs, result: check_distribution(result, *args[:1]))
+        elif declared.kind == "critic":
+            self._shadow(built, "forward", declared, lambda module, args, kwargs, result: check_critic_scores(result, args[0] if args else None))
 
     def close(self) -> None:
         """Remove every check from the built objects and everything inside them."""

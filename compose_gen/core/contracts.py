@@ -58,6 +58,7 @@ __all__ = [
     "batches",
     "check_conditions",
     "check_distribution",
+    "check_critic_scores",
     "check_loss_result",
     "check_loss_terms",
     "check_metric_result",
@@ -215,6 +216,25 @@ def describe_value(value: Any) -> str:
         return "None"
     name = f"Tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
     return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
+
+
+def check_critic_scores(value: Any, given: Any) -> None:
+    """A critic's ``forward`` returns one score per example of its first input ``given``: shape ``(N,)`` or ``(N, 1)``;
+    or a tuple whose first item those scores are (an AC-GAN critic's class logits follow).
+
+    A score of the whole batch (its mean) passes every loss's arithmetic, but a gradient penalty
+    on it sees each example's gradient divided by N, a penalty of nothing the critic does.
+    """
+    if isinstance(value, tuple) and value:
+        value = value[0]
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise ContractError(f"forward returned {describe_value(value)}, not a float tensor of scores")
+    if isinstance(given, Tensor) and given.dim() > 0 and tuple(value.shape) not in ((len(given),), (len(given), 1)):
+        n = len(given)
+        raise ContractError(
+            f"forward returned scores of shape {tuple(value.shape)} for {n} examples; a critic scores each example "
+            f"on its own: shape ({n},) or ({n}, 1)"
+        )
 
 
 def check_distribution(value: Any, given: Tensor | None = None) -> None:

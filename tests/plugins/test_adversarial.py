@@ -12,6 +12,7 @@ from torch import Tensor, nn
 import compose_gen as cg
 from compose_gen.runtime import build as build_spec
 from compose_gen.spec import SpecError, SpecWarning
+from compose_gen.testing.plugins import plugin
 from compose_gen_plugins import adversarial
 from gan_losses import BOTH, CATALOGUE, FAKE, REAL, Recorder, ScoreIsInput, build, inputs, mean
 
@@ -318,3 +319,32 @@ def test_advice_that_is_no_list_of_messages_is_blamed_on_the_loss(monkeypatch, r
     monkeypatch.setattr(adversarial.Wasserstein, "advise", lambda self, losses: returned)
     with pytest.raises(SpecError, match=rf"losses\.adv: type 'wasserstein' \(plugin 'adversarial'\) advise returned {described}, not a list of messages"):
         build_spec(cg.load_spec(_wgan({}, {"clip": 0.01})), "cpu")
+
+
+class PooledScore(nn.Module):
+    """A plugin critic that scores as ``pools`` says: ``mean`` the whole batch at once, ``wide`` two numbers an example."""
+
+    def __init__(self, pools: str) -> None:
+        super().__init__()
+        self.net, self.pools = nn.Linear(2, 2), pools
+
+    def forward(self, x: Tensor) -> Tensor:
+        scores = self.net(x)
+        return scores.mean() if self.pools == "mean" else scores if self.pools == "wide" else scores[:, :1]
+
+
+class PoolsParams(cg.Params):
+    pools: str = ""
+
+
+@pytest.mark.parametrize(("pools", "shape"), [("mean", r"\(\)"), ("wide", r"\(5, 2\)")])
+def test_a_critic_that_does_not_score_each_example_on_its_own_is_blamed(pools: str, shape: str) -> None:
+    """A batch-mean critic trained silently, and its gradient penalty (each example's gradient over N) meant nothing."""
+    pooled = cg.ComponentType("pooled_critic", "critic", PoolsParams, lambda p, ctx: PooledScore(p.pools))
+    catalogue = cg.make_catalogue([plugin(pooled, name="pooling")], entry_points="first-party")
+    spec = _wgan({}, {}, GP)
+    spec["components"]["critic"] = {"type": "pooled_critic", "pools": pools}
+    with pytest.raises(SpecError, match=rf"components\.critic: type 'pooled_critic' \(plugin 'pooling'\) broke the critic contract: forward returned scores of shape {shape} for 5 examples"):
+        build_spec(cg.load_spec(spec, catalogue=catalogue), "cpu")
+    spec["components"]["critic"]["pools"] = ""
+    build_spec(cg.load_spec(spec, catalogue=catalogue), "cpu")
