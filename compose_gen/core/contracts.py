@@ -269,13 +269,21 @@ def check_distribution(value: Any, given: Tensor | None = None) -> None:
 
 
 def check_loss_terms(loss: Loss) -> None:
-    """A loss class declares ``terms`` as a non-empty tuple of names (``("loss",)``, not ``"loss"``)."""
+    """A loss class declares ``terms`` as a non-empty tuple of names (``("loss",)``, not ``"loss"``), and names only those
+    terms in ``term_inputs``, ``opposed`` and ``generator_term``."""
     terms = loss.terms
     if not isinstance(terms, (tuple, list)) or not terms or not all(isinstance(t, str) for t in terms):
         raise ContractError(f"`terms` must be a non-empty tuple of names such as ('loss',), got {terms!r}")
     unknown = set(loss.term_inputs) - set(terms)
     if unknown:
         raise ContractError(f"`term_inputs` names {sorted(unknown)}, which are not among its terms {tuple(terms)}")
+    opposed = loss.opposed
+    if opposed is not None and not (isinstance(opposed, tuple) and len(opposed) == 2 and set(opposed) <= set(terms)):
+        raise ContractError(f"`opposed` must be a pair of its terms {tuple(terms)}, the two sides of its game; got {opposed!r}")
+    if loss.generator_term is not None and loss.generator_term not in terms:
+        raise ContractError(f"`generator_term` names {loss.generator_term!r}, which is not among its terms {tuple(terms)}")
+    if isinstance(loss.likelihood_inputs, str):  # "real" would be read as its letters
+        raise ContractError(f"`likelihood_inputs` must be a tuple of its input fields, such as ({loss.likelihood_inputs!r},)")
 
 
 def check_loss_result(result: Any, terms: Iterable[str]) -> None:

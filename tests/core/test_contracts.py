@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from compose_gen.core import Bijector, ContractError, Splits, TensorData
-from compose_gen.core.contracts import check_distribution, check_loss_result, check_metric_result, check_splits
+from compose_gen.core import Bijector, ContractError, Loss, Splits, TensorData
+from compose_gen.core.contracts import check_distribution, check_loss_result, check_loss_terms, check_metric_result, check_splits
 
 
 def test_a_bijector_output_of_the_contract_passes_and_a_bad_one_says_why() -> None:
@@ -83,3 +83,25 @@ def test_a_datasets_splits_are_checked_as_the_built_in_datasets_check_theirs(spl
     check_splits(halves({"x": X, "y": Y}))
     with pytest.raises(ContractError, match=message):
         check_splits(splits)
+
+
+class _Game(Loss):
+    terms = ("critic", "generator")
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ({"opposed": ("critic", "gen")}, r"`opposed` must be a pair of its terms \('critic', 'generator'\), the two sides of its game; got \('critic', 'gen'\)"),
+        ({"opposed": "critic"}, r"`opposed` must be a pair of its terms"),
+        ({"generator_term": "gen"}, r"`generator_term` names 'gen', which is not among its terms"),
+        ({"likelihood_inputs": "real"}, r"`likelihood_inputs` must be a tuple of its input fields, such as \('real',\)"),
+    ],
+)
+def test_a_loss_naming_terms_it_has_not_is_refused(declared: dict, message: str) -> None:
+    """A misspelt `opposed` or `generator_term` was accepted, so the checks that read them checked nothing; a string
+    `likelihood_inputs` worked only while its letters happened to match."""
+    check_loss_terms(_Game())
+    check_loss_terms(type("Right", (_Game,), {"opposed": ("critic", "generator"), "generator_term": "generator"})())
+    with pytest.raises(ContractError, match=message):
+        check_loss_terms(type("Wrong", (_Game,), declared)())
