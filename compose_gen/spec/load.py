@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
 from compose_gen.spec.errors import Problem, SpecError, SpecWarning
-from compose_gen.spec.model import EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
+from compose_gen.spec.model import EXTENSION_PREFIX, EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
 from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_location, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, source_of_mapping
@@ -143,11 +143,12 @@ def load_spec(
         source = apply_overrides(source, overrides, _model_of(catalogue))
     if not isinstance(source.data, dict):
         raise SpecError([Problem((), "a spec must be a mapping at the top level")], source)
+    data = {key: value for key, value in source.data.items() if not str(key).startswith(EXTENSION_PREFIX)}
     try:
-        model = SpecModel.model_validate(source.data)
+        model = SpecModel.model_validate(data)
     except ValidationError as error:
-        problems = _problems(error, source.data)
-        problems += _typed_section_problems(source.data, catalogue, {p.path[:1] for p in problems})
+        problems = _problems(error, data)
+        problems += _typed_section_problems(data, catalogue, {p.path[:1] for p in problems})
         raise SpecError(problems, source) from None
     try:
         sections = resolve_sections(model, catalogue)

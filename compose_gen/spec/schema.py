@@ -11,7 +11,7 @@ from typing import Any
 
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType
 from compose_gen.registry.types import COMPONENT_PLACEHOLDER
-from compose_gen.spec.model import SpecModel
+from compose_gen.spec.model import EXTENSION_PREFIX, SpecModel
 from compose_gen.spec.resolve import IDENTIFIER, TAKEN_BY_TORCH, origin
 
 __all__ = ["spec_schema"]
@@ -64,6 +64,7 @@ def spec_schema(catalogue: Catalogue, left_out: list[str] | None = None) -> dict
     by_name = sorted(t.name for t in catalogue.of_kind("metric") if not any(f.is_required() for f in t.params.model_fields.values()))
     metrics = defs["EvaluateSpec"]["properties"]["metrics"]
     metrics["items"] = {"anyOf": [{"$ref": "#/$defs/Metric"}, {"enum": by_name}]}
+    schema["patternProperties"] = {f"^{EXTENSION_PREFIX}": {}}  # a block of anchors of the writer's own
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "compose_gen spec"
     return schema

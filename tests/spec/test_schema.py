@@ -57,3 +57,10 @@ def test_a_metric_without_required_parameters_may_be_named_alone(validator, spec
     assert not list(validator.iter_errors(spec))
     spec["evaluate"]["metrics"] = ["importance_sampled_nll"]  # needs `model:`
     assert list(validator.iter_errors(spec))
+
+
+def test_a_block_of_the_writer_s_own_anchors_passes_and_another_unknown_key_does_not(validator, spec) -> None:
+    spec["x-defaults"] = {"hidden": [64]}
+    assert not list(validator.iter_errors(spec))
+    spec["defaults"] = {"hidden": [64]}
+    assert list(validator.iter_errors(spec))

@@ -472,3 +472,13 @@ def test_an_object_yaml_cannot_write_is_named_at_its_path(vae_spec, catalogue) -
         "<dict>:1: components.encoder.net.hidden[0]: holds a Tensor; a spec holds what YAML writes: numbers, strings, booleans, null, lists and mappings",
         "<dict>:1: train.again: holds the mapping or list it is part of, which has no finite value",
     ]
+
+
+def test_top_level_keys_beginning_x_hold_anchors_for_the_sections(catalogue) -> None:
+    """README says anchors share settings, but a top-level block to hold them was refused as an unknown key."""
+    text = (Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml").read_text()
+    anchored = "x-net: &net {type: mlp, hidden: [32]}\n" + text
+    spec = load_spec(parse_text(anchored, "anchored.yaml"), catalogue=catalogue)
+    assert "x-net" not in spec.to_dict()
+    with pytest.raises(SpecError, match="defaults"):
+        load_spec(parse_text("defaults: {hidden: [32]}\n" + text, "unknown.yaml"), catalogue=catalogue)
