@@ -224,7 +224,11 @@ class GenerativeModel(nn.Module):
         labels by the spec's graph.
         """
         if self.sampler is None:
-            raise RuntimeError(f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample")
+            raise RuntimeError(
+                f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample: give it one, to a trained run "
+                "too (compose-gen sample RUN --set 'sample={type: generator, noise: noise, generator: generator}', say; "
+                "`compose-gen plugins sampler` lists the samplers)"
+            )
         n, temperature = (v.item() if isinstance(v, Tensor) and v.dim() == 0 else v for v in (n, temperature))
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"sample: n must be a whole number of samples, at least 1; got {n!r}")

@@ -221,3 +221,10 @@ def test_a_checkpoint_from_before_inline_parts_were_held_still_loads_and_says_wh
     loaded = cg.load_run(tmp_path / "run", device="cpu")
     assert loaded.trainer.step == 2 and loaded.sample(4).shape == (4, 64)
     assert "holds no weights for adv.critic (inline parts that checkpoints of earlier compose_gen versions did not save" in capsys.readouterr().err
+
+
+def test_a_model_without_a_sampler_says_how_to_give_it_one(vae_spec) -> None:
+    del vae_spec["sample"]
+    model, _ = build(load_spec(vae_spec), "cpu")
+    with pytest.raises(RuntimeError, match=r"has no `sample:` section, so the model cannot sample: give it one, to a trained run too \(compose-gen sample RUN --set"):
+        model.sample(2)
