@@ -10,25 +10,24 @@ a split's setting) stops the loop, since every later one would read altered data
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from compose_gen.compiler import GenerativeModel
-from compose_gen.core import ContractError, EvalContext, Splits, TensorData
+from compose_gen.core import ContractError, EvalContext, Splits
 from compose_gen.core.contracts import check_metric_result
+from compose_gen.core.unchanged import data_change, snapshot
 from compose_gen.core.errors import described
 from compose_gen.runtime.layout import EVALUATION_FILE
 from compose_gen.spec import Problem, Spec, SpecError, format_path
 
-__all__ = ["EvaluationFailed", "MetricLoop", "data_change", "metric_folder", "snapshot"]
+__all__ = ["EvaluationFailed", "MetricLoop", "metric_folder"]
 
 
 class EvaluationFailed(RuntimeError):
@@ -65,98 +64,6 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None, say: Callabl
         say(f"warning: {problem}; they go to {spare}")
         return spare
     return folder
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """One split as a metric found it: which :class:`TensorData` it is, its settings (``ladj_to_model``,
-    ``num_classes``, ...; dicts and lists copied) and each field's tensor with its version counter, which each in-place
-    change moves on (so too for the tensors in ``meta``).  No copy of the data."""
-
-    half: TensorData
-    settings: dict[str, Any]
-    fields: dict[str, tuple[Tensor, int | None]]
-
-
-def snapshot(data: Splits) -> dict[str, _Seen]:
-    """What :func:`data_change` compares against, for each split."""
-    return {split: _seen(half) for split, half in (("train", data.train), ("test", data.test))}
-
-
-class _Tensor(NamedTuple):
-    """A tensor among a split's settings (in ``meta``) and its version counter then."""
-
-    tensor: Tensor
-    version: int | None
-
-
-def _version(tensor: Tensor) -> int | None:
-    """The tensor's version counter; None for an inference tensor, which keeps none (its changes go unseen)."""
-    return None if tensor.is_inference() else tensor._version
-
-
-def _seen(half: TensorData) -> _Seen:
-    settings = {f.name: _as_now(getattr(half, f.name)) for f in dataclasses.fields(half) if f.name != "fields"}
-    return _Seen(half, settings, {name: (values, _version(values)) for name, values in half.fields.items()})
-
-
-def _as_now(setting: Any, within: frozenset[int] = frozenset()) -> Any:
-    """A setting as :func:`_same` compares it later: a tensor with its version counter, a dict, list or tuple copied
-    entry by entry (one inside itself kept as it is)."""
-    if isinstance(setting, Tensor):
-        return _Tensor(setting, _version(setting))
-    if id(setting) in within:
-        return setting
-    if isinstance(setting, dict):
-        return {key: _as_now(value, within | {id(setting)}) for key, value in setting.items()}
-    if type(setting) in (list, tuple):
-        return type(setting)(_as_now(value, within | {id(setting)}) for value in setting)
-    return setting
-
-
-def _same(now: Any, then: Any) -> bool:
-    """Whether a setting is as it was: the same object, the same tensor unchanged, or equal (a dict or list entry by
-    entry); a tensor or array put in its place, which has no single truth value to compare by, counts as a change."""
-    if isinstance(now, _Tensor) and isinstance(then, _Tensor):
-        return now.tensor is then.tensor and now.version == then.version
-    if now is then:
-        return True
-    if isinstance(now, dict) and isinstance(then, dict):
-        return now.keys() == then.keys() and all(_same(now[key], then[key]) for key in now)
-    if type(now) in (list, tuple) and type(now) is type(then):
-        return len(now) == len(then) and all(map(_same, now, then))
-    try:
-        return bool(now == then)
-    except (TypeError, ValueError, RuntimeError):
-        return False
-
-
-def data_change(data: Splits, before: dict[str, _Seen]) -> str | None:
-    """What changed in ``data`` since ``before``, as a message says it: a split or a field replaced by another, a setting
-    of a split, a field added, removed or changed in place; views of one tensor share a version counter, so fields
-    sharing memory with the one changed are named as the alternatives they are."""
-    now = snapshot(data)
-    for split, seen in now.items():
-        if seen.half is not before[split].half:
-            return f"replaced the {split} split"
-        settings = [name for name, value in seen.settings.items() if not _same(value, before[split].settings[name])]
-        if settings:
-            return f"changed the {split} split's {settings[0]}"
-    fields = {(split, name): field for split, seen in now.items() for name, field in seen.fields.items()}
-    earlier = {(split, name): field for split, seen in before.items() for name, field in seen.fields.items()}
-    added, removed = sorted(fields.keys() - earlier.keys()), sorted(earlier.keys() - fields.keys())
-    if added or removed:
-        split, name = (added or removed)[0]
-        return f"{'added' if added else 'removed'} the {split} split's {name!r}"
-    replaced = [f"{split} split's {name!r}" for (split, name), (values, _) in fields.items() if values is not earlier[split, name][0]]
-    if replaced:
-        return f"replaced the {replaced[0]}"
-    moved = [key for key, (_, version) in fields.items() if version != earlier[key][1]]
-    if not moved:
-        return None
-    storage = fields[moved[0]][0].untyped_storage().data_ptr()
-    sharing = [f"{split} split's {name!r}" for split, name in moved if fields[split, name][0].untyped_storage().data_ptr() == storage]
-    return f"changed the {sharing[0] if len(sharing) == 1 else ' or '.join(sharing) + ' (which share memory)'} in place"
 
 
 @dataclass

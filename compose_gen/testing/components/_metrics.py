@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from compose_gen.core.contracts import EvalContext, check_metric_result
+from compose_gen.core.unchanged import data_change, snapshot
 from compose_gen.testing.components._common import _calling, _core, _fail
 
 
@@ -35,15 +36,19 @@ def check_metric(
     modes = [m.training for m in model.modules()] if model is not None else []
     trainable = [p.requires_grad for p in model.parameters()] if model is not None else []
     data = {(split, k): v.clone() for split in ("train", "test") for k, v in getattr(ctx.data, split).fields.items()}
+    splits, seen = ctx.data, snapshot(ctx.data)
     with _calling(label, "the metric"):
         result = metric(ctx)
     values = _core(label, check_metric_result, result)
     bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v) and k not in allow_nonfinite]
     if bad:
         raise _fail(label, f"returned non-finite {', '.join(bad)}; expected finite values (or list the key in allow_nonfinite)")
-    changed = [f"{split} split's {k!r}" for (split, k), v in data.items() if not _same(getattr(ctx.data, split).fields[k], v)]
+    changed = data_change(splits, seen)  # a field or setting (meta, ladj_to_model) replaced, added, removed or changed in place
+    if changed is None:  # values too: a change through .data moves no version counter
+        moved = [f"{split} split's {k!r}" for (split, k), v in data.items() if not _same(getattr(splits, split).fields[k], v)]
+        changed = f"changed the {moved[0]} in place" if moved else None
     if changed:
-        raise _fail(label, f"changed the {changed[0]} in place; expected a metric to leave the data as it was (later metrics read it)")
+        raise _fail(label, f"{changed}; expected a metric to leave the data as it was (later metrics read it)")
     if model is not None:
         now = model.state_dict()
         changed = [k for k in now.keys() ^ state.keys()] + [k for k, v in now.items() if k in state and not _same(v, state[k])]

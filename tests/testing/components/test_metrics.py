@@ -83,6 +83,28 @@ def test_a_metric_must_leave_the_data_as_it_was(tmp_path):
         check_metric(normalises_in_place, ectx)
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda data: data.test.meta.setdefault("classes", []).append("extra"), "changed the test split's meta"),
+        (lambda data: setattr(data.test, "ladj_to_model", -100.0), "changed the test split's ladj_to_model"),
+        (lambda data: data.train.fields.update(extra=torch.ones(1)), "added the train split's 'extra'"),
+        (lambda data: data.test.fields["x"].data.mul_(2), "changed the test split's 'x' in place"),  # moves no version counter
+    ],
+)
+def test_a_metric_must_leave_the_data_s_settings_and_fields_as_they_were(tmp_path, change, said):
+    """The kit compared the field tensors alone and passed a metric that changed meta or ladj_to_model, which the
+    evaluation loop refuses."""
+    ectx = EvalContext(Tiny().eval(), Splits(TensorData({"x": X.clone()}, meta={"classes": ["a"]}), TensorData({"x": X.clone()})), torch.device("cpu"), tmp_path)
+
+    def meddles(ctx):
+        change(ctx.data)
+        return {}
+
+    with pytest.raises(ContractError, match=rf"meddles: {said}; expected a metric to leave the data as it was"):
+        check_metric(meddles, ectx)
+
+
 def test_a_metric_that_raises_is_reported_with_its_cause(ectx):
     def broken(ctx):
         return {"x": 1 / 0}
