@@ -133,7 +133,14 @@ def seeds() -> st.SearchStrategy[int]:
 
 def context_shape(bijector: nn.Module) -> torch.Size | None:
     """The context event shape ``bijector`` or any of its submodules declares, or ``None``."""
-    shapes = {getattr(m, "context_shape", None) for m in bijector.modules()} - {None}
+    shapes = set()
+    for module in bijector.modules():
+        shape = getattr(module, "context_shape", None)
+        if shape is None:
+            continue
+        if not (isinstance(shape, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in shape)):
+            raise TypeError(f"{type(module).__name__}.context_shape must be a tuple of positive sizes, such as (2,); got {shape!r}")
+        shapes.add(tuple(shape))
     return torch.Size(shapes.pop()) if shapes else None
 
 

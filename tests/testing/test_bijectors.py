@@ -351,3 +351,12 @@ def test_without_hypothesis_the_kit_says_which_extra_to_install(monkeypatch) -> 
     monkeypatch.delitem(sys.modules, "compose_gen.testing.bijectors")
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'compose-gen\[testing\]'"):
         importlib.import_module("compose_gen.testing.bijectors")
+
+
+@pytest.mark.parametrize("declared", [2, (2.0,), (0,)])
+def test_kit_names_a_context_shape_that_is_no_tuple_of_sizes(declared):
+    """2 crashed the kit with 'int object is not iterable' (and a list, read as a tuple now, with 'unhashable type')."""
+    bijector = elementwise.ElementwiseAffine((2,))
+    bijector.context_shape = declared
+    with pytest.raises(TypeError, match=r"ElementwiseAffine.context_shape must be a tuple of positive sizes, such as \(2,\); got"):
+        check_case(bijector, (3,), seed=0)
