@@ -533,7 +533,9 @@ class Run:
         self, path: str | Path, n: int | None = None, temperature: float = 1.0, classes: Sequence[int | str] | None = None
     ) -> Path:
         """Write samples as an image grid (image data; one class per column when sampled by class) or a scatter plot (2D);
-        to a ``.npy`` file as an array in data space, or to ``.npz`` with ``x`` and, when sampled by class, labels ``y``.
+        to a ``.npy`` file as an array, or to ``.npz`` with ``x`` and, when sampled by class, labels ``y``: for image data,
+        display pixels in [0, 1] (clipped) of shape (N, C, H, W), the dataset's white being 1; for other data, data space
+        (the raw units, the transforms undone), which :meth:`log_prob` reads back.
 
         ``classes`` chooses the classes of a model that samples by class, as in :meth:`sample`.
         The samples are drawn from the spec's seed on a separate random stream, so
