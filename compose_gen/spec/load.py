@@ -124,11 +124,14 @@ def _dump(declared: Declared, components: Mapping[str, Declared]) -> dict[str, A
 
 
 def load_spec(
-    spec: str | Path | Mapping[str, Any] | SpecSource,
+    spec: str | Path | Mapping[str, Any] | SpecSource | Spec,
     overrides: Iterable[str] = (),
     catalogue: Catalogue | None = None,
 ) -> Spec:
-    """Load, override and validate a spec from a file, a mapping or a parsed source."""
+    """Load, override and validate a spec from a file, a mapping, a parsed source or a loaded spec (its source again, with
+    ``overrides`` on top of its own, against its catalogue unless another is given)."""
+    if isinstance(spec, Spec):
+        spec, catalogue = spec.source, catalogue if catalogue is not None else spec.catalogue
     if isinstance(spec, SpecSource):
         source = spec
     elif isinstance(spec, Mapping):

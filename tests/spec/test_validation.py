@@ -482,3 +482,11 @@ def test_top_level_keys_beginning_x_hold_anchors_for_the_sections(catalogue) -> 
     assert "x-net" not in spec.to_dict()
     with pytest.raises(SpecError, match="defaults"):
         load_spec(parse_text("defaults: {hidden: [32]}\n" + text, "unknown.yaml"), catalogue=catalogue)
+
+
+def test_a_loaded_spec_loads_again_with_more_overrides(catalogue) -> None:
+    """load_spec(spec) failed with 'expected str, bytes or os.PathLike object, not Spec'."""
+    first = load_spec(Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml", ["train.steps=7"], catalogue)
+    again = load_spec(first, ["train.batch_size=16"])
+    assert (again.model.train.steps, again.model.train.batch_size, again.catalogue) == (7, 16, catalogue)
+    assert first.model.train.batch_size != 16
