@@ -297,6 +297,12 @@ class Run:
             trainer.on_sample = run._samples_at
         return run
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Run does not pickle (it holds its folder, trainer and data): from a worker process return its folder, and "
+            "compose_gen.load_run it where it is wanted"
+        )
+
     def train(self, steps: int | None = None) -> dict[str, float]:
         """Train to round ``steps`` (default: the spec's ``train.steps``), then sample and evaluate into the folder.
 

@@ -526,3 +526,14 @@ def test_training_past_where_a_schedule_ends_is_refused_and_a_load_with_more_ste
     constant.train()
     constant.train(4)  # a constant rate has no end to pass
     assert constant.trainer.step == 4
+
+
+def test_a_run_says_it_does_not_pickle_and_what_to_do_instead(tmp_path, toys_catalogue) -> None:
+    """pickle failed on a local function deep in the data, saying nothing of runs or folders."""
+    import pickle
+
+    from runtime_toys import VAE, spec_dict
+
+    run = Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(TypeError, match="a Run does not pickle .* return its folder, and compose_gen.load_run it"):
+        pickle.dumps(run)
