@@ -219,21 +219,22 @@ def describe_value(value: Any) -> str:
 
 
 def check_critic_scores(value: Any, given: Any) -> None:
-    """A critic's ``forward`` returns one score per example of its first input ``given``: shape ``(N,)`` or ``(N, 1)``;
-    or a tuple whose first item those scores are (an AC-GAN critic's class logits follow).
+    """A critic's ``forward`` returns scores of each example of its first input ``given`` on its own: a float tensor
+    whose first dimension is ``given``'s (``(N,)``, ``(N, 1)``, several scores ``(N, K)``, a PatchGAN's ``(N, 1, H, W)``);
+    or a tuple or list whose first item those scores are (an AC-GAN critic's class logits follow).
 
     A score of the whole batch (its mean) passes every loss's arithmetic, but a gradient penalty
     on it sees each example's gradient divided by N, a penalty of nothing the critic does.
     """
-    if isinstance(value, tuple) and value:
+    if isinstance(value, (tuple, list)) and value:
         value = value[0]
     if not isinstance(value, Tensor) or not value.is_floating_point():
         raise ContractError(f"forward returned {describe_value(value)}, not a float tensor of scores")
-    if isinstance(given, Tensor) and given.dim() > 0 and tuple(value.shape) not in ((len(given),), (len(given), 1)):
+    if isinstance(given, Tensor) and given.dim() > 0 and (value.dim() == 0 or len(value) != len(given)):
         n = len(given)
         raise ContractError(
             f"forward returned scores of shape {tuple(value.shape)} for {n} examples; a critic scores each example "
-            f"on its own: shape ({n},) or ({n}, 1)"
+            f"on its own: its scores' first dimension is the examples', ({n}, ...)"
         )
 
 
@@ -278,8 +279,8 @@ def check_loss_terms(loss: Loss) -> None:
     if unknown:
         raise ContractError(f"`term_inputs` names {sorted(unknown)}, which are not among its terms {tuple(terms)}")
     opposed = loss.opposed
-    if opposed is not None and not (isinstance(opposed, tuple) and len(opposed) == 2 and set(opposed) <= set(terms)):
-        raise ContractError(f"`opposed` must be a pair of its terms {tuple(terms)}, the two sides of its game; got {opposed!r}")
+    if opposed is not None and not (isinstance(opposed, (tuple, list)) and len(set(opposed)) == len(opposed) == 2 and set(opposed) <= set(terms)):
+        raise ContractError(f"`opposed` must be a pair of two of its terms {tuple(terms)}, the two sides of its game; got {opposed!r}")
     if loss.generator_term is not None and loss.generator_term not in terms:
         raise ContractError(f"`generator_term` names {loss.generator_term!r}, which is not among its terms {tuple(terms)}")
     if isinstance(loss.likelihood_inputs, str):  # "real" would be read as its letters

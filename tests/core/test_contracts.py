@@ -92,8 +92,9 @@ class _Game(Loss):
 @pytest.mark.parametrize(
     ("declared", "message"),
     [
-        ({"opposed": ("critic", "gen")}, r"`opposed` must be a pair of its terms \('critic', 'generator'\), the two sides of its game; got \('critic', 'gen'\)"),
-        ({"opposed": "critic"}, r"`opposed` must be a pair of its terms"),
+        ({"opposed": ("critic", "gen")}, r"`opposed` must be a pair of two of its terms \('critic', 'generator'\), the two sides of its game; got \('critic', 'gen'\)"),
+        ({"opposed": "critic"}, r"`opposed` must be a pair of two of its terms"),
+        ({"opposed": ("critic", "critic")}, r"`opposed` must be a pair of two of its terms"),
         ({"generator_term": "gen"}, r"`generator_term` names 'gen', which is not among its terms"),
         ({"likelihood_inputs": "real"}, r"`likelihood_inputs` must be a tuple of its input fields, such as \('real',\)"),
     ],
@@ -103,5 +104,6 @@ def test_a_loss_naming_terms_it_has_not_is_refused(declared: dict, message: str)
     `likelihood_inputs` worked only while its letters happened to match."""
     check_loss_terms(_Game())
     check_loss_terms(type("Right", (_Game,), {"opposed": ("critic", "generator"), "generator_term": "generator"})())
+    check_loss_terms(type("Listed", (_Game,), {"opposed": ["critic", "generator"]})())
     with pytest.raises(ContractError, match=message):
         check_loss_terms(type("Wrong", (_Game,), declared)())

@@ -322,7 +322,8 @@ def test_advice_that_is_no_list_of_messages_is_blamed_on_the_loss(monkeypatch, r
 
 
 class PooledScore(nn.Module):
-    """A plugin critic that scores as ``pools`` says: ``mean`` the whole batch at once, ``wide`` two numbers an example."""
+    """A plugin critic that scores as ``pools`` says: ``mean`` the whole batch at once, ``first`` the first example alone,
+    else two scores an example (as mlp_critic's out_features: 2)."""
 
     def __init__(self, pools: str) -> None:
         super().__init__()
@@ -330,14 +331,14 @@ class PooledScore(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         scores = self.net(x)
-        return scores.mean() if self.pools == "mean" else scores if self.pools == "wide" else scores[:, :1]
+        return scores.mean() if self.pools == "mean" else scores[:1] if self.pools == "first" else scores
 
 
 class PoolsParams(cg.Params):
     pools: str = ""
 
 
-@pytest.mark.parametrize(("pools", "shape"), [("mean", r"\(\)"), ("wide", r"\(5, 2\)")])
+@pytest.mark.parametrize(("pools", "shape"), [("mean", r"\(\)"), ("first", r"\(1, 2\)")])
 def test_a_critic_that_does_not_score_each_example_on_its_own_is_blamed(pools: str, shape: str) -> None:
     """A batch-mean critic trained silently, and its gradient penalty (each example's gradient over N) meant nothing."""
     pooled = cg.ComponentType("pooled_critic", "critic", PoolsParams, lambda p, ctx: PooledScore(p.pools))
