@@ -33,6 +33,8 @@ __all__ = ["ContractWatch", "broken", "enforce", "finite", "nonfinite_examples",
 
 _DISTRIBUTION_KINDS = frozenset({"prior", "encoder", "decoder", "flow"})
 _WATCHED_METHODS = ("forward", "inverse")
+#: Where a checked instance keeps the method it had set for itself (``_contract_own_inverse``) while the check stands.
+_OWN = "_contract_own_"
 
 #: ``check(module, args, kwargs, result)``: raises :class:`ContractError` when ``result`` breaks the contract.
 Check = Callable[[Any, tuple[Any, ...], dict[str, Any], Any], None]
@@ -65,28 +67,29 @@ class ContractWatch:
         for built in self._built:
             for module in built.modules():
                 for name in _WATCHED_METHODS:
-                    checked = getattr(vars(module).get(name), "__func__", None)
-                    if hasattr(checked, "shadowed"):
+                    if getattr(getattr(vars(module).get(name), "__func__", None), "contract_check", False):
                         delattr(module, name)
-                        if checked.shadowed is not None:  # the method the instance had chosen for itself
-                            setattr(module, name, checked.shadowed(module))
+                        own = vars(module).pop(_OWN + name, None)
+                        if own is not None:  # the method the instance had chosen for itself
+                            setattr(module, name, own)
         self._built.clear()
 
     def _shadow(self, module: nn.Module, name: str, declared: Declared, check: Check) -> None:
         """Make ``module.<name>`` its method followed by ``check``, as a bound method of ``module``: the method an
         instance set for itself (``self.inverse = self._closed_form``), kept to be put back by :meth:`close`, or its
         class's.  A deep copy of ``module`` runs the same method, unchecked."""
-        own = _own_method(module, name)
+        if name in vars(module):  # kept beside the check, so that a deep copy copies it too (rebound to the copy)
+            vars(module)[_OWN + name] = vars(module)[name]
         spec = self.spec
 
         def checked(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-            method = own(self) if own is not None else types.MethodType(getattr(type(self), name), self)
+            method = vars(self).get(_OWN + name) or types.MethodType(getattr(type(self), name), self)
             result = method(*args, **kwargs)
             if self is module:  # not in a copy, such as the one the invertibility check perturbs, which checks no copy of its own
                 enforce(spec, declared, check, self, args, kwargs, result)
             return result
 
-        checked.shadowed = own  # type: ignore[attr-defined]
+        checked.contract_check = True  # type: ignore[attr-defined]
         setattr(module, name, types.MethodType(checked, module))  # a deep copy rebinds it to the copy
 
     def _bijector_check(self, direction: str) -> Check:
@@ -98,18 +101,6 @@ class ContractWatch:
                 check_invertible(module, value, args[1] if len(args) > 1 else kwargs.get("context"), direction)
 
         return check
-
-
-def _own_method(module: nn.Module, name: str) -> Callable[[nn.Module], Callable[..., Any]] | None:
-    """How to get, for ``module`` or a deep copy of it, the method ``name`` that ``module`` set as an attribute of its own:
-    one of its methods (``self.inverse = self._closed_form``), bound to the copy; any other callable as it is; ``None``
-    when it has none (its class's method serves)."""
-    own = vars(module).get(name)
-    if own is None:
-        return None
-    if isinstance(own, types.MethodType) and own.__self__ is module:
-        return lambda copy: types.MethodType(own.__func__, copy)
-    return lambda copy: own
 
 
 def enforce(spec: Spec, declared: Declared, check: Callable[..., object], *args: Any) -> None:
