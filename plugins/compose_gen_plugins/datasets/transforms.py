@@ -11,7 +11,7 @@ space converts back exactly: ``log p_data(x) = log p_model(f(x)) + ladj(x)``.
 
 * ``scale`` — ``y = a·x + b``;  ladj = ``D·log|a|``.
 * ``standardise`` — ``y = (x - μ)/σ`` per feature, μ and σ from the *train*
-  split (a constant feature keeps σ = 1, with a warning);  ladj = ``-Σ log σ``.
+  split (a constant feature keeps σ = 1);  ladj = ``-Σ log σ``.
 * ``flatten`` / ``reshape`` — event shape only;  ladj = 0.
 * ``dequantize`` — integer values ``k ∈ {0..levels-1}`` become
   ``(k + u)/levels`` with ``u ~ U[0, 1)^D``;  ladj = ``-D·log(levels)``, so
@@ -51,7 +51,6 @@ data discrete here and put a dequantization bijector in the model instead.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, Union, get_args
 
@@ -59,7 +58,7 @@ import torch
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from torch import Tensor
 
-from compose_gen import Params, SpecWarning
+from compose_gen import Params
 from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow
 
 __all__ = [
@@ -249,25 +248,8 @@ class StandardiseStep(_StepParams):
         if len(x) < 2:
             raise PipelineError("standardise needs at least 2 training examples")
         mean, std = x.mean(0), x.std(0)
-        constant = std <= 1e-12 * mean.abs().clamp_min(1.0)
-        if bool(constant.any()):
-            _warn_of_constant_features(constant)
-        std = torch.where(constant, torch.ones_like(std), std)
+        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
         return _Affine(1 / std, -mean / std, x.shape[1:])
-
-
-def _warn_of_constant_features(constant: Tensor) -> None:
-    """Say which features ``standardise`` left unscaled: a likelihood of a value that never varies grows without bound."""
-    where = constant.nonzero().tolist()
-    named = ", ".join(str(i[0]) if len(i) == 1 else str(tuple(i)) for i in where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
-    warnings.warn(
-        SpecWarning(
-            f"standardise: feature(s) {named} of the {constant.numel()} hold one value throughout the train split, so they "
-            "are centred but not scaled (σ = 1); a density model's likelihood of a value that never varies has no bound, so "
-            "drop such features"
-        ),
-        stacklevel=3,
-    )
 
 
 class FlattenStep(_StepParams):
