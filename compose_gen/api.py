@@ -38,10 +38,14 @@ def train(
 ) -> Run:
     """Train ``spec`` (a :class:`Spec`, or a file or mapping to load with ``overrides``) into a run folder (``out``),
     then sample and evaluate; return the :class:`Run`."""
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
     if isinstance(spec, Spec) and list(overrides):
         raise ValueError("overrides apply when a spec is loaded: give them to load_spec, or give train the spec's file or mapping")
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
+    if steps is not None and steps > spec.model.train.steps:  # as the CLI's --steps: the schedule reaches the rounds asked for
+        spec = load_spec(spec, [f"train.steps={steps}"])
     run = Run.create(spec, out, device, progress)
     run.train(steps)
     return run
@@ -64,4 +68,6 @@ def load_run(
     ``progress=False`` keeps further training quiet, as for :func:`train` (in a worker process, say).  A run built
     with a catalogue of your own (``load_spec(..., catalogue=...)``) is loaded with it too.
     """
+    if isinstance(overrides, str):  # list("a=1") would be one override per character
+        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
     return Run.load(run_dir, device, overrides, progress=progress, trained=True, checkpoint=checkpoint, catalogue=catalogue)

@@ -345,16 +345,17 @@ class Run:
         return logs
 
     def _refuse_past_the_schedules(self, total: int) -> None:
-        """Refuse rounds past ``train.steps`` where a player's schedule has ended (a linear decay would train them at
-        its final factor, 0 by default), as ``compose-gen train --until`` does; ``--steps`` stretches it instead."""
+        """Refuse rounds past ``train.steps`` where a player's schedule has decayed to 0 (``linear`` or ``cosine`` with
+        ``min_factor: 0``), which would train nothing; ``--steps`` (an override of ``train.steps``) stretches it instead.
+        A schedule that ends above 0 trains on at its final rate, and a step or exponential decay goes on decaying."""
         planned = self.spec.model.train.steps
-        ended = [f"{name}'s {plan.spec.schedule.type}" for name, plan in self.model.plans.items() if plan.spec.schedule.ends_at_train_steps]
+        ended = [f"{name}'s {plan.spec.schedule.type}" for name, plan in self.model.plans.items() if plan.spec.schedule.factor(total - 1, planned) == 0]
         if total > planned and ended:
             raise ValueError(
-                f"train: round {total} lies past train.steps ({planned}), where the {' and '.join(ended)} learning-rate "
-                f"schedule ends, to stay at its final factor; to train on with it stretched over {total} rounds, load the "
-                f"folder with compose_gen.load_run(folder, overrides=['train.steps={total}']) "
-                f"(compose-gen train --resume FOLDER --steps {total})"
+                f"train: rounds past train.steps ({planned}) would train at learning rate 0, where the {' and '.join(ended)} "
+                f"schedule ends; to train to round {total}, stretch the schedule over it with train.steps={total}: "
+                f"compose_gen.load_run(folder, overrides=['train.steps={total}']) (compose-gen train --resume FOLDER --steps {total}), "
+                f"or for a run not yet trained, its spec loaded with that override"
             )
 
     @contextmanager

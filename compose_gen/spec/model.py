@@ -134,8 +134,6 @@ class _Schedule(_Strict):
 
     type: str  # each schedule narrows it to its tag
     warmup: int = Field(0, ge=0)
-    #: Whether the decay is laid out over the rounds to ``train.steps`` and stays at its final factor after them.
-    ends_at_train_steps: ClassVar[bool] = False
 
     def factor(self, step: int, total: int) -> float:
         """Multiplier of the base lr at round ``step`` of ``total``: ``(step + 1)/warmup`` in the warm-up, then the decay."""
@@ -163,7 +161,6 @@ class Cosine(_Schedule):
 
     type: Literal["cosine"]
     min_factor: float = Field(0.0, ge=0.0, le=1.0)
-    ends_at_train_steps: ClassVar[bool] = True
 
     def decay(self, t: int, span: int) -> float:
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t / span)))
@@ -195,7 +192,6 @@ class Linear(_Schedule):
 
     type: Literal["linear"]
     min_factor: float = Field(0.0, ge=0.0, le=1.0)
-    ends_at_train_steps: ClassVar[bool] = True
 
     def decay(self, t: int, span: int) -> float:
         return 1 - (1 - self.min_factor) * min(1.0, t / span)

@@ -516,16 +516,21 @@ def test_training_past_where_a_schedule_ends_is_refused_and_a_load_with_more_ste
     folder = tmp_path / "run"
     run = Run.create(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), folder, progress=False)
     run.train()
-    with pytest.raises(ValueError, match=r"round 4 lies past train.steps \(2\), where the model's cosine learning-rate schedule ends"):
+    with pytest.raises(ValueError, match=r"rounds past train.steps \(2\) would train at learning rate 0, where the model's cosine schedule ends"):
         run.train(4)
     assert run.trainer.step == 2
+    with pytest.raises(TypeError, match=r"overrides must be a list of 'key=value' strings, got the string 'train.steps=4'"):
+        cg.load_run(folder, overrides="train.steps=4", catalogue=toys_catalogue)
     stretched = cg.load_run(folder, overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
     stretched.train(4)
     assert stretched.trainer.step == 4 and stretched.spec.model.train.steps == 4
-    constant = Run.create(cg.load_spec({**spec_dict(VAE, steps=2), "players": {"model": {}}}, catalogue=toys_catalogue), tmp_path / "c", progress=False)
-    constant.train()
-    constant.train(4)  # a constant rate has no end to pass
-    assert constant.trainer.step == 4
+    for name, schedule in (("constant", {}), ("floor", {"schedule": {"type": "cosine", "min_factor": 0.1}})):
+        kept = Run.create(cg.load_spec({**spec_dict(VAE, steps=2), "players": {"model": schedule}}, catalogue=toys_catalogue), tmp_path / name, progress=False)
+        kept.train()
+        kept.train(4)  # a rate that does not end at 0 trains on at it
+        assert kept.trainer.step == 4
+    fresh = cg.train(cg.load_spec(spec_dict(VAE, steps=2), catalogue=toys_catalogue), tmp_path / "fresh", steps=4, progress=False)
+    assert fresh.trainer.step == 4 and fresh.spec.model.train.steps == 4, "train(steps=) stretches the schedule, as --steps does"
 
 
 def test_a_run_says_it_does_not_pickle_and_what_to_do_instead(tmp_path, toys_catalogue) -> None:
