@@ -109,7 +109,7 @@ class MetricLoop:
             switched = [module for module, training in modes.items() if module.training != training]
             if switched:  # model.train() in a metric: dropout and batch statistics would have changed every later number
                 for module in switched:
-                    module.train(modes[module])
+                    module.training = modes[module]  # each as it was: train() would set its children too
                 self.say(
                     f"warning: {where} ({declared.type.name}) switched {len(switched)} module(s) of the model between training and "
                     "evaluation mode (a metric must leave the mode as it is); they are put back for the metrics after it"

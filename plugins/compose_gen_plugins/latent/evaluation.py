@@ -87,7 +87,11 @@ class ImportanceSampledNLL:
         for batch in batches(test, self.batch_size, ectx.device):
             x, ladj = batch_examples(ectx, self.model, batch)
             inputs = {"x": x, "context": batch_context(ectx, self.model, batch)}
-            log_p = evidence_log_likelihood(self.model, inputs, self.samples, 0.0 if ladj is None else ladj, self.chunk)
+            ladj = 0.0 if ladj is None else ladj
+            if isinstance(self.model, LatentVariableModel):  # its own estimate, which run.log_prob reads too
+                log_p = self.model.log_likelihood(inputs, self.samples, ladj, self.chunk)
+            else:
+                log_p = evidence_log_likelihood(self.model, inputs, self.samples, ladj, self.chunk)
             total += float(log_p.double().sum())
             count += len(x)
         nll = -total / count

@@ -54,10 +54,9 @@ __all__ = ["HierarchicalVAE", "HierarchicalParams", "build_hierarchical_vae", "p
 def precision_weighted(bottom_up: Distribution, top_down: Distribution) -> Distribution:
     """N(μ_q, σ_q²) with σ_q⁻² = σ̂⁻² + σ_p⁻², μ_q = σ_q²(μ̂σ̂⁻² + μ_pσ_p⁻²), broadcast over batch dimensions."""
     a, b = as_normal(bottom_up, "bottom-up posterior"), as_normal(top_down, "conditional prior")
-    if bottom_up.event_shape != top_down.event_shape:
+    if a.loc.shape[-1:] != b.loc.shape[-1:]:
         raise ValueError(
-            f"encoder_bottom gives z₁ of shape {tuple(bottom_up.event_shape)}, conditional_prior of shape "
-            f"{tuple(top_down.event_shape)}: make their latent sizes agree"
+            f"encoder_bottom gives z₁ of {a.loc.shape[-1]} values, conditional_prior of {b.loc.shape[-1]}: make their latent sizes agree"
         )
     precision_a, precision_b = a.scale.pow(-2), b.scale.pow(-2)
     variance = 1 / (precision_a + precision_b)

@@ -37,8 +37,11 @@ def test_precision_weighting_is_the_normalised_product_of_the_two_gaussians() ->
 def test_levels_of_different_sizes_are_named() -> None:
     """The two z₁ sizes met first in a broadcast, whose 'size of tensor a (16) must match b (8)' named neither part."""
     a, b = gaussian(torch.zeros(4, 16), torch.ones(4, 16)), gaussian(torch.zeros(4, 8), torch.ones(4, 8))
-    with pytest.raises(ValueError, match=r"encoder_bottom gives z₁ of shape \(16,\), conditional_prior of shape \(8,\): make their latent sizes agree"):
+    with pytest.raises(ValueError, match=r"encoder_bottom gives z₁ of 16 values, conditional_prior of 8: make their latent sizes agree"):
         precision_weighted(a, b)
+    with pytest.raises(ValueError, match=r"z₁ of 16 values, conditional_prior of 8"):
+        precision_weighted(a.base_dist, b.base_dist)
+    precision_weighted(a.base_dist, gaussian(torch.zeros(4, 16), torch.ones(4, 16)))  # elementwise beside Independent, as before
 
 
 def hvae(context_features: int = 0, **objective: object) -> HierarchicalVAE:
