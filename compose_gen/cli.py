@@ -100,7 +100,7 @@ def _caution_device(spec: Spec) -> None:
     try:
         resolve_device(spec.model.device)
     except RuntimeError as error:
-        spec.warn(("device",), f"{error} (validate checks on the CPU; train here fails, or give --device cpu)")
+        spec.warn(("device",), f"{error} (validate checks on the CPU; train here would fail: train with --device cpu)")
 
 
 def _graph(args: argparse.Namespace) -> int:

@@ -226,8 +226,8 @@ class GenerativeModel(nn.Module):
         if self.sampler is None:
             raise RuntimeError(
                 f"spec {self.spec.name!r} has no `sample:` section, so the model cannot sample: give it one, to a trained run "
-                "too (compose-gen sample RUN --set 'sample={type: generator, noise: noise, generator: generator}', say; "
-                "`compose-gen plugins sampler` lists the samplers)"
+                "too (compose-gen sample RUN --set 'sample={type: ..., ...}', or compose_gen.load_run(folder, overrides=[...]); "
+                "`compose-gen plugins sampler` lists the samplers and what each takes)"
             )
         n, temperature = (v.item() if isinstance(v, Tensor) and v.dim() == 0 else v for v in (n, temperature))
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:

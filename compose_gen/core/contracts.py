@@ -128,7 +128,7 @@ class Loss(nn.Module):
 
         ``trained`` holds, by name, every loss of the spec of which some player trains
         a term with a weight other than 0 (this one among them, if so); each message
-        is said as a warning at this loss's declaration.  None by default.
+        is said as a warning at this loss's declaration.  A list of strings, empty by default.
         """
         return []
 

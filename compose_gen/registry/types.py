@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Annotated, Callable, Iterator, Mapping, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, WithJsonSchema, model_validator
 from pydantic.fields import FieldInfo
 
 __all__ = [
@@ -260,6 +260,10 @@ def _check_params_model(name: str, params: type[Params]) -> None:
             except Exception as error:  # else every listing of the plugins, and each spec using the type, would fail on it
                 raise ValueError(f"type {name!r}: the default_factory of {field!r} raised {type(error).__name__}: {error}") from None
     for model in _nested_models(params):
+        for field, info in model.model_fields.items():
+            _check_writes_back(name, f"{model.__name__}.{field}", info)
+        if issubclass(model, RootModel):  # a value of one type, which has no keys to misspell
+            continue
         if model.model_config.get("extra") != "forbid":
             raise ValueError(
                 f"type {name!r}: its params hold the settings model {model.__name__}, which does not forbid unknown keys, so a "

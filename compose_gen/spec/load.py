@@ -142,6 +142,9 @@ def load_spec(
     if isinstance(overrides, str):  # list("a=1") would be one override per character
         raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
     overrides = list(overrides)
+    anchored = [text for text in overrides if text.lstrip("\"'").startswith(EXTENSION_PREFIX)]
+    if anchored:  # its anchors were expanded where the sections use them when the spec was read
+        raise SpecError([Problem((), f"override {anchored[0]!r} sets a block of anchors, which the sections copied when the spec was read: set the places that use it")])
     if overrides:
         source = apply_overrides(source, overrides, _model_of(catalogue))
     if not isinstance(source.data, dict):

@@ -31,11 +31,10 @@ __all__ = [
 ]
 
 Raw = dict[str, Any]
-#: The device names a spec (and ``--device``) takes.
 #: Top-level keys that begin so are left to the spec's writer, to hold YAML anchors (``x-net: &net {...}``) that sections
 #: then use (``net: *net``), as Docker Compose's extension fields do.
 EXTENSION_PREFIX = "x-"
-
+#: The device names a spec (and ``--device``) takes.
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 

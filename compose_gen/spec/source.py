@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -118,10 +119,12 @@ def source_of_mapping(spec: Mapping[str, Any]) -> SpecSource:
 
 
 def _plain(value: Any, path: tuple[PathPart, ...], problems: list[Problem], open_: set[int]) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or type(value) in (bool, int, float, str):
         return value
-    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
+    if isinstance(value, np.generic) and type(value.item()) in (bool, int, float, str):  # np.float64 is a float too: as Python's
         return value.item()
+    if isinstance(value, (bool, int, float, str)) and not isinstance(value, Enum):  # a subclass of its own, as YAML writes it
+        return next(plain(value) for plain in (bool, int, float, str) if isinstance(value, plain))
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, np.ndarray):
@@ -135,7 +138,12 @@ def _plain(value: Any, path: tuple[PathPart, ...], problems: list[Problem], open
     open_.add(id(value))
     try:
         if isinstance(value, Mapping):
-            return {key: _plain(item, (*path, key), problems, open_) for key, item in value.items()}
+            keys = [key for key in value if not isinstance(key, (str, int, float)) and key is not None]
+            if keys:
+                problems.append(Problem(path, f"has the key {keys[0]!r}, a {type(keys[0]).__name__}; the keys of a spec are strings"))
+                return None
+            # a number as a key is its text, as the YAML reader makes it
+            return {str(key): _plain(item, (*path, str(key)), problems, open_) for key, item in value.items()}
         return [_plain(item, (*path, i), problems, open_) for i, item in enumerate(value)]
     finally:
         open_.discard(id(value))

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, computed_field
 
 from compose_gen import ComponentType, Params, Ref, hookimpl, make_catalogue
+from compose_gen.registry import StrictModel
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
 
@@ -69,6 +70,26 @@ class LooseSettings(BaseModel):  # a plain pydantic model ignores a misspelt key
 
 class HoldsLooseSettings(Params):
     options: list[LooseSettings] = []
+
+
+class AliasedSettings(StrictModel):
+    lambda_: float = Field(1.0, alias="lambda")
+
+
+class HoldsAliasedSettings(Params):
+    options: AliasedSettings = AliasedSettings()
+
+
+class Widths(RootModel[list[int]]):
+    pass
+
+
+class HoldsRootModel(Params):
+    widths: Widths = Widths([8])
+
+
+def test_a_root_model_setting_is_no_loose_settings_model() -> None:
+    ComponentType("x", "network", HoldsRootModel, lambda p, ctx: None)
 
 
 def widget(name: str = "widget") -> ComponentType:
@@ -184,6 +205,7 @@ def test_two_packages_sharing_an_entry_point_name_both_load_whichever_is_listed_
         (("x", "network", Excluded, lambda p, ctx: None), ValueError, "its params exclude 'width' from their dump"),
         (("x", "network", Computed, lambda p, ctx: None), ValueError, "its params compute 'out_features', which the spec.yaml a run folder"),
         (("x", "network", HoldsLooseSettings, lambda p, ctx: None), ValueError, "settings model LooseSettings, which does not forbid unknown keys"),
+        (("x", "network", HoldsAliasedSettings, lambda p, ctx: None), ValueError, "its params give 'AliasedSettings.lambda_' the alias 'lambda'"),
         (("x", "network", BrokenFactory, lambda p, ctx: None), ValueError, "the default_factory of 'hidden' raised IndexError: list index out of range"),
     ],
 )

@@ -452,13 +452,15 @@ def test_numpy_values_and_paths_become_what_yaml_writes(vae_spec, catalogue) -> 
     """A beta sweep over np.linspace passed validate and then failed writing the run's spec.yaml."""
     import numpy as np
 
-    vae_spec["losses"]["vae"]["beta"] = np.float32(0.5)
+    vae_spec["losses"]["vae"]["beta"] = np.float64(0.5)  # a float subclass: kept, it dumped as numpy's own
+    vae_spec["train"]["log_every"] = np.int32(10)
     vae_spec["components"]["encoder"]["net"]["hidden"] = np.arange(1, 3) * 16
     vae_spec["train"]["steps"] = np.int64(20)
     vae_spec["description"] = Path("a/b")
     spec = load_spec(vae_spec, catalogue=catalogue)
     assert yaml.safe_load(spec.to_yaml())["components"]["encoder"]["net"]["hidden"] == [16, 32]
     assert spec.source.data["losses"]["vae"]["beta"] == 0.5 and spec.source.data["description"] == "a/b"
+    assert type(spec.source.data["losses"]["vae"]["beta"]) is float and type(spec.source.data["train"]["log_every"]) is int
 
 
 def test_an_object_yaml_cannot_write_is_named_at_its_path(vae_spec, catalogue) -> None:
@@ -490,3 +492,9 @@ def test_a_loaded_spec_loads_again_with_more_overrides(catalogue) -> None:
     again = load_spec(first, ["train.batch_size=16"])
     assert (again.model.train.steps, again.model.train.batch_size, again.catalogue) == (7, 16, catalogue)
     assert first.model.train.batch_size != 16
+
+
+def test_overriding_a_block_of_anchors_is_refused(catalogue) -> None:
+    """--set x-net.hidden=[8] changed nothing: the anchors were copied where used when the spec was read."""
+    with pytest.raises(SpecError, match=r"override 'x-net.hidden=\[8\]' sets a block of anchors"):
+        load_spec(Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml", ["x-net.hidden=[8]"], catalogue)
