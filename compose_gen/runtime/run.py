@@ -353,7 +353,7 @@ class Run:
         if total > planned and ended:
             raise ValueError(
                 f"train: rounds past train.steps ({planned}) would train at learning rate 0, where the {' and '.join(ended)} "
-                f"schedule ends; to train to round {total}, stretch the schedule over it with train.steps={total}: "
+                f"schedule{'s end' if len(ended) > 1 else ' ends'}; to train to round {total}, stretch the schedule over it with train.steps={total}: "
                 f"compose_gen.load_run(folder, overrides=['train.steps={total}']) (compose-gen train --resume FOLDER --steps {total}), "
                 f"or for a run not yet trained, its spec loaded with that override"
             )
