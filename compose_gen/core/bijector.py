@@ -17,7 +17,7 @@ for its use, and the conformance checks take a Jacobian where it costs one pass.
 from __future__ import annotations
 
 import copy
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -156,6 +156,16 @@ def check_constructed(bijector: Bijector) -> None:
         raise ContractError("has no event_shape: its __init__ must call super().__init__(shape), Bijector's own, which sets it")
     if bijector.fast not in get_args(Direction):
         raise ContractError(f"declares fast = {bijector.fast!r}; the fast direction is one of {', '.join(map(repr, get_args(Direction)))}")
+    problem = context_shape_problem(getattr(bijector, "context_shape", None))
+    if problem:
+        raise ContractError(problem)
+
+
+def context_shape_problem(shape: Any) -> str | None:
+    """What is wrong with a declared ``context_shape`` (``None``: no context, or a tuple of positive sizes), or None."""
+    if shape is None or (isinstance(shape, (tuple, list)) and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        return None
+    return f"declares context_shape = {shape!r}; the context's event shape is a tuple of positive sizes, such as (2,)"
 
 
 def check_invertible(

@@ -93,7 +93,7 @@ from torch.autograd.functional import jacobian
 from torch.distributions import constraints, transform_to
 
 from compose_gen.core import ContractError
-from compose_gen.core.bijector import Bijector, check_constructed
+from compose_gen.core.bijector import Bijector, check_constructed, context_shape_problem
 from compose_gen.registry import Catalogue, ComponentType
 from compose_gen.testing.components._common import _seeded
 
@@ -138,8 +138,9 @@ def context_shape(bijector: nn.Module) -> torch.Size | None:
         shape = getattr(module, "context_shape", None)
         if shape is None:
             continue
-        if not (isinstance(shape, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in shape)):
-            raise TypeError(f"{type(module).__name__}.context_shape must be a tuple of positive sizes, such as (2,); got {shape!r}")
+        problem = context_shape_problem(shape)
+        if problem:
+            raise TypeError(f"{type(module).__name__} {problem}")
         shapes.add(tuple(shape))
     return torch.Size(shapes.pop()) if shapes else None
 

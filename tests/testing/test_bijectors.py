@@ -12,6 +12,7 @@ from torch import nn
 
 from compose_gen import Bijector, ComponentType, Params, Ref, hookimpl, make_catalogue
 from compose_gen.core import ContractError
+from compose_gen.core.bijector import check_constructed
 from compose_gen.testing.bijectors import build_examples, check_bijector, check_case, check_type
 from compose_gen_plugins.flows import elementwise
 from compose_gen_plugins.flows.elementwise import Inverse
@@ -358,5 +359,16 @@ def test_kit_names_a_context_shape_that_is_no_tuple_of_sizes(declared):
     """2 crashed the kit with 'int object is not iterable' (and a list, read as a tuple now, with 'unhashable type')."""
     bijector = elementwise.ElementwiseAffine((2,))
     bijector.context_shape = declared
-    with pytest.raises(TypeError, match=r"ElementwiseAffine.context_shape must be a tuple of positive sizes, such as \(2,\); got"):
+    with pytest.raises(TypeError, match=r"ElementwiseAffine declares context_shape = .*; the context's event shape is a tuple of positive sizes, such as \(2,\)"):
         check_case(bijector, (3,), seed=0)
+    with pytest.raises(ContractError, match=r"declares context_shape"):  # validate's check of a built bijector says the same
+        check_constructed(bijector)
+
+
+def test_kit_reads_a_context_shape_list_as_a_tuple():
+    from compose_gen.testing.bijectors import context_shape
+
+    bijector = elementwise.ElementwiseAffine((2,))
+    bijector.context_shape = [3]
+    assert context_shape(bijector) == torch.Size([3])
+    check_constructed(bijector)
