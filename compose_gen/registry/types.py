@@ -133,13 +133,17 @@ class Params(StrictModel):
 
 
 def _absolute(value: Any) -> Any:
-    """``value`` with every relative path in it (in lists, tuples and dict values too) made absolute after ``~`` expansion."""
+    """``value`` with every relative path in it (in lists, tuples, dict values and nested settings models too) made
+    absolute after ``~`` expansion."""
     if isinstance(value, Path):
         return value if value.is_absolute() else value.expanduser().absolute()
     if type(value) in (list, tuple):
         return type(value)(map(_absolute, value))
     if isinstance(value, dict):
         return {key: _absolute(item) for key, item in value.items()}
+    if isinstance(value, BaseModel) and not isinstance(value, Params):  # a nested settings model (a Params is made absolute itself)
+        for name, item in value:
+            value.__dict__[name] = _absolute(item)
     return value
 
 

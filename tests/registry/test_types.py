@@ -10,6 +10,7 @@ import pytest
 from pydantic import ConfigDict, Field, ValidationError
 
 from compose_gen import Params
+from compose_gen.registry import StrictModel
 
 
 class Files(Params):
@@ -42,6 +43,19 @@ class Shards(Params):
     files: list[Path]
     pair: tuple[Path, Path] | None = None
     named: dict[str, Path] = {}
+
+
+class Source(StrictModel):
+    path: Path
+
+
+class Sources(Params):
+    sources: list[Source]
+
+
+def test_paths_in_nested_settings_become_absolute_too(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Sources(sources=[{"path": "a.npy"}]).sources[0].path == tmp_path / "a.npy"
 
 
 def test_paths_in_lists_tuples_and_dicts_become_absolute_too(tmp_path, monkeypatch) -> None:
