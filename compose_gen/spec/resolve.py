@@ -111,7 +111,7 @@ class _Resolver:
                     message += f" ({origin(type_name, self.catalogue)}; plugin {others} registers a {type_name!r} too, not used: rename it there)"
                 self.problem((*path, *error_location(fields, item)), message)
             return None
-        except Exception as error:  # a validator of the plugin's that raised something pydantic does not catch
+        except (Exception, SystemExit) as error:  # a validator of the plugin's that raised something pydantic does not catch
             self.problem(path, f"{origin(type_name, self.catalogue)} failed to validate its parameters: {described(error)}")
             return None
         declared = Declared(name, component_type, params, path)

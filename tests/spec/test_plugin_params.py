@@ -21,6 +21,8 @@ class LevelParams(Params):
     def _known(cls, level: int) -> int:
         if level == 1:
             raise TypeError("validator blew up")
+        if level == 4:  # a plugin's sys.exit, which exited the process that loaded the spec
+            raise SystemExit("bad level")
         return {0: 0, 2: 2}[level]  # a KeyError for any other level
 
 
@@ -39,7 +41,7 @@ def catalogue():
     return make_catalogue([plugin(ComponentType("levels", "metric", LevelParams, metric), name="levelled"), datasets], entry_points=False)
 
 
-@pytest.mark.parametrize("level, raised", [(1, "TypeError: validator blew up"), (3, "KeyError: 3")])
+@pytest.mark.parametrize("level, raised", [(1, "TypeError: validator blew up"), (3, "KeyError: 3"), (4, "SystemExit: bad level")])
 def test_a_validator_raising_what_pydantic_does_not_catch_is_located(catalogue, level, raised) -> None:
     spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "levels"}, {"type": "levels", "level": level}]}}
     with pytest.raises(SpecError) as info:
