@@ -23,8 +23,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, ComponentType, Params, Ref, broadcast_value, hookimpl
 from compose_gen_plugins.flows.planar import constrained_u, planar_density, planar_sample
-from compose_gen_plugins.latent.conditionals import positive_scale, require_width
-from compose_gen_plugins.networks import conditioned
+from compose_gen_plugins.latent.conditionals import network_output, positive_scale, require_width
 
 __all__ = ["AmortizedPlanar", "FlowEncoder", "FlowPosterior"]
 
@@ -75,7 +74,7 @@ class FlowEncoder(nn.Module):
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> FlowPosterior:
         """q(z|x), or q(z|x, c) given a condition c (a conditional VAE's), which the network reads beside x."""
-        out = conditioned(self.net, x, condition)
+        out = network_output(self.net, x, condition)
         require_width(
             out,
             2 * self.latent + self.context_features,

@@ -110,3 +110,21 @@ def test_a_learned_scale_starts_at_fixed_scale_however_large(sigma: float) -> No
     decoder = GaussianDecoder(nn.Linear(2, 3), (3,), 1, "learned", sigma)
     scale = decoder(torch.zeros(4, 2)).base_dist.scale
     torch.testing.assert_close(scale, torch.full((4, 3), sigma + 1e-4), rtol=1e-6, atol=0.0)
+
+
+def test_distributions_are_parameterised_in_float32_under_cpu_autocast() -> None:
+    """CPU autocast ran the decoder's log-density sum in bfloat16: a VAE's ELBO of 64 pixels was 0.13 nats off."""
+    torch.manual_seed(0)
+    encoder = GaussianEncoder(nn.Linear(64, 8), 4)
+    decoder = BernoulliDecoder(nn.Linear(4, 64), (64,))
+    x = (torch.rand(32, 64) > 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = encoder(x)
+        z = q.rsample()
+        px = decoder(z)
+        log_lik = px.log_prob(x)
+        logits = decoder.net(z)  # the network's own bfloat16 output, which the distribution is built from
+    assert logits.dtype == torch.bfloat16, "the networks still run in half precision"
+    assert q.base_dist.loc.dtype == torch.float32 and log_lik.dtype == torch.float32
+    exact = torch.distributions.Bernoulli(logits=logits.double()).log_prob(x.double()).sum(-1)  # the same logits, summed in float64
+    torch.testing.assert_close(log_lik.double(), exact, rtol=1e-6, atol=1e-4)
