@@ -12,7 +12,7 @@ from compose_gen.core import Splits
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import Run, build as build_spec
 from compose_gen.runtime.rng import kept
-from compose_gen.spec import Spec, load_spec
+from compose_gen.spec import Spec, load_spec, override_list
 
 __all__ = ["build", "load_run", "load_spec", "train"]
 
@@ -38,9 +38,7 @@ def train(
 ) -> Run:
     """Train ``spec`` (a :class:`Spec`, or a file or mapping to load with ``overrides``) into a run folder (``out``),
     then sample and evaluate; return the :class:`Run`."""
-    if isinstance(overrides, str):
-        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
-    if isinstance(spec, Spec) and list(overrides):
+    if isinstance(spec, Spec) and override_list(overrides):
         raise ValueError("overrides apply when a spec is loaded: give them to load_spec, or give train the spec's file or mapping")
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
@@ -68,6 +66,4 @@ def load_run(
     ``progress=False`` keeps further training quiet, as for :func:`train` (in a worker process, say).  A run built
     with a catalogue of your own (``load_spec(..., catalogue=...)``) is loaded with it too.
     """
-    if isinstance(overrides, str):  # list("a=1") would be one override per character
-        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
     return Run.load(run_dir, device, overrides, progress=progress, trained=True, checkpoint=checkpoint, catalogue=catalogue)

@@ -64,7 +64,7 @@ from compose_gen.runtime.remedies import (
     with_moved_data_remedy,
 )
 from compose_gen.runtime.trainer import Trainer
-from compose_gen.spec import MODEL_SECTIONS, Spec, SpecError, SpecWarning, load_spec
+from compose_gen.spec import MODEL_SECTIONS, Spec, SpecError, SpecWarning, load_spec, override_list
 
 __all__ = ["EvaluationFailed", "Run", "build", "resolve_device"]
 
@@ -178,7 +178,7 @@ class Run:
         damaged one does not send the run back to an older checkpoint, and the run cannot train.
         """
         with rng.kept():  # the build and the checkpoint set torch's generators: the run's stream, not the caller's
-            run = cls._load(Path(run_dir), device, list(overrides), catalogue, progress, checkpoint, trained or weights_only, weights_only)
+            run = cls._load(Path(run_dir), device, override_list(overrides), catalogue, progress, checkpoint, trained or weights_only, weights_only)
             run.stream = rng.get_state(run.device)
         return run
 

@@ -8,7 +8,7 @@ It raises :class:`SpecError` listing every problem as ``file:line: path: message
 """
 
 from compose_gen.spec.errors import Problem, SpecError, SpecWarning, format_path
-from compose_gen.spec.load import MODEL_SECTIONS, Spec, load_spec
+from compose_gen.spec.load import MODEL_SECTIONS, Spec, load_spec, override_list
 from compose_gen.spec.resolve import Declared
 from compose_gen.spec.source import SpecSource, parse_text
 
@@ -22,5 +22,6 @@ __all__ = [
     "SpecWarning",
     "format_path",
     "load_spec",
+    "override_list",
     "parse_text",
 ]

@@ -22,7 +22,7 @@ from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_location, origin, pydantic_message, resolve_sections
 from compose_gen.spec.source import SpecSource, load_source, source_of_mapping
 
-__all__ = ["MODEL_SECTIONS", "Spec", "load_spec"]
+__all__ = ["MODEL_SECTIONS", "Spec", "load_spec", "override_list"]
 
 
 @dataclass
@@ -139,9 +139,7 @@ def load_spec(
     else:
         source = load_source(spec)
     catalogue = catalogue if catalogue is not None else make_catalogue()
-    if isinstance(overrides, str):  # list("a=1") would be one override per character
-        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
-    overrides = list(overrides)
+    overrides = override_list(overrides)
     anchored = [text for text in overrides if text.lstrip("\"'").startswith(EXTENSION_PREFIX)]
     if anchored:  # its anchors were expanded where the sections use them when the spec was read
         raise SpecError([Problem((), f"override {anchored[0]!r} sets a block of anchors, which the sections copied when the spec was read: set the places that use it")])
@@ -161,6 +159,13 @@ def load_spec(
     except SpecError as error:
         raise error.located(source) from None
     return Spec(model, sections, source, catalogue)
+
+
+def override_list(overrides: Iterable[str]) -> list[str]:
+    """``overrides`` as a list, refusing a lone string, which ``list`` would split into one override per character."""
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: write [{overrides!r}]")
+    return list(overrides)
 
 
 #: Top-level sections that hold plugin types, at any depth (inline components).
