@@ -19,6 +19,7 @@ from compose_gen.core import MAX_CLASSES
 __all__ = [
     "BEYOND_FLOAT32",
     "FLOAT32_MAX",
+    "FLOAT32_ROUNDS_TO_INF",
     "MAX_CLASSES",
     "element",
     "float32_overflow",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
+#: The smallest double that rounds to infinity in float32: halfway between FLOAT32_MAX = 2¹²⁸ − 2¹⁰⁴ and 2¹²⁸, a tie
+#: that rounds to the even 2¹²⁸.
+FLOAT32_ROUNDS_TO_INF = 2.0**128 - 2.0**103
 #: What is wrong with a value that :func:`float32_overflow` finds.
 BEYOND_FLOAT32 = f"beyond float32's range (±{FLOAT32_MAX:.2g}), in which the model computes"
 

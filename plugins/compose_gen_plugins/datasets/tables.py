@@ -6,16 +6,24 @@ range.  Labels that are all whole numbers from 0 are used as they are (``3``,
 labels (names, negative or fractional numbers) are numbered in sorted order, with
 the originals in ``meta["classes"]``, again at most ``MAX_CLASSES`` of them.  An empty label cell is an error, like an empty feature
 cell.  Every error names the file, the line and the column.
+
+The file is read as a stream: each row's features go straight into a packed
+array of doubles and its label into the index of its text among the distinct
+ones, so reading takes a few times the memory of the float32 data it yields,
+not that of a Python object per cell.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import warnings
+from array import array
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Iterator, Sequence, Union
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -25,7 +33,7 @@ from compose_gen.core import MAX_CLASSES
 from compose_gen.registry import suggest
 from compose_gen_plugins.datasets.arrays import require_file
 from compose_gen_plugins.datasets.base import DatasetParams, DataSpace, file_error, make_splits, split_fields
-from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, float32_overflow, too_many_classes
+from compose_gen_plugins.datasets.limits import BEYOND_FLOAT32, FLOAT32_ROUNDS_TO_INF, too_many_classes
 
 __all__ = ["compose_gen_types"]
 
@@ -45,22 +53,21 @@ class CsvParams(DatasetParams):
 Row = tuple[int, list[str]]  # (line number, fields)
 
 
-def _read_rows(path: Path, delimiter: str) -> list[Row]:
+def _read_rows(path: Path, delimiter: str) -> Iterator[Row]:
+    """The file's non-blank rows, one at a time, their fields stripped."""
     require_file(path)
-    rows: list[Row] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
             for fields in reader:
                 if any(value.strip() for value in fields):
-                    rows.append((reader.line_num, [value.strip() for value in fields]))
+                    yield reader.line_num, [value.strip() for value in fields]
     except UnicodeDecodeError as error:
         raise file_error(path, f"is not UTF-8 text ({error})") from None
     except csv.Error as error:
         raise file_error(path, f"line {reader.line_num}: {error}") from None
     except OSError as error:
         raise file_error(path, f"cannot be read ({error})") from None
-    return rows
 
 
 def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:
@@ -88,36 +95,66 @@ def _float(text: str) -> float:
 
 
 def _number(text: str, line: int, column: str, path: Path) -> float:
+    """A feature cell's value, finite in float32."""
     try:
         value = _float(text)
     except ValueError:
         raise file_error(path, f"line {line}, column {column!r}: non-numeric value {text!r}") from None
     if not math.isfinite(value):
         raise file_error(path, f"line {line}, column {column!r}: non-finite value {text!r}")
+    if abs(value) >= FLOAT32_ROUNDS_TO_INF:
+        raise file_error(path, f"line {line}, column {column!r}: {text} is {BEYOND_FLOAT32}")
     return value
 
 
-def _features(rows: list[Row], columns: list[int], names: list[str], path: Path) -> Tensor:
-    """The ``columns`` of every row as float64 ``(N, len(columns))``, each value finite in float32."""
-    x = torch.tensor(
-        [[_number(fields[i], line, names[i], path) for i in columns] for line, fields in rows], dtype=torch.float64
-    )
-    overflow = float32_overflow(x)
-    if overflow is not None:
-        (line, fields), column = rows[overflow[0]], columns[overflow[1]]
-        raise file_error(path, f"line {line}, column {names[column]!r}: {fields[column]} is {BEYOND_FLOAT32}")
-    return x
+class _LabelColumn:
+    """A label column read row by row: each distinct text once, with the line it first appears on, and each row as the
+    index of its text."""
+
+    def __init__(self) -> None:
+        self.code_of: dict[str, int] = {}  # in the order the texts first appear
+        self.first_lines: list[int] = []
+        self.codes = array("q")
+
+    def add(self, text: str, line: int) -> None:
+        code = self.code_of.setdefault(text, len(self.code_of))
+        if code == len(self.first_lines):
+            self.first_lines.append(line)
+        self.codes.append(code)
 
 
-def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor, int, list[str] | None]:
-    """Labels as indices, the class count, and the class names when they were renumbered."""
+def _read_table(
+    rows: Iterator[Row], names: list[str], columns: list[int], label: int | None, path: Path
+) -> tuple[Tensor, _LabelColumn | None]:
+    """The ``columns`` of every row as float64 ``(N, len(columns))`` and the ``label`` column; each row checked to have a
+    field per column name as it is read."""
+    values, labels, count = array("d"), (None if label is None else _LabelColumn()), 0
     for line, fields in rows:
-        if not fields[label]:
-            raise file_error(path, f"line {line}, column {name!r}: empty label; every row needs one")
-    texts = [fields[label] for _, fields in rows]
+        if len(fields) != len(names):
+            raise file_error(path, f"line {line} has {len(fields)} fields; expected {len(names)}")
+        values.extend(_number(fields[i], line, names[i], path) for i in columns)
+        if labels is not None:
+            if not fields[label]:
+                raise file_error(path, f"line {line}, column {names[label]!r}: empty label; every row needs one")
+            labels.add(fields[label], line)
+        count += 1
+    if not count:
+        raise file_error(path, "has no data rows")
+    return torch.from_numpy(np.frombuffer(values, dtype=np.float64)).reshape(count, len(columns)), labels
+
+
+def _labels(column: _LabelColumn, name: str, path: Path) -> tuple[Tensor, int, list[str] | None]:
+    """Labels as indices, the class count, and the class names when they were renumbered."""
+    classes, count, names = _classes(list(column.code_of), column.first_lines, name, path)
+    return torch.tensor(classes)[torch.from_numpy(np.frombuffer(column.codes, dtype=np.int64))], count, names
+
+
+def _classes(texts: list[str], first_lines: list[int], name: str, path: Path) -> tuple[list[int], int, list[str] | None]:
+    """The class of each of the distinct label ``texts`` (first on ``first_lines``), the class count, and the class names
+    when they were renumbered."""
     indices = _whole_numbers(texts)
     if indices is not None:  # 1, 01 and 1.0 are one class
-        return _class_indices(indices, rows, name, path)
+        return _class_indices(indices, first_lines, name, path)
 
     def key(text: str) -> tuple[int, float, str]:
         """A class: a number by its value, however written (-1 and -1.0), first and in order; a name (or nan, which
@@ -142,7 +179,7 @@ def _labels(rows: list[Row], label: int, name: str, path: Path) -> tuple[Tensor,
         usual = f"{k[1]:g}" if k[0] == 0 else None
         return usual if usual in spellings[k] else spellings[k][0]
 
-    return torch.tensor([index[text] for text in texts]), len(keys), [name_of(k) for k in keys]
+    return [index[text] for text in texts], len(keys), [name_of(k) for k in keys]
 
 
 def _warn_of_a_row_index(x: Tensor, columns: list[int], names: list[str], p: CsvParams) -> None:
@@ -183,21 +220,25 @@ def _whole_numbers(texts: list[str]) -> list[int] | None:
     return indices
 
 
-def _class_indices(labels: list[int], rows: list[Row], name: str, path: Path) -> tuple[Tensor, int, None]:
-    """Non-negative integer labels used as they are: ``K`` = largest + 1, at most ``MAX_CLASSES``."""
+def _class_indices(labels: list[int], lines: Sequence[int], name: str, path: Path) -> tuple[list[int], int, None]:
+    """Non-negative integer labels used as they are: ``K`` = largest + 1, at most ``MAX_CLASSES``; ``lines`` are where
+    each first appears."""
     largest = max(labels)
     problem = too_many_classes(largest)
     if problem is not None:
-        line = rows[labels.index(largest)][0]
+        line = lines[labels.index(largest)]
         raise file_error(path, f"line {line}, column {name!r}: {problem}")
-    return torch.tensor(labels), largest + 1, None
+    return labels, largest + 1, None
 
 
 def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
     """Numeric columns of a CSV file as ``x``, an optional label column as ``y``; seeded split."""
     rows = _read_rows(p.path, p.delimiter)
-    if p.header and rows:
-        names, rows = rows[0][1], rows[1:]
+    first = next(rows, None)
+    if first is None:
+        raise file_error(p.path, "has no data rows")
+    if p.header:
+        names = first[1]
         if all(_is_number(name) for name in names):
             warnings.warn(
                 SpecWarning(
@@ -207,12 +248,8 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
                 stacklevel=2,
             )
     else:
-        names = [str(i) for i in range(len(rows[0][1]))] if rows else []
-    if not rows:
-        raise file_error(p.path, "has no data rows")
-    for line, fields in rows:
-        if len(fields) != len(names):
-            raise file_error(p.path, f"line {line} has {len(fields)} fields; expected {len(names)}")
+        names = [str(i) for i in range(len(first[1]))]
+        rows = itertools.chain([first], rows)
     label = None if p.label is None else _column(p.label, names, p)
     if p.columns is None:
         columns = [i for i in range(len(names)) if i != label]
@@ -225,11 +262,12 @@ def build_csv(p: CsvParams, ctx: BuildContext | None = None) -> Splits:
         raise file_error(p.path, f"the label column {names[label]!r} is also a feature column")
     if not columns:
         raise file_error(p.path, "has no feature columns besides the label")
-    columns_of: dict[str, Tensor] = {"x": _features(rows, columns, names, p.path)}
-    _warn_of_a_row_index(columns_of["x"], columns, names, p)
+    x, labels = _read_table(rows, names, columns, label, p.path)
+    columns_of: dict[str, Tensor] = {"x": x}
+    _warn_of_a_row_index(x, columns, names, p)
     space = DataSpace(meta={"columns": [names[i] for i in columns]})
-    if label is not None:
-        columns_of["y"], space.num_classes, classes = _labels(rows, label, names[label], p.path)
+    if labels is not None:
+        columns_of["y"], space.num_classes, classes = _labels(labels, names[label], p.path)
         if classes is not None:
             space.meta["classes"] = classes
     train, test = split_fields(columns_of, p)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -255,6 +257,19 @@ def test_csv_value_beyond_float32_names_line_and_column(build, tmp_path: Path) -
     path = tmp_path / "big.csv"
     path.write_text("a,b\n1,2\n3,4\n1e39,2\n")
     with pytest.raises(DatasetError, match=rf"^{path}: line 4, column 'a': 1e39 is {BEYOND_FLOAT32}"):
+        build("csv", path=str(path))
+
+
+def test_csv_values_at_float32_s_edge_are_read_as_float32_rounds_them(build, tmp_path: Path) -> None:
+    """A value that rounds to float32's largest number is kept (as that number); the first that rounds to inf is refused."""
+    edge = 2.0**128 - 2.0**103  # halfway between float32's largest number and 2**128: rounds to inf
+    below = math.nextafter(edge, 0.0)
+    path = tmp_path / "edge.csv"
+    path.write_text(f"a\n{below!r}\n{-below!r}\n1\n2\n")
+    x = all_x(build("csv", path=str(path), test_fraction=0.25)).flatten()
+    assert sorted(x.tolist()) == [-torch.finfo(torch.float32).max, 1.0, 2.0, torch.finfo(torch.float32).max]
+    path.write_text(f"a\n1\n{-edge!r}\n")
+    with pytest.raises(DatasetError, match=rf"^{path}: line 3, column 'a': {re.escape(repr(-edge))} is {BEYOND_FLOAT32}"):
         build("csv", path=str(path))
 
 
