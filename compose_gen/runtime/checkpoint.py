@@ -29,6 +29,7 @@ counting it would delete the checkpoint just written.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import reprlib
@@ -151,7 +152,7 @@ def _write(
     tmp.mkdir()
     tensors, aliases = _model_tensors(model)
     save_file(tensors, str(tmp / MODEL_FILE))
-    optim_tensors, optim_meta = _flatten_optimizers(optimizers)
+    optim_tensors, optim_meta = _flatten_optimizers(optimizers, parameter_names(model))
     save_file({**optim_tensors, **{f"rng/{k}": v.contiguous() for k, v in rng.items()}}, str(tmp / OPTIMIZER_FILE))
     payload = {
         "format": FORMAT,
@@ -325,11 +326,22 @@ def load_latest(run_dir: Path, model: nn.Module, optimizer: bool = True) -> tupl
     return None, warnings
 
 
-def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Optimizer]) -> list[str]:
-    """Load each player's optimizer state (moments, step counts); return notes for the user.
+def parameter_names(model: nn.Module) -> dict[int, str]:
+    """Each parameter of ``model``, by identity, under its name in the model's state dict (a shared one under its first)."""
+    return {id(p): name for name, p in model.named_parameters()}
 
-    The hyper-parameters stay the spec's (a resume's ``--set train.optimizer.betas=...``
-    takes effect), and a player whose optimizer type changed starts that optimizer afresh.
+
+def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Optimizer], names: dict[int, str]) -> list[str]:
+    """Load each player's optimizer state (moments, step counts) into its parameters, found by their ``names``
+    (:func:`parameter_names`); return notes for the user.
+
+    The state follows each parameter by name, so a resume whose spec lists a player's
+    ``params`` in another order keeps each parameter's moments; a parameter new to the
+    player starts with fresh state, and that of one it no longer trains is dropped, each
+    said in a note.  (Checkpoints older than the names are read by position, and refused
+    where a moment's shape is not its parameter's.)  The hyper-parameters stay the spec's
+    (a resume's ``--set train.optimizer.betas=...`` takes effect), and a player whose
+    optimizer type changed starts that optimizer afresh.
     """
     notes = []
     try:
@@ -341,14 +353,34 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
             if meta.get("type", kind) != kind:
                 notes.append(f"player {player!r}: the optimizer changed from {meta['type']} to {kind}; it starts afresh")
                 continue
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            current = [names.get(id(p), f"parameter {i}") for i, p in enumerate(params)]
+            if "params" in meta:
+                where = {name: i for i, name in enumerate(meta["params"])}
+                indices = [where.get(name) for name in current]
+                notes += _changed_parameters(player, current, meta["params"])
+            else:  # an older checkpoint: by position
+                indices = list(range(sum(len(group["params"]) for group in meta["param_groups"])))
+                if len(indices) != len(params):
+                    raise ValueError(f"the checkpoint holds the state of {len(indices)} parameters, player {player!r} has {len(params)}")
             state: dict[int, dict[str, Any]] = {}
-            for index, entries in meta["state"].items():
-                state[int(index)] = {
+            for i, (index, name, param) in enumerate(zip(indices, current, params, strict=True)):
+                if index is None or str(index) not in meta["state"]:
+                    continue
+                state[i] = {
                     key: checkpoint.tensors[f"optim/{player}/{index}/{key}"] if value == "<tensor>" else value
-                    for key, value in entries.items()
+                    for key, value in meta["state"][str(index)].items()
                 }
+                for key, value in state[i].items():  # a fused kernel would read past a moment smaller than its parameter
+                    if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                        raise ValueError(f"its {key} for {name} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}")
             settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            starts = list(itertools.accumulate((len(group["params"]) for group in optimizer.param_groups), initial=0))[:-1]
+            groups = [
+                {**saved_group, "params": list(range(start, start + len(group["params"])))}
+                for saved_group, group, start in zip(meta["param_groups"], optimizer.param_groups, starts, strict=True)
+            ]
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
             for group, setting in zip(optimizer.param_groups, settings, strict=True):
                 group.update(setting)
     except CheckpointError:
@@ -356,6 +388,21 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
         raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({described(error)})") from None
     return notes
+
+
+def _changed_parameters(player: str, current: list[str], saved: list[str]) -> list[str]:
+    """Notes on the parameters a player trains now and did not when the checkpoint was saved, and the other way round."""
+    new, gone = [n for n in current if n not in set(saved)], [n for n in saved if n not in set(current)]
+    notes = []
+    if new:
+        notes.append(f"player {player!r} now trains {_some(new)}, which it did not: they start with fresh optimizer state")
+    if gone:
+        notes.append(f"player {player!r} no longer trains {_some(gone)}: their optimizer state is dropped")
+    return notes
+
+
+def _some(names: list[str]) -> str:
+    return f"{len(names)} parameter(s) ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
 
 
 #: Where the compiled model keeps its sampler: tensors only a sampler holds are never trained, so another sampler may drop them.
@@ -451,7 +498,9 @@ def _fitted(
     return {name: owned[derived.get(name, name)] for name in expected}, dropped, unsaved
 
 
-def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer], names: dict[int, str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimizers' tensors, and for ``state.json`` the rest of their state with the ``names`` of their parameters in
+    order (the state dict's indices), by which a resume finds each parameter's state."""
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
     for player, optimizer in optimizers.items():
@@ -465,7 +514,8 @@ def _flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[d
                     entries[str(index)][key] = "<tensor>"
                 else:
                     entries[str(index)][key] = value
-        meta[player] = {"type": type(optimizer).__name__, "state": entries, "param_groups": sd["param_groups"]}
+        params = [names.get(id(p), "?") for group in optimizer.param_groups for p in group["params"]]
+        meta[player] = {"type": type(optimizer).__name__, "params": params, "state": entries, "param_groups": sd["param_groups"]}
     return tensors, meta
 
 

@@ -57,6 +57,7 @@ from compose_gen.runtime.checkpoint import (
     Checkpoint,
     clean_temporary,
     list_checkpoints,
+    parameter_names,
     restore_optimizers,
     save_checkpoint,
 )
@@ -210,7 +211,7 @@ class Trainer:
         self._saved_step = None
         if checkpoint.tensors is None:
             return
-        for note in restore_optimizers(checkpoint, self.optimizers):
+        for note in restore_optimizers(checkpoint, self.optimizers, parameter_names(self.model)):
             self.say(f"warning: {note}")
         prefix = f"rng/{self.dist.rank}/"
         states = {k.removeprefix(prefix): v for k, v in checkpoint.tensors.items() if k.startswith(prefix)}

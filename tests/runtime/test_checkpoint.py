@@ -24,7 +24,7 @@ from runtime_toys import AUTOENCODER, ROOT, VAE, forked, same_state, spec_dict, 
 
 from compose_gen.runtime import CheckpointError, Run, build
 from compose_gen.core.files import json_text
-from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest, parameter_names
 from compose_gen.compiler.build import build_data
 from compose_gen.spec import SpecError, load_spec
 
@@ -472,6 +472,55 @@ def test_checkpoint_of_another_model_does_not_fit_and_leaves_the_model_untouched
     with pytest.raises(CheckpointError, match=r"does not fit this model \(shapes differ: \['components.net.net.0.weight"):
         load_checkpoint(checkpoints[-1], other)
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def _moments(run: Run) -> dict[str, torch.Tensor]:
+    """Each parameter's first Adam moment, by the parameter's name."""
+    names = parameter_names(run.model)
+    (optimizer,) = run.trainer.optimizers.values()
+    return {names[id(p)]: state["exp_avg"] for p, state in optimizer.state.items()}
+
+
+def _vae_trained_by_one_player(tmp_path, catalogue, params: list[str]) -> dict[str, torch.Tensor]:
+    raw = spec_dict(VAE, steps=3)
+    raw["players"] = {"model": {"params": params}}
+    run = Run.create(load_spec(raw, catalogue=catalogue), tmp_path / "run", progress=False)
+    run.train()
+    return _moments(run)
+
+
+def test_a_resume_that_lists_a_player_s_params_in_another_order_keeps_each_parameter_s_moments(tmp_path, toys_catalogue, capsys):
+    # by position, the encoder's moments went to the decoder's tensors (and a fused Adam read past smaller ones)
+    saved = _vae_trained_by_one_player(tmp_path, toys_catalogue, ["encoder", "decoder"])
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["players.model.params=[decoder, encoder]"])
+    restored = _moments(resumed)
+    assert restored.keys() == saved.keys() and all(torch.equal(restored[name], saved[name]) for name in saved)
+    assert "optimizer" not in capsys.readouterr().err
+    resumed.train(5)  # and trains on from them
+
+
+def test_a_resume_whose_player_gains_or_loses_a_component_says_so_and_keeps_the_rest(tmp_path, toys_catalogue, capsys):
+    saved = _vae_trained_by_one_player(tmp_path, toys_catalogue, ["encoder"])
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["players.model.params=[decoder, encoder]"])
+    restored = _moments(resumed)
+    assert restored.keys() == saved.keys() and all(torch.equal(restored[name], saved[name]) for name in saved)
+    assert "player 'model' now trains 4 parameter(s) (components.decoder.net.net.0.weight" in capsys.readouterr().err
+    resumed.train(5)
+    dropped = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["players.model.params=[decoder]"])
+    assert _moments(dropped).keys() == {name for name in _moments(resumed) if "decoder" in name}
+    assert "player 'model' no longer trains 4 parameter(s) (components.encoder.net.net.0.weight" in capsys.readouterr().err
+
+
+def test_an_older_checkpoint_s_optimizer_state_is_read_by_position_and_refused_where_shapes_differ(tmp_path, toys_catalogue):
+    saved = _vae_trained_by_one_player(tmp_path, toys_catalogue, ["encoder", "decoder"])
+    newest = list_checkpoints(tmp_path / "run")[-1]
+    state = json.loads((newest / "state.json").read_text())
+    del state["optimizers"]["model"]["params"]  # as checkpoints were written before the names
+    _edit_state(newest, optimizers=state["optimizers"])
+    same = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert all(torch.equal(moment, saved[name]) for name, moment in _moments(same).items())
+    with pytest.raises(CheckpointError, match=r"optimizer state does not fit \(ValueError: its exp_avg for components.decoder.net.net.0.weight has shape \(16, 64\), the parameter \(16, 4\)"):
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, checkpoint=newest, overrides=["players.model.params=[decoder, encoder]"])
 
 
 def test_shared_tensors_are_stored_once(tmp_path, toys_catalogue):
