@@ -159,6 +159,8 @@ class _Resolver:
                 continue
             if target is None:
                 self.problem(path, f"unknown component {name!r}{suggest(name, self.components)}")
+            elif target.inline:  # its definition stays where it is written: the run's spec.yaml would build a second one here
+                self.problem(path, f"{name!r} is defined inline in {_owner(name)!r}; to use it here too, {_declare_apart(name)} and here")
             elif target.kind not in kinds:
                 self.problem(path, f"{name!r} is {_a(target.kind)}, expected {' or '.join(map(_a, kinds))}")
 
@@ -175,10 +177,21 @@ class _Resolver:
         for i, name in enumerate(names):
             path = ("train", "ema", "components", i)
             if name in self.components and name not in top_level:
-                owner = name.split(".")[0]
-                self.problem(path, f"{name!r} is defined inline in {owner!r}; average {owner!r}, whose parameters include it")
+                owner = _owner(name)
+                remedy = f"average {owner!r}, whose parameters include it" if owner in top_level else f"to average it, {_declare_apart(name)}"
+                self.problem(path, f"{name!r} is defined inline in {owner!r}; {remedy}")
             elif name not in top_level and name not in self.invalid:
                 self.problem(path, f"unknown component {name!r}{suggest(name, top_level)}")
+
+
+def _owner(inline: str) -> str:
+    """The component, loss, sampler or metric whose definition holds the inline component named ``inline``."""
+    return inline.split(".")[0]
+
+
+def _declare_apart(inline: str) -> str:
+    field = inline.split(".", 1)[1]
+    return f"declare it under components: and name it in {_owner(inline)}'s {field}"
 
 
 def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:

@@ -360,6 +360,32 @@ def test_unknown_components_to_average_are_found_when_validating(vae_spec, catal
     ]
 
 
+def test_a_part_defined_inline_in_a_loss_is_averaged_by_declaring_it_apart(vae_spec, catalogue) -> None:
+    """A loss cannot be averaged, so the advice for its inline parts is to declare them under components:."""
+    vae_spec["losses"]["vae"]["decoder"] = vae_spec["components"].pop("decoder")
+    vae_spec["sample"]["decoder"] = "vae.decoder"  # refused too (below), but it keeps the sampler from naming a missing one
+    vae_spec["train"]["ema"] = {"components": ["vae.decoder"]}
+    assert f"spec.yaml:{line_of(vae_spec, '- vae.decoder')}: train.ema.components[0]: 'vae.decoder' is defined inline in 'vae'; to average it, " \
+        "declare it under components: and name it in vae's decoder" in problems(from_yaml(vae_spec), catalogue)
+
+
+@pytest.mark.parametrize(
+    ("edit", "path", "message"),
+    [
+        (lambda s: s["components"].update(decoder2={"type": "bernoulli_decoder", "net": "decoder.net"}), "components.decoder2.net",
+         "'decoder.net' is defined inline in 'decoder'; to use it here too, declare it under components: and name it in decoder's net and here"),
+        (lambda s: s["sample"].update(decoder="vae.decoder") or s["losses"]["vae"].update(decoder=s["components"].pop("decoder")),
+         "sample.decoder", "'vae.decoder' is defined inline in 'vae'; to use it here too, declare it under components: and name it in vae's decoder and here"),
+    ],
+    ids=["component's part", "loss's part"],
+)
+def test_a_part_defined_inline_is_not_named_elsewhere(vae_spec, catalogue, edit, path: str, message: str) -> None:
+    """It would be shared in the model trained, but the run's spec.yaml writes it out where it is named: a second, untrained
+    copy, so the folder would build another model than the one it holds (resume and evaluate refused it)."""
+    edit(vae_spec)
+    assert f"{path}: {message}" in [line.split(": ", 1)[1] for line in problems(vae_spec, catalogue)]
+
+
 def test_a_metric_naming_an_unknown_loss_is_found_without_building(vae_spec, catalogue) -> None:
     """``model:`` fields are typed ``LossName``: the spec checks them, ``validate --static`` included."""
     vae_spec["evaluate"]["metrics"] = [{"type": "importance_sampled_nll", "model": "vea"}, {"type": "posterior_collapse", "model": "vae"}]
