@@ -269,6 +269,8 @@ class Trainer:
         last: dict[str, float] = {}
         logged_at: int | None = None
         multi = len(self.model.plans) > 1
+        # each parameter's requires_grad, which the players' turns switch, to put back after (a frozen one stays frozen)
+        flags = [(p, p.requires_grad) for p in self.model.parameters()] if multi else []
         rounds = 0
         # What process 0 hands the others: its buffers after every round, its parameters once (after data-dependent
         # initialisation); a weight average follows the parameters, so it goes with them, not every round. A single
@@ -332,9 +334,8 @@ class Trainer:
                         self.save(last if logged else None)  # the best checkpoint is judged on a line of its own round
         finally:
             self._elapsed, self._fit_started = self._elapsed_s(), None
-            if multi:
-                for p in self.model.parameters():
-                    p.requires_grad_(True)
+            for p, flag in flags:
+                p.requires_grad_(flag)
             if log:
                 log.close()
             if board:

@@ -103,12 +103,29 @@ class ToyConv(nn.Module):
         return self.net(x)
 
 
+class FrozenParams(Params):
+    features: int = 2
+
+
+class ToyFrozenFirst(nn.Module):
+    """A fixed random projection ``features → 16`` (frozen: ``requires_grad=False``), then a trained ``16 → features``."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.fixed = nn.Linear(features, 16).requires_grad_(False)
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(16, features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.fixed(x))
+
+
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
     return [
         ComponentType("toy_mse", "loss", MSEParams, lambda p, ctx: ToyMSE(p)),
         ComponentType("toy_gan", "loss", GANParams, lambda p, ctx: ToyGAN(ctx.component(p.critic))),
         ComponentType("toy_conv", "network", ConvParams, lambda p, ctx: ToyConv(p.channels, p.hidden)),
+        ComponentType("toy_frozen_first", "network", FrozenParams, lambda p, ctx: ToyFrozenFirst(p.features)),
     ]
 
 
