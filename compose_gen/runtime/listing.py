@@ -20,6 +20,7 @@ import yaml
 from compose_gen.core.files import parse_json, read_json, read_text_file, regular_file_stat
 from compose_gen.runtime.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, read_best, verify_checkpoint
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, step_folder_name
+from compose_gen.spec.resolve import LOG_RECORD_KEYS
 
 __all__ = ["list_runs"]
 
@@ -133,5 +134,5 @@ def _last_record(path: Path, tail: int = 1 << 16) -> tuple[Any, dict[str, Any]] 
         except ValueError:
             continue
         if isinstance(record, dict):
-            return record.get("step"), {k: v for k, v in record.items() if k not in ("step", "elapsed_s", "nan_skips")}
+            return record.get("step"), {k: v for k, v in record.items() if k not in LOG_RECORD_KEYS}
     return None

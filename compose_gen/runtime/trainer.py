@@ -318,6 +318,7 @@ class Trainer:
                     if logged:
                         last, logged_at = running.read(self.dist), self.step
                         rates = self._learning_rates()
+                        # the spec refuses losses named as the record's own keys (LOG_RECORD_KEYS), which they would overwrite
                         record = {"step": self.step, **last, **rates, "nan_skips": self.nan_skips, "elapsed_s": round(self._elapsed_s(), 3)}
                         if log:
                             log.write(record)

@@ -20,12 +20,15 @@ from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType, Loss
 from compose_gen.spec.errors import PathPart, Problem, SpecError, format_path
 from compose_gen.spec.model import SpecModel
 
-__all__ = ["Declared", "origin", "resolve_sections"]
+__all__ = ["Declared", "LOG_RECORD_KEYS", "origin", "resolve_sections"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IDENTIFIER_RULE = "names must be identifiers (ASCII letters, digits, _, not starting with a digit)"
 #: Names an ``nn.ModuleDict`` refuses as keys, its own methods and attributes, under which it could not hold a component or loss.
 TAKEN_BY_TORCH = frozenset(dir(nn.ModuleDict()))
+#: The keys of its own that the trainer writes in every line of the training log, beside the logged terms: a loss's term
+#: logged under one of them (a one-term loss logs under its own name) would overwrite it, or be overwritten.
+LOG_RECORD_KEYS = ("step", "nan_skips", "elapsed_s")
 
 
 def _name_problem(name: str, what: str) -> str | None:
@@ -215,6 +218,8 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     losses = {}
     for name, raw in model.losses.items():
         problem = _name_problem(name, "loss")
+        if problem is None and name in LOG_RECORD_KEYS:
+            problem = f"{name!r} is taken: every line of the training log holds a {name!r} of its own, which the loss's would overwrite; choose another"
         if problem is not None:
             resolver.problem(("losses", name), problem)
             continue

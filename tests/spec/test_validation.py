@@ -360,6 +360,16 @@ def test_unknown_components_to_average_are_found_when_validating(vae_spec, catal
     ]
 
 
+@pytest.mark.parametrize("name", ["step", "nan_skips", "elapsed_s"])
+def test_a_loss_is_not_named_as_a_key_of_the_training_log_s_own(vae_spec, catalogue, name: str) -> None:
+    """A one-term loss logs under its own name: `step` overwrote every log line's step (and a resume, reading the log's
+    steps as later than its checkpoint, moved the whole history aside)."""
+    vae_spec["losses"] = {name: vae_spec["losses"]["vae"]}
+    assert problems(vae_spec, catalogue)[0].endswith(
+        f"losses.{name}: {name!r} is taken: every line of the training log holds a {name!r} of its own, which the loss's would overwrite; choose another"
+    )
+
+
 def test_a_part_defined_inline_in_a_loss_is_averaged_by_declaring_it_apart(vae_spec, catalogue) -> None:
     """A loss cannot be averaged, so the advice for its inline parts is to declare them under components:."""
     vae_spec["losses"]["vae"]["decoder"] = vae_spec["components"].pop("decoder")
