@@ -81,6 +81,7 @@ class MetricLoop:
         The caller sets the mode, weights and random stream the metrics run with.
         """
         results: dict[str, Any] = {"step": step}
+        given_by: dict[str, str] = {}  # each name in results, and the type of the metric that gave it
         problems: list[Problem] = []
         modes = {module: module.training for module in self.model.modules()}
         for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
@@ -95,7 +96,7 @@ class MetricLoop:
             before = snapshot(self.data)
             with warnings.catch_warnings(record=True) as caught:  # a metric's own warnings, said where it is declared
                 warnings.simplefilter("always")
-                measured, problem = self.measure(metric, ctx, results, index)
+                measured, problem = self.measure(metric, ctx, results, index, declared.type.name, given_by)
             changed = data_change(self.data, before)
             if changed:  # the data every later metric reads: stop here rather than record numbers of altered data
                 measured, problem = {}, (
@@ -103,6 +104,8 @@ class MetricLoop:
                     "run's data in memory stay altered: load the run again"
                 )
             results.update(measured)
+            for key in measured:
+                given_by.setdefault(key, declared.type.name)
             where = format_path(declared.path)
             for warning in caught:
                 self.say(f"warning: {where} ({declared.type.name}): {warning.message}")
@@ -127,11 +130,12 @@ class MetricLoop:
 
     @torch.no_grad()
     def measure(
-        self, metric: Callable[[EvalContext], Any], ctx: EvalContext, results: dict[str, Any], index: int
+        self, metric: Callable[[EvalContext], Any], ctx: EvalContext, results: dict[str, Any], index: int, kind: str, given_by: dict[str, str]
     ) -> tuple[dict[str, float], str | None]:
-        """What ``metric`` gives (keyed apart from ``results``), or why it gave nothing: a broken contract or what it raised."""
+        """What ``metric`` (of type ``kind``) gives, keyed apart from ``results`` (:meth:`keyed_apart`), or why it gave
+        nothing: a broken contract or what it raised."""
         try:
-            return self.keyed_apart(check_metric_result(metric(ctx)), results, index), None
+            return self.keyed_apart(check_metric_result(metric(ctx)), results, index, kind, given_by), None
         except ContractError as error:
             return {}, f"broke the metric contract: {error}"
         except Exception as error:  # one broken metric must not cost the others
@@ -141,11 +145,16 @@ class MetricLoop:
                 problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"
             return {}, problem
 
-    def keyed_apart(self, found: dict[str, float], results: dict[str, Any], index: int) -> dict[str, float]:
-        """``found`` with each name an earlier metric already gave suffixed ``@metrics[index]``, so neither is lost
-        (two ``frechet_distance`` of different references, say); a name given again with the same value (the
-        ``classifier_accuracy`` every classifier metric reports) is the same number, kept once."""
-        found = {key: value for key, value in found.items() if key not in results or results[key] != value}
+    def keyed_apart(
+        self, found: dict[str, float], results: dict[str, Any], index: int, kind: str, given_by: dict[str, str]
+    ) -> dict[str, float]:
+        """``found``, from a metric of type ``kind``, with each name an earlier metric already gave suffixed
+        ``@metrics[index]``, so neither is lost (two ``frechet_distance`` of different references, say).  A name that
+        a metric of another type gave (``given_by``) with the same value is the same number, kept once: the
+        ``classifier_accuracy`` that every metric judging by one classifier reports.  Two metrics of one type differ in
+        their settings, and numbers of theirs that agree by chance (two ``mode_coverage`` both covering every mode) are
+        each kept."""
+        found = {key: value for key, value in found.items() if not (given_by.get(key, kind) != kind and results[key] == value)}
         clashes = [key for key in found if key in results]
         if clashes:
             self.say(
