@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from compose_gen import ComponentType, EvalContext, Params, Splits, TensorData, hookimpl
-from compose_gen.core import save_grid
+from compose_gen.core import MAX_DRAWS, save_grid
 from compose_gen_plugins.quality.classifier import ClassifierParams
 from compose_gen_plugins.quality.shared import FeatureSpace, check_space, draw_samples, metric_type, random_rows
 from compose_gen_plugins.quality.statistics import (
@@ -41,6 +41,14 @@ class BirthdayParams(Params):
     classifier: ClassifierParams = Field(
         default_factory=ClassifierParams, description="feature classifier settings (space: classifier)"
     )
+
+    @model_validator(mode="after")
+    def _draws_within_bounds(self) -> "BirthdayParams":
+        if self.s * self.batches > MAX_DRAWS:
+            raise ValueError(
+                f"s × batches = {self.s * self.batches:,} samples, more than the {MAX_DRAWS:,} a metric may draw: lower `s` or `batches`"
+            )
+        return self
 
 
 @dataclass

@@ -173,19 +173,24 @@ def support_estimate(s: int, pairs_per_batch: float, batches: int) -> float:
 
 
 def permutation_p_value(
-    larger: Tensor, smaller: Tensor, generator: torch.Generator, permutations: int = 9999
+    larger: Tensor, smaller: Tensor, generator: torch.Generator, permutations: int = 9999, chunk: int = 2**22
 ) -> float:
     """One-sided permutation-test p-value that ``mean(larger) > mean(smaller)``.
 
     The share of random relabelings of the pooled values whose mean difference is
     at least the observed one, counting the observed labelling: ``(1 + hits) / (1 +
     permutations)``.  Valid for any distribution with ties (counts, 0/1 indicators).
+    The relabelings are drawn ``chunk`` values at a time, so memory does not grow with
+    ``permutations`` × the number of values.
     """
     pooled = torch.cat([larger.flatten(), smaller.flatten()]).double().cpu()
     split = larger.numel()
     observed = pooled[:split].mean() - pooled[split:].mean()
-    order = torch.rand(permutations, len(pooled), generator=generator, dtype=torch.float64).argsort(1)
-    shuffled = pooled[order]
-    differences = shuffled[:, :split].mean(1) - shuffled[:, split:].mean(1)
-    hits = int((differences >= observed - 1e-9).sum())
+    hits = 0
+    rows = max(1, chunk // len(pooled))
+    for start in range(0, permutations, rows):
+        order = torch.rand(min(rows, permutations - start), len(pooled), generator=generator, dtype=torch.float64).argsort(1)
+        shuffled = pooled[order]
+        differences = shuffled[:, :split].mean(1) - shuffled[:, split:].mean(1)
+        hits += int((differences >= observed - 1e-9).sum())
     return (1 + hits) / (1 + permutations)

@@ -76,6 +76,13 @@ def test_s_larger_than_the_data_is_a_clear_error(image_splits, context):
         birthday_paradox(BirthdayParams(s=1000), context(FixedSampler(torch.zeros(3, 36)), image_splits))
 
 
+def test_more_samples_than_a_metric_may_draw_are_refused_with_the_settings(context):
+    """s × batches samples are drawn: a million at most, as every metric (compose_gen.core.MAX_DRAWS)."""
+    assert BirthdayParams(s=20, batches=50_000).batches == 50_000
+    with pytest.raises(ValueError, match="s × batches = 1,000,020 samples, more than the 1,000,000 a metric may draw: lower `s` or `batches`"):
+        BirthdayParams(s=20, batches=50_001)
+
+
 def test_on_data_full_of_exact_duplicates_only_exact_duplicates_collide(context):
     """Real batches of 100 from 60 values are mostly exact duplicates: the threshold is 0, and d == 0 still counts."""
     values = torch.arange(60.0)[:, None] * torch.tensor([[1.0, 2.0]])

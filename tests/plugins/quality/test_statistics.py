@@ -212,6 +212,14 @@ def test_permutation_p_value_matches_exact_enumeration_on_a_small_case():
     assert estimate == pytest.approx(extreme / len(splits), abs=0.01)
 
 
+def test_permutation_p_value_drawn_in_chunks_is_the_one_drawn_at_once():
+    """Chunks bound the memory (9999 relabelings of a million values would take ~240 GB at once), not the result."""
+    larger, smaller = torch.rand(30, generator=torch.Generator().manual_seed(1)) + 0.1, torch.rand(40, generator=torch.Generator().manual_seed(2))
+    at_once = permutation_p_value(larger, smaller, torch.Generator().manual_seed(0), permutations=999)
+    for chunk in (70, 7 * 70 + 3, 10**9):
+        assert permutation_p_value(larger, smaller, torch.Generator().manual_seed(0), permutations=999, chunk=chunk) == at_once
+
+
 def test_permutation_p_value_extremes():
     generator = torch.Generator().manual_seed(0)
     assert permutation_p_value(torch.zeros(20), torch.zeros(20), generator) == 1.0  # all tied
