@@ -28,7 +28,9 @@ class ModeCoverageParams(Params):
     modes: list[list[float]] | None = Field(None, description="mode centres (default: meta['modes'])")
     radii: list[float] | None = Field(None, description="ring radii around the origin (default: meta['radii'])")
     mode_std: float | None = Field(None, gt=0, description="the modes' std (default: meta['mode_std'])")
-    plot: bool = Field(True, description="write mode_coverage.png: samples, high quality in blue")
+    plot: bool = Field(
+        True, description="write mode_coverage.png: samples (their first two coordinates; 1-D data as a histogram), high quality in blue"
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_mode(self) -> "ModeCoverageParams":
@@ -116,11 +118,14 @@ def _plot(samples: Tensor, high_quality: Tensor, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points, good = samples[:, :2].cpu().numpy(), high_quality.cpu().numpy()
+    points, good = samples.flatten(1)[:, :2].cpu().numpy(), high_quality.cpu().numpy()
     figure, axes = plt.subplots(figsize=(4, 4), dpi=100)
-    axes.scatter(points[good, 0], points[good, 1], s=2, c="tab:blue", label="high quality")
-    axes.scatter(points[~good, 0], points[~good, 1], s=2, c="tab:red", label="other")
-    axes.set_aspect("equal")
+    if points.shape[1] == 1:  # points on a line: how many fall where, stacked by quality
+        axes.hist([points[good, 0], points[~good, 0]], bins=100, stacked=True, color=["tab:blue", "tab:red"], label=["high quality", "other"])
+    else:
+        axes.scatter(points[good, 0], points[good, 1], s=2, c="tab:blue", label="high quality")
+        axes.scatter(points[~good, 0], points[~good, 1], s=2, c="tab:red", label="other")
+        axes.set_aspect("equal")
     axes.legend(loc="upper right", fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, bbox_inches="tight")

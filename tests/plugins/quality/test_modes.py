@@ -76,6 +76,18 @@ def test_modes_can_be_given_explicitly_and_missing_modes_are_a_clear_error(mixtu
         ModeCoverageParams(modes=modes.tolist(), radii=[1.0])
 
 
+def test_a_mixture_on_a_line_is_covered_and_plotted_as_a_histogram(context):
+    """1-D data, the mode-dropping toy of one dimension: its picture raised IndexError after training."""
+    generator = torch.Generator().manual_seed(0)
+    points = torch.tensor([-2.0, 2.0])[torch.randint(2, (4000,), generator=generator)] + 0.3 * torch.randn(4000, generator=generator)
+    data = TensorData({"x": points[:, None]}, meta={"modes": [[-2.0], [2.0]], "mode_std": 0.3})
+    ectx = context(FixedSampler(points[:, None].flip(0), replace=False), Splits(data, data))
+    result = mode_coverage(ModeCoverageParams(n=2000), ectx)
+    assert (result["modes_covered"], result["modes_total"]) == (2, 2)
+    assert result["high_quality_fraction"] == pytest.approx(0.9973, abs=0.004)  # within 3 std on a line
+    assert (ectx.out_dir / "mode_coverage.png").stat().st_size > 0
+
+
 def test_rings_are_modes_at_a_radial_distance(context):
     data = TensorData({"x": ring_points(2000, RADII, 0)}, meta={"radii": RADII, "mode_std": RING_STD})
     splits = Splits(data, data)
