@@ -102,5 +102,5 @@ def means_of_discrete(decoder: nn.Module | None, mean: bool) -> str | None:
     """The distortion of returning E[x|z] from a decoder of discrete values (Bernoulli, categorical): no example
     of the data's looks like a mean, so precision/recall, the birthday test or a Fréchet distance score a setting."""
     if mean and getattr(decoder, "discrete", False):
-        return "mean: true (the means of a discrete decoder, which are not values the data hold; mean: false draws them)"
+        return "mean: true (the means of a discrete decoder, which are not values the data hold; mean: false draws from the model)"
     return None

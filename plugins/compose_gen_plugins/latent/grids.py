@@ -76,9 +76,10 @@ def require_images(ctx: BuildContext, metric: str) -> None:
 def require_pairs(pairs: int, available: int) -> None:
     """Refuse ``pairs`` interpolation rows when the test split has fewer than ``2 · pairs`` examples to pair up."""
     if 2 * pairs > available:
+        remedy = f"lower `pairs` to at most {available // 2}" if available >= 2 else "give the data a test split of two examples or more"
         raise ValueError(
             f"interpolation_grid: pairs: {pairs} needs {2 * pairs} test examples (two per row), but the test split has "
-            f"{available}; lower `pairs` to at most {available // 2}"
+            f"{available}; {remedy}"
         )
 
 

@@ -54,7 +54,7 @@ def metric_type(
         if sampler.distortion is not None:
             message = (
                 f"scores the spec's samples, drawn with `sample:` {sampler.distortion} rather than from the model's "
-                "distribution, so its value describes that setting: drop it to score the model"
+                "distribution, so its value describes that setting, not the model"
             )
             warnings.warn(SpecWarning(message), stacklevel=2)
         data = getattr(ctx, "data", None)

@@ -46,6 +46,8 @@ def test_interpolation_with_more_pairs_than_the_test_split_holds_says_so(tmp_pat
     """Before, 2·pairs > n cut the batch short: z[0::2] and z[1::2] of an odd count failed in torch."""
     with pytest.raises(ValueError, match=re.escape("pairs: 4 needs 8 test examples (two per row), but the test split has 7; lower `pairs` to at most 3")):
         InterpolationGrid("m", Identity(), 4, 4, "linear")(context(7, tmp_path))
+    with pytest.raises(ValueError, match=re.escape("but the test split has 1; give the data a test split of two examples or more")):
+        InterpolationGrid("m", Identity(), 1, 4, "linear")(context(1, tmp_path))  # no pairs at all: lowering them is no remedy
 
 
 def digits_vae(pairs: int) -> dict:
