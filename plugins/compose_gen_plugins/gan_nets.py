@@ -308,8 +308,10 @@ class Critic(_Labelled):
         self.conditioning = options.conditioning if options.num_classes else None
         if self.conditioning == "concat":
             self.label_embed = nn.Embedding(options.num_classes, options.embed_dim or options.num_classes)
-        elif self.conditioning == "projection":
-            self.label_embed = spectral(nn.Embedding(options.num_classes, features), sn)
+        elif self.conditioning == "projection":  # Glorot-initialised, as Miyato & Koyama's: N(0, 1) rows let <embed(y), φ(x)>
+            embed = nn.Embedding(options.num_classes, features)  # swamp the score (a WGAN-GP's penalty started at ~6000)
+            nn.init.xavier_uniform_(embed.weight)
+            self.label_embed = spectral(embed, sn)
         self.out = spectral(nn.Linear(features, options.out_features), sn)
         self.classifier = spectral(nn.Linear(features, options.ac_classes), sn) if options.ac_classes else None
 
