@@ -83,6 +83,7 @@ def dry_run(model: Any, data: Splits) -> None:
                 computed.update(values)
             nonfinite.clear()
             _remaining_values(model, computed, stack, nonfinite, on_batch)
+            _check_values_read(model, computed, data)
             if model.sampler is not None:
                 nonfinite.clear()
                 conditions = model.conditions  # sampled by class: every class, and a count unlike the class count
@@ -111,6 +112,19 @@ def _remaining_values(model: Any, computed: dict[str, Any], stack: list[str], no
             if name not in computed:
                 with _located(model.spec, stack, nonfinite, ("graph", name), f"computing value {name!r}", on_batch):
                     computed[name] = model._evaluators[name](computed)
+
+
+def _check_values_read(model: Any, computed: dict[str, Any], data: Any) -> None:
+    """A metric that reads graph values checks them with its ``check_values(values, data)``, if it has one, on the values
+    computed here: what it could not use is refused by validate, not at the evaluation after training."""
+    spec = model.spec
+    for declared, metric in zip(spec.sections.metrics, model.metrics, strict=True):
+        check = getattr(metric, "check_values", None)
+        if check is not None:
+            try:
+                check(computed, data)
+            except ValueError as error:
+                raise spec.blame(declared, str(error)) from None
 
 
 def _check_finite(

@@ -18,7 +18,9 @@
 * A **metric** is a callable taking an :class:`EvalContext` and returning named
   floats; it may write files (plots, grids) into ``ctx.out_dir``.  A metric that
   draws samples checks ``ctx.sampler`` when it is built, so ``validate`` can refuse
-  a spec that cannot feed it.
+  a spec that cannot feed it; one that reads graph values may define
+  ``check_values(values, data)``, which the dry run calls with every graph value
+  computed on training examples, and which raises ``ValueError`` for one it could not use.
 * A **prior**, **encoder**, **decoder** or **flow** returns a
   ``torch.distributions.Distribution`` from ``forward``.  A conditional model's
   encoder is called ``encoder(x, c)`` and its decoder ``decoder(z, c)``, with one

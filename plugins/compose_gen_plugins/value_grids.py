@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 from pydantic import Field
 
-from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Value, hookimpl
+from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Splits, Value, hookimpl
 from compose_gen.core import MAX_DRAWS, batches, save_grid, save_point_sets
+from compose_gen.core.contracts import describe_value
 from compose_gen_plugins.latent.grids import PathParams, interpolate
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
@@ -45,21 +46,34 @@ class ValueGrid:
     def __init__(self, params: ValueGridParams) -> None:
         self.names, self.n, self.file = list(params.values), params.n, params.file
 
+    def check_values(self, values: dict[str, Any], data: Splits) -> None:
+        """Each named value is a batch of images of the data's shape (called by the dry run, so validate refuses it)."""
+        for name in self.names:
+            _images(name, values[name], data.test.image_shape)
+
     @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         test = ctx.test
         if test.image_shape is None:
             raise ValueError(f"value_grid: the data are not images, so {self.names} cannot be tiled")
         computed = values_of_test_examples(ctx, self.names, self.n)
-        rows = []
-        for name in self.names:
-            value = computed[name]
-            if not isinstance(value, torch.Tensor) or value[0].numel() != math.prod(test.image_shape):
-                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise ValueError(f"value_grid: value {name!r} of shape {shape} is not an image of shape {tuple(test.image_shape)}")
-            rows.append(test.to_display(value).reshape(len(value), *test.image_shape))
+        rows = [test.to_display(_images(name, computed[name], test.image_shape)).reshape(-1, *test.image_shape) for name in self.names]
         path = save_grid(torch.cat(rows), Path(ctx.out_dir) / self.file, nrow=len(rows[0]))
         return {f"{path.stem}_images": float(len(rows) * len(rows[0]))}
+
+
+def _images(name: str, value: Any, image_shape: tuple[int, ...] | None) -> Tensor:
+    """``value``, refused unless a batch of as many numbers per example as an image of ``image_shape`` holds."""
+    if image_shape is not None and isinstance(value, Tensor) and value.dim() >= 1 and value[0].numel() == math.prod(image_shape):
+        return value
+    raise ValueError(f"reads {name!r}, {describe_value(value)}, not a batch of images of shape {tuple(image_shape or ())}")
+
+
+def _points(name: str, value: Any) -> Tensor:
+    """``value``, refused unless a batch of two numbers per example."""
+    if isinstance(value, Tensor) and value.dim() >= 1 and value[0].numel() == 2:
+        return value
+    raise ValueError(f"reads {name!r}, {describe_value(value)}, not a batch of 2D points")
 
 
 def build_value_grid(params: ValueGridParams, ctx: BuildContext) -> Any:
@@ -99,16 +113,15 @@ class ValueScatter:
     def __init__(self, params: ValueScatterParams) -> None:
         self.names, self.n, self.file, self.display = list(params.values), params.n, params.file, params.display
 
+    def check_values(self, values: dict[str, Any], data: Splits) -> None:
+        """Each named value is a batch of 2D points (called by the dry run, so validate refuses it)."""
+        for name in self.names:
+            _points(name, values[name])
+
     @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         computed = values_of_test_examples(ctx, self.names, self.n)
-        sets = {}
-        for name in self.names:
-            value = computed[name]
-            if not isinstance(value, torch.Tensor) or value.dim() < 1 or value[0].numel() != 2:
-                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise ValueError(f"value_scatter: value {name!r} of shape {shape} is not a batch of 2D points")
-            sets[name] = self._shown(ctx, name, value)
+        sets = {name: self._shown(ctx, name, _points(name, computed[name])) for name in self.names}
         path = save_point_sets(sets, Path(ctx.out_dir) / self.file)
         return {f"{path.stem}_points": float(sum(len(points) for points in sets.values()))}
 

@@ -157,6 +157,25 @@ def test_value_grid_on_data_that_are_not_images_is_refused_by_validate() -> None
         build(spec, "cpu")
 
 
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [
+        ('{type: value_grid, values: [x, decoded]}', r"reads 'decoded', an Independent, not a batch of images of shape \(1, 8, 8\)"),
+        ('{type: value_grid, values: [x, z_p]}', r"reads 'z_p', a Tensor of shape \(\d+, 16\), not a batch of images of shape \(1, 8, 8\)"),
+        ('{type: value_scatter, values: [z_p], display: false}', r"reads 'z_p', a Tensor of shape \(\d+, 16\), not a batch of 2D points"),
+    ],
+    ids=["a distribution", "a latent as images", "a 16-D latent as points"],
+)
+def test_values_a_picture_cannot_show_are_refused_by_validate(metric: str, message: str) -> None:
+    """The dry run computes every value a metric reads, so a value it cannot draw is found there, not after training."""
+    from compose_gen.runtime import build
+    from compose_gen.spec import SpecError
+
+    shipped = pathlib.Path(__file__).resolve().parents[2] / "specs" / "vaegan_digits.yaml"
+    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: type 'value_(grid|scatter)' \(plugin 'value_grids'\) " + message):
+        build(load_spec(shipped, [f"evaluate.metrics=[{metric}]"]), "cpu")
+
+
 def test_value_scatter_draws_each_named_value_of_the_same_test_points(tmp_path, monkeypatch) -> None:
     """cyclegan_2d's a and G_ab(a) as drawn are the model's values of the first n test examples; a 1D value is refused."""
     from compose_gen.runtime import build
@@ -173,7 +192,7 @@ def test_value_scatter_draws_each_named_value_of_the_same_test_points(tmp_path, 
     torch.testing.assert_close(drawn["a"], data.test.to_display(first["a"]))
     torch.testing.assert_close(drawn["ab"], data.test.to_display(model.values(first, ["ab"])["ab"]))
     model.metrics[0].names = ["a", "score"]
-    with pytest.raises(ValueError, match=r"value_scatter: value 'score' of shape \(50, 1\) is not a batch of 2D points"):
+    with pytest.raises(ValueError, match=r"reads 'score', a Tensor of shape \(50, 1\), not a batch of 2D points"):
         model.metrics[0](ctx)
     images = load_spec(SPEC, ["evaluate.metrics=[{type: value_scatter, values: [x]}]"], catalogue=make_catalogue([value_grids], entry_points=True))
     with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*value_scatter: the data are images.*value_grid tiles images"):
