@@ -1,7 +1,7 @@
 """Protocols and conventions shared by every layer: bijectors, distributions, data, plugin contracts, pictures."""
 
 from compose_gen.core.bijector import Bijector, Chain, Direction, check_invertible
-from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches
+from compose_gen.core.contracts import BuildContext, ClassConditions, ContractError, EvalContext, Loss, Metric, Sampler, batches, describe_value
 from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_flagged
 from compose_gen.core.data_space import check_ladj, constant_features, continuous_density_caveat, few_values, ladj_field, not_in_data_space
 from compose_gen.core.distributions import MAX_DRAWS, bits_per_dim, broadcast_value, draw_count, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
@@ -39,6 +39,7 @@ __all__ = [
     "continuous_density_caveat",
     "copy_from_first_process",
     "derive_seed",
+    "describe_value",
     "draw_count",
     "eager_under_compile",
     "few_values",

@@ -21,8 +21,7 @@ from torch import Tensor
 from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Splits, Value, hookimpl
-from compose_gen.core import MAX_DRAWS, batches, save_grid, save_point_sets
-from compose_gen.core.contracts import describe_value
+from compose_gen.core import MAX_DRAWS, batches, describe_value, save_grid, save_point_sets
 from compose_gen_plugins.latent.grids import PathParams, interpolate
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
