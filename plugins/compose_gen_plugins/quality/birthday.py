@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -47,6 +49,19 @@ class BirthdayParams(Params):
         if self.s * self.batches > MAX_DRAWS:
             raise ValueError(
                 f"s × batches = {self.s * self.batches:,} samples, more than the {MAX_DRAWS:,} a metric may draw: lower `s` or `batches`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_test_that_can_fail(self) -> "BirthdayParams":
+        """The permutation test of ``batches`` counts against as many splits them C(2b, b) ways, so its p-value is never
+        below 1/C(2b, b): at or above ``alpha`` every model would pass."""
+        floor = 1 / math.comb(2 * self.batches, self.batches)
+        if floor >= self.alpha:
+            enough = next(b for b in itertools.count(self.batches) if 1 / math.comb(2 * b, b) < self.alpha)
+            raise ValueError(
+                f"batches: {self.batches} makes a test whose p-value is never below 1/C({2 * self.batches}, {self.batches}) = {floor:.3g}, "
+                f"not below alpha {self.alpha:g}, so every model would pass: give batches >= {enough}"
             )
         return self
 

@@ -83,6 +83,18 @@ def test_more_samples_than_a_metric_may_draw_are_refused_with_the_settings(conte
         BirthdayParams(s=20, batches=50_001)
 
 
+def test_too_few_batches_for_the_test_to_fail_are_refused(mixture_splits, context):
+    """The permutation test's p-value is never below 1/C(2b, b): 0.0143 at b = 4, so at alpha 0.01 even a generator
+    of one image passed."""
+    with pytest.raises(ValueError, match=r"batches: 4 makes a test whose p-value is never below 1/C\(8, 4\) = 0.0143, not below alpha 0.01, so every model would pass: give batches >= 5"):
+        BirthdayParams(batches=4)
+    assert BirthdayParams(batches=4, alpha=0.05).batches == 4  # 0.0143 < 0.05: a test that can fail
+    with pytest.raises(ValueError, match="give batches >= 69"):  # 1/C(2b, b) < 1e-40 from b = 69 on
+        BirthdayParams(batches=1, alpha=1e-40)
+    one_image = birthday_paradox(BirthdayParams(batches=5), context(collapsed_generator(mixture_splits, 1), mixture_splits))
+    assert one_image["birthday_pass"] == 0.0
+
+
 def test_on_data_full_of_exact_duplicates_only_exact_duplicates_collide(context):
     """Real batches of 100 from 60 values are mostly exact duplicates: the threshold is 0, and d == 0 still counts."""
     values = torch.arange(60.0)[:, None] * torch.tensor([[1.0, 2.0]])
