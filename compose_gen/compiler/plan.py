@@ -249,8 +249,7 @@ def _player_params(
     path: tuple[Any, ...],
     problems: list[Problem],
 ) -> tuple[list[nn.Parameter], set[str]]:
-    """The player's parameters (deduplicated; those a component froze, ``requires_grad=False``, left out) and the graph
-    nodes that hold some of them."""
+    """The player's parameters (deduplicated) and the graph nodes that hold some of them."""
     if pspec.params == "all":  # every component, and every loss's parameters of its own
         chosen = [p for module in (*components.values(), *losses.values()) for p in module.parameters()]
     else:
@@ -265,8 +264,7 @@ def _player_params(
             chosen += named
     params: dict[int, nn.Parameter] = {}
     for p in chosen:
-        if p.requires_grad:
-            params.setdefault(id(p), p)
+        params.setdefault(id(p), p)
     holders = {
         node(kind, name)
         for kind, modules in (("component", components), ("loss", losses))

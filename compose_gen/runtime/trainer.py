@@ -269,8 +269,8 @@ class Trainer:
         last: dict[str, float] = {}
         logged_at: int | None = None
         multi = len(self.model.plans) > 1
-        # each parameter's requires_grad, which the players' turns switch, to put back after (a frozen one stays frozen)
-        flags = [(p, p.requires_grad) for p in self.model.parameters()] if multi else []
+        # the parameters a component froze (requires_grad=False): the players' turns switch the others' requires_grad only
+        frozen = {id(p) for p in self.model.parameters() if not p.requires_grad} if multi else set()
         rounds = 0
         # What process 0 hands the others: its buffers after every round, its parameters once (after data-dependent
         # initialisation); a weight average follows the parameters, so it goes with them, not every round. A single
@@ -298,7 +298,7 @@ class Trainer:
                     try:
                         for name, plan in self.model.plans.items():
                             if multi:
-                                self._select(plan)
+                                self._select(plan, frozen)
                             for _ in range(plan.spec.steps):
                                 try:
                                     running.add(self._player_step(name, plan))
@@ -335,8 +335,9 @@ class Trainer:
                         self.save(last if logged else None)  # the best checkpoint is judged on a line of its own round
         finally:
             self._elapsed, self._fit_started = self._elapsed_s(), None
-            for p, flag in flags:
-                p.requires_grad_(flag)
+            if multi:
+                for p in self.model.parameters():
+                    p.requires_grad_(id(p) not in frozen)
             if log:
                 log.close()
             if board:
@@ -427,9 +428,10 @@ class Trainer:
         """``some`` when this run's folder holds a checkpoint, else that none was written yet, for a stopping message."""
         return some if self.run_dir and list_checkpoints(self.run_dir) else "no checkpoint was written yet"
 
-    def _select(self, plan: Plan) -> None:
+    def _select(self, plan: Plan, frozen: set[int]) -> None:
+        """Gradients for the parameters of ``plan``'s player alone, those a component froze (``frozen``) excepted."""
         for p in self.model.parameters():
-            p.requires_grad_(id(p) in plan.param_ids)
+            p.requires_grad_(id(p) in plan.param_ids and id(p) not in frozen)
 
     # -- the NaN guard ----------------------------------------------------------------------------
 
