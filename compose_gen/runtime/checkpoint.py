@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -270,8 +270,14 @@ class _Record(BaseModel):
 
 class _LogWindow(_Record):
     names: list[str]
-    count: NonNegativeInt
+    count: PositiveInt  # the steps that logged these names since the last line: a group is made by its first
     sums: list[float | None]  # a non-finite sum is written as null (json_text)
+
+    @model_validator(mode="after")
+    def _a_sum_per_name(self) -> "_LogWindow":
+        if len(self.sums) != len(self.names):
+            raise ValueError(f"it holds {len(self.sums)} sums for {len(self.names)} names")
+        return self
 
 
 class _Best(_Record):

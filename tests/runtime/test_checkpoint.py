@@ -180,12 +180,14 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
         (lambda c: (c / "state.json").write_text("[]"), r"checkpoint format 'list', this version reads 2"),
         (lambda c: _edit_state(c, running=[1]), r"running.0 is 1: input should be a valid dictionary"),
         (lambda c: _edit_state(c, running=[{"a": "b"}]), r"running.0.names is missing: field required"),
+        (lambda c: _edit_state(c, running=[{"names": ["rec", "x"], "count": 5, "sums": [1.0]}]), r"running.0 is .*: value error, it holds 1 sums for 2 names"),
+        (lambda c: _edit_state(c, running=[{"names": ["rec"], "count": 0, "sums": [1.0]}]), r"running.0.count is 0: input should be greater than 0"),
         (lambda c: _edit_state(c, trained_on=[{"a": 1}]), r"trained_on.0 is \{'a': 1\}: input should be a valid string"),
         (lambda c: _edit_state(c, best={"metric": "loss", "mode": "min", "value": 1.0, "step": "x"}), r"best.step is 'x'"),
         (lambda c: _edit_state(c, nan_skips=True), r"nan_skips is True: input should be a valid integer"),
     ],
     ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited", "not a mapping",
-         "log window not a mapping", "log window without names", "trained_on not strings", "best step a string", "a bool for a count"],
+         "log window not a mapping", "log window without names", "a sum short", "a window of no steps", "trained_on not strings", "best step a string", "a bool for a count"],
 )
 def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
     spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
