@@ -8,8 +8,9 @@ import json
 import math
 import os
 import stat
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = [
     "TEXT_LIMIT",
@@ -19,6 +20,7 @@ __all__ = [
     "read_json",
     "read_text_file",
     "regular_file_stat",
+    "replaced_atomically",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -65,13 +67,30 @@ def read_json(path: Path) -> Any:
     return parse_json(read_text_file(path))
 
 
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` for the block to write; once it is written (and fsynced) it replaces ``path``.
+
+    A crash leaves the old file or the new; a failed write (a full disk) removes the temporary file and raises an
+    ``OSError`` that names ``path``, never leaving part of a file in its place.
+    """
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        yield tmp
+        fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise OSError(error.errno, f"{error.strerror}; not written (a file there before stays)", str(path)) from None
+        raise
+    fsync(path.parent)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a fsynced temporary file and a rename: a crash leaves the old file or the new."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(text)
-    fsync(tmp)
-    os.replace(tmp, path)
-    fsync(path.parent)
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text)
 
 
 def json_text(data: Any, indent: int | None = None) -> str:

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from compose_gen.core.files import replaced_atomically
+
 __all__ = ["MAX_PICTURES", "class_columns", "save_grid", "save_point_sets", "save_scatter"]
 
 #: The most images one grid holds, 100 × 100: a setting asking for more is a slip, refused before training.
@@ -52,7 +54,8 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     picture = Image.fromarray(array[..., 0] if c == 1 else array)  # uint8: grey (H, W) or RGB (H, W, 3)
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     path = _writable_picture(path, (suffix.lstrip(".") for suffix in Image.registered_extensions()))
-    picture.save(path)
+    with replaced_atomically(path) as tmp:
+        picture.save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
     return path
 
 
@@ -133,11 +136,10 @@ def _save_figure(fig: Any, path: str | Path) -> Path:
 
     try:
         path = _writable_picture(path, fig.canvas.get_supported_filetypes())
-    except ValueError:
+        with replaced_atomically(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), bbox_inches="tight")
+    finally:
         plt.close(fig)
-        raise
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

@@ -110,8 +110,13 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
-        self.handle.write(json.dumps(clean) + "\n")
-        self.handle.flush()
+        try:
+            self.handle.write(json.dumps(clean) + "\n")
+            self.handle.flush()
+        except OSError as error:  # a full disk: the checkpoints stay, and the next run closes off the torn line
+            raise OSError(
+                error.errno, f"{error.strerror}; the training log's line of step {record.get('step')} was not written (the checkpoints stay)", str(self.path)
+            ) from None
 
     def close(self) -> None:
         self.handle.close()

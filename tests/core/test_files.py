@@ -59,3 +59,23 @@ def test_json_nested_deeper_than_the_parser_recurses_is_malformed_json_like_any_
     assert parse_json('{"step": [1, 2]}') == {"step": [1, 2]}
     with pytest.raises(ValueError):
         parse_json("{not json")
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_part_of_the_new_and_names_the_file(tmp_path: Path) -> None:
+    """A full disk left a truncated sample PNG in place and a .tmp-spec.yaml-PID that nothing removed, with an error
+    that named no file."""
+    from compose_gen.core.files import replaced_atomically, write_text_atomic
+
+    target = tmp_path / "spec.yaml"
+    write_text_atomic(target, "old\n")
+    with pytest.raises(OSError, match=r"No space left on device; not written \(a file there before stays\): '.*spec.yaml'"):
+        with replaced_atomically(target) as tmp:
+            with open(tmp, "w") as handle:
+                handle.write("half of the new")
+                raise OSError(28, os.strerror(28))
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+    with pytest.raises(KeyboardInterrupt):  # anything else that stops the write leaves no temporary file either
+        with replaced_atomically(target) as tmp:
+            tmp.write_text("x")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]

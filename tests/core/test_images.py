@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 import numpy as np
 import torch
 from PIL import Image
 
-from compose_gen.core.images import save_scatter
+from compose_gen.core.images import save_grid, save_scatter
 
 #: matplotlib's tab10 colours of classes 0, 1 and 2.
 TAB10 = {0: (31, 119, 180), 1: (255, 127, 14), 2: (44, 160, 44)}
@@ -117,3 +120,14 @@ def test_grey_and_colour_images_are_drawn_a_tile_per_image(tmp_path, c, mode) ->
     tiles = [t[..., 0] if c == 1 else t for t in _uint8(images.permute(0, 2, 3, 1))]
     expected = _grid([tiles[:2], [tiles[2], None]])
     assert np.array_equal(pixels, expected.repeat(2, 0).repeat(2, 1))
+
+
+def test_a_picture_that_cannot_be_written_leaves_none_in_its_place(tmp_path: Path, monkeypatch) -> None:
+    def fail(self, fp, format=None, **params):  # noqa: A002 (PIL's own name)
+        Path(fp).write_bytes(b"\x89PNG\r\n")  # the first bytes, then the disk is full
+        raise OSError(28, os.strerror(28))
+
+    monkeypatch.setattr(Image.Image, "save", fail)
+    with pytest.raises(OSError, match=r"not written .*: '.*step-00000200.png'"):
+        save_grid(torch.rand(4, 1, 8, 8), tmp_path / "step-00000200.png")
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 
@@ -28,6 +29,17 @@ def test_a_line_torn_by_a_crash_does_not_swallow_the_next_record(tmp_path):
     assert prune_metrics(path, 2) == []
     aside = (tmp_path / "metrics.dropped.jsonl").read_text().splitlines()
     assert aside == ['{"step": 2, "lo', '{"step": 3, "loss": "nan"}'], "what a resume drops (torn, or after its step) is kept aside"
+
+
+def test_a_log_line_the_disk_cannot_take_is_an_error_that_names_the_file(tmp_path):
+    """A full disk said only "[Errno 28] No space left on device", naming neither the file nor the line."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full, whose writes fail as a full disk's do")
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.handle.close()
+    log.handle = open("/dev/full", "w", encoding="utf-8")
+    with pytest.raises(OSError, match=r"No space left on device; the training log's line of step 7 was not written \(the checkpoints stay\): '.*metrics.jsonl'"):
+        log.write({"step": 7, "loss": 1.0})
 
 
 def test_a_line_of_bytes_that_are_no_utf8_is_dropped_like_a_torn_one(tmp_path):
