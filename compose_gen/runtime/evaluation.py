@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 
@@ -135,7 +135,8 @@ class MetricLoop:
         """What ``metric`` (of type ``kind``) gives, keyed apart from ``results`` (:meth:`keyed_apart`), or why it gave
         nothing: a broken contract or what it raised."""
         try:
-            return self.keyed_apart(check_metric_result(metric(ctx)), results, index, kind, given_by), None
+            shared = getattr(metric, "shared_results", frozenset())
+            return self.keyed_apart(check_metric_result(metric(ctx)), results, index, kind, given_by, shared), None
         except ContractError as error:
             return {}, f"broke the metric contract: {error}"
         except Exception as error:  # one broken metric must not cost the others
@@ -146,15 +147,19 @@ class MetricLoop:
             return {}, problem
 
     def keyed_apart(
-        self, found: dict[str, float], results: dict[str, Any], index: int, kind: str, given_by: dict[str, str]
+        self, found: dict[str, float], results: dict[str, Any], index: int, kind: str, given_by: dict[str, str], shared: Collection[str]
     ) -> dict[str, float]:
         """``found``, from a metric of type ``kind``, with each name an earlier metric already gave suffixed
         ``@metrics[index]``, so neither is lost (two ``frechet_distance`` of different references, say).  A name that
-        a metric of another type gave (``given_by``) with the same value is the same number, kept once: the
-        ``classifier_accuracy`` that every metric judging by one classifier reports.  Two metrics of one type differ in
-        their settings, and numbers of theirs that agree by chance (two ``mode_coverage`` both covering every mode) are
-        each kept."""
-        found = {key: value for key, value in found.items() if not (given_by.get(key, kind) != kind and results[key] == value)}
+        a metric of another type gave (``given_by``) with the same value is the same number, kept once, and so is one
+        of the metric's ``shared`` results (its ``shared_results``: the ``classifier_accuracy`` of the classifier all
+        the sample metrics judge by).  Two metrics of one type differ in their settings, so their other numbers that
+        agree by chance (two ``mode_coverage`` both covering every mode) are each kept."""
+        found = {
+            key: value
+            for key, value in found.items()
+            if not ((key in shared or given_by.get(key, kind) != kind) and key in results and results[key] == value)
+        }
         clashes = [key for key in found if key in results]
         if clashes:
             self.say(

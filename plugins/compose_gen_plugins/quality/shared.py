@@ -31,6 +31,10 @@ __all__ = [
 Space = Literal["auto", "raw", "classifier"]
 
 
+#: Results that describe the classifier these metrics share, not a metric's settings: given once, however many report them.
+SHARED_RESULTS = frozenset({"classifier_accuracy"})
+
+
 @cache  # the same type at each call of compose_gen_types, so one reached twice is kept once
 def metric_type(
     name: str,
@@ -60,7 +64,9 @@ def metric_type(
         data = getattr(ctx, "data", None)
         if check is not None and data is not None:
             check(parsed, data)
-        return partial(measure, parsed)
+        measured = partial(measure, parsed)
+        measured.shared_results = SHARED_RESULTS  # type: ignore[attr-defined]
+        return measured
 
     return ComponentType(name, "metric", params, build, help=(inspect.getdoc(measure) or "").strip())
 
