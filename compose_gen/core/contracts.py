@@ -167,8 +167,9 @@ class Sampler(nn.Module):
 
     #: Set by a conditional sampler: then ``sample`` receives ``context``, the value ``conditions.value`` of its labels.
     conditions: ClassConditions | None = None
-    #: Set by a sampler whose draws are not the model's distribution, naming the setting ("temperature 0.7"), for the
-    #: metrics that score samples to warn; None: ``sample(n)`` draws from the model.
+    #: Set by a sampler whose draws are not the model's distribution, naming the setting and the one that draws from the
+    #: model ("temperature 0.7 (temperature 1 draws from the model)"), for the metrics that score samples to warn; None:
+    #: ``sample(n)`` draws from the model.
     distortion: str | None = None
 
     def sample(self, n: int, temperature: float = 1.0, context: Any = None) -> Tensor:

@@ -57,7 +57,7 @@ class GeneratorSampler(Sampler):
         super().__init__()
         self.noise, self.generator = noise, generator
         self.truncation, self.conditions = truncation, conditions
-        self.distortion = None if truncation is None else f"truncation {truncation:g}"
+        self.distortion = None if truncation is None else f"truncation {truncation:g} (no truncation draws from the model)"
 
     def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         z = self.noise.sample(n, temperature=temperature)

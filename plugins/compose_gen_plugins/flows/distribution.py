@@ -221,7 +221,7 @@ class FlowSampler(Sampler):
     def __init__(self, flow: Flow, temperature: float = 1.0, conditions: ClassConditions | None = None) -> None:
         super().__init__()
         self.flow, self.temperature, self.conditions = flow, temperature, conditions
-        self.distortion = None if temperature == 1 else f"temperature {temperature:g}"
+        self.distortion = None if temperature == 1 else f"temperature {temperature:g} (temperature 1 draws from the model)"
 
     def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         return self.flow.sample(n, context, temperature=self.temperature * temperature)

@@ -121,11 +121,12 @@ def test_metrics_of_samples_drawn_at_a_temperature_or_truncated_are_warned_about
     assert main(["validate", "--strict", str(tmp_path / "spec.yaml"), "--set", "sample.temperature=0.7"]) == 1
     assert (
         "evaluate.metrics[0]: type 'precision_recall' (plugin 'quality'): scores the spec's samples, drawn with `sample:` "
-        "temperature 0.7 rather than from the model's distribution, so its value describes that setting, not the model" in capsys.readouterr().err
+        "temperature 0.7 (temperature 1 draws from the model) rather than from the model's distribution, so its value describes that "
+        "setting, not the model" in capsys.readouterr().err
     )
     from compose_gen_plugins.samplers import GeneratorSampler
 
-    assert GeneratorSampler(nn.Identity(), nn.Identity(), 1.5, None).distortion == "truncation 1.5"
+    assert GeneratorSampler(nn.Identity(), nn.Identity(), 1.5, None).distortion == "truncation 1.5 (no truncation draws from the model)"
     assert GeneratorSampler(nn.Identity(), nn.Identity(), None, None).distortion is None
 
 
