@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -119,6 +120,8 @@ def _plot(samples: Tensor, high_quality: Tensor, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     points, good = samples.flatten(1)[:, :2].cpu().numpy(), high_quality.cpu().numpy()
+    shown = np.isfinite(points).all(1)  # a diverged model's samples, inf in data space, have no place on the axes
+    points, good = points[shown], good[shown]
     figure, axes = plt.subplots(figsize=(4, 4), dpi=100)
     if points.shape[1] == 1:  # points on a line: how many fall where, stacked by quality
         axes.hist([points[good, 0], points[~good, 0]], bins=100, stacked=True, color=["tab:blue", "tab:red"], label=["high quality", "other"])

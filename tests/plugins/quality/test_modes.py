@@ -86,6 +86,10 @@ def test_a_mixture_on_a_line_is_covered_and_plotted_as_a_histogram(context):
     assert (result["modes_covered"], result["modes_total"]) == (2, 2)
     assert result["high_quality_fraction"] == pytest.approx(0.9973, abs=0.004)  # within 3 std on a line
     assert (ectx.out_dir / "mode_coverage.png").stat().st_size > 0
+    halved = TensorData({"x": points[:, None] / 2}, to_display=lambda x: x * 2, meta=data.meta)  # model space: x / 2
+    diverged = torch.cat([points[:100, None] / 2, torch.tensor([[3e38]])])  # finite, but beyond float32 in data space
+    far = mode_coverage(ModeCoverageParams(n=101), context(FixedSampler(diverged, replace=False), Splits(halved, halved)))
+    assert far["modes_total"] == 2, "the numbers survive a picture of samples the axes cannot hold"
 
 
 def test_rings_are_modes_at_a_radial_distance(context):
