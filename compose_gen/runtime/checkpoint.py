@@ -301,6 +301,7 @@ class _State(_Record):
     elapsed_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     running: list[_LogWindow] = []
     best: _Best | None = None
+    former_bests: list[_Best] = []
     trained_on: list[str] = []
     model_sha256: str | None = None
     test_sha256: str | None = None

@@ -141,6 +141,8 @@ class Trainer:
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     #: The best checkpoint so far: ``{"metric", "mode", "value", "step"}``.
     best: dict[str, Any] | None = None
+    #: The bests of the criteria a resume dropped (``train.best_metric`` changed): their checkpoints are kept too.
+    former_bests: list[dict[str, Any]] = field(default_factory=list)
     nan_skips: int = 0
     #: The signal that stopped the last :meth:`fit` early, if one did.
     interrupted: str | None = None
@@ -206,6 +208,7 @@ class Trainer:
         state = checkpoint.state
         self.step = checkpoint.step
         self.best = state.get("best")
+        self.former_bests = list(state.get("former_bests", []))
         self.nan_skips = int(state.get("nan_skips", 0))
         self._elapsed = float(state.get("elapsed_s", 0.0))
         self._saved_step = None
@@ -246,8 +249,10 @@ class Trainer:
         if best is not None and (best["metric"], best["mode"]) != (train.best_metric, train.best_mode):
             self.say(
                 f"warning: the best checkpoint so far, step {best['step']}, was judged by {best['metric']!r} ({best['mode']}), not by "
-                f"train.best_metric {train.best_metric!r} ({train.best_mode}): the best is judged afresh from step {self.step} on"
+                f"train.best_metric {train.best_metric!r} ({train.best_mode}): the best is judged afresh from step {self.step} on; "
+                f"step {best['step']} is kept beside it, whatever keep_checkpoints says (delete it yourself once you need it no more)"
             )
+            self.former_bests.append(best)
             self.best = None
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
@@ -528,6 +533,7 @@ class Trainer:
             "spec_name": self.model.spec.name,
             "scalers": self.precision.state_dict(),
             "best": self.best,
+            "former_bests": self.former_bests,
             "nan_skips": self.nan_skips,
             "world_size": self.dist.world_size,
             "running": running,
@@ -538,7 +544,7 @@ class Trainer:
             **({"model_sha256": self.model_fingerprint} if self.model_fingerprint else {}),
         }
         keep = self.train.keep_checkpoints
-        protect = [self.best["step"]] if self.best else []
+        protect = [best["step"] for best in [self.best, *self.former_bests] if best]
         path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect)
         if improved:
             write_json_atomic(self.run_dir / CHECKPOINTS_DIR / BEST_FILE, self.best)

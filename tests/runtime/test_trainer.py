@@ -340,16 +340,25 @@ def test_keep_last_n_and_the_best(tmp_path, toys_catalogue):
             Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False)
 
 
-def test_a_resume_told_to_judge_the_best_otherwise_judges_it_afresh(tmp_path, toys_catalogue, capsys):
-    """The old best, a value of another metric or mode, was compared with the new one's values and kept for ever."""
+def test_a_resume_told_to_judge_the_best_otherwise_judges_it_afresh_and_keeps_the_old_best(tmp_path, toys_catalogue, capsys):
+    """The old best, a value of another metric or mode, was compared with the new one's values and kept for ever; then,
+    judged afresh, its checkpoint went at the next rotation, without a word."""
     spec = load_spec(spec_dict(AUTOENCODER, steps=8, checkpoint_every=2, best_metric="rec", best_mode="max"), catalogue=toys_catalogue)
     Run.create(spec, tmp_path / "run", progress=False).train()
     assert read_best(tmp_path / "run")["step"] == 2, "the loss falls: by max, the first line is the best"
     resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.best_mode=min"])
     resumed.train(12)
-    assert "the best checkpoint so far, step 2, was judged by 'rec' (max), not by train.best_metric 'rec' (min)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the best checkpoint so far, step 2, was judged by 'rec' (max), not by train.best_metric 'rec' (min)" in err
     best = read_best(tmp_path / "run")
     assert best["mode"] == "min" and best["step"] > 8, best
+    # the old best, the only copy of the weights that were best by the criterion the run trained with, is kept
+    assert "step 2 is kept beside it, whatever keep_checkpoints says" in err
+    kept = [c.name for c in list_checkpoints(tmp_path / "run")]
+    assert "step-00000002" in kept and f"step-{best['step']:08d}" in kept, kept
+    again = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.best_mode=min"])
+    again.train(20)  # through more rotations, across a resume
+    assert "step-00000002" in [c.name for c in list_checkpoints(tmp_path / "run")]
 
 
 def test_an_unknown_best_metric_is_found_by_the_dry_run_before_any_step(tmp_path, toys_catalogue):
