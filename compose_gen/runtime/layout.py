@@ -7,7 +7,7 @@
       metrics.jsonl              METRICS_FILE: a line per log_every rounds, and one where training ends
       metrics.dropped.jsonl      DROPPED_METRICS_FILE: lines a resume took out of it (torn, or after its checkpoint)
       evaluation.json            EVALUATION_FILE: the metrics of the last recorded evaluation
-      evaluation.dropped.json    DROPPED_EVALUATION_FILE: one of a step a resume trains again, set aside
+      evaluation.dropped-step-00001000.json  dropped_evaluation_name(1000): one of a step a resume trains again, set aside
       tensorboard/               TENSORBOARD_DIR: TensorBoard events, when train.tensorboard
       samples/                   SAMPLES_DIR: sample pictures during training (train.sample_every)
       checkpoints/               CHECKPOINTS_DIR
@@ -30,7 +30,6 @@ __all__ = [
     "BEST_FILE",
     "CHECKPOINTS_DIR",
     "CLAIM_FILE",
-    "DROPPED_EVALUATION_FILE",
     "DROPPED_METRICS_FILE",
     "EVALUATION_FILE",
     "METRICS_FILE",
@@ -42,6 +41,7 @@ __all__ = [
     "STATE_FILE",
     "STEP_FOLDER",
     "TENSORBOARD_DIR",
+    "dropped_evaluation_name",
     "step_folder_name",
 ]
 
@@ -49,7 +49,6 @@ SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.jsonl"
 DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 EVALUATION_FILE = "evaluation.json"
-DROPPED_EVALUATION_FILE = "evaluation.dropped.json"
 TENSORBOARD_DIR = "tensorboard"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
@@ -61,6 +60,11 @@ PLUGINS_FILE = "plugins.json"
 CLAIM_FILE = ".writer"
 #: A checkpoint folder's name, as :func:`step_folder_name` writes it; the step in it must be the one ``state.json`` records.
 STEP_FOLDER = re.compile(r"step-(\d+)")
+
+
+def dropped_evaluation_name(step: int, copy: int = 1) -> str:
+    """The name an evaluation of ``step`` is set aside under (``copy`` 2, 3, ... where one of that step already is)."""
+    return f"evaluation.dropped-{step_folder_name(step)}{'' if copy == 1 else f'-{copy}'}.json"
 
 
 def step_folder_name(step: int) -> str:

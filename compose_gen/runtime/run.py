@@ -54,7 +54,7 @@ from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
 from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys, override_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
-from compose_gen.runtime.layout import DROPPED_EVALUATION_FILE, EVALUATION_FILE, PLUGINS_FILE, SAMPLES_DIR, SPEC_FILE
+from compose_gen.runtime.layout import EVALUATION_FILE, PLUGINS_FILE, SAMPLES_DIR, SPEC_FILE, dropped_evaluation_name
 from compose_gen.runtime.remedies import (
     changed_plugins,
     recorded_plugins,
@@ -389,7 +389,8 @@ class Run:
 
     def _set_aside_later_evaluation(self) -> None:
         """An evaluation of a step after the one training goes on from (a resume behind a damaged checkpoint) is of weights
-        this training replaces: it is moved to :data:`DROPPED_EVALUATION_FILE`, so the record never shows it as theirs."""
+        this training replaces: it is moved aside (:func:`dropped_evaluation_name`, by its step, beside any set aside
+        before), so the record never shows it as theirs."""
         if self.dir is None or not self.trainer.dist.is_main:
             return
         path = self.dir / EVALUATION_FILE
@@ -398,10 +399,14 @@ class Run:
         except (OSError, ValueError, AttributeError):
             return
         if isinstance(step, int) and step > self.trainer.step:
-            os.replace(path, self.dir / DROPPED_EVALUATION_FILE)
+            copy = 1
+            while (self.dir / dropped_evaluation_name(step, copy)).exists():  # one set aside before stays
+                copy += 1
+            aside = self.dir / dropped_evaluation_name(step, copy)
+            os.replace(path, aside)
             self.trainer.say(
                 f"warning: {path} holds the evaluation of step {step}, after step {self.trainer.step} where training goes on, "
-                f"so of weights it replaces: moved to {self.dir / DROPPED_EVALUATION_FILE}"
+                f"so of weights it replaces: moved to {aside}"
             )
 
     def _refuse_if_gone(self) -> None:

@@ -158,11 +158,16 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
     assert resumed.trainer.step == 4 and resumed.behind == "step 4 is loaded, but a newer checkpoint could not be"
     assert "warning: skipped" in capsys.readouterr().err
     resumed.train(6)  # continues from step 4 exactly: same parameters as the uninterrupted run
-    assert json.loads((tmp_path / "run" / "evaluation.dropped.json").read_text()) == {"step": 6, "test/rec": 1.0}
+    assert json.loads((tmp_path / "run" / "evaluation.dropped-step-00000006.json").read_text()) == {"step": 6, "test/rec": 1.0}
     assert "moved to" in capsys.readouterr().err, "the old weights' step-6 evaluation is set aside, not shown as the new one's"
     assert resumed.behind is None, "the step-6 checkpoint it wrote is the folder's newest again"
     resumed.evaluate()
     assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["step"] == 6, "so its evaluation is the record"
+    data = (third / "model.safetensors").read_bytes()
+    (third / "model.safetensors").write_bytes(data[: len(data) // 2])  # the new step 6 damaged too: its evaluation goes aside
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train(6)
+    assert json.loads((tmp_path / "run" / "evaluation.dropped-step-00000006.json").read_text()) == {"step": 6, "test/rec": 1.0}, "kept"
+    assert json.loads((tmp_path / "run" / "evaluation.dropped-step-00000006-2.json").read_text())["step"] == 6
     straight = Run.create(spec, tmp_path / "straight", progress=False)
     straight.train(6)
     assert same_state(resumed.model, straight.model)
