@@ -116,8 +116,10 @@ def save_checkpoint(
     rng: dict[str, torch.Tensor],
     keep: int,
     protect: Iterable[int] = (),
+    spare: Iterable[int] = (),
 ) -> Path:
-    """Atomically write a checkpoint for ``step``; keep the newest ``keep`` and the ``protect``-ed steps."""
+    """Atomically write a checkpoint for ``step``; keep the newest ``keep`` and the ``protect``-ed steps, and the ``spare``-d
+    ones, which do not count among the newest (the unreadable checkpoints a resume went on from behind)."""
     folder = Path(run_dir) / CHECKPOINTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / step_folder_name(step)
@@ -138,8 +140,8 @@ def save_checkpoint(
         _remove(final)
     os.replace(tmp, final)
     fsync(folder)
-    kept = {step_folder_name(s) for s in protect}
-    for old in [path for path in list_checkpoints(run_dir) if checkpoint_step(path) <= step][:-keep]:
+    kept, spared = {step_folder_name(s) for s in protect}, {step_folder_name(s) for s in spare}
+    for old in [path for path in list_checkpoints(run_dir) if checkpoint_step(path) <= step and path.name not in spared][:-keep]:
         if old.name not in kept:
             _remove(old)
     return final

@@ -55,6 +55,7 @@ from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import LossFunction, Precision
 from compose_gen.runtime.checkpoint import (
     Checkpoint,
+    checkpoint_step,
     clean_temporary,
     list_checkpoints,
     parameter_names,
@@ -143,6 +144,9 @@ class Trainer:
     best: dict[str, Any] | None = None
     #: The bests of the criteria a resume dropped (``train.best_metric`` changed): their checkpoints are kept too.
     former_bests: list[dict[str, Any]] = field(default_factory=list)
+    #: Steps of the checkpoints newer than the one training went on from (unreadable ones a resume fell back behind):
+    #: kept, and not counted among the newest, until a checkpoint of the same step replaces one.
+    skipped: set[int] = field(default_factory=set)
     nan_skips: int = 0
     #: The signal that stopped the last :meth:`fit` early, if one did.
     interrupted: str | None = None
@@ -257,6 +261,7 @@ class Trainer:
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
             clean_temporary(self.run_dir)  # here, where this process writes the folder: a reader must not delete a writer's
+            self.skipped = {checkpoint_step(path) for path in list_checkpoints(self.run_dir) if checkpoint_step(path) > self.step}
             torn = prune_metrics(self.run_dir / METRICS_FILE, self.step)
             if torn:
                 self.say(
@@ -545,7 +550,8 @@ class Trainer:
         }
         keep = self.train.keep_checkpoints
         protect = [best["step"] for best in [self.best, *self.former_bests] if best]
-        path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect)
+        self.skipped.discard(self.step)  # the checkpoint written now replaces one of the same step
+        path = save_checkpoint(self.run_dir, self.step, self.model, self.optimizers, state, states, keep, protect, self.skipped)
         if improved:
             write_json_atomic(self.run_dir / CHECKPOINTS_DIR / BEST_FILE, self.best)
         self._saved_step = self.step

@@ -244,6 +244,20 @@ def test_a_resume_behind_an_unreadable_checkpoint_rotates_its_own_not_the_one_it
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).trainer.step == 5
 
 
+def test_the_unreadable_checkpoint_a_resume_fell_back_behind_stays_until_one_of_its_step_replaces_it(tmp_path, toys_catalogue):
+    """Once the run passed its step, it counted among the newest, so the healthy checkpoint the run resumed from went
+    first; then it went too, though no checkpoint of its step was written again (its weights were intact: only its
+    optimizer file was damaged, so sample and evaluate could still read it)."""
+    _, (_, _, third) = _three_checkpoints(tmp_path, toys_catalogue)
+    (third / "optim.safetensors").write_bytes(b"damaged")
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.keep_checkpoints=2", "train.checkpoint_every=5"])
+    assert resumed.trainer.step == 4
+    resumed.train(10)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000005", "step-00000006", "step-00000010"]
+    weights = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, checkpoint="step-00000006", weights_only=True)
+    assert weights.trainer.step == 6
+
+
 def test_a_run_loaded_from_a_checkpoint_chosen_before_the_newest_does_not_train_over_the_newer_ones(tmp_path, toys_catalogue):
     _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
     newest = (checkpoints[-1] / "model.safetensors").read_bytes()
