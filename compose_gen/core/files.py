@@ -90,7 +90,7 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a fsynced temporary file and a rename: a crash leaves the old file or the new."""
     with replaced_atomically(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def json_text(data: Any, indent: int | None = None) -> str:

@@ -21,7 +21,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from compose_gen.core.files import parse_json
+from compose_gen.core.files import parse_json, write_text_atomic
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
@@ -160,12 +160,12 @@ def prune_metrics(path: Path, step: int) -> list[int]:
             dropped.append(line)
             if record is None:
                 torn.append(number)
-    if dropped:
+    if dropped:  # on the disk before the log that held them is replaced: a crash between the two loses none of them
         with open(path.with_name(DROPPED_METRICS_FILE), "a", encoding="utf-8") as aside:
             aside.write("".join(f"{line}\n" for line in dropped))
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+            aside.flush()
+            os.fsync(aside.fileno())
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return torn
 
 
