@@ -147,6 +147,22 @@ def advise_partly_trained(spec: Spec, components: Mapping[str, nn.Module], plans
             )
 
 
+def advise_frozen(spec: Spec, components: Mapping[str, nn.Module], plans: Mapping[str, Plan]) -> None:
+    """Warn of a component a player's ``params`` names whose parameters its type froze, every one (``requires_grad=False``):
+    the player trains none of them, as the spec may not mean."""
+    for plan in plans.values():
+        if plan.spec.params == "all":
+            continue
+        for i, name in enumerate(plan.spec.params):
+            params = list(components[name].parameters()) if name in components else []
+            if params and not any(p.requires_grad for p in params):
+                spec.warn(
+                    ("players", plan.player, "params", i),
+                    f"{name!r} has only parameters its type froze (requires_grad=False), so no player trains it: drop it from "
+                    "params, or configure it to train",
+                )
+
+
 def advise_model(spec: Spec, model: nn.Module) -> None:
     """Warn of ``train.channels_last`` on a model without 4D (convolution) weights, where it changes nothing."""
     if spec.model.train.channels_last and not any(p.dim() == 4 for p in model.parameters()):

@@ -105,15 +105,17 @@ class ToyConv(nn.Module):
 
 class FrozenParams(Params):
     features: int = 2
+    frozen: Literal["first", "all"] = "first"
 
 
 class ToyFrozenFirst(nn.Module):
-    """A fixed random projection ``features → 16`` (frozen: ``requires_grad=False``), then a trained ``16 → features``."""
+    """A fixed random projection ``features → 16`` (frozen: ``requires_grad=False``), then a trained ``16 → features``
+    (frozen too with ``frozen: all``)."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, frozen: str = "first") -> None:
         super().__init__()
         self.fixed = nn.Linear(features, 16).requires_grad_(False)
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(16, features))
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(16, features)).requires_grad_(frozen != "all")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.fixed(x))
@@ -125,7 +127,7 @@ def compose_gen_types() -> list[ComponentType]:
         ComponentType("toy_mse", "loss", MSEParams, lambda p, ctx: ToyMSE(p)),
         ComponentType("toy_gan", "loss", GANParams, lambda p, ctx: ToyGAN(ctx.component(p.critic))),
         ComponentType("toy_conv", "network", ConvParams, lambda p, ctx: ToyConv(p.channels, p.hidden)),
-        ComponentType("toy_frozen_first", "network", FrozenParams, lambda p, ctx: ToyFrozenFirst(p.features)),
+        ComponentType("toy_frozen_first", "network", FrozenParams, lambda p, ctx: ToyFrozenFirst(p.features, p.frozen)),
     ]
 
 

@@ -7,12 +7,14 @@ import math
 import shutil
 import signal
 import time
+import warnings
 
 import pytest
 import torch
 from runtime_toys import AUTOENCODER, GAN, ROOT, VAE, same_state, spec_dict
 from safetensors.torch import load_file
 
+from compose_gen import SpecWarning
 from compose_gen.compiler import compile_spec
 from compose_gen.compiler.build import build_data
 from compose_gen.core import ContractError
@@ -72,6 +74,21 @@ def test_a_layer_a_component_froze_stays_frozen_and_untrained(base, tmp_path, to
     assert not torch.equal(network.head[1].weight, head)
     assert torch.equal(network.fixed.weight, fixed) and not network.fixed.weight.requires_grad
     assert all(p.requires_grad for name, p in run.model.named_parameters() if "fixed" not in name)
+
+
+def test_a_player_naming_a_component_its_type_froze_whole_is_warned_of(toys_catalogue):
+    raw = spec_dict(GAN, steps=1)
+    raw["components"]["proj"] = {"type": "toy_frozen_first", "frozen": "all"}
+    raw["components"]["generator"] = {"type": "toy_frozen_first"}
+    raw["graph"].update(projected="proj(z)", fake="generator(projected)")
+    raw["players"]["generator"]["params"] = ["generator", "proj"]
+    spec = load_spec(raw, catalogue=toys_catalogue)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compile_spec(spec, build_data(spec))
+    said = [str(w.message) for w in caught if issubclass(w.category, SpecWarning)]
+    assert not any("players.generator.params[0]" in m for m in said), "the generator trains its head"
+    assert any("players.generator.params[1]: 'proj' has only parameters its type froze (requires_grad=False), so no player trains it" in m for m in said), said
 
 
 def test_a_signal_the_process_was_started_ignoring_stays_ignored_while_it_trains(tmp_path, toys_catalogue):
