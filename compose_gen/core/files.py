@@ -8,7 +8,7 @@ import json
 import math
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,13 +74,14 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     A crash leaves the old file or the new; a failed write (a full disk) removes the temporary file and raises an
     ``OSError`` that names ``path``, never leaving part of a file in its place.
     """
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name[:64]}")  # as short as a name can be long: the name's own limit holds
     try:
         yield tmp
         fsync(tmp)
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno is not None:
             raise OSError(error.errno, f"{error.strerror}; not written (a file there before stays)", str(path)) from None
         raise

@@ -7,6 +7,7 @@ so nothing here synchronises with the GPU; :class:`RunningMeans` sums them in do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -119,7 +120,9 @@ class MetricsLog:
             ) from None
 
     def close(self) -> None:
-        self.handle.close()
+        """Close the file; a line that could not be flushed was reported by :meth:`write` already."""
+        with contextlib.suppress(OSError):
+            self.handle.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import numbers
 import os
 import time
 import warnings
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -444,7 +444,9 @@ class Run:
             yield
         except BaseException:
             if before is not None and list_checkpoints(self.dir)[-1:] == newest:
-                write_text_atomic(path, before)
+                with suppress(OSError):  # a full disk: the error that stopped training is the one to say
+                    if path.read_text() != before:
+                        write_text_atomic(path, before)
             raise
 
     def _record_spec(self) -> None:
