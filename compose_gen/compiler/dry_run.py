@@ -124,7 +124,8 @@ def _check_values_read(model: Any, computed: dict[str, Any], data: Any) -> None:
             try:
                 check(computed, data)
             except ValueError as error:
-                raise spec.blame(declared, str(error)) from None
+                remedy = "name other values, or leave the metric out (a run folder trained with it loads with --set 'evaluate.metrics=[...]')"
+                raise spec.blame(declared, f"{error}: {remedy}") from None
 
 
 def _check_finite(

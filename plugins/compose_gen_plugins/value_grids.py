@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from pydantic import Field
 
-from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Splits, Value, hookimpl
+from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Splits, TensorData, Value, hookimpl
 from compose_gen.core import MAX_DRAWS, batches, describe_value, save_grid, save_point_sets
 from compose_gen_plugins.latent.grids import PathParams, interpolate
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
@@ -113,22 +113,23 @@ class ValueScatter:
         self.names, self.n, self.file, self.display = list(params.values), params.n, params.file, params.display
 
     def check_values(self, values: dict[str, Any], data: Splits) -> None:
-        """Each named value is a batch of 2D points (called by the dry run, so validate refuses it)."""
+        """Each named value is a batch of 2D points, in the data's space when shown as the data are (called by the dry
+        run, so validate refuses it)."""
         for name in self.names:
-            _points(name, values[name])
+            self._shown(data.test, name, _points(name, values[name]))
 
     @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         computed = values_of_test_examples(ctx, self.names, self.n)
-        sets = {name: self._shown(ctx, name, _points(name, computed[name])) for name in self.names}
+        sets = {name: self._shown(ctx.test, name, _points(name, computed[name])) for name in self.names}
         path = save_point_sets(sets, Path(ctx.out_dir) / self.file)
         return {f"{path.stem}_points": float(sum(len(points) for points in sets.values()))}
 
-    def _shown(self, ctx: EvalContext, name: str, value: Tensor) -> Tensor:
+    def _shown(self, test: TensorData, name: str, value: Tensor) -> Tensor:
         if not self.display:
             return value.reshape(len(value), 2)
         try:
-            return ctx.test.to_display(value).reshape(len(value), 2)
+            return test.to_display(value).reshape(len(value), 2)
         except RuntimeError:  # the data's display takes other shapes: the value is not in the data's space
             raise ValueError(f"value_scatter: value {name!r} is not in the data's space, so the data's display cannot show it: set display: false") from None
 

@@ -202,6 +202,7 @@ def test_value_scatter_draws_each_named_value_of_the_same_test_points(tmp_path, 
 def test_value_scatter_draws_a_value_of_its_own_space_as_it_is(tmp_path, monkeypatch) -> None:
     """A 2D latent of 13-feature wine: display false draws it as it is; shown as the data are, it is refused by name."""
     from compose_gen.runtime import build
+    from compose_gen.spec import SpecError
 
     spec = {
         "name": "wine_z",
@@ -224,6 +225,9 @@ def test_value_scatter_draws_a_value_of_its_own_space_as_it_is(tmp_path, monkeyp
     model.metrics[0].display = True
     with pytest.raises(ValueError, match="value 'z' is not in the data's space, so the data's display cannot show it: set display: false"):
         model.metrics[0](ctx)
+    spec["evaluate"]["metrics"][0]["display"] = True  # and validate says so, not the evaluation after training
+    with pytest.raises(SpecError, match="value 'z' is not in the data's space, so the data's display cannot show it: set display: false"):
+        build(load_spec(spec), "cpu")
 
 
 def test_a_noise_interpolation_of_more_images_than_a_picture_holds_is_refused_with_its_settings() -> None:
