@@ -27,6 +27,10 @@ from compose_gen_plugins.quality.statistics import (
 __all__ = ["BirthdayParams", "birthday_paradox", "compose_gen_types"]
 
 
+#: Relabelings of the permutation test behind the pass flag: its p-value is never below 1/(1 + PERMUTATIONS).
+PERMUTATIONS = 9999
+
+
 class BirthdayParams(Params):
     """Settings of ``birthday_paradox``."""
 
@@ -55,7 +59,9 @@ class BirthdayParams(Params):
     @model_validator(mode="after")
     def _a_test_that_can_fail(self) -> "BirthdayParams":
         """The permutation test of ``batches`` counts against as many splits them C(2b, b) ways, so its p-value is never
-        below 1/C(2b, b): at or above ``alpha`` every model would pass."""
+        below 1/C(2b, b), nor below 1/(1 + its relabelings): at or above ``alpha`` every model would pass."""
+        if self.alpha <= 1 / (1 + PERMUTATIONS):
+            raise ValueError(f"alpha {self.alpha:g} is at or below 1/{1 + PERMUTATIONS}, the smallest p-value {PERMUTATIONS} relabelings give, so every model would pass")
         floor = 1 / math.comb(2 * self.batches, self.batches)
         if floor >= self.alpha:
             enough = next(b for b in itertools.count(self.batches) if 1 / math.comb(2 * b, b) < self.alpha)
@@ -110,7 +116,7 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
     real = [random_rows(x, params.s, generator) for _ in range(params.batches)]
     fake = draw_samples(ectx, params.s * params.batches, "birthday_paradox").split(params.s)
     model, data = (_collisions(batches, space, threshold, params.pairs_shown) for batches in (fake, real))
-    p_value = permutation_p_value(model.pairs, data.pairs, generator)
+    p_value = permutation_p_value(model.pairs, data.pairs, generator, permutations=PERMUTATIONS)
     if params.pairs_shown and train.image_shape is not None:
         _draw_pairs(model.closest, train, Path(ectx.out_dir) / "birthday_pairs.png")
         _draw_pairs(data.closest, train, Path(ectx.out_dir) / "birthday_pairs_data.png")

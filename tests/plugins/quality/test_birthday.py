@@ -89,8 +89,10 @@ def test_too_few_batches_for_the_test_to_fail_are_refused(mixture_splits, contex
     with pytest.raises(ValueError, match=r"batches: 4 makes a test whose p-value is never below 1/C\(8, 4\) = 0.0143, not below alpha 0.01, so every model would pass: give batches >= 5"):
         BirthdayParams(batches=4)
     assert BirthdayParams(batches=4, alpha=0.05).batches == 4  # 0.0143 < 0.05: a test that can fail
-    with pytest.raises(ValueError, match="give batches >= 69"):  # 1/C(2b, b) < 1e-40 from b = 69 on
-        BirthdayParams(batches=1, alpha=1e-40)
+    with pytest.raises(ValueError, match="give batches >= 7"):  # 1/C(2b, b) < 1e-3 from b = 7 on
+        BirthdayParams(batches=1, alpha=1e-3)
+    with pytest.raises(ValueError, match="alpha 1e-05 is at or below 1/10000, the smallest p-value 9999 relabelings give"):
+        BirthdayParams(alpha=1e-5)
     one_image = birthday_paradox(BirthdayParams(batches=5), context(collapsed_generator(mixture_splits, 1), mixture_splits))
     assert one_image["birthday_pass"] == 0.0
 
