@@ -258,6 +258,12 @@ class Trainer:
             )
             self.former_bests.append(best)
             self.best = None
+        criterion = (train.best_metric, train.best_mode)
+        again = [former for former in self.former_bests if (former["metric"], former["mode"]) == criterion]
+        if self.best is None and again:  # judged so before a resume judged otherwise: that best is the best again
+            self.best = again[-1]
+            self.former_bests.remove(self.best)
+            self.say(f"the best checkpoint by {self.best['metric']!r} ({self.best['mode']}) is step {self.best['step']} again, as before")
         main = self.dist.is_main and self.run_dir is not None
         if main:  # records and a best pointer from after the checkpoint this run continues from are stale
             clean_temporary(self.run_dir)  # here, where this process writes the folder: a reader must not delete a writer's

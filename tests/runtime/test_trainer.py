@@ -376,6 +376,9 @@ def test_a_resume_told_to_judge_the_best_otherwise_judges_it_afresh_and_keeps_th
     again = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.best_mode=min"])
     again.train(20)  # through more rotations, across a resume
     assert "step-00000002" in [c.name for c in list_checkpoints(tmp_path / "run")]
+    back = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.best_mode=max"])  # as at first
+    back.train(22)
+    assert read_best(tmp_path / "run")["step"] == 2, "the best by max so far is step 2's, kept from before"
 
 
 def test_an_unknown_best_metric_is_found_by_the_dry_run_before_any_step(tmp_path, toys_catalogue):
