@@ -528,6 +528,31 @@ def test_a_resume_whose_override_diverges_at_once_leaves_the_recorded_spec_as_it
     assert "steps: 4" in (tmp_path / "run" / "spec.yaml").read_text()
 
 
+def test_a_full_disk_is_said_by_the_write_that_stopped_training_not_by_putting_the_spec_back(tmp_path, toys_catalogue, monkeypatch):
+    """Putting spec.yaml back failed on the same full disk (though its text had not changed) and its error replaced the
+    one that stopped training."""
+    import compose_gen.runtime.run as run_module
+
+    raw = spec_dict(AUTOENCODER, steps=2, checkpoint_every=2)
+    Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
+    resumed = Run.load(tmp_path / "run", overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "metrics.jsonl")
+
+    written = run_module.write_text_atomic
+
+    def write_then_fill(path, text):  # the run's spec.yaml with the override is written, then the disk is full
+        if run_module.write_text_atomic is write_then_fill and "steps: 4" not in text:
+            raise OSError(28, "No space left on device", str(path))
+        written(path, text)
+
+    monkeypatch.setattr(resumed.trainer, "fit", full)
+    monkeypatch.setattr(run_module, "write_text_atomic", write_then_fill)
+    with pytest.raises(OSError, match="metrics.jsonl"):
+        resumed.train(4)
+
+
 def test_a_gradient_whose_float32_norm_overflows_though_every_entry_is_finite_is_stepped_on_and_clipped(tmp_path, toys_catalogue):
     """A weight of 1e20 makes entries near 1e19, finite in float32, whose squares' sum is not: the float32 norm of one
     tensor is inf. The guard stopped training there; the norm is now counted again in double, and clipping bounds the step."""
