@@ -54,6 +54,19 @@ def check_new_folder(run_dir: Path, spec_text: str) -> None:
             f"{recorded} exists and is not the spec this run records there (every default filled in), which would replace it: "
             "choose another --out, or move that file"
         )
+    left = _records_of_a_run(run_dir)
+    if left and not recorded.exists():  # beside this spec's own spec.yaml, they are an earlier try's of this very run
+        raise FileExistsError(
+            f"{run_dir} holds {', '.join(left)} of another run, which this one would overwrite or add to: choose another --out, "
+            "or move them"
+        )
+
+
+def _records_of_a_run(run_dir: Path) -> list[str]:
+    """What a run folder holds of a run beside its checkpoints and log: pictures, TensorBoard events, what a resume set aside."""
+    folders = [f"{name}/" for name in (SAMPLES_DIR, TENSORBOARD_DIR) if (run_dir / name).is_dir() and any((run_dir / name).iterdir())]
+    aside = sorted(path.name for path in run_dir.glob("*.dropped*") if path.is_file()) if run_dir.is_dir() else []
+    return folders + aside
 
 
 def _refuse_links(run_dir: Path) -> None:

@@ -355,7 +355,8 @@ def test_a_run_whose_folder_was_moved_away_does_not_start_another_at_its_old_pat
 
 def test_a_new_run_keeps_out_of_a_folder_holding_another_spec_or_links(tmp_path, toys_catalogue, monkeypatch) -> None:
     """A user's own spec.yaml kept in --out, and one another run recorded there while this one built, were replaced by
-    this run's; a samples/ link made a new run write into the folder it points to."""
+    this run's; a samples/ link made a new run write into the folder it points to; another run's pictures were
+    overwritten and its set-aside records added to."""
     from runtime_toys import VAE, spec_dict
 
     import compose_gen.runtime.run as run_module
@@ -390,6 +391,14 @@ def test_a_new_run_keeps_out_of_a_folder_holding_another_spec_or_links(tmp_path,
     (linked / "samples").symlink_to(tmp_path / "other_samples")
     with pytest.raises(cg.runtime.CheckpointError, match="linked/samples is a symbolic link"):
         Run.create(spec, linked, progress=False)
+
+    left = tmp_path / "left"  # another run's pictures and set-aside records, with no spec.yaml or log: overwritten and added to
+    (left / "samples").mkdir(parents=True)
+    (left / "samples" / "step-00000002.png").write_bytes(b"another run's")
+    (left / "metrics.dropped.jsonl").write_text('{"step": 3}\n')
+    with pytest.raises(FileExistsError, match=r"left holds samples/, metrics.dropped.jsonl of another run, which this one would overwrite"):
+        Run.create(spec, left, progress=False)
+    assert (left / "samples" / "step-00000002.png").read_bytes() == b"another run's"
 
 
 def test_a_process_other_than_the_first_does_not_check_the_folder_the_first_has_claimed(tmp_path, toys_catalogue, monkeypatch) -> None:
