@@ -87,6 +87,7 @@ def test_tensorboard_missing_is_a_clear_error_before_training(tmp_path, toys_cat
     spec = load_spec(spec_dict(VAE, steps=4, tensorboard=True), catalogue=toys_catalogue)
     with pytest.raises(RuntimeError, match=r"TensorBoard is not installed: pip install 'compose-gen\[tensorboard\]'"):
         Run.create(spec, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists(), "no empty folder is left of a run that never started"
 
 
 def test_samples_during_training_are_grids_or_scatter_plots(tmp_path, toys_catalogue):
