@@ -401,7 +401,8 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim
 
 def _changed_parameters(player: str, current: list[str], saved: list[str]) -> list[str]:
     """Notes on the parameters a player trains now and did not when the checkpoint was saved, and the other way round."""
-    new, gone = [n for n in current if n not in set(saved)], [n for n in saved if n not in set(current)]
+    before, now = set(saved), set(current)
+    new, gone = [n for n in current if n not in before], [n for n in saved if n not in now]
     notes = []
     if new:
         notes.append(f"player {player!r} now trains {_some(new)}, which it did not: they start with fresh optimizer state")

@@ -65,7 +65,7 @@ def check_new_folder(run_dir: Path, spec_text: str) -> None:
 def _records_of_a_run(run_dir: Path) -> list[str]:
     """What a run folder holds of a run beside its checkpoints and log: pictures, TensorBoard events, what a resume set aside."""
     folders = [f"{name}/" for name in (SAMPLES_DIR, TENSORBOARD_DIR) if (run_dir / name).is_dir() and any((run_dir / name).iterdir())]
-    aside = sorted(path.name for path in run_dir.glob("*.dropped*") if path.is_file()) if run_dir.is_dir() else []
+    aside = sorted(path.name for path in run_dir.glob("*.dropped*") if path.is_file())
     return folders + aside
 
 

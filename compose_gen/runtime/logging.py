@@ -22,7 +22,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from compose_gen.core.files import parse_json, write_text_atomic
+from compose_gen.core.files import fsync, parse_json, write_text_atomic
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
@@ -166,8 +166,7 @@ def prune_metrics(path: Path, step: int) -> list[int]:
     if dropped:  # on the disk before the log that held them is replaced: a crash between the two loses none of them
         with open(path.with_name(DROPPED_METRICS_FILE), "a", encoding="utf-8") as aside:
             aside.write("".join(f"{line}\n" for line in dropped))
-            aside.flush()
-            os.fsync(aside.fileno())
+        fsync(path.with_name(DROPPED_METRICS_FILE))
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return torn
 

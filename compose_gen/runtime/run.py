@@ -139,25 +139,20 @@ class Run:
         chosen = _reserve_default_folder(spec.name) if reserved else out
         run_dir = Path(dist.broadcast_text(str(chosen)))
         recorded = spec.to_yaml()  # what the folder's spec.yaml will hold
+        made = reserved or (dist.is_main and not run_dir.exists())
         try:
             check_new_folder(run_dir, recorded)
             model, data = build(spec, resolved)
-        except BaseException:
-            if reserved:
-                run_dir.rmdir()  # the empty folder it made, so that nothing is left of a run that never started
-            raise
-        made = dist.is_main and not run_dir.exists()
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        try:
+            if dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
             run = cls._assemble(spec, model, data, run_dir, dist, progress)
             with run._writing():
                 if dist.is_main:  # again, claimed: another run may have begun there during the build (the others see the claim)
                     check_new_folder(run_dir, recorded)
                 run._record_spec()
         except BaseException:
-            if made:  # refused as it started (no TensorBoard, a signal): no empty folder of a run that never was
-                with suppress(OSError):
+            if made:  # refused as it started (a spec error, no TensorBoard, a signal): no empty folder of a run that never was
+                with suppress(OSError):  # not made yet, or holding what a start wrote
                     run_dir.rmdir()
             raise
         return run

@@ -249,8 +249,8 @@ class Trainer:
                                "from its folder (compose_gen.load_run) to go on from its last checkpoint")
         train = self.train
         self.model.train()
-        best = self.best
-        if best is not None and (best["metric"], best["mode"]) != (train.best_metric, train.best_mode):
+        best, criterion = self.best, (train.best_metric, train.best_mode)
+        if best is not None and (best["metric"], best["mode"]) != criterion:
             self.say(
                 f"warning: the best checkpoint so far, step {best['step']}, was judged by {best['metric']!r} ({best['mode']}), not by "
                 f"train.best_metric {train.best_metric!r} ({train.best_mode}): the best is judged afresh from step {self.step} on; "
@@ -258,7 +258,6 @@ class Trainer:
             )
             self.former_bests.append(best)
             self.best = None
-        criterion = (train.best_metric, train.best_mode)
         again = [former for former in self.former_bests if (former["metric"], former["mode"]) == criterion]
         if self.best is None and again:  # judged so before a resume judged otherwise: that best is the best again
             self.best = again[-1]
