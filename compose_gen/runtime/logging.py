@@ -183,10 +183,14 @@ def require_tensorboard() -> type:
 
 
 class TensorBoardLog:
-    """Scalars and sample images in ``RUN/tensorboard`` (``tensorboard --logdir RUN``)."""
+    """Scalars and sample images in ``RUN/tensorboard`` (``tensorboard --logdir RUN``).
 
-    def __init__(self, folder: Path) -> None:
-        self.writer = require_tensorboard()(str(folder))
+    Written from round ``start`` on: TensorBoard hides what earlier event files hold of the rounds after it
+    (``purge_step``), which a run resumed from an older checkpoint logs afresh, so each curve has one point per step.
+    """
+
+    def __init__(self, folder: Path, start: int = 0) -> None:
+        self.writer = require_tensorboard()(str(folder), purge_step=start + 1 if start else None)
 
     def scalars(self, step: int, record: dict[str, Any]) -> None:
         for key, value in record.items():

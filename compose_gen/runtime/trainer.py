@@ -279,7 +279,7 @@ class Trainer:
             else:  # of another metric, or of a step after this checkpoint's
                 (self.run_dir / CHECKPOINTS_DIR / BEST_FILE).unlink(missing_ok=True)
         log = MetricsLog(self.run_dir / METRICS_FILE) if main else None
-        board = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if main and train.tensorboard else None
+        board = TensorBoardLog(self.run_dir / TENSORBOARD_DIR, self.step) if main and train.tensorboard else None
         running = self._running
         last: dict[str, float] = {}
         logged_at: int | None = None

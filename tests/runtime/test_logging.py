@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import types
 
@@ -12,6 +13,7 @@ from PIL import Image
 from runtime_toys import GAN, VAE, spec_dict
 
 from compose_gen.runtime import Run
+from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.logging import MetricsLog, RunningMeans, TrainingProgress, prune_metrics, read_metrics
 from compose_gen.spec import load_spec
@@ -54,8 +56,8 @@ def test_a_line_of_bytes_that_are_no_utf8_is_dropped_like_a_torn_one(tmp_path):
 class FakeWriter:
     instances: list["FakeWriter"] = []
 
-    def __init__(self, folder: str) -> None:
-        self.folder, self.scalars, self.images = folder, [], []
+    def __init__(self, folder: str, purge_step: int | None = None) -> None:
+        self.folder, self.purge_step, self.scalars, self.images = folder, purge_step, [], []
         FakeWriter.instances.append(self)
 
     def add_scalar(self, tag, value, step):
@@ -80,6 +82,18 @@ def test_tensorboard_gets_scalars_and_sample_images(tmp_path, toys_catalogue, mo
     assert ("vae", 2) in writer.scalars and ("vae.kl", 4) in writer.scalars and ("model.lr", 4) in writer.scalars
     assert [(tag, step) for tag, step, _, _ in writer.images] == [("samples", 2), ("samples", 4)]
     assert writer.images[0][2][2] == 3 and writer.images[0][3] == "HWC"
+
+
+def test_a_resume_hides_the_tensorboard_points_logged_after_its_checkpoint(tmp_path, toys_catalogue, monkeypatch):
+    """Resumed from the checkpoint of step 2, a run logs steps 3 and 4 again: TensorBoard drew two points at each."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    spec = load_spec(spec_dict(VAE, steps=4, log_every=1, checkpoint_every=2, tensorboard=True), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "run", progress=False).train()
+    assert FakeWriter.instances[-1].purge_step is None
+    shutil.rmtree(list_checkpoints(tmp_path / "run")[-1])  # as if killed before the checkpoint of step 4
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train()
+    resumed = FakeWriter.instances[-1]
+    assert resumed.purge_step == 3 and {step for _, step in resumed.scalars} == {3, 4}
 
 
 def test_tensorboard_missing_is_a_clear_error_before_training(tmp_path, toys_catalogue, monkeypatch):
