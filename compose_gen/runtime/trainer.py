@@ -410,8 +410,8 @@ class Trainer:
             return {}
         if plan.spec.clip_grad_value:  # after the guard: an infinite entry clamped to v would have passed it
             torch.nn.utils.clip_grad_value_(plan.params, plan.spec.clip_grad_value)
-        if plan.spec.clip_grad_norm and grads:
-            clamped = list(torch._foreach_norm(grads)) if plan.spec.clip_grad_value else norms
+        if plan.spec.clip_grad_norm and grads:  # the clamped gradients' norms in double: their float32 squares may overflow too
+            clamped = list(torch._foreach_norm(grads, 2, dtype=torch.float64)) if plan.spec.clip_grad_value else norms
             _clip_to_norm(plan.params, clamped, plan.spec.clip_grad_norm)
         if scaler:
             scaler.step(optimizer)  # skips the step itself when fp16 gradients overflowed

@@ -553,11 +553,14 @@ def test_a_full_disk_is_said_by_the_write_that_stopped_training_not_by_putting_t
         resumed.train(4)
 
 
-def test_a_gradient_whose_float32_norm_overflows_though_every_entry_is_finite_is_stepped_on_and_clipped(tmp_path, toys_catalogue):
+@pytest.mark.parametrize("clamp", [{}, {"clip_grad_value": 1e25}], ids=["norm", "value-then-norm"])
+def test_a_gradient_whose_float32_norm_overflows_though_every_entry_is_finite_is_stepped_on_and_clipped(clamp, tmp_path, toys_catalogue):
     """A weight of 1e20 makes entries near 1e19, finite in float32, whose squares' sum is not: the float32 norm of one
-    tensor is inf. The guard stopped training there; the norm is now counted again in double, and clipping bounds the step."""
+    tensor is inf. The guard stopped training there; the norm is now counted again in double, and clipping bounds the step.
+    After clamping each entry (to a bound above them all), the clamped gradients' norm was counted in float32: inf, so
+    every step was scaled to nothing, silently."""
     raw = spec_dict(AUTOENCODER, steps=1, log_every=1, optimizer={"type": "sgd", "lr": 1.0})
-    raw["players"] = {"model": {"terms": {"rec": 1e20}, "clip_grad_norm": 0.5}}
+    raw["players"] = {"model": {"terms": {"rec": 1e20}, "clip_grad_norm": 0.5, **clamp}}
     run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
     params = run.trainer.model.plans["model"].params
     before = [p.detach().clone() for p in params]
