@@ -18,7 +18,7 @@ before touching it (only the tensors the model owns must be there: a name that
 shares another's tensor takes its value, so a sampler of another type, ``--set
 sample=...``, loads a trained run) and that ``state.json`` records the step its
 folder is named for; :func:`load_latest` falls back to the newest checkpoint
-that verifies.  The moving averages of weights (``train.ema``) may be there or
+that verifies, but not past one that reads and does not fit the model.  The moving averages of weights (``train.ema``) may be there or
 not: a spec that drops them, or adds them, loads the run with a note saying so.
 The newest ``keep`` checkpoints up to the step written are kept, and any others
 the trainer protects (the best one, named in ``checkpoints/best.json``); a later
@@ -51,6 +51,7 @@ from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, MODEL_FILE, O
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "CheckpointMismatch",
     "checkpoint_step",
     "clean_temporary",
     "list_checkpoints",
@@ -67,6 +68,10 @@ FORMAT = 2
 
 class CheckpointError(Exception):
     """A checkpoint that is missing, truncated, corrupt or does not fit the model."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint that reads, whose tensors' names or shapes are not the model's (the spec changed it)."""
 
 
 @dataclass
@@ -323,11 +328,17 @@ def _check_state(path: Path, state: Any) -> None:
 
 
 def load_latest(run_dir: Path, model: nn.Module, optimizer: bool = True) -> tuple[Checkpoint | None, list[str]]:
-    """The newest checkpoint that loads (see :func:`load_checkpoint`), and a warning for every newer one that did not."""
+    """The newest checkpoint that loads (see :func:`load_checkpoint`), and a warning for every newer one that did not.
+
+    One that reads but does not fit ``model`` ends the search with None: an older one may fit (one from before
+    ``train.ema`` listed other components), and loading it would silently throw away the training after it.
+    """
     warnings = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             checkpoint = load_checkpoint(path, model, optimizer)
+        except CheckpointMismatch as error:
+            return None, [*warnings, f"skipped {error}"]
         except CheckpointError as error:
             warnings.append(f"skipped {error}")
         else:
@@ -503,7 +514,8 @@ def _fitted(
             details.append(f"shapes differ: {wrong[:5]}")
         if retyped:
             details.append(f"dtypes differ: {retyped[:5]}")
-        raise CheckpointError(f"{path}: does not fit this model ({'; '.join(details)})")
+        # names and shapes follow the spec, which may have changed; dtypes do not (the file was edited or damaged)
+        raise (CheckpointMismatch if missing or unexpected or wrong else CheckpointError)(f"{path}: does not fit this model ({'; '.join(details)})")
     owned = {name: available[name] for name in expected if name not in derived}
     return {name: owned[derived.get(name, name)] for name in expected}, dropped, unsaved
 

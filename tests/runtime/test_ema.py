@@ -8,7 +8,7 @@ from runtime_toys import GAN, spec_dict
 from torch import nn
 
 from compose_gen.runtime import CheckpointError, Run, build
-from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint
+from compose_gen.runtime.checkpoint import checkpoint_step, list_checkpoints, load_checkpoint
 from compose_gen.runtime.ema import WeightAverage
 from compose_gen.spec import SpecError, load_spec
 
@@ -147,3 +147,13 @@ def test_averages_of_other_components_still_do_not_fit(tmp_path, toys_catalogue)
     )
     with pytest.raises(CheckpointError, match=r"does not fit this model \(missing \['ema.shadows.critic.p0'.*unexpected \['ema.shadows.generator.p0'"):
         load_checkpoint(list_checkpoints(tmp_path / "run")[-1], other.model)
+
+
+def test_a_resume_averaging_other_components_is_refused_not_rolled_back_to_a_checkpoint_from_before_the_averages(tmp_path, toys_catalogue):
+    """Step 4 averaged the generator; listing the critic instead, step 4 did not fit, and the resume went on silently
+    from step 2, trained without averages (which fit, their averages starting afresh): steps 3 and 4 thrown away."""
+    Run.create(load_spec(spec_dict(GAN, steps=4, checkpoint_every=2), catalogue=toys_catalogue), tmp_path / "run", progress=False).train(2)
+    Run.load(tmp_path / "run", overrides=["train.ema={components: [generator]}"], catalogue=toys_catalogue, progress=False).train(4)
+    with pytest.raises(CheckpointError, match=r"the --set overrides may have changed the model.*step-00000004: does not fit this model .*ema.shadows.critic.p0"):
+        Run.load(tmp_path / "run", overrides=["train.ema={components: [critic]}", "train.steps=6"], catalogue=toys_catalogue, progress=False)
+    assert [checkpoint_step(path) for path in list_checkpoints(tmp_path / "run")] == [2, 4]
