@@ -12,7 +12,7 @@ from typing import Any
 from compose_gen.registry import COMPONENT_KINDS, Catalogue, ComponentType
 from compose_gen.registry.types import COMPONENT_PLACEHOLDER
 from compose_gen.spec.model import EXTENSION_PREFIX, SpecModel
-from compose_gen.spec.resolve import IDENTIFIER, TAKEN_BY_TORCH, origin
+from compose_gen.spec.resolve import IDENTIFIER, LOG_RECORD_KEYS, TAKEN_BY_TORCH, origin
 
 __all__ = ["spec_schema"]
 
@@ -55,10 +55,12 @@ def spec_schema(catalogue: Catalogue, left_out: list[str] | None = None) -> dict
         )
     props = schema["properties"]
     props["data"] = {"$ref": "#/$defs/Dataset"}
-    # the names validate accepts: identifiers, and for what the model holds in a ModuleDict, none of that class's own
+    # the names validate accepts: identifiers, and for what the model holds in a ModuleDict, none of that class's own;
+    # a loss, none of the training log's own keys either
     held = {"pattern": IDENTIFIER.pattern, "not": {"enum": sorted(TAKEN_BY_TORCH)}}
+    logged = {"pattern": IDENTIFIER.pattern, "not": {"enum": sorted({*TAKEN_BY_TORCH, *LOG_RECORD_KEYS})}}
     props["components"] = {"type": "object", "propertyNames": held, "additionalProperties": {"$ref": "#/$defs/Component"}}
-    props["losses"] = {"type": "object", "propertyNames": held, "additionalProperties": {"$ref": "#/$defs/Loss"}}
+    props["losses"] = {"type": "object", "propertyNames": logged, "additionalProperties": {"$ref": "#/$defs/Loss"}}
     props["graph"]["propertyNames"] = {"pattern": IDENTIFIER.pattern}
     props["sample"] = {"anyOf": [{"$ref": "#/$defs/Sampler"}, {"type": "null"}]}
     by_name = sorted(t.name for t in catalogue.of_kind("metric") if not any(f.is_required() for f in t.params.model_fields.values()))

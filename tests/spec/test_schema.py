@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from compose_gen.spec.resolve import LOG_RECORD_KEYS
 from compose_gen.spec.schema import spec_schema
 from compose_gen.spec.source import load_source
 
@@ -42,6 +43,12 @@ def test_names_validate_refuses_are_refused(validator, spec, section, name) -> N
     """Not identifiers, or names an nn.ModuleDict has as methods (the model holds components and losses in them)."""
     old = next(iter(spec[section]))
     spec[section][name] = spec[section].pop(old)
+    assert list(validator.iter_errors(spec)), name
+
+
+@pytest.mark.parametrize("name", LOG_RECORD_KEYS)
+def test_a_loss_named_as_a_key_of_the_training_log_is_refused(validator, spec, name) -> None:
+    spec["losses"][name] = spec["losses"].pop(next(iter(spec["losses"])))
     assert list(validator.iter_errors(spec)), name
 
 
