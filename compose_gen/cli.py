@@ -363,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", _evaluate, "evaluate a trained run with its spec's metrics")
     p.add_argument("run_dir")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object (NaN as null) instead of a line per result")
     p.add_argument("--device", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: the spec's)")
     checkpoint(p)
     p.add_argument(

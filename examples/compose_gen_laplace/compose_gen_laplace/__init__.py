@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Laplace
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, draw_count, hookimpl
 
 __all__ = ["LaplacePrior"]
 
@@ -37,8 +37,7 @@ class LaplacePrior(nn.Module):
         return Independent(Laplace(self.loc, self.scale * temperature), self.loc.dim())
 
     def rsample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
-        n = like if isinstance(like, int) else len(like)
-        return self(temperature).rsample((n,))
+        return self(temperature).rsample((draw_count(like),))
 
     def sample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
         with torch.no_grad():
