@@ -31,7 +31,8 @@ __all__ = ["advise", "advise_losses", "advise_model", "advise_paths"]
 
 
 def advise(spec: Spec, data: Splits | None) -> None:
-    """Warn about negative term weights, schedules that never reach their rate or never decay, a default optimizer no player uses,
+    """Warn about negative term weights, schedules that never reach their rate or never decay, weight averages that stay
+    mostly initial weights, a default optimizer no player uses,
     learning rates far beyond any that trains, TensorBoard logs without TensorBoard, training through torch.compile's
     debugging backend, and batches larger than the ``data`` (when given)."""
     train, players = spec.model.train, spec.model.players
@@ -70,6 +71,14 @@ def advise(spec: Spec, data: Splits | None) -> None:
             )
         elif getattr(schedule, "every", 0) and schedule.warmup + schedule.every >= train.steps:
             spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
+    ema = train.ema
+    if ema is not None and not ema.warmup and ema.decay**train.steps > 0.5:  # θ₀'s weight in the average after the run
+        spec.warn(
+            ("train", "ema", "warmup"),
+            f"false, with decay {ema.decay:g} over {train.steps} rounds: the initial weights still make {ema.decay**train.steps:.0%} of "
+            "the average at the end (decay^rounds, one update a round), so sampling and evaluation use mostly untrained weights; "
+            "keep warmup: true, or lower the decay",
+        )
     default = type(train).model_fields["optimizer"].get_default(call_default_factory=True)
     overridden = players and all(p.optimizer is not None for p in players.values())
     if overridden and "optimizer" in train.model_fields_set and train.optimizer != default:  # `--resolved` writes the default

@@ -36,6 +36,18 @@ def test_a_schedule_the_run_never_gets_through_is_warned_about(cgan_spec, catalo
     assert said(cgan_spec, catalogue) == [f"<dict>:1: {message}"]
 
 
+def test_an_average_without_warm_up_that_stays_mostly_initial_weights_is_warned_about(cgan_spec, catalogue) -> None:
+    """decay 0.9999 over 300 rounds: 97% of the average was θ₀, and the evaluation scored an untrained model."""
+    cgan_spec["train"]["ema"] = {"components": ["generator"], "decay": 0.9, "warmup": False}
+    assert said(cgan_spec, catalogue) == ["<dict>:1: train.ema.warmup: false, with decay 0.9 over 2 rounds: the initial weights still "
+                                          "make 81% of the average at the end (decay^rounds, one update a round), so sampling and "
+                                          "evaluation use mostly untrained weights; keep warmup: true, or lower the decay"]
+    cgan_spec["train"]["ema"]["decay"] = 0.5  # 25% left
+    assert said(cgan_spec, catalogue) == []
+    cgan_spec["train"]["ema"] = {"components": ["generator"], "decay": 0.9}  # with the warm-up, d_0 = 0.1, d_1 = 0.18
+    assert said(cgan_spec, catalogue) == []
+
+
 def test_a_default_optimizer_that_every_player_overrides_is_warned_about(cgan_spec, catalogue) -> None:
     cgan_spec["train"]["optimizer"] = {"type": "adam", "lr": 5e-4}
     assert said(cgan_spec, catalogue) == [], "used by a player without its own"
