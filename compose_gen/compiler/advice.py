@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel
 from torch import nn
 
@@ -34,7 +35,7 @@ def advise(spec: Spec, data: Splits | None) -> None:
     """Warn about negative term weights, schedules that never reach their rate or never decay, weight averages that stay
     mostly initial weights, a default optimizer no player uses,
     learning rates far beyond any that trains, TensorBoard logs without TensorBoard, training through torch.compile's
-    debugging backend, and batches larger than the ``data`` (when given)."""
+    debugging backend, and batches larger than the ``data`` or fp16 on data beyond its range (when given)."""
     train, players = spec.model.train, spec.model.players
     optimizers = [(("train", "optimizer"), train.optimizer)]
     optimizers += [(("players", name, "optimizer"), player.optimizer) for name, player in players.items() if player.optimizer is not None]
@@ -52,6 +53,7 @@ def advise(spec: Spec, data: Splits | None) -> None:
                   "or inductor do; train with inductor")
     if data is not None:
         _advise_classes(spec, data)
+        _advise_half_range(spec, data)
     if data is not None and train.batch_size > len(data.train):
         spec.warn(
             ("train", "batch_size"),
@@ -83,6 +85,20 @@ def advise(spec: Spec, data: Splits | None) -> None:
     overridden = players and all(p.optimizer is not None for p in players.values())
     if overridden and "optimizer" in train.model_fields_set and train.optimizer != default:  # `--resolved` writes the default
         spec.warn(("train", "optimizer"), "every player sets its own optimizer, so this default is used by none; remove it")
+
+
+def _advise_half_range(spec: Spec, data: Splits) -> None:
+    """Warn of fp16 training on data beyond float16's range (±65504): autocast casts them to inf in the first layer."""
+    if spec.model.train.precision != "fp16":
+        return
+    for name, values in data.train.fields.items():
+        largest = values.abs().max().item() if values.is_floating_point() and values.numel() else 0.0
+        if largest > torch.finfo(torch.float16).max:
+            spec.warn(
+                ("train", "precision"),
+                f"fp16, but the data's {name} reach {largest:.3g} in size, beyond float16's ±65504: its first layer will see inf, and "
+                "the first step stop on NaN; train in bf16 or fp32, or standardise the data",
+            )
 
 
 def _advise_classes(spec: Spec, data: Splits) -> None:

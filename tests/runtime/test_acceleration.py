@@ -70,11 +70,21 @@ def test_fp16_gradients_non_finite_at_a_vanishing_scale_are_a_nan_event(scale, s
     run.train(1)
     run.trainer.precision.scalers["model"].update(scale)
     if stops:
-        with pytest.raises(NonFiniteLoss, match="step 2: non-finite gradient"):
+        with pytest.raises(NonFiniteLoss, match="step 2: non-finite gradient.*; train.precision is fp16, whose values end at ±65504"):
             run.train()
     else:
         run.train()
         assert run.trainer.step == 4 and run.trainer.precision.scalers["model"].get_scale() < scale
+
+
+def test_fp16_on_data_beyond_its_range_is_warned_of_and_named_where_the_first_step_stops(tmp_path, toys_catalogue):
+    """Data of size 1e6 became inf in the first layer: the stop blamed the mlp "given finite inputs", and said nothing of fp16."""
+    raw = spec_dict(AUTOENCODER, steps=2, precision="fp16")
+    raw["data"]["transforms"] = [{"type": "scale", "a": 1e6}]
+    with pytest.warns(SpecWarning, match=r"train.precision: fp16, but the data's x reach 2.\d+e\+06 in size, beyond float16's ±65504"):
+        run = Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(NonFiniteLoss, match="step 1: non-finite loss .*; train.precision is fp16, whose values end at ±65504"):
+        run.train()
 
 
 def test_compile_trains_like_eager(tmp_path, toys_catalogue, capsys):
