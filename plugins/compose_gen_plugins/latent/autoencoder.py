@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from compose_gen import BuildContext, ComponentType, Loss, Params, Ref, Value, hookimpl
-from compose_gen_plugins.latent.model import caution_unbounded
+from compose_gen_plugins.latent.model import caution_unbounded, decoded_log_prob
 
 __all__ = ["Autoencoder", "AutoencoderParams", "build_autoencoder"]
 
@@ -45,7 +45,7 @@ class Autoencoder(Loss):
 
     def forward(self, inputs: Mapping[str, Any], terms: frozenset[str]) -> dict[str, Tensor]:
         x = inputs["x"]
-        reconstruction = self.decoder(self.encoder(x)).log_prob(x).mean()
+        reconstruction = decoded_log_prob(self.decoder(self.encoder(x)), x).mean()
         return {"loss": -reconstruction, "reconstruction": reconstruction.detach()}
 
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from compose_gen import Bijector, BuildContext, ComponentType, Ref, hookimpl, repeat_for_draws
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
+    decoded_log_prob,
     in_data_space,
     Evidence,
     LatentLevel,
@@ -62,10 +63,10 @@ class VAE(LatentVariableModel):
         z, log_q = draw(q, k, with_log_prob=not exact_kl)
         px = self.call_part("decoder", z, context)
         if self.transform is None:
-            log_likelihood = px.log_prob(x)
+            log_likelihood = decoded_log_prob(px, x)
         else:
             y, ladj = self._transformed(x, len(z), context)
-            log_likelihood = px.log_prob(y) + ladj
+            log_likelihood = decoded_log_prob(px, y) + ladj
         kl, exact = kl_or_estimate(q, prior_given(self.prior, self.given("prior", context)), z, log_q, exact_kl)
         return Evidence(log_likelihood, kl, exact)
 

@@ -35,6 +35,7 @@ from torch.distributions import Distribution, Independent, Normal
 from compose_gen import BuildContext, ComponentType, Ref, hookimpl
 from compose_gen_plugins.latent.model import (
     caution_unbounded,
+    decoded_log_prob,
     in_data_space,
     Evidence,
     LatentLevel,
@@ -92,7 +93,7 @@ class HierarchicalVAE(LatentVariableModel):
         q_bottom = precision_weighted(self.call_part("encoder_bottom", x, context), p_bottom)
         z_bottom = q_bottom.rsample()
         kl_bottom, exact = kl_or_estimate(q_bottom, p_bottom, z_bottom, None, exact)
-        return Evidence(self.call_part("decoder", z_bottom, context).log_prob(x), kl_top + kl_bottom, exact)
+        return Evidence(decoded_log_prob(self.call_part("decoder", z_bottom, context), x), kl_top + kl_bottom, exact)
 
     def sample(self, n: int, temperature: float = 1.0, mean: bool = True, context: Tensor | None = None) -> Tensor:
         z_top = sample_prior(self.prior, n, self.given("prior", context), temperature)

@@ -68,6 +68,7 @@ __all__ = [
     "evidence_log_likelihood",
     "build_model_sampler",
     "caution_unbounded",
+    "decoded_log_prob",
     "draw",
     "in_data_space",
     "kl_or_estimate",
@@ -125,6 +126,22 @@ def draw(q: Distribution, k: int, with_log_prob: bool) -> tuple[Tensor, Tensor |
         return q.rsample_with_log_prob((k,))
     z = q.rsample((k,))
     return z, q.log_prob(z) if with_log_prob else None
+
+
+def decoded_log_prob(px: Distribution, x: Tensor) -> Tensor:
+    """log p(x|z) of the decoder's distribution ``px`` (batch ``(*draws, B)``) at ``x`` (``(B, *example)``, or with the
+    draws too, ``(*draws, B, *example)``).
+
+    A decoder whose event shape is not an example's is refused: its ``log_prob`` would broadcast x against the
+    batch (an event shape ``(1, 64)`` for 64-value examples summed the batch twice over, silently).
+    """
+    event, batch = px.event_shape, x.dim() - len(px.event_shape)
+    if batch < 1 or x.shape[batch:] != event or x.shape[:batch] != px.batch_shape[len(px.batch_shape) - batch :]:
+        raise ValueError(
+            f"the decoder gives distributions over shape {tuple(event)} (for a batch of {tuple(px.batch_shape)}), but x has shape "
+            f"{tuple(x.shape)}: its log_prob would broadcast x against the batch; give the decoder the event_shape of one example"
+        )
+    return px.log_prob(x)
 
 
 def as_normal(distribution: Distribution, role: str) -> Normal:

@@ -49,7 +49,7 @@ from compose_gen import (
 )
 from compose_gen.core import batches
 from compose_gen_plugins.latent.evaluation import batch_examples
-from compose_gen_plugins.latent.model import caution_unbounded
+from compose_gen_plugins.latent.model import caution_unbounded, decoded_log_prob
 
 __all__ = ["CodebookUsage", "VQVAE", "VectorQuantizer", "build_codebook_usage", "build_vqvae", "code_statistics"]
 
@@ -168,7 +168,7 @@ class VQVAE(Loss):
         rank = 2 if self.layout == "flat" else 3
         self.latent_shape = vectors.shape[-rank:-1]
         straight_through = vectors + (codes - vectors).detach()
-        reconstruction = self.decoder(self.from_vectors(straight_through)).log_prob(x).mean()
+        reconstruction = decoded_log_prob(self.decoder(self.from_vectors(straight_through)), x).mean()
         commitment = sum_rightmost((vectors - codes.detach()).square(), rank).mean()
         loss = -reconstruction + self.commitment * commitment
         counts = self.quantizer.counts(index)

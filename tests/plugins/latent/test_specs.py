@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy
+import pytest
 import torch
 import yaml
 
@@ -108,3 +109,17 @@ def test_a_vae_conditioned_only_through_its_prior_draws_each_class(tmp_path: Pat
     assert run.model.losses["cvae"].conditioned == {"prior"}
     run.trainer.fit(500)
     assert run.evaluate()["class_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("spec", "event_shape"),
+    [("vae_digits", [1, 64]), ("conv_vae_digits", [8, 8]), ("vqvae_digits", [1, 64]), ("hvae_digits", [1, 64])],
+)
+def test_a_decoder_whose_event_shape_broadcasts_against_the_examples_is_refused(spec: str, event_shape: list[int]) -> None:
+    """Event shape (1, 64) for 64-value examples: log p(x|z) broadcast x against the batch, summing it twice over; the loss
+    trained was 688.8 for the right one's 44.1, and only a sampler, where the spec had one, noticed the shape."""
+    raw = yaml.safe_load((SPECS / f"{spec}.yaml").read_text())
+    raw["components"]["decoder"]["event_shape"] = event_shape
+    raw["sample"] = None
+    with pytest.raises(cg.SpecError, match=rf"the decoder gives distributions over shape \({', '.join(map(str, event_shape))},?\).* but x has shape"):
+        build(cg.load_spec(raw), "cpu")
