@@ -9,7 +9,7 @@ that scales the standard deviation (Kingma & Dhariwal 2018).
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, register_kl
 
@@ -89,7 +89,7 @@ class DiagonalNormal(Prior):
 
 
 class PriorParams(Params):
-    shape: list[int] = Field(..., min_length=1, description="event shape of the latent")
+    shape: list[PositiveInt] = Field(..., min_length=1, description="event shape of the latent")
 
 
 def build_standard_normal(p: PriorParams, ctx: BuildContext) -> StandardNormal:

@@ -47,7 +47,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 Activation = Literal["relu", "leaky_relu", "elu", "silu", "gelu", "tanh", "softplus"]
 Output = Literal["none", "sigmoid", "tanh"]
-Features = int | list[int]
+Features = list[PositiveInt] | PositiveInt
 _IN_PLACE = {"relu", "leaky_relu", "elu", "silu"}
 T = TypeVar("T")
 

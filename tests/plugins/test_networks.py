@@ -70,14 +70,31 @@ def test_a_float32_context_is_cast_to_a_float64_input() -> None:
     torch.testing.assert_close(y, net(x, c.double()))
 
 
-def test_a_hidden_layer_of_width_zero_is_refused() -> None:
-    """A zero-width layer would cut the network off from its input (torch only warns that the init is a no-op)."""
+@pytest.mark.parametrize(
+    ("type_name", "params"),
+    [
+        ("mlp", {"in_features": 2, "out_features": 2, "hidden": [0, 8]}),
+        ("mlp", {"in_features": -64, "out_features": 2}),
+        ("mlp", {"in_features": [8, -8], "out_features": 2}),
+        ("mlp_generator", {"latent_dim": 2, "hidden": [0]}),
+        ("mlp_generator", {"latent_dim": 2, "out_shape": [0]}),
+        ("mlp_critic", {"hidden": [0]}),
+        ("mlp_critic", {"in_shape": [-2]}),
+        ("standard_normal", {"shape": [-16]}),
+        ("diagonal_normal", {"shape": [0]}),
+        ("bernoulli_decoder", {"net": "net", "event_shape": [1, 8, 0]}),
+        ("conv_encoder", {"latent": 4, "image_shape": [1, 8, 0]}),
+    ],
+)
+def test_a_size_of_zero_or_less_is_refused(type_name: str, params: dict) -> None:
+    """A zero-width layer cut the network off from its input: a critic of hidden: [0] was a constant, every gradient 0,
+    and it trained on (torch only warns that the init is a no-op); negative sizes failed in torch's words."""
     from pydantic import ValidationError
 
-    from compose_gen_plugins.networks import MLPParams
+    from compose_gen import make_catalogue
 
     with pytest.raises(ValidationError, match="greater than 0"):
-        MLPParams(in_features=2, out_features=2, hidden=[0, 8])
+        make_catalogue().get(type_name).params(**params)
 
 
 def test_an_mlp_given_images_of_its_width_says_how_to_flatten_them() -> None:

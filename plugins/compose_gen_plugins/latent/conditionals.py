@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
@@ -266,7 +266,7 @@ class DecoderParams(Params):
         "Gaussian), 2 (Gaussian with scale: predicted), bins (categorical), 3·components (discretized logistic; "
         "10·components per pixel with channel_coupling); an MLP's out_features is that times the values of x",
     )
-    event_shape: list[int] | None = Field(None, description="shape of one x; default: the data's")
+    event_shape: list[PositiveInt] | None = Field(None, description="shape of one x; default: the data's")
     latent_rank: int = Field(1, gt=0, description="event dimensions of z (1: vectors)")
 
 
