@@ -13,6 +13,7 @@ spec can never reach arbitrary Python.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -52,7 +53,10 @@ def parse_call(text: str) -> Call:
         if _NAME.match(raw):
             args.append(raw)
         elif _NUMBER.match(raw):
-            args.append(float(raw) if any(c in raw for c in ".eE") else int(raw))
+            number = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            if not math.isfinite(number) or abs(number) > 2**63 - 1:  # past float64's range, or int64's (torch's sizes)
+                raise ValueError(f"number {raw} in {text!r} is beyond the range of torch's numbers")
+            args.append(number)
         else:
             raise ValueError(f"argument {raw!r} in {text!r} is neither a name nor a number")
     return Call(target, method, tuple(args))

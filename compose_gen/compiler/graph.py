@@ -90,6 +90,11 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
         if misuse:
             problems.append(Problem(path, misuse))
             continue
+        if call.method is None and call.target in known and call.target not in components and call.target not in BUILTINS:
+            kind = "a batch field" if call.target in fields else "a graph value"
+            problems.append(Problem(path, f"{call.target!r} is {kind}, not a component: only components and the builtins "
+                                          f"{', '.join(sorted(BUILTINS))} are called (a value's methods as {call.target}.method(...))"))
+            continue
         calls[name] = call
         if call.target in BUILTINS and call.method is None:
             targets = call.args

@@ -29,3 +29,10 @@ def test_parses(text: str, call: Call) -> None:
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_call(text)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "99999999999999999999999"])
+def test_a_number_beyond_torch_s_range_is_refused(number: str) -> None:
+    """1e400 parsed as inf (one_hot(y, 1e400) was an OverflowError traceback); a long integer failed in torch's words."""
+    with pytest.raises(ValueError, match=rf"number {number} in 'one_hot\(y, {number}\)' is beyond the range of torch's numbers"):
+        parse_call(f"one_hot(y, {number})")

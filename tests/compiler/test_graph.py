@@ -30,6 +30,17 @@ def test_a_component_given_as_an_argument_is_said_to_be_no_value(gan_spec, toy_c
     ) in errors(gan_spec, toy_catalogue)
 
 
+@pytest.mark.parametrize(("text", "kind"), [("x(x)", "a batch field"), ("z(x)", "a graph value")])
+def test_a_batch_field_or_value_called_as_a_component_is_said_to_be_none(gan_spec, toy_catalogue, text, kind) -> None:
+    """It was a KeyError traceback out of validate, which then checked no further file; --static said ok."""
+    gan_spec["graph"]["fake"] = text
+    name = text.split("(")[0]
+    assert (
+        f"graph.fake: {name!r} is {kind}, not a component: only components and the builtins cat, detach, one_hot are called "
+        f"(a value's methods as {name}.method(...))"
+    ) in errors(gan_spec, toy_catalogue)
+
+
 def test_labels_read_from_data_that_give_none_are_said_to_be_missing_with_how_data_give_them(gan_spec, toy_catalogue, tmp_path) -> None:
     """A conditional GAN on an image folder without class sub-folders got a bare "unknown name 'y'"."""
     np.savez(tmp_path / "points.npz", x=np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
