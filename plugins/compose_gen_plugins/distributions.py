@@ -8,14 +8,24 @@ that scales the standard deviation (Kingma & Dhariwal 2018).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, register_kl
 
 from compose_gen import BuildContext, ComponentType, Params, draw_count, hookimpl
+from compose_gen.core import describe_value
 
-__all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal"]
+__all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal", "temperature_of"]
+
+
+def temperature_of(value: Any) -> float:
+    """``value`` if it is a number, as a temperature must be; a graph's ``noise(x)`` or ``noise.sample(x, x)`` passes a tensor."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a prior's temperature is a number, got {describe_value(value)}; a graph draws from a prior as noise.sample(x) or noise.sample(64)")
+    return value
 
 
 class Prior(nn.Module):
@@ -65,7 +75,7 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(shape))
 
     def forward(self, temperature: float = 1.0) -> Distribution:
-        if temperature == 1.0:
+        if temperature_of(temperature) == 1.0:
             elementwise = UnitNormal(self.loc, self.scale, validate_args=False)
         else:
             elementwise = Normal(self.loc, self.scale * temperature, validate_args=False)
@@ -84,7 +94,7 @@ class DiagonalNormal(Prior):
     def forward(self, temperature: float = 1.0) -> Distribution:
         # Unvalidated, as the other priors: torch's checks read the device back (a host sync, three per training step)
         # and refuse T = 0 (the mode, a zero σ).
-        elementwise = Normal(self.loc, self.log_scale.exp() * temperature, validate_args=False)
+        elementwise = Normal(self.loc, self.log_scale.exp() * temperature_of(temperature), validate_args=False)
         return Independent(elementwise, len(self.event_shape), validate_args=False)
 
 

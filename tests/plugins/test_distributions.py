@@ -86,3 +86,11 @@ def test_a_prior_reads_nothing_back_from_the_device(prior, monkeypatch) -> None:
         prior(temperature=0.5).sample((2,))
     assert reads.count == 0
 
+
+
+@pytest.mark.parametrize("prior", [StandardNormal((2,)), DiagonalNormal((2,))])
+def test_a_temperature_that_is_no_number_is_refused_as_such(prior) -> None:
+    """A graph's noise(x) or noise.sample(x, x) passed x as the temperature: 'Boolean value of Tensor ... is ambiguous'."""
+    for call in (lambda: prior(torch.zeros(5, 2)), lambda: prior.sample(torch.zeros(5, 2), torch.zeros(5, 2))):
+        with pytest.raises(TypeError, match=r"a prior's temperature is a number, got a Tensor of shape \(5, 2\); a graph draws"):
+            call()

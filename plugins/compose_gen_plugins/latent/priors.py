@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
 from compose_gen import BuildContext, ComponentType, Params, draw_count, hookimpl
-from compose_gen_plugins.distributions import Prior
+from compose_gen_plugins.distributions import Prior, temperature_of
 
 __all__ = ["GaussianMixturePrior", "GaussianMixtureParams", "build_gaussian_mixture"]
 
@@ -42,7 +42,7 @@ class GaussianMixturePrior(Prior):
 
     def forward(self, temperature: float = 1.0) -> Distribution:
         mixture = Categorical(logits=self.logits, validate_args=False)
-        component = Independent(Normal(self.loc, self.log_scale.exp() * temperature, validate_args=False), 1)
+        component = Independent(Normal(self.loc, self.log_scale.exp() * temperature_of(temperature), validate_args=False), 1)
         return MixtureSameFamily(mixture, component, validate_args=False)
 
     def sample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
