@@ -16,6 +16,7 @@ afterwards, so the dry run leaves no trace.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import Any, Iterator
 
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from compose_gen.compiler.expressions import parse_call
 from compose_gen.compiler.checks import enforce, finite, nonfinite_examples, nonfinite_sources
 from compose_gen.compiler.plan import parameters_named, term_address
 from compose_gen.core import Splits, TensorData
@@ -37,15 +39,23 @@ __all__ = ["dry_run"]
 DRY_RUN_EXAMPLES = 5
 
 
+def _batch_size(spec: Any) -> int:
+    """:data:`DRY_RUN_EXAMPLES`, or the next size that no count written in the graph is: ``noise.sample(5)`` against a
+    batch of 5 would pass, and the training batch then meet 5 fakes."""
+    counts = {a for text in spec.model.graph.values() for a in parse_call(text).args if isinstance(a, int)}
+    return next(n for n in itertools.count(DRY_RUN_EXAMPLES) if n not in counts)
+
+
 def dry_run(model: Any, data: Splits) -> None:
     """Run every plan, the values no plan needs and the sampler once on the first examples of ``data.train``,
     raising a located :class:`SpecError` at the first failure and warning of suspect samples; ``model`` is left as
     it was found (see the module docstring)."""
     spec = model.spec
     device = model.device
-    batch = {k: v.to(device) for k, v in data.train.batch(_examples(data.train)).items()}
+    size = _batch_size(spec)
+    batch = {k: v.to(device) for k, v in data.train.batch(_examples(data.train, size)).items()}
     shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in batch.items())
-    on_batch = f" on a batch of {DRY_RUN_EXAMPLES} ({shapes})"
+    on_batch = f" on a batch of {len(next(iter(batch.values())))} ({shapes})"
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stack: list[str] = []
     logged: set[str] = set()
@@ -219,13 +229,13 @@ def _check_reach(model: Any, plan: Any, reached: dict[str, set[int]]) -> None:
                 )
 
 
-def _examples(data: TensorData) -> Tensor:
-    """The first examples, with the one holding the largest value of each integer field (a class label) among them.
+def _examples(data: TensorData, size: int) -> Tensor:
+    """The first ``size`` examples, with the one holding the largest value of each integer field (a class label) among them.
 
     A label beyond a component's ``num_classes`` then fails in the dry run, not at
     the training step whose batch first holds it.
     """
-    index = list(range(min(DRY_RUN_EXAMPLES, len(data))))
+    index = list(range(min(size, len(data))))
     slot = len(index) - 1
     for values in data.fields.values():
         if values.is_floating_point() or values.numel() == 0 or slot < 0:
