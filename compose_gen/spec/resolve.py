@@ -82,8 +82,12 @@ class _Resolver:
             self.problem(path, f"expected a mapping with a `type`, got {type(raw).__name__}")
             return None
         type_name = raw.get("type")
+        if "type" in raw and not isinstance(type_name, str):
+            got = "null" if type_name is None else f"{type(type_name).__name__} {type_name!r}"
+            self.problem((*path, "type"), f"expected a type name, got {got}: one of the {'/'.join(kinds)} types ({_few(self.catalogue, kinds)})")
+            return None
         if not isinstance(type_name, str):
-            misspelt = next((f" (is {key!r} it?)" for key in raw if suggest(str(key), ["type"])), "")
+            misspelt = next((f" (is {key!r} it?)" for key in raw if key != "type" and suggest(str(key), ["type"])), "")
             self.problem(path, f"missing `type`{misspelt}: one of the {'/'.join(kinds)} types ({_few(self.catalogue, kinds)})")
             return None
         if type_name not in self.catalogue:

@@ -70,6 +70,14 @@ def test_a_misspelt_type_key_is_pointed_at(vae_spec, catalogue) -> None:
     assert "evaluate.metrics[0]: missing `type` (is 'typ' it?): one of the metric types" in line
 
 
+@pytest.mark.parametrize(("written", "said"), [(["test_losses"], "list ['test_losses']"), (7, "int 7"), (None, "null")])
+def test_a_type_that_is_no_name_is_said_to_be_so_not_missing(vae_spec, catalogue, written, said) -> None:
+    """It was 'missing `type` (is 'type' it?)', pointing at the key the user had written."""
+    vae_spec["evaluate"]["metrics"] = [{"type": written}]
+    (line,) = problems(vae_spec, catalogue)
+    assert f"evaluate.metrics[0].type: expected a type name, got {said}: one of the metric types" in line
+
+
 @pytest.mark.parametrize(
     "metric",
     [{"type": "importance_sampled_nll", "model": "vae", "samples": 10**20}, {"type": "frechet_distance", "n": 10**9}, {"type": "mode_coverage", "n": 10**7}],
