@@ -10,6 +10,7 @@ from compose_gen.testing.bijectors import check_type
 from compose_gen_plugins.flows import coupling, spline
 from compose_gen_plugins.flows.spline import (
     SplineCouplingParams,
+    SplineTransform,
     build_spline_coupling,
     rational_quadratic_spline,
 )
@@ -99,3 +100,18 @@ def test_coupling_keeps_the_conditioning_half_and_reads_only_it() -> None:
     changed = ~kept.flatten()
     off_diagonal = jac[changed][:, changed] - torch.diag(jac[changed][:, changed].diagonal())
     assert off_diagonal.abs().max() == 0, "transformed features do not read each other"
+
+
+def test_parameters_in_bfloat16_give_the_float32_spline_of_their_values() -> None:
+    """Under CPU autocast a coupling network's output is bf16: the knots and log-determinants were computed in bf16,
+    1-10% off per layer (flow_moons' training NLL 0.581 where float32 gives 0.528)."""
+    torch.manual_seed(0)
+    transform = SplineTransform(bins=8, bound=3.0, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)
+    z = torch.randn(256, 2)
+    params = torch.randn(256, transform.params_per_feature, 2).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, ladj = transform(z, params)
+    y32, ladj32 = transform(z, params.float())
+    assert y.dtype == ladj.dtype == torch.float32
+    torch.testing.assert_close(y, y32, rtol=0, atol=0)
+    torch.testing.assert_close(ladj, ladj32, rtol=0, atol=0)
