@@ -23,6 +23,7 @@ split and its dequantization noise depend on the seed alone.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping
@@ -31,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from compose_gen import Params, Seed, Splits, TensorData
+from compose_gen import Params, Seed, SpecWarning, Splits, TensorData
 from compose_gen.core import derive_seed, first_flagged, ladj_field
 from compose_gen_plugins.datasets.transforms import Pipeline, PipelineError, TransformSpec, fit_pipeline
 
@@ -206,6 +207,7 @@ def make_splits(
         pipeline, y, constant, per_example = fit_pipeline(
             params.transforms, _joined(train, modelled), seeded_generator(params.seed, "transforms/train")
         )
+        caution_float32(y, "/".join(modelled))
         train = _with_model_space(train, modelled, y, per_example)
         y, _, per_example = pipeline.apply(_joined(test, modelled), seeded_generator(params.seed, "transforms/test"))
         test = _with_model_space(test, modelled, y, per_example)
@@ -246,6 +248,34 @@ def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | N
             "(numpy: x.transpose(0, 3, 1, 2))"
         )
     return None
+
+
+#: Fewer float32 steps than this across a feature's range lose what float64 held (at most ~8 million fit any range).
+FLOAT32_LEVELS = 1000
+
+
+def caution_float32(y: Tensor, name: str) -> None:
+    """Warn of a feature of ``y`` (float64, examples along dim 0) that float32, in which the examples are kept, holds on
+    fewer than :data:`FLOAT32_LEVELS` steps: an offset large against its spread (timestamps, coordinates) rounds it onto
+    a few values, and the warnings about data on a grid then blame the data; ``standardise``, in float64, keeps them."""
+    flat = y.reshape(len(y), -1)
+    if len(flat) < 2:
+        return
+    low, high = flat.amin(0), flat.amax(0)
+    step = torch.maximum(low.abs(), high.abs()) * 2.0**-23  # float32's spacing near the feature's largest magnitude
+    levels = (high - low) / step
+    lost = ((high > low) & (levels < FLOAT32_LEVELS)).nonzero()
+    if len(lost):
+        j = int(lost[0])
+        warnings.warn(SpecWarning(
+            f"{name}: feature {j} spans {low[j].item():.10g}..{high[j].item():.10g}, which float32, in which examples are kept, "
+            f"holds on about {max(1, round(levels[j].item()))} values (steps of {step[j].item():.3g}): its offset is large against "
+            f"its spread; subtract it, or add the standardise transform (computed in float64){_more(len(lost))}"
+        ), stacklevel=2)
+
+
+def _more(count: int) -> str:
+    return f"; {count - 1} more feature(s) alike" if count > 1 else ""
 
 
 def _joined(fields: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:

@@ -66,6 +66,18 @@ def test_images_brighter_than_pixel_max_are_warned_of(build, tmp_path: Path) -> 
     built_quietly(build, "npy", path=str(tmp_path / "x.npy"), test_fraction=0.5)  # not images: nothing is drawn as pixels
 
 
+def test_features_that_float32_rounds_onto_a_few_values_are_warned_of(build, tmp_path: Path) -> None:
+    """1e5 + 0.1·moons: 4000 distinct float64 values, 42 in float32; the only warning blamed the data for lying on a grid."""
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(400, 2))
+    np.save(tmp_path / "offset.npy", 1e5 + 0.1 * points)
+    with pytest.warns(SpecWarning, match=r"x: feature 0 spans 99999.*which float32, in which examples are kept, holds on about \d+ values .*add the standardise transform \(computed in float64\); 1 more feature\(s\) alike"):
+        build("npy", path=str(tmp_path / "offset.npy"), test_fraction=0.5)
+    built_quietly(build, "npy", path=str(tmp_path / "offset.npy"), transforms=["standardise"], test_fraction=0.5)
+    np.save(tmp_path / "wide.npy", 1e3 + 10 * points)  # float32 holds it on ~10⁵ steps
+    built_quietly(build, "npy", path=str(tmp_path / "wide.npy"), test_fraction=0.5)
+
+
 def _huge_npy_header() -> bytes:
     """A .npy file whose header declares 3·10¹² float64 values (24 TB) and holds 8 bytes, which NumPy would allocate."""
     buffer = io.BytesIO()
