@@ -188,10 +188,17 @@ def advise_frozen(spec: Spec, components: Mapping[str, nn.Module], plans: Mappin
                 )
 
 
-def advise_model(spec: Spec, model: nn.Module) -> None:
-    """Warn of ``train.channels_last`` on a model without 4D (convolution) weights, where it changes nothing."""
-    if spec.model.train.channels_last and not any(p.dim() == 4 for p in model.parameters()):
+def advise_model(spec: Spec, model: nn.Module, device: torch.device) -> None:
+    """Warn of ``train.channels_last`` on a model without 4D (convolution) weights, where it changes nothing, and of fp16
+    convolutions on the CPU, which has no fast float16 kernels for them."""
+    convolutional = any(p.dim() == 4 for p in model.parameters())
+    if spec.model.train.channels_last and not convolutional:
         spec.warn(("train", "channels_last"), "true, but the model has no 4D (convolution) weights, so it has no effect")
+    # validate builds on the CPU whatever the spec's device: warn of the CPU the run will train on
+    on_cpu = device.type == "cpu" and (spec.model.device == "cpu" or (spec.model.device == "auto" and not torch.cuda.is_available()))
+    if spec.model.train.precision == "fp16" and convolutional and on_cpu:
+        spec.warn(("train", "precision"), "fp16 on the CPU, which has no fast float16 convolution (a 3x3 convolution's step ran "
+                  "140x slower than in float32): use bf16, the CPU's half precision, or fp32")
 
 
 def advise_paths(spec: Spec) -> None:

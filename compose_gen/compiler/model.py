@@ -309,7 +309,7 @@ def compile_spec(
         advise_partly_trained(spec, components, plans)
         advise_frozen(spec, components, plans)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators)
-        advise_model(spec, model)
+        advise_model(spec, model, torch.device(device))
         try:
             model.to(device)
         except Exception as error:  # a plugin's module that breaks nn.Module's machinery (overrides _apply, say)
