@@ -33,7 +33,9 @@ __all__ = [
     "Params",
     "Ref",
     "RefTo",
+    "MAX_SIZE",
     "Seed",
+    "Size",
     "StrictModel",
     "Value",
     "ValueRef",
@@ -187,6 +189,10 @@ Value = Annotated[str, ValueRef()]
 LossName = Annotated[str, LossRef()]
 #: Annotation for a seed: a whole number in [0, 2⁶³), the range of torch's generators and of the spec's own ``seed``.
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
+#: The largest :data:`Size`: no width or side of a tensor a spec sets is larger (a prior of shape [10⁹] allocated gigabytes).
+MAX_SIZE = 2**24
+#: Annotation for a width, a feature count or one dimension of a shape: a whole number in [1, :data:`MAX_SIZE`].
+Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, Size, hookimpl
 from compose_gen_plugins.networks import Output, caution_output_range, context_rows, output_activation
 from compose_gen_plugins.gan_nets import (
     Critic,
@@ -66,7 +66,7 @@ def norm2d(kind: Norm, channels: int) -> nn.Module:
 
 
 class ImageOptions(Params):
-    image_shape: list[PositiveInt] | None = Field(
+    image_shape: list[Size] | None = Field(
         None, min_length=3, max_length=3, description="(C, H, W) (default: the dataset's image shape)"
     )
     base_channels: int = Field(64, ge=1, description="channels at full resolution; doubled at each halving")

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, register_kl
 
-from compose_gen import BuildContext, ComponentType, Params, draw_count, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, Size, draw_count, hookimpl
 from compose_gen.core import describe_value
 
 __all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal", "temperature_of"]
@@ -99,7 +99,7 @@ class DiagonalNormal(Prior):
 
 
 class PriorParams(Params):
-    shape: list[PositiveInt] = Field(..., min_length=1, description="event shape of the latent")
+    shape: list[Size] = Field(..., min_length=1, description="event shape of the latent")
 
 
 def build_standard_normal(p: PriorParams, ctx: BuildContext) -> StandardNormal:

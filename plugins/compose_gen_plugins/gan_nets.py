@@ -27,11 +27,11 @@ from itertools import pairwise
 from typing import Callable, Literal
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from compose_gen import BuildContext, ComponentType, Params, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, Size, hookimpl
 from compose_gen_plugins.networks import Output, caution_output_range, context_rows, output_activation
 
 __all__ = [
@@ -414,14 +414,14 @@ class _ConcatBody(nn.Module):
 
 
 class MLPGeneratorParams(GeneratorOptions):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1, description="widths of the hidden layers")
-    out_shape: list[PositiveInt] | None = Field(None, description="event shape of the output (default: the dataset's x)")
+    hidden: list[Size] = Field(default_factory=lambda: [256, 256], min_length=1, description="widths of the hidden layers")
+    out_shape: list[Size] | None = Field(None, description="event shape of the output (default: the dataset's x)")
     norm: VectorNorm = Field("none", description="normalisation after each hidden linear layer")
 
 
 class MLPCriticParams(CriticOptions):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1, description="widths of the hidden layers")
-    in_shape: list[PositiveInt] | None = Field(None, description="event shape of x (default: the dataset's x)")
+    hidden: list[Size] = Field(default_factory=lambda: [256, 256], min_length=1, description="widths of the hidden layers")
+    in_shape: list[Size] | None = Field(None, description="event shape of x (default: the dataset's x)")
     norm: VectorNorm = Field("none", description="normalisation after each hidden linear layer")
 
 

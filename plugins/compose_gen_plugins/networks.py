@@ -17,10 +17,10 @@ from itertools import pairwise
 from typing import Callable, Literal, TypeVar
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor, nn
 
-from compose_gen import BuildContext, ComponentType, Params, SpecWarning, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, Size, SpecWarning, hookimpl
 
 __all__ = [
     "ACTIVATIONS",
@@ -47,7 +47,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 Activation = Literal["relu", "leaky_relu", "elu", "silu", "gelu", "tanh", "softplus"]
 Output = Literal["none", "sigmoid", "tanh"]
-Features = list[PositiveInt] | PositiveInt
+Features = list[Size] | Size
 _IN_PLACE = {"relu", "leaky_relu", "elu", "silu"}
 T = TypeVar("T")
 
@@ -132,7 +132,7 @@ def broadcast_context(context: Tensor | None, batch_shape: torch.Size, features:
 class MLPParams(Params):
     in_features: Features = Field(..., description="input size, or the event shape to flatten")
     out_features: Features = Field(..., description="output size, or the event shape to reshape to")
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], description="widths of the hidden layers")
+    hidden: list[Size] = Field(default_factory=lambda: [256, 256], description="widths of the hidden layers")
     activation: Activation = Field("relu", description="activation σ after each hidden layer")
     output: Output = Field("none", description="squashing of the output: sigmoid for [0, 1], tanh for [-1, 1]")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden activation")

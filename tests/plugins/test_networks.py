@@ -97,6 +97,20 @@ def test_a_size_of_zero_or_less_is_refused(type_name: str, params: dict) -> None
         make_catalogue().get(type_name).params(**params)
 
 
+@pytest.mark.parametrize(
+    ("type_name", "params"),
+    [("standard_normal", {"shape": [10**9]}), ("mlp", {"in_features": 2, "out_features": 2, "hidden": [10**9]}), ("mlp_critic", {"in_shape": [2**24 + 1]})],
+)
+def test_a_size_beyond_max_size_is_refused(type_name: str, params: dict) -> None:
+    """A prior of shape [10⁹] made validate allocate gigabytes until the machine ran out of memory."""
+    from pydantic import ValidationError
+
+    from compose_gen import make_catalogue
+
+    with pytest.raises(ValidationError, match="less than or equal to 16777216"):
+        make_catalogue().get(type_name).params(**params)
+
+
 def test_an_mlp_given_images_of_its_width_says_how_to_flatten_them() -> None:
     with pytest.raises(ValueError, match=r"got \(5, 1, 4, 4\), which ends in \(4,\); to read images as vectors, give the dataset `shape: flat`"):
         MLP(16, 4)(torch.zeros(5, 1, 4, 4))

@@ -22,16 +22,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import nn
 
-from compose_gen import ComponentType, hookimpl
+from compose_gen import ComponentType, Size, hookimpl
 from compose_gen_plugins import package_types
 
 __all__ = ["EventShape", "compose_gen_types", "context_shape_of"]
 
 #: Event shape parameter: ``[D]`` or ``[C, H, W]``.
-EventShape = Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]
+EventShape = Annotated[list[Size], Field(min_length=1, max_length=3)]
 
 
 def context_shape_of(module: nn.Module) -> torch.Size | None:

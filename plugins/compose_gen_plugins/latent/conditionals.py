@@ -26,11 +26,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
-from compose_gen import BuildContext, ComponentType, Params, Ref, hookimpl
+from compose_gen import BuildContext, ComponentType, Params, Ref, Size, hookimpl
 from compose_gen_plugins.latent.continuous_bernoulli import StableContinuousBernoulli
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.discretized import (
@@ -266,7 +266,7 @@ class DecoderParams(Params):
         "Gaussian), 2 (Gaussian with scale: predicted), bins (categorical), 3·components (discretized logistic; "
         "10·components per pixel with channel_coupling); an MLP's out_features is that times the values of x",
     )
-    event_shape: list[PositiveInt] | None = Field(None, description="shape of one x; default: the data's")
+    event_shape: list[Size] | None = Field(None, description="shape of one x; default: the data's")
     latent_rank: int = Field(1, gt=0, description="event dimensions of z (1: vectors)")
 
 
