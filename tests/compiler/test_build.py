@@ -94,12 +94,19 @@ def test_a_plugin_warning_is_said_once_at_the_component_with_its_type_and_others
     assert [(w.category, str(w.message), w.filename.endswith("noisy.py")) for w in others] == [(DeprecationWarning, "a library's own warning", True)] * 3
 
 
+class HugeParams(Params):
+    width: int
+
+
 def test_a_size_torch_cannot_hold_is_refused_at_its_component_without_torch_s_cpp_backtrace(vae_spec) -> None:
-    vae_spec["components"]["decoder"]["net"]["hidden"] = [2**63]
+    """A plugin's unbounded size (the built-in ones are a compose_gen.Size) reaches torch, whose error names its C++ frames."""
+    huge = ComponentType("huge_mlp", "network", HugeParams, lambda p, ctx: torch.nn.Linear(16, p.width))
+    catalogue = make_catalogue([plugin(huge, name="huge")])
+    vae_spec["components"]["decoder"]["net"] = {"type": "huge_mlp", "width": 2**63}
     with pytest.raises(SpecError) as caught:
-        build(load_spec(vae_spec), "cpu")
+        build(load_spec(vae_spec, catalogue=catalogue), "cpu")
     message = str(caught.value)
-    assert "components.decoder.net: type 'mlp' (plugin 'networks') failed to build: " in message
+    assert "components.decoder.net: type 'huge_mlp' (plugin 'huge') failed to build: " in message
     assert "Overflow when unpacking long long" in message and "frame #" not in message
 
 
