@@ -16,6 +16,7 @@ import networkx as nx
 
 from compose_gen.compiler.expressions import Call, parse_call
 from compose_gen.compiler.values import BUILTINS, builtin_misuse
+from compose_gen.core.distributions import MAX_DRAWS
 from compose_gen.registry import LossRef, RefTo, ValueRef, ref_fields, suggest
 from compose_gen.spec import Declared, Problem, Spec, SpecError
 
@@ -94,6 +95,9 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
             kind = "a batch field" if call.target in fields else "a graph value"
             problems.append(Problem(path, f"{call.target!r} is {kind}, not a component: only components and the builtins "
                                           f"{', '.join(sorted(BUILTINS))} are called (a value's methods as {call.target}.method(...))"))
+            continue
+        if call.method in ("sample", "rsample") and any(isinstance(a, (int, float)) and a > MAX_DRAWS for a in call.args):
+            problems.append(Problem(path, f"{call} draws more than {MAX_DRAWS:,} samples (MAX_DRAWS) at once"))
             continue
         calls[name] = call
         if call.target in BUILTINS and call.method is None:

@@ -41,6 +41,12 @@ def test_a_batch_field_or_value_called_as_a_component_is_said_to_be_none(gan_spe
     ) in errors(gan_spec, toy_catalogue)
 
 
+def test_a_graph_that_draws_more_than_max_draws_at_once_is_refused(gan_spec, toy_catalogue) -> None:
+    """noise.sample(1000000000) ran validate past 12 GB; `compose-gen sample -n` may draw more, in batches."""
+    gan_spec["graph"]["z"] = "noise.sample(1000001)"
+    assert "graph.z: noise.sample(1000001) draws more than 1,000,000 samples (MAX_DRAWS) at once" in errors(gan_spec, toy_catalogue)
+
+
 def test_labels_read_from_data_that_give_none_are_said_to_be_missing_with_how_data_give_them(gan_spec, toy_catalogue, tmp_path) -> None:
     """A conditional GAN on an image folder without class sub-folders got a bare "unknown name 'y'"."""
     np.savez(tmp_path / "points.npz", x=np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))

@@ -39,10 +39,10 @@ def test_bits_per_dim_of_a_hand_computed_case() -> None:
 
 
 def test_draw_count_takes_a_whole_count_or_the_rows_of_a_tensor_and_refuses_the_rest() -> None:
-    assert draw_count(7) == 7 and draw_count(MAX_DRAWS) == MAX_DRAWS and draw_count(torch.zeros(5, 3)) == 5
+    assert draw_count(7) == 7 and draw_count(MAX_DRAWS + 1) == MAX_DRAWS + 1 and draw_count(torch.zeros(5, 3)) == 5
     for like in (1e30, 2.0, True, torch.tensor(3.0), "x"):
         with pytest.raises(TypeError, match=r"^draws one sample per row of a tensor, or a whole count of samples; got "):
             draw_count(like)
-    for count in (0, -1, MAX_DRAWS + 1):  # none drew a batch a loss could use (0 failed in a reshape, blamed on the critic); 10⁹ ran validate out of memory
-        with pytest.raises(ValueError, match=r"^draws from 1 to 1,000,000 samples at a time \(MAX_DRAWS\); got a count of "):
+    for count in (0, -1):  # 0 drew an empty batch that failed in a reshape, blamed on the critic
+        with pytest.raises(ValueError, match=r"^draws at least one sample; got a count of "):
             draw_count(count)
