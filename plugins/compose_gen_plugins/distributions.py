@@ -8,6 +8,7 @@ that scales the standard deviation (Kingma & Dhariwal 2018).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -22,8 +23,10 @@ __all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal", "temperatu
 
 
 def temperature_of(value: Any) -> float:
-    """``value`` if it is a number, as a temperature must be; a graph's ``noise(x)`` or ``noise.sample(x, x)`` passes a tensor."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """``value`` if it is a number (NumPy's and 0-dimensional tensors too), as a temperature must be; a graph's
+    ``noise(x)`` or ``noise.sample(x, x)`` passes a batch."""
+    number = isinstance(value, numbers.Real) or (isinstance(value, Tensor) and value.dim() == 0)
+    if isinstance(value, bool) or not number:
         raise TypeError(f"a prior's temperature is a number, got {describe_value(value)}; a graph draws from a prior as noise.sample(x) or noise.sample(64)")
     return value
 

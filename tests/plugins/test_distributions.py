@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
@@ -94,3 +95,5 @@ def test_a_temperature_that_is_no_number_is_refused_as_such(prior) -> None:
     for call in (lambda: prior(torch.zeros(5, 2)), lambda: prior.sample(torch.zeros(5, 2), torch.zeros(5, 2))):
         with pytest.raises(TypeError, match=r"a prior's temperature is a number, got a Tensor of shape \(5, 2\); a graph draws"):
             call()
+    for temperature in (0.5, 2, np.float32(0.5), np.int64(2), torch.tensor(0.5)):  # what run.sample(temperature=...) takes
+        assert prior.sample(3, temperature).shape == (3, 2)
