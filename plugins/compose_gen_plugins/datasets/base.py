@@ -250,27 +250,29 @@ def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | N
     return None
 
 
-#: Fewer float32 steps than this across a feature's range lose what float64 held (at most ~8 million fit any range).
-FLOAT32_LEVELS = 1000
+#: A feature whose float32 rounding moves values by more than this share of its spread is warned of.
+FLOAT32_RESOLUTION = 1e-3
 
 
 def caution_float32(y: Tensor, name: str) -> None:
-    """Warn of a feature of ``y`` (float64, examples along dim 0) that float32, in which the examples are kept, holds on
-    fewer than :data:`FLOAT32_LEVELS` steps: an offset large against its spread (timestamps, coordinates) rounds it onto
-    a few values, and the warnings about data on a grid then blame the data; ``standardise``, in float64, keeps them."""
+    """Warn of a feature of ``y`` (float64, examples along dim 0) whose values float32, in which the examples are kept,
+    moves by more than :data:`FLOAT32_RESOLUTION` of its spread: an offset large against the spread (timestamps,
+    coordinates) rounds it onto a few values, and the warnings about data on a grid then blame the data; ``standardise``,
+    in float64, keeps them.  Values float32 holds exactly (whole numbers, a float32 file's) are not warned of."""
     flat = y.reshape(len(y), -1)
     if len(flat) < 2:
         return
     low, high = flat.amin(0), flat.amax(0)
-    step = torch.maximum(low.abs(), high.abs()) * 2.0**-23  # float32's spacing near the feature's largest magnitude
-    levels = (high - low) / step
-    lost = ((high > low) & (levels < FLOAT32_LEVELS)).nonzero()
+    moved = torch.zeros_like(low)
+    for rows in flat.split(2**16):  # a float32 copy of a block at a time, not of the whole split
+        moved = torch.maximum(moved, (rows - rows.to(torch.float32).to(rows.dtype)).abs().amax(0))
+    lost = ((high > low) & (moved > FLOAT32_RESOLUTION * (high - low))).nonzero()
     if len(lost):
         j = int(lost[0])
         warnings.warn(SpecWarning(
-            f"{name}: feature {j} spans {low[j].item():.10g}..{high[j].item():.10g}, which float32, in which examples are kept, "
-            f"holds on about {max(1, round(levels[j].item()))} values (steps of {step[j].item():.3g}): its offset is large against "
-            f"its spread; subtract it, or add the standardise transform (computed in float64){_more(len(lost))}"
+            f"{name}: feature {j} spans {low[j].item():.10g}..{high[j].item():.10g}, and float32, in which examples are kept, "
+            f"rounds its values by up to {moved[j].item():.3g}: its offset is large against its spread; subtract it, or add "
+            f"the standardise transform (computed in float64){_more(len(lost))}"
         ), stacklevel=2)
 
 

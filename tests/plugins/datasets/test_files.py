@@ -71,11 +71,15 @@ def test_features_that_float32_rounds_onto_a_few_values_are_warned_of(build, tmp
     rng = np.random.default_rng(0)
     points = rng.normal(size=(400, 2))
     np.save(tmp_path / "offset.npy", 1e5 + 0.1 * points)
-    with pytest.warns(SpecWarning, match=r"x: feature 0 spans 99999.*which float32, in which examples are kept, holds on about \d+ values .*add the standardise transform \(computed in float64\); 1 more feature\(s\) alike"):
+    with pytest.warns(SpecWarning, match=r"x: feature 0 spans 99999.*and float32, in which examples are kept, rounds its values by up to 0.00\d+: .*add the standardise transform \(computed in float64\); 1 more feature\(s\) alike"):
         build("npy", path=str(tmp_path / "offset.npy"), test_fraction=0.5)
     built_quietly(build, "npy", path=str(tmp_path / "offset.npy"), transforms=["standardise"], test_fraction=0.5)
-    np.save(tmp_path / "wide.npy", 1e3 + 10 * points)  # float32 holds it on ~10⁵ steps
+    np.save(tmp_path / "wide.npy", 1e3 + 10 * points)  # float32 moves it by 3e-5 in a spread of 60
     built_quietly(build, "npy", path=str(tmp_path / "wide.npy"), test_fraction=0.5)
+    np.save(tmp_path / "whole.npy", 100000.0 + np.arange(400.0).reshape(200, 2) % 10)  # whole numbers: float32 holds them exactly
+    built_quietly(build, "npy", path=str(tmp_path / "whole.npy"), test_fraction=0.5)
+    np.save(tmp_path / "single.npy", (1e5 + 0.1 * points).astype(np.float32))  # lost in the file already: nothing to warn of here
+    built_quietly(build, "npy", path=str(tmp_path / "single.npy"), test_fraction=0.5)
 
 
 def _huge_npy_header() -> bytes:
