@@ -20,7 +20,7 @@ from torch import nn
 
 from compose_gen.compiler.graph import SpecGraph, node
 from compose_gen.compiler.plan import Plan, parameters_named
-from compose_gen.core import Loss, Splits
+from compose_gen.core import Loss, Splits, ladj_field
 from compose_gen.core.contracts import describe_value
 from compose_gen.core.errors import described
 from compose_gen.registry import listed
@@ -74,12 +74,13 @@ def advise(spec: Spec, data: Splits | None) -> None:
         elif getattr(schedule, "every", 0) and schedule.warmup + schedule.every >= train.steps:
             spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
     ema = train.ema
-    if ema is not None and not ema.warmup and ema.decay**train.steps > 0.5:  # θ₀'s weight in the average after the run
+    updates = train.steps * max((player.steps for player in players.values()), default=1)  # at most, for any component
+    if ema is not None and not ema.warmup and ema.decay**updates > 0.5:  # θ₀'s weight in the average after the run, at least
         spec.warn(
             ("train", "ema", "warmup"),
-            f"false, with decay {ema.decay:g} over {train.steps} rounds: the initial weights still make {ema.decay**train.steps:.0%} of "
-            "the average at the end (decay^rounds, one update a round), so sampling and evaluation use mostly untrained weights; "
-            "keep warmup: true, or lower the decay",
+            f"false, with decay {ema.decay:g} over {train.steps} rounds: the initial weights still make {ema.decay**updates:.0%} or more "
+            f"of the average at the end (decay^updates, at most {updates} updates), so sampling and evaluation use mostly untrained "
+            "weights; keep warmup: true, or lower the decay",
         )
     default = type(train).model_fields["optimizer"].get_default(call_default_factory=True)
     overridden = players and all(p.optimizer is not None for p in players.values())
@@ -91,13 +92,15 @@ def _advise_half_range(spec: Spec, data: Splits) -> None:
     """Warn of fp16 training on data beyond float16's range (±65504): autocast casts them to inf in the first layer."""
     if spec.model.train.precision != "fp16":
         return
-    for name, values in data.train.fields.items():
-        largest = values.abs().max().item() if values.is_floating_point() and values.numel() else 0.0
+    fields = data.train.fields
+    determinants = {ladj_field(name) for name in fields}  # added to bounds in float32, never read by a layer
+    for name, values in fields.items():
+        largest = values.abs().max().item() if values.is_floating_point() and values.numel() and name not in determinants else 0.0
         if largest > torch.finfo(torch.float16).max:
             spec.warn(
                 ("train", "precision"),
-                f"fp16, but the data's {name} reach {largest:.3g} in size, beyond float16's ±65504: its first layer will see inf, and "
-                "the first step stop on NaN; train in bf16 or fp32, or standardise the data",
+                f"fp16, but the data's {name} reach {largest:.3g} in size, beyond float16's ±65504: a layer reading them sees inf, "
+                "and training will likely stop on NaN; train in bf16 or fp32, or standardise the data",
             )
 
 
