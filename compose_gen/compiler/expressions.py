@@ -54,7 +54,7 @@ def parse_call(text: str) -> Call:
             args.append(raw)
         elif _NUMBER.match(raw):
             number = float(raw) if any(c in raw for c in ".eE") else int(raw)
-            if not math.isfinite(number) or abs(number) > 2**63 - 1:  # past float64's range, or int64's (torch's sizes)
+            if not math.isfinite(number) or (isinstance(number, int) and abs(number) > 2**63 - 1):  # float64's range; int64's
                 raise ValueError(f"number {raw} in {text!r} is beyond the range of torch's numbers")
             args.append(number)
         else:

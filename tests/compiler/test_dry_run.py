@@ -194,5 +194,5 @@ def test_data_dependent_initialisation_happens_on_the_first_training_batch_after
 def test_a_count_of_draws_written_in_the_graph_is_not_the_dry_run_s_batch_size() -> None:
     """noise.sample(5) matched the dry run's batch of 5, so validate passed, and training met 16 real examples and 5 fakes."""
     spec = load_spec(Path(__file__).parents[2] / "specs" / "wgan_gp_8gaussians.yaml", ["graph.z=noise.sample(5)"])
-    with pytest.raises(SpecError, match=r"losses.gp: .* on a batch of 6 .*real has 6 examples, fake 5"):
+    with pytest.raises(SpecError, match=r"losses.gp: .* on a batch of 7 .*real has 7 examples, fake 5"):
         build(spec, "cpu")

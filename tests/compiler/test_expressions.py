@@ -36,3 +36,4 @@ def test_a_number_beyond_torch_s_range_is_refused(number: str) -> None:
     """1e400 parsed as inf (one_hot(y, 1e400) was an OverflowError traceback); a long integer failed in torch's words."""
     with pytest.raises(ValueError, match=rf"number {number} in 'one_hot\(y, {number}\)' is beyond the range of torch's numbers"):
         parse_call(f"one_hot(y, {number})")
+    assert parse_call("f(x, 1e19)").args == ("x", 1e19), "a float past int64's range is a float"
