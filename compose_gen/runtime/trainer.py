@@ -463,10 +463,11 @@ class Trainer:
                 what = "non-finite loss on another process (which says where)"
             else:
                 what = f"non-finite weighted sum of finite terms (check the weights of players.{name}.terms)"
-        if self.precision.mode == "fp16":  # the likelier cause, which the advice to skip such batches would not cure
+        if self.precision.mode == "fp16":  # a likely cause, which the advice to skip such batches would not cure
             what += (
-                "; train.precision is fp16, whose values end at ±65504: larger data, activations, losses or gradients (at any "
-                "loss scale) are inf in it; train in bf16 or fp32, or bring them down (standardise the data, lower term weights)"
+                "; train.precision is fp16, whose values end at ±65504: if data, activations, losses or gradients (at any "
+                "loss scale) may be larger, they are inf in it; train in bf16 or fp32, or bring them down (standardise the data, "
+                "lower term weights)"
             )
         message = f"player {name!r}, step {self.step + 1}: {what}"
         if self.train.on_nan == "skip" and self.nan_skips < self.train.max_nan_skips:
