@@ -32,8 +32,7 @@ __all__ = ["advise", "advise_losses", "advise_model", "advise_paths"]
 
 
 def advise(spec: Spec, data: Splits | None) -> None:
-    """Warn about negative term weights, schedules that never reach their rate or never decay, weight averages that stay
-    mostly initial weights, a default optimizer no player uses,
+    """Warn about negative term weights, schedules that never reach their rate or never decay, a default optimizer no player uses,
     learning rates far beyond any that trains, TensorBoard logs without TensorBoard, training through torch.compile's
     debugging backend, and batches larger than the ``data`` or fp16 on data beyond its range (when given)."""
     train, players = spec.model.train, spec.model.players
@@ -73,15 +72,6 @@ def advise(spec: Spec, data: Splits | None) -> None:
             )
         elif getattr(schedule, "every", 0) and schedule.warmup + schedule.every >= train.steps:
             spec.warn((*path, "every"), f"lr would first decay in round {schedule.warmup + schedule.every + 1}, but the run has {train.steps} rounds")
-    ema = train.ema
-    updates = train.steps * max((player.steps for player in players.values()), default=1)  # at most, for any component
-    if ema is not None and not ema.warmup and ema.decay**updates > 0.5:  # θ₀'s weight in the average after the run, at least
-        spec.warn(
-            ("train", "ema", "warmup"),
-            f"false, with decay {ema.decay:g} over {train.steps} rounds: the initial weights still make {ema.decay**updates:.0%} or more "
-            f"of the average at the end (decay^updates, at most {updates} updates), so sampling and evaluation use mostly untrained "
-            "weights; keep warmup: true, or lower the decay",
-        )
     default = type(train).model_fields["optimizer"].get_default(call_default_factory=True)
     overridden = players and all(p.optimizer is not None for p in players.values())
     if overridden and "optimizer" in train.model_fields_set and train.optimizer != default:  # `--resolved` writes the default
@@ -152,6 +142,26 @@ def advise_losses(
             raise spec.blame(declared, f"advise returned {describe_value(advice)}, not a list of messages (strings; [] for none)")
         for message in advice:
             spec.warn(declared.path, f"{origin(declared.type.name, spec.catalogue)}: {message}")
+
+
+def advise_average(spec: Spec, components: Mapping[str, nn.Module], plans: Mapping[str, Plan]) -> None:
+    """Warn of a weight average without warm-up in which a component's initial weights keep most of the weight at the
+    run's end: decay^updates > 0.5, its updates those of the players that train it (``steps`` a round)."""
+    train = spec.model.train
+    ema = train.ema
+    if ema is None or ema.warmup:
+        return
+    for name in ema.components:
+        own = {id(p) for p in components[name].parameters()}
+        updates = train.steps * max((plan.spec.steps for plan in plans.values() if own & plan.param_ids), default=0)
+        if updates and ema.decay**updates > 0.5:  # θ₀'s weight in the average after the run
+            spec.warn(
+                ("train", "ema", "warmup"),
+                f"false, with decay {ema.decay:g}: the initial weights of {name} still make {ema.decay**updates:.0%} of its average "
+                f"after the run's {updates} updates of it (decay^updates), so sampling and evaluation use mostly untrained weights; "
+                "keep warmup: true, or lower the decay",
+            )
+            return
 
 
 def advise_partly_trained(spec: Spec, components: Mapping[str, nn.Module], plans: Mapping[str, Plan]) -> None:

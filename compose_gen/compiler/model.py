@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compose_gen.compiler.advice import advise, advise_frozen, advise_losses, advise_model, advise_partly_trained
+from compose_gen.compiler.advice import advise, advise_average, advise_frozen, advise_losses, advise_model, advise_partly_trained
 from compose_gen.compiler.build import Builder, build_all
 from compose_gen.compiler.checks import broken, nonfinite_sources, watching
 from compose_gen.compiler.dry_run import dry_run
@@ -307,6 +307,7 @@ def compile_spec(
         advise(spec, data)
         advise_losses(spec, graph, components, losses, plans)
         advise_partly_trained(spec, components, plans)
+        advise_average(spec, components, plans)
         advise_frozen(spec, components, plans)
         model = GenerativeModel(spec, graph, components, losses, sampler, plans, metrics, evaluators)
         advise_model(spec, model, torch.device(device))
