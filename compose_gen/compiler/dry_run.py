@@ -16,6 +16,7 @@ afterwards, so the dry run leaves no trace.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import Any, Iterator
 
@@ -41,10 +42,10 @@ _SIZES = (DRY_RUN_EXAMPLES, 7, 11, 13, 17, 19, 23, 29, 31, 37)
 
 
 def _batch_size(spec: Any) -> int:
-    """The first of :data:`_SIZES` that no count written in the graph is: ``noise.sample(5)`` against a batch of 5
+    """The first of :data:`_SIZES` (then odd sizes past them) that no count written in the graph is: ``noise.sample(5)`` against a batch of 5
     would pass, and the training batch then meet 5 fakes."""
     counts = {a for text in spec.model.graph.values() for a in parse_call(text).args if isinstance(a, int)}
-    return next((n for n in _SIZES if n not in counts), DRY_RUN_EXAMPLES)
+    return next(n for n in itertools.chain(_SIZES, itertools.count(_SIZES[-1] + 2, 2)) if n not in counts)
 
 
 def dry_run(model: Any, data: Splits) -> None:

@@ -96,7 +96,7 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
             problems.append(Problem(path, f"{call.target!r} is {kind}, not a component: only components and the builtins "
                                           f"{', '.join(sorted(BUILTINS))} are called (a value's methods as {call.target}.method(...))"))
             continue
-        if call.method in ("sample", "rsample") and any(isinstance(a, (int, float)) and a > MAX_DRAWS for a in call.args):
+        if call.method in ("sample", "rsample") and call.args and isinstance(call.args[0], int) and call.args[0] > MAX_DRAWS:
             problems.append(Problem(path, f"{call} draws more than {MAX_DRAWS:,} samples (MAX_DRAWS) at once"))
             continue
         calls[name] = call

@@ -25,10 +25,11 @@ __all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal", "temperatu
 def temperature_of(value: Any) -> float:
     """``value`` if it is a number (NumPy's and 0-dimensional tensors too), as a temperature must be; a graph's
     ``noise(x)`` or ``noise.sample(x, x)`` passes a batch."""
-    number = isinstance(value, numbers.Real) or (isinstance(value, Tensor) and value.dim() == 0)
-    if isinstance(value, bool) or not number:
-        raise TypeError(f"a prior's temperature is a number, got {describe_value(value)}; a graph draws from a prior as noise.sample(x) or noise.sample(64)")
-    return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, Tensor) and value.dim() == 0 and value.dtype != torch.bool and not value.is_complex():
+        return value
+    raise TypeError(f"a prior's temperature is a number, got {describe_value(value)}; a graph draws from a prior as noise.sample(x) or noise.sample(64)")
 
 
 class Prior(nn.Module):

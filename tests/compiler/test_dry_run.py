@@ -196,3 +196,13 @@ def test_a_count_of_draws_written_in_the_graph_is_not_the_dry_run_s_batch_size()
     spec = load_spec(Path(__file__).parents[2] / "specs" / "wgan_gp_8gaussians.yaml", ["graph.z=noise.sample(5)"])
     with pytest.raises(SpecError, match=r"losses.gp: .* on a batch of 7 .*real has 7 examples, fake 5"):
         build(spec, "cpu")
+
+
+def test_the_dry_run_size_is_free_however_many_counts_the_graph_writes() -> None:
+    from types import SimpleNamespace
+
+    from compose_gen.compiler.dry_run import _SIZES, _batch_size
+
+    graph = {f"z{n}": f"noise.sample({n})" for n in _SIZES}
+    assert _batch_size(SimpleNamespace(model=SimpleNamespace(graph=graph))) == _SIZES[-1] + 2
+    assert _batch_size(SimpleNamespace(model=SimpleNamespace(graph={"z": "noise.sample(x, 5)"}))) == 7  # a count anywhere

@@ -45,6 +45,8 @@ def test_a_graph_that_draws_more_than_max_draws_at_once_is_refused(gan_spec, toy
     """noise.sample(1000000000) ran validate past 12 GB; `compose-gen sample -n` may draw more, in batches."""
     gan_spec["graph"]["z"] = "noise.sample(1000001)"
     assert "graph.z: noise.sample(1000001) draws more than 1,000,000 samples (MAX_DRAWS) at once" in errors(gan_spec, toy_catalogue)
+    gan_spec["graph"]["z"] = "noise.sample(x, 2000000.0)"  # a temperature, not a count: it builds
+    build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
 
 
 def test_labels_read_from_data_that_give_none_are_said_to_be_missing_with_how_data_give_them(gan_spec, toy_catalogue, tmp_path) -> None:

@@ -97,3 +97,6 @@ def test_a_temperature_that_is_no_number_is_refused_as_such(prior) -> None:
             call()
     for temperature in (0.5, 2, np.float32(0.5), np.int64(2), torch.tensor(0.5)):  # what run.sample(temperature=...) takes
         assert prior.sample(3, temperature).shape == (3, 2)
+    for temperature in (True, torch.tensor(True), torch.tensor(0.5 + 0j)):
+        with pytest.raises(TypeError, match="a prior's temperature is a number"):
+            prior.sample(3, temperature)

@@ -264,7 +264,7 @@ def caution_float32(y: Tensor, name: str) -> None:
         return
     low, high = flat.amin(0), flat.amax(0)
     moved = torch.zeros_like(low)
-    for rows in flat.split(2**16):  # a float32 copy of a block at a time, not of the whole split
+    for rows in flat.split(max(1, 2**20 // flat.shape[1])):  # a float32 copy of a million values at a time, not of the split
         moved = torch.maximum(moved, (rows - rows.to(torch.float32).to(rows.dtype)).abs().amax(0))
     lost = ((high > low) & (moved > FLOAT32_RESOLUTION * (high - low))).nonzero()
     if len(lost):
