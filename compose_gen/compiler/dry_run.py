@@ -42,8 +42,8 @@ _SIZES = (DRY_RUN_EXAMPLES, 7, 11, 13, 17, 19, 23, 29, 31, 37)
 
 
 def _batch_size(spec: Any) -> int:
-    """The first of :data:`_SIZES` (then odd sizes past them) that no count written in the graph is: ``noise.sample(5)`` against a batch of 5
-    would pass, and the training batch then meet 5 fakes."""
+    """The first of :data:`_SIZES` (then odd sizes past them) that no count written in the graph is:
+    ``noise.sample(5)`` against a batch of 5 would pass, and the training batch then meet 5 fakes."""
     counts = {a for text in spec.model.graph.values() for a in parse_call(text).args if isinstance(a, int)}
     return next(n for n in itertools.chain(_SIZES, itertools.count(_SIZES[-1] + 2, 2)) if n not in counts)
 

@@ -22,9 +22,9 @@ from compose_gen.core import describe_value
 __all__ = ["DiagonalNormal", "Prior", "StandardNormal", "UnitNormal", "temperature_of"]
 
 
-def temperature_of(value: Any) -> float:
-    """``value`` if it is a number (NumPy's and 0-dimensional tensors too), as a temperature must be; a graph's
-    ``noise(x)`` or ``noise.sample(x, x)`` passes a batch."""
+def temperature_of(value: Any) -> float | Tensor:
+    """``value`` as a float, or a 0-dimensional tensor as it is: a temperature is a number (NumPy's too); a graph's
+    ``noise(x)`` or ``noise.sample(x, x)`` passes a batch, which is refused."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, Tensor) and value.dim() == 0 and value.dtype != torch.bool and not value.is_complex():
