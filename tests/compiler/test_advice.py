@@ -258,3 +258,23 @@ def test_fp16_convolutions_on_the_cpu_are_warned_of(catalogue) -> None:
     assert len(warned) == 1 and "use bf16, the CPU's half precision, or fp32" in warned[0]
     spec["train"]["precision"] = "bf16"
     assert not [m for m in said(spec, catalogue) if "train.precision" in m]
+
+
+def test_fp16_s_range_is_checked_on_the_fields_layers_read_not_on_ladj_ones(cgan_spec, catalogue) -> None:
+    """A dataset's per-example log-determinant (ladj_x) is added to bounds in float32, never read by a layer."""
+    import torch
+
+    from compose_gen import Splits, TensorData
+    from compose_gen.compiler.advice import _advise_half_range
+
+    cgan_spec["train"]["precision"] = "fp16"
+    spec = cg.load_spec(cgan_spec, catalogue=catalogue)
+
+    def warned(fields: dict) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _advise_half_range(spec, Splits(TensorData(fields), TensorData(fields)))
+        return [str(w.message) for w in caught]
+
+    assert warned({"x": torch.ones(4, 2), "ladj_x": torch.full((4,), 1e6)}) == []
+    assert "the data's x reach 1e+06 in size" in warned({"x": torch.full((4, 2), 1e6)})[0]
