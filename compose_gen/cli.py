@@ -17,7 +17,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TextIO, TypeVar
 
 from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph, unknown_player_names
 from compose_gen.registry import make_catalogue
@@ -61,7 +61,7 @@ def _spec_warnings_said() -> Iterator[list[str]]:
 def _validate(args: argparse.Namespace) -> int:
     catalogue = make_catalogue()
     failed = 0
-    verdicts = sys.stderr if args.resolved else sys.stdout  # with --resolved, stdout holds the YAML alone
+    verdicts = sys.stderr if args.resolved else args.results  # with --resolved, stdout holds the YAML alone
     for file in args.files:
         note = ""
         try:
@@ -90,8 +90,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{file}: ok{note}", file=verdicts)
             if args.resolved:
                 if len(args.files) > 1:  # one YAML stream of documents, which yaml.safe_load_all reads back
-                    print(f"--- # {file}")
-                print(spec.to_yaml(), end="")
+                    print(f"--- # {file}", file=args.results)
+                print(spec.to_yaml(), end="", file=args.results)
     return 1 if failed else 0
 
 
@@ -109,7 +109,7 @@ def _graph(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)
     data = build(spec, "cpu")[1]
     draw(build_graph(spec, tuple(data.train.fields)).graph, Path(args.output), spec.name)
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}", file=args.results)
     return 0
 
 
@@ -120,9 +120,9 @@ def _plugins(args: argparse.Namespace) -> int:
     listing = describe(catalogue)
     names = list(dict.fromkeys(args.names))  # `plugins elbo elbo` describes elbo once
     if args.json:
-        print(json_text(select(listing, names), indent=1))  # standard JSON: an infinite default is null
+        print(json_text(select(listing, names), indent=1), file=args.results)  # standard JSON: an infinite default is null
     else:
-        render(listing, names)
+        render(listing, names, args.results)
     return 0
 
 
@@ -135,9 +135,9 @@ def _schema(args: argparse.Namespace) -> int:
         print(f"warning: left out of the schema: {problem}", file=sys.stderr)
     if args.output:
         Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output}", file=args.results)
     else:
-        print(text)
+        print(text, file=args.results)
     return 0
 
 
@@ -171,7 +171,7 @@ def _train(args: argparse.Namespace) -> int:
             logs = run.train(args.until or args.steps)
     except EvaluationFailed as failure:  # trained and saved; what the metrics that worked measured is printed too
         if main_process:
-            print(json_text({"step": run.trainer.step, **failure.training, **failure.results}))
+            print(json_text({"step": run.trainer.step, **failure.training, **failure.results}), file=args.results)
         raise
     except KeyboardInterrupt:  # training stops at a signal itself: this one came after it, or is a second one
         if main_process:
@@ -182,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
         tell(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}")
     if main_process:  # the means of the log window that ends at this step, then the evaluation at this step
         evaluated = run.evaluation if run.evaluation is not None and run.evaluation["step"] == run.trainer.step else {}
-        print(json_text({"step": run.trainer.step, **logs, **evaluated}))
+        print(json_text({"step": run.trainer.step, **logs, **evaluated}), file=args.results)
     if not stopped:
         return 0
     return 128 + (signal.Signals[stopped].value if stopped in signal.Signals.__members__ else signal.SIGTERM.value)
@@ -223,7 +223,7 @@ def _sample(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise _Misuse(f"compose-gen sample: --class: {error}") from None
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
-    print(f"wrote {path}")
+    print(f"wrote {path}", file=args.results)
     return 0
 
 
@@ -249,22 +249,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results = run.evaluate(pictures, record=apart is None)
     except EvaluationFailed as failure:
-        _print_results(failure.results, args.json)  # the metrics that worked, and `failed`; the error follows on stderr
+        _print_results(failure.results, args.json, args.results)  # the metrics that worked, and `failed`; the error follows on stderr
         raise
     finally:
         if apart:
             print(f"not recorded in {run.dir / EVALUATION_FILE}: {apart}", file=sys.stderr)
             print(f"files the metrics write go to {run.metric_files or pictures}", file=sys.stderr)
-    _print_results(results, args.json)
+    _print_results(results, args.json, args.results)
     return 0
 
 
-def _print_results(results: dict[str, object], as_json: bool) -> None:
+def _print_results(results: dict[str, object], as_json: bool, out: TextIO) -> None:
     if as_json:
-        print(json_text(results))
+        print(json_text(results), file=out)
     else:
         for key, value in results.items():
-            print(f"{key:40s} {value}")
+            print(f"{key:40s} {value}", file=out)
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -276,7 +276,7 @@ def _runs(args: argparse.Namespace) -> int:
         return 1
     rows = list(list_runs(folder))
     for row in rows:
-        print(row)
+        print(row, file=args.results)
     if not rows:
         print(f"no run folders in {folder}", file=sys.stderr)
     return 0
@@ -406,8 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # said with the usage of the parser whose part of the command line holds them
         before = argv[: argv.index(args.command)] if args.command in argv else []
         (parser if set(unknown) & set(before) else args.subcommand_parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.results = sys.stdout  # what a command answers; anything else printed to stdout (a plugin's print) goes to stderr
     try:
-        with _spec_warnings_said():
+        with _spec_warnings_said(), contextlib.redirect_stdout(sys.stderr):
             return args.handler(args)
     except (SpecError, _Misuse) as error:
         print(error, file=sys.stderr)

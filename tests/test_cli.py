@@ -404,6 +404,31 @@ def test_sample_and_evaluate_refuse_a_run_with_no_checkpoint_yet(tmp_path, vae_s
     assert not (tmp_path / "s.png").exists() and not (run / "evaluation.json").exists()
 
 
+def test_a_plugins_prints_go_to_stderr_not_into_the_results_on_stdout(tmp_path, vae_spec, install_plugin, capsys) -> None:
+    """A leftover print() in any installed plugin, at import or in its hook, came first in `validate --resolved > spec.yaml`
+    (which then failed to load) and in `evaluate --json` (which `| jq` then refused)."""
+    install_plugin(
+        "chatty",
+        """
+        from compose_gen import hookimpl
+
+        print("chatty imported")
+
+        @hookimpl
+        def compose_gen_types():
+            print("chatty registers nothing")
+            return []
+        """,
+    )
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path), "--static", "--resolved"]) == 0
+    said = capsys.readouterr()
+    assert yaml.safe_load(said.out)["name"] == "tiny_vae"
+    assert "chatty imported" in said.err and "chatty registers nothing" in said.err
+    assert main(["plugins", "--json"]) == 0
+    assert "chatty" not in json.loads(capsys.readouterr().out)["failed_plugins"]
+
+
 def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec, capsys) -> None:
     path = write(tmp_path, vae_spec)
     assert main(["validate", str(path), "--static", "--resolved"]) == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import types
-from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Sequence, TextIO, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -106,12 +106,12 @@ class _PipedConsole(Console):
         raise BrokenPipeError(32, "Broken pipe")
 
 
-def render(listing: dict[str, Any], names: Sequence[str] = ()) -> None:
-    """The overview (no ``names``), one kind (a kind's name), or the named types' parameters.
+def render(listing: dict[str, Any], names: Sequence[str] = (), file: TextIO | None = None) -> None:
+    """The overview (no ``names``), one kind (a kind's name), or the named types' parameters, on ``file`` (stdout).
 
     Raises ``ValueError`` for an unknown name, suggesting the closest type or kind.
     """
-    console = _PipedConsole()
+    console = _PipedConsole(file=file)
     select(listing, names)  # checks the names
     by_name = {t["name"]: t for t in listing["types"]}
     kinds = [n for n in names if n in KINDS] or ([] if names else list(KINDS))
