@@ -179,7 +179,8 @@ def check_invertible(
     r"""Raise :class:`ContractError` unless ``bijector`` inverts itself and reports its log-determinant at ``value``.
 
     ``value`` is an input of ``direction`` (``x`` forward, ``y`` inverse).  On a float64 copy
-    in eval mode (the exact mode), each parameter perturbed by Gaussian noise of σ =
+    in training mode and one in eval mode (only the latter, the exact mode, for a
+    ``stochastic_ladj``), each parameter perturbed by Gaussian noise of σ =
     ``noise`` × its root mean square (0.1 × ``noise`` for an all-zero one, so that a
     zero-initialised layer is not the identity), at the first 8 examples: the other
     direction undoes ``direction``, its ladj is minus the first one's, and, for events of
@@ -199,7 +200,14 @@ def check_invertible(
         if context.shape[: context.dim() - len(context_event)] != value.shape[: value.dim() - len(event)]:
             return  # a context broadcast to the input (k draws per example): its rows do not pair with the input's
         context = context.detach().reshape(-1, *context_event)[:8].double()
-    twin = _perturbed(bijector, noise)
+    for training in (False,) if bijector.stochastic_ladj else (True, False):  # a stochastic ladj is exact in eval mode only
+        _check_copy(_perturbed(bijector, noise, training), direction, rows, context, noise, tolerance)
+
+
+def _check_copy(
+    twin: Bijector, direction: Literal["forward", "inverse"], rows: Tensor, context: Tensor | None, noise: float, tolerance: float
+) -> None:
+    """:func:`check_invertible`'s checks of a perturbed float64 copy, in the mode it is in."""
     other: Literal["forward", "inverse"] = "inverse" if direction == "forward" else "forward"
     with torch.no_grad():
         out, ladj = _pair(twin, direction, rows, context)
@@ -207,11 +215,12 @@ def check_invertible(
             return  # NaN or inf of finite inputs: the dry run names the component that makes them
         back, ladj_back = _pair(twin, other, out, context)
     names = ("x", "y") if direction == "forward" else ("y", "x")
-    _close(f"{other}({direction}({names[0]})) == {names[0]}", back, rows, tolerance, noise)
-    _close(f"the {other} ladj == minus the {direction} ladj at {names[1]} = {direction}({names[0]})", ladj_back, -ladj, tolerance, noise)
-    if event.numel() > JACOBIAN_MAX_EVENT:
+    mode = "training" if twin.training else "eval"
+    _close(f"{other}({direction}({names[0]})) == {names[0]}", back, rows, tolerance, noise, mode)
+    _close(f"the {other} ladj == minus the {direction} ladj at {names[1]} = {direction}({names[0]})", ladj_back, -ladj, tolerance, noise, mode)
+    if rows[0].numel() > JACOBIAN_MAX_EVENT:
         return
-    fast = direction if bijector.fast in ("both", direction) else other  # a slow direction's Jacobian takes D passes each
+    fast = direction if twin.fast in ("both", direction) else other  # a slow direction's Jacobian takes D passes each
     point, fast_ladj = (rows, ladj) if fast == direction else (out, ladj_back)
     shape = point.shape[1:]
     one_context = None if context is None else context[:1]
@@ -225,16 +234,17 @@ def check_invertible(
         except RuntimeError:  # an operation vmap cannot batch: one backward pass per output
             jac = jacobian(fast_map, point[:1].flatten(1))
     log_det = torch.linalg.slogdet(jac.reshape(shape.numel(), shape.numel())).logabsdet
-    _close(f"{fast} ladj == log|det J| of the autograd Jacobian", fast_ladj[:1], log_det.reshape(1), tolerance, noise)
+    _close(f"{fast} ladj == log|det J| of the autograd Jacobian", fast_ladj[:1], log_det.reshape(1), tolerance, noise, mode)
 
 
-def _perturbed(bijector: Bijector, noise: float) -> Bijector:
-    """A float64, eval-mode copy whose parameters are moved by noise relative to their size (seeded: the same each time).
+def _perturbed(bijector: Bijector, noise: float, training: bool) -> Bijector:
+    """A float64 copy in training mode or not, whose parameters are moved by noise relative to their size (seeded: the
+    same each time).
 
     The copy runs the methods the original does, the ones its instances chose for themselves included (the dry run's
     checks, set on the original's instances, check the original alone).
     """
-    twin = copy.deepcopy(bijector).double().eval()
+    twin = copy.deepcopy(bijector).double().train(training)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in twin.parameters():
@@ -251,13 +261,13 @@ def _pair(bijector: Bijector, direction: Literal["forward", "inverse"], value: T
     return result
 
 
-def _close(prop: str, actual: Tensor, expected: Tensor, tolerance: float, noise: float) -> None:
+def _close(prop: str, actual: Tensor, expected: Tensor, tolerance: float, noise: float, mode: str) -> None:
     error = (actual - expected).abs()
     bad = ~(error <= tolerance * (1 + expected.abs()))  # NaN is no agreement
     if bool(bad.any()):
         where = int(bad.flatten().nonzero()[0])
         raise ContractError(
             f"{prop} fails: {float(actual.flatten()[where]):.6g} where {float(expected.flatten()[where]):.6g} is expected "
-            f"(its parameters perturbed by {noise:.0%} noise, on the dry run's inputs in float64); "
+            f"(in {mode} mode, its parameters perturbed by {noise:.0%} noise, on the dry run's inputs in float64); "
             "check the type with compose_gen.testing.bijectors.check_type"
         )

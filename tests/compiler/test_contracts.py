@@ -217,7 +217,7 @@ def test_a_bijector_whose_inverse_calls_its_forward_is_checked_once_and_passes(c
     forward = Doubling.forward
     monkeypatch.setattr(Doubling, "forward", lambda self, *args: calls.append(self) or forward(self, *args))
     build(load_spec(spec_with("components.flow.bijectors.0", "inverse_through_forward"), catalogue=catalogue), "cpu")
-    assert len({id(layer) for layer in calls}) == 2, "the bijector and the one perturbed copy that checks it"
+    assert len({id(layer) for layer in calls}) == 3, "the bijector and the two perturbed copies that check it (training, eval)"
 
 
 @pytest.mark.parametrize("chosen", ["own_inverse", "own_partial_inverse"])

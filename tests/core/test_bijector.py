@@ -63,11 +63,36 @@ def test_parameters_are_perturbed_relative_to_their_size_and_zeros_are_moved_too
     layer.small = nn.Parameter(torch.full((400,), 0.04))
     layer.large = nn.Parameter(torch.full((400,), 10.0))
     layer.zero = nn.Parameter(torch.zeros(400))
-    twin = _perturbed(layer, noise=0.1)
+    twin = _perturbed(layer, noise=0.1, training=False)
     moved = {name: float((getattr(twin, name) - getattr(layer, name)).detach().std()) for name in ("small", "large", "zero")}
     assert moved["small"] == pytest.approx(0.004, rel=0.15) and moved["large"] == pytest.approx(1.0, rel=0.15)
     assert moved["zero"] == pytest.approx(0.01, rel=0.15)
     assert torch.equal(layer.zero, torch.zeros(400)), "the original is untouched"
+
+
+class OffWhileTraining(Scale):
+    """Its ladj is 1 nat off in training mode alone, as a batch-norm layer that reads its running variance there would be:
+    an eval-mode check passed it, and it trained to an NLL below the data's entropy."""
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x, context)
+        return y, ladj + 1.0 if self.training else ladj
+
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y, context)
+        return x, ladj - 1.0 if self.training else ladj
+
+
+def test_a_log_determinant_wrong_in_training_mode_alone_is_caught() -> None:
+    with pytest.raises(ContractError, match=r"forward ladj == log\|det J\| of the autograd Jacobian fails: .* \(in training mode,"):
+        check_invertible(OffWhileTraining(), torch.randn(5, 3))
+
+
+def test_a_stochastic_log_determinant_is_checked_in_eval_mode_alone() -> None:
+    """In training mode it is an estimate (a residual flow's), which no Jacobian equals."""
+    estimate = OffWhileTraining()
+    estimate.stochastic_ladj = True
+    check_invertible(estimate, torch.randn(5, 3))
 
 
 class Unmade(Scale):
