@@ -25,6 +25,7 @@ from compose_gen.core.contracts import check_metric_result
 from compose_gen.core.unchanged import data_change, snapshot
 from compose_gen.core.errors import described
 from compose_gen.runtime.layout import EVALUATION_FILE
+from compose_gen.runtime import rng
 from compose_gen.spec import Problem, Spec, SpecError, format_path
 
 __all__ = ["EvaluationFailed", "MetricLoop", "metric_folder"]
@@ -78,7 +79,8 @@ class MetricLoop:
     def run(self, folder: Path, step: int) -> tuple[dict[str, Any], list[Problem]]:
         """Every metric's results (with ``step``, and ``failed``: spec path → message where any failed) and the failures.
 
-        The caller sets the mode, weights and random stream the metrics run with.
+        The caller sets the mode and weights the metrics run with; each metric draws from a stream of its own, seeded by
+        the spec's seed.
         """
         results: dict[str, Any] = {"step": step}
         given_by: dict[str, str] = {}  # each name in results, and the type of the metric that gave it
@@ -94,7 +96,9 @@ class MetricLoop:
                 seed=self.spec.model.seed,
             )
             before = snapshot(self.data)
-            with warnings.catch_warnings(record=True) as caught:  # a metric's own warnings, said where it is declared
+            # a metric's own warnings are said where it is declared; its random draws come from the spec's seed, whichever
+            # metrics came before it
+            with warnings.catch_warnings(record=True) as caught, rng.isolated(ctx.seed):
                 warnings.simplefilter("always")
                 measured, problem = self.measure(metric, ctx, results, index, declared.type.name, given_by)
             changed = data_change(self.data, before)
