@@ -225,7 +225,13 @@ def _register(manager: pluggy.PluginManager, catalogue: Catalogue, name: str, pl
         return
     try:
         manager.register(plugin, name=name)
-    except Exception as error:  # pluggy refuses malformed hook implementations
+    except pluggy.PluginValidationError as error:  # a malformed hook implementation: said at its definition, not in pluggy
+        hook = getattr(plugin, "compose_gen_types", None)
+        code = getattr(hook, "__code__", None)
+        where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+        catalogue.fail(name, f"{type(error).__name__}: {error}{where}")
+        return
+    except Exception as error:
         catalogue.fail(name, _describe(error))
         return
     if not manager.get_hookcallers(plugin):

@@ -284,6 +284,23 @@ def test_a_plugin_whose_hook_raises_is_reported(install_plugin) -> None:
     assert "mlp" in catalogue
 
 
+def test_a_hook_of_the_wrong_signature_is_located_at_its_definition(install_plugin, tmp_path) -> None:
+    """pluggy refuses it, and the innermost frame of that refusal is pluggy's own code, not the plugin's."""
+    install_plugin(
+        "greedy_hook",
+        """
+        from compose_gen import hookimpl
+
+        @hookimpl
+        def compose_gen_types(catalogue):
+            return []
+        """,
+    )
+    failure = make_catalogue().failures["greedy_hook"]
+    assert failure.startswith("PluginValidationError: ") and "{'catalogue'}" in failure
+    assert failure.endswith(f"({tmp_path / 'greedy_hook.py'}:4)")
+
+
 def test_a_plugin_returning_garbage_keeps_its_good_types() -> None:
     catalogue = make_catalogue([plugin("not a type", widget(), name="sloppy")], entry_points=False)  # type: ignore[arg-type]
     assert catalogue.failures == {"sloppy": "registered 'not a type', not a ComponentType"}
