@@ -87,7 +87,7 @@ class Builder:
             except SpecError:
                 raise
             except Exception as error:
-                raise self.spec.blame(declared, f"failed to build: {described(error)}") from None
+                raise self.spec.blame(declared, f"failed to build: {described(error)}{self.spec.catalogue.where_raised(error, declared.type.name)}") from None
         self._pass_on(declared, caught)
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):

@@ -335,5 +335,5 @@ def _located(spec: Any, stack: list[str], nonfinite: list[str], where: tuple[Any
             what = f"{what} (in component {stack[-1]!r})"
         message = f"{made_nan}dry run failed {what}{on}: {described(error)}"
         if isinstance(where, Declared):
-            raise spec.blame(where, message) from None
+            raise spec.blame(where, message + spec.catalogue.where_raised(error, where.type.name)) from None
         raise SpecError([Problem(where, message)], spec.source) from None

@@ -46,6 +46,8 @@ __all__ = ["Catalogue", "listed", "make_catalogue", "suggest"]
 ENTRY_POINT_GROUP = "compose_gen"
 #: The distribution whose entry points are the first-party plugins.
 FIRST_PARTY = "compose-gen"
+#: The package of the first-party plugins (in ``plugins/``), also when a test passes them to :func:`make_catalogue`.
+FIRST_PARTY_PACKAGE = "compose_gen_plugins"
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Catalogue:
     package_of: dict[str, str] = field(default_factory=dict)
     #: Made of the installed plugins alone (``make_catalogue()``), so another process can make the same one.
     installed: bool = False
+    #: The source (a package's folder, a module's file) of each third-party plugin that has one.
+    source_of: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         made = "installed plugins" if self.installed else "plugins of your own"
@@ -99,6 +103,16 @@ class Catalogue:
         if self.failures:
             message += f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(self.failures))})"
         return message
+
+    def where_raised(self, error: BaseException, type_name: str) -> str:
+        """``" (file:line)"``, the innermost line of ``error``'s traceback in the source of the third-party plugin that
+        registers ``type_name``: the line its author looks at, which ``IndexError: list index out of range`` alone does
+        not tell; "" when no such line raised (first-party types say what went wrong in their messages)."""
+        source = self.source_of.get(self.plugin_of.get(type_name, ""))
+        if source is None:
+            return ""
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if str(Path(f.filename).resolve()).startswith(source)]
+        return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
     def fail(self, plugin: str, problem: str) -> None:
         """Record a problem of ``plugin`` (several are joined)."""
@@ -158,6 +172,9 @@ def make_catalogue(plugins: Iterable[object] = (), *, entry_points: bool | Liter
         named += [(name, module) for name, module, _ in loaded]
     for name, plugin in named:
         _register(manager, catalogue, name, plugin)
+        first = name in first_party or getattr(plugin, "__name__", "").startswith(FIRST_PARTY_PACKAGE + ".")
+        if not first and getattr(plugin, "__file__", None):
+            catalogue.source_of[name] = _source(plugin.__file__)
     _report_unknown_hooks(manager, catalogue)
     impls = manager.hook.compose_gen_types.get_hookimpls()
     for impl in sorted(impls, key=lambda impl: impl.plugin_name not in first_party):  # first-party types first
@@ -307,12 +324,18 @@ def _describe(error: BaseException, plugin_file: str | None = None) -> str:
         return f"{type(error).__name__}: {error.msg} ({error.filename}:{error.lineno})"
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if not f.filename.startswith((_PACKAGE, "<"))]  # "<frozen ...>", a dataclass's "<string>"
-    if plugin_file is not None:  # a package's own folder; a module's own file (its folder may be site-packages)
-        mine = Path(plugin_file).resolve()
-        folder = str(mine.parent) + os.sep if mine.name == "__init__.py" else str(mine)
-        own = [f for f in own if str(Path(f.filename).resolve()).startswith(folder)] or own
+    if plugin_file is not None:
+        source = _source(plugin_file)
+        own = [f for f in own if str(Path(f.filename).resolve()).startswith(source)] or own
     frame = (own or frames or [None])[-1]
     return f"{type(error).__name__}: {error}" + (f" ({frame.filename}:{frame.lineno})" if frame else "")
+
+
+def _source(plugin_file: str) -> str:
+    """Where a plugin's code is, from its ``__file__``: a package's own folder; a module's own file (its folder may be
+    site-packages)."""
+    mine = Path(plugin_file).resolve()
+    return str(mine.parent) + os.sep if mine.name == "__init__.py" else str(mine)
 
 
 #: compose_gen's own source folder, whose frames are not a plugin's.

@@ -144,8 +144,8 @@ class MetricLoop:
         except ContractError as error:
             return {}, f"broke the metric contract: {error}"
         except Exception as error:  # one broken metric must not cost the others
-            problem = f"raised {described(error)}"
             culprit = self.model.culprit(error)  # a loss or component it called, whose code raised
+            problem = f"raised {described(error)}{self.spec.catalogue.where_raised(error, (culprit.type.name if culprit else kind))}"
             if culprit is not None:
                 problem = f"failed in another part of the spec: {self.spec.blame(culprit, problem)}"
             return {}, problem

@@ -435,7 +435,7 @@ class Trainer:
         what = described(error)
         culprit = self.model.culprit(error)
         if culprit is not None:
-            what = str(self.model.spec.blame(culprit, f"raised {what}"))
+            what = str(self.model.spec.blame(culprit, f"raised {what}{self.model.spec.catalogue.where_raised(error, culprit.type.name)}"))
         kept = self._checkpoints_left("checkpoints already written are kept")
         return StepFailed(f"player {name!r}, step {self.step + 1}: {what}; training stopped, {kept}")
 

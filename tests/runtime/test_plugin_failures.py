@@ -11,7 +11,7 @@ import torch
 from compose_gen_plugins import datasets, metrics, networks
 
 from compose_gen import ComponentType, Loss, Params, Value, make_catalogue
-from compose_gen.runtime import EvaluationFailed, Run, StepFailed
+from compose_gen.runtime import EvaluationFailed, Run, StepFailed, build
 from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.spec import SpecError, load_spec
 from compose_gen.testing.plugins import plugin
@@ -147,6 +147,51 @@ def test_a_loss_raising_mid_training_is_named_and_the_checkpoints_stay(catalogue
     assert "checkpoints already written are kept" in message
     assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000001", "step-00000002"]
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_third_party_plugin_s_own_line_that_raised_is_given(install_plugin, tmp_path) -> None:
+    """``IndexError: list index out of range`` named a loss of a plugin, but not which of its lines to look at."""
+    install_plugin(
+        "slipping",
+        """
+        import torch
+        from compose_gen import ComponentType, Loss, Params, Value, hookimpl
+
+        class P(Params):
+            pred: Value
+            fail_in: str = "forward"
+
+        class Slips(Loss):
+            def __init__(self, fail_in):
+                super().__init__()
+                self.fail_in, self.calls = fail_in, 0
+
+            def forward(self, inputs, terms):
+                self.calls += torch.is_grad_enabled()
+                if self.calls == 3:
+                    [][0]
+                return {"loss": inputs["pred"].square().mean()}
+
+        def build(p, ctx):
+            if p.fail_in == "build":
+                {}["missing"]
+            return Slips(p.fail_in)
+
+        @hookimpl
+        def compose_gen_types():
+            return [ComponentType("slips", "loss", P, build, doc="Raises on its third step.")]
+        """,
+    )
+    catalogue = make_catalogue()
+    source = tmp_path / "slipping.py"
+    failing = spec()
+    failing["losses"] = {"fit": {"type": "slips", "pred": "pred"}}
+    run = Run.create(load_spec(failing, catalogue=catalogue), tmp_path / "run", progress=False)
+    with pytest.raises(StepFailed, match=rf"type 'slips' \(plugin 'slipping'\) raised IndexError: list index out of range \({source}:17\);"):
+        run.train()
+    failing["losses"]["fit"]["fail_in"] = "build"
+    with pytest.raises(SpecError, match=rf"failed to build: KeyError: 'missing' \({source}:22\)$"):
+        build(load_spec(failing, catalogue=catalogue), "cpu")
 
 
 def test_a_loss_raising_before_the_first_checkpoint_says_none_was_written(catalogue, tmp_path) -> None:
