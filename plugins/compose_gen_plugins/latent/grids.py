@@ -153,7 +153,12 @@ class ReconstructionGridParams(Params):
 
 class SampleGridParams(Params):
     temperatures: list[Annotated[float, Field(ge=0)]] = Field(
-        default_factory=lambda: [1.0], min_length=1, description="temperatures T ≥ 0 (0: no latent noise, a Gaussian prior's mode), one PNG each"
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description=(
+            "temperatures T ≥ 0 (0: no latent noise, a Gaussian prior's mode), one PNG each, samples_T<T>.png; "
+            "each multiplies the sampler's own temperature where it has one (a flow_sampler's)"
+        ),
     )
     samples: int = Field(64, gt=0, le=MAX_PICTURES, description=f"images per temperature (at most {MAX_PICTURES:,})")
 

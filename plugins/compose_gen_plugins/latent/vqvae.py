@@ -198,7 +198,12 @@ class VQVAE(Loss):
         return self.decode(self.encode(x))
 
     def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> Tensor:
-        """Decode codes drawn uniformly (``temperature`` has no effect on a uniform prior)."""
+        """Decode codes drawn uniformly; a uniform prior has no temperature, so one other than 1 is refused (it sampled
+        alike at every temperature, silently)."""
+        if temperature != 1:
+            raise ValueError(
+                f"the VQ-VAE samples its codes uniformly, which no temperature changes; got temperature {temperature:g}: sample at 1"
+            )
         if self.latent_shape is None:
             raise RuntimeError("the VQ-VAE learns its latent shape from the first batch it encodes")
         index = torch.randint(self.quantizer.codes, (n, *self.latent_shape), device=self.quantizer.codebook.device)

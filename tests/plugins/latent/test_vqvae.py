@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent
@@ -164,6 +165,15 @@ def test_channels_layout_quantizes_each_position() -> None:
     codes, index = vq.quantize(vq.to_vectors(z_e))
     assert index.shape == (2, 4, 4) and vq.from_vectors(codes).shape == z_e.shape
     torch.testing.assert_close(vq.from_vectors(codes)[1, :, 2, 3], quantizer.codebook[index[1, 2, 3]])
+
+
+def test_sampling_decodes_uniform_codes_and_refuses_a_temperature_it_would_ignore() -> None:
+    """`compose-gen sample --temperature 0.01` and 1 wrote the same file: a uniform prior has no temperature."""
+    vq, x = model()
+    vq({"x": x}, frozenset({"loss"}))  # learns the latent shape from a batch
+    assert vq.sample(7).shape == (7, 8)
+    with pytest.raises(ValueError, match="samples its codes uniformly, which no temperature changes; got temperature 0.5"):
+        vq.sample(7, temperature=0.5)
 
 
 def test_the_shipped_vqvae_reports_the_whole_splits_codebook_statistics_apart_from_the_batch_means(tmp_path) -> None:
