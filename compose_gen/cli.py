@@ -142,6 +142,20 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    with _terminated_as_interrupted():  # from the start: a SIGTERM while building killed the process without a word
+        try:
+            run = _start(args)
+        except KeyboardInterrupt:
+            if args.resume:
+                tell(f"interrupted while starting, before training; {args.resume} is as it was: compose-gen train --resume {args.resume}")
+            else:
+                tell("interrupted while starting, before training; nothing was written")
+            raise
+        return _trained(run, args)
+
+
+def _start(args: argparse.Namespace) -> Run:
+    """The run ``train`` trains: a new one, or the one ``--resume`` continues (``args.steps`` set to its end)."""
     progress = not args.no_progress
     steps = [f"train.steps={args.steps}"] if args.steps is not None else []  # on a resume, the schedule stretches to the new end
     if args.resume:
@@ -163,12 +177,15 @@ def _train(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, [*args.set, *steps])
         _check_until(args.until, 0, spec.model.train.steps)
         run = Run.create(spec, args.out, args.device, progress)
+    return run
+
+
+def _trained(run: Run, args: argparse.Namespace) -> int:
     main_process = run.trainer.dist.is_main
     if main_process:
         tell(f"run folder: {run.dir}")
     try:
-        with _terminated_as_interrupted():
-            logs = run.train(args.until or args.steps)
+        logs = run.train(args.until or args.steps)
     except EvaluationFailed as failure:  # trained and saved; what the metrics that worked measured is printed too
         if main_process:
             print(json_text({"step": run.trainer.step, **failure.training, **failure.results}), file=args.results)

@@ -582,6 +582,29 @@ def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_sigterm_while_the_run_starts_is_told_and_leaves_no_half_made_folder(tmp_path, vae_spec, capsys, monkeypatch, resume) -> None:
+    """A SIGTERM while the model was built killed the process without a word, leaving an empty run folder that
+    ``--resume`` then called "not a run folder"."""
+    run, spec = tmp_path / "run", write(tmp_path, vae_spec)
+    if resume:
+        assert main(["train", str(spec), "--out", str(run), "--no-progress", "--until", "10"]) == 0
+    before = sorted(p.relative_to(run) for p in run.rglob("*")) if resume else []
+    capsys.readouterr()
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives before this ends
+
+    monkeypatch.setattr("compose_gen.runtime.run.compile_spec" if resume else "compose_gen.runtime.run.build", terminated)
+    command = ["train", "--resume", str(run)] if resume else ["train", str(spec), "--out", str(run)]
+    assert main([*command, "--no-progress"]) == 143
+    told = f"{run} is as it was: compose-gen train --resume {run}" if resume else "nothing was written"
+    assert f"interrupted while starting, before training; {told}" in capsys.readouterr().err
+    assert (sorted(p.relative_to(run) for p in run.rglob("*")) == before) if resume else not run.exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_a_second_interrupt_says_what_it_did_not_save(tmp_path, vae_spec, capsys, monkeypatch) -> None:
     """The last word was "saving a checkpoint", though the second Ctrl-C aborted before it was."""
     vae_spec["train"].update(steps=8, checkpoint_every=4)
