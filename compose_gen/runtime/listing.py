@@ -37,13 +37,24 @@ def list_runs(folder: Path) -> Iterator[str]:
             yield f"{run}  ? (unreadable: {error.strerror or error})"
 
 
+def _is_run(folder: Path) -> bool:
+    """A run folder: it has its spec, or checkpoints (a spec.yaml deleted by mistake leaves them listed, not hidden);
+    a folder that cannot be read is listed too, as unreadable, rather than ending the listing of the others."""
+    try:
+        return (folder / SPEC_FILE).exists() or bool(list_checkpoints(folder))
+    except OSError:
+        return True
+
+
 def _line(run: Path) -> str:
     try:
         spec = yaml.safe_load(read_text_file(run / SPEC_FILE))
         name = spec.get("name", "?") if isinstance(spec, dict) else "?"
     except FileNotFoundError:
         name = f"? (no {SPEC_FILE}: it cannot be loaded, resumed or evaluated until it is restored)"
-    except (yaml.YAMLError, OSError, ValueError, RecursionError):
+    except OSError as error:
+        name = f"? ({SPEC_FILE} cannot be read: {error.strerror or error})"
+    except (yaml.YAMLError, ValueError, RecursionError):
         name = f"? ({SPEC_FILE} does not parse: it cannot be loaded, resumed or evaluated until it is mended)"
     step, damaged = _newest_sound_step(run)
     damage = "" if not damaged else f" (all {damaged} checkpoint(s) damaged)" if step == "-" else f" ({damaged} newer checkpoint(s) damaged)"
@@ -64,11 +75,6 @@ def _best(run: Path) -> str:
     except CheckpointError:
         state = " (damaged or gone)"
     return f"  best {best['metric']}={best['value']:.4g} @ {best['step']}{state}"
-
-
-def _is_run(folder: Path) -> bool:
-    """A run folder: it has its spec, or checkpoints (a spec.yaml deleted by mistake leaves them listed, not hidden)."""
-    return (folder / SPEC_FILE).exists() or bool(list_checkpoints(folder))
 
 
 def _newest_sound_step(run: Path) -> tuple[str, int]:

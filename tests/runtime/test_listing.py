@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from pathlib import Path
 
 from runtime_toys import AUTOENCODER, spec_dict
 
@@ -129,3 +131,29 @@ def test_a_best_checkpoint_that_is_damaged_or_unreadable_is_said_so(tmp_path, to
     assert "  best ? (unreadable best.json)  " in listed()
     (run / "checkpoints" / "best.json").write_text('{"step": 2, "metric": [1, 2], "value": 1}')  # edited: not "best [1, 2]=1"
     assert "  best ? (unreadable best.json)  " in listed()
+
+
+def test_a_folder_that_cannot_be_read_is_listed_as_such_and_the_others_still_are(tmp_path, toys_catalogue, capsys, monkeypatch):
+    """One sub-folder without read permission ended `compose-gen runs` with a traceback before any run was listed."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=2), catalogue=toys_catalogue)
+    Run.create(spec, tmp_path / "runs" / "b", progress=False).train()
+    locked = tmp_path / "runs" / "a"
+    locked.mkdir()
+    (tmp_path / "runs" / "c" / "spec.yaml").mkdir(parents=True)  # read, it is no file: not a spec that "does not parse"
+    exists, iterdir = Path.exists, Path.iterdir
+
+    def refused(call, inside):  # as `chmod 000 runs/a` does for anyone but root: nothing in it can be seen
+        def checked(path: Path, *args):
+            if locked in path.parents or (path == locked and not inside):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return call(path, *args)
+
+        return checked
+
+    monkeypatch.setattr(Path, "exists", refused(exists, inside=True))
+    monkeypatch.setattr(Path, "iterdir", refused(iterdir, inside=False))
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    a, b, c = capsys.readouterr().out.strip().splitlines()
+    assert a == f"{locked}  ? (unreadable: Permission denied)"
+    assert b.startswith(f"{tmp_path / 'runs' / 'b'}  ae_tiny  step 2")
+    assert c.startswith(f"{tmp_path / 'runs' / 'c'}  ? (spec.yaml cannot be read: ")
