@@ -513,11 +513,20 @@ def test_evaluate_records_nothing_when_the_newest_checkpoint_is_unreadable(tmp_p
     assert json.loads(out)["step"] == 2
     assert f"not recorded in {run / 'evaluation.json'}: step 2 is loaded, but a newer checkpoint could not be" in err
     assert (run / "evaluation.json").read_text() == recorded
+    shutil.rmtree(run / "checkpoints" / "step-00000004")  # something that is no folder in its place is no checkpoint either
+    (run / "checkpoints" / "step-00000004").write_text("")
+    assert main(["evaluate", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {run / 'checkpoints' / 'step-00000004'}: no checkpoint folder but a file" in err
+    assert f"not recorded in {run / 'evaluation.json'}: step 2 is loaded, but a newer checkpoint could not be" in err
+    assert (run / "evaluation.json").read_text() == recorded
+    assert main(["runs", str(run)]) == 0
+    assert "step 2 (1 newer checkpoint(s) damaged)" in capsys.readouterr().out
 
     def read_only(*args: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    shutil.rmtree(run / "checkpoints" / "step-00000004")  # step 2 is now the newest
+    (run / "checkpoints" / "step-00000004").unlink()  # step 2 is now the newest
     monkeypatch.setattr("compose_gen.runtime.run.write_json_atomic", read_only)
     assert main(["evaluate", str(run), "--json"]) == 0  # a folder it cannot write to still gets its results printed
     out, err = capsys.readouterr()

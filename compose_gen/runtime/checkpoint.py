@@ -86,7 +86,9 @@ class Checkpoint:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Finished checkpoint folders, oldest first: those named ``step-N``, by N.
+    """Finished checkpoint folders, oldest first: those named ``step-N``, by N.  A file so named is listed too, as a
+    checkpoint that cannot be read: left out, the one before it was taken for the newest, and its evaluation written
+    over the newer one's.
 
     Any other folder (a user's copy, ``step-backup`` or ``step-00000060.bak``) is no
     checkpoint: taken for the newest, it would send a resume back to its step, to
@@ -95,7 +97,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
-    named = [(int(match[1]), p) for p in folder.iterdir() if p.is_dir() and (match := STEP_FOLDER.fullmatch(p.name))]
+    named = [(int(match[1]), p) for p in folder.iterdir() if (match := STEP_FOLDER.fullmatch(p.name))]
     return [p for _, p in sorted(named)]
 
 
@@ -109,7 +111,7 @@ def clean_temporary(run_dir: Path) -> None:
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if folder.is_dir():
         for tmp in folder.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            _delete(tmp)
 
 
 def save_checkpoint(
@@ -179,9 +181,14 @@ def _write(
 def _remove(checkpoint: Path) -> None:
     """Take a checkpoint out of the listing with one rename, then delete it (a crash leaves a ``.tmp-*``)."""
     doomed = checkpoint.with_name(f".tmp-old-{checkpoint.name}-{os.getpid()}")
-    shutil.rmtree(doomed, ignore_errors=True)
+    _delete(doomed)
     os.replace(checkpoint, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+    _delete(doomed)
+
+
+def _delete(path: Path) -> None:
+    """Delete a folder with what it holds, or a file (one named as a checkpoint, which is none), if there."""
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
@@ -204,6 +211,8 @@ def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -
     optimizer file is not checked: its weights are all that sampling and evaluation read.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: no checkpoint folder but a file, which holds no checkpoint")
     try:
         state = read_json(path / STATE_FILE)
         if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -190,9 +190,11 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
         (lambda c: _edit_state(c, trained_on=[{"a": 1}]), r"trained_on.0 is \{'a': 1\}: input should be a valid string"),
         (lambda c: _edit_state(c, best={"metric": "loss", "mode": "min", "value": 1.0, "step": "x"}), r"best.step is 'x'"),
         (lambda c: _edit_state(c, nan_skips=True), r"nan_skips is True: input should be a valid integer"),
+        (lambda c: shutil.rmtree(c) or c.write_text(""), r"step-00000006: no checkpoint folder but a file"),
     ],
     ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited", "not a mapping",
-         "log window not a mapping", "log window without names", "a sum short", "a window of no steps", "trained_on not strings", "best step a string", "a bool for a count"],
+         "log window not a mapping", "log window without names", "a sum short", "a window of no steps", "trained_on not strings", "best step a string", "a bool for a count",
+         "a file in its place"],
 )
 def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
     spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
@@ -242,6 +244,18 @@ def test_a_resume_behind_an_unreadable_checkpoint_rotates_its_own_not_the_one_it
     resumed.train(5)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000005", "step-00000006"]
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).trainer.step == 5
+
+
+def test_a_file_named_as_the_newest_checkpoint_is_one_that_cannot_be_read_and_is_replaced_when_its_step_is_saved(tmp_path, toys_catalogue):
+    """Left out of the listing, the checkpoint before it was taken for the newest: evaluate wrote over the newer
+    evaluation.json, and saving its step again left the file behind as ``.tmp-old-*``."""
+    _, (_, _, third) = _three_checkpoints(tmp_path, toys_catalogue)
+    shutil.rmtree(third)
+    third.write_text("")
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert resumed.trainer.step == 4 and resumed.behind == "step 4 is loaded, but a newer checkpoint could not be"
+    resumed.train(6)
+    assert sorted(p.name for p in third.parent.iterdir()) == ["step-00000002", "step-00000004", "step-00000006"] and third.is_dir()
 
 
 def test_the_unreadable_checkpoint_a_resume_fell_back_behind_stays_until_one_of_its_step_replaces_it(tmp_path, toys_catalogue):
