@@ -68,7 +68,8 @@ def _take(path: Path) -> bool:
     draft = path.with_name(f"{path.name}.new-{os.getpid()}-{threading.get_ident()}")
     try:
         draft.write_text(record)
-    except OSError as error:  # named by the folder, not by the draft no one knows of
+    except OSError as error:  # named by the folder, not by the draft no one knows of, which a full disk leaves begun
+        draft.unlink(missing_ok=True)
         raise OSError(error.errno, f"{path.parent}: the run folder cannot be written ({error.strerror}), so nothing can train into it") from None
     try:
         os.link(draft, path)

@@ -201,3 +201,18 @@ def test_a_folder_that_cannot_be_written_is_named_not_the_claim_s_draft_file(tmp
     with pytest.raises(PermissionError, match=rf"^\[Errno 13\] {tmp_path}: the run folder cannot be written \(Permission denied\), so nothing can train into it$"):
         with claimed(tmp_path):
             pass
+
+
+def test_a_claim_whose_draft_the_disk_has_no_room_for_leaves_no_part_of_it(tmp_path, monkeypatch) -> None:
+    """A full disk left a begun ``.writer.new-*`` in the run folder, which nothing removed."""
+    write_text = Path.write_text
+
+    def full(path: Path, data: str, *args: object, **kwargs: object) -> None:
+        write_text(path, data[:3])
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match=r"the run folder cannot be written \(No space left on device\)"):
+        with claimed(tmp_path):
+            pass
+    assert list(tmp_path.iterdir()) == []
