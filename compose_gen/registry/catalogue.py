@@ -41,7 +41,7 @@ import pluggy
 from compose_gen.registry import hookspecs
 from compose_gen.registry.types import ComponentType
 
-__all__ = ["Catalogue", "listed", "make_catalogue", "suggest"]
+__all__ = ["Catalogue", "failed_plugins_note", "listed", "make_catalogue", "suggest"]
 
 ENTRY_POINT_GROUP = "compose_gen"
 #: The distribution whose entry points are the first-party plugins.
@@ -99,10 +99,7 @@ class Catalogue:
         key = _normalised(name)
         known_as = [f"{t.name!r}? ({t.aliases[alias]})" for t in candidates for alias in t.aliases if _normalised(alias) == key]
         hint = f"; did you mean {' or '.join(known_as)}" if known_as else suggest(name, [t.name for t in candidates])
-        message = f"unknown {'/'.join(kinds)} type {name!r}{hint}"
-        if self.failures:
-            message += f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(self.failures))})"
-        return message
+        return f"unknown {'/'.join(kinds)} type {name!r}{hint}{failed_plugins_note(self.failures)}"
 
     def where_raised(self, error: BaseException, type_name: str) -> str:
         """``" (file:line)"``, the innermost line of ``error``'s traceback in the source of the third-party plugin that
@@ -329,6 +326,15 @@ def _describe(error: BaseException, plugin_file: str | None = None) -> str:
         own = [f for f in own if str(Path(f.filename).resolve()).startswith(source)] or own
     frame = (own or frames or [None])[-1]
     return f"{type(error).__name__}: {error}" + (f" ({frame.filename}:{frame.lineno})" if frame else "")
+
+
+def failed_plugins_note(failures: dict[str, str]) -> str:
+    """For an unknown name: the plugins that failed to load, and why, since one of them may be what registers it (a
+    suggestion of a known type alone sends its author after a typo that is not there); "" when none failed."""
+    if not failures:
+        return ""
+    reasons = "; ".join(f"{plugin!r}: {problem}" for plugin, problem in sorted(failures.items()))
+    return f" (unless it is of a plugin that failed to load, see `compose-gen plugins`: {reasons})"
 
 
 def _source(plugin_file: str) -> str:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compose_gen.registry.catalogue import Catalogue, suggest
+from compose_gen.registry.catalogue import Catalogue, failed_plugins_note, suggest
 from compose_gen.registry.types import KINDS, LossRef, RefTo, ValueRef, ref_fields
 
 __all__ = ["describe", "render", "select"]
@@ -90,9 +90,7 @@ def select(listing: dict[str, Any], names: Sequence[str] = ()) -> dict[str, Any]
     by_name = {t["name"]: t for t in listing["types"]}
     for name in names:
         if name not in by_name and name not in KINDS:
-            failed = listing["failed_plugins"]
-            problems = f" (plugins with problems, see `compose-gen plugins`: {', '.join(sorted(failed))})" if failed else ""
-            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}{problems}")
+            raise ValueError(f"no type or kind {name!r}{suggest(name, [*by_name, *KINDS])}{failed_plugins_note(listing['failed_plugins'])}")
     if not names:
         return listing
     chosen = [t for t in listing["types"] if t["name"] in names or t["kind"] in names]
