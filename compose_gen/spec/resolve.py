@@ -268,7 +268,18 @@ def _bad_default(where: str, params: type[Params], name: str, item: dict[str, An
     refused_by_type = item["type"] not in ("value_error", "assertion_error")  # not the plugin's own validator
     if field is not None and field.default is None and refused_by_type and type(None) not in get_args(field.annotation):
         return f"{where}: {name} defaults to None, which its annotation does not accept: the plugin should annotate it Optional[...]"
+    if item["type"] == "finite_number":  # Params refuse ±inf and NaN unless the field opts in
+        return (
+            f"{where}: {name} defaults to {item['input']}, which its field refuses, as every float of Params does unless it opts in: "
+            f"the plugin should declare it `{name}: float = Field({_float_literal(item['input'])}, allow_inf_nan=True)` "
+            f"(or `float | None = None`); meanwhile set {name} in the spec"
+        )
     return f"{where}: the default of {name} is invalid ({pydantic_message(item)}); set {name} in the spec, and tell the plugin's authors"
+
+
+def _float_literal(value: float) -> str:
+    """``math.inf``, ``-math.inf`` or ``math.nan``: how a plugin's Python spells a non-finite default."""
+    return "math.nan" if value != value else f"{'-' if value < 0 else ''}math.inf"
 
 
 def _message(item: dict[str, Any], params: type[Params]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from compose_gen_plugins import datasets, networks
@@ -84,6 +86,23 @@ def test_a_default_that_breaks_its_own_constraint_is_blamed_on_the_type_where_th
     )
     spec["evaluate"]["metrics"][0]["warmup"] = 3
     load_spec(spec, catalogue=catalogue)
+
+
+class ClipParams(Params):
+    clip: float = -math.inf
+
+
+def test_an_infinite_default_is_blamed_on_the_type_with_the_field_that_opts_in() -> None:
+    """Params refuse ±inf, so a plugin's ``clip: float = math.inf`` made every spec of its type fail with no word of why."""
+    catalogue = make_catalogue([plugin(ComponentType("clipped", "metric", ClipParams, metric), name="clippers"), datasets], entry_points=False)
+    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "clipped"}]}}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, catalogue=catalogue)
+    assert str(info.value).endswith(
+        ": evaluate.metrics[0]: type 'clipped' (plugin 'clippers'): clip defaults to -inf, which its field refuses, as every float "
+        "of Params does unless it opts in: the plugin should declare it `clip: float = Field(-math.inf, allow_inf_nan=True)` "
+        "(or `float | None = None`); meanwhile set clip in the spec"
+    )
 
 
 class ScoreParams(Params):
