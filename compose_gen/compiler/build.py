@@ -16,7 +16,7 @@ from compose_gen.compiler.graph import SpecGraph, named
 from compose_gen.core import Bijector, Loss, Sampler, Splits, offset_seed
 from compose_gen.core.bijector import check_constructed
 from compose_gen.core.contracts import describe_value
-from compose_gen.core.contracts import check_conditions, check_loss_terms, check_splits
+from compose_gen.core.contracts import check_conditions, check_graph_methods, check_loss_terms, check_splits
 from compose_gen.core.errors import described
 from compose_gen.core.modes import own_modes
 from compose_gen.registry import suggest
@@ -92,6 +92,8 @@ class Builder:
         expected = _EXPECTED.get(declared.kind, nn.Module)
         if not isinstance(built, expected):
             raise self.spec.blame(declared, f"built {describe_value(built)}, not a {expected.__name__} as a {declared.kind} must be")
+        if isinstance(built, nn.Module):
+            enforce(self.spec, declared, check_graph_methods, built)
         if isinstance(built, Bijector):
             enforce(self.spec, declared, check_constructed, built)
         if isinstance(built, Loss):

@@ -28,6 +28,8 @@
   dimensions (IWAE's k, also 1 for the ELBO): broadcast ``c`` to them.  An
   encoder broadcasts over such dimensions too (the two-level VAE applies one to
   its draws of the top latent).
+* A **component** whose methods a graph may call (``prior.sample(n)``) lists their names
+  in ``graph_methods``, a tuple of strings, each one a method it has.
 
 The ``check_*`` functions test what a plugin's object returned against these
 contracts and raise :class:`ContractError` saying what is wrong; the compiler and
@@ -60,6 +62,7 @@ __all__ = [
     "batches",
     "check_conditions",
     "check_distribution",
+    "check_graph_methods",
     "check_critic_scores",
     "check_loss_result",
     "check_loss_terms",
@@ -270,6 +273,17 @@ def check_distribution(value: Any, given: Tensor | None = None) -> None:
             f"{tuple(given.shape)}, whose leading dimensions it should be (one distribution per example and per draw of "
             "the sample dimensions before them, as IWAE's k): broadcast over leading dimensions instead of dropping them"
         )
+
+
+def check_graph_methods(component: nn.Module) -> None:
+    """``graph_methods``, if the component has it, is a tuple of names of its own methods; else the one a graph
+    calls would fail when a spec first uses it, not when the plugin's author builds the component."""
+    listed = getattr(component, "graph_methods", ())
+    if not isinstance(listed, (tuple, list)) or not all(isinstance(name, str) for name in listed):
+        raise ContractError(f"graph_methods is {describe_value(listed)}, not a tuple of method names such as ('sample',)")
+    missing = [name for name in listed if not callable(getattr(component, name, None))]
+    if missing:
+        raise ContractError(f"it lists {', '.join(map(repr, missing))} in graph_methods, but has no such method")
 
 
 def check_loss_terms(loss: Loss) -> None:

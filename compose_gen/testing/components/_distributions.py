@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from compose_gen.core.contracts import ContractError, check_distribution, describe_value
+from compose_gen.core.contracts import ContractError, check_distribution, check_graph_methods, describe_value
 from compose_gen.testing.components._common import ATOL, RTOL, _calling, _close, _core, _fail, _finite, _seeded, _shape
 
 
@@ -204,6 +204,10 @@ def check_prior(
 ) -> Distribution:
     """:func:`check_distribution_module` on ``prior()`` (or ``prior(context)``), then its temperature and graph methods."""
     label = options.pop("label", None) or type(prior).__name__
+    try:
+        check_graph_methods(prior)
+    except ContractError as error:
+        raise _fail(label, str(error)) from None
     dist = check_distribution_module(prior, None, context, given_name="", label=label, **options)
     with _seeded(options.get("seed", 0)), torch.no_grad():
         call = _Caller(_perturbed(prior, options.get("param_noise", 0.1)), label, None)
@@ -232,8 +236,6 @@ def _check_graph_methods(prior: nn.Module, label: str, n: int, temperature: floa
     for method in ("sample", "rsample"):
         if method not in getattr(prior, "graph_methods", ()):
             continue
-        if not callable(getattr(prior, method, None)):
-            raise _fail(label, f"lists {method!r} in graph_methods but has no method {method!r}")
         for like in (n, torch.zeros(n, 1)):
             shown = n if isinstance(like, int) else f"a tensor of shape {_shape(like.shape)}"
             drawn = _draw_from(prior, method, like, temperature, label, shown)

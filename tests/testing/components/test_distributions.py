@@ -244,6 +244,10 @@ class SampleTakesNoTemperature(Prior):
         return super().sample(like)
 
 
+class ListsAMethodItLacks(Prior):
+    graph_methods = ("sample", "log_density")
+
+
 def test_a_correct_prior_passes():
     check_prior(Prior())
 
@@ -259,6 +263,7 @@ def test_a_correct_prior_passes():
         (SampleIgnoresTemperature(), r"SampleIgnoresTemperature: sample\(3, temperature=0.5\) ignores its temperature: the same draws as at 1"),
         (RsampleWithoutGradient(), r"RsampleWithoutGradient: rsample's draws carry no gradient to the parameters"),
         (SampleTakesNoTemperature(), r"SampleTakesNoTemperature: sample\(3, temperature=0.5\) raised TypeError"),
+        (ListsAMethodItLacks(), r"ListsAMethodItLacks: it lists 'log_density' in graph_methods, but has no such method"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else None,
 )
