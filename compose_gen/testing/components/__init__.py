@@ -4,7 +4,7 @@ The bare ``check_*`` functions of :mod:`compose_gen.core.contracts` test one val
 plugin returned; the checks here call a plugin's object the way compose_gen does and
 test what it returns, so a plugin author's test is one line::
 
-    from compose_gen.testing.components import check_decoder, check_encoder, check_loss, check_metric, check_prior, check_sampler
+    from compose_gen.testing.components import check_dataset, check_decoder, check_encoder, check_loss, check_metric, check_prior, check_sampler
 
     check_prior(MyPrior((4,)))
     check_encoder(encoder, x)                 # x: (n, *event) with one batch dimension
@@ -12,6 +12,7 @@ test what it returns, so a plugin author's test is one line::
     check_sampler(sampler)
     check_loss(loss, {"x": x, ...})
     check_metric(metric, eval_ctx)
+    check_dataset(lambda: build_mine(MyParams(seed=3), None))
 
 A failure raises :class:`~compose_gen.core.contracts.ContractError` that names the
 object, what is wrong and what was expected.  What each check verifies:
@@ -41,6 +42,9 @@ object, what is wrong and what was expected.  What each check verifies:
   requires grad (at least one must: make the inputs as a player would), and is
   finite; with ``grad_to``, it reaches the inputs named there; a term with
   ``term_inputs`` has the same value computed from just those inputs.
+* **datasets** (:func:`check_dataset`): ``check_splits``, and a second build from the same
+  parameters gives the same examples in the same order (the fingerprints a checkpoint
+  records), whatever torch's global random state.
 * **metrics** (:func:`check_metric`): ``check_metric_result``; values finite,
   unless their key is in ``allow_nonfinite`` (for a metric that reports NaN where it
   is undefined, e.g. on too few samples: say so explicitly); the model's parameters,
@@ -53,12 +57,14 @@ samplers are called in eval mode, losses as they are; all with a seeded random
 stream, the caller's left as it was.
 """
 
+from compose_gen.testing.components._datasets import check_dataset
 from compose_gen.testing.components._distributions import check_decoder, check_distribution_module, check_encoder, check_prior
 from compose_gen.testing.components._losses import check_loss
 from compose_gen.testing.components._metrics import check_metric
 from compose_gen.testing.components._samplers import check_sampler
 
 __all__ = [
+    "check_dataset",
     "check_decoder",
     "check_distribution_module",
     "check_encoder",
