@@ -35,7 +35,8 @@ object, what is wrong and what was expected.  What each check verifies:
   ``rsample``'s with gradients.
 * **samplers** (:func:`check_sampler`): ``check_conditions``; ``check_samples`` and
   finiteness for several counts (1, ``n``, and ``classes + 1`` when it samples by
-  class), every count giving examples of one shape; a temperature is accepted; a
+  class), every count giving examples of one shape; a temperature changes the draws
+  (or, for a sampler that has none, is refused with ``ValueError`` unless it is 1); a
   sampler that samples by class draws other samples for other labels.
 * **losses** (:func:`check_loss`): ``check_loss_terms``; ``check_loss_result``; every
   entry finite; each requested term's gradient reaches some parameter or input that

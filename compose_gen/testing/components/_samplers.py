@@ -48,7 +48,8 @@ def check_sampler(
     seed: int = 0,
     label: str | None = None,
 ) -> Tensor:
-    """Check a sampler (see the module docstring); returns its ``n`` draws at ``temperature``.
+    """Check a sampler (see the module docstring); returns its ``n`` draws at ``temperature`` (at 1 for a sampler that
+    refuses other temperatures).
 
     A sampler that samples by class is given ``context(labels)`` for the labels
     ``arange(count) % classes``, as the spec's graph would make it from them; the
@@ -69,9 +70,10 @@ def check_sampler(
             labels = (torch.arange(count, device=_device(sampler)) + shift) % conditions.classes
             return sampler.sample(count, temp, context(labels))
 
+    refused = temperature != 1 and _refuses(draw, n, temperature)
     shape = None
     for count in counts:
-        for temp in (1.0, temperature):
+        for temp in (1.0,) if refused else (1.0, temperature):
             drawn = draw(count, temp)
             try:
                 check_samples(drawn, count)
@@ -81,8 +83,24 @@ def check_sampler(
             if shape is not None and tuple(drawn.shape[1:]) != shape:
                 raise _fail(label, f"sample({count}) draws examples of shape {_shape(drawn.shape[1:])}, sample({counts[0]}) of {_shape(shape)}; expected one shape")
             shape = tuple(drawn.shape[1:])
-    drawn = draw(n, temperature)
-    if conditions is not None and conditions.classes > 1 and torch.equal(draw(n, temperature, shift=1), drawn):
+    drawn = draw(n, 1.0 if refused else temperature)
+    if temperature != 1 and not refused and torch.equal(drawn, draw(n, 1.0)):
+        raise _fail(
+            label,
+            f"ignores its temperature: the same draws (same seed) at {temperature} as at 1; expected the temperature to scale "
+            "its noise, or, for a sampler that has none, a ValueError for any temperature but 1 (compose-gen sample --temperature passes it)",
+        )
+    if conditions is not None and conditions.classes > 1 and torch.equal(draw(n, temperature if not refused else 1.0, shift=1), drawn):
         raise _fail(label, "ignores its context: the same draws (same seed) for other class labels; expected samples of the labels' classes")
     return drawn
+
+
+def _refuses(draw: Callable[[int, float], Tensor], n: int, temperature: float) -> bool:
+    """Whether the sampler refuses ``temperature`` with a ValueError: one that has none (a uniform prior over codes)
+    says so rather than drawing alike at every temperature."""
+    try:
+        draw(n, temperature)
+    except ContractError as error:
+        return isinstance(error.__cause__, ValueError)
+    return False
 

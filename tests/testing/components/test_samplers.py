@@ -66,6 +66,20 @@ class NoTemperature(Sampler):
         return torch.randn(n, 2)
 
 
+class IgnoresTemperature(Draws):
+    def sample(self, n, temperature=1.0, context=None):
+        return super().sample(n)
+
+
+class HasNoTemperature(Draws):
+    """Draws uniformly, which no temperature changes: it says so, as the VQ-VAE does."""
+
+    def sample(self, n, temperature=1.0, context=None):
+        if temperature != 1:
+            raise ValueError("uniform draws have no temperature")
+        return torch.rand(n, 2)
+
+
 class TupleConditions(ByClass):
     conditions = ("c", 3)
 
@@ -79,6 +93,7 @@ def test_correct_samplers_pass():
     assert check_sampler(Draws()).shape == (5, 2)
     assert check_sampler(ByClass(), n=4).shape == (4, 3)
     torch.testing.assert_close(check_sampler(ByClass(), n=4, temperature=0.0), torch.eye(3)[[0, 1, 2, 0]])
+    assert check_sampler(HasNoTemperature()).shape == (5, 2)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +104,7 @@ def test_correct_samplers_pass():
         (OneRoundOfClasses(), r"OneRoundOfClasses: sample\(1\) returned a Tensor of shape \(3, 3\)"),
         (IgnoresClasses(), r"IgnoresClasses: ignores its context: the same draws \(same seed\) for other class labels"),
         (NoTemperature(), r"NoTemperature: sample\(1, temperature=1.0\) raised TypeError"),
+        (IgnoresTemperature(), r"IgnoresTemperature: ignores its temperature: the same draws \(same seed\) at 0.7 as at 1"),
         (TupleConditions(), r"TupleConditions: conditions is a tuple, not None or a compose_gen.ClassConditions"),
         (NaNs(), r"NaNs: sample\(1, temperature=1.0\) has 2 non-finite values of 2"),
     ],
