@@ -431,6 +431,17 @@ def test_a_plugins_prints_go_to_stderr_not_into_the_results_on_stdout(tmp_path, 
     assert "chatty" not in json.loads(capsys.readouterr().out)["failed_plugins"]
 
 
+def test_plugins_names_a_plugin_slow_to_import(install_plugin, capsys, monkeypatch) -> None:
+    """A plugin importing a heavy library at its top slowed every command by seconds, with no word of why."""
+    install_plugin("sluggish", "import time\ntime.sleep(0.3)\n")
+    monkeypatch.setattr("compose_gen.registry.catalogue.SLOW_IMPORT_S", 0.25)
+    assert main(["plugins", "elbo"]) == 0
+    assert "plugin 'sluggish' took 0.3 s to import, which every command pays" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.delitem(sys.modules, "sluggish")  # imported afresh, as by the next command
+    assert main(["plugins", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["slow_plugins"]) == ["sluggish"]
+
+
 def test_validate_resolved_prints_the_spec_with_its_defaults(tmp_path, vae_spec, capsys) -> None:
     path = write(tmp_path, vae_spec)
     assert main(["validate", str(path), "--static", "--resolved"]) == 0

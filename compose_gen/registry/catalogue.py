@@ -31,6 +31,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = ["Catalogue", "failed_plugins_note", "listed", "make_catalogue", "sugg
 ENTRY_POINT_GROUP = "compose_gen"
 #: The distribution whose entry points are the first-party plugins.
 FIRST_PARTY = "compose-gen"
+#: An entry point that takes longer than this to import is named by `compose-gen plugins`.
+SLOW_IMPORT_S = 1.0
 #: The package of the first-party plugins (in ``plugins/``), also when a test passes them to :func:`make_catalogue`.
 FIRST_PARTY_PACKAGE = "compose_gen_plugins"
 
@@ -67,6 +70,13 @@ class Catalogue:
     installed: bool = False
     #: The source (a package's folder, a module's file) of each third-party plugin that has one.
     source_of: dict[str, str] = field(default_factory=dict)
+    #: Seconds each entry point took to import: every command that makes the catalogue pays them.
+    import_seconds: dict[str, float] = field(default_factory=dict)
+
+    def slow_imports(self) -> dict[str, float]:
+        """The plugins that took longer than :data:`SLOW_IMPORT_S` to import, which `compose-gen plugins` names: a
+        plugin that imports a heavy library at its top slows every command, with no word of why."""
+        return {name: took for name, took in self.import_seconds.items() if took > SLOW_IMPORT_S}
 
     def __repr__(self) -> str:
         made = "installed plugins" if self.installed else "plugins of your own"
@@ -219,10 +229,12 @@ def _load_entry_points(catalogue: Catalogue, first_party_only: bool = False) -> 
             )
         version = getattr(getattr(point, "dist", None), "version", None)
         catalogue.package_of[name] = f"{dist} {version}" if version else dist
+        started = time.perf_counter()
         try:
             loaded.append((name, point.load(), dist))
         except (Exception, SystemExit) as error:
             catalogue.fail(name, f"entry point {point.name} = {point.value!r} of {dist}: {_describe(error)}")
+        catalogue.import_seconds[name] = time.perf_counter() - started
     return loaded
 
 

@@ -26,7 +26,8 @@ __all__ = ["describe", "render", "select"]
 
 
 def describe(catalogue: Catalogue) -> dict[str, Any]:
-    """Every type with kind, plugin, doc and parameters (name → type, default, description), plus failed plugins."""
+    """Every type with kind, plugin, doc and parameters (name → type, default, description), plus failed plugins and those
+    slow to import."""
     listing = []
     for name in sorted(catalogue.types, key=lambda n: (catalogue.types[n].kind, n)):
         t = catalogue.types[name]
@@ -46,7 +47,7 @@ def describe(catalogue: Catalogue) -> dict[str, Any]:
             params[field] = entry
         entry = {"name": name, "kind": t.kind, "plugin": catalogue.plugin_of[name], "doc": t.doc, "params": params}
         listing.append({**entry, "help": t.help} if t.help.strip() != t.doc.strip() else entry)
-    return {"types": listing, "failed_plugins": catalogue.failures}
+    return {"types": listing, "failed_plugins": catalogue.failures, "slow_plugins": catalogue.slow_imports()}
 
 
 def _field_type(info: FieldInfo, reference: RefTo | ValueRef | LossRef | None) -> str:
@@ -94,7 +95,7 @@ def select(listing: dict[str, Any], names: Sequence[str] = ()) -> dict[str, Any]
     if not names:
         return listing
     chosen = [t for t in listing["types"] if t["name"] in names or t["kind"] in names]
-    return {"types": chosen, "failed_plugins": listing["failed_plugins"]}
+    return {**listing, "types": chosen}
 
 
 class _PipedConsole(Console):
@@ -120,6 +121,8 @@ def render(listing: dict[str, Any], names: Sequence[str] = (), file: TextIO | No
             _details(console, by_name[name])
     for plugin, error in listing["failed_plugins"].items():
         console.print(f"[red]plugin {plugin!r}:[/red] {escape(str(error))}")
+    for plugin, seconds in listing["slow_plugins"].items():
+        console.print(f"[yellow]plugin {plugin!r}[/yellow] took {seconds:.1f} s to import, which every command pays: import heavy libraries where they are used")
 
 
 def _overview(console: Console, kind: str, entries: list[dict[str, Any]]) -> None:
