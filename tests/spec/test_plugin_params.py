@@ -70,22 +70,29 @@ def test_a_type_without_a_json_schema_is_left_out_of_a_schema_that_lists_it() ->
     assert "Metric_levels" in schema["$defs"] and "Metric_tensor_init" not in schema["$defs"]
 
 
+def refused_metric(params: type[Params], **given: object) -> str | None:
+    """The error of a spec whose one metric is of type 't' (plugin 'metrics_plugin') with ``params`` set to ``given``;
+    None when it loads."""
+    catalogue = make_catalogue([plugin(ComponentType("t", "metric", params, metric), name="metrics_plugin"), datasets], entry_points=False)
+    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "t", **given}]}}
+    try:
+        load_spec(spec, catalogue=catalogue)
+    except SpecError as error:
+        return str(error)
+    return None
+
+
 class WarmupParams(Params):
     warmup: int = Field(0, gt=0)
 
 
 def test_a_default_that_breaks_its_own_constraint_is_blamed_on_the_type_where_the_spec_is_validated() -> None:
     """Not accepted, written to the run folder's spec.yaml, and refused only when the run is loaded again."""
-    catalogue = make_catalogue([plugin(ComponentType("warm", "metric", WarmupParams, metric), name="warmers"), datasets], entry_points=False)
-    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "warm"}]}}
-    with pytest.raises(SpecError) as info:
-        load_spec(spec, catalogue=catalogue)
-    assert str(info.value).endswith(
-        ": evaluate.metrics[0]: type 'warm' (plugin 'warmers'): the default of warmup is invalid "
+    assert refused_metric(WarmupParams).endswith(
+        ": evaluate.metrics[0]: type 't' (plugin 'metrics_plugin'): the default of warmup is invalid "
         "(Input should be greater than 0); set warmup in the spec, and tell the plugin's authors"
     )
-    spec["evaluate"]["metrics"][0]["warmup"] = 3
-    load_spec(spec, catalogue=catalogue)
+    assert refused_metric(WarmupParams, warmup=3) is None
 
 
 class ClipParams(Params):
@@ -94,12 +101,8 @@ class ClipParams(Params):
 
 def test_an_infinite_default_is_blamed_on_the_type_with_the_field_that_opts_in() -> None:
     """Params refuse ±inf, so a plugin's ``clip: float = math.inf`` made every spec of its type fail with no word of why."""
-    catalogue = make_catalogue([plugin(ComponentType("clipped", "metric", ClipParams, metric), name="clippers"), datasets], entry_points=False)
-    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "clipped"}]}}
-    with pytest.raises(SpecError) as info:
-        load_spec(spec, catalogue=catalogue)
-    assert str(info.value).endswith(
-        ": evaluate.metrics[0]: type 'clipped' (plugin 'clippers'): clip defaults to -inf, which its field refuses, as every float "
+    assert refused_metric(ClipParams).endswith(
+        ": evaluate.metrics[0]: type 't' (plugin 'metrics_plugin'): clip defaults to -inf, which its field refuses, as every float "
         "of Params does unless it opts in: the plugin should declare it `clip: float = Field(-math.inf, allow_inf_nan=True)` "
         "(or `float | None = None`); meanwhile set clip in the spec"
     )
@@ -110,12 +113,8 @@ class ScoreParams(Params):
 
 
 def test_a_none_default_that_its_field_refuses_is_said_once_with_the_plugins_fix() -> None:
-    catalogue = make_catalogue([plugin(ComponentType("score", "metric", ScoreParams, metric), name="scores"), datasets], entry_points=False)
-    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "score"}]}}
-    with pytest.raises(SpecError) as info:
-        load_spec(spec, catalogue=catalogue)
-    assert str(info.value) == (
-        "<dict>:1: evaluate.metrics[0]: type 'score' (plugin 'scores'): reference defaults to None, which its annotation "
+    assert refused_metric(ScoreParams) == (
+        "<dict>:1: evaluate.metrics[0]: type 't' (plugin 'metrics_plugin'): reference defaults to None, which its annotation "
         "does not accept: the plugin should annotate it Optional[...]"
     ), "one line, not one per branch of the Ref union"
 
@@ -133,11 +132,7 @@ class RequiredParams(Params):
 
 def test_a_none_default_its_own_validator_refuses_keeps_the_plugins_message() -> None:
     """The annotation accepts None, so 'annotate it Optional' would be wrong advice."""
-    catalogue = make_catalogue([plugin(ComponentType("needs_n", "metric", RequiredParams, metric), name="needy"), datasets], entry_points=False)
-    spec = {"name": "v", "data": {"type": "moons", "n": 16}, "evaluate": {"metrics": [{"type": "needs_n"}]}}
-    with pytest.raises(SpecError) as info:
-        load_spec(spec, catalogue=catalogue)
-    assert str(info.value).endswith("the default of n is invalid (n must be given); set n in the spec, and tell the plugin's authors")
+    assert refused_metric(RequiredParams).endswith("the default of n is invalid (n must be given); set n in the spec, and tell the plugin's authors")
 
 
 def test_a_parameter_named_type_is_refused_when_the_type_is_made() -> None:
