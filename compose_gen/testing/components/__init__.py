@@ -46,11 +46,14 @@ object, what is wrong and what was expected.  What each check verifies:
 * **datasets** (:func:`check_dataset`): ``check_splits``, and a second build from the same
   parameters gives the same examples in the same order (the fingerprints a checkpoint
   records), whatever torch's global random state.
-* **metrics** (:func:`check_metric`): ``check_metric_result``; values finite,
+* **metrics** (:func:`check_metric`): called as an evaluation calls them, the model
+  in eval mode and autograd off (``torch.enable_grad()`` where a metric differentiates);
+  ``check_metric_result``; values finite,
   unless their key is in ``allow_nonfinite`` (for a metric that reports NaN where it
   is undefined, e.g. on too few samples: say so explicitly); the model's parameters,
-  buffers, training mode and ``requires_grad`` flags, and the data's splits, are
-  left as they were.
+  buffers, gradients, training mode and ``requires_grad`` flags, and the data's splits, are
+  left as they were (plain attributes are not compared: a metric that sets one, a
+  sampler's truncation say, must put it back).
 
 Distribution modules are checked on a deep copy in eval mode whose parameters are
 perturbed (``param_noise``, so zero-initialised layers show what they read);

@@ -6,7 +6,7 @@ import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from compose_gen.core.contracts import ContractError
 
@@ -48,6 +48,19 @@ def _seeded(seed: int) -> Iterator[None]:
         if cuda:
             torch.cuda.manual_seed_all(seed)
         yield
+
+
+@contextlib.contextmanager
+def _evaluating(module: Any) -> Iterator[None]:
+    """``module`` (and everything in it) in eval mode, each submodule's mode restored afterwards."""
+    modes = [(m, m.training) for m in module.modules()] if isinstance(module, nn.Module) else []
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def _core(label: str, check: Callable[..., Any], *args: Any) -> Any:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from compose_gen.core.contracts import EvalContext, check_metric_result
 from compose_gen.core.unchanged import data_change, snapshot
-from compose_gen.testing.components._common import _calling, _core, _fail
+from compose_gen.testing.components._common import _calling, _core, _evaluating, _fail
 
 
 def _name(obj: Any) -> str:
@@ -37,8 +37,11 @@ def check_metric(
     trainable = [p.requires_grad for p in model.parameters()] if model is not None else []
     data = {(split, k): v.clone() for split in ("train", "test") for k, v in getattr(ctx.data, split).fields.items()}
     splits, seen = ctx.data, snapshot(ctx.data)
-    with _calling(label, "the metric"):
-        result = metric(ctx)
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()] if model is not None else []
+    with _evaluating(model):  # as an evaluation calls it: in eval mode, without autograd
+        with _calling(label, "the metric"), torch.no_grad():
+            result = metric(ctx)
+        trained = model is not None and any(m.training for m in model.modules())
     values = _core(label, check_metric_result, result)
     bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v) and k not in allow_nonfinite]
     if bad:
@@ -54,8 +57,10 @@ def check_metric(
         changed = [k for k in now.keys() ^ state.keys()] + [k for k, v in now.items() if k in state and not _same(v, state[k])]
         if changed:
             raise _fail(label, f"changed the model's {changed[0]!r}; expected a metric to leave the model as it was")
-        if [m.training for m in model.modules()] != modes:
+        if trained or [m.training for m in model.modules()] != modes:
             raise _fail(label, "changed the model's training mode; expected a metric to leave the model as it was")
+        if any((g is None) != (p.grad is None) or (g is not None and not _same(g, p.grad)) for g, p in zip(grads, model.parameters(), strict=True)):
+            raise _fail(label, "changed the gradients of the model's parameters; expected a metric to leave the model as it was")
         if [p.requires_grad for p in model.parameters()] != trainable:
             raise _fail(label, "changed which of the model's parameters require grad; expected a metric to leave the model as it was")
     return values

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compose_gen.core.contracts import ContractError, Sampler, check_conditions, check_samples
-from compose_gen.testing.components._common import _calling, _core, _fail, _finite, _seeded, _shape
-
-
-@contextlib.contextmanager
-def _evaluating(module: Any) -> Iterator[None]:
-    """``module`` (and everything in it) in eval mode, each submodule's mode restored afterwards."""
-    modes = [(m, m.training) for m in module.modules()] if isinstance(module, nn.Module) else []
-    for m, _ in modes:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+from compose_gen.testing.components._common import _calling, _core, _evaluating, _fail, _finite, _seeded, _shape
 
 
 def _device(module: nn.Module) -> torch.device:

@@ -58,6 +58,14 @@ def test_a_metric_must_leave_the_model_as_it_was(ectx):
     with pytest.raises(ContractError, match=r"switches_to_training: changed the model's training mode"):
         check_metric(switches_to_training, ectx)
 
+    def fills_gradients(ctx):
+        with torch.enable_grad():
+            ctx.model.weight.sum().backward()
+        return {}
+
+    with pytest.raises(ContractError, match=r"fills_gradients: changed the gradients of the model's parameters"):
+        check_metric(fills_gradients, ectx)
+
     def freezes(ctx):
         ctx.model.requires_grad_(False)
         return {}
@@ -70,6 +78,23 @@ def test_a_metric_must_leave_the_model_as_it_was(ectx):
         check_metric(freezes, ectx)
     with pytest.raises(ContractError, match=r"adds_a_buffer: changed the model's 'seen'"):
         check_metric(adds_a_buffer, ectx)
+
+
+def test_a_metric_is_called_as_an_evaluation_calls_it_without_autograd_in_eval_mode(ectx):
+    """Called with autograd on, a metric differentiating without torch.enable_grad() passed the kit and then raised in
+    every evaluation, which runs under torch.no_grad()."""
+
+    def differentiates(ctx):
+        x = ctx.test.fields["x"].clone().requires_grad_()
+        (gradient,) = torch.autograd.grad((x * ctx.model.weight.sum()).sum(), x)
+        return {"norm": gradient.norm().item()}
+
+    with pytest.raises(ContractError, match=r"differentiates: the metric raised RuntimeError: element 0 of tensors does not require grad"):
+        check_metric(differentiates, ectx)
+    seen = []
+    ectx.model.train()
+    assert check_metric(lambda ctx: seen.append(ctx.model.training) or {}, ectx) == {} and seen == [False]
+    assert ectx.model.training, "the caller's mode is left as it was"
 
 
 def test_a_metric_must_leave_the_data_as_it_was(tmp_path):
