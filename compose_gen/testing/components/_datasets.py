@@ -8,7 +8,7 @@ import torch
 
 from compose_gen.core import Splits
 from compose_gen.core.contracts import ContractError, check_splits
-from compose_gen.testing.components._common import _fail
+from compose_gen.testing.components._common import _calling, _fail
 
 
 def check_dataset(build: Callable[[], Splits], label: str = "dataset") -> Splits:
@@ -33,7 +33,7 @@ def check_dataset(build: Callable[[], Splits], label: str = "dataset") -> Splits
 def _built(build: Callable[[], Splits], label: str, state: int) -> Splits:
     """``build()`` with torch's global generator seeded by ``state`` (so that a dataset that draws from it shows it),
     checked, with the caller's random state left as it was."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _calling(label, "build()"):
         torch.manual_seed(state)
         splits = build()
     if not isinstance(splits, Splits):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Collection, Iterator, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from compose_gen.core.contracts import Loss, check_loss_result, check_loss_terms
 from compose_gen.testing.components._common import ATOL, RTOL, _calling, _close, _core, _fail, _finite, _seeded, _shape
@@ -56,9 +56,12 @@ def check_loss(
     label = label or type(loss).__name__
     _core(label, check_loss_terms, loss)
     terms = tuple(loss.terms) if terms is None else tuple(terms)
-    unknown = [t for t in terms if t not in loss.terms]
+    unknown = [t for t in [*terms, *(grad_to or {})] if t not in loss.terms]
     if unknown:
         raise ValueError(f"{label} has no term {', '.join(map(repr, unknown))}; its terms are {tuple(loss.terms)}")
+    missing = [name for names in (grad_to or {}).values() for name in names if name not in inputs]
+    if missing:
+        raise ValueError(f"grad_to names input {', '.join(map(repr, missing))}, which inputs lack; they are {sorted(inputs)}")
     with torch.enable_grad():
         with _seeded(seed):
             result = _loss_result(loss, inputs, terms, label)
@@ -128,4 +131,9 @@ def _check_term_gradients(loss: Loss, inputs: Mapping[str, Any], result: dict[st
         for leaf, grad in zip(leaves, grads, strict=True):
             if grad is not None:
                 _finite(label, f"the gradient of term {term!r} for {sources.get(id(leaf), f'a tensor of shape {_shape(leaf.shape)}')}", grad)
+        # a parameter of the loss, or of a component it calls (a critic it names), or an input
+        reached = any(grad is not None and isinstance(leaf, nn.Parameter) for leaf, grad in zip(leaves, grads, strict=True))
+        if not reached and not any(_reaches(value, t) for v in inputs.values() for t in _tensors(v) if t.requires_grad):
+            raise _fail(label, f"term {term!r} has a gradient, but to no parameter and to no input: only to tensors that require "
+                        "grad but are no nn.Parameter, which no optimizer trains")
 

@@ -50,6 +50,8 @@ def test_a_build_that_draws_from_global_state_is_caught(draw):
 
 
 def test_what_breaks_the_splits_contract_is_said():
+    with pytest.raises(ContractError, match=r"^points: build\(\) raised KeyError: 'path'"):
+        check_dataset(lambda: {}["path"], label="points")
     with pytest.raises(ContractError, match=r"^points: build returned a Tensor, not compose_gen.Splits"):
         check_dataset(lambda: torch.zeros(3), label="points")
     with pytest.raises(ContractError, match=r"^points: field 'x' of the train split .*float64"):

@@ -176,7 +176,28 @@ def test_a_loss_is_checked_on_inputs_that_carry_gradients():
         check_loss(DetachesItsInput(), {"x": X.clone().requires_grad_()})
 
 
-def test_unknown_terms_are_a_usage_error():
+class HoldsAPlainTensor(Fixed):
+    """Its learnable scale is no nn.Parameter, so no optimizer sees it; and it cuts its input off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scale = torch.zeros(X.shape[1], requires_grad=True)
+
+    def forward(self, inputs, terms):
+        return {"loss": (inputs["x"].detach() * self.log_scale.exp()).square().mean()}
+
+
+def test_a_term_whose_gradient_reaches_neither_a_parameter_nor_an_input_is_caught():
+    """Any autograd leaf passed: a learnable tensor that is no nn.Parameter, which no player trains."""
+    with pytest.raises(ContractError, match=r"HoldsAPlainTensor: term 'loss' has a gradient, but to no parameter and to no input"):
+        check_loss(HoldsAPlainTensor(), {"x": X.clone().requires_grad_()})
+
+
+def test_unknown_terms_and_inputs_are_a_usage_error():
     with pytest.raises(ValueError, match=r"Squares has no term 'critic'; its terms are \('loss',\)"):
         check_loss(Squares(), {"x": X}, terms=["critic"])
+    with pytest.raises(ValueError, match=r"TwoSided has no term 'generatr'; its terms are \('critic', 'generator'\)"):
+        check_loss(TwoSided(), {"real": X, "fake": X}, grad_to={"generatr": ["fake"]})
+    with pytest.raises(ValueError, match=r"grad_to names input 'fakes', which inputs lack; they are \['fake', 'real'\]"):
+        check_loss(TwoSided(), {"real": X, "fake": X}, grad_to={"generator": ["fakes"]})
 
