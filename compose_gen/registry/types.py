@@ -275,9 +275,22 @@ def _check_params_model(name: str, params: type[Params]) -> None:
         if issubclass(model, RootModel):  # a value of one type, which has no keys to misspell
             continue
         if model.model_config.get("extra") != "forbid":
+            remedy = (
+                f"leave extra as StrictModel sets it, 'forbid' (it sets extra={model.model_config.get('extra')!r})"
+                if issubclass(model, StrictModel)
+                else "derive it from compose_gen.registry.StrictModel"
+            )
             raise ValueError(
                 f"type {name!r}: its params hold the settings model {model.__name__}, which does not forbid unknown keys, so a "
-                "misspelt setting in a spec would be ignored without a word; derive it from compose_gen.registry.StrictModel"
+                f"misspelt setting in a spec would be ignored without a word; {remedy}"
+            )
+    for model in (params, *_nested_models(params)):
+        own = model.__pydantic_decorators__
+        serialized = [*(f"{', '.join(d.info.fields)}" for d in own.field_serializers.values()), *(["the whole model"] if own.model_serializers else [])]
+        if serialized:
+            raise ValueError(
+                f"type {name!r}: {model.__name__} serializes {', '.join(serialized)} its own way, so the spec.yaml a run folder "
+                "keeps, their dump, may not give back the values the run used (a rounded float, say): drop the serializer"
             )
     if params.model_computed_fields:
         raise ValueError(

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, computed_field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, computed_field, field_serializer
 
 from compose_gen import ComponentType, Params, Ref, hookimpl, make_catalogue
 from compose_gen.registry import StrictModel
@@ -36,6 +36,23 @@ class Aliased(Params):
 
 class Excluded(Params):
     width: int = Field(32, exclude=True)
+
+
+class Rounded(Params):
+    scale: float = 0.3
+
+    @field_serializer("scale")
+    def _rounded(self, scale: float) -> int:
+        return round(scale)
+
+
+class IgnoringSettings(StrictModel):
+    model_config = ConfigDict(extra="ignore")
+    width: int = 8
+
+
+class HoldsIgnoringSettings(Params):
+    options: IgnoringSettings = IgnoringSettings()
 
 
 class Computed(Params):
@@ -205,6 +222,9 @@ def test_two_packages_sharing_an_entry_point_name_both_load_whichever_is_listed_
         (("x", "network", Excluded, lambda p, ctx: None), ValueError, "its params exclude 'width' from their dump"),
         (("x", "network", Computed, lambda p, ctx: None), ValueError, "its params compute 'out_features', which the spec.yaml a run folder"),
         (("x", "network", HoldsLooseSettings, lambda p, ctx: None), ValueError, "settings model LooseSettings, which does not forbid unknown keys"),
+        (("x", "network", HoldsIgnoringSettings, lambda p, ctx: None), ValueError,
+         r"IgnoringSettings, which does not forbid unknown keys, .*; leave extra as StrictModel sets it, 'forbid' \(it sets extra='ignore'\)"),
+        (("x", "network", Rounded, lambda p, ctx: None), ValueError, "Rounded serializes scale its own way, so the spec.yaml a run folder keeps"),
         (("x", "network", HoldsAliasedSettings, lambda p, ctx: None), ValueError, "its params give 'AliasedSettings.lambda_' the alias 'lambda'"),
         (("x", "network", BrokenFactory, lambda p, ctx: None), ValueError, "the default_factory of 'hidden' raised IndexError: list index out of range"),
     ],
