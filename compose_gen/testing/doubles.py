@@ -1,7 +1,9 @@
 """Test doubles for metric tests: stand-ins for a compiled model's ``sample(n, temperature)``.
 
 They follow the :class:`compose_gen.Sampler` contract, so any metric can be
-tested without training a model::
+tested without training a model.  They are stand-ins, not models to copy: each
+ignores the temperature and draws from a generator of its own (a sequence of
+calls repeats, not one call), which ``check_sampler`` refuses in a real sampler::
 
     model = FixedSampler(train_x[:30], noise=1e-3)          # a collapsed generator
     model = FixedSampler(train_x, labels=train_y)           # a perfect class-conditional model

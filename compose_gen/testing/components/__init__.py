@@ -33,7 +33,8 @@ object, what is wrong and what was expected.  What each check verifies:
   A prior also takes ``temperature`` (which changes its draws), and its
   ``sample``/``rsample`` graph methods draw ``(n, *event)`` at that temperature,
   ``rsample``'s with gradients.
-* **samplers** (:func:`check_sampler`): ``check_conditions``; ``check_samples`` and
+* **samplers** (:func:`check_sampler`): ``check_conditions``; the same draws from the
+  same seed of torch's global stream (no generator of its own); ``check_samples`` and
   finiteness for several counts (1, ``n``, and ``classes + 1`` when it samples by
   class), every count giving examples of one shape; a temperature changes the draws
   (or, for a sampler that has none, is refused with ``ValueError`` unless it is 1); a

@@ -70,6 +70,13 @@ def check_sampler(
                 raise _fail(label, f"sample({count}) draws examples of shape {_shape(drawn.shape[1:])}, sample({counts[0]}) of {_shape(shape)}; expected one shape")
             shape = tuple(drawn.shape[1:])
     drawn = draw(n, 1.0 if refused else temperature)
+    if not torch.equal(drawn, draw(n, 1.0 if refused else temperature)):
+        raise _fail(
+            label,
+            "draws other samples at each call from the same seed; expected it to draw from torch's global random stream, which "
+            "compose_gen seeds so that evaluations and `compose-gen sample` repeat (and without which the kit cannot compare "
+            "temperatures and classes), not from a generator of its own",
+        )
     if temperature != 1 and not refused and torch.equal(drawn, draw(n, 1.0)):
         raise _fail(
             label,

@@ -80,6 +80,17 @@ class HasNoTemperature(Draws):
         return torch.rand(n, 2)
 
 
+class OwnGenerator(Draws):
+    """Ignores its temperature, which the kit cannot see when every call draws afresh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(0)
+
+    def sample(self, n, temperature=1.0, context=None):
+        return torch.randn(n, 2, generator=self.generator)
+
+
 class TupleConditions(ByClass):
     conditions = ("c", 3)
 
@@ -104,6 +115,7 @@ def test_correct_samplers_pass():
         (OneRoundOfClasses(), r"OneRoundOfClasses: sample\(1\) returned a Tensor of shape \(3, 3\)"),
         (IgnoresClasses(), r"IgnoresClasses: ignores its context: the same draws \(same seed\) for other class labels"),
         (NoTemperature(), r"NoTemperature: sample\(1, temperature=1.0\) raised TypeError"),
+        (OwnGenerator(), r"OwnGenerator: draws other samples at each call from the same seed; expected it to draw from torch's global"),
         (IgnoresTemperature(), r"IgnoresTemperature: ignores its temperature: the same draws \(same seed\) at 0.7 as at 1"),
         (TupleConditions(), r"TupleConditions: conditions is a tuple, not None or a compose_gen.ClassConditions"),
         (NaNs(), r"NaNs: sample\(1, temperature=1.0\) has 2 non-finite values of 2"),
