@@ -10,6 +10,7 @@ import torch
 
 import compose_gen as cg
 from compose_gen import make_catalogue
+from compose_gen.testing.components import check_prior
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "compose_gen_laplace"
 
@@ -42,3 +43,5 @@ def test_the_example_plugin_is_discovered_and_trains(installed, tmp_path) -> Non
     # Laplace(0, 1): E|z| = 1, which a Gaussian (E|z| ≈ 0.80) would miss.
     assert abs(z.abs().mean().item() - 1.0) < 0.05
     assert torch.isfinite(run.model.losses["vae"]({"x": run.data.test.fields["x"][:8]}, frozenset({"loss"}))["loss"])
+    check_prior(prior)  # at temperature 0 too: its scale 0 was refused by the distribution's validation
+    assert run.model.sample(2, temperature=0.0).shape == (2, 64)

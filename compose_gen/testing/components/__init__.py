@@ -30,8 +30,10 @@ object, what is wrong and what was expected.  What each check verifies:
   model uses it); every parameter receives a finite gradient from ``log_prob``, and
   with ``has_rsample`` the draws of ``rsample`` carry gradients to the parameters
   (``sample_shape=()`` skips the sample dimensions, for an encoder only applied to data).
-  A prior also takes ``temperature`` (which changes its draws), and its
-  ``sample``/``rsample`` graph methods draw ``(n, *event)`` at that temperature,
+  A prior also takes ``temperature``, which changes its draws or its ``log_prob``,
+  does not widen its spread below 1 (nor narrow it above), and gives finite draws
+  at 0 (or, for a prior that has none, is refused with ``ValueError`` unless it is 1);
+  its ``sample``/``rsample`` graph methods draw ``(n, *event)`` at that temperature,
   ``rsample``'s with gradients.
 * **samplers** (:func:`check_sampler`): ``check_conditions``; the same draws from the
   same seed of torch's global stream (no generator of its own); ``check_samples`` and

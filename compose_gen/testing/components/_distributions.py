@@ -211,23 +211,45 @@ def check_prior(
     dist = check_distribution_module(prior, None, context, given_name="", label=label, **options)
     with _seeded(options.get("seed", 0)), torch.no_grad():
         call = _Caller(_perturbed(prior, options.get("param_noise", 0.1)), label, None)
-        _check_temperature(call, context, temperature, dist)
+        tempered = _check_temperature(call, context, temperature, dist)
         if context is None:
-            _check_graph_methods(call.module, label, n, temperature, tuple(dist.event_shape))
+            _check_graph_methods(call.module, label, n, temperature if tempered else 1.0, tuple(dist.event_shape))
     return dist
 
 
-def _check_temperature(call: _Caller, context: Tensor | None, temperature: float, dist: Distribution) -> None:
-    """``forward(temperature=T)`` gives a distribution of the same event shape whose draws differ from those at 1."""
-    cooled = call(None, context, temperature=temperature)
+#: Draws at the kit's temperature and at 1 whose spreads :func:`_check_temperature` compares.
+SPREAD_DRAWS = 1024
+
+
+def _check_temperature(call: _Caller, context: Tensor | None, temperature: float, dist: Distribution) -> bool:
+    """``forward(temperature=T)`` gives a distribution of the same event shape, another one than at 1 (its
+    ``log_prob`` differs), whose spread T < 1 does not widen (nor T > 1 narrow), and at T = 0 finite draws (its mode,
+    which ``compose-gen sample --temperature 0`` asks for).  False for a prior without a temperature (uniform codes),
+    which refuses one other than 1 with ``ValueError``; its draws are then checked at 1 only."""
+    try:
+        cooled = call(None, context, temperature=temperature)
+    except ContractError as error:
+        if isinstance(error.__cause__, ValueError) and temperature != 1:
+            return False
+        raise
     if cooled.event_shape != dist.event_shape:
         raise _fail(call.label, f"at temperature {temperature} the event shape is {_shape(cooled.event_shape)}, expected {_shape(dist.event_shape)}")
+    hot = call(None, context)
     state = torch.get_rng_state()
-    hot = call(None, context).sample()
+    at_one = hot.sample((SPREAD_DRAWS,))
     torch.set_rng_state(state)
-    if torch.equal(cooled.sample(), hot):
-        raise _fail(call.label, f"ignores its temperature: draws at temperature {temperature} equal those at 1 (same seed); "
-                    "expected the temperature to scale the spread")
+    at_temperature = cooled.sample((SPREAD_DRAWS,))
+    if torch.equal(at_temperature, at_one) and torch.equal(cooled.log_prob(at_one[:64]), hot.log_prob(at_one[:64])):
+        raise _fail(call.label, f"ignores its temperature: at temperature {temperature} the same draws as at 1 (same seed) and the "
+                    "same log_prob; expected the temperature to scale the spread")
+    ratio = float(at_temperature.double().var(0).sum() / at_one.double().var(0).sum().clamp_min(1e-12))
+    if (temperature < 1 and ratio > 1.1) or (temperature > 1 and ratio < 1 / 1.1):
+        raise _fail(call.label, f"at temperature {temperature} its draws spread {ratio:.3g} times as much as at 1; expected the "
+                    "temperature to scale the spread, σ·T: narrower below 1, wider above")
+    with _calling(call.label, "forward(temperature=0.0)"):
+        mode = call(None, context, temperature=0.0).sample()
+    _finite(call.label, "draws at temperature 0 (build the distribution with validate_args=False, which lets a scale be 0)", mode)
+    return True
 
 
 def _check_graph_methods(prior: nn.Module, label: str, n: int, temperature: float, event: tuple[int, ...]) -> None:

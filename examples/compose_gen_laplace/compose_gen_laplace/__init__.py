@@ -34,7 +34,8 @@ class LaplacePrior(nn.Module):
         self.register_buffer("scale", torch.full(shape, scale))
 
     def forward(self, temperature: float = 1.0) -> Distribution:
-        return Independent(Laplace(self.loc, self.scale * temperature), self.loc.dim())
+        # unvalidated: at temperature 0 (`compose-gen sample --temperature 0`) the scale is 0 and draws are the mode
+        return Independent(Laplace(self.loc, self.scale * temperature, validate_args=False), self.loc.dim())
 
     def rsample(self, like: Tensor | int, temperature: float = 1.0) -> Tensor:
         return self(temperature).rsample((draw_count(like),))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from component_kit_helpers import PRIORS, decoders, encoders, flow_prior
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Independent, Normal
 
 from compose_gen.core import ContractError
 from compose_gen.testing.components import check_decoder, check_encoder, check_prior
@@ -199,7 +199,7 @@ class Prior(nn.Module):
         self.loc = nn.Parameter(torch.zeros(3))
 
     def forward(self, temperature: float = 1.0):
-        return Independent(Normal(self.loc, temperature * torch.ones(3)), 1)
+        return Independent(Normal(self.loc, temperature * torch.ones(3), validate_args=False), 1)  # a scale of 0 at T = 0
 
     def rsample(self, like, temperature: float = 1.0):
         return self(temperature).rsample((like if isinstance(like, int) else len(like),))
@@ -244,6 +244,47 @@ class SampleTakesNoTemperature(Prior):
         return super().sample(like)
 
 
+class WidensWithTemperature(Prior):
+    def forward(self, temperature: float = 1.0):
+        return Independent(Normal(self.loc, torch.ones(3) / temperature), 1)
+
+
+class NoModeAtTemperatureZero(Prior):
+    def forward(self, temperature: float = 1.0):
+        return Independent(Normal(self.loc, temperature * torch.ones(3)), 1)  # validated: a scale of 0 is refused
+
+
+class CoinsPrior(nn.Module):
+    """A learned Bernoulli prior starting at p = 1/2, its logits divided by T: a coin's draws barely move with T."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(3))
+
+    def forward(self, temperature: float = 1.0):
+        return Independent(Bernoulli(logits=self.logits / max(temperature, 1e-6)), 1)
+
+
+class UniformCodes(nn.Module):
+    """A uniform prior over 4 codes, which has no temperature and says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(2, 4), requires_grad=False)
+
+    def forward(self, temperature: float = 1.0):
+        if temperature != 1:
+            raise ValueError("uniform codes have no temperature")
+        return Independent(Categorical(logits=self.logits), 1)
+
+
+def test_a_discrete_prior_passes_whether_it_takes_a_temperature_or_refuses_one():
+    """A zero-initialised Bernoulli prior was said to ignore its temperature (one seeded coin flip did not move); a
+    prior without one failed though samplers may refuse a temperature."""
+    check_prior(CoinsPrior())
+    check_prior(UniformCodes())
+
+
 class ListsAMethodItLacks(Prior):
     graph_methods = ("sample", "log_density")
 
@@ -255,7 +296,9 @@ def test_a_correct_prior_passes():
 @pytest.mark.parametrize(
     ("prior", "message"),
     [
-        (IgnoresTemperature(), r"IgnoresTemperature: ignores its temperature: draws at temperature 0.5 equal those at 1"),
+        (IgnoresTemperature(), r"IgnoresTemperature: ignores its temperature: at temperature 0.5 the same draws as at 1 \(same seed\) and the same log_prob"),
+        (WidensWithTemperature(), r"WidensWithTemperature: at temperature 0.5 its draws spread 4 times as much as at 1; expected .* σ·T"),
+        (NoModeAtTemperatureZero(), r"NoModeAtTemperatureZero: forward\(temperature=0.0\) raised ValueError: Expected parameter scale"),
         (SumsItsDraws(), r"SumsItsDraws: sample\(3, temperature=0.5\) returned a Tensor of shape \(3,\), expected shape \(3, 3\)"),
         (ElementwisePrior(), r"ElementwisePrior: forward returned a Normal of batch shape \(3,\) with no input, so its log_prob is per coordinate"),
         (StrayDimension(), r"StrayDimension: forward returned an Independent of batch shape \(1,\) with no input, .* it has an event already, "
