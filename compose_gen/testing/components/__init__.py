@@ -28,7 +28,7 @@ object, what is wrong and what was expected.  What each check verifies:
   slice by slice, the module applied to that slice, a context of ``n`` rows being
   broadcast the same way; given a context, changing it changes ``log_prob`` (the
   model uses it); every parameter receives a finite gradient from ``log_prob``, and
-  with ``has_rsample`` the draws of ``rsample`` carry gradients to the parameters
+  with ``has_rsample`` the draws of ``rsample`` carry gradients to every parameter
   (``sample_shape=()`` skips the sample dimensions, for an encoder only applied to data).
   A prior also takes ``temperature``, which changes its draws or its ``log_prob``,
   does not widen its spread below 1 (nor narrow it above), and gives finite draws

@@ -195,8 +195,10 @@ def _check_gradients_of(call: _Caller, named: list[tuple[str, nn.Parameter]], di
                         "expected reparameterised draws, or has_rsample = False")
         grads = torch.autograd.grad(drawn.sum(), [p for _, p in named], allow_unused=True)
         for (name, _), grad in zip(named, grads, strict=True):
-            if grad is not None:
-                _finite(call.label, f"the gradient of rsample for parameter {name!r}", grad)
+            if grad is None:  # it shapes log_prob (checked above), so it shapes the draws: a detached scale, say
+                raise _fail(call.label, f"parameter {name!r} gets no gradient from rsample's draws, though it shapes log_prob; "
+                            "expected reparameterised draws to carry gradients to every parameter (a detach in rsample?)")
+            _finite(call.label, f"the gradient of rsample for parameter {name!r}", grad)
 
 
 def check_prior(

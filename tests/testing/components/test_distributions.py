@@ -132,6 +132,22 @@ class DetachedRsample(Decoder):
         return NoGradientRsample(Normal(self.loc(z, context), 1.0), 1)
 
 
+class ScaleDetachedNormal(Normal):
+    def rsample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale.detach() * torch.randn(self._extended_shape(sample_shape))
+
+
+class DetachesTheScaleInRsample(Decoder):
+    """Its reparameterised draws train the mean, never the learned scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(4))
+
+    def forward(self, z, context=None):
+        return Independent(ScaleDetachedNormal(self.loc(z, context), self.log_scale.exp()), 1)
+
+
 class InfiniteLogProb(Decoder):
     def forward(self, z, context=None):
         return Independent(Normal(self.loc(z, context), torch.zeros(4), validate_args=False), 1, validate_args=False)
@@ -162,6 +178,7 @@ def test_a_correct_decoder_passes():
         (FirstContextRowForAll(context=2), C, r"FirstContextRowForAll: examples are not independent: example 1's log_prob alone differs"),
         (UnusedParameter(), None, r"UnusedParameter: parameter 'forgotten' gets no gradient from log_prob"),
         (DetachedRsample(), None, r"DetachedRsample: has_rsample is True but rsample's draws carry no gradient"),
+        (DetachesTheScaleInRsample(), None, r"DetachesTheScaleInRsample: parameter 'log_scale' gets no gradient from rsample's draws, though it shapes log_prob"),
         (InfiniteLogProb(), None, r"InfiniteLogProb: log_prob under the distribution \(its own sample draws\) has 15 non-finite values of 15"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else None,
