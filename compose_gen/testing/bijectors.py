@@ -49,11 +49,13 @@ and a Gaussian context, and asserts, in training mode and again in eval mode
   ``⟨∂ladj/∂u, v⟩`` per example and ``⟨∂Σladj/∂θ, w⟩`` equal the central differences
   ``(ladj(u + εv) - ladj(u - εv)) / 2ε`` of its values (themselves checked against
   autograd's ``log|det J|``), so a ``ladj`` that is ``.detach()``-ed, or computed from
-  ``x.detach()``, fails.  Where the differences at ``ε = 1e-5, 1e-6, 1e-7`` differ
+  ``x.detach()``, fails; its value with autograd on equals the one under
+  ``torch.no_grad()``, where the values are checked.  Where the differences at ``ε = 1e-5, 1e-6, 1e-7`` differ
   among themselves (``ladj`` not smooth there: a ReLU's kink, a spline knot) and
   none matches, the example is not judged;
 * every parameter receives a finite gradient, and float32 gives float32 outputs
-  that agree with float64 (on the standard draws: in the tails, rounding the input
+  that agree with float64, the forward's, the round trip through the inverse and
+  both ``ladj`` (on the standard draws: in the tails, rounding the input
   to float32 alone can move the output beyond the tolerance, e.g. ``logit(1 - 1e-7)``);
 * with ``stochastic_ladj``: the properties above hold in eval mode (exact), and
   the training-mode estimate averages, over ``stochastic_draws`` draws, to the
@@ -449,6 +451,8 @@ def _check_ladj_gradients(
         grads = torch.autograd.grad(ladj.sum(), inputs, allow_unused=True) if ladj.requires_grad else [None] * len(inputs)
     grad_u, *grad_theta = (torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True))
     value, prop = to_value(noise), f"{method} ladj's gradient towards {{}} == ∂ log|det J|/∂{{}}"
+    with torch.no_grad():  # where the values were checked: a "fast path" taken with autograd off must agree with training's
+        case.close(f"{method} ladj with autograd on == under torch.no_grad()", ladj, ladj_at(noise), value)
     try:
         with torch.no_grad():
             along_v = (grad_u * v).reshape(*case.batch_shape, -1).sum(-1)
@@ -508,13 +512,15 @@ def _check_float32(bij: Bijector, x: Tensor, context: Tensor | None, y: Tensor, 
         y32, ladj32 = single(x32, context32)
         case.check_output("float32 forward output y", y32, y.shape, x32)
         case.check_output("float32 forward output ladj", ladj32, ladj.shape, x32)
-        x_back, _ = single.inverse(y32, context32)
+        x_back, ladj_back = single.inverse(y32, context32)
         case.check_output("float32 inverse output x", x_back, x.shape, x32)
     scale = 1e-3 / max(case.atol, case.rtol)
-    if bij.surjective:  # forward draws fresh noise: compare the round trip instead
-        case.close("float32 inverse(forward(x)) agrees with float64", x_back.double(), x, x32, scale)
-    else:
+    # the inverse, which a flow samples with, in float32 too: the round trip (for a surjection, whose forward draws
+    # fresh noise, the one comparison it has)
+    case.close("float32 inverse(forward(x)) agrees with float64", x_back.double(), x, x32, scale)
+    if not bij.surjective:
         case.close("float32 forward agrees with float64", y32.double(), y, x32, scale)
+        case.close("float32 inverse ladj agrees with float64", ladj_back.double(), -ladj, x32, scale)
     case.close("float32 forward ladj agrees with float64", ladj32.double(), ladj, x32, scale)
 
 

@@ -231,6 +231,31 @@ class EvalInverseOff(Scale):
         return (x if self.training else x + 1e-3), ladj
 
 
+class NoGradFastPath(Scale):
+    """A 'fast path' under torch.no_grad() (where the kit checked the values) whose ladj training never sees."""
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return y, ladj + 5.0 * torch.is_grad_enabled()
+
+
+class Float32Inverse(Scale):
+    """Right in float64; in float32 its inverse is off by 1e-2, as one Newton step too few would leave it."""
+
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return (x + 1e-2 if y.dtype == torch.float32 else x), ladj
+
+
+def test_kit_checks_the_ladj_with_autograd_on_and_the_inverse_in_float32():
+    """The values were checked under no_grad alone, and float32's inverse for its shape and dtype alone: a flow samples
+    with the float32 inverse, and trains with autograd on."""
+    with pytest.raises(AssertionError, match=r"forward ladj with autograd on == under torch.no_grad\(\)"):
+        check_bijector(NoGradFastPath(), max_examples=3)
+    with pytest.raises(AssertionError, match=r"float32 inverse\(forward\(x\)\) agrees with float64"):
+        check_bijector(Float32Inverse(), max_examples=3)
+
+
 def test_kit_checks_eval_mode_too():
     with pytest.raises(AssertionError, match=r"forward ladj == log\|det J\| of the autograd Jacobian — broken in eval mode"):
         check_bijector(EvalFastPath())
