@@ -29,6 +29,7 @@ options, so they have no fixtures: import them from
 
 from __future__ import annotations
 
+import argparse
 import functools
 from typing import Any, Callable
 
@@ -36,16 +37,44 @@ import pytest
 
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An option type that reads a positive ``kind``, so that a bad value is a usage error, not every test's failure."""
+
+    def read(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return read
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("compose_gen", "compose_gen bijector conformance")
-    group.addoption("--bijector-examples", type=int, default=None, help="hypothesis cases per bijector (default 8)")
+    group.addoption("--bijector-examples", type=_positive(int), default=None, help="hypothesis cases per bijector (default 8)")
     group.addoption("--bijector-device", default="cpu", help="device the conformance checks run on (default cpu)")
     group.addoption(
         "--bijector-scale",
-        type=float,
+        type=_positive(float),
         default=None,
         help="standard deviation of the unconstrained input draws (default: a mix of N(0,1) and N(0,4²) elements)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A device other than the CPU is checked once, here, rather than failing every conformance test with it."""
+    device = config.getoption("--bijector-device", default="cpu")
+    if device == "cpu":
+        return
+    import torch  # only now: a test session that does not ask for a device does not import torch for it
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # an unknown name; CUDA not compiled in or not present
+        raise pytest.UsageError(f"--bijector-device {device}: {str(error).splitlines()[0]}") from None
 
 
 def _options(config: pytest.Config) -> dict[str, Any]:

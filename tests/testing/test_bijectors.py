@@ -369,6 +369,25 @@ def test_command_line_options_reach_the_kit(request):
     assert pytest_plugin._options(Config()) == {"max_examples": 3, "device": "cpu", "scale": 2.0}
 
 
+def test_a_bad_command_line_option_is_a_usage_error_not_every_test_s_failure() -> None:
+    """--bijector-examples 0, a negative scale or a device torch does not have failed inside each conformance test."""
+    import argparse
+
+    from compose_gen.testing import pytest_plugin
+
+    for kind, text in ((int, "0"), (int, "two"), (float, "-1"), (float, "inf")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected a positive {kind.__name__}, got '{text}'"):
+            pytest_plugin._positive(kind)(text)
+    assert pytest_plugin._positive(float)("0.5") == 0.5
+
+    class Config:
+        def getoption(self, name, default=None):
+            return "nonsense"
+
+    with pytest.raises(pytest.UsageError, match="--bijector-device nonsense: Expected one of cpu"):
+        pytest_plugin.pytest_configure(Config())
+
+
 def test_without_hypothesis_the_kit_says_which_extra_to_install(monkeypatch) -> None:
     import importlib
     import sys
