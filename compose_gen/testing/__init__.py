@@ -3,7 +3,8 @@
 * :mod:`compose_gen.testing.components`: checks of priors, encoders, decoders
   (:func:`~compose_gen.testing.components.check_prior`, ``check_encoder``,
   ``check_decoder``, all built on ``check_distribution_module``), samplers
-  (``check_sampler``), losses (``check_loss``) and metrics (``check_metric``): each
+  (``check_sampler``), losses (``check_loss``), metrics (``check_metric``) and
+  datasets (``check_dataset``): each
   calls the object as compose_gen does and raises
   :class:`~compose_gen.core.contracts.ContractError` naming what is wrong.  Import
   and call them in any test; they need no fixture or option;

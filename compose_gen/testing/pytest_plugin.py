@@ -22,7 +22,7 @@ standard deviation of the unconstrained input draws (default: half of them
 ``N(0, 1)``, half ``N(0, 4²)``; see :func:`compose_gen.testing.bijectors.check_case`).
 The kit is imported on first use, so collecting tests stays cheap.
 
-The checks of priors, encoders, decoders, samplers, losses and metrics take no
+The checks of priors, encoders, decoders, samplers, losses, metrics and datasets take no
 options, so they have no fixtures: import them from
 :mod:`compose_gen.testing.components` (``check_decoder(decoder, z, context)``, ...).
 """
