@@ -330,8 +330,8 @@ class Run:
             if overtaken:
                 raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again to go on (compose-gen train --resume, or compose_gen.load_run)")
             self._set_aside_later_evaluation()
-            with self._spec_kept_unless_checkpointed(), self._own_stream():
-                self._record_spec()  # a run resumed with --set continues, and later resumes, with what it was told
+            with self._own_stream():  # a run resumed with --set continues, and later resumes, with what it was told:
+                self.trainer.before_save = self._record_spec  # recorded with its first checkpoint, not before (a kill)
                 logs = self.trainer.fit(total)
             if self.behind is not None and self.dir is not None:  # loaded behind a damaged checkpoint: is this one newer now?
                 newest = list_checkpoints(self.dir)[-1].name
@@ -431,25 +431,6 @@ class Run:
     def _writing(self) -> AbstractContextManager[Any]:
         """This process as the one writer of the run folder (the main process's claim, :mod:`compose_gen.runtime.claim`)."""
         return claimed(self.dir) if self.dir is not None and self.trainer.dist.is_main else nullcontext()
-
-    @contextmanager
-    def _spec_kept_unless_checkpointed(self) -> Iterator[None]:
-        """The folder's previous ``spec.yaml`` back if training fails before saving a checkpoint with the new one.
-
-        A resume whose ``--set`` diverges at once (a learning rate of 1e6) must not
-        leave that setting recorded, or a plain resume would diverge again.
-        """
-        path = None if self.dir is None or not self.trainer.dist.is_main else self.dir / SPEC_FILE
-        before = path.read_text() if path is not None and path.exists() else None
-        newest = list_checkpoints(self.dir)[-1:] if path is not None else []
-        try:
-            yield
-        except BaseException:
-            if before is not None and list_checkpoints(self.dir)[-1:] == newest:
-                with suppress(OSError):  # a full disk: the error that stopped training is the one to say
-                    if path.read_text() != before:
-                        write_text_atomic(path, before)
-            raise
 
     def _record_spec(self) -> None:
         """Write the spec this run trains with to ``spec.yaml``, the one its folder is rebuilt from (main process)."""

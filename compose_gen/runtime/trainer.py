@@ -138,6 +138,9 @@ class Trainer:
     dist: Distributed = field(default_factory=Distributed)
     #: Called on rank 0 every ``train.sample_every`` rounds; returns the picture it wrote.
     on_sample: Callable[[int], Path | None] | None = None
+    #: Called on rank 0 before each checkpoint is written: a Run records there the spec it trains with, so that a
+    #: resume with other settings killed before its first checkpoint leaves the folder's spec as its checkpoints'.
+    before_save: Callable[[], None] | None = None
     step: int = 0
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     #: The best checkpoint so far: ``{"metric", "mode", "value", "step"}``.
@@ -559,6 +562,8 @@ class Trainer:
             "sources_counted": True,  # the fingerprints count the data as read, before transforms (TensorData.source)
             **({"model_sha256": self.model_fingerprint} if self.model_fingerprint else {}),
         }
+        if self.before_save is not None:
+            self.before_save()
         keep = self.train.keep_checkpoints
         protect = [best["step"] for best in [self.best, *self.former_bests] if best]
         self.skipped.discard(self.step)  # the checkpoint written now replaces one of the same step

@@ -528,29 +528,25 @@ def test_a_resume_whose_override_diverges_at_once_leaves_the_recorded_spec_as_it
     assert "steps: 4" in (tmp_path / "run" / "spec.yaml").read_text()
 
 
-def test_a_full_disk_is_said_by_the_write_that_stopped_training_not_by_putting_the_spec_back(tmp_path, toys_catalogue, monkeypatch):
-    """Putting spec.yaml back failed on the same full disk (though its text had not changed) and its error replaced the
-    one that stopped training."""
-    import compose_gen.runtime.run as run_module
-
+def test_a_resume_killed_before_its_first_checkpoint_leaves_the_spec_its_checkpoints_were_trained_with(tmp_path, toys_catalogue, monkeypatch):
+    """spec.yaml took a resume's --set before training, and was put back only if training raised: after a SIGKILL a
+    plain resume trained on, silently, with settings no checkpoint had been trained with."""
     raw = spec_dict(AUTOENCODER, steps=2, checkpoint_every=2)
     Run.create(load_spec(raw, catalogue=toys_catalogue), tmp_path / "run", progress=False).train()
-    resumed = Run.load(tmp_path / "run", overrides=["train.steps=4"], catalogue=toys_catalogue, progress=False)
+    recorded = (tmp_path / "run" / "spec.yaml").read_text()
+    resumed = Run.load(tmp_path / "run", overrides=["train.steps=4", "train.optimizer.lr=0.5"], catalogue=toys_catalogue, progress=False)
+    fit, seen = resumed.trainer.fit, []
 
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device", "metrics.jsonl")
+    def watched(steps):  # what a kill in mid-training would leave, before a checkpoint and after one
+        seen.append((tmp_path / "run" / "spec.yaml").read_text())
+        save = resumed.trainer.save
+        resumed.trainer.save = lambda *args: (save(*args), seen.append((tmp_path / "run" / "spec.yaml").read_text()))[0]
+        return fit(steps)
 
-    written = run_module.write_text_atomic
-
-    def write_then_fill(path, text):  # the run's spec.yaml with the override is written, then the disk is full
-        if run_module.write_text_atomic is write_then_fill and "steps: 4" not in text:
-            raise OSError(28, "No space left on device", str(path))
-        written(path, text)
-
-    monkeypatch.setattr(resumed.trainer, "fit", full)
-    monkeypatch.setattr(run_module, "write_text_atomic", write_then_fill)
-    with pytest.raises(OSError, match="metrics.jsonl"):
-        resumed.train(4)
+    monkeypatch.setattr(resumed.trainer, "fit", watched)
+    resumed.train(4)
+    assert seen[0] == recorded
+    assert "lr: 0.5" in seen[1] and "steps: 4" in seen[1], "recorded with the first checkpoint it was trained with"
 
 
 @pytest.mark.parametrize("clamp", [{}, {"clip_grad_value": 1e25}], ids=["norm", "value-then-norm"])
