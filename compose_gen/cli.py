@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO, TypeVar
 
-from compose_gen.compiler import advise, advise_paths, assumed_fields, build_graph, unknown_player_names
+from compose_gen.compiler import SamplingFailed, advise, advise_paths, assumed_fields, build_graph, unknown_player_names
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
 from compose_gen.core.files import json_text
@@ -194,6 +194,10 @@ def _trained(run: Run, args: argparse.Namespace) -> int:
         if main_process:
             tell(_interrupted(run, args.until or run.spec.model.train.steps))
         raise
+    except (SamplingFailed, OSError):  # after training (a picture it could not write), or in it (a log line)
+        if main_process and _saved_at(run, args.until or run.spec.model.train.steps):
+            tell(f"step {run.trainer.step} is trained and saved; this failed after, while sampling or evaluating: compose-gen evaluate {run.dir}")
+        raise
     stopped = run.trainer.interrupted
     if stopped and main_process:
         tell(f"stopped by {stopped} at step {run.trainer.step}; checkpoint saved; continue with: compose-gen train --resume {run.dir}")
@@ -242,6 +246,12 @@ def _sample(args: argparse.Namespace) -> int:
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}", file=args.results)
     return 0
+
+
+def _saved_at(run: Run, end: int) -> bool:
+    """Whether ``run`` trained to round ``end`` and its checkpoint of that round is written."""
+    saved = list_checkpoints(run.dir)
+    return run.trainer.step == end and bool(saved) and saved[-1].name == step_folder_name(end)
 
 
 def _interrupted(run: Run, end: int) -> str:

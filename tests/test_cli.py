@@ -604,6 +604,21 @@ def test_an_interrupt_during_the_final_evaluation_says_the_training_is_saved(tmp
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_final_picture_that_cannot_be_written_costs_no_evaluation_and_says_the_training_is_saved(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """A samples/ folder that refused the final grid skipped the evaluation and said only the OSError."""
+
+    def refused(self, step):
+        raise OSError(1, "Operation not permitted", str(self.dir / "samples" / "step-00000020.png"))
+
+    monkeypatch.setattr("compose_gen.runtime.Run._samples_at", refused)
+    run = tmp_path / "run"
+    assert main(["train", str(write(tmp_path, vae_spec)), "--out", str(run), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"step 20 is trained and saved; this failed after, while sampling or evaluating: compose-gen evaluate {run}" in err
+    assert "Operation not permitted" in err
+    assert json.loads((run / "evaluation.json").read_text())["step"] == 20, "the metrics ran"
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_sigterm_while_the_run_starts_is_told_and_leaves_no_half_made_folder(tmp_path, vae_spec, capsys, monkeypatch, resume) -> None:
     """A SIGTERM while the model was built killed the process without a word, leaving an empty run folder that

@@ -373,11 +373,11 @@ class Run:
 
     def _sample_and_evaluate(self) -> None:
         """The end of training on process 0: the final samples, then the evaluation (``train.evaluate_at_end``)."""
-        failed = None
+        failed: SamplingFailed | OSError | None = None
         if self.dir is not None and self._can_draw():
             try:
                 self._samples_at(self.trainer.step)
-            except SamplingFailed as error:  # the metrics that need no samples still run; then this is raised
+            except (SamplingFailed, OSError) as error:  # drawn or written: the metrics (those that need no samples) still run; then this is raised
                 failed = error
         if self.spec.model.train.evaluate_at_end:
             try:
