@@ -12,8 +12,10 @@ being trained (``cp -r``) holds the original's claim, which is taken over as wel
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -92,14 +94,20 @@ def _read(path: Path) -> tuple[str, bool]:
 
     A claim written on another host, or by an earlier version (the bare
     ``"host pid"``), cannot be told apart from its folder's own, so it is taken to be that.
+    A damaged one (neither) names no writer: ``""``, which is taken over as stale.
     """
-    text = path.read_text().strip()
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace").strip()
+    except IsADirectoryError:
+        raise IsADirectoryError(
+            errno.EISDIR, f"{path} is a folder, where compose_gen keeps the file naming the process that writes the run folder: remove it"
+        ) from None
     try:
         record = json.loads(text)
     except json.JSONDecodeError:
-        return text, True
+        record = None
     if not isinstance(record, dict):
-        return text, True
+        return (text if re.fullmatch(r"\S+ \d+", text) else ""), True
     owner = str(record.get("writer", ""))
     here = _folder(path.parent)
     same = owner.rpartition(" ")[0] != socket.gethostname() or all(record.get(key) == here[key] for key in ("device", "inode"))

@@ -216,3 +216,17 @@ def test_a_claim_whose_draft_the_disk_has_no_room_for_leaves_no_part_of_it(tmp_p
         with claimed(tmp_path):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_claim_names_no_writer_and_is_taken_over_and_a_folder_in_its_place_is_named(tmp_path) -> None:
+    """Bytes that are no UTF-8 stopped train and evaluate with a bare codec error naming no file, though no writer lived."""
+    claim = tmp_path / CLAIM_FILE
+    for damaged in (b"\xff\xfe garbage", b"", b"[1, 2]"):
+        claim.write_bytes(damaged)
+        with claimed(tmp_path):
+            assert json.loads(claim.read_text())["writer"].endswith(f" {os.getpid()}")
+        assert not claim.exists()
+    claim.mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"{CLAIM_FILE} is a folder, where compose_gen keeps the file naming the process .*: remove it$"):
+        with claimed(tmp_path):
+            pass
