@@ -58,6 +58,7 @@ __all__ = [
     "load_checkpoint",
     "load_latest",
     "read_best",
+    "recorded_best",
     "restore_optimizers",
     "save_checkpoint",
     "verify_checkpoint",
@@ -193,12 +194,32 @@ def _delete(path: Path) -> None:
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
     """The best checkpoint's record (step, metric, mode, value), if the run tracks one and the file is whole."""
-    path = Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE
     try:
-        best = read_json(path)
+        best = read_json(Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE)
     except (OSError, ValueError):
         return None
-    return best if isinstance(best, dict) and isinstance(best.get("step"), int) else None
+    return best if _whole_best(best) else None
+
+
+def recorded_best(run_dir: Path) -> dict[str, Any] | None:
+    """The best record that the newest checkpoint whose files are whole holds (each checkpoint's ``state.json`` keeps
+    the best as of its step, as ``best.json`` does): what stands in for a damaged ``best.json``."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            best = verify_checkpoint(path, hashes=False).get("best")
+        except CheckpointError:
+            continue
+        return best if _whole_best(best) else None
+    return None
+
+
+def _whole_best(best: Any) -> bool:
+    """A best record with its step, metric and value (an edited ``{"step": 30}`` would make any checkpoint the best)."""
+    if not isinstance(best, dict):
+        return False
+    step, metric, value = best.get("step"), best.get("metric"), best.get("value")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(step, int) and not isinstance(step, bool) and isinstance(metric, str) and number
 
 
 def verify_checkpoint(path: Path, hashes: bool = True, optimizer: bool = True) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best
+from compose_gen.runtime.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, load_latest, read_best, recorded_best
 from compose_gen.runtime.claim import refuse_if_busy
 from compose_gen.runtime.layout import (
     BEST_FILE,
@@ -122,11 +122,13 @@ def checkpoint_path(run_dir: Path, which: str | Path) -> Path:
             raise CheckpointError(f"{which} is not a checkpoint of {run_dir}: give one of its own, {_named(run_dir)}")
         return path
     best = read_best(run_dir)
-    if best is None and (folder / BEST_FILE).exists():
-        raise CheckpointError(
-            f"{folder / BEST_FILE}: unreadable (damaged or edited), so the best checkpoint is unknown; "
-            "load another checkpoint, or resume the run, which writes it again at its next checkpoint"
-        )
+    if best is None and (folder / BEST_FILE).exists():  # damaged: the newest checkpoint keeps the record too
+        best = recorded_best(run_dir)
+        if best is None:
+            raise CheckpointError(
+                f"{folder / BEST_FILE}: unreadable (damaged or edited), and no checkpoint records the best either, so it is "
+                f"unknown; give another checkpoint, {_named(run_dir)}"
+            )
     if best is None:
         raise CheckpointError(f"{run_dir}: no best checkpoint recorded ({folder / BEST_FILE} is absent: train.best_metric tracks one)")
     path = folder / step_folder_name(int(best["step"]))

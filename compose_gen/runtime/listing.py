@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import yaml
 
 from compose_gen.core.files import parse_json, read_json, read_text_file, regular_file_stat
-from compose_gen.runtime.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, read_best, verify_checkpoint
+from compose_gen.runtime.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, read_best, recorded_best, verify_checkpoint
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, EVALUATION_FILE, METRICS_FILE, SPEC_FILE, step_folder_name
 from compose_gen.spec.resolve import LOG_RECORD_KEYS
 
@@ -63,18 +63,18 @@ def _line(run: Path) -> str:
 
 def _best(run: Path) -> str:
     """``  best METRIC=VALUE @ STEP``, said to be damaged or unreadable when it is; nothing without a best checkpoint."""
-    best = read_best(run)
+    best, note = read_best(run), ""
+    if best is None and (run / CHECKPOINTS_DIR / BEST_FILE).exists():  # torn or edited: `best [1, 2]=1` would say nothing true
+        best, note = recorded_best(run), f" (unreadable {BEST_FILE}: the newest checkpoint's record)"
+        if best is None:
+            return f"  best ? (unreadable {BEST_FILE})"
     if best is None:
-        return f"  best ? (unreadable {BEST_FILE})" if (run / CHECKPOINTS_DIR / BEST_FILE).exists() else ""
-    whole = {"metric", "value", "step"} <= set(best) and isinstance(best["metric"], str) and isinstance(best["value"], (int, float))
-    if not whole:  # edited: `best [1, 2]=1` would say nothing true
-        return f"  best ? (unreadable {BEST_FILE})"
+        return ""
     try:
         verify_checkpoint(run / CHECKPOINTS_DIR / step_folder_name(best["step"]), hashes=False)
-        state = ""
     except CheckpointError:
-        state = " (damaged or gone)"
-    return f"  best {best['metric']}={best['value']:.4g} @ {best['step']}{state}"
+        note += " (damaged or gone)"
+    return f"  best {best['metric']}={best['value']:.4g} @ {best['step']}{note}"
 
 
 def _newest_sound_step(run: Path) -> tuple[str, int]:

@@ -124,12 +124,17 @@ def test_a_best_checkpoint_that_is_damaged_or_unreadable_is_said_so(tmp_path, to
         return capsys.readouterr().out
 
     assert f"  best rec={best['value']:.4g} @ {best['step']}  " in listed()
+    recovered = f"  best rec={best['value']:.4g} @ {best['step']} (unreadable best.json: the newest checkpoint's record)  "
+    for damaged in ('{"step": 2, "met', '{"step": 2, "metric": [1, 2], "value": 1}', '{"step": 4}'):  # torn; edited: not "best [1, 2]=1";
+        (run / "checkpoints" / "best.json").write_text(damaged)  # edited: any checkpoint would pass for the best
+        assert recovered in listed()
+    (run / "checkpoints" / "best.json").write_text(json.dumps(best))
     with open(run / "checkpoints" / f"step-0000000{best['step']}" / "model.safetensors", "r+b") as handle:
         handle.truncate(100)
     assert f"  best rec={best['value']:.4g} @ {best['step']} (damaged or gone)  " in listed()
-    (run / "checkpoints" / "best.json").write_text('{"step": 2, "met')
-    assert "  best ? (unreadable best.json)  " in listed()
-    (run / "checkpoints" / "best.json").write_text('{"step": 2, "metric": [1, 2], "value": 1}')  # edited: not "best [1, 2]=1"
+    (run / "checkpoints" / "best.json").write_text("{")
+    for checkpoint in (run / "checkpoints").glob("step-*"):
+        checkpoint.joinpath("state.json").write_text("{")
     assert "  best ? (unreadable best.json)  " in listed()
 
 

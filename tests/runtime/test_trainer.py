@@ -351,10 +351,13 @@ def test_keep_last_n_and_the_best(tmp_path, toys_catalogue):
     assert best["step"] == best_step and math.isclose(best["value"], losses[best_step])
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == [f"step-{best_step:08d}", "step-00000008"]
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False).trainer.step == best_step
-    for damaged in ("garbage", "[]", '{"step": "two"}'):
-        (tmp_path / "run" / "checkpoints" / "best.json").write_text(damaged)
-        with pytest.raises(CheckpointError, match=r"best.json: unreadable \(damaged or edited\), so the best checkpoint is unknown"):
-            Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False)
+    for damaged in ("garbage", "[]", '{"step": "two"}', '{"step": 8}'):  # the last edited: any checkpoint would pass for the best
+        (tmp_path / "run" / "checkpoints" / "best.json").write_text(damaged)  # the newest checkpoint's record stands in
+        assert Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False).trainer.step == best_step
+    for checkpoint in list_checkpoints(tmp_path / "run"):
+        (checkpoint / "state.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"best.json: unreadable \(damaged or edited\), and no checkpoint records the best either"):
+        Run.load(tmp_path / "run", catalogue=toys_catalogue, checkpoint="best", progress=False)
 
 
 def test_a_resume_told_to_judge_the_best_otherwise_judges_it_afresh_and_keeps_the_old_best(tmp_path, toys_catalogue, capsys):
