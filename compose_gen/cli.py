@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence, TextIO, TypeVar
 from compose_gen.compiler import SamplingFailed, advise, advise_paths, assumed_fields, build_graph, unknown_player_names
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
-from compose_gen.core.files import json_text
+from compose_gen.core.files import json_text, read_json
 from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.runtime.logging import tell
@@ -170,7 +170,8 @@ def _start(args: argparse.Namespace) -> Run:
         _check_until(args.until, run.trainer.step, args.steps)
         if run.trainer.step >= args.steps:
             end = "" if steps else (", the end of its train.steps" if run.trainer.step == args.steps else f", past its train.steps ({args.steps})")
-            raise _Misuse(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it")
+            unevaluated = "" if _evaluated_at(run) else f" (it was not evaluated there, stopped before: compose-gen evaluate {run.dir})"
+            raise _Misuse(f"compose-gen train: {run.dir} is at step {run.trainer.step} already{end}; give --steps beyond it{unevaluated}")
     else:
         if not args.spec:
             raise _Misuse("compose-gen train: give a SPEC, or --resume RUN_DIR")
@@ -246,6 +247,16 @@ def _sample(args: argparse.Namespace) -> int:
     path = run.save_samples(args.output, args.n, args.temperature, args.classes)
     print(f"wrote {path}", file=args.results)
     return 0
+
+
+def _evaluated_at(run: Run) -> bool:
+    """Whether the folder's evaluation is of the run's step, or the run is not evaluated at its end."""
+    if not run.spec.model.train.evaluate_at_end:
+        return True
+    try:
+        return read_json(run.dir / EVALUATION_FILE).get("step") == run.trainer.step
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _saved_at(run: Run, end: int) -> bool:

@@ -224,8 +224,13 @@ def test_train_sample_evaluate_resume(tmp_path, vae_spec, capsys, monkeypatch) -
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     assert re.search(rf"{run} is at step 15 already, the end of its train.steps; give --steps beyond it", capsys.readouterr().err)
     assert main(["train", "--resume", str(run), "--set", "train.steps=12", "--no-progress"]) == 2
-    assert re.search(rf"{run} is at step 15 already, past its train.steps \(12\); give --steps beyond it", capsys.readouterr().err)
+    assert re.search(rf"{run} is at step 15 already, past its train.steps \(12\); give --steps beyond it\n", capsys.readouterr().err)
     assert yaml.safe_load((run / "spec.yaml").read_text())["train"]["steps"] == 15
+    evaluated = (run / "evaluation.json").read_text()
+    (run / "evaluation.json").unlink()  # killed while evaluating at the end
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert f"give --steps beyond it (it was not evaluated there, stopped before: compose-gen evaluate {run})" in capsys.readouterr().err
+    (run / "evaluation.json").write_text(evaluated)
     assert main(["runs", str(tmp_path)]) == 0
     assert "tiny_vae  step 15" in capsys.readouterr().out
     recorded = (run / "evaluation.json").read_text()
