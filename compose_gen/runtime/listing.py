@@ -98,7 +98,9 @@ def _summary(run: Path, step: str) -> str:
             results = read_json(run / EVALUATION_FILE)
         except (OSError, ValueError):
             return f"(unreadable {EVALUATION_FILE})"
-        evaluated = isinstance(results, dict) and isinstance(results.get("step"), int) and str(results["step"]) == step
+        if not (isinstance(results, dict) and isinstance(results.get("step"), int)):  # JSON, but no record of a step's metrics
+            return f"(unreadable {EVALUATION_FILE})"
+        evaluated = str(results["step"]) == step
         if evaluated and _format(results):  # a spec without metrics records only the step
             return _format(results)
     try:

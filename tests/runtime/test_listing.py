@@ -47,6 +47,10 @@ def test_damaged_run_folders_are_listed_not_fatal(tmp_path, capsys):
     (cut_log / "metrics.jsonl").write_text('{"nll": 2.5}\n')  # a record without its step (edited): no "@ None"
     assert main(["runs", str(cut_log)]) == 0
     assert capsys.readouterr().out.strip() == f"{cut_log}  c  step -  train: nll=2.5"
+    for not_a_record in ('"hello"', '{"test/nll": 1.0}'):  # JSON, but no record of a step: damaged as much as a torn file
+        (broken_eval / "evaluation.json").write_text(not_a_record)
+        assert main(["runs", str(broken_eval)]) == 0
+        assert capsys.readouterr().out.strip() == f"{broken_eval}  b  step -  (unreadable evaluation.json)"
 
 
 def test_a_log_or_checkpoint_file_that_is_no_regular_file_neither_hangs_nor_hides_the_other_runs(tmp_path, toys_catalogue, capsys):
