@@ -297,9 +297,15 @@ def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> Im
 @hookimpl
 def compose_gen_types() -> list[ComponentType]:
     decoder_doc = "DCGAN generator as a network z -> image, e.g. a VAE decoder's net (Radford et al. 2016)."
+    decoder_help = (
+        f"{decoder_doc}\n\nz -> Linear -> transposed convs, norm, ReLU -> an image of image_shape (C, H, W). As a decoder's "
+        "net it gives the decoder's parameters per pixel, so C is the channels times what the decoder needs of each: "
+        "2·C for a gaussian_decoder with scale: predicted (loc and scale), 3·K·C for a K-component "
+        "discretized_logistic_decoder; num_classes and embed_dim condition it on a label, as a conditional VAE's decoder."
+    )
     return [
         ComponentType("conv_generator", "generator", ConvGeneratorParams, build_conv_generator),
-        ComponentType("conv_decoder", "network", ConvGeneratorParams, build_conv_generator, doc=decoder_doc),
+        ComponentType("conv_decoder", "network", ConvGeneratorParams, build_conv_generator, doc=decoder_doc, help=decoder_help),
         ComponentType("conv_critic", "critic", ConvCriticParams, build_conv_critic),
         ComponentType("conv_encoder", "network", ConvEncoderParams, build_conv_encoder),
         ComponentType("conv_translator", "generator", ConvTranslatorParams, build_conv_translator),

@@ -61,6 +61,8 @@ def _plot(density: np.ndarray, data: np.ndarray, extent: list[float], mass: floa
         ax.set_ylim(*limits[1])
         ax.set_aspect("equal")
         ax.set_title(title)
+        ax.set_xlabel("x[0], model space")  # where the density lives: after the data's transforms, unlike sample pictures
+        ax.set_ylabel("x[1], model space")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -128,10 +128,14 @@ class _Decoder(nn.Module):
         try:
             return out.reshape(shape)
         except RuntimeError:
-            given, needed = out.shape[batch_dims:].numel(), math.prod(shape[batch_dims:])
+            per_example = tuple(shape[batch_dims:])
+            given, needed = out.shape[batch_dims:].numel(), math.prod(per_example)
+            fix = f"an mlp's out_features: {needed}"
+            if len(per_example) == 4:  # (parameters, C, H, W): an image's channels times the parameters of each pixel
+                fix = f"a conv_decoder's image_shape: [{per_example[0] * per_example[1]}, {per_example[2]}, {per_example[3]}], or {fix}"
             raise ValueError(
                 f"the network gives {given} numbers per example, this decoder needs {needed} "
-                f"(shape {tuple(shape[batch_dims:])}: the distribution's parameters for each value of x)"
+                f"(shape {per_example}: the distribution's parameters for each value of x): give {fix}"
             ) from None
 
     def independent(self, elementwise: Distribution) -> Distribution:

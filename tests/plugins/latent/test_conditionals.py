@@ -29,8 +29,16 @@ from compose_gen_plugins.latent.conditionals import (
     ],
 )
 def test_a_network_of_the_wrong_output_size_is_told_the_size_the_decoder_needs(decoder, given, needed) -> None:
-    with pytest.raises(ValueError, match=rf"the network gives {given} numbers per example, this decoder needs {needed} "):
+    told = rf"the network gives {given} numbers per example, this decoder needs {needed} .*: give an mlp's out_features: {needed}$"
+    with pytest.raises(ValueError, match=told):
         decoder(nn.Linear(4, given))(torch.zeros(3, 2, 4)).log_prob(torch.zeros(3, 2, 6))
+
+
+def test_an_image_decoder_s_network_of_the_wrong_size_is_told_the_conv_decoder_s_image_shape() -> None:
+    """A conv_decoder giving one channel to a Gaussian with a predicted scale was told sizes, not which setting to change."""
+    decoder = GaussianDecoder(nn.Sequential(nn.Linear(4, 64), nn.Unflatten(-1, (1, 8, 8))), (1, 8, 8), 1, "predicted", 1.0)
+    with pytest.raises(ValueError, match=r"needs 128 .*: give a conv_decoder's image_shape: \[2, 8, 8\], or an mlp's out_features: 128$"):
+        decoder(torch.zeros(3, 4)).log_prob(torch.zeros(3, 1, 8, 8))
 
 
 def test_an_encoder_network_of_the_wrong_output_size_is_told_the_size_it_needs() -> None:
