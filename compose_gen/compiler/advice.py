@@ -134,6 +134,14 @@ def advise_losses(
                 f"has parameters of its own that no player updates, so training leaves them as built: add {name!r} to the "
                 "params of the player that minimises it",
             )
+        best = spec.model.train.best_metric
+        if loss.warmup_steps and best in (name, *(f"{name}.{term}" for term in loss.terms)):
+            spec.warn(
+                ("train", "best_metric"),
+                f"{best!r} is the value of loss {name!r}, whose definition changes over its first {loss.warmup_steps} optimizer "
+                "steps (its warm-up), so a checkpoint from then is judged the best by another yardstick than later ones: "
+                f"judge by a logged value that keeps one meaning (an ELBO's {name}.elbo, best_mode: max)",
+            )
         try:
             advice = loss.advise(trained)
         except Exception as error:

@@ -113,6 +113,10 @@ class Loss(nn.Module):
     #: For a loss that is the generator's side alone of a game against the critic it names (feature matching), that
     #: term: with explicit players ``validate`` refuses it on a player that would train the critic.
     generator_term: ClassVar[str | None] = None
+    #: Optimizer steps over which the loss's own value changes its definition (a KL weight ramping up, the ELBO's
+    #: warm-up): ``validate`` warns of a ``train.best_metric`` that judges checkpoints by it, since values from the
+    #: warm-up and after it are measured by different yardsticks.  0: its value keeps one meaning.
+    warmup_steps: int = 0
 
     def inputs_for(self, terms: Iterable[str], all_inputs: Iterable[str]) -> set[str]:
         names = set(all_inputs)

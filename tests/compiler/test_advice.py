@@ -278,3 +278,16 @@ def test_fp16_s_range_is_checked_on_the_fields_layers_read_not_on_ladj_ones(cgan
 
     assert warned({"x": torch.ones(4, 2), "ladj_x": torch.full((4,), 1e6)}) == []
     assert "the data's x reach 1e+06 in size" in warned({"x": torch.full((4, 2), 1e6)})[0]
+
+
+def test_a_best_metric_that_a_kl_warm_up_redefines_is_warned_about(vae_spec, catalogue) -> None:
+    """best.json named a checkpoint from the warm-up, its KL weighted 1 where the β-VAE's is 4, as the best β-VAE."""
+    vae_spec["losses"]["vae"].update(beta=4.0, warmup_steps=300)
+    vae_spec["train"]["best_metric"] = "vae"
+    assert said(vae_spec, catalogue) == [
+        "<dict>:1: train.best_metric: 'vae' is the value of loss 'vae', whose definition changes over its first 300 optimizer "
+        "steps (its warm-up), so a checkpoint from then is judged the best by another yardstick than later ones: judge by a "
+        "logged value that keeps one meaning (an ELBO's vae.elbo, best_mode: max)"
+    ]
+    vae_spec["train"].update(best_metric="vae.elbo", best_mode="max")
+    assert said(vae_spec, catalogue) == []
