@@ -97,6 +97,12 @@ def build_ancestral(p: AncestralParams, ctx: BuildContext) -> AncestralSampler:
     "Auto-Encoding Variational Bayes".
     """
     prior, decoder = ctx.component(p.prior), ctx.component(p.decoder)
+    features = getattr(decoder, "models_flow_features", None)  # a hybrid VAE-flow's: its draws are y, not x
+    if features is not None:
+        raise ValueError(
+            f"decoder {p.decoder!r} models {features}, not x, so its draws would be given as data; sample the loss's "
+            "model, which maps them back through f⁻¹: sample: {type: latent_model, model: LOSS}"
+        )
     check_conditions({"prior": prior, "decoder": decoder}, p)
     return AncestralSampler(prior, decoder, p.mean, p.conditions())
 

@@ -10,7 +10,9 @@ space.  By the change of variables,
 
 and samples are :math:`x = f^{-1}(y)`, :math:`y \sim p(y|z)`, :math:`z \sim p(z)`.
 The encoder reads x; the decoder's event shape is that of y.  Trained with the
-ELBO or the IWAE bound like any model of :mod:`.model`.
+ELBO or the IWAE bound like any model of :mod:`.model`.  The decoder is marked as
+one of y (``models_flow_features``), so that ``ancestral``, whose draws it would
+give as x, refuses it: the loss's own model (``latent_model``) samples through f⁻¹.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ class HybridParams(VAEParams):
 
 def build_hybrid_vae_flow(p: HybridParams, ctx: BuildContext) -> VAE:
     """Hybrid VAE-flow: ln p(x) ≥ E_q ln p(f(x)|z) − KL(q‖p) + ln|det ∂f/∂x| (Lucas et al. 2019)."""
-    transform = Chain([ctx.component(ref) for ref in p.bijectors])
-    caution_unbounded(p.x, ctx.component(p.decoder), ctx, transform)
-    return in_data_space(VAE(ctx.component(p.encoder), ctx.component(p.decoder), ctx.component(p.prior), p, transform), p, ctx)
+    transform, decoder = Chain([ctx.component(ref) for ref in p.bijectors]), ctx.component(p.decoder)
+    caution_unbounded(p.x, decoder, ctx, transform)
+    decoder.models_flow_features = f"y = f(x) of the hybrid_vae_flow loss over bijectors {', '.join(map(repr, p.bijectors))}"
+    return in_data_space(VAE(ctx.component(p.encoder), decoder, ctx.component(p.prior), p, transform), p, ctx)
 
 
 @hookimpl

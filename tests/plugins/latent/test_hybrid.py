@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
+import yaml
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
+import compose_gen as cg
 from compose_gen import Bijector, Chain
 from compose_gen_plugins.distributions import StandardNormal
 from compose_gen_plugins.flows.dequantize import UniformDequantization
@@ -90,3 +95,12 @@ def test_a_dequantizing_flow_draws_its_noise_afresh_for_each_importance_draw() -
     expected = model.decoder(z).log_prob(y) + StandardNormal((LATENT,))().log_prob(z) - q.log_prob(z)
     torch.testing.assert_close(evidence.log_weights, expected)
     assert not torch.allclose(evidence.log_weights[0], evidence.log_weights[1])
+
+
+def test_ancestral_sampling_of_a_hybrid_s_decoder_is_refused() -> None:
+    """Its draws are y = f(x): ancestral gave them as data, 70 times farther from it (FD) than the loss's own samples."""
+    spec = yaml.safe_load((Path(__file__).resolve().parents[3] / "specs" / "hybrid_vae_flow_digits.yaml").read_text())
+    spec["sample"] = {"type": "ancestral", "prior": "prior", "decoder": "decoder"}
+    with pytest.raises(cg.SpecError, match=r"sample: type 'ancestral' .* decoder 'decoder' models y = f\(x\) of the hybrid_vae_flow loss .*"
+                       r"sample: \{type: latent_model, model: LOSS\}"):
+        cg.build(cg.load_spec(spec))
