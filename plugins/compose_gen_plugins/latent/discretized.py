@@ -97,6 +97,22 @@ def _logistic_bin_log_prob(y: Tensor, loc: Tensor, log_scale: Tensor, grid: Grid
     return torch.where(y < -1 + half, first_bin, torch.where(y > 1 - half, last_bin, middle))
 
 
+def _logistic_bin_mean(loc: Tensor, log_scale: Tensor, grid: Grid) -> Tensor:
+    r"""E[level] of a logistic discretised to ``grid``, in the grid's ``[−1, 1]`` units (broadcasting).
+
+    :math:`-1 + 2h \sum_{i=1}^{	ext{bins}-1} P(	ext{level} \ge i) = -1 + 2h \sum_i \sigma((\mu - b_i)/s)`, the
+    :math:`b_i = -1 + (2i - 1)h` being the boundaries between levels: the edge levels' mass beyond the range counted
+    at the edges, as :func:`_logistic_bin_log_prob` counts it (a wide component centred below the range puts most of
+    its mean there).  One boundary at a time, so memory stays that of ``loc``.
+    """
+    half = 1.0 / (grid.bins - 1)
+    inverse_scale = torch.exp(-log_scale)
+    at_or_above = torch.zeros_like(loc)
+    for i in range(1, grid.bins):
+        at_or_above = at_or_above + torch.sigmoid(inverse_scale * (loc - (-1 + (2 * i - 1) * half)))
+    return -1 + 2 * half * at_or_above
+
+
 def _sample_index(loc: Tensor, log_scale: Tensor, grid: Grid) -> Tensor:
     """Level indices drawn from discretised logistics: a logistic sample (``[−1, 1]`` units) clipped and rounded."""
     eps = torch.finfo(loc.dtype).eps
@@ -163,9 +179,9 @@ class DiscretizedLogisticMixture(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        """The mixture of the component locations clipped to the range (a picture, not the exact mean)."""
+        """E[x] = Σ_k π_k E[level | k], exactly (:func:`_logistic_bin_mean`)."""
         weights = self.logits.softmax(-1)
-        return self.grid.from_unit((weights * self.loc.clamp(-1, 1)).sum(-1))
+        return self.grid.from_unit((weights * _logistic_bin_mean(self.loc, self.log_scale, self.grid)).sum(-1))
 
 
 class CoupledDiscretizedLogisticMixture(Distribution):
@@ -237,9 +253,15 @@ class CoupledDiscretizedLogisticMixture(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        """Like :attr:`DiscretizedLogisticMixture.mean`: components' clipped locations, shifted by the earlier ones'."""
-        _, clipped = _shifted_means(self.loc, self.coefficients, lambda _, mean: mean.clamp(-1, 1))
-        mixed = (self.logits.softmax(-1).unsqueeze(-2) * clipped).sum(-1)
+        """Per component, each channel's expected level (:func:`_logistic_bin_mean`) at its mean shifted by the earlier
+        channels' expected levels, mixed: exact for red, and for green and blue up to the curvature of the levels' mean
+        in the shift (exact with the coefficients 0)."""
+
+        def expected(channel: int, mean: Tensor) -> Tensor:
+            return _logistic_bin_mean(mean, self.log_scale[..., channel, :], self.grid)
+
+        _, levels = _shifted_means(self.loc, self.coefficients, expected)
+        mixed = (self.logits.softmax(-1).unsqueeze(-2) * levels).sum(-1)
         return self.grid.from_unit(mixed).movedim(-1, -1 - self.spatial_dims)
 
 
