@@ -80,6 +80,9 @@ class NonFiniteLoss(RuntimeError):
 
 #: The smallest positive float16 (subnormal): a loss scale below it leaves no gradient that float16 can hold.
 FLOAT16_TINIEST = 2.0**-24
+#: A second SIGINT within this many seconds of the first is the same Ctrl-C (a terminal's and torchrun's copy of it),
+#: not a second one, which aborts without saving.
+SAME_KEYPRESS_S = 0.5
 
 
 class StepFailed(RuntimeError):
@@ -351,6 +354,14 @@ class Trainer:
                             board.image("samples", picture, self.step)
                     if self.run_dir and train.checkpoint_every and self.step % train.checkpoint_every == 0:
                         self.save(last if logged else None)  # the best checkpoint is judged on a line of its own round
+                if logged_at == self.step:
+                    window = last
+                else:  # stopped between log lines: what the next line will average so far
+                    window = running.read(self.dist, start_over=False)
+                # still under the signal handlers: a second SIGTERM (a scheduler's, torchrun's) must not abort this save
+                if self.run_dir and self._saved_step != self.step:  # the loop may have just checkpointed this step
+                    self.save(last if logged_at == self.step else None)
+                self.interrupted = self.interrupted or self._stop  # one that came after the last round: no sampling either
         finally:
             self._elapsed, self._fit_started = self._elapsed_s(), None
             if multi:
@@ -360,12 +371,6 @@ class Trainer:
                 log.close()
             if board:
                 board.close()
-        if logged_at == self.step:
-            window = last
-        else:  # stopped between log lines: what the next line will average so far
-            window = running.read(self.dist, start_over=False)
-        if self.run_dir and self._saved_step != self.step:  # the loop may have just checkpointed this step
-            self.save(last if logged_at == self.step else None)
         return window
 
     def _elapsed_s(self) -> float:
@@ -605,9 +610,14 @@ class Trainer:
         started ignoring (SIGINT for a shell's background job, ``nohup``'s SIGHUP-style) stays ignored, as Python leaves it."""
 
         def request_stop(signum: int, frame: object) -> None:
-            if self._stop is not None and signum == signal.SIGINT:
+            now = time.monotonic()
+            if self._stop is not None and signum == signal.SIGINT and now - first[0] > SAME_KEYPRESS_S:
                 raise KeyboardInterrupt
+            if self._stop is None:
+                first[0] = now
             self._stop = signal.Signals(signum).name
+
+        first = [0.0]  # when the first signal came: a terminal's Ctrl-C and torchrun's copy of it are one keypress
 
         previous = {}
         try:

@@ -22,9 +22,10 @@ import torch
 import yaml
 from runtime_toys import AUTOENCODER, ROOT, VAE, forked, same_state, spec_dict, subprocess_env
 
-from compose_gen.runtime import CheckpointError, Run, build
+from compose_gen.runtime import CheckpointError, Run, Trainer, build
 from compose_gen.core.files import json_text
 from compose_gen.runtime.checkpoint import list_checkpoints, load_checkpoint, load_latest, parameter_names
+from compose_gen.runtime.trainer import SAME_KEYPRESS_S
 from compose_gen.compiler.build import build_data
 from compose_gen.spec import SpecError, load_spec
 
@@ -115,29 +116,62 @@ def test_sigint_saves_and_resume_continues(tmp_path):
 
 
 class _CtrlCTwice:
-    """A batch stream that, handing out batch ``at``, makes this process receive SIGINT twice (an impatient user)."""
+    """A batch stream that, handing out batch ``at``, makes this process receive SIGINT twice, ``gap`` seconds apart (an
+    impatient user; or, a few milliseconds apart, one Ctrl-C that a terminal and torchrun both deliver)."""
 
-    def __init__(self, stream, at: int) -> None:
-        self.stream, self.at, self.count = stream, at, 0
+    def __init__(self, stream, at: int, gap: float) -> None:
+        self.stream, self.at, self.gap, self.count = stream, at, gap, 0
 
     def __next__(self):
         self.count += 1
         if self.count == self.at:
-            for _ in range(2):
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.05)  # the Python-level handler runs here
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(self.gap)  # the Python-level handler runs here
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
         return next(self.stream)
+
+    def state_dict(self) -> dict[str, int]:  # what a checkpoint records of the stream
+        return self.stream.state_dict()
 
 
 def test_a_second_ctrl_c_aborts_at_once_without_saving(tmp_path, toys_catalogue):
     spec = load_spec(spec_dict(AUTOENCODER, steps=50), catalogue=toys_catalogue)
     run = Run.create(spec, tmp_path / "run", progress=False)
-    run.trainer.stream = _CtrlCTwice(run.trainer.stream, at=3)
+    run.trainer.stream = _CtrlCTwice(run.trainer.stream, at=3, gap=SAME_KEYPRESS_S + 0.1)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         run.trainer.fit(50)
     assert run.trainer.step == 2 and list_checkpoints(tmp_path / "run") == []
     assert signal.getsignal(signal.SIGINT) is before, "the trainer's handler is removed again"
+
+
+def test_one_ctrl_c_delivered_twice_at_once_stops_and_saves(tmp_path, toys_catalogue):
+    """A terminal's Ctrl-C and torchrun's forwarded copy, milliseconds apart, counted as a second Ctrl-C: the run
+    aborted without saving."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=50), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    run.trainer.stream = _CtrlCTwice(run.trainer.stream, at=3, gap=0.02)
+    run.trainer.fit(50)
+    assert run.trainer.interrupted == "SIGINT" and [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000003"]
+
+
+def test_a_sigterm_during_the_last_save_neither_aborts_it_nor_lets_sampling_start(tmp_path, toys_catalogue, monkeypatch):
+    """The handlers were gone by the final save, so a second SIGTERM (a scheduler's, torchrun's) aborted it and the
+    half-written checkpoint was deleted: a run stopped by SIGTERM kept no checkpoint."""
+    spec = load_spec(spec_dict(AUTOENCODER, steps=4, checkpoint_every=10), catalogue=toys_catalogue)
+    run = Run.create(spec, tmp_path / "run", progress=False)
+    save = Trainer.save
+
+    def terminated_while_saving(self, last=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here: with none of the trainer's, the process would die
+        return save(self, last)
+
+    monkeypatch.setattr(Trainer, "save", terminated_while_saving)
+    run.train()
+    assert run.trainer.interrupted == "SIGTERM" and [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000004"]
+    assert not (tmp_path / "run" / "evaluation.json").exists(), "stopped: neither sampled nor evaluated"
 
 
 def _three_checkpoints(tmp_path, catalogue):
