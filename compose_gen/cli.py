@@ -24,6 +24,7 @@ from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
 from compose_gen.core.files import json_text, read_json
 from compose_gen.runtime.checkpoint import list_checkpoints
+from compose_gen.runtime.distributed import launched_rank
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.runtime.logging import tell
 from compose_gen.spec import Spec, SpecError, SpecWarning, load_spec
@@ -146,9 +147,9 @@ def _train(args: argparse.Namespace) -> int:
         try:
             run = _start(args)
         except KeyboardInterrupt:
-            if args.resume:
+            if args.resume and launched_rank() == 0:
                 tell(f"interrupted while starting, before training; {args.resume} is as it was: compose-gen train --resume {args.resume}")
-            else:
+            elif launched_rank() == 0:
                 tell("interrupted while starting, before training; nothing was written")
             raise
         return _trained(run, args)
@@ -238,7 +239,14 @@ def _check_until(until: int | None, step: int, total: int) -> None:
         raise _Misuse(f"compose-gen train: --until {until} must lie after step {step} and at most at train.steps ({total})")
 
 
+def _one_process(command: str) -> None:
+    """``sample`` and ``evaluate`` are one process's work: under torchrun every process would do all of it, and write alike."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise _Misuse(f"compose-gen {command}: run it as one process, without torchrun (only train runs data-parallel)")
+
+
 def _sample(args: argparse.Namespace) -> int:
+    _one_process("sample")
     run = Run.load(args.run_dir, args.device, args.set, progress=False, checkpoint=args.checkpoint, weights_only=True)
     try:  # classes this model does not draw are a mistake of the command line, said as argparse's are
         run.model.labels(args.n, run.class_labels(args.classes))
@@ -280,6 +288,7 @@ def _interrupted(run: Run, end: int) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    _one_process("evaluate")
     run = Run.load(args.run_dir, args.device, args.set, progress=False, checkpoint=args.checkpoint, weights_only=True)
     # An override, or an older checkpoint than the newest, is for this command: the folder keeps its own results and pictures.
     apart = "the spec was changed with --set" if args.set else run.behind or run.changed
@@ -449,14 +458,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _spec_warnings_said(), contextlib.redirect_stdout(sys.stderr):
             return args.handler(args)
     except (SpecError, _Misuse) as error:
-        print(error, file=sys.stderr)
+        if launched_rank() == 0:  # every process of a torchrun reads the same spec and command line: said once
+            print(error, file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         with contextlib.suppress(OSError, ValueError):  # so that Python's flush at exit does not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (CheckpointError, NonFiniteLoss, OSError, RuntimeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        rank = launched_rank()
+        print(f"error: {f'process {rank}: ' if rank else ''}{error}", file=sys.stderr)
         return 1
     except _Terminated:
         return 128 + signal.SIGTERM.value

@@ -700,3 +700,20 @@ def test_an_unknown_option_shows_its_subcommands_usage(argv, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--bogus", *argv[:2]])  # before the subcommand: the top level's
     assert "compose-gen: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_under_torchrun_a_spec_error_is_said_by_process_0_alone_and_evaluate_is_refused(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """Every process printed the same error, two of them at times run together on one line; evaluate and sample ran
+    whole on every process, each writing the results."""
+    vae_spec["train"]["steps"] = "many"
+    spec = write(tmp_path, vae_spec)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "train.steps" in capsys.readouterr().err
+    for command in (["evaluate", str(tmp_path)], ["sample", str(tmp_path), "-o", str(tmp_path / "x.png")]):
+        assert main(command) == 2
+        assert f"compose-gen {command[0]}: run it as one process, without torchrun" in capsys.readouterr().err

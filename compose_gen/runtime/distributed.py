@@ -138,6 +138,20 @@ class Distributed:
                 t.data.copy_(flat[offset : offset + t.numel()].view(t.shape))
                 offset += t.numel()
 
+    def refuse_disagreement(self, key: str) -> None:
+        """Raise on every process unless every process holds rank 0's ``key``: data-parallel processes must train one
+        model on one dataset, or their weights part silently (another learning rate) or their collectives never meet
+        (another number of steps) and they wait forever."""
+        if not self.active:
+            return
+        differs = self.broadcast_text(key) != key
+        if self.any(differs):
+            who = "this process was" if differs else "another process was"
+            raise ValueError(
+                f"{who} given another spec or other data than process 0 (the model, the train settings, the seed or the "
+                "data's examples differ): give every process of the torchrun the same spec, --set overrides and data files"
+            )
+
     def broadcast_text(self, text: str) -> str:
         """Rank 0's ``text`` on every rank (e.g. the run folder it chose)."""
         if not self.active:
@@ -183,6 +197,12 @@ class Distributed:
 END_WAIT = timedelta(days=1)
 #: The gloo group of that wait (None without one).
 _end_group: dist.ProcessGroup | None = None
+
+
+def launched_rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 without it: known before the process group is joined, so that
+    what every process would say alike (a spec error) is said by process 0 alone."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 def setup(device: torch.device) -> tuple[Distributed, torch.device]:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import time
@@ -286,14 +287,17 @@ class Run:
         memory_format = torch.contiguous_format
         if train.channels_last and use_channels_last(model):  # without 4D weights it does nothing, as the build warned
             memory_format = torch.channels_last
+        trained_on, tested_on, model_fingerprint = data.train.fingerprint(), data.test.fingerprint(), spec.model_fingerprint()
+        settings = json.dumps([spec.to_dict().get("train"), spec.model.seed], sort_keys=True, default=str)
+        dist.refuse_disagreement(f"{model_fingerprint} {settings} {trained_on} {tested_on}")
         if dist.rank > 0:  # every process built the same parameters from the spec's seed; each draws its own noise
             torch.manual_seed(offset_seed(spec.model.seed, dist.rank, RANK_STRIDE))
         dist.broadcast([*model.buffers(), *model.parameters()])
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         trainer = Trainer(model, stream, run_dir, progress, dist)
-        trainer.trained_on, trainer.test_fingerprint = [data.train.fingerprint()], data.test.fingerprint()
-        trainer.model_fingerprint = spec.model_fingerprint()
+        trainer.trained_on, trainer.test_fingerprint = [trained_on], tested_on
+        trainer.model_fingerprint = model_fingerprint
         run = cls(spec, model, data, run_dir, trainer)
         if run._can_draw():
             trainer.on_sample = run._samples_at

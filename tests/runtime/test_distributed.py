@@ -209,6 +209,30 @@ def test_indivisible_global_batch_is_a_clear_error(tmp_path):
     assert "train.batch_size 33 cannot be split evenly over 2 processes" in (tmp_path / "rank0.txt").read_text()
 
 
+def _rank_with_own_setting(rank: int, world: int, port: int, raw: dict, out: str) -> int:
+    """A process whose spec differs by rank (its learning rate), as an edited copy given to one process would."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    raw = {**raw, "train": {**raw["train"], "optimizer": {"type": "adam", "lr": 0.01 * (rank + 1)}}}
+    try:
+        Run.create(load_spec(raw, catalogue=catalogue()), out, progress=False).train()
+    except ValueError as error:
+        print(f"refused: {error}")
+    return 0
+
+
+def test_processes_given_different_specs_are_refused_by_every_process(tmp_path):
+    """Each trained its own weights (another learning rate) or waited on the others for ever (other steps), unseen."""
+    raw = spec_dict(AUTOENCODER, steps=2)
+    port = free_port()
+    children = [forked(_rank_with_own_setting, r, 2, port, raw, str(tmp_path / "ddp"), output=str(tmp_path / f"rank{r}.txt")) for r in range(2)]
+    for child in children:
+        child.join(120)
+    told = "given another spec or other data than process 0 (the model, the train settings, the seed or the data's examples differ)"
+    assert f"refused: another process was {told}" in (tmp_path / "rank0.txt").read_text()
+    assert f"refused: this process was {told}" in (tmp_path / "rank1.txt").read_text()
+    assert not list_checkpoints(tmp_path / "ddp")
+
+
 def test_torchrun_command_line(tmp_path):
     """The documented command: ``torchrun --nproc_per_node=2 -m compose_gen train SPEC``."""
     spec = tmp_path / "spec.yaml"
