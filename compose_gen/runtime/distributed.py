@@ -190,7 +190,12 @@ class Distributed:
         group's 30 minutes bound every message of a barrier in it.
         """
         if self.active and _end_group is not None:
-            dist.monitored_barrier(group=_end_group, timeout=END_WAIT)
+            try:
+                dist.monitored_barrier(group=_end_group, timeout=END_WAIT)
+            except RuntimeError:  # gloo's "Connection closed by peer": process 0 failed after training, and says why
+                if self.is_main:
+                    raise
+                raise RuntimeError("process 0 ended before the end of the run (its error says why)") from None
 
 
 #: How long the other processes wait for process 0 at the end of training (:meth:`Distributed.wait_for_main`).

@@ -233,6 +233,34 @@ def test_processes_given_different_specs_are_refused_by_every_process(tmp_path):
     assert not list_checkpoints(tmp_path / "ddp")
 
 
+def _rank_whose_process_0_fails_after_training(rank: int, world: int, port: int, raw: dict, out: str) -> int:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+    def fails(self) -> None:  # process 0's evaluation, say, raising
+        raise OSError(28, "No space left on device", "evaluation.json")
+
+    Run._sample_and_evaluate = fails
+    try:
+        Run.create(load_spec(raw, catalogue=catalogue()), out, progress=False).train()
+    except (OSError, RuntimeError) as error:
+        print(f"failed: {error}")
+    return 0
+
+
+def test_when_process_0_fails_after_training_the_others_say_so_not_gloo_s_lost_connection(tmp_path):
+    """Process 1 added gloo's raw 'Connection closed by peer' to process 0's own error."""
+    port = free_port()
+    raw = spec_dict(AUTOENCODER, steps=2)
+    children = [
+        forked(_rank_whose_process_0_fails_after_training, r, 2, port, raw, str(tmp_path / "ddp"), output=str(tmp_path / f"rank{r}.txt"))
+        for r in range(2)
+    ]
+    for child in children:
+        child.join(120)
+    assert "failed: [Errno 28] No space left on device: 'evaluation.json'" in (tmp_path / "rank0.txt").read_text()
+    assert "failed: process 0 ended before the end of the run (its error says why)" in (tmp_path / "rank1.txt").read_text()
+
+
 def test_torchrun_command_line(tmp_path):
     """The documented command: ``torchrun --nproc_per_node=2 -m compose_gen train SPEC``."""
     spec = tmp_path / "spec.yaml"
