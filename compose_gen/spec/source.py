@@ -77,13 +77,15 @@ class SpecSource:
 
     def locate(self, path: Sequence[PathPart]) -> tuple[str, int]:
         """``--set`` for a path at or below an override, else the line of its nearest located ancestor,
-        as ``file:line with --set`` (line 0) when an override lies below the path (a part, one of whose values was set)."""
+        as ``file:line with --set`` (line 0) when an override lies below the path (a part, one of whose values was set)
+        or sets the ``type`` of a mapping that holds it (which another type's parameters no longer fit)."""
         path = tuple(path)
         prefixes = [path[:end] for end in range(len(path), -1, -1)]
         if any(prefix in self.overridden for prefix in prefixes):
             return "--set", 0
         line = next((self.lines[prefix] for prefix in prefixes if prefix in self.lines), 1)
-        if path and any(set_path[: len(path)] == path for set_path in self.overridden):
+        retyped = [set_path[:-1] for set_path in self.overridden if set_path[-1:] == ("type",)]
+        if (path and any(set_path[: len(path)] == path for set_path in self.overridden)) or any(path[: len(owner)] == owner for owner in retyped):
             return f"{self.name}:{line} with --set", 0
         return self.name, line
 

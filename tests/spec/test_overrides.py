@@ -111,6 +111,13 @@ def test_a_problem_with_a_part_one_of_whose_values_was_set_names_the_line_and_th
     assert str(info.value).startswith("base.yaml:4 with --set: components.flow: type 'flow' (plugin 'flows') failed to build")
 
 
+def test_a_key_another_type_does_not_take_names_the_override_that_changed_the_type(flow, catalogue) -> None:
+    """``--set train.optimizer.type=sgd`` beside the file's ``betas``: the file's line alone blamed a key the user wrote
+    correctly, for the type it was written for."""
+    source = parse_text(FLOW.replace("optimizer: {type: adam, lr: 1e-3}", "optimizer: {type: adam, lr: 1e-3, betas: [0.5, 0.9]}"), "base.yaml")
+    assert problems(source, catalogue, ["train.optimizer.type=sgd"]) == ["base.yaml:12 with --set: train.optimizer.betas: unknown key 'betas'"]
+
+
 def test_a_key_one_typo_from_an_existing_one_is_not_created(flow, catalogue) -> None:
     """``components.flw.repeat=2`` would make a component without a type and report that; the typo is the problem."""
     assert problems(flow, catalogue, ["components.flw.repeat=2"]) == [
@@ -183,7 +190,7 @@ def test_a_parameter_of_the_old_type_set_by_the_user_stays_and_is_reported(flow,
     resolved = load_spec(flow, ["train.optimizer.betas=[0.5, 0.9]"], catalogue).to_yaml()
     betas = next(i for i, line in enumerate(resolved.splitlines(), 1) if "betas:" in line)
     assert problems(parse_text(resolved, "run/spec.yaml"), catalogue, ["train.optimizer.type=sgd"]) == [
-        f"run/spec.yaml:{betas}: train.optimizer.betas: unknown key 'betas'",
+        f"run/spec.yaml:{betas} with --set: train.optimizer.betas: unknown key 'betas'",
     ]
 
 
@@ -200,5 +207,5 @@ def test_changing_a_component_type_drops_the_old_types_defaults(flow, catalogue)
     assert spec.sections.components["flow.bijectors[1]"].type.name == "actnorm"
     hidden = next(i for i, line in enumerate(resolved.splitlines(), 1) if "- 8" in line) - 1
     assert problems(parse_text(resolved, "run/spec.yaml"), catalogue, ["components.flow.bijectors[0].type=actnorm"]) == [
-        f"run/spec.yaml:{hidden}: components.flow.bijectors[0].hidden: unknown parameter 'hidden'",
+        f"run/spec.yaml:{hidden} with --set: components.flow.bijectors[0].hidden: unknown parameter 'hidden'",
     ]
