@@ -147,10 +147,9 @@ def _train(args: argparse.Namespace) -> int:
         try:
             run = _start(args)
         except KeyboardInterrupt:
-            if args.resume and launched_rank() == 0:
-                tell(f"interrupted while starting, before training; {args.resume} is as it was: compose-gen train --resume {args.resume}")
-            elif launched_rank() == 0:
-                tell("interrupted while starting, before training; nothing was written")
+            if launched_rank() == 0:
+                kept = f"{args.resume} is as it was: compose-gen train --resume {args.resume}" if args.resume else "nothing was written"
+                tell(f"interrupted while starting, before training; {kept}")
             raise
         return _trained(run, args)
 
