@@ -24,7 +24,7 @@ from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
 from compose_gen.core.files import json_text, read_json
 from compose_gen.runtime.checkpoint import list_checkpoints
-from compose_gen.runtime.distributed import launched_rank
+from compose_gen.runtime.distributed import launched_rank, launched_world_size
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
 from compose_gen.runtime.logging import tell
 from compose_gen.spec import Spec, SpecError, SpecWarning, load_spec
@@ -240,7 +240,7 @@ def _check_until(until: int | None, step: int, total: int) -> None:
 
 def _one_process(command: str) -> None:
     """``sample`` and ``evaluate`` are one process's work: under torchrun every process would do all of it, and write alike."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         raise _Misuse(f"compose-gen {command}: run it as one process, without torchrun (only train runs data-parallel)")
 
 

@@ -118,7 +118,7 @@ class Catalogue:
         source = self.source_of.get(self.plugin_of.get(type_name, ""))
         if source is None:
             return ""
-        frames = [f for f in traceback.extract_tb(error.__traceback__) if str(Path(f.filename).resolve()).startswith(source)]
+        frames = _within(traceback.extract_tb(error.__traceback__), source)
         return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
     def fail(self, plugin: str, problem: str) -> None:
@@ -334,8 +334,7 @@ def _describe(error: BaseException, plugin_file: str | None = None) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if not f.filename.startswith((_PACKAGE, "<"))]  # "<frozen ...>", a dataclass's "<string>"
     if plugin_file is not None:
-        source = _source(plugin_file)
-        own = [f for f in own if str(Path(f.filename).resolve()).startswith(source)] or own
+        own = _within(own, _source(plugin_file)) or own
     frame = (own or frames or [None])[-1]
     return f"{type(error).__name__}: {error}" + (f" ({frame.filename}:{frame.lineno})" if frame else "")
 
@@ -354,6 +353,11 @@ def _source(plugin_file: str) -> str:
     site-packages)."""
     mine = Path(plugin_file).resolve()
     return str(mine.parent) + os.sep if mine.name == "__init__.py" else str(mine)
+
+
+def _within(frames: Iterable[traceback.FrameSummary], source: str) -> list[traceback.FrameSummary]:
+    """The ``frames`` whose file is in ``source`` (:func:`_source`)."""
+    return [f for f in frames if str(Path(f.filename).resolve()).startswith(source)]
 
 
 #: compose_gen's own source folder, whose frames are not a plugin's.

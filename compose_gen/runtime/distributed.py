@@ -204,10 +204,15 @@ END_WAIT = timedelta(days=1)
 _end_group: dist.ProcessGroup | None = None
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started (``WORLD_SIZE``), 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_rank() -> int:
     """This process's rank under torchrun (``RANK``), 0 without it: known before the process group is joined, so that
     what every process would say alike (a spec error) is said by process 0 alone."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else 0
 
 
 def setup(device: torch.device) -> tuple[Distributed, torch.device]:
@@ -216,7 +221,7 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
     Under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.  Without torchrun (or
     with one process) nothing is initialised.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size <= 1:
         return Distributed(device=device), device
     rank = int(os.environ["RANK"])
