@@ -61,6 +61,9 @@ class GradientPenalty(CriticLoss):
       ``α ~ U[0, 1]`` per example, center 1, weight λ.
     * ``r1_penalty`` (Mescheder et al. 2018): ``x̂ = real``, center 0, weight γ/2.
 
+    D(x̂) is the example's score as the adversarial losses read it: the mean of the
+    critic's outputs for that example (one for most critics, K or a patch map for others).
+
     With several critic inputs (joint critics) every floating-point input is interpolated
     with the same α and the norm is over all of them; labels pass unchanged.  The first
     dimension is the batch.  The penalty is differentiable in the critic's parameters.
@@ -84,7 +87,9 @@ class GradientPenalty(CriticLoss):
 
     @property
     def keeps_critic_lipschitz(self) -> bool:
-        return self.weight > 0
+        """WGAN-GP's penalty does, between and around the two distributions; R1's only flattens the critic at the real
+        points, which bounds nothing where E D(x) − E D(G(z)) needs it."""
+        return self.weight > 0 and self.interpolate
 
     def points(self, inputs: Mapping[str, Any]) -> list[Tensor]:
         """Where the gradient is taken: detached copies of real inputs or interpolates."""
@@ -108,8 +113,9 @@ class GradientPenalty(CriticLoss):
         with torch.enable_grad():
             points = [p.requires_grad_() if p.is_floating_point() else p for p in self.points(inputs)]
             d = score(self.critic, points if labels is None else [*points, labels])
+            per_example = d.reshape(len(d), -1).mean(1)  # as the losses average a patch critic's scores
             wrt = [p for p in points if p.requires_grad]
-            grads = torch.autograd.grad(d.sum(), wrt, create_graph=create_graph)
+            grads = torch.autograd.grad(per_example.sum(), wrt, create_graph=create_graph)
         flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
         norm = torch.linalg.vector_norm(flat, dim=1)
         penalty = flat.pow(2).sum(1) if self.center == 0 else (norm - self.center).pow(2)
@@ -169,7 +175,8 @@ class AuxiliaryClassifier(CriticLoss):
         self.weight = weight
 
     def _cross_entropy(self, inputs: Mapping[str, Any], side: str, labels: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.critic(*critic_inputs(inputs, side, with_labels=False))
+        conditional = getattr(self.critic, "num_classes", None) is not None  # a projection critic scores (x, y)
+        out = self.critic(*critic_inputs(inputs, side, with_labels=conditional))
         if not isinstance(out, tuple):
             raise TypeError("auxiliary_classifier: the critic returns no class logits; give it ac_classes")
         logits, labels = out[1].reshape(-1, out[1].shape[-1]), labels.reshape(-1).long()
@@ -248,7 +255,8 @@ def _per_example_critic(critic: nn.Module, penalty: str) -> nn.Module:
     if batch_normalised(critic):
         raise ValueError(
             f"{penalty} penalises each example's gradient, but the critic has batch norm, which mixes the examples of a batch "
-            "(Gulrajani et al. 2017): give the critic norm: layer (or instance), or spectral_norm"
+            "(Gulrajani et al. 2017): give the critic norm: layer or none (a conv_critic also takes instance); spectral_norm "
+            "does not undo batch norm, so it needs one of those too"
         )
     return critic
 
@@ -282,6 +290,11 @@ def build_auxiliary_classifier(params: AuxiliaryClassifierParams, ctx: BuildCont
     Odena et al. 2017, "Conditional Image Synthesis with Auxiliary Classifier GANs".
     """
     critic = ctx.component(params.critic)
+    if getattr(critic, "conditioning", None) == "concat":
+        raise ValueError(
+            f"critic {params.critic!r} reads the labels it would classify (num_classes with conditioning: concat), so its class "
+            "logits could copy them: give it conditioning: projection, whose class head sees x alone, or no num_classes"
+        )
     head = getattr(critic, "classifier", None)
     classes = ctx.data.train.classes() if ctx.data is not None and params.labels in ctx.data.train.fields else None
     if isinstance(head, nn.Linear) and classes is not None and classes > head.out_features:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 import compose_gen as cg
 from compose_gen.runtime import build as build_spec
 from compose_gen.spec import SpecError
-from gan_losses import BOTH, ScoreIsInput, build, mean
+from gan_losses import BOTH, Recorder, ScoreIsInput, build, mean
 
 # --- gradient penalties ------------------------------------------------------------------
 
@@ -64,6 +64,25 @@ def test_gradient_penalty_of_a_linear_critic_is_analytic() -> None:
     assert out["critic"].item() == pytest.approx(2.0 * 16.0)
     out["critic"].backward()
     assert critic.weight.grad[0].tolist() == pytest.approx([2 * 2.0 * 4.0 * 3 / 5, 2 * 2.0 * 4.0 * 4 / 5])
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 2, 2)])
+def test_a_penalty_takes_the_gradient_of_the_score_the_losses_average(shape: tuple[int, ...]) -> None:
+    """A critic of K outputs (or a patch map) scores an example by their mean, as the adversarial losses read it:
+    D(x) = (1/K) Σ_k w_k·x has ∇D = mean_k w_k, so GP = λ (‖mean_k w_k‖ − 1)² and R1 = γ/2 ‖mean_k w_k‖²."""
+    w = torch.tensor([[3.0, 0.0], [0.0, 4.0], [1.0, 2.0], [-2.0, 2.0]], dtype=torch.float64)[: math.prod(shape)]
+
+    class Linear(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return (x @ w.T).reshape(len(x), *shape)
+
+    gradient = w.mean(0).norm().item()
+    real, fake = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    gp = build("gradient_penalty", Linear(), fake="f", weight=2.0)({"real": real, "fake": fake}, {"critic"})
+    assert gp["critic"].item() == pytest.approx(2.0 * (gradient - 1) ** 2)
+    assert gp["grad_norm"].item() == pytest.approx(gradient)
+    r1 = build("r1_penalty", Linear(), gamma=4.0)({"real": real}, {"critic"})
+    assert r1["critic"].item() == pytest.approx(2.0 * gradient**2)
 
 
 def test_gradient_penalty_interpolates_every_input_of_a_joint_critic() -> None:
@@ -170,6 +189,25 @@ def test_auxiliary_classifier_terms_are_cross_entropies() -> None:
     assert out["generator"].item() == pytest.approx(0.5 * ce_fake, abs=1e-12)
     assert out["accuracy_real"].item() == pytest.approx(0.5)  # row 2 predicts class 1, not 2
     assert out["accuracy_fake"].item() == pytest.approx(0.5)  # row 2 ties: argmax picks class 0
+
+
+def test_auxiliary_classifier_gives_a_class_conditional_critic_its_labels() -> None:
+    """A projection critic scores (x, y); its class head reads x alone, so it is called as the adversarial losses call it."""
+    critic = Recorder()
+    critic.num_classes = 3
+    critic.forward = lambda *args: (Recorder.forward(critic, *args), args[0])  # (score, class logits)
+    loss = build("auxiliary_classifier", critic, fake="f", fake_labels="c")
+    x, g = torch.randn(2, 3), torch.randn(2, 3)
+    y, c = torch.tensor([0, 2]), torch.tensor([1, 1])
+    loss({"real": x, "fake": g, "labels": y, "fake_labels": c}, {"critic"})
+    assert sorted(call[1].tolist() for call in critic.calls) == [[0, 2], [1, 1]]  # real's labels, fake's
+
+
+def test_auxiliary_classifier_refuses_a_critic_that_reads_the_labels_it_classifies() -> None:
+    critic = nn.Module()
+    critic.conditioning = "concat"
+    with pytest.raises(ValueError, match="reads the labels it would classify .* give it conditioning: projection"):
+        build("auxiliary_classifier", critic, fake="f")
 
 
 def test_auxiliary_classifier_rejects_a_critic_without_class_head() -> None:
