@@ -96,7 +96,12 @@ class GenerativeModel(nn.Module):
 
     @torch.no_grad()
     def evaluate_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every player's terms and metrics on ``batch`` (moved to the model's device and precision), without gradients."""
+        """Every player's terms and metrics on ``batch`` (moved to the model's device and precision), without gradients.
+
+        A metric that several players' passes log (a GAN's ``d_fake``, which the generator's pass computes too, from
+        noise of its own) is the first player's, so that a loss's metrics come from one pass: the critic's ``d_real``,
+        ``d_fake`` and ``wasserstein`` agree.
+        """
         missing = [f for f in self._loss_fields if f not in batch]
         if missing:
             raise KeyError(
@@ -105,7 +110,8 @@ class GenerativeModel(nn.Module):
         batch = self._on_device(batch)
         logs: dict[str, Tensor] = {}
         for plan in self.plans.values():
-            logs.update(run_plan(plan, batch)[1])
+            for name, value in run_plan(plan, batch)[1].items():
+                logs.setdefault(name, value)
         return logs
 
     @torch.no_grad()

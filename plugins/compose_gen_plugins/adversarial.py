@@ -276,7 +276,7 @@ class NonSaturating(Minimax):
 
 
 class WassersteinParams(AdversarialParams):
-    clip: float | None = Field(None, gt=0.0, description="clamp critic parameters to [-clip, clip] after critic steps")
+    clip: float | None = Field(None, gt=0.0, description="clamp the critic's trained parameters to [-clip, clip] after its steps")
 
 
 class Wasserstein(AdversarialLoss):
@@ -307,7 +307,8 @@ class Wasserstein(AdversarialLoss):
         if self.clip is not None and "critic" in terms:
             with torch.no_grad():
                 for parameter in self.critic.parameters():
-                    parameter.clamp_(-self.clip, self.clip)
+                    if parameter.requires_grad:  # as the critic's player trains it: a frozen one stays as it is
+                        parameter.clamp_(-self.clip, self.clip)
 
     @property
     def keeps_critic_lipschitz(self) -> bool:
@@ -315,7 +316,7 @@ class Wasserstein(AdversarialLoss):
 
     def advise(self, trained: Mapping[str, Loss]) -> list[str]:
         """The critic must be kept K-Lipschitz for E D(x) − E D(G(z)) to estimate K·W1: by clipping, a gradient penalty
-        or spectral norm; without any, its scores grow without bound (Arjovsky et al. 2017, §3).  Clipping or a penalty
+        (WGAN-GP's; R1's, at the real points alone, does not) or spectral norm; without any, its scores grow without bound (Arjovsky et al. 2017, §3).  Clipping or a penalty
         counts when a player trains it, on this loss or another of the same critic.
         Spectral norm does not count in a critic with batch norm, which divides by the batch's spread, a factor nothing bounds.
         """

@@ -113,6 +113,16 @@ def test_weight_clipping_clamps_after_critic_steps_only() -> None:
     assert critic.bias.item() == pytest.approx(0.01)
 
 
+def test_weight_clipping_leaves_a_frozen_parameter_as_it_is() -> None:
+    """A fixed projection (requires_grad=False) is not trained, so clipping, part of training it, leaves it too."""
+    critic = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Linear(3, 1))
+    critic[0].weight.requires_grad_(False)
+    frozen = critic[0].weight.clone()
+    build("wasserstein", critic, fake="f", clip=0.01).after_step(frozenset({"critic"}))
+    assert torch.equal(critic[0].weight, frozen)
+    assert critic[1].weight.abs().max().item() <= 0.01
+
+
 def test_instance_noise_has_its_std_and_decays_linearly() -> None:
     critic = Recorder()
     loss = build("wasserstein", critic, fake="f", instance_noise=0.5, noise_decay_steps=4)
@@ -269,14 +279,26 @@ GP = {"gp": {"type": "gradient_penalty", "critic": "critic", "fake": "fake"}}
 def test_a_wasserstein_critic_that_nothing_keeps_lipschitz_is_warned_of_at_the_loss(recwarn) -> None:
     with pytest.warns(SpecWarning, match=UNCONSTRAINED):
         build_spec(cg.load_spec(_wgan({}, {})), "cpu")
-    r1 = {"r1": {"type": "r1_penalty", "critic": "critic"}}
     clipped_twin = {"twin": {"type": "wasserstein", "critic": "critic", "real": "x", "fake": "fake", "clip": 0.01}}  # clips the shared critic
     twins = _wgan({}, {}, clipped_twin)
     twins["players"]["generator"]["terms"] = ["adv.generator", "twin.generator"]
-    for kept in (_wgan({}, {"clip": 0.01}), _wgan({}, {}, GP), _wgan({}, {}, r1), _wgan({"spectral_norm": True}, {}), twins):
+    for kept in (_wgan({}, {"clip": 0.01}), _wgan({}, {}, GP), _wgan({"spectral_norm": True}, {}), twins):
         recwarn.clear()
         build_spec(cg.load_spec(kept), "cpu")
         assert not [w for w in recwarn if issubclass(w.category, SpecWarning)], kept
+
+
+def test_held_out_wasserstein_is_the_held_out_d_real_minus_d_fake() -> None:
+    """The generator's pass logs a d_fake of its own noise; the evaluation reports the critic's, as its wasserstein is."""
+    model, data = build_spec(cg.load_spec(_wgan({}, {"clip": 0.01})), "cpu")
+    logs = model.evaluate_terms(data.test.batch(slice(None)))
+    assert logs["adv.wasserstein"].item() == pytest.approx((logs["adv.d_real"] - logs["adv.d_fake"]).item(), abs=1e-6)
+
+
+def test_an_r1_penalty_keeps_no_wasserstein_critic_lipschitz() -> None:
+    """R1 flattens the critic at the real points alone, not between the distributions where W1's estimate needs a bound."""
+    with pytest.warns(SpecWarning, match=UNCONSTRAINED):
+        build_spec(cg.load_spec(_wgan({}, {}, {"r1": {"type": "r1_penalty", "critic": "critic"}})), "cpu")
 
 
 def test_a_penalty_that_no_player_trains_keeps_nothing_lipschitz() -> None:
