@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Params, SpecWarning, hookimpl
@@ -64,7 +64,16 @@ def batch_examples(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> t
     value = getattr(model, "x_value", "x")
     if value not in batch:
         return ectx.model.values(batch, [value])[value], None
-    return batch[value], ectx.test.ladj_to_model + batch.get(ladj_field(value), 0.0)
+    x = batch[value]
+    if x.is_floating_point():  # in the model's precision, as its losses read it (a model made float64 by .double())
+        x = x.to(_precision(model, x.dtype))
+    return x, ectx.test.ladj_to_model + batch.get(ladj_field(value), 0.0)
+
+
+def _precision(model: Any, default: torch.dtype) -> torch.dtype:
+    """The dtype of ``model``'s floating parameters; ``default`` for a model without any."""
+    parameters = model.parameters() if isinstance(model, nn.Module) else ()
+    return next((p.dtype for p in parameters if p.is_floating_point()), default)
 
 
 def batch_context(ectx: EvalContext, model: Any, batch: dict[str, Tensor]) -> Tensor | None:
@@ -175,7 +184,7 @@ class PosteriorCollapse:
             else:
                 kl = kl_sums[name] / count
                 results[f"{key}.kl"] = float(kl.sum())
-                results.update({f"{key}.kl_dim{d:02d}": float(v) for d, v in enumerate(kl)})
+                results.update({f"{key}.kl_dim{d:02d}": float(v) for d, v in enumerate(kl.flatten())})  # (C, H, W) latents too
         return results
 
 

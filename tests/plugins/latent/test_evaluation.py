@@ -26,7 +26,7 @@ from compose_gen_plugins.latent.elbo import VAE
 from compose_gen_plugins.latent.evaluation import ImportanceSampledNLL, PosteriorCollapse, unexplained_variance
 from compose_gen_plugins.latent.grids import interpolate, slerp
 from compose_gen import importance_sampled_log_likelihood
-from compose_gen_plugins.latent.model import ObjectiveParams, location
+from compose_gen_plugins.latent.model import LatentLevel, ObjectiveParams, location
 from compose_gen_plugins.latent.priors import GaussianMixturePrior
 
 X_DIM, LATENT = 4, 3
@@ -124,6 +124,33 @@ def test_posterior_collapse_finds_the_dimensions_that_ignore_x(tmp_path: Path) -
     # KL(N(x_d, 1) ‖ N(0, 1)) = x_d²/2, averaged over the test set.
     assert result["test/m.z.kl_dim00"] == pytest.approx(float(x[:, 0].square().mean() / 2), rel=1e-4)
     assert result["test/m.z.kl"] == pytest.approx(sum(result[f"test/m.z.kl_dim0{d}"] for d in range(LATENT)))
+
+
+def test_posterior_collapse_numbers_the_dimensions_of_a_spatial_latent_in_order(tmp_path: Path) -> None:
+    """A (C, H, W) latent's KL per dimension, flattened: KL(N(μ, 1) ‖ N(0, 1)) = μ²/2 for each of its C·H·W units."""
+
+    class SpatialLatent(nn.Module):
+        x_value = "x"
+
+        def levels(self, x: torch.Tensor, context: torch.Tensor | None = None) -> list[LatentLevel]:
+            loc = x.reshape(-1, 2, 1, 2)
+            prior = Independent(Normal(torch.zeros(2, 1, 2), torch.ones(2, 1, 2)), 3)
+            return [LatentLevel("z", Independent(Normal(loc, torch.ones_like(loc)), 3), prior)]
+
+    x = torch.randn(20, 4)
+    result = PosteriorCollapse("m", SpatialLatent(), threshold=0.01)(context(x, tmp_path))
+    for d in range(4):
+        assert result[f"test/m.z.kl_dim0{d}"] == pytest.approx(float(x[:, d].square().mean() / 2), rel=1e-5)
+    assert result["test/m.z.active_units"] == 4.0
+
+
+@pytest.mark.parametrize("metric", [partial(ImportanceSampledNLL, samples=4, chunk=2, batch_size=3), partial(PosteriorCollapse, threshold=0.01)])
+def test_latent_metrics_read_the_data_in_the_model_precision(metric: partial, tmp_path: Path) -> None:
+    """A model made float64 (``run.model.double()``) is evaluated in float64, as its losses are."""
+    decoder = GaussianDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,), 1, "fixed", 0.5)
+    model = VAE(prior_encoder(active=2), decoder, StandardNormal((LATENT,)), ObjectiveParams()).double()
+    result = metric("m", model)(context(torch.randn(7, X_DIM), tmp_path))
+    assert all(math.isfinite(value) for value in result.values())
 
 
 def test_a_lower_unit_that_moves_with_x_only_through_its_prior_is_not_active(tmp_path: Path) -> None:
