@@ -76,7 +76,7 @@ class TensorData:
         checkpoints before the source counted recorded it."""
         digest = hashlib.sha256()
         for name in sorted(self.fields):
-            value = self.fields[name].detach().cpu().contiguous()
+            value = _packed(self.fields[name].detach().cpu())
             digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
             digest.update(value.view(torch.uint8).numpy() if value.numel() else b"")  # hashed in place, no byte copy
         if with_source and self.source:
@@ -100,6 +100,16 @@ class TensorData:
         if self.num_classes is not None or y is None or y.is_floating_point() or y.numel() == 0:
             return self.num_classes
         return int(y.max()) + 1
+
+
+def _packed(value: Tensor) -> Tensor:
+    """``value`` in row-major order with a last stride of 1, which ``view(torch.uint8)`` needs: ``contiguous()`` alone
+    leaves the stride of a size-1 dimension as it was (a 1x1 RGB image, a Fortran-ordered array ending in 1), so such a
+    tensor is copied; any other contiguous one is not."""
+    value = value.contiguous()
+    if value.dim() and value.stride(-1) != 1:
+        return value.clone(memory_format=torch.contiguous_format)
+    return value
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """NumPy files: ``npz`` archives and ``npy`` arrays, loaded without unpickling.
 
 ``x`` keeps the array's shape after the first (example) dimension; a 1-D array
-is one feature per example; every value must be finite and within float32's
-range.  Labels must be non-negative integers; the number of classes is the
+is one feature per example.  With ``image_shape`` (C, H, W), examples are flat or
+of that shape (refused otherwise: the pictures would scramble them), except that
+grey ``(N, H, W)`` images with ``image_shape`` (1, H, W) get their channel axis.
+Every value must be finite and within float32's range.  Labels must be non-negative integers; the number of classes is the
 largest label + 1, at most ``MAX_CLASSES`` (:mod:`.limits`).  Object arrays are
 refused (``allow_pickle=False``), as are non-numeric values and files that are
 not .npy/.npz at all (checked by their first bytes, so they are not mistaken for
@@ -35,7 +37,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 class ArrayParams(DatasetParams):
     image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
-        None, description="(C, H, W) to show x as images (as many values as one example has)"
+        None,
+        description="(C, H, W) to show x as images: x is (N, C, H, W), flat (N, C·H·W), or (N, H, W) given its channel axis when C is 1",
     )
     pixel_max: float = Field(1.0, gt=0.0, description="the data-space value shown as white, e.g. 255 for 8-bit pixels")
 
@@ -192,7 +195,16 @@ def _size_problem(handle: BinaryIO, size: int, exact: bool) -> str | None:
     return f"{said}: the file is cut short or its header is wrong"
 
 
+def _with_channel_axis(x: Tensor, image_shape: tuple[int, ...] | None) -> Tensor:
+    """``x`` of shape ``(N, H, W)`` as ``(N, 1, H, W)`` when ``image_shape`` is ``(1, H, W)``: grey images saved without
+    their channel axis, which the conv networks need; any other ``x`` as it is."""
+    if image_shape is not None and image_shape[0] == 1 and tuple(x.shape[1:]) == tuple(image_shape[1:]):
+        return x[:, None]
+    return x
+
+
 def _build(p: ArrayParams, x: Tensor, labels: tuple[Tensor, int] | None, path: Path) -> Splits:
+    x = _with_channel_axis(x, p.image_shape)
     problem = image_shape_problem(tuple(x.shape[1:]), p.image_shape)
     if problem is not None:
         raise file_error(path, problem)

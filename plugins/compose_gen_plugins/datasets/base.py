@@ -233,7 +233,11 @@ def make_splits(
 
 
 def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | None) -> str | None:
-    """Why examples of shape ``event`` cannot be read as images of ``image_shape`` (C, H, W), or None."""
+    """Why examples of shape ``event`` cannot be read as images of ``image_shape`` (C, H, W), or None.
+
+    Flat examples of as many values are read in (C, H, W) order; examples that already have dimensions of their own
+    must have image_shape's: the model reads them as they are, while every picture reshapes them to image_shape.
+    """
     if image_shape is None:
         return None
     if math.prod(image_shape) != math.prod(event):
@@ -241,13 +245,20 @@ def image_shape_problem(event: tuple[int, ...], image_shape: tuple[int, ...] | N
             f"the examples have shape {event}, {math.prod(event)} values each, but image_shape {list(image_shape)} "
             f"holds {math.prod(image_shape)}"
         )
-    if len(event) == 3 and event != image_shape and event == (*image_shape[1:], image_shape[0]):
+    if len(event) <= 1 or event == tuple(image_shape):
+        return None
+    if len(event) == 3 and event == (*image_shape[1:], image_shape[0]):
         return (
             f"the examples have shape {event}, channels last, but image_shape {list(image_shape)} reads them channels "
             f"first, which would scramble every image; transpose the array to (N, {image_shape[0]}, {event[0]}, {event[1]}) "
             "(numpy: x.transpose(0, 3, 1, 2))"
         )
-    return None
+    fix = f"set image_shape: {list(event)} if that is their (C, H, W), or " if len(event) == 3 else ""
+    return (
+        f"the examples have shape {event}, but image_shape is {list(image_shape)}: the model would read them as they "
+        f"are and every picture as {tuple(image_shape)}, which would scramble every image; {fix}give the examples "
+        f"shape ({', '.join(map(str, image_shape))}), or make them flat"
+    )
 
 
 #: A feature whose float32 rounding moves values by more than this share of its spread is warned of.

@@ -172,6 +172,19 @@ def _png_bit_depth(path: Path) -> int:
     return header[24] if len(header) == 25 and header[12:16] == b"IHDR" else 8
 
 
+def _caution_grey(x: Tensor, root: Path) -> None:
+    """Warn when the default ``mode: rgb`` made every image 3 equal channels: D triples, and likelihoods and bits/dim
+    count each grey pixel three times, so they compare with no model of the grey images."""
+    if x.shape[1] == 3 and bool((x[:, 1:] == x[:, :1]).all()):
+        warnings.warn(
+            SpecWarning(
+                f"{root}: every image is grey, and the default mode: rgb reads each as 3 equal channels, which triples "
+                "the dimensions that likelihoods and bits/dim count; set mode: grayscale (C = 1), or mode: rgb to keep them"
+            ),
+            stacklevel=3,
+        )
+
+
 def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) -> Splits:
     """Images of a folder (classes = sorted subfolders, labels ``y``), read with Pillow; seeded split."""
     paths, labels, classes = _find_images(p.root)
@@ -189,6 +202,8 @@ def build_image_folder(p: ImageFolderParams, ctx: BuildContext | None = None) ->
     if animated:
         warnings.warn(SpecWarning(f"{p.root}: only the first frame is read of {listed(animated)}"), stacklevel=2)
     x = torch.as_tensor(np.stack(images), dtype=torch.float64).permute(0, 3, 1, 2)
+    if "mode" not in p.model_fields_set:
+        _caution_grey(x, p.root)
     fields = {"x": x} if labels is None else {"x": x, "y": torch.tensor(labels)}
     train, test = split_fields(fields, p)
     space = DataSpace(num_classes=len(classes) or None, meta={"classes": classes} if classes else {})

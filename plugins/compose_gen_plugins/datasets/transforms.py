@@ -295,21 +295,32 @@ class LogitStep(_StepParams):
         return _Logit(self.alpha)
 
 
+#: The least value that ``binarize`` in mode threshold makes 1, unless the spec gives another.
+DEFAULT_THRESHOLD = 0.5
+
+
 class BinarizeStep(_StepParams):
     """``x`` in ``[0, 1]`` becomes ``1[x ≥ threshold]``, or ``b ~ Bernoulli(x)`` drawn once per example."""
 
     type: Literal["binarize"]
     mode: Literal["threshold", "bernoulli"] = "threshold"
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="mode threshold: the least value that becomes 1")
+    threshold: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description=f"mode threshold: the least value that becomes 1 (default {DEFAULT_THRESHOLD}); mode bernoulli: none",
+    )
 
     @model_validator(mode="after")
     def _threshold_only_for_threshold(self) -> "BinarizeStep":
-        if self.mode == "bernoulli" and "threshold" in self.model_fields_set:
+        """Mode threshold gets its default written in, mode bernoulli none: the resolved spec then validates again,
+        while a threshold that a spec gives mode bernoulli, which would be ignored, is still refused."""
+        if self.mode == "bernoulli" and self.threshold is not None:
             raise ValueError("mode bernoulli draws b ~ Bernoulli(x) and uses no threshold: drop it, or use mode threshold")
+        if self.mode == "threshold" and self.threshold is None:
+            self.__dict__["threshold"] = DEFAULT_THRESHOLD  # not setattr: Params may be frozen
         return self
 
     def fit(self, x: Tensor) -> _Binarize:
-        return _Binarize(self.mode, self.threshold)
+        return _Binarize(self.mode, DEFAULT_THRESHOLD if self.threshold is None else self.threshold)
 
 
 #: Every step a ``transforms:`` list may hold, in the order the JSON Schema lists them.  A new transform is a

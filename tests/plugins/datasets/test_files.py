@@ -442,3 +442,30 @@ def test_channels_last_images_are_refused_with_the_transpose_that_fixes_them(bui
         build("npz", path=str(tmp_path / "nhwc.npz"), image_shape=[1, 8, 8])
     np.savez(tmp_path / "nchw.npz", x=images.transpose(0, 3, 1, 2))
     assert build("npz", path=str(tmp_path / "nchw.npz"), image_shape=[3, 8, 8]).train.image_shape == (3, 8, 8)
+
+
+def test_images_whose_own_shape_is_not_image_shape_are_refused_naming_both(build, tmp_path: Path) -> None:
+    """(N, 3, 8, 12) read as image_shape [3, 12, 8]: the model would read (3, 8, 12), every picture (3, 12, 8)."""
+    np.savez(tmp_path / "swapped.npz", x=np.zeros((20, 3, 8, 12), np.float32))
+    with pytest.raises(DatasetError) as info:
+        build("npz", path=str(tmp_path / "swapped.npz"), image_shape=[3, 12, 8])
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'swapped.npz'}: the examples have shape (3, 8, 12), but image_shape is [3, 12, 8]")
+    assert "set image_shape: [3, 8, 12] if that is their (C, H, W)" in message
+    np.save(tmp_path / "wide.npy", np.zeros((20, 2, 3, 8, 2), np.float32))
+    with pytest.raises(DatasetError, match=r"wide.npy: the examples have shape \(2, 3, 8, 2\), but image_shape is \[6, 8, 2\]"):
+        build("npy", path=str(tmp_path / "wide.npy"), image_shape=[6, 8, 2])
+    np.save(tmp_path / "flat.npy", np.zeros((20, 288), np.float32))
+    assert build("npy", path=str(tmp_path / "flat.npy"), image_shape=[3, 12, 8]).train.fields["x"].shape[1:] == (288,)
+
+
+def test_grey_images_saved_without_their_channel_axis_get_it(build, tmp_path: Path) -> None:
+    """(N, H, W) with image_shape [1, H, W] is (N, 1, H, W), as the conv networks read it; any other 2-D shape is refused."""
+    pixels = np.random.default_rng(0).random((20, 8, 10)).astype(np.float32)
+    np.savez(tmp_path / "grey.npz", x=pixels)
+    splits = build("npz", path=str(tmp_path / "grey.npz"), image_shape=[1, 8, 10], test_fraction=0.5)
+    x = splits.train.fields["x"]
+    assert x.shape == (10, 1, 8, 10) and splits.train.image_shape == (1, 8, 10)
+    assert sorted_rows(torch.cat([x, splits.test.fields["x"]]).flatten(1)).equal(sorted_rows(torch.as_tensor(pixels).flatten(1)))
+    with pytest.raises(DatasetError, match=r"grey.npz: the examples have shape \(8, 10\), but image_shape is \[1, 10, 8\]"):
+        build("npz", path=str(tmp_path / "grey.npz"), image_shape=[1, 10, 8])

@@ -6,6 +6,7 @@ import gzip
 import math
 import struct
 import tracemalloc
+import warnings
 import zlib
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def test_image_folder_errors_name_the_file(build, tmp_path: Path) -> None:
     write_png(tmp_path / "loose.png", np.zeros((4, 6, 3)))
     with pytest.raises(DatasetError, match="both in class folders and directly inside"):
         build("image_folder", root=str(tmp_path), size=[4, 6])
+
+
+def test_a_grey_folder_read_by_the_default_mode_rgb_is_warned_of(build, tmp_path: Path) -> None:
+    """Three equal channels triple D, and with it what likelihoods and bits/dim count; saying mode: rgb keeps them."""
+    write_png(tmp_path / "a.png", np.full((4, 6), 200))
+    Image.fromarray(np.full((4, 6), 90, np.uint8)).convert("P").save(tmp_path / "b.png")
+    with pytest.warns(SpecWarning, match=rf"^{tmp_path}: every image is grey, and the default mode: rgb .* set mode: grayscale"):
+        assert build("image_folder", root=str(tmp_path), test_fraction=0.5).train.image_shape == (3, 4, 6)
+    for mode in ("grayscale", "rgb"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SpecWarning)
+            build("image_folder", root=str(tmp_path), mode=mode, test_fraction=0.5)
+    write_png(tmp_path / "c.png", np.dstack([np.full((4, 6), 200), np.zeros((4, 6)), np.zeros((4, 6))]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        build("image_folder", root=str(tmp_path), test_fraction=0.5)
+
+
+def test_image_folder_of_one_pixel_colour_images(build, tmp_path: Path) -> None:
+    """1x1 RGB images are (N, 3, 1, 1), whose last stride contiguous() leaves at 3: the fingerprint must still hash them."""
+    for i in range(4):
+        write_png(tmp_path / f"{i}.png", np.array([[[60 * i, 10, 250]]]))
+    splits = build("image_folder", root=str(tmp_path), test_fraction=0.5)
+    assert splits.train.fields["x"].shape == (2, 3, 1, 1) and len(splits.train.source) == 64
 
 
 def test_image_folder_turns_images_upright_by_their_exif_orientation(build, tmp_path: Path) -> None:

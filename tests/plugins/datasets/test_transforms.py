@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import get_args
 
 import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
+import compose_gen as cg
 from compose_gen_plugins.datasets.transforms import STEPS, NamedStep, PipelineError, TransformSpec, fit_pipeline
 
 SPECS = TypeAdapter(list[TransformSpec])
@@ -143,7 +145,8 @@ def test_impossible_steps_say_which_and_why(specs: list, x: list, message: str) 
     [[{"type": "scale", "a": 0.0}], [{"type": "logit", "alpha": 0.5}], [{"type": "dequantize", "levels": 1}],
      ["unknown"], [{"type": "scale", "a": 1.0, "c": 2}], [{"type": "reshape", "shape": []}],
      [{"type": "binarize", "threshold": 1.0}], [{"type": "binarize", "mode": "random"}],
-     [{"type": "binarize", "mode": "bernoulli", "threshold": 0.9}]],
+     [{"type": "binarize", "mode": "bernoulli", "threshold": 0.9}],
+     [{"type": "binarize", "mode": "bernoulli", "threshold": 0.5}]],
 )
 def test_bad_transform_specs_are_validation_errors(specs: list) -> None:
     with pytest.raises(ValidationError):
@@ -174,3 +177,38 @@ def test_the_spec_union_is_the_steps_tuple_and_each_step_fits_itself() -> None:
     for spec in SPECS.validate_python(["standardise", "flatten", {"type": "reshape", "shape": [3, 2]}, "logit", "binarize"]):
         fitted = spec.fit(x)
         assert callable(fitted.forward) and callable(fitted.inverse) and fitted.binarizes == (spec.type == "binarize")
+
+
+def bernoulli_vae(steps: int = 2) -> dict:
+    """A tiny VAE on the digits, binarized by a Bernoulli draw."""
+    return {
+        "name": "bernoulli_vae",
+        "data": {"type": "digits", "shape": "flat", "transforms": [{"type": "binarize", "mode": "bernoulli"}]},
+        "components": {
+            "prior": {"type": "standard_normal", "shape": [2]},
+            "encoder": {"type": "gaussian_encoder", "latent": 2, "net": {"type": "mlp", "in_features": 64, "out_features": 4, "hidden": [8]}},
+            "decoder": {"type": "bernoulli_decoder", "net": {"type": "mlp", "in_features": 2, "out_features": 64, "hidden": [8]}},
+        },
+        "losses": {"vae": {"type": "elbo", "encoder": "encoder", "decoder": "decoder", "prior": "prior"}},
+        "train": {"steps": steps, "batch_size": 32},
+        "sample": {"type": "ancestral", "prior": "prior", "decoder": "decoder"},
+        "evaluate": {"metrics": [{"type": "test_losses"}]},
+    }
+
+
+def test_binarize_s_resolved_spec_validates_again(tmp_path: Path) -> None:
+    """The resolved spec writes mode threshold's default in and gives mode bernoulli none, so each loads again as it was."""
+    for step, threshold in (({"type": "binarize", "mode": "bernoulli"}, None), ({"type": "binarize"}, 0.5)):
+        spec = bernoulli_vae()
+        spec["data"]["transforms"] = [step]
+        path = tmp_path / "resolved.yaml"
+        path.write_text(cg.load_spec(spec).to_yaml())
+        again = cg.load_spec(path)
+        assert again.to_dict()["data"]["transforms"] == [{"type": "binarize", "mode": step.get("mode", "threshold"), "threshold": threshold}]
+
+
+def test_a_run_binarized_by_bernoulli_draws_loads_again(tmp_path: Path) -> None:
+    """Its run folder's spec.yaml is the resolved spec: sampling, evaluating and resuming read it back."""
+    cg.train(bernoulli_vae(), out=tmp_path / "run", progress=False)
+    run = cg.load_run(tmp_path / "run", progress=False)
+    assert run.sample(3).shape[0] == 3
