@@ -4,7 +4,8 @@ Conventions every bijector follows (the kit checks them):
 
 * **Exact mode.** A bijector with ``stochastic_ladj = True`` returns an unbiased
   estimate of ``ladj`` in training mode and the exact value in eval mode: the
-  exact mode *is* ``module.eval()``.  ``y`` itself must not depend on the mode.
+  exact mode *is* ``module.eval()``.  The outputs themselves, ``forward``'s ``y`` and ``inverse``'s
+  ``x``, must not depend on the mode.
 * **Context.** A bijector that takes a context sets ``context_shape`` (the event
   shape of the context, a ``torch.Size``); absent or ``None`` means it takes none.
 * **Parameters are unconstrained.** Any real value of any parameter gives a valid
@@ -53,14 +54,21 @@ and a Gaussian context, and asserts, in training mode and again in eval mode
   ``torch.no_grad()``, where the values are checked.  Where the differences at ``ε = 1e-5, 1e-6, 1e-7`` differ
   among themselves (``ladj`` not smooth there: a ReLU's kink, a spline knot) and
   none matches, the example is not judged;
+* the outputs carry their gradients, ``y`` of ``forward`` and ``x`` of ``inverse`` (the
+  reparameterisation gradient of sampling), towards the input and θ, checked the same
+  way on ``⟨r, y⟩`` and ``⟨r, x⟩`` per example along a random direction ``r``: a ``y`` cut
+  from a parameter, or a ``.detach()``-ed inverse, fails (not a surjection's, whose ``y``
+  is its input's bin plus noise and whose inverse is a projection);
 * every parameter receives a finite gradient, and float32 gives float32 outputs
   that agree with float64, the forward's, the round trip through the inverse and
   both ``ladj`` (on the standard draws: in the tails, rounding the input
   to float32 alone can move the output beyond the tolerance, e.g. ``logit(1 - 1e-7)``);
 * with ``stochastic_ladj``: the properties above hold in eval mode (exact), and
   the training-mode estimate averages, over ``stochastic_draws`` draws, to the
-  exact eval-mode value within 5 standard errors, ``y`` is the same in both
-  modes and every parameter receives a gradient in training mode.
+  exact eval-mode value within 5 standard errors (each element judged alone: a bias
+  small against its spread passes), ``forward``'s ``y`` and ``inverse``'s ``x`` are the
+  same in both modes (a flow posterior samples with the training-mode inverse), and in
+  training mode both outputs carry their gradients and every parameter receives one.
 
 Each property is checked in both modes because a layer may take another path in
 eval mode (a cache, a fast path) that training never runs.  Data-dependent
@@ -81,7 +89,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 
@@ -298,6 +306,7 @@ def check_case(
         y_noise = _noise((*batch_shape, *bij.out_event_shape), generator, scale)[1].to(device)
         y_drawn = to_y(y_noise)
         context = context_for(batch_shape)
+        inputs = {"forward": (x_noise, to_x), "inverse": (y_noise, to_y)}
         if bij.event_shape.numel() != bij.out_event_shape.numel():
             raise case.fail("dimension preserved", f"out_event_shape {tuple(bij.out_event_shape)}", x)
 
@@ -305,11 +314,9 @@ def check_case(
         for training in (False,) if bij.stochastic_ladj else (True, False):
             bij.train(training)
             in_mode = case.in_mode(training)
-            y, ladj = _check_round_trips(bij, x, y_drawn, context, in_mode)
+            y, ladj, x_back = _check_round_trips(bij, x, y_drawn, context, in_mode)
             _check_jacobian(bij, x, context, ladj, in_mode)
-            _check_ladj_gradients(bij, "forward", x_noise, to_x, context, generator, in_mode)
-            if not bij.surjective:  # inverse is a projection: its ladj is no log-determinant
-                _check_ladj_gradients(bij, "inverse", y_noise, to_y, context, generator, in_mode)
+            _check_derivatives(bij, inputs, context, generator, in_mode)
             with torch.no_grad():
                 y_standard, ladj_standard = (y, ladj) if x_standard is x else bij(x_standard, context)
             _check_float32(bij, x_standard, context, y_standard, ladj_standard, in_mode)
@@ -318,13 +325,15 @@ def check_case(
         if bij.stochastic_ladj:
             bij.train()
             in_training = case.in_mode(True)
-            _check_expectation(bij, x, context, y, ladj, stochastic_draws, in_training)
+            _check_expectation(bij, x, context, (y, ladj, x_back), stochastic_draws, in_training)
+            _check_derivatives(bij, inputs, context, generator, in_training, outputs=("value",))  # a flow posterior samples so
             _check_gradients(bij, x, context, in_training)
 
 
 def _check_round_trips(
     bij: Bijector, x: Tensor, y_drawn: Tensor, context: Tensor | None, case: _Case
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Round trips and output shapes; ``y, ladj = forward(x)`` and ``inverse(y)``'s ``x``."""
     batch, out_shape = case.batch_shape, (*case.batch_shape, *bij.out_event_shape)
     with torch.no_grad():
         y, ladj = _pair(bij, "forward", x, context, case)
@@ -339,13 +348,13 @@ def _check_round_trips(
         case.close("inverse ladj == -forward ladj at y = forward(x)", ladj_back, -ladj, x)
 
         if bij.surjective:
-            return y, ladj
+            return y, ladj, x_back
         x_drawn, ladj_drawn = _pair(bij, "inverse", y_drawn, context, case)
         case.check_output("inverse(y) output x, y drawn in the codomain", x_drawn, x.shape, y_drawn)
         y_back, ladj_forward = _pair(bij, "forward", x_drawn, context, case)
         case.close("forward(inverse(y)) == y", y_back, y_drawn, y_drawn)
         case.close("forward ladj == -inverse ladj at x = inverse(y)", ladj_forward, -ladj_drawn, y_drawn)
-    return y, ladj
+    return y, ladj, x_back
 
 
 def _pair(bij: Bijector, method: str, value: Tensor, context: Tensor | None, case: _Case) -> tuple[Tensor, Tensor]:
@@ -393,35 +402,68 @@ def _replayer(device: torch.device) -> Callable[[], None]:
     return replay
 
 
-def _check_ladj_gradients(
+#: What :func:`_check_gradient_of` differentiates: a direction's ladj, or its output (``y`` forward, ``x`` inverse).
+Output = Literal["ladj", "value"]
+
+
+def _check_derivatives(
+    bij: Bijector,
+    inputs: dict[str, tuple[Tensor, Callable[[Tensor], Tensor]]],
+    context: Tensor | None,
+    generator: torch.Generator,
+    case: _Case,
+    outputs: tuple[Output, ...] = ("ladj", "value"),
+) -> None:
+    """Each of ``outputs`` of forward and inverse, at ``to_value(noise)`` for ``inputs[method] = (noise, to_value)``,
+    carries its gradient (:func:`_check_gradient_of`).
+
+    A surjection's forward ladj alone: its inverse projects (no log-determinant, a piecewise-constant ``x``), and
+    its forward's ``y`` is the input's bin plus noise, whose values do not move with the input its gradient follows.
+    """
+    for output in outputs:
+        for method, (noise, to_value) in inputs.items():
+            if not bij.surjective or (method, output) == ("forward", "ladj"):
+                _check_gradient_of(bij, method, output, noise, to_value, context, generator, case)
+
+
+def _check_gradient_of(
     bij: Bijector,
     method: str,
+    output: Output,
     noise: Tensor,
     to_value: Callable[[Tensor], Tensor],
     context: Tensor | None,
     generator: torch.Generator,
     case: _Case,
 ) -> None:
-    """``ladj`` of ``method`` at ``to_value(noise)`` carries the derivative of its values towards the input and θ.
+    """``output`` of ``method`` at ``to_value(noise)`` carries the derivative of its values towards the input and θ.
 
-    Autograd's directional derivatives along random ``v`` (of ``noise``) and ``w`` (of θ) against central
-    differences ``D(ε) = (ladj(· + εv) - ladj(· - εv)) / 2ε`` (:func:`_derivative_agrees`): first along
+    ``output`` is ``"ladj"``, or ``"value"``: ``y`` of forward, ``x`` of inverse (the reparameterisation gradient a
+    flow samples with), read as ``⟨r, ·⟩`` per example along a random ``r``.  Autograd's directional derivatives
+    along random ``v`` (of ``noise``) and ``w`` (of θ) against central differences
+    ``D(ε) = (q(· + εv) - q(· - εv)) / 2ε`` of that quantity ``q`` (:func:`_derivative_agrees`): first along
     ``(v, w)`` together, summed over the batch (two calls); a mismatch is then located, along ``v`` per
-    example or along ``w``.  The values being ``log|det J|`` (checked elsewhere), this is
+    example or along ``w``.  For ladj, its values being ``log|det J|`` (checked elsewhere), this is
     ``∂ladj = ∂ log|det J|`` without second derivatives of the map, which autograd does not have right for a
     layer solved by bisection and one Newton step (planar's forward): differentiating the autograd
     ``log|det J|`` would fail it.
     """
     towards = "x" if method == "forward" else "y"
+    name = output if output == "ladj" else ("y" if method == "forward" else "x")
     parameters = [p for p in bij.parameters() if p.requires_grad]
     saved, training, replay = [p.detach().clone() for p in parameters], bij.training, _replayer(noise.device)
     v = torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)
     w = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in parameters]
+    out_event = bij.out_event_shape if method == "forward" else bij.event_shape
+    if output == "value":
+        r = torch.randn((*case.batch_shape, *out_event), generator=generator, dtype=noise.dtype).to(noise.device)
 
-    def ladj_at(u: Tensor) -> Tensor:
+    def quantity_at(u: Tensor) -> Tensor:
+        """The quantity ``q`` at ``u``: ladj, or ``⟨r, value⟩`` per example."""
         replay()  # the same noise in every call, for a layer that draws some
         value = to_value(u)
-        return (bij(value, context) if method == "forward" else bij.inverse(value, context))[1]
+        result = bij(value, context) if method == "forward" else bij.inverse(value, context)
+        return result[1] if output == "ladj" else (result[0] * r).reshape(*case.batch_shape, -1).sum(-1)
 
     def move(step: float) -> None:
         """θ = θ₀ + step·w."""
@@ -438,7 +480,7 @@ def _check_ladj_gradients(
             for end in (step, -step):
                 if along_theta:
                     move(end)
-                ends.append(ladj_at(noise + end * v if along_u else noise))
+                ends.append(quantity_at(noise + end * v if along_u else noise))
             derivative = (ends[0] - ends[1]) / (2 * step)
             return derivative.sum() if summed else derivative
 
@@ -446,40 +488,48 @@ def _check_ladj_gradients(
 
     point = noise.detach().clone().requires_grad_()
     with torch.enable_grad():
-        ladj = ladj_at(point)
+        quantity = quantity_at(point)
         inputs = [point, *parameters]
-        grads = torch.autograd.grad(ladj.sum(), inputs, allow_unused=True) if ladj.requires_grad else [None] * len(inputs)
+        grads = torch.autograd.grad(quantity.sum(), inputs, allow_unused=True) if quantity.requires_grad else [None] * len(inputs)
     grad_u, *grad_theta = (torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True))
-    value, prop = to_value(noise), f"{method} ladj's gradient towards {{}} == ∂ log|det J|/∂{{}}"
+    value = to_value(noise)
+    claim = "∂ log|det J|" if output == "ladj" else f"∂{name}"
+    prop = f"{method} {name}'s gradient towards {{}} == {claim}/∂{{}}"
     with torch.no_grad():  # where the values were checked: a "fast path" taken with autograd off must agree with training's
-        case.close(f"{method} ladj with autograd on == under torch.no_grad()", ladj, ladj_at(noise), value)
+        case.close(f"{method} {name} with autograd on == under torch.no_grad()", quantity, quantity_at(noise), value)
     try:
         with torch.no_grad():
             along_v = (grad_u * v).reshape(*case.batch_shape, -1).sum(-1)
             along_w = sum(((g * d).sum() for g, d in zip(grad_theta, w, strict=True)), noise.new_zeros(()))
             joint = difference(True, bool(parameters), summed=True)
-            if _derivative_agrees(case, "", along_v.sum() + along_w, joint, value):
+            if _derivative_agrees(case, "", along_v.sum() + along_w, joint, value, name):
                 return
             only_u = difference(True, False, summed=False)
-            _derivative_agrees(case, prop.format(towards, towards), along_v, only_u, value, fail=True)
+            _derivative_agrees(case, prop.format(towards, towards), along_v, only_u, value, name, fail=True)
             if parameters:
                 only_theta = difference(False, True, summed=True)
-                _derivative_agrees(case, prop.format("the parameters", "θ"), along_w, only_theta, value, fail=True)
+                _derivative_agrees(case, prop.format("the parameters", "θ"), along_w, only_theta, value, name, fail=True)
             both = prop.format(f"{towards} and θ", f"({towards}, θ)")
-            _derivative_agrees(case, both, along_v.sum() + along_w, joint, value, fail=True)
+            _derivative_agrees(case, both, along_v.sum() + along_w, joint, value, name, fail=True)
     finally:
         with torch.no_grad():
             move(0.0)
 
 
 def _derivative_agrees(
-    case: _Case, prop: str, autograd: Tensor, central: Callable[[float], Tensor], value: Tensor, fail: bool = False
+    case: _Case,
+    prop: str,
+    autograd: Tensor,
+    central: Callable[[float], Tensor],
+    value: Tensor,
+    name: str = "ladj",
+    fail: bool = False,
 ) -> bool:
-    """Whether ``autograd`` agrees with the central differences ``central(step)`` of ladj; else raise if ``fail``.
+    """Whether ``autograd`` agrees with the central differences ``central(step)`` of ``name``; else raise if ``fail``.
 
     An element agrees when the differences at one of the steps ``ε, ε/10, ε/100`` do (a kink within a step,
     such as a ReLU's or a spline knot, spoils the larger steps only), or when they differ among themselves by
-    more than the tolerance (ladj is not smooth, or not precise enough, there to tell): only a derivative
+    more than the tolerance (``name`` is not smooth, or not precise enough, there to tell): only a derivative
     that every step agrees on, and autograd misses, fails.
     """
 
@@ -499,7 +549,7 @@ def _derivative_agrees(
     if fail:
         note = " between autograd and central differences along a random direction"
         if not (differs & (autograd != 0)).any():
-            note += "; autograd's are 0: ladj is cut from the graph (.detach(), no_grad, computed from an input's .detach())"
+            note += f"; autograd's are 0: {name} is cut from the graph (.detach(), no_grad, computed from an input's .detach())"
         case.close(prop, torch.where(differs, autograd, expected), expected, value, DIFFERENCE_TOLERANCE, note)
     return False
 
@@ -525,14 +575,18 @@ def _check_float32(bij: Bijector, x: Tensor, context: Tensor | None, y: Tensor, 
 
 
 def _check_expectation(
-    bij: Bijector, x: Tensor, context: Tensor | None, y: Tensor, ladj: Tensor, draws: int, case: _Case
+    bij: Bijector, x: Tensor, context: Tensor | None, evaluated: tuple[Tensor, Tensor, Tensor], draws: int, case: _Case
 ) -> None:
-    repeat = (draws, *x.shape)
+    """In training mode, ``draws`` calls on copies of ``x`` and ``y``: the outputs are eval mode's (``evaluated``:
+    ``y, ladj = forward(x)`` and ``inverse(y)``'s ``x``), and the ladj estimates average to the exact values."""
+    y, ladj, x_back = evaluated
     context = None if context is None else context.expand(draws, *context.shape)
     with torch.no_grad():
-        y_train, estimates = bij(x.expand(repeat), context)
-        _, inverse_estimates = bij.inverse(y.expand(draws, *y.shape), context)
-    case.close("forward(x) is the same in training and eval mode", y_train[0], y, x)
+        y_train, estimates = bij(x.expand(draws, *x.shape), context)
+        x_train, inverse_estimates = bij.inverse(y.expand(draws, *y.shape), context)
+    # a flow samples with the training-mode inverse too: a posterior flow's layers in a VAE's training step
+    for prop, trained, exact in (("forward(x)", y_train, y), ("inverse(y)", x_train, x_back)):
+        case.close(f"{prop} is the same in training and eval mode", trained, exact.expand_as(trained), x)
     for name, values, exact in (("forward", estimates, ladj), ("inverse", inverse_estimates, -ladj)):
         error = values.std(0) / math.sqrt(draws)
         tolerance = 5 * error + case.atol + case.rtol * exact.abs()

@@ -416,3 +416,47 @@ def test_kit_reads_a_context_shape_list_as_a_tuple():
     bijector.context_shape = [3]
     assert context_shape(bijector) == torch.Size([3])
     check_constructed(bijector)
+
+
+class OutputCutFromParameters(Scale):
+    """Right values; y's gradient towards s is cut (ladj keeps s's, so every parameter still receives one)."""
+
+    def forward(self, x, context=None):
+        return x * self.s.exp().detach(), self.s.sum().expand(self.batch_shape(x))
+
+
+class DetachedSample(Scale):
+    """Right values; inverse's x, the sample a flow's rsample returns, carries no gradient."""
+
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return x.detach(), ladj
+
+
+@pytest.mark.parametrize(
+    ("bijector", "prop"),
+    [
+        (OutputCutFromParameters(), "forward y's gradient towards the parameters == ∂y/∂θ"),
+        (DetachedSample(), "inverse x's gradient towards y == ∂x/∂y"),
+    ],
+    ids=["y-cut-from-parameters", "inverse-detached"],
+)
+def test_kit_catches_an_output_without_its_gradient(bijector, prop):
+    with pytest.raises(AssertionError, match=re.escape(prop) + ".*autograd's are 0: [yx] is cut from the graph"):
+        check_bijector(bijector, max_examples=3)
+
+
+class TrainingInverseOff(NoisyLadj):
+    """A stochastic ladj whose training-mode inverse (a posterior flow samples with it) is off by 1."""
+
+    def __init__(self) -> None:
+        super().__init__(bias=0.0)
+
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return (x + 1.0 if self.training else x), ladj
+
+
+def test_kit_compares_a_stochastic_bijector_s_training_mode_inverse_with_eval_mode():
+    with pytest.raises(AssertionError, match=r"inverse\(y\) is the same in training and eval mode — broken in training mode"):
+        check_bijector(TrainingInverseOff(), max_examples=3)

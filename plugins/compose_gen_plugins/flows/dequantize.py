@@ -51,7 +51,7 @@ __all__ = ["UniformDequantization"]
 
 
 class UniformDequantization(Bijector):
-    """``y = x + u/levels`` with ``u ~ U[0, 1)``; inverse ``floor(levels·y)/levels``, within the levels ``0..levels−1``
+    """``y = x + u/levels`` with ``u ~ U[0, 1)`` (kept off the bin's edges); inverse ``floor(levels·y)/levels``, within the levels ``0..levels−1``
     when ``levels > 1``; ``ladj = 0`` (translation)."""
 
     surjective = True
@@ -74,7 +74,7 @@ class UniformDequantization(Bijector):
         with torch.no_grad():  # the noise is no function of x (and nextafter has no derivative on every build)
             # k, even if x = k/L carries rounding error; the domain's last values may round half to even past the top level
             grid = self._level(torch.round(x * self.levels))
-            y = (grid + torch.rand_like(x)) / self.levels
+            y = (grid + _open_uniform(x)) / self.levels
             centre = (grid + 0.5) / self.levels
             for _ in range(4):  # rounding may put (k + u)/L just across a bin edge: step back, an ulp at a time
                 y = torch.where(self._bin(y) == grid, y, torch.nextafter(y, centre))
@@ -85,6 +85,18 @@ class UniformDequantization(Bijector):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, levels={self.levels}"
+
+
+def _open_uniform(like: Tensor) -> Tensor:
+    """``u ~ U[0, 1)`` clamped into ``[eps, 1 − eps]`` (``eps`` of ``like``'s dtype), so that ``y`` lies strictly inside (0, 1).
+
+    ``torch.rand`` returns exactly 0 (float32: about 5e-8 of draws), and level 0 then gave ``y = 0``, outside a following
+    ``logit``'s (0, 1) at ``alpha: 0`` (``-inf``, then a NaN log-density); now ``y ≥ eps/L``, a normal float (a subnormal
+    could be flushed to 0), and the steps back in ``forward`` keep the top level's ``y < 1``.  The clamp moves a mass of
+    ``2·eps`` by at most ``eps``: ``E_u[log p]`` changes by O(eps); ``ladj`` (0) and the bin volume are as before.
+    """
+    eps = torch.finfo(like.dtype).eps
+    return torch.rand_like(like).clamp_(eps, 1 - eps)
 
 
 class DequantizeParams(Params):

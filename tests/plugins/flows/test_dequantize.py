@@ -153,3 +153,22 @@ def test_a_chain_holding_a_dequantization_passes_the_kit_as_a_surjection() -> No
     chain = Chain([UniformDequantization((3,), 16), ElementwiseAffine((3,))])
     assert chain.surjective
     check_case(chain, (4,), seed=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("draw", ["zero", "largest below one"])
+def test_noise_at_the_ends_of_its_range_keeps_y_inside_the_unit_interval(monkeypatch, dtype: torch.dtype, draw: str) -> None:
+    """torch.rand returns exactly 0 (about 5e-8 of float32 draws): level 0 then went to y = 0, and a logit with alpha 0
+    after it to -inf, a NaN log-density; (16 + u)/17 rounds to 1 for u just below 1."""
+    from compose_gen_plugins.flows.elementwise import Logit
+
+    def rand_like(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x) if draw == "zero" else torch.full_like(x, 1 - torch.finfo(x.dtype).eps / 2)
+
+    monkeypatch.setattr(torch, "rand_like", rand_like)
+    levels = 17
+    x = torch.arange(levels, dtype=dtype)[None] / levels
+    y, _ = UniformDequantization((levels,), levels)(x)
+    assert ((y > 0) & (y < 1)).all() and torch.equal(torch.floor(y * levels), torch.round(x * levels)), y
+    z, ladj = Chain([UniformDequantization((levels,), levels), Logit((levels,), alpha=0.0)])(x)
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
