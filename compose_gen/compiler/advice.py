@@ -102,12 +102,18 @@ def _advise_classes(spec: Spec, data: Splits) -> None:
         return
     empty = sorted(set(range(classes)) - set(y.unique().tolist()))
     if empty:
-        shown = listed(empty, 8)
+        test_y = data.test.fields.get("y")
+        in_test = set() if test_y is None or test_y.dim() != 1 else set(test_y.unique().tolist()) & set(empty)
+        fix = (
+            f"the split put every example of {listed(sorted(in_test), 8)} in the test split: use another data seed, a "
+            "smaller test_fraction, or more examples of them"
+            if in_test
+            else "number the labels 0..K-1 by the classes the data hold"
+        )
         spec.warn(
             ("data",),
-            f"the train split has no example of class(es) {shown} of the {classes} its labels index (0..{classes - 1}): a model "
-            "learns nothing of them, yet sampling by class draws them and class_accuracy counts them; number the labels "
-            "0..K-1 by the classes the data hold",
+            f"the train split has no example of class(es) {listed(empty, 8)} of the {classes} its labels index (0..{classes - 1}): a "
+            f"model learns nothing of them, yet sampling by class draws them and class_accuracy counts them; {fix}",
         )
 
 

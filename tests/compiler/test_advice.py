@@ -222,6 +222,28 @@ def test_classes_the_labels_imply_but_no_training_example_has_are_warned_about(t
     assert said(spec, None) == []
 
 
+def test_a_class_the_split_put_wholly_in_the_test_split_is_told_how_to_keep_it(tmp_path) -> None:
+    """Labels 0..K-1 that the data hold, but a rare class's every example drawn into the test split: renumbering the
+    labels is no fix, another seed or test_fraction is."""
+    import numpy as np
+
+    y = np.array([0, 1] * 30 + [2])
+    np.savez(tmp_path / "rare.npz", x=np.random.default_rng(0).normal(size=(61, 2)).astype(np.float32), y=y)
+    flow = {"type": "flow", "base": {"type": "standard_normal", "shape": [2]}, "bijectors": [{"type": "actnorm", "shape": [2]}]}
+    for seed in range(20):  # the split is seeded: find one that puts the single class-2 example in the test split
+        data = {"type": "npz", "path": str(tmp_path / "rare.npz"), "y_key": "y", "seed": seed, "test_fraction": 0.5}
+        spec = {"name": "t", "data": data, "components": {"flow": flow},
+                "losses": {"nll": {"type": "flow_nll", "flow": "flow"}}, "train": {"batch_size": 8}}
+        messages = said(spec, None)
+        if messages:
+            break
+    assert messages == [
+        "<dict>:1: data: the train split has no example of class(es) 2 of the 3 its labels index (0..2): a model learns "
+        "nothing of them, yet sampling by class draws them and class_accuracy counts them; the split put every example "
+        "of 2 in the test split: use another data seed, a smaller test_fraction, or more examples of them"
+    ]
+
+
 def test_a_component_the_players_update_only_in_part_is_warned_of(catalogue) -> None:
     """A player naming a bijector that a flow's repeat: copies trains copy 0 alone; a component no player names is
     frozen on purpose and not warned of."""
