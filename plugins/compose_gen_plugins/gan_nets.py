@@ -145,11 +145,15 @@ def check_event_shape(x: Tensor, shape: tuple[int, ...], who: str, field: str) -
     effect = ""
     if x.dim() > n and size != expected and size % expected == 0:
         effect = f"; reshaped to {field} it would become {size // expected} examples each"
+    if field == "image_shape" and len(example) != 3:  # no image_shape fits: the data must come as images
+        fix = "load the data as (N, C, H, W) images (digits: shape: image; an array dataset: x of that shape)"
+    else:
+        fix = f"set {field}: {list(example)} if that is what it should read"
     raise ValueError(
         f"{who} reads examples of shape {_shape(shape)} (its {field}), but got x of shape {_shape(x.shape)}, "
         f"whose examples are {_shape(example)}{effect}. Give it inputs shaped like the data it was built for "
         f"(a generator's output must have the data's shape: its image_shape or out_shape, or leave them unset to "
-        f"take the data's), or set {field}: {list(example)} if that is what it should read"
+        f"take the data's), or {fix}"
     )
 
 

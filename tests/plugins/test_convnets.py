@@ -350,8 +350,9 @@ def test_image_networks_refuse_images_of_another_shape_instead_of_reshaping_them
     message = str(error.value)
     assert f"{type_name} reads examples of shape (1, 8, 8) (its image_shape)" in message
     assert "4 examples each" in message and "image_shape: [1, 16, 16]" in message
-    with pytest.raises(ValueError, match=r"got x of shape \(5, 64\), whose examples are \(64,\)"):
+    with pytest.raises(ValueError, match=r"got x of shape \(5, 64\), whose examples are \(64,\)") as error:
         net(torch.rand(5, 64))
+    assert "image_shape: [64]" not in str(error.value) and "load the data as (N, C, H, W) images" in str(error.value)
 
 
 @pytest.mark.parametrize(
