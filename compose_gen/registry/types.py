@@ -183,6 +183,13 @@ def Ref(*kinds: str) -> Any:  # noqa: N802 - reads as a type in annotations
     ]
 
 
+def _refuse_bare_ref(source: Any, handler: Any) -> Any:
+    """``net: Ref`` (not called) as an annotation: say so, instead of pydantic's ``NameError: name 'Any' is not defined``."""
+    raise TypeError('annotate a reference by calling Ref with the kinds it may name, `net: Ref("network")`, not with the bare `Ref`')
+
+
+Ref.__get_pydantic_core_schema__ = _refuse_bare_ref  # type: ignore[attr-defined]
+
 #: Annotation for a field naming a graph value or batch field.
 Value = Annotated[str, ValueRef()]
 #: Annotation for a field naming a loss under ``losses:``; the spec checks the name before anything is built.

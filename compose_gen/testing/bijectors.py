@@ -684,6 +684,10 @@ class _ExampleContext:
 
 def build_examples(catalogue: Catalogue, type_name: str, seed: int = 0) -> list[tuple[str, Bijector]]:
     """``(label, bijector)`` for every example of the registered bijector type ``type_name``."""
+    if type_name not in catalogue or catalogue.get(type_name).kind != "bijector":
+        # not a bare KeyError: the plugin that registers it may have failed to load, or registered it under another kind
+        kind = f" (it is a {catalogue.get(type_name).kind} type)" if type_name in catalogue else ""
+        raise AssertionError(f"{catalogue.unknown_type_message(type_name, ('bijector',))}{kind}")
     component_type = catalogue.get(type_name)
     examples = example_params(component_type)
     if not examples:
@@ -714,5 +718,12 @@ def check_type(catalogue: Catalogue, type_name: str, **options: Any) -> None:
 
 
 def bijector_types(catalogue: Catalogue) -> list[str]:
-    """Names of the catalogue's bijector types, sorted (for ``pytest.mark.parametrize``)."""
+    """Names of the catalogue's bijector types, sorted (for ``pytest.mark.parametrize``).
+
+    Raises ``ValueError`` when a plugin of the catalogue failed to load or lost a type to a clash: its bijector types
+    are missing from the list, and ``parametrize`` over a list without them (or over none: a skipped test) would pass.
+    """
+    if catalogue.failures:
+        problems = "; ".join(f"{plugin!r}: {problem}" for plugin, problem in sorted(catalogue.failures.items()))
+        raise ValueError(f"plugins failed to load or lost types, so their bijector types cannot be listed: {problems}")
     return sorted(t.name for t in catalogue.of_kind("bijector"))

@@ -123,3 +123,12 @@ def test_a_forward_reference_to_a_model_defined_later_still_works_and_is_checked
     assert Outer(inner={"m": 2}).inner.m == 2
     with pytest.raises(ValidationError, match="true or false where a number is wanted"):
         Outer(inner={"m": True})
+
+
+def test_a_bare_ref_annotation_is_told_to_call_ref() -> None:
+    from compose_gen import Ref
+
+    with pytest.raises(TypeError, match=r'calling Ref with the kinds it may name, `net: Ref\("network"\)`'):
+
+        class Bare(Params):
+            net: Ref = Field(..., description="the network")  # type: ignore[valid-type]

@@ -13,7 +13,8 @@ from torch import nn
 from compose_gen import Bijector, ComponentType, Params, Ref, hookimpl, make_catalogue
 from compose_gen.core import ContractError
 from compose_gen.core.bijector import check_constructed
-from compose_gen.testing.bijectors import build_examples, check_bijector, check_case, check_type
+from compose_gen.testing.bijectors import bijector_types, build_examples, check_bijector, check_case, check_type
+from compose_gen.testing.plugins import plugin
 from compose_gen_plugins.flows import elementwise
 from compose_gen_plugins.flows.elementwise import Inverse
 
@@ -460,3 +461,28 @@ class TrainingInverseOff(NoisyLadj):
 def test_kit_compares_a_stochastic_bijector_s_training_mode_inverse_with_eval_mode():
     with pytest.raises(AssertionError, match=r"inverse\(y\) is the same in training and eval mode — broken in training mode"):
         check_bijector(TrainingInverseOff(), max_examples=3)
+
+
+class BrokenHookPlugin:
+    @hookimpl
+    def compose_gen_types(self):
+        raise RuntimeError("boom in the hook")
+
+
+def test_check_type_of_a_type_the_catalogue_lacks_says_why_not_key_error():
+    catalogue = make_catalogue([elementwise, BrokenHookPlugin()], entry_points=False)
+    with pytest.raises(AssertionError, match=r"unknown bijector type 'mine'.*failed to load.*RuntimeError: boom in the hook"):
+        check_type(catalogue, "mine")
+    catalogue = make_catalogue([plugin(ComponentType("bare", "prior", BareParams, lambda p, ctx: Scale()))], entry_points=False)
+    with pytest.raises(AssertionError, match=r"unknown bijector type 'bare'.*\(it is a prior type\)"):
+        build_examples(catalogue, "bare")
+
+
+def test_bijector_types_refuses_a_catalogue_whose_plugin_failed_rather_than_list_too_few():
+    # parametrize over the plugin's types would otherwise be empty, and the conformance test skipped, not failed
+    with pytest.raises(ValueError, match="boom in the hook"):
+        bijector_types(make_catalogue([BrokenHookPlugin()], entry_points=False))
+    shadowing = plugin(ComponentType("affine", "bijector", BareParams, lambda p, ctx: Scale()))
+    with pytest.raises(ValueError, match=r"type 'affine' is first-party"):
+        bijector_types(make_catalogue([shadowing], entry_points="first-party"))
+    assert "affine" in bijector_types(make_catalogue([elementwise], entry_points=False))
