@@ -83,7 +83,8 @@ class Builder:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                built = declared.type.build(declared.params, self)
+                # a copy: a build that appends to a list it was given must not change the spec a run folder records
+                built = declared.type.build(declared.params.model_copy(deep=True), self)
             except SpecError:
                 raise
             except Exception as error:

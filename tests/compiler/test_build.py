@@ -124,3 +124,21 @@ def test_a_caller_s_default_dtype_does_not_reach_a_dataset_plugin() -> None:
     finally:
         torch.set_default_dtype(default)
     assert data.train.fields["x"].dtype == torch.float32
+
+
+class WidthsParams(Params):
+    widths: list[int] = [4]
+
+
+def test_a_build_that_changes_its_parameters_leaves_the_spec_as_written() -> None:
+    """A plugin appending to the list it was given changed the declaration, which a run folder's spec.yaml records: a
+    resume then built another model and refused every checkpoint."""
+    def appending(p: WidthsParams, ctx: object) -> torch.nn.Module:
+        p.widths.append(3)
+        return torch.nn.Linear(2, p.widths[-1])
+
+    catalogue = make_catalogue([plugin(ComponentType("appending", "network", WidthsParams, appending), name="appends")])
+    s = load_spec({"name": "t", "data": {"type": "moons", "n": 100}, "components": {"net": {"type": "appending"}}}, catalogue=catalogue)
+    for _ in range(2):
+        assert built(s).built["net"].out_features == 3
+        assert s.sections.components["net"].params.widths == [4]
