@@ -68,7 +68,6 @@ from compose_gen.runtime.ema import WeightAverage
 from compose_gen.runtime.layout import BEST_FILE, CHECKPOINTS_DIR, DROPPED_METRICS_FILE, METRICS_FILE, TENSORBOARD_DIR
 from compose_gen.runtime.logging import MetricsLog, RunningMeans, TensorBoardLog, TrainingProgress, prune_metrics, require_tensorboard, tell
 from compose_gen.runtime.optim import make_optimizer
-from compose_gen.spec import format_path
 from compose_gen.spec.resolve import origin
 
 __all__ = ["NonFiniteLoss", "StepFailed", "Trainer"]
@@ -502,11 +501,12 @@ class Trainer:
                 source = self.model.nonfinite_source(name, batch)
         finally:
             restore()
-        catalogue, losses = self.model.spec.catalogue, self.model.spec.sections.losses
+        spec = self.model.spec
+        catalogue, losses = spec.catalogue, spec.sections.losses
         if source is not None:
-            return f"; the first NaN or inf comes from {format_path(source.path)}, {origin(source.type.name, catalogue)}, given finite inputs"
+            return f"; the first NaN or inf comes from {spec.where(source.path)}, {origin(source.type.name, catalogue)}, given finite inputs"
         blamed = [losses[loss] for loss in dict.fromkeys(term.split(".")[0] for term in terms) if loss in losses]
-        named = "; ".join(f"{format_path(d.path)}, {origin(d.type.name, catalogue)}" for d in blamed)
+        named = "; ".join(f"{spec.where(d.path)}, {origin(d.type.name, catalogue)}" for d in blamed)
         return f"; no component made NaN or inf when the step was recomputed, so it comes from {named}" if named else ""
 
     def _diagnose_gradients(self, name: str, plan: Plan, batch: dict[str, Tensor]) -> str:

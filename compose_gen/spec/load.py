@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from compose_gen.registry import Catalogue, RefTo, make_catalogue, ref_fields, suggest
-from compose_gen.spec.errors import Problem, SpecError, SpecWarning
+from compose_gen.spec.errors import Problem, SpecError, SpecWarning, format_path
 from compose_gen.spec.model import EXTENSION_PREFIX, EMASpec, EvaluateSpec, PlayerSpec, SpecModel, TrainSpec, typed_section_models
 from compose_gen.spec.overrides import ModelOf, apply_overrides
 from compose_gen.spec.resolve import Declared, Sections, error_location, origin, pydantic_message, resolve_sections
@@ -62,6 +62,13 @@ class Spec:
     def error(self, path: Iterable[Any], message: str) -> SpecError:
         """A located :class:`SpecError` for one problem at ``path``."""
         return SpecError([Problem(tuple(path), message)], self.source)
+
+    def where(self, path: Iterable[Any]) -> str:
+        """``path`` with the place the spec holds it, for messages that are no :class:`SpecError`: ``components.net
+        (spec.yaml:12)``, or ``(--set)`` for an override."""
+        path = tuple(path)
+        file, line = self.source.locate(path)
+        return f"{format_path(path)} ({file}:{line})" if line else f"{format_path(path)} ({file})"
 
     def blame(self, declared: Declared, message: str) -> SpecError:
         """A :class:`SpecError` at ``declared`` whose message starts with its type and plugin."""

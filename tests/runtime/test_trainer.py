@@ -268,7 +268,7 @@ def test_nan_loss_names_player_term_and_step_and_keeps_last_good_checkpoint(tmp_
     run = _nan_run(tmp_path, toys_catalogue, [5])
     message = (
         r"player 'model', step 5: non-finite loss \(rec=nan, rec.mse=nan\); no component made NaN or inf when the step was "
-        r"recomputed, so it comes from losses.rec, type 'toy_mse' \(plugin '\w+'\): training stopped"
+        r"recomputed, so it comes from losses.rec \(<dict>:1\), type 'toy_mse' \(plugin '\w+'\): training stopped"
     )
     with pytest.raises(NonFiniteLoss, match=message):
         run.train()
@@ -304,7 +304,7 @@ def test_a_nan_loss_names_the_component_that_made_the_first_nan(tmp_path, toys_c
         run.model.component("net").net[0].weight[0, 0] = math.inf
     message = (
         r"step 3: non-finite loss \(rec=inf, rec.mse=inf\); the first NaN or inf comes from "
-        r"components.net, type 'mlp' \(plugin 'networks'\), given finite inputs: training stopped"
+        r"components.net \(<dict>:1\), type 'mlp' \(plugin 'networks'\), given finite inputs: training stopped"
     )
     with pytest.raises(NonFiniteLoss, match=message):
         run.train()
