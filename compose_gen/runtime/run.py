@@ -39,7 +39,7 @@ from compose_gen.core import Splits
 from compose_gen.core.files import read_json, write_json_atomic, write_text_atomic
 from compose_gen.core.modes import own_modes
 from compose_gen.core.seeds import RANK_STRIDE, offset_seed
-from compose_gen.registry import Catalogue, make_catalogue
+from compose_gen.registry import Catalogue, listed, make_catalogue
 from compose_gen.runtime import rng
 from compose_gen.runtime.acceleration import use_channels_last
 from compose_gen.runtime.checkpoint import (
@@ -405,15 +405,35 @@ class Run:
         except (OSError, ValueError, AttributeError):
             return
         if isinstance(step, int) and step > self.trainer.step:
-            copy = 1
-            while (self.dir / dropped_evaluation_name(step, copy)).exists():  # one set aside before stays
-                copy += 1
-            aside = self.dir / dropped_evaluation_name(step, copy)
-            os.replace(path, aside)
+            aside = self._set_aside(path, step)
             self.trainer.say(
                 f"warning: {path} holds the evaluation of step {step}, after step {self.trainer.step} where training goes on, "
                 f"so of weights it replaces: moved to {aside}"
             )
+
+    def _set_aside(self, path: Path, step: int) -> Path:
+        """Move the evaluation ``path`` of ``step`` to :func:`dropped_evaluation_name` (beside any set aside before)."""
+        assert self.dir is not None
+        copy = 1
+        while (self.dir / dropped_evaluation_name(step, copy)).exists():  # one set aside before stays
+            copy += 1
+        aside = self.dir / dropped_evaluation_name(step, copy)
+        os.replace(path, aside)
+        return aside
+
+    def _keep_what_failed_now(self, results: dict[str, Any]) -> None:
+        """Before ``results`` with failed metrics replace ``evaluation.json``: set the recorded one aside if it holds
+        numbers that ``results`` lack (a metric that ran then and fails now), so that no result is lost."""
+        assert self.dir is not None
+        path = self.dir / EVALUATION_FILE
+        try:
+            recorded = read_json(path)
+            lost = sorted(set(recorded) - set(results) - {"failed"})
+        except (OSError, ValueError, TypeError):
+            return
+        if lost and isinstance(recorded.get("step"), int):
+            aside = self._set_aside(path, recorded["step"])
+            self.trainer.say(f"warning: {path} held {listed(lost, 4)}, which this evaluation lacks (a metric failed): kept as {aside}")
 
     def _refuse_if_gone(self) -> None:
         """Refuse to write into the folder when it is gone, moved or deleted since this Run was made or loaded: writing would
@@ -591,6 +611,8 @@ class Run:
             self.trainer.say(f"warning: not recorded in {self.dir / EVALUATION_FILE}, which is the newest checkpoint's: {behind}")
         elif self.dir is not None and record:
             try:
+                if "failed" in results:
+                    self._keep_what_failed_now(results)
                 write_json_atomic(self.dir / EVALUATION_FILE, results)
             except OSError as error:  # a read-only folder: the results are still returned (and printed)
                 self.trainer.say(f"warning: could not record {self.dir / EVALUATION_FILE}: {error.strerror or error}")

@@ -318,3 +318,26 @@ def test_a_likelihood_of_another_shape_than_one_per_example_is_blamed_on_the_los
     run = Run.create(load_spec(likely, catalogue=catalogue), tmp_path / "run", progress=False)
     with pytest.raises(SpecError, match=rf"losses.fit: type 't_likely' \(plugin 'failing'\) broke the loss contract: log_likelihood returned {described} for 5 examples"):
         run.log_prob(torch.zeros(5, 2))
+
+
+def test_a_metric_that_fails_on_evaluating_again_keeps_the_numbers_recorded_before(catalogue, tmp_path, capsys) -> None:
+    """``evaluate`` again after a plugin broke: its evaluation.json replaced the one that held the metric's numbers."""
+    run = Run.create(load_spec(spec(metric_breaks=("undefined",)), catalogue=catalogue), tmp_path / "run", progress=False)
+    run.train(1)
+    before = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert before["ok"] == 1.0
+
+    def broken(ectx: object) -> dict[str, float]:
+        raise ZeroDivisionError("broke since")
+
+    run.model.metrics[1] = broken
+    with pytest.raises(EvaluationFailed):
+        run.evaluate()
+    assert sorted(json.loads((tmp_path / "run" / "evaluation.json").read_text())["failed"]) == ["evaluate.metrics[1]"]
+    aside = tmp_path / "run" / "evaluation.dropped-step-00000001.json"
+    assert json.loads(aside.read_text()) == before
+    said = capsys.readouterr().err
+    assert f"held inf, nan, ok, which this evaluation lacks (a metric failed): kept as {aside}" in said, said
+    with pytest.raises(EvaluationFailed):  # the failed record lacks nothing a new failure loses: it is simply replaced
+        run.evaluate()
+    assert not (tmp_path / "run" / "evaluation.dropped-step-00000001-2.json").exists()
