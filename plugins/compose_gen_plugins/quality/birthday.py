@@ -15,7 +15,15 @@ from torch import Tensor
 from compose_gen import ComponentType, EvalContext, Params, Splits, TensorData, hookimpl
 from compose_gen.core import MAX_DRAWS, save_grid
 from compose_gen_plugins.quality.classifier import ClassifierParams
-from compose_gen_plugins.quality.shared import FeatureSpace, check_space, draw_samples, metric_type, random_rows
+from compose_gen_plugins.quality.shared import (
+    FeatureSpace,
+    check_classifier_used,
+    check_space,
+    draw_samples,
+    metric_type,
+    mixed_classes,
+    random_rows,
+)
 from compose_gen_plugins.quality.statistics import (
     closest_pairs,
     nearest_neighbour_distances,
@@ -101,7 +109,9 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
     permutation test (``birthday_p_value``) finds the model's near-duplicate pairs per
     batch above the data's at level ``alpha``: pair counts, unlike 0/1 collision
     indicators, still tell a support of 6 from one of 60 when the data itself
-    collides in every batch.  With image data the closest pairs are written to
+    collides in every batch.  A model that samples by class has its samples mixed
+    before they are batched, so that a batch's classes fall at random, as a real
+    batch's do, rather than one of each.  With image data the closest pairs are written to
     ``birthday_pairs.png`` (model) and ``birthday_pairs_data.png`` (columns are pairs).
     """
     _check_birthday(params, ectx.data)
@@ -114,7 +124,7 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
     )
     threshold = float(torch.quantile(calibration.double().cpu(), params.quantile))
     real = [random_rows(x, params.s, generator) for _ in range(params.batches)]
-    fake = draw_samples(ectx, params.s * params.batches, "birthday_paradox").split(params.s)
+    fake = mixed_classes(draw_samples(ectx, params.s * params.batches, "birthday_paradox"), ectx, generator).split(params.s)
     model, data = (_collisions(batches, space, threshold, params.pairs_shown) for batches in (fake, real))
     p_value = permutation_p_value(model.pairs, data.pairs, generator, permutations=PERMUTATIONS)
     if params.pairs_shown and train.image_shape is not None:
@@ -134,6 +144,7 @@ def birthday_paradox(params: BirthdayParams, ectx: EvalContext) -> dict[str, flo
 
 def _check_birthday(params: BirthdayParams, data: Splits) -> None:
     check_space(params.space, data, "birthday_paradox", "set `space: raw` (the default), distances between raw examples")
+    check_classifier_used(params.space, params.classifier, data)
     if len(data.train) < params.s:
         raise ValueError(
             f"birthday_paradox: s={params.s} exceeds the {len(data.train)} examples of the train split, "

@@ -16,11 +16,13 @@ from compose_gen_plugins.quality.classifier import ClassifierParams, load_classi
 from compose_gen_plugins.quality.shared import (
     FeatureSpace,
     Space,
+    check_classifier_used,
     check_space,
     draw_samples,
     drawn_classes,
     feature_count,
     metric_type,
+    mixed_classes,
     random_rows,
     require_labels,
 )
@@ -172,6 +174,7 @@ _RAW_INSTEAD = "set `space: raw`, or `space: auto`, which compares raw examples 
 
 def _check_frechet(params: FrechetParams, data: Splits) -> None:
     check_space(params.space, data, "frechet_distance", _RAW_INSTEAD)
+    check_classifier_used(params.space, params.classifier, data)
     reference, other = _reference_and_other(data, params.reference)
     for split, name, role in ((reference, params.reference, "`reference`"), (other, _other(params.reference), "held-out data")):
         if len(split) < 2:
@@ -209,14 +212,17 @@ def measure_inception_score(params: InceptionParams, ectx: EvalContext) -> dict[
     split is reshuffled whenever a chunk no longer fits in what is left).  The
     score falls with the chunk size (``p(y)`` estimated from fewer examples), so
     only chunks of ``n / splits`` examples give what a model that samples the data
-    distribution scores; the test split must hold one chunk.  A model that
+    distribution scores; the test split must hold one chunk.  A model that samples
+    by class has its samples mixed before they are chunked, so that a chunk's
+    classes fall at random, as the test rows' do.  A model that
     reproduces its training images scores higher still: the classifier, trained
     on them, is surer of them than of held-out data.
     """
     _check_inception(params, ectx.data)
     net, accuracy = load_classifier(ectx.data, params.classifier, ectx.device)
-    samples = draw_samples(ectx, params.n, "inception_score").to(ectx.device)
-    rows = _chunked_rows(len(ectx.data.test), params.n, params.splits, torch.Generator().manual_seed(ectx.seed))
+    generator = torch.Generator().manual_seed(ectx.seed)
+    rows = _chunked_rows(len(ectx.data.test), params.n, params.splits, generator)
+    samples = mixed_classes(draw_samples(ectx, params.n, "inception_score"), ectx, generator).to(ectx.device)
     with torch.no_grad():
         probs = torch.cat([net.probabilities(part) for part in samples.split(1024)])
         real = ectx.data.test.fields["x"][rows].to(ectx.device)  # the n rows scored, not the whole split
@@ -285,6 +291,7 @@ def measure_precision_recall(params: PrecisionRecallParams, ectx: EvalContext) -
 
 def _check_precision_recall(params: PrecisionRecallParams, data: Splits) -> None:
     check_space(params.space, data, "precision_recall", _RAW_INSTEAD)
+    check_classifier_used(params.space, params.classifier, data)
     reference, other = _reference_and_other(data, params.reference)
     if len(reference) <= params.k:
         other_name = _other(params.reference)

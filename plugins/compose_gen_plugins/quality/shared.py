@@ -18,10 +18,12 @@ from compose_gen_plugins.sampling import require_sampler
 __all__ = [
     "FeatureSpace",
     "Space",
+    "check_classifier_used",
     "check_space",
     "draw_samples",
     "drawn_classes",
     "metric_type",
+    "mixed_classes",
     "random_rows",
     "require_labels",
 ]
@@ -109,6 +111,21 @@ def drawn_classes(n: int, classes: int) -> Tensor:
     return torch.arange(n) % classes
 
 
+def mixed_classes(samples: Tensor, ectx: EvalContext, generator: torch.Generator) -> Tensor:
+    """:func:`draw_samples`'s ``samples`` in a random order (``generator``, a CPU generator) when the model samples by
+    class, else as they are.
+
+    Drawn by class, sample ``i`` is of class ``i mod K``, so each run of K samples holds one of every class: a metric
+    that scores runs of samples (the birthday test's batches, the Inception score's splits) would score stratified
+    draws, unlike the data's random rows: no batch of K samples could hold two of one class (a model collapsed to two
+    points per class passed the birthday test at s = K), and a split's mean prediction would be as even as the classes
+    (a model drawing the test data by class scored 44 against the data's 27 on 50 classes).  Mixed, each run's classes
+    fall as a random draw's do."""
+    if getattr(ectx.model, "conditions", None) is None:
+        return samples
+    return samples[torch.randperm(len(samples), generator=generator).to(samples.device)]
+
+
 def _batch_sizes(ectx: EvalContext, n: int) -> list[int]:
     """The sizes of the batches ``n`` samples are drawn in.  A model that samples by class starts each batch at class 0, so
     its batches hold whole rounds of its K classes (K where the batch size is smaller): sample ``i`` is then of class
@@ -173,3 +190,16 @@ def check_space(space: Space, data: Splits, metric: str, remedy: str) -> None:
     """Refuse ``space: classifier`` on data without the labels its classifier is trained on (``auto`` picks raw then)."""
     if space == "classifier":
         require_labels(data, metric, "`space: classifier` compares the features of a classifier trained on the data's labels", remedy)
+
+
+def check_classifier_used(space: Space, classifier: ClassifierParams, data: Splits) -> None:
+    """Warn of ``classifier:`` settings other than the defaults where ``space`` compares raw examples, which no classifier
+    reads (``space: raw``, or ``auto`` on data that are not labelled images): they would change nothing, unseen."""
+    if resolved_space(space, data) != "raw" or classifier == ClassifierParams():
+        return
+    why = "`space: raw`" if space == "raw" else "`space: auto`, which compares raw examples on data that are not labelled images"
+    message = (
+        f"its `classifier:` settings are unused: with {why}, no classifier's features are compared; "
+        "set `space: classifier` to compare them, or drop `classifier:`"
+    )
+    warnings.warn(SpecWarning(message), stacklevel=3)

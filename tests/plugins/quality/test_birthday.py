@@ -107,3 +107,24 @@ def test_on_data_full_of_exact_duplicates_only_exact_duplicates_collide(context)
     assert same["estimated_support"] == pytest.approx(60, rel=0.15)
     fewer = birthday_paradox(PARAMS, context(FixedSampler(values[:6], seed=6), splits))
     assert fewer["birthday_pass"] == 0.0 and fewer["estimated_support"] == pytest.approx(6, rel=0.15)
+
+
+def test_a_model_collapsed_within_each_class_is_flagged_when_a_batch_holds_as_many_samples_as_classes(context):
+    """Drawn by class, sample i is of class i mod K, so a batch of s = K samples held one of every class and never two
+    of one: a model of 2 points per class (a support of 40) collided in no batch and passed.  Mixed before they are
+    batched, its samples collide as an unconditional model's on those 40 points do."""
+    generator = torch.Generator().manual_seed(0)
+    classes = 20
+    centres = 5 * torch.randn(classes, 8, generator=generator)
+    y = torch.randint(classes, (3000,), generator=generator)
+    x = centres[y] + torch.randn(3000, 8, generator=generator)
+    train, test = ({"x": x[part], "y": y[part]} for part in (slice(0, 2500), slice(2500, None)))
+    splits = Splits(TensorData(train, num_classes=classes), TensorData(test, num_classes=classes))
+    labels = torch.arange(classes).repeat(2)
+    points = centres[labels] + torch.randn(2 * classes, 8, generator=generator)
+    params = BirthdayParams(s=classes, batches=100)
+    by_class = birthday_paradox(params, context(FixedSampler(points, labels=labels), splits))
+    unconditional = birthday_paradox(params, context(FixedSampler(points), splits))
+    assert by_class["birthday_pass"] == unconditional["birthday_pass"] == 0.0
+    assert by_class["collision_rate"] > 0.9 and unconditional["collision_rate"] > 0.9  # 1 − ∏(1 − i/40), i < 20: 0.997
+    assert by_class["estimated_support"] == pytest.approx(40, rel=0.25)

@@ -149,3 +149,16 @@ def test_samples_drawn_by_class_give_every_class_its_share_whatever_the_batch_si
     of_class = y[(samples.flatten(1)[:, None] == x.flatten(1)[None]).all(-1).float().argmax(1)]  # each sample is a pool row
     assert torch.equal(of_class, drawn_classes(300, 3))
     assert torch.bincount(of_class).tolist() == [100, 100, 100]
+
+
+def test_a_model_sampling_the_data_by_class_scores_the_data_s_inception_score(mixture_splits, context):
+    """Drawn by class, sample i is of class i mod K, so a chunk of K samples held one of each class: its mean prediction
+    was as even as the classes, and a model that draws the test examples by class scored 7.9 against the data's 4.7 in
+    chunks of 8 (and 44 against 27 on 50 classes in chunks of 50).  Mixed before they are chunked, its samples
+    score as the data do."""
+    test = mixture_splits.test.fields
+    params = InceptionParams(n=800, splits=100, classifier=TINY)
+    by_class = measure_inception_score(params, context(FixedSampler(test["x"], labels=test["y"]), mixture_splits))
+    assert by_class["classifier_accuracy"] == 1.0
+    assert by_class["inception_score"] == pytest.approx(by_class["inception_score_data"], rel=0.1)
+    assert by_class["inception_score_std"] > 0.3

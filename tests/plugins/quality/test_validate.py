@@ -142,3 +142,26 @@ def test_metrics_of_the_means_of_a_discrete_decoder_are_warned_about_and_draws_a
     assert distortion.startswith("mean: true (the means of a discrete decoder") and distortion.endswith("mean: false draws from the model)")
     assert AncestralSampler(StandardNormal((2,)), bernoulli, False, None).distortion is None
     assert AncestralSampler(StandardNormal((2,)), gaussian, True, None).distortion is None
+
+
+def test_classifier_settings_that_no_classifier_reads_are_warned_about(tmp_path, capsys):
+    """Unlabelled points compare raw examples (`space: auto` resolves to raw, the birthday test's default is raw), so a
+    `classifier:` given there changed nothing, silently; the defaults, as a resolved spec writes them, are no warning."""
+    metrics = [
+        {"type": "frechet_distance", "classifier": {"epochs": 3}},
+        {"type": "precision_recall", "k": 5, "space": "raw", "classifier": {"width": 4}},
+        {"type": "birthday_paradox", "s": 20, "classifier": {"feature_dim": 8}},
+    ]
+    assert validate(tmp_path, metrics, capsys)[0] == 0
+    assert main(["validate", "--strict", str(tmp_path / "spec.yaml")]) == 1
+    err = capsys.readouterr().err
+    for index, name in enumerate(("frechet_distance", "precision_recall", "birthday_paradox")):
+        assert f"evaluate.metrics[{index}]: type '{name}' (plugin 'quality'): its `classifier:` settings are unused" in err
+    assert "with `space: auto`, which compares raw examples on data that are not labelled images" in err
+    for metric in metrics:
+        del metric["classifier"]
+    assert validate(tmp_path, metrics, capsys)[0] == 0
+    assert main(["validate", "--resolved", str(tmp_path / "spec.yaml")]) == 0
+    (tmp_path / "resolved.yaml").write_text(capsys.readouterr().out)
+    assert "classifier:" in (tmp_path / "resolved.yaml").read_text()
+    assert main(["validate", "--strict", str(tmp_path / "resolved.yaml")]) == 0
