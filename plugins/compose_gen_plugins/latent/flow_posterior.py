@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from compose_gen import Bijector, BuildContext, Chain, ComponentType, Params, Ref, broadcast_value, hookimpl
+from compose_gen_plugins.flows import context_shape_of
 from compose_gen_plugins.flows.planar import constrained_u, planar_density, planar_sample
 from compose_gen_plugins.latent.conditionals import network_output, positive_scale, require_width
 
@@ -156,6 +157,13 @@ def build_flow_encoder(p: FlowEncoderParams, ctx: BuildContext) -> FlowEncoder:
             raise ValueError(
                 f"bijectors[{i}] expects a context of shape {tuple(wanted)}, the encoder gives ({p.context_features},)"
             )
+    if p.context_features and all(context_shape_of(b) is None for b in bijectors):
+        # as a network with no context_features refuses a context: h(x) would be made and dropped, the flow the same for every x
+        raise ValueError(
+            f"context_features is {p.context_features}, but none of the bijectors takes a context, so h(x) would go unused and the "
+            f"flow would be the same for every x: give them context_features: {p.context_features} (iaf, couplings; amortized_planar "
+            "always takes one), or set context_features: 0 and the network's output to 2·latent"
+        )
     return FlowEncoder(ctx.component(p.net), p.latent, p.context_features, Chain(bijectors))
 
 

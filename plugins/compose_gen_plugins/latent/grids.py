@@ -30,6 +30,7 @@ from compose_gen import BuildContext, ComponentType, EvalContext, LossName, Para
 from compose_gen.core import MAX_PICTURES, class_columns, save_grid
 from compose_gen_plugins.networks import conditioned
 from compose_gen_plugins.latent.evaluation import batch_context, batch_examples, latent_model
+from compose_gen_plugins.latent.vqvae import VQVAE
 from compose_gen_plugins.sampling import require_sampler
 
 __all__ = ["interpolate", "require_images", "require_pairs", "slerp"]
@@ -190,8 +191,14 @@ def build_reconstruction_grid(p: ReconstructionGridParams, ctx: BuildContext) ->
 
 def build_sample_grid(p: SampleGridParams, ctx: BuildContext) -> SampleGrid:
     """PNG grids of samples at several temperatures."""
-    require_sampler(ctx, "sample_grid")
+    sampler = require_sampler(ctx, "sample_grid")
     require_images(ctx, "sample_grid")
+    other = [t for t in p.temperatures if t != 1]
+    if other and isinstance(getattr(sampler, "model", None), VQVAE):  # found by validate, not after training
+        raise ValueError(
+            f"sample_grid: temperatures {', '.join(f'{t:g}' for t in other)}: the VQ-VAE samples its codes uniformly, "
+            "which no temperature changes; give temperatures: [1]"
+        )
     return SampleGrid(p.temperatures, p.samples)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Literal, Mapping
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from compose_gen import (
@@ -228,6 +228,17 @@ class VQVAEParams(Params):
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="EMA decay γ")
     epsilon: float = Field(1e-5, gt=0.0, description="Laplace smoothing of the EMA counts")
     init: Literal["data", "uniform"] = Field("data", description="codebook start: first-batch encodings or ±1/K noise")
+
+    @model_validator(mode="after")
+    def _ema_settings_need_ema(self) -> "VQVAEParams":
+        # not fields_set: a resolved spec holds the defaults
+        given = [name for name in ("decay", "epsilon") if getattr(self, name) != type(self).model_fields[name].default]
+        if given and not self.ema:
+            raise ValueError(
+                f"{' and '.join(given)} set the moving averages of ema: true; with ema: false the codebook learns by its loss "
+                f"and {'they go' if len(given) > 1 else 'it goes'} unused: set ema: true, or drop {' and '.join(given)}"
+            )
+        return self
 
 
 def build_vqvae(p: VQVAEParams, ctx: BuildContext) -> VQVAE:

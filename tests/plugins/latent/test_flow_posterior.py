@@ -144,3 +144,22 @@ def test_a_flow_encoder_network_of_the_wrong_output_size_is_told_the_size_it_nee
         r"\(μ and σ of each of the 3 latents, then the 2 context features of its flow\)$"
     )):
         encoder(torch.zeros(5, X_DIM))
+
+
+def test_a_flow_encoder_whose_bijectors_take_no_context_refuses_context_features() -> None:
+    """context_features: 16 with IAF layers lacking their own context_features validated: the encoder computed h(x) and
+    dropped it, so the posterior's flow was the same for every x (not amortised), silently."""
+    from compose_gen_plugins.latent.flow_posterior import FlowEncoderParams, build_flow_encoder
+
+    class Ctx:
+        data = None
+        built = {"net": MLP(X_DIM, 2 * LATENT + CONTEXT, [8]), "plain": Planar((LATENT,)), "amortized": AmortizedPlanar(LATENT, CONTEXT)}
+
+        def component(self, ref: str) -> nn.Module:
+            return self.built[ref]
+
+    params = FlowEncoderParams(net="net", latent=LATENT, context_features=CONTEXT, bijectors=["plain"])
+    with pytest.raises(ValueError, match=r"context_features is 2, but none of the bijectors takes a context"):
+        build_flow_encoder(params, Ctx())
+    build_flow_encoder(params.model_copy(update={"bijectors": ["plain", "amortized"]}), Ctx())  # one that reads h(x) suffices
+    build_flow_encoder(params.model_copy(update={"context_features": 0}), Ctx())

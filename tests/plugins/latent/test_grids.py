@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from compose_gen import EvalContext, Splits, TensorData
 from compose_gen.runtime import build
@@ -73,3 +74,14 @@ def test_validate_refuses_more_pairs_than_the_test_split_holds() -> None:
     message = f"interpolation_grid: pairs: {n // 2 + 1} needs {2 * (n // 2 + 1)} test examples (two per row), but the test split has {n}"
     with pytest.raises(SpecError, match=re.escape(f"evaluate.metrics[0]: type 'interpolation_grid' (plugin 'latent') failed to build: ValueError: {message}")):
         build(load_spec(digits_vae(n // 2 + 1)), "cpu")
+
+
+def test_validate_refuses_a_sample_grid_temperature_a_vq_vae_cannot_sample_at() -> None:
+    """vqvae_digits with `sample_grid: {temperatures: [0.7, 1.0]}` validated, trained to the end, then failed the metric:
+    the VQ-VAE's uniform codes take no temperature, which the build knows from the spec's sampler."""
+    raw = yaml.safe_load((Path(__file__).parents[3] / "specs" / "vqvae_digits.yaml").read_text())
+    raw["evaluate"]["metrics"] = [{"type": "sample_grid", "temperatures": [0.7, 1.0]}]
+    with pytest.raises(SpecError, match=re.escape("sample_grid: temperatures 0.7: the VQ-VAE samples its codes uniformly")):
+        build(load_spec(raw), "cpu")
+    raw["evaluate"]["metrics"] = [{"type": "sample_grid", "temperatures": [1.0]}]
+    build(load_spec(raw), "cpu")

@@ -192,3 +192,18 @@ def test_the_shipped_vqvae_reports_the_whole_splits_codebook_statistics_apart_fr
     perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
     assert abs(results["test/vq.codebook_perplexity"] - perplexity) < 1e-4
     assert results["test/vq.codebook_usage"] == (p > 0).double().mean().item()
+
+
+def test_moving_average_settings_without_ema_are_refused() -> None:
+    """`{type: vqvae, ema: false, decay: 0.5}` validated and trained the codebook by its loss, the decay unused, silently."""
+    from pydantic import ValidationError
+
+    from compose_gen_plugins.latent.vqvae import VQVAEParams
+
+    fields = {"encoder": "encoder", "decoder": "decoder", "code_dim": 4}
+    with pytest.raises(ValidationError, match="decay set the moving averages of ema: true; with ema: false .* drop decay"):
+        VQVAEParams(**fields, ema=False, decay=0.5)
+    with pytest.raises(ValidationError, match="decay and epsilon set the moving averages"):
+        VQVAEParams(**fields, decay=0.5, epsilon=1e-3)
+    VQVAEParams(**fields, ema=True, decay=0.5, epsilon=1e-3)
+    VQVAEParams(**fields, ema=False, decay=0.99, epsilon=1e-5)  # the defaults, as a resolved spec holds them
