@@ -271,6 +271,11 @@ class LatentVariableModel(Loss):
         self.conditioned = self._conditioned_parts(objective, {name: m for name, m in parts.items() if m is not None})
         self.objective = objective.objective
         self.samples = objective.samples
+        if self.objective == "iwae" and self.samples == 1:  # the default of elbo, hybrid_vae_flow and hierarchical_vae
+            warnings.warn(
+                SpecWarning("objective: iwae with samples: 1 trains the ELBO itself (IWAE_1, with a Monte Carlo KL): set samples: k, e.g. 5"),
+                stacklevel=2,
+            )
         self.kl_mode = objective.kl
         self.beta = objective.beta
         self.warmup_steps = objective.warmup_steps

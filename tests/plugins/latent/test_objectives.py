@@ -88,6 +88,16 @@ def test_iwae_type_defaults_to_five_samples_and_rejects_elbo_weights() -> None:
         IWAEParams(**refs, kl="analytic")  # not "no closed form": a Gaussian pair has one
 
 
+def test_the_iwae_objective_with_one_sample_is_warned_to_be_the_elbo() -> None:
+    """IWAE_1 is the ELBO; elbo, hybrid_vae_flow and hierarchical_vae default to samples: 1."""
+    with pytest.warns(SpecWarning, match="objective: iwae with samples: 1 trains the ELBO itself"):
+        vae(objective="iwae")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vae(objective="iwae", samples=2)
+        vae(samples=1)
+
+
 def test_a_prior_of_another_size_than_the_posterior_is_named() -> None:
     with pytest.raises(ValueError, match=rf"q\(z\|x\) gives z of shape \({LATENT},\), but the prior p\(z\) has shape \({LATENT + 1},\)"):
         run(vae(prior=StandardNormal((LATENT + 1,))), binary_batch())
