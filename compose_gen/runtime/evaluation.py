@@ -11,6 +11,7 @@ a split's setting) stops the loop, since every later one would read altered data
 from __future__ import annotations
 
 import math
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -67,6 +68,19 @@ def metric_folder(out_dir: str | Path | None, run_dir: Path | None, say: Callabl
     return folder
 
 
+def _file_states(folder: Path) -> dict[Path, tuple[int, ...]]:
+    """The files directly in ``folder`` (where metrics write their pictures), each with what writing it again changes."""
+    states: dict[Path, tuple[int, ...]] = {}
+    for path in folder.iterdir():
+        try:
+            status = path.stat()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.S_ISREG(status.st_mode):
+            states[path] = (status.st_mtime_ns, status.st_ino, status.st_size)
+    return states
+
+
 @dataclass
 class MetricLoop:
     """The metrics of ``spec`` (built into ``model``) over ``data``; warnings go to ``say``."""
@@ -86,6 +100,7 @@ class MetricLoop:
         given_by: dict[str, str] = {}  # each name in results, and the type of the metric that gave it
         problems: list[Problem] = []
         modes = {module: module.training for module in self.model.modules()}
+        writers: dict[Path, str] = {}  # each file a metric wrote into the folder, and that metric
         for index, (declared, metric) in enumerate(zip(self.spec.sections.metrics, self.model.metrics, strict=True)):
             ctx = EvalContext(  # each its own: one that reassigns ectx.data does so for itself alone
                 model=self.model,
@@ -95,7 +110,7 @@ class MetricLoop:
                 batch_size=self.spec.model.evaluate.batch_size,
                 seed=self.spec.model.seed,
             )
-            before = snapshot(self.data)
+            before, files = snapshot(self.data), _file_states(folder)
             # a metric's own warnings are said where it is declared; its random draws come from the spec's seed, whichever
             # metrics came before it
             with warnings.catch_warnings(record=True) as caught, rng.isolated(ctx.seed):
@@ -111,6 +126,7 @@ class MetricLoop:
             for key in measured:
                 given_by.setdefault(key, declared.type.name)
             where = format_path(declared.path)
+            self._note_files_written(folder, files, writers, f"{where} ({declared.type.name})")
             for warning in caught:
                 self.say(f"warning: {where} ({declared.type.name}): {warning.message}")
             switched = [module for module, training in modes.items() if module.training != training]
@@ -131,6 +147,19 @@ class MetricLoop:
         if problems:
             results["failed"] = {format_path(p.path): p.message for p in problems}
         return results, problems
+
+    def _note_files_written(self, folder: Path, before: dict[Path, tuple[int, ...]], writers: dict[Path, str], metric: str) -> None:
+        """Record the files ``metric`` wrote into ``folder`` (changed since ``before``), warning of one an earlier metric wrote:
+        two metrics of one type write the same picture, and only the later one's is kept."""
+        for path, state in _file_states(folder).items():
+            if before.get(path) == state:
+                continue
+            if path in writers:
+                self.say(
+                    f"warning: {metric} wrote {path} over the one {writers[path]} wrote, which is lost: give them other file "
+                    "names where the type takes one (file:), or keep one of them"
+                )
+            writers[path] = metric
 
     @torch.no_grad()
     def measure(

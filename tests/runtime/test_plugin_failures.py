@@ -102,6 +102,9 @@ def build_metric(p: MetricParams, ctx: object) -> object:
         if p.breaks == "spends":  # random draws of its own, on the stream the metrics share
             torch.rand(100)
             return {"spent": 1.0}
+        if p.breaks == "picture":  # as two metrics of one type write the same file name
+            (ectx.out_dir / "picture.png").write_bytes(bytes(len(ectx.data.test)))
+            return {"pictured": 1.0}
         if p.breaks == "draws":
             return {"draw": float(torch.rand(()))}
         if p.breaks == "undefined":
@@ -341,3 +344,16 @@ def test_a_metric_that_fails_on_evaluating_again_keeps_the_numbers_recorded_befo
     with pytest.raises(EvaluationFailed):  # the failed record lacks nothing a new failure loses: it is simply replaced
         run.evaluate()
     assert not (tmp_path / "run" / "evaluation.dropped-step-00000001-2.json").exists()
+
+
+def test_a_metric_writing_over_an_earlier_metric_s_picture_is_warned_of(catalogue, tmp_path, capsys) -> None:
+    """Two birthday_paradox metrics (raw and classifier space) both wrote birthday_pairs.png: the first was lost unsaid."""
+    run = Run.create(load_spec(spec(metric_breaks=("picture", "picture")), catalogue=catalogue), tmp_path / "run", progress=False)
+    run.train(1)
+    picture = tmp_path / "run" / "picture.png"
+    said = capsys.readouterr().err
+    assert (
+        f"warning: evaluate.metrics[2] (t_metric) wrote {picture} over the one evaluate.metrics[1] (t_metric) wrote, which is lost"
+    ) in said, said
+    run.evaluate()  # again: a file an earlier evaluation wrote is replaced as meant, said only of the second metric
+    assert capsys.readouterr().err.count("over the one") == 1
