@@ -83,6 +83,11 @@ def _modes(params: ModeCoverageParams, data: Splits) -> tuple[Tensor | None, Ten
             "(eight_gaussians, gaussian_grid and rings do); give `modes` or `radii`, and `mode_std`, "
             "in the metric's parameters"
         )
+    if not float(std) > 0:  # a mode of spread 0 holds no sample within k·0 of it: 0 modes covered, for any model
+        raise ValueError(
+            f"mode_coverage: the modes' std is {float(std):g} (the dataset's noise: 0?), so no sample is within k·std of a "
+            "mode and every model covers none; give `mode_std` > 0 in the metric's parameters, the spread you count as a hit"
+        )
     if modes is not None:
         dims = data.train.to_display(data.train.fields["x"][:1]).flatten(1).shape[1]
         try:

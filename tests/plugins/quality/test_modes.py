@@ -76,6 +76,15 @@ def test_modes_can_be_given_explicitly_and_missing_modes_are_a_clear_error(mixtu
         ModeCoverageParams(modes=modes.tolist(), radii=[1.0])
 
 
+def test_modes_of_no_spread_are_refused_since_no_sample_could_hit_one(mixture_splits, modes, context):
+    """eight_gaussians with noise: 0 stores mode_std 0: every model covered 0 modes, the data too."""
+    for split in (mixture_splits.train, mixture_splits.test):
+        split.meta["mode_std"] = 0.0
+    with pytest.raises(ValueError, match=r"the modes' std is 0 .*give `mode_std` > 0"):
+        mode_coverage(ModeCoverageParams(plot=False), context(FixedSampler(modes), mixture_splits))
+    assert mode_coverage(ModeCoverageParams(mode_std=0.05, plot=False), context(FixedSampler(modes), mixture_splits))["modes_covered"] == 8
+
+
 def test_a_mixture_on_a_line_is_covered_and_plotted_as_a_histogram(context):
     """1-D data, the mode-dropping toy of one dimension: its picture raised IndexError after training."""
     generator = torch.Generator().manual_seed(0)
