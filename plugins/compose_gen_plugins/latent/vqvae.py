@@ -77,9 +77,12 @@ class VectorQuantizer(nn.Module):
         self._pending: tuple[Tensor, Tensor] | None = None
 
     def nearest(self, vectors: Tensor) -> Tensor:
-        """Index of the nearest code of each vector (``(..., dim) -> (...)``)."""
-        flat, codebook = vectors.detach().reshape(-1, self.dim), self.codebook.detach()
-        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
+        """Index of the nearest code of each vector (``(..., dim) -> (...)``), the distances in the codebook's precision
+        at least: under bf16 autocast, a bf16 product gave 1% of vectors a code that is not their nearest."""
+        dtype = torch.promote_types(vectors.dtype, self.codebook.dtype)
+        flat, codebook = vectors.detach().reshape(-1, self.dim).to(dtype), self.codebook.detach().to(dtype)
+        with torch.autocast(flat.device.type, enabled=False):
+            distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
         return distances.argmin(1).reshape(vectors.shape[:-1])
 
     def counts(self, index: Tensor) -> Tensor:

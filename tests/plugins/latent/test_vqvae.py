@@ -66,6 +66,17 @@ def test_nearest_codes_match_brute_force() -> None:
     torch.testing.assert_close(vq.quantize(vectors)[0], codes)
 
 
+def test_nearest_codes_under_bf16_autocast_are_the_nearest_in_float32() -> None:
+    """A bf16 matrix product of vectors and codes put ~1% of a trained VQ-VAE's test vectors at another code."""
+    generator = torch.Generator().manual_seed(0)
+    quantizer = VectorQuantizer(64, 8, ema=True, decay=0.99, epsilon=1e-5, init="uniform")
+    quantizer.codebook.copy_(torch.randn(64, 8, generator=generator))
+    vectors = torch.randn(4096, 8, generator=generator)
+    exact = torch.cdist(vectors.double(), quantizer.codebook.double()).argmin(1)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(quantizer.nearest(vectors), exact)
+
+
 def test_straight_through_passes_the_decoder_gradient_to_the_encoder_unchanged() -> None:
     vq, x = model(ema=True, commitment=0.0)  # loss = reconstruction only
     out = vq({"x": x}, frozenset({"loss"}))
