@@ -112,22 +112,34 @@ class _Decoder(nn.Module):
         """The network's output as ``(*batch, parts, *shape)``, by default ``shape = event_shape``."""
         batch = z.shape[: z.dim() - self.latent_rank]
         out = network_output(self.net, z, context)
-        return self._reshaped(out, (*batch, parts, *(self.event_shape if shape is None else shape)), len(batch))
+        return self._reshaped(out, (*batch, parts, *(self.event_shape if shape is None else shape)), self._rank_hint(z))
 
     def params(self, z: Tensor, context: Tensor | None, parts: int = 1) -> tuple[Tensor, ...]:
         """The network's output split into ``parts`` tensors of shape ``batch + event_shape``."""
         if parts == 1:
             out, shape = network_output(self.net, z, context), (*z.shape[: z.dim() - self.latent_rank], *self.event_shape)
-            return (out if out.shape == shape else self._reshaped(out, shape, len(shape) - len(self.event_shape)),)
+            return (out if out.shape == shape else self._reshaped(out, shape, self._rank_hint(z)),)
         out = self.output(z, context, parts)
         return out.unbind(out.dim() - len(self.event_shape) - 1)
 
-    @staticmethod
-    def _reshaped(out: Tensor, shape: tuple[int, ...], batch_dims: int) -> Tensor:
+    def _rank_hint(self, z: Tensor) -> tuple[int, str]:
+        """The number of batch dimensions of ``z``, and what to say of ``latent_rank`` when it leaves none: a batch of
+        vectors read with ``latent_rank: 2`` is one latent, and its output size then looks wrong, not the rank."""
+        batch_dims = z.dim() - self.latent_rank
+        if batch_dims > 0:
+            return batch_dims, ""
+        return max(batch_dims, 0), (
+            f"; but first, z of shape {tuple(z.shape)} has no batch dimension before the last {self.latent_rank} that "
+            f"latent_rank: {self.latent_rank} reads as one latent: latent_rank is the latent's own number of dimensions "
+            "(1 for vectors, 3 for (C, H, W) maps)"
+        )
+
+    def _reshaped(self, out: Tensor, shape: tuple[int, ...], rank_hint: tuple[int, str]) -> Tensor:
         """``out`` as ``shape``; a network of the wrong output size is told what size this decoder needs."""
         try:
             return out.reshape(shape)
         except RuntimeError:
+            batch_dims, hint = rank_hint
             per_example = tuple(shape[batch_dims:])
             given, needed = out.shape[batch_dims:].numel(), math.prod(per_example)
             fix = f"an mlp's out_features: {needed}"
@@ -135,7 +147,7 @@ class _Decoder(nn.Module):
                 fix = f"a conv_decoder's image_shape: [{per_example[0] * per_example[1]}, {per_example[2]}, {per_example[3]}], or {fix}"
             raise ValueError(
                 f"the network gives {given} numbers per example, this decoder needs {needed} "
-                f"(shape {per_example}: the distribution's parameters for each value of x): give {fix}"
+                f"(shape {per_example}: the distribution's parameters for each value of x): give {fix}{hint}"
             ) from None
 
     def independent(self, elementwise: Distribution) -> Distribution:

@@ -41,6 +41,15 @@ def test_an_image_decoder_s_network_of_the_wrong_size_is_told_the_conv_decoder_s
         decoder(torch.zeros(3, 4)).log_prob(torch.zeros(3, 1, 8, 8))
 
 
+def test_a_latent_rank_that_leaves_z_no_batch_dimension_is_named_before_the_output_size() -> None:
+    """latent_rank: 2 on a batch of vectors reads the batch as one latent; the output size only looked wrong."""
+    decoder = BernoulliDecoder(nn.Linear(4, 6), (6,), latent_rank=2)
+    told = r"needs 6 .*out_features: 6; but first, z of shape \(3, 4\) has no batch dimension before the last 2 that latent_rank: 2"
+    with pytest.raises(ValueError, match=told):
+        decoder(torch.zeros(3, 4))
+    assert BernoulliDecoder(nn.Linear(4, 6), (6,))(torch.zeros(3, 4)).batch_shape == (3,)
+
+
 def test_an_encoder_network_of_the_wrong_output_size_is_told_the_size_it_needs() -> None:
     with pytest.raises(ValueError, match=r"the network gives 6 numbers per example, this encoder needs 2·latent = 8 \(μ and σ of each of the 4 latents\)"):
         GaussianEncoder(nn.Linear(3, 6), latent=4)(torch.zeros(5, 3))
