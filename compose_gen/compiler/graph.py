@@ -10,7 +10,7 @@ graph can be checked (``validate --static``) with those fields assumed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import networkx as nx
 
@@ -72,7 +72,7 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
         if name in fields:
             problems.append(Problem(declared.path, _redefined_field(name, fields, "component")))
         g.add_node(node("component", name), path=declared.path)
-        _add_refs(g, node("component", name), declared, components, values, fields, problems)
+        _add_refs(g, node("component", name), declared, components, values, fields, problems, spec.sections.losses)
 
     calls: dict[str, Call] = {}
     known = set(components) | set(values) | set(fields)
@@ -117,14 +117,14 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
 
     for name, declared in spec.sections.losses.items():
         g.add_node(node("loss", name), path=declared.path)
-        _add_refs(g, node("loss", name), declared, components, values, fields, problems)
+        _add_refs(g, node("loss", name), declared, components, values, fields, problems, spec.sections.losses)
     if spec.sections.sampler is not None:
         g.add_node("sampler", path=("sample",))
-        _add_refs(g, "sampler", spec.sections.sampler, components, values, fields, problems)
+        _add_refs(g, "sampler", spec.sections.sampler, components, values, fields, problems, spec.sections.losses)
     for i, declared in enumerate(spec.sections.metrics):  # a metric's values are checked like any others
         metric = node("metric", f"{declared.type.name}[{i}]")
         g.add_node(metric, path=declared.path)
-        _add_refs(g, metric, declared, components, values, fields, problems)
+        _add_refs(g, metric, declared, components, values, fields, problems, spec.sections.losses)
         if not g.in_degree(metric):  # it reads nothing from the graph: leave it out of the picture
             g.remove_node(metric)
 
@@ -194,6 +194,7 @@ def _add_refs(
     values: dict[str, str],
     fields: tuple[str, ...],
     problems: list[Problem],
+    losses: Mapping[str, Declared],
 ) -> None:
     """Edges from every component or value ``declared`` refers to."""
     for field, marker in ref_fields(type(declared.params)):
@@ -210,6 +211,10 @@ def _add_refs(
             elif isinstance(marker, ValueRef):
                 if name in values or name in fields:
                     g.add_edge(_node_of(name, components, values), target)
+                elif name in components:  # was "unknown value 'critic'", though the spec defines it
+                    problems.append(Problem(path, f"{name!r} is a component, not a value: to pass its output, compute a value as {name}(...) under graph: and name that"))
+                elif name in losses:
+                    problems.append(Problem(path, f"{name!r} is a loss, not a value: name a graph value or batch field ({', '.join(sorted(set(values) | set(fields)))})"))
                 else:
                     known = set(values) | set(fields)
                     unset = field not in declared.params.model_fields_set  # the plugin's default, not the spec's word

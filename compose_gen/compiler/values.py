@@ -108,6 +108,8 @@ def make_evaluator(call: Call, components: dict[str, nn.Module]) -> Callable[[Va
         if isinstance(value, Distribution) and method_name in DISTRIBUTION_METHODS:
             attribute = getattr(value, method_name)
             if not callable(attribute):
+                if call.args:  # they were dropped without a word: q.mean(x, 7) was q.mean
+                    raise TypeError(f"{name}.{method_name}() takes no arguments (the distribution's {method_name}), got {len(call.args)}")
                 return attribute
             extra = read(values)
             if method_name in ("sample", "rsample"):

@@ -212,7 +212,8 @@ def _typed_section_problems(data: dict[str, Any], catalogue: Catalogue, broken: 
         graph=section("graph", dict, {}),
         losses=section("losses", dict, {}),
         sample=section("sample", dict, None),
-        evaluate=SimpleNamespace(metrics=metrics if isinstance(metrics, list) else []),
+        # a metric given by its name alone is read as the first pass reads it (EvaluateSpec's `_by_name`)
+        evaluate=SimpleNamespace(metrics=[{"type": m} if isinstance(m, str) else m for m in metrics] if isinstance(metrics, list) else []),
         train=SimpleNamespace(ema=None),  # checked once the top level is valid
     )
     try:
@@ -227,7 +228,10 @@ def _problems(error: ValidationError, data: Any) -> list[Problem]:
     for item in error.errors():
         loc = error_location(data, item)
         if item["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}{_hint(loc, data)}"
+            hint = _hint(loc, data)
+            if not hint and len(loc) == 1:  # no near miss at the top level: perhaps a block of anchors (`defaults: &net ...`)
+                hint = f"; a top-level key of your own (one that holds anchors, say) begins with {EXTENSION_PREFIX!r}: {EXTENSION_PREFIX}{loc[0]}"
+            message = f"unknown key {loc[-1]!r}{hint}"
         elif item["type"] == "missing":
             message = "required key is missing"
         else:

@@ -335,12 +335,18 @@ class SpecModel(_Strict):
     sample: Raw | None = None
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
 
-    @model_validator(mode="after")
-    def _names(self) -> "SpecModel":
-        clashes = set(self.components) & set(self.graph)
-        if clashes:
-            raise ValueError(f"names used both as component and graph value: {sorted(clashes)}")
-        return self
+    @field_validator("graph", mode="before")
+    @classmethod
+    def _calls_whole(cls, graph: Any) -> Any:
+        """A call YAML cut at its comma: `graph: {c: cat(x, z)}` reads as `c: "cat(x"` and a key `z)`, which was refused
+        as "graph.z): Input should be a valid string", not saying why."""
+        for name, text in graph.items() if isinstance(graph, dict) else ():
+            if isinstance(text, str) and text.count("(") > text.count(")"):
+                raise ValueError(
+                    f"{name}: {text!r} leaves its call's parenthesis open (in a {{...}} mapping, YAML ends a value at each comma: "
+                    f"write the graph one value per line, or quote each call, {name}: \"{text}, ...)\")"
+                )
+        return graph
 
 
 #: Sections of the top level that map names the user chooses to entries, with the form of a new entry.

@@ -58,7 +58,8 @@ def apply_overrides(source: SpecSource, overrides: Iterable[str], model_of: Mode
         try:
             parsed = parse_text(f"value: {raw}", "--set").data
         except SpecError as error:
-            problems.append(Problem(path, f"cannot parse override value {raw!r}: {error.problems[0].message}"))
+            said = re.sub(r"^invalid YAML, column \d+:", "invalid YAML:", error.problems[0].message)  # a column of "value: ...", not of raw
+            problems.append(Problem(path, f"cannot parse override value {raw!r}: {said}"))
             continue
         if set(parsed) != {"value"}:  # a line break in it began a key of its own, which would be dropped
             problems.append(Problem(path, f"override value {raw!r} holds more than one value; set each key with a --set of its own"))
@@ -126,6 +127,8 @@ def _assign(data: Any, path: tuple[PathPart, ...], value: Any, model_of: ModelOf
         if isinstance(node, dict) and key not in node:
             _refuse_unquoted_dots(node, path[depth:], done)
         done = (*done, key)
+        if isinstance(node, list) and isinstance(node[key], str) and done[-2:-1] in (("metrics",), ("transforms",)):
+            node[key] = {"type": node[key]}  # a metric or transform given by its name alone is {type: NAME}: set a key in it
         if isinstance(node, dict) and node.get(key) is None:
             node[key] = _new_mapping(path[depth + 1], done, node)
             written.add(done)

@@ -73,6 +73,8 @@ class _Resolver:
         self.loss_refs: list[tuple[str, tuple[PathPart, ...]]] = []
         #: Components declared with problems already reported: references to them are not reported again.
         self.invalid: set[str] = set()
+        #: Names the spec gives to other things than components (graph values, losses), said as such where a component is wanted.
+        self.other_names: dict[str, str] = {}
 
     def problem(self, path: tuple[PathPart, ...], message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -164,7 +166,9 @@ class _Resolver:
             target = self.components.get(name)
             if name in self.invalid:
                 continue
-            if target is None:
+            if target is None and name in self.other_names:  # was "unknown component 'fake'", though the spec defines it
+                self.problem(path, f"{name!r} is {self.other_names[name]}, not a component: name {' or '.join(map(_a, kinds))} under components:, or define one inline here")
+            elif target is None:
                 self.problem(path, f"unknown component {name!r}{suggest(name, self.components)}")
             elif target.inline:  # its definition stays where it is written: the run's spec.yaml would build a second one here
                 self.problem(path, f"{name!r} is defined inline in {_owner(name)!r}; to use it here too, {_declare_apart(name)} and here")
@@ -204,6 +208,7 @@ def _declare_apart(inline: str) -> str:
 def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     """Validate the typed sections of ``model``; raise :class:`SpecError` with every problem."""
     resolver = _Resolver(catalogue)
+    resolver.other_names = {**{name: "a graph value" for name in model.graph}, **{name: "a loss" for name in model.losses}}
     data = resolver.declare("data", model.data, ("dataset",), ("data",)) if model.data is not None else None
     for name, raw in model.components.items():
         problem = _name_problem(name, "component")
@@ -219,6 +224,8 @@ def resolve_sections(model: SpecModel, catalogue: Catalogue) -> Sections:
     for name in model.graph:
         if not IDENTIFIER.match(name):
             resolver.problem(("graph", name), f"value {_IDENTIFIER_RULE}")
+        elif name in model.components:  # was "names used both as component and graph value: [...]" at line 1, no path
+            resolver.problem(("graph", name), f"{name!r} names a component too (components.{name}): give this graph value another name")
     losses = {}
     for name, raw in model.losses.items():
         problem = _name_problem(name, "loss")
@@ -285,7 +292,11 @@ def _float_literal(value: float) -> str:
 def _message(item: dict[str, Any], params: type[Params]) -> str:
     if item["type"] == "extra_forbidden":
         field = str(item["loc"][-1])
-        return f"unknown parameter {field!r}{suggest(field, params.model_fields)}"
+        hint = suggest(field, params.model_fields)
+        held = item.get("input")
+        if not hint and isinstance(held, dict) and isinstance(held.get("type"), str):  # `decoder:` indented under `encoder:`
+            hint = f"; it holds a definition of type {held['type']!r}: indented one level too deep? (an entry of its own goes one level up)"
+        return f"unknown parameter {field!r}{hint}"
     if item["type"] == "missing":
         return "required parameter is missing"
     return pydantic_message(item)
@@ -295,6 +306,8 @@ def pydantic_message(item: dict[str, Any]) -> str:
     """The message of one pydantic error, reworded where pydantic's wording says too little."""
     if item["type"] == "finite_number":
         return f"must be a finite number, not {item['input']}"
+    if item["type"] == "string_type" and isinstance(item.get("input"), (int, float)) and not isinstance(item["input"], bool):
+        return f"{item['msg']}, got the number {item['input']!r}: for the text, quote it ('{item['input']}')"  # `name: 2024` reads as a number
     if item["type"] == "model_type":
         return f"expected a mapping, got {type(item['input']).__name__} {item['input']!r}"
     if item["type"] == "value_error":

@@ -228,10 +228,22 @@ def _yaml_line(error: yaml.YAMLError) -> int:
     return mark.line + 1 if mark is not None else 1
 
 
+#: What usually causes PyYAML's terse problems, said after them.
+_YAML_CAUSES = {
+    "found character '\\t' that cannot start any token": "YAML indents with spaces, not tabs: replace the tab",
+    "mapping values are not allowed here": "a `key:value` without a space after the colon, on this line or the one above, "
+    "or a line indented deeper than the key before it?",
+    "expected <block end>, but found": "this line's indentation matches no key above it: indent it as far as its siblings",
+}
+
+
 def _yaml_message(error: yaml.YAMLError) -> str:
     problem = getattr(error, "problem", None) or str(error)
     context = getattr(error, "context", None)
-    return f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    cause = next((said for start, said in _YAML_CAUSES.items() if problem.startswith(start)), None)
+    mark = getattr(error, "problem_mark", None)
+    column = f", column {mark.column + 1}" if mark is not None else ""
+    return f"invalid YAML{column}: {problem}" + (f" ({context})" if context else "") + (f": {cause}" if cause else "")
 
 
 class _Builder:

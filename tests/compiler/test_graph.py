@@ -62,6 +62,14 @@ def test_unknown_loss_value_suggests(gan_spec, toy_catalogue) -> None:
     assert "losses.adv.fake: unknown value 'fak'; did you mean 'fake'?" in errors(gan_spec, toy_catalogue)
 
 
+def test_a_component_or_loss_named_where_a_value_is_wanted_is_said_to_be_one(gan_spec, toy_catalogue) -> None:
+    """It was "unknown value 'generator'", though the spec defines it, as a component."""
+    gan_spec["losses"]["adv"]["fake"] = "generator"
+    assert "losses.adv.fake: 'generator' is a component, not a value: to pass its output, compute a value as generator(...)" in errors(gan_spec, toy_catalogue)
+    gan_spec["losses"]["adv"]["fake"] = "adv"
+    assert "losses.adv.fake: 'adv' is a loss, not a value: name a graph value or batch field (fake, unused, x, y, z)" in errors(gan_spec, toy_catalogue)
+
+
 def test_a_metrics_unknown_value_is_found_with_the_spec(gan_spec, toy_catalogue) -> None:
     gan_spec["evaluate"] = {"metrics": [{"type": "value_grid", "values": ["x", "fak"]}]}
     assert "evaluate.metrics[0].values[1]: unknown value 'fak'; did you mean 'fake'?" in errors(gan_spec, toy_catalogue)

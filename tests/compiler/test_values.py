@@ -82,3 +82,13 @@ def test_detach_of_a_distribution_says_to_detach_a_draw() -> None:
         detach({"q": q})
     z = torch.ones(2, requires_grad=True) * 2
     assert not detach({"q": z}).requires_grad
+
+
+def test_arguments_to_a_distributions_property_are_refused_not_dropped() -> None:
+    """q.mean(x, 7) gave q.mean, its arguments dropped without a word."""
+    from torch.distributions import Independent, Normal
+
+    q = Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1)
+    assert torch.equal(make_evaluator(parse_call("q.mean()"), {})({"q": q}), q.mean)
+    with pytest.raises(TypeError, match=r"q\.mean\(\) takes no arguments \(the distribution's mean\), got 2"):
+        make_evaluator(parse_call("q.mean(x, 7)"), {})({"q": q, "x": torch.zeros(3, 2)})

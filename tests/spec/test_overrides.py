@@ -209,3 +209,25 @@ def test_changing_a_component_type_drops_the_old_types_defaults(flow, catalogue)
     assert problems(parse_text(resolved, "run/spec.yaml"), catalogue, ["components.flow.bijectors[0].type=actnorm"]) == [
         f"run/spec.yaml:{hidden} with --set: components.flow.bijectors[0].hidden: unknown parameter 'hidden'",
     ]
+
+
+def test_an_unparsable_override_value_names_no_column_of_text_it_did_not_write(flow, catalogue) -> None:
+    """YAML errors say their column; an override's value is parsed as `value: RAW`, whose column is not the user's."""
+    assert problems(flow, catalogue, ["train.steps=[1"]) == [
+        "--set: train.steps: cannot parse override value '[1': invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+    ]
+
+
+def test_a_key_is_set_inside_a_metric_or_transform_given_by_its_name_alone(catalogue) -> None:
+    """`metrics: [test_losses]` is {type: test_losses}, but --set 'evaluate.metrics[0].batch_size=5' was refused:
+    "cannot set a key inside evaluate.metrics[0], which is str 'test_losses', not a mapping"."""
+    text = FLOW.replace("data: {type: moons, n: 64}", "data: {type: moons, n: 64, transforms: [standardise, {type: scale, a: 2}]}")
+    text += "evaluate: {metrics: [test_losses]}\n"
+    spec = load_spec(
+        parse_text(text, "base.yaml"),
+        ["evaluate.metrics[0].type=density_plot", "evaluate.metrics[0].flow=flow", "data.transforms[0].type=scale", "data.transforms[0].a=3"],
+        catalogue,
+    )
+    resolved = spec.to_dict()
+    assert resolved["evaluate"]["metrics"][0]["type"] == "density_plot" and resolved["evaluate"]["metrics"][0]["flow"] == "flow"
+    assert resolved["data"]["transforms"][0] == {"type": "scale", "a": 3.0, "b": 0.0}

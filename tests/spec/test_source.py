@@ -46,6 +46,20 @@ def test_malformed_yaml_names_the_line() -> None:
     assert "invalid YAML" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("name: x\ntrain:\n\tsteps: 1\n", "spec.yaml:3: invalid YAML, column 1: found character '\\t' that cannot start any token (while scanning for the next token): YAML indents with spaces, not tabs: replace the tab"),
+        ("name: x\ntrain:\n  steps:5\n  batch_size: 8\n", "spec.yaml:4: invalid YAML, column 13: mapping values are not allowed here: a `key:value` without a space after the colon"),
+        ("name: x\ntrain:\n    steps: 5\n  batch_size: 8\n", "spec.yaml:4: invalid YAML, column 3: expected <block end>, but found '<block mapping start>' (while parsing a block mapping): this line's indentation matches no key above it"),
+        ("name: x\ntrain:\n  steps: 5\n   batch_size: 8\n", "spec.yaml:4: invalid YAML, column 14: mapping values are not allowed here: a `key:value` without a space after the colon, on this line or the one above, or a line indented deeper"),
+    ],
+)
+def test_common_yaml_slips_are_said_with_their_usual_cause_and_column(text, said) -> None:
+    """A tab, `steps:5` and a key indented one space too far gave PyYAML's words alone ("found character '\\t' that cannot start any token")."""
+    assert error_of(text).startswith(said)
+
+
 def test_duplicated_key_is_an_error() -> None:
     assert error_of("train:\n  steps: 1\n  steps: 2\n") == "spec.yaml:3: train.steps: duplicated key 'steps'"
 

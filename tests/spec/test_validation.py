@@ -64,6 +64,25 @@ def test_one_broken_component_is_one_problem_not_every_reference_to_its_section(
     ]
 
 
+def test_a_metric_given_by_name_is_no_problem_when_another_section_is_broken(vae_spec, catalogue) -> None:
+    """With the top level invalid (a bad seed), the second pass read `metrics: [test_losses]` raw and said
+    'evaluate.metrics[0]: expected a mapping with a `type`, got str' besides the real problem."""
+    vae_spec["evaluate"]["metrics"] = ["test_losses"]
+    vae_spec["seed"] = "abc"
+    assert problems(vae_spec, catalogue) == ["<dict>:1: seed: Input should be a valid integer, unable to parse string as an integer"]
+    vae_spec["evaluate"]["metrics"] = ["test_losss"]  # a misspelt name is still found in that pass
+    assert any("evaluate.metrics[0].type: unknown metric type 'test_losss'" in line for line in problems(vae_spec, catalogue))
+
+
+@pytest.mark.parametrize(("name", "kind"), [("c", "a graph value"), ("vae", "a loss")])
+def test_a_value_or_loss_named_where_a_component_is_wanted_is_said_to_be_one(vae_spec, catalogue, name, kind) -> None:
+    """It was "unknown component 'c'", though the spec defines c, only as another kind of thing."""
+    vae_spec["graph"] = {"c": "one_hot(y, 10)"}
+    vae_spec["losses"]["vae"]["prior"] = name
+    (line,) = problems(vae_spec, catalogue)
+    assert f"losses.vae.prior: {name!r} is {kind}, not a component: name a prior or a flow under components:" in line
+
+
 def test_a_misspelt_type_key_is_pointed_at(vae_spec, catalogue) -> None:
     vae_spec["evaluate"]["metrics"] = [{"typ": "test_losses"}]
     (line,) = problems(vae_spec, catalogue)
@@ -528,6 +547,56 @@ def test_top_level_keys_beginning_x_hold_anchors_for_the_sections(catalogue) -> 
     assert "x-net" not in spec.to_dict()
     with pytest.raises(SpecError, match="defaults"):
         load_spec(parse_text("defaults: {hidden: [32]}\n" + text, "unknown.yaml"), catalogue=catalogue)
+
+
+def test_an_unknown_top_level_key_without_a_near_miss_points_at_the_x_prefix(catalogue) -> None:
+    """`defaults: &net {...}`, a block of anchors as other tools write it, was "unknown key 'defaults'" and no more."""
+    text = (Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml").read_text()
+    with pytest.raises(SpecError) as info:
+        load_spec(parse_text("defaults: &net {hidden: [32]}\n" + text, "unknown.yaml"), catalogue=catalogue)
+    assert str(info.value).splitlines() == [
+        "unknown.yaml:1: defaults: unknown key 'defaults'; a top-level key of your own (one that holds anchors, say) begins with 'x-': x-defaults"
+    ]
+    with pytest.raises(SpecError) as info:  # a near miss keeps its "did you mean" alone
+        load_spec(parse_text("losses2: {}\n" + text, "unknown.yaml"), catalogue=catalogue)
+    assert str(info.value).splitlines() == ["unknown.yaml:1: losses2: unknown key 'losses2'; did you mean 'losses'?"]
+
+
+def test_a_definition_indented_under_another_component_is_said_to_be_indented_too_deep(catalogue) -> None:
+    """`decoder:` indented under `encoder:` was "unknown parameter 'decoder'" with no word of the indentation."""
+    text = (Path(__file__).resolve().parents[2] / "specs" / "vae_digits.yaml").read_text()
+    text = text.replace("  decoder:\n    type: bernoulli_decoder\n    net:", "    decoder:\n      type: bernoulli_decoder\n      net:")
+    with pytest.raises(SpecError) as info:
+        load_spec(parse_text(text, "indented.yaml"), catalogue=catalogue)
+    assert (
+        "components.encoder.decoder: unknown parameter 'decoder'; it holds a definition of type 'bernoulli_decoder': "
+        "indented one level too deep? (an entry of its own goes one level up)"
+    ) in str(info.value)
+
+
+def test_a_graph_call_cut_at_its_comma_by_a_flow_mapping_is_said_to_be(vae_spec, catalogue) -> None:
+    """`graph: {c: cat(x, h)}` reads as c: 'cat(x' and a key 'h)', which was "graph.h): Input should be a valid string"."""
+    text = yaml.safe_dump(vae_spec, sort_keys=False) + "graph: {h: encoder(x), c: cat(x, h)}\n"
+    lines = problems(parse_text(text, "spec.yaml"), catalogue)
+    assert lines == [
+        f"spec.yaml:{len(text.splitlines())}: graph: c: 'cat(x' leaves its call's parenthesis open (in a {{...}} mapping, YAML ends a value "
+        "at each comma: write the graph one value per line, or quote each call, c: \"cat(x, ...)\")"
+    ]
+
+
+def test_a_number_where_text_is_wanted_is_told_to_be_quoted(vae_spec, catalogue) -> None:
+    """`name: 2024` (YAML reads a number) was "Input should be a valid string", not saying what was read or the fix."""
+    vae_spec["name"] = 2024
+    assert problems(vae_spec, catalogue) == ["<dict>:1: name: Input should be a valid string, got the number 2024: for the text, quote it ('2024')"]
+
+
+def test_a_graph_value_named_as_a_component_is_located_at_the_value(vae_spec, catalogue) -> None:
+    """It was "spec.yaml:1: names used both as component and graph value: ['encoder']": the first line, no spec path."""
+    vae_spec["graph"] = {"h": "encoder(x)", "encoder": "one_hot(y, 10)"}
+    data = copy.deepcopy(vae_spec)
+    assert problems(from_yaml(vae_spec), catalogue) == [
+        f"spec.yaml:{line_of(data, 'encoder: one_hot')}: graph.encoder: 'encoder' names a component too (components.encoder): give this graph value another name"
+    ]
 
 
 def test_a_loaded_spec_loads_again_with_more_overrides(catalogue) -> None:
