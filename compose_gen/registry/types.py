@@ -63,8 +63,10 @@ COMPONENT_PLACEHOLDER = "x-compose-gen-component"
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors, and so are NaN and ±infinity in a float (``.nan``, ``.inf``) and ``true``/``false``
-    where a number is wanted (pydantic would read them as 1 and 0): each field that takes numbers gets that check."""
+    """Unknown keys are errors, and so are NaN and ±infinity in a float (``.nan``, ``.inf``), ``true``/``false``
+    where a number is wanted (pydantic would read them as 1 and 0), and anything else where a boolean is (pydantic
+    would read ``no``, ``on``, ``1`` as one, which YAML 1.2 and the JSON Schema do not): each field that takes numbers,
+    or a boolean alone, gets that check."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -73,8 +75,9 @@ class StrictModel(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         checked = False
         for field in cls.model_fields.values():
-            if _takes_numbers(field.annotation) and not any(getattr(m, "func", None) is _refuse_truth_values for m in field.metadata):
-                field.metadata.append(BeforeValidator(_refuse_truth_values))
+            check = _refuse_truth_values if _takes_numbers(field.annotation) else _require_bool if _takes_bool(field.annotation) else None
+            if check is not None and not any(getattr(m, "func", None) is check for m in field.metadata):
+                field.metadata.append(BeforeValidator(check))
                 checked = True
         if checked:  # a forward reference not yet defined leaves the model to pydantic's rebuild on first use, as before
             cls.model_rebuild(force=True, raise_errors=False)
@@ -86,6 +89,18 @@ def _takes_numbers(annotation: Any) -> bool:
     if bool in args:
         return False
     return annotation in (int, float) or any(_takes_numbers(arg) for arg in args)
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether ``annotation`` is ``bool``, or ``bool | None``."""
+    return annotation is bool or (bool in get_args(annotation) and set(get_args(annotation)) <= {bool, type(None)})
+
+
+def _require_bool(value: Any) -> Any:
+    """``value`` if it is ``true``, ``false`` or None."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"true or false, not {value!r}: only true and false are booleans (YAML 1.2 reads no, off and y as text)")
 
 
 def _refuse_truth_values(value: Any) -> Any:

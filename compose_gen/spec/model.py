@@ -39,7 +39,7 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
 class _Strict(StrictModel):
-    """Unknown keys, NaN and ±infinity in a float, and true/false for a number are errors."""
+    """Unknown keys, NaN and ±infinity in a float, true/false for a number and anything else for a boolean are errors."""
 
 
 #: An exponential moving average's decay, as Adam's β₁ and β₂: in [0, 1).

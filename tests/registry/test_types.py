@@ -110,6 +110,20 @@ def test_a_field_that_takes_a_bool_keeps_it() -> None:
     assert Sizes(clip=True).clip is True and Sizes(clip=0.5).clip == 0.5
 
 
+class Switches(Params):
+    plot: bool = True
+    fused: bool | None = None
+
+
+@pytest.mark.parametrize("given", ["no", "on", "y", "false", 0, 1])
+def test_only_true_and_false_are_booleans(given: object) -> None:
+    """pydantic read `spectral_norm: no` as false and `compile: y` as true, which the JSON Schema refuses."""
+    for field in ("plot", "fused"):
+        with pytest.raises(ValidationError, match=r"true or false, not .*only true and false are booleans"):
+            Switches(**{field: given})
+    assert Switches(plot=False, fused=None) == Switches.model_validate({"plot": False})
+
+
 class Outer(Params):
     inner: Inner  # defined below: pydantic resolves it on first use
     n: int = 1
