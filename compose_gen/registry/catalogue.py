@@ -126,11 +126,16 @@ class Catalogue:
         self.failures[plugin] = f"{self.failures[plugin]}; {problem}" if plugin in self.failures else problem
 
 
-#: Names other tools use for the spec's own fields, written as :func:`_normalised` writes them: the name here, and why.
-#: (Types declare theirs: :attr:`ComponentType.aliases`.)
-SYNONYMS: dict[str, tuple[str, str]] = {
-    "ncritic": ("steps", "a player's optimizer steps per round, n_critic in WGAN terms"),
-    "learningrate": ("lr", "the learning rate"),
+#: Names other tools (or other types here) use for the spec's own fields, written as :func:`_normalised` writes them:
+#: the names meant, each with why, the first one that the place takes suggested.  (Types declare theirs:
+#: :attr:`ComponentType.aliases`.)  Spelling alone matched ``features`` to ``context_features`` on a bijector.
+SYNONYMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ncritic": (("steps", "a player's optimizer steps per round, n_critic in WGAN terms"),),
+    "learningrate": (("lr", "the learning rate"),),
+    "features": (("shape", "a bijector's event shape, [D]"),),
+    "shape": (("features", "this bijector's event size D"),),
+    "infeatures": (("in_shape", "the shape of the examples the critic reads"),),
+    "clip": (("clip_grad_norm", "a player clips gradients; weight clipping is the wasserstein loss's clip"),),
 }
 
 
@@ -142,9 +147,9 @@ def _normalised(name: str) -> str:
 def suggest(name: str, candidates: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for a well-known synonym or the closest candidate, or an empty string."""
     candidates = list(candidates)
-    synonym = SYNONYMS.get(_normalised(name))
-    if synonym is not None and synonym[0] in candidates and synonym[0] != name:
-        return f"; did you mean {synonym[0]!r}? ({synonym[1]})"
+    for meant, why in SYNONYMS.get(_normalised(name), ()):
+        if meant in candidates and meant != name:
+            return f"; did you mean {meant!r}? ({why})"
     same_but_case = [c for c in candidates if c.lower() == name.lower()]
     close = same_but_case or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""

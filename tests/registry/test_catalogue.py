@@ -468,6 +468,11 @@ def test_a_catalogue_of_first_party_types_leaves_other_installed_plugins_out(ins
         ("n_critic", ["params", "terms"], ""),  # a synonym is suggested only where its name exists
         ("stepz", ["steps"], "; did you mean 'steps'?"),
         ("CSV", ["csv", "npz", "npy"], "; did you mean 'csv'?"),  # too short for difflib, but the same name in another case
+        # spelling alone said 'context_features' on a bijector, 'out_features' on mlp_critic, nothing on a player's clip
+        ("features", ["shape", "hidden", "context_features"], "; did you mean 'shape'? (a bijector's event shape, [D])"),
+        ("shape", ["features", "context_features"], "; did you mean 'features'? (this bijector's event size D)"),
+        ("in_features", ["in_shape", "out_features", "hidden"], "; did you mean 'in_shape'? (the shape of the examples the critic reads)"),
+        ("clip", ["params", "clip_grad_norm", "clip_grad_value"], "; did you mean 'clip_grad_norm'? (a player clips gradients; weight clipping is the wasserstein loss's clip)"),
     ],
 )
 def test_suggest_knows_names_other_tools_use(name, candidates, hint) -> None:
