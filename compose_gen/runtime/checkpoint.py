@@ -188,8 +188,10 @@ def _remove(checkpoint: Path) -> None:
 
 
 def _delete(path: Path) -> None:
-    """Delete a folder with what it holds, or a file (one named as a checkpoint, which is none), if there."""
-    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    """Delete a folder with what it holds, or a file (one named as a checkpoint, which is none), if there; a link (a
+    checkpoint folder linked in from another run) goes itself, what it points to stays (``rmtree`` refused it silently,
+    so the link stayed behind as ``.tmp-old-*`` for good)."""
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import socket
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +30,9 @@ __all__ = ["FolderBusy", "claimed", "refuse_if_busy"]
 #: the claim file names the process, so two threads of one process are told apart here.
 _held: dict[str, tuple[int, int]] = {}
 _held_lock = threading.Lock()
+
+#: The most of a claim file that is read: a claim is one short line; a longer one is damaged, and so taken over as stale.
+CLAIM_LIMIT = 1 << 16
 
 
 class FolderBusy(FileExistsError):
@@ -96,12 +100,22 @@ def _read(path: Path) -> tuple[str, bool]:
     ``"host pid"``), cannot be told apart from its folder's own, so it is taken to be that.
     A damaged one (neither) names no writer: ``""``, which is taken over as stale.
     """
+    # opened without waiting and read to a bound: a FIFO in its place hung train and evaluate, a link to a device fed them without end
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace").strip()
-    except IsADirectoryError:
-        raise IsADirectoryError(
-            errno.EISDIR, f"{path} is a folder, where compose_gen keeps the file naming the process that writes the run folder: remove it"
-        ) from None
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise IsADirectoryError(
+                errno.EISDIR, f"{path} is a folder, where compose_gen keeps the file naming the process that writes the run folder: remove it"
+            )
+        if not stat.S_ISREG(kind):
+            raise OSError(
+                errno.EINVAL,
+                f"{path} is not a regular file, where compose_gen keeps the file naming the process that writes the run folder: remove it",
+            )
+        text = os.read(fd, CLAIM_LIMIT).decode("utf-8", errors="replace").strip()
+    finally:
+        os.close(fd)
     try:
         record = json.loads(text)
     except json.JSONDecodeError:

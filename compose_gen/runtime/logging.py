@@ -22,7 +22,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from compose_gen.core.files import fsync, parse_json, write_text_atomic
+from compose_gen.core.files import fsync, parse_json, regular_file_stat, write_text_atomic
 from compose_gen.runtime.distributed import Distributed
 from compose_gen.runtime.layout import DROPPED_METRICS_FILE
 
@@ -133,7 +133,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _lines(path: Path) -> list[str]:
-    """The lines of a ``metrics.jsonl``; bytes that are no UTF-8 (a damaged line) are replaced, so that line reads as no record."""
+    """The lines of a ``metrics.jsonl``; bytes that are no UTF-8 (a damaged line) are replaced, so that line reads as no record.
+
+    OSError for anything but a regular file: a FIFO would hang a resume (and the loading of a folder without
+    checkpoints), a link to a device feed it without end.  No size limit: a long run's log may well pass 64 MiB."""
+    regular_file_stat(path)
     return path.read_bytes().decode("utf-8", errors="replace").splitlines()
 
 
@@ -164,6 +168,8 @@ def prune_metrics(path: Path, step: int) -> list[int]:
             if record is None:
                 torn.append(number)
     if dropped:  # on the disk before the log that held them is replaced: a crash between the two loses none of them
+        if path.with_name(DROPPED_METRICS_FILE).exists():  # a FIFO there would hang the resume, waiting for a reader
+            regular_file_stat(path.with_name(DROPPED_METRICS_FILE))
         with open(path.with_name(DROPPED_METRICS_FILE), "a", encoding="utf-8") as aside:
             aside.write("".join(f"{line}\n" for line in dropped))
         fsync(path.with_name(DROPPED_METRICS_FILE))

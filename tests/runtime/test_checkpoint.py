@@ -280,6 +280,19 @@ def test_a_resume_behind_an_unreadable_checkpoint_rotates_its_own_not_the_one_it
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).trainer.step == 5
 
 
+def test_a_checkpoint_linked_in_from_elsewhere_rotates_away_as_a_link_leaving_what_it_points_to(tmp_path, toys_catalogue):
+    """Rotation renamed the link to ``.tmp-old-*`` and left it there for good: ``rmtree`` refuses a link, silently."""
+    _, (first, _, _) = _three_checkpoints(tmp_path, toys_catalogue)
+    elsewhere = tmp_path / "elsewhere" / first.name
+    elsewhere.parent.mkdir()
+    shutil.move(first, elsewhere)
+    first.symlink_to(elsewhere, target_is_directory=True)
+    resumed = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False, overrides=["train.steps=8"])
+    resumed.train()
+    assert sorted(p.name for p in first.parent.iterdir()) == ["step-00000004", "step-00000006", "step-00000008"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["model.safetensors", "optim.safetensors", "state.json"]
+
+
 def test_a_file_named_as_the_newest_checkpoint_is_one_that_cannot_be_read_and_is_replaced_when_its_step_is_saved(tmp_path, toys_catalogue):
     """Left out of the listing, the checkpoint before it was taken for the newest: evaluate wrote over the newer
     evaluation.json, and saving its step again left the file behind as ``.tmp-old-*``."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -228,5 +231,40 @@ def test_a_damaged_claim_names_no_writer_and_is_taken_over_and_a_folder_in_its_p
         assert not claim.exists()
     claim.mkdir()
     with pytest.raises(IsADirectoryError, match=rf"{CLAIM_FILE} is a folder, where compose_gen keeps the file naming the process .*: remove it$"):
+        with claimed(tmp_path):
+            pass
+
+
+
+def test_a_fifo_or_device_in_the_claim_s_place_is_named_not_waited_on_or_read_without_end(tmp_path) -> None:
+    """A FIFO named .writer hung train --resume and evaluate for good (and a link to /dev/zero would read forever)."""
+    claim = tmp_path / CLAIM_FILE
+    os.mkfifo(claim)
+    outcome: list[OSError] = []
+
+    def claim_it() -> None:
+        try:
+            with claimed(tmp_path):
+                pass
+        except OSError as error:
+            outcome.append(error)
+
+    taking = threading.Thread(target=claim_it, daemon=True)
+    taking.start()
+    taking.join(10)
+    hung = taking.is_alive()
+    for _ in range(100):  # let a reader blocked on the FIFO (or on it set aside as stale) see its end
+        if not taking.is_alive():
+            break
+        for fifo in tmp_path.glob(f"{CLAIM_FILE}*"):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        taking.join(0.1)
+    assert not hung, "claiming a folder whose .writer is a FIFO waited for a writer"
+    message = rf"{CLAIM_FILE} is not a regular file, where compose_gen keeps the file naming the process .*: remove it$"
+    assert len(outcome) == 1 and re.search(message, str(outcome[0]))
+    claim.unlink()
+    claim.symlink_to("/dev/zero")
+    with pytest.raises(OSError, match=message):
         with claimed(tmp_path):
             pass
