@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import tempfile
 import time
 import warnings
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -55,7 +56,7 @@ from compose_gen.runtime.evaluation import EvaluationFailed, MetricLoop, metric_
 from compose_gen.runtime.export import drawable, non_finite_warning, write_samples
 from compose_gen.runtime.folder import check_loadable, check_new_folder, load_chosen, moved_split_keys, override_keys
 from compose_gen.runtime.inputs import as_examples, as_labels, check_counts, class_names_in
-from compose_gen.runtime.layout import EVALUATION_FILE, PLUGINS_FILE, SAMPLES_DIR, SPEC_FILE, dropped_evaluation_name
+from compose_gen.runtime.layout import CHECKPOINTS_DIR, EVALUATION_FILE, PLUGINS_FILE, SAMPLES_DIR, SPEC_FILE, dropped_evaluation_name
 from compose_gen.runtime.remedies import (
     changed_plugins,
     recorded_plugins,
@@ -334,6 +335,7 @@ class Run:
             if overtaken:
                 raise CheckpointError(f"{overtaken}: training here would rewind its logs; load it again to go on (compose-gen train --resume, or compose_gen.load_run)")
             self._set_aside_later_evaluation()
+            self._refuse_unwritable_checkpoints()
             with self._own_stream():  # a run resumed with --set continues, and later resumes, with what it was told:
                 self.trainer.before_save = self._record_spec  # recorded with its first checkpoint, not before (a kill)
                 logs = self.trainer.fit(total)
@@ -410,6 +412,17 @@ class Run:
                 f"warning: {path} holds the evaluation of step {step}, after step {self.trainer.step} where training goes on, "
                 f"so of weights it replaces: moved to {aside}"
             )
+
+    def _refuse_unwritable_checkpoints(self) -> None:
+        """Refuse to train when the folder's ``checkpoints/`` cannot be written: found at the first save, it cost every
+        round trained since the last checkpoint."""
+        folder = self.dir / CHECKPOINTS_DIR if self.dir is not None and self.trainer.dist.is_main else None
+        if folder is None or not folder.is_dir():
+            return
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as error:
+            raise OSError(error.errno, f"{folder} cannot be written ({error.strerror}), so no checkpoint of this training could be saved") from None
 
     def _set_aside(self, path: Path, step: int) -> Path:
         """Move the evaluation ``path`` of ``step`` to :func:`dropped_evaluation_name` (beside any set aside before)."""

@@ -6,6 +6,7 @@ import json
 import math
 import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,6 +352,28 @@ def test_a_run_whose_folder_was_moved_away_does_not_start_another_at_its_old_pat
     assert not folder.exists()
     assert run.evaluate(tmp_path / "elsewhere", record=False)["step"] == 2, "evaluating into another folder needs none of it"
     assert Run.load(tmp_path / "renamed", catalogue=toys_catalogue, progress=False).trainer.step == 2
+
+
+def test_a_run_whose_checkpoints_cannot_be_written_is_refused_before_it_trains(tmp_path, toys_catalogue, monkeypatch) -> None:
+    """A read-only checkpoints/ was found at the first save, every round since the last checkpoint trained for nothing."""
+    import tempfile
+
+    from runtime_toys import VAE, spec_dict
+
+    folder = tmp_path / "run"
+    Run.create(cg.load_spec(spec_dict(VAE, steps=4), catalogue=toys_catalogue), folder, progress=False).train(2)
+    run = Run.load(folder, catalogue=toys_catalogue, progress=False)
+    probe = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # chmod is no test as root, who writes anyway
+        if dir is not None and Path(dir) == folder / "checkpoints":
+            raise PermissionError(13, "Permission denied")
+        return probe(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(OSError, match=r"checkpoints cannot be written \(Permission denied\), so no checkpoint of this training could be saved"):
+        run.train(4)
+    assert run.trainer.step == 2
 
 
 def test_a_new_run_keeps_out_of_a_folder_holding_another_spec_or_links(tmp_path, toys_catalogue, monkeypatch) -> None:
