@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import threading
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -289,3 +291,31 @@ def _child(target: Any, args: tuple[Any, ...], output: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def errors_without_waiting(calls: list[Callable[[], Any]], fifos: Callable[[], Iterable[Path]]) -> list[OSError]:
+    """The OSErrors ``calls`` raise, run in a thread; the test fails if they wait on a FIFO, one of ``fifos()`` (which are
+    then opened both ways and closed, so that a blocked reader or writer sees their end and no thread outlives the test)."""
+    errors: list[OSError] = []
+
+    def run() -> None:
+        for call in calls:
+            try:
+                call()
+            except OSError as error:
+                errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    hung = thread.is_alive()
+    for _ in range(100):
+        if not thread.is_alive():
+            break
+        for fifo in fifos():
+            for way in (os.O_RDONLY, os.O_WRONLY):  # a writer blocked opening it gets its reader, a reader its writer
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, way | os.O_NONBLOCK))
+        thread.join(0.1)
+    assert not hung, f"waited on a FIFO: {list(fifos())}"
+    return errors

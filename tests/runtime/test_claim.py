@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -14,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from runtime_toys import AUTOENCODER, forked, spec_dict
+from runtime_toys import AUTOENCODER, errors_without_waiting, forked, spec_dict
 
 from compose_gen.runtime import Run
 from compose_gen.runtime.claim import FolderBusy, claimed
@@ -78,8 +77,6 @@ def test_the_claim_of_an_ended_process_is_taken_over_and_the_own_one_reentered(t
 
 def test_another_thread_of_the_same_process_is_refused(tmp_path) -> None:
     """The claim file names the process, so two threads once both passed as its re-entry and wrote one folder."""
-    import threading
-
     outcome: list[BaseException | None] = []
 
     def second() -> None:
@@ -235,32 +232,16 @@ def test_a_damaged_claim_names_no_writer_and_is_taken_over_and_a_folder_in_its_p
             pass
 
 
-
 def test_a_fifo_or_device_in_the_claim_s_place_is_named_not_waited_on_or_read_without_end(tmp_path) -> None:
     """A FIFO named .writer hung train --resume and evaluate for good (and a link to /dev/zero would read forever)."""
     claim = tmp_path / CLAIM_FILE
     os.mkfifo(claim)
-    outcome: list[OSError] = []
 
     def claim_it() -> None:
-        try:
-            with claimed(tmp_path):
-                pass
-        except OSError as error:
-            outcome.append(error)
+        with claimed(tmp_path):
+            pass
 
-    taking = threading.Thread(target=claim_it, daemon=True)
-    taking.start()
-    taking.join(10)
-    hung = taking.is_alive()
-    for _ in range(100):  # let a reader blocked on the FIFO (or on it set aside as stale) see its end
-        if not taking.is_alive():
-            break
-        for fifo in tmp_path.glob(f"{CLAIM_FILE}*"):
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        taking.join(0.1)
-    assert not hung, "claiming a folder whose .writer is a FIFO waited for a writer"
+    outcome = errors_without_waiting([claim_it], lambda: tmp_path.glob(f"{CLAIM_FILE}*"))  # set aside as stale too
     message = rf"{CLAIM_FILE} is not a regular file, where compose_gen keeps the file naming the process .*: remove it$"
     assert len(outcome) == 1 and re.search(message, str(outcome[0]))
     claim.unlink()

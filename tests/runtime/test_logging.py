@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import sys
-import threading
 import types
 
 import pytest
 from PIL import Image
-from runtime_toys import GAN, VAE, spec_dict
+from runtime_toys import GAN, VAE, errors_without_waiting, spec_dict
 
 from compose_gen.runtime import Run
 from compose_gen.runtime.checkpoint import list_checkpoints
@@ -55,48 +53,18 @@ def test_a_line_of_bytes_that_are_no_utf8_is_dropped_like_a_torn_one(tmp_path):
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
 
 
-
-def _errors_without_waiting(calls, fifos) -> list[OSError]:
-    """The OSErrors ``calls`` raise, run in a thread; the test fails if they wait on one of the ``fifos`` (which are then
-    opened for writing and closed, so that a blocked reader or writer sees their end and no thread outlives the test)."""
-    errors: list[OSError] = []
-
-    def run() -> None:
-        for call in calls:
-            try:
-                call()
-            except OSError as error:
-                errors.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(10)
-    hung = thread.is_alive()
-    for _ in range(100):
-        if not thread.is_alive():
-            break
-        for fifo in fifos:
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # a writer blocked opening it gets its reader
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a reader blocked opening it gets its writer
-        thread.join(0.1)
-    assert not hung, f"waited on a FIFO: {fifos}"
-    return errors
-
-
 def test_a_metrics_log_or_its_set_aside_lines_that_is_a_fifo_is_refused_rather_than_waited_on(tmp_path):
     """A resume (and loading a folder without checkpoints) read metrics.jsonl, and appended what it dropped to
     metrics.dropped.jsonl, whatever they were: a FIFO in either place hung it for good."""
     path = tmp_path / "metrics.jsonl"
     os.mkfifo(path)
-    errors = _errors_without_waiting([lambda: read_metrics(path), lambda: prune_metrics(path, 1)], [path])
+    errors = errors_without_waiting([lambda: read_metrics(path), lambda: prune_metrics(path, 1)], lambda: [path])
     assert [str(e) for e in errors] == [f"[Errno 22] not a regular file: '{path}'"] * 2
     path.unlink()
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n')
     aside = tmp_path / "metrics.dropped.jsonl"
     os.mkfifo(aside)
-    errors = _errors_without_waiting([lambda: prune_metrics(path, 1)], [aside])
+    errors = errors_without_waiting([lambda: prune_metrics(path, 1)], lambda: [aside])
     assert [str(e) for e in errors] == [f"[Errno 22] not a regular file: '{aside}'"]
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}], "the log is left as it was"
 
