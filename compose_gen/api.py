@@ -11,6 +11,7 @@ from compose_gen.compiler import GenerativeModel
 from compose_gen.core import Splits
 from compose_gen.registry import Catalogue
 from compose_gen.runtime import Run, build as build_spec
+from compose_gen.runtime.inputs import check_counts
 from compose_gen.runtime.rng import kept
 from compose_gen.spec import Spec, load_spec, override_list
 
@@ -38,6 +39,8 @@ def train(
 ) -> Run:
     """Train ``spec`` (a :class:`Spec`, or a file or mapping to load with ``overrides``) into a run folder (``out``),
     then sample and evaluate; return the :class:`Run`."""
+    if steps is not None:  # refused before the run folder is made, as the CLI's --steps is: a half-made one would refuse a retry
+        check_counts("train", steps=steps)
     if isinstance(spec, Spec) and override_list(overrides):
         raise ValueError("overrides apply when a spec is loaded: give them to load_spec, or give train the spec's file or mapping")
     if not isinstance(spec, Spec):

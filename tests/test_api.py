@@ -109,6 +109,17 @@ def test_calls_given_what_they_cannot_use_say_so_rather_than_ignore_it(tmp_path,
         run.save_samples(tmp_path / "x.npy", 0)
 
 
+def test_train_refuses_steps_it_cannot_train_to_before_making_the_run_folder(tmp_path, vae_spec) -> None:
+    """Found by a tester of the docs: ``cg.train(spec, out, steps=0)`` made the folder, then refused the steps, and the
+    retry into the same folder with a corrected spec was refused for the half-made folder's ``spec.yaml``."""
+    for steps in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match=f"train: steps must be a whole number ≥ 1, got {steps!r}"):
+            cg.train(vae_spec, out=tmp_path / "run", steps=steps, progress=False)
+        assert not (tmp_path / "run").exists()
+    run = cg.train(vae_spec, out=tmp_path / "run", overrides=["train.steps=3"], progress=False)
+    assert run.trainer.step == 3
+
+
 def test_build_puts_the_caller_s_random_stream_back(vae_spec) -> None:
     """It seeded torch's generator from the spec, so a sweep's own draws repeated after every build, unlike a Run's."""
     torch.manual_seed(123)

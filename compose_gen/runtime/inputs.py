@@ -50,6 +50,8 @@ def as_labels(y: Any) -> Tensor | None:
     if y is None:
         return None
     labels = torch.as_tensor(y)
+    if labels.dtype == torch.bool:  # a mask (y == 3) is no class: sample's classes refuse True too
+        raise ValueError("log_prob: the labels y are booleans, not class labels; give the classes (a mask's y.long() where 0 and 1 are meant)")
     if labels.is_floating_point() and not bool((labels.isfinite() & (labels == labels.round())).all()):
         raise ValueError("log_prob: the labels y must be whole numbers (class labels)")
     return labels.long().reshape(-1)

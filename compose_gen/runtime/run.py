@@ -294,6 +294,11 @@ class Run:
         if dist.rank > 0:  # every process built the same parameters from the spec's seed; each draws its own noise
             torch.manual_seed(offset_seed(spec.model.seed, dist.rank, RANK_STRIDE))
         dist.broadcast([*model.buffers(), *model.parameters()])
+        if train.batch_size % dist.world_size:  # a spec error, which process 0 alone says: every process would say it alike
+            raise spec.error(
+                ("train", "batch_size"),
+                f"{train.batch_size} cannot be split evenly over {dist.world_size} processes: give a multiple of {dist.world_size}",
+            )
         stream = BatchStream(data.train, train.batch_size, spec.model.seed, model.device, dist.rank, dist.world_size, memory_format)
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         trainer = Trainer(model, stream, run_dir, progress, dist)
@@ -521,6 +526,8 @@ class Run:
         names = [str(name) for name in self.data.train.meta.get("classes") or []]
         labels = []
         for k in classes:
+            if isinstance(k, torch.Tensor) and k.dim() == 0 and not (k.is_floating_point() or k.is_complex() or k.dtype == torch.bool):
+                k = int(k)  # an element of a tensor of classes, as a numpy integer is
             if str(k) in names:
                 labels.append(names.index(str(k)))
             elif (isinstance(k, numbers.Integral) and not isinstance(k, bool)) or (isinstance(k, str) and k.lstrip("-").isdigit()):

@@ -215,7 +215,7 @@ def test_classes_are_chosen_by_the_names_the_data_give_them(tmp_path, monkeypatc
     assert run.class_labels(["virginica", "setosa", 1, "2"]) == [2, 0, 1, 2]
     with pytest.raises(ValueError, match="unknown class 'rose': its classes are setosa, versicolor, virginica"):
         run.class_labels(["rose"])
-    assert run.class_labels([np.int64(1)]) == [1]
+    assert run.class_labels([np.int64(1)]) == [1] == run.class_labels(torch.tensor([1]))  # was "unknown class tensor(1)"
     with pytest.raises(ValueError, match="unknown class True"):
         run.class_labels([True])
     run.save_samples(tmp_path / "s.npz", 4, classes=["virginica"])
