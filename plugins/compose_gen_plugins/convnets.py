@@ -55,6 +55,15 @@ def levels(image_shape: tuple[int, ...], min_size: int) -> tuple[int, int, int]:
     return n, h, w
 
 
+def _refuse_instance_norm_at_one_pixel(norm: Norm, size: tuple[int, int], min_size: int, type_name: str) -> None:
+    """Refuse ``norm: instance`` on a 1×1 feature map: it normalises each channel over its one position (torch refuses it)."""
+    if norm == "instance" and size == (1, 1):
+        raise ValueError(
+            f"{type_name}: norm: instance normalises each channel over its spatial positions, but with min_size: {min_size} "
+            f"its smallest feature map is 1x1, which has one: set min_size: 2 or more, or norm: layer, batch or none"
+        )
+
+
 def norm2d(kind: Norm, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -107,9 +116,11 @@ def _refuse_flat_examples(event: tuple[int, ...], shape: tuple[int, ...], type_n
     )
 
 
-def conv_trunk(shape: tuple[int, int, int], params: ConvOptions, norm: Norm) -> tuple[nn.Sequential, int]:
+def conv_trunk(shape: tuple[int, int, int], params: ConvOptions, norm: Norm, type_name: str = "conv_critic") -> tuple[nn.Sequential, int]:
     """The critic/encoder convolutions and the size of their flattened output."""
     n, h, w = levels(shape, params.min_size)
+    if n:  # the strided convolutions' norm layers, the last at (h, w)
+        _refuse_instance_norm_at_one_pixel(norm, (h, w), params.min_size, type_name)
     width = [params.base_channels * 2**i for i in range(n + 1)]
     sn = params.spectral_norm
     layers: list[nn.Module] = [spectral(nn.Conv2d(shape[0], width[0], 3, padding=1), sn), nn.LeakyReLU(0.2)]
@@ -225,6 +236,7 @@ def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Gene
     """DCGAN generator: z [‖ embed(y)] -> Linear -> transposed convs, norm, ReLU -> image (Radford et al. 2016)."""
     shape = _image_shape(ctx, params, "conv_generator")
     n, h, w = levels(shape, params.min_size)
+    _refuse_instance_norm_at_one_pixel(params.norm, (h, w), params.min_size, "conv_generator")
     width = [params.base_channels * 2**i for i in range(n + 1)]
     sn = params.spectral_norm
     layers: list[nn.Module] = [
@@ -266,7 +278,7 @@ def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
 def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEncoder:
     """Convolutional encoder network: strided convs with LeakyReLU -> Linear -> out_features (Radford et al. 2016)."""
     shape = _image_shape(ctx, params, "conv_encoder", reads_x=True)
-    trunk, features = conv_trunk(shape, params, params.norm)
+    trunk, features = conv_trunk(shape, params, params.norm, "conv_encoder")
     return ConvEncoder(trunk, features, params.out_features, shape, params.spectral_norm, params.context_features)
 
 

@@ -369,3 +369,13 @@ def test_image_readers_refuse_flat_data_at_build_and_say_how_to_have_images(type
     assert message.startswith(f"{type_name}: needs images of shape (C, H, W); the data's examples are flat, of shape (64,) (images (1, 8, 8) flattened)")
     assert "`shape: image` for digits, mnist_idx or image_folder" in message and "`{type: reshape, shape: [1, 8, 8]}` for npz or npy" in message
     assert build("conv_generator", ctx, latent_dim=3, **SMALL)(torch.randn(2, 3)).shape == (2, 1, 8, 8), "a generator reads no x"
+
+
+@pytest.mark.parametrize(("type_name", "params"), [("conv_generator", {"latent_dim": 3}), ("conv_critic", {}), ("conv_encoder", {"out_features": 3})])
+def test_instance_norm_on_a_one_pixel_level_is_refused_at_build(type_name: str, params: dict) -> None:
+    """min_size: 1 halves 8x8 down to 1x1, where instance norm has one position per channel: torch failed in the first pass."""
+    with pytest.raises(ValueError, match=rf"^{type_name}: norm: instance .* smallest feature map is 1x1.*min_size: 2 or more"):
+        build(type_name, image_shape=[1, 8, 8], min_size=1, norm="instance", **params, **SMALL)
+    net = build(type_name, image_shape=[1, 8, 8], min_size=2, norm="instance", **params, **SMALL)
+    net(torch.randn(2, 3) if type_name == "conv_generator" else torch.rand(2, 1, 8, 8))
+    build(type_name, image_shape=[1, 8, 8], min_size=1, norm="layer", **params, **SMALL)
