@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO, TypeVar
 
 from compose_gen.compiler import SamplingFailed, advise, advise_paths, assumed_fields, build_graph, unknown_player_names
+from compose_gen.compiler.build import build_data
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
 from compose_gen.core.files import json_text, read_json
@@ -108,8 +109,8 @@ def _graph(args: argparse.Namespace) -> int:
     from compose_gen.compiler.draw import draw
 
     spec = load_spec(args.spec, args.set)
-    data = build(spec, "cpu")[1]
-    draw(build_graph(spec, tuple(data.train.fields)).graph, Path(args.output), spec.name)
+    fields = tuple(build_data(spec).train.fields)  # the data alone: a spec whose dry run fails is drawn too, to see why
+    draw(build_graph(spec, fields).graph, Path(args.output), spec.name)
     print(f"wrote {args.output}", file=args.results)
     return 0
 

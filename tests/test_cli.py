@@ -162,6 +162,16 @@ def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
         assert '"component:encoder" -> "loss:vae"' in text and '"field:x" -> "loss:vae"' in text
 
 
+def test_a_spec_whose_dry_run_fails_is_drawn_still(tmp_path, vae_spec, capsys) -> None:
+    """graph built the whole model: a spec failing its dry run, when a picture would help most, got none."""
+    vae_spec["components"]["decoder"]["net"]["in_features"] += 1  # the decoder reads z of another size: the dry run fails
+    path = write(tmp_path, vae_spec)
+    assert main(["validate", str(path)]) == 1
+    out = tmp_path / "graph.dot"
+    assert main(["graph", str(path), "-o", str(out)]) == 0
+    assert '"component:decoder" -> "loss:vae"' in out.read_text()
+
+
 def test_warnings_are_said_once_each_and_strict_validation_fails_on_them(tmp_path, cgan_spec, capsys) -> None:
     cgan_spec["players"]["critic"]["schedule"] = {"type": "cosine", "warmup": 5}
     path = write(tmp_path, cgan_spec)
