@@ -26,6 +26,7 @@ codes drawn uniformly, the prior of the paper before a PixelCNN is fitted.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Literal, Mapping
 
 import torch
@@ -81,7 +82,8 @@ class VectorQuantizer(nn.Module):
         at least: under bf16 autocast, a bf16 product gave 1% of vectors a code that is not their nearest."""
         dtype = torch.promote_types(vectors.dtype, self.codebook.dtype)
         flat, codebook = vectors.detach().reshape(-1, self.dim).to(dtype), self.codebook.detach().to(dtype)
-        with torch.autocast(flat.device.type, enabled=False):
+        device = flat.device.type
+        with torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext():  # entering it costs 3 µs
             distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(1)
         return distances.argmin(1).reshape(vectors.shape[:-1])
 
