@@ -65,6 +65,7 @@ def _validate(args: argparse.Namespace) -> int:
     failed = 0
     verdicts = sys.stderr if args.resolved else args.results  # with --resolved, stdout holds the YAML alone
     for file in args.files:
+        shown = "<stdin>" if file == "-" else file  # as the spec's error lines name it
         note = ""
         try:
             with _spec_warnings_said() as said:
@@ -87,12 +88,12 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             if args.strict and said:
                 failed += 1
-                print(f"{file}: {len(said)} warning(s), which --strict counts as problems", file=verdicts)
+                print(f"{shown}: {len(said)} warning(s), which --strict counts as problems", file=verdicts)
                 continue
-            print(f"{file}: ok{note}", file=verdicts)
+            print(f"{shown}: ok{note}", file=verdicts)
             if args.resolved:
                 if len(args.files) > 1:  # one YAML stream of documents, which yaml.safe_load_all reads back
-                    print(f"--- # {file}", file=args.results)
+                    print(f"--- # {shown}", file=args.results)
                 print(spec.to_yaml(), end="", file=args.results)
     return 1 if failed else 0
 

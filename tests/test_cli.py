@@ -162,6 +162,18 @@ def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
         assert '"component:encoder" -> "loss:vae"' in text and '"field:x" -> "loss:vae"' in text
 
 
+def test_a_spec_from_stdin_is_named_alike_in_verdicts_and_errors(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """The verdict said '-: ok' where the error lines said '<stdin>:1: ...'."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(vae_spec)))
+    assert main(["validate", "-"]) == 0
+    assert capsys.readouterr().out == "<stdin>: ok\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("name: x\n"))
+    assert main(["validate", "-"]) == 1
+    assert capsys.readouterr().out.startswith("<stdin>:1: data: required key is missing")
+
+
 def test_a_spec_whose_dry_run_fails_is_drawn_still(tmp_path, vae_spec, capsys) -> None:
     """graph built the whole model: a spec failing its dry run, when a picture would help most, got none."""
     vae_spec["components"]["decoder"]["net"]["in_features"] += 1  # the decoder reads z of another size: the dry run fails
