@@ -342,7 +342,8 @@ class _State(_Record):
     best: _Best | None = None
     former_bests: list[_Best] = []
     trained_on: list[str] = []
-    model_sha256: str | None = None
+    trained_with: list[str] = []
+    model_sha256: str | None = None  # older checkpoints: the model spec of the last resume alone
     test_sha256: str | None = None
 
 

@@ -270,16 +270,23 @@ class Run:
             )
 
     def _check_model(self, loaded: Checkpoint, overrides: list[str], run_dir: Path) -> None:
-        """Set :attr:`changed` and say why when the spec's model, as its file holds it, is not the one ``loaded`` was
+        """Set :attr:`changed` and say why when the spec's model, as its file holds it, is not every one ``loaded`` was
         trained with, and no override of the model (which the command that takes it says) explains it."""
-        recorded = loaded.state.get("model_sha256")
+        # Every model spec the weights were trained with stays recorded: after a resume on an edited one, they mean neither.
+        recorded = loaded.state.get("trained_with") or [f for f in [loaded.state.get("model_sha256")] if f]  # older: the last
         told = any(key.split(".")[0] in MODEL_SECTIONS for key in override_keys(overrides))
-        if recorded is None or told or recorded == self.spec.model_fingerprint(as_written=True):
+        current = self.spec.model_fingerprint(as_written=True)
+        if len(set(recorded)) <= 1 and (told or all(fingerprint == current for fingerprint in recorded)):
             return
-        self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
+        self.trainer.trained_with = list(dict.fromkeys([*recorded, *self.trainer.trained_with]))
+        if told or recorded[-1] == current:
+            self.changed = f"step {loaded.step} was trained in part with other components, graph or losses, before a resume on an edited spec"
+            cause = ""
+        else:
+            self.changed = f"its components, graph or losses are not those step {loaded.step} was trained with"
+            cause = " (an edit of the file, or a --set of a resume after that step)"
         self.trainer.say(
-            f"warning: {run_dir / SPEC_FILE}: {self.changed} (an edit of the file, or a --set of a resume after that step): "
-            "the weights may not mean what it says, so its metrics are not recorded"
+            f"warning: {run_dir / SPEC_FILE}: {self.changed}{cause}: the weights may not mean what it says, so its metrics are not recorded"
         )
 
     @classmethod
@@ -303,7 +310,7 @@ class Run:
         run_dir = Path(os.path.abspath(run_dir))  # absolute and without "..", not resolving links
         trainer = Trainer(model, stream, run_dir, progress, dist)
         trainer.trained_on, trainer.test_fingerprint = [trained_on], tested_on
-        trainer.model_fingerprint = model_fingerprint
+        trainer.trained_with = [model_fingerprint]
         run = cls(spec, model, data, run_dir, trainer)
         if run._can_draw():
             trainer.on_sample = run._samples_at

@@ -193,8 +193,9 @@ class Trainer:
         self.trained_on: list[str] = []
         #: :meth:`TensorData.fingerprint` of the test split it is evaluated on, recorded in checkpoints (None: not recorded).
         self.test_fingerprint: str | None = None
-        #: :meth:`Spec.model_fingerprint` of the spec it trains, recorded in checkpoints (None: not recorded).
-        self.model_fingerprint: str | None = None
+        #: :meth:`Spec.model_fingerprint` of every model spec the weights were trained with, oldest first (more than one
+        #: after a resume on an edited model), recorded in checkpoints.
+        self.trained_with: list[str] = []
 
     def _player_loss(self, name: str) -> Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]:
         def loss(batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -565,7 +566,7 @@ class Trainer:
             **({"trained_on": self.trained_on} if self.trained_on else {}),
             **({"test_sha256": self.test_fingerprint} if self.test_fingerprint else {}),
             "sources_counted": True,  # the fingerprints count the data as read, before transforms (TensorData.source)
-            **({"model_sha256": self.model_fingerprint} if self.model_fingerprint else {}),
+            **({"trained_with": self.trained_with} if self.trained_with else {}),
         }
         if self.before_save is not None:
             self.before_save()

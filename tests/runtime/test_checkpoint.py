@@ -415,7 +415,7 @@ def test_a_parameter_a_newer_compose_gen_adds_is_no_edit_of_the_model(tmp_path, 
     _edit_spec(tmp_path / "run", lambda spec: spec["components"]["net"].pop("activation"))  # as the older version wrote it
     written = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())
     sections = {key: written.get(key) for key in ("components", "graph", "losses")}
-    _edit_state(checkpoints[-1], model_sha256=hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest())
+    _edit_state(checkpoints[-1], trained_with=[hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()])
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
 
 
@@ -427,7 +427,7 @@ def test_a_checkpoint_records_its_test_split_too_and_older_records_count_as_unre
     _edit_state(checkpoints[-1], test_sha256="0" * 64)
     moved = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
     assert moved.changed == "the test split is not the one this run was tested on while it trained"
-    older = {k: v for k, v in state.items() if k not in ("trained_on", "test_sha256", "model_sha256")}
+    older = {k: v for k, v in state.items() if k not in ("trained_on", "test_sha256", "trained_with")}
     (checkpoints[-1] / "state.json").write_text(json.dumps({**older, "train_sha256": None}))  # as older code could write it
     assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
 
@@ -775,3 +775,32 @@ def test_a_run_folder_whose_spec_is_a_fifo_is_refused_rather_than_waited_on(tmp_
     os.mkfifo(tmp_path / "run" / "spec.yaml")
     with pytest.raises(CheckpointError, match=r"spec.yaml is not a regular file, which the run folder's spec always is"):
         Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+
+
+def test_weights_trained_on_after_an_edit_of_the_model_are_never_again_evaluated_as_the_edited_model(tmp_path, toys_catalogue, capsys):
+    """The resume warned, but its checkpoints recorded the edited model alone, so a later evaluate of those weights,
+    trained under two activations, recorded its metrics as the edited model's."""
+    _three_checkpoints(tmp_path, toys_catalogue)
+    _edit_spec(tmp_path / "run", lambda spec: spec["components"]["net"].update(activation="leaky_relu"))
+    Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).train(8)  # warned: trained under both models
+    state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "state.json").read_text())
+    assert len(state["trained_with"]) == 2
+    capsys.readouterr()
+    later = Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False)
+    assert later.changed == "step 8 was trained in part with other components, graph or losses, before a resume on an edited spec"
+    assert "its metrics are not recorded" in capsys.readouterr().err
+    later.evaluate()
+    assert not (tmp_path / "run" / "evaluation.json").exists(), "no record of metrics of a model its weights were not trained as"
+    told = Run.load(tmp_path / "run", overrides=["components.net.activation=leaky_relu"], catalogue=toys_catalogue, progress=False)
+    assert told.changed == later.changed, "an override explains the model of this command, not the mix before it"
+
+
+def test_a_checkpoint_of_older_code_records_its_model_by_one_fingerprint(tmp_path, toys_catalogue):
+    _, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
+    state = json.loads((checkpoints[-1] / "state.json").read_text())
+    (checkpoints[-1] / "state.json").write_text(json.dumps({**state, "model_sha256": state.pop("trained_with")[0]}))
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed is None
+    _edit_spec(tmp_path / "run", lambda spec: spec["components"]["net"].update(activation="leaky_relu"))
+    assert Run.load(tmp_path / "run", catalogue=toys_catalogue, progress=False).changed == (
+        "its components, graph or losses are not those step 6 was trained with"
+    )
