@@ -221,12 +221,14 @@ def check_prior(
 
 #: Draws at the kit's temperature and at 1 whose spreads :func:`_check_temperature` compares.
 SPREAD_DRAWS = 1024
+#: Draws at temperature 0 (a mixture's modes, one per component drawn) whose density at 1 it checks.
+MODE_DRAWS = 64
 
 
 def _check_temperature(call: _Caller, context: Tensor | None, temperature: float, dist: Distribution) -> bool:
     """``forward(temperature=T)`` gives a distribution of the same event shape, another one than at 1 (its
-    ``log_prob`` differs), whose spread T < 1 does not widen (nor T > 1 narrow), and at T = 0 finite draws (its mode,
-    which ``compose-gen sample --temperature 0`` asks for).  False for a prior without a temperature (uniform codes),
+    ``log_prob`` differs), whose spread T < 1 does not widen (nor T > 1 narrow), and at T = 0 finite draws of its mode
+    (which ``compose-gen sample --temperature 0`` asks for): on average at least as probable at 1 as its draws at 1.  False for a prior without a temperature (uniform codes),
     which refuses one other than 1 with ``ValueError``; its draws are then checked at 1 only."""
     try:
         cooled = call(None, context, temperature=temperature)
@@ -249,8 +251,13 @@ def _check_temperature(call: _Caller, context: Tensor | None, temperature: float
         raise _fail(call.label, f"at temperature {temperature} its draws spread {ratio:.3g} times as much as at 1; expected the "
                     "temperature to scale the spread, σ·T: narrower below 1, wider above")
     with _calling(call.label, "forward(temperature=0.0)"):
-        mode = call(None, context, temperature=0.0).sample()
-    _finite(call.label, "draws at temperature 0 (build the distribution with validate_args=False, which lets a scale be 0)", mode)
+        modes = call(None, context, temperature=0.0).sample((MODE_DRAWS,))
+    _finite(call.label, "draws at temperature 0 (build the distribution with validate_args=False, which lets a scale be 0)", modes)
+    at_mode, typical = float(hot.log_prob(modes).double().mean()), float(hot.log_prob(at_one).double().mean())
+    if at_mode < typical:
+        raise _fail(call.label, f"its draws at temperature 0 are no mode: their mean log_prob at 1 is {at_mode:.4g}, below the "
+                    f"{typical:.4g} of its own draws at 1; expected T = 0 to give the most probable z (a temperature that moves "
+                    "the distribution rather than scaling its spread?)")
     return True
 
 

@@ -271,6 +271,11 @@ class NoModeAtTemperatureZero(Prior):
         return Independent(Normal(self.loc, temperature * torch.ones(3)), 1)  # validated: a scale of 0 is refused
 
 
+class ShiftsWithTemperature(Prior):
+    def forward(self, temperature: float = 1.0):
+        return Independent(Normal(self.loc + 2 * (1 - temperature), torch.ones(3), validate_args=False), 1)
+
+
 class CoinsPrior(nn.Module):
     """A learned Bernoulli prior starting at p = 1/2, its logits divided by T: a coin's draws barely move with T."""
 
@@ -315,6 +320,7 @@ def test_a_correct_prior_passes():
     [
         (IgnoresTemperature(), r"IgnoresTemperature: ignores its temperature: at temperature 0.5 the same draws as at 1 \(same seed\) and the same log_prob"),
         (WidensWithTemperature(), r"WidensWithTemperature: at temperature 0.5 its draws spread 4 times as much as at 1; expected .* σ·T"),
+        (ShiftsWithTemperature(), r"ShiftsWithTemperature: its draws at temperature 0 are no mode: their mean log_prob at 1 is -\S+, below"),
         (NoModeAtTemperatureZero(), r"NoModeAtTemperatureZero: forward\(temperature=0.0\) raised ValueError: Expected parameter scale"),
         (SumsItsDraws(), r"SumsItsDraws: sample\(3, temperature=0.5\) returned a Tensor of shape \(3,\), expected shape \(3, 3\)"),
         (ElementwisePrior(), r"ElementwisePrior: forward returned a Normal of batch shape \(3,\) with no input, so its log_prob is per coordinate"),
