@@ -63,11 +63,23 @@ def _read_rows(path: Path, delimiter: str) -> Iterator[Row]:
                 if any(value.strip() for value in fields):
                     yield reader.line_num, [value.strip() for value in fields]
     except UnicodeDecodeError as error:
-        raise file_error(path, f"is not UTF-8 text ({error})") from None
+        raise file_error(path, f"is not UTF-8 text ({_undecodable(path) or error})") from None
     except csv.Error as error:
         raise file_error(path, f"line {reader.line_num}: {error}") from None
     except OSError as error:
         raise file_error(path, f"cannot be read ({error})") from None
+
+
+def _undecodable(path: Path) -> str | None:
+    """Where the first bytes that are not UTF-8 lie, by line and byte in it: the decoder's own position counts from the
+    start of the chunk it was decoding, which names no place in a file of more than one chunk."""
+    with path.open("rb") as handle:
+        for line, text in enumerate(handle, 1):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return f"line {line}, byte {error.start + 1}: {text[error.start : error.end]!r}, {error.reason}"
+    return None
 
 
 def _column(ref: ColumnRef, names: list[str], p: CsvParams) -> int:

@@ -66,6 +66,15 @@ def test_images_brighter_than_pixel_max_are_warned_of(build, tmp_path: Path) -> 
     built_quietly(build, "npy", path=str(tmp_path / "x.npy"), test_fraction=0.5)  # not images: nothing is drawn as pixels
 
 
+def test_pixel_max_without_image_shape_leaves_to_display_in_data_units(build, tmp_path: Path) -> None:
+    """pixel_max says how a pixel shows; points that are no images were divided by it, so saved samples came out at 1/10."""
+    np.save(tmp_path / "x.npy", X)
+    splits = build("npy", path=str(tmp_path / "x.npy"), pixel_max=10, transforms=["standardise"])
+    shown = splits.train.to_display(splits.train.fields["x"])
+    rows = (shown[:, 0] / 4).round().long()  # row i of X holds 4i .. 4i + 3: its first value names the row shown
+    torch.testing.assert_close(shown, torch.as_tensor(X)[rows], rtol=1e-5, atol=1e-4)
+
+
 def test_features_that_float32_rounds_onto_a_few_values_are_warned_of(build, tmp_path: Path) -> None:
     """1e5 + 0.1·moons: 4000 distinct float64 values, 42 in float32; the only warning blamed the data for lying on a grid."""
     rng = np.random.default_rng(0)
@@ -254,6 +263,16 @@ def test_csv_that_is_not_text(build, tmp_path: Path) -> None:
     path = tmp_path / "bin.csv"
     path.write_bytes(b"\xff\xfe\x00\x81\x82")
     with pytest.raises(DatasetError, match="is not UTF-8 text"):
+        build("csv", path=str(path))
+
+
+def test_csv_that_is_not_utf8_names_the_line(build, tmp_path: Path) -> None:
+    """A Latin-1 byte deep in the file: the decoder's position (6953) counted from its chunk, naming no place in the file."""
+    lines = ["a,b", *(f"{i},{2 * i}" for i in range(3000))]
+    lines[2500] = "2499,caf\xe9"
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(DatasetError, match=re.escape(r"is not UTF-8 text (line 2501, byte 9: b'\xe9', invalid continuation byte)")):
         build("csv", path=str(path))
 
 
