@@ -17,7 +17,8 @@ images, how a value is shown (``pixel_max``, ``scale``)::
 
 Each source's splits are kept.  A split of the smaller domain is repeated to the
 other's size, each example in turn under a seeded shuffle (as CycleGAN's loader
-draws the second domain at random), so a batch pairs nothing.  The two-domain
+draws the second domain at random), and domain b is shuffled when the two are of
+one size too, so a batch pairs nothing.  The two-domain
 ``transforms:`` apply to both fields, fitted on both together, so one
 ``to_display`` (domain a's) shows either domain.  Sources are the dataset types
 of this package (not two-domain ones).
@@ -137,10 +138,11 @@ def build_unpaired(p: TwoDomainParams, ctx: BuildContext | None = None) -> Split
     return _two_domain(p, ctx, paired=False)
 
 
-def _as_large_as(fields: dict[str, Tensor], n: int, generator: torch.Generator) -> dict[str, Tensor]:
-    """``fields`` repeated to ``n`` examples: each in turn, under a fresh shuffle per pass (as they are if already ``n``)."""
+def _as_large_as(fields: dict[str, Tensor], n: int, generator: torch.Generator, shuffle: bool = False) -> dict[str, Tensor]:
+    """``fields`` repeated to ``n`` examples: each in turn, under a fresh shuffle per pass (as they are if already ``n``,
+    unless ``shuffle``)."""
     m = len(next(iter(fields.values())))
-    if m == n:
+    if m == n and not shuffle:
         return fields
     order = torch.cat([torch.randperm(m, generator=generator) for _ in range(-(-n // m))])[:n]
     return {k: v[order] for k, v in fields.items()}
@@ -154,7 +156,9 @@ def _joined_domains(a: TensorData, b: TensorData, p: TwoSourcesParams, split: st
         domains[name] = {name: source.fields["x"], **({f"y_{name}": source.fields["y"]} if "y" in source.fields else {})}
     n = max(len(a), len(b))
     generator = seeded_generator(p.seed, f"two_sources/{split}")
-    return {k: v for name in ("a", "b") for k, v in _as_large_as(domains[name], n, generator).items()}
+    # b is shuffled even at a's size: sources of one size in one order (moons and circles of one seed, a file made
+    # from the other) would otherwise pair example i of a with example i of b, by class or one for one
+    return {k: v for name in ("a", "b") for k, v in _as_large_as(domains[name], n, generator, shuffle=name == "b").items()}
 
 
 def build_two_sources(p: TwoSourcesParams, ctx: BuildContext | None = None) -> Splits:

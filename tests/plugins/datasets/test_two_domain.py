@@ -98,6 +98,19 @@ def test_two_sources_keep_their_splits_and_repeat_the_smaller_domain_evenly(buil
     assert splits.train.ladj_to_model == pytest.approx(64 * math.log(1 / 8))
 
 
+def test_two_sources_of_one_size_pair_nothing(build) -> None:
+    """Moons and circles of one seed list their parts in one order (cyclegan_2d's sources): unshuffled, every moon of
+    part k met a circle of part k, and two files made from one another met example for example."""
+    splits = build("two_sources", a={"type": "moons", "n": 400}, b={"type": "circles", "n": 400})
+    moons, circles = build("moons", n=400), build("circles", n=400)
+    for half, a, b in ((splits.train, moons.train, circles.train), (splits.test, moons.test, circles.test)):
+        assert torch.equal(half.fields["a"], a.fields["x"]) and torch.equal(a.fields["y"], b.fields["y"])
+        same_part = (half.fields["y_a"] == half.fields["y_b"]).float().mean()
+        assert 0.35 < same_part < 0.65, f"y_a == y_b for {same_part:.0%} of the pairs"
+        assert torch.equal(torch.sort(half.fields["b"][:, 0]).values, torch.sort(b.fields["x"][:, 0]).values)  # b's own split
+        assert (half.fields["b"] == b.fields["x"]).all(1).float().mean() < 0.1
+
+
 def test_two_sources_must_agree_on_shape_and_scaling(build) -> None:
     with pytest.raises(DatasetError, match=r"the domains' examples must have one shape: a's are \(1, 8, 8\), b's \(64,\)"):
         build("two_sources", a={"type": "digits", "shape": "image"}, b={"type": "digits", "shape": "flat"})
