@@ -169,7 +169,7 @@ def _game_problems(
             continue
         a, b = (term_address(name, term) for term in loss.opposed)
         sides = [[plan for plan in plans.values() if any(c.name == name and term in c.trained for c in plan.losses)] for term in loss.opposed]
-        shared = {id(p) for plan in sides[0] for p in plan.params} & {id(p) for plan in sides[1] for p in plan.params}
+        shared = {id(p) for plan in sides[0] for p in plan.params} & {id(p) for plan in sides[1] for p in plan.params} & _reached(name, loss, components, graph)
         if shared:
             holders = _holders(shared, components) or ["the loss"]
             players = list(dict.fromkeys(plan.player for side in sides for plan in side))
@@ -201,6 +201,13 @@ def _holders(ids: set[int], components: dict[str, nn.Module]) -> list[str]:
     """The components holding any of the parameters ``ids``, but not one inside another listed (``encoder.net`` in ``encoder``)."""
     holding = {c: module for c, module in components.items() if any(id(p) in ids for p in module.parameters())}
     return [c for c, module in holding.items() if not any(o != c and any(m is module for m in outer.modules()) for o, outer in holding.items())]
+
+
+def _reached(name: str, loss: Loss, components: dict[str, nn.Module], graph: SpecGraph) -> set[int]:
+    """The ids of the parameters loss ``name`` can reach: its own and those of every component upstream of it (a part
+    that both players train on other losses is no part of this game)."""
+    upstream = named(graph.ancestors({node("loss", name)}), "component")
+    return {id(p) for p in loss.parameters()} | {id(p) for c in upstream for p in components[c].parameters()}
 
 
 def _critic_of(name: str, loss: Loss, components: dict[str, nn.Module], graph: SpecGraph) -> tuple[set[int], str]:

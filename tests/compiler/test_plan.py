@@ -97,6 +97,27 @@ def test_both_sides_of_a_game_on_the_same_parameters_are_refused(gan_spec, toy_c
         build(vaegan, "cpu")
 
 
+def test_a_part_both_players_train_on_other_losses_is_no_side_of_the_game(catalogue) -> None:
+    """Sides were intersected by the players' parameters, not those the game reaches: a part each player trains on a
+    loss of its own was refused as cancelling, and CycleGAN's adv_a was blamed for adv_b's critic."""
+    specs = Path(__file__).parents[2] / "specs"
+    cycle = yaml.safe_load((specs / "cyclegan_2d.yaml").read_text())
+    cycle["players"]["generators"]["params"] = ["g_ab", "g_ba", "d_b"]
+    said = errors(cycle, catalogue)
+    assert "adv_b.critic and adv_b.generator oppose each other, but the parameters of d_b are trained on both" in said
+    assert "adv_a.critic and adv_a.generator" not in said
+    gan = yaml.safe_load((specs / "wgan_gp_8gaussians.yaml").read_text())
+    gan["components"]["aux"] = {"type": "mlp", "in_features": 2, "out_features": 2, "hidden": [16]}
+    gan["graph"]["ax"] = "aux(x)"
+    gan["losses"]["rec"] = {"type": "cycle_consistency", "real": "x", "reconstructed": "ax"}
+    for player in gan["players"].values():
+        player["params"].append("aux")
+        player["terms"].append("rec")
+    gan["train"].update(steps=2, batch_size=16)
+    model, _ = build(load_spec(gan, catalogue=catalogue), "cpu")  # no error: the game reaches no part of aux
+    assert set(model.plans) == {"critic", "generator"}
+
+
 @pytest.mark.parametrize(
     ("players", "messages"),
     [
