@@ -268,7 +268,8 @@ class FlowSamplerParams(ByClassParams):
 
 
 def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain:
-    """A :class:`Chain` of ``bijectors``, after checking that consecutive event shapes match.
+    """A :class:`Chain` of ``bijectors``, after checking that consecutive event shapes match and that the conditional
+    ones read one context shape.
 
     ``names`` say where each bijector is written (``head[0]``, ``bijectors[1]``), for the error.
     """
@@ -279,6 +280,14 @@ def chain_of(bijectors: list[Bijector], names: list[str] | None = None) -> Chain
                 f"{first} ({type(a).__name__}) outputs event shape {tuple(a.out_event_shape)} but "
                 f"{second} ({type(b).__name__}) takes {tuple(b.event_shape)}"
             )
+    readers: dict[torch.Size, str] = {}  # each context shape, by the first bijector that reads it
+    for bijector, name in zip(bijectors, names, strict=True):
+        shape = context_shape_of(bijector)
+        if shape is not None:
+            readers.setdefault(shape, f"{name} ({type(bijector).__name__}) reads a context of shape {tuple(shape)}")
+    if len(readers) > 1:
+        readers_text = ", ".join(readers.values())
+        raise ValueError(f"the bijectors of one flow must read the same context, but {readers_text}: give them the same context_features")
     return Chain(bijectors)
 
 

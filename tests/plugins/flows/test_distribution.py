@@ -291,6 +291,16 @@ def test_wiring_errors_name_the_mismatch():
         build_flow(FlowParams(base="b", bijectors=["g"]), Context(b=base, g=affine((4,), 0, 0)))
 
 
+def test_bijectors_reading_different_contexts_are_named():
+    conditional = Context(b=StandardNormal((4,)), two=AffineCoupling((4,), context_features=2), three=AffineCoupling((4,), context_features=3))
+    match = (
+        r"bijectors\[0\] \(AffineCoupling\) reads a context of shape \(2,\), "
+        r"tail\[0\] \(AffineCoupling\) reads a context of shape \(3,\): give them the same context_features"
+    )
+    with pytest.raises(ValueError, match=match):
+        build_flow(FlowParams(base="b", bijectors=["two"], repeat=2, tail=["three"]), conditional)
+
+
 
 def test_data_of_another_shape_than_the_flows_is_refused_with_the_layout_that_fits():
     flow = affine_flow(dims=16)
