@@ -176,8 +176,8 @@ class ResidualBlock(Bijector):
         activation: Literal["lipswish", "elu", "tanh"] = "lipswish",
         exact_dims: int = 4,
         exact_terms: int = 2,
-        roulette_p: float = 0.5,
-        shared_roulette: bool = False,
+        roulette_p: float = 0.15,
+        shared_roulette: bool = True,
         tolerance: float | None = None,
         max_iterations: int = 2000,
     ) -> None:
@@ -315,9 +315,11 @@ class ResidualParams(Params):
     exact_dims: int = Field(4, ge=0, description="events with at most this many features always use the exact log-det")
     exact_terms: PositiveInt = Field(2, description="series terms always computed by the Russian-roulette estimator")
     roulette_p: float = Field(
-        0.5, gt=0, lt=1, description="stopping probability of the geometric extra term count; below 1 − lipschitz² for a finite variance"
+        0.15, gt=0, lt=1, description="stopping probability of the geometric extra term count; below 1 − lipschitz² for a finite variance"
     )
-    shared_roulette: bool = Field(False, description="one number of terms per call (cheaper; estimates correlated)")
+    shared_roulette: bool = Field(
+        True, description="one number of terms per call, as Chen et al. draw it (false: one per example, each batch as long as its longest)"
+    )
     tolerance: float | None = Field(
         None,
         gt=0,
