@@ -139,8 +139,9 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         raise file_error(path, f"has no array {key!r}; it has {sorted(archive.files)}")
     info = archive.zip.getinfo(key if key in archive.zip.namelist() else f"{key}.npy")  # the member NumPy reads
     try:
-        with archive.zip.open(info) as handle:
-            problem = _size_problem(handle, _most_unpacked(info, path.stat().st_size), exact=False)
+        most = _most_unpacked(info, path.stat().st_size)
+        with archive.zip.open(info) as handle:  # the stated size is exact unless forged beyond what the packed bytes hold
+            problem = _size_problem(handle, most, exact=most == info.file_size)
         if problem is None:
             member = archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:

@@ -435,6 +435,17 @@ def test_npz_member_that_is_not_npy_names_file_and_array(build, tmp_path: Path) 
         build("npz", path=str(path))
 
 
+def test_npz_member_holding_more_than_its_header_declares_is_refused_not_read_in_part(build, tmp_path: Path) -> None:
+    """Two arrays written to one member were read as the first alone, as a plain .npy's already was not."""
+    path, member = tmp_path / "z.npz", io.BytesIO()
+    for _ in range(2):
+        np.save(member, X)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", member.getvalue())
+    with pytest.raises(DatasetError, match=rf"^{path}: array 'x' declares 40 float32 values .* more follows the array"):
+        build("npz", path=str(path))
+
+
 def test_text_file_is_not_called_a_pickle(build, tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     path.write_text("hello world")
