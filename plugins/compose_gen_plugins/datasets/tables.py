@@ -50,7 +50,7 @@ class CsvParams(DatasetParams):
     delimiter: str = Field(",", min_length=1, max_length=1, description="the single character separating fields")
 
 
-Row = tuple[int, list[str]]  # (line number, fields)
+Row = tuple[int, list[str]]  # (number of its first line, fields)
 
 
 def _read_rows(path: Path, delimiter: str) -> Iterator[Row]:
@@ -59,9 +59,11 @@ def _read_rows(path: Path, delimiter: str) -> Iterator[Row]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
+            ended = 0  # the line the last record ended on: a quoted field may span lines, and a row is named by its first
             for fields in reader:
+                start, ended = ended + 1, reader.line_num
                 if any(value.strip() for value in fields):
-                    yield reader.line_num, [value.strip() for value in fields]
+                    yield start, [value.strip() for value in fields]
     except UnicodeDecodeError as error:
         raise file_error(path, f"is not UTF-8 text ({_undecodable(path) or error})") from None
     except csv.Error as error:

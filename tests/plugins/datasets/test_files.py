@@ -266,6 +266,14 @@ def test_csv_that_is_not_text(build, tmp_path: Path) -> None:
         build("csv", path=str(path))
 
 
+def test_csv_row_with_a_field_over_two_lines_is_named_by_its_first(build, tmp_path: Path) -> None:
+    """The reader's line number is where a record ends: the row starting on line 3 was called line 4."""
+    path = tmp_path / "multiline.csv"
+    path.write_text('a,b\n1,2\n3,"4\nx"\n5,6\n')
+    with pytest.raises(DatasetError, match=r"line 3, column 'b': non-numeric value '4\\nx'"):
+        build("csv", path=str(path))
+
+
 def test_csv_that_is_not_utf8_names_the_line(build, tmp_path: Path) -> None:
     """A Latin-1 byte deep in the file: the decoder's position (6953) counted from its chunk, naming no place in the file."""
     lines = ["a,b", *(f"{i},{2 * i}" for i in range(3000))]
