@@ -97,4 +97,11 @@ def broadcast_value(value: Tensor, distribution: Distribution) -> Tensor:
     batch = value.shape[: value.dim() - len(distribution.event_shape)]
     if batch == distribution.batch_shape:
         return value
-    return value.expand(*torch.broadcast_shapes(batch, distribution.batch_shape), *distribution.event_shape)
+    try:
+        shape = torch.broadcast_shapes(batch, distribution.batch_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"values of batch shape {tuple(batch)} do not broadcast with the distribution's batch shape {tuple(distribution.batch_shape)} (a "
+            "conditional one has a row per row of its context: give as many rows of x as of the context)"
+        ) from None
+    return value.expand(*shape, *distribution.event_shape)

@@ -23,6 +23,14 @@ def test_broadcast_value_gives_the_shape_torch_distributions_score_at() -> None:
     assert broadcast_value(same, q) is same
 
 
+
+def test_broadcast_value_of_another_batch_says_both_shapes() -> None:
+    """A conditional flow's log_prob of 5 rows of x with 3 rows of context raised torch's 'Attempting to broadcast a
+    dimension of length 3', naming neither."""
+    conditional = Independent(Normal(torch.zeros(3, 2), 1.0), 1)
+    with pytest.raises(ValueError, match=r"values of batch shape \(5,\) do not broadcast with the distribution's batch shape \(3,\)"):
+        broadcast_value(torch.zeros(5, 2), conditional)
+
 def test_log_mean_exp_and_sum_rightmost_match_their_definitions() -> None:
     value = torch.randn(6, 4, dtype=torch.float64) * 50
     torch.testing.assert_close(log_mean_exp(value, 0), value.exp().mean(0).log())
