@@ -184,7 +184,8 @@ class _Labelled(nn.Module):
         self.num_classes = num_classes
         self._device_label_checks = DEVICE_LABEL_CHECKS
 
-    def _vector_advice(self, y: Tensor) -> str:
+    def _vector_advice(self, y: Tensor, batch: torch.Size) -> str:
+        """What to do with a condition ``y`` that is no integer labels over ``batch``."""
         raise NotImplementedError
 
     def _unexpected_labels_advice(self) -> str:
@@ -205,7 +206,7 @@ class _Labelled(nn.Module):
         if y.dim() > len(batch) or y.is_floating_point() or y.is_complex():
             raise TypeError(
                 f"{who} takes integer labels y (num_classes={num_classes}), got a {y.dtype} tensor of shape "
-                f"{_shape(y.shape)}: {self._vector_advice(y)}"
+                f"{_shape(y.shape)}: {self._vector_advice(y, batch)}"
             )
         try:
             labels = y.expand(batch).reshape(-1).long()
@@ -258,9 +259,10 @@ class Generator(_Labelled):
         self.context_features = options.context_features
         self.label_embed = nn.Embedding(self.num_classes, options.embed_dim or self.num_classes) if self.num_classes else None
 
-    def _vector_advice(self, y: Tensor) -> str:
-        features = y.shape[-1] if y.dim() else 1
-        return f"pass y itself, or give it context_features: {features} in place of num_classes to read a vector"
+    def _vector_advice(self, y: Tensor, batch: torch.Size) -> str:
+        if y.dim() != len(batch) + 1:  # an image, say: no vector per example that context_features could read
+            return "pass y itself, one integer label per example"
+        return f"pass y itself, or give it context_features: {y.shape[-1]} in place of num_classes to read a vector"
 
     def _unexpected_labels_advice(self) -> str:
         return "call it as G(z), or give it num_classes to read integer labels (or context_features to read a vector)"
@@ -322,7 +324,7 @@ class Critic(_Labelled):
     def signature(self) -> str:
         return "critic(" + ", ".join(["x"] + ["z"] * self.joint + ["y"] * (self.num_classes is not None)) + ")"
 
-    def _vector_advice(self, y: Tensor) -> str:
+    def _vector_advice(self, y: Tensor, batch: torch.Size) -> str:
         return (
             "pass the class labels y themselves (labels: y on its loss); "
             "a critic reads class indices through num_classes and takes no vector condition"

@@ -123,6 +123,8 @@ def test_float_labels_advice_names_only_what_the_component_supports() -> None:
     with pytest.raises(TypeError) as error:
         generator(z, c)
     assert "integer labels" in str(error.value) and "context_features: 16" in str(error.value)
+    with pytest.raises(TypeError, match=r"shape \(5, 1, 8, 8\): pass y itself, one integer label per example$"):
+        generator(z, torch.rand(5, 1, 8, 8))  # an image has no vector context_features could read (it was told 8)
     for type_name, shape in [("mlp_critic", {"in_shape": [2], "hidden": [8]}), ("conv_critic", {"image_shape": [1, 8, 8], **SMALL})]:
         critic = build(type_name, num_classes=10, conditioning="concat", **shape)
         with pytest.raises(TypeError) as error:
