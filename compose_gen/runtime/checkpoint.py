@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -326,6 +326,19 @@ class _Best(_Record):
     step: NonNegativeInt
 
 
+class _Stream(_Record):
+    epoch: NonNegativeInt
+    position: NonNegativeInt
+
+
+class _Optimizer(_Record):
+    model_config = ConfigDict(extra="allow")
+
+    state: dict[str, dict[str, Any]]  # by the index of a parameter: its moments, "<tensor>" where optim.safetensors holds them
+    param_groups: list[dict[str, Any]]
+    params: list[str] | None = None  # older checkpoints: read by position
+
+
 class _State(_Record):
     """What the trainer reads back from ``state.json``; entries older versions did not write are optional, others are kept."""
 
@@ -334,8 +347,8 @@ class _State(_Record):
     step: NonNegativeInt
     sha256: dict[str, str]
     aliases: dict[str, str] = {}
-    optimizers: dict[str, dict[str, Any]] = {}
-    data: dict[str, NonNegativeInt] = {}
+    optimizers: dict[str, _Optimizer] = {}
+    data: _Stream
     nan_skips: NonNegativeInt = 0
     elapsed_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     running: list[_LogWindow] = []
@@ -345,6 +358,15 @@ class _State(_Record):
     trained_with: list[str] = []
     model_sha256: str | None = None  # older checkpoints: the model spec of the last resume alone
     test_sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _a_hash_per_file(cls, sha256: dict[str, str]) -> dict[str, str]:
+        """Each file is checked against its hash: one whose hash is gone would be read unchecked."""
+        missing = [name for name in (MODEL_FILE, OPTIMIZER_FILE) if name not in sha256]
+        if missing:
+            raise ValueError(f"it holds no hash of {', '.join(missing)}")
+        return sha256
 
 
 def _check_state(path: Path, state: Any) -> None:

@@ -225,10 +225,13 @@ def test_truncated_checkpoint_gets_a_clear_error_and_resume_falls_back(tmp_path,
         (lambda c: _edit_state(c, best={"metric": "loss", "mode": "min", "value": 1.0, "step": "x"}), r"best.step is 'x'"),
         (lambda c: _edit_state(c, nan_skips=True), r"nan_skips is True: input should be a valid integer"),
         (lambda c: shutil.rmtree(c) or c.write_text(""), r"step-00000006: no checkpoint folder but a file"),
+        (lambda c: _edit_state(c, data={"position": 0}), r"data.epoch is missing: field required"),
+        (lambda c: _edit_state(c, optimizers={"model": {"state": "x", "param_groups": []}}), r"optimizers.model.state is 'x': input should be a valid dictionary"),
+        (lambda c: _edit_state(c, sha256={"optim.safetensors": "0" * 64}), r"sha256 is .*: value error, it holds no hash of model.safetensors"),
     ],
     ids=["state.json", "optimizer file", "missing model file", "optimizers edited", "data edited", "elapsed edited", "not a mapping",
          "log window not a mapping", "log window without names", "a sum short", "a window of no steps", "trained_on not strings", "best step a string", "a bool for a count",
-         "a file in its place"],
+         "a file in its place", "data without its epoch", "optimizer state not a mapping", "a file's hash gone"],
 )
 def test_corrupt_checkpoints_get_clear_errors(damage, message, tmp_path, toys_catalogue):
     spec, checkpoints = _three_checkpoints(tmp_path, toys_catalogue)
