@@ -23,7 +23,7 @@ from compose_gen.compiler import SamplingFailed, advise, advise_paths, assumed_f
 from compose_gen.compiler.build import build_data
 from compose_gen.registry import make_catalogue
 from compose_gen.runtime import CheckpointError, EvaluationFailed, NonFiniteLoss, Run, build, resolve_device
-from compose_gen.core.files import json_text, read_json
+from compose_gen.core.files import json_text, read_json, write_text_atomic
 from compose_gen.runtime.checkpoint import list_checkpoints
 from compose_gen.runtime.distributed import launched_rank, launched_world_size
 from compose_gen.runtime.layout import EVALUATION_FILE, SPEC_FILE, step_folder_name
@@ -137,7 +137,7 @@ def _schema(args: argparse.Namespace) -> int:
     for problem in left_out:  # one plugin's field that pydantic cannot describe leaves the others' schema whole
         print(f"warning: left out of the schema: {problem}", file=sys.stderr)
     if args.output:
-        Path(args.output).write_text(text)
+        write_text_atomic(Path(args.output), text)  # a failed write (a full disk) leaves the file there before
         print(f"wrote {args.output}", file=args.results)
     else:
         print(text, file=args.results)

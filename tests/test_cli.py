@@ -162,6 +162,28 @@ def test_graph_drawing(tmp_path, vae_spec, suffix) -> None:
         assert '"component:encoder" -> "loss:vae"' in text and '"field:x" -> "loss:vae"' in text
 
 
+@pytest.mark.parametrize("suffix", ["dot", "svg", "json"])
+def test_a_graph_or_schema_whose_write_fails_leaves_the_file_there_before(tmp_path, vae_spec, suffix, capsys, monkeypatch) -> None:
+    """A full disk left a torn graph.svg (or an empty graph.png, or a torn schema.json) in place of the good one, with an
+    error that named no file."""
+    import matplotlib.figure
+
+    def torn(path: object, *args: object, **kwargs: object) -> None:
+        Path(str(path)).write_bytes(b"half of the new")
+        raise OSError(28, os.strerror(28))
+
+    spec = write(tmp_path, vae_spec)
+    out = tmp_path / "out" / f"graph.{suffix}"
+    out.parent.mkdir()
+    out.write_text("old")
+    monkeypatch.setattr(Path, "write_text", torn)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path, *args, **kwargs: torn(path))
+    command = ["schema", "-o", str(out)] if suffix == "json" else ["graph", str(spec), "-o", str(out)]
+    assert main(command) == 1
+    assert f"No space left on device; not written (a file there before stays): '{out}'" in capsys.readouterr().err
+    assert out.read_text() == "old" and [p.name for p in out.parent.iterdir()] == [out.name]
+
+
 def test_a_spec_from_stdin_is_named_alike_in_verdicts_and_errors(tmp_path, vae_spec, capsys, monkeypatch) -> None:
     """The verdict said '-: ok' where the error lines said '<stdin>:1: ...'."""
     import io

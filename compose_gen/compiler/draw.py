@@ -7,6 +7,7 @@ from pathlib import Path
 import networkx as nx
 
 from compose_gen.compiler.graph import kind_of, name_of
+from compose_gen.core.files import replaced_atomically, write_text_atomic
 
 __all__ = ["draw", "to_dot"]
 
@@ -56,7 +57,7 @@ def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
     """Write ``graph`` to ``path``; the suffix picks DOT, PNG or SVG."""
     suffix = path.suffix.lower()
     if suffix in (".dot", ".gv"):
-        path.write_text(to_dot(graph, title))
+        write_text_atomic(path, to_dot(graph, title))  # a failed write (a full disk) leaves the file there before
         return
     if suffix not in (".png", ".svg"):
         raise ValueError(f"cannot draw to {path.name}: use a .png, .svg or .dot file")
@@ -86,5 +87,8 @@ def draw(graph: nx.DiGraph, path: Path, title: str) -> None:
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_title(title)
     ax.axis("off")
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with replaced_atomically(path) as tmp:
+            fig.savefig(tmp, format=suffix[1:], bbox_inches="tight")
+    finally:
+        plt.close(fig)
