@@ -16,6 +16,7 @@ __all__ = [
     "TEXT_LIMIT",
     "fsync",
     "json_text",
+    "make_parent",
     "parse_json",
     "read_json",
     "read_text_file",
@@ -86,6 +87,15 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
             raise OSError(error.errno, f"{error.strerror}; not written (a file there before stays)", str(path)) from None
         raise
     fsync(path.parent)
+
+
+def make_parent(path: Path) -> None:
+    """Make the folder ``path`` is written into; a file where one of its folders should be is named (``mkdir`` says
+    only "File exists")."""
+    above = next((folder for folder in [path.parent, *path.parent.parents] if folder.exists() and not folder.is_dir()), None)
+    if above is not None:
+        raise NotADirectoryError(f"{above} is a file, so {path} cannot be written below it: give another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

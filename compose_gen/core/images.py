@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from compose_gen.core.files import replaced_atomically
+from compose_gen.core.files import make_parent, replaced_atomically
 
 __all__ = ["MAX_PICTURES", "class_columns", "save_grid", "save_point_sets", "save_scatter"]
 
@@ -164,5 +164,5 @@ def _writable_picture(path: str | Path, formats: Iterable[str]) -> Path:
         path = path.with_suffix(".png")
     if path.suffix.lower().lstrip(".") not in formats:
         raise ValueError(f"cannot write samples to {path}: give a picture (.png, .jpg, ...) or, for the arrays, .npy or .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     return path

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from compose_gen.compiler.checks import nonfinite_examples
 from compose_gen.core import TensorData, class_columns, save_grid, save_scatter
-from compose_gen.core.files import replaced_atomically
+from compose_gen.core.files import make_parent, replaced_atomically
 
 __all__ = ["drawable", "non_finite_warning", "save_array", "write_samples"]
 
@@ -55,7 +55,7 @@ def write_samples(path: str | Path, x: Tensor, n: int, labels: Tensor | None, te
 def save_array(path: Path, x: Tensor, labels: Tensor | None) -> Path:
     """Samples as ``.npy`` (the array) or ``.npz`` (``x``, and the class ``y`` of each sample when drawn by class); a write
     that fails (a full disk) leaves the file there before as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     array = x.detach().cpu().numpy()
     with replaced_atomically(path) as tmp, open(tmp, "wb") as handle:  # numpy would add its own lowercase suffix to a path named out.NPZ
         if path.suffix.lower() == ".npy":
