@@ -132,7 +132,7 @@ def conv_trunk(shape: tuple[int, int, int], params: ConvOptions, norm: Norm, typ
 class _ConvCriticBody(nn.Module):
     """``h = trunk(x)``, then ``mix(cat(h, extra))`` when the critic takes z or a label embedding."""
 
-    def __init__(self, trunk: nn.Module, mix: nn.Module | None):
+    def __init__(self, trunk: nn.Module, mix: nn.Module | None) -> None:
         super().__init__()
         self.trunk = trunk
         self.mix = mix
@@ -153,7 +153,7 @@ class ConvEncoder(nn.Module):
         image_shape: tuple[int, ...],
         sn: bool,
         context_features: int = 0,
-    ):
+    ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.trunk = trunk
@@ -276,7 +276,14 @@ def build_conv_critic(params: ConvCriticParams, ctx: BuildContext) -> Critic:
 
 
 def build_conv_encoder(params: ConvEncoderParams, ctx: BuildContext) -> ConvEncoder:
-    """Convolutional encoder network: strided convs with LeakyReLU -> Linear -> out_features (Radford et al. 2016)."""
+    """Convolutional encoder network: strided convs with LeakyReLU -> Linear -> out_features (Radford et al. 2016).
+
+    f(x [, c]) = W [h(x) ‖ c] + b,  h = flatten ∘ L_n ∘ … ∘ L_1 ∘ σ ∘ conv3x3,  L_i = σ ∘ norm ∘ conv4x4 (stride 2),
+    σ = LeakyReLU(0.2), level i with ``base_channels`` · 2^i channels, n the halvings of the image that stay even and
+    ≥ ``min_size``; c a context vector when ``context_features`` > 0.
+
+    Radford et al. 2016, "Unsupervised Representation Learning with Deep Convolutional Generative Adversarial Networks".
+    """
     shape = _image_shape(ctx, params, "conv_encoder", reads_x=True)
     trunk, features = conv_trunk(shape, params, params.norm, "conv_encoder")
     return ConvEncoder(trunk, features, params.out_features, shape, params.spectral_norm, params.context_features)

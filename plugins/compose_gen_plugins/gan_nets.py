@@ -251,7 +251,7 @@ class Generator(_Labelled):
 
     who = "generator"
 
-    def __init__(self, body: nn.Module, out_shape: tuple[int, ...], options: GeneratorOptions):
+    def __init__(self, body: nn.Module, out_shape: tuple[int, ...], options: GeneratorOptions) -> None:
         super().__init__(options.num_classes)
         self.body = body
         self.out_shape = tuple(out_shape)
@@ -303,7 +303,7 @@ class Critic(_Labelled):
         event_shape: tuple[int, ...],
         options: CriticOptions,
         shape_field: str = "in_shape",
-    ):
+    ) -> None:
         super().__init__(options.num_classes)
         sn = options.spectral_norm
         self.body = body
@@ -410,7 +410,7 @@ def _mlp_layers(sizes: list[int], norm: VectorNorm, activation: Callable[[], nn.
 class _ConcatBody(nn.Module):
     """MLP critic body: ``net(cat(flatten(x), extra))``."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from compose_gen import BuildContext, ComponentType, EvalContext, Params, Ref, Splits, TensorData, Value, hookimpl
 from compose_gen.core import MAX_DRAWS, batches, describe_value, save_grid, save_point_sets
-from compose_gen_plugins.latent.grids import PathParams, interpolate
+from compose_gen_plugins.latent.grids import PathParams, interpolate, require_images
 from compose_gen_plugins.sampling import ByClassParams, check_conditions
 
 __all__ = ["ValueGrid", "ValueScatter"]
@@ -180,9 +180,15 @@ class NoiseInterpolation:
 
 
 def build_noise_interpolation(params: NoiseInterpolationParams, ctx: BuildContext) -> NoiseInterpolation:
-    """Generator outputs along linear or spherical paths between noise draws (White 2016)."""
-    if ctx.data is not None and ctx.data.test.image_shape is None:
-        raise ValueError("noise_interpolation draws a picture grid, and the data are not images (no image_shape)")
+    """Generator outputs along linear or spherical paths between noise draws (White 2016).
+
+    Row r shows G(z_t) at ``steps`` points t = 0 … 1 between two draws a, b ~ p(z): linear z_t = (1 − t)a + tb, or
+    spherical z_t = [sin((1 − t)Ω) a + sin(tΩ) b] / sin Ω with cos Ω = aᵀb / (‖a‖‖b‖), which keeps Gaussian noise at
+    a typical norm (linear where sin Ω ≈ 0); a conditional generator keeps class r mod ``classes`` along row r.
+
+    White 2016, "Sampling Generative Networks".
+    """
+    require_images(ctx, "noise_interpolation")
     generator = ctx.component(params.generator)
     check_conditions({"generator": generator}, params)
     return NoiseInterpolation(ctx.component(params.noise), generator, params)

@@ -143,7 +143,7 @@ def test_noise_interpolation_on_data_that_are_not_images_is_refused_by_validate(
 
     shipped = pathlib.Path(__file__).resolve().parents[2] / "specs" / "wgan_gp_8gaussians.yaml"
     spec = load_spec(shipped, ["evaluate.metrics=[{type: noise_interpolation, noise: noise, generator: generator}]"])
-    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*noise_interpolation draws a picture grid, and the data are not images"):
+    with pytest.raises(SpecError, match=r"evaluate.metrics\[0\]: .*noise_interpolation draws an image grid, and the data are not images"):
         build(spec, "cpu")
 
 

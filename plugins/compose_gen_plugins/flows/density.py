@@ -118,7 +118,15 @@ class DensityPlotParams(Params):
 
 
 def build_density_plot(params: DensityPlotParams, ctx: BuildContext) -> DensityPlot:
-    """PNG of a 2D flow's density on a grid; returns the grid's probability mass (≈ 1)."""
+    """PNG of a 2D flow's density on a grid; returns the grid's probability mass (≈ 1).
+
+    M = Σ_ij p(x_ij) Δ₁Δ₂ ≈ ∫_box p(x) dx ≤ 1 (midpoint rule), x_ij the cell centres of a grid × grid lattice over the
+    box: the test data's range padded by ``padding`` of its width per side, or ``bounds``, in model space.  M ≈ 1 when
+    the box covers the data; M well above 1 is a density that does not normalise (a wrong log-determinant).
+
+    Grathwohl et al. 2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative Models", and
+    Durkan et al. 2019, "Neural Spline Flows" (such plots beside the data's histogram).
+    """
     if params.bounds is not None and (
         len(params.bounds) != 2 or any(len(b) != 2 or not b[0] < b[1] for b in params.bounds)
     ):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
@@ -203,7 +203,7 @@ class MultiScale(Bijector):
         return x, ladj + inner_ladj
 
 
-def glow_step(shape: tuple[int, ...], lu: bool = True, **coupling) -> list[Bijector]:
+def glow_step(shape: tuple[int, ...], lu: bool = True, **coupling: Any) -> list[Bijector]:
     """One Glow step: actnorm, invertible 1x1 convolution, affine coupling with a conv conditioner."""
     coupling = dict(mask="channel", conditioner="conv") | coupling
     return [ActNorm(shape), InvertibleConv1x1(shape, lu), AffineCoupling(shape, **coupling)]

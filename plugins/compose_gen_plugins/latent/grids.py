@@ -203,7 +203,14 @@ def build_sample_grid(p: SampleGridParams, ctx: BuildContext) -> SampleGrid:
 
 
 def build_interpolation_grid(p: InterpolationGridParams, ctx: BuildContext) -> InterpolationGrid:
-    """PNG of decoded linear or spherical latent interpolations between test pairs (White 2016)."""
+    """PNG of decoded linear or spherical latent interpolations between test pairs (White 2016).
+
+    Row r decodes z_t at ``steps`` points t = 0 … 1 between the encodings a, b of a pair of test examples: linear
+    z_t = (1 − t)a + tb, or spherical z_t = [sin((1 − t)Ω) a + sin(tΩ) b] / sin Ω with cos Ω = aᵀb / (‖a‖‖b‖), which
+    keeps Gaussian latents at a typical norm (linear where sin Ω ≈ 0).
+
+    White 2016, "Sampling Generative Networks".
+    """
     require_images(ctx, "interpolation_grid")
     data = getattr(ctx, "data", None)
     if data is not None:
