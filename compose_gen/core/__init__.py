@@ -6,6 +6,7 @@ from compose_gen.core.data import MAX_CLASSES, Batch, Splits, TensorData, first_
 from compose_gen.core.data_space import check_ladj, constant_features, continuous_density_caveat, few_values, ladj_field, not_in_data_space
 from compose_gen.core.distributions import MAX_DRAWS, bits_per_dim, broadcast_value, draw_count, importance_sampled_log_likelihood, log_mean_exp, repeat_for_draws, sum_rightmost
 from compose_gen.core.eager import eager_under_compile
+from compose_gen.core.files import make_parent, replaced_atomically
 from compose_gen.core.images import MAX_PICTURES, class_columns, save_grid, save_point_sets, save_scatter
 from compose_gen.core.latch import Latch
 from compose_gen.core.processes import copy_from_first_process, sum_over_processes
@@ -47,9 +48,11 @@ __all__ = [
     "importance_sampled_log_likelihood",
     "ladj_field",
     "log_mean_exp",
+    "make_parent",
     "not_in_data_space",
     "offset_seed",
     "repeat_for_draws",
+    "replaced_atomically",
     "save_grid",
     "save_point_sets",
     "save_scatter",

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from typing import Any
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from compose_gen import Params, Seed, Splits, TensorData
+from compose_gen.core import make_parent, replaced_atomically
 
 __all__ = ["CACHE_ENV", "ClassifierParams", "FeatureClassifier", "cache_dir", "has_labels", "load_classifier"]
 
@@ -193,15 +193,12 @@ def _train(
 
 
 def _save(net: FeatureClassifier, path: Path, config: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The classifier's weights and ``config`` to ``path``, through a fsynced temporary file: a reader or a crash never
+    meets half a file."""
+    make_parent(path)
     tensors = {name: t.detach().cpu().contiguous() for name, t in net.state_dict().items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"config": json.dumps(config, sort_keys=True)})
-        os.replace(temporary, path)  # atomic: a reader never sees half a file
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with replaced_atomically(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"config": json.dumps(config, sort_keys=True)})
 
 
 def _load(path: Path, config: dict, device: torch.device) -> FeatureClassifier | None:
