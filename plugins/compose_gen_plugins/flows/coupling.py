@@ -201,7 +201,7 @@ class MaskedCoupling(Bijector):
 
 
 class AdditiveCoupling(MaskedCoupling):
-    r"""NICE additive coupling (Dinh et al. 2014, arXiv:1410.8516).
+    r"""NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
     :math:`y = x + (1 - m) \odot t(m \odot x)`, volume preserving: :math:`\log|\det J| = 0`.
     """
@@ -218,11 +218,11 @@ class AdditiveCoupling(MaskedCoupling):
 
 
 class AffineCoupling(MaskedCoupling):
-    r"""RealNVP affine coupling (Dinh et al. 2016, arXiv:1605.08803); Glow's with ``conv`` (Kingma & Dhariwal 2018).
+    r"""RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803); Glow's with ``conv`` (Kingma & Dhariwal 2018).
 
     :math:`y = x \odot e^{s} + t`, with :math:`(t, s) = (1 - m) \odot \mathrm{NN}(m \odot x)`
     and :math:`\log|\det J| = \sum_i s_i`.  The log-scale is bounded for stability:
-    ``tanh``: :math:`s = a \odot \tanh(\tilde s)` with a learned :math:`a` (Dinh et al. 2016);
+    ``tanh``: :math:`s = a \odot \tanh(\tilde s)` with a learned :math:`a` (Dinh et al. 2017);
     ``clamp``: :math:`s = \tfrac{2c}{\pi}\arctan(\tilde s / c)`, a soft clamp to :math:`(-c, c)`
     (Ardizzone et al. 2019, arXiv:1808.04730).
     """
@@ -320,12 +320,12 @@ def coupling_args(params: AdditiveCouplingParams) -> dict:
 
 
 def build_additive_coupling(params: AdditiveCouplingParams, ctx: object) -> AdditiveCoupling:
-    """NICE additive coupling y = x + (1-m)·t(m·x) (Dinh et al. 2014)."""
+    """NICE additive coupling y = x + (1-m)·t(m·x) (Dinh et al. 2015)."""
     return AdditiveCoupling(**coupling_args(params))
 
 
 def build_affine_coupling(params: AffineCouplingParams, ctx: object) -> AffineCoupling:
-    """RealNVP affine coupling y = x·exp(s(m·x)) + t(m·x) with a bounded log-scale (Dinh et al. 2016)."""
+    """RealNVP affine coupling y = x·exp(s(m·x)) + t(m·x) with a bounded log-scale (Dinh et al. 2017)."""
     return AffineCoupling(**coupling_args(params), scale=params.scale, clamp=params.clamp)
 
 

@@ -20,7 +20,7 @@ class ElementwiseAffine(Bijector):
     r"""Learned elementwise affine map :math:`y = x \odot e^{s} + b`.
 
     :math:`\log|\det J| = \sum_i s_i`.  Without ``shift`` it is the diagonal
-    scaling layer :math:`y = S x` of NICE (Dinh et al. 2014, arXiv:1410.8516).
+    scaling layer :math:`y = S x` of NICE (Dinh et al. 2015, arXiv:1410.8516).
     Starts as the identity.
     """
 
@@ -56,7 +56,7 @@ transform_to.register(_OpenUnitInterval)(lambda constraint: SigmoidTransform())
 
 
 class Logit(Bijector):
-    r"""Logit with a margin, the preprocessing of RealNVP (Dinh et al. 2016, arXiv:1605.08803).
+    r"""Logit with a margin, the preprocessing of RealNVP (Dinh et al. 2017, arXiv:1605.08803).
 
     :math:`y = \operatorname{logit}(p)`, :math:`p = \alpha + (1 - 2\alpha)\,x`, maps
     :math:`x \in [0, 1]` into :math:`[\operatorname{logit}\alpha, \operatorname{logit}(1-\alpha)]`;

@@ -2,7 +2,7 @@ r"""Glow (Kingma & Dhariwal 2018, arXiv:1807.03039) and the multi-scale architec
 
 A Glow step is actnorm → invertible 1x1 convolution → affine coupling with a
 convolutional conditioner (channel mask).  The multi-scale architecture of RealNVP
-(Dinh et al. 2016, arXiv:1605.08803) squeezes, runs ``steps`` steps and factors
+(Dinh et al. 2017, arXiv:1605.08803) squeezes, runs ``steps`` steps and factors
 out half of the channels at every level; the factored-out latents are written,
 flattened, into the output vector, so the flow maps ``(C, H, W)`` to ``(C·H·W,)``
 and inverts exactly.  Channel-wise layers act on the first event dimension, so
@@ -136,7 +136,7 @@ class InvertibleConv1x1(_ChannelWise):
 
 
 class Squeeze(Bijector):
-    r"""Space-to-depth :math:`(C, H, W) \to (4C, H/2, W/2)`: every 2x2 patch becomes 4 channels (Dinh et al. 2016).
+    r"""Space-to-depth :math:`(C, H, W) \to (4C, H/2, W/2)`: every 2x2 patch becomes 4 channels (Dinh et al. 2017).
 
     A permutation: :math:`\log|\det J| = 0`.
     """
@@ -163,7 +163,7 @@ class Squeeze(Bijector):
 
 
 class MultiScale(Bijector):
-    r"""One level of the multi-scale architecture, recursively (Dinh et al. 2016).
+    r"""One level of the multi-scale architecture, recursively (Dinh et al. 2017).
 
     :math:`f(x) = [\operatorname{flatten}(z), g(h)]` where :math:`(z, h)` splits the
     channels of :math:`\mathrm{level}(x)` in halves and :math:`g` is the next
