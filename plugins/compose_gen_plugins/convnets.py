@@ -233,7 +233,13 @@ class ConvEncoderParams(ConvOptions):
 
 
 def build_conv_generator(params: ConvGeneratorParams, ctx: BuildContext) -> Generator:
-    """DCGAN generator: z [‖ embed(y)] -> Linear -> transposed convs, norm, ReLU -> image (Radford et al. 2016)."""
+    """DCGAN generator: z [‖ embed(y)] -> Linear -> transposed convs, norm, ReLU -> image (Radford et al. 2016).
+
+    G(z [, y]) = a(conv3x3(U_1 ∘ … ∘ U_n(ReLU(norm(W [z ‖ embed(y)] + b))))),  U_i = ReLU ∘ norm ∘ convT4x4 (stride 2),
+    the linear layer's output read as (base_channels · 2^n, h0, w0), a the output activation (tanh, sigmoid or none).
+
+    Radford et al. 2016, "Unsupervised Representation Learning with Deep Convolutional Generative Adversarial Networks".
+    """
     shape = _image_shape(ctx, params, "conv_generator")
     n, h, w = levels(shape, params.min_size)
     _refuse_instance_norm_at_one_pixel(params.norm, (h, w), params.min_size, "conv_generator")
@@ -317,7 +323,8 @@ def build_conv_translator(params: ConvTranslatorParams, ctx: BuildContext) -> Im
 def compose_gen_types() -> list[ComponentType]:
     decoder_doc = "DCGAN generator as a network z -> image, e.g. a VAE decoder's net (Radford et al. 2016)."
     decoder_help = (
-        f"{decoder_doc}\n\nz -> Linear -> transposed convs, norm, ReLU -> an image of image_shape (C, H, W). As a decoder's "
+        f"{decoder_doc}\n\nz -> Linear -> transposed convs, norm, ReLU -> an image of image_shape (C, H, W): "
+        "f(z) = a(conv3x3(U_1 ∘ … ∘ U_n(ReLU(norm(W z + b))))), U_i = ReLU ∘ norm ∘ convT4x4 (stride 2). As a decoder's "
         "net it gives the decoder's parameters per pixel, so C is the channels times what the decoder needs of each: "
         "2·C for a gaussian_decoder with scale: predicted (loc and scale), 3·K·C for a K-component "
         "discretized_logistic_decoder; num_classes and embed_dim condition it on a label, as a conditional VAE's decoder."

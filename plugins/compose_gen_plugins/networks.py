@@ -214,7 +214,13 @@ def _shape(features: Features) -> tuple[int, ...]:
 
 
 def build_mlp(p: MLPParams, ctx: BuildContext) -> MLP:
-    """Multi-layer perceptron with configurable widths, activation and output squashing."""
+    """Multi-layer perceptron with configurable widths, activation and output squashing.
+
+    f(x [, c]) = a(W_L h_{L−1} + b_L),  h_l = dropout(σ(W_l h_{l−1} + b_l)),  h_0 = [x ‖ c] (x flattened to in_features, c a
+    context of context_features), σ the activation, a the output squashing (none by default).
+
+    Rumelhart et al. 1986, "Learning representations by back-propagating errors".
+    """
     if math.prod(_shape(p.out_features)) > 1:  # one squashed number is a critic's probability, not an example of 1-D data
         caution_output_range(p.output, _shape(p.out_features), ctx)
     return MLP(p.in_features, p.out_features, p.hidden, p.activation, p.output, p.dropout, p.context_features)

@@ -42,8 +42,8 @@ def test_every_parameter_has_a_description() -> None:
 # ``compose-gen plugins TYPE`` prints (``ComponentType.help``, by default the build function's docstring) of every
 # mathematical type must name a year, as its reference "Author et al. YEAR, "Title"" does, and hold a formula.
 
-#: Kinds whose types are models or parts of one, each with a formula and a paper behind it.
-MATHEMATICAL_KINDS = ("bijector", "loss", "prior", "encoder", "decoder", "flow", "sampler", "generator", "critic")
+#: Kinds whose types are models, parts of one, or measures of one, each with a formula and a paper behind it.
+MATHEMATICAL_KINDS = ("bijector", "loss", "prior", "encoder", "decoder", "flow", "sampler", "generator", "critic", "network", "metric")
 YEAR = re.compile(r"\b(19|20)\d\d\b")
 #: A formula: a relation, a sum, a logarithm or exponential (whole words: "logistic" is none), or the square, norm or
 #: maximum of a penalty or hinge term written without an "=".
@@ -53,6 +53,12 @@ FORMULA = re.compile(r"[=≥≤∑Σ²‖]|\b(log|exp|max)\b")
 STRUCTURAL = {
     # Calls the named loss's own ``sample``: the formula and the paper are that loss's help.
     "latent_model": "delegates to the generative model of a latent-variable loss",
+    # Pictures and the spec's own losses: what they show or compute is another component's formula.
+    "reconstruction_grid": "draws the model's reconstructions of test images",
+    "sample_grid": "draws the model's samples at some temperatures",
+    "value_grid": "draws a graph value as images",
+    "value_scatter": "draws graph values as 2D points",
+    "test_losses": "evaluates the spec's own losses on the test split",
 }
 
 MATHEMATICAL = {name: t for name, t in sorted(FIRST_PARTY.items()) if t.kind in MATHEMATICAL_KINDS}
