@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import compose_gen as cg
-from compose_gen.compiler import compile_spec
+from compose_gen.compiler import SamplingFailed, compile_spec
 from compose_gen.runtime import build
 from compose_gen.spec import load_spec
 from compose_gen.testing.plugins import plugin
@@ -156,7 +156,7 @@ def test_one_hot_of_the_labels_with_too_few_classes_is_refused_when_built(cgan_s
 
 def test_a_sample_count_torch_cannot_hold_fails_without_torch_s_cpp_backtrace(vae_spec) -> None:
     model, _ = build(load_spec(vae_spec), "cpu")
-    with pytest.raises(Exception, match="raised .* while sampling: ") as caught:
+    with pytest.raises(SamplingFailed, match="raised .* while sampling: ") as caught:
         model.sample(2**63)
     assert "frame #" not in str(caught.value) and "Overflow when unpacking long long" in str(caught.value)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from runtime_toys import AUTOENCODER, errors_without_waiting, forked, spec_dict
 
-from compose_gen.runtime import Run
+from compose_gen.runtime import CheckpointError, Run
 from compose_gen.runtime.claim import FolderBusy, claimed
 from compose_gen.runtime.layout import CLAIM_FILE
 from compose_gen.spec import load_spec
@@ -143,7 +143,7 @@ def test_a_live_training_before_its_first_checkpoint_is_named_not_taken_for_stal
     finally:
         other.kill()
         other.wait()
-    with pytest.raises(Exception, match="holds no checkpoint, but metrics.jsonl"):  # once it has ended, the records are stale
+    with pytest.raises(CheckpointError, match="holds no checkpoint, but metrics.jsonl"):  # once it has ended, the records are stale
         Run.load(tmp_path, catalogue=toys_catalogue)
 
 

@@ -148,7 +148,11 @@ def test_the_best_checkpoint_is_judged_only_on_a_line_of_its_own_round(tmp_path,
     spec = load_spec(raw, catalogue=toys_catalogue)
     Run.create(spec, tmp_path / "run", progress=False).train()
     best = read_best(tmp_path / "run")
-    assert best["step"] in (4, 8) and best["value"] == next(r["rec"] for r in _records(tmp_path / "run") if r["step"] == best["step"])
+    lines = {r["step"]: r["rec"] for r in _records(tmp_path / "run")}
+    saved = {int(folder.name.split("-")[-1]) for folder in list_checkpoints(tmp_path / "run")}
+    assert sorted(lines) == [4, 8] and sorted(saved) == [3, 6, 8]
+    assert lines[4] > lines[8], "round 4's line must be the one that would win for the test to mean anything"
+    assert best["step"] == 8 and best["value"] == lines[8]  # the one checkpoint written at a round with a line
 
 
 def test_a_resume_from_a_checkpoint_inside_a_log_window_writes_the_same_lines_again(tmp_path, toys_catalogue):

@@ -49,6 +49,14 @@ class NonInverting(Scale):
         return x + 1e-3, ladj
 
 
+class InverseLadjSign(Scale):
+    """Right values and a right forward ladj; the inverse returns the forward's log-determinant (its sign forgotten)."""
+
+    def inverse(self, y, context=None):
+        x, ladj = super().inverse(y)
+        return x, -ladj
+
+
 class BatchCoupled(Scale):
     r"""y_i = x_i + c·mean_j x_j: invertible, correct per-example ladj, but examples interact."""
 
@@ -107,11 +115,12 @@ class NoisyLadj(Scale):
     [
         (WrongLadj(), "forward ladj == log|det J| of the autograd Jacobian"),
         (NonInverting(), "inverse(forward(x)) == x"),
+        (InverseLadjSign(), "inverse ladj == -forward ladj at y = forward(x)"),
         (BatchCoupled(), "examples in a batch are independent"),
         (NoisyLadj(bias=0.5), "E[stochastic forward ladj] == exact forward ladj"),
         (OnlyY(), "forward returns the pair (y, ladj)"),
     ],
-    ids=["wrong-ladj", "non-inverting", "batch-coupled", "biased-estimator", "no-ladj"],
+    ids=["wrong-ladj", "non-inverting", "inverse-ladj-sign", "batch-coupled", "biased-estimator", "no-ladj"],
 )
 def test_kit_names_the_broken_property_and_the_input(bijector, prop):
     with pytest.raises(AssertionError) as failure:

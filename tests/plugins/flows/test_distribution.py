@@ -169,9 +169,15 @@ def test_each_copy_of_a_repeated_block_is_an_independent_draw_with_its_own_initi
 
 
 def test_rsample_carries_gradients_to_the_bijectors():
-    flow = affine_flow()
-    flow.rsample(torch.zeros(4, 3)).sum().backward()
-    assert flow.transform.bijectors[0].shift.grad is not None
+    """x = (z - b)·e^{-s} for base draws z: d Σx/d b = -n·e^{-s}, d Σx/d s = -Σx, per dimension (the pathwise gradient)."""
+    s, b = 0.3, -0.5
+    flow = affine_flow(log_scale=s, shift=b)
+    x = flow.rsample(torch.zeros(4, 3))
+    x.sum().backward()
+    bijector = flow.transform.bijectors[0]
+    torch.testing.assert_close(bijector.shift.grad, torch.full((3,), -4 * math.exp(-s)))
+    torch.testing.assert_close(bijector.log_scale.grad, -x.detach().sum(0))
+    assert bijector.log_scale.grad.abs().min() > 0, "the draws must move the scale's gradient for the test to see it"
 
 
 def test_flow_nll_in_data_space_is_the_nll_of_the_raw_data():
@@ -271,10 +277,25 @@ def test_conditional_flow_samples_and_scores_given_the_context():
 
 
 def test_glow_flow_samples_images_and_scores_them():
+    """Draws are images whose log-density is the change of variables: log N(glow(x); 0, I) + log|det J_glow(x)|."""
+    torch.manual_seed(0)
     glow = build_glow(GlowParams(shape=[1, 4, 4], levels=2, steps=1, hidden=[8]), None)
     flow = build_flow(FlowParams(base="base", bijectors=["glow"]), Context(base=StandardNormal((16,)), glow=glow))
+    with torch.no_grad():  # a glow starts near the identity: perturb it so the log-determinant counts
+        for parameter in glow.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    glow.eval()
+    torch.manual_seed(1)
     x = flow.sample(6)
-    assert x.shape == (6, 1, 4, 4) and torch.isfinite(flow.log_prob(x)).all()
+    torch.manual_seed(1)
+    drawn = StandardNormal((16,))().sample((6,))  # the base draws the sample pushed through glow's inverse
+    assert x.shape == (6, 1, 4, 4)
+    with torch.no_grad():
+        z, ladj = glow(x)
+    torch.testing.assert_close(z, drawn, atol=1e-4, rtol=1e-4)
+    assert ladj.abs().min() > 1e-3, "a log-determinant the score must count"
+    expected = Normal(0.0, 1.0).log_prob(z).sum(-1) + ladj
+    torch.testing.assert_close(flow.log_prob(x), expected)
 
 
 def test_wiring_errors_name_the_mismatch():

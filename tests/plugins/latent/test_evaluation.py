@@ -149,8 +149,17 @@ def test_latent_metrics_read_the_data_in_the_model_precision(metric: partial, tm
     """A model made float64 (``run.model.double()``) is evaluated in float64, as its losses are."""
     decoder = GaussianDecoder(nn.Linear(LATENT, X_DIM), (X_DIM,), 1, "fixed", 0.5)
     model = VAE(prior_encoder(active=2), decoder, StandardNormal((LATENT,)), ObjectiveParams()).double()
-    result = metric("m", model)(context(torch.randn(7, X_DIM), tmp_path))
+    seen: list[torch.dtype] = []
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            layer.register_forward_pre_hook(lambda module, args: seen.extend(a.dtype for a in args))
+    x = torch.randn(7, X_DIM)
+    result = metric("m", model)(context(x, tmp_path))
     assert all(math.isfinite(value) for value in result.values())
+    assert seen and set(seen) == {torch.float64}, f"the networks read {set(seen)}"
+    if metric.func is PosteriorCollapse:  # KL(N(x_d, 1) ‖ N(0, 1)) = x_d²/2: exact to float64's precision, not float32's
+        for d in range(2):
+            assert result[f"test/m.z.kl_dim0{d}"] == pytest.approx(float(x[:, d].double().square().mean() / 2), rel=1e-12)
 
 
 def test_a_lower_unit_that_moves_with_x_only_through_its_prior_is_not_active(tmp_path: Path) -> None:
@@ -422,7 +431,7 @@ def test_a_sample_grid_temperature_below_zero_is_refused_when_the_spec_loads() -
     """Not after training, when the evaluation reaches the grid."""
     spec = Path(__file__).resolve().parents[3] / "specs" / "vae_digits.yaml"
     grid = "evaluate.metrics=[{type: sample_grid, temperatures: [1.0, -0.5]}]"
-    with pytest.raises(Exception, match=r"evaluate\.metrics\[0\]\.temperatures\[1\]: Input should be greater than or equal to 0"):
+    with pytest.raises(SpecError, match=r"evaluate\.metrics\[0\]\.temperatures\[1\]: Input should be greater than or equal to 0"):
         load_spec(spec, [grid])
 
 
@@ -456,5 +465,20 @@ def test_posterior_collapse_of_a_model_whose_conditional_prior_has_no_mean(tmp_p
     }
     raw["evaluate"] = {"metrics": [{"type": "posterior_collapse", "model": "cvae"}]}
     model, data = build(load_spec(raw), "cpu")
+    with torch.no_grad():
+        model.component("encoder").net.net[0].weight[:, 64:].mul_(50)  # the means follow c = one_hot(y) far more than x
     results = model.metrics[0](eval_context(model, data, tmp_path))
-    assert results["test/cvae.z.active_units"] in (0.0, 1.0, 2.0) and results["test/cvae.z.kl_mc"] >= 0
+    x, c = data.test.fields["x"], one_hot(data.test.fields["y"], 10).float()
+    vae = model.losses["cvae"]
+    with torch.no_grad():
+        means = vae.encode(x, c)
+        expected = float((unexplained_variance(means, c) > 0.01).sum())
+        assert expected != float((unexplained_variance(means, None) > 0.01).sum()), "the regression on c must matter here"
+        assert results["test/cvae.z.active_units"] == expected
+        # kl_mc estimates E_q[log q(z|x,c) − log p(z|c)] from 16 draws per example: compare with 4000 draws
+        level = next(iter(vae.levels(x, context=c)))
+        torch.manual_seed(0)
+        z = level.posterior.sample((4000,))
+        gap = (level.posterior.log_prob(z) - level.prior.log_prob(z)).double()
+    standard_error = float(gap.std()) / math.sqrt(16 * len(x))
+    assert abs(results["test/cvae.z.kl_mc"] - float(gap.mean())) < 5 * standard_error
