@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from compose_gen.core.files import read_text_file
+from compose_gen.core.files import TEXT_LIMIT, read_text_file
 from compose_gen.spec.errors import PathPart, Problem, SpecError
 
 __all__ = ["SpecSource", "load_source", "parse_text", "source_of_mapping"]
@@ -93,7 +93,10 @@ class SpecSource:
 def load_source(path: str | Path) -> SpecSource:
     """Read and parse a ``.yaml``/``.yml``/``.json`` spec file, or ``-``: YAML (or JSON, which YAML reads) from stdin."""
     if str(path) == "-":
-        return parse_text(sys.stdin.read(), "<stdin>")
+        text = sys.stdin.read(TEXT_LIMIT + 1)  # bounded as a file is: `yes | compose-gen validate -` ends
+        if len(text) > TEXT_LIMIT:
+            raise SpecError([Problem((), f"cannot read <stdin>: more than {TEXT_LIMIT // 2**20} MiB, far beyond any spec")])
+        return parse_text(text, "<stdin>")
     path = Path(path)
     try:
         text = read_text_file(path, regular=False)  # the user's own path, maybe a pipe; a run folder's is checked as such
@@ -252,6 +255,8 @@ class _Builder:
     def __init__(self, name: str = "<spec>") -> None:
         self.name = name
         self.count = 0
+        #: Characters of the scalars built so far: aliases to one long string repeat it without a node more each.
+        self.chars = 0
         self.lines: dict[tuple[PathPart, ...], int] = {}
         self.scalars = _Loader("")
         #: The collections being built, outermost first: an alias to one of them would contain itself.
@@ -278,6 +283,9 @@ class _Builder:
                 self.open.discard(id(node))
         if node.tag not in _PLAIN_TAGS:
             raise self._fail(node, path, f"tag {node.tag!r} is not allowed in a spec")
+        self.chars += len(node.value)
+        if self.chars > TEXT_LIMIT:
+            raise self._fail(node, path, f"the spec expands to more than {TEXT_LIMIT // 2**20} MiB of text (alias bomb?)")
         try:
             return self.scalars.construct_object(node)
         except ValueError:  # an integer of more digits than Python converts

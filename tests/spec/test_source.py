@@ -93,6 +93,15 @@ def test_alias_bomb_is_refused_quickly() -> None:
     assert time.perf_counter() - start < 2.0
 
 
+def test_aliases_of_one_long_string_are_refused_quickly() -> None:
+    """Few nodes, but each alias repeats 1 MB: the text they expand to is bounded, not only their number."""
+    text = f"a: &a {'x' * 2**20}\nb: [" + ", ".join(["*a"] * 100) + "]"
+    start = time.perf_counter()
+    message = error_of(text)
+    assert "alias bomb" in message and ": b[" in message
+    assert time.perf_counter() - start < 2.0
+
+
 def test_a_byte_order_mark_is_skipped_in_json_as_in_yaml() -> None:
     for json_syntax in (False, True):
         assert parse_text('\ufeff{"name": "x"}', json_syntax=json_syntax).data == {"name": "x"}
@@ -174,4 +183,17 @@ def test_a_spec_is_read_from_stdin_as_dash(monkeypatch) -> None:
     assert source.name == "<stdin>" and source.data == {"name": "piped", "seed": 3}
     monkeypatch.setattr("sys.stdin", io.StringIO("name: [\n"))
     with pytest.raises(SpecError, match="invalid YAML"):
+        load_source("-")
+
+
+def test_an_endless_stdin_is_read_to_a_bound(monkeypatch) -> None:
+    """`yes | compose-gen validate -` read stdin to its end: memory without bound, then a MemoryError traceback."""
+
+    class Endless:
+        def read(self, size: int = -1) -> str:
+            assert size >= 0, "read to the end of an endless stream"
+            return "a: 1\n" * (size // 5 + 1)
+
+    monkeypatch.setattr("sys.stdin", Endless())
+    with pytest.raises(SpecError, match="cannot read <stdin>: more than 64 MiB"):
         load_source("-")
