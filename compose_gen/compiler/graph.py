@@ -96,7 +96,8 @@ def build_graph(spec: Spec, fields: tuple[str, ...]) -> SpecGraph:
             problems.append(Problem(path, f"{call.target!r} is {kind}, not a component: only components and the builtins "
                                           f"{', '.join(sorted(BUILTINS))} are called (a value's methods as {call.target}.method(...))"))
             continue
-        if call.method in ("sample", "rsample") and call.args and isinstance(call.args[0], int) and call.args[0] > MAX_DRAWS:
+        # a count written as a float draws as many: q.rsample(1e9) drew 10**9
+        if call.method in ("sample", "rsample") and call.args and isinstance(call.args[0], (int, float)) and call.args[0] > MAX_DRAWS:
             problems.append(Problem(path, f"{call} draws more than {MAX_DRAWS:,} samples (MAX_DRAWS) at once"))
             continue
         calls[name] = call

@@ -45,6 +45,8 @@ def test_a_graph_that_draws_more_than_max_draws_at_once_is_refused(gan_spec, toy
     """noise.sample(1000000000) ran validate past 12 GB; `compose-gen sample -n` may draw more, in batches."""
     gan_spec["graph"]["z"] = "noise.sample(1000001)"
     assert "graph.z: noise.sample(1000001) draws more than 1,000,000 samples (MAX_DRAWS) at once" in errors(gan_spec, toy_catalogue)
+    gan_spec["graph"]["z"] = "noise.sample(1e9)"  # a distribution value's sample(1e9) drew 10**9: a count written as a float
+    assert "graph.z: noise.sample(1000000000.0) draws more than 1,000,000 samples (MAX_DRAWS) at once" in errors(gan_spec, toy_catalogue)
     gan_spec["graph"]["z"] = "noise.sample(x, 2000000.0)"  # a temperature, not a count: it builds
     build(load_spec(gan_spec, catalogue=toy_catalogue), "cpu")
 
