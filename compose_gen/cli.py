@@ -43,7 +43,7 @@ def _spec_warnings_said() -> Iterator[list[str]]:
     Under torchrun only process 0 prints them: every process builds the same spec, so each would say the same.
     """
     said: list[str] = []
-    printing = int(os.environ.get("RANK", "0")) == 0
+    printing = launched_rank() == 0
     with warnings.catch_warnings():
         warnings.simplefilter("always", SpecWarning)
         show_others = warnings.showwarning
@@ -455,6 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = argv[: argv.index(args.command)] if args.command in argv else []
         (parser if set(unknown) & set(before) else args.subcommand_parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.results = sys.stdout  # what a command answers; anything else printed to stdout (a plugin's print) goes to stderr
+    try:
+        launched_rank()  # a malformed RANK or WORLD_SIZE, said before the handlers below, which read them too
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         with _spec_warnings_said(), contextlib.redirect_stdout(sys.stderr):
             return args.handler(args)

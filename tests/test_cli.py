@@ -746,6 +746,22 @@ def test_an_unknown_option_shows_its_subcommands_usage(argv, capsys) -> None:
     assert "compose-gen: error: unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("environment", [{"WORLD_SIZE": "abc"}, {"WORLD_SIZE": "2", "RANK": "zz"}])
+def test_a_malformed_torchrun_variable_is_said_by_name(environment, tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """WORLD_SIZE=abc and RANK=zz were ValueError tracebacks ("invalid literal for int() with base 10"), naming no variable."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["validate", str(write(tmp_path, vae_spec))]) == 2
+    name, value = next((n, v) for n, v in environment.items() if not v.isdigit())
+    assert f"error: the environment variable {name}={value!r} is no whole number" in capsys.readouterr().err
+
+
+def test_rank_outside_torchrun_is_not_read(tmp_path, vae_spec, capsys, monkeypatch) -> None:
+    """Without WORLD_SIZE, a RANK of another tool was "error: invalid literal for int() with base 10: 'abc'"."""
+    monkeypatch.setenv("RANK", "abc")
+    assert main(["validate", str(write(tmp_path, vae_spec))]) == 0
+
+
 def test_under_torchrun_a_spec_error_is_said_by_process_0_alone_and_evaluate_is_refused(tmp_path, vae_spec, capsys, monkeypatch) -> None:
     """Every process printed the same error, two of them at times run together on one line; evaluate and sample ran
     whole on every process, each writing the results."""

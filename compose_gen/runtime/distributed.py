@@ -204,15 +204,25 @@ END_WAIT = timedelta(days=1)
 _end_group: dist.ProcessGroup | None = None
 
 
+def _from_environment(name: str, default: int) -> int:
+    """The whole number torchrun sets in the environment variable ``name``, ``default`` without it; a ValueError that
+    names the variable for another value (``RANK=abc`` was "invalid literal for int()", or a traceback)."""
+    value = os.environ.get(name)
+    try:
+        return default if value is None else int(value)
+    except ValueError:
+        raise ValueError(f"the environment variable {name}={value!r} is no whole number: torchrun sets it to one (unset it outside it)") from None
+
+
 def launched_world_size() -> int:
     """How many processes torchrun started (``WORLD_SIZE``), 1 without it."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _from_environment("WORLD_SIZE", 1)
 
 
 def launched_rank() -> int:
     """This process's rank under torchrun (``RANK``), 0 without it: known before the process group is joined, so that
     what every process would say alike (a spec error) is said by process 0 alone."""
-    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else 0
+    return _from_environment("RANK", 0) if launched_world_size() > 1 else 0
 
 
 def setup(device: torch.device) -> tuple[Distributed, torch.device]:
@@ -224,9 +234,9 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
     world_size = launched_world_size()
     if world_size <= 1:
         return Distributed(device=device), device
-    rank = int(os.environ["RANK"])
+    rank = launched_rank()
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", _from_environment("LOCAL_RANK", 0))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         global _end_group
