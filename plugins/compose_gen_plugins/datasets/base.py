@@ -118,11 +118,9 @@ class Display:
     def __call__(self, x: Tensor) -> Tensor:
         x = self.pipeline.inverse(x)
         batch = x.shape[: x.dim() - len(self.pipeline.in_shape)]
-        if self.base is not None:
-            x = self.base(x)
         if self.image_shape is None:  # pixel_max says how a pixel shows: data that are no images stay in their units
-            return x
-        x = x if self.base is not None else x / self.pixel_max
+            return x if self.base is None else self.base(x)
+        x = self.base(x) if self.base is not None else x / self.pixel_max
         return x.reshape(*batch, *self.image_shape).clamp(0.0, 1.0)
 
 
